@@ -1,0 +1,1 @@
+"""Load harness: simulated participants and benchmarks that print their figures."""

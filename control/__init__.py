@@ -1,0 +1,1 @@
+"""Control plane: configuration, the aiohttp app, signalling, tokens and the CLI."""

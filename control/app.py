@@ -1,0 +1,91 @@
+"""The aiohttp application: ``create_app(config)`` wires the SFU, signalling and pages."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from mediaserver.room import Sfu
+
+from .config import Config
+from .metrics import render_metrics
+from .tokens import TokenSigner, valid_id
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+
+CONFIG = web.AppKey("config", Config)
+SFU = web.AppKey("sfu", Sfu)
+SIGNER = web.AppKey("signer", TokenSigner)
+ERRORS = web.AppKey("signalling_errors", Counter)
+
+
+def create_app(config: Config) -> web.Application:
+    from .signalling import websocket_handler
+
+    app = web.Application(client_max_size=64 * 1024)
+    app[CONFIG] = config
+    app[ERRORS] = Counter()
+    app.cleanup_ctx.append(_sfu_ctx)
+    app.router.add_get("/", _index)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/dev/token", _dev_token)
+    app.router.add_static("/static/", WEB_DIR, show_index=False)
+    return app
+
+
+async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[SIGNER] = TokenSigner.from_file(config.secret_path())
+    sfu = Sfu(config.media_options())
+    app[SFU] = sfu
+    yield
+    await sfu.close()
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    sfu = request.app[SFU]
+    dump = sfu.dump()
+    return web.json_response({"status": "ok", "rooms": dump["rooms"],
+                              "participants": dump["participants"]})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = render_metrics(request.app[SFU], request.app[ERRORS])
+    return web.Response(text=body, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _dev_token(request: web.Request) -> web.Response:
+    """Development only: mint a token for the page, so two tabs can meet without set-up."""
+    config = request.app[CONFIG]
+    if not config.auth.dev_join:
+        raise web.HTTPNotFound()
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "bad_json", "message": "body is not JSON"}, status=400)
+    if not isinstance(body, dict):
+        return web.json_response({"error": "bad_request", "message": "object expected"},
+                                 status=400)
+    room = body.get("room", "demo")
+    name = body.get("name") or ""
+    if not isinstance(room, str) or not valid_id(room) or not isinstance(name, str):
+        return web.json_response(
+            {"error": "bad_request", "message": "room: 1-64 of A-Z a-z 0-9 _ . : -"}, status=400)
+    participant = f"P_{secrets.token_hex(4)}"
+    token = request.app[SIGNER].mint(room, participant, name=name[:64] or participant,
+                                     ttl=config.auth.token_ttl)
+    return web.json_response({"token": token, "room": room, "participant": participant})

@@ -1,0 +1,240 @@
+"""One frozen, validated configuration: embedded defaults, then a TOML file, then environment.
+
+Environment overrides are ``REMOTECASE_<SECTION>__<KEY>`` (for instance
+``REMOTECASE_SERVER__PORT=9000``); their values are parsed as TOML values where they parse
+(numbers, booleans, arrays) and taken as strings otherwise. An unknown section or key, or a value
+of the wrong type or out of range, stops start-up with a :class:`ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mediaserver.options import IceServer, MediaOptions
+
+ENV_PREFIX = "REMOTECASE_"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Largest signalling message accepted, in bytes; larger ones get an error and a close.
+    max_message_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class IceServerConfig:
+    urls: list[str] = field(default_factory=list)
+    username: str = ""
+    credential: str = ""
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    ice_servers: list[IceServerConfig] = field(default_factory=list)
+    host_addresses: list[str] = field(default_factory=list)
+    connect_timeout: float = 15.0
+    negotiation_timeout: float = 15.0
+    pli_min_interval: float = 0.5
+    max_participants: int = 50
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # File holding the token signing secret; created (mode 0600) if missing. Relative paths
+    # are inside storage.data_dir.
+    secret_file: str = "secrets/token.key"
+    token_ttl: int = 3600
+    # Lets the web page mint its own tokens (development only; loopback binds only).
+    dev_join: bool = True
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: str = "var"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def media_options(self) -> MediaOptions:
+        return MediaOptions(
+            ice_servers=tuple(
+                IceServer(tuple(s.urls), s.username or None, s.credential or None)
+                for s in self.media.ice_servers
+            ),
+            host_addresses=tuple(self.media.host_addresses),
+            connect_timeout=self.media.connect_timeout,
+            negotiation_timeout=self.media.negotiation_timeout,
+            pli_min_interval=self.media.pli_min_interval,
+            max_participants=self.media.max_participants,
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir)
+
+    def secret_path(self) -> Path:
+        path = Path(self.auth.secret_file)
+        return path if path.is_absolute() else self.data_dir / path
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise ConfigError(f"unknown config key {name!r}")
+        values[key] = _convert(hints[key], raw, name)
+    return cls(**values)
+
+
+def _convert(hint: Any, raw: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, raw, name)  # type: ignore[arg-type]
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(raw, list):
+            raise ConfigError(f"{name}: expected a list, got {raw!r}")
+        return [_convert(item, v, f"{name}[{i}]") for i, v in enumerate(raw)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{name}: unsupported type")  # pragma: no cover - none declared
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+        return raw
+    if hint is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}")
+        return raw
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {raw!r}")
+        return float(raw)
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name}: expected a string, got {raw!r}")
+        return raw
+    raise ConfigError(f"{name}: unsupported type {hint}")  # pragma: no cover
+
+
+def _validate(config: Config) -> None:
+    s = config.server
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"server.port: {s.port} is not a TCP port (0-65535)")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("server.tls_cert and server.tls_key must be set together")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"server.{name}: no such file {path!r}")
+    if not 1024 <= s.max_message_bytes <= 1 << 20:
+        raise ConfigError("server.max_message_bytes: must be between 1024 and 1048576")
+    m = config.media
+    for name in ("connect_timeout", "negotiation_timeout"):
+        if not 0.1 <= getattr(m, name) <= 600:
+            raise ConfigError(f"media.{name}: must be between 0.1 and 600 seconds")
+    if not 0 <= m.pli_min_interval <= 10:
+        raise ConfigError("media.pli_min_interval: must be between 0 and 10 seconds")
+    if not 2 <= m.max_participants <= 1000:
+        raise ConfigError("media.max_participants: must be between 2 and 1000")
+    for i, server in enumerate(m.ice_servers):
+        if not server.urls:
+            raise ConfigError(f"media.ice_servers[{i}].urls: at least one URL")
+        for url in server.urls:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(f"media.ice_servers[{i}].urls: {url!r} is not stun:/turn:")
+    for i, address in enumerate(m.host_addresses):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"media.host_addresses[{i}]: {address!r} is not an IP") from None
+    a = config.auth
+    if not 60 <= a.token_ttl <= 30 * 86400:
+        raise ConfigError("auth.token_ttl: must be between 60 s and 30 days")
+    if a.dev_join and not _is_loopback(s.host):
+        raise ConfigError(
+            f"auth.dev_join: only allowed when server.host is loopback (it is {s.host!r})"
+        )
+    if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log.level: {config.log.level!r} is not DEBUG/INFO/WARNING/ERROR")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        out.setdefault(section, {})[name] = parsed
+    return out
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Defaults, then the TOML file, then the environment, then ``overrides`` (tests, CLI)."""
+    merged: dict[str, dict[str, Any]] = {}
+    layers: list[Mapping[str, Any]] = []
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                layers.append(tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+    layers.append(_env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        layers.append(overrides)
+    for layer in layers:
+        for section, table in layer.items():
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"config section {section!r} must be a table")
+            merged.setdefault(section, {}).update(table)
+    config = _build(Config, merged, "")
+    _validate(config)
+    return typing.cast(Config, config)

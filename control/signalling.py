@@ -1,0 +1,243 @@
+"""The signalling WebSocket: JSON messages between a client and its participant in the SFU.
+
+The protocol is documented in ``docs/signalling.md``. One :class:`SignallingSession` per
+WebSocket; it owns a writer task (so a slow client never blocks the SFU: its queue is bounded
+and overflowing it closes the session) and the participant it joined as.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from mediaserver.participant import SfuParticipant, SignallingError
+from mediaserver.protocols import CloseReason
+from mediaserver.room import Sfu
+
+from .tokens import TokenError, TokenSigner
+
+logger = logging.getLogger(__name__)
+
+JOIN_TIMEOUT = 10.0
+OUTGOING_QUEUE = 256
+
+# WebSocket close codes (4000-4999 are for applications, RFC 6455 section 7.4.2)
+CLOSE_NORMAL = 1000
+CLOSE_AUTH = 4001
+CLOSE_PROTOCOL = 4002
+CLOSE_TOO_LARGE = 4009
+CLOSE_REPLACED = 4010
+CLOSE_SERVER = 4011
+
+_BYE_CODES = {
+    CloseReason.LEFT: CLOSE_NORMAL,
+    CloseReason.DUPLICATE: CLOSE_REPLACED,
+    CloseReason.PROTOCOL_ERROR: CLOSE_PROTOCOL,
+}
+
+MESSAGE_TYPES = (
+    "join", "publish", "answer", "candidate", "subscribe", "unsubscribe", "mute", "leave", "ping",
+)
+
+
+class SignallingSession:
+    def __init__(self, ws: web.WebSocketResponse, sfu: Sfu, signer: TokenSigner,
+                 *, max_message_bytes: int, ice_servers: list[dict[str, Any]],
+                 errors: Counter[str]) -> None:
+        self._ws = ws
+        self._sfu = sfu
+        self._signer = signer
+        self._max_bytes = max_message_bytes
+        self._ice_servers = ice_servers
+        self._errors = errors
+        self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTGOING_QUEUE)
+        self._participant: SfuParticipant | None = None
+        self._close_code = CLOSE_NORMAL
+        self._closing = False
+
+    # -- outgoing --------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        if self._closing:
+            return
+        try:
+            self._outgoing.put_nowait(message)
+        except asyncio.QueueFull:
+            logger.warning("signalling client too slow; closing")
+            self._close_soon(CLOSE_SERVER)
+
+    def error(self, code: str, message: str, ref: object = None) -> None:
+        self._errors[code] += 1
+        self.send({"type": "error", "code": code, "message": message,
+                   "ref": ref if isinstance(ref, str) else None})
+
+    def _close_soon(self, code: int) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._close_code = code
+        while True:  # make room for the sentinel: nothing more will be sent
+            try:
+                self._outgoing.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self._outgoing.get_nowait()
+
+    async def _writer(self) -> None:
+        while True:
+            message = await self._outgoing.get()
+            if message is None:
+                break
+            try:
+                await self._ws.send_str(json.dumps(message, separators=(",", ":")))
+            except (ConnectionError, RuntimeError):
+                break
+        await self._ws.close(code=self._close_code)
+
+    # -- session ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._writer(), name="signalling-writer")
+        join_timer = loop.call_later(JOIN_TIMEOUT, self._join_timeout)
+        watcher: asyncio.Task[None] | None = None
+        try:
+            async for msg in self._ws:
+                if msg.type == WSMsgType.TEXT:
+                    joined_before = self._participant is not None
+                    await self._handle_text(msg.data)
+                    if not joined_before and self._participant is not None:
+                        join_timer.cancel()
+                        watcher = loop.create_task(self._watch(self._participant))
+                elif msg.type == WSMsgType.BINARY:
+                    self.error("bad_json", "binary frames are not part of the protocol")
+                else:
+                    break
+                if self._closing:
+                    break
+        finally:
+            join_timer.cancel()
+            participant = self._participant
+            if participant is not None and not participant.closed:
+                await participant.close(CloseReason.SIGNALLING_LOST)
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            self._close_soon(self._close_code)
+            await writer
+
+    def _join_timeout(self) -> None:
+        if self._participant is None:
+            self.error("join_timeout", f"no join within {JOIN_TIMEOUT:.0f} s")
+            self._close_soon(CLOSE_PROTOCOL)
+            loop = asyncio.get_running_loop()
+            loop.create_task(self._ws.close(code=CLOSE_PROTOCOL))
+
+    async def _watch(self, participant: SfuParticipant) -> None:
+        """When the SFU closes the participant (removed, timed out, replaced), say why."""
+        await participant.wait_closed()
+        reason = participant.close_reason or CloseReason.REMOVED
+        self.send({"type": "bye", "reason": reason.value})
+        self._close_soon(_BYE_CODES.get(reason, CLOSE_SERVER))
+        await self._ws.close(code=_BYE_CODES.get(reason, CLOSE_SERVER))
+
+    async def _handle_text(self, data: str) -> None:
+        if len(data.encode("utf-8", "surrogatepass")) > self._max_bytes:
+            self.error("too_large", f"message larger than {self._max_bytes} bytes")
+            self._close_soon(CLOSE_TOO_LARGE)
+            return
+        try:
+            message = json.loads(data)
+        except ValueError as exc:
+            self.error("bad_json", f"not JSON: {exc.args[0] if exc.args else exc}")
+            return
+        if not isinstance(message, dict):
+            self.error("bad_json", "a message is a JSON object")
+            return
+        kind = message.get("type")
+        if kind not in MESSAGE_TYPES:
+            self.error("unknown_type", f"unknown message type {kind!r}", kind)
+            return
+        try:
+            if kind == "join":
+                await self._join(message)
+            elif kind == "ping":
+                self.send({"type": "pong", "id": message.get("id")})
+            else:
+                participant = self._participant
+                if participant is None:
+                    raise SignallingError("not_joined", "send join first")
+                await self._dispatch(participant, kind, message)
+        except SignallingError as exc:
+            self.error(exc.code, exc.message, kind)
+        except TokenError as exc:
+            self.error(exc.code, exc.message, kind)
+            self._close_soon(CLOSE_AUTH)
+
+    async def _join(self, message: dict[str, Any]) -> None:
+        if self._participant is not None:
+            raise SignallingError("already_joined", "this connection has joined already")
+        grant = self._signer.verify(message.get("token"))
+        room = self._sfu.room(grant.room)
+        participant = await room.join(grant.participant, grant.name, self.send)
+        self._participant = participant
+        self.send({
+            "type": "joined",
+            "room": room.room_id,
+            "participant": participant.describe() | {"role": grant.role},
+            "participants": [p.describe() for p in room.participants.values()
+                             if p is not participant],
+            "ice_servers": self._ice_servers,
+        })
+
+    async def _dispatch(self, participant: SfuParticipant, kind: str,
+                        message: dict[str, Any]) -> None:
+        if kind == "publish":
+            answer = await participant.handle_publish_offer(message.get("sdp"))
+            self.send({"type": "publish_answer", "sdp": answer})
+        elif kind == "answer":
+            participant.handle_answer(message.get("sdp"))
+        elif kind == "candidate":
+            await participant.add_ice_candidate(message.get("target"), message.get("candidate"))
+        elif kind in ("subscribe", "unsubscribe"):
+            tracks = message.get("tracks")
+            if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+                raise SignallingError("bad_request", "tracks must be a list of track IDs")
+            if kind == "subscribe":
+                participant.subscribe(tracks)
+            else:
+                participant.unsubscribe(tracks)
+        elif kind == "mute":
+            track, muted = message.get("track"), message.get("muted")
+            if not isinstance(track, str) or not isinstance(muted, bool):
+                raise SignallingError("bad_request", "mute needs track (string), muted (bool)")
+            participant.set_muted(track, muted)
+        elif kind == "leave":
+            self._close_code = CLOSE_NORMAL
+            await participant.close(CloseReason.LEFT)
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    from .app import ERRORS, SFU, SIGNER, CONFIG
+
+    config = request.app[CONFIG]
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * config.server.max_message_bytes)
+    await ws.prepare(request)
+    ice_servers = [
+        {"urls": list(s.urls), **({"username": s.username} if s.username else {}),
+         **({"credential": s.credential} if s.credential else {})}
+        for s in config.media.ice_servers
+    ]
+    session = SignallingSession(
+        ws, request.app[SFU], request.app[SIGNER],
+        max_message_bytes=config.server.max_message_bytes,
+        ice_servers=ice_servers, errors=request.app[ERRORS],
+    )
+    await session.run()
+    return ws
+
+
+__all__ = ["SignallingSession", "websocket_handler", "WSCloseCode"]

@@ -1,0 +1,109 @@
+"""Signed join tokens: bound to a room and a participant, with an expiry.
+
+Format: ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "v1." + claims part))>``.
+Claims: ``room``, ``sub`` (participant ID), ``name``, ``role``, ``iat``, ``exp``. The control plane
+mints them for invitations; ``remotecase token`` mints them by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+VERSION = "v1"
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+ROLES = ("party", "officer", "observer")
+
+
+class TokenError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Grant:
+    room: str
+    participant: str
+    name: str
+    role: str
+    expires_at: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def valid_id(value: str) -> bool:
+    return bool(_ID.match(value))
+
+
+class TokenSigner:
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 32:
+            raise ValueError("token secret must be at least 32 bytes")
+        self._secret = secret
+
+    @classmethod
+    def from_file(cls, path: Path) -> TokenSigner:
+        """Load the secret, creating it (0600, exclusive create) on first use."""
+        try:
+            return cls(path.read_bytes().strip())
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = secrets.token_hex(32).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process won the race
+            return cls(path.read_bytes().strip())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secret)
+        return cls(secret)
+
+    def _sign(self, body: str) -> str:
+        return _b64(hmac.new(self._secret, f"{VERSION}.{body}".encode(), hashlib.sha256).digest())
+
+    def mint(self, room: str, participant: str, *, name: str = "", role: str = "party",
+             ttl: int = 3600, now: float | None = None) -> str:
+        if not valid_id(room) or not valid_id(participant):
+            raise ValueError("room and participant IDs: 1-64 of A-Z a-z 0-9 _ . : -")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        issued = int(time.time() if now is None else now)
+        claims = {"room": room, "sub": participant, "name": name[:100] or participant,
+                  "role": role, "iat": issued, "exp": issued + int(ttl)}
+        body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+        return f"{VERSION}.{body}.{self._sign(body)}"
+
+    def verify(self, token: object, *, now: float | None = None) -> Grant:
+        if not isinstance(token, str) or len(token) > 2048:
+            raise TokenError("bad_token", "token missing or not a string")
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != VERSION:
+            raise TokenError("bad_token", "token is not a v1 token")
+        _, body, signature = parts
+        if not hmac.compare_digest(self._sign(body), signature):
+            raise TokenError("bad_token", "token signature does not verify")
+        try:
+            claims = json.loads(_unb64(body))
+            grant = Grant(str(claims["room"]), str(claims["sub"]), str(claims["name"]),
+                          str(claims["role"]), int(claims["exp"]))
+        except (ValueError, KeyError, TypeError):
+            raise TokenError("bad_token", "token claims are malformed") from None
+        if grant.expires_at <= int(time.time() if now is None else now):
+            raise TokenError("token_expired", "token has expired")
+        return grant

@@ -1,0 +1,351 @@
+"""The only module that reaches into aiortc's private parts.
+
+aiortc decodes every received track and encodes every sent one. The SFU needs neither, so it
+installs two subclasses where aiortc's peer connection looks its receiver and sender classes up
+(module globals of :mod:`aiortc.rtcpeerconnection`):
+
+* :class:`SfuRtpReceiver` hands every received packet (RTX already unwrapped) to a sink and
+  keeps aiortc's receiver reports, NACK generation and REMB, but never depacketizes or decodes;
+* :class:`SfuRtpSender` sends nothing by itself: a :class:`SenderHooks` owner (a forwarding
+  down-track) writes packets through :func:`fast_rtp_writer`, answers NACKs and relays PLIs.
+
+Both behave exactly like their aiortc parents until the SFU attaches to them, so aiortc peers
+in the same process (tests, the bench) are unaffected. aiortc is pinned exactly in
+``pyproject.toml``; ``tests/test_aiortc_contract.py`` fails loudly when an upgrade moves any name
+listed in :data:`PRIVATE_NAMES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import aioice.ice
+import aiortc.rtcpeerconnection
+from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpByePacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unwrap_rtx,
+)
+
+logger = logging.getLogger(__name__)
+
+# Every private name this module (and only this module) relies on, as (object, attribute).
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("aiortc.rtcpeerconnection", "RTCRtpReceiver"),
+    ("aiortc.rtcpeerconnection", "RTCRtpSender"),
+    ("RTCRtpReceiver", "_handle_rtp_packet"),
+    ("RTCRtpReceiver", "_handle_rtcp_packet"),
+    ("RTCRtpReceiver", "_send_rtcp"),
+    ("RTCRtpReceiver", "_send_rtcp_pli"),
+    ("RTCRtpReceiver", "_send_rtcp_nack"),
+    ("receiver", "_RTCRtpReceiver__codecs"),
+    ("receiver", "_RTCRtpReceiver__remote_streams"),
+    ("receiver", "_RTCRtpReceiver__rtx_ssrc"),
+    ("receiver", "_RTCRtpReceiver__nack_generator"),
+    ("receiver", "_RTCRtpReceiver__remote_bitrate_estimator"),
+    ("receiver", "_RTCRtpReceiver__rtcp_ssrc"),
+    ("RTCRtpSender", "_run_rtp"),
+    ("RTCRtpSender", "_run_rtcp"),
+    ("RTCRtpSender", "_handle_rtcp_packet"),
+    ("RTCRtpSender", "_send_keyframe"),
+    ("sender", "_RTCRtpSender__rtp_started"),
+    ("sender", "_RTCRtpSender__rtp_exited"),
+    ("sender", "_RTCRtpSender__rtcp_started"),
+    ("sender", "_RTCRtpSender__rtcp_exited"),
+    ("sender", "_RTCRtpSender__lsr"),
+    ("sender", "_RTCRtpSender__lsr_time"),
+    ("sender", "_RTCRtpSender__cname"),
+    ("sender", "_ssrc"),
+    ("sender", "_rtx_ssrc"),
+    ("RTCDtlsTransport", "_send_rtp"),
+    ("dtls", "_tx_srtp"),
+    ("dtls", "_state"),
+    ("ice", "_connection"),
+    ("aioice.Connection", "_nominated"),
+    ("aioice.ice", "StunProtocol"),
+    ("aioice.ice", "get_host_addresses"),
+    ("transceiver", "_codecs"),
+)
+
+
+class SenderHooks(Protocol):
+    """What an :class:`SfuRtpSender` asks of the down-track that drives it."""
+
+    def on_negotiated(self, payload_type: int, rtx_payload_type: int | None) -> None: ...
+
+    def on_nack(self, sequence_numbers: list[int]) -> None: ...
+
+    def on_keyframe_request(self) -> None: ...
+
+    def sender_report(self) -> tuple[int, int, int, int] | None:
+        """(ntp_timestamp, rtp_timestamp, packet_count, octet_count), or None before media."""
+
+
+class ReceiverSink(Protocol):
+    def on_rtp(self, packet: RtpPacket) -> None: ...
+
+    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
+
+
+class SfuRtpReceiver(RTCRtpReceiver):
+    """A receiver that forwards packets instead of decoding them once a sink is attached."""
+
+    _sfu_sink: ReceiverSink | None = None
+
+    def attach_sink(self, sink: ReceiverSink) -> None:
+        self._sfu_sink = sink
+
+    def detach_sink(self) -> None:
+        self._sfu_sink = None
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        await super()._handle_rtcp_packet(packet)
+        sink = self._sfu_sink
+        if sink is not None and isinstance(packet, RtcpSrPacket):
+            info = packet.sender_info
+            sink.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        sink = self._sfu_sink
+        if sink is None:
+            await super()._handle_rtp_packet(packet, arrival_time_ms)
+            return
+        if not self._enabled:
+            return
+        codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
+        if codec is None:
+            return
+
+        # Feed the uplink bandwidth estimate (REMB back to the publisher), as aiortc does.
+        estimator = self._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        abs_send_time = packet.extensions.abs_send_time
+        if estimator is not None and abs_send_time is not None:
+            remb = estimator.add(
+                abs_send_time=abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+            if remb is not None and rtcp_ssrc is not None:
+                await self._send_rtcp(
+                    RtcpPsfbPacket(
+                        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                    )
+                )
+
+        # Receiver-report statistics, per SSRC (RTX included, as aiortc counts them).
+        streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        stats = streams.get(packet.ssrc)
+        if stats is None:
+            stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stats.add(packet)
+
+        if is_rtx(codec):
+            original_ssrc = self._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)  # type: ignore[attr-defined]
+            apt = codec.parameters.get("apt")
+            if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int):
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+
+        nack = self._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+        if nack is not None and nack.add(packet):
+            await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+
+        sink.on_rtp(packet)
+
+
+class SfuRtpSender(RTCRtpSender):
+    """A sender whose packets come from a forwarding down-track, never from an encoder."""
+
+    _sfu_hooks: SenderHooks | None = None
+
+    def attach_hooks(self, hooks: SenderHooks) -> None:
+        self._sfu_hooks = hooks
+
+    def detach_hooks(self) -> None:
+        self._sfu_hooks = None
+
+    async def send(self, parameters: RTCRtpSendParameters) -> None:
+        hooks = self._sfu_hooks
+        if hooks is not None and parameters.codecs:
+            primary = parameters.codecs[0]
+            rtx_pt = None
+            for codec in parameters.codecs:
+                if is_rtx(codec) and codec.parameters.get("apt") == primary.payloadType:
+                    rtx_pt = codec.payloadType
+            hooks.on_negotiated(primary.payloadType, rtx_pt)
+        await super().send(parameters)
+
+    async def _run_rtp(self, codec: Any) -> None:
+        if self._sfu_hooks is None:
+            await super()._run_rtp(codec)
+            return
+        # Nothing to encode: packets are written by the down-track. Stay alive so that
+        # RTCRtpSender.stop() finds the task it expects, and exit when cancelled.
+        self._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+
+    async def _run_rtcp(self) -> None:
+        if self._sfu_hooks is None:
+            await super()._run_rtcp()
+            return
+        self._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
+        try:
+            while True:
+                # RFC 3550 section 6.2: randomize the interval over [0.5, 1.5] of the nominal.
+                await asyncio.sleep(0.5 + random.random())
+                hooks = self._sfu_hooks
+                report = hooks.sender_report() if hooks is not None else None
+                if report is None:
+                    continue
+                ntp, rtp_ts, packets, octets = report
+                rtcp: list[AnyRtcpPacket] = [
+                    RtcpSrPacket(
+                        ssrc=self._ssrc,
+                        sender_info=RtcpSenderInfo(
+                            ntp_timestamp=ntp,
+                            rtp_timestamp=rtp_ts,
+                            packet_count=packets & 0xFFFFFFFF,
+                            octet_count=octets & 0xFFFFFFFF,
+                        ),
+                    )
+                ]
+                # Kept for aiortc's round-trip-time estimate from receiver reports.
+                self._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF
+                self._RTCRtpSender__lsr_time = time.time()
+                cname = self._RTCRtpSender__cname  # type: ignore[attr-defined]
+                if cname is not None:
+                    rtcp.append(
+                        RtcpSdesPacket(
+                            chunks=[RtcpSourceInfo(ssrc=self._ssrc, items=[(1, cname.encode())])]
+                        )
+                    )
+                await self._send_rtcp(rtcp)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self._send_rtcp([RtcpByePacket(sources=[self._ssrc])])
+            self._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        hooks = self._sfu_hooks
+        if hooks is None:
+            await super()._handle_rtcp_packet(packet)
+            return
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            if packet.media_ssrc == self._ssrc:
+                hooks.on_nack(list(packet.lost))
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            hooks.on_keyframe_request()
+        else:
+            # receiver reports (round-trip time, loss stats) and REMB
+            await super()._handle_rtcp_packet(packet)
+
+
+RtpWriter = Callable[[bytes], None]
+
+
+def fast_rtp_writer(dtls: RTCDtlsTransport) -> RtpWriter:
+    """A synchronous function that protects one RTP packet with SRTP and sends it.
+
+    aiortc's ``_send_rtp`` goes through three coroutines per packet; this resolves the nominated
+    ICE pair once. Raises ConnectionError while DTLS is not connected. Relayed (TURN) pairs wrap
+    data in their own framing, so they take aiortc's path through a task instead.
+    """
+    if dtls._state != State.CONNECTED:
+        raise ConnectionError("DTLS not connected")
+    srtp = dtls._tx_srtp
+    connection = dtls.transport._connection
+    pair = connection._nominated.get(1)
+    if pair is None:
+        raise ConnectionError("no nominated ICE pair")
+    protocol = pair.protocol
+    if type(protocol) is aioice.ice.StunProtocol and protocol.transport is not None:
+        udp = protocol.transport
+        addr = pair.remote_addr
+        protect = srtp.protect
+
+        def write(data: bytes) -> None:
+            udp.sendto(protect(data), addr)
+
+        return write
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def write_slow(data: bytes) -> None:
+        task = asyncio.ensure_future(dtls._send_rtp(data))
+        tasks.add(task)
+        task.add_done_callback(_discard_result(tasks))
+
+    return write_slow
+
+
+def _discard_result(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("relayed RTP send failed: %s", task.exception())
+
+    return done
+
+
+_installed = False
+
+
+def install() -> None:
+    """Make aiortc's peer connections create SFU-capable receivers and senders. Idempotent."""
+    global _installed
+    if _installed:
+        return
+    aiortc.rtcpeerconnection.RTCRtpReceiver = SfuRtpReceiver  # type: ignore[misc]
+    aiortc.rtcpeerconnection.RTCRtpSender = SfuRtpSender  # type: ignore[misc]
+    _installed = True
+
+
+def restrict_host_addresses(addresses: list[str]) -> None:
+    """Gather ICE host candidates on exactly these addresses (process-wide in aioice).
+
+    aioice skips 127.0.0.1 and offers no per-connection choice; an empty list restores its
+    default of every interface address but loopback.
+    """
+    original = getattr(aioice.ice, "_remotecase_original_get_host_addresses", None)
+    if original is None:
+        original = aioice.ice.get_host_addresses
+        aioice.ice._remotecase_original_get_host_addresses = original  # type: ignore[attr-defined]
+    if not addresses:
+        aioice.ice.get_host_addresses = original
+        return
+    chosen = list(addresses)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = get_host_addresses

@@ -1,0 +1,375 @@
+"""Packet forwarding: one :class:`ForwardedUpTrack` per published track, one
+:class:`RtpDownTrack` per subscriber of it.
+
+The hot path is ``ForwardedUpTrack.on_rtp`` -> ``RtpDownTrack.write`` for every down-track:
+one 12-byte header built with ``struct``, one SRTP protect, one ``sendto``. Nothing is parsed
+per subscriber and nothing is decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from aiortc.rtp import RtpPacket
+
+from . import rtp
+from .aiortc_hooks import RtpWriter, SfuRtpReceiver, SfuRtpSender, fast_rtp_writer
+from .protocols import CloseReason, DownTrack, Packet, TrackInfo
+
+logger = logging.getLogger(__name__)
+
+HISTORY_SIZE = 1024  # video packets kept for NACKs: ~3 s at 2.5 Mbps
+KEYFRAME_RETRY = 1.0  # seconds between a waiting down-track's keyframe requests
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
+
+
+def ntp_now() -> int:
+    now = time.time()
+    return (int(now + NTP_EPOCH_OFFSET) << 32) | int((now % 1) * (1 << 32))
+
+
+class ForwardedUpTrack:
+    """A published track: receives packets from an :class:`SfuRtpReceiver`, fans them out."""
+
+    def __init__(
+        self,
+        info: TrackInfo,
+        receiver: SfuRtpReceiver,
+        *,
+        pli_min_interval: float,
+        log_extra: dict[str, str],
+    ) -> None:
+        self._info = info
+        self._receiver = receiver
+        self._downs: dict[str, DownTrack] = {}
+        self._fanout: tuple[DownTrack, ...] = ()
+        self._is_keyframe = rtp.keyframe_detector(info.mime_type)
+        self._history: list[Packet | None] | None = (
+            [None] * HISTORY_SIZE if info.kind == "video" else None
+        )
+        self._muted = False
+        self._closed = False
+        self._media_ssrc: int | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pli_min_interval = pli_min_interval
+        self._last_pli = -1e9
+        self._pli_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log = logging.LoggerAdapter(logger, {**log_extra, "track": info.track_id})
+        # publisher's last sender report: (ntp, rtp timestamp, loop time of arrival)
+        self.sender_report: tuple[int, int, float] | None = None
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.keyframes_requested = 0
+        receiver.attach_sink(self)
+
+    # -- protocol UpTrack ------------------------------------------------------------------
+    @property
+    def info(self) -> TrackInfo:
+        return self._info
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def down_tracks(self) -> tuple[DownTrack, ...]:
+        return self._fanout
+
+    def add_down_track(self, down: DownTrack) -> None:
+        if self._closed:
+            raise RuntimeError("up-track closed")
+        self._downs[down.down_id] = down
+        self._fanout = tuple(self._downs.values())
+        if self._info.kind == "video":
+            self.request_keyframe()
+
+    def remove_down_track(self, down: DownTrack) -> None:
+        if self._downs.pop(down.down_id, None) is not None:
+            self._fanout = tuple(self._downs.values())
+
+    def get_packet(self, sequence_number: int) -> Packet | None:
+        history = self._history
+        if history is None:
+            return None
+        packet = history[sequence_number % HISTORY_SIZE]
+        if packet is None or packet.sequence_number != sequence_number:
+            return None
+        return packet
+
+    def request_keyframe(self) -> None:
+        if self._closed or self._info.kind != "video":
+            return
+        now = self._loop.time()
+        wait = self._last_pli + self._pli_min_interval - now
+        if wait <= 0:
+            self._send_pli()
+        elif self._pli_timer is None:
+            self._pli_timer = self._loop.call_later(wait, self._send_pli)
+
+    # -- receiver sink ---------------------------------------------------------------------
+    def on_rtp(self, packet: RtpPacket) -> None:
+        self._media_ssrc = packet.ssrc
+        payload = packet.payload
+        detector = self._is_keyframe
+        out = Packet(
+            packet.sequence_number,
+            packet.timestamp,
+            packet.marker,
+            payload,
+            packet.padding_size,
+            detector(payload) if detector is not None else True,
+        )
+        self.packets_in += 1
+        self.bytes_in += len(payload)
+        if self._history is not None:
+            self._history[out.sequence_number % HISTORY_SIZE] = out
+        if self._muted:
+            return
+        for down in self._fanout:
+            down.write(out)
+
+    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        self.sender_report = (ntp_timestamp, rtp_timestamp, self._loop.time())
+
+    # -- control ---------------------------------------------------------------------------
+    def set_muted(self, muted: bool) -> None:
+        if muted == self._muted:
+            return
+        self._muted = muted
+        if not muted:
+            for down in self._fanout:
+                if isinstance(down, RtpDownTrack):
+                    down.resume()
+            self.request_keyframe()
+
+    def _send_pli(self) -> None:
+        self._pli_timer = None
+        if self._closed or self._media_ssrc is None:
+            # Nothing received yet: the first packets will start with a keyframe anyway.
+            return
+        self._last_pli = self._loop.time()
+        self.keyframes_requested += 1
+        task = self._loop.create_task(self._receiver._send_rtcp_pli(self._media_ssrc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, reason: CloseReason) -> None:
+        """Detach from the receiver and close every down-track. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._receiver.detach_sink()
+        if self._pli_timer is not None:
+            self._pli_timer.cancel()
+            self._pli_timer = None
+        for down in list(self._downs.values()):
+            down.close(CloseReason.UNPUBLISHED)
+        self._downs.clear()
+        self._fanout = ()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._log.debug("up-track closed: %s", reason.value)
+
+
+class RtpDownTrack:
+    """One subscriber's copy of an up-track, written through an :class:`SfuRtpSender`.
+
+    Per packet it rewrites payload type, SSRC, sequence number and timestamp. The offsets stay
+    constant while forwarding, so gaps the publisher's loss left stay gaps and the subscriber's
+    NACKs map back to the publisher's sequence numbers; they are recomputed only when forwarding
+    resumes after a pause, so that the subscriber sees no jump.
+    """
+
+    def __init__(
+        self,
+        down_id: str,
+        up: ForwardedUpTrack,
+        sender: SfuRtpSender,
+        *,
+        on_close: Callable[[RtpDownTrack], None] | None = None,
+        continue_from: RtpDownTrack | None = None,
+    ) -> None:
+        self._down_id = down_id
+        self.up = up
+        self._sender = sender
+        self._ssrc = sender._ssrc
+        self._rtx_ssrc = sender._rtx_ssrc
+        self._clock_rate = up.info.clock_rate
+        self._on_close = on_close
+        self._writer: RtpWriter | None = None
+        self._started = False
+        self._closed = False
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._last_keyframe_request = -1e9
+        if continue_from is not None:
+            self._pt = continue_from._pt
+            self._rtx_pt = continue_from._rtx_pt
+            self._next_seq = continue_from._next_seq
+            self._rtx_seq = continue_from._rtx_seq
+            self._last_ts = continue_from._last_ts
+            self._last_time = continue_from._last_time
+            self.packets = continue_from.packets
+            self.bytes = continue_from.bytes
+        else:
+            self._pt: int | None = None
+            self._rtx_pt: int | None = None
+            self._next_seq = random.randint(0, 0x7FFF)  # low start avoids early wrap
+            self._rtx_seq = random.randint(0, 0x7FFF)
+            self._last_ts = random.randint(0, 0xFFFFFFFF)
+            self._last_time: float | None = None
+            self.packets = 0
+            self.bytes = 0
+        self.retransmitted = 0
+        self.nacks = 0
+        self.nack_misses = 0
+        self.keyframe_requests = 0
+        sender.attach_hooks(self)
+        up.add_down_track(self)
+
+    @property
+    def down_id(self) -> str:
+        return self._down_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def sender(self) -> SfuRtpSender:
+        return self._sender
+
+    # -- hot path --------------------------------------------------------------------------
+    def write(self, packet: Packet) -> None:
+        if not self._started:
+            if not self._start(packet):
+                return
+        seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
+        ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        data = rtp.build_packet(
+            self._pt, packet.marker, seq, ts, self._ssrc, packet.payload, packet.padding  # type: ignore[arg-type]
+        )
+        try:
+            self._writer(data)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - one subscriber's failure must not stop others
+            logger.debug("down-track %s write failed: %s", self._down_id, exc)
+            self._writer = None
+            self._started = False
+            return
+        self._next_seq = (seq + 1) & 0xFFFF
+        self._last_ts = ts
+        self._last_time = time.monotonic()
+        self.packets += 1
+        self.bytes += len(packet.payload)
+
+    def _start(self, packet: Packet) -> bool:
+        """Begin (or resume) on a keyframe, once the subscriber's transport is up."""
+        if self._closed or self._pt is None:
+            return False
+        if not packet.keyframe:
+            now = time.monotonic()
+            if now - self._last_keyframe_request >= KEYFRAME_RETRY:
+                self._last_keyframe_request = now
+                self.up.request_keyframe()
+            return False
+        if self._writer is None:
+            try:
+                self._writer = fast_rtp_writer(self._sender.transport)
+            except ConnectionError:
+                return False
+        self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
+        # Continue the subscriber's timeline from where it stopped, advanced by wall time.
+        elapsed = 0.0 if self._last_time is None else time.monotonic() - self._last_time
+        target_ts = (self._last_ts + max(1, int(elapsed * self._clock_rate))) & 0xFFFFFFFF
+        self._ts_offset = (target_ts - packet.timestamp) & 0xFFFFFFFF
+        self._first_seq = self._next_seq
+        self._started = True
+        return True
+
+    def resume(self) -> None:
+        """Forwarding paused (mute): start again on the next keyframe without a jump."""
+        self._started = False
+
+    # -- sender hooks ----------------------------------------------------------------------
+    def on_negotiated(self, payload_type: int, rtx_payload_type: int | None) -> None:
+        self._pt = payload_type
+        self._rtx_pt = rtx_payload_type
+
+    def on_nack(self, sequence_numbers: list[int]) -> None:
+        if not self._started or self._writer is None:
+            return
+        for out_seq in sequence_numbers:
+            self.nacks += 1
+            # only packets this down-track has actually sent since it (re)started
+            if (out_seq - self._first_seq) & 0xFFFF >= (self._next_seq - self._first_seq) & 0xFFFF:
+                self.nack_misses += 1
+                continue
+            packet = self.up.get_packet((out_seq - self._seq_offset) & 0xFFFF)
+            if packet is None:
+                self.nack_misses += 1
+                continue
+            ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+            if self._rtx_pt is not None:
+                data = rtp.build_packet(
+                    self._rtx_pt,
+                    packet.marker,
+                    self._rtx_seq,
+                    ts,
+                    self._rtx_ssrc,
+                    rtp.rtx_payload(out_seq, packet.payload),
+                )
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            else:
+                data = rtp.build_packet(
+                    self._pt, packet.marker, out_seq, ts, self._ssrc, packet.payload  # type: ignore[arg-type]
+                )
+            try:
+                self._writer(data)
+            except Exception:  # noqa: BLE001
+                return
+            self.retransmitted += 1
+
+    def on_keyframe_request(self) -> None:
+        self.keyframe_requests += 1
+        self.up.request_keyframe()
+
+    def sender_report(self) -> tuple[int, int, int, int] | None:
+        if not self._started or self._last_time is None:
+            return None
+        published = self.up.sender_report
+        if published is not None:
+            # Translate the publisher's own clock mapping, so lip sync between its audio and
+            # video survives forwarding.
+            ntp, rtp_ts, arrived = published
+            elapsed = asyncio.get_running_loop().time() - arrived
+            ntp = (ntp + int(elapsed * (1 << 32))) & 0xFFFFFFFFFFFFFFFF
+            rtp_ts = (rtp_ts + self._ts_offset + int(elapsed * self._clock_rate)) & 0xFFFFFFFF
+        else:
+            elapsed = time.monotonic() - self._last_time
+            ntp = ntp_now()
+            rtp_ts = (self._last_ts + int(elapsed * self._clock_rate)) & 0xFFFFFFFF
+        return ntp, rtp_ts, self.packets, self.bytes
+
+    def close(self, reason: CloseReason) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._started = False
+        self._writer = None
+        self.up.remove_down_track(self)
+        if self._on_close is not None:
+            self._on_close(self)

@@ -1,0 +1,28 @@
+"""The media plane's settings: a frozen slice of :class:`control.config.Config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOptions:
+    # STUN/TURN servers handed to aiortc and to clients; empty means none is contacted.
+    ice_servers: tuple[IceServer, ...] = ()
+    # Addresses to gather host candidates on; empty means every interface but loopback.
+    host_addresses: tuple[str, ...] = ()
+    # A peer connection not connected this long after an offer/answer is closed.
+    connect_timeout: float = 15.0
+    # A client that does not answer a subscriber offer within this is closed.
+    negotiation_timeout: float = 15.0
+    # Keyframe requests relayed to a publisher at most this often (seconds).
+    pli_min_interval: float = 0.5
+    # Most participants in one room.
+    max_participants: int = 50

@@ -1,0 +1,537 @@
+"""A participant: one publishing and one subscribing peer connection, as LiveKit does.
+
+* The **publisher** connection carries the participant's camera and microphone to the SFU. The
+  client offers, the SFU answers; a client that adds or removes tracks offers again.
+* The **subscriber** connection carries everyone else's tracks to the participant. The SFU
+  offers, the client answers. One task (the negotiator) owns it, so offers never cross.
+
+Keeping the directions apart means neither side ever has to resolve glare, and a change in who
+publishes touches only the subscriber connections of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.sdp import candidate_from_sdp
+
+from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender
+from .forwarding import ForwardedUpTrack, RtpDownTrack
+from .options import MediaOptions
+from .protocols import CloseReason, TrackInfo
+from .sdpcheck import SdpError, check_remote_sdp
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class SignallingError(Exception):
+    """A client request the SFU refuses; ``code`` goes back to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class PlaceholderTrack(MediaStreamTrack):
+    """Stands in for a forwarded track on a subscriber's sender; never read."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> Any:
+        raise MediaStreamError
+
+
+@dataclass(eq=False)
+class Slot:
+    """A transceiver of the subscriber connection; reused for a later track of the same codec."""
+
+    transceiver: RTCRtpTransceiver
+    codec_key: tuple[str, ...]
+    down: RtpDownTrack | None = None
+    last_down: RtpDownTrack | None = None
+
+
+@dataclass
+class ParticipantCounters:
+    answers_sent: int = 0
+    offers_sent: int = 0
+    tracks_published: int = 0
+    negotiations: int = 0
+
+
+def _rtc_configuration(options: MediaOptions) -> RTCConfiguration:
+    servers = [
+        RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+        for s in options.ice_servers
+    ]
+    # An explicit list, possibly empty: aiortc would otherwise add a public STUN server.
+    return RTCConfiguration(iceServers=servers)
+
+
+def codec_key(info: TrackInfo) -> tuple[str, ...]:
+    key = [info.mime_type.lower()]
+    if info.mime_type.lower() == "video/h264":
+        params = dict(info.parameters)
+        key.append(params.get("profile-level-id", "")[:2].lower())
+        key.append(params.get("packetization-mode", "0"))
+    return tuple(key)
+
+
+def _capabilities_for(info: TrackInfo) -> list[RTCRtpCodecCapability]:
+    """Our own capability matching the publisher's codec, plus RTX for video."""
+    caps = RTCRtpSender.getCapabilities(info.kind).codecs
+    wanted = codec_key(info)
+    chosen: list[RTCRtpCodecCapability] = []
+    for cap in caps:
+        probe = TrackInfo("", "", info.kind, cap.mimeType, cap.clockRate, cap.channels,
+                          tuple(sorted((k, str(v)) for k, v in cap.parameters.items())))
+        if codec_key(probe) == wanted:
+            chosen.append(cap)
+            break
+    if not chosen:
+        raise SignallingError("unsupported_codec", f"cannot forward {info.mime_type}")
+    if info.kind == "video":
+        chosen.extend(c for c in caps if c.mimeType.lower() == "video/rtx")
+    return chosen
+
+
+class SfuParticipant:
+    """One party in a room. Created by :meth:`mediaserver.room.SfuRoom.join`."""
+
+    def __init__(
+        self,
+        room: Any,  # SfuRoom; typed loosely to keep the import graph one-way
+        participant_id: str,
+        name: str,
+        send: Send,
+        options: MediaOptions,
+    ) -> None:
+        self.room = room
+        self._participant_id = participant_id
+        self.name = name
+        self._send = send
+        self._options = options
+        self._log = logging.LoggerAdapter(
+            logger, {"room": room.room_id, "participant": participant_id}
+        )
+        self.publisher_pc = RTCPeerConnection(_rtc_configuration(options))
+        self.subscriber_pc = RTCPeerConnection(_rtc_configuration(options))
+        self._up_tracks: dict[str, ForwardedUpTrack] = {}
+        self._up_by_mid: dict[str, ForwardedUpTrack] = {}
+        self._slots: list[Slot] = []
+        self._unsubscribed: set[str] = set()
+        self._publish_lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._pending_answer: asyncio.Future[str] | None = None
+        self._closed = False
+        self._close_reason: CloseReason | None = None
+        self._closed_event = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watchdogs: dict[str, asyncio.TimerHandle] = {}
+        self.counters = ParticipantCounters()
+        self.closed_down_stats: list[tuple[str, int, int, int, int]] = []
+        self._negotiator = self._spawn(self._negotiate_loop(), "negotiator")
+        for label, pc in (("publisher", self.publisher_pc), ("subscriber", self.subscriber_pc)):
+            pc.on("connectionstatechange", self._state_handler(label, pc))
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def participant_id(self) -> str:
+        return self._participant_id
+
+    @property
+    def up_tracks(self) -> dict[str, ForwardedUpTrack]:
+        return self._up_tracks
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        return self._close_reason
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    def down_tracks(self) -> list[RtpDownTrack]:
+        return [s.down for s in self._slots if s.down is not None]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self._participant_id,
+            "name": self.name,
+            "tracks": [self._track_json(t) for t in self._up_tracks.values()],
+        }
+
+    @staticmethod
+    def _track_json(up: ForwardedUpTrack) -> dict[str, Any]:
+        return {
+            "id": up.info.track_id,
+            "participant": up.info.participant_id,
+            "kind": up.info.kind,
+            "codec": up.info.mime_type,
+            "muted": up.muted,
+        }
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self._closed:
+            self._send(message)
+
+    # -- tasks -----------------------------------------------------------------------------
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(
+            coro, name=f"{self._participant_id}:{name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- publishing ------------------------------------------------------------------------
+    async def handle_publish_offer(self, sdp: object) -> str:
+        """Apply the client's offer on the publisher connection; return the answer SDP."""
+        if self._closed:
+            raise SignallingError("closed", "participant is closed")
+        try:
+            checked = check_remote_sdp(sdp)
+        except SdpError as exc:
+            raise SignallingError(exc.code, exc.message) from exc
+        async with self._publish_lock:
+            pc = self.publisher_pc
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(checked, "offer"))
+                for transceiver in pc.getTransceivers():
+                    _keep_primary_codec(transceiver)
+                await pc.setLocalDescription(await pc.createAnswer())
+            except Exception as exc:  # noqa: BLE001 - aiortc raises many types on bad SDP
+                self._log.info("rejected publish offer: %s", exc)
+                raise SignallingError("bad_sdp", f"offer rejected: {exc}") from exc
+            self._sync_published_tracks()
+            self.counters.answers_sent += 1
+            self._arm_watchdog("publisher", pc)
+            return pc.localDescription.sdp
+
+    def _sync_published_tracks(self) -> None:
+        for transceiver in self.publisher_pc.getTransceivers():
+            mid = transceiver.mid
+            if mid is None:
+                continue
+            receiving = transceiver.currentDirection in ("recvonly", "sendrecv")
+            existing = self._up_by_mid.get(mid)
+            if receiving and existing is None:
+                self._publish(transceiver)
+            elif not receiving and existing is not None:
+                self._spawn(self._unpublish(existing, CloseReason.UNPUBLISHED), "unpublish")
+
+    def _publish(self, transceiver: RTCRtpTransceiver) -> None:
+        receiver = transceiver.receiver
+        assert isinstance(receiver, SfuRtpReceiver), "aiortc_hooks.install() was not called"
+        primary = _primary_codec(transceiver)
+        track_id = f"TR_{uuid.uuid4().hex[:12]}"
+        info = TrackInfo(
+            track_id=track_id,
+            participant_id=self._participant_id,
+            kind=transceiver.kind,
+            mime_type=primary.mimeType,
+            clock_rate=primary.clockRate,
+            channels=primary.channels,
+            parameters=tuple(sorted((k, str(v)) for k, v in primary.parameters.items())),
+        )
+        up = ForwardedUpTrack(
+            info,
+            receiver,
+            pli_min_interval=self._options.pli_min_interval,
+            log_extra={"room": self.room.room_id, "participant": self._participant_id},
+        )
+        self._up_tracks[track_id] = up
+        self._up_by_mid[transceiver.mid] = up  # type: ignore[index]
+        self.counters.tracks_published += 1
+        self._log.info("published %s %s as %s", info.kind, info.mime_type, track_id)
+        self.room.on_track_published(self, up)
+
+    async def _unpublish(self, up: ForwardedUpTrack, reason: CloseReason) -> None:
+        self._up_tracks.pop(up.info.track_id, None)
+        for mid, candidate in list(self._up_by_mid.items()):
+            if candidate is up:
+                del self._up_by_mid[mid]
+        await up.close(reason)
+        self.room.on_track_unpublished(self, up)
+
+    def set_muted(self, track_id: str, muted: bool) -> None:
+        up = self._up_tracks.get(track_id)
+        if up is None:
+            raise SignallingError("unknown_track", f"no published track {track_id}")
+        up.set_muted(muted)
+        self.room.broadcast(
+            {"type": "track_muted", "track": track_id, "participant": self._participant_id,
+             "muted": muted},
+        )
+
+    # -- subscribing -----------------------------------------------------------------------
+    def subscribe(self, track_ids: list[str]) -> None:
+        known = {up.info.track_id for up in self.room.up_tracks()}
+        for track_id in track_ids:
+            if track_id not in known:
+                raise SignallingError("unknown_track", f"no track {track_id} in this room")
+        self._unsubscribed.difference_update(track_ids)
+        self.update_subscriptions()
+
+    def unsubscribe(self, track_ids: list[str]) -> None:
+        self._unsubscribed.update(track_ids)
+        self.update_subscriptions()
+
+    def update_subscriptions(self) -> None:
+        """Mark the subscriber connection for renegotiation; the negotiator does the work."""
+        if not self._closed:
+            self._dirty.set()
+
+    def _wanted_tracks(self) -> dict[str, ForwardedUpTrack]:
+        return {
+            up.info.track_id: up
+            for up in self.room.up_tracks()
+            if up.info.participant_id != self._participant_id
+            and up.info.track_id not in self._unsubscribed
+            and not up.closed
+        }
+
+    def _apply_subscriptions(self) -> bool:
+        """Bring the subscriber transceivers in line with the wanted tracks; True if changed."""
+        wanted = self._wanted_tracks()
+        changed = False
+        for slot in self._slots:
+            down = slot.down
+            if down is not None and (down.closed or down.up.info.track_id not in wanted):
+                down.close(CloseReason.UNSUBSCRIBED)
+                self._retire(slot)
+                changed = True
+        current = {s.down.up.info.track_id for s in self._slots if s.down is not None}
+        for track_id, up in wanted.items():
+            if track_id in current:
+                continue
+            key = codec_key(up.info)
+            slot = next(
+                (s for s in self._slots
+                 if s.down is None and s.codec_key == key and s.transceiver.mid is not None),
+                None,
+            )
+            if slot is None:
+                transceiver = self.subscriber_pc.addTransceiver(
+                    PlaceholderTrack(up.info.kind), direction="sendonly"
+                )
+                transceiver.setCodecPreferences(_capabilities_for(up.info))
+                slot = Slot(transceiver=transceiver, codec_key=key)
+                self._slots.append(slot)
+            sender = slot.transceiver.sender
+            assert isinstance(sender, SfuRtpSender), "aiortc_hooks.install() was not called"
+            slot.transceiver.direction = "sendonly"
+            slot.down = RtpDownTrack(
+                f"{self._participant_id}/{track_id}",
+                up,
+                sender,
+                on_close=self._down_closed,
+                continue_from=slot.last_down,
+            )
+            changed = True
+        return changed
+
+    def _retire(self, slot: Slot) -> None:
+        slot.last_down = slot.down
+        slot.down = None
+        slot.transceiver.direction = "inactive"
+
+    def _down_closed(self, down: RtpDownTrack) -> None:
+        self.closed_down_stats.append(
+            (down.up.info.kind, down.packets, down.bytes, down.retransmitted, down.nacks)
+        )
+        if not self._closed:
+            # the up-track went away: free the slot at the next negotiation
+            self._dirty.set()
+
+    def _mid_map(self) -> dict[str, dict[str, Any]]:
+        tracks: dict[str, dict[str, Any]] = {}
+        for slot in self._slots:
+            mid = slot.transceiver.mid
+            if mid is not None and slot.down is not None:
+                tracks[mid] = self._track_json(slot.down.up)
+        return tracks
+
+    async def _negotiate_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._closed:
+                return
+            if not self._apply_subscriptions() and self.subscriber_pc.remoteDescription:
+                continue
+            if not self._slots:
+                continue
+            pc = self.subscriber_pc
+            await pc.setLocalDescription(await pc.createOffer())
+            loop = asyncio.get_running_loop()
+            self._pending_answer = loop.create_future()
+            self.counters.offers_sent += 1
+            self.send({"type": "offer", "sdp": pc.localDescription.sdp, "tracks": self._mid_map()})
+            try:
+                answer = await asyncio.wait_for(
+                    self._pending_answer, timeout=self._options.negotiation_timeout
+                )
+            except asyncio.TimeoutError:
+                self._log.warning("no answer to subscriber offer")
+                self._spawn(self.close(CloseReason.CONNECT_TIMEOUT), "close")
+                return
+            finally:
+                self._pending_answer = None
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            except Exception as exc:  # noqa: BLE001
+                self._log.info("rejected subscriber answer: %s", exc)
+                self.send({"type": "error", "code": "bad_sdp",
+                           "message": f"answer rejected: {exc}", "ref": "answer"})
+                self._spawn(self.close(CloseReason.PROTOCOL_ERROR), "close")
+                return
+            self.counters.negotiations += 1
+            self._arm_watchdog("subscriber", pc)
+            # the mid map is final only once the answer is applied
+            self.send({"type": "tracks", "tracks": self._mid_map()})
+
+    def handle_answer(self, sdp: object) -> None:
+        future = self._pending_answer
+        if future is None or future.done():
+            raise SignallingError("unexpected_answer", "no subscriber offer is waiting")
+        try:
+            checked = check_remote_sdp(sdp)
+        except SdpError as exc:
+            raise SignallingError(exc.code, exc.message) from exc
+        future.set_result(checked)
+
+    async def add_ice_candidate(self, target: object, candidate: object) -> None:
+        pc = {"publisher": self.publisher_pc, "subscriber": self.subscriber_pc}.get(
+            target if isinstance(target, str) else ""
+        )
+        if pc is None:
+            raise SignallingError("bad_request", "target must be publisher or subscriber")
+        if candidate is None or candidate == {} or candidate == "":
+            return  # end of candidates
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate"), str):
+            raise SignallingError("bad_request", "candidate must be an RTCIceCandidateInit")
+        text = candidate["candidate"]
+        if not text:
+            return
+        try:
+            parsed = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:")
+                                        else text)
+            parsed.sdpMid = candidate.get("sdpMid")
+            parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+            await pc.addIceCandidate(parsed)
+        except Exception as exc:  # noqa: BLE001
+            raise SignallingError("bad_candidate", f"candidate rejected: {exc}") from exc
+
+    # -- connection health -----------------------------------------------------------------
+    def _state_handler(self, label: str, pc: RTCPeerConnection) -> Callable[[], None]:
+        def changed() -> None:
+            state = pc.connectionState
+            self._log.debug("%s connection %s", label, state)
+            if state == "connected":
+                handle = self._watchdogs.pop(label, None)
+                if handle is not None:
+                    handle.cancel()
+            elif state == "failed" and not self._closed:
+                self._spawn(self.close(CloseReason.CONNECTION_FAILED), "close")
+
+        return changed
+
+    def _arm_watchdog(self, label: str, pc: RTCPeerConnection) -> None:
+        if pc.connectionState == "connected" or label in self._watchdogs:
+            return
+
+        def expired() -> None:
+            self._watchdogs.pop(label, None)
+            if pc.connectionState != "connected" and not self._closed:
+                self._log.warning("%s connection stuck in %s", label, pc.connectionState)
+                self._spawn(self.close(CloseReason.CONNECT_TIMEOUT), "close")
+
+        self._watchdogs[label] = asyncio.get_running_loop().call_later(
+            self._options.connect_timeout, expired
+        )
+
+    # -- closing ---------------------------------------------------------------------------
+    async def close(self, reason: CloseReason) -> None:
+        """Close everything this participant owns, in order. Idempotent."""
+        if self._closed:
+            await self._closed_event.wait()
+            return
+        self._closed = True
+        self._close_reason = reason
+        self._log.info("closing: %s", reason.value)
+        for handle in self._watchdogs.values():
+            handle.cancel()
+        self._watchdogs.clear()
+        if self._pending_answer is not None and not self._pending_answer.done():
+            self._pending_answer.cancel()
+        current = asyncio.current_task()
+        others = [t for t in self._tasks if t is not current]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+        # 1. stop receiving from others
+        for slot in self._slots:
+            if slot.down is not None:
+                slot.down.close(reason)
+                slot.down = None
+        # 2. stop feeding others: closing up-tracks closes their down-tracks
+        for up in list(self._up_tracks.values()):
+            await self._unpublish(up, reason)
+        # 3. transceivers before transports: RTCPeerConnection.close() does that order
+        await self.publisher_pc.close()
+        await self.subscriber_pc.close()
+        self._slots.clear()
+        self._closed_event.set()
+        await self.room.on_participant_closed(self, reason)
+
+
+def _primary_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters:
+    codecs: list[RTCRtpCodecParameters] = transceiver._codecs  # type: ignore[attr-defined]
+    for codec in codecs:
+        if codec.mimeType.lower() != f"{transceiver.kind}/rtx":
+            return codec
+    raise SignallingError("unsupported_codec", "no media codec negotiated")
+
+
+def _keep_primary_codec(transceiver: RTCRtpTransceiver) -> None:
+    """Answer with one media codec (and its RTX), so the publisher cannot switch codecs."""
+    codecs: list[RTCRtpCodecParameters] | None = getattr(transceiver, "_codecs", None)
+    if not codecs:
+        return
+    primary = _primary_codec(transceiver)
+    transceiver._codecs = [  # type: ignore[attr-defined]
+        c for c in codecs
+        if c is primary or (c.mimeType.lower().endswith("/rtx")
+                            and c.parameters.get("apt") == primary.payloadType)
+    ]

@@ -1,0 +1,228 @@
+"""Rooms and the SFU that owns them (mediasoup's Worker -> Router tree, flattened).
+
+Closing a parent closes its children: :meth:`Sfu.close` closes rooms, a room closes its
+participants, a participant closes its tracks. :meth:`Sfu.dump` shows what is alive, so tests
+can assert that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from . import aiortc_hooks
+from .forwarding import ForwardedUpTrack
+from .local import LocalSubscriber
+from .options import MediaOptions
+from .participant import Send, SfuParticipant, SignallingError
+from .protocols import CloseReason
+
+logger = logging.getLogger(__name__)
+
+
+class SfuRoom:
+    def __init__(self, sfu: Sfu, room_id: str) -> None:
+        self._sfu = sfu
+        self._room_id = room_id
+        self._participants: dict[str, SfuParticipant] = {}
+        self._locals: set[LocalSubscriber] = set()
+        self._closed = False
+        self._log = logging.LoggerAdapter(logger, {"room": room_id})
+
+    @property
+    def room_id(self) -> str:
+        return self._room_id
+
+    @property
+    def participants(self) -> dict[str, SfuParticipant]:
+        return self._participants
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def up_tracks(self) -> list[ForwardedUpTrack]:
+        return [up for p in self._participants.values() for up in p.up_tracks.values()]
+
+    def find_track(self, track_id: str) -> ForwardedUpTrack | None:
+        return next((up for up in self.up_tracks() if up.info.track_id == track_id), None)
+
+    async def join(self, participant_id: str, name: str, send: Send) -> SfuParticipant:
+        if self._closed:
+            raise SignallingError("room_closed", "room is closed")
+        previous = self._participants.get(participant_id)
+        if previous is not None:
+            # the same person reconnecting from another tab or network: the newest wins
+            await previous.close(CloseReason.DUPLICATE)
+        if len(self._participants) >= self._sfu.options.max_participants:
+            raise SignallingError("room_full", "room is full")
+        participant = SfuParticipant(self, participant_id, name, send, self._sfu.options)
+        others = list(self._participants.values())
+        self._participants[participant_id] = participant
+        self._sfu.counters["participants_joined"] += 1
+        self._log.info("participant %s joined", participant_id)
+        for other in others:
+            other.send({"type": "participant_joined", "participant": participant.describe()})
+        participant.update_subscriptions()
+        return participant
+
+    def broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None:
+        for pid, participant in self._participants.items():
+            if pid != exclude:
+                participant.send(message)
+
+    def on_track_published(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None:
+        self.broadcast(
+            {"type": "track_published", "track": SfuParticipant._track_json(up)},
+            exclude=owner.participant_id,
+        )
+        for pid, participant in self._participants.items():
+            if pid != owner.participant_id:
+                participant.update_subscriptions()
+
+    def on_track_unpublished(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None:
+        self.broadcast(
+            {"type": "track_unpublished", "track": up.info.track_id,
+             "participant": owner.participant_id},
+            exclude=owner.participant_id,
+        )
+        for pid, participant in self._participants.items():
+            if pid != owner.participant_id:
+                participant.update_subscriptions()
+        self._sfu.absorb_up_track(up)
+
+    async def on_participant_closed(self, participant: SfuParticipant, reason: CloseReason) -> None:
+        if self._participants.get(participant.participant_id) is participant:
+            del self._participants[participant.participant_id]
+        self._sfu.absorb_participant(participant, reason)
+        self.broadcast(
+            {"type": "participant_left", "participant": participant.participant_id,
+             "reason": reason.value}
+        )
+        if not self._participants and not self._closed:
+            await self.close(CloseReason.ROOM_EMPTY)
+
+    def subscribe_local(self, track_id: str, *, queue_size: int = 1024) -> LocalSubscriber:
+        """An in-process subscriber (recorder, verifier) of one track of this room."""
+        up = self.find_track(track_id)
+        if up is None:
+            raise KeyError(track_id)
+        local = LocalSubscriber(up, queue_size=queue_size, on_close=self._locals.discard)
+        self._locals.add(local)
+        return local
+
+    async def remove(self, participant_id: str, reason: CloseReason = CloseReason.REMOVED) -> bool:
+        participant = self._participants.get(participant_id)
+        if participant is None:
+            return False
+        await participant.close(reason)
+        return True
+
+    async def close(self, reason: CloseReason) -> None:
+        """Close every participant, then forget the room. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for participant in list(self._participants.values()):
+            await participant.close(CloseReason.ROOM_CLOSED if reason != CloseReason.SHUTDOWN
+                                    else reason)
+        for local in list(self._locals):
+            local.close(CloseReason.ROOM_CLOSED)
+        self._sfu.forget_room(self, reason)
+        self._log.info("room closed: %s", reason.value)
+
+
+class Sfu:
+    """The root of the media plane: rooms by ID, counters, and a dump for leak checks."""
+
+    def __init__(self, options: MediaOptions) -> None:
+        self.options = options
+        aiortc_hooks.install()
+        aiortc_hooks.restrict_host_addresses(list(options.host_addresses))
+        self._rooms: dict[str, SfuRoom] = {}
+        self._closed = False
+        self.counters: Counter[str] = Counter()
+        # figures of closed tracks, so /metrics counters never go down
+        self.retired: Counter[str] = Counter()
+        self.close_reasons: Counter[str] = Counter()
+
+    @property
+    def rooms(self) -> dict[str, SfuRoom]:
+        return self._rooms
+
+    def room(self, room_id: str) -> SfuRoom:
+        """The room with this ID, created on first use."""
+        if self._closed:
+            raise SignallingError("shutting_down", "server is shutting down")
+        room = self._rooms.get(room_id)
+        if room is None or room.closed:
+            room = self._rooms[room_id] = SfuRoom(self, room_id)
+            self.counters["rooms_created"] += 1
+        return room
+
+    def forget_room(self, room: SfuRoom, reason: CloseReason) -> None:
+        if self._rooms.get(room.room_id) is room:
+            del self._rooms[room.room_id]
+        self.counters["rooms_closed"] += 1
+
+    def absorb_up_track(self, up: ForwardedUpTrack) -> None:
+        self.retired[f"packets_in_{up.info.kind}"] += up.packets_in
+        self.retired[f"bytes_in_{up.info.kind}"] += up.bytes_in
+        self.retired["plis_sent"] += up.keyframes_requested
+
+    def absorb_participant(self, participant: SfuParticipant, reason: CloseReason) -> None:
+        self.close_reasons[reason.value] += 1
+        for kind, packets, octets, retransmitted, nacks in participant.closed_down_stats:
+            self.retired[f"forwarded_packets_{kind}"] += packets
+            self.retired[f"forwarded_bytes_{kind}"] += octets
+            self.retired["retransmitted"] += retransmitted
+            self.retired["nacks"] += nacks
+        participant.closed_down_stats.clear()
+
+    def stats(self) -> dict[str, int]:
+        """Totals for /metrics and the bench: live tracks plus what closed tracks left."""
+        totals: Counter[str] = Counter(self.retired)
+        participants = 0
+        for room in self._rooms.values():
+            for participant in room.participants.values():
+                participants += 1
+                for up in participant.up_tracks.values():
+                    totals[f"packets_in_{up.info.kind}"] += up.packets_in
+                    totals[f"bytes_in_{up.info.kind}"] += up.bytes_in
+                    totals["plis_sent"] += up.keyframes_requested
+                for down in participant.down_tracks():
+                    kind = down.up.info.kind
+                    totals[f"forwarded_packets_{kind}"] += down.packets
+                    totals[f"forwarded_bytes_{kind}"] += down.bytes
+                    totals["retransmitted"] += down.retransmitted
+                    totals["nacks"] += down.nacks
+                    totals["plis_received"] += down.keyframe_requests
+                for kind, packets, octets, retransmitted, nacks in participant.closed_down_stats:
+                    totals[f"forwarded_packets_{kind}"] += packets
+                    totals[f"forwarded_bytes_{kind}"] += octets
+                    totals["retransmitted"] += retransmitted
+                    totals["nacks"] += nacks
+        totals["rooms"] = len(self._rooms)
+        totals["participants"] = participants
+        return dict(totals)
+
+    def dump(self) -> dict[str, int]:
+        """What is alive: every count is 0 once everything has closed."""
+        participants = [p for r in self._rooms.values() for p in r.participants.values()]
+        return {
+            "rooms": len(self._rooms),
+            "participants": len(participants),
+            "up_tracks": sum(len(p.up_tracks) for p in participants),
+            "down_tracks": sum(len(p.down_tracks()) for p in participants),
+            "local_subscribers": sum(len(r._locals) for r in self._rooms.values()),
+        }
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        rooms = list(self._rooms.values())
+        await asyncio.gather(*(r.close(CloseReason.SHUTDOWN) for r in rooms),
+                             return_exceptions=True)

@@ -1,0 +1,129 @@
+"""RTP helpers that work on bytes: keyframe detection per codec, header building, RTX.
+
+Everything here is a pure function so that it can be tested on saved and malformed packets.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_HEADER = struct.Struct("!BBHII")
+_RTX_OSN = struct.Struct("!H")
+
+# First byte of every header we write: version 2, no extension, no CSRC.
+_V2 = 0x80
+_V2_PADDING = 0xA0
+
+
+def build_packet(
+    payload_type: int,
+    marker: int,
+    sequence_number: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes,
+    padding: int = 0,
+) -> bytes:
+    """Serialize an RTP packet without header extensions or CSRCs.
+
+    Publisher header extensions are not forwarded: their IDs were negotiated on another
+    connection, and the subscriber demultiplexes by the SSRC signalled in our offer.
+    """
+    if padding:
+        tail = bytes(padding - 1) + bytes((padding,))
+        return (
+            _HEADER.pack(_V2_PADDING, (marker << 7) | payload_type, sequence_number, timestamp, ssrc)
+            + payload
+            + tail
+        )
+    return _HEADER.pack(_V2, (marker << 7) | payload_type, sequence_number, timestamp, ssrc) + payload
+
+
+def rtx_payload(original_sequence_number: int, payload: bytes) -> bytes:
+    """RFC 4588 section 4: the original sequence number, then the original payload."""
+    return _RTX_OSN.pack(original_sequence_number) + payload
+
+
+def is_vp8_keyframe_start(payload: bytes) -> bool:
+    """True on the first packet of a VP8 keyframe (RFC 7741 sections 4.2 and 4.3)."""
+    size = len(payload)
+    if size < 1:
+        return False
+    first = payload[0]
+    # S bit (start of partition) and partition index 0
+    if not first & 0x10 or first & 0x07:
+        return False
+    pos = 1
+    if first & 0x80:  # X: extended control bits
+        if size < 2:
+            return False
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture id
+            if size <= pos:
+                return False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/Y/KEYIDX
+            pos += 1
+    if size <= pos:
+        return False
+    # VP8 payload header: P bit is 0 for a keyframe (RFC 6386 section 9.1)
+    return not payload[pos] & 0x01
+
+
+_H264_IDR = 5
+_H264_SPS = 7
+_H264_STAP_A = 24
+_H264_FU_A = 28
+
+
+def is_h264_keyframe_start(payload: bytes) -> bool:
+    """True on a packet that starts an H.264 keyframe: an SPS or the start of an IDR slice.
+
+    Handles single NAL units, STAP-A aggregates and FU-A fragments (RFC 6184).
+    """
+    size = len(payload)
+    if size < 1:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type in (_H264_IDR, _H264_SPS):
+        return True
+    if nal_type == _H264_STAP_A:
+        pos = 1
+        while pos + 2 < size:
+            length = (payload[pos] << 8) | payload[pos + 1]
+            pos += 2
+            if length == 0 or pos + length > size:
+                return False
+            if payload[pos] & 0x1F in (_H264_IDR, _H264_SPS):
+                return True
+            pos += length
+        return False
+    if nal_type == _H264_FU_A:
+        if size < 2:
+            return False
+        fu_header = payload[1]
+        return bool(fu_header & 0x80) and (fu_header & 0x1F) in (_H264_IDR, _H264_SPS)
+    return False
+
+
+def keyframe_detector(mime_type: str):  # type: ignore[no-untyped-def]
+    """The keyframe-start test for a codec; audio codecs have no inter-frame dependency."""
+    mime = mime_type.lower()
+    if mime == "video/vp8":
+        return is_vp8_keyframe_start
+    if mime == "video/h264":
+        return is_h264_keyframe_start
+    if mime.startswith("video/"):
+        raise ValueError(f"unsupported video codec {mime_type}")
+    return None
+
+
+def seq_add(a: int, b: int) -> int:
+    return (a + b) & 0xFFFF
+
+
+def ts_add(a: int, b: int) -> int:
+    return (a + b) & 0xFFFFFFFF

@@ -1,0 +1,96 @@
+"""Shared fixtures: a real server on a free loopback port, token minting, real aiortc clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bench.peer import PeerClient
+from control.app import SFU, SIGNER, create_app
+from control.config import Config, load_config
+from mediaserver.room import Sfu
+from control.tokens import TokenSigner
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+    overrides: dict[str, dict[str, Any]] = {
+        "server": {"port": 0},
+        "storage": {"data_dir": str(tmp_path / "var")},
+        # aioice skips loopback when gathering; tests stay on 127.0.0.1
+        "media": {"host_addresses": ["127.0.0.1"], "connect_timeout": 10.0,
+                  "negotiation_timeout": 10.0, "pli_min_interval": 0.2},
+        "log": {"level": "INFO"},
+    }
+    for name, table in sections.items():
+        overrides.setdefault(name, {}).update(table)
+    return load_config(None, environ={}, overrides=overrides)
+
+
+@dataclass
+class Server:
+    base_url: str
+    app: web.Application
+    runner: web.AppRunner
+
+    @property
+    def sfu(self) -> Sfu:
+        return self.app[SFU]
+
+    @property
+    def signer(self) -> TokenSigner:
+        return self.app[SIGNER]
+
+    def token(self, room: str, participant: str, **kwargs: Any) -> str:
+        return self.signer.mint(room, participant, **kwargs)
+
+
+async def start_server(config: Config) -> Server:
+    app = create_app(config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return Server(f"http://127.0.0.1:{port}", app, runner)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = await start_server(make_config(tmp_path))
+    yield srv
+    await srv.runner.cleanup()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[PeerClient]]:
+    """Clients created by a test; all closed at teardown, even when the test fails."""
+    made: list[PeerClient] = []
+    yield made
+    for client in made:
+        await client.close()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+                     interval: float = 0.05, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def join(server: Server, clients: list[PeerClient], room: str, participant: str,
+               **kwargs: Any) -> PeerClient:
+    client = PeerClient(server.base_url, server.token(room, participant), **kwargs)
+    clients.append(client)
+    await client.connect()
+    return client
+
+
+Joiner = Callable[..., Awaitable[PeerClient]]

@@ -1,0 +1,114 @@
+"""Real aiortc peers over loopback through the SFU: what arrives is exactly what was sent."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from tests.conftest import join, wait_until
+
+
+def _assert_contiguous_run(sent: list[str], received: list[str], what: str) -> None:
+    """``received`` is an unbroken stretch of ``sent``: nothing altered, lost or reordered."""
+    unique: list[str] = []
+    seen: set[str] = set()
+    for h in received:  # a retransmission repeats an earlier payload
+        if h not in seen:
+            seen.add(h)
+            unique.append(h)
+    assert unique, f"{what}: nothing received"
+    assert set(unique) <= set(sent), f"{what}: received payloads that were never sent"
+    start = sent.index(unique[0])
+    assert sent[start:start + len(unique)] == unique, f"{what}: payloads differ or were lost"
+
+
+def _ssrc_of(client: PeerClient, kind: str) -> int:
+    assert client.publisher_pc is not None
+    for transceiver in client.publisher_pc.getTransceivers():
+        if transceiver.kind == kind:
+            return transceiver.sender._ssrc
+    raise AssertionError(kind)
+
+
+async def test_three_parties_receive_each_other_byte_identical(server, clients) -> None:
+    names = ["alice", "bob", "carol"]
+    parties = [await join(server, clients, "mediation", n, record_payloads=True) for n in names]
+    for i, party in enumerate(parties):
+        await party.publish(PatternVideoTrack(fps=15), ToneAudioTrack(300 + 100 * i),
+                            video_codec="video/VP8")
+
+    def everyone_has_everything() -> bool:
+        for receiver in parties:
+            for sender in names:
+                if sender == receiver.joined["participant"]["id"]:
+                    continue
+                mids = receiver.mids_for_participant(sender)
+                if len(mids) != 2 or any(receiver.received_packets[m] < 40 for m in mids):
+                    return False
+        return True
+
+    await wait_until(everyone_has_everything, timeout=20, what="media from both others")
+    await asyncio.sleep(0.5)
+
+    for receiver in parties:
+        me = receiver.joined["participant"]["id"]
+        for publisher, name in zip(parties, names, strict=True):
+            if name == me:
+                continue
+            for kind in ("video", "audio"):
+                (mid,) = receiver.mids_for_participant(name, kind)
+                sent = publisher.sent_hashes[_ssrc_of(publisher, kind)]
+                received = receiver.received_hashes[mid]
+                # leave out the packets still in flight when we looked
+                _assert_contiguous_run(sent, received[:-5], f"{name} {kind} -> {me}")
+                assert receiver.tracks[mid]["codec"].lower() == (
+                    "video/vp8" if kind == "video" else "audio/opus")
+            # and the video decodes
+            (video_mid,) = receiver.mids_for_participant(name, "video")
+            assert receiver.frame_counts[video_mid] > 5
+
+    stats = server.sfu.stats()
+    assert stats["participants"] == 3
+    assert stats["forwarded_packets_video"] > 0
+
+
+async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(server, clients) -> None:
+    alice = await join(server, clients, "inquiry", "alice")
+    await alice.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
+    bob = await join(server, clients, "inquiry", "bob")
+    await wait_until(lambda: bob.mids_for_participant("alice", "video") != [], what="offer")
+    (bob_mid,) = bob.mids_for_participant("alice", "video")
+    await wait_until(lambda: bob.frame_counts[bob_mid] > 3, what="bob decodes")
+
+    # count the PLIs that reach alice's video sender
+    assert alice.publisher_pc is not None
+    sender = next(t.sender for t in alice.publisher_pc.getTransceivers() if t.kind == "video")
+    plis: list[RtcpPsfbPacket] = []
+    original = sender._handle_rtcp_packet
+
+    async def tap(packet):  # type: ignore[no-untyped-def]
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
+            plis.append(packet)
+        await original(packet)
+
+    sender._handle_rtcp_packet = tap
+    await asyncio.sleep(0.5)  # past the relay's rate limit
+    before = len(plis)
+    bob_receiver = next(t.receiver for t in bob.subscriber_pc.getTransceivers() if t.mid == bob_mid)
+    bob_downs = server.sfu.rooms["inquiry"].participants["bob"].down_tracks()
+    media_ssrc = next(d.sender._ssrc for d in bob_downs if d.up.info.kind == "video")
+    await bob_receiver._send_rtcp_pli(media_ssrc)
+    await wait_until(lambda: len(plis) > before, timeout=5, what="PLI at the publisher")
+    assert plis[-1].media_ssrc == sender._ssrc
+
+    # a late joiner gets a keyframe quickly and decodes a picture
+    await asyncio.sleep(2.0)
+    carol = await join(server, clients, "inquiry", "carol")
+    await wait_until(lambda: carol.mids_for_participant("alice", "video") != [], what="offer")
+    (carol_mid,) = carol.mids_for_participant("alice", "video")
+    await wait_until(lambda: carol.frame_counts[carol_mid] >= 1, timeout=5,
+                     what="late joiner's first decoded frame")
+    frame = carol.frames[carol_mid][-1]
+    assert (frame.width, frame.height) == (320, 240)
