@@ -197,7 +197,8 @@ class SignallingSession:
                         message: dict[str, Any]) -> None:
         if kind == "publish":
             answer = await participant.handle_publish_offer(message.get("sdp"))
-            self.send({"type": "publish_answer", "sdp": answer})
+            self.send({"type": "publish_answer", "sdp": answer,
+                       "tracks": participant.published_tracks()})
         elif kind == "answer":
             participant.handle_answer(message.get("sdp"))
         elif kind == "candidate":

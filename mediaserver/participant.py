@@ -185,6 +185,10 @@ class SfuParticipant:
             "tracks": [self._track_json(t) for t in self._up_tracks.values()],
         }
 
+    def published_tracks(self) -> list[dict[str, Any]]:
+        """Own up-tracks with the publisher-connection mid that carries each."""
+        return [self._track_json(up) | {"mid": mid} for mid, up in self._up_by_mid.items()]
+
     @staticmethod
     def _track_json(up: ForwardedUpTrack) -> dict[str, Any]:
         return {
