@@ -206,8 +206,9 @@ class PeerClient:
         if not self.decode:
             for transceiver in pc.getTransceivers():
                 receiver = transceiver.receiver
-                if hasattr(receiver, "attach_sink") and getattr(receiver, "_sfu_sink", None) is None:
-                    receiver.attach_sink(CountingSink(self, transceiver.mid))
+                attach = getattr(receiver, "attach_sink", None)  # needs aiortc_hooks.install()
+                if attach is not None and getattr(receiver, "_sfu_sink", None) is None:
+                    attach(CountingSink(self, transceiver.mid))
         elif self.record_payloads:
             for transceiver in pc.getTransceivers():
                 self._tap_receiver(transceiver.receiver, transceiver.mid)
@@ -222,7 +223,8 @@ class PeerClient:
         for track in tracks:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             if track.kind == "video" and video_codec:
-                caps = RTCRtpReceiver.getCapabilities("video").codecs
+                capabilities = RTCRtpReceiver.getCapabilities("video")
+                caps = capabilities.codecs if capabilities is not None else []
                 transceiver.setCodecPreferences(
                     [c for c in caps if c.mimeType.lower() in (video_codec.lower(), "video/rtx")])
         await pc.setLocalDescription(await pc.createOffer())

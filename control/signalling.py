@@ -133,16 +133,14 @@ class SignallingSession:
         if self._participant is None:
             self.error("join_timeout", f"no join within {JOIN_TIMEOUT:.0f} s")
             self._close_soon(CLOSE_PROTOCOL)
-            loop = asyncio.get_running_loop()
-            loop.create_task(self._ws.close(code=CLOSE_PROTOCOL))
 
     async def _watch(self, participant: SfuParticipant) -> None:
         """When the SFU closes the participant (removed, timed out, replaced), say why."""
         await participant.wait_closed()
         reason = participant.close_reason or CloseReason.REMOVED
         self.send({"type": "bye", "reason": reason.value})
+        # the writer sends the bye, then closes the socket
         self._close_soon(_BYE_CODES.get(reason, CLOSE_SERVER))
-        await self._ws.close(code=_BYE_CODES.get(reason, CLOSE_SERVER))
 
     async def _handle_text(self, data: str) -> None:
         if len(data.encode("utf-8", "surrogatepass")) > self._max_bytes:
@@ -222,7 +220,7 @@ class SignallingSession:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    from .app import ERRORS, SFU, SIGNER, CONFIG
+    from .app import CONFIG, ERRORS, SFU, SIGNER
 
     config = request.app[CONFIG]
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * config.server.max_message_bytes)
@@ -241,4 +239,4 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-__all__ = ["SignallingSession", "websocket_handler", "WSCloseCode"]
+__all__ = ["SignallingSession", "WSCloseCode", "websocket_handler"]

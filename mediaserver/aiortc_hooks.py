@@ -190,13 +190,13 @@ class SfuRtpSender(RTCRtpSender):
 
     async def send(self, parameters: RTCRtpSendParameters) -> None:
         hooks = self._sfu_hooks
-        if hooks is not None and parameters.codecs:
+        if hooks is not None and parameters.codecs and parameters.codecs[0].payloadType is not None:
             primary = parameters.codecs[0]
             rtx_pt = None
             for codec in parameters.codecs:
                 if is_rtx(codec) and codec.parameters.get("apt") == primary.payloadType:
                     rtx_pt = codec.payloadType
-            hooks.on_negotiated(primary.payloadType, rtx_pt)
+            hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt)
         await super().send(parameters)
 
     async def _run_rtp(self, codec: Any) -> None:

@@ -212,24 +212,23 @@ class RtpDownTrack:
         self._seq_offset = 0
         self._ts_offset = 0
         self._last_keyframe_request = -1e9
+        self._pt: int | None = None
+        self._rtx_pt: int | None = None
+        self._next_seq = random.randint(0, 0x7FFF)  # a low start avoids an early wrap
+        self._rtx_seq = random.randint(0, 0x7FFF)
+        self._last_ts = random.randint(0, 0xFFFFFFFF)
+        self._last_time: float | None = None
+        self._first_seq = 0
+        self.packets = 0
+        self.bytes = 0
         if continue_from is not None:
+            # a reused transceiver: same SSRC, so continue its sequence and timeline
             self._pt = continue_from._pt
             self._rtx_pt = continue_from._rtx_pt
             self._next_seq = continue_from._next_seq
             self._rtx_seq = continue_from._rtx_seq
             self._last_ts = continue_from._last_ts
             self._last_time = continue_from._last_time
-            self.packets = continue_from.packets
-            self.bytes = continue_from.bytes
-        else:
-            self._pt: int | None = None
-            self._rtx_pt: int | None = None
-            self._next_seq = random.randint(0, 0x7FFF)  # low start avoids early wrap
-            self._rtx_seq = random.randint(0, 0x7FFF)
-            self._last_ts = random.randint(0, 0xFFFFFFFF)
-            self._last_time: float | None = None
-            self.packets = 0
-            self.bytes = 0
         self.retransmitted = 0
         self.nacks = 0
         self.nack_misses = 0
@@ -265,7 +264,7 @@ class RtpDownTrack:
         )
         try:
             self._writer(data)  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - one subscriber's failure must not stop others
+        except Exception as exc:
             logger.debug("down-track %s write failed: %s", self._down_id, exc)
             self._writer = None
             self._started = False
@@ -339,7 +338,7 @@ class RtpDownTrack:
                 )
             try:
                 self._writer(data)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return
             self.retransmitted += 1
 

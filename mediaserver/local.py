@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiortc.codecs import depayload, get_decoder
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
@@ -80,7 +80,7 @@ class LocalSubscriber:
     async def frames(self) -> AsyncIterator[Any]:
         """Decoded frames (``av.VideoFrame`` / ``av.AudioFrame``); decoding runs off the loop."""
         info = self.info
-        params = dict(info.parameters)
+        params: dict[str, int | str | None] = dict(info.parameters)
         codec = RTCRtpCodecParameters(
             mimeType=info.mime_type, clockRate=info.clock_rate, channels=info.channels,
             payloadType=96, parameters=params,
@@ -99,14 +99,13 @@ class LocalSubscriber:
                 rtp._data = depayload(codec, packet.payload)  # type: ignore[attr-defined]
             except ValueError:
                 continue
-            if jitter is None:
-                from aiortc.jitterbuffer import JitterFrame
-
+            encoded: JitterFrame | None
+            if jitter is None:  # audio: every packet is a frame
                 encoded = JitterFrame(data=rtp._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
             else:
                 _, encoded = jitter.add(rtp)
-                if encoded is None:
-                    continue
+            if encoded is None:
+                continue
             frames = await loop.run_in_executor(self._executor, decoder.decode, encoded)
             for frame in frames:
                 yield frame

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
@@ -233,7 +233,7 @@ class SfuParticipant:
                 for transceiver in pc.getTransceivers():
                     _keep_primary_codec(transceiver)
                 await pc.setLocalDescription(await pc.createAnswer())
-            except Exception as exc:  # noqa: BLE001 - aiortc raises many types on bad SDP
+            except Exception as exc:
                 self._log.info("rejected publish offer: %s", exc)
                 raise SignallingError("bad_sdp", f"offer rejected: {exc}") from exc
             self._sync_published_tracks()
@@ -328,18 +328,18 @@ class SfuParticipant:
         """Bring the subscriber transceivers in line with the wanted tracks; True if changed."""
         wanted = self._wanted_tracks()
         changed = False
-        for slot in self._slots:
-            down = slot.down
+        for used in self._slots:
+            down = used.down
             if down is not None and (down.closed or down.up.info.track_id not in wanted):
                 down.close(CloseReason.UNSUBSCRIBED)
-                self._retire(slot)
+                self._retire(used)
                 changed = True
         current = {s.down.up.info.track_id for s in self._slots if s.down is not None}
         for track_id, up in wanted.items():
             if track_id in current:
                 continue
             key = codec_key(up.info)
-            slot = next(
+            slot: Slot | None = next(
                 (s for s in self._slots
                  if s.down is None and s.codec_key == key and s.transceiver.mid is not None),
                 None,
@@ -405,7 +405,7 @@ class SfuParticipant:
                 answer = await asyncio.wait_for(
                     self._pending_answer, timeout=self._options.negotiation_timeout
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._log.warning("no answer to subscriber offer")
                 self._spawn(self.close(CloseReason.CONNECT_TIMEOUT), "close")
                 return
@@ -413,7 +413,7 @@ class SfuParticipant:
                 self._pending_answer = None
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._log.info("rejected subscriber answer: %s", exc)
                 self.send({"type": "error", "code": "bad_sdp",
                            "message": f"answer rejected: {exc}", "ref": "answer"})
@@ -453,7 +453,7 @@ class SfuParticipant:
             parsed.sdpMid = candidate.get("sdpMid")
             parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
             await pc.addIceCandidate(parsed)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise SignallingError("bad_candidate", f"candidate rejected: {exc}") from exc
 
     # -- connection health -----------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class CloseReason(str, enum.Enum):
+class CloseReason(enum.StrEnum):
     """Why something closed. Logged and counted (bounded label values)."""
 
     LEFT = "left"  # the participant said leave

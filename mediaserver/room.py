@@ -29,6 +29,7 @@ class SfuRoom:
         self._participants: dict[str, SfuParticipant] = {}
         self._locals: set[LocalSubscriber] = set()
         self._closed = False
+        self._joining = 0  # joins in progress keep an empty room open
         self._log = logging.LoggerAdapter(logger, {"room": room_id})
 
     @property
@@ -55,7 +56,13 @@ class SfuRoom:
         previous = self._participants.get(participant_id)
         if previous is not None:
             # the same person reconnecting from another tab or network: the newest wins
-            await previous.close(CloseReason.DUPLICATE)
+            self._joining += 1
+            try:
+                await previous.close(CloseReason.DUPLICATE)
+            finally:
+                self._joining -= 1
+            if self._closed:
+                raise SignallingError("room_closed", "room closed while joining")
         if len(self._participants) >= self._sfu.options.max_participants:
             raise SignallingError("room_full", "room is full")
         participant = SfuParticipant(self, participant_id, name, send, self._sfu.options)
@@ -101,7 +108,7 @@ class SfuRoom:
             {"type": "participant_left", "participant": participant.participant_id,
              "reason": reason.value}
         )
-        if not self._participants and not self._closed:
+        if not self._participants and not self._closed and not self._joining:
             await self.close(CloseReason.ROOM_EMPTY)
 
     def subscribe_local(self, track_id: str, *, queue_size: int = 1024) -> LocalSubscriber:

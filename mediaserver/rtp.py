@@ -6,6 +6,7 @@ Everything here is a pure function so that it can be tested on saved and malform
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 _HEADER = struct.Struct("!BBHII")
 _RTX_OSN = struct.Struct("!H")
@@ -29,14 +30,11 @@ def build_packet(
     Publisher header extensions are not forwarded: their IDs were negotiated on another
     connection, and the subscriber demultiplexes by the SSRC signalled in our offer.
     """
+    second = (marker << 7) | payload_type
     if padding:
         tail = bytes(padding - 1) + bytes((padding,))
-        return (
-            _HEADER.pack(_V2_PADDING, (marker << 7) | payload_type, sequence_number, timestamp, ssrc)
-            + payload
-            + tail
-        )
-    return _HEADER.pack(_V2, (marker << 7) | payload_type, sequence_number, timestamp, ssrc) + payload
+        return _HEADER.pack(_V2_PADDING, second, sequence_number, timestamp, ssrc) + payload + tail
+    return _HEADER.pack(_V2, second, sequence_number, timestamp, ssrc) + payload
 
 
 def rtx_payload(original_sequence_number: int, payload: bytes) -> bytes:
@@ -109,7 +107,7 @@ def is_h264_keyframe_start(payload: bytes) -> bool:
     return False
 
 
-def keyframe_detector(mime_type: str):  # type: ignore[no-untyped-def]
+def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
     """The keyframe-start test for a codec; audio codecs have no inter-frame dependency."""
     mime = mime_type.lower()
     if mime == "video/vp8":

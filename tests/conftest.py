@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,8 @@ from aiohttp import web
 from bench.peer import PeerClient
 from control.app import SFU, SIGNER, create_app
 from control.config import Config, load_config
-from mediaserver.room import Sfu
 from control.tokens import TokenSigner
+from mediaserver.room import Sfu
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
@@ -76,7 +76,7 @@ async def clients() -> AsyncIterator[list[PeerClient]]:
         await client.close()
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,  # noqa: ASYNC109
                      interval: float = 0.05, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():

@@ -161,3 +161,44 @@ async def test_chromium_receives_and_decodes_forwarded_stream(server, clients, b
         return tile ? [tile.videoWidth, tile.videoHeight] : null;
     }""")
     assert size == [320, 240]
+
+
+async def test_two_tabs_meet_through_the_join_form(server, browser, tmp_path) -> None:
+    """The README's promise: open the page in two tabs, pick a room, see each other."""
+    pages = []
+    for name in ("Officer Li", "Driver Wang"):
+        page = await browser.new_page()
+        await page.goto(f"{server.base_url}/?room=demo")
+        await page.fill("#name", name)
+        await page.click("#join-form button[type=submit]")
+        pages.append(page)
+
+    async def remote_video_size(page: Any) -> list[int] | None:
+        size: list[int] | None = await page.evaluate("""() => {
+            const me = window.remotecase.me;
+            for (const tile of document.querySelectorAll('.tile')) {
+                if (tile.dataset.participant === me) continue;
+                const v = tile.querySelector('video');
+                if (v.videoWidth > 0) return [v.videoWidth, v.videoHeight];
+            }
+            return null;
+        }""")
+        return size
+
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    sizes: list[list[int] | None] = [None, None]
+    while loop.time() < end:
+        sizes = [await remote_video_size(p) for p in pages]
+        if all(sizes):
+            break
+        await asyncio.sleep(0.2)
+    await pages[0].bring_to_front()
+    await asyncio.sleep(0.5)
+    await pages[0].screenshot(path=str(tmp_path / "two-tabs.png"))
+    assert all(sizes), f"remote video sizes per tab: {sizes}"
+    labels = await pages[0].eval_on_selector_all(".tile .label",
+                                                 "els => els.map(e => e.textContent)")
+    assert "Driver Wang" in labels and "Officer Li (you)" in labels

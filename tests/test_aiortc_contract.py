@@ -1,0 +1,73 @@
+"""Fails loudly when an aiortc or aioice upgrade moves a private part the SFU hooks.
+
+mediaserver/aiortc_hooks.py lists every private name it uses in PRIVATE_NAMES; this test
+resolves each one on real objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from importlib.metadata import version
+
+import aioice
+import aioice.ice
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from mediaserver import aiortc_hooks
+
+
+async def test_pinned_versions_are_installed() -> None:
+    assert version("aiortc") == "1.16.0", "aiortc upgraded: re-check mediaserver/aiortc_hooks.py"
+    assert version("aioice") == "0.13.0", "aioice upgraded: re-check mediaserver/aiortc_hooks.py"
+
+
+async def test_every_private_name_still_exists() -> None:
+    aiortc_hooks.install()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = pc.addTransceiver("video", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        objects = {
+            "RTCRtpReceiver": RTCRtpReceiver,
+            "RTCRtpSender": RTCRtpSender,
+            "RTCDtlsTransport": RTCDtlsTransport,
+            "receiver": transceiver.receiver,
+            "sender": transceiver.sender,
+            "dtls": transceiver.sender.transport,
+            "ice": transceiver.sender.transport.transport,
+            "aioice.Connection": transceiver.sender.transport.transport._connection,
+            "aioice.ice": aioice.ice,
+            "transceiver": transceiver,
+        }
+        missing = []
+        for owner, name in aiortc_hooks.PRIVATE_NAMES:
+            target = objects.get(owner) or importlib.import_module(owner)
+            if not hasattr(target, name):
+                missing.append(f"{owner}.{name}")
+        assert missing == [], f"aiortc private parts moved: {missing}"
+        # the hooks are what the peer connection creates
+        assert isinstance(transceiver.receiver, aiortc_hooks.SfuRtpReceiver)
+        assert isinstance(transceiver.sender, aiortc_hooks.SfuRtpSender)
+    finally:
+        await pc.close()
+
+
+async def test_overridden_signatures_match() -> None:
+    """The subclass overrides must keep aiortc's call signatures."""
+    pairs = [
+        (RTCRtpReceiver._handle_rtp_packet, aiortc_hooks.SfuRtpReceiver._handle_rtp_packet),
+        (RTCRtpReceiver._handle_rtcp_packet, aiortc_hooks.SfuRtpReceiver._handle_rtcp_packet),
+        (RTCRtpSender._handle_rtcp_packet, aiortc_hooks.SfuRtpSender._handle_rtcp_packet),
+        (RTCRtpSender.send, aiortc_hooks.SfuRtpSender.send),
+        (RTCRtpSender._run_rtp, aiortc_hooks.SfuRtpSender._run_rtp),
+        (RTCRtpSender._run_rtcp, aiortc_hooks.SfuRtpSender._run_rtcp),
+    ]
+    for base, ours in pairs:
+        assert list(inspect.signature(base).parameters) == list(
+            inspect.signature(ours).parameters), base.__qualname__
+    # the connection's nominated pair carries a UDP protocol with a transport we can write to
+    assert hasattr(aioice.ice.StunProtocol, "send_data")
