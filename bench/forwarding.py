@@ -1,0 +1,255 @@
+"""``remotecase bench forwarding``: the SFU's CPU per forwarded packet, measured.
+
+One SFU process (``remotecase serve``), one publisher process (aiortc, VP8 640x480 at 30 fps plus
+Opus) and the subscribers spread over two processes that count packets without decoding, all
+over loopback. After a warm-up, the SFU process's CPU time (user + system, from /proc) and its
+forwarded-packet counter (from /metrics) are read at both ends of the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from control.tokens import TokenSigner
+
+ROOM = "bench"
+SUB_PROCESSES = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a whole process (all threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def _forwarded_packets(session: aiohttp.ClientSession, base: str) -> int:
+    async with session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    total = 0
+    for match in re.finditer(r'^remotecase_sfu_forwarded_packets_total\{kind="\w+"\} (\d+)$',
+                             text, re.M):
+        total += int(match.group(1))
+    return total
+
+
+async def _read_line(proc: asyncio.subprocess.Process, expect: str, limit: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + limit
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"worker did not say {expect}")
+        line = (await asyncio.wait_for(proc.stdout.readline(), remaining)).decode().strip()
+        if not line and proc.returncode is not None:
+            raise RuntimeError(f"worker exited before {expect}")
+        if line.startswith(expect):
+            return line
+
+
+async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: bool,
+                               bitrate: int = 1_000_000, warmup: float = 3.0) -> int:
+    if subscribers < 1 or seconds <= 0:
+        print("bench: --subscribers >= 1 and --seconds > 0", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="remotecase-bench-"))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    signer = TokenSigner.from_file(tmp / "secrets" / "token.key")
+    env = {
+        **os.environ,
+        "REMOTECASE_SERVER__PORT": str(port),
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp),
+        "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+        "REMOTECASE_MEDIA__MAX_PARTICIPANTS": str(subscribers + 10),
+        "REMOTECASE_LOG__LEVEL": "WARNING",
+    }
+    python = sys.executable
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        sfu = await asyncio.create_subprocess_exec(
+            python, "-m", "control.cli", "serve", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        procs.append(sfu)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"{base}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("SFU did not start")
+
+            groups = [list(range(i, subscribers, SUB_PROCESSES)) for i in range(SUB_PROCESSES)]
+            subs = []
+            for group in groups:
+                if not group:
+                    continue
+                tokens = [signer.mint(ROOM, f"sub{i}", ttl=3600) for i in group]
+                proc = await asyncio.create_subprocess_exec(
+                    python, "-m", "bench.forwarding", "subscriber", base, *tokens,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                procs.append(proc)
+                subs.append(proc)
+            for proc in subs:
+                await _read_line(proc, "JOINED", 60)
+            pub = await asyncio.create_subprocess_exec(
+                python, "-m", "bench.forwarding", "publisher", base,
+                signer.mint(ROOM, "publisher", ttl=3600), str(bitrate),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            procs.append(pub)
+            await _read_line(pub, "PUBLISHING", 60)
+            for proc in subs:
+                await _read_line(proc, "RECEIVING", 60)
+            await asyncio.sleep(warmup)
+
+            cpu0, fwd0, t0 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
+                time.monotonic()
+            await asyncio.sleep(seconds)
+            cpu1, fwd1, t1 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
+                time.monotonic()
+
+            received = expected = 0
+            for proc in subs:
+                assert proc.stdin is not None
+                proc.stdin.write(b"STOP\n")
+                await proc.stdin.drain()
+                result = json.loads((await _read_line(proc, "RESULT", 30))[len("RESULT "):])
+                received += result["received"]
+                expected += result["expected"]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+
+    forwarded = fwd1 - fwd0
+    elapsed = t1 - t0
+    cpu = cpu1 - cpu0
+    report = {
+        "subscribers": subscribers,
+        "seconds": round(elapsed, 2),
+        "forwarded_packets": forwarded,
+        "forwarded_pps": round(forwarded / elapsed, 1),
+        "sfu_cpu_percent": round(100 * cpu / elapsed, 1),
+        "cpu_us_per_forwarded_packet": round(1e6 * cpu / forwarded, 2) if forwarded else None,
+        "loss_ratio": round(max(0.0, 1 - received / expected), 5) if expected else None,
+    }
+    print(f"subscribers            {subscribers}")
+    print(f"forwarded packets/s    {report['forwarded_pps']}")
+    print(f"SFU CPU                {report['sfu_cpu_percent']}% of one core")
+    print(f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us")
+    print(f"loss ratio             {report['loss_ratio']}")
+    if as_json:
+        print(json.dumps(report))
+    return 0
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+async def _wait_stop() -> None:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)
+
+
+async def _subscriber(base: str, tokens: list[str]) -> None:
+    from mediaserver import aiortc_hooks
+
+    from .peer import PeerClient
+
+    aiortc_hooks.install()  # count packets in the receivers instead of decoding them
+    aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
+    clients = [PeerClient(base, token, decode=False) for token in tokens]
+    for client in clients:
+        await client.connect()
+    print("JOINED", flush=True)
+    while not all(len(c.received_packets) >= 2 for c in clients):  # noqa: ASYNC110 - polling counters
+        await asyncio.sleep(0.1)
+    print("RECEIVING", flush=True)
+    await _wait_stop()
+    received = expected = 0
+    for client in clients:
+        for first, highest, count in client.received_seq.values():
+            received += count
+            expected += ((highest - first) & 0xFFFF) + 1
+    print("RESULT " + json.dumps({"received": received, "expected": expected}), flush=True)
+    for client in clients:
+        await client.close()
+
+
+async def _publisher(base: str, token: str, bitrate: int) -> None:
+    from mediaserver import aiortc_hooks
+
+    from .peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+
+    aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
+    client = PeerClient(base, token)
+    await client.connect()
+    await client.publish(PatternVideoTrack(640, 480, 30), ToneAudioTrack(),
+                         video_codec="video/VP8")
+    assert client.publisher_pc is not None
+    for sender in client.publisher_pc.getSenders():
+        _pin_bitrate(sender, bitrate)
+    print("PUBLISHING", flush=True)
+    await _wait_stop()
+    await client.close()
+
+
+def _pin_bitrate(sender: Any, bitrate: int) -> None:
+    """Hold the VP8 encoder at the requested bitrate (aiortc otherwise follows REMB)."""
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        await original(packet)
+        encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+        if encoder is not None and hasattr(encoder, "target_bitrate"):
+            encoder.target_bitrate = bitrate
+
+    sender._handle_rtcp_packet = handle
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.forwarding")
+    sub = parser.add_subparsers(dest="role", required=True)
+    s = sub.add_parser("subscriber")
+    s.add_argument("base")
+    s.add_argument("tokens", nargs="+")
+    p = sub.add_parser("publisher")
+    p.add_argument("base")
+    p.add_argument("token")
+    p.add_argument("bitrate", type=int)
+    args = parser.parse_args(argv)
+    if args.role == "subscriber":
+        asyncio.run(_subscriber(args.base, args.tokens))
+    else:
+        asyncio.run(_publisher(args.base, args.token, args.bitrate))
+
+
+if __name__ == "__main__":
+    main()
