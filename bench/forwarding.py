@@ -35,12 +35,12 @@ def _free_port() -> int:
         return port
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a whole process (all threads), from /proc/PID/stat."""
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a whole process (all threads), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 async def _forwarded_packets(session: aiohttp.ClientSession, base: str) -> int:
@@ -151,7 +151,8 @@ async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: boo
 
     forwarded = fwd1 - fwd0
     elapsed = t1 - t0
-    cpu = cpu1 - cpu0
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = user + system
     report = {
         "subscribers": subscribers,
         "seconds": round(elapsed, 2),
@@ -159,12 +160,18 @@ async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: boo
         "forwarded_pps": round(forwarded / elapsed, 1),
         "sfu_cpu_percent": round(100 * cpu / elapsed, 1),
         "cpu_us_per_forwarded_packet": round(1e6 * cpu / forwarded, 2) if forwarded else None,
+        # system time is mostly the kernel's loopback delivery to the subscriber processes
+        "user_us_per_forwarded_packet": round(1e6 * user / forwarded, 2) if forwarded else None,
+        "system_us_per_forwarded_packet": round(1e6 * system / forwarded, 2)
+        if forwarded else None,
         "loss_ratio": round(max(0.0, 1 - received / expected), 5) if expected else None,
     }
     print(f"subscribers            {subscribers}")
     print(f"forwarded packets/s    {report['forwarded_pps']}")
     print(f"SFU CPU                {report['sfu_cpu_percent']}% of one core")
-    print(f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us")
+    print(f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us "
+          f"(user {report['user_us_per_forwarded_packet']}, "
+          f"system {report['system_us_per_forwarded_packet']})")
     print(f"loss ratio             {report['loss_ratio']}")
     if as_json:
         print(json.dumps(report))
