@@ -150,3 +150,20 @@ async def test_education_one_publisher_thirty_viewers(server, clients) -> None:
         for mid in viewer.mids_for_participant("teacher"):
             first, highest, count = viewer.received_seq[mid]
             assert count >= ((highest - first) & 0xFFFF) + 1
+
+
+async def test_subscriber_nack_is_answered_from_history(server, clients) -> None:
+    alice = await join(server, clients, "nack", "alice")
+    bob = await join(server, clients, "nack", "bob", record_payloads=True)
+    await alice.publish(PatternVideoTrack(fps=15))
+    await wait_until(lambda: bob.mids_for_participant("alice", "video") != [], what="offer")
+    (mid,) = bob.mids_for_participant("alice", "video")
+    await wait_until(lambda: bob.received_packets[mid] > 20, what="video at bob")
+    down = server.sfu.rooms["nack"].participants["bob"].down_tracks()[0]
+    receiver = next(t.receiver for t in bob.subscriber_pc.getTransceivers() if t.mid == mid)
+    _, highest, _ = bob.received_seq[mid]
+    before = down.retransmitted
+    await receiver._send_rtcp_nack(bob.received_ssrc[mid], [(highest - 3) & 0xFFFF])
+    await wait_until(lambda: down.retransmitted == before + 1, timeout=5,
+                     what="the NACKed packet retransmitted")
+    assert down.nacks >= 1

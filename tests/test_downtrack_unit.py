@@ -1,0 +1,151 @@
+"""RtpDownTrack's rewriting rules, on packets in memory.
+
+The lowest tier: the up-track is a real ForwardedUpTrack, but the subscriber's sender is a
+stand-in with an SSRC and a packet sink instead of a DTLS transport (a real sender needs a
+connected peer; the tests in test_forwarding.py cover that path end to end).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc.rtp import RtpPacket
+
+from mediaserver.forwarding import HISTORY_SIZE, ForwardedUpTrack, RtpDownTrack
+from mediaserver.protocols import CloseReason, TrackInfo
+
+VP8_KEY = bytes([0x10, 0x50, 1, 2, 3])
+VP8_DELTA = bytes([0x10, 0x51, 4, 5, 6])
+VP8_CONT = bytes([0x00, 7, 8])
+
+
+@dataclass
+class StubReceiver:
+    sink: Any = None
+    plis: list[int] = field(default_factory=list)
+
+    def attach_sink(self, sink: Any) -> None:
+        self.sink = sink
+
+    def detach_sink(self) -> None:
+        self.sink = None
+
+    async def _send_rtcp_pli(self, ssrc: int) -> None:
+        self.plis.append(ssrc)
+
+
+@dataclass
+class StubSender:
+    _ssrc: int = 1111
+    _rtx_ssrc: int = 2222
+    hooks: Any = None
+    transport: Any = None
+
+    def attach_hooks(self, hooks: Any) -> None:
+        self.hooks = hooks
+
+
+def _info() -> TrackInfo:
+    return TrackInfo("TR_x", "pub", "video", "video/VP8", 90000, None, ())
+
+
+def _rtp(seq: int, ts: int, payload: bytes, marker: int = 0) -> RtpPacket:
+    packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=marker,
+                       ssrc=5555, payload=payload)
+    return packet
+
+
+def _make(sent: list[RtpPacket]) -> tuple[ForwardedUpTrack, RtpDownTrack, StubReceiver]:
+    receiver = StubReceiver()
+    up = ForwardedUpTrack(_info(), receiver, pli_min_interval=0.0,  # type: ignore[arg-type]
+                          log_extra={})
+    down = RtpDownTrack("sub/TR_x", up, StubSender())  # type: ignore[arg-type]
+    down.on_negotiated(97, 98)
+    down._writer = lambda data: sent.append(RtpPacket.parse(data))
+    return up, down, receiver
+
+
+async def test_starts_on_keyframe_keeps_gaps_and_rewrites_header() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _receiver = _make(sent)
+    up.on_rtp(_rtp(100, 9000, VP8_DELTA))  # no keyframe yet: dropped, keyframe requested
+    assert sent == []
+    up.on_rtp(_rtp(101, 12000, VP8_KEY))
+    up.on_rtp(_rtp(102, 12000, VP8_CONT, marker=1))
+    up.on_rtp(_rtp(105, 15000, VP8_DELTA))  # 103, 104 lost upstream
+    assert [p.payload for p in sent] == [VP8_KEY, VP8_CONT, VP8_DELTA]
+    assert all(p.ssrc == 1111 and p.payload_type == 97 for p in sent)
+    assert sent[1].marker == 1
+    s0 = sent[0].sequence_number
+    assert [(p.sequence_number - s0) & 0xFFFF for p in sent] == [0, 1, 4]  # the gap stays
+    t0 = sent[0].timestamp
+    assert [(p.timestamp - t0) & 0xFFFFFFFF for p in sent] == [0, 0, 3000]
+    await up.close(CloseReason.UNPUBLISHED)
+    assert down.closed
+
+
+async def test_nack_is_answered_from_history_as_rtx() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    up.on_rtp(_rtp(65534, 1, VP8_KEY))
+    up.on_rtp(_rtp(65535, 1, VP8_CONT))
+    up.on_rtp(_rtp(0, 3001, VP8_DELTA))  # wraps
+    out = [p.sequence_number for p in sent]
+    sent.clear()
+    down.on_nack([out[1], (out[0] - 1) & 0xFFFF, (out[2] + 1) & 0xFFFF])
+    # only the packet it really sent is retransmitted; before-start and future ones are not
+    assert len(sent) == 1 and down.retransmitted == 1 and down.nack_misses == 2
+    rtx = sent[0]
+    assert rtx.payload_type == 98 and rtx.ssrc == 2222
+    assert rtx.payload == out[1].to_bytes(2, "big") + VP8_CONT
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_nack_for_packet_gone_from_history_is_a_miss() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    up.on_rtp(_rtp(10, 0, VP8_KEY))
+    first = sent[0].sequence_number
+    for i in range(1, HISTORY_SIZE + 5):
+        up.on_rtp(_rtp(10 + i, i * 3000, VP8_DELTA))
+    sent.clear()
+    down.on_nack([first])
+    assert sent == [] and down.nack_misses == 1
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_mute_resume_continues_without_a_jump() -> None:
+    sent: list[RtpPacket] = []
+    up, _down, _ = _make(sent)
+    up.on_rtp(_rtp(1, 3000, VP8_KEY))
+    up.on_rtp(_rtp(2, 6000, VP8_DELTA))
+    up.set_muted(True)
+    up.on_rtp(_rtp(3, 9000, VP8_DELTA))
+    up.set_muted(False)
+    up.on_rtp(_rtp(50, 90000, VP8_DELTA))  # waits for a keyframe after resuming
+    up.on_rtp(_rtp(51, 93000, VP8_KEY))
+    up.on_rtp(_rtp(52, 96000, VP8_DELTA))
+    seqs = [p.sequence_number for p in sent]
+    assert len(seqs) == 4
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == [0, 1, 2, 3]  # no gap the subscriber NACKs
+    assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF < 0x80000000
+               for a, b in itertools.pairwise(sent))  # timestamps keep moving forward
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_keyframe_requests_are_rate_limited() -> None:
+    sent: list[RtpPacket] = []
+    receiver = StubReceiver()
+    up = ForwardedUpTrack(_info(), receiver, pli_min_interval=10.0,  # type: ignore[arg-type]
+                          log_extra={})
+    up.on_rtp(_rtp(1, 0, VP8_DELTA))  # learn the publisher's SSRC
+    for _ in range(5):
+        up.request_keyframe()
+    import asyncio
+
+    await asyncio.sleep(0.05)
+    assert receiver.plis == [5555]  # one now, the rest folded into one deferred request
+    await up.close(CloseReason.UNPUBLISHED)
+    assert sent == []
