@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ from control.app import SFU, SIGNER, create_app
 from control.config import Config, load_config
 from control.tokens import TokenSigner
 from mediaserver.room import Sfu
+
+# A callback holding the loop this long fails the test; generous for a loaded 2-core CI machine.
+BLOCKING_LIMIT = 0.5
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
@@ -58,6 +62,32 @@ async def start_server(config: Config) -> Server:
     await site.start()
     port = runner.addresses[0][1]
     return Server(f"http://127.0.0.1:{port}", app, runner)
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing") and " took " in message:
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+async def no_blocking_on_the_loop() -> AsyncIterator[None]:
+    """Fail a test whose code blocks the event loop (asyncio debug mode names the callback)."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = BLOCKING_LIMIT
+    handler = _SlowCallbacks()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    assert handler.messages == [], f"blocking calls on the event loop: {handler.messages}"
 
 
 @pytest.fixture
