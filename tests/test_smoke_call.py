@@ -21,3 +21,31 @@ async def test_two_party_call_forwards_video_and_audio(server, clients) -> None:
     stats = server.sfu.stats()
     assert stats["forwarded_packets_video"] > 0 and stats["forwarded_packets_audio"] > 0
     assert stats["participants"] == 2
+
+    # nothing was decoded on the server: aiortc's remote tracks were never fed
+    room = server.sfu.rooms["r1"]
+    for transceiver in room.participants["alice"].publisher_pc.getTransceivers():
+        track = transceiver.receiver.track
+        assert track is not None and track._queue.qsize() == 0
+
+    # and /metrics tells the story
+    import re
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{server.base_url}/metrics") as response:
+        text = await response.text()
+
+    def value(name: str) -> float:
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        assert match, name
+        return float(match.group(1))
+
+    assert value("remotecase_sfu_rooms") == 1
+    assert value("remotecase_sfu_participants") == 2
+    assert value('remotecase_sfu_forwarded_packets_total{kind="video"}') > 0
+    assert value('remotecase_sfu_forwarded_bytes_total{kind="audio"}') > 0
+    assert value('remotecase_sfu_received_packets_total{kind="video"}') > 0
+    assert value('remotecase_sfu_plis_total{direction="to_publishers"}') >= 1
+    assert "remotecase_sfu_nacks_total" in text
