@@ -129,6 +129,7 @@ class PeerClient:
         self.joined: dict[str, Any] | None = None
         self.tracks: dict[str, dict[str, Any]] = {}  # subscriber mid -> track description
         self.sent_hashes: dict[int, list[str]] = defaultdict(list)  # by SSRC
+        self.sent_timestamps: dict[int, list[int]] = defaultdict(list)  # by SSRC, per packet
         self.received_hashes: dict[str, list[str]] = defaultdict(list)  # by mid
         self.received_packets: dict[str, int] = defaultdict(int)
         self.received_seq: dict[str, tuple[int, int, int]] = {}  # mid -> (first, highest, count)
@@ -255,6 +256,7 @@ class PeerClient:
                     if packet.payload_type in self._media_pts(pc):
                         self.sent_hashes[packet.ssrc].append(
                             hashlib.sha256(packet.payload).hexdigest())
+                        self.sent_timestamps[packet.ssrc].append(packet.timestamp)
                 await _original(data)
 
             dtls._send_rtp = send_rtp  # type: ignore[method-assign]

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mediaserver.room import Sfu
+from mediaserver.room import Sfu, SfuRoom
+from recorder.custody import CustodyLog
+from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_key_pem
+from recorder.recording import Recorder
 
 from .config import Config
 from .metrics import render_metrics
@@ -23,6 +26,8 @@ WEB_DIR = Path(__file__).parent / "web"
 CONFIG = web.AppKey("config", Config)
 SFU = web.AppKey("sfu", Sfu)
 SIGNER = web.AppKey("signer", TokenSigner)
+RECORDER = web.AppKey("recorder", Recorder)
+CUSTODY = web.AppKey("custody", CustodyLog)
 ERRORS = web.AppKey("signalling_errors", Counter)
 
 
@@ -47,8 +52,29 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SIGNER] = TokenSigner.from_file(config.secret_path())
     sfu = Sfu(config.media_options())
     app[SFU] = sfu
+    signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
+    public_path = config.keys_dir / "custody-ed25519.pub.pem"
+    if not public_path.exists():
+        public_path.write_bytes(public_key_pem(signing_key))
+    custody = CustodyLog(config.data_dir / "custody", signing_key)
+    app[CUSTODY] = custody
+    recorder = Recorder(data_dir=config.data_dir, custody=custody,
+                        kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
+                        signing_key=signing_key,
+                        segment_seconds=config.recording.segment_seconds)
+    app[RECORDER] = recorder
+    recovered = await recorder.recover()
+    if recovered:
+        logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)
+    if config.recording.always_on:
+        def record(room: SfuRoom) -> None:
+            recorder.start_soon(room, actor="server", reason="always-on recording")
+
+        sfu.on_room_created.append(record)
     yield
+    await recorder.close()
     await sfu.close()
+    custody.close()
 
 
 async def _index(request: web.Request) -> web.FileResponse:

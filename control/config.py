@@ -71,6 +71,21 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class KeysConfig:
+    # Where the custody signing key and the recordings' key-encryption key live: apart from
+    # storage.data_dir, so a copy of the data alone can neither be decrypted nor re-signed.
+    dir: str = "keys"
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    # Record every room from its first participant, without an officer's action.
+    always_on: bool = False
+    # Length of an encrypted, hashed segment; at most this much is lost if the server dies.
+    segment_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -81,6 +96,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def media_options(self) -> MediaOptions:
@@ -99,6 +116,10 @@ class Config:
     @property
     def data_dir(self) -> Path:
         return Path(self.storage.data_dir)
+
+    @property
+    def keys_dir(self) -> Path:
+        return Path(self.keys.dir)
 
     def secret_path(self) -> Path:
         path = Path(self.auth.secret_file)
@@ -187,6 +208,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"auth.dev_join: only allowed when server.host is loopback (it is {s.host!r})"
         )
+    data = Path(config.storage.data_dir).resolve()
+    keys = Path(config.keys.dir).resolve()
+    if keys == data or data in keys.parents:
+        raise ConfigError(f"keys.dir: {config.keys.dir!r} must not be inside storage.data_dir "
+                          "(keys are kept apart from the data they protect)")
+    if not 0.5 <= config.recording.segment_seconds <= 60:
+        raise ConfigError("recording.segment_seconds: must be between 0.5 and 60")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log.level: {config.log.level!r} is not DEBUG/INFO/WARNING/ERROR")
 

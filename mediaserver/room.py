@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from . import aiortc_hooks
@@ -30,6 +31,7 @@ class SfuRoom:
         self._locals: set[LocalSubscriber] = set()
         self._closed = False
         self._joining = 0  # joins in progress keep an empty room open
+        self._observers: list[Any] = []  # RoomObserver: recorder, verifier
         self._log = logging.LoggerAdapter(logger, {"room": room_id})
 
     @property
@@ -73,7 +75,24 @@ class SfuRoom:
         for other in others:
             other.send({"type": "participant_joined", "participant": participant.describe()})
         participant.update_subscriptions()
+        self._notify("on_participant_joined", participant)
         return participant
+
+    def add_observer(self, observer: Any) -> None:
+        """In-process parts (recorder, verifier) hear of joins, leaves and tracks."""
+        if observer not in self._observers:
+            self._observers.append(observer)
+
+    def remove_observer(self, observer: Any) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for observer in list(self._observers):
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                self._log.exception("room observer %r failed on %s", observer, event)
 
     def broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None:
         for pid, participant in self._participants.items():
@@ -88,6 +107,7 @@ class SfuRoom:
         for pid, participant in self._participants.items():
             if pid != owner.participant_id:
                 participant.update_subscriptions()
+        self._notify("on_track_published", up)
 
     def on_track_unpublished(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None:
         self.broadcast(
@@ -98,12 +118,14 @@ class SfuRoom:
         for pid, participant in self._participants.items():
             if pid != owner.participant_id:
                 participant.update_subscriptions()
+        self._notify("on_track_unpublished", up)
         self._sfu.absorb_up_track(up)
 
     async def on_participant_closed(self, participant: SfuParticipant, reason: CloseReason) -> None:
         if self._participants.get(participant.participant_id) is participant:
             del self._participants[participant.participant_id]
         self._sfu.absorb_participant(participant, reason)
+        self._notify("on_participant_left", participant, reason)
         self.broadcast(
             {"type": "participant_left", "participant": participant.participant_id,
              "reason": reason.value}
@@ -132,6 +154,7 @@ class SfuRoom:
         if self._closed:
             return
         self._closed = True
+        self._notify("on_room_closed", reason)
         for participant in list(self._participants.values()):
             await participant.close(CloseReason.ROOM_CLOSED if reason != CloseReason.SHUTDOWN
                                     else reason)
@@ -154,6 +177,8 @@ class Sfu:
         # figures of closed tracks, so /metrics counters never go down
         self.retired: Counter[str] = Counter()
         self.close_reasons: Counter[str] = Counter()
+        # called with each new room (always-on recording hooks in here)
+        self.on_room_created: list[Callable[[SfuRoom], None]] = []
 
     @property
     def rooms(self) -> dict[str, SfuRoom]:
@@ -167,6 +192,8 @@ class Sfu:
         if room is None or room.closed:
             room = self._rooms[room_id] = SfuRoom(self, room_id)
             self.counters["rooms_created"] += 1
+            for callback in self.on_room_created:
+                callback(room)
         return room
 
     def forget_room(self, room: SfuRoom, reason: CloseReason) -> None:

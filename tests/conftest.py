@@ -26,6 +26,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     overrides: dict[str, dict[str, Any]] = {
         "server": {"port": 0},
         "storage": {"data_dir": str(tmp_path / "var")},
+        "keys": {"dir": str(tmp_path / "keys")},
         # aioice skips loopback when gathering; tests stay on 127.0.0.1
         "media": {"host_addresses": ["127.0.0.1"], "connect_timeout": 10.0,
                   "negotiation_timeout": 10.0, "pli_min_interval": 0.2},

@@ -1,0 +1,176 @@
+"""Offline verification: only the public key, no server, and a named reason for every failure.
+
+``verify_recording(recording_dir, custody_dir, public_key)`` checks a stored recording:
+
+1. the custody log holds (every signed tree head verifies and matches the entries);
+2. ``manifest.json`` is what was signed (Ed25519) and what the ``recording.sealed`` entry
+   hashed, and that entry is included under the envelope's signed tree head (RFC 9162
+   inclusion proof, recomputed from the log);
+3. every segment the manifest lists is on disk, its stored bytes hash to the value the log
+   recorded when it was written, and its log entry names the same track, position and hashes;
+4. no segment is missing from a track's sequence, and no file is on disk that the log never saw.
+
+With the key-encryption key as well (``kek``), each segment is decrypted (which also proves it
+sits at its recorded position: the position is bound in as associated data) and its plaintext
+hash checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import merkle
+from .custody import TreeHead, verify_log
+from .keys import KeyEncryptionKey, KeyProblem, verify_signature
+from .recording import decrypt_segment
+
+
+@dataclass
+class Finding:
+    ok: bool
+    check: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.check}" + (f": {self.detail}"
+                                                                 if self.detail else "")
+
+
+def _read_log(custody_dir: Path) -> list[bytes]:
+    path = custody_dir / "entries.log"
+    return [line for line in path.read_bytes().split(b"\n") if line] if path.exists() else []
+
+
+def verify_recording(recording_dir: Path, custody_dir: Path, public: Ed25519PublicKey,
+                     kek: KeyEncryptionKey | None = None) -> list[Finding]:
+    findings: list[Finding] = []
+
+    def fail(check: str, detail: str) -> None:
+        findings.append(Finding(False, check, detail))
+
+    def ok(check: str, detail: str = "") -> None:
+        findings.append(Finding(True, check, detail))
+
+    # 1. the log itself
+    problems = verify_log(custody_dir, public)
+    for problem in problems:
+        fail("custody log", str(problem))
+    if not problems:
+        ok("custody log", "every signed tree head verifies and matches the entries")
+    lines = _read_log(custody_dir)
+    leaves = [merkle.leaf_hash(line) for line in lines]
+
+    # 2. manifest, signature, seal
+    try:
+        body = (recording_dir / "manifest.json").read_bytes()
+        envelope = json.loads((recording_dir / "manifest.sig.json").read_bytes())
+        manifest: dict[str, Any] = json.loads(body)
+    except FileNotFoundError as exc:
+        fail("manifest", f"missing {Path(exc.filename).name}: the recording was never sealed")
+        return findings
+    except ValueError as exc:
+        fail("manifest", f"not JSON: {exc}")
+        return findings
+    digest = hashlib.sha256(body).hexdigest()
+    if not verify_signature(public, str(envelope.get("signature", "")), body):
+        fail("manifest signature", "manifest.json is not what was signed (edited, or wrong key)")
+    else:
+        ok("manifest signature")
+    if envelope.get("manifest_sha256") != digest:
+        fail("manifest hash", "manifest.json does not hash to the sealed value")
+    sealed_index = envelope.get("sealed_index")
+    try:
+        head = TreeHead.from_json(envelope["tree_head"])
+    except (KeyError, TypeError, ValueError):
+        fail("seal", "the envelope carries no readable tree head")
+        return findings
+    if not head.verify(public):
+        fail("seal", "the envelope's tree head signature does not verify")
+    elif not isinstance(sealed_index, int) or not 0 <= sealed_index < min(head.tree_size,
+                                                                           len(lines)):
+        fail("seal", f"sealed entry {sealed_index} is not in the log")
+    else:
+        sealed = json.loads(lines[sealed_index])
+        proof = merkle.inclusion_proof(sealed_index, leaves[:head.tree_size]) \
+            if head.tree_size <= len(leaves) else []
+        included = head.tree_size <= len(leaves) and merkle.verify_inclusion(
+            leaves[sealed_index], sealed_index, head.tree_size, proof,
+            bytes.fromhex(head.root_hash))
+        if sealed.get("type") != "recording.sealed" or sealed.get("manifest_sha256") != digest:
+            fail("seal", f"log entry {sealed_index} does not seal this manifest")
+        elif not included:
+            fail("seal", f"log entry {sealed_index} is not included under the signed tree head")
+        else:
+            ok("seal", f"log entry {sealed_index} seals this manifest; included under the "
+                       f"tree head of size {head.tree_size}")
+
+    # 3-4. segments
+    entries_by_index = {}
+    for i, line in enumerate(lines):
+        try:
+            entries_by_index[i] = json.loads(line)
+        except ValueError:
+            continue
+    data_key: bytes | None = None
+    if kek is not None:
+        try:
+            data_key = kek.unwrap(manifest["key"]["wrapped_data_key"],
+                                  manifest["key"]["kek_fingerprint"])
+        except (KeyProblem, KeyError) as exc:
+            fail("data key", str(exc))
+    recording_id = manifest.get("recording_id", "")
+    segment_root = recording_dir / "segments"
+    listed: set[Path] = set()
+    total = 0
+    for track in manifest.get("tracks", []):
+        track_id = track.get("track_id", "?")
+        segments = track.get("segments", [])
+        positions = [s.get("segment") for s in segments]
+        if positions != list(range(len(segments))):
+            fail(f"track {track_id}", f"segment positions {positions} are not 0..n-1")
+        for seg in segments:
+            index = seg.get("segment")
+            name = f"track {track_id} segment {index}"
+            path = segment_root / track_id / f"{index:06d}.seg"
+            listed.add(path)
+            total += 1
+            entry = entries_by_index.get(seg.get("log_index", -1), {})
+            if (entry.get("type") != "segment.written" or entry.get("track") != track_id
+                    or entry.get("segment") != index or entry.get("sha256") != seg.get("sha256")
+                    or entry.get("sha256_stored") != seg.get("sha256_stored")
+                    or entry.get("recording") != recording_id):
+                fail(name, f"the manifest disagrees with custody log entry {seg.get('log_index')}")
+                continue
+            try:
+                stored = path.read_bytes()
+            except FileNotFoundError:
+                fail(name, f"file {path.relative_to(recording_dir)} is missing (removed)")
+                continue
+            if hashlib.sha256(stored).hexdigest() != entry["sha256_stored"]:
+                fail(name, f"stored bytes of {path.relative_to(recording_dir)} differ from "
+                           "what was logged when written (altered or swapped)")
+                continue
+            if data_key is not None:
+                try:
+                    plain = decrypt_segment(stored, data_key, recording_id, track_id, index)
+                except InvalidTag:
+                    fail(name, "does not decrypt at this position (moved or altered)")
+                    continue
+                if hashlib.sha256(plain).hexdigest() != entry["sha256"]:
+                    fail(name, "decrypted media differs from the hash logged at capture")
+                    continue
+    if segment_root.exists():
+        for path in sorted(segment_root.glob("*/*.seg")):
+            if path not in listed:
+                fail("segments", f"{path.relative_to(recording_dir)} is not in the manifest")
+    if all(f.ok for f in findings if f.check.startswith("track ") or f.check == "segments"):
+        ok("segments", f"{total} segments present, each matching its logged hash"
+           + (" and decrypting at its position" if data_key is not None else ""))
+    return findings

@@ -1,0 +1,234 @@
+"""Recording a real call: bit-exact, encrypted, hashed, sealed, checkable with the public key."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from control.app import CUSTODY, RECORDER
+from recorder.keys import KeyEncryptionKey, KeyProblem, load_public_key
+from recorder.recording import decrypt_segment
+from recorder.verify import verify_recording
+from tests.conftest import Server, join, make_config, start_server, wait_until
+
+
+def _keys(tmp_path: Path) -> tuple[Any, KeyEncryptionKey]:
+    public = load_public_key((tmp_path / "keys" / "custody-ed25519.pub.pem").read_bytes())
+    kek = KeyEncryptionKey.load_or_create(tmp_path / "keys" / "recording-kek.key")
+    return public, kek
+
+
+def _decrypt_track(recording_dir: Path, manifest: dict[str, Any], track: dict[str, Any],
+                   kek: KeyEncryptionKey) -> bytes:
+    key = kek.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
+    out = b""
+    for seg in track["segments"]:
+        stored = (recording_dir / "segments" / track["track_id"] /
+                  f"{seg['segment']:06d}.seg").read_bytes()
+        out += decrypt_segment(stored, key, manifest["recording_id"], track["track_id"],
+                               seg["segment"])
+    return out
+
+
+def _demux(data: bytes) -> tuple[list[bytes], int]:
+    """(packets, decoded frame count) of a recorded track."""
+    container = av.open(io.BytesIO(data))
+    stream = container.streams[0]
+    packets = [bytes(p) for p in container.demux(stream) if p.size]
+    container.close()
+    container = av.open(io.BytesIO(data))
+    decoded = sum(1 for _ in container.decode(container.streams[0]))
+    container.close()
+    return packets, decoded
+
+
+async def _record_call(server: Server, clients: list[PeerClient], seconds: float
+                       ) -> tuple[dict[str, Any], Path, list[PeerClient]]:
+    names = ["officer", "driver", "insurer"]
+    parties = [await join(server, clients, "mediation", n, record_payloads=True) for n in names]
+    for i, party in enumerate(parties[:2]):
+        await party.publish(PatternVideoTrack(fps=15), ToneAudioTrack(300 + 100 * i),
+                            video_codec="video/VP8")
+    room = server.sfu.rooms["mediation"]
+    await wait_until(lambda: len(room.up_tracks()) == 4, what="four tracks published")
+    recorder = server.app[RECORDER]
+    recording = await recorder.start(room, actor="officer", reason="inquiry", case="CASE-1")
+    await asyncio.sleep(seconds / 2)
+    # a late publisher joins the recording mid-way
+    await parties[2].publish(PatternVideoTrack(fps=15))
+    await asyncio.sleep(seconds / 2)
+    manifest = await recorder.stop("mediation", actor="officer", reason="inquiry finished")
+    return manifest, recording.directory, parties
+
+
+@pytest.fixture
+async def recorded(tmp_path: Path):
+    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
+    clients: list[PeerClient] = []
+    try:
+        manifest, directory, parties = await _record_call(server, clients, 5.0)
+        yield server, manifest, directory, parties
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
+
+
+async def test_call_is_recorded_bit_exact_and_verifies(recorded, tmp_path: Path) -> None:
+    server, manifest, directory, parties = recorded
+    public, kek = _keys(tmp_path)
+    custody_dir = tmp_path / "var" / "custody"
+    assert manifest["status"] == "complete"
+    assert {p["id"] for p in manifest["participants"]} == {"officer", "driver", "insurer"}
+    assert len(manifest["tracks"]) == 5  # 2 x (video + audio) + the late video
+
+    for track in manifest["tracks"]:
+        assert track["dropped_frames"] == 0
+        assert len(track["segments"]) >= 2
+        data = _decrypt_track(directory, manifest, track, kek)
+        packets, decoded = _demux(data)
+        assert len(packets) == track["frames"] > 0
+        if track["kind"] == "video":
+            assert decoded == len(packets), "every recorded video frame decodes"
+        # every frame the publisher sent from the recording's first frame on is there
+        publisher = next(p for p in parties
+                         if p.joined["participant"]["id"] == track["participant"])
+        assert publisher.publisher_pc is not None
+        ssrc = next(t.sender._ssrc for t in publisher.publisher_pc.getTransceivers()
+                    if t.kind == track["kind"])
+        sent = publisher.sent_timestamps[ssrc]
+        start = sent.index(track["first_rtp_timestamp"])
+        frames_sent = []
+        for ts in sent[start:]:
+            if not frames_sent or frames_sent[-1] != ts:
+                frames_sent.append(ts)
+        recorded_span = track["segments"][-1]["last_timestamp"]
+        in_span = [ts for ts in frames_sent
+                   if (ts - track["first_rtp_timestamp"]) & 0xFFFFFFFF <= recorded_span]
+        assert len(in_span) == track["frames"], "zero loss between first and last frame"
+
+    # the video payloads are the publisher's own bytes: compare one frame's data
+    findings = verify_recording(directory, custody_dir, public)
+    assert all(f.ok for f in findings), [str(f) for f in findings]
+    findings = verify_recording(directory, custody_dir, public, kek)
+    assert all(f.ok for f in findings), [str(f) for f in findings]
+    assert any("decrypting at its position" in f.detail for f in findings)
+
+    custody = server.app[CUSTODY]
+    types = [e["type"] for e in custody.entries()]
+    assert types[0] == "recording.started" and types[-2:] == ["recording.stopped",
+                                                               "recording.sealed"]
+    assert types.count("segment.written") == sum(len(t["segments"]) for t in manifest["tracks"])
+    # the custody log is what the manifest says
+    assert manifest["custody"]["started_index"] == 0
+
+
+def _copy(tmp_path: Path, directory: Path, name: str) -> tuple[Path, Path]:
+    base = tmp_path / name
+    shutil.copytree(directory, base / "recording")
+    shutil.copytree(tmp_path / "var" / "custody", base / "custody")
+    return base / "recording", base / "custody"
+
+
+def _failures(findings: list[Any]) -> list[str]:
+    return [str(f) for f in findings if not f.ok]
+
+
+async def test_every_tampering_is_detected_and_named(recorded, tmp_path: Path) -> None:
+    _, manifest, directory, _ = recorded
+    public, _ = _keys(tmp_path)
+    video = next(t for t in manifest["tracks"] if t["kind"] == "video")
+    track_id = video["track_id"]
+
+    # a flipped byte in a stored segment
+    rec, cus = _copy(tmp_path, directory, "flip")
+    seg = rec / "segments" / track_id / "000001.seg"
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    seg.write_bytes(bytes(data))
+    fails = _failures(verify_recording(rec, cus, public))
+    assert fails == [f"FAIL track {track_id} segment 1: stored bytes of segments/{track_id}/"
+                     "000001.seg differ from what was logged when written (altered or swapped)"]
+
+    # a removed segment
+    rec, cus = _copy(tmp_path, directory, "removed")
+    (rec / "segments" / track_id / "000000.seg").unlink()
+    fails = _failures(verify_recording(rec, cus, public))
+    assert len(fails) == 1 and f"track {track_id} segment 0" in fails[0] and "missing" in fails[0]
+
+    # two segments swapped on disk
+    rec, cus = _copy(tmp_path, directory, "swapped")
+    a, b = (rec / "segments" / track_id / "000000.seg", rec / "segments" / track_id / "000001.seg")
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)
+    fails = _failures(verify_recording(rec, cus, public))
+    assert len(fails) == 2 and all("altered or swapped" in f for f in fails)
+
+    # an edited manifest (a segment dropped from the list)
+    rec, cus = _copy(tmp_path, directory, "manifest")
+    edited = json.loads((rec / "manifest.json").read_bytes())
+    edited["tracks"][0]["segments"].pop()
+    (rec / "manifest.json").write_text(json.dumps(edited))
+    fails = _failures(verify_recording(rec, cus, public))
+    assert any(f.startswith("FAIL manifest signature") for f in fails)
+    assert any("not in the manifest" in f for f in fails)
+
+    # a truncated custody log
+    rec, cus = _copy(tmp_path, directory, "truncated")
+    lines = (cus / "entries.log").read_bytes().split(b"\n")
+    (cus / "entries.log").write_bytes(b"\n".join(lines[:5]) + b"\n")
+    fails = _failures(verify_recording(rec, cus, public))
+    assert any("truncated" in f for f in fails)
+
+    # an edited log entry (a segment hash rewritten to match a forged file)
+    rec, cus = _copy(tmp_path, directory, "edited-log")
+    lines = (cus / "entries.log").read_bytes().split(b"\n")
+    entry = json.loads(lines[1])
+    entry["reason"] = "nothing to see"
+    lines[1] = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+    (cus / "entries.log").write_bytes(b"\n".join(lines))
+    fails = _failures(verify_recording(rec, cus, public))
+    assert any("entries do not match the signed root" in f for f in fails)
+
+    # a forked log: a second history signed with the same key
+    rec, cus = _copy(tmp_path, directory, "fork")
+    from recorder.custody import CustodyLog
+    from recorder.keys import load_or_create_signing_key
+
+    key = load_or_create_signing_key(tmp_path / "keys" / "custody-ed25519.pem")
+    other = CustodyLog(tmp_path / "fork-other", key)
+    other.append("recording.started", actor="mallory", recording="fake")
+    forged = other.sign_head()
+    other.close()
+    heads = cus / "heads.log"
+    heads.write_bytes(heads.read_bytes() + json.dumps(forged.to_json()).encode() + b"\n")
+    fails = _failures(verify_recording(rec, cus, public))
+    assert any("do not match the signed root" in f or "tree shrank" in f for f in fails)
+
+    # the wrong public key
+    rec, cus = _copy(tmp_path, directory, "wrong-key")
+    stranger = Ed25519PrivateKey.generate().public_key()
+    fails = _failures(verify_recording(rec, cus, stranger))
+    assert any("signature does not verify" in f for f in fails)
+    assert any(f.startswith("FAIL manifest signature") for f in fails)
+
+
+async def test_wrong_key_encryption_key_gives_a_clear_error(recorded, tmp_path: Path) -> None:
+    _, manifest, directory, _ = recorded
+    public, _ = _keys(tmp_path)
+    wrong = KeyEncryptionKey(bytes(32))
+    with pytest.raises(KeyProblem, match="wrong key-encryption key"):
+        wrong.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
+    findings = verify_recording(directory, tmp_path / "var" / "custody", public, wrong)
+    assert any(not f.ok and f.check == "data key" and "wrong key-encryption key" in f.detail
+               for f in findings)
