@@ -72,6 +72,35 @@ def cmd_bench_forwarding(args: argparse.Namespace) -> int:
     ))
 
 
+def cmd_custody_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recorder.keys import KeyEncryptionKey, KeyProblem, load_public_key
+    from recorder.verify import verify_path
+
+    config = _load(args)
+    target = Path(args.path)
+    key_path = Path(args.public_key) if args.public_key else (
+        config.keys_dir / "custody-ed25519.pub.pem")
+    try:
+        public = load_public_key(key_path.read_bytes()) if key_path.exists() else None
+        kek = KeyEncryptionKey.load_or_create(Path(args.kek)) if args.kek else None
+    except KeyProblem as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 2
+    try:
+        findings = verify_path(target, public_key=public,
+                               custody_dir=Path(args.custody) if args.custody else None, kek=kek)
+    except FileNotFoundError as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 2
+    for finding in findings:
+        print(finding)
+    failed = [f for f in findings if not f.ok]
+    print(f"{len(findings) - len(failed)} checks passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -87,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", default="party", choices=("party", "officer", "observer"))
     token.add_argument("--ttl", type=int, help="seconds (default: auth.token_ttl)")
     token.set_defaults(func=cmd_token)
+
+    custody = sub.add_parser("custody", help="recordings and their chain of custody")
+    custody_sub = custody.add_subparsers(dest="custody", required=True)
+    verify = custody_sub.add_parser(
+        "verify", help="check a stored recording or an export package offline")
+    verify.add_argument("path", help="a recording directory or an export package")
+    verify.add_argument("--public-key", help="the custody public key (PEM); for a stored "
+                        "recording default: keys.dir/custody-ed25519.pub.pem")
+    verify.add_argument("--custody", help="custody log directory of a stored recording "
+                        "(default: the data directory's)")
+    verify.add_argument("--kek", help="key-encryption key file, to decrypt and check media too")
+    verify.set_defaults(func=cmd_custody_verify)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

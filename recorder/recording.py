@@ -141,7 +141,9 @@ class Recording:
             "started_by": self.started_by,
             "key": {"algorithm": "AES-256-GCM", "kek_fingerprint": self.recorder.kek.fingerprint,
                     "wrapped_data_key": self._wrapped_key, "wrap": "AES-KW (RFC 3394)"},
-            "tracks": {tid: {**_track_json(t.info), "container": t.container}
+            "tracks": {tid: {**_track_json(t.info), "container": t.container,
+                             "first_rtp_timestamp": t.first_rtp_timestamp,
+                             "first_packet_time": t.first_packet_time}
                        for tid, t in self._tracks.items()},
         }
 
@@ -166,6 +168,7 @@ class Recording:
     def _write_frames(self, state: TrackState, frames: list[EncodedFrame]) -> None:
         if state.muxer is None:
             state.muxer = TrackMuxer(state.info)
+            self._save_metadata()  # the track's time anchors survive a crash
         limit = int(self.recorder.segment_seconds * state.info.clock_rate)
         for frame in frames:
             if state.segment_start is None:
@@ -419,8 +422,7 @@ class Recorder:
                 "participants": [],
                 "tracks": [
                     {**{k: v for k, v in track.items() if k != "track_id"},
-                     "track_id": track_id, "first_rtp_timestamp": None,
-                     "first_packet_time": None, "sender_reports": [],
+                     "track_id": track_id, "sender_reports": [],
                      "frames": sum(seg["frames"] for seg in logged.get(track_id, [])),
                      "dropped_frames": None, "ended": "interrupted",
                      "segments": logged.get(track_id, [])}

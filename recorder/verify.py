@@ -174,3 +174,16 @@ def verify_recording(recording_dir: Path, custody_dir: Path, public: Ed25519Publ
         ok("segments", f"{total} segments present, each matching its logged hash"
            + (" and decrypting at its position" if data_key is not None else ""))
     return findings
+
+
+def verify_path(path: Path, *, public_key: Ed25519PublicKey | None, custody_dir: Path | None,
+                kek: KeyEncryptionKey | None) -> list[Finding]:
+    """A stored recording directory (with its data directory's custody log)."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a directory")
+    if (path / "recording.json").exists():
+        if public_key is None:
+            raise FileNotFoundError("no public key: pass --public-key")
+        custody = custody_dir or path.parent.parent / "custody"
+        return verify_recording(path, custody, public_key, kek)
+    raise FileNotFoundError(f"{path} is neither a stored recording nor an export package")
