@@ -130,6 +130,8 @@ class PeerClient:
         self.tracks: dict[str, dict[str, Any]] = {}  # subscriber mid -> track description
         self.sent_hashes: dict[int, list[str]] = defaultdict(list)  # by SSRC
         self.sent_timestamps: dict[int, list[int]] = defaultdict(list)  # by SSRC, per packet
+        self.sent_seqs: dict[int, list[int]] = defaultdict(list)  # by SSRC, per packet
+        self.received_seqs: dict[str, list[int]] = defaultdict(list)  # by mid, per packet
         self.received_hashes: dict[str, list[str]] = defaultdict(list)  # by mid
         self.received_packets: dict[str, int] = defaultdict(int)
         self.received_seq: dict[str, tuple[int, int, int]] = {}  # mid -> (first, highest, count)
@@ -257,6 +259,7 @@ class PeerClient:
                         self.sent_hashes[packet.ssrc].append(
                             hashlib.sha256(packet.payload).hexdigest())
                         self.sent_timestamps[packet.ssrc].append(packet.timestamp)
+                        self.sent_seqs[packet.ssrc].append(packet.sequence_number)
                 await _original(data)
 
             dtls._send_rtp = send_rtp  # type: ignore[method-assign]
@@ -278,7 +281,13 @@ class PeerClient:
 
         async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
             codec = receiver._RTCRtpReceiver__codecs.get(packet.payload_type)
-            if codec is not None and not codec.mimeType.lower().endswith("/rtx"):
+            if codec is not None and codec.mimeType.lower().endswith("/rtx"):
+                # a retransmission (RFC 4588): count the original packet it carries
+                if len(packet.payload) > 2 and self.record_payloads:
+                    self.received_hashes[mid].append(
+                        hashlib.sha256(packet.payload[2:]).hexdigest())
+                    self.received_seqs[mid].append(int.from_bytes(packet.payload[:2], "big"))
+            elif codec is not None:
                 self._count_received(packet, mid)
             await original(packet, arrival_time_ms)
 
@@ -296,6 +305,7 @@ class PeerClient:
         self.received_seq[key] = (first, highest, count + 1)
         if self.record_payloads:
             self.received_hashes[key].append(hashlib.sha256(packet.payload).hexdigest())
+            self.received_seqs[key].append(seq)
 
     # -- receiving -------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:

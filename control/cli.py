@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Sequence
@@ -101,6 +102,47 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_custody_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recorder.custody import CustodyLog
+    from recorder.export import export_recording
+    from recorder.keys import KeyEncryptionKey, KeyProblem, load_or_create_signing_key
+
+    config = _load(args)
+    recording_dir = Path(args.recording)
+    if not recording_dir.is_dir():
+        recording_dir = config.data_dir / "recordings" / args.recording
+    if not (recording_dir / "manifest.json").exists():
+        print(f"remotecase: no sealed recording at {recording_dir}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists():
+        print(f"remotecase: {out} exists; choose a new directory", file=sys.stderr)
+        return 2
+    key_file = config.keys_dir / "custody-ed25519.pem"
+    kek_file = config.keys_dir / "recording-kek.key"
+    if not key_file.exists() or not kek_file.exists():
+        print(f"remotecase: keys not found in {config.keys_dir}", file=sys.stderr)
+        return 2
+    try:
+        signing_key = load_or_create_signing_key(key_file)
+        kek = KeyEncryptionKey.load_or_create(kek_file)
+        custody = CustodyLog(config.data_dir / "custody", signing_key)
+        try:
+            result = export_recording(recording_dir=recording_dir, custody=custody, kek=kek,
+                                      signing_key=signing_key, out=out, actor=args.actor,
+                                      reason=args.reason)
+        finally:
+            custody.close()
+    except (KeyProblem, ValueError) as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported to {result['package']} ({len(result['files'])} files); "
+          f"logged as custody entry {result['export_index']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -128,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the data directory's)")
     verify.add_argument("--kek", help="key-encryption key file, to decrypt and check media too")
     verify.set_defaults(func=cmd_custody_verify)
+    export = custody_sub.add_parser("export", help="write a package for court")
+    export.add_argument("recording", help="recording ID or directory")
+    export.add_argument("--out", required=True, help="new directory for the package")
+    export.add_argument("--actor", default=os.environ.get("USER", "operator"),
+                        help="who exports (logged)")
+    export.add_argument("--reason", default="export for review", help="why (logged)")
+    export.set_defaults(func=cmd_custody_export)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -54,6 +54,8 @@ class ForwardedUpTrack:
         self._muted = False
         self._closed = False
         self._media_ssrc: int | None = None
+        self._last_seq: int | None = None
+        self._last_timestamp: int | None = None
         self._loop = asyncio.get_running_loop()
         self._pli_min_interval = pli_min_interval
         self._last_pli = -1e9
@@ -118,15 +120,21 @@ class ForwardedUpTrack:
     def on_rtp(self, packet: RtpPacket) -> None:
         self._media_ssrc = packet.ssrc
         payload = packet.payload
+        seq = packet.sequence_number
+        timestamp = packet.timestamp
         detector = self._is_keyframe
-        out = Packet(
-            packet.sequence_number,
-            packet.timestamp,
-            packet.marker,
-            payload,
-            packet.padding_size,
-            detector(payload) if detector is not None else True,
-        )
+        if detector is None:
+            keyframe = True
+        else:
+            # A keyframe starts at the first packet of its frame: an IDR may be several slices
+            # (several FU-A starts), and a subscriber must not begin at the second one.
+            last_seq = self._last_seq
+            newer = last_seq is None or (seq - last_seq) & 0xFFFF < 0x8000
+            keyframe = newer and timestamp != self._last_timestamp and detector(payload)
+            if newer:
+                self._last_seq = seq
+                self._last_timestamp = timestamp
+        out = Packet(seq, timestamp, packet.marker, payload, packet.padding_size, keyframe)
         self.packets_in += 1
         self.bytes_in += len(payload)
         if self._history is not None:

@@ -18,12 +18,15 @@ Entry fields: ``index``, ``type``, ``time`` (UTC, RFC 3339 with milliseconds), `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,15 +100,42 @@ class CustodyLog:
         self._entries_path = directory / "entries.log"
         self._heads_path = directory / "heads.log"
         self._lock = threading.Lock()
+        # another process (the CLI exporting while the server runs) may append too: every
+        # write takes an exclusive lock on this file and first reads what others appended
+        self._lock_path = directory / "log.lock"
         self._lines = _read_lines(self._entries_path)
         self._leaves = [merkle.leaf_hash(line) for line in self._lines]
         self._heads = [TreeHead.from_json(json.loads(h)) for h in _read_lines(self._heads_path)]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="custody")
 
     # -- writing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._lock, open(self._lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                self._catch_up()
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _catch_up(self) -> None:
+        lines = _read_lines(self._entries_path)
+        for line in lines[len(self._lines):]:
+            self._lines.append(line)
+            self._leaves.append(merkle.leaf_hash(line))
+        heads = _read_lines(self._heads_path)
+        for raw in heads[len(self._heads):]:
+            self._heads.append(TreeHead.from_json(json.loads(raw)))
+
+    def refresh(self) -> None:
+        """Read entries other processes appended."""
+        with self._exclusive():
+            pass
+
     def append(self, entry_type: str, *, actor: str, reason: str = "", case: str = "",
                room: str = "", **fields: Any) -> dict[str, Any]:
-        with self._lock:
+        with self._exclusive():
             entry = {"index": len(self._lines), "type": entry_type, "time": utc_now(),
                      "actor": actor, "case": case, "room": room, "reason": reason, **fields}
             line = canonical(entry)
@@ -120,7 +150,7 @@ class CustodyLog:
             return entry
 
     def sign_head(self) -> TreeHead:
-        with self._lock:
+        with self._exclusive():
             size = len(self._leaves)
             head = TreeHead(size, int(datetime.datetime.now(datetime.UTC).timestamp() * 1000),
                             merkle.root(self._leaves).hex(), self.key_id, "")

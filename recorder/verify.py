@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import merkle
 from .custody import TreeHead, verify_log
-from .keys import KeyEncryptionKey, KeyProblem, verify_signature
+from .keys import KeyEncryptionKey, KeyProblem, key_id, load_public_key, verify_signature
 from .recording import decrypt_segment
 
 
@@ -181,9 +181,173 @@ def verify_path(path: Path, *, public_key: Ed25519PublicKey | None, custody_dir:
     """A stored recording directory (with its data directory's custody log)."""
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory")
+    if (path / "package.json").exists():
+        return verify_package(path, public_key)
     if (path / "recording.json").exists():
         if public_key is None:
             raise FileNotFoundError("no public key: pass --public-key")
         custody = custody_dir or path.parent.parent / "custody"
         return verify_recording(path, custody, public_key, kek)
     raise FileNotFoundError(f"{path} is neither a stored recording nor an export package")
+
+
+def verify_package(package: Path, public: Ed25519PublicKey | None) -> list[Finding]:
+    """An export package, with only the public key (the package's own copy if none is given)."""
+    findings: list[Finding] = []
+
+    def fail(check: str, detail: str) -> None:
+        findings.append(Finding(False, check, detail))
+
+    def ok(check: str, detail: str = "") -> None:
+        findings.append(Finding(True, check, detail))
+
+    if public is None:
+        try:
+            public = load_public_key((package / "public-key.pem").read_bytes())
+        except (FileNotFoundError, KeyProblem) as exc:
+            fail("public key", f"none given and the package's is unusable: {exc}")
+            return findings
+        ok("public key", f"taken from the package (key id {key_id(public)}): trust it only "
+                         "if it matches the key the authority published")
+    else:
+        ok("public key", f"key id {key_id(public)}")
+
+    # package.json and its signature: every file the package lists
+    try:
+        package_bytes = (package / "package.json").read_bytes()
+        listing = json.loads(package_bytes)
+        signature = (package / "package.sig").read_text().strip()
+    except (FileNotFoundError, ValueError) as exc:
+        fail("package", f"package.json or package.sig unreadable: {exc}")
+        return findings
+    if verify_signature(public, signature, package_bytes):
+        ok("package signature")
+    else:
+        fail("package signature", "package.json is not what was signed (edited, or wrong key)")
+    files: dict[str, str] = listing.get("files", {})
+    for rel, expected in sorted(files.items()):
+        path = package / rel
+        if not path.is_file():
+            fail(f"file {rel}", "missing")
+        elif _sha256_path(path) != expected:
+            fail(f"file {rel}", "content differs from package.json (altered)")
+    present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
+    extra = sorted(present - set(files) - {"package.json", "package.sig"}
+                   - {p for p in present if p.startswith("custody/")})
+    for rel in extra:
+        fail(f"file {rel}", "not listed in package.json (added)")
+
+    # the custody proofs
+    try:
+        proofs = json.loads((package / "custody" / "proofs.json").read_bytes())
+        lines = [line for line in
+                 (package / "custody" / "entries.jsonl").read_bytes().split(b"\n") if line]
+        head = TreeHead.from_json(proofs["tree_head"])
+        seal_head = TreeHead.from_json(proofs["seal_tree_head"])
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        fail("custody", f"proofs unreadable: {exc}")
+        return findings
+    if not head.verify(public):
+        fail("tree head", "signature does not verify")
+    else:
+        ok("tree head", f"size {head.tree_size}, signed")
+    if not seal_head.verify(public):
+        fail("seal tree head", "signature does not verify")
+    consistency = [bytes.fromhex(h) for h in proofs.get("consistency", [])]
+    if merkle.verify_consistency(seal_head.tree_size, head.tree_size,
+                                 bytes.fromhex(seal_head.root_hash),
+                                 bytes.fromhex(head.root_hash), consistency):
+        ok("consistency", f"the log at sealing (size {seal_head.tree_size}) is a prefix of the "
+                          f"log at export (size {head.tree_size}): no fork, no rewrite")
+    else:
+        fail("consistency", "the log at export does not extend the log that sealed the "
+                            "recording (forked or rewritten)")
+    entries: dict[int, dict[str, Any]] = {}
+    root = bytes.fromhex(head.root_hash)
+    bad_entries = 0
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            index = int(entry["index"])
+        except (ValueError, KeyError, TypeError):
+            fail("custody entries", "an entry is not JSON with an index")
+            bad_entries += 1
+            continue
+        proof = [bytes.fromhex(h) for h in proofs.get("inclusion", {}).get(str(index), [])]
+        if not merkle.verify_inclusion(merkle.leaf_hash(line), index, head.tree_size, proof,
+                                       root):
+            fail(f"custody entry {index}", "not included under the signed tree head "
+                                           "(altered, or proof wrong)")
+            bad_entries += 1
+            continue
+        entries[index] = entry
+    if lines and not bad_entries:
+        ok("custody entries", f"{len(entries)} entries included under the tree head")
+
+    # manifest, seal, export entry
+    try:
+        body = (package / "manifest.json").read_bytes()
+        manifest = json.loads(body)
+        envelope = json.loads((package / "manifest.sig.json").read_bytes())
+    except (FileNotFoundError, ValueError) as exc:
+        fail("manifest", f"unreadable: {exc}")
+        return findings
+    digest = hashlib.sha256(body).hexdigest()
+    if verify_signature(public, str(envelope.get("signature", "")), body):
+        ok("manifest signature")
+    else:
+        fail("manifest signature", "manifest.json is not what was signed (edited, or wrong key)")
+    sealed = entries.get(envelope.get("sealed_index", -1), {})
+    if sealed.get("type") == "recording.sealed" and sealed.get("manifest_sha256") == digest:
+        ok("seal", f"log entry {envelope['sealed_index']} seals this manifest")
+    else:
+        fail("seal", "no included log entry seals this manifest")
+    exported = entries.get(proofs.get("export_index", -1), {})
+    if exported.get("type") == "recording.exported" and exported.get(
+            "package_sha256") == hashlib.sha256(package_bytes).hexdigest():
+        ok("export", f"log entry {proofs['export_index']} records this package "
+                     f"({exported.get('actor')}: {exported.get('reason')})")
+    else:
+        fail("export", "no included log entry records this package.json")
+
+    # media: each file re-hashes, segment by segment, to what was logged at capture
+    by_segment = {(e.get("track"), e.get("segment")): e for e in entries.values()
+                  if e.get("type") == "segment.written"}
+    media: dict[str, str] = listing.get("media", {})
+    checked = 0
+    for track in manifest.get("tracks", []):
+        track_id = str(track.get("track_id"))
+        segments = track.get("segments", [])
+        if not segments:
+            continue
+        media_rel = media.get(track_id)
+        if media_rel is None or not (package / media_rel).is_file():
+            fail(f"track {track_id}", "its media file is missing from the package")
+            continue
+        data = (package / media_rel).read_bytes()
+        offset = 0
+        for seg in segments:
+            part = data[offset:offset + int(seg.get("bytes", 0))]
+            offset += int(seg.get("bytes", 0))
+            logged = by_segment.get((track_id, seg.get("segment")), {})
+            digest_part = hashlib.sha256(part).hexdigest()
+            if digest_part != seg.get("sha256") or digest_part != logged.get("sha256"):
+                fail(f"track {track_id} segment {seg.get('segment')}",
+                     f"bytes {offset - len(part)}..{offset} of {media_rel} differ from the hash "
+                     "logged when the segment was written")
+            else:
+                checked += 1
+        if offset != len(data):
+            fail(f"track {track_id}", f"{media_rel} is {len(data)} bytes, the segments add up to "
+                                      f"{offset}")
+    if checked and all(f.ok for f in findings if f.check.startswith("track ")):
+        ok("media", f"{checked} segments re-hash to their values logged at capture")
+    return findings
+
+
+def _sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -149,3 +149,28 @@ async def test_keyframe_requests_are_rate_limited() -> None:
     assert receiver.plis == [5555]  # one now, the rest folded into one deferred request
     await up.close(CloseReason.UNPUBLISHED)
     assert sent == []
+
+
+async def test_h264_subscriber_never_starts_at_a_second_idr_slice() -> None:
+    """aiortc sends an IDR as STAP-A(SPS, PPS) + several FU-A slices, all one timestamp."""
+    sent: list[RtpPacket] = []
+    receiver = StubReceiver()
+    info = TrackInfo("TR_h", "pub", "video", "video/H264", 90000, None, ())
+    up = ForwardedUpTrack(info, receiver, pli_min_interval=0.0,  # type: ignore[arg-type]
+                          log_extra={})
+    stap = bytes([0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])
+    fu_start, fu_end = bytes([0x7C, 0x85, 1]), bytes([0x7C, 0x45, 2])
+    up.on_rtp(_rtp(1, 3000, stap))
+    up.on_rtp(_rtp(2, 3000, fu_start))
+    # the subscriber arrives here, in the middle of the keyframe
+    down = RtpDownTrack("sub/TR_h", up, StubSender())  # type: ignore[arg-type]
+    down.on_negotiated(97, None)
+    down._writer = lambda data: sent.append(RtpPacket.parse(data))
+    up.on_rtp(_rtp(3, 3000, fu_end))
+    up.on_rtp(_rtp(4, 3000, fu_start))  # second IDR slice: not a place to start
+    up.on_rtp(_rtp(5, 3000, fu_end, marker=1))
+    assert sent == []
+    up.on_rtp(_rtp(6, 6000, stap))  # the next keyframe, from its first packet
+    up.on_rtp(_rtp(7, 6000, fu_start))
+    assert [p.payload for p in sent] == [stap, fu_start]
+    await up.close(CloseReason.UNPUBLISHED)

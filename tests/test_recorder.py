@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.app import CUSTODY, RECORDER
 from recorder.keys import KeyEncryptionKey, KeyProblem, load_public_key
 from recorder.recording import decrypt_segment
-from recorder.verify import verify_recording
+from recorder.verify import verify_package, verify_recording
 from tests.conftest import Server, join, make_config, start_server, wait_until
 
 
@@ -232,3 +234,105 @@ async def test_wrong_key_encryption_key_gives_a_clear_error(recorded, tmp_path: 
     findings = verify_recording(directory, tmp_path / "var" / "custody", public, wrong)
     assert any(not f.ok and f.check == "data key" and "wrong key-encryption key" in f.detail
                for f in findings)
+
+
+async def test_export_package_verifies_offline_and_names_any_change(recorded,
+                                                                    tmp_path: Path) -> None:
+    _, manifest, _directory, _ = recorded
+    out = tmp_path / "package"
+    env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "custody", "export", manifest["recording_id"],
+        "--out", str(out), "--actor", "supervisor-zhao", "--reason", "court request 17",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    assert "exported to" in stdout.decode()
+
+    public, _ = _keys(tmp_path)
+    findings = verify_package(out, public)
+    assert all(f.ok for f in findings), [str(f) for f in findings]
+    assert {f.check for f in findings} >= {"package signature", "consistency", "seal", "export",
+                                            "media", "manifest signature", "custody entries"}
+
+    # the media files are the recorded tracks, decodable, frame for frame
+    listing = json.loads((out / "package.json").read_bytes())
+    for track in manifest["tracks"]:
+        packets, _decoded = _demux((out / listing["media"][track["track_id"]]).read_bytes())
+        assert len(packets) == track["frames"]
+    # the composite plays: all videos side by side, with audio
+    with av.open(str(out / "composite.mp4")) as composite:
+        video = composite.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (3 * 480, 360 + 40)
+        assert composite.streams.audio
+        frames = sum(1 for _ in composite.decode(video=0))
+    assert frames >= 4 * 15  # about 5 s at 15 fps
+    assert "court request 17" in (out / "REPORT.txt").read_text()
+
+    # the command-line verifier agrees, with only the package and the public key
+    verify = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "custody", "verify", str(out), "--public-key",
+        str(tmp_path / "keys" / "custody-ed25519.pub.pem"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, _ = await verify.communicate()
+    assert verify.returncode == 0, stdout.decode()
+
+    def tampered(name: str) -> Path:
+        copy = tmp_path / f"pkg-{name}"
+        shutil.copytree(out, copy)
+        return copy
+
+    # a flipped byte in a media file is located to its segment
+    copy = tampered("media")
+    video = next(t for t in manifest["tracks"] if t["kind"] == "video")
+    media = copy / listing["media"][video["track_id"]]
+    data = bytearray(media.read_bytes())
+    position = video["segments"][0]["bytes"] + 10  # inside segment 1
+    data[position] ^= 0x80
+    media.write_bytes(bytes(data))
+    fails = _failures(verify_package(copy, public))
+    assert f"FAIL file {listing['media'][video['track_id']]}: content differs from package.json" \
+           " (altered)" in fails
+    assert any(f"track {video['track_id']} segment 1" in f for f in fails)
+
+    # a flipped byte in the composite
+    copy = tampered("composite")
+    composite_path = copy / "composite.mp4"
+    data = bytearray(composite_path.read_bytes())
+    data[-100] ^= 0x01
+    composite_path.write_bytes(bytes(data))
+    assert _failures(verify_package(copy, public)) == [
+        "FAIL file composite.mp4: content differs from package.json (altered)"]
+
+    # an edited manifest, an edited log entry, a rewritten consistency proof
+    copy = tampered("manifest")
+    edited = json.loads((copy / "manifest.json").read_bytes())
+    edited["stopped_by"] = "nobody"
+    (copy / "manifest.json").write_text(json.dumps(edited))
+    fails = _failures(verify_package(copy, public))
+    assert any(f.startswith("FAIL manifest signature") for f in fails)
+    assert any(f.startswith("FAIL seal") for f in fails)
+
+    copy = tampered("entries")
+    lines = (copy / "custody" / "entries.jsonl").read_bytes().split(b"\n")
+    lines[0] = lines[0].replace(b'"reason":"inquiry"', b'"reason":"routine"')
+    (copy / "custody" / "entries.jsonl").write_bytes(b"\n".join(lines))
+    fails = _failures(verify_package(copy, public))
+    assert any("not included under the signed tree head" in f for f in fails)
+
+    copy = tampered("consistency")
+    proofs = json.loads((copy / "custody" / "proofs.json").read_bytes())
+    proofs["consistency"] = proofs["consistency"][::-1] or ["00" * 32]
+    (copy / "custody" / "proofs.json").write_text(json.dumps(proofs))
+    fails = _failures(verify_package(copy, public))
+    assert any(f.startswith("FAIL consistency") for f in fails)
+
+    # a file slipped in, and the wrong key
+    copy = tampered("added")
+    (copy / "media" / "extra.webm").write_bytes(b"not evidence")
+    assert _failures(verify_package(copy, public)) == [
+        "FAIL file media/extra.webm: not listed in package.json (added)"]
+    stranger = Ed25519PrivateKey.generate().public_key()
+    fails = _failures(verify_package(out, stranger))
+    assert any(f.startswith("FAIL package signature") for f in fails)

@@ -1,0 +1,310 @@
+"""Export for court: a package that someone with only the public key can check, offline.
+
+``export_recording`` writes (see ``docs/custody.md``):
+
+* ``media/``: each track decrypted and reassembled, exactly the bytes that were hashed when
+  they were written (no transcoding), playable as WebM/Matroska;
+* ``composite.mp4``: every video side by side with a burnt-in UTC clock and the tracks' mixed
+  audio, a single transcode made here (H.264 + AAC), for viewing;
+* ``manifest.json`` and ``manifest.sig.json`` as sealed; ``public-key.pem``;
+* ``custody/entries.jsonl``: the log entries of this recording, byte for byte, and
+  ``custody/proofs.json``: their inclusion proofs under a signed tree head taken after the
+  export was logged, plus a consistency proof from the tree head that sealed the recording;
+* ``package.json`` (every file's SHA-256) and ``package.sig`` (Ed25519 over package.json);
+* ``REPORT.txt``: what was checked at export and how to check it again.
+
+The export itself is a custody event (``recording.exported``) naming the actor, the reason and
+the hash of ``package.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fractions
+import hashlib
+import heapq
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from .custody import CustodyLog, canonical
+from .font import draw_text
+from .keys import KeyEncryptionKey, key_id, public_key_pem, sign
+from .recording import decrypt_segment, load_json
+from .verify import verify_recording
+
+TILE_W, TILE_H = 480, 360
+FPS = 15
+AUDIO_RATE = 48000
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.UTC).timestamp()
+
+
+def _clock(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 100000} UTC"
+
+
+def decrypt_track(recording_dir: Path, manifest: dict[str, Any], track: dict[str, Any],
+                  data_key: bytes) -> bytes:
+    parts = []
+    for seg in track["segments"]:
+        stored = (recording_dir / "segments" / track["track_id"] /
+                  f"{seg['segment']:06d}.seg").read_bytes()
+        plain = decrypt_segment(stored, data_key, manifest["recording_id"], track["track_id"],
+                                seg["segment"])
+        if hashlib.sha256(plain).hexdigest() != seg["sha256"]:
+            raise ValueError(f"track {track['track_id']} segment {seg['segment']}: "
+                             "decrypted media differs from its logged hash")
+        parts.append(plain)
+    return b"".join(parts)
+
+
+def _open(data: bytes) -> Any:
+    return av.open(io.BytesIO(data))
+
+
+def _video_frames(data: bytes, anchor: float, index: int) -> Iterator[tuple[float, int, Any]]:
+    with _open(data) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            yield anchor + float(frame.pts * stream.time_base), index, frame
+
+
+def _audio_frames(data: bytes, anchor: float, index: int) -> Iterator[tuple[float, int, Any]]:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+    with _open(data) as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            start = anchor + float(frame.pts * stream.time_base)
+            for out in resampler.resample(frame):
+                yield start, index, out.to_ndarray().reshape(-1)
+
+
+def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
+                   audios: list[tuple[float, bytes]]) -> dict[str, Any]:
+    """Side-by-side video with a burnt-in clock; mixed audio. Streams through the tracks."""
+    if not videos:
+        return {"video_tracks": 0}
+    columns = min(3, len(videos))
+    rows = (len(videos) + columns - 1) // columns
+    width, height = TILE_W * columns, TILE_H * rows + 40
+    starts = [anchor for _, anchor, _ in videos] + [anchor for anchor, _ in audios]
+    t0 = min(starts)
+    container = av.open(str(path), "w", format="mp4")
+    vstream = container.add_stream("libx264", rate=FPS)
+    vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+    vstream.options = {"preset": "veryfast", "crf": "23"}
+    astream = container.add_stream("aac", rate=AUDIO_RATE) if audios else None
+    if astream is not None:
+        astream.layout = "mono"
+    latest: list[np.ndarray | None] = [None] * len(videos)
+    labels = [label for label, _, _ in videos]
+    frames_out = 0
+
+    def emit_until(t_limit: float) -> None:
+        nonlocal frames_out
+        while t0 + frames_out / FPS <= t_limit:
+            canvas = np.zeros((height, width, 3), dtype=np.uint8)
+            for i, image in enumerate(latest):
+                x, y = (i % columns) * TILE_W, 40 + (i // columns) * TILE_H
+                if image is not None:
+                    canvas[y:y + TILE_H, x:x + TILE_W] = image
+                draw_text(canvas, labels[i][:30], x + 8, y + TILE_H - 24)
+            draw_text(canvas, _clock(t0 + frames_out / FPS), 8, 12)
+            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+            frame.pts = frames_out
+            frame.time_base = fractions.Fraction(1, FPS)
+            for packet in vstream.encode(frame):
+                container.mux(packet)
+            frames_out += 1
+
+    merged = heapq.merge(*(_video_frames(data, anchor, i)
+                           for i, (_, anchor, data) in enumerate(videos)), key=lambda x: x[0])
+    end = t0
+    for t, i, frame in merged:
+        emit_until(t - 1e-6)
+        latest[i] = frame.reformat(width=TILE_W, height=TILE_H, format="rgb24").to_ndarray()
+        end = max(end, t)
+    emit_until(end)
+    for packet in vstream.encode(None):
+        container.mux(packet)
+
+    audio_samples = 0
+    if astream is not None:
+        audio_samples = _mix_audio(container, astream, audios, t0)
+    container.close()
+    return {"video_tracks": len(videos), "frames": frames_out, "start": _clock(t0),
+            "audio_samples": audio_samples}
+
+
+def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
+               t0: float) -> int:
+    """Sum the tracks in one-second blocks, written once no later frame can touch them."""
+    blocks: dict[int, np.ndarray] = {}
+    written = 0
+    next_block = 0
+
+    def flush(until_block: int) -> None:
+        nonlocal written, next_block
+        while next_block < until_block:
+            block = blocks.pop(next_block, np.zeros(AUDIO_RATE, dtype=np.int32))
+            pcm = np.clip(block, -32768, 32767).astype(np.int16).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame.sample_rate = AUDIO_RATE
+            frame.pts = written
+            frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            written += pcm.shape[1]
+            next_block += 1
+
+    merged = heapq.merge(*(_audio_frames(data, anchor, i)
+                           for i, (anchor, data) in enumerate(audios)), key=lambda x: x[0])
+    last = 0
+    for t, _, samples in merged:
+        position = max(0, round((t - t0) * AUDIO_RATE))
+        flush(max(0, position // AUDIO_RATE - 1))
+        for offset in range(0, len(samples), AUDIO_RATE):
+            chunk = samples[offset:offset + AUDIO_RATE].astype(np.int32)
+            start = position + offset
+            block, inner = divmod(start, AUDIO_RATE)
+            first = min(len(chunk), AUDIO_RATE - inner)
+            blocks.setdefault(block, np.zeros(AUDIO_RATE, dtype=np.int32))[
+                inner:inner + first] += chunk[:first]
+            if first < len(chunk):
+                blocks.setdefault(block + 1, np.zeros(AUDIO_RATE, dtype=np.int32))[
+                    :len(chunk) - first] += chunk[first:]
+        last = max(last, position + len(samples))
+    flush(-(-last // AUDIO_RATE))
+    for packet in stream.encode(None):
+        container.mux(packet)
+    return written
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:40] or "x"
+
+
+def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryptionKey,
+                     signing_key: Any, out: Path, actor: str, reason: str) -> dict[str, Any]:
+    """Write the package into ``out`` (which must not exist) and log the export."""
+    custody.refresh()
+    findings = verify_recording(recording_dir, custody.directory, custody.public_key, kek)
+    failed = [str(f) for f in findings if not f.ok]
+    if failed:
+        raise ValueError("the recording does not verify; not exporting: " + "; ".join(failed))
+    manifest_bytes = (recording_dir / "manifest.json").read_bytes()
+    manifest = json.loads(manifest_bytes)
+    envelope = load_json(recording_dir / "manifest.sig.json")
+    data_key = kek.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
+
+    out.mkdir(parents=True, exist_ok=False, mode=0o700)
+    (out / "media").mkdir()
+    (out / "custody").mkdir()
+    media_files: dict[str, str] = {}
+    videos: list[tuple[str, float, bytes]] = []
+    audios: list[tuple[float, bytes]] = []
+    participants = {p["id"]: p.get("name") or p["id"] for p in manifest.get("participants", [])}
+    for n, track in enumerate(manifest["tracks"]):
+        if not track["segments"]:
+            continue
+        data = decrypt_track(recording_dir, manifest, track, data_key)
+        extension = "webm" if track.get("container") == "webm" else "mkv"
+        name = (f"media/{n:02d}-{_safe(track['participant'])}-{track['kind']}-"
+                f"{_safe(track['track_id'])}.{extension}")
+        (out / name).write_bytes(data)
+        media_files[track["track_id"]] = name
+        anchor = _parse_time(track.get("first_packet_time")) or _parse_time(
+            manifest.get("started_at")) or 0.0
+        if track["kind"] == "video":
+            videos.append((participants.get(track["participant"], track["participant"]),
+                           anchor, data))
+        else:
+            audios.append((anchor, data))
+    composite = make_composite(out / "composite.mp4", videos, audios) if videos else {}
+
+    (out / "manifest.json").write_bytes(manifest_bytes)
+    (out / "manifest.sig.json").write_bytes(canonical(envelope))
+    (out / "public-key.pem").write_bytes(public_key_pem(custody.public_key))
+    report_lines = [
+        f"remotecase export of recording {manifest['recording_id']}",
+        f"case {manifest.get('case') or '-'}, room {manifest['room']}, "
+        f"status {manifest['status']}",
+        f"recorded {manifest['started_at']} to {manifest['stopped_at']}",
+        f"exported {datetime.datetime.now(datetime.UTC).isoformat()} by {actor}: {reason}",
+        f"custody signing key id {key_id(custody.public_key)} (public-key.pem)",
+        "",
+        "Checked before export, against the server's custody log:",
+        *[f"  {f}" for f in findings],
+        "",
+        "Files:",
+        *[f"  {name}: track {tid}, the recorded bytes unchanged" for tid, name in
+          media_files.items()],
+        "  composite.mp4: all video side by side with a UTC clock, mixed audio; a viewing copy "
+        "made at export (transcoded), covered by package.sig",
+        "",
+        "To check this package with nothing but it (and the published public key):",
+        "  remotecase custody verify THIS_DIRECTORY --public-key PUBLISHED_KEY.pem",
+        "Each media file is the concatenation of its segments; every segment's SHA-256 is in",
+        "manifest.json and in a custody log entry whose inclusion under the signed tree head",
+        "custody/proofs.json proves (RFC 9162). docs/custody.md describes every check.",
+    ]
+    (out / "REPORT.txt").write_text("\n".join(report_lines) + "\n")
+
+    files = {}
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if path.is_file() and not rel.startswith("custody/"):
+            files[rel] = _sha256_file(path)
+    package = {"format": "remotecase-export/1", "recording_id": manifest["recording_id"],
+               "files": files, "media": media_files, "composite": composite}
+    package_bytes = canonical(package)
+    (out / "package.json").write_bytes(package_bytes)
+    (out / "package.sig").write_text(sign(signing_key, package_bytes) + "\n")
+
+    exported = custody.append(
+        "recording.exported", actor=actor, reason=reason, case=manifest.get("case", ""),
+        room=manifest["room"], recording=manifest["recording_id"],
+        package_sha256=hashlib.sha256(package_bytes).hexdigest())
+    head = custody.sign_head()
+    indices = [i for i in range(head.tree_size)
+               if json.loads(custody.entry_line(i)).get("recording") == manifest["recording_id"]]
+    with open(out / "custody" / "entries.jsonl", "wb") as fh:
+        for i in indices:
+            fh.write(custody.entry_line(i) + b"\n")
+    seal_head = envelope["tree_head"]
+    proofs = {
+        "tree_head": head.to_json(),
+        "inclusion": {str(i): custody.inclusion_proof(i, head.tree_size) for i in indices},
+        "seal_tree_head": seal_head,
+        "consistency": custody.consistency_proof(int(seal_head["tree_size"]), head.tree_size),
+        "export_index": exported["index"],
+    }
+    (out / "custody" / "proofs.json").write_bytes(canonical(proofs))
+    os.sync()
+    return {"package": str(out), "files": files, "export_index": exported["index"],
+            "tree_size": head.tree_size}
