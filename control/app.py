@@ -15,6 +15,7 @@ from recorder.custody import CustodyLog
 from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_key_pem
 from recorder.recording import Recorder
 
+from . import recordings_api
 from .config import Config
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
@@ -44,6 +45,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/dev/token", _dev_token)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
+    recordings_api.add_routes(app)
     return app
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 VERSION = "v1"
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-ROLES = ("party", "officer", "observer")
+ROLES = ("party", "officer", "supervisor", "observer")
 
 
 class TokenError(Exception):

@@ -1,0 +1,244 @@
+"""HTTP API for recordings and their custody.
+
+Until the control plane (issue 5) brings accounts, a caller proves who it is with a signed token
+(``Authorization: Bearer ...``, see ``control/tokens.py``): role ``officer`` for its own room,
+``supervisor`` for any room. Every access to evidence needs a ``reason`` and is appended to
+the custody log with the actor (the token's participant ID) before the answer goes out.
+
+Errors are ``{"error": code, "message": text}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from recorder.export import export_recording
+from recorder.keys import KeyProblem
+from recorder.recording import load_json
+from recorder.verify import verify_recording
+
+from .tokens import Grant, TokenError
+
+_ID = re.compile(r"^REC_[0-9T]+_[0-9a-f]+$")
+_EXPORT = re.compile(r"^EXP_[0-9T]+$")
+
+
+def _error(status: int, code: str, message: str) -> web.HTTPException:
+    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
+           404: web.HTTPNotFound, 409: web.HTTPConflict}[status]
+    return cls(text=json.dumps({"error": code, "message": message}),
+               content_type="application/json")
+
+
+def _grant(request: web.Request) -> Grant:
+    from .app import SIGNER
+
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise _error(401, "unauthorized", "Authorization: Bearer <token> required")
+    try:
+        grant = request.app[SIGNER].verify(header[len("Bearer "):].strip())
+    except TokenError as exc:
+        raise _error(401, exc.code, exc.message) from None
+    if grant.role not in ("officer", "supervisor"):
+        raise _error(403, "forbidden", f"role {grant.role} may not handle recordings")
+    return grant
+
+
+def _may_touch(grant: Grant, room: str) -> None:
+    if grant.role != "supervisor" and grant.room != room:
+        raise _error(403, "forbidden", "this token is for another room")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _error(400, "bad_json", "body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _error(400, "bad_json", "body must be a JSON object")
+    return body
+
+
+def _reason(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _error(400, "reason_required", "every access to evidence needs a reason")
+    return value.strip()[:500]
+
+
+def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
+    from .app import RECORDER
+
+    recording_id = request.match_info["recording"]
+    if not _ID.match(recording_id):
+        raise _error(404, "not_found", "no such recording")
+    directory = request.app[RECORDER].recordings_dir / recording_id
+    try:
+        meta = load_json(directory / "recording.json")
+    except FileNotFoundError:
+        raise _error(404, "not_found", "no such recording") from None
+    return directory, meta
+
+
+async def _log(request: web.Request, entry_type: str, grant: Grant, meta: dict[str, Any],
+               reason: str, **fields: Any) -> dict[str, Any]:
+    from .app import CUSTODY
+
+    return await request.app[CUSTODY].append_async(
+        entry_type, actor=grant.participant, reason=reason, case=meta.get("case", ""),
+        room=meta.get("room", ""), recording=meta["recording_id"], **fields)
+
+
+async def recording_control(request: web.Request) -> web.Response:
+    from .app import RECORDER, SFU
+
+    grant = _grant(request)
+    room_id = request.match_info["room"]
+    _may_touch(grant, room_id)
+    body = await _body(request)
+    action = body.get("action")
+    reason = _reason(body.get("reason"))
+    recorder = request.app[RECORDER]
+    if action == "start":
+        room = request.app[SFU].rooms.get(room_id)
+        if room is None:
+            raise _error(404, "not_found", "no such room (nobody has joined it)")
+        if room_id in recorder.active:
+            raise _error(409, "already_recording", "this room is already being recorded")
+        case = body.get("case", "")
+        if not isinstance(case, str) or len(case) > 64:
+            raise _error(400, "bad_request", "case must be a string of at most 64 characters")
+        recording = await recorder.start(room, actor=grant.participant, reason=reason, case=case)
+        return web.json_response(recording.status())
+    if action == "stop":
+        if room_id not in recorder.active:
+            raise _error(409, "not_recording", "this room is not being recorded")
+        manifest = await recorder.stop(room_id, actor=grant.participant, reason=reason)
+        return web.json_response({"recording_id": manifest["recording_id"],
+                                  "status": manifest["status"],
+                                  "tracks": len(manifest["tracks"])})
+    raise _error(400, "bad_request", "action must be start or stop")
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    from .app import RECORDER
+
+    grant = _grant(request)
+    recorder = request.app[RECORDER]
+
+    def scan() -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(recorder.recordings_dir.glob("*/recording.json")):
+            meta = load_json(path)
+            if grant.role == "supervisor" or meta.get("room") == grant.room:
+                out.append({k: meta.get(k) for k in ("recording_id", "room", "case", "state",
+                                                     "started_at", "stopped_at")})
+        return out
+
+    return web.json_response({"recordings": await asyncio.to_thread(scan)})
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    grant = _grant(request)
+    directory, meta = _recording_dir(request)
+    _may_touch(grant, meta["room"])
+    reason = _reason(request.query.get("reason"))
+    try:
+        body = await asyncio.to_thread((directory / "manifest.json").read_bytes)
+    except FileNotFoundError:
+        raise _error(409, "not_sealed", "the recording is not sealed yet") from None
+    await _log(request, "recording.viewed", grant, meta, reason, what="manifest")
+    return web.Response(body=body, content_type="application/json")
+
+
+async def verify(request: web.Request) -> web.Response:
+    from .app import CUSTODY, RECORDER
+
+    grant = _grant(request)
+    directory, meta = _recording_dir(request)
+    _may_touch(grant, meta["room"])
+    reason = _reason(request.query.get("reason"))
+    custody = request.app[CUSTODY]
+    findings = await asyncio.to_thread(verify_recording, directory, custody.directory,
+                                       custody.public_key, request.app[RECORDER].kek)
+    ok = all(f.ok for f in findings)
+    await _log(request, "recording.verified", grant, meta, reason, result="ok" if ok else "fail")
+    return web.json_response({"ok": ok, "findings": [
+        {"ok": f.ok, "check": f.check, "detail": f.detail} for f in findings]})
+
+
+async def export(request: web.Request) -> web.Response:
+    from .app import CUSTODY, RECORDER
+
+    grant = _grant(request)
+    directory, meta = _recording_dir(request)
+    _may_touch(grant, meta["room"])
+    reason = _reason((await _body(request)).get("reason"))
+    recorder = request.app[RECORDER]
+    name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
+    out = directory / "exports" / name
+    out.parent.mkdir(exist_ok=True, mode=0o700)
+    try:
+        result = await asyncio.to_thread(
+            export_recording, recording_dir=directory, custody=request.app[CUSTODY],
+            kek=recorder.kek, signing_key=recorder.signing_key, out=out,
+            actor=grant.participant, reason=reason)
+    except (KeyProblem, ValueError) as exc:
+        raise _error(409, "cannot_export", str(exc)) from None
+    return web.json_response({"export": name, "files": sorted(result["files"]),
+                              "log_index": result["export_index"]})
+
+
+async def download(request: web.Request) -> web.FileResponse:
+    grant = _grant(request)
+    directory, meta = _recording_dir(request)
+    _may_touch(grant, meta["room"])
+    reason = _reason(request.query.get("reason"))
+    name = request.match_info["export"]
+    if not _EXPORT.match(name):
+        raise _error(404, "not_found", "no such export")
+    root = (directory / "exports" / name).resolve()
+    target = (root / request.match_info["path"]).resolve()
+    if root not in target.parents or not target.is_file():
+        raise _error(404, "not_found", "no such file in this export")
+    await _log(request, "recording.downloaded", grant, meta, reason, export=name,
+               file=target.relative_to(root).as_posix())
+    return web.FileResponse(target)
+
+
+async def access_log(request: web.Request) -> web.Response:
+    from .app import CUSTODY
+
+    grant = _grant(request)
+    _, meta = _recording_dir(request)
+    _may_touch(grant, meta["room"])
+    reason = _reason(request.query.get("reason"))
+    custody = request.app[CUSTODY]
+
+    def read() -> list[dict[str, Any]]:
+        custody.refresh()
+        return [e for e in custody.entries() if e.get("recording") == meta["recording_id"]
+                and e["type"] != "segment.written"]
+
+    entries = await asyncio.to_thread(read)
+    await _log(request, "recording.viewed", grant, meta, reason, what="access log")
+    return web.json_response({"entries": entries})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/rooms/{room}/recording", recording_control)
+    app.router.add_get("/api/recordings", list_recordings)
+    app.router.add_get("/api/recordings/{recording}/manifest", get_manifest)
+    app.router.add_get("/api/recordings/{recording}/verify", verify)
+    app.router.add_post("/api/recordings/{recording}/export", export)
+    app.router.add_get("/api/recordings/{recording}/exports/{export}/{path:.+}", download)
+    app.router.add_get("/api/recordings/{recording}/access-log", access_log)

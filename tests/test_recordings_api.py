@@ -1,0 +1,106 @@
+"""The recordings API: roles, reasons, and every access in the custody log."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from bench.peer import PatternVideoTrack, ToneAudioTrack
+from control.app import CUSTODY
+from tests.conftest import join, make_config, start_server, wait_until
+
+
+async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
+    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
+    clients: list = []
+    try:
+        driver = await join(server, clients, "case-7", "driver")
+        await driver.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
+        await wait_until(lambda: len(server.sfu.rooms["case-7"].up_tracks()) == 2, what="tracks")
+        officer = {"Authorization": "Bearer " + server.token("case-7", "officer-li",
+                                                             role="officer")}
+        party = {"Authorization": "Bearer " + server.token("case-7", "driver")}
+        stranger = {"Authorization": "Bearer " + server.token("case-8", "officer-wu",
+                                                              role="officer")}
+        supervisor = {"Authorization": "Bearer " + server.token("any", "supervisor-zhao",
+                                                                role="supervisor")}
+        base = server.base_url
+        async with aiohttp.ClientSession() as http:
+            url = f"{base}/api/rooms/case-7/recording"
+            async with http.post(url, json={"action": "start", "reason": "x"}) as r:
+                assert r.status == 401
+            async with http.post(url, json={"action": "start", "reason": "x"},
+                                 headers=party) as r:
+                assert r.status == 403 and (await r.json())["error"] == "forbidden"
+            async with http.post(url, json={"action": "start", "reason": "x"},
+                                 headers=stranger) as r:
+                assert r.status == 403
+            async with http.post(url, json={"action": "start"}, headers=officer) as r:
+                assert r.status == 400 and (await r.json())["error"] == "reason_required"
+            async with http.post(url, data=b"{oops", headers=officer) as r:
+                assert r.status == 400 and (await r.json())["error"] == "bad_json"
+            async with http.post(url, json={"action": "start", "reason": "remote inquiry",
+                                            "case": "ACC-2026-17"}, headers=officer) as r:
+                assert r.status == 200, await r.text()
+                recording_id = (await r.json())["recording_id"]
+            async with http.post(url, json={"action": "start", "reason": "again"},
+                                 headers=officer) as r:
+                assert r.status == 409
+            await asyncio.sleep(2.5)
+            async with http.post(url, json={"action": "stop", "reason": "inquiry over"},
+                                 headers=officer) as r:
+                assert r.status == 200 and (await r.json())["status"] == "complete"
+
+            rec = f"{base}/api/recordings/{recording_id}"
+            async with http.get(f"{base}/api/recordings", headers=stranger) as r:
+                assert (await r.json())["recordings"] == []
+            async with http.get(f"{base}/api/recordings", headers=officer) as r:
+                assert [x["recording_id"] for x in (await r.json())["recordings"]] == [
+                    recording_id]
+            async with http.get(f"{rec}/manifest", headers=officer) as r:
+                assert r.status == 400  # no reason
+            async with http.get(f"{rec}/manifest", params={"reason": "peek"},
+                                headers=stranger) as r:
+                assert r.status == 403
+            async with http.get(f"{rec}/manifest", params={"reason": "writing the record"},
+                                headers=officer) as r:
+                assert r.status == 200 and (await r.json())["case"] == "ACC-2026-17"
+            async with http.get(f"{rec}/verify", params={"reason": "review"},
+                                headers=supervisor) as r:
+                result = await r.json()
+                assert result["ok"], result
+            async with http.post(f"{rec}/export", json={"reason": "court request"},
+                                 headers=supervisor) as r:
+                assert r.status == 200, await r.text()
+                exported = await r.json()
+            assert "composite.mp4" in exported["files"]
+            path = f"{rec}/exports/{exported['export']}/REPORT.txt"
+            async with http.get(path, params={"reason": "hand to court"},
+                                headers=supervisor) as r:
+                assert r.status == 200 and "remotecase export" in await r.text()
+            async with http.get(f"{rec}/exports/{exported['export']}/..%2F..%2Frecording.json",
+                                params={"reason": "x"}, headers=supervisor) as r:
+                assert r.status == 404
+            async with http.get(f"{base}/api/recordings/REC_1_ab/manifest",
+                                params={"reason": "x"}, headers=supervisor) as r:
+                assert r.status == 404
+            async with http.get(f"{rec}/access-log", params={"reason": "audit"},
+                                headers=supervisor) as r:
+                entries = (await r.json())["entries"]
+        events = [(e["type"], e["actor"], e["reason"]) for e in entries]
+        assert events[0] == ("recording.started", "officer-li", "remote inquiry")
+        assert ("recording.stopped", "officer-li", "inquiry over") in events
+        assert ("recording.viewed", "officer-li", "writing the record") in events
+        assert ("recording.verified", "supervisor-zhao", "review") in events
+        assert ("recording.exported", "supervisor-zhao", "court request") in events
+        assert ("recording.downloaded", "supervisor-zhao", "hand to court") in events
+        # and the access-log view itself is on the record
+        last = server.app[CUSTODY].entries()[-1]
+        assert (last["type"], last["what"], last["reason"]) == (
+            "recording.viewed", "access log", "audit")
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
