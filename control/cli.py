@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--room", required=True)
     token.add_argument("--participant", required=True)
     token.add_argument("--name")
-    token.add_argument("--role", default="party", choices=("party", "officer", "supervisor", "observer"))
+    token.add_argument("--role", default="party",
+                       choices=("party", "officer", "supervisor", "observer"))
     token.add_argument("--ttl", type=int, help="seconds (default: auth.token_ttl)")
     token.set_defaults(func=cmd_token)
 
