@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -68,18 +69,39 @@ async def _read_line(proc: asyncio.subprocess.Process, expect: str, limit: float
 
 
 async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: bool,
-                               bitrate: int = 1_000_000, warmup: float = 3.0) -> int:
+                               bitrate: int = 1_000_000, warmup: float = 3.0,
+                               record: bool = False, quiet: bool = False) -> int:
+    report = await measure_forwarding(subscribers=subscribers, seconds=seconds,
+                                      bitrate=bitrate, warmup=warmup, record=record)
+    if report is None:
+        return 2
+    if not quiet:
+        print(f"subscribers            {subscribers}" + ("  (room recorded)" if record else ""))
+        print(f"forwarded packets/s    {report['forwarded_pps']}")
+        print(f"SFU CPU                {report['sfu_cpu_percent']}% of one core")
+        print(f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us "
+              f"(user {report['user_us_per_forwarded_packet']}, "
+              f"system {report['system_us_per_forwarded_packet']})")
+        print(f"loss ratio             {report['loss_ratio']}")
+    if as_json:
+        print(json.dumps(report))
+    return 0
+
+
+async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int = 1_000_000,
+                             warmup: float = 3.0, record: bool = False) -> dict[str, Any] | None:
     if subscribers < 1 or seconds <= 0:
         print("bench: --subscribers >= 1 and --seconds > 0", file=sys.stderr)
-        return 2
+        return None
     tmp = Path(tempfile.mkdtemp(prefix="remotecase-bench-"))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    signer = TokenSigner.from_file(tmp / "secrets" / "token.key")
+    signer = TokenSigner.from_file(tmp / "var" / "secrets" / "token.key")
     env = {
         **os.environ,
         "REMOTECASE_SERVER__PORT": str(port),
-        "REMOTECASE_STORAGE__DATA_DIR": str(tmp),
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp / "keys"),
         "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
         "REMOTECASE_MEDIA__MAX_PARTICIPANTS": str(subscribers + 10),
         "REMOTECASE_LOG__LEVEL": "WARNING",
@@ -87,58 +109,8 @@ async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: boo
     python = sys.executable
     procs: list[asyncio.subprocess.Process] = []
     try:
-        sfu = await asyncio.create_subprocess_exec(
-            python, "-m", "control.cli", "serve", env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        procs.append(sfu)
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("SFU did not start")
-
-            groups = [list(range(i, subscribers, SUB_PROCESSES)) for i in range(SUB_PROCESSES)]
-            subs = []
-            for group in groups:
-                if not group:
-                    continue
-                tokens = [signer.mint(ROOM, f"sub{i}", ttl=3600) for i in group]
-                proc = await asyncio.create_subprocess_exec(
-                    python, "-m", "bench.forwarding", "subscriber", base, *tokens,
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-                procs.append(proc)
-                subs.append(proc)
-            for proc in subs:
-                await _read_line(proc, "JOINED", 60)
-            pub = await asyncio.create_subprocess_exec(
-                python, "-m", "bench.forwarding", "publisher", base,
-                signer.mint(ROOM, "publisher", ttl=3600), str(bitrate),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-            procs.append(pub)
-            await _read_line(pub, "PUBLISHING", 60)
-            for proc in subs:
-                await _read_line(proc, "RECEIVING", 60)
-            await asyncio.sleep(warmup)
-
-            cpu0, fwd0, t0 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
-                time.monotonic()
-            await asyncio.sleep(seconds)
-            cpu1, fwd1, t1 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
-                time.monotonic()
-
-            received = expected = 0
-            for proc in subs:
-                assert proc.stdin is not None
-                proc.stdin.write(b"STOP\n")
-                await proc.stdin.drain()
-                result = json.loads((await _read_line(proc, "RESULT", 30))[len("RESULT "):])
-                received += result["received"]
-                expected += result["expected"]
+        return await _run(procs, python, env, base, signer, subscribers, seconds, bitrate,
+                          warmup, record)
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -148,6 +120,76 @@ async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: boo
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
                 proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[str, str],
+               base: str, signer: TokenSigner, subscribers: int, seconds: float, bitrate: int,
+               warmup: float, record: bool) -> dict[str, Any]:
+    sfu = await asyncio.create_subprocess_exec(
+        python, "-m", "control.cli", "serve", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    procs.append(sfu)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            try:
+                async with session.get(f"{base}/healthz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError("SFU did not start")
+
+        groups = [list(range(i, subscribers, SUB_PROCESSES)) for i in range(SUB_PROCESSES)]
+        subs = []
+        for group in groups:
+            if not group:
+                continue
+            tokens = [signer.mint(ROOM, f"sub{i}", ttl=3600) for i in group]
+            proc = await asyncio.create_subprocess_exec(
+                python, "-m", "bench.forwarding", "subscriber", base, *tokens,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            procs.append(proc)
+            subs.append(proc)
+        for proc in subs:
+            await _read_line(proc, "JOINED", 60)
+        pub = await asyncio.create_subprocess_exec(
+            python, "-m", "bench.forwarding", "publisher", base,
+            signer.mint(ROOM, "publisher", ttl=3600), str(bitrate),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        procs.append(pub)
+        await _read_line(pub, "PUBLISHING", 60)
+        for proc in subs:
+            await _read_line(proc, "RECEIVING", 60)
+        officer = {"Authorization": "Bearer " + signer.mint(ROOM, "bench-officer",
+                                                            role="officer")}
+        if record:
+            async with session.post(f"{base}/api/rooms/{ROOM}/recording", headers=officer,
+                                    json={"action": "start", "reason": "bench"}) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"cannot start recording: {await r.text()}")
+        await asyncio.sleep(warmup)
+
+        cpu0, fwd0, t0 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
+            time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu1, fwd1, t1 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
+            time.monotonic()
+
+        if record:
+            async with session.post(f"{base}/api/rooms/{ROOM}/recording", headers=officer,
+                                    json={"action": "stop", "reason": "bench"}) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"cannot stop recording: {await r.text()}")
+        received = expected = 0
+        for proc in subs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"STOP\n")
+            await proc.stdin.drain()
+            result = json.loads((await _read_line(proc, "RESULT", 30))[len("RESULT "):])
+            received += result["received"]
+            expected += result["expected"]
 
     forwarded = fwd1 - fwd0
     elapsed = t1 - t0
@@ -165,17 +207,9 @@ async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: boo
         "system_us_per_forwarded_packet": round(1e6 * system / forwarded, 2)
         if forwarded else None,
         "loss_ratio": round(max(0.0, 1 - received / expected), 5) if expected else None,
+        "recorded": record,
     }
-    print(f"subscribers            {subscribers}")
-    print(f"forwarded packets/s    {report['forwarded_pps']}")
-    print(f"SFU CPU                {report['sfu_cpu_percent']}% of one core")
-    print(f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us "
-          f"(user {report['user_us_per_forwarded_packet']}, "
-          f"system {report['system_us_per_forwarded_packet']})")
-    print(f"loss ratio             {report['loss_ratio']}")
-    if as_json:
-        print(json.dumps(report))
-    return 0
+    return report
 
 
 # -- worker processes ----------------------------------------------------------------------

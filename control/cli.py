@@ -69,7 +69,7 @@ def cmd_bench_forwarding(args: argparse.Namespace) -> int:
 
     return asyncio.run(run_forwarding_bench(
         subscribers=args.subscribers, seconds=args.seconds, as_json=args.json,
-        bitrate=args.bitrate,
+        bitrate=args.bitrate, record=args.record,
     ))
 
 
@@ -143,6 +143,12 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_recorder(args: argparse.Namespace) -> int:
+    from bench.recorder import run_recorder_bench
+
+    return asyncio.run(run_recorder_bench(seconds=args.seconds, as_json=args.json))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -185,8 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--subscribers", type=int, default=10)
     fwd.add_argument("--seconds", type=float, default=10.0)
     fwd.add_argument("--bitrate", type=int, default=1_000_000, help="publisher video bits/s")
+    fwd.add_argument("--record", action="store_true", help="record the room while measuring")
     fwd.add_argument("--json", action="store_true", help="last line: one JSON object")
     fwd.set_defaults(func=cmd_bench_forwarding)
+    rec = bench_sub.add_parser("recorder", help="recording cost: segment MB/s, CPU per stream")
+    rec.add_argument("--seconds", type=float, default=10.0)
+    rec.add_argument("--json", action="store_true", help="last line: one JSON object")
+    rec.set_defaults(func=cmd_bench_recorder)
     return parser
 
 
