@@ -336,3 +336,16 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded,
     stranger = Ed25519PrivateKey.generate().public_key()
     fails = _failures(verify_package(out, stranger))
     assert any(f.startswith("FAIL package signature") for f in fails)
+
+    # any single-byte change anywhere in the package is caught
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out).as_posix()
+        copy = tmp_path / "anywhere"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(out, copy)
+        target = copy / rel
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0x04
+        target.write_bytes(bytes(data))
+        fails = _failures(verify_package(copy, public))
+        assert fails, f"a flipped byte in {rel} went unnoticed"
