@@ -72,7 +72,11 @@ class TreeHead:
                    str(data["key_id"]), str(data["signature"]))
 
     def verify(self, public: Ed25519PublicKey) -> bool:
-        return verify_signature(public, self.signature, self.signed_bytes())
+        try:
+            message = self.signed_bytes()
+        except (ValueError, struct.error):  # a malformed root hash or size
+            return False
+        return verify_signature(public, self.signature, message)
 
 
 def _read_lines(path: Path) -> list[bytes]:

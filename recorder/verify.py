@@ -51,6 +51,15 @@ def _read_log(custody_dir: Path) -> list[bytes]:
 def verify_recording(recording_dir: Path, custody_dir: Path, public: Ed25519PublicKey,
                      kek: KeyEncryptionKey | None = None) -> list[Finding]:
     findings: list[Finding] = []
+    try:
+        _verify_recording(findings, recording_dir, custody_dir, public, kek)
+    except Exception as exc:
+        findings.append(Finding(False, "verification", f"could not complete: {exc!r}"))
+    return findings
+
+
+def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir: Path,
+                      public: Ed25519PublicKey, kek: KeyEncryptionKey | None) -> list[Finding]:
 
     def fail(check: str, detail: str) -> None:
         findings.append(Finding(False, check, detail))
@@ -194,6 +203,15 @@ def verify_path(path: Path, *, public_key: Ed25519PublicKey | None, custody_dir:
 def verify_package(package: Path, public: Ed25519PublicKey | None) -> list[Finding]:
     """An export package, with only the public key (the package's own copy if none is given)."""
     findings: list[Finding] = []
+    try:
+        _verify_package(findings, package, public)
+    except Exception as exc:
+        findings.append(Finding(False, "verification", f"could not complete: {exc!r}"))
+    return findings
+
+
+def _verify_package(findings: list[Finding], package: Path,
+                    public: Ed25519PublicKey | None) -> list[Finding]:
 
     def fail(check: str, detail: str) -> None:
         findings.append(Finding(False, check, detail))
@@ -253,17 +271,17 @@ def verify_package(package: Path, public: Ed25519PublicKey | None) -> list[Findi
         ok("tree head", f"size {head.tree_size}, signed")
     if not seal_head.verify(public):
         fail("seal tree head", "signature does not verify")
-    consistency = [bytes.fromhex(h) for h in proofs.get("consistency", [])]
-    if merkle.verify_consistency(seal_head.tree_size, head.tree_size,
-                                 bytes.fromhex(seal_head.root_hash),
-                                 bytes.fromhex(head.root_hash), consistency):
+    consistency = _hex_list(proofs.get("consistency"))
+    seal_root, root = _hex(seal_head.root_hash), _hex(head.root_hash)
+    if consistency is not None and seal_root is not None and root is not None and \
+            merkle.verify_consistency(seal_head.tree_size, head.tree_size, seal_root, root,
+                                      consistency):
         ok("consistency", f"the log at sealing (size {seal_head.tree_size}) is a prefix of the "
                           f"log at export (size {head.tree_size}): no fork, no rewrite")
     else:
         fail("consistency", "the log at export does not extend the log that sealed the "
                             "recording (forked or rewritten)")
     entries: dict[int, dict[str, Any]] = {}
-    root = bytes.fromhex(head.root_hash)
     bad_entries = 0
     for line in lines:
         try:
@@ -273,9 +291,10 @@ def verify_package(package: Path, public: Ed25519PublicKey | None) -> list[Findi
             fail("custody entries", "an entry is not JSON with an index")
             bad_entries += 1
             continue
-        proof = [bytes.fromhex(h) for h in proofs.get("inclusion", {}).get(str(index), [])]
-        if not merkle.verify_inclusion(merkle.leaf_hash(line), index, head.tree_size, proof,
-                                       root):
+        inclusion = proofs.get("inclusion")
+        proof = _hex_list(inclusion.get(str(index)) if isinstance(inclusion, dict) else None)
+        if proof is None or root is None or not merkle.verify_inclusion(
+                merkle.leaf_hash(line), index, head.tree_size, proof, root):
             fail(f"custody entry {index}", "not included under the signed tree head "
                                            "(altered, or proof wrong)")
             bad_entries += 1
@@ -343,6 +362,20 @@ def verify_package(package: Path, public: Ed25519PublicKey | None) -> list[Findi
     if checked and all(f.ok for f in findings if f.check.startswith("track ")):
         ok("media", f"{checked} segments re-hash to their values logged at capture")
     return findings
+
+
+def _hex(value: object) -> bytes | None:
+    try:
+        return bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _hex_list(values: object) -> list[bytes] | None:
+    if not isinstance(values, list):
+        return None
+    out = [_hex(v) for v in values]
+    return None if any(v is None for v in out) else [v for v in out if v is not None]
 
 
 def _sha256_path(path: Path) -> str:

@@ -338,14 +338,16 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded,
     assert any(f.startswith("FAIL package signature") for f in fails)
 
     # any single-byte change anywhere in the package is caught
+    copy = tmp_path / "anywhere"
+    shutil.copytree(out, copy)
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()
-        copy = tmp_path / "anywhere"
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(out, copy)
-        target = copy / rel
-        data = bytearray(target.read_bytes())
-        data[len(data) // 2] ^= 0x04
-        target.write_bytes(bytes(data))
-        fails = _failures(verify_package(copy, public))
-        assert fails, f"a flipped byte in {rel} went unnoticed"
+        original = path.read_bytes()
+        for position in {0, len(original) // 3, len(original) // 2, len(original) - 2}:
+            data = bytearray(original)
+            data[position] ^= 0x04
+            (copy / rel).write_bytes(bytes(data))
+            fails = _failures(verify_package(copy, public))
+            assert fails, f"a flipped byte at {position} of {rel} went unnoticed"
+        (copy / rel).write_bytes(original)
+    assert _failures(verify_package(copy, public)) == []
