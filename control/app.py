@@ -63,7 +63,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     recorder = Recorder(data_dir=config.data_dir, custody=custody,
                         kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
                         signing_key=signing_key,
-                        segment_seconds=config.recording.segment_seconds)
+                        segment_seconds=config.recording.segment_seconds,
+                        retention_days=config.recording.retention_days)
     app[RECORDER] = recorder
     recovered = await recorder.recover()
     if recovered:

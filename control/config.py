@@ -83,6 +83,8 @@ class RecordingConfig:
     always_on: bool = False
     # Length of an encrypted, hashed segment; at most this much is lost if the server dies.
     segment_seconds: float = 2.0
+    # Days a recording is kept before a supervisor may delete its media (changes are logged).
+    retention_days: int = 730
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,8 @@ def _validate(config: Config) -> None:
                           "(keys are kept apart from the data they protect)")
     if not 0.5 <= config.recording.segment_seconds <= 60:
         raise ConfigError("recording.segment_seconds: must be between 0.5 and 60")
+    if not 1 <= config.recording.retention_days <= 36500:
+        raise ConfigError("recording.retention_days: must be between 1 and 36500")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log.level: {config.log.level!r} is not DEBUG/INFO/WARNING/ERROR")
 

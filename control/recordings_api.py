@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from recorder.export import export_recording
 from recorder.keys import KeyProblem
-from recorder.recording import load_json
+from recorder.recording import decrypt_segment, load_json
 from recorder.verify import verify_recording
 
 from .tokens import Grant, TokenError
@@ -234,6 +235,83 @@ async def access_log(request: web.Request) -> web.Response:
     return web.json_response({"entries": entries})
 
 
+async def stream_track(request: web.Request) -> web.StreamResponse:
+    """Play one track: decrypted segment by segment as it is sent; logged as streamed."""
+    from .app import RECORDER
+
+    grant = _grant(request)
+    directory, meta = _recording_dir(request)
+    _may_touch(grant, meta["room"])
+    reason = _reason(request.query.get("reason"))
+    if meta.get("state") != "sealed":
+        raise _error(409, "not_available", f"the recording is {meta.get('state')}")
+    manifest = await asyncio.to_thread(load_json, directory / "manifest.json")
+    track = next((t for t in manifest["tracks"]
+                  if t["track_id"] == request.match_info["track"]), None)
+    if track is None:
+        raise _error(404, "not_found", "no such track in this recording")
+    recorder = request.app[RECORDER]
+    data_key = recorder.kek.unwrap(manifest["key"]["wrapped_data_key"],
+                                   manifest["key"]["kek_fingerprint"])
+    await _log(request, "recording.streamed", grant, meta, reason, track=track["track_id"])
+    response = web.StreamResponse(headers={
+        "Content-Type": "video/webm" if track.get("container") == "webm" else "video/x-matroska",
+        "Content-Length": str(sum(int(seg["bytes"]) for seg in track["segments"])),
+        "Cache-Control": "no-store"})
+    await response.prepare(request)
+    for seg in track["segments"]:
+        path = directory / "segments" / track["track_id"] / f"{seg['segment']:06d}.seg"
+        stored = await asyncio.to_thread(path.read_bytes)
+        plain = await asyncio.to_thread(decrypt_segment, stored, data_key,
+                                        manifest["recording_id"], track["track_id"],
+                                        seg["segment"])
+        if hashlib.sha256(plain).hexdigest() != seg["sha256"]:
+            break  # never serve altered evidence; the client sees a short body
+        await response.write(plain)
+    await response.write_eof()
+    return response
+
+
+async def set_retention(request: web.Request) -> web.Response:
+    from .app import RECORDER
+
+    grant = _grant(request)
+    if grant.role != "supervisor":
+        raise _error(403, "forbidden", "only a supervisor changes retention")
+    _, meta = _recording_dir(request)
+    body = await _body(request)
+    reason = _reason(body.get("reason"))
+    try:
+        until = datetime.date.fromisoformat(str(body.get("retain_until")))
+    except ValueError:
+        raise _error(400, "bad_request", "retain_until must be a date, YYYY-MM-DD") from None
+    try:
+        entry = await asyncio.to_thread(request.app[RECORDER].set_retention,
+                                        meta["recording_id"], until, actor=grant.participant,
+                                        reason=reason)
+    except ValueError as exc:
+        raise _error(409, "conflict", str(exc)) from None
+    return web.json_response({"retain_until": entry["new"], "log_index": entry["index"]})
+
+
+async def delete_media(request: web.Request) -> web.Response:
+    from .app import RECORDER
+
+    grant = _grant(request)
+    if grant.role != "supervisor":
+        raise _error(403, "forbidden", "only a supervisor deletes recordings")
+    _, meta = _recording_dir(request)
+    reason = _reason(request.query.get("reason"))
+    try:
+        entry = await asyncio.to_thread(request.app[RECORDER].delete_media,
+                                        meta["recording_id"], actor=grant.participant,
+                                        reason=reason)
+    except ValueError as exc:
+        raise _error(409, "conflict", str(exc)) from None
+    return web.json_response({"deleted": meta["recording_id"], "log_index": entry["index"],
+                              "segments_removed": entry["segments_removed"]})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/rooms/{room}/recording", recording_control)
     app.router.add_get("/api/recordings", list_recordings)
@@ -242,3 +320,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/recordings/{recording}/export", export)
     app.router.add_get("/api/recordings/{recording}/exports/{export}/{path:.+}", download)
     app.router.add_get("/api/recordings/{recording}/access-log", access_log)
+    app.router.add_get("/api/recordings/{recording}/tracks/{track}/media", stream_track)
+    app.router.add_post("/api/recordings/{recording}/retention", set_retention)
+    app.router.add_delete("/api/recordings/{recording}", delete_media)

@@ -121,6 +121,8 @@ class Recording:
         self._tasks: set[asyncio.Task[None]] = set()
         self.participants: dict[str, dict[str, Any]] = {}
         self.started_at = utc_now()
+        self.retain_until = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            days=recorder.retention_days)).date().isoformat()
         self.stopped_at: str | None = None
         self.started_by = actor
         self.start_reason = reason
@@ -138,7 +140,7 @@ class Recording:
         return {
             "recording_id": self.recording_id, "room": self.room.room_id, "case": self.case,
             "state": self.state, "started_at": self.started_at, "stopped_at": self.stopped_at,
-            "started_by": self.started_by,
+            "started_by": self.started_by, "retain_until": self.retain_until,
             "key": {"algorithm": "AES-256-GCM", "kek_fingerprint": self.recorder.kek.fingerprint,
                     "wrapped_data_key": self._wrapped_key, "wrap": "AES-KW (RFC 3394)"},
             "tracks": {tid: {**_track_json(t.info), "container": t.container,
@@ -157,7 +159,7 @@ class Recording:
         entry = self.recorder.custody.append(
             "recording.started", actor=self.started_by, reason=self.start_reason,
             case=self.case, room=self.room.room_id, recording=self.recording_id,
-            kek_fingerprint=self.recorder.kek.fingerprint)
+            kek_fingerprint=self.recorder.kek.fingerprint, retain_until=self.retain_until)
         self.started_index = entry["index"]
 
     def _add_track(self, state: TrackState) -> None:
@@ -338,13 +340,15 @@ class Recording:
 
 class Recorder:
     def __init__(self, *, data_dir: Path, custody: CustodyLog, kek: KeyEncryptionKey,
-                 signing_key: Ed25519PrivateKey, segment_seconds: float = 2.0) -> None:
+                 signing_key: Ed25519PrivateKey, segment_seconds: float = 2.0,
+                 retention_days: int = 730) -> None:
         self.recordings_dir = data_dir / "recordings"
         self.recordings_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.custody = custody
         self.kek = kek
         self.signing_key = signing_key
         self.segment_seconds = segment_seconds
+        self.retention_days = retention_days
         self.active: dict[str, Recording] = {}  # by room ID
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -440,6 +444,46 @@ class Recorder:
                           case=meta.get("case", ""), on_sealed=mark)
             recovered.append(recording_id)
         return recovered
+
+    # -- retention (writer-side helpers; callers run them off the event loop) ----------------
+    def set_retention(self, recording_id: str, retain_until: datetime.date, *, actor: str,
+                      reason: str) -> dict[str, Any]:
+        path = self.recordings_dir / recording_id / "recording.json"
+        meta = load_json(path)
+        if meta.get("state") == "deleted":
+            raise ValueError("the recording's media is already deleted")
+        old = meta.get("retain_until")
+        meta["retain_until"] = retain_until.isoformat()
+        write_atomic(path, canonical(meta))
+        return self.custody.append(
+            "recording.retention_changed", actor=actor, reason=reason, case=meta.get("case", ""),
+            room=meta.get("room", ""), recording=recording_id, old=old,
+            new=meta["retain_until"])
+
+    def delete_media(self, recording_id: str, *, actor: str, reason: str,
+                     today: datetime.date | None = None) -> dict[str, Any]:
+        """Delete a sealed recording's media once its retention has passed.
+
+        The manifest, its signature and the log stay: what existed, and that it was deleted,
+        by whom and why, remain checkable.
+        """
+        directory = self.recordings_dir / recording_id
+        meta = load_json(directory / "recording.json")
+        if meta.get("state") != "sealed":
+            raise ValueError(f"only a sealed recording can be deleted (it is {meta.get('state')})")
+        today = today or datetime.datetime.now(datetime.UTC).date()
+        retain_until = datetime.date.fromisoformat(meta.get("retain_until") or "9999-12-31")
+        if today <= retain_until:
+            raise ValueError(f"retained until {retain_until.isoformat()}")
+        removed = 0
+        for path in sorted(directory.glob("segments/*/*.seg*")):
+            path.unlink()
+            removed += 1
+        meta["state"] = "deleted"
+        write_atomic(directory / "recording.json", canonical(meta))
+        return self.custody.append(
+            "recording.deleted", actor=actor, reason=reason, case=meta.get("case", ""),
+            room=meta.get("room", ""), recording=recording_id, segments_removed=removed)
 
     def stop_soon(self, room_id: str, *, reason: str) -> None:
         """Stop from a callback (the room closed under the recording)."""

@@ -136,6 +136,13 @@ def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir:
             fail("data key", str(exc))
     recording_id = manifest.get("recording_id", "")
     segment_root = recording_dir / "segments"
+    deleted = next((e for e in entries_by_index.values()
+                    if e.get("type") == "recording.deleted"
+                    and e.get("recording") == recording_id), None)
+    if deleted is not None:
+        ok("segments", f"media deleted under retention (log entry {deleted['index']}, "
+                       f"{deleted.get('actor')}: {deleted.get('reason')})")
+        return findings
     listed: set[Path] = set()
     total = 0
     for track in manifest.get("tracks", []):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import io
 from pathlib import Path
 
 import aiohttp
+import av
 
 from bench.peer import PatternVideoTrack, ToneAudioTrack
 from control.app import CUSTODY
@@ -86,6 +89,49 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
             async with http.get(f"{base}/api/recordings/REC_1_ab/manifest",
                                 params={"reason": "x"}, headers=supervisor) as r:
                 assert r.status == 404
+            # play a track: the recorded bytes, decodable
+            async with http.get(f"{rec}/manifest", params={"reason": "which tracks"},
+                                headers=officer) as r:
+                manifest = await r.json()
+            video = next(t for t in manifest["tracks"] if t["kind"] == "video")
+            async with http.get(f"{rec}/tracks/{video['track_id']}/media",
+                                params={"reason": "review the inquiry"}, headers=officer) as r:
+                assert r.status == 200 and r.headers["Content-Type"] == "video/webm"
+                media = await r.read()
+            assert len(media) == sum(seg["bytes"] for seg in video["segments"])
+            with av.open(io.BytesIO(media)) as container:
+                assert sum(1 for _ in container.decode(video=0)) == video["frames"]
+
+            # retention: only a supervisor changes it; media goes only once it has passed
+            async with http.delete(rec, params={"reason": "tidy"}, headers=supervisor) as r:
+                assert r.status == 409 and "retained until" in (await r.json())["message"]
+            retention = f"{rec}/retention"
+            async with http.post(retention, json={"retain_until": "2020-01-01", "reason": "x"},
+                                 headers=officer) as r:
+                assert r.status == 403
+            async with http.post(retention, json={"retain_until": "soon", "reason": "x"},
+                                 headers=supervisor) as r:
+                assert r.status == 400
+            yesterday = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+            async with http.post(retention, json={"retain_until": yesterday,
+                                                  "reason": "case closed, no appeal"},
+                                 headers=supervisor) as r:
+                assert r.status == 200, await r.text()
+            async with http.delete(rec, params={"reason": "retention ended"},
+                                   headers=officer) as r:
+                assert r.status == 403
+            async with http.delete(rec, params={"reason": "retention ended"},
+                                   headers=supervisor) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["segments_removed"] >= 4
+            async with http.get(f"{rec}/tracks/{video['track_id']}/media",
+                                params={"reason": "again"}, headers=officer) as r:
+                assert r.status == 409
+            async with http.get(f"{rec}/verify", params={"reason": "after deletion"},
+                                headers=supervisor) as r:
+                result = await r.json()
+                assert result["ok"], result
+                assert any("deleted under retention" in f["detail"] for f in result["findings"])
             async with http.get(f"{rec}/access-log", params={"reason": "audit"},
                                 headers=supervisor) as r:
                 entries = (await r.json())["entries"]
@@ -96,6 +142,10 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
         assert ("recording.verified", "supervisor-zhao", "review") in events
         assert ("recording.exported", "supervisor-zhao", "court request") in events
         assert ("recording.downloaded", "supervisor-zhao", "hand to court") in events
+        assert ("recording.streamed", "officer-li", "review the inquiry") in events
+        assert ("recording.retention_changed", "supervisor-zhao",
+                "case closed, no appeal") in events
+        assert ("recording.deleted", "supervisor-zhao", "retention ended") in events
         # and the access-log view itself is on the record
         last = server.app[CUSTODY].entries()[-1]
         assert (last["type"], last["what"], last["reason"]) == (
