@@ -351,3 +351,31 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded,
             assert fails, f"a flipped byte at {position} of {rel} went unnoticed"
         (copy / rel).write_bytes(original)
     assert _failures(verify_package(copy, public)) == []
+
+
+async def test_h264_is_recorded_in_matroska_without_transcoding(tmp_path: Path) -> None:
+    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
+    clients: list[PeerClient] = []
+    try:
+        party = await join(server, clients, "h264-room", "driver", record_payloads=True)
+        await party.publish(PatternVideoTrack(fps=15), video_codec="video/H264")
+        room = server.sfu.rooms["h264-room"]
+        await wait_until(lambda: len(room.up_tracks()) == 1, what="track published")
+        recorder = server.app[RECORDER]
+        recording = await recorder.start(room, actor="officer", reason="h264")
+        await asyncio.sleep(3)
+        manifest = await recorder.stop("h264-room", actor="officer", reason="done")
+        (track,) = manifest["tracks"]
+        assert track["codec"].lower() == "video/h264" and track["container"] == "matroska"
+        public, kek = _keys(tmp_path)
+        data = _decrypt_track(recording.directory, manifest, track, kek)
+        packets, decoded = _demux(data)
+        assert len(packets) == track["frames"] > 20
+        assert decoded == len(packets)
+        findings = verify_recording(recording.directory, tmp_path / "var" / "custody", public,
+                                    kek)
+        assert all(f.ok for f in findings), [str(f) for f in findings]
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
