@@ -71,6 +71,64 @@ class PatternVideoTrack(MediaStreamTrack):
         return frame
 
 
+class ImageVideoTrack(MediaStreamTrack):
+    """A camera pointed at photos: each image of ``schedule`` (start second, RGB image or None
+    for an empty grey scene) is shown moving, breathing in scale and with sensor noise."""
+
+    kind = "video"
+
+    def __init__(self, schedule: list[tuple[float, np.ndarray | None]], width: int = 640,
+                 height: int = 480, fps: int = 15, noise: float = 4.0) -> None:
+        super().__init__()
+        self._schedule = sorted(schedule, key=lambda item: item[0])
+        self._width, self._height, self._fps, self._noise = width, height, fps, noise
+        self._rng = np.random.default_rng(7)
+        self._start: float | None = None
+        self._count = 0
+
+    def image_at(self, seconds: float) -> np.ndarray | None:
+        current = None
+        for start, image in self._schedule:
+            if seconds >= start:
+                current = image
+        return current
+
+    def _render(self, seconds: float) -> np.ndarray:
+        import cv2
+
+        canvas = np.full((self._height, self._width, 3), 110, dtype=np.uint8)
+        image = self.image_at(seconds)
+        if image is not None:
+            scale = self._height * 0.85 / image.shape[0] * (1 + 0.06 * np.sin(seconds * 1.3))
+            w, h = int(image.shape[1] * scale), int(image.shape[0] * scale)
+            w, h = min(w, self._width), min(h, self._height)
+            resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+            x = (self._width - w) // 2 + int(25 * np.sin(seconds * 0.9))
+            y = (self._height - h) // 2 + int(12 * np.cos(seconds * 1.1))
+            x, y = max(0, min(self._width - w, x)), max(0, min(self._height - h, y))
+            canvas[y:y + h, x:x + w] = resized
+        if self._noise:
+            noise = self._rng.normal(0, self._noise, canvas.shape)
+            canvas = np.clip(canvas + noise, 0, 255).astype(np.uint8)
+        return canvas
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        target = self._start + self._count / self._fps
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        n = self._count
+        self._count += 1
+        frame = av.VideoFrame.from_ndarray(self._render(n / self._fps), format="rgb24")
+        frame.pts = int(n * VIDEO_CLOCK / self._fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+
 class ToneAudioTrack(MediaStreamTrack):
     """A 48 kHz tone whose loudness changes every frame, so no two Opus packets are alike."""
 
@@ -357,4 +415,5 @@ class PeerClient:
             await self._session.close()
 
 
-__all__ = ["AudioStreamTrack", "PatternVideoTrack", "PeerClient", "ToneAudioTrack"]
+__all__ = ["AudioStreamTrack", "ImageVideoTrack", "PatternVideoTrack", "PeerClient",
+           "ToneAudioTrack"]

@@ -14,8 +14,9 @@ from mediaserver.room import Sfu, SfuRoom
 from recorder.custody import CustodyLog
 from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_key_pem
 from recorder.recording import Recorder
+from verifier.service import Verifier
 
-from . import recordings_api
+from . import recordings_api, verifier_api
 from .config import Config
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
@@ -29,13 +30,15 @@ SFU = web.AppKey("sfu", Sfu)
 SIGNER = web.AppKey("signer", TokenSigner)
 RECORDER = web.AppKey("recorder", Recorder)
 CUSTODY = web.AppKey("custody", CustodyLog)
+VERIFIER = web.AppKey("verifier", Verifier)
 ERRORS = web.AppKey("signalling_errors", Counter)
 
 
 def create_app(config: Config) -> web.Application:
     from .signalling import websocket_handler
 
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=11 * 1024 * 1024)  # reference photos; JSON bodies
+    # are small and each handler bounds what it reads
     app[CONFIG] = config
     app[ERRORS] = Counter()
     app.cleanup_ctx.append(_sfu_ctx)
@@ -46,6 +49,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/dev/token", _dev_token)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     recordings_api.add_routes(app)
+    verifier_api.add_routes(app)
     return app
 
 
@@ -66,6 +70,10 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
                         segment_seconds=config.recording.segment_seconds,
                         retention_days=config.recording.retention_days)
     app[RECORDER] = recorder
+    verifier = _make_verifier(config, custody, recorder)
+    if verifier is not None:
+        app[VERIFIER] = verifier
+        sfu.on_room_created.append(verifier.watch_room)
     recovered = await recorder.recover()
     if recovered:
         logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)
@@ -75,9 +83,35 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
 
         sfu.on_room_created.append(record)
     yield
+    if verifier is not None:
+        await verifier.close()
     await recorder.close()
     await sfu.close()
     custody.close()
+
+
+def _make_verifier(config: Config, custody: CustodyLog, recorder: Recorder) -> Verifier | None:
+    from verifier.engine import ModelError, default_spec
+    from verifier.enrollment import EnrollmentStore, QualityRules
+    from verifier.service import VerifierSettings
+
+    v = config.verifier
+    if not v.enabled:
+        return None
+    try:
+        spec = default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on,
+                            min_face=max(20, v.min_live_face // 2))
+    except ModelError as exc:
+        raise RuntimeError(f"verifier: {exc}") from None
+    logger.info("verifier engine %s (%s); threshold %.3f calibrated on %s", spec.name,
+                spec.licence, spec.threshold, spec.calibrated_on)
+    settings = VerifierSettings(
+        sample_interval=v.sample_interval, workers=v.workers, alert_after=v.alert_after,
+        no_face_after=v.no_face_after, min_live_face=v.min_live_face,
+        enrollment=QualityRules(min_face=v.min_enroll_face,
+                                min_sharpness=v.min_enroll_sharpness))
+    store = EnrollmentStore(config.data_dir / "faces", recorder.kek)
+    return Verifier(spec, settings, store, custody=custody, recorder=recorder)
 
 
 async def _index(request: web.Request) -> web.FileResponse:

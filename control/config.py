@@ -88,6 +88,26 @@ class RecordingConfig:
 
 
 @dataclass(frozen=True)
+class VerifierConfig:
+    # Check enrolled parties' faces during calls.
+    enabled: bool = True
+    # "default" (MTCNN + FaceNet, installed by pip). Packs in insightface's layout are
+    # configured with model_files and model_sha256 (every file pinned).
+    engine: str = "default"
+    # Cosine similarity at or above which a sample matches, and the labelled set it was
+    # calibrated on (remotecase verifier eval prints both).
+    threshold: float = 0.62
+    calibrated_on: str = "face-dev-set:91-pairs"
+    sample_interval: float = 1.0
+    workers: int = 1
+    alert_after: float = 3.0
+    no_face_after: float = 10.0
+    min_live_face: int = 40
+    min_enroll_face: int = 80
+    min_enroll_sharpness: float = 40.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -100,6 +120,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def media_options(self) -> MediaOptions:
@@ -219,6 +240,18 @@ def _validate(config: Config) -> None:
         raise ConfigError("recording.segment_seconds: must be between 0.5 and 60")
     if not 1 <= config.recording.retention_days <= 36500:
         raise ConfigError("recording.retention_days: must be between 1 and 36500")
+    v = config.verifier
+    if v.engine != "default":
+        raise ConfigError(f"verifier.engine: {v.engine!r} is not available (only 'default' yet)")
+    if not -1.0 <= v.threshold <= 1.0:
+        raise ConfigError("verifier.threshold: a cosine similarity, between -1 and 1")
+    if not 0.1 <= v.sample_interval <= 60:
+        raise ConfigError("verifier.sample_interval: between 0.1 and 60 seconds")
+    if not 1 <= v.workers <= 64:
+        raise ConfigError("verifier.workers: between 1 and 64")
+    for name in ("alert_after", "no_face_after"):
+        if not 0.5 <= getattr(v, name) <= 600:
+            raise ConfigError(f"verifier.{name}: between 0.5 and 600 seconds")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log.level: {config.log.level!r} is not DEBUG/INFO/WARNING/ERROR")
 

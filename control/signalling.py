@@ -180,7 +180,7 @@ class SignallingSession:
             raise SignallingError("already_joined", "this connection has joined already")
         grant = self._signer.verify(message.get("token"))
         room = self._sfu.room(grant.room)
-        participant = await room.join(grant.participant, grant.name, self.send)
+        participant = await room.join(grant.participant, grant.name, self.send, grant.role)
         self._participant = participant
         self.send({
             "type": "joined",

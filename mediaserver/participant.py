@@ -126,10 +126,12 @@ class SfuParticipant:
         name: str,
         send: Send,
         options: MediaOptions,
+        role: str = "party",
     ) -> None:
         self.room = room
         self._participant_id = participant_id
         self.name = name
+        self.role = role
         self._send = send
         self._options = options
         self._log = logging.LoggerAdapter(

@@ -52,7 +52,8 @@ class SfuRoom:
     def find_track(self, track_id: str) -> ForwardedUpTrack | None:
         return next((up for up in self.up_tracks() if up.info.track_id == track_id), None)
 
-    async def join(self, participant_id: str, name: str, send: Send) -> SfuParticipant:
+    async def join(self, participant_id: str, name: str, send: Send,
+                   role: str = "party") -> SfuParticipant:
         if self._closed:
             raise SignallingError("room_closed", "room is closed")
         previous = self._participants.get(participant_id)
@@ -67,7 +68,7 @@ class SfuRoom:
                 raise SignallingError("room_closed", "room closed while joining")
         if len(self._participants) >= self._sfu.options.max_participants:
             raise SignallingError("room_full", "room is full")
-        participant = SfuParticipant(self, participant_id, name, send, self._sfu.options)
+        participant = SfuParticipant(self, participant_id, name, send, self._sfu.options, role)
         others = list(self._participants.values())
         self._participants[participant_id] = participant
         self._sfu.counters["participants_joined"] += 1

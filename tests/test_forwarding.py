@@ -28,7 +28,8 @@ def _assert_byte_identical(publisher: PeerClient, kind: str, receiver: PeerClien
     for h in sent.values():
         counts[h] = counts.get(h, 0) + 1
     by_hash = {h: seq for seq, h in sent.items() if counts[h] == 1}
-    anchor = next((seq, h) for seq, h in received if h in by_hash)
+    anchor = next(((seq, h) for seq, h in received if h in by_hash), None)
+    assert anchor is not None, f"{what}: no received payload matches one sent"
     offset = (anchor[0] - by_hash[anchor[1]]) & 0xFFFF
     altered = [seq for seq, h in received if sent.get((seq - offset) & 0xFFFF) != h]
     assert not altered, f"{what}: {len(altered)} packets differ from what was sent"

@@ -1,0 +1,211 @@
+"""Face verification with the default engine on real faces that dependencies ship.
+
+The astronaut (``skimage.data.astronaut()``) is the enrolled party; Tom Hanks and the group
+photo ``t1.jpg`` come from the insightface wheel (installed without its dependencies, for its
+images only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from bench.peer import ImageVideoTrack, PeerClient
+from control.app import CUSTODY, RECORDER, VERIFIER
+from tests.conftest import join, make_config, start_server, wait_until
+
+_spec = importlib.util.find_spec("insightface")
+if _spec is None or not _spec.submodule_search_locations:
+    raise RuntimeError("the insightface wheel (for its test images) is not installed: "
+                       "pip install --no-deps insightface==2.1")
+IMAGES = Path(next(iter(_spec.submodule_search_locations))) / "data" / "images"
+
+
+def _read(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(IMAGES / name)), cv2.COLOR_BGR2RGB)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()
+
+
+ASTRONAUT = skimage.data.astronaut()
+HANKS = cv2.resize(_read("Tom_Hanks_54745.png"), (448, 448), interpolation=cv2.INTER_CUBIC)
+CAT = skimage.data.chelsea()
+
+
+async def _server(tmp_path: Path, **verifier: Any):
+    settings = {"alert_after": 2.0, "no_face_after": 3.0, "sample_interval": 0.5, **verifier}
+    return await start_server(make_config(tmp_path, verifier=settings))
+
+
+async def _enroll(server, room: str, participant: str, photo: bytes) -> tuple[int, dict]:
+    officer = {"Authorization": "Bearer " + server.token(room, "officer-li", role="officer")}
+    async with aiohttp.ClientSession() as http, http.put(
+            f"{server.base_url}/api/rooms/{room}/participants/{participant}/reference",
+            data=photo, headers=officer) as response:
+        return response.status, await response.json()
+
+
+async def test_enrollment_accepts_one_clear_face_and_rejects_with_reasons(tmp_path: Path) -> None:
+    server = await _server(tmp_path)
+    try:
+        status, body = await _enroll(server, "r", "driver", _png(ASTRONAUT))
+        assert status == 200, body
+        assert body["quality"]["size"] >= 80 and len(body["photo_sha256"]) == 64
+        assert body["model"]["engine"] == "mtcnn-facenet-vggface2"
+        cases = {
+            "group": (_png(_read("t1.jpg")), "multiple_faces"),
+            "cat": (_png(CAT), "no_face"),
+            "blurred": (_png(cv2.GaussianBlur(ASTRONAUT, (0, 0), 6)), "too_blurred"),
+            "tiny": (_png(cv2.resize(ASTRONAUT, (128, 128))), "face_too_small"),
+            "garbage": (b"\x00not an image" * 10, "not_an_image"),
+            "empty": (b"", "empty"),
+        }
+        for name, (photo, code) in cases.items():
+            status, body = await _enroll(server, "r", f"p-{name}", photo)
+            assert (status, body["error"]) == (422, code), (name, body)
+            assert body["message"]
+        # the photo itself is not kept: only its hash and an encrypted embedding
+        stored = (tmp_path / "var" / "faces" / "r" / "driver.json").read_text()
+        assert "ciphertext" in stored and "wrapped_key" in stored
+        party = {"Authorization": "Bearer " + server.token("r", "driver")}
+        async with aiohttp.ClientSession() as http, http.put(
+                f"{server.base_url}/api/rooms/r/participants/driver/reference",
+                data=_png(ASTRONAUT), headers=party) as response:
+            assert response.status == 403
+        entries = server.app[CUSTODY].entries()
+        assert [e["type"] for e in entries] == ["verification.enrolled"]
+    finally:
+        await server.runner.cleanup()
+
+
+async def _call(server, clients: list[PeerClient], room: str,
+                schedule: list[tuple[float, np.ndarray | None]]) -> tuple[PeerClient, PeerClient]:
+    status, body = await _enroll(server, room, "driver", _png(ASTRONAUT))
+    assert status == 200, body
+    officer = PeerClient(server.base_url, server.token(room, "officer-li", role="officer"),
+                         decode=False)
+    clients.append(officer)
+    await officer.connect()
+    driver = await join(server, clients, room, "driver", record_payloads=True)
+    await driver.publish(ImageVideoTrack(schedule))
+    return officer, driver
+
+
+def _states(officer: PeerClient) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for m in officer.messages:
+        if m["type"] == "verification" and (not out or out[-1] != (m["state"], m["reason"])):
+            out.append((m["state"], m["reason"]))
+    return out
+
+
+@pytest.fixture
+async def verifier_server(tmp_path: Path):
+    server = await _server(tmp_path)
+    clients: list[PeerClient] = []
+    yield server, clients
+    for client in clients:
+        await client.close()
+    await server.runner.cleanup()
+
+
+async def test_the_enrolled_person_is_verified(verifier_server) -> None:
+    server, clients = verifier_server
+    officer, _ = await _call(server, clients, "inquiry", [(0, ASTRONAUT)])
+    await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
+                     what="verified")
+    verdicts = [m for m in officer.messages if m["type"] == "verification"]
+    assert all(v["verdict"] == "match" for v in verdicts[-3:])
+    assert all(v["score"] >= v["threshold"] for v in verdicts if v["verdict"] == "match")
+    assert ("alert", "different_face") not in _states(officer)
+
+
+async def test_someone_else_raises_an_alert(verifier_server) -> None:
+    server, clients = verifier_server
+    officer, _ = await _call(server, clients, "impostor", [(0, HANKS)])
+    await wait_until(lambda: ("alert", "different_face") in _states(officer), timeout=20,
+                     what="alert for a different face")
+    assert ("verified", "matches") not in _states(officer)
+
+
+async def test_a_face_swap_mid_call_is_caught_within_seconds(verifier_server) -> None:
+    server, clients = verifier_server
+    swap_at = 6.0
+    officer, _ = await _call(server, clients, "swap", [(0, ASTRONAUT), (swap_at, HANKS)])
+    loop = asyncio.get_running_loop()
+    await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
+                     what="verified before the swap")
+    verified_at = loop.time()
+    await wait_until(lambda: ("alert", "different_face") in _states(officer), timeout=20,
+                     what="alert after the swap")
+    # alert_after (2 s) + sample interval + the rest of the pre-swap time, with slack
+    assert loop.time() - verified_at <= swap_at + 2.0 + 4.0
+
+
+async def test_no_face_raises_no_face(verifier_server) -> None:
+    server, clients = verifier_server
+    officer, _ = await _call(server, clients, "empty-chair", [(0, ASTRONAUT), (3.0, CAT)])
+    await wait_until(lambda: ("alert", "no_face") in _states(officer), timeout=25,
+                     what="no-face alert")
+    verdicts = {m["verdict"] for m in officer.messages if m["type"] == "verification"}
+    assert "no_face" in verdicts
+
+
+async def test_every_verdict_is_evidence_in_the_recording(verifier_server) -> None:
+    server, clients = verifier_server
+    officer, _ = await _call(server, clients, "recorded", [(0, ASTRONAUT)])
+    room = server.sfu.rooms["recorded"]
+    recording = await server.app[RECORDER].start(room, actor="officer-li", reason="inquiry")
+    await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
+                     what="verified")
+    await asyncio.sleep(1.0)
+    await server.app[RECORDER].stop("recorded", actor="officer-li", reason="done")
+    entries = server.app[CUSTODY].entries()
+    started = [e for e in entries if e["type"] == "verification.started"]
+    assert started and started[0]["model"]["sha256"]["facenet"]
+    verdicts = [e for e in entries if e["type"] == "verification.verdict"
+                and e.get("recording") == recording.recording_id]
+    assert verdicts, "verdicts during the recording carry its ID"
+    for entry in verdicts:
+        assert entry["verdict"] in ("match", "no_match", "no_face", "multiple_faces",
+                                    "low_quality")
+        assert entry["model_id"] == started[0]["model_id"]
+        assert len(entry["frame_sha256"]) == 64 and entry["threshold"] == 0.62
+    assert any(e["type"] == "verification.state" and e["state"] == "verified" for e in entries)
+    status = server.app[VERIFIER].status("recorded")
+    assert status[0]["state"] == "verified" and status[0]["samples"] >= 3
+
+
+async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Path) -> None:
+    # ten samples a second for one worker: far more than it can do
+    server = await _server(tmp_path, sample_interval=0.1, workers=1)
+    clients: list[PeerClient] = []
+    try:
+        _officer, driver = await _call(server, clients, "busy", [(0, ASTRONAUT)])
+        watcher = await join(server, clients, "busy", "watcher", record_payloads=True)
+        await wait_until(lambda: watcher.mids_for_participant("driver") != [], what="offer")
+        (mid,) = watcher.mids_for_participant("driver")
+        await wait_until(lambda: server.app[VERIFIER].skipped >= 5, timeout=20,
+                         what="samples skipped under overload")
+        await asyncio.sleep(2.0)
+        from tests.test_forwarding import _assert_byte_identical, _stop_sending
+
+        await _stop_sending([driver])
+        _assert_byte_identical(driver, "video", watcher, mid, "driver -> watcher")
+        assert server.app[VERIFIER].samples > 0
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()

