@@ -149,6 +149,100 @@ def cmd_bench_recorder(args: argparse.Namespace) -> int:
     return asyncio.run(run_recorder_bench(seconds=args.seconds, as_json=args.json))
 
 
+def _verifier_spec(config: Config):  # type: ignore[no-untyped-def]
+    from verifier.engine import default_spec
+
+    v = config.verifier
+    return default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on, min_face=20)
+
+
+def cmd_verifier_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from verifier.engine import ModelError, load_engine
+    from verifier.evaluate import EvalError, evaluate, plot
+
+    config = _load(args)
+    try:
+        spec = _verifier_spec(config)
+        engine = load_engine(spec)
+        report = evaluate(Path(args.directory), engine, threshold=spec.threshold,
+                          target_far=args.target_far)
+    except (EvalError, ModelError) as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 2
+    if args.plot:
+        plot(report, Path(args.plot))
+    print(f"engine                {spec.name}")
+    print(f"pairs                 {report['pairs']} ({report['same_pairs']} same, "
+          f"{report['different_pairs']} different), {report['images']} images")
+    print(f"detection failures    {report['detect_failures']}"
+          + (f": {', '.join(report['failed_images'])}" if report["failed_images"] else ""))
+    print(f"accuracy              {report['accuracy']:.4f} at the configured threshold "
+          f"{report['threshold']:.3f}")
+    print(f"best threshold        {report['best_threshold']:.4f} "
+          f"(accuracy {report['best_accuracy']:.4f})")
+    for row in report["tar_at_far"]:
+        print(f"TAR at FAR {row['far']:<6g}     {row['tar']} at threshold {row['threshold']}"
+              + (f"  [{row['note']}]" if row["note"] else ""))
+    target = report["threshold_for_target_far"]
+    print(f"threshold for FAR {target['far']:g}: {target['threshold']}"
+          + (f"  [{target['note']}]" if "note" in target else ""))
+    print(f"same-person scores    min {report['same_scores']['min']}, "
+          f"mean {report['same_scores']['mean']}")
+    print(f"different-person      max {report['different_scores']['max']}, "
+          f"mean {report['different_scores']['mean']}")
+    print(f"ms per image          {report['ms_per_image']}")
+    print(f"data set sha256       {report['dataset_sha256']} (calibrated_on)")
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}))
+    return 0
+
+
+def cmd_verifier_enroll(args: argparse.Namespace) -> int:
+    import asyncio as _asyncio
+    from pathlib import Path
+
+    from recorder.custody import CustodyLog
+    from recorder.keys import KeyEncryptionKey, load_or_create_signing_key
+    from verifier.enrollment import EnrollmentRejected, EnrollmentStore, QualityRules
+    from verifier.service import Verifier, VerifierSettings
+
+    config = _load(args)
+    v = config.verifier
+    signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
+    kek = KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key")
+    custody = CustodyLog(config.data_dir / "custody", signing_key)
+    verifier = Verifier(_verifier_spec(config),
+                        VerifierSettings(enrollment=QualityRules(
+                            min_face=v.min_enroll_face, min_sharpness=v.min_enroll_sharpness)),
+                        EnrollmentStore(config.data_dir / "faces", kek), custody=custody)
+
+    try:
+        photo = Path(args.photo).read_bytes()
+    except OSError as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> dict[str, object]:
+        try:
+            return await verifier.enroll(args.room, args.participant, photo, actor=args.actor)
+        finally:
+            await verifier.close()
+
+    try:
+        record = _asyncio.run(run())
+    except EnrollmentRejected as exc:
+        print(f"remotecase: rejected ({exc.code}): {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        custody.close()
+    print(f"enrolled {args.participant} in {args.room}: photo sha256 {record['photo_sha256']}, "
+          f"quality {record['quality']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -184,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="who exports (logged)")
     export.add_argument("--reason", default="export for review", help="why (logged)")
     export.set_defaults(func=cmd_custody_export)
+
+    verifier = sub.add_parser("verifier", help="face verification")
+    verifier_sub = verifier.add_subparsers(dest="verifier", required=True)
+    evaluate = verifier_sub.add_parser("eval", help="accuracy and calibration on a labelled set")
+    evaluate.add_argument("directory", help="images and pairs.csv (image_a,image_b,label)")
+    evaluate.add_argument("--target-far", type=float, default=0.01)
+    evaluate.add_argument("--plot", help="PNG of the score distributions and the ROC")
+    evaluate.add_argument("--json", action="store_true", help="last line: one JSON object")
+    evaluate.set_defaults(func=cmd_verifier_eval)
+    enroll = verifier_sub.add_parser("enroll", help="store a party's reference photo")
+    enroll.add_argument("--room", required=True)
+    enroll.add_argument("--participant", required=True)
+    enroll.add_argument("--actor", default=os.environ.get("USER", "operator"))
+    enroll.add_argument("photo")
+    enroll.set_defaults(func=cmd_verifier_enroll)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -209,3 +209,96 @@ async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Pa
         for client in clients:
             await client.close()
         await server.runner.cleanup()
+
+
+def _labelled_set(directory: Path) -> None:
+    rng = np.random.default_rng(3)
+    t1 = _read("t1.jpg")
+    crops = []
+    for x1, y1, x2, y2 in ((907, 60, 1011, 199), (52, 260, 169, 394), (267, 146, 372, 264)):
+        w = x2 - x1
+        crop = t1[max(0, y1 - w // 2):y2 + w // 2, max(0, x1 - w // 2):x2 + w // 2]
+        crops.append(cv2.resize(crop, (crop.shape[1] * 2, crop.shape[0] * 2)))
+    noisy = np.clip(cv2.resize(ASTRONAUT, (460, 460)) + rng.normal(0, 6, (460, 460, 3)), 0,
+                    255).astype(np.uint8)
+    images = {"a/astronaut.png": ASTRONAUT, "a/noisy.png": noisy,
+              "a/bright.png": np.clip(ASTRONAUT.astype(np.int16) + 35, 0, 255).astype(np.uint8),
+              "b/hanks.png": HANKS, "c/t1a.png": crops[0], "d/t1b.png": crops[1],
+              "e/t1c.png": crops[2], "x/cat.png": CAT}
+    for name, rgb in images.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(directory / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    rows = ["image_a,image_b,label",
+            "a/astronaut.png,a/noisy.png,same", "a/astronaut.png,a/bright.png,same",
+            "a/noisy.png,a/bright.png,same"]
+    others = ["b/hanks.png", "c/t1a.png", "d/t1b.png", "e/t1c.png"]
+    for a in ["a/astronaut.png", *others]:
+        for b in others:
+            if a < b:
+                rows.append(f"{a},{b},different")
+    rows.append("a/astronaut.png,x/cat.png,different")
+    (directory / "pairs.csv").write_text("\n".join(rows) + "\n")
+
+
+async def test_eval_reports_accuracy_far_support_and_plots(tmp_path: Path) -> None:
+    import json
+    import os
+    import sys
+
+    data = tmp_path / "set"
+    _labelled_set(data)
+    env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "verifier", "eval", str(data), "--json",
+        "--plot", str(tmp_path / "roc.png"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    for key in ("pairs", "accuracy", "best_threshold", "detect_failures", "ms_per_image"):
+        assert key in report
+    assert report["pairs"] == 14 and report["same_pairs"] == 3
+    assert report["detect_failures"] == 1 and report["failed_images"] == ["x/cat.png"]
+    assert report["accuracy"] == 1.0  # the cat pair is a rejection, never a match
+    assert report["same_scores"]["min"] > report["different_scores"]["max"]
+    assert not report["tar_at_far"][0]["supported"]
+    assert "cannot support FAR 0.01" in out.decode()
+    assert len(report["dataset_sha256"]) == 64
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    (data / "pairs.csv").write_text("a,b\n1,2\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "verifier", "eval", str(data), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 2 and b"image_a,image_b,label" in err
+
+
+async def test_cli_enrollment_and_a_model_file_that_does_not_match_its_pin(
+        tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from verifier.engine import ModelError, check_files, default_spec
+
+    photo = tmp_path / "id.png"
+    photo.write_bytes(_png(ASTRONAUT))
+    group = tmp_path / "group.jpg"
+    group.write_bytes((IMAGES / "t1.jpg").read_bytes())
+    env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys")}
+    for path, code in ((photo, 0), (group, 1)):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "control.cli", "verifier", "enroll", "--room", "r",
+            "--participant", "driver", str(path), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _out, err = await proc.communicate()
+        assert proc.returncode == code, err.decode()
+    assert b"multiple_faces" in err
+    assert (tmp_path / "var" / "faces" / "r" / "driver.json").exists()
+
+    spec = default_spec()
+    pinned = dict(spec.sha256, onet="0" * 64)
+    with pytest.raises(ModelError, match="refusing to load"):
+        check_files(default_spec(sha256=pinned))
