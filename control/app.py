@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections import Counter
@@ -70,7 +71,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
                         segment_seconds=config.recording.segment_seconds,
                         retention_days=config.recording.retention_days)
     app[RECORDER] = recorder
-    verifier = _make_verifier(config, custody, recorder)
+    verifier = await _make_verifier(config, custody, recorder)
     if verifier is not None:
         app[VERIFIER] = verifier
         sfu.on_room_created.append(verifier.watch_room)
@@ -90,7 +91,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     custody.close()
 
 
-def _make_verifier(config: Config, custody: CustodyLog, recorder: Recorder) -> Verifier | None:
+async def _make_verifier(config: Config, custody: CustodyLog,
+                         recorder: Recorder) -> Verifier | None:
     from verifier.engine import ModelError, default_spec
     from verifier.enrollment import EnrollmentStore, QualityRules
     from verifier.service import VerifierSettings
@@ -99,12 +101,26 @@ def _make_verifier(config: Config, custody: CustodyLog, recorder: Recorder) -> V
     if not v.enabled:
         return None
     try:
-        spec = default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on,
-                            min_face=max(20, v.min_live_face // 2))
+        if v.engine == "pack":
+            from pathlib import Path
+
+            from verifier.engine import check_files
+            from verifier.insightface_pack import pack_spec
+
+            spec = pack_spec(v.pack_name, Path(v.pack_dir), v.pack_sha256,
+                             threshold=v.threshold, calibrated_on=v.calibrated_on,
+                             licence=v.pack_licence or "not stated: check the pack's terms")
+        else:
+            from verifier.engine import check_files
+
+            spec = default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on,
+                                min_face=max(20, v.min_live_face // 2))
+        # refuse to start on a model that is not the pinned one (hashing is off the loop)
+        await asyncio.to_thread(check_files, spec)
     except ModelError as exc:
         raise RuntimeError(f"verifier: {exc}") from None
-    logger.info("verifier engine %s (%s); threshold %.3f calibrated on %s", spec.name,
-                spec.licence, spec.threshold, spec.calibrated_on)
+    logger.warning("verifier engine %s; licence: %s; threshold %.3f calibrated on %s",
+                   spec.name, spec.licence, spec.threshold, spec.calibrated_on)
     settings = VerifierSettings(
         sample_interval=v.sample_interval, workers=v.workers, alert_after=v.alert_after,
         no_face_after=v.no_face_after, min_live_face=v.min_live_face,

@@ -91,9 +91,13 @@ class RecordingConfig:
 class VerifierConfig:
     # Check enrolled parties' faces during calls.
     enabled: bool = True
-    # "default" (MTCNN + FaceNet, installed by pip). Packs in insightface's layout are
-    # configured with model_files and model_sha256 (every file pinned).
+    # "default" (MTCNN + FaceNet, installed by pip) or "pack": a model pack in insightface's
+    # layout in pack_dir, every .onnx file pinned in pack_sha256 (file name -> SHA-256).
     engine: str = "default"
+    pack_dir: str = ""
+    pack_name: str = "insightface-pack"
+    pack_sha256: dict[str, str] = field(default_factory=dict)
+    pack_licence: str = ""
     # Cosine similarity at or above which a sample matches, and the labelled set it was
     # calibrated on (remotecase verifier eval prints both).
     threshold: float = 0.62
@@ -172,6 +176,11 @@ def _convert(hint: Any, raw: Any, name: str) -> Any:
         if not isinstance(raw, list):
             raise ConfigError(f"{name}: expected a list, got {raw!r}")
         return [_convert(item, v, f"{name}[{i}]") for i, v in enumerate(raw)]
+    if origin is dict:
+        if not isinstance(raw, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+            raise ConfigError(f"{name}: expected a table of strings")
+        return dict(raw)
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{name}: unsupported type")  # pragma: no cover - none declared
     if hint is bool:
@@ -241,8 +250,16 @@ def _validate(config: Config) -> None:
     if not 1 <= config.recording.retention_days <= 36500:
         raise ConfigError("recording.retention_days: must be between 1 and 36500")
     v = config.verifier
-    if v.engine != "default":
-        raise ConfigError(f"verifier.engine: {v.engine!r} is not available (only 'default' yet)")
+    if v.engine not in ("default", "pack"):
+        raise ConfigError(f"verifier.engine: {v.engine!r} is not 'default' or 'pack'")
+    if v.engine == "pack":
+        if not v.pack_dir or not Path(v.pack_dir).is_dir():
+            raise ConfigError(f"verifier.pack_dir: {v.pack_dir!r} is not a directory")
+        if not v.pack_sha256:
+            raise ConfigError("verifier.pack_sha256: pin the SHA-256 of every file of the pack")
+        for file_name, digest in v.pack_sha256.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"verifier.pack_sha256.{file_name}: not a SHA-256 hex digest")
     if not -1.0 <= v.threshold <= 1.0:
         raise ConfigError("verifier.threshold: a cosine similarity, between -1 and 1")
     if not 0.1 <= v.sample_interval <= 60:
