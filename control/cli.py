@@ -243,6 +243,13 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_verifier(args: argparse.Namespace) -> int:
+    from bench.verifier import run_verifier_bench
+
+    return asyncio.run(run_verifier_bench(samples=args.samples, dev_set=args.dev_set,
+                                          as_json=args.json))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -307,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seconds", type=float, default=10.0)
     rec.add_argument("--json", action="store_true", help="last line: one JSON object")
     rec.set_defaults(func=cmd_bench_recorder)
+    ver = bench_sub.add_parser("verifier", help="face check cost and parties per core")
+    ver.add_argument("--samples", type=int, default=30)
+    ver.add_argument("--dev-set", help="a labelled directory with pairs.csv, for accuracy")
+    ver.add_argument("--json", action="store_true", help="last line: one JSON object")
+    ver.set_defaults(func=cmd_bench_verifier)
     return parser
 
 

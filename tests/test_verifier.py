@@ -189,8 +189,8 @@ async def test_every_verdict_is_evidence_in_the_recording(verifier_server) -> No
 
 
 async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Path) -> None:
-    # ten samples a second for one worker: far more than it can do
-    server = await _server(tmp_path, sample_interval=0.1, workers=1)
+    # a sample every frame for one worker: far more than it can do
+    server = await _server(tmp_path, sample_interval=0.02, workers=1)
     clients: list[PeerClient] = []
     try:
         _officer, driver = await _call(server, clients, "busy", [(0, ASTRONAUT)])

@@ -52,7 +52,8 @@ class EngineSpec:
 class Engine(Protocol):
     spec: EngineSpec
 
-    def faces(self, rgb: np.ndarray) -> list[Face]: ...
+    def faces(self, rgb: np.ndarray, min_face: int | None = None) -> list[Face]:
+        """Faces found; ``min_face`` lowers or raises the detector's smallest face."""
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray: ...
 
@@ -133,9 +134,9 @@ class DefaultEngine:
         self._mtcnn = Mtcnn(Path(self.spec.files["pnet"]).parent, min_face=self.spec.min_face)
         self._facenet = FaceNet(Path(self.spec.files["facenet"]))
 
-    def faces(self, rgb: np.ndarray) -> list[Face]:
+    def faces(self, rgb: np.ndarray, min_face: int | None = None) -> list[Face]:
         found = []
-        for detection in self._mtcnn.detect(rgb):
+        for detection in self._mtcnn.detect(rgb, min_face):
             crop = align(rgb, detection.landmarks, 112)
             gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
             found.append(Face(detection, {"size": round(detection.size, 1),

@@ -57,7 +57,7 @@ def decode_photo(data: bytes) -> np.ndarray:
 def examine(engine: Engine, rgb: np.ndarray,
             rules: QualityRules) -> tuple[np.ndarray, dict[str, Any]]:
     """Embedding and quality of the one face in a reference photo, or a rejection."""
-    faces = engine.faces(rgb)
+    faces = engine.faces(rgb, min_face=20)  # find small faces too, to say they are too small
     if not faces:
         raise EnrollmentRejected("no_face", "no face was found in the photo")
     if len(faces) > 1:

@@ -88,7 +88,7 @@ def evaluate(directory: Path, engine: Engine, *, threshold: float,
         if image is None:
             raise EvalError(f"{name} is not an image")
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        faces = engine.faces(rgb)
+        faces = engine.faces(rgb, min_face=20)
         if not faces:
             embeddings[name] = None
             failures.append(name)

@@ -118,7 +118,7 @@ class InsightFacePack:
         return [Detection(tuple(float(v) / scale for v in boxes_all[i, :4]),  # type: ignore[arg-type]
                           float(boxes_all[i, 4]), points_all[i] / scale) for i in picked]
 
-    def faces(self, rgb: np.ndarray) -> list[Face]:
+    def faces(self, rgb: np.ndarray, min_face: int | None = None) -> list[Face]:
         out = []
         for detection in self._detect(rgb):
             crop = align(rgb, detection.landmarks, 112)

@@ -108,10 +108,10 @@ class Mtcnn:
         self.thresholds = thresholds
         self.scale_factor = scale_factor
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, min_face: int | None = None) -> list[Detection]:
         """Faces in an RGB uint8 image, most confident first."""
         image = rgb.astype(np.float32)
-        boxes = self._stage1(image)
+        boxes = self._stage1(image, min_face or self.min_face)
         if len(boxes):
             boxes = self._stage2(image, boxes)
         if not len(boxes):
@@ -121,9 +121,9 @@ class Mtcnn:
         return [Detection(tuple(float(v) for v in boxes[i, :4]),  # type: ignore[arg-type]
                           float(boxes[i, 4]), points[i]) for i in order]
 
-    def _stage1(self, image: np.ndarray) -> np.ndarray:
+    def _stage1(self, image: np.ndarray, min_face: int) -> np.ndarray:
         height, width = image.shape[:2]
-        scale = 12.0 / self.min_face
+        scale = 12.0 / min_face
         side = min(height, width) * scale
         found = []
         while side >= 12:

@@ -51,7 +51,7 @@ class VerifierSettings:
     workers: int = 1  # inference threads
     alert_after: float = 3.0  # seconds of a different face before an alert
     no_face_after: float = 10.0  # seconds without a usable face before an alert
-    min_live_face: int = 40  # pixels; smaller faces are low quality (background faces ignored)
+    min_live_face: int = 60  # pixels; smaller faces are low quality
     min_live_sharpness: float = 8.0
     enrollment: QualityRules = field(default_factory=QualityRules)
 
@@ -220,8 +220,7 @@ class Verifier:
         rgb = frame.to_ndarray(format="rgb24")
         frame_hash = hashlib.sha256(rgb.tobytes()).hexdigest()
         engine = self._engine()
-        faces = [f for f in engine.faces(rgb)
-                 if f.quality["size"] >= self.settings.min_live_face * 0.6]
+        faces = engine.faces(rgb)
         if not faces:
             return Verdict(participant, "no_face", None, 0, None, frame_hash, at)
         if len(faces) > 1:
