@@ -36,6 +36,13 @@ def _free_port() -> int:
         return port
 
 
+def _thread_cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU of one thread (the main thread, which runs the event loop)."""
+    with open(f"/proc/{pid}/task/{tid or pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a whole process (all threads), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -70,18 +77,22 @@ async def _read_line(proc: asyncio.subprocess.Process, expect: str, limit: float
 
 async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: bool,
                                bitrate: int = 1_000_000, warmup: float = 3.0,
-                               record: bool = False, quiet: bool = False) -> int:
+                               record: bool = False, verify: bool = False,
+                               face_video: bool = False, quiet: bool = False) -> int:
     report = await measure_forwarding(subscribers=subscribers, seconds=seconds,
-                                      bitrate=bitrate, warmup=warmup, record=record)
+                                      bitrate=bitrate, warmup=warmup, record=record,
+                                      verify=verify, face_video=face_video)
     if report is None:
         return 2
     if not quiet:
-        print(f"subscribers            {subscribers}" + ("  (room recorded)" if record else ""))
+        print(f"subscribers            {subscribers}" + ("  (room recorded)" if record else "")
+              + ("  (publisher's face verified)" if verify else ""))
         print(f"forwarded packets/s    {report['forwarded_pps']}")
         print(f"SFU CPU                {report['sfu_cpu_percent']}% of one core")
         print(f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us "
               f"(user {report['user_us_per_forwarded_packet']}, "
               f"system {report['system_us_per_forwarded_packet']})")
+        print(f"event-loop thread      {report['loop_us_per_forwarded_packet']} us per packet")
         print(f"loss ratio             {report['loss_ratio']}")
     if as_json:
         print(json.dumps(report))
@@ -89,7 +100,9 @@ async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: boo
 
 
 async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int = 1_000_000,
-                             warmup: float = 3.0, record: bool = False) -> dict[str, Any] | None:
+                             warmup: float = 3.0, record: bool = False,
+                             verify: bool = False,
+                             face_video: bool = False) -> dict[str, Any] | None:
     if subscribers < 1 or seconds <= 0:
         print("bench: --subscribers >= 1 and --seconds > 0", file=sys.stderr)
         return None
@@ -110,7 +123,7 @@ async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int =
     procs: list[asyncio.subprocess.Process] = []
     try:
         return await _run(procs, python, env, base, signer, subscribers, seconds, bitrate,
-                          warmup, record)
+                          warmup, record, verify, face_video or verify)
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -125,7 +138,8 @@ async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int =
 
 async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[str, str],
                base: str, signer: TokenSigner, subscribers: int, seconds: float, bitrate: int,
-               warmup: float, record: bool) -> dict[str, Any]:
+               warmup: float, record: bool, verify: bool,
+               face_video: bool) -> dict[str, Any]:
     sfu = await asyncio.create_subprocess_exec(
         python, "-m", "control.cli", "serve", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -154,9 +168,12 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
             subs.append(proc)
         for proc in subs:
             await _read_line(proc, "JOINED", 60)
+        if verify:
+            await _enroll_face(session, base, signer)
         pub = await asyncio.create_subprocess_exec(
             python, "-m", "bench.forwarding", "publisher", base,
             signer.mint(ROOM, "publisher", ttl=3600), str(bitrate),
+            "face" if face_video else "pattern",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         procs.append(pub)
         await _read_line(pub, "PUBLISHING", 60)
@@ -171,9 +188,11 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
                     raise RuntimeError(f"cannot start recording: {await r.text()}")
         await asyncio.sleep(warmup)
 
+        loop0 = _thread_cpu_seconds(sfu.pid)
         cpu0, fwd0, t0 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
             time.monotonic()
         await asyncio.sleep(seconds)
+        loop1 = _thread_cpu_seconds(sfu.pid)
         cpu1, fwd1, t1 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
             time.monotonic()
 
@@ -207,7 +226,13 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
         "system_us_per_forwarded_packet": round(1e6 * system / forwarded, 2)
         if forwarded else None,
         "loss_ratio": round(max(0.0, 1 - received / expected), 5) if expected else None,
+        # the event-loop thread alone: forwarding, signalling, RTCP; not the recorder's or the
+        # verifier's worker threads
+        "loop_us_per_forwarded_packet": round(1e6 * (loop1 - loop0) / forwarded, 2)
+        if forwarded else None,
         "recorded": record,
+        "verified": verify,
+        "video": "face" if face_video else "pattern",
     }
     return report
 
@@ -244,7 +269,25 @@ async def _subscriber(base: str, tokens: list[str]) -> None:
         await client.close()
 
 
-async def _publisher(base: str, token: str, bitrate: int) -> None:
+async def _enroll_face(session: aiohttp.ClientSession, base: str, signer: TokenSigner) -> None:
+    import cv2
+
+    try:
+        import skimage.data
+    except ImportError:
+        raise RuntimeError("--verify shows skimage's astronaut: pip install -e '.[dev]'") from None
+    encoded, png = cv2.imencode(".png",
+                                cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    if not encoded:
+        raise RuntimeError("cannot encode the bench face")
+    officer = {"Authorization": "Bearer " + signer.mint(ROOM, "bench-officer", role="officer")}
+    async with session.put(f"{base}/api/rooms/{ROOM}/participants/publisher/reference",
+                           data=png.tobytes(), headers=officer) as r:
+        if r.status != 200:
+            raise RuntimeError(f"cannot enroll the bench face: {await r.text()}")
+
+
+async def _publisher(base: str, token: str, bitrate: int, source: str = "pattern") -> None:
     from mediaserver import aiortc_hooks
 
     from .peer import PatternVideoTrack, PeerClient, ToneAudioTrack
@@ -252,7 +295,15 @@ async def _publisher(base: str, token: str, bitrate: int) -> None:
     aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
     client = PeerClient(base, token)
     await client.connect()
-    await client.publish(PatternVideoTrack(640, 480, 30), ToneAudioTrack(),
+    if source == "face":
+        import skimage.data
+
+        from .peer import ImageVideoTrack
+
+        video: Any = ImageVideoTrack([(0, skimage.data.astronaut())], fps=30)
+    else:
+        video = PatternVideoTrack(640, 480, 30)
+    await client.publish(video, ToneAudioTrack(),
                          video_codec="video/VP8")
     assert client.publisher_pc is not None
     for sender in client.publisher_pc.getSenders():
@@ -285,11 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("base")
     p.add_argument("token")
     p.add_argument("bitrate", type=int)
+    p.add_argument("source", choices=("pattern", "face"), default="pattern", nargs="?")
     args = parser.parse_args(argv)
     if args.role == "subscriber":
         asyncio.run(_subscriber(args.base, args.tokens))
     else:
-        asyncio.run(_publisher(args.base, args.token, args.bitrate))
+        asyncio.run(_publisher(args.base, args.token, args.bitrate, args.source))
 
 
 if __name__ == "__main__":

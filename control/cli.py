@@ -69,7 +69,8 @@ def cmd_bench_forwarding(args: argparse.Namespace) -> int:
 
     return asyncio.run(run_forwarding_bench(
         subscribers=args.subscribers, seconds=args.seconds, as_json=args.json,
-        bitrate=args.bitrate, record=args.record,
+        bitrate=args.bitrate, record=args.record, verify=args.verify,
+        face_video=args.face_video,
     ))
 
 
@@ -308,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--seconds", type=float, default=10.0)
     fwd.add_argument("--bitrate", type=int, default=1_000_000, help="publisher video bits/s")
     fwd.add_argument("--record", action="store_true", help="record the room while measuring")
+    fwd.add_argument("--verify", action="store_true",
+                     help="the publisher shows an enrolled face, checked while measuring")
+    fwd.add_argument("--face-video", action="store_true",
+                     help="the publisher shows a face (the baseline for --verify)")
     fwd.add_argument("--json", action="store_true", help="last line: one JSON object")
     fwd.set_defaults(func=cmd_bench_forwarding)
     rec = bench_sub.add_parser("recorder", help="recording cost: segment MB/s, CPU per stream")

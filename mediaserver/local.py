@@ -78,7 +78,11 @@ class LocalSubscriber:
             yield packet
 
     async def frames(self) -> AsyncIterator[Any]:
-        """Decoded frames (``av.VideoFrame`` / ``av.AudioFrame``); decoding runs off the loop."""
+        """Decoded frames (``av.VideoFrame`` / ``av.AudioFrame``).
+
+        Depacketizing, frame assembly and decoding all run in the subscriber's own thread; the
+        event loop only hands over the packets of each frame (at the marker bit).
+        """
         info = self.info
         params: dict[str, int | str | None] = dict(info.parameters)
         codec = RTCRtpCodecParameters(
@@ -86,27 +90,38 @@ class LocalSubscriber:
             payloadType=96, parameters=params,
         )
         decoder = get_decoder(codec)
-        video = info.kind == "video"
-        jitter = JitterBuffer(capacity=128, is_video=True) if video else None
+        jitter = JitterBuffer(capacity=128, is_video=True) if info.kind == "video" else None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._down_id)
+
+        def decode(batch: list[Packet]) -> list[Any]:
+            out: list[Any] = []
+            for packet in batch:
+                try:
+                    data = depayload(codec, packet.payload) if packet.payload else b""
+                except ValueError:
+                    continue
+                encoded: JitterFrame | None
+                if jitter is None:  # audio: every packet is a frame
+                    encoded = JitterFrame(data=data, timestamp=packet.timestamp)
+                else:
+                    rtp = RtpPacket(payload_type=96, sequence_number=packet.sequence_number,
+                                    timestamp=packet.timestamp, marker=packet.marker,
+                                    payload=packet.payload)
+                    rtp._data = data  # type: ignore[attr-defined]
+                    _, encoded = jitter.add(rtp)
+                if encoded is not None:
+                    out.extend(decoder.decode(encoded))
+            return out
+
         loop = asyncio.get_running_loop()
+        batch: list[Packet] = []
         async for packet in self.packets():
-            rtp = RtpPacket(payload_type=96, sequence_number=packet.sequence_number,
-                            timestamp=packet.timestamp, marker=packet.marker,
-                            payload=packet.payload)
-            try:
-                rtp._data = depayload(codec, packet.payload)  # type: ignore[attr-defined]
-            except ValueError:
+            batch.append(packet)
+            if jitter is not None and not packet.marker and len(batch) < 64:
                 continue
-            encoded: JitterFrame | None
-            if jitter is None:  # audio: every packet is a frame
-                encoded = JitterFrame(data=rtp._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
-            else:
-                _, encoded = jitter.add(rtp)
-            if encoded is None:
-                continue
-            frames = await loop.run_in_executor(self._executor, decoder.decode, encoded)
+            frames = await loop.run_in_executor(self._executor, decode, batch)
+            batch = []
             for frame in frames:
                 yield frame
 
