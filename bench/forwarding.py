@@ -29,7 +29,8 @@ ROOM = "bench"
 SUB_PROCESSES = 2
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (tests and the bench start servers on it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -107,7 +108,7 @@ async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int =
         print("bench: --subscribers >= 1 and --seconds > 0", file=sys.stderr)
         return None
     tmp = Path(tempfile.mkdtemp(prefix="remotecase-bench-"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     signer = TokenSigner.from_file(tmp / "var" / "secrets" / "token.key")
     env = {

@@ -32,59 +32,66 @@ from aiortc.rtp import RtpPacket, is_rtcp
 VIDEO_CLOCK = 90000
 
 
-class PatternVideoTrack(MediaStreamTrack):
-    """Moving synthetic video (or a still image with motion) at a fixed frame rate."""
+class _PacedVideoTrack(MediaStreamTrack):
+    """Frames at a fixed rate from ``_render(seconds)``."""
 
     kind = "video"
 
-    def __init__(self, width: int = 320, height: int = 240, fps: int = 15,
-                 image: np.ndarray | None = None) -> None:
+    def __init__(self, fps: int) -> None:
         super().__init__()
-        self._width, self._height, self._fps = width, height, fps
-        self._image = image
+        self._fps = fps
         self._start: float | None = None
         self._count = 0
+
+    def _render(self, seconds: float) -> np.ndarray:
+        raise NotImplementedError
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
             self._start = time.monotonic()
-        target = self._start + self._count / self._fps
-        delay = target - time.monotonic()
+        delay = self._start + self._count / self._fps - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         n = self._count
         self._count += 1
-        if self._image is not None:
-            frame = av.VideoFrame.from_ndarray(self._image, format="rgb24")
-        else:
-            y = np.arange(self._height, dtype=np.uint16)[:, None]
-            x = np.arange(self._width, dtype=np.uint16)[None, :]
-            img = np.empty((self._height, self._width, 3), dtype=np.uint8)
-            img[..., 0] = (x + n * 4) % 256
-            img[..., 1] = (y + n * 2) % 256
-            img[..., 2] = ((x + y) // 2 + n) % 256
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(self._render(n / self._fps), format="rgb24")
         frame.pts = int(n * VIDEO_CLOCK / self._fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         return frame
 
 
-class ImageVideoTrack(MediaStreamTrack):
+class PatternVideoTrack(_PacedVideoTrack):
+    """Moving synthetic colour gradients."""
+
+    def __init__(self, width: int = 320, height: int = 240, fps: int = 15) -> None:
+        super().__init__(fps)
+        self._width, self._height = width, height
+        y = np.arange(height, dtype=np.uint16)[:, None]
+        x = np.arange(width, dtype=np.uint16)[None, :]
+        self._x, self._y = x, y
+
+    def _render(self, seconds: float) -> np.ndarray:
+        n = round(seconds * self._fps)
+        x, y = self._x, self._y
+        img = np.empty((self._height, self._width, 3), dtype=np.uint8)
+        img[..., 0] = (x + n * 4) % 256
+        img[..., 1] = (y + n * 2) % 256
+        img[..., 2] = ((x + y) // 2 + n) % 256
+        return img
+
+
+class ImageVideoTrack(_PacedVideoTrack):
     """A camera pointed at photos: each image of ``schedule`` (start second, RGB image or None
     for an empty grey scene) is shown moving, breathing in scale and with sensor noise."""
 
-    kind = "video"
-
     def __init__(self, schedule: list[tuple[float, np.ndarray | None]], width: int = 640,
                  height: int = 480, fps: int = 15, noise: float = 4.0) -> None:
-        super().__init__()
+        super().__init__(fps)
         self._schedule = sorted(schedule, key=lambda item: item[0])
-        self._width, self._height, self._fps, self._noise = width, height, fps, noise
+        self._width, self._height, self._noise = width, height, noise
         self._rng = np.random.default_rng(7)
-        self._start: float | None = None
-        self._count = 0
 
     def image_at(self, seconds: float) -> np.ndarray | None:
         current = None
@@ -111,22 +118,6 @@ class ImageVideoTrack(MediaStreamTrack):
             noise = self._rng.normal(0, self._noise, canvas.shape)
             canvas = np.clip(canvas + noise, 0, 255).astype(np.uint8)
         return canvas
-
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self._count / self._fps
-        delay = target - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        n = self._count
-        self._count += 1
-        frame = av.VideoFrame.from_ndarray(self._render(n / self._fps), format="rgb24")
-        frame.pts = int(n * VIDEO_CLOCK / self._fps)
-        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        return frame
 
 
 class ToneAudioTrack(MediaStreamTrack):

@@ -33,7 +33,7 @@ from typing import Any
 import av
 import numpy as np
 
-from .custody import CustodyLog, canonical
+from .custody import CustodyLog, canonical, sha256_file
 from .font import draw_text
 from .keys import KeyEncryptionKey, key_id, public_key_pem, sign
 from .recording import decrypt_segment, load_json
@@ -197,14 +197,6 @@ def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
     return written
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:40] or "x"
 
@@ -279,7 +271,7 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out).as_posix()
         if path.is_file() and not rel.startswith("custody/"):
-            files[rel] = _sha256_file(path)
+            files[rel] = sha256_file(path)
     package = {"format": "remotecase-export/1", "recording_id": manifest["recording_id"],
                "files": files, "media": media_files, "composite": composite}
     package_bytes = canonical(package)

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import merkle
-from .custody import TreeHead, verify_log
+from .custody import TreeHead, sha256_file, verify_log
 from .keys import KeyEncryptionKey, KeyProblem, key_id, load_public_key, verify_signature
 from .recording import decrypt_segment
 
@@ -254,7 +254,7 @@ def _verify_package(findings: list[Finding], package: Path,
         path = package / rel
         if not path.is_file():
             fail(f"file {rel}", "missing")
-        elif _sha256_path(path) != expected:
+        elif sha256_file(path) != expected:
             fail(f"file {rel}", "content differs from package.json (altered)")
     present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
     extra = sorted(present - set(files) - {"package.json", "package.sig"}
@@ -383,11 +383,3 @@ def _hex_list(values: object) -> list[bytes] | None:
         return None
     out = [_hex(v) for v in values]
     return None if any(v is None for v in out) else [v for v in out if v is not None]
-
-
-def _sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

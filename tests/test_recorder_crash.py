@@ -6,23 +6,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 
+from bench.forwarding import free_port
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.tokens import TokenSigner
 
 SEGMENT_SECONDS = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _serve(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
@@ -50,7 +43,7 @@ async def _serve(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
 
 
 async def test_kill_minus_nine_mid_recording_then_restart_seals_it(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     signer = TokenSigner.from_file(tmp_path / "var" / "secrets" / "token.key")
     server = await _serve(tmp_path, port)
     client = PeerClient(f"http://127.0.0.1:{port}", signer.mint("crash", "driver"),

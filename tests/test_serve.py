@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import socket
 import ssl
 import sys
 import time
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench.forwarding import free_port
 from tests.conftest import join, make_config, start_server
 
 
@@ -37,16 +37,9 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_serve_with_tls_answers_health_over_https(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "remotecase.toml"
     config.write_text(f'[server]\nport = {port}\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
                       f'[storage]\ndata_dir = "{tmp_path / "var"}"\n')

