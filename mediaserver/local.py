@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -77,11 +78,14 @@ class LocalSubscriber:
                 return
             yield packet
 
-    async def frames(self) -> AsyncIterator[Any]:
+    async def frames(self, every: float = 0.0) -> AsyncIterator[Any]:
         """Decoded frames (``av.VideoFrame`` / ``av.AudioFrame``).
 
-        Depacketizing, frame assembly and decoding all run in the subscriber's own thread; the
-        event loop only hands over the packets of each frame (at the marker bit).
+        Depacketizing, frame assembly and decoding all run in the subscriber's own thread. With
+        ``every`` (seconds), only about one frame per interval comes back to the event loop
+        (video must still be decoded whole; the others are dropped in the thread), and packets
+        are handed over in batches of about a tenth of the interval, so a sampling consumer
+        costs the loop little.
         """
         info = self.info
         params: dict[str, int | str | None] = dict(info.parameters)
@@ -93,6 +97,8 @@ class LocalSubscriber:
         jitter = JitterBuffer(capacity=128, is_video=True) if info.kind == "video" else None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._down_id)
+
+        last_kept = [-1e9]
 
         def decode(batch: list[Packet]) -> list[Any]:
             out: list[Any] = []
@@ -111,14 +117,38 @@ class LocalSubscriber:
                     rtp._data = data  # type: ignore[attr-defined]
                     _, encoded = jitter.add(rtp)
                 if encoded is not None:
-                    out.extend(decoder.decode(encoded))
+                    for frame in decoder.decode(encoded):
+                        now = time.monotonic()
+                        if every and now - last_kept[0] < every:
+                            continue
+                        last_kept[0] = now
+                        out.append(frame)
             return out
 
         loop = asyncio.get_running_loop()
-        batch: list[Packet] = []
+        if every:
+            # wake up a few times per interval and take whatever has arrived, instead of once
+            # per packet
+            hold = every / 10
+            while True:
+                await asyncio.sleep(hold)
+                batch: list[Packet] = []
+                ended = False
+                while not self._queue.empty():
+                    packet = self._queue.get_nowait()
+                    if packet is None:
+                        ended = True
+                        break
+                    batch.append(packet)
+                if batch:
+                    for frame in await loop.run_in_executor(self._executor, decode, batch):
+                        yield frame
+                if ended:
+                    return
+        batch = []
         async for packet in self.packets():
             batch.append(packet)
-            if jitter is not None and not packet.marker and len(batch) < 64:
+            if jitter is not None and not packet.marker and len(batch) < 256:
                 continue
             frames = await loop.run_in_executor(self._executor, decode, batch)
             batch = []
