@@ -17,8 +17,10 @@ from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_k
 from recorder.recording import Recorder
 from verifier.service import Verifier
 
-from . import recordings_api, verifier_api
+from . import cases_api, recordings_api, verifier_api
+from .auth import RateLimiter
 from .config import Config
+from .db import Database
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
 
@@ -51,12 +53,18 @@ def create_app(config: Config) -> web.Application:
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     recordings_api.add_routes(app)
     verifier_api.add_routes(app)
+    cases_api.add_routes(app)
     return app
 
 
 async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[SIGNER] = TokenSigner.from_file(config.secret_path())
+    database = Database(config.data_dir / "control.sqlite3")
+    await database.open()
+    app[cases_api.DB] = database
+    app[cases_api.LOGIN_LIMIT] = RateLimiter()
+    app[cases_api.REDEEM_LIMIT] = RateLimiter(limit=20)
     sfu = Sfu(config.media_options())
     app[SFU] = sfu
     signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
@@ -89,6 +97,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     await recorder.close()
     await sfu.close()
     custody.close()
+    await database.close()
 
 
 async def _make_verifier(config: Config, custody: CustodyLog,

@@ -251,6 +251,27 @@ def cmd_bench_verifier(args: argparse.Namespace) -> int:
                                           as_json=args.json))
 
 
+def cmd_officer_add(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .auth import create_officer
+    from .db import Database
+
+    config = _load(args)
+    password = os.environ.get("REMOTECASE_NEW_PASSWORD") or (
+        sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty()
+        else getpass.getpass("password: "))
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        officer_id = database.run_sync(lambda c: create_officer(
+            c, args.username, password, args.role, args.brigade))
+    except (ValueError, Exception) as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 1
+    print(f"officer {args.username} ({args.role}, brigade {args.brigade}) has id {officer_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -301,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--actor", default=os.environ.get("USER", "operator"))
     enroll.add_argument("photo")
     enroll.set_defaults(func=cmd_verifier_enroll)
+
+    officer = sub.add_parser("officer", help="officer accounts")
+    officer_sub = officer.add_subparsers(dest="officer", required=True)
+    add = officer_sub.add_parser("add", help="create an officer (password on stdin or "
+                                 "REMOTECASE_NEW_PASSWORD)")
+    add.add_argument("--username", required=True)
+    add.add_argument("--role", choices=("officer", "supervisor"), default="officer")
+    add.add_argument("--brigade", required=True)
+    add.set_defaults(func=cmd_officer_add)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -1,0 +1,431 @@
+"""Officers, cases, parties, sessions and invitations (first part of issue 5).
+
+Officers log in (``POST /api/login``) and send ``Authorization: Bearer <login token>``; an
+officer touches the cases of their brigade, a supervisor every case. Parties have no account:
+an officer invites a party of a case (a single-use link with a validity window), and redeeming
+it while a session of that case is open gives a signalling token for that room only. Every
+state change goes into the audit trail with actor, time and reason.
+
+Errors are ``{"error": code, "message": text}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import time
+from typing import Any
+
+from aiohttp import web
+
+from mediaserver.protocols import CloseReason
+
+from .auth import Officer, RateLimiter, login, logout, now_iso, officer_for, token_hash
+from .db import Database, rows
+
+KINDS = ("accident", "violation", "education", "vehicle_service", "licence_service")
+PARTY_ROLES = ("driver", "owner", "witness", "insurer", "safety_manager", "other")
+_ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
+
+DB = web.AppKey("db", Database)
+LOGIN_LIMIT = web.AppKey("login_limit", RateLimiter)
+REDEEM_LIMIT = web.AppKey("redeem_limit", RateLimiter)
+
+
+def _json_error(cls: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
+    return cls(text=json.dumps({"error": code, "message": message}),
+               content_type="application/json")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _json_error(web.HTTPBadRequest, "bad_json", "body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _json_error(web.HTTPBadRequest, "bad_json", "body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], key: str, *, max_len: int = 200, required: bool = True) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_len:
+        raise _json_error(web.HTTPBadRequest, "bad_request",
+                          f"{key}: a string of 1-{max_len} characters")
+    return value.strip()
+
+
+def _audit(conn: sqlite3.Connection, actor: str, action: str, obj: str,
+           case_id: int | None, reason: str = "", **detail: Any) -> None:
+    conn.execute("INSERT INTO audit (time, actor, action, object, case_id, reason, detail) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (now_iso(), actor, action, obj, case_id, reason,
+                  json.dumps(detail, sort_keys=True)))
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise _json_error(web.HTTPUnauthorized, "unauthorized", "log in first")
+    return header[len("Bearer "):].strip()
+
+
+async def _officer(request: web.Request) -> Officer:
+    token = _bearer(request)
+    officer = await request.app[DB].run(lambda c: officer_for(c, token))
+    if officer is None:
+        raise _json_error(web.HTTPUnauthorized, "unauthorized",
+                          "the login is unknown, expired or logged out")
+    return officer
+
+
+def _case_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["case"])
+    except ValueError:
+        raise _json_error(web.HTTPNotFound, "not_found", "no such case") from None
+
+
+def _load_case(conn: sqlite3.Connection, officer: Officer, case_id: int) -> dict[str, Any]:
+    row = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+    # another brigade's case is reported as absent, not as forbidden: IDs reveal nothing
+    if row is None or not officer.may_touch(row["brigade"]):
+        raise _json_error(web.HTTPNotFound, "not_found", "no such case")
+    return dict(row)
+
+
+# -- login -----------------------------------------------------------------------------------
+async def post_login(request: web.Request) -> web.Response:
+    body = await _body(request)
+    username = _text(body, "username", max_len=64)
+    password = body.get("password")
+    if not isinstance(password, str) or len(password) > 256:
+        raise _json_error(web.HTTPBadRequest, "bad_request", "password: a string")
+    limiter = request.app[LOGIN_LIMIT]
+    keys = (f"user:{username}", f"ip:{request.remote}")
+    if limiter.blocked(*keys):
+        raise _json_error(web.HTTPTooManyRequests, "rate_limited",
+                          "too many failed logins; wait a few minutes")
+    result = await request.app[DB].run(lambda c: login(c, username, password))
+    if result is None:
+        limiter.fail(*keys)
+        await request.app[DB].run(lambda c: _audit(c, f"anonymous@{request.remote}",
+                                                   "login.failed", f"user:{username}", None))
+        raise _json_error(web.HTTPUnauthorized, "bad_credentials",
+                          "wrong user name or password")
+    token, officer = result
+    await request.app[DB].run(lambda c: _audit(c, officer.actor, "login", officer.actor, None))
+    return web.json_response({"token": token, "officer": {
+        "username": officer.username, "role": officer.role, "brigade": officer.brigade}})
+
+
+async def post_logout(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+    token = _bearer(request)
+
+    def run(conn: sqlite3.Connection) -> None:
+        logout(conn, token)
+        _audit(conn, officer.actor, "logout", officer.actor, None)
+
+    await request.app[DB].run(run)
+    return web.json_response({"logged_out": True})
+
+
+# -- cases -----------------------------------------------------------------------------------
+async def post_case(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+    body = await _body(request)
+    kind = body.get("kind")
+    if kind not in KINDS:
+        raise _json_error(web.HTTPBadRequest, "bad_request", f"kind: one of {', '.join(KINDS)}")
+    title = _text(body, "title")
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        cursor = conn.execute(
+            "INSERT INTO cases (kind, title, brigade, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?)", (kind, title, officer.brigade, officer.id, now_iso()))
+        case_id = cursor.lastrowid
+        _audit(conn, officer.actor, "case.created", f"case:{case_id}", case_id, kind=kind)
+        return dict(conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone())
+
+    return web.json_response(await request.app[DB].run(run), status=201)
+
+
+async def list_cases(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+
+    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        if officer.role == "supervisor":
+            return rows(conn.execute("SELECT * FROM cases ORDER BY id"))
+        return rows(conn.execute("SELECT * FROM cases WHERE brigade = ? ORDER BY id",
+                                 (officer.brigade,)))
+
+    return web.json_response({"cases": await request.app[DB].run(run)})
+
+
+async def get_case(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+    case_id = _case_id(request)
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        case = _load_case(conn, officer, case_id)
+        case["parties"] = rows(conn.execute(
+            "SELECT id, role, name, id_number_masked, phone FROM parties WHERE case_id = ?",
+            (case_id,)))
+        case["sessions"] = rows(conn.execute(
+            "SELECT id, room, opened_at, ended_at FROM sessions WHERE case_id = ?", (case_id,)))
+        case["invitations"] = rows(conn.execute(
+            "SELECT id, party_id, not_before, expires_at, used_at, revoked_at "
+            "FROM invitations WHERE case_id = ?", (case_id,)))
+        return case
+
+    return web.json_response(await request.app[DB].run(run))
+
+
+def mask_id_number(number: str) -> str:
+    """Keep the last four characters; an ID number is personal data."""
+    return "*" * (len(number) - 4) + number[-4:]
+
+
+def mask_phone(phone: str) -> str:
+    digits = re.sub(r"\D", "", phone)
+    return digits[:3] + "****" + digits[-4:] if len(digits) >= 7 else ""
+
+
+async def post_party(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+    case_id = _case_id(request)
+    body = await _body(request)
+    role = body.get("role")
+    if role not in PARTY_ROLES:
+        raise _json_error(web.HTTPBadRequest, "bad_request",
+                          f"role: one of {', '.join(PARTY_ROLES)}")
+    name = _text(body, "name", max_len=100)
+    id_number = _text(body, "id_number", max_len=20, required=False)
+    if id_number and not _ID_NUMBER.match(id_number):
+        raise _json_error(web.HTTPBadRequest, "bad_request", "id_number: 6-20 letters or digits")
+    phone = _text(body, "phone", max_len=32, required=False)
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        _load_case(conn, officer, case_id)
+        cursor = conn.execute(
+            "INSERT INTO parties (case_id, role, name, id_number_masked, phone, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (case_id, role, name, mask_id_number(id_number) if id_number else "",
+             mask_phone(phone), now_iso()))
+        party_id = cursor.lastrowid
+        _audit(conn, officer.actor, "party.added", f"party:{party_id}", case_id, role=role)
+        return dict(conn.execute("SELECT id, case_id, role, name, id_number_masked, phone "
+                                 "FROM parties WHERE id = ?", (party_id,)).fetchone())
+
+    return web.json_response(await request.app[DB].run(run), status=201)
+
+
+# -- sessions --------------------------------------------------------------------------------
+async def post_session(request: web.Request) -> web.Response:
+    from .app import CONFIG, SIGNER
+
+    officer = await _officer(request)
+    case_id = _case_id(request)
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        _load_case(conn, officer, case_id)
+        if conn.execute("SELECT 1 FROM sessions WHERE case_id = ? AND ended_at IS NULL",
+                        (case_id,)).fetchone():
+            raise _json_error(web.HTTPConflict, "session_open",
+                              "this case already has an open session")
+        room = f"case-{case_id}-{secrets.token_hex(4)}"
+        cursor = conn.execute("INSERT INTO sessions (case_id, room, opened_by, opened_at) "
+                              "VALUES (?, ?, ?, ?)", (case_id, room, officer.id, now_iso()))
+        _audit(conn, officer.actor, "session.opened", f"session:{cursor.lastrowid}", case_id,
+               room=room)
+        return {"id": cursor.lastrowid, "room": room}
+
+    session = await request.app[DB].run(run)
+    session["token"] = request.app[SIGNER].mint(
+        session["room"], f"officer-{officer.username}", name=officer.username, role="officer",
+        ttl=request.app[CONFIG].auth.token_ttl)
+    return web.json_response(session, status=201)
+
+
+async def end_session(request: web.Request) -> web.Response:
+    from .app import RECORDER, SFU
+
+    officer = await _officer(request)
+    case_id = _case_id(request)
+    body = await _body(request)
+    reason = _text(body, "reason", max_len=500)
+    session_id = request.match_info["session"]
+
+    def run(conn: sqlite3.Connection) -> str:
+        _load_case(conn, officer, case_id)
+        row = conn.execute("SELECT * FROM sessions WHERE id = ? AND case_id = ?",
+                           (session_id, case_id)).fetchone()
+        if row is None:
+            raise _json_error(web.HTTPNotFound, "not_found", "no such session")
+        if row["ended_at"] is not None:
+            raise _json_error(web.HTTPConflict, "ended", "the session has ended already")
+        conn.execute("UPDATE sessions SET ended_at = ? WHERE id = ?", (now_iso(), row["id"]))
+        _audit(conn, officer.actor, "session.ended", f"session:{row['id']}", case_id, reason)
+        room_id: str = row["room"]
+        return room_id
+
+    room_id = await request.app[DB].run(run)
+    recorder = request.app[RECORDER]
+    sealed = None
+    if room_id in recorder.active:
+        manifest = await recorder.stop(room_id, actor=officer.actor, reason=reason)
+        sealed = manifest["recording_id"]
+    room = request.app[SFU].rooms.get(room_id)
+    if room is not None:
+        await room.close(CloseReason.REMOVED)
+    return web.json_response({"ended": room_id, "recording_sealed": sealed})
+
+
+# -- invitations -----------------------------------------------------------------------------
+async def post_invitation(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+    case_id = _case_id(request)
+    body = await _body(request)
+    party_id = body.get("party_id")
+    hours = body.get("valid_hours", 72)
+    delay = body.get("valid_from_seconds", 0)
+    if not isinstance(party_id, int) or not isinstance(hours, (int, float)) or not \
+            0 < hours <= 24 * 30 or not isinstance(delay, (int, float)) or delay < 0:
+        raise _json_error(web.HTTPBadRequest, "bad_request",
+                          "party_id (int), valid_hours (0-720), valid_from_seconds (>= 0)")
+    token = secrets.token_urlsafe(24)
+    start = time.time() + float(delay)
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        _load_case(conn, officer, case_id)
+        if conn.execute("SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
+                        (party_id, case_id)).fetchone() is None:
+            raise _json_error(web.HTTPNotFound, "not_found", "no such party in this case")
+        cursor = conn.execute(
+            "INSERT INTO invitations (case_id, party_id, token_hash, not_before, expires_at, "
+            "created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (case_id, party_id, token_hash(token), start, start + hours * 3600, officer.id,
+             now_iso()))
+        _audit(conn, officer.actor, "invitation.created", f"invitation:{cursor.lastrowid}",
+               case_id, party=party_id, valid_hours=hours)
+        return {"id": cursor.lastrowid, "party_id": party_id, "not_before": start,
+                "expires_at": start + hours * 3600}
+
+    invitation = await request.app[DB].run(run)
+    invitation["token"] = token
+    invitation["link"] = f"/?invite={token}"
+    return web.json_response(invitation, status=201)
+
+
+async def revoke_invitation(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+    body = await _body(request)
+    reason = _text(body, "reason", max_len=500)
+    invitation_id = request.match_info["invitation"]
+
+    def run(conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT * FROM invitations WHERE id = ?",
+                           (invitation_id,)).fetchone()
+        if row is None:
+            raise _json_error(web.HTTPNotFound, "not_found", "no such invitation")
+        _load_case(conn, officer, row["case_id"])
+        conn.execute("UPDATE invitations SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                     (now_iso(), row["id"]))
+        _audit(conn, officer.actor, "invitation.revoked", f"invitation:{row['id']}",
+               row["case_id"], reason)
+
+    await request.app[DB].run(run)
+    return web.json_response({"revoked": int(invitation_id)})
+
+
+async def redeem_invitation(request: web.Request) -> web.Response:
+    """A party's link: single use, inside its window, while a session of its case is open."""
+    from .app import CONFIG, SIGNER
+
+    limiter = request.app[REDEEM_LIMIT]
+    key = f"ip:{request.remote}"
+    if limiter.blocked(key):
+        raise _json_error(web.HTTPTooManyRequests, "rate_limited",
+                          "too many invalid invitations from here; wait a few minutes")
+    body = await _body(request)
+    token = body.get("token")
+    if not isinstance(token, str) or not 10 <= len(token) <= 100:
+        limiter.fail(key)
+        raise _json_error(web.HTTPBadRequest, "bad_request", "token: the invitation's token")
+    now = time.time()
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any] | str:
+        row = conn.execute("SELECT * FROM invitations WHERE token_hash = ?",
+                           (token_hash(token),)).fetchone()
+        if row is None:
+            return "unknown"
+        actor = f"party:{row['party_id']}"
+        for column, code in (("revoked_at", "revoked"), ("used_at", "used")):
+            if row[column] is not None:
+                _audit(conn, actor, "invitation.refused", f"invitation:{row['id']}",
+                       row["case_id"], code)
+                return code
+        if now > row["expires_at"]:
+            _audit(conn, actor, "invitation.refused", f"invitation:{row['id']}",
+                   row["case_id"], "expired")
+            return "expired"
+        if now < row["not_before"]:
+            return "not_yet"
+        session = conn.execute("SELECT * FROM sessions WHERE case_id = ? AND ended_at IS NULL",
+                               (row["case_id"],)).fetchone()
+        if session is None:
+            return "no_session"
+        party = conn.execute("SELECT * FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
+        conn.execute("UPDATE invitations SET used_at = ? WHERE id = ?", (now_iso(), row["id"]))
+        _audit(conn, actor, "invitation.redeemed", f"invitation:{row['id']}", row["case_id"],
+               room=session["room"])
+        return {"room": session["room"], "party_id": party["id"], "name": party["name"]}
+
+    result = await request.app[DB].run(run)
+    if isinstance(result, str):
+        statuses = {"unknown": (web.HTTPNotFound, "no such invitation"),
+                    "revoked": (web.HTTPGone, "the invitation was revoked"),
+                    "used": (web.HTTPGone, "the invitation has been used"),
+                    "expired": (web.HTTPGone, "the invitation has expired"),
+                    "not_yet": (web.HTTPConflict, "the invitation is not valid yet"),
+                    "no_session": (web.HTTPConflict, "the officer has not opened the session")}
+        if result in ("unknown", "revoked", "used", "expired"):
+            limiter.fail(key)
+        cls, message = statuses[result]
+        raise _json_error(cls, result, message)
+    participant = f"party-{result['party_id']}"
+    result["participant"] = participant
+    result["token"] = request.app[SIGNER].mint(
+        result["room"], participant, name=result["name"], role="party",
+        ttl=request.app[CONFIG].auth.token_ttl)
+    return web.json_response(result)
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    officer = await _officer(request)
+    case_id = _case_id(request)
+
+    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        _load_case(conn, officer, case_id)
+        return rows(conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY id",
+                                 (case_id,)))
+
+    return web.json_response({"audit": await request.app[DB].run(run)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/login", post_login)
+    app.router.add_post("/api/logout", post_logout)
+    app.router.add_post("/api/cases", post_case)
+    app.router.add_get("/api/cases", list_cases)
+    app.router.add_get("/api/cases/{case}", get_case)
+    app.router.add_post("/api/cases/{case}/parties", post_party)
+    app.router.add_post("/api/cases/{case}/sessions", post_session)
+    app.router.add_post("/api/cases/{case}/sessions/{session}/end", end_session)
+    app.router.add_post("/api/cases/{case}/invitations", post_invitation)
+    app.router.add_post("/api/invitations/{invitation}/revoke", revoke_invitation)
+    app.router.add_post("/api/invitations/redeem", redeem_invitation)
+    app.router.add_get("/api/cases/{case}/audit", get_audit)
