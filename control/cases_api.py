@@ -26,6 +26,7 @@ from .auth import Officer, RateLimiter, login, logout, now_iso, officer_for, tok
 from .db import Database, rows
 
 KINDS = ("accident", "violation", "education", "vehicle_service", "licence_service")
+CONSENTS = ("recording", "face", "electronic_delivery")
 PARTY_ROLES = ("driver", "owner", "witness", "insurer", "safety_manager", "other")
 _ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
 
@@ -284,6 +285,62 @@ async def end_session(request: web.Request) -> web.Response:
     return web.json_response({"ended": room_id, "recording_sealed": sealed})
 
 
+async def _open_session_room(request: web.Request, officer: Officer) -> tuple[int, Any]:
+    """The live room of an open session of a case the officer may touch."""
+    from .app import SFU
+
+    case_id = _case_id(request)
+    session_id = request.match_info["session"]
+
+    def run(conn: sqlite3.Connection) -> str:
+        _load_case(conn, officer, case_id)
+        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
+                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
+        if row is None:
+            raise _json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
+        room_id: str = row["room"]
+        return room_id
+
+    room_id = await request.app[DB].run(run)
+    room = request.app[SFU].rooms.get(room_id)
+    if room is None:
+        raise _json_error(web.HTTPConflict, "empty", "nobody is in the session's room")
+    return case_id, room
+
+
+async def session_action(request: web.Request) -> web.Response:
+    """An officer acts on the call: remove or mute a participant, lock or unlock the room."""
+    officer = await _officer(request)
+    action = request.match_info["action"]
+    body = await _body(request)
+    reason = _text(body, "reason", max_len=500)
+    case_id, room = await _open_session_room(request, officer)
+    detail: dict[str, Any] = {}
+    if action in ("remove", "mute", "unmute"):
+        participant_id = _text(body, "participant", max_len=64)
+        participant = room.participants.get(participant_id)
+        if participant is None:
+            raise _json_error(web.HTTPNotFound, "not_found", "no such participant in the call")
+        detail["participant"] = participant_id
+        if action == "remove":
+            await participant.close(CloseReason.REMOVED)
+        else:
+            kinds = body.get("kinds", ["audio", "video"])
+            if not isinstance(kinds, list) or not set(kinds) <= {"audio", "video"}:
+                raise _json_error(web.HTTPBadRequest, "bad_request", "kinds: audio and/or video")
+            for up in list(participant.up_tracks.values()):
+                if up.info.kind in kinds:
+                    participant.set_muted(up.info.track_id, action == "mute")
+            detail["kinds"] = kinds
+    elif action in ("lock", "unlock"):
+        room.locked = action == "lock"
+    else:
+        raise _json_error(web.HTTPNotFound, "not_found", "unknown action")
+    await request.app[DB].run(lambda c: _audit(c, officer.actor, f"call.{action}",
+                                               f"room:{room.room_id}", case_id, reason, **detail))
+    return web.json_response({"done": action, "room": room.room_id, **detail})
+
+
 # -- invitations -----------------------------------------------------------------------------
 async def post_invitation(request: web.Request) -> web.Response:
     officer = await _officer(request)
@@ -355,6 +412,16 @@ async def redeem_invitation(request: web.Request) -> web.Response:
     if not isinstance(token, str) or not 10 <= len(token) <= 100:
         limiter.fail(key)
         raise _json_error(web.HTTPBadRequest, "bad_request", "token: the invitation's token")
+    consent = body.get("consent", {})
+    if not isinstance(consent, dict) or not all(
+            k in CONSENTS and isinstance(v, bool) for k, v in consent.items()):
+        raise _json_error(web.HTTPBadRequest, "bad_request",
+                          f"consent: booleans for {', '.join(CONSENTS)}")
+    if not consent.get("recording"):
+        raise _json_error(web.HTTPBadRequest, "consent_required",
+                          "the call is recorded as evidence: consent to recording is needed "
+                          "to join remotely")
+    consents = {k: bool(consent.get(k)) for k in CONSENTS}
     now = time.time()
 
     def run(conn: sqlite3.Connection) -> dict[str, Any] | str:
@@ -380,9 +447,12 @@ async def redeem_invitation(request: web.Request) -> web.Response:
             return "no_session"
         party = conn.execute("SELECT * FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
         conn.execute("UPDATE invitations SET used_at = ? WHERE id = ?", (now_iso(), row["id"]))
+        _audit(conn, actor, "consent.given", f"party:{party['id']}", row["case_id"], "",
+               **consents)
         _audit(conn, actor, "invitation.redeemed", f"invitation:{row['id']}", row["case_id"],
                room=session["room"])
-        return {"room": session["room"], "party_id": party["id"], "name": party["name"]}
+        return {"room": session["room"], "party_id": party["id"], "name": party["name"],
+                "consent": consents}
 
     result = await request.app[DB].run(run)
     if isinstance(result, str):
@@ -425,6 +495,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/parties", post_party)
     app.router.add_post("/api/cases/{case}/sessions", post_session)
     app.router.add_post("/api/cases/{case}/sessions/{session}/end", end_session)
+    app.router.add_post("/api/cases/{case}/sessions/{session}/{action}", session_action)
     app.router.add_post("/api/cases/{case}/invitations", post_invitation)
     app.router.add_post("/api/invitations/{invitation}/revoke", revoke_invitation)
     app.router.add_post("/api/invitations/redeem", redeem_invitation)

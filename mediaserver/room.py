@@ -32,6 +32,8 @@ class SfuRoom:
         self._closed = False
         self._joining = 0  # joins in progress keep an empty room open
         self._observers: list[Any] = []  # RoomObserver: recorder, verifier
+        # a locked room admits nobody new but officers and supervisors
+        self.locked = False
         self._log = logging.LoggerAdapter(logger, {"room": room_id})
 
     @property
@@ -56,6 +58,9 @@ class SfuRoom:
                    role: str = "party") -> SfuParticipant:
         if self._closed:
             raise SignallingError("room_closed", "room is closed")
+        if self.locked and role not in ("officer", "supervisor") and \
+                participant_id not in self._participants:
+            raise SignallingError("room_locked", "the officer has locked this room")
         previous = self._participants.get(participant_id)
         if previous is not None:
             # the same person reconnecting from another tab or network: the newest wins

@@ -202,3 +202,54 @@ async def test_two_tabs_meet_through_the_join_form(server, browser, tmp_path) ->
     labels = await pages[0].eval_on_selector_all(".tile .label",
                                                  "els => els.map(e => e.textContent)")
     assert "Driver Wang" in labels and "Officer Li (you)" in labels
+
+
+async def test_party_page_from_invitation_link_to_call(server, clients, browser,
+                                                       tmp_path) -> None:
+    """Issue 5's party page: the link, explicit consents, a preview, then the call."""
+    import aiohttp
+
+    from control.auth import create_officer
+    from control.cases_api import DB
+
+    password = "correct horse battery"
+    await server.app[DB].run(lambda c: create_officer(c, "li", password, "officer", "b"))
+    async with aiohttp.ClientSession() as http:
+        async def call(method: str, path: str, token: str | None = None,
+                       body: Any = None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.request(method, server.base_url + path, json=body,
+                                    headers=headers) as response:
+                assert response.status < 300, await response.text()
+                return await response.json()
+
+        login = (await call("POST", "/api/login", None,
+                            {"username": "li", "password": password}))["token"]
+        case = await call("POST", "/api/cases", login, {"kind": "accident", "title": "t"})
+        party = await call("POST", f"/api/cases/{case['id']}/parties", login,
+                           {"role": "driver", "name": "Wang Wei"})
+        session = await call("POST", f"/api/cases/{case['id']}/sessions", login)
+        invite = await call("POST", f"/api/cases/{case['id']}/invitations", login,
+                            {"party_id": party["id"]})
+    from bench.peer import PeerClient
+
+    officer = PeerClient(server.base_url, session["token"])
+    clients.append(officer)
+    await officer.connect()
+
+    page = await browser.new_page()
+    await page.goto(server.base_url + invite["link"])
+    await page.wait_for_selector("#consent-form:not([hidden])")
+    await page.wait_for_function("document.getElementById('preview').videoWidth > 0")
+    await page.screenshot(path=str(tmp_path / "consent.png"))
+    await page.check("#consent-recording")
+    await page.check("#consent-face")
+    await page.click("#consent-form button[type=submit]")
+    participant = f"party-{party['id']}"
+    await wait_until(lambda: officer.mids_for_participant(participant, "video") != [],
+                     timeout=20, what="the party's video offered to the officer")
+    (mid,) = officer.mids_for_participant(participant, "video")
+    await wait_until(lambda: officer.frame_counts[mid] >= 5, timeout=20,
+                     what="the party's frames decoded at the officer")
+    same = mean_abs_diff(officer.frames[mid][-1], face_image())
+    assert same < 12

@@ -16,6 +16,7 @@ from control.cases_api import DB
 from tests.conftest import make_config, start_server, wait_until
 
 PASSWORD = "correct horse battery"
+CONSENT = {"recording": True, "face": True, "electronic_delivery": False}
 
 
 class Api:
@@ -76,11 +77,15 @@ async def test_case_flow_from_booking_to_a_party_in_the_call(tmp_path: Path) -> 
                                             {"party_id": party["id"], "valid_hours": 2})
             assert status == 201 and invite["link"].startswith("/?invite=")
             status, body = await api.call("POST", "/api/invitations/redeem",
-                                          json={"token": invite["token"]})
+                                          json={"token": invite["token"], "consent": CONSENT})
             assert (status, body["error"]) == (409, "no_session")
 
             status, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
             assert status == 201 and session["room"].startswith(f"case-{cid}-")
+            # without consent to recording nobody joins remotely; the token is not used up
+            status, body = await api.call("POST", "/api/invitations/redeem",
+                                          json={"token": invite["token"]})
+            assert (status, body["error"]) == (400, "consent_required")
             assert (await api.call("POST", f"/api/cases/{cid}/sessions", li))[0] == 409
 
             # the officer joins with the session's token, the party with the redeemed one
@@ -90,7 +95,7 @@ async def test_case_flow_from_booking_to_a_party_in_the_call(tmp_path: Path) -> 
             assert officer.joined is not None
             assert officer.joined["participant"]["role"] == "officer"
             status, redeemed = await api.call("POST", "/api/invitations/redeem",
-                                              json={"token": invite["token"]})
+                                              json={"token": invite["token"], "consent": CONSENT})
             assert status == 200 and redeemed["room"] == session["room"]
             party_client = PeerClient(server.base_url, redeemed["token"])
             clients.append(party_client)
@@ -103,7 +108,7 @@ async def test_case_flow_from_booking_to_a_party_in_the_call(tmp_path: Path) -> 
 
             # single use
             status, body = await api.call("POST", "/api/invitations/redeem",
-                                          json={"token": invite["token"]})
+                                          json={"token": invite["token"], "consent": CONSENT})
             assert (status, body["error"]) == (410, "used")
             # revoked and expired ones are refused too
             status, second = await api.call("POST", f"/api/cases/{cid}/invitations", li,
@@ -111,20 +116,20 @@ async def test_case_flow_from_booking_to_a_party_in_the_call(tmp_path: Path) -> 
             assert (await api.call("POST", f"/api/invitations/{second['id']}/revoke", li,
                                    {"reason": "sent to the wrong phone"}))[0] == 200
             status, body = await api.call("POST", "/api/invitations/redeem",
-                                          json={"token": second["token"]})
+                                          json={"token": second["token"], "consent": CONSENT})
             assert (status, body["error"]) == (410, "revoked")
             status, later = await api.call("POST", f"/api/cases/{cid}/invitations", li, {
                 "party_id": party["id"], "valid_from_seconds": 3600})
             status, body = await api.call("POST", "/api/invitations/redeem",
-                                          json={"token": later["token"]})
+                                          json={"token": later["token"], "consent": CONSENT})
             assert (status, body["error"]) == (409, "not_yet")
             await db.run(lambda c: c.execute("UPDATE invitations SET expires_at = 0 "
                                              "WHERE id = ?", (later["id"],)))
             status, body = await api.call("POST", "/api/invitations/redeem",
-                                          json={"token": later["token"]})
+                                          json={"token": later["token"], "consent": CONSENT})
             assert (status, body["error"]) == (410, "expired")
             status, body = await api.call("POST", "/api/invitations/redeem",
-                                          json={"token": "x" * 30})
+                                          json={"token": "x" * 30, "consent": CONSENT})
             assert (status, body["error"]) == (404, "unknown")
 
             # ending the session closes the room
@@ -137,6 +142,8 @@ async def test_case_flow_from_booking_to_a_party_in_the_call(tmp_path: Path) -> 
 
             status, audit = await api.call("GET", f"/api/cases/{cid}/audit", li)
             actions = [a["action"] for a in audit["audit"]]
+            consent = next(a for a in audit["audit"] if a["action"] == "consent.given")
+            assert '"face": true' in consent["detail"]
             for action in ("case.created", "party.added", "invitation.created",
                            "session.opened", "invitation.redeemed", "invitation.revoked",
                            "invitation.refused", "session.ended"):
@@ -188,4 +195,80 @@ async def test_cli_creates_officers(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http:
             assert await Api(http, server.base_url).login("li")
     finally:
+        await server.runner.cleanup()
+
+
+async def test_officer_mutes_removes_and_locks(tmp_path: Path) -> None:
+    server = await start_server(make_config(tmp_path))
+    db = server.app[DB]
+    await db.run(lambda c: create_officer(c, "li", PASSWORD, "officer", "b"))
+    await db.run(lambda c: create_officer(c, "wu", PASSWORD, "officer", "other"))
+    clients: list[PeerClient] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li, wu = await api.login("li"), await api.login("wu")
+            _, case = await api.call("POST", "/api/cases", li,
+                                     {"kind": "violation", "title": "speeding"})
+            cid = case["id"]
+            parties = [(await api.call("POST", f"/api/cases/{cid}/parties", li,
+                                       {"role": "driver", "name": n}))[1]
+                       for n in ("Zhang", "Chen")]
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            officer = PeerClient(server.base_url, session["token"], decode=False)
+            clients.append(officer)
+            await officer.connect()
+
+            async def invite(party: dict[str, Any]) -> PeerClient:
+                _, inv = await api.call("POST", f"/api/cases/{cid}/invitations", li,
+                                        {"party_id": party["id"]})
+                _, redeemed = await api.call("POST", "/api/invitations/redeem",
+                                             json={"token": inv["token"], "consent": CONSENT})
+                client = PeerClient(server.base_url, redeemed["token"])
+                clients.append(client)
+                return client
+
+            zhang = await invite(parties[0])
+            await zhang.connect()
+            await zhang.publish(PatternVideoTrack())
+            pid = zhang.joined["participant"]["id"]
+            base = f"/api/cases/{cid}/sessions/{session['id']}"
+
+            status, _ = await api.call("POST", f"{base}/mute", wu,
+                                       {"participant": pid, "reason": "x"})
+            assert status == 404  # another brigade's case
+            status, body = await api.call("POST", f"{base}/mute", li,
+                                          {"participant": pid, "reason": "background noise",
+                                           "kinds": ["video"]})
+            assert status == 200, body
+            muted = await officer.wait_for(lambda m: m["type"] == "track_muted")
+            assert muted["participant"] == pid and muted["muted"] is True
+
+            assert (await api.call("POST", f"{base}/lock", li, {"reason": "inquiry"}))[0] == 200
+            chen = await invite(parties[1])
+            await chen.connect(join=False)
+            await chen.send({"type": "join", "token": chen.token})
+            refused = await chen.wait_for(lambda m: m["type"] == "error")
+            assert refused["code"] == "room_locked"
+            assert (await api.call("POST", f"{base}/unlock", li, {"reason": "next"}))[0] == 200
+            await chen.send({"type": "join", "token": chen.token})
+            await chen.wait_for(lambda m: m["type"] == "joined")
+
+            status, _ = await api.call("POST", f"{base}/remove", li,
+                                       {"participant": pid, "reason": "abusive"})
+            assert status == 200
+            bye = await zhang.wait_for(lambda m: m["type"] == "bye")
+            assert bye["reason"] == "removed"
+            assert (await api.call("POST", f"{base}/remove", li,
+                                   {"participant": pid, "reason": "again"}))[0] == 404
+            assert (await api.call("POST", f"{base}/dance", li, {"reason": "x"}))[0] == 404
+
+            _, audit = await api.call("GET", f"/api/cases/{cid}/audit", li)
+            actions = [(a["action"], a["reason"]) for a in audit["audit"]]
+            for expected in (("call.mute", "background noise"), ("call.lock", "inquiry"),
+                             ("call.unlock", "next"), ("call.remove", "abusive")):
+                assert expected in actions
+    finally:
+        for client in clients:
+            await client.close()
         await server.runner.cleanup()

@@ -137,9 +137,38 @@ async function onMessage(event) {
   }
 }
 
+async function redeemInvitation(invite) {
+  // a party's link: explicit consents, a camera preview, then the invitation is used once
+  const form = $("consent-form");
+  form.hidden = false;
+  try {
+    state.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    $("preview").srcObject = state.local;
+  } catch (err) {
+    showError("camera or microphone unavailable: " + err);
+  }
+  await new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
+  form.hidden = true;
+  const response = await fetch("/api/invitations/redeem", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      token: invite,
+      consent: {
+        recording: $("consent-recording").checked,
+        face: $("consent-face").checked,
+        electronic_delivery: $("consent-delivery").checked,
+      },
+    }),
+  });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.message || "the invitation cannot be used");
+  return body.token;
+}
+
 async function getToken() {
   const params = new URLSearchParams(location.search);
   if (params.get("token")) return params.get("token");
+  if (params.get("invite")) return redeemInvitation(params.get("invite"));
   const form = $("join-form");
   if (params.get("room")) $("room").value = params.get("room");
   form.hidden = false;
@@ -157,7 +186,9 @@ async function getToken() {
 async function main() {
   try {
     const token = await getToken();
-    state.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    if (!state.local) {
+      state.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    }
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = state.ws = new WebSocket(`${scheme}://${location.host}/ws`);
     ws.onopen = () => { setStatus("joining"); send({ type: "join", token }); };
