@@ -40,8 +40,8 @@ ERRORS = web.AppKey("signalling_errors", Counter)
 def create_app(config: Config) -> web.Application:
     from .signalling import websocket_handler
 
-    app = web.Application(client_max_size=11 * 1024 * 1024)  # reference photos; JSON bodies
-    # are small and each handler bounds what it reads
+    # JSON bodies are small; reference photos are streamed by their handler with its own limit
+    app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config
     app[ERRORS] = Counter()
     app.cleanup_ctx.append(_sfu_ctx)

@@ -24,6 +24,8 @@ from mediaserver.protocols import CloseReason
 
 from .auth import Officer, RateLimiter, login, logout, now_iso, officer_for, token_hash
 from .db import Database, rows
+from .http_json import json_error as _json_error
+from .http_json import read_object
 
 KINDS = ("accident", "violation", "education", "vehicle_service", "licence_service")
 CONSENTS = ("recording", "face", "electronic_delivery")
@@ -33,21 +35,6 @@ _ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
 DB = web.AppKey("db", Database)
 LOGIN_LIMIT = web.AppKey("login_limit", RateLimiter)
 REDEEM_LIMIT = web.AppKey("redeem_limit", RateLimiter)
-
-
-def _json_error(cls: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
-    return cls(text=json.dumps({"error": code, "message": message}),
-               content_type="application/json")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise _json_error(web.HTTPBadRequest, "bad_json", "body is not JSON") from None
-    if not isinstance(body, dict):
-        raise _json_error(web.HTTPBadRequest, "bad_json", "body must be a JSON object")
-    return body
 
 
 def _text(body: dict[str, Any], key: str, *, max_len: int = 200, required: bool = True) -> str:
@@ -99,7 +86,7 @@ def _load_case(conn: sqlite3.Connection, officer: Officer, case_id: int) -> dict
 
 # -- login -----------------------------------------------------------------------------------
 async def post_login(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await read_object(request)
     username = _text(body, "username", max_len=64)
     password = body.get("password")
     if not isinstance(password, str) or len(password) > 256:
@@ -137,7 +124,7 @@ async def post_logout(request: web.Request) -> web.Response:
 # -- cases -----------------------------------------------------------------------------------
 async def post_case(request: web.Request) -> web.Response:
     officer = await _officer(request)
-    body = await _body(request)
+    body = await read_object(request)
     kind = body.get("kind")
     if kind not in KINDS:
         raise _json_error(web.HTTPBadRequest, "bad_request", f"kind: one of {', '.join(KINDS)}")
@@ -198,7 +185,7 @@ def mask_phone(phone: str) -> str:
 async def post_party(request: web.Request) -> web.Response:
     officer = await _officer(request)
     case_id = _case_id(request)
-    body = await _body(request)
+    body = await read_object(request)
     role = body.get("role")
     if role not in PARTY_ROLES:
         raise _json_error(web.HTTPBadRequest, "bad_request",
@@ -256,7 +243,7 @@ async def end_session(request: web.Request) -> web.Response:
 
     officer = await _officer(request)
     case_id = _case_id(request)
-    body = await _body(request)
+    body = await read_object(request)
     reason = _text(body, "reason", max_len=500)
     session_id = request.match_info["session"]
 
@@ -312,7 +299,7 @@ async def session_action(request: web.Request) -> web.Response:
     """An officer acts on the call: remove or mute a participant, lock or unlock the room."""
     officer = await _officer(request)
     action = request.match_info["action"]
-    body = await _body(request)
+    body = await read_object(request)
     reason = _text(body, "reason", max_len=500)
     case_id, room = await _open_session_room(request, officer)
     detail: dict[str, Any] = {}
@@ -345,7 +332,7 @@ async def session_action(request: web.Request) -> web.Response:
 async def post_invitation(request: web.Request) -> web.Response:
     officer = await _officer(request)
     case_id = _case_id(request)
-    body = await _body(request)
+    body = await read_object(request)
     party_id = body.get("party_id")
     hours = body.get("valid_hours", 72)
     delay = body.get("valid_from_seconds", 0)
@@ -379,7 +366,7 @@ async def post_invitation(request: web.Request) -> web.Response:
 
 async def revoke_invitation(request: web.Request) -> web.Response:
     officer = await _officer(request)
-    body = await _body(request)
+    body = await read_object(request)
     reason = _text(body, "reason", max_len=500)
     invitation_id = request.match_info["invitation"]
 
@@ -407,7 +394,7 @@ async def redeem_invitation(request: web.Request) -> web.Response:
     if limiter.blocked(key):
         raise _json_error(web.HTTPTooManyRequests, "rate_limited",
                           "too many invalid invitations from here; wait a few minutes")
-    body = await _body(request)
+    body = await read_object(request)
     token = body.get("token")
     if not isinstance(token, str) or not 10 <= len(token) <= 100:
         limiter.fail(key)

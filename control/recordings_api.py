@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,20 @@ from recorder.keys import KeyProblem
 from recorder.recording import decrypt_segment, load_json
 from recorder.verify import verify_recording
 
+from .http_json import json_error, read_object
 from .tokens import Grant, TokenError
 
 _ID = re.compile(r"^REC_[0-9T]+_[0-9a-f]+$")
 _EXPORT = re.compile(r"^EXP_[0-9T]+$")
 
 
+_STATUS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
+    404: web.HTTPNotFound, 409: web.HTTPConflict}
+
+
 def _error(status: int, code: str, message: str) -> web.HTTPException:
-    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-           404: web.HTTPNotFound, 409: web.HTTPConflict}[status]
-    return cls(text=json.dumps({"error": code, "message": message}),
-               content_type="application/json")
+    return json_error(_STATUS[status], code, message)
 
 
 def _grant(request: web.Request) -> Grant:
@@ -56,18 +58,6 @@ def _grant(request: web.Request) -> Grant:
 def _may_touch(grant: Grant, room: str) -> None:
     if grant.role != "supervisor" and grant.room != room:
         raise _error(403, "forbidden", "this token is for another room")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.body_exists:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise _error(400, "bad_json", "body is not JSON") from None
-    if not isinstance(body, dict):
-        raise _error(400, "bad_json", "body must be a JSON object")
-    return body
 
 
 def _reason(value: object) -> str:
@@ -105,7 +95,7 @@ async def recording_control(request: web.Request) -> web.Response:
     grant = _grant(request)
     room_id = request.match_info["room"]
     _may_touch(grant, room_id)
-    body = await _body(request)
+    body = await read_object(request, empty_ok=True)
     action = body.get("action")
     reason = _reason(body.get("reason"))
     recorder = request.app[RECORDER]
@@ -183,7 +173,7 @@ async def export(request: web.Request) -> web.Response:
     grant = _grant(request)
     directory, meta = _recording_dir(request)
     _may_touch(grant, meta["room"])
-    reason = _reason((await _body(request)).get("reason"))
+    reason = _reason((await read_object(request, empty_ok=True)).get("reason"))
     recorder = request.app[RECORDER]
     name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
     out = directory / "exports" / name
@@ -279,7 +269,7 @@ async def set_retention(request: web.Request) -> web.Response:
     if grant.role != "supervisor":
         raise _error(403, "forbidden", "only a supervisor changes retention")
     _, meta = _recording_dir(request)
-    body = await _body(request)
+    body = await read_object(request, empty_ok=True)
     reason = _reason(body.get("reason"))
     try:
         until = datetime.date.fromisoformat(str(body.get("retain_until")))

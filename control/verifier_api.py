@@ -6,12 +6,11 @@ supervisor token for any room (control/recordings_api.py).
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 
+from .http_json import json_error
 from .recordings_api import _error, _grant, _may_touch
 from .tokens import valid_id
 
@@ -42,9 +41,7 @@ async def enroll(request: web.Request) -> web.Response:
     try:
         record = await verifier.enroll(room, participant, bytes(photo), actor=grant.participant)
     except EnrollmentRejected as exc:
-        raise web.HTTPUnprocessableEntity(
-            text=json.dumps({"error": exc.code, "message": exc.message}),
-            content_type="application/json") from None
+        raise json_error(web.HTTPUnprocessableEntity, exc.code, exc.message) from None
     return web.json_response(record)
 
 

@@ -317,17 +317,10 @@ def _discard_result(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[No
     return done
 
 
-_installed = False
-
-
 def install() -> None:
     """Make aiortc's peer connections create SFU-capable receivers and senders. Idempotent."""
-    global _installed
-    if _installed:
-        return
     aiortc.rtcpeerconnection.RTCRtpReceiver = SfuRtpReceiver  # type: ignore[misc]
     aiortc.rtcpeerconnection.RTCRtpSender = SfuRtpSender  # type: ignore[misc]
-    _installed = True
 
 
 def restrict_host_addresses(addresses: list[str]) -> None:

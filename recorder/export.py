@@ -197,6 +197,16 @@ def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
     return written
 
 
+def _fsync_tree(root: Path) -> None:
+    """Make the package durable: every file, then every directory (not the whole machine)."""
+    for path in [*sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True), root]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:40] or "x"
 
@@ -297,6 +307,6 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
         "export_index": exported["index"],
     }
     (out / "custody" / "proofs.json").write_bytes(canonical(proofs))
-    os.sync()
+    _fsync_tree(out)
     return {"package": str(out), "files": files, "export_index": exported["index"],
             "tree_size": head.tree_size}
