@@ -17,10 +17,19 @@ from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_k
 from recorder.recording import Recorder
 from verifier.service import Verifier
 
-from . import cases_api, recordings_api, verifier_api
+from . import (
+    access,
+    appointments_api,
+    cases_api,
+    display_api,
+    materials_api,
+    recordings_api,
+    verifier_api,
+)
 from .auth import RateLimiter
 from .config import Config
 from .db import Database
+from .materials import MaterialStore
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
 
@@ -54,6 +63,9 @@ def create_app(config: Config) -> web.Application:
     recordings_api.add_routes(app)
     verifier_api.add_routes(app)
     cases_api.add_routes(app)
+    appointments_api.add_routes(app)
+    materials_api.add_routes(app)
+    display_api.add_routes(app)
     return app
 
 
@@ -62,9 +74,9 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SIGNER] = TokenSigner.from_file(config.secret_path())
     database = Database(config.data_dir / "control.sqlite3")
     await database.open()
-    app[cases_api.DB] = database
-    app[cases_api.LOGIN_LIMIT] = RateLimiter()
-    app[cases_api.REDEEM_LIMIT] = RateLimiter(limit=20)
+    app[access.DB] = database
+    app[access.LOGIN_LIMIT] = RateLimiter()
+    app[access.REDEEM_LIMIT] = RateLimiter(limit=20)
     sfu = Sfu(config.media_options())
     app[SFU] = sfu
     signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
@@ -79,6 +91,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
                         segment_seconds=config.recording.segment_seconds,
                         retention_days=config.recording.retention_days)
     app[RECORDER] = recorder
+    app[materials_api.STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
+    displays = app[display_api.DISPLAYS] = display_api.DisplayManager(custody, database)
     verifier = await _make_verifier(config, custody, recorder)
     if verifier is not None:
         app[VERIFIER] = verifier
@@ -92,6 +106,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
 
         sfu.on_room_created.append(record)
     yield
+    await displays.close()
     if verifier is not None:
         await verifier.close()
     await recorder.close()

@@ -11,7 +11,6 @@ Errors are ``{"error": code, "message": text}`` with a 4xx status.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import sqlite3
@@ -22,66 +21,27 @@ from aiohttp import web
 
 from mediaserver.protocols import CloseReason
 
-from .auth import Officer, RateLimiter, login, logout, now_iso, officer_for, token_hash
-from .db import Database, rows
+from .access import DB, LOGIN_LIMIT, REDEEM_LIMIT, load_case
+from .access import audit as _audit
+from .access import bearer as _bearer
+from .access import case_id as _case_id
+from .access import officer as _officer
+from .access import text as _text
+from .appointments_api import case_appointments
+from .auth import Officer, login, logout, now_iso, token_hash
+from .db import rows
 from .http_json import json_error as _json_error
 from .http_json import read_object
+from .materials_api import case_materials
 
 KINDS = ("accident", "violation", "education", "vehicle_service", "licence_service")
 CONSENTS = ("recording", "face", "electronic_delivery")
 PARTY_ROLES = ("driver", "owner", "witness", "insurer", "safety_manager", "other")
 _ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
 
-DB = web.AppKey("db", Database)
-LOGIN_LIMIT = web.AppKey("login_limit", RateLimiter)
-REDEEM_LIMIT = web.AppKey("redeem_limit", RateLimiter)
-
-
-def _text(body: dict[str, Any], key: str, *, max_len: int = 200, required: bool = True) -> str:
-    value = body.get(key, "")
-    if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_len:
-        raise _json_error(web.HTTPBadRequest, "bad_request",
-                          f"{key}: a string of 1-{max_len} characters")
-    return value.strip()
-
-
-def _audit(conn: sqlite3.Connection, actor: str, action: str, obj: str,
-           case_id: int | None, reason: str = "", **detail: Any) -> None:
-    conn.execute("INSERT INTO audit (time, actor, action, object, case_id, reason, detail) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (now_iso(), actor, action, obj, case_id, reason,
-                  json.dumps(detail, sort_keys=True)))
-
-
-def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        raise _json_error(web.HTTPUnauthorized, "unauthorized", "log in first")
-    return header[len("Bearer "):].strip()
-
-
-async def _officer(request: web.Request) -> Officer:
-    token = _bearer(request)
-    officer = await request.app[DB].run(lambda c: officer_for(c, token))
-    if officer is None:
-        raise _json_error(web.HTTPUnauthorized, "unauthorized",
-                          "the login is unknown, expired or logged out")
-    return officer
-
-
-def _case_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["case"])
-    except ValueError:
-        raise _json_error(web.HTTPNotFound, "not_found", "no such case") from None
-
 
 def _load_case(conn: sqlite3.Connection, officer: Officer, case_id: int) -> dict[str, Any]:
-    row = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
-    # another brigade's case is reported as absent, not as forbidden: IDs reveal nothing
-    if row is None or not officer.may_touch(row["brigade"]):
-        raise _json_error(web.HTTPNotFound, "not_found", "no such case")
-    return dict(row)
+    return load_case(conn, officer, case_id)
 
 
 # -- login -----------------------------------------------------------------------------------
@@ -167,6 +127,8 @@ async def get_case(request: web.Request) -> web.Response:
         case["invitations"] = rows(conn.execute(
             "SELECT id, party_id, not_before, expires_at, used_at, revoked_at "
             "FROM invitations WHERE case_id = ?", (case_id,)))
+        case["appointments"] = case_appointments(conn, case_id)
+        case["materials"] = case_materials(conn, case_id)
         return case
 
     return web.json_response(await request.app[DB].run(run))
@@ -482,7 +444,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/parties", post_party)
     app.router.add_post("/api/cases/{case}/sessions", post_session)
     app.router.add_post("/api/cases/{case}/sessions/{session}/end", end_session)
-    app.router.add_post("/api/cases/{case}/sessions/{session}/{action}", session_action)
+    app.router.add_post(
+        "/api/cases/{case}/sessions/{session}/{action:remove|mute|unmute|lock|unlock}",
+        session_action)
     app.router.add_post("/api/cases/{case}/invitations", post_invitation)
     app.router.add_post("/api/invitations/{invitation}/revoke", revoke_invitation)
     app.router.add_post("/api/invitations/redeem", redeem_invitation)

@@ -114,6 +114,14 @@ class VerifierConfig:
 
 
 @dataclass(frozen=True)
+class MaterialsConfig:
+    # Largest upload per type, in MiB; the type is taken from the content, not the name.
+    max_image_mb: int = 20
+    max_pdf_mb: int = 50
+    max_video_mb: int = 200
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -127,6 +135,7 @@ class Config:
     keys: KeysConfig = field(default_factory=KeysConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    materials: MaterialsConfig = field(default_factory=MaterialsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def media_options(self) -> MediaOptions:
@@ -271,6 +280,9 @@ def _validate(config: Config) -> None:
     for name in ("alert_after", "no_face_after"):
         if not 0.5 <= getattr(v, name) <= 600:
             raise ConfigError(f"verifier.{name}: between 0.5 and 600 seconds")
+    for name in ("max_image_mb", "max_pdf_mb", "max_video_mb"):
+        if not 1 <= getattr(config.materials, name) <= 4096:
+            raise ConfigError(f"materials.{name}: between 1 and 4096 MiB")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log.level: {config.log.level!r} is not DEBUG/INFO/WARNING/ERROR")
 

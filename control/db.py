@@ -86,6 +86,61 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_case ON audit(case_id);
     """,
+    # 2: appointment slots and bookings, materials and evidence items, evidence displays
+    """
+    CREATE TABLE slots (
+        id INTEGER PRIMARY KEY,
+        brigade TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        created_by INTEGER NOT NULL REFERENCES officers(id),
+        created_at TEXT NOT NULL,
+        withdrawn_at TEXT,
+        CHECK (ends_at > starts_at)
+    );
+    CREATE INDEX slots_time ON slots(brigade, starts_at);
+    CREATE TABLE appointments (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        slot_id INTEGER NOT NULL REFERENCES slots(id),
+        status TEXT NOT NULL CHECK (status IN ('booked', 'cancelled')),
+        booked_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        reschedules INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX one_booking_per_slot ON appointments(slot_id) WHERE status = 'booked';
+    CREATE TABLE materials (
+        id TEXT PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        party_id INTEGER REFERENCES parties(id),
+        origin TEXT NOT NULL CHECK (origin IN ('party', 'officer')),
+        uploaded_by TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        content TEXT NOT NULL DEFAULT '{}',
+        wrapped_key TEXT NOT NULL,
+        kek_fingerprint TEXT NOT NULL,
+        custody_index INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX materials_case ON materials(case_id);
+    CREATE TABLE displays (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        material_id TEXT NOT NULL REFERENCES materials(id),
+        shown_by TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        viewers TEXT NOT NULL DEFAULT '[]'
+    );
+    ALTER TABLE sessions ADD COLUMN purpose TEXT NOT NULL DEFAULT 'inquiry'
+    """,
 ]
 
 

@@ -11,6 +11,12 @@ from typing import Any
 from aiohttp import web
 
 
+class PayloadTooLarge(web.HTTPClientError):
+    """413 without aiohttp's required sizes (a streamed upload's size is not known)."""
+
+    status_code = 413
+
+
 def json_error(cls: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
     return cls(text=json.dumps({"error": code, "message": message}),
                content_type="application/json")

@@ -188,6 +188,8 @@ class SignallingSession:
             "participant": participant.describe() | {"role": grant.role},
             "participants": [p.describe() for p in room.participants.values()
                              if p is not participant],
+            "server_tracks": [SfuParticipant._track_json(up)
+                              for up in room.server_tracks.values()],
             "ice_servers": self._ice_servers,
         })
 

@@ -120,6 +120,10 @@ class SfuRtpReceiver(RTCRtpReceiver):
     def detach_sink(self) -> None:
         self._sfu_sink = None
 
+    async def send_pli(self, media_ssrc: int) -> None:
+        """Ask the publisher for a keyframe (RTCP PLI)."""
+        await self._send_rtcp_pli(media_ssrc)
+
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         await super()._handle_rtcp_packet(packet)
         sink = self._sfu_sink

@@ -13,11 +13,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from aiortc.rtp import RtpPacket
 
 from . import rtp
-from .aiortc_hooks import RtpWriter, SfuRtpReceiver, SfuRtpSender, fast_rtp_writer
+from .aiortc_hooks import ReceiverSink, RtpWriter, SfuRtpSender, fast_rtp_writer
 from .protocols import CloseReason, DownTrack, Packet, TrackInfo
 
 logger = logging.getLogger(__name__)
@@ -32,13 +33,25 @@ def ntp_now() -> int:
     return (int(now + NTP_EPOCH_OFFSET) << 32) | int((now % 1) * (1 << 32))
 
 
+class PacketSource(Protocol):
+    """Where an up-track's packets come from: a publisher's receiver
+    (:class:`~mediaserver.aiortc_hooks.SfuRtpReceiver`) or a server-side source
+    (:mod:`mediaserver.server_track`)."""
+
+    def attach_sink(self, sink: ReceiverSink) -> None: ...
+
+    def detach_sink(self) -> None: ...
+
+    async def send_pli(self, media_ssrc: int) -> None: ...
+
+
 class ForwardedUpTrack:
-    """A published track: receives packets from an :class:`SfuRtpReceiver`, fans them out."""
+    """A published track: receives packets from a :class:`PacketSource`, fans them out."""
 
     def __init__(
         self,
         info: TrackInfo,
-        receiver: SfuRtpReceiver,
+        receiver: PacketSource,
         *,
         pli_min_interval: float,
         log_extra: dict[str, str],
@@ -165,7 +178,7 @@ class ForwardedUpTrack:
             return
         self._last_pli = self._loop.time()
         self.keyframes_requested += 1
-        task = self._loop.create_task(self._receiver._send_rtcp_pli(self._media_ssrc))
+        task = self._loop.create_task(self._receiver.send_pli(self._media_ssrc))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -32,6 +32,8 @@ class SfuRoom:
         self._closed = False
         self._joining = 0  # joins in progress keep an empty room open
         self._observers: list[Any] = []  # RoomObserver: recorder, verifier
+        # tracks the server publishes itself (evidence display), by track ID
+        self._server_tracks: dict[str, ForwardedUpTrack] = {}
         # a locked room admits nobody new but officers and supervisors
         self.locked = False
         self._log = logging.LoggerAdapter(logger, {"room": room_id})
@@ -49,7 +51,36 @@ class SfuRoom:
         return self._closed
 
     def up_tracks(self) -> list[ForwardedUpTrack]:
-        return [up for p in self._participants.values() for up in p.up_tracks.values()]
+        tracks = [up for p in self._participants.values() for up in p.up_tracks.values()]
+        if self._server_tracks:
+            tracks.extend(self._server_tracks.values())
+        return tracks
+
+    @property
+    def server_tracks(self) -> dict[str, ForwardedUpTrack]:
+        return self._server_tracks
+
+    def add_server_track(self, up: ForwardedUpTrack) -> None:
+        """Publish a track the server itself produces; everyone in the room receives it."""
+        if self._closed:
+            raise SignallingError("room_closed", "room is closed")
+        self._server_tracks[up.info.track_id] = up
+        self.broadcast({"type": "track_published", "track": SfuParticipant._track_json(up)})
+        for participant in self._participants.values():
+            participant.update_subscriptions()
+        self._notify("on_track_published", up)
+
+    async def remove_server_track(self, up: ForwardedUpTrack, reason: CloseReason) -> None:
+        """Unpublish and close a server track. Idempotent."""
+        if self._server_tracks.pop(up.info.track_id, None) is None:
+            return
+        await up.close(reason)
+        self.broadcast({"type": "track_unpublished", "track": up.info.track_id,
+                        "participant": up.info.participant_id})
+        for participant in self._participants.values():
+            participant.update_subscriptions()
+        self._notify("on_track_unpublished", up)
+        self._sfu.absorb_up_track(up)
 
     def find_track(self, track_id: str) -> ForwardedUpTrack | None:
         return next((up for up in self.up_tracks() if up.info.track_id == track_id), None)
@@ -164,6 +195,8 @@ class SfuRoom:
         for participant in list(self._participants.values()):
             await participant.close(CloseReason.ROOM_CLOSED if reason != CloseReason.SHUTDOWN
                                     else reason)
+        for up in list(self._server_tracks.values()):
+            await self.remove_server_track(up, CloseReason.ROOM_CLOSED)
         for local in list(self._locals):
             local.close(CloseReason.ROOM_CLOSED)
         self._sfu.forget_room(self, reason)
@@ -254,7 +287,8 @@ class Sfu:
         return {
             "rooms": len(self._rooms),
             "participants": len(participants),
-            "up_tracks": sum(len(p.up_tracks) for p in participants),
+            "up_tracks": sum(len(p.up_tracks) for p in participants)
+            + sum(len(r.server_tracks) for r in self._rooms.values()),
             "down_tracks": sum(len(p.down_tracks()) for p in participants),
             "local_subscribers": sum(len(r._locals) for r in self._rooms.values()),
         }

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -105,6 +106,33 @@ async def clients() -> AsyncIterator[list[PeerClient]]:
     yield made
     for client in made:
         await client.close()
+
+
+PASSWORD = "correct horse battery"
+CONSENT = {"recording": True, "face": True, "electronic_delivery": False}
+
+
+class Api:
+    """The HTTP API as a test calls it: (status, JSON body)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base = http, base
+
+    async def call(self, method: str, path: str, token: str | None = None,
+                   json: Any = None, data: bytes | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.request(method, self.base + path, json=json, data=data,
+                                     headers=headers) as response:
+            if response.content_type == "application/json":
+                return response.status, await response.json()
+            return response.status, await response.read()
+
+    async def login(self, username: str, password: str = PASSWORD) -> str:
+        status, body = await self.call("POST", "/api/login",
+                                       json={"username": username, "password": password})
+        assert status == 200, body
+        token: str = body["token"]
+        return token
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,  # noqa: ASYNC109

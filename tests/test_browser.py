@@ -209,8 +209,8 @@ async def test_party_page_from_invitation_link_to_call(server, clients, browser,
     """Issue 5's party page: the link, explicit consents, a preview, then the call."""
     import aiohttp
 
+    from control.access import DB
     from control.auth import create_officer
-    from control.cases_api import DB
 
     password = "correct horse battery"
     await server.app[DB].run(lambda c: create_officer(c, "li", password, "officer", "b"))

@@ -11,31 +11,9 @@ from typing import Any
 import aiohttp
 
 from bench.peer import PatternVideoTrack, PeerClient
+from control.access import DB
 from control.auth import create_officer
-from control.cases_api import DB
-from tests.conftest import make_config, start_server, wait_until
-
-PASSWORD = "correct horse battery"
-CONSENT = {"recording": True, "face": True, "electronic_delivery": False}
-
-
-class Api:
-    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
-        self.http, self.base = http, base
-
-    async def call(self, method: str, path: str, token: str | None = None,
-                   json: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.http.request(method, self.base + path, json=json,
-                                     headers=headers) as response:
-            return response.status, await response.json()
-
-    async def login(self, username: str, password: str = PASSWORD) -> str:
-        status, body = await self.call("POST", "/api/login",
-                                       json={"username": username, "password": password})
-        assert status == 200, body
-        token: str = body["token"]
-        return token
+from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server, wait_until
 
 
 async def test_case_flow_from_booking_to_a_party_in_the_call(tmp_path: Path) -> None:

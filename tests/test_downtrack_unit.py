@@ -32,7 +32,7 @@ class StubReceiver:
     def detach_sink(self) -> None:
         self.sink = None
 
-    async def _send_rtcp_pli(self, ssrc: int) -> None:
+    async def send_pli(self, ssrc: int) -> None:
         self.plis.append(ssrc)
 
 

@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, pub: null, sub: null, local: null, me: null, iceServers: [],
   tracks: {},          // subscriber mid -> {participant, kind, id}
-  names: {},           // participant id -> display name
+  names: { "server-evidence": "Evidence shown by the officer" },           // participant id -> display name
   publishedTracks: [], // our tracks as the SFU names them: [{id, kind, mid}]
   tiles: {},           // participant id -> {el, stream}
 };

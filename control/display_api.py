@@ -1,0 +1,249 @@
+"""Evidence display (视频示证): an officer shows a case's material to everyone in the call.
+
+The item plays into the room as one server-side video track (:mod:`mediaserver.server_track`):
+a video from its own packets when its codec fits the room, else transcoded once; a photo or a
+PDF page encoded once as a picture. Before it plays the material is decrypted and its hash
+checked against the one taken on receipt. The custody log gets ``evidence.display_started``
+(who showed which item, its hash, how it was sent, who was in the room) and
+``evidence.display_ended`` (everyone who was in the room at any moment of the display, frames
+sent, why it ended). A running recording records the track like any other.
+
+One display per room at a time: showing another item ends the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from typing import Any
+
+from aiohttp import web
+
+from mediaserver.protocols import CloseReason
+from mediaserver.room import SfuRoom
+from mediaserver.server_track import Player, ServerTrack, StillPlayer, VideoFilePlayer
+from recorder.custody import CustodyLog
+
+from . import access
+from .access import DB, audit, text
+from .auth import Officer, now_iso
+from .db import Database
+from .http_json import json_error, read_object
+from .materials import TYPES
+from .materials_api import material_row, read_checked
+
+logger = logging.getLogger(__name__)
+
+PARTICIPANT = "server-evidence"
+
+
+class Display:
+    """One item on screen in one room; a room observer that notes who saw it."""
+
+    def __init__(self, manager: DisplayManager, display_id: int, room: SfuRoom, case_id: int,
+                 material: dict[str, Any], track: ServerTrack, actor: str) -> None:
+        self.manager = manager
+        self.display_id = display_id
+        self.room = room
+        self.case_id = case_id
+        self.material = material
+        self.track = track
+        self.actor = actor
+        self.viewers: set[str] = set(room.participants)
+        self.started = time.monotonic()
+        self.task: asyncio.Task[None] | None = None
+        self._ended = False
+
+    # -- room observer ---------------------------------------------------------------------
+    def on_participant_joined(self, participant: Any) -> None:
+        self.viewers.add(participant.participant_id)
+
+    def on_participant_left(self, participant: Any, reason: CloseReason) -> None:
+        pass
+
+    def on_track_published(self, up: Any) -> None:
+        pass
+
+    def on_track_unpublished(self, up: Any) -> None:
+        pass
+
+    def on_room_closed(self, reason: CloseReason) -> None:
+        self.manager.spawn(self.end("room_closed", actor="server", reason="the room closed"))
+
+    # -- life ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self.track.play()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("evidence display %d failed", self.display_id)
+            await self.end("failed", actor="server", reason=f"playback failed: {exc}")
+            return
+        await self.end("finished", actor="server", reason="the item played to its end")
+
+    async def end(self, how: str, *, actor: str, reason: str) -> None:
+        """Take the item off screen and log who saw it. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        self.room.remove_observer(self)
+        if self.manager.displays.get(self.room.room_id) is self:
+            del self.manager.displays[self.room.room_id]
+        task = self.task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.room.remove_server_track(self.track.up, CloseReason.UNPUBLISHED)
+        await self.track.close(CloseReason.UNPUBLISHED)
+        viewers = sorted(self.viewers)
+        await self.manager.custody.append_async(
+            "evidence.display_ended", actor=actor, reason=reason, case=str(self.case_id),
+            room=self.room.room_id, display=self.display_id, material=self.material["id"],
+            ended=how, viewers=viewers, frames_sent=self.track.frames_sent,
+            seconds=round(time.monotonic() - self.started, 3))
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE displays SET ended_at = ?, viewers = ? WHERE id = ?",
+                         (now_iso(), json.dumps(viewers), self.display_id))
+            audit(conn, actor, "evidence.display_ended", f"display:{self.display_id}",
+                  self.case_id, reason, ended=how, viewers=viewers)
+
+        await self.manager.db.run(run)
+
+
+class DisplayManager:
+    """Owns every running display and its task."""
+
+    def __init__(self, custody: CustodyLog, db: Database) -> None:
+        self.custody = custody
+        self.db = db
+        self.displays: dict[str, Display] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for display in list(self.displays.values()):
+            await display.end("shutdown", actor="server", reason="the server is stopping")
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+DISPLAYS = web.AppKey("displays", DisplayManager)
+
+
+def _room_video_codecs(room: SfuRoom) -> set[str]:
+    return {up.info.mime_type.lower() for p in room.participants.values()
+            for up in p.up_tracks.values() if up.info.kind == "video"}
+
+
+def _player(material: dict[str, Any], data: bytes, page: int, codecs: set[str]) -> Player:
+    category = TYPES[material["media_type"]][0]
+    if category == "image":
+        return StillPlayer.from_image(data)
+    if category == "pdf":
+        return StillPlayer.from_pdf_page(data, page)
+    return VideoFilePlayer(data, codecs)
+
+
+async def _session_room(request: web.Request, officer: Officer) -> tuple[int, int, SfuRoom]:
+    from .app import SFU
+
+    case_id = access.case_id(request)
+    session_id = access.path_int(request, "session", "session")
+
+    def run(conn: sqlite3.Connection) -> str:
+        access.load_case(conn, officer, case_id)
+        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
+                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
+        if row is None:
+            raise json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
+        room_id: str = row["room"]
+        return room_id
+
+    room_id = await request.app[DB].run(run)
+    room = request.app[SFU].rooms.get(room_id)
+    if room is None or room.closed:
+        raise json_error(web.HTTPConflict, "empty", "nobody is in the session's room")
+    return case_id, session_id, room
+
+
+async def start_display(request: web.Request) -> web.Response:
+    from .app import CONFIG
+
+    officer = await access.officer(request)
+    body = await read_object(request)
+    reason = text(body, "reason", max_len=500)
+    material_id = body.get("material_id")
+    page = body.get("page", 1)
+    if not isinstance(material_id, str) or not isinstance(page, int) or page < 1:
+        raise json_error(web.HTTPBadRequest, "bad_request",
+                         "material_id: a material of the case; page: a page number from 1")
+    case_id, session_id, room = await _session_room(request, officer)
+    material = await request.app[DB].run(lambda c: material_row(c, case_id, material_id))
+    data = await read_checked(request, material)
+    codecs = _room_video_codecs(room)
+    try:
+        player = await asyncio.to_thread(_player, material, data, page, codecs)
+    except ValueError as exc:
+        raise json_error(web.HTTPUnprocessableEntity, "cannot_show", str(exc)) from None
+    manager = request.app[DISPLAYS]
+    current = manager.displays.get(room.room_id)
+    if current is not None:
+        await current.end("replaced", actor=officer.actor, reason="another item is shown")
+    if room.closed:
+        player.close()
+        raise json_error(web.HTTPConflict, "empty", "the room closed")
+
+    def record(conn: sqlite3.Connection) -> int:
+        cursor = conn.execute(
+            "INSERT INTO displays (session_id, material_id, shown_by, mode, started_at) "
+            "VALUES (?, ?, ?, ?, ?)", (session_id, material_id, officer.actor, player.mode,
+                                       now_iso()))
+        assert cursor.lastrowid is not None
+        audit(conn, officer.actor, "evidence.display_started", f"display:{cursor.lastrowid}",
+              case_id, reason, material=material_id, mode=player.mode)
+        return cursor.lastrowid
+
+    display_id = await request.app[DB].run(record)
+    track = ServerTrack(f"evidence-{display_id}", PARTICIPANT, player,
+                        pli_min_interval=request.app[CONFIG].media.pli_min_interval)
+    display = Display(manager, display_id, room, case_id, material, track, officer.actor)
+    await manager.custody.append_async(
+        "evidence.display_started", actor=officer.actor, reason=reason, case=str(case_id),
+        room=room.room_id, display=display_id, material=material_id,
+        sha256=material["sha256"], media_type=material["media_type"], mode=player.mode,
+        page=page if TYPES[material["media_type"]][0] == "pdf" else None,
+        viewers=sorted(display.viewers))
+    manager.displays[room.room_id] = display
+    room.add_observer(display)
+    room.add_server_track(track.up)
+    display.task = manager.spawn(display.run())
+    return web.json_response({"display": display_id, "mode": player.mode,
+                              "track": track.up.info.track_id, "participant": PARTICIPANT,
+                              "codec": player.mime_type}, status=201)
+
+
+async def stop_display(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    reason = text(await read_object(request), "reason", max_len=500)
+    _, _, room = await _session_room(request, officer)
+    display = request.app[DISPLAYS].displays.get(room.room_id)
+    if display is None:
+        raise json_error(web.HTTPConflict, "nothing_shown", "nothing is being shown")
+    await display.end("stopped", actor=officer.actor, reason=reason)
+    return web.json_response({"stopped": display.display_id,
+                              "viewers": sorted(display.viewers)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/cases/{case}/sessions/{session}/display", start_display)
+    app.router.add_post("/api/cases/{case}/sessions/{session}/display/stop", stop_display)
