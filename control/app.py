@@ -29,6 +29,7 @@ from . import (
 from .auth import RateLimiter
 from .config import Config
 from .db import Database
+from .events import EVENTS, EventHub
 from .materials import MaterialStore
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
@@ -56,6 +57,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_sfu_ctx)
     app.router.add_get("/", _index)
     app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/api/events", _events)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/dev/token", _dev_token)
@@ -92,10 +94,14 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
                         retention_days=config.recording.retention_days)
     app[RECORDER] = recorder
     app[materials_api.STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
-    displays = app[display_api.DISPLAYS] = display_api.DisplayManager(custody, database)
+    events = app[EVENTS] = EventHub(database)
+    sfu.on_room_created.append(events.watch_room)
+    recorder.listeners.append(events.on_room_event)
+    displays = app[display_api.DISPLAYS] = display_api.DisplayManager(custody, database, events)
     verifier = await _make_verifier(config, custody, recorder)
     if verifier is not None:
         app[VERIFIER] = verifier
+        verifier.listeners.append(events.on_room_event)
         sfu.on_room_created.append(verifier.watch_room)
     recovered = await recorder.recover()
     if recovered:
@@ -107,6 +113,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         sfu.on_room_created.append(record)
     yield
     await displays.close()
+    await events.close()
     if verifier is not None:
         await verifier.close()
     await recorder.close()
@@ -152,6 +159,10 @@ async def _make_verifier(config: Config, custody: CustodyLog,
                                 min_sharpness=v.min_enroll_sharpness))
     store = EnrollmentStore(config.data_dir / "faces", recorder.kek)
     return Verifier(spec, settings, store, custody=custody, recorder=recorder)
+
+
+async def _events(request: web.Request) -> web.WebSocketResponse:
+    return await request.app[EVENTS].stream(request)
 
 
 async def _index(request: web.Request) -> web.FileResponse:

@@ -30,6 +30,7 @@ from .access import text as _text
 from .appointments_api import case_appointments
 from .auth import Officer, login, logout, now_iso, token_hash
 from .db import rows
+from .events import EVENTS
 from .http_json import json_error as _json_error
 from .http_json import read_object
 from .materials_api import case_materials
@@ -181,7 +182,7 @@ async def post_session(request: web.Request) -> web.Response:
     case_id = _case_id(request)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        _load_case(conn, officer, case_id)
+        case = _load_case(conn, officer, case_id)
         if conn.execute("SELECT 1 FROM sessions WHERE case_id = ? AND ended_at IS NULL",
                         (case_id,)).fetchone():
             raise _json_error(web.HTTPConflict, "session_open",
@@ -191,9 +192,13 @@ async def post_session(request: web.Request) -> web.Response:
                               "VALUES (?, ?, ?, ?)", (case_id, room, officer.id, now_iso()))
         _audit(conn, officer.actor, "session.opened", f"session:{cursor.lastrowid}", case_id,
                room=room)
-        return {"id": cursor.lastrowid, "room": room}
+        return {"id": cursor.lastrowid, "room": room, "brigade": case["brigade"]}
 
     session = await request.app[DB].run(run)
+    events = request.app[EVENTS]
+    events.know_case(case_id, session.pop("brigade"))
+    events.publish(case_id, "session", session["room"], state="opened", session=session["id"],
+                   by=officer.actor)
     session["token"] = request.app[SIGNER].mint(
         session["room"], f"officer-{officer.username}", name=officer.username, role="officer",
         ttl=request.app[CONFIG].auth.token_ttl)
@@ -231,6 +236,8 @@ async def end_session(request: web.Request) -> web.Response:
     room = request.app[SFU].rooms.get(room_id)
     if room is not None:
         await room.close(CloseReason.REMOVED)
+    request.app[EVENTS].publish(case_id, "session", room_id, state="ended", by=officer.actor,
+                                reason=reason, recording=sealed)
     return web.json_response({"ended": room_id, "recording_sealed": sealed})
 
 

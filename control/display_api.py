@@ -31,6 +31,7 @@ from . import access
 from .access import DB, audit, text
 from .auth import Officer, now_iso
 from .db import Database
+from .events import EventHub
 from .http_json import json_error, read_object
 from .materials import TYPES
 from .materials_api import material_row, read_checked
@@ -113,14 +114,18 @@ class Display:
                   self.case_id, reason, ended=how, viewers=viewers)
 
         await self.manager.db.run(run)
+        self.manager.events.publish(self.case_id, "display", self.room.room_id, state="ended",
+                                    display=self.display_id, material=self.material["id"],
+                                    ended=how)
 
 
 class DisplayManager:
     """Owns every running display and its task."""
 
-    def __init__(self, custody: CustodyLog, db: Database) -> None:
+    def __init__(self, custody: CustodyLog, db: Database, events: EventHub) -> None:
         self.custody = custody
         self.db = db
+        self.events = events
         self.displays: dict[str, Display] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -227,6 +232,8 @@ async def start_display(request: web.Request) -> web.Response:
     room.add_observer(display)
     room.add_server_track(track.up)
     display.task = manager.spawn(display.run())
+    manager.events.publish(case_id, "display", room.room_id, state="shown", display=display_id,
+                           material=material_id, mode=player.mode, by=officer.actor)
     return web.json_response({"display": display_id, "mode": player.mode,
                               "track": track.up.info.track_id, "participant": PARTICIPANT,
                               "codec": player.mime_type}, status=201)

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,6 +352,12 @@ class Recorder:
         self.retention_days = retention_days
         self.active: dict[str, Recording] = {}  # by room ID
         self._tasks: set[asyncio.Task[Any]] = set()
+        # (room ID, event type, fields) when a recording starts or is sealed
+        self.listeners: list[Callable[..., None]] = []
+
+    def _tell(self, room_id: str, **fields: Any) -> None:
+        for listener in list(self.listeners):
+            listener(room_id, "recording", **fields)
 
     async def start(self, room: Any, *, actor: str, reason: str, case: str = "") -> Recording:
         if room.room_id in self.active:
@@ -364,13 +371,16 @@ class Recorder:
         except Exception:
             self.active.pop(room.room_id, None)
             raise
+        self._tell(room.room_id, state="recording", recording=recording.recording_id)
         return recording
 
     async def stop(self, room_id: str, *, actor: str, reason: str) -> dict[str, Any]:
         recording = self.active.pop(room_id, None)
         if recording is None:
             raise KeyError(room_id)
-        return await recording.stop(actor=actor, reason=reason)
+        manifest = await recording.stop(actor=actor, reason=reason)
+        self._tell(room_id, state="sealed", recording=recording.recording_id)
+        return manifest
 
     def start_soon(self, room: Any, *, actor: str, reason: str) -> None:
         """Start from a callback (always-on recording of a new room)."""

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,8 @@ class Verifier:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.skipped = 0
         self.samples = 0
+        # (room ID, event type, fields) for each state report: the officers' event stream
+        self.listeners: list[Callable[..., None]] = []
 
     # -- engines, one per worker thread ----------------------------------------------------
     def _engine(self) -> Engine:
@@ -294,6 +297,9 @@ class Verifier:
         for participant in list(watch.room.participants.values()):
             if getattr(participant, "role", "party") in ("officer", "supervisor"):
                 participant.send(message)
+        fields = {k: v for k, v in message.items() if k != "type"}
+        for listener in list(self.listeners):
+            listener(watch.room.room_id, "verification", **fields)
 
     def status(self, room_id: str) -> list[dict[str, Any]]:
         return [{"participant": w.participant, "state": w.state, "reason": w.reason,

@@ -1,0 +1,229 @@
+"""The officer's event stream: ``GET /api/events`` (WebSocket).
+
+The first message authenticates (``{"type": "auth", "token": <login token>}``; a browser cannot
+put a header on a WebSocket, and a token in the URL ends up in logs). The stream then carries,
+for every case the officer may touch (``{"type": "subscribe", "case": N}`` narrows it to one):
+
+* ``participant_joined`` / ``participant_left`` / ``room_closed`` of each session's room;
+* ``verification``: the verifier's state for a party (verifying, verified, alert) per sample;
+* ``recording``: started / sealed;
+* ``session``: opened / ended; ``display``: an evidence item shown / taken off.
+
+Each event has ``type``, ``case``, ``room`` and ``time``. A slow reader loses the oldest events,
+not the server's memory: the queue is bounded and a ``dropped`` event says how many went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from mediaserver.protocols import CloseReason
+from recorder.custody import utc_now
+
+from .access import DB
+from .auth import Officer, officer_for
+from .db import Database
+
+logger = logging.getLogger(__name__)
+
+QUEUE = 512
+AUTH_TIMEOUT = 10.0
+CLOSE_AUTH = 4001
+_CASE_ROOM = re.compile(r"^case-(\d+)-[0-9a-f]+$")
+
+
+def case_of_room(room_id: str) -> int | None:
+    """Session rooms are named ``case-<case id>-<random>`` (see ``cases_api.post_session``)."""
+    match = _CASE_ROOM.match(room_id)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(eq=False)
+class _Listener:
+    officer: Officer
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    case: int | None = None
+    dropped: int = 0
+
+    def offer(self, event: dict[str, Any]) -> None:
+        while True:
+            try:
+                self.queue.put_nowait(event)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
+                self.dropped += 1
+
+
+class EventHub:
+    """Fans events out to officers' streams, filtered by what each may touch."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._listeners: set[_Listener] = set()
+        self._brigades: dict[int, str] = {}  # case ID -> brigade
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def know_case(self, case_id: int, brigade: str) -> None:
+        self._brigades[case_id] = brigade
+
+    def publish(self, case_id: int | None, event_type: str, room: str = "",
+                **fields: Any) -> None:
+        if case_id is None:
+            return
+        brigade = self._brigades.get(case_id)
+        event = {"type": event_type, "case": case_id, "room": room, "time": utc_now(),
+                 **fields}
+        for listener in list(self._listeners):
+            if brigade is None or not listener.officer.may_touch(brigade):
+                continue
+            if listener.case is not None and listener.case != case_id:
+                continue
+            listener.offer(event)
+
+    # -- feeds -------------------------------------------------------------------------------
+    def watch_room(self, room: Any) -> None:
+        """Sfu.on_room_created: a session room reports its joins and leaves."""
+        case_id = case_of_room(room.room_id)
+        if case_id is None:
+            return
+        room.add_observer(_RoomFeed(self, room))
+        if case_id not in self._brigades:  # a session opened before a restart
+            task = asyncio.get_running_loop().create_task(self._learn(case_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _learn(self, case_id: int) -> None:
+        row = await self._db.run(lambda c: c.execute("SELECT brigade FROM cases WHERE id = ?",
+                                                     (case_id,)).fetchone())
+        if row is not None:
+            self.know_case(case_id, row["brigade"])
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def on_room_event(self, room_id: str, event_type: str, **fields: Any) -> None:
+        """Verifier and recorder listeners: (room, type, fields)."""
+        self.publish(case_of_room(room_id), event_type, room_id, **fields)
+
+    async def stream(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        await ws.prepare(request)
+        officer = await self._authenticate(request, ws)
+        if officer is None:
+            return ws
+        listener = _Listener(officer)
+        self._listeners.add(listener)
+        writer = asyncio.get_running_loop().create_task(self._write(ws, listener))
+        try:
+            await ws.send_json({"type": "ready", "officer": officer.username,
+                                "brigade": officer.brigade, "role": officer.role})
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    break
+                await self._command(request, ws, listener, message.data)
+        finally:
+            self._listeners.discard(listener)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await ws.close()
+        return ws
+
+    async def _authenticate(self, request: web.Request,
+                            ws: web.WebSocketResponse) -> Officer | None:
+        try:
+            message = await ws.receive(timeout=AUTH_TIMEOUT)
+            body = json.loads(message.data) if message.type == WSMsgType.TEXT else None
+        except (TimeoutError, ValueError):
+            body = None
+        token = body.get("token") if isinstance(body, dict) and \
+            body.get("type") == "auth" else None
+        officer = None
+        if isinstance(token, str) and len(token) < 200:
+            officer = await request.app[DB].run(lambda c: officer_for(c, token))
+        if officer is None:
+            await ws.send_json({"type": "error", "error": "unauthorized",
+                                "message": 'first send {"type": "auth", "token": <login token>}'
+                                           " with a valid login"})
+            await ws.close(code=CLOSE_AUTH, message=b"unauthorized")
+        return officer
+
+    async def _command(self, request: web.Request, ws: web.WebSocketResponse,
+                       listener: _Listener, data: str) -> None:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("type") != "subscribe":
+            await ws.send_json({"type": "error", "error": "bad_request",
+                                "message": 'expected {"type": "subscribe", "case": N or null}'})
+            return
+        case = body.get("case")
+        if case is None:
+            listener.case = None
+        else:
+            def brigade(conn: sqlite3.Connection) -> str | None:
+                row = conn.execute("SELECT brigade FROM cases WHERE id = ?",
+                                   (case,)).fetchone() if isinstance(case, int) else None
+                return None if row is None else str(row["brigade"])
+
+            found = await request.app[DB].run(brigade)
+            if found is None or not listener.officer.may_touch(found):
+                await ws.send_json({"type": "error", "error": "not_found",
+                                    "message": "no such case"})
+                return
+            self.know_case(case, found)
+            listener.case = case
+        await ws.send_json({"type": "subscribed", "case": listener.case})
+
+    @staticmethod
+    async def _write(ws: web.WebSocketResponse, listener: _Listener) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                event = await listener.queue.get()
+                if listener.dropped:
+                    await ws.send_json({"type": "dropped", "count": listener.dropped})
+                    listener.dropped = 0
+                await ws.send_json(event)
+
+
+class _RoomFeed:
+    """A room observer that turns joins and leaves into events."""
+
+    def __init__(self, hub: EventHub, room: Any) -> None:
+        self.hub = hub
+        self.room = room
+
+    def _publish(self, event_type: str, **fields: Any) -> None:
+        self.hub.on_room_event(self.room.room_id, event_type, **fields)
+
+    def on_participant_joined(self, participant: Any) -> None:
+        self._publish("participant_joined", participant=participant.participant_id,
+                      name=participant.name, role=participant.role)
+
+    def on_participant_left(self, participant: Any, reason: CloseReason) -> None:
+        self._publish("participant_left", participant=participant.participant_id,
+                      reason=reason.value)
+
+    def on_track_published(self, up: Any) -> None:
+        pass
+
+    def on_track_unpublished(self, up: Any) -> None:
+        pass
+
+    def on_room_closed(self, reason: CloseReason) -> None:
+        self._publish("room_closed", reason=reason.value)
+
+
+EVENTS = web.AppKey("events", EventHub)
