@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import sys
@@ -25,7 +26,6 @@ import aiohttp
 
 from control.tokens import TokenSigner
 
-ROOM = "bench"
 SUB_PROCESSES = 2
 
 
@@ -119,6 +119,8 @@ async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int =
         "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
         "REMOTECASE_MEDIA__MAX_PARTICIPANTS": str(subscribers + 10),
         "REMOTECASE_LOG__LEVEL": "WARNING",
+        # the bench's room is a case session; it is recorded only when --record asks
+        "REMOTECASE_RECORDING__SESSIONS": "true" if record else "false",
     }
     python = sys.executable
     procs: list[asyncio.subprocess.Process] = []
@@ -141,6 +143,15 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
                base: str, signer: TokenSigner, subscribers: int, seconds: float, bitrate: int,
                warmup: float, record: bool, verify: bool,
                face_video: bool) -> dict[str, Any]:
+    # an officer account, so that the bench drives a case session as the control plane does
+    password = secrets.token_urlsafe(16)
+    add = await asyncio.create_subprocess_exec(
+        python, "-m", "control.cli", "officer", "add", "--username", "bench", "--brigade",
+        "bench", env={**env, "REMOTECASE_NEW_PASSWORD": password},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await add.communicate()
+    if add.returncode != 0:
+        raise RuntimeError(f"cannot create the bench officer: {err.decode()}")
     sfu = await asyncio.create_subprocess_exec(
         python, "-m", "control.cli", "serve", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -156,12 +167,14 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
         else:
             raise RuntimeError("SFU did not start")
 
+        case = await _case_session(session, base, password, verify)
+        room = case["room"]
         groups = [list(range(i, subscribers, SUB_PROCESSES)) for i in range(SUB_PROCESSES)]
         subs = []
         for group in groups:
             if not group:
                 continue
-            tokens = [signer.mint(ROOM, f"sub{i}", ttl=3600) for i in group]
+            tokens = [signer.mint(room, f"sub{i}", ttl=3600) for i in group]
             proc = await asyncio.create_subprocess_exec(
                 python, "-m", "bench.forwarding", "subscriber", base, *tokens,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -169,24 +182,15 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
             subs.append(proc)
         for proc in subs:
             await _read_line(proc, "JOINED", 60)
-        if verify:
-            await _enroll_face(session, base, signer)
         pub = await asyncio.create_subprocess_exec(
-            python, "-m", "bench.forwarding", "publisher", base,
-            signer.mint(ROOM, "publisher", ttl=3600), str(bitrate),
+            python, "-m", "bench.forwarding", "publisher", base, case["party_token"],
+            str(bitrate),
             "face" if face_video else "pattern",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         procs.append(pub)
         await _read_line(pub, "PUBLISHING", 60)
         for proc in subs:
             await _read_line(proc, "RECEIVING", 60)
-        officer = {"Authorization": "Bearer " + signer.mint(ROOM, "bench-officer",
-                                                            role="officer")}
-        if record:
-            async with session.post(f"{base}/api/rooms/{ROOM}/recording", headers=officer,
-                                    json={"action": "start", "reason": "bench"}) as r:
-                if r.status != 200:
-                    raise RuntimeError(f"cannot start recording: {await r.text()}")
         await asyncio.sleep(warmup)
 
         loop0 = _thread_cpu_seconds(sfu.pid)
@@ -198,7 +202,8 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
             time.monotonic()
 
         if record:
-            async with session.post(f"{base}/api/rooms/{ROOM}/recording", headers=officer,
+            # the session's room has been recorded since its first participant joined
+            async with session.post(case["recording_url"], headers=case["officer"],
                                     json={"action": "stop", "reason": "bench"}) as r:
                 if r.status != 200:
                     raise RuntimeError(f"cannot stop recording: {await r.text()}")
@@ -270,7 +275,38 @@ async def _subscriber(base: str, tokens: list[str]) -> None:
         await client.close()
 
 
-async def _enroll_face(session: aiohttp.ClientSession, base: str, signer: TokenSigner) -> None:
+async def _case_session(session: aiohttp.ClientSession, base: str, password: str,
+                        verify: bool) -> dict[str, Any]:
+    """Log in, open a case with one party, enroll the bench face, open a session, and redeem
+    the party's invitation: the publisher is that party."""
+
+    async def call(method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with session.request(method, base + path, headers=headers, **kwargs) as r:
+            if r.status >= 300:
+                raise RuntimeError(f"{method} {path}: {r.status} {await r.text()}")
+            return await r.json()
+
+    login = await call("POST", "/api/login", json={"username": "bench", "password": password})
+    token = login["token"]
+    case = await call("POST", "/api/cases", token, json={"kind": "accident", "title": "bench"})
+    party = await call("POST", f"/api/cases/{case['id']}/parties", token,
+                       json={"role": "driver", "name": "bench publisher"})
+    if verify:
+        await call("PUT", f"/api/cases/{case['id']}/parties/{party['id']}/reference", token,
+                   data=_bench_face_png())
+    opened = await call("POST", f"/api/cases/{case['id']}/sessions", token)
+    invite = await call("POST", f"/api/cases/{case['id']}/invitations", token,
+                        json={"party_id": party["id"]})
+    redeemed = await call("POST", "/api/invitations/redeem", json={
+        "token": invite["token"],
+        "consent": {"recording": True, "face": True, "electronic_delivery": False}})
+    return {"room": opened["room"], "party_token": redeemed["token"],
+            "officer": {"Authorization": f"Bearer {token}"},
+            "recording_url": f"{base}/api/cases/{case['id']}/sessions/{opened['id']}/recording"}
+
+
+def _bench_face_png() -> bytes:
     import cv2
 
     try:
@@ -281,11 +317,7 @@ async def _enroll_face(session: aiohttp.ClientSession, base: str, signer: TokenS
                                 cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
     if not encoded:
         raise RuntimeError("cannot encode the bench face")
-    officer = {"Authorization": "Bearer " + signer.mint(ROOM, "bench-officer", role="officer")}
-    async with session.put(f"{base}/api/rooms/{ROOM}/participants/publisher/reference",
-                           data=png.tobytes(), headers=officer) as r:
-        if r.status != 200:
-            raise RuntimeError(f"cannot enroll the bench face: {await r.text()}")
+    return bytes(png.tobytes())
 
 
 async def _publisher(base: str, token: str, bitrate: int, source: str = "pattern") -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +31,7 @@ from . import (
 from .auth import RateLimiter
 from .config import Config
 from .db import Database
-from .events import EVENTS, EventHub
+from .events import EVENTS, EventHub, case_of_room
 from .materials import MaterialStore
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
@@ -102,13 +104,19 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     if verifier is not None:
         app[VERIFIER] = verifier
         verifier.listeners.append(events.on_room_event)
+        _bind_verifier_to_cases(verifier, database)
         sfu.on_room_created.append(verifier.watch_room)
     recovered = await recorder.recover()
     if recovered:
         logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)
-    if config.recording.always_on:
+    if config.recording.always_on or config.recording.sessions:
         def record(room: SfuRoom) -> None:
-            recorder.start_soon(room, actor="server", reason="always-on recording")
+            case_id = case_of_room(room.room_id)
+            if case_id is not None and config.recording.sessions:
+                recorder.start_soon(room, actor="server", reason="session recording",
+                                    case=str(case_id))
+            elif config.recording.always_on:
+                recorder.start_soon(room, actor="server", reason="always-on recording")
 
         sfu.on_room_created.append(record)
     yield
@@ -120,6 +128,31 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     await sfu.close()
     custody.close()
     await database.close()
+
+
+def _bind_verifier_to_cases(verifier: Verifier, database: Database) -> None:
+    """A session room's parties are compared with their case's references, with consent."""
+
+    def scope_of(room_id: str) -> str:
+        case_id = case_of_room(room_id)
+        return room_id if case_id is None else f"case-{case_id}"
+
+    async def may_verify(room_id: str, participant_id: str) -> bool:
+        case_id = case_of_room(room_id)
+        if case_id is None:
+            return True  # development rooms have no consent model
+        if not participant_id.startswith("party-") or not participant_id[6:].isdigit():
+            return False
+
+        def consented(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT consent FROM parties WHERE id = ? AND case_id = ?",
+                               (int(participant_id[6:]), case_id)).fetchone()
+            return row is not None and bool(json.loads(row["consent"]).get("face"))
+
+        return await database.run(consented)
+
+    verifier.scope_of = scope_of
+    verifier.may_verify = may_verify
 
 
 async def _make_verifier(config: Config, custody: CustodyLog,

@@ -58,7 +58,7 @@ class Officer:
 
     @property
     def actor(self) -> str:
-        return f"officer:{self.username}"
+        return f"{self.role}:{self.username}"
 
     def may_touch(self, brigade: str) -> bool:
         return self.role == "supervisor" or brigade == self.brigade

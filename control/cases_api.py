@@ -11,6 +11,7 @@ Errors are ``{"error": code, "message": text}`` with a 4xx status.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import sqlite3
@@ -20,8 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from mediaserver.protocols import CloseReason
+from mediaserver.room import SfuRoom
 
-from .access import DB, LOGIN_LIMIT, REDEEM_LIMIT, load_case
+from .access import DB, LOGIN_LIMIT, REDEEM_LIMIT, load_case, path_int
 from .access import audit as _audit
 from .access import bearer as _bearer
 from .access import case_id as _case_id
@@ -37,12 +39,18 @@ from .materials_api import case_materials
 
 KINDS = ("accident", "violation", "education", "vehicle_service", "licence_service")
 CONSENTS = ("recording", "face", "electronic_delivery")
+PURPOSES = ("inquiry", "mediation", "education", "delivery", "other")
 PARTY_ROLES = ("driver", "owner", "witness", "insurer", "safety_manager", "other")
 _ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
 
 
 def _load_case(conn: sqlite3.Connection, officer: Officer, case_id: int) -> dict[str, Any]:
     return load_case(conn, officer, case_id)
+
+
+def _open_case(case: dict[str, Any]) -> None:
+    if case["status"] != "open":
+        raise _json_error(web.HTTPConflict, "case_closed", "the case is closed")
 
 
 # -- login -----------------------------------------------------------------------------------
@@ -180,16 +188,24 @@ async def post_session(request: web.Request) -> web.Response:
 
     officer = await _officer(request)
     case_id = _case_id(request)
+    body = await read_object(request, empty_ok=True)
+    purpose = body.get("purpose")
+    if purpose is not None and purpose not in PURPOSES:
+        raise _json_error(web.HTTPBadRequest, "bad_request",
+                          f"purpose: one of {', '.join(PURPOSES)}")
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         case = _load_case(conn, officer, case_id)
+        _open_case(case)
         if conn.execute("SELECT 1 FROM sessions WHERE case_id = ? AND ended_at IS NULL",
                         (case_id,)).fetchone():
             raise _json_error(web.HTTPConflict, "session_open",
                               "this case already has an open session")
         room = f"case-{case_id}-{secrets.token_hex(4)}"
-        cursor = conn.execute("INSERT INTO sessions (case_id, room, opened_by, opened_at) "
-                              "VALUES (?, ?, ?, ?)", (case_id, room, officer.id, now_iso()))
+        chosen = purpose or ("education" if case["kind"] == "education" else "inquiry")
+        cursor = conn.execute(
+            "INSERT INTO sessions (case_id, room, opened_by, opened_at, purpose) "
+            "VALUES (?, ?, ?, ?, ?)", (case_id, room, officer.id, now_iso(), chosen))
         _audit(conn, officer.actor, "session.opened", f"session:{cursor.lastrowid}", case_id,
                room=room)
         return {"id": cursor.lastrowid, "room": room, "brigade": case["brigade"]}
@@ -241,12 +257,13 @@ async def end_session(request: web.Request) -> web.Response:
     return web.json_response({"ended": room_id, "recording_sealed": sealed})
 
 
-async def _open_session_room(request: web.Request, officer: Officer) -> tuple[int, Any]:
-    """The live room of an open session of a case the officer may touch."""
+async def open_session_room(request: web.Request,
+                            officer: Officer) -> tuple[int, int, SfuRoom]:
+    """(case, session, live room) of an open session of a case the officer may touch."""
     from .app import SFU
 
     case_id = _case_id(request)
-    session_id = request.match_info["session"]
+    session_id = path_int(request, "session", "session")
 
     def run(conn: sqlite3.Connection) -> str:
         _load_case(conn, officer, case_id)
@@ -259,9 +276,9 @@ async def _open_session_room(request: web.Request, officer: Officer) -> tuple[in
 
     room_id = await request.app[DB].run(run)
     room = request.app[SFU].rooms.get(room_id)
-    if room is None:
+    if room is None or room.closed:
         raise _json_error(web.HTTPConflict, "empty", "nobody is in the session's room")
-    return case_id, room
+    return case_id, session_id, room
 
 
 async def session_action(request: web.Request) -> web.Response:
@@ -270,7 +287,7 @@ async def session_action(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     body = await read_object(request)
     reason = _text(body, "reason", max_len=500)
-    case_id, room = await _open_session_room(request, officer)
+    case_id, _, room = await open_session_room(request, officer)
     detail: dict[str, Any] = {}
     if action in ("remove", "mute", "unmute"):
         participant_id = _text(body, "participant", max_len=64)
@@ -313,7 +330,7 @@ async def post_invitation(request: web.Request) -> web.Response:
     start = time.time() + float(delay)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        _load_case(conn, officer, case_id)
+        _open_case(_load_case(conn, officer, case_id))
         if conn.execute("SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
                         (party_id, case_id)).fetchone() is None:
             raise _json_error(web.HTTPNotFound, "not_found", "no such party in this case")
@@ -403,12 +420,14 @@ async def redeem_invitation(request: web.Request) -> web.Response:
             return "no_session"
         party = conn.execute("SELECT * FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
         conn.execute("UPDATE invitations SET used_at = ? WHERE id = ?", (now_iso(), row["id"]))
+        conn.execute("UPDATE parties SET consent = ?, consent_at = ? WHERE id = ?",
+                     (json.dumps(consents, sort_keys=True), now_iso(), party["id"]))
         _audit(conn, actor, "consent.given", f"party:{party['id']}", row["case_id"], "",
                **consents)
         _audit(conn, actor, "invitation.redeemed", f"invitation:{row['id']}", row["case_id"],
                room=session["room"])
         return {"room": session["room"], "party_id": party["id"], "name": party["name"],
-                "consent": consents}
+                "case_id": row["case_id"], "consent": consents}
 
     result = await request.app[DB].run(run)
     if isinstance(result, str):
@@ -424,10 +443,48 @@ async def redeem_invitation(request: web.Request) -> web.Response:
         raise _json_error(cls, result, message)
     participant = f"party-{result['party_id']}"
     result["participant"] = participant
+    if not consents["face"]:
+        await _forget_reference(request, result["case_id"], result["party_id"],
+                                actor=f"party:{result['party_id']}",
+                                reason="the party declined face checks")
     result["token"] = request.app[SIGNER].mint(
         result["room"], participant, name=result["name"], role="party",
         ttl=request.app[CONFIG].auth.token_ttl)
     return web.json_response(result)
+
+
+async def _forget_reference(request: web.Request, case_id: int, party_id: int, *,
+                            actor: str, reason: str) -> None:
+    from .app import VERIFIER
+
+    if VERIFIER in request.app:
+        await request.app[VERIFIER].forget(f"case-{case_id}", f"party-{party_id}",
+                                           actor=actor, reason=reason, case=str(case_id))
+
+
+async def close_case(request: web.Request) -> web.Response:
+    """Close a case: no more sessions or invitations, and its parties' face data goes."""
+    officer = await _officer(request)
+    case_id = _case_id(request)
+    reason = _text(await read_object(request), "reason", max_len=500)
+
+    def run(conn: sqlite3.Connection) -> list[int]:
+        _open_case(_load_case(conn, officer, case_id))
+        if conn.execute("SELECT 1 FROM sessions WHERE case_id = ? AND ended_at IS NULL",
+                        (case_id,)).fetchone():
+            raise _json_error(web.HTTPConflict, "session_open", "end the open session first")
+        conn.execute("UPDATE cases SET status = 'closed' WHERE id = ?", (case_id,))
+        conn.execute("UPDATE invitations SET revoked_at = ? WHERE case_id = ? "
+                     "AND used_at IS NULL AND revoked_at IS NULL", (now_iso(), case_id))
+        _audit(conn, officer.actor, "case.closed", f"case:{case_id}", case_id, reason)
+        return [r["id"] for r in conn.execute("SELECT id FROM parties WHERE case_id = ?",
+                                              (case_id,))]
+
+    parties = await request.app[DB].run(run)
+    for party_id in parties:
+        await _forget_reference(request, case_id, party_id, actor=officer.actor,
+                                reason=f"case closed: {reason}")
+    return web.json_response({"closed": case_id})
 
 
 async def get_audit(request: web.Request) -> web.Response:
@@ -458,3 +515,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/invitations/{invitation}/revoke", revoke_invitation)
     app.router.add_post("/api/invitations/redeem", redeem_invitation)
     app.router.add_get("/api/cases/{case}/audit", get_audit)
+    app.router.add_post("/api/cases/{case}/close", close_case)

@@ -210,8 +210,20 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     from verifier.enrollment import EnrollmentRejected, EnrollmentStore, QualityRules
     from verifier.service import Verifier, VerifierSettings
 
+    from .db import Database
+
     config = _load(args)
     v = config.verifier
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        known = database.run_sync(lambda c: c.execute(
+            "SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
+            (args.party, args.case)).fetchone() is not None)
+    finally:
+        database.close_sync()
+    if not known:
+        print(f"remotecase: case {args.case} has no party {args.party}", file=sys.stderr)
+        return 2
     signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
     kek = KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key")
     custody = CustodyLog(config.data_dir / "custody", signing_key)
@@ -228,7 +240,8 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, object]:
         try:
-            return await verifier.enroll(args.room, args.participant, photo, actor=args.actor)
+            return await verifier.enroll(f"case-{args.case}", f"party-{args.party}", photo,
+                                         actor=f"operator:{args.actor}", case=str(args.case))
         finally:
             await verifier.close()
 
@@ -239,8 +252,8 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
         return 1
     finally:
         custody.close()
-    print(f"enrolled {args.participant} in {args.room}: photo sha256 {record['photo_sha256']}, "
-          f"quality {record['quality']}")
+    print(f"enrolled party {args.party} of case {args.case}: photo sha256 "
+          f"{record['photo_sha256']}, quality {record['quality']}")
     return 0
 
 
@@ -317,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="last line: one JSON object")
     evaluate.set_defaults(func=cmd_verifier_eval)
     enroll = verifier_sub.add_parser("enroll", help="store a party's reference photo")
-    enroll.add_argument("--room", required=True)
-    enroll.add_argument("--participant", required=True)
+    enroll.add_argument("--case", type=int, required=True)
+    enroll.add_argument("--party", type=int, required=True)
     enroll.add_argument("--actor", default=os.environ.get("USER", "operator"))
     enroll.add_argument("photo")
     enroll.set_defaults(func=cmd_verifier_enroll)

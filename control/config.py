@@ -81,6 +81,9 @@ class KeysConfig:
 class RecordingConfig:
     # Record every room from its first participant, without an officer's action.
     always_on: bool = False
+    # Record each case session's room from its first participant (the whole process is
+    # evidence); an officer can still stop and restart it through the session.
+    sessions: bool = True
     # Length of an encrypted, hashed segment; at most this much is lost if the server dies.
     segment_seconds: float = 2.0
     # Days a recording is kept before a supervisor may delete its media (changes are logged).

@@ -141,6 +141,11 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE sessions ADD COLUMN purpose TEXT NOT NULL DEFAULT 'inquiry'
     """,
+    # 3: each party's consents as last given (face checks need one)
+    """
+    ALTER TABLE parties ADD COLUMN consent TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE parties ADD COLUMN consent_at TEXT
+    """,
 ]
 
 
@@ -199,6 +204,9 @@ class Database:
         if self._conn is None:
             self._open()
         return self._transaction(fn)
+
+    def close_sync(self) -> None:
+        self._close()
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -29,7 +29,8 @@ from recorder.custody import CustodyLog
 
 from . import access
 from .access import DB, audit, text
-from .auth import Officer, now_iso
+from .auth import now_iso
+from .cases_api import open_session_room
 from .db import Database
 from .events import EventHub
 from .http_json import json_error, read_object
@@ -159,28 +160,6 @@ def _player(material: dict[str, Any], data: bytes, page: int, codecs: set[str]) 
     return VideoFilePlayer(data, codecs)
 
 
-async def _session_room(request: web.Request, officer: Officer) -> tuple[int, int, SfuRoom]:
-    from .app import SFU
-
-    case_id = access.case_id(request)
-    session_id = access.path_int(request, "session", "session")
-
-    def run(conn: sqlite3.Connection) -> str:
-        access.load_case(conn, officer, case_id)
-        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
-                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
-        if row is None:
-            raise json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
-        room_id: str = row["room"]
-        return room_id
-
-    room_id = await request.app[DB].run(run)
-    room = request.app[SFU].rooms.get(room_id)
-    if room is None or room.closed:
-        raise json_error(web.HTTPConflict, "empty", "nobody is in the session's room")
-    return case_id, session_id, room
-
-
 async def start_display(request: web.Request) -> web.Response:
     from .app import CONFIG
 
@@ -192,7 +171,7 @@ async def start_display(request: web.Request) -> web.Response:
     if not isinstance(material_id, str) or not isinstance(page, int) or page < 1:
         raise json_error(web.HTTPBadRequest, "bad_request",
                          "material_id: a material of the case; page: a page number from 1")
-    case_id, session_id, room = await _session_room(request, officer)
+    case_id, session_id, room = await open_session_room(request, officer)
     material = await request.app[DB].run(lambda c: material_row(c, case_id, material_id))
     data = await read_checked(request, material)
     codecs = _room_video_codecs(room)
@@ -242,7 +221,7 @@ async def start_display(request: web.Request) -> web.Response:
 async def stop_display(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     reason = text(await read_object(request), "reason", max_len=500)
-    _, _, room = await _session_room(request, officer)
+    _, _, room = await open_session_room(request, officer)
     display = request.app[DISPLAYS].displays.get(room.room_id)
     if display is None:
         raise json_error(web.HTTPConflict, "nothing_shown", "nothing is being shown")

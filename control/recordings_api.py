@@ -1,9 +1,11 @@
 """HTTP API for recordings and their custody.
 
-Until the control plane (issue 5) brings accounts, a caller proves who it is with a signed token
-(``Authorization: Bearer ...``, see ``control/tokens.py``): role ``officer`` for its own room,
-``supervisor`` for any room. Every access to evidence needs a ``reason`` and is appended to
-the custody log with the actor (the token's participant ID) before the answer goes out.
+Callers are officers with a login (``control/access.py``): an officer reaches the recordings of
+its brigade's cases, a supervisor every recording (and only a supervisor changes retention or
+deletes media); another brigade's recording answers 404. Every access to evidence needs a
+``reason`` and is appended to the custody log with the actor before the answer goes out.
+Recording starts by itself when a session's room opens (``recording.sessions``); an officer can
+stop and restart it through the session.
 
 Errors are ``{"error": code, "message": text}`` with a 4xx status.
 """
@@ -14,6 +16,7 @@ import asyncio
 import datetime
 import hashlib
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,9 @@ from recorder.keys import KeyProblem
 from recorder.recording import decrypt_segment, load_json
 from recorder.verify import verify_recording
 
+from . import access
+from .auth import Officer
 from .http_json import json_error, read_object
-from .tokens import Grant, TokenError
 
 _ID = re.compile(r"^REC_[0-9T]+_[0-9a-f]+$")
 _EXPORT = re.compile(r"^EXP_[0-9T]+$")
@@ -40,24 +44,24 @@ def _error(status: int, code: str, message: str) -> web.HTTPException:
     return json_error(_STATUS[status], code, message)
 
 
-def _grant(request: web.Request) -> Grant:
-    from .app import SIGNER
+async def _case_brigade(request: web.Request, case: object) -> str | None:
+    if not isinstance(case, str) or not case.isdigit():
+        return None
 
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        raise _error(401, "unauthorized", "Authorization: Bearer <token> required")
-    try:
-        grant = request.app[SIGNER].verify(header[len("Bearer "):].strip())
-    except TokenError as exc:
-        raise _error(401, exc.code, exc.message) from None
-    if grant.role not in ("officer", "supervisor"):
-        raise _error(403, "forbidden", f"role {grant.role} may not handle recordings")
-    return grant
+    def run(conn: sqlite3.Connection) -> str | None:
+        row = conn.execute("SELECT brigade FROM cases WHERE id = ?", (int(case),)).fetchone()
+        return None if row is None else str(row["brigade"])
+
+    return await request.app[access.DB].run(run)
 
 
-def _may_touch(grant: Grant, room: str) -> None:
-    if grant.role != "supervisor" and grant.room != room:
-        raise _error(403, "forbidden", "this token is for another room")
+async def _may_touch(request: web.Request, officer: Officer, meta: dict[str, Any]) -> None:
+    """Supervisors reach every recording; officers those of their brigade's cases."""
+    if officer.role == "supervisor":
+        return
+    brigade = await _case_brigade(request, meta.get("case"))
+    if brigade is None or brigade != officer.brigade:
+        raise _error(404, "not_found", "no such recording")
 
 
 def _reason(value: object) -> str:
@@ -80,40 +84,36 @@ def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
     return directory, meta
 
 
-async def _log(request: web.Request, entry_type: str, grant: Grant, meta: dict[str, Any],
-               reason: str, **fields: Any) -> dict[str, Any]:
+async def _log(request: web.Request, entry_type: str, officer: Officer,
+               meta: dict[str, Any], reason: str, **fields: Any) -> dict[str, Any]:
     from .app import CUSTODY
 
     return await request.app[CUSTODY].append_async(
-        entry_type, actor=grant.participant, reason=reason, case=meta.get("case", ""),
+        entry_type, actor=officer.actor, reason=reason, case=meta.get("case", ""),
         room=meta.get("room", ""), recording=meta["recording_id"], **fields)
 
 
 async def recording_control(request: web.Request) -> web.Response:
-    from .app import RECORDER, SFU
+    """Start or stop recording a session's room (it starts by itself when the room opens)."""
+    from .app import RECORDER
+    from .cases_api import open_session_room
 
-    grant = _grant(request)
-    room_id = request.match_info["room"]
-    _may_touch(grant, room_id)
+    officer = await access.officer(request)
     body = await read_object(request, empty_ok=True)
     action = body.get("action")
     reason = _reason(body.get("reason"))
+    case_id, _, room = await open_session_room(request, officer)
     recorder = request.app[RECORDER]
     if action == "start":
-        room = request.app[SFU].rooms.get(room_id)
-        if room is None:
-            raise _error(404, "not_found", "no such room (nobody has joined it)")
-        if room_id in recorder.active:
+        if room.room_id in recorder.active:
             raise _error(409, "already_recording", "this room is already being recorded")
-        case = body.get("case", "")
-        if not isinstance(case, str) or len(case) > 64:
-            raise _error(400, "bad_request", "case must be a string of at most 64 characters")
-        recording = await recorder.start(room, actor=grant.participant, reason=reason, case=case)
+        recording = await recorder.start(room, actor=officer.actor, reason=reason,
+                                         case=str(case_id))
         return web.json_response(recording.status())
     if action == "stop":
-        if room_id not in recorder.active:
+        if room.room_id not in recorder.active:
             raise _error(409, "not_recording", "this room is not being recorded")
-        manifest = await recorder.stop(room_id, actor=grant.participant, reason=reason)
+        manifest = await recorder.stop(room.room_id, actor=officer.actor, reason=reason)
         return web.json_response({"recording_id": manifest["recording_id"],
                                   "status": manifest["status"],
                                   "tracks": len(manifest["tracks"])})
@@ -123,14 +123,20 @@ async def recording_control(request: web.Request) -> web.Response:
 async def list_recordings(request: web.Request) -> web.Response:
     from .app import RECORDER
 
-    grant = _grant(request)
+    officer = await access.officer(request)
     recorder = request.app[RECORDER]
+
+    def own_cases(conn: sqlite3.Connection) -> set[str]:
+        return {str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?",
+                                                   (officer.brigade,))}
+
+    cases = await request.app[access.DB].run(own_cases)
 
     def scan() -> list[dict[str, Any]]:
         out = []
         for path in sorted(recorder.recordings_dir.glob("*/recording.json")):
             meta = load_json(path)
-            if grant.role == "supervisor" or meta.get("room") == grant.room:
+            if officer.role == "supervisor" or meta.get("case") in cases:
                 out.append({k: meta.get(k) for k in ("recording_id", "room", "case", "state",
                                                      "started_at", "stopped_at")})
         return out
@@ -139,30 +145,30 @@ async def list_recordings(request: web.Request) -> web.Response:
 
 
 async def get_manifest(request: web.Request) -> web.Response:
-    grant = _grant(request)
+    officer = await access.officer(request)
     directory, meta = _recording_dir(request)
-    _may_touch(grant, meta["room"])
+    await _may_touch(request, officer, meta)
     reason = _reason(request.query.get("reason"))
     try:
         body = await asyncio.to_thread((directory / "manifest.json").read_bytes)
     except FileNotFoundError:
         raise _error(409, "not_sealed", "the recording is not sealed yet") from None
-    await _log(request, "recording.viewed", grant, meta, reason, what="manifest")
+    await _log(request, "recording.viewed", officer, meta, reason, what="manifest")
     return web.Response(body=body, content_type="application/json")
 
 
 async def verify(request: web.Request) -> web.Response:
     from .app import CUSTODY, RECORDER
 
-    grant = _grant(request)
+    officer = await access.officer(request)
     directory, meta = _recording_dir(request)
-    _may_touch(grant, meta["room"])
+    await _may_touch(request, officer, meta)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
     findings = await asyncio.to_thread(verify_recording, directory, custody.directory,
                                        custody.public_key, request.app[RECORDER].kek)
     ok = all(f.ok for f in findings)
-    await _log(request, "recording.verified", grant, meta, reason, result="ok" if ok else "fail")
+    await _log(request, "recording.verified", officer, meta, reason, result="ok" if ok else "fail")
     return web.json_response({"ok": ok, "findings": [
         {"ok": f.ok, "check": f.check, "detail": f.detail} for f in findings]})
 
@@ -170,9 +176,9 @@ async def verify(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.Response:
     from .app import CUSTODY, RECORDER
 
-    grant = _grant(request)
+    officer = await access.officer(request)
     directory, meta = _recording_dir(request)
-    _may_touch(grant, meta["room"])
+    await _may_touch(request, officer, meta)
     reason = _reason((await read_object(request, empty_ok=True)).get("reason"))
     recorder = request.app[RECORDER]
     name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -182,7 +188,7 @@ async def export(request: web.Request) -> web.Response:
         result = await asyncio.to_thread(
             export_recording, recording_dir=directory, custody=request.app[CUSTODY],
             kek=recorder.kek, signing_key=recorder.signing_key, out=out,
-            actor=grant.participant, reason=reason)
+            actor=officer.actor, reason=reason)
     except (KeyProblem, ValueError) as exc:
         raise _error(409, "cannot_export", str(exc)) from None
     return web.json_response({"export": name, "files": sorted(result["files"]),
@@ -190,9 +196,9 @@ async def export(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.FileResponse:
-    grant = _grant(request)
+    officer = await access.officer(request)
     directory, meta = _recording_dir(request)
-    _may_touch(grant, meta["room"])
+    await _may_touch(request, officer, meta)
     reason = _reason(request.query.get("reason"))
     name = request.match_info["export"]
     if not _EXPORT.match(name):
@@ -201,7 +207,7 @@ async def download(request: web.Request) -> web.FileResponse:
     target = (root / request.match_info["path"]).resolve()
     if root not in target.parents or not target.is_file():
         raise _error(404, "not_found", "no such file in this export")
-    await _log(request, "recording.downloaded", grant, meta, reason, export=name,
+    await _log(request, "recording.downloaded", officer, meta, reason, export=name,
                file=target.relative_to(root).as_posix())
     return web.FileResponse(target)
 
@@ -209,9 +215,9 @@ async def download(request: web.Request) -> web.FileResponse:
 async def access_log(request: web.Request) -> web.Response:
     from .app import CUSTODY
 
-    grant = _grant(request)
+    officer = await access.officer(request)
     _, meta = _recording_dir(request)
-    _may_touch(grant, meta["room"])
+    await _may_touch(request, officer, meta)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
 
@@ -221,7 +227,7 @@ async def access_log(request: web.Request) -> web.Response:
                 and e["type"] != "segment.written"]
 
     entries = await asyncio.to_thread(read)
-    await _log(request, "recording.viewed", grant, meta, reason, what="access log")
+    await _log(request, "recording.viewed", officer, meta, reason, what="access log")
     return web.json_response({"entries": entries})
 
 
@@ -229,9 +235,9 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
     """Play one track: decrypted segment by segment as it is sent; logged as streamed."""
     from .app import RECORDER
 
-    grant = _grant(request)
+    officer = await access.officer(request)
     directory, meta = _recording_dir(request)
-    _may_touch(grant, meta["room"])
+    await _may_touch(request, officer, meta)
     reason = _reason(request.query.get("reason"))
     if meta.get("state") != "sealed":
         raise _error(409, "not_available", f"the recording is {meta.get('state')}")
@@ -243,7 +249,7 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
     recorder = request.app[RECORDER]
     data_key = recorder.kek.unwrap(manifest["key"]["wrapped_data_key"],
                                    manifest["key"]["kek_fingerprint"])
-    await _log(request, "recording.streamed", grant, meta, reason, track=track["track_id"])
+    await _log(request, "recording.streamed", officer, meta, reason, track=track["track_id"])
     response = web.StreamResponse(headers={
         "Content-Type": "video/webm" if track.get("container") == "webm" else "video/x-matroska",
         "Content-Length": str(sum(int(seg["bytes"]) for seg in track["segments"])),
@@ -265,8 +271,8 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
 async def set_retention(request: web.Request) -> web.Response:
     from .app import RECORDER
 
-    grant = _grant(request)
-    if grant.role != "supervisor":
+    officer = await access.officer(request)
+    if officer.role != "supervisor":
         raise _error(403, "forbidden", "only a supervisor changes retention")
     _, meta = _recording_dir(request)
     body = await read_object(request, empty_ok=True)
@@ -277,7 +283,7 @@ async def set_retention(request: web.Request) -> web.Response:
         raise _error(400, "bad_request", "retain_until must be a date, YYYY-MM-DD") from None
     try:
         entry = await asyncio.to_thread(request.app[RECORDER].set_retention,
-                                        meta["recording_id"], until, actor=grant.participant,
+                                        meta["recording_id"], until, actor=officer.actor,
                                         reason=reason)
     except ValueError as exc:
         raise _error(409, "conflict", str(exc)) from None
@@ -287,14 +293,14 @@ async def set_retention(request: web.Request) -> web.Response:
 async def delete_media(request: web.Request) -> web.Response:
     from .app import RECORDER
 
-    grant = _grant(request)
-    if grant.role != "supervisor":
+    officer = await access.officer(request)
+    if officer.role != "supervisor":
         raise _error(403, "forbidden", "only a supervisor deletes recordings")
     _, meta = _recording_dir(request)
     reason = _reason(request.query.get("reason"))
     try:
         entry = await asyncio.to_thread(request.app[RECORDER].delete_media,
-                                        meta["recording_id"], actor=grant.participant,
+                                        meta["recording_id"], actor=officer.actor,
                                         reason=reason)
     except ValueError as exc:
         raise _error(409, "conflict", str(exc)) from None
@@ -303,7 +309,7 @@ async def delete_media(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/rooms/{room}/recording", recording_control)
+    app.router.add_post("/api/cases/{case}/sessions/{session}/recording", recording_control)
     app.router.add_get("/api/recordings", list_recordings)
     app.router.add_get("/api/recordings/{recording}/manifest", get_manifest)
     app.router.add_get("/api/recordings/{recording}/verify", verify)

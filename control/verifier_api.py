@@ -1,57 +1,102 @@
-"""HTTP API of the face verifier: reference photos and live status.
+"""HTTP API of the face verifier: a party's reference photo, and live status of a session.
 
-Same interim access rule as the recordings API: an officer token for its own room, a
-supervisor token for any room (control/recordings_api.py).
+Officers (logins, ``control/access.py``) enroll the reference photo (the ID photo) of a party of
+a case they may touch; the reference is kept per case (``case-<id>``), encrypted, and deleted
+when the party declines face checks or the case is closed. A party is compared with it only
+after consenting to face checks when redeeming the invitation.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from typing import Any
+
 from aiohttp import web
 
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
+from verifier.service import Verifier
 
-from .http_json import json_error
-from .recordings_api import _error, _grant, _may_touch
-from .tokens import valid_id
+from . import access
+from .access import DB, audit
+from .http_json import PayloadTooLarge, json_error
 
 
-def _verifier(request: web.Request):  # type: ignore[no-untyped-def]
+def scope_of_case(case_id: int) -> str:
+    return f"case-{case_id}"
+
+
+def verifier_of(request: web.Request) -> Verifier:
     from .app import VERIFIER
 
     if VERIFIER not in request.app:
-        raise _error(404, "not_found", "the verifier is disabled (verifier.enabled = false)")
+        raise json_error(web.HTTPNotFound, "not_found",
+                         "the verifier is disabled (verifier.enabled = false)")
     return request.app[VERIFIER]
+
+
+async def _party_of_case(request: web.Request) -> tuple[Any, int, int]:
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    party_id = access.path_int(request, "party", "party")
+
+    def run(conn: sqlite3.Connection) -> None:
+        access.load_case(conn, officer, case_id)
+        if conn.execute("SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
+                        (party_id, case_id)).fetchone() is None:
+            raise json_error(web.HTTPNotFound, "not_found", "no such party in this case")
+
+    await request.app[DB].run(run)
+    return officer, case_id, party_id
 
 
 async def enroll(request: web.Request) -> web.Response:
     """Body: the reference photo itself (JPEG or PNG), at most 10 MiB."""
-    grant = _grant(request)
-    room, participant = request.match_info["room"], request.match_info["participant"]
-    if not valid_id(room) or not valid_id(participant):
-        raise _error(404, "not_found", "no such room or participant ID")
-    _may_touch(grant, room)
-    verifier = _verifier(request)
+    officer, case_id, party_id = await _party_of_case(request)
+    verifier = verifier_of(request)
     if request.content_length is not None and request.content_length > MAX_PHOTO_BYTES:
-        raise _error(400, "too_large", f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
+        raise json_error(PayloadTooLarge, "too_large",
+                         f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
     photo = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         photo += chunk
         if len(photo) > MAX_PHOTO_BYTES:
-            raise _error(400, "too_large", f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
+            raise json_error(PayloadTooLarge, "too_large",
+                             f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
     try:
-        record = await verifier.enroll(room, participant, bytes(photo), actor=grant.participant)
+        record = await verifier.enroll(scope_of_case(case_id), f"party-{party_id}",
+                                       bytes(photo), actor=officer.actor, case=str(case_id))
     except EnrollmentRejected as exc:
         raise json_error(web.HTTPUnprocessableEntity, exc.code, exc.message) from None
+    await request.app[DB].run(lambda c: audit(
+        c, officer.actor, "reference.enrolled", f"party:{party_id}", case_id,
+        photo_sha256=record["photo_sha256"]))
     return web.json_response(record)
 
 
+async def forget(request: web.Request) -> web.Response:
+    officer, case_id, party_id = await _party_of_case(request)
+    reason = request.query.get("reason", "").strip()[:500]
+    if not reason:
+        raise json_error(web.HTTPBadRequest, "reason_required", "?reason= is required")
+    removed = await verifier_of(request).forget(
+        scope_of_case(case_id), f"party-{party_id}", actor=officer.actor, reason=reason,
+        case=str(case_id))
+    if not removed:
+        raise json_error(web.HTTPNotFound, "not_found", "this party has no reference photo")
+    await request.app[DB].run(lambda c: audit(c, officer.actor, "reference.deleted",
+                                              f"party:{party_id}", case_id, reason))
+    return web.json_response({"deleted": True})
+
+
 async def status(request: web.Request) -> web.Response:
-    grant = _grant(request)
-    room = request.match_info["room"]
-    _may_touch(grant, room)
-    return web.json_response({"participants": _verifier(request).status(room)})
+    from .cases_api import open_session_room
+
+    officer = await access.officer(request)
+    _, _, room = await open_session_room(request, officer)
+    return web.json_response({"participants": verifier_of(request).status(room.room_id)})
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_put("/api/rooms/{room}/participants/{participant}/reference", enroll)
-    app.router.add_get("/api/rooms/{room}/verification", status)
+    app.router.add_put("/api/cases/{case}/parties/{party}/reference", enroll)
+    app.router.add_delete("/api/cases/{case}/parties/{party}/reference", forget)
+    app.router.add_get("/api/cases/{case}/sessions/{session}/verification", status)

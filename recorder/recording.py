@@ -382,10 +382,11 @@ class Recorder:
         self._tell(room_id, state="sealed", recording=recording.recording_id)
         return manifest
 
-    def start_soon(self, room: Any, *, actor: str, reason: str) -> None:
-        """Start from a callback (always-on recording of a new room)."""
+    def start_soon(self, room: Any, *, actor: str, reason: str, case: str = "") -> None:
+        """Start from a callback (a new room that is recorded from its first participant)."""
         task = asyncio.get_running_loop().create_task(
-            self.start(room, actor=actor, reason=reason), name=f"record {room.room_id}")
+            self.start(room, actor=actor, reason=reason, case=case),
+            name=f"record {room.room_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

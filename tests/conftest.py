@@ -135,6 +135,39 @@ class Api:
         return token
 
 
+async def officer_login(server: Server, api: Api, username: str = "li",
+                        brigade: str = "brigade-1", role: str = "officer") -> str:
+    """Create an officer account and log it in."""
+    from control.access import DB
+    from control.auth import create_officer
+
+    await server.app[DB].run(lambda c: create_officer(c, username, PASSWORD, role, brigade))
+    return await api.login(username)
+
+
+async def case_with_party(api: Api, officer: str, *, kind: str = "accident",
+                          name: str = "Wang Wei") -> tuple[int, int]:
+    status, case = await api.call("POST", "/api/cases", officer,
+                                  {"kind": kind, "title": "test case"})
+    assert status == 201, case
+    status, party = await api.call("POST", f"/api/cases/{case['id']}/parties", officer,
+                                   {"role": "driver", "name": name})
+    assert status == 201, party
+    return case["id"], party["id"]
+
+
+async def party_link(api: Api, officer: str, case_id: int, party_id: int,
+                     consent: dict[str, bool] | None = None) -> dict[str, Any]:
+    """Invite a party and redeem the link (a session must be open): the party's token."""
+    status, invite = await api.call("POST", f"/api/cases/{case_id}/invitations", officer,
+                                    {"party_id": party_id})
+    assert status == 201, invite
+    status, redeemed = await api.call("POST", "/api/invitations/redeem", json={
+        "token": invite["token"], "consent": consent or CONSENT})
+    assert status == 200, redeemed
+    return dict(redeemed)
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,  # noqa: ASYNC109
                      interval: float = 0.05, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + timeout

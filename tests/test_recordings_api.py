@@ -10,47 +10,69 @@ from pathlib import Path
 import aiohttp
 import av
 
-from bench.peer import PatternVideoTrack, ToneAudioTrack
-from control.app import CUSTODY
-from tests.conftest import join, make_config, start_server, wait_until
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from control.app import CUSTODY, RECORDER
+from tests.conftest import (
+    Api,
+    case_with_party,
+    make_config,
+    officer_login,
+    party_link,
+    start_server,
+    wait_until,
+)
 
 
 async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
     clients: list = []
     try:
-        driver = await join(server, clients, "case-7", "driver")
-        await driver.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
-        await wait_until(lambda: len(server.sfu.rooms["case-7"].up_tracks()) == 2, what="tracks")
-        officer = {"Authorization": "Bearer " + server.token("case-7", "officer-li",
-                                                             role="officer")}
-        party = {"Authorization": "Bearer " + server.token("case-7", "driver")}
-        stranger = {"Authorization": "Bearer " + server.token("case-8", "officer-wu",
-                                                              role="officer")}
-        supervisor = {"Authorization": "Bearer " + server.token("any", "supervisor-zhao",
-                                                                role="supervisor")}
-        base = server.base_url
         async with aiohttp.ClientSession() as http:
-            url = f"{base}/api/rooms/case-7/recording"
-            async with http.post(url, json={"action": "start", "reason": "x"}) as r:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api, "li", "brigade-1")
+            wu = await officer_login(server, api, "wu", "brigade-2")
+            zhao = await officer_login(server, api, "zhao", "hq", role="supervisor")
+            cid, pid = await case_with_party(api, li)
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            redeemed = await party_link(api, li, cid, pid)
+            driver = PeerClient(server.base_url, redeemed["token"])
+            clients.append(driver)
+            await driver.connect()
+            await driver.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
+            room_id = session["room"]
+            await wait_until(lambda: len(server.sfu.rooms[room_id].up_tracks()) == 2,
+                             what="tracks")
+            # the session's room records by itself from its first participant
+            await wait_until(lambda: room_id in server.app[RECORDER].active, what="recording")
+            auto = server.app[RECORDER].active[room_id].recording_id
+            officer = {"Authorization": f"Bearer {li}"}
+            party = {"Authorization": f"Bearer {redeemed['token']}"}
+            stranger = {"Authorization": f"Bearer {wu}"}
+            supervisor = {"Authorization": f"Bearer {zhao}"}
+            base = server.base_url
+            url = f"{base}/api/cases/{cid}/sessions/{session['id']}/recording"
+            async with http.post(url, json={"action": "stop", "reason": "x"}) as r:
                 assert r.status == 401
-            async with http.post(url, json={"action": "start", "reason": "x"},
+            async with http.post(url, json={"action": "stop", "reason": "x"},
                                  headers=party) as r:
-                assert r.status == 403 and (await r.json())["error"] == "forbidden"
-            async with http.post(url, json={"action": "start", "reason": "x"},
+                assert r.status == 401 and (await r.json())["error"] == "unauthorized"
+            async with http.post(url, json={"action": "stop", "reason": "x"},
                                  headers=stranger) as r:
-                assert r.status == 403
-            async with http.post(url, json={"action": "start"}, headers=officer) as r:
+                assert r.status == 404
+            async with http.post(url, json={"action": "stop"}, headers=officer) as r:
                 assert r.status == 400 and (await r.json())["error"] == "reason_required"
             async with http.post(url, data=b"{oops", headers=officer) as r:
                 assert r.status == 400 and (await r.json())["error"] == "bad_json"
-            async with http.post(url, json={"action": "start", "reason": "remote inquiry",
-                                            "case": "ACC-2026-17"}, headers=officer) as r:
-                assert r.status == 200, await r.text()
-                recording_id = (await r.json())["recording_id"]
             async with http.post(url, json={"action": "start", "reason": "again"},
                                  headers=officer) as r:
                 assert r.status == 409
+            async with http.post(url, json={"action": "stop", "reason": "a break"},
+                                 headers=officer) as r:
+                assert r.status == 200 and (await r.json())["recording_id"] == auto
+            async with http.post(url, json={"action": "start", "reason": "remote inquiry"},
+                                 headers=officer) as r:
+                assert r.status == 200, await r.text()
+                recording_id = (await r.json())["recording_id"]
             await asyncio.sleep(2.5)
             async with http.post(url, json={"action": "stop", "reason": "inquiry over"},
                                  headers=officer) as r:
@@ -60,16 +82,16 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
             async with http.get(f"{base}/api/recordings", headers=stranger) as r:
                 assert (await r.json())["recordings"] == []
             async with http.get(f"{base}/api/recordings", headers=officer) as r:
-                assert [x["recording_id"] for x in (await r.json())["recordings"]] == [
-                    recording_id]
+                assert sorted(x["recording_id"] for x in (await r.json())["recordings"]) == \
+                    sorted([auto, recording_id])
             async with http.get(f"{rec}/manifest", headers=officer) as r:
                 assert r.status == 400  # no reason
             async with http.get(f"{rec}/manifest", params={"reason": "peek"},
                                 headers=stranger) as r:
-                assert r.status == 403
+                assert r.status == 404
             async with http.get(f"{rec}/manifest", params={"reason": "writing the record"},
                                 headers=officer) as r:
-                assert r.status == 200 and (await r.json())["case"] == "ACC-2026-17"
+                assert r.status == 200 and (await r.json())["case"] == str(cid)
             async with http.get(f"{rec}/verify", params={"reason": "review"},
                                 headers=supervisor) as r:
                 result = await r.json()
@@ -136,16 +158,16 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
                                 headers=supervisor) as r:
                 entries = (await r.json())["entries"]
         events = [(e["type"], e["actor"], e["reason"]) for e in entries]
-        assert events[0] == ("recording.started", "officer-li", "remote inquiry")
-        assert ("recording.stopped", "officer-li", "inquiry over") in events
-        assert ("recording.viewed", "officer-li", "writing the record") in events
-        assert ("recording.verified", "supervisor-zhao", "review") in events
-        assert ("recording.exported", "supervisor-zhao", "court request") in events
-        assert ("recording.downloaded", "supervisor-zhao", "hand to court") in events
-        assert ("recording.streamed", "officer-li", "review the inquiry") in events
-        assert ("recording.retention_changed", "supervisor-zhao",
+        assert events[0] == ("recording.started", "officer:li", "remote inquiry")
+        assert ("recording.stopped", "officer:li", "inquiry over") in events
+        assert ("recording.viewed", "officer:li", "writing the record") in events
+        assert ("recording.verified", "supervisor:zhao", "review") in events
+        assert ("recording.exported", "supervisor:zhao", "court request") in events
+        assert ("recording.downloaded", "supervisor:zhao", "hand to court") in events
+        assert ("recording.streamed", "officer:li", "review the inquiry") in events
+        assert ("recording.retention_changed", "supervisor:zhao",
                 "case closed, no appeal") in events
-        assert ("recording.deleted", "supervisor-zhao", "retention ended") in events
+        assert ("recording.deleted", "supervisor:zhao", "retention ended") in events
         # and the access-log view itself is on the record
         last = server.app[CUSTODY].entries()[-1]
         assert (last["type"], last["what"], last["reason"]) == (

@@ -20,7 +20,16 @@ import skimage.data
 
 from bench.peer import ImageVideoTrack, PeerClient
 from control.app import CUSTODY, RECORDER, VERIFIER
-from tests.conftest import join, make_config, start_server, wait_until
+from tests.conftest import (
+    Api,
+    case_with_party,
+    join,
+    make_config,
+    officer_login,
+    party_link,
+    start_server,
+    wait_until,
+)
 
 _spec = importlib.util.find_spec("insightface")
 if _spec is None or not _spec.submodule_search_locations:
@@ -49,18 +58,22 @@ async def _server(tmp_path: Path, **verifier: Any):
     return await start_server(make_config(tmp_path, verifier=settings))
 
 
-async def _enroll(server, room: str, participant: str, photo: bytes) -> tuple[int, dict]:
-    officer = {"Authorization": "Bearer " + server.token(room, "officer-li", role="officer")}
-    async with aiohttp.ClientSession() as http, http.put(
-            f"{server.base_url}/api/rooms/{room}/participants/{participant}/reference",
-            data=photo, headers=officer) as response:
-        return response.status, await response.json()
+async def _enroll(server: Any, token: str, case_id: int, party_id: int,
+                  photo: bytes) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        return await Api(http, server.base_url).call(
+            "PUT", f"/api/cases/{case_id}/parties/{party_id}/reference", token, data=photo)
 
 
 async def test_enrollment_accepts_one_clear_face_and_rejects_with_reasons(tmp_path: Path) -> None:
     server = await _server(tmp_path)
     try:
-        status, body = await _enroll(server, "r", "driver", _png(ASTRONAUT))
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            wu = await officer_login(server, api, "wu", "brigade-2")
+            cid, pid = await case_with_party(api, li)
+        status, body = await _enroll(server, li, cid, pid, _png(ASTRONAUT))
         assert status == 200, body
         assert body["quality"]["size"] >= 80 and len(body["photo_sha256"]) == 64
         assert body["model"]["engine"] == "mtcnn-facenet-vggface2"
@@ -73,34 +86,42 @@ async def test_enrollment_accepts_one_clear_face_and_rejects_with_reasons(tmp_pa
             "empty": (b"", "empty"),
         }
         for name, (photo, code) in cases.items():
-            status, body = await _enroll(server, "r", f"p-{name}", photo)
+            status, body = await _enroll(server, li, cid, pid, photo)
             assert (status, body["error"]) == (422, code), (name, body)
             assert body["message"]
         # the photo itself is not kept: only its hash and an encrypted embedding
-        stored = (tmp_path / "var" / "faces" / "r" / "driver.json").read_text()
+        stored = (tmp_path / "var" / "faces" / f"case-{cid}" / f"party-{pid}.json").read_text()
         assert "ciphertext" in stored and "wrapped_key" in stored
-        party = {"Authorization": "Bearer " + server.token("r", "driver")}
-        async with aiohttp.ClientSession() as http, http.put(
-                f"{server.base_url}/api/rooms/r/participants/driver/reference",
-                data=_png(ASTRONAUT), headers=party) as response:
-            assert response.status == 403
+        assert (await _enroll(server, wu, cid, pid, _png(ASTRONAUT)))[0] == 404
+        assert (await _enroll(server, li, cid, pid + 1, _png(ASTRONAUT)))[0] == 404
         entries = server.app[CUSTODY].entries()
         assert [e["type"] for e in entries] == ["verification.enrolled"]
+        assert entries[0]["case"] == str(cid) and entries[0]["actor"] == "officer:li"
     finally:
         await server.runner.cleanup()
 
 
-async def _call(server, clients: list[PeerClient], room: str,
-                schedule: list[tuple[float, np.ndarray | None]]) -> tuple[PeerClient, PeerClient]:
-    status, body = await _enroll(server, room, "driver", _png(ASTRONAUT))
-    assert status == 200, body
-    officer = PeerClient(server.base_url, server.token(room, "officer-li", role="officer"),
-                         decode=False)
+async def _call(server: Any, clients: list[PeerClient],
+                schedule: list[tuple[float, np.ndarray | None]], *,
+                consent: dict[str, bool] | None = None) -> tuple[PeerClient, PeerClient, str]:
+    """A case session: the officer in the call, the party (the astronaut's reference) showing
+    ``schedule``. Returns (officer, party, room)."""
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        li = await officer_login(server, api)
+        cid, pid = await case_with_party(api, li)
+        status, body = await _enroll(server, li, cid, pid, _png(ASTRONAUT))
+        assert status == 200, body
+        _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+        redeemed = await party_link(api, li, cid, pid, consent)
+    officer = PeerClient(server.base_url, session["token"], decode=False)
     clients.append(officer)
     await officer.connect()
-    driver = await join(server, clients, room, "driver", record_payloads=True)
+    driver = PeerClient(server.base_url, redeemed["token"], record_payloads=True)
+    clients.append(driver)
+    await driver.connect()
     await driver.publish(ImageVideoTrack(schedule))
-    return officer, driver
+    return officer, driver, session["room"]
 
 
 def _states(officer: PeerClient) -> list[tuple[str, str]]:
@@ -123,7 +144,7 @@ async def verifier_server(tmp_path: Path):
 
 async def test_the_enrolled_person_is_verified(verifier_server) -> None:
     server, clients = verifier_server
-    officer, _ = await _call(server, clients, "inquiry", [(0, ASTRONAUT)])
+    officer, _, _ = await _call(server, clients, [(0, ASTRONAUT)])
     await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
                      what="verified")
 
@@ -141,7 +162,7 @@ async def test_the_enrolled_person_is_verified(verifier_server) -> None:
 
 async def test_someone_else_raises_an_alert(verifier_server) -> None:
     server, clients = verifier_server
-    officer, _ = await _call(server, clients, "impostor", [(0, HANKS)])
+    officer, _, _ = await _call(server, clients, [(0, HANKS)])
     await wait_until(lambda: ("alert", "different_face") in _states(officer), timeout=20,
                      what="alert for a different face")
     assert ("verified", "matches") not in _states(officer)
@@ -150,7 +171,7 @@ async def test_someone_else_raises_an_alert(verifier_server) -> None:
 async def test_a_face_swap_mid_call_is_caught_within_seconds(verifier_server) -> None:
     server, clients = verifier_server
     swap_at = 6.0
-    officer, _ = await _call(server, clients, "swap", [(0, ASTRONAUT), (swap_at, HANKS)])
+    officer, _, _ = await _call(server, clients, [(0, ASTRONAUT), (swap_at, HANKS)])
     loop = asyncio.get_running_loop()
     await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
                      what="verified before the swap")
@@ -164,7 +185,7 @@ async def test_a_face_swap_mid_call_is_caught_within_seconds(verifier_server) ->
 async def test_no_face_raises_no_face(verifier_server) -> None:
     server, clients = verifier_server
     # the party walks away: an empty grey room (a cat can fool a face detector now and then)
-    officer, _ = await _call(server, clients, "empty-chair", [(0, ASTRONAUT), (3.0, None)])
+    officer, _, _ = await _call(server, clients, [(0, ASTRONAUT), (3.0, None)])
     await wait_until(lambda: ("alert", "no_face") in _states(officer), timeout=25,
                      what="no-face alert")
     verdicts = {m["verdict"] for m in officer.messages if m["type"] == "verification"}
@@ -173,13 +194,14 @@ async def test_no_face_raises_no_face(verifier_server) -> None:
 
 async def test_every_verdict_is_evidence_in_the_recording(verifier_server) -> None:
     server, clients = verifier_server
-    officer, _ = await _call(server, clients, "recorded", [(0, ASTRONAUT)])
-    room = server.sfu.rooms["recorded"]
-    recording = await server.app[RECORDER].start(room, actor="officer-li", reason="inquiry")
+    officer, _, room = await _call(server, clients, [(0, ASTRONAUT)])
+    # the session's room records by itself
+    await wait_until(lambda: room in server.app[RECORDER].active, what="recording")
+    recording = server.app[RECORDER].active[room]
     await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
                      what="verified")
     await asyncio.sleep(1.0)
-    await server.app[RECORDER].stop("recorded", actor="officer-li", reason="done")
+    await server.app[RECORDER].stop(room, actor="officer:li", reason="done")
     entries = server.app[CUSTODY].entries()
     started = [e for e in entries if e["type"] == "verification.started"]
     assert started and started[0]["model"]["sha256"]["facenet"]
@@ -192,8 +214,53 @@ async def test_every_verdict_is_evidence_in_the_recording(verifier_server) -> No
         assert entry["model_id"] == started[0]["model_id"]
         assert len(entry["frame_sha256"]) == 64 and entry["threshold"] == 0.62
     assert any(e["type"] == "verification.state" and e["state"] == "verified" for e in entries)
-    status = server.app[VERIFIER].status("recorded")
+    status = server.app[VERIFIER].status(room)
     assert status[0]["state"] == "verified" and status[0]["samples"] >= 3
+
+
+async def test_face_checks_need_consent_and_references_go_with_the_case(
+        verifier_server: Any, tmp_path: Path) -> None:
+    server, clients = verifier_server
+    declined = {"recording": True, "face": False, "electronic_delivery": False}
+    officer, driver, room = await _call(server, clients, [(0, ASTRONAUT)], consent=declined)
+    assert driver.joined is not None
+    cid = int(room.split("-")[1])
+    pid = int(driver.joined["participant"]["id"].split("-")[1])
+    reference = tmp_path / "var" / "faces" / f"case-{cid}" / f"party-{pid}.json"
+    # declining face checks deletes the reference enrolled before the call
+    assert not reference.exists()
+    deleted = [e for e in server.app[CUSTODY].entries()
+               if e["type"] == "verification.reference_deleted"]
+    assert [(e["actor"], e["reason"]) for e in deleted] == [
+        (f"party:{pid}", "the party declined face checks")]
+    # enrolled again while the party is in the call: still no comparison, and the officer
+    # is told why
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        li = await api.login("li")
+        assert (await _enroll(server, li, cid, pid, _png(ASTRONAUT)))[0] == 200
+        await wait_until(lambda: ("not_consented", "no_face_consent") in _states(officer),
+                         timeout=20, what="not_consented")
+        await asyncio.sleep(1.5)
+        assert not any(e["type"] == "verification.verdict"
+                       for e in server.app[CUSTODY].entries())
+        assert server.app[VERIFIER].status(room) == []
+        # closing the case takes its face data away (after its session has ended)
+        _, case = await api.call("GET", f"/api/cases/{cid}", li)
+        (session,) = case["sessions"]
+        status, body = await api.call("POST", f"/api/cases/{cid}/close", li,
+                                      {"reason": "penalty paid"})
+        assert (status, body["error"]) == (409, "session_open")
+        await api.call("POST", f"/api/cases/{cid}/sessions/{session['id']}/end", li,
+                       {"reason": "done"})
+        assert (await api.call("POST", f"/api/cases/{cid}/close", li,
+                               {"reason": "penalty paid"}))[0] == 200
+        assert not reference.exists()
+        status, body = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+        assert (status, body["error"]) == (409, "case_closed")
+    last = [e for e in server.app[CUSTODY].entries()
+            if e["type"] == "verification.reference_deleted"][-1]
+    assert (last["actor"], last["reason"]) == ("officer:li", "case closed: penalty paid")
 
 
 async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Path) -> None:
@@ -201,10 +268,12 @@ async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Pa
     server = await _server(tmp_path, sample_interval=0.02, workers=1)
     clients: list[PeerClient] = []
     try:
-        _officer, driver = await _call(server, clients, "busy", [(0, ASTRONAUT)])
-        watcher = await join(server, clients, "busy", "watcher", record_payloads=True)
-        await wait_until(lambda: watcher.mids_for_participant("driver") != [], what="offer")
-        (mid,) = watcher.mids_for_participant("driver")
+        _officer, driver, room = await _call(server, clients, [(0, ASTRONAUT)])
+        assert driver.joined is not None
+        pid = driver.joined["participant"]["id"]
+        watcher = await join(server, clients, room, "watcher", record_payloads=True)
+        await wait_until(lambda: watcher.mids_for_participant(pid) != [], what="offer")
+        (mid,) = watcher.mids_for_participant(pid)
         await wait_until(lambda: server.app[VERIFIER].skipped >= 5, timeout=20,
                          what="samples skipped under overload")
         await asyncio.sleep(2.0)
@@ -294,17 +363,26 @@ async def test_cli_enrollment_and_a_model_file_that_does_not_match_its_pin(
     photo.write_bytes(_png(ASTRONAUT))
     group = tmp_path / "group.jpg"
     group.write_bytes((IMAGES / "t1.jpg").read_bytes())
+    server = await _server(tmp_path, enabled=False)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            cid, pid = await case_with_party(api, await officer_login(server, api))
+    finally:
+        await server.runner.cleanup()
     env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
            "REMOTECASE_KEYS__DIR": str(tmp_path / "keys")}
-    for path, code in ((photo, 0), (group, 1)):
+    errors = []
+    for path, case, code in ((photo, cid, 0), (group, cid, 1), (photo, cid + 1, 2)):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "control.cli", "verifier", "enroll", "--room", "r",
-            "--participant", "driver", str(path), env=env,
+            sys.executable, "-m", "control.cli", "verifier", "enroll", "--case", str(case),
+            "--party", str(pid), str(path), env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         _out, err = await proc.communicate()
         assert proc.returncode == code, err.decode()
-    assert b"multiple_faces" in err
-    assert (tmp_path / "var" / "faces" / "r" / "driver.json").exists()
+        errors.append(err)
+    assert b"multiple_faces" in errors[1] and b"has no party" in errors[2]
+    assert (tmp_path / "var" / "faces" / f"case-{cid}" / f"party-{pid}.json").exists()
 
     spec = default_spec()
     pinned = dict(spec.sha256, onet="0" * 64)

@@ -115,5 +115,13 @@ class EnrollmentStore:
         return record, np.frombuffer(plain, dtype="<f8").copy()
 
 
+    def delete(self, scope: str, participant: str) -> bool:
+        path = self._path(scope, participant)
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
+
+
 def photo_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +107,12 @@ class Verifier:
         self.samples = 0
         # (room ID, event type, fields) for each state report: the officers' event stream
         self.listeners: list[Callable[..., None]] = []
+        # whose reference a room's participant is compared with: references are kept per
+        # scope (a case), and a room maps to one (the control plane sets this)
+        self.scope_of: Callable[[str], str] = lambda room_id: room_id
+        # whether a participant agreed to face checks; None means no consent model (tests,
+        # development rooms)
+        self.may_verify: Callable[[str, str], Awaitable[bool]] | None = None
 
     # -- engines, one per worker thread ----------------------------------------------------
     def _engine(self) -> Engine:
@@ -129,21 +135,31 @@ class Verifier:
                                quality=quality, embedding=embedding,
                                model=self.spec.identity(), actor=actor)
 
-    async def enroll(self, room: str, participant: str, photo: bytes, *,
-                     actor: str) -> dict[str, Any]:
+    async def enroll(self, scope: str, participant: str, photo: bytes, *,
+                     actor: str, case: str = "") -> dict[str, Any]:
         """Check and store a reference photo; raises :class:`EnrollmentRejected`."""
         loop = asyncio.get_running_loop()
         record: dict[str, Any] = await loop.run_in_executor(
-            self._pool, self._enroll, room, participant, photo, actor)
-        await self._log("verification.enrolled", room, actor=actor, participant=participant,
-                        photo_sha256=record["photo_sha256"], quality=record["quality"],
-                        model_id=self.model_id, model=self.spec.identity())
+            self._pool, self._enroll, scope, participant, photo, actor)
+        await self._log("verification.enrolled", "", actor=actor, participant=participant,
+                        scope=scope, case=case, photo_sha256=record["photo_sha256"],
+                        quality=record["quality"], model_id=self.model_id,
+                        model=self.spec.identity())
         # a participant already in the call is watched from now on
-        for watched_room in self._rooms:
-            if watched_room.room_id == room:
+        for watched_room in list(self._rooms):
+            if self.scope_of(watched_room.room_id) == scope:
                 for up in watched_room.up_tracks():
                     self.on_track_published(up, room=watched_room)
         return record
+
+    async def forget(self, scope: str, participant: str, *, actor: str, reason: str,
+                     case: str = "") -> bool:
+        """Delete a reference (face data is kept no longer than its case needs it)."""
+        removed = await asyncio.to_thread(self.store.delete, scope, participant)
+        if removed:
+            await self._log("verification.reference_deleted", "", actor=actor, reason=reason,
+                            participant=participant, scope=scope, case=case)
+        return removed
 
     # -- rooms -----------------------------------------------------------------------------
     def watch_room(self, room: Any) -> None:
@@ -166,8 +182,23 @@ class Verifier:
     async def _start_watch(self, room: Any, up: Any) -> None:
         info = up.info
         key = (room.room_id, info.participant_id)
-        loaded = await asyncio.to_thread(self.store.load, room.room_id, info.participant_id)
+        loaded = await asyncio.to_thread(self.store.load, self.scope_of(room.room_id),
+                                         info.participant_id)
         if loaded is None or key in self._watches or up.closed or room.closed:
+            return
+        if self.may_verify is not None and not await self.may_verify(room.room_id,
+                                                                      info.participant_id):
+            # no consent to face data: no comparison, and the officer is told why
+            message = {"type": "verification", "participant": info.participant_id,
+                       "state": "not_consented", "reason": "no_face_consent"}
+            for participant in list(room.participants.values()):
+                if getattr(participant, "role", "party") in ("officer", "supervisor"):
+                    participant.send(message)
+            for listener in list(self.listeners):
+                listener(room.room_id, "verification", participant=info.participant_id,
+                         state="not_consented", reason="no_face_consent")
+            return
+        if key in self._watches or up.closed or room.closed:
             return
         _, reference = loaded
         subscriber = room.subscribe_local(info.track_id, queue_size=256)
