@@ -26,6 +26,7 @@ from . import (
     display_api,
     materials_api,
     recordings_api,
+    statistics_api,
     verifier_api,
 )
 from .auth import RateLimiter
@@ -70,6 +71,7 @@ def create_app(config: Config) -> web.Application:
     appointments_api.add_routes(app)
     materials_api.add_routes(app)
     display_api.add_routes(app)
+    statistics_api.add_routes(app)
     return app
 
 
