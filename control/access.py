@@ -125,11 +125,20 @@ async def officer_or_party(request: web.Request) -> Officer | PartyCaller:
     return await party(request)
 
 
+MAX_ID = (1 << 63) - 1  # SQLite's INTEGER
+
+
+def id_value(value: object) -> int | None:
+    """A row ID from JSON: an integer (not a boolean) that SQLite can hold, else None."""
+    return value if type(value) is int and 0 < value <= MAX_ID else None
+
+
 def path_int(request: web.Request, name: str, what: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise json_error(web.HTTPNotFound, "not_found", f"no such {what}") from None
+    raw = request.match_info[name]
+    value = id_value(int(raw)) if raw.isdigit() and len(raw) <= 19 else None
+    if value is None:
+        raise json_error(web.HTTPNotFound, "not_found", f"no such {what}")
+    return value
 
 
 def case_id(request: web.Request) -> int:

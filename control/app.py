@@ -61,6 +61,8 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/", _index)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/api/events", _events)
+    app.router.add_get("/api/openapi.json", _openapi)
+    app.router.add_get("/api/docs", _api_docs)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/dev/token", _dev_token)
@@ -194,6 +196,16 @@ async def _make_verifier(config: Config, custody: CustodyLog,
                                 min_sharpness=v.min_enroll_sharpness))
     store = EnrollmentStore(config.data_dir / "faces", recorder.kek)
     return Verifier(spec, settings, store, custody=custody, recorder=recorder)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    from .openapi import SPEC
+
+    return web.json_response(SPEC)
+
+
+async def _api_docs(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "api.html")
 
 
 async def _events(request: web.Request) -> web.WebSocketResponse:

@@ -65,8 +65,8 @@ def case_appointments(conn: sqlite3.Connection, case_id: int) -> list[dict[str, 
 
 
 def _usable_slot(conn: sqlite3.Connection, slot_id: object, brigade: str) -> sqlite3.Row:
-    if not isinstance(slot_id, int):
-        raise json_error(web.HTTPBadRequest, "bad_request", "slot_id: an integer")
+    if access.id_value(slot_id) is None:
+        raise json_error(web.HTTPBadRequest, "bad_request", "slot_id: a slot's ID")
     slot = conn.execute("SELECT * FROM slots WHERE id = ? AND brigade = ?",
                         (slot_id, brigade)).fetchone()
     if slot is None or slot["withdrawn_at"] is not None:
@@ -81,7 +81,7 @@ def _usable_slot(conn: sqlite3.Connection, slot_id: object, brigade: str) -> sql
 
 def book(conn: sqlite3.Connection, actor: str, case: dict[str, Any], party_id: object,
          slot_id: object, reason: str) -> dict[str, Any]:
-    if not isinstance(party_id, int) or conn.execute(
+    if access.id_value(party_id) is None or conn.execute(
             "SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
             (party_id, case["id"])).fetchone() is None:
         raise json_error(web.HTTPNotFound, "not_found", "no such party in this case")

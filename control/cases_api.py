@@ -12,6 +12,7 @@ Errors are ``{"error": code, "message": text}`` with a 4xx status.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import sqlite3
@@ -23,7 +24,7 @@ from aiohttp import web
 from mediaserver.protocols import CloseReason
 from mediaserver.room import SfuRoom
 
-from .access import DB, LOGIN_LIMIT, REDEEM_LIMIT, load_case, path_int
+from .access import DB, LOGIN_LIMIT, REDEEM_LIMIT, id_value, load_case, path_int
 from .access import audit as _audit
 from .access import bearer as _bearer
 from .access import case_id as _case_id
@@ -46,6 +47,10 @@ _ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
 
 def _load_case(conn: sqlite3.Connection, officer: Officer, case_id: int) -> dict[str, Any]:
     return load_case(conn, officer, case_id)
+
+
+def _number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 def _open_case(case: dict[str, Any]) -> None:
@@ -322,10 +327,11 @@ async def post_invitation(request: web.Request) -> web.Response:
     party_id = body.get("party_id")
     hours = body.get("valid_hours", 72)
     delay = body.get("valid_from_seconds", 0)
-    if not isinstance(party_id, int) or not isinstance(hours, (int, float)) or not \
-            0 < hours <= 24 * 30 or not isinstance(delay, (int, float)) or delay < 0:
+    if id_value(party_id) is None or not _number(hours) or not 0 < hours <= 24 * 30 or \
+            not _number(delay) or not 0 <= delay <= 30 * 86400:
         raise _json_error(web.HTTPBadRequest, "bad_request",
-                          "party_id (int), valid_hours (0-720), valid_from_seconds (>= 0)")
+                          "party_id (a party's ID), valid_hours (0-720), "
+                          "valid_from_seconds (0-2592000)")
     token = secrets.token_urlsafe(24)
     start = time.time() + float(delay)
 

@@ -13,11 +13,31 @@ from collections.abc import Sequence
 from .config import Config, ConfigError, load_config
 
 
+class _MalformedHttpFilter(logging.Filter):
+    """aiohttp logs a traceback at ERROR for every malformed HTTP request it answers 400 (a
+    scanner can fill the log with them); keep one line at WARNING instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            error = record.exc_info[1]
+            what = str(error.message).strip().splitlines()[0] if str(error.message).strip() \
+                else type(error).__name__
+            record.args = (record.getMessage(), what)
+            record.msg = "%s: answered 400 (%s)"
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("aiohttp.server").addFilter(_MalformedHttpFilter())
 
 
 def _load(args: argparse.Namespace) -> Config:

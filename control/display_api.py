@@ -168,7 +168,8 @@ async def start_display(request: web.Request) -> web.Response:
     reason = text(body, "reason", max_len=500)
     material_id = body.get("material_id")
     page = body.get("page", 1)
-    if not isinstance(material_id, str) or not isinstance(page, int) or page < 1:
+    if not isinstance(material_id, str) or len(material_id) > 64 or \
+            access.id_value(page) is None:
         raise json_error(web.HTTPBadRequest, "bad_request",
                          "material_id: a material of the case; page: a page number from 1")
     case_id, session_id, room = await open_session_room(request, officer)

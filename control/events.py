@@ -29,7 +29,7 @@ from aiohttp import WSMsgType, web
 from mediaserver.protocols import CloseReason
 from recorder.custody import utc_now
 
-from .access import DB
+from .access import DB, id_value
 from .auth import Officer, officer_for
 from .db import Database
 
@@ -170,6 +170,10 @@ class EventHub:
                                 "message": 'expected {"type": "subscribe", "case": N or null}'})
             return
         case = body.get("case")
+        if case is not None and id_value(case) is None:
+            await ws.send_json({"type": "error", "error": "not_found",
+                                "message": "no such case"})
+            return
         if case is None:
             listener.case = None
         else:
