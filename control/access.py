@@ -2,7 +2,8 @@
 
 * Officers log in (``POST /api/login``) and send ``Authorization: Bearer <login token>``; an
   officer touches the cases of their brigade, a supervisor every case. Another brigade's case
-  answers 404, as an absent one does: IDs reveal nothing.
+  answers 404, as an absent one does: IDs reveal nothing. An observer (an auditor) reads its
+  brigade's cases and custody records but changes nothing and downloads no evidence (403).
 * A party has no account. It calls with the token of its invitation link (before the call) or
   the signalling token that redeeming the link gave (during it); either binds one party of one
   case, and a party reaches nothing else.
@@ -65,12 +66,22 @@ def bearer(request: web.Request) -> str:
     return header[len("Bearer "):].strip()
 
 
+# what an observer may not do although it is a GET: take the evidence itself away
+CONTENT_READS = ("/content", "/media", "/exports/")
+
+
 async def officer(request: web.Request) -> Officer:
+    """The logged-in account. Observers read (not the evidence's content) and change nothing."""
     token = bearer(request)
     found = await request.app[DB].run(lambda c: officer_for(c, token))
     if found is None:
         raise json_error(web.HTTPUnauthorized, "unauthorized",
                          "the login is unknown, expired or logged out")
+    if found.role == "observer" and request.path != "/api/logout" and (
+            request.method not in ("GET", "HEAD")
+            or any(part in request.path for part in CONTENT_READS)):
+        raise json_error(web.HTTPForbidden, "forbidden",
+                         "an observer reads cases and custody records and changes nothing")
     return found
 
 

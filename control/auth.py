@@ -18,6 +18,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 LOGIN_TTL = 8 * 3600
+ACCOUNT_ROLES = ("officer", "supervisor", "observer")
 MAX_FAILURES = 5
 FAILURE_WINDOW = 300.0
 SCRYPT = {"n": 1 << 14, "r": 8, "p": 1}
@@ -53,7 +54,7 @@ def token_hash(token: str) -> str:
 class Officer:
     id: int
     username: str
-    role: str  # officer | supervisor
+    role: str  # officer | supervisor | observer (reads its brigade's cases, changes nothing)
     brigade: str
 
     @property
@@ -66,8 +67,8 @@ class Officer:
 
 def create_officer(conn: sqlite3.Connection, username: str, password: str, role: str,
                    brigade: str) -> int:
-    if role not in ("officer", "supervisor"):
-        raise ValueError("role must be officer or supervisor")
+    if role not in ACCOUNT_ROLES:
+        raise ValueError(f"role must be one of {', '.join(ACCOUNT_ROLES)}")
     if len(password) < 10:
         raise ValueError("passwords have at least 10 characters")
     cursor = conn.execute(

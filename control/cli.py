@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = officer_sub.add_parser("add", help="create an officer (password on stdin or "
                                  "REMOTECASE_NEW_PASSWORD)")
     add.add_argument("--username", required=True)
-    add.add_argument("--role", choices=("officer", "supervisor"), default="officer")
+    add.add_argument("--role", choices=("officer", "supervisor", "observer"), default="officer")
     add.add_argument("--brigade", required=True)
     add.set_defaults(func=cmd_officer_add)
 

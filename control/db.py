@@ -146,6 +146,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE parties ADD COLUMN consent TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE parties ADD COLUMN consent_at TEXT
     """,
+    # 4: observer accounts (auditors who read, never change); SQLite changes a CHECK only by
+    # rebuilding the table (foreign keys are off while migrations run, then checked)
+    """
+    CREATE TABLE officers_new (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('officer', 'supervisor', 'observer')),
+        brigade TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO officers_new SELECT id, username, password_hash, role, brigade, created_at,
+        disabled FROM officers;
+    DROP TABLE officers;
+    ALTER TABLE officers_new RENAME TO officers
+    """,
 ]
 
 
@@ -165,6 +182,7 @@ class Database:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         current = row[0] or 0
+        conn.execute("PRAGMA foreign_keys=OFF")  # table rebuilds; checked before commit
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= current:
                 continue
@@ -173,11 +191,16 @@ class Database:
                 for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise sqlite3.IntegrityError(f"migration {number}: foreign keys broken: "
+                                                 f"{[tuple(r) for r in broken[:5]]}")
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
                 conn.execute("COMMIT")
             except Exception:
                 conn.execute("ROLLBACK")
                 raise
+        conn.execute("PRAGMA foreign_keys=ON")
         self._conn = conn
 
     async def open(self) -> None:

@@ -1,0 +1,348 @@
+"""Every role against every endpoint, on its own case and on another's, with the status expected.
+
+Roles: nobody; the party of the case (its invitation link); a party of another brigade's case;
+an officer of the case's brigade; an officer of another brigade; an observer of the case's
+brigade; a supervisor. Each call gets fresh objects (a new case, party, session...), so that one
+role's call never changes what the next one finds. An authorized call on a room nobody has
+joined answers 409 ("empty"), which tells it apart from 401/403/404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cv2
+import pytest
+import skimage.data
+
+from bench.peer import PatternVideoTrack, PeerClient
+from control.access import DB
+from control.app import RECORDER
+from control.auth import create_officer
+from tests import samples
+from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server, wait_until
+
+ROLES = ("nobody", "party", "other_party", "officer", "other_officer", "observer", "supervisor")
+OFFICERS_ONLY = (401, 401, 401)  # what nobody and parties get from an officer endpoint
+PARTIES_ONLY = (401, 401, 401, 401)  # what officers get from a party endpoint (no party token)
+
+
+def _future(hours: float) -> str:
+    return (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=hours)).isoformat()
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    json: Any = None
+    data: bytes | None = None
+    link: str = ""  # the link of the target case's party
+
+
+@dataclass
+class World:
+    api: Api
+    tokens: dict[str, str] = field(default_factory=dict)
+    other_link: str = ""
+    recording: str = ""
+    track: str = ""
+    export: str = ""
+    slot_hours: float = 24.0
+
+    async def ok(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        status, body = await self.api.call(method, path, token, **kwargs)
+        assert status < 300, (method, path, status, body)
+        return body
+
+    async def case(self) -> tuple[int, int, str]:
+        """A fresh case of brigade-1 with one party and that party's link."""
+        li = self.tokens["officer"]
+        case = await self.ok("POST", "/api/cases", li, json={"kind": "accident", "title": "t"})
+        party = await self.ok("POST", f"/api/cases/{case['id']}/parties", li,
+                              json={"role": "driver", "name": "p"})
+        invite = await self.ok("POST", f"/api/cases/{case['id']}/invitations", li,
+                               json={"party_id": party["id"]})
+        return case["id"], party["id"], invite["token"]
+
+    async def session(self, cid: int) -> int:
+        session = await self.ok("POST", f"/api/cases/{cid}/sessions", self.tokens["officer"])
+        return int(session["id"])
+
+    async def slot(self, token: str | None = None) -> int:
+        self.slot_hours += 1
+        slot = await self.ok("POST", "/api/slots", token or self.tokens["officer"], json={
+            "starts_at": _future(self.slot_hours), "ends_at": _future(self.slot_hours + 0.5)})
+        return int(slot["id"])
+
+    async def material(self, cid: int, link: str = "") -> str:
+        if link:
+            body = await self.ok("POST", "/api/party/materials?name=a.jpg", link,
+                                 data=samples.jpeg(64, 48))
+        else:
+            body = await self.ok("POST", f"/api/cases/{cid}/materials?name=a.jpg",
+                                 self.tokens["officer"], data=samples.jpeg(64, 48))
+        return str(body["id"])
+
+
+Setup = Callable[[World], Awaitable[Call]]
+
+
+async def _plain(w: World, method: str, path: str, **kwargs: Any) -> Call:
+    cid, pid, link = await w.case()
+    return Call(method, path.format(case=cid, party=pid), link=link, **kwargs)
+
+
+def plain(method: str, path: str, **kwargs: Any) -> Setup:
+    return lambda w: _plain(w, method, path, **kwargs)
+
+
+async def _session_call(w: World, method: str, suffix: str, json: Any = None) -> Call:
+    cid, _, link = await w.case()
+    sid = await w.session(cid)
+    return Call(method, f"/api/cases/{cid}/sessions/{sid}{suffix}", json, link=link)
+
+
+def session_call(method: str, suffix: str, json: Any = None) -> Setup:
+    return lambda w: _session_call(w, method, suffix, json)
+
+
+async def _display(w: World) -> Call:
+    cid, _, link = await w.case()
+    material = await w.material(cid)
+    sid = await w.session(cid)
+    return Call("POST", f"/api/cases/{cid}/sessions/{sid}/display",
+                {"material_id": material, "reason": "r"}, link=link)
+
+
+async def _revoke(w: World) -> Call:
+    cid, pid, link = await w.case()
+    invite = await w.ok("POST", f"/api/cases/{cid}/invitations", w.tokens["officer"],
+                        json={"party_id": pid})
+    return Call("POST", f"/api/invitations/{invite['id']}/revoke", {"reason": "r"}, link=link)
+
+
+async def _withdraw(w: World) -> Call:
+    return Call("POST", f"/api/slots/{await w.slot()}/withdraw", {"reason": "r"})
+
+
+async def _book(w: World) -> Call:
+    cid, pid, link = await w.case()
+    return Call("POST", f"/api/cases/{cid}/appointments",
+                {"party_id": pid, "slot_id": await w.slot()}, link=link)
+
+
+async def _cancel(w: World) -> Call:
+    cid, pid, link = await w.case()
+    booked = await w.ok("POST", f"/api/cases/{cid}/appointments", w.tokens["officer"],
+                        json={"party_id": pid, "slot_id": await w.slot()})
+    return Call("POST", f"/api/cases/{cid}/appointments/{booked['id']}/cancel",
+                {"reason": "r"}, link=link)
+
+
+async def _upload(w: World) -> Call:
+    cid, _, link = await w.case()
+    return Call("POST", f"/api/cases/{cid}/materials?name=a.jpg", data=samples.jpeg(64, 48),
+                link=link)
+
+
+async def _download(w: World) -> Call:
+    cid, _, link = await w.case()
+    material = await w.material(cid, link)
+    return Call("GET", f"/api/cases/{cid}/materials/{material}/content?reason=r", link=link)
+
+
+def _face() -> bytes:
+    ok, png = cv2.imencode(".png", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    return png.tobytes()
+
+
+async def _enroll(w: World) -> Call:
+    cid, pid, link = await w.case()
+    return Call("PUT", f"/api/cases/{cid}/parties/{pid}/reference", data=_face(), link=link)
+
+
+async def _forget(w: World) -> Call:
+    cid, pid, link = await w.case()
+    await w.ok("PUT", f"/api/cases/{cid}/parties/{pid}/reference", w.tokens["officer"],
+               data=_face())
+    return Call("DELETE", f"/api/cases/{cid}/parties/{pid}/reference?reason=r", link=link)
+
+
+def recording(method: str, suffix: str, json: Any = None) -> Setup:
+    async def setup(w: World) -> Call:
+        path = f"/api/recordings/{w.recording}{suffix}".format(track=w.track, export=w.export)
+        return Call(method, path, json)
+    return setup
+
+
+async def _party_book(w: World) -> Call:
+    _, _, link = await w.case()
+    return Call("POST", "/api/party/appointment", {"slot_id": await w.slot()}, link=link)
+
+
+async def _party_cancel(w: World) -> Call:
+    _, _, link = await w.case()
+    await w.ok("POST", "/api/party/appointment", link, json={"slot_id": await w.slot()})
+    return Call("POST", "/api/party/appointment/cancel", {"reason": "r"}, link=link)
+
+
+async def _party_download(w: World) -> Call:
+    cid, _, link = await w.case()
+    material = await w.material(cid, link)
+    return Call("GET", f"/api/party/materials/{material}/content", link=link)
+
+
+#        endpoint                                      nobody party other officer other observer supervisor
+MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
+    ("list cases", plain("GET", "/api/cases"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
+    ("open a case", plain("POST", "/api/cases", json={"kind": "violation", "title": "t"}),
+     (*OFFICERS_ONLY, 201, 201, 403, 201)),
+    ("read a case", plain("GET", "/api/cases/{case}"), (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("audit trail", plain("GET", "/api/cases/{case}/audit"),
+     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("add a party", plain("POST", "/api/cases/{case}/parties",
+                          json={"role": "witness", "name": "n"}),
+     (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("close a case", plain("POST", "/api/cases/{case}/close", json={"reason": "r"}),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("open a session", plain("POST", "/api/cases/{case}/sessions"),
+     (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("end a session", session_call("POST", "/end", {"reason": "r"}),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("lock the room", session_call("POST", "/lock", {"reason": "r"}),
+     (*OFFICERS_ONLY, 409, 404, 403, 409)),
+    ("stop recording", session_call("POST", "/recording", {"action": "stop", "reason": "r"}),
+     (*OFFICERS_ONLY, 409, 404, 403, 409)),
+    ("verification state", session_call("GET", "/verification"),
+     (*OFFICERS_ONLY, 409, 404, 409, 409)),
+    ("show evidence", _display, (*OFFICERS_ONLY, 409, 404, 403, 409)),
+    ("invite a party", plain("POST", "/api/cases/{case}/invitations",
+                             json={"party_id": "{party}"}),
+     (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("revoke an invitation", _revoke, (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("publish a slot", plain("POST", "/api/slots", json={"starts_at": _future(500),
+                                                         "ends_at": _future(501)}),
+     (*OFFICERS_ONLY, 201, 201, 403, 201)),
+    ("list slots", plain("GET", "/api/slots"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
+    ("withdraw a slot", _withdraw, (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("book for a party", _book, (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("cancel an appointment", _cancel, (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("attach evidence", _upload, (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("list materials", plain("GET", "/api/cases/{case}/materials"),
+     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("download a material", _download, (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("enroll a reference", _enroll, (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("delete a reference", _forget, (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("statistics", plain("GET", "/api/statistics"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
+    ("list recordings", plain("GET", "/api/recordings"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
+    ("recording manifest", recording("GET", "/manifest?reason=r"),
+     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("verify a recording", recording("GET", "/verify?reason=r"),
+     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("recording access log", recording("GET", "/access-log?reason=r"),
+     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("play a recorded track", recording("GET", "/tracks/{track}/media?reason=r"),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("export a recording", recording("POST", "/export", {"reason": "r"}),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("download an export", recording("GET", "/exports/{export}/REPORT.txt?reason=r"),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("change retention", recording("POST", "/retention", {"retain_until": "2099-01-01",
+                                                          "reason": "r"}),
+     (*OFFICERS_ONLY, 403, 403, 403, 200)),
+    ("delete recorded media", recording("DELETE", "?reason=r"),
+     (*OFFICERS_ONLY, 403, 403, 403, 409)),
+    ("a party's own view", plain("GET", "/api/party"), (401, 200, 200, *PARTIES_ONLY)),
+    ("free slots", plain("GET", "/api/party/slots"), (401, 200, 200, *PARTIES_ONLY)),
+    ("a party books", _party_book, (401, 201, 404, *PARTIES_ONLY)),
+    ("a party cancels", _party_cancel, (401, 200, 404, *PARTIES_ONLY)),
+    ("a party uploads", plain("POST", "/api/party/materials?name=a.jpg",
+                              data=samples.jpeg(64, 48)), (401, 201, 201, *PARTIES_ONLY)),
+    ("a party's materials", plain("GET", "/api/party/materials"),
+     (401, 200, 200, *PARTIES_ONLY)),
+    ("a party downloads its upload", _party_download, (401, 200, 404, *PARTIES_ONLY)),
+]
+
+
+async def _recorded_session(w: World, server: Any) -> None:
+    """One sealed recording of a brigade-1 case, and an export of it."""
+    cid, pid, link = await w.case()
+    await w.session(cid)
+    _, redeemed = await w.api.call("POST", "/api/invitations/redeem",
+                                   json={"token": link, "consent": CONSENT})
+    client = PeerClient(server.base_url, redeemed["token"], decode=False)
+    try:
+        await client.connect()
+        await client.publish(PatternVideoTrack())
+        await wait_until(lambda: bool(server.app[RECORDER].active), what="recording")
+        await asyncio.sleep(2.5)
+        case = await w.ok("GET", f"/api/cases/{cid}", w.tokens["officer"])
+        ended = await w.ok("POST", f"/api/cases/{cid}/sessions/{case['sessions'][0]['id']}/end",
+                           w.tokens["officer"], json={"reason": "r"})
+    finally:
+        await client.close()
+    w.recording = ended["recording_sealed"]
+    manifest = await w.ok("GET", f"/api/recordings/{w.recording}/manifest?reason=r",
+                          w.tokens["officer"])
+    w.track = manifest["tracks"][0]["track_id"]
+    exported = await w.ok("POST", f"/api/recordings/{w.recording}/export",
+                          w.tokens["officer"], json={"reason": "r"})
+    w.export = exported["export"]
+
+
+@pytest.mark.timeout(600)
+async def test_access_matrix(tmp_path: Path) -> None:
+    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
+    db = server.app[DB]
+    accounts = {"officer": ("li", "officer", "brigade-1"),
+                "other_officer": ("wu", "officer", "brigade-2"),
+                "observer": ("guan", "observer", "brigade-1"),
+                "supervisor": ("zhao", "supervisor", "hq")}
+    for username, role, brigade in accounts.values():
+        await db.run(lambda c, u=username, r=role, b=brigade: create_officer(c, u, PASSWORD,
+                                                                             r, b))
+    mismatches = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            w = World(Api(http, server.base_url))
+            for key, (username, _, _) in accounts.items():
+                w.tokens[key] = await w.api.login(username)
+            # the other party: a party of brigade-2's case
+            other = await w.ok("POST", "/api/cases", w.tokens["other_officer"],
+                               json={"kind": "violation", "title": "elsewhere"})
+            party = await w.ok("POST", f"/api/cases/{other['id']}/parties",
+                               w.tokens["other_officer"], json={"role": "driver", "name": "o"})
+            invite = await w.ok("POST", f"/api/cases/{other['id']}/invitations",
+                                w.tokens["other_officer"], json={"party_id": party["id"]})
+            w.other_link = invite["token"]
+            await _recorded_session(w, server)
+
+            for name, setup, expected in MATRIX:
+                assert len(expected) == len(ROLES), name
+                for role, want in zip(ROLES, expected, strict=True):
+                    call = await setup(w)
+                    token = {"nobody": None, "party": call.link,
+                             "other_party": w.other_link}.get(role, w.tokens.get(role))
+                    body = call.json
+                    if isinstance(body, dict) and body.get("party_id") == "{party}":
+                        cid = int(call.path.split("/")[3])
+                        found = await w.ok("GET", f"/api/cases/{cid}", w.tokens["officer"])
+                        body = {**body, "party_id": found["parties"][0]["id"]}
+                    status, answer = await w.api.call(call.method, call.path, token,
+                                                      json=body, data=call.data)
+                    if status != want:
+                        mismatches.append(f"{name} as {role}: {status} (expected {want}) "
+                                          f"{str(answer)[:120]}")
+                    elif status >= 400:
+                        assert isinstance(answer, dict) and answer.get("error"), (name, role)
+    finally:
+        await server.runner.cleanup()
+    assert not mismatches, "\n".join(mismatches)
