@@ -200,7 +200,7 @@ async def _party_download(w: World) -> Call:
     return Call("GET", f"/api/party/materials/{material}/content", link=link)
 
 
-#        endpoint                                      nobody party other officer other observer supervisor
+# expected statuses, in the order of ROLES
 MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("list cases", plain("GET", "/api/cases"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
     ("open a case", plain("POST", "/api/cases", json={"kind": "violation", "title": "t"}),
@@ -274,7 +274,7 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
 
 async def _recorded_session(w: World, server: Any) -> None:
     """One sealed recording of a brigade-1 case, and an export of it."""
-    cid, pid, link = await w.case()
+    cid, _, link = await w.case()
     await w.session(cid)
     _, redeemed = await w.api.call("POST", "/api/invitations/redeem",
                                    json={"token": link, "consent": CONSENT})
