@@ -63,6 +63,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/events", _events)
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/docs", _api_docs)
+    app.router.add_get("/console", _console)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/dev/token", _dev_token)
@@ -206,6 +207,10 @@ async def _openapi(request: web.Request) -> web.Response:
 
 async def _api_docs(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "api.html")
+
+
+async def _console(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "console.html", headers={"Cache-Control": "no-store"})
 
 
 async def _events(request: web.Request) -> web.WebSocketResponse:

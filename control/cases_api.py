@@ -226,6 +226,31 @@ async def post_session(request: web.Request) -> web.Response:
     return web.json_response(session, status=201)
 
 
+async def session_token(request: web.Request) -> web.Response:
+    """A fresh signalling token for the officer to (re)join an open session's call."""
+    from .app import CONFIG, SIGNER
+
+    officer = await _officer(request)
+    case_id = _case_id(request)
+    session_id = path_int(request, "session", "session")
+
+    def run(conn: sqlite3.Connection) -> str:
+        _load_case(conn, officer, case_id)
+        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
+                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
+        if row is None:
+            raise _json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
+        _audit(conn, officer.actor, "session.token", f"session:{session_id}", case_id)
+        room: str = row["room"]
+        return room
+
+    room = await request.app[DB].run(run)
+    token = request.app[SIGNER].mint(room, f"{officer.role}-{officer.username}",
+                                     name=officer.username, role=officer.role,
+                                     ttl=request.app[CONFIG].auth.token_ttl)
+    return web.json_response({"room": room, "token": token})
+
+
 async def end_session(request: web.Request) -> web.Response:
     from .app import RECORDER, SFU
 
@@ -514,6 +539,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/parties", post_party)
     app.router.add_post("/api/cases/{case}/sessions", post_session)
     app.router.add_post("/api/cases/{case}/sessions/{session}/end", end_session)
+    app.router.add_post("/api/cases/{case}/sessions/{session}/token", session_token)
     app.router.add_post(
         "/api/cases/{case}/sessions/{session}/{action:remove|mute|unmute|lock|unlock}",
         session_action)

@@ -142,6 +142,9 @@ def build() -> dict[str, Any]:
     add("/api/docs", "get", _op("The API reference page", NOBODY,
                                 _responses("200", {"type": "string"}, "", "text/html"),
                                 tag="service"))
+    add("/console", "get", _op("The officers' console page", NOBODY,
+                               _responses("200", {"type": "string"}, "", "text/html"),
+                               tag="service"))
     add("/ws", "get", _op(
         "Signalling WebSocket (join with a room token)", NOBODY,
         _upgrade(), tag="service",
@@ -220,6 +223,9 @@ def build() -> dict[str, Any]:
         "End the session: seal its recording, close its room", OFFICER,
         _responses("200", ANY_OBJECT, "400 401 404 409"), tag="sessions",
         body=_json_body({"reason": REASON}, ["reason"])), [CASE, SESSION])
+    add("/api/cases/{case}/sessions/{session}/token", "post", _op(
+        "A fresh signalling token for the officer to (re)join the call", OFFICER,
+        _responses("200", ANY_OBJECT, "401 403 404"), tag="sessions"), [CASE, SESSION])
     add("/api/cases/{case}/sessions/{session}/{action}", "post", _op(
         "Act on the call: remove, mute or unmute a participant; lock or unlock the room",
         OFFICER, _responses("200", ANY_OBJECT, "400 401 404 409"), tag="sessions",

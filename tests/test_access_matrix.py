@@ -217,6 +217,8 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
      (*OFFICERS_ONLY, 201, 404, 403, 201)),
     ("end a session", session_call("POST", "/end", {"reason": "r"}),
      (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("officer's call token", session_call("POST", "/token"),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
     ("lock the room", session_call("POST", "/lock", {"reason": "r"}),
      (*OFFICERS_ONLY, 409, 404, 403, 409)),
     ("stop recording", session_call("POST", "/recording", {"action": "stop", "reason": "r"}),

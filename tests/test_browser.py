@@ -253,3 +253,82 @@ async def test_party_page_from_invitation_link_to_call(server, clients, browser,
                      what="the party's frames decoded at the officer")
     same = mean_abs_diff(officer.frames[mid][-1], face_image())
     assert same < 12
+
+
+async def test_officer_console_runs_a_session(server, clients, browser, tmp_path) -> None:
+    """The officers' console in Chromium: log in, open a case, add a party, make its link,
+    attach an evidence video, open the session, see the party join, show the video to the
+    party, end the session."""
+    import asyncio
+
+    import aiohttp
+
+    from bench.peer import PeerClient
+    from control.access import DB
+    from control.auth import create_officer
+    from control.display_api import PARTICIPANT
+    from tests import samples
+
+    await server.app[DB].run(lambda c: create_officer(c, "li", "correct horse battery",
+                                                      "officer", "brigade-1"))
+    video = tmp_path / "scene.webm"
+    video.write_bytes(await asyncio.to_thread(samples.webm_vp8, seconds=6))
+    page = await browser.new_page()
+    await page.goto(server.base_url + "/console")
+    await page.fill("#username", "li")
+    await page.fill("#password", "wrong password")
+    await page.click("#login-form button")
+    await page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    await page.fill("#password", "correct horse battery")
+    await page.click("#login-form button")
+    await page.wait_for_function("document.getElementById('who').textContent.includes('li')")
+
+    await page.select_option("#case-kind", "accident")
+    await page.fill("#case-title", "G15 km 203 rear-end")
+    await page.click("#new-case button")
+    await page.wait_for_selector("#case-heading:has-text('G15 km 203 rear-end')")
+    await page.fill("#party-name", "Wang Wei")
+    await page.fill("#party-id", "110101199003071234")
+    await page.click("#new-party button")
+    await page.wait_for_selector("#parties li:has-text('Wang Wei')")
+    assert "**************1234" in await page.inner_text("#parties")
+    await page.click("#parties li button")
+    await page.wait_for_selector("#parties code")
+    link = await page.inner_text("#parties code")
+    assert "/?invite=" in link
+    await page.set_input_files("#upload-file", str(video))
+    await page.click("#upload button")
+    await page.wait_for_selector("#materials li:has-text('scene.webm')")
+    await page.click("#open-session button")
+    await page.wait_for_selector("#session-open:not([hidden])")
+    assert "token=" in (await page.get_attribute("#join-call", "href") or "")
+
+    # the party comes in by its link (an aiortc client here; the party page has its own test)
+    async with aiohttp.ClientSession() as http, http.post(
+            server.base_url + "/api/invitations/redeem",
+            json={"token": link.split("invite=")[1],
+                  "consent": {"recording": True, "face": True}}) as r:
+        redeemed = await r.json()
+        assert r.status == 200, redeemed
+    party = PeerClient(server.base_url, redeemed["token"])
+    clients.append(party)
+    await party.connect()
+    await party.publish(PatternVideoTrack())
+    await page.wait_for_selector("#participants li:has-text('Wang Wei')", timeout=20000)
+    await page.wait_for_selector("#events li:has-text('participant_joined')")
+
+    await page.fill("#show-reason", "the scene as filmed")
+    await page.click("#show button[type=submit]")
+
+    def evidence_frames() -> int:
+        mids = party.mids_for_participant(PARTICIPANT, "video")
+        return party.frame_counts[mids[0]] if mids else 0
+
+    await wait_until(lambda: evidence_frames() >= 10, timeout=20, what="evidence at the party")
+    await page.screenshot(path=str(tmp_path / "console.png"))
+    await page.fill("#action-reason", "inquiry complete")
+    await page.click("#end-session")
+    await page.wait_for_selector("#session-none:not([hidden])")
+    bye = await party.wait_for(lambda m: m["type"] == "bye")
+    assert bye["reason"] == "room_closed"
+    await page.wait_for_selector("#audit li:has-text('session.ended')")
