@@ -254,6 +254,23 @@ async def test_party_page_from_invitation_link_to_call(server, clients, browser,
     same = mean_abs_diff(officer.frames[mid][-1], face_image())
     assert same < 12
 
+    # from the page, the party sends a photo; a renamed executable is refused with the reason
+    from tests import samples
+
+    (tmp_path / "bill.jpg").write_bytes(samples.jpeg())
+    (tmp_path / "photo.jpg").write_bytes(b"MZ" + bytes(500))
+    await page.set_input_files("#material-file", str(tmp_path / "bill.jpg"))
+    await page.click("#upload-form button")
+    await page.wait_for_selector("#upload-status:has-text('received: bill.jpg')")
+    await page.set_input_files("#material-file", str(tmp_path / "photo.jpg"))
+    await page.click("#upload-form button")
+    await page.wait_for_selector("#upload-status:has-text('Windows executable')")
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{server.base_url}/api/cases/{case['id']}/materials",
+            headers={"Authorization": f"Bearer {login}"}) as r:
+        materials = (await r.json())["materials"]
+    assert [(m["name"], m["party_id"]) for m in materials] == [("bill.jpg", party["id"])]
+
 
 async def test_officer_console_runs_a_session(server, clients, browser, tmp_path) -> None:
     """The officers' console in Chromium: log in, open a case, add a party, make its link,

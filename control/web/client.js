@@ -162,7 +162,28 @@ async function redeemInvitation(invite) {
   });
   const body = await response.json();
   if (!response.ok) throw new Error(body.message || "the invitation cannot be used");
+  enableUploads(body.token);
   return body.token;
+}
+
+function enableUploads(token) {
+  // a party sends materials with its call token; the server types, hashes and logs them
+  const form = $("upload-form");
+  form.hidden = false;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const file = $("material-file").files[0];
+    if (!file) return;
+    $("upload-status").textContent = "uploading…";
+    const response = await fetch(`/api/party/materials?name=${encodeURIComponent(file.name)}`, {
+      method: "POST", headers: { Authorization: `Bearer ${token}` }, body: file,
+    });
+    const body = await response.json();
+    $("upload-status").textContent = response.ok
+      ? `received: ${file.name} (SHA-256 ${body.sha256.slice(0, 16)}…)`
+      : `not accepted: ${body.message}`;
+    if (response.ok) $("material-file").value = "";
+  });
 }
 
 async function getToken() {
