@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -79,60 +80,65 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open everything in order; close it in reverse, also when start-up fails half-way
+    (a refused model file must not leave the database's or the custody log's threads)."""
     config = app[CONFIG]
-    app[SIGNER] = TokenSigner.from_file(config.secret_path())
-    database = Database(config.data_dir / "control.sqlite3")
-    await database.open()
-    app[access.DB] = database
-    app[access.LOGIN_LIMIT] = RateLimiter()
-    app[access.REDEEM_LIMIT] = RateLimiter(limit=20)
-    sfu = Sfu(config.media_options())
-    app[SFU] = sfu
-    signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
-    public_path = config.keys_dir / "custody-ed25519.pub.pem"
-    if not public_path.exists():
-        public_path.write_bytes(public_key_pem(signing_key))
-    custody = CustodyLog(config.data_dir / "custody", signing_key)
-    app[CUSTODY] = custody
-    recorder = Recorder(data_dir=config.data_dir, custody=custody,
-                        kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
-                        signing_key=signing_key,
-                        segment_seconds=config.recording.segment_seconds,
-                        retention_days=config.recording.retention_days)
-    app[RECORDER] = recorder
-    app[materials_api.STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
-    events = app[EVENTS] = EventHub(database)
-    sfu.on_room_created.append(events.watch_room)
-    recorder.listeners.append(events.on_room_event)
-    displays = app[display_api.DISPLAYS] = display_api.DisplayManager(custody, database, events)
-    verifier = await _make_verifier(config, custody, recorder)
-    if verifier is not None:
-        app[VERIFIER] = verifier
-        verifier.listeners.append(events.on_room_event)
-        _bind_verifier_to_cases(verifier, database)
-        sfu.on_room_created.append(verifier.watch_room)
-    recovered = await recorder.recover()
-    if recovered:
-        logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)
-    if config.recording.always_on or config.recording.sessions:
-        def record(room: SfuRoom) -> None:
-            case_id = case_of_room(room.room_id)
-            if case_id is not None and config.recording.sessions:
-                recorder.start_soon(room, actor="server", reason="session recording",
-                                    case=str(case_id))
-            elif config.recording.always_on:
-                recorder.start_soon(room, actor="server", reason="always-on recording")
+    async with contextlib.AsyncExitStack() as stack:
+        app[SIGNER] = TokenSigner.from_file(config.secret_path())
+        database = Database(config.data_dir / "control.sqlite3")
+        await database.open()
+        stack.push_async_callback(database.close)
+        app[access.DB] = database
+        app[access.LOGIN_LIMIT] = RateLimiter()
+        app[access.REDEEM_LIMIT] = RateLimiter(limit=20)
+        signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
+        public_path = config.keys_dir / "custody-ed25519.pub.pem"
+        if not public_path.exists():
+            public_path.write_bytes(public_key_pem(signing_key))
+        custody = CustodyLog(config.data_dir / "custody", signing_key)
+        stack.callback(custody.close)
+        app[CUSTODY] = custody
+        sfu = Sfu(config.media_options())
+        stack.push_async_callback(sfu.close)
+        app[SFU] = sfu
+        recorder = Recorder(
+            data_dir=config.data_dir, custody=custody,
+            kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
+            signing_key=signing_key, segment_seconds=config.recording.segment_seconds,
+            retention_days=config.recording.retention_days)
+        stack.push_async_callback(recorder.close)
+        app[RECORDER] = recorder
+        app[materials_api.STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
+        verifier = await _make_verifier(config, custody, recorder)
+        if verifier is not None:
+            stack.push_async_callback(verifier.close)
+        events = app[EVENTS] = EventHub(database)
+        stack.push_async_callback(events.close)
+        sfu.on_room_created.append(events.watch_room)
+        recorder.listeners.append(events.on_room_event)
+        displays = app[display_api.DISPLAYS] = display_api.DisplayManager(custody, database,
+                                                                           events)
+        stack.push_async_callback(displays.close)
+        if verifier is not None:
+            app[VERIFIER] = verifier
+            verifier.listeners.append(events.on_room_event)
+            _bind_verifier_to_cases(verifier, database)
+            sfu.on_room_created.append(verifier.watch_room)
+        recovered = await recorder.recover()
+        if recovered:
+            logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)
+        if config.recording.always_on or config.recording.sessions:
+            def record(room: SfuRoom) -> None:
+                case_id = case_of_room(room.room_id)
+                if case_id is not None and config.recording.sessions:
+                    recorder.start_soon(room, actor="server", reason="session recording",
+                                        case=str(case_id))
+                elif config.recording.always_on:
+                    recorder.start_soon(room, actor="server", reason="always-on recording")
 
-        sfu.on_room_created.append(record)
-    yield
-    await displays.close()
-    await events.close()
-    if verifier is not None:
-        await verifier.close()
-    await recorder.close()
-    await sfu.close()
-    custody.close()
-    await database.close()
+            sfu.on_room_created.append(record)
+        yield
+        # closing runs in reverse: displays, events, verifier, recorder, SFU, custody, database
 
 
 def _bind_verifier_to_cases(verifier: Verifier, database: Database) -> None:
@@ -186,6 +192,12 @@ async def _make_verifier(config: Config, custody: CustodyLog,
                                 min_face=v.min_live_face)
         # refuse to start on a model that is not the pinned one (hashing is off the loop)
         await asyncio.to_thread(check_files, spec)
+        liveness = None
+        if v.liveness_model:
+            from verifier.liveness import LivenessModel, LivenessSpec
+
+            liveness = LivenessSpec(v.liveness_model, v.liveness_sha256, v.liveness_threshold)
+            await asyncio.to_thread(LivenessModel, liveness)  # hash, load and shape checks
     except ModelError as exc:
         raise RuntimeError(f"verifier: {exc}") from None
     logger.warning("verifier engine %s; licence: %s; threshold %.3f calibrated on %s",
@@ -196,7 +208,11 @@ async def _make_verifier(config: Config, custody: CustodyLog,
         enrollment=QualityRules(min_face=v.min_enroll_face,
                                 min_sharpness=v.min_enroll_sharpness))
     store = EnrollmentStore(config.data_dir / "faces", recorder.kek)
-    return Verifier(spec, settings, store, custody=custody, recorder=recorder)
+    if liveness is not None:
+        logger.warning("liveness model %s (sha256 %s), live at %.2f", liveness.path,
+                       liveness.sha256, liveness.threshold)
+    return Verifier(spec, settings, store, custody=custody, recorder=recorder,
+                    liveness=liveness)
 
 
 async def _openapi(request: web.Request) -> web.Response:

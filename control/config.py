@@ -114,6 +114,11 @@ class VerifierConfig:
     min_live_face: int = 60
     min_enroll_face: int = 80
     min_enroll_sharpness: float = 40.0
+    # An optional passive liveness model (ONNX, [N,3,80,80] -> [N] live probability; none
+    # installs from the registry): its SHA-256 pinned, and the score a live face reaches.
+    liveness_model: str = ""
+    liveness_sha256: str = ""
+    liveness_threshold: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,14 @@ def _validate(config: Config) -> None:
         for file_name, digest in v.pack_sha256.items():
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ConfigError(f"verifier.pack_sha256.{file_name}: not a SHA-256 hex digest")
+    if v.liveness_model:
+        if not Path(v.liveness_model).is_file():
+            raise ConfigError(f"verifier.liveness_model: no such file {v.liveness_model!r}")
+        if len(v.liveness_sha256) != 64 or any(c not in "0123456789abcdef"
+                                               for c in v.liveness_sha256):
+            raise ConfigError("verifier.liveness_sha256: pin the model's SHA-256 (hex)")
+    if not 0.0 <= v.liveness_threshold <= 1.0:
+        raise ConfigError("verifier.liveness_threshold: a probability, between 0 and 1")
     if not -1.0 <= v.threshold <= 1.0:
         raise ConfigError("verifier.threshold: a cosine similarity, between -1 and 1")
     if not 0.02 <= v.sample_interval <= 60:

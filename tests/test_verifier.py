@@ -263,6 +263,72 @@ async def test_face_checks_need_consent_and_references_go_with_the_case(
     assert (last["actor"], last["reason"]) == ("officer:li", "case closed: penalty paid")
 
 
+def _liveness_model(path: Path, *, inputs: int = 3) -> str:
+    """A stand-in liveness model (no real one installs from the registry; this one has the
+    contract's shapes and answers the mean brightness of the aligned crop, about 0.4 for the
+    astronaut): enough to drive the verdicts both ways with the threshold."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["crop"], ["live"], axes=[1, 2, 3], keepdims=0)],
+        "liveness", [helper.make_tensor_value_info("crop", TensorProto.FLOAT,
+                                                   ["N", inputs, 80, 80])],
+        [helper.make_tensor_value_info("live", TensorProto.FLOAT, ["N"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_a_liveness_model_when_configured_fails_a_spoof(tmp_path: Path) -> None:
+    from verifier.engine import ModelError
+    from verifier.liveness import LivenessModel, LivenessSpec
+
+    model = tmp_path / "liveness.onnx"
+    digest = _liveness_model(model)
+    # the stand-in scores the astronaut about 0.4: a threshold of 0.9 makes it a spoof
+    server = await _server(tmp_path, liveness_model=str(model), liveness_sha256=digest,
+                           liveness_threshold=0.9)
+    clients: list[PeerClient] = []
+    try:
+        officer, _, _ = await _call(server, clients, [(0, ASTRONAUT)])
+        await wait_until(lambda: ("alert", "liveness_failed") in _states(officer), timeout=20,
+                         what="liveness alert")
+        reported = [m for m in officer.messages if m["type"] == "verification"]
+        assert all(m["verdict"] != "match" for m in reported)
+        assert any(m["verdict"] == "liveness_failed" and 0.2 < m["liveness"] < 0.9
+                   for m in reported)
+        entries = server.app[CUSTODY].entries()
+        started = next(e for e in entries if e["type"] == "verification.started")
+        assert started["model"]["liveness_sha256"] == digest
+        verdict = next(e for e in entries if e["type"] == "verification.verdict")
+        assert verdict["verdict"] == "liveness_failed" and verdict["liveness"] < 0.9
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
+    # below the threshold the same face is live and compared as usual
+    server = await _server(tmp_path / "again", liveness_model=str(model),
+                           liveness_sha256=digest, liveness_threshold=0.1)
+    clients = []
+    try:
+        officer, _, _ = await _call(server, clients, [(0, ASTRONAUT)])
+        await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
+                         what="verified with liveness")
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
+    # a tampered file or the wrong shapes are refused before anything runs
+    with pytest.raises(RuntimeError, match="refusing to load"):
+        await _server(tmp_path / "tampered", liveness_model=str(model),
+                      liveness_sha256="0" * 64)
+    wrong = tmp_path / "wrong.onnx"
+    with pytest.raises(ModelError, match=r"expected one float input \[N, 3, 80, 80\]"):
+        LivenessModel(LivenessSpec(str(wrong), _liveness_model(wrong, inputs=1)))
+
+
 async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Path) -> None:
     # a sample every frame for one worker: far more than it can do
     server = await _server(tmp_path, sample_interval=0.02, workers=1)

@@ -40,10 +40,12 @@ from .enrollment import (
     examine,
     photo_hash,
 )
+from .liveness import LivenessModel, LivenessSpec
 
 logger = logging.getLogger(__name__)
 
-VERDICTS = ("match", "no_match", "no_face", "multiple_faces", "low_quality")
+VERDICTS = ("match", "no_match", "no_face", "multiple_faces", "low_quality",
+            "liveness_failed")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Verdict:
     quality: dict[str, float] | None
     frame_sha256: str
     time: float
+    liveness: float | None = None  # live probability, when a liveness model is configured
 
 
 @dataclass
@@ -88,14 +91,16 @@ class Watch:
 
 class Verifier:
     def __init__(self, spec: EngineSpec, settings: VerifierSettings, store: EnrollmentStore,
-                 custody: Any = None, recorder: Any = None) -> None:
+                 custody: Any = None, recorder: Any = None,
+                 liveness: LivenessSpec | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.store = store
         self.custody = custody
         self.recorder = recorder
+        self.liveness = liveness
         self.model_id = hashlib.sha256(
-            json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:16]
+            json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=settings.workers,
                                         thread_name_prefix="verifier")
@@ -114,12 +119,27 @@ class Verifier:
         # development rooms)
         self.may_verify: Callable[[str, str], Awaitable[bool]] | None = None
 
+    def identity(self) -> dict[str, object]:
+        """The models every verdict names: the engine, and the liveness model if any."""
+        identity = self.spec.identity()
+        if self.liveness is not None:
+            identity = {**identity, **self.liveness.identity()}
+        return identity
+
     # -- engines, one per worker thread ----------------------------------------------------
     def _engine(self) -> Engine:
         engine: Engine | None = getattr(self._local, "engine", None)
         if engine is None:
             engine = self._local.engine = load_engine(self.spec)
         return engine
+
+    def _liveness_model(self) -> LivenessModel | None:
+        if self.liveness is None:
+            return None
+        model: LivenessModel | None = getattr(self._local, "liveness", None)
+        if model is None:
+            model = self._local.liveness = LivenessModel(self.liveness)
+        return model
 
     async def warm_up(self) -> None:
         """Load (and hash-check) the models in every worker before the first call needs them."""
@@ -206,7 +226,7 @@ class Verifier:
         self._watches[key] = watch
         await self._log("verification.started", room.room_id, actor="verifier",
                         participant=info.participant_id, track=info.track_id,
-                        model_id=self.model_id, model=self.spec.identity())
+                        model_id=self.model_id, model=self.identity())
         watch.task = asyncio.get_running_loop().create_task(self._run(watch),
                                                             name=f"verify {key}")
         self._tasks.add(watch.task)
@@ -264,9 +284,20 @@ class Verifier:
         if (face.quality["size"] < self.settings.min_live_face
                 or face.quality["sharpness"] < self.settings.min_live_sharpness):
             return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at)
+        live: float | None = None
+        model = self._liveness_model()
+        if model is not None and self.liveness is not None:
+            live = model.score(rgb, face.detection.landmarks)
+            if live is None:  # too near the frame's edge to judge
+                return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at)
+            live = round(live, 4)
+            if live < self.liveness.threshold:
+                return Verdict(participant, "liveness_failed", None, 1, face.quality,
+                               frame_hash, at, live)
         score = cosine(reference, engine.embed(rgb, face))
         verdict = "match" if score >= self.spec.threshold else "no_match"
-        return Verdict(participant, verdict, round(score, 4), 1, face.quality, frame_hash, at)
+        return Verdict(participant, verdict, round(score, 4), 1, face.quality, frame_hash, at,
+                       live)
 
     # -- state -----------------------------------------------------------------------------
     async def _record(self, watch: Watch, verdict: Verdict) -> None:
@@ -275,14 +306,15 @@ class Verifier:
         watch.recent.append(verdict)
         if verdict.verdict == "match":
             watch.last_match = verdict.time
-        if verdict.verdict in ("match", "no_match", "multiple_faces"):
+        if verdict.verdict in ("match", "no_match", "multiple_faces", "liveness_failed"):
             watch.last_face = verdict.time
         state, reason = self._next_state(watch, verdict)
         await self._log("verification.verdict", watch.room.room_id, actor="verifier",
                         participant=watch.participant, verdict=verdict.verdict,
                         score=verdict.score, threshold=self.spec.threshold,
                         model_id=self.model_id, frame_sha256=verdict.frame_sha256,
-                        frame_time=verdict.time, faces=verdict.faces, quality=verdict.quality)
+                        frame_time=verdict.time, faces=verdict.faces, quality=verdict.quality,
+                        **({"liveness": verdict.liveness} if self.liveness else {}))
         if state != watch.state:
             watch.state, watch.reason = state, reason
             await self._log("verification.state", watch.room.room_id, actor="verifier",
@@ -297,6 +329,9 @@ class Verifier:
         # several people in front of the camera, twice running
         if len(recent) >= 2 and all(v.verdict == "multiple_faces" for v in recent[-2:]):
             return "alert", "multiple_faces"
+        # a picture or a screen instead of a person, twice running
+        if len(recent) >= 2 and all(v.verdict == "liveness_failed" for v in recent[-2:]):
+            return "alert", "liveness_failed"
         # a face that is not the reference for longer than alert_after
         seen_since_match = [v for v in recent if watch.last_match is None
                             or v.time > watch.last_match]
@@ -324,7 +359,8 @@ class Verifier:
     def _tell_officers(self, watch: Watch, verdict: Verdict) -> None:
         message = {"type": "verification", "participant": watch.participant,
                    "state": watch.state, "reason": watch.reason, "verdict": verdict.verdict,
-                   "score": verdict.score, "threshold": self.spec.threshold}
+                   "score": verdict.score, "threshold": self.spec.threshold,
+                   "liveness": verdict.liveness}
         for participant in list(watch.room.participants.values()):
             if getattr(participant, "role", "party") in ("officer", "supervisor"):
                 participant.send(message)
