@@ -168,8 +168,11 @@ class CountingSink:
 
 class PeerClient:
     def __init__(self, base_url: str, token: str, *, decode: bool = True,
-                 record_payloads: bool = False) -> None:
+                 record_payloads: bool = False,
+                 sink_factory: Callable[[PeerClient, str | None], Any] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # what receives packets when not decoding (needs mediaserver.aiortc_hooks.install())
+        self.sink_factory = sink_factory or CountingSink
         self.token = token
         self.decode = decode
         self.record_payloads = record_payloads
@@ -260,7 +263,7 @@ class PeerClient:
                 receiver = transceiver.receiver
                 attach = getattr(receiver, "attach_sink", None)  # needs aiortc_hooks.install()
                 if attach is not None and getattr(receiver, "_sfu_sink", None) is None:
-                    attach(CountingSink(self, transceiver.mid))
+                    attach(self.sink_factory(self, transceiver.mid))
         elif self.record_payloads:
             for transceiver in pc.getTransceivers():
                 self._tap_receiver(transceiver.receiver, transceiver.mid)

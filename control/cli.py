@@ -164,6 +164,12 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_load(args: argparse.Namespace) -> int:
+    from bench.load import main
+
+    return main(args)
+
+
 def cmd_bench_recorder(args: argparse.Namespace) -> int:
     from bench.recorder import run_recorder_bench
 
@@ -378,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the publisher shows a face (the baseline for --verify)")
     fwd.add_argument("--json", action="store_true", help="last line: one JSON object")
     fwd.set_defaults(func=cmd_bench_forwarding)
+    load = bench_sub.add_parser("load", help="rooms of real clients: latency, loss, capacity")
+    from bench.load import add_arguments as load_arguments
+
+    load_arguments(load)
+    load.set_defaults(func=cmd_bench_load)
     rec = bench_sub.add_parser("recorder", help="recording cost: segment MB/s, CPU per stream")
     rec.add_argument("--seconds", type=float, default=10.0)
     rec.add_argument("--json", action="store_true", help="last line: one JSON object")

@@ -5,6 +5,9 @@ Names follow ``namespace_subsystem_name``; labels take a handful of fixed values
 
 from __future__ import annotations
 
+import os
+import resource
+import time
 from collections import Counter
 
 from mediaserver.room import Sfu
@@ -50,4 +53,25 @@ def render_metrics(sfu: Sfu, signalling_errors: Counter[str]) -> str:
     metric("remotecase_signalling_errors_total", "counter",
            "Error messages sent to signalling clients, by code.",
            [({"code": c}, n) for c, n in sorted(signalling_errors.items())])
+    # the standard process metrics: load testers read the server's CPU and memory here
+    cpu = os.times()
+    metric("process_cpu_seconds_total", "counter", "User and system CPU time of the process.",
+           [({}, round(cpu.user + cpu.system, 3))])
+    metric("process_resident_memory_bytes", "gauge", "Resident memory of the process.",
+           [({}, _resident_bytes())])
+    metric("process_max_resident_memory_bytes", "gauge", "Peak resident memory.",
+           [({}, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)])
+    metric("process_start_time_seconds", "gauge", "Start of the process, Unix time.",
+           [({}, _STARTED)])
     return "\n".join(out) + "\n"
+
+
+_STARTED = round(time.time(), 3)  # when the server loaded this module: its start, near enough
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

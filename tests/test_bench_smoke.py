@@ -23,3 +23,41 @@ def test_bench_forwarding_prints_json_figures(record: bool) -> None:
     assert report["forwarded_packets"] > 0
     assert 0.0 <= report["loss_ratio"] <= 1.0
     assert report["recorded"] is record
+
+
+def test_load_plans_match_the_scenarios() -> None:
+    from bench.load import plan_rooms
+
+    assert [(p.publishers, p.viewers, p.streams) for p in plan_rooms("one_to_one", 2, "x")] \
+        == [(2, 0, 4), (2, 0, 4)]
+    (education,) = plan_rooms("education", 1, "x")
+    assert (education.participants, education.streams) == (31, 60)
+    mix = plan_rooms("mix", 10, "x")
+    assert sorted(p.shape for p in mix).count("one_to_one") == 6
+    assert {p.shape for p in plan_rooms("mix", 4, "x")} == {"one_to_one", "mediation",
+                                                             "education"}
+
+
+def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path) -> None:
+    """A tiny capacity search against a server the harness starts: real aiortc clients in two
+    generator processes, figures in JSON and a plot."""
+    plot = tmp_path / "load.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "control.cli", "bench", "load", "--scenario", "one_to_one",
+         "--rooms", "1", "--capacity", "--max-rooms", "2", "--seconds", "2", "--warmup", "1",
+         "--max-p99-ms", "500", "--plot", str(plot), "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [s["rooms"] for s in report["steps"]] == [1, 2]
+    for step in report["steps"]:
+        assert step["join_failures"] == []
+        assert step["forwarded_pps"] > 0 and step["server_cpu_us_per_packet"] > 0
+        assert step["loss_ratio"] is not None and step["loss_ratio"] < 0.05
+        latency = step["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+        assert step["first_frame_ms"]["p50"] > 0 and step["join_ms"]["p50"] > 0
+        assert step["server_rss_mb"] > 10
+    assert report["knee"]["rooms"] in (1, 2)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "knee:" in result.stdout
