@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import math
@@ -36,12 +37,15 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from mediaserver.rtp import is_vp8_keyframe_start as _IS_VP8_KEYFRAME
 
 TRAILER_MAGIC = b"RCLT"
 TRAILER = len(TRAILER_MAGIC) + 8
@@ -173,7 +177,8 @@ class Receiving:
     first: int | None = None
     highest: int = 0
     count: int = 0
-    first_frame_at: float | None = None
+    first_frame_at: float | None = None  # end of the first whole keyframe
+    keyframe_started: bool = False
     latencies_ms: list[float] = field(default_factory=list)
     jitter_ms: float = 0.0
     _last_transit: float | None = None
@@ -184,6 +189,8 @@ class Receiving:
         elif (seq - self.highest) & 0xFFFF < 0x8000:
             self.highest = seq
         self.count += 1
+        if not self.keyframe_started and _IS_VP8_KEYFRAME(payload):
+            self.keyframe_started = True
         if marker and len(payload) > TRAILER and payload[-TRAILER:-8] == TRAILER_MAGIC:
             now = time.monotonic_ns()
             sent = int.from_bytes(payload[-8:], "big")
@@ -192,7 +199,9 @@ class Receiving:
             if self._last_transit is not None:  # RFC 3550 6.4.1, in milliseconds
                 self.jitter_ms += (abs(transit - self._last_transit) - self.jitter_ms) / 16
             self._last_transit = transit
-            if self.first_frame_at is None:
+            # a subscriber sees a picture once a keyframe has arrived whole; a server that
+            # forwards from any packet makes its subscribers wait for one just the same
+            if self.first_frame_at is None and self.keyframe_started:
                 self.first_frame_at = time.monotonic()
 
     @property
@@ -201,11 +210,13 @@ class Receiving:
 
 
 class LatencySink:
-    """A receiver sink (mediaserver.aiortc_hooks) that measures instead of decoding."""
+    """A receiver sink (mediaserver.aiortc_hooks) that measures instead of decoding; it adds
+    itself to its owner's ``load_sinks`` (a PeerClient) or ``sinks`` (a Janus member)."""
 
-    def __init__(self, client: Any, mid: str | None) -> None:
+    def __init__(self, owner: Any, mid: str | None) -> None:
         self.state = Receiving()
-        client.load_sinks.append(self)
+        sinks = owner.sinks if isinstance(owner, _Member) else owner.load_sinks
+        sinks.append(self)
 
     def on_rtp(self, packet: Any) -> None:
         self.state.packet(packet.sequence_number, packet.marker, packet.payload)
@@ -215,64 +226,171 @@ class LatencySink:
 
 
 # -- the generator process -------------------------------------------------------------------
-async def _generator(job: dict[str, Any]) -> None:
-    """Join every participant of the job, publish where asked, report until told to stop."""
-    from mediaserver import aiortc_hooks
+@dataclass
+class _Member:
+    """One participant in a generator: what it receives, and when it started joining."""
 
+    started: float
+    sinks: list[LatencySink] = field(default_factory=list)
+    closers: list[Any] = field(default_factory=list)
+
+
+async def _remotecase_room(job: dict[str, Any], room: dict[str, Any], media: tuple[Any, ...],
+                           members: list[_Member], joins: list[float]) -> None:
     from .peer import PeerClient
 
+    video, audio, fps = media
+
+    async def bring(spec: dict[str, Any]) -> None:
+        member = _Member(time.monotonic())
+        members.append(member)
+        client = PeerClient(job["base"], spec["token"], decode=False, sink_factory=LatencySink)
+        client.load_sinks = member.sinks  # type: ignore[attr-defined]
+        member.closers.append(client.close)
+        await client.connect()
+        joins.append(1000 * (time.monotonic() - member.started))
+        if spec["publish"]:
+            await client.publish(*_tracks(video, audio, fps))
+
+    await asyncio.gather(*(bring(s) for s in room["participants"]))
+
+
+async def _janus_room(job: dict[str, Any], room: dict[str, Any], media: tuple[Any, ...],
+                      members: list[_Member], joins: list[float]) -> None:
+    """The same room in Janus's VideoRoom: publishers join with an offer; then everyone
+    subscribes to every other publisher's feed in one peer connection."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from mediaserver.aiortc_hooks import SfuRtpReceiver
+
+    from .janus import JanusSession
+
+    video, audio, fps = media
+    http = job["_http"]
+    number = 1000 + zlib.crc32(room["room"].encode()) % 10**9
+    specs = room["participants"]
+    sessions = []
+    for _ in specs:
+        session = JanusSession(http, job["base"])
+        await session.create()
+        sessions.append(session)
+    admin = await sessions[0].attach()
+    await sessions[0].message(admin, {"request": "create", "room": number,
+                                      "publishers": len(specs), "videocodec": "vp8",
+                                      "audiocodec": "opus", "bitrate": 0})
+    feeds: dict[int, int] = {}  # participant index -> feed ID
+
+    async def publish(i: int) -> None:
+        member = _Member(time.monotonic())
+        members.append(member)
+        session = sessions[i]
+        member.closers.append(session.close)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        member.closers.append(pc.close)
+        for track in _tracks(video, audio, fps):
+            pc.addTransceiver(track, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        handle = await session.attach()
+        event = await session.message(handle, {
+            "request": "joinandconfigure", "room": number, "ptype": "publisher",
+            "display": f"p{i}"}, {"type": "offer", "sdp": pc.localDescription.sdp})
+        await session.candidates_done(handle)
+        await pc.setRemoteDescription(RTCSessionDescription(event["jsep"]["sdp"], "answer"))
+        joins.append(1000 * (time.monotonic() - member.started))
+        for _ in range(200):  # a feed can be subscribed once its media is up
+            if pc.connectionState == "connected":
+                break
+            await asyncio.sleep(0.05)
+        feeds[i] = int(event["plugindata"]["data"]["id"])
+        member.started = time.monotonic()  # what follows is the subscription
+
+    async def subscribe(i: int) -> None:
+        others = [feed for j, feed in feeds.items() if j != i]
+        if i not in feeds:
+            member = _Member(time.monotonic())
+            members.append(member)
+            member.closers.append(sessions[i].close)
+        else:
+            member = next(m for m in members if sessions[i].close in m.closers)
+        if not others:
+            return
+        session = sessions[i]
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        member.closers.append(pc.close)
+        handle = await session.attach()
+        began = time.monotonic()
+        event = await session.message(handle, {
+            "request": "join", "room": number, "ptype": "subscriber",
+            "streams": [{"feed": feed} for feed in others]})
+        await pc.setRemoteDescription(RTCSessionDescription(event["jsep"]["sdp"], "offer"))
+        for transceiver in pc.getTransceivers():
+            receiver = transceiver.receiver
+            assert isinstance(receiver, SfuRtpReceiver), "aiortc_hooks.install() first"
+            receiver.attach_sink(LatencySink(member, transceiver.mid))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await session.message(handle, {"request": "start"},
+                              {"type": "answer", "sdp": pc.localDescription.sdp})
+        await session.candidates_done(handle)
+        if i not in feeds:
+            joins.append(1000 * (time.monotonic() - began))
+
+    await asyncio.gather(*(publish(i) for i, spec in enumerate(specs) if spec["publish"]))
+    await asyncio.gather(*(subscribe(i) for i in range(len(specs))))
+
+
+async def _generator(job: dict[str, Any]) -> None:
+    """Join every room of the job, publish where asked, report until told to stop."""
+    from mediaserver import aiortc_hooks
+
     aiortc_hooks.install()
-    aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
+    aiortc_hooks.restrict_host_addresses([job.get("address", "127.0.0.1")])
     fps = job["fps"]
     video = await asyncio.to_thread(encode_video, job["bitrate"], fps=fps)
     audio = await asyncio.to_thread(encode_audio)
-    clients: list[Any] = []
+    members: list[_Member] = []
     joins: list[float] = []
-    started: dict[int, float] = {}
     failures: list[str] = []
+    bring_room = _janus_room if job.get("server") == "janus" else _remotecase_room
+    async with aiohttp.ClientSession() as http:
+        job["_http"] = http
 
-    async def bring(spec: dict[str, Any]) -> None:
-        client = PeerClient(job["base"], spec["token"], decode=False, sink_factory=LatencySink)
-        client.load_sinks = []  # type: ignore[attr-defined]
-        clients.append(client)
-        began = time.monotonic()
-        started[id(client)] = began
-        try:
-            await client.connect()
-            joins.append(1000 * (time.monotonic() - began))
-            if spec["publish"]:
-                await client.publish(*_tracks(video, audio, fps))
-        except Exception as exc:  # reported, not fatal: a refused join is a finding
-            failures.append(f"{spec['room']}: {exc}")
+        async def room(spec: dict[str, Any]) -> None:
+            try:
+                await bring_room(job, spec, (video, audio, fps), members, joins)
+            except Exception as exc:  # reported, not fatal: a refused join is a finding
+                failures.append(f"{spec['room']}: {type(exc).__name__}: {exc}")
 
-    specs = job["participants"]
-    for i in range(0, len(specs), 8):  # joins in small waves, as people arrive
-        await asyncio.gather(*(bring(s) for s in specs[i:i + 8]))
-    print("READY " + json.dumps({"joined": len(joins), "failures": failures}), flush=True)
-    cpu0 = time.process_time()
-    wall0 = time.monotonic()
-    loop = asyncio.get_running_loop()
-    stop = loop.create_task(asyncio.to_thread(sys.stdin.readline))
-    while not stop.done():
-        await asyncio.wait({stop}, timeout=1.0)
-        received = sum(s.state.count for c in clients for s in c.load_sinks)
-        cpu = (time.process_time() - cpu0) / max(1e-6, time.monotonic() - wall0)
-        print("STATS " + json.dumps({"received": received, "cpu": round(cpu, 3)}), flush=True)
-        cpu0, wall0 = time.process_time(), time.monotonic()
-    states = [(s.state, started[id(c)]) for c in clients for s in c.load_sinks]
-    result = {
-        "joins_ms": joins, "failures": failures,
-        "received": sum(s.count for s, _ in states),
-        "expected": sum(s.expected for s, _ in states),
-        "latencies_ms": _reservoir([v for s, _ in states for v in s.latencies_ms], 20000),
-        "jitter_ms": [s.jitter_ms for s, _ in states if s.latencies_ms],
-        "first_frame_ms": [1000 * (s.first_frame_at - t) for s, t in states
-                           if s.first_frame_at is not None],
-        "subscriptions": len(states),
-    }
-    print("RESULT " + json.dumps(result), flush=True)
-    for client in clients:
-        await client.close()
+        rooms = job["rooms"]
+        for i in range(0, len(rooms), 4):  # rooms fill in small waves, as people arrive
+            await asyncio.gather(*(room(r) for r in rooms[i:i + 4]))
+        print("READY " + json.dumps({"joined": len(joins), "failures": failures}), flush=True)
+        cpu0 = time.process_time()
+        wall0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        stop = loop.create_task(asyncio.to_thread(sys.stdin.readline))
+        while not stop.done():
+            await asyncio.wait({stop}, timeout=1.0)
+            received = sum(s.state.count for m in members for s in m.sinks)
+            cpu = (time.process_time() - cpu0) / max(1e-6, time.monotonic() - wall0)
+            print("STATS " + json.dumps({"received": received, "cpu": round(cpu, 3)}),
+                  flush=True)
+            cpu0, wall0 = time.process_time(), time.monotonic()
+        states = [(s.state, m.started) for m in members for s in m.sinks]
+        result = {
+            "joins_ms": joins, "failures": failures,
+            "received": sum(s.count for s, _ in states),
+            "expected": sum(s.expected for s, _ in states),
+            "latencies_ms": _reservoir([v for s, _ in states for v in s.latencies_ms], 10000),
+            "jitter_ms": [s.jitter_ms for s, _ in states if s.latencies_ms],
+            "first_frame_ms": [1000 * (s.first_frame_at - t) for s, t in states
+                               if s.first_frame_at is not None],
+            "subscriptions": len(states),
+        }
+        print("RESULT " + json.dumps(result), flush=True)
+        for member in members:
+            for close in member.closers:
+                with contextlib.suppress(Exception):
+                    await close()
 
 
 def _reservoir(values: list[float], limit: int) -> list[float]:
@@ -287,20 +405,37 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1)], 2)
 
 
-async def _metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
-    async with http.get(f"{base}/metrics") as r:
-        text = await r.text()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        key = name.split("{")[0]
-        if key == "remotecase_sfu_forwarded_packets_total":
-            out["forwarded"] = out.get("forwarded", 0.0) + float(value)
-        elif key in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
-            out[key] = float(value)
-    return out
+@dataclass
+class Target:
+    """The server under load: where it answers, what it is, and how to read its CPU."""
+
+    kind: str  # "remotecase" | "janus"
+    base: str
+    pid: int | None = None  # Janus's process (its CPU comes from /proc)
+    address: str = "127.0.0.1"  # the address clients and server meet on
+
+    async def sample(self, http: aiohttp.ClientSession) -> dict[str, float]:
+        """CPU seconds, resident bytes, and forwarded packets when the server counts them."""
+        if self.kind == "janus":
+            from .janus import process_cpu_seconds, process_rss_bytes
+
+            assert self.pid is not None
+            return {"cpu": process_cpu_seconds(self.pid), "rss": process_rss_bytes(self.pid)}
+        async with http.get(f"{self.base}/metrics") as r:
+            text = await r.text()
+        out: dict[str, float] = {"forwarded": 0.0}
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name, value = line.rsplit(" ", 1)
+            key = name.split("{")[0]
+            if key == "remotecase_sfu_forwarded_packets_total":
+                out["forwarded"] += float(value)
+            elif key == "process_cpu_seconds_total":
+                out["cpu"] = float(value)
+            elif key == "process_resident_memory_bytes":
+                out["rss"] = float(value)
+        return out
 
 
 async def _read(proc: asyncio.subprocess.Process, prefix: str, limit: float) -> str:
@@ -315,24 +450,35 @@ async def _read(proc: asyncio.subprocess.Process, prefix: str, limit: float) -> 
                 return line[len(prefix) + 1:]
 
 
-async def run_step(http: aiohttp.ClientSession, base: str, plans: list[RoomPlan], *,
+async def _room_jobs(http: aiohttp.ClientSession, target: Target,
+                     plans: list[RoomPlan]) -> list[dict[str, Any]]:
+    rooms = []
+    for plan in plans:
+        participants = []
+        for i in range(plan.participants):
+            token = ""
+            if target.kind == "remotecase":
+                async with http.post(f"{target.base}/dev/token",
+                                     json={"room": plan.room, "name": f"load{i}"}) as r:
+                    if r.status != 200:
+                        raise RuntimeError("the server gives no development tokens "
+                                           f"(auth.dev_join off?): {r.status} {await r.text()}")
+                    token = (await r.json())["token"]
+            participants.append({"token": token, "publish": i < plan.publishers})
+        rooms.append({"room": plan.room, "participants": participants})
+    return rooms
+
+
+async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[RoomPlan], *,
                    bitrate: int, fps: int, seconds: float, warmup: float, generators: int,
                    progress: bool) -> dict[str, Any]:
-    """One load level: join everyone, measure a window, leave."""
-    participants = []
-    for plan in plans:
-        for i in range(plan.participants):
-            async with http.post(f"{base}/dev/token",
-                                 json={"room": plan.room, "name": f"load{i}"}) as r:
-                if r.status != 200:
-                    raise RuntimeError("the server gives no development tokens (auth.dev_join "
-                                       f"off?): {r.status} {await r.text()}")
-                token = (await r.json())["token"]
-            participants.append({"room": plan.room, "token": token,
-                                 "publish": i < plan.publishers})
+    """One load level: fill the rooms, measure a window, leave. Rooms are spread over the
+    generator processes whole, so that a room's participants share one process."""
+    rooms = await _room_jobs(http, target, plans)
     jobs: list[list[dict[str, Any]]] = [[] for _ in range(generators)]
-    for n, participant in enumerate(participants):
-        jobs[n % generators].append(participant)
+    # the largest rooms first, each to the least loaded generator
+    for room in sorted(rooms, key=lambda r: -len(r["participants"])):
+        min(jobs, key=lambda j: sum(len(r["participants"]) for r in j)).append(room)
     procs = []
     try:
         for job in jobs:
@@ -340,32 +486,46 @@ async def run_step(http: aiohttp.ClientSession, base: str, plans: list[RoomPlan]
                 continue
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.load", "generator",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                limit=1 << 24)  # a RESULT line carries thousands of latency samples
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"base": base, "participants": job, "bitrate": bitrate,
-                                         "fps": fps}).encode() + b"\n")
+            proc.stdin.write(json.dumps({
+                "base": target.base, "server": target.kind, "address": target.address,
+                "rooms": job, "bitrate": bitrate, "fps": fps}).encode() + b"\n")
             await proc.stdin.drain()
             procs.append(proc)
-        ready = [json.loads(await _read(p, "READY", 180)) for p in procs]
+        ready = [json.loads(await _read(p, "READY", 300)) for p in procs]
         failures = [f for r in ready for f in r["failures"]]
         await asyncio.sleep(warmup)
-        m0, t0 = await _metrics(http, base), time.monotonic()
+        for proc in procs:  # what piled up during the warm-up
+            assert proc.stdout is not None
+            while True:
+                try:
+                    await asyncio.wait_for(_read(proc, "STATS", 0.05), 0.1)
+                except TimeoutError:
+                    break
+        m0, t0 = await target.sample(http), time.monotonic()
         generator_cpu: list[float] = []
+        received0: list[int] | None = None
+        received1: list[int] = []
+        r0_at = r1_at = time.monotonic()
         end = t0 + seconds
         while time.monotonic() < end:
             stats = [json.loads(await _read(p, "STATS", 10)) for p in procs]
+            received1, r1_at = [s["received"] for s in stats], time.monotonic()
+            if received0 is None:
+                received0, r0_at = received1, r1_at
             generator_cpu.append(max(s["cpu"] for s in stats))
             if progress:
-                now = await _metrics(http, base)
+                now = await target.sample(http)
                 elapsed = max(1e-6, time.monotonic() - t0)
-                # one line rewritten on a terminal, a line per second in a log
                 print("\r" if sys.stderr.isatty() else "\n", end="", file=sys.stderr)
-                print(f"  {time.monotonic() - t0:5.1f}/{seconds:.0f} s  forwarded "
-                      f"{(now.get('forwarded', 0) - m0.get('forwarded', 0)) / elapsed:8.0f}/s"
-                      f"  server CPU {100 * (now['process_cpu_seconds_total'] - m0['process_cpu_seconds_total']) / elapsed:5.1f}%"  # noqa: E501
-                      f"  generators up to {100 * generator_cpu[-1]:5.1f}%", end="",
+                print(f"  {target.kind} {time.monotonic() - t0:5.1f}/{seconds:.0f} s  "
+                      f"received {(sum(received1) - sum(received0)) / elapsed:8.0f}/s  "
+                      f"server CPU {100 * (now['cpu'] - m0['cpu']) / elapsed:5.1f}%  "
+                      f"generators up to {100 * generator_cpu[-1]:5.1f}%", end="",
                       file=sys.stderr, flush=True)
-        m1, t1 = await _metrics(http, base), time.monotonic()
+        m1, t1 = await target.sample(http), time.monotonic()
         if progress:
             print(file=sys.stderr)
         for proc in procs:
@@ -377,27 +537,33 @@ async def run_step(http: aiohttp.ClientSession, base: str, plans: list[RoomPlan]
         for proc in procs:
             if proc.returncode is None:
                 try:
-                    await asyncio.wait_for(proc.wait(), 20)
+                    await asyncio.wait_for(proc.wait(), 30)
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
     elapsed = t1 - t0
-    forwarded = m1.get("forwarded", 0) - m0.get("forwarded", 0)
-    cpu = m1["process_cpu_seconds_total"] - m0["process_cpu_seconds_total"]
+    cpu = m1["cpu"] - m0["cpu"]
+    # packets the subscribers received in the window: the same measure for every server
+    delivered = (sum(received1) - sum(received0)) if received0 is not None else 0
+    delivered_pps = delivered / (r1_at - r0_at) if r1_at > r0_at else 0.0
+    forwarded = m1["forwarded"] - m0["forwarded"] if "forwarded" in m1 else None
     received = sum(r["received"] for r in results)
     expected = sum(r["expected"] for r in results)
     latencies = [v for r in results for v in r["latencies_ms"]]
     busiest = max(generator_cpu) if generator_cpu else 0.0
     jitters = [x for r in results for x in r["jitter_ms"]]
+    packets = forwarded if forwarded else delivered_pps * elapsed
     return {
-        "rooms": len(plans), "participants": len(participants),
+        "server": target.kind,
+        "rooms": len(plans), "participants": sum(p.participants for p in plans),
         "streams": sum(p.streams for p in plans),
         "join_failures": failures,
         "seconds": round(elapsed, 2),
-        "forwarded_pps": round(forwarded / elapsed, 1),
+        "forwarded_pps": round(forwarded / elapsed, 1) if forwarded is not None else None,
+        "received_pps": round(delivered_pps, 1),
         "server_cpu_percent": round(100 * cpu / elapsed, 1),
-        "server_cpu_us_per_packet": round(1e6 * cpu / forwarded, 2) if forwarded else None,
-        "server_rss_mb": round(m1.get("process_resident_memory_bytes", 0) / 2**20, 1),
+        "server_cpu_us_per_packet": round(1e6 * cpu / packets, 2) if packets else None,
+        "server_rss_mb": round(m1.get("rss", 0) / 2**20, 1),
         "loss_ratio": round(max(0.0, 1 - received / expected), 5) if expected else None,
         "latency_ms": {f"p{q}": _percentile(latencies, q) for q in (50, 90, 99)}
         | {"max": round(max(latencies), 2) if latencies else None},
@@ -419,137 +585,192 @@ def _loads(start: int, limit: int) -> Iterator[int]:
         rooms = max(rooms + 1, int(rooms * 1.5))
 
 
-async def run_load(*, url: str | None, scenario: str, rooms: int, bitrate: int, fps: int,
-                   seconds: float, warmup: float, generators: int, capacity: bool,
-                   max_rooms: int, max_loss: float, max_p99_ms: float,
-                   progress: bool = True) -> dict[str, Any]:
-    server: asyncio.subprocess.Process | None = None
-    tmp: Path | None = None
-    base = url.rstrip("/") if url else ""
-    try:
-        if not url:
-            from .forwarding import free_port
+@contextlib.asynccontextmanager
+async def serve_remotecase(url: str | None) -> Any:
+    """A Target for the server at ``url``, or for one started here (and stopped after)."""
+    if url:
+        yield Target("remotecase", url.rstrip("/"))
+        return
+    from .forwarding import free_port
 
-            tmp = Path(tempfile.mkdtemp(prefix="remotecase-load-"))
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            env = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
-                   "REMOTECASE_STORAGE__DATA_DIR": str(tmp / "var"),
-                   "REMOTECASE_KEYS__DIR": str(tmp / "keys"),
-                   "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
-                   "REMOTECASE_VERIFIER__ENABLED": "false",
-                   "REMOTECASE_LOG__LEVEL": "WARNING"}
-            server = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "control.cli", "serve", env=env,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError(f"no server answers at {base}")
-            steps = []
-            levels = list(_loads(rooms, max_rooms)) if capacity else [rooms]
-            knee: dict[str, Any] | None = None
-            for n, level in enumerate(levels):
-                if progress:
-                    print(f"step {n + 1}: {level} {scenario} room(s)", file=sys.stderr)
-                step = await run_step(
-                    http, base, plan_rooms(scenario, level, f"load{n}"), bitrate=bitrate,
-                    fps=fps, seconds=seconds, warmup=warmup, generators=generators,
-                    progress=progress)
-                steps.append(step)
-                p99 = step["latency_ms"]["p99"]
-                within = (step["loss_ratio"] is not None and step["loss_ratio"] <= max_loss
-                          and p99 is not None and p99 <= max_p99_ms
-                          and not step["join_failures"])
-                step["within_limits"] = within
-                if within:
-                    knee = step
-                elif capacity:
-                    break
+    tmp = Path(tempfile.mkdtemp(prefix="remotecase-load-"))
+    port = free_port()
+    env = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
+           "REMOTECASE_STORAGE__DATA_DIR": str(tmp / "var"),
+           "REMOTECASE_KEYS__DIR": str(tmp / "keys"),
+           "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+           "REMOTECASE_MEDIA__MAX_PARTICIPANTS": "100",
+           "REMOTECASE_VERIFIER__ENABLED": "false",
+           "REMOTECASE_LOG__LEVEL": "WARNING"}
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "serve", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        yield Target("remotecase", f"http://127.0.0.1:{port}", pid=server.pid)
     finally:
-        if server is not None and server.returncode is None:
+        if server.returncode is None:
             server.terminate()
             await server.wait()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def serve_janus() -> Any:
+    """Debian's Janus with a generated configuration, stopped after."""
+    from .forwarding import free_port
+    from .janus import janus_available, own_address, start_janus
+
+    problem = janus_available()
+    if problem:
+        raise RuntimeError(problem)
+    tmp = Path(tempfile.mkdtemp(prefix="remotecase-janus-"))
+    port = free_port()
+    address = own_address()
+    janus = await start_janus(tmp, port, address)
+    try:
+        yield Target("janus", f"http://127.0.0.1:{port}", pid=janus.pid, address=address)
+    finally:
+        if janus.returncode is None:
+            janus.terminate()
+            try:
+                await asyncio.wait_for(janus.wait(), 10)
+            except TimeoutError:
+                janus.kill()
+                await janus.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _wait_up(http: aiohttp.ClientSession, target: Target) -> None:
+    path = "/janus/info" if target.kind == "janus" else "/healthz"
+    for _ in range(300):
+        try:
+            async with http.get(target.base + path) as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"no {target.kind} server answers at {target.base}")
+
+
+async def search(http: aiohttp.ClientSession, target: Target, *, scenario: str, rooms: int,
+                 bitrate: int, fps: int, seconds: float, warmup: float, generators: int,
+                 capacity: bool, max_rooms: int, max_loss: float, max_p99_ms: float,
+                 progress: bool) -> dict[str, Any]:
+    """One step, or steps up to the knee: the report for one server."""
+    await _wait_up(http, target)
+    steps = []
+    knee: dict[str, Any] | None = None
+    for n, level in enumerate(list(_loads(rooms, max_rooms)) if capacity else [rooms]):
+        if progress:
+            print(f"{target.kind} step {n + 1}: {level} {scenario} room(s)", file=sys.stderr)
+        step = await run_step(http, target, plan_rooms(scenario, level, f"load{n}"),
+                              bitrate=bitrate, fps=fps, seconds=seconds, warmup=warmup,
+                              generators=generators, progress=progress)
+        steps.append(step)
+        p99 = step["latency_ms"]["p99"]
+        step["within_limits"] = (step["loss_ratio"] is not None
+                                 and step["loss_ratio"] <= max_loss
+                                 and p99 is not None and p99 <= max_p99_ms
+                                 and not step["join_failures"])
+        if step["within_limits"]:
+            knee = step
+        elif capacity:
+            break
     report: dict[str, Any] = {
-        "scenario": scenario, "bitrate": bitrate, "fps": fps, "steps": steps,
-        "limits": {"max_loss": max_loss, "max_p99_ms": max_p99_ms},
-    }
+        "server": target.kind, "scenario": scenario, "bitrate": bitrate, "fps": fps,
+        "steps": steps, "limits": {"max_loss": max_loss, "max_p99_ms": max_p99_ms}}
     if capacity:
         report["knee"] = None if knee is None else {
             k: knee[k] for k in ("rooms", "participants", "streams", "forwarded_pps",
-                                 "server_cpu_percent", "latency_ms", "loss_ratio")}
+                                 "received_pps", "server_cpu_percent", "latency_ms",
+                                 "loss_ratio")}
     return report
 
 
+async def run_load(*, url: str | None, progress: bool = True,
+                   **options: Any) -> dict[str, Any]:
+    async with serve_remotecase(url) as target, aiohttp.ClientSession() as http:
+        return await search(http, target, progress=progress, **options)
+
+
+async def run_compare(*, progress: bool = True, **options: Any) -> dict[str, Any]:
+    """The same scenario against remotecase and against Janus, one after the other."""
+    async with aiohttp.ClientSession() as http:
+        async with serve_remotecase(None) as target:
+            ours = await search(http, target, progress=progress, **options)
+        async with serve_janus() as target:
+            theirs = await search(http, target, progress=progress, **options)
+    return {"remotecase": ours, "janus": theirs}
+
+
 # -- plots -----------------------------------------------------------------------------------
-def plot(report: dict[str, Any], path: Path) -> None:
-    """CPU per stream, latency percentiles and loss against load (streams), one PNG."""
+def plot(reports: list[dict[str, Any]], path: Path) -> None:
+    """CPU per stream, latency percentiles and loss against load (streams), one PNG; with two
+    reports (remotecase and Janus) both servers on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = report["steps"]
-    streams = [s["streams"] for s in steps]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    cpu_per_stream = [s["server_cpu_percent"] / max(1, s["streams"]) for s in steps]
-    axes[0].plot(streams, cpu_per_stream, "o-")
+    for report in reports:
+        steps, name = report["steps"], report["server"]
+        streams = [s["streams"] for s in steps]
+        axes[0].plot(streams, [s["server_cpu_percent"] / max(1, s["streams"]) for s in steps],
+                     "o-", label=name)
+        for q, style in (("p50", "o-"), ("p99", "s--")):
+            axes[1].plot(streams, [s["latency_ms"][q] for s in steps], style,
+                         label=f"{name} {q}")
+        axes[2].plot(streams, [100 * (s["loss_ratio"] or 0) for s in steps], "o-", label=name)
+    limits = reports[0]["limits"]
     axes[0].set(title="server CPU per stream", xlabel="forwarded streams",
                 ylabel="% of a core per stream")
-    for q in ("p50", "p90", "p99"):
-        axes[1].plot(streams, [s["latency_ms"][q] for s in steps], "o-", label=q)
-    axes[1].axhline(report["limits"]["max_p99_ms"], color="red", linestyle=":",
-                    label="p99 limit")
+    axes[1].axhline(limits["max_p99_ms"], color="red", linestyle=":", label="p99 limit")
     axes[1].set(title="end-to-end latency", xlabel="forwarded streams", ylabel="ms")
-    axes[1].legend()
-    axes[2].plot(streams, [100 * (s["loss_ratio"] or 0) for s in steps], "o-")
-    axes[2].axhline(100 * report["limits"]["max_loss"], color="red", linestyle=":")
+    axes[2].axhline(100 * limits["max_loss"], color="red", linestyle=":", label="limit")
     axes[2].set(title="loss", xlabel="forwarded streams", ylabel="%")
-    figure.suptitle(f"remotecase bench load: {report['scenario']}, "
-                    f"{report['bitrate'] // 1000} kbps video")
+    for axis in axes:
+        axis.legend(fontsize=8)
+    first = reports[0]
+    figure.suptitle(f"bench load: {first['scenario']}, {first['bitrate'] // 1000} kbps video, "
+                    f"{first['fps']} fps")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
 
 def _print(report: dict[str, Any]) -> None:
-    print(f"{'rooms':>6} {'streams':>8} {'fwd pkt/s':>10} {'CPU %':>6} {'us/pkt':>7} "
-          f"{'RSS MB':>7} {'loss %':>7} {'p50':>6} {'p99':>6} {'join p99':>9} "
+    print(f"{'server':>10} {'rooms':>5} {'streams':>7} {'recv pkt/s':>10} {'CPU %':>6} "
+          f"{'us/pkt':>7} {'RSS MB':>7} {'loss %':>7} {'p50':>6} {'p99':>6} {'join p99':>9} "
           f"{'ttff p99':>9} {'gen CPU':>8}")
     for s in report["steps"]:
-        print(f"{s['rooms']:>6} {s['streams']:>8} {s['forwarded_pps']:>10} "
+        print(f"{s['server']:>10} {s['rooms']:>5} {s['streams']:>7} {s['received_pps']:>10} "
               f"{s['server_cpu_percent']:>6} {s['server_cpu_us_per_packet']!s:>7} "
               f"{s['server_rss_mb']:>7} {100 * (s['loss_ratio'] or 0):>7.2f} "
               f"{s['latency_ms']['p50']!s:>6} {s['latency_ms']['p99']!s:>6} "
               f"{s['join_ms']['p99']!s:>9} {s['first_frame_ms']['p99']!s:>9} "
               f"{100 * s['generator_cpu_max']:>7.0f}%")
         if s["generator_bound"]:
-            print("       a generator process used more than 85% of a core: the numbers may "
-                  "say more about the generator than the server (use more --generators or "
-                  "another machine)")
+            print("           a generator process used more than 85% of a core: the numbers "
+                  "may say more about the generator than the server (more --generators, or "
+                  "generators on another machine)")
         for failure in s["join_failures"][:5]:
-            print(f"       join failed: {failure}")
+            print(f"           join failed: {failure}")
     if "knee" in report:
         knee = report["knee"]
         if knee is None:
-            print("knee: even the first step exceeded the limits")
+            print(f"{report['server']} knee: even the first step exceeded the limits")
         else:
-            print(f"knee: {knee['rooms']} rooms, {knee['streams']} streams, "
-                  f"{knee['forwarded_pps']} forwarded packets/s at "
+            print(f"{report['server']} knee: {knee['rooms']} rooms, {knee['streams']} streams, "
+                  f"{knee['received_pps']} packets/s delivered at "
                   f"{knee['server_cpu_percent']}% server CPU")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="a running server (with auth.dev_join); default: start one")
+def add_arguments(parser: argparse.ArgumentParser, *, compare: bool = False) -> None:
+    if not compare:
+        parser.add_argument("--url", help="a running server (with auth.dev_join); default: "
+                                          "start one")
     parser.add_argument("--scenario", choices=SCENARIOS, default="one_to_one")
     parser.add_argument("--rooms", type=int, default=2, help="rooms (the first step with "
                         "--capacity)")
@@ -558,7 +779,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per step")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--generators", type=int, default=2, help="generator processes")
-    parser.add_argument("--capacity", action="store_true", help="raise the load to the knee")
+    if compare:
+        parser.add_argument("--no-capacity", dest="capacity", action="store_false",
+                            help="one step each instead of a search for each knee")
+    else:
+        parser.add_argument("--capacity", action="store_true", help="raise the load to the knee")
     parser.add_argument("--max-rooms", type=int, default=200)
     parser.add_argument("--max-loss", type=float, default=0.01)
     parser.add_argument("--max-p99-ms", type=float, default=50.0)
@@ -566,22 +791,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
 
 
-def main(args: argparse.Namespace) -> int:
+def _options(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.rooms < 1 or args.seconds <= 0 or args.generators < 1 or not 1 <= args.fps <= 60:
         print("bench load: --rooms >= 1, --seconds > 0, --generators >= 1, --fps 1-60",
               file=sys.stderr)
+        return None
+    return {"scenario": args.scenario, "rooms": args.rooms, "bitrate": args.bitrate,
+            "fps": args.fps, "seconds": args.seconds, "warmup": args.warmup,
+            "generators": args.generators, "capacity": args.capacity,
+            "max_rooms": args.max_rooms, "max_loss": args.max_loss,
+            "max_p99_ms": args.max_p99_ms}
+
+
+def main(args: argparse.Namespace) -> int:
+    options = _options(args)
+    if options is None:
         return 2
-    report = asyncio.run(run_load(
-        url=args.url, scenario=args.scenario, rooms=args.rooms, bitrate=args.bitrate,
-        fps=args.fps, seconds=args.seconds, warmup=args.warmup, generators=args.generators,
-        capacity=args.capacity, max_rooms=args.max_rooms, max_loss=args.max_loss,
-        max_p99_ms=args.max_p99_ms))
+    report = asyncio.run(run_load(url=args.url, **options))
     _print(report)
     if args.plot:
-        plot(report, Path(args.plot))
+        plot([report], Path(args.plot))
         print(f"plot: {args.plot}")
     if args.json:
         print(json.dumps(report))
+    return 0
+
+
+def _common_step(ours: dict[str, Any],
+                 theirs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The heaviest load both servers ran: fixed costs (timers, RTCP, ICE consent) weigh least
+    there, so CPU per packet compares what forwarding costs."""
+    by_rooms = {s["rooms"]: s for s in theirs["steps"]}
+    common = [s for s in ours["steps"] if s["rooms"] in by_rooms]
+    step = common[-1]
+    return step, by_rooms[step["rooms"]]
+
+
+def main_compare(args: argparse.Namespace) -> int:
+    options = _options(args)
+    if options is None:
+        return 2
+    from .janus import janus_available
+
+    problem = janus_available()
+    if problem:
+        print(f"bench compare-janus: {problem}", file=sys.stderr)
+        return 2
+    both = asyncio.run(run_compare(**options))
+    ours, theirs = both["remotecase"], both["janus"]
+    _print(ours)
+    _print(theirs)
+    a, b = _common_step(ours, theirs)
+    ours_us, theirs_us = a["server_cpu_us_per_packet"], b["server_cpu_us_per_packet"]
+    summary = {
+        "scenario": options["scenario"], "rooms": a["rooms"], "streams": a["streams"],
+        "remotecase_cpu_us_per_packet": ours_us, "janus_cpu_us_per_packet": theirs_us,
+        # Janus CPU per packet over ours: 1.0 means as efficient as Janus
+        "efficiency_ratio": round(theirs_us / ours_us, 3) if ours_us and theirs_us else None,
+        "remotecase_latency_ms": a["latency_ms"], "janus_latency_ms": b["latency_ms"],
+        "remotecase_loss": a["loss_ratio"], "janus_loss": b["loss_ratio"],
+        "ratio_by_rooms": {
+            s["rooms"]: round(t["server_cpu_us_per_packet"] / s["server_cpu_us_per_packet"], 3)
+            for s in ours["steps"] for t in theirs["steps"]
+            if s["rooms"] == t["rooms"] and s["server_cpu_us_per_packet"]
+            and t["server_cpu_us_per_packet"]},
+        "remotecase_knee_streams": (ours.get("knee") or {}).get("streams"),
+        "janus_knee_streams": (theirs.get("knee") or {}).get("streams"),
+        "remotecase": ours, "janus": theirs,
+    }
+    print(f"at {a['rooms']} {options['scenario']} room(s), {a['streams']} streams: "
+          f"remotecase {ours_us} us/packet, Janus {theirs_us} us/packet, efficiency ratio "
+          f"{summary['efficiency_ratio']} (Janus CPU per packet / ours)")
+    if options["capacity"]:
+        print(f"knees: remotecase {summary['remotecase_knee_streams']} streams, Janus "
+              f"{summary['janus_knee_streams']} streams")
+    if args.plot:
+        plot([ours, theirs], Path(args.plot))
+        print(f"plot: {args.plot}")
+    if args.json:
+        print(json.dumps(summary))
     return 0
 
 

@@ -170,6 +170,12 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def cmd_bench_compare_janus(args: argparse.Namespace) -> int:
+    from bench.load import main_compare
+
+    return main_compare(args)
+
+
 def cmd_bench_recorder(args: argparse.Namespace) -> int:
     from bench.recorder import run_recorder_bench
 
@@ -389,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     load_arguments(load)
     load.set_defaults(func=cmd_bench_load)
+    janus = bench_sub.add_parser("compare-janus", help="the same load against remotecase and "
+                                 "Debian's Janus (VideoRoom), side by side")
+    load_arguments(janus, compare=True)
+    janus.set_defaults(func=cmd_bench_compare_janus)
     rec = bench_sub.add_parser("recorder", help="recording cost: segment MB/s, CPU per stream")
     rec.add_argument("--seconds", type=float, default=10.0)
     rec.add_argument("--json", action="store_true", help="last line: one JSON object")

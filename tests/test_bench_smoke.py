@@ -61,3 +61,37 @@ def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path) -> None:
     assert report["knee"]["rooms"] in (1, 2)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "knee:" in result.stdout
+
+
+def test_compare_janus_runs_both_servers_side_by_side(tmp_path) -> None:
+    """Debian's Janus (VideoRoom) and remotecase under the same clients and scenario in one
+    run; the JSON carries both per-packet costs and their ratio."""
+    import os
+    import shutil
+
+    if shutil.which("janus") is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("janus missing: .ci/run should have installed it")
+        pytest.skip("Debian's janus is not installed (apt-get install janus)")
+    plot = tmp_path / "compare.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "control.cli", "bench", "compare-janus", "--scenario",
+         "mediation", "--rooms", "1", "--no-capacity", "--seconds", "3", "--warmup", "1",
+         "--plot", str(plot), "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("remotecase_cpu_us_per_packet", "janus_cpu_us_per_packet",
+                "efficiency_ratio", "remotecase_knee_streams", "janus_knee_streams"):
+        assert key in summary
+    assert summary["remotecase_cpu_us_per_packet"] > 0
+    assert summary["janus_cpu_us_per_packet"] > 0
+    assert summary["efficiency_ratio"] == pytest.approx(
+        summary["janus_cpu_us_per_packet"] / summary["remotecase_cpu_us_per_packet"], rel=0.01)
+    for server in ("remotecase", "janus"):
+        (step,) = summary[server]["steps"]
+        assert step["join_failures"] == [] and step["streams"] == 24
+        assert step["loss_ratio"] is not None and step["loss_ratio"] < 0.05
+        assert step["received_pps"] > 100
+        assert 0 < step["latency_ms"]["p50"] <= step["latency_ms"]["p99"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
