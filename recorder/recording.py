@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -49,6 +51,7 @@ from .media import EncodedFrame, FrameAssembler, TrackMuxer, container_for
 logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 12
+OWNER_LOCK = "owner.lock"
 
 
 def segment_aad(recording_id: str, track_id: str, index: int) -> bytes:
@@ -155,6 +158,10 @@ class Recording:
 
     def _begin(self) -> None:
         self.directory.mkdir(parents=True, mode=0o700)
+        # held while this process records: recovery elsewhere (another worker process starting)
+        # leaves a recording alone while its owner lives, and seals it once the owner is gone
+        self._owner = open(self.directory / OWNER_LOCK, "a+b")
+        fcntl.flock(self._owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         (self.directory / "segments").mkdir(mode=0o700)
         self._save_metadata()
         entry = self.recorder.custody.append(
@@ -217,6 +224,11 @@ class Recording:
         state.ended = reason
         if state.muxer is not None:
             self._cut(state, state.muxer.close())
+
+    def _release_owner(self) -> None:
+        owner = getattr(self, "_owner", None)
+        if owner is not None and not owner.closed:
+            owner.close()  # closing drops the lock
 
     def _seal(self, status: str, note: str) -> dict[str, Any]:
         for state in self._tracks.values():
@@ -329,7 +341,10 @@ class Recording:
             subscriber.close(CloseReason.UNSUBSCRIBED)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        manifest = await self._run(self._seal, status, note)
+        try:
+            manifest = await self._run(self._seal, status, note)
+        finally:
+            self._release_owner()
         self._executor.shutdown(wait=True)
         return dict(manifest)
 
@@ -403,6 +418,8 @@ class Recorder:
                 continue
             recording_id = meta["recording_id"]
             directory = meta_path.parent
+            if _owned_elsewhere(directory):
+                continue  # another live process is recording it
             mine = [e for e in entries if e.get("recording") == recording_id]
             logged: dict[str, list[dict[str, Any]]] = {}
             for entry in mine:
@@ -568,6 +585,21 @@ def seal_manifest(recorder: Recorder, directory: Path, manifest: dict[str, Any],
     write_atomic(directory / "manifest.sig.json", canonical(envelope))
     on_sealed()
     return manifest
+
+
+def _owned_elsewhere(directory: Path) -> bool:
+    """Whether a live process holds the recording's owner lock."""
+    path = directory / OWNER_LOCK
+    if not path.exists():
+        return False
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        with contextlib.suppress(OSError):
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 def decrypt_segment(stored: bytes, data_key: bytes, recording_id: str, track_id: str,
