@@ -586,8 +586,9 @@ def _loads(start: int, limit: int) -> Iterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def serve_remotecase(url: str | None) -> Any:
-    """A Target for the server at ``url``, or for one started here (and stopped after)."""
+async def serve_remotecase(url: str | None, workers: int = 1) -> Any:
+    """A Target for the server at ``url``, or for one started here with ``workers`` worker
+    processes (and stopped after)."""
     if url:
         yield Target("remotecase", url.rstrip("/"))
         return
@@ -601,6 +602,7 @@ async def serve_remotecase(url: str | None) -> Any:
            "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
            "REMOTECASE_MEDIA__MAX_PARTICIPANTS": "100",
            "REMOTECASE_VERIFIER__ENABLED": "false",
+           "REMOTECASE_SERVER__WORKERS": str(workers),
            "REMOTECASE_LOG__LEVEL": "WARNING"}
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "control.cli", "serve", env=env,
@@ -688,10 +690,13 @@ async def search(http: aiohttp.ClientSession, target: Target, *, scenario: str, 
     return report
 
 
-async def run_load(*, url: str | None, progress: bool = True,
+async def run_load(*, url: str | None, server_workers: int = 1, progress: bool = True,
                    **options: Any) -> dict[str, Any]:
-    async with serve_remotecase(url) as target, aiohttp.ClientSession() as http:
-        return await search(http, target, progress=progress, **options)
+    async with serve_remotecase(url, server_workers) as target, \
+            aiohttp.ClientSession() as http:
+        report = await search(http, target, progress=progress, **options)
+    report["server_workers"] = None if url else server_workers
+    return report
 
 
 async def run_compare(*, progress: bool = True, **options: Any) -> dict[str, Any]:
@@ -789,6 +794,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, compare: bool = False) -> 
     parser.add_argument("--max-p99-ms", type=float, default=50.0)
     parser.add_argument("--plot", help="PNG: CPU per stream, latency and loss against load")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    if not compare:
+        parser.add_argument("--server-workers", type=int, default=1,
+                            help="worker processes of the server the harness starts")
+        parser.add_argument("--scaling", action="store_true",
+                            help="the same load against one worker, then two")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -807,7 +817,39 @@ def main(args: argparse.Namespace) -> int:
     options = _options(args)
     if options is None:
         return 2
-    report = asyncio.run(run_load(url=args.url, **options))
+    if args.scaling:
+        if args.url:
+            print("bench load: --scaling starts its own servers; drop --url", file=sys.stderr)
+            return 2
+        reports = [asyncio.run(run_load(url=None, server_workers=n, **options))
+                   for n in (1, 2)]
+        for report in reports:
+            report["server"] = f"{report['server_workers']} worker(s)"
+            for step in report["steps"]:
+                step["server"] = report["server"]
+            _print(report)
+        one, two = _common_step(reports[0], reports[1])
+        knees = [(r.get("knee") or {}).get("streams") for r in reports]
+        summary: dict[str, Any] = {"scaling": {
+            "rooms": one["rooms"], "streams": one["streams"],
+            "one_worker": {k: one[k] for k in ("server_cpu_percent", "received_pps",
+                                               "latency_ms", "loss_ratio")},
+            "two_workers": {k: two[k] for k in ("server_cpu_percent", "received_pps",
+                                                "latency_ms", "loss_ratio")},
+            "knee_streams": knees},
+            "reports": reports}
+        print(f"at {one['rooms']} room(s): one worker p99 {one['latency_ms']['p99']} ms at "
+              f"{one['server_cpu_percent']}% CPU, two workers p99 "
+              f"{two['latency_ms']['p99']} ms at {two['server_cpu_percent']}% CPU")
+        if options["capacity"]:
+            print(f"knees: one worker {knees[0]} streams, two workers {knees[1]} streams")
+        if args.plot:
+            plot(reports, Path(args.plot))
+            print(f"plot: {args.plot}")
+        if args.json:
+            print(json.dumps(summary))
+        return 0
+    report = asyncio.run(run_load(url=args.url, server_workers=args.server_workers, **options))
     _print(report)
     if args.plot:
         plot([report], Path(args.plot))

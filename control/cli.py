@@ -62,11 +62,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
         scheme = "https"
     host, port = config.server.host, config.server.port
-    print(f"remotecase: serving on {scheme}://{host}:{port}/ "
-          f"(open it in two tabs to meet; data in {config.data_dir.resolve()})", flush=True)
+    workers = config.server.workers or (os.cpu_count() or 1)
+    if workers > 1:
+        from .front import run_supervised
+
+        print(f"remotecase: serving on {scheme}://{host}:{port}/ with {workers} worker "
+              f"processes (data in {config.data_dir.resolve()})", flush=True)
+        asyncio.run(run_supervised(config, workers, host, port, ssl_context))
+        return 0
+    if "REMOTECASE_WORKER_INDEX" in os.environ:
+        _die_with_parent()
+    else:
+        print(f"remotecase: serving on {scheme}://{host}:{port}/ "
+              f"(open it in two tabs to meet; data in {config.data_dir.resolve()})", flush=True)
     web.run_app(create_app(config), host=host, port=port, ssl_context=ssl_context,
                 print=None, access_log=None)
     return 0
+
+
+def _die_with_parent() -> None:
+    """A worker process ends when its supervisor does, even a supervisor killed with -9."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the supervisor died before the request took effect
+        raise SystemExit(0)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -36,6 +36,9 @@ class ServerConfig:
     tls_key: str = ""
     # Largest signalling message accepted, in bytes; larger ones get an error and a close.
     max_message_bytes: int = 65536
+    # Worker processes forwarding media (rooms are placed on workers behind one port);
+    # 0 means one per core.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,8 @@ def _validate(config: Config) -> None:
         path = getattr(s, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"server.{name}: no such file {path!r}")
+    if not 0 <= s.workers <= 64:
+        raise ConfigError("server.workers: 0 (one per core) to 64")
     if not 1024 <= s.max_message_bytes <= 1 << 20:
         raise ConfigError("server.max_message_bytes: must be between 1024 and 1048576")
     m = config.media

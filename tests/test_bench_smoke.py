@@ -95,3 +95,19 @@ def test_compare_janus_runs_both_servers_side_by_side(tmp_path) -> None:
         assert step["received_pps"] > 100
         assert 0 < step["latency_ms"]["p50"] <= step["latency_ms"]["p99"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_load_shows_one_worker_against_two() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "control.cli", "bench", "load", "--scaling", "--rooms", "1",
+         "--seconds", "2", "--warmup", "1", "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    one, two = summary["reports"]
+    assert (one["server_workers"], two["server_workers"]) == (1, 2)
+    for report in (one, two):
+        (step,) = report["steps"]
+        assert step["join_failures"] == [] and step["received_pps"] > 50
+        assert step["loss_ratio"] is not None and step["loss_ratio"] < 0.05
+    assert summary["scaling"]["two_workers"]["server_cpu_percent"] > 0

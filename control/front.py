@@ -1,0 +1,351 @@
+"""Several worker processes behind one port (``server.workers``): every core forwards media.
+
+The supervisor (``remotecase serve`` with ``server.workers`` > 1) prepares what the workers share
+(keys, token secret, database schema), starts one worker per core (each a whole ``create_app``
+on its own loopback port, sharing the data directory: SQLite in WAL mode, the custody log with
+its inter-process lock, recordings with owner locks), and serves this front on the public port.
+
+Rooms are placed on workers, and the front sends each request where its room lives:
+
+* a case session's room ``case-<id>-...`` lives on worker ``id % N``, and so do the case's API
+  calls (``/api/cases/{id}/...``): session actions, evidence display, recording control and
+  enrollment run where the room is;
+* other rooms (development tokens) by a hash of the room name;
+* the signalling WebSocket is held until its ``join`` message names the room (read from the
+  token's claims; the worker verifies the token), then piped to that worker;
+* the officers' event stream opens one stream per worker and merges them;
+* ``/metrics`` and ``/healthz`` add up the workers' figures (and the front's own CPU);
+* everything else (logins, invitations, parties, materials, recordings, pages) goes to worker 0,
+  so that the in-memory rate limits on logins and invitations stay exact.
+
+Media never passes through the front: ICE connects clients to the worker's own UDP sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import re
+import sys
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+logger = logging.getLogger(__name__)
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+_CASE_PATH = re.compile(r"^/api/cases/(\d{1,18})(/|$)")
+_CASE_ROOM = re.compile(r"^case-(\d+)-")
+WORKERS = web.AppKey("workers", list)
+CLIENT = web.AppKey("client", aiohttp.ClientSession)
+
+
+def worker_for_room(room: str, count: int) -> int:
+    match = _CASE_ROOM.match(room)
+    if match:
+        return int(match.group(1)) % count
+    return zlib.crc32(room.encode()) % count
+
+
+def worker_for_path(path: str, count: int) -> int:
+    match = _CASE_PATH.match(path)
+    return int(match.group(1)) % count if match else 0
+
+
+def room_claim(token: object) -> str | None:
+    """The room a signalling token names (unverified: only for routing)."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    body = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, TypeError):
+        return None
+    room = claims.get("room") if isinstance(claims, dict) else None
+    return room if isinstance(room, str) else None
+
+
+def create_front(worker_urls: list[str]) -> web.Application:
+    app = web.Application(client_max_size=1024**3)  # bodies are streamed to the workers
+    app[WORKERS] = worker_urls
+    app.cleanup_ctx.append(_client_ctx)
+    app.router.add_get("/ws", _signalling)
+    app.router.add_get("/api/events", _events)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_route("*", "/{path:.*}", _proxy)
+    return app
+
+
+async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[CLIENT] = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        auto_decompress=False)
+    yield
+    await app[CLIENT].close()
+
+
+async def _proxy(request: web.Request) -> web.StreamResponse:
+    workers = request.app[WORKERS]
+    base = workers[worker_for_path(request.path, len(workers))]
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers["X-Forwarded-For"] = request.remote or ""
+    body = request.content if request.body_exists else None
+    try:
+        async with request.app[CLIENT].request(
+                request.method, base + request.rel_url.raw_path_qs, headers=headers,
+                data=body, allow_redirects=False) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for key, value in upstream.headers.items():
+                if key.lower() not in HOP_BY_HOP:
+                    response.headers.add(key, value)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(1 << 16):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except aiohttp.ClientError:
+        return web.json_response({"error": "worker_unavailable",
+                                  "message": "the worker for this request is not answering"},
+                                 status=503)
+
+
+async def _pipe(source: Any, sink: Any) -> None:
+    async for message in source:
+        if message.type == WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif message.type == WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+        else:
+            break
+
+
+async def _signalling(request: web.Request) -> web.WebSocketResponse:
+    """Hold the socket until ``join`` names the room, then pipe it to the room's worker."""
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
+    await ws.prepare(request)
+    workers = request.app[WORKERS]
+    try:
+        first = await ws.receive(timeout=10.0)
+    except TimeoutError:
+        await ws.close(code=4002, message=b"join first")
+        return ws
+    if first.type != WSMsgType.TEXT:
+        await ws.close()
+        return ws
+    try:
+        message = json.loads(first.data)
+    except ValueError:
+        message = None
+    room = room_claim(message.get("token")) if isinstance(message, dict) else None
+    target = workers[worker_for_room(room, len(workers))] if room else workers[0]
+    url = target.replace("http://", "ws://", 1) + "/ws"
+    try:
+        upstream = await request.app[CLIENT].ws_connect(url, max_msg_size=1 << 22,
+                                                        heartbeat=20.0)
+    except aiohttp.ClientError:
+        await ws.close(code=4011, message=b"worker unavailable")
+        return ws
+    async with upstream:
+        await upstream.send_str(first.data)  # the worker answers it, errors included
+        down = asyncio.ensure_future(_pipe(upstream, ws))
+        up = asyncio.ensure_future(_pipe(ws, upstream))
+        await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (down, up):
+            task.cancel()
+        await asyncio.gather(down, up, return_exceptions=True)
+        code = upstream.close_code
+    if not ws.closed:
+        await ws.close(code=code or 1000)
+    return ws
+
+
+async def _events(request: web.Request) -> web.WebSocketResponse:
+    """One event stream per worker, merged; commands go to every worker, replies from one."""
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+    await ws.prepare(request)
+    workers = request.app[WORKERS]
+    try:
+        first = await ws.receive(timeout=10.0)
+    except TimeoutError:
+        await ws.close(code=4001, message=b"unauthorized")
+        return ws
+    if first.type != WSMsgType.TEXT:
+        await ws.close()
+        return ws
+    streams = []
+    try:
+        for base in workers:
+            stream = await request.app[CLIENT].ws_connect(
+                base.replace("http://", "ws://", 1) + "/api/events", heartbeat=20.0)
+            await stream.send_str(first.data)
+            streams.append(stream)
+
+        async def relay(index: int, stream: Any) -> None:
+            async for message in stream:
+                if message.type != WSMsgType.TEXT:
+                    break
+                kind = json.loads(message.data).get("type")
+                # replies to the client's own messages come once, from worker 0
+                if index == 0 or kind not in ("ready", "subscribed", "error", "dropped"):
+                    await ws.send_str(message.data)
+            if index == 0 and not ws.closed:
+                await ws.close(code=stream.close_code or 1000)
+
+        async def commands() -> None:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    break
+                for stream in streams:
+                    await stream.send_str(message.data)
+
+        tasks = [asyncio.ensure_future(relay(i, s)) for i, s in enumerate(streams)]
+        tasks.append(asyncio.ensure_future(commands()))
+        await asyncio.wait({tasks[0], tasks[-1]}, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    except aiohttp.ClientError:
+        pass
+    finally:
+        for stream in streams:
+            await stream.close()
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _gather_text(request: web.Request, path: str) -> list[str]:
+    async def one(base: str) -> str:
+        try:
+            async with request.app[CLIENT].get(base + path) as r:
+                return await r.text()
+        except aiohttp.ClientError:
+            return ""
+
+    return list(await asyncio.gather(*(one(b) for b in request.app[WORKERS])))
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """The workers' samples added up by name and labels, with the front's CPU and memory."""
+    families: dict[str, dict[str, Any]] = {}  # name -> {"meta": [...], "samples": {key: v}}
+
+    def family(name: str) -> dict[str, Any]:
+        return families.setdefault(name, {"meta": [], "samples": {}})
+
+    for text in await _gather_text(request, "/metrics"):
+        for line in text.splitlines():
+            parts = line.split()
+            if line.startswith("#"):
+                if len(parts) > 2 and line not in family(parts[2])["meta"]:
+                    family(parts[2])["meta"].append(line)
+                continue
+            if len(parts) < 2:
+                continue
+            key, value = line.rsplit(" ", 1)
+            samples = family(key.split("{")[0])["samples"]
+            if key == "process_start_time_seconds":
+                samples[key] = float(value)
+            else:
+                samples[key] = samples.get(key, 0.0) + float(value)
+    from .metrics import _resident_bytes
+
+    cpu = os.times()
+    own: dict[str, float] = {"process_cpu_seconds_total": cpu.user + cpu.system,
+                             "process_resident_memory_bytes": float(_resident_bytes())}
+    for name, amount in own.items():
+        samples = family(name)["samples"]
+        samples[name] = samples.get(name, 0.0) + amount
+    family("remotecase_workers")["samples"]["remotecase_workers"] = len(request.app[WORKERS])
+    lines = []
+    for data in families.values():
+        lines += data["meta"]
+        lines += [f"{key} {round(value, 3)}" for key, value in data["samples"].items()]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    per_worker: list[dict[str, Any] | None] = []
+    for text in await _gather_text(request, "/healthz"):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        per_worker.append({"rooms": int(body.get("rooms", 0)),
+                           "participants": int(body.get("participants", 0))}
+                          if isinstance(body, dict) else None)
+    alive = [w for w in per_worker if w is not None]
+    status = "ok" if len(alive) == len(per_worker) else "degraded"
+    return web.json_response({
+        "status": status, "workers": len(per_worker), "workers_up": len(alive),
+        "rooms": sum(w["rooms"] for w in alive),
+        "participants": sum(w["participants"] for w in alive), "per_worker": per_worker},
+        status=200 if status == "ok" else 503)
+
+
+async def run_supervised(config: Any, workers: int, host: str, port: int,
+                         ssl_context: Any) -> None:
+    """Start the workers, serve the front, stop the workers when the front stops."""
+    from recorder.keys import KeyEncryptionKey, load_or_create_signing_key
+
+    from .db import Database
+    from .tokens import TokenSigner
+
+    # what the workers share, made once here so that they never race to create it
+    TokenSigner.from_file(config.secret_path())
+    load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
+    KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key")
+    database = Database(config.data_dir / "control.sqlite3")
+    database.run_sync(lambda c: None)  # migrations
+    database.close_sync()
+
+    from bench.forwarding import free_port
+
+    ports = [free_port() for _ in range(workers)]
+    procs = []
+    for index, worker_port in enumerate(ports):
+        env = {**os.environ, "REMOTECASE_SERVER__PORT": str(worker_port),
+               "REMOTECASE_SERVER__HOST": "127.0.0.1", "REMOTECASE_SERVER__WORKERS": "1",
+               "REMOTECASE_SERVER__TLS_CERT": "", "REMOTECASE_SERVER__TLS_KEY": "",
+               "REMOTECASE_WORKER_INDEX": str(index)}
+        procs.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "control.cli", *(sys.argv[1:] or ["serve"]), env=env,
+            stdout=asyncio.subprocess.DEVNULL))
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    runner = web.AppRunner(create_front(urls), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    logger.warning("front on %s:%d, %d workers on %s", host, port, workers, ", ".join(urls))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watchers = [asyncio.ensure_future(p.wait()) for p in procs]
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({stopper, *watchers}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper not in done:
+        logger.error("a worker exited (code %s): stopping", [p.returncode for p in procs])
+    stopper.cancel()
+    await runner.cleanup()
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    for watcher in watchers:
+        watcher.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
