@@ -612,7 +612,13 @@ async def serve_remotecase(url: str | None, workers: int = 1) -> Any:
     finally:
         if server.returncode is None:
             server.terminate()
-            await server.wait()
+            try:
+                await asyncio.wait_for(server.wait(), 60)
+            except TimeoutError:
+                print("bench: the server did not stop within 60 s of SIGTERM; killed",
+                      file=sys.stderr)
+                server.kill()
+                await server.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -8,9 +8,11 @@ import json
 import logging
 import secrets
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -79,6 +81,25 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+SHUTDOWN_STEP_LIMIT = 20.0
+
+
+def _closing(name: str, close: Any) -> Any:
+    """A shutdown step that logs how long it took and never holds the exit for ever."""
+
+    async def run() -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(close(), SHUTDOWN_STEP_LIMIT)
+        except TimeoutError:
+            logger.error("shutdown: %s did not close within %.0f s; going on", name,
+                         SHUTDOWN_STEP_LIMIT)
+        else:
+            logger.info("shutdown: %s closed in %.2f s", name, time.monotonic() - started)
+
+    return run
+
+
 async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open everything in order; close it in reverse, also when start-up fails half-way
     (a refused model file must not leave the database's or the custody log's threads)."""
@@ -87,7 +108,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SIGNER] = TokenSigner.from_file(config.secret_path())
         database = Database(config.data_dir / "control.sqlite3")
         await database.open()
-        stack.push_async_callback(database.close)
+        stack.push_async_callback(_closing("database", database.close))
         app[access.DB] = database
         app[access.LOGIN_LIMIT] = RateLimiter()
         app[access.REDEEM_LIMIT] = RateLimiter(limit=20)
@@ -99,26 +120,26 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         stack.callback(custody.close)
         app[CUSTODY] = custody
         sfu = Sfu(config.media_options())
-        stack.push_async_callback(sfu.close)
+        stack.push_async_callback(_closing("sfu", sfu.close))
         app[SFU] = sfu
         recorder = Recorder(
             data_dir=config.data_dir, custody=custody,
             kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
             signing_key=signing_key, segment_seconds=config.recording.segment_seconds,
             retention_days=config.recording.retention_days)
-        stack.push_async_callback(recorder.close)
+        stack.push_async_callback(_closing("recorder", recorder.close))
         app[RECORDER] = recorder
         app[materials_api.STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
         verifier = await _make_verifier(config, custody, recorder)
         if verifier is not None:
-            stack.push_async_callback(verifier.close)
+            stack.push_async_callback(_closing("verifier", verifier.close))
         events = app[EVENTS] = EventHub(database)
-        stack.push_async_callback(events.close)
+        stack.push_async_callback(_closing("events", events.close))
         sfu.on_room_created.append(events.watch_room)
         recorder.listeners.append(events.on_room_event)
         displays = app[display_api.DISPLAYS] = display_api.DisplayManager(custody, database,
                                                                            events)
-        stack.push_async_callback(displays.close)
+        stack.push_async_callback(_closing("displays", displays.close))
         if verifier is not None:
             app[VERIFIER] = verifier
             verifier.listeners.append(events.on_room_event)
