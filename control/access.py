@@ -127,15 +127,6 @@ async def party(request: web.Request) -> PartyCaller:
     return caller
 
 
-async def officer_or_party(request: web.Request) -> Officer | PartyCaller:
-    token = bearer(request)
-    if not token.startswith("v1."):
-        found = await request.app[DB].run(lambda c: officer_for(c, token))
-        if found is not None:
-            return found
-    return await party(request)
-
-
 MAX_ID = (1 << 63) - 1  # SQLite's INTEGER
 
 
