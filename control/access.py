@@ -147,6 +147,14 @@ def case_id(request: web.Request) -> int:
     return path_int(request, "case", "case")
 
 
+def require_open_case(conn: sqlite3.Connection, case: int) -> None:
+    """A party's link keeps working for reading its own things once a case is closed; it
+    changes nothing there any more."""
+    row = conn.execute("SELECT status FROM cases WHERE id = ?", (case,)).fetchone()
+    if row is None or row["status"] != "open":
+        raise json_error(web.HTTPConflict, "case_closed", "the case is closed")
+
+
 def load_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, Any]:
     row = conn.execute("SELECT * FROM cases WHERE id = ?", (case,)).fetchone()
     if row is None or not who.may_touch(row["brigade"]):

@@ -209,6 +209,7 @@ async def post_appointment(request: web.Request) -> web.Response:
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         case = access.load_case(conn, officer, case_id)
+        access.require_open_case(conn, case_id)
         return book(conn, officer.actor, case, body.get("party_id"), body.get("slot_id"),
                     reason)
 
@@ -271,6 +272,7 @@ async def party_book(request: web.Request) -> web.Response:
     reason = text(body, "reason", max_len=500, required=False)
 
     def run(conn: sqlite3.Connection) -> tuple[int, dict[str, Any]]:
+        access.require_open_case(conn, caller.case_id)
         case = _case_row(conn, caller.case_id)
         booked = conn.execute("SELECT * FROM appointments WHERE case_id = ? AND party_id = ? "
                               "AND status = 'booked'", (case["id"], caller.party_id)).fetchone()

@@ -160,6 +160,7 @@ def _rejected_response(exc: MaterialRejected) -> web.HTTPException:
 
 async def party_upload(request: web.Request) -> web.Response:
     caller = await access.party(request)
+    await request.app[DB].run(lambda c: access.require_open_case(c, caller.case_id))
     try:
         material = await _receive(request, caller, caller.case_id)
     except MaterialRejected as exc:
@@ -170,7 +171,12 @@ async def party_upload(request: web.Request) -> web.Response:
 async def officer_upload(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
-    await request.app[DB].run(lambda c: access.load_case(c, officer, case_id))
+
+    def check(conn: sqlite3.Connection) -> None:
+        access.load_case(conn, officer, case_id)
+        access.require_open_case(conn, case_id)
+
+    await request.app[DB].run(check)
     try:
         material = await _receive(request, officer, case_id)
     except MaterialRejected as exc:

@@ -136,6 +136,16 @@ async def test_uploads_are_typed_limited_hashed_encrypted_and_private(tmp_path: 
             status, body = await api.call("GET", path + "?reason=review", li)
             assert (status, body["error"]) == (409, "integrity_failed")
 
+            # closing the case revokes links never used, and takes no more materials
+            assert (await api.call("POST", f"/api/cases/{cid}/close", li,
+                                   {"reason": "settled"}))[0] == 200
+            status, body = await api.call("POST", "/api/party/materials?name=late.jpg", wang,
+                                          data=photo)
+            assert (status, body["error"]) == (401, "unauthorized")
+            status, body = await api.call("POST", f"/api/cases/{cid}/materials?name=x.jpg",
+                                          li, data=photo)
+            assert (status, body["error"]) == (409, "case_closed")
+
             _, audit = await api.call("GET", f"/api/cases/{cid}/audit", li)
             actions = [(x["action"], x["reason"]) for x in audit["audit"]]
             assert ("material.refused", "unsupported_type") in actions

@@ -111,6 +111,18 @@ async def test_from_booking_to_an_ended_recorded_session(tmp_path: Path) -> None
             assert full["appointments"][0]["status"] == "booked"
             assert {m["id"] for m in full["materials"]} == {material["id"], evidence["id"]}
             assert full["sessions"][0]["ended_at"]
+
+            # the case closes: the used link still shows the party its case, changes nothing
+            assert (await api.call("POST", f"/api/cases/{cid}/close", li,
+                                   {"reason": "penalty paid"}))[0] == 200
+            status, me = await api.call("GET", "/api/party", link)
+            assert status == 200 and me["case"]["status"] == "closed"
+            status, body = await api.call("POST", "/api/party/materials?name=late.jpg", link,
+                                          data=bill)
+            assert (status, body["error"]) == (409, "case_closed")
+            status, body = await api.call("POST", "/api/party/appointment", link,
+                                          {"slot_id": slot["id"]})
+            assert (status, body["error"]) == (409, "case_closed")
         types = [e["type"] for e in server.app[CUSTODY].entries()]
         for expected in ("material.received", "recording.started",
                          "evidence.display_started", "evidence.display_ended",
