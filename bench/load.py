@@ -259,11 +259,12 @@ async def _janus_room(job: dict[str, Any], room: dict[str, Any], media: tuple[An
                       members: list[_Member], joins: list[float]) -> None:
     """The same room in Janus's VideoRoom: publishers join with an offer; then everyone
     subscribes to every other publisher's feed in one peer connection."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from mediaserver.aiortc_hooks import SfuRtpReceiver
 
     from .janus import JanusSession
+    from .peer import _config
 
     video, audio, fps = media
     http = job["_http"]
@@ -285,7 +286,7 @@ async def _janus_room(job: dict[str, Any], room: dict[str, Any], media: tuple[An
         members.append(member)
         session = sessions[i]
         member.closers.append(session.close)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(_config())
         member.closers.append(pc.close)
         for track in _tracks(video, audio, fps):
             pc.addTransceiver(track, direction="sendonly")
@@ -315,7 +316,7 @@ async def _janus_room(job: dict[str, Any], room: dict[str, Any], media: tuple[An
         if not others:
             return
         session = sessions[i]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(_config())
         member.closers.append(pc.close)
         handle = await session.attach()
         began = time.monotonic()
@@ -385,6 +386,7 @@ async def _generator(job: dict[str, Any]) -> None:
             "first_frame_ms": [1000 * (s.first_frame_at - t) for s, t in states
                                if s.first_frame_at is not None],
             "subscriptions": len(states),
+            "receiving": sum(1 for s, _ in states if s.count > 0),
         }
         print("RESULT " + json.dumps(result), flush=True)
         for member in members:
@@ -557,6 +559,8 @@ async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[Room
         "server": target.kind,
         "rooms": len(plans), "participants": sum(p.participants for p in plans),
         "streams": sum(p.streams for p in plans),
+        # forwarded streams that reached a subscriber (one per track per subscriber)
+        "streams_received": sum(1 for r in results for _ in range(r["receiving"])),
         "join_failures": failures,
         "seconds": round(elapsed, 2),
         "forwarded_pps": round(forwarded / elapsed, 1) if forwarded is not None else None,

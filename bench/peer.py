@@ -21,6 +21,7 @@ import av
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpReceiver,
@@ -152,6 +153,13 @@ class ToneAudioTrack(MediaStreamTrack):
         return frame
 
 
+def _config() -> RTCConfiguration:
+    """No STUN, everything on one transport: with aiortc's default (balanced) policy a second
+    audio m-line of an offer stays off the bundle and its packets land in the first audio
+    receiver."""
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
 class CountingSink:
     """Receives forwarded packets without decoding (see mediaserver.aiortc_hooks)."""
 
@@ -191,7 +199,7 @@ class PeerClient:
         self.frames: dict[str, list[Any]] = defaultdict(list)  # mid -> decoded frames (last few)
         self.frame_counts: dict[str, int] = defaultdict(int)
         self.publisher_pc: RTCPeerConnection | None = None
-        self.subscriber_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.subscriber_pc = RTCPeerConnection(_config())
         self.subscriber_pc.on("track", self._on_track)
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -273,7 +281,7 @@ class PeerClient:
     # -- publishing ------------------------------------------------------------------------
     async def publish(self, *tracks: MediaStreamTrack, video_codec: str | None = None) -> None:
         if self.publisher_pc is None:
-            self.publisher_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            self.publisher_pc = RTCPeerConnection(_config())
         pc = self.publisher_pc
         for track in tracks:
             transceiver = pc.addTransceiver(track, direction="sendonly")

@@ -105,6 +105,31 @@ async def test_three_parties_receive_each_other_byte_identical(server, clients) 
     assert stats["forwarded_packets_video"] > 0
 
 
+async def test_four_parties_publishing_at_once_all_receive_everything(server, clients) -> None:
+    """Everyone joins, then all publish together, so a subscriber's first offer already holds
+    several audio and video m-lines. With aiortc's default bundle policy a second audio m-line
+    got a transport of its own (on the SFU it never connected; at an aiortc client its packets
+    landed in the first audio receiver): found by bench load's mediation rooms."""
+    names = ["a", "b", "c", "d"]
+    parties = [await join(server, clients, "mediation-4", n, decode=False) for n in names]
+    await asyncio.gather(*(p.publish(PatternVideoTrack(fps=15), ToneAudioTrack(300 + 50 * i))
+                           for i, p in enumerate(parties)))
+
+    def everyone_has_everything() -> bool:
+        for receiver in parties:
+            me = receiver.joined["participant"]["id"]
+            for sender in names:
+                if sender == me:
+                    continue
+                mids = receiver.mids_for_participant(sender)
+                if len(mids) != 2 or any(receiver.received_packets[m] < 30 for m in mids):
+                    return False
+        return True
+
+    await wait_until(everyone_has_everything, timeout=20,
+                     what="all 24 forwarded streams carrying packets")
+
+
 async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(server, clients) -> None:
     alice = await join(server, clients, "inquiry", "alice")
     await alice.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
