@@ -19,6 +19,9 @@ Rooms are placed on workers, and the front sends each request where its room liv
   so that the in-memory rate limits on logins and invitations stay exact.
 
 Media never passes through the front: ICE connects clients to the worker's own UDP sockets.
+A worker that dies is started again on its port (its calls are lost; the new worker's recovery
+seals its recordings as interrupted); more than five deaths a minute stop the server. Workers
+die with the supervisor.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 _CASE_PATH = re.compile(r"^/api/cases/(\d{1,18})(/|$)")
 _CASE_ROOM = re.compile(r"^case-(\d+)-")
 WORKERS = web.AppKey("workers", list)
+MAX_RESTARTS = 5  # worker deaths within RESTART_WINDOW before the supervisor gives up
+RESTART_WINDOW = 60.0
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
 
 
@@ -309,15 +314,16 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     from bench.forwarding import free_port
 
     ports = [free_port() for _ in range(workers)]
-    procs = []
-    for index, worker_port in enumerate(ports):
-        env = {**os.environ, "REMOTECASE_SERVER__PORT": str(worker_port),
+    async def spawn(index: int) -> asyncio.subprocess.Process:
+        env = {**os.environ, "REMOTECASE_SERVER__PORT": str(ports[index]),
                "REMOTECASE_SERVER__HOST": "127.0.0.1", "REMOTECASE_SERVER__WORKERS": "1",
                "REMOTECASE_SERVER__TLS_CERT": "", "REMOTECASE_SERVER__TLS_KEY": "",
                "REMOTECASE_WORKER_INDEX": str(index)}
-        procs.append(await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "control.cli", *(sys.argv[1:] or ["serve"]), env=env,
-            stdout=asyncio.subprocess.DEVNULL))
+            stdout=asyncio.subprocess.DEVNULL)
+
+    procs = [await spawn(i) for i in range(workers)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     runner = web.AppRunner(create_front(urls), access_log=None)
     await runner.setup()
@@ -330,11 +336,28 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    watchers = [asyncio.ensure_future(p.wait()) for p in procs]
     stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({stopper, *watchers}, return_when=asyncio.FIRST_COMPLETED)
-    if stopper not in done:
-        logger.error("a worker exited (code %s): stopping", [p.returncode for p in procs])
+    watchers = {asyncio.ensure_future(p.wait()): i for i, p in enumerate(procs)}
+    restarts: list[float] = []
+    while True:
+        done, _ = await asyncio.wait({stopper, *watchers},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            break
+        # a worker died (a crash, an OOM kill): its calls are gone, its recordings are sealed
+        # as interrupted by the new worker's recovery; the others never noticed
+        now = loop.time()
+        restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+        if len(restarts) > MAX_RESTARTS:
+            logger.error("workers died %d times in %.0f s: stopping", len(restarts),
+                         RESTART_WINDOW)
+            break
+        for watcher in done:
+            index = watchers.pop(watcher)
+            logger.error("worker %d exited (code %s): starting it again", index,
+                         procs[index].returncode)
+            procs[index] = await spawn(index)
+            watchers[asyncio.ensure_future(procs[index].wait())] = index
     stopper.cancel()
     await runner.cleanup()
     for proc in procs:

@@ -134,3 +134,117 @@ async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path
     assert server.returncode == 0, (tmp_path / "server.log").read_text()[-3000:]
     text = (tmp_path / "server.log").read_text()
     assert "Traceback" not in text, text[-3000:]
+
+
+def _worker_pid(supervisor: int, index: int) -> int:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == supervisor and f"REMOTECASE_WORKER_INDEX={index}".encode() in environ:
+            return int(entry.name)
+    raise AssertionError(f"no worker {index} under {supervisor}")
+
+
+async def test_a_worker_killed_mid_call_comes_back_and_seals_its_recording(
+        tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
+           "REMOTECASE_SERVER__WORKERS": "2",
+           "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+           "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+           "REMOTECASE_RECORDING__SEGMENT_SECONDS": "1.0",
+           "REMOTECASE_VERIFIER__ENABLED": "false",
+           "REMOTECASE_LOG__LEVEL": "WARNING", "REMOTECASE_NEW_PASSWORD": PASSWORD}
+    add = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "officer", "add", "--username", "li",
+        "--brigade", "b1", env=env, stdout=asyncio.subprocess.DEVNULL)
+    assert await add.wait() == 0
+    log = (tmp_path / "server.log").open("wb")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "serve", env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    clients: list[PeerClient] = []
+
+    async def healthy(http: aiohttp.ClientSession) -> bool:
+        try:
+            async with http.get(f"{base}/healthz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                if await healthy(http):
+                    break
+                await asyncio.sleep(0.1)
+            api = Api(http, base)
+            li = await api.login("li")
+            _, case = await api.call("POST", "/api/cases", li, {"kind": "accident",
+                                                                  "title": "t"})
+            cid = case["id"]
+            _, party = await api.call("POST", f"/api/cases/{cid}/parties", li,
+                                      {"role": "driver", "name": "p"})
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            _, invite = await api.call("POST", f"/api/cases/{cid}/invitations", li,
+                                       {"party_id": party["id"]})
+            _, redeemed = await api.call("POST", "/api/invitations/redeem",
+                                         json={"token": invite["token"], "consent": CONSENT})
+            driver = PeerClient(base, redeemed["token"], decode=False)
+            clients.append(driver)
+            await driver.connect()
+            await driver.publish(PatternVideoTrack())
+
+            async def recordings() -> list[dict[str, Any]]:
+                _, body = await api.call("GET", "/api/recordings", li)
+                return list(body["recordings"])
+
+            for _ in range(100):
+                if (listed := await recordings()) and listed[0]["state"] == "recording":
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.5)  # a couple of segments
+            os.kill(_worker_pid(server.pid, cid % 2), signal.SIGKILL)
+
+            # the worker comes back, seals what it was recording, and takes calls again
+            for _ in range(300):
+                listed = await recordings()
+                if listed and listed[0]["state"] == "sealed" and await healthy(http):
+                    break
+                await asyncio.sleep(0.1)
+            (recording,) = listed
+            assert recording["state"] == "sealed"
+            status, verified = await api.call(
+                "GET", f"/api/recordings/{recording['recording_id']}/verify?reason=check", li)
+            assert status == 200 and verified["ok"], verified
+            status, manifest = await api.call(
+                "GET", f"/api/recordings/{recording['recording_id']}/manifest?reason=check", li)
+            assert manifest["status"] == "incomplete" and "interrupted" in manifest["note"]
+            # the session's room is gone with its worker: end it and open another
+            path = f"/api/cases/{cid}/sessions/{session['id']}/end"
+            assert (await api.call("POST", path, li, {"reason": "worker died"}))[0] == 200
+            status, again = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            assert status == 201
+            officer = PeerClient(base, again["token"], decode=False)
+            clients.append(officer)
+            await officer.connect()
+            assert officer.joined is not None and officer.joined["room"] == again["room"]
+    finally:
+        for client in clients:
+            await client.close()
+        server.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(server.wait(), 30)
+        finally:
+            if server.returncode is None:
+                server.kill()
+            log.close()
+    assert server.returncode == 0
+    assert "starting it again" in (tmp_path / "server.log").read_text()
