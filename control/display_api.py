@@ -24,7 +24,14 @@ from aiohttp import web
 
 from mediaserver.protocols import CloseReason
 from mediaserver.room import SfuRoom
-from mediaserver.server_track import Player, ServerTrack, StillPlayer, VideoFilePlayer
+from mediaserver.server_track import (
+    AudioFilePlayer,
+    Player,
+    ServerTrack,
+    StillPlayer,
+    VideoFilePlayer,
+    has_audio,
+)
 from recorder.custody import CustodyLog
 
 from . import access
@@ -46,13 +53,14 @@ class Display:
     """One item on screen in one room; a room observer that notes who saw it."""
 
     def __init__(self, manager: DisplayManager, display_id: int, room: SfuRoom, case_id: int,
-                 material: dict[str, Any], track: ServerTrack, actor: str) -> None:
+                 material: dict[str, Any], tracks: list[ServerTrack], actor: str) -> None:
         self.manager = manager
         self.display_id = display_id
         self.room = room
         self.case_id = case_id
         self.material = material
-        self.track = track
+        self.tracks = tracks  # the picture, and a video's sound when it has one
+        self.track = tracks[0]
         self.actor = actor
         self.viewers: set[str] = set(room.participants)
         self.started = time.monotonic()
@@ -78,7 +86,8 @@ class Display:
     # -- life ------------------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            await self.track.play()
+            # picture and sound start together and keep their own media times
+            await asyncio.gather(*(track.play() for track in self.tracks))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -99,8 +108,9 @@ class Display:
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await self.room.remove_server_track(self.track.up, CloseReason.UNPUBLISHED)
-        await self.track.close(CloseReason.UNPUBLISHED)
+        for track in self.tracks:
+            await self.room.remove_server_track(track.up, CloseReason.UNPUBLISHED)
+            await track.close(CloseReason.UNPUBLISHED)
         viewers = sorted(self.viewers)
         await self.manager.custody.append_async(
             "evidence.display_ended", actor=actor, reason=reason, case=str(self.case_id),
@@ -151,13 +161,17 @@ def _room_video_codecs(room: SfuRoom) -> set[str]:
             for up in p.up_tracks.values() if up.info.kind == "video"}
 
 
-def _player(material: dict[str, Any], data: bytes, page: int, codecs: set[str]) -> Player:
+def _players(material: dict[str, Any], data: bytes, page: int,
+             codecs: set[str]) -> list[Player]:
     category = TYPES[material["media_type"]][0]
     if category == "image":
-        return StillPlayer.from_image(data)
+        return [StillPlayer.from_image(data)]
     if category == "pdf":
-        return StillPlayer.from_pdf_page(data, page)
-    return VideoFilePlayer(data, codecs)
+        return [StillPlayer.from_pdf_page(data, page)]
+    players: list[Player] = [VideoFilePlayer(data, codecs)]
+    if has_audio(data):
+        players.append(AudioFilePlayer(data))
+    return players
 
 
 async def start_display(request: web.Request) -> web.Response:
@@ -177,15 +191,18 @@ async def start_display(request: web.Request) -> web.Response:
     data = await read_checked(request, material)
     codecs = _room_video_codecs(room)
     try:
-        player = await asyncio.to_thread(_player, material, data, page, codecs)
+        players = await asyncio.to_thread(_players, material, data, page, codecs)
     except ValueError as exc:
         raise json_error(web.HTTPUnprocessableEntity, "cannot_show", str(exc)) from None
+    player = players[0]
+    sound = players[1].mode if len(players) > 1 else None
     manager = request.app[DISPLAYS]
     current = manager.displays.get(room.room_id)
     if current is not None:
         await current.end("replaced", actor=officer.actor, reason="another item is shown")
     if room.closed:
-        player.close()
+        for each in players:
+            each.close()
         raise json_error(web.HTTPConflict, "empty", "the room closed")
 
     def record(conn: sqlite3.Connection) -> int:
@@ -199,22 +216,26 @@ async def start_display(request: web.Request) -> web.Response:
         return cursor.lastrowid
 
     display_id = await request.app[DB].run(record)
-    track = ServerTrack(f"evidence-{display_id}", PARTICIPANT, player,
-                        pli_min_interval=request.app[CONFIG].media.pli_min_interval)
-    display = Display(manager, display_id, room, case_id, material, track, officer.actor)
+    pli = request.app[CONFIG].media.pli_min_interval
+    tracks = [ServerTrack(f"evidence-{display_id}" + ("-audio" if n else ""), PARTICIPANT, p,
+                          pli_min_interval=pli) for n, p in enumerate(players)]
+    track = tracks[0]
+    display = Display(manager, display_id, room, case_id, material, tracks, officer.actor)
     await manager.custody.append_async(
         "evidence.display_started", actor=officer.actor, reason=reason, case=str(case_id),
         room=room.room_id, display=display_id, material=material_id,
         sha256=material["sha256"], media_type=material["media_type"], mode=player.mode,
+        audio=sound,
         page=page if TYPES[material["media_type"]][0] == "pdf" else None,
         viewers=sorted(display.viewers))
     manager.displays[room.room_id] = display
     room.add_observer(display)
-    room.add_server_track(track.up)
+    for published in tracks:
+        room.add_server_track(published.up)
     display.task = manager.spawn(display.run())
     manager.events.publish(case_id, "display", room.room_id, state="shown", display=display_id,
                            material=material_id, mode=player.mode, by=officer.actor)
-    return web.json_response({"display": display_id, "mode": player.mode,
+    return web.json_response({"display": display_id, "mode": player.mode, "audio": sound,
                               "track": track.up.info.track_id, "participant": PARTICIPANT,
                               "codec": player.mime_type}, status=201)
 

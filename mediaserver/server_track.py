@@ -12,7 +12,9 @@ event loop):
   (VP8 always; H.264 Constrained Baseline when the room's video publishers send H.264), and
   otherwise decodes and encodes it once to VP8;
 * :class:`StillPlayer` encodes one picture (a photo, a PDF page) once as a VP8 keyframe and
-  repeats it every second, so that a viewer who joins late sees it within a second.
+  repeats it every second, so that a viewer who joins late sees it within a second;
+* :class:`AudioFilePlayer` sends a video's sound: its own Opus packets, else encoded once to
+  Opus, one RTP packet per 20 ms.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from .protocols import CloseReason, TrackInfo
 logger = logging.getLogger(__name__)
 
 CLOCK = 90000
+AUDIO_CLOCK = 48000
+OPUS_FRAME = 960  # 20 ms at 48 kHz
 MAX_WIDTH, MAX_HEIGHT = 1280, 720
 STILL_INTERVAL = 1.0
 H264_PARAMETERS = (("level-asymmetry-allowed", "1"), ("packetization-mode", "1"),
@@ -48,7 +52,7 @@ _TB = fractions.Fraction(1, CLOCK)
 
 class Player(Protocol):
     mode: str  # "stream_copy" | "transcoded" | "still"
-    mime_type: str
+    mime_type: str  # "video/VP8", "video/H264" or "audio/opus"
 
     def next_frame(self, keyframe_wanted: bool) -> tuple[list[bytes], float] | None:
         """The next frame's RTP payloads and its media time in seconds; None at the end."""
@@ -74,7 +78,7 @@ class _Source:
 
 
 class ServerTrack:
-    """One server-published video track; :meth:`play` feeds it from a :class:`Player`."""
+    """One server-published track; :meth:`play` feeds it from a :class:`Player`."""
 
     def __init__(self, track_id: str, participant_id: str, player: Player, *,
                  pli_min_interval: float = 0.5) -> None:
@@ -82,7 +86,10 @@ class ServerTrack:
         self.keyframe_wanted = threading.Event()
         self._source = _Source(self.keyframe_wanted.set)
         parameters = H264_PARAMETERS if player.mime_type == "video/H264" else ()
-        info = TrackInfo(track_id, participant_id, "video", player.mime_type, CLOCK, None,
+        self._audio = player.mime_type == "audio/opus"
+        self._clock = AUDIO_CLOCK if self._audio else CLOCK
+        info = TrackInfo(track_id, participant_id, "audio" if self._audio else "video",
+                         player.mime_type, self._clock, 2 if self._audio else None,
                          parameters)
         self.up = ForwardedUpTrack(info, self._source, pli_min_interval=pli_min_interval,
                                    log_extra={"server_track": track_id})
@@ -97,8 +104,8 @@ class ServerTrack:
         sink = self._source.sink
         if sink is None:
             return
-        timestamp = (self._ts_base + round(media_time * CLOCK)) & 0xFFFFFFFF
-        last = len(payloads) - 1
+        timestamp = (self._ts_base + round(media_time * self._clock)) & 0xFFFFFFFF
+        last = -1 if self._audio else len(payloads) - 1  # video: the frame's last packet
         for i, payload in enumerate(payloads):
             sink.on_rtp(RtpPacket(payload_type=96, marker=int(i == last),
                                   sequence_number=self._seq, timestamp=timestamp,
@@ -298,6 +305,61 @@ class VideoFilePlayer:
             payloads, _ = self._vp8.pack(packet)
             return payloads, media_time
         return None
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def has_audio(data: bytes) -> bool:
+    with av.open(io.BytesIO(data), mode="r") as container:
+        return bool(container.streams.audio)
+
+
+class AudioFilePlayer:
+    """A file's sound into the room: its own Opus packets, else encoded once to Opus; one RTP
+    packet (20 ms) per call, timed from the start like the picture."""
+
+    mime_type = "audio/opus"
+
+    def __init__(self, data: bytes) -> None:
+        from aiortc.codecs.opus import OpusEncoder
+
+        self._container = av.open(io.BytesIO(data), mode="r")
+        if not self._container.streams.audio:
+            self._container.close()
+            raise ValueError("the file has no audio stream")
+        self._stream = self._container.streams.audio[0]
+        self.codec = self._stream.codec_context.name
+        copy = self.codec == "opus"
+        self.mode = "stream_copy" if copy else "transcoded"
+        self._items: Iterator[Any] = (
+            self._container.demux(self._stream) if copy else self._container.decode(self._stream))
+        self._copy = copy
+        self._encoder = OpusEncoder()
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_CLOCK)
+        self._queue: list[tuple[list[bytes], float]] = []
+        self._first: float | None = None
+        self._samples = 0
+
+    def next_frame(self, keyframe_wanted: bool) -> tuple[list[bytes], float] | None:
+        while not self._queue:
+            item = next(self._items, None)
+            if item is None:
+                return None
+            if self._copy:
+                if item.size == 0 or item.pts is None or item.time_base is None:
+                    continue
+                seconds = float(item.pts * item.time_base)
+                if self._first is None:
+                    self._first = seconds
+                self._queue.append(([bytes(item)], max(0.0, seconds - self._first)))
+                continue
+            for frame in self._resampler.resample(item):
+                payloads, _ = self._encoder.encode(frame)
+                for payload in payloads:  # one RTP packet per 20 ms Opus frame
+                    self._queue.append(([payload], self._samples / AUDIO_CLOCK))
+                    self._samples += OPUS_FRAME
+        return self._queue.pop(0)
 
     def close(self) -> None:
         self._container.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fractions
 import io
+from typing import Any
 
 import av
 import cv2
@@ -39,9 +40,14 @@ def pdf(pages: int = 2) -> bytes:
 
 
 def video(container: str, codec: str, seconds: float = 4.0, fps: int = 15,
-          gop: int = 15) -> bytes:
+          gop: int = 15, audio: str | None = None) -> bytes:
+    """A moving pattern; with ``audio`` (an encoder name) also a 440 Hz tone."""
     out = io.BytesIO()
     with av.open(out, mode="w", format=container) as output:
+        sound = None
+        if audio is not None:
+            sound = output.add_stream(audio, rate=48000)
+            sound.layout = "stereo"
         stream = output.add_stream(codec, rate=fps)
         stream.width, stream.height = 320, 240
         stream.pix_fmt = "yuv420p"
@@ -57,15 +63,28 @@ def video(container: str, codec: str, seconds: float = 4.0, fps: int = 15,
                 output.mux(packet)
         for packet in stream.encode(None):
             output.mux(packet)
+        if sound is not None:
+            samples = 960
+            for n in range(int(seconds * 48000 / samples)):
+                t = (np.arange(samples) + n * samples) / 48000
+                tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+                frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2)[None], format="s16",
+                                                   layout="stereo")
+                frame.sample_rate = 48000
+                frame.pts = n * samples
+                for packet in sound.encode(frame):
+                    output.mux(packet)
+            for packet in sound.encode(None):
+                output.mux(packet)
     return out.getvalue()
 
 
-def webm_vp8(**kwargs: float) -> bytes:
-    return video("webm", "libvpx", **kwargs)  # type: ignore[arg-type]
+def webm_vp8(**kwargs: Any) -> bytes:
+    return video("webm", "libvpx", **kwargs)
 
 
-def mp4_mpeg4(**kwargs: float) -> bytes:
-    return video("mp4", "mpeg4", **kwargs)  # type: ignore[arg-type]
+def mp4_mpeg4(**kwargs: Any) -> bytes:
+    return video("mp4", "mpeg4", **kwargs)
 
 
 def decoded_frames(data: bytes) -> list[np.ndarray]:

@@ -30,6 +30,14 @@ def _received(client: PeerClient, minimum: int) -> list[np.ndarray]:
     return [f.to_ndarray(format="yuv420p") for f in client.frames[mids[0]]]
 
 
+def _sound_after(client: PeerClient, minimum: int) -> Any:
+    """The evidence's sound track is offered and decodes."""
+    def ready() -> bool:
+        mids = client.mids_for_participant(PARTICIPANT, "audio")
+        return len(mids) == 1 and client.frame_counts[mids[0]] >= minimum
+    return ready
+
+
 def _frames_after(client: PeerClient, minimum: int) -> Any:
     def ready() -> bool:
         mids = client.mids_for_participant(PARTICIPANT, "video")
@@ -55,8 +63,8 @@ async def test_officer_shows_video_photo_and_pdf_to_the_party(tmp_path: Path) ->
                                       {"role": "driver", "name": "Wang Wei"})
             # encoding the samples is the test's own heavy work: off the event loop
             webm, mp4, jpeg, pdf = await asyncio.gather(
-                asyncio.to_thread(samples.webm_vp8, seconds=6),
-                asyncio.to_thread(samples.mp4_mpeg4, seconds=6),
+                asyncio.to_thread(samples.webm_vp8, seconds=6, audio="libopus"),
+                asyncio.to_thread(samples.mp4_mpeg4, seconds=6, audio="aac"),
                 asyncio.to_thread(samples.jpeg), asyncio.to_thread(samples.pdf))
             items = {}
             for name, data in (("scene.webm", webm), ("dashcam.mp4", mp4),
@@ -97,7 +105,9 @@ async def test_officer_shows_video_photo_and_pdf_to_the_party(tmp_path: Path) ->
             status, shown = await api.call("POST", base, li, {
                 "material_id": items["scene.webm"], "reason": "the scene as filmed"})
             assert status == 201 and shown["mode"] == "stream_copy", shown
+            assert shown["audio"] == "stream_copy"  # the file's own Opus packets
             await wait_until(_frames_after(viewer, 20), timeout=20, what="evidence frames")
+            await wait_until(_sound_after(viewer, 25), timeout=20, what="evidence sound")
             file_frames = await asyncio.to_thread(samples.decoded_frames, webm)
             for frame in _received(viewer, 20):
                 assert any(np.array_equal(frame, f) for f in file_frames)
@@ -107,9 +117,17 @@ async def test_officer_shows_video_photo_and_pdf_to_the_party(tmp_path: Path) ->
             status, shown2 = await api.call("POST", base, li, {
                 "material_id": items["dashcam.mp4"], "reason": "the dash camera"})
             assert status == 201 and shown2["mode"] == "transcoded", shown2
+            assert shown2["audio"] == "transcoded"  # AAC, encoded once to Opus
             await viewer.wait_for(lambda m: m["type"] == "tracks" and any(
                 t["id"] == shown2["track"] for t in m["tracks"].values()))
             await wait_until(_frames_after(viewer, 15), timeout=20, what="transcoded frames")
+            await wait_until(lambda: any(t["id"] == f"{shown2['track']}-audio"
+                                         for t in viewer.tracks.values()),
+                             what="the transcoded sound track offered")
+            (sound_mid,) = viewer.mids_for_participant(PARTICIPANT, "audio")
+            before = viewer.frame_counts[sound_mid]  # a reused slot keeps counting
+            await wait_until(lambda: viewer.frame_counts[sound_mid] >= before + 25, timeout=20,
+                             what="transcoded sound decoded")
             file_frames = await asyncio.to_thread(samples.decoded_frames, mp4)
             for frame in _received(viewer, 15)[-3:]:
                 # lossy, but recognisably the same pictures
