@@ -37,6 +37,20 @@ def free_port() -> int:
         return port
 
 
+async def wait_healthy(http: aiohttp.ClientSession, url: str, *, seconds: float = 30.0) -> None:
+    """Wait until ``url`` (a server's health page) answers 200; RuntimeError after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            async with http.get(url) as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing healthy answers at {url} after {seconds:.0f} s")
+
+
 def _thread_cpu_seconds(pid: int, tid: int | None = None) -> float:
     """User + system CPU of one thread (the main thread, which runs the event loop)."""
     with open(f"/proc/{pid}/task/{tid or pid}/stat") as fh:
@@ -157,15 +171,7 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     procs.append(sfu)
     async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"{base}/healthz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError("SFU did not start")
+        await wait_healthy(session, f"{base}/healthz")
 
         case = await _case_session(session, base, password, verify)
         room = case["room"]

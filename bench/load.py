@@ -653,16 +653,10 @@ async def serve_janus() -> Any:
 
 
 async def _wait_up(http: aiohttp.ClientSession, target: Target) -> None:
+    from .forwarding import wait_healthy
+
     path = "/janus/info" if target.kind == "janus" else "/healthz"
-    for _ in range(300):
-        try:
-            async with http.get(target.base + path) as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"no {target.kind} server answers at {target.base}")
+    await wait_healthy(http, target.base + path)
 
 
 async def search(http: aiohttp.ClientSession, target: Target, *, scenario: str, rooms: int,

@@ -45,8 +45,16 @@ PARTY_ROLES = ("driver", "owner", "witness", "insurer", "safety_manager", "other
 _ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
 
 
-def _load_case(conn: sqlite3.Connection, officer: Officer, case_id: int) -> dict[str, Any]:
-    return load_case(conn, officer, case_id)
+def _open_session(conn: sqlite3.Connection, officer: Officer, case_id: int,
+                  session_id: int) -> str:
+    """The room of an open session of a case the officer may touch."""
+    load_case(conn, officer, case_id)
+    row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
+                       "AND ended_at IS NULL", (session_id, case_id)).fetchone()
+    if row is None:
+        raise _json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
+    room: str = row["room"]
+    return room
 
 
 def _number(value: object) -> bool:
@@ -132,7 +140,7 @@ async def get_case(request: web.Request) -> web.Response:
     case_id = _case_id(request)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        case = _load_case(conn, officer, case_id)
+        case = load_case(conn, officer, case_id)
         case["parties"] = rows(conn.execute(
             "SELECT id, role, name, id_number_masked, phone FROM parties WHERE case_id = ?",
             (case_id,)))
@@ -173,7 +181,7 @@ async def post_party(request: web.Request) -> web.Response:
     phone = _text(body, "phone", max_len=32, required=False)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        _load_case(conn, officer, case_id)
+        load_case(conn, officer, case_id)
         cursor = conn.execute(
             "INSERT INTO parties (case_id, role, name, id_number_masked, phone, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -200,7 +208,7 @@ async def post_session(request: web.Request) -> web.Response:
                           f"purpose: one of {', '.join(PURPOSES)}")
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        case = _load_case(conn, officer, case_id)
+        case = load_case(conn, officer, case_id)
         _open_case(case)
         if conn.execute("SELECT 1 FROM sessions WHERE case_id = ? AND ended_at IS NULL",
                         (case_id,)).fetchone():
@@ -235,13 +243,8 @@ async def session_token(request: web.Request) -> web.Response:
     session_id = path_int(request, "session", "session")
 
     def run(conn: sqlite3.Connection) -> str:
-        _load_case(conn, officer, case_id)
-        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
-                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
-        if row is None:
-            raise _json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
+        room = _open_session(conn, officer, case_id, session_id)
         _audit(conn, officer.actor, "session.token", f"session:{session_id}", case_id)
-        room: str = row["room"]
         return room
 
     room = await request.app[DB].run(run)
@@ -261,7 +264,7 @@ async def end_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session"]
 
     def run(conn: sqlite3.Connection) -> str:
-        _load_case(conn, officer, case_id)
+        load_case(conn, officer, case_id)
         row = conn.execute("SELECT * FROM sessions WHERE id = ? AND case_id = ?",
                            (session_id, case_id)).fetchone()
         if row is None:
@@ -295,16 +298,8 @@ async def open_session_room(request: web.Request,
     case_id = _case_id(request)
     session_id = path_int(request, "session", "session")
 
-    def run(conn: sqlite3.Connection) -> str:
-        _load_case(conn, officer, case_id)
-        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
-                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
-        if row is None:
-            raise _json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
-        room_id: str = row["room"]
-        return room_id
-
-    room_id = await request.app[DB].run(run)
+    room_id = await request.app[DB].run(
+        lambda conn: _open_session(conn, officer, case_id, session_id))
     room = request.app[SFU].rooms.get(room_id)
     if room is None or room.closed:
         raise _json_error(web.HTTPConflict, "empty", "nobody is in the session's room")
@@ -361,7 +356,7 @@ async def post_invitation(request: web.Request) -> web.Response:
     start = time.time() + float(delay)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        _open_case(_load_case(conn, officer, case_id))
+        _open_case(load_case(conn, officer, case_id))
         if conn.execute("SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
                         (party_id, case_id)).fetchone() is None:
             raise _json_error(web.HTTPNotFound, "not_found", "no such party in this case")
@@ -392,7 +387,7 @@ async def revoke_invitation(request: web.Request) -> web.Response:
                            (invitation_id,)).fetchone()
         if row is None:
             raise _json_error(web.HTTPNotFound, "not_found", "no such invitation")
-        _load_case(conn, officer, row["case_id"])
+        load_case(conn, officer, row["case_id"])
         conn.execute("UPDATE invitations SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                      (now_iso(), row["id"]))
         _audit(conn, officer.actor, "invitation.revoked", f"invitation:{row['id']}",
@@ -500,7 +495,7 @@ async def close_case(request: web.Request) -> web.Response:
     reason = _text(await read_object(request), "reason", max_len=500)
 
     def run(conn: sqlite3.Connection) -> list[int]:
-        _open_case(_load_case(conn, officer, case_id))
+        _open_case(load_case(conn, officer, case_id))
         if conn.execute("SELECT 1 FROM sessions WHERE case_id = ? AND ended_at IS NULL",
                         (case_id,)).fetchone():
             raise _json_error(web.HTTPConflict, "session_open", "end the open session first")
@@ -523,7 +518,7 @@ async def get_audit(request: web.Request) -> web.Response:
     case_id = _case_id(request)
 
     def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        _load_case(conn, officer, case_id)
+        load_case(conn, officer, case_id)
         return rows(conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY id",
                                  (case_id,)))
 

@@ -132,21 +132,31 @@ async def _pipe(source: Any, sink: Any) -> None:
             break
 
 
+async def _first_text(ws: web.WebSocketResponse, code: int, why: bytes) -> str | None:
+    """The client's first message, which says where to route; None (socket closed) if it
+    sends none in 10 s or sends something else than text."""
+    try:
+        first = await ws.receive(timeout=10.0)
+    except TimeoutError:
+        await ws.close(code=code, message=why)
+        return None
+    if first.type != WSMsgType.TEXT:
+        await ws.close()
+        return None
+    text: str = first.data
+    return text
+
+
 async def _signalling(request: web.Request) -> web.WebSocketResponse:
     """Hold the socket until ``join`` names the room, then pipe it to the room's worker."""
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
     await ws.prepare(request)
     workers = request.app[WORKERS]
-    try:
-        first = await ws.receive(timeout=10.0)
-    except TimeoutError:
-        await ws.close(code=4002, message=b"join first")
-        return ws
-    if first.type != WSMsgType.TEXT:
-        await ws.close()
+    first = await _first_text(ws, 4002, b"join first")
+    if first is None:
         return ws
     try:
-        message = json.loads(first.data)
+        message = json.loads(first)
     except ValueError:
         message = None
     room = room_claim(message.get("token")) if isinstance(message, dict) else None
@@ -159,7 +169,7 @@ async def _signalling(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=4011, message=b"worker unavailable")
         return ws
     async with upstream:
-        await upstream.send_str(first.data)  # the worker answers it, errors included
+        await upstream.send_str(first)  # the worker answers it, errors included
         down = asyncio.ensure_future(_pipe(upstream, ws))
         up = asyncio.ensure_future(_pipe(ws, upstream))
         await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
@@ -177,20 +187,15 @@ async def _events(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
     await ws.prepare(request)
     workers = request.app[WORKERS]
-    try:
-        first = await ws.receive(timeout=10.0)
-    except TimeoutError:
-        await ws.close(code=4001, message=b"unauthorized")
-        return ws
-    if first.type != WSMsgType.TEXT:
-        await ws.close()
+    first = await _first_text(ws, 4001, b"unauthorized")
+    if first is None:
         return ws
     streams = []
     try:
         for base in workers:
             stream = await request.app[CLIENT].ws_connect(
                 base.replace("http://", "ws://", 1) + "/api/events", heartbeat=20.0)
-            await stream.send_str(first.data)
+            await stream.send_str(first)
             streams.append(stream)
 
         async def relay(index: int, stream: Any) -> None:

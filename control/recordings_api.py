@@ -64,6 +64,14 @@ async def _may_touch(request: web.Request, officer: Officer, meta: dict[str, Any
         raise _error(404, "not_found", "no such recording")
 
 
+async def _reachable_recording(request: web.Request) -> tuple[Officer, Path, dict[str, Any]]:
+    """The caller, and the recording in the path if the caller may reach it."""
+    officer = await access.officer(request)
+    directory, meta = _recording_dir(request)
+    await _may_touch(request, officer, meta)
+    return officer, directory, meta
+
+
 def _reason(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _error(400, "reason_required", "every access to evidence needs a reason")
@@ -145,9 +153,7 @@ async def list_recordings(request: web.Request) -> web.Response:
 
 
 async def get_manifest(request: web.Request) -> web.Response:
-    officer = await access.officer(request)
-    directory, meta = _recording_dir(request)
-    await _may_touch(request, officer, meta)
+    officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     try:
         body = await asyncio.to_thread((directory / "manifest.json").read_bytes)
@@ -160,9 +166,7 @@ async def get_manifest(request: web.Request) -> web.Response:
 async def verify(request: web.Request) -> web.Response:
     from .app import CUSTODY, RECORDER
 
-    officer = await access.officer(request)
-    directory, meta = _recording_dir(request)
-    await _may_touch(request, officer, meta)
+    officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
     findings = await asyncio.to_thread(verify_recording, directory, custody.directory,
@@ -176,9 +180,7 @@ async def verify(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.Response:
     from .app import CUSTODY, RECORDER
 
-    officer = await access.officer(request)
-    directory, meta = _recording_dir(request)
-    await _may_touch(request, officer, meta)
+    officer, directory, _ = await _reachable_recording(request)
     reason = _reason((await read_object(request, empty_ok=True)).get("reason"))
     recorder = request.app[RECORDER]
     name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -196,9 +198,7 @@ async def export(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.FileResponse:
-    officer = await access.officer(request)
-    directory, meta = _recording_dir(request)
-    await _may_touch(request, officer, meta)
+    officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     name = request.match_info["export"]
     if not _EXPORT.match(name):
@@ -215,9 +215,7 @@ async def download(request: web.Request) -> web.FileResponse:
 async def access_log(request: web.Request) -> web.Response:
     from .app import CUSTODY
 
-    officer = await access.officer(request)
-    _, meta = _recording_dir(request)
-    await _may_touch(request, officer, meta)
+    officer, _, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
 
@@ -235,9 +233,7 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
     """Play one track: decrypted segment by segment as it is sent; logged as streamed."""
     from .app import RECORDER
 
-    officer = await access.officer(request)
-    directory, meta = _recording_dir(request)
-    await _may_touch(request, officer, meta)
+    officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     if meta.get("state") != "sealed":
         raise _error(409, "not_available", f"the recording is {meta.get('state')}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -133,6 +134,59 @@ class Api:
         assert status == 200, body
         token: str = body["token"]
         return token
+
+
+@dataclass
+class ServeProcess:
+    """``remotecase serve`` in a subprocess, with an officer ``li`` (brigade ``b1``)."""
+
+    base: str
+    proc: asyncio.subprocess.Process
+    log: Path
+
+    @property
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProcess]:
+    """Start the server as an operator would (settings in ``REMOTECASE_*`` variables), wait
+    until it is healthy, and stop it with SIGTERM afterwards (killed if it takes 30 s)."""
+    import os
+    import signal
+    import sys
+
+    from bench.forwarding import free_port, wait_healthy
+
+    port = free_port()
+    environ = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
+               "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+               "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+               "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+               "REMOTECASE_LOG__LEVEL": "WARNING", "REMOTECASE_NEW_PASSWORD": PASSWORD,
+               **{f"REMOTECASE_{k.upper()}": v for k, v in env.items()}}
+    add = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "control.cli", "officer", "add", "--username", "li",
+        "--brigade", "b1", env=environ, stdout=asyncio.subprocess.DEVNULL)
+    assert await add.wait() == 0
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "control.cli", "serve", env=environ, stdout=log, stderr=log)
+    server = ServeProcess(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, f"{server.base}/healthz")
+        yield server
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 async def officer_login(server: Server, api: Api, username: str = "li",

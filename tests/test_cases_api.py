@@ -13,20 +13,27 @@ import aiohttp
 from bench.peer import PatternVideoTrack, PeerClient
 from control.access import DB
 from control.auth import create_officer
-from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server, wait_until
+from tests.conftest import (
+    CONSENT,
+    PASSWORD,
+    Api,
+    make_config,
+    officer_login,
+    start_server,
+    wait_until,
+)
 
 
 async def test_case_flow_from_booking_to_a_party_in_the_call(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path))
     db = server.app[DB]
-    await db.run(lambda c: create_officer(c, "li", PASSWORD, "officer", "brigade-1"))
-    await db.run(lambda c: create_officer(c, "wu", PASSWORD, "officer", "brigade-2"))
-    await db.run(lambda c: create_officer(c, "zhao", PASSWORD, "supervisor", "hq"))
     clients: list[PeerClient] = []
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
-            li, wu, zhao = [await api.login(u) for u in ("li", "wu", "zhao")]
+            li = await officer_login(server, api, "li", "brigade-1")
+            wu = await officer_login(server, api, "wu", "brigade-2")
+            zhao = await officer_login(server, api, "zhao", "hq", role="supervisor")
 
             status, case = await api.call("POST", "/api/cases", li,
                                           {"kind": "accident", "title": "G15 km 203 rear-end"})
@@ -178,14 +185,12 @@ async def test_cli_creates_officers(tmp_path: Path) -> None:
 
 async def test_officer_mutes_removes_and_locks(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path))
-    db = server.app[DB]
-    await db.run(lambda c: create_officer(c, "li", PASSWORD, "officer", "b"))
-    await db.run(lambda c: create_officer(c, "wu", PASSWORD, "officer", "other"))
     clients: list[PeerClient] = []
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
-            li, wu = await api.login("li"), await api.login("wu")
+            li = await officer_login(server, api, "li", "brigade-1")
+            wu = await officer_login(server, api, "wu", "brigade-2")
             _, case = await api.call("POST", "/api/cases", li,
                                      {"kind": "violation", "title": "speeding"})
             cid = case["id"]

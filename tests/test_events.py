@@ -9,9 +9,7 @@ from typing import Any
 import aiohttp
 
 from bench.peer import PatternVideoTrack, PeerClient
-from control.access import DB
-from control.auth import create_officer
-from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server
+from tests.conftest import CONSENT, Api, make_config, officer_login, start_server
 
 
 async def _next(ws: aiohttp.ClientWebSocketResponse, event_type: str,
@@ -27,15 +25,13 @@ async def _next(ws: aiohttp.ClientWebSocketResponse, event_type: str,
 async def test_event_stream_reports_the_session_to_officers_who_may_see_it(
         tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
-    db = server.app[DB]
-    await db.run(lambda c: create_officer(c, "li", PASSWORD, "officer", "brigade-1"))
-    await db.run(lambda c: create_officer(c, "wu", PASSWORD, "officer", "brigade-2"))
-    await db.run(lambda c: create_officer(c, "zhao", PASSWORD, "supervisor", "hq"))
     clients: list[PeerClient] = []
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
-            li, wu, zhao = [await api.login(u) for u in ("li", "wu", "zhao")]
+            li = await officer_login(server, api, "li", "brigade-1")
+            wu = await officer_login(server, api, "wu", "brigade-2")
+            zhao = await officer_login(server, api, "zhao", "hq", role="supervisor")
             url = server.base_url.replace("http", "ws") + "/api/events"
 
             # no or a wrong login: an error, then the socket closes with 4001

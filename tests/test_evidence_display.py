@@ -15,12 +15,10 @@ import aiohttp
 import numpy as np
 
 from bench.peer import PatternVideoTrack, PeerClient
-from control.access import DB
 from control.app import CUSTODY, SFU
-from control.auth import create_officer
 from control.display_api import DISPLAYS, PARTICIPANT
 from tests import samples
-from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server, wait_until
+from tests.conftest import CONSENT, Api, make_config, officer_login, start_server, wait_until
 
 
 def _received(client: PeerClient, minimum: int) -> list[np.ndarray]:
@@ -47,15 +45,13 @@ def _frames_after(client: PeerClient, minimum: int) -> Any:
 
 async def test_officer_shows_video_photo_and_pdf_to_the_party(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path))
-    db = server.app[DB]
     custody = server.app[CUSTODY]
-    await db.run(lambda c: create_officer(c, "li", PASSWORD, "officer", "brigade-1"))
-    await db.run(lambda c: create_officer(c, "wu", PASSWORD, "officer", "brigade-2"))
     clients: list[PeerClient] = []
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
-            li, wu = await api.login("li"), await api.login("wu")
+            li = await officer_login(server, api, "li", "brigade-1")
+            wu = await officer_login(server, api, "wu", "brigade-2")
             _, case = await api.call("POST", "/api/cases", li, {"kind": "accident",
                                                                   "title": "G15 km 203"})
             cid = case["id"]

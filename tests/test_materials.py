@@ -10,11 +10,9 @@ from pathlib import Path
 
 import aiohttp
 
-from control.access import DB
 from control.app import CUSTODY
-from control.auth import create_officer
 from tests import samples
-from tests.conftest import PASSWORD, Api, make_config, start_server
+from tests.conftest import Api, make_config, officer_login, start_server
 
 
 async def _chunks(data: bytes, size: int = 1 << 16) -> AsyncIterator[bytes]:
@@ -24,15 +22,13 @@ async def _chunks(data: bytes, size: int = 1 << 16) -> AsyncIterator[bytes]:
 
 async def test_uploads_are_typed_limited_hashed_encrypted_and_private(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path, materials={"max_image_mb": 1}))
-    db = server.app[DB]
     custody = server.app[CUSTODY]
-    await db.run(lambda c: create_officer(c, "li", PASSWORD, "officer", "brigade-1"))
-    await db.run(lambda c: create_officer(c, "wu", PASSWORD, "officer", "brigade-2"))
     store_dir = tmp_path / "var" / "materials"
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
-            li, wu = await api.login("li"), await api.login("wu")
+            li = await officer_login(server, api, "li", "brigade-1")
+            wu = await officer_login(server, api, "wu", "brigade-2")
             _, case = await api.call("POST", "/api/cases", li, {"kind": "accident",
                                                                   "title": "G15 km 203"})
             cid = case["id"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import sys
@@ -12,10 +11,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.forwarding import free_port
 from control.app import create_app
 from control.openapi import SPEC
-from tests.conftest import PASSWORD, make_config
+from tests.conftest import PASSWORD, make_config, serve_process
 
 # pages and static files are not API operations
 _NOT_API = {"/", "/static"}
@@ -53,42 +51,21 @@ def test_every_route_is_described_and_nothing_else() -> None:
 async def test_schema_fuzzing_finds_no_server_error(tmp_path: Path) -> None:
     """schemathesis against ``remotecase serve`` with an officer's login: every answer 4xx or
     success, never 5xx; a case, a party and a session exist so that IDs hit real objects."""
-    port = free_port()
-    env = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
-           "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
-           "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
-           "REMOTECASE_LOG__LEVEL": "WARNING", "REMOTECASE_NEW_PASSWORD": PASSWORD}
-    add = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "officer", "add", "--username", "li",
-        "--brigade", "b1", env=env, stdout=asyncio.subprocess.DEVNULL)
-    assert await add.wait() == 0
-    log = (tmp_path / "server.log").open("wb")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "serve", env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            async with http.post(f"{base}/api/login", json={
-                    "username": "li", "password": PASSWORD}) as r:
-                token = (await r.json())["token"]
-            headers = {"Authorization": f"Bearer {token}"}
-            async with http.post(f"{base}/api/cases", headers=headers,
-                                 json={"kind": "accident", "title": "fuzz"}) as r:
-                case = await r.json()
-            async with http.post(f"{base}/api/cases/{case['id']}/parties", headers=headers,
-                                 json={"role": "driver", "name": "x"}) as r:
-                party = await r.json()
-            async with http.post(f"{base}/api/cases/{case['id']}/invitations", headers=headers,
-                                 json={"party_id": party["id"]}) as r:
-                link = (await r.json())["token"]
+    async with serve_process(tmp_path) as server, aiohttp.ClientSession() as http:
+        base = server.base
+        async with http.post(f"{base}/api/login", json={
+                "username": "li", "password": PASSWORD}) as r:
+            token = (await r.json())["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.post(f"{base}/api/cases", headers=headers,
+                             json={"kind": "accident", "title": "fuzz"}) as r:
+            case = await r.json()
+        async with http.post(f"{base}/api/cases/{case['id']}/parties", headers=headers,
+                             json={"role": "driver", "name": "x"}) as r:
+            party = await r.json()
+        async with http.post(f"{base}/api/cases/{case['id']}/invitations", headers=headers,
+                             json={"party_id": party["id"]}) as r:
+            link = (await r.json())["token"]
         st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
         assert st, "schemathesis is in the dev extra"
         # as the officer everywhere (logging out would end the fuzzer's login half-way), then
@@ -111,11 +88,6 @@ async def test_schema_fuzzing_finds_no_server_error(tmp_path: Path) -> None:
             summary = re.search(r"(\d+) generated, (\d+) passed", text)
             assert summary and int(summary.group(1)) >= minimum, text[-3000:]
             assert summary.group(1) == summary.group(2), text[-3000:]
-    finally:
-        server.terminate()
-        await server.wait()
-        log.close()
-    assert b"Traceback" not in (tmp_path / "server.log").read_bytes(), \
-        (tmp_path / "server.log").read_text()[-4000:]
+    assert "Traceback" not in server.log_text, server.log_text[-4000:]
     # the description is served as it is built
     assert json.loads(json.dumps(SPEC))["openapi"].startswith("3.")

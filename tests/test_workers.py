@@ -11,129 +11,97 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.forwarding import free_port
 from bench.peer import PatternVideoTrack, PeerClient
-from tests.conftest import CONSENT, PASSWORD, Api, wait_until
+from tests.conftest import CONSENT, Api, serve_process, wait_until
 
 
 async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
-           "REMOTECASE_SERVER__WORKERS": "2",
-           "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
-           "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
-           "REMOTECASE_RECORDING__SEGMENT_SECONDS": "1.0",
-           "REMOTECASE_VERIFIER__ENABLED": "false",
-           "REMOTECASE_LOG__LEVEL": "WARNING", "REMOTECASE_NEW_PASSWORD": PASSWORD}
-    add = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "officer", "add", "--username", "li",
-        "--brigade", "b1", env=env, stdout=asyncio.subprocess.DEVNULL)
-    assert await add.wait() == 0
-    log = (tmp_path / "server.log").open("wb")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "serve", env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    clients: list[PeerClient] = []
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-            api = Api(http, base)
-            li = await api.login("li")
-            events = await http.ws_connect(base.replace("http", "ws") + "/api/events")
-            await events.send_json({"type": "auth", "token": li})
-            assert (await events.receive_json())["type"] == "ready"
-
-            calls: list[dict[str, Any]] = []
-            for n in range(2):  # case 1 on worker 1, case 2 on worker 0
-                _, case = await api.call("POST", "/api/cases", li,
-                                         {"kind": "accident", "title": f"case {n}"})
-                _, party = await api.call("POST", f"/api/cases/{case['id']}/parties", li,
-                                          {"role": "driver", "name": f"party {n}"})
-                status, session = await api.call("POST", f"/api/cases/{case['id']}/sessions",
-                                                 li)
-                assert status == 201
-                _, invite = await api.call("POST", f"/api/cases/{case['id']}/invitations", li,
-                                           {"party_id": party["id"]})
-                _, redeemed = await api.call("POST", "/api/invitations/redeem",
-                                             json={"token": invite["token"],
-                                                   "consent": CONSENT})
-                officer = PeerClient(base, session["token"])
-                driver = PeerClient(base, redeemed["token"], decode=False)
-                clients += [officer, driver]
-                await officer.connect()
-                await driver.connect()
-                await driver.publish(PatternVideoTrack())
-                calls.append({"case": case["id"], "session": session, "officer": officer,
-                              "participant": redeemed["participant"]})
-
-            for call in calls:
-                officer, pid = call["officer"], call["participant"]
-                await wait_until(lambda o=officer, p=pid: o.mids_for_participant(p) != [],
-                                 timeout=20, what="the party's video offered")
-                (mid,) = officer.mids_for_participant(pid)
-                await wait_until(lambda o=officer, m=mid: o.frame_counts[m] >= 5, timeout=20,
-                                 what="frames decoded through the worker")
-            async with http.get(f"{base}/healthz") as r:
-                health = await r.json()
-            assert health["workers"] == 2 and health["rooms"] == 2
-            assert [w["rooms"] for w in health["per_worker"]] == [1, 1]
-            async with http.get(f"{base}/metrics") as r:
-                metrics = await r.text()
-            assert "remotecase_workers 2" in metrics
-            assert "remotecase_sfu_rooms 2.0" in metrics
-
-            # the merged event stream heard both workers
-            joined = set()
-            async with asyncio.timeout(15):
-                while len(joined) < 2:
-                    event = await events.receive_json()
-                    if event["type"] == "participant_joined" and event["role"] == "party":
-                        joined.add(event["case"])
-            assert joined == {c["case"] for c in calls}
-
-            # a case's call actions run where its room is; sessions end, recordings seal
-            for call in calls:
-                path = f"/api/cases/{call['case']}/sessions/{call['session']['id']}"
-                status, _ = await api.call("POST", path + "/lock", li, {"reason": "inquiry"})
-                assert status == 200
-                status, ended = await api.call("POST", path + "/end", li, {"reason": "done"})
-                assert status == 200 and ended["recording_sealed"], ended
-                call["recording"] = ended["recording_sealed"]
-            status, listed = await api.call("GET", "/api/recordings", li)
-            assert {r["recording_id"] for r in listed["recordings"]} == {
-                c["recording"] for c in calls}
-            for call in calls:
-                status, verified = await api.call(
-                    "GET", f"/api/recordings/{call['recording']}/verify?reason=check", li)
-                assert status == 200 and verified["ok"], verified
-            await events.close()
-    finally:
-        for client in clients:
-            await client.close()
-        server.send_signal(signal.SIGTERM)
+    async with serve_process(tmp_path, SERVER__WORKERS="2", RECORDING__SEGMENT_SECONDS="1.0",
+                             VERIFIER__ENABLED="false") as server:
+        base = server.base
+        clients: list[PeerClient] = []
         try:
-            await asyncio.wait_for(server.wait(), 30)
+            async with aiohttp.ClientSession() as http:
+                api = Api(http, base)
+                li = await api.login("li")
+                events = await http.ws_connect(base.replace("http", "ws") + "/api/events")
+                await events.send_json({"type": "auth", "token": li})
+                assert (await events.receive_json())["type"] == "ready"
+
+                calls: list[dict[str, Any]] = []
+                for n in range(2):  # case 1 on worker 1, case 2 on worker 0
+                    _, case = await api.call("POST", "/api/cases", li,
+                                             {"kind": "accident", "title": f"case {n}"})
+                    _, party = await api.call("POST", f"/api/cases/{case['id']}/parties", li,
+                                              {"role": "driver", "name": f"party {n}"})
+                    status, session = await api.call("POST", f"/api/cases/{case['id']}/sessions",
+                                                     li)
+                    assert status == 201
+                    _, invite = await api.call("POST", f"/api/cases/{case['id']}/invitations", li,
+                                               {"party_id": party["id"]})
+                    _, redeemed = await api.call("POST", "/api/invitations/redeem",
+                                                 json={"token": invite["token"],
+                                                       "consent": CONSENT})
+                    officer = PeerClient(base, session["token"])
+                    driver = PeerClient(base, redeemed["token"], decode=False)
+                    clients += [officer, driver]
+                    await officer.connect()
+                    await driver.connect()
+                    await driver.publish(PatternVideoTrack())
+                    calls.append({"case": case["id"], "session": session, "officer": officer,
+                                  "participant": redeemed["participant"]})
+
+                for call in calls:
+                    officer, pid = call["officer"], call["participant"]
+                    await wait_until(lambda o=officer, p=pid: o.mids_for_participant(p) != [],
+                                     timeout=20, what="the party's video offered")
+                    (mid,) = officer.mids_for_participant(pid)
+                    await wait_until(lambda o=officer, m=mid: o.frame_counts[m] >= 5, timeout=20,
+                                     what="frames decoded through the worker")
+                async with http.get(f"{base}/healthz") as r:
+                    health = await r.json()
+                assert health["workers"] == 2 and health["rooms"] == 2
+                assert [w["rooms"] for w in health["per_worker"]] == [1, 1]
+                async with http.get(f"{base}/metrics") as r:
+                    metrics = await r.text()
+                assert "remotecase_workers 2" in metrics
+                assert "remotecase_sfu_rooms 2.0" in metrics
+
+                # the merged event stream heard both workers
+                joined = set()
+                async with asyncio.timeout(15):
+                    while len(joined) < 2:
+                        event = await events.receive_json()
+                        if event["type"] == "participant_joined" and event["role"] == "party":
+                            joined.add(event["case"])
+                assert joined == {c["case"] for c in calls}
+
+                # a case's call actions run where its room is; sessions end, recordings seal
+                for call in calls:
+                    path = f"/api/cases/{call['case']}/sessions/{call['session']['id']}"
+                    status, _ = await api.call("POST", path + "/lock", li, {"reason": "inquiry"})
+                    assert status == 200
+                    status, ended = await api.call("POST", path + "/end", li, {"reason": "done"})
+                    assert status == 200 and ended["recording_sealed"], ended
+                    call["recording"] = ended["recording_sealed"]
+                status, listed = await api.call("GET", "/api/recordings", li)
+                assert {r["recording_id"] for r in listed["recordings"]} == {
+                    c["recording"] for c in calls}
+                for call in calls:
+                    status, verified = await api.call(
+                        "GET", f"/api/recordings/{call['recording']}/verify?reason=check", li)
+                    assert status == 200 and verified["ok"], verified
+                await events.close()
         finally:
-            if server.returncode is None:
-                server.kill()
-            log.close()
-    assert server.returncode == 0, (tmp_path / "server.log").read_text()[-3000:]
-    text = (tmp_path / "server.log").read_text()
-    assert "Traceback" not in text, text[-3000:]
+            for client in clients:
+                await client.close()
+    assert server.proc.returncode == 0, server.log_text[-3000:]
+    assert "Traceback" not in server.log_text, server.log_text[-3000:]
 
 
 def _worker_pid(supervisor: int, index: int) -> int:
@@ -153,98 +121,73 @@ def _worker_pid(supervisor: int, index: int) -> int:
 
 async def test_a_worker_killed_mid_call_comes_back_and_seals_its_recording(
         tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
-           "REMOTECASE_SERVER__WORKERS": "2",
-           "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
-           "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
-           "REMOTECASE_RECORDING__SEGMENT_SECONDS": "1.0",
-           "REMOTECASE_VERIFIER__ENABLED": "false",
-           "REMOTECASE_LOG__LEVEL": "WARNING", "REMOTECASE_NEW_PASSWORD": PASSWORD}
-    add = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "officer", "add", "--username", "li",
-        "--brigade", "b1", env=env, stdout=asyncio.subprocess.DEVNULL)
-    assert await add.wait() == 0
-    log = (tmp_path / "server.log").open("wb")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "serve", env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    clients: list[PeerClient] = []
+    async with serve_process(tmp_path, SERVER__WORKERS="2", RECORDING__SEGMENT_SECONDS="1.0",
+                             VERIFIER__ENABLED="false") as server:
+        base = server.base
+        clients: list[PeerClient] = []
 
-    async def healthy(http: aiohttp.ClientSession) -> bool:
+        async def healthy(http: aiohttp.ClientSession) -> bool:
+            try:
+                async with http.get(f"{base}/healthz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
         try:
-            async with http.get(f"{base}/healthz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
+            async with aiohttp.ClientSession() as http:
+                api = Api(http, base)
+                li = await api.login("li")
+                _, case = await api.call("POST", "/api/cases", li, {"kind": "accident",
+                                                                      "title": "t"})
+                cid = case["id"]
+                _, party = await api.call("POST", f"/api/cases/{cid}/parties", li,
+                                          {"role": "driver", "name": "p"})
+                _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+                _, invite = await api.call("POST", f"/api/cases/{cid}/invitations", li,
+                                           {"party_id": party["id"]})
+                _, redeemed = await api.call("POST", "/api/invitations/redeem",
+                                             json={"token": invite["token"], "consent": CONSENT})
+                driver = PeerClient(base, redeemed["token"], decode=False)
+                clients.append(driver)
+                await driver.connect()
+                await driver.publish(PatternVideoTrack())
 
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                if await healthy(http):
-                    break
-                await asyncio.sleep(0.1)
-            api = Api(http, base)
-            li = await api.login("li")
-            _, case = await api.call("POST", "/api/cases", li, {"kind": "accident",
-                                                                  "title": "t"})
-            cid = case["id"]
-            _, party = await api.call("POST", f"/api/cases/{cid}/parties", li,
-                                      {"role": "driver", "name": "p"})
-            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
-            _, invite = await api.call("POST", f"/api/cases/{cid}/invitations", li,
-                                       {"party_id": party["id"]})
-            _, redeemed = await api.call("POST", "/api/invitations/redeem",
-                                         json={"token": invite["token"], "consent": CONSENT})
-            driver = PeerClient(base, redeemed["token"], decode=False)
-            clients.append(driver)
-            await driver.connect()
-            await driver.publish(PatternVideoTrack())
+                async def recordings() -> list[dict[str, Any]]:
+                    _, body = await api.call("GET", "/api/recordings", li)
+                    return list(body["recordings"])
 
-            async def recordings() -> list[dict[str, Any]]:
-                _, body = await api.call("GET", "/api/recordings", li)
-                return list(body["recordings"])
+                for _ in range(100):
+                    if (listed := await recordings()) and listed[0]["state"] == "recording":
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(2.5)  # a couple of segments
+                os.kill(_worker_pid(server.proc.pid, cid % 2), signal.SIGKILL)
 
-            for _ in range(100):
-                if (listed := await recordings()) and listed[0]["state"] == "recording":
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(2.5)  # a couple of segments
-            os.kill(_worker_pid(server.pid, cid % 2), signal.SIGKILL)
-
-            # the worker comes back, seals what it was recording, and takes calls again
-            for _ in range(300):
-                listed = await recordings()
-                if listed and listed[0]["state"] == "sealed" and await healthy(http):
-                    break
-                await asyncio.sleep(0.1)
-            (recording,) = listed
-            assert recording["state"] == "sealed"
-            status, verified = await api.call(
-                "GET", f"/api/recordings/{recording['recording_id']}/verify?reason=check", li)
-            assert status == 200 and verified["ok"], verified
-            status, manifest = await api.call(
-                "GET", f"/api/recordings/{recording['recording_id']}/manifest?reason=check", li)
-            assert manifest["status"] == "incomplete" and "interrupted" in manifest["note"]
-            # the session's room is gone with its worker: end it and open another
-            path = f"/api/cases/{cid}/sessions/{session['id']}/end"
-            assert (await api.call("POST", path, li, {"reason": "worker died"}))[0] == 200
-            status, again = await api.call("POST", f"/api/cases/{cid}/sessions", li)
-            assert status == 201
-            officer = PeerClient(base, again["token"], decode=False)
-            clients.append(officer)
-            await officer.connect()
-            assert officer.joined is not None and officer.joined["room"] == again["room"]
-    finally:
-        for client in clients:
-            await client.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(server.wait(), 30)
+                # the worker comes back, seals what it was recording, and takes calls again
+                for _ in range(300):
+                    listed = await recordings()
+                    if listed and listed[0]["state"] == "sealed" and await healthy(http):
+                        break
+                    await asyncio.sleep(0.1)
+                (recording,) = listed
+                assert recording["state"] == "sealed"
+                status, verified = await api.call(
+                    "GET", f"/api/recordings/{recording['recording_id']}/verify?reason=check", li)
+                assert status == 200 and verified["ok"], verified
+                status, manifest = await api.call(
+                    "GET", f"/api/recordings/{recording['recording_id']}/manifest?reason=check", li)
+                assert manifest["status"] == "incomplete" and "interrupted" in manifest["note"]
+                # the session's room is gone with its worker: end it and open another
+                path = f"/api/cases/{cid}/sessions/{session['id']}/end"
+                assert (await api.call("POST", path, li, {"reason": "worker died"}))[0] == 200
+                status, again = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+                assert status == 201
+                officer = PeerClient(base, again["token"], decode=False)
+                clients.append(officer)
+                await officer.connect()
+                assert officer.joined is not None and officer.joined["room"] == again["room"]
         finally:
-            if server.returncode is None:
-                server.kill()
-            log.close()
-    assert server.returncode == 0
-    assert "starting it again" in (tmp_path / "server.log").read_text()
+            for client in clients:
+                await client.close()
+    assert server.proc.returncode == 0
+    assert "starting it again" in server.log_text
