@@ -210,7 +210,7 @@ async def _make_verifier(config: Config, custody: CustodyLog,
             from verifier.engine import check_files
 
             spec = default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on,
-                                min_face=v.min_live_face)
+                                min_face=v.min_live_face, runtime=v.facenet_runtime)
         # refuse to start on a model that is not the pinned one (hashing is off the loop)
         await asyncio.to_thread(check_files, spec)
         liveness = None

@@ -211,7 +211,8 @@ def _verifier_spec(config: Config):  # type: ignore[no-untyped-def]
     from verifier.engine import default_spec
 
     v = config.verifier
-    return default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on, min_face=20)
+    return default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on, min_face=20,
+                        runtime=v.facenet_runtime)
 
 
 def cmd_verifier_eval(args: argparse.Namespace) -> int:

@@ -104,6 +104,9 @@ class VerifierConfig:
     pack_name: str = "insightface-pack"
     pack_sha256: dict[str, str] = field(default_factory=dict)
     pack_licence: str = ""
+    # The default engine runs FaceNet's graph in "onnxruntime" (rewritten as ONNX, about 2.3x
+    # cheaper) or in "opencv" (OpenCV DNN); both give the same embeddings.
+    facenet_runtime: str = "onnxruntime"
     # Cosine similarity at or above which a sample matches, and the labelled set it was
     # calibrated on (remotecase verifier eval prints both).
     threshold: float = 0.62
@@ -276,6 +279,9 @@ def _validate(config: Config) -> None:
     v = config.verifier
     if v.engine not in ("default", "pack"):
         raise ConfigError(f"verifier.engine: {v.engine!r} is not 'default' or 'pack'")
+    if v.facenet_runtime not in ("onnxruntime", "opencv"):
+        raise ConfigError(f"verifier.facenet_runtime: {v.facenet_runtime!r} is not "
+                          "'onnxruntime' or 'opencv'")
     if v.engine == "pack":
         if not v.pack_dir or not Path(v.pack_dir).is_dir():
             raise ConfigError(f"verifier.pack_dir: {v.pack_dir!r} is not a directory")

@@ -42,6 +42,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
     ({"server": {"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}},
      "server.tls_cert"),
     ({"auth": {"dev_join": "yes"}}, "auth.dev_join: expected true or false"),
+    ({"verifier": {"facenet_runtime": "tensorflow"}}, "verifier.facenet_runtime"),
 ])
 def test_bad_values_name_the_key(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:

