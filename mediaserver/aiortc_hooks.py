@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import aioice.ice
 import aiortc.rtcpeerconnection
+import pylibsrtp
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
@@ -48,6 +51,8 @@ from aiortc.rtp import (
     pack_remb_fci,
     unwrap_rtx,
 )
+
+from . import rtp
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +92,12 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("aioice.ice", "StunProtocol"),
     ("aioice.ice", "get_host_addresses"),
     ("transceiver", "_codecs"),
+    ("srtp", "_cdata"),
+    ("srtp", "_buffer"),
+    ("srtp", "_srtp"),
+    ("udp", "_sock"),
+    ("pylibsrtp._binding", "ffi"),
+    ("pylibsrtp._binding", "lib"),
 )
 
 
@@ -274,42 +285,104 @@ class SfuRtpSender(RTCRtpSender):
             await super()._handle_rtcp_packet(packet)
 
 
-RtpWriter = Callable[[bytes], None]
+class RtpWriter(Protocol):
+    """Builds, protects and sends one RTP packet (the arguments of :func:`rtp.build_packet`)."""
+
+    def __call__(self, payload_type: int, marker: int, sequence_number: int, timestamp: int,
+                 ssrc: int, payload: bytes, padding: int = 0) -> None: ...
+
+
+_HEADER = struct.Struct("!BBHII")
 
 
 def fast_rtp_writer(dtls: RTCDtlsTransport) -> RtpWriter:
-    """A synchronous function that protects one RTP packet with SRTP and sends it.
+    """A synchronous function that builds one RTP packet, protects it and sends it.
 
-    aiortc's ``_send_rtp`` goes through three coroutines per packet; this resolves the nominated
-    ICE pair once. Raises ConnectionError while DTLS is not connected. Relayed (TURN) pairs wrap
+    aiortc's ``_send_rtp`` goes through three coroutines per packet. This resolves the
+    nominated ICE pair once, and per packet writes the 12-byte header and the payload straight
+    into the SRTP session's own buffer, protects it there with libsrtp and hands that buffer to
+    the socket: no intermediate packet, no copy out of the buffer, no asyncio datagram
+    transport in between (about 1.4 us less per copy than ``protect`` then ``sendto``). A full
+    socket buffer drops the packet, as the transport's own UDP send would lose it later; NACKs
+    recover video. Raises ConnectionError while DTLS is not connected. Relayed (TURN) pairs wrap
     data in their own framing, so they take aiortc's path through a task instead.
     """
     if dtls._state != State.CONNECTED:
         raise ConnectionError("DTLS not connected")
-    srtp = dtls._tx_srtp
+    session = dtls._tx_srtp
     connection = dtls.transport._connection
     pair = connection._nominated.get(1)
     if pair is None:
         raise ConnectionError("no nominated ICE pair")
     protocol = pair.protocol
     if type(protocol) is aioice.ice.StunProtocol and protocol.transport is not None:
-        udp = protocol.transport
+        sock = getattr(protocol.transport, "_sock", None)
         addr = pair.remote_addr
-        protect = srtp.protect
+        if isinstance(sock, socket.socket):
+            return _direct_writer(session, sock, addr)
+        udp = protocol.transport
+        protect = session.protect
 
-        def write(data: bytes) -> None:
-            udp.sendto(protect(data), addr)
+        def write(payload_type: int, marker: int, sequence_number: int, timestamp: int,
+                  ssrc: int, payload: bytes, padding: int = 0) -> None:
+            udp.sendto(protect(rtp.build_packet(payload_type, marker, sequence_number,
+                                                timestamp, ssrc, payload, padding)), addr)
 
         return write
 
     tasks: set[asyncio.Task[None]] = set()
 
-    def write_slow(data: bytes) -> None:
+    def write_slow(payload_type: int, marker: int, sequence_number: int, timestamp: int,
+                   ssrc: int, payload: bytes, padding: int = 0) -> None:
+        data = rtp.build_packet(payload_type, marker, sequence_number, timestamp, ssrc, payload,
+                                padding)
         task = asyncio.ensure_future(dtls._send_rtp(data))
         tasks.add(task)
         task.add_done_callback(_discard_result(tasks))
 
     return write_slow
+
+
+def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> RtpWriter:
+    from pylibsrtp import _binding
+
+    ffi, lib = _binding.ffi, _binding.lib
+    cdata, buffer, context = session._cdata, session._buffer, session._srtp[0]
+    room = len(buffer) - pylibsrtp.SRTP_MAX_TRAILER_LEN  # as pylibsrtp's own protect checks
+    length = ffi.new("int *")
+    pack_into, srtp_protect, view, sendto = _HEADER.pack_into, lib.srtp_protect, ffi.buffer, \
+        sock.sendto
+    protect = session.protect
+
+    def write(payload_type: int, marker: int, sequence_number: int, timestamp: int,
+              ssrc: int, payload: bytes, padding: int = 0) -> None:
+        size = 12 + len(payload)
+        if padding or size > room:  # padding-only probes, or too long: the checked path
+            data = protect(rtp.build_packet(payload_type, marker, sequence_number, timestamp,
+                                            ssrc, payload, padding))
+        else:
+            pack_into(buffer, 0, 0x80, (marker << 7) | payload_type, sequence_number,
+                      timestamp, ssrc)
+            buffer[12:size] = payload
+            length[0] = size
+            status = srtp_protect(context, cdata, length)
+            if status:
+                raise SrtpError(f"srtp_protect failed with status {status}")
+            data = view(cdata, length[0])
+        try:
+            sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # the socket buffer is full: lost as UDP would lose it
+        except OSError as exc:
+            # as asyncio's datagram transport does: an error is reported, not raised; a peer
+            # that is gone is noticed by ICE consent checks and closed
+            logger.debug("RTP send to %s failed: %s", addr, exc)
+
+    return write
+
+
+class SrtpError(ConnectionError):
+    """libsrtp refused to protect a packet."""
 
 
 def _discard_result(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:

@@ -2,7 +2,8 @@
 :class:`RtpDownTrack` per subscriber of it.
 
 The hot path is ``ForwardedUpTrack.on_rtp`` -> ``RtpDownTrack.write`` for every down-track:
-one 12-byte header built with ``struct``, one SRTP protect, one ``sendto``. Nothing is parsed
+one 12-byte header packed with ``struct`` into the SRTP buffer, one SRTP protect in place, one
+``sendto`` (:func:`~mediaserver.aiortc_hooks.fast_rtp_writer`). Nothing is parsed
 per subscriber and nothing is decoded.
 """
 
@@ -280,11 +281,9 @@ class RtpDownTrack:
                 return
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        data = rtp.build_packet(
-            self._pt, packet.marker, seq, ts, self._ssrc, packet.payload, packet.padding  # type: ignore[arg-type]
-        )
         try:
-            self._writer(data)  # type: ignore[misc]
+            self._writer(self._pt, packet.marker, seq, ts, self._ssrc,  # type: ignore[misc,arg-type]
+                         packet.payload, packet.padding)
         except Exception as exc:
             logger.debug("down-track %s write failed: %s", self._down_id, exc)
             self._writer = None
@@ -343,22 +342,14 @@ class RtpDownTrack:
                 self.nack_misses += 1
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-            if self._rtx_pt is not None:
-                data = rtp.build_packet(
-                    self._rtx_pt,
-                    packet.marker,
-                    self._rtx_seq,
-                    ts,
-                    self._rtx_ssrc,
-                    rtp.rtx_payload(out_seq, packet.payload),
-                )
-                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            else:
-                data = rtp.build_packet(
-                    self._pt, packet.marker, out_seq, ts, self._ssrc, packet.payload  # type: ignore[arg-type]
-                )
             try:
-                self._writer(data)
+                if self._rtx_pt is not None:
+                    self._writer(self._rtx_pt, packet.marker, self._rtx_seq, ts, self._rtx_ssrc,
+                                 rtp.rtx_payload(out_seq, packet.payload))
+                    self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                else:
+                    self._writer(self._pt, packet.marker, out_seq, ts,  # type: ignore[arg-type]
+                                 self._ssrc, packet.payload)
             except Exception:
                 return
             self.retransmitted += 1

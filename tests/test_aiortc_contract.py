@@ -6,8 +6,10 @@ resolves each one on real objects.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import socket
 from importlib.metadata import version
 
 import aioice
@@ -16,6 +18,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from pylibsrtp import Policy, Session
 
 from mediaserver import aiortc_hooks
 
@@ -23,11 +26,15 @@ from mediaserver import aiortc_hooks
 async def test_pinned_versions_are_installed() -> None:
     assert version("aiortc") == "1.16.0", "aiortc upgraded: re-check mediaserver/aiortc_hooks.py"
     assert version("aioice") == "0.13.0", "aioice upgraded: re-check mediaserver/aiortc_hooks.py"
+    assert version("pylibsrtp") == "1.0.0", \
+        "pylibsrtp upgraded: re-check fast_rtp_writer in mediaserver/aiortc_hooks.py"
 
 
 async def test_every_private_name_still_exists() -> None:
     aiortc_hooks.install()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
     try:
         transceiver = pc.addTransceiver("video", direction="sendrecv")
         await pc.setLocalDescription(await pc.createOffer())
@@ -42,6 +49,8 @@ async def test_every_private_name_still_exists() -> None:
             "aioice.Connection": transceiver.sender.transport.transport._connection,
             "aioice.ice": aioice.ice,
             "transceiver": transceiver,
+            "srtp": Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
+            "udp": udp,
         }
         missing = []
         for owner, name in aiortc_hooks.PRIVATE_NAMES:
@@ -52,7 +61,9 @@ async def test_every_private_name_still_exists() -> None:
         # the hooks are what the peer connection creates
         assert isinstance(transceiver.receiver, aiortc_hooks.SfuRtpReceiver)
         assert isinstance(transceiver.sender, aiortc_hooks.SfuRtpSender)
+        assert isinstance(udp._sock, socket.socket)  # type: ignore[attr-defined]
     finally:
+        udp.close()
         await pc.close()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiortc.rtp import RtpPacket
 
+from mediaserver import rtp
 from mediaserver.forwarding import HISTORY_SIZE, ForwardedUpTrack, RtpDownTrack
 from mediaserver.protocols import CloseReason, TrackInfo
 
@@ -63,7 +64,7 @@ def _make(sent: list[RtpPacket]) -> tuple[ForwardedUpTrack, RtpDownTrack, StubRe
                           log_extra={})
     down = RtpDownTrack("sub/TR_x", up, StubSender())  # type: ignore[arg-type]
     down.on_negotiated(97, 98)
-    down._writer = lambda data: sent.append(RtpPacket.parse(data))
+    down._writer = lambda *fields: sent.append(RtpPacket.parse(rtp.build_packet(*fields)))
     return up, down, receiver
 
 
@@ -165,7 +166,7 @@ async def test_h264_subscriber_never_starts_at_a_second_idr_slice() -> None:
     # the subscriber arrives here, in the middle of the keyframe
     down = RtpDownTrack("sub/TR_h", up, StubSender())  # type: ignore[arg-type]
     down.on_negotiated(97, None)
-    down._writer = lambda data: sent.append(RtpPacket.parse(data))
+    down._writer = lambda *fields: sent.append(RtpPacket.parse(rtp.build_packet(*fields)))
     up.on_rtp(_rtp(3, 3000, fu_end))
     up.on_rtp(_rtp(4, 3000, fu_start))  # second IDR slice: not a place to start
     up.on_rtp(_rtp(5, 3000, fu_end, marker=1))
