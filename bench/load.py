@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import fractions
+import gc
 import json
 import math
 import os
@@ -211,18 +212,95 @@ class Receiving:
 
 class LatencySink:
     """A receiver sink (mediaserver.aiortc_hooks) that measures instead of decoding; it adds
-    itself to its owner's ``load_sinks`` (a PeerClient) or ``sinks`` (a Janus member)."""
+    itself to its owner's ``load_sinks`` (a PeerClient) or ``sinks`` (a Janus member).
 
-    def __init__(self, owner: Any, mid: str | None) -> None:
+    With ``LIGHT`` (the default, ``--receivers light``), the first packet that reaches it the
+    ordinary way installs :func:`light_receive` on its peer connection, and from then on its
+    packets are counted straight from the datagram."""
+
+    LIGHT = True
+
+    def __init__(self, owner: Any, mid: str | None, pc: Any = None) -> None:
         self.state = Receiving()
+        self.video: bool | None = None
         sinks = owner.sinks if isinstance(owner, _Member) else owner.load_sinks
         sinks.append(self)
+        self._pc = pc if pc is not None else getattr(owner, "subscriber_pc", None)
 
     def on_rtp(self, packet: Any) -> None:
         self.state.packet(packet.sequence_number, packet.marker, packet.payload)
+        if self.LIGHT and self._pc is not None:
+            light_receive(self._pc)
+
+    def on_datagram(self, data: bytes, session: Any, receiver: Any) -> None:
+        """One SRTP packet of this track, still encrypted. Sequence number and marker are in
+        the clear; only what must be read is decrypted: the frame's last packet (the latency
+        trailer) and, until it arrives, the start of the first keyframe."""
+        if self.video is None:
+            self.video = getattr(receiver.track, "kind", "video") == "video"
+        state = self.state
+        marker = data[1] >> 7
+        payload = b""
+        if marker or (self.video and not state.keyframe_started):
+            try:
+                payload = _rtp_payload(session.unprotect(data))
+            except Exception:  # not authentic, or replayed: not counted
+                return
+        state.packet((data[2] << 8) | data[3], marker, payload)
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         pass
+
+
+def _rtp_payload(packet: bytes) -> bytes:
+    """The payload of a decrypted RTP packet (RFC 3550 5.1: CSRCs, extension, padding)."""
+    start = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10 and len(packet) >= start + 4:
+        start += 4 + 4 * int.from_bytes(packet[start + 2:start + 4], "big")
+    end = len(packet) - (packet[-1] if packet[0] & 0x20 and packet else 0)
+    return packet[start:end] if start <= end else b""
+
+
+def light_receive(pc: Any) -> None:
+    """Count a subscriber's media packets where they arrive, in the UDP socket's callback.
+
+    aiortc hands every received packet through a queue, a coroutine, SRTP, a parser, a router,
+    a NACK generator and a bandwidth estimator: about ten times what the server spends to
+    forward it, so with ordinary receivers the generators run out of CPU long before the server
+    does. Here a packet of a known SSRC goes straight to its sink (see
+    :meth:`LatencySink.on_datagram`); everything else (STUN, DTLS, RTCP, unknown SSRCs) takes
+    aiortc's path as before. Subscribers so send no receiver reports and no NACKs: loss is
+    counted before any retransmission. Idempotent; aiortc and aioice private parts, as listed
+    in mediaserver/aiortc_hooks.py."""
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is None or id(dtls) in seen or getattr(dtls, "_bench_light", False):
+            continue
+        seen.add(id(dtls))
+        connection = getattr(dtls.transport, "_connection", None)
+        if connection is None or not connection._protocols:
+            continue
+        dtls._bench_light = True
+        table = dtls._rtp_router.ssrc_table
+        for protocol in connection._protocols:
+            protocol.datagram_received = _light_handler(dtls, table,
+                                                        protocol.datagram_received)
+
+
+def _light_handler(dtls: Any, table: dict[int, Any], original: Any) -> Any:
+    def datagram_received(data: bytes, addr: Any) -> None:
+        # RTP: version 2, and not RTCP (packet types 192-223 in the second byte)
+        if len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+            receiver = table.get(int.from_bytes(data[8:12], "big"))
+            sink = getattr(receiver, "_sfu_sink", None)
+            session = dtls._rx_srtp
+            if session is not None and isinstance(sink, LatencySink):
+                sink.on_datagram(data, session, receiver)
+                return
+        original(data, addr)
+
+    return datagram_received
 
 
 # -- the generator process -------------------------------------------------------------------
@@ -327,7 +405,7 @@ async def _janus_room(job: dict[str, Any], room: dict[str, Any], media: tuple[An
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             assert isinstance(receiver, SfuRtpReceiver), "aiortc_hooks.install() first"
-            receiver.attach_sink(LatencySink(member, transceiver.mid))
+            receiver.attach_sink(LatencySink(member, transceiver.mid, pc))
         await pc.setLocalDescription(await pc.createAnswer())
         await session.message(handle, {"request": "start"},
                               {"type": "answer", "sdp": pc.localDescription.sdp})
@@ -345,6 +423,9 @@ async def _generator(job: dict[str, Any]) -> None:
 
     aiortc_hooks.install()
     aiortc_hooks.restrict_host_addresses([job.get("address", "127.0.0.1")])
+    LatencySink.LIGHT = job.get("receivers", "light") == "light"
+    if job.get("cpus"):
+        os.sched_setaffinity(0, set(job["cpus"]))
     fps = job["fps"]
     video = await asyncio.to_thread(encode_video, job["bitrate"], fps=fps)
     audio = await asyncio.to_thread(encode_audio)
@@ -364,12 +445,23 @@ async def _generator(job: dict[str, Any]) -> None:
         rooms = job["rooms"]
         for i in range(0, len(rooms), 4):  # rooms fill in small waves, as people arrive
             await asyncio.gather(*(room(r) for r in rooms[i:i + 4]))
+        # A full collection over a generator's hundreds of peer connections stops it for
+        # hundreds of milliseconds, which its subscribers would report as the server's latency:
+        # collect once now, and not again until the window is over.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         print("READY " + json.dumps({"joined": len(joins), "failures": failures}), flush=True)
         cpu0 = time.process_time()
         wall0 = time.monotonic()
         loop = asyncio.get_running_loop()
         stop = loop.create_task(asyncio.to_thread(sys.stdin.readline))
-        while not stop.done():
+        while not stop.done() or stop.result().strip() == "MEASURE":
+            if stop.done():  # the window starts: latencies from the warm-up are not in it
+                for member in members:
+                    for sink in member.sinks:
+                        sink.state.latencies_ms.clear()
+                stop = loop.create_task(asyncio.to_thread(sys.stdin.readline))
             await asyncio.wait({stop}, timeout=1.0)
             received = sum(s.state.count for m in members for s in m.sinks)
             cpu = (time.process_time() - cpu0) / max(1e-6, time.monotonic() - wall0)
@@ -389,6 +481,7 @@ async def _generator(job: dict[str, Any]) -> None:
             "receiving": sum(1 for s, _ in states if s.count > 0),
         }
         print("RESULT " + json.dumps(result), flush=True)
+        gc.enable()
         for member in members:
             for close in member.closers:
                 with contextlib.suppress(Exception):
@@ -437,7 +530,42 @@ class Target:
                 out["cpu"] = float(value)
             elif key == "process_resident_memory_bytes":
                 out["rss"] = float(value)
+            elif key in _HISTOGRAMS and 'le="' in name:  # summed over workers, as counters are
+                bound = name.split('le="')[1].split('"')[0]
+                sample = f"{_HISTOGRAMS[key]}:{bound}"
+                out[sample] = out.get(sample, 0.0) + float(value)
+            elif key == "python_gc_collections_total" and 'generation="' in name:
+                generation = name.split('generation="')[1].split('"')[0]
+                out[f"gc{generation}"] = out.get(f"gc{generation}", 0.0) + float(value)
+            elif key == "python_gc_pause_seconds_sum":
+                out["gc_pause"] = out.get("gc_pause", 0.0) + float(value)
         return out
+
+
+# the server's own histograms (control/loopwatch.py) that a step reads at both ends
+_HISTOGRAMS = {"remotecase_event_loop_lag_seconds_bucket": "lag",
+               "python_gc_pause_seconds_bucket": "gc"}
+
+
+def _histogram_window(m0: dict[str, float], m1: dict[str, float],
+                      name: str) -> dict[str, Any] | None:
+    """Observations in the window, and the bucket bounds (ms) holding its p50, p99 and max."""
+    bounds = sorted((float(k.split(":")[1]), k) for k in m1 if k.startswith(name + ":"))
+    if not bounds:
+        return None
+    counts = [(bound, m1[k] - m0.get(k, 0.0)) for bound, k in bounds]
+    total = counts[-1][1]
+    if total <= 0:
+        return {"count": 0}
+
+    def at(q: float) -> float | None:
+        for bound, cumulative in counts:
+            if cumulative >= q * total - 1e-9:
+                return None if math.isinf(bound) else round(1000 * bound, 1)
+        return None
+
+    return {"count": int(total), "p50_le_ms": at(0.5), "p99_le_ms": at(0.99),
+            "max_le_ms": at(1.0)}
 
 
 async def _read(proc: asyncio.subprocess.Process, prefix: str, limit: float) -> str:
@@ -473,7 +601,8 @@ async def _room_jobs(http: aiohttp.ClientSession, target: Target,
 
 async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[RoomPlan], *,
                    bitrate: int, fps: int, seconds: float, warmup: float, generators: int,
-                   progress: bool) -> dict[str, Any]:
+                   progress: bool, receivers: str = "light",
+                   cpus: list[int] | None = None) -> dict[str, Any]:
     """One load level: fill the rooms, measure a window, leave. Rooms are spread over the
     generator processes whole, so that a room's participants share one process."""
     rooms = await _room_jobs(http, target, plans)
@@ -493,7 +622,8 @@ async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[Room
             assert proc.stdin is not None
             proc.stdin.write(json.dumps({
                 "base": target.base, "server": target.kind, "address": target.address,
-                "rooms": job, "bitrate": bitrate, "fps": fps}).encode() + b"\n")
+                "rooms": job, "bitrate": bitrate, "fps": fps,
+                "receivers": receivers, "cpus": cpus}).encode() + b"\n")
             await proc.stdin.drain()
             procs.append(proc)
         ready = [json.loads(await _read(p, "READY", 300)) for p in procs]
@@ -506,6 +636,10 @@ async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[Room
                     await asyncio.wait_for(_read(proc, "STATS", 0.05), 0.1)
                 except TimeoutError:
                     break
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"MEASURE\n")
+            await proc.stdin.drain()
         m0, t0 = await target.sample(http), time.monotonic()
         generator_cpu: list[float] = []
         received0: list[int] | None = None
@@ -576,6 +710,14 @@ async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[Room
                     for q in (50, 99)},
         "first_frame_ms": {f"p{q}": _percentile(
             [v for r in results for v in r["first_frame_ms"]], q) for q in (50, 99)},
+        # how late the server's event loop ran (every packet may wait that long) and how long
+        # its garbage collector stopped it, in the window (control/loopwatch.py)
+        "server_loop_lag": _histogram_window(m0, m1, "lag"),
+        "server_gc_pause_ms": round(1000 * (m1["gc_pause"] - m0.get("gc_pause", 0.0)), 1)
+        if "gc_pause" in m1 else None,
+        "server_gc_pauses": _histogram_window(m0, m1, "gc"),
+        "server_gc_collections": [int(m1[f"gc{g}"] - m0.get(f"gc{g}", 0.0)) for g in range(3)]
+        if "gc2" in m1 else None,
         "generator_cpu_max": round(busiest, 3),
         # a generator process over 85% of a core may be what limits the numbers
         "generator_bound": busiest > 0.85,
@@ -590,7 +732,8 @@ def _loads(start: int, limit: int) -> Iterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def serve_remotecase(url: str | None, workers: int = 1) -> Any:
+async def serve_remotecase(url: str | None, workers: int = 1,
+                           cpus: list[int] | None = None, server_log: str | None = None) -> Any:
     """A Target for the server at ``url``, or for one started here with ``workers`` worker
     processes (and stopped after)."""
     if url:
@@ -608,9 +751,13 @@ async def serve_remotecase(url: str | None, workers: int = 1) -> Any:
            "REMOTECASE_VERIFIER__ENABLED": "false",
            "REMOTECASE_SERVER__WORKERS": str(workers),
            "REMOTECASE_LOG__LEVEL": "WARNING"}
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "serve", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    log = tmp / "server.log"
+    with log.open("wb") as sink:
+        server = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "control.cli", "serve", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=sink)
+    if cpus:
+        _pin(server.pid, cpus)
     try:
         yield Target("remotecase", f"http://127.0.0.1:{port}", pid=server.pid)
     finally:
@@ -623,11 +770,13 @@ async def serve_remotecase(url: str | None, workers: int = 1) -> Any:
                       file=sys.stderr)
                 server.kill()
                 await server.wait()
+        if server_log:
+            shutil.copy(log, server_log)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
-async def serve_janus() -> Any:
+async def serve_janus(cpus: list[int] | None = None) -> Any:
     """Debian's Janus with a generated configuration, stopped after."""
     from .forwarding import free_port
     from .janus import janus_available, own_address, start_janus
@@ -639,6 +788,8 @@ async def serve_janus() -> Any:
     port = free_port()
     address = own_address()
     janus = await start_janus(tmp, port, address)
+    if cpus:
+        _pin(janus.pid, cpus)
     try:
         yield Target("janus", f"http://127.0.0.1:{port}", pid=janus.pid, address=address)
     finally:
@@ -662,7 +813,8 @@ async def _wait_up(http: aiohttp.ClientSession, target: Target) -> None:
 async def search(http: aiohttp.ClientSession, target: Target, *, scenario: str, rooms: int,
                  bitrate: int, fps: int, seconds: float, warmup: float, generators: int,
                  capacity: bool, max_rooms: int, max_loss: float, max_p99_ms: float,
-                 progress: bool) -> dict[str, Any]:
+                 progress: bool, receivers: str = "light",
+                 generator_cpus: list[int] | None = None) -> dict[str, Any]:
     """One step, or steps up to the knee: the report for one server."""
     await _wait_up(http, target)
     steps = []
@@ -672,7 +824,8 @@ async def search(http: aiohttp.ClientSession, target: Target, *, scenario: str, 
             print(f"{target.kind} step {n + 1}: {level} {scenario} room(s)", file=sys.stderr)
         step = await run_step(http, target, plan_rooms(scenario, level, f"load{n}"),
                               bitrate=bitrate, fps=fps, seconds=seconds, warmup=warmup,
-                              generators=generators, progress=progress)
+                              generators=generators, progress=progress, receivers=receivers,
+                              cpus=generator_cpus)
         steps.append(step)
         p99 = step["latency_ms"]["p99"]
         step["within_limits"] = (step["loss_ratio"] is not None
@@ -685,7 +838,8 @@ async def search(http: aiohttp.ClientSession, target: Target, *, scenario: str, 
             break
     report: dict[str, Any] = {
         "server": target.kind, "scenario": scenario, "bitrate": bitrate, "fps": fps,
-        "steps": steps, "limits": {"max_loss": max_loss, "max_p99_ms": max_p99_ms}}
+        "receivers": receivers, "steps": steps,
+        "limits": {"max_loss": max_loss, "max_p99_ms": max_p99_ms}}
     if capacity:
         report["knee"] = None if knee is None else {
             k: knee[k] for k in ("rooms", "participants", "streams", "forwarded_pps",
@@ -694,22 +848,64 @@ async def search(http: aiohttp.ClientSession, target: Target, *, scenario: str, 
     return report
 
 
+def _pin(pid: int, cpus: list[int]) -> None:
+    """Every thread of a process on these cores (threads it starts later inherit it)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task), set(cpus))
+
+
+def split_cores(pin: bool, workers: int = 1) -> tuple[list[int] | None, list[int] | None]:
+    """With ``pin``: the server on one core, the generators (and this harness) on the others,
+    so that the server's CPU and latency are its own and not its share of a contended machine.
+    Not when the server has several workers, or there is only one core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not pin or workers != 1 or len(cores) < 2:
+        return None, None
+    return cores[:1], cores[1:]
+
+
+@contextlib.contextmanager
+def _harness_on(cpus: list[int] | None) -> Iterator[None]:
+    before = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 async def run_load(*, url: str | None, server_workers: int = 1, progress: bool = True,
+                   pin: bool = True, server_log: str | None = None,
                    **options: Any) -> dict[str, Any]:
-    async with serve_remotecase(url, server_workers) as target, \
-            aiohttp.ClientSession() as http:
-        report = await search(http, target, progress=progress, **options)
+    server_cpus, generator_cpus = split_cores(pin and not url, server_workers)
+    with _harness_on(generator_cpus):
+        async with serve_remotecase(url, server_workers, server_cpus, server_log) as target, \
+                aiohttp.ClientSession() as http:
+            report = await search(http, target, progress=progress,
+                                  generator_cpus=generator_cpus, **options)
     report["server_workers"] = None if url else server_workers
+    report["pinned"] = None if server_cpus is None else {"server": server_cpus,
+                                                         "generators": generator_cpus}
     return report
 
 
-async def run_compare(*, progress: bool = True, **options: Any) -> dict[str, Any]:
+async def run_compare(*, progress: bool = True, pin: bool = True, server_log: str | None = None,
+                      **options: Any) -> dict[str, Any]:
     """The same scenario against remotecase and against Janus, one after the other."""
-    async with aiohttp.ClientSession() as http:
-        async with serve_remotecase(None) as target:
-            ours = await search(http, target, progress=progress, **options)
-        async with serve_janus() as target:
-            theirs = await search(http, target, progress=progress, **options)
+    server_cpus, generator_cpus = split_cores(pin)
+    with _harness_on(generator_cpus):
+        async with aiohttp.ClientSession() as http:
+            async with serve_remotecase(None, 1, server_cpus, server_log) as target:
+                ours = await search(http, target, progress=progress,
+                                    generator_cpus=generator_cpus, **options)
+            async with serve_janus(server_cpus) as target:
+                theirs = await search(http, target, progress=progress,
+                                      generator_cpus=generator_cpus, **options)
+    pinned = None if server_cpus is None else {"server": server_cpus,
+                                               "generators": generator_cpus}
+    ours["pinned"] = theirs["pinned"] = pinned
     return {"remotecase": ours, "janus": theirs}
 
 
@@ -788,6 +984,15 @@ def add_arguments(parser: argparse.ArgumentParser, *, compare: bool = False) -> 
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per step")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--generators", type=int, default=2, help="generator processes")
+    parser.add_argument("--server-log", help="keep the log (warnings) of the remotecase server "
+                                             "the harness starts in this file")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not put the server it starts on one core and the generators "
+                             "on the others (pinning needs two cores and one server worker)")
+    parser.add_argument("--receivers", choices=("light", "full"), default="light",
+                        help="light: subscribers count packets as they arrive and decrypt only "
+                             "what they read (no NACKs, no receiver reports); full: aiortc's "
+                             "whole receive path, ten times the CPU per packet")
     if compare:
         parser.add_argument("--no-capacity", dest="capacity", action="store_false",
                             help="one step each instead of a search for each knee")
@@ -814,7 +1019,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any] | None:
             "fps": args.fps, "seconds": args.seconds, "warmup": args.warmup,
             "generators": args.generators, "capacity": args.capacity,
             "max_rooms": args.max_rooms, "max_loss": args.max_loss,
-            "max_p99_ms": args.max_p99_ms}
+            "max_p99_ms": args.max_p99_ms, "receivers": args.receivers, "pin": args.pin,
+            "server_log": args.server_log}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -825,6 +1031,8 @@ def main(args: argparse.Namespace) -> int:
         if args.url:
             print("bench load: --scaling starts its own servers; drop --url", file=sys.stderr)
             return 2
+        # two workers need both cores: neither run is pinned, so that they compare
+        options["pin"] = False
         reports = [asyncio.run(run_load(url=None, server_workers=n, **options))
                    for n in (1, 2)]
         for report in reports:

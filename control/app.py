@@ -36,6 +36,7 @@ from .auth import RateLimiter
 from .config import Config
 from .db import Database
 from .events import EVENTS, EventHub, case_of_room
+from .loopwatch import GcPolicy, LoopWatch
 from .materials import MaterialStore
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
@@ -51,6 +52,7 @@ RECORDER = web.AppKey("recorder", Recorder)
 CUSTODY = web.AppKey("custody", CustodyLog)
 VERIFIER = web.AppKey("verifier", Verifier)
 ERRORS = web.AppKey("signalling_errors", Counter)
+WATCH = web.AppKey("loop_watch", LoopWatch)
 
 
 def create_app(config: Config) -> web.Application:
@@ -105,6 +107,9 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     (a refused model file must not leave the database's or the custody log's threads)."""
     config = app[CONFIG]
     async with contextlib.AsyncExitStack() as stack:
+        watch = app[WATCH] = LoopWatch()
+        watch.start()
+        stack.push_async_callback(watch.close)
         app[SIGNER] = TokenSigner.from_file(config.secret_path())
         database = Database(config.data_dir / "control.sqlite3")
         await database.open()
@@ -122,6 +127,10 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         sfu = Sfu(config.media_options())
         stack.push_async_callback(_closing("sfu", sfu.close))
         app[SFU] = sfu
+        if config.server.gc_freeze:
+            policy = GcPolicy(lambda: sum(sfu.close_reasons.values()),
+                              lambda: sfu.stats().get("participants", 0))
+            stack.push_async_callback(policy.close)
         recorder = Recorder(
             data_dir=config.data_dir, custody=custody,
             kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
@@ -158,6 +167,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
                     recorder.start_soon(room, actor="server", reason="always-on recording")
 
             sfu.on_room_created.append(record)
+        if config.server.gc_freeze:
+            policy.start()  # after start-up has loaded what it keeps
         yield
         # closing runs in reverse: displays, events, verifier, recorder, SFU, custody, database
 
@@ -266,7 +277,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = render_metrics(request.app[SFU], request.app[ERRORS])
+    body = render_metrics(request.app[SFU], request.app[ERRORS], request.app.get(WATCH))
     return web.Response(text=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 

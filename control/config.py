@@ -39,6 +39,9 @@ class ServerConfig:
     # Worker processes forwarding media (rooms are placed on workers behind one port);
     # 0 means one per core.
     workers: int = 1
+    # Keep full garbage collections out of the media path (control/loopwatch.py): survivors
+    # are frozen every 30 s and collected deliberately when participants have left.
+    gc_freeze: bool = True
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,13 @@ from collections import Counter
 
 from mediaserver.room import Sfu
 
+from .loopwatch import LoopWatch
+
 _KINDS = ("audio", "video")
 
 
-def render_metrics(sfu: Sfu, signalling_errors: Counter[str]) -> str:
+def render_metrics(sfu: Sfu, signalling_errors: Counter[str],
+                   watch: LoopWatch | None = None) -> str:
     stats = sfu.stats()
     out: list[str] = []
 
@@ -63,6 +66,8 @@ def render_metrics(sfu: Sfu, signalling_errors: Counter[str]) -> str:
            [({}, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)])
     metric("process_start_time_seconds", "gauge", "Start of the process, Unix time.",
            [({}, _STARTED)])
+    if watch is not None:
+        out += watch.render()
     return "\n".join(out) + "\n"
 
 
