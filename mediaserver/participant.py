@@ -403,6 +403,8 @@ class SfuParticipant:
             if not self._slots:
                 continue
             pc = self.subscriber_pc
+            if pc.connectionState == "closed":
+                return  # closed by the client; the state handler closes the participant
             await pc.setLocalDescription(await pc.createOffer())
             loop = asyncio.get_running_loop()
             self._pending_answer = loop.create_future()
@@ -474,6 +476,10 @@ class SfuParticipant:
                     handle.cancel()
             elif state == "failed" and not self._closed:
                 self._spawn(self.close(CloseReason.CONNECTION_FAILED), "close")
+            elif state == "closed" and not self._closed:
+                # aiortc closes a peer connection itself once the client's DTLS said goodbye:
+                # its media is over, whatever the signalling socket still says
+                self._spawn(self.close(CloseReason.PEER_CLOSED), "close")
 
         return changed
 

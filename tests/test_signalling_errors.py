@@ -219,6 +219,30 @@ async def test_peer_that_vanishes_is_cleaned_up(server, clients, live_call) -> N
     await _still_flowing(bob, mid)
 
 
+async def test_peer_that_closes_its_media_but_keeps_the_socket_is_closed(
+        server, clients, live_call) -> None:
+    """A client that closes its peer connections (DTLS close_notify) and leaves its WebSocket
+    open: aiortc closes the server's side by itself, and the participant must go with it,
+    quietly, instead of renegotiating on a closed connection."""
+    _alice, bob, mid = live_call
+    dave = await join(server, clients, "room", "dave")
+    await dave.publish(PatternVideoTrack(fps=15))
+    await wait_until(lambda: bob.mids_for_participant("dave") != [], what="dave at bob")
+    await wait_until(lambda: any(bob.frame_counts[m] for m in bob.mids_for_participant("dave")),
+                     what="dave's video decoded at bob")
+    assert dave.publisher_pc is not None
+    await dave.publisher_pc.close()
+    await dave.subscriber_pc.close()
+    await wait_until(lambda: "dave" not in server.sfu.rooms["room"].participants,
+                     what="dave removed")
+    left = await bob.wait_for(lambda m: m["type"] == "participant_left"
+                              and m["participant"] == "dave")
+    assert left["reason"] == "peer_closed"
+    assert server.sfu.close_reasons["peer_closed"] == 1
+    await wait_until(lambda: bob.mids_for_participant("dave") == [], what="dave's track gone")
+    await _still_flowing(bob, mid)
+
+
 async def test_connection_stuck_in_connecting_is_closed(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path, media={"connect_timeout": 1.0}))
     try:
