@@ -40,7 +40,7 @@ class ServerConfig:
     # 0 means one per core.
     workers: int = 1
     # Keep full garbage collections out of the media path (control/loopwatch.py): survivors
-    # are frozen every 30 s and collected deliberately when participants have left.
+    # are frozen every 10 s and collected deliberately when participants have left.
     gc_freeze: bool = True
 
 

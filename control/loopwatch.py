@@ -11,7 +11,7 @@ lag) and, through :data:`gc.callbacks`, every collection's pause, as Prometheus 
 every tracked object, and a server with hundreds of participants holds millions of them (each
 peer connection several thousand): measured, one full collection stopped forwarding for 100-250
 ms about every 30 s at 400 participants. The policy freezes what has survived
-(:func:`gc.freeze`, constant time) every ``freeze_every`` seconds, so the collector's automatic
+(:func:`gc.freeze`, constant time) every ``freeze_every`` seconds (10), so the collector's automatic
 passes only walk what is newer; garbage that was frozen (the reference cycles of participants
 that have left) is reclaimed by a deliberate full collection (unfreeze, collect, freeze) when
 enough participants have left, preferably when the server carries no call, and at the latest
@@ -144,7 +144,7 @@ class LoopWatch:
 
 
 class GcPolicy:
-    def __init__(self, departures: Any, participants: Any, *, freeze_every: float = 30.0,
+    def __init__(self, departures: Any, participants: Any, *, freeze_every: float = 10.0,
                  full_every: float = 900.0, full_after_departures: int = 200,
                  idle_after: float = 5.0) -> None:
         """``departures()``: participants that have left so far; ``participants()``: how many

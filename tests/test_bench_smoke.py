@@ -58,6 +58,11 @@ def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path) -> None:
         assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
         assert step["first_frame_ms"]["p50"] > 0 and step["join_ms"]["p50"] > 0
         assert step["server_rss_mb"] > 10
+        assert step["streams_received"] == step["streams"]
+        # the server's own side: its loop's lateness and its collector, from /metrics
+        assert step["server_loop_lag"]["count"] > 0
+        assert step["server_gc_collections"] is not None
+    assert report["receivers"] == "light"
     assert report["knee"]["rooms"] in (1, 2)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "knee:" in result.stdout
@@ -111,3 +116,49 @@ def test_bench_load_shows_one_worker_against_two() -> None:
         assert step["join_failures"] == [] and step["received_pps"] > 50
         assert step["loss_ratio"] is not None and step["loss_ratio"] < 0.05
     assert summary["scaling"]["two_workers"]["server_cpu_percent"] > 0
+
+
+def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
+    """The light subscriber path with real SRTP sessions: sequence numbers and markers are read
+    in the clear, the first keyframe and each frame's last packet are decrypted, the latency
+    trailer is read, and a forged packet is not counted."""
+    import os
+    import time
+
+    from pylibsrtp import Policy, Session
+
+    from bench.load import TRAILER_MAGIC, LatencySink, _Member, _rtp_payload
+    from mediaserver import rtp
+
+    key = os.urandom(30)
+    tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    rx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+
+    class Receiver:
+        class track:  # the shape of aiortc's receiver.track
+            kind = "video"
+
+    member = _Member(time.monotonic())
+    sink = LatencySink(member, "0")
+    keyframe = bytes([0x10, 0x00, 0x00, 0x00]) + b"\x9d\x01\x2a" + bytes(40)  # VP8 key start
+    inter = bytes([0x00]) + bytes(200)
+    sent_ns = time.monotonic_ns() - 5_000_000  # sent 5 ms ago
+    last = bytes([0x00]) + bytes(100) + TRAILER_MAGIC + sent_ns.to_bytes(8, "big")
+    packets = [(100, 0, inter), (101, 0, keyframe), (102, 0, inter), (103, 1, last),
+               (105, 0, inter)]  # 104 is lost
+    for seq, marker, payload in packets:
+        data = tx.protect(rtp.build_packet(96, marker, seq, 9000, 0x1234, payload))
+        sink.on_datagram(data, rx, Receiver())
+    forged = bytearray(tx.protect(rtp.build_packet(96, 1, 106, 9000, 0x1234, last)))
+    forged[-1] ^= 1
+    sink.on_datagram(bytes(forged), rx, Receiver())
+
+    state = sink.state
+    assert state.count == 5 and state.expected == 6  # one lost, the forgery not counted
+    assert state.keyframe_started
+    assert len(state.latencies_ms) == 1 and 4.0 < state.latencies_ms[0] < 1000
+    assert state.first_frame_at is not None
+    assert member.sinks == [sink]
+    # RFC 3550 header parts around the payload: CSRCs, an extension, padding
+    header = bytes([0xB1, 96, 0, 1]) + bytes(8) + bytes(4) + bytes([0xBE, 0xDE, 0, 1]) + bytes(4)
+    assert _rtp_payload(header + b"media" + bytes([0, 0, 3])) == b"media"
