@@ -53,6 +53,7 @@ from typing import Any
 
 import aiohttp
 
+from control.loopwatch import BUCKETS, LoopWatch
 from mediaserver.rtp import is_vp8_keyframe_start as _IS_VP8_KEYFRAME
 
 TRAILER_MAGIC = b"RCLT"
@@ -463,6 +464,7 @@ async def _generator(job: dict[str, Any]) -> None:
         print("READY " + json.dumps({"joined": len(joins), "failures": failures}), flush=True)
         cpu0 = time.process_time()
         wall0 = time.monotonic()
+        watch: LoopWatch | None = None
         loop = asyncio.get_running_loop()
         stop = loop.create_task(asyncio.to_thread(sys.stdin.readline))
         while not stop.done() or stop.result().strip() == "MEASURE":
@@ -470,6 +472,9 @@ async def _generator(job: dict[str, Any]) -> None:
                 for member in members:
                     for sink in member.sinks:
                         sink.state.latencies_ms.clear()
+                # how late this generator's own loop runs: its part of the latency
+                watch = LoopWatch()
+                watch.start()
                 stop = loop.create_task(asyncio.to_thread(sys.stdin.readline))
             await asyncio.wait({stop}, timeout=1.0)
             received = sum(s.state.count for m in members for s in m.sinks)
@@ -486,10 +491,13 @@ async def _generator(job: dict[str, Any]) -> None:
             "jitter_ms": [s.jitter_ms for s, _ in states if s.latencies_ms],
             "first_frame_ms": [1000 * (s.first_frame_at - t) for s, t in states
                                if s.first_frame_at is not None],
+            "loop_lag_buckets": watch.lag.counts if watch is not None else None,
             "subscriptions": len(states),
             "receiving": sum(1 for s, _ in states if s.count > 0),
         }
         print("RESULT " + json.dumps(result), flush=True)
+        if watch is not None:
+            await watch.close()
         gc.enable()
         for member in members:
             for close in member.closers:
@@ -549,6 +557,20 @@ class Target:
             elif key == "python_gc_pause_seconds_sum":
                 out["gc_pause"] = out.get("gc_pause", 0.0) + float(value)
         return out
+
+
+def _bucket_summary(per_generator: list[list[int] | None]) -> dict[str, Any] | None:
+    """The generators' loop-lag histograms added up, as :func:`_histogram_window` reports."""
+    rows = [r for r in per_generator if r]
+    if not rows:
+        return None
+    counts = [sum(column) for column in zip(*rows, strict=True)]
+    bounds = [*BUCKETS, math.inf]
+    cumulative, m0, m1 = 0, dict[str, float](), dict[str, float]()
+    for bound, n in zip(bounds, counts, strict=True):
+        cumulative += n
+        m1[f"lag:{bound}"] = float(cumulative)
+    return _histogram_window(m0, m1, "lag")
 
 
 # the server's own histograms (control/loopwatch.py) that a step reads at both ends
@@ -725,6 +747,8 @@ async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[Room
         "server_gc_pause_ms": round(1000 * (m1["gc_pause"] - m0.get("gc_pause", 0.0)), 1)
         if "gc_pause" in m1 else None,
         "server_gc_pauses": _histogram_window(m0, m1, "gc"),
+        # the generators' loops over the same window: the clients' part of end-to-end latency
+        "generator_loop_lag": _bucket_summary([r.get("loop_lag_buckets") for r in results]),
         "server_gc_collections": [int(m1[f"gc{g}"] - m0.get(f"gc{g}", 0.0)) for g in range(3)]
         if "gc2" in m1 else None,
         "generator_cpu_max": round(busiest, 3),
