@@ -981,7 +981,8 @@ def plot(reports: list[dict[str, Any]], path: Path) -> None:
     axes[0].set(title="server CPU per stream", xlabel="forwarded streams",
                 ylabel="% of a core per stream")
     axes[1].axhline(limits["max_p99_ms"], color="red", linestyle=":", label="p99 limit")
-    axes[1].set(title="end-to-end latency", xlabel="forwarded streams", ylabel="ms")
+    axes[1].set(title="end-to-end latency", xlabel="forwarded streams", ylabel="ms (log)",
+                yscale="log")
     axes[2].axhline(100 * limits["max_loss"], color="red", linestyle=":", label="limit")
     axes[2].set(title="loss", xlabel="forwarded streams", ylabel="%")
     for axis in axes:
