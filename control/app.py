@@ -209,8 +209,6 @@ async def _make_verifier(config: Config, custody: CustodyLog,
         return None
     try:
         if v.engine == "pack":
-            from pathlib import Path
-
             from verifier.engine import check_files
             from verifier.insightface_pack import pack_spec
 
@@ -224,6 +222,14 @@ async def _make_verifier(config: Config, custody: CustodyLog,
                                 min_face=v.min_live_face, runtime=v.facenet_runtime)
         # refuse to start on a model that is not the pinned one (hashing is off the loop)
         await asyncio.to_thread(check_files, spec)
+        if spec.runtime == "onnxruntime" and "facenet" in spec.files:
+            from verifier.facenet import prepare
+            from verifier.tf_graph import GraphError
+
+            try:
+                await asyncio.to_thread(prepare, Path(spec.files["facenet"]))
+            except GraphError as exc:
+                raise ModelError(f"{spec.name}: FaceNet: {exc}") from None
         liveness = None
         if v.liveness_model:
             from verifier.liveness import LivenessModel, LivenessSpec

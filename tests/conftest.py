@@ -26,13 +26,17 @@ BLOCKING_LIMIT = 0.5
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     overrides: dict[str, dict[str, Any]] = {
-        "server": {"port": 0},
         "storage": {"data_dir": str(tmp_path / "var")},
         "keys": {"dir": str(tmp_path / "keys")},
         # aioice skips loopback when gathering; tests stay on 127.0.0.1
         "media": {"host_addresses": ["127.0.0.1"], "connect_timeout": 10.0,
                   "negotiation_timeout": 10.0, "pli_min_interval": 0.2},
         "log": {"level": "INFO"},
+        # The GC policy's deliberate collections walk the whole process, here pytest's with
+        # every module it loaded: over a second on this machine, which the blocking check
+        # below would rightly flag. It is tested in a process of its own
+        # (test_loopwatch.py), and servers started as subprocesses run it.
+        "server": {"port": 0, "gc_freeze": False},
     }
     for name, table in sections.items():
         overrides.setdefault(name, {}).update(table)

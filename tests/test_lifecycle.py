@@ -17,8 +17,8 @@ EMPTY = {"rooms": 0, "participants": 0, "up_tracks": 0, "down_tracks": 0, "local
 
 
 def _alive(cls: type) -> int:
-    # the server's GC policy freezes survivors (control/loopwatch.py), and frozen objects are
-    # neither collected nor listed: hand them back first, so that a leak cannot hide there
+    # a GC policy (control/loopwatch.py; off in these tests) freezes survivors, and frozen
+    # objects are neither collected nor listed: hand any back first, so no leak hides there
     gc.unfreeze()
     gc.collect()
     return sum(1 for o in gc.get_objects() if isinstance(o, cls))

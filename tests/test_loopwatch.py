@@ -5,54 +5,76 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import time
-import weakref
 
 import aiohttp
 
-from control.loopwatch import BUCKETS, GcPolicy, LoopWatch
-from tests.conftest import make_config, start_server, wait_until
+from control.loopwatch import BUCKETS, LoopWatch
+from tests.conftest import make_config, start_server
+
+POLICY_SCRIPT = """
+import asyncio, gc, sys, weakref
+from control.loopwatch import GcPolicy
 
 
-class _Cyclic:
-    """Garbage only the cycle collector can reclaim, as a closed peer connection is."""
-
-    def __init__(self) -> None:
+class Cyclic:
+    # garbage only the cycle collector can reclaim, as a closed peer connection is
+    def __init__(self):
         self.me = self
 
 
-async def test_frozen_garbage_waits_for_departures_then_is_reclaimed() -> None:
-    departures = 0
-    participants = 3
-    policy = GcPolicy(lambda: departures, lambda: participants, freeze_every=0.05,
-                      full_after_departures=2, idle_after=0.1)
-    policy.start()
-    try:
-        kept = [_Cyclic()]
-        ref = weakref.ref(kept[0])
-        await asyncio.sleep(0.2)  # a freeze tick passes: the object is now frozen
-        assert gc.get_freeze_count() > 0
-        kept.clear()
-        gc.collect()  # an ordinary collection does not walk frozen objects
-        assert ref() is not None, "frozen garbage is left for the deliberate collection"
-        departures = 1
-        await asyncio.sleep(0.2)
-        assert ref() is not None and policy.full_collections == 0, "one departure is not enough"
-        departures = 2
-        await wait_until(lambda: ref() is None, timeout=2, what="a full collection")
-        assert policy.full_collections == 1
+async def until(predicate, what):
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    sys.exit(f"timed out waiting for {what}")
 
-        # with nobody connected, any departure is collected once the server has been idle
-        kept.append(_Cyclic())
-        ref = weakref.ref(kept[0])
-        await asyncio.sleep(0.2)
-        kept.clear()
-        departures, participants = 3, 0
-        await wait_until(lambda: ref() is None, timeout=2, what="an idle collection")
-        assert policy.full_collections == 2
-    finally:
-        await policy.close()
+
+async def main():
+    counts = {"departures": 0, "participants": 3}
+    policy = GcPolicy(lambda: counts["departures"], lambda: counts["participants"],
+                      freeze_every=0.05, full_after_departures=2, idle_after=0.1)
+    policy.start()
+    kept = [Cyclic()]
+    ref = weakref.ref(kept[0])
+    await asyncio.sleep(0.2)  # a freeze tick passes: the object is now frozen
+    assert gc.get_freeze_count() > 0
+    kept.clear()
+    gc.collect()  # an ordinary collection does not walk frozen objects
+    assert ref() is not None, "frozen garbage waits for the deliberate collection"
+    counts["departures"] = 1
+    await asyncio.sleep(0.2)
+    assert ref() is not None and policy.full_collections == 0, "one departure is not enough"
+    counts["departures"] = 2
+    await until(lambda: ref() is None, "a full collection after two departures")
+    assert policy.full_collections == 1
+    # with nobody connected, any departure is collected once the server has been idle
+    kept.append(Cyclic())
+    ref = weakref.ref(kept[0])
+    await asyncio.sleep(0.2)
+    kept.clear()
+    counts["departures"], counts["participants"] = 3, 0
+    await until(lambda: ref() is None, "an idle collection")
+    assert policy.full_collections == 2
+    await policy.close()
     assert gc.get_freeze_count() == 0, "closing hands every object back to the collector"
+    print("OK", policy.full_collections)
+
+
+asyncio.run(main())
+"""
+
+
+def test_frozen_garbage_waits_for_departures_then_is_reclaimed() -> None:
+    """The collector is process-wide, and a full collection walks the whole process: the policy
+    runs in a process of its own, not inside pytest's."""
+    result = subprocess.run([sys.executable, "-c", POLICY_SCRIPT], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["OK", "2"]
 
 
 async def test_a_blocked_loop_and_collections_show_in_metrics(tmp_path) -> None:

@@ -103,7 +103,8 @@ async def test_enrollment_accepts_one_clear_face_and_rejects_with_reasons(tmp_pa
 
 async def _call(server: Any, clients: list[PeerClient],
                 schedule: list[tuple[float, np.ndarray | None]], *,
-                consent: dict[str, bool] | None = None) -> tuple[PeerClient, PeerClient, str]:
+                consent: dict[str, bool] | None = None,
+                fps: int = 15) -> tuple[PeerClient, PeerClient, str]:
     """A case session: the officer in the call, the party (the astronaut's reference) showing
     ``schedule``. Returns (officer, party, room)."""
     async with aiohttp.ClientSession() as http:
@@ -120,7 +121,7 @@ async def _call(server: Any, clients: list[PeerClient],
     driver = PeerClient(server.base_url, redeemed["token"], record_payloads=True)
     clients.append(driver)
     await driver.connect()
-    await driver.publish(ImageVideoTrack(schedule))
+    await driver.publish(ImageVideoTrack(schedule, fps=fps))
     return officer, driver, session["room"]
 
 
@@ -331,11 +332,12 @@ async def test_a_liveness_model_when_configured_fails_a_spoof(tmp_path: Path) ->
 
 
 async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Path) -> None:
-    # a sample every frame for one worker: far more than it can do
-    server = await _server(tmp_path, sample_interval=0.02, workers=1)
+    # a sample every frame of 30 fps for one worker, with the slower FaceNet runtime (about
+    # 80 ms a sample): more than twice what it can do, on a faster machine too
+    server = await _server(tmp_path, sample_interval=0.02, workers=1, facenet_runtime="opencv")
     clients: list[PeerClient] = []
     try:
-        _officer, driver, room = await _call(server, clients, [(0, ASTRONAUT)])
+        _officer, driver, room = await _call(server, clients, [(0, ASTRONAUT)], fps=30)
         assert driver.joined is not None
         pid = driver.joined["participant"]["id"]
         watcher = await join(server, clients, room, "watcher", record_payloads=True)

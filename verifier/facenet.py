@@ -26,6 +26,14 @@ def _onnx_model(graph: Path, size: int, mtime_ns: int) -> bytes:
     return convert(graph)
 
 
+def prepare(graph: Path) -> None:
+    """Convert now, in a thread at start-up: the conversion holds the GIL for a few stretches
+    of up to about 120 ms (protobuf serialization, weight copies), better spent before the
+    server takes calls than during the first one."""
+    stat = graph.stat()
+    _onnx_model(graph, stat.st_size, stat.st_mtime_ns)
+
+
 class FaceNet:
     SIZE = 160
 
