@@ -129,7 +129,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SFU] = sfu
         if config.server.gc_freeze:
             policy = GcPolicy(lambda: sum(sfu.close_reasons.values()),
-                              lambda: sfu.stats().get("participants", 0))
+                              lambda: sum(len(r.participants) for r in sfu.rooms.values()))
             stack.push_async_callback(policy.close)
         recorder = Recorder(
             data_dir=config.data_dir, custody=custody,
@@ -227,7 +227,7 @@ async def _make_verifier(config: Config, custody: CustodyLog,
             from verifier.tf_graph import GraphError
 
             try:
-                await asyncio.to_thread(prepare, Path(spec.files["facenet"]))
+                await prepare(Path(spec.files["facenet"]))
             except GraphError as exc:
                 raise ModelError(f"{spec.name}: FaceNet: {exc}") from None
         liveness = None

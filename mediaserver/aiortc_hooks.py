@@ -303,9 +303,9 @@ def fast_rtp_writer(dtls: RTCDtlsTransport) -> RtpWriter:
     into the SRTP session's own buffer, protects it there with libsrtp and hands that buffer to
     the socket: no intermediate packet, no copy out of the buffer, no asyncio datagram
     transport in between (about 1.4 us less per copy than ``protect`` then ``sendto``). A full
-    socket buffer drops the packet, as the transport's own UDP send would lose it later; NACKs
-    recover video. Raises ConnectionError while DTLS is not connected. Relayed (TURN) pairs wrap
-    data in their own framing, so they take aiortc's path through a task instead.
+    socket buffer drops the packet where asyncio's transport would queue it (an SFU drops;
+    NACKs recover video). Raises ConnectionError while DTLS is not connected. Relayed (TURN)
+    pairs wrap data in their own framing, so they take aiortc's path through a task instead.
     """
     if dtls._state != State.CONNECTED:
         raise ConnectionError("DTLS not connected")
@@ -352,6 +352,7 @@ def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> 
     length = ffi.new("int *")
     pack_into, srtp_protect, view, sendto = _HEADER.pack_into, lib.srtp_protect, ffi.buffer, \
         sock.sendto
+    # the bound method also keeps the session, and so the libsrtp context, alive
     protect = session.protect
 
     def write(payload_type: int, marker: int, sequence_number: int, timestamp: int,

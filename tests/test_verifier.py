@@ -531,3 +531,27 @@ def test_the_graph_rewrite_refuses_what_it_does_not_understand(tmp_path: Path) -
 
     with pytest.raises(ModelError, match="FaceNet"):
         DefaultEngine(replace(spec, files=files, sha256=pins))
+
+
+async def test_the_server_converts_in_a_child_process_and_reports_its_refusal(
+        tmp_path: Path) -> None:
+    """At start-up the graph is rewritten in a child process (the conversion would hold the
+    server's GIL); a graph it refuses comes back as the child's reason."""
+    from verifier.facenet import _CONVERTED, _key, prepare
+    from verifier.tf_graph import GraphError
+
+    fake = tmp_path / "graph.pb"
+    fake.write_bytes(_message(_node("input", "Placeholder"), _node("x", "Sigmoid", "input"),
+                              _node(OUTPUT_NAME, "Relu", "x")))
+    with pytest.raises(GraphError, match="Sigmoid is not supported"):
+        await prepare(fake)
+    assert _key(fake) not in _CONVERTED
+    from verifier.engine import default_spec
+
+    real = Path(default_spec().files["facenet"])
+    _CONVERTED.pop(_key(real), None)  # convert it here, even if another test already did
+    await prepare(real)
+    assert _CONVERTED[_key(real)][:2] == b"\x08\x08"  # an ONNX ModelProto: ir_version 8
+
+
+OUTPUT_NAME = "InceptionResnetV1/Bottleneck/BatchNorm/cond/FusedBatchNorm_1"

@@ -9,7 +9,8 @@ same embeddings on real faces, so one threshold serves both.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import asyncio
+import sys
 from pathlib import Path
 
 import cv2
@@ -18,20 +19,42 @@ import numpy as np
 RUNTIMES = ("onnxruntime", "opencv")
 
 
-@lru_cache(maxsize=2)
-def _onnx_model(graph: Path, size: int, mtime_ns: int) -> bytes:
-    """The rewritten model, once per file (every verifier worker thread loads it)."""
-    from .tf_graph import convert
-
-    return convert(graph)
+# converted models by (path, size, modification time): every verifier worker thread loads one
+_CONVERTED: dict[tuple[str, int, int], bytes] = {}
 
 
-def prepare(graph: Path) -> None:
-    """Convert now, in a thread at start-up: the conversion holds the GIL for a few stretches
-    of up to about 120 ms (protobuf serialization, weight copies), better spent before the
-    server takes calls than during the first one."""
+def _key(graph: Path) -> tuple[str, int, int]:
     stat = graph.stat()
-    _onnx_model(graph, stat.st_size, stat.st_mtime_ns)
+    return str(graph), stat.st_size, stat.st_mtime_ns
+
+
+def _onnx_model(graph: Path) -> bytes:
+    key = _key(graph)
+    model = _CONVERTED.get(key)
+    if model is None:
+        from .tf_graph import convert
+
+        model = _CONVERTED[key] = convert(graph)
+    return model
+
+
+async def prepare(graph: Path) -> None:
+    """Convert in a child process, at start-up. In the server's own process the conversion
+    would hold the GIL in stretches (protobuf serialization, copies of 94 MB of weights) that
+    stall its event loop; a child costs the loop nothing but reading the result."""
+    key = _key(graph)
+    if key in _CONVERTED:
+        return
+    from .tf_graph import GraphError
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "verifier.tf_graph", str(graph),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    model, errors = await child.communicate()
+    if child.returncode != 0 or not model:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise GraphError(lines[-1] if lines else f"conversion exited with {child.returncode}")
+    _CONVERTED[key] = model
 
 
 class FaceNet:
@@ -49,14 +72,12 @@ class FaceNet:
 
         from .tf_graph import INPUT
 
-        stat = graph.stat()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._input = INPUT
-        self._session = ort.InferenceSession(
-            _onnx_model(graph, stat.st_size, stat.st_mtime_ns), options,
-            providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(_onnx_model(graph), options,
+                                             providers=["CPUExecutionProvider"])
 
     def embed(self, crop_rgb: np.ndarray) -> np.ndarray:
         """L2-normalized embedding of an aligned 160x160 RGB crop."""

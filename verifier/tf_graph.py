@@ -327,3 +327,26 @@ def _feeds(nodes: list[Node], name: str, output: str) -> bool:
 def convert(path: Path) -> bytes:
     """The ONNX model of the frozen FaceNet graph at ``path``."""
     return to_onnx(read_graph(path.read_bytes()))
+
+
+def main(argv: list[str]) -> int:
+    """``python -m verifier.tf_graph GRAPH``: the ONNX model on standard output (the server
+    converts in a child process, see :func:`verifier.facenet.prepare`)."""
+    import sys
+
+    if len(argv) != 1:
+        print("usage: python -m verifier.tf_graph GRAPH.pb > MODEL.onnx", file=sys.stderr)
+        return 2
+    try:
+        model = convert(Path(argv[0]))
+    except (GraphError, OSError) as exc:
+        print(f"{argv[0]}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(model)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
