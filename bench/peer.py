@@ -251,7 +251,13 @@ class PeerClient:
             if kind == "error":
                 self.errors.append(message)
             elif kind == "offer":
-                await self._answer(message)
+                try:
+                    await self._answer(message)
+                except (ConnectionError, RuntimeError) as exc:
+                    # the server may close while we answer (it is stopping, or removed us):
+                    # keep reading, the bye that explains it comes next
+                    self.errors.append({"type": "error", "code": "answer_failed",
+                                        "message": str(exc)})
             elif kind == "tracks":
                 self.tracks = message["tracks"]
             elif kind == "bye":

@@ -9,12 +9,13 @@ import logging
 import secrets
 import sqlite3
 import time
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from mediaserver.room import Sfu, SfuRoom
 from recorder.custody import CustodyLog
@@ -53,6 +54,8 @@ CUSTODY = web.AppKey("custody", CustodyLog)
 VERIFIER = web.AppKey("verifier", Verifier)
 ERRORS = web.AppKey("signalling_errors", Counter)
 WATCH = web.AppKey("loop_watch", LoopWatch)
+# every open WebSocket (signalling and officers' events), closed first when the server stops
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 
 
 def create_app(config: Config) -> web.Application:
@@ -62,7 +65,9 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config
     app[ERRORS] = Counter()
+    app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_sfu_ctx)
+    app.on_shutdown.append(_close_calls_and_sockets)
     app.router.add_get("/", _index)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/api/events", _events)
@@ -84,6 +89,26 @@ def create_app(config: Config) -> web.Application:
 
 
 SHUTDOWN_STEP_LIMIT = 20.0
+
+
+async def _close_calls_and_sockets(app: web.Application) -> None:
+    """On SIGTERM, before aiohttp waits for open connections (up to a minute): end every call
+    (participants hear ``bye`` with reason ``shutdown``, recordings seal), then close every
+    WebSocket as going away, so that the process stops in moments, not after the wait."""
+    sfu = app.get(SFU)
+    if sfu is not None:
+        await _closing("calls", sfu.close)()
+    registry: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    # each signalling session says bye itself once its participant is closed: a moment for that
+    for _ in range(40):  # at most 2 s
+        if all(ws.closed for ws in list(registry)):
+            break
+        await asyncio.sleep(0.05)
+    sockets = [ws for ws in list(registry) if not ws.closed]
+    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+                           for ws in sockets), return_exceptions=True)
+    if sockets:
+        logger.info("shutdown: closed %d WebSocket(s)", len(sockets))
 
 
 def _closing(name: str, close: Any) -> Any:
@@ -268,7 +293,7 @@ async def _console(request: web.Request) -> web.FileResponse:
 
 
 async def _events(request: web.Request) -> web.WebSocketResponse:
-    return await request.app[EVENTS].stream(request)
+    return await request.app[EVENTS].stream(request, request.app[SOCKETS].add)
 
 
 async def _index(request: web.Request) -> web.FileResponse:

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,9 +118,13 @@ class EventHub:
         """Verifier and recorder listeners: (room, type, fields)."""
         self.publish(case_of_room(room_id), event_type, room_id, **fields)
 
-    async def stream(self, request: web.Request) -> web.WebSocketResponse:
+    async def stream(self, request: web.Request,
+                     register: Callable[[web.WebSocketResponse], None] | None = None,
+                     ) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
         await ws.prepare(request)
+        if register is not None:  # so that a stopping server closes it
+            register(ws)
         officer = await self._authenticate(request, ws)
         if officer is None:
             return ws

@@ -28,6 +28,7 @@ OUTGOING_QUEUE = 256
 
 # WebSocket close codes (4000-4999 are for applications, RFC 6455 section 7.4.2)
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # the server is stopping
 CLOSE_AUTH = 4001
 CLOSE_PROTOCOL = 4002
 CLOSE_TOO_LARGE = 4009
@@ -38,6 +39,7 @@ _BYE_CODES = {
     CloseReason.LEFT: CLOSE_NORMAL,
     CloseReason.DUPLICATE: CLOSE_REPLACED,
     CloseReason.PROTOCOL_ERROR: CLOSE_PROTOCOL,
+    CloseReason.SHUTDOWN: CLOSE_GOING_AWAY,
 }
 
 MESSAGE_TYPES = (
@@ -222,11 +224,12 @@ class SignallingSession:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    from .app import CONFIG, ERRORS, SFU, SIGNER
+    from .app import CONFIG, ERRORS, SFU, SIGNER, SOCKETS
 
     config = request.app[CONFIG]
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * config.server.max_message_bytes)
     await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
     ice_servers = [
         {"urls": list(s.urls), **({"username": s.username} if s.username else {}),
          **({"credential": s.credential} if s.credential else {})}

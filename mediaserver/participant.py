@@ -396,8 +396,8 @@ class SfuParticipant:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if self._closed:
-                return
+            if self._closed or self.room.closed:
+                return  # a closing room ends every call: nothing to renegotiate
             if not self._apply_subscriptions() and self.subscriber_pc.remoteDescription:
                 continue
             if not self._slots:

@@ -94,3 +94,41 @@ async def test_no_public_stun_by_default_and_configured_servers_reach_clients(
         for c in clients:
             await c.close()
         await server.runner.cleanup()
+
+
+async def test_sigterm_mid_call_ends_the_call_and_stops_at_once(tmp_path: Path) -> None:
+    """aiohttp waits up to a minute for open connections when it stops: a server in a call took
+    28 s to stop on SIGTERM. Now the calls end first (participants hear why) and the sockets
+    close as going away."""
+    from bench.peer import PatternVideoTrack, PeerClient
+    from mediaserver import aiortc_hooks
+    from tests.conftest import serve_process
+
+    aiortc_hooks.install()
+    clients: list[PeerClient] = []
+    async with serve_process(tmp_path, AUTH__DEV_JOIN="true") as server:
+        async with aiohttp.ClientSession() as http:
+            for name in ("a", "b", "c"):
+                async with http.post(f"{server.base}/dev/token",
+                                     json={"room": "r", "name": name}) as response:
+                    token = (await response.json())["token"]
+                client = PeerClient(server.base, token, decode=False)
+                clients.append(client)
+                await client.connect()
+        await clients[0].publish(PatternVideoTrack(fps=10))
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        server.proc.terminate()
+        await asyncio.wait_for(server.proc.wait(), 10)
+        stopped_in = time.monotonic() - started
+    try:
+        assert server.proc.returncode == 0
+        assert stopped_in < 5, f"took {stopped_in:.1f} s to stop"
+        for client in clients:
+            await client.wait_for(lambda m: m["type"] == "bye")
+            assert client.closed_reason == "shutdown"
+        await asyncio.sleep(0.2)
+        assert [c.ws_close_code for c in clients] == [1001] * 3  # going away
+    finally:
+        for client in clients:
+            await client.close()
