@@ -92,6 +92,10 @@ def create_front(worker_urls: list[str]) -> web.Application:
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CLIENT] = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        # no cap on connections to the workers: every piped signalling socket and every
+        # officer's event stream holds one for its whole life, and aiohttp's default of 100
+        # made the 101st wait for ever, with /metrics and the API behind it
+        connector=aiohttp.TCPConnector(limit=0),
         auto_decompress=False)
     yield
     await app[CLIENT].close()

@@ -191,3 +191,30 @@ async def test_a_worker_killed_mid_call_comes_back_and_seals_its_recording(
                 await client.close()
     assert server.proc.returncode == 0
     assert "starting it again" in server.log_text
+
+
+async def test_more_than_a_hundred_long_lived_sockets_through_the_front(tmp_path: Path) -> None:
+    """Every officer event stream (and every piped signalling socket) holds a connection from
+    the front to each worker for its whole life. With aiohttp's default pool of 100 the front
+    stopped answering past that: a load test with 279 participants timed out on /metrics."""
+    async with serve_process(tmp_path, SERVER__WORKERS="2", VERIFIER__ENABLED="false") as server:
+        base = server.base
+        async with aiohttp.ClientSession() as http:
+            token = await Api(http, base).login("li")
+            streams = []
+            try:
+                for _ in range(55):  # 110 connections from the front to the workers
+                    events = await http.ws_connect(base.replace("http", "ws") + "/api/events")
+                    await events.send_json({"type": "auth", "token": token})
+                    ready = await asyncio.wait_for(events.receive_json(), 10)
+                    assert ready["type"] == "ready"
+                    streams.append(events)
+                async with asyncio.timeout(10):
+                    async with http.get(f"{base}/metrics") as response:
+                        assert response.status == 200
+                        assert "remotecase_workers 2" in await response.text()
+                    status, _ = await Api(http, base).call("GET", "/api/cases", token)
+                    assert status == 200
+            finally:
+                for events in streams:
+                    await events.close()
