@@ -126,21 +126,15 @@ def encode_video(bitrate: int, *, seconds: float = 4.0, fps: int = 30, width: in
 def encode_audio(seconds: float = 2.0) -> list[bytes]:
     """Opus packets of 20 ms (a tone), looped by the publishers."""
     import av
-    import numpy as np
+
+    from .peer import tone_frame
 
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate, codec.format, codec.layout = 48000, "s16", "stereo"
     codec.bit_rate = 32000
     packets: list[bytes] = []
-    samples = 960
     for n in range(int(seconds * 50)):
-        t = (np.arange(samples) + n * samples) / 48000
-        tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2)[None], format="s16",
-                                           layout="stereo")
-        frame.sample_rate = 48000
-        frame.pts = n * samples
-        packets.extend(bytes(p) for p in codec.encode(frame))
+        packets.extend(bytes(p) for p in codec.encode(tone_frame(n)))
     return packets
 
 
@@ -794,15 +788,9 @@ async def serve_remotecase(url: str | None, workers: int = 1,
     try:
         yield Target("remotecase", f"http://127.0.0.1:{port}", pid=server.pid)
     finally:
-        if server.returncode is None:
-            server.terminate()
-            try:
-                await asyncio.wait_for(server.wait(), 60)
-            except TimeoutError:
-                print("bench: the server did not stop within 60 s of SIGTERM; killed",
-                      file=sys.stderr)
-                server.kill()
-                await server.wait()
+        if not await _terminate(server, 60):
+            print("bench: the server did not stop within 60 s of SIGTERM; killed",
+                  file=sys.stderr)
         if server_log:
             shutil.copy(log, server_log)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -826,14 +814,22 @@ async def serve_janus(cpus: list[int] | None = None) -> Any:
     try:
         yield Target("janus", f"http://127.0.0.1:{port}", pid=janus.pid, address=address)
     finally:
-        if janus.returncode is None:
-            janus.terminate()
-            try:
-                await asyncio.wait_for(janus.wait(), 10)
-            except TimeoutError:
-                janus.kill()
-                await janus.wait()
+        await _terminate(janus, 10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _terminate(proc: asyncio.subprocess.Process, limit: float) -> bool:
+    """SIGTERM, then SIGKILL after ``limit`` seconds; False when it had to be killed."""
+    if proc.returncode is not None:
+        return True
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), limit)
+        return True
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return False
 
 
 async def _wait_up(http: aiohttp.ClientSession, target: Target) -> None:
@@ -914,6 +910,11 @@ def split_cores(pin: bool, workers: int = 1) -> tuple[list[int] | None, list[int
     return cores[:1], cores[1:]
 
 
+def _pinned(server: list[int] | None,
+            generators: list[int] | None) -> dict[str, list[int] | None] | None:
+    return None if server is None else {"server": server, "generators": generators}
+
+
 @contextlib.contextmanager
 def _harness_on(cpus: list[int] | None) -> Iterator[None]:
     before = os.sched_getaffinity(0)
@@ -935,8 +936,7 @@ async def run_load(*, url: str | None, server_workers: int = 1, progress: bool =
             report = await search(http, target, progress=progress,
                                   generator_cpus=generator_cpus, **options)
     report["server_workers"] = None if url else server_workers
-    report["pinned"] = None if server_cpus is None else {"server": server_cpus,
-                                                         "generators": generator_cpus}
+    report["pinned"] = _pinned(server_cpus, generator_cpus)
     return report
 
 
@@ -952,9 +952,7 @@ async def run_compare(*, progress: bool = True, pin: bool = True, server_log: st
             async with serve_janus(server_cpus) as target:
                 theirs = await search(http, target, progress=progress,
                                       generator_cpus=generator_cpus, **options)
-    pinned = None if server_cpus is None else {"server": server_cpus,
-                                               "generators": generator_cpus}
-    ours["pinned"] = theirs["pinned"] = pinned
+    ours["pinned"] = theirs["pinned"] = _pinned(server_cpus, generator_cpus)
     return {"remotecase": ours, "janus": theirs}
 
 

@@ -121,6 +121,16 @@ class ImageVideoTrack(_PacedVideoTrack):
         return canvas
 
 
+def tone_frame(n: int, samples: int = 960) -> av.AudioFrame:
+    """The ``n``-th 20 ms frame of a steady 440 Hz stereo tone at 48 kHz (for encoders)."""
+    t = (np.arange(samples) + n * samples) / 48000
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2)[None], format="s16", layout="stereo")
+    frame.sample_rate = 48000
+    frame.pts = n * samples
+    return frame
+
+
 class ToneAudioTrack(MediaStreamTrack):
     """A 48 kHz tone whose loudness changes every frame, so no two Opus packets are alike."""
 

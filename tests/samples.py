@@ -10,6 +10,8 @@ import av
 import cv2
 import numpy as np
 
+from bench.peer import tone_frame
+
 
 def pattern(i: int, width: int = 320, height: int = 240) -> np.ndarray:
     """A moving box over a gradient: frame ``i`` differs from its neighbours."""
@@ -64,15 +66,8 @@ def video(container: str, codec: str, seconds: float = 4.0, fps: int = 15,
         for packet in stream.encode(None):
             output.mux(packet)
         if sound is not None:
-            samples = 960
-            for n in range(int(seconds * 48000 / samples)):
-                t = (np.arange(samples) + n * samples) / 48000
-                tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
-                frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2)[None], format="s16",
-                                                   layout="stereo")
-                frame.sample_rate = 48000
-                frame.pts = n * samples
-                for packet in sound.encode(frame):
+            for n in range(int(seconds * 50)):  # 20 ms frames
+                for packet in sound.encode(tone_frame(n)):
                     output.mux(packet)
             for packet in sound.encode(None):
                 output.mux(packet)
