@@ -48,6 +48,18 @@ def _load(args: argparse.Namespace) -> Config:
         raise SystemExit(2) from None
 
 
+def _check_keys(config: Config) -> str | None:
+    """Make the keys on first start and refuse unsafe ones before anything listens."""
+    from recorder.keys import KeyEncryptionKey, KeyProblem, load_or_create_signing_key
+
+    try:
+        load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
+        KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key")
+    except KeyProblem as exc:
+        return str(exc)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -62,6 +74,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
         scheme = "https"
     host, port = config.server.host, config.server.port
+    problem = _check_keys(config)
+    if problem:
+        print(f"remotecase: {problem}", file=sys.stderr)
+        return 2
     workers = config.server.workers or (os.cpu_count() or 1)
     if workers > 1:
         from .front import run_supervised

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from . import keyguard
+
 
 class KeyProblem(Exception):
     """A key is missing, malformed, or not the one the data was made with."""
@@ -53,6 +55,12 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
         raise KeyProblem(f"signing key {path}: not a PEM private key ({exc})") from None
     if not isinstance(loaded, Ed25519PrivateKey):
         raise KeyProblem(f"signing key {path}: not an Ed25519 key")
+    raw = loaded.public_key().public_bytes(serialization.Encoding.Raw,
+                                           serialization.PublicFormat.Raw)
+    try:
+        keyguard.check_signing_key(path, raw)
+    except keyguard.UnsafeKey as exc:
+        raise KeyProblem(str(exc)) from None
     return loaded
 
 
@@ -104,6 +112,10 @@ class KeyEncryptionKey:
             key = base64.b64decode(path.read_bytes().strip(), validate=True)
         except ValueError:
             raise KeyProblem(f"key-encryption key {path}: not base64") from None
+        try:
+            keyguard.check_kek(path, key)
+        except keyguard.UnsafeKey as exc:
+            raise KeyProblem(str(exc)) from None
         return cls(key)
 
     def wrap(self, data_key: bytes) -> str:
