@@ -2,11 +2,19 @@
 
 The type is taken from the content (magic numbers, then a real parse: an image must decode, a
 PDF must open, a video must have a decodable video stream), never from the name or the
-``Content-Type`` header. Each file is hashed (SHA-256) as it arrives and stored encrypted: a
-random data key per file, wrapped under the key-encryption key (as recordings are), and the
-file cut into 1 MiB chunks sealed with AES-256-GCM, each chunk's position and the "last chunk"
-flag bound in as associated data, so that reordering, truncating or extending a file fails
-decryption. On disk: ``<data_dir>/materials/<material id>.bin``.
+``Content-Type`` header. Before anything decodes, the sizes a parser would allocate for are read
+from the headers (a PNG's IHDR, a JPEG's start-of-frame segment, the video stream's parameters
+as FFmpeg probes them, the PDF's page count and page sizes) and held to a :class:`ContentBudget`:
+a small file may declare a billion pixels.
+
+Each file is hashed (SHA-256) as it arrives and stored encrypted: a random data key per file,
+wrapped under the key-encryption key (as recordings are), and the file cut into 1 MiB chunks
+sealed with AES-256-GCM, each chunk's position and the "last chunk" flag bound in as associated
+data, so that reordering, truncating or extending a file fails decryption. An upload is written
+in that form straight away, to ``<data_dir>/materials/<material id>.bin.part`` (0600, locked
+while it is written), checked by reading it back through :class:`PlainReader` (a seekable file
+that decrypts and authenticates one chunk at a time), then renamed to ``<material id>.bin``; no
+plaintext is ever on disk, and a file is never held whole in memory but for a photo's decode.
 """
 
 from __future__ import annotations

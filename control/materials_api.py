@@ -1,10 +1,14 @@
 """Materials from parties (接收当事人上传材料) and evidence items from officers, over HTTP.
 
 Uploads are the raw file as the request body (``?name=`` gives its file name); the body is
-streamed, never held by aiohttp's body limit, and refused as soon as it passes the limit of the
-type its first bytes declare. Receiving a file appends ``material.received`` (its SHA-256, size,
-type, case and uploader) to the custody log; every download decrypts, re-checks the hash, and
-appends ``material.downloaded`` with the actor and reason before the bytes go out.
+streamed, never held by aiohttp's body limit nor in memory: each batch goes (in a thread) into
+the encrypted partial file, and the upload is refused as soon as it passes the limit of the type
+its first bytes declare or what its party's and its case's totals have left. The content checks
+then read that file back (at most :attr:`UploadGate.CHECKS` at once per process). An uploader
+runs at most ``materials.concurrent_uploads`` uploads at once (429 with ``Retry-After``).
+Receiving a file appends ``material.received`` (its SHA-256, size, type, case and uploader) to
+the custody log; every download decrypts, re-checks the hash, and appends
+``material.downloaded`` with the actor and reason before the bytes go out.
 
 A party sees and downloads only what it uploaded itself; officers of the case's brigade (and
 supervisors) see every material of the case.
@@ -155,8 +159,9 @@ async def _receive(request: web.Request, who: Officer | PartyCaller,
     declared = request.content_length
     if declared is not None and declared > max(limits.values()):
         largest = max(limits.values()) >> 20
-        raise json_error(PayloadTooLarge, "too_large",
-                         f"文件最大 {largest} MiB / at most {largest} MiB")
+        refused = MaterialRejected("too_large", f"文件最大 {largest} MiB / at most {largest} MiB")
+        await _refused(request, who, case_id, name, refused)
+        raise refused
     store = request.app[STORE]
     slot = await asyncio.to_thread(store.take_upload_slot, who.actor,
                                    settings.concurrent_uploads)
