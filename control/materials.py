@@ -511,6 +511,22 @@ class MaterialStore:
                              f"{expected_sha256} taken on receipt")
         return data
 
+    def verify(self, material_id: str, wrapped_key: str, kek_fingerprint: str,
+               expected_sha256: str) -> None:
+        """Read the whole file chunk by chunk and check it against the hash taken on receipt;
+        ``KeyProblem`` or ``ValueError`` when it does not check out (call from a thread)."""
+        digest = hashlib.sha256()
+        for chunk in self.chunks(material_id, wrapped_key, kek_fingerprint):
+            digest.update(chunk)
+        if digest.hexdigest() != expected_sha256:
+            raise ValueError(f"material {material_id}: SHA-256 {digest.hexdigest()} is not the "
+                             f"{expected_sha256} taken on receipt")
+
+    def open(self, material_id: str, wrapped_key: str, kek_fingerprint: str) -> PlainReader:
+        """A kept file's plaintext as a seekable file, decrypted chunk by chunk."""
+        key = self.kek.unwrap(wrapped_key, kek_fingerprint)
+        return PlainReader(self.path_of(material_id), key, material_id)
+
     def delete(self, material_id: str) -> None:
         self.path_of(material_id).unlink(missing_ok=True)
 

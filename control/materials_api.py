@@ -8,7 +8,8 @@ then read that file back (at most :attr:`UploadGate.CHECKS` at once per process)
 runs at most ``materials.concurrent_uploads`` uploads at once (429 with ``Retry-After``).
 Receiving a file appends ``material.received`` (its SHA-256, size, type, case and uploader) to
 the custody log; every download decrypts, re-checks the hash, and appends
-``material.downloaded`` with the actor and reason before the bytes go out.
+``material.downloaded`` with the actor and reason before the bytes go out, then sends them in
+chunks (the evidence display, which plays from memory, uses :func:`read_checked`).
 
 A party sees and downloads only what it uploaded itself; officers of the case's brigade (and
 supervisors) see every material of the case.
@@ -357,27 +358,53 @@ async def read_checked(request: web.Request, row: dict[str, Any]) -> bytes:
                                        row["sha256"])
     except (KeyProblem, ValueError, OSError) as exc:
         raise json_error(web.HTTPConflict, "integrity_failed",
-                         f"the stored material does not check out: {exc}") from None
+                         f"存储的材料校验不通过 / the stored material does not check out: "
+                         f"{exc}") from None
 
 
 async def _download(request: web.Request, who: Officer | PartyCaller, case_id: int,
-                    row: dict[str, Any], reason: str) -> web.Response:
+                    row: dict[str, Any], reason: str) -> web.StreamResponse:
+    """Check the whole file against its hash, log the access, then send it chunk by chunk.
+
+    Every chunk is authenticated again as it is sent (under the file's own key, in its place),
+    so what goes out is what was checked; a file is never held whole in memory."""
+    from recorder.keys import KeyProblem
+
     from .app import CUSTODY
 
-    data = await read_checked(request, row)
-    await request.app[CUSTODY].append_async(
-        "material.downloaded", actor=who.actor, reason=reason, case=str(case_id),
-        material=row["id"], sha256=row["sha256"])
-    await request.app[DB].run(lambda c: audit(c, who.actor, "material.downloaded",
-                                              f"material:{row['id']}", case_id, reason))
-    extension = TYPES[row["media_type"]][1]
-    return web.Response(body=data, content_type=row["media_type"], headers={
-        "Content-Disposition": f'attachment; filename="{row["id"]}.{extension}"',
-        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
-        "X-Content-SHA256": row["sha256"]})
+    store = request.app[STORE]
+    try:
+        await asyncio.to_thread(store.verify, row["id"], row["wrapped_key"],
+                                row["kek_fingerprint"], row["sha256"])
+        reader = await asyncio.to_thread(store.open, row["id"], row["wrapped_key"],
+                                         row["kek_fingerprint"])
+    except (KeyProblem, ValueError, OSError) as exc:
+        raise json_error(web.HTTPConflict, "integrity_failed",
+                         f"存储的材料校验不通过 / the stored material does not check out: "
+                         f"{exc}") from None
+    try:
+        await request.app[CUSTODY].append_async(
+            "material.downloaded", actor=who.actor, reason=reason, case=str(case_id),
+            material=row["id"], sha256=row["sha256"])
+        await request.app[DB].run(lambda c: audit(c, who.actor, "material.downloaded",
+                                                  f"material:{row['id']}", case_id, reason))
+        extension = TYPES[row["media_type"]][1]
+        response = web.StreamResponse(headers={
+            "Content-Type": row["media_type"],
+            "Content-Disposition": f'attachment; filename="{row["id"]}.{extension}"',
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+            "X-Content-SHA256": row["sha256"]})
+        response.content_length = row["size"]
+        await response.prepare(request)
+        while piece := await asyncio.to_thread(reader.read, BATCH):
+            await response.write(piece)
+        await response.write_eof()
+        return response
+    finally:
+        await asyncio.to_thread(reader.close)
 
 
-async def party_download(request: web.Request) -> web.Response:
+async def party_download(request: web.Request) -> web.StreamResponse:
     caller = await access.party(request)
     material_id = request.match_info["material"]
     row = await request.app[DB].run(
@@ -385,7 +412,7 @@ async def party_download(request: web.Request) -> web.Response:
     return await _download(request, caller, caller.case_id, row, "own material")
 
 
-async def officer_download(request: web.Request) -> web.Response:
+async def officer_download(request: web.Request) -> web.StreamResponse:
     officer = await access.officer(request)
     case_id = access.case_id(request)
     material_id = request.match_info["material"]

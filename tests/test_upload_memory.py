@@ -10,6 +10,7 @@ parser copies them) or what decoding the declared pixels costs (32768 x 32767 is
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import struct
 import zlib
 from pathlib import Path
@@ -148,3 +149,22 @@ async def test_four_large_uploads_at_once_stay_small(tmp_path: Path) -> None:
         assert after["VmRSS"] - rest < BOUND, (rest, after)
         stored = sorted((tmp_path / "var" / "materials").glob("*.bin"))
         assert len(stored) == 5
+
+        # and downloads stream too: each checked whole against its hash, then sent in chunks
+        async def download(party: str, material: dict[str, object]) -> str:
+            digest = hashlib.sha256()
+            async with http.get(f"{server.base}/api/party/materials/{material['id']}/content",
+                                headers={"Authorization": f"Bearer {party}"}) as response:
+                assert response.status == 200
+                assert response.content_length == len(video)
+                async for piece in response.content.iter_chunked(1 << 20):
+                    digest.update(piece)
+            return digest.hexdigest()
+
+        _reset_peak(pid)
+        digests = await asyncio.gather(*(download(parties[i % 2], results[i][1])
+                                         for i in range(4)))
+        after = _status(pid)
+        print(f"4 x 100 MiB down: resting {rest >> 20} MiB, peak {after['VmHWM'] >> 20} MiB")
+        assert digests == [hashlib.sha256(video).hexdigest()] * 4
+        assert after["VmHWM"] - rest < BOUND, (rest, after)
