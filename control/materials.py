@@ -25,6 +25,7 @@ import io
 import os
 import secrets
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,9 @@ class ContentBudget:
     max_pdf_pages: int = 2000
 
 
+# PDFium may not be entered from two threads at once (pypdfium2 adds no lock of its own), and
+# two uploads are checked at once: every call into it from here holds this.
+PDFIUM = threading.Lock()
 # ISO 32000: a page is at most 14400 units on a side (200 inches)
 MAX_PAGE_POINTS = 14400.0
 # JPEG start-of-frame markers (every SOFn but DHT C4, JPG C8 and DAC CC)
@@ -210,6 +214,11 @@ def _check_image(media_type: str, source: BinaryIO, budget: ContentBudget) -> di
 
 
 def _check_pdf(source: BinaryIO, budget: ContentBudget) -> dict[str, object]:
+    with PDFIUM:
+        return _check_pdf_locked(source, budget)
+
+
+def _check_pdf_locked(source: BinaryIO, budget: ContentBudget) -> dict[str, object]:
     import pypdfium2
 
     # pdfium reads the document through `source` as it needs it, not all at once
@@ -452,8 +461,7 @@ class MaterialStore:
     def take_upload_slot(self, actor: str, limit: int) -> int | None:
         """One of ``limit`` upload slots of ``actor``, held as a locked file (a descriptor to
         give to :meth:`give_back_slot`), or None when all are taken. The locks are the kernel's,
-        so they hold across worker processes and end with a process that dies (call from a
-        thread)."""
+        so they hold across worker processes and end with a process that dies. Never waits."""
         name = hashlib.sha256(actor.encode()).hexdigest()[:24]
         for slot in range(limit):
             fd = os.open(self._slots / f"{name}.{slot}", os.O_RDWR | os.O_CREAT, 0o600)

@@ -164,8 +164,9 @@ async def _receive(request: web.Request, who: Officer | PartyCaller,
         await _refused(request, who, case_id, name, refused)
         raise refused
     store = request.app[STORE]
-    slot = await asyncio.to_thread(store.take_upload_slot, who.actor,
-                                   settings.concurrent_uploads)
+    # On the loop: opening and trying to lock an empty file takes microseconds, and a slot
+    # taken in a thread whose awaiting task is cancelled would be lost, locked, for good.
+    slot = store.take_upload_slot(who.actor, settings.concurrent_uploads)
     if slot is None:
         refusal = json_error(
             web.HTTPTooManyRequests, "too_many_uploads",
@@ -177,7 +178,7 @@ async def _receive(request: web.Request, who: Officer | PartyCaller,
     try:
         return await _receive_in_slot(request, who, case_id, name, settings, declared)
     finally:
-        await asyncio.to_thread(store.give_back_slot, slot)
+        store.give_back_slot(slot)
 
 
 async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, case_id: int,
