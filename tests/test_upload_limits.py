@@ -286,3 +286,17 @@ async def test_totals_per_party_and_per_case(tmp_path: Path) -> None:
             assert [x["reason"] for x in refused] == ["quota_exceeded"] * 3
     finally:
         await server.runner.cleanup()
+
+
+def test_the_limits_are_configured_and_checked() -> None:
+    from control.config import ConfigError, load_config
+
+    config = load_config(None, environ={"REMOTECASE_MATERIALS__MAX_MEGAPIXELS": "12.5",
+                                        "REMOTECASE_MATERIALS__CONCURRENT_UPLOADS": "3"})
+    assert (config.materials.max_megapixels, config.materials.concurrent_uploads) == (12.5, 3)
+    assert config.materials.max_party_total_mb == 2048
+    for key, value in (("max_megapixels", 0), ("max_pdf_pages", 0),
+                       ("concurrent_uploads", 0), ("max_party_total_mb", 0),
+                       ("max_case_total_mb", -1)):
+        with pytest.raises(ConfigError, match=f"materials.{key}"):
+            load_config(None, environ={}, overrides={"materials": {key: value}})
