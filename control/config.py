@@ -137,6 +137,15 @@ class MaterialsConfig:
     max_image_mb: int = 20
     max_pdf_mb: int = 50
     max_video_mb: int = 200
+    # Read from the headers before anything decodes: a photo's or a video frame's pixels (in
+    # millions), a PDF's pages.
+    max_megapixels: float = 40.0
+    max_pdf_pages: int = 2000
+    # Uploads one uploader (a party, an officer) may run at once; more answer 429.
+    concurrent_uploads: int = 2
+    # Everything kept from one party, and in one case (its parties' and officers' files), MiB.
+    max_party_total_mb: int = 2048
+    max_case_total_mb: int = 8192
 
 
 @dataclass(frozen=True)
@@ -314,6 +323,16 @@ def _validate(config: Config) -> None:
     for name in ("max_image_mb", "max_pdf_mb", "max_video_mb"):
         if not 1 <= getattr(config.materials, name) <= 4096:
             raise ConfigError(f"materials.{name}: between 1 and 4096 MiB")
+    mat = config.materials
+    if not 0.01 <= mat.max_megapixels <= 1000:
+        raise ConfigError("materials.max_megapixels: between 0.01 and 1000")
+    if not 1 <= mat.max_pdf_pages <= 100000:
+        raise ConfigError("materials.max_pdf_pages: between 1 and 100000")
+    if not 1 <= mat.concurrent_uploads <= 64:
+        raise ConfigError("materials.concurrent_uploads: between 1 and 64")
+    for name in ("max_party_total_mb", "max_case_total_mb"):
+        if not 1 <= getattr(mat, name) <= 1 << 30:
+            raise ConfigError(f"materials.{name}: between 1 and {1 << 30} MiB")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log.level: {config.log.level!r} is not DEBUG/INFO/WARNING/ERROR")
 

@@ -1,10 +1,15 @@
 """Materials from parties (接收当事人上传材料) and evidence items from officers, over HTTP.
 
 Uploads are the raw file as the request body (``?name=`` gives its file name); the body is
-streamed, never held by aiohttp's body limit, and refused as soon as it passes the limit of the
-type its first bytes declare. Receiving a file appends ``material.received`` (its SHA-256, size,
-type, case and uploader) to the custody log; every download decrypts, re-checks the hash, and
-appends ``material.downloaded`` with the actor and reason before the bytes go out.
+streamed, never held by aiohttp's body limit nor in memory: each batch goes (in a thread) into
+the encrypted partial file, and the upload is refused as soon as it passes the limit of the type
+its first bytes declare or what its party's and its case's totals have left. The content checks
+then read that file back (at most :attr:`UploadGate.CHECKS` at once per process). An uploader
+runs at most ``materials.concurrent_uploads`` uploads at once (429 with ``Retry-After``).
+Receiving a file appends ``material.received`` (its SHA-256, size, type, case and uploader) to
+the custody log; every download decrypts, re-checks the hash, and appends
+``material.downloaded`` with the actor and reason before the bytes go out, then sends them in
+chunks (the evidence display, which plays from memory, uses :func:`read_checked`).
 
 A party sees and downloads only what it uploaded itself; officers of the case's brigade (and
 supervisors) see every material of the case.
@@ -16,6 +21,7 @@ import asyncio
 import json
 import re
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -23,27 +29,101 @@ from aiohttp import web
 from . import access
 from .access import DB, PartyCaller, audit
 from .auth import Officer, now_iso
+from .config import MaterialsConfig
 from .db import rows
 from .http_json import PayloadTooLarge, json_error
-from .materials import TYPES, MaterialRejected, MaterialStore, check_content, sniff
+from .materials import (
+    CATEGORY_ZH,
+    TYPES,
+    ContentBudget,
+    MaterialRejected,
+    MaterialStore,
+    MaterialWriter,
+    StoredMaterial,
+    check_content,
+    sniff,
+)
 
 STORE = web.AppKey("materials", MaterialStore)
 SNIFF_BYTES = 64
 BATCH = 1 << 20
+RETRY_AFTER = 5  # seconds, with 429 too_many_uploads
 
 _STATUS: dict[str, type[web.HTTPException]] = {
     "empty": web.HTTPBadRequest, "unsupported_type": web.HTTPUnsupportedMediaType,
-    "corrupt": web.HTTPUnprocessableEntity, "too_large": PayloadTooLarge}
+    "corrupt": web.HTTPUnprocessableEntity, "too_large": PayloadTooLarge,
+    "too_many_pixels": PayloadTooLarge, "too_many_pages": PayloadTooLarge,
+    "page_too_large": web.HTTPUnprocessableEntity, "quota_exceeded": PayloadTooLarge}
 _PUBLIC = ("id, case_id, party_id, origin, uploaded_by, name, description, media_type, size, "
            "sha256, content, custody_index, created_at")
 
 
-def _limits(request: web.Request) -> dict[str, int]:
+def _settings(request: web.Request) -> MaterialsConfig:
     from .app import CONFIG
 
-    m = request.app[CONFIG].materials
+    return request.app[CONFIG].materials
+
+
+def _limits(m: MaterialsConfig) -> dict[str, int]:
     return {"image": m.max_image_mb << 20, "pdf": m.max_pdf_mb << 20,
             "video": m.max_video_mb << 20}
+
+
+def _too_large(category: str, limit: int) -> MaterialRejected:
+    return MaterialRejected("too_large", f"{CATEGORY_ZH[category]}最大 {limit >> 20} MiB / "
+                                         f"{category} files may be at most {limit >> 20} MiB")
+
+
+class UploadGate:
+    """What uploads share in one process: the content checks (at most CHECKS at once: each may
+    hold a decoded photo of the pixel budget), and the last step, which checks the quotas once
+    more and keeps the file, one upload at a time so that the next one counts it."""
+
+    CHECKS = 2
+
+    def __init__(self) -> None:
+        self.checks = asyncio.Semaphore(self.CHECKS)
+        self.keeping = asyncio.Lock()
+
+
+GATE = web.AppKey("material_uploads", UploadGate)
+
+
+@dataclass(frozen=True)
+class _Room:
+    """How much more a case and a party may keep."""
+
+    bytes: int
+    zh: str
+    en: str
+
+
+def _room(conn: sqlite3.Connection, m: MaterialsConfig, case_id: int,
+          party_id: int | None) -> _Room:
+    (case_used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM materials "
+                                "WHERE case_id = ?", (case_id,)).fetchone()
+    case_limit = m.max_case_total_mb << 20
+    room = _Room(case_limit - case_used,
+                 f"本案已存材料 {case_used / (1 << 20):.1f} MiB，上限为 {m.max_case_total_mb} MiB",
+                 f"the case holds {case_used / (1 << 20):.1f} MiB of materials, at most "
+                 f"{m.max_case_total_mb} MiB")
+    if party_id is None:
+        return room
+    (party_used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM materials WHERE case_id = ? "
+                                 "AND party_id = ? AND origin = 'party'",
+                                 (case_id, party_id)).fetchone()
+    party_limit = m.max_party_total_mb << 20
+    if party_limit - party_used < room.bytes:
+        room = _Room(party_limit - party_used,
+                     f"您已上传 {party_used / (1 << 20):.1f} MiB，上限为 {m.max_party_total_mb} "
+                     "MiB", f"you have uploaded {party_used / (1 << 20):.1f} MiB, at most "
+                     f"{m.max_party_total_mb} MiB")
+    return room
+
+
+def _over_quota(room: _Room) -> MaterialRejected:
+    return MaterialRejected("quota_exceeded",
+                            f"{room.zh}，放不下此文件 / {room.en}; this file does not fit")
 
 
 def _file_name(request: web.Request) -> str:
@@ -72,17 +152,45 @@ def case_materials(conn: sqlite3.Connection, case_id: int,
 
 async def _receive(request: web.Request, who: Officer | PartyCaller,
                    case_id: int) -> dict[str, Any]:
-    """Stream, type, hash, encrypt and log one upload."""
-    from .app import CUSTODY
-
+    """Stream, type, hash, encrypt, check and log one upload, holding one of the uploader's
+    slots throughout; the body goes straight into the encrypted file, never into memory."""
     name = _file_name(request)
-    description = request.query.get("description", "")[:500]
-    limits = _limits(request)
+    settings = _settings(request)
+    limits = _limits(settings)
     declared = request.content_length
     if declared is not None and declared > max(limits.values()):
-        raise json_error(PayloadTooLarge, "too_large",
-                         f"at most {max(limits.values()) >> 20} MiB")
+        largest = max(limits.values()) >> 20
+        refused = MaterialRejected("too_large", f"文件最大 {largest} MiB / at most {largest} MiB")
+        await _refused(request, who, case_id, name, refused)
+        raise refused
     store = request.app[STORE]
+    # On the loop: opening and trying to lock an empty file takes microseconds, and a slot
+    # taken in a thread whose awaiting task is cancelled would be lost, locked, for good.
+    slot = store.take_upload_slot(who.actor, settings.concurrent_uploads)
+    if slot is None:
+        refusal = json_error(
+            web.HTTPTooManyRequests, "too_many_uploads",
+            f"同时最多上传 {settings.concurrent_uploads} 个文件，请等前面的上传完成后再试 / "
+            f"at most {settings.concurrent_uploads} uploads at once; try again when one "
+            "has finished")
+        refusal.headers["Retry-After"] = str(RETRY_AFTER)
+        raise refusal
+    try:
+        return await _receive_in_slot(request, who, case_id, name, settings, declared)
+    finally:
+        store.give_back_slot(slot)
+
+
+async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, case_id: int,
+                           name: str, settings: MaterialsConfig,
+                           declared: int | None) -> dict[str, Any]:
+
+    description = request.query.get("description", "")[:500]
+    store = request.app[STORE]
+    gate = request.app[GATE]
+    party_id = who.party_id if isinstance(who, PartyCaller) else None
+    database = request.app[DB]
+    room = await database.run(lambda c: _room(c, settings, case_id, party_id))
     head = b""
     while len(head) < SNIFF_BYTES:
         piece = await request.content.read(SNIFF_BYTES - len(head))
@@ -90,32 +198,45 @@ async def _receive(request: web.Request, who: Officer | PartyCaller,
             break
         head += piece
     try:
+        if room.bytes <= 0 or (declared is not None and declared > room.bytes):
+            raise _over_quota(room)
         media_type = sniff(head)
         category = TYPES[media_type][0]
-        limit = limits[category]
+        limit = _limits(settings)[category]
         if declared is not None and declared > limit:
-            raise MaterialRejected("too_large",
-                                   f"{category} files may be at most {limit >> 20} MiB")
+            raise _too_large(category, limit)
     except MaterialRejected as exc:
         await _refused(request, who, case_id, name, exc)
         raise
+    budget = ContentBudget(max_pixels=int(settings.max_megapixels * 1e6),
+                           max_pdf_pages=settings.max_pdf_pages)
     material_id = store.new_id()
     writer = await asyncio.to_thread(store.writer, material_id)
-    data = bytearray(head)
     try:
         pending = bytearray(head)
+        size = len(head)
         async for piece in request.content.iter_chunked(1 << 16):
-            data += piece
             pending += piece
-            if len(data) > limit:
-                raise MaterialRejected("too_large",
-                                       f"{category} files may be at most {limit >> 20} MiB")
+            size += len(piece)
+            if size > limit:
+                raise _too_large(category, limit)
+            if size > room.bytes:
+                raise _over_quota(room)
             if len(pending) >= BATCH:
                 await asyncio.to_thread(writer.write, bytes(pending))
                 pending.clear()
         await asyncio.to_thread(writer.write, bytes(pending))
-        content = await asyncio.to_thread(check_content, media_type, bytes(data))
-        stored = await asyncio.to_thread(writer.finish)
+        del pending
+        await asyncio.to_thread(writer.seal)
+        async with gate.checks:
+            content = await asyncio.to_thread(_check_written, writer, media_type, budget)
+        async with gate.keeping:
+            room = await database.run(lambda c: _room(c, settings, case_id, party_id))
+            if writer.size > room.bytes:
+                raise _over_quota(room)
+            stored = await asyncio.to_thread(writer.commit)
+            material = await _keep(request, who, case_id, party_id, name, description,
+                                   media_type, content, stored)
     except MaterialRejected as exc:
         await asyncio.to_thread(writer.abort)
         await _refused(request, who, case_id, name, exc)
@@ -124,7 +245,23 @@ async def _receive(request: web.Request, who: Officer | PartyCaller,
         # the client went away mid-upload, or the server is stopping: nothing half-kept
         await asyncio.to_thread(writer.abort)
         raise
-    party_id = who.party_id if isinstance(who, PartyCaller) else None
+    return material
+
+
+def _check_written(writer: MaterialWriter, media_type: str,
+                   budget: ContentBudget) -> dict[str, object]:
+    """Check the sealed file as read back from disk (run in a thread)."""
+    with writer.reader() as source:
+        return check_content(media_type, source, budget)
+
+
+async def _keep(request: web.Request, who: Officer | PartyCaller, case_id: int,
+                party_id: int | None, name: str, description: str, media_type: str,
+                content: dict[str, object], stored: StoredMaterial) -> dict[str, Any]:
+    """Log a kept file in the custody log, then record it."""
+    from .app import CUSTODY
+
+    material_id = stored.material_id
     entry = await request.app[CUSTODY].append_async(
         "material.received", actor=who.actor, case=str(case_id), material=material_id,
         sha256=stored.sha256, size=stored.size, media_type=media_type, name=name,
@@ -222,27 +359,53 @@ async def read_checked(request: web.Request, row: dict[str, Any]) -> bytes:
                                        row["sha256"])
     except (KeyProblem, ValueError, OSError) as exc:
         raise json_error(web.HTTPConflict, "integrity_failed",
-                         f"the stored material does not check out: {exc}") from None
+                         f"存储的材料校验不通过 / the stored material does not check out: "
+                         f"{exc}") from None
 
 
 async def _download(request: web.Request, who: Officer | PartyCaller, case_id: int,
-                    row: dict[str, Any], reason: str) -> web.Response:
+                    row: dict[str, Any], reason: str) -> web.StreamResponse:
+    """Check the whole file against its hash, log the access, then send it chunk by chunk.
+
+    Every chunk is authenticated again as it is sent (under the file's own key, in its place),
+    so what goes out is what was checked; a file is never held whole in memory."""
+    from recorder.keys import KeyProblem
+
     from .app import CUSTODY
 
-    data = await read_checked(request, row)
-    await request.app[CUSTODY].append_async(
-        "material.downloaded", actor=who.actor, reason=reason, case=str(case_id),
-        material=row["id"], sha256=row["sha256"])
-    await request.app[DB].run(lambda c: audit(c, who.actor, "material.downloaded",
-                                              f"material:{row['id']}", case_id, reason))
-    extension = TYPES[row["media_type"]][1]
-    return web.Response(body=data, content_type=row["media_type"], headers={
-        "Content-Disposition": f'attachment; filename="{row["id"]}.{extension}"',
-        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
-        "X-Content-SHA256": row["sha256"]})
+    store = request.app[STORE]
+    try:
+        await asyncio.to_thread(store.verify, row["id"], row["wrapped_key"],
+                                row["kek_fingerprint"], row["sha256"])
+        reader = await asyncio.to_thread(store.open, row["id"], row["wrapped_key"],
+                                         row["kek_fingerprint"])
+    except (KeyProblem, ValueError, OSError) as exc:
+        raise json_error(web.HTTPConflict, "integrity_failed",
+                         f"存储的材料校验不通过 / the stored material does not check out: "
+                         f"{exc}") from None
+    try:
+        await request.app[CUSTODY].append_async(
+            "material.downloaded", actor=who.actor, reason=reason, case=str(case_id),
+            material=row["id"], sha256=row["sha256"])
+        await request.app[DB].run(lambda c: audit(c, who.actor, "material.downloaded",
+                                                  f"material:{row['id']}", case_id, reason))
+        extension = TYPES[row["media_type"]][1]
+        response = web.StreamResponse(headers={
+            "Content-Type": row["media_type"],
+            "Content-Disposition": f'attachment; filename="{row["id"]}.{extension}"',
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+            "X-Content-SHA256": row["sha256"]})
+        response.content_length = row["size"]
+        await response.prepare(request)
+        while piece := await asyncio.to_thread(reader.read, BATCH):
+            await response.write(piece)
+        await response.write_eof()
+        return response
+    finally:
+        await asyncio.to_thread(reader.close)
 
 
-async def party_download(request: web.Request) -> web.Response:
+async def party_download(request: web.Request) -> web.StreamResponse:
     caller = await access.party(request)
     material_id = request.match_info["material"]
     row = await request.app[DB].run(
@@ -250,7 +413,7 @@ async def party_download(request: web.Request) -> web.Response:
     return await _download(request, caller, caller.case_id, row, "own material")
 
 
-async def officer_download(request: web.Request) -> web.Response:
+async def officer_download(request: web.Request) -> web.StreamResponse:
     officer = await access.officer(request)
     case_id = access.case_id(request)
     material_id = request.match_info["material"]
@@ -268,6 +431,7 @@ async def officer_download(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[GATE] = UploadGate()
     app.router.add_post("/api/party/materials", party_upload)
     app.router.add_get("/api/party/materials", party_list)
     app.router.add_get("/api/party/materials/{material}/content", party_download)

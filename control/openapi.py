@@ -37,10 +37,10 @@ _ERRORS = {
     "404": "no such object, or one the caller may not see",
     "409": "the object's state does not allow it",
     "410": "the invitation is used, revoked or expired",
-    "413": "the upload is larger than its type allows",
+    "413": "the upload is larger than its type, the pixel or page budget or the quota allows",
     "415": "the upload's content is not an accepted type",
     "422": "the content cannot be used (damaged file, no single face, missing page)",
-    "429": "too many failed attempts; wait",
+    "429": "too many failed attempts, or uploads at once; wait (Retry-After)",
 }
 
 
@@ -327,7 +327,7 @@ def build() -> dict[str, Any]:
                             "PDF, MP4/MOV, WebM/Matroska)", MEDIA_TYPES)
     add("/api/party/materials", "post", _op(
         "Upload a material (photo, PDF, video)", PARTY,
-        _responses("201", ANY_OBJECT, "400 401 403 413 415 422"), tag="materials",
+        _responses("201", ANY_OBJECT, "400 401 403 413 415 422 429"), tag="materials",
         body=upload_body, params=upload_params))
     add("/api/party/materials", "get", _op(
         "The party's own uploads", PARTY, _responses("200", ANY_OBJECT, "401 403"),
@@ -339,7 +339,7 @@ def build() -> dict[str, Any]:
         [_path("material", MATERIAL_ID)])
     add("/api/cases/{case}/materials", "post", _op(
         "Attach an evidence item to the case", OFFICER,
-        _responses("201", ANY_OBJECT, "400 401 404 413 415 422"), tag="materials",
+        _responses("201", ANY_OBJECT, "400 401 404 409 413 415 422 429"), tag="materials",
         body=upload_body, params=upload_params), [CASE])
     add("/api/cases/{case}/materials", "get", _op(
         "Every material of the case", OFFICER, _responses("200", ANY_OBJECT, "401 404"),
