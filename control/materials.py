@@ -25,7 +25,6 @@ import io
 import os
 import secrets
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mediaserver import pdfium
 from recorder.keys import KeyEncryptionKey, KeyProblem
 
 CHUNK = 1 << 20
@@ -103,9 +103,9 @@ class ContentBudget:
     max_pdf_pages: int = 2000
 
 
-# PDFium may not be entered from two threads at once (pypdfium2 adds no lock of its own), and
-# two uploads are checked at once: every call into it from here holds this.
-PDFIUM = threading.Lock()
+# PDFium may not be entered from two threads at once: every call into it holds the process's one
+# lock (evidence display renders pages too).
+PDFIUM = pdfium.LOCK
 # ISO 32000: a page is at most 14400 units on a side (200 inches)
 MAX_PAGE_POINTS = 14400.0
 # JPEG start-of-frame markers (every SOFn but DHT C4, JPG C8 and DAC CC)

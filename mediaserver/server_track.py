@@ -34,6 +34,7 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import RtpPacket
 
+from . import pdfium
 from .aiortc_hooks import ReceiverSink
 from .forwarding import ForwardedUpTrack
 from .protocols import CloseReason, TrackInfo
@@ -205,6 +206,11 @@ class StillPlayer:
     def from_pdf_page(cls, data: bytes, page: int, **kwargs: Any) -> StillPlayer:
         import pypdfium2
 
+        with pdfium.LOCK:
+            return cls(cls._render_pdf_page(pypdfium2, data, page), **kwargs)
+
+    @staticmethod
+    def _render_pdf_page(pypdfium2: Any, data: bytes, page: int) -> av.VideoFrame:
         pdf = pypdfium2.PdfDocument(data)
         try:
             if not 1 <= page <= len(pdf):
@@ -218,7 +224,7 @@ class StillPlayer:
             sheet.close()
         finally:
             pdf.close()
-        return cls(frame, **kwargs)
+        return frame
 
     def next_frame(self, keyframe_wanted: bool) -> tuple[list[bytes], float] | None:
         media_time = self._n * STILL_INTERVAL
