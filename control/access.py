@@ -112,6 +112,15 @@ async def party(request: web.Request) -> PartyCaller:
                 "SELECT p.id, p.case_id, p.name FROM sessions s JOIN parties p "
                 "ON p.case_id = s.case_id WHERE s.room = ? AND p.id = ?",
                 (grant.room, party_id)).fetchone()
+            if row is not None and grant.grant_id is not None:
+                # a call token from a removal or a revoked link reaches nothing any more
+                live = conn.execute(
+                    "SELECT 1 FROM call_grants g LEFT JOIN invitations i "
+                    "ON i.id = g.invitation_id WHERE g.id = ? AND g.participant = ? "
+                    "AND g.revoked_at IS NULL AND i.revoked_at IS NULL",
+                    (grant.grant_id, grant.participant)).fetchone()
+                if live is None:
+                    return None
             return None if row is None else PartyCaller(row["id"], row["case_id"],
                                                         row["name"], "call")
 

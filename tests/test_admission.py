@@ -158,12 +158,15 @@ async def test_removed_participant_cannot_come_back_with_its_token(
     await party.publish(PatternVideoTrack())
     pid = call.redeemed["participant"]
     await wait_until(lambda: officer.mids_for_participant(pid) != [], what="party's video")
+    assert (await api.call("GET", "/api/party", call.redeemed["token"]))[0] == 200
     status, body = await api.call("POST", f"{call.base}/remove", call.officer,
                                   {"participant": pid, "reason": "disrupts the inquiry"})
     assert status == 200, body
     bye = await party.wait_for(lambda m: m["type"] == "bye")
     assert bye["reason"] == "removed"
     assert_refusal(await refused(server, call.redeemed["token"]), "removed")
+    # nor does its call token reach the party's endpoints (uploads) any more
+    assert (await api.call("GET", "/api/party", call.redeemed["token"]))[0] == 401
     assert ("call.refused", "removed") in await audit_actions(server, call.case)
     # the officer's own call goes on, and a new invitation is the officer's way back in
     assert not officer.closed_reason
@@ -206,6 +209,7 @@ async def test_revoked_link_refuses_the_party_it_admitted(server: Server, api: A
                                call.officer, {"reason": "sent to the wrong person"})
     assert status == 200
     assert_refusal(await refused(server, call.redeemed["token"]), "invitation_revoked")
+    assert (await api.call("GET", "/api/party", call.redeemed["token"]))[0] == 401
     await joined(server, clients, call.session["token"])  # the officer is not affected
 
 
