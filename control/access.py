@@ -94,7 +94,7 @@ async def officer(request: web.Request) -> Officer:
 
 async def party(request: web.Request) -> PartyCaller:
     """The party an invitation token or a party's signalling token stands for."""
-    from .app import SIGNER
+    from .app import CONFIG, SIGNER
 
     token = bearer(request)
     if token.startswith("v1."):
@@ -106,6 +106,8 @@ async def party(request: web.Request) -> PartyCaller:
                 not grant.participant[6:].isdigit():
             raise json_error(web.HTTPForbidden, "forbidden", "not a party's token")
         party_id = int(grant.participant[6:])
+        if grant.grant_id is None and not request.app[CONFIG].auth.dev_join:
+            raise json_error(web.HTTPUnauthorized, "not_admitted", REFUSALS["not_admitted"])
 
         def by_grant(conn: sqlite3.Connection) -> PartyCaller | None:
             row = conn.execute(

@@ -134,6 +134,12 @@ async def test_default_server_is_not_in_development_mode(server: Server, api: Ap
     assert_refusal(await refused(server, server.token("demo", "o", role="officer")),
                    "not_admitted")
     assert server.sfu.rooms == {}  # refused before any room was made
+    # nor does a hand-minted party token reach the party endpoints
+    call = await open_call(server, api)
+    hand_made = server.token(call.session["room"], call.redeemed["participant"])
+    status, body = await api.call("GET", "/api/party", hand_made)
+    assert (status, body["error"]) == (401, "not_admitted")
+    assert (await api.call("GET", "/api/party", call.redeemed["token"]))[0] == 200
 
 
 def test_serve_dev_flag_turns_development_mode_on_for_loopback_only(
