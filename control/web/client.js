@@ -241,6 +241,7 @@ function showMute(msg) {
   const track = state.publishedTracks.find((t) => t.id === msg.track);
   if (!track) return;
   const button = $(track.kind === "audio" ? "mute-audio" : "mute-video");
+  state.officerMuted = { ...(state.officerMuted || {}), [track.kind]: msg.officer_muted };
   button.title = msg.officer_muted ? "民警已静音 / muted by the officer" : "";
   if (msg.officer_muted) setStatus("民警已将您静音 / the officer muted you");
 }
@@ -248,6 +249,10 @@ function showMute(msg) {
 function toggle(kind, button, onText, offText) {
   const track = state.local && state.local.getTracks().find((t) => t.kind === kind);
   if (!track) return;
+  if (!track.enabled && (state.officerMuted || {})[kind]) {
+    showError("民警已将您静音，只有民警可以解除 / the officer muted you; only the officer can unmute");
+    return;
+  }
   track.enabled = !track.enabled;
   button.textContent = track.enabled ? onText : offText;
   const published = state.publishedTracks.find((t) => t.kind === kind);
