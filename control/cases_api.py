@@ -355,7 +355,8 @@ async def session_action(request: web.Request) -> web.Response:
         detail["participant"] = participant_id
         if action != "remove":
             kinds = body.get("kinds", ["audio", "video"])
-            if not isinstance(kinds, list) or not set(kinds) <= {"audio", "video"}:
+            if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds) \
+                    or not set(kinds) <= {"audio", "video"}:
                 raise _json_error(web.HTTPBadRequest, "bad_request", "kinds: audio and/or video")
             detail["kinds"] = kinds
     elif action not in ("lock", "unlock"):
