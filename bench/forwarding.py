@@ -133,6 +133,8 @@ async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int =
         "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
         "REMOTECASE_MEDIA__MAX_PARTICIPANTS": str(subscribers + 10),
         "REMOTECASE_LOG__LEVEL": "WARNING",
+        # the subscribers join the case's room with tokens minted here: development mode
+        "REMOTECASE_AUTH__DEV_JOIN": "true",
         # the bench's room is a case session; it is recorded only when --record asks
         "REMOTECASE_RECORDING__SESSIONS": "true" if record else "false",
     }

@@ -777,7 +777,9 @@ async def serve_remotecase(url: str | None, workers: int = 1,
            "REMOTECASE_MEDIA__MAX_PARTICIPANTS": "100",
            "REMOTECASE_VERIFIER__ENABLED": "false",
            "REMOTECASE_SERVER__WORKERS": str(workers),
-           "REMOTECASE_LOG__LEVEL": "WARNING"}
+           "REMOTECASE_LOG__LEVEL": "WARNING",
+           # its rooms are not case sessions: development tokens (/dev/token)
+           "REMOTECASE_AUTH__DEV_JOIN": "true"}
     log = tmp / "server.log"
     with log.open("wb") as sink:
         server = await asyncio.create_subprocess_exec(

@@ -7,6 +7,12 @@
 * A party has no account. It calls with the token of its invitation link (before the call) or
   the signalling token that redeeming the link gave (during it); either binds one party of one
   case, and a party reaches nothing else.
+* Joining a call (:func:`admission`): a case call's signalling token names a grant (a row of
+  ``call_grants``) for one participant of one session. Every join is checked against the
+  database at the moment it happens: the case open, the session open, the grant not revoked
+  (removal revokes it), the invitation it came from not revoked, the officer's login it came
+  from not logged out or expired. Tokens without a grant join only in development mode, and
+  only rooms outside every session or of an open one.
 
 Every state change goes into the audit trail (:func:`audit`) with actor, time and reason.
 """
@@ -14,6 +20,7 @@ Every state change goes into the audit trail (:func:`audit`) with actor, time an
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -24,7 +31,7 @@ from aiohttp import web
 from .auth import Officer, RateLimiter, now_iso, officer_for, token_hash
 from .db import Database
 from .http_json import json_error
-from .tokens import TokenError
+from .tokens import Grant, TokenError
 
 DB = web.AppKey("db", Database)
 LOGIN_LIMIT = web.AppKey("login_limit", RateLimiter)
@@ -87,7 +94,7 @@ async def officer(request: web.Request) -> Officer:
 
 async def party(request: web.Request) -> PartyCaller:
     """The party an invitation token or a party's signalling token stands for."""
-    from .app import SIGNER
+    from .app import CONFIG, SIGNER
 
     token = bearer(request)
     if token.startswith("v1."):
@@ -99,12 +106,23 @@ async def party(request: web.Request) -> PartyCaller:
                 not grant.participant[6:].isdigit():
             raise json_error(web.HTTPForbidden, "forbidden", "not a party's token")
         party_id = int(grant.participant[6:])
+        if grant.grant_id is None and not request.app[CONFIG].auth.dev_join:
+            raise json_error(web.HTTPUnauthorized, "not_admitted", REFUSALS["not_admitted"])
 
         def by_grant(conn: sqlite3.Connection) -> PartyCaller | None:
             row = conn.execute(
                 "SELECT p.id, p.case_id, p.name FROM sessions s JOIN parties p "
                 "ON p.case_id = s.case_id WHERE s.room = ? AND p.id = ?",
                 (grant.room, party_id)).fetchone()
+            if row is not None and grant.grant_id is not None:
+                # a call token from a removal or a revoked link reaches nothing any more
+                live = conn.execute(
+                    "SELECT 1 FROM call_grants g LEFT JOIN invitations i "
+                    "ON i.id = g.invitation_id WHERE g.id = ? AND g.participant = ? "
+                    "AND g.revoked_at IS NULL AND i.revoked_at IS NULL",
+                    (grant.grant_id, grant.participant)).fetchone()
+                if live is None:
+                    return None
             return None if row is None else PartyCaller(row["id"], row["case_id"],
                                                         row["name"], "call")
 
@@ -160,3 +178,122 @@ def load_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, An
     if row is None or not who.may_touch(row["brigade"]):
         raise json_error(web.HTTPNotFound, "not_found", "no such case")
     return dict(row)
+
+
+# -- call admission --------------------------------------------------------------------------
+REFUSALS = {
+    "not_admitted": "该令牌不是为开放的案件会话签发的 / the token was not issued for an open case "
+                    "session",
+    "case_closed": "案件已结案 / the case is closed",
+    "session_ended": "本次会话已结束 / the session has ended",
+    "removed": "民警已将您移出本次会话 / an officer removed you from this session",
+    "invitation_revoked": "邀请链接已被撤销 / the invitation was revoked",
+    "logged_out": "民警已退出登录或登录已过期 / the officer has logged out or the login has "
+                  "expired",
+}
+
+
+class CallRefused(Exception):
+    """A join the case's state does not allow; ``code`` is one of :data:`REFUSALS`."""
+
+    def __init__(self, code: str, case_id: int | None = None) -> None:
+        super().__init__(REFUSALS[code])
+        self.code = code
+        self.message = REFUSALS[code]
+        self.case_id = case_id  # for the case's audit trail, when the token named a case
+
+
+@dataclass(frozen=True)
+class CallAdmission:
+    """What the session says about a join that may go ahead."""
+
+    session_id: int | None  # None: a development room outside every case
+    case_id: int | None
+    locked: bool
+    officer_muted: frozenset[str]  # kinds an officer muted for this participant
+
+
+DEV_ROOM = CallAdmission(None, None, False, frozenset())
+
+
+def _session_open(row: sqlite3.Row) -> None:
+    if row["case_status"] != "open":
+        raise CallRefused("case_closed", row["case_id"])
+    if row["ended_at"] is not None:
+        raise CallRefused("session_ended", row["case_id"])
+
+
+def _admitted(row: sqlite3.Row, participant: str) -> CallAdmission:
+    mutes = json.loads(row["officer_mutes"] or "{}").get(participant, [])
+    return CallAdmission(row["session_id"], row["case_id"], bool(row["locked"]),
+                         frozenset(mutes))
+
+
+def admission(conn: sqlite3.Connection, grant: Grant, *, dev_join: bool,
+              now: float | None = None) -> CallAdmission:
+    """May this token join now? Raises :class:`CallRefused` with the reason when it may not."""
+    now = time.time() if now is None else now
+    if grant.grant_id is None:
+        if not dev_join:
+            raise CallRefused("not_admitted")
+        # development tokens name no grant: they reach rooms outside every case, and a case's
+        # room only while its session is open (a bench drives one so)
+        row = conn.execute(
+            "SELECT s.id AS session_id, s.case_id, s.ended_at, s.locked, s.officer_mutes, "
+            "c.status AS case_status FROM sessions s JOIN cases c ON c.id = s.case_id "
+            "WHERE s.room = ?", (grant.room,)).fetchone()
+        if row is None:
+            return DEV_ROOM
+        _session_open(row)
+        return _admitted(row, grant.participant)
+    row = conn.execute(
+        "SELECT g.participant, g.role, g.revoked_at, g.revoked_reason, g.invitation_id, "
+        "g.login_hash, s.id AS session_id, s.case_id, s.room, s.ended_at, s.locked, "
+        "s.officer_mutes, c.status AS case_status FROM call_grants g "
+        "JOIN sessions s ON s.id = g.session_id JOIN cases c ON c.id = s.case_id "
+        "WHERE g.id = ?", (grant.grant_id,)).fetchone()
+    if row is None or row["room"] != grant.room or row["participant"] != grant.participant \
+            or row["role"] != grant.role:
+        raise CallRefused("not_admitted")
+    _session_open(row)
+    case = row["case_id"]
+    if row["revoked_at"] is not None:
+        reason = row["revoked_reason"]
+        raise CallRefused(reason if reason in REFUSALS else "removed", case)
+    if row["invitation_id"] is not None:
+        invitation = conn.execute("SELECT revoked_at FROM invitations WHERE id = ?",
+                                  (row["invitation_id"],)).fetchone()
+        if invitation is None or invitation["revoked_at"] is not None:
+            raise CallRefused("invitation_revoked", case)
+    if row["login_hash"] is not None:
+        login = conn.execute(
+            "SELECT 1 FROM logins l JOIN officers o ON o.id = l.officer_id "
+            "WHERE l.token_hash = ? AND l.revoked_at IS NULL AND l.expires_at > ? "
+            "AND o.disabled = 0", (row["login_hash"], now)).fetchone()
+        if login is None:
+            raise CallRefused("logged_out", case)
+    return _admitted(row, grant.participant)
+
+
+def issue_grant(conn: sqlite3.Connection, session_id: int, participant: str, role: str,
+                ttl: int, *, invitation_id: int | None = None,
+                login_token: str | None = None) -> str:
+    """A grant for one participant of an open session; its ID goes into the token's ``gid``."""
+    grant_id = secrets.token_hex(16)
+    conn.execute(
+        "INSERT INTO call_grants (id, session_id, participant, role, invitation_id, "
+        "login_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (grant_id, session_id, participant, role, invitation_id,
+         None if login_token is None else token_hash(login_token), now_iso(),
+         time.time() + ttl))
+    return grant_id
+
+
+def revoke_grants(conn: sqlite3.Connection, session_id: int, participant: str,
+                  reason: str) -> int:
+    """End every grant of a participant in a session (a removal): its tokens join no more."""
+    cursor = conn.execute(
+        "UPDATE call_grants SET revoked_at = ?, revoked_reason = ? WHERE session_id = ? "
+        "AND participant = ? AND revoked_at IS NULL", (now_iso(), reason, session_id,
+                                                       participant))
+    return cursor.rowcount

@@ -303,8 +303,10 @@ async def _index(request: web.Request) -> web.FileResponse:
 async def _healthz(request: web.Request) -> web.Response:
     sfu = request.app[SFU]
     dump = sfu.dump()
+    # dev_join tells the page whether it may mint its own tokens (or must say it cannot)
     return web.json_response({"status": "ok", "rooms": dump["rooms"],
-                              "participants": dump["participants"]})
+                              "participants": dump["participants"],
+                              "dev_join": request.app[CONFIG].auth.dev_join})
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -317,7 +319,13 @@ async def _dev_token(request: web.Request) -> web.Response:
     """Development only: mint a token for the page, so two tabs can meet without set-up."""
     config = request.app[CONFIG]
     if not config.auth.dev_join:
-        raise web.HTTPNotFound()
+        return web.json_response(
+            {"error": "dev_join_off",
+             "message": "未开启开发模式：加入通话需要民警发出的邀请链接（开发时可用 "
+                        "remotecase serve --dev） / development mode is off: joining a call "
+                        "needs an officer's "
+                        "invitation link (for development: remotecase serve --dev)"},
+            status=404)
     try:
         body = await request.json()
     except ValueError:

@@ -24,7 +24,16 @@ from aiohttp import web
 from mediaserver.protocols import CloseReason
 from mediaserver.room import SfuRoom
 
-from .access import DB, LOGIN_LIMIT, REDEEM_LIMIT, id_value, load_case, path_int
+from .access import (
+    DB,
+    LOGIN_LIMIT,
+    REDEEM_LIMIT,
+    id_value,
+    issue_grant,
+    load_case,
+    path_int,
+    revoke_grants,
+)
 from .access import audit as _audit
 from .access import bearer as _bearer
 from .access import case_id as _case_id
@@ -207,6 +216,10 @@ async def post_session(request: web.Request) -> web.Response:
         raise _json_error(web.HTTPBadRequest, "bad_request",
                           f"purpose: one of {', '.join(PURPOSES)}")
 
+    ttl = request.app[CONFIG].auth.token_ttl
+    participant = f"officer-{officer.username}"
+    login_token = _bearer(request)
+
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         case = load_case(conn, officer, case_id)
         _open_case(case)
@@ -219,9 +232,13 @@ async def post_session(request: web.Request) -> web.Response:
         cursor = conn.execute(
             "INSERT INTO sessions (case_id, room, opened_by, opened_at, purpose) "
             "VALUES (?, ?, ?, ?, ?)", (case_id, room, officer.id, now_iso(), chosen))
+        assert cursor.lastrowid is not None
         _audit(conn, officer.actor, "session.opened", f"session:{cursor.lastrowid}", case_id,
                room=room)
-        return {"id": cursor.lastrowid, "room": room, "brigade": case["brigade"]}
+        grant = issue_grant(conn, cursor.lastrowid, participant, "officer", ttl,
+                            login_token=login_token)
+        return {"id": cursor.lastrowid, "room": room, "brigade": case["brigade"],
+                "grant": grant}
 
     session = await request.app[DB].run(run)
     events = request.app[EVENTS]
@@ -229,8 +246,8 @@ async def post_session(request: web.Request) -> web.Response:
     events.publish(case_id, "session", session["room"], state="opened", session=session["id"],
                    by=officer.actor)
     session["token"] = request.app[SIGNER].mint(
-        session["room"], f"officer-{officer.username}", name=officer.username, role="officer",
-        ttl=request.app[CONFIG].auth.token_ttl)
+        session["room"], participant, name=officer.username, role="officer", ttl=ttl,
+        grant_id=session.pop("grant"))
     return web.json_response(session, status=201)
 
 
@@ -242,15 +259,19 @@ async def session_token(request: web.Request) -> web.Response:
     case_id = _case_id(request)
     session_id = path_int(request, "session", "session")
 
-    def run(conn: sqlite3.Connection) -> str:
+    ttl = request.app[CONFIG].auth.token_ttl
+    participant = f"{officer.role}-{officer.username}"
+    login_token = _bearer(request)
+
+    def run(conn: sqlite3.Connection) -> tuple[str, str]:
         room = _open_session(conn, officer, case_id, session_id)
         _audit(conn, officer.actor, "session.token", f"session:{session_id}", case_id)
-        return room
+        return room, issue_grant(conn, session_id, participant, officer.role, ttl,
+                                 login_token=login_token)
 
-    room = await request.app[DB].run(run)
-    token = request.app[SIGNER].mint(room, f"{officer.role}-{officer.username}",
-                                     name=officer.username, role=officer.role,
-                                     ttl=request.app[CONFIG].auth.token_ttl)
+    room, grant = await request.app[DB].run(run)
+    token = request.app[SIGNER].mint(room, participant, name=officer.username,
+                                     role=officer.role, ttl=ttl, grant_id=grant)
     return web.json_response({"room": room, "token": token})
 
 
@@ -307,36 +328,72 @@ async def open_session_room(request: web.Request,
 
 
 async def session_action(request: web.Request) -> web.Response:
-    """An officer acts on the call: remove or mute a participant, lock or unlock the room."""
+    """An officer acts on the call: remove or mute a participant, lock or unlock the room.
+
+    Each is session state in the database first (a removal revokes the participant's grants,
+    a mute and the lock are the session's), then applied to the live room: it holds when the
+    participant reconnects and when the room empties and is made again."""
+    from .app import SFU
+
     officer = await _officer(request)
     action = request.match_info["action"]
     body = await read_object(request)
     reason = _text(body, "reason", max_len=500)
-    case_id, _, room = await open_session_room(request, officer)
+    case_id = _case_id(request)
+    session_id = path_int(request, "session", "session")
+    room_id = await request.app[DB].run(
+        lambda conn: _open_session(conn, officer, case_id, session_id))
+    room = request.app[SFU].rooms.get(room_id)
+    live = room if room is not None and not room.closed else None
     detail: dict[str, Any] = {}
+    participant_id = ""
+    kinds: list[str] = []
     if action in ("remove", "mute", "unmute"):
         participant_id = _text(body, "participant", max_len=64)
-        participant = room.participants.get(participant_id)
-        if participant is None:
+        if live is None or participant_id not in live.participants:
             raise _json_error(web.HTTPNotFound, "not_found", "no such participant in the call")
         detail["participant"] = participant_id
-        if action == "remove":
-            await participant.close(CloseReason.REMOVED)
-        else:
+        if action != "remove":
             kinds = body.get("kinds", ["audio", "video"])
-            if not isinstance(kinds, list) or not set(kinds) <= {"audio", "video"}:
+            if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds) \
+                    or not set(kinds) <= {"audio", "video"}:
                 raise _json_error(web.HTTPBadRequest, "bad_request", "kinds: audio and/or video")
-            for up in list(participant.up_tracks.values()):
-                if up.info.kind in kinds:
-                    participant.set_muted(up.info.track_id, action == "mute")
             detail["kinds"] = kinds
-    elif action in ("lock", "unlock"):
-        room.locked = action == "lock"
-    else:
+    elif action not in ("lock", "unlock"):
         raise _json_error(web.HTTPNotFound, "not_found", "unknown action")
-    await request.app[DB].run(lambda c: _audit(c, officer.actor, f"call.{action}",
-                                               f"room:{room.room_id}", case_id, reason, **detail))
-    return web.json_response({"done": action, "room": room.room_id, **detail})
+
+    def run(conn: sqlite3.Connection) -> None:
+        _open_session(conn, officer, case_id, session_id)
+        if action == "remove":
+            revoke_grants(conn, session_id, participant_id, "removed")
+        elif action in ("mute", "unmute"):
+            row = conn.execute("SELECT officer_mutes FROM sessions WHERE id = ?",
+                               (session_id,)).fetchone()
+            mutes: dict[str, list[str]] = json.loads(row["officer_mutes"] or "{}")
+            held = set(mutes.get(participant_id, []))
+            held = held | set(kinds) if action == "mute" else held - set(kinds)
+            if held:
+                mutes[participant_id] = sorted(held)
+            else:
+                mutes.pop(participant_id, None)
+            conn.execute("UPDATE sessions SET officer_mutes = ? WHERE id = ?",
+                         (json.dumps(mutes, sort_keys=True), session_id))
+        else:
+            conn.execute("UPDATE sessions SET locked = ? WHERE id = ?",
+                         (int(action == "lock"), session_id))
+        _audit(conn, officer.actor, f"call.{action}", f"room:{room_id}", case_id, reason,
+               **detail)
+
+    await request.app[DB].run(run)
+    if live is not None:
+        participant = live.participants.get(participant_id)
+        if action in ("lock", "unlock"):
+            live.locked = action == "lock"
+        elif participant is not None and action == "remove":
+            await participant.close(CloseReason.REMOVED)
+        elif participant is not None:
+            participant.set_officer_muted(kinds, action == "mute")
+    return web.json_response({"done": action, "room": room_id, **detail})
 
 
 # -- invitations -----------------------------------------------------------------------------
@@ -422,6 +479,7 @@ async def redeem_invitation(request: web.Request) -> web.Response:
                           "to join remotely")
     consents = {k: bool(consent.get(k)) for k in CONSENTS}
     now = time.time()
+    ttl = request.app[CONFIG].auth.token_ttl
 
     def run(conn: sqlite3.Connection) -> dict[str, Any] | str:
         row = conn.execute("SELECT * FROM invitations WHERE token_hash = ?",
@@ -452,8 +510,10 @@ async def redeem_invitation(request: web.Request) -> web.Response:
                **consents)
         _audit(conn, actor, "invitation.redeemed", f"invitation:{row['id']}", row["case_id"],
                room=session["room"])
+        grant = issue_grant(conn, session["id"], f"party-{party['id']}", "party", ttl,
+                            invitation_id=row["id"])
         return {"room": session["room"], "party_id": party["id"], "name": party["name"],
-                "case_id": row["case_id"], "consent": consents}
+                "case_id": row["case_id"], "consent": consents, "grant": grant}
 
     result = await request.app[DB].run(run)
     if isinstance(result, str):
@@ -474,8 +534,8 @@ async def redeem_invitation(request: web.Request) -> web.Response:
                                 actor=f"party:{result['party_id']}",
                                 reason="the party declined face checks")
     result["token"] = request.app[SIGNER].mint(
-        result["room"], participant, name=result["name"], role="party",
-        ttl=request.app[CONFIG].auth.token_ttl)
+        result["room"], participant, name=result["name"], role="party", ttl=ttl,
+        grant_id=result.pop("grant"))
     return web.json_response(result)
 
 

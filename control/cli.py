@@ -41,8 +41,9 @@ def _configure_logging(level: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    overrides = {"auth": {"dev_join": True}} if getattr(args, "dev", False) else None
     try:
-        return load_config(args.config)
+        return load_config(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"remotecase: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -89,8 +90,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if "REMOTECASE_WORKER_INDEX" in os.environ:
         _die_with_parent()
     else:
+        how = ("开发模式：在两个标签页中打开即可会面 / development mode: open it in two tabs "
+               "to meet" if config.auth.dev_join else
+               "加入通话需要民警发出的邀请链接 / joining a call needs an officer's invitation")
         print(f"remotecase: serving on {scheme}://{host}:{port}/ "
-              f"(open it in two tabs to meet; data in {config.data_dir.resolve()})", flush=True)
+              f"({how}; data in {config.data_dir.resolve()})", flush=True)
     web.run_app(create_app(config), host=host, port=port, ssl_context=ssl_context,
                 print=None, access_log=None)
     return 0
@@ -122,6 +126,12 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 2
     print(token)
+    if not config.auth.dev_join:
+        print("remotecase: 注意：服务器只在开发模式（remotecase serve --dev）下接受手工签发的令牌，"
+              "且只用于不属于案件会话的房间；案件通话的令牌由控制面为开放的会话签发 / note: the "
+              "server admits hand-minted tokens only in development mode (remotecase serve "
+              "--dev), and only to rooms outside every case session; the control plane issues "
+              "the tokens of case calls for open sessions", file=sys.stderr)
     return 0
 
 
@@ -365,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--dev", action="store_true",
+                       help="development mode (auth.dev_join): the page mints its own tokens "
+                            "for rooms outside every case; loopback binds only")
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="mint a join token")

@@ -67,8 +67,11 @@ class AuthConfig:
     # are inside storage.data_dir.
     secret_file: str = "secrets/token.key"
     token_ttl: int = 3600
-    # Lets the web page mint its own tokens (development only; loopback binds only).
-    dev_join: bool = True
+    # Development mode (``remotecase serve --dev``): the web page mints its own tokens for
+    # rooms outside every case, so two tabs can meet without set-up (loopback binds only).
+    # Off, every join needs a token the control plane issued for an open case session, and
+    # is checked against that session's state when it joins (docs/signalling.md).
+    dev_join: bool = False
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,27 @@ MIGRATIONS: list[str] = [
     DROP TABLE officers;
     ALTER TABLE officers_new RENAME TO officers
     """,
+    # 5: call admission: every signalling token of a case call is a grant for one participant
+    # of one session, checked against the session, the case, the invitation and the login at
+    # each join; the room's lock and the officer's mutes are the session's, not the room's
+    """
+    CREATE TABLE call_grants (
+        id TEXT PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        participant TEXT NOT NULL,
+        role TEXT NOT NULL,
+        invitation_id INTEGER REFERENCES invitations(id),
+        login_hash TEXT REFERENCES logins(token_hash),
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at TEXT,
+        revoked_reason TEXT
+    );
+    CREATE INDEX call_grants_session ON call_grants(session_id, participant);
+    CREATE INDEX call_grants_login ON call_grants(login_hash);
+    ALTER TABLE sessions ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN officer_mutes TEXT NOT NULL DEFAULT '{}'
+    """,
 ]
 
 

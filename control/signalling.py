@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -19,7 +20,8 @@ from mediaserver.participant import SfuParticipant, SignallingError
 from mediaserver.protocols import CloseReason
 from mediaserver.room import Sfu
 
-from .tokens import TokenError, TokenSigner
+from .access import DEV_ROOM, CallAdmission, CallRefused
+from .tokens import Grant, TokenError, TokenSigner
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is stopping
 CLOSE_AUTH = 4001
 CLOSE_PROTOCOL = 4002
+CLOSE_REFUSED = 4003  # a valid token the case's state refuses (ended, closed, removed, ...)
 CLOSE_TOO_LARGE = 4009
 CLOSE_REPLACED = 4010
 CLOSE_SERVER = 4011
@@ -42,6 +45,25 @@ _BYE_CODES = {
     CloseReason.SHUTDOWN: CLOSE_GOING_AWAY,
 }
 
+# The close frame's reason has room for 123 bytes (RFC 6455 section 5.5)
+MAX_CLOSE_REASON = 123
+
+Admit = Callable[[Grant], Awaitable[CallAdmission]]
+RefusalLog = Callable[[Grant, CallRefused], Awaitable[None]]
+
+
+async def _admit_everyone(grant: Grant) -> CallAdmission:
+    return DEV_ROOM
+
+
+def close_reason(text: str) -> bytes:
+    """``text`` cut to what a close frame carries, on a character boundary."""
+    data = text.encode()
+    if len(data) <= MAX_CLOSE_REASON:
+        return data
+    return data[:MAX_CLOSE_REASON].decode(errors="ignore").encode()
+
+
 MESSAGE_TYPES = (
     "join", "publish", "answer", "candidate", "subscribe", "unsubscribe", "mute", "leave", "ping",
 )
@@ -50,16 +72,20 @@ MESSAGE_TYPES = (
 class SignallingSession:
     def __init__(self, ws: web.WebSocketResponse, sfu: Sfu, signer: TokenSigner,
                  *, max_message_bytes: int, ice_servers: list[dict[str, Any]],
-                 errors: Counter[str]) -> None:
+                 errors: Counter[str], admit: Admit = _admit_everyone,
+                 on_refused: RefusalLog | None = None) -> None:
         self._ws = ws
         self._sfu = sfu
         self._signer = signer
         self._max_bytes = max_message_bytes
         self._ice_servers = ice_servers
         self._errors = errors
+        self._admit = admit
+        self._on_refused = on_refused
         self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTGOING_QUEUE)
         self._participant: SfuParticipant | None = None
         self._close_code = CLOSE_NORMAL
+        self._close_message = b""
         self._closing = False
 
     # -- outgoing --------------------------------------------------------------------------
@@ -77,11 +103,12 @@ class SignallingSession:
         self.send({"type": "error", "code": code, "message": message,
                    "ref": ref if isinstance(ref, str) else None})
 
-    def _close_soon(self, code: int) -> None:
+    def _close_soon(self, code: int, reason: str = "") -> None:
         if self._closing:
             return
         self._closing = True
         self._close_code = code
+        self._close_message = close_reason(reason)
         while True:  # make room for the sentinel: nothing more will be sent
             try:
                 self._outgoing.put_nowait(None)
@@ -98,7 +125,7 @@ class SignallingSession:
                 await self._ws.send_str(json.dumps(message, separators=(",", ":")))
             except (ConnectionError, RuntimeError):
                 break
-        await self._ws.close(code=self._close_code)
+        await self._ws.close(code=self._close_code, message=self._close_message)
 
     # -- session ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -176,13 +203,35 @@ class SignallingSession:
         except TokenError as exc:
             self.error(exc.code, exc.message, kind)
             self._close_soon(CLOSE_AUTH)
+        except CallRefused as exc:
+            self.error(exc.code, exc.message, kind)
+            self._close_soon(CLOSE_REFUSED, f"{exc.code}: {exc.message}")
 
     async def _join(self, message: dict[str, Any]) -> None:
         if self._participant is not None:
             raise SignallingError("already_joined", "this connection has joined already")
         grant = self._signer.verify(message.get("token"))
+        admission = await self._checked(grant)
         room = self._sfu.room(grant.room)
-        participant = await room.join(grant.participant, grant.name, self.send, grant.role)
+        if admission.session_id is not None:
+            room.locked = admission.locked  # the session's lock, whatever the room remembers
+        try:
+            participant = await room.join(grant.participant, grant.name, self.send, grant.role)
+        except SignallingError:
+            if not room.participants and not room.closed:
+                # made for this join (a locked session's room, say): leave nothing behind
+                await room.close(CloseReason.ROOM_EMPTY)
+            raise
+        if admission.officer_muted:
+            participant.set_officer_muted(admission.officer_muted, True)
+        if admission.session_id is not None:
+            # the session may have ended (and its room closed) while this join was checked:
+            # look again now that the participant is in, before it hears it joined
+            try:
+                await self._checked(grant)
+            except CallRefused:
+                await participant.close(CloseReason.REMOVED)
+                raise
         self._participant = participant
         self.send({
             "type": "joined",
@@ -194,6 +243,16 @@ class SignallingSession:
                               for up in room.server_tracks.values()],
             "ice_servers": self._ice_servers,
         })
+
+    async def _checked(self, grant: Grant) -> CallAdmission:
+        try:
+            return await self._admit(grant)
+        except CallRefused as exc:
+            logger.info("join refused: %s (room %s, participant %s)", exc.code, grant.room,
+                        grant.participant)
+            if self._on_refused is not None:
+                await self._on_refused(grant, exc)
+            raise
 
     async def _dispatch(self, participant: SfuParticipant, kind: str,
                         message: dict[str, Any]) -> None:
@@ -223,6 +282,27 @@ class SignallingSession:
             await participant.close(CloseReason.LEFT)
 
 
+def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
+    """Every join checked against the database (control/access.py), refusals audited."""
+    from .access import DB, admission, audit
+    from .app import CONFIG
+
+    database = request.app[DB]
+    dev_join = request.app[CONFIG].auth.dev_join
+    address = request.remote
+
+    async def admit(grant: Grant) -> CallAdmission:
+        return await database.run(lambda conn: admission(conn, grant, dev_join=dev_join))
+
+    async def refused(grant: Grant, exc: CallRefused) -> None:
+        if exc.case_id is not None:
+            await database.run(lambda conn: audit(
+                conn, f"{grant.role}:{grant.participant}@{address}", "call.refused",
+                f"room:{grant.room}", exc.case_id, exc.code))
+
+    return admit, refused
+
+
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     from .app import CONFIG, ERRORS, SFU, SIGNER, SOCKETS
 
@@ -235,10 +315,11 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
          **({"credential": s.credential} if s.credential else {})}
         for s in config.media.ice_servers
     ]
+    admit, refused = admission_for(request)
     session = SignallingSession(
         ws, request.app[SFU], request.app[SIGNER],
         max_message_bytes=config.server.max_message_bytes,
-        ice_servers=ice_servers, errors=request.app[ERRORS],
+        ice_servers=ice_servers, errors=request.app[ERRORS], admit=admit, on_refused=refused,
     )
     await session.run()
     return ws

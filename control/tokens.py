@@ -1,8 +1,10 @@
 """Signed join tokens: bound to a room and a participant, with an expiry.
 
 Format: ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "v1." + claims part))>``.
-Claims: ``room``, ``sub`` (participant ID), ``name``, ``role``, ``iat``, ``exp``. The control plane
-mints them for invitations; ``remotecase token`` mints them by hand.
+Claims: ``room``, ``sub`` (participant ID), ``name``, ``role``, ``iat``, ``exp``, and ``gid`` when
+the control plane issued the token for a case session: the ID of its row in ``call_grants``,
+against which every join is checked (:func:`control.access.admission`). Tokens without ``gid``
+(``remotecase token``, ``POST /dev/token``) are admitted only in development mode.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Grant:
     name: str
     role: str
     expires_at: int
+    grant_id: str | None = None  # the call_grants row of a case call's token
 
 
 def _b64(data: bytes) -> str:
@@ -78,7 +81,7 @@ class TokenSigner:
         return _b64(hmac.new(self._secret, f"{VERSION}.{body}".encode(), hashlib.sha256).digest())
 
     def mint(self, room: str, participant: str, *, name: str = "", role: str = "party",
-             ttl: int = 3600, now: float | None = None) -> str:
+             ttl: int = 3600, now: float | None = None, grant_id: str | None = None) -> str:
         if not valid_id(room) or not valid_id(participant):
             raise ValueError("room and participant IDs: 1-64 of A-Z a-z 0-9 _ . : -")
         if role not in ROLES:
@@ -86,6 +89,10 @@ class TokenSigner:
         issued = int(time.time() if now is None else now)
         claims = {"room": room, "sub": participant, "name": name[:100] or participant,
                   "role": role, "iat": issued, "exp": issued + int(ttl)}
+        if grant_id is not None:
+            if not valid_id(grant_id):
+                raise ValueError("grant IDs: 1-64 of A-Z a-z 0-9 _ . : -")
+            claims["gid"] = grant_id
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         return f"{VERSION}.{body}.{self._sign(body)}"
 
@@ -100,9 +107,12 @@ class TokenSigner:
             raise TokenError("bad_token", "token signature does not verify")
         try:
             claims = json.loads(_unb64(body))
+            gid = claims.get("gid")
+            if gid is not None and not isinstance(gid, str):
+                raise TypeError("gid")
             grant = Grant(str(claims["room"]), str(claims["sub"]), str(claims["name"]),
-                          str(claims["role"]), int(claims["exp"]))
-        except (ValueError, KeyError, TypeError):
+                          str(claims["role"]), int(claims["exp"]), gid)
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise TokenError("bad_token", "token claims are malformed") from None
         if grant.expires_at <= int(time.time() if now is None else now):
             raise TokenError("token_expired", "token has expired")

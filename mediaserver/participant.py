@@ -148,6 +148,11 @@ class SfuParticipant:
         self._up_by_mid: dict[str, ForwardedUpTrack] = {}
         self._slots: list[Slot] = []
         self._unsubscribed: set[str] = set()
+        # Two owners of a mute, kept apart: the participant's own (per track it publishes) and
+        # an officer's (per kind, so a track published later is born muted). A track carries
+        # media only when neither holds; the participant cannot lift the officer's.
+        self._self_muted: set[str] = set()
+        self._officer_muted: set[str] = set()
         self._publish_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._pending_answer: asyncio.Future[str] | None = None
@@ -189,21 +194,32 @@ class SfuParticipant:
         return {
             "id": self._participant_id,
             "name": self.name,
-            "tracks": [self._track_json(t) for t in self._up_tracks.values()],
+            "tracks": [self._track_json(t, self) for t in self._up_tracks.values()],
         }
 
     def published_tracks(self) -> list[dict[str, Any]]:
         """Own up-tracks with the publisher-connection mid that carries each."""
-        return [self._track_json(up) | {"mid": mid} for mid, up in self._up_by_mid.items()]
+        return [self._track_json(up, self) | {"mid": mid} for mid, up in self._up_by_mid.items()]
+
+    def mute_owners(self, up: ForwardedUpTrack) -> dict[str, bool]:
+        return {"self_muted": up.info.track_id in self._self_muted,
+                "officer_muted": up.info.kind in self._officer_muted}
+
+    @property
+    def officer_muted(self) -> frozenset[str]:
+        return frozenset(self._officer_muted)
 
     @staticmethod
-    def _track_json(up: ForwardedUpTrack) -> dict[str, Any]:
+    def _track_json(up: ForwardedUpTrack, owner: SfuParticipant | None = None) -> dict[str, Any]:
+        """A track as signalling describes it; with its owner, who holds its mute."""
         return {
             "id": up.info.track_id,
             "participant": up.info.participant_id,
             "kind": up.info.kind,
             "codec": up.info.mime_type,
             "muted": up.muted,
+            **(owner.mute_owners(up) if owner is not None
+               else {"self_muted": False, "officer_muted": False}),
         }
 
     def send(self, message: dict[str, Any]) -> None:
@@ -282,12 +298,15 @@ class SfuParticipant:
         )
         self._up_tracks[track_id] = up
         self._up_by_mid[transceiver.mid] = up  # type: ignore[index]
+        if info.kind in self._officer_muted:
+            up.set_muted(True)  # an officer's mute holds for a track published after it
         self.counters.tracks_published += 1
         self._log.info("published %s %s as %s", info.kind, info.mime_type, track_id)
         self.room.on_track_published(self, up)
 
     async def _unpublish(self, up: ForwardedUpTrack, reason: CloseReason) -> None:
         self._up_tracks.pop(up.info.track_id, None)
+        self._self_muted.discard(up.info.track_id)
         for mid, candidate in list(self._up_by_mid.items()):
             if candidate is up:
                 del self._up_by_mid[mid]
@@ -295,13 +314,41 @@ class SfuParticipant:
         self.room.on_track_unpublished(self, up)
 
     def set_muted(self, track_id: str, muted: bool) -> None:
+        """The participant's own mute of one of its tracks. Unmuting is refused while an
+        officer's mute of that kind holds (the participant's own mute stays as it was)."""
         up = self._up_tracks.get(track_id)
         if up is None:
             raise SignallingError("unknown_track", f"no published track {track_id}")
+        if not muted and up.info.kind in self._officer_muted:
+            what = "麦克风" if up.info.kind == "audio" else "摄像头"
+            raise SignallingError(
+                "muted_by_officer",
+                f"民警已将您的{what}静音，只有民警可以解除 / an officer muted your "
+                f"{up.info.kind}; only an officer can unmute it")
+        if muted:
+            self._self_muted.add(track_id)
+        else:
+            self._self_muted.discard(track_id)
+        self._apply_mute(up)
+
+    def set_officer_muted(self, kinds: list[str] | frozenset[str], muted: bool) -> None:
+        """An officer's mute of this participant's audio and/or video, now and later."""
+        for kind in kinds:
+            if muted:
+                self._officer_muted.add(kind)
+            else:
+                self._officer_muted.discard(kind)
+        for up in list(self._up_tracks.values()):
+            if up.info.kind in kinds:
+                self._apply_mute(up)
+
+    def _apply_mute(self, up: ForwardedUpTrack) -> None:
+        owners = self.mute_owners(up)
+        muted = owners["self_muted"] or owners["officer_muted"]
         up.set_muted(muted)
         self.room.broadcast(
-            {"type": "track_muted", "track": track_id, "participant": self._participant_id,
-             "muted": muted},
+            {"type": "track_muted", "track": up.info.track_id,
+             "participant": self._participant_id, "muted": muted, **owners},
         )
 
     # -- subscribing -----------------------------------------------------------------------
@@ -389,7 +436,9 @@ class SfuParticipant:
         for slot in self._slots:
             mid = slot.transceiver.mid
             if mid is not None and slot.down is not None:
-                tracks[mid] = self._track_json(slot.down.up)
+                up = slot.down.up
+                tracks[mid] = self._track_json(
+                    up, self.room.participants.get(up.info.participant_id))
         return tracks
 
     async def _negotiate_loop(self) -> None:

@@ -34,7 +34,8 @@ class SfuRoom:
         self._observers: list[Any] = []  # RoomObserver: recorder, verifier
         # tracks the server publishes itself (evidence display), by track ID
         self._server_tracks: dict[str, ForwardedUpTrack] = {}
-        # a locked room admits nobody new but officers and supervisors
+        # a locked room admits nobody new but officers and supervisors; for a case session
+        # the control plane sets it from the session's state at every join
         self.locked = False
         self._log = logging.LoggerAdapter(logger, {"room": room_id})
 
@@ -138,7 +139,7 @@ class SfuRoom:
 
     def on_track_published(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None:
         self.broadcast(
-            {"type": "track_published", "track": SfuParticipant._track_json(up)},
+            {"type": "track_published", "track": SfuParticipant._track_json(up, owner)},
             exclude=owner.participant_id,
         )
         for pid, participant in self._participants.items():

@@ -43,6 +43,10 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         # below would rightly flag. It is tested in a process of its own
         # (test_loopwatch.py), and servers started as subprocesses run it.
         "server": {"port": 0, "gc_freeze": False},
+        # Development mode, as `remotecase serve --dev`: the media-plane tests meet in ad-hoc
+        # rooms with tokens they mint themselves (`Server.token`). A real server's default is
+        # off; the admission tests (test_admission.py) pass auth={"dev_join": False}.
+        "auth": {"dev_join": True},
     }
     for name, table in sections.items():
         overrides.setdefault(name, {}).update(table)

@@ -349,3 +349,26 @@ async def test_officer_console_runs_a_session(server, clients, browser, tmp_path
     bye = await party.wait_for(lambda m: m["type"] == "bye")
     assert bye["reason"] == "room_closed"
     await page.wait_for_selector("#audit li:has-text('session.ended')")
+
+
+async def test_page_without_development_mode_says_joining_needs_an_invitation(
+        browser, tmp_path) -> None:
+    """`remotecase serve` (development mode off): the page explains, Chinese first, instead of
+    a join form that could only fail."""
+    from tests.conftest import make_config, start_server
+
+    server = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    try:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(server.base_url + "/")
+        notice = page.locator("#no-dev")
+        await notice.wait_for(state="visible", timeout=10000)
+        text = await notice.inner_text()
+        assert text.startswith("加入通话需要民警发出的邀请链接"), text
+        assert "remotecase serve --dev" in text and "invitation link" in text
+        assert not await page.locator("#join-form").is_visible()
+        assert errors == []
+    finally:
+        await server.runner.cleanup()

@@ -38,7 +38,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
     ({"media": {"connect_timeout": -1}}, "media.connect_timeout"),
     ({"media": {"ice_servers": [{"urls": ["http://x"]}]}}, "media.ice_servers[0].urls"),
     ({"media": {"host_addresses": ["not-an-ip"]}}, "media.host_addresses[0]"),
-    ({"server": {"host": "0.0.0.0"}}, "auth.dev_join"),
+    ({"server": {"host": "0.0.0.0"}, "auth": {"dev_join": True}}, "auth.dev_join"),
     ({"server": {"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}},
      "server.tls_cert"),
     ({"auth": {"dev_join": "yes"}}, "auth.dev_join: expected true or false"),

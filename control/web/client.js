@@ -131,6 +131,9 @@ async function onMessage(event) {
     case "error":
       showError(`${msg.code}: ${msg.message}`);
       break;
+    case "track_muted":
+      if (msg.participant === state.me) showMute(msg);
+      break;
     case "bye":
       setStatus("closed: " + msg.reason);
       break;
@@ -190,6 +193,12 @@ async function getToken() {
   const params = new URLSearchParams(location.search);
   if (params.get("token")) return params.get("token");
   if (params.get("invite")) return redeemInvitation(params.get("invite"));
+  // without a link, only a development server lets the page mint its own token
+  const health = await fetch("/healthz").then((r) => r.json()).catch(() => ({}));
+  if (health.dev_join === false) {
+    $("no-dev").hidden = false;
+    return new Promise(() => {});  // nothing to join: the page only explains
+  }
   const form = $("join-form");
   if (params.get("room")) $("room").value = params.get("room");
   form.hidden = false;
@@ -227,9 +236,23 @@ $("leave").onclick = () => {
   if (state.local) for (const t of state.local.getTracks()) t.stop();
 };
 
+function showMute(msg) {
+  // an officer's mute is the officer's: say so, and the button cannot lift it
+  const track = state.publishedTracks.find((t) => t.id === msg.track);
+  if (!track) return;
+  const button = $(track.kind === "audio" ? "mute-audio" : "mute-video");
+  state.officerMuted = { ...(state.officerMuted || {}), [track.kind]: msg.officer_muted };
+  button.title = msg.officer_muted ? "民警已静音 / muted by the officer" : "";
+  if (msg.officer_muted) setStatus("民警已将您静音 / the officer muted you");
+}
+
 function toggle(kind, button, onText, offText) {
   const track = state.local && state.local.getTracks().find((t) => t.kind === kind);
   if (!track) return;
+  if (!track.enabled && (state.officerMuted || {})[kind]) {
+    showError("民警已将您静音，只有民警可以解除 / the officer muted you; only the officer can unmute");
+    return;
+  }
   track.enabled = !track.enabled;
   button.textContent = track.enabled ? onText : offText;
   const published = state.publishedTracks.find((t) => t.kind === kind);

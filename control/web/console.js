@@ -218,6 +218,8 @@ function renderParticipants() {
     if (p.role === "party") {
       li.append(" ",
         button("Mute", () => api("POST", sessionPath("/mute"), { participant: pid, reason: $("action-reason").value || "muted by the officer" })),
+        // only the officer lifts the officer's mute: the party's own unmute is refused
+        button("Unmute", () => api("POST", sessionPath("/unmute"), { participant: pid, reason: $("action-reason").value || "unmuted by the officer" })),
         button("Remove", () => api("POST", sessionPath("/remove"), { participant: pid, reason: $("action-reason").value || "removed by the officer" })));
     }
     list.append(li);
