@@ -30,6 +30,7 @@ from tests.conftest import (
     start_server,
     wait_until,
 )
+from verifier.engine import DEFAULT_THRESHOLD
 
 _spec = importlib.util.find_spec("insightface")
 if _spec is None or not _spec.submodule_search_locations:
@@ -213,7 +214,7 @@ async def test_every_verdict_is_evidence_in_the_recording(verifier_server) -> No
         assert entry["verdict"] in ("match", "no_match", "no_face", "multiple_faces",
                                     "low_quality")
         assert entry["model_id"] == started[0]["model_id"]
-        assert len(entry["frame_sha256"]) == 64 and entry["threshold"] == 0.62
+        assert len(entry["frame_sha256"]) == 64 and entry["threshold"] == DEFAULT_THRESHOLD
     assert started[0]["model"]["runtime"] == "onnxruntime"
     assert any(e["type"] == "verification.state" and e["state"] == "verified" for e in entries)
     status = server.app[VERIFIER].status(room)
@@ -502,7 +503,7 @@ def test_facenet_runs_the_same_in_onnxruntime_and_opencv() -> None:
             assert float(a @ b) > 0.99999, (name, i, float(a @ b))
             embeddings[f"{name}{i}"] = a
     # and the embeddings still tell people apart
-    assert float(embeddings["astronaut0"] @ embeddings["hanks0"]) < 0.62
+    assert float(embeddings["astronaut0"] @ embeddings["hanks0"]) < DEFAULT_THRESHOLD
 
 
 def test_the_graph_rewrite_refuses_what_it_does_not_understand(tmp_path: Path) -> None:
