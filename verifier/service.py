@@ -6,9 +6,10 @@ decoding needs every frame, sampling does not), keeps about one frame per
 ``sample_interval`` and hands it to a bounded pool of inference threads. When every worker is
 busy the sample is skipped and counted, so the verifier can fall behind but never slows
 forwarding. Each sample gives one verdict; the verdicts drive a per-participant state
-(verifying, verified, alert) whose changes go to the room's officers and, like every verdict,
-into the custody log (with the recording's ID when the room is being recorded, so an export
-carries them).
+(verifying, verified, low_quality when the picture cannot be judged, alert) whose changes go
+to the room's officers (the party is told what to do about a poor picture) and, like every
+verdict, into the custody log (with the recording's ID when the room is being recorded, so an
+export carries them).
 """
 
 from __future__ import annotations
