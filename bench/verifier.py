@@ -95,9 +95,10 @@ async def run_verifier_bench(*, samples: int, dev_set: str | None, as_json: bool
         assert engine is not None
         accuracy = evaluate(Path(dev_set), engine, threshold=default_spec().threshold)
         report["dev_set"] = {k: accuracy[k] for k in ("pairs", "accuracy", "best_threshold",
-                                                      "detect_failures", "ms_per_image")}
+                                                      "d_prime", "detect_failures",
+                                                      "ms_per_image")}
         print(f"accuracy on {dev_set}: {accuracy['accuracy']} over {accuracy['pairs']} pairs "
-              f"({accuracy['detect_failures']} detection failures)")
+              f"(d' {accuracy['d_prime']}, {accuracy['detect_failures']} detection failures)")
     if as_json:
         print(json.dumps(report))
     return 0

@@ -274,10 +274,14 @@ def cmd_verifier_eval(args: argparse.Namespace) -> int:
     target = report["threshold_for_target_far"]
     print(f"threshold for FAR {target['far']:g}: {target['threshold']}"
           + (f"  [{target['note']}]" if "note" in target else ""))
-    print(f"same-person scores    min {report['same_scores']['min']}, "
-          f"mean {report['same_scores']['mean']}")
-    print(f"different-person      max {report['different_scores']['max']}, "
-          f"mean {report['different_scores']['mean']}")
+    same, diff = report["same_scores"], report["different_scores"]
+    print(f"same-person scores    min {same['min']}, mean {same['mean']}, sd {same['sd']}")
+    print(f"different-person      max {diff['max']}, mean {diff['mean']}, sd {diff['sd']}")
+    print(f"separation d'         {report['d_prime']}")
+    hist = report["histogram"]
+    print("cosine from           " + " ".join(f"{b:>4}" for b in hist["from"]))
+    print("  same pairs          " + " ".join(f"{n:>4}" for n in hist["same"]))
+    print("  different pairs     " + " ".join(f"{n:>4}" for n in hist["different"]))
     print(f"ms per image          {report['ms_per_image']}")
     print(f"data set sha256       {report['dataset_sha256']} (calibrated_on)")
     if args.json:

@@ -115,9 +115,10 @@ class VerifierConfig:
     facenet_runtime: str = "onnxruntime"
     # Cosine similarity at or above which a sample matches, and the labelled set it was
     # calibrated on (remotecase verifier eval prints both).
-    threshold: float = 0.62
+    threshold: float = 0.60
     calibrated_on: str = ("face-dev-set:91-pairs:sha256:"
-                          "b0bbfaec65aa09df7050b87b834dc4e4cf0aa8e02f17b35f97b68407c02690a2")
+                          "b0bbfaec65aa09df7050b87b834dc4e4cf0aa8e02f17b35f97b68407c02690a2:"
+                          "facenet-input-v2")
     sample_interval: float = 1.0
     workers: int = 1
     alert_after: float = 3.0

@@ -36,14 +36,14 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def align(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112,
-          margin: float = 0.0) -> np.ndarray:
+          margin: float = 0.0, lift: float = 0.0) -> np.ndarray:
     """The face warped so its landmarks sit on the template, ``size`` x ``size`` pixels.
 
-    ``margin`` widens the crop around the template (as a fraction of the size), for networks
-    trained on looser crops.
+    ``margin`` widens the crop around the template (as a fraction of the size), and ``lift``
+    moves the face up in it (a fraction of the size), for networks trained on other crops.
     """
     template = TEMPLATE_112 / 112.0
-    template = (template - 0.5) / (1 + margin) + 0.5
+    template = (template - 0.5) / (1 + margin) + 0.5 - np.array([0.0, lift])
     matrix = similarity(landmarks, template * size)
     return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)

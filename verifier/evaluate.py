@@ -4,6 +4,10 @@
 ``different``). Every image is embedded once (the largest face when there are several); a pair
 whose image has no face scores nothing, which counts as a rejection, never as a match.
 
+The separation of the two score distributions is reported as d' (the difference of their means
+over the root mean of their variances): it compares engines and preprocessing on a set too small
+for its error rates to say much.
+
 A false-accept rate is only stated when the set has enough different-person pairs behind it:
 at least 3/FAR (the rule of three), so 300 for 1% and 3,000 for 0.1%.
 """
@@ -124,6 +128,8 @@ def evaluate(directory: Path, engine: Engine, *, threshold: float,
                 f"{n_diff} different-person pairs cannot support FAR {far:g}; at least {needed}"}
 
     return {
+        "d_prime": d_prime(same, different),
+        "histogram": histogram(same, different),
         "pairs": len(pairs), "same_pairs": n_same, "different_pairs": n_diff,
         "images": len(embeddings), "detect_failures": len(failures),
         "failed_images": failures, "ms_per_image": round(ms_per_image, 1),
@@ -134,10 +140,8 @@ def evaluate(directory: Path, engine: Engine, *, threshold: float,
                                      "threshold": round(_far_threshold(different, target_far), 4),
                                      **({} if n_diff >= np.ceil(3 / target_far) else
                                         {"note": "not enough different-person pairs"})},
-        "same_scores": {"min": _r(same.min()) if len(same) else None,
-                        "mean": _r(same.mean()) if len(same) else None},
-        "different_scores": {"max": _r(different.max()) if len(different) else None,
-                             "mean": _r(different.mean()) if len(different) else None},
+        "same_scores": _spread(same),
+        "different_scores": _spread(different),
         "dataset_sha256": dataset_hash(directory, pairs),
         "engine": engine.spec.identity(),
         "_scores": scores,
@@ -146,6 +150,35 @@ def evaluate(directory: Path, engine: Engine, *, threshold: float,
 
 def _r(value: float) -> float:
     return round(float(value), 4)
+
+
+def _spread(scores: np.ndarray) -> dict[str, float | None]:
+    if not len(scores):
+        return {"min": None, "max": None, "mean": None, "sd": None}
+    return {"min": _r(scores.min()), "max": _r(scores.max()), "mean": _r(scores.mean()),
+            "sd": _r(scores.std())}
+
+
+def d_prime(same: np.ndarray, different: np.ndarray) -> float | None:
+    """(mean same - mean different) / sqrt((var same + var different) / 2)."""
+    if len(same) < 2 or len(different) < 2:
+        return None
+    spread = float(np.sqrt((same.var() + different.var()) / 2))
+    return round(float(same.mean() - different.mean()) / spread, 2) if spread > 0 else None
+
+
+HISTOGRAM_BINS = [round(-0.2 + 0.1 * i, 1) for i in range(13)]  # -0.2, -0.1, ..., 1.0
+
+
+def histogram(same: np.ndarray, different: np.ndarray) -> dict[str, list[Any]]:
+    """Pairs per cosine bin of 0.1 from -0.2 to 1.0 (scores outside go to the end bins)."""
+    edges = np.array(HISTOGRAM_BINS, dtype=np.float64)
+
+    def counts(scores: np.ndarray) -> list[int]:
+        clipped = np.clip(scores, edges[0], edges[-1] - 1e-9)
+        return [int(c) for c in np.histogram(clipped, edges)[0]]
+
+    return {"from": HISTOGRAM_BINS[:-1], "same": counts(same), "different": counts(different)}
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .align import align
-from .engine import EngineSpec, Face, ModelError, check_files, sharpness
+from .engine import EngineSpec, Face, ModelError, check_files, measure, plausible
 from .mtcnn import Detection, _nms
 
 STRIDES = (8, 16, 32)
@@ -119,14 +119,9 @@ class InsightFacePack:
                           float(boxes_all[i, 4]), points_all[i] / scale) for i in picked]
 
     def faces(self, rgb: np.ndarray, min_face: int | None = None) -> list[Face]:
-        out = []
-        for detection in self._detect(rgb):
-            crop = align(rgb, detection.landmarks, 112)
-            out.append(Face(detection, {
-                "size": round(detection.size, 1),
-                "sharpness": round(sharpness(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)), 1),
-                "score": round(detection.score, 4)}))
-        return out
+        # SCRFD's scores are its own (its threshold applies in _detect); the landmark
+        # geometry is the engines' common rule
+        return [measure(rgb, d) for d in self._detect(rgb) if plausible(d)]
 
     # -- ArcFace ---------------------------------------------------------------------------
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:

@@ -6,9 +6,10 @@ decoding needs every frame, sampling does not), keeps about one frame per
 ``sample_interval`` and hands it to a bounded pool of inference threads. When every worker is
 busy the sample is skipped and counted, so the verifier can fall behind but never slows
 forwarding. Each sample gives one verdict; the verdicts drive a per-participant state
-(verifying, verified, alert) whose changes go to the room's officers and, like every verdict,
-into the custody log (with the recording's ID when the room is being recorded, so an export
-carries them).
+(verifying, verified, low_quality when the picture cannot be judged, alert) whose changes go
+to the room's officers (the party is told what to do about a poor picture) and, like every
+verdict, into the custody log (with the recording's ID when the room is being recorded, so an
+export carries them).
 """
 
 from __future__ import annotations
@@ -47,6 +48,33 @@ logger = logging.getLogger(__name__)
 VERDICTS = ("match", "no_match", "no_face", "multiple_faces", "low_quality",
             "liveness_failed")
 
+# Why a picture cannot be judged (a ``low_quality`` verdict's and state's reason): what the
+# officer sees, and what the party is asked to do. Chinese first, then English.
+LOW_QUALITY: dict[str, dict[str, str]] = {
+    "too_small": {
+        "message": "画面太小，无法核验人脸 / picture too small to check the face",
+        "officer": "请当事人靠近摄像头；若仍如此，是网络或设备降低了分辨率，请改善网络后重试 / "
+                   "Ask the party to come closer to the camera; if it stays so, the network or "
+                   "the device lowered the resolution: improve the connection and retry",
+        "party": "画面太小，无法核验您的人脸：请靠近摄像头，让脸部位于画面中央 / Your picture is "
+                 "too small to check your face: move closer, your face in the middle of the "
+                 "picture",
+    },
+    "too_blurred": {
+        "message": "画面太模糊，无法核验人脸 / picture too blurred to check the face",
+        "officer": "请当事人保持不动、擦拭镜头并增加光线 / Ask the party to hold still, clean the "
+                   "lens and add light",
+        "party": "画面太模糊：请保持不动，擦拭镜头，并增加光线 / Your picture is too blurred: hold "
+                 "still, clean the lens and add light",
+    },
+    "at_edge": {
+        "message": "脸部太靠近画面边缘，无法核验 / face too near the edge of the picture",
+        "officer": "请当事人把脸移到画面中央 / Ask the party to centre the face in the picture",
+        "party": "请把脸移到画面中央 / Please centre your face in the picture",
+    },
+}
+SMALLEST_DETECTED_FACE = 20  # pixels: MTCNN's smallest, to tell a small face from no face
+
 
 @dataclass(frozen=True)
 class VerifierSettings:
@@ -54,8 +82,13 @@ class VerifierSettings:
     workers: int = 1  # inference threads
     alert_after: float = 3.0  # seconds of a different face before an alert
     no_face_after: float = 10.0  # seconds without a usable face before an alert
-    min_live_face: int = 60  # pixels; smaller faces are low quality
-    min_live_sharpness: float = 8.0
+    min_live_face: int = 60  # pixels (shorter side of the face box); smaller is too small
+    # a frame whose shorter side is under this many times min_live_face cannot show a face
+    # big enough, so finding none there is a picture too small rather than nobody there
+    min_frame_faces: float = 3.0
+    # the face's focus (engine.focus); below, too blurred to judge: measured on a noisy
+    # stream, faces blurred to cosines under the threshold stay under 6, judgeable ones over 7
+    min_live_focus: float = 6.5
     enrollment: QualityRules = field(default_factory=QualityRules)
 
 
@@ -69,6 +102,7 @@ class Verdict:
     frame_sha256: str
     time: float
     liveness: float | None = None  # live probability, when a liveness model is configured
+    reason: str = ""  # a low_quality verdict's reason (a key of LOW_QUALITY)
 
 
 @dataclass
@@ -275,21 +309,33 @@ class Verifier:
         rgb = frame.to_ndarray(format="rgb24")
         frame_hash = hashlib.sha256(rgb.tobytes()).hexdigest()
         engine = self._engine()
+        settings = self.settings
         faces = engine.faces(rgb)
         if not faces:
+            # the detector looks for faces of a usable size first (cheaper); a smaller one is
+            # looked for only then, so that it is reported too small rather than absent
+            faces = engine.faces(rgb, min_face=SMALLEST_DETECTED_FACE)
+        if not faces:
+            if min(rgb.shape[:2]) < settings.min_live_face * settings.min_frame_faces:
+                return Verdict(participant, "low_quality", None, 0, None, frame_hash, at,
+                               reason="too_small")
             return Verdict(participant, "no_face", None, 0, None, frame_hash, at)
         if len(faces) > 1:
             return Verdict(participant, "multiple_faces", None, len(faces), None, frame_hash, at)
         face = faces[0]
-        if (face.quality["size"] < self.settings.min_live_face
-                or face.quality["sharpness"] < self.settings.min_live_sharpness):
-            return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at)
+        if face.quality["size"] < settings.min_live_face:
+            return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at,
+                           reason="too_small")
+        if face.quality["focus"] < settings.min_live_focus:
+            return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at,
+                           reason="too_blurred")
         live: float | None = None
         model = self._liveness_model()
         if model is not None and self.liveness is not None:
             live = model.score(rgb, face.detection.landmarks)
             if live is None:  # too near the frame's edge to judge
-                return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at)
+                return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at,
+                               reason="at_edge")
             live = round(live, 4)
             if live < self.liveness.threshold:
                 return Verdict(participant, "liveness_failed", None, 1, face.quality,
@@ -306,7 +352,7 @@ class Verifier:
         watch.recent.append(verdict)
         if verdict.verdict == "match":
             watch.last_match = verdict.time
-        if verdict.verdict in ("match", "no_match", "multiple_faces", "liveness_failed"):
+        if verdict.verdict != "no_face":  # someone is there, judged or not
             watch.last_face = verdict.time
         state, reason = self._next_state(watch, verdict)
         await self._log("verification.verdict", watch.room.room_id, actor="verifier",
@@ -314,12 +360,17 @@ class Verifier:
                         score=verdict.score, threshold=self.spec.threshold,
                         model_id=self.model_id, frame_sha256=verdict.frame_sha256,
                         frame_time=verdict.time, faces=verdict.faces, quality=verdict.quality,
+                        **({"reason": verdict.reason} if verdict.reason else {}),
                         **({"liveness": verdict.liveness} if self.liveness else {}))
-        if state != watch.state:
+        # a new state, or a new reason why the picture cannot be judged
+        if state != watch.state or (state == "low_quality" and reason != watch.reason):
+            was_low = watch.state == "low_quality"
             watch.state, watch.reason = state, reason
             await self._log("verification.state", watch.room.room_id, actor="verifier",
                             participant=watch.participant, state=state, reason=reason,
                             samples=watch.samples, skipped=watch.skipped)
+            if was_low or state == "low_quality":
+                self._tell_party(watch)
         self._tell_officers(watch, verdict)
 
     def _next_state(self, watch: Watch, verdict: Verdict) -> tuple[str, str]:
@@ -337,30 +388,42 @@ class Verifier:
                             or v.time > watch.last_match]
         if any(v.verdict == "no_match" for v in seen_since_match):
             first_mismatch = next(v.time for v in seen_since_match if v.verdict == "no_match")
-            if now - first_mismatch >= s.alert_after and verdict.verdict != "match":
+            # only a face judged now: a picture too poor to judge is no evidence of another
+            if now - first_mismatch >= s.alert_after and verdict.verdict == "no_match":
                 return "alert", "different_face"
-        # nobody usable on camera for too long
+        # nobody on camera for too long (a face too small or blurred to judge is somebody:
+        # the picture's fault, which is said as such below, not an alert)
         reference_time = watch.last_face if watch.last_face is not None else (
             recent[0].time if recent else now)
-        if verdict.verdict in ("no_face", "low_quality") and now - reference_time >= \
-                s.no_face_after:
+        if verdict.verdict == "no_face" and now - reference_time >= s.no_face_after:
             return "alert", "no_face"
         matches = [v.verdict == "match" for v in recent[-3:]]
         if watch.state == "alert":
+            # an alert stays until the face matches again: a worse picture does not clear it
             if len(matches) >= 2 and all(matches[-2:]):
                 return "verified", "matches_again"
             return "alert", watch.reason
         if sum(matches) >= 2 and verdict.verdict == "match":
             return "verified", "matches"
+        # the picture cannot support a verdict, twice running: say so, and why
+        if len(recent) >= 2 and all(v.verdict == "low_quality" for v in recent[-2:]):
+            return "low_quality", verdict.reason or "too_small"
+        if watch.state == "low_quality" and verdict.verdict == "low_quality":
+            return "low_quality", verdict.reason or watch.reason
         if watch.state == "verified" and verdict.verdict != "match":
             return "verified", watch.reason
         return watch.state, watch.reason
 
     def _tell_officers(self, watch: Watch, verdict: Verdict) -> None:
-        message = {"type": "verification", "participant": watch.participant,
-                   "state": watch.state, "reason": watch.reason, "verdict": verdict.verdict,
-                   "score": verdict.score, "threshold": self.spec.threshold,
-                   "liveness": verdict.liveness}
+        message: dict[str, Any] = {
+            "type": "verification", "participant": watch.participant, "state": watch.state,
+            "reason": watch.reason, "verdict": verdict.verdict, "score": verdict.score,
+            "threshold": self.spec.threshold, "liveness": verdict.liveness}
+        if verdict.reason:
+            message["verdict_reason"] = verdict.reason
+        if watch.state == "low_quality" and watch.reason in LOW_QUALITY:
+            message["message"] = LOW_QUALITY[watch.reason]["message"]
+            message["guidance"] = LOW_QUALITY[watch.reason]["officer"]
         for participant in list(watch.room.participants.values()):
             if getattr(participant, "role", "party") in ("officer", "supervisor"):
                 participant.send(message)
@@ -368,11 +431,33 @@ class Verifier:
         for listener in list(self.listeners):
             listener(watch.room.room_id, "verification", **fields)
 
+    def _tell_party(self, watch: Watch) -> None:
+        """What the party can do about her picture (never her scores): sent when the state
+        becomes or leaves low_quality."""
+        text = LOW_QUALITY.get(watch.reason) if watch.state == "low_quality" else None
+        message: dict[str, Any] = {"type": "verification_guidance",
+                                   "state": "low_quality" if text else "ok",
+                                   "reason": watch.reason if text else ""}
+        if text:
+            message["message"], message["guidance"] = text["message"], text["party"]
+        party = watch.room.participants.get(watch.participant)
+        if party is not None:
+            party.send(message)
+
     def status(self, room_id: str) -> list[dict[str, Any]]:
-        return [{"participant": w.participant, "state": w.state, "reason": w.reason,
-                 "samples": w.samples, "skipped": w.skipped,
-                 "last": w.recent[-1].verdict if w.recent else None}
-                for (r, _), w in self._watches.items() if r == room_id]
+        out = []
+        for (r, _), w in self._watches.items():
+            if r != room_id:
+                continue
+            row: dict[str, Any] = {"participant": w.participant, "state": w.state,
+                                   "reason": w.reason, "samples": w.samples,
+                                   "skipped": w.skipped,
+                                   "last": w.recent[-1].verdict if w.recent else None}
+            if w.state == "low_quality" and w.reason in LOW_QUALITY:
+                row["message"] = LOW_QUALITY[w.reason]["message"]
+                row["guidance"] = LOW_QUALITY[w.reason]["officer"]
+            out.append(row)
+        return out
 
     def watch_of(self, room_id: str, participant: str) -> Watch | None:
         return self._watches.get((room_id, participant))
