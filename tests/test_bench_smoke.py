@@ -127,7 +127,7 @@ def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
 
     from pylibsrtp import Policy, Session
 
-    from bench.load import TRAILER_MAGIC, LatencySink, _Member, _rtp_payload
+    from bench.load import TRAILER_MAGIC, LatencySink, Member, rtp_payload
     from mediaserver import rtp
 
     key = os.urandom(30)
@@ -138,7 +138,7 @@ def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
         class track:  # the shape of aiortc's receiver.track
             kind = "video"
 
-    member = _Member(time.monotonic())
+    member = Member(time.monotonic())
     sink = LatencySink(member, "0")
     keyframe = bytes([0x10, 0x00, 0x00, 0x00]) + b"\x9d\x01\x2a" + bytes(40)  # VP8 key start
     inter = bytes([0x00]) + bytes(200)
@@ -161,4 +161,4 @@ def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
     assert member.sinks == [sink]
     # RFC 3550 header parts around the payload: CSRCs, an extension, padding
     header = bytes([0xB1, 96, 0, 1]) + bytes(8) + bytes(4) + bytes([0xBE, 0xDE, 0, 1]) + bytes(4)
-    assert _rtp_payload(header + b"media" + bytes([0, 0, 3])) == b"media"
+    assert rtp_payload(header + b"media" + bytes([0, 0, 3])) == b"media"
