@@ -98,7 +98,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("udp", "_sock"),
     ("pylibsrtp._binding", "ffi"),
     ("pylibsrtp._binding", "lib"),
-    # bench/load.py's light receivers (load generators only, never the server)
+    # bench/load/receivers.py's light receivers (load generators only, never the server)
     ("dtls", "_rtp_router"),
     ("dtls", "_rx_srtp"),
     ("aioice.Connection", "_protocols"),

@@ -127,7 +127,7 @@ def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
 
     from pylibsrtp import Policy, Session
 
-    from bench.load import TRAILER_MAGIC, LatencySink, _Member, _rtp_payload
+    from bench.load import TRAILER_MAGIC, LatencySink, Member, rtp_payload
     from mediaserver import rtp
 
     key = os.urandom(30)
@@ -138,7 +138,7 @@ def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
         class track:  # the shape of aiortc's receiver.track
             kind = "video"
 
-    member = _Member(time.monotonic())
+    member = Member(time.monotonic())
     sink = LatencySink(member, "0")
     keyframe = bytes([0x10, 0x00, 0x00, 0x00]) + b"\x9d\x01\x2a" + bytes(40)  # VP8 key start
     inter = bytes([0x00]) + bytes(200)
@@ -161,4 +161,37 @@ def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
     assert member.sinks == [sink]
     # RFC 3550 header parts around the payload: CSRCs, an extension, padding
     header = bytes([0xB1, 96, 0, 1]) + bytes(8) + bytes(4) + bytes([0xBE, 0xDE, 0, 1]) + bytes(4)
-    assert _rtp_payload(header + b"media" + bytes([0, 0, 3])) == b"media"
+    assert rtp_payload(header + b"media" + bytes([0, 0, 3])) == b"media"
+
+
+def test_generator_line_protocol_round_trips_and_refuses_bad_lines() -> None:
+    """The lines between the load harness and its generators: a job and each report come back
+    as they were sent, lines of another kind are skipped, and a malformed one is refused."""
+    from bench.load import protocol
+    from bench.load.protocol import Job, Participant, Ready, Result, RoomJob, Stats
+
+    job = Job(base="http://127.0.0.1:1", rooms=[RoomJob("r-0", [Participant("t", True),
+                                                                 Participant("", False)])],
+              bitrate=500_000, fps=30, server="janus", address="10.0.0.1", cpus=[1])
+    assert protocol.decode_job(protocol.encode_job(job)) == job
+    # the fields a job leaves out take their defaults
+    assert protocol.decode_job('{"base": "b", "rooms": [], "bitrate": 1, "fps": 1}') == Job(
+        base="b", rooms=[], bitrate=1, fps=1, server="remotecase", address="127.0.0.1",
+        receivers="light", cpus=None)
+    result = Result(joins_ms=[1.5], failures=["r-1: RuntimeError: no"], received=10,
+                    expected=11, latencies_ms=[2.0, 3.0], jitter_ms=[0.5],
+                    first_frame_ms=[900.0], loop_lag_buckets=[3, 0, 1], subscriptions=2,
+                    receiving=1)
+    ready, stats = Ready(joined=2, failures=[]), Stats(received=5, cpu=0.25)
+    assert protocol.encode(stats).startswith("STATS {")
+    assert protocol.decode(protocol.encode(ready) + "\n", Ready) == ready
+    assert protocol.decode(protocol.encode(stats) + "\n", Stats) == stats
+    assert protocol.decode(protocol.encode(result) + "\n", Result) == result
+    assert protocol.decode(protocol.encode(Stats(received=1, cpu=0.1)), Ready) is None
+    assert protocol.is_measure("MEASURE\n") and not protocol.is_measure("STOP\n")
+    with pytest.raises(ValueError, match="不符合协议"):
+        protocol.decode('READY {"joined": 1}', Ready)
+    with pytest.raises(ValueError, match="不完整"):
+        protocol.decode_job('{"base": "b"}')
+    with pytest.raises(ValueError):
+        protocol.decode("STATS [1, 2]", Stats)
