@@ -92,8 +92,9 @@ def signing_key_pem(key: Ed25519PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """An existing signing key, checked by the keyguard (no rotation check, no creation)."""
+def load_signing_key(path: Path, *, guard: bool = True) -> Ed25519PrivateKey:
+    """An existing signing key, checked by the keyguard unless ``guard`` is off (a rotation
+    must read the unsafe key it replaces). No rotation check, no creation."""
     try:
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:
@@ -103,7 +104,8 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     raw = loaded.public_key().public_bytes(serialization.Encoding.Raw,
                                            serialization.PublicFormat.Raw)
     try:
-        keyguard.check_signing_key(path, raw)
+        if guard:
+            keyguard.check_signing_key(path, raw)
     except keyguard.UnsafeKey as exc:
         raise KeyProblem(str(exc)) from None
     return loaded
@@ -216,14 +218,15 @@ class KeyEncryptionKey:
         return cls.load(path)
 
     @classmethod
-    def load(cls, path: Path) -> KeyEncryptionKey:
-        """An existing KEK file, checked by the keyguard (no rotation check, no creation)."""
+    def load(cls, path: Path, *, guard: bool = True) -> KeyEncryptionKey:
+        """An existing KEK file, checked by the keyguard unless ``guard`` is off."""
         try:
             key = base64.b64decode(path.read_bytes().strip(), validate=True)
         except ValueError:
             raise KeyProblem(f"key-encryption key {path}: not base64") from None
         try:
-            keyguard.check_kek(path, key)
+            if guard:
+                keyguard.check_kek(path, key)
         except keyguard.UnsafeKey as exc:
             raise KeyProblem(str(exc)) from None
         return cls(key)

@@ -196,3 +196,8 @@ def load_witness_public(path: Path) -> Ed25519PublicKey:
     return load_public_key(path.read_bytes())
 
 
+
+
+def configured_witness(mode: str, directory: Path, checkpoints_dir: Path) -> KeyWitness | None:
+    """The witness ``custody.witness`` names (``"key"``), or None (``"off"``)."""
+    return KeyWitness(directory, checkpoints_dir) if mode == "key" else None
