@@ -384,12 +384,12 @@ class KeyChain:
 
 
 def key_chain(anchors: Sequence[Ed25519PublicKey],
-              rotations: Sequence[dict[str, Any]], first_key_id: str | None = None) -> KeyChain:
-    """Follow the rotation entries (in log order) from the first key on."""
+              rotations: Sequence[dict[str, Any]]) -> KeyChain:
+    """Follow the rotation entries (in log order) from the first key on: the first rotation's
+    old key, or without rotations the given key."""
     by_id = {key_id(a): a for a in anchors}
     chain = KeyChain()
-    start_id = first_key_id or (str(rotations[0].get("old_key_id")) if rotations
-                                else next(iter(by_id), ""))
+    start_id = str(rotations[0].get("old_key_id")) if rotations else next(iter(by_id), "")
     start_pub = by_id.get(start_id)
     if start_pub is None and rotations and rotations[0].get("old_key_id") == start_id:
         with contextlib.suppress(KeyError, ValueError, KeyProblem):
@@ -472,7 +472,7 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
             parsed.append((n, TreeHead.from_json(json.loads(raw))))
         except (ValueError, KeyError, TypeError):
             problems.append(LogProblem(f"tree head {n}", "malformed"))
-    chain = key_chain(anchors, rotations, parsed[0][1].key_id if parsed else None)
+    chain = key_chain(anchors, rotations)
     audit.chain = chain
     problems.extend(chain.problems)
     if not heads_raw:
@@ -495,7 +495,7 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
             problems.append(LogProblem(
                 where, f"names key {head.key_id}, but key {expected_id} was in force at that "
                        "size" + (" (a retired key signed after its rotation)" if known else
-                                 " (an unknown key)")))
+                                 " (neither the given key nor one rotated to or from it)")))
             continue
         if expected_pub is None or not chain.trusted or not head.verify(expected_pub):
             problems.append(LogProblem(

@@ -506,8 +506,7 @@ def _verify_package(findings: list[Finding], package: Path, public: Ed25519Publi
         except (ValueError, KeyError, TypeError):
             parsed.append((line, None))
     rotations = [e for _, e in parsed if e is not None and e.get("type") == ROTATION]
-    chain = key_chain([public], sorted(rotations, key=lambda e: int(e["index"])),
-                      seal_head.key_id if not rotations else None)
+    chain = key_chain([public], sorted(rotations, key=lambda e: int(e["index"])))
     for problem in chain.problems:
         fail("signing keys", str(problem))
     if not chain.trusted:
