@@ -14,9 +14,16 @@ import pytest
 
 from recorder import merkle
 from recorder.custody import CustodyLog, TreeHead, canonical
-from recorder.keys import (MANIFEST_CONTEXT, PACKAGE_CONTEXT, ROTATION_CONTEXT, STH_CONTEXT,
-                           WITNESS_CONTEXT, load_or_create_signing_key, sign,
-                           sign_in_context)
+from recorder.keys import (
+    MANIFEST_CONTEXT,
+    PACKAGE_CONTEXT,
+    ROTATION_CONTEXT,
+    STH_CONTEXT,
+    WITNESS_CONTEXT,
+    load_or_create_signing_key,
+    sign,
+    sign_in_context,
+)
 from recorder.verify import verify_package, verify_recording
 from recorder.witness import WitnessRefused, load_checkpoints
 from tests.custody_helpers import Site, failures, lines, load, make_site, write_lines
