@@ -168,7 +168,7 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        public = load_public_key(Path(args.public_key).read_bytes())
+        publics = [load_public_key(Path(p).read_bytes()) for p in args.public_key]
         kek = KeyEncryptionKey.load(Path(args.kek), guard=False) if args.kek else None
         witness = load_public_key(Path(args.witness_key).read_bytes()) \
             if args.witness_key else None
@@ -176,12 +176,13 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
     except (KeyProblem, OSError) as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 2
-    print(f"public key: key id {key_id(public)} ({args.public_key})"
+    print("public key: " + ", ".join(f"key id {key_id(k)} ({p})"
+                                     for k, p in zip(publics, args.public_key, strict=True))
           + (f"; witness key id {key_id(witness)}" if witness is not None else "")
           + (f"; {len(checkpoints)} checkpoint(s), newest of size "
              f"{max(c.tree_size for c in checkpoints)}" if checkpoints else ""))
     try:
-        findings = verify_path(target, public_key=public,
+        findings = verify_path(target, public_key=publics,
                                custody_dir=Path(args.custody) if args.custody else None, kek=kek,
                                checkpoints=checkpoints, witness=witness)
     except FileNotFoundError as exc:
@@ -483,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = custody_sub.add_parser(
         "verify", help="check a stored recording or an export package offline")
     verify.add_argument("path", help="a recording directory or an export package")
-    verify.add_argument("--public-key", help="the custody public key you trust (PEM; any key "
-                        "of the rotation chain); required")
+    verify.add_argument("--public-key", action="append", help="the custody public key you "
+                        "trust (PEM; any key of the rotation chain; repeat for several); required")
     verify.add_argument("--custody", help="custody log directory of a stored recording "
                         "(default: the data directory's)")
     verify.add_argument("--kek", help="key-encryption key file, to decrypt and check media too")

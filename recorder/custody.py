@@ -383,13 +383,15 @@ class KeyChain:
         return " -> ".join(f"{kid} (from entry {start})" for start, kid, _ in self.epochs)
 
 
-def key_chain(anchors: Sequence[Ed25519PublicKey],
-              rotations: Sequence[dict[str, Any]]) -> KeyChain:
+def key_chain(anchors: Sequence[Ed25519PublicKey], rotations: Sequence[dict[str, Any]],
+              named: str | None = None) -> KeyChain:
     """Follow the rotation entries (in log order) from the first key on: the first rotation's
-    old key, or without rotations the given key."""
+    old key, or without rotations the given key (of several given, the one ``named`` by the
+    first head)."""
     by_id = {key_id(a): a for a in anchors}
     chain = KeyChain()
-    start_id = str(rotations[0].get("old_key_id")) if rotations else next(iter(by_id), "")
+    start_id = str(rotations[0].get("old_key_id")) if rotations else (
+        named if named in by_id else next(iter(by_id), ""))
     start_pub = by_id.get(start_id)
     if start_pub is None and rotations and rotations[0].get("old_key_id") == start_id:
         with contextlib.suppress(KeyError, ValueError, KeyProblem):
@@ -407,9 +409,11 @@ def key_chain(anchors: Sequence[Ed25519PublicKey],
                        f"{chain.epochs[-1][1]} was in force: the chain is broken"))
             continue
         new_pub = public_from_raw(base64.b64decode(str(rotation["new_public"])))
-        chain.epochs.append((int(rotation["index"]) + 1, str(rotation["new_key_id"]), new_pub))
+        # the rotation entry is the new key's first: the head that covers it is the new key's
+        chain.epochs.append((int(rotation["index"]), str(rotation["new_key_id"]), new_pub))
     chain.trusted = any(kid in by_id and (pub is None or key_id(pub) == kid)
-                        for _, kid, pub in chain.epochs)
+                        for _, kid, pub in chain.epochs) and (
+        named is None or any(kid == named for _, kid, _ in chain.epochs))
     return chain
 
 
@@ -472,7 +476,7 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
             parsed.append((n, TreeHead.from_json(json.loads(raw))))
         except (ValueError, KeyError, TypeError):
             problems.append(LogProblem(f"tree head {n}", "malformed"))
-    chain = key_chain(anchors, rotations)
+    chain = key_chain(anchors, rotations, parsed[0][1].key_id if parsed else None)
     audit.chain = chain
     problems.extend(chain.problems)
     if not heads_raw:

@@ -426,7 +426,8 @@ def _check_metadata(findings: list[Finding], recording_dir: Path, manifest: dict
     return meta
 
 
-def verify_path(path: Path, *, public_key: Ed25519PublicKey | None, custody_dir: Path | None,
+def verify_path(path: Path, *, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+                custody_dir: Path | None,
                 kek: KeyEncryptionKey | None, checkpoints: Sequence[TreeHead] = (),
                 witness: Ed25519PublicKey | None = None) -> list[Finding]:
     """A stored recording directory (with its data directory's custody log) or a package."""
@@ -443,10 +444,14 @@ def verify_path(path: Path, *, public_key: Ed25519PublicKey | None, custody_dir:
     raise FileNotFoundError(f"{path} is neither a stored recording nor an export package")
 
 
-def verify_package(package: Path, public: Ed25519PublicKey | None, *,
+def verify_package(package: Path,
+                   public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None, *,
                    witness: Ed25519PublicKey | None = None,
                    checkpoints: Sequence[TreeHead] = ()) -> list[Finding]:
-    """An export package, with only the public key (the package's own copy if none is given)."""
+    """An export package, with only public keys (the package's own copy if none is given).
+
+    Several keys may be given: the keys of a rotation chain, when the package was made before
+    a rotation and only the newer key is at hand along with the older published one."""
     findings: list[Finding] = []
     try:
         _verify_package(findings, package, public, witness, checkpoints)
@@ -455,7 +460,8 @@ def verify_package(package: Path, public: Ed25519PublicKey | None, *,
     return findings
 
 
-def _verify_package(findings: list[Finding], package: Path, public: Ed25519PublicKey | None,
+def _verify_package(findings: list[Finding], package: Path,
+                    public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
                     witness: Ed25519PublicKey | None,
                     checkpoints: Sequence[TreeHead]) -> list[Finding]:
 
@@ -473,8 +479,10 @@ def _verify_package(findings: list[Finding], package: Path, public: Ed25519Publi
             return findings
         ok("public key", f"taken from the package (key id {key_id(public)}): trust it only "
                          "if it matches the key the authority published")
+        anchors = [public]
     else:
-        ok("public key", f"key id {key_id(public)}")
+        anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+        ok("public key", "key id " + ", ".join(key_id(a) for a in anchors))
 
     # package.sig: package.json and the custody files; package.json: every other file
     try:
@@ -506,12 +514,15 @@ def _verify_package(findings: list[Finding], package: Path, public: Ed25519Publi
         except (ValueError, KeyError, TypeError):
             parsed.append((line, None))
     rotations = [e for _, e in parsed if e is not None and e.get("type") == ROTATION]
-    chain = key_chain([public], sorted(rotations, key=lambda e: int(e["index"])))
+    chain = key_chain(anchors, sorted(rotations, key=lambda e: int(e["index"])),
+                      seal_head.key_id)
     for problem in chain.problems:
         fail("signing keys", str(problem))
     if not chain.trusted:
-        fail("signing keys", f"the package is signed by {chain.describe()}; none is the given "
-                             f"key {key_id(public)} nor linked to it by a signed rotation")
+        fail("signing keys", f"the package is signed by {chain.describe()}; none is a given "
+                             f"key ({', '.join(key_id(a) for a in anchors)}) nor linked to one by "
+                             "a signed rotation in the package (made before a rotation? give the "
+                             "older published key too)")
     signer_id = str(sig.get("key_id", ""))
     signer = chain.public(signer_id) if chain.trusted else None
     export_key_id, _ = chain.key_for_size(head.tree_size)
