@@ -219,7 +219,8 @@ class CustodyLog:
     # -- writing ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
-        with self._lock, open(self._lock_path, "a+b") as lock:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        with self._lock, os.fdopen(fd, "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 self._catch_up()

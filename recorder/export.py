@@ -201,8 +201,10 @@ def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
 
 
 def _fsync_tree(root: Path) -> None:
-    """Make the package durable: every file, then every directory (not the whole machine)."""
+    """Make the package private (files 0600, directories 0700: it holds decrypted media) and
+    durable: every file, then every directory (not the whole machine)."""
     for path in [*sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True), root]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -228,8 +230,8 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
     data_key = recording_data_key(kek, recording_dir, manifest)
 
     out.mkdir(parents=True, exist_ok=False, mode=0o700)
-    (out / "media").mkdir()
-    (out / "custody").mkdir()
+    (out / "media").mkdir(mode=0o700)
+    (out / "custody").mkdir(mode=0o700)
     media_files: dict[str, str] = {}
     videos: list[tuple[str, float, bytes]] = []
     audios: list[tuple[float, bytes]] = []

@@ -325,3 +325,18 @@ def test_custody_log_without_witness_still_writes_plain_heads(tmp_path: Path) ->
     head = log.sign_head()
     log.close()
     assert head.witness is None and head.verify(key.public_key())
+
+
+def test_files_are_0600_and_directories_0700(golden: Site) -> None:
+    """What docs/custody.md promises, for everything the custody side writes."""
+    wrong = []
+    roots = [golden.keys, golden.custody, golden.recording, golden.package,
+             golden.base / "witness", golden.base / "checkpoints"]
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            if path.name == "owner.lock" or path.name.endswith(".pub.pem"):
+                continue  # recording.py's empty lock file; public keys (app.py writes 0644)
+            mode = path.stat().st_mode & 0o777
+            if mode != (0o700 if path.is_dir() else 0o600):
+                wrong.append(f"{oct(mode)} {path.relative_to(golden.base)}")
+    assert wrong == [], "\n".join(wrong)
