@@ -25,6 +25,7 @@ same field. It is not implemented here (no TSA reachable from this machine's tes
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -110,12 +111,17 @@ class KeyWitness:
         self.checkpoints_dir = checkpoints_dir
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         checkpoints_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._key: Ed25519PrivateKey = load_or_create_signing_key(directory / WITNESS_KEY_FILE)
-        self.public_key = self._key.public_key()
+        # the server's workers start at once: one of them makes the key, the others wait
+        fd = os.open(directory / "witness.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            self._key: Ed25519PrivateKey = load_or_create_signing_key(
+                directory / WITNESS_KEY_FILE)
+            self.public_key = self._key.public_key()
+            public_path = directory / "witness-ed25519.pub.pem"
+            if not public_path.exists():
+                _write_atomic(public_path, public_key_pem(self.public_key))
         self.key_id = key_id(self.public_key)
-        public_path = directory / "witness-ed25519.pub.pem"
-        if not public_path.exists():
-            _write_atomic(public_path, public_key_pem(self.public_key))
         self._state_path = directory / "state.json"
 
     def _state(self) -> dict[str, Any]:
