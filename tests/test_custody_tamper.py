@@ -377,3 +377,18 @@ def test_the_witness_follows_only_signed_rotations(site: Site, tmp_path: Path) -
             stranger.sign_head()
     finally:
         stranger.close()
+
+
+def test_the_witness_lives_outside_the_data_and_keys(tmp_path: Path) -> None:
+    from control.config import ConfigError, load_config
+
+    base = {"storage": {"data_dir": str(tmp_path / "var")}, "keys": {"dir": str(tmp_path / "k")}}
+    config = load_config(None, environ={}, overrides=base)
+    assert config.custody.witness == "key"
+    assert config.custody.witness_path(config.keys_dir) == (tmp_path / "witness").resolve()
+    assert config.custody.checkpoints_path(config.keys_dir) == (tmp_path / "checkpoints").resolve()
+    for custody in ({"witness_dir": str(tmp_path / "var" / "w")},
+                    {"checkpoints_dir": str(tmp_path / "k" / "c")}, {"witness": "tsa"},
+                    {"witness": "maybe"}):
+        with pytest.raises(ConfigError, match=r"custody\."):
+            load_config(None, environ={}, overrides={**base, "custody": custody})
