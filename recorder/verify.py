@@ -513,7 +513,18 @@ def _verify_package(findings: list[Finding], package: Path,
             parsed.append((line, entry))
         except (ValueError, KeyError, TypeError):
             parsed.append((line, None))
-    rotations = [e for _, e in parsed if e is not None and e.get("type") == ROTATION]
+    inclusion_map = proofs.get("inclusion")
+    export_root = _hex(head.root_hash)
+
+    def included(line: bytes, index: int) -> bool:
+        proof = _hex_list(inclusion_map.get(str(index))
+                          if isinstance(inclusion_map, dict) else None)
+        return proof is not None and export_root is not None and merkle.verify_inclusion(
+            merkle.leaf_hash(line), index, head.tree_size, proof, export_root)
+
+    # only rotations included under the export head count (an altered one is named below)
+    rotations = [e for line, e in parsed if e is not None and e.get("type") == ROTATION
+                 and included(line, int(e["index"]))]
     chain = key_chain(anchors, sorted(rotations, key=lambda e: int(e["index"])),
                       seal_head.key_id)
     for problem in chain.problems:
@@ -595,10 +606,7 @@ def _verify_package(findings: list[Finding], package: Path,
             bad_entries += 1
             continue
         index = int(entry["index"])
-        inclusion = proofs.get("inclusion")
-        proof = _hex_list(inclusion.get(str(index)) if isinstance(inclusion, dict) else None)
-        if proof is None or root is None or not merkle.verify_inclusion(
-                merkle.leaf_hash(line), index, head.tree_size, proof, root):
+        if not included(line, index):
             fail(f"custody entry {index}", "not included under the signed tree head "
                                            "(altered, or proof wrong)")
             bad_entries += 1
