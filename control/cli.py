@@ -182,8 +182,9 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
           + (f"; {len(checkpoints)} checkpoint(s), newest of size "
              f"{max(c.tree_size for c in checkpoints)}" if checkpoints else ""))
     if not checkpoints:
-        print("note: no --checkpoint given: a rollback of the log to an earlier signed head "
-              "cannot be detected (docs/custody.md, the witness and checkpoints)")
+        print("注意：未给出 --checkpoint，无法发现日志被回滚到较早的签名树头。 / note: no "
+              "--checkpoint given: a rollback of the log to an earlier signed head cannot be "
+              "detected (docs/custody.md, the witness and checkpoints)")
     try:
         findings = verify_path(target, public_key=publics,
                                custody_dir=Path(args.custody) if args.custody else None, kek=kek,

@@ -151,7 +151,8 @@ class KeyWitness:
                     f"{key_id(public)}, not by key {state.get('signing_key_id')} it follows nor "
                     "a key rotated to from it")
         if not head.verify(public):
-            raise WitnessRefused("witness refuses: the head's signature does not verify")
+            raise WitnessRefused("见证方拒绝：树头签名无效 / witness refuses: the head's signature "
+                                 "does not verify")
         seen = int(state.get("tree_size", 0))
         if seen:
             old_root = bytes.fromhex(str(state["root_hash"]))
