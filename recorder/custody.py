@@ -204,6 +204,7 @@ class CustodyLog:
         self._leaves: list[bytes] = []
         self._heads: list[TreeHead] = []
         self._rotations: list[dict[str, Any]] = []
+        self._compact = merkle.CompactRange()  # the tree hash of all entries, kept as they come
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="custody")
         self._take(_read_lines(self._entries_path), _read_lines(self._heads_path))
 
@@ -211,6 +212,7 @@ class CustodyLog:
         for line in lines[len(self._lines):]:
             self._lines.append(line)
             self._leaves.append(merkle.leaf_hash(line))
+            self._compact.append(self._leaves[-1])
             if b'"type":"keys.signing_rotated"' in line:
                 self._rotations.append(json.loads(line))
         for raw in heads[len(self._heads):]:
@@ -271,7 +273,7 @@ class CustodyLog:
         self._check_not_retired()
         size = len(self._leaves)
         unsigned = TreeHead(size, int(datetime.datetime.now(datetime.UTC).timestamp() * 1000),
-                            merkle.root(self._leaves).hex(), self.key_id, "")
+                            self._compact.root().hex(), self.key_id, "")
         head = TreeHead(size, unsigned.timestamp_ms, unsigned.root_hash, self.key_id,
                         sign(self._key, unsigned.signed_bytes()))
         if self.witness is not None:
@@ -489,6 +491,8 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
             "signing keys", f"the heads are signed by {chain.describe()}; none of them is the "
                             f"given public key ({', '.join(key_id(a) for a in anchors)}) nor "
                             "linked to it by a signed rotation"))
+    roots = merkle.roots_at(leaves, [h.tree_size for _, h in parsed]
+                            + [c.tree_size for c in checkpoints])
     previous: TreeHead | None = None
     good_size = 0  # the largest size at which entries still match a signed head
     witnessed_from: int | None = None
@@ -524,7 +528,7 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
             problems.append(LogProblem(
                 f"tree head {n}",
                 f"signed {head.tree_size} entries but the log holds {len(leaves)}: truncated"))
-        elif merkle.root(leaves[:head.tree_size]).hex() != head.root_hash:
+        elif roots[head.tree_size].hex() != head.root_hash:
             span = (f"entries {good_size}..{head.tree_size - 1}"
                     if good_size < head.tree_size else "entries before it")
             problems.append(LogProblem(
@@ -551,7 +555,7 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
             problems.append(LogProblem(
                 where, f"the log holds {len(leaves)} entries, the checkpoint signed "
                        f"{checkpoint.tree_size}: rolled back (entries removed from the end)"))
-        elif merkle.root(leaves[:checkpoint.tree_size]).hex() != checkpoint.root_hash:
+        elif roots[checkpoint.tree_size].hex() != checkpoint.root_hash:
             problems.append(LogProblem(
                 where, f"the log's first {checkpoint.tree_size} entries are not those the "
                        "checkpoint signed: history rewritten"))
