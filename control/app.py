@@ -21,6 +21,7 @@ from mediaserver.room import Sfu, SfuRoom
 from recorder.custody import CustodyLog
 from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_key_pem
 from recorder.recording import Recorder
+from recorder.witness import configured_witness
 from verifier.service import Verifier
 
 from . import (
@@ -146,7 +147,9 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         public_path = config.keys_dir / "custody-ed25519.pub.pem"
         if not public_path.exists():
             public_path.write_bytes(public_key_pem(signing_key))
-        custody = CustodyLog(config.data_dir / "custody", signing_key)
+        custody = CustodyLog(config.data_dir / "custody", signing_key, witness=configured_witness(
+            config.custody.witness, config.custody.witness_path(config.keys_dir),
+            config.custody.checkpoints_path(config.keys_dir)))
         stack.callback(custody.close)
         app[CUSTODY] = custody
         sfu = Sfu(config.media_options())

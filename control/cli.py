@@ -145,25 +145,60 @@ def cmd_bench_forwarding(args: argparse.Namespace) -> int:
     ))
 
 
+def _witness(config: Config):  # type: ignore[no-untyped-def]
+    from recorder.witness import configured_witness
+
+    return configured_witness(config.custody.witness,
+                              config.custody.witness_path(config.keys_dir),
+                              config.custody.checkpoints_path(config.keys_dir))
+
+
 def cmd_custody_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from recorder.keys import KeyEncryptionKey, KeyProblem, load_public_key
+    from recorder.keys import KeyEncryptionKey, KeyProblem, key_id, load_public_key
     from recorder.verify import verify_path
+    from recorder.witness import load_checkpoints
 
     config = _load(args)
     target = Path(args.path)
-    key_path = Path(args.public_key) if args.public_key else (
-        config.keys_dir / "custody-ed25519.pub.pem")
-    try:
-        public = load_public_key(key_path.read_bytes()) if key_path.exists() else None
-        kek = KeyEncryptionKey.load_or_create(Path(args.kek)) if args.kek else None
-    except KeyProblem as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+    if not args.public_key:
+        # never silently trust the key of the server being checked: say which one to pass
+        configured = config.keys_dir / "custody-ed25519.pub.pem"
+        hint = ""
+        if configured.exists():
+            try:
+                hint = (f" 本机配置的公钥 / the configured key here: {configured} (key id "
+                        f"{key_id(load_public_key(configured.read_bytes()))}).")
+            except KeyProblem:
+                pass
+        print("remotecase: 请用 --public-key 指定您信任的托管公钥（主管机关公布的那把）。"
+              " / pass --public-key with the custody public key you trust (the one the "
+              "authority published); verification never picks a key by itself." + hint,
+              file=sys.stderr)
         return 2
     try:
-        findings = verify_path(target, public_key=public,
-                               custody_dir=Path(args.custody) if args.custody else None, kek=kek)
+        publics = [load_public_key(Path(p).read_bytes()) for p in args.public_key]
+        kek = KeyEncryptionKey.load(Path(args.kek), guard=False) if args.kek else None
+        witness = load_public_key(Path(args.witness_key).read_bytes()) \
+            if args.witness_key else None
+        checkpoints = load_checkpoints(Path(args.checkpoint)) if args.checkpoint else []
+    except (KeyProblem, OSError) as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 2
+    print("public key: " + ", ".join(f"key id {key_id(k)} ({p})"
+                                     for k, p in zip(publics, args.public_key, strict=True))
+          + (f"; witness key id {key_id(witness)}" if witness is not None else "")
+          + (f"; {len(checkpoints)} checkpoint(s), newest of size "
+             f"{max(c.tree_size for c in checkpoints)}" if checkpoints else ""))
+    if not checkpoints:
+        print("注意：未给出 --checkpoint，无法发现日志被回滚到较早的签名树头。 / note: no "
+              "--checkpoint given: a rollback of the log to an earlier signed head cannot be "
+              "detected (docs/custody.md, the witness and checkpoints)")
+    try:
+        findings = verify_path(target, public_key=publics,
+                               custody_dir=Path(args.custody) if args.custody else None, kek=kek,
+                               checkpoints=checkpoints, witness=witness)
     except FileNotFoundError as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 2
@@ -180,6 +215,7 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
     from recorder.custody import CustodyLog
     from recorder.export import export_recording
     from recorder.keys import KeyEncryptionKey, KeyProblem, load_or_create_signing_key
+    from recorder.witness import WitnessRefused
 
     config = _load(args)
     recording_dir = Path(args.recording)
@@ -200,18 +236,89 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
     try:
         signing_key = load_or_create_signing_key(key_file)
         kek = KeyEncryptionKey.load_or_create(kek_file)
-        custody = CustodyLog(config.data_dir / "custody", signing_key)
+        custody = CustodyLog(config.data_dir / "custody", signing_key, witness=_witness(config))
         try:
             result = export_recording(recording_dir=recording_dir, custody=custody, kek=kek,
                                       signing_key=signing_key, out=out, actor=args.actor,
                                       reason=args.reason)
         finally:
             custody.close()
-    except (KeyProblem, ValueError) as exc:
+    except (KeyProblem, ValueError, WitnessRefused) as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 1
     print(f"exported to {result['package']} ({len(result['files'])} files); "
           f"logged as custody entry {result['export_index']}")
+    return 0
+
+
+def _rewrap_materials(database):  # type: ignore[no-untyped-def]
+    """Rewrap the materials' data keys (rows of the control database) in one transaction."""
+    import sqlite3
+
+    def run(old, new) -> int:  # type: ignore[no-untyped-def]
+        if not database.exists():
+            return 0
+        conn = sqlite3.connect(database, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT id, wrapped_key, kek_fingerprint FROM materials").fetchall()
+            except sqlite3.OperationalError:  # a database from before materials
+                conn.execute("ROLLBACK")
+                return 0
+            for material_id, wrapped, fingerprint in rows:
+                if fingerprint != new.fingerprint:
+                    conn.execute("UPDATE materials SET wrapped_key = ?, kek_fingerprint = ? "
+                                 "WHERE id = ?", (old.rewrap(wrapped, fingerprint, new),
+                                                  new.fingerprint, material_id))
+            conn.execute("COMMIT")
+            return len(rows)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    return run
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recorder.custody import CustodyLog
+    from recorder.keys import KeyProblem, load_or_create_signing_key
+    from recorder.rotation import rotate_kek, rotate_signing
+    from recorder.witness import WitnessRefused
+
+    config = _load(args)
+    try:
+        if args.signing:
+            result = rotate_signing(config.keys_dir, config.data_dir / "custody",
+                                    witness=_witness(config), actor=args.actor,
+                                    reason=args.reason)
+            print(f"签名密钥已轮换 / signing key rotated: {result['old_key_id']} -> "
+                  f"{result['new_key_id']} (custody entry {result['log_index']}); publish "
+                  f"{config.keys_dir / 'custody-ed25519.pub.pem'}, keep the old public key "
+                  f"{result['retired_public_key']} published too")
+        else:
+            signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
+            custody = CustodyLog(config.data_dir / "custody", signing_key,
+                                 witness=_witness(config))
+            try:
+                result = rotate_kek(config.keys_dir, config.data_dir, custody, actor=args.actor,
+                                    reason=args.reason, rewrap_rows=_rewrap_materials(
+                                        Path(config.data_dir / "control.sqlite3")))
+            finally:
+                custody.close()
+            print(f"密钥加密密钥已轮换 / key-encryption key rotated: {result['old_kek']} -> "
+                  f"{result['new_kek']}; rewrapped {result['recordings']} recordings, "
+                  f"{result['materials']} materials, {result['faces']} face embeddings "
+                  f"(custody entry {result['log_index']}); media untouched")
+    except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -398,11 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify = custody_sub.add_parser(
         "verify", help="check a stored recording or an export package offline")
     verify.add_argument("path", help="a recording directory or an export package")
-    verify.add_argument("--public-key", help="the custody public key (PEM); for a stored "
-                        "recording default: keys.dir/custody-ed25519.pub.pem")
+    verify.add_argument("--public-key", action="append", help="the custody public key you "
+                        "trust (PEM; any key of the rotation chain; repeat for several); required")
     verify.add_argument("--custody", help="custody log directory of a stored recording "
                         "(default: the data directory's)")
     verify.add_argument("--kek", help="key-encryption key file, to decrypt and check media too")
+    verify.add_argument("--checkpoint", help="a trusted earlier tree head: a checkpoint file, or "
+                        "the published checkpoints directory (each one is checked)")
+    verify.add_argument("--witness-key", help="the witness public key (PEM): every head from "
+                        "the first countersigned one on must carry its countersignature")
     verify.set_defaults(func=cmd_custody_verify)
     export = custody_sub.add_parser("export", help="write a package for court")
     export.add_argument("recording", help="recording ID or directory")
@@ -411,6 +522,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="who exports (logged)")
     export.add_argument("--reason", default="export for review", help="why (logged)")
     export.set_defaults(func=cmd_custody_export)
+
+    keys = sub.add_parser("keys", help="the custody signing key and the key-encryption key")
+    keys_sub = keys.add_subparsers(dest="keys", required=True)
+    rotate = keys_sub.add_parser("rotate", help="start a new key (run with the server stopped)")
+    which = rotate.add_mutually_exclusive_group(required=True)
+    which.add_argument("--signing", action="store_true",
+                       help="a new custody signing key, handed over in a log entry both sign")
+    which.add_argument("--kek", action="store_true",
+                       help="a new key-encryption key: rewrap every data key, media untouched")
+    rotate.add_argument("--actor", default=os.environ.get("USER", "operator"),
+                        help="who rotates (logged)")
+    rotate.add_argument("--reason", default="key rotation", help="why (logged)")
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     verifier = sub.add_parser("verifier", help="face verification")
     verifier_sub = verifier.add_subparsers(dest="verifier", required=True)

@@ -87,6 +87,25 @@ class KeysConfig:
 
 
 @dataclass(frozen=True)
+class CustodyConfig:
+    # Who countersigns every signed tree head: "key" (a witness key of its own in witness_dir),
+    # "off", or "tsa" (an RFC 3161 time-stamp authority at tsa_url: an interface, not built in).
+    witness: str = "key"
+    # Default: "witness" and "checkpoints" next to keys.dir; never inside storage.data_dir or
+    # keys.dir. checkpoints_dir is what an operator publishes (docs/custody.md).
+    witness_dir: str = ""
+    checkpoints_dir: str = ""
+    tsa_url: str = ""
+
+    def witness_path(self, keys_dir: Path) -> Path:
+        return Path(self.witness_dir) if self.witness_dir else keys_dir.resolve().parent / "witness"
+
+    def checkpoints_path(self, keys_dir: Path) -> Path:
+        return Path(self.checkpoints_dir) if self.checkpoints_dir else \
+            keys_dir.resolve().parent / "checkpoints"
+
+
+@dataclass(frozen=True)
 class RecordingConfig:
     # Record every room from its first participant, without an officer's action.
     always_on: bool = False
@@ -164,6 +183,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
+    custody: CustodyConfig = field(default_factory=CustodyConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
     materials: MaterialsConfig = field(default_factory=MaterialsConfig)
@@ -289,6 +309,18 @@ def _validate(config: Config) -> None:
     if keys == data or data in keys.parents:
         raise ConfigError(f"keys.dir: {config.keys.dir!r} must not be inside storage.data_dir "
                           "(keys are kept apart from the data they protect)")
+    c = config.custody
+    if c.witness not in ("key", "off", "tsa"):
+        raise ConfigError(f"custody.witness: {c.witness!r} is not 'key', 'off' or 'tsa'")
+    if c.witness == "tsa":
+        raise ConfigError("custody.witness: 'tsa' is a documented interface (docs/custody.md), "
+                          "not built into this version; use 'key'")
+    for name, where in (("witness_dir", c.witness_path(keys)),
+                        ("checkpoints_dir", c.checkpoints_path(keys))):
+        where = where.resolve()
+        if where in (data, keys) or data in where.parents or keys in where.parents:
+            raise ConfigError(f"custody.{name}: {str(where)!r} must be outside storage.data_dir "
+                              "and keys.dir (it must survive a copy of them being put back)")
     if not 0.5 <= config.recording.segment_seconds <= 60:
         raise ConfigError("recording.segment_seconds: must be between 0.5 and 60")
     if not 1 <= config.recording.retention_days <= 36500:

@@ -25,7 +25,7 @@ from aiohttp import web
 from recorder.export import export_recording
 from recorder.keys import KeyProblem
 from recorder.recording import decrypt_segment, load_json
-from recorder.verify import verify_recording
+from recorder.verify import recording_data_key, verify_recording
 
 from . import access
 from .auth import Officer
@@ -243,8 +243,8 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
     if track is None:
         raise _error(404, "not_found", "no such track in this recording")
     recorder = request.app[RECORDER]
-    data_key = recorder.kek.unwrap(manifest["key"]["wrapped_data_key"],
-                                   manifest["key"]["kek_fingerprint"])
+    # the data key as rewrapped by any KEK rotation (recording.json), else the sealed one
+    data_key = await asyncio.to_thread(recording_data_key, recorder.kek, directory, manifest)
     await _log(request, "recording.streamed", officer, meta, reason, track=track["track_id"])
     response = web.StreamResponse(headers={
         "Content-Type": "video/webm" if track.get("container") == "webm" else "video/x-matroska",

@@ -7,10 +7,13 @@
 * ``composite.mp4``: every video side by side with a burnt-in UTC clock and the tracks' mixed
   audio, a single transcode made here (H.264 + AAC), for viewing;
 * ``manifest.json`` and ``manifest.sig.json`` as sealed; ``public-key.pem``;
-* ``custody/entries.jsonl``: the log entries of this recording, byte for byte, and
-  ``custody/proofs.json``: their inclusion proofs under a signed tree head taken after the
-  export was logged, plus a consistency proof from the tree head that sealed the recording;
-* ``package.json`` (every file's SHA-256) and ``package.sig`` (Ed25519 over package.json);
+* ``custody/entries.jsonl``: the log entries of this recording and every signing-key rotation,
+  byte for byte, and ``custody/proofs.json``: their indices and types, their inclusion proofs
+  under a signed tree head taken after the export was logged, the tree head that sealed the
+  recording (the one in ``manifest.sig.json``) and a consistency proof from it;
+* ``package.json`` (the SHA-256 of every file outside ``custody/``) and ``package.sig`` (JSON:
+  the SHA-256 of ``package.json``, ``custody/entries.jsonl`` and ``custody/proofs.json``, signed
+  with the context ``remotecase-package-v1\\0``): together they cover every file;
 * ``REPORT.txt``: what was checked at export and how to check it again.
 
 The export itself is a custody event (``recording.exported``) naming the actor, the reason and
@@ -33,11 +36,11 @@ from typing import Any
 import av
 import numpy as np
 
-from .custody import CustodyLog, canonical, sha256_file
+from .custody import ROTATION, CustodyLog, canonical, sha256_file
 from .font import draw_text
-from .keys import KeyEncryptionKey, key_id, public_key_pem, sign
+from .keys import PACKAGE_CONTEXT, KeyEncryptionKey, key_id, public_key_pem, sign_in_context
 from .recording import decrypt_segment, load_json
-from .verify import verify_recording
+from .verify import SIG_COVERS, package_sig_message, recording_data_key, verify_recording
 
 TILE_W, TILE_H = 480, 360
 FPS = 15
@@ -198,8 +201,10 @@ def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
 
 
 def _fsync_tree(root: Path) -> None:
-    """Make the package durable: every file, then every directory (not the whole machine)."""
+    """Make the package private (files 0600, directories 0700: it holds decrypted media) and
+    durable: every file, then every directory (not the whole machine)."""
     for path in [*sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True), root]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -222,11 +227,11 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
     manifest_bytes = (recording_dir / "manifest.json").read_bytes()
     manifest = json.loads(manifest_bytes)
     envelope = load_json(recording_dir / "manifest.sig.json")
-    data_key = kek.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
+    data_key = recording_data_key(kek, recording_dir, manifest)
 
     out.mkdir(parents=True, exist_ok=False, mode=0o700)
-    (out / "media").mkdir()
-    (out / "custody").mkdir()
+    (out / "media").mkdir(mode=0o700)
+    (out / "custody").mkdir(mode=0o700)
     media_files: dict[str, str] = {}
     videos: list[tuple[str, float, bytes]] = []
     audios: list[tuple[float, bytes]] = []
@@ -258,7 +263,8 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
         f"status {manifest['status']}",
         f"recorded {manifest['started_at']} to {manifest['stopped_at']}",
         f"exported {datetime.datetime.now(datetime.UTC).isoformat()} by {actor}: {reason}",
-        f"custody signing key id {key_id(custody.public_key)} (public-key.pem)",
+        f"custody signing key id {key_id(custody.public_key)} (public-key.pem); the recording "
+        f"was sealed under key {envelope['tree_head'].get('key_id')}",
         "",
         "Checked before export, against the server's custody log:",
         *[f"  {f}" for f in findings],
@@ -270,7 +276,10 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
         "made at export (transcoded), covered by package.sig",
         "",
         "To check this package with nothing but it (and the published public key):",
-        "  remotecase custody verify THIS_DIRECTORY --public-key PUBLISHED_KEY.pem",
+        "  remotecase custody verify THIS_DIRECTORY --public-key PUBLISHED_KEY.pem \\",
+        "      --witness-key PUBLISHED_WITNESS_KEY.pem",
+        "(the witness's countersignature on both tree heads in custody/proofs.json shows they lie",
+        "on the one history the witness saw; package.sig covers package.json and custody/).",
         "Each media file is the concatenation of its segments; every segment's SHA-256 is in",
         "manifest.json and in a custody log entry whose inclusion under the signed tree head",
         "custody/proofs.json proves (RFC 9162). docs/custody.md describes every check.",
@@ -286,27 +295,37 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
                "files": files, "media": media_files, "composite": composite}
     package_bytes = canonical(package)
     (out / "package.json").write_bytes(package_bytes)
-    (out / "package.sig").write_text(sign(signing_key, package_bytes) + "\n")
 
     exported = custody.append(
         "recording.exported", actor=actor, reason=reason, case=manifest.get("case", ""),
         room=manifest["room"], recording=manifest["recording_id"],
         package_sha256=hashlib.sha256(package_bytes).hexdigest())
     head = custody.sign_head()
-    indices = [i for i in range(head.tree_size)
-               if json.loads(custody.entry_line(i)).get("recording") == manifest["recording_id"]]
+    indices, kinds = [], {}
+    for i in range(head.tree_size):
+        entry = json.loads(custody.entry_line(i))
+        if entry.get("recording") == manifest["recording_id"] or entry.get("type") == ROTATION:
+            indices.append(i)
+            kinds[str(i)] = entry.get("type")
     with open(out / "custody" / "entries.jsonl", "wb") as fh:
         for i in indices:
             fh.write(custody.entry_line(i) + b"\n")
     seal_head = envelope["tree_head"]
     proofs = {
         "tree_head": head.to_json(),
+        "entries": kinds,
         "inclusion": {str(i): custody.inclusion_proof(i, head.tree_size) for i in indices},
         "seal_tree_head": seal_head,
         "consistency": custody.consistency_proof(int(seal_head["tree_size"]), head.tree_size),
         "export_index": exported["index"],
     }
     (out / "custody" / "proofs.json").write_bytes(canonical(proofs))
+    covers = {rel: sha256_file(out / rel) for rel in SIG_COVERS}
+    signer = key_id(signing_key.public_key())
+    (out / "package.sig").write_bytes(canonical({
+        "format": "remotecase-package-sig/1", "key_id": signer, "covers": covers,
+        "signature": sign_in_context(signing_key, PACKAGE_CONTEXT,
+                                     package_sig_message(signer, covers))}) + b"\n")
     _fsync_tree(out)
     return {"package": str(out), "files": files, "export_index": exported["index"],
             "tree_size": head.tree_size}

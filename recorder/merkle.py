@@ -127,3 +127,42 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         fn >>= 1
         sn >>= 1
     return sn == 0 and fr == old_root and sr == new_root
+
+
+class CompactRange:
+    """The roots of the perfect subtrees that make up a growing tree, left to right: each leaf
+    appended in O(log n), the tree hash at any time in O(log n) (the same MTH as ``root``)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[tuple[int, bytes]] = []  # (height, subtree root), heights decreasing
+
+    def append(self, leaf: bytes) -> None:
+        height, node = 0, leaf
+        while self._stack and self._stack[-1][0] == height:
+            _, left = self._stack.pop()
+            node = node_hash(left, node)
+            height += 1
+        self._stack.append((height, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        """MTH: for n = 2^a + 2^b + ... (a > b > ...), node(subtree a, MTH(the rest))."""
+        if not self._stack:
+            return EMPTY_ROOT
+        result = self._stack[-1][1]
+        for _, node in reversed(self._stack[:-1]):
+            result = node_hash(node, result)
+        return result
+
+
+def roots_at(leaves: Sequence[bytes], sizes: Sequence[int]) -> dict[int, bytes]:
+    """``{size: root(leaves[:size])}`` for every size up to len(leaves), in one pass."""
+    wanted = sorted({s for s in sizes if 0 <= s <= len(leaves)})
+    out: dict[int, bytes] = {}
+    compact = CompactRange()
+    for size in wanted:
+        while compact.size < size:
+            compact.append(leaves[compact.size])
+        out[size] = compact.root()
+    return out

@@ -1,14 +1,22 @@
-"""Offline verification: only the public key, no server, and a named reason for every failure.
+"""Offline verification: only public keys, no server, and a named reason for every failure.
 
 ``verify_recording(recording_dir, custody_dir, public_key)`` checks a stored recording:
 
-1. the custody log holds (every signed tree head verifies and matches the entries);
-2. ``manifest.json`` is what was signed (Ed25519) and what the ``recording.sealed`` entry
-   hashed, and that entry is included under the envelope's signed tree head (RFC 9162
-   inclusion proof, recomputed from the log);
-3. every segment the manifest lists is on disk, its stored bytes hash to the value the log
+1. the custody log holds (:func:`recorder.custody.audit_log`: every signed tree head verifies
+   under the key in force at its size, following signed key rotations, and matches the
+   entries; with checkpoints, none was rolled back or rewritten; with the witness key, every head
+   is countersigned). Only entries under a signed head that matches are trusted;
+2. ``manifest.json`` is what was signed (Ed25519, under the key in force at sealing, which the
+   manifest and its envelope must name) and what the ``recording.sealed`` entry hashed, that
+   entry is included under the envelope's signed tree head, and that head is in ``heads.log``;
+3. the manifest's ``recording.started`` and ``recording.stopped`` entries are trusted log entries
+   of this recording; ``recording.json`` agrees with the manifest and with the log (state,
+   ``retain_until`` after every logged retention change, the wrapped data key after every
+   logged KEK rotation);
+4. every segment the manifest lists is on disk, its stored bytes hash to the value the log
    recorded when it was written, and its log entry names the same track, position and hashes;
-4. no segment is missing from a track's sequence, and no file is on disk that the log never saw.
+   no segment is missing from a track's sequence, and no file is on disk that the log never saw;
+   media counts as deleted only under a trusted ``recording.deleted`` entry.
 
 With the key-encryption key as well (``kek``), each segment is decrypted (which also proves it
 sits at its recorded position: the position is bound in as associated data) and its plaintext
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +36,22 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import merkle
-from .custody import TreeHead, sha256_file, verify_log
-from .keys import KeyEncryptionKey, KeyProblem, key_id, load_public_key, verify_signature
+from .custody import ROTATION, KeyChain, TreeHead, audit_log, canonical, key_chain, sha256_file
+from .keys import (
+    PACKAGE_CONTEXT,
+    KeyEncryptionKey,
+    KeyProblem,
+    key_id,
+    load_public_key,
+    verify_in_context,
+    verify_manifest,
+)
 from .recording import decrypt_segment
+from .witness import verify_cosignature
+
+PACKAGE_SIG_FORMAT = "remotecase-package-sig/1"
+# files of a package that package.sig covers directly (package.json lists all the others)
+SIG_COVERS = ("package.json", "custody/entries.jsonl", "custody/proofs.json")
 
 
 @dataclass
@@ -43,23 +65,85 @@ class Finding:
                                                                  if self.detail else "")
 
 
-def _read_log(custody_dir: Path) -> list[bytes]:
-    path = custody_dir / "entries.log"
-    return [line for line in path.read_bytes().split(b"\n") if line] if path.exists() else []
+def package_sig_message(key: str, covers: dict[str, str]) -> bytes:
+    """What ``package.sig`` signs (after ``remotecase-package-v1\\0``)."""
+    return canonical({"format": PACKAGE_SIG_FORMAT, "key_id": key, "covers": covers})
 
 
-def verify_recording(recording_dir: Path, custody_dir: Path, public: Ed25519PublicKey,
-                     kek: KeyEncryptionKey | None = None) -> list[Finding]:
+def current_key_record(manifest: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The wrapped data key to use now: ``recording.json``'s (rewrapped by a KEK rotation) or
+    the sealed manifest's."""
+    if meta and isinstance(meta.get("key"), dict) and meta["key"].get("wrapped_data_key"):
+        return dict(meta["key"])
+    return dict(manifest["key"])
+
+
+def recording_data_key(kek: KeyEncryptionKey, recording_dir: Path,
+                       manifest: dict[str, Any]) -> bytes:
+    """Unwrap a recording's data key with the configured KEK (after any rotation)."""
+    meta_path = recording_dir / "recording.json"
+    meta = json.loads(meta_path.read_bytes()) if meta_path.exists() else None
+    record = current_key_record(manifest, meta)
+    if record.get("kek_fingerprint") != kek.fingerprint:
+        record = dict(manifest["key"])
+    return kek.unwrap(record["wrapped_data_key"], record["kek_fingerprint"])
+
+
+def track_completeness(manifest: dict[str, Any]) -> list[Finding]:
+    """What the manifest says was not recorded: a hook over the fields the recorder states.
+
+    Reads defensively: ``status``/``note``, and per track ``gaps`` (time, duration, cause),
+    ``failures`` (or ``failure``), ``frames_forwarded`` and ``frames_recorded`` when present.
+    Authentic but incomplete evidence is not a verification failure: it is reported as is.
+    """
     findings: list[Finding] = []
+    parts: list[str] = []
+    if manifest.get("status") not in (None, "complete"):
+        parts.append(f"status {manifest.get('status')}"
+                     + (f" ({manifest.get('note')})" if manifest.get("note") else ""))
+    for track in manifest.get("tracks", []):
+        if not isinstance(track, dict):
+            continue
+        tid = track.get("track_id", "?")
+        said = []
+        gaps = track.get("gaps")
+        if isinstance(gaps, list) and gaps:
+            total = sum(float(g.get("duration", 0) or 0) for g in gaps if isinstance(g, dict))
+            causes = sorted({str(g.get("cause")) for g in gaps if isinstance(g, dict)})
+            said.append(f"{len(gaps)} gaps, {total:.2f} s ({', '.join(causes)})")
+        failures = track.get("failures", track.get("failure"))
+        if failures:
+            said.append(f"failed: {json.dumps(failures, ensure_ascii=False)[:200]}")
+        forwarded, recorded = track.get("frames_forwarded"), track.get("frames_recorded")
+        if isinstance(forwarded, int) and isinstance(recorded, int) and forwarded != recorded:
+            said.append(f"{recorded} of {forwarded} forwarded frames recorded")
+        if said:
+            parts.append(f"track {tid}: " + "; ".join(said))
+    if parts:
+        findings.append(Finding(True, "completeness", "the recording says what it lacks: "
+                                + " | ".join(parts)))
+    return findings
+
+
+def verify_recording(recording_dir: Path, custody_dir: Path,
+                     public: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+                     kek: KeyEncryptionKey | None = None, *,
+                     checkpoints: Sequence[TreeHead] = (),
+                     witness: Ed25519PublicKey | None = None) -> list[Finding]:
+    findings: list[Finding] = []
+    anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
     try:
-        _verify_recording(findings, recording_dir, custody_dir, public, kek)
+        _verify_recording(findings, recording_dir, custody_dir, anchors, kek, checkpoints,
+                          witness)
     except Exception as exc:
         findings.append(Finding(False, "verification", f"could not complete: {exc!r}"))
     return findings
 
 
 def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir: Path,
-                      public: Ed25519PublicKey, kek: KeyEncryptionKey | None) -> list[Finding]:
+                      anchors: list[Ed25519PublicKey], kek: KeyEncryptionKey | None,
+                      checkpoints: Sequence[TreeHead],
+                      witness: Ed25519PublicKey | None) -> list[Finding]:
 
     def fail(check: str, detail: str) -> None:
         findings.append(Finding(False, check, detail))
@@ -68,13 +152,29 @@ def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir:
         findings.append(Finding(True, check, detail))
 
     # 1. the log itself
-    problems = verify_log(custody_dir, public)
-    for problem in problems:
+    audit = audit_log(custody_dir, anchors, checkpoints=checkpoints, witness=witness)
+    for problem in audit.problems:
         fail("custody log", str(problem))
-    if not problems:
+    if not audit.problems:
         ok("custody log", "every signed tree head verifies and matches the entries")
-    lines = _read_log(custody_dir)
-    leaves = [merkle.leaf_hash(line) for line in lines]
+    chain = audit.chain
+    ok("signing keys", ", ".join(
+        f"heads of sizes {_sizes(audit.heads, start, nxt)} signed by key {kid}"
+        for (start, kid, _), nxt in zip(chain.epochs, [*(e[0] for e in chain.epochs[1:]), None],
+                                        strict=True)))
+    for note in audit.notes:
+        ok("custody log", note)
+    if witness is not None and not any(p.what.startswith("witness") or "witness" in p.what
+                                       for p in audit.problems):
+        ok("witness", f"every head from the first countersigned one on carries witness "
+                      f"{key_id(witness)}'s countersignature")
+    lines, leaves = audit.lines, audit.leaves
+    trusted: dict[int, dict[str, Any]] = {}
+    for i, line in enumerate(lines[:audit.signed_size]):
+        try:
+            trusted[i] = json.loads(line)
+        except ValueError:
+            continue
 
     # 2. manifest, signature, seal
     try:
@@ -88,19 +188,19 @@ def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir:
         fail("manifest", f"not JSON: {exc}")
         return findings
     digest = hashlib.sha256(body).hexdigest()
-    if not verify_signature(public, str(envelope.get("signature", "")), body):
-        fail("manifest signature", "manifest.json is not what was signed (edited, or wrong key)")
-    else:
-        ok("manifest signature")
-    if envelope.get("manifest_sha256") != digest:
-        fail("manifest hash", "manifest.json does not hash to the sealed value")
-    sealed_index = envelope.get("sealed_index")
+    recording_id = manifest.get("recording_id", "")
     try:
         head = TreeHead.from_json(envelope["tree_head"])
     except (KeyError, TypeError, ValueError):
         fail("seal", "the envelope carries no readable tree head")
         return findings
-    if not head.verify(public):
+    sealing_key_id, sealing_key = chain.key_for_size(head.tree_size)
+    _check_manifest_signature(findings, chain, sealing_key_id, sealing_key, envelope, body,
+                              manifest)
+    if envelope.get("manifest_sha256") != digest:
+        fail("manifest hash", "manifest.json does not hash to the sealed value")
+    sealed_index = envelope.get("sealed_index")
+    if sealing_key is None or not head.verify(sealing_key):
         fail("seal", "the envelope's tree head signature does not verify")
     elif not isinstance(sealed_index, int) or not 0 <= sealed_index < min(head.tree_size,
                                                                            len(lines)):
@@ -116,32 +216,51 @@ def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir:
             fail("seal", f"log entry {sealed_index} does not seal this manifest")
         elif not included:
             fail("seal", f"log entry {sealed_index} is not included under the signed tree head")
+        elif not audit.has_head(head):
+            fail("seal", f"the tree head that sealed this recording (size {head.tree_size}) is "
+                         "not in heads.log: signed heads were removed (deleted, emptied or "
+                         "truncated)")
         else:
             ok("seal", f"log entry {sealed_index} seals this manifest; included under the "
-                       f"tree head of size {head.tree_size}")
+                       f"tree head of size {head.tree_size} (key {head.key_id})")
+        if witness is not None:
+            cosig_problem = verify_cosignature(head, witness)
+            if cosig_problem:
+                fail("seal", f"the sealing head's witness countersignature: {cosig_problem}")
+    _check_bounds(findings, manifest, trusted, recording_id)
 
-    # 3-4. segments
+    # 3. recording.json, retention, the data key
+    meta = _check_metadata(findings, recording_dir, manifest, trusted, recording_id)
+
+    # 4. segments
+    data_key: bytes | None = None
+    if kek is not None:
+        try:
+            record = current_key_record(manifest, meta)
+            if record.get("kek_fingerprint") != kek.fingerprint:
+                record = dict(manifest["key"])
+            data_key = kek.unwrap(record["wrapped_data_key"], record["kek_fingerprint"])
+        except (KeyProblem, KeyError) as exc:
+            fail("data key", str(exc))
+    segment_root = recording_dir / "segments"
     entries_by_index = {}
     for i, line in enumerate(lines):
         try:
             entries_by_index[i] = json.loads(line)
         except ValueError:
             continue
-    data_key: bytes | None = None
-    if kek is not None:
-        try:
-            data_key = kek.unwrap(manifest["key"]["wrapped_data_key"],
-                                  manifest["key"]["kek_fingerprint"])
-        except (KeyProblem, KeyError) as exc:
-            fail("data key", str(exc))
-    recording_id = manifest.get("recording_id", "")
-    segment_root = recording_dir / "segments"
-    deleted = next((e for e in entries_by_index.values()
+    for index, entry in entries_by_index.items():
+        if index >= audit.signed_size and entry.get("type") == "recording.deleted" \
+                and entry.get("recording") == recording_id:
+            fail("segments", f"log entry {index} says the media was deleted, but no signed "
+                             "tree head covers it: not trusted (appended without the key?)")
+    deleted = next((e for e in trusted.values()
                     if e.get("type") == "recording.deleted"
                     and e.get("recording") == recording_id), None)
     if deleted is not None:
         ok("segments", f"media deleted under retention (log entry {deleted['index']}, "
                        f"{deleted.get('actor')}: {deleted.get('reason')})")
+        findings.extend(track_completeness(manifest))
         return findings
     listed: set[Path] = set()
     total = 0
@@ -189,36 +308,162 @@ def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir:
     if all(f.ok for f in findings if f.check.startswith("track ") or f.check == "segments"):
         ok("segments", f"{total} segments present, each matching its logged hash"
            + (" and decrypting at its position" if data_key is not None else ""))
+    findings.extend(track_completeness(manifest))
     return findings
 
 
-def verify_path(path: Path, *, public_key: Ed25519PublicKey | None, custody_dir: Path | None,
-                kek: KeyEncryptionKey | None) -> list[Finding]:
-    """A stored recording directory (with its data directory's custody log)."""
+def _sizes(heads: list[TreeHead], start: int, end: int | None) -> str:
+    sizes = [h.tree_size for h in heads
+             if h.tree_size - 1 >= start and (end is None or h.tree_size - 1 < end)]
+    if not sizes:
+        return "(none)"
+    return f"{sizes[0]}..{sizes[-1]}" if len(sizes) > 1 else str(sizes[0])
+
+
+def _check_manifest_signature(findings: list[Finding], chain: KeyChain, sealing_key_id: str,
+                              sealing_key: Ed25519PublicKey | None, envelope: dict[str, Any],
+                              body: bytes, manifest: dict[str, Any]) -> None:
+    named = {"manifest.sig.json": envelope.get("signing_key_id"),
+             "manifest.json": (manifest.get("custody") or {}).get("signing_key_id")}
+    for where, value in named.items():
+        if value is not None and value != sealing_key_id:
+            findings.append(Finding(False, "manifest signature",
+                                    f"{where} names signing key {value}, but key "
+                                    f"{sealing_key_id} signed the sealing tree head"))
+    how = verify_manifest(sealing_key, str(envelope.get("signature", "")), body) \
+        if sealing_key is not None else None
+    if how is None:
+        findings.append(Finding(False, "manifest signature",
+                                "manifest.json is not what was signed (edited, or wrong key)"))
+    else:
+        findings.append(Finding(True, "manifest signature", f"key {sealing_key_id}" + (
+            "" if how == "context" else ", signed without a context string (recordings sealed "
+            "before manifests had one; nothing else is signed bare)")))
+
+
+def _check_bounds(findings: list[Finding], manifest: dict[str, Any],
+                  trusted: dict[int, dict[str, Any]], recording_id: str) -> None:
+    """The manifest's recording.started / recording.stopped are trusted entries of it."""
+    custody = manifest.get("custody") or {}
+    for field, kind in (("started_index", "recording.started"),
+                        ("stopped_index", "recording.stopped")):
+        index = custody.get(field)
+        if index is None:
+            if kind == "recording.started" and manifest.get("status") == "incomplete":
+                continue  # a recovered recording whose start entry was never logged
+            findings.append(Finding(False, kind, f"the manifest names no {kind} entry"))
+            continue
+        entry = trusted.get(index) if isinstance(index, int) else None
+        if entry is None:
+            findings.append(Finding(False, kind, f"log entry {index} is missing or not under a "
+                                                 "signed tree head"))
+        elif entry.get("type") != kind or entry.get("recording") != recording_id:
+            findings.append(Finding(False, kind, f"log entry {index} is a {entry.get('type')} "
+                                                 f"of {entry.get('recording')}, not this "
+                                                 f"recording's {kind}"))
+        else:
+            findings.append(Finding(True, kind, f"log entry {index} ({entry.get('actor')}, "
+                                                f"{entry.get('time')})"))
+
+
+def _check_metadata(findings: list[Finding], recording_dir: Path, manifest: dict[str, Any],
+                    trusted: dict[int, dict[str, Any]],
+                    recording_id: str) -> dict[str, Any] | None:
+    """recording.json against the manifest and the log; returns it when readable."""
+
+    def fail(detail: str) -> None:
+        findings.append(Finding(False, "recording.json", detail))
+
+    try:
+        meta: dict[str, Any] = json.loads((recording_dir / "recording.json").read_bytes())
+    except FileNotFoundError:
+        fail("missing")
+        return None
+    except ValueError as exc:
+        fail(f"not JSON: {exc}")
+        return None
+    before = len([f for f in findings if not f.ok])
+    for name in ("recording_id", "case", "room", "started_at", "started_by"):
+        if name in manifest and meta.get(name) != manifest.get(name):
+            fail(f"{name} is {meta.get(name)!r}, the sealed manifest says "
+                 f"{manifest.get(name)!r}")
+    mine = [e for _, e in sorted(trusted.items()) if e.get("recording") == recording_id]
+    deleted = any(e.get("type") == "recording.deleted" for e in mine)
+    state = meta.get("state")
+    if state not in ("sealed", "deleted"):
+        fail(f"state is {state!r}, but the recording is sealed")
+    elif (state == "deleted") != deleted:
+        fail(f"state is {state!r}, but the log {'does' if deleted else 'does not'} record a "
+             "deletion")
+    started = next((e for e in mine if e.get("type") == "recording.started"), None)
+    retain = started.get("retain_until") if started else None
+    for entry in mine:
+        if entry.get("type") == "recording.retention_changed":
+            retain = entry.get("new")
+        if entry.get("type") == "recording.deleted" and retain and \
+                str(entry.get("time", ""))[:10] <= str(retain):
+            fail(f"log entry {entry['index']} deleted the media on "
+                 f"{str(entry.get('time'))[:10]}, while it was retained until {retain}")
+    if retain is not None and meta.get("retain_until") != retain:
+        fail(f"retain_until is {meta.get('retain_until')!r}, the log says {retain!r} (changed "
+             "outside the custody log)")
+    sealed_key = manifest.get("key") or {}
+    key = meta.get("key") or {}
+    rewrapped = [e for e in trusted.values() if e.get("type") == "keys.kek_rotated"
+                 and recording_id in (e.get("recordings") or {})]
+    allowed = [{"kek_fingerprint": sealed_key.get("kek_fingerprint"),
+                "wrapped_data_key": sealed_key.get("wrapped_data_key")}]
+    allowed += [{"kek_fingerprint": e.get("new_kek"),
+                 "wrapped_data_key": e["recordings"][recording_id]} for e in rewrapped]
+    if {"kek_fingerprint": key.get("kek_fingerprint"),
+            "wrapped_data_key": key.get("wrapped_data_key")} not in allowed:
+        fail("its wrapped data key is neither the sealed one nor one a logged KEK rotation "
+             "wrote")
+    if len([f for f in findings if not f.ok]) == before:
+        findings.append(Finding(True, "recording.json", f"state {state}, retained until "
+                                f"{meta.get('retain_until')}, data key under KEK "
+                                f"{key.get('kek_fingerprint')}, as the log says"))
+    return meta
+
+
+def verify_path(path: Path, *, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+                custody_dir: Path | None,
+                kek: KeyEncryptionKey | None, checkpoints: Sequence[TreeHead] = (),
+                witness: Ed25519PublicKey | None = None) -> list[Finding]:
+    """A stored recording directory (with its data directory's custody log) or a package."""
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory")
     if (path / "package.json").exists():
-        return verify_package(path, public_key)
+        return verify_package(path, public_key, witness=witness, checkpoints=checkpoints)
     if (path / "recording.json").exists():
         if public_key is None:
             raise FileNotFoundError("no public key: pass --public-key")
         custody = custody_dir or path.parent.parent / "custody"
-        return verify_recording(path, custody, public_key, kek)
+        return verify_recording(path, custody, public_key, kek, checkpoints=checkpoints,
+                                witness=witness)
     raise FileNotFoundError(f"{path} is neither a stored recording nor an export package")
 
 
-def verify_package(package: Path, public: Ed25519PublicKey | None) -> list[Finding]:
-    """An export package, with only the public key (the package's own copy if none is given)."""
+def verify_package(package: Path,
+                   public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None, *,
+                   witness: Ed25519PublicKey | None = None,
+                   checkpoints: Sequence[TreeHead] = ()) -> list[Finding]:
+    """An export package, with only public keys (the package's own copy if none is given).
+
+    Several keys may be given: the keys of a rotation chain, when the package was made before
+    a rotation and only the newer key is at hand along with the older published one."""
     findings: list[Finding] = []
     try:
-        _verify_package(findings, package, public)
+        _verify_package(findings, package, public, witness, checkpoints)
     except Exception as exc:
         findings.append(Finding(False, "verification", f"could not complete: {exc!r}"))
     return findings
 
 
 def _verify_package(findings: list[Finding], package: Path,
-                    public: Ed25519PublicKey | None) -> list[Finding]:
+                    public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+                    witness: Ed25519PublicKey | None,
+                    checkpoints: Sequence[TreeHead]) -> list[Finding]:
 
     def fail(check: str, detail: str) -> None:
         findings.append(Finding(False, check, detail))
@@ -234,21 +479,79 @@ def _verify_package(findings: list[Finding], package: Path,
             return findings
         ok("public key", f"taken from the package (key id {key_id(public)}): trust it only "
                          "if it matches the key the authority published")
+        anchors = [public]
     else:
-        ok("public key", f"key id {key_id(public)}")
+        anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+        ok("public key", "key id " + ", ".join(key_id(a) for a in anchors))
 
-    # package.json and its signature: every file the package lists
+    # package.sig: package.json and the custody files; package.json: every other file
     try:
         package_bytes = (package / "package.json").read_bytes()
         listing = json.loads(package_bytes)
-        signature = (package / "package.sig").read_text().strip()
-    except (FileNotFoundError, ValueError) as exc:
+        sig = json.loads((package / "package.sig").read_bytes())
+        covers = sig["covers"]
+        if not isinstance(covers, dict):
+            raise ValueError("package.sig covers nothing")
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         fail("package", f"package.json or package.sig unreadable: {exc}")
         return findings
-    if verify_signature(public, signature, package_bytes):
-        ok("package signature")
+    try:
+        proofs = json.loads((package / "custody" / "proofs.json").read_bytes())
+        lines = [line for line in
+                 (package / "custody" / "entries.jsonl").read_bytes().split(b"\n") if line]
+        head = TreeHead.from_json(proofs["tree_head"])
+        seal_head = TreeHead.from_json(proofs["seal_tree_head"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        fail("custody", f"proofs unreadable: {exc}")
+        return findings
+    entries: dict[int, dict[str, Any]] = {}
+    parsed: list[tuple[bytes, dict[str, Any] | None]] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            int(entry["index"])
+            parsed.append((line, entry))
+        except (ValueError, KeyError, TypeError):
+            parsed.append((line, None))
+    inclusion_map = proofs.get("inclusion")
+    export_root = _hex(head.root_hash)
+
+    def included(line: bytes, index: int) -> bool:
+        proof = _hex_list(inclusion_map.get(str(index))
+                          if isinstance(inclusion_map, dict) else None)
+        return proof is not None and export_root is not None and merkle.verify_inclusion(
+            merkle.leaf_hash(line), index, head.tree_size, proof, export_root)
+
+    # only rotations included under the export head count (an altered one is named below)
+    rotations = [e for line, e in parsed if e is not None and e.get("type") == ROTATION
+                 and included(line, int(e["index"]))]
+    chain = key_chain(anchors, sorted(rotations, key=lambda e: int(e["index"])),
+                      seal_head.key_id)
+    for problem in chain.problems:
+        fail("signing keys", str(problem))
+    if not chain.trusted:
+        fail("signing keys", f"the package is signed by {chain.describe()}; none is a given "
+                             f"key ({', '.join(key_id(a) for a in anchors)}) nor linked to one by "
+                             "a signed rotation in the package (made before a rotation? give the "
+                             "older published key too)")
+    signer_id = str(sig.get("key_id", ""))
+    signer = chain.public(signer_id) if chain.trusted else None
+    export_key_id, _ = chain.key_for_size(head.tree_size)
+    if signer is not None and signer_id == export_key_id and verify_in_context(
+            signer, PACKAGE_CONTEXT, str(sig.get("signature", "")),
+            package_sig_message(signer_id, covers)):
+        ok("package signature", f"key {signer_id}, over package.json and custody/")
     else:
-        fail("package signature", "package.json is not what was signed (edited, or wrong key)")
+        fail("package signature", "package.sig does not verify: package.json or custody/ is "
+                                  "not what was signed (edited, or wrong key)")
+    for rel in SIG_COVERS:
+        path = package / rel
+        if rel not in covers:
+            fail(f"file {rel}", "not covered by package.sig")
+        elif not path.is_file():
+            fail(f"file {rel}", "missing")
+        elif sha256_file(path) != covers[rel]:
+            fail(f"file {rel}", "content differs from package.sig (altered)")
     files: dict[str, str] = listing.get("files", {})
     for rel, expected in sorted(files.items()):
         path = package / rel
@@ -257,27 +560,35 @@ def _verify_package(findings: list[Finding], package: Path,
         elif sha256_file(path) != expected:
             fail(f"file {rel}", "content differs from package.json (altered)")
     present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
-    extra = sorted(present - set(files) - {"package.json", "package.sig"}
-                   - {p for p in present if p.startswith("custody/")})
-    for rel in extra:
+    for rel in sorted(present - set(files) - set(covers) - {"package.sig"}):
         fail(f"file {rel}", "not listed in package.json (added)")
 
     # the custody proofs
-    try:
-        proofs = json.loads((package / "custody" / "proofs.json").read_bytes())
-        lines = [line for line in
-                 (package / "custody" / "entries.jsonl").read_bytes().split(b"\n") if line]
-        head = TreeHead.from_json(proofs["tree_head"])
-        seal_head = TreeHead.from_json(proofs["seal_tree_head"])
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        fail("custody", f"proofs unreadable: {exc}")
-        return findings
-    if not head.verify(public):
-        fail("tree head", "signature does not verify")
+    export_pub = chain.public(head.key_id)
+    if export_pub is None or head.key_id != export_key_id or not head.verify(export_pub):
+        fail("tree head", f"signature does not verify (key {head.key_id})")
     else:
-        ok("tree head", f"size {head.tree_size}, signed")
-    if not seal_head.verify(public):
-        fail("seal tree head", "signature does not verify")
+        ok("tree head", f"size {head.tree_size}, signed by key {head.key_id}")
+    seal_key_id, seal_pub = chain.key_for_size(seal_head.tree_size)
+    if seal_pub is None or seal_head.key_id != seal_key_id or not seal_head.verify(seal_pub):
+        fail("seal tree head", f"signature does not verify (key {seal_head.key_id})")
+    for name, witnessed in (("tree head", head), ("seal tree head", seal_head)):
+        if witness is not None:
+            cosig_problem = verify_cosignature(witnessed, witness)
+            if cosig_problem:
+                fail("witness", f"the {name}'s countersignature: {cosig_problem}")
+    if witness is not None and not any(f.check == "witness" for f in findings):
+        ok("witness", f"both heads countersigned by witness {key_id(witness)}: consistent with "
+                      "every head it countersigned, every published checkpoint included")
+    for checkpoint in checkpoints:
+        same = [h for h in (head, seal_head) if h.tree_size == checkpoint.tree_size]
+        if same and same[0].root_hash != checkpoint.root_hash:
+            fail("checkpoint", f"the checkpoint of size {checkpoint.tree_size} has another root "
+                               "than the package's head of that size: a forked history")
+        elif not same:
+            ok("checkpoint", f"size {checkpoint.tree_size}: compared through the witness "
+                             "countersignatures (a package holds proofs only between its own "
+                             "heads)")
     consistency = _hex_list(proofs.get("consistency"))
     seal_root, root = _hex(seal_head.root_hash), _hex(head.root_hash)
     if consistency is not None and seal_root is not None and root is not None and \
@@ -288,25 +599,29 @@ def _verify_package(findings: list[Finding], package: Path,
     else:
         fail("consistency", "the log at export does not extend the log that sealed the "
                             "recording (forked or rewritten)")
-    entries: dict[int, dict[str, Any]] = {}
     bad_entries = 0
-    for line in lines:
-        try:
-            entry = json.loads(line)
-            index = int(entry["index"])
-        except (ValueError, KeyError, TypeError):
+    for line, entry in parsed:
+        if entry is None:
             fail("custody entries", "an entry is not JSON with an index")
             bad_entries += 1
             continue
-        inclusion = proofs.get("inclusion")
-        proof = _hex_list(inclusion.get(str(index)) if isinstance(inclusion, dict) else None)
-        if proof is None or root is None or not merkle.verify_inclusion(
-                merkle.leaf_hash(line), index, head.tree_size, proof, root):
+        index = int(entry["index"])
+        if not included(line, index):
             fail(f"custody entry {index}", "not included under the signed tree head "
                                            "(altered, or proof wrong)")
             bad_entries += 1
             continue
         entries[index] = entry
+    listed_entries = proofs.get("entries")
+    if isinstance(listed_entries, dict):
+        for index_text, kind in sorted(listed_entries.items(), key=lambda kv: int(kv[0])):
+            if int(index_text) not in entries and not any(
+                    e is not None and str(e.get("index")) == index_text for _, e in parsed):
+                fail(f"custody entry {index_text}", f"the {kind} entry proofs.json lists is "
+                                                    "missing from entries.jsonl (removed)")
+                bad_entries += 1
+    else:
+        fail("custody entries", "proofs.json does not list the package's entries")
     if lines and not bad_entries:
         ok("custody entries", f"{len(entries)} entries included under the tree head")
 
@@ -319,15 +634,26 @@ def _verify_package(findings: list[Finding], package: Path,
         fail("manifest", f"unreadable: {exc}")
         return findings
     digest = hashlib.sha256(body).hexdigest()
-    if verify_signature(public, str(envelope.get("signature", "")), body):
-        ok("manifest signature")
-    else:
-        fail("manifest signature", "manifest.json is not what was signed (edited, or wrong key)")
-    sealed = entries.get(envelope.get("sealed_index", -1), {})
-    if sealed.get("type") == "recording.sealed" and sealed.get("manifest_sha256") == digest:
-        ok("seal", f"log entry {envelope['sealed_index']} seals this manifest")
+    _check_manifest_signature(findings, chain, seal_key_id, seal_pub, envelope, body, manifest)
+    try:
+        envelope_head = TreeHead.from_json(envelope["tree_head"])
+    except (KeyError, TypeError, ValueError):
+        envelope_head = None
+    sealed_index = envelope.get("sealed_index", -1)
+    sealed = entries.get(sealed_index, {}) if isinstance(sealed_index, int) else {}
+    if envelope_head is None or not envelope_head.same_head(seal_head) or \
+            envelope_head.witness != seal_head.witness:
+        fail("seal", "proofs.json's seal tree head is not the one in manifest.sig.json "
+                     f"(proofs say size {seal_head.tree_size}, the envelope "
+                     f"{envelope_head.tree_size if envelope_head else '?'})")
+    elif not isinstance(sealed_index, int) or sealed_index >= seal_head.tree_size:
+        fail("seal", f"the sealing entry {sealed_index} is not under the sealing head")
+    elif sealed.get("type") == "recording.sealed" and sealed.get("manifest_sha256") == digest:
+        ok("seal", f"log entry {sealed_index} seals this manifest, under the head of size "
+                   f"{seal_head.tree_size} (key {seal_head.key_id})")
     else:
         fail("seal", "no included log entry seals this manifest")
+    _check_bounds(findings, manifest, entries, str(manifest.get("recording_id", "")))
     exported = entries.get(proofs.get("export_index", -1), {})
     if exported.get("type") == "recording.exported" and exported.get(
             "package_sha256") == hashlib.sha256(package_bytes).hexdigest():
@@ -355,9 +681,12 @@ def _verify_package(findings: list[Finding], package: Path,
         for seg in segments:
             part = data[offset:offset + int(seg.get("bytes", 0))]
             offset += int(seg.get("bytes", 0))
-            logged = by_segment.get((track_id, seg.get("segment")), {})
+            logged = by_segment.get((track_id, seg.get("segment")))
             digest_part = hashlib.sha256(part).hexdigest()
-            if digest_part != seg.get("sha256") or digest_part != logged.get("sha256"):
+            if logged is None:
+                fail(f"track {track_id} segment {seg.get('segment')}",
+                     f"its segment.written entry {seg.get('log_index')} is not in the package")
+            elif digest_part != seg.get("sha256") or digest_part != logged.get("sha256"):
                 fail(f"track {track_id} segment {seg.get('segment')}",
                      f"bytes {offset - len(part)}..{offset} of {media_rel} differ from the hash "
                      "logged when the segment was written")
@@ -368,6 +697,7 @@ def _verify_package(findings: list[Finding], package: Path,
                                       f"{offset}")
     if checked and all(f.ok for f in findings if f.check.startswith("track ")):
         ok("media", f"{checked} segments re-hash to their values logged at capture")
+    findings.extend(track_completeness(manifest))
     return findings
 
 

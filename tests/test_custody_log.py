@@ -139,3 +139,19 @@ def test_entries_are_durable_and_a_torn_line_is_dropped(tmp_path: Path) -> None:
     assert verify_log(tmp_path / "c", key.public_key()) == []
     assert json.loads(path.read_bytes().splitlines()[-1])["reason"] == "again"
     reopened.close()
+
+
+def test_one_pass_roots_equal_the_recursive_tree_hash() -> None:
+    from recorder import merkle
+
+    leaves = [rfc_leaf(str(i).encode()) for i in range(70)]
+    roots = merkle.roots_at(leaves, list(range(71)))
+    compact = merkle.CompactRange()
+    for size in range(71):
+        assert roots[size] == merkle.root(leaves[:size]), size
+        assert compact.root() == roots[size]
+        if size < 70:
+            compact.append(leaves[size])
+    # and against the RFC's definition, independently: MTH of 5 leaves
+    a, b, c, d, e = leaves[:5]
+    assert roots[5] == rfc_node(rfc_node(rfc_node(a, b), rfc_node(c, d)), e)
