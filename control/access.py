@@ -137,7 +137,7 @@ def id_value(value: object) -> int | None:
 
 def path_int(request: web.Request, name: str, what: str) -> int:
     raw = request.match_info[name]
-    value = id_value(int(raw)) if raw.isdigit() and len(raw) <= 19 else None
+    value = id_value(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
     if value is None:
         raise json_error(web.HTTPNotFound, "not_found", f"no such {what}")
     return value

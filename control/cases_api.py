@@ -261,7 +261,7 @@ async def end_session(request: web.Request) -> web.Response:
     case_id = _case_id(request)
     body = await read_object(request)
     reason = _text(body, "reason", max_len=500)
-    session_id = request.match_info["session"]
+    session_id = path_int(request, "session", "session")
 
     def run(conn: sqlite3.Connection) -> str:
         load_case(conn, officer, case_id)
@@ -539,7 +539,7 @@ def add_routes(app: web.Application) -> None:
         "/api/cases/{case}/sessions/{session}/{action:remove|mute|unmute|lock|unlock}",
         session_action)
     app.router.add_post("/api/cases/{case}/invitations", post_invitation)
-    app.router.add_post("/api/invitations/{invitation}/revoke", revoke_invitation)
+    app.router.add_post("/api/invitations/{invitation:[0-9]{1,18}}/revoke", revoke_invitation)
     app.router.add_post("/api/invitations/redeem", redeem_invitation)
     app.router.add_get("/api/cases/{case}/audit", get_audit)
     app.router.add_post("/api/cases/{case}/close", close_case)

@@ -40,6 +40,8 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from .http_json import loads
+
 logger = logging.getLogger(__name__)
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -160,7 +162,7 @@ async def _signalling(request: web.Request) -> web.WebSocketResponse:
     if first is None:
         return ws
     try:
-        message = json.loads(first)
+        message = loads(first)
     except ValueError:
         message = None
     room = room_claim(message.get("token")) if isinstance(message, dict) else None

@@ -19,6 +19,7 @@ from mediaserver.participant import SfuParticipant, SignallingError
 from mediaserver.protocols import CloseReason
 from mediaserver.room import Sfu
 
+from .http_json import loads
 from .tokens import TokenError, TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class SignallingSession:
             self._close_soon(CLOSE_TOO_LARGE)
             return
         try:
-            message = json.loads(data)
+            message = loads(data)
         except ValueError as exc:
             self.error("bad_json", f"not JSON: {exc.args[0] if exc.args else exc}")
             return
