@@ -21,14 +21,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Officer, RateLimiter, now_iso, officer_for, token_hash
+from .auth import Officer, Throttle, now_iso, officer_for, token_hash
 from .db import Database
 from .http_json import json_error
 from .tokens import TokenError
 
 DB = web.AppKey("db", Database)
-LOGIN_LIMIT = web.AppKey("login_limit", RateLimiter)
-REDEEM_LIMIT = web.AppKey("redeem_limit", RateLimiter)
+LOGIN_LIMIT = web.AppKey("login_limit", Throttle)  # per user name (control/auth.py)
+LOGIN_ADDRESS_LIMIT = web.AppKey("login_address_limit", Throttle)  # per client address
+REDEEM_LIMIT = web.AppKey("redeem_limit", Throttle)
 
 
 @dataclass(frozen=True)

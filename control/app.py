@@ -33,7 +33,7 @@ from . import (
     statistics_api,
     verifier_api,
 )
-from .auth import RateLimiter
+from .auth import Throttle
 from .config import Config
 from .db import Database
 from .events import EVENTS, EventHub, case_of_room
@@ -42,6 +42,7 @@ from .loopwatch import GcPolicy, LoopWatch
 from .materials import MaterialStore
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
+from .webguard import add_security_headers, body_deadline, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ def create_app(config: Config) -> web.Application:
     from .signalling import websocket_handler
 
     # JSON bodies are small; reference photos are streamed by their handler with its own limit
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[
+        client_address(config.server.front_secret), body_deadline(config.server.body_timeout)])
+    add_security_headers(app)
     app[CONFIG] = config
     app[ERRORS] = Counter()
     app[SOCKETS] = weakref.WeakSet()
@@ -141,8 +144,12 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         await database.open()
         stack.push_async_callback(_closing("database", database.close))
         app[access.DB] = database
-        app[access.LOGIN_LIMIT] = RateLimiter()
-        app[access.REDEEM_LIMIT] = RateLimiter(limit=20)
+        # growing delays, never a lockout: an account's owner waits at most a minute whatever
+        # others try; one address guessing over many names waits up to a quarter of an hour
+        delay = config.auth.login_delay
+        app[access.LOGIN_LIMIT] = Throttle(free=5, base=delay, cap=60.0)
+        app[access.LOGIN_ADDRESS_LIMIT] = Throttle(free=10, base=delay, cap=900.0)
+        app[access.REDEEM_LIMIT] = Throttle(free=20, base=delay, cap=900.0)
         signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
         public_path = config.keys_dir / "custody-ed25519.pub.pem"
         if not public_path.exists():

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import zlib
 from collections.abc import AsyncIterator
@@ -41,6 +42,12 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from .http_json import loads
+from .webguard import (
+    FORWARDING_HEADERS,
+    add_security_headers,
+    body_deadline,
+    forwarding_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,13 @@ WORKERS = web.AppKey("workers", list)
 MAX_RESTARTS = 5  # worker deaths within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
+SECRET = web.AppKey("front_secret", str)
+
+
+def _client_headers(request: web.Request) -> dict[str, str]:
+    """The client's address, vouched for (any such header the client sent is dropped)."""
+    secret = request.app[SECRET]
+    return forwarding_headers(secret, request.remote) if secret else {}
 
 
 def worker_for_room(room: str, count: int) -> int:
@@ -79,9 +93,14 @@ def room_claim(token: object) -> str | None:
     return room if isinstance(room, str) else None
 
 
-def create_front(worker_urls: list[str]) -> web.Application:
-    app = web.Application(client_max_size=1024**3)  # bodies are streamed to the workers
+def create_front(worker_urls: list[str], *, secret: str = "",
+                 body_timeout: float = 30.0) -> web.Application:
+    """``secret``: what the workers were given to believe the client addresses it sends."""
+    # bodies are streamed to the workers, under the same deadline as theirs
+    app = web.Application(client_max_size=1024**3, middlewares=[body_deadline(body_timeout)])
+    add_security_headers(app)
     app[WORKERS] = worker_urls
+    app[SECRET] = secret
     app.cleanup_ctx.append(_client_ctx)
     app.router.add_get("/ws", _signalling)
     app.router.add_get("/api/events", _events)
@@ -106,8 +125,9 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _proxy(request: web.Request) -> web.StreamResponse:
     workers = request.app[WORKERS]
     base = workers[worker_for_path(request.path, len(workers))]
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers["X-Forwarded-For"] = request.remote or ""
+    headers = {k: v for k, v in request.headers.items()
+               if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARDING_HEADERS}
+    headers.update(_client_headers(request))
     body = request.content if request.body_exists else None
     try:
         async with request.app[CLIENT].request(
@@ -170,7 +190,8 @@ async def _signalling(request: web.Request) -> web.WebSocketResponse:
     url = target.replace("http://", "ws://", 1) + "/ws"
     try:
         upstream = await request.app[CLIENT].ws_connect(url, max_msg_size=1 << 22,
-                                                        heartbeat=20.0)
+                                                        heartbeat=20.0,
+                                                        headers=_client_headers(request))
     except aiohttp.ClientError:
         await ws.close(code=4011, message=b"worker unavailable")
         return ws
@@ -200,7 +221,8 @@ async def _events(request: web.Request) -> web.WebSocketResponse:
     try:
         for base in workers:
             stream = await request.app[CLIENT].ws_connect(
-                base.replace("http://", "ws://", 1) + "/api/events", heartbeat=20.0)
+                base.replace("http://", "ws://", 1) + "/api/events", heartbeat=20.0,
+                headers=_client_headers(request))
             await stream.send_str(first)
             streams.append(stream)
 
@@ -325,8 +347,13 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     from bench.forwarding import free_port
 
     ports = [free_port() for _ in range(workers)]
+    # the workers believe the client addresses the front sends only under this secret (new at
+    # every start, in the workers' environment only: readable by this user alone)
+    secret = "front-" + secrets.token_hex(32)
+
     async def spawn(index: int) -> asyncio.subprocess.Process:
         env = {**os.environ, "REMOTECASE_SERVER__PORT": str(ports[index]),
+               "REMOTECASE_SERVER__FRONT_SECRET": secret,
                "REMOTECASE_SERVER__HOST": "127.0.0.1", "REMOTECASE_SERVER__WORKERS": "1",
                "REMOTECASE_SERVER__TLS_CERT": "", "REMOTECASE_SERVER__TLS_KEY": "",
                "REMOTECASE_WORKER_INDEX": str(index)}
@@ -336,7 +363,9 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
 
     procs = [await spawn(i) for i in range(workers)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
-    runner = web.AppRunner(create_front(urls), access_log=None)
+    runner = web.AppRunner(create_front(urls, secret=secret,
+                                        body_timeout=config.server.body_timeout),
+                           access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
