@@ -30,6 +30,7 @@ from . import (
     display_api,
     materials_api,
     recordings_api,
+    sealed_exports,
     statistics_api,
     verifier_api,
 )
@@ -187,6 +188,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             _bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
+        # decrypted exports being built when a process died (control/sealed_exports.py)
+        await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()
         if recovered:
             logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)

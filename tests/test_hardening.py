@@ -421,3 +421,124 @@ async def test_behind_the_front_limits_are_per_client_address(tmp_path: Path) ->
             await ws.close()
     actors = _failed_login_actors(tmp_path / "var")
     assert actors == ["anonymous@127.0.0.2"] * 10, actors
+
+
+async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
+        tmp_path: Path) -> None:
+    import datetime
+    import hashlib
+    import os
+    import stat
+
+    from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+    from control.app import RECORDER
+    from tests.conftest import party_link, wait_until
+
+    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0},
+                                            verifier={"enabled": False}))
+    driver = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api, "li", "brigade-1")
+            zhao = await officer_login(server, api, "zhao", "hq", role="supervisor")
+            cid, pid = await case_with_party(api, li)
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            redeemed = await party_link(api, li, cid, pid)
+            driver = PeerClient(server.base_url, redeemed["token"])
+            await driver.connect()
+            await driver.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
+            recorder = server.app[RECORDER]
+            await wait_until(lambda: session["room"] in recorder.active, what="recording")
+            recording_id = recorder.active[session["room"]].recording_id
+            await asyncio.sleep(2.5)
+            status, _ = await api.call("POST", f"/api/cases/{cid}/sessions/{session['id']}/end",
+                                       li, {"reason": "done"})
+            assert status == 200
+            supervisor = {"Authorization": f"Bearer {zhao}"}
+            rec = f"{server.base_url}/api/recordings/{recording_id}"
+            async with http.post(f"{rec}/export", json={"reason": "court"},
+                                 headers=supervisor) as r:
+                assert r.status == 200, await r.text()
+                exported = await r.json()
+
+            # nothing decrypted stays on the disk: not in the export, not in a temporary place
+            data_dir = tmp_path / "var"
+            out = data_dir / "recordings" / recording_id / "exports" / exported["export"]
+            assert sorted(p.name for p in out.iterdir()) == ["blobs", "index.json"]
+            for path in out.rglob("*"):
+                mode = stat.S_IMODE(path.stat().st_mode)
+                assert mode & 0o077 == 0, (path, oct(mode))
+            assert list((data_dir / "tmp").iterdir()) == []
+            media = [name for name in exported["files"] if name.startswith("media/")]
+            downloaded = {}
+            for name in ["package.json", "REPORT.txt", "composite.mp4", *media]:
+                async with http.get(f"{rec}/exports/{exported['export']}/{name}",
+                                    params={"reason": "to the court"}, headers=supervisor) as r:
+                    assert r.status == 200, (name, r.status)
+                    assert r.headers["Cache-Control"] == "no-store"
+                    downloaded[name] = await r.read()
+                    assert int(r.headers["Content-Length"]) == len(downloaded[name])
+            package = json.loads(downloaded["package.json"])
+            for name, digest in package["files"].items():
+                if name in downloaded:
+                    assert hashlib.sha256(downloaded[name]).hexdigest() == digest, name
+            stored = b"".join(p.read_bytes() for p in (out / "blobs").iterdir())
+            assert downloaded["REPORT.txt"][:40] not in stored  # not there in plain
+            assert downloaded["composite.mp4"][1000:1064] not in stored
+
+            # odd paths: 404, never 500
+            for path in ("%00", "REPORT.txt%00", "..%2F..%2Frecording.json", "blobs/0",
+                         "index.json", "%2Fetc%2Fpasswd"):
+                async with http.get(f"{rec}/exports/{exported['export']}/{path}",
+                                    params={"reason": "x"}, headers=supervisor) as r:
+                    assert r.status == 404, (path, r.status)
+
+            # an altered chunk is never served
+            blob = out / "blobs" / str(json.loads((out / "index.json").read_bytes())
+                                       ["files"]["REPORT.txt"]["blob"])
+            original = blob.read_bytes()
+            blob.write_bytes(original[:10] + bytes([original[10] ^ 1]) + original[11:])
+            async with http.get(f"{rec}/exports/{exported['export']}/REPORT.txt",
+                                params={"reason": "x"}, headers=supervisor) as r:
+                try:
+                    body = await r.read()
+                except aiohttp.ClientPayloadError:
+                    body = b""
+                assert len(body) < int(r.headers["Content-Length"])
+            blob.write_bytes(original)
+
+            # deleting the media deletes the exports too
+            yesterday = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+            async with http.post(f"{rec}/retention", json={"retain_until": yesterday,
+                                                           "reason": "over"},
+                                 headers=supervisor) as r:
+                assert r.status == 200
+            async with http.delete(rec, params={"reason": "retention ended"},
+                                   headers=supervisor) as r:
+                assert r.status == 200, await r.text()
+            assert not (data_dir / "recordings" / recording_id / "exports").exists()
+            async with http.get(f"{rec}/exports/{exported['export']}/REPORT.txt",
+                                params={"reason": "x"}, headers=supervisor) as r:
+                assert r.status == 404
+            assert not os.listdir(data_dir / "tmp")
+    finally:
+        if driver is not None:
+            await driver.close()
+        await server.runner.cleanup()
+
+
+def test_a_build_left_by_a_dead_process_is_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from control.sealed_exports import build_dir, clear_stale_builds
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f"build-{int(dead.stdout)}-00"
+    stale.mkdir()
+    (stale / "media.webm").write_bytes(b"decrypted")
+    mine = build_dir(tmp_path)
+    assert clear_stale_builds(tmp_path) == [stale.name]
+    assert not stale.exists() and mine.exists()  # a build of a live process stays
