@@ -43,7 +43,7 @@ from .loopwatch import GcPolicy, LoopWatch
 from .materials import MaterialStore
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
-from .webguard import add_security_headers, body_deadline, client_address
+from .webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open everything in order; close it in reverse, also when start-up fails half-way
     (a refused model file must not leave the database's or the custody log's threads)."""
     config = app[CONFIG]
+    if config.server.plain_http_exposed():
+        logger.warning(PLAIN_HTTP_WARNING, config.server.host, config.server.host)
     async with contextlib.AsyncExitStack() as stack:
         watch = app[WATCH] = LoopWatch()
         watch.start()

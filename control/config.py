@@ -49,6 +49,10 @@ class ServerConfig:
     # the front vouches for each client's address (control/webguard.py).
     front_secret: str = ""
 
+    def plain_http_exposed(self) -> bool:
+        """Bound beyond loopback without TLS: logins, tokens and evidence in clear."""
+        return not self.tls_cert and not _is_loopback(self.host)
+
 
 @dataclass(frozen=True)
 class IceServerConfig:

@@ -44,6 +44,7 @@ from aiohttp import WSMsgType, web
 from .http_json import loads
 from .webguard import (
     FORWARDING_HEADERS,
+    PLAIN_HTTP_WARNING,
     add_security_headers,
     body_deadline,
     forwarding_headers,
@@ -370,6 +371,8 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     logger.warning("front on %s:%d, %d workers on %s", host, port, workers, ", ".join(urls))
+    if ssl_context is None and config.server.plain_http_exposed():
+        logger.warning(PLAIN_HTTP_WARNING, host, host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

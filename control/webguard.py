@@ -44,6 +44,13 @@ _INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+PLAIN_HTTP_WARNING = (
+    "server.host %s 不是回环地址且未配置 TLS：登录口令、令牌和证据将以明文传输；请设置 "
+    "server.tls_cert 与 server.tls_key，或置于 TLS 反向代理之后仅绑定 127.0.0.1 / "
+    "server.host %s is not loopback and TLS is off: passwords, tokens and evidence cross the "
+    "network in clear; set server.tls_cert and server.tls_key, or bind 127.0.0.1 behind a TLS "
+    "proxy")
+
 
 def inline_hashes(web_dir: Path = WEB_DIR) -> dict[str, list[str]]:
     """CSP source expressions for the pages' inline blocks: {"script": [...], "style": [...]}."""

@@ -542,3 +542,76 @@ def test_a_build_left_by_a_dead_process_is_removed(tmp_path: Path) -> None:
     mine = build_dir(tmp_path)
     assert clear_stale_builds(tmp_path) == [stale.name]
     assert not stale.exists() and mine.exists()  # a build of a live process stays
+
+
+def test_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from control.db import MIGRATIONS
+
+    go = tmp_path / "go"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from control.db import Database\n"
+        "go = Path(sys.argv[1])\n"
+        "while not go.exists():\n"
+        "    time.sleep(0.001)\n"
+        "db = Database(Path(sys.argv[2]))\n"
+        "db.run_sync(lambda c: c.execute('SELECT COUNT(*) FROM officers').fetchone())\n"
+        "db.close_sync()\n")
+    for attempt in range(3):  # three fresh databases, four processes each
+        path = tmp_path / f"control-{attempt}.sqlite3"
+        go.unlink(missing_ok=True)
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(go), str(path)],
+                                  env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        time.sleep(1.0)  # every process imported and waiting
+        go.touch()
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            versions = [row[0] for row in conn.execute(
+                "SELECT version FROM schema_version ORDER BY version")]
+        assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_media_libraries_log_nothing_at_info_and_plain_http_beyond_loopback_warns(
+        tmp_path: Path, caplog: Any) -> None:
+    import logging
+
+    from bench.peer import PatternVideoTrack, PeerClient
+    from tests.conftest import serve_process
+
+    async with serve_process(tmp_path, LOG__LEVEL="INFO", VERIFIER__ENABLED="false") as server:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base)
+            li = await api.login("li")
+            case_id, _ = await case_with_party(api, li)
+            _, session = await api.call("POST", f"/api/cases/{case_id}/sessions", li)
+            officer = PeerClient(server.base, session["token"])
+            try:
+                await officer.connect()
+                await officer.publish(PatternVideoTrack())
+                await asyncio.sleep(1.0)
+            finally:
+                await officer.close()
+        log = server.log_text
+    assert " INFO mediaserver." in log  # INFO is on
+    assert " aioice" not in log and " aiortc" not in log, log[-3000:]
+
+    # a bind beyond loopback without TLS says so (the test still listens on 127.0.0.1)
+    config = make_config(tmp_path / "exposed", server={"host": "0.0.0.0"},
+                         auth={"dev_join": False}, verifier={"enabled": False})
+    assert config.server.plain_http_exposed()
+    with caplog.at_level(logging.WARNING, logger="control.app"):
+        exposed = await start_server(config)
+        await exposed.runner.cleanup()
+    assert any("0.0.0.0" in r.getMessage() and "TLS" in r.getMessage() and "明文" in
+               r.getMessage() for r in caplog.records)
+    assert not make_config(tmp_path / "local").server.plain_http_exposed()
