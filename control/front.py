@@ -364,8 +364,10 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
 
     procs = [await spawn(i) for i in range(workers)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
+    # the front's deadline a little after the workers': a slow body is answered by its worker
+    # (which the front relays), and the front holds only what reaches no worker
     runner = web.AppRunner(create_front(urls, secret=secret,
-                                        body_timeout=config.server.body_timeout),
+                                        body_timeout=config.server.body_timeout + 5.0),
                            access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

@@ -33,7 +33,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Middleware
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -99,14 +99,19 @@ def security_headers(csp: str) -> Callable[[web.Request, web.StreamResponse], Aw
 def add_security_headers(app: web.Application) -> None:
     """Security headers on every answer of ``app`` (HSTS when it holds the TLS itself)."""
     app.on_response_prepare.append(security_headers(content_security_policy()))
-
-
-class BodyTimeout(Exception):
-    """Set on a request's body stream when it stops arriving in time."""
+    # aiohttp's answers to requests it cannot parse (400 before any application sees them)
+    # take the Server header from this module constant, which names Python's and aiohttp's
+    # versions: the one process-wide setting here, the same for every application
+    web_response.SERVER_SOFTWARE = SERVER_NAME
 
 
 def body_deadline(limit: float) -> Middleware:
-    """A middleware answering 408 (and closing) when a body arrives slower than allowed."""
+    """A middleware answering 408 (and closing) when a body arrives slower than allowed.
+
+    The handler is cancelled at the deadline, only ever while its body is still arriving;
+    then aiohttp reads and drops what still comes for a moment (its lingering close) so that
+    the client receives the answer before the connection closes.
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -115,37 +120,33 @@ def body_deadline(limit: float) -> Middleware:
             return await handler(request)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        expired = False
         timer: asyncio.TimerHandle | None = None
-
-        def check() -> None:
-            nonlocal timer, expired
-            if content.is_eof():
-                return
-            deadline = start + limit + content.total_bytes / MIN_BODY_RATE
-            if loop.time() < deadline:
-                timer = loop.call_at(deadline, check)
-                return
-            expired = True
-            content.set_exception(BodyTimeout())
-
-        timer = loop.call_at(start + limit, check)
         try:
-            response = await handler(request)
-        except BodyTimeout:
-            response = None
+            async with asyncio.timeout(None) as scope:
+
+                def check() -> None:
+                    nonlocal timer
+                    if content.is_eof():
+                        return  # all of it came: no deadline on the handler's own work
+                    deadline = start + limit + content.total_bytes / MIN_BODY_RATE
+                    if loop.time() < deadline:
+                        timer = loop.call_at(deadline, check)
+                    else:
+                        scope.reschedule(loop.time())  # cancels the handler now
+
+                timer = loop.call_at(start + limit, check)
+                return await handler(request)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the handler's own
         finally:
-            assert timer is not None
-            timer.cancel()
-        if response is not None and (not expired or response.prepared):
-            if expired:
-                response.force_close()
-            return response
+            if timer is not None:
+                timer.cancel()
         answer = web.json_response(
             {"error": "body_timeout",
              "message": f"请求体传输过慢（{limit:.0f} 秒内未完成）/ the request body did "
                         f"not arrive in time ({limit:.0f} s)"}, status=408)
-        answer.force_close()  # the rest of the body is not waited for
+        answer.force_close()
         return answer
 
     return middleware

@@ -179,6 +179,12 @@ async def test_security_headers_on_every_answer_and_hsts_under_tls(tmp_path: Pat
             for source in inline_hashes()["script"] + inline_hashes()["style"]:
                 assert source in csp
             assert inline_hashes()["style"], "the pages' <style> blocks are hashed"
+        # what aiohttp answers itself, to a request it cannot parse, names no versions either
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
+        head = (await reader.read(4096)).split(b"\r\n\r\n")[0]
+        writer.close()
+        assert head.startswith(b"HTTP/1.0 400") and b"\r\nServer: remotecase" in head, head
     finally:
         await runner.cleanup()
 
@@ -191,30 +197,35 @@ async def _raw_request(port: int, head: bytes) -> tuple[asyncio.StreamReader,
     return reader, writer
 
 
+async def _trickled_answer(port: int) -> bytes:
+    """What a server answers to a body sent a byte every half second."""
+    reader, writer = await _raw_request(port, (
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"))
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for _ in range(60):
+                await asyncio.sleep(0.5)
+                writer.write(b" ")
+                await writer.drain()
+
+    trickler = asyncio.ensure_future(trickle())
+    try:
+        async with asyncio.timeout(20):
+            return await reader.read()  # the server answers, then closes
+    finally:
+        trickler.cancel()
+        await asyncio.gather(trickler, return_exceptions=True)
+        writer.close()
+
+
 async def test_a_trickling_body_is_answered_408_and_a_slow_moving_one_goes_on(
         tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path, server={"body_timeout": 1.0}))
     try:
         port = int(server.base_url.rsplit(":", 1)[1])
-        reader, writer = await _raw_request(port, (
-            b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{"))
-
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                for _ in range(60):
-                    await asyncio.sleep(0.5)
-                    writer.write(b" ")
-                    await writer.drain()
-
-        trickler = asyncio.ensure_future(trickle())
-        try:
-            async with asyncio.timeout(20):
-                answer = await reader.read()  # the server answers, then closes
-        finally:
-            trickler.cancel()
-            await asyncio.gather(trickler, return_exceptions=True)
-            writer.close()
+        answer = await _trickled_answer(port)
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b'"body_timeout"' in answer
 
@@ -398,7 +409,7 @@ async def test_behind_the_front_limits_are_per_client_address(tmp_path: Path) ->
     from tests.conftest import PASSWORD, serve_process
 
     async with serve_process(tmp_path, SERVER__WORKERS="2", VERIFIER__ENABLED="false",
-                             AUTH__LOGIN_DELAY="20") as server:
+                             AUTH__LOGIN_DELAY="20", SERVER__BODY_TIMEOUT="2") as server:
         async with _from("127.0.0.2") as attacker, _from("127.0.0.3") as owner:
             for n in range(10):  # an address's free failures, over names that do not exist
                 status, _, _ = await _login(attacker, server.base, f"user{n}", "guess guess")
@@ -419,6 +430,10 @@ async def test_behind_the_front_limits_are_per_client_address(tmp_path: Path) ->
             await ws.send_json({"type": "ping", "id": 1})
             assert await ws.receive_json(timeout=10) == {"type": "pong", "id": 1}
             await ws.close()
+        # the front holds bodies to the same deadline, and says so cleanly
+        answer = await _trickled_answer(int(server.base.rsplit(":", 1)[1]))
+        assert answer.startswith(b"HTTP/1.1 408") and b'"body_timeout"' in answer, answer[:300]
+        assert "Traceback" not in server.log_text, server.log_text[-3000:]
     actors = _failed_login_actors(tmp_path / "var")
     assert actors == ["anonymous@127.0.0.2"] * 10, actors
 
