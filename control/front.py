@@ -16,7 +16,11 @@ Rooms are placed on workers, and the front sends each request where its room liv
 * the officers' event stream opens one stream per worker and merges them;
 * ``/metrics`` and ``/healthz`` add up the workers' figures (and the front's own CPU);
 * everything else (logins, invitations, parties, materials, recordings, pages) goes to worker 0,
-  so that the in-memory rate limits on logins and invitations stay exact.
+  so that the in-memory delays on failed logins and invitations hold across workers.
+
+Workers see every request come from 127.0.0.1; the front passes each client's address on with
+an HMAC under a secret the supervisor makes at every start and gives only to its workers
+(``control/webguard.py``), and drops any such header a client sent.
 
 Media never passes through the front: ICE connects clients to the worker's own UDP sockets.
 A worker that dies is started again on its port (its calls are lost; the new worker's recovery
