@@ -85,7 +85,7 @@ async def post_login(request: web.Request) -> web.Response:
     user, address = f"user:{username}", f"ip:{request.remote}"
     wait = max(users.wait(user), addresses.wait(address))
     if wait > 0:
-        raise _too_many(wait, "登录失败次数过多 / too many failed logins")
+        raise _too_many(wait, "登录失败次数过多", "too many failed logins")
     # charged before the check, so that attempts sent at once count at once
     users.fail(user)
     addresses.fail(address)
@@ -105,10 +105,10 @@ async def post_login(request: web.Request) -> web.Response:
         "username": officer.username, "role": officer.role, "brigade": officer.brigade}})
 
 
-def _too_many(wait: float, what: str) -> web.HTTPException:
+def _too_many(wait: float, zh: str, en: str) -> web.HTTPException:
+    seconds = retry_after(wait)
     error = _json_error(web.HTTPTooManyRequests, "rate_limited",
-                        f"{what}：请 {retry_after(wait)} 秒后再试 / try again in "
-                        f"{retry_after(wait)} s")
+                        f"{zh}，请 {seconds} 秒后再试 / {en}; try again in {seconds} s")
     error.headers["Retry-After"] = retry_after(wait)
     return error
 
@@ -427,7 +427,7 @@ async def redeem_invitation(request: web.Request) -> web.Response:
     key = f"ip:{request.remote}"
     wait = limiter.wait(key)
     if wait > 0:
-        raise _too_many(wait, "无效邀请过多 / too many invalid invitations from here")
+        raise _too_many(wait, "此地址的无效邀请过多", "too many invalid invitations from here")
     body = await read_object(request)
     token = body.get("token")
     if not isinstance(token, str) or not 10 <= len(token) <= 100:

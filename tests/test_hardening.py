@@ -630,3 +630,32 @@ async def test_media_libraries_log_nothing_at_info_and_plain_http_beyond_loopbac
     assert any("0.0.0.0" in r.getMessage() and "TLS" in r.getMessage() and "明文" in
                r.getMessage() for r in caplog.records)
     assert not make_config(tmp_path / "local").server.plain_http_exposed()
+
+
+async def test_invalid_invitations_slow_their_address_only(server: Server) -> None:
+    from control.access import REDEEM_LIMIT
+    from tests.conftest import CONSENT
+
+    server.app[REDEEM_LIMIT].base = 3.0  # longer than any gap between two requests here
+    base = server.base_url
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, base)
+        li = await officer_login(server, api)
+        case_id, party_id = await case_with_party(api, li)
+        await api.call("POST", f"/api/cases/{case_id}/sessions", li)
+        _, invite = await api.call("POST", f"/api/cases/{case_id}/invitations", li,
+                                   {"party_id": party_id})
+    async with _from("127.0.0.2") as guesser, _from("127.0.0.3") as party:
+        for n in range(20):
+            async with guesser.post(base + "/api/invitations/redeem",
+                                    json={"token": f"guessed-token-{n:04d}",
+                                          "consent": CONSENT}) as r:
+                assert r.status == 404
+        async with guesser.post(base + "/api/invitations/redeem",
+                                json={"token": invite["token"], "consent": CONSENT}) as r:
+            body = await r.json()
+            assert r.status == 429 and "Retry-After" in r.headers, body
+            assert body["message"].startswith("此地址的无效邀请过多")
+        async with party.post(base + "/api/invitations/redeem",
+                              json={"token": invite["token"], "consent": CONSENT}) as r:
+            assert r.status == 200, await r.text()
