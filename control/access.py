@@ -28,14 +28,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Officer, RateLimiter, now_iso, officer_for, token_hash
+from .auth import Officer, Throttle, now_iso, officer_for, token_hash
 from .db import Database
 from .http_json import json_error
 from .tokens import Grant, TokenError
 
 DB = web.AppKey("db", Database)
-LOGIN_LIMIT = web.AppKey("login_limit", RateLimiter)
-REDEEM_LIMIT = web.AppKey("redeem_limit", RateLimiter)
+LOGIN_LIMIT = web.AppKey("login_limit", Throttle)  # per user name (control/auth.py)
+LOGIN_ADDRESS_LIMIT = web.AppKey("login_address_limit", Throttle)  # per client address
+REDEEM_LIMIT = web.AppKey("redeem_limit", Throttle)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def id_value(value: object) -> int | None:
 
 def path_int(request: web.Request, name: str, what: str) -> int:
     raw = request.match_info[name]
-    value = id_value(int(raw)) if raw.isdigit() and len(raw) <= 19 else None
+    value = id_value(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
     if value is None:
         raise json_error(web.HTTPNotFound, "not_found", f"no such {what}")
     return value

@@ -31,17 +31,20 @@ from . import (
     display_api,
     materials_api,
     recordings_api,
+    sealed_exports,
     statistics_api,
     verifier_api,
 )
-from .auth import RateLimiter
+from .auth import Throttle
 from .config import Config
 from .db import Database
 from .events import EVENTS, EventHub, case_of_room
+from .http_json import loads
 from .loopwatch import GcPolicy, LoopWatch
 from .materials import MaterialStore
 from .metrics import render_metrics
 from .tokens import TokenSigner, valid_id
+from .webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,9 @@ def create_app(config: Config) -> web.Application:
     from .signalling import websocket_handler
 
     # JSON bodies are small; reference photos are streamed by their handler with its own limit
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[
+        client_address(config.server.front_secret), body_deadline(config.server.body_timeout)])
+    add_security_headers(app)
     app[CONFIG] = config
     app[ERRORS] = Counter()
     app[SOCKETS] = weakref.WeakSet()
@@ -132,6 +137,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open everything in order; close it in reverse, also when start-up fails half-way
     (a refused model file must not leave the database's or the custody log's threads)."""
     config = app[CONFIG]
+    if config.server.plain_http_exposed():
+        logger.warning(PLAIN_HTTP_WARNING, config.server.host, config.server.host)
     async with contextlib.AsyncExitStack() as stack:
         watch = app[WATCH] = LoopWatch()
         watch.start()
@@ -141,8 +148,12 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         await database.open()
         stack.push_async_callback(_closing("database", database.close))
         app[access.DB] = database
-        app[access.LOGIN_LIMIT] = RateLimiter()
-        app[access.REDEEM_LIMIT] = RateLimiter(limit=20)
+        # growing delays, never a lockout: an account's owner waits at most a minute whatever
+        # others try; one address guessing over many names waits up to a quarter of an hour
+        delay = config.auth.login_delay
+        app[access.LOGIN_LIMIT] = Throttle(free=5, base=delay, cap=60.0)
+        app[access.LOGIN_ADDRESS_LIMIT] = Throttle(free=10, base=delay, cap=900.0)
+        app[access.REDEEM_LIMIT] = Throttle(free=20, base=delay, cap=900.0)
         signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
         public_path = config.keys_dir / "custody-ed25519.pub.pem"
         if not public_path.exists():
@@ -182,6 +193,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             _bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
+        # decrypted exports being built when a process died (control/sealed_exports.py)
+        await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()
         if recovered:
             logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)
@@ -330,7 +343,7 @@ async def _dev_token(request: web.Request) -> web.Response:
                         "invitation link (for development: remotecase serve --dev)"},
             status=404)
     try:
-        body = await request.json()
+        body = loads(await request.read())
     except ValueError:
         return web.json_response({"error": "bad_json", "message": "body is not JSON"}, status=400)
     if not isinstance(body, dict):

@@ -1,49 +1,119 @@
 """Officer accounts and logins.
 
-Passwords are hashed with scrypt (n=2^14, r=8, p=1, 16-byte salt). A login gives a random
-token, stored only as its SHA-256, valid for ``LOGIN_TTL`` and revoked by logout. Failed logins
-are rate-limited per user name and per client address.
+Passwords are hashed with scrypt (N=2^17, r=8, p=1: 128 MiB and most of a second per check,
+16-byte salt), stored as ``scrypt$ln=17,r=8,p=1$salt$digest``; an account stored at a lower
+cost (the older ``scrypt$salt$digest`` is N=2^14) is rehashed at its next successful login.
+The hashing runs in a thread, at most :data:`HASHING_AT_ONCE` at a time (memory), never on the
+event loop nor on the database's thread. An unknown user name costs one check against a dummy
+hash, as a known one does, so the answer's time does not tell which names exist.
+
+A login gives a random token, stored only as its SHA-256, valid for ``LOGIN_TTL`` and revoked
+by logout. Failed logins slow further attempts (:class:`Throttle`): per user name from every
+address, and per client address over every name, with delays that grow with the failures and
+are capped, never a lockout that an attacker could keep an owner in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import functools
 import hashlib
 import hmac
+import math
 import secrets
 import sqlite3
+import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .db import Database
 
 LOGIN_TTL = 8 * 3600
 ACCOUNT_ROLES = ("officer", "supervisor", "observer")
-MAX_FAILURES = 5
-FAILURE_WINDOW = 300.0
-SCRYPT = {"n": 1 << 14, "r": 8, "p": 1}
+SCRYPT = {"n": 1 << 17, "r": 8, "p": 1}
+_LEGACY_SCRYPT = {"n": 1 << 14, "r": 8, "p": 1}  # hashes of the form scrypt$salt$digest
+_MAXMEM = 256 * 1024 * 1024  # scrypt needs 128 * r * n bytes: 128 MiB at the current cost
+HASHING_AT_ONCE = 2
+_HASHING = threading.BoundedSemaphore(HASHING_AT_ONCE)
+# the server's logins queue here, not in asyncio's default threads (which others need)
+_HASHER = ThreadPoolExecutor(max_workers=HASHING_AT_ONCE, thread_name_prefix="scrypt")
 
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
+def _scrypt(password: str, salt: bytes, cost: dict[str, int]) -> bytes:
+    with _HASHING:
+        return hashlib.scrypt(password.encode(), salt=salt, dklen=32, maxmem=_MAXMEM, **cost)
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **SCRYPT)
-    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+    digest = _scrypt(password, salt, SCRYPT)
+    params = f"ln={SCRYPT['n'].bit_length() - 1},r={SCRYPT['r']},p={SCRYPT['p']}"
+    return (f"scrypt${params}$" + base64.b64encode(salt).decode() + "$"
+            + base64.b64encode(digest).decode())
+
+
+def _parse(stored: str) -> tuple[dict[str, int], bytes, bytes] | None:
+    parts = stored.split("$")
+    try:
+        if len(parts) == 3 and parts[0] == "scrypt":
+            cost = dict(_LEGACY_SCRYPT)
+        elif len(parts) == 4 and parts[0] == "scrypt":
+            fields = dict(item.split("=", 1) for item in parts[1].split(","))
+            cost = {"n": 1 << int(fields["ln"]), "r": int(fields["r"]), "p": int(fields["p"])}
+            if not (1 <= int(fields["ln"]) <= 20 and 1 <= cost["r"] <= 32 and
+                    1 <= cost["p"] <= 4):
+                return None
+        else:
+            return None
+        return cost, base64.b64decode(parts[-2]), base64.b64decode(parts[-1])
+    except (ValueError, KeyError):
+        return None
 
 
 def check_password(password: str, stored: str) -> bool:
-    try:
-        scheme, salt_b64, digest_b64 = stored.split("$")
-    except ValueError:
+    parsed = _parse(stored)
+    if parsed is None:
         return False
-    if scheme != "scrypt":
-        return False
-    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), dklen=32,
-                            **SCRYPT)
-    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+    cost, salt, digest = parsed
+    return hmac.compare_digest(_scrypt(password, salt, cost), digest)
+
+
+def needs_rehash(stored: str) -> bool:
+    """Stored at a lower cost than today's (rehashed at the next successful login)."""
+    parsed = _parse(stored)
+    return parsed is not None and any(parsed[0][k] < SCRYPT[k] for k in SCRYPT)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown user name is checked against: today's cost, a digest nothing matches
+    (random bytes: making it costs no hashing)."""
+    params = f"ln={SCRYPT['n'].bit_length() - 1},r={SCRYPT['r']},p={SCRYPT['p']}"
+    return (f"scrypt${params}$" + base64.b64encode(secrets.token_bytes(16)).decode() + "$"
+            + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+def check_login(password: str, stored: str | None) -> tuple[bool, str | None]:
+    """(password right, a new hash if the stored one is cheaper than today's); blocking.
+
+    ``stored`` None (no such account) costs one check against a dummy hash, like a real one.
+    """
+    if stored is None:
+        check_password(password, _dummy_hash())
+        return False, None
+    if not check_password(password, stored):
+        return False, None
+    return True, hash_password(password) if needs_rehash(stored) else None
 
 
 def token_hash(token: str) -> str:
@@ -78,42 +148,117 @@ def create_officer(conn: sqlite3.Connection, username: str, password: str, role:
     return cursor.lastrowid
 
 
-class RateLimiter:
-    """Failures per key in a sliding window (in memory: per server process)."""
+class Throttle:
+    """Growing delays after failures, per key (a user name, a client address), in memory.
 
-    def __init__(self, limit: int = MAX_FAILURES, window: float = FAILURE_WINDOW) -> None:
-        self.limit, self.window = limit, window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+    The first ``free`` failures of a key cost nothing; after them each further attempt waits
+    ``base * 2 ** (failures - free)`` seconds after the last failure, at most ``cap``. An
+    attempt made before that is refused (and not counted), with the time left. A key's
+    failures are forgotten after ``forget`` seconds without one. At most ``max_keys`` keys are
+    kept (the quietest go first), so that a flood of names cannot fill memory.
+    """
 
-    def blocked(self, *keys: str) -> bool:
+    def __init__(self, *, free: int = 5, base: float = 1.0, cap: float = 60.0,
+                 forget: float = 900.0, max_keys: int = 100_000) -> None:
+        self.free, self.base, self.cap, self.forget = free, base, cap, forget
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, tuple[int, float]] = OrderedDict()  # failures, last
+
+    def _state(self, key: str, now: float) -> tuple[int, float]:
+        failures, last = self._keys.get(key, (0, 0.0))
+        if failures and now - last > self.forget:
+            del self._keys[key]
+            return 0, 0.0
+        return failures, last
+
+    def delay(self, failures: int) -> float:
+        if failures < self.free:
+            return 0.0
+        return min(self.cap, self.base * 2.0 ** min(failures - self.free, 60))
+
+    def wait(self, *keys: str) -> float:
+        """Seconds until an attempt for all ``keys`` is checked (0: now)."""
         now = time.monotonic()
+        left = 0.0
         for key in keys:
-            failures = self._failures[key]
-            while failures and now - failures[0] > self.window:
-                failures.popleft()
-            if len(failures) >= self.limit:
-                return True
-        return False
+            failures, last = self._state(key, now)
+            left = max(left, last + self.delay(failures) - now)
+        return left
 
     def fail(self, *keys: str) -> None:
         now = time.monotonic()
         for key in keys:
-            self._failures[key].append(now)
+            failures, _ = self._state(key, now)
+            self._keys[key] = (failures + 1, now)
+            self._keys.move_to_end(key)
+        while len(self._keys) > self.max_keys:
+            self._keys.popitem(last=False)
+
+    def forgive(self, *keys: str) -> None:
+        for key in keys:
+            self._keys.pop(key, None)
+
+    def restart(self, *keys: str) -> None:
+        """Count the delay from now (a charged attempt has been found wrong)."""
+        now = time.monotonic()
+        for key in keys:
+            failures, _ = self._state(key, now)
+            if failures:
+                self._keys[key] = (failures, now)
+
+    def refund(self, *keys: str) -> None:
+        """Take back one failure (an attempt charged up front that succeeded)."""
+        now = time.monotonic()
+        for key in keys:
+            failures, last = self._state(key, now)
+            if failures > 1:
+                self._keys[key] = (failures - 1, last)
+            else:
+                self._keys.pop(key, None)
+
+
+def retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+def _account(conn: sqlite3.Connection, username: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM officers WHERE username = ? AND disabled = 0",
+                       (username,)).fetchone()
+    return None if row is None else dict(row)
+
+
+def _open_login(conn: sqlite3.Connection, account: dict[str, Any],
+                new_hash: str | None) -> tuple[str, Officer]:
+    if new_hash is not None:
+        conn.execute("UPDATE officers SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                     (new_hash, account["id"], account["password_hash"]))
+    token = secrets.token_urlsafe(32)
+    conn.execute("INSERT INTO logins (token_hash, officer_id, created_at, expires_at) "
+                 "VALUES (?, ?, ?, ?)", (token_hash(token), account["id"], now_iso(),
+                                         time.time() + LOGIN_TTL))
+    return token, Officer(account["id"], account["username"], account["role"],
+                          account["brigade"])
 
 
 def login(conn: sqlite3.Connection, username: str, password: str) -> tuple[str, Officer] | None:
-    row = conn.execute("SELECT * FROM officers WHERE username = ? AND disabled = 0",
-                       (username,)).fetchone()
-    if row is None:
-        check_password(password, hash_password("timing-equalizer"))  # same cost either way
+    """A login in one transaction, hashing included (command-line tools and tests)."""
+    account = _account(conn, username)
+    ok, new_hash = check_login(password, None if account is None else account["password_hash"])
+    if account is None or not ok:
         return None
-    if not check_password(password, row["password_hash"]):
+    return _open_login(conn, account, new_hash)
+
+
+async def login_async(database: Database, username: str,
+                      password: str) -> tuple[str, Officer] | None:
+    """A login for the server: the account is read, the password checked in a thread of its
+    own (the database's thread goes on serving), then the login is stored."""
+    account = await database.run(lambda c: _account(c, username))
+    ok, new_hash = await asyncio.get_running_loop().run_in_executor(
+        _HASHER, check_login, password, None if account is None else account["password_hash"])
+    if account is None or not ok:
         return None
-    token = secrets.token_urlsafe(32)
-    conn.execute("INSERT INTO logins (token_hash, officer_id, created_at, expires_at) "
-                 "VALUES (?, ?, ?, ?)", (token_hash(token), row["id"], now_iso(),
-                                         time.time() + LOGIN_TTL))
-    return token, Officer(row["id"], row["username"], row["role"], row["brigade"])
+    return await database.run(lambda c: _open_login(c, account, new_hash))
 
 
 def officer_for(conn: sqlite3.Connection, token: str) -> Officer | None:

@@ -26,6 +26,7 @@ from mediaserver.room import SfuRoom
 
 from .access import (
     DB,
+    LOGIN_ADDRESS_LIMIT,
     LOGIN_LIMIT,
     REDEEM_LIMIT,
     id_value,
@@ -40,7 +41,7 @@ from .access import case_id as _case_id
 from .access import officer as _officer
 from .access import text as _text
 from .appointments_api import case_appointments
-from .auth import Officer, login, logout, now_iso, token_hash
+from .auth import Officer, login_async, logout, now_iso, retry_after, token_hash
 from .db import rows
 from .events import EVENTS
 from .http_json import json_error as _json_error
@@ -82,22 +83,36 @@ async def post_login(request: web.Request) -> web.Response:
     password = body.get("password")
     if not isinstance(password, str) or len(password) > 256:
         raise _json_error(web.HTTPBadRequest, "bad_request", "password: a string")
-    limiter = request.app[LOGIN_LIMIT]
-    keys = (f"user:{username}", f"ip:{request.remote}")
-    if limiter.blocked(*keys):
-        raise _json_error(web.HTTPTooManyRequests, "rate_limited",
-                          "too many failed logins; wait a few minutes")
-    result = await request.app[DB].run(lambda c: login(c, username, password))
+    users, addresses = request.app[LOGIN_LIMIT], request.app[LOGIN_ADDRESS_LIMIT]
+    user, address = f"user:{username}", f"ip:{request.remote}"
+    wait = max(users.wait(user), addresses.wait(address))
+    if wait > 0:
+        raise _too_many(wait, "登录失败次数过多", "too many failed logins")
+    # charged before the check, so that attempts sent at once count at once
+    users.fail(user)
+    addresses.fail(address)
+    result = await login_async(request.app[DB], username, password)
     if result is None:
-        limiter.fail(*keys)
+        users.restart(user)  # the delay runs from the answer, not from the question
+        addresses.restart(address)
         await request.app[DB].run(lambda c: _audit(c, f"anonymous@{request.remote}",
                                                    "login.failed", f"user:{username}", None))
         raise _json_error(web.HTTPUnauthorized, "bad_credentials",
                           "wrong user name or password")
     token, officer = result
+    users.forgive(user)  # the owner is in
+    addresses.refund(address)  # this attempt was no failure; earlier ones from here still are
     await request.app[DB].run(lambda c: _audit(c, officer.actor, "login", officer.actor, None))
     return web.json_response({"token": token, "officer": {
         "username": officer.username, "role": officer.role, "brigade": officer.brigade}})
+
+
+def _too_many(wait: float, zh: str, en: str) -> web.HTTPException:
+    seconds = retry_after(wait)
+    error = _json_error(web.HTTPTooManyRequests, "rate_limited",
+                        f"{zh}，请 {seconds} 秒后再试 / {en}; try again in {seconds} s")
+    error.headers["Retry-After"] = retry_after(wait)
+    return error
 
 
 async def post_logout(request: web.Request) -> web.Response:
@@ -282,7 +297,7 @@ async def end_session(request: web.Request) -> web.Response:
     case_id = _case_id(request)
     body = await read_object(request)
     reason = _text(body, "reason", max_len=500)
-    session_id = request.match_info["session"]
+    session_id = path_int(request, "session", "session")
 
     def run(conn: sqlite3.Connection) -> str:
         load_case(conn, officer, case_id)
@@ -460,9 +475,9 @@ async def redeem_invitation(request: web.Request) -> web.Response:
 
     limiter = request.app[REDEEM_LIMIT]
     key = f"ip:{request.remote}"
-    if limiter.blocked(key):
-        raise _json_error(web.HTTPTooManyRequests, "rate_limited",
-                          "too many invalid invitations from here; wait a few minutes")
+    wait = limiter.wait(key)
+    if wait > 0:
+        raise _too_many(wait, "此地址的无效邀请过多", "too many invalid invitations from here")
     body = await read_object(request)
     token = body.get("token")
     if not isinstance(token, str) or not 10 <= len(token) <= 100:
@@ -599,7 +614,7 @@ def add_routes(app: web.Application) -> None:
         "/api/cases/{case}/sessions/{session}/{action:remove|mute|unmute|lock|unlock}",
         session_action)
     app.router.add_post("/api/cases/{case}/invitations", post_invitation)
-    app.router.add_post("/api/invitations/{invitation}/revoke", revoke_invitation)
+    app.router.add_post("/api/invitations/{invitation:[0-9]{1,18}}/revoke", revoke_invitation)
     app.router.add_post("/api/invitations/redeem", redeem_invitation)
     app.router.add_get("/api/cases/{case}/audit", get_audit)
     app.router.add_post("/api/cases/{case}/close", close_case)

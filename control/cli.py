@@ -38,6 +38,10 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("aiohttp.server").addFilter(_MalformedHttpFilter())
+    # at INFO aioice logs every candidate pair, with the parties' addresses, and aiortc every
+    # transport state: the media libraries say only what goes wrong
+    for name in ("aioice", "aiortc"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _load(args: argparse.Namespace) -> Config:

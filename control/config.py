@@ -42,6 +42,16 @@ class ServerConfig:
     # Keep full garbage collections out of the media path (control/loopwatch.py): survivors
     # are frozen every 10 s and collected deliberately when participants have left.
     gc_freeze: bool = True
+    # Seconds a request body may take to arrive, plus one per 8 KiB received (a slow but
+    # moving upload goes on; a body trickling a byte now and then is answered 408).
+    body_timeout: float = 30.0
+    # Set by the supervisor for its workers (never needed in a file): the secret under which
+    # the front vouches for each client's address (control/webguard.py).
+    front_secret: str = ""
+
+    def plain_http_exposed(self) -> bool:
+        """Bound beyond loopback without TLS: logins, tokens and evidence in clear."""
+        return not self.tls_cert and not _is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,10 @@ class AuthConfig:
     # Off, every join needs a token the control plane issued for an open case session, and
     # is checked against that session's state when it joins (docs/signalling.md).
     dev_join: bool = False
+    # Failed logins: the first delay once the free attempts are spent (5 per user name,
+    # 10 per client address), doubling with each failure, at most 60 s per user name and
+    # 15 min per address; never a lockout.
+    login_delay: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -278,6 +292,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.workers: 0 (one per core) to 64")
     if not 1024 <= s.max_message_bytes <= 1 << 20:
         raise ConfigError("server.max_message_bytes: must be between 1024 and 1048576")
+    if not 1 <= s.body_timeout <= 3600:
+        raise ConfigError("server.body_timeout: must be between 1 and 3600 seconds")
     m = config.media
     for name in ("connect_timeout", "negotiation_timeout"):
         if not 0.1 <= getattr(m, name) <= 600:
@@ -300,6 +316,8 @@ def _validate(config: Config) -> None:
     a = config.auth
     if not 60 <= a.token_ttl <= 30 * 86400:
         raise ConfigError("auth.token_ttl: must be between 60 s and 30 days")
+    if not 0.1 <= a.login_delay <= 60:
+        raise ConfigError("auth.login_delay: must be between 0.1 and 60 seconds")
     if a.dev_join and not _is_loopback(s.host):
         raise ConfigError(
             f"auth.dev_join: only allowed when server.host is loopback (it is {s.host!r})"

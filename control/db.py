@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's lock
 
 MIGRATIONS: list[str] = [
     # 1: officers, their login sessions, cases, parties, invitations, the audit trail
@@ -195,19 +196,26 @@ class Database:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # several processes share the file (workers, a CLI next to the server): wait for the
+        # others' locks rather than fail at once
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        current = row[0] or 0
         conn.execute("PRAGMA foreign_keys=OFF")  # table rebuilds; checked before commit
-        for number, script in enumerate(MIGRATIONS, start=1):
-            if number <= current:
-                continue
+        while True:
+            # the version is read under the write lock: two processes starting at once never
+            # both run a migration (the second finds it done and goes on)
             conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current >= len(MIGRATIONS):
+                conn.execute("COMMIT")
+                break
+            number, script = current + 1, MIGRATIONS[current]
             try:
                 for statement in script.split(";"):
                     if statement.strip():

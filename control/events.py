@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import sqlite3
@@ -33,6 +32,7 @@ from recorder.custody import utc_now
 from .access import DB, id_value
 from .auth import Officer, officer_for
 from .db import Database
+from .http_json import loads
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class EventHub:
                             ws: web.WebSocketResponse) -> Officer | None:
         try:
             message = await ws.receive(timeout=AUTH_TIMEOUT)
-            body = json.loads(message.data) if message.type == WSMsgType.TEXT else None
+            body = loads(message.data) if message.type == WSMsgType.TEXT else None
         except (TimeoutError, ValueError):
             body = None
         token = body.get("token") if isinstance(body, dict) and \
@@ -167,7 +167,7 @@ class EventHub:
     async def _command(self, request: web.Request, ws: web.WebSocketResponse,
                        listener: _Listener, data: str) -> None:
         try:
-            body = json.loads(data)
+            body = loads(data)
         except ValueError:
             body = None
         if not isinstance(body, dict) or body.get("type") != "subscribe":

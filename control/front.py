@@ -16,7 +16,11 @@ Rooms are placed on workers, and the front sends each request where its room liv
 * the officers' event stream opens one stream per worker and merges them;
 * ``/metrics`` and ``/healthz`` add up the workers' figures (and the front's own CPU);
 * everything else (logins, invitations, parties, materials, recordings, pages) goes to worker 0,
-  so that the in-memory rate limits on logins and invitations stay exact.
+  so that the in-memory delays on failed logins and invitations hold across workers.
+
+Workers see every request come from 127.0.0.1; the front passes each client's address on with
+an HMAC under a secret the supervisor makes at every start and gives only to its workers
+(``control/webguard.py``), and drops any such header a client sent.
 
 Media never passes through the front: ICE connects clients to the worker's own UDP sockets.
 A worker that dies is started again on its port (its calls are lost; the new worker's recovery
@@ -32,6 +36,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import zlib
 from collections.abc import AsyncIterator
@@ -39,6 +44,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+
+from .http_json import loads
+from .webguard import (
+    FORWARDING_HEADERS,
+    PLAIN_HTTP_WARNING,
+    add_security_headers,
+    body_deadline,
+    forwarding_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +64,13 @@ WORKERS = web.AppKey("workers", list)
 MAX_RESTARTS = 5  # worker deaths within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
+SECRET = web.AppKey("front_secret", str)
+
+
+def _client_headers(request: web.Request) -> dict[str, str]:
+    """The client's address, vouched for (any such header the client sent is dropped)."""
+    secret = request.app[SECRET]
+    return forwarding_headers(secret, request.remote) if secret else {}
 
 
 def worker_for_room(room: str, count: int) -> int:
@@ -77,9 +98,14 @@ def room_claim(token: object) -> str | None:
     return room if isinstance(room, str) else None
 
 
-def create_front(worker_urls: list[str]) -> web.Application:
-    app = web.Application(client_max_size=1024**3)  # bodies are streamed to the workers
+def create_front(worker_urls: list[str], *, secret: str = "",
+                 body_timeout: float = 30.0) -> web.Application:
+    """``secret``: what the workers were given to believe the client addresses it sends."""
+    # bodies are streamed to the workers, under the same deadline as theirs
+    app = web.Application(client_max_size=1024**3, middlewares=[body_deadline(body_timeout)])
+    add_security_headers(app)
     app[WORKERS] = worker_urls
+    app[SECRET] = secret
     app.cleanup_ctx.append(_client_ctx)
     app.router.add_get("/ws", _signalling)
     app.router.add_get("/api/events", _events)
@@ -104,8 +130,9 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _proxy(request: web.Request) -> web.StreamResponse:
     workers = request.app[WORKERS]
     base = workers[worker_for_path(request.path, len(workers))]
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers["X-Forwarded-For"] = request.remote or ""
+    headers = {k: v for k, v in request.headers.items()
+               if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARDING_HEADERS}
+    headers.update(_client_headers(request))
     body = request.content if request.body_exists else None
     try:
         async with request.app[CLIENT].request(
@@ -160,7 +187,7 @@ async def _signalling(request: web.Request) -> web.WebSocketResponse:
     if first is None:
         return ws
     try:
-        message = json.loads(first)
+        message = loads(first)
     except ValueError:
         message = None
     room = room_claim(message.get("token")) if isinstance(message, dict) else None
@@ -168,7 +195,8 @@ async def _signalling(request: web.Request) -> web.WebSocketResponse:
     url = target.replace("http://", "ws://", 1) + "/ws"
     try:
         upstream = await request.app[CLIENT].ws_connect(url, max_msg_size=1 << 22,
-                                                        heartbeat=20.0)
+                                                        heartbeat=20.0,
+                                                        headers=_client_headers(request))
     except aiohttp.ClientError:
         await ws.close(code=4011, message=b"worker unavailable")
         return ws
@@ -198,7 +226,8 @@ async def _events(request: web.Request) -> web.WebSocketResponse:
     try:
         for base in workers:
             stream = await request.app[CLIENT].ws_connect(
-                base.replace("http://", "ws://", 1) + "/api/events", heartbeat=20.0)
+                base.replace("http://", "ws://", 1) + "/api/events", heartbeat=20.0,
+                headers=_client_headers(request))
             await stream.send_str(first)
             streams.append(stream)
 
@@ -323,8 +352,13 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     from bench.forwarding import free_port
 
     ports = [free_port() for _ in range(workers)]
+    # the workers believe the client addresses the front sends only under this secret (new at
+    # every start, in the workers' environment only: readable by this user alone)
+    secret = "front-" + secrets.token_hex(32)
+
     async def spawn(index: int) -> asyncio.subprocess.Process:
         env = {**os.environ, "REMOTECASE_SERVER__PORT": str(ports[index]),
+               "REMOTECASE_SERVER__FRONT_SECRET": secret,
                "REMOTECASE_SERVER__HOST": "127.0.0.1", "REMOTECASE_SERVER__WORKERS": "1",
                "REMOTECASE_SERVER__TLS_CERT": "", "REMOTECASE_SERVER__TLS_KEY": "",
                "REMOTECASE_WORKER_INDEX": str(index)}
@@ -334,11 +368,17 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
 
     procs = [await spawn(i) for i in range(workers)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
-    runner = web.AppRunner(create_front(urls), access_log=None)
+    # the front's deadline a little after the workers': a slow body is answered by its worker
+    # (which the front relays), and the front holds only what reaches no worker
+    runner = web.AppRunner(create_front(urls, secret=secret,
+                                        body_timeout=config.server.body_timeout + 5.0),
+                           access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     logger.warning("front on %s:%d, %d workers on %s", host, port, workers, ", ".join(urls))
+    if ssl_context is None and config.server.plain_http_exposed():
+        logger.warning(PLAIN_HTTP_WARNING, host, host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

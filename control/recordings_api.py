@@ -15,21 +15,27 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import logging
+import mimetypes
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography.exceptions import InvalidTag
 
 from recorder.export import export_recording
 from recorder.keys import KeyProblem
 from recorder.recording import decrypt_segment, load_json
 from recorder.verify import recording_data_key, verify_recording
 
-from . import access
+from . import access, sealed_exports
 from .auth import Officer
 from .http_json import json_error, read_object
+
+logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"^REC_[0-9T]+_[0-9a-f]+$")
 _EXPORT = re.compile(r"^EXP_[0-9T]+$")
@@ -177,19 +183,43 @@ async def verify(request: web.Request) -> web.Response:
         {"ok": f.ok, "check": f.check, "detail": f.detail} for f in findings]})
 
 
+def _export_key(recorder: Any, directory: Path, export_id: str) -> bytes:
+    """The export's key, derived from the recording's data key (control/sealed_exports.py)."""
+    manifest = load_json(directory / "manifest.json")
+    data_key = recorder.kek.unwrap(manifest["key"]["wrapped_data_key"],
+                                   manifest["key"]["kek_fingerprint"])
+    return sealed_exports.export_key(data_key, manifest["recording_id"], export_id)
+
+
+def _build_export(*, recorder: Any, custody: Any, tmp_root: Path, directory: Path, name: str,
+                  actor: str, reason: str) -> dict[str, Any]:
+    """Build the package in a private temporary directory, keep it only encrypted."""
+    sealed_exports.clear_stale_builds(tmp_root)
+    build = sealed_exports.build_dir(tmp_root)
+    try:
+        result = export_recording(
+            recording_dir=directory, custody=custody, kek=recorder.kek,
+            signing_key=recorder.signing_key, out=build / "package", actor=actor,
+            reason=reason)
+        exports = directory / "exports"
+        exports.mkdir(exist_ok=True, mode=0o700)
+        sealed_exports.seal_package(build / "package", exports / name,
+                                    _export_key(recorder, directory, name))
+        return result
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
 async def export(request: web.Request) -> web.Response:
-    from .app import CUSTODY, RECORDER
+    from .app import CONFIG, CUSTODY, RECORDER
 
     officer, directory, _ = await _reachable_recording(request)
     reason = _reason((await read_object(request, empty_ok=True)).get("reason"))
-    recorder = request.app[RECORDER]
     name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
-    out = directory / "exports" / name
-    out.parent.mkdir(exist_ok=True, mode=0o700)
     try:
         result = await asyncio.to_thread(
-            export_recording, recording_dir=directory, custody=request.app[CUSTODY],
-            kek=recorder.kek, signing_key=recorder.signing_key, out=out,
+            _build_export, recorder=request.app[RECORDER], custody=request.app[CUSTODY],
+            tmp_root=request.app[CONFIG].data_dir / "tmp", directory=directory, name=name,
             actor=officer.actor, reason=reason)
     except (KeyProblem, ValueError) as exc:
         raise _error(409, "cannot_export", str(exc)) from None
@@ -197,19 +227,47 @@ async def export(request: web.Request) -> web.Response:
                               "log_index": result["export_index"]})
 
 
-async def download(request: web.Request) -> web.FileResponse:
+async def download(request: web.Request) -> web.StreamResponse:
+    """One file of an export, decrypted as it is sent; logged as downloaded first."""
+    from .app import RECORDER
+
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     name = request.match_info["export"]
     if not _EXPORT.match(name):
         raise _error(404, "not_found", "no such export")
-    root = (directory / "exports" / name).resolve()
-    target = (root / request.match_info["path"]).resolve()
-    if root not in target.parents or not target.is_file():
+    out = directory / "exports" / name
+    index = await asyncio.to_thread(sealed_exports.load_index, out)
+    if index is None:
+        raise _error(404, "not_found", "no such export")
+    path = request.match_info["path"]
+    if path not in index["files"]:  # an exact name from the index: no path is ever resolved
         raise _error(404, "not_found", "no such file in this export")
-    await _log(request, "recording.downloaded", officer, meta, reason, export=name,
-               file=target.relative_to(root).as_posix())
-    return web.FileResponse(target)
+    key = await asyncio.to_thread(_export_key, request.app[RECORDER], directory, name)
+    sealed = await asyncio.to_thread(sealed_exports.SealedFile, out, index, path, key)
+    try:
+        await _log(request, "recording.downloaded", officer, meta, reason, export=name,
+                   file=path)
+        response = web.StreamResponse(headers={
+            "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
+            "Content-Length": str(sealed.size), "Cache-Control": "no-store",
+            "Content-Disposition": f'attachment; filename="{Path(path).name}"'})
+        await response.prepare(request)
+        while True:
+            try:
+                chunk = await asyncio.to_thread(sealed.read_chunk)
+            except InvalidTag:
+                logger.error("export %s/%s of %s: a chunk fails its check; the download is "
+                             "cut short", name, path, meta["recording_id"])
+                response.force_close()  # the client sees a short body and a closed connection
+                break  # never serve altered evidence
+            if not chunk:
+                break
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        await asyncio.to_thread(sealed.close)
 
 
 async def access_log(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from mediaserver.protocols import CloseReason
 from mediaserver.room import Sfu
 
 from .access import DEV_ROOM, CallAdmission, CallRefused
+from .http_json import loads
 from .tokens import Grant, TokenError, TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class SignallingSession:
             self._close_soon(CLOSE_TOO_LARGE)
             return
         try:
-            message = json.loads(data)
+            message = loads(data)
         except ValueError as exc:
             self.error("bad_json", f"not JSON: {exc.args[0] if exc.args else exc}")
             return

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -507,6 +508,7 @@ class Recorder:
         for path in sorted(directory.glob("segments/*/*.seg*")):
             path.unlink()
             removed += 1
+        shutil.rmtree(directory / "exports", ignore_errors=True)  # packages hold the media too
         meta["state"] = "deleted"
         write_atomic(directory / "recording.json", canonical(meta))
         return self.custody.append(

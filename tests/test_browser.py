@@ -6,6 +6,7 @@ The fake camera plays a Y4M made from a real face image that a dependency ships
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -67,6 +68,16 @@ def mean_abs_diff(frame: av.VideoFrame, image: np.ndarray) -> float:
     return float(np.abs(got.astype(np.int16) - image.astype(np.int16)).mean())
 
 
+async def _wait_for(page: Any, expression: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    """``page.wait_for_function`` compiles its predicate inside the page, which the pages' CSP
+    (no eval) refuses; ``page.evaluate`` goes through the debugger protocol instead."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await page.evaluate(expression):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
@@ -94,8 +105,15 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
             f"--disable-features={disabled}",
         ],
     )
+    # every page reports what its Content-Security-Policy blocked; none may be blocked
+    violations: list[str] = []
+    await context.expose_function("__cspViolation", lambda text: violations.append(text))
+    await context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => window.__cspViolation("
+        "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));")
     try:
         yield context
+        assert violations == [], f"the pages broke their CSP: {violations}"
     finally:
         await context.close()
         await playwright.stop()
@@ -240,7 +258,7 @@ async def test_party_page_from_invitation_link_to_call(server, clients, browser,
     page = await browser.new_page()
     await page.goto(server.base_url + invite["link"])
     await page.wait_for_selector("#consent-form:not([hidden])")
-    await page.wait_for_function("document.getElementById('preview').videoWidth > 0")
+    await _wait_for(page, "document.getElementById('preview').videoWidth > 0")
     await page.screenshot(path=str(tmp_path / "consent.png"))
     await page.check("#consent-recording")
     await page.check("#consent-face")
@@ -295,10 +313,10 @@ async def test_officer_console_runs_a_session(server, clients, browser, tmp_path
     await page.fill("#username", "li")
     await page.fill("#password", "wrong password")
     await page.click("#login-form button")
-    await page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    await _wait_for(page, "document.getElementById('error').textContent.length > 0")
     await page.fill("#password", "correct horse battery")
     await page.click("#login-form button")
-    await page.wait_for_function("document.getElementById('who').textContent.includes('li')")
+    await _wait_for(page, "document.getElementById('who').textContent.includes('li')")
 
     await page.select_option("#case-kind", "accident")
     await page.fill("#case-title", "G15 km 203 rear-end")
