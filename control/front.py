@@ -316,11 +316,14 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     per_worker: list[dict[str, Any] | None] = []
+    dev_join = False
     for text in await _gather_text(request, "/healthz"):
         try:
             body = json.loads(text)
         except ValueError:
             body = None
+        if isinstance(body, dict) and body.get("dev_join") is True:
+            dev_join = True  # the workers share one configuration
         per_worker.append({"rooms": int(body.get("rooms", 0)),
                            "participants": int(body.get("participants", 0))}
                           if isinstance(body, dict) else None)
@@ -328,6 +331,7 @@ async def _healthz(request: web.Request) -> web.Response:
     status = "ok" if len(alive) == len(per_worker) else "degraded"
     return web.json_response({
         "status": status, "workers": len(per_worker), "workers_up": len(alive),
+        "dev_join": dev_join,
         "rooms": sum(w["rooms"] for w in alive),
         "participants": sum(w["participants"] for w in alive), "per_worker": per_worker},
         status=200 if status == "ok" else 503)

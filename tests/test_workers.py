@@ -66,6 +66,7 @@ async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path
                 async with http.get(f"{base}/healthz") as r:
                     health = await r.json()
                 assert health["workers"] == 2 and health["rooms"] == 2
+                assert health["dev_join"] is False  # the page reads it from the front too
                 assert [w["rooms"] for w in health["per_worker"]] == [1, 1]
                 async with http.get(f"{base}/metrics") as r:
                     metrics = await r.text()
