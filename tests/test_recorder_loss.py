@@ -27,6 +27,7 @@ from typing import Any
 
 import av
 import pytest
+from aiortc.codecs import depayload
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import RtpPacket
@@ -38,9 +39,11 @@ from mediaserver.options import MediaOptions
 from mediaserver.protocols import CloseReason, Packet, TrackInfo
 from mediaserver.room import Sfu
 from recorder.custody import CustodyLog
+from recorder.export import export_recording, make_composite
 from recorder.keys import KeyEncryptionKey
+from recorder.media import EncodedFrame, TrackMuxer, codec_parameters
 from recorder.recording import Recorder, decrypt_segment
-from recorder.verify import verify_recording
+from recorder.verify import verify_package, verify_recording
 from tests.samples import pattern
 
 ROOM = "case-9-0a1b2c3d"
@@ -125,11 +128,12 @@ class Result:
     custody_dir: Path
     public: Any
     kek: KeyEncryptionKey
+    package: Path | None = None
 
 
 async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
               interval: float = 0.02, mute: tuple[int, int] | None = None,
-              reorder_wait: float = 0.3,
+              reorder_wait: float = 0.3, export: bool = False,
               tamper: Callable[[Recorder], None] | None = None) -> Result:
     loop = asyncio.get_running_loop()
     sfu = Sfu(MediaOptions(pli_min_interval=0.1))
@@ -168,6 +172,12 @@ async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
             await asyncio.sleep(interval)
         await asyncio.sleep(0.4)  # the last retransmissions land
         manifest = await recorder.stop(ROOM, actor="officer", reason="done")
+        package = None
+        if export:
+            package = tmp_path / "package"
+            await asyncio.to_thread(
+                export_recording, recording_dir=recording.directory, custody=custody, kek=kek,
+                signing_key=key, out=package, actor="supervisor", reason="court request")
     finally:
         for handle in handles:
             handle.cancel()
@@ -181,7 +191,7 @@ async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
                         manifest["recording_id"], track["track_id"], seg["segment"])
         for seg in track["segments"])
     return Result(manifest, track, witness, source, media, events, recording.directory,
-                  tmp_path / "custody", key.public_key(), kek)
+                  tmp_path / "custody", key.public_key(), kek, package)
 
 
 def forwarded_frames(result: Result) -> int:
@@ -267,7 +277,7 @@ async def test_five_percent_loss_retransmitted_loses_nothing(tmp_path: Path,
 
 async def test_unanswered_loss_is_gaps_and_video_recovers_at_keyframes(tmp_path: Path) -> None:
     # 5% loss, a third of it never retransmitted
-    result = await run(tmp_path, VIDEO, loss(3, 0.05, answered=0.66), frames=200)
+    result = await run(tmp_path, VIDEO, loss(3, 0.05, answered=0.66), frames=200, export=True)
     gaps = check_accounting(result)
     track = result.track
     assert gaps and {g["cause"] for g in gaps} == {"loss"}
@@ -278,6 +288,13 @@ async def test_unanswered_loss_is_gaps_and_video_recovers_at_keyframes(tmp_path:
     assert all(g["end_timestamp"] <= last for g in gaps)
     assert track["recorded_frames"] > track["forwarded_frames"] // 2
     assert result.manifest["status"] == "complete"
+    # the export carries every recorded frame and says what the recording does not hold
+    assert result.package is not None
+    assert all(f.ok for f in verify_package(result.package, result.public))
+    report = (result.package / "REPORT.txt").read_text()
+    assert report.count(f"track {track['track_id']}: loss from") == len(gaps)
+    with av.open(str(result.package / "composite.mp4")) as composite:
+        assert sum(1 for _ in composite.decode(video=0)) > 100
 
 
 async def test_audio_loss_unanswered_is_gaps_of_the_lost_packets(tmp_path: Path) -> None:
@@ -344,7 +361,8 @@ async def test_a_muxer_failure_marks_the_recording_incomplete_and_says_what_was_
         media.TrackMuxer.add = failing  # type: ignore[method-assign]
 
     try:
-        result = await run(tmp_path, VIDEO, lambda i, j: [0.0], frames=120, tamper=tamper)
+        result = await run(tmp_path, VIDEO, lambda i, j: [0.0], frames=120, tamper=tamper,
+                           export=True)
     finally:
         media.TrackMuxer.add = original  # type: ignore[method-assign]
     manifest, track = result.manifest, result.track
@@ -359,3 +377,26 @@ async def test_a_muxer_failure_marks_the_recording_incomplete_and_says_what_was_
     assert alert["track"] == track["track_id"] and alert["recorded_frames"] == 40
     findings = verify_recording(result.directory, result.custody_dir, result.public, result.kek)
     assert any(f.check == "completeness" and "incomplete" in f.detail for f in findings)
+    # the export goes ahead with what was recorded, and says what failed
+    assert result.package is not None
+    report = (result.package / "REPORT.txt").read_text()
+    assert f"track {track['track_id']}: FAILED at" in report
+    assert f"track {track['track_id']}: failure from" in report
+
+
+def test_composite_leaves_out_frames_that_do_not_decode(tmp_path: Path) -> None:
+    """A recording made before this recorder (delta frames kept after a loss) still exports."""
+    muxer = TrackMuxer(VIDEO)
+    encoder = Encoder(VIDEO)
+    data = b""
+    for i in range(30):
+        packets = encoder.encode(i, i == 0)
+        frame = b"".join(depayload(codec_parameters(VIDEO), p.payload) for p in packets)
+        if i == 10:
+            frame = frame[:3] + bytes(len(frame) - 3)  # garbled: does not decode
+        muxer.add(EncodedFrame(i * 6000, frame, i == 0, len(packets)))
+        data += muxer.take()
+    data += muxer.close()
+    info = make_composite(tmp_path / "c.mp4", [("party", 0.0, data)], [])
+    assert info["frames"] >= 25
+    assert sum(info["undecodable_frames"].values()) >= 1
