@@ -582,7 +582,7 @@ class Recording:
         if record.get("presence"):
             record["presence"][-1].update(left_at=now, left_reason=reason.value)
         for state in self._tracks.values():
-            if state.info.participant_id == participant.participant_id and state.ended is None:
+            if state.info.participant_id == participant.participant_id and state.left_at is None:
                 state.left_at = now
         self._participants_changed()
 
@@ -877,7 +877,9 @@ def _track_manifest(t: TrackState) -> dict[str, Any]:
         "packets_late": counts.get("late_packets", 0),
         "queue_dropped": counts.get("queue_dropped", 0),
         "keyframes_requested": counts.get("keyframes_requested", 0),
-        "failure": t.failure, "ended": t.ended, "ended_at": t.ended_at,
+        "failure": t.failure,
+        "ended": "left" if t.left_at is not None and t.ended == "unpublished" else t.ended,
+        "ended_at": t.ended_at,
         "segments": t.segments,
     }
 
@@ -888,7 +890,7 @@ def _all_gaps(recording: Recording) -> list[dict[str, Any]]:
     gaps = [g for t in recording._tracks.values() for g in t.gaps]
     stopped = _parse_iso(recording.stopped_at)
     for t in recording._tracks.values():
-        if t.ended != "left" or t.left_at is None:
+        if t.ended not in ("left", "unpublished") or t.left_at is None:
             continue
         left = _parse_iso(t.left_at)
         back = [_parse_iso(x["joined_at"]) for p in recording._participants_snapshot
