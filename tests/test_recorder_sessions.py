@@ -57,12 +57,14 @@ def check_tracks(tmp_path: Path, directory: Path, manifest: dict[str, Any]) -> N
         assert track["forwarded_frames"] == (
             track["frames"] + sum(g["frames"] for g in gaps) + track["late_frames"]
             + track["cut_frames"]), track
+        container: Any
         with av.open(io.BytesIO(_media(directory, manifest, track, kek))) as container:
             stream = container.streams[0]
-            stamps, decoded = [], 0
+            stamps: list[int] = []
+            decoded = 0
             for packet in container.demux(stream):
                 if packet.size:
-                    stamps.append(packet.pts)
+                    stamps.append(int(packet.pts or 0))
                     decoded += len(packet.decode())
         assert len(stamps) == track["frames"] > 0
         assert all(b > a for a, b in itertools.pairwise(stamps))
