@@ -848,11 +848,9 @@ def _recovered_track(track_id: str, track: dict[str, Any],
     kept = {k: v for k, v in track.items() if k not in ("track_id", "counts", "gaps")}
     return {**kept, "track_id": track_id,
             "sender_reports": track.get("sender_reports", []),
-            "forwarded_frames": counts.get("forwarded_frames"), "frames": frames,
-            "recorded_frames": frames, "dropped_frames": None,
-            "late_frames": counts.get("late_frames"),
-            "packets_forwarded": counts.get("packets_forwarded"),
-            "packets_missing": counts.get("packets_missing"),
+            # unknown past the crash; what the last save (at a segment's cut) counted
+            "forwarded_frames": None, "frames": frames, "recorded_frames": frames,
+            "dropped_frames": None, "counts_at_last_save": counts,
             "failure": track.get("failure"), "ended": "interrupted", "segments": segments}
 
 
