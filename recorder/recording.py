@@ -868,7 +868,8 @@ def _track_manifest(t: TrackState) -> dict[str, Any]:
         "first_rtp_timestamp": t.first_rtp_timestamp, "first_packet_time": t.first_packet_time,
         "sender_reports": [{"ntp": n, "rtp": r} for n, r in t.sender_reports],
         "forwarded_frames": forwarded, "frames": t.frames, "recorded_frames": t.frames,
-        "dropped_frames": forwarded - t.frames,
+        # forwarded, not recorded: in gaps or late (a frame cut off at the end is no loss)
+        "dropped_frames": forwarded - t.frames - counts.get("cut_frames", 0),
         "late_frames": late, "cut_frames": counts.get("cut_frames", 0),
         "packets_forwarded": counts.get("packets_forwarded", 0),
         "packets_missing": counts.get("packets_missing", 0),
