@@ -403,6 +403,7 @@ class Recording:
             subscriber.close(CloseReason.ROOM_CLOSED)
         self._subscribers.clear()
         self._participants_changed()
+        self._executor.submit(self._save_metadata_logged)  # the part's end survives a crash
         self._log.info("room closed (%s): recording part %d ended; the session's recording "
                        "continues when its room opens again", reason, part["part"])
 
@@ -508,7 +509,8 @@ class Recording:
             except Exception as exc:
                 crashed = crashed or exc
         if crashed is not None:
-            await self._run(self._fail, state, crashed, [])
+            if state.failure is None:
+                await self._run(self._fail, state, crashed, [])
             skipped = 0
             async for _ in subscriber.packets():  # count what the SFU still forwards
                 skipped += 1
@@ -581,7 +583,7 @@ class Recording:
         record["left_reason"] = reason.value
         if record.get("presence"):
             record["presence"][-1].update(left_at=now, left_reason=reason.value)
-        for state in self._tracks.values():
+        for state in list(self._tracks.values()):  # the writer thread may be adding one
             if state.info.participant_id == participant.participant_id and state.left_at is None:
                 state.left_at = now
         self._participants_changed()
@@ -613,7 +615,7 @@ class Recording:
                 "case": self.case, "state": self.state, "started_at": self.started_at,
                 "parts": len(self.parts), "attached": self.attached,
                 "tracks": sorted(self._tracks),
-                "failed_tracks": sorted(t for t, s in self._tracks.items()
+                "failed_tracks": sorted(t for t, s in list(self._tracks.items())
                                         if s.failure is not None)}
 
 

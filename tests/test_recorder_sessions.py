@@ -2,7 +2,10 @@
 leaving and the room emptying and filling again; three parties on clean links lose nothing.
 
 Real aiortc peers over 127.0.0.1 through the real server (NACKs and retransmissions, PLIs,
-sender reports all real); a loopback link loses little, so the impaired cases are in
+sender reports all real). One test impairs a publisher's uplink inside its own process, between
+aiortc's RTP sender and SRTP (this kernel has no netem): 5% of first transmissions are lost and
+packets are delayed by up to 40 ms (so reordered); the SFU's NACKs are answered by aiortc's RTX
+as on a real network. Packet-exact loss, outage and failure cases are in
 ``test_recorder_loss.py``.
 """
 
@@ -11,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import random
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
+from aiortc.rtp import RtpPacket, is_rtcp
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.app import RECORDER
@@ -176,3 +182,86 @@ async def test_three_parties_on_clean_links_record_every_frame(recording_server:
         else:
             assert track["frames"] < len(in_span)
         assert track["frames"] > 10  # not cut to a few frames by a muxer error
+
+
+class Uplink:
+    """Loss and jitter on a publisher's uplink, before SRTP: what a lossy network does to it."""
+
+    def __init__(self, client: PeerClient, *, loss: float, jitter: float, seed: int) -> None:
+        assert client.publisher_pc is not None
+        self._rng = random.Random(seed)
+        self._loss, self._jitter = loss, jitter
+        self._media = PeerClient._media_pts(client.publisher_pc)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.produced: dict[int, list[int]] = defaultdict(list)  # SSRC -> each packet's timestamp
+        self.lost: dict[int, int] = defaultdict(int)
+        self.retransmitted = 0
+        dtls = client.publisher_pc.getTransceivers()[0].sender.transport  # bundled: one for all
+        self._inner = dtls._send_rtp
+        dtls._send_rtp = self._send  # type: ignore[method-assign]
+
+    async def _send(self, data: bytes) -> None:
+        if not is_rtcp(data):
+            packet = RtpPacket.parse(data)
+            if packet.payload_type in self._media:
+                self.produced[packet.ssrc].append(packet.timestamp)
+                if self._rng.random() < self._loss:
+                    self.lost[packet.ssrc] += 1
+                    return
+            else:
+                self.retransmitted += 1
+            delay = self._rng.uniform(0, self._jitter)
+            task = asyncio.get_running_loop().create_task(self._later(delay, data))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        await self._inner(data)
+
+    async def _later(self, delay: float, data: bytes) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self._inner(data)
+        except ConnectionError:
+            pass
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_a_real_call_with_loss_and_jitter_keeps_what_was_forwarded(
+        recording_server: Any, tmp_path: Path) -> None:
+    server, clients = recording_server
+    recorder = server.app[RECORDER]
+    lossy = await _publish(server, clients, "party-1", 300)
+    uplink = Uplink(lossy, loss=0.05, jitter=0.04, seed=5)
+    await _publish(server, clients, "party-2", 500)
+    try:
+        await wait_until(lambda: ROOM in recorder.active
+                         and len(recorder.active[ROOM]._tracks) == 4, what="four tracks")
+        recording = recorder.active[ROOM]
+        await asyncio.sleep(6.0)
+        manifest = await recorder.stop(ROOM, actor="officer", reason="done")
+    finally:
+        await uplink.close()
+    assert manifest["status"] == "complete"
+    check_tracks(tmp_path, recording.directory, manifest)
+    assert lossy.publisher_pc is not None
+    ssrcs = {t.kind: t.sender._ssrc for t in lossy.publisher_pc.getTransceivers()}
+    assert uplink.lost[ssrcs["video"]] > 0 and uplink.retransmitted > 0  # NACK, RTX: real
+    for track in manifest["tracks"]:
+        if track["participant"] != "party-1":
+            continue
+        gaps = [g for g in manifest["gaps"] if g["track"] == track["track_id"]]
+        assert {g["cause"] for g in gaps} <= {"loss"}
+        first, span = track["first_rtp_timestamp"], track["segments"][-1]["last_timestamp"]
+        produced = [ts for ts in dict.fromkeys(uplink.produced[ssrcs[track["kind"]]])
+                    if (ts - first) & 0xFFFFFFFF <= span]
+        if track["kind"] == "audio":
+            # no retransmission for audio: each lost packet is a lost frame, and a gap says so
+            assert track["frames"] == len(produced) - track["packets_missing"]
+            assert track["packets_missing"] == sum(g["packets_missing"] for g in gaps) > 0
+        elif track["packets_missing"] == 0:
+            # every lost video packet came back in time: every frame is in the recording
+            assert gaps == [] and track["frames"] == len(produced)
