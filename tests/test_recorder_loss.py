@@ -50,9 +50,9 @@ ROOM = "case-9-0a1b2c3d"
 VIDEO = TrackInfo("TR_video", "party-1", "video", "video/VP8", 90000, None, ())
 AUDIO = TrackInfo("TR_audio", "party-1", "audio", "audio/opus", 48000, 2, ())
 
-# A plan gives each packet (frame index, packet index in frame) its delivery delays in
-# seconds: [] lost for good, [d] delivered after d, [d1, d2] delivered twice (a duplicate).
-Plan = Callable[[int, int], list[float]]
+# A plan gives each packet (frame index, packet index in frame, size in bytes) its delivery
+# delays in seconds: [] lost for good, [d] delivered after d, [d1, d2] delivered twice.
+Plan = Callable[[int, int, int], list[float]]
 
 
 class Source:
@@ -164,7 +164,7 @@ async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
             wanted, source.keyframe_wanted = source.keyframe_wanted or i == 0, False
             packets = await asyncio.to_thread(encoder.encode, i, wanted)
             for j, packet in enumerate(packets):
-                for delay in plan(i, j):
+                for delay in plan(i, j, len(packet.payload)):
                     if delay <= 0:
                         up.on_rtp(packet)
                     else:
@@ -238,17 +238,36 @@ def check_accounting(result: Result) -> list[dict[str, Any]]:
 
 def reordering(seed: int) -> Plan:
     rng = random.Random(seed)
-    return lambda i, j: [rng.uniform(0, 0.08)]  # up to 80 ms of jitter: arrival order scrambled
+    return lambda i, j, n: [rng.uniform(0, 0.08)]  # up to 80 ms of jitter: arrival order scrambled
 
 
 def loss(seed: int, rate: float, answered: float) -> Plan:
     """``rate`` of packets lost; a share ``answered`` of them retransmitted 60-200 ms later."""
     rng = random.Random(seed)
 
-    def plan(i: int, j: int) -> list[float]:
+    def plan(i: int, j: int, n: int) -> list[float]:
         if i == 0 or rng.random() >= rate:
             return [0.0]
         return [rng.uniform(0.06, 0.2)] if rng.random() < answered else []
+
+    return plan
+
+
+def bottleneck(bits_per_second: float, queue_seconds: float, interval: float) -> Plan:
+    """A rate-limited uplink: a queue served at ``bits_per_second`` that drops a packet when
+    it holds more than ``queue_seconds``; two of three dropped packets are retransmitted (a
+    NACK answered 50 ms later) through the same queue."""
+    state = {"free_at": 0.0}
+
+    def plan(i: int, j: int, n: int) -> list[float]:
+        now = i * interval
+        start = max(now, state["free_at"])
+        if start - now > queue_seconds:
+            if (i + j) % 3 == 0:
+                return []
+            start = max(start, now + 0.05)
+        state["free_at"] = start + n * 8 / bits_per_second
+        return [state["free_at"] - now]
 
     return plan
 
@@ -310,7 +329,7 @@ async def test_audio_loss_unanswered_is_gaps_of_the_lost_packets(tmp_path: Path)
 
 async def test_outage_is_one_gap_with_its_duration(tmp_path: Path) -> None:
     # frames 60-104 (3 s of media at 15 fps) never reach the SFU
-    result = await run(tmp_path, VIDEO, lambda i, j: [] if 60 <= i < 105 else [0.0],
+    result = await run(tmp_path, VIDEO, lambda i, j, n: [] if 60 <= i < 105 else [0.0],
                        frames=160)
     gaps = check_accounting(result)
     outages = [g for g in gaps if g["cause"] == "outage"]
@@ -322,8 +341,18 @@ async def test_outage_is_one_gap_with_its_duration(tmp_path: Path) -> None:
     assert result.track["recorded_frames"] > 90
 
 
+async def test_a_slow_uplink_keeps_every_frame_that_got_through(tmp_path: Path) -> None:
+    # the stream needs about 1.3 Mbit/s of the test's clock; the link carries 1.0
+    result = await run(tmp_path, VIDEO, bottleneck(1_000_000, 0.15, 0.02), frames=150)
+    gaps = check_accounting(result)
+    track = result.track
+    assert gaps and {g["cause"] for g in gaps} <= {"loss", "outage"}
+    assert track["keyframes_requested"] > 0
+    assert track["recorded_frames"] > 10  # it recovers at keyframes, not 18 frames in all
+
+
 async def test_mute_is_a_muted_gap(tmp_path: Path) -> None:
-    result = await run(tmp_path, VIDEO, lambda i, j: [0.0], frames=160, mute=(50, 90))
+    result = await run(tmp_path, VIDEO, lambda i, j, n: [0.0], frames=160, mute=(50, 90))
     gaps = check_accounting(result)
     assert [g["cause"] for g in gaps] == ["muted"]
     assert 2.5 <= gaps[0]["duration"] <= 3.3
@@ -331,7 +360,7 @@ async def test_mute_is_a_muted_gap(tmp_path: Path) -> None:
 
 async def test_late_frames_never_reach_the_muxer(tmp_path: Path) -> None:
     # every 20th audio packet arrives 0.6 s late: past the wait, older than what was muxed
-    result = await run(tmp_path, AUDIO, lambda i, j: [0.6] if i % 20 == 10 else [0.0],
+    result = await run(tmp_path, AUDIO, lambda i, j, n: [0.6] if i % 20 == 10 else [0.0],
                        frames=150, reorder_wait=0.15)
     gaps = check_accounting(result)
     track = result.track
@@ -341,7 +370,7 @@ async def test_late_frames_never_reach_the_muxer(tmp_path: Path) -> None:
 
 
 async def test_duplicates_are_ignored(tmp_path: Path) -> None:
-    result = await run(tmp_path, VIDEO, lambda i, j: [0.0, 0.03] if j == 0 else [0.0])
+    result = await run(tmp_path, VIDEO, lambda i, j, n: [0.0, 0.03] if j == 0 else [0.0])
     assert check_accounting(result) == []
     assert result.track["packets_late"] > 100
 
@@ -361,7 +390,7 @@ async def test_a_muxer_failure_marks_the_recording_incomplete_and_says_what_was_
         media.TrackMuxer.add = failing  # type: ignore[method-assign]
 
     try:
-        result = await run(tmp_path, VIDEO, lambda i, j: [0.0], frames=120, tamper=tamper,
+        result = await run(tmp_path, VIDEO, lambda i, j, n: [0.0], frames=120, tamper=tamper,
                            export=True)
     finally:
         media.TrackMuxer.add = original  # type: ignore[method-assign]
