@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mediaserver.forwarding import ForwardedUpTrack
 from mediaserver.local import LocalSubscriber
-from mediaserver.protocols import CloseReason, TrackInfo
+from mediaserver.protocols import CloseReason, Packet, TrackInfo
 
 from .custody import CustodyLog, canonical, utc_now
 from .keys import KeyEncryptionKey, sign
@@ -143,6 +143,68 @@ def _iso(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+class _Pump:
+    """One recorded track on the event loop: its assembler and the writes it has queued."""
+
+    def __init__(self, recording: Recording, up: ForwardedUpTrack, state: TrackState,
+                 subscriber: LocalSubscriber, assembler: FrameAssembler) -> None:
+        self.recording, self.up, self.state = recording, up, state
+        self.subscriber, self.assembler = subscriber, assembler
+        self.pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.last_arrival = asyncio.get_running_loop().time()
+        self.last_request = -1e9
+        self.keyframes_requested = 0
+        self.seen_dropped = 0
+        self.error: BaseException | None = None  # raised where the pump can take it
+
+    def counts(self) -> dict[str, int]:
+        a, sub = self.assembler, self.subscriber
+        return {"forwarded_frames": a.forwarded_frames, "dropped_frames": a.dropped_frames,
+                "late_frames": a.late_frames, "cut_frames": a.cut_frames,
+                "late_packets": a.late_packets, "packets_missing": a.packets_missing,
+                "packets_forwarded": sub.received, "queue_dropped": sub.dropped,
+                "keyframes_requested": self.keyframes_requested}
+
+    def on_packet(self, packet: Packet, now: float) -> None:
+        state = self.state
+        self.last_arrival = now
+        if state.first_packet_time is None:
+            state.first_packet_time = utc_now()
+            state.first_packet_epoch = time.time()
+        report = self.up.sender_report
+        if report is not None and (not state.sender_reports
+                                   or state.sender_reports[-1] != report[:2]):
+            state.sender_reports.append(report[:2])
+        self._after(self.assembler.add(packet, now), now)
+
+    def on_tick(self, now: float) -> None:
+        self._after(self.assembler.poll(now), now)
+
+    def _after(self, frames: list[EncodedFrame], now: float) -> None:
+        assembler, subscriber = self.assembler, self.subscriber
+        if self.up.muted:
+            assembler.note_muted()
+        if subscriber.dropped != self.seen_dropped:
+            self.seen_dropped = subscriber.dropped
+            assembler.note_overflow()
+        if assembler.needs_keyframe and now - self.last_request >= KEYFRAME_RETRY:
+            self.last_request = now
+            self.keyframes_requested += 1
+            subscriber.request_keyframe()
+        gaps = assembler.take_gaps()
+        if frames or gaps:
+            self.state.first_rtp_timestamp = assembler.first_rtp_timestamp
+            # ordered: one writer thread per recording, and every write is queued from here
+            recording = self.recording
+            self.pending.append(asyncio.get_running_loop().run_in_executor(
+                recording._executor, recording._write_frames, self.state, frames, gaps,
+                self.counts()))
+        while self.pending and self.pending[0].done():
+            error = self.pending.popleft().exception()
+            if error is not None and self.error is None:
+                self.error = error
+
+
 class Recording:
     """One recording of one room (of one case session: its room may empty and open again,
     each opening a *part* of the same recording)."""
@@ -162,6 +224,8 @@ class Recording:
                                             thread_name_prefix=f"rec-{recording_id[-6:]}")
         self._tracks: dict[str, TrackState] = {}
         self._subscribers: dict[str, LocalSubscriber] = {}
+        self._pumps: dict[str, _Pump] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.participants: dict[str, dict[str, Any]] = {}
         # what the writer thread saves of them: replaced (never mutated) on the event loop
@@ -377,7 +441,12 @@ class Recording:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._run(self._begin)
-        await self.attach(self.room)
+        self._ticker = self._loop.create_task(self._tick(), name=f"tick {self.recording_id}")
+        try:
+            await self.attach(self.room)
+        except BaseException:
+            self._ticker.cancel()
+            raise
 
     async def attach(self, room: Any) -> None:
         """Record this room: at the start, and again when a session's room opens anew."""
@@ -426,84 +495,33 @@ class Recording:
                     subscriber: LocalSubscriber) -> None:
         """Packets -> reordering buffer -> frames -> writer thread, until the track ends.
 
-        An exception here or in the writer marks the track failed (the recording becomes
-        incomplete, the officers hear of it at once); the pump then goes on counting what the
-        SFU forwards, so the manifest can say what was lost.
+        The recording's ticker (:meth:`_tick`) releases frames whose wait ran out while no
+        packet came, and notes mutes. An exception here or in the writer marks the track
+        failed (the recording becomes incomplete, the officers hear of it at once); the pump
+        then goes on counting what the SFU forwards, so the manifest can say what was lost.
         """
         recorder = self.recorder
-        assembler = FrameAssembler(up.info, reorder_wait=recorder.reorder_wait,
-                                   outage_seconds=recorder.outage_seconds)
         loop = asyncio.get_running_loop()
-        pending: collections.deque[asyncio.Future[None]] = collections.deque()
-        packets = aiter(subscriber.packets())
-        waiting: asyncio.Future[Any] | None = None
-        tick = max(0.02, recorder.reorder_wait / 3)
-        last_request = -1e9
-        last_arrival = loop.time()
-        seen_dropped = 0
+        pump = _Pump(self, up, state, subscriber, FrameAssembler(
+            up.info, reorder_wait=recorder.reorder_wait, outage_seconds=recorder.outage_seconds))
+        self._pumps[up.info.track_id] = pump
         crashed: BaseException | None = None
-
-        def counts() -> dict[str, int]:
-            return {"forwarded_frames": assembler.forwarded_frames,
-                    "dropped_frames": assembler.dropped_frames,
-                    "late_frames": assembler.late_frames, "cut_frames": assembler.cut_frames,
-                    "late_packets": assembler.late_packets,
-                    "packets_missing": assembler.packets_missing,
-                    "packets_forwarded": subscriber.received,
-                    "queue_dropped": subscriber.dropped,
-                    "keyframes_requested": keyframes_requested}
-
-        keyframes_requested = 0
         try:
-            while True:
-                if waiting is None:
-                    waiting = asyncio.ensure_future(anext(packets))
-                done, _ = await asyncio.wait({waiting}, timeout=tick)
-                now = loop.time()
-                if done:
-                    try:
-                        packet = waiting.result()
-                    except StopAsyncIteration:
-                        waiting = None
-                        break
-                    waiting = None
-                    last_arrival = now
-                    if state.first_packet_time is None:
-                        state.first_packet_time = utc_now()
-                        state.first_packet_epoch = time.time()
-                    report = up.sender_report
-                    if report is not None and (not state.sender_reports
-                                               or state.sender_reports[-1] != report[:2]):
-                        state.sender_reports.append(report[:2])
-                    frames = assembler.add(packet, now)
-                else:
-                    frames = assembler.poll(now)
-                if up.muted:
-                    assembler.note_muted()
-                if subscriber.dropped != seen_dropped:
-                    seen_dropped = subscriber.dropped
-                    assembler.note_overflow()
-                if assembler.needs_keyframe and now - last_request >= KEYFRAME_RETRY:
-                    last_request = now
-                    keyframes_requested += 1
-                    subscriber.request_keyframe()
-                gaps = assembler.take_gaps()
-                if frames or gaps:
-                    state.first_rtp_timestamp = assembler.first_rtp_timestamp
-                    # ordered: one writer thread per recording; bounded, so a slow disk shows
-                    # up as drops in the local subscriber's queue, never as a stalled loop
-                    pending.append(loop.run_in_executor(self._executor, self._write_frames,
-                                                        state, frames, gaps, counts()))
-                    while pending and pending[0].done():
-                        pending.popleft().result()
-                    if len(pending) > 64:
-                        await pending.popleft()
+            async for packet in subscriber.packets():
+                pump.on_packet(packet, loop.time())
+                if pump.error is not None:
+                    raise pump.error
+                if len(pump.pending) > 64:
+                    # bounded, so a slow disk shows up as drops in the local subscriber's
+                    # queue, never as a stalled loop
+                    await pump.pending.popleft()
         except Exception as exc:  # the assembler itself, or the writer raised past _fail
             crashed = exc
         finally:
-            if waiting is not None and not waiting.done():
-                waiting.cancel()
-        for future in pending:
+            self._pumps.pop(up.info.track_id, None)
+        crashed = crashed or pump.error
+        assembler = pump.assembler
+        for future in pump.pending:
             try:
                 await future
             except Exception as exc:
@@ -518,17 +536,30 @@ class Recording:
         tail = [] if crashed is not None else assembler.flush()
         if crashed is None:
             # nothing arrived for a while before the end: a mute or an outage up to the end
-            idle = loop.time() - last_arrival
+            idle = loop.time() - pump.last_arrival
             if not up.closed and idle >= recorder.outage_seconds:
                 assembler.add_gap("muted" if up.muted else "outage",
                                   assembler.newest_timestamp + int(idle * up.info.clock_rate))
         if tail:
-            await self._run(self._write_frames, state, tail, [], counts())
+            await self._run(self._write_frames, state, tail, [], pump.counts())
         if up.closed:
             reason = "left" if state.left_at is not None else "unpublished"
         else:
             reason = "room closed" if not self.attached and not self._stopping else "stopped"
-        await self._run(self._finish_track, state, reason, assembler.take_gaps(), counts())
+        await self._run(self._finish_track, state, reason, assembler.take_gaps(), pump.counts())
+
+    async def _tick(self) -> None:
+        """Every few tens of ms: release frames whose wait for a retransmission ran out while
+        nothing arrived, and note mutes (a muted track sends the recorder nothing)."""
+        loop = asyncio.get_running_loop()
+        interval = max(0.02, self.recorder.reorder_wait / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for pump in list(self._pumps.values()):
+                try:
+                    pump.on_tick(loop.time())
+                except Exception as exc:  # the pump marks the track failed
+                    pump.error = pump.error or exc
 
     def _announce_failure(self, state: TrackState) -> None:
         if state.failure_announced or state.failure is None:
@@ -602,6 +633,9 @@ class Recording:
             subscriber.close(CloseReason.UNSUBSCRIBED)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
         self._participants_changed()
         try:
             manifest = await self._run(self._seal, status, note)
