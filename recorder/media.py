@@ -385,12 +385,10 @@ class FrameAssembler:
         """At the end: give up every missing packet; a frame still arriving is cut off."""
         out = self._drain(math.inf)
         self.cut_frames += len(self._frames)
-        newest = max(self._frames, default=None)
         self._frames.clear()
         self._where.clear()
-        if self._gap is not None:
-            end = self._gap.start if newest is None else newest
-            self._close_gap(end)
+        if self._gap is not None:  # still waiting for a keyframe: to the end of the newest frame
+            self._close_gap(self._unwrapped_base + self._step)
         return out
 
     def add_gap(self, cause: str, end: int, *, frames: int = 0, detail: str = "") -> Gap:

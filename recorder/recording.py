@@ -391,7 +391,8 @@ class Recording:
                     self._fail(state, exc, [])
         if state.failure is not None and state.failure_frames:
             first = state.failure_first_ts or 0
-            end = state.failure_last_ts if state.failure_last_ts is not None else first
+            last = state.failure_last_ts if state.failure_last_ts is not None else first
+            end = last + (last - first) // max(1, state.failure_frames - 1)  # its last frame's end
             state.gaps.append(state.gap_json(Gap(
                 cause="failure", start=first, end=end, frames=state.failure_frames,
                 detail=state.failure["error"])))

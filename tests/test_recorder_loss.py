@@ -231,6 +231,8 @@ def check_accounting(result: Result) -> list[dict[str, Any]]:
         assert decoded == count, "every recorded video frame decodes"
     for gap in gaps:
         assert gap["duration"] >= 0 and gap["end_timestamp"] >= gap["start_timestamp"]
+        if track["kind"] == "video":  # the frames it lost lie inside it (15 fps: 6000 ticks)
+            assert gap["end_timestamp"] - gap["start_timestamp"] >= (gap["frames"] - 1) * 6000
     findings = verify_recording(result.directory, result.custody_dir, result.public, result.kek)
     assert all(f.ok for f in findings), [str(f) for f in findings if not f.ok]
     return gaps
