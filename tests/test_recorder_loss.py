@@ -28,6 +28,7 @@ from typing import Any
 import av
 import pytest
 from aiortc.codecs import depayload
+from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import RtpPacket
@@ -49,6 +50,8 @@ from tests.samples import pattern
 ROOM = "case-9-0a1b2c3d"
 VIDEO = TrackInfo("TR_video", "party-1", "video", "video/VP8", 90000, None, ())
 AUDIO = TrackInfo("TR_audio", "party-1", "audio", "audio/opus", 48000, 2, ())
+H264 = TrackInfo("TR_h264", "party-1", "video", "video/H264", 90000, None,
+                 (("packetization-mode", "1"), ("profile-level-id", "42e01f")))
 
 # A plan gives each packet (frame index, packet index in frame, size in bytes) its delivery
 # delays in seconds: [] lost for good, [d] delivered after d, [d1, d2] delivered twice.
@@ -93,7 +96,9 @@ class Encoder:
         self.info = info
         self.video = info.kind == "video"
         self._encoder: Any = OpusEncoder()
-        if self.video:
+        if info.mime_type == "video/H264":
+            self._encoder = H264Encoder()  # FU-A fragments, SPS and PPS in a STAP-A
+        elif self.video:
             self._encoder = Vp8Encoder()
             self._encoder.target_bitrate = 900_000  # several packets per frame
         self.seq = 40000  # wraps during the test
@@ -274,7 +279,7 @@ def bottleneck(bits_per_second: float, queue_seconds: float, interval: float) ->
     return plan
 
 
-@pytest.mark.parametrize("info", [VIDEO, AUDIO], ids=["video", "audio"])
+@pytest.mark.parametrize("info", [VIDEO, AUDIO, H264], ids=["vp8", "opus", "h264"])
 async def test_reordered_packets_lose_nothing(tmp_path: Path, info: TrackInfo) -> None:
     result = await run(tmp_path, info, reordering(1))
     gaps = check_accounting(result)
@@ -285,7 +290,7 @@ async def test_reordered_packets_lose_nothing(tmp_path: Path, info: TrackInfo) -
     assert result.manifest["status"] == "complete"
 
 
-@pytest.mark.parametrize("info", [VIDEO, AUDIO], ids=["video", "audio"])
+@pytest.mark.parametrize("info", [VIDEO, AUDIO, H264], ids=["vp8", "opus", "h264"])
 async def test_five_percent_loss_retransmitted_loses_nothing(tmp_path: Path,
                                                              info: TrackInfo) -> None:
     result = await run(tmp_path, info, loss(2, 0.05, answered=1.0))
@@ -316,6 +321,13 @@ async def test_unanswered_loss_is_gaps_and_video_recovers_at_keyframes(tmp_path:
     assert report.count(f"track {track['track_id']}: loss from") == len(gaps)
     with av.open(str(result.package / "composite.mp4")) as composite:
         assert sum(1 for _ in composite.decode(video=0)) > 100
+
+
+async def test_h264_unanswered_loss_recovers_at_idr_frames(tmp_path: Path) -> None:
+    result = await run(tmp_path, H264, loss(3, 0.05, answered=0.66))
+    gaps = check_accounting(result)  # which decodes every recorded frame
+    assert gaps and result.track["keyframes_requested"] > 0
+    assert result.track["container"] == "matroska" and result.track["recorded_frames"] > 30
 
 
 async def test_audio_loss_unanswered_is_gaps_of_the_lost_packets(tmp_path: Path) -> None:
