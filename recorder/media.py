@@ -298,12 +298,16 @@ class FrameAssembler:
                 self._drop(head, lo, hi)
         return out
 
-    def _open_gap(self) -> Gap:
+    def _open_gap(self, lost_at: int | None = None) -> Gap:
+        """The open gap, opened if need be; ``lost_at``: a frame it loses begins there."""
         if self._gap is None:
             start = 0 if self._last_emitted is None else self._last_emitted + self._step
             self._gap = Gap(cause="loss", start=start, muted=self._muted_seen,
                             overflow=self._overflow_pending)
             self._overflow_pending = False
+        if lost_at is not None and lost_at < self._gap.start:
+            self._gap.start = max(lost_at, 0 if self._last_emitted is None
+                                  else self._last_emitted + 1)
         return self._gap
 
     def _close_gap(self, end: int) -> None:
@@ -348,7 +352,7 @@ class FrameAssembler:
         self._remember(head.timestamp)
         self.packets_missing += lost
         self.dropped_frames += 1
-        gap = self._open_gap()
+        gap = self._open_gap(head.timestamp)
         gap.packets_missing += lost
         gap.frames += 1
         if self._video:
@@ -364,11 +368,12 @@ class FrameAssembler:
         keyframe = head.parts[order[0]][3]
         if self._broken and not keyframe:
             self.dropped_frames += 1
-            self._open_gap().frames += 1
+            self._open_gap(head.timestamp).frames += 1
             return
         self._broken = False
-        self._close_gap(head.timestamp)
-        if self._last_emitted is not None:
+        if self._gap is not None:
+            self._close_gap(head.timestamp)
+        elif self._last_emitted is not None:  # a frame's duration: only between neighbours
             self._step = head.timestamp - self._last_emitted
         self._last_emitted = head.timestamp
         self._muted_seen = False
