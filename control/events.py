@@ -6,7 +6,9 @@ for every case the officer may touch (``{"type": "subscribe", "case": N}`` narro
 
 * ``participant_joined`` / ``participant_left`` / ``room_closed`` of each session's room;
 * ``verification``: the verifier's state for a party (verifying, verified, alert) per sample;
-* ``recording``: started / sealed;
+* ``recording``: started / sealed (``part`` when a session's room opened again);
+* ``recording_failure``: a track's recording failed (``recording``, ``track``, ``participant``,
+  ``kind``, ``error``, ``recorded_frames``), sent at once; the recording will seal incomplete;
 * ``session``: opened / ended; ``display``: an evidence item shown / taken off.
 
 Each event has ``type``, ``case``, ``room`` and ``time``. A slow reader loses the oldest events,

@@ -78,25 +78,39 @@ def _open(data: bytes) -> Any:
     return av.open(io.BytesIO(data))
 
 
-def _video_frames(data: bytes, anchor: float, index: int) -> Iterator[tuple[float, int, Any]]:
-    with _open(data) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            if frame.pts is None:
+def _decoded(data: bytes, kind: str, skipped: dict[int, int], index: int) -> Iterator[Any]:
+    """Every frame that decodes; a frame that does not (or a file that does not open) is
+    counted in ``skipped`` and left out, so one bad frame or track never stops an export."""
+    try:
+        container = _open(data)
+    except av.error.FFmpegError:
+        skipped[index] = skipped.get(index, 0) + 1
+        return
+    with container:
+        stream = container.streams.video[0] if kind == "video" else container.streams.audio[0]
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                skipped[index] = skipped.get(index, 0) + 1
                 continue
-            yield anchor + float(frame.pts * stream.time_base), index, frame
+            for frame in frames:
+                if frame.pts is not None:
+                    yield float(frame.pts * stream.time_base), frame
 
 
-def _audio_frames(data: bytes, anchor: float, index: int) -> Iterator[tuple[float, int, Any]]:
+def _video_frames(data: bytes, anchor: float, index: int,
+                  skipped: dict[int, int]) -> Iterator[tuple[float, int, Any]]:
+    for t, frame in _decoded(data, "video", skipped, index):
+        yield anchor + t, index, frame
+
+
+def _audio_frames(data: bytes, anchor: float, index: int,
+                  skipped: dict[int, int]) -> Iterator[tuple[float, int, Any]]:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
-    with _open(data) as container:
-        stream = container.streams.audio[0]
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            start = anchor + float(frame.pts * stream.time_base)
-            for out in resampler.resample(frame):
-                yield start, index, out.to_ndarray().reshape(-1)
+    for t, frame in _decoded(data, "audio", skipped, index):
+        for out in resampler.resample(frame):
+            yield anchor + t, index, out.to_ndarray().reshape(-1)
 
 
 def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
@@ -137,7 +151,8 @@ def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
                 container.mux(packet)
             frames_out += 1
 
-    merged = heapq.merge(*(_video_frames(data, anchor, i)
+    skipped: dict[int, int] = {}
+    merged = heapq.merge(*(_video_frames(data, anchor, i, skipped)
                            for i, (_, anchor, data) in enumerate(videos)), key=lambda x: x[0])
     end = t0
     for t, i, frame in merged:
@@ -149,15 +164,18 @@ def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
         container.mux(packet)
 
     audio_samples = 0
+    skipped_audio: dict[int, int] = {}
     if astream is not None:
-        audio_samples = _mix_audio(container, astream, audios, t0)
+        audio_samples = _mix_audio(container, astream, audios, t0, skipped_audio)
     container.close()
+    undecodable = {labels[i]: n for i, n in skipped.items()}
+    undecodable.update({f"audio {i + 1}": n for i, n in skipped_audio.items()})
     return {"video_tracks": len(videos), "frames": frames_out, "start": _clock(t0),
-            "audio_samples": audio_samples}
+            "audio_samples": audio_samples, "undecodable_frames": undecodable}
 
 
 def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
-               t0: float) -> int:
+               t0: float, skipped: dict[int, int]) -> int:
     """Sum the tracks in one-second blocks, written once no later frame can touch them."""
     blocks: dict[int, np.ndarray] = {}
     written = 0
@@ -177,7 +195,7 @@ def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
             written += pcm.shape[1]
             next_block += 1
 
-    merged = heapq.merge(*(_audio_frames(data, anchor, i)
+    merged = heapq.merge(*(_audio_frames(data, anchor, i, skipped)
                            for i, (anchor, data) in enumerate(audios)), key=lambda x: x[0])
     last = 0
     for t, _, samples in merged:
@@ -198,6 +216,25 @@ def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
     for packet in stream.encode(None):
         container.mux(packet)
     return written
+
+
+def _not_recorded(manifest: dict[str, Any], composite: dict[str, Any]) -> list[str]:
+    """What the recording does not hold, as the manifest says, and what did not decode."""
+    lines = ["What is not in this recording (from manifest.json):"]
+    for track in manifest.get("tracks", []):
+        failure = track.get("failure")
+        if failure:
+            lines.append(f"  track {track['track_id']}: FAILED at {failure.get('time')} "
+                         f"({failure.get('error')}); recorded up to then")
+    for gap in manifest.get("gaps", []):
+        lines.append(f"  track {gap['track']}: {gap['cause']} from {gap.get('start_time', '?')} "
+                     f"for {gap['duration']} s ({gap['frames']} forwarded frames not recorded, "
+                     f"{gap['packets_missing']} packets never received)")
+    for label, count in (composite.get("undecodable_frames") or {}).items():
+        lines.append(f"  composite.mp4: {count} frame(s) of {label} did not decode; left out")
+    if len(lines) == 1:
+        lines.append("  nothing: no gaps, no failures")
+    return [*lines, ""]
 
 
 def _fsync_tree(root: Path) -> None:
@@ -275,6 +312,7 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
         "  composite.mp4: all video side by side with a UTC clock, mixed audio; a viewing copy "
         "made at export (transcoded), covered by package.sig",
         "",
+        *_not_recorded(manifest, composite),
         "To check this package with nothing but it (and the published public key):",
         "  remotecase custody verify THIS_DIRECTORY --public-key PUBLISHED_KEY.pem \\",
         "      --witness-key PUBLISHED_WITNESS_KEY.pem",

@@ -90,39 +90,8 @@ def recording_data_key(kek: KeyEncryptionKey, recording_dir: Path,
 
 
 def track_completeness(manifest: dict[str, Any]) -> list[Finding]:
-    """What the manifest says was not recorded: a hook over the fields the recorder states.
-
-    Reads defensively: ``status``/``note``, and per track ``gaps`` (time, duration, cause),
-    ``failures`` (or ``failure``), ``frames_forwarded`` and ``frames_recorded`` when present.
-    Authentic but incomplete evidence is not a verification failure: it is reported as is.
-    """
-    findings: list[Finding] = []
-    parts: list[str] = []
-    if manifest.get("status") not in (None, "complete"):
-        parts.append(f"status {manifest.get('status')}"
-                     + (f" ({manifest.get('note')})" if manifest.get("note") else ""))
-    for track in manifest.get("tracks", []):
-        if not isinstance(track, dict):
-            continue
-        tid = track.get("track_id", "?")
-        said = []
-        gaps = track.get("gaps")
-        if isinstance(gaps, list) and gaps:
-            total = sum(float(g.get("duration", 0) or 0) for g in gaps if isinstance(g, dict))
-            causes = sorted({str(g.get("cause")) for g in gaps if isinstance(g, dict)})
-            said.append(f"{len(gaps)} gaps, {total:.2f} s ({', '.join(causes)})")
-        failures = track.get("failures", track.get("failure"))
-        if failures:
-            said.append(f"failed: {json.dumps(failures, ensure_ascii=False)[:200]}")
-        forwarded, recorded = track.get("frames_forwarded"), track.get("frames_recorded")
-        if isinstance(forwarded, int) and isinstance(recorded, int) and forwarded != recorded:
-            said.append(f"{recorded} of {forwarded} forwarded frames recorded")
-        if said:
-            parts.append(f"track {tid}: " + "; ".join(said))
-    if parts:
-        findings.append(Finding(True, "completeness", "the recording says what it lacks: "
-                                + " | ".join(parts)))
-    return findings
+    """What the manifest says was not recorded (see ``completeness_findings``)."""
+    return completeness_findings(manifest)
 
 
 def verify_recording(recording_dir: Path, custody_dir: Path,
@@ -713,3 +682,57 @@ def _hex_list(values: object) -> list[bytes] | None:
         return None
     out = [_hex(v) for v in values]
     return None if any(v is None for v in out) else [v for v in out if v is not None]
+
+
+def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
+    """What the manifest says was not recorded: its status, each track's failure, its gaps
+    by cause, and whether its counts add up (forwarded = recorded + in gaps + late + cut off).
+
+    An authentic recording that says it is incomplete verifies (its findings say what is
+    missing); counts that do not add up fail, since then something is unaccounted for.
+    """
+    out: list[Finding] = []
+    gaps = [g for g in manifest.get("gaps") or [] if isinstance(g, dict)]
+    tracks = [t for t in manifest.get("tracks") or [] if isinstance(t, dict)]
+    failed = [t for t in tracks if t.get("failure")]
+    if manifest.get("status") == "complete" and not failed:
+        out.append(Finding(True, "completeness", "complete; "
+                           + (f"{len(gaps)} gap(s) listed below" if gaps else "no gaps")))
+    else:
+        out.append(Finding(True, "completeness", f"INCOMPLETE (status {manifest.get('status')}): "
+                           f"{manifest.get('note') or 'no note'}"))
+    for track in tracks:
+        track_id = track.get("track_id", "?")
+        mine = [g for g in gaps if g.get("track") == track_id]
+        failure = track.get("failure")
+        if isinstance(failure, dict):
+            out.append(Finding(True, f"track {track_id}", f"FAILED at {failure.get('time')}: "
+                               f"{failure.get('error')}; recorded up to then only"))
+        forwarded, recorded = track.get("forwarded_frames"), track.get("frames")
+        if not isinstance(forwarded, int) or not isinstance(recorded, int):
+            continue  # a manifest from before these counts, or recovered after a crash
+        in_gaps = sum(int(g.get("frames") or 0) for g in mine)
+        late, cut = int(track.get("late_frames") or 0), int(track.get("cut_frames") or 0)
+        in_segments = sum(int(s.get("frames") or 0) for s in track.get("segments", []))
+        causes: dict[str, int] = {}
+        for gap in mine:
+            causes[str(gap.get("cause"))] = causes.get(str(gap.get("cause")), 0) + 1
+        if in_segments != recorded:
+            out.append(Finding(False, f"track {track_id} frames",
+                               f"the manifest says {recorded} recorded, its segments hold "
+                               f"{in_segments}"))
+        elif recorded + in_gaps + late + cut != forwarded:
+            out.append(Finding(False, f"track {track_id} frames",
+                               f"{forwarded} forwarded but {recorded} recorded + {in_gaps} in "
+                               f"gaps + {late} late + {cut} cut off: "
+                               f"{forwarded - recorded - in_gaps - late - cut} unaccounted for"))
+        else:
+            seconds = sum(float(g.get("duration") or 0) for g in mine)
+            detail = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
+            out.append(Finding(True, f"track {track_id} frames",
+                               f"{forwarded} forwarded by the SFU, {recorded} recorded"
+                               + (f", {in_gaps} in gaps" if in_gaps else "")
+                               + (f", {late} late" if late else "")
+                               + (f", {cut} cut off at the end" if cut else "")
+                               + (f"; gaps: {detail} ({seconds:.1f} s)" if mine else "")))
+    return out

@@ -75,7 +75,13 @@ async def test_kill_minus_nine_mid_recording_then_restart_seals_it(tmp_path: Pat
     manifest = json.loads((directory / "manifest.json").read_bytes())
     assert manifest["status"] == "incomplete"
     assert "interrupted" in manifest["note"]
+    # who was there and the publisher's clock mapping survive the crash
+    (driver,) = manifest["participants"]
+    assert driver["id"] == "driver" and driver["presence"][0]["joined_at"]
+    assert [p["part"] for p in manifest["parts"]] == [1]
     video = next(t for t in manifest["tracks"] if t["kind"] == "video")
+    assert video["sender_reports"] and {"ntp", "rtp"} <= set(video["sender_reports"][0])
+    assert video["counts_at_last_save"]["forwarded_frames"] >= video["segments"][0]["frames"]
     assert len(video["segments"]) >= 2
     recorded_seconds = video["segments"][-1]["last_timestamp"] / 90000
     start = sent.index(video["first_rtp_timestamp"])
