@@ -57,8 +57,14 @@ from .keys import (
 )
 
 STH_CONTEXT_V1 = b"remotecase-sth-v1\x00"  # heads before the key ID was signed
-SIGN_AT_ONCE = frozenset({"recording.deleted", "recording.retention_changed",
-                          "keys.signing_rotated", "keys.kek_rotated"})
+# Entries that get a signed (and witnessed) head of their own at once, so that none of them can
+# be cut from the end of the log before the next seal: deletions and key changes, and every
+# access to evidence (rare next to segments and verdicts, which the next seal covers).
+SIGN_AT_ONCE = frozenset({
+    "recording.deleted", "recording.retention_changed", "keys.signing_rotated",
+    "keys.kek_rotated", "recording.viewed", "recording.verified", "recording.streamed",
+    "recording.downloaded", "material.received", "material.downloaded",
+    "evidence.display_started", "evidence.display_ended", "verification.reference_deleted"})
 ROTATION = "keys.signing_rotated"
 
 

@@ -155,3 +155,18 @@ def test_one_pass_roots_equal_the_recursive_tree_hash() -> None:
     # and against the RFC's definition, independently: MTH of 5 leaves
     a, b, c, d, e = leaves[:5]
     assert roots[5] == rfc_node(rfc_node(rfc_node(a, b), rfc_node(c, d)), e)
+
+
+def test_access_to_evidence_is_under_a_signed_head_at_once(tmp_path: Path) -> None:
+    """A view or download cannot be cut from the end of the log before the next seal: its
+    append signs a head in the same locked step; a verdict waits for the next head."""
+    log = CustodyLog(tmp_path / "c", Ed25519PrivateKey.generate())
+    try:
+        log.append("verification.verdict", actor="verifier", reason="sample")
+        assert log.latest_head() is None
+        for kind in ("recording.viewed", "recording.downloaded", "material.downloaded"):
+            log.append(kind, actor="supervisor", reason="review")
+            head = log.latest_head()
+            assert head is not None and head.tree_size == log.size
+    finally:
+        log.close()

@@ -380,7 +380,7 @@ def test_the_witness_follows_only_signed_rotations(site: Site, tmp_path: Path) -
     # someone with a key of their own (and the data directory) cannot get a head countersigned
     stranger = CustodyLog(site.custody, Ed25519PrivateKey.generate(), witness=site.witness())
     try:
-        stranger.append("recording.viewed", actor="mallory")
+        stranger.append("verification.verdict", actor="mallory")
         with pytest.raises(WitnessRefused, match="not by key"):
             stranger.sign_head()
     finally:

@@ -118,7 +118,7 @@ async def test_a_retired_key_signs_nothing_more(site: Site) -> None:
     # a server still running with the old key refuses to sign a head under it
     stale = CustodyLog(site.custody, old_key)
     try:
-        stale.append("recording.viewed", actor="x")
+        stale.append("verification.verdict", actor="x")
         with pytest.raises(KeyProblem, match="retired"):
             stale.sign_head()
     finally:
