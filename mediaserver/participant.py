@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,8 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import candidate_from_sdp
+
+from common.tasks import TaskSet
 
 from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender
 from .forwarding import ForwardedUpTrack, RtpDownTrack
@@ -159,7 +161,9 @@ class SfuParticipant:
         self._closed = False
         self._close_reason: CloseReason | None = None
         self._closed_event = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # the negotiator, unpublishes, closes, and the relayed (TURN) RTP sends of its
+        # down-tracks: cancelled and awaited first thing on close
+        self.tasks = TaskSet(f"participant {participant_id}", self._log)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self.counters = ParticipantCounters()
         self.closed_down_stats: list[tuple[str, int, int, int, int]] = []
@@ -227,18 +231,8 @@ class SfuParticipant:
             self._send(message)
 
     # -- tasks -----------------------------------------------------------------------------
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(
-            coro, name=f"{self._participant_id}:{name}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._log.error("task %s failed", task.get_name(), exc_info=task.exception())
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self.tasks.spawn(coro, name)
 
     # -- publishing ------------------------------------------------------------------------
     async def handle_publish_offer(self, sdp: object) -> str:
@@ -265,6 +259,8 @@ class SfuParticipant:
             return pc.localDescription.sdp
 
     def _sync_published_tracks(self) -> None:
+        if self._closed:
+            return  # closed while the offer was applied: nothing to publish any more
         for transceiver in self.publisher_pc.getTransceivers():
             mid = transceiver.mid
             if mid is None:
@@ -414,6 +410,7 @@ class SfuParticipant:
                 sender,
                 on_close=self._down_closed,
                 continue_from=slot.last_down,
+                tasks=self.tasks,
             )
             changed = True
         return changed
@@ -560,12 +557,7 @@ class SfuParticipant:
         self._watchdogs.clear()
         if self._pending_answer is not None and not self._pending_answer.done():
             self._pending_answer.cancel()
-        current = asyncio.current_task()
-        others = [t for t in self._tasks if t is not current]
-        for task in others:
-            task.cancel()
-        if others:
-            await asyncio.gather(*others, return_exceptions=True)
+        await self.tasks.close()  # all but this one, when a task of ours is closing us
         # 1. stop receiving from others
         for slot in self._slots:
             if slot.down is not None:
