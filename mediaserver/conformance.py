@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .local import LocalSubscriber
-from .participant import SfuParticipant
+from .participant import ParticipantRoom, SfuParticipant
 from .protocols import DownTrack, Participant, Room, Subscriber, UpTrack
 from .room import SfuRoom
 
@@ -35,4 +35,8 @@ def participant(member: SfuParticipant) -> Participant:
 
 
 def room(sfu_room: SfuRoom) -> Room:
+    return sfu_room
+
+
+def participant_room(sfu_room: SfuRoom) -> ParticipantRoom:
     return sfu_room

@@ -22,7 +22,7 @@ from common.tasks import TaskSet
 
 from . import rtp
 from .aiortc_hooks import ReceiverSink, RtpWriter, SfuRtpSender, fast_rtp_writer
-from .protocols import CloseReason, DownTrack, Packet, TrackInfo
+from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class RtpDownTrack:
     def __init__(
         self,
         down_id: str,
-        up: ForwardedUpTrack,
+        up: UpTrack,
         sender: SfuRtpSender,
         *,
         on_close: Callable[[RtpDownTrack], None] | None = None,

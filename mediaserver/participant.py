@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import (
     MediaStreamTrack,
@@ -37,7 +37,7 @@ from common.tasks import TaskSet
 from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .options import MediaOptions
-from .protocols import CloseReason, TrackInfo
+from .protocols import CloseReason, TrackInfo, UpTrack
 from .sdpcheck import SdpError, check_remote_sdp
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,31 @@ class ParticipantCounters:
     offers_sent: int = 0
     tracks_published: int = 0
     negotiations: int = 0
+
+
+class ParticipantRoom(Protocol):
+    """What a participant needs of its room: :class:`mediaserver.room.SfuRoom`, which imports
+    this module (so the import graph stays one-way)."""
+
+    @property
+    def room_id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def participants(self) -> Mapping[str, SfuParticipant]: ...
+
+    def up_tracks(self) -> Sequence[UpTrack]: ...
+
+    def broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None: ...
+
+    def on_track_published(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None: ...
+
+    def on_track_unpublished(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None: ...
+
+    async def on_participant_closed(self, participant: SfuParticipant,
+                                    reason: CloseReason) -> None: ...
 
 
 def _rtc_configuration(options: MediaOptions) -> RTCConfiguration:
@@ -128,7 +153,7 @@ class SfuParticipant:
 
     def __init__(
         self,
-        room: Any,  # SfuRoom; typed loosely to keep the import graph one-way
+        room: ParticipantRoom,
         participant_id: str,
         name: str,
         send: Send,
@@ -205,7 +230,7 @@ class SfuParticipant:
         """Own up-tracks with the publisher-connection mid that carries each."""
         return [self._track_json(up, self) | {"mid": mid} for mid, up in self._up_by_mid.items()]
 
-    def mute_owners(self, up: ForwardedUpTrack) -> dict[str, bool]:
+    def mute_owners(self, up: UpTrack) -> dict[str, bool]:
         return {"self_muted": up.info.track_id in self._self_muted,
                 "officer_muted": up.info.kind in self._officer_muted}
 
@@ -214,7 +239,7 @@ class SfuParticipant:
         return frozenset(self._officer_muted)
 
     @staticmethod
-    def _track_json(up: ForwardedUpTrack, owner: SfuParticipant | None = None) -> dict[str, Any]:
+    def _track_json(up: UpTrack, owner: SfuParticipant | None = None) -> dict[str, Any]:
         """A track as signalling describes it; with its owner, who holds its mute."""
         return {
             "id": up.info.track_id,
@@ -365,7 +390,7 @@ class SfuParticipant:
         if not self._closed:
             self._dirty.set()
 
-    def _wanted_tracks(self) -> dict[str, ForwardedUpTrack]:
+    def _wanted_tracks(self) -> dict[str, UpTrack]:
         return {
             up.info.track_id: up
             for up in self.room.up_tracks()
