@@ -99,7 +99,7 @@ class EventHub:
         if case_id is None:
             return
         room.add_observer(_RoomFeed(self, room))
-        if case_id not in self._brigades:  # a session opened before a restart
+        if case_id not in self._brigades and not self._tasks.closed:  # opened before a restart
             self._tasks.spawn(self._learn(case_id), f"learn case {case_id}")
 
     async def _learn(self, case_id: int) -> None:
