@@ -323,8 +323,8 @@ class Verifier:
         try:
             self._tasks.spawn(self._record(watch, future.result()), f"record {watch.participant}")
         except TaskSetClosed:
-            # a sample that finished after close() had waited for every task: nothing is
-            # left to log it to
+            # only a sample whose result came back after close() finished waiting (a
+            # safeguard: close waits for the threads, then for these verdicts)
             logger.debug("verdict for %s after close, not recorded", watch.participant)
 
     def _sample(self, participant: str, reference: np.ndarray, frame: Any,
@@ -528,7 +528,8 @@ class Verifier:
         1. no new room, track or watch is taken on, and the rooms no longer report to us;
         2. every watch's subscriber closes with ``reason``: its frames end, its run finishes;
         3. the verdicts already taken are logged (their tasks are waited for, not cancelled);
-        4. the inference threads stop (a sample in progress finishes; too late to be logged);
+        4. the inference threads stop, off the event loop; a sample in progress finishes, and
+           its verdict is logged by a second wait like the one before;
         5. the task set closes: nothing of the verifier is left running.
         """
         if self._closed:
