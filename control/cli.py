@@ -404,6 +404,7 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     import asyncio as _asyncio
     from pathlib import Path
 
+    from mediaserver.protocols import CloseReason
     from recorder.custody import CustodyLog
     from recorder.keys import KeyEncryptionKey, load_or_create_signing_key
     from verifier.enrollment import EnrollmentRejected, EnrollmentStore, QualityRules
@@ -442,7 +443,7 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
             return await verifier.enroll(f"case-{args.case}", f"party-{args.party}", photo,
                                          actor=f"operator:{args.actor}", case=str(args.case))
         finally:
-            await verifier.close()
+            await verifier.close(CloseReason.SHUTDOWN)
 
     try:
         record = _asyncio.run(run())

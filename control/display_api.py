@@ -18,11 +18,13 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
 
-from mediaserver.protocols import CloseReason
+from common.tasks import TaskSet
+from mediaserver.protocols import CloseReason, Participant, UpTrack
 from mediaserver.room import SfuRoom
 from mediaserver.server_track import (
     AudioFilePlayer,
@@ -68,20 +70,21 @@ class Display:
         self._ended = False
 
     # -- room observer ---------------------------------------------------------------------
-    def on_participant_joined(self, participant: Any) -> None:
+    def on_participant_joined(self, participant: Participant) -> None:
         self.viewers.add(participant.participant_id)
 
-    def on_participant_left(self, participant: Any, reason: CloseReason) -> None:
+    def on_participant_left(self, participant: Participant, reason: CloseReason) -> None:
         pass
 
-    def on_track_published(self, up: Any) -> None:
+    def on_track_published(self, up: UpTrack) -> None:
         pass
 
-    def on_track_unpublished(self, up: Any) -> None:
+    def on_track_unpublished(self, up: UpTrack) -> None:
         pass
 
     def on_room_closed(self, reason: CloseReason) -> None:
-        self.manager.spawn(self.end("room_closed", actor="server", reason="the room closed"))
+        self.manager.spawn(self.end("room_closed", actor="server", reason="the room closed"),
+                           f"end display {self.display_id}")
 
     # -- life ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -138,19 +141,17 @@ class DisplayManager:
         self.db = db
         self.events = events
         self.displays: dict[str, Display] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("displays", logger)  # each display's playback, and its end
 
-    def spawn(self, coro: Any) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self._tasks.spawn(coro, name)
 
     async def close(self) -> None:
         for display in list(self.displays.values()):
             await display.end("shutdown", actor="server", reason="the server is stopping")
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        # an ending display still writes its custody entry: waited for, not cancelled
+        await self._tasks.drain()
+        await self._tasks.close()
 
 
 DISPLAYS = web.AppKey("displays", DisplayManager)
@@ -232,7 +233,7 @@ async def start_display(request: web.Request) -> web.Response:
     room.add_observer(display)
     for published in tracks:
         room.add_server_track(published.up)
-    display.task = manager.spawn(display.run())
+    display.task = manager.spawn(display.run(), f"display {display_id}")
     manager.events.publish(case_id, "display", room.room_id, state="shown", display=display_id,
                            material=material_id, mode=player.mode, by=officer.actor)
     return web.json_response({"display": display_id, "mode": player.mode, "audio": sound,

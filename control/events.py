@@ -28,7 +28,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from mediaserver.protocols import CloseReason
+from common.tasks import TaskSet
+from mediaserver.protocols import CloseReason, Participant, Room, UpTrack
 from recorder.custody import utc_now
 
 from .access import DB, id_value
@@ -74,7 +75,7 @@ class EventHub:
         self._db = db
         self._listeners: set[_Listener] = set()
         self._brigades: dict[int, str] = {}  # case ID -> brigade
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("event hub", logger)  # looking up a case's brigade
 
     def know_case(self, case_id: int, brigade: str) -> None:
         self._brigades[case_id] = brigade
@@ -94,16 +95,14 @@ class EventHub:
             listener.offer(event)
 
     # -- feeds -------------------------------------------------------------------------------
-    def watch_room(self, room: Any) -> None:
+    def watch_room(self, room: Room) -> None:
         """Sfu.on_room_created: a session room reports its joins and leaves."""
         case_id = case_of_room(room.room_id)
         if case_id is None:
             return
         room.add_observer(_RoomFeed(self, room))
-        if case_id not in self._brigades:  # a session opened before a restart
-            task = asyncio.get_running_loop().create_task(self._learn(case_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if case_id not in self._brigades and not self._tasks.closed:  # opened before a restart
+            self._tasks.spawn(self._learn(case_id), f"learn case {case_id}")
 
     async def _learn(self, case_id: int) -> None:
         row = await self._db.run(lambda c: c.execute("SELECT brigade FROM cases WHERE id = ?",
@@ -112,9 +111,7 @@ class EventHub:
             self.know_case(case_id, row["brigade"])
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def on_room_event(self, room_id: str, event_type: str, **fields: Any) -> None:
         """Verifier and recorder listeners: (room, type, fields)."""
@@ -132,7 +129,8 @@ class EventHub:
             return ws
         listener = _Listener(officer)
         self._listeners.add(listener)
-        writer = asyncio.get_running_loop().create_task(self._write(ws, listener))
+        tasks = TaskSet(f"event stream of {officer.username}", logger)
+        tasks.spawn(self._write(ws, listener), "writer")
         try:
             await ws.send_json({"type": "ready", "officer": officer.username,
                                 "brigade": officer.brigade, "role": officer.role})
@@ -142,8 +140,7 @@ class EventHub:
                 await self._command(request, ws, listener, message.data)
         finally:
             self._listeners.discard(listener)
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await tasks.close()
             await ws.close()
         return ws
 
@@ -212,25 +209,25 @@ class EventHub:
 class _RoomFeed:
     """A room observer that turns joins and leaves into events."""
 
-    def __init__(self, hub: EventHub, room: Any) -> None:
+    def __init__(self, hub: EventHub, room: Room) -> None:
         self.hub = hub
         self.room = room
 
     def _publish(self, event_type: str, **fields: Any) -> None:
         self.hub.on_room_event(self.room.room_id, event_type, **fields)
 
-    def on_participant_joined(self, participant: Any) -> None:
+    def on_participant_joined(self, participant: Participant) -> None:
         self._publish("participant_joined", participant=participant.participant_id,
                       name=participant.name, role=participant.role)
 
-    def on_participant_left(self, participant: Any, reason: CloseReason) -> None:
+    def on_participant_left(self, participant: Participant, reason: CloseReason) -> None:
         self._publish("participant_left", participant=participant.participant_id,
                       reason=reason.value)
 
-    def on_track_published(self, up: Any) -> None:
+    def on_track_published(self, up: UpTrack) -> None:
         pass
 
-    def on_track_unpublished(self, up: Any) -> None:
+    def on_track_unpublished(self, up: UpTrack) -> None:
         pass
 
     def on_room_closed(self, reason: CloseReason) -> None:

@@ -26,6 +26,8 @@ import logging
 import time
 from typing import Any
 
+from common.tasks import TaskSet
+
 logger = logging.getLogger(__name__)
 
 BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
@@ -72,21 +74,20 @@ class LoopWatch:
         self.gc_collections = [0, 0, 0]
         self._gc_started: float | None = None
         self._recent_gc: list[tuple[float, int, float]] = []  # (ended, generation, seconds)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("loopwatch", logger)
+        self._started = False
         self._last_warning = 0.0
 
     def start(self) -> None:
-        if self._task is None:
+        if not self._started and not self._tasks.closed:
+            self._started = True
             gc.callbacks.append(self._on_gc)
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loopwatch")
+            self._tasks.spawn(self._run(), "sampler")
 
     async def close(self) -> None:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._tasks.close()
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         now = time.perf_counter()
@@ -156,19 +157,20 @@ class GcPolicy:
         self.full_after_departures = full_after_departures
         self.idle_after = idle_after
         self.full_collections = 0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("gc policy", logger)
+        self._started = False
 
     def start(self) -> None:
-        if self._task is None:
+        if not self._started and not self._tasks.closed:
+            self._started = True
             gc.collect()
             gc.freeze()  # what start-up loaded: modules, models, configuration
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-policy")
+            self._tasks.spawn(self._run(), "collector")
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._tasks.close()
+        if self._started:
+            self._started = False
             gc.unfreeze()  # hand everything back to the ordinary collector
 
     def full_collection(self, why: str) -> float:

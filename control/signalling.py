@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from common.tasks import TaskSet
 from mediaserver.participant import SfuParticipant, SignallingError
 from mediaserver.protocols import CloseReason
 from mediaserver.room import Sfu
@@ -88,6 +89,7 @@ class SignallingSession:
         self._close_code = CLOSE_NORMAL
         self._close_message = b""
         self._closing = False
+        self._tasks = TaskSet("signalling session", logger)  # the writer, the close watcher
 
     # -- outgoing --------------------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -131,7 +133,7 @@ class SignallingSession:
     # -- session ---------------------------------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        writer = loop.create_task(self._writer(), name="signalling-writer")
+        writer = self._tasks.spawn(self._writer(), "writer")
         join_timer = loop.call_later(JOIN_TIMEOUT, self._join_timeout)
         watcher: asyncio.Task[None] | None = None
         try:
@@ -141,7 +143,7 @@ class SignallingSession:
                     await self._handle_text(msg.data)
                     if not joined_before and self._participant is not None:
                         join_timer.cancel()
-                        watcher = loop.create_task(self._watch(self._participant))
+                        watcher = self._tasks.spawn(self._watch(self._participant), "watch")
                 elif msg.type == WSMsgType.BINARY:
                     self.error("bad_json", "binary frames are not part of the protocol")
                 else:
@@ -150,14 +152,17 @@ class SignallingSession:
                     break
         finally:
             join_timer.cancel()
-            participant = self._participant
-            if participant is not None and not participant.closed:
-                await participant.close(CloseReason.SIGNALLING_LOST)
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-            self._close_soon(self._close_code)
-            await writer
+            try:
+                participant = self._participant
+                if participant is not None and not participant.closed:
+                    await participant.close(CloseReason.SIGNALLING_LOST)
+                if watcher is not None:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
+                self._close_soon(self._close_code)
+                await writer
+            finally:
+                await self._tasks.close()
 
     def _join_timeout(self) -> None:
         if self._participant is None:

@@ -23,7 +23,6 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import aioice.ice
@@ -51,6 +50,8 @@ from aiortc.rtp import (
     pack_remb_fci,
     unwrap_rtx,
 )
+
+from common.tasks import TaskSet
 
 from . import rtp
 
@@ -299,7 +300,7 @@ class RtpWriter(Protocol):
 _HEADER = struct.Struct("!BBHII")
 
 
-def fast_rtp_writer(dtls: RTCDtlsTransport) -> RtpWriter:
+def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
     """A synchronous function that builds one RTP packet, protects it and sends it.
 
     aiortc's ``_send_rtp`` goes through three coroutines per packet. This resolves the
@@ -309,7 +310,8 @@ def fast_rtp_writer(dtls: RTCDtlsTransport) -> RtpWriter:
     transport in between (about 1.4 us less per copy than ``protect`` then ``sendto``). A full
     socket buffer drops the packet where asyncio's transport would queue it (an SFU drops;
     NACKs recover video). Raises ConnectionError while DTLS is not connected. Relayed (TURN)
-    pairs wrap data in their own framing, so they take aiortc's path through a task instead.
+    pairs wrap data in their own framing, so they take aiortc's path through a task instead,
+    one per packet, owned by ``tasks`` (once that set is closing, such packets are dropped).
     """
     if dtls._state != State.CONNECTED:
         raise ConnectionError("DTLS not connected")
@@ -334,15 +336,13 @@ def fast_rtp_writer(dtls: RTCDtlsTransport) -> RtpWriter:
 
         return write
 
-    tasks: set[asyncio.Task[None]] = set()
-
     def write_slow(payload_type: int, marker: int, sequence_number: int, timestamp: int,
                    ssrc: int, payload: bytes, padding: int = 0) -> None:
+        if tasks.closed:
+            return  # the owner is closing: lost as UDP would lose it
         data = rtp.build_packet(payload_type, marker, sequence_number, timestamp, ssrc, payload,
                                 padding)
-        task = asyncio.ensure_future(dtls._send_rtp(data))
-        tasks.add(task)
-        task.add_done_callback(_discard_result(tasks))
+        tasks.spawn(_send_relayed(dtls, data), "relayed rtp")
 
     return write_slow
 
@@ -390,13 +390,12 @@ class SrtpError(ConnectionError):
     """libsrtp refused to protect a packet."""
 
 
-def _discard_result(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
-    def done(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.debug("relayed RTP send failed: %s", task.exception())
-
-    return done
+async def _send_relayed(dtls: RTCDtlsTransport, data: bytes) -> None:
+    try:
+        await dtls._send_rtp(data)
+    except Exception as exc:
+        # as the direct path: a failed send is lost, not raised; ICE notices a dead peer
+        logger.debug("relayed RTP send failed: %s", exc)
 
 
 def install() -> None:

@@ -18,9 +18,11 @@ from typing import Protocol
 
 from aiortc.rtp import RtpPacket
 
+from common.tasks import TaskSet
+
 from . import rtp
 from .aiortc_hooks import ReceiverSink, RtpWriter, SfuRtpSender, fast_rtp_writer
-from .protocols import CloseReason, DownTrack, Packet, TrackInfo
+from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +76,8 @@ class ForwardedUpTrack:
         self._pli_min_interval = pli_min_interval
         self._last_pli = -1e9
         self._pli_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._log = logging.LoggerAdapter(logger, {**log_extra, "track": info.track_id})
+        self._tasks = TaskSet(f"up-track {info.track_id}", self._log)  # PLIs on their way
         # publisher's last sender report: (ntp, rtp timestamp, loop time of arrival)
         self.sender_report: tuple[int, int, float] | None = None
         self.packets_in = 0
@@ -95,6 +97,10 @@ class ForwardedUpTrack:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def task_count(self) -> int:
+        return len(self._tasks)
 
     def down_tracks(self) -> tuple[DownTrack, ...]:
         return self._fanout
@@ -168,8 +174,7 @@ class ForwardedUpTrack:
         self._muted = muted
         if not muted:
             for down in self._fanout:
-                if isinstance(down, RtpDownTrack):
-                    down.resume()
+                down.resume()
             self.request_keyframe()
 
     def _send_pli(self) -> None:
@@ -179,9 +184,7 @@ class ForwardedUpTrack:
             return
         self._last_pli = self._loop.time()
         self.keyframes_requested += 1
-        task = self._loop.create_task(self._receiver.send_pli(self._media_ssrc))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._receiver.send_pli(self._media_ssrc), "pli")
 
     async def close(self, reason: CloseReason) -> None:
         """Detach from the receiver and close every down-track. Idempotent."""
@@ -196,10 +199,7 @@ class ForwardedUpTrack:
             down.close(CloseReason.UNPUBLISHED)
         self._downs.clear()
         self._fanout = ()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         self._log.debug("up-track closed: %s", reason.value)
 
 
@@ -215,13 +215,19 @@ class RtpDownTrack:
     def __init__(
         self,
         down_id: str,
-        up: ForwardedUpTrack,
+        up: UpTrack,
         sender: SfuRtpSender,
         *,
         on_close: Callable[[RtpDownTrack], None] | None = None,
         continue_from: RtpDownTrack | None = None,
+        tasks: TaskSet | None = None,
     ) -> None:
+        """``tasks``: who owns the sends over a relayed (TURN) pair, which go through tasks;
+        the participant's set, so that its close cancels and awaits them. Without one the
+        down-track owns them itself and cancels them when it closes."""
         self._down_id = down_id
+        self._own_tasks = tasks is None
+        self._tasks = tasks if tasks is not None else TaskSet(f"down-track {down_id}", logger)
         self.up = up
         self._sender = sender
         self._ssrc = sender._ssrc
@@ -307,7 +313,7 @@ class RtpDownTrack:
             return False
         if self._writer is None:
             try:
-                self._writer = fast_rtp_writer(self._sender.transport)
+                self._writer = fast_rtp_writer(self._sender.transport, self._tasks)
             except ConnectionError:
                 return False
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
@@ -382,5 +388,7 @@ class RtpDownTrack:
         self._started = False
         self._writer = None
         self.up.remove_down_track(self)
+        if self._own_tasks:
+            self._tasks.cancel()
         if self._on_close is not None:
             self._on_close(self)

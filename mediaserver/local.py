@@ -20,7 +20,7 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from .protocols import CloseReason, Packet, TrackInfo
+from .protocols import CloseReason, Packet, TrackInfo, UpTrack
 
 _ids = itertools.count(1)
 
@@ -28,7 +28,7 @@ _ids = itertools.count(1)
 class LocalSubscriber:
     def __init__(
         self,
-        up: Any,  # ForwardedUpTrack
+        up: UpTrack,
         *,
         queue_size: int = 1024,
         on_close: Callable[[LocalSubscriber], None] | None = None,
@@ -50,8 +50,7 @@ class LocalSubscriber:
 
     @property
     def info(self) -> TrackInfo:
-        info: TrackInfo = self._up.info
-        return info
+        return self._up.info
 
     @property
     def closed(self) -> bool:
@@ -69,6 +68,9 @@ class LocalSubscriber:
             self.dropped += 1
         self._queue.put_nowait(packet)
         self.received += 1
+
+    def resume(self) -> None:
+        """Unmuted: packets simply flow again (the consumer sees the pause as a gap)."""
 
     async def packets(self) -> AsyncIterator[Packet]:
         """Every forwarded packet, starting on a keyframe, until the track closes."""

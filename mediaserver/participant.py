@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import (
     MediaStreamTrack,
@@ -32,10 +32,12 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import candidate_from_sdp
 
+from common.tasks import TaskSet
+
 from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .options import MediaOptions
-from .protocols import CloseReason, TrackInfo
+from .protocols import CloseReason, TrackInfo, UpTrack
 from .sdpcheck import SdpError, check_remote_sdp
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,31 @@ class ParticipantCounters:
     offers_sent: int = 0
     tracks_published: int = 0
     negotiations: int = 0
+
+
+class ParticipantRoom(Protocol):
+    """What a participant needs of its room: :class:`mediaserver.room.SfuRoom`, which imports
+    this module (so the import graph stays one-way)."""
+
+    @property
+    def room_id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def participants(self) -> Mapping[str, SfuParticipant]: ...
+
+    def up_tracks(self) -> Sequence[UpTrack]: ...
+
+    def broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None: ...
+
+    def on_track_published(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None: ...
+
+    def on_track_unpublished(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None: ...
+
+    async def on_participant_closed(self, participant: SfuParticipant,
+                                    reason: CloseReason) -> None: ...
 
 
 def _rtc_configuration(options: MediaOptions) -> RTCConfiguration:
@@ -126,7 +153,7 @@ class SfuParticipant:
 
     def __init__(
         self,
-        room: Any,  # SfuRoom; typed loosely to keep the import graph one-way
+        room: ParticipantRoom,
         participant_id: str,
         name: str,
         send: Send,
@@ -159,7 +186,9 @@ class SfuParticipant:
         self._closed = False
         self._close_reason: CloseReason | None = None
         self._closed_event = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # the negotiator, unpublishes, closes, and the relayed (TURN) RTP sends of its
+        # down-tracks: cancelled and awaited first thing on close
+        self.tasks = TaskSet(f"participant {participant_id}", self._log)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self.counters = ParticipantCounters()
         self.closed_down_stats: list[tuple[str, int, int, int, int]] = []
@@ -201,7 +230,7 @@ class SfuParticipant:
         """Own up-tracks with the publisher-connection mid that carries each."""
         return [self._track_json(up, self) | {"mid": mid} for mid, up in self._up_by_mid.items()]
 
-    def mute_owners(self, up: ForwardedUpTrack) -> dict[str, bool]:
+    def mute_owners(self, up: UpTrack) -> dict[str, bool]:
         return {"self_muted": up.info.track_id in self._self_muted,
                 "officer_muted": up.info.kind in self._officer_muted}
 
@@ -210,7 +239,7 @@ class SfuParticipant:
         return frozenset(self._officer_muted)
 
     @staticmethod
-    def _track_json(up: ForwardedUpTrack, owner: SfuParticipant | None = None) -> dict[str, Any]:
+    def _track_json(up: UpTrack, owner: SfuParticipant | None = None) -> dict[str, Any]:
         """A track as signalling describes it; with its owner, who holds its mute."""
         return {
             "id": up.info.track_id,
@@ -227,18 +256,8 @@ class SfuParticipant:
             self._send(message)
 
     # -- tasks -----------------------------------------------------------------------------
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(
-            coro, name=f"{self._participant_id}:{name}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._log.error("task %s failed", task.get_name(), exc_info=task.exception())
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self.tasks.spawn(coro, name)
 
     # -- publishing ------------------------------------------------------------------------
     async def handle_publish_offer(self, sdp: object) -> str:
@@ -265,6 +284,8 @@ class SfuParticipant:
             return pc.localDescription.sdp
 
     def _sync_published_tracks(self) -> None:
+        if self._closed:
+            return  # closed while the offer was applied: nothing to publish any more
         for transceiver in self.publisher_pc.getTransceivers():
             mid = transceiver.mid
             if mid is None:
@@ -369,7 +390,7 @@ class SfuParticipant:
         if not self._closed:
             self._dirty.set()
 
-    def _wanted_tracks(self) -> dict[str, ForwardedUpTrack]:
+    def _wanted_tracks(self) -> dict[str, UpTrack]:
         return {
             up.info.track_id: up
             for up in self.room.up_tracks()
@@ -414,6 +435,7 @@ class SfuParticipant:
                 sender,
                 on_close=self._down_closed,
                 continue_from=slot.last_down,
+                tasks=self.tasks,
             )
             changed = True
         return changed
@@ -560,12 +582,7 @@ class SfuParticipant:
         self._watchdogs.clear()
         if self._pending_answer is not None and not self._pending_answer.done():
             self._pending_answer.cancel()
-        current = asyncio.current_task()
-        others = [t for t in self._tasks if t is not current]
-        for task in others:
-            task.cancel()
-        if others:
-            await asyncio.gather(*others, return_exceptions=True)
+        await self.tasks.close()  # all but this one, when a task of ours is closing us
         # 1. stop receiving from others
         for slot in self._slots:
             if slot.down is not None:

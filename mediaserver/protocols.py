@@ -1,20 +1,27 @@
-"""The SFU's vocabulary: four small protocols, in the spirit of Galene's ``conn/conn.go``.
+"""The SFU's vocabulary: a few small protocols, in the spirit of Galene's ``conn/conn.go``.
 
 * an :class:`UpTrack` is one track published into a room (audio or video from one publisher);
 * a :class:`DownTrack` is one destination of an up-track: a subscriber's RTP sender or an
   in-process consumer (recorder, verifier). The up-track calls ``write`` for every packet;
+* a :class:`Subscriber` is the in-process kind of down-track (``Room.subscribe_local``): packets
+  or decoded frames for the recorder and the verifier;
 * a :class:`Participant` owns its up-tracks and its down-tracks;
-* a :class:`Room` holds participants and routes up-tracks to them.
+* a :class:`Room` holds participants and routes up-tracks to them;
+* a :class:`RoomObserver` hears what happens in a room (the recorder, the verifier, the
+  officers' event stream, an evidence display).
 
-Everything else in :mod:`mediaserver` implements these; the recorder and the verifier only need
-this module and :mod:`mediaserver.local`.
+The concrete classes (:mod:`mediaserver.forwarding`, :mod:`mediaserver.participant`,
+:mod:`mediaserver.room`, :mod:`mediaserver.local`) are checked against these by mypy
+(:mod:`mediaserver.conformance`). A consumer outside the SFU types rooms and tracks with these
+protocols, never with the concrete classes.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class CloseReason(enum.StrEnum):
@@ -74,6 +81,10 @@ class DownTrack(Protocol):
     def write(self, packet: Packet) -> None:
         """Called for every packet of the up-track, on the event loop; must not block."""
 
+    def resume(self) -> None:
+        """The up-track was unmuted: packets flow again after a pause (an RTP down-track starts
+        again on the next keyframe, with sequence numbers that continue)."""
+
     def close(self, reason: CloseReason) -> None:
         """Detach from the up-track; idempotent."""
 
@@ -87,6 +98,13 @@ class UpTrack(Protocol):
     @property
     def muted(self) -> bool: ...
 
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def sender_report(self) -> tuple[int, int, float] | None:
+        """The publisher's last sender report: (NTP time, RTP timestamp, loop time of arrival)."""
+
     def add_down_track(self, down: DownTrack) -> None: ...
 
     def remove_down_track(self, down: DownTrack) -> None: ...
@@ -98,14 +116,72 @@ class UpTrack(Protocol):
         """A recent packet by its publisher sequence number, for retransmission."""
 
 
+class Subscriber(DownTrack, Protocol):
+    """An in-process down-track of one up-track (``Room.subscribe_local``)."""
+
+    @property
+    def info(self) -> TrackInfo: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def received(self) -> int:
+        """Packets queued for the consumer so far."""
+
+    @property
+    def dropped(self) -> int:
+        """Packets dropped because the consumer fell behind."""
+
+    def packets(self) -> AsyncIterator[Packet]:
+        """Every forwarded packet from a keyframe on, until the track closes."""
+
+    def frames(self, every: float = 0.0) -> AsyncIterator[Any]:
+        """Decoded frames (``av.VideoFrame`` / ``av.AudioFrame``), decoded off the loop; with
+        ``every``, about one per that many seconds."""
+
+    def request_keyframe(self) -> None: ...
+
+
 class Participant(Protocol):
     @property
     def participant_id(self) -> str: ...
 
     @property
-    def up_tracks(self) -> dict[str, UpTrack]: ...
+    def name(self) -> str: ...
+
+    @property
+    def role(self) -> str:
+        """``party``, ``officer`` or ``supervisor`` (what the token grants)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def up_tracks(self) -> Mapping[str, UpTrack]: ...
+
+    def send(self, message: dict[str, Any]) -> None:
+        """A signalling message to this participant (dropped once it is closed)."""
 
     async def close(self, reason: CloseReason) -> None: ...
+
+
+class RoomObserver(Protocol):
+    """An in-process part that hears of a room's joins, leaves and tracks (the recorder, the
+    verifier, the officers' event stream, an evidence display). Called on the event loop, in
+    the order things happen; must not block. An observer that raises is logged and the
+    others are still called."""
+
+    def on_participant_joined(self, participant: Participant) -> None: ...
+
+    def on_participant_left(self, participant: Participant, reason: CloseReason) -> None: ...
+
+    def on_track_published(self, up: UpTrack) -> None: ...
+
+    def on_track_unpublished(self, up: UpTrack) -> None: ...
+
+    def on_room_closed(self, reason: CloseReason) -> None:
+        """Called first when the room closes, before its participants are closed."""
 
 
 class Room(Protocol):
@@ -113,8 +189,21 @@ class Room(Protocol):
     def room_id(self) -> str: ...
 
     @property
-    def participants(self) -> dict[str, Participant]: ...
+    def closed(self) -> bool: ...
 
-    def up_tracks(self) -> list[UpTrack]: ...
+    @property
+    def participants(self) -> Mapping[str, Participant]: ...
+
+    def up_tracks(self) -> Sequence[UpTrack]:
+        """Every live up-track: the participants' and the server's own (evidence display)."""
+
+    def find_track(self, track_id: str) -> UpTrack | None: ...
+
+    def subscribe_local(self, track_id: str, *, queue_size: int = 1024) -> Subscriber:
+        """An in-process subscriber of one track of the room; ``KeyError`` if there is none."""
+
+    def add_observer(self, observer: RoomObserver) -> None: ...
+
+    def remove_observer(self, observer: RoomObserver) -> None: ...
 
     async def close(self, reason: CloseReason) -> None: ...

@@ -18,7 +18,7 @@ from .forwarding import ForwardedUpTrack
 from .local import LocalSubscriber
 from .options import MediaOptions
 from .participant import Send, SfuParticipant, SignallingError
-from .protocols import CloseReason
+from .protocols import CloseReason, RoomObserver
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class SfuRoom:
         self._locals: set[LocalSubscriber] = set()
         self._closed = False
         self._joining = 0  # joins in progress keep an empty room open
-        self._observers: list[Any] = []  # RoomObserver: recorder, verifier
+        self._observers: list[RoomObserver] = []  # recorder, verifier, event stream, display
         # tracks the server publishes itself (evidence display), by track ID
         self._server_tracks: dict[str, ForwardedUpTrack] = {}
         # a locked room admits nobody new but officers and supervisors; for a case session
@@ -69,7 +69,7 @@ class SfuRoom:
         self.broadcast({"type": "track_published", "track": SfuParticipant._track_json(up)})
         for participant in self._participants.values():
             participant.update_subscriptions()
-        self._notify("on_track_published", up)
+        self._notify("on_track_published", lambda o: o.on_track_published(up))
 
     async def remove_server_track(self, up: ForwardedUpTrack, reason: CloseReason) -> None:
         """Unpublish and close a server track. Idempotent."""
@@ -80,7 +80,7 @@ class SfuRoom:
                         "participant": up.info.participant_id})
         for participant in self._participants.values():
             participant.update_subscriptions()
-        self._notify("on_track_unpublished", up)
+        self._notify("on_track_unpublished", lambda o: o.on_track_unpublished(up))
         self._sfu.absorb_up_track(up)
 
     def find_track(self, track_id: str) -> ForwardedUpTrack | None:
@@ -113,22 +113,23 @@ class SfuRoom:
         for other in others:
             other.send({"type": "participant_joined", "participant": participant.describe()})
         participant.update_subscriptions()
-        self._notify("on_participant_joined", participant)
+        self._notify("on_participant_joined", lambda o: o.on_participant_joined(participant))
         return participant
 
-    def add_observer(self, observer: Any) -> None:
+    def add_observer(self, observer: RoomObserver) -> None:
         """In-process parts (recorder, verifier) hear of joins, leaves and tracks."""
         if observer not in self._observers:
             self._observers.append(observer)
 
-    def remove_observer(self, observer: Any) -> None:
+    def remove_observer(self, observer: RoomObserver) -> None:
         if observer in self._observers:
             self._observers.remove(observer)
 
-    def _notify(self, event: str, *args: Any) -> None:
+    def _notify(self, event: str, call: Callable[[RoomObserver], None]) -> None:
+        """``call`` for every observer; one that raises is logged, the others still hear."""
         for observer in list(self._observers):
             try:
-                getattr(observer, event)(*args)
+                call(observer)
             except Exception:
                 self._log.exception("room observer %r failed on %s", observer, event)
 
@@ -145,7 +146,7 @@ class SfuRoom:
         for pid, participant in self._participants.items():
             if pid != owner.participant_id:
                 participant.update_subscriptions()
-        self._notify("on_track_published", up)
+        self._notify("on_track_published", lambda o: o.on_track_published(up))
 
     def on_track_unpublished(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None:
         self.broadcast(
@@ -156,14 +157,14 @@ class SfuRoom:
         for pid, participant in self._participants.items():
             if pid != owner.participant_id:
                 participant.update_subscriptions()
-        self._notify("on_track_unpublished", up)
+        self._notify("on_track_unpublished", lambda o: o.on_track_unpublished(up))
         self._sfu.absorb_up_track(up)
 
     async def on_participant_closed(self, participant: SfuParticipant, reason: CloseReason) -> None:
         if self._participants.get(participant.participant_id) is participant:
             del self._participants[participant.participant_id]
         self._sfu.absorb_participant(participant, reason)
-        self._notify("on_participant_left", participant, reason)
+        self._notify("on_participant_left", lambda o: o.on_participant_left(participant, reason))
         self.broadcast(
             {"type": "participant_left", "participant": participant.participant_id,
              "reason": reason.value}
@@ -192,7 +193,7 @@ class SfuRoom:
         if self._closed:
             return
         self._closed = True
-        self._notify("on_room_closed", reason)
+        self._notify("on_room_closed", lambda o: o.on_room_closed(reason))
         for participant in list(self._participants.values()):
             await participant.close(CloseReason.ROOM_CLOSED if reason != CloseReason.SHUTDOWN
                                     else reason)
@@ -283,7 +284,8 @@ class Sfu:
         return dict(totals)
 
     def dump(self) -> dict[str, int]:
-        """What is alive: every count is 0 once everything has closed."""
+        """What is alive: every count is 0 once everything has closed (tests assert it after
+        every test that starts a server)."""
         participants = [p for r in self._rooms.values() for p in r.participants.values()]
         return {
             "rooms": len(self._rooms),
@@ -292,6 +294,10 @@ class Sfu:
             + sum(len(r.server_tracks) for r in self._rooms.values()),
             "down_tracks": sum(len(p.down_tracks()) for p in participants),
             "local_subscribers": sum(len(r._locals) for r in self._rooms.values()),
+            # the participants' tasks (negotiator, closes, relayed sends) and the up-tracks'
+            # (PLIs on their way)
+            "tasks": sum(len(p.tasks) for p in participants)
+            + sum(up.task_count for r in self._rooms.values() for up in r.up_tracks()),
         }
 
     async def close(self) -> None:

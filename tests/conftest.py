@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from bench.peer import PeerClient
-from control.app import SFU, SIGNER, create_app
+from control.app import SFU, SIGNER, VERIFIER, create_app
 from control.config import Config, load_config
 from control.tokens import TokenSigner
 from mediaserver.room import Sfu
@@ -174,11 +174,24 @@ async def no_blocking_on_the_loop() -> AsyncIterator[None]:
     assert handler.messages == [], f"blocking calls on the event loop: {handler.messages}"
 
 
+def leftovers(app: web.Application) -> dict[str, int]:
+    """What a stopped server still holds: the SFU's rooms, participants, tracks, local
+    subscribers and tasks, and the verifier's rooms, watches and tasks (empty when clean)."""
+    counts = {f"sfu.{k}": v for k, v in app[SFU].dump().items() if v}
+    verifier = app.get(VERIFIER)
+    if verifier is not None:
+        counts.update({f"verifier.{k}": v for k, v in verifier.dump().items() if v})
+    return counts
+
+
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A server for the test; once it has stopped, nothing of it may be left alive
+    (docs/architecture.md, Lifecycle and cleanup)."""
     srv = await start_server(make_config(tmp_path))
     yield srv
     await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}, "left behind after the server stopped"
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ async def test_officer_shows_video_photo_and_pdf_to_the_party(tmp_path: Path) ->
             await wait_until(lambda: not server.app[DISPLAYS].displays, what="display end")
             await wait_until(lambda: server.app[SFU].dump() == {
                 "rooms": 0, "participants": 0, "up_tracks": 0, "down_tracks": 0,
-                "local_subscribers": 0}, what="everything closed")
+                "local_subscribers": 0, "tasks": 0}, what="everything closed")
 
             entries = [e for e in custody.entries() if e["type"].startswith("evidence.")]
             started = [e for e in entries if e["type"] == "evidence.display_started"]

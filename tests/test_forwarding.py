@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import aioice.ice
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from mediaserver.protocols import CloseReason
 from tests.conftest import join, wait_until
 
 
@@ -223,3 +225,56 @@ async def test_subscriber_nack_is_answered_from_history(server, clients) -> None
     await wait_until(lambda: down.retransmitted == before + 1, timeout=5,
                      what="the NACKed packet retransmitted")
     assert down.nacks >= 1
+
+
+class _RelayedProtocol(aioice.ice.StunProtocol):
+    """A stand-in for aioice's TURN protocols (no TURN server runs here): an ICE protocol of
+    another class than ``StunProtocol``, so the SFU sends over it the relayed way, through a
+    task per packet; each send waits a relay's round trip before it goes out for real."""
+
+    relay_sent: int
+    relay_cancelled: int
+
+    async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            self.relay_cancelled += 1
+            raise
+        await super().send_data(data, addr)
+        self.relay_sent += 1
+
+
+async def test_relayed_sends_belong_to_the_participant_and_are_cancelled_on_close(
+        server, clients) -> None:
+    pub = await join(server, clients, "relay", "pub")
+    sub = await join(server, clients, "relay", "sub", decode=False)
+    await pub.publish(PatternVideoTrack(fps=15))
+    room = server.sfu.rooms["relay"]
+    await wait_until(lambda: len(room.up_tracks()) == 1, what="track published")
+    track_id = room.up_tracks()[0].info.track_id
+    participant = room.participants["sub"]
+    await wait_until(lambda: any(d.packets for d in participant.down_tracks()), timeout=20,
+                     what="forwarding")
+
+    # the subscriber connection's nominated pair becomes a relayed one...
+    dtls = participant.subscriber_pc.getTransceivers()[0].sender.transport
+    protocol = dtls.transport._connection._nominated[1].protocol
+    protocol.__class__ = _RelayedProtocol
+    protocol.relay_sent = protocol.relay_cancelled = 0
+    # ...which a new down-track's writer takes (the old one keeps its direct socket)
+    await sub.send({"type": "unsubscribe", "tracks": [track_id]})
+    await wait_until(lambda: not participant.down_tracks(), what="unsubscribed")
+    await sub.send({"type": "subscribe", "tracks": [track_id]})
+    await wait_until(lambda: protocol.relay_sent > 20, timeout=20, what="relayed sends")
+    received = sum(sub.received_packets.values())
+    await wait_until(lambda: sum(sub.received_packets.values()) > received + 10, timeout=20,
+                     what="relayed packets arriving")
+
+    # in flight, they are the participant's tasks, counted in the dump...
+    await wait_until(lambda: len(participant.tasks) >= 3, what="relayed sends in flight")
+    assert server.sfu.dump()["tasks"] >= 3
+    # ...and its close cancels and awaits them (they were never cancelled before)
+    await participant.close(CloseReason.REMOVED)
+    assert protocol.relay_cancelled > 0
+    assert len(participant.tasks) == 0 and participant.tasks.closed

@@ -263,7 +263,7 @@ async def test_connection_stuck_in_connecting_is_closed(tmp_path: Path) -> None:
         await wait_until(lambda: server.sfu.dump()["participants"] == 0, what="ghost removed")
         await client.close()
         assert server.sfu.dump() == {"rooms": 0, "participants": 0, "up_tracks": 0,
-                                     "down_tracks": 0, "local_subscribers": 0}
+                                     "down_tracks": 0, "local_subscribers": 0, "tasks": 0}
     finally:
         await server.runner.cleanup()
 

@@ -20,10 +20,12 @@ import skimage.data
 
 from bench.peer import ImageVideoTrack, PeerClient
 from control.app import CUSTODY, RECORDER, VERIFIER
+from mediaserver.protocols import CloseReason
 from tests.conftest import (
     Api,
     case_with_party,
     join,
+    leftovers,
     make_config,
     officer_login,
     party_link,
@@ -142,6 +144,7 @@ async def verifier_server(tmp_path: Path):
     for client in clients:
         await client.close()
     await server.runner.cleanup()
+    assert leftovers(server.app) == {}, "left behind after the server stopped"
 
 
 async def test_the_enrolled_person_is_verified(verifier_server) -> None:
@@ -160,6 +163,34 @@ async def test_the_enrolled_person_is_verified(verifier_server) -> None:
                      timeout=20, what="three matching samples running")
     assert all(v["score"] >= v["threshold"] for v in verdicts() if v["verdict"] == "match")
     assert ("alert", "different_face") not in _states(officer)
+
+
+async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(verifier_server) -> None:
+    server, clients = verifier_server
+    verifier = server.app[VERIFIER]
+    _, _, room_id = await _call(server, clients, [(0, ASTRONAUT)])
+    await wait_until(lambda: verifier.samples >= 2, timeout=20, what="samples taken")
+    [row] = verifier.status(room_id)
+    watch = verifier.watch_of(room_id, row["participant"])
+    assert watch is not None
+    locals_before = server.sfu.dump()["local_subscribers"]
+
+    # two callers at once (a shutdown step and a second stop): both return when it is done
+    await asyncio.gather(verifier.close(CloseReason.SHUTDOWN),
+                         verifier.close(CloseReason.SHUTDOWN))
+    assert verifier.closed and verifier.close_reason == CloseReason.SHUTDOWN
+    assert verifier.dump() == {"rooms": 0, "watches": 0, "tasks": 0}
+    # its subscriber left the room; the call itself goes on
+    assert watch.subscriber.closed
+    assert server.sfu.dump()["local_subscribers"] == locals_before - 1
+    assert room_id in server.sfu.rooms
+    # every verdict it took was logged before close returned (waited for, not cancelled)
+    entries = server.app[CUSTODY].entries()
+    assert len([e for e in entries if e["type"] == "verification.verdict"]) == verifier.samples
+    # a closed verifier takes on no room
+    verifier.watch_room(server.sfu.rooms[room_id])
+    assert verifier.dump() == {"rooms": 0, "watches": 0, "tasks": 0}
+    await verifier.close(CloseReason.SHUTDOWN)  # and a third call returns at once
 
 
 async def test_someone_else_raises_an_alert(verifier_server) -> None:

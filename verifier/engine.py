@@ -19,7 +19,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from recorder.custody import sha256_file
+from common.hashing import sha256_file
 
 from .align import align
 from .mtcnn import Detection, Mtcnn

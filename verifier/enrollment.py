@@ -15,15 +15,14 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from recorder.custody import canonical
-from recorder.keys import KeyEncryptionKey
-from recorder.recording import write_atomic
+from common.files import write_atomic
+from common.hashing import canonical
 
 from .engine import Engine
 
@@ -75,8 +74,20 @@ def examine(engine: Engine, rgb: np.ndarray,
     return engine.embed(rgb, face), dict(face.quality)
 
 
+class KeyWrapper(Protocol):
+    """Wraps each reference's data key: the service's key-encryption key
+    (:class:`recorder.keys.KeyEncryptionKey`)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def wrap(self, data_key: bytes) -> str: ...
+
+    def unwrap(self, wrapped_b64: str, expected_fingerprint: str) -> bytes: ...
+
+
 class EnrollmentStore:
-    def __init__(self, directory: Path, kek: KeyEncryptionKey) -> None:
+    def __init__(self, directory: Path, kek: KeyWrapper) -> None:
         self.directory = directory
         self.kek = kek
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recorder.custody import sha256_file
+from common.hashing import sha256_file
 
 from .align import similarity
 from .engine import ModelError

@@ -22,15 +22,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from mediaserver.local import LocalSubscriber
-from mediaserver.protocols import CloseReason
+from common.tasks import TaskSet, TaskSetClosed
+from mediaserver.protocols import CloseReason, Participant, Room, Subscriber, UpTrack
 
 from .engine import Engine, EngineSpec, cosine, load_engine
 from .enrollment import (
@@ -76,6 +76,25 @@ LOW_QUALITY: dict[str, dict[str, str]] = {
 SMALLEST_DETECTED_FACE = 20  # pixels: MTCNN's smallest, to tell a small face from no face
 
 
+class CustodySink(Protocol):
+    """Where verdicts go: the custody log (:class:`recorder.custody.CustodyLog`)."""
+
+    async def append_async(self, entry_type: str, **fields: Any) -> Any: ...
+
+
+class _ActiveRecording(Protocol):
+    @property
+    def recording_id(self) -> str: ...
+
+
+class Recordings(Protocol):
+    """Which rooms are being recorded (:class:`recorder.recording.Recorder`), so that a
+    verdict names the recording an export will carry it with."""
+
+    @property
+    def active(self) -> Mapping[str, _ActiveRecording]: ...
+
+
 @dataclass(frozen=True)
 class VerifierSettings:
     sample_interval: float = 1.0  # seconds between samples per participant
@@ -107,11 +126,11 @@ class Verdict:
 
 @dataclass
 class Watch:
-    room: Any
+    room: Room
     participant: str
     track_id: str
     reference: np.ndarray
-    subscriber: LocalSubscriber
+    subscriber: Subscriber
     state: str = "verifying"
     reason: str = ""
     recent: deque[Verdict] = field(default_factory=lambda: deque(maxlen=64))
@@ -125,7 +144,7 @@ class Watch:
 
 class Verifier:
     def __init__(self, spec: EngineSpec, settings: VerifierSettings, store: EnrollmentStore,
-                 custody: Any = None, recorder: Any = None,
+                 custody: CustodySink | None = None, recorder: Recordings | None = None,
                  liveness: LivenessSpec | None = None) -> None:
         self.spec = spec
         self.settings = settings
@@ -140,8 +159,12 @@ class Verifier:
                                         thread_name_prefix="verifier")
         self._busy = 0
         self._watches: dict[tuple[str, str], Watch] = {}
-        self._rooms: set[Any] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rooms: dict[Room, _RoomHook] = {}
+        # watches starting, watches running, verdicts being logged
+        self._tasks = TaskSet("verifier", logger)
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        self.close_reason: CloseReason | None = None
         self.skipped = 0
         self.samples = 0
         # (room ID, event type, fields) for each state report: the officers' event stream
@@ -216,24 +239,22 @@ class Verifier:
         return removed
 
     # -- rooms -----------------------------------------------------------------------------
-    def watch_room(self, room: Any) -> None:
-        if room in self._rooms:
+    def watch_room(self, room: Room) -> None:
+        if room in self._rooms or self._closed:
             return
-        self._rooms.add(room)
-        room.add_observer(_RoomHook(self, room))
+        hook = self._rooms[room] = _RoomHook(self, room)
+        room.add_observer(hook)
         for up in room.up_tracks():
             self.on_track_published(up, room=room)
 
-    def on_track_published(self, up: Any, *, room: Any) -> None:
+    def on_track_published(self, up: UpTrack, *, room: Room) -> None:
         info = up.info
         key = (room.room_id, info.participant_id)
-        if info.kind != "video" or key in self._watches or up.closed:
+        if info.kind != "video" or key in self._watches or up.closed or self._closed:
             return
-        task = asyncio.get_running_loop().create_task(self._start_watch(room, up))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._start_watch(room, up), f"start {room.room_id}/{info.track_id}")
 
-    async def _start_watch(self, room: Any, up: Any) -> None:
+    async def _start_watch(self, room: Room, up: UpTrack) -> None:
         info = up.info
         key = (room.room_id, info.participant_id)
         loaded = await asyncio.to_thread(self.store.load, self.scope_of(room.room_id),
@@ -246,13 +267,13 @@ class Verifier:
             message = {"type": "verification", "participant": info.participant_id,
                        "state": "not_consented", "reason": "no_face_consent"}
             for participant in list(room.participants.values()):
-                if getattr(participant, "role", "party") in ("officer", "supervisor"):
+                if participant.role in ("officer", "supervisor"):
                     participant.send(message)
             for listener in list(self.listeners):
                 listener(room.room_id, "verification", participant=info.participant_id,
                          state="not_consented", reason="no_face_consent")
             return
-        if key in self._watches or up.closed or room.closed:
+        if key in self._watches or up.closed or room.closed or self._closed:
             return
         _, reference = loaded
         subscriber = room.subscribe_local(info.track_id, queue_size=256)
@@ -261,10 +282,10 @@ class Verifier:
         await self._log("verification.started", room.room_id, actor="verifier",
                         participant=info.participant_id, track=info.track_id,
                         model_id=self.model_id, model=self.identity())
-        watch.task = asyncio.get_running_loop().create_task(self._run(watch),
-                                                            name=f"verify {key}")
-        self._tasks.add(watch.task)
-        watch.task.add_done_callback(self._tasks.discard)
+        if self._closed:  # closed while the start was logged
+            self._stop_watch(key, self.close_reason or CloseReason.SHUTDOWN)
+            return
+        watch.task = self._tasks.spawn(self._run(watch), f"verify {key}")
 
     async def _run(self, watch: Watch) -> None:
         loop = asyncio.get_running_loop()
@@ -299,9 +320,12 @@ class Verifier:
         if future.exception() is not None:
             logger.error("verifier sample failed", exc_info=future.exception())
             return
-        task = asyncio.get_running_loop().create_task(self._record(watch, future.result()))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        try:
+            self._tasks.spawn(self._record(watch, future.result()), f"record {watch.participant}")
+        except TaskSetClosed:
+            # only a sample whose result came back after close() finished waiting (a
+            # safeguard: close waits for the threads, then for these verdicts)
+            logger.debug("verdict for %s after close, not recorded", watch.participant)
 
     def _sample(self, participant: str, reference: np.ndarray, frame: Any,
                 at: float) -> Verdict:
@@ -425,7 +449,7 @@ class Verifier:
             message["message"] = LOW_QUALITY[watch.reason]["message"]
             message["guidance"] = LOW_QUALITY[watch.reason]["officer"]
         for participant in list(watch.room.participants.values()):
-            if getattr(participant, "role", "party") in ("officer", "supervisor"):
+            if participant.role in ("officer", "supervisor"):
                 participant.send(message)
         fields = {k: v for k, v in message.items() if k != "type"}
         for listener in list(self.listeners):
@@ -472,7 +496,7 @@ class Verifier:
         extra = {"recording": recording} if recording else {}
         await self.custody.append_async(entry_type, room=room_id, **extra, **fields)
 
-    def on_track_unpublished(self, up: Any, *, room: Any) -> None:
+    def on_track_unpublished(self, up: UpTrack, *, room: Room) -> None:
         key = (room.room_id, up.info.participant_id)
         watch = self._watches.get(key)
         if watch is not None and watch.track_id == up.info.track_id:
@@ -484,40 +508,72 @@ class Verifier:
             return
         watch.subscriber.close(reason)
 
-    def on_room_closed(self, room: Any) -> None:
-        self._rooms.discard(room)
+    def on_room_closed(self, room: Room) -> None:
+        self._rooms.pop(room, None)
         for key in [k for k in self._watches if k[0] == room.room_id]:
             self._stop_watch(key, CloseReason.ROOM_CLOSED)
 
-    async def close(self) -> None:
-        for key in list(self._watches):
-            self._stop_watch(key, CloseReason.SHUTDOWN)
-        tasks = [t for t in self._tasks]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def dump(self) -> dict[str, int]:
+        """What is alive: every count is 0 once the verifier has closed."""
+        return {"rooms": len(self._rooms), "watches": len(self._watches),
+                "tasks": len(self._tasks)}
+
+    async def close(self, reason: CloseReason = CloseReason.SHUTDOWN) -> None:
+        """Stop every watch and let what was sampled be logged, in order. Idempotent.
+
+        1. no new room, track or watch is taken on, and the rooms no longer report to us;
+        2. every watch's subscriber closes with ``reason``: its frames end, its run finishes;
+        3. the verdicts already taken are logged (their tasks are waited for, not cancelled);
+        4. the inference threads stop, off the event loop; a sample in progress finishes, and
+           its verdict is logged by a second wait like the one before;
+        5. the task set closes: nothing of the verifier is left running.
+        """
+        if self._closed:
+            await self._closed_event.wait()  # a second caller returns once the first is done
+            return
+        self._closed = True
+        self.close_reason = reason
+        logger.info("verifier closing: %s", reason.value)
+        try:
+            for room, hook in list(self._rooms.items()):
+                room.remove_observer(hook)
+            self._rooms.clear()
+            for key in list(self._watches):
+                self._stop_watch(key, reason)
+            await self._tasks.drain()
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            await self._tasks.drain()
+        finally:
+            await self._tasks.close()
+            self._closed_event.set()
+        logger.info("verifier closed: %s", reason.value)
 
 
-@dataclass
+@dataclass(eq=False)
 class _RoomHook:
-    """Adapts room observer callbacks to the verifier."""
+    """Adapts room observer callbacks (:class:`mediaserver.protocols.RoomObserver`) to the
+    verifier."""
 
     verifier: Verifier
-    room: Any
+    room: Room
 
-    def on_track_published(self, up: Any) -> None:
+    def on_track_published(self, up: UpTrack) -> None:
         self.verifier.on_track_published(up, room=self.room)
 
-    def on_track_unpublished(self, up: Any) -> None:
+    def on_track_unpublished(self, up: UpTrack) -> None:
         self.verifier.on_track_unpublished(up, room=self.room)
 
     def on_room_closed(self, reason: CloseReason) -> None:
         self.verifier.on_room_closed(self.room)
 
-    def on_participant_joined(self, participant: Any) -> None:
+    def on_participant_joined(self, participant: Participant) -> None:
         pass
 
-    def on_participant_left(self, participant: Any, reason: CloseReason) -> None:
+    def on_participant_left(self, participant: Participant, reason: CloseReason) -> None:
         pass
 
 
