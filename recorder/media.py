@@ -54,6 +54,15 @@ class Gap:
     detail: str = ""
     muted: bool = False
     overflow: bool = False
+    # the RTP time of the last frame that reached the recorder inside the gap, and the longest
+    # stretch of the gap in which none did: an outage is silence, not frames thrown away
+    last_seen: int | None = None
+    longest_silence: int = 0
+
+    def saw(self, timestamp: int) -> None:
+        since = self.start if self.last_seen is None else self.last_seen
+        self.longest_silence = max(self.longest_silence, timestamp - since)
+        self.last_seen = max(timestamp, since)
 
     def to_json(self, clock_rate: int) -> dict[str, Any]:
         end = self.start if self.end is None else self.end
@@ -316,12 +325,13 @@ class FrameAssembler:
             return
         self._gap = None
         gap.end = max(end, gap.start)
+        gap.saw(gap.end)
         if gap.overflow:
             gap.cause = "failure"
             gap.detail = "the recorder fell behind: its queue dropped packets"
         elif gap.muted:
             gap.cause = "muted"
-        elif gap.end - gap.start >= self._outage:
+        elif gap.longest_silence >= self._outage:
             gap.cause = "outage"
         else:
             gap.cause = "loss"
@@ -355,6 +365,7 @@ class FrameAssembler:
         gap = self._open_gap(head.timestamp)
         gap.packets_missing += lost
         gap.frames += 1
+        gap.saw(head.timestamp)
         if self._video:
             self._broken = True
 
@@ -368,7 +379,9 @@ class FrameAssembler:
         keyframe = head.parts[order[0]][3]
         if self._broken and not keyframe:
             self.dropped_frames += 1
-            self._open_gap(head.timestamp).frames += 1
+            gap = self._open_gap(head.timestamp)
+            gap.frames += 1
+            gap.saw(head.timestamp)
             return
         self._broken = False
         if self._gap is not None:
