@@ -17,12 +17,19 @@ EMPTY = {"rooms": 0, "participants": 0, "up_tracks": 0, "down_tracks": 0, "local
          "tasks": 0}
 
 
-def _alive(cls: type) -> int:
+def _alive(*classes: type) -> tuple[int, ...]:
     # a GC policy (control/loopwatch.py; off in these tests) freezes survivors, and frozen
-    # objects are neither collected nor listed: hand any back first, so no leak hides there
+    # objects are neither collected nor listed: hand any back first, so no leak hides there.
+    # One collection and one pass for every class: a full collection over pytest's heap is a
+    # deliberate stall of the loop, kept to one.
     gc.unfreeze()
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, cls))
+    counts = dict.fromkeys(classes, 0)
+    for o in gc.get_objects():
+        for cls in classes:
+            if isinstance(o, cls):
+                counts[cls] += 1
+    return tuple(counts[cls] for cls in classes)
 
 
 async def _fifty_cycles(server, clients) -> None:
@@ -66,7 +73,7 @@ async def _fifty_cycles(server, clients) -> None:
 
 async def test_fifty_join_leave_cycles_leave_nothing_behind(server, clients) -> None:
     tasks_before = len(asyncio.all_tasks())
-    pcs_before = _alive(RTCPeerConnection)
+    (pcs_before,) = _alive(RTCPeerConnection)
 
     await _fifty_cycles(server, clients)
 
@@ -76,9 +83,7 @@ async def test_fifty_join_leave_cycles_leave_nothing_behind(server, clients) -> 
 
     # nothing of the media plane survives: peer connections, tracks, tasks, threads
     await asyncio.sleep(0.2)
-    assert _alive(RTCPeerConnection) == pcs_before
-    assert _alive(ForwardedUpTrack) == 0
-    assert _alive(RtpDownTrack) == 0
+    assert _alive(RTCPeerConnection, ForwardedUpTrack, RtpDownTrack) == (pcs_before, 0, 0)
     await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, timeout=5,
                      what=f"tasks back to {tasks_before}: {asyncio.all_tasks()}")
     # aiortc runs one decoder thread per started receiver; the loop's executor threads stay
