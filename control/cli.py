@@ -119,7 +119,7 @@ def _die_with_parent() -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .tokens import TokenSigner
+    from .sessions.tokens import TokenSigner
 
     config = _load(args)
     signer = TokenSigner.from_file(config.secret_path())

@@ -45,8 +45,9 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from .http_json import loads
-from .webguard import (
+from .appkeys import CLIENT, SECRET, WORKERS
+from .http.jsonio import loads
+from .http.webguard import (
     FORWARDING_HEADERS,
     PLAIN_HTTP_WARNING,
     add_security_headers,
@@ -60,11 +61,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 _CASE_PATH = re.compile(r"^/api/cases/(\d{1,18})(/|$)")
 _CASE_ROOM = re.compile(r"^case-(\d+)-")
-WORKERS = web.AppKey("workers", list)
 MAX_RESTARTS = 5  # worker deaths within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
-CLIENT = web.AppKey("client", aiohttp.ClientSession)
-SECRET = web.AppKey("front_secret", str)
 
 
 def _client_headers(request: web.Request) -> dict[str, str]:
@@ -343,7 +341,7 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     from recorder.keys import KeyEncryptionKey, load_or_create_signing_key
 
     from .db import Database
-    from .tokens import TokenSigner
+    from .sessions.tokens import TokenSigner
 
     # what the workers share, made once here so that they never race to create it
     TokenSigner.from_file(config.secret_path())

@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from . import access
-from .access import DB
-from .cases_api import KINDS, PURPOSES
-from .http_json import json_error
+from .appkeys import DB
+from .cases.store import KINDS
+from .http.jsonio import json_error
+from .sessions.store import PURPOSES
 
 MAX_DAYS = 3660
 

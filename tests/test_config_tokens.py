@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from control.config import ConfigError, load_config
-from control.tokens import TokenError, TokenSigner
+from control.sessions.tokens import TokenError, TokenSigner
 
 
 def test_defaults_are_safe() -> None:

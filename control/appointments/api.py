@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import access
-from .access import DB, PartyCaller, audit, text
-from .auth import now_iso
-from .db import rows
-from .http_json import json_error, read_object
+from .. import access
+from ..access import PartyCaller, audit, text
+from ..appkeys import DB
+from ..auth import now_iso
+from ..db import rows
+from ..http.jsonio import json_error, read_object
 
 MAX_SLOT_HOURS = 8
 HORIZON_DAYS = 180

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .appointments_api import HORIZON_DAYS
-from .cases_api import CONSENTS, KINDS, PARTY_ROLES, PURPOSES
+from ..appointments.api import HORIZON_DAYS
+from ..cases.store import KINDS, PARTY_ROLES
+from ..sessions.invitations import CONSENTS
+from ..sessions.store import PURPOSES
 
 Schema = dict[str, Any]
 

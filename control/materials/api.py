@@ -26,25 +26,26 @@ from typing import Any
 
 from aiohttp import web
 
-from . import access
-from .access import DB, PartyCaller, audit
-from .auth import Officer, now_iso
-from .config import MaterialsConfig
-from .db import rows
-from .http_json import PayloadTooLarge, json_error
-from .materials import (
+from recorder.keys import KeyProblem
+
+from .. import access
+from ..access import PartyCaller, audit
+from ..appkeys import CONFIG, CUSTODY, DB, GATE, STORE
+from ..auth import Officer, now_iso
+from ..config import MaterialsConfig
+from ..db import rows
+from ..http.jsonio import PayloadTooLarge, json_error
+from .store import (
     CATEGORY_ZH,
     TYPES,
     ContentBudget,
     MaterialRejected,
-    MaterialStore,
     MaterialWriter,
     StoredMaterial,
     check_content,
     sniff,
 )
 
-STORE = web.AppKey("materials", MaterialStore)
 SNIFF_BYTES = 64
 BATCH = 1 << 20
 RETRY_AFTER = 5  # seconds, with 429 too_many_uploads
@@ -59,8 +60,6 @@ _PUBLIC = ("id, case_id, party_id, origin, uploaded_by, name, description, media
 
 
 def _settings(request: web.Request) -> MaterialsConfig:
-    from .app import CONFIG
-
     return request.app[CONFIG].materials
 
 
@@ -86,7 +85,6 @@ class UploadGate:
         self.keeping = asyncio.Lock()
 
 
-GATE = web.AppKey("material_uploads", UploadGate)
 
 
 @dataclass(frozen=True)
@@ -259,8 +257,6 @@ async def _keep(request: web.Request, who: Officer | PartyCaller, case_id: int,
                 party_id: int | None, name: str, description: str, media_type: str,
                 content: dict[str, object], stored: StoredMaterial) -> dict[str, Any]:
     """Log a kept file in the custody log, then record it."""
-    from .app import CUSTODY
-
     material_id = stored.material_id
     entry = await request.app[CUSTODY].append_async(
         "material.received", actor=who.actor, case=str(case_id), material=material_id,
@@ -351,8 +347,6 @@ def material_row(conn: sqlite3.Connection, case_id: int, material_id: str,
 
 async def read_checked(request: web.Request, row: dict[str, Any]) -> bytes:
     """Decrypt a material and check it against the hash taken on receipt."""
-    from recorder.keys import KeyProblem
-
     try:
         return await asyncio.to_thread(request.app[STORE].read_all, row["id"],
                                        row["wrapped_key"], row["kek_fingerprint"],
@@ -369,10 +363,6 @@ async def _download(request: web.Request, who: Officer | PartyCaller, case_id: i
 
     Every chunk is authenticated again as it is sent (under the file's own key, in its place),
     so what goes out is what was checked; a file is never held whole in memory."""
-    from recorder.keys import KeyProblem
-
-    from .app import CUSTODY
-
     store = request.app[STORE]
     try:
         await asyncio.to_thread(store.verify, row["id"], row["wrapped_key"],

@@ -31,9 +31,12 @@ from recorder.keys import KeyProblem
 from recorder.recording import decrypt_segment, load_json
 from recorder.verify import recording_data_key, verify_recording
 
-from . import access, sealed_exports
-from .auth import Officer
-from .http_json import json_error, read_object
+from .. import access
+from ..appkeys import CONFIG, CUSTODY, DB, RECORDER
+from ..auth import Officer
+from ..http.jsonio import json_error, read_object
+from ..sessions.api import open_session_room
+from . import sealed_exports
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ async def _case_brigade(request: web.Request, case: object) -> str | None:
         row = conn.execute("SELECT brigade FROM cases WHERE id = ?", (int(case),)).fetchone()
         return None if row is None else str(row["brigade"])
 
-    return await request.app[access.DB].run(run)
+    return await request.app[DB].run(run)
 
 
 async def _may_touch(request: web.Request, officer: Officer, meta: dict[str, Any]) -> None:
@@ -85,8 +88,6 @@ def _reason(value: object) -> str:
 
 
 def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
-    from .app import RECORDER
-
     recording_id = request.match_info["recording"]
     if not _ID.match(recording_id):
         raise _error(404, "not_found", "no such recording")
@@ -100,8 +101,6 @@ def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
 
 async def _log(request: web.Request, entry_type: str, officer: Officer,
                meta: dict[str, Any], reason: str, **fields: Any) -> dict[str, Any]:
-    from .app import CUSTODY
-
     return await request.app[CUSTODY].append_async(
         entry_type, actor=officer.actor, reason=reason, case=meta.get("case", ""),
         room=meta.get("room", ""), recording=meta["recording_id"], **fields)
@@ -109,9 +108,6 @@ async def _log(request: web.Request, entry_type: str, officer: Officer,
 
 async def recording_control(request: web.Request) -> web.Response:
     """Start or stop recording a session's room (it starts by itself when the room opens)."""
-    from .app import RECORDER
-    from .cases_api import open_session_room
-
     officer = await access.officer(request)
     body = await read_object(request, empty_ok=True)
     action = body.get("action")
@@ -135,8 +131,6 @@ async def recording_control(request: web.Request) -> web.Response:
 
 
 async def list_recordings(request: web.Request) -> web.Response:
-    from .app import RECORDER
-
     officer = await access.officer(request)
     recorder = request.app[RECORDER]
 
@@ -144,7 +138,7 @@ async def list_recordings(request: web.Request) -> web.Response:
         return {str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?",
                                                    (officer.brigade,))}
 
-    cases = await request.app[access.DB].run(own_cases)
+    cases = await request.app[DB].run(own_cases)
 
     def scan() -> list[dict[str, Any]]:
         out = []
@@ -170,8 +164,6 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 
 async def verify(request: web.Request) -> web.Response:
-    from .app import CUSTODY, RECORDER
-
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
@@ -211,8 +203,6 @@ def _build_export(*, recorder: Any, custody: Any, tmp_root: Path, directory: Pat
 
 
 async def export(request: web.Request) -> web.Response:
-    from .app import CONFIG, CUSTODY, RECORDER
-
     officer, directory, _ = await _reachable_recording(request)
     reason = _reason((await read_object(request, empty_ok=True)).get("reason"))
     name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -229,8 +219,6 @@ async def export(request: web.Request) -> web.Response:
 
 async def download(request: web.Request) -> web.StreamResponse:
     """One file of an export, decrypted as it is sent; logged as downloaded first."""
-    from .app import RECORDER
-
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     name = request.match_info["export"]
@@ -271,8 +259,6 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def access_log(request: web.Request) -> web.Response:
-    from .app import CUSTODY
-
     officer, _, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
@@ -289,8 +275,6 @@ async def access_log(request: web.Request) -> web.Response:
 
 async def stream_track(request: web.Request) -> web.StreamResponse:
     """Play one track: decrypted segment by segment as it is sent; logged as streamed."""
-    from .app import RECORDER
-
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     if meta.get("state") != "sealed":
@@ -323,8 +307,6 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
 
 
 async def set_retention(request: web.Request) -> web.Response:
-    from .app import RECORDER
-
     officer = await access.officer(request)
     if officer.role != "supervisor":
         raise _error(403, "forbidden", "only a supervisor changes retention")
@@ -345,8 +327,6 @@ async def set_retention(request: web.Request) -> web.Response:
 
 
 async def delete_media(request: web.Request) -> web.Response:
-    from .app import RECORDER
-
     officer = await access.officer(request)
     if officer.role != "supervisor":
         raise _error(403, "forbidden", "only a supervisor deletes recordings")

@@ -34,15 +34,16 @@ from mediaserver.server_track import (
 )
 from recorder.custody import CustodyLog
 
-from . import access
-from .access import DB, audit, text
-from .auth import now_iso
-from .cases_api import open_session_room
-from .db import Database
-from .events import EventHub
-from .http_json import json_error, read_object
-from .materials import TYPES
-from .materials_api import material_row, read_checked
+from .. import access
+from ..access import audit, text
+from ..appkeys import CONFIG, DB, DISPLAYS
+from ..auth import now_iso
+from ..db import Database
+from ..events import EventHub
+from ..http.jsonio import json_error, read_object
+from ..materials.api import material_row, read_checked
+from ..materials.store import TYPES
+from .api import open_session_room
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,6 @@ class DisplayManager:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-DISPLAYS = web.AppKey("displays", DisplayManager)
 
 
 def _room_video_codecs(room: SfuRoom) -> set[str]:
@@ -175,8 +175,6 @@ def _players(material: dict[str, Any], data: bytes, page: int,
 
 
 async def start_display(request: web.Request) -> web.Response:
-    from .app import CONFIG
-
     officer = await access.officer(request)
     body = await read_object(request)
     reason = text(body, "reason", max_len=500)

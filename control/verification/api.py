@@ -16,9 +16,11 @@ from aiohttp import web
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 from verifier.service import Verifier
 
-from . import access
-from .access import DB, audit
-from .http_json import PayloadTooLarge, json_error
+from .. import access
+from ..access import audit
+from ..appkeys import DB, VERIFIER
+from ..http.jsonio import PayloadTooLarge, json_error
+from ..sessions.api import open_session_room
 
 
 def scope_of_case(case_id: int) -> str:
@@ -26,8 +28,6 @@ def scope_of_case(case_id: int) -> str:
 
 
 def verifier_of(request: web.Request) -> Verifier:
-    from .app import VERIFIER
-
     if VERIFIER not in request.app:
         raise json_error(web.HTTPNotFound, "not_found",
                          "the verifier is disabled (verifier.enabled = false)")
@@ -89,8 +89,6 @@ async def forget(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    from .cases_api import open_session_room
-
     officer = await access.officer(request)
     _, _, room = await open_session_room(request, officer)
     return web.json_response({"participants": verifier_of(request).status(room.room_id)})

@@ -1,0 +1,1 @@
+"""Appointments: officers' slots and parties' bookings of them (``api``)."""
