@@ -31,6 +31,7 @@ from .appkeys import (
     EVENTS,
     LOGIN_ADDRESS_LIMIT,
     LOGIN_LIMIT,
+    OPENAPI,
     RECORDER,
     REDEEM_LIMIT,
     SFU,
@@ -47,6 +48,7 @@ from .cases import audit, parties
 from .config import Config
 from .db import Database
 from .events import EventHub, case_of_room
+from .http import openapi
 from .http.webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
 from .loopwatch import GcPolicy, LoopWatch
 from .materials import api as materials
@@ -62,9 +64,13 @@ from .verification.wiring import bind_verifier_to_cases, make_verifier
 
 logger = logging.getLogger(__name__)
 
-# every area's routes
+# every area: its add_routes(app) and its describe(add) for the OpenAPI description
 AREAS = (service, login, cases, parties, audit, sessions, calls, invitations, display,
          appointments, materials, recordings, verification, statistics)
+# the description in the order of the reference page's sections (tags in order of appearance)
+DESCRIBED = (service, login, statistics, cases, audit, parties, verification, sessions, calls,
+             recordings, display, invitations, appointments, materials)
+SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
 
 def create_app(config: Config) -> web.Application:
@@ -73,6 +79,7 @@ def create_app(config: Config) -> web.Application:
         client_address(config.server.front_secret), body_deadline(config.server.body_timeout)])
     add_security_headers(app)
     app[CONFIG] = config
+    app[OPENAPI] = SPEC
     app[ERRORS] = Counter()
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_sfu_ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -49,6 +49,7 @@ EVENTS: web.AppKey[EventHub] = web.AppKey("events")
 DISPLAYS: web.AppKey[DisplayManager] = web.AppKey("displays")
 STORE: web.AppKey[MaterialStore] = web.AppKey("materials")
 GATE: web.AppKey[UploadGate] = web.AppKey("material_uploads")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
 
 # -- the front of several workers (control/front.py) -----------------------------------------
 WORKERS: web.AppKey[list[str]] = web.AppKey("workers")

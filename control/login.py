@@ -15,6 +15,7 @@ from .access import audit, text
 from .appkeys import DB, LOGIN_ADDRESS_LIMIT, LOGIN_LIMIT
 from .auth import login_async, logout
 from .http.jsonio import json_error, read_object
+from .http.openapi import ANY_OBJECT, NOBODY, OFFICER, Add, json_body, op, responses
 
 
 async def post_login(request: web.Request) -> web.Response:
@@ -62,3 +63,15 @@ async def post_logout(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/login", post_login)
     app.router.add_post("/api/logout", post_logout)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/login", "post", op(
+        "Log in: a login token for 8 hours", NOBODY,
+        responses("200", ANY_OBJECT, "400 401 429"), tag="officers",
+        body=json_body({"username": {"type": "string", "maxLength": 64},
+                        "password": {"type": "string", "maxLength": 256}},
+                       ["username", "password"])))
+    add("/api/logout", "post", op("Revoke this login", OFFICER,
+                                  responses("200", ANY_OBJECT, "401"), tag="officers"))

@@ -4,21 +4,19 @@
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 from aiohttp import web
 
-from .appkeys import CONFIG, ERRORS, EVENTS, SFU, SIGNER, SOCKETS, WATCH
+from .appkeys import CONFIG, ERRORS, EVENTS, OPENAPI, SFU, SIGNER, SOCKETS, WATCH
 from .http.jsonio import loads
-from .http.openapi import SPEC
+from .http.openapi import ANY_OBJECT, NOBODY, Add, json_body, op, responses, upgrade
+from .http.webguard import WEB_DIR
 from .metrics import render_metrics
 from .sessions.tokens import valid_id
 
-WEB_DIR = Path(__file__).parent / "web"
-
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(SPEC)
+    return web.json_response(request.app[OPENAPI])
 
 
 async def api_docs(request: web.Request) -> web.FileResponse:
@@ -91,3 +89,32 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/dev/token", dev_token)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/healthz", "get", op("Liveness and room counts", NOBODY,
+                              responses("200", ANY_OBJECT, ""), tag="service"))
+    add("/metrics", "get", op("Prometheus metrics", NOBODY,
+                              responses("200", {"type": "string"}, "", "text/plain"),
+                              tag="service"))
+    add("/dev/token", "post", op(
+        "Development only: a party token for the web page", NOBODY,
+        responses("200", ANY_OBJECT, "400 404"), tag="service",
+        body=json_body({"room": {"type": "string"}, "name": {"type": "string"}}, []),
+        description="Exists only with auth.dev_join on a loopback bind; 404 otherwise."))
+    add("/api/openapi.json", "get", op("This description", NOBODY,
+                                       responses("200", ANY_OBJECT, ""), tag="service"))
+    add("/api/docs", "get", op("The API reference page", NOBODY,
+                               responses("200", {"type": "string"}, "", "text/html"),
+                               tag="service"))
+    add("/console", "get", op("The officers' console page", NOBODY,
+                              responses("200", {"type": "string"}, "", "text/html"),
+                              tag="service"))
+    add("/api/events", "get", op(
+        "Officers' event stream (WebSocket)", NOBODY,
+        upgrade(), tag="officers",
+        description='First message {"type": "auth", "token": <login token>}; then '
+                    "participant_joined/left, room_closed, verification, recording, session "
+                    "and display events of the cases the officer may touch. "
+                    '{"type": "subscribe", "case": N or null} narrows it.'))

@@ -19,6 +19,7 @@ from . import access
 from .appkeys import DB
 from .cases.store import KINDS
 from .http.jsonio import json_error
+from .http.openapi import ANY_OBJECT, OFFICER, Add, op, query, responses
 from .sessions.store import PURPOSES
 
 MAX_DAYS = 3660
@@ -82,8 +83,8 @@ async def get_statistics(request: web.Request) -> web.Response:
              "cases c ON c.id = a.case_id WHERE {w} AND a.created_at >= ? "
              "AND a.created_at < ? GROUP BY 1"),
         )
-        for key, query in simple:
-            for row in conn.execute(query.format(w=where), (*extra, since, until)):
+        for key, sql in simple:
+            for row in conn.execute(sql.format(w=where), (*extra, since, until)):
                 out[row["brigade"]][key] = row["n"]
         for counts in out.values():
             counts["inquiries"] = counts["sessions"]["inquiry"]
@@ -95,3 +96,14 @@ async def get_statistics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/statistics", get_statistics)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/statistics", "get", op(
+        "Counts per brigade and kind over a date range", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 403"), tag="officers",
+        params=[query("from", {"type": "string", "format": "date"}),
+                query("to", {"type": "string", "format": "date"}),
+                query("brigade", {"type": "string"},
+                      description="supervisors only: one brigade")]))

@@ -21,6 +21,21 @@ from ..appkeys import DB
 from ..auth import now_iso
 from ..db import rows
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    ID,
+    OFFICER,
+    PARTY,
+    REASON,
+    TIME,
+    Add,
+    in_path,
+    json_body,
+    op,
+    query,
+    responses,
+)
 
 MAX_SLOT_HOURS = 8
 HORIZON_DAYS = 180
@@ -314,3 +329,47 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/party/slots", party_slots)
     app.router.add_post("/api/party/appointment", party_book)
     app.router.add_post("/api/party/appointment/cancel", party_cancel)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/slots", "post", op(
+        "Publish a slot of the officer's brigade", OFFICER,
+        responses("201", ANY_OBJECT, "400 401"), tag="appointments",
+        body=json_body({"starts_at": TIME, "ends_at": TIME}, ["starts_at", "ends_at"]),
+        description=f"In the future, within {HORIZON_DAYS} days, at most 8 hours long."))
+    add("/api/slots", "get", op(
+        "The brigade's slots and their bookings", OFFICER,
+        responses("200", ANY_OBJECT, "401"), tag="appointments",
+        params=[query("free", {"type": "string", "enum": ["1", "true", "0", "false"]})]))
+    add("/api/slots/{slot}/withdraw", "post", op(
+        "Withdraw an unbooked slot", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
+        tag="appointments", body=json_body({"reason": REASON}, ["reason"])),
+        [in_path("slot", ID)])
+    add("/api/cases/{case}/appointments", "post", op(
+        "Book a slot for a party of the case", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404 409"), tag="appointments",
+        body=json_body({"party_id": ID, "slot_id": ID, "reason": REASON},
+                       ["party_id", "slot_id"])), [CASE])
+    add("/api/cases/{case}/appointments/{appointment}/{action}", "post", op(
+        "Reschedule (to slot_id) or cancel an appointment", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 404 409"), tag="appointments",
+        body=json_body({"slot_id": ID, "reason": REASON}, ["reason"])),
+        [CASE, in_path("appointment", ID),
+         in_path("action", {"type": "string", "enum": ["reschedule", "cancel"]})])
+
+    # -- parties ---------------------------------------------------------------------------
+    add("/api/party", "get", op(
+        "The party's case, name and appointment", PARTY,
+        responses("200", ANY_OBJECT, "401 403"), tag="parties"))
+    add("/api/party/slots", "get", op(
+        "Free slots of the case's brigade", PARTY, responses("200", ANY_OBJECT, "401 403"),
+        tag="parties"))
+    add("/api/party/appointment", "post", op(
+        "Book a slot, or move the party's appointment to it", PARTY,
+        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="parties",
+        body=json_body({"slot_id": ID, "reason": REASON}, ["slot_id"])))
+    add("/api/party/appointment/cancel", "post", op(
+        "Cancel the party's appointment", PARTY,
+        responses("200", ANY_OBJECT, "400 401 403 404"), tag="parties",
+        body=json_body({"reason": REASON}, ["reason"])))

@@ -17,6 +17,7 @@ from .. import access
 from ..access import text
 from ..appkeys import DB
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import ANY_OBJECT, CASE, OFFICER, REASON, Add, json_body, op, responses
 from ..verification.wiring import forget_reference
 from . import store
 from .store import KINDS, Refusal
@@ -87,3 +88,22 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/cases", list_cases)
     app.router.add_get("/api/cases/{case}", get_case)
     app.router.add_post("/api/cases/{case}/close", close_case)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases", "post", op(
+        "Open a case in the officer's brigade", OFFICER,
+        responses("201", ANY_OBJECT, "400 401"), tag="cases",
+        body=json_body({"kind": {"type": "string", "enum": list(KINDS)},
+                        "title": {"type": "string", "minLength": 1, "maxLength": 200}},
+                       ["kind", "title"])))
+    add("/api/cases", "get", op("Cases the officer may touch", OFFICER,
+                                responses("200", ANY_OBJECT, "401"), tag="cases"))
+    add("/api/cases/{case}", "get", op(
+        "A case with its parties, sessions, invitations, appointments and materials", OFFICER,
+        responses("200", ANY_OBJECT, "401 404"), tag="cases"), [CASE])
+    add("/api/cases/{case}/close", "post", op(
+        "Close a case: no more sessions or links; its face references are deleted", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 404 409"), tag="cases",
+        body=json_body({"reason": REASON}, ["reason"])), [CASE])

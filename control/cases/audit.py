@@ -7,6 +7,7 @@ from aiohttp import web
 
 from .. import access
 from ..appkeys import DB
+from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, op, responses
 from . import store
 from .api import done
 
@@ -20,3 +21,10 @@ async def get_audit(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/cases/{case}/audit", get_audit)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/audit", "get", op(
+        "The case's audit trail", OFFICER, responses("200", ANY_OBJECT, "401 404"),
+        tag="cases"), [CASE])

@@ -12,6 +12,7 @@ from .. import access
 from ..access import text
 from ..appkeys import DB
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, json_body, op, responses
 from . import store
 from .api import done
 from .store import ID_NUMBER, PARTY_ROLES
@@ -37,3 +38,15 @@ async def post_party(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/parties", post_party)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/parties", "post", op(
+        "Add a party (ID number and phone are stored masked)", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404"), tag="cases",
+        body=json_body({"role": {"type": "string", "enum": list(PARTY_ROLES)},
+                        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "id_number": {"type": "string", "pattern": "^[0-9A-Za-z]{6,20}$"},
+                        "phone": {"type": "string", "maxLength": 32}},
+                       ["role", "name"])), [CASE])

@@ -35,6 +35,21 @@ from ..auth import Officer, now_iso
 from ..config import MaterialsConfig
 from ..db import rows
 from ..http.jsonio import PayloadTooLarge, json_error
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    MATERIAL_ID,
+    MEDIA_TYPES,
+    OFFICER,
+    PARTY,
+    Add,
+    in_path,
+    op,
+    query,
+    raw_body,
+    reason_query,
+    responses,
+)
 from .store import (
     CATEGORY_ZH,
     TYPES,
@@ -428,3 +443,36 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/materials", officer_upload)
     app.router.add_get("/api/cases/{case}/materials", officer_list)
     app.router.add_get("/api/cases/{case}/materials/{material}/content", officer_download)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    upload_params = [query("name", {"type": "string", "minLength": 1, "maxLength": 200},
+                           required=True, description="the file's name"),
+                     query("description", {"type": "string", "maxLength": 500})]
+    upload_body = raw_body("the file itself; its type is taken from the content (JPEG, PNG, "
+                           "PDF, MP4/MOV, WebM/Matroska)", MEDIA_TYPES)
+    add("/api/party/materials", "post", op(
+        "Upload a material (photo, PDF, video)", PARTY,
+        responses("201", ANY_OBJECT, "400 401 403 413 415 422 429"), tag="materials",
+        body=upload_body, params=upload_params))
+    add("/api/party/materials", "get", op(
+        "The party's own uploads", PARTY, responses("200", ANY_OBJECT, "401 403"),
+        tag="materials"))
+    add("/api/party/materials/{material}/content", "get", op(
+        "Download one of the party's own uploads (logged)", PARTY,
+        responses("200", {"type": "string", "format": "binary"}, "401 403 404 409",
+                  "application/octet-stream"), tag="materials"),
+        [in_path("material", MATERIAL_ID)])
+    add("/api/cases/{case}/materials", "post", op(
+        "Attach an evidence item to the case", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404 409 413 415 422 429"), tag="materials",
+        body=upload_body, params=upload_params), [CASE])
+    add("/api/cases/{case}/materials", "get", op(
+        "Every material of the case", OFFICER, responses("200", ANY_OBJECT, "401 404"),
+        tag="materials"), [CASE])
+    add("/api/cases/{case}/materials/{material}/content", "get", op(
+        "Download a material: the hash is checked again, the access logged", OFFICER,
+        responses("200", {"type": "string", "format": "binary"}, "400 401 404 409",
+                  "application/octet-stream"), tag="materials",
+        params=[reason_query()]), [CASE, in_path("material", MATERIAL_ID)])

@@ -35,6 +35,20 @@ from .. import access
 from ..appkeys import CONFIG, CUSTODY, DB, RECORDER
 from ..auth import Officer
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    OFFICER,
+    REASON,
+    RECORDING,
+    SESSION,
+    Add,
+    in_path,
+    json_body,
+    op,
+    reason_query,
+    responses,
+)
 from ..sessions.api import open_session_room
 from . import sealed_exports
 
@@ -353,3 +367,45 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/recordings/{recording}/tracks/{track}/media", stream_track)
     app.router.add_post("/api/recordings/{recording}/retention", set_retention)
     app.router.add_delete("/api/recordings/{recording}", delete_media)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/sessions/{session}/recording", "post", op(
+        "Stop or restart the session's recording (it starts with the room)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 404 409"), tag="recordings",
+        body=json_body({"action": {"type": "string", "enum": ["start", "stop"]},
+                        "reason": REASON}, ["action", "reason"])), [CASE, SESSION])
+    add("/api/recordings", "get", op(
+        "Recordings of the officer's brigade (a supervisor: all)", OFFICER,
+        responses("200", ANY_OBJECT, "401"), tag="recordings"))
+    for suffix, summary in (("manifest", "The sealed manifest"),
+                            ("verify", "Run the offline checks"),
+                            ("access-log", "The recording's custody entries")):
+        add(f"/api/recordings/{{recording}}/{suffix}", "get", op(
+            f"{summary} (logged)", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="recordings", params=[reason_query()]), [RECORDING])
+    add("/api/recordings/{recording}/export", "post", op(
+        "Write an export package for court (logged)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 404 409"), tag="recordings",
+        body=json_body({"reason": REASON}, ["reason"])), [RECORDING])
+    add("/api/recordings/{recording}/exports/{export}/{path}", "get", op(
+        "Download one file of an export package (logged)", OFFICER,
+        responses("200", {"type": "string", "format": "binary"}, "400 401 404",
+                  "application/octet-stream"), tag="recordings", params=[reason_query()]),
+        [RECORDING, in_path("export", {"type": "string", "pattern": "^EXP_[0-9T]+$"}),
+         in_path("path", {"type": "string"})])
+    add("/api/recordings/{recording}/tracks/{track}/media", "get", op(
+        "Play one recorded track, decrypted and re-hashed as it is sent (logged)", OFFICER,
+        responses("200", {"type": "string", "format": "binary"}, "400 401 404 409",
+                  "video/webm"), tag="recordings", params=[reason_query()]),
+        [RECORDING, in_path("track", {"type": "string"})])
+    add("/api/recordings/{recording}/retention", "post", op(
+        "Change how long the recording is kept (supervisors)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="recordings",
+        body=json_body({"retain_until": {"type": "string", "format": "date"},
+                        "reason": REASON}, ["retain_until", "reason"])), [RECORDING])
+    add("/api/recordings/{recording}", "delete", op(
+        "Delete the media once retention has passed (supervisors)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="recordings",
+        params=[reason_query()]), [RECORDING])

@@ -19,6 +19,19 @@ from ..appkeys import CONFIG, DB, EVENTS, RECORDER, SFU, SIGNER
 from ..auth import Officer
 from ..cases.api import done
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    NOBODY,
+    OFFICER,
+    REASON,
+    SESSION,
+    Add,
+    json_body,
+    op,
+    responses,
+    upgrade,
+)
 from . import store
 from .store import PURPOSES
 
@@ -100,3 +113,25 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/sessions", post_session)
     app.router.add_post("/api/cases/{case}/sessions/{session}/end", end_session)
     app.router.add_post("/api/cases/{case}/sessions/{session}/token", session_token)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/ws", "get", op(
+        "Signalling WebSocket (join with a room token)", NOBODY,
+        upgrade(), tag="service",
+        description="See docs/signalling.md. A plain GET without an upgrade answers 400."))
+    add("/api/cases/{case}/sessions", "post", op(
+        "Open a session: its room, and the officer's signalling token", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404 409"), tag="sessions",
+        body={"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"purpose": {"type": "string",
+                                                         "enum": list(PURPOSES)}}}}}}),
+        [CASE])
+    add("/api/cases/{case}/sessions/{session}/end", "post", op(
+        "End the session: seal its recording, close its room", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 404 409"), tag="sessions",
+        body=json_body({"reason": REASON}, ["reason"])), [CASE, SESSION])
+    add("/api/cases/{case}/sessions/{session}/token", "post", op(
+        "A fresh signalling token for the officer to (re)join the call", OFFICER,
+        responses("200", ANY_OBJECT, "401 403 404"), tag="sessions"), [CASE, SESSION])

@@ -19,6 +19,18 @@ from ..access import text
 from ..appkeys import DB, SFU
 from ..cases.api import done
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    OFFICER,
+    REASON,
+    SESSION,
+    Add,
+    in_path,
+    json_body,
+    op,
+    responses,
+)
 from . import store
 
 
@@ -69,3 +81,16 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(
         "/api/cases/{case}/sessions/{session}/{action:remove|mute|unmute|lock|unlock}",
         session_action)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/sessions/{session}/{action}", "post", op(
+        "Act on the call: remove, mute or unmute a participant; lock or unlock the room",
+        OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"), tag="sessions",
+        body=json_body({"reason": REASON, "participant": {"type": "string", "maxLength": 64},
+                        "kinds": {"type": "array", "items": {"type": "string",
+                                                             "enum": ["audio", "video"]}}},
+                       ["reason"])),
+        [CASE, SESSION, in_path("action", {"type": "string", "enum": [
+            "remove", "mute", "unmute", "lock", "unlock"]})])

@@ -41,6 +41,19 @@ from ..auth import now_iso
 from ..db import Database
 from ..events import EventHub
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    ID,
+    MATERIAL_ID,
+    OFFICER,
+    REASON,
+    SESSION,
+    Add,
+    json_body,
+    op,
+    responses,
+)
 from ..materials.api import material_row, read_checked
 from ..materials.store import TYPES
 from .api import open_session_room
@@ -253,3 +266,18 @@ async def stop_display(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/sessions/{session}/display", start_display)
     app.router.add_post("/api/cases/{case}/sessions/{session}/display/stop", stop_display)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/sessions/{session}/display", "post", op(
+        "Show an evidence item to everyone in the call", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404 409 422"), tag="evidence",
+        body=json_body({"material_id": MATERIAL_ID, "page": ID, "reason": REASON},
+                       ["material_id", "reason"]),
+        description="A video plays from its own packets when its codec fits the room, else "
+                    "transcoded once; a photo or PDF page is a still. Start, end and viewers "
+                    "go to the custody log."), [CASE, SESSION])
+    add("/api/cases/{case}/sessions/{session}/display/stop", "post", op(
+        "Take the shown item off", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
+        tag="evidence", body=json_body({"reason": REASON}, ["reason"])), [CASE, SESSION])

@@ -26,6 +26,19 @@ from ..auth import Officer, now_iso, token_hash
 from ..cases.api import done
 from ..cases.store import Refusal, open_case
 from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    ID,
+    NOBODY,
+    OFFICER,
+    REASON,
+    Add,
+    in_path,
+    json_body,
+    op,
+    responses,
+)
 from ..verification.wiring import forget_reference
 
 CONSENTS = ("recording", "face", "electronic_delivery")
@@ -219,3 +232,27 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/invitations", post_invitation)
     app.router.add_post("/api/invitations/{invitation:[0-9]{1,18}}/revoke", post_revoke)
     app.router.add_post("/api/invitations/redeem", post_redeem)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/invitations", "post", op(
+        "Invite a party: a single-use link with a validity window", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404 409"), tag="invitations",
+        body=json_body({"party_id": ID,
+                        "valid_hours": {"type": "number", "minimum": 0,
+                                        "exclusiveMinimum": True, "maximum": 720},
+                        "valid_from_seconds": {"type": "number", "minimum": 0,
+                                               "maximum": 2592000}}, ["party_id"])),
+        [CASE])
+    add("/api/invitations/{invitation}/revoke", "post", op(
+        "Revoke an invitation", OFFICER, responses("200", ANY_OBJECT, "400 401 404"),
+        tag="invitations", body=json_body({"reason": REASON}, ["reason"])),
+        [in_path("invitation", ID)])
+    add("/api/invitations/redeem", "post", op(
+        "A party uses its link: consents, then a signalling token for the session's room",
+        NOBODY, responses("200", ANY_OBJECT, "400 404 409 410 429"), tag="invitations",
+        body=json_body({"token": {"type": "string", "minLength": 10, "maxLength": 100},
+                        "consent": {"type": "object", "properties": {
+                             k: {"type": "boolean"} for k in CONSENTS}}},
+                       ["token", "consent"])))
