@@ -22,6 +22,7 @@ from typing import Any
 from mediaserver.options import IceServer, MediaOptions
 
 ENV_PREFIX = "REMOTECASE_"
+LOG_FORMATS = ("text", "json")  # control/logs.py
 
 
 class ConfigError(ValueError):
@@ -188,6 +189,7 @@ class MaterialsConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
+    format: str = "text"  # or "json": one object per line (control/logs.py)
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"materials.{name}: between 1 and {1 << 30} MiB")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log.level: {config.log.level!r} is not DEBUG/INFO/WARNING/ERROR")
+    if config.log.format not in LOG_FORMATS:
+        raise ConfigError(f"log.format: {config.log.format!r} is not 'text' or 'json'")
 
 
 def _is_loopback(host: str) -> bool:
