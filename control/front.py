@@ -96,8 +96,8 @@ def room_claim(token: object) -> str | None:
     return room if isinstance(room, str) else None
 
 
-def create_front(worker_urls: list[str], *, secret: str = "",
-                 body_timeout: float = 30.0) -> web.Application:
+def create_front(worker_urls: list[str], *, secret: str,
+                 body_timeout: float) -> web.Application:
     """``secret``: what the workers were given to believe the client addresses it sends."""
     # bodies are streamed to the workers, under the same deadline as theirs
     app = web.Application(client_max_size=1024**3, middlewares=[body_deadline(body_timeout)])

@@ -221,8 +221,7 @@ async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, cas
     except MaterialRejected as exc:
         await _refused(request, who, case_id, name, exc)
         raise
-    budget = ContentBudget(max_pixels=int(settings.max_megapixels * 1e6),
-                           max_pdf_pages=settings.max_pdf_pages)
+    budget = ContentBudget.of(settings)
     material_id = store.new_id()
     writer = await asyncio.to_thread(store.writer, material_id)
     try:
