@@ -4,22 +4,20 @@ A slot belongs to a brigade and holds at most one booking (a partial unique inde
 booking impossible even between two processes). A party books with its invitation link, sees only
 free slots of its case's brigade, and can reschedule or cancel its own appointment; an officer
 does the same for any party of a case it may touch. Every change is audited with a reason.
+The SQL is in :mod:`control.appointments.store`; these handlers read the request and answer.
 """
 
 from __future__ import annotations
 
 import datetime
-import sqlite3
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .. import access
-from ..access import PartyCaller, audit, text
+from ..access import text
 from ..appkeys import DB
-from ..auth import now_iso
-from ..db import rows
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -36,9 +34,11 @@ from ..http.openapi import (
     query,
     responses,
 )
+from . import store
 
 MAX_SLOT_HOURS = 8
 HORIZON_DAYS = 180
+T = TypeVar("T")
 
 
 def parse_time(body: dict[str, Any], key: str) -> float:
@@ -56,97 +56,22 @@ def parse_time(body: dict[str, Any], key: str) -> float:
     return parsed.timestamp()
 
 
-def iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
+_STATUS: dict[store.Refusal, type[web.HTTPException]] = {
+    store.Refusal.NO_CASE: web.HTTPNotFound, store.Refusal.CASE_CLOSED: web.HTTPConflict,
+    store.Refusal.BAD_SLOT_ID: web.HTTPBadRequest, store.Refusal.NO_SLOT: web.HTTPNotFound,
+    store.Refusal.SLOT_PAST: web.HTTPConflict, store.Refusal.SLOT_TAKEN: web.HTTPConflict,
+    store.Refusal.SLOT_BOOKED: web.HTTPConflict, store.Refusal.NO_PARTY: web.HTTPNotFound,
+    store.Refusal.ALREADY_BOOKED: web.HTTPConflict,
+    store.Refusal.NO_APPOINTMENT: web.HTTPNotFound, store.Refusal.CANCELLED: web.HTTPConflict,
+    store.Refusal.SAME_SLOT: web.HTTPConflict, store.Refusal.NO_BOOKING: web.HTTPNotFound,
+}
 
 
-def _slot_json(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    out["starts_at"], out["ends_at"] = iso(out["starts_at"]), iso(out["ends_at"])
-    return out
-
-
-def _appointment(conn: sqlite3.Connection, appointment_id: int) -> dict[str, Any]:
-    row = conn.execute(
-        "SELECT a.id, a.case_id, a.party_id, a.slot_id, a.status, a.booked_by, a.created_at, "
-        "a.updated_at, a.reschedules, s.starts_at, s.ends_at FROM appointments a "
-        "JOIN slots s ON s.id = a.slot_id WHERE a.id = ?", (appointment_id,)).fetchone()
-    return _slot_json(row)
-
-
-def case_appointments(conn: sqlite3.Connection, case_id: int) -> list[dict[str, Any]]:
-    ids = [r["id"] for r in conn.execute("SELECT id FROM appointments WHERE case_id = ? "
-                                         "ORDER BY id", (case_id,))]
-    return [_appointment(conn, i) for i in ids]
-
-
-def _usable_slot(conn: sqlite3.Connection, slot_id: object, brigade: str) -> sqlite3.Row:
-    if access.id_value(slot_id) is None:
-        raise json_error(web.HTTPBadRequest, "bad_request", "slot_id: a slot's ID")
-    slot = conn.execute("SELECT * FROM slots WHERE id = ? AND brigade = ?",
-                        (slot_id, brigade)).fetchone()
-    if slot is None or slot["withdrawn_at"] is not None:
-        raise json_error(web.HTTPNotFound, "not_found", "no such slot")
-    if slot["starts_at"] <= time.time():
-        raise json_error(web.HTTPConflict, "slot_past", "the slot has already begun")
-    if conn.execute("SELECT 1 FROM appointments WHERE slot_id = ? AND status = 'booked'",
-                    (slot_id,)).fetchone():
-        raise json_error(web.HTTPConflict, "slot_taken", "the slot is booked already")
-    return slot
-
-
-def book(conn: sqlite3.Connection, actor: str, case: dict[str, Any], party_id: object,
-         slot_id: object, reason: str) -> dict[str, Any]:
-    if access.id_value(party_id) is None or conn.execute(
-            "SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
-            (party_id, case["id"])).fetchone() is None:
-        raise json_error(web.HTTPNotFound, "not_found", "no such party in this case")
-    if conn.execute("SELECT 1 FROM appointments WHERE case_id = ? AND party_id = ? "
-                    "AND status = 'booked'", (case["id"], party_id)).fetchone():
-        raise json_error(web.HTTPConflict, "already_booked",
-                         "this party has an appointment in this case: reschedule it instead")
-    _usable_slot(conn, slot_id, case["brigade"])
-    now = now_iso()
-    cursor = conn.execute(
-        "INSERT INTO appointments (case_id, party_id, slot_id, status, booked_by, created_at, "
-        "updated_at) VALUES (?, ?, ?, 'booked', ?, ?, ?)",
-        (case["id"], party_id, slot_id, actor, now, now))
-    assert cursor.lastrowid is not None
-    audit(conn, actor, "appointment.booked", f"appointment:{cursor.lastrowid}", case["id"],
-          reason, slot=slot_id, party=party_id)
-    return _appointment(conn, cursor.lastrowid)
-
-
-def _own_booking(conn: sqlite3.Connection, case_id: int, appointment_id: int,
-                 party_id: int | None = None) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM appointments WHERE id = ? AND case_id = ?",
-                       (appointment_id, case_id)).fetchone()
-    if row is None or (party_id is not None and row["party_id"] != party_id):
-        raise json_error(web.HTTPNotFound, "not_found", "no such appointment")
-    if row["status"] != "booked":
-        raise json_error(web.HTTPConflict, "cancelled", "the appointment was cancelled")
-    return row
-
-
-def reschedule(conn: sqlite3.Connection, actor: str, case: dict[str, Any], row: sqlite3.Row,
-               slot_id: object, reason: str) -> dict[str, Any]:
-    if slot_id == row["slot_id"]:
-        raise json_error(web.HTTPConflict, "same_slot", "the appointment is in that slot")
-    _usable_slot(conn, slot_id, case["brigade"])
-    conn.execute("UPDATE appointments SET slot_id = ?, updated_at = ?, "
-                 "reschedules = reschedules + 1 WHERE id = ?", (slot_id, now_iso(), row["id"]))
-    audit(conn, actor, "appointment.rescheduled", f"appointment:{row['id']}", case["id"],
-          reason, from_slot=row["slot_id"], to_slot=slot_id)
-    return _appointment(conn, row["id"])
-
-
-def cancel(conn: sqlite3.Connection, actor: str, case_id: int, row: sqlite3.Row,
-           reason: str) -> dict[str, Any]:
-    conn.execute("UPDATE appointments SET status = 'cancelled', updated_at = ? WHERE id = ?",
-                 (now_iso(), row["id"]))
-    audit(conn, actor, "appointment.cancelled", f"appointment:{row['id']}", case_id, reason,
-          slot=row["slot_id"])
-    return _appointment(conn, row["id"])
+def done(result: T | store.Refusal) -> T:
+    """A store function's result, or its refusal raised as the error answer."""
+    if isinstance(result, store.Refusal):
+        raise json_error(_STATUS[result], result.code, result.message)
+    return result
 
 
 # -- officers --------------------------------------------------------------------------------
@@ -160,31 +85,8 @@ async def post_slot(request: web.Request) -> web.Response:
     if not time.time() < starts < time.time() + HORIZON_DAYS * 86400:
         raise json_error(web.HTTPBadRequest, "bad_request",
                          f"starts_at: in the future, within {HORIZON_DAYS} days")
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        cursor = conn.execute(
-            "INSERT INTO slots (brigade, starts_at, ends_at, created_by, created_at) "
-            "VALUES (?, ?, ?, ?, ?)", (officer.brigade, starts, ends, officer.id, now_iso()))
-        audit(conn, officer.actor, "slot.created", f"slot:{cursor.lastrowid}", None,
-              brigade=officer.brigade)
-        return _slot_json(conn.execute("SELECT * FROM slots WHERE id = ?",
-                                       (cursor.lastrowid,)).fetchone())
-
-    return web.json_response(await request.app[DB].run(run), status=201)
-
-
-def _slots(conn: sqlite3.Connection, brigade: str | None, *, free_only: bool,
-           since: float) -> list[dict[str, Any]]:
-    query = ("SELECT s.*, a.id AS appointment_id, a.case_id AS case_id FROM slots s "
-             "LEFT JOIN appointments a ON a.slot_id = s.id AND a.status = 'booked' "
-             "WHERE s.withdrawn_at IS NULL AND s.ends_at > ?")
-    params: list[Any] = [since]
-    if brigade is not None:
-        query += " AND s.brigade = ?"
-        params.append(brigade)
-    if free_only:
-        query += " AND a.id IS NULL"
-    return [_slot_json(r) for r in rows(conn.execute(query + " ORDER BY s.starts_at", params))]
+    slot = await request.app[DB].run(lambda c: store.create_slot(c, officer, starts, ends))
+    return web.json_response(slot, status=201)
 
 
 async def list_slots(request: web.Request) -> web.Response:
@@ -192,7 +94,7 @@ async def list_slots(request: web.Request) -> web.Response:
     free_only = request.query.get("free", "") in ("1", "true")
     brigade = None if officer.role == "supervisor" else officer.brigade
     slots = await request.app[DB].run(
-        lambda c: _slots(c, brigade, free_only=free_only, since=time.time() - 86400))
+        lambda c: store.list_slots(c, brigade, free_only=free_only, since=time.time() - 86400))
     return web.json_response({"slots": slots})
 
 
@@ -200,20 +102,7 @@ async def withdraw_slot(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     slot_id = access.path_int(request, "slot", "slot")
     reason = text(await read_object(request), "reason", max_len=500)
-
-    def run(conn: sqlite3.Connection) -> None:
-        slot = conn.execute("SELECT * FROM slots WHERE id = ? AND withdrawn_at IS NULL",
-                            (slot_id,)).fetchone()
-        if slot is None or not officer.may_touch(slot["brigade"]):
-            raise json_error(web.HTTPNotFound, "not_found", "no such slot")
-        if conn.execute("SELECT 1 FROM appointments WHERE slot_id = ? AND status = 'booked'",
-                        (slot_id,)).fetchone():
-            raise json_error(web.HTTPConflict, "slot_taken",
-                             "the slot is booked: reschedule or cancel the appointment first")
-        conn.execute("UPDATE slots SET withdrawn_at = ? WHERE id = ?", (now_iso(), slot_id))
-        audit(conn, officer.actor, "slot.withdrawn", f"slot:{slot_id}", None, reason)
-
-    await request.app[DB].run(run)
+    done(await request.app[DB].run(lambda c: store.withdraw_slot(c, officer, slot_id, reason)))
     return web.json_response({"withdrawn": slot_id})
 
 
@@ -222,14 +111,9 @@ async def post_appointment(request: web.Request) -> web.Response:
     case_id = access.case_id(request)
     body = await read_object(request)
     reason = text(body, "reason", max_len=500, required=False)
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        case = access.load_case(conn, officer, case_id)
-        access.require_open_case(conn, case_id)
-        return book(conn, officer.actor, case, body.get("party_id"), body.get("slot_id"),
-                    reason)
-
-    return web.json_response(await request.app[DB].run(run), status=201)
+    appointment = done(await request.app[DB].run(lambda c: store.book_for_case(
+        c, officer, case_id, body.get("party_id"), body.get("slot_id"), reason)))
+    return web.json_response(appointment, status=201)
 
 
 async def change_appointment(request: web.Request) -> web.Response:
@@ -239,46 +123,20 @@ async def change_appointment(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     body = await read_object(request)
     reason = text(body, "reason", max_len=500)
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        case = access.load_case(conn, officer, case_id)
-        row = _own_booking(conn, case_id, appointment_id)
-        if action == "reschedule":
-            return reschedule(conn, officer.actor, case, row, body.get("slot_id"), reason)
-        return cancel(conn, officer.actor, case_id, row, reason)
-
-    return web.json_response(await request.app[DB].run(run))
+    return web.json_response(done(await request.app[DB].run(lambda c: store.change(
+        c, officer, case_id, appointment_id, action, body.get("slot_id"), reason))))
 
 
 # -- parties ---------------------------------------------------------------------------------
-def _party_view(conn: sqlite3.Connection, caller: PartyCaller) -> dict[str, Any]:
-    case = conn.execute("SELECT id, kind, title, status FROM cases WHERE id = ?",
-                        (caller.case_id,)).fetchone()
-    booked = conn.execute("SELECT id FROM appointments WHERE case_id = ? AND party_id = ? "
-                          "AND status = 'booked'", (caller.case_id, caller.party_id)).fetchone()
-    return {"case": dict(case), "party": {"id": caller.party_id, "name": caller.name},
-            "appointment": None if booked is None else _appointment(conn, booked["id"])}
-
-
 async def get_party(request: web.Request) -> web.Response:
     caller = await access.party(request)
-    return web.json_response(await request.app[DB].run(lambda c: _party_view(c, caller)))
-
-
-def _case_row(conn: sqlite3.Connection, case_id: int) -> dict[str, Any]:
-    return dict(conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone())
+    return web.json_response(await request.app[DB].run(lambda c: store.party_view(c, caller)))
 
 
 async def party_slots(request: web.Request) -> web.Response:
     caller = await access.party(request)
-
-    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        brigade = _case_row(conn, caller.case_id)["brigade"]
-        # a party sees when the brigade is free, not whose appointments fill the rest
-        return [{"id": s["id"], "starts_at": s["starts_at"], "ends_at": s["ends_at"]}
-                for s in _slots(conn, brigade, free_only=True, since=time.time())]
-
-    return web.json_response({"slots": await request.app[DB].run(run)})
+    return web.json_response({"slots": await request.app[DB].run(
+        lambda c: store.party_slots(c, caller))})
 
 
 async def party_book(request: web.Request) -> web.Response:
@@ -286,36 +144,16 @@ async def party_book(request: web.Request) -> web.Response:
     caller = await access.party(request)
     body = await read_object(request)
     reason = text(body, "reason", max_len=500, required=False)
-
-    def run(conn: sqlite3.Connection) -> tuple[int, dict[str, Any]]:
-        access.require_open_case(conn, caller.case_id)
-        case = _case_row(conn, caller.case_id)
-        booked = conn.execute("SELECT * FROM appointments WHERE case_id = ? AND party_id = ? "
-                              "AND status = 'booked'", (case["id"], caller.party_id)).fetchone()
-        if booked is not None:
-            return 200, reschedule(conn, caller.actor, case, booked, body.get("slot_id"),
-                                   reason or "moved by the party")
-        return 201, book(conn, caller.actor, case, caller.party_id, body.get("slot_id"),
-                         reason)
-
-    status, appointment = await request.app[DB].run(run)
-    return web.json_response(appointment, status=status)
+    new, appointment = done(await request.app[DB].run(
+        lambda c: store.party_book(c, caller, body.get("slot_id"), reason)))
+    return web.json_response(appointment, status=201 if new else 200)
 
 
 async def party_cancel(request: web.Request) -> web.Response:
     caller = await access.party(request)
     reason = text(await read_object(request), "reason", max_len=500)
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        booked = conn.execute("SELECT id FROM appointments WHERE case_id = ? AND party_id = ? "
-                              "AND status = 'booked'", (caller.case_id,
-                                                        caller.party_id)).fetchone()
-        if booked is None:
-            raise json_error(web.HTTPNotFound, "not_found", "no booked appointment")
-        row = _own_booking(conn, caller.case_id, booked["id"], caller.party_id)
-        return cancel(conn, caller.actor, caller.case_id, row, reason)
-
-    return web.json_response(await request.app[DB].run(run))
+    return web.json_response(done(await request.app[DB].run(
+        lambda c: store.party_cancel(c, caller, reason))))
 
 
 def add_routes(app: web.Application) -> None:

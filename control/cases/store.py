@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from ..access import audit, find_case
-from ..appointments.api import case_appointments
+from ..appointments.store import case_appointments
 from ..auth import Officer, now_iso
 from ..db import rows
 from ..materials.api import case_materials

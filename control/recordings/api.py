@@ -67,15 +67,22 @@ def _error(status: int, code: str, message: str) -> web.HTTPException:
     return json_error(_STATUS[status], code, message)
 
 
+def case_brigade(conn: sqlite3.Connection, case_id: int) -> str | None:
+    row = conn.execute("SELECT brigade FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return None if row is None else str(row["brigade"])
+
+
+def brigade_cases(conn: sqlite3.Connection, brigade: str) -> set[str]:
+    """The IDs of a brigade's cases, as recordings name them."""
+    return {str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?",
+                                               (brigade,))}
+
+
 async def _case_brigade(request: web.Request, case: object) -> str | None:
     if not isinstance(case, str) or not case.isdigit():
         return None
-
-    def run(conn: sqlite3.Connection) -> str | None:
-        row = conn.execute("SELECT brigade FROM cases WHERE id = ?", (int(case),)).fetchone()
-        return None if row is None else str(row["brigade"])
-
-    return await request.app[DB].run(run)
+    case_id = int(case)
+    return await request.app[DB].run(lambda c: case_brigade(c, case_id))
 
 
 async def _may_touch(request: web.Request, officer: Officer, meta: dict[str, Any]) -> None:
@@ -147,12 +154,7 @@ async def recording_control(request: web.Request) -> web.Response:
 async def list_recordings(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     recorder = request.app[RECORDER]
-
-    def own_cases(conn: sqlite3.Connection) -> set[str]:
-        return {str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?",
-                                                   (officer.brigade,))}
-
-    cases = await request.app[DB].run(own_cases)
+    cases = await request.app[DB].run(lambda c: brigade_cases(c, officer.brigade))
 
     def scan() -> list[dict[str, Any]]:
         out = []
