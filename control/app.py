@@ -188,7 +188,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
-        # decrypted exports being built when a process died (control/sealed_exports.py)
+        # decrypted exports being built when a process died (control/recordings/sealed_exports.py)
         await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()
         if recovered:

@@ -64,7 +64,7 @@ class ServerConfig(_Section):
     # moving upload goes on; a body trickling a byte now and then is answered 408).
     body_timeout: float = 30.0
     # Set by the supervisor for its workers (never needed in a file): the secret under which
-    # the front vouches for each client's address (control/webguard.py).
+    # the front vouches for each client's address (control/http/webguard.py).
     front_secret: str = ""
 
     def plain_http_exposed(self) -> bool:

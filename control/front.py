@@ -20,7 +20,7 @@ Rooms are placed on workers, and the front sends each request where its room liv
 
 Workers see every request come from 127.0.0.1; the front passes each client's address on with
 an HMAC under a secret the supervisor makes at every start and gives only to its workers
-(``control/webguard.py``), and drops any such header a client sent.
+(``control/http/webguard.py``), and drops any such header a client sent.
 
 Media never passes through the front: ICE connects clients to the worker's own UDP sockets.
 A worker that dies is started again on its port (its calls are lost; the new worker's recovery

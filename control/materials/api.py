@@ -267,31 +267,36 @@ def _check_written(writer: MaterialWriter, media_type: str,
         return check_content(media_type, source, budget)
 
 
+def record_material(conn: sqlite3.Connection, actor: str, case_id: int, party_id: int | None,
+                    name: str, description: str, media_type: str, content: dict[str, object],
+                    stored: StoredMaterial, custody_index: int) -> dict[str, Any]:
+    """The row of a kept file (its custody entry written already), audited; as served."""
+    conn.execute(
+        "INSERT INTO materials (id, case_id, party_id, origin, uploaded_by, name, "
+        "description, media_type, size, sha256, content, wrapped_key, kek_fingerprint, "
+        "custody_index, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (stored.material_id, case_id, party_id, "party" if party_id is not None else "officer",
+         actor, name, description, media_type, stored.size, stored.sha256,
+         json.dumps(content), stored.wrapped_key, stored.kek_fingerprint, custody_index,
+         now_iso()))
+    audit(conn, actor, "material.received", f"material:{stored.material_id}", case_id,
+          sha256=stored.sha256, size=stored.size, media_type=media_type)
+    return _row_json(conn.execute(f"SELECT {_PUBLIC} FROM materials WHERE id = ?",
+                                  (stored.material_id,)).fetchone())
+
+
 async def _keep(request: web.Request, who: Officer | PartyCaller, case_id: int,
                 party_id: int | None, name: str, description: str, media_type: str,
                 content: dict[str, object], stored: StoredMaterial) -> dict[str, Any]:
     """Log a kept file in the custody log, then record it."""
-    material_id = stored.material_id
     entry = await request.app[CUSTODY].append_async(
-        "material.received", actor=who.actor, case=str(case_id), material=material_id,
+        "material.received", actor=who.actor, case=str(case_id), material=stored.material_id,
         sha256=stored.sha256, size=stored.size, media_type=media_type, name=name,
         origin="party" if party_id is not None else "officer")
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        conn.execute(
-            "INSERT INTO materials (id, case_id, party_id, origin, uploaded_by, name, "
-            "description, media_type, size, sha256, content, wrapped_key, kek_fingerprint, "
-            "custody_index, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (material_id, case_id, party_id, "party" if party_id is not None else "officer",
-             who.actor, name, description, media_type, stored.size, stored.sha256,
-             json.dumps(content), stored.wrapped_key, stored.kek_fingerprint, entry["index"],
-             now_iso()))
-        audit(conn, who.actor, "material.received", f"material:{material_id}", case_id,
-              sha256=stored.sha256, size=stored.size, media_type=media_type)
-        return _row_json(conn.execute(f"SELECT {_PUBLIC} FROM materials WHERE id = ?",
-                                      (material_id,)).fetchone())
-
-    return await request.app[DB].run(run)
+    index = int(entry["index"])
+    return await request.app[DB].run(lambda c: record_material(
+        c, who.actor, case_id, party_id, name, description, media_type, content, stored,
+        index))
 
 
 async def _refused(request: web.Request, who: Officer | PartyCaller, case_id: int, name: str,

@@ -192,7 +192,7 @@ async def verify(request: web.Request) -> web.Response:
 
 
 def _export_key(recorder: Any, directory: Path, export_id: str) -> bytes:
-    """The export's key, derived from the recording's data key (control/sealed_exports.py)."""
+    """The export's key, derived from the recording's data key (sealed_exports.py)."""
     manifest = load_json(directory / "manifest.json")
     data_key = recorder.kek.unwrap(manifest["key"]["wrapped_data_key"],
                                    manifest["key"]["kek_fingerprint"])
