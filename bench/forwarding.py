@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from control.tokens import TokenSigner
+from control.sessions.tokens import TokenSigner
 
 SUB_PROCESSES = 2
 

@@ -28,15 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Officer, Throttle, now_iso, officer_for, token_hash
-from .db import Database
-from .http_json import json_error
-from .tokens import Grant, TokenError
-
-DB = web.AppKey("db", Database)
-LOGIN_LIMIT = web.AppKey("login_limit", Throttle)  # per user name (control/auth.py)
-LOGIN_ADDRESS_LIMIT = web.AppKey("login_address_limit", Throttle)  # per client address
-REDEEM_LIMIT = web.AppKey("redeem_limit", Throttle)
+from .appkeys import CONFIG, DB, SIGNER
+from .auth import Officer, now_iso, officer_for, retry_after, token_hash
+from .http.jsonio import json_error
+from .sessions.tokens import Grant, TokenError
 
 
 @dataclass(frozen=True)
@@ -95,8 +90,6 @@ async def officer(request: web.Request) -> Officer:
 
 async def party(request: web.Request) -> PartyCaller:
     """The party an invitation token or a party's signalling token stands for."""
-    from .app import CONFIG, SIGNER
-
     token = bearer(request)
     if token.startswith("v1."):
         try:
@@ -174,11 +167,29 @@ def require_open_case(conn: sqlite3.Connection, case: int) -> None:
         raise json_error(web.HTTPConflict, "case_closed", "the case is closed")
 
 
-def load_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, Any]:
+def find_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, Any] | None:
+    """The case's row, or None when there is none or it is another brigade's (the same: IDs
+    reveal nothing)."""
     row = conn.execute("SELECT * FROM cases WHERE id = ?", (case,)).fetchone()
     if row is None or not who.may_touch(row["brigade"]):
-        raise json_error(web.HTTPNotFound, "not_found", "no such case")
+        return None
     return dict(row)
+
+
+def load_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, Any]:
+    found = find_case(conn, who, case)
+    if found is None:
+        raise json_error(web.HTTPNotFound, "not_found", "no such case")
+    return found
+
+
+def too_many(wait: float, zh: str, en: str) -> web.HTTPException:
+    """429 with Retry-After, for a caller its failures have slowed (auth.Throttle)."""
+    seconds = retry_after(wait)
+    error = json_error(web.HTTPTooManyRequests, "rate_limited",
+                       f"{zh}，请 {seconds} 秒后再试 / {en}; try again in {seconds} s")
+    error.headers["Retry-After"] = retry_after(wait)
+    return error
 
 
 # -- call admission --------------------------------------------------------------------------

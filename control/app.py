@@ -1,18 +1,16 @@
-"""The aiohttp application: ``create_app(config)`` wires the SFU, signalling and pages."""
+"""The aiohttp application: ``create_app(config)`` wires the areas' routes and opens, in
+order, what they share (the database, the custody log, the SFU, the recorder, the verifier,
+the event hub), closing it in reverse. No handler lives here."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import secrets
-import sqlite3
 import time
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -22,75 +20,73 @@ from recorder.custody import CustodyLog
 from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_key_pem
 from recorder.recording import Recorder
 from recorder.witness import configured_witness
-from verifier.service import Verifier
 
-from . import (
-    access,
-    appointments_api,
-    cases_api,
-    display_api,
-    materials_api,
-    recordings_api,
-    sealed_exports,
-    statistics_api,
-    verifier_api,
+from . import login, service, statistics
+from .appkeys import (
+    CONFIG,
+    CUSTODY,
+    DB,
+    DISPLAYS,
+    ERRORS,
+    EVENTS,
+    LOGIN_ADDRESS_LIMIT,
+    LOGIN_LIMIT,
+    OPENAPI,
+    RECORDER,
+    REDEEM_LIMIT,
+    SFU,
+    SIGNER,
+    SOCKETS,
+    STORE,
+    VERIFIER,
+    WATCH,
 )
+from .appointments import api as appointments
 from .auth import Throttle
+from .cases import api as cases
+from .cases import audit, parties
 from .config import Config
 from .db import Database
-from .events import EVENTS, EventHub, case_of_room
-from .http_json import loads
+from .events import EventHub, case_of_room
+from .http import openapi
+from .http.webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
 from .loopwatch import GcPolicy, LoopWatch
-from .materials import MaterialStore
-from .metrics import render_metrics
-from .tokens import TokenSigner, valid_id
-from .webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
+from .materials import api as materials
+from .materials.store import MaterialStore
+from .recordings import api as recordings
+from .recordings import sealed_exports
+from .sessions import api as sessions
+from .sessions import calls, display, invitations
+from .sessions.signalling import websocket_handler
+from .sessions.tokens import TokenSigner
+from .verification import api as verification
+from .verification.wiring import bind_verifier_to_cases, make_verifier
 
 logger = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).parent / "web"
-
-CONFIG = web.AppKey("config", Config)
-SFU = web.AppKey("sfu", Sfu)
-SIGNER = web.AppKey("signer", TokenSigner)
-RECORDER = web.AppKey("recorder", Recorder)
-CUSTODY = web.AppKey("custody", CustodyLog)
-VERIFIER = web.AppKey("verifier", Verifier)
-ERRORS = web.AppKey("signalling_errors", Counter)
-WATCH = web.AppKey("loop_watch", LoopWatch)
-# every open WebSocket (signalling and officers' events), closed first when the server stops
-SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+# every area: its add_routes(app) and its describe(add) for the OpenAPI description
+AREAS = (service, login, cases, parties, audit, sessions, calls, invitations, display,
+         appointments, materials, recordings, verification, statistics)
+# the description in the order of the reference page's sections (tags in order of appearance)
+DESCRIBED = (service, login, statistics, cases, audit, parties, verification, sessions, calls,
+             recordings, display, invitations, appointments, materials)
+SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
 
 def create_app(config: Config) -> web.Application:
-    from .signalling import websocket_handler
-
     # JSON bodies are small; reference photos are streamed by their handler with its own limit
     app = web.Application(client_max_size=64 * 1024, middlewares=[
         client_address(config.server.front_secret), body_deadline(config.server.body_timeout)])
     add_security_headers(app)
     app[CONFIG] = config
+    app[OPENAPI] = SPEC
     app[ERRORS] = Counter()
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_sfu_ctx)
     app.on_shutdown.append(_close_calls_and_sockets)
-    app.router.add_get("/", _index)
     app.router.add_get("/ws", websocket_handler)
-    app.router.add_get("/api/events", _events)
-    app.router.add_get("/api/openapi.json", _openapi)
-    app.router.add_get("/api/docs", _api_docs)
-    app.router.add_get("/console", _console)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_post("/dev/token", _dev_token)
-    app.router.add_static("/static/", WEB_DIR, show_index=False)
-    recordings_api.add_routes(app)
-    verifier_api.add_routes(app)
-    cases_api.add_routes(app)
-    appointments_api.add_routes(app)
-    materials_api.add_routes(app)
-    display_api.add_routes(app)
-    statistics_api.add_routes(app)
+    for area in AREAS:
+        area.add_routes(app)
     return app
 
 
@@ -147,13 +143,13 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         database = Database(config.data_dir / "control.sqlite3")
         await database.open()
         stack.push_async_callback(_closing("database", database.close))
-        app[access.DB] = database
+        app[DB] = database
         # growing delays, never a lockout: an account's owner waits at most a minute whatever
         # others try; one address guessing over many names waits up to a quarter of an hour
         delay = config.auth.login_delay
-        app[access.LOGIN_LIMIT] = Throttle(free=5, base=delay, cap=60.0)
-        app[access.LOGIN_ADDRESS_LIMIT] = Throttle(free=10, base=delay, cap=900.0)
-        app[access.REDEEM_LIMIT] = Throttle(free=20, base=delay, cap=900.0)
+        app[LOGIN_LIMIT] = Throttle(free=5, base=delay, cap=60.0)
+        app[LOGIN_ADDRESS_LIMIT] = Throttle(free=10, base=delay, cap=900.0)
+        app[REDEEM_LIMIT] = Throttle(free=20, base=delay, cap=900.0)
         signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
         public_path = config.keys_dir / "custody-ed25519.pub.pem"
         if not public_path.exists():
@@ -177,23 +173,22 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             retention_days=config.recording.retention_days)
         stack.push_async_callback(_closing("recorder", recorder.close))
         app[RECORDER] = recorder
-        app[materials_api.STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
-        verifier = await _make_verifier(config, custody, recorder)
+        app[STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
+        verifier = await make_verifier(config, custody, recorder)
         if verifier is not None:
             stack.push_async_callback(_closing("verifier", verifier.close))
         events = app[EVENTS] = EventHub(database)
         stack.push_async_callback(_closing("events", events.close))
         sfu.on_room_created.append(events.watch_room)
         recorder.listeners.append(events.on_room_event)
-        displays = app[display_api.DISPLAYS] = display_api.DisplayManager(custody, database,
-                                                                           events)
+        displays = app[DISPLAYS] = display.DisplayManager(custody, database, events)
         stack.push_async_callback(_closing("displays", displays.close))
         if verifier is not None:
             app[VERIFIER] = verifier
             verifier.listeners.append(events.on_room_event)
-            _bind_verifier_to_cases(verifier, database)
+            bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
-        # decrypted exports being built when a process died (control/sealed_exports.py)
+        # decrypted exports being built when a process died (control/recordings/sealed_exports.py)
         await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()
         if recovered:
@@ -212,149 +207,3 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             policy.start()  # after start-up has loaded what it keeps
         yield
         # closing runs in reverse: displays, events, verifier, recorder, SFU, custody, database
-
-
-def _bind_verifier_to_cases(verifier: Verifier, database: Database) -> None:
-    """A session room's parties are compared with their case's references, with consent."""
-
-    def scope_of(room_id: str) -> str:
-        case_id = case_of_room(room_id)
-        return room_id if case_id is None else f"case-{case_id}"
-
-    async def may_verify(room_id: str, participant_id: str) -> bool:
-        case_id = case_of_room(room_id)
-        if case_id is None:
-            return True  # development rooms have no consent model
-        if not participant_id.startswith("party-") or not participant_id[6:].isdigit():
-            return False
-
-        def consented(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT consent FROM parties WHERE id = ? AND case_id = ?",
-                               (int(participant_id[6:]), case_id)).fetchone()
-            return row is not None and bool(json.loads(row["consent"]).get("face"))
-
-        return await database.run(consented)
-
-    verifier.scope_of = scope_of
-    verifier.may_verify = may_verify
-
-
-async def _make_verifier(config: Config, custody: CustodyLog,
-                         recorder: Recorder) -> Verifier | None:
-    from verifier.engine import ModelError, default_spec
-    from verifier.enrollment import EnrollmentStore, QualityRules
-    from verifier.service import VerifierSettings
-
-    v = config.verifier
-    if not v.enabled:
-        return None
-    try:
-        if v.engine == "pack":
-            from verifier.engine import check_files
-            from verifier.insightface_pack import pack_spec
-
-            spec = pack_spec(v.pack_name, Path(v.pack_dir), v.pack_sha256,
-                             threshold=v.threshold, calibrated_on=v.calibrated_on,
-                             licence=v.pack_licence or "not stated: check the pack's terms")
-        else:
-            from verifier.engine import check_files
-
-            spec = default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on,
-                                min_face=v.min_live_face, runtime=v.facenet_runtime)
-        # refuse to start on a model that is not the pinned one (hashing is off the loop)
-        await asyncio.to_thread(check_files, spec)
-        if spec.runtime == "onnxruntime" and "facenet" in spec.files:
-            from verifier.facenet import prepare
-            from verifier.tf_graph import GraphError
-
-            try:
-                await prepare(Path(spec.files["facenet"]))
-            except GraphError as exc:
-                raise ModelError(f"{spec.name}: FaceNet: {exc}") from None
-        liveness = None
-        if v.liveness_model:
-            from verifier.liveness import LivenessModel, LivenessSpec
-
-            liveness = LivenessSpec(v.liveness_model, v.liveness_sha256, v.liveness_threshold)
-            await asyncio.to_thread(LivenessModel, liveness)  # hash, load and shape checks
-    except ModelError as exc:
-        raise RuntimeError(f"verifier: {exc}") from None
-    logger.warning("verifier engine %s; licence: %s; threshold %.3f calibrated on %s",
-                   spec.name, spec.licence, spec.threshold, spec.calibrated_on)
-    settings = VerifierSettings(
-        sample_interval=v.sample_interval, workers=v.workers, alert_after=v.alert_after,
-        no_face_after=v.no_face_after, min_live_face=v.min_live_face,
-        enrollment=QualityRules(min_face=v.min_enroll_face,
-                                min_sharpness=v.min_enroll_sharpness))
-    store = EnrollmentStore(config.data_dir / "faces", recorder.kek)
-    if liveness is not None:
-        logger.warning("liveness model %s (sha256 %s), live at %.2f", liveness.path,
-                       liveness.sha256, liveness.threshold)
-    return Verifier(spec, settings, store, custody=custody, recorder=recorder,
-                    liveness=liveness)
-
-
-async def _openapi(request: web.Request) -> web.Response:
-    from .openapi import SPEC
-
-    return web.json_response(SPEC)
-
-
-async def _api_docs(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_DIR / "api.html")
-
-
-async def _console(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_DIR / "console.html", headers={"Cache-Control": "no-store"})
-
-
-async def _events(request: web.Request) -> web.WebSocketResponse:
-    return await request.app[EVENTS].stream(request, request.app[SOCKETS].add)
-
-
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-store"})
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    sfu = request.app[SFU]
-    dump = sfu.dump()
-    # dev_join tells the page whether it may mint its own tokens (or must say it cannot)
-    return web.json_response({"status": "ok", "rooms": dump["rooms"],
-                              "participants": dump["participants"],
-                              "dev_join": request.app[CONFIG].auth.dev_join})
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    body = render_metrics(request.app[SFU], request.app[ERRORS], request.app.get(WATCH))
-    return web.Response(text=body, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
-
-
-async def _dev_token(request: web.Request) -> web.Response:
-    """Development only: mint a token for the page, so two tabs can meet without set-up."""
-    config = request.app[CONFIG]
-    if not config.auth.dev_join:
-        return web.json_response(
-            {"error": "dev_join_off",
-             "message": "未开启开发模式：加入通话需要民警发出的邀请链接（开发时可用 "
-                        "remotecase serve --dev） / development mode is off: joining a call "
-                        "needs an officer's "
-                        "invitation link (for development: remotecase serve --dev)"},
-            status=404)
-    try:
-        body = loads(await request.read())
-    except ValueError:
-        return web.json_response({"error": "bad_json", "message": "body is not JSON"}, status=400)
-    if not isinstance(body, dict):
-        return web.json_response({"error": "bad_request", "message": "object expected"},
-                                 status=400)
-    room = body.get("room", "demo")
-    name = body.get("name") or ""
-    if not isinstance(room, str) or not valid_id(room) or not isinstance(name, str):
-        return web.json_response(
-            {"error": "bad_request", "message": "room: 1-64 of A-Z a-z 0-9 _ . : -"}, status=400)
-    participant = f"P_{secrets.token_hex(4)}"
-    token = request.app[SIGNER].mint(room, participant, name=name[:64] or participant,
-                                     ttl=config.auth.token_ttl)
-    return web.json_response({"token": token, "room": room, "participant": participant})

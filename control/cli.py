@@ -10,7 +10,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, LogConfig, load_config
 
 
 class _MalformedHttpFilter(logging.Filter):
@@ -32,11 +32,10 @@ class _MalformedHttpFilter(logging.Filter):
         return True
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def _configure_logging(log: LogConfig) -> None:
+    from .logs import configure
+
+    configure(log.level, log.format)  # every line names its room, participant and track
     logging.getLogger("aiohttp.server").addFilter(_MalformedHttpFilter())
     # at INFO aioice logs every candidate pair, with the parties' addresses, and aiortc every
     # transport state: the media libraries say only what goes wrong
@@ -71,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     config = _load(args)
-    _configure_logging(config.log.level)
+    _configure_logging(config.log)
     ssl_context = None
     scheme = "http"
     if config.server.tls_cert:
@@ -119,7 +118,7 @@ def _die_with_parent() -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .tokens import TokenSigner
+    from .sessions.tokens import TokenSigner
 
     config = _load(args)
     signer = TokenSigner.from_file(config.secret_path())

@@ -32,10 +32,11 @@ from common.tasks import TaskSet
 from mediaserver.protocols import CloseReason, Participant, Room, UpTrack
 from recorder.custody import utc_now
 
-from .access import DB, id_value
+from .access import id_value
+from .appkeys import DB
 from .auth import Officer, officer_for
 from .db import Database
-from .http_json import loads
+from .http.jsonio import loads
 
 logger = logging.getLogger(__name__)
 
@@ -234,4 +235,3 @@ class _RoomFeed:
         self._publish("room_closed", reason=reason.value)
 
 
-EVENTS = web.AppKey("events", EventHub)

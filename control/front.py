@@ -20,7 +20,7 @@ Rooms are placed on workers, and the front sends each request where its room liv
 
 Workers see every request come from 127.0.0.1; the front passes each client's address on with
 an HMAC under a secret the supervisor makes at every start and gives only to its workers
-(``control/webguard.py``), and drops any such header a client sent.
+(``control/http/webguard.py``), and drops any such header a client sent.
 
 Media never passes through the front: ICE connects clients to the worker's own UDP sockets.
 A worker that dies is started again on its port (its calls are lost; the new worker's recovery
@@ -45,8 +45,9 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from .http_json import loads
-from .webguard import (
+from .appkeys import CLIENT, SECRET, WORKERS
+from .http.jsonio import loads
+from .http.webguard import (
     FORWARDING_HEADERS,
     PLAIN_HTTP_WARNING,
     add_security_headers,
@@ -60,11 +61,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 _CASE_PATH = re.compile(r"^/api/cases/(\d{1,18})(/|$)")
 _CASE_ROOM = re.compile(r"^case-(\d+)-")
-WORKERS = web.AppKey("workers", list)
 MAX_RESTARTS = 5  # worker deaths within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
-CLIENT = web.AppKey("client", aiohttp.ClientSession)
-SECRET = web.AppKey("front_secret", str)
 
 
 def _client_headers(request: web.Request) -> dict[str, str]:
@@ -98,8 +96,8 @@ def room_claim(token: object) -> str | None:
     return room if isinstance(room, str) else None
 
 
-def create_front(worker_urls: list[str], *, secret: str = "",
-                 body_timeout: float = 30.0) -> web.Application:
+def create_front(worker_urls: list[str], *, secret: str,
+                 body_timeout: float) -> web.Application:
     """``secret``: what the workers were given to believe the client addresses it sends."""
     # bodies are streamed to the workers, under the same deadline as theirs
     app = web.Application(client_max_size=1024**3, middlewares=[body_deadline(body_timeout)])
@@ -343,7 +341,7 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     from recorder.keys import KeyEncryptionKey, load_or_create_signing_key
 
     from .db import Database
-    from .tokens import TokenSigner
+    from .sessions.tokens import TokenSigner
 
     # what the workers share, made once here so that they never race to create it
     TokenSigner.from_file(config.secret_path())

@@ -19,9 +19,10 @@ import pytest
 from aiohttp import web
 
 from bench.peer import PeerClient
-from control.app import SFU, SIGNER, VERIFIER, create_app
+from control.app import create_app
+from control.appkeys import SFU, SIGNER, VERIFIER
 from control.config import Config, load_config
-from control.tokens import TokenSigner
+from control.sessions.tokens import TokenSigner
 from mediaserver.room import Sfu
 
 # A callback whose own time on the loop (wall time less the time the kernel kept the loop's thread
@@ -286,7 +287,7 @@ async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProces
 async def officer_login(server: Server, api: Api, username: str = "li",
                         brigade: str = "brigade-1", role: str = "officer") -> str:
     """Create an officer account and log it in."""
-    from control.access import DB
+    from control.appkeys import DB
     from control.auth import create_officer
 
     await server.app[DB].run(lambda c: create_officer(c, username, PASSWORD, role, brigade))

@@ -22,8 +22,7 @@ import pytest
 import skimage.data
 
 from bench.peer import PatternVideoTrack, PeerClient
-from control.access import DB
-from control.app import RECORDER
+from control.appkeys import DB, RECORDER
 from control.auth import create_officer
 from tests import samples
 from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server, wait_until

@@ -18,11 +18,10 @@ import aiohttp
 import pytest
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.access import DB
-from control.app import CONFIG
+from control.appkeys import CONFIG, DB
 from control.cli import _load, build_parser
 from control.config import load_config
-from control.signalling import CLOSE_REFUSED
+from control.sessions.signalling import CLOSE_REFUSED
 from tests.conftest import (
     Api,
     Server,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from control.access import DB
+from control.appkeys import DB
 from control.auth import create_officer
 from tests.conftest import PASSWORD, Api, make_config, start_server
 

@@ -227,7 +227,7 @@ async def test_party_page_from_invitation_link_to_call(server, clients, browser,
     """Issue 5's party page: the link, explicit consents, a preview, then the call."""
     import aiohttp
 
-    from control.access import DB
+    from control.appkeys import DB
     from control.auth import create_officer
 
     password = "correct horse battery"
@@ -299,9 +299,9 @@ async def test_officer_console_runs_a_session(server, clients, browser, tmp_path
     import aiohttp
 
     from bench.peer import PeerClient
-    from control.access import DB
+    from control.appkeys import DB
     from control.auth import create_officer
-    from control.display_api import PARTICIPANT
+    from control.sessions.display import PARTICIPANT
     from tests import samples
 
     await server.app[DB].run(lambda c: create_officer(c, "li", "correct horse battery",

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from bench.peer import PatternVideoTrack, PeerClient
-from control.access import DB
+from control.appkeys import DB
 from control.auth import create_officer
 from tests.conftest import (
     CONSENT,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from control.config import ConfigError, load_config
-from control.tokens import TokenError, TokenSigner
+from control.sessions.tokens import TokenError, TokenSigner
 
 
 def test_defaults_are_safe() -> None:
@@ -102,3 +102,30 @@ def test_cli_mints_tokens_the_server_accepts(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60, check=True)
     grant = TokenSigner.from_file(tmp_path / "secrets" / "token.key").verify(result.stdout.strip())
     assert (grant.room, grant.participant) == ("r", "p")
+
+
+def test_each_section_checks_itself_and_holds_its_defaults() -> None:
+    import dataclasses
+
+    from control.config import AuthConfig, MaterialsConfig, MediaConfig, ServerConfig
+    from control.materials.store import ContentBudget
+    from mediaserver.options import MediaOptions
+
+    # a section is never made with a bad value, however it is made
+    with pytest.raises(ConfigError, match=r"server\.port"):
+        ServerConfig(port=70000)
+    with pytest.raises(ConfigError, match=r"materials\.max_pdf_pages"):
+        MaterialsConfig(max_pdf_pages=0)
+    with pytest.raises(ConfigError, match=r"auth\.dev_join"):
+        load_config(environ={"REMOTECASE_SERVER__HOST": "0.0.0.0",
+                             "REMOTECASE_AUTH__DEV_JOIN": "true"})
+    # the defaults that other parts use are the sections' own
+    media = MediaOptions()
+    for field in dataclasses.fields(MediaConfig):
+        if field.name in ("connect_timeout", "negotiation_timeout", "pli_min_interval",
+                          "max_participants"):
+            assert getattr(MediaConfig(), field.name) == getattr(media, field.name)
+    assert ContentBudget() == ContentBudget.of(MaterialsConfig())
+    signer = TokenSigner(b"k" * 32)
+    grant = signer.verify(signer.mint("r", "p", now=1000.0), now=1000.0)
+    assert grant.expires_at == 1000 + AuthConfig().token_ttl

@@ -15,8 +15,8 @@ import aiohttp
 import numpy as np
 
 from bench.peer import PatternVideoTrack, PeerClient
-from control.app import CUSTODY, SFU
-from control.display_api import DISPLAYS, PARTICIPANT
+from control.appkeys import CUSTODY, DISPLAYS, SFU
+from control.sessions.display import PARTICIPANT
 from tests import samples
 from tests.conftest import CONSENT, Api, make_config, officer_login, start_server, wait_until
 

@@ -148,7 +148,7 @@ def _check_headers(headers: Any, *, tls: bool) -> None:
 async def test_security_headers_on_every_answer_and_hsts_under_tls(tmp_path: Path) -> None:
     import ssl
 
-    from control.webguard import inline_hashes
+    from control.http.webguard import inline_hashes
 
     cert, key = _self_signed(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -260,7 +260,7 @@ async def _login(http: aiohttp.ClientSession, base: str, username: str,
 
 
 async def test_wrong_passwords_slow_down_but_never_lock_out_the_owner(server: Server) -> None:
-    from control.access import LOGIN_ADDRESS_LIMIT, LOGIN_LIMIT
+    from control.appkeys import LOGIN_ADDRESS_LIMIT, LOGIN_LIMIT
     from tests.conftest import PASSWORD
 
     base = server.base_url
@@ -334,7 +334,7 @@ async def test_an_account_at_an_older_cost_is_rehashed_at_its_next_login(server:
     import base64
     import hashlib
 
-    from control.access import DB
+    from control.appkeys import DB
     from control.auth import check_password, needs_rehash
     from tests.conftest import PASSWORD
 
@@ -373,7 +373,7 @@ def _failed_login_actors(data_dir: Path) -> list[str]:
 
 async def test_a_worker_believes_a_client_address_only_with_the_fronts_hmac(
         tmp_path: Path) -> None:
-    from control.webguard import CLIENT_AUTH_HEADER, CLIENT_HEADER, forwarding_headers
+    from control.http.webguard import CLIENT_AUTH_HEADER, CLIENT_HEADER, forwarding_headers
 
     secret = "front-" + "ab" * 32
     server = await start_server(make_config(tmp_path, server={"front_secret": secret}))
@@ -405,7 +405,7 @@ async def test_a_worker_believes_a_client_address_only_with_the_fronts_hmac(
 
 
 async def test_behind_the_front_limits_are_per_client_address(tmp_path: Path) -> None:
-    from control.webguard import CLIENT_AUTH_HEADER, CLIENT_HEADER
+    from control.http.webguard import CLIENT_AUTH_HEADER, CLIENT_HEADER
     from tests.conftest import PASSWORD, serve_process
 
     async with serve_process(tmp_path, SERVER__WORKERS="2", VERIFIER__ENABLED="false",
@@ -446,7 +446,7 @@ async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
     import stat
 
     from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-    from control.app import RECORDER
+    from control.appkeys import RECORDER
     from tests.conftest import party_link, wait_until
 
     server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0},
@@ -547,7 +547,7 @@ def test_a_build_left_by_a_dead_process_is_removed(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from control.sealed_exports import build_dir, clear_stale_builds
+    from control.recordings.sealed_exports import build_dir, clear_stale_builds
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
@@ -633,7 +633,7 @@ async def test_media_libraries_log_nothing_at_info_and_plain_http_beyond_loopbac
 
 
 async def test_invalid_invitations_slow_their_address_only(server: Server) -> None:
-    from control.access import REDEEM_LIMIT
+    from control.appkeys import REDEEM_LIMIT
     from tests.conftest import CONSENT
 
     server.app[REDEEM_LIMIT].base = 3.0  # longer than any gap between two requests here

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from control.materials import MaterialStore
+from control.materials.store import MaterialStore
 from recorder.custody import CustodyLog, TreeHead, canonical
 from recorder.export import export_recording
 from recorder.keys import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from control.app import CUSTODY
+from control.appkeys import CUSTODY
 from tests import samples
 from tests.conftest import Api, make_config, officer_login, start_server
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from control.app import create_app
-from control.openapi import SPEC
+from control.app import SPEC, create_app
 from tests.conftest import PASSWORD, make_config, serve_process
 
 # pages and static files are not API operations

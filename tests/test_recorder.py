@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.app import CUSTODY, RECORDER
+from control.appkeys import CUSTODY, RECORDER
 from recorder.keys import KeyEncryptionKey, KeyProblem, load_public_key
 from recorder.recording import decrypt_segment
 from recorder.verify import verify_package, verify_recording

@@ -13,7 +13,7 @@ import aiohttp
 
 from bench.forwarding import free_port
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.tokens import TokenSigner
+from control.sessions.tokens import TokenSigner
 
 SEGMENT_SECONDS = 1.0
 

@@ -24,7 +24,7 @@ import pytest
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.app import RECORDER
+from control.appkeys import RECORDER
 from recorder.keys import KeyEncryptionKey, load_public_key
 from recorder.recording import Recording, decrypt_segment
 from recorder.verify import verify_recording

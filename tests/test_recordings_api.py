@@ -11,7 +11,7 @@ import aiohttp
 import av
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.app import CUSTODY, RECORDER
+from control.appkeys import CUSTODY, RECORDER
 from tests.conftest import (
     Api,
     case_with_party,

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from control.materials import (
+from control.materials.store import (
     CHUNK,
     ContentBudget,
     MaterialRejected,
@@ -177,7 +177,7 @@ async def _invite(api: Api, officer: str, case_id: int, name: str) -> str:
 
 
 def _parts(server: Server) -> int:
-    from control.app import CONFIG
+    from control.appkeys import CONFIG
 
     return len(list((server.app[CONFIG].data_dir / "materials").glob("*.part")))
 

@@ -19,7 +19,7 @@ import pytest
 import skimage.data
 
 from bench.peer import ImageVideoTrack, PeerClient
-from control.app import CUSTODY, RECORDER, VERIFIER
+from control.appkeys import CUSTODY, RECORDER, VERIFIER
 from mediaserver.protocols import CloseReason
 from tests.conftest import (
     Api,

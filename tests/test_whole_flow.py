@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.app import CUSTODY
-from control.display_api import PARTICIPANT
+from control.appkeys import CUSTODY
+from control.sessions.display import PARTICIPANT
 from tests import samples
 from tests.conftest import (
     CONSENT,

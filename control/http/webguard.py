@@ -36,7 +36,7 @@ from pathlib import Path
 from aiohttp import web, web_response
 from aiohttp.typedefs import Middleware
 
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).parent.parent / "web"
 SERVER_NAME = "remotecase"
 MIN_BODY_RATE = 8 * 1024  # bytes per second a slow body must still keep up, past the timeout
 HSTS = "max-age=31536000"

@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mediaserver import pdfium
 from recorder.keys import KeyEncryptionKey, KeyProblem
 
+from ..config import MaterialsConfig
+
 CHUNK = 1 << 20
 TAG = 16
 
@@ -97,10 +99,16 @@ def sniff(head: bytes) -> str:
 
 @dataclass(frozen=True)
 class ContentBudget:
-    """What a parser may be asked to hold, checked from the headers before anything decodes."""
+    """What a parser may be asked to hold, checked from the headers before anything decodes.
+    The defaults are ``materials.*``'s (control/config.py)."""
 
-    max_pixels: int = 40_000_000  # a photo, a video's frames
-    max_pdf_pages: int = 2000
+    max_pixels: int = int(MaterialsConfig.max_megapixels * 1e6)  # a photo, a video's frames
+    max_pdf_pages: int = MaterialsConfig.max_pdf_pages
+
+    @classmethod
+    def of(cls, settings: MaterialsConfig) -> ContentBudget:
+        return cls(max_pixels=int(settings.max_megapixels * 1e6),
+                   max_pdf_pages=settings.max_pdf_pages)
 
 
 # PDFium may not be entered from two threads at once: every call into it holds the process's one

@@ -31,9 +31,26 @@ from recorder.keys import KeyProblem
 from recorder.recording import decrypt_segment, load_json
 from recorder.verify import recording_data_key, verify_recording
 
-from . import access, sealed_exports
-from .auth import Officer
-from .http_json import json_error, read_object
+from .. import access
+from ..appkeys import CONFIG, CUSTODY, DB, RECORDER
+from ..auth import Officer
+from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    OFFICER,
+    REASON,
+    RECORDING,
+    SESSION,
+    Add,
+    in_path,
+    json_body,
+    op,
+    reason_query,
+    responses,
+)
+from ..sessions.api import open_session_room
+from . import sealed_exports
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +67,22 @@ def _error(status: int, code: str, message: str) -> web.HTTPException:
     return json_error(_STATUS[status], code, message)
 
 
+def case_brigade(conn: sqlite3.Connection, case_id: int) -> str | None:
+    row = conn.execute("SELECT brigade FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return None if row is None else str(row["brigade"])
+
+
+def brigade_cases(conn: sqlite3.Connection, brigade: str) -> set[str]:
+    """The IDs of a brigade's cases, as recordings name them."""
+    return {str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?",
+                                               (brigade,))}
+
+
 async def _case_brigade(request: web.Request, case: object) -> str | None:
     if not isinstance(case, str) or not case.isdigit():
         return None
-
-    def run(conn: sqlite3.Connection) -> str | None:
-        row = conn.execute("SELECT brigade FROM cases WHERE id = ?", (int(case),)).fetchone()
-        return None if row is None else str(row["brigade"])
-
-    return await request.app[access.DB].run(run)
+    case_id = int(case)
+    return await request.app[DB].run(lambda c: case_brigade(c, case_id))
 
 
 async def _may_touch(request: web.Request, officer: Officer, meta: dict[str, Any]) -> None:
@@ -85,8 +109,6 @@ def _reason(value: object) -> str:
 
 
 def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
-    from .app import RECORDER
-
     recording_id = request.match_info["recording"]
     if not _ID.match(recording_id):
         raise _error(404, "not_found", "no such recording")
@@ -100,8 +122,6 @@ def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
 
 async def _log(request: web.Request, entry_type: str, officer: Officer,
                meta: dict[str, Any], reason: str, **fields: Any) -> dict[str, Any]:
-    from .app import CUSTODY
-
     return await request.app[CUSTODY].append_async(
         entry_type, actor=officer.actor, reason=reason, case=meta.get("case", ""),
         room=meta.get("room", ""), recording=meta["recording_id"], **fields)
@@ -109,9 +129,6 @@ async def _log(request: web.Request, entry_type: str, officer: Officer,
 
 async def recording_control(request: web.Request) -> web.Response:
     """Start or stop recording a session's room (it starts by itself when the room opens)."""
-    from .app import RECORDER
-    from .cases_api import open_session_room
-
     officer = await access.officer(request)
     body = await read_object(request, empty_ok=True)
     action = body.get("action")
@@ -135,16 +152,9 @@ async def recording_control(request: web.Request) -> web.Response:
 
 
 async def list_recordings(request: web.Request) -> web.Response:
-    from .app import RECORDER
-
     officer = await access.officer(request)
     recorder = request.app[RECORDER]
-
-    def own_cases(conn: sqlite3.Connection) -> set[str]:
-        return {str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?",
-                                                   (officer.brigade,))}
-
-    cases = await request.app[access.DB].run(own_cases)
+    cases = await request.app[DB].run(lambda c: brigade_cases(c, officer.brigade))
 
     def scan() -> list[dict[str, Any]]:
         out = []
@@ -170,8 +180,6 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 
 async def verify(request: web.Request) -> web.Response:
-    from .app import CUSTODY, RECORDER
-
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
@@ -184,7 +192,7 @@ async def verify(request: web.Request) -> web.Response:
 
 
 def _export_key(recorder: Any, directory: Path, export_id: str) -> bytes:
-    """The export's key, derived from the recording's data key (control/sealed_exports.py)."""
+    """The export's key, derived from the recording's data key (sealed_exports.py)."""
     manifest = load_json(directory / "manifest.json")
     data_key = recorder.kek.unwrap(manifest["key"]["wrapped_data_key"],
                                    manifest["key"]["kek_fingerprint"])
@@ -211,8 +219,6 @@ def _build_export(*, recorder: Any, custody: Any, tmp_root: Path, directory: Pat
 
 
 async def export(request: web.Request) -> web.Response:
-    from .app import CONFIG, CUSTODY, RECORDER
-
     officer, directory, _ = await _reachable_recording(request)
     reason = _reason((await read_object(request, empty_ok=True)).get("reason"))
     name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -229,8 +235,6 @@ async def export(request: web.Request) -> web.Response:
 
 async def download(request: web.Request) -> web.StreamResponse:
     """One file of an export, decrypted as it is sent; logged as downloaded first."""
-    from .app import RECORDER
-
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     name = request.match_info["export"]
@@ -271,8 +275,6 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def access_log(request: web.Request) -> web.Response:
-    from .app import CUSTODY
-
     officer, _, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
@@ -289,8 +291,6 @@ async def access_log(request: web.Request) -> web.Response:
 
 async def stream_track(request: web.Request) -> web.StreamResponse:
     """Play one track: decrypted segment by segment as it is sent; logged as streamed."""
-    from .app import RECORDER
-
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     if meta.get("state") != "sealed":
@@ -323,8 +323,6 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
 
 
 async def set_retention(request: web.Request) -> web.Response:
-    from .app import RECORDER
-
     officer = await access.officer(request)
     if officer.role != "supervisor":
         raise _error(403, "forbidden", "only a supervisor changes retention")
@@ -345,8 +343,6 @@ async def set_retention(request: web.Request) -> web.Response:
 
 
 async def delete_media(request: web.Request) -> web.Response:
-    from .app import RECORDER
-
     officer = await access.officer(request)
     if officer.role != "supervisor":
         raise _error(403, "forbidden", "only a supervisor deletes recordings")
@@ -373,3 +369,45 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/recordings/{recording}/tracks/{track}/media", stream_track)
     app.router.add_post("/api/recordings/{recording}/retention", set_retention)
     app.router.add_delete("/api/recordings/{recording}", delete_media)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/sessions/{session}/recording", "post", op(
+        "Stop or restart the session's recording (it starts with the room)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 404 409"), tag="recordings",
+        body=json_body({"action": {"type": "string", "enum": ["start", "stop"]},
+                        "reason": REASON}, ["action", "reason"])), [CASE, SESSION])
+    add("/api/recordings", "get", op(
+        "Recordings of the officer's brigade (a supervisor: all)", OFFICER,
+        responses("200", ANY_OBJECT, "401"), tag="recordings"))
+    for suffix, summary in (("manifest", "The sealed manifest"),
+                            ("verify", "Run the offline checks"),
+                            ("access-log", "The recording's custody entries")):
+        add(f"/api/recordings/{{recording}}/{suffix}", "get", op(
+            f"{summary} (logged)", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="recordings", params=[reason_query()]), [RECORDING])
+    add("/api/recordings/{recording}/export", "post", op(
+        "Write an export package for court (logged)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 404 409"), tag="recordings",
+        body=json_body({"reason": REASON}, ["reason"])), [RECORDING])
+    add("/api/recordings/{recording}/exports/{export}/{path}", "get", op(
+        "Download one file of an export package (logged)", OFFICER,
+        responses("200", {"type": "string", "format": "binary"}, "400 401 404",
+                  "application/octet-stream"), tag="recordings", params=[reason_query()]),
+        [RECORDING, in_path("export", {"type": "string", "pattern": "^EXP_[0-9T]+$"}),
+         in_path("path", {"type": "string"})])
+    add("/api/recordings/{recording}/tracks/{track}/media", "get", op(
+        "Play one recorded track, decrypted and re-hashed as it is sent (logged)", OFFICER,
+        responses("200", {"type": "string", "format": "binary"}, "400 401 404 409",
+                  "video/webm"), tag="recordings", params=[reason_query()]),
+        [RECORDING, in_path("track", {"type": "string"})])
+    add("/api/recordings/{recording}/retention", "post", op(
+        "Change how long the recording is kept (supervisors)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="recordings",
+        body=json_body({"retain_until": {"type": "string", "format": "date"},
+                        "reason": REASON}, ["retain_until", "reason"])), [RECORDING])
+    add("/api/recordings/{recording}", "delete", op(
+        "Delete the media once retention has passed (supervisors)", OFFICER,
+        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="recordings",
+        params=[reason_query()]), [RECORDING])

@@ -36,15 +36,29 @@ from mediaserver.server_track import (
 )
 from recorder.custody import CustodyLog
 
-from . import access
-from .access import DB, audit, text
-from .auth import now_iso
-from .cases_api import open_session_room
-from .db import Database
-from .events import EventHub
-from .http_json import json_error, read_object
-from .materials import TYPES
-from .materials_api import material_row, read_checked
+from .. import access
+from ..access import audit, text
+from ..appkeys import CONFIG, DB, DISPLAYS
+from ..auth import now_iso
+from ..db import Database
+from ..events import EventHub
+from ..http.jsonio import json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    ID,
+    MATERIAL_ID,
+    OFFICER,
+    REASON,
+    SESSION,
+    Add,
+    json_body,
+    op,
+    responses,
+)
+from ..materials.api import material_row, read_checked
+from ..materials.store import TYPES
+from .api import open_session_room
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +168,6 @@ class DisplayManager:
         await self._tasks.close()
 
 
-DISPLAYS = web.AppKey("displays", DisplayManager)
 
 
 def _room_video_codecs(room: SfuRoom) -> set[str]:
@@ -176,8 +189,6 @@ def _players(material: dict[str, Any], data: bytes, page: int,
 
 
 async def start_display(request: web.Request) -> web.Response:
-    from .app import CONFIG
-
     officer = await access.officer(request)
     body = await read_object(request)
     reason = text(body, "reason", max_len=500)
@@ -256,3 +267,18 @@ async def stop_display(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/sessions/{session}/display", start_display)
     app.router.add_post("/api/cases/{case}/sessions/{session}/display/stop", stop_display)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/sessions/{session}/display", "post", op(
+        "Show an evidence item to everyone in the call", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404 409 422"), tag="evidence",
+        body=json_body({"material_id": MATERIAL_ID, "page": ID, "reason": REASON},
+                       ["material_id", "reason"]),
+        description="A video plays from its own packets when its codec fits the room, else "
+                    "transcoded once; a photo or PDF page is a still. Start, end and viewers "
+                    "go to the custody log."), [CASE, SESSION])
+    add("/api/cases/{case}/sessions/{session}/display/stop", "post", op(
+        "Take the shown item off", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
+        tag="evidence", body=json_body({"reason": REASON}, ["reason"])), [CASE, SESSION])

@@ -21,8 +21,9 @@ from mediaserver.participant import SfuParticipant, SignallingError
 from mediaserver.protocols import CloseReason
 from mediaserver.room import Sfu
 
-from .access import DEV_ROOM, CallAdmission, CallRefused
-from .http_json import loads
+from ..access import DEV_ROOM, CallAdmission, CallRefused, admission, audit
+from ..appkeys import CONFIG, DB, ERRORS, SFU, SIGNER, SOCKETS
+from ..http.jsonio import loads
 from .tokens import Grant, TokenError, TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -290,9 +291,6 @@ class SignallingSession:
 
 def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
     """Every join checked against the database (control/access.py), refusals audited."""
-    from .access import DB, admission, audit
-    from .app import CONFIG
-
     database = request.app[DB]
     dev_join = request.app[CONFIG].auth.dev_join
     address = request.remote
@@ -310,8 +308,6 @@ def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    from .app import CONFIG, ERRORS, SFU, SIGNER, SOCKETS
-
     config = request.app[CONFIG]
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * config.server.max_message_bytes)
     await ws.prepare(request)

@@ -26,25 +26,41 @@ from typing import Any
 
 from aiohttp import web
 
-from . import access
-from .access import DB, PartyCaller, audit
-from .auth import Officer, now_iso
-from .config import MaterialsConfig
-from .db import rows
-from .http_json import PayloadTooLarge, json_error
-from .materials import (
+from recorder.keys import KeyProblem
+
+from .. import access
+from ..access import PartyCaller, audit
+from ..appkeys import CONFIG, CUSTODY, DB, GATE, STORE
+from ..auth import Officer, now_iso
+from ..config import MaterialsConfig
+from ..db import rows
+from ..http.jsonio import PayloadTooLarge, json_error
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    MATERIAL_ID,
+    MEDIA_TYPES,
+    OFFICER,
+    PARTY,
+    Add,
+    in_path,
+    op,
+    query,
+    raw_body,
+    reason_query,
+    responses,
+)
+from .store import (
     CATEGORY_ZH,
     TYPES,
     ContentBudget,
     MaterialRejected,
-    MaterialStore,
     MaterialWriter,
     StoredMaterial,
     check_content,
     sniff,
 )
 
-STORE = web.AppKey("materials", MaterialStore)
 SNIFF_BYTES = 64
 BATCH = 1 << 20
 RETRY_AFTER = 5  # seconds, with 429 too_many_uploads
@@ -59,8 +75,6 @@ _PUBLIC = ("id, case_id, party_id, origin, uploaded_by, name, description, media
 
 
 def _settings(request: web.Request) -> MaterialsConfig:
-    from .app import CONFIG
-
     return request.app[CONFIG].materials
 
 
@@ -86,7 +100,6 @@ class UploadGate:
         self.keeping = asyncio.Lock()
 
 
-GATE = web.AppKey("material_uploads", UploadGate)
 
 
 @dataclass(frozen=True)
@@ -208,8 +221,7 @@ async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, cas
     except MaterialRejected as exc:
         await _refused(request, who, case_id, name, exc)
         raise
-    budget = ContentBudget(max_pixels=int(settings.max_megapixels * 1e6),
-                           max_pdf_pages=settings.max_pdf_pages)
+    budget = ContentBudget.of(settings)
     material_id = store.new_id()
     writer = await asyncio.to_thread(store.writer, material_id)
     try:
@@ -255,33 +267,36 @@ def _check_written(writer: MaterialWriter, media_type: str,
         return check_content(media_type, source, budget)
 
 
+def record_material(conn: sqlite3.Connection, actor: str, case_id: int, party_id: int | None,
+                    name: str, description: str, media_type: str, content: dict[str, object],
+                    stored: StoredMaterial, custody_index: int) -> dict[str, Any]:
+    """The row of a kept file (its custody entry written already), audited; as served."""
+    conn.execute(
+        "INSERT INTO materials (id, case_id, party_id, origin, uploaded_by, name, "
+        "description, media_type, size, sha256, content, wrapped_key, kek_fingerprint, "
+        "custody_index, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (stored.material_id, case_id, party_id, "party" if party_id is not None else "officer",
+         actor, name, description, media_type, stored.size, stored.sha256,
+         json.dumps(content), stored.wrapped_key, stored.kek_fingerprint, custody_index,
+         now_iso()))
+    audit(conn, actor, "material.received", f"material:{stored.material_id}", case_id,
+          sha256=stored.sha256, size=stored.size, media_type=media_type)
+    return _row_json(conn.execute(f"SELECT {_PUBLIC} FROM materials WHERE id = ?",
+                                  (stored.material_id,)).fetchone())
+
+
 async def _keep(request: web.Request, who: Officer | PartyCaller, case_id: int,
                 party_id: int | None, name: str, description: str, media_type: str,
                 content: dict[str, object], stored: StoredMaterial) -> dict[str, Any]:
     """Log a kept file in the custody log, then record it."""
-    from .app import CUSTODY
-
-    material_id = stored.material_id
     entry = await request.app[CUSTODY].append_async(
-        "material.received", actor=who.actor, case=str(case_id), material=material_id,
+        "material.received", actor=who.actor, case=str(case_id), material=stored.material_id,
         sha256=stored.sha256, size=stored.size, media_type=media_type, name=name,
         origin="party" if party_id is not None else "officer")
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        conn.execute(
-            "INSERT INTO materials (id, case_id, party_id, origin, uploaded_by, name, "
-            "description, media_type, size, sha256, content, wrapped_key, kek_fingerprint, "
-            "custody_index, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (material_id, case_id, party_id, "party" if party_id is not None else "officer",
-             who.actor, name, description, media_type, stored.size, stored.sha256,
-             json.dumps(content), stored.wrapped_key, stored.kek_fingerprint, entry["index"],
-             now_iso()))
-        audit(conn, who.actor, "material.received", f"material:{material_id}", case_id,
-              sha256=stored.sha256, size=stored.size, media_type=media_type)
-        return _row_json(conn.execute(f"SELECT {_PUBLIC} FROM materials WHERE id = ?",
-                                      (material_id,)).fetchone())
-
-    return await request.app[DB].run(run)
+    index = int(entry["index"])
+    return await request.app[DB].run(lambda c: record_material(
+        c, who.actor, case_id, party_id, name, description, media_type, content, stored,
+        index))
 
 
 async def _refused(request: web.Request, who: Officer | PartyCaller, case_id: int, name: str,
@@ -351,8 +366,6 @@ def material_row(conn: sqlite3.Connection, case_id: int, material_id: str,
 
 async def read_checked(request: web.Request, row: dict[str, Any]) -> bytes:
     """Decrypt a material and check it against the hash taken on receipt."""
-    from recorder.keys import KeyProblem
-
     try:
         return await asyncio.to_thread(request.app[STORE].read_all, row["id"],
                                        row["wrapped_key"], row["kek_fingerprint"],
@@ -369,10 +382,6 @@ async def _download(request: web.Request, who: Officer | PartyCaller, case_id: i
 
     Every chunk is authenticated again as it is sent (under the file's own key, in its place),
     so what goes out is what was checked; a file is never held whole in memory."""
-    from recorder.keys import KeyProblem
-
-    from .app import CUSTODY
-
     store = request.app[STORE]
     try:
         await asyncio.to_thread(store.verify, row["id"], row["wrapped_key"],
@@ -438,3 +447,36 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/materials", officer_upload)
     app.router.add_get("/api/cases/{case}/materials", officer_list)
     app.router.add_get("/api/cases/{case}/materials/{material}/content", officer_download)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    upload_params = [query("name", {"type": "string", "minLength": 1, "maxLength": 200},
+                           required=True, description="the file's name"),
+                     query("description", {"type": "string", "maxLength": 500})]
+    upload_body = raw_body("the file itself; its type is taken from the content (JPEG, PNG, "
+                           "PDF, MP4/MOV, WebM/Matroska)", MEDIA_TYPES)
+    add("/api/party/materials", "post", op(
+        "Upload a material (photo, PDF, video)", PARTY,
+        responses("201", ANY_OBJECT, "400 401 403 413 415 422 429"), tag="materials",
+        body=upload_body, params=upload_params))
+    add("/api/party/materials", "get", op(
+        "The party's own uploads", PARTY, responses("200", ANY_OBJECT, "401 403"),
+        tag="materials"))
+    add("/api/party/materials/{material}/content", "get", op(
+        "Download one of the party's own uploads (logged)", PARTY,
+        responses("200", {"type": "string", "format": "binary"}, "401 403 404 409",
+                  "application/octet-stream"), tag="materials"),
+        [in_path("material", MATERIAL_ID)])
+    add("/api/cases/{case}/materials", "post", op(
+        "Attach an evidence item to the case", OFFICER,
+        responses("201", ANY_OBJECT, "400 401 404 409 413 415 422 429"), tag="materials",
+        body=upload_body, params=upload_params), [CASE])
+    add("/api/cases/{case}/materials", "get", op(
+        "Every material of the case", OFFICER, responses("200", ANY_OBJECT, "401 404"),
+        tag="materials"), [CASE])
+    add("/api/cases/{case}/materials/{material}/content", "get", op(
+        "Download a material: the hash is checked again, the access logged", OFFICER,
+        responses("200", {"type": "string", "format": "binary"}, "400 401 404 409",
+                  "application/octet-stream"), tag="materials",
+        params=[reason_query()]), [CASE, in_path("material", MATERIAL_ID)])

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import AuthConfig
+
 VERSION = "v1"
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 ROLES = ("party", "officer", "supervisor", "observer")
@@ -81,7 +83,8 @@ class TokenSigner:
         return _b64(hmac.new(self._secret, f"{VERSION}.{body}".encode(), hashlib.sha256).digest())
 
     def mint(self, room: str, participant: str, *, name: str = "", role: str = "party",
-             ttl: int = 3600, now: float | None = None, grant_id: str | None = None) -> str:
+             ttl: int = AuthConfig.token_ttl, now: float | None = None,
+             grant_id: str | None = None) -> str:
         if not valid_id(room) or not valid_id(participant):
             raise ValueError("room and participant IDs: 1-64 of A-Z a-z 0-9 _ . : -")
         if role not in ROLES:

@@ -16,9 +16,23 @@ from aiohttp import web
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 from verifier.service import Verifier
 
-from . import access
-from .access import DB, audit
-from .http_json import PayloadTooLarge, json_error
+from .. import access
+from ..access import audit
+from ..appkeys import DB, VERIFIER
+from ..http.jsonio import PayloadTooLarge, json_error
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    OFFICER,
+    PARTY_P,
+    SESSION,
+    Add,
+    op,
+    raw_body,
+    reason_query,
+    responses,
+)
+from ..sessions.api import open_session_room
 
 
 def scope_of_case(case_id: int) -> str:
@@ -26,8 +40,6 @@ def scope_of_case(case_id: int) -> str:
 
 
 def verifier_of(request: web.Request) -> Verifier:
-    from .app import VERIFIER
-
     if VERIFIER not in request.app:
         raise json_error(web.HTTPNotFound, "not_found",
                          "the verifier is disabled (verifier.enabled = false)")
@@ -89,8 +101,6 @@ async def forget(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    from .cases_api import open_session_room
-
     officer = await access.officer(request)
     _, _, room = await open_session_room(request, officer)
     return web.json_response({"participants": verifier_of(request).status(room.room_id)})
@@ -100,3 +110,20 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/api/cases/{case}/parties/{party}/reference", enroll)
     app.router.add_delete("/api/cases/{case}/parties/{party}/reference", forget)
     app.router.add_get("/api/cases/{case}/sessions/{session}/verification", status)
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    add("/api/cases/{case}/parties/{party}/reference", "put", op(
+        "Enroll the party's reference photo (ID photo) for face checks", OFFICER,
+        responses("200", ANY_OBJECT, "401 404 413 422"), tag="verification",
+        body=raw_body("the photo itself, at most 10 MiB", ["image/jpeg", "image/png",
+                                                           "application/octet-stream"])),
+        [CASE, PARTY_P])
+    add("/api/cases/{case}/parties/{party}/reference", "delete", op(
+        "Delete the party's reference", OFFICER, responses("200", ANY_OBJECT, "400 401 404"),
+        tag="verification", params=[reason_query()]))
+
+    add("/api/cases/{case}/sessions/{session}/verification", "get", op(
+        "Face verification state of each party in the call", OFFICER,
+        responses("200", ANY_OBJECT, "401 404 409"), tag="verification"), [CASE, SESSION])
