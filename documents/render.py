@@ -1,0 +1,275 @@
+"""Render a template and case data to PDF/A-3b with an embedded Chinese TrueType font.
+
+The PDF carries, as a PDF/A-3 associated file named :data:`MANIFEST_NAME`, a JSON manifest:
+the kind, number, the hash of the data it was made from, and every required signature (field
+name, role, signer, page, box). The verifier reads it to tell which signatures are missing, so
+an outsider needs nothing but the PDF and the root certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fpdf import FPDF
+from fpdf.enums import OutputIntentSubType
+from fpdf.output import PDFICCProfile
+from PIL import ImageCms
+
+from .fonts import find_cjk_font
+from .model import Data, resolve
+from .templates import PLACEHOLDER, SignerSpec, Template
+
+MANIFEST_NAME = "remotecase-document.json"
+MANIFEST_FORMAT = "remotecase-document/1"
+MM = 72 / 25.4  # PDF points per millimetre
+SLOT_W, SLOT_H = 48.0, 16.0  # a signature box, mm
+
+
+@dataclass(frozen=True)
+class RequiredSignature:
+    field: str  # the PDF signature field's name
+    role: str  # party | officer | seal
+    signer_id: str
+    name: str
+    label: str
+    page: int  # 1-based
+    box: tuple[float, float, float, float]  # PDF points, (x1, y1, x2, y2) from bottom-left
+    refused: str | None = None  # the refusal note, when the signer refused
+
+    def as_json(self) -> dict[str, Any]:
+        return {"field": self.field, "role": self.role, "signer_id": self.signer_id,
+                "name": self.name, "label": self.label, "page": self.page,
+                "box": list(self.box), "refused": self.refused}
+
+
+@dataclass
+class RenderedDocument:
+    pdf: bytes
+    manifest: dict[str, Any]
+    required: list[RequiredSignature] = field(default_factory=list)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, list):
+        return "；".join(_fmt(v) for v in value)
+    if isinstance(value, dict):
+        return "；".join(f"{k}：{_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def fill(text: str, ctx: Mapping[str, Any]) -> tuple[str, bool]:
+    """The text with placeholders replaced; and whether every placeholder had a value."""
+    complete = True
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal complete
+        v = resolve(ctx, m.group(1))
+        if v is None or v == "":
+            complete = False
+        return _fmt(v)
+
+    return PLACEHOLDER.sub(sub, text), complete
+
+
+def offset_text(offset: Any) -> str:
+    """A recording offset (seconds, or already text) as H:MM:SS."""
+    if isinstance(offset, int | float):
+        s = int(offset)
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return str(offset)
+
+
+def _signers_of(spec: SignerSpec, data: Data) -> list[tuple[str, str]]:
+    """(signer_id, name) for each person the spec names."""
+    if spec.who == "department":
+        dep = data.get("department", {})
+        return [("department", str(dep.get("seal_name") or dep.get("name", "")))]
+    if spec.who.endswith("[]"):
+        people = data.get(spec.who[:-2]) or []
+    else:
+        one = resolve(data, spec.who)
+        people = [one] if one is not None else []
+    out = []
+    for i, p in enumerate(people):
+        pid = str(p.get("id") or f"{spec.who.split('.')[0].rstrip('[]')}{i}")
+        out.append((pid, str(p.get("name", ""))))
+    return out
+
+
+def _field_name(role: str, signer_id: str, page: int | None) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", signer_id)
+    return f"{role}-{safe}" + (f"-p{page}" if page else "")
+
+
+class _Pdf(FPDF):
+    def __init__(self, doc: _Layout) -> None:
+        super().__init__(format="A4", enforce_compliance="PDF/A-3B")
+        self._doc = doc
+
+    def footer(self) -> None:
+        self._doc.page_footer()
+
+
+class _Layout:
+    def __init__(self, template: Template, data: Data, number: str, font: Path | None) -> None:
+        self.t, self.data, self.number = template, data, number
+        self.refusals = {str(r.get("signer_id")): r for r in data.get("refusals") or []}
+        path, index = find_cjk_font(font)
+        self.pdf = _Pdf(self)
+        self.pdf.add_font("zh", fname=str(path), collection_font_number=index)
+        self.pdf.set_auto_page_break(True, margin=38)  # room for the per-page signature slots
+        self.pdf.set_margins(20, 18, 20)
+        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        self.pdf.add_output_intent(
+            OutputIntentSubType.PDFA, "sRGB", registry_name="http://www.color.org",
+            dest_output_profile=PDFICCProfile(contents=icc, n=3, alternate="DeviceRGB"),
+            info="sRGB IEC61966-2.1")
+        self.required: list[RequiredSignature] = []
+        self.every_page = [(s, who) for s in template.signers if s.every_page
+                           for who in _signers_of(s, data)]
+
+    def _box(self, x: float, y: float) -> tuple[float, float, float, float]:
+        h = self.pdf.h
+        return (round(x * MM, 2), round((h - y - SLOT_H) * MM, 2),
+                round((x + SLOT_W) * MM, 2), round((h - y) * MM, 2))
+
+    def _require(self, spec: SignerSpec, who: tuple[str, str], page: int | None,
+                 x: float, y: float, on_page: int | None = None) -> None:
+        signer_id, name = who
+        refusal = self.refusals.get(signer_id)
+        note = None
+        if refusal is not None:
+            note = f"{name}拒绝签名：{refusal.get('reason', '')}（{refusal.get('time', '')}）"
+        self.required.append(RequiredSignature(
+            _field_name(spec.role, signer_id, page), spec.role, signer_id, name, spec.label,
+            on_page or self.pdf.page_no(), self._box(x, y), note))
+
+    def page_footer(self) -> None:
+        pdf = self.pdf
+        y = pdf.h - 34
+        x = pdf.l_margin
+        pdf.set_font("zh", size=9)
+        for spec, _who in self.every_page:
+            pdf.set_xy(x, y + 5)
+            pdf.cell(24, 6, f"{spec.label}签名：")
+            pdf.rect(x + 24, y, SLOT_W, SLOT_H)
+            x += 24 + SLOT_W + 6
+        pdf.set_xy(pdf.l_margin, pdf.h - 14)
+        pdf.cell(0, 6, f"第 {pdf.page_no()} 页 共 {{nb}} 页", align="C")
+
+    def every_page_slots(self) -> None:
+        # The footer draws the same slots on every page; their boxes are known once the page
+        # count is (the last footer is drawn only when the PDF is written).
+        for page in range(1, self.pdf.pages_count + 1):
+            x = self.pdf.l_margin
+            for spec, who in self.every_page:
+                self._require(spec, who, page, x + 24, self.pdf.h - 34, page)
+                x += 24 + SLOT_W + 6
+
+    def text_line(self, text: str, size: float = 11, align: str = "L") -> None:
+        self.pdf.set_font("zh", size=size)
+        self.pdf.multi_cell(0, 6.5, text, align=align, new_x="LMARGIN", new_y="NEXT")
+
+    def render(self) -> None:
+        pdf, data = self.pdf, self.data
+        pdf.set_title(self.t.title)
+        pdf.set_lang("zh-CN")
+        pdf.set_author(str(resolve(data, "department.name") or ""))
+        pdf.set_creator("remotecase documents")
+        pdf.add_page()
+        self.text_line(str(resolve(data, "department.name") or ""), 13, "C")
+        self.text_line(self.t.title, 18, "C")
+        if self.number:
+            self.text_line(self.number, 11, "C")
+        pdf.ln(3)
+        ctx: dict[str, Any] = dict(data)
+        ctx["number"] = self.number
+        for block in self.t.body:
+            kind = block["type"]
+            if kind in ("line", "paragraph"):
+                text, complete = fill(block["text"], ctx)
+                if block.get("optional") and not complete:
+                    continue
+                self.text_line(text, align=block.get("align", "L"))
+            elif kind == "each":
+                if block.get("title"):
+                    self.text_line(f"{block['title']}：")
+                for item in data.get(block["over"]) or []:
+                    for line in block["lines"]:
+                        self.text_line("    " + fill(line, {**ctx, "item": item})[0])
+            elif kind == "turns":
+                for turn in data.get("turns") or []:
+                    stamp = f"（{turn.get('time', '')}，录像 {offset_text(turn.get('offset'))}）"
+                    self.text_line(f"问{stamp}：{_fmt(turn.get('q'))}")
+                    self.text_line(f"答：{_fmt(turn.get('a'))}")
+            elif kind == "refusals":
+                for r in data.get("refusals") or []:
+                    self.text_line(
+                        f"拒绝签名记录：{r.get('name', r.get('signer_id'))}拒绝签名，理由："
+                        f"{r.get('reason', '')}；时间：{r.get('time', '')}；"
+                        f"记录人：{r.get('recorded_by', '')}")
+            elif kind == "signatures":
+                self._slots()
+
+    def _slots(self) -> None:
+        pdf = self.pdf
+        slots = [(s, who) for s in self.t.signers if not s.every_page
+                 for who in _signers_of(s, self.data)]
+        pdf.ln(4)
+        y = pdf.get_y()
+        for i, (spec, who) in enumerate(slots):
+            col = i % 2
+            if col == 0:
+                if pdf.get_y() + SLOT_H + 4 > pdf.page_break_trigger:
+                    pdf.add_page()
+                y = pdf.get_y()
+            x = pdf.l_margin + col * 86
+            pdf.set_font("zh", size=10)
+            pdf.set_xy(x, y + 5)
+            pdf.cell(30, 6, f"{spec.label}：")
+            pdf.rect(x + 30, y, SLOT_W, SLOT_H)
+            self._require(spec, who, None, x + 30, y)
+            if col == 1 or i == len(slots) - 1:
+                pdf.set_xy(pdf.l_margin, y + SLOT_H + 4)
+
+
+def render(template: Template, data: Data, number: str = "", *, font: Path | None = None,
+           created: datetime | None = None) -> RenderedDocument:
+    """Check the data against the template, lay it out and return the PDF and its manifest.
+
+    Blocking (font subsetting): call it in a thread from the event loop.
+    """
+    template.check(data)
+    layout = _Layout(template, data, number, font)
+    layout.render()
+    layout.every_page_slots()
+    canonical = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "kind": template.kind,
+        "title": template.title,
+        "number": number,
+        "department": resolve(data, "department.name"),
+        "case_id": resolve(data, "case.id"),
+        "data_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+        "created": (created or datetime.now(UTC)).isoformat(),
+        "pages": layout.pdf.pages_count,
+        "required_signatures": [r.as_json() for r in layout.required],
+    }
+    layout.pdf.embed_file(
+        bytes=json.dumps(manifest, ensure_ascii=False, indent=1).encode(),
+        basename=MANIFEST_NAME, mime_type="application/json",
+        associated_file_relationship="Data", desc="文书清单与应签名 / manifest and required "
+        "signatures")
+    return RenderedDocument(bytes(layout.pdf.output()), manifest, layout.required)
