@@ -110,6 +110,8 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 
 def _name(cn: str, org: str, unit: str | None = None) -> x509.Name:
+    if not cn.strip() or not org.strip():
+        raise CAError("证书的名称和单位不能为空 / a certificate needs a name and an organisation")
     attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
              x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)]
     if unit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from PIL import ImageCms
 from .fonts import find_cjk_font
 from .model import Data, resolve
 from .templates import PLACEHOLDER, SignerSpec, Template
+
+# fontTools drops the bitmap (BDF) table of WenQuanYi when subsetting and says so on every
+# document; the outlines, which are what is embedded, are unaffected.
+logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
 
 MANIFEST_NAME = "remotecase-document.json"
 MANIFEST_FORMAT = "remotecase-document/1"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,17 @@ from .errors import SigningError
 from .manifest import read_manifest
 
 T = TypeVar("T")
+
+
+class _NoFetchNotice(logging.Filter):
+    """pyhanko warns on every signature that fetching is off; here it is off by design (the CA's
+    CRL is handed to it), so the notice says nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "fetching is not allowed" not in record.getMessage()
+
+
+logging.getLogger("pyhanko.sign.signers.pdf_signer").addFilter(_NoFetchNotice())
 # The built-in TSA's policy (private arc, like ca.SIGNING_EVENT_OID).
 TSA_POLICY = "1.3.6.1.4.1.55555.14.2"
 RESERVED = 24000  # bytes of the /Contents hex string: CMS + timestamp + chain fit easily
@@ -91,6 +103,9 @@ class Pkcs11Provider:
     cert: x509.Certificate
     root: x509.Certificate
     role: str
+    # hash here and have the token sign the digest (CKM_ECDSA): SoftHSM and many tokens have
+    # no CKM_ECDSA_SHA256
+    raw_mechanism: bool = True
     _session: Any = field(default=None, repr=False)
 
     def pyhanko_signer(self) -> signers.Signer:
@@ -103,7 +118,7 @@ class Pkcs11Provider:
                 user_pin=self.pin)
         return ph11.PKCS11Signer(
             self._session, key_label=self.key_label, signing_cert=to_asn1(self.cert),
-            ca_chain=[to_asn1(self.root)])
+            ca_chain=[to_asn1(self.root)], use_raw_mechanism=self.raw_mechanism)
 
     def close(self) -> None:
         if self._session is not None:

@@ -44,9 +44,11 @@ class SignatureReport:
     ok: bool
     problems: list[str] = dc_field(default_factory=list)
     signing_event: dict[str, Any] | None = None  # a party's face verdict, mark hash...
+    serial: str = ""  # the signer certificate's serial (hex), e.g. to revoke it
 
     def as_json(self) -> dict[str, Any]:
         return {"field": self.field, "signer": self.signer, "role": self.role,
+                "serial": self.serial,
                 "signed_at": self.signed_at.isoformat() if self.signed_at else None,
                 "ok": self.ok, "problems": self.problems, "signing_event": self.signing_event}
 
@@ -207,7 +209,8 @@ def _check_signature(sig: Any, reader: PdfFileReader, roots: list[asn1_x509.Cert
                      slot: dict[str, Any] | None) -> SignatureReport:
     cert = sig.signer_cert
     signer = cert.subject.human_friendly
-    rep = SignatureReport(sig.field_name, signer, slot["role"] if slot else None, None, False)
+    rep = SignatureReport(sig.field_name, signer, slot["role"] if slot else None, None, False,
+                          serial=format(cert.serial_number, "x"))
     problems = rep.problems
     # The timestamp fixes when it was signed; validate the chain at that moment.
     ts_time = _timestamp_time(sig)
