@@ -17,7 +17,8 @@ from .errors import SigningError
 from .fonts import find_cjk_font
 
 MAX_STROKES = 200
-MAX_POINTS = 20000
+MAX_POINTS = 5000
+MAX_MARK_BYTES = 96 * 1024  # canonical JSON of MAX_POINTS points at 0.1 resolution fits
 
 Strokes = list[list[tuple[float, float]]]
 
@@ -41,7 +42,8 @@ def parse_strokes(raw: Any) -> Strokes:
                     isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
                     for v in p[:2]):
                 raise SigningError("笔迹点应为 [x, y] 数字 / a point must be [x, y] numbers")
-            pts.append((float(p[0]), float(p[1])))
+            # 0.1 unit is finer than a finger; rounding keeps the canonical JSON short
+            pts.append((round(float(p[0]), 1), round(float(p[1]), 1)))
         total += len(pts)
         out.append(pts)
     if total > MAX_POINTS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from asn1crypto import cms
+from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -60,6 +61,10 @@ class _NoFetchNotice(logging.Filter):
 logging.getLogger("pyhanko.sign.signers.pdf_signer").addFilter(_NoFetchNotice())
 # The built-in TSA's policy (private arc, like ca.SIGNING_EVENT_OID).
 TSA_POLICY = "1.3.6.1.4.1.55555.14.2"
+# CMS signed attributes a party signs with its own key: the handwritten mark's stroke data
+# (canonical JSON, see appearance.strokes_json) and the signing event (the face verdict...).
+MARK_ATTR = "1.3.6.1.4.1.55555.14.3"
+EVENT_ATTR = "1.3.6.1.4.1.55555.14.4"
 RESERVED = 24000  # bytes of the /Contents hex string: CMS + timestamp + chain fit easily
 
 
@@ -235,15 +240,61 @@ class PendingSignature:
         return bytes(self.prep_digest.document_digest)
 
 
+def _octets_attr(oid: str, data: bytes) -> cms.CMSAttribute:
+    return cms.CMSAttribute({"type": oid, "values": [core.OctetString(data)]})
+
+
+def read_party_attrs(signer_info: Any) -> tuple[bytes | None, dict[str, Any] | None]:
+    """The stroke data and the signing event a party signed (from its CMS signed attributes)."""
+    mark: bytes | None = None
+    event: dict[str, Any] | None = None
+    for attr in signer_info["signed_attrs"]:
+        oid = attr["type"].dotted
+        if oid not in (MARK_ATTR, EVENT_ATTR):
+            continue
+        raw = core.OctetString.load(attr["values"][0].dump()).native
+        if oid == MARK_ATTR:
+            mark = bytes(raw)
+        else:
+            try:
+                parsed = json.loads(bytes(raw).decode("utf-8"))
+                event = parsed if isinstance(parsed, dict) else None
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                event = None
+    return mark, event
+
+
 def prepare_party_signing(pdf: bytes, field_name: str, party_cert: x509.Certificate,
-                          setup: SigningSetup, appearance: Image.Image | None = None
-                          ) -> PendingSignature:
+                          setup: SigningSetup, appearance: Image.Image | None = None,
+                          mark: bytes | None = None) -> PendingSignature:
     """Reserve the party's signature in ``field_name`` and compute what the party's key signs.
 
     ``party_cert`` is the short-lived certificate :meth:`DeploymentCA.issue_party` made for this
-    signing; the manifest's field must be a party's.
+    signing; the manifest's field must be a party's. ``mark`` (``appearance.strokes_json``) is
+    the stroke data of the handwritten mark: it goes, with the certificate's signing event, into
+    the signed attributes, so the party's own key signs them and the PDF keeps them.
     """
+    from .appearance import MAX_MARK_BYTES
+    from .ca import sha256_hex, signing_event
+
     slot, _ = _check_field(pdf, field_name, "party")
+    event = signing_event(party_cert)
+    if event is None or event.get("field") != field_name:
+        raise SigningError(f"证书不是为签名位置 {field_name} 签发的当事人证书 / the certificate is "
+                           f"not a party certificate issued for {field_name}")
+    if event.get("document_sha256") != sha256_hex(pdf):
+        raise SigningError("证书是为文书的另一个版本签发的 / the certificate was issued for "
+                           "another version of the document")
+    if mark is not None:
+        if len(mark) > MAX_MARK_BYTES:
+            raise SigningError(f"签名笔迹数据过大（{len(mark)} 字节）/ the mark is too large")
+        if sha256_hex(mark) != event.get("mark_sha256"):
+            raise SigningError("签名笔迹与证书中的哈希不符 / the mark does not match the hash "
+                               "in the certificate")
+    extra = [_octets_attr(EVENT_ATTR, json.dumps(event, sort_keys=True).encode())]
+    if mark is not None:
+        extra.append(_octets_attr(MARK_ATTR, mark))
+    reserved = RESERVED + 2 * (len(mark or b"") + 512)
     cert = to_asn1(party_cert)
     registry = SimpleCertificateStore.from_certs([to_asn1(setup.ca.root)])
     ext = signers.ExternalSigner(signing_cert=cert, cert_registry=registry, signature_value=72)
@@ -251,14 +302,17 @@ def prepare_party_signing(pdf: bytes, field_name: str, party_cert: x509.Certific
     async def prepare() -> PendingSignature:
         pdf_signer = _pdf_signer(slot, ext, setup, appearance, slot["name"])
         prep, tbs, output = await pdf_signer.async_digest_doc_for_signing(
-            IncrementalPdfFileWriter(io.BytesIO(pdf)), bytes_reserved=RESERVED)
-        attrs = await ext.signed_attrs(prep.document_digest, "sha256", use_pades=True)
+            IncrementalPdfFileWriter(io.BytesIO(pdf)), bytes_reserved=reserved)
+        base = await ext.signed_attrs(prep.document_digest, "sha256", use_pades=True)
+        attrs = cms.CMSAttributes([*base, *extra])
         assert isinstance(output, io.BytesIO)
         return PendingSignature(field_name, cert, attrs, prep, tbs.post_sign_instructions,
                                 output, datetime.now(UTC))
 
     try:
         return _run(prepare())
+    except SigningError:
+        raise
     except Exception as exc:
         raise SigningError(f"无法准备签名：{exc} / cannot prepare the signature: {exc}") from exc
 

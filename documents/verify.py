@@ -12,6 +12,7 @@ first revision) tells which signatures are required, and which are missing or re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from pyhanko_certvalidator import ValidationContext
 from .ca import signing_event
 from .errors import DocumentError
 from .manifest import read_manifest
+from .signing import read_party_attrs
 
 
 @dataclass
@@ -45,10 +47,11 @@ class SignatureReport:
     problems: list[str] = dc_field(default_factory=list)
     signing_event: dict[str, Any] | None = None  # a party's face verdict, mark hash...
     serial: str = ""  # the signer certificate's serial (hex), e.g. to revoke it
+    mark_sha256: str | None = None  # a party's handwritten mark, as signed
 
     def as_json(self) -> dict[str, Any]:
         return {"field": self.field, "signer": self.signer, "role": self.role,
-                "serial": self.serial,
+                "serial": self.serial, "mark_sha256": self.mark_sha256,
                 "signed_at": self.signed_at.isoformat() if self.signed_at else None,
                 "ok": self.ok, "problems": self.problems, "signing_event": self.signing_event}
 
@@ -166,7 +169,7 @@ def verify_pdf(pdf: bytes, trust_roots: Sequence[x509.Certificate],
     valid_fields: list[str] = []
     for sig in sigs:
         rep = _check_signature(sig, reader, roots, extra_crls, dss, final_pages,
-                               manifest_fields.get(sig.field_name))
+                               manifest_fields.get(sig.field_name), pdf)
         reports.append(rep)
         if rep.ok:
             valid_fields.append(sig.field_name)
@@ -203,10 +206,61 @@ def _timestamp_time(sig: Any) -> datetime | None:
     return None
 
 
+def _prefix_hashes(pdf: bytes) -> set[str]:
+    """SHA-256 of every earlier revision of the file (each ends at a %%EOF marker)."""
+    out = set()
+    start = 0
+    while (i := pdf.find(b"%%EOF", start)) >= 0:
+        end = i + 5
+        for tail in (b"", b"\n", b"\r\n", b"\r"):
+            if pdf[end:end + len(tail)] == tail:
+                out.add(hashlib.sha256(pdf[:end + len(tail)]).hexdigest())
+        start = end
+    return out
+
+
+def _check_party(sig: Any, cert: Any, rep: SignatureReport, pdf: bytes) -> None:
+    problems = rep.problems
+    event = signing_event(x509.load_der_x509_certificate(cert.dump()))
+    rep.signing_event = event
+    if not event or not event.get("verdict_id") or not event.get("frame_sha256"):
+        problems.append("当事人证书中没有人脸核验记录 / the party's certificate carries no "
+                        "face-match verdict")
+        return
+    if event.get("field") != sig.field_name:
+        problems.append("当事人证书是为另一个签名位置签发的 / the party's certificate was "
+                        "issued for another signature field")
+    if event.get("document_sha256") not in _prefix_hashes(pdf):
+        problems.append("当事人证书是为另一份文书签发的（文书哈希不符）/ the party's certificate "
+                        "was issued for another document (hash mismatch)")
+    mark, signed_event = read_party_attrs(sig.signer_info)
+    if signed_event is not None and signed_event != event:
+        problems.append("签名属性中的核验记录与证书不符 / the signed verdict differs from the "
+                        "certificate's")
+    if mark is None:
+        problems.append("签名中没有手写笔迹数据 / the signature carries no handwritten mark data")
+    else:
+        rep.mark_sha256 = hashlib.sha256(mark).hexdigest()
+        if rep.mark_sha256 != event.get("mark_sha256"):
+            problems.append("手写笔迹数据与证书中的哈希不符 / the mark data does not match the "
+                            "certificate's hash")
+
+
+def extract_marks(pdf: bytes) -> dict[str, bytes]:
+    """The stroke data (canonical JSON) of every party signature, by field name."""
+    reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+    out = {}
+    for sig in reader.embedded_regular_signatures:
+        mark, _ = read_party_attrs(sig.signer_info)
+        if mark is not None:
+            out[sig.field_name] = mark
+    return out
+
+
 def _check_signature(sig: Any, reader: PdfFileReader, roots: list[asn1_x509.Certificate],
                      extra_crls: list[asn1_crl.CertificateList],
                      dss: DocumentSecurityStore | None, final_pages: int,
-                     slot: dict[str, Any] | None) -> SignatureReport:
+                     slot: dict[str, Any] | None, pdf: bytes) -> SignatureReport:
     cert = sig.signer_cert
     signer = cert.subject.human_friendly
     rep = SignatureReport(sig.field_name, signer, slot["role"] if slot else None, None, False,
@@ -265,13 +319,6 @@ def _check_signature(sig: Any, reader: PdfFileReader, roots: list[asn1_x509.Cert
     except Exception:
         problems.append("无法确定签名时的页数 / cannot tell the page count at signing")
     if slot is not None and slot["role"] == "party":
-        event = signing_event(x509.load_der_x509_certificate(cert.dump()))
-        rep.signing_event = event
-        if not event or not event.get("verdict_id") or not event.get("frame_sha256"):
-            problems.append("当事人证书中没有人脸核验记录 / the party's certificate carries no "
-                            "face-match verdict")
-        elif event.get("field") != sig.field_name:
-            problems.append("当事人证书是为另一个签名位置签发的 / the party's certificate was "
-                            "issued for another signature field")
+        _check_party(sig, cert, rep, pdf)
     rep.ok = not problems
     return rep

@@ -26,7 +26,13 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from documents import CAError, SigningError, load_templates, render
-from documents.appearance import mark_image, name_card, parse_strokes, strokes_sha256
+from documents.appearance import (
+    mark_image,
+    name_card,
+    parse_strokes,
+    strokes_json,
+    strokes_sha256,
+)
 from documents.ca import DeploymentCA, FaceVerdict, signing_event
 from documents.samples import sample
 from documents.seal import draw_seal
@@ -38,7 +44,7 @@ from documents.signing import (
     prepare_party_signing,
     sign_document,
 )
-from documents.verify import document_state, verify_pdf
+from documents.verify import document_state, extract_marks, verify_pdf
 
 TEMPLATES = load_templates()
 STROKES = [[[0, 0], [12, 8], [24, 0], [30, 10]], [[4, 14], [26, 14]], [[15, 2], [15, 22]]]
@@ -77,7 +83,8 @@ def party_sign(pdf: bytes, field: str, setup: SigningSetup, party_id: str, name:
     strokes = parse_strokes(STROKES)
     cert = setup.ca.issue_party(browser.spki(), party_id, name, face or verdict(),
                                 hashlib.sha256(pdf).hexdigest(), field, strokes_sha256(strokes))
-    pending = prepare_party_signing(pdf, field, cert, setup, mark_image(strokes, name))
+    pending = prepare_party_signing(pdf, field, cert, setup, mark_image(strokes, name),
+                                    mark=strokes_json(strokes))
     return finish_party_signing(pending, browser.sign(pending.to_be_signed), setup)
 
 
@@ -127,6 +134,9 @@ def test_record_signed_by_party_key_after_face_match_and_by_officers(
     assert event is not None and event["verdict_id"] == "verdict-1"
     assert event["frame_sha256"] == hashlib.sha256(b"verdict-1").hexdigest()
     assert event["mark_sha256"] == strokes_sha256(parse_strokes(STROKES))
+    # the stroke data itself is in the PDF, signed by the party's own key
+    assert report.signatures[0].mark_sha256 == event["mark_sha256"]
+    assert extract_marks(signed_record) == {"party-p1-p1": strokes_json(parse_strokes(STROKES))}
     # B-LT: the chain and the CRL are in the document's DSS
     reader = PdfFileReader(io.BytesIO(signed_record))
     dss = reader.root["/DSS"]
@@ -145,6 +155,15 @@ def test_party_key_never_reaches_the_library_and_a_wrong_signature_is_refused(
     cert = setup.ca.issue_party(browser.spki(), "p1", "张三", verdict(),
                                 hashlib.sha256(doc.pdf).hexdigest(), "party-p1",
                                 strokes_sha256(strokes))
+    with pytest.raises(SigningError, match="另一个版本"):
+        prepare_party_signing(doc.pdf + b"\n", "party-p1", cert, setup)
+    other_field = setup.ca.issue_party(browser.spki(), "p1", "张三", verdict(),
+                                       hashlib.sha256(doc.pdf).hexdigest(), "party-p9",
+                                       strokes_sha256(strokes))
+    with pytest.raises(SigningError, match="不是为签名位置 party-p1"):
+        prepare_party_signing(doc.pdf, "party-p1", other_field, setup)
+    with pytest.raises(SigningError, match="笔迹与证书"):
+        prepare_party_signing(doc.pdf, "party-p1", cert, setup, mark=b"{}")
     pending = prepare_party_signing(doc.pdf, "party-p1", cert, setup, mark_image(strokes))
     with pytest.raises(SigningError, match="签名值与证书不符"):
         finish_party_signing(pending, other.sign(pending.to_be_signed), setup)
