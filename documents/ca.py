@@ -87,9 +87,14 @@ def _write_secret(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _write_public(path: Path, data: bytes) -> None:
+def _write_public(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write by rename. 0600 by default (the issued list names parties); 0644 only for what is
+    meant to be published: the root certificate and the CRL."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     tmp.replace(path)
 
 
@@ -170,7 +175,7 @@ class DeploymentCA:
                                    critical=False)
                     .sign(key, hashes.SHA256()))
             _write_secret(root_key, _pem_key(key))
-            _write_public(root_pem, cert.public_bytes(serialization.Encoding.PEM))
+            _write_public(root_pem, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         loaded = _load_key(root_key)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise CAError(f"根密钥 {root_key} 应为 EC 密钥 / the root key must be an EC key")
@@ -347,7 +352,7 @@ class DeploymentCA:
     def publish_crl(self) -> Path:
         """Write the current CRL to ``crl.der`` in the keys directory (to be served)."""
         path = self.dir / "crl.der"
-        _write_public(path, self.crl().public_bytes(serialization.Encoding.DER))
+        _write_public(path, self.crl().public_bytes(serialization.Encoding.DER), 0o644)
         return path
 
 

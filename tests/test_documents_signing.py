@@ -325,6 +325,10 @@ def test_revoked_certificate(tmp_path: Path) -> None:
     assert crl.get_revoked_certificate_by_serial_number(cred2.cert.serial_number) is not None
     with pytest.raises(CAError, match="未签发"):
         setup.ca.revoke(12345)
+    # keys and the list of issued certificates are private; the root and the CRL are published
+    for f in (tmp_path / "keys").iterdir():
+        expected = 0o644 if f.name in ("ca-root.pem", "crl.der") else 0o600
+        assert f.stat().st_mode & 0o777 == expected, f.name
 
 
 def test_signature_without_timestamp_is_named(setup: SigningSetup) -> None:
@@ -350,3 +354,10 @@ def test_unsigned_or_foreign_pdf(setup: SigningSetup) -> None:
     report = verify_pdf(doc.pdf, [])
     assert any("未指定根证书" in p for p in report.problems)
     assert sum("缺少必需的签名" in p for p in report.problems) == 3
+
+
+def test_ca_refuses_a_root_key_others_can_read(tmp_path: Path) -> None:
+    DeploymentCA(tmp_path / "keys")
+    (tmp_path / "keys" / "ca-root.key").chmod(0o644)
+    with pytest.raises(CAError, match="0600"):
+        DeploymentCA(tmp_path / "keys")
