@@ -361,3 +361,58 @@ def test_ca_refuses_a_root_key_others_can_read(tmp_path: Path) -> None:
     (tmp_path / "keys" / "ca-root.key").chmod(0o644)
     with pytest.raises(CAError, match="0600"):
         DeploymentCA(tmp_path / "keys")
+
+
+def test_external_tsa_over_http(setup: SigningSetup, tmp_path: Path) -> None:
+    """An external RFC 3161 authority by URL: here the built-in one served over HTTP on
+    127.0.0.1 (the responder function of documents/tsa.py behind a stdlib server)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from asn1crypto import tsp
+
+    from documents.tsa import respond
+
+    seen: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(len(body))
+            answer = respond(setup.ca, body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tsa"
+        external = SigningSetup(setup.ca, tsa_url=url)
+        doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送")
+        signer = builtin_signer(external, "officer", officer_id="o1", name="王警官",
+                                department="某大队")
+        pdf = sign_document(doc.pdf, "officer-o1", signer, external)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert seen, "the signer did not ask the TSA"
+    report = verify_pdf(pdf, root(setup))
+    assert report.signatures[0].ok, report.signatures[0].problems
+    # malformed requests and weak hashes are refused in RFC 3161 terms
+    def status(answer: bytes) -> tsp.PKIStatusInfo:
+        # a rejection has no token, which asn1crypto's TimeStampResp insists on: read the status
+        assert answer[0] == 0x30
+        return tsp.PKIStatusInfo.load(answer[2:])
+
+    assert status(respond(setup.ca, b"\x30\x03junk"))["status"].native == "rejection"
+    sha1_req = tsp.TimeStampReq({"version": 1, "message_imprint": {
+        "hash_algorithm": {"algorithm": "sha1"}, "hashed_message": b"\x00" * 20}})
+    assert status(respond(setup.ca, sha1_req.dump()))["fail_info"].native == {"bad_alg"}
