@@ -133,6 +133,23 @@ def _safe(ident: str) -> str:
     return out
 
 
+def signer_matches(role: str, signer_id: str, cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is the one the manifest's slot asks for: an officer's certificate names
+    the officer's ID (``王警官（o1）``), the seal's is a 电子印章, a party's names the party and
+    carries its signing event."""
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    units = [a.value for a in cert.subject.get_attributes_for_oid(
+        NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    if role == "seal":
+        return "电子印章" in units
+    if role == "officer":
+        return "民警" in units and any(str(cn).endswith(f"（{signer_id}）") for cn in cns)
+    if role == "party":
+        event = signing_event(cert)
+        return "当事人" in units and event is not None and event.get("party_id") == signer_id
+    return False
+
+
 def signing_event(cert: x509.Certificate) -> dict[str, Any] | None:
     """The signing event recorded in a party certificate, or None for other certificates."""
     try:

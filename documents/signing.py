@@ -199,10 +199,16 @@ def _pdf_signer(slot: dict[str, Any], signer: signers.Signer, setup: SigningSetu
 def sign_document(pdf: bytes, field_name: str, provider: SignatureProvider, setup: SigningSetup,
                   appearance: Image.Image | None = None) -> bytes:
     """Add one signature (officer or seal) to ``pdf`` by incremental update; the new PDF."""
+    from .ca import signer_matches
+
     slot, _ = _check_field(pdf, field_name, provider.role)
     signer = provider.pyhanko_signer()
     cert = signer.signing_cert
-    if cert is not None and setup.ca.is_revoked(cert.serial_number):
+    if cert is None or not signer_matches(
+            slot["role"], slot["signer_id"], x509.load_der_x509_certificate(cert.dump())):
+        raise SigningError(f"签名证书不是{slot['label']} {slot['name']}的 / the certificate is not "
+                           f"that of {field_name}'s signer")
+    if setup.ca.is_revoked(cert.serial_number):
         raise SigningError(f"证书 {cert.serial_number:x} 已吊销，不能签名 / certificate "
                            f"{cert.serial_number:x} is revoked")
     pdf_signer = _pdf_signer(slot, signer, setup, appearance, slot["name"])
@@ -279,7 +285,8 @@ def prepare_party_signing(pdf: bytes, field_name: str, party_cert: x509.Certific
 
     slot, _ = _check_field(pdf, field_name, "party")
     event = signing_event(party_cert)
-    if event is None or event.get("field") != field_name:
+    if event is None or event.get("field") != field_name or \
+            event.get("party_id") != slot["signer_id"]:
         raise SigningError(f"证书不是为签名位置 {field_name} 签发的当事人证书 / the certificate is "
                            f"not a party certificate issued for {field_name}")
     if event.get("document_sha256") != sha256_hex(pdf):

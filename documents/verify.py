@@ -31,7 +31,7 @@ from pyhanko.sign.validation.dss import DocumentSecurityStore
 from pyhanko.sign.validation.errors import NoDSSFoundError
 from pyhanko_certvalidator import ValidationContext
 
-from .ca import signing_event
+from .ca import signer_matches, signing_event
 from .errors import DocumentError
 from .manifest import read_manifest
 from .signing import read_party_attrs
@@ -155,16 +155,28 @@ def verify_pdf(pdf: bytes, trust_roots: Sequence[x509.Certificate],
     try:
         manifest_state = _state(reader, [s.field_name for s in sigs])
         manifest_fields = {r["field"]: r for r in manifest_state.required}
-    except (DocumentError, KeyError, ValueError, json.JSONDecodeError) as exc:
+    except (DocumentError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
         manifest_state, manifest_fields = None, {}
-        problems.append(str(exc))
+        problems.append(str(exc) if isinstance(exc, DocumentError) else
+                        f"文书清单无法读取：{exc} / the manifest cannot be read: {exc}")
+    except Exception as exc:  # a damaged object tree
+        manifest_state, manifest_fields = None, {}
+        problems.append(f"文书清单无法读取：{exc} / the manifest cannot be read: {exc}")
+    dss: DocumentSecurityStore | None
     try:
-        dss: DocumentSecurityStore | None = DocumentSecurityStore.read_dss(reader)
+        dss = DocumentSecurityStore.read_dss(reader)
     except NoDSSFoundError:
         dss = None
         problems.append("文件中没有长期验证数据（DSS：证书链和 CRL）/ no long-term validation "
                         "data (DSS: chain and CRLs) in the file")
-    final_pages = _pages(reader, reader.xrefs.total_revisions - 1)
+    except Exception as exc:
+        dss = None
+        problems.append(f"长期验证数据（DSS）损坏：{exc} / the DSS is damaged: {exc}")
+    try:
+        final_pages = _pages(reader, reader.xrefs.total_revisions - 1)
+    except Exception as exc:
+        return VerifyReport(False, [*problems, f"文件结构损坏：{exc} / the file's structure is "
+                                    f"damaged: {exc}"], [], manifest_state)
     reports: list[SignatureReport] = []
     valid_fields: list[str] = []
     for sig in sigs:
@@ -318,6 +330,10 @@ def _check_signature(sig: Any, reader: PdfFileReader, roots: list[asn1_x509.Cert
                             f"pages were added after signing ({signed_pages} -> {final_pages})")
     except Exception:
         problems.append("无法确定签名时的页数 / cannot tell the page count at signing")
+    if slot is not None and not signer_matches(slot["role"], slot["signer_id"],
+                                               x509.load_der_x509_certificate(cert.dump())):
+        problems.append(f"签名人不是该位置要求的{slot['label']} {slot['name']} / the signer is not "
+                        f"the one this field requires ({slot['role']} {slot['signer_id']})")
     if slot is not None and slot["role"] == "party":
         _check_party(sig, cert, rep, pdf)
     rep.ok = not problems

@@ -231,6 +231,9 @@ def test_signing_refusals(setup: SigningSetup, signed_record: bytes) -> None:
         officer_sign(doc.pdf, "party-p1", setup, "o1", "王警官")
     with pytest.raises(SigningError, match="已签名"):
         officer_sign(signed_record, "officer-o1", setup, "o1", "王警官")
+    # another officer of the same CA cannot sign o1's box
+    with pytest.raises(SigningError, match="签名证书不是告知人 王警官的"):
+        officer_sign(doc.pdf, "officer-o1", setup, "o2", "李警官")
     data = sample("penalty_notice")
     data["refusals"] = [{"signer_id": "p1", "name": "张三", "reason": "不认可", "time": "10:00"}]
     refused = render(TEMPLATES["penalty_notice"], data, "告〔2026〕第0002号").pdf
@@ -312,7 +315,8 @@ def test_revoked_certificate(tmp_path: Path) -> None:
         sign_document(doc.pdf, "officer-o1", KeyFileSigner(cred, setup.ca.root, "officer"),
                       setup)
     # a key that was compromised before it signed: its signature is named as revoked
-    cred2 = setup.ca.officer("o2", "李警官", "某大队")
+    cred2 = setup.ca.officer("o1", "王警官", "某大队")  # a new key: the old one is revoked
+    assert cred2.cert.serial_number != cred.cert.serial_number
     pdf2 = sign_document(doc.pdf, "officer-o1", KeyFileSigner(cred2, setup.ca.root, "officer"),
                          setup)
     setup.ca.revoke(cred2.cert.serial_number, "key_compromise",
@@ -334,7 +338,9 @@ def test_revoked_certificate(tmp_path: Path) -> None:
 def test_signature_without_timestamp_is_named(setup: SigningSetup) -> None:
     from pyhanko.sign import fields, signers
     doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送")
-    cred = setup.ca.officer("o1", "王警官", "某大队")
+    # signed straight with pyhanko, past the library's checks: no timestamp, and by officer o2
+    # in officer o1's box
+    cred = setup.ca.officer("o2", "李警官", "某大队")
     signer = signers.SimpleSigner(signing_cert=cred.cert_asn1(), signing_key=cred.key_asn1(),
                                   cert_registry=None)  # type: ignore[arg-type]
     out = io.BytesIO()
@@ -344,6 +350,7 @@ def test_signature_without_timestamp_is_named(setup: SigningSetup) -> None:
     ).sign_pdf(IncrementalPdfFileWriter(io.BytesIO(doc.pdf)), output=out)
     report = verify_pdf(out.getvalue(), root(setup))
     assert any("缺少 RFC 3161 时间戳" in p for p in report.signatures[0].problems)
+    assert any("签名人不是该位置要求的承办民警 王警官" in p for p in report.signatures[0].problems)
     assert any("缺少必需的签名：受送达人" in p for p in report.problems)
 
 
