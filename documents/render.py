@@ -218,6 +218,12 @@ class _Layout:
                     stamp = f"（{turn.get('time', '')}，录像 {offset_text(turn.get('offset'))}）"
                     self.text_line(f"问{stamp}：{_fmt(turn.get('q'))}")
                     self.text_line(f"答：{_fmt(turn.get('a'))}")
+            elif kind == "corrections":
+                status = {"confirmed": "被询问人已确认", "rejected": "被询问人未确认，未采纳"}
+                for c in data.get("corrections") or []:
+                    self.text_line(
+                        f"更正：第{c.get('turn')}个问答的“{c.get('field')}”由“{c.get('before')}”"
+                        f"改为“{c.get('after')}”，{status.get(str(c.get('status')), '')}。")
             elif kind == "refusals":
                 for r in data.get("refusals") or []:
                     self.text_line(

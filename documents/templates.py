@@ -18,10 +18,10 @@ from typing import Any
 from .errors import TemplateError
 from .model import Data, check_fields
 
-BLOCK_TYPES = {"line", "paragraph", "each", "turns", "refusals", "signatures"}
+BLOCK_TYPES = {"line", "paragraph", "each", "turns", "corrections", "refusals", "signatures"}
 ROLES = {"party", "officer", "seal"}
 DATA_ROOTS = {"department", "case", "parties", "officers", "findings", "turns", "penalty",
-              "mediation", "delivery", "talk", "number", "item", "refusals"}
+              "mediation", "delivery", "talk", "number", "item", "refusals", "corrections"}
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 PATH_RE = re.compile(r"^[a-z_]+(\.[a-z0-9_]+)*$")
 WHO_RE = re.compile(r"^(parties|officers)(\[\]|\.\d+)$|^department$")

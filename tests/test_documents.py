@@ -205,3 +205,46 @@ def test_manifest_matches_the_data() -> None:
     assert [r["field"] for r in m["required_signatures"]] == [
         "party-p1", "party-p2", "party-p3", "officer-o1"]
     assert re.fullmatch(r"[0-9a-f]{64}", m["data_sha256"])
+
+
+def test_inquiry_record_written_during_the_call_reviewed_and_corrected() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from documents.record import InquiryRecord, RecordError
+
+    start = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    rec = InquiryRecord(start)
+    v1 = rec.add_turn("你的车速是多少？", "大约八十。", start + timedelta(seconds=95))
+    v2 = rec.add_turn("前车是否有刹车灯？", "有。", start + timedelta(minutes=4, seconds=10))
+    assert (v1.version, v2.version) == (1, 2) and v1.sha256 != v2.sha256
+    rec.edit_turn(1, a="大约九十。")  # while writing: free edits, each a version
+    rec.start_review()
+    with pytest.raises(RecordError, match="更正"):
+        rec.edit_turn(2, a="没有。")
+    with pytest.raises(RecordError, match="审阅开始后"):
+        rec.add_turn("q", "a", start + timedelta(minutes=9))
+    rec.correct(2, "a", "有，但亮得很晚。", asked_by="p1", at=start + timedelta(minutes=30))
+    rec.correct(1, "q", "你当时的车速是多少？", asked_by="p1", at=start + timedelta(minutes=31))
+    with pytest.raises(RecordError, match="未确认的更正：1、2"):
+        rec.finalise()
+    rec.answer_correction(1, True, start + timedelta(minutes=32))
+    rec.answer_correction(2, False, start + timedelta(minutes=32))  # the text goes back
+    with pytest.raises(RecordError, match="已处理"):
+        rec.answer_correction(2, True, start + timedelta(minutes=33))
+    final = rec.finalise()
+    again = InquiryRecord.from_json(json.loads(json.dumps(rec.to_json())))
+    assert again.snapshot() == final  # what the custody log hashed can be recomputed
+    data = rec.document_data(sample("inquiry_record"))
+    assert data["turns"][0] == {"q": "你的车速是多少？", "a": "大约九十。", "time": "09:31:35",
+                                "offset": 95.0}
+    assert data["turns"][1]["a"] == "有，但亮得很晚。"
+    doc = render(TEMPLATES["inquiry_record"], data, "询〔2026〕第0003号")
+    document = pdfium.PdfDocument(doc.pdf)
+    try:
+        text = document[0].get_textpage().get_text_range()
+    finally:
+        document.close()
+    assert "问（09:34:10，录像 0:04:10）" in text
+    flat = text.replace("\r\n", "")  # a long line wraps
+    assert "由“有。”改为“有，但亮得很晚。”，被询问人已确认" in flat
+    assert "被询问人未确认，未采纳" in flat
