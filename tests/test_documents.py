@@ -248,3 +248,13 @@ def test_inquiry_record_written_during_the_call_reviewed_and_corrected() -> None
     flat = text.replace("\r\n", "")  # a long line wraps
     assert "由“有。”改为“有，但亮得很晚。”，被询问人已确认" in flat
     assert "被询问人未确认，未采纳" in flat
+
+
+def test_missing_font_names_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    from documents import FontMissing, fonts
+
+    monkeypatch.setattr(fonts, "CANDIDATES", (("/nonexistent/font.ttc", 0),))
+    with pytest.raises(FontMissing, match="fonts-wqy-zenhei"):
+        render(TEMPLATES["talk_record"], sample("talk_record"))
+    with pytest.raises(FontMissing, match="不存在"):
+        fonts.find_cjk_font(Path("/nonexistent/other.ttf"))

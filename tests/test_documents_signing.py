@@ -423,3 +423,27 @@ def test_external_tsa_over_http(setup: SigningSetup, tmp_path: Path) -> None:
     sha1_req = tsp.TimeStampReq({"version": 1, "message_imprint": {
         "hash_algorithm": {"algorithm": "sha1"}, "hashed_message": b"\x00" * 20}})
     assert status(respond(setup.ca, sha1_req.dump()))["fail_info"].native == {"bad_alg"}
+
+
+def test_party_signs_every_page_of_a_long_record(setup: SigningSetup) -> None:
+    data = sample("inquiry_record")
+    data["turns"] = [{"q": f"第{i}个问题？", "a": "回答。" * 40, "time": f"09:{i:02d}:00",
+                      "offset": 60 * i} for i in range(10)]
+    doc = render(TEMPLATES["inquiry_record"], data, "询〔2026〕第0009号")
+    pages = doc.manifest["pages"]
+    assert pages >= 2
+    browser = Browser()  # one key in the browser; one short certificate per page
+    pdf = party_sign(doc.pdf, "party-p1-p1", setup, "p1", "张三", browser)
+    missing = [m["field"] for m in document_state(pdf).missing]
+    assert missing == ["officer-o1", "officer-o2",
+                       *(f"party-p1-p{n}" for n in range(2, pages + 1))]
+    for n in range(2, pages + 1):
+        pdf = party_sign(pdf, f"party-p1-p{n}", setup, "p1", "张三", browser)
+    pdf = officer_sign(pdf, "officer-o1", setup, "o1", "王警官")
+    pdf = officer_sign(pdf, "officer-o2", setup, "o2", "李警官")
+    report = verify_pdf(pdf, root(setup))
+    assert report.ok, report.problems
+    reader = PdfFileReader(io.BytesIO(pdf))
+    pages_of = {s.field_name: s.sig_field["/P"].get_object() for s in reader.embedded_signatures}
+    page_objs = [reader.root["/Pages"]["/Kids"][i].get_object() for i in range(pages)]
+    assert pages_of["party-p1-p1"] == page_objs[0] and pages_of["party-p1-p2"] == page_objs[1]
