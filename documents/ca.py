@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import keys as asn1_keys
@@ -164,6 +164,39 @@ def signing_event(cert: x509.Certificate) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+class CertificateAuthority(Protocol):
+    """What signing and the command line need of a CA. :class:`DeploymentCA` is the built-in
+    one; an external CA (a provincial e-seal platform, a licensed CA) is plugged in by a class
+    with these members over that CA's API."""
+
+    @property
+    def root(self) -> x509.Certificate: ...
+
+    @property
+    def root_pem(self) -> bytes: ...
+
+    def is_revoked(self, serial: int) -> bool: ...
+
+    def revoke(self, serial: int, reason: str = ..., at: datetime | None = None) -> None: ...
+
+    def crl(self, days: int = ...) -> x509.CertificateRevocationList: ...
+
+    def crl_asn1(self) -> asn1_crl.CertificateList: ...
+
+    def certify_key(self, public_key: ec.EllipticCurvePublicKey, role: str, ident: str,
+                    name: str, department: str, years: int = ...) -> x509.Certificate: ...
+
+    def tsa(self) -> Credential: ...
+
+    def officer(self, officer_id: str, name: str, department: str) -> Credential: ...
+
+    def seal(self, brigade: str, department: str) -> Credential: ...
+
+    def issue_party(self, public_key_der: bytes, party_id: str, name: str,
+                    verdict: FaceVerdict, document_sha256: str, field: str, mark_sha256: str,
+                    minutes: int = ..., now: datetime | None = None) -> x509.Certificate: ...
 
 
 class DeploymentCA:

@@ -43,7 +43,7 @@ from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from .appearance import flatten
-from .ca import Credential, DeploymentCA, to_asn1
+from .ca import CertificateAuthority, Credential, to_asn1
 from .errors import SigningError
 from .manifest import read_manifest
 
@@ -145,13 +145,13 @@ class BuiltinTimeStamper(DummyTimeStamper):
 class SigningSetup:
     """The CA whose chain and CRL go into each signature, and the time-stamp authority."""
 
-    ca: DeploymentCA
+    ca: CertificateAuthority
     tsa_url: str | None = None  # an external RFC 3161 TSA; None: the built-in one
 
     def timestamper(self) -> TimeStamper:
         if self.tsa_url:
             return HTTPTimeStamper(self.tsa_url)
-        tsa = self.ca.tsa()
+        tsa = self.ca.tsa()  # only the built-in TSA needs this
         return BuiltinTimeStamper(tsa_cert=tsa.cert_asn1(), tsa_key=tsa.key_asn1(),
                                 certs_to_embed=SimpleCertificateStore.from_certs(
                                     [to_asn1(self.ca.root)]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from asn1crypto import tsp
 
-from .ca import DeploymentCA
+from .ca import CertificateAuthority
 
 ALLOWED_HASHES = {"sha256", "sha384", "sha512"}
 MAX_REQUEST = 16 * 1024
@@ -25,7 +25,7 @@ def _reject(fail: str) -> bytes:
     return b"\x30" + length + status
 
 
-def respond(ca: DeploymentCA, request_der: bytes) -> bytes:
+def respond(ca: CertificateAuthority, request_der: bytes) -> bytes:
     """A TimeStampResp for a TimeStampReq; a malformed request or a weak hash is rejected with
     the RFC's failure codes, never an exception."""
     from .signing import SigningSetup
