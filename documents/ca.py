@@ -22,10 +22,13 @@ directory.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,9 +210,42 @@ class DeploymentCA:
         self.dir = keys_dir
         self.org = organisation
         self.crl_url = crl_url
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         root_key, root_pem = keys_dir / "ca-root.key", keys_dir / "ca-root.pem"
+        with self._locked():
+            self._make_root(root_key, root_pem, organisation)
+        loaded = _load_key(root_key)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise CAError(f"根密钥 {root_key} 应为 EC 密钥 / the root key must be an EC key")
+        self.root_key = loaded
+        self.root = x509.load_pem_x509_certificate(root_pem.read_bytes())
+        self._state_path = keys_dir / "ca-state.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time, across threads and processes (the server and the command line
+        may both issue or revoke)."""
+        with self._lock:
+            if self._depth:  # re-entered by this thread: the file lock is held already
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            fd = os.open(self.dir / "ca.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._depth = 1
+                yield
+            finally:
+                self._depth = 0
+                os.close(fd)  # releases the lock
+
+    @staticmethod
+    def _make_root(root_key: Path, root_pem: Path, organisation: str) -> None:
         if not root_key.exists():
             key = ec.generate_private_key(ec.SECP256R1())
             now = datetime.now(UTC)
@@ -226,12 +262,6 @@ class DeploymentCA:
                     .sign(key, hashes.SHA256()))
             _write_secret(root_key, _pem_key(key))
             _write_public(root_pem, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        loaded = _load_key(root_key)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise CAError(f"根密钥 {root_key} 应为 EC 密钥 / the root key must be an EC key")
-        self.root_key = loaded
-        self.root = x509.load_pem_x509_certificate(root_pem.read_bytes())
-        self._state_path = keys_dir / "ca-state.json"
 
     # state: issued and revoked serials
     def _state(self) -> dict[str, Any]:
@@ -272,7 +302,7 @@ class DeploymentCA:
         for ext, critical in extra:
             builder = builder.add_extension(ext, critical)
         cert = builder.sign(self.root_key, hashes.SHA256())
-        with self._lock:
+        with self._locked():
             state = self._state()
             state["issued"][format(cert.serial_number, "x")] = {
                 "what": what, "subject": cert.subject.rfc4514_string(),
@@ -282,7 +312,15 @@ class DeploymentCA:
 
     def _credential(self, stem: str, subject: x509.Name, eku: x509.ObjectIdentifier | None,
                     what: str, years: int = 3, use_rsa: bool = False) -> Credential:
+        with self._locked():
+            return self._credential_locked(stem, subject, eku, what, years, use_rsa)
+
+    def _credential_locked(self, stem: str, subject: x509.Name,
+                           eku: x509.ObjectIdentifier | None, what: str, years: int,
+                           use_rsa: bool) -> Credential:
         key_path, cert_path = self.dir / f"{stem}.key", self.dir / f"{stem}.pem"
+        if key_path.exists() and not cert_path.exists():
+            key_path.unlink()  # a crash between the two writes: no certificate was handed out
         if key_path.exists() and cert_path.exists():
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             key = _load_key(key_path)
@@ -368,7 +406,7 @@ class DeploymentCA:
                at: datetime | None = None) -> None:
         if reason not in {f.name for f in x509.ReasonFlags}:
             raise CAError(f"未知的吊销原因 {reason} / unknown revocation reason {reason}")
-        with self._lock:
+        with self._locked():
             state = self._state()
             key = format(serial, "x")
             if key not in state["issued"]:

@@ -447,3 +447,29 @@ def test_party_signs_every_page_of_a_long_record(setup: SigningSetup) -> None:
     pages_of = {s.field_name: s.sig_field["/P"].get_object() for s in reader.embedded_signatures}
     page_objs = [reader.root["/Pages"]["/Kids"][i].get_object() for i in range(pages)]
     assert pages_of["party-p1-p1"] == page_objs[0] and pages_of["party-p1-p2"] == page_objs[1]
+
+
+def _issue_many(keys: str, start: int) -> None:
+    ca = DeploymentCA(Path(keys))
+    for i in range(start, start + 8):
+        ca.officer(f"o{i}", f"警官{i}", "某大队")
+        ca.seal("B01", "某大队")  # both processes want the same seal key at once
+
+
+def test_two_processes_share_one_ca(tmp_path: Path) -> None:
+    import json
+    import multiprocessing
+
+    keys = tmp_path / "keys"
+    DeploymentCA(keys)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_issue_many, args=(str(keys), start)) for start in (0, 100)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    issued = json.loads((keys / "ca-state.json").read_text())["issued"].values()
+    officers = sorted(v["what"] for v in issued if v["what"].startswith("officer"))
+    assert len(officers) == 16
+    assert sum(v["what"] == "seal B01" for v in issued) == 1  # made once, then reused
