@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--brigade", default="")
     s.add_argument("--department", required=True, help="the issuing department's name")
     s.add_argument("--seal-image", help="PNG of the registered seal (default: drawn)")
+    s.add_argument("--seal-name", help="the seal's name on the drawn image (default: the "
+                   "caption of the field, e.g. 交通事故处理专用章)")
     s.add_argument("--keys", help="keys directory (default: the configuration's keys.dir)")
     s.add_argument("--tsa-url", help="an external RFC 3161 time-stamp authority")
 
@@ -227,6 +229,7 @@ def _sign(args: argparse.Namespace, keys_dir: Callable[[], Path] | None) -> int:
     from .signing import SigningSetup, builtin_signer, sign_document
 
     setup = SigningSetup(DeploymentCA(_keys(args, keys_dir)), tsa_url=args.tsa_url)
+    pdf = Path(args.pdf).read_bytes()
     if args.role == "officer":
         if not args.officer_id or not args.name:
             return _err("民警签名需要 --officer-id 和 --name / an officer needs --officer-id and "
@@ -238,12 +241,26 @@ def _sign(args: argparse.Namespace, keys_dir: Callable[[], Path] | None) -> int:
         if not args.brigade:
             return _err("印章签名需要 --brigade / the seal needs --brigade")
         signer = builtin_signer(setup, "seal", brigade=args.brigade, department=args.department)
+        seal_name = args.seal_name or _slot_label(pdf, args.field) or "交通事故处理专用章"
         image = load_seal(Path(args.seal_image)) if args.seal_image else draw_seal(
-            args.department)
-    out = sign_document(Path(args.pdf).read_bytes(), args.field, signer, setup, image)
+            args.department, seal_name)
+    out = sign_document(pdf, args.field, signer, setup, image)
     _write_new(Path(args.out), out)
     print(f"{args.out}: {args.field} 已签名 / signed")
     return 0
+
+
+def _slot_label(pdf: bytes, field_name: str) -> str | None:
+    import io
+
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    from .manifest import read_manifest
+
+    for slot in read_manifest(PdfFileReader(io.BytesIO(pdf)))["required_signatures"]:
+        if slot["field"] == field_name:
+            return str(slot["label"])
+    return None
 
 
 def _load_crl(path: Path) -> Any:

@@ -35,6 +35,7 @@ MANIFEST_NAME = "remotecase-document.json"
 MANIFEST_FORMAT = "remotecase-document/1"
 MM = 72 / 25.4  # PDF points per millimetre
 SLOT_W, SLOT_H = 48.0, 16.0  # a signature box, mm
+SEAL_BOX = 40.0  # the seal's box: an official seal is about 40 mm across
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,14 @@ class _Layout:
         self.every_page = [(s, who) for s in template.signers if s.every_page
                            for who in _signers_of(s, data)]
 
-    def _box(self, x: float, y: float) -> tuple[float, float, float, float]:
-        h = self.pdf.h
-        return (round(x * MM, 2), round((h - y - SLOT_H) * MM, 2),
-                round((x + SLOT_W) * MM, 2), round((h - y) * MM, 2))
+    def _box(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        ph = self.pdf.h
+        return (round(x * MM, 2), round((ph - y - h) * MM, 2),
+                round((x + w) * MM, 2), round((ph - y) * MM, 2))
 
     def _require(self, spec: SignerSpec, who: tuple[str, str], page: int | None,
-                 x: float, y: float, on_page: int | None = None) -> None:
+                 x: float, y: float, on_page: int | None = None,
+                 size: tuple[float, float] = (SLOT_W, SLOT_H)) -> None:
         signer_id, name = who
         refusal = self.refusals.get(signer_id)
         note = None
@@ -158,7 +160,7 @@ class _Layout:
             note = f"{name}拒绝签名：{refusal.get('reason', '')}（{refusal.get('time', '')}）"
         self.required.append(RequiredSignature(
             _field_name(spec.role, signer_id, page), spec.role, signer_id, name, spec.label,
-            on_page or self.pdf.page_no(), self._box(x, y), note))
+            on_page or self.pdf.page_no(), self._box(x, y, *size), note))
 
     def page_footer(self) -> None:
         pdf = self.pdf
@@ -179,7 +181,7 @@ class _Layout:
         for page in range(1, self.pdf.pages_count + 1):
             x = self.pdf.l_margin
             for spec, who in self.every_page:
-                self._require(spec, who, page, x + 24, self.pdf.h - 34, page)
+                self._require(spec, who, page, x + 24, self.pdf.h - 34, page)  # as the footer
                 x += 24 + SLOT_W + 6
 
     def text_line(self, text: str, size: float = 11, align: str = "L") -> None:
@@ -238,21 +240,27 @@ class _Layout:
         slots = [(s, who) for s in self.t.signers if not s.every_page
                  for who in _signers_of(s, self.data)]
         pdf.ln(4)
-        y = pdf.get_y()
-        for i, (spec, who) in enumerate(slots):
-            col = i % 2
-            if col == 0:
-                if pdf.get_y() + SLOT_H + 4 > pdf.page_break_trigger:
-                    pdf.add_page()
-                y = pdf.get_y()
-            x = pdf.l_margin + col * 86
-            pdf.set_font("zh", size=10)
-            pdf.set_xy(x, y + 5)
-            pdf.cell(30, 6, f"{spec.label}：")
-            pdf.rect(x + 30, y, SLOT_W, SLOT_H)
-            self._require(spec, who, None, x + 30, y)
-            if col == 1 or i == len(slots) - 1:
-                pdf.set_xy(pdf.l_margin, y + SLOT_H + 4)
+        pdf.set_font("zh", size=10)
+        # a flow: caption then box, left to right, a new row when the next does not fit
+        x, y, row_h = pdf.l_margin, pdf.get_y(), 0.0
+        for spec, who in slots:
+            w, h = (SEAL_BOX, SEAL_BOX) if spec.role == "seal" else (SLOT_W, SLOT_H)
+            caption = f"{spec.label}："
+            cw = pdf.get_string_width(caption) + 2
+            if x > pdf.l_margin and x + cw + w > pdf.w - pdf.r_margin:
+                x, y, row_h = pdf.l_margin, y + row_h + 4, 0.0
+            if y + h > pdf.page_break_trigger:
+                pdf.add_page()
+                pdf.set_font("zh", size=10)
+                x, y, row_h = pdf.l_margin, pdf.get_y(), 0.0
+            pdf.set_xy(x, y + h / 2 - 3)
+            pdf.cell(cw, 6, caption)
+            if spec.role != "seal":  # a seal is stamped without a frame
+                pdf.rect(x + cw, y, w, h)
+            self._require(spec, who, None, x + cw, y, size=(w, h))
+            x += cw + w + 8
+            row_h = max(row_h, h)
+        pdf.set_xy(pdf.l_margin, y + row_h + 4)
 
 
 def render(template: Template, data: Data, number: str = "", *, font: Path | None = None,
