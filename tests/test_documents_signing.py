@@ -473,3 +473,37 @@ def test_two_processes_share_one_ca(tmp_path: Path) -> None:
     officers = sorted(v["what"] for v in issued if v["what"].startswith("officer"))
     assert len(officers) == 16
     assert sum(v["what"] == "seal B01" for v in issued) == 1  # made once, then reused
+
+
+def test_certificate_expired_at_signing_time_is_named(setup: SigningSetup) -> None:
+    """A party certificate that had run out when the timestamp was taken (signed straight with
+    pyhanko, past the library, which would refuse it)."""
+    from pyhanko.sign import fields, signers
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+    from documents.ca import to_asn1
+
+    doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送")
+    key = ec.generate_private_key(ec.SECP256R1())
+    spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    past = datetime.now(UTC) - timedelta(hours=2)
+    face = FaceVerdict("v-old", "ab" * 32, True, past)
+    cert = setup.ca.issue_party(spki, "p1", "张三", face, hashlib.sha256(doc.pdf).hexdigest(),
+                                "party-p1", "cd" * 32, now=past)
+    key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    from asn1crypto import keys as asn1_keys
+    signer = signers.SimpleSigner(
+        signing_cert=to_asn1(cert), signing_key=asn1_keys.PrivateKeyInfo.load(key_der),
+        cert_registry=SimpleCertificateStore.from_certs([to_asn1(setup.ca.root)]))
+    out = io.BytesIO()
+    signers.PdfSigner(
+        signers.PdfSignatureMetadata(field_name="party-p1",
+                                     subfilter=fields.SigSeedSubFilter.PADES),
+        signer=signer, timestamper=setup.timestamper(),
+        new_field_spec=fields.SigFieldSpec("party-p1", box=(10, 10, 100, 50)),
+    ).sign_pdf(IncrementalPdfFileWriter(io.BytesIO(doc.pdf)), output=out)
+    report = verify_pdf(out.getvalue(), root(setup), crls=[setup.ca.crl()])
+    problems = report.signatures[0].problems
+    assert any("签名时证书不在有效期内" in p for p in problems), problems
