@@ -507,3 +507,18 @@ def test_certificate_expired_at_signing_time_is_named(setup: SigningSetup) -> No
     report = verify_pdf(out.getvalue(), root(setup), crls=[setup.ca.crl()])
     problems = report.signatures[0].problems
     assert any("签名时证书不在有效期内" in p for p in problems), problems
+
+
+def test_builtin_tsa_token_carries_this_deployments_policy(setup: SigningSetup) -> None:
+    """documents/signing.py overrides a private method of pyhanko's time-stamper (pinned in
+    pyproject): this fails if an upgrade moves it."""
+    from asn1crypto import algos, tsp
+
+    from documents.signing import TSA_POLICY
+
+    req = tsp.TimeStampReq({"version": 1, "message_imprint": {
+        "hash_algorithm": algos.DigestAlgorithm({"algorithm": "sha256"}),
+        "hashed_message": hashlib.sha256(b"x").digest()}, "nonce": 7, "cert_req": True})
+    resp = setup.timestamper().request_tsa_response(req)  # type: ignore[attr-defined]
+    info = resp["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
+    assert info["policy"].dotted == TSA_POLICY and info["nonce"].native == 7
