@@ -484,6 +484,13 @@ def cmd_officer_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_documents(args: argparse.Namespace) -> int:
+    """Everything is in documents/cli.py; the keys directory defaults to the configuration's."""
+    from documents.cli import run
+
+    return run(args, keys_dir=lambda: _load(args).keys_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -563,6 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", choices=("officer", "supervisor", "observer"), default="officer")
     add.add_argument("--brigade", required=True)
     add.set_defaults(func=cmd_officer_add)
+
+    docs_parser = sub.add_parser("documents", help="legal documents: templates, numbers, "
+                               "signatures, offline verification")
+    from documents.cli import add_arguments as documents_arguments
+
+    documents_arguments(docs_parser)
+    docs_parser.set_defaults(func=cmd_documents)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
