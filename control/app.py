@@ -30,6 +30,7 @@ from . import (
     cases_api,
     display_api,
     materials_api,
+    prejoin_api,
     recordings_api,
     sealed_exports,
     statistics_api,
@@ -43,6 +44,7 @@ from .http_json import loads
 from .loopwatch import GcPolicy, LoopWatch
 from .materials import MaterialStore
 from .metrics import render_metrics
+from .prejoin import PrejoinDesk
 from .tokens import TokenSigner, valid_id
 from .webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
 
@@ -91,6 +93,7 @@ def create_app(config: Config) -> web.Application:
     materials_api.add_routes(app)
     display_api.add_routes(app)
     statistics_api.add_routes(app)
+    prejoin_api.add_routes(app)
     return app
 
 
@@ -193,6 +196,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             _bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
+        app[prejoin_api.DESK] = PrejoinDesk(database, custody, recorder, events, verifier)
         # decrypted exports being built when a process died (control/sealed_exports.py)
         await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()

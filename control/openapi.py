@@ -385,6 +385,9 @@ def build() -> dict[str, Any]:
         _responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="recordings",
         params=[_reason_query()])}
 
+    from .prejoin_api import describe  # the pre-join check describes its own routes
+
+    paths.update(describe())
     return {
         "openapi": "3.0.3",
         "info": {
