@@ -196,7 +196,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             _bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
-        app[prejoin_api.DESK] = PrejoinDesk(database, custody, recorder, events, verifier)
+        app[prejoin_api.DESK] = PrejoinDesk(database, custody, recorder, events, verifier,
+                                              required=config.auth.prejoin_check)
         # decrypted exports being built when a process died (control/sealed_exports.py)
         await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()

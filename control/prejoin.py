@@ -186,8 +186,10 @@ class PrejoinDesk:
     """Runs the pre-join checks of every session over the database and the verifier."""
 
     def __init__(self, db: Database, custody: CustodyLog, recorder: Recorder,
-                 events: EventHub, verifier: Verifier | None, rules: Rules | None = None) -> None:
+                 events: EventHub, verifier: Verifier | None, rules: Rules | None = None, *,
+                 required: bool = True) -> None:
         self.db = db
+        self.required = required  # auth.prejoin_check: whether joining waits for the check
         self.custody = custody
         self.recorder = recorder
         self.events = events
@@ -214,7 +216,7 @@ class PrejoinDesk:
             "attempts_left": max(0, rules.attempts - attempt), "needed": rules.needed,
             "of": rules.judged, "matches": row["matches"] if row else 0,
             "samples": row["samples"] if row else 0, "reason": row["reason"] if row else "",
-            "admitted": status in ADMITTING}
+            "admitted": status in ADMITTING, "required": self.required}
         if status in ADMITTING:
             out["guidance"] = GUIDANCE["passed"]
         elif route == "document":

@@ -114,8 +114,8 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
     assert_refusal(await refused(server, token), "identity_unchecked")
     status, state = await api.call("GET", "/api/party/prejoin", token)
     assert status == 200, state
-    assert (state["status"], state["route"], state["needed"], state["of"]) == (
-        "checking", "face", 3, 5)
+    assert (state["status"], state["route"], state["needed"], state["of"], state["required"]) \
+        == ("checking", "face", 3, 5, True)
     status, officer_view = await api.call("GET", call["base"], call["officer"])
     assert status == 200 and officer_view["parties"][0]["status"] == "none"
 

@@ -1,0 +1,177 @@
+"""The identity check before the call on the party page, in Debian's Chromium (issue 13).
+
+The fake camera plays a Y4M the test makes from a real face: the astronaut (the party, whose
+reference is enrolled), Tom Hanks (someone else), or a plain grey picture (nobody). The page
+samples its camera as JPEG stills until the check decides; only a passed check lets it join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from bench.peer import PeerClient
+from control.app import CUSTODY
+from tests.conftest import Api, case_with_party, make_config, officer_login, start_server
+from tests.conftest import wait_until as wait_for_condition
+from tests.test_browser import CHROMIUM, _wait_for, write_y4m
+from tests.test_prejoin import ASTRONAUT, HANKS, canvas
+from tests.test_verifier import _png
+
+pytestmark = pytest.mark.browser
+
+
+@contextlib.asynccontextmanager
+async def chromium(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[Any]:
+    """Chromium whose fake camera shows ``picture`` (as tests/test_browser.py launches it)."""
+    from playwright.async_api import async_playwright
+
+    y4m = tmp_path / "camera.y4m"
+    write_y4m(y4m, picture)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    playwright = await async_playwright().start()
+    disabled = ",".join([
+        "WebRtcHideLocalIpsWithMdns", "OptimizationHints", "NetworkTimeServiceQuerying",
+        "AimEnabled", "PreconnectToSearch", "MediaRouter", "LensOverlay", "HttpsUpgrades",
+        "DestroyProfileOnBrowserClose", "PaintHolding",
+    ])
+    context = await playwright.chromium.launch_persistent_context(
+        user_data_dir=profile, executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--use-fake-ui-for-media-stream",
+              "--use-fake-device-for-media-stream",
+              f"--use-file-for-fake-video-capture={y4m}", f"--disable-features={disabled}"])
+    violations: list[str] = []
+    await context.expose_function("__cspViolation", lambda text: violations.append(text))
+    await context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => window.__cspViolation("
+        "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));")
+    try:
+        yield context
+        assert violations == [], f"the page broke its CSP: {violations}"
+    finally:
+        await context.close()
+        await playwright.stop()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def party_at_the_door(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[
+        dict[str, Any]]:
+    """A server checking parties before they join, a case whose party (the astronaut) is
+    enrolled, the officer in the call, and the party's page past its consents."""
+    server = await start_server(make_config(tmp_path, auth={"dev_join": False,
+                                                            "prejoin_check": True}))
+    officer_client: PeerClient | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            login = await officer_login(server, api)
+            case, party = await case_with_party(api, login)
+            status, body = await api.call("PUT", f"/api/cases/{case}/parties/{party}/reference",
+                                          login, data=_png(ASTRONAUT))
+            assert status == 200, body
+            status, session = await api.call("POST", f"/api/cases/{case}/sessions", login)
+            assert status == 201
+            status, invite = await api.call("POST", f"/api/cases/{case}/invitations", login,
+                                            {"party_id": party})
+            assert status == 201
+            officer_client = PeerClient(server.base_url, session["token"])
+            await officer_client.connect()
+            async with chromium(tmp_path, picture) as browser:
+                page = await browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(server.base_url + invite["link"])
+                await page.wait_for_selector("#consent-form:not([hidden])")
+                await page.check("#consent-recording")
+                await page.check("#consent-face")
+                await page.click("#consent-form button[type=submit]")
+                await page.wait_for_selector("#prejoin:not([hidden])")
+                yield {"server": server, "api": api, "login": login, "case": case,
+                       "party": party, "session": session, "page": page,
+                       "officer": officer_client, "errors": errors,
+                       "checks": f"/api/cases/{case}/sessions/{session['id']}/prejoin"}
+    finally:
+        if officer_client is not None:
+            await officer_client.close()
+        await server.runner.cleanup()
+
+
+async def _prejoin(page: Any) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate(
+        "() => ({...window.remotecase.prejoin, joined: Boolean(window.remotecase.ws)})")
+    return result
+
+
+async def test_a_matching_face_passes_and_the_party_joins(tmp_path: Path) -> None:
+    async with party_at_the_door(tmp_path, canvas(ASTRONAUT)) as door:
+        page, officer = door["page"], door["officer"]
+        await _wait_for(page, "window.remotecase.prejoin.status === 'passed'", timeout=60)
+        state = await _prejoin(page)
+        assert state["verdicts"].count("match") == 3, state
+        assert state["said"][-1].startswith("身份核验通过")
+        participant = f"party-{door['party']}"
+        await wait_for_condition(
+            lambda: officer.mids_for_participant(participant, "video") != [], timeout=30,
+            what="the checked party's video at the officer")
+        # the camera keeps its resolution: at least 640x480, and the sender is told so
+        await _wait_for(page, "window.remotecase.degradation !== undefined", timeout=20)
+        camera = await page.evaluate("""() => {
+            const s = window.remotecase.local.getVideoTracks()[0].getSettings();
+            return [s.width, s.height, window.remotecase.degradation];
+        }""")
+        assert camera[0] >= 640 and camera[1] >= 480, camera
+        assert camera[2] == "maintain-resolution", camera
+        _, view = await door["api"].call("GET", door["checks"], door["login"])
+        (party,) = view["parties"]
+        assert party["status"] == "passed"
+        assert [v["verdict"] for v in party["verdicts"]].count("match") == 3
+        logged = [e for e in door["server"].app[CUSTODY].entries()
+                  if e["type"] == "verification.verdict" and e.get("phase") == "prejoin"]
+        assert len(logged) == len(party["verdicts"])
+        assert door["errors"] == []
+
+
+async def test_another_face_is_refused_and_offered_a_retry(tmp_path: Path) -> None:
+    async with party_at_the_door(tmp_path, canvas(HANKS)) as door:
+        page = door["page"]
+        await _wait_for(page, "window.remotecase.prejoin.status === 'failed'", timeout=60)
+        state = await _prejoin(page)
+        assert state["verdicts"] == ["no_match"] * 3, state
+        assert not state["joined"]
+        message = await page.inner_text("#check-message")
+        assert message.startswith("未能确认是您本人"), message
+        assert await page.locator("#check-retry").is_visible()
+        await asyncio.sleep(2)  # nothing joins behind the party's back
+        assert door["officer"].mids_for_participant(f"party-{door['party']}", "video") == []
+        assert not (await _prejoin(page))["joined"]
+        # a retry runs a new attempt, which fails the same way
+        await page.click("#check-retry")
+        await _wait_for(page, "window.remotecase.prejoin.status === 'checking'", timeout=10)
+        await _wait_for(page, "window.remotecase.prejoin.status === 'failed'", timeout=60)
+        _, view = await door["api"].call("GET", door["checks"], door["login"])
+        assert view["parties"][0]["attempt"] == 2 and view["parties"][0]["status"] == "failed"
+        assert door["errors"] == []
+
+
+async def test_no_face_is_refused_with_guidance(tmp_path: Path) -> None:
+    async with party_at_the_door(tmp_path, canvas(None)) as door:
+        page = door["page"]
+        await _wait_for(page, "window.remotecase.prejoin.status === 'failed'", timeout=90)
+        state = await _prejoin(page)
+        assert set(state["verdicts"]) == {"no_face"} and len(state["verdicts"]) == 12, state
+        assert "请把脸放在框内 / centre your face in the frame" in state["said"], state["said"]
+        assert (await page.inner_text("#check-message")).startswith("未检测到人脸")
+        assert not state["joined"]
+        assert door["errors"] == []
