@@ -21,6 +21,7 @@ officer to look at (the identity document) until the check is decided.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -254,8 +255,6 @@ class PrejoinDesk:
     async def show(self, who: PartyInSession, data: bytes) -> dict[str, Any]:
         """A still for the officer's eyes only (the identity document): checked to be a
         JPEG of a bounded size, not decoded, not face-processed, not stored."""
-        import hashlib
-
         key = (who.session_id, who.participant)
         self._pace(key)
         try:
@@ -265,7 +264,12 @@ class PrejoinDesk:
         row = await self.db.run(lambda c: _ensure(c, who.session_id, who.participant,
                                                   self.route_of(who)))
         if row["status"] not in ADMITTING:
+            first = key not in self._stills
             self._keep(key, data, hashlib.sha256(data).hexdigest())
+            if first:  # the officer's console learns there is a picture to look at
+                self.events.publish(who.case_id, "prejoin", who.room,
+                                    participant=who.participant, status=row["status"],
+                                    route=row["route"], still=True)
         return self.public(row, who)
 
     async def sample(self, who: PartyInSession, data: bytes) -> dict[str, Any]:

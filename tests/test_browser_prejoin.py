@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+import skimage.data
 
 from bench.peer import PeerClient
 from control.app import CUSTODY
@@ -94,6 +95,7 @@ async def party_at_the_door(tmp_path: Path, picture: np.ndarray) -> AsyncIterato
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 await page.goto(server.base_url + invite["link"])
                 await page.wait_for_selector("#consent-form:not([hidden])")
+                await _wait_for(page, "document.getElementById('preview').videoWidth > 0")
                 await page.check("#consent-recording")
                 await page.check("#consent-face")
                 await page.click("#consent-form button[type=submit]")
@@ -175,3 +177,82 @@ async def test_no_face_is_refused_with_guidance(tmp_path: Path) -> None:
         assert (await page.inner_text("#check-message")).startswith("未检测到人脸")
         assert not state["joined"]
         assert door["errors"] == []
+
+
+async def test_the_console_attests_an_id_document_and_admits_by_hand(tmp_path: Path) -> None:
+    """The officer's console: a party who declined face checks shows an identity document to
+    the camera (its still reaches the console, nothing face-processed) and the officer records
+    the document; another party is admitted by hand with a reason. Both then join."""
+    import hashlib
+
+    from tests.conftest import CONSENT, party_link
+    from tests.test_prejoin import jpeg
+
+    server = await start_server(make_config(tmp_path, auth={"dev_join": False,
+                                                            "prejoin_check": True}))
+    clients: list[PeerClient] = []
+    try:
+        async with aiohttp.ClientSession() as http, chromium(tmp_path, canvas(None)) as browser:
+            api = Api(http, server.base_url)
+            login = await officer_login(server, api, brigade="b1")
+            case, declined = await case_with_party(api, login, name="Zhang San")
+            status, other = await api.call("POST", f"/api/cases/{case}/parties", login,
+                                           {"role": "witness", "name": "Li Si"})
+            assert status == 201
+            status, _ = await api.call("POST", f"/api/cases/{case}/sessions", login)
+            assert status == 201
+            no_face = await party_link(api, login, case, declined,
+                                       {"recording": True, "face": False})
+            witness = await party_link(api, login, case, other["id"], CONSENT)
+
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(server.base_url + "/console")
+            await page.fill("#username", "li")
+            await page.fill("#password", "correct horse battery")
+            await page.click("#login-form button")
+            await page.click(f"#cases li[data-case-id='{case}']")
+            await page.wait_for_selector("#session-open:not([hidden])")
+            await page.wait_for_selector(f"#prejoin li[data-party-id='{declined}']")
+
+            document = jpeg(canvas(skimage.data.coffee()))
+            status, body = await api.call("POST", "/api/party/prejoin/still",
+                                          no_face["token"], data=document)
+            assert status == 200 and body["route"] == "document", body
+            show = f"#prejoin li[data-party-id='{declined}'] button:has-text('Show picture')"
+            await page.wait_for_selector(show, timeout=10000)
+            await page.click(show)
+            await _wait_for(page, "document.getElementById('prejoin-still').naturalWidth === 640")
+            await page.select_option("#attest-party", str(declined))
+            await page.select_option("#attest-type", "resident_id")
+            await page.fill("#attest-digits", "0312")
+            await page.fill("#attest-note", "原件核对无误 / original checked")
+            await page.click("#attest button[type=submit]")
+            await page.wait_for_selector(
+                f"#prejoin li[data-party-id='{declined}'][data-status='attested']")
+
+            await page.fill("#action-reason", "witness known to the brigade")
+            await page.click(f"#prejoin li[data-party-id='{other['id']}'] "
+                             "button:has-text('Admit manually')")
+            await page.wait_for_selector(
+                f"#prejoin li[data-party-id='{other['id']}'][data-status='admitted']")
+
+            entries = server.app[CUSTODY].entries()
+            (attested,) = [e for e in entries if e["type"] == "verification.id_attested"]
+            assert attested["still_sha256"] == hashlib.sha256(document).hexdigest()
+            assert (attested["document_type"], attested["document_last_digits"]) == (
+                "resident_id", "0312")
+            (manual,) = [e for e in entries if e["type"] == "verification.manual_admission"]
+            assert manual["reason"] == "witness known to the brigade"
+            assert not [e for e in entries if e["type"] == "verification.verdict"]
+            for redeemed in (no_face, witness):
+                client = PeerClient(server.base_url, redeemed["token"], decode=False)
+                clients.append(client)
+                await client.connect()
+                assert client.joined is not None and client.joined["type"] == "joined"
+            assert errors == []
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()

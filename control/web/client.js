@@ -181,6 +181,8 @@ async function onMessage(event) {
 async function redeemInvitation(invite) {
   // a party's link: explicit consents, a camera preview, then the invitation is used once
   const form = $("consent-form");
+  // listen before the camera opens: a click meanwhile must not submit the form to the page
+  const submitted = new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
   form.hidden = false;
   try {
     state.local = await openCamera();
@@ -188,7 +190,7 @@ async function redeemInvitation(invite) {
   } catch (err) {
     showError("camera or microphone unavailable: " + err);
   }
-  await new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
+  await submitted;
   form.hidden = true;
   const response = await fetch("/api/invitations/redeem", {
     method: "POST", headers: { "Content-Type": "application/json" },
