@@ -291,3 +291,17 @@ async def test_without_a_reference_the_party_waits_for_the_officer(
                                   call["officer"], {"reason": "ID checked at the counter"})
     assert status == 200
     await joined(server, clients, call["token"])
+
+
+def test_behind_the_front_the_check_runs_on_the_worker_of_its_room(server: Server) -> None:
+    """With several workers, a party's pre-join requests go where its session's room is (as
+    the officer's calls on the case do), found from the room its call token names."""
+    from control.front import worker_for_path, worker_for_request
+
+    token = server.token("case-7-0a1b2c3d", "party-3", role="party")
+    assert worker_for_request("/api/party/prejoin/sample", f"Bearer {token}", 4) == 7 % 4
+    assert worker_for_request("/api/party/prejoin", f"Bearer {token}", 4) == \
+        worker_for_path("/api/cases/7/sessions/1/prejoin", 4)
+    # other party calls, and tokens that name no room, stay on worker 0
+    assert worker_for_request("/api/party/materials", f"Bearer {token}", 4) == 0
+    assert worker_for_request("/api/party/prejoin", "Bearer not-a-token", 4) == 0
