@@ -3,6 +3,8 @@
 The fake camera plays a Y4M the test makes from a real face: the astronaut (the party, whose
 reference is enrolled), Tom Hanks (someone else), or a plain grey picture (nobody). The page
 samples its camera as JPEG stills until the check decides; only a passed check lets it join.
+The console shows the checks and records the officer's decisions; a camera too small for the
+check is guidance on both pages, never an alert.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
 import numpy as np
 import pytest
 import skimage.data
@@ -24,11 +27,25 @@ from bench.peer import PeerClient
 from control.app import CUSTODY
 from tests.conftest import Api, case_with_party, make_config, officer_login, start_server
 from tests.conftest import wait_until as wait_for_condition
-from tests.test_browser import CHROMIUM, _wait_for, write_y4m
+from tests.test_browser import CHROMIUM, _wait_for
 from tests.test_prejoin import ASTRONAUT, HANKS, canvas
 from tests.test_verifier import _png
 
 pytestmark = pytest.mark.browser
+
+
+def write_camera(path: Path, image: np.ndarray, frames: int = 30) -> None:
+    """A Y4M of ``image`` at its own size, for Chromium's fake camera."""
+    height, width = image.shape[:2]
+    with av.open(str(path), "w", format="yuv4mpegpipe") as container:
+        stream = container.add_stream("rawvideo", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +54,7 @@ async def chromium(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     y4m = tmp_path / "camera.y4m"
-    write_y4m(y4m, picture)
+    write_camera(y4m, picture)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     playwright = await async_playwright().start()
     disabled = ",".join([
@@ -255,4 +272,61 @@ async def test_the_console_attests_an_id_document_and_admits_by_hand(tmp_path: P
     finally:
         for client in clients:
             await client.close()
+        await server.runner.cleanup()
+
+
+async def test_a_small_picture_is_guidance_on_both_pages_not_an_alert(tmp_path: Path) -> None:
+    """A camera that cannot give 640x480 (here 320x240, the face about 45 px): the page falls
+    back to what the camera has and says so; during the call the verifier finds the picture
+    too small, and both the party's page and the officer's console show what to do."""
+    import cv2
+
+    small = np.full((240, 320, 3), 128, dtype=np.uint8)
+    small[40:200, 80:240] = cv2.resize(ASTRONAUT, (160, 160), interpolation=cv2.INTER_AREA)
+    server = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    try:
+        async with aiohttp.ClientSession() as http, chromium(tmp_path, small) as browser:
+            api = Api(http, server.base_url)
+            login = await officer_login(server, api, brigade="b1")
+            case, party = await case_with_party(api, login)
+            status, body = await api.call("PUT", f"/api/cases/{case}/parties/{party}/reference",
+                                          login, data=_png(ASTRONAUT))
+            assert status == 200, body
+            status, _ = await api.call("POST", f"/api/cases/{case}/sessions", login)
+            assert status == 201
+            status, invite = await api.call("POST", f"/api/cases/{case}/invitations", login,
+                                            {"party_id": party})
+            console = await browser.new_page()
+            await console.goto(server.base_url + "/console")
+            await console.fill("#username", "li")
+            await console.fill("#password", "correct horse battery")
+            await console.click("#login-form button")
+            await console.click(f"#cases li[data-case-id='{case}']")
+            await console.wait_for_selector("#session-open:not([hidden])")
+
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(server.base_url + invite["link"])
+            await _wait_for(page, "document.getElementById('preview').videoWidth > 0")
+            assert await page.evaluate(
+                "() => window.remotecase.local.getVideoTracks()[0].getSettings().width") == 320
+            assert (await page.inner_text("#guidance")).startswith("摄像头分辨率低于 640x480")
+            await page.check("#consent-recording")
+            await page.check("#consent-face")
+            await page.click("#consent-form button[type=submit]")
+            await _wait_for(page, "document.getElementById('guidance').textContent"
+                                  ".startsWith('画面太小')", timeout=60)
+            shown = await page.inner_text("#guidance")
+            assert "请靠近摄像头" in shown, shown
+            row = console.locator("#participants li", has_text="picture:")
+            await row.wait_for(timeout=30000)
+            text = await row.inner_text()
+            assert "画面太小，无法核验人脸" in text and "请当事人靠近摄像头" in text, text
+            assert "alert" not in text
+            states = await console.eval_on_selector_all(
+                "#participants li span", "els => els.map(e => e.className)")
+            assert "state-alert" not in states and "state-low_quality" in states
+            assert errors == []
+    finally:
         await server.runner.cleanup()
