@@ -6,6 +6,8 @@ for every case the officer may touch (``{"type": "subscribe", "case": N}`` narro
 
 * ``participant_joined`` / ``participant_left`` / ``room_closed`` of each session's room;
 * ``verification``: the verifier's state for a party (verifying, verified, alert) per sample;
+* ``prejoin``: a party's identity check before joining: each still's verdict, the result, the
+  officer's manual admission or document attestation (control/prejoin.py);
 * ``recording``: started / sealed;
 * ``session``: opened / ended; ``display``: an evidence item shown / taken off.
 
