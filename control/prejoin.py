@@ -289,7 +289,7 @@ class PrejoinDesk:
             if reference is None:
                 raise json_error(web.HTTPConflict, "no_reference", REFUSED["no_reference"])
             try:
-                judged = await check_still(verifier, room=who.room, scope=f"case-{who.case_id}",
+                judged = await check_still(verifier, room=who.room,
                                            participant=who.participant, reference=reference,
                                            data=data, attempt=row["attempt"],
                                            case=str(who.case_id))

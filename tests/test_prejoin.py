@@ -148,7 +148,9 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
     assert status == 409 and body["error"] == "already_admitted"
     # and now the join goes through
     await joined(server, clients, token)
-    assert ("prejoin.passed", "matches") in await audit_actions(server, call["case"])
+    actions = await audit_actions(server, call["case"])
+    assert ("call.refused", "identity_unchecked") in actions  # the refusal is audited
+    assert ("prejoin.passed", "matches") in actions
 
 
 async def test_another_face_is_refused_until_the_officer_admits_by_hand(
@@ -305,3 +307,28 @@ def test_behind_the_front_the_check_runs_on_the_worker_of_its_room(server: Serve
     # other party calls, and tokens that name no room, stay on worker 0
     assert worker_for_request("/api/party/materials", f"Bearer {token}", 4) == 0
     assert worker_for_request("/api/party/prejoin", "Bearer not-a-token", 4) == 0
+
+
+async def test_observers_read_the_checks_but_neither_decide_nor_see_pictures(
+        server: Server, api: Api) -> None:
+    call = await open_call(api, server, face=False)
+    await asyncio.sleep(0.35)
+    status, _ = await api.call("POST", "/api/party/prejoin/still", call["token"],
+                               data=jpeg(canvas(ASTRONAUT)))
+    assert status == 200
+    auditor = await officer_login(server, api, "wu", brigade="brigade-1", role="observer")
+    status, view = await api.call("GET", call["base"], auditor)
+    assert status == 200 and view["parties"][0]["still"] is not None
+    status, _ = await api.call("GET", f"{call['base']}/{call['party']}/still", auditor)
+    assert status == 403
+    status, _ = await api.call("POST", f"{call['base']}/{call['party']}/admit", auditor,
+                               {"reason": "no"})
+    assert status == 403
+    status, _ = await api.call("POST", f"{call['base']}/{call['party']}/attest", auditor, {
+        "document_type": "passport", "document_last_digits": "1234"})
+    assert status == 403
+    # another brigade's officer does not even see the session
+    stranger = await officer_login(server, api, "zhao", brigade="brigade-2")
+    status, _ = await api.call("GET", call["base"], stranger)
+    assert status == 404
+    assert_refusal(await refused(server, call["token"]), "identity_unchecked")

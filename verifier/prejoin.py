@@ -25,7 +25,6 @@ from .service import Verdict, Verifier
 MAX_STILL_BYTES = 512 * 1024
 MAX_STILL_PIXELS = 1920 * 1080
 MIN_STILL_SIDE = 120
-DARK = 55.0  # mean luma (0-255) under which a still is too dark to find a face in reliably
 
 # JPEG start-of-frame markers (every SOFn but DHT C4, JPG C8 and DAC CC)
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -78,7 +77,9 @@ def decode_still(data: bytes) -> np.ndarray:
             "bad_size", f"图像为 {width}x{height} 像素，须在 {MIN_STILL_SIDE} 像素与 "
                         f"{MAX_STILL_PIXELS} 像素总数之间 / the still is {width}x{height}: at "
                         f"least {MIN_STILL_SIDE} px a side and at most {MAX_STILL_PIXELS} pixels")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    # the header's size is the budget: an orientation tag must not turn the picture
+    image = cv2.imdecode(np.frombuffer(data, np.uint8),
+                         cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.shape[:2] != (height, width):
         raise StillRejected("bad_jpeg", "JPEG 图像已损坏 / the JPEG image is damaged")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -120,7 +121,7 @@ async def reference_of(verifier: Verifier, scope: str, participant: str) -> np.n
     return None if loaded is None else loaded[1]
 
 
-async def check_still(verifier: Verifier, *, room: str, scope: str, participant: str,
+async def check_still(verifier: Verifier, *, room: str, participant: str,
                       reference: np.ndarray, data: bytes, attempt: int,
                       case: str = "") -> StillVerdict:
     """Judge one still (decoding and inference in the verifier's pool) and log the verdict.
