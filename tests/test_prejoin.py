@@ -119,6 +119,9 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
     status, officer_view = await api.call("GET", call["base"], call["officer"])
     assert status == 200 and officer_view["parties"][0]["status"] == "none"
 
+    events = await api.http.ws_connect(api.base.replace("http", "ws") + "/api/events")
+    await events.send_json({"type": "auth", "token": call["officer"]})
+    assert (await events.receive_json())["type"] == "ready"
     still = jpeg(canvas(ASTRONAUT))
     results = []
     for _ in range(3):
@@ -137,7 +140,17 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
                for v in verdicts)
     (result,) = custody(server, "verification.prejoin")
     assert (result["result"], result["matches"], result["samples"]) == ("passed", 3, 3)
-    # the officer sees the result and its verdicts before admitting
+    # the officer sees each verdict with its score as it comes, and the result
+    seen = []
+    while not seen or seen[-1]["status"] != "passed":
+        event = await events.receive_json(timeout=10)
+        if event["type"] == "prejoin":
+            seen.append(event)
+    await events.close()
+    assert [(e["verdict"], e["participant"]) for e in seen] == [
+        ("match", f"party-{call['party']}")] * 3
+    assert [e["score"] for e in seen] == [v["score"] for v in verdicts]
+    # ... and the result and its verdicts in the session's state before admitting
     status, officer_view = await api.call("GET", call["base"], call["officer"])
     (party,) = officer_view["parties"]
     assert party["status"] == "passed" and party["decided_by"] == "verifier"
