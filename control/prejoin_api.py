@@ -225,6 +225,6 @@ def describe() -> dict[str, dict[str, Any]]:
                 ["document_type", "document_last_digits"]))},
         base + "/{party}/still": {"parameters": [CASE, SESSION, party_p], "get": _op(
             "The party's latest still (held in memory until the check is decided)", OFFICER,
-            _responses("200", {"type": "string", "format": "binary"}, "401 404",
+            _responses("200", {"type": "string", "format": "binary"}, "401 403 404",
                        "image/jpeg"), tag="verification")},
     }

@@ -345,3 +345,29 @@ async def test_observers_read_the_checks_but_neither_decide_nor_see_pictures(
     status, _ = await api.call("GET", call["base"], stranger)
     assert status == 404
     assert_refusal(await refused(server, call["token"]), "identity_unchecked")
+
+
+def test_an_attempt_needs_three_of_the_first_five_judged_stills() -> None:
+    from control.prejoin import Rules, outcome
+
+    rules = Rules()
+
+    def run(*names: str) -> tuple[str, str]:
+        return outcome([{"verdict": n.rstrip("*"), "dark": n.endswith("*")} for n in names],
+                       rules)
+
+    assert run("match", "match") == ("checking", "")
+    # stills that cannot be judged neither help nor hurt
+    assert run("no_face", "match", "low_quality", "no_match", "match", "match") == (
+        "passed", "matches")
+    assert run("match", "no_match", "match", "no_match", "match") == ("passed", "matches")
+    assert run("no_match", "match", "no_match", "match", "no_match") == (
+        "failed", "different_face")
+    assert run("liveness_failed", "liveness_failed", "match", "no_match",
+               "liveness_failed") == ("failed", "liveness_failed")
+    # twelve stills without a decision give up with the commonest reason
+    assert run(*["no_face"] * 11) == ("checking", "")
+    assert run(*["no_face"] * 12) == ("failed", "no_face")
+    assert run(*(["no_face*"] * 7 + ["low_quality"] * 5)) == ("failed", "too_dark")
+    assert run(*(["multiple_faces"] * 7 + ["match"] * 2 + ["no_face"] * 3)) == (
+        "failed", "multiple_faces")
