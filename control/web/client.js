@@ -241,15 +241,27 @@ async function prejoinCall(token, path, blob) {
   const init = { method: blob ? "POST" : "GET", headers: { Authorization: `Bearer ${token}` } };
   if (blob) { init.body = blob; init.headers["Content-Type"] = "image/jpeg"; }
   if (path === "/retry") init.method = "POST";
-  const response = await fetch(`/api/party/prejoin${path}`, init);
-  return { status: response.status, body: await response.json() };
+  try {
+    const response = await fetch(`/api/party/prejoin${path}`, init);
+    return { status: response.status, body: await response.json() };
+  } catch (err) {
+    // a lost connection or a proxy's page: say so and try again, the check is not lost
+    return { status: 0, body: { error: "network", message: `网络错误，正在重试 / network error, retrying (${err})` } };
+  }
 }
 
 async function checkBeforeJoining(token) {
   // after consent, before joining: the face check, or the officer's check of a document
   const section = $("prejoin");
   const video = $("check-video");
-  let { body } = await prejoinCall(token, "");
+  let first = await prejoinCall(token, "");
+  while (first.status !== 200) {
+    showError(first.body.message || `error ${first.status}`);
+    await sleep(2000);
+    first = await prejoinCall(token, "");
+  }
+  showError("");
+  let body = first.body;
   if (body.required === false) return;  // this server lets parties join without it
   video.srcObject = state.local;
   section.hidden = false;
@@ -271,8 +283,8 @@ async function checkBeforeJoining(token) {
         $("check-guidance").textContent = answer.body.message;
         $("check-progress").textContent = "";
       } else if (answer.body.error === "already_admitted" || answer.body.error === "attempt_over") {
-        body = (await prejoinCall(token, "")).body;
-        showCheck(body);
+        const now = await prejoinCall(token, "");
+        if (now.status === 200) { body = now.body; showCheck(body); }
       } else {
         $("check-message").textContent = answer.body.message || `error ${answer.status}`;
         await sleep(1000);
@@ -284,15 +296,21 @@ async function checkBeforeJoining(token) {
       await new Promise((resolve) => { retry.onclick = resolve; });
       retry.hidden = true;
       state.prejoin.verdicts = [];
-      body = (await prejoinCall(token, "/retry")).body;
-      showCheck(body);
+      const answer = await prejoinCall(token, "/retry");
+      if (answer.status === 200) { body = answer.body; showCheck(body); }
+      else $("check-message").textContent = answer.body.message || `error ${answer.status}`;
     } else {
       // the officer decides (a document shown to the camera, or a manual admission) and
       // sees the latest picture, which is not face-processed
       await sleep(1500);
       if (video.videoWidth) await prejoinCall(token, "/still", await still(video));
-      const now = (await prejoinCall(token, "")).body;
-      if (now.admitted || !waiting) { body = now; showCheck(now); }
+      const answer = await prejoinCall(token, "");
+      if (answer.status !== 200) {
+        $("check-message").textContent = answer.body.message || `error ${answer.status}`;
+      } else if (answer.body.admitted || !waiting) {
+        body = answer.body;
+        showCheck(body);
+      }
     }
   }
   await sleep(500);

@@ -267,13 +267,13 @@ async function loadPrejoin() {
       li.append(` ${p.attestation.document_type} …${p.attestation.document_last_digits} checked by ${p.attestation.by}`);
     }
     if (!p.admitted) {
-      li.append(" ", button("Admit manually", async () => {
+      li.append(" ", button("人工准入 / Admit manually", async () => {
         const reason = $("action-reason").value;
         if (!reason) { showError("say why the party is admitted without a passed check (reason)"); return; }
         await api("POST", sessionPath(`/prejoin/${p.party_id}/admit`), { reason });
         await loadPrejoin();
       }));
-      if (p.still) li.append(" ", button("Show picture", () => showStill(p.party_id)));
+      if (p.still) li.append(" ", button("查看画面 / Show picture", () => showStill(p.party_id)));
       choose.append(Object.assign(document.createElement("option"), { value: p.party_id, textContent: p.name }));
     }
     list.append(li);
