@@ -93,13 +93,21 @@ async def party_retry(request: web.Request) -> web.Response:
 
 
 async def _session(request: web.Request) -> tuple[Any, int, int, str]:
-    from .cases_api import _open_session
-
+    """(officer, case, session, room) of an open session of a case the officer may touch."""
     officer = await access.officer(request)
     case_id = access.case_id(request)
     session_id = access.path_int(request, "session", "session")
-    room = await request.app[DB].run(lambda c: _open_session(c, officer, case_id, session_id))
-    return officer, case_id, session_id, room
+
+    def run(conn: sqlite3.Connection) -> str:
+        access.load_case(conn, officer, case_id)
+        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
+                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
+        if row is None:
+            raise json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
+        room: str = row["room"]
+        return room
+
+    return officer, case_id, session_id, await request.app[DB].run(run)
 
 
 async def _party_of(request: web.Request, case_id: int) -> int:
