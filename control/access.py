@@ -202,6 +202,9 @@ REFUSALS = {
     "invitation_revoked": "邀请链接已被撤销 / the invitation was revoked",
     "logged_out": "民警已退出登录或登录已过期 / the officer has logged out or the login has "
                   "expired",
+    "identity_unchecked": "入会前须先完成身份核验（人脸核验，或由民警核验证件） / your "
+                          "identity must be checked before you join: the face check, or the "
+                          "officer's check of your identity document",
 }
 
 
@@ -242,7 +245,7 @@ def _admitted(row: sqlite3.Row, participant: str) -> CallAdmission:
 
 
 def admission(conn: sqlite3.Connection, grant: Grant, *, dev_join: bool,
-              now: float | None = None) -> CallAdmission:
+              now: float | None = None, prejoin_check: bool = False) -> CallAdmission:
     """May this token join now? Raises :class:`CallRefused` with the reason when it may not."""
     now = time.time() if now is None else now
     if grant.grant_id is None:
@@ -284,6 +287,12 @@ def admission(conn: sqlite3.Connection, grant: Grant, *, dev_join: bool,
             "AND o.disabled = 0", (row["login_hash"], now)).fetchone()
         if login is None:
             raise CallRefused("logged_out", case)
+    # a party joins once its identity was checked before the call (control/verification/prejoin.py)
+    if prejoin_check and row["role"] == "party" and conn.execute(
+            "SELECT 1 FROM prejoin_checks WHERE session_id = ? AND participant = ? AND status "
+            "IN ('passed', 'admitted', 'attested')", (row["session_id"], grant.participant)
+    ).fetchone() is None:
+        raise CallRefused("identity_unchecked", case)
     return _admitted(row, grant.participant)
 
 

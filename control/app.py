@@ -26,6 +26,7 @@ from .appkeys import (
     CONFIG,
     CUSTODY,
     DB,
+    DESK,
     DISPLAYS,
     ERRORS,
     EVENTS,
@@ -60,16 +61,18 @@ from .sessions import calls, display, invitations
 from .sessions.signalling import websocket_handler
 from .sessions.tokens import TokenSigner
 from .verification import api as verification
+from .verification import prejoin_api as prejoin
+from .verification.prejoin import PrejoinDesk
 from .verification.wiring import bind_verifier_to_cases, make_verifier
 
 logger = logging.getLogger(__name__)
 
 # every area: its add_routes(app) and its describe(add) for the OpenAPI description
 AREAS = (service, login, cases, parties, audit, sessions, calls, invitations, display,
-         appointments, materials, recordings, verification, statistics)
+         appointments, materials, recordings, verification, prejoin, statistics)
 # the description in the order of the reference page's sections (tags in order of appearance)
-DESCRIBED = (service, login, statistics, cases, audit, parties, verification, sessions, calls,
-             recordings, display, invitations, appointments, materials)
+DESCRIBED = (service, login, statistics, cases, audit, parties, verification, prejoin, sessions,
+             calls, recordings, display, invitations, appointments, materials)
 SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
 
@@ -188,6 +191,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
+        app[DESK] = PrejoinDesk(database, custody, recorder, events, verifier,
+                                required=config.auth.prejoin_check)
         # decrypted exports being built when a process died (control/recordings/sealed_exports.py)
         await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .materials.store import MaterialStore
     from .sessions.display import DisplayManager
     from .sessions.tokens import TokenSigner
+    from .verification.prejoin import PrejoinDesk
 
 # -- a worker's app (control/app.py) ---------------------------------------------------------
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -49,6 +50,7 @@ EVENTS: web.AppKey[EventHub] = web.AppKey("events")
 DISPLAYS: web.AppKey[DisplayManager] = web.AppKey("displays")
 STORE: web.AppKey[MaterialStore] = web.AppKey("materials")
 GATE: web.AppKey[UploadGate] = web.AppKey("material_uploads")
+DESK: web.AppKey[PrejoinDesk] = web.AppKey("prejoin")  # the identity check before joining
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
 
 # -- the front of several workers (control/front.py) -----------------------------------------

@@ -136,6 +136,10 @@ class AuthConfig(_Section):
     # Off, every join needs a token the control plane issued for an open case session, and
     # is checked against that session's state when it joins (docs/signalling.md).
     dev_join: bool = False
+    # A party of a case session joins only after its identity was checked before the call:
+    # the face check on the party page passed, or an officer admitted it or attested its
+    # identity document (control/verification/prejoin.py). Off only for tests of other things.
+    prejoin_check: bool = True
     # Failed logins: the first delay once the free attempts are spent (5 per user name,
     # 10 per client address), doubling with each failure, at most 60 s per user name and
     # 15 min per address; never a lockout.

@@ -186,6 +186,29 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sessions ADD COLUMN officer_mutes TEXT NOT NULL DEFAULT '{}'
     """,
+    # 6: the identity check before a party joins a session (control/verification/prejoin.py):
+    # the face check's attempt and verdicts, or the officer's manual admission or document
+    # attestation
+    """
+    CREATE TABLE prejoin_checks (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        participant TEXT NOT NULL,
+        route TEXT NOT NULL CHECK (route IN ('face', 'document', 'officer')),
+        status TEXT NOT NULL CHECK (status IN ('checking', 'passed', 'failed', 'admitted',
+                                               'attested')),
+        attempt INTEGER NOT NULL DEFAULT 1,
+        samples INTEGER NOT NULL DEFAULT 0,
+        matches INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '',
+        verdicts TEXT NOT NULL DEFAULT '[]',
+        started_at TEXT NOT NULL,
+        decided_at TEXT,
+        decided_by TEXT,
+        attestation TEXT,
+        UNIQUE (session_id, participant)
+    )
+    """,
 ]
 
 

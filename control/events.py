@@ -6,6 +6,8 @@ for every case the officer may touch (``{"type": "subscribe", "case": N}`` narro
 
 * ``participant_joined`` / ``participant_left`` / ``room_closed`` of each session's room;
 * ``verification``: the verifier's state for a party (verifying, verified, alert) per sample;
+* ``prejoin``: a party's identity check before joining: each still's verdict, the result, the
+  officer's manual admission or document attestation (control/verification/prejoin.py);
 * ``recording``: started / sealed (``part`` when a session's room opened again);
 * ``recording_failure``: a track's recording failed (``recording``, ``track``, ``participant``,
   ``kind``, ``error``, ``recorded_frames``), sent at once; the recording will seal incomplete;

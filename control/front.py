@@ -83,6 +83,16 @@ def worker_for_path(path: str, count: int) -> int:
     return int(match.group(1)) % count if match else 0
 
 
+def worker_for_request(path: str, authorization: str, count: int) -> int:
+    """A party's check before the call runs where its session's room lives (the officer's
+    view of the party's latest picture is that worker's memory), found from its call token."""
+    if path.startswith("/api/party/prejoin"):
+        room = room_claim(authorization.removeprefix("Bearer ").strip())
+        if room is not None:
+            return worker_for_room(room, count)
+    return worker_for_path(path, count)
+
+
 def room_claim(token: object) -> str | None:
     """The room a signalling token names (unverified: only for routing)."""
     if not isinstance(token, str) or token.count(".") != 2:
@@ -127,7 +137,8 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
     workers = request.app[WORKERS]
-    base = workers[worker_for_path(request.path, len(workers))]
+    base = workers[worker_for_request(request.path, request.headers.get("Authorization", ""),
+                                      len(workers))]
     headers = {k: v for k, v in request.headers.items()
                if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARDING_HEADERS}
     headers.update(_client_headers(request))

@@ -115,6 +115,6 @@ def describe(add: Add) -> None:
         "Officers' event stream (WebSocket)", NOBODY,
         upgrade(), tag="officers",
         description='First message {"type": "auth", "token": <login token>}; then '
-                    "participant_joined/left, room_closed, verification, recording, session "
-                    "and display events of the cases the officer may touch. "
+                    "participant_joined/left, room_closed, verification, prejoin, recording, "
+                    "session and display events of the cases the officer may touch. "
                     '{"type": "subscribe", "case": N or null} narrows it.'))

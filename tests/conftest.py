@@ -46,8 +46,10 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "server": {"port": 0, "gc_freeze": False},
         # Development mode, as `remotecase serve --dev`: the media-plane tests meet in ad-hoc
         # rooms with tokens they mint themselves (`Server.token`). A real server's default is
-        # off; the admission tests (test_admission.py) pass auth={"dev_join": False}.
-        "auth": {"dev_join": True},
+        # off; the admission tests (test_admission.py) pass auth={"dev_join": False}. The
+        # identity check before a party joins (on by default) is tested in test_prejoin.py
+        # and its browser tests; other tests let parties join straight after redeeming.
+        "auth": {"dev_join": True, "prejoin_check": False},
     }
     for name, table in sections.items():
         overrides.setdefault(name, {}).update(table)
@@ -260,6 +262,7 @@ async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProces
                "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
                "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
                "REMOTECASE_LOG__LEVEL": "WARNING", "REMOTECASE_NEW_PASSWORD": PASSWORD,
+               "REMOTECASE_AUTH__PREJOIN_CHECK": "false",  # as make_config
                **{f"REMOTECASE_{k.upper()}": v for k, v in env.items()}}
     add = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "control.cli", "officer", "add", "--username", "li",

@@ -293,10 +293,12 @@ def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
     """Every join checked against the database (control/access.py), refusals audited."""
     database = request.app[DB]
     dev_join = request.app[CONFIG].auth.dev_join
+    prejoin = request.app[CONFIG].auth.prejoin_check
     address = request.remote
 
     async def admit(grant: Grant) -> CallAdmission:
-        return await database.run(lambda conn: admission(conn, grant, dev_join=dev_join))
+        return await database.run(lambda conn: admission(conn, grant, dev_join=dev_join,
+                                                         prejoin_check=prejoin))
 
     async def refused(grant: Grant, exc: CallRefused) -> None:
         if exc.case_id is not None:

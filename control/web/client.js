@@ -12,7 +12,35 @@ const state = {
 };
 window.remotecase = state;  // for tests and debugging
 
+// The verified party's camera: at least 640x480 (a face too small in the picture cannot be
+// checked), 1280x720 when the camera has it; the sender keeps the resolution under CPU or
+// bandwidth pressure (it lowers the frame rate instead).
+const VIDEO = { width: { min: 640, ideal: 1280 }, height: { min: 480, ideal: 720 } };
+
+async function openCamera() {
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video: VIDEO, audio: true });
+  } catch (err) {
+    if (err.name !== "OverconstrainedError") throw err;
+    showGuidance("摄像头分辨率低于 640x480，人脸核验可能无法进行 / the camera gives less than 640x480: the face check may not work");
+    return navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: true });
+  }
+}
+
+async function keepResolution(sender) {
+  if (!sender) return;
+  try {
+    const params = sender.getParameters();
+    params.degradationPreference = "maintain-resolution";
+    await sender.setParameters(params);
+  } catch (err) {
+    console.warn("degradationPreference not applied", err);
+  }
+  state.degradation = sender.getParameters().degradationPreference;
+}
+
 function setStatus(text) { $("status").textContent = text; }
+function showGuidance(text) { $("guidance").textContent = text || ""; }
 function showError(text) { $("error").textContent = text; }
 function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
 
@@ -79,7 +107,11 @@ function renderRemote() {
 async function publish() {
   const pc = state.pub = new RTCPeerConnection({ iceServers: state.iceServers });
   pc.onconnectionstatechange = () => setStatus("sending: " + pc.connectionState);
-  for (const track of state.local.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  for (const track of state.local.getTracks()) {
+    const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
+    if (track.kind === "video") state.videoSender = transceiver.sender;
+  }
+  await keepResolution(state.videoSender);
   await pc.setLocalDescription(await pc.createOffer());
   await waitForIce(pc);
   send({ type: "publish", sdp: pc.localDescription.sdp });
@@ -114,6 +146,7 @@ async function onMessage(event) {
     case "publish_answer":
       state.publishedTracks = msg.tracks || [];
       await state.pub.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+      await keepResolution(state.videoSender);  // once negotiated, the encoding is there too
       break;
     case "offer":
       await onOffer(msg);
@@ -134,6 +167,11 @@ async function onMessage(event) {
     case "track_muted":
       if (msg.participant === state.me) showMute(msg);
       break;
+    case "verification_guidance":
+      // what to do about a picture too small or blurred to check (never a score): advice,
+      // not an alarm
+      showGuidance(msg.state === "low_quality" ? `${msg.message} — ${msg.guidance}` : "");
+      break;
     case "bye":
       setStatus("closed: " + msg.reason);
       break;
@@ -143,14 +181,16 @@ async function onMessage(event) {
 async function redeemInvitation(invite) {
   // a party's link: explicit consents, a camera preview, then the invitation is used once
   const form = $("consent-form");
+  // listen before the camera opens: a click meanwhile must not submit the form to the page
+  const submitted = new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
   form.hidden = false;
   try {
-    state.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    state.local = await openCamera();
     $("preview").srcObject = state.local;
   } catch (err) {
     showError("camera or microphone unavailable: " + err);
   }
-  await new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
+  await submitted;
   form.hidden = true;
   const response = await fetch("/api/invitations/redeem", {
     method: "POST", headers: { "Content-Type": "application/json" },
@@ -166,7 +206,115 @@ async function redeemInvitation(invite) {
   const body = await response.json();
   if (!response.ok) throw new Error(body.message || "the invitation cannot be used");
   enableUploads(body.token);
+  await checkBeforeJoining(body.token);
   return body.token;
+}
+
+// -- the identity check before the call (docs/verifier.md) --------------------------------
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+state.prejoin = { status: null, route: null, verdicts: [], guidance: "", said: [] };
+
+function still(video) {
+  // one JPEG of the camera at its own size (at most 1920x1080, the server's limit)
+  const scale = Math.min(1, 1920 / (video.videoWidth || 1), 1080 / (video.videoHeight || 1));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(video.videoWidth * scale);
+  canvas.height = Math.round(video.videoHeight * scale);
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+}
+
+function showCheck(body) {
+  state.prejoin.status = body.status;
+  state.prejoin.route = body.route;
+  state.prejoin.guidance = body.guidance || "";
+  const said = state.prejoin.said;
+  if (body.guidance && said[said.length - 1] !== body.guidance) said.push(body.guidance);
+  $("check-guidance").textContent = body.guidance || "";
+  $("check-message").textContent = body.message || "";
+  $("check-progress").textContent = body.route === "face" && body.status === "checking"
+    ? `${body.matches} / ${body.needed}` : "";
+  $("check-frame").classList.toggle("passed", Boolean(body.admitted));
+}
+
+async function prejoinCall(token, path, blob) {
+  const init = { method: blob ? "POST" : "GET", headers: { Authorization: `Bearer ${token}` } };
+  if (blob) { init.body = blob; init.headers["Content-Type"] = "image/jpeg"; }
+  if (path === "/retry") init.method = "POST";
+  try {
+    const response = await fetch(`/api/party/prejoin${path}`, init);
+    return { status: response.status, body: await response.json() };
+  } catch (err) {
+    // a lost connection or a proxy's page: say so and try again, the check is not lost
+    return { status: 0, body: { error: "network", message: `网络错误，正在重试 / network error, retrying (${err})` } };
+  }
+}
+
+async function checkBeforeJoining(token) {
+  // after consent, before joining: the face check, or the officer's check of a document
+  const section = $("prejoin");
+  const video = $("check-video");
+  let first = await prejoinCall(token, "");
+  while (first.status !== 200) {
+    showError(first.body.message || `error ${first.status}`);
+    await sleep(2000);
+    first = await prejoinCall(token, "");
+  }
+  showError("");
+  let body = first.body;
+  if (body.required === false) return;  // this server lets parties join without it
+  video.srcObject = state.local;
+  section.hidden = false;
+  showCheck(body);
+  let waiting = false;  // the officer decides: no reference, no face checks on this server
+  while (!body.admitted) {
+    if (!waiting && body.route === "face" && body.status === "checking") {
+      await sleep(600);
+      if (!video.videoWidth) continue;
+      const answer = await prejoinCall(token, "/sample", await still(video));
+      if (answer.status === 200) {
+        body = answer.body;
+        state.prejoin.verdicts.push(body.verdict);
+        showCheck(body);
+      } else if (answer.status === 429) {
+        continue;
+      } else if (["no_reference", "verifier_disabled", "no_face_consent"].includes(answer.body.error)) {
+        waiting = true;
+        $("check-guidance").textContent = answer.body.message;
+        $("check-progress").textContent = "";
+      } else if (answer.body.error === "already_admitted" || answer.body.error === "attempt_over") {
+        const now = await prejoinCall(token, "");
+        if (now.status === 200) { body = now.body; showCheck(body); }
+      } else {
+        $("check-message").textContent = answer.body.message || `error ${answer.status}`;
+        await sleep(1000);
+      }
+    } else if (!waiting && body.route === "face" && body.status === "failed" && body.attempts_left > 0) {
+      // gave up with its reason: the party decides when to try again
+      const retry = $("check-retry");
+      retry.hidden = false;
+      await new Promise((resolve) => { retry.onclick = resolve; });
+      retry.hidden = true;
+      state.prejoin.verdicts = [];
+      const answer = await prejoinCall(token, "/retry");
+      if (answer.status === 200) { body = answer.body; showCheck(body); }
+      else $("check-message").textContent = answer.body.message || `error ${answer.status}`;
+    } else {
+      // the officer decides (a document shown to the camera, or a manual admission) and
+      // sees the latest picture, which is not face-processed
+      await sleep(1500);
+      if (video.videoWidth) await prejoinCall(token, "/still", await still(video));
+      const answer = await prejoinCall(token, "");
+      if (answer.status !== 200) {
+        $("check-message").textContent = answer.body.message || `error ${answer.status}`;
+      } else if (answer.body.admitted || !waiting) {
+        body = answer.body;
+        showCheck(body);
+      }
+    }
+  }
+  await sleep(500);
+  section.hidden = true;
 }
 
 function enableUploads(token) {
@@ -217,7 +365,7 @@ async function main() {
   try {
     const token = await getToken();
     if (!state.local) {
-      state.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+      state.local = await openCamera();
     }
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = state.ws = new WebSocket(`${scheme}://${location.host}/ws`);

@@ -139,6 +139,7 @@ async function openCase(id) {
     $("join-call").href = `/?token=${encodeURIComponent(token)}`;
   }
   renderParticipants();
+  await loadPrejoin();
 
   const { audit } = await api("GET", `/api/cases/${id}/audit`);
   $("audit").replaceChildren(...audit.slice(-12).reverse().map((a) =>
@@ -212,7 +213,10 @@ function renderParticipants() {
   for (const [pid, p] of Object.entries(con.participants)) {
     const state = document.createElement("span");
     state.className = `state-${p.state || "none"}`;
-    state.textContent = p.state ? `face: ${p.state}${p.reason ? " (" + p.reason + ")" : ""}` : "";
+    // a picture too poor to judge is advice for the officer to pass on, not an alert
+    state.textContent = p.state === "low_quality" && p.message
+      ? `picture: ${p.message} — ${p.guidance || ""}`
+      : p.state ? `face: ${p.state}${p.reason ? " (" + p.reason + ")" : ""}` : "";
     const li = item(`${p.name || pid} [${p.role || "?"}]`, state);
     li.dataset.participant = pid;
     if (p.role === "party") {
@@ -226,10 +230,85 @@ function renderParticipants() {
   }
 }
 
+// -- the identity check before joining ---------------------------------------------------
+let prejoinTimer = null;
+function schedulePrejoin() {
+  if (prejoinTimer) return;
+  prejoinTimer = setTimeout(() => { prejoinTimer = null; loadPrejoin().catch((err) => showError(err.message)); }, 200);
+}
+
+function describeVerdict(v) {
+  return v.verdict + (v.score !== null && v.score !== undefined ? ` ${v.score.toFixed(2)}` : "") +
+    (v.reason ? ` (${v.reason})` : "") + (v.dark ? " dark" : "");
+}
+
+async function loadPrejoin() {
+  const list = $("prejoin");
+  if (!con.session) { list.replaceChildren(); return; }
+  const view = await api("GET", sessionPath("/prejoin"));
+  con.prejoin = view.parties;
+  list.replaceChildren();
+  const choose = $("attest-party");
+  const chosen = choose.value;
+  choose.replaceChildren();
+  for (const p of view.parties) {
+    const how = p.route ? ` via ${p.route}` : "";
+    const tries = p.attempt ? `, attempt ${p.attempt}, ${p.matches}/${view.rules.needed} matches of ${p.samples} stills` : "";
+    const li = item(`${p.name}: ${p.status}${how}${p.reason ? " — " + p.reason : ""}${tries}` +
+      (p.face_consent ? "" : " (declined face checks: check an ID document)"));
+    li.dataset.partyId = p.party_id;
+    li.dataset.status = p.status;
+    li.className = `prejoin-${p.status}`;
+    if (p.verdicts && p.verdicts.length) {
+      li.append(Object.assign(document.createElement("div"), {
+        className: "verdicts", textContent: p.verdicts.map(describeVerdict).join(", ") }));
+    }
+    if (p.attestation) {
+      li.append(` ${p.attestation.document_type} …${p.attestation.document_last_digits} checked by ${p.attestation.by}`);
+    }
+    if (!p.admitted) {
+      li.append(" ", button("人工准入 / Admit manually", async () => {
+        const reason = $("action-reason").value;
+        if (!reason) { showError("say why the party is admitted without a passed check (reason)"); return; }
+        await api("POST", sessionPath(`/prejoin/${p.party_id}/admit`), { reason });
+        await loadPrejoin();
+      }));
+      if (p.still) li.append(" ", button("查看画面 / Show picture", () => showStill(p.party_id)));
+      choose.append(Object.assign(document.createElement("option"), { value: p.party_id, textContent: p.name }));
+    }
+    list.append(li);
+  }
+  if ([...choose.options].some((o) => o.value === chosen)) choose.value = chosen;
+}
+
+let stillUrl = null;
+async function showStill(partyId) {
+  const response = await fetch(sessionPath(`/prejoin/${partyId}/still`), { headers: { Authorization: `Bearer ${con.token}` } });
+  if (!response.ok) { showError((await response.json()).message); return; }
+  if (stillUrl) URL.revokeObjectURL(stillUrl);
+  stillUrl = URL.createObjectURL(await response.blob());
+  const img = $("prejoin-still");
+  img.src = stillUrl; img.hidden = false; img.dataset.partyId = partyId;
+  $("attest-party").value = String(partyId);
+}
+
+$("attest").onsubmit = async (e) => {
+  e.preventDefault();
+  try {
+    await api("POST", sessionPath(`/prejoin/${$("attest-party").value}/attest`), {
+      document_type: $("attest-type").value, document_last_digits: $("attest-digits").value,
+      note: $("attest-note").value,
+    });
+    $("attest-digits").value = ""; $("attest-note").value = "";
+    $("prejoin-still").hidden = true;
+    await loadPrejoin();
+  } catch (err) { showError(err.message); }
+};
+
 // -- events ------------------------------------------------------------------------------
 function addEvent(event) {
   const text = `${(event.time || "").slice(11, 19)} #${event.case ?? ""} ${event.type}` +
-    ["state", "participant", "reason", "mode", "recording"].filter((k) => event[k]).map((k) => ` ${k}=${event[k]}`).join("");
+    ["state", "status", "participant", "verdict", "reason", "mode", "recording"].filter((k) => event[k]).map((k) => ` ${k}=${event[k]}`).join("");
   const list = $("events");
   list.prepend(item(text));
   while (list.children.length > 200) list.lastChild.remove();
@@ -250,7 +329,9 @@ function connectEvents() {
     if (event.type === "verification") {
       const p = con.participants[event.participant] ||= { role: "party" };
       p.state = event.state; p.reason = event.reason;
+      p.message = event.message; p.guidance = event.guidance;
     }
+    if (event.type === "prejoin") schedulePrejoin();
     if (event.type === "session" || event.type === "room_closed") con.participants = {};
     renderParticipants();
   };
