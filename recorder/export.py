@@ -36,7 +36,9 @@ from typing import Any
 import av
 import numpy as np
 
-from .custody import ROTATION, CustodyLog, canonical, sha256_file
+from common.hashing import canonical, sha256_file
+
+from .custody import ROTATION, CustodyLog
 from .font import draw_text
 from .keys import PACKAGE_CONTEXT, KeyEncryptionKey, key_id, public_key_pem, sign_in_context
 from .recording import decrypt_segment, load_json

@@ -29,7 +29,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import secrets
 import shutil
 import time
@@ -42,11 +41,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from common.files import fsync_dir, write_atomic, write_exclusive
+from common.hashing import canonical
 from mediaserver.forwarding import ForwardedUpTrack
 from mediaserver.local import LocalSubscriber
 from mediaserver.protocols import CloseReason, Packet, TrackInfo
 
-from .custody import CustodyLog, canonical, utc_now
+from .custody import CustodyLog, utc_now
 from .keys import KeyEncryptionKey, sign_manifest
 from .media import EncodedFrame, FrameAssembler, Gap, TrackMuxer, container_for
 
@@ -58,29 +59,6 @@ OWNER_LOCK = "owner.lock"
 
 def segment_aad(recording_id: str, track_id: str, index: int) -> bytes:
     return f"remotecase-segment-v1/{recording_id}/{track_id}/{index}".encode()
-
-
-def _write_exclusive(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp-{secrets.token_hex(4)}")
-    _write_exclusive(tmp, data)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _track_json(info: TrackInfo) -> dict[str, Any]:
@@ -351,9 +329,9 @@ class Recording:
         stored = nonce + self._aead.encrypt(nonce, chunk,
                                             segment_aad(self.recording_id, track_id, index))
         seg_dir = self.directory / "segments" / track_id
-        _write_exclusive(seg_dir / f"{index:06d}.seg", stored)
+        write_exclusive(seg_dir / f"{index:06d}.seg", stored)
         if index == 0:
-            _fsync_dir(seg_dir)
+            fsync_dir(seg_dir)
         record: dict[str, Any] = {
             "track": track_id, "segment": index, "sha256": hashlib.sha256(chunk).hexdigest(),
             "sha256_stored": hashlib.sha256(stored).hexdigest(), "bytes": len(chunk),

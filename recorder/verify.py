@@ -35,8 +35,10 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from common.hashing import canonical, sha256_file
+
 from . import merkle
-from .custody import ROTATION, KeyChain, TreeHead, audit_log, canonical, key_chain, sha256_file
+from .custody import ROTATION, KeyChain, TreeHead, audit_log, key_chain
 from .keys import (
     PACKAGE_CONTEXT,
     KeyEncryptionKey,
