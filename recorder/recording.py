@@ -25,6 +25,7 @@ import base64
 import collections
 import contextlib
 import datetime
+import enum
 import fcntl
 import hashlib
 import json
@@ -43,9 +44,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from common.files import fsync_dir, write_atomic, write_exclusive
 from common.hashing import canonical
-from mediaserver.forwarding import ForwardedUpTrack
-from mediaserver.local import LocalSubscriber
-from mediaserver.protocols import CloseReason, Packet, TrackInfo
+from common.tasks import TaskSet
+from mediaserver.protocols import (
+    CloseReason,
+    Packet,
+    Participant,
+    Room,
+    Subscriber,
+    TrackInfo,
+    UpTrack,
+)
 
 from .custody import CustodyLog, utc_now
 from .keys import KeyEncryptionKey, sign_manifest
@@ -65,6 +73,14 @@ def _track_json(info: TrackInfo) -> dict[str, Any]:
     return {"track_id": info.track_id, "participant": info.participant_id, "kind": info.kind,
             "codec": info.mime_type, "clock_rate": info.clock_rate, "channels": info.channels,
             "parameters": dict(info.parameters)}
+
+
+class StopCause(enum.StrEnum):
+    """Why a recording stopped (logged; the custody log keeps the actor's own words)."""
+
+    REQUESTED = "requested"  # an officer stopped it (the API)
+    ROOM_CLOSED = "room_closed"  # its room closed (not a case session's room that emptied)
+    SHUTDOWN = "shutdown"  # the server is stopping
 
 
 KEYFRAME_RETRY = 0.5  # seconds between the recorder's keyframe requests while it waits for one
@@ -125,8 +141,8 @@ def _iso(epoch: float) -> str:
 class _Pump:
     """One recorded track on the event loop: its assembler and the writes it has queued."""
 
-    def __init__(self, recording: Recording, up: ForwardedUpTrack, state: TrackState,
-                 subscriber: LocalSubscriber, assembler: FrameAssembler) -> None:
+    def __init__(self, recording: Recording, up: UpTrack, state: TrackState,
+                 subscriber: Subscriber, assembler: FrameAssembler) -> None:
         self.recording, self.up, self.state = recording, up, state
         self.subscriber, self.assembler = subscriber, assembler
         self.pending: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -188,7 +204,7 @@ class Recording:
     """One recording of one room (of one case session: its room may empty and open again,
     each opening a *part* of the same recording)."""
 
-    def __init__(self, recorder: Recorder, room: Any, recording_id: str, *, case: str,
+    def __init__(self, recorder: Recorder, room: Room, recording_id: str, *, case: str,
                  actor: str, reason: str) -> None:
         self.recorder = recorder
         self.room = room
@@ -202,10 +218,14 @@ class Recording:
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"rec-{recording_id[-6:]}")
         self._tracks: dict[str, TrackState] = {}
-        self._subscribers: dict[str, LocalSubscriber] = {}
+        self._subscribers: dict[str, Subscriber] = {}
         self._pumps: dict[str, _Pump] = {}
-        self._ticker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._log = logging.LoggerAdapter(logger, {"room": room.room_id,
+                                                   "recording": recording_id})
+        # adding tracks and their pumps: waited for at stop, once the subscribers are closed
+        self._tasks = TaskSet(f"recording {recording_id}", self._log)
+        # the ticker: runs until the pumps have finished, then is cancelled
+        self._ticking = TaskSet(f"recording {recording_id} ticker", self._log)
         self.participants: dict[str, dict[str, Any]] = {}
         # what the writer thread saves of them: replaced (never mutated) on the event loop
         self._participants_snapshot: tuple[dict[str, Any], ...] = ()
@@ -223,9 +243,10 @@ class Recording:
         self._stopping = False
         self.stopped_by = ""
         self.stop_reason = ""
+        self.stop_cause: StopCause | None = None
+        self._stopped = asyncio.Event()  # set once stop() has finished, well or not
+        self._stop_result: dict[str, Any] | BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._log = logging.LoggerAdapter(logger, {"room": room.room_id,
-                                                   "recording": recording_id})
 
     # -- writer thread ---------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
@@ -421,14 +442,14 @@ class Recording:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._run(self._begin)
-        self._ticker = self._loop.create_task(self._tick(), name=f"tick {self.recording_id}")
+        self._ticking.spawn(self._tick(), "tick")
         try:
             await self.attach(self.room)
         except BaseException:
-            self._ticker.cancel()
+            self._ticking.cancel()
             raise
 
-    async def attach(self, room: Any) -> None:
+    async def attach(self, room: Room) -> None:
         """Record this room: at the start, and again when a session's room opens anew."""
         self.room = room
         self.attached = True
@@ -456,7 +477,7 @@ class Recording:
         self._log.info("room closed (%s): recording part %d ended; the session's recording "
                        "continues when its room opens again", reason, part["part"])
 
-    async def add_track(self, up: ForwardedUpTrack) -> None:
+    async def add_track(self, up: UpTrack) -> None:
         track_id = up.info.track_id
         if self._stopping or track_id in self._tracks or up.closed:
             return
@@ -467,12 +488,13 @@ class Recording:
             return
         state = TrackState(info=up.info, container=container, part=len(self.parts))
         await self._run(self._add_track, state)
+        if self._stopping:
+            return  # stopped meanwhile: the track is in the manifest, with what it holds (none)
         subscriber = self.room.subscribe_local(track_id, queue_size=4096)
         self._subscribers[track_id] = subscriber
-        self._spawn(self._pump(up, state, subscriber), f"record {track_id}")
+        self._tasks.spawn(self._pump(up, state, subscriber), f"record {track_id}")
 
-    async def _pump(self, up: ForwardedUpTrack, state: TrackState,
-                    subscriber: LocalSubscriber) -> None:
+    async def _pump(self, up: UpTrack, state: TrackState, subscriber: Subscriber) -> None:
         """Packets -> reordering buffer -> frames -> writer thread, until the track ends.
 
         The recording's ticker (:meth:`_tick`) releases frames whose wait ran out while no
@@ -550,21 +572,13 @@ class Recording:
                             kind=state.info.kind, error=state.failure["error"],
                             recorded_frames=state.frames)
 
-    # room observer
-    def on_track_published(self, up: ForwardedUpTrack) -> None:
-        self._spawn(self.add_track(up), f"add {up.info.track_id}")
+    # room observer (mediaserver.protocols.RoomObserver)
+    def on_track_published(self, up: UpTrack) -> None:
+        if self._tasks.closed:
+            return  # stopping: the track is not recorded
+        self._tasks.spawn(self.add_track(up), f"add {up.info.track_id}")
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._log.error("%s failed", task.get_name(), exc_info=task.exception())
-
-    def on_track_unpublished(self, up: ForwardedUpTrack) -> None:
+    def on_track_unpublished(self, up: UpTrack) -> None:
         pass  # the local subscriber closes with the up-track and the pump finishes the track
 
     def on_room_closed(self, reason: CloseReason) -> None:
@@ -574,7 +588,7 @@ class Recording:
             return
         self.recorder.stop_soon(self.room_id, reason=f"room closed: {reason.value}")
 
-    def on_participant_joined(self, participant: Any) -> None:
+    def on_participant_joined(self, participant: Participant) -> None:
         record = self.participants.setdefault(participant.participant_id, {
             "id": participant.participant_id, "name": participant.name,
             "joined_at": utc_now(), "left_at": None, "presence": []})
@@ -585,7 +599,7 @@ class Recording:
         record.pop("left_reason", None)
         self._participants_changed()
 
-    def on_participant_left(self, participant: Any, reason: CloseReason) -> None:
+    def on_participant_left(self, participant: Participant, reason: CloseReason) -> None:
         record = self.participants.get(participant.participant_id)
         if record is None:
             return
@@ -600,29 +614,60 @@ class Recording:
         self._participants_changed()
 
     async def stop(self, *, actor: str, reason: str, status: str = "complete",
-                   note: str = "") -> dict[str, Any]:
+                   note: str = "", cause: StopCause = StopCause.REQUESTED) -> dict[str, Any]:
+        """Stop and seal; returns the manifest. Idempotent: a second call waits for the first
+        and returns its manifest (or raises what the first raised); its arguments are unused.
+
+        In order: 1. no new track is taken on and the room no longer reports to us; 2. every
+        local subscriber closes, so each pump drains what it holds and finishes its track;
+        3. the pumps (and track additions in progress) are awaited, then the ticker cancelled;
+        4. the writer thread seals (``recording.stopped``, manifest, signature); 5. the owner
+        lock is released and the writer thread ends.
+        """
         if self._stopping:
-            raise RuntimeError("recording already stopping")
+            await self._stopped.wait()
+            if isinstance(self._stop_result, BaseException):
+                raise self._stop_result
+            return dict(self._stop_result or {})
         self._stopping = True
-        self.stopped_by, self.stop_reason = actor, reason
+        self.stopped_by, self.stop_reason, self.stop_cause = actor, reason, cause
+        self._log.info("recording stopping (%s): %s", cause.value, reason)
+        try:
+            manifest = await self._stop(status, note)
+        except BaseException as exc:
+            self._stop_result = exc
+            raise
+        else:
+            self._stop_result = manifest
+        finally:
+            self._stopped.set()
+        self._log.info("recording sealed (%s)", manifest.get("status"))
+        return dict(manifest)
+
+    async def _stop(self, status: str, note: str) -> dict[str, Any]:
         self.stopped_at = utc_now()
         if self.attached:
             self.room.remove_observer(self)
             self.parts[-1].update(ended_at=self.stopped_at, end_reason="stopped")
         for subscriber in list(self._subscribers.values()):
             subscriber.close(CloseReason.UNSUBSCRIBED)
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+        try:
+            await self._tasks.drain()
+        finally:
+            await self._tasks.close()
+            await self._ticking.close()
         self._participants_changed()
         try:
-            manifest = await self._run(self._seal, status, note)
+            manifest: dict[str, Any] = await self._run(self._seal, status, note)
         finally:
             self._release_owner()
-        self._executor.shutdown(wait=True)
-        return dict(manifest)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        return manifest
+
+    def dump(self) -> dict[str, int]:
+        """What is alive: tasks, pumps and subscribers (all 0 once stopped)."""
+        return {"tasks": len(self._tasks) + len(self._ticking), "pumps": len(self._pumps),
+                "subscribers": sum(1 for s in self._subscribers.values() if not s.closed)}
 
     def status(self) -> dict[str, Any]:
         return {"recording_id": self.recording_id, "room": self.room_id,
@@ -651,7 +696,8 @@ class Recorder:
         self.reorder_wait = reorder_wait
         self.outage_seconds = outage_seconds
         self.active: dict[str, Recording] = {}  # by room ID
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("recorder", logger)
+        self._closing = False
         # (room ID, event type, fields) when a recording starts or is sealed
         self.listeners: list[Callable[..., None]] = []
 
@@ -667,7 +713,7 @@ class Recorder:
             except Exception:
                 logger.exception("recording failure listener failed")
 
-    async def start(self, room: Any, *, actor: str, reason: str, case: str = "") -> Recording:
+    async def start(self, room: Room, *, actor: str, reason: str, case: str = "") -> Recording:
         current = self.active.get(room.room_id)
         if current is not None and not current.attached and room is not current.room:
             # the session's room opened again: the same recording, a new part
@@ -689,21 +735,22 @@ class Recorder:
         self._tell(room.room_id, state="recording", recording=recording.recording_id)
         return recording
 
-    async def stop(self, room_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+    async def stop(self, room_id: str, *, actor: str, reason: str,
+                   cause: StopCause = StopCause.REQUESTED) -> dict[str, Any]:
         recording = self.active.pop(room_id, None)
         if recording is None:
             raise KeyError(room_id)
-        manifest = await recording.stop(actor=actor, reason=reason)
+        manifest = await recording.stop(actor=actor, reason=reason, cause=cause)
         self._tell(room_id, state="sealed", recording=recording.recording_id)
         return manifest
 
-    def start_soon(self, room: Any, *, actor: str, reason: str, case: str = "") -> None:
+    def start_soon(self, room: Room, *, actor: str, reason: str, case: str = "") -> None:
         """Start from a callback (a new room that is recorded from its first participant)."""
-        task = asyncio.get_running_loop().create_task(
-            self.start(room, actor=actor, reason=reason, case=case),
-            name=f"record {room.room_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if self._closing:
+            logger.info("not recording room %s: the recorder is closing", room.room_id)
+            return
+        self._tasks.spawn(self.start(room, actor=actor, reason=reason, case=case),
+                          f"record {room.room_id}")
 
     async def recover(self) -> list[str]:
         """Seal recordings a crash left open, as incomplete, from what the log holds."""
@@ -814,19 +861,37 @@ class Recorder:
 
     def stop_soon(self, room_id: str, *, reason: str) -> None:
         """Stop from a callback (the room closed under the recording)."""
-        if room_id not in self.active:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self.stop(room_id, actor="server", reason=reason), name=f"stop recording {room_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if room_id not in self.active or self._closing:
+            return  # closing: close() stops it
+        self._tasks.spawn(self._stop_if_active(room_id, reason), f"stop recording {room_id}")
+
+    async def _stop_if_active(self, room_id: str, reason: str) -> None:
+        if room_id in self.active:  # not stopped meanwhile by an officer
+            await self.stop(room_id, actor="server", reason=reason, cause=StopCause.ROOM_CLOSED)
 
     async def close(self) -> None:
-        """Stop every active recording (server shutdown)."""
+        """Stop every active recording (server shutdown). Idempotent.
+
+        In order: no recording is started or stopped from a callback any more; the starts and
+        stops already under way finish; every active recording stops (``shutdown``); the
+        task set closes.
+        """
+        self._closing = True
+        await self._tasks.drain()
         for room_id in list(self.active):
-            await self.stop(room_id, actor="server", reason="server shutting down")
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self.stop(room_id, actor="server", reason="server shutting down",
+                            cause=StopCause.SHUTDOWN)
+        await self._tasks.close()
+
+    def dump(self) -> dict[str, int]:
+        """What is alive: active recordings, and the recorder's and the recordings' tasks,
+        pumps and local subscribers (every count is 0 once the recorder has closed)."""
+        counts = {"recordings": len(self.active), "tasks": len(self._tasks), "pumps": 0,
+                  "subscribers": 0}
+        for recording in list(self.active.values()):
+            for key, value in recording.dump().items():
+                counts[key] += value
+        return counts
 
     def seal(self, recording: Recording, *, status: str, note: str) -> dict[str, Any]:
         """Write the manifest, log ``recording.sealed``, sign a tree head. Writer thread."""
