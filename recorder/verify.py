@@ -48,7 +48,7 @@ from .keys import (
     verify_in_context,
     verify_manifest,
 )
-from .recording import decrypt_segment
+from .layout import decrypt_segment
 from .witness import verify_cosignature
 
 PACKAGE_SIG_FORMAT = "remotecase-package-sig/1"

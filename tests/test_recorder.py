@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.app import CUSTODY, RECORDER
 from recorder.keys import KeyEncryptionKey, KeyProblem, load_public_key
-from recorder.recording import decrypt_segment
+from recorder.layout import decrypt_segment
 from recorder.verify import verify_package, verify_recording
 from tests.conftest import Server, join, make_config, start_server, wait_until
 
