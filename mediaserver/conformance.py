@@ -2,15 +2,20 @@
 
 Each function below takes a concrete object and returns it as its protocol: if a class loses
 or changes a member a consumer relies on, ``mypy`` fails here, next to the protocol's name,
-rather than in the recorder or the verifier. Nothing calls these at run time.
+rather than in the recorder or the verifier. The in-process consumers' room observers are
+checked here too (the recorder's :class:`recorder.recording.Recording`): the room calls them by
+the protocol's methods. Nothing calls these at run time (and nothing of the SFU imports this
+module, so the SFU does not depend on its consumers).
 """
 
 from __future__ import annotations
 
+from recorder.recording import Recording
+
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .local import LocalSubscriber
 from .participant import ParticipantRoom, SfuParticipant
-from .protocols import DownTrack, Participant, Room, Subscriber, UpTrack
+from .protocols import DownTrack, Participant, Room, RoomObserver, Subscriber, UpTrack
 from .room import SfuRoom
 
 
@@ -40,3 +45,7 @@ def room(sfu_room: SfuRoom) -> Room:
 
 def participant_room(sfu_room: SfuRoom) -> ParticipantRoom:
     return sfu_room
+
+
+def recording_observer(recording: Recording) -> RoomObserver:
+    return recording

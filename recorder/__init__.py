@@ -1,4 +1,4 @@
-"""Recorder and chain of custody (issue 3): an ordinary in-process subscriber of a room.
-
-Not built yet; it will use :class:`mediaserver.local.LocalSubscriber` to receive RTP packets.
+"""Recorder and chain of custody: recordings of a room's tracks (an ordinary in-process
+subscriber of the room, typed against :mod:`mediaserver.protocols`), the Merkle custody log,
+keys, offline verification and export. ``docs/architecture.md`` lists the modules.
 """

@@ -42,6 +42,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from common.hashing import canonical
+
 from . import merkle
 from .keys import (
     ROTATION_CONTEXT,
@@ -66,10 +68,6 @@ SIGN_AT_ONCE = frozenset({
     "recording.downloaded", "material.received", "material.downloaded",
     "evidence.display_started", "evidence.display_ended", "verification.reference_deleted"})
 ROTATION = "keys.signing_rotated"
-
-
-def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def utc_now() -> str:
@@ -587,11 +585,3 @@ def verify_log(directory: Path, public: Ed25519PublicKey) -> list[LogProblem]:
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

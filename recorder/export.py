@@ -36,10 +36,12 @@ from typing import Any
 import av
 import numpy as np
 
-from .custody import ROTATION, CustodyLog, canonical, sha256_file
+from common.hashing import canonical, sha256_file
+
+from .custody import ROTATION, CustodyLog
 from .font import draw_text
 from .keys import PACKAGE_CONTEXT, KeyEncryptionKey, key_id, public_key_pem, sign_in_context
-from .recording import decrypt_segment, load_json
+from .layout import decrypt_segment, load_json
 from .verify import SIG_COVERS, package_sig_message, recording_data_key, verify_recording
 
 TILE_W, TILE_H = 480, 360

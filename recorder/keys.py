@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from common.files import fsync_dir
+
 from . import keyguard
 
 STH_CONTEXT = b"remotecase-sth-v2\x00"
@@ -76,15 +78,7 @@ def write_key_file(path: Path, data: bytes) -> None:
     """A new key file: exclusive create, mode 0600, fsynced, in a 0700 directory."""
     if not _create_exclusive(path, data):
         raise KeyProblem(f"{path} exists already")
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def signing_key_pem(key: Ed25519PrivateKey) -> bytes:

@@ -28,7 +28,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .custody import CustodyLog, Witness, canonical
+from common.files import write_atomic
+from common.hashing import canonical
+
+from .custody import CustodyLog, Witness
 from .keys import (
     KEK_FILE,
     NEXT_SUFFIX,
@@ -42,7 +45,6 @@ from .keys import (
     signing_key_pem,
     write_key_file,
 )
-from .recording import write_atomic
 
 
 def _replace(src: Path, dst: Path) -> None:

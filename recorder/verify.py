@@ -21,22 +21,33 @@
 With the key-encryption key as well (``kek``), each segment is decrypted (which also proves it
 sits at its recorded position: the position is bound in as associated data) and its plaintext
 hash checked.
+
+``verify_package(package, public_key)`` checks an export package the same way from the package
+alone (its signature, files, custody proofs, seal, export entry and media).
+
+Each check is a function named for what it checks (``check_log``, ``check_seal``,
+``check_segments``, ...), taking what the checks before it learned and yielding findings;
+:data:`RECORDING_CHECKS` and :data:`PACKAGE_CHECKS` list them in the order they run. A check
+that finds the rest cannot run (no manifest, say) halts the run after its finding; one that
+raises ends it with a ``verification`` finding, and what was found before stays.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from common.hashing import canonical, sha256_file
+
 from . import merkle
-from .custody import ROTATION, KeyChain, TreeHead, audit_log, canonical, key_chain, sha256_file
+from .custody import ROTATION, KeyChain, LogAudit, TreeHead, audit_log, key_chain
 from .keys import (
     PACKAGE_CONTEXT,
     KeyEncryptionKey,
@@ -46,7 +57,7 @@ from .keys import (
     verify_in_context,
     verify_manifest,
 )
-from .recording import decrypt_segment
+from .layout import decrypt_segment
 from .witness import verify_cosignature
 
 PACKAGE_SIG_FORMAT = "remotecase-package-sig/1"
@@ -94,86 +105,134 @@ def track_completeness(manifest: dict[str, Any]) -> list[Finding]:
     return completeness_findings(manifest)
 
 
-def verify_recording(recording_dir: Path, custody_dir: Path,
-                     public: Ed25519PublicKey | Sequence[Ed25519PublicKey],
-                     kek: KeyEncryptionKey | None = None, *,
-                     checkpoints: Sequence[TreeHead] = (),
-                     witness: Ed25519PublicKey | None = None) -> list[Finding]:
+Check = Callable[[Any], Iterator[Finding]]
+
+
+class _Halt(Exception):
+    """Raised by a check after its last finding: the checks after it cannot run."""
+
+
+def _run_checks(checks: Sequence[Check], context: Any) -> list[Finding]:
+    """Each check in order, its findings kept as they come: a check that halts ends the run;
+    one that raises ends it too, with a finding that says so (what was found before stays)."""
     findings: list[Finding] = []
-    anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+    context.findings = findings
     try:
-        _verify_recording(findings, recording_dir, custody_dir, anchors, kek, checkpoints,
-                          witness)
+        for check in checks:
+            for finding in check(context):
+                findings.append(finding)
+    except _Halt:
+        pass
     except Exception as exc:
         findings.append(Finding(False, "verification", f"could not complete: {exc!r}"))
     return findings
 
 
-def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir: Path,
-                      anchors: list[Ed25519PublicKey], kek: KeyEncryptionKey | None,
-                      checkpoints: Sequence[TreeHead],
-                      witness: Ed25519PublicKey | None) -> list[Finding]:
+def _ok(check: str, detail: str = "") -> Finding:
+    return Finding(True, check, detail)
 
-    def fail(check: str, detail: str) -> None:
-        findings.append(Finding(False, check, detail))
 
-    def ok(check: str, detail: str = "") -> None:
-        findings.append(Finding(True, check, detail))
+def _fail(check: str, detail: str) -> Finding:
+    return Finding(False, check, detail)
 
-    # 1. the log itself
-    audit = audit_log(custody_dir, anchors, checkpoints=checkpoints, witness=witness)
+
+# -- a stored recording -------------------------------------------------------------------------
+@dataclass
+class _Stored:
+    """What the checks of a stored recording learn and share, in the order they run."""
+
+    recording_dir: Path
+    custody_dir: Path
+    anchors: list[Ed25519PublicKey]
+    kek: KeyEncryptionKey | None
+    checkpoints: Sequence[TreeHead]
+    witness: Ed25519PublicKey | None
+    findings: list[Finding] = field(default_factory=list)
+    audit: LogAudit = field(default_factory=LogAudit)
+    trusted: dict[int, dict[str, Any]] = field(default_factory=dict)  # under a signed head
+    body: bytes = b""
+    envelope: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    recording_id: str = ""
+    head: TreeHead | None = None
+    meta: dict[str, Any] | None = None
+    data_key: bytes | None = None
+
+
+def check_log(c: _Stored) -> Iterator[Finding]:
+    """The custody log holds (:func:`recorder.custody.audit_log`); only entries under a signed
+    tree head that matches are trusted from here on."""
+    audit = c.audit = audit_log(c.custody_dir, c.anchors, checkpoints=c.checkpoints,
+                                witness=c.witness)
     for problem in audit.problems:
-        fail("custody log", str(problem))
+        yield _fail("custody log", str(problem))
     if not audit.problems:
-        ok("custody log", "every signed tree head verifies and matches the entries")
+        yield _ok("custody log", "every signed tree head verifies and matches the entries")
     chain = audit.chain
-    ok("signing keys", ", ".join(
+    yield _ok("signing keys", ", ".join(
         f"heads of sizes {_sizes(audit.heads, start, nxt)} signed by key {kid}"
         for (start, kid, _), nxt in zip(chain.epochs, [*(e[0] for e in chain.epochs[1:]), None],
                                         strict=True)))
     for note in audit.notes:
-        ok("custody log", note)
-    if witness is not None and not any(p.what.startswith("witness") or "witness" in p.what
-                                       for p in audit.problems):
-        ok("witness", f"every head from the first countersigned one on carries witness "
-                      f"{key_id(witness)}'s countersignature")
-    lines, leaves = audit.lines, audit.leaves
-    trusted: dict[int, dict[str, Any]] = {}
-    for i, line in enumerate(lines[:audit.signed_size]):
+        yield _ok("custody log", note)
+    if c.witness is not None and not any(p.what.startswith("witness") or "witness" in p.what
+                                         for p in audit.problems):
+        yield _ok("witness", f"every head from the first countersigned one on carries witness "
+                             f"{key_id(c.witness)}'s countersignature")
+    for i, line in enumerate(audit.lines[:audit.signed_size]):
         try:
-            trusted[i] = json.loads(line)
+            c.trusted[i] = json.loads(line)
         except ValueError:
             continue
 
-    # 2. manifest, signature, seal
+
+def check_manifest_readable(c: _Stored) -> Iterator[Finding]:
+    """``manifest.json`` and its envelope are there, are JSON, and the envelope names a head."""
     try:
-        body = (recording_dir / "manifest.json").read_bytes()
-        envelope = json.loads((recording_dir / "manifest.sig.json").read_bytes())
-        manifest: dict[str, Any] = json.loads(body)
+        c.body = (c.recording_dir / "manifest.json").read_bytes()
+        c.envelope = json.loads((c.recording_dir / "manifest.sig.json").read_bytes())
+        c.manifest = json.loads(c.body)
     except FileNotFoundError as exc:
-        fail("manifest", f"missing {Path(exc.filename).name}: the recording was never sealed")
-        return findings
+        yield _fail("manifest", f"missing {Path(exc.filename).name}: the recording was never "
+                                "sealed")
+        raise _Halt from None
     except ValueError as exc:
-        fail("manifest", f"not JSON: {exc}")
-        return findings
-    digest = hashlib.sha256(body).hexdigest()
-    recording_id = manifest.get("recording_id", "")
+        yield _fail("manifest", f"not JSON: {exc}")
+        raise _Halt from None
+    c.digest = hashlib.sha256(c.body).hexdigest()
+    c.recording_id = c.manifest.get("recording_id", "")
     try:
-        head = TreeHead.from_json(envelope["tree_head"])
+        c.head = TreeHead.from_json(c.envelope["tree_head"])
     except (KeyError, TypeError, ValueError):
-        fail("seal", "the envelope carries no readable tree head")
-        return findings
-    sealing_key_id, sealing_key = chain.key_for_size(head.tree_size)
-    _check_manifest_signature(findings, chain, sealing_key_id, sealing_key, envelope, body,
-                              manifest)
-    if envelope.get("manifest_sha256") != digest:
-        fail("manifest hash", "manifest.json does not hash to the sealed value")
-    sealed_index = envelope.get("sealed_index")
+        yield _fail("seal", "the envelope carries no readable tree head")
+        raise _Halt from None
+
+
+def check_manifest_signature(c: _Stored) -> Iterator[Finding]:
+    """The manifest is what was signed, under the key in force at sealing, and what the
+    envelope hashed."""
+    assert c.head is not None
+    sealing_key_id, sealing_key = c.audit.chain.key_for_size(c.head.tree_size)
+    yield from _manifest_signature(c.audit.chain, sealing_key_id, sealing_key, c.envelope,
+                                   c.body, c.manifest)
+    if c.envelope.get("manifest_sha256") != c.digest:
+        yield _fail("manifest hash", "manifest.json does not hash to the sealed value")
+
+
+def check_seal(c: _Stored) -> Iterator[Finding]:
+    """The ``recording.sealed`` entry hashed this manifest, is included under the envelope's
+    signed tree head, and that head is in ``heads.log`` (and countersigned, with a witness)."""
+    head, audit = c.head, c.audit
+    assert head is not None
+    lines, leaves = audit.lines, audit.leaves
+    _, sealing_key = audit.chain.key_for_size(head.tree_size)
+    sealed_index = c.envelope.get("sealed_index")
     if sealing_key is None or not head.verify(sealing_key):
-        fail("seal", "the envelope's tree head signature does not verify")
+        yield _fail("seal", "the envelope's tree head signature does not verify")
     elif not isinstance(sealed_index, int) or not 0 <= sealed_index < min(head.tree_size,
                                                                            len(lines)):
-        fail("seal", f"sealed entry {sealed_index} is not in the log")
+        yield _fail("seal", f"sealed entry {sealed_index} is not in the log")
     else:
         sealed = json.loads(lines[sealed_index])
         proof = merkle.inclusion_proof(sealed_index, leaves[:head.tree_size]) \
@@ -181,106 +240,505 @@ def _verify_recording(findings: list[Finding], recording_dir: Path, custody_dir:
         included = head.tree_size <= len(leaves) and merkle.verify_inclusion(
             leaves[sealed_index], sealed_index, head.tree_size, proof,
             bytes.fromhex(head.root_hash))
-        if sealed.get("type") != "recording.sealed" or sealed.get("manifest_sha256") != digest:
-            fail("seal", f"log entry {sealed_index} does not seal this manifest")
+        if sealed.get("type") != "recording.sealed" or sealed.get("manifest_sha256") != c.digest:
+            yield _fail("seal", f"log entry {sealed_index} does not seal this manifest")
         elif not included:
-            fail("seal", f"log entry {sealed_index} is not included under the signed tree head")
+            yield _fail("seal", f"log entry {sealed_index} is not included under the signed "
+                                "tree head")
         elif not audit.has_head(head):
-            fail("seal", f"the tree head that sealed this recording (size {head.tree_size}) is "
-                         "not in heads.log: signed heads were removed (deleted, emptied or "
-                         "truncated)")
+            yield _fail("seal", f"the tree head that sealed this recording (size "
+                                f"{head.tree_size}) is not in heads.log: signed heads were "
+                                "removed (deleted, emptied or truncated)")
         else:
-            ok("seal", f"log entry {sealed_index} seals this manifest; included under the "
-                       f"tree head of size {head.tree_size} (key {head.key_id})")
-        if witness is not None:
-            cosig_problem = verify_cosignature(head, witness)
+            yield _ok("seal", f"log entry {sealed_index} seals this manifest; included under "
+                              f"the tree head of size {head.tree_size} (key {head.key_id})")
+        if c.witness is not None:
+            cosig_problem = verify_cosignature(head, c.witness)
             if cosig_problem:
-                fail("seal", f"the sealing head's witness countersignature: {cosig_problem}")
-    _check_bounds(findings, manifest, trusted, recording_id)
+                yield _fail("seal", f"the sealing head's witness countersignature: "
+                                    f"{cosig_problem}")
 
-    # 3. recording.json, retention, the data key
-    meta = _check_metadata(findings, recording_dir, manifest, trusted, recording_id)
 
-    # 4. segments
-    data_key: bytes | None = None
-    if kek is not None:
-        try:
-            record = current_key_record(manifest, meta)
-            if record.get("kek_fingerprint") != kek.fingerprint:
-                record = dict(manifest["key"])
-            data_key = kek.unwrap(record["wrapped_data_key"], record["kek_fingerprint"])
-        except (KeyProblem, KeyError) as exc:
-            fail("data key", str(exc))
+def check_bounds(c: _Stored) -> Iterator[Finding]:
+    """The manifest's ``recording.started`` and ``recording.stopped`` are trusted entries of
+    this recording."""
+    yield from _bounds(c.manifest, c.trusted, c.recording_id)
+
+
+def check_metadata(c: _Stored) -> Iterator[Finding]:
+    """``recording.json`` agrees with the manifest and with the log (state, retention after
+    every logged change, the wrapped data key after every logged KEK rotation)."""
+    findings: list[Finding] = []
+    c.meta = _metadata(findings, c.recording_dir, c.manifest, c.trusted, c.recording_id)
+    yield from findings
+
+
+def check_data_key(c: _Stored) -> Iterator[Finding]:
+    """With the KEK: the recording's data key unwraps (after any rotation)."""
+    if c.kek is None:
+        return
+    try:
+        record = current_key_record(c.manifest, c.meta)
+        if record.get("kek_fingerprint") != c.kek.fingerprint:
+            record = dict(c.manifest["key"])
+        c.data_key = c.kek.unwrap(record["wrapped_data_key"], record["kek_fingerprint"])
+    except (KeyProblem, KeyError) as exc:
+        yield _fail("data key", str(exc))
+
+
+def check_segments(c: _Stored) -> Iterator[Finding]:
+    """Every segment the manifest lists is on disk, its stored bytes hash to the value logged
+    when it was written, and its log entry names the same track, position and hashes; no
+    segment is missing from a track's sequence and no file is on disk that the log never saw;
+    with the data key, each decrypts at its position to the hash logged at capture. Media
+    counts as deleted only under a trusted ``recording.deleted`` entry."""
+    recording_dir, recording_id, audit = c.recording_dir, c.recording_id, c.audit
     segment_root = recording_dir / "segments"
     entries_by_index = {}
-    for i, line in enumerate(lines):
+    for i, line in enumerate(audit.lines):
         try:
             entries_by_index[i] = json.loads(line)
         except ValueError:
             continue
+    failed = False
     for index, entry in entries_by_index.items():
         if index >= audit.signed_size and entry.get("type") == "recording.deleted" \
                 and entry.get("recording") == recording_id:
-            fail("segments", f"log entry {index} says the media was deleted, but no signed "
-                             "tree head covers it: not trusted (appended without the key?)")
-    deleted = next((e for e in trusted.values()
+            failed = True
+            yield _fail("segments", f"log entry {index} says the media was deleted, but no "
+                                    "signed tree head covers it: not trusted (appended without "
+                                    "the key?)")
+    deleted = next((e for e in c.trusted.values()
                     if e.get("type") == "recording.deleted"
                     and e.get("recording") == recording_id), None)
     if deleted is not None:
-        ok("segments", f"media deleted under retention (log entry {deleted['index']}, "
-                       f"{deleted.get('actor')}: {deleted.get('reason')})")
-        findings.extend(track_completeness(manifest))
-        return findings
+        yield _ok("segments", f"media deleted under retention (log entry {deleted['index']}, "
+                              f"{deleted.get('actor')}: {deleted.get('reason')})")
+        return
     listed: set[Path] = set()
     total = 0
-    for track in manifest.get("tracks", []):
+    for track in c.manifest.get("tracks", []):
         track_id = track.get("track_id", "?")
         segments = track.get("segments", [])
         positions = [s.get("segment") for s in segments]
         if positions != list(range(len(segments))):
-            fail(f"track {track_id}", f"segment positions {positions} are not 0..n-1")
+            failed = True
+            yield _fail(f"track {track_id}", f"segment positions {positions} are not 0..n-1")
         for seg in segments:
-            index = seg.get("segment")
-            name = f"track {track_id} segment {index}"
-            path = segment_root / track_id / f"{index:06d}.seg"
-            listed.add(path)
+            problem = _segment_problem(c, track_id, seg, entries_by_index, listed)
             total += 1
-            entry = entries_by_index.get(seg.get("log_index", -1), {})
-            if (entry.get("type") != "segment.written" or entry.get("track") != track_id
-                    or entry.get("segment") != index or entry.get("sha256") != seg.get("sha256")
-                    or entry.get("sha256_stored") != seg.get("sha256_stored")
-                    or entry.get("recording") != recording_id):
-                fail(name, f"the manifest disagrees with custody log entry {seg.get('log_index')}")
-                continue
-            try:
-                stored = path.read_bytes()
-            except FileNotFoundError:
-                fail(name, f"file {path.relative_to(recording_dir)} is missing (removed)")
-                continue
-            if hashlib.sha256(stored).hexdigest() != entry["sha256_stored"]:
-                fail(name, f"stored bytes of {path.relative_to(recording_dir)} differ from "
-                           "what was logged when written (altered or swapped)")
-                continue
-            if data_key is not None:
-                try:
-                    plain = decrypt_segment(stored, data_key, recording_id, track_id, index)
-                except InvalidTag:
-                    fail(name, "does not decrypt at this position (moved or altered)")
-                    continue
-                if hashlib.sha256(plain).hexdigest() != entry["sha256"]:
-                    fail(name, "decrypted media differs from the hash logged at capture")
-                    continue
+            if problem is not None:
+                failed = True
+                yield _fail(f"track {track_id} segment {seg.get('segment')}", problem)
     if segment_root.exists():
         for path in sorted(segment_root.glob("*/*.seg")):
             if path not in listed:
-                fail("segments", f"{path.relative_to(recording_dir)} is not in the manifest")
-    if all(f.ok for f in findings if f.check.startswith("track ") or f.check == "segments"):
-        ok("segments", f"{total} segments present, each matching its logged hash"
-           + (" and decrypting at its position" if data_key is not None else ""))
-    findings.extend(track_completeness(manifest))
-    return findings
+                failed = True
+                yield _fail("segments", f"{path.relative_to(recording_dir)} is not in the "
+                                        "manifest")
+    if not failed:
+        yield _ok("segments", f"{total} segments present, each matching its logged hash"
+                  + (" and decrypting at its position" if c.data_key is not None else ""))
 
 
+def _segment_problem(c: _Stored, track_id: str, seg: dict[str, Any],
+                     entries_by_index: dict[int, dict[str, Any]],
+                     listed: set[Path]) -> str | None:
+    """What is wrong with one listed segment, if anything."""
+    index: Any = seg.get("segment")
+    path = c.recording_dir / "segments" / track_id / f"{index:06d}.seg"
+    listed.add(path)
+    entry = entries_by_index.get(seg.get("log_index", -1), {})
+    if (entry.get("type") != "segment.written" or entry.get("track") != track_id
+            or entry.get("segment") != index or entry.get("sha256") != seg.get("sha256")
+            or entry.get("sha256_stored") != seg.get("sha256_stored")
+            or entry.get("recording") != c.recording_id):
+        return f"the manifest disagrees with custody log entry {seg.get('log_index')}"
+    try:
+        stored = path.read_bytes()
+    except FileNotFoundError:
+        return f"file {path.relative_to(c.recording_dir)} is missing (removed)"
+    if hashlib.sha256(stored).hexdigest() != entry["sha256_stored"]:
+        return (f"stored bytes of {path.relative_to(c.recording_dir)} differ from what was "
+                "logged when written (altered or swapped)")
+    if c.data_key is not None:
+        try:
+            plain = decrypt_segment(stored, c.data_key, c.recording_id, track_id, index)
+        except InvalidTag:
+            return "does not decrypt at this position (moved or altered)"
+        if hashlib.sha256(plain).hexdigest() != entry["sha256"]:
+            return "decrypted media differs from the hash logged at capture"
+    return None
+
+
+def check_completeness(c: _Stored | _Package) -> Iterator[Finding]:
+    """What the manifest says was not recorded (:func:`completeness_findings`)."""
+    yield from track_completeness(c.manifest)
+
+
+RECORDING_CHECKS: tuple[Check, ...] = (
+    check_log, check_manifest_readable, check_manifest_signature, check_seal, check_bounds,
+    check_metadata, check_data_key, check_segments, check_completeness)
+
+
+def verify_recording(recording_dir: Path, custody_dir: Path,
+                     public: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+                     kek: KeyEncryptionKey | None = None, *,
+                     checkpoints: Sequence[TreeHead] = (),
+                     witness: Ed25519PublicKey | None = None) -> list[Finding]:
+    """A stored recording, with its data directory's custody log: :data:`RECORDING_CHECKS`."""
+    anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+    return _run_checks(RECORDING_CHECKS, _Stored(recording_dir, custody_dir, anchors, kek,
+                                                 checkpoints, witness))
+
+
+# -- an export package --------------------------------------------------------------------------
+@dataclass
+class _Package:
+    """What the checks of an export package learn and share, in the order they run."""
+
+    package: Path
+    public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None
+    witness: Ed25519PublicKey | None
+    checkpoints: Sequence[TreeHead]
+    findings: list[Finding] = field(default_factory=list)
+    anchors: list[Ed25519PublicKey] = field(default_factory=list)
+    package_bytes: bytes = b""
+    listing: dict[str, Any] = field(default_factory=dict)
+    sig: dict[str, Any] = field(default_factory=dict)
+    covers: dict[str, str] = field(default_factory=dict)
+    proofs: dict[str, Any] = field(default_factory=dict)
+    lines: list[bytes] = field(default_factory=list)
+    head: TreeHead | None = None  # at export
+    seal_head: TreeHead | None = None  # at sealing
+    parsed: list[tuple[bytes, dict[str, Any] | None]] = field(default_factory=list)
+    chain: KeyChain = field(default_factory=KeyChain)
+    entries: dict[int, dict[str, Any]] = field(default_factory=dict)  # included under the head
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def heads(self) -> tuple[TreeHead, TreeHead]:
+        assert self.head is not None and self.seal_head is not None
+        return self.head, self.seal_head
+
+    def included(self, line: bytes, index: int) -> bool:
+        """Whether an entry line is included under the export head, by proofs.json's proof."""
+        head, _ = self.heads()
+        inclusion_map = self.proofs.get("inclusion")
+        export_root = _hex(head.root_hash)
+        proof = _hex_list(inclusion_map.get(str(index))
+                          if isinstance(inclusion_map, dict) else None)
+        return proof is not None and export_root is not None and merkle.verify_inclusion(
+            merkle.leaf_hash(line), index, head.tree_size, proof, export_root)
+
+
+def check_public_key(c: _Package) -> Iterator[Finding]:
+    """The keys to trust: those given, or (said so) the package's own copy."""
+    public = c.public
+    if public is None:
+        try:
+            public = load_public_key((c.package / "public-key.pem").read_bytes())
+        except (FileNotFoundError, KeyProblem) as exc:
+            yield _fail("public key", f"none given and the package's is unusable: {exc}")
+            raise _Halt from None
+        yield _ok("public key", f"taken from the package (key id {key_id(public)}): trust it "
+                                "only if it matches the key the authority published")
+        c.anchors = [public]
+    else:
+        c.anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+        yield _ok("public key", "key id " + ", ".join(key_id(a) for a in c.anchors))
+
+
+def check_package_readable(c: _Package) -> Iterator[Finding]:
+    """``package.json``, ``package.sig`` and the custody proofs and entries can be read."""
+    try:
+        c.package_bytes = (c.package / "package.json").read_bytes()
+        c.listing = json.loads(c.package_bytes)
+        c.sig = json.loads((c.package / "package.sig").read_bytes())
+        covers = c.sig["covers"]
+        if not isinstance(covers, dict):
+            raise ValueError("package.sig covers nothing")
+        c.covers = covers
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        yield _fail("package", f"package.json or package.sig unreadable: {exc}")
+        raise _Halt from None
+    try:
+        c.proofs = json.loads((c.package / "custody" / "proofs.json").read_bytes())
+        c.lines = [line for line in
+                   (c.package / "custody" / "entries.jsonl").read_bytes().split(b"\n") if line]
+        c.head = TreeHead.from_json(c.proofs["tree_head"])
+        c.seal_head = TreeHead.from_json(c.proofs["seal_tree_head"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        yield _fail("custody", f"proofs unreadable: {exc}")
+        raise _Halt from None
+    for line in c.lines:
+        try:
+            entry = json.loads(line)
+            int(entry["index"])
+            c.parsed.append((line, entry))
+        except (ValueError, KeyError, TypeError):
+            c.parsed.append((line, None))
+
+
+def check_signing_keys(c: _Package) -> Iterator[Finding]:
+    """The keys that signed the package are the given ones or linked to one by signed
+    rotations included under the export head (an altered rotation is named below)."""
+    _, seal_head = c.heads()
+    rotations = [e for line, e in c.parsed if e is not None and e.get("type") == ROTATION
+                 and c.included(line, int(e["index"]))]
+    c.chain = chain = key_chain(c.anchors, sorted(rotations, key=lambda e: int(e["index"])),
+                                seal_head.key_id)
+    for problem in chain.problems:
+        yield _fail("signing keys", str(problem))
+    if not chain.trusted:
+        yield _fail("signing keys", f"the package is signed by {chain.describe()}; none is a "
+                                    f"given key ({', '.join(key_id(a) for a in c.anchors)}) nor "
+                                    "linked to one by a signed rotation in the package (made "
+                                    "before a rotation? give the older published key too)")
+
+
+def check_package_signature(c: _Package) -> Iterator[Finding]:
+    """``package.sig`` signs ``package.json`` and the custody files, under the key in force at
+    the export head."""
+    head, _ = c.heads()
+    chain = c.chain
+    signer_id = str(c.sig.get("key_id", ""))
+    signer = chain.public(signer_id) if chain.trusted else None
+    export_key_id, _ = chain.key_for_size(head.tree_size)
+    if signer is not None and signer_id == export_key_id and verify_in_context(
+            signer, PACKAGE_CONTEXT, str(c.sig.get("signature", "")),
+            package_sig_message(signer_id, c.covers)):
+        yield _ok("package signature", f"key {signer_id}, over package.json and custody/")
+    else:
+        yield _fail("package signature", "package.sig does not verify: package.json or custody/ "
+                                         "is not what was signed (edited, or wrong key)")
+
+
+def check_files(c: _Package) -> Iterator[Finding]:
+    """Every file is what ``package.sig`` or ``package.json`` hashed; none missing or added."""
+    package, covers = c.package, c.covers
+    for rel in SIG_COVERS:
+        path = package / rel
+        if rel not in covers:
+            yield _fail(f"file {rel}", "not covered by package.sig")
+        elif not path.is_file():
+            yield _fail(f"file {rel}", "missing")
+        elif sha256_file(path) != covers[rel]:
+            yield _fail(f"file {rel}", "content differs from package.sig (altered)")
+    files: dict[str, str] = c.listing.get("files", {})
+    for rel, expected in sorted(files.items()):
+        path = package / rel
+        if not path.is_file():
+            yield _fail(f"file {rel}", "missing")
+        elif sha256_file(path) != expected:
+            yield _fail(f"file {rel}", "content differs from package.json (altered)")
+    present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
+    for rel in sorted(present - set(files) - set(covers) - {"package.sig"}):
+        yield _fail(f"file {rel}", "not listed in package.json (added)")
+
+
+def check_tree_heads(c: _Package) -> Iterator[Finding]:
+    """The export head and the sealing head verify under the keys in force at their sizes."""
+    head, seal_head = c.heads()
+    chain = c.chain
+    export_key_id, _ = chain.key_for_size(head.tree_size)
+    export_pub = chain.public(head.key_id)
+    if export_pub is None or head.key_id != export_key_id or not head.verify(export_pub):
+        yield _fail("tree head", f"signature does not verify (key {head.key_id})")
+    else:
+        yield _ok("tree head", f"size {head.tree_size}, signed by key {head.key_id}")
+    seal_key_id, seal_pub = chain.key_for_size(seal_head.tree_size)
+    if seal_pub is None or seal_head.key_id != seal_key_id or not seal_head.verify(seal_pub):
+        yield _fail("seal tree head", f"signature does not verify (key {seal_head.key_id})")
+
+
+def check_package_witness(c: _Package) -> Iterator[Finding]:
+    """With the witness key: both heads carry its countersignature."""
+    if c.witness is None:
+        return
+    failed = False
+    for name, witnessed in (("tree head", c.heads()[0]), ("seal tree head", c.heads()[1])):
+        cosig_problem = verify_cosignature(witnessed, c.witness)
+        if cosig_problem:
+            failed = True
+            yield _fail("witness", f"the {name}'s countersignature: {cosig_problem}")
+    if not failed:
+        yield _ok("witness", f"both heads countersigned by witness {key_id(c.witness)}: "
+                             "consistent with every head it countersigned, every published "
+                             "checkpoint included")
+
+
+def check_checkpoints(c: _Package) -> Iterator[Finding]:
+    """A given checkpoint of a head's size has that head's root (no forked history)."""
+    for checkpoint in c.checkpoints:
+        same = [h for h in c.heads() if h.tree_size == checkpoint.tree_size]
+        if same and same[0].root_hash != checkpoint.root_hash:
+            yield _fail("checkpoint", f"the checkpoint of size {checkpoint.tree_size} has "
+                                      "another root than the package's head of that size: a "
+                                      "forked history")
+        elif not same:
+            yield _ok("checkpoint", f"size {checkpoint.tree_size}: compared through the "
+                                    "witness countersignatures (a package holds proofs only "
+                                    "between its own heads)")
+
+
+def check_consistency(c: _Package) -> Iterator[Finding]:
+    """The log at sealing is a prefix of the log at export."""
+    head, seal_head = c.heads()
+    consistency = _hex_list(c.proofs.get("consistency"))
+    seal_root, root = _hex(seal_head.root_hash), _hex(head.root_hash)
+    if consistency is not None and seal_root is not None and root is not None and \
+            merkle.verify_consistency(seal_head.tree_size, head.tree_size, seal_root, root,
+                                      consistency):
+        yield _ok("consistency", f"the log at sealing (size {seal_head.tree_size}) is a prefix "
+                                 f"of the log at export (size {head.tree_size}): no fork, no "
+                                 "rewrite")
+    else:
+        yield _fail("consistency", "the log at export does not extend the log that sealed the "
+                                   "recording (forked or rewritten)")
+
+
+def check_custody_entries(c: _Package) -> Iterator[Finding]:
+    """Every entry in the package is included under the export head, and every entry that
+    proofs.json lists is there; only included entries are used from here on."""
+    bad_entries = 0
+    for line, entry in c.parsed:
+        if entry is None:
+            yield _fail("custody entries", "an entry is not JSON with an index")
+            bad_entries += 1
+            continue
+        index = int(entry["index"])
+        if not c.included(line, index):
+            yield _fail(f"custody entry {index}", "not included under the signed tree head "
+                                                  "(altered, or proof wrong)")
+            bad_entries += 1
+            continue
+        c.entries[index] = entry
+    listed_entries = c.proofs.get("entries")
+    if isinstance(listed_entries, dict):
+        for index_text, kind in sorted(listed_entries.items(), key=lambda kv: int(kv[0])):
+            if int(index_text) not in c.entries and not any(
+                    e is not None and str(e.get("index")) == index_text for _, e in c.parsed):
+                yield _fail(f"custody entry {index_text}", f"the {kind} entry proofs.json lists "
+                                                           "is missing from entries.jsonl "
+                                                           "(removed)")
+                bad_entries += 1
+    else:
+        yield _fail("custody entries", "proofs.json does not list the package's entries")
+    if c.lines and not bad_entries:
+        yield _ok("custody entries", f"{len(c.entries)} entries included under the tree head")
+
+
+def check_package_seal(c: _Package) -> Iterator[Finding]:
+    """The manifest is what was signed, and an included ``recording.sealed`` entry under the
+    sealing head (the one in ``manifest.sig.json``) seals it; its bounds are included entries
+    of this recording."""
+    _, seal_head = c.heads()
+    try:
+        body = (c.package / "manifest.json").read_bytes()
+        c.manifest = manifest = json.loads(body)
+        envelope = json.loads((c.package / "manifest.sig.json").read_bytes())
+    except (FileNotFoundError, ValueError) as exc:
+        yield _fail("manifest", f"unreadable: {exc}")
+        raise _Halt from None
+    digest = hashlib.sha256(body).hexdigest()
+    seal_key_id, seal_pub = c.chain.key_for_size(seal_head.tree_size)
+    yield from _manifest_signature(c.chain, seal_key_id, seal_pub, envelope, body, manifest)
+    try:
+        envelope_head = TreeHead.from_json(envelope["tree_head"])
+    except (KeyError, TypeError, ValueError):
+        envelope_head = None
+    sealed_index = envelope.get("sealed_index", -1)
+    sealed = c.entries.get(sealed_index, {}) if isinstance(sealed_index, int) else {}
+    if envelope_head is None or not envelope_head.same_head(seal_head) or \
+            envelope_head.witness != seal_head.witness:
+        yield _fail("seal", "proofs.json's seal tree head is not the one in manifest.sig.json "
+                            f"(proofs say size {seal_head.tree_size}, the envelope "
+                            f"{envelope_head.tree_size if envelope_head else '?'})")
+    elif not isinstance(sealed_index, int) or sealed_index >= seal_head.tree_size:
+        yield _fail("seal", f"the sealing entry {sealed_index} is not under the sealing head")
+    elif sealed.get("type") == "recording.sealed" and sealed.get("manifest_sha256") == digest:
+        yield _ok("seal", f"log entry {sealed_index} seals this manifest, under the head of "
+                          f"size {seal_head.tree_size} (key {seal_head.key_id})")
+    else:
+        yield _fail("seal", "no included log entry seals this manifest")
+    yield from _bounds(manifest, c.entries, str(manifest.get("recording_id", "")))
+
+
+def check_export(c: _Package) -> Iterator[Finding]:
+    """An included ``recording.exported`` entry records this ``package.json``."""
+    exported = c.entries.get(c.proofs.get("export_index", -1), {})
+    if exported.get("type") == "recording.exported" and exported.get(
+            "package_sha256") == hashlib.sha256(c.package_bytes).hexdigest():
+        yield _ok("export", f"log entry {c.proofs['export_index']} records this package "
+                            f"({exported.get('actor')}: {exported.get('reason')})")
+    else:
+        yield _fail("export", "no included log entry records this package.json")
+
+
+def check_media(c: _Package) -> Iterator[Finding]:
+    """Each media file re-hashes, segment by segment, to what was logged at capture."""
+    package = c.package
+    by_segment = {(e.get("track"), e.get("segment")): e for e in c.entries.values()
+                  if e.get("type") == "segment.written"}
+    media: dict[str, str] = c.listing.get("media", {})
+    checked = 0
+    failed = False
+    for track in c.manifest.get("tracks", []):
+        track_id = str(track.get("track_id"))
+        segments = track.get("segments", [])
+        if not segments:
+            continue
+        media_rel = media.get(track_id)
+        if media_rel is None or not (package / media_rel).is_file():
+            failed = True
+            yield _fail(f"track {track_id}", "its media file is missing from the package")
+            continue
+        data = (package / media_rel).read_bytes()
+        offset = 0
+        for seg in segments:
+            part = data[offset:offset + int(seg.get("bytes", 0))]
+            offset += int(seg.get("bytes", 0))
+            logged = by_segment.get((track_id, seg.get("segment")))
+            digest_part = hashlib.sha256(part).hexdigest()
+            if logged is None:
+                failed = True
+                yield _fail(f"track {track_id} segment {seg.get('segment')}",
+                            f"its segment.written entry {seg.get('log_index')} is not in the "
+                            "package")
+            elif digest_part != seg.get("sha256") or digest_part != logged.get("sha256"):
+                failed = True
+                yield _fail(f"track {track_id} segment {seg.get('segment')}",
+                            f"bytes {offset - len(part)}..{offset} of {media_rel} differ from "
+                            "the hash logged when the segment was written")
+            else:
+                checked += 1
+        if offset != len(data):
+            failed = True
+            yield _fail(f"track {track_id}", f"{media_rel} is {len(data)} bytes, the segments "
+                                             f"add up to {offset}")
+    if checked and not failed:
+        yield _ok("media", f"{checked} segments re-hash to their values logged at capture")
+
+
+PACKAGE_CHECKS: tuple[Check, ...] = (
+    check_public_key, check_package_readable, check_signing_keys, check_package_signature,
+    check_files, check_tree_heads, check_package_witness, check_checkpoints, check_consistency,
+    check_custody_entries, check_package_seal, check_export, check_media, check_completeness)
+
+
+def verify_package(package: Path,
+                   public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None, *,
+                   witness: Ed25519PublicKey | None = None,
+                   checkpoints: Sequence[TreeHead] = ()) -> list[Finding]:
+    """An export package, with only public keys (the package's own copy if none is given):
+    :data:`PACKAGE_CHECKS`.
+
+    Several keys may be given: the keys of a rotation chain, when the package was made before
+    a rotation and only the newer key is at hand along with the older published one."""
+    return _run_checks(PACKAGE_CHECKS, _Package(package, public, witness, checkpoints))
+
+
+# -- shared by both -----------------------------------------------------------------------------
 def _sizes(heads: list[TreeHead], start: int, end: int | None) -> str:
     sizes = [h.tree_size for h in heads
              if h.tree_size - 1 >= start and (end is None or h.tree_size - 1 < end)]
@@ -289,53 +747,55 @@ def _sizes(heads: list[TreeHead], start: int, end: int | None) -> str:
     return f"{sizes[0]}..{sizes[-1]}" if len(sizes) > 1 else str(sizes[0])
 
 
-def _check_manifest_signature(findings: list[Finding], chain: KeyChain, sealing_key_id: str,
-                              sealing_key: Ed25519PublicKey | None, envelope: dict[str, Any],
-                              body: bytes, manifest: dict[str, Any]) -> None:
+def _manifest_signature(chain: KeyChain, sealing_key_id: str,
+                        sealing_key: Ed25519PublicKey | None, envelope: dict[str, Any],
+                        body: bytes, manifest: dict[str, Any]) -> Iterator[Finding]:
+    """The manifest's Ed25519 signature, under the key that signed the sealing head (which
+    the manifest and its envelope must name)."""
     named = {"manifest.sig.json": envelope.get("signing_key_id"),
              "manifest.json": (manifest.get("custody") or {}).get("signing_key_id")}
     for where, value in named.items():
         if value is not None and value != sealing_key_id:
-            findings.append(Finding(False, "manifest signature",
+            yield (Finding(False, "manifest signature",
                                     f"{where} names signing key {value}, but key "
                                     f"{sealing_key_id} signed the sealing tree head"))
     how = verify_manifest(sealing_key, str(envelope.get("signature", "")), body) \
         if sealing_key is not None else None
     if how is None:
-        findings.append(Finding(False, "manifest signature",
+        yield (Finding(False, "manifest signature",
                                 "manifest.json is not what was signed (edited, or wrong key)"))
     else:
-        findings.append(Finding(True, "manifest signature", f"key {sealing_key_id}" + (
+        yield (Finding(True, "manifest signature", f"key {sealing_key_id}" + (
             "" if how == "context" else ", signed without a context string (recordings sealed "
             "before manifests had one; nothing else is signed bare)")))
 
 
-def _check_bounds(findings: list[Finding], manifest: dict[str, Any],
-                  trusted: dict[int, dict[str, Any]], recording_id: str) -> None:
+def _bounds(manifest: dict[str, Any], trusted: dict[int, dict[str, Any]],
+            recording_id: str) -> Iterator[Finding]:
     """The manifest's recording.started / recording.stopped are trusted entries of it."""
     custody = manifest.get("custody") or {}
-    for field, kind in (("started_index", "recording.started"),
-                        ("stopped_index", "recording.stopped")):
-        index = custody.get(field)
+    for name, kind in (("started_index", "recording.started"),
+                       ("stopped_index", "recording.stopped")):
+        index = custody.get(name)
         if index is None:
             if kind == "recording.started" and manifest.get("status") == "incomplete":
                 continue  # a recovered recording whose start entry was never logged
-            findings.append(Finding(False, kind, f"the manifest names no {kind} entry"))
+            yield (Finding(False, kind, f"the manifest names no {kind} entry"))
             continue
         entry = trusted.get(index) if isinstance(index, int) else None
         if entry is None:
-            findings.append(Finding(False, kind, f"log entry {index} is missing or not under a "
+            yield (Finding(False, kind, f"log entry {index} is missing or not under a "
                                                  "signed tree head"))
         elif entry.get("type") != kind or entry.get("recording") != recording_id:
-            findings.append(Finding(False, kind, f"log entry {index} is a {entry.get('type')} "
+            yield (Finding(False, kind, f"log entry {index} is a {entry.get('type')} "
                                                  f"of {entry.get('recording')}, not this "
                                                  f"recording's {kind}"))
         else:
-            findings.append(Finding(True, kind, f"log entry {index} ({entry.get('actor')}, "
+            yield (Finding(True, kind, f"log entry {index} ({entry.get('actor')}, "
                                                 f"{entry.get('time')})"))
 
 
-def _check_metadata(findings: list[Finding], recording_dir: Path, manifest: dict[str, Any],
+def _metadata(findings: list[Finding], recording_dir: Path, manifest: dict[str, Any],
                     trusted: dict[int, dict[str, Any]],
                     recording_id: str) -> dict[str, Any] | None:
     """recording.json against the manifest and the log; returns it when readable."""
@@ -411,263 +871,6 @@ def verify_path(path: Path, *, public_key: Ed25519PublicKey | Sequence[Ed25519Pu
         return verify_recording(path, custody, public_key, kek, checkpoints=checkpoints,
                                 witness=witness)
     raise FileNotFoundError(f"{path} is neither a stored recording nor an export package")
-
-
-def verify_package(package: Path,
-                   public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None, *,
-                   witness: Ed25519PublicKey | None = None,
-                   checkpoints: Sequence[TreeHead] = ()) -> list[Finding]:
-    """An export package, with only public keys (the package's own copy if none is given).
-
-    Several keys may be given: the keys of a rotation chain, when the package was made before
-    a rotation and only the newer key is at hand along with the older published one."""
-    findings: list[Finding] = []
-    try:
-        _verify_package(findings, package, public, witness, checkpoints)
-    except Exception as exc:
-        findings.append(Finding(False, "verification", f"could not complete: {exc!r}"))
-    return findings
-
-
-def _verify_package(findings: list[Finding], package: Path,
-                    public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
-                    witness: Ed25519PublicKey | None,
-                    checkpoints: Sequence[TreeHead]) -> list[Finding]:
-
-    def fail(check: str, detail: str) -> None:
-        findings.append(Finding(False, check, detail))
-
-    def ok(check: str, detail: str = "") -> None:
-        findings.append(Finding(True, check, detail))
-
-    if public is None:
-        try:
-            public = load_public_key((package / "public-key.pem").read_bytes())
-        except (FileNotFoundError, KeyProblem) as exc:
-            fail("public key", f"none given and the package's is unusable: {exc}")
-            return findings
-        ok("public key", f"taken from the package (key id {key_id(public)}): trust it only "
-                         "if it matches the key the authority published")
-        anchors = [public]
-    else:
-        anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
-        ok("public key", "key id " + ", ".join(key_id(a) for a in anchors))
-
-    # package.sig: package.json and the custody files; package.json: every other file
-    try:
-        package_bytes = (package / "package.json").read_bytes()
-        listing = json.loads(package_bytes)
-        sig = json.loads((package / "package.sig").read_bytes())
-        covers = sig["covers"]
-        if not isinstance(covers, dict):
-            raise ValueError("package.sig covers nothing")
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        fail("package", f"package.json or package.sig unreadable: {exc}")
-        return findings
-    try:
-        proofs = json.loads((package / "custody" / "proofs.json").read_bytes())
-        lines = [line for line in
-                 (package / "custody" / "entries.jsonl").read_bytes().split(b"\n") if line]
-        head = TreeHead.from_json(proofs["tree_head"])
-        seal_head = TreeHead.from_json(proofs["seal_tree_head"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        fail("custody", f"proofs unreadable: {exc}")
-        return findings
-    entries: dict[int, dict[str, Any]] = {}
-    parsed: list[tuple[bytes, dict[str, Any] | None]] = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-            int(entry["index"])
-            parsed.append((line, entry))
-        except (ValueError, KeyError, TypeError):
-            parsed.append((line, None))
-    inclusion_map = proofs.get("inclusion")
-    export_root = _hex(head.root_hash)
-
-    def included(line: bytes, index: int) -> bool:
-        proof = _hex_list(inclusion_map.get(str(index))
-                          if isinstance(inclusion_map, dict) else None)
-        return proof is not None and export_root is not None and merkle.verify_inclusion(
-            merkle.leaf_hash(line), index, head.tree_size, proof, export_root)
-
-    # only rotations included under the export head count (an altered one is named below)
-    rotations = [e for line, e in parsed if e is not None and e.get("type") == ROTATION
-                 and included(line, int(e["index"]))]
-    chain = key_chain(anchors, sorted(rotations, key=lambda e: int(e["index"])),
-                      seal_head.key_id)
-    for problem in chain.problems:
-        fail("signing keys", str(problem))
-    if not chain.trusted:
-        fail("signing keys", f"the package is signed by {chain.describe()}; none is a given "
-                             f"key ({', '.join(key_id(a) for a in anchors)}) nor linked to one by "
-                             "a signed rotation in the package (made before a rotation? give the "
-                             "older published key too)")
-    signer_id = str(sig.get("key_id", ""))
-    signer = chain.public(signer_id) if chain.trusted else None
-    export_key_id, _ = chain.key_for_size(head.tree_size)
-    if signer is not None and signer_id == export_key_id and verify_in_context(
-            signer, PACKAGE_CONTEXT, str(sig.get("signature", "")),
-            package_sig_message(signer_id, covers)):
-        ok("package signature", f"key {signer_id}, over package.json and custody/")
-    else:
-        fail("package signature", "package.sig does not verify: package.json or custody/ is "
-                                  "not what was signed (edited, or wrong key)")
-    for rel in SIG_COVERS:
-        path = package / rel
-        if rel not in covers:
-            fail(f"file {rel}", "not covered by package.sig")
-        elif not path.is_file():
-            fail(f"file {rel}", "missing")
-        elif sha256_file(path) != covers[rel]:
-            fail(f"file {rel}", "content differs from package.sig (altered)")
-    files: dict[str, str] = listing.get("files", {})
-    for rel, expected in sorted(files.items()):
-        path = package / rel
-        if not path.is_file():
-            fail(f"file {rel}", "missing")
-        elif sha256_file(path) != expected:
-            fail(f"file {rel}", "content differs from package.json (altered)")
-    present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
-    for rel in sorted(present - set(files) - set(covers) - {"package.sig"}):
-        fail(f"file {rel}", "not listed in package.json (added)")
-
-    # the custody proofs
-    export_pub = chain.public(head.key_id)
-    if export_pub is None or head.key_id != export_key_id or not head.verify(export_pub):
-        fail("tree head", f"signature does not verify (key {head.key_id})")
-    else:
-        ok("tree head", f"size {head.tree_size}, signed by key {head.key_id}")
-    seal_key_id, seal_pub = chain.key_for_size(seal_head.tree_size)
-    if seal_pub is None or seal_head.key_id != seal_key_id or not seal_head.verify(seal_pub):
-        fail("seal tree head", f"signature does not verify (key {seal_head.key_id})")
-    for name, witnessed in (("tree head", head), ("seal tree head", seal_head)):
-        if witness is not None:
-            cosig_problem = verify_cosignature(witnessed, witness)
-            if cosig_problem:
-                fail("witness", f"the {name}'s countersignature: {cosig_problem}")
-    if witness is not None and not any(f.check == "witness" for f in findings):
-        ok("witness", f"both heads countersigned by witness {key_id(witness)}: consistent with "
-                      "every head it countersigned, every published checkpoint included")
-    for checkpoint in checkpoints:
-        same = [h for h in (head, seal_head) if h.tree_size == checkpoint.tree_size]
-        if same and same[0].root_hash != checkpoint.root_hash:
-            fail("checkpoint", f"the checkpoint of size {checkpoint.tree_size} has another root "
-                               "than the package's head of that size: a forked history")
-        elif not same:
-            ok("checkpoint", f"size {checkpoint.tree_size}: compared through the witness "
-                             "countersignatures (a package holds proofs only between its own "
-                             "heads)")
-    consistency = _hex_list(proofs.get("consistency"))
-    seal_root, root = _hex(seal_head.root_hash), _hex(head.root_hash)
-    if consistency is not None and seal_root is not None and root is not None and \
-            merkle.verify_consistency(seal_head.tree_size, head.tree_size, seal_root, root,
-                                      consistency):
-        ok("consistency", f"the log at sealing (size {seal_head.tree_size}) is a prefix of the "
-                          f"log at export (size {head.tree_size}): no fork, no rewrite")
-    else:
-        fail("consistency", "the log at export does not extend the log that sealed the "
-                            "recording (forked or rewritten)")
-    bad_entries = 0
-    for line, entry in parsed:
-        if entry is None:
-            fail("custody entries", "an entry is not JSON with an index")
-            bad_entries += 1
-            continue
-        index = int(entry["index"])
-        if not included(line, index):
-            fail(f"custody entry {index}", "not included under the signed tree head "
-                                           "(altered, or proof wrong)")
-            bad_entries += 1
-            continue
-        entries[index] = entry
-    listed_entries = proofs.get("entries")
-    if isinstance(listed_entries, dict):
-        for index_text, kind in sorted(listed_entries.items(), key=lambda kv: int(kv[0])):
-            if int(index_text) not in entries and not any(
-                    e is not None and str(e.get("index")) == index_text for _, e in parsed):
-                fail(f"custody entry {index_text}", f"the {kind} entry proofs.json lists is "
-                                                    "missing from entries.jsonl (removed)")
-                bad_entries += 1
-    else:
-        fail("custody entries", "proofs.json does not list the package's entries")
-    if lines and not bad_entries:
-        ok("custody entries", f"{len(entries)} entries included under the tree head")
-
-    # manifest, seal, export entry
-    try:
-        body = (package / "manifest.json").read_bytes()
-        manifest = json.loads(body)
-        envelope = json.loads((package / "manifest.sig.json").read_bytes())
-    except (FileNotFoundError, ValueError) as exc:
-        fail("manifest", f"unreadable: {exc}")
-        return findings
-    digest = hashlib.sha256(body).hexdigest()
-    _check_manifest_signature(findings, chain, seal_key_id, seal_pub, envelope, body, manifest)
-    try:
-        envelope_head = TreeHead.from_json(envelope["tree_head"])
-    except (KeyError, TypeError, ValueError):
-        envelope_head = None
-    sealed_index = envelope.get("sealed_index", -1)
-    sealed = entries.get(sealed_index, {}) if isinstance(sealed_index, int) else {}
-    if envelope_head is None or not envelope_head.same_head(seal_head) or \
-            envelope_head.witness != seal_head.witness:
-        fail("seal", "proofs.json's seal tree head is not the one in manifest.sig.json "
-                     f"(proofs say size {seal_head.tree_size}, the envelope "
-                     f"{envelope_head.tree_size if envelope_head else '?'})")
-    elif not isinstance(sealed_index, int) or sealed_index >= seal_head.tree_size:
-        fail("seal", f"the sealing entry {sealed_index} is not under the sealing head")
-    elif sealed.get("type") == "recording.sealed" and sealed.get("manifest_sha256") == digest:
-        ok("seal", f"log entry {sealed_index} seals this manifest, under the head of size "
-                   f"{seal_head.tree_size} (key {seal_head.key_id})")
-    else:
-        fail("seal", "no included log entry seals this manifest")
-    _check_bounds(findings, manifest, entries, str(manifest.get("recording_id", "")))
-    exported = entries.get(proofs.get("export_index", -1), {})
-    if exported.get("type") == "recording.exported" and exported.get(
-            "package_sha256") == hashlib.sha256(package_bytes).hexdigest():
-        ok("export", f"log entry {proofs['export_index']} records this package "
-                     f"({exported.get('actor')}: {exported.get('reason')})")
-    else:
-        fail("export", "no included log entry records this package.json")
-
-    # media: each file re-hashes, segment by segment, to what was logged at capture
-    by_segment = {(e.get("track"), e.get("segment")): e for e in entries.values()
-                  if e.get("type") == "segment.written"}
-    media: dict[str, str] = listing.get("media", {})
-    checked = 0
-    for track in manifest.get("tracks", []):
-        track_id = str(track.get("track_id"))
-        segments = track.get("segments", [])
-        if not segments:
-            continue
-        media_rel = media.get(track_id)
-        if media_rel is None or not (package / media_rel).is_file():
-            fail(f"track {track_id}", "its media file is missing from the package")
-            continue
-        data = (package / media_rel).read_bytes()
-        offset = 0
-        for seg in segments:
-            part = data[offset:offset + int(seg.get("bytes", 0))]
-            offset += int(seg.get("bytes", 0))
-            logged = by_segment.get((track_id, seg.get("segment")))
-            digest_part = hashlib.sha256(part).hexdigest()
-            if logged is None:
-                fail(f"track {track_id} segment {seg.get('segment')}",
-                     f"its segment.written entry {seg.get('log_index')} is not in the package")
-            elif digest_part != seg.get("sha256") or digest_part != logged.get("sha256"):
-                fail(f"track {track_id} segment {seg.get('segment')}",
-                     f"bytes {offset - len(part)}..{offset} of {media_rel} differ from the hash "
-                     "logged when the segment was written")
-            else:
-                checked += 1
-        if offset != len(data):
-            fail(f"track {track_id}", f"{media_rel} is {len(data)} bytes, the segments add up to "
-                                      f"{offset}")
-    if checked and all(f.ok for f in findings if f.check.startswith("track ")):
-        ok("media", f"{checked} segments re-hash to their values logged at capture")
-    findings.extend(track_completeness(manifest))
-    return findings
 
 
 def _hex(value: object) -> bytes | None:

@@ -28,13 +28,15 @@ import base64
 import fcntl
 import json
 import os
-import secrets
 import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from common.files import write_atomic
+from common.hashing import canonical
 
 from . import merkle
 from .keys import (
@@ -79,25 +81,6 @@ def verify_cosignature(head: TreeHead, witness: Ed25519PublicKey) -> str | None:
     return None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 class KeyWitness:
     """A witness with its own Ed25519 key and state, in a directory of its own.
 
@@ -120,7 +103,7 @@ class KeyWitness:
             self.public_key = self._key.public_key()
             public_path = directory / "witness-ed25519.pub.pem"
             if not public_path.exists():
-                _write_atomic(public_path, public_key_pem(self.public_key))
+                write_atomic(public_path, public_key_pem(self.public_key))
         self.key_id = key_id(self.public_key)
         self._state_path = directory / "state.json"
 
@@ -167,11 +150,11 @@ class KeyWitness:
         cosignature = {"key_id": self.key_id, "timestamp_ms": timestamp_ms,
                        "signature": sign_in_context(self._key, WITNESS_CONTEXT,
                                                     cosigned_bytes(head, timestamp_ms))}
-        checkpoint = _canonical({**head.to_json(), "witness": cosignature})
-        _write_atomic(self.checkpoints_dir / f"checkpoint-{head.tree_size:012d}.json",
+        checkpoint = canonical({**head.to_json(), "witness": cosignature})
+        write_atomic(self.checkpoints_dir / f"checkpoint-{head.tree_size:012d}.json",
                       checkpoint)
-        _write_atomic(self.checkpoints_dir / "latest.json", checkpoint)
-        _write_atomic(self._state_path, _canonical({
+        write_atomic(self.checkpoints_dir / "latest.json", checkpoint)
+        write_atomic(self._state_path, canonical({
             "tree_size": head.tree_size, "root_hash": head.root_hash,
             "timestamp_ms": timestamp_ms, "signing_key_id": key_id(public),
             "signing_public": base64.b64encode(raw_public(public)).decode()}))

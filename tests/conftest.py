@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bench.peer import PeerClient
 from control.app import create_app
-from control.appkeys import SFU, SIGNER, VERIFIER
+from control.appkeys import RECORDER, SFU, SIGNER, VERIFIER
 from control.config import Config, load_config
 from control.sessions.tokens import TokenSigner
 from mediaserver.room import Sfu
@@ -179,11 +179,15 @@ async def no_blocking_on_the_loop() -> AsyncIterator[None]:
 
 def leftovers(app: web.Application) -> dict[str, int]:
     """What a stopped server still holds: the SFU's rooms, participants, tracks, local
-    subscribers and tasks, and the verifier's rooms, watches and tasks (empty when clean)."""
+    subscribers and tasks, the verifier's rooms, watches and tasks, and the recorder's active
+    recordings, tasks, pumps and subscribers (empty when clean)."""
     counts = {f"sfu.{k}": v for k, v in app[SFU].dump().items() if v}
     verifier = app.get(VERIFIER)
     if verifier is not None:
         counts.update({f"verifier.{k}": v for k, v in verifier.dump().items() if v})
+    recorder = app.get(RECORDER)
+    if recorder is not None:
+        counts.update({f"recorder.{k}": v for k, v in recorder.dump().items() if v})
     return counts
 
 

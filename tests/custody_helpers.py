@@ -12,8 +12,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from common.hashing import canonical
 from control.appkeys import RECORDER
-from recorder.custody import CustodyLog, canonical
+from recorder.custody import CustodyLog
 from recorder.export import export_recording
 from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, load_public_key
 from recorder.witness import KeyWitness

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from common.hashing import canonical
 from recorder import merkle
-from recorder.custody import CustodyLog, TreeHead, canonical
+from recorder.custody import CustodyLog, TreeHead
 from recorder.keys import (
     MANIFEST_CONTEXT,
     PACKAGE_CONTEXT,

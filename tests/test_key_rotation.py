@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.hashing import canonical
 from control.materials.store import MaterialStore
-from recorder.custody import CustodyLog, TreeHead, canonical
+from recorder.custody import CustodyLog, TreeHead
 from recorder.export import export_recording
 from recorder.keys import (
     KeyEncryptionKey,

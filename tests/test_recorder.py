@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import CUSTODY, RECORDER
 from recorder.keys import KeyEncryptionKey, KeyProblem, load_public_key
-from recorder.recording import decrypt_segment
+from recorder.layout import decrypt_segment
 from recorder.verify import verify_package, verify_recording
 from tests.conftest import Server, join, make_config, start_server, wait_until
 
@@ -379,3 +379,27 @@ async def test_h264_is_recorded_in_matroska_without_transcoding(tmp_path: Path) 
         for client in clients:
             await client.close()
         await server.runner.cleanup()
+
+
+async def test_stop_is_idempotent_and_leaves_nothing_running(server: Server,
+                                                             clients: list[PeerClient]) -> None:
+    party = await join(server, clients, "twice", "driver")
+    await party.publish(ToneAudioTrack(440))
+    room = server.sfu.rooms["twice"]
+    await wait_until(lambda: len(room.up_tracks()) == 1, what="track published")
+    recorder = server.app[RECORDER]
+    recording = await recorder.start(room, actor="officer", reason="inquiry")
+    await wait_until(lambda: recorder.dump()["pumps"] == 1, what="the track recorded")
+    # two stops at once (an officer's and the room's closing), and one more afterwards
+    first, second = await asyncio.gather(
+        recording.stop(actor="officer", reason="done"),
+        recording.stop(actor="server", reason="room closed"))
+    third = await recording.stop(actor="server", reason="shutdown")
+    assert first == second == third
+    assert first["stopped_by"] == "officer"
+    mine = [e["type"] for e in server.app[CUSTODY].entries()
+            if e.get("recording") == recording.recording_id]
+    assert mine.count("recording.stopped") == mine.count("recording.sealed") == 1
+    assert recording.dump() == {"tasks": 0, "pumps": 0, "subscribers": 0}
+    # still listed as active (stopped behind the recorder's back): closing the server stops
+    # it once more, which returns at once, and the fixture finds nothing left running

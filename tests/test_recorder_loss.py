@@ -42,8 +42,9 @@ from mediaserver.room import Sfu
 from recorder.custody import CustodyLog
 from recorder.export import export_recording, make_composite
 from recorder.keys import KeyEncryptionKey
+from recorder.layout import decrypt_segment
 from recorder.media import EncodedFrame, TrackMuxer, codec_parameters
-from recorder.recording import Recorder, decrypt_segment
+from recorder.recording import Recorder
 from recorder.verify import verify_package, verify_recording
 from tests.samples import pattern
 

@@ -26,7 +26,8 @@ from aiortc.rtp import RtpPacket, is_rtcp
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import RECORDER
 from recorder.keys import KeyEncryptionKey, load_public_key
-from recorder.recording import Recording, decrypt_segment
+from recorder.layout import decrypt_segment
+from recorder.recording import Recording
 from recorder.verify import verify_recording
 from tests.conftest import Server, join, make_config, start_server, wait_until
 

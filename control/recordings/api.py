@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 
 from recorder.export import export_recording
 from recorder.keys import KeyProblem
-from recorder.recording import decrypt_segment, load_json
+from recorder.layout import decrypt_segment, load_json
 from recorder.verify import recording_data_key, verify_recording
 
 from .. import access

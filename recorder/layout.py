@@ -1,0 +1,99 @@
+"""What a recording is on disk, ``<data_dir>/recordings/<id>/``:
+
+* ``recording.json``: state (``recording`` -> ``sealed`` -> ``deleted``), tracks, the wrapped
+  data key (:data:`METADATA`);
+* ``segments/<track>/<n>.seg``: ``nonce (12 bytes) || AES-GCM ciphertext and tag`` under the
+  recording's data key, the segment's position bound in as associated data
+  (:func:`encrypt_segment`, :func:`decrypt_segment`);
+* ``manifest.json`` and ``manifest.sig.json`` once sealed (see ``docs/custody.md``);
+* ``owner.lock``: held (``flock``) by the process that records it.
+
+Timestamps in these files are UTC with milliseconds (:func:`iso_time`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import secrets
+from pathlib import Path
+from typing import IO, Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+METADATA = "recording.json"
+MANIFEST = "manifest.json"
+MANIFEST_SIG = "manifest.sig.json"
+SEGMENTS = "segments"
+OWNER_LOCK = "owner.lock"
+NONCE_BYTES = 12
+
+
+def segment_path(directory: Path, track_id: str, index: int) -> Path:
+    return directory / SEGMENTS / track_id / f"{index:06d}.seg"
+
+
+def segment_aad(recording_id: str, track_id: str, index: int) -> bytes:
+    return f"remotecase-segment-v1/{recording_id}/{track_id}/{index}".encode()
+
+
+def encrypt_segment(aead: AESGCM, chunk: bytes, recording_id: str, track_id: str,
+                    index: int) -> bytes:
+    """A segment as stored: a fresh nonce, then the ciphertext and tag."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + aead.encrypt(nonce, chunk, segment_aad(recording_id, track_id, index))
+
+
+def decrypt_segment(stored: bytes, data_key: bytes, recording_id: str, track_id: str,
+                    index: int) -> bytes:
+    nonce, body = stored[:NONCE_BYTES], stored[NONCE_BYTES:]
+    plain: bytes = AESGCM(data_key).decrypt(nonce, body,
+                                            segment_aad(recording_id, track_id, index))
+    return plain
+
+
+def take_owner_lock(directory: Path) -> IO[bytes]:
+    """Hold the recording's owner lock until the returned file is closed (``BlockingIOError``
+    if another process holds it): recovery elsewhere (another worker process starting)
+    leaves a recording alone while its owner lives, and seals it once the owner is gone."""
+    owner = open(directory / OWNER_LOCK, "a+b")
+    try:
+        fcntl.flock(owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        owner.close()
+        raise
+    return owner
+
+
+def owned_elsewhere(directory: Path) -> bool:
+    """Whether a live process holds the recording's owner lock."""
+    path = directory / OWNER_LOCK
+    if not path.exists():
+        return False
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        with contextlib.suppress(OSError):
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+def iso_time(epoch: float) -> str:
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str | None) -> float:
+    if not text:
+        return 0.0
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.UTC).timestamp()
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_bytes())
+    return data
