@@ -160,7 +160,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         custody = CustodyLog(config.data_dir / "custody", signing_key, witness=configured_witness(
             config.custody.witness, config.custody.witness_path(config.keys_dir),
             config.custody.checkpoints_path(config.keys_dir)))
-        stack.callback(custody.close)
+        stack.push_async_callback(_closing("custody", custody.close_async))
         app[CUSTODY] = custody
         sfu = Sfu(config.media_options())
         stack.push_async_callback(_closing("sfu", sfu.close))

@@ -322,6 +322,11 @@ class CustodyLog:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
+    async def close_async(self) -> None:
+        """``close`` from the event loop: appends still queued (each fsynced, a head signed and
+        witnessed) finish in their thread while the loop goes on."""
+        await asyncio.to_thread(self.close)
+
     # -- reading ---------------------------------------------------------------------------
     @property
     def size(self) -> int:
