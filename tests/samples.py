@@ -46,11 +46,14 @@ def video(container: str, codec: str, seconds: float = 4.0, fps: int = 15,
     """A moving pattern; with ``audio`` (an encoder name) also a 440 Hz tone."""
     out = io.BytesIO()
     with av.open(out, mode="w", format=container) as output:
-        sound = None
+        sound: av.AudioStream | None = None
         if audio is not None:
-            sound = output.add_stream(audio, rate=48000)
-            sound.layout = "stereo"
+            added = output.add_stream(audio, rate=48000)
+            assert isinstance(added, av.AudioStream), audio
+            added.layout = "stereo"
+            sound = added
         stream = output.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream), codec
         stream.width, stream.height = 320, 240
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop

@@ -10,7 +10,9 @@ import asyncio
 import importlib
 import inspect
 import socket
+from collections.abc import Callable
 from importlib.metadata import version
+from typing import Any
 
 import aioice
 import aioice.ice
@@ -69,7 +71,7 @@ async def test_every_private_name_still_exists() -> None:
 
 async def test_overridden_signatures_match() -> None:
     """The subclass overrides must keep aiortc's call signatures."""
-    pairs = [
+    pairs: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
         (RTCRtpReceiver._handle_rtp_packet, aiortc_hooks.SfuRtpReceiver._handle_rtp_packet),
         (RTCRtpReceiver._handle_rtcp_packet, aiortc_hooks.SfuRtpReceiver._handle_rtcp_packet),
         (RTCRtpSender._handle_rtcp_packet, aiortc_hooks.SfuRtpSender._handle_rtcp_packet),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_load_plans_match_the_scenarios() -> None:
                                                              "education"}
 
 
-def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path) -> None:
+def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path: Path) -> None:
     """A tiny capacity search against a server the harness starts: real aiortc clients in two
     generator processes, figures in JSON and a plot."""
     plot = tmp_path / "load.png"
@@ -68,7 +69,7 @@ def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path) -> None:
     assert "knee:" in result.stdout
 
 
-def test_compare_janus_runs_both_servers_side_by_side(tmp_path) -> None:
+def test_compare_janus_runs_both_servers_side_by_side(tmp_path: Path) -> None:
     """Debian's Janus (VideoRoom) and remotecase under the same clients and scenario in one
     run; the JSON carries both per-packet costs and their ratio."""
     import os

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from bench.peer import PatternVideoTrack, ToneAudioTrack
-from tests.conftest import join, wait_until
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from tests.conftest import Server, join, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -120,7 +120,8 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-async def test_chromium_publishes_face_to_aiortc_subscriber(server, clients, browser) -> None:
+async def test_chromium_publishes_face_to_aiortc_subscriber(
+        server: Server, clients: list[PeerClient], browser: Any) -> None:
     watcher = await join(server, clients, "browser-room", "officer")
     page = await browser.new_page()
     errors: list[str] = []
@@ -143,7 +144,8 @@ async def test_chromium_publishes_face_to_aiortc_subscriber(server, clients, bro
     assert errors == []
 
 
-async def test_chromium_receives_and_decodes_forwarded_stream(server, clients, browser) -> None:
+async def test_chromium_receives_and_decodes_forwarded_stream(
+        server: Server, clients: list[PeerClient], browser: Any) -> None:
     publisher = await join(server, clients, "browser-room2", "officer")
     await publisher.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
     page = await browser.new_page()
@@ -181,7 +183,8 @@ async def test_chromium_receives_and_decodes_forwarded_stream(server, clients, b
     assert size == [320, 240]
 
 
-async def test_two_tabs_meet_through_the_join_form(server, browser, tmp_path) -> None:
+async def test_two_tabs_meet_through_the_join_form(
+        server: Server, browser: Any, tmp_path: Path) -> None:
     """The README's promise: open the page in two tabs, pick a room, see each other."""
     pages = []
     for name in ("Officer Li", "Driver Wang"):
@@ -222,8 +225,8 @@ async def test_two_tabs_meet_through_the_join_form(server, browser, tmp_path) ->
     assert "Driver Wang" in labels and "Officer Li (you)" in labels
 
 
-async def test_party_page_from_invitation_link_to_call(server, clients, browser,
-                                                       tmp_path) -> None:
+async def test_party_page_from_invitation_link_to_call(
+        server: Server, clients: list[PeerClient], browser: Any, tmp_path: Path) -> None:
     """Issue 5's party page: the link, explicit consents, a preview, then the call."""
     import aiohttp
 
@@ -290,7 +293,8 @@ async def test_party_page_from_invitation_link_to_call(server, clients, browser,
     assert [(m["name"], m["party_id"]) for m in materials] == [("bill.jpg", party["id"])]
 
 
-async def test_officer_console_runs_a_session(server, clients, browser, tmp_path) -> None:
+async def test_officer_console_runs_a_session(
+        server: Server, clients: list[PeerClient], browser: Any, tmp_path: Path) -> None:
     """The officers' console in Chromium: log in, open a case, add a party, make its link,
     attach an evidence video, open the session, see the party join, show the video to the
     party, end the session."""
@@ -370,7 +374,7 @@ async def test_officer_console_runs_a_session(server, clients, browser, tmp_path
 
 
 async def test_page_without_development_mode_says_joining_needs_an_invitation(
-        browser, tmp_path) -> None:
+        browser: Any, tmp_path: Path) -> None:
     """`remotecase serve` (development mode off): the page explains, Chinese first, instead of
     a join form that could only fail."""
     from tests.conftest import make_config, start_server

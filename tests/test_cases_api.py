@@ -214,6 +214,7 @@ async def test_officer_mutes_removes_and_locks(tmp_path: Path) -> None:
             zhang = await invite(parties[0])
             await zhang.connect()
             await zhang.publish(PatternVideoTrack())
+            assert zhang.joined is not None
             pid = zhang.joined["participant"]["id"]
             base = f"/api/cases/{cid}/sessions/{session['id']}"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def rfc_verify_consistency(first: int, second: int, first_hash: bytes, second_ha
 
 
 @pytest.fixture
-def log(tmp_path: Path):
+def log(tmp_path: Path) -> Iterator[CustodyLog]:
     custody = CustodyLog(tmp_path / "custody", Ed25519PrivateKey.generate())
     yield custody
     custody.close()

@@ -12,6 +12,7 @@ embeddings close.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_fixed_standardisation_separates_people_better_than_whitening(
     engine, net = facenet
     crops = _crops(engine)
 
-    def different(standardise) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def different(standardise: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         embeddings = [net.forward(standardise(c)) for c in crops.values()]
         return np.array([float(a @ b) for a, b in itertools.combinations(embeddings, 2)])
 

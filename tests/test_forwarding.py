@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import aioice.ice
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_PLI, AnyRtcpPacket, RtcpPsfbPacket
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from mediaserver.protocols import CloseReason
-from tests.conftest import join, wait_until
+from tests.conftest import Server, join, wait_until
 
 
 def _assert_byte_identical(publisher: PeerClient, kind: str, receiver: PeerClient, mid: str,
@@ -60,6 +60,12 @@ async def _stop_sending(publishers: list[PeerClient]) -> None:
     await asyncio.sleep(1.5)
 
 
+def _participant_id(client: PeerClient) -> str:
+    assert client.joined is not None, "not joined"
+    participant_id: str = client.joined["participant"]["id"]
+    return participant_id
+
+
 def _ssrc_of(client: PeerClient, kind: str) -> int:
     assert client.publisher_pc is not None
     for transceiver in client.publisher_pc.getTransceivers():
@@ -68,7 +74,8 @@ def _ssrc_of(client: PeerClient, kind: str) -> int:
     raise AssertionError(kind)
 
 
-async def test_three_parties_receive_each_other_byte_identical(server, clients) -> None:
+async def test_three_parties_receive_each_other_byte_identical(
+        server: Server, clients: list[PeerClient]) -> None:
     names = ["alice", "bob", "carol"]
     parties = [await join(server, clients, "mediation", n, record_payloads=True) for n in names]
     for i, party in enumerate(parties):
@@ -78,7 +85,7 @@ async def test_three_parties_receive_each_other_byte_identical(server, clients) 
     def everyone_has_everything() -> bool:
         for receiver in parties:
             for sender in names:
-                if sender == receiver.joined["participant"]["id"]:
+                if sender == _participant_id(receiver):
                     continue
                 mids = receiver.mids_for_participant(sender)
                 if len(mids) != 2 or any(receiver.received_packets[m] < 40 for m in mids):
@@ -89,7 +96,7 @@ async def test_three_parties_receive_each_other_byte_identical(server, clients) 
     await _stop_sending(parties)
 
     for receiver in parties:
-        me = receiver.joined["participant"]["id"]
+        me = _participant_id(receiver)
         for publisher, name in zip(parties, names, strict=True):
             if name == me:
                 continue
@@ -107,7 +114,8 @@ async def test_three_parties_receive_each_other_byte_identical(server, clients) 
     assert stats["forwarded_packets_video"] > 0
 
 
-async def test_four_parties_publishing_at_once_all_receive_everything(server, clients) -> None:
+async def test_four_parties_publishing_at_once_all_receive_everything(
+        server: Server, clients: list[PeerClient]) -> None:
     """Everyone joins, then all publish together, so a subscriber's first offer already holds
     several audio and video m-lines. With aiortc's default bundle policy a second audio m-line
     got a transport of its own (on the SFU it never connected; at an aiortc client its packets
@@ -119,7 +127,7 @@ async def test_four_parties_publishing_at_once_all_receive_everything(server, cl
 
     def everyone_has_everything() -> bool:
         for receiver in parties:
-            me = receiver.joined["participant"]["id"]
+            me = _participant_id(receiver)
             for sender in names:
                 if sender == me:
                     continue
@@ -132,7 +140,8 @@ async def test_four_parties_publishing_at_once_all_receive_everything(server, cl
                      what="all 24 forwarded streams carrying packets")
 
 
-async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(server, clients) -> None:
+async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(
+        server: Server, clients: list[PeerClient]) -> None:
     alice = await join(server, clients, "inquiry", "alice")
     await alice.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
     bob = await join(server, clients, "inquiry", "bob")
@@ -146,12 +155,12 @@ async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(server, 
     plis: list[RtcpPsfbPacket] = []
     original = sender._handle_rtcp_packet
 
-    async def tap(packet):  # type: ignore[no-untyped-def]
+    async def tap(packet: AnyRtcpPacket) -> None:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
             plis.append(packet)
         await original(packet)
 
-    sender._handle_rtcp_packet = tap
+    sender._handle_rtcp_packet = tap  # type: ignore[method-assign]  # the test taps it
     await asyncio.sleep(0.5)  # past the relay's rate limit
     before = len(plis)
     bob_receiver = next(t.receiver for t in bob.subscriber_pc.getTransceivers() if t.mid == bob_mid)
@@ -172,7 +181,7 @@ async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(server, 
     assert (frame.width, frame.height) == (320, 240)
 
 
-async def test_h264_is_forwarded_byte_identical(server, clients) -> None:
+async def test_h264_is_forwarded_byte_identical(server: Server, clients: list[PeerClient]) -> None:
     alice = await join(server, clients, "h264", "alice", record_payloads=True)
     bob = await join(server, clients, "h264", "bob", record_payloads=True)
     await alice.publish(PatternVideoTrack(fps=15), video_codec="video/H264")
@@ -184,7 +193,8 @@ async def test_h264_is_forwarded_byte_identical(server, clients) -> None:
     _assert_byte_identical(alice, "video", bob, mid, "H.264 alice -> bob")
 
 
-async def test_education_one_publisher_thirty_viewers(server, clients) -> None:
+async def test_education_one_publisher_thirty_viewers(
+        server: Server, clients: list[PeerClient]) -> None:
     from mediaserver import aiortc_hooks
 
     aiortc_hooks.install()  # viewers count packets in their receivers instead of decoding
@@ -210,7 +220,8 @@ async def test_education_one_publisher_thirty_viewers(server, clients) -> None:
             assert count >= ((highest - first) & 0xFFFF) + 1
 
 
-async def test_subscriber_nack_is_answered_from_history(server, clients) -> None:
+async def test_subscriber_nack_is_answered_from_history(
+        server: Server, clients: list[PeerClient]) -> None:
     alice = await join(server, clients, "nack", "alice")
     bob = await join(server, clients, "nack", "bob", record_payloads=True)
     await alice.publish(PatternVideoTrack(fps=15))
@@ -246,7 +257,7 @@ class _RelayedProtocol(aioice.ice.StunProtocol):
 
 
 async def test_relayed_sends_belong_to_the_participant_and_are_cancelled_on_close(
-        server, clients) -> None:
+        server: Server, clients: list[PeerClient]) -> None:
     pub = await join(server, clients, "relay", "pub")
     sub = await join(server, clients, "relay", "sub", decode=False)
     await pub.publish(PatternVideoTrack(fps=15))
@@ -261,6 +272,7 @@ async def test_relayed_sends_belong_to_the_participant_and_are_cancelled_on_clos
     dtls = participant.subscriber_pc.getTransceivers()[0].sender.transport
     protocol = dtls.transport._connection._nominated[1].protocol
     protocol.__class__ = _RelayedProtocol
+    assert isinstance(protocol, _RelayedProtocol)
     protocol.relay_sent = protocol.relay_cancelled = 0
     # ...which a new down-track's writer takes (the old one keeps its direct socket)
     await sub.send({"type": "unsubscribe", "tracks": [track_id]})

@@ -8,10 +8,10 @@ import threading
 
 from aiortc import RTCPeerConnection
 
-from bench.peer import PatternVideoTrack, ToneAudioTrack
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from mediaserver.forwarding import ForwardedUpTrack, RtpDownTrack
 from mediaserver.protocols import CloseReason
-from tests.conftest import join, wait_until
+from tests.conftest import Server, join, wait_until
 
 EMPTY = {"rooms": 0, "participants": 0, "up_tracks": 0, "down_tracks": 0, "local_subscribers": 0,
          "tasks": 0}
@@ -32,18 +32,22 @@ def _alive(*classes: type) -> tuple[int, ...]:
     return tuple(counts[cls] for cls in classes)
 
 
-async def _fifty_cycles(server, clients) -> None:
+async def _fifty_cycles(server: Server, clients: list[PeerClient]) -> None:
     host = await join(server, clients, "education", "host")
     await host.publish(PatternVideoTrack(fps=10), ToneAudioTrack())
     for i in range(50):
         guest = await join(server, clients, "education", f"guest{i}")
         if i % 10 == 0:  # every tenth guest publishes too, and waits for media both ways
             await guest.publish(PatternVideoTrack(fps=10))
-            await wait_until(lambda g=guest: any(g.frame_counts.values()),
-                             what="media at the guest")
-            await wait_until(
-                lambda g=guest: host.mids_for_participant(g.joined["participant"]["id"]) != [],
-                what="guest's video offered to the host")
+            def has_media(g: PeerClient = guest) -> bool:
+                return any(g.frame_counts.values())
+
+            def offered(g: PeerClient = guest) -> bool:
+                assert g.joined is not None
+                return host.mids_for_participant(g.joined["participant"]["id"]) != []
+
+            await wait_until(has_media, what="media at the guest")
+            await wait_until(offered, what="guest's video offered to the host")
         if i % 2:
             await guest.leave()  # a polite leave...
             await guest.wait_for(lambda m: m["type"] == "bye")
@@ -71,7 +75,8 @@ async def _fifty_cycles(server, clients) -> None:
     clients.remove(host)
 
 
-async def test_fifty_join_leave_cycles_leave_nothing_behind(server, clients) -> None:
+async def test_fifty_join_leave_cycles_leave_nothing_behind(
+        server: Server, clients: list[PeerClient]) -> None:
     tasks_before = len(asyncio.all_tasks())
     (pcs_before,) = _alive(RTCPeerConnection)
 
@@ -91,7 +96,8 @@ async def test_fifty_join_leave_cycles_leave_nothing_behind(server, clients) -> 
                      timeout=5, what=f"decoder threads gone: {threading.enumerate()}")
 
 
-async def test_remove_and_room_close_are_idempotent(server, clients) -> None:
+async def test_remove_and_room_close_are_idempotent(
+        server: Server, clients: list[PeerClient]) -> None:
     a = await join(server, clients, "r", "a")
     b = await join(server, clients, "r", "b")
     await a.publish(PatternVideoTrack(fps=10))
@@ -112,7 +118,8 @@ async def test_remove_and_room_close_are_idempotent(server, clients) -> None:
     assert server.sfu.dump() == EMPTY
 
 
-async def test_same_participant_joining_again_replaces_the_old_connection(server, clients) -> None:
+async def test_same_participant_joining_again_replaces_the_old_connection(
+        server: Server, clients: list[PeerClient]) -> None:
     first = await join(server, clients, "r", "p")
     second = await join(server, clients, "r", "p")
     bye = await first.wait_for(lambda m: m["type"] == "bye")
@@ -123,7 +130,8 @@ async def test_same_participant_joining_again_replaces_the_old_connection(server
     await second.wait_for(lambda m: m["type"] == "pong")
 
 
-async def test_local_subscriber_gets_packets_and_decoded_frames(server, clients) -> None:
+async def test_local_subscriber_gets_packets_and_decoded_frames(
+        server: Server, clients: list[PeerClient]) -> None:
     """The in-process API the recorder and the verifier use."""
     pub = await join(server, clients, "r", "pub")
     await pub.publish(PatternVideoTrack(fps=15), ToneAudioTrack())

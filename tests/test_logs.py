@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,7 +16,7 @@ from aiortc.mediastreams import AudioStreamTrack
 from bench.peer import PatternVideoTrack, PeerClient
 from control.config import ConfigError, load_config
 from control.logs import make_handler
-from tests.conftest import join, serve_process, wait_until
+from tests.conftest import Server, join, serve_process, wait_until
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def text_log() -> Iterator[io.StringIO]:
         root.setLevel(level)
 
 
-async def test_a_calls_lines_name_its_room_and_participant(server, clients,
+async def test_a_calls_lines_name_its_room_and_participant(
+        server: Server, clients: list[PeerClient],
                                                             text_log: io.StringIO) -> None:
     alice = await join(server, clients, "r-logs", "alice")
     bob = await join(server, clients, "r-logs", "bob")
@@ -94,7 +96,7 @@ def test_log_format_is_checked() -> None:
         load_config(environ={"REMOTECASE_LOG__FORMAT": "xml"})
 
 
-async def test_serve_writes_json_lines_that_name_who(tmp_path) -> None:
+async def test_serve_writes_json_lines_that_name_who(tmp_path: Path) -> None:
     async with serve_process(tmp_path, log__level="INFO", log__format="json",
                              auth__dev_join="true") as served:
         async with aiohttp.ClientSession() as http:

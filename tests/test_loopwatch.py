@@ -8,6 +8,7 @@ import gc
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -77,7 +78,7 @@ def test_frozen_garbage_waits_for_departures_then_is_reclaimed() -> None:
     assert result.stdout.split() == ["OK", "2"]
 
 
-async def test_a_blocked_loop_and_collections_show_in_metrics(tmp_path) -> None:
+async def test_a_blocked_loop_and_collections_show_in_metrics(tmp_path: Path) -> None:
     watch = LoopWatch(interval=0.01, warn_after=10.0)
     watch.start()
     try:

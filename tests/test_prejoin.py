@@ -141,7 +141,7 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
     (result,) = custody(server, "verification.prejoin")
     assert (result["result"], result["matches"], result["samples"]) == ("passed", 3, 3)
     # the officer sees each verdict with its score as it comes, and the result
-    seen = []
+    seen: list[dict[str, Any]] = []
     while not seen or seen[-1]["status"] != "passed":
         event = await events.receive_json(timeout=10)
         if event["type"] == "prejoin":

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.peer import PatternVideoTrack, ToneAudioTrack
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from mediaserver.protocols import CloseReason, Participant, UpTrack
 from mediaserver.room import SfuRoom
-from tests.conftest import join, wait_until
+from tests.conftest import Server, join, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ class _Failing(_Seen):
 
 
 async def test_room_observers_hear_a_call_in_order_and_one_failing_stops_nobody(
-        server, clients, caplog: pytest.LogCaptureFixture) -> None:
+        server: Server, clients: list[PeerClient], caplog: pytest.LogCaptureFixture) -> None:
     failing, seen = _Failing(), _Seen()
 
     def observe(room: SfuRoom) -> None:
@@ -126,7 +126,8 @@ async def test_room_observers_hear_a_call_in_order_and_one_failing_stops_nobody(
         "on_participant_joined", "on_room_closed", "on_track_published", "on_track_published"]
 
 
-async def test_unmute_resumes_rtp_and_local_down_tracks_alike(server, clients) -> None:
+async def test_unmute_resumes_rtp_and_local_down_tracks_alike(
+        server: Server, clients: list[PeerClient]) -> None:
     pub = await join(server, clients, "m", "pub")
     await join(server, clients, "m", "sub")
     await pub.publish(PatternVideoTrack(fps=15))
@@ -141,7 +142,10 @@ async def test_unmute_resumes_rtp_and_local_down_tracks_alike(server, clients) -
 
     for muted in (True, False):
         await pub.send({"type": "mute", "track": up.info.track_id, "muted": muted})
-        await wait_until(lambda muted=muted: up.muted is muted, what=f"muted={muted}")
+        def took_effect(muted: bool = muted) -> bool:
+            return up.muted is muted
+
+        await wait_until(took_effect, what=f"muted={muted}")
     down = subscriber.down_tracks()[0]
     rtp_before, local_before = down.packets, local.received
     await wait_until(lambda: down.packets > rtp_before and local.received > local_before,

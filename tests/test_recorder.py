@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,11 @@ def _decrypt_track(recording_dir: Path, manifest: dict[str, Any], track: dict[st
 
 def _demux(data: bytes) -> tuple[list[bytes], int]:
     """(packets, decoded frame count) of a recorded track."""
-    container = av.open(io.BytesIO(data))
+    container = av.open(io.BytesIO(data), mode="r")
     stream = container.streams[0]
     packets = [bytes(p) for p in container.demux(stream) if p.size]
     container.close()
-    container = av.open(io.BytesIO(data))
+    container = av.open(io.BytesIO(data), mode="r")
     decoded = sum(1 for _ in container.decode(container.streams[0]))
     container.close()
     return packets, decoded
@@ -72,8 +73,12 @@ async def _record_call(server: Server, clients: list[PeerClient], seconds: float
     return manifest, recording.directory, parties
 
 
+# The server, the manifest, the recording's directory and the parties of a five-second call.
+Recorded = tuple[Server, dict[str, Any], Path, list[PeerClient]]
+
+
 @pytest.fixture
-async def recorded(tmp_path: Path):
+async def recorded(tmp_path: Path) -> AsyncIterator[Recorded]:
     server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
     clients: list[PeerClient] = []
     try:
@@ -85,7 +90,7 @@ async def recorded(tmp_path: Path):
         await server.runner.cleanup()
 
 
-async def test_call_is_recorded_bit_exact_and_verifies(recorded, tmp_path: Path) -> None:
+async def test_call_is_recorded_bit_exact_and_verifies(recorded: Recorded, tmp_path: Path) -> None:
     server, manifest, directory, parties = recorded
     public, kek = _keys(tmp_path)
     custody_dir = tmp_path / "var" / "custody"
@@ -103,13 +108,14 @@ async def test_call_is_recorded_bit_exact_and_verifies(recorded, tmp_path: Path)
             assert decoded == len(packets), "every recorded video frame decodes"
         # every frame the publisher sent from the recording's first frame on is there
         publisher = next(p for p in parties
-                         if p.joined["participant"]["id"] == track["participant"])
+                         if p.joined is not None
+                         and p.joined["participant"]["id"] == track["participant"])
         assert publisher.publisher_pc is not None
         ssrc = next(t.sender._ssrc for t in publisher.publisher_pc.getTransceivers()
                     if t.kind == track["kind"])
         sent = publisher.sent_timestamps[ssrc]
         start = sent.index(track["first_rtp_timestamp"])
-        frames_sent = []
+        frames_sent: list[int] = []
         for ts in sent[start:]:
             if not frames_sent or frames_sent[-1] != ts:
                 frames_sent.append(ts)
@@ -145,7 +151,7 @@ def _failures(findings: list[Any]) -> list[str]:
     return [str(f) for f in findings if not f.ok]
 
 
-async def test_every_tampering_is_detected_and_named(recorded, tmp_path: Path) -> None:
+async def test_every_tampering_is_detected_and_named(recorded: Recorded, tmp_path: Path) -> None:
     _, manifest, directory, _ = recorded
     public, _ = _keys(tmp_path)
     video = next(t for t in manifest["tracks"] if t["kind"] == "video")
@@ -225,7 +231,8 @@ async def test_every_tampering_is_detected_and_named(recorded, tmp_path: Path) -
     assert any(f.startswith("FAIL manifest signature") for f in fails)
 
 
-async def test_wrong_key_encryption_key_gives_a_clear_error(recorded, tmp_path: Path) -> None:
+async def test_wrong_key_encryption_key_gives_a_clear_error(
+        recorded: Recorded, tmp_path: Path) -> None:
     _, manifest, directory, _ = recorded
     public, _ = _keys(tmp_path)
     wrong = KeyEncryptionKey(bytes(32))
@@ -236,7 +243,7 @@ async def test_wrong_key_encryption_key_gives_a_clear_error(recorded, tmp_path: 
                for f in findings)
 
 
-async def test_export_package_verifies_offline_and_names_any_change(recorded,
+async def test_export_package_verifies_offline_and_names_any_change(recorded: Recorded,
                                                                     tmp_path: Path) -> None:
     _, manifest, _directory, _ = recorded
     out = tmp_path / "package"

@@ -121,7 +121,7 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
                 assert r.status == 200 and r.headers["Content-Type"] == "video/webm"
                 media = await r.read()
             assert len(media) == sum(seg["bytes"] for seg in video["segments"])
-            with av.open(io.BytesIO(media)) as container:
+            with av.open(io.BytesIO(media), mode="r") as container:
                 assert sum(1 for _ in container.decode(video=0)) == video["frames"]
 
             # retention: only a supervisor changes it; media goes only once it has passed

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench.forwarding import free_port
+from bench.peer import PeerClient
 from tests.conftest import join, make_config, start_server
 
 
@@ -70,12 +71,14 @@ async def test_serve_with_tls_answers_health_over_https(tmp_path: Path) -> None:
 async def test_no_public_stun_by_default_and_configured_servers_reach_clients(
         tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path))
-    clients = []
+    clients: list[PeerClient] = []
     try:
         client = await join(server, clients, "r", "a")
         assert client.joined is not None and client.joined["ice_servers"] == []
         participant = server.sfu.rooms["r"].participants["a"]
-        assert participant.publisher_pc._RTCPeerConnection__configuration.iceServers == []
+        # aiortc keeps the configuration only in a private, name-mangled attribute
+        configuration = participant.publisher_pc._RTCPeerConnection__configuration  # type: ignore[attr-defined]
+        assert configuration.iceServers == []
     finally:
         for c in clients:
             await c.close()
@@ -88,7 +91,9 @@ async def test_no_public_stun_by_default_and_configured_servers_reach_clients(
         client = await join(server, clients, "r", "a")
         assert client.joined is not None and client.joined["ice_servers"] == ice
         participant = server.sfu.rooms["r"].participants["a"]
-        (configured,) = participant.subscriber_pc._RTCPeerConnection__configuration.iceServers
+        # aiortc keeps the configuration only in a private, name-mangled attribute
+        configuration = participant.subscriber_pc._RTCPeerConnection__configuration  # type: ignore[attr-defined]
+        (configured,) = configuration.iceServers
         assert configured.urls == ["turn:127.0.0.1:3478"] and configured.username == "u"
     finally:
         for c in clients:

@@ -12,13 +12,13 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from tests.conftest import join, make_config, start_server, wait_until
+from tests.conftest import Server, join, make_config, start_server, wait_until
 
 
 class RawClient:
     """A bare WebSocket: sends whatever the test says, collects what comes back."""
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.session, self.ws = session, ws
 
     @classmethod
@@ -66,8 +66,12 @@ async def _offer_sdp() -> str:
     return sdp
 
 
+# alice, bob and the mid on which bob receives alice's video.
+LiveCall = tuple[PeerClient, PeerClient, str]
+
+
 @pytest.fixture
-async def live_call(server, clients):
+async def live_call(server: Server, clients: list[PeerClient]) -> LiveCall:
     """alice publishes, bob watches: the call that must keep going."""
     alice = await join(server, clients, "room", "alice")
     bob = await join(server, clients, "room", "bob")
@@ -84,7 +88,8 @@ async def _still_flowing(bob: PeerClient, mid: str) -> None:
                      what="the neighbouring call to keep going")
 
 
-async def test_malformed_messages_get_errors_and_the_call_continues(server, live_call) -> None:
+async def test_malformed_messages_get_errors_and_the_call_continues(
+        server: Server, live_call: LiveCall) -> None:
     _, bob, mid = live_call
     mallory = await RawClient.open(server.base_url)
     try:
@@ -144,7 +149,7 @@ async def test_malformed_messages_get_errors_and_the_call_continues(server, live
     assert 'remotecase_signalling_errors_total{code="bad_json"} 2' in metrics
 
 
-async def test_answer_without_offer_is_refused(server) -> None:
+async def test_answer_without_offer_is_refused(server: Server) -> None:
     lonely = await RawClient.open(server.base_url)
     try:
         await lonely.send({"type": "join", "token": server.token("quiet", "lonely")})
@@ -164,7 +169,8 @@ async def _metrics(base_url: str) -> str:
 
 
 @pytest.mark.parametrize("case", ["bad_signature", "expired", "garbage", "missing"])
-async def test_bad_tokens_are_refused_and_the_connection_closed(server, live_call, case) -> None:
+async def test_bad_tokens_are_refused_and_the_connection_closed(server: Server, live_call: LiveCall,
+        case: str) -> None:
     _, bob, mid = live_call
     token: object
     if case == "bad_signature":
@@ -186,7 +192,7 @@ async def test_bad_tokens_are_refused_and_the_connection_closed(server, live_cal
     await _still_flowing(bob, mid)
 
 
-async def test_oversized_message_is_refused_and_closed(server, live_call) -> None:
+async def test_oversized_message_is_refused_and_closed(server: Server, live_call: LiveCall) -> None:
     _, bob, mid = live_call
     mallory = await RawClient.open(server.base_url)
     try:
@@ -202,7 +208,8 @@ async def test_oversized_message_is_refused_and_closed(server, live_call) -> Non
     await _still_flowing(bob, mid)
 
 
-async def test_peer_that_vanishes_is_cleaned_up(server, clients, live_call) -> None:
+async def test_peer_that_vanishes_is_cleaned_up(
+        server: Server, clients: list[PeerClient], live_call: LiveCall) -> None:
     _alice, bob, mid = live_call
     carol = await join(server, clients, "room", "carol")
     await carol.publish(PatternVideoTrack(fps=15))
@@ -220,7 +227,7 @@ async def test_peer_that_vanishes_is_cleaned_up(server, clients, live_call) -> N
 
 
 async def test_peer_that_closes_its_media_but_keeps_the_socket_is_closed(
-        server, clients, live_call) -> None:
+        server: Server, clients: list[PeerClient], live_call: LiveCall) -> None:
     """A client that closes its peer connections (DTLS close_notify) and leaves its WebSocket
     open: aiortc closes the server's side by itself, and the participant must go with it,
     quietly, instead of renegotiating on a closed connection."""
@@ -268,7 +275,8 @@ async def test_connection_stuck_in_connecting_is_closed(tmp_path: Path) -> None:
         await server.runner.cleanup()
 
 
-async def test_join_without_token_times_out_quietly_for_others(server, live_call) -> None:
+async def test_join_without_token_times_out_quietly_for_others(
+        server: Server, live_call: LiveCall) -> None:
     _, bob, mid = live_call
     # many idle sockets that never join do not disturb the call
     sockets = [await RawClient.open(server.base_url) for _ in range(5)]

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from aiortc.mediastreams import AudioStreamTrack
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
-from bench.peer import PatternVideoTrack
-from tests.conftest import join, wait_until
+from bench.peer import PatternVideoTrack, PeerClient
+from tests.conftest import Server, join, wait_until
 
 
-async def test_two_party_call_forwards_video_and_audio(server, clients) -> None:
+async def test_two_party_call_forwards_video_and_audio(
+        server: Server, clients: list[PeerClient]) -> None:
     alice = await join(server, clients, "r1", "alice")
     bob = await join(server, clients, "r1", "bob")
     await alice.publish(PatternVideoTrack(), AudioStreamTrack())
@@ -26,7 +28,7 @@ async def test_two_party_call_forwards_video_and_audio(server, clients) -> None:
     room = server.sfu.rooms["r1"]
     for transceiver in room.participants["alice"].publisher_pc.getTransceivers():
         track = transceiver.receiver.track
-        assert track is not None and track._queue.qsize() == 0
+        assert isinstance(track, RemoteStreamTrack) and track._queue.qsize() == 0
 
     # and /metrics tells the story
     import re

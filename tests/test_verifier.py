@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from control.appkeys import CUSTODY, RECORDER, VERIFIER
 from mediaserver.protocols import CloseReason
 from tests.conftest import (
     Api,
+    Server,
     case_with_party,
     join,
     leftovers,
@@ -42,7 +44,9 @@ IMAGES = Path(next(iter(_spec.submodule_search_locations))) / "data" / "images"
 
 
 def _read(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(IMAGES / name)), cv2.COLOR_BGR2RGB)
+    image = cv2.imread(str(IMAGES / name))
+    assert image is not None, f"cannot read {IMAGES / name}"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -56,7 +60,7 @@ HANKS = cv2.resize(_read("Tom_Hanks_54745.png"), (448, 448), interpolation=cv2.I
 CAT = skimage.data.chelsea()
 
 
-async def _server(tmp_path: Path, **verifier: Any):
+async def _server(tmp_path: Path, **verifier: Any) -> Server:
     settings = {"alert_after": 2.0, "no_face_after": 3.0, "sample_interval": 0.5, **verifier}
     return await start_server(make_config(tmp_path, verifier=settings))
 
@@ -136,8 +140,12 @@ def _states(officer: PeerClient) -> list[tuple[str, str]]:
     return out
 
 
+# The server and the list its test's clients go in (closed by the fixture).
+VerifierServer = tuple[Server, list[PeerClient]]
+
+
 @pytest.fixture
-async def verifier_server(tmp_path: Path):
+async def verifier_server(tmp_path: Path) -> AsyncIterator[VerifierServer]:
     server = await _server(tmp_path)
     clients: list[PeerClient] = []
     yield server, clients
@@ -147,7 +155,7 @@ async def verifier_server(tmp_path: Path):
     assert leftovers(server.app) == {}, "left behind after the server stopped"
 
 
-async def test_the_enrolled_person_is_verified(verifier_server) -> None:
+async def test_the_enrolled_person_is_verified(verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     officer, _, _ = await _call(server, clients, [(0, ASTRONAUT)])
     await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
@@ -165,7 +173,8 @@ async def test_the_enrolled_person_is_verified(verifier_server) -> None:
     assert ("alert", "different_face") not in _states(officer)
 
 
-async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(verifier_server) -> None:
+async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(
+        verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     verifier = server.app[VERIFIER]
     _, _, room_id = await _call(server, clients, [(0, ASTRONAUT)])
@@ -193,7 +202,7 @@ async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(verifier
     await verifier.close(CloseReason.SHUTDOWN)  # and a third call returns at once
 
 
-async def test_someone_else_raises_an_alert(verifier_server) -> None:
+async def test_someone_else_raises_an_alert(verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     officer, _, _ = await _call(server, clients, [(0, HANKS)])
     await wait_until(lambda: ("alert", "different_face") in _states(officer), timeout=20,
@@ -201,7 +210,8 @@ async def test_someone_else_raises_an_alert(verifier_server) -> None:
     assert ("verified", "matches") not in _states(officer)
 
 
-async def test_a_face_swap_mid_call_is_caught_within_seconds(verifier_server) -> None:
+async def test_a_face_swap_mid_call_is_caught_within_seconds(
+        verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     swap_at = 6.0
     officer, _, _ = await _call(server, clients, [(0, ASTRONAUT), (swap_at, HANKS)])
@@ -215,7 +225,7 @@ async def test_a_face_swap_mid_call_is_caught_within_seconds(verifier_server) ->
     assert loop.time() - verified_at <= swap_at + 2.0 + 4.0
 
 
-async def test_no_face_raises_no_face(verifier_server) -> None:
+async def test_no_face_raises_no_face(verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     # the party walks away: an empty grey room (a cat can fool a face detector now and then)
     officer, _, _ = await _call(server, clients, [(0, ASTRONAUT), (3.0, None)])
@@ -230,7 +240,7 @@ def _verdicts(client: PeerClient) -> list[dict[str, Any]]:
 
 
 async def test_a_320x240_stream_of_the_right_face_is_low_quality_never_an_alert(
-        verifier_server) -> None:
+        verifier_server: VerifierServer) -> None:
     """The party's stream arrives at 320x240 (CPU or bandwidth adaptation): her face, about
     35 px, is too small to judge. The officer is told so and what to do, the party too, and it
     is evidence like any verdict; it is never a no_face or different_face alert."""
@@ -271,7 +281,7 @@ async def test_a_320x240_stream_of_the_right_face_is_low_quality_never_an_alert(
 
 
 async def test_a_blurred_picture_is_low_quality_then_verifies_when_sharp(
-        verifier_server) -> None:
+        verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     blurred = cv2.GaussianBlur(ASTRONAUT, (0, 0), 5)
     officer, driver, _ = await _call(server, clients, [(0, blurred), (7.0, ASTRONAUT)])
@@ -286,7 +296,7 @@ async def test_a_blurred_picture_is_low_quality_then_verifies_when_sharp(
     assert guidance[-2]["message"].startswith("画面太模糊")
 
 
-async def test_every_verdict_is_evidence_in_the_recording(verifier_server) -> None:
+async def test_every_verdict_is_evidence_in_the_recording(verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     officer, _, room = await _call(server, clients, [(0, ASTRONAUT)])
     # the session's room records by itself

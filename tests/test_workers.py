@@ -58,11 +58,16 @@ async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path
 
                 for call in calls:
                     officer, pid = call["officer"], call["participant"]
-                    await wait_until(lambda o=officer, p=pid: o.mids_for_participant(p) != [],
-                                     timeout=20, what="the party's video offered")
+                    def offered(o: PeerClient = officer, p: str = pid) -> bool:
+                        return o.mids_for_participant(p) != []
+
+                    await wait_until(offered, timeout=20, what="the party's video offered")
                     (mid,) = officer.mids_for_participant(pid)
-                    await wait_until(lambda o=officer, m=mid: o.frame_counts[m] >= 5, timeout=20,
-                                     what="frames decoded through the worker")
+
+                    def decoded(o: PeerClient = officer, m: str = mid) -> bool:
+                        return o.frame_counts[m] >= 5
+
+                    await wait_until(decoded, timeout=20, what="frames decoded through the worker")
                 async with http.get(f"{base}/healthz") as r:
                     health = await r.json()
                 assert health["workers"] == 2 and health["rooms"] == 2
@@ -74,7 +79,7 @@ async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path
                 assert "remotecase_sfu_rooms 2.0" in metrics
 
                 # the merged event stream heard both workers
-                joined = set()
+                joined: set[str] = set()
                 async with asyncio.timeout(15):
                     while len(joined) < 2:
                         event = await events.receive_json()
