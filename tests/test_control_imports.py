@@ -162,3 +162,14 @@ def test_no_handler_reaches_into_sql() -> None:
             offenders[name] = found
     assert offenders == {}, "SQL in handlers; move it to the area's store: " + repr(offenders)
 
+
+def test_the_supervisor_does_not_lean_on_the_benchmarks() -> None:
+    """Workers bind port 0 and report the port they got: ``control/front.py`` imports nothing
+    of ``bench`` (free_port) anywhere, nor starts a task no TaskSet owns."""
+    tree = ast.parse((CONTROL / "front.py").read_text(encoding="utf-8"))
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert not any(name == "bench" or name.startswith("bench.") for name in imported), imported
+    calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    assert not calls & {"asyncio.ensure_future", "asyncio.create_task", "loop.create_task"}
