@@ -31,6 +31,7 @@ from aiohttp import web
 from .appkeys import CONFIG, DB, SIGNER
 from .auth import Officer, now_iso, officer_for, retry_after, token_hash
 from .http.jsonio import json_error
+from .refusals import Refusal
 from .sessions.tokens import Grant, TokenError
 
 
@@ -159,12 +160,15 @@ def case_id(request: web.Request) -> int:
     return path_int(request, "case", "case")
 
 
-def require_open_case(conn: sqlite3.Connection, case: int) -> None:
-    """A party's link keeps working for reading its own things once a case is closed; it
-    changes nothing there any more."""
-    row = conn.execute("SELECT status FROM cases WHERE id = ?", (case,)).fetchone()
+def require_open_case(conn: sqlite3.Connection, case: int) -> dict[str, Any] | Refusal:
+    """The case's row while it is open, else :attr:`Refusal.CASE_CLOSED` (an absent case too).
+
+    A party's link keeps working for reading its own things once a case is closed; it changes
+    nothing there any more."""
+    row = conn.execute("SELECT * FROM cases WHERE id = ?", (case,)).fetchone()
     if row is None or row["status"] != "open":
-        raise json_error(web.HTTPConflict, "case_closed", "the case is closed")
+        return Refusal.CASE_CLOSED
+    return dict(row)
 
 
 def find_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, Any] | None:
@@ -176,11 +180,11 @@ def find_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, An
     return dict(row)
 
 
-def load_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, Any]:
+def load_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, Any] | Refusal:
+    """The case's row, or :attr:`Refusal.NO_CASE` when there is none or it is another
+    brigade's (the handler answers 404 for both: IDs reveal nothing)."""
     found = find_case(conn, who, case)
-    if found is None:
-        raise json_error(web.HTTPNotFound, "not_found", "no such case")
-    return found
+    return Refusal.NO_CASE if found is None else found
 
 
 def too_many(wait: float, zh: str, en: str) -> web.HTTPException:

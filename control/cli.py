@@ -91,13 +91,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(run_supervised(config, workers, host, port, ssl_context))
         return 0
     if "REMOTECASE_WORKER_INDEX" in os.environ:
+        import socket
+
+        from .front import report_port
+
         _die_with_parent()
-    else:
-        how = ("开发模式：在两个标签页中打开即可会面 / development mode: open it in two tabs "
-               "to meet" if config.auth.dev_join else
-               "加入通话需要民警发出的邀请链接 / joining a call needs an officer's invitation")
-        print(f"remotecase: serving on {scheme}://{host}:{port}/ "
-              f"({how}; data in {config.data_dir.resolve()})", flush=True)
+        # a worker binds the port it was given (0: any free one) and tells the supervisor
+        # which it got; connections wait in the listening queue until the app serves them
+        sock = socket.create_server((host, port))
+        report_port(sock)
+        web.run_app(create_app(config), sock=sock, ssl_context=ssl_context, print=None,
+                    access_log=None)
+        return 0
+    how = ("开发模式：在两个标签页中打开即可会面 / development mode: open it in two tabs "
+           "to meet" if config.auth.dev_join else
+           "加入通话需要民警发出的邀请链接 / joining a call needs an officer's invitation")
+    print(f"remotecase: serving on {scheme}://{host}:{port}/ "
+          f"({how}; data in {config.data_dir.resolve()})", flush=True)
     web.run_app(create_app(config), host=host, port=port, ssl_context=ssl_context,
                 print=None, access_log=None)
     return 0

@@ -54,6 +54,12 @@ def case_of_room(room_id: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def case_brigade(conn: sqlite3.Connection, case_id: int) -> str | None:
+    """The brigade of a case, None when there is no such case (the SQL of the stream)."""
+    row = conn.execute("SELECT brigade FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return None if row is None else str(row["brigade"])
+
+
 @dataclass(eq=False)
 class _Listener:
     officer: Officer
@@ -108,10 +114,9 @@ class EventHub:
             self._tasks.spawn(self._learn(case_id), f"learn case {case_id}")
 
     async def _learn(self, case_id: int) -> None:
-        row = await self._db.run(lambda c: c.execute("SELECT brigade FROM cases WHERE id = ?",
-                                                     (case_id,)).fetchone())
-        if row is not None:
-            self.know_case(case_id, row["brigade"])
+        brigade = await self._db.run(lambda c: case_brigade(c, case_id))
+        if brigade is not None:
+            self.know_case(case_id, brigade)
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -177,25 +182,22 @@ class EventHub:
                                 "message": 'expected {"type": "subscribe", "case": N or null}'})
             return
         case = body.get("case")
-        if case is not None and id_value(case) is None:
+        case_id = None if case is None else id_value(case)
+        if case is not None and case_id is None:
             await ws.send_json({"type": "error", "error": "not_found",
                                 "message": "no such case"})
             return
-        if case is None:
+        if case_id is None:
             listener.case = None
         else:
-            def brigade(conn: sqlite3.Connection) -> str | None:
-                row = conn.execute("SELECT brigade FROM cases WHERE id = ?",
-                                   (case,)).fetchone() if isinstance(case, int) else None
-                return None if row is None else str(row["brigade"])
-
-            found = await request.app[DB].run(brigade)
+            chosen = case_id
+            found = await request.app[DB].run(lambda c: case_brigade(c, chosen))
             if found is None or not listener.officer.may_touch(found):
                 await ws.send_json({"type": "error", "error": "not_found",
                                     "message": "no such case"})
                 return
-            self.know_case(case, found)
-            listener.case = case
+            self.know_case(chosen, found)
+            listener.case = chosen
         await ws.send_json({"type": "subscribed", "case": listener.case})
 
     @staticmethod

@@ -2,8 +2,9 @@
 
 The supervisor (``remotecase serve`` with ``server.workers`` > 1) prepares what the workers share
 (keys, token secret, database schema), starts one worker per core (each a whole ``create_app``
-on its own loopback port, sharing the data directory: SQLite in WAL mode, the custody log with
-its inter-process lock, recordings with owner locks), and serves this front on the public port.
+on a loopback port it binds itself, port 0, and reports on a pipe the supervisor gives it,
+sharing the data directory: SQLite in WAL mode, the custody log with its inter-process lock,
+recordings with owner locks), and serves this front on the public port.
 
 Rooms are placed on workers, and the front sends each request where its room lives:
 
@@ -23,27 +24,33 @@ an HMAC under a secret the supervisor makes at every start and gives only to its
 (``control/http/webguard.py``), and drops any such header a client sent.
 
 Media never passes through the front: ICE connects clients to the worker's own UDP sockets.
-A worker that dies is started again on its port (its calls are lost; the new worker's recovery
-seals its recordings as interrupted); more than five deaths a minute stop the server. Workers
-die with the supervisor.
+A worker that dies is started again and routed to on the port it reports (its calls are lost;
+the new worker's recovery seals its recordings as interrupted); more than five deaths a minute
+stop the server. Workers die with the supervisor. Every task of the front (the pipes of a
+signalling socket, the relays of an event stream, the supervisor's watchers) is owned by a
+``common.tasks.TaskSet``, cancelled and awaited on close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
+import socket
 import sys
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+
+from common.tasks import TaskSet
 
 from .appkeys import CLIENT, SECRET, WORKERS
 from .http.jsonio import loads
@@ -61,6 +68,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 _CASE_PATH = re.compile(r"^/api/cases/(\d{1,18})(/|$)")
 _CASE_ROOM = re.compile(r"^case-(\d+)-")
+REPORT_FD = "REMOTECASE_WORKER_REPORT_FD"  # the pipe a worker reports its port on
 MAX_RESTARTS = 5  # worker deaths within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
 
@@ -163,13 +171,15 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def _pipe(source: Any, sink: Any) -> None:
-    async for message in source:
-        if message.type == WSMsgType.TEXT:
-            await sink.send_str(message.data)
-        elif message.type == WSMsgType.BINARY:
-            await sink.send_bytes(message.data)
-        else:
-            break
+    # either side going away ends the pipe; it is no fault of the front's
+    with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+        async for message in source:
+            if message.type == WSMsgType.TEXT:
+                await sink.send_str(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+            else:
+                break
 
 
 async def _first_text(ws: web.WebSocketResponse, code: int, why: bytes) -> str | None:
@@ -209,15 +219,17 @@ async def _signalling(request: web.Request) -> web.WebSocketResponse:
     except aiohttp.ClientError:
         await ws.close(code=4011, message=b"worker unavailable")
         return ws
-    async with upstream:
-        await upstream.send_str(first)  # the worker answers it, errors included
-        down = asyncio.ensure_future(_pipe(upstream, ws))
-        up = asyncio.ensure_future(_pipe(ws, upstream))
-        await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (down, up):
-            task.cancel()
-        await asyncio.gather(down, up, return_exceptions=True)
-        code = upstream.close_code
+    pipes = TaskSet(f"signalling pipe to {target}", logger)
+    try:
+        async with upstream:
+            await upstream.send_str(first)  # the worker answers it, errors included
+            down = pipes.spawn(_pipe(upstream, ws), "down")
+            up = pipes.spawn(_pipe(ws, upstream), "up")
+            await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+            await pipes.close()
+            code = upstream.close_code
+    finally:
+        await pipes.close()
     if not ws.closed:
         await ws.close(code=code or 1000)
     return ws
@@ -232,6 +244,7 @@ async def _events(request: web.Request) -> web.WebSocketResponse:
     if first is None:
         return ws
     streams = []
+    relays = TaskSet("event stream relays", logger)
     try:
         for base in workers:
             stream = await request.app[CLIENT].ws_connect(
@@ -241,32 +254,34 @@ async def _events(request: web.Request) -> web.WebSocketResponse:
             streams.append(stream)
 
         async def relay(index: int, stream: Any) -> None:
-            async for message in stream:
-                if message.type != WSMsgType.TEXT:
-                    break
-                kind = json.loads(message.data).get("type")
-                # replies to the client's own messages come once, from worker 0
-                if index == 0 or kind not in ("ready", "subscribed", "error", "dropped"):
-                    await ws.send_str(message.data)
-            if index == 0 and not ws.closed:
-                await ws.close(code=stream.close_code or 1000)
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                async for message in stream:
+                    if message.type != WSMsgType.TEXT:
+                        break
+                    kind = json.loads(message.data).get("type")
+                    # replies to the client's own messages come once, from worker 0
+                    if index == 0 or kind not in ("ready", "subscribed", "error", "dropped"):
+                        await ws.send_str(message.data)
+                if index == 0 and not ws.closed:
+                    await ws.close(code=stream.close_code or 1000)
 
         async def commands() -> None:
-            async for message in ws:
-                if message.type != WSMsgType.TEXT:
-                    break
-                for stream in streams:
-                    await stream.send_str(message.data)
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                async for message in ws:
+                    if message.type != WSMsgType.TEXT:
+                        break
+                    for stream in streams:
+                        await stream.send_str(message.data)
 
-        tasks = [asyncio.ensure_future(relay(i, s)) for i, s in enumerate(streams)]
-        tasks.append(asyncio.ensure_future(commands()))
-        await asyncio.wait({tasks[0], tasks[-1]}, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        spawned = [relays.spawn(relay(i, s), f"relay from worker {i}")
+                   for i, s in enumerate(streams)]
+        client = relays.spawn(commands(), "commands")
+        # worker 0's stream or the client's ending ends the merged stream
+        await asyncio.wait({spawned[0], client}, return_when=asyncio.FIRST_COMPLETED)
     except aiohttp.ClientError:
         pass
     finally:
+        await relays.close()
         for stream in streams:
             await stream.close()
         if not ws.closed:
@@ -362,25 +377,37 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     database.run_sync(lambda c: None)  # migrations
     database.close_sync()
 
-    from bench.forwarding import free_port
-
-    ports = [free_port() for _ in range(workers)]
     # the workers believe the client addresses the front sends only under this secret (new at
     # every start, in the workers' environment only: readable by this user alone)
     secret = "front-" + secrets.token_hex(32)
 
-    async def spawn(index: int) -> asyncio.subprocess.Process:
-        env = {**os.environ, "REMOTECASE_SERVER__PORT": str(ports[index]),
+    async def spawn(index: int) -> tuple[asyncio.subprocess.Process, int | None]:
+        """Start worker ``index`` on a port of its own choosing (it binds port 0); the process
+        and the port it reported, None when it died before binding one."""
+        report, report_to = os.pipe()
+        env = {**os.environ, "REMOTECASE_SERVER__PORT": "0",
                "REMOTECASE_SERVER__FRONT_SECRET": secret,
                "REMOTECASE_SERVER__HOST": "127.0.0.1", "REMOTECASE_SERVER__WORKERS": "1",
                "REMOTECASE_SERVER__TLS_CERT": "", "REMOTECASE_SERVER__TLS_KEY": "",
-               "REMOTECASE_WORKER_INDEX": str(index)}
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "control.cli", *(sys.argv[1:] or ["serve"]), env=env,
-            stdout=asyncio.subprocess.DEVNULL)
+               "REMOTECASE_WORKER_INDEX": str(index), REPORT_FD: str(report_to)}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "control.cli", *(sys.argv[1:] or ["serve"]), env=env,
+                stdout=asyncio.subprocess.DEVNULL, pass_fds=(report_to,))
+        except BaseException:
+            os.close(report)
+            raise
+        finally:
+            os.close(report_to)  # the worker holds the only write end: its exit is our EOF
+        port = await _reported_port(report)
+        if port is None:
+            logger.error("worker %d exited before it bound a port", index)
+        return proc, port
 
-    procs = [await spawn(i) for i in range(workers)]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    started = await asyncio.gather(*(spawn(i) for i in range(workers)))
+    procs = [proc for proc, _ in started]
+    # a worker that died before binding is routed nowhere until it is started again
+    urls = [f"http://127.0.0.1:{port or 0}" for _, port in started]
     # the front's deadline a little after the workers': a slow body is answered by its worker
     # (which the front relays), and the front holds only what reaches no worker
     runner = web.AppRunner(create_front(urls, secret=secret,
@@ -398,8 +425,32 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.ensure_future(stop.wait())
-    watchers = {asyncio.ensure_future(p.wait()): i for i, p in enumerate(procs)}
+    supervision = TaskSet("supervisor", logger)  # the stop signal and a watcher per worker
+    try:
+        await _supervise(supervision, stop, procs, urls, spawn, loop)
+    finally:
+        await runner.cleanup()
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await supervision.close()
+
+
+async def _supervise(supervision: TaskSet, stop: asyncio.Event,
+                     procs: list[asyncio.subprocess.Process], urls: list[str],
+                     spawn: Callable[[int], Awaitable[tuple[asyncio.subprocess.Process,
+                                                            int | None]]],
+                     loop: asyncio.AbstractEventLoop) -> None:
+    """Until a stop signal: start each worker that dies again, and route to its new port
+    (``urls`` is the front's own list); give up after too many deaths."""
+    stopper = supervision.spawn(stop.wait(), "stop signal")
+    watchers = {supervision.spawn(p.wait(), f"worker {i}"): i for i, p in enumerate(procs)}
     restarts: list[float] = []
     while True:
         done, _ = await asyncio.wait({stopper, *watchers},
@@ -418,19 +469,32 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
             index = watchers.pop(watcher)
             logger.error("worker %d exited (code %s): starting it again", index,
                          procs[index].returncode)
-            procs[index] = await spawn(index)
-            watchers[asyncio.ensure_future(procs[index].wait())] = index
-    stopper.cancel()
-    await runner.cleanup()
-    for proc in procs:
-        if proc.returncode is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-    for watcher in watchers:
-        watcher.cancel()
-    await asyncio.gather(*watchers, return_exceptions=True)
+            procs[index], port = await spawn(index)
+            urls[index] = f"http://127.0.0.1:{port or 0}"
+            watchers[supervision.spawn(procs[index].wait(), f"worker {index}")] = index
+
+
+async def _reported_port(report: int) -> int | None:
+    """The port a worker writes to its report pipe (``REMOTECASE_WORKER_REPORT_FD``) once it
+    has bound it; None at the end of the pipe without one (the worker died first)."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(report, "rb", buffering=0))
+    try:
+        line = await reader.readline()
+    finally:
+        transport.close()
+    text = line.decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+
+
+def report_port(sock: socket.socket) -> None:
+    """In a worker: tell the supervisor the port its listening socket got, on the pipe the
+    supervisor gave in ``REMOTECASE_WORKER_REPORT_FD`` (nothing without one)."""
+    fd = os.environ.pop(REPORT_FD, "")
+    if not fd.isdigit():
+        return
+    port = sock.getsockname()[1]
+    with os.fdopen(int(fd), "wb", buffering=0) as pipe:  # closed: no child of ours keeps it
+        pipe.write(f"{port}\n".encode("ascii"))

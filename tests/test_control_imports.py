@@ -112,3 +112,64 @@ def test_no_appkey_outside_appkeys() -> None:
     for path in CONTROL.rglob("*.py"):
         if path.name != "appkeys.py":
             assert "web.AppKey(" not in path.read_text(encoding="utf-8"), path
+
+
+# -- handlers are thin: the SQL is in the stores ---------------------------------------------
+# the modules that own SQL and may be handed a request: the connection's owner and access
+SQL_OWNERS = {"control.db", "control.access", "control.auth"}
+
+
+def _takes_request(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    return any(arg.annotation is not None and "Request" in ast.unparse(arg.annotation)
+               for arg in args)
+
+
+def request_functions_with_sql(source: str) -> list[str]:
+    """The functions taking a ``web.Request`` that call ``.execute(`` themselves or in a
+    closure or lambda of theirs."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _takes_request(node):
+            if any(isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
+                   and inner.func.attr in ("execute", "executemany", "executescript")
+                   for inner in ast.walk(node)):
+                found.append(f"{node.name}:{node.lineno}")
+    return found
+
+
+def test_the_sql_check_finds_sql_in_a_handler() -> None:
+    handler = (
+        "async def get(request: web.Request) -> web.Response:\n"
+        "    def run(conn):\n"
+        "        return conn.execute('SELECT 1').fetchone()\n"
+        "    return await request.app[DB].run(run)\n"
+        "async def thin(request: web.Request) -> web.Response:\n"
+        "    return done(await request.app[DB].run(lambda c: store.one(c)))\n"
+        "def store_function(conn: sqlite3.Connection) -> None:\n"
+        "    conn.execute('SELECT 1')\n")
+    assert request_functions_with_sql(handler) == ["get:1"]
+
+
+def test_no_handler_reaches_into_sql() -> None:
+    offenders = {}
+    for path in sorted(CONTROL.rglob("*.py")):
+        name = module_name(path)
+        if name in SQL_OWNERS or path.name == "store.py":
+            continue
+        found = request_functions_with_sql(path.read_text(encoding="utf-8"))
+        if found:
+            offenders[name] = found
+    assert offenders == {}, "SQL in handlers; move it to the area's store: " + repr(offenders)
+
+
+def test_the_supervisor_does_not_lean_on_the_benchmarks() -> None:
+    """Workers bind port 0 and report the port they got: ``control/front.py`` imports nothing
+    of ``bench`` (free_port) anywhere, nor starts a task no TaskSet owns."""
+    tree = ast.parse((CONTROL / "front.py").read_text(encoding="utf-8"))
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert not any(name == "bench" or name.startswith("bench.") for name in imported), imported
+    calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    assert not calls & {"asyncio.ensure_future", "asyncio.create_task", "loop.create_task"}

@@ -9,7 +9,7 @@ Errors are ``{"error": code, "message": text}`` with a 4xx status.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -18,31 +18,10 @@ from ..access import text
 from ..appkeys import DB
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import ANY_OBJECT, CASE, OFFICER, REASON, Add, json_body, op, responses
+from ..refusals import done
 from ..verification.wiring import forget_reference
 from . import store
-from .store import KINDS, Refusal
-
-T = TypeVar("T")
-
-_STATUS: dict[Refusal, type[web.HTTPException]] = {
-    Refusal.NO_CASE: web.HTTPNotFound, Refusal.CASE_CLOSED: web.HTTPConflict,
-    Refusal.NO_PARTY: web.HTTPNotFound, Refusal.NO_SESSION: web.HTTPNotFound,
-    Refusal.NO_OPEN_SESSION: web.HTTPNotFound, Refusal.SESSION_OPEN: web.HTTPConflict,
-    Refusal.END_SESSION_FIRST: web.HTTPConflict, Refusal.SESSION_ENDED: web.HTTPConflict,
-    Refusal.NO_INVITATION: web.HTTPNotFound,
-}
-
-
-def refused(refusal: Refusal) -> web.HTTPException:
-    """The error answer for a store function's refusal."""
-    return json_error(_STATUS[refusal], refusal.code, refusal.message)
-
-
-def done(result: T | Refusal) -> T:
-    """A store function's result, or its refusal raised as the error answer."""
-    if isinstance(result, Refusal):
-        raise refused(result)
-    return result
+from .store import KINDS
 
 
 async def post_case(request: web.Request) -> web.Response:

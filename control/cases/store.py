@@ -1,13 +1,13 @@
 """Cases, parties and their audit trail over one database connection: SQL in, results out.
 
 Each function runs inside one ``db.run`` transaction and returns what happened: a row, or a
-:class:`Refusal` saying why nothing was done (the HTTP handlers turn it into an error answer;
-nothing here knows HTTP). Raising in a transaction is kept for faults, which roll it back.
+:class:`control.refusals.Refusal` saying why nothing was done (the HTTP handlers turn it into
+an error answer; nothing here knows HTTP). Raising in a transaction is kept for faults, which
+roll it back.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 import sqlite3
 from typing import Any
@@ -16,33 +16,12 @@ from ..access import audit, find_case
 from ..appointments.store import case_appointments
 from ..auth import Officer, now_iso
 from ..db import rows
-from ..materials.api import case_materials
+from ..materials.records import case_materials
+from ..refusals import Refusal
 
 KINDS = ("accident", "violation", "education", "vehicle_service", "licence_service")
 PARTY_ROLES = ("driver", "owner", "witness", "insurer", "safety_manager", "other")
 ID_NUMBER = re.compile(r"^[0-9A-Za-z]{6,20}$")
-
-
-class Refusal(enum.Enum):
-    """Why a case, session or invitation function did nothing: ``(code, message)``."""
-
-    NO_CASE = ("not_found", "no such case")
-    CASE_CLOSED = ("case_closed", "the case is closed")
-    NO_PARTY = ("not_found", "no such party in this case")
-    NO_SESSION = ("not_found", "no such session")
-    NO_OPEN_SESSION = ("not_found", "no open session with this ID")
-    SESSION_OPEN = ("session_open", "this case already has an open session")
-    END_SESSION_FIRST = ("session_open", "end the open session first")
-    SESSION_ENDED = ("ended", "the session has ended already")
-    NO_INVITATION = ("not_found", "no such invitation")
-
-    @property
-    def code(self) -> str:
-        return self.value[0]
-
-    @property
-    def message(self) -> str:
-        return self.value[1]
 
 
 def open_case(conn: sqlite3.Connection, officer: Officer,

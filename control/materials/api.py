@@ -18,10 +18,7 @@ supervisors) see every material of the case.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -31,9 +28,8 @@ from recorder.keys import KeyProblem
 from .. import access
 from ..access import PartyCaller, audit
 from ..appkeys import CONFIG, CUSTODY, DB, GATE, STORE
-from ..auth import Officer, now_iso
+from ..auth import Officer
 from ..config import MaterialsConfig
-from ..db import rows
 from ..http.jsonio import PayloadTooLarge, json_error
 from ..http.openapi import (
     ANY_OBJECT,
@@ -50,6 +46,9 @@ from ..http.openapi import (
     reason_query,
     responses,
 )
+from ..refusals import done, refused
+from . import records
+from .records import Room, room_left
 from .store import (
     CATEGORY_ZH,
     TYPES,
@@ -70,8 +69,6 @@ _STATUS: dict[str, type[web.HTTPException]] = {
     "corrupt": web.HTTPUnprocessableEntity, "too_large": PayloadTooLarge,
     "too_many_pixels": PayloadTooLarge, "too_many_pages": PayloadTooLarge,
     "page_too_large": web.HTTPUnprocessableEntity, "quota_exceeded": PayloadTooLarge}
-_PUBLIC = ("id, case_id, party_id, origin, uploaded_by, name, description, media_type, size, "
-           "sha256, content, custody_index, created_at")
 
 
 def _settings(request: web.Request) -> MaterialsConfig:
@@ -100,41 +97,7 @@ class UploadGate:
         self.keeping = asyncio.Lock()
 
 
-
-
-@dataclass(frozen=True)
-class _Room:
-    """How much more a case and a party may keep."""
-
-    bytes: int
-    zh: str
-    en: str
-
-
-def _room(conn: sqlite3.Connection, m: MaterialsConfig, case_id: int,
-          party_id: int | None) -> _Room:
-    (case_used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM materials "
-                                "WHERE case_id = ?", (case_id,)).fetchone()
-    case_limit = m.max_case_total_mb << 20
-    room = _Room(case_limit - case_used,
-                 f"本案已存材料 {case_used / (1 << 20):.1f} MiB，上限为 {m.max_case_total_mb} MiB",
-                 f"the case holds {case_used / (1 << 20):.1f} MiB of materials, at most "
-                 f"{m.max_case_total_mb} MiB")
-    if party_id is None:
-        return room
-    (party_used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM materials WHERE case_id = ? "
-                                 "AND party_id = ? AND origin = 'party'",
-                                 (case_id, party_id)).fetchone()
-    party_limit = m.max_party_total_mb << 20
-    if party_limit - party_used < room.bytes:
-        room = _Room(party_limit - party_used,
-                     f"您已上传 {party_used / (1 << 20):.1f} MiB，上限为 {m.max_party_total_mb} "
-                     "MiB", f"you have uploaded {party_used / (1 << 20):.1f} MiB, at most "
-                     f"{m.max_party_total_mb} MiB")
-    return room
-
-
-def _over_quota(room: _Room) -> MaterialRejected:
+def _over_quota(room: Room) -> MaterialRejected:
     return MaterialRejected("quota_exceeded",
                             f"{room.zh}，放不下此文件 / {room.en}; this file does not fit")
 
@@ -145,22 +108,6 @@ def _file_name(request: web.Request) -> str:
     if not name:
         raise json_error(web.HTTPBadRequest, "bad_request", "name: the file's name, as ?name=")
     return name
-
-
-def _row_json(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    row["content"] = json.loads(row["content"])
-    return row
-
-
-def case_materials(conn: sqlite3.Connection, case_id: int,
-                   party_id: int | None = None) -> list[dict[str, Any]]:
-    query = f"SELECT {_PUBLIC} FROM materials WHERE case_id = ?"
-    params: list[Any] = [case_id]
-    if party_id is not None:
-        query += " AND party_id = ? AND origin = 'party'"
-        params.append(party_id)
-    return [_row_json(r) for r in rows(conn.execute(query + " ORDER BY created_at", params))]
 
 
 async def _receive(request: web.Request, who: Officer | PartyCaller,
@@ -203,7 +150,7 @@ async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, cas
     gate = request.app[GATE]
     party_id = who.party_id if isinstance(who, PartyCaller) else None
     database = request.app[DB]
-    room = await database.run(lambda c: _room(c, settings, case_id, party_id))
+    room = await database.run(lambda c: room_left(c, settings, case_id, party_id))
     head = b""
     while len(head) < SNIFF_BYTES:
         piece = await request.content.read(SNIFF_BYTES - len(head))
@@ -243,7 +190,7 @@ async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, cas
         async with gate.checks:
             content = await asyncio.to_thread(_check_written, writer, media_type, budget)
         async with gate.keeping:
-            room = await database.run(lambda c: _room(c, settings, case_id, party_id))
+            room = await database.run(lambda c: room_left(c, settings, case_id, party_id))
             if writer.size > room.bytes:
                 raise _over_quota(room)
             stored = await asyncio.to_thread(writer.commit)
@@ -267,24 +214,6 @@ def _check_written(writer: MaterialWriter, media_type: str,
         return check_content(media_type, source, budget)
 
 
-def record_material(conn: sqlite3.Connection, actor: str, case_id: int, party_id: int | None,
-                    name: str, description: str, media_type: str, content: dict[str, object],
-                    stored: StoredMaterial, custody_index: int) -> dict[str, Any]:
-    """The row of a kept file (its custody entry written already), audited; as served."""
-    conn.execute(
-        "INSERT INTO materials (id, case_id, party_id, origin, uploaded_by, name, "
-        "description, media_type, size, sha256, content, wrapped_key, kek_fingerprint, "
-        "custody_index, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (stored.material_id, case_id, party_id, "party" if party_id is not None else "officer",
-         actor, name, description, media_type, stored.size, stored.sha256,
-         json.dumps(content), stored.wrapped_key, stored.kek_fingerprint, custody_index,
-         now_iso()))
-    audit(conn, actor, "material.received", f"material:{stored.material_id}", case_id,
-          sha256=stored.sha256, size=stored.size, media_type=media_type)
-    return _row_json(conn.execute(f"SELECT {_PUBLIC} FROM materials WHERE id = ?",
-                                  (stored.material_id,)).fetchone())
-
-
 async def _keep(request: web.Request, who: Officer | PartyCaller, case_id: int,
                 party_id: int | None, name: str, description: str, media_type: str,
                 content: dict[str, object], stored: StoredMaterial) -> dict[str, Any]:
@@ -294,7 +223,7 @@ async def _keep(request: web.Request, who: Officer | PartyCaller, case_id: int,
         sha256=stored.sha256, size=stored.size, media_type=media_type, name=name,
         origin="party" if party_id is not None else "officer")
     index = int(entry["index"])
-    return await request.app[DB].run(lambda c: record_material(
+    return await request.app[DB].run(lambda c: records.record_material(
         c, who.actor, case_id, party_id, name, description, media_type, content, stored,
         index))
 
@@ -312,7 +241,7 @@ def _rejected_response(exc: MaterialRejected) -> web.HTTPException:
 
 async def party_upload(request: web.Request) -> web.Response:
     caller = await access.party(request)
-    await request.app[DB].run(lambda c: access.require_open_case(c, caller.case_id))
+    done(await request.app[DB].run(lambda c: access.require_open_case(c, caller.case_id)))
     try:
         material = await _receive(request, caller, caller.case_id)
     except MaterialRejected as exc:
@@ -323,12 +252,9 @@ async def party_upload(request: web.Request) -> web.Response:
 async def officer_upload(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
-
-    def check(conn: sqlite3.Connection) -> None:
-        access.load_case(conn, officer, case_id)
-        access.require_open_case(conn, case_id)
-
-    await request.app[DB].run(check)
+    refusal = await request.app[DB].run(lambda c: records.may_upload(c, officer, case_id))
+    if refusal is not None:
+        raise refused(refusal)
     try:
         material = await _receive(request, officer, case_id)
     except MaterialRejected as exc:
@@ -339,29 +265,16 @@ async def officer_upload(request: web.Request) -> web.Response:
 async def party_list(request: web.Request) -> web.Response:
     caller = await access.party(request)
     found = await request.app[DB].run(
-        lambda c: case_materials(c, caller.case_id, caller.party_id))
+        lambda c: records.case_materials(c, caller.case_id, caller.party_id))
     return web.json_response({"materials": found})
 
 
 async def officer_list(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
-
-    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        access.load_case(conn, officer, case_id)
-        return case_materials(conn, case_id)
-
-    return web.json_response({"materials": await request.app[DB].run(run)})
-
-
-def material_row(conn: sqlite3.Connection, case_id: int, material_id: str,
-                 party_id: int | None = None) -> dict[str, Any]:
-    row = conn.execute("SELECT * FROM materials WHERE id = ? AND case_id = ?",
-                       (material_id, case_id)).fetchone()
-    if row is None or (party_id is not None and (row["party_id"] != party_id
-                                                 or row["origin"] != "party")):
-        raise json_error(web.HTTPNotFound, "not_found", "no such material")
-    return dict(row)
+    found = done(await request.app[DB].run(
+        lambda c: records.officer_materials(c, officer, case_id)))
+    return web.json_response({"materials": found})
 
 
 async def read_checked(request: web.Request, row: dict[str, Any]) -> bytes:
@@ -417,8 +330,8 @@ async def _download(request: web.Request, who: Officer | PartyCaller, case_id: i
 async def party_download(request: web.Request) -> web.StreamResponse:
     caller = await access.party(request)
     material_id = request.match_info["material"]
-    row = await request.app[DB].run(
-        lambda c: material_row(c, caller.case_id, material_id, caller.party_id))
+    row = done(await request.app[DB].run(
+        lambda c: records.material_row(c, caller.case_id, material_id, caller.party_id)))
     return await _download(request, caller, caller.case_id, row, "own material")
 
 
@@ -430,12 +343,8 @@ async def officer_download(request: web.Request) -> web.StreamResponse:
     if not reason:
         raise json_error(web.HTTPBadRequest, "reason_required",
                          "every access to evidence needs a reason (?reason=)")
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        access.load_case(conn, officer, case_id)
-        return material_row(conn, case_id, material_id)
-
-    row = await request.app[DB].run(run)
+    row = done(await request.app[DB].run(
+        lambda c: records.officer_material(c, officer, case_id, material_id)))
     return await _download(request, officer, case_id, row, reason)
 
 

@@ -14,9 +14,7 @@ One display per room at a time: showing another item ends the current one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sqlite3
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -37,9 +35,8 @@ from mediaserver.server_track import (
 from recorder.custody import CustodyLog
 
 from .. import access
-from ..access import audit, text
+from ..access import text
 from ..appkeys import CONFIG, DB, DISPLAYS
-from ..auth import now_iso
 from ..db import Database
 from ..events import EventHub
 from ..http.jsonio import json_error, read_object
@@ -56,8 +53,11 @@ from ..http.openapi import (
     op,
     responses,
 )
-from ..materials.api import material_row, read_checked
+from ..materials.api import read_checked
+from ..materials.records import material_row
 from ..materials.store import TYPES
+from ..refusals import done
+from . import store
 from .api import open_session_room
 
 logger = logging.getLogger(__name__)
@@ -134,14 +134,8 @@ class Display:
             room=self.room.room_id, display=self.display_id, material=self.material["id"],
             ended=how, viewers=viewers, frames_sent=self.track.frames_sent,
             seconds=round(time.monotonic() - self.started, 3))
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE displays SET ended_at = ?, viewers = ? WHERE id = ?",
-                         (now_iso(), json.dumps(viewers), self.display_id))
-            audit(conn, actor, "evidence.display_ended", f"display:{self.display_id}",
-                  self.case_id, reason, ended=how, viewers=viewers)
-
-        await self.manager.db.run(run)
+        await self.manager.db.run(lambda c: store.display_ended(
+            c, self.display_id, self.case_id, actor, how, reason, viewers))
         self.manager.events.publish(self.case_id, "display", self.room.room_id, state="ended",
                                     display=self.display_id, material=self.material["id"],
                                     ended=how)
@@ -166,8 +160,6 @@ class DisplayManager:
         # an ending display still writes its custody entry: waited for, not cancelled
         await self._tasks.drain()
         await self._tasks.close()
-
-
 
 
 def _room_video_codecs(room: SfuRoom) -> set[str]:
@@ -199,7 +191,8 @@ async def start_display(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, "bad_request",
                          "material_id: a material of the case; page: a page number from 1")
     case_id, session_id, room = await open_session_room(request, officer)
-    material = await request.app[DB].run(lambda c: material_row(c, case_id, material_id))
+    material = done(await request.app[DB].run(
+        lambda c: material_row(c, case_id, material_id)))
     data = await read_checked(request, material)
     codecs = _room_video_codecs(room)
     try:
@@ -216,18 +209,8 @@ async def start_display(request: web.Request) -> web.Response:
         for each in players:
             each.close()
         raise json_error(web.HTTPConflict, "empty", "the room closed")
-
-    def record(conn: sqlite3.Connection) -> int:
-        cursor = conn.execute(
-            "INSERT INTO displays (session_id, material_id, shown_by, mode, started_at) "
-            "VALUES (?, ?, ?, ?, ?)", (session_id, material_id, officer.actor, player.mode,
-                                       now_iso()))
-        assert cursor.lastrowid is not None
-        audit(conn, officer.actor, "evidence.display_started", f"display:{cursor.lastrowid}",
-              case_id, reason, material=material_id, mode=player.mode)
-        return cursor.lastrowid
-
-    display_id = await request.app[DB].run(record)
+    display_id = await request.app[DB].run(lambda c: store.display_started(
+        c, session_id, case_id, officer.actor, material_id, player.mode, reason))
     pli = request.app[CONFIG].media.pli_min_interval
     tracks = [ServerTrack(f"evidence-{display_id}" + ("-audio" if n else ""), PARTICIPANT, p,
                           pli_min_interval=pli) for n, p in enumerate(players)]

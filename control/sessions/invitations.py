@@ -24,7 +24,7 @@ from ..access import audit, id_value, issue_grant, text
 from ..appkeys import CONFIG, DB, REDEEM_LIMIT, SIGNER
 from ..auth import Officer, now_iso, token_hash
 from ..cases.api import done
-from ..cases.store import Refusal, open_case
+from ..cases.store import open_case
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -39,6 +39,7 @@ from ..http.openapi import (
     op,
     responses,
 )
+from ..refusals import Refusal
 from ..verification.wiring import forget_reference
 
 CONSENTS = ("recording", "face", "electronic_delivery")

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from ..access import audit, find_case, issue_grant, revoke_grants
 from ..auth import Officer, now_iso
-from ..cases.store import Refusal, open_case
+from ..cases.store import open_case
+from ..refusals import Refusal
 
 PURPOSES = ("inquiry", "mediation", "education", "delivery", "other")
 ACTIONS = ("remove", "mute", "unmute", "lock", "unlock")
@@ -115,3 +116,24 @@ def call_action(conn: sqlite3.Connection, officer: Officer, case_id: int, sessio
                      (int(action == "lock"), session_id))
     audit(conn, officer.actor, f"call.{action}", f"room:{room_id}", case_id, reason, **detail)
     return None
+
+
+def display_started(conn: sqlite3.Connection, session_id: int, case_id: int, actor: str,
+                    material_id: str, mode: str, reason: str) -> int:
+    """Record that an item is being shown into the session's call; the display's ID."""
+    cursor = conn.execute(
+        "INSERT INTO displays (session_id, material_id, shown_by, mode, started_at) "
+        "VALUES (?, ?, ?, ?, ?)", (session_id, material_id, actor, mode, now_iso()))
+    assert cursor.lastrowid is not None
+    audit(conn, actor, "evidence.display_started", f"display:{cursor.lastrowid}", case_id,
+          reason, material=material_id, mode=mode)
+    return cursor.lastrowid
+
+
+def display_ended(conn: sqlite3.Connection, display_id: int, case_id: int, actor: str,
+                  how: str, reason: str, viewers: list[str]) -> None:
+    """Record that a display ended, how, and everyone who saw it."""
+    conn.execute("UPDATE displays SET ended_at = ?, viewers = ? WHERE id = ?",
+                 (now_iso(), json.dumps(viewers), display_id))
+    audit(conn, actor, "evidence.display_ended", f"display:{display_id}", case_id, reason,
+          ended=how, viewers=viewers)

@@ -8,7 +8,6 @@ after consenting to face checks when redeeming the invitation.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +31,9 @@ from ..http.openapi import (
     reason_query,
     responses,
 )
+from ..refusals import refused
 from ..sessions.api import open_session_room
+from . import store
 
 
 def scope_of_case(case_id: int) -> str:
@@ -50,14 +51,10 @@ async def _party_of_case(request: web.Request) -> tuple[Any, int, int]:
     officer = await access.officer(request)
     case_id = access.case_id(request)
     party_id = access.path_int(request, "party", "party")
-
-    def run(conn: sqlite3.Connection) -> None:
-        access.load_case(conn, officer, case_id)
-        if conn.execute("SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
-                        (party_id, case_id)).fetchone() is None:
-            raise json_error(web.HTTPNotFound, "not_found", "no such party in this case")
-
-    await request.app[DB].run(run)
+    refusal = await request.app[DB].run(
+        lambda c: store.party_of_case(c, officer, case_id, party_id))
+    if refusal is not None:
+        raise refused(refusal)
     return officer, case_id, party_id
 
 

@@ -11,9 +11,7 @@ document checked, ``.../prejoin/{party}/still`` the party's latest still.
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +36,9 @@ from ..http.openapi import (
     raw_body,
     responses,
 )
+from ..refusals import Refusal, done, refused
+from ..sessions.store import open_room
+from . import store
 from .prejoin import DOCUMENT_TYPES, PartyInSession
 
 _LAST_DIGITS = re.compile(r"^[0-9A-Za-z]{2,6}$")
@@ -51,20 +52,7 @@ async def _party(request: web.Request) -> PartyInSession:
                          "请先使用邀请链接 / use the invitation link first: the check needs "
                          "the call token it gives")
     room = request.app[SIGNER].verify(access.bearer(request)).room
-
-    def run(conn: sqlite3.Connection) -> PartyInSession | None:
-        row = conn.execute(
-            "SELECT s.id, s.room, s.case_id, p.consent FROM sessions s JOIN parties p "
-            "ON p.case_id = s.case_id JOIN cases c ON c.id = s.case_id WHERE s.room = ? "
-            "AND p.id = ? AND s.ended_at IS NULL AND c.status = 'open'",
-            (room, caller.party_id)).fetchone()
-        if row is None:
-            return None
-        consent = json.loads(row["consent"] or "{}")
-        return PartyInSession(row["case_id"], caller.party_id, row["id"], row["room"],
-                              bool(consent.get("face")))
-
-    who = await request.app[DB].run(run)
+    who = await request.app[DB].run(lambda c: store.party_in_session(c, room, caller.party_id))
     if who is None:
         raise json_error(web.HTTPConflict, "session_ended",
                          "本次会话已结束 / the session has ended")
@@ -109,25 +97,15 @@ async def _session(request: web.Request) -> tuple[Any, int, int, str]:
     officer = await access.officer(request)
     case_id = access.case_id(request)
     session_id = access.path_int(request, "session", "session")
-
-    def run(conn: sqlite3.Connection) -> str:
-        access.load_case(conn, officer, case_id)
-        row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ? "
-                           "AND ended_at IS NULL", (session_id, case_id)).fetchone()
-        if row is None:
-            raise json_error(web.HTTPNotFound, "not_found", "no open session with this ID")
-        room: str = row["room"]
-        return room
-
-    return officer, case_id, session_id, await request.app[DB].run(run)
+    room = done(await request.app[DB].run(
+        lambda c: open_room(c, officer, case_id, session_id)))
+    return officer, case_id, session_id, room
 
 
 async def _party_of(request: web.Request, case_id: int) -> int:
     party_id = access.path_int(request, "party", "party")
-    found = await request.app[DB].run(lambda c: c.execute(
-        "SELECT 1 FROM parties WHERE id = ? AND case_id = ?", (party_id, case_id)).fetchone())
-    if found is None:
-        raise json_error(web.HTTPNotFound, "not_found", "no such party in this case")
+    if not await request.app[DB].run(lambda c: store.party_in_case(c, case_id, party_id)):
+        raise refused(Refusal.NO_PARTY)
     return party_id
 
 

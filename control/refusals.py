@@ -1,0 +1,63 @@
+"""Why a store function did nothing, and the error answer each reason gets.
+
+The plain functions that own the SQL (``cases/store.py``, ``sessions/store.py``,
+``materials/records.py``, ``verification/store.py``, ``access.load_case``) return a
+:class:`Refusal` rather than raising an HTTP error inside their transaction; the handler turns
+it into the answer with :func:`done` or :func:`refused`. This module imports nothing of
+``control`` but the error format, so every area may import it at the top.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeVar
+
+from aiohttp import web
+
+from .http.jsonio import json_error
+
+T = TypeVar("T")
+
+
+class Refusal(enum.Enum):
+    """Why a case, session, invitation or material function did nothing: ``(code, message)``."""
+
+    NO_CASE = ("not_found", "no such case")
+    CASE_CLOSED = ("case_closed", "the case is closed")
+    NO_PARTY = ("not_found", "no such party in this case")
+    NO_SESSION = ("not_found", "no such session")
+    NO_OPEN_SESSION = ("not_found", "no open session with this ID")
+    SESSION_OPEN = ("session_open", "this case already has an open session")
+    END_SESSION_FIRST = ("session_open", "end the open session first")
+    SESSION_ENDED = ("ended", "the session has ended already")
+    NO_INVITATION = ("not_found", "no such invitation")
+    NO_MATERIAL = ("not_found", "no such material")
+
+    @property
+    def code(self) -> str:
+        return self.value[0]
+
+    @property
+    def message(self) -> str:
+        return self.value[1]
+
+
+_STATUS: dict[Refusal, type[web.HTTPException]] = {
+    Refusal.NO_CASE: web.HTTPNotFound, Refusal.CASE_CLOSED: web.HTTPConflict,
+    Refusal.NO_PARTY: web.HTTPNotFound, Refusal.NO_SESSION: web.HTTPNotFound,
+    Refusal.NO_OPEN_SESSION: web.HTTPNotFound, Refusal.SESSION_OPEN: web.HTTPConflict,
+    Refusal.END_SESSION_FIRST: web.HTTPConflict, Refusal.SESSION_ENDED: web.HTTPConflict,
+    Refusal.NO_INVITATION: web.HTTPNotFound, Refusal.NO_MATERIAL: web.HTTPNotFound,
+}
+
+
+def refused(refusal: Refusal) -> web.HTTPException:
+    """The error answer for a store function's refusal."""
+    return json_error(_STATUS[refusal], refusal.code, refusal.message)
+
+
+def done(result: T | Refusal) -> T:
+    """A store function's result, or its refusal raised as the error answer."""
+    if isinstance(result, Refusal):
+        raise refused(result)
+    return result
