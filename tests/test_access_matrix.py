@@ -10,6 +10,7 @@ joined answers 409 ("empty"), which tells it apart from 401/403/404.
 from __future__ import annotations
 
 import asyncio
+import functools
 import datetime
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -309,8 +310,8 @@ async def test_access_matrix(tmp_path: Path) -> None:
                 "observer": ("guan", "observer", "brigade-1"),
                 "supervisor": ("zhao", "supervisor", "hq")}
     for username, role, brigade in accounts.values():
-        await db.run(lambda c, u=username, r=role, b=brigade: create_officer(c, u, PASSWORD,
-                                                                             r, b))
+        await db.run(functools.partial(create_officer, username=username, password=PASSWORD,
+                                       role=role, brigade=brigade))
     mismatches = []
     try:
         async with aiohttp.ClientSession() as http:
