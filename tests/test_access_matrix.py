@@ -10,8 +10,8 @@ joined answers 409 ("empty"), which tells it apart from 401/403/404.
 from __future__ import annotations
 
 import asyncio
-import functools
 import datetime
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
