@@ -125,7 +125,8 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             assert record["header"]["person"]["name"] == "张三"
             assert record["recording_id"] == recording.recording_id
             base = f"/api/cases/{cid}/records/{rid}"
-            for q, a in (("你是否清楚今天询问的原因？", "清楚。"), ("请讲一下经过。", "我追尾了。")):
+            for q, a in (("你是否清楚今天询问的原因？", "清楚。"),
+                         ("请讲一下经过。", "我追尾了。")):
                 status, record = await api.call("POST", base + "/turns", li, {"q": q, "a": a})
                 assert status == 200, record
             assert all(t["offset"] >= 0 for t in record["turns"])
