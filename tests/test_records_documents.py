@@ -366,3 +366,69 @@ def test_record_versions_hash_the_canonical_json() -> None:
     canonical = json.dumps({"header": {"case": {"place": "某地"}}, "record": record.to_json()},
                            ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
     assert version.sha256 == hashlib.sha256(canonical).hexdigest() and version.version == 1
+
+
+async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path) -> None:
+    """No seeding: the verifier compares the party's video (the enrolled astronaut) with its
+    reference and logs the match; the party's signing then goes through."""
+    from bench.peer import ImageVideoTrack
+    from tests.test_verifier import ASTRONAUT, _enroll, _png
+    from tests.test_verifier import _server as verifier_server
+
+    server = await verifier_server(tmp_path)
+    clients: list[PeerClient] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, pid = await case_with_party(api, li, name="张三")
+            status, body = await _enroll(server, li, cid, pid, _png(ASTRONAUT))
+            assert status == 200, body
+            s = sample("delivery_consent")
+            status, doc = await api.call("POST", f"/api/cases/{cid}/documents", li, {
+                "kind": "delivery_consent",
+                "data": {"department": s["department"], "case": s["case"],
+                         "delivery": s["delivery"],
+                         "parties": [{"id": pid, "id_number": "110101198503020011"}]}})
+            assert status == 201, doc
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            party = (await party_link(api, li, cid, pid))["token"]
+            key = PartyKey()
+            status, body = await party_sign(api, party, doc["id"], f"party-p{pid}", key)
+            assert (status, body["error"]) == (409, "face_match_required")
+            officer = PeerClient(server.base_url, session["token"], decode=False)
+            clients.append(officer)
+            await officer.connect()
+            driver = PeerClient(server.base_url, party)
+            clients.append(driver)
+            await driver.connect()
+            await driver.publish(ImageVideoTrack([(0, ASTRONAUT)], width=640, height=480,
+                                                 fps=15))
+            await wait_until(lambda: any(
+                e["verdict"] == "match" and e["participant"] == f"party-{pid}"
+                for e in _custody(server, "verification.verdict")), timeout=40,
+                what="a face match logged by the verifier")
+            status, state = await party_sign(api, party, doc["id"], f"party-p{pid}", key)
+            assert status == 200, state
+            match = next(e for e in _custody(server, "verification.verdict")
+                         if e["verdict"] == "match")
+            signed = _custody(server, "document.signed")[-1]
+            assert signed["verdict"].startswith("custody-")
+            assert int(signed["verdict"].split("-")[1]) >= match["index"]
+            # the certificate carries the verdict and the matched frame's hash
+            pdf = await _pdf(server, f"/api/party/documents/{doc['id']}/pdf", party)
+            _, root = await api.call("GET", "/api/ca/root")
+        from cryptography import x509
+
+        from documents.verify import verify_pdf
+        report = await asyncio.to_thread(verify_pdf, pdf, [x509.load_pem_x509_certificate(root)])
+        (sig,) = report.signatures
+        assert sig.ok, sig.problems
+        assert sig.signing_event is not None
+        logged = server.app[CUSTODY].entry(int(sig.signing_event["verdict_id"].split("-")[1]))
+        assert logged["type"] == "verification.verdict" and logged["verdict"] == "match"
+        assert sig.signing_event["frame_sha256"] == logged["frame_sha256"]
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
