@@ -15,6 +15,7 @@ from control.appkeys import DB
 from control.auth import create_officer
 from documents.samples import sample
 from documents.verify import extract_marks
+from tests.conftest import Server
 from tests.test_browser import _wait_for, browser  # noqa: F401  (the fixture)
 from tests.test_records_documents import seed_match
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"
 
 
-async def test_party_page_draws_a_mark_and_signs(server, browser) -> None:  # noqa: F811
+async def test_party_page_draws_a_mark_and_signs(server: Server,
+                                                 browser: Any) -> None:  # noqa: F811
     await server.app[DB].run(lambda c: create_officer(c, "li", PASSWORD, "officer", "b"))
     async with aiohttp.ClientSession() as http:
         async def call(method: str, path: str, token: str | None = None,
