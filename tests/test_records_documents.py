@@ -432,3 +432,48 @@ async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path)
         for client in clients:
             await client.close()
         await server.runner.cleanup()
+
+
+async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Path) -> None:
+    server = await start_server(make_config(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, pid = await case_with_party(api, li, name="张三")
+            s = sample("penalty_notice")
+            status, doc = await api.call("POST", f"/api/cases/{cid}/documents", li, {
+                "kind": "penalty_notice",
+                "data": {"department": s["department"], "case": s["case"],
+                         "penalty": s["penalty"],
+                         "parties": [{"id": pid, "id_number": "110101198503020011"}]}})
+            assert status == 201, doc
+            # a penalty decision without its legal basis names it
+            penalty = {k: v for k, v in s["penalty"].items() if k != "legal_basis"}
+            status, body = await api.call("POST", f"/api/cases/{cid}/documents", li, {
+                "kind": "penalty_decision", "data": {"penalty": penalty}})
+            assert (status, body["error"]) == (422, "missing_fields")
+            assert "penalty.legal_basis" in [m["path"] for m in body["missing"]]
+            assert "法律依据" in body["message"]
+            dpath = f"/api/cases/{cid}/documents/{doc['id']}"
+            status, state = await api.call("POST", dpath + "/refusals", li,
+                                           {"field": f"party-p{pid}", "reason": "当事人拒绝签名"})
+            assert status == 200, state
+            assert state["number"] == doc["number"] and state["revision"] == 2
+            assert state["state"]["refused"] == [f"party-p{pid}"]
+            refused = _custody(server, "document.refused")[-1]
+            assert refused["sha256"] == state["sha256"] and refused["reason"] == "当事人拒绝签名"
+            status, state = await api.call("POST", dpath + "/sign", li, {"field": "officer-o1"})
+            assert status == 200 and state["state"]["effective"], state
+            # once signed, a refusal would change signed text: refused
+            status, body = await api.call("POST", dpath + "/refusals", li,
+                                          {"field": f"party-p{pid}", "reason": "x"})
+            assert (status, body["error"]) == (409, "already_signed")
+            pdf = await _pdf(server, dpath + "/pdf", li)
+        import pypdfium2
+
+        text = "".join(page.get_textpage().get_text_range()
+                       for page in pypdfium2.PdfDocument(pdf))
+        assert "拒绝签名" in text and "当事人拒绝签名" in text
+    finally:
+        await server.runner.cleanup()

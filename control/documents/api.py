@@ -40,7 +40,7 @@ from documents.verify import document_state
 
 from .. import access
 from ..access import PartyCaller, text
-from ..appkeys import CUSTODY, DB, DOCS
+from ..appkeys import CUSTODY, DB, DOCS, EVENTS
 from ..auth import Officer, now_iso
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
@@ -102,6 +102,10 @@ async def custody(request: web.Request, entry: str, actor: str, doc: dict[str, A
     await request.app[CUSTODY].append_async(
         entry, actor=actor, case=str(doc["case_id"]), document=doc["id"], kind=doc["kind"],
         number=doc["number"], revision=doc["revision"], sha256=doc["sha256"], **fields)
+    events = request.app[EVENTS]
+    events.know_case(doc["case_id"], doc["brigade"])
+    events.publish(doc["case_id"], entry, document=doc["id"], kind=doc["kind"],
+                   revision=doc["revision"])
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:

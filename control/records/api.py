@@ -24,7 +24,7 @@ from documents.record import InquiryRecord, RecordVersion
 
 from .. import access
 from ..access import text
-from ..appkeys import CUSTODY, DB, DOCS, RECORDER
+from ..appkeys import CUSTODY, DB, DOCS, EVENTS, RECORDER
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -72,6 +72,9 @@ async def saved(request: web.Request, actor: str, result: tuple[dict[str, Any], 
     await request.app[CUSTODY].append_async(
         "record.saved", actor=actor, case=str(row["case_id"]), session=row["session_id"],
         record=row["id"], version=version.version, sha256=version.sha256, phase=row["phase"])
+    # the officers' event stream (/api/events) of the case, for other consoles following it
+    request.app[EVENTS].publish(row["case_id"], "record.saved", record=row["id"],
+                                version=version.version, phase=row["phase"])
     return row
 
 
