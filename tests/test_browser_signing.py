@@ -87,3 +87,34 @@ async def test_party_page_draws_a_mark_and_signs(server: Server,
         console = await browser.new_page()
         await console.goto(server.base_url + "/static/console.html")
         await console.wait_for_selector("#login")
+
+
+async def test_console_writes_the_record_during_the_session(server: Server,
+                                                            browser: Any) -> None:  # noqa: F811
+    await server.app[DB].run(lambda c: create_officer(c, "li", PASSWORD, "officer", "brigade-1"))
+    page = await browser.new_page()
+    await page.goto(server.base_url + "/console")
+    await page.fill("#username", "li")
+    await page.fill("#password", PASSWORD)
+    await page.click("#login-form button")
+    await _wait_for(page, "document.getElementById('who').textContent.includes('li')")
+    await page.select_option("#case-kind", "accident")
+    await page.fill("#case-title", "G15 追尾")
+    await page.click("#new-case button")
+    await page.wait_for_selector("#case-heading:has-text('G15 追尾')")
+    await page.fill("#party-name", "张三")
+    await page.click("#new-party button")
+    await page.wait_for_selector("#parties li:has-text('张三')")
+    await page.click("#open-session button")
+    await page.wait_for_selector("#session-open:not([hidden])")
+    await page.wait_for_selector("#records-documents:not([hidden]) #record-party option",
+                                 state="attached")
+    await page.click("#record-new")
+    await page.wait_for_selector("#record-turns li:has-text('writing')")
+    await page.fill("#turn-q", "请讲一下事故经过。")
+    await page.fill("#turn-a", "我追尾了前车。")
+    await page.click("#record-turn button[type=submit]")
+    await page.wait_for_selector("#record-turns li:has-text('我追尾了前车。')")
+    text = await page.inner_text("#record-turns")
+    assert "录像" in text and "请讲一下事故经过。" in text
+    assert await page.inner_text("#rd-error") == ""

@@ -98,11 +98,13 @@
   async function refresh() {
     if (!con.caseId || !con.token) { section.hidden = true; return; }
     section.hidden = false;
-    if (caseSeen !== con.caseId) {
-      caseSeen = con.caseId;
-      record = null;
-      $("record-party").replaceChildren(...((con.case && con.case.parties) || []).map(
+    if (caseSeen !== con.caseId) { caseSeen = con.caseId; record = null; }
+    const parties = (con.case && con.case.parties) || [];
+    const picked = $("record-party").value;
+    if ($("record-party").options.length !== parties.length) {
+      $("record-party").replaceChildren(...parties.map(
         (p) => el("option", { value: String(p.id) }, p.name)));
+      if (picked) $("record-party").value = picked;
     }
     const listing = await call("GET", `/api/cases/${con.caseId}/records`);
     $("record-pick").replaceChildren(el("option", { value: "" }, "—"), ...listing.records.map(
