@@ -283,6 +283,12 @@ async def test_determination_signed_by_officer_and_seal_and_refused_when_incompl
             assert status == 200 and seen["sha256"] == state["sha256"]
             pdf = await _pdf(server, dpath + "/pdf", observer)
             assert hashlib.sha256(pdf).hexdigest() == state["sha256"]
+            _, root = await api.call("GET", "/api/ca/root")
+            (tmp_path / "root.pem").write_bytes(root)
+            (tmp_path / "determination.pdf").write_bytes(pdf)
+            checked = await asyncio.to_thread(verify_cli, tmp_path / "determination.pdf",
+                                              tmp_path / "root.pem")
+            assert checked.returncode == 0, checked.stdout + checked.stderr
             # revoking: supervisors only; the CRL then lists the seal's certificate
             assert (await api.call("POST", dpath + "/revoke", li, {
                 "field": "seal-department", "reason": "密钥泄露"}))[0] == 403
