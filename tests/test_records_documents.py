@@ -476,6 +476,13 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
                                           {"field": f"party-p{pid}", "reason": "x"})
             assert (status, body["error"]) == (409, "already_signed")
             pdf = await _pdf(server, dpath + "/pdf", li)
+            # every revision is a 0600 file; one changed on disk is refused, not served
+            files = sorted((tmp_path / "var" / "documents" / f"case-{cid}").glob("*.pdf"))
+            assert len(files) == 3 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+            current = next(f for f in files if f.read_bytes() == pdf)
+            current.write_bytes(pdf[:-10] + b"%%EOF\n    ")
+            status, body = await api.call("GET", dpath + "/pdf", li)
+            assert (status, body["error"]) == (409, "integrity_failed")
         import pypdfium2
 
         text = "".join(page.get_textpage().get_text_range()

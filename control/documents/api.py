@@ -58,7 +58,7 @@ from ..http.openapi import (
     responses,
 )
 from . import store
-from .desk import DocumentDesk, PendingParty
+from .desk import DocumentDesk, IntegrityProblem, PendingParty
 
 T = TypeVar("T")
 DOCUMENT = in_path("document", ID)
@@ -91,6 +91,13 @@ def desk(request: web.Request) -> DocumentDesk:
     return request.app[DOCS]
 
 
+async def current_pdf(request: web.Request, doc: dict[str, Any]) -> bytes:
+    try:
+        return await asyncio.to_thread(desk(request).read, doc)
+    except IntegrityProblem as exc:
+        raise json_error(web.HTTPConflict, "integrity_failed", str(exc)) from None
+
+
 def locks(request: web.Request, document_id: int) -> asyncio.Lock:
     """One change at a time per document (each is a new revision over the current one)."""
     held = desk(request).locks
@@ -116,7 +123,7 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
 
 async def with_state(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
     d = desk(request)
-    pdf = await asyncio.to_thread(d.read, doc["case_id"], doc["id"], doc["revision"])
+    pdf = await current_pdf(request, doc)
     state = await asyncio.to_thread(document_state, pdf)
     out = _public(doc)
     out["state"] = state.as_json()
@@ -142,10 +149,15 @@ async def generate(request: web.Request, who: Officer, case_id: int, kind: str,
     sha = hashlib.sha256(doc.pdf).hexdigest()
     required = [r.as_json() for r in doc.required]
     brigade = str(data["department"]["brigade"])
+    def keep(c: Any) -> int:
+        # the file is written inside the row's transaction: a failed write keeps no row
+        document_id = store.insert(c, who, case_id, kind, number, brigade, year, seq, data,
+                                   required, sha)
+        d.write(case_id, document_id, 1, doc.pdf)
+        return document_id
+
     try:
-        document_id = await request.app[DB].run(lambda c: store.insert(
-            c, who, case_id, kind, number, brigade, year, seq, data, required, sha))
-        await asyncio.to_thread(d.write, case_id, document_id, 1, doc.pdf)
+        document_id = await request.app[DB].run(keep)
     except BaseException:
         await asyncio.to_thread(d.void, brigade, kind, year, seq,
                                 "保存失败 / could not be stored")
@@ -192,7 +204,7 @@ async def get_document(request: web.Request) -> web.Response:
 
 
 async def _pdf(request: web.Request, doc: dict[str, Any]) -> web.Response:
-    pdf = await asyncio.to_thread(desk(request).read, doc["case_id"], doc["id"], doc["revision"])
+    pdf = await current_pdf(request, doc)
     name = f"document-{doc['id']}-r{doc['revision']}.pdf"
     return web.Response(body=pdf, content_type="application/pdf", headers={
         "Content-Disposition": f'attachment; filename="{name}"', "X-Content-SHA256": doc["sha256"]})
@@ -257,7 +269,7 @@ async def sign(request: web.Request) -> web.Response:
             raise json_error(web.HTTPForbidden, "party_box",
                              f"{field} 是当事人的签名位置，由当事人本人签名 / {field} is a party's "
                              "box: the party signs it")
-        pdf = await asyncio.to_thread(d.read, doc["case_id"], doc["id"], doc["revision"])
+        pdf = await current_pdf(request, doc)
 
         def make() -> tuple[bytes, int]:
             signer = builtin_signer(d.setup, role, **kwargs)
@@ -420,7 +432,7 @@ async def prepare(request: web.Request) -> web.Response:
         raise json_error(web.HTTPConflict, "face_match_required",
                          f"签名前须在视频中通过人脸核验（{minutes} 分钟内）/ signing needs a face "
                          f"match in the call within the last {minutes} minutes")
-    pdf = await asyncio.to_thread(d.read, doc["case_id"], doc["id"], doc["revision"])
+    pdf = await current_pdf(request, doc)
     mark = strokes_json(strokes)
 
     def make() -> tuple[Any, int]:

@@ -7,13 +7,15 @@ it through ``asyncio.to_thread``. Files:
 * ``<keys.dir>/documents/``: the CA (``documents.ca.DeploymentCA``: root, seal, officers, TSA,
   CRL), never inside the data directory;
 * ``<data_dir>/documents/numbers.sqlite3``: the document numbers (per brigade, kind, year);
-* ``<data_dir>/documents/case-<id>/doc-<id>-r<n>.pdf``: every revision of every document
-  (mode 0600, written atomically, never overwritten: each signature is a new revision).
+* ``<data_dir>/documents/case-<id>/doc-<id>-r<n>-<sha256[:16]>.pdf``: every revision of every
+  document (mode 0600, written atomically, never overwritten: each signature is a new
+  revision; read back only when its hash is the one the database holds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import time
@@ -30,6 +32,14 @@ from documents.signing import PendingSignature, SigningSetup
 from documents.templates import Template
 
 PENDING_SECONDS = 300  # a prepared party signature waits this long for the browser
+
+
+class IntegrityProblem(Exception):
+    """A stored revision whose bytes are not those the database recorded."""
+
+    def __init__(self, document_id: int, revision: int) -> None:
+        super().__init__(f"文书 {document_id} 第 {revision} 版的文件与记录的哈希不符 / document "
+                         f"{document_id} revision {revision} does not match its recorded hash")
 
 
 @dataclass
@@ -90,12 +100,16 @@ class DocumentDesk:
             store.close()
 
     # -- files ---------------------------------------------------------------------------
-    def path(self, case_id: int, document_id: int, revision: int) -> Path:
-        return self.dir / f"case-{case_id}" / f"doc-{document_id}-r{revision}.pdf"
+    def path(self, case_id: int, document_id: int, revision: int, sha256: str) -> Path:
+        """A revision's file; its name carries the start of its hash, so a file left by a
+        change the database then refused (or a crash) never stands in a later one's way."""
+        return self.dir / f"case-{case_id}" / f"doc-{document_id}-r{revision}-{sha256[:16]}.pdf"
 
     def write(self, case_id: int, document_id: int, revision: int, pdf: bytes) -> Path:
         """A new revision's file: 0600, written whole before it is named, never overwritten."""
-        path = self.path(case_id, document_id, revision)
+        path = self.path(case_id, document_id, revision, hashlib.sha256(pdf).hexdigest())
+        if path.exists():
+            return path  # the same bytes (its hash in the name, checked when read)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,8 +123,12 @@ class DocumentDesk:
             tmp.unlink(missing_ok=True)
         return path
 
-    def read(self, case_id: int, document_id: int, revision: int) -> bytes:
-        return self.path(case_id, document_id, revision).read_bytes()
+    def read(self, doc: dict[str, Any]) -> bytes:
+        """The document's current revision, checked against the hash the database holds."""
+        pdf = self.path(doc["case_id"], doc["id"], doc["revision"], doc["sha256"]).read_bytes()
+        if hashlib.sha256(pdf).hexdigest() != doc["sha256"]:
+            raise IntegrityProblem(doc["id"], doc["revision"])
+        return pdf
 
     # -- pending party signatures ----------------------------------------------------------
     def keep_pending(self, entry: PendingParty) -> str:
