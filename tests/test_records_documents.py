@@ -117,6 +117,12 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
                              timeout=20, what="the session's recording")
             recording = server.app[RECORDER].active[session["room"]]
 
+            # another console following the case hears of every saved version
+            events = await http.ws_connect(server.base_url.replace("http", "ws") + "/api/events")
+            await events.send_json({"type": "auth", "token": wang})
+            assert (await events.receive_json())["type"] == "ready"
+            await events.send_json({"type": "subscribe", "case": cid})
+            assert (await events.receive_json())["type"] == "subscribed"
             status, record = await api.call(
                 "POST", f"/api/cases/{cid}/sessions/{session['id']}/records", li,
                 {"party_id": pid})
@@ -130,6 +136,13 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
                 status, record = await api.call("POST", base + "/turns", li, {"q": q, "a": a})
                 assert status == 200, record
             assert all(t["offset"] >= 0 for t in record["turns"])
+            heard = []
+            while len(heard) < 3:
+                event = await asyncio.wait_for(events.receive_json(), 10)
+                if event["type"] == "record.saved":
+                    heard.append(event["version"])
+            assert heard == [0, 1, 2] and event["record"] == record["id"]
+            await events.close()
             # the party reads it live during the call
             status, live = await api.call("GET", "/api/party/record", party)
             assert status == 200 and [t["a"] for t in live["turns"]] == ["清楚。", "我追尾了。"]
@@ -154,6 +167,17 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             status, live = await api.call("POST", "/api/party/record/corrections/1", party,
                                           {"confirmed": True})
             assert status == 200 and live["corrections"][0]["status"] == "confirmed"
+            # a correction the party rejects puts the text back, and stays on the record
+            status, record = await api.call("POST", base + "/corrections", li,
+                                            {"turn": 1, "field": "a", "text": "不清楚。"})
+            assert status == 200 and record["turns"][0]["a"] == "不清楚。"
+            status, live = await api.call("POST", "/api/party/record/corrections/2", party,
+                                          {"confirmed": False})
+            assert status == 200 and live["turns"][0]["a"] == "清楚。"
+            assert [c["status"] for c in live["corrections"]] == ["confirmed", "rejected"]
+            status, body = await api.call("POST", "/api/party/record/corrections/2", party,
+                                          {"confirmed": True})
+            assert (status, body["error"]) == (409, "record_state")
             status, final = await api.call("POST", base + "/finalise", li)
             assert status == 201, final
             doc = final["document"]
@@ -165,6 +189,13 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
                                                                saved[-1]["version"] + 1))
             assert saved[-1]["phase"] == "final" and saved[-1]["case"] == str(cid)
             assert len({e["sha256"] for e in saved}) == len(saved)
+            status, last = await api.call("GET", base, li)
+            canonical = json.dumps({"header": last["header"], "record": {
+                k: last[k] for k in ("recording_start", "turns", "corrections", "phase",
+                                     "version")}},
+                ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+            assert saved[-1]["sha256"] == hashlib.sha256(canonical).hexdigest()
+            assert saved[0]["version"] == 0 and saved[-1]["version"] == last["version"]
             generated = _custody(server, "document.generated")[-1]
             assert generated["document"] == doc["id"] and generated["sha256"] == doc["sha256"]
 

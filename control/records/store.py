@@ -105,7 +105,7 @@ def create(conn: sqlite3.Connection, who: Officer, case_id: int, session_id: int
         "officers": [me] if me else [],
     }
     record = InquiryRecord(start)
-    version = record.snapshot()
+    version = _with_header(record.snapshot(), header)
     now = now_iso()
     cursor = conn.execute(
         "INSERT INTO inquiry_records (case_id, session_id, party_id, recording_id, header, "
