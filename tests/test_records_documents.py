@@ -136,7 +136,7 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
                 status, record = await api.call("POST", base + "/turns", li, {"q": q, "a": a})
                 assert status == 200, record
             assert all(t["offset"] >= 0 for t in record["turns"])
-            heard = []
+            heard: list[int] = []
             while len(heard) < 3:
                 event = await asyncio.wait_for(events.receive_json(), 10)
                 if event["type"] == "record.saved":
