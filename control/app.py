@@ -28,6 +28,7 @@ from .appkeys import (
     DB,
     DESK,
     DISPLAYS,
+    DOCS,
     ERRORS,
     EVENTS,
     LOGIN_ADDRESS_LIMIT,
@@ -48,6 +49,8 @@ from .cases import api as cases
 from .cases import audit, parties
 from .config import Config
 from .db import Database
+from .documents import api as documents
+from .documents.desk import DocumentDesk
 from .events import EventHub, case_of_room
 from .http import openapi
 from .http.webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
@@ -56,6 +59,7 @@ from .materials import api as materials
 from .materials.store import MaterialStore
 from .recordings import api as recordings
 from .recordings import sealed_exports
+from .records import api as records
 from .sessions import api as sessions
 from .sessions import calls, display, invitations
 from .sessions.signalling import websocket_handler
@@ -69,10 +73,11 @@ logger = logging.getLogger(__name__)
 
 # every area: its add_routes(app) and its describe(add) for the OpenAPI description
 AREAS = (service, login, cases, parties, audit, sessions, calls, invitations, display,
-         appointments, materials, recordings, verification, prejoin, statistics)
+         appointments, materials, recordings, verification, prejoin, statistics, records,
+         documents)
 # the description in the order of the reference page's sections (tags in order of appearance)
 DESCRIBED = (service, login, statistics, cases, audit, parties, verification, prejoin, sessions,
-             calls, recordings, display, invitations, appointments, materials)
+             calls, recordings, display, invitations, appointments, materials, records, documents)
 SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
 
@@ -177,6 +182,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(_closing("recorder", recorder.close))
         app[RECORDER] = recorder
         app[STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
+        # the templates are checked here: a bad edit stops the start, not the first document
+        app[DOCS] = await asyncio.to_thread(DocumentDesk, config.data_dir, config.keys_dir)
         verifier = await make_verifier(config, custody, recorder)
         if verifier is not None:
             stack.push_async_callback(_closing("verifier", verifier.close))

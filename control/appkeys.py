@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .auth import Throttle
     from .config import Config
     from .db import Database
+    from .documents.desk import DocumentDesk
     from .events import EventHub
     from .loopwatch import LoopWatch
     from .materials.api import UploadGate
@@ -51,6 +52,7 @@ DISPLAYS: web.AppKey[DisplayManager] = web.AppKey("displays")
 STORE: web.AppKey[MaterialStore] = web.AppKey("materials")
 GATE: web.AppKey[UploadGate] = web.AppKey("material_uploads")
 DESK: web.AppKey[PrejoinDesk] = web.AppKey("prejoin")  # the identity check before joining
+DOCS: web.AppKey[DocumentDesk] = web.AppKey("documents")  # templates, CA, numbers, PDFs
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
 
 # -- the front of several workers (control/front.py) -----------------------------------------

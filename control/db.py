@@ -209,6 +209,47 @@ MIGRATIONS: list[str] = [
         UNIQUE (session_id, participant)
     )
     """,
+    # 7: legal documents of a case (the PDF's revisions are files under documents/) and the
+    # inquiry record written during a session (its state is documents.record's JSON)
+    """
+    CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        kind TEXT NOT NULL,
+        number TEXT NOT NULL,
+        brigade TEXT NOT NULL,
+        year INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        required TEXT NOT NULL,
+        signatures TEXT NOT NULL DEFAULT '[]',
+        refusals TEXT NOT NULL DEFAULT '[]',
+        revision INTEGER NOT NULL DEFAULT 1,
+        sha256 TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (brigade, kind, year, seq)
+    );
+    CREATE INDEX documents_case ON documents(case_id);
+    CREATE TABLE inquiry_records (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        recording_id TEXT,
+        header TEXT NOT NULL,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        document_id INTEGER REFERENCES documents(id),
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX inquiry_records_case ON inquiry_records(case_id);
+    CREATE INDEX inquiry_records_party ON inquiry_records(party_id)
+    """,
 ]
 
 

@@ -10,6 +10,7 @@ joined answers 409 ("empty"), which tells it apart from 401/403/404.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import functools
 from collections.abc import Awaitable, Callable
@@ -21,10 +22,13 @@ import aiohttp
 import cv2
 import pytest
 import skimage.data
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.peer import PatternVideoTrack, PeerClient
 from control.appkeys import DB, RECORDER
 from control.auth import create_officer
+from documents.samples import sample
 from tests import samples
 from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server, wait_until
 
@@ -200,6 +204,63 @@ async def _party_download(w: World) -> Call:
     return Call("GET", f"/api/party/materials/{material}/content", link=link)
 
 
+def _consent_data() -> dict[str, Any]:
+    s = sample("delivery_consent")
+    return {"department": s["department"], "case": s["case"], "delivery": s["delivery"]}
+
+
+async def _document(w: World, *, signed: bool = False) -> tuple[int, int, str, int]:
+    """A fresh brigade-1 case with a 送达地址确认书 (the party's and the officer's boxes)."""
+    cid, pid, link = await w.case()
+    li = w.tokens["officer"]
+    data = _consent_data() | {"parties": [{"id": pid, "id_number": "110101198503020011"}]}
+    doc = await w.ok("POST", f"/api/cases/{cid}/documents", li,
+                     json={"kind": "delivery_consent", "data": data})
+    if signed:
+        officer_box = next(r["field"] for r in doc["required"] if r["role"] == "officer")
+        await w.ok("POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li,
+                   json={"field": officer_box})
+    return cid, pid, link, int(doc["id"])
+
+
+def document(method: str, suffix: str, json: Any = None, *, party: bool = False,
+             signed: bool = False) -> Setup:
+    async def setup(w: World) -> Call:
+        cid, pid, link, doc = await _document(w, signed=signed)
+        path = (f"/api/party/documents/{doc}{suffix}" if party
+                else f"/api/cases/{cid}/documents/{doc}{suffix}")
+        body = json
+        if isinstance(body, dict):
+            body = {k: (v.format(party=pid) if isinstance(v, str) else v)
+                    for k, v in body.items()}
+        return Call(method, path, body, link=link)
+    return setup
+
+
+async def _generate(w: World) -> Call:
+    cid, pid, link = await w.case()
+    data = _consent_data() | {"parties": [{"id": pid, "id_number": "110101198503020011"}]}
+    return Call("POST", f"/api/cases/{cid}/documents", {"kind": "delivery_consent",
+                                                         "data": data}, link=link)
+
+
+async def _record(w: World, suffix: str = "", json: Any = None, method: str = "GET") -> Call:
+    cid, pid, link = await w.case()
+    sid = await w.session(cid)
+    record = await w.ok("POST", f"/api/cases/{cid}/sessions/{sid}/records",
+                        w.tokens["officer"], json={"party_id": pid})
+    if suffix == "party":
+        return Call("GET", "/api/party/record", link=link)
+    return Call(method, f"/api/cases/{cid}/records/{record['id']}{suffix}", json, link=link)
+
+
+def record(method: str = "GET", suffix: str = "", json: Any = None) -> Setup:
+    return lambda w: _record(w, suffix, json, method)
+
+
+SPKI = base64.b64encode(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
 # expected statuses, in the order of ROLES
 MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("list cases", plain("GET", "/api/cases"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
@@ -272,6 +333,39 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("a party's materials", plain("GET", "/api/party/materials"),
      (401, 200, 200, *PARTIES_ONLY)),
     ("a party downloads its upload", _party_download, (401, 200, 404, *PARTIES_ONLY)),
+    # documents: officers generate and sign; observers read; a party reads and signs its own
+    ("generate a document", _generate, (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("list documents", plain("GET", "/api/cases/{case}/documents"),
+     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("read a document", document("GET", ""), (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("download a document", document("GET", "/pdf"), (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    # li's own box: a supervisor signs no other officer's box
+    ("sign as the officer", document("POST", "/sign", {"field": "officer-o1"}),
+     (*OFFICERS_ONLY, 200, 404, 403, 403)),
+    ("record a refusal", document("POST", "/refusals", {"field": "party-p{party}",
+                                                        "reason": "r"}),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("revoke a certificate", document("POST", "/revoke", {"field": "officer-o1",
+                                                          "reason": "r"}, signed=True),
+     (*OFFICERS_ONLY, 403, 404, 403, 200)),
+    ("a party's documents", plain("GET", "/api/party/documents"),
+     (401, 200, 200, *PARTIES_ONLY)),
+    ("a party reads its document", document("GET", "", party=True),
+     (401, 200, 404, *PARTIES_ONLY)),
+    ("a party downloads its document", document("GET", "/pdf", party=True),
+     (401, 200, 404, *PARTIES_ONLY)),
+    # without a face match in the call the party's own signing is refused (409)
+    ("a party prepares its signature", document(
+        "POST", "/sign/prepare", {"field": "party-p{party}", "public_key": SPKI,
+                                  "strokes": [[[1, 1], [5, 5]]]}, party=True),
+     (401, 409, 404, *PARTIES_ONLY)),
+    ("open an inquiry record", session_call("POST", "/records", {"party_id": "{party}"}),
+     (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("read an inquiry record", record(), (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    ("write a turn", record("POST", "/turns", {"q": "q", "a": "a"}),
+     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("a party reads its record", record(suffix="party"), (401, 200, 404, *PARTIES_ONLY)),
+    ("the CA's root certificate", plain("GET", "/api/ca/root"), (200,) * 7),
 ]
 
 

@@ -1,3 +1,4 @@
-"""Inquiry records (询问笔录) written during a call: questions and answers, corrections, the
-party's reading and signature. Nothing lives here yet; the records issue puts its store (SQL
-over a connection, results out) and its thin HTTP handlers here, as ``control/cases/`` does."""
+"""Inquiry records (询问笔录) written during a call: questions and answers with their time and
+recording offset, the header from the case, review and corrections the party confirms, every
+version hashed into the custody log. ``store.py`` holds the SQL (results or a ``Refusal``),
+``api.py`` the thin handlers and their OpenAPI description."""
