@@ -107,11 +107,9 @@ def _long(body: dict[str, Any], key: str, *, required: bool = True) -> str | Non
 async def _recording(request: web.Request, case_id: int, session_id: int
                      ) -> tuple[str | None, datetime | None]:
     """The session's recording running now (its ID and start), if any."""
-    row = await request.app[DB].run(lambda c: c.execute(
-        "SELECT room FROM sessions WHERE id = ? AND case_id = ?", (session_id, case_id)
-    ).fetchone())
+    room = await request.app[DB].run(lambda c: store.session_room(c, case_id, session_id))
     recorder = request.app.get(RECORDER)
-    active = None if row is None or recorder is None else recorder.active.get(row["room"])
+    active = None if room is None or recorder is None else recorder.active.get(room)
     if active is None:
         return None, None
     return active.recording_id, datetime.fromisoformat(active.started_at.replace("Z", "+00:00"))

@@ -73,6 +73,13 @@ def _json(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
+def session_room(conn: sqlite3.Connection, case_id: int, session_id: int) -> str | None:
+    """The room of a session of this case (open or not), or None."""
+    row = conn.execute("SELECT room FROM sessions WHERE id = ? AND case_id = ?",
+                       (session_id, case_id)).fetchone()
+    return None if row is None else str(row["room"])
+
+
 def create(conn: sqlite3.Connection, who: Officer, case_id: int, session_id: int,
            party_id: Any, recording: tuple[str | None, datetime | None]
            ) -> tuple[dict[str, Any], RecordVersion] | Refusal:
