@@ -70,8 +70,9 @@ async def _forwarded_packets(session: aiohttp.ClientSession, base: str) -> int:
     async with session.get(f"{base}/metrics") as response:
         text = await response.text()
     total = 0
-    for match in re.finditer(r'^remotecase_sfu_forwarded_packets_total\{kind="\w+"\} (\d+)$',
-                             text, re.M):
+    for match in re.finditer(
+        r'^remotecase_sfu_forwarded_packets_total\{kind="\w+"\} (\d+)$', text, re.M
+    ):
         total += int(match.group(1))
     return total
 
@@ -90,23 +91,42 @@ async def _read_line(proc: asyncio.subprocess.Process, expect: str, limit: float
             return line
 
 
-async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: bool,
-                               bitrate: int = 1_000_000, warmup: float = 3.0,
-                               record: bool = False, verify: bool = False,
-                               face_video: bool = False, quiet: bool = False) -> int:
-    report = await measure_forwarding(subscribers=subscribers, seconds=seconds,
-                                      bitrate=bitrate, warmup=warmup, record=record,
-                                      verify=verify, face_video=face_video)
+async def run_forwarding_bench(
+    *,
+    subscribers: int,
+    seconds: float,
+    as_json: bool,
+    bitrate: int = 1_000_000,
+    warmup: float = 3.0,
+    record: bool = False,
+    verify: bool = False,
+    face_video: bool = False,
+    quiet: bool = False,
+) -> int:
+    report = await measure_forwarding(
+        subscribers=subscribers,
+        seconds=seconds,
+        bitrate=bitrate,
+        warmup=warmup,
+        record=record,
+        verify=verify,
+        face_video=face_video,
+    )
     if report is None:
         return 2
     if not quiet:
-        print(f"subscribers            {subscribers}" + ("  (room recorded)" if record else "")
-              + ("  (publisher's face verified)" if verify else ""))
+        print(
+            f"subscribers            {subscribers}"
+            + ("  (room recorded)" if record else "")
+            + ("  (publisher's face verified)" if verify else "")
+        )
         print(f"forwarded packets/s    {report['forwarded_pps']}")
         print(f"SFU CPU                {report['sfu_cpu_percent']}% of one core")
-        print(f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us "
-              f"(user {report['user_us_per_forwarded_packet']}, "
-              f"system {report['system_us_per_forwarded_packet']})")
+        print(
+            f"CPU per forwarded pkt  {report['cpu_us_per_forwarded_packet']} us "
+            f"(user {report['user_us_per_forwarded_packet']}, "
+            f"system {report['system_us_per_forwarded_packet']})"
+        )
         print(f"event-loop thread      {report['loop_us_per_forwarded_packet']} us per packet")
         print(f"loss ratio             {report['loss_ratio']}")
     if as_json:
@@ -114,10 +134,16 @@ async def run_forwarding_bench(*, subscribers: int, seconds: float, as_json: boo
     return 0
 
 
-async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int = 1_000_000,
-                             warmup: float = 3.0, record: bool = False,
-                             verify: bool = False,
-                             face_video: bool = False) -> dict[str, Any] | None:
+async def measure_forwarding(
+    *,
+    subscribers: int,
+    seconds: float,
+    bitrate: int = 1_000_000,
+    warmup: float = 3.0,
+    record: bool = False,
+    verify: bool = False,
+    face_video: bool = False,
+) -> dict[str, Any] | None:
     if subscribers < 1 or seconds <= 0:
         print("bench: --subscribers >= 1 and --seconds > 0", file=sys.stderr)
         return None
@@ -141,8 +167,20 @@ async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int =
     python = sys.executable
     procs: list[asyncio.subprocess.Process] = []
     try:
-        return await _run(procs, python, env, base, signer, subscribers, seconds, bitrate,
-                          warmup, record, verify, face_video or verify)
+        return await _run(
+            procs,
+            python,
+            env,
+            base,
+            signer,
+            subscribers,
+            seconds,
+            bitrate,
+            warmup,
+            record,
+            verify,
+            face_video or verify,
+        )
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -155,22 +193,48 @@ async def measure_forwarding(*, subscribers: int, seconds: float, bitrate: int =
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[str, str],
-               base: str, signer: TokenSigner, subscribers: int, seconds: float, bitrate: int,
-               warmup: float, record: bool, verify: bool,
-               face_video: bool) -> dict[str, Any]:
+async def _run(
+    procs: list[asyncio.subprocess.Process],
+    python: str,
+    env: dict[str, str],
+    base: str,
+    signer: TokenSigner,
+    subscribers: int,
+    seconds: float,
+    bitrate: int,
+    warmup: float,
+    record: bool,
+    verify: bool,
+    face_video: bool,
+) -> dict[str, Any]:
     # an officer account, so that the bench drives a case session as the control plane does
     password = secrets.token_urlsafe(16)
     add = await asyncio.create_subprocess_exec(
-        python, "-m", "control.cli", "officer", "add", "--username", "bench", "--brigade",
-        "bench", env={**env, "REMOTECASE_NEW_PASSWORD": password},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        python,
+        "-m",
+        "control.cli",
+        "officer",
+        "add",
+        "--username",
+        "bench",
+        "--brigade",
+        "bench",
+        env={**env, "REMOTECASE_NEW_PASSWORD": password},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await add.communicate()
     if add.returncode != 0:
         raise RuntimeError(f"cannot create the bench officer: {err.decode()}")
     sfu = await asyncio.create_subprocess_exec(
-        python, "-m", "control.cli", "serve", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        python,
+        "-m",
+        "control.cli",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     procs.append(sfu)
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, f"{base}/healthz")
@@ -184,17 +248,31 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
                 continue
             tokens = [signer.mint(room, f"sub{i}", ttl=3600) for i in group]
             proc = await asyncio.create_subprocess_exec(
-                python, "-m", "bench.forwarding", "subscriber", base, *tokens,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                python,
+                "-m",
+                "bench.forwarding",
+                "subscriber",
+                base,
+                *tokens,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
             procs.append(proc)
             subs.append(proc)
         for proc in subs:
             await _read_line(proc, "JOINED", 60)
         pub = await asyncio.create_subprocess_exec(
-            python, "-m", "bench.forwarding", "publisher", base, case["party_token"],
+            python,
+            "-m",
+            "bench.forwarding",
+            "publisher",
+            base,
+            case["party_token"],
             str(bitrate),
             "face" if face_video else "pattern",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
         procs.append(pub)
         await _read_line(pub, "PUBLISHING", 60)
         for proc in subs:
@@ -202,17 +280,26 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
         await asyncio.sleep(warmup)
 
         loop0 = _thread_cpu_seconds(sfu.pid)
-        cpu0, fwd0, t0 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
-            time.monotonic()
+        cpu0, fwd0, t0 = (
+            _cpu_seconds(sfu.pid),
+            await _forwarded_packets(session, base),
+            time.monotonic(),
+        )
         await asyncio.sleep(seconds)
         loop1 = _thread_cpu_seconds(sfu.pid)
-        cpu1, fwd1, t1 = _cpu_seconds(sfu.pid), await _forwarded_packets(session, base), \
-            time.monotonic()
+        cpu1, fwd1, t1 = (
+            _cpu_seconds(sfu.pid),
+            await _forwarded_packets(session, base),
+            time.monotonic(),
+        )
 
         if record:
             # the session's room has been recorded since its first participant joined
-            async with session.post(case["recording_url"], headers=case["officer"],
-                                    json={"action": "stop", "reason": "bench"}) as r:
+            async with session.post(
+                case["recording_url"],
+                headers=case["officer"],
+                json={"action": "stop", "reason": "bench"},
+            ) as r:
                 if r.status != 200:
                     raise RuntimeError(f"cannot stop recording: {await r.text()}")
         received = expected = 0
@@ -220,7 +307,7 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
             assert proc.stdin is not None
             proc.stdin.write(b"STOP\n")
             await proc.stdin.drain()
-            result = json.loads((await _read_line(proc, "RESULT", 30))[len("RESULT "):])
+            result = json.loads((await _read_line(proc, "RESULT", 30))[len("RESULT ") :])
             received += result["received"]
             expected += result["expected"]
 
@@ -237,13 +324,13 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
         "cpu_us_per_forwarded_packet": round(1e6 * cpu / forwarded, 2) if forwarded else None,
         # system time is mostly the kernel's loopback delivery to the subscriber processes
         "user_us_per_forwarded_packet": round(1e6 * user / forwarded, 2) if forwarded else None,
-        "system_us_per_forwarded_packet": round(1e6 * system / forwarded, 2)
-        if forwarded else None,
+        "system_us_per_forwarded_packet": round(1e6 * system / forwarded, 2) if forwarded else None,
         "loss_ratio": round(max(0.0, 1 - received / expected), 5) if expected else None,
         # the event-loop thread alone: forwarding, signalling, RTCP; not the recorder's or the
         # verifier's worker threads
         "loop_us_per_forwarded_packet": round(1e6 * (loop1 - loop0) / forwarded, 2)
-        if forwarded else None,
+        if forwarded
+        else None,
         "recorded": record,
         "verified": verify,
         "video": "face" if face_video else "pattern",
@@ -252,6 +339,7 @@ async def _run(procs: list[asyncio.subprocess.Process], python: str, env: dict[s
 
 
 # -- worker processes ----------------------------------------------------------------------
+
 
 async def _wait_stop() -> None:
     loop = asyncio.get_running_loop()
@@ -283,8 +371,9 @@ async def _subscriber(base: str, tokens: list[str]) -> None:
         await client.close()
 
 
-async def _case_session(session: aiohttp.ClientSession, base: str, password: str,
-                        verify: bool) -> dict[str, Any]:
+async def _case_session(
+    session: aiohttp.ClientSession, base: str, password: str, verify: bool
+) -> dict[str, Any]:
     """Log in, open a case with one party, enroll the bench face, open a session, and redeem
     the party's invitation: the publisher is that party."""
 
@@ -298,23 +387,44 @@ async def _case_session(session: aiohttp.ClientSession, base: str, password: str
     login = await call("POST", "/api/login", json={"username": "bench", "password": password})
     token = login["token"]
     case = await call("POST", "/api/cases", token, json={"kind": "accident", "title": "bench"})
-    party = await call("POST", f"/api/cases/{case['id']}/parties", token,
-                       json={"role": "driver", "name": "bench publisher"})
+    party = await call(
+        "POST",
+        f"/api/cases/{case['id']}/parties",
+        token,
+        json={"role": "driver", "name": "bench publisher"},
+    )
     if verify:
-        await call("PUT", f"/api/cases/{case['id']}/parties/{party['id']}/reference", token,
-                   data=_bench_face_png())
+        await call(
+            "PUT",
+            f"/api/cases/{case['id']}/parties/{party['id']}/reference",
+            token,
+            data=_bench_face_png(),
+        )
     opened = await call("POST", f"/api/cases/{case['id']}/sessions", token)
-    invite = await call("POST", f"/api/cases/{case['id']}/invitations", token,
-                        json={"party_id": party["id"]})
-    redeemed = await call("POST", "/api/invitations/redeem", json={
-        "token": invite["token"],
-        "consent": {"recording": True, "face": True, "electronic_delivery": False}})
+    invite = await call(
+        "POST", f"/api/cases/{case['id']}/invitations", token, json={"party_id": party["id"]}
+    )
+    redeemed = await call(
+        "POST",
+        "/api/invitations/redeem",
+        json={
+            "token": invite["token"],
+            "consent": {"recording": True, "face": True, "electronic_delivery": False},
+        },
+    )
     # the bench publisher is no person to check before the call: the officer admits it
-    await call("POST", f"/api/cases/{case['id']}/sessions/{opened['id']}/prejoin/{party['id']}"
-                       "/admit", token, json={"reason": "bench publisher"})
-    return {"room": opened["room"], "party_token": redeemed["token"],
-            "officer": {"Authorization": f"Bearer {token}"},
-            "recording_url": f"{base}/api/cases/{case['id']}/sessions/{opened['id']}/recording"}
+    await call(
+        "POST",
+        f"/api/cases/{case['id']}/sessions/{opened['id']}/prejoin/{party['id']}/admit",
+        token,
+        json={"reason": "bench publisher"},
+    )
+    return {
+        "room": opened["room"],
+        "party_token": redeemed["token"],
+        "officer": {"Authorization": f"Bearer {token}"},
+        "recording_url": f"{base}/api/cases/{case['id']}/sessions/{opened['id']}/recording",
+    }
 
 
 def _bench_face_png() -> bytes:
@@ -324,8 +434,7 @@ def _bench_face_png() -> bytes:
         import skimage.data
     except ImportError:
         raise RuntimeError("--verify shows skimage's astronaut: pip install -e '.[dev]'") from None
-    encoded, png = cv2.imencode(".png",
-                                cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    encoded, png = cv2.imencode(".png", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
     if not encoded:
         raise RuntimeError("cannot encode the bench face")
     return bytes(png.tobytes())
@@ -347,8 +456,7 @@ async def _publisher(base: str, token: str, bitrate: int, source: str = "pattern
         video: Any = ImageVideoTrack([(0, skimage.data.astronaut())], fps=30)
     else:
         video = PatternVideoTrack(640, 480, 30)
-    await client.publish(video, ToneAudioTrack(),
-                         video_codec="video/VP8")
+    await client.publish(video, ToneAudioTrack(), video_codec="video/VP8")
     assert client.publisher_pc is not None
     for sender in client.publisher_pc.getSenders():
         _pin_bitrate(sender, bitrate)

@@ -48,10 +48,12 @@ def own_address() -> str:
 
 def write_config(directory: Path, port: int, address: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    other_plugins = sorted(p.name for p in PLUGINS.glob("libjanus_*.so")
-                           if p.name != "libjanus_videoroom.so")
-    other_transports = sorted(p.name for p in TRANSPORTS.glob("libjanus_*.so")
-                              if p.name != "libjanus_http.so")
+    other_plugins = sorted(
+        p.name for p in PLUGINS.glob("libjanus_*.so") if p.name != "libjanus_videoroom.so"
+    )
+    other_transports = sorted(
+        p.name for p in TRANSPORTS.glob("libjanus_*.so") if p.name != "libjanus_http.so"
+    )
     (directory / "janus.jcfg").write_text(f"""general: {{
     configs_folder = "{directory}"
     plugins_folder = "{PLUGINS}"
@@ -71,10 +73,10 @@ nat: {{
     nice_debug = false
 }}
 plugins: {{
-    disable = "{','.join(other_plugins)}"
+    disable = "{",".join(other_plugins)}"
 }}
 transports: {{
-    disable = "{','.join(other_transports)}"
+    disable = "{",".join(other_transports)}"
 }}
 events: {{
     broadcast = false
@@ -96,13 +98,21 @@ admin: {{
     return directory
 
 
-async def start_janus(directory: Path, port: int,
-                      address: str) -> asyncio.subprocess.Process:
+async def start_janus(directory: Path, port: int, address: str) -> asyncio.subprocess.Process:
     config = write_config(directory, port, address)
     return await asyncio.create_subprocess_exec(
-        JANUS, "-F", str(config), "-C", str(config / "janus.jcfg"), "-N",
-        "-L", str(directory / "janus.log"), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        JANUS,
+        "-F",
+        str(config),
+        "-C",
+        str(config / "janus.jcfg"),
+        "-N",
+        "-L",
+        str(directory / "janus.log"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -147,13 +157,16 @@ class JanusSession:
         self._keepalive = loop.create_task(self._keep_alive())
 
     async def attach(self, plugin: str = "janus.plugin.videoroom") -> int:
-        reply = await self._post(f"/janus/{self.session_id}",
-                                 {"janus": "attach", "plugin": plugin})
+        reply = await self._post(f"/janus/{self.session_id}", {"janus": "attach", "plugin": plugin})
         return int(reply["data"]["id"])
 
-    async def message(self, handle: int, body: dict[str, Any],
-                      jsep: dict[str, str] | None = None,
-                      timeout: float = 30.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def message(
+        self,
+        handle: int,
+        body: dict[str, Any],
+        jsep: dict[str, str] | None = None,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
         """Send a plugin message; the plugin's event for it (synchronous replies too)."""
         transaction = secrets.token_hex(8)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -164,8 +177,11 @@ class JanusSession:
         try:
             reply = await self._post(f"/janus/{self.session_id}/{handle}", request)
             # a synchronous request answers at once, an asynchronous one with an event
-            event = reply if reply.get("janus") == "success" else \
-                await asyncio.wait_for(future, timeout)
+            event = (
+                reply
+                if reply.get("janus") == "success"
+                else await asyncio.wait_for(future, timeout)
+            )
         finally:
             self._waiting.pop(transaction, None)
         data = event.get("plugindata", {}).get("data", {})
@@ -176,14 +192,17 @@ class JanusSession:
     async def candidates_done(self, handle: int) -> None:
         """Our SDP carried every candidate (aiortc does not trickle): tell Janus so, or its ICE
         keeps waiting for more."""
-        await self._post(f"/janus/{self.session_id}/{handle}",
-                         {"janus": "trickle", "candidate": {"completed": True}})
+        await self._post(
+            f"/janus/{self.session_id}/{handle}",
+            {"janus": "trickle", "candidate": {"completed": True}},
+        )
 
     async def _poll(self) -> None:
         while True:
             try:
-                async with self.http.get(f"{self.base}/janus/{self.session_id}",
-                                         params={"maxev": "10"}) as r:
+                async with self.http.get(
+                    f"{self.base}/janus/{self.session_id}", params={"maxev": "10"}
+                ) as r:
                     events = await r.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(0.2)
@@ -203,8 +222,9 @@ class JanusSession:
         for task in (self._poller, self._keepalive):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*(t for t in (self._poller, self._keepalive) if t),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(t for t in (self._poller, self._keepalive) if t), return_exceptions=True
+        )
         if self.session_id is not None:
             with contextlib.suppress(aiohttp.ClientError, JanusError):
                 await self._post(f"/janus/{self.session_id}", {"janus": "destroy"})

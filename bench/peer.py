@@ -87,8 +87,14 @@ class ImageVideoTrack(_PacedVideoTrack):
     """A camera pointed at photos: each image of ``schedule`` (start second, RGB image or None
     for an empty grey scene) is shown moving, breathing in scale and with sensor noise."""
 
-    def __init__(self, schedule: list[tuple[float, np.ndarray | None]], width: int = 640,
-                 height: int = 480, fps: int = 15, noise: float = 4.0) -> None:
+    def __init__(
+        self,
+        schedule: list[tuple[float, np.ndarray | None]],
+        width: int = 640,
+        height: int = 480,
+        fps: int = 15,
+        noise: float = 4.0,
+    ) -> None:
         super().__init__(fps)
         self._schedule = sorted(schedule, key=lambda item: item[0])
         self._width, self._height, self._noise = width, height, noise
@@ -114,7 +120,7 @@ class ImageVideoTrack(_PacedVideoTrack):
             x = (self._width - w) // 2 + int(25 * np.sin(seconds * 0.9))
             y = (self._height - h) // 2 + int(12 * np.cos(seconds * 1.1))
             x, y = max(0, min(self._width - w, x)), max(0, min(self._height - h, y))
-            canvas[y:y + h, x:x + w] = resized
+            canvas[y : y + h, x : x + w] = resized
         if self._noise:
             noise = self._rng.normal(0, self._noise, canvas.shape)
             canvas = np.clip(canvas + noise, 0, 255).astype(np.uint8)
@@ -185,9 +191,15 @@ class CountingSink:
 
 
 class PeerClient:
-    def __init__(self, base_url: str, token: str, *, decode: bool = True,
-                 record_payloads: bool = False,
-                 sink_factory: Callable[[PeerClient, str | None], Any] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        decode: bool = True,
+        record_payloads: bool = False,
+        sink_factory: Callable[[PeerClient, str | None], Any] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         # what receives packets when not decoding (needs mediaserver.aiortc_hooks.install())
         self.sink_factory = sink_factory or CountingSink
@@ -239,8 +251,9 @@ class PeerClient:
         assert self._ws is not None
         await self._ws.send_str(text)
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
-                 timeout: float = 10.0) -> asyncio.Future[Any]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> asyncio.Future[Any]:
         for message in self.messages:
             if predicate(message):
                 future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -266,8 +279,9 @@ class PeerClient:
                 except (ConnectionError, RuntimeError) as exc:
                     # the server may close while we answer (it is stopping, or removed us):
                     # keep reading, the bye that explains it comes next
-                    self.errors.append({"type": "error", "code": "answer_failed",
-                                        "message": str(exc)})
+                    self.errors.append(
+                        {"type": "error", "code": "answer_failed", "message": str(exc)}
+                    )
             elif kind == "tracks":
                 self.tracks = message["tracks"]
             elif kind == "bye":
@@ -305,13 +319,18 @@ class PeerClient:
                 capabilities = RTCRtpReceiver.getCapabilities("video")
                 caps = capabilities.codecs if capabilities is not None else []
                 transceiver.setCodecPreferences(
-                    [c for c in caps if c.mimeType.lower() in (video_codec.lower(), "video/rtx")])
+                    [c for c in caps if c.mimeType.lower() in (video_codec.lower(), "video/rtx")]
+                )
         await pc.setLocalDescription(await pc.createOffer())
         if self.record_payloads:
             self._tap_sender_transport(pc)
-        answer_future = self.wait_for(lambda m: m["type"] in ("publish_answer", "error")
-                                      and m.get("ref", "publish") == "publish"
-                                      and m not in self._seen_answers)
+        answer_future = self.wait_for(
+            lambda m: (
+                m["type"] in ("publish_answer", "error")
+                and m.get("ref", "publish") == "publish"
+                and m not in self._seen_answers
+            )
+        )
         await self.send({"type": "publish", "sdp": pc.localDescription.sdp})
         answer = await answer_future
         self._seen_answers.append(answer)
@@ -333,7 +352,8 @@ class PeerClient:
                     # RTX retransmissions carry a copy; count originals only
                     if packet.payload_type in self._media_pts(pc):
                         self.sent_hashes[packet.ssrc].append(
-                            hashlib.sha256(packet.payload).hexdigest())
+                            hashlib.sha256(packet.payload).hexdigest()
+                        )
                         self.sent_timestamps[packet.ssrc].append(packet.timestamp)
                         self.sent_seqs[packet.ssrc].append(packet.sequence_number)
                 await _original(data)
@@ -360,8 +380,7 @@ class PeerClient:
             if codec is not None and codec.mimeType.lower().endswith("/rtx"):
                 # a retransmission (RFC 4588): count the original packet it carries
                 if len(packet.payload) > 2 and self.record_payloads:
-                    self.received_hashes[mid].append(
-                        hashlib.sha256(packet.payload[2:]).hexdigest())
+                    self.received_hashes[mid].append(hashlib.sha256(packet.payload[2:]).hexdigest())
                     self.received_seqs[mid].append(int.from_bytes(packet.payload[:2], "big"))
             elif codec is not None:
                 self._count_received(packet, mid)
@@ -385,8 +404,9 @@ class PeerClient:
 
     # -- receiving -------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
-        mid = next((t.mid for t in self.subscriber_pc.getTransceivers()
-                    if t.receiver.track is track), None)
+        mid = next(
+            (t.mid for t in self.subscriber_pc.getTransceivers() if t.receiver.track is track), None
+        )
         if self.decode:
             task = asyncio.get_running_loop().create_task(self._consume(track, mid or "?"))
             self._consumers.add(task)
@@ -405,8 +425,11 @@ class PeerClient:
             pass
 
     def mids_for_participant(self, participant_id: str, kind: str | None = None) -> list[str]:
-        return [mid for mid, t in self.tracks.items()
-                if t["participant"] == participant_id and (kind is None or t["kind"] == kind)]
+        return [
+            mid
+            for mid, t in self.tracks.items()
+            if t["participant"] == participant_id and (kind is None or t["kind"] == kind)
+        ]
 
     # -- closing ---------------------------------------------------------------------------
     async def leave(self) -> None:
@@ -433,5 +456,10 @@ class PeerClient:
             await self._session.close()
 
 
-__all__ = ["AudioStreamTrack", "ImageVideoTrack", "PatternVideoTrack", "PeerClient",
-           "ToneAudioTrack"]
+__all__ = [
+    "AudioStreamTrack",
+    "ImageVideoTrack",
+    "PatternVideoTrack",
+    "PeerClient",
+    "ToneAudioTrack",
+]

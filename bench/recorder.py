@@ -34,8 +34,9 @@ def segment_throughput(size: int, count: int, directory: Path, fsync: bool) -> f
         nonce = secrets.token_bytes(12)
         stored = nonce + aead.encrypt(nonce, data, f"bench/{i}".encode())
         hashlib.sha256(stored).digest()
-        fd = os.open(directory / f"{size}-{i}-{fsync}.seg",
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(
+            directory / f"{size}-{i}-{fsync}.seg", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+        )
         try:
             os.write(fd, stored)
             if fsync:
@@ -62,21 +63,29 @@ async def run_recorder_bench(*, seconds: float, as_json: bool) -> int:
     recorded = await measure_forwarding(subscribers=1, seconds=seconds, record=True)
     assert plain is not None and recorded is not None
     extra = recorded["sfu_cpu_percent"] - plain["sfu_cpu_percent"]
-    report.update({
-        "sfu_cpu_percent_without_recording": plain["sfu_cpu_percent"],
-        "sfu_cpu_percent_with_recording": recorded["sfu_cpu_percent"],
-        "recorded_streams": 2,
-        "recorder_cpu_percent_per_stream": round(extra / 2, 2),
-    })
+    report.update(
+        {
+            "sfu_cpu_percent_without_recording": plain["sfu_cpu_percent"],
+            "sfu_cpu_percent_with_recording": recorded["sfu_cpu_percent"],
+            "recorded_streams": 2,
+            "recorder_cpu_percent_per_stream": round(extra / 2, 2),
+        }
+    )
     print("segment pipeline (SHA-256 + AES-256-GCM + write), MB/s:")
     for label, figures in report["segment_mb_per_s"].items():
-        print(f"  {label:>7} segments: {figures['fsync']:>8} with fsync, "
-              f"{figures['no_fsync']:>8} without")
-    print(f"SFU CPU, 1 publisher (VP8 1 Mbps + Opus), 1 subscriber: "
-          f"{plain['sfu_cpu_percent']}% without recording, "
-          f"{recorded['sfu_cpu_percent']}% recorded")
-    print(f"recorder CPU per recorded stream: {report['recorder_cpu_percent_per_stream']}% "
-          "of one core")
+        print(
+            f"  {label:>7} segments: {figures['fsync']:>8} with fsync, "
+            f"{figures['no_fsync']:>8} without"
+        )
+    print(
+        f"SFU CPU, 1 publisher (VP8 1 Mbps + Opus), 1 subscriber: "
+        f"{plain['sfu_cpu_percent']}% without recording, "
+        f"{recorded['sfu_cpu_percent']}% recorded"
+    )
+    print(
+        f"recorder CPU per recorded stream: {report['recorder_cpu_percent_per_stream']}% "
+        "of one core"
+    )
     if as_json:
         print(json.dumps(report))
     return 0

@@ -75,11 +75,14 @@ async def run_verifier_bench(*, samples: int, dev_set: str | None, as_json: bool
         candidate = load_engine(spec)
         engine = engine or candidate
         per_sample = sample_cost(candidate, rgb, samples)
-        runtimes[runtime] = {"ms_per_sample": round(per_sample, 1),
-                             "parties_per_core_at_1hz": round(1000 / (per_sample + decoding), 1)}
+        runtimes[runtime] = {
+            "ms_per_sample": round(per_sample, 1),
+            "parties_per_core_at_1hz": round(1000 / (per_sample + decoding), 1),
+        }
     default = runtimes[RUNTIMES[0]]
     report: dict[str, Any] = {
-        "engine": default_spec().name, "runtime": RUNTIMES[0],
+        "engine": default_spec().name,
+        "runtime": RUNTIMES[0],
         "ms_per_sample": default["ms_per_sample"],
         "decode_ms_per_second_of_video": round(decoding, 1),
         "parties_per_core_at_1hz": default["parties_per_core_at_1hz"],
@@ -94,11 +97,21 @@ async def run_verifier_bench(*, samples: int, dev_set: str | None, as_json: bool
     if dev_set:
         assert engine is not None
         accuracy = evaluate(Path(dev_set), engine, threshold=default_spec().threshold)
-        report["dev_set"] = {k: accuracy[k] for k in ("pairs", "accuracy", "best_threshold",
-                                                      "d_prime", "detect_failures",
-                                                      "ms_per_image")}
-        print(f"accuracy on {dev_set}: {accuracy['accuracy']} over {accuracy['pairs']} pairs "
-              f"(d' {accuracy['d_prime']}, {accuracy['detect_failures']} detection failures)")
+        report["dev_set"] = {
+            k: accuracy[k]
+            for k in (
+                "pairs",
+                "accuracy",
+                "best_threshold",
+                "d_prime",
+                "detect_failures",
+                "ms_per_image",
+            )
+        }
+        print(
+            f"accuracy on {dev_set}: {accuracy['accuracy']} over {accuracy['pairs']} pairs "
+            f"(d' {accuracy['d_prime']}, {accuracy['detect_failures']} detection failures)"
+        )
     if as_json:
         print(json.dumps(report))
     return 0

@@ -26,8 +26,9 @@ class TaskSetClosed(RuntimeError):
 class TaskSet:
     """The background tasks of one owner."""
 
-    def __init__(self, owner: str,
-                 log: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
+    def __init__(
+        self, owner: str, log: logging.Logger | logging.LoggerAdapter[Any] | None = None
+    ) -> None:
         self._owner = owner
         self._log = log if log is not None else logger
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -50,24 +50,33 @@ class PartyCaller:
 def text(body: dict[str, Any], key: str, *, max_len: int = 200, required: bool = True) -> str:
     value = body.get(key, "")
     if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_len:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"{key}: a string of 1-{max_len} characters")
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", f"{key}: a string of 1-{max_len} characters"
+        )
     return value.strip()
 
 
-def audit(conn: sqlite3.Connection, actor: str, action: str, obj: str,
-          case_id: int | None, reason: str = "", **detail: Any) -> None:
-    conn.execute("INSERT INTO audit (time, actor, action, object, case_id, reason, detail) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (now_iso(), actor, action, obj, case_id, reason,
-                  json.dumps(detail, sort_keys=True)))
+def audit(
+    conn: sqlite3.Connection,
+    actor: str,
+    action: str,
+    obj: str,
+    case_id: int | None,
+    reason: str = "",
+    **detail: Any,
+) -> None:
+    conn.execute(
+        "INSERT INTO audit (time, actor, action, object, case_id, reason, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (now_iso(), actor, action, obj, case_id, reason, json.dumps(detail, sort_keys=True)),
+    )
 
 
 def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise json_error(web.HTTPUnauthorized, "unauthorized", "log in first")
-    return header[len("Bearer "):].strip()
+    return header[len("Bearer ") :].strip()
 
 
 # what an observer may not do although it is a GET: take the evidence itself away
@@ -79,13 +88,22 @@ async def officer(request: web.Request) -> Officer:
     token = bearer(request)
     found = await request.app[DB].run(lambda c: officer_for(c, token))
     if found is None:
-        raise json_error(web.HTTPUnauthorized, "unauthorized",
-                         "the login is unknown, expired or logged out")
-    if found.role == "observer" and request.path != "/api/logout" and (
+        raise json_error(
+            web.HTTPUnauthorized, "unauthorized", "the login is unknown, expired or logged out"
+        )
+    if (
+        found.role == "observer"
+        and request.path != "/api/logout"
+        and (
             request.method not in ("GET", "HEAD")
-            or any(part in request.path for part in CONTENT_READS)):
-        raise json_error(web.HTTPForbidden, "forbidden",
-                         "an observer reads cases and custody records and changes nothing")
+            or any(part in request.path for part in CONTENT_READS)
+        )
+    ):
+        raise json_error(
+            web.HTTPForbidden,
+            "forbidden",
+            "an observer reads cases and custody records and changes nothing",
+        )
     return found
 
 
@@ -97,8 +115,11 @@ async def party(request: web.Request) -> PartyCaller:
             grant = request.app[SIGNER].verify(token)
         except TokenError as exc:
             raise json_error(web.HTTPUnauthorized, exc.code, exc.message) from None
-        if grant.role != "party" or not grant.participant.startswith("party-") or \
-                not grant.participant[6:].isdigit():
+        if (
+            grant.role != "party"
+            or not grant.participant.startswith("party-")
+            or not grant.participant[6:].isdigit()
+        ):
             raise json_error(web.HTTPForbidden, "forbidden", "not a party's token")
         party_id = int(grant.participant[6:])
         if grant.grant_id is None and not request.app[CONFIG].auth.dev_join:
@@ -108,35 +129,45 @@ async def party(request: web.Request) -> PartyCaller:
             row = conn.execute(
                 "SELECT p.id, p.case_id, p.name FROM sessions s JOIN parties p "
                 "ON p.case_id = s.case_id WHERE s.room = ? AND p.id = ?",
-                (grant.room, party_id)).fetchone()
+                (grant.room, party_id),
+            ).fetchone()
             if row is not None and grant.grant_id is not None:
                 # a call token from a removal or a revoked link reaches nothing any more
                 live = conn.execute(
                     "SELECT 1 FROM call_grants g LEFT JOIN invitations i "
                     "ON i.id = g.invitation_id WHERE g.id = ? AND g.participant = ? "
                     "AND g.revoked_at IS NULL AND i.revoked_at IS NULL",
-                    (grant.grant_id, grant.participant)).fetchone()
+                    (grant.grant_id, grant.participant),
+                ).fetchone()
                 if live is None:
                     return None
-            return None if row is None else PartyCaller(row["id"], row["case_id"],
-                                                        row["name"], "call")
+            return (
+                None if row is None else PartyCaller(row["id"], row["case_id"], row["name"], "call")
+            )
 
         caller = await request.app[DB].run(by_grant)
     else:
+
         def by_invitation(conn: sqlite3.Connection) -> PartyCaller | None:
             # joining uses a link once; until it expires or is revoked it still lets its party
             # book, upload and read its own things
             row = conn.execute(
                 "SELECT p.id, p.case_id, p.name FROM invitations i JOIN parties p "
                 "ON p.id = i.party_id WHERE i.token_hash = ? AND i.revoked_at IS NULL "
-                "AND i.expires_at > ?", (token_hash(token), time.time())).fetchone()
-            return None if row is None else PartyCaller(row["id"], row["case_id"],
-                                                        row["name"], "invitation")
+                "AND i.expires_at > ?",
+                (token_hash(token), time.time()),
+            ).fetchone()
+            return (
+                None
+                if row is None
+                else PartyCaller(row["id"], row["case_id"], row["name"], "invitation")
+            )
 
         caller = await request.app[DB].run(by_invitation)
     if caller is None:
-        raise json_error(web.HTTPUnauthorized, "unauthorized",
-                         "the link is unknown, expired or revoked")
+        raise json_error(
+            web.HTTPUnauthorized, "unauthorized", "the link is unknown, expired or revoked"
+        )
     return caller
 
 
@@ -190,8 +221,11 @@ def load_case(conn: sqlite3.Connection, who: Officer, case: int) -> dict[str, An
 def too_many(wait: float, zh: str, en: str) -> web.HTTPException:
     """429 with Retry-After, for a caller its failures have slowed (auth.Throttle)."""
     seconds = retry_after(wait)
-    error = json_error(web.HTTPTooManyRequests, "rate_limited",
-                       f"{zh}，请 {seconds} 秒后再试 / {en}; try again in {seconds} s")
+    error = json_error(
+        web.HTTPTooManyRequests,
+        "rate_limited",
+        f"{zh}，请 {seconds} 秒后再试 / {en}; try again in {seconds} s",
+    )
     error.headers["Retry-After"] = retry_after(wait)
     return error
 
@@ -199,16 +233,16 @@ def too_many(wait: float, zh: str, en: str) -> web.HTTPException:
 # -- call admission --------------------------------------------------------------------------
 REFUSALS = {
     "not_admitted": "该令牌不是为开放的案件会话签发的 / the token was not issued for an open case "
-                    "session",
+    "session",
     "case_closed": "案件已结案 / the case is closed",
     "session_ended": "本次会话已结束 / the session has ended",
     "removed": "民警已将您移出本次会话 / an officer removed you from this session",
     "invitation_revoked": "邀请链接已被撤销 / the invitation was revoked",
     "logged_out": "民警已退出登录或登录已过期 / the officer has logged out or the login has "
-                  "expired",
+    "expired",
     "identity_unchecked": "入会前须先完成身份核验（人脸核验，或由民警核验证件） / your "
-                          "identity must be checked before you join: the face check, or the "
-                          "officer's check of your identity document",
+    "identity must be checked before you join: the face check, or the "
+    "officer's check of your identity document",
 }
 
 
@@ -244,12 +278,17 @@ def _session_open(row: sqlite3.Row) -> None:
 
 def _admitted(row: sqlite3.Row, participant: str) -> CallAdmission:
     mutes = json.loads(row["officer_mutes"] or "{}").get(participant, [])
-    return CallAdmission(row["session_id"], row["case_id"], bool(row["locked"]),
-                         frozenset(mutes))
+    return CallAdmission(row["session_id"], row["case_id"], bool(row["locked"]), frozenset(mutes))
 
 
-def admission(conn: sqlite3.Connection, grant: Grant, *, dev_join: bool,
-              now: float | None = None, prejoin_check: bool = False) -> CallAdmission:
+def admission(
+    conn: sqlite3.Connection,
+    grant: Grant,
+    *,
+    dev_join: bool,
+    now: float | None = None,
+    prejoin_check: bool = False,
+) -> CallAdmission:
     """May this token join now? Raises :class:`CallRefused` with the reason when it may not."""
     now = time.time() if now is None else now
     if grant.grant_id is None:
@@ -260,7 +299,9 @@ def admission(conn: sqlite3.Connection, grant: Grant, *, dev_join: bool,
         row = conn.execute(
             "SELECT s.id AS session_id, s.case_id, s.ended_at, s.locked, s.officer_mutes, "
             "c.status AS case_status FROM sessions s JOIN cases c ON c.id = s.case_id "
-            "WHERE s.room = ?", (grant.room,)).fetchone()
+            "WHERE s.room = ?",
+            (grant.room,),
+        ).fetchone()
         if row is None:
             return DEV_ROOM
         _session_open(row)
@@ -270,9 +311,15 @@ def admission(conn: sqlite3.Connection, grant: Grant, *, dev_join: bool,
         "g.login_hash, s.id AS session_id, s.case_id, s.room, s.ended_at, s.locked, "
         "s.officer_mutes, c.status AS case_status FROM call_grants g "
         "JOIN sessions s ON s.id = g.session_id JOIN cases c ON c.id = s.case_id "
-        "WHERE g.id = ?", (grant.grant_id,)).fetchone()
-    if row is None or row["room"] != grant.room or row["participant"] != grant.participant \
-            or row["role"] != grant.role:
+        "WHERE g.id = ?",
+        (grant.grant_id,),
+    ).fetchone()
+    if (
+        row is None
+        or row["room"] != grant.room
+        or row["participant"] != grant.participant
+        or row["role"] != grant.role
+    ):
         raise CallRefused("not_admitted")
     _session_open(row)
     case = row["case_id"]
@@ -280,45 +327,69 @@ def admission(conn: sqlite3.Connection, grant: Grant, *, dev_join: bool,
         reason = row["revoked_reason"]
         raise CallRefused(reason if reason in REFUSALS else "removed", case)
     if row["invitation_id"] is not None:
-        invitation = conn.execute("SELECT revoked_at FROM invitations WHERE id = ?",
-                                  (row["invitation_id"],)).fetchone()
+        invitation = conn.execute(
+            "SELECT revoked_at FROM invitations WHERE id = ?", (row["invitation_id"],)
+        ).fetchone()
         if invitation is None or invitation["revoked_at"] is not None:
             raise CallRefused("invitation_revoked", case)
     if row["login_hash"] is not None:
         login = conn.execute(
             "SELECT 1 FROM logins l JOIN officers o ON o.id = l.officer_id "
             "WHERE l.token_hash = ? AND l.revoked_at IS NULL AND l.expires_at > ? "
-            "AND o.disabled = 0", (row["login_hash"], now)).fetchone()
+            "AND o.disabled = 0",
+            (row["login_hash"], now),
+        ).fetchone()
         if login is None:
             raise CallRefused("logged_out", case)
     # a party joins once its identity was checked before the call (control/verification/prejoin.py)
-    if prejoin_check and row["role"] == "party" and conn.execute(
+    if (
+        prejoin_check
+        and row["role"] == "party"
+        and conn.execute(
             "SELECT 1 FROM prejoin_checks WHERE session_id = ? AND participant = ? AND status "
-            "IN ('passed', 'admitted', 'attested')", (row["session_id"], grant.participant)
-    ).fetchone() is None:
+            "IN ('passed', 'admitted', 'attested')",
+            (row["session_id"], grant.participant),
+        ).fetchone()
+        is None
+    ):
         raise CallRefused("identity_unchecked", case)
     return _admitted(row, grant.participant)
 
 
-def issue_grant(conn: sqlite3.Connection, session_id: int, participant: str, role: str,
-                ttl: int, *, invitation_id: int | None = None,
-                login_token: str | None = None) -> str:
+def issue_grant(
+    conn: sqlite3.Connection,
+    session_id: int,
+    participant: str,
+    role: str,
+    ttl: int,
+    *,
+    invitation_id: int | None = None,
+    login_token: str | None = None,
+) -> str:
     """A grant for one participant of an open session; its ID goes into the token's ``gid``."""
     grant_id = secrets.token_hex(16)
     conn.execute(
         "INSERT INTO call_grants (id, session_id, participant, role, invitation_id, "
         "login_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (grant_id, session_id, participant, role, invitation_id,
-         None if login_token is None else token_hash(login_token), now_iso(),
-         time.time() + ttl))
+        (
+            grant_id,
+            session_id,
+            participant,
+            role,
+            invitation_id,
+            None if login_token is None else token_hash(login_token),
+            now_iso(),
+            time.time() + ttl,
+        ),
+    )
     return grant_id
 
 
-def revoke_grants(conn: sqlite3.Connection, session_id: int, participant: str,
-                  reason: str) -> int:
+def revoke_grants(conn: sqlite3.Connection, session_id: int, participant: str, reason: str) -> int:
     """End every grant of a participant in a session (a removal): its tokens join no more."""
     cursor = conn.execute(
         "UPDATE call_grants SET revoked_at = ?, revoked_reason = ? WHERE session_id = ? "
-        "AND participant = ? AND revoked_at IS NULL", (now_iso(), reason, session_id,
-                                                       participant))
+        "AND participant = ? AND revoked_at IS NULL",
+        (now_iso(), reason, session_id, participant),
+    )
     return cursor.rowcount

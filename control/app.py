@@ -72,19 +72,57 @@ from .verification.wiring import bind_verifier_to_cases, make_verifier
 logger = logging.getLogger(__name__)
 
 # every area: its add_routes(app) and its describe(add) for the OpenAPI description
-AREAS = (service, login, cases, parties, audit, sessions, calls, invitations, display,
-         appointments, materials, recordings, verification, prejoin, statistics, records,
-         documents)
+AREAS = (
+    service,
+    login,
+    cases,
+    parties,
+    audit,
+    sessions,
+    calls,
+    invitations,
+    display,
+    appointments,
+    materials,
+    recordings,
+    verification,
+    prejoin,
+    statistics,
+    records,
+    documents,
+)
 # the description in the order of the reference page's sections (tags in order of appearance)
-DESCRIBED = (service, login, statistics, cases, audit, parties, verification, prejoin, sessions,
-             calls, recordings, display, invitations, appointments, materials, records, documents)
+DESCRIBED = (
+    service,
+    login,
+    statistics,
+    cases,
+    audit,
+    parties,
+    verification,
+    prejoin,
+    sessions,
+    calls,
+    recordings,
+    display,
+    invitations,
+    appointments,
+    materials,
+    records,
+    documents,
+)
 SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
 
 def create_app(config: Config) -> web.Application:
     # JSON bodies are small; reference photos are streamed by their handler with its own limit
-    app = web.Application(client_max_size=64 * 1024, middlewares=[
-        client_address(config.server.front_secret), body_deadline(config.server.body_timeout)])
+    app = web.Application(
+        client_max_size=64 * 1024,
+        middlewares=[
+            client_address(config.server.front_secret),
+            body_deadline(config.server.body_timeout),
+        ],
+    )
     add_security_headers(app)
     app[CONFIG] = config
     app[OPENAPI] = SPEC
@@ -115,8 +153,10 @@ async def _close_calls_and_sockets(app: web.Application) -> None:
             break
         await asyncio.sleep(0.05)
     sockets = [ws for ws in list(registry) if not ws.closed]
-    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
-                           for ws in sockets), return_exceptions=True)
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping") for ws in sockets),
+        return_exceptions=True,
+    )
     if sockets:
         logger.info("shutdown: closed %d WebSocket(s)", len(sockets))
 
@@ -129,8 +169,9 @@ def _closing(name: str, close: Any) -> Any:
         try:
             await asyncio.wait_for(close(), SHUTDOWN_STEP_LIMIT)
         except TimeoutError:
-            logger.error("shutdown: %s did not close within %.0f s; going on", name,
-                         SHUTDOWN_STEP_LIMIT)
+            logger.error(
+                "shutdown: %s did not close within %.0f s; going on", name, SHUTDOWN_STEP_LIMIT
+            )
         else:
             logger.info("shutdown: %s closed in %.2f s", name, time.monotonic() - started)
 
@@ -162,23 +203,34 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         public_path = config.keys_dir / "custody-ed25519.pub.pem"
         if not public_path.exists():
             public_path.write_bytes(public_key_pem(signing_key))
-        custody = CustodyLog(config.data_dir / "custody", signing_key, witness=configured_witness(
-            config.custody.witness, config.custody.witness_path(config.keys_dir),
-            config.custody.checkpoints_path(config.keys_dir)))
+        custody = CustodyLog(
+            config.data_dir / "custody",
+            signing_key,
+            witness=configured_witness(
+                config.custody.witness,
+                config.custody.witness_path(config.keys_dir),
+                config.custody.checkpoints_path(config.keys_dir),
+            ),
+        )
         stack.push_async_callback(_closing("custody", custody.close_async))
         app[CUSTODY] = custody
         sfu = Sfu(config.media_options())
         stack.push_async_callback(_closing("sfu", sfu.close))
         app[SFU] = sfu
         if config.server.gc_freeze:
-            policy = GcPolicy(lambda: sum(sfu.close_reasons.values()),
-                              lambda: sum(len(r.participants) for r in sfu.rooms.values()))
+            policy = GcPolicy(
+                lambda: sum(sfu.close_reasons.values()),
+                lambda: sum(len(r.participants) for r in sfu.rooms.values()),
+            )
             stack.push_async_callback(policy.close)
         recorder = Recorder(
-            data_dir=config.data_dir, custody=custody,
+            data_dir=config.data_dir,
+            custody=custody,
             kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
-            signing_key=signing_key, segment_seconds=config.recording.segment_seconds,
-            retention_days=config.recording.retention_days)
+            signing_key=signing_key,
+            segment_seconds=config.recording.segment_seconds,
+            retention_days=config.recording.retention_days,
+        )
         stack.push_async_callback(_closing("recorder", recorder.close))
         app[RECORDER] = recorder
         app[STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
@@ -198,19 +250,22 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
-        app[DESK] = PrejoinDesk(database, custody, recorder, events, verifier,
-                                required=config.auth.prejoin_check)
+        app[DESK] = PrejoinDesk(
+            database, custody, recorder, events, verifier, required=config.auth.prejoin_check
+        )
         # decrypted exports being built when a process died (control/recordings/sealed_exports.py)
         await asyncio.to_thread(sealed_exports.clear_stale_builds, config.data_dir / "tmp")
         recovered = await recorder.recover()
         if recovered:
             logger.warning("sealed %d interrupted recording(s): %s", len(recovered), recovered)
         if config.recording.always_on or config.recording.sessions:
+
             def record(room: SfuRoom) -> None:
                 case_id = case_of_room(room.room_id)
                 if case_id is not None and config.recording.sessions:
-                    recorder.start_soon(room, actor="server", reason="session recording",
-                                        case=str(case_id))
+                    recorder.start_soon(
+                        room, actor="server", reason="session recording", case=str(case_id)
+                    )
                 elif config.recording.always_on:
                     recorder.start_soon(room, actor="server", reason="always-on recording")
 

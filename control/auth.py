@@ -58,8 +58,12 @@ def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = _scrypt(password, salt, SCRYPT)
     params = f"ln={SCRYPT['n'].bit_length() - 1},r={SCRYPT['r']},p={SCRYPT['p']}"
-    return (f"scrypt${params}$" + base64.b64encode(salt).decode() + "$"
-            + base64.b64encode(digest).decode())
+    return (
+        f"scrypt${params}$"
+        + base64.b64encode(salt).decode()
+        + "$"
+        + base64.b64encode(digest).decode()
+    )
 
 
 def _parse(stored: str) -> tuple[dict[str, int], bytes, bytes] | None:
@@ -70,8 +74,7 @@ def _parse(stored: str) -> tuple[dict[str, int], bytes, bytes] | None:
         elif len(parts) == 4 and parts[0] == "scrypt":
             fields = dict(item.split("=", 1) for item in parts[1].split(","))
             cost = {"n": 1 << int(fields["ln"]), "r": int(fields["r"]), "p": int(fields["p"])}
-            if not (1 <= int(fields["ln"]) <= 20 and 1 <= cost["r"] <= 32 and
-                    1 <= cost["p"] <= 4):
+            if not (1 <= int(fields["ln"]) <= 20 and 1 <= cost["r"] <= 32 and 1 <= cost["p"] <= 4):
                 return None
         else:
             return None
@@ -99,8 +102,12 @@ def _dummy_hash() -> str:
     """What an unknown user name is checked against: today's cost, a digest nothing matches
     (random bytes: making it costs no hashing)."""
     params = f"ln={SCRYPT['n'].bit_length() - 1},r={SCRYPT['r']},p={SCRYPT['p']}"
-    return (f"scrypt${params}$" + base64.b64encode(secrets.token_bytes(16)).decode() + "$"
-            + base64.b64encode(secrets.token_bytes(32)).decode())
+    return (
+        f"scrypt${params}$"
+        + base64.b64encode(secrets.token_bytes(16)).decode()
+        + "$"
+        + base64.b64encode(secrets.token_bytes(32)).decode()
+    )
 
 
 def check_login(password: str, stored: str | None) -> tuple[bool, str | None]:
@@ -135,15 +142,18 @@ class Officer:
         return self.role == "supervisor" or brigade == self.brigade
 
 
-def create_officer(conn: sqlite3.Connection, username: str, password: str, role: str,
-                   brigade: str) -> int:
+def create_officer(
+    conn: sqlite3.Connection, username: str, password: str, role: str, brigade: str
+) -> int:
     if role not in ACCOUNT_ROLES:
         raise ValueError(f"role must be one of {', '.join(ACCOUNT_ROLES)}")
     if len(password) < 10:
         raise ValueError("passwords have at least 10 characters")
     cursor = conn.execute(
         "INSERT INTO officers (username, password_hash, role, brigade, created_at) "
-        "VALUES (?, ?, ?, ?, ?)", (username, hash_password(password), role, brigade, now_iso()))
+        "VALUES (?, ?, ?, ?, ?)",
+        (username, hash_password(password), role, brigade, now_iso()),
+    )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
 
@@ -158,8 +168,15 @@ class Throttle:
     kept (the quietest go first), so that a flood of names cannot fill memory.
     """
 
-    def __init__(self, *, free: int = 5, base: float = 1.0, cap: float = 60.0,
-                 forget: float = 900.0, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        free: int = 5,
+        base: float = 1.0,
+        cap: float = 60.0,
+        forget: float = 900.0,
+        max_keys: int = 100_000,
+    ) -> None:
         self.free, self.base, self.cap, self.forget = free, base, cap, forget
         self.max_keys = max_keys
         self._keys: OrderedDict[str, tuple[int, float]] = OrderedDict()  # failures, last
@@ -222,22 +239,26 @@ def retry_after(seconds: float) -> str:
 
 
 def _account(conn: sqlite3.Connection, username: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT * FROM officers WHERE username = ? AND disabled = 0",
-                       (username,)).fetchone()
+    row = conn.execute(
+        "SELECT * FROM officers WHERE username = ? AND disabled = 0", (username,)
+    ).fetchone()
     return None if row is None else dict(row)
 
 
-def _open_login(conn: sqlite3.Connection, account: dict[str, Any],
-                new_hash: str | None) -> tuple[str, Officer]:
+def _open_login(
+    conn: sqlite3.Connection, account: dict[str, Any], new_hash: str | None
+) -> tuple[str, Officer]:
     if new_hash is not None:
-        conn.execute("UPDATE officers SET password_hash = ? WHERE id = ? AND password_hash = ?",
-                     (new_hash, account["id"], account["password_hash"]))
+        conn.execute(
+            "UPDATE officers SET password_hash = ? WHERE id = ? AND password_hash = ?",
+            (new_hash, account["id"], account["password_hash"]),
+        )
     token = secrets.token_urlsafe(32)
-    conn.execute("INSERT INTO logins (token_hash, officer_id, created_at, expires_at) "
-                 "VALUES (?, ?, ?, ?)", (token_hash(token), account["id"], now_iso(),
-                                         time.time() + LOGIN_TTL))
-    return token, Officer(account["id"], account["username"], account["role"],
-                          account["brigade"])
+    conn.execute(
+        "INSERT INTO logins (token_hash, officer_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        (token_hash(token), account["id"], now_iso(), time.time() + LOGIN_TTL),
+    )
+    return token, Officer(account["id"], account["username"], account["role"], account["brigade"])
 
 
 def login(conn: sqlite3.Connection, username: str, password: str) -> tuple[str, Officer] | None:
@@ -249,13 +270,15 @@ def login(conn: sqlite3.Connection, username: str, password: str) -> tuple[str, 
     return _open_login(conn, account, new_hash)
 
 
-async def login_async(database: Database, username: str,
-                      password: str) -> tuple[str, Officer] | None:
+async def login_async(
+    database: Database, username: str, password: str
+) -> tuple[str, Officer] | None:
     """A login for the server: the account is read, the password checked in a thread of its
     own (the database's thread goes on serving), then the login is stored."""
     account = await database.run(lambda c: _account(c, username))
     ok, new_hash = await asyncio.get_running_loop().run_in_executor(
-        _HASHER, check_login, password, None if account is None else account["password_hash"])
+        _HASHER, check_login, password, None if account is None else account["password_hash"]
+    )
     if account is None or not ok:
         return None
     return await database.run(lambda c: _open_login(c, account, new_hash))
@@ -265,12 +288,15 @@ def officer_for(conn: sqlite3.Connection, token: str) -> Officer | None:
     row = conn.execute(
         "SELECT o.* FROM logins l JOIN officers o ON o.id = l.officer_id "
         "WHERE l.token_hash = ? AND l.revoked_at IS NULL AND l.expires_at > ? "
-        "AND o.disabled = 0", (token_hash(token), time.time())).fetchone()
-    return None if row is None else Officer(row["id"], row["username"], row["role"],
-                                            row["brigade"])
+        "AND o.disabled = 0",
+        (token_hash(token), time.time()),
+    ).fetchone()
+    return None if row is None else Officer(row["id"], row["username"], row["role"], row["brigade"])
 
 
 def logout(conn: sqlite3.Connection, token: str) -> bool:
-    cursor = conn.execute("UPDATE logins SET revoked_at = ? WHERE token_hash = ? "
-                          "AND revoked_at IS NULL", (now_iso(), token_hash(token)))
+    cursor = conn.execute(
+        "UPDATE logins SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+        (now_iso(), token_hash(token)),
+    )
     return cursor.rowcount == 1

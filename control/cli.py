@@ -22,8 +22,11 @@ class _MalformedHttpFilter(logging.Filter):
 
         if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
             error = record.exc_info[1]
-            what = str(error.message).strip().splitlines()[0] if str(error.message).strip() \
+            what = (
+                str(error.message).strip().splitlines()[0]
+                if str(error.message).strip()
                 else type(error).__name__
+            )
             record.args = (record.getMessage(), what)
             record.msg = "%s: answered 400 (%s)"
             record.exc_info = None
@@ -86,8 +89,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1:
         from .front import run_supervised
 
-        print(f"remotecase: serving on {scheme}://{host}:{port}/ with {workers} worker "
-              f"processes (data in {config.data_dir.resolve()})", flush=True)
+        print(
+            f"remotecase: serving on {scheme}://{host}:{port}/ with {workers} worker "
+            f"processes (data in {config.data_dir.resolve()})",
+            flush=True,
+        )
         asyncio.run(run_supervised(config, workers, host, port, ssl_context))
         return 0
     if "REMOTECASE_WORKER_INDEX" in os.environ:
@@ -100,16 +106,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # which it got; connections wait in the listening queue until the app serves them
         sock = socket.create_server((host, port))
         report_port(sock)
-        web.run_app(create_app(config), sock=sock, ssl_context=ssl_context, print=None,
-                    access_log=None)
+        web.run_app(
+            create_app(config), sock=sock, ssl_context=ssl_context, print=None, access_log=None
+        )
         return 0
-    how = ("开发模式：在两个标签页中打开即可会面 / development mode: open it in two tabs "
-           "to meet" if config.auth.dev_join else
-           "加入通话需要民警发出的邀请链接 / joining a call needs an officer's invitation")
-    print(f"remotecase: serving on {scheme}://{host}:{port}/ "
-          f"({how}; data in {config.data_dir.resolve()})", flush=True)
-    web.run_app(create_app(config), host=host, port=port, ssl_context=ssl_context,
-                print=None, access_log=None)
+    how = (
+        "开发模式：在两个标签页中打开即可会面 / development mode: open it in two tabs to meet"
+        if config.auth.dev_join
+        else "加入通话需要民警发出的邀请链接 / joining a call needs an officer's invitation"
+    )
+    print(
+        f"remotecase: serving on {scheme}://{host}:{port}/ "
+        f"({how}; data in {config.data_dir.resolve()})",
+        flush=True,
+    )
+    web.run_app(
+        create_app(config),
+        host=host,
+        port=port,
+        ssl_context=ssl_context,
+        print=None,
+        access_log=None,
+    )
     return 0
 
 
@@ -133,37 +151,53 @@ def cmd_token(args: argparse.Namespace) -> int:
     config = _load(args)
     signer = TokenSigner.from_file(config.secret_path())
     try:
-        token = signer.mint(args.room, args.participant, name=args.name or "", role=args.role,
-                            ttl=args.ttl or config.auth.token_ttl)
+        token = signer.mint(
+            args.room,
+            args.participant,
+            name=args.name or "",
+            role=args.role,
+            ttl=args.ttl or config.auth.token_ttl,
+        )
     except ValueError as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 2
     print(token)
     if not config.auth.dev_join:
-        print("remotecase: 注意：服务器只在开发模式（remotecase serve --dev）下接受手工签发的令牌，"
-              "且只用于不属于案件会话的房间；案件通话的令牌由控制面为开放的会话签发 / note: the "
-              "server admits hand-minted tokens only in development mode (remotecase serve "
-              "--dev), and only to rooms outside every case session; the control plane issues "
-              "the tokens of case calls for open sessions", file=sys.stderr)
+        print(
+            "remotecase: 注意：服务器只在开发模式（remotecase serve --dev）下接受手工签发的令牌，"
+            "且只用于不属于案件会话的房间；案件通话的令牌由控制面为开放的会话签发 / note: the "
+            "server admits hand-minted tokens only in development mode (remotecase serve "
+            "--dev), and only to rooms outside every case session; the control plane issues "
+            "the tokens of case calls for open sessions",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_bench_forwarding(args: argparse.Namespace) -> int:
     from bench.forwarding import run_forwarding_bench
 
-    return asyncio.run(run_forwarding_bench(
-        subscribers=args.subscribers, seconds=args.seconds, as_json=args.json,
-        bitrate=args.bitrate, record=args.record, verify=args.verify,
-        face_video=args.face_video,
-    ))
+    return asyncio.run(
+        run_forwarding_bench(
+            subscribers=args.subscribers,
+            seconds=args.seconds,
+            as_json=args.json,
+            bitrate=args.bitrate,
+            record=args.record,
+            verify=args.verify,
+            face_video=args.face_video,
+        )
+    )
 
 
 def _witness(config: Config):  # type: ignore[no-untyped-def]
     from recorder.witness import configured_witness
 
-    return configured_witness(config.custody.witness,
-                              config.custody.witness_path(config.keys_dir),
-                              config.custody.checkpoints_path(config.keys_dir))
+    return configured_witness(
+        config.custody.witness,
+        config.custody.witness_path(config.keys_dir),
+        config.custody.checkpoints_path(config.keys_dir),
+    )
 
 
 def cmd_custody_verify(args: argparse.Namespace) -> int:
@@ -181,37 +215,55 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
         hint = ""
         if configured.exists():
             try:
-                hint = (f" 本机配置的公钥 / the configured key here: {configured} (key id "
-                        f"{key_id(load_public_key(configured.read_bytes()))}).")
+                hint = (
+                    f" 本机配置的公钥 / the configured key here: {configured} (key id "
+                    f"{key_id(load_public_key(configured.read_bytes()))})."
+                )
             except KeyProblem:
                 pass
-        print("remotecase: 请用 --public-key 指定您信任的托管公钥（主管机关公布的那把）。"
-              " / pass --public-key with the custody public key you trust (the one the "
-              "authority published); verification never picks a key by itself." + hint,
-              file=sys.stderr)
+        print(
+            "remotecase: 请用 --public-key 指定您信任的托管公钥（主管机关公布的那把）。"
+            " / pass --public-key with the custody public key you trust (the one the "
+            "authority published); verification never picks a key by itself." + hint,
+            file=sys.stderr,
+        )
         return 2
     try:
         publics = [load_public_key(Path(p).read_bytes()) for p in args.public_key]
         kek = KeyEncryptionKey.load(Path(args.kek), guard=False) if args.kek else None
-        witness = load_public_key(Path(args.witness_key).read_bytes()) \
-            if args.witness_key else None
+        witness = load_public_key(Path(args.witness_key).read_bytes()) if args.witness_key else None
         checkpoints = load_checkpoints(Path(args.checkpoint)) if args.checkpoint else []
     except (KeyProblem, OSError) as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 2
-    print("public key: " + ", ".join(f"key id {key_id(k)} ({p})"
-                                     for k, p in zip(publics, args.public_key, strict=True))
-          + (f"; witness key id {key_id(witness)}" if witness is not None else "")
-          + (f"; {len(checkpoints)} checkpoint(s), newest of size "
-             f"{max(c.tree_size for c in checkpoints)}" if checkpoints else ""))
+    print(
+        "public key: "
+        + ", ".join(
+            f"key id {key_id(k)} ({p})" for k, p in zip(publics, args.public_key, strict=True)
+        )
+        + (f"; witness key id {key_id(witness)}" if witness is not None else "")
+        + (
+            f"; {len(checkpoints)} checkpoint(s), newest of size "
+            f"{max(c.tree_size for c in checkpoints)}"
+            if checkpoints
+            else ""
+        )
+    )
     if not checkpoints:
-        print("注意：未给出 --checkpoint，无法发现日志被回滚到较早的签名树头。 / note: no "
-              "--checkpoint given: a rollback of the log to an earlier signed head cannot be "
-              "detected (docs/custody.md, the witness and checkpoints)")
+        print(
+            "注意：未给出 --checkpoint，无法发现日志被回滚到较早的签名树头。 / note: no "
+            "--checkpoint given: a rollback of the log to an earlier signed head cannot be "
+            "detected (docs/custody.md, the witness and checkpoints)"
+        )
     try:
-        findings = verify_path(target, public_key=publics,
-                               custody_dir=Path(args.custody) if args.custody else None, kek=kek,
-                               checkpoints=checkpoints, witness=witness)
+        findings = verify_path(
+            target,
+            public_key=publics,
+            custody_dir=Path(args.custody) if args.custody else None,
+            kek=kek,
+            checkpoints=checkpoints,
+            witness=witness,
+        )
     except FileNotFoundError as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 2
@@ -251,16 +303,24 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
         kek = KeyEncryptionKey.load_or_create(kek_file)
         custody = CustodyLog(config.data_dir / "custody", signing_key, witness=_witness(config))
         try:
-            result = export_recording(recording_dir=recording_dir, custody=custody, kek=kek,
-                                      signing_key=signing_key, out=out, actor=args.actor,
-                                      reason=args.reason)
+            result = export_recording(
+                recording_dir=recording_dir,
+                custody=custody,
+                kek=kek,
+                signing_key=signing_key,
+                out=out,
+                actor=args.actor,
+                reason=args.reason,
+            )
         finally:
             custody.close()
     except (KeyProblem, ValueError, WitnessRefused) as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 1
-    print(f"exported to {result['package']} ({len(result['files'])} files); "
-          f"logged as custody entry {result['export_index']}")
+    print(
+        f"exported to {result['package']} ({len(result['files'])} files); "
+        f"logged as custody entry {result['export_index']}"
+    )
     return 0
 
 
@@ -276,15 +336,17 @@ def _rewrap_materials(database):  # type: ignore[no-untyped-def]
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
-                    "SELECT id, wrapped_key, kek_fingerprint FROM materials").fetchall()
+                    "SELECT id, wrapped_key, kek_fingerprint FROM materials"
+                ).fetchall()
             except sqlite3.OperationalError:  # a database from before materials
                 conn.execute("ROLLBACK")
                 return 0
             for material_id, wrapped, fingerprint in rows:
                 if fingerprint != new.fingerprint:
-                    conn.execute("UPDATE materials SET wrapped_key = ?, kek_fingerprint = ? "
-                                 "WHERE id = ?", (old.rewrap(wrapped, fingerprint, new),
-                                                  new.fingerprint, material_id))
+                    conn.execute(
+                        "UPDATE materials SET wrapped_key = ?, kek_fingerprint = ? WHERE id = ?",
+                        (old.rewrap(wrapped, fingerprint, new), new.fingerprint, material_id),
+                    )
             conn.execute("COMMIT")
             return len(rows)
         except BaseException:
@@ -308,27 +370,39 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     config = _load(args)
     try:
         if args.signing:
-            result = rotate_signing(config.keys_dir, config.data_dir / "custody",
-                                    witness=_witness(config), actor=args.actor,
-                                    reason=args.reason)
-            print(f"签名密钥已轮换 / signing key rotated: {result['old_key_id']} -> "
-                  f"{result['new_key_id']} (custody entry {result['log_index']}); publish "
-                  f"{config.keys_dir / 'custody-ed25519.pub.pem'}, keep the old public key "
-                  f"{result['retired_public_key']} published too")
+            result = rotate_signing(
+                config.keys_dir,
+                config.data_dir / "custody",
+                witness=_witness(config),
+                actor=args.actor,
+                reason=args.reason,
+            )
+            print(
+                f"签名密钥已轮换 / signing key rotated: {result['old_key_id']} -> "
+                f"{result['new_key_id']} (custody entry {result['log_index']}); publish "
+                f"{config.keys_dir / 'custody-ed25519.pub.pem'}, keep the old public key "
+                f"{result['retired_public_key']} published too"
+            )
         else:
             signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
-            custody = CustodyLog(config.data_dir / "custody", signing_key,
-                                 witness=_witness(config))
+            custody = CustodyLog(config.data_dir / "custody", signing_key, witness=_witness(config))
             try:
-                result = rotate_kek(config.keys_dir, config.data_dir, custody, actor=args.actor,
-                                    reason=args.reason, rewrap_rows=_rewrap_materials(
-                                        Path(config.data_dir / "control.sqlite3")))
+                result = rotate_kek(
+                    config.keys_dir,
+                    config.data_dir,
+                    custody,
+                    actor=args.actor,
+                    reason=args.reason,
+                    rewrap_rows=_rewrap_materials(Path(config.data_dir / "control.sqlite3")),
+                )
             finally:
                 custody.close()
-            print(f"密钥加密密钥已轮换 / key-encryption key rotated: {result['old_kek']} -> "
-                  f"{result['new_kek']}; rewrapped {result['recordings']} recordings, "
-                  f"{result['materials']} materials, {result['faces']} face embeddings "
-                  f"(custody entry {result['log_index']}); media untouched")
+            print(
+                f"密钥加密密钥已轮换 / key-encryption key rotated: {result['old_kek']} -> "
+                f"{result['new_kek']}; rewrapped {result['recordings']} recordings, "
+                f"{result['materials']} materials, {result['faces']} face embeddings "
+                f"(custody entry {result['log_index']}); media untouched"
+            )
     except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 1
@@ -357,8 +431,9 @@ def _verifier_spec(config: Config):  # type: ignore[no-untyped-def]
     from verifier.engine import default_spec
 
     v = config.verifier
-    return default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on, min_face=20,
-                        runtime=v.facenet_runtime)
+    return default_spec(
+        threshold=v.threshold, calibrated_on=v.calibrated_on, min_face=20, runtime=v.facenet_runtime
+    )
 
 
 def cmd_verifier_eval(args: argparse.Namespace) -> int:
@@ -372,28 +447,41 @@ def cmd_verifier_eval(args: argparse.Namespace) -> int:
     try:
         spec = _verifier_spec(config)
         engine = load_engine(spec)
-        report = evaluate(Path(args.directory), engine, threshold=spec.threshold,
-                          target_far=args.target_far)
+        report = evaluate(
+            Path(args.directory), engine, threshold=spec.threshold, target_far=args.target_far
+        )
     except (EvalError, ModelError) as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 2
     if args.plot:
         plot(report, Path(args.plot))
     print(f"engine                {spec.name}")
-    print(f"pairs                 {report['pairs']} ({report['same_pairs']} same, "
-          f"{report['different_pairs']} different), {report['images']} images")
-    print(f"detection failures    {report['detect_failures']}"
-          + (f": {', '.join(report['failed_images'])}" if report["failed_images"] else ""))
-    print(f"accuracy              {report['accuracy']:.4f} at the configured threshold "
-          f"{report['threshold']:.3f}")
-    print(f"best threshold        {report['best_threshold']:.4f} "
-          f"(accuracy {report['best_accuracy']:.4f})")
+    print(
+        f"pairs                 {report['pairs']} ({report['same_pairs']} same, "
+        f"{report['different_pairs']} different), {report['images']} images"
+    )
+    print(
+        f"detection failures    {report['detect_failures']}"
+        + (f": {', '.join(report['failed_images'])}" if report["failed_images"] else "")
+    )
+    print(
+        f"accuracy              {report['accuracy']:.4f} at the configured threshold "
+        f"{report['threshold']:.3f}"
+    )
+    print(
+        f"best threshold        {report['best_threshold']:.4f} "
+        f"(accuracy {report['best_accuracy']:.4f})"
+    )
     for row in report["tar_at_far"]:
-        print(f"TAR at FAR {row['far']:<6g}     {row['tar']} at threshold {row['threshold']}"
-              + (f"  [{row['note']}]" if row["note"] else ""))
+        print(
+            f"TAR at FAR {row['far']:<6g}     {row['tar']} at threshold {row['threshold']}"
+            + (f"  [{row['note']}]" if row["note"] else "")
+        )
     target = report["threshold_for_target_far"]
-    print(f"threshold for FAR {target['far']:g}: {target['threshold']}"
-          + (f"  [{target['note']}]" if "note" in target else ""))
+    print(
+        f"threshold for FAR {target['far']:g}: {target['threshold']}"
+        + (f"  [{target['note']}]" if "note" in target else "")
+    )
     same, diff = report["same_scores"], report["different_scores"]
     print(f"same-person scores    min {same['min']}, mean {same['mean']}, sd {same['sd']}")
     print(f"different-person      max {diff['max']}, mean {diff['mean']}, sd {diff['sd']}")
@@ -425,9 +513,14 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     v = config.verifier
     database = Database(config.data_dir / "control.sqlite3")
     try:
-        known = database.run_sync(lambda c: c.execute(
-            "SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
-            (args.party, args.case)).fetchone() is not None)
+        known = database.run_sync(
+            lambda c: (
+                c.execute(
+                    "SELECT 1 FROM parties WHERE id = ? AND case_id = ?", (args.party, args.case)
+                ).fetchone()
+                is not None
+            )
+        )
     finally:
         database.close_sync()
     if not known:
@@ -436,10 +529,16 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
     kek = KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key")
     custody = CustodyLog(config.data_dir / "custody", signing_key)
-    verifier = Verifier(_verifier_spec(config),
-                        VerifierSettings(enrollment=QualityRules(
-                            min_face=v.min_enroll_face, min_sharpness=v.min_enroll_sharpness)),
-                        EnrollmentStore(config.data_dir / "faces", kek), custody=custody)
+    verifier = Verifier(
+        _verifier_spec(config),
+        VerifierSettings(
+            enrollment=QualityRules(
+                min_face=v.min_enroll_face, min_sharpness=v.min_enroll_sharpness
+            )
+        ),
+        EnrollmentStore(config.data_dir / "faces", kek),
+        custody=custody,
+    )
 
     try:
         photo = Path(args.photo).read_bytes()
@@ -449,8 +548,13 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, object]:
         try:
-            return await verifier.enroll(f"case-{args.case}", f"party-{args.party}", photo,
-                                         actor=f"operator:{args.actor}", case=str(args.case))
+            return await verifier.enroll(
+                f"case-{args.case}",
+                f"party-{args.party}",
+                photo,
+                actor=f"operator:{args.actor}",
+                case=str(args.case),
+            )
         finally:
             await verifier.close(CloseReason.SHUTDOWN)
 
@@ -461,16 +565,19 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
         return 1
     finally:
         custody.close()
-    print(f"enrolled party {args.party} of case {args.case}: photo sha256 "
-          f"{record['photo_sha256']}, quality {record['quality']}")
+    print(
+        f"enrolled party {args.party} of case {args.case}: photo sha256 "
+        f"{record['photo_sha256']}, quality {record['quality']}"
+    )
     return 0
 
 
 def cmd_bench_verifier(args: argparse.Namespace) -> int:
     from bench.verifier import run_verifier_bench
 
-    return asyncio.run(run_verifier_bench(samples=args.samples, dev_set=args.dev_set,
-                                          as_json=args.json))
+    return asyncio.run(
+        run_verifier_bench(samples=args.samples, dev_set=args.dev_set, as_json=args.json)
+    )
 
 
 def cmd_officer_add(args: argparse.Namespace) -> int:
@@ -481,12 +588,15 @@ def cmd_officer_add(args: argparse.Namespace) -> int:
 
     config = _load(args)
     password = os.environ.get("REMOTECASE_NEW_PASSWORD") or (
-        sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty()
-        else getpass.getpass("password: "))
+        sys.stdin.readline().rstrip("\n")
+        if not sys.stdin.isatty()
+        else getpass.getpass("password: ")
+    )
     database = Database(config.data_dir / "control.sqlite3")
     try:
-        officer_id = database.run_sync(lambda c: create_officer(
-            c, args.username, password, args.role, args.brigade))
+        officer_id = database.run_sync(
+            lambda c: create_officer(c, args.username, password, args.role, args.brigade)
+        )
     except (ValueError, Exception) as exc:
         print(f"remotecase: {exc}", file=sys.stderr)
         return 1
@@ -507,40 +617,58 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--dev", action="store_true",
-                       help="development mode (auth.dev_join): the page mints its own tokens "
-                            "for rooms outside every case; loopback binds only")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode (auth.dev_join): the page mints its own tokens "
+        "for rooms outside every case; loopback binds only",
+    )
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="mint a join token")
     token.add_argument("--room", required=True)
     token.add_argument("--participant", required=True)
     token.add_argument("--name")
-    token.add_argument("--role", default="party",
-                       choices=("party", "officer", "supervisor", "observer"))
+    token.add_argument(
+        "--role", default="party", choices=("party", "officer", "supervisor", "observer")
+    )
     token.add_argument("--ttl", type=int, help="seconds (default: auth.token_ttl)")
     token.set_defaults(func=cmd_token)
 
     custody = sub.add_parser("custody", help="recordings and their chain of custody")
     custody_sub = custody.add_subparsers(dest="custody", required=True)
     verify = custody_sub.add_parser(
-        "verify", help="check a stored recording or an export package offline")
+        "verify", help="check a stored recording or an export package offline"
+    )
     verify.add_argument("path", help="a recording directory or an export package")
-    verify.add_argument("--public-key", action="append", help="the custody public key you "
-                        "trust (PEM; any key of the rotation chain; repeat for several); required")
-    verify.add_argument("--custody", help="custody log directory of a stored recording "
-                        "(default: the data directory's)")
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        help="the custody public key you "
+        "trust (PEM; any key of the rotation chain; repeat for several); required",
+    )
+    verify.add_argument(
+        "--custody",
+        help="custody log directory of a stored recording (default: the data directory's)",
+    )
     verify.add_argument("--kek", help="key-encryption key file, to decrypt and check media too")
-    verify.add_argument("--checkpoint", help="a trusted earlier tree head: a checkpoint file, or "
-                        "the published checkpoints directory (each one is checked)")
-    verify.add_argument("--witness-key", help="the witness public key (PEM): every head from "
-                        "the first countersigned one on must carry its countersignature")
+    verify.add_argument(
+        "--checkpoint",
+        help="a trusted earlier tree head: a checkpoint file, or "
+        "the published checkpoints directory (each one is checked)",
+    )
+    verify.add_argument(
+        "--witness-key",
+        help="the witness public key (PEM): every head from "
+        "the first countersigned one on must carry its countersignature",
+    )
     verify.set_defaults(func=cmd_custody_verify)
     export = custody_sub.add_parser("export", help="write a package for court")
     export.add_argument("recording", help="recording ID or directory")
     export.add_argument("--out", required=True, help="new directory for the package")
-    export.add_argument("--actor", default=os.environ.get("USER", "operator"),
-                        help="who exports (logged)")
+    export.add_argument(
+        "--actor", default=os.environ.get("USER", "operator"), help="who exports (logged)"
+    )
     export.add_argument("--reason", default="export for review", help="why (logged)")
     export.set_defaults(func=cmd_custody_export)
 
@@ -548,12 +676,19 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys", required=True)
     rotate = keys_sub.add_parser("rotate", help="start a new key (run with the server stopped)")
     which = rotate.add_mutually_exclusive_group(required=True)
-    which.add_argument("--signing", action="store_true",
-                       help="a new custody signing key, handed over in a log entry both sign")
-    which.add_argument("--kek", action="store_true",
-                       help="a new key-encryption key: rewrap every data key, media untouched")
-    rotate.add_argument("--actor", default=os.environ.get("USER", "operator"),
-                        help="who rotates (logged)")
+    which.add_argument(
+        "--signing",
+        action="store_true",
+        help="a new custody signing key, handed over in a log entry both sign",
+    )
+    which.add_argument(
+        "--kek",
+        action="store_true",
+        help="a new key-encryption key: rewrap every data key, media untouched",
+    )
+    rotate.add_argument(
+        "--actor", default=os.environ.get("USER", "operator"), help="who rotates (logged)"
+    )
     rotate.add_argument("--reason", default="key rotation", help="why (logged)")
     rotate.set_defaults(func=cmd_keys_rotate)
 
@@ -574,15 +709,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     officer = sub.add_parser("officer", help="officer accounts")
     officer_sub = officer.add_subparsers(dest="officer", required=True)
-    add = officer_sub.add_parser("add", help="create an officer (password on stdin or "
-                                 "REMOTECASE_NEW_PASSWORD)")
+    add = officer_sub.add_parser(
+        "add", help="create an officer (password on stdin or REMOTECASE_NEW_PASSWORD)"
+    )
     add.add_argument("--username", required=True)
     add.add_argument("--role", choices=("officer", "supervisor", "observer"), default="officer")
     add.add_argument("--brigade", required=True)
     add.set_defaults(func=cmd_officer_add)
 
-    docs_parser = sub.add_parser("documents", help="legal documents: templates, numbers, "
-                               "signatures, offline verification")
+    docs_parser = sub.add_parser(
+        "documents", help="legal documents: templates, numbers, signatures, offline verification"
+    )
     from documents.cli import add_arguments as documents_arguments
 
     documents_arguments(docs_parser)
@@ -595,10 +732,16 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--seconds", type=float, default=10.0)
     fwd.add_argument("--bitrate", type=int, default=1_000_000, help="publisher video bits/s")
     fwd.add_argument("--record", action="store_true", help="record the room while measuring")
-    fwd.add_argument("--verify", action="store_true",
-                     help="the publisher shows an enrolled face, checked while measuring")
-    fwd.add_argument("--face-video", action="store_true",
-                     help="the publisher shows a face (the baseline for --verify)")
+    fwd.add_argument(
+        "--verify",
+        action="store_true",
+        help="the publisher shows an enrolled face, checked while measuring",
+    )
+    fwd.add_argument(
+        "--face-video",
+        action="store_true",
+        help="the publisher shows a face (the baseline for --verify)",
+    )
     fwd.add_argument("--json", action="store_true", help="last line: one JSON object")
     fwd.set_defaults(func=cmd_bench_forwarding)
     load = bench_sub.add_parser("load", help="rooms of real clients: latency, loss, capacity")
@@ -606,8 +749,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     load_arguments(load)
     load.set_defaults(func=cmd_bench_load)
-    janus = bench_sub.add_parser("compare-janus", help="the same load against remotecase and "
-                                 "Debian's Janus (VideoRoom), side by side")
+    janus = bench_sub.add_parser(
+        "compare-janus",
+        help="the same load against remotecase and Debian's Janus (VideoRoom), side by side",
+    )
     load_arguments(janus, compare=True)
     janus.set_defaults(func=cmd_bench_compare_janus)
     rec = bench_sub.add_parser("recorder", help="recording cost: segment MB/s, CPU per stream")

@@ -179,15 +179,20 @@ class CustodyConfig(_Section):
         return Path(self.witness_dir) if self.witness_dir else keys_dir.resolve().parent / "witness"
 
     def checkpoints_path(self, keys_dir: Path) -> Path:
-        return Path(self.checkpoints_dir) if self.checkpoints_dir else \
-            keys_dir.resolve().parent / "checkpoints"
+        return (
+            Path(self.checkpoints_dir)
+            if self.checkpoints_dir
+            else keys_dir.resolve().parent / "checkpoints"
+        )
 
     def validate(self) -> None:
         if self.witness not in ("key", "off", "tsa"):
             raise ConfigError(f"custody.witness: {self.witness!r} is not 'key', 'off' or 'tsa'")
         if self.witness == "tsa":
-            raise ConfigError("custody.witness: 'tsa' is a documented interface "
-                              "(docs/custody.md), not built into this version; use 'key'")
+            raise ConfigError(
+                "custody.witness: 'tsa' is a documented interface "
+                "(docs/custody.md), not built into this version; use 'key'"
+            )
 
 
 @dataclass(frozen=True)
@@ -226,9 +231,11 @@ class VerifierConfig(_Section):
     # Cosine similarity at or above which a sample matches, and the labelled set it was
     # calibrated on (remotecase verifier eval prints both).
     threshold: float = 0.60
-    calibrated_on: str = ("face-dev-set:91-pairs:sha256:"
-                          "b0bbfaec65aa09df7050b87b834dc4e4cf0aa8e02f17b35f97b68407c02690a2:"
-                          "facenet-input-v2")
+    calibrated_on: str = (
+        "face-dev-set:91-pairs:sha256:"
+        "b0bbfaec65aa09df7050b87b834dc4e4cf0aa8e02f17b35f97b68407c02690a2:"
+        "facenet-input-v2"
+    )
     sample_interval: float = 1.0
     workers: int = 1
     alert_after: float = 3.0
@@ -248,23 +255,24 @@ class VerifierConfig(_Section):
         if self.engine not in ("default", "pack"):
             raise ConfigError(f"verifier.engine: {self.engine!r} is not 'default' or 'pack'")
         if self.facenet_runtime not in ("onnxruntime", "opencv"):
-            raise ConfigError(f"verifier.facenet_runtime: {self.facenet_runtime!r} is not "
-                              "'onnxruntime' or 'opencv'")
+            raise ConfigError(
+                f"verifier.facenet_runtime: {self.facenet_runtime!r} is not "
+                "'onnxruntime' or 'opencv'"
+            )
         if self.engine == "pack":
             if not self.pack_dir or not Path(self.pack_dir).is_dir():
                 raise ConfigError(f"verifier.pack_dir: {self.pack_dir!r} is not a directory")
             if not self.pack_sha256:
-                raise ConfigError("verifier.pack_sha256: pin the SHA-256 of every file of the "
-                                  "pack")
+                raise ConfigError("verifier.pack_sha256: pin the SHA-256 of every file of the pack")
             for file_name, digest in self.pack_sha256.items():
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                     raise ConfigError(f"verifier.pack_sha256.{file_name}: not a SHA-256 hex digest")
         if self.liveness_model:
             if not Path(self.liveness_model).is_file():
-                raise ConfigError(
-                    f"verifier.liveness_model: no such file {self.liveness_model!r}")
-            if len(self.liveness_sha256) != 64 or any(c not in "0123456789abcdef"
-                                                   for c in self.liveness_sha256):
+                raise ConfigError(f"verifier.liveness_model: no such file {self.liveness_model!r}")
+            if len(self.liveness_sha256) != 64 or any(
+                c not in "0123456789abcdef" for c in self.liveness_sha256
+            ):
                 raise ConfigError("verifier.liveness_sha256: pin the model's SHA-256 (hex)")
         if not 0.0 <= self.liveness_threshold <= 1.0:
             raise ConfigError("verifier.liveness_threshold: a probability, between 0 and 1")
@@ -374,16 +382,22 @@ class Config:
         data = Path(self.storage.data_dir).resolve()
         keys = Path(self.keys.dir).resolve()
         if keys == data or data in keys.parents:
-            raise ConfigError(f"keys.dir: {self.keys.dir!r} must not be inside storage.data_dir "
-                              "(keys are kept apart from the data they protect)")
+            raise ConfigError(
+                f"keys.dir: {self.keys.dir!r} must not be inside storage.data_dir "
+                "(keys are kept apart from the data they protect)"
+            )
         c = self.custody
-        for name, where in (("witness_dir", c.witness_path(keys)),
-                            ("checkpoints_dir", c.checkpoints_path(keys))):
+        for name, where in (
+            ("witness_dir", c.witness_path(keys)),
+            ("checkpoints_dir", c.checkpoints_path(keys)),
+        ):
             where = where.resolve()
             if where in (data, keys) or data in where.parents or keys in where.parents:
-                raise ConfigError(f"custody.{name}: {str(where)!r} must be outside "
-                                  "storage.data_dir and keys.dir (it must survive a copy of "
-                                  "them being put back)")
+                raise ConfigError(
+                    f"custody.{name}: {str(where)!r} must be outside "
+                    "storage.data_dir and keys.dir (it must survive a copy of "
+                    "them being put back)"
+                )
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -411,7 +425,8 @@ def _convert(hint: Any, raw: Any, name: str) -> Any:
         return [_convert(item, v, f"{name}[{i}]") for i, v in enumerate(raw)]
     if origin is dict:
         if not isinstance(raw, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        ):
             raise ConfigError(f"{name}: expected a table of strings")
         return dict(raw)
     if origin in (typing.Union, types.UnionType):
@@ -449,7 +464,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
-        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
+        section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
         try:
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
@@ -458,8 +473,11 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
     """Defaults, then the TOML file, then the environment, then ``overrides`` (tests, CLI)."""
     merged: dict[str, dict[str, Any]] = {}
     layers: list[Mapping[str, Any]] = []

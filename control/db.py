@@ -280,8 +280,9 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # several processes share the file (workers, a CLI next to the server): wait for the
         # others' locks rather than fail at once
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+        )
         conn.row_factory = sqlite3.Row
         _enter_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
@@ -304,8 +305,9 @@ class Database:
                         conn.execute(statement)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
-                    raise sqlite3.IntegrityError(f"migration {number}: foreign keys broken: "
-                                                 f"{[tuple(r) for r in broken[:5]]}")
+                    raise sqlite3.IntegrityError(
+                        f"migration {number}: foreign keys broken: {[tuple(r) for r in broken[:5]]}"
+                    )
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
                 conn.execute("COMMIT")
             except Exception:
@@ -331,7 +333,8 @@ class Database:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._transaction, fn)
+            self._executor, self._transaction, fn
+        )
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """For command-line tools, which have no event loop."""

@@ -89,13 +89,11 @@ class EventHub:
     def know_case(self, case_id: int, brigade: str) -> None:
         self._brigades[case_id] = brigade
 
-    def publish(self, case_id: int | None, event_type: str, room: str = "",
-                **fields: Any) -> None:
+    def publish(self, case_id: int | None, event_type: str, room: str = "", **fields: Any) -> None:
         if case_id is None:
             return
         brigade = self._brigades.get(case_id)
-        event = {"type": event_type, "case": case_id, "room": room, "time": utc_now(),
-                 **fields}
+        event = {"type": event_type, "case": case_id, "room": room, "time": utc_now(), **fields}
         for listener in list(self._listeners):
             if brigade is None or not listener.officer.may_touch(brigade):
                 continue
@@ -125,9 +123,11 @@ class EventHub:
         """Verifier and recorder listeners: (room, type, fields)."""
         self.publish(case_of_room(room_id), event_type, room_id, **fields)
 
-    async def stream(self, request: web.Request,
-                     register: Callable[[web.WebSocketResponse], None] | None = None,
-                     ) -> web.WebSocketResponse:
+    async def stream(
+        self,
+        request: web.Request,
+        register: Callable[[web.WebSocketResponse], None] | None = None,
+    ) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
         await ws.prepare(request)
         if register is not None:  # so that a stopping server closes it
@@ -140,8 +140,14 @@ class EventHub:
         tasks = TaskSet(f"event stream of {officer.username}", logger)
         tasks.spawn(self._write(ws, listener), "writer")
         try:
-            await ws.send_json({"type": "ready", "officer": officer.username,
-                                "brigade": officer.brigade, "role": officer.role})
+            await ws.send_json(
+                {
+                    "type": "ready",
+                    "officer": officer.username,
+                    "brigade": officer.brigade,
+                    "role": officer.role,
+                }
+            )
             async for message in ws:
                 if message.type != WSMsgType.TEXT:
                     break
@@ -152,40 +158,50 @@ class EventHub:
             await ws.close()
         return ws
 
-    async def _authenticate(self, request: web.Request,
-                            ws: web.WebSocketResponse) -> Officer | None:
+    async def _authenticate(
+        self, request: web.Request, ws: web.WebSocketResponse
+    ) -> Officer | None:
         try:
             message = await ws.receive(timeout=AUTH_TIMEOUT)
             body = loads(message.data) if message.type == WSMsgType.TEXT else None
         except (TimeoutError, ValueError):
             body = None
-        token = body.get("token") if isinstance(body, dict) and \
-            body.get("type") == "auth" else None
+        token = body.get("token") if isinstance(body, dict) and body.get("type") == "auth" else None
         officer = None
         if isinstance(token, str) and len(token) < 200:
             officer = await request.app[DB].run(lambda c: officer_for(c, token))
         if officer is None:
-            await ws.send_json({"type": "error", "error": "unauthorized",
-                                "message": 'first send {"type": "auth", "token": <login token>}'
-                                           " with a valid login"})
+            await ws.send_json(
+                {
+                    "type": "error",
+                    "error": "unauthorized",
+                    "message": 'first send {"type": "auth", "token": <login token>}'
+                    " with a valid login",
+                }
+            )
             await ws.close(code=CLOSE_AUTH, message=b"unauthorized")
         return officer
 
-    async def _command(self, request: web.Request, ws: web.WebSocketResponse,
-                       listener: _Listener, data: str) -> None:
+    async def _command(
+        self, request: web.Request, ws: web.WebSocketResponse, listener: _Listener, data: str
+    ) -> None:
         try:
             body = loads(data)
         except ValueError:
             body = None
         if not isinstance(body, dict) or body.get("type") != "subscribe":
-            await ws.send_json({"type": "error", "error": "bad_request",
-                                "message": 'expected {"type": "subscribe", "case": N or null}'})
+            await ws.send_json(
+                {
+                    "type": "error",
+                    "error": "bad_request",
+                    "message": 'expected {"type": "subscribe", "case": N or null}',
+                }
+            )
             return
         case = body.get("case")
         case_id = None if case is None else id_value(case)
         if case is not None and case_id is None:
-            await ws.send_json({"type": "error", "error": "not_found",
-                                "message": "no such case"})
+            await ws.send_json({"type": "error", "error": "not_found", "message": "no such case"})
             return
         if case_id is None:
             listener.case = None
@@ -193,8 +209,9 @@ class EventHub:
             chosen = case_id
             found = await request.app[DB].run(lambda c: case_brigade(c, chosen))
             if found is None or not listener.officer.may_touch(found):
-                await ws.send_json({"type": "error", "error": "not_found",
-                                    "message": "no such case"})
+                await ws.send_json(
+                    {"type": "error", "error": "not_found", "message": "no such case"}
+                )
                 return
             self.know_case(chosen, found)
             listener.case = chosen
@@ -222,12 +239,17 @@ class _RoomFeed:
         self.hub.on_room_event(self.room.room_id, event_type, **fields)
 
     def on_participant_joined(self, participant: Participant) -> None:
-        self._publish("participant_joined", participant=participant.participant_id,
-                      name=participant.name, role=participant.role)
+        self._publish(
+            "participant_joined",
+            participant=participant.participant_id,
+            name=participant.name,
+            role=participant.role,
+        )
 
     def on_participant_left(self, participant: Participant, reason: CloseReason) -> None:
-        self._publish("participant_left", participant=participant.participant_id,
-                      reason=reason.value)
+        self._publish(
+            "participant_left", participant=participant.participant_id, reason=reason.value
+        )
 
     def on_track_published(self, up: UpTrack) -> None:
         pass
@@ -237,5 +259,3 @@ class _RoomFeed:
 
     def on_room_closed(self, reason: CloseReason) -> None:
         self._publish("room_closed", reason=reason.value)
-
-

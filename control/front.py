@@ -64,8 +64,18 @@ from .http.webguard import (
 
 logger = logging.getLogger(__name__)
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 _CASE_PATH = re.compile(r"^/api/cases/(\d{1,18})(/|$)")
 _CASE_ROOM = re.compile(r"^case-(\d+)-")
 REPORT_FD = "REMOTECASE_WORKER_REPORT_FD"  # the pipe a worker reports its port on
@@ -114,8 +124,7 @@ def room_claim(token: object) -> str | None:
     return room if isinstance(room, str) else None
 
 
-def create_front(worker_urls: list[str], *, secret: str,
-                 body_timeout: float) -> web.Application:
+def create_front(worker_urls: list[str], *, secret: str, body_timeout: float) -> web.Application:
     """``secret``: what the workers were given to believe the client addresses it sends."""
     # bodies are streamed to the workers, under the same deadline as theirs
     app = web.Application(client_max_size=1024**3, middlewares=[body_deadline(body_timeout)])
@@ -138,23 +147,32 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
         # officer's event stream holds one for its whole life, and aiohttp's default of 100
         # made the 101st wait for ever, with /metrics and the API behind it
         connector=aiohttp.TCPConnector(limit=0),
-        auto_decompress=False)
+        auto_decompress=False,
+    )
     yield
     await app[CLIENT].close()
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
     workers = request.app[WORKERS]
-    base = workers[worker_for_request(request.path, request.headers.get("Authorization", ""),
-                                      len(workers))]
-    headers = {k: v for k, v in request.headers.items()
-               if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARDING_HEADERS}
+    base = workers[
+        worker_for_request(request.path, request.headers.get("Authorization", ""), len(workers))
+    ]
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARDING_HEADERS
+    }
     headers.update(_client_headers(request))
     body = request.content if request.body_exists else None
     try:
         async with request.app[CLIENT].request(
-                request.method, base + request.rel_url.raw_path_qs, headers=headers,
-                data=body, allow_redirects=False) as upstream:
+            request.method,
+            base + request.rel_url.raw_path_qs,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+        ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
                 if key.lower() not in HOP_BY_HOP:
@@ -165,9 +183,13 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
             return response
     except aiohttp.ClientError:
-        return web.json_response({"error": "worker_unavailable",
-                                  "message": "the worker for this request is not answering"},
-                                 status=503)
+        return web.json_response(
+            {
+                "error": "worker_unavailable",
+                "message": "the worker for this request is not answering",
+            },
+            status=503,
+        )
 
 
 async def _pipe(source: Any, sink: Any) -> None:
@@ -213,9 +235,9 @@ async def _signalling(request: web.Request) -> web.WebSocketResponse:
     target = workers[worker_for_room(room, len(workers))] if room else workers[0]
     url = target.replace("http://", "ws://", 1) + "/ws"
     try:
-        upstream = await request.app[CLIENT].ws_connect(url, max_msg_size=1 << 22,
-                                                        heartbeat=20.0,
-                                                        headers=_client_headers(request))
+        upstream = await request.app[CLIENT].ws_connect(
+            url, max_msg_size=1 << 22, heartbeat=20.0, headers=_client_headers(request)
+        )
     except aiohttp.ClientError:
         await ws.close(code=4011, message=b"worker unavailable")
         return ws
@@ -248,8 +270,10 @@ async def _events(request: web.Request) -> web.WebSocketResponse:
     try:
         for base in workers:
             stream = await request.app[CLIENT].ws_connect(
-                base.replace("http://", "ws://", 1) + "/api/events", heartbeat=20.0,
-                headers=_client_headers(request))
+                base.replace("http://", "ws://", 1) + "/api/events",
+                heartbeat=20.0,
+                headers=_client_headers(request),
+            )
             await stream.send_str(first)
             streams.append(stream)
 
@@ -273,8 +297,9 @@ async def _events(request: web.Request) -> web.WebSocketResponse:
                     for stream in streams:
                         await stream.send_str(message.data)
 
-        spawned = [relays.spawn(relay(i, s), f"relay from worker {i}")
-                   for i, s in enumerate(streams)]
+        spawned = [
+            relays.spawn(relay(i, s), f"relay from worker {i}") for i, s in enumerate(streams)
+        ]
         client = relays.spawn(commands(), "commands")
         # worker 0's stream or the client's ending ends the merged stream
         await asyncio.wait({spawned[0], client}, return_when=asyncio.FIRST_COMPLETED)
@@ -325,8 +350,10 @@ async def _metrics(request: web.Request) -> web.Response:
     from .metrics import _resident_bytes
 
     cpu = os.times()
-    own: dict[str, float] = {"process_cpu_seconds_total": cpu.user + cpu.system,
-                             "process_resident_memory_bytes": float(_resident_bytes())}
+    own: dict[str, float] = {
+        "process_cpu_seconds_total": cpu.user + cpu.system,
+        "process_resident_memory_bytes": float(_resident_bytes()),
+    }
     for name, amount in own.items():
         samples = family(name)["samples"]
         samples[name] = samples.get(name, 0.0) + amount
@@ -348,21 +375,28 @@ async def _healthz(request: web.Request) -> web.Response:
             body = None
         if isinstance(body, dict) and body.get("dev_join") is True:
             dev_join = True  # the workers share one configuration
-        per_worker.append({"rooms": int(body.get("rooms", 0)),
-                           "participants": int(body.get("participants", 0))}
-                          if isinstance(body, dict) else None)
+        per_worker.append(
+            {"rooms": int(body.get("rooms", 0)), "participants": int(body.get("participants", 0))}
+            if isinstance(body, dict)
+            else None
+        )
     alive = [w for w in per_worker if w is not None]
     status = "ok" if len(alive) == len(per_worker) else "degraded"
-    return web.json_response({
-        "status": status, "workers": len(per_worker), "workers_up": len(alive),
-        "dev_join": dev_join,
-        "rooms": sum(w["rooms"] for w in alive),
-        "participants": sum(w["participants"] for w in alive), "per_worker": per_worker},
-        status=200 if status == "ok" else 503)
+    return web.json_response(
+        {
+            "status": status,
+            "workers": len(per_worker),
+            "workers_up": len(alive),
+            "dev_join": dev_join,
+            "rooms": sum(w["rooms"] for w in alive),
+            "participants": sum(w["participants"] for w in alive),
+            "per_worker": per_worker,
+        },
+        status=200 if status == "ok" else 503,
+    )
 
 
-async def run_supervised(config: Any, workers: int, host: str, port: int,
-                         ssl_context: Any) -> None:
+async def run_supervised(config: Any, workers: int, host: str, port: int, ssl_context: Any) -> None:
     """Start the workers, serve the front, stop the workers when the front stops."""
     from recorder.keys import KeyEncryptionKey, load_or_create_signing_key
 
@@ -385,15 +419,27 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
         """Start worker ``index`` on a port of its own choosing (it binds port 0); the process
         and the port it reported, None when it died before binding one."""
         report, report_to = os.pipe()
-        env = {**os.environ, "REMOTECASE_SERVER__PORT": "0",
-               "REMOTECASE_SERVER__FRONT_SECRET": secret,
-               "REMOTECASE_SERVER__HOST": "127.0.0.1", "REMOTECASE_SERVER__WORKERS": "1",
-               "REMOTECASE_SERVER__TLS_CERT": "", "REMOTECASE_SERVER__TLS_KEY": "",
-               "REMOTECASE_WORKER_INDEX": str(index), REPORT_FD: str(report_to)}
+        env = {
+            **os.environ,
+            "REMOTECASE_SERVER__PORT": "0",
+            "REMOTECASE_SERVER__FRONT_SECRET": secret,
+            "REMOTECASE_SERVER__HOST": "127.0.0.1",
+            "REMOTECASE_SERVER__WORKERS": "1",
+            "REMOTECASE_SERVER__TLS_CERT": "",
+            "REMOTECASE_SERVER__TLS_KEY": "",
+            "REMOTECASE_WORKER_INDEX": str(index),
+            REPORT_FD: str(report_to),
+        }
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "control.cli", *(sys.argv[1:] or ["serve"]), env=env,
-                stdout=asyncio.subprocess.DEVNULL, pass_fds=(report_to,))
+                sys.executable,
+                "-m",
+                "control.cli",
+                *(sys.argv[1:] or ["serve"]),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                pass_fds=(report_to,),
+            )
         except BaseException:
             os.close(report)
             raise
@@ -410,9 +456,10 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
     urls = [f"http://127.0.0.1:{port or 0}" for _, port in started]
     # the front's deadline a little after the workers': a slow body is answered by its worker
     # (which the front relays), and the front holds only what reaches no worker
-    runner = web.AppRunner(create_front(urls, secret=secret,
-                                        body_timeout=config.server.body_timeout + 5.0),
-                           access_log=None)
+    runner = web.AppRunner(
+        create_front(urls, secret=secret, body_timeout=config.server.body_timeout + 5.0),
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
@@ -442,19 +489,21 @@ async def run_supervised(config: Any, workers: int, host: str, port: int,
         await supervision.close()
 
 
-async def _supervise(supervision: TaskSet, stop: asyncio.Event,
-                     procs: list[asyncio.subprocess.Process], urls: list[str],
-                     spawn: Callable[[int], Awaitable[tuple[asyncio.subprocess.Process,
-                                                            int | None]]],
-                     loop: asyncio.AbstractEventLoop) -> None:
+async def _supervise(
+    supervision: TaskSet,
+    stop: asyncio.Event,
+    procs: list[asyncio.subprocess.Process],
+    urls: list[str],
+    spawn: Callable[[int], Awaitable[tuple[asyncio.subprocess.Process, int | None]]],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     """Until a stop signal: start each worker that dies again, and route to its new port
     (``urls`` is the front's own list); give up after too many deaths."""
     stopper = supervision.spawn(stop.wait(), "stop signal")
     watchers = {supervision.spawn(p.wait(), f"worker {i}"): i for i, p in enumerate(procs)}
     restarts: list[float] = []
     while True:
-        done, _ = await asyncio.wait({stopper, *watchers},
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({stopper, *watchers}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:
             break
         # a worker died (a crash, an OOM kill): its calls are gone, its recordings are sealed
@@ -462,13 +511,13 @@ async def _supervise(supervision: TaskSet, stop: asyncio.Event,
         now = loop.time()
         restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
         if len(restarts) > MAX_RESTARTS:
-            logger.error("workers died %d times in %.0f s: stopping", len(restarts),
-                         RESTART_WINDOW)
+            logger.error("workers died %d times in %.0f s: stopping", len(restarts), RESTART_WINDOW)
             break
         for watcher in done:
             index = watchers.pop(watcher)
-            logger.error("worker %d exited (code %s): starting it again", index,
-                         procs[index].returncode)
+            logger.error(
+                "worker %d exited (code %s): starting it again", index, procs[index].returncode
+            )
             procs[index], port = await spawn(index)
             urls[index] = f"http://127.0.0.1:{port or 0}"
             watchers[supervision.spawn(procs[index].wait(), f"worker {index}")] = index
@@ -480,7 +529,8 @@ async def _reported_port(report: int) -> int | None:
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(report, "rb", buffering=0))
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(report, "rb", buffering=0)
+    )
     try:
         line = await reader.readline()
     finally:

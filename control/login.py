@@ -36,16 +36,26 @@ async def post_login(request: web.Request) -> web.Response:
     if result is None:
         users.restart(user)  # the delay runs from the answer, not from the question
         addresses.restart(address)
-        await request.app[DB].run(lambda c: audit(c, f"anonymous@{request.remote}",
-                                                  "login.failed", f"user:{username}", None))
-        raise json_error(web.HTTPUnauthorized, "bad_credentials",
-                         "wrong user name or password")
+        await request.app[DB].run(
+            lambda c: audit(
+                c, f"anonymous@{request.remote}", "login.failed", f"user:{username}", None
+            )
+        )
+        raise json_error(web.HTTPUnauthorized, "bad_credentials", "wrong user name or password")
     token, officer = result
     users.forgive(user)  # the owner is in
     addresses.refund(address)  # this attempt was no failure; earlier ones from here still are
     await request.app[DB].run(lambda c: audit(c, officer.actor, "login", officer.actor, None))
-    return web.json_response({"token": token, "officer": {
-        "username": officer.username, "role": officer.role, "brigade": officer.brigade}})
+    return web.json_response(
+        {
+            "token": token,
+            "officer": {
+                "username": officer.username,
+                "role": officer.role,
+                "brigade": officer.brigade,
+            },
+        }
+    )
 
 
 async def post_logout(request: web.Request) -> web.Response:
@@ -67,11 +77,25 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/login", "post", op(
-        "Log in: a login token for 8 hours", NOBODY,
-        responses("200", ANY_OBJECT, "400 401 429"), tag="officers",
-        body=json_body({"username": {"type": "string", "maxLength": 64},
-                        "password": {"type": "string", "maxLength": 256}},
-                       ["username", "password"])))
-    add("/api/logout", "post", op("Revoke this login", OFFICER,
-                                  responses("200", ANY_OBJECT, "401"), tag="officers"))
+    add(
+        "/api/login",
+        "post",
+        op(
+            "Log in: a login token for 8 hours",
+            NOBODY,
+            responses("200", ANY_OBJECT, "400 401 429"),
+            tag="officers",
+            body=json_body(
+                {
+                    "username": {"type": "string", "maxLength": 64},
+                    "password": {"type": "string", "maxLength": 256},
+                },
+                ["username", "password"],
+            ),
+        ),
+    )
+    add(
+        "/api/logout",
+        "post",
+        op("Revoke this login", OFFICER, responses("200", ANY_OBJECT, "401"), tag="officers"),
+    )

@@ -24,8 +24,10 @@ from .events import case_of_room
 
 IDS = ("room", "participant", "track")
 NONE = "-"  # what a record that names no room (participant, track) prints
-TEXT_FORMAT = ("%(asctime)s %(levelname)s %(name)s room=%(room)s participant=%(participant)s "
-               "track=%(track)s %(message)s")
+TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s room=%(room)s participant=%(participant)s "
+    "track=%(track)s %(message)s"
+)
 
 
 class IdFilter(logging.Filter):
@@ -48,8 +50,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
-            .isoformat(timespec="milliseconds"),
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -67,7 +70,8 @@ class JsonFormatter(logging.Formatter):
             exception = record.exc_text
         if record.stack_info:
             exception = (exception + "\n" if exception else "") + self.formatStack(
-                record.stack_info)
+                record.stack_info
+            )
         out["exception"] = exception
         return json.dumps(out, ensure_ascii=False)
 
@@ -78,8 +82,9 @@ def make_handler(log_format: str, stream: IO[str] | None = None) -> logging.Hand
         raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(stream)
     handler.addFilter(IdFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json"
-                         else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
     return handler
 
 

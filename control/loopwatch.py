@@ -30,8 +30,23 @@ from common.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
-BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
-           1.0, 2.5)
+BUCKETS = (
+    0.001,
+    0.002,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 
 class Histogram:
@@ -52,8 +67,9 @@ class Histogram:
         self.total += value
         self.count += 1
 
-    def samples(self, labels: dict[str, str] | None = None) -> list[tuple[str, dict[str, str],
-                                                                          float]]:
+    def samples(
+        self, labels: dict[str, str] | None = None
+    ) -> list[tuple[str, dict[str, str], float]]:
         base = dict(labels or {})
         out: list[tuple[str, dict[str, str], float]] = []
         running = 0
@@ -119,35 +135,57 @@ class LoopWatch:
         if now - self._last_warning < 10:
             return
         self._last_warning = now
-        collections = [f"generation {g}: {1000 * s:.0f} ms" for ended, g, s in self._recent_gc
-                       if now - ended <= late + self.interval]
-        logger.warning("event loop %.0f ms late%s", 1000 * late,
-                       f" (garbage collection {', '.join(collections)})" if collections else "")
+        collections = [
+            f"generation {g}: {1000 * s:.0f} ms"
+            for ended, g, s in self._recent_gc
+            if now - ended <= late + self.interval
+        ]
+        logger.warning(
+            "event loop %.0f ms late%s",
+            1000 * late,
+            f" (garbage collection {', '.join(collections)})" if collections else "",
+        )
 
     def render(self) -> list[str]:
         """This watch's families in Prometheus's text format."""
         out: list[str] = []
         for name, help_text, histogram in (
-                ("remotecase_event_loop_lag_seconds",
-                 f"How late a {self.interval:g} s timer fires: what every packet may wait for "
-                 "the event loop.", self.lag),
-                ("python_gc_pause_seconds", "Pauses of the garbage collector.", self.gc_pause)):
+            (
+                "remotecase_event_loop_lag_seconds",
+                f"How late a {self.interval:g} s timer fires: what every packet may wait for "
+                "the event loop.",
+                self.lag,
+            ),
+            ("python_gc_pause_seconds", "Pauses of the garbage collector.", self.gc_pause),
+        ):
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
             for suffix, labels, value in histogram.samples():
                 text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-                out.append(f"{name}{suffix}{{{text}}} {value}" if text
-                           else f"{name}{suffix} {value}")
-        out += ["# HELP python_gc_collections_total Collections by generation.",
-                "# TYPE python_gc_collections_total counter"]
-        out += [f'python_gc_collections_total{{generation="{g}"}} {n}'
-                for g, n in enumerate(self.gc_collections)]
+                out.append(
+                    f"{name}{suffix}{{{text}}} {value}" if text else f"{name}{suffix} {value}"
+                )
+        out += [
+            "# HELP python_gc_collections_total Collections by generation.",
+            "# TYPE python_gc_collections_total counter",
+        ]
+        out += [
+            f'python_gc_collections_total{{generation="{g}"}} {n}'
+            for g, n in enumerate(self.gc_collections)
+        ]
         return out
 
 
 class GcPolicy:
-    def __init__(self, departures: Any, participants: Any, *, freeze_every: float = 10.0,
-                 full_every: float = 900.0, full_after_departures: int = 200,
-                 idle_after: float = 5.0) -> None:
+    def __init__(
+        self,
+        departures: Any,
+        participants: Any,
+        *,
+        freeze_every: float = 10.0,
+        full_every: float = 900.0,
+        full_after_departures: int = 200,
+        idle_after: float = 5.0,
+    ) -> None:
         """``departures()``: participants that have left so far; ``participants()``: how many
         are connected now."""
         self._departures = departures
@@ -180,8 +218,12 @@ class GcPolicy:
         gc.freeze()
         pause = time.perf_counter() - started
         self.full_collections += 1
-        logger.info("full garbage collection (%s): %d unreachable objects, %.0f ms", why,
-                    found, 1000 * pause)
+        logger.info(
+            "full garbage collection (%s): %d unreachable objects, %.0f ms",
+            why,
+            found,
+            1000 * pause,
+        )
         return pause
 
     async def _run(self) -> None:

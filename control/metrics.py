@@ -17,13 +17,15 @@ from .loopwatch import LoopWatch
 _KINDS = ("audio", "video")
 
 
-def render_metrics(sfu: Sfu, signalling_errors: Counter[str],
-                   watch: LoopWatch | None = None) -> str:
+def render_metrics(
+    sfu: Sfu, signalling_errors: Counter[str], watch: LoopWatch | None = None
+) -> str:
     stats = sfu.stats()
     out: list[str] = []
 
-    def metric(name: str, kind: str, help_text: str,
-               samples: list[tuple[dict[str, str], int | float]]) -> None:
+    def metric(
+        name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], int | float]]
+    ) -> None:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
@@ -31,41 +33,86 @@ def render_metrics(sfu: Sfu, signalling_errors: Counter[str],
             out.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
 
     metric("remotecase_sfu_rooms", "gauge", "Open rooms.", [({}, stats.get("rooms", 0))])
-    metric("remotecase_sfu_participants", "gauge", "Connected participants.",
-           [({}, stats.get("participants", 0))])
-    metric("remotecase_sfu_received_packets_total", "counter",
-           "RTP packets received from publishers.",
-           [({"kind": k}, stats.get(f"packets_in_{k}", 0)) for k in _KINDS])
-    metric("remotecase_sfu_forwarded_packets_total", "counter",
-           "RTP packets forwarded to subscribers.",
-           [({"kind": k}, stats.get(f"forwarded_packets_{k}", 0)) for k in _KINDS])
-    metric("remotecase_sfu_forwarded_bytes_total", "counter",
-           "RTP payload bytes forwarded to subscribers.",
-           [({"kind": k}, stats.get(f"forwarded_bytes_{k}", 0)) for k in _KINDS])
-    metric("remotecase_sfu_plis_total", "counter", "Picture loss indications.",
-           [({"direction": "from_subscribers"}, stats.get("plis_received", 0)),
-            ({"direction": "to_publishers"}, stats.get("plis_sent", 0))])
-    metric("remotecase_sfu_nacks_total", "counter",
-           "Packets NACKed by subscribers.", [({}, stats.get("nacks", 0))])
-    metric("remotecase_sfu_retransmitted_packets_total", "counter",
-           "Packets retransmitted to subscribers from history.",
-           [({}, stats.get("retransmitted", 0))])
-    metric("remotecase_sfu_participants_closed_total", "counter",
-           "Participants closed, by reason.",
-           [({"reason": r}, n) for r, n in sorted(sfu.close_reasons.items())])
-    metric("remotecase_signalling_errors_total", "counter",
-           "Error messages sent to signalling clients, by code.",
-           [({"code": c}, n) for c, n in sorted(signalling_errors.items())])
+    metric(
+        "remotecase_sfu_participants",
+        "gauge",
+        "Connected participants.",
+        [({}, stats.get("participants", 0))],
+    )
+    metric(
+        "remotecase_sfu_received_packets_total",
+        "counter",
+        "RTP packets received from publishers.",
+        [({"kind": k}, stats.get(f"packets_in_{k}", 0)) for k in _KINDS],
+    )
+    metric(
+        "remotecase_sfu_forwarded_packets_total",
+        "counter",
+        "RTP packets forwarded to subscribers.",
+        [({"kind": k}, stats.get(f"forwarded_packets_{k}", 0)) for k in _KINDS],
+    )
+    metric(
+        "remotecase_sfu_forwarded_bytes_total",
+        "counter",
+        "RTP payload bytes forwarded to subscribers.",
+        [({"kind": k}, stats.get(f"forwarded_bytes_{k}", 0)) for k in _KINDS],
+    )
+    metric(
+        "remotecase_sfu_plis_total",
+        "counter",
+        "Picture loss indications.",
+        [
+            ({"direction": "from_subscribers"}, stats.get("plis_received", 0)),
+            ({"direction": "to_publishers"}, stats.get("plis_sent", 0)),
+        ],
+    )
+    metric(
+        "remotecase_sfu_nacks_total",
+        "counter",
+        "Packets NACKed by subscribers.",
+        [({}, stats.get("nacks", 0))],
+    )
+    metric(
+        "remotecase_sfu_retransmitted_packets_total",
+        "counter",
+        "Packets retransmitted to subscribers from history.",
+        [({}, stats.get("retransmitted", 0))],
+    )
+    metric(
+        "remotecase_sfu_participants_closed_total",
+        "counter",
+        "Participants closed, by reason.",
+        [({"reason": r}, n) for r, n in sorted(sfu.close_reasons.items())],
+    )
+    metric(
+        "remotecase_signalling_errors_total",
+        "counter",
+        "Error messages sent to signalling clients, by code.",
+        [({"code": c}, n) for c, n in sorted(signalling_errors.items())],
+    )
     # the standard process metrics: load testers read the server's CPU and memory here
     cpu = os.times()
-    metric("process_cpu_seconds_total", "counter", "User and system CPU time of the process.",
-           [({}, round(cpu.user + cpu.system, 3))])
-    metric("process_resident_memory_bytes", "gauge", "Resident memory of the process.",
-           [({}, _resident_bytes())])
-    metric("process_max_resident_memory_bytes", "gauge", "Peak resident memory.",
-           [({}, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)])
-    metric("process_start_time_seconds", "gauge", "Start of the process, Unix time.",
-           [({}, _STARTED)])
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time of the process.",
+        [({}, round(cpu.user + cpu.system, 3))],
+    )
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the process.",
+        [({}, _resident_bytes())],
+    )
+    metric(
+        "process_max_resident_memory_bytes",
+        "gauge",
+        "Peak resident memory.",
+        [({}, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)],
+    )
+    metric(
+        "process_start_time_seconds", "gauge", "Start of the process, Unix time.", [({}, _STARTED)]
+    )
     if watch is not None:
         out += watch.render()
     return "\n".join(out) + "\n"

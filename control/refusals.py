@@ -43,11 +43,16 @@ class Refusal(enum.Enum):
 
 
 _STATUS: dict[Refusal, type[web.HTTPException]] = {
-    Refusal.NO_CASE: web.HTTPNotFound, Refusal.CASE_CLOSED: web.HTTPConflict,
-    Refusal.NO_PARTY: web.HTTPNotFound, Refusal.NO_SESSION: web.HTTPNotFound,
-    Refusal.NO_OPEN_SESSION: web.HTTPNotFound, Refusal.SESSION_OPEN: web.HTTPConflict,
-    Refusal.END_SESSION_FIRST: web.HTTPConflict, Refusal.SESSION_ENDED: web.HTTPConflict,
-    Refusal.NO_INVITATION: web.HTTPNotFound, Refusal.NO_MATERIAL: web.HTTPNotFound,
+    Refusal.NO_CASE: web.HTTPNotFound,
+    Refusal.CASE_CLOSED: web.HTTPConflict,
+    Refusal.NO_PARTY: web.HTTPNotFound,
+    Refusal.NO_SESSION: web.HTTPNotFound,
+    Refusal.NO_OPEN_SESSION: web.HTTPNotFound,
+    Refusal.SESSION_OPEN: web.HTTPConflict,
+    Refusal.END_SESSION_FIRST: web.HTTPConflict,
+    Refusal.SESSION_ENDED: web.HTTPConflict,
+    Refusal.NO_INVITATION: web.HTTPNotFound,
+    Refusal.NO_MATERIAL: web.HTTPNotFound,
 }
 
 

@@ -39,15 +39,24 @@ async def healthz(request: web.Request) -> web.Response:
     sfu = request.app[SFU]
     dump = sfu.dump()
     # dev_join tells the page whether it may mint its own tokens (or must say it cannot)
-    return web.json_response({"status": "ok", "rooms": dump["rooms"],
-                              "participants": dump["participants"],
-                              "dev_join": request.app[CONFIG].auth.dev_join})
+    return web.json_response(
+        {
+            "status": "ok",
+            "rooms": dump["rooms"],
+            "participants": dump["participants"],
+            "dev_join": request.app[CONFIG].auth.dev_join,
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
     body = render_metrics(request.app[SFU], request.app[ERRORS], request.app.get(WATCH))
-    return web.Response(text=body, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        text=body,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def dev_token(request: web.Request) -> web.Response:
@@ -55,27 +64,31 @@ async def dev_token(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if not config.auth.dev_join:
         return web.json_response(
-            {"error": "dev_join_off",
-             "message": "未开启开发模式：加入通话需要民警发出的邀请链接（开发时可用 "
-                        "remotecase serve --dev） / development mode is off: joining a call "
-                        "needs an officer's "
-                        "invitation link (for development: remotecase serve --dev)"},
-            status=404)
+            {
+                "error": "dev_join_off",
+                "message": "未开启开发模式：加入通话需要民警发出的邀请链接（开发时可用 "
+                "remotecase serve --dev） / development mode is off: joining a call "
+                "needs an officer's "
+                "invitation link (for development: remotecase serve --dev)",
+            },
+            status=404,
+        )
     try:
         body = loads(await request.read())
     except ValueError:
         return web.json_response({"error": "bad_json", "message": "body is not JSON"}, status=400)
     if not isinstance(body, dict):
-        return web.json_response({"error": "bad_request", "message": "object expected"},
-                                 status=400)
+        return web.json_response({"error": "bad_request", "message": "object expected"}, status=400)
     room = body.get("room", "demo")
     name = body.get("name") or ""
     if not isinstance(room, str) or not valid_id(room) or not isinstance(name, str):
         return web.json_response(
-            {"error": "bad_request", "message": "room: 1-64 of A-Z a-z 0-9 _ . : -"}, status=400)
+            {"error": "bad_request", "message": "room: 1-64 of A-Z a-z 0-9 _ . : -"}, status=400
+        )
     participant = f"P_{secrets.token_hex(4)}"
-    token = request.app[SIGNER].mint(room, participant, name=name[:64] or participant,
-                                     ttl=config.auth.token_ttl)
+    token = request.app[SIGNER].mint(
+        room, participant, name=name[:64] or participant, ttl=config.auth.token_ttl
+    )
     return web.json_response({"token": token, "room": room, "participant": participant})
 
 
@@ -93,28 +106,69 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/healthz", "get", op("Liveness and room counts", NOBODY,
-                              responses("200", ANY_OBJECT, ""), tag="service"))
-    add("/metrics", "get", op("Prometheus metrics", NOBODY,
-                              responses("200", {"type": "string"}, "", "text/plain"),
-                              tag="service"))
-    add("/dev/token", "post", op(
-        "Development only: a party token for the web page", NOBODY,
-        responses("200", ANY_OBJECT, "400 404"), tag="service",
-        body=json_body({"room": {"type": "string"}, "name": {"type": "string"}}, []),
-        description="Exists only with auth.dev_join on a loopback bind; 404 otherwise."))
-    add("/api/openapi.json", "get", op("This description", NOBODY,
-                                       responses("200", ANY_OBJECT, ""), tag="service"))
-    add("/api/docs", "get", op("The API reference page", NOBODY,
-                               responses("200", {"type": "string"}, "", "text/html"),
-                               tag="service"))
-    add("/console", "get", op("The officers' console page", NOBODY,
-                              responses("200", {"type": "string"}, "", "text/html"),
-                              tag="service"))
-    add("/api/events", "get", op(
-        "Officers' event stream (WebSocket)", NOBODY,
-        upgrade(), tag="officers",
-        description='First message {"type": "auth", "token": <login token>}; then '
-                    "participant_joined/left, room_closed, verification, prejoin, recording, "
-                    "session and display events of the cases the officer may touch. "
-                    '{"type": "subscribe", "case": N or null} narrows it.'))
+    add(
+        "/healthz",
+        "get",
+        op("Liveness and room counts", NOBODY, responses("200", ANY_OBJECT, ""), tag="service"),
+    )
+    add(
+        "/metrics",
+        "get",
+        op(
+            "Prometheus metrics",
+            NOBODY,
+            responses("200", {"type": "string"}, "", "text/plain"),
+            tag="service",
+        ),
+    )
+    add(
+        "/dev/token",
+        "post",
+        op(
+            "Development only: a party token for the web page",
+            NOBODY,
+            responses("200", ANY_OBJECT, "400 404"),
+            tag="service",
+            body=json_body({"room": {"type": "string"}, "name": {"type": "string"}}, []),
+            description="Exists only with auth.dev_join on a loopback bind; 404 otherwise.",
+        ),
+    )
+    add(
+        "/api/openapi.json",
+        "get",
+        op("This description", NOBODY, responses("200", ANY_OBJECT, ""), tag="service"),
+    )
+    add(
+        "/api/docs",
+        "get",
+        op(
+            "The API reference page",
+            NOBODY,
+            responses("200", {"type": "string"}, "", "text/html"),
+            tag="service",
+        ),
+    )
+    add(
+        "/console",
+        "get",
+        op(
+            "The officers' console page",
+            NOBODY,
+            responses("200", {"type": "string"}, "", "text/html"),
+            tag="service",
+        ),
+    )
+    add(
+        "/api/events",
+        "get",
+        op(
+            "Officers' event stream (WebSocket)",
+            NOBODY,
+            upgrade(),
+            tag="officers",
+            description='First message {"type": "auth", "token": <login token>}; then '
+            "participant_joined/left, room_closed, verification, prejoin, recording, "
+            "session and display events of the cases the officer may touch. "
+            '{"type": "subscribe", "case": N or null} narrows it.',
+        ),
+    )

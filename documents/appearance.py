@@ -29,8 +29,9 @@ def parse_strokes(raw: Any) -> Strokes:
     if isinstance(raw, dict):
         raw = raw.get("strokes")
     if not isinstance(raw, list) or not raw or len(raw) > MAX_STROKES:
-        raise SigningError(f"签名笔迹应为 1 至 {MAX_STROKES} 笔 / the mark must have 1 to "
-                           f"{MAX_STROKES} strokes")
+        raise SigningError(
+            f"签名笔迹应为 1 至 {MAX_STROKES} 笔 / the mark must have 1 to {MAX_STROKES} strokes"
+        )
     out: Strokes = []
     total = 0
     for stroke in raw:
@@ -38,9 +39,14 @@ def parse_strokes(raw: Any) -> Strokes:
             raise SigningError("每一笔应为点的列表 / each stroke must be a list of points")
         pts: list[tuple[float, float]] = []
         for p in stroke:
-            if not isinstance(p, list | tuple) or len(p) < 2 or not all(
+            if (
+                not isinstance(p, list | tuple)
+                or len(p) < 2
+                or not all(
                     isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in p[:2]):
+                    for v in p[:2]
+                )
+            ):
                 raise SigningError("笔迹点应为 [x, y] 数字 / a point must be [x, y] numbers")
             # 0.1 unit is finer than a finger; rounding keeps the canonical JSON short
             pts.append((round(float(p[0]), 1), round(float(p[1]), 1)))
@@ -65,8 +71,12 @@ def _font(size: int, font: Path | None) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(path), size, index=index)
 
 
-def mark_image(strokes: Strokes, caption: str = "", size: tuple[int, int] = (600, 200),
-               font: Path | None = None) -> Image.Image:
+def mark_image(
+    strokes: Strokes,
+    caption: str = "",
+    size: tuple[int, int] = (600, 200),
+    font: Path | None = None,
+) -> Image.Image:
     """The strokes scaled into the box, with a small caption (name and time) underneath."""
     w, h = size
     img = Image.new("RGB", size, "white")
@@ -90,8 +100,9 @@ def mark_image(strokes: Strokes, caption: str = "", size: tuple[int, int] = (600
     return img
 
 
-def name_card(lines: Sequence[str], size: tuple[int, int] = (600, 200),
-              font: Path | None = None) -> Image.Image:
+def name_card(
+    lines: Sequence[str], size: tuple[int, int] = (600, 200), font: Path | None = None
+) -> Image.Image:
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     big = _font(56, font)

@@ -74,9 +74,11 @@ class Credential:
         return to_asn1(self.cert)
 
     def key_asn1(self) -> asn1_keys.PrivateKeyInfo:
-        der = self.key.private_bytes(serialization.Encoding.DER,
-                                     serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption())
+        der = self.key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         return asn1_keys.PrivateKeyInfo.load(der)
 
 
@@ -104,8 +106,10 @@ def _write_public(path: Path, data: bytes, mode: int = 0o600) -> None:
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise CAError(f"密钥文件 {path} 对其他用户可读（权限 {mode:o}），请改为 0600 / key file "
-                      f"{path} is readable by others (mode {mode:o}): make it 0600")
+        raise CAError(
+            f"密钥文件 {path} 对其他用户可读（权限 {mode:o}），请改为 0600 / key file "
+            f"{path} is readable by others (mode {mode:o}): make it 0600"
+        )
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise CAError(f"密钥文件 {path} 不是 EC 或 RSA 密钥 / {path} is not an EC or RSA key")
@@ -113,15 +117,18 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(cn: str, org: str, unit: str | None = None) -> x509.Name:
     if not cn.strip() or not org.strip():
         raise CAError("证书的名称和单位不能为空 / a certificate needs a name and an organisation")
-    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)]
+    attrs = [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+    ]
     if unit:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
@@ -131,8 +138,10 @@ def _name(cn: str, org: str, unit: str | None = None) -> x509.Name:
 def _safe(ident: str) -> str:
     out = "".join(c if c.isalnum() or c in "-_" else "_" for c in ident)
     if not out or out != ident:
-        raise CAError(f"标识只能含字母、数字、- 和 _：{ident!r} / identifiers may hold letters, "
-                      f"digits, - and _ only: {ident!r}")
+        raise CAError(
+            f"标识只能含字母、数字、- 和 _：{ident!r} / identifiers may hold letters, "
+            f"digits, - and _ only: {ident!r}"
+        )
     return out
 
 
@@ -141,8 +150,7 @@ def signer_matches(role: str, signer_id: str, cert: x509.Certificate) -> bool:
     the officer's ID (``王警官（o1）``), the seal's is a 电子印章, a party's names the party and
     carries its signing event."""
     cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    units = [a.value for a in cert.subject.get_attributes_for_oid(
-        NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    units = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
     if role == "seal":
         return "电子印章" in units
     if role == "officer":
@@ -188,8 +196,15 @@ class CertificateAuthority(Protocol):
 
     def crl_asn1(self) -> asn1_crl.CertificateList: ...
 
-    def certify_key(self, public_key: ec.EllipticCurvePublicKey, role: str, ident: str,
-                    name: str, department: str, years: int = ...) -> x509.Certificate: ...
+    def certify_key(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        role: str,
+        ident: str,
+        name: str,
+        department: str,
+        years: int = ...,
+    ) -> x509.Certificate: ...
 
     def tsa(self) -> Credential: ...
 
@@ -197,16 +212,26 @@ class CertificateAuthority(Protocol):
 
     def seal(self, brigade: str, department: str) -> Credential: ...
 
-    def issue_party(self, public_key_der: bytes, party_id: str, name: str,
-                    verdict: FaceVerdict, document_sha256: str, field: str, mark_sha256: str,
-                    minutes: int = ..., now: datetime | None = None) -> x509.Certificate: ...
+    def issue_party(
+        self,
+        public_key_der: bytes,
+        party_id: str,
+        name: str,
+        verdict: FaceVerdict,
+        document_sha256: str,
+        field: str,
+        mark_sha256: str,
+        minutes: int = ...,
+        now: datetime | None = None,
+    ) -> x509.Certificate: ...
 
 
 class DeploymentCA:
     """The built-in CA over ``keys_dir``; the root is made on first use."""
 
-    def __init__(self, keys_dir: Path, organisation: str = "remotecase 部署",
-                 crl_url: str = DEFAULT_CRL_URL) -> None:
+    def __init__(
+        self, keys_dir: Path, organisation: str = "remotecase 部署", crl_url: str = DEFAULT_CRL_URL
+    ) -> None:
         self.dir = keys_dir
         self.org = organisation
         self.crl_url = crl_url
@@ -250,16 +275,24 @@ class DeploymentCA:
             key = ec.generate_private_key(ec.SECP256R1())
             now = datetime.now(UTC)
             subject = _name(f"{organisation} 根证书", organisation)
-            cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                    .not_valid_before(now - timedelta(minutes=5))
-                    .not_valid_after(now + timedelta(days=365 * 20))
-                    .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                    .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
-                                                 False, False), critical=True)
-                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                                   critical=False)
-                    .sign(key, hashes.SHA256()))
+            cert = (
+                x509.CertificateBuilder()
+                .subject_name(subject)
+                .issuer_name(subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_after(now + timedelta(days=365 * 20))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(
+                    x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                    critical=True,
+                )
+                .add_extension(
+                    x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+                )
+                .sign(key, hashes.SHA256())
+            )
             _write_secret(root_key, _pem_key(key))
             _write_public(root_pem, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -277,99 +310,172 @@ class DeploymentCA:
     def root_pem(self) -> bytes:
         return self.root.public_bytes(serialization.Encoding.PEM)
 
-    def _issue(self, subject: x509.Name,
-               public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
-               not_after: datetime, eku: x509.ObjectIdentifier | None, what: str,
-               extra: tuple[tuple[x509.ExtensionType, bool], ...] = (),
-               not_before: datetime | None = None) -> x509.Certificate:
+    def _issue(
+        self,
+        subject: x509.Name,
+        public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+        not_after: datetime,
+        eku: x509.ObjectIdentifier | None,
+        what: str,
+        extra: tuple[tuple[x509.ExtensionType, bool], ...] = (),
+        not_before: datetime | None = None,
+    ) -> x509.Certificate:
         now = datetime.now(UTC)
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.root.subject)
-                   .public_key(public_key).serial_number(x509.random_serial_number())
-                   .not_valid_before(not_before or now - timedelta(minutes=1))
-                   .not_valid_after(not_after)
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-                   .add_extension(x509.KeyUsage(True, True, False, False, False, False, False,
-                                                False, False), True)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                       self.root_key.public_key()), False)
-                   .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                       [x509.UniformResourceIdentifier(self.crl_url)], None, None, None)]),
-                       False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.root.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - timedelta(minutes=1))
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(
+                x509.KeyUsage(True, True, False, False, False, False, False, False, False), True
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root_key.public_key()),
+                False,
+            )
+            .add_extension(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            [x509.UniformResourceIdentifier(self.crl_url)], None, None, None
+                        )
+                    ]
+                ),
+                False,
+            )
+        )
         if eku is not None:
             # a time-stamping certificate must carry this EKU only, critical (RFC 3161 2.3)
-            builder = builder.add_extension(x509.ExtendedKeyUsage([eku]),
-                                            critical=eku == ExtendedKeyUsageOID.TIME_STAMPING)
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([eku]), critical=eku == ExtendedKeyUsageOID.TIME_STAMPING
+            )
         for ext, critical in extra:
             builder = builder.add_extension(ext, critical)
         cert = builder.sign(self.root_key, hashes.SHA256())
         with self._locked():
             state = self._state()
             state["issued"][format(cert.serial_number, "x")] = {
-                "what": what, "subject": cert.subject.rfc4514_string(),
-                "not_after": not_after.isoformat()}
+                "what": what,
+                "subject": cert.subject.rfc4514_string(),
+                "not_after": not_after.isoformat(),
+            }
             self._save(state)
         return cert
 
-    def _credential(self, stem: str, subject: x509.Name, eku: x509.ObjectIdentifier | None,
-                    what: str, years: int = 3, use_rsa: bool = False) -> Credential:
+    def _credential(
+        self,
+        stem: str,
+        subject: x509.Name,
+        eku: x509.ObjectIdentifier | None,
+        what: str,
+        years: int = 3,
+        use_rsa: bool = False,
+    ) -> Credential:
         with self._locked():
             return self._credential_locked(stem, subject, eku, what, years, use_rsa)
 
-    def _credential_locked(self, stem: str, subject: x509.Name,
-                           eku: x509.ObjectIdentifier | None, what: str, years: int,
-                           use_rsa: bool) -> Credential:
+    def _credential_locked(
+        self,
+        stem: str,
+        subject: x509.Name,
+        eku: x509.ObjectIdentifier | None,
+        what: str,
+        years: int,
+        use_rsa: bool,
+    ) -> Credential:
         key_path, cert_path = self.dir / f"{stem}.key", self.dir / f"{stem}.pem"
         if key_path.exists() and not cert_path.exists():
             key_path.unlink()  # a crash between the two writes: no certificate was handed out
         if key_path.exists() and cert_path.exists():
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             key = _load_key(key_path)
-            if not self.is_revoked(cert.serial_number) and \
-                    isinstance(key, rsa.RSAPrivateKey) == use_rsa and \
-                    cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1):
+            if (
+                not self.is_revoked(cert.serial_number)
+                and isinstance(key, rsa.RSAPrivateKey) == use_rsa
+                and cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
+            ):
                 return Credential(cert, key, key_path)
             # revoked, expiring or of the wrong type: a new key and certificate
             key_path.unlink()
         key = (
-            rsa.generate_private_key(65537, 3072) if use_rsa
-            else ec.generate_private_key(ec.SECP256R1()))
-        cert = self._issue(subject, key.public_key(),
-                           datetime.now(UTC) + timedelta(days=365 * years), eku, what)
+            rsa.generate_private_key(65537, 3072)
+            if use_rsa
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        cert = self._issue(
+            subject, key.public_key(), datetime.now(UTC) + timedelta(days=365 * years), eku, what
+        )
         _write_secret(key_path, _pem_key(key))
         _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         return Credential(cert, key, key_path)
 
     def seal(self, brigade: str, department: str) -> Credential:
         """The department's seal certificate (made on first use, renewed when revoked)."""
-        return self._credential(f"seal-{_safe(brigade)}", _name(department, department, "电子印章"),
-                                None, f"seal {brigade}")
+        return self._credential(
+            f"seal-{_safe(brigade)}",
+            _name(department, department, "电子印章"),
+            None,
+            f"seal {brigade}",
+        )
 
     def officer(self, officer_id: str, name: str, department: str) -> Credential:
-        return self._credential(f"officer-{_safe(officer_id)}",
-                                _name(f"{name}（{officer_id}）", department, "民警"),
-                                None, f"officer {officer_id}")
+        return self._credential(
+            f"officer-{_safe(officer_id)}",
+            _name(f"{name}（{officer_id}）", department, "民警"),
+            None,
+            f"officer {officer_id}",
+        )
 
-    def certify_key(self, public_key: ec.EllipticCurvePublicKey, role: str, ident: str,
-                    name: str, department: str, years: int = 3) -> x509.Certificate:
+    def certify_key(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        role: str,
+        ident: str,
+        name: str,
+        department: str,
+        years: int = 3,
+    ) -> x509.Certificate:
         """A certificate over a key held elsewhere (a PKCS#11 token, an HSM): officer or seal."""
         if role not in ("officer", "seal"):
             raise CAError(f"未知角色 {role} / unknown role {role}")
         unit = "民警" if role == "officer" else "电子印章"
         cn = f"{name}（{_safe(ident)}）" if role == "officer" else department
-        return self._issue(_name(cn, department, unit), public_key,
-                           datetime.now(UTC) + timedelta(days=365 * years), None,
-                           f"{role} {ident} (token)")
+        return self._issue(
+            _name(cn, department, unit),
+            public_key,
+            datetime.now(UTC) + timedelta(days=365 * years),
+            None,
+            f"{role} {ident} (token)",
+        )
 
     def tsa(self) -> Credential:
         """The built-in time-stamp authority's certificate (RSA-3072: pyhanko's in-process
         time-stamper signs with RSA only)."""
-        return self._credential("tsa", _name(f"{self.org} 时间戳服务", self.org),
-                                ExtendedKeyUsageOID.TIME_STAMPING, "tsa", years=10, use_rsa=True)
+        return self._credential(
+            "tsa",
+            _name(f"{self.org} 时间戳服务", self.org),
+            ExtendedKeyUsageOID.TIME_STAMPING,
+            "tsa",
+            years=10,
+            use_rsa=True,
+        )
 
-    def issue_party(self, public_key_der: bytes, party_id: str, name: str, verdict: FaceVerdict,
-                    document_sha256: str, field: str, mark_sha256: str,
-                    minutes: int = PARTY_CERT_MINUTES, now: datetime | None = None,
-                    ) -> x509.Certificate:
+    def issue_party(
+        self,
+        public_key_der: bytes,
+        party_id: str,
+        name: str,
+        verdict: FaceVerdict,
+        document_sha256: str,
+        field: str,
+        mark_sha256: str,
+        minutes: int = PARTY_CERT_MINUTES,
+        now: datetime | None = None,
+    ) -> x509.Certificate:
         """A certificate for one signing by a party over the key the party made.
 
         Refused without a matching face verdict younger than :data:`FACE_VERDICT_MAX_AGE`.
@@ -377,33 +483,52 @@ class DeploymentCA:
         """
         now = now or datetime.now(UTC)
         if not verdict.matched:
-            raise CAError(f"人脸核验未通过（{verdict.verdict_id}），不签发证书 / the face check "
-                          f"{verdict.verdict_id} did not match: no certificate")
+            raise CAError(
+                f"人脸核验未通过（{verdict.verdict_id}），不签发证书 / the face check "
+                f"{verdict.verdict_id} did not match: no certificate"
+            )
         age = now - verdict.at
         if age > FACE_VERDICT_MAX_AGE or age < -timedelta(seconds=30):
-            raise CAError(f"人脸核验结果已过期（{int(age.total_seconds())} 秒前），请重新核验 / "
-                          f"the face check is {int(age.total_seconds())} s old: check again")
+            raise CAError(
+                f"人脸核验结果已过期（{int(age.total_seconds())} 秒前），请重新核验 / "
+                f"the face check is {int(age.total_seconds())} s old: check again"
+            )
         if len(verdict.frame_sha256) != 64 or len(mark_sha256) != 64:
             raise CAError("帧哈希或签名笔迹哈希无效 / bad frame or mark hash")
         try:
             public_key = serialization.load_der_public_key(public_key_der)
         except ValueError:
             raise CAError("公钥无法解析（应为 SPKI DER）/ the public key is not SPKI DER") from None
-        if not isinstance(public_key, ec.EllipticCurvePublicKey) or \
-                not isinstance(public_key.curve, ec.SECP256R1):
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+            public_key.curve, ec.SECP256R1
+        ):
             raise CAError("公钥应为 ECDSA P-256 / the public key must be ECDSA P-256")
-        event = {"verdict_id": verdict.verdict_id, "frame_sha256": verdict.frame_sha256,
-                 "verdict_at": verdict.at.isoformat(), "mark_sha256": mark_sha256,
-                 "document_sha256": document_sha256, "field": field, "party_id": party_id}
+        event = {
+            "verdict_id": verdict.verdict_id,
+            "frame_sha256": verdict.frame_sha256,
+            "verdict_at": verdict.at.isoformat(),
+            "mark_sha256": mark_sha256,
+            "document_sha256": document_sha256,
+            "field": field,
+            "party_id": party_id,
+        }
         ext = x509.UnrecognizedExtension(
-            SIGNING_EVENT_OID, json.dumps(event, ensure_ascii=False, sort_keys=True).encode())
-        return self._issue(_name(f"{name}（{_safe(party_id)}）", self.org, "当事人"), public_key,
-                           now + timedelta(minutes=minutes), None, f"party {party_id} {field}",
-                           ((ext, False),), not_before=now - timedelta(minutes=1))
+            SIGNING_EVENT_OID, json.dumps(event, ensure_ascii=False, sort_keys=True).encode()
+        )
+        return self._issue(
+            _name(f"{name}（{_safe(party_id)}）", self.org, "当事人"),
+            public_key,
+            now + timedelta(minutes=minutes),
+            None,
+            f"party {party_id} {field}",
+            ((ext, False),),
+            not_before=now - timedelta(minutes=1),
+        )
 
     # revocation
-    def revoke(self, serial: int, reason: str = "key_compromise",
-               at: datetime | None = None) -> None:
+    def revoke(
+        self, serial: int, reason: str = "key_compromise", at: datetime | None = None
+    ) -> None:
         if reason not in {f.name for f in x509.ReasonFlags}:
             raise CAError(f"未知的吊销原因 {reason} / unknown revocation reason {reason}")
         with self._locked():
@@ -411,8 +536,7 @@ class DeploymentCA:
             key = format(serial, "x")
             if key not in state["issued"]:
                 raise CAError(f"本 CA 未签发序列号 {key} / this CA did not issue serial {key}")
-            state["revoked"][key] = {"reason": reason,
-                                     "at": (at or datetime.now(UTC)).isoformat()}
+            state["revoked"][key] = {"reason": reason, "at": (at or datetime.now(UTC)).isoformat()}
             self._save(state)
         self.publish_crl()
 
@@ -421,21 +545,29 @@ class DeploymentCA:
 
     def crl(self, days: int = 7) -> x509.CertificateRevocationList:
         now = datetime.now(UTC)
-        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.root.subject)
-                   .last_update(now - timedelta(minutes=1)).next_update(now + timedelta(days=days))
-                   .add_extension(x509.CRLNumber(int(now.timestamp() * 1000)), False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                       self.root_key.public_key()), False))
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.root.subject)
+            .last_update(now - timedelta(minutes=1))
+            .next_update(now + timedelta(days=days))
+            .add_extension(x509.CRLNumber(int(now.timestamp() * 1000)), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root_key.public_key()),
+                False,
+            )
+        )
         for serial, info in self._state()["revoked"].items():
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(serial, 16))
                 .revocation_date(datetime.fromisoformat(info["at"]))
-                .add_extension(x509.CRLReason(x509.ReasonFlags[info["reason"]]), False).build())
+                .add_extension(x509.CRLReason(x509.ReasonFlags[info["reason"]]), False)
+                .build()
+            )
         return builder.sign(self.root_key, hashes.SHA256())
 
     def crl_asn1(self) -> asn1_crl.CertificateList:
-        return asn1_crl.CertificateList.load(
-            self.crl().public_bytes(serialization.Encoding.DER))
+        return asn1_crl.CertificateList.load(self.crl().public_bytes(serialization.Encoding.DER))
 
     def publish_crl(self) -> Path:
         """Write the current CRL to ``crl.der`` in the keys directory (to be served)."""

@@ -64,8 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--brigade", default="")
     s.add_argument("--department", required=True, help="the issuing department's name")
     s.add_argument("--seal-image", help="PNG of the registered seal (default: drawn)")
-    s.add_argument("--seal-name", help="the seal's name on the drawn image (default: the "
-                   "caption of the field, e.g. 交通事故处理专用章)")
+    s.add_argument(
+        "--seal-name",
+        help="the seal's name on the drawn image (default: the "
+        "caption of the field, e.g. 交通事故处理专用章)",
+    )
     s.add_argument("--keys", help="keys directory (default: the configuration's keys.dir)")
     s.add_argument("--tsa-url", help="an external RFC 3161 time-stamp authority")
 
@@ -74,10 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     v = sub.add_parser("verify", help="validate every signature offline and name every problem")
     v.add_argument("pdf")
-    v.add_argument("--trust", action="append", default=[],
-                   help="root certificate (PEM) to trust; repeat for several")
-    v.add_argument("--crl", action="append", default=[],
-                   help="a newer CRL (DER or PEM) than the one inside the document")
+    v.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        help="root certificate (PEM) to trust; repeat for several",
+    )
+    v.add_argument(
+        "--crl",
+        action="append",
+        default=[],
+        help="a newer CRL (DER or PEM) than the one inside the document",
+    )
     v.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
@@ -107,8 +118,9 @@ def run(args: argparse.Namespace, keys_dir: Callable[[], Path] | None = None) ->
     except DocumentError as exc:
         return _err(str(exc))
     except FileExistsError as exc:
-        return _err(f"文件已存在，不覆盖：{exc.filename} / file exists, not overwritten: "
-                    f"{exc.filename}")
+        return _err(
+            f"文件已存在，不覆盖：{exc.filename} / file exists, not overwritten: {exc.filename}"
+        )
     except (OSError, json.JSONDecodeError) as exc:
         return _err(f"{exc}")
 
@@ -157,8 +169,9 @@ def _run(args: argparse.Namespace, keys_dir: Callable[[], Path] | None) -> int:
             print(ca.publish_crl())
         else:
             ca.revoke(int(args.serial, 16), args.reason)
-            print(f"已吊销 {args.serial}，CRL 已更新：{ca.dir / 'crl.der'} / revoked, CRL "
-                  "published")
+            print(
+                f"已吊销 {args.serial}，CRL 已更新：{ca.dir / 'crl.der'} / revoked, CRL published"
+            )
         return 0
     if cmd == "sign":
         return _sign(args, keys_dir)
@@ -182,8 +195,9 @@ def _render(args: argparse.Namespace) -> int:
     templates = load_templates(Path(args.dir) if args.dir else None)
     template = templates.get(args.kind)
     if template is None:
-        return _err(f"没有文书种类 {args.kind}（可用：{', '.join(sorted(templates))}）/ no kind "
-                    f"{args.kind}")
+        return _err(
+            f"没有文书种类 {args.kind}（可用：{', '.join(sorted(templates))}）/ no kind {args.kind}"
+        )
     if args.sample:
         data: dict[str, Any] = sample(args.kind)
     elif args.data:
@@ -202,23 +216,35 @@ def _render(args: argparse.Namespace) -> int:
         store = NumberStore(Path(args.numbers))
         try:
             brigade = str(data["department"]["brigade"])
-            taken = store.take(brigade, template.kind, args.year, template.short,
-                               str(data["department"].get("abbr", "")))
+            taken = store.take(
+                brigade,
+                template.kind,
+                args.year,
+                template.short,
+                str(data["department"].get("abbr", "")),
+            )
             number = taken.text
             try:
                 doc = render(template, data, number)
                 _write_new(out, doc.pdf)
             except BaseException as exc:
                 # taken but not used: recorded as voided, never given again, never a silent gap
-                store.void(brigade, template.kind, args.year, taken.seq,
-                           f"生成失败 / rendering failed: {exc}")
+                store.void(
+                    brigade,
+                    template.kind,
+                    args.year,
+                    taken.seq,
+                    f"生成失败 / rendering failed: {exc}",
+                )
                 raise
         finally:
             store.close()
     print(f"{args.out}\t{template.title}\t{number}\t{doc.manifest['pages']} 页")
     for r in doc.required:
-        print(f"  待签 / to sign: {r.field}\t{r.label} {r.name}\t第{r.page}页"
-              + (f"\t{r.refused}" if r.refused else ""))
+        print(
+            f"  待签 / to sign: {r.field}\t{r.label} {r.name}\t第{r.page}页"
+            + (f"\t{r.refused}" if r.refused else "")
+        )
     return 0
 
 
@@ -232,18 +258,23 @@ def _sign(args: argparse.Namespace, keys_dir: Callable[[], Path] | None) -> int:
     pdf = Path(args.pdf).read_bytes()
     if args.role == "officer":
         if not args.officer_id or not args.name:
-            return _err("民警签名需要 --officer-id 和 --name / an officer needs --officer-id and "
-                        "--name")
-        signer = builtin_signer(setup, "officer", officer_id=args.officer_id, name=args.name,
-                                department=args.department)
+            return _err(
+                "民警签名需要 --officer-id 和 --name / an officer needs --officer-id and --name"
+            )
+        signer = builtin_signer(
+            setup, "officer", officer_id=args.officer_id, name=args.name, department=args.department
+        )
         image = name_card([args.name, args.department])
     else:
         if not args.brigade:
             return _err("印章签名需要 --brigade / the seal needs --brigade")
         signer = builtin_signer(setup, "seal", brigade=args.brigade, department=args.department)
         seal_name = args.seal_name or _slot_label(pdf, args.field) or "交通事故处理专用章"
-        image = load_seal(Path(args.seal_image)) if args.seal_image else draw_seal(
-            args.department, seal_name)
+        image = (
+            load_seal(Path(args.seal_image))
+            if args.seal_image
+            else draw_seal(args.department, seal_name)
+        )
     out = sign_document(pdf, args.field, signer, setup, image)
     _write_new(Path(args.out), out)
     print(f"{args.out}: {args.field} 已签名 / signed")
@@ -291,15 +322,20 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"  [{mark}] {s.field}\t{s.signer}\t{when}")
         if s.signing_event:
             ev = s.signing_event
-            print(f"           人脸核验 / face verdict {ev.get('verdict_id')} "
-                  f"帧 / frame {str(ev.get('frame_sha256'))[:16]}…")
+            print(
+                f"           人脸核验 / face verdict {ev.get('verdict_id')} "
+                f"帧 / frame {str(ev.get('frame_sha256'))[:16]}…"
+            )
     if report.state is not None:
         st = report.state
-        print(f"  生效 / in effect: {'是 yes' if st.effective and report.ok else '否 no'}"
-              + (f"；拒签 / refused: {', '.join(st.refused)}" if st.refused else ""))
+        print(
+            f"  生效 / in effect: {'是 yes' if st.effective and report.ok else '否 no'}"
+            + (f"；拒签 / refused: {', '.join(st.refused)}" if st.refused else "")
+        )
     if report.ok:
-        print("验证通过：每个签名有效，所需签名齐全 / verified: every signature valid, none "
-              "missing")
+        print(
+            "验证通过：每个签名有效，所需签名齐全 / verified: every signature valid, none missing"
+        )
         return 0
     print("发现问题 / problems:")
     for p in report.problems:

@@ -18,8 +18,9 @@ class MissingFields(DocumentError):
         self.missing = missing  # (path, Chinese label)
         zh = "、".join(f"{label}（{path}）" for path, label in missing)
         en = ", ".join(path for path, _ in missing)
-        super().__init__(f"{kind_title}缺少必填字段：{zh} / {kind_title}: missing required "
-                         f"field(s): {en}")
+        super().__init__(
+            f"{kind_title}缺少必填字段：{zh} / {kind_title}: missing required field(s): {en}"
+        )
 
 
 class NumberingError(DocumentError):

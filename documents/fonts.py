@@ -21,8 +21,10 @@ def find_cjk_font(configured: Path | None = None) -> tuple[Path, int]:
     """The font file and its face index; ``configured`` (a .ttf or .ttc) wins when given."""
     if configured is not None:
         if not configured.is_file():
-            raise FontMissing(f"配置的字体文件不存在：{configured} / the configured font file "
-                              f"does not exist: {configured}")
+            raise FontMissing(
+                f"配置的字体文件不存在：{configured} / the configured font file "
+                f"does not exist: {configured}"
+            )
         return configured, 0
     for path, index in CANDIDATES:
         if Path(path).is_file():
@@ -30,4 +32,5 @@ def find_cjk_font(configured: Path | None = None) -> tuple[Path, int]:
     raise FontMissing(
         f"找不到中文 TrueType 字体，请安装 Debian 软件包 {DEBIAN_PACKAGE}（apt-get install -y "
         f"{DEBIAN_PACKAGE}）/ no Chinese TrueType font found: install the Debian package "
-        f"{DEBIAN_PACKAGE}")
+        f"{DEBIAN_PACKAGE}"
+    )

@@ -44,5 +44,7 @@ def read_manifest(reader: PdfFileReader, revision: int = 0) -> dict[str, Any]:
             if manifest.get("format") != MANIFEST_FORMAT:
                 break
             return manifest
-    raise DocumentError(f"文件中没有本系统的文书清单（{MANIFEST_NAME}）/ the PDF carries no "
-                        f"document manifest ({MANIFEST_NAME})")
+    raise DocumentError(
+        f"文件中没有本系统的文书清单（{MANIFEST_NAME}）/ the PDF carries no "
+        f"document manifest ({MANIFEST_NAME})"
+    )

@@ -79,7 +79,7 @@ def check_fields(title: str, data: Data, fields: list[tuple[str, str]]) -> None:
             shown = label
             if "[" in concrete:
                 # name which element: 当事人[2] is easier to act on than an index path alone
-                idx = concrete[concrete.index("[") + 1:concrete.index("]")]
+                idx = concrete[concrete.index("[") + 1 : concrete.index("]")]
                 shown = f"第{int(idx) + 1}项的{label}"
             missing.append((concrete, shown))
     if missing:

@@ -50,7 +50,8 @@ class NumberStore:
         self._lock = threading.Lock()
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves
         self._conn: sqlite3.Connection | None = sqlite3.connect(
-            str(path), timeout=30, isolation_level=None, check_same_thread=False)
+            str(path), timeout=30, isolation_level=None, check_same_thread=False
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {table} ("
@@ -58,15 +59,23 @@ class NumberStore:
             " seq INTEGER NOT NULL, text TEXT NOT NULL,"
             " status TEXT NOT NULL CHECK (status IN ('taken', 'voided')),"
             " document_id TEXT, taken_at REAL NOT NULL, voided_at REAL, void_reason TEXT,"
-            " PRIMARY KEY (brigade, kind, year, seq))")
+            " PRIMARY KEY (brigade, kind, year, seq))"
+        )
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise NumberingError("编号库已关闭 / the number store is closed")
         return self._conn
 
-    def take(self, brigade: str, kind: str, year: int, short: str, prefix: str = "",
-             document_id: str | None = None) -> DocumentNumber:
+    def take(
+        self,
+        brigade: str,
+        kind: str,
+        year: int,
+        short: str,
+        prefix: str = "",
+        document_id: str | None = None,
+    ) -> DocumentNumber:
         """The next number of (brigade, kind, year), recorded as taken before it is returned."""
         if not brigade or not kind:
             raise NumberingError("大队和文书种类不能为空 / brigade and kind are required")
@@ -77,13 +86,15 @@ class NumberStore:
                 row = db.execute(
                     f"SELECT COALESCE(MAX(seq), 0) FROM {self._table}"
                     " WHERE brigade = ? AND kind = ? AND year = ?",
-                    (brigade, kind, year)).fetchone()
+                    (brigade, kind, year),
+                ).fetchone()
                 seq = int(row[0]) + 1
                 text = format_number(short, year, seq, prefix)
                 db.execute(
                     f"INSERT INTO {self._table} (brigade, kind, year, seq, text, status,"
                     " document_id, taken_at) VALUES (?, ?, ?, ?, ?, 'taken', ?, ?)",
-                    (brigade, kind, year, seq, text, document_id, time.time()))
+                    (brigade, kind, year, seq, text, document_id, time.time()),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -101,11 +112,13 @@ class NumberStore:
                 cur = db.execute(
                     f"UPDATE {self._table} SET status = 'voided', voided_at = ?, void_reason = ?"
                     " WHERE brigade = ? AND kind = ? AND year = ? AND seq = ? AND status = 'taken'",
-                    (time.time(), reason, brigade, kind, year, seq))
+                    (time.time(), reason, brigade, kind, year, seq),
+                )
                 if cur.rowcount != 1:
                     raise NumberingError(
                         f"编号 {year}/{seq} 不存在或已作废 / number {year}/{seq} does not exist "
-                        "or is already voided")
+                        "or is already voided"
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -114,20 +127,30 @@ class NumberStore:
 
     def get(self, brigade: str, kind: str, year: int, seq: int) -> DocumentNumber:
         with self._lock:
-            row = self._db().execute(
-                f"SELECT text, status, document_id, void_reason FROM {self._table}"
-                " WHERE brigade = ? AND kind = ? AND year = ? AND seq = ?",
-                (brigade, kind, year, seq)).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    f"SELECT text, status, document_id, void_reason FROM {self._table}"
+                    " WHERE brigade = ? AND kind = ? AND year = ? AND seq = ?",
+                    (brigade, kind, year, seq),
+                )
+                .fetchone()
+            )
         if row is None:
             raise NumberingError(f"编号 {year}/{seq} 不存在 / no number {year}/{seq}")
         return DocumentNumber(brigade, kind, year, seq, row[0], row[1], row[2], row[3])
 
     def numbers(self, brigade: str, kind: str, year: int) -> builtins.list[DocumentNumber]:
         with self._lock:
-            rows = self._db().execute(
-                f"SELECT seq, text, status, document_id, void_reason FROM {self._table}"
-                " WHERE brigade = ? AND kind = ? AND year = ? ORDER BY seq",
-                (brigade, kind, year)).fetchall()
+            rows = (
+                self._db()
+                .execute(
+                    f"SELECT seq, text, status, document_id, void_reason FROM {self._table}"
+                    " WHERE brigade = ? AND kind = ? AND year = ? ORDER BY seq",
+                    (brigade, kind, year),
+                )
+                .fetchall()
+            )
         return [DocumentNumber(brigade, kind, year, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def gaps(self, brigade: str, kind: str, year: int) -> builtins.list[int]:

@@ -65,16 +65,25 @@ class InquiryRecord:
         offset = (at - self.recording_start).total_seconds()
         if offset < 0:
             raise RecordError("问答时间早于录像开始 / the turn is before the recording started")
-        self.turns.append({"n": len(self.turns) + 1, "q": q, "a": a,
-                           "time": at.strftime("%H:%M:%S"), "at": at.isoformat(),
-                           "offset": round(offset, 1)})
+        self.turns.append(
+            {
+                "n": len(self.turns) + 1,
+                "q": q,
+                "a": a,
+                "time": at.strftime("%H:%M:%S"),
+                "at": at.isoformat(),
+                "offset": round(offset, 1),
+            }
+        )
         return self._bump()
 
     def edit_turn(self, n: int, q: str | None = None, a: str | None = None) -> RecordVersion:
         """While writing: change a turn's text (the version history keeps the earlier text)."""
         if self.phase != "writing":
-            raise RecordError("审阅中的修改须作为更正由当事人确认 / during review a change is a "
-                              "correction the party confirms")
+            raise RecordError(
+                "审阅中的修改须作为更正由当事人确认 / during review a change is a "
+                "correction the party confirms"
+            )
         turn = self._turn(n)
         if q is not None:
             turn["q"] = q
@@ -90,29 +99,37 @@ class InquiryRecord:
         self.phase = "review"
         return self._bump()
 
-    def correct(self, n: int, field: str, text: str, asked_by: str, at: datetime
-                ) -> RecordVersion:
+    def correct(self, n: int, field: str, text: str, asked_by: str, at: datetime) -> RecordVersion:
         """During review: the officer changes a turn's text, as the party asked."""
         if self.phase != "review":
             raise RecordError("只有审阅中才能更正 / corrections are made during review")
         if field not in FIELDS:
             raise RecordError(f"字段应为 q 或 a：{field} / field must be q or a")
         turn = self._turn(n)
-        self.corrections.append({
-            "id": len(self.corrections) + 1, "turn": n, "field": field, "before": turn[field],
-            "after": text, "asked_by": asked_by, "at": at.isoformat(), "status": "proposed"})
+        self.corrections.append(
+            {
+                "id": len(self.corrections) + 1,
+                "turn": n,
+                "field": field,
+                "before": turn[field],
+                "after": text,
+                "asked_by": asked_by,
+                "at": at.isoformat(),
+                "status": "proposed",
+            }
+        )
         turn[field] = text
         return self._bump()
 
-    def answer_correction(self, correction_id: int, confirmed: bool, at: datetime
-                          ) -> RecordVersion:
+    def answer_correction(self, correction_id: int, confirmed: bool, at: datetime) -> RecordVersion:
         """The party confirms the correction as shown, or rejects it (the text goes back)."""
         if not 1 <= correction_id <= len(self.corrections):
             raise RecordError(f"没有第{correction_id}项更正 / no correction {correction_id}")
         c = self.corrections[correction_id - 1]
         if c["status"] != "proposed":
-            raise RecordError(f"第{correction_id}项更正已处理 / correction {correction_id} was "
-                              "already answered")
+            raise RecordError(
+                f"第{correction_id}项更正已处理 / correction {correction_id} was already answered"
+            )
         c["status"] = "confirmed" if confirmed else "rejected"
         c["answered_at"] = at.isoformat()
         if not confirmed:
@@ -140,14 +157,25 @@ class InquiryRecord:
         data = copy.deepcopy(base)
         data["turns"] = [{k: t[k] for k in ("q", "a", "time", "offset")} for t in self.turns]
         data["corrections"] = [
-            {"turn": c["turn"], "field": "问" if c["field"] == "q" else "答",
-             "before": c["before"], "after": c["after"], "status": c["status"]}
-            for c in self.corrections]
+            {
+                "turn": c["turn"],
+                "field": "问" if c["field"] == "q" else "答",
+                "before": c["before"],
+                "after": c["after"],
+                "status": c["status"],
+            }
+            for c in self.corrections
+        ]
         return data
 
     def to_json(self) -> dict[str, Any]:
-        return {"recording_start": self.recording_start.isoformat(), "turns": self.turns,
-                "corrections": self.corrections, "phase": self.phase, "version": self.version}
+        return {
+            "recording_start": self.recording_start.isoformat(),
+            "turns": self.turns,
+            "corrections": self.corrections,
+            "phase": self.phase,
+            "version": self.version,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> InquiryRecord:
@@ -159,6 +187,7 @@ class InquiryRecord:
         return record
 
     def snapshot(self) -> RecordVersion:
-        canonical = json.dumps(self.to_json(), ensure_ascii=False, sort_keys=True,
-                               separators=(",", ":")).encode()
+        canonical = json.dumps(
+            self.to_json(), ensure_ascii=False, sort_keys=True, separators=(",", ":")
+        ).encode()
         return RecordVersion(self.version, hashlib.sha256(canonical).hexdigest(), canonical)

@@ -50,9 +50,16 @@ class RequiredSignature:
     refused: str | None = None  # the refusal note, when the signer refused
 
     def as_json(self) -> dict[str, Any]:
-        return {"field": self.field, "role": self.role, "signer_id": self.signer_id,
-                "name": self.name, "label": self.label, "page": self.page,
-                "box": list(self.box), "refused": self.refused}
+        return {
+            "field": self.field,
+            "role": self.role,
+            "signer_id": self.signer_id,
+            "name": self.name,
+            "label": self.label,
+            "page": self.page,
+            "box": list(self.box),
+            "refused": self.refused,
+        }
 
 
 @dataclass
@@ -138,29 +145,53 @@ class _Layout:
         self.pdf.set_margins(20, 18, 20)
         icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
         self.pdf.add_output_intent(
-            OutputIntentSubType.PDFA, "sRGB", registry_name="http://www.color.org",
+            OutputIntentSubType.PDFA,
+            "sRGB",
+            registry_name="http://www.color.org",
             dest_output_profile=PDFICCProfile(contents=icc, n=3, alternate="DeviceRGB"),
-            info="sRGB IEC61966-2.1")
+            info="sRGB IEC61966-2.1",
+        )
         self.required: list[RequiredSignature] = []
-        self.every_page = [(s, who) for s in template.signers if s.every_page
-                           for who in _signers_of(s, data)]
+        self.every_page = [
+            (s, who) for s in template.signers if s.every_page for who in _signers_of(s, data)
+        ]
 
     def _box(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
         ph = self.pdf.h
-        return (round(x * MM, 2), round((ph - y - h) * MM, 2),
-                round((x + w) * MM, 2), round((ph - y) * MM, 2))
+        return (
+            round(x * MM, 2),
+            round((ph - y - h) * MM, 2),
+            round((x + w) * MM, 2),
+            round((ph - y) * MM, 2),
+        )
 
-    def _require(self, spec: SignerSpec, who: tuple[str, str], page: int | None,
-                 x: float, y: float, on_page: int | None = None,
-                 size: tuple[float, float] = (SLOT_W, SLOT_H)) -> None:
+    def _require(
+        self,
+        spec: SignerSpec,
+        who: tuple[str, str],
+        page: int | None,
+        x: float,
+        y: float,
+        on_page: int | None = None,
+        size: tuple[float, float] = (SLOT_W, SLOT_H),
+    ) -> None:
         signer_id, name = who
         refusal = self.refusals.get(signer_id)
         note = None
         if refusal is not None:
             note = f"{name}拒绝签名：{refusal.get('reason', '')}（{refusal.get('time', '')}）"
-        self.required.append(RequiredSignature(
-            _field_name(spec.role, signer_id, page), spec.role, signer_id, name, spec.label,
-            on_page or self.pdf.page_no(), self._box(x, y, *size), note))
+        self.required.append(
+            RequiredSignature(
+                _field_name(spec.role, signer_id, page),
+                spec.role,
+                signer_id,
+                name,
+                spec.label,
+                on_page or self.pdf.page_no(),
+                self._box(x, y, *size),
+                note,
+            )
+        )
 
     def page_footer(self) -> None:
         pdf = self.pdf
@@ -225,20 +256,26 @@ class _Layout:
                 for c in data.get("corrections") or []:
                     self.text_line(
                         f"更正：第{c.get('turn')}个问答的“{c.get('field')}”由“{c.get('before')}”"
-                        f"改为“{c.get('after')}”，{status.get(str(c.get('status')), '')}。")
+                        f"改为“{c.get('after')}”，{status.get(str(c.get('status')), '')}。"
+                    )
             elif kind == "refusals":
                 for r in data.get("refusals") or []:
                     self.text_line(
                         f"拒绝签名记录：{r.get('name', r.get('signer_id'))}拒绝签名，理由："
                         f"{r.get('reason', '')}；时间：{r.get('time', '')}；"
-                        f"记录人：{r.get('recorded_by', '')}")
+                        f"记录人：{r.get('recorded_by', '')}"
+                    )
             elif kind == "signatures":
                 self._slots()
 
     def _slots(self) -> None:
         pdf = self.pdf
-        slots = [(s, who) for s in self.t.signers if not s.every_page
-                 for who in _signers_of(s, self.data)]
+        slots = [
+            (s, who)
+            for s in self.t.signers
+            if not s.every_page
+            for who in _signers_of(s, self.data)
+        ]
         pdf.ln(4)
         pdf.set_font("zh", size=10)
         # a flow: caption then box, left to right, a new row when the next does not fit
@@ -263,8 +300,14 @@ class _Layout:
         pdf.set_xy(pdf.l_margin, y + row_h + 4)
 
 
-def render(template: Template, data: Data, number: str = "", *, font: Path | None = None,
-           created: datetime | None = None) -> RenderedDocument:
+def render(
+    template: Template,
+    data: Data,
+    number: str = "",
+    *,
+    font: Path | None = None,
+    created: datetime | None = None,
+) -> RenderedDocument:
     """Check the data against the template, lay it out and return the PDF and its manifest.
 
     Blocking (font subsetting): call it in a thread from the event loop.
@@ -288,7 +331,9 @@ def render(template: Template, data: Data, number: str = "", *, font: Path | Non
     }
     layout.pdf.embed_file(
         bytes=json.dumps(manifest, ensure_ascii=False, indent=1).encode(),
-        basename=MANIFEST_NAME, mime_type="application/json",
-        associated_file_relationship="Data", desc="文书清单与应签名 / manifest and required "
-        "signatures")
+        basename=MANIFEST_NAME,
+        mime_type="application/json",
+        associated_file_relationship="Data",
+        desc="文书清单与应签名 / manifest and required signatures",
+    )
     return RenderedDocument(bytes(layout.pdf.output()), manifest, layout.required)

@@ -19,16 +19,21 @@ from .fonts import find_cjk_font
 RED = (200, 16, 16, 255)
 
 
-def draw_seal(department: str, seal_name: str = "交通事故处理专用章", size: int = 480,
-              font: Path | None = None) -> Image.Image:
+def draw_seal(
+    department: str,
+    seal_name: str = "交通事故处理专用章",
+    size: int = 480,
+    font: Path | None = None,
+) -> Image.Image:
     """An RGBA image with a transparent background."""
     path, index = find_cjk_font(font)
     img = Image.new("RGBA", (size, size), (255, 255, 255, 0))
     draw = ImageDraw.Draw(img)
     c = size / 2
     ring = size * 0.035
-    draw.ellipse((ring / 2, ring / 2, size - ring / 2, size - ring / 2), outline=RED,
-                 width=int(ring))
+    draw.ellipse(
+        (ring / 2, ring / 2, size - ring / 2, size - ring / 2), outline=RED, width=int(ring)
+    )
     # five-pointed star in the middle
     r_out, r_in = size * 0.16, size * 0.065
     pts = []
@@ -61,5 +66,6 @@ def load_seal(path: Path) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGBA")
     except (OSError, ValueError) as exc:
-        raise DocumentError(f"印章图片无法读取：{path}（{exc}）/ cannot read the seal image "
-                            f"{path}: {exc}") from None
+        raise DocumentError(
+            f"印章图片无法读取：{path}（{exc}）/ cannot read the seal image {path}: {exc}"
+        ) from None

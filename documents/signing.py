@@ -92,8 +92,10 @@ class KeyFileSigner:
 
     def pyhanko_signer(self) -> signers.Signer:
         return signers.SimpleSigner(
-            signing_cert=self.credential.cert_asn1(), signing_key=self.credential.key_asn1(),
-            cert_registry=SimpleCertificateStore.from_certs([to_asn1(self.root)]))
+            signing_cert=self.credential.cert_asn1(),
+            signing_key=self.credential.key_asn1(),
+            cert_registry=SimpleCertificateStore.from_certs([to_asn1(self.root)]),
+        )
 
 
 @dataclass
@@ -119,11 +121,15 @@ class Pkcs11Provider:
 
         if self._session is None:
             self._session = ph11.open_pkcs11_session(
-                self.lib, token_criteria=TokenCriteria(label=self.token_label),
-                user_pin=self.pin)
+                self.lib, token_criteria=TokenCriteria(label=self.token_label), user_pin=self.pin
+            )
         return ph11.PKCS11Signer(
-            self._session, key_label=self.key_label, signing_cert=to_asn1(self.cert),
-            ca_chain=[to_asn1(self.root)], use_raw_mechanism=self.raw_mechanism)
+            self._session,
+            key_label=self.key_label,
+            signing_cert=to_asn1(self.cert),
+            ca_chain=[to_asn1(self.root)],
+            use_raw_mechanism=self.raw_mechanism,
+        )
 
     def close(self) -> None:
         if self._session is not None:
@@ -152,14 +158,19 @@ class SigningSetup:
         if self.tsa_url:
             return HTTPTimeStamper(self.tsa_url)
         tsa = self.ca.tsa()  # only the built-in TSA needs this
-        return BuiltinTimeStamper(tsa_cert=tsa.cert_asn1(), tsa_key=tsa.key_asn1(),
-                                certs_to_embed=SimpleCertificateStore.from_certs(
-                                    [to_asn1(self.ca.root)]))
+        return BuiltinTimeStamper(
+            tsa_cert=tsa.cert_asn1(),
+            tsa_key=tsa.key_asn1(),
+            certs_to_embed=SimpleCertificateStore.from_certs([to_asn1(self.ca.root)]),
+        )
 
     def validation_context(self) -> ValidationContext:
-        return ValidationContext(trust_roots=[to_asn1(self.ca.root)],
-                                 crls=[self.ca.crl_asn1()], allow_fetching=False,
-                                 revocation_mode="require")
+        return ValidationContext(
+            trust_roots=[to_asn1(self.ca.root)],
+            crls=[self.ca.crl_asn1()],
+            allow_fetching=False,
+            revocation_mode="require",
+        )
 
 
 def _check_field(pdf: bytes, field_name: str, role: str) -> tuple[dict[str, Any], PdfFileReader]:
@@ -168,36 +179,65 @@ def _check_field(pdf: bytes, field_name: str, role: str) -> tuple[dict[str, Any]
     slots = {r["field"]: r for r in manifest["required_signatures"]}
     slot = slots.get(field_name)
     if slot is None:
-        raise SigningError(f"文书中没有签名位置 {field_name} / the document has no signature "
-                           f"field {field_name}")
+        raise SigningError(
+            f"文书中没有签名位置 {field_name} / the document has no signature field {field_name}"
+        )
     if slot["role"] != role:
-        raise SigningError(f"签名位置 {field_name} 属于 {slot['role']}，不是 {role} / field "
-                           f"{field_name} is for a {slot['role']}, not a {role}")
+        raise SigningError(
+            f"签名位置 {field_name} 属于 {slot['role']}，不是 {role} / field "
+            f"{field_name} is for a {slot['role']}, not a {role}"
+        )
     if slot.get("refused"):
-        raise SigningError(f"{slot['name']}已拒绝签名，记录在文书上 / {field_name}: the signer "
-                           "refused, as the document records")
+        raise SigningError(
+            f"{slot['name']}已拒绝签名，记录在文书上 / {field_name}: the signer "
+            "refused, as the document records"
+        )
     if any(s.field_name == field_name for s in reader.embedded_signatures):
         raise SigningError(f"{field_name} 已签名 / {field_name} is already signed")
     return slot, reader
 
 
-def _pdf_signer(slot: dict[str, Any], signer: signers.Signer, setup: SigningSetup,
-                appearance: Image.Image | None, name: str) -> signers.PdfSigner:
+def _pdf_signer(
+    slot: dict[str, Any],
+    signer: signers.Signer,
+    setup: SigningSetup,
+    appearance: Image.Image | None,
+    name: str,
+) -> signers.PdfSigner:
     box = tuple(round(v) for v in slot["box"])
     meta = signers.PdfSignatureMetadata(
-        field_name=slot["field"], md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
-        embed_validation_info=True, validation_context=setup.validation_context(),
-        name=name, reason=f"{slot['label']}签名", use_pades_lta=False)
-    style = StaticStampStyle(background=PdfImage(flatten(appearance)), border_width=0,
-                             background_opacity=1.0) if appearance is not None else None
+        field_name=slot["field"],
+        md_algorithm="sha256",
+        subfilter=fields.SigSeedSubFilter.PADES,
+        embed_validation_info=True,
+        validation_context=setup.validation_context(),
+        name=name,
+        reason=f"{slot['label']}签名",
+        use_pades_lta=False,
+    )
+    style = (
+        StaticStampStyle(
+            background=PdfImage(flatten(appearance)), border_width=0, background_opacity=1.0
+        )
+        if appearance is not None
+        else None
+    )
     return signers.PdfSigner(
-        meta, signer=signer, timestamper=setup.timestamper(), stamp_style=style,
-        new_field_spec=fields.SigFieldSpec(slot["field"], on_page=int(slot["page"]) - 1,
-                                           box=box))  # type: ignore[arg-type]
+        meta,
+        signer=signer,
+        timestamper=setup.timestamper(),
+        stamp_style=style,
+        new_field_spec=fields.SigFieldSpec(slot["field"], on_page=int(slot["page"]) - 1, box=box),
+    )  # type: ignore[arg-type]
 
 
-def sign_document(pdf: bytes, field_name: str, provider: SignatureProvider, setup: SigningSetup,
-                  appearance: Image.Image | None = None) -> bytes:
+def sign_document(
+    pdf: bytes,
+    field_name: str,
+    provider: SignatureProvider,
+    setup: SigningSetup,
+    appearance: Image.Image | None = None,
+) -> bytes:
     """Add one signature (officer or seal) to ``pdf`` by incremental update; the new PDF."""
     from .ca import signer_matches
 
@@ -205,17 +245,25 @@ def sign_document(pdf: bytes, field_name: str, provider: SignatureProvider, setu
     signer = provider.pyhanko_signer()
     cert = signer.signing_cert
     if cert is None or not signer_matches(
-            slot["role"], slot["signer_id"], x509.load_der_x509_certificate(cert.dump())):
-        raise SigningError(f"签名证书不是{slot['label']} {slot['name']}的 / the certificate is not "
-                           f"that of {field_name}'s signer")
+        slot["role"], slot["signer_id"], x509.load_der_x509_certificate(cert.dump())
+    ):
+        raise SigningError(
+            f"签名证书不是{slot['label']} {slot['name']}的 / the certificate is not "
+            f"that of {field_name}'s signer"
+        )
     if setup.ca.is_revoked(cert.serial_number):
-        raise SigningError(f"证书 {cert.serial_number:x} 已吊销，不能签名 / certificate "
-                           f"{cert.serial_number:x} is revoked")
+        raise SigningError(
+            f"证书 {cert.serial_number:x} 已吊销，不能签名 / certificate "
+            f"{cert.serial_number:x} is revoked"
+        )
     pdf_signer = _pdf_signer(slot, signer, setup, appearance, slot["name"])
     out = io.BytesIO()
     try:
-        _run(pdf_signer.async_sign_pdf(IncrementalPdfFileWriter(io.BytesIO(pdf)), output=out,
-                                       bytes_reserved=RESERVED))
+        _run(
+            pdf_signer.async_sign_pdf(
+                IncrementalPdfFileWriter(io.BytesIO(pdf)), output=out, bytes_reserved=RESERVED
+            )
+        )
     except SigningError:
         raise
     except Exception as exc:  # pyhanko refuses a revoked or untrusted signer here
@@ -270,9 +318,14 @@ def read_party_attrs(signer_info: Any) -> tuple[bytes | None, dict[str, Any] | N
     return mark, event
 
 
-def prepare_party_signing(pdf: bytes, field_name: str, party_cert: x509.Certificate,
-                          setup: SigningSetup, appearance: Image.Image | None = None,
-                          mark: bytes | None = None) -> PendingSignature:
+def prepare_party_signing(
+    pdf: bytes,
+    field_name: str,
+    party_cert: x509.Certificate,
+    setup: SigningSetup,
+    appearance: Image.Image | None = None,
+    mark: bytes | None = None,
+) -> PendingSignature:
     """Reserve the party's signature in ``field_name`` and compute what the party's key signs.
 
     ``party_cert`` is the short-lived certificate :meth:`DeploymentCA.issue_party` made for this
@@ -285,19 +338,27 @@ def prepare_party_signing(pdf: bytes, field_name: str, party_cert: x509.Certific
 
     slot, _ = _check_field(pdf, field_name, "party")
     event = signing_event(party_cert)
-    if event is None or event.get("field") != field_name or \
-            event.get("party_id") != slot["signer_id"]:
-        raise SigningError(f"证书不是为签名位置 {field_name} 签发的当事人证书 / the certificate is "
-                           f"not a party certificate issued for {field_name}")
+    if (
+        event is None
+        or event.get("field") != field_name
+        or event.get("party_id") != slot["signer_id"]
+    ):
+        raise SigningError(
+            f"证书不是为签名位置 {field_name} 签发的当事人证书 / the certificate is "
+            f"not a party certificate issued for {field_name}"
+        )
     if event.get("document_sha256") != sha256_hex(pdf):
-        raise SigningError("证书是为文书的另一个版本签发的 / the certificate was issued for "
-                           "another version of the document")
+        raise SigningError(
+            "证书是为文书的另一个版本签发的 / the certificate was issued for "
+            "another version of the document"
+        )
     if mark is not None:
         if len(mark) > MAX_MARK_BYTES:
             raise SigningError(f"签名笔迹数据过大（{len(mark)} 字节）/ the mark is too large")
         if sha256_hex(mark) != event.get("mark_sha256"):
-            raise SigningError("签名笔迹与证书中的哈希不符 / the mark does not match the hash "
-                               "in the certificate")
+            raise SigningError(
+                "签名笔迹与证书中的哈希不符 / the mark does not match the hash in the certificate"
+            )
     extra = [_octets_attr(EVENT_ATTR, json.dumps(event, sort_keys=True).encode())]
     if mark is not None:
         extra.append(_octets_attr(MARK_ATTR, mark))
@@ -309,12 +370,14 @@ def prepare_party_signing(pdf: bytes, field_name: str, party_cert: x509.Certific
     async def prepare() -> PendingSignature:
         pdf_signer = _pdf_signer(slot, ext, setup, appearance, slot["name"])
         prep, tbs, output = await pdf_signer.async_digest_doc_for_signing(
-            IncrementalPdfFileWriter(io.BytesIO(pdf)), bytes_reserved=reserved)
+            IncrementalPdfFileWriter(io.BytesIO(pdf)), bytes_reserved=reserved
+        )
         base = await ext.signed_attrs(prep.document_digest, "sha256", use_pades=True)
         attrs = cms.CMSAttributes([*base, *extra])
         assert isinstance(output, io.BytesIO)
-        return PendingSignature(field_name, cert, attrs, prep, tbs.post_sign_instructions,
-                                output, datetime.now(UTC))
+        return PendingSignature(
+            field_name, cert, attrs, prep, tbs.post_sign_instructions, output, datetime.now(UTC)
+        )
 
     try:
         return _run(prepare())
@@ -327,14 +390,16 @@ def prepare_party_signing(pdf: bytes, field_name: str, party_cert: x509.Certific
 def p1363_to_der(signature: bytes) -> bytes:
     """WebCrypto's ECDSA signature (r || s, 64 bytes for P-256) as CMS wants it (DER)."""
     if len(signature) != 64:
-        raise SigningError(f"签名值长度应为 64 字节（r||s），实为 {len(signature)} / an ECDSA "
-                           f"P-256 signature is 64 bytes (r||s), got {len(signature)}")
-    return encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                                int.from_bytes(signature[32:], "big"))
+        raise SigningError(
+            f"签名值长度应为 64 字节（r||s），实为 {len(signature)} / an ECDSA "
+            f"P-256 signature is 64 bytes (r||s), got {len(signature)}"
+        )
+    return encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
 
 
-def finish_party_signing(pending: PendingSignature, signature: bytes,
-                         setup: SigningSetup) -> bytes:
+def finish_party_signing(pending: PendingSignature, signature: bytes, setup: SigningSetup) -> bytes:
     """Embed the party's signature (r||s from WebCrypto, or DER); the signed PDF.
 
     The signature is checked against the party certificate first: a wrong one is refused here
@@ -346,25 +411,39 @@ def finish_party_signing(pending: PendingSignature, signature: bytes,
     try:
         public_key.verify(der, pending.to_be_signed, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
-        raise SigningError("当事人的签名值与证书不符 / the party's signature does not match "
-                           "its certificate") from None
+        raise SigningError(
+            "当事人的签名值与证书不符 / the party's signature does not match its certificate"
+        ) from None
     registry = SimpleCertificateStore.from_certs([to_asn1(setup.ca.root)])
-    ext = signers.ExternalSigner(signing_cert=pending.cert, cert_registry=registry,
-                                 signature_value=der)
+    ext = signers.ExternalSigner(
+        signing_cert=pending.cert, cert_registry=registry, signature_value=der
+    )
 
     async def finish() -> bytes:
         sig_cms = await ext.async_sign_prescribed_attributes(
-            "sha256", signed_attrs=pending.signed_attrs, timestamper=setup.timestamper())
+            "sha256", signed_attrs=pending.signed_attrs, timestamper=setup.timestamper()
+        )
         await PdfTBSDocument.async_finish_signing(
-            pending.output, prepared_digest=pending.prep_digest, signature_cms=sig_cms,
-            post_sign_instr=pending.post_sign, validation_context=setup.validation_context())
+            pending.output,
+            prepared_digest=pending.prep_digest,
+            signature_cms=sig_cms,
+            post_sign_instr=pending.post_sign,
+            validation_context=setup.validation_context(),
+        )
         return pending.output.getvalue()
 
     return _run(finish())
 
 
-def builtin_signer(setup: SigningSetup, role: str, *, officer_id: str = "", name: str = "",
-                   brigade: str = "", department: str = "") -> KeyFileSigner:
+def builtin_signer(
+    setup: SigningSetup,
+    role: str,
+    *,
+    officer_id: str = "",
+    name: str = "",
+    brigade: str = "",
+    department: str = "",
+) -> KeyFileSigner:
     """The built-in CA's officer or seal signer (keys made on first use)."""
     if role == "officer":
         cred = setup.ca.officer(officer_id, name, department)

@@ -20,8 +20,22 @@ from .model import Data, check_fields
 
 BLOCK_TYPES = {"line", "paragraph", "each", "turns", "corrections", "refusals", "signatures"}
 ROLES = {"party", "officer", "seal"}
-DATA_ROOTS = {"department", "case", "parties", "officers", "findings", "turns", "penalty",
-              "mediation", "delivery", "talk", "number", "item", "refusals", "corrections"}
+DATA_ROOTS = {
+    "department",
+    "case",
+    "parties",
+    "officers",
+    "findings",
+    "turns",
+    "penalty",
+    "mediation",
+    "delivery",
+    "talk",
+    "number",
+    "item",
+    "refusals",
+    "corrections",
+}
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 PATH_RE = re.compile(r"^[a-z_]+(\.[a-z0-9_]+)*$")
 WHO_RE = re.compile(r"^(parties|officers)(\[\]|\.\d+)$|^department$")
@@ -58,8 +72,9 @@ def _fail(source: str, key: str, why_zh: str, why_en: str) -> TemplateError:
 def _string(source: str, raw: dict[str, Any], key: str, where: str = "") -> str:
     value = raw.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise _fail(source, where + key, "缺少或不是非空字符串",
-                    "missing or not a non-empty string")
+        raise _fail(
+            source, where + key, "缺少或不是非空字符串", "missing or not a non-empty string"
+        )
     return value
 
 
@@ -104,8 +119,12 @@ def parse_template(text: str, source: str) -> Template:
             raise _fail(source, f"signers[{i}]", "应为表", "must be a table")
         role, who = _string(source, s, "role", where), _string(source, s, "who", where)
         if role not in ROLES:
-            raise _fail(source, where + "role", f"未知角色 {role}（可用 party、officer、seal）",
-                        f"unknown role {role} (party, officer, seal)")
+            raise _fail(
+                source,
+                where + "role",
+                f"未知角色 {role}（可用 party、officer、seal）",
+                f"unknown role {role} (party, officer, seal)",
+            )
         if not WHO_RE.match(who) or (role == "seal") != (who == "department"):
             raise _fail(source, where + "who", f"{who} 无效", f"{who} is not valid for {role}")
         every = s.get("every_page", False)
@@ -119,37 +138,55 @@ def parse_template(text: str, source: str) -> Template:
     for i, b in enumerate(raw_body):
         where = f"body[{i}]"
         if not isinstance(b, dict) or b.get("type") not in BLOCK_TYPES:
-            raise _fail(source, where + ".type", f"类型应为 {sorted(BLOCK_TYPES)} 之一",
-                        f"type must be one of {sorted(BLOCK_TYPES)}")
+            raise _fail(
+                source,
+                where + ".type",
+                f"类型应为 {sorted(BLOCK_TYPES)} 之一",
+                f"type must be one of {sorted(BLOCK_TYPES)}",
+            )
         if b["type"] in ("line", "paragraph"):
             _check_text(source, where + ".text", _string(source, b, "text", where + "."), False)
             if b.get("align", "L") not in ("L", "C", "R"):
                 raise _fail(source, where + ".align", "应为 L、C 或 R", "must be L, C or R")
         if b["type"] == "each":
             if b.get("over") not in ("parties", "officers"):
-                raise _fail(source, where + ".over", "应为 parties 或 officers",
-                            "must be parties or officers")
+                raise _fail(
+                    source,
+                    where + ".over",
+                    "应为 parties 或 officers",
+                    "must be parties or officers",
+                )
             lines = b.get("lines")
-            if not isinstance(lines, list) or not lines or not all(
-                    isinstance(x, str) for x in lines):
+            if (
+                not isinstance(lines, list)
+                or not lines
+                or not all(isinstance(x, str) for x in lines)
+            ):
                 raise _fail(source, where + ".lines", "应为字符串列表", "must be a list of strings")
             for j, line in enumerate(lines):
                 _check_text(source, f"{where}.lines[{j}]", line, True)
         body.append(dict(b))
     if not any(b["type"] == "signatures" for b in body):
-        raise _fail(source, "body", "缺少 signatures 块（签名位置）",
-                    "no signatures block (where the signature slots go)")
-    return Template(kind, title, short, numbered, tuple(fields), tuple(signers), tuple(body),
-                    source)
+        raise _fail(
+            source,
+            "body",
+            "缺少 signatures 块（签名位置）",
+            "no signatures block (where the signature slots go)",
+        )
+    return Template(
+        kind, title, short, numbered, tuple(fields), tuple(signers), tuple(body), source
+    )
 
 
 def load_templates(directory: Path | None = None) -> dict[str, Template]:
     """Every ``*.toml`` in ``directory`` (default: the templates shipped with the package)."""
     out: dict[str, Template] = {}
     if directory is None:
-        files = [(f.name, f.read_text("utf-8"))
-                 for f in resources.files("documents").joinpath("templates").iterdir()
-                 if f.name.endswith(".toml")]
+        files = [
+            (f.name, f.read_text("utf-8"))
+            for f in resources.files("documents").joinpath("templates").iterdir()
+            if f.name.endswith(".toml")
+        ]
     else:
         if not directory.is_dir():
             raise TemplateError(f"模板目录不存在：{directory} / no template directory {directory}")
@@ -157,8 +194,12 @@ def load_templates(directory: Path | None = None) -> dict[str, Template]:
     for name, text in sorted(files):
         template = parse_template(text, name)
         if template.kind in out:
-            raise _fail(name, "kind", f"与 {out[template.kind].source} 重复",
-                        f"same kind as {out[template.kind].source}")
+            raise _fail(
+                name,
+                "kind",
+                f"与 {out[template.kind].source} 重复",
+                f"same kind as {out[template.kind].source}",
+            )
         out[template.kind] = template
     if not out:
         raise TemplateError(f"没有模板文件：{directory} / no template files in {directory}")

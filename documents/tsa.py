@@ -18,8 +18,11 @@ MAX_REQUEST = 16 * 1024
 def _reject(fail: str) -> bytes:
     # TimeStampResp ::= SEQUENCE { status PKIStatusInfo, timeStampToken OPTIONAL }: asn1crypto
     # does not mark the token optional, so the SEQUENCE is written here
-    status = bytes(tsp.PKIStatusInfo({"status": tsp.PKIStatus("rejection"),
-                                      "fail_info": tsp.PKIFailureInfo({fail})}).dump())
+    status = bytes(
+        tsp.PKIStatusInfo(
+            {"status": tsp.PKIStatus("rejection"), "fail_info": tsp.PKIFailureInfo({fail})}
+        ).dump()
+    )
     n = len(status)
     length = bytes([n]) if n < 0x80 else bytes([0x81, n])
     return b"\x30" + length + status

@@ -293,8 +293,16 @@ class SfuRtpSender(RTCRtpSender):
 class RtpWriter(Protocol):
     """Builds, protects and sends one RTP packet (the arguments of :func:`rtp.build_packet`)."""
 
-    def __call__(self, payload_type: int, marker: int, sequence_number: int, timestamp: int,
-                 ssrc: int, payload: bytes, padding: int = 0) -> None: ...
+    def __call__(
+        self,
+        payload_type: int,
+        marker: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        payload: bytes,
+        padding: int = 0,
+    ) -> None: ...
 
 
 _HEADER = struct.Struct("!BBHII")
@@ -329,19 +337,40 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
         udp = protocol.transport
         protect = session.protect
 
-        def write(payload_type: int, marker: int, sequence_number: int, timestamp: int,
-                  ssrc: int, payload: bytes, padding: int = 0) -> None:
-            udp.sendto(protect(rtp.build_packet(payload_type, marker, sequence_number,
-                                                timestamp, ssrc, payload, padding)), addr)
+        def write(
+            payload_type: int,
+            marker: int,
+            sequence_number: int,
+            timestamp: int,
+            ssrc: int,
+            payload: bytes,
+            padding: int = 0,
+        ) -> None:
+            udp.sendto(
+                protect(
+                    rtp.build_packet(
+                        payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+                    )
+                ),
+                addr,
+            )
 
         return write
 
-    def write_slow(payload_type: int, marker: int, sequence_number: int, timestamp: int,
-                   ssrc: int, payload: bytes, padding: int = 0) -> None:
+    def write_slow(
+        payload_type: int,
+        marker: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        payload: bytes,
+        padding: int = 0,
+    ) -> None:
         if tasks.closed:
             return  # the owner is closing: lost as UDP would lose it
-        data = rtp.build_packet(payload_type, marker, sequence_number, timestamp, ssrc, payload,
-                                padding)
+        data = rtp.build_packet(
+            payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+        )
         tasks.spawn(_send_relayed(dtls, data), "relayed rtp")
 
     return write_slow
@@ -354,20 +383,35 @@ def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> 
     cdata, buffer, context = session._cdata, session._buffer, session._srtp[0]
     room = len(buffer) - pylibsrtp.SRTP_MAX_TRAILER_LEN  # as pylibsrtp's own protect checks
     length = ffi.new("int *")
-    pack_into, srtp_protect, view, sendto = _HEADER.pack_into, lib.srtp_protect, ffi.buffer, \
-        sock.sendto
+    pack_into, srtp_protect, view, sendto = (
+        _HEADER.pack_into,
+        lib.srtp_protect,
+        ffi.buffer,
+        sock.sendto,
+    )
     # the bound method also keeps the session, and so the libsrtp context, alive
     protect = session.protect
 
-    def write(payload_type: int, marker: int, sequence_number: int, timestamp: int,
-              ssrc: int, payload: bytes, padding: int = 0) -> None:
+    def write(
+        payload_type: int,
+        marker: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        payload: bytes,
+        padding: int = 0,
+    ) -> None:
         size = 12 + len(payload)
         if padding or size > room:  # padding-only probes, or too long: the checked path
-            data = protect(rtp.build_packet(payload_type, marker, sequence_number, timestamp,
-                                            ssrc, payload, padding))
+            data = protect(
+                rtp.build_packet(
+                    payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+                )
+            )
         else:
-            pack_into(buffer, 0, 0x80, (marker << 7) | payload_type, sequence_number,
-                      timestamp, ssrc)
+            pack_into(
+                buffer, 0, 0x80, (marker << 7) | payload_type, sequence_number, timestamp, ssrc
+            )
             buffer[12:size] = payload
             length[0] = size
             status = srtp_protect(context, cdata, length)

@@ -288,8 +288,15 @@ class RtpDownTrack:
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         try:
-            self._writer(self._pt, packet.marker, seq, ts, self._ssrc,  # type: ignore[misc,arg-type]
-                         packet.payload, packet.padding)
+            self._writer(
+                self._pt,  # type: ignore[misc,arg-type]
+                packet.marker,
+                seq,
+                ts,
+                self._ssrc,  # type: ignore[misc,arg-type]
+                packet.payload,
+                packet.padding,
+            )
         except Exception as exc:
             logger.debug("down-track %s write failed: %s", self._down_id, exc)
             self._writer = None
@@ -350,12 +357,24 @@ class RtpDownTrack:
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             try:
                 if self._rtx_pt is not None:
-                    self._writer(self._rtx_pt, packet.marker, self._rtx_seq, ts, self._rtx_ssrc,
-                                 rtp.rtx_payload(out_seq, packet.payload))
+                    self._writer(
+                        self._rtx_pt,
+                        packet.marker,
+                        self._rtx_seq,
+                        ts,
+                        self._rtx_ssrc,
+                        rtp.rtx_payload(out_seq, packet.payload),
+                    )
                     self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
                 else:
-                    self._writer(self._pt, packet.marker, out_seq, ts,  # type: ignore[arg-type]
-                                 self._ssrc, packet.payload)
+                    self._writer(
+                        self._pt,  # type: ignore[arg-type]
+                        packet.marker,
+                        out_seq,
+                        ts,  # type: ignore[arg-type]
+                        self._ssrc,
+                        packet.payload,
+                    )
             except Exception:
                 return
             self.retransmitted += 1

@@ -92,8 +92,11 @@ class LocalSubscriber:
         info = self.info
         params: dict[str, int | str | None] = dict(info.parameters)
         codec = RTCRtpCodecParameters(
-            mimeType=info.mime_type, clockRate=info.clock_rate, channels=info.channels,
-            payloadType=96, parameters=params,
+            mimeType=info.mime_type,
+            clockRate=info.clock_rate,
+            channels=info.channels,
+            payloadType=96,
+            parameters=params,
         )
         decoder = get_decoder(codec)
         jitter = JitterBuffer(capacity=128, is_video=True) if info.kind == "video" else None
@@ -113,9 +116,13 @@ class LocalSubscriber:
                 if jitter is None:  # audio: every packet is a frame
                     encoded = JitterFrame(data=data, timestamp=packet.timestamp)
                 else:
-                    rtp = RtpPacket(payload_type=96, sequence_number=packet.sequence_number,
-                                    timestamp=packet.timestamp, marker=packet.marker,
-                                    payload=packet.payload)
+                    rtp = RtpPacket(
+                        payload_type=96,
+                        sequence_number=packet.sequence_number,
+                        timestamp=packet.timestamp,
+                        marker=packet.marker,
+                        payload=packet.payload,
+                    )
                     rtp._data = data  # type: ignore[attr-defined]
                     _, encoded = jitter.add(rtp)
                 if encoded is not None:

@@ -104,8 +104,9 @@ class ParticipantRoom(Protocol):
 
     def on_track_unpublished(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None: ...
 
-    async def on_participant_closed(self, participant: SfuParticipant,
-                                    reason: CloseReason) -> None: ...
+    async def on_participant_closed(
+        self, participant: SfuParticipant, reason: CloseReason
+    ) -> None: ...
 
 
 def _rtc_configuration(options: MediaOptions) -> RTCConfiguration:
@@ -136,8 +137,15 @@ def _capabilities_for(info: TrackInfo) -> list[RTCRtpCodecCapability]:
     wanted = codec_key(info)
     chosen: list[RTCRtpCodecCapability] = []
     for cap in caps:
-        probe = TrackInfo("", "", info.kind, cap.mimeType, cap.clockRate, cap.channels,
-                          tuple(sorted((k, str(v)) for k, v in cap.parameters.items())))
+        probe = TrackInfo(
+            "",
+            "",
+            info.kind,
+            cap.mimeType,
+            cap.clockRate,
+            cap.channels,
+            tuple(sorted((k, str(v)) for k, v in cap.parameters.items())),
+        )
         if codec_key(probe) == wanted:
             chosen.append(cap)
             break
@@ -231,8 +239,10 @@ class SfuParticipant:
         return [self._track_json(up, self) | {"mid": mid} for mid, up in self._up_by_mid.items()]
 
     def mute_owners(self, up: UpTrack) -> dict[str, bool]:
-        return {"self_muted": up.info.track_id in self._self_muted,
-                "officer_muted": up.info.kind in self._officer_muted}
+        return {
+            "self_muted": up.info.track_id in self._self_muted,
+            "officer_muted": up.info.kind in self._officer_muted,
+        }
 
     @property
     def officer_muted(self) -> frozenset[str]:
@@ -247,8 +257,11 @@ class SfuParticipant:
             "kind": up.info.kind,
             "codec": up.info.mime_type,
             "muted": up.muted,
-            **(owner.mute_owners(up) if owner is not None
-               else {"self_muted": False, "officer_muted": False}),
+            **(
+                owner.mute_owners(up)
+                if owner is not None
+                else {"self_muted": False, "officer_muted": False}
+            ),
         }
 
     def send(self, message: dict[str, Any]) -> None:
@@ -345,7 +358,8 @@ class SfuParticipant:
             raise SignallingError(
                 "muted_by_officer",
                 f"民警已将您的{what}静音，只有民警可以解除 / an officer muted your "
-                f"{up.info.kind}; only an officer can unmute it")
+                f"{up.info.kind}; only an officer can unmute it",
+            )
         if muted:
             self._self_muted.add(track_id)
         else:
@@ -368,8 +382,13 @@ class SfuParticipant:
         muted = owners["self_muted"] or owners["officer_muted"]
         up.set_muted(muted)
         self.room.broadcast(
-            {"type": "track_muted", "track": up.info.track_id,
-             "participant": self._participant_id, "muted": muted, **owners},
+            {
+                "type": "track_muted",
+                "track": up.info.track_id,
+                "participant": self._participant_id,
+                "muted": muted,
+                **owners,
+            },
         )
 
     # -- subscribing -----------------------------------------------------------------------
@@ -415,8 +434,11 @@ class SfuParticipant:
                 continue
             key = codec_key(up.info)
             slot: Slot | None = next(
-                (s for s in self._slots
-                 if s.down is None and s.codec_key == key and s.transceiver.mid is not None),
+                (
+                    s
+                    for s in self._slots
+                    if s.down is None and s.codec_key == key and s.transceiver.mid is not None
+                ),
                 None,
             )
             if slot is None:
@@ -460,7 +482,8 @@ class SfuParticipant:
             if mid is not None and slot.down is not None:
                 up = slot.down.up
                 tracks[mid] = self._track_json(
-                    up, self.room.participants.get(up.info.participant_id))
+                    up, self.room.participants.get(up.info.participant_id)
+                )
         return tracks
 
     async def _negotiate_loop(self) -> None:
@@ -495,8 +518,14 @@ class SfuParticipant:
                 await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             except Exception as exc:
                 self._log.info("rejected subscriber answer: %s", exc)
-                self.send({"type": "error", "code": "bad_sdp",
-                           "message": f"answer rejected: {exc}", "ref": "answer"})
+                self.send(
+                    {
+                        "type": "error",
+                        "code": "bad_sdp",
+                        "message": f"answer rejected: {exc}",
+                        "ref": "answer",
+                    }
+                )
                 self._spawn(self.close(CloseReason.PROTOCOL_ERROR), "close")
                 return
             self.counters.negotiations += 1
@@ -528,8 +557,9 @@ class SfuParticipant:
         if not text:
             return
         try:
-            parsed = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:")
-                                        else text)
+            parsed = candidate_from_sdp(
+                text.split(":", 1)[1] if text.startswith("candidate:") else text
+            )
             parsed.sdpMid = candidate.get("sdpMid")
             parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
             await pc.addIceCandidate(parsed)
@@ -614,7 +644,8 @@ def _keep_primary_codec(transceiver: RTCRtpTransceiver) -> None:
         return
     primary = _primary_codec(transceiver)
     transceiver._codecs = [  # type: ignore[attr-defined]
-        c for c in codecs
-        if c is primary or (c.mimeType.lower().endswith("/rtx")
-                            and c.parameters.get("apt") == primary.payloadType)
+        c
+        for c in codecs
+        if c is primary
+        or (c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == primary.payloadType)
     ]

@@ -76,8 +76,13 @@ class SfuRoom:
         if self._server_tracks.pop(up.info.track_id, None) is None:
             return
         await up.close(reason)
-        self.broadcast({"type": "track_unpublished", "track": up.info.track_id,
-                        "participant": up.info.participant_id})
+        self.broadcast(
+            {
+                "type": "track_unpublished",
+                "track": up.info.track_id,
+                "participant": up.info.participant_id,
+            }
+        )
         for participant in self._participants.values():
             participant.update_subscriptions()
         self._notify("on_track_unpublished", lambda o: o.on_track_unpublished(up))
@@ -86,12 +91,16 @@ class SfuRoom:
     def find_track(self, track_id: str) -> ForwardedUpTrack | None:
         return next((up for up in self.up_tracks() if up.info.track_id == track_id), None)
 
-    async def join(self, participant_id: str, name: str, send: Send,
-                   role: str = "party") -> SfuParticipant:
+    async def join(
+        self, participant_id: str, name: str, send: Send, role: str = "party"
+    ) -> SfuParticipant:
         if self._closed:
             raise SignallingError("room_closed", "room is closed")
-        if self.locked and role not in ("officer", "supervisor") and \
-                participant_id not in self._participants:
+        if (
+            self.locked
+            and role not in ("officer", "supervisor")
+            and participant_id not in self._participants
+        ):
             raise SignallingError("room_locked", "the officer has locked this room")
         previous = self._participants.get(participant_id)
         if previous is not None:
@@ -150,8 +159,11 @@ class SfuRoom:
 
     def on_track_unpublished(self, owner: SfuParticipant, up: ForwardedUpTrack) -> None:
         self.broadcast(
-            {"type": "track_unpublished", "track": up.info.track_id,
-             "participant": owner.participant_id},
+            {
+                "type": "track_unpublished",
+                "track": up.info.track_id,
+                "participant": owner.participant_id,
+            },
             exclude=owner.participant_id,
         )
         for pid, participant in self._participants.items():
@@ -166,8 +178,11 @@ class SfuRoom:
         self._sfu.absorb_participant(participant, reason)
         self._notify("on_participant_left", lambda o: o.on_participant_left(participant, reason))
         self.broadcast(
-            {"type": "participant_left", "participant": participant.participant_id,
-             "reason": reason.value}
+            {
+                "type": "participant_left",
+                "participant": participant.participant_id,
+                "reason": reason.value,
+            }
         )
         if not self._participants and not self._closed and not self._joining:
             await self.close(CloseReason.ROOM_EMPTY)
@@ -195,8 +210,9 @@ class SfuRoom:
         self._closed = True
         self._notify("on_room_closed", lambda o: o.on_room_closed(reason))
         for participant in list(self._participants.values()):
-            await participant.close(CloseReason.ROOM_CLOSED if reason != CloseReason.SHUTDOWN
-                                    else reason)
+            await participant.close(
+                CloseReason.ROOM_CLOSED if reason != CloseReason.SHUTDOWN else reason
+            )
         for up in list(self._server_tracks.values()):
             await self.remove_server_track(up, CloseReason.ROOM_CLOSED)
         for local in list(self._locals):
@@ -305,5 +321,6 @@ class Sfu:
             return
         self._closed = True
         rooms = list(self._rooms.values())
-        await asyncio.gather(*(r.close(CloseReason.SHUTDOWN) for r in rooms),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(r.close(CloseReason.SHUTDOWN) for r in rooms), return_exceptions=True
+        )

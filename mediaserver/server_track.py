@@ -46,8 +46,11 @@ AUDIO_CLOCK = 48000
 OPUS_FRAME = 960  # 20 ms at 48 kHz
 MAX_WIDTH, MAX_HEIGHT = 1280, 720
 STILL_INTERVAL = 1.0
-H264_PARAMETERS = (("level-asymmetry-allowed", "1"), ("packetization-mode", "1"),
-                   ("profile-level-id", "42e01f"))
+H264_PARAMETERS = (
+    ("level-asymmetry-allowed", "1"),
+    ("packetization-mode", "1"),
+    ("profile-level-id", "42e01f"),
+)
 _TB = fractions.Fraction(1, CLOCK)
 
 
@@ -81,19 +84,30 @@ class _Source:
 class ServerTrack:
     """One server-published track; :meth:`play` feeds it from a :class:`Player`."""
 
-    def __init__(self, track_id: str, participant_id: str, player: Player, *,
-                 pli_min_interval: float = 0.5) -> None:
+    def __init__(
+        self, track_id: str, participant_id: str, player: Player, *, pli_min_interval: float = 0.5
+    ) -> None:
         self.player = player
         self.keyframe_wanted = threading.Event()
         self._source = _Source(self.keyframe_wanted.set)
         parameters = H264_PARAMETERS if player.mime_type == "video/H264" else ()
         self._audio = player.mime_type == "audio/opus"
         self._clock = AUDIO_CLOCK if self._audio else CLOCK
-        info = TrackInfo(track_id, participant_id, "audio" if self._audio else "video",
-                         player.mime_type, self._clock, 2 if self._audio else None,
-                         parameters)
-        self.up = ForwardedUpTrack(info, self._source, pli_min_interval=pli_min_interval,
-                                   log_extra={"server_track": track_id})
+        info = TrackInfo(
+            track_id,
+            participant_id,
+            "audio" if self._audio else "video",
+            player.mime_type,
+            self._clock,
+            2 if self._audio else None,
+            parameters,
+        )
+        self.up = ForwardedUpTrack(
+            info,
+            self._source,
+            pli_min_interval=pli_min_interval,
+            log_extra={"server_track": track_id},
+        )
         self._ssrc = random.randint(1, 0xFFFFFFFF)
         self._seq = random.randint(0, 0x7FFF)
         self._ts_base = random.randint(0, 0x7FFFFFFF)
@@ -108,9 +122,16 @@ class ServerTrack:
         timestamp = (self._ts_base + round(media_time * self._clock)) & 0xFFFFFFFF
         last = -1 if self._audio else len(payloads) - 1  # video: the frame's last packet
         for i, payload in enumerate(payloads):
-            sink.on_rtp(RtpPacket(payload_type=96, marker=int(i == last),
-                                  sequence_number=self._seq, timestamp=timestamp,
-                                  ssrc=self._ssrc, payload=payload))
+            sink.on_rtp(
+                RtpPacket(
+                    payload_type=96,
+                    marker=int(i == last),
+                    sequence_number=self._seq,
+                    timestamp=timestamp,
+                    ssrc=self._ssrc,
+                    payload=payload,
+                )
+            )
             self._seq = (self._seq + 1) & 0xFFFF
             self.packets_sent += 1
         self.frames_sent += 1
@@ -178,8 +199,14 @@ class StillPlayer:
         codec.pix_fmt = "yuv420p"
         codec.bit_rate = 4_000_000
         codec.time_base = fractions.Fraction(1, 30)
-        codec.options = {"lag-in-frames": "0", "deadline": "good", "cpu-used": "4",
-                         "crf": "10", "qmin": "4", "qmax": "40"}
+        codec.options = {
+            "lag-in-frames": "0",
+            "deadline": "good",
+            "cpu-used": "4",
+            "crf": "10",
+            "qmin": "4",
+            "qmax": "40",
+        }
         frame.pts = 0
         encoded = b"".join(bytes(p) for p in codec.encode(frame))
         encoded += b"".join(bytes(p) for p in codec.encode(None))
@@ -244,8 +271,11 @@ def fits_room(codec: str, profile: str | None, room_video_codecs: set[str]) -> b
         return True  # every WebRTC endpoint decodes VP8 (RFC 7742)
     if codec == "h264":
         # only where the room already carries H.264, and in the profile every decoder has
-        return bool(room_video_codecs) and room_video_codecs == {"video/h264"} and \
-            (profile or "").lower() in ("baseline", "constrained baseline")
+        return (
+            bool(room_video_codecs)
+            and room_video_codecs == {"video/h264"}
+            and (profile or "").lower() in ("baseline", "constrained baseline")
+        )
     return False
 
 
@@ -272,7 +302,8 @@ class VideoFilePlayer:
         self._vp8 = Vp8Encoder()
         self._vp8.target_bitrate = 1_500_000
         self._frames: Iterator[Any] = (
-            self._container.demux(self._stream) if copy else self._container.decode(self._stream))
+            self._container.demux(self._stream) if copy else self._container.decode(self._stream)
+        )
         self._first: float | None = None
         self._pending: list[tuple[list[bytes], float]] = []
 
@@ -339,7 +370,8 @@ class AudioFilePlayer:
         copy = self.codec == "opus"
         self.mode = "stream_copy" if copy else "transcoded"
         self._items: Iterator[Any] = (
-            self._container.demux(self._stream) if copy else self._container.decode(self._stream))
+            self._container.demux(self._stream) if copy else self._container.decode(self._stream)
+        )
         self._copy = copy
         self._encoder = OpusEncoder()
         self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_CLOCK)

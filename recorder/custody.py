@@ -62,11 +62,23 @@ STH_CONTEXT_V1 = b"remotecase-sth-v1\x00"  # heads before the key ID was signed
 # Entries that get a signed (and witnessed) head of their own at once, so that none of them can
 # be cut from the end of the log before the next seal: deletions and key changes, and every
 # access to evidence (rare next to segments and verdicts, which the next seal covers).
-SIGN_AT_ONCE = frozenset({
-    "recording.deleted", "recording.retention_changed", "keys.signing_rotated",
-    "keys.kek_rotated", "recording.viewed", "recording.verified", "recording.streamed",
-    "recording.downloaded", "material.received", "material.downloaded",
-    "evidence.display_started", "evidence.display_ended", "verification.reference_deleted"})
+SIGN_AT_ONCE = frozenset(
+    {
+        "recording.deleted",
+        "recording.retention_changed",
+        "keys.signing_rotated",
+        "keys.kek_rotated",
+        "recording.viewed",
+        "recording.verified",
+        "recording.streamed",
+        "recording.downloaded",
+        "material.received",
+        "material.downloaded",
+        "evidence.display_started",
+        "evidence.display_ended",
+        "verification.reference_deleted",
+    }
+)
 ROTATION = "keys.signing_rotated"
 
 
@@ -89,17 +101,28 @@ class TreeHead:
     def signed_bytes(self) -> bytes:
         """v2: ``remotecase-sth-v2\\0 || uint64 size || uint64 time_ms || root || key_id``."""
         if self.version == 1:
-            return STH_CONTEXT_V1 + struct.pack(">QQ", self.tree_size, self.timestamp_ms) + \
-                bytes.fromhex(self.root_hash)
+            return (
+                STH_CONTEXT_V1
+                + struct.pack(">QQ", self.tree_size, self.timestamp_ms)
+                + bytes.fromhex(self.root_hash)
+            )
         if len(self.key_id) != 16:
             raise ValueError("key ID must be 16 hex digits")
-        return STH_CONTEXT + struct.pack(">QQ", self.tree_size, self.timestamp_ms) + \
-            bytes.fromhex(self.root_hash) + self.key_id.encode("ascii")
+        return (
+            STH_CONTEXT
+            + struct.pack(">QQ", self.tree_size, self.timestamp_ms)
+            + bytes.fromhex(self.root_hash)
+            + self.key_id.encode("ascii")
+        )
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"tree_size": self.tree_size, "timestamp_ms": self.timestamp_ms,
-                                "root_hash": self.root_hash, "key_id": self.key_id,
-                                "signature": self.signature}
+        data: dict[str, Any] = {
+            "tree_size": self.tree_size,
+            "timestamp_ms": self.timestamp_ms,
+            "root_hash": self.root_hash,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
         if self.version != 1:
             data["v"] = self.version
         if self.witness is not None:
@@ -109,13 +132,25 @@ class TreeHead:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TreeHead:
         witness = data.get("witness")
-        return cls(int(data["tree_size"]), int(data["timestamp_ms"]), str(data["root_hash"]),
-                   str(data["key_id"]), str(data["signature"]), int(data.get("v", 1)),
-                   witness if isinstance(witness, dict) else None)
+        return cls(
+            int(data["tree_size"]),
+            int(data["timestamp_ms"]),
+            str(data["root_hash"]),
+            str(data["key_id"]),
+            str(data["signature"]),
+            int(data.get("v", 1)),
+            witness if isinstance(witness, dict) else None,
+        )
 
     def unwitnessed(self) -> TreeHead:
-        return TreeHead(self.tree_size, self.timestamp_ms, self.root_hash, self.key_id,
-                        self.signature, self.version)
+        return TreeHead(
+            self.tree_size,
+            self.timestamp_ms,
+            self.root_hash,
+            self.key_id,
+            self.signature,
+            self.version,
+        )
 
     def same_head(self, other: TreeHead) -> bool:
         return self.unwitnessed() == other.unwitnessed()
@@ -136,15 +171,22 @@ class Witness(Protocol):
 
     def witnessed_size(self) -> int: ...
 
-    def cosign(self, head: TreeHead, public: Ed25519PublicKey, proof: Sequence[bytes],
-               rotations: Sequence[dict[str, Any]]) -> dict[str, Any]: ...
+    def cosign(
+        self,
+        head: TreeHead,
+        public: Ed25519PublicKey,
+        proof: Sequence[bytes],
+        rotations: Sequence[dict[str, Any]],
+    ) -> dict[str, Any]: ...
 
 
 def rotation_statement(entry: dict[str, Any]) -> bytes:
     """What both keys sign when the signing key changes."""
-    return (base64.b64decode(str(entry.get("old_public", "")), validate=True)
-            + base64.b64decode(str(entry.get("new_public", "")), validate=True)
-            + str(entry.get("rotated_at", "")).encode())
+    return (
+        base64.b64decode(str(entry.get("old_public", "")), validate=True)
+        + base64.b64decode(str(entry.get("new_public", "")), validate=True)
+        + str(entry.get("rotated_at", "")).encode()
+    )
 
 
 def check_rotation(entry: dict[str, Any]) -> str | None:
@@ -157,11 +199,9 @@ def check_rotation(entry: dict[str, Any]) -> str | None:
         return f"malformed key rotation ({exc})"
     if key_id(old) != entry.get("old_key_id") or key_id(new) != entry.get("new_key_id"):
         return "key IDs do not match the public keys"
-    if not verify_in_context(old, ROTATION_CONTEXT, str(entry.get("old_signature", "")),
-                             statement):
+    if not verify_in_context(old, ROTATION_CONTEXT, str(entry.get("old_signature", "")), statement):
         return f"not signed by the retiring key {entry.get('old_key_id')}"
-    if not verify_in_context(new, ROTATION_CONTEXT, str(entry.get("new_signature", "")),
-                             statement):
+    if not verify_in_context(new, ROTATION_CONTEXT, str(entry.get("new_signature", "")), statement):
         return f"not signed by the new key {entry.get('new_key_id')}"
     return None
 
@@ -190,8 +230,9 @@ def _append_line(path: Path, line: bytes) -> None:
 
 
 class CustodyLog:
-    def __init__(self, directory: Path, signing_key: Ed25519PrivateKey, *,
-                 witness: Witness | None = None) -> None:
+    def __init__(
+        self, directory: Path, signing_key: Ed25519PrivateKey, *, witness: Witness | None = None
+    ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._key = signing_key
@@ -213,13 +254,13 @@ class CustodyLog:
         self._take(_read_lines(self._entries_path), _read_lines(self._heads_path))
 
     def _take(self, lines: list[bytes], heads: list[bytes]) -> None:
-        for line in lines[len(self._lines):]:
+        for line in lines[len(self._lines) :]:
             self._lines.append(line)
             self._leaves.append(merkle.leaf_hash(line))
             self._compact.append(self._leaves[-1])
             if b'"type":"keys.signing_rotated"' in line:
                 self._rotations.append(json.loads(line))
-        for raw in heads[len(self._heads):]:
+        for raw in heads[len(self._heads) :]:
             self._heads.append(TreeHead.from_json(json.loads(raw)))
 
     # -- writing ---------------------------------------------------------------------------
@@ -242,11 +283,20 @@ class CustodyLog:
         with self._exclusive():
             pass
 
-    def append(self, entry_type: str, *, actor: str, reason: str = "", case: str = "",
-               room: str = "", **fields: Any) -> dict[str, Any]:
+    def append(
+        self,
+        entry_type: str,
+        *,
+        actor: str,
+        reason: str = "",
+        case: str = "",
+        room: str = "",
+        **fields: Any,
+    ) -> dict[str, Any]:
         with self._exclusive():
-            entry = self._append_locked(entry_type, actor=actor, reason=reason, case=case,
-                                        room=room, **fields)
+            entry = self._append_locked(
+                entry_type, actor=actor, reason=reason, case=case, room=room, **fields
+            )
             if entry_type in SIGN_AT_ONCE:
                 self._sign_head_locked()
             return entry
@@ -267,7 +317,8 @@ class CustodyLog:
                     f"签名密钥 {self.key_id} 已在托管日志条目 {rotation.get('index')} 轮换为 "
                     f"{rotation.get('new_key_id')}，请重启服务器以加载新密钥。 / signing key "
                     f"{self.key_id} was retired by log entry {rotation.get('index')} (rotated to "
-                    f"{rotation.get('new_key_id')}): restart to load the new key")
+                    f"{rotation.get('new_key_id')}): restart to load the new key"
+                )
 
     def sign_head(self) -> TreeHead:
         with self._exclusive():
@@ -276,37 +327,57 @@ class CustodyLog:
     def _sign_head_locked(self) -> TreeHead:
         self._check_not_retired()
         size = len(self._leaves)
-        unsigned = TreeHead(size, int(datetime.datetime.now(datetime.UTC).timestamp() * 1000),
-                            self._compact.root().hex(), self.key_id, "")
-        head = TreeHead(size, unsigned.timestamp_ms, unsigned.root_hash, self.key_id,
-                        sign(self._key, unsigned.signed_bytes()))
+        unsigned = TreeHead(
+            size,
+            int(datetime.datetime.now(datetime.UTC).timestamp() * 1000),
+            self._compact.root().hex(),
+            self.key_id,
+            "",
+        )
+        head = TreeHead(
+            size,
+            unsigned.timestamp_ms,
+            unsigned.root_hash,
+            self.key_id,
+            sign(self._key, unsigned.signed_bytes()),
+        )
         if self.witness is not None:
             seen = self.witness.witnessed_size()
-            proof = merkle.consistency_proof(seen, self._leaves[:size]) \
-                if 0 < seen < size else []
+            proof = merkle.consistency_proof(seen, self._leaves[:size]) if 0 < seen < size else []
             cosignature = self.witness.cosign(head, self.public_key, proof, self._rotations)
-            head = TreeHead(head.tree_size, head.timestamp_ms, head.root_hash, head.key_id,
-                            head.signature, head.version, cosignature)
+            head = TreeHead(
+                head.tree_size,
+                head.timestamp_ms,
+                head.root_hash,
+                head.key_id,
+                head.signature,
+                head.version,
+                cosignature,
+            )
         _append_line(self._heads_path, canonical(head.to_json()))
         self._heads.append(head)
         return head
 
-    def rotate_signing_key(self, new_key: Ed25519PrivateKey, *, actor: str,
-                           reason: str) -> tuple[dict[str, Any], TreeHead]:
+    def rotate_signing_key(
+        self, new_key: Ed25519PrivateKey, *, actor: str, reason: str
+    ) -> tuple[dict[str, Any], TreeHead]:
         """Hand over to ``new_key``: an entry both keys sign, then a head the new key signs."""
         with self._exclusive():
             self._check_not_retired()
             rotated_at = utc_now()
             fields: dict[str, Any] = {
-                "old_key_id": self.key_id, "new_key_id": key_id(new_key.public_key()),
+                "old_key_id": self.key_id,
+                "new_key_id": key_id(new_key.public_key()),
                 "old_public": base64.b64encode(raw_public(self.public_key)).decode(),
                 "new_public": base64.b64encode(raw_public(new_key)).decode(),
-                "rotated_at": rotated_at}
+                "rotated_at": rotated_at,
+            }
             statement = rotation_statement(fields)
             fields["old_signature"] = sign_in_context(self._key, ROTATION_CONTEXT, statement)
             fields["new_signature"] = sign_in_context(new_key, ROTATION_CONTEXT, statement)
-            entry = self._append_locked(ROTATION, actor=actor, reason=reason, case="",
-                                        room="", **fields)
+            entry = self._append_locked(
+                ROTATION, actor=actor, reason=reason, case="", room="", **fields
+            )
             self._key = new_key
             self.public_key = new_key.public_key()
             self.key_id = key_id(self.public_key)
@@ -395,15 +466,21 @@ class KeyChain:
         return " -> ".join(f"{kid} (from entry {start})" for start, kid, _ in self.epochs)
 
 
-def key_chain(anchors: Sequence[Ed25519PublicKey], rotations: Sequence[dict[str, Any]],
-              named: str | None = None) -> KeyChain:
+def key_chain(
+    anchors: Sequence[Ed25519PublicKey],
+    rotations: Sequence[dict[str, Any]],
+    named: str | None = None,
+) -> KeyChain:
     """Follow the rotation entries (in log order) from the first key on: the first rotation's
     old key, or without rotations the given key (of several given, the one ``named`` by the
     first head)."""
     by_id = {key_id(a): a for a in anchors}
     chain = KeyChain()
-    start_id = str(rotations[0].get("old_key_id")) if rotations else (
-        named if named in by_id else next(iter(by_id), ""))
+    start_id = (
+        str(rotations[0].get("old_key_id"))
+        if rotations
+        else (named if named in by_id else next(iter(by_id), ""))
+    )
     start_pub = by_id.get(start_id)
     if start_pub is None and rotations and rotations[0].get("old_key_id") == start_id:
         with contextlib.suppress(KeyError, ValueError, KeyProblem):
@@ -416,16 +493,20 @@ def key_chain(anchors: Sequence[Ed25519PublicKey], rotations: Sequence[dict[str,
             chain.problems.append(LogProblem(where, problem))
             continue
         if rotation.get("old_key_id") != chain.epochs[-1][1]:
-            chain.problems.append(LogProblem(
-                where, f"hands over from key {rotation.get('old_key_id')}, but key "
-                       f"{chain.epochs[-1][1]} was in force: the chain is broken"))
+            chain.problems.append(
+                LogProblem(
+                    where,
+                    f"hands over from key {rotation.get('old_key_id')}, but key "
+                    f"{chain.epochs[-1][1]} was in force: the chain is broken",
+                )
+            )
             continue
         new_pub = public_from_raw(base64.b64decode(str(rotation["new_public"])))
         # the rotation entry is the new key's first: the head that covers it is the new key's
         chain.epochs.append((int(rotation["index"]), str(rotation["new_key_id"]), new_pub))
-    chain.trusted = any(kid in by_id and (pub is None or key_id(pub) == kid)
-                        for _, kid, pub in chain.epochs) and (
-        named is None or any(kid == named for _, kid, _ in chain.epochs))
+    chain.trusted = any(
+        kid in by_id and (pub is None or key_id(pub) == kid) for _, kid, pub in chain.epochs
+    ) and (named is None or any(kid == named for _, kid, _ in chain.epochs))
     return chain
 
 
@@ -445,9 +526,13 @@ class LogAudit:
         return any(h.same_head(head) for h in self.heads)
 
 
-def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
-              checkpoints: Sequence[TreeHead] = (),
-              witness: Ed25519PublicKey | None = None) -> LogAudit:
+def audit_log(
+    directory: Path,
+    anchors: Sequence[Ed25519PublicKey],
+    *,
+    checkpoints: Sequence[TreeHead] = (),
+    witness: Ed25519PublicKey | None = None,
+) -> LogAudit:
     """Check a custody log directory with only public keys.
 
     Every signed tree head must verify under the key in force at its size (following the
@@ -464,8 +549,11 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
     problems = audit.problems
     entries_path = directory / "entries.log"
     heads_path = directory / "heads.log"
-    lines = [line for line in entries_path.read_bytes().split(b"\n") if line] \
-        if entries_path.exists() else []
+    lines = (
+        [line for line in entries_path.read_bytes().split(b"\n") if line]
+        if entries_path.exists()
+        else []
+    )
     leaves = [merkle.leaf_hash(line) for line in lines]
     audit.lines, audit.leaves = lines, leaves
     rotations: list[dict[str, Any]] = []
@@ -476,12 +564,16 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
             problems.append(LogProblem(f"entry {i}", "not JSON"))
             continue
         if entry.get("index") != i:
-            problems.append(LogProblem(f"entry {i}", f"says index {entry.get('index')}: "
-                                                     "entries removed or reordered"))
+            problems.append(
+                LogProblem(
+                    f"entry {i}", f"says index {entry.get('index')}: entries removed or reordered"
+                )
+            )
         if entry.get("type") == ROTATION:
             rotations.append(entry)
-    heads_raw = [h for h in heads_path.read_bytes().split(b"\n") if h] \
-        if heads_path.exists() else []
+    heads_raw = (
+        [h for h in heads_path.read_bytes().split(b"\n") if h] if heads_path.exists() else []
+    )
     parsed: list[tuple[int, TreeHead]] = []
     for n, raw in enumerate(heads_raw):
         try:
@@ -492,16 +584,25 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
     audit.chain = chain
     problems.extend(chain.problems)
     if not heads_raw:
-        problems.append(LogProblem(
-            "heads.log", f"{'missing' if not heads_path.exists() else 'empty'}: no signed tree "
-                         f"head covers the {len(lines)} entries, none of them can be trusted"))
+        problems.append(
+            LogProblem(
+                "heads.log",
+                f"{'missing' if not heads_path.exists() else 'empty'}: no signed tree "
+                f"head covers the {len(lines)} entries, none of them can be trusted",
+            )
+        )
     if parsed and not chain.trusted:
-        problems.append(LogProblem(
-            "signing keys", f"the heads are signed by {chain.describe()}; none of them is the "
-                            f"given public key ({', '.join(key_id(a) for a in anchors)}) nor "
-                            "linked to it by a signed rotation"))
-    roots = merkle.roots_at(leaves, [h.tree_size for _, h in parsed]
-                            + [c.tree_size for c in checkpoints])
+        problems.append(
+            LogProblem(
+                "signing keys",
+                f"the heads are signed by {chain.describe()}; none of them is the "
+                f"given public key ({', '.join(key_id(a) for a in anchors)}) nor "
+                "linked to it by a signed rotation",
+            )
+        )
+    roots = merkle.roots_at(
+        leaves, [h.tree_size for _, h in parsed] + [c.tree_size for c in checkpoints]
+    )
     previous: TreeHead | None = None
     good_size = 0  # the largest size at which entries still match a signed head
     witnessed_from: int | None = None
@@ -510,39 +611,65 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
         expected_id, expected_pub = chain.key_for_size(head.tree_size)
         if head.key_id != expected_id:
             known = chain.public(head.key_id)
-            problems.append(LogProblem(
-                where, f"names key {head.key_id}, but key {expected_id} was in force at that "
-                       "size" + (" (a retired key signed after its rotation)" if known else
-                                 " (neither the given key nor one rotated to or from it)")))
+            problems.append(
+                LogProblem(
+                    where,
+                    f"names key {head.key_id}, but key {expected_id} was in force at that "
+                    "size"
+                    + (
+                        " (a retired key signed after its rotation)"
+                        if known
+                        else " (neither the given key nor one rotated to or from it)"
+                    ),
+                )
+            )
             continue
         if expected_pub is None or not chain.trusted or not head.verify(expected_pub):
-            problems.append(LogProblem(
-                where, f"signature does not verify with this public key (key {head.key_id})"))
+            problems.append(
+                LogProblem(
+                    where, f"signature does not verify with this public key (key {head.key_id})"
+                )
+            )
             continue
         if witness is not None:
             if head.witness is not None:
                 witness_problem = verify_cosignature(head, witness)
                 if witness_problem:
-                    problems.append(LogProblem(where, f"witness countersignature: "
-                                                      f"{witness_problem}"))
+                    problems.append(
+                        LogProblem(where, f"witness countersignature: {witness_problem}")
+                    )
                 elif witnessed_from is None:
                     witnessed_from = n
             elif witnessed_from is not None or n == parsed[-1][0]:
-                problems.append(LogProblem(
-                    where, "carries no witness countersignature: signed without the witness "
-                           "(a history re-signed by whoever holds the signing key?)"))
+                problems.append(
+                    LogProblem(
+                        where,
+                        "carries no witness countersignature: signed without the witness "
+                        "(a history re-signed by whoever holds the signing key?)",
+                    )
+                )
         if previous is not None and head.tree_size < previous.tree_size:
             problems.append(LogProblem(where, "tree shrank"))
         if head.tree_size > len(leaves):
-            problems.append(LogProblem(
-                f"tree head {n}",
-                f"signed {head.tree_size} entries but the log holds {len(leaves)}: truncated"))
+            problems.append(
+                LogProblem(
+                    f"tree head {n}",
+                    f"signed {head.tree_size} entries but the log holds {len(leaves)}: truncated",
+                )
+            )
         elif roots[head.tree_size].hex() != head.root_hash:
-            span = (f"entries {good_size}..{head.tree_size - 1}"
-                    if good_size < head.tree_size else "entries before it")
-            problems.append(LogProblem(
-                where, f"entries do not match the signed root: {span} were changed, removed, "
-                       "reordered, or the log forked"))
+            span = (
+                f"entries {good_size}..{head.tree_size - 1}"
+                if good_size < head.tree_size
+                else "entries before it"
+            )
+            problems.append(
+                LogProblem(
+                    where,
+                    f"entries do not match the signed root: {span} were changed, removed, "
+                    "reordered, or the log forked",
+                )
+            )
         else:
             good_size = max(good_size, head.tree_size)
             audit.heads.append(head)
@@ -552,8 +679,9 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
         where = f"checkpoint (size {checkpoint.tree_size})"
         _, cp_pub = chain.key_for_size(checkpoint.tree_size)
         if cp_pub is None or not checkpoint.verify(cp_pub):
-            problems.append(LogProblem(where, "its tree head does not verify with the signing "
-                                              "keys"))
+            problems.append(
+                LogProblem(where, "its tree head does not verify with the signing keys")
+            )
             continue
         if witness is not None:
             witness_problem = verify_cosignature(checkpoint, witness)
@@ -561,22 +689,36 @@ def audit_log(directory: Path, anchors: Sequence[Ed25519PublicKey], *,
                 problems.append(LogProblem(where, f"witness countersignature: {witness_problem}"))
                 continue
         if checkpoint.tree_size > len(leaves):
-            problems.append(LogProblem(
-                where, f"the log holds {len(leaves)} entries, the checkpoint signed "
-                       f"{checkpoint.tree_size}: rolled back (entries removed from the end)"))
+            problems.append(
+                LogProblem(
+                    where,
+                    f"the log holds {len(leaves)} entries, the checkpoint signed "
+                    f"{checkpoint.tree_size}: rolled back (entries removed from the end)",
+                )
+            )
         elif roots[checkpoint.tree_size].hex() != checkpoint.root_hash:
-            problems.append(LogProblem(
-                where, f"the log's first {checkpoint.tree_size} entries are not those the "
-                       "checkpoint signed: history rewritten"))
+            problems.append(
+                LogProblem(
+                    where,
+                    f"the log's first {checkpoint.tree_size} entries are not those the "
+                    "checkpoint signed: history rewritten",
+                )
+            )
         elif not parsed or parsed[-1][1].tree_size < checkpoint.tree_size:
-            problems.append(LogProblem(
-                where, "heads.log holds no head as recent as the checkpoint: signed heads "
-                       "removed (rolled back)"))
+            problems.append(
+                LogProblem(
+                    where,
+                    "heads.log holds no head as recent as the checkpoint: signed heads "
+                    "removed (rolled back)",
+                )
+            )
         else:
             audit.notes.append(f"consistent with the checkpoint of size {checkpoint.tree_size}")
     if good_size < len(lines):
-        audit.notes.append(f"entries {good_size}..{len(lines) - 1} are after the newest signed "
-                           "head that matches: not yet trusted")
+        audit.notes.append(
+            f"entries {good_size}..{len(lines) - 1} are after the newest signed "
+            "head that matches: not yet trusted"
+        )
     return audit
 
 
@@ -589,4 +731,3 @@ def verify_log(directory: Path, public: Ed25519PublicKey) -> list[LogProblem]:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-

@@ -52,8 +52,11 @@ AUDIO_RATE = 48000
 def _parse_time(text: str | None) -> float | None:
     if not text:
         return None
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=datetime.UTC).timestamp()
+    return (
+        datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+        .replace(tzinfo=datetime.UTC)
+        .timestamp()
+    )
 
 
 def _clock(seconds: float) -> str:
@@ -61,17 +64,22 @@ def _clock(seconds: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 100000} UTC"
 
 
-def decrypt_track(recording_dir: Path, manifest: dict[str, Any], track: dict[str, Any],
-                  data_key: bytes) -> bytes:
+def decrypt_track(
+    recording_dir: Path, manifest: dict[str, Any], track: dict[str, Any], data_key: bytes
+) -> bytes:
     parts = []
     for seg in track["segments"]:
-        stored = (recording_dir / "segments" / track["track_id"] /
-                  f"{seg['segment']:06d}.seg").read_bytes()
-        plain = decrypt_segment(stored, data_key, manifest["recording_id"], track["track_id"],
-                                seg["segment"])
+        stored = (
+            recording_dir / "segments" / track["track_id"] / f"{seg['segment']:06d}.seg"
+        ).read_bytes()
+        plain = decrypt_segment(
+            stored, data_key, manifest["recording_id"], track["track_id"], seg["segment"]
+        )
         if hashlib.sha256(plain).hexdigest() != seg["sha256"]:
-            raise ValueError(f"track {track['track_id']} segment {seg['segment']}: "
-                             "decrypted media differs from its logged hash")
+            raise ValueError(
+                f"track {track['track_id']} segment {seg['segment']}: "
+                "decrypted media differs from its logged hash"
+            )
         parts.append(plain)
     return b"".join(parts)
 
@@ -101,22 +109,25 @@ def _decoded(data: bytes, kind: str, skipped: dict[int, int], index: int) -> Ite
                     yield float(frame.pts * stream.time_base), frame
 
 
-def _video_frames(data: bytes, anchor: float, index: int,
-                  skipped: dict[int, int]) -> Iterator[tuple[float, int, Any]]:
+def _video_frames(
+    data: bytes, anchor: float, index: int, skipped: dict[int, int]
+) -> Iterator[tuple[float, int, Any]]:
     for t, frame in _decoded(data, "video", skipped, index):
         yield anchor + t, index, frame
 
 
-def _audio_frames(data: bytes, anchor: float, index: int,
-                  skipped: dict[int, int]) -> Iterator[tuple[float, int, Any]]:
+def _audio_frames(
+    data: bytes, anchor: float, index: int, skipped: dict[int, int]
+) -> Iterator[tuple[float, int, Any]]:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
     for t, frame in _decoded(data, "audio", skipped, index):
         for out in resampler.resample(frame):
             yield anchor + t, index, out.to_ndarray().reshape(-1)
 
 
-def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
-                   audios: list[tuple[float, bytes]]) -> dict[str, Any]:
+def make_composite(
+    path: Path, videos: list[tuple[str, float, bytes]], audios: list[tuple[float, bytes]]
+) -> dict[str, Any]:
     """Side-by-side video with a burnt-in clock; mixed audio. Streams through the tracks."""
     if not videos:
         return {"video_tracks": 0}
@@ -143,7 +154,7 @@ def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
             for i, image in enumerate(latest):
                 x, y = (i % columns) * TILE_W, 40 + (i // columns) * TILE_H
                 if image is not None:
-                    canvas[y:y + TILE_H, x:x + TILE_W] = image
+                    canvas[y : y + TILE_H, x : x + TILE_W] = image
                 draw_text(canvas, labels[i][:30], x + 8, y + TILE_H - 24)
             draw_text(canvas, _clock(t0 + frames_out / FPS), 8, 12)
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
@@ -154,8 +165,10 @@ def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
             frames_out += 1
 
     skipped: dict[int, int] = {}
-    merged = heapq.merge(*(_video_frames(data, anchor, i, skipped)
-                           for i, (_, anchor, data) in enumerate(videos)), key=lambda x: x[0])
+    merged = heapq.merge(
+        *(_video_frames(data, anchor, i, skipped) for i, (_, anchor, data) in enumerate(videos)),
+        key=lambda x: x[0],
+    )
     end = t0
     for t, i, frame in merged:
         emit_until(t - 1e-6)
@@ -172,12 +185,22 @@ def make_composite(path: Path, videos: list[tuple[str, float, bytes]],
     container.close()
     undecodable = {labels[i]: n for i, n in skipped.items()}
     undecodable.update({f"audio {i + 1}": n for i, n in skipped_audio.items()})
-    return {"video_tracks": len(videos), "frames": frames_out, "start": _clock(t0),
-            "audio_samples": audio_samples, "undecodable_frames": undecodable}
+    return {
+        "video_tracks": len(videos),
+        "frames": frames_out,
+        "start": _clock(t0),
+        "audio_samples": audio_samples,
+        "undecodable_frames": undecodable,
+    }
 
 
-def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
-               t0: float, skipped: dict[int, int]) -> int:
+def _mix_audio(
+    container: Any,
+    stream: Any,
+    audios: list[tuple[float, bytes]],
+    t0: float,
+    skipped: dict[int, int],
+) -> int:
     """Sum the tracks in one-second blocks, written once no later frame can touch them."""
     blocks: dict[int, np.ndarray] = {}
     written = 0
@@ -197,22 +220,26 @@ def _mix_audio(container: Any, stream: Any, audios: list[tuple[float, bytes]],
             written += pcm.shape[1]
             next_block += 1
 
-    merged = heapq.merge(*(_audio_frames(data, anchor, i, skipped)
-                           for i, (anchor, data) in enumerate(audios)), key=lambda x: x[0])
+    merged = heapq.merge(
+        *(_audio_frames(data, anchor, i, skipped) for i, (anchor, data) in enumerate(audios)),
+        key=lambda x: x[0],
+    )
     last = 0
     for t, _, samples in merged:
         position = max(0, round((t - t0) * AUDIO_RATE))
         flush(max(0, position // AUDIO_RATE - 1))
         for offset in range(0, len(samples), AUDIO_RATE):
-            chunk = samples[offset:offset + AUDIO_RATE].astype(np.int32)
+            chunk = samples[offset : offset + AUDIO_RATE].astype(np.int32)
             start = position + offset
             block, inner = divmod(start, AUDIO_RATE)
             first = min(len(chunk), AUDIO_RATE - inner)
             blocks.setdefault(block, np.zeros(AUDIO_RATE, dtype=np.int32))[
-                inner:inner + first] += chunk[:first]
+                inner : inner + first
+            ] += chunk[:first]
             if first < len(chunk):
                 blocks.setdefault(block + 1, np.zeros(AUDIO_RATE, dtype=np.int32))[
-                    :len(chunk) - first] += chunk[first:]
+                    : len(chunk) - first
+                ] += chunk[first:]
         last = max(last, position + len(samples))
     flush(-(-last // AUDIO_RATE))
     for packet in stream.encode(None):
@@ -226,12 +253,16 @@ def _not_recorded(manifest: dict[str, Any], composite: dict[str, Any]) -> list[s
     for track in manifest.get("tracks", []):
         failure = track.get("failure")
         if failure:
-            lines.append(f"  track {track['track_id']}: FAILED at {failure.get('time')} "
-                         f"({failure.get('error')}); recorded up to then")
+            lines.append(
+                f"  track {track['track_id']}: FAILED at {failure.get('time')} "
+                f"({failure.get('error')}); recorded up to then"
+            )
     for gap in manifest.get("gaps", []):
-        lines.append(f"  track {gap['track']}: {gap['cause']} from {gap.get('start_time', '?')} "
-                     f"for {gap['duration']} s ({gap['frames']} forwarded frames not recorded, "
-                     f"{gap['packets_missing']} packets never received)")
+        lines.append(
+            f"  track {gap['track']}: {gap['cause']} from {gap.get('start_time', '?')} "
+            f"for {gap['duration']} s ({gap['frames']} forwarded frames not recorded, "
+            f"{gap['packets_missing']} packets never received)"
+        )
     for label, count in (composite.get("undecodable_frames") or {}).items():
         lines.append(f"  composite.mp4: {count} frame(s) of {label} did not decode; left out")
     if len(lines) == 1:
@@ -255,8 +286,16 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:40] or "x"
 
 
-def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryptionKey,
-                     signing_key: Any, out: Path, actor: str, reason: str) -> dict[str, Any]:
+def export_recording(
+    *,
+    recording_dir: Path,
+    custody: CustodyLog,
+    kek: KeyEncryptionKey,
+    signing_key: Any,
+    out: Path,
+    actor: str,
+    reason: str,
+) -> dict[str, Any]:
     """Write the package into ``out`` (which must not exist) and log the export."""
     custody.refresh()
     findings = verify_recording(recording_dir, custody.directory, custody.public_key, kek)
@@ -280,15 +319,21 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
             continue
         data = decrypt_track(recording_dir, manifest, track, data_key)
         extension = "webm" if track.get("container") == "webm" else "mkv"
-        name = (f"media/{n:02d}-{_safe(track['participant'])}-{track['kind']}-"
-                f"{_safe(track['track_id'])}.{extension}")
+        name = (
+            f"media/{n:02d}-{_safe(track['participant'])}-{track['kind']}-"
+            f"{_safe(track['track_id'])}.{extension}"
+        )
         (out / name).write_bytes(data)
         media_files[track["track_id"]] = name
-        anchor = _parse_time(track.get("first_packet_time")) or _parse_time(
-            manifest.get("started_at")) or 0.0
+        anchor = (
+            _parse_time(track.get("first_packet_time"))
+            or _parse_time(manifest.get("started_at"))
+            or 0.0
+        )
         if track["kind"] == "video":
-            videos.append((participants.get(track["participant"], track["participant"]),
-                           anchor, data))
+            videos.append(
+                (participants.get(track["participant"], track["participant"]), anchor, data)
+            )
         else:
             audios.append((anchor, data))
     composite = make_composite(out / "composite.mp4", videos, audios) if videos else {}
@@ -298,8 +343,7 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
     (out / "public-key.pem").write_bytes(public_key_pem(custody.public_key))
     report_lines = [
         f"remotecase export of recording {manifest['recording_id']}",
-        f"case {manifest.get('case') or '-'}, room {manifest['room']}, "
-        f"status {manifest['status']}",
+        f"case {manifest.get('case') or '-'}, room {manifest['room']}, status {manifest['status']}",
         f"recorded {manifest['started_at']} to {manifest['stopped_at']}",
         f"exported {datetime.datetime.now(datetime.UTC).isoformat()} by {actor}: {reason}",
         f"custody signing key id {key_id(custody.public_key)} (public-key.pem); the recording "
@@ -309,8 +353,10 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
         *[f"  {f}" for f in findings],
         "",
         "Files:",
-        *[f"  {name}: track {tid}, the recorded bytes unchanged" for tid, name in
-          media_files.items()],
+        *[
+            f"  {name}: track {tid}, the recorded bytes unchanged"
+            for tid, name in media_files.items()
+        ],
         "  composite.mp4: all video side by side with a UTC clock, mixed audio; a viewing copy "
         "made at export (transcoded), covered by package.sig",
         "",
@@ -331,15 +377,25 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
         rel = path.relative_to(out).as_posix()
         if path.is_file() and not rel.startswith("custody/"):
             files[rel] = sha256_file(path)
-    package = {"format": "remotecase-export/1", "recording_id": manifest["recording_id"],
-               "files": files, "media": media_files, "composite": composite}
+    package = {
+        "format": "remotecase-export/1",
+        "recording_id": manifest["recording_id"],
+        "files": files,
+        "media": media_files,
+        "composite": composite,
+    }
     package_bytes = canonical(package)
     (out / "package.json").write_bytes(package_bytes)
 
     exported = custody.append(
-        "recording.exported", actor=actor, reason=reason, case=manifest.get("case", ""),
-        room=manifest["room"], recording=manifest["recording_id"],
-        package_sha256=hashlib.sha256(package_bytes).hexdigest())
+        "recording.exported",
+        actor=actor,
+        reason=reason,
+        case=manifest.get("case", ""),
+        room=manifest["room"],
+        recording=manifest["recording_id"],
+        package_sha256=hashlib.sha256(package_bytes).hexdigest(),
+    )
     head = custody.sign_head()
     indices, kinds = [], {}
     for i in range(head.tree_size):
@@ -362,10 +418,23 @@ def export_recording(*, recording_dir: Path, custody: CustodyLog, kek: KeyEncryp
     (out / "custody" / "proofs.json").write_bytes(canonical(proofs))
     covers = {rel: sha256_file(out / rel) for rel in SIG_COVERS}
     signer = key_id(signing_key.public_key())
-    (out / "package.sig").write_bytes(canonical({
-        "format": "remotecase-package-sig/1", "key_id": signer, "covers": covers,
-        "signature": sign_in_context(signing_key, PACKAGE_CONTEXT,
-                                     package_sig_message(signer, covers))}) + b"\n")
+    (out / "package.sig").write_bytes(
+        canonical(
+            {
+                "format": "remotecase-package-sig/1",
+                "key_id": signer,
+                "covers": covers,
+                "signature": sign_in_context(
+                    signing_key, PACKAGE_CONTEXT, package_sig_message(signer, covers)
+                ),
+            }
+        )
+        + b"\n"
+    )
     _fsync_tree(out)
-    return {"package": str(out), "files": files, "export_index": exported["index"],
-            "tree_size": head.tree_size}
+    return {
+        "package": str(out),
+        "files": files,
+        "export_index": exported["index"],
+        "tree_size": head.tree_size,
+    }

@@ -18,20 +18,25 @@ import subprocess
 from pathlib import Path
 
 # Signing keys once in the repository (SHA-256 of the raw public key).
-PUBLISHED_SIGNING_KEYS = frozenset({
-    "aeb56cb86e2ab0f389fe1a78e132839c9b27735b937b83003baf1b0068019dfc",
-})
+PUBLISHED_SIGNING_KEYS = frozenset(
+    {
+        "aeb56cb86e2ab0f389fe1a78e132839c9b27735b937b83003baf1b0068019dfc",
+    }
+)
 # Key-encryption keys once in the repository (full KEK fingerprint).
-PUBLISHED_KEKS = frozenset({
-    "02ba0ef7d7330e3f300dc2a1fdeeab01c28e3e264eb17afa645330d98a341e31",
-})
+PUBLISHED_KEKS = frozenset(
+    {
+        "02ba0ef7d7330e3f300dc2a1fdeeab01c28e3e264eb17afa645330d98a341e31",
+    }
+)
 
 HOW_TO_RENEW = (
     "新部署：删除该文件后重新启动，服务器会生成新密钥；已有数据的部署：用 "
     "`remotecase keys rotate --signing` 或 `--kek` 换用新密钥。"
     " / A new deployment: delete the file and start again, the server makes a new key; a "
     "deployment with data: rotate to a new key with `remotecase keys rotate --signing` or "
-    "`--kek`.")
+    "`--kek`."
+)
 
 
 class UnsafeKey(Exception):
@@ -53,7 +58,10 @@ def _tracked_by_git(path: Path) -> bool:
     try:
         result = subprocess.run(
             [git, "-C", str(path.parent), "ls-files", "--error-unmatch", "--", path.name],
-            capture_output=True, timeout=10, check=False)
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
@@ -66,12 +74,14 @@ def check_file(path: Path) -> None:
         raise UnsafeKey(
             f"密钥文件 {path} 可被其他用户读取（权限 {mode:04o}），请执行 chmod 600。"
             f" / key file {path} is readable by group or others (mode {mode:04o}): "
-            f"chmod 600 it, and make a new key if others may have read it. {HOW_TO_RENEW}")
+            f"chmod 600 it, and make a new key if others may have read it. {HOW_TO_RENEW}"
+        )
     if _tracked_by_git(path):
         raise UnsafeKey(
             f"密钥文件 {path} 已被 git 跟踪，任何拿到仓库的人都持有它。"
             f" / key file {path} is tracked by git: anyone with the repository holds it. "
-            f"Remove it from the repository (git rm --cached) and {HOW_TO_RENEW}")
+            f"Remove it from the repository (git rm --cached) and {HOW_TO_RENEW}"
+        )
 
 
 def check_signing_key(path: Path, raw_public: bytes) -> None:
@@ -79,7 +89,8 @@ def check_signing_key(path: Path, raw_public: bytes) -> None:
         raise UnsafeKey(
             f"签名密钥 {path} 曾在本项目仓库中公开，不能用于签署证据。"
             f" / signing key {path} was published in this project's repository and signs "
-            f"nothing that can be trusted. {HOW_TO_RENEW}")
+            f"nothing that can be trusted. {HOW_TO_RENEW}"
+        )
     check_file(path)
 
 
@@ -88,5 +99,6 @@ def check_kek(path: Path, key: bytes) -> None:
         raise UnsafeKey(
             f"密钥加密密钥 {path} 曾在本项目仓库中公开，不能保护录像与材料。"
             f" / key-encryption key {path} was published in this project's repository and "
-            f"protects nothing. {HOW_TO_RENEW}")
+            f"protects nothing. {HOW_TO_RENEW}"
+        )
     check_file(path)

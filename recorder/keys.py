@@ -71,7 +71,8 @@ def _refuse_unfinished_rotation(path: Path) -> None:
         raise KeyProblem(
             f"密钥轮换未完成（{pending} 仍在），请再次执行 `remotecase keys rotate` 完成它。"
             f" / a key rotation was interrupted ({pending} exists): run the same "
-            "`remotecase keys rotate` command again to finish it before starting the server.")
+            "`remotecase keys rotate` command again to finish it before starting the server."
+        )
 
 
 def write_key_file(path: Path, data: bytes) -> None:
@@ -82,8 +83,9 @@ def write_key_file(path: Path, data: bytes) -> None:
 
 
 def signing_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_signing_key(path: Path, *, guard: bool = True) -> Ed25519PrivateKey:
@@ -95,8 +97,9 @@ def load_signing_key(path: Path, *, guard: bool = True) -> Ed25519PrivateKey:
         raise KeyProblem(f"signing key {path}: not a PEM private key ({exc})") from None
     if not isinstance(loaded, Ed25519PrivateKey):
         raise KeyProblem(f"signing key {path}: not an Ed25519 key")
-    raw = loaded.public_key().public_bytes(serialization.Encoding.Raw,
-                                           serialization.PublicFormat.Raw)
+    raw = loaded.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     try:
         if guard:
             keyguard.check_signing_key(path, raw)
@@ -109,16 +112,20 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     _refuse_unfinished_rotation(path)
     if not path.exists():
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         _create_exclusive(path, pem)
     return load_signing_key(path)
 
 
 def public_key_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return public.public_bytes(serialization.Encoding.PEM,
-                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:
@@ -153,8 +160,9 @@ def sign_in_context(key: Ed25519PrivateKey, context: bytes, message: bytes) -> s
     return sign(key, context + message)
 
 
-def verify_in_context(public: Ed25519PublicKey, context: bytes, signature_b64: str,
-                      message: bytes) -> bool:
+def verify_in_context(
+    public: Ed25519PublicKey, context: bytes, signature_b64: str, message: bytes
+) -> bool:
     return verify_signature(public, signature_b64, context + message)
 
 
@@ -232,7 +240,8 @@ class KeyEncryptionKey:
         if expected_fingerprint != self.fingerprint:
             raise KeyProblem(
                 f"wrong key-encryption key: the recording was sealed under KEK "
-                f"{expected_fingerprint}, the configured KEK is {self.fingerprint}")
+                f"{expected_fingerprint}, the configured KEK is {self.fingerprint}"
+            )
         try:
             return aes_key_unwrap(self._key, base64.b64decode(wrapped_b64))
         except (InvalidUnwrap, ValueError):

@@ -39,18 +39,19 @@ def segment_aad(recording_id: str, track_id: str, index: int) -> bytes:
     return f"remotecase-segment-v1/{recording_id}/{track_id}/{index}".encode()
 
 
-def encrypt_segment(aead: AESGCM, chunk: bytes, recording_id: str, track_id: str,
-                    index: int) -> bytes:
+def encrypt_segment(
+    aead: AESGCM, chunk: bytes, recording_id: str, track_id: str, index: int
+) -> bytes:
     """A segment as stored: a fresh nonce, then the ciphertext and tag."""
     nonce = secrets.token_bytes(NONCE_BYTES)
     return nonce + aead.encrypt(nonce, chunk, segment_aad(recording_id, track_id, index))
 
 
-def decrypt_segment(stored: bytes, data_key: bytes, recording_id: str, track_id: str,
-                    index: int) -> bytes:
+def decrypt_segment(
+    stored: bytes, data_key: bytes, recording_id: str, track_id: str, index: int
+) -> bytes:
     nonce, body = stored[:NONCE_BYTES], stored[NONCE_BYTES:]
-    plain: bytes = AESGCM(data_key).decrypt(nonce, body,
-                                            segment_aad(recording_id, track_id, index))
+    plain: bytes = AESGCM(data_key).decrypt(nonce, body, segment_aad(recording_id, track_id, index))
     return plain
 
 
@@ -90,8 +91,11 @@ def iso_time(epoch: float) -> str:
 def parse_iso(text: str | None) -> float:
     if not text:
         return 0.0
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=datetime.UTC).timestamp()
+    return (
+        datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+        .replace(tzinfo=datetime.UTC)
+        .timestamp()
+    )
 
 
 def load_json(path: Path) -> dict[str, Any]:

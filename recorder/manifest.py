@@ -25,13 +25,26 @@ from .writer import TrackState, track_info_json
 FORMAT = "remotecase-recording-manifest/1"
 
 
-def build_manifest(*, recording_id: str, case: str, room: str, status: str, note: str,
-                   started_at: str | None, stopped_at: str | None, started_by: str,
-                   stopped_by: str, participants: list[dict[str, Any]],
-                   parts: list[dict[str, Any]], tracks: list[dict[str, Any]],
-                   gaps: Iterable[dict[str, Any]], started_index: int | None,
-                   stopped_index: int | None, signing_key_id: str,
-                   key: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(
+    *,
+    recording_id: str,
+    case: str,
+    room: str,
+    status: str,
+    note: str,
+    started_at: str | None,
+    stopped_at: str | None,
+    started_by: str,
+    stopped_by: str,
+    participants: list[dict[str, Any]],
+    parts: list[dict[str, Any]],
+    tracks: list[dict[str, Any]],
+    gaps: Iterable[dict[str, Any]],
+    started_index: int | None,
+    stopped_index: int | None,
+    signing_key_id: str,
+    key: dict[str, Any],
+) -> dict[str, Any]:
     """The manifest; ``gaps`` are listed by start time, then track."""
     return {
         "format": FORMAT,
@@ -48,8 +61,11 @@ def build_manifest(*, recording_id: str, case: str, room: str, status: str, note
         "parts": parts,
         "tracks": tracks,
         "gaps": sorted(gaps, key=lambda g: (g.get("start_time") or "", g["track"])),
-        "custody": {"started_index": started_index, "stopped_index": stopped_index,
-                    "signing_key_id": signing_key_id},
+        "custody": {
+            "started_index": started_index,
+            "stopped_index": stopped_index,
+            "signing_key_id": signing_key_id,
+        },
         "key": key,
     }
 
@@ -64,13 +80,19 @@ def track_manifest(t: TrackState) -> dict[str, Any]:
     forwarded = counts.get("forwarded_frames", t.frames)
     late = counts.get("late_frames", 0) + t.late_frames
     return {
-        **track_info_json(t.info), "container": t.container, "part": t.part,
-        "first_rtp_timestamp": t.first_rtp_timestamp, "first_packet_time": t.first_packet_time,
+        **track_info_json(t.info),
+        "container": t.container,
+        "part": t.part,
+        "first_rtp_timestamp": t.first_rtp_timestamp,
+        "first_packet_time": t.first_packet_time,
         "sender_reports": [{"ntp": n, "rtp": r} for n, r in t.sender_reports],
-        "forwarded_frames": forwarded, "frames": t.frames, "recorded_frames": t.frames,
+        "forwarded_frames": forwarded,
+        "frames": t.frames,
+        "recorded_frames": t.frames,
         # forwarded, not recorded: in gaps or late (a frame cut off at the end is no loss)
         "dropped_frames": forwarded - t.frames - counts.get("cut_frames", 0),
-        "late_frames": late, "cut_frames": counts.get("cut_frames", 0),
+        "late_frames": late,
+        "cut_frames": counts.get("cut_frames", 0),
         "packets_forwarded": counts.get("packets_forwarded", 0),
         "packets_missing": counts.get("packets_missing", 0),
         "packets_late": counts.get("late_packets", 0),
@@ -83,8 +105,9 @@ def track_manifest(t: TrackState) -> dict[str, Any]:
     }
 
 
-def recovered_track(track_id: str, track: dict[str, Any],
-                    segments: list[dict[str, Any]]) -> dict[str, Any]:
+def recovered_track(
+    track_id: str, track: dict[str, Any], segments: list[dict[str, Any]]
+) -> dict[str, Any]:
     """A track as a crash left it: what recording.json last saved, and the logged segments.
 
     The counts are those of the last save: frames forwarded after it are unknown, and the
@@ -92,16 +115,25 @@ def recovered_track(track_id: str, track: dict[str, Any],
     counts = track.get("counts", {})
     frames = sum(seg["frames"] for seg in segments)
     kept = {k: v for k, v in track.items() if k not in ("track_id", "counts", "gaps")}
-    return {**kept, "track_id": track_id,
-            "sender_reports": track.get("sender_reports", []),
-            # unknown past the crash; what the last save (at a segment's cut) counted
-            "forwarded_frames": None, "frames": frames, "recorded_frames": frames,
-            "dropped_frames": None, "counts_at_last_save": counts,
-            "failure": track.get("failure"), "ended": "interrupted", "segments": segments}
+    return {
+        **kept,
+        "track_id": track_id,
+        "sender_reports": track.get("sender_reports", []),
+        # unknown past the crash; what the last save (at a segment's cut) counted
+        "forwarded_frames": None,
+        "frames": frames,
+        "recorded_frames": frames,
+        "dropped_frames": None,
+        "counts_at_last_save": counts,
+        "failure": track.get("failure"),
+        "ended": "interrupted",
+        "segments": segments,
+    }
 
 
-def track_gaps(tracks: Sequence[TrackState], participants: Sequence[dict[str, Any]],
-               stopped_at: str | None) -> list[dict[str, Any]]:
+def track_gaps(
+    tracks: Sequence[TrackState], participants: Sequence[dict[str, Any]], stopped_at: str | None
+) -> list[dict[str, Any]]:
     """Every track's gaps, and a ``left`` gap for each track whose party left: from leaving to
     coming back (or to the end of the recording)."""
     gaps = [g for t in tracks for g in t.gaps]
@@ -110,23 +142,42 @@ def track_gaps(tracks: Sequence[TrackState], participants: Sequence[dict[str, An
         if t.ended not in ("left", "unpublished") or t.left_at is None:
             continue
         left = parse_iso(t.left_at)
-        back = [parse_iso(x["joined_at"]) for p in participants
-                if p["id"] == t.info.participant_id for x in p.get("presence", [])
-                if parse_iso(x["joined_at"]) >= left]
+        back = [
+            parse_iso(x["joined_at"])
+            for p in participants
+            if p["id"] == t.info.participant_id
+            for x in p.get("presence", [])
+            if parse_iso(x["joined_at"]) >= left
+        ]
         until = min(back, default=stopped)
-        gaps.append({"track": t.info.track_id, "participant": t.info.participant_id,
-                     "cause": "left", "start_time": t.left_at,
-                     "start_timestamp": t.last_ts, "end_timestamp": t.last_ts,
-                     "start": round(t.last_ts / t.info.clock_rate, 3),
-                     "duration": round(max(0.0, until - left), 3), "frames": 0,
-                     "packets_missing": 0,
-                     "detail": "returned" if back else "did not return before the end"})
+        gaps.append(
+            {
+                "track": t.info.track_id,
+                "participant": t.info.participant_id,
+                "cause": "left",
+                "start_time": t.left_at,
+                "start_timestamp": t.last_ts,
+                "end_timestamp": t.last_ts,
+                "start": round(t.last_ts / t.info.clock_rate, 3),
+                "duration": round(max(0.0, until - left), 3),
+                "frames": 0,
+                "packets_missing": 0,
+                "detail": "returned" if back else "did not return before the end",
+            }
+        )
     return gaps
 
 
-def seal_manifest(custody: CustodyLog, signing_key: Ed25519PrivateKey, directory: Path,
-                  manifest: dict[str, Any], *, room: str, case: str,
-                  on_sealed: Callable[[], None]) -> dict[str, Any]:
+def seal_manifest(
+    custody: CustodyLog,
+    signing_key: Ed25519PrivateKey,
+    directory: Path,
+    manifest: dict[str, Any],
+    *,
+    room: str,
+    case: str,
+    on_sealed: Callable[[], None],
+) -> dict[str, Any]:
     """Write the manifest, log ``recording.sealed``, sign a tree head and write the envelope;
     then ``on_sealed`` marks ``recording.json`` sealed. Blocking (the writer thread, or a
     thread of recovery)."""
@@ -134,8 +185,14 @@ def seal_manifest(custody: CustodyLog, signing_key: Ed25519PrivateKey, directory
     digest = hashlib.sha256(body).hexdigest()
     write_atomic(directory / MANIFEST, body)
     sealed = custody.append(
-        "recording.sealed", actor="recorder", case=case, room=room,
-        recording=manifest["recording_id"], manifest_sha256=digest, status=manifest["status"])
+        "recording.sealed",
+        actor="recorder",
+        case=case,
+        room=room,
+        recording=manifest["recording_id"],
+        manifest_sha256=digest,
+        status=manifest["status"],
+    )
     head = custody.sign_head()
     envelope = {
         "manifest_sha256": digest,

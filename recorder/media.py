@@ -66,17 +66,27 @@ class Gap:
 
     def to_json(self, clock_rate: int) -> dict[str, Any]:
         end = self.start if self.end is None else self.end
-        return {"cause": self.cause, "start_timestamp": self.start, "end_timestamp": end,
-                "start": round(self.start / clock_rate, 3),
-                "duration": round(max(0, end - self.start) / clock_rate, 3),
-                "frames": self.frames, "packets_missing": self.packets_missing,
-                "detail": self.detail}
+        return {
+            "cause": self.cause,
+            "start_timestamp": self.start,
+            "end_timestamp": end,
+            "start": round(self.start / clock_rate, 3),
+            "duration": round(max(0, end - self.start) / clock_rate, 3),
+            "frames": self.frames,
+            "packets_missing": self.packets_missing,
+            "detail": self.detail,
+        }
 
 
 def codec_parameters(info: TrackInfo) -> RTCRtpCodecParameters:
     params: dict[str, int | str | None] = dict(info.parameters)
-    return RTCRtpCodecParameters(mimeType=info.mime_type, clockRate=info.clock_rate,
-                                 channels=info.channels, payloadType=96, parameters=params)
+    return RTCRtpCodecParameters(
+        mimeType=info.mime_type,
+        clockRate=info.clock_rate,
+        channels=info.channels,
+        payloadType=96,
+        parameters=params,
+    )
 
 
 class _Frame:
@@ -108,8 +118,9 @@ class FrameAssembler:
     came after a newer frame had left) or ``cut_frames`` (still arriving at :meth:`flush`).
     """
 
-    def __init__(self, info: TrackInfo, *, reorder_wait: float = 0.3,
-                 outage_seconds: float = 1.0) -> None:
+    def __init__(
+        self, info: TrackInfo, *, reorder_wait: float = 0.3, outage_seconds: float = 1.0
+    ) -> None:
         self._codec = codec_parameters(info)
         self._video = info.kind == "video"
         self._mime = info.mime_type.lower()
@@ -208,8 +219,9 @@ class FrameAssembler:
             self._where[useq] = None  # padding: a sequence number without media
             return self._drain(now)
         uts = self._unwrap(packet.timestamp)
-        if uts in self._decided_set or (self._last_emitted is not None
-                                        and uts <= self._last_emitted):
+        if uts in self._decided_set or (
+            self._last_emitted is not None and uts <= self._last_emitted
+        ):
             self._where[useq] = None
             self._late(packet.timestamp, uts)
             return self._drain(now)
@@ -287,7 +299,8 @@ class FrameAssembler:
             expected = self._last_seq + 1
             contiguous = lo == expected
             if self._complete(head, lo, hi) and (
-                    contiguous or (self._broken and head.parts[lo][3])):
+                contiguous or (self._broken and head.parts[lo][3])
+            ):
                 if not contiguous:
                     self._lose_span(expected, lo - 1)
                 self._decide(head, out)
@@ -311,12 +324,14 @@ class FrameAssembler:
         """The open gap, opened if need be; ``lost_at``: a frame it loses begins there."""
         if self._gap is None:
             start = 0 if self._last_emitted is None else self._last_emitted + self._step
-            self._gap = Gap(cause="loss", start=start, muted=self._muted_seen,
-                            overflow=self._overflow_pending)
+            self._gap = Gap(
+                cause="loss", start=start, muted=self._muted_seen, overflow=self._overflow_pending
+            )
             self._overflow_pending = False
         if lost_at is not None and lost_at < self._gap.start:
-            self._gap.start = max(lost_at, 0 if self._last_emitted is None
-                                  else self._last_emitted + 1)
+            self._gap.start = max(
+                lost_at, 0 if self._last_emitted is None else self._last_emitted + 1
+            )
         return self._gap
 
     def _close_gap(self, end: int) -> None:
@@ -391,8 +406,11 @@ class FrameAssembler:
         self._last_emitted = head.timestamp
         self._muted_seen = False
         self.recorded_frames += 1
-        out.append(EncodedFrame(head.timestamp, b"".join(head.parts[s][0] for s in order),
-                                keyframe, len(order)))
+        out.append(
+            EncodedFrame(
+                head.timestamp, b"".join(head.parts[s][0] for s in order), keyframe, len(order)
+            )
+        )
 
     def take_gaps(self) -> list[Gap]:
         """Gaps that ended since the last call (a gap ends at the next recorded frame)."""
@@ -458,8 +476,11 @@ class _Sink:
         return data
 
 
-CONTAINERS = {"video/vp8": ("webm", "vp8"), "audio/opus": ("webm", "opus"),
-              "video/h264": ("matroska", "h264")}
+CONTAINERS = {
+    "video/vp8": ("webm", "vp8"),
+    "audio/opus": ("webm", "opus"),
+    "video/h264": ("matroska", "h264"),
+}
 
 
 def container_for(info: TrackInfo) -> tuple[str, str]:
@@ -476,8 +497,12 @@ class TrackMuxer:
         fmt, codec = container_for(info)
         self.extension = "webm" if fmt == "webm" else "mkv"
         self._sink = _Sink()
-        self._container = av.open(self._sink, "w", format=fmt,  # type: ignore[call-overload]
-                                  options={"live": "1", "cluster_time_limit": "250"})
+        self._container = av.open(
+            self._sink,
+            "w",
+            format=fmt,  # type: ignore[call-overload]
+            options={"live": "1", "cluster_time_limit": "250"},
+        )
         self._stream: Any = self._container.add_stream(codec)
         self._time_base = fractions.Fraction(1, info.clock_rate)
         self._stream.time_base = self._time_base

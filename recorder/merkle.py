@@ -72,8 +72,9 @@ def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
     return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
 
 
-def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes],
-                     expected_root: bytes) -> bool:
+def verify_inclusion(
+    leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], expected_root: bytes
+) -> bool:
     """Section 2.1.3.2."""
     if not 0 <= index < tree_size:
         return False
@@ -95,8 +96,9 @@ def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[by
     return sn == 0 and r == expected_root
 
 
-def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes]) -> bool:
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
     """Section 2.1.4.2."""
     if old_size == new_size:
         return old_root == new_root and not proof

@@ -29,12 +29,21 @@ class TrackPump:
     counting what the SFU forwards, so the manifest can say what was lost.
     """
 
-    def __init__(self, up: UpTrack, state: TrackState, subscriber: Subscriber, writer: Writer,
-                 *, reorder_wait: float, outage_seconds: float) -> None:
+    def __init__(
+        self,
+        up: UpTrack,
+        state: TrackState,
+        subscriber: Subscriber,
+        writer: Writer,
+        *,
+        reorder_wait: float,
+        outage_seconds: float,
+    ) -> None:
         self.up, self.state, self.subscriber, self.writer = up, state, subscriber, writer
         self.outage_seconds = outage_seconds
-        self.assembler = FrameAssembler(up.info, reorder_wait=reorder_wait,
-                                        outage_seconds=outage_seconds)
+        self.assembler = FrameAssembler(
+            up.info, reorder_wait=reorder_wait, outage_seconds=outage_seconds
+        )
         self.pending: collections.deque[asyncio.Future[None]] = collections.deque()
         self.last_arrival = asyncio.get_running_loop().time()
         self.last_request = -1e9
@@ -44,11 +53,17 @@ class TrackPump:
 
     def counts(self) -> dict[str, int]:
         a, sub = self.assembler, self.subscriber
-        return {"forwarded_frames": a.forwarded_frames, "dropped_frames": a.dropped_frames,
-                "late_frames": a.late_frames, "cut_frames": a.cut_frames,
-                "late_packets": a.late_packets, "packets_missing": a.packets_missing,
-                "packets_forwarded": sub.received, "queue_dropped": sub.dropped,
-                "keyframes_requested": self.keyframes_requested}
+        return {
+            "forwarded_frames": a.forwarded_frames,
+            "dropped_frames": a.dropped_frames,
+            "late_frames": a.late_frames,
+            "cut_frames": a.cut_frames,
+            "late_packets": a.late_packets,
+            "packets_missing": a.packets_missing,
+            "packets_forwarded": sub.received,
+            "queue_dropped": sub.dropped,
+            "keyframes_requested": self.keyframes_requested,
+        }
 
     def on_packet(self, packet: Packet, now: float) -> None:
         state = self.state
@@ -57,8 +72,9 @@ class TrackPump:
             state.first_packet_time = utc_now()
             state.first_packet_epoch = time.time()
         report = self.up.sender_report
-        if report is not None and (not state.sender_reports
-                                   or state.sender_reports[-1] != report[:2]):
+        if report is not None and (
+            not state.sender_reports or state.sender_reports[-1] != report[:2]
+        ):
             state.sender_reports.append(report[:2])
         self._after(self.assembler.add(packet, now), now)
 
@@ -80,8 +96,7 @@ class TrackPump:
         if frames or gaps:
             self.state.first_rtp_timestamp = assembler.first_rtp_timestamp
             # ordered: one writer thread per recording, and every write is queued from here
-            self.pending.append(self.writer.queue_frames(self.state, frames, gaps,
-                                                         self.counts()))
+            self.pending.append(self.writer.queue_frames(self.state, frames, gaps, self.counts()))
         while self.pending and self.pending[0].done():
             error = self.pending.popleft().exception()
             if error is not None and self.error is None:
@@ -126,13 +141,14 @@ class TrackPump:
             # nothing arrived for a while before the end: a mute or an outage up to the end
             idle = loop.time() - self.last_arrival
             if not up.closed and idle >= self.outage_seconds:
-                assembler.add_gap("muted" if up.muted else "outage",
-                                  assembler.newest_timestamp + int(idle * up.info.clock_rate))
+                assembler.add_gap(
+                    "muted" if up.muted else "outage",
+                    assembler.newest_timestamp + int(idle * up.info.clock_rate),
+                )
         if tail:
             await writer.run(writer.write_frames, state, tail, [], self.counts())
         if up.closed:
             reason = "left" if state.left_at is not None else "unpublished"
         else:
             reason = ending()
-        await writer.run(writer.finish_track, state, reason, assembler.take_gaps(),
-                         self.counts())
+        await writer.run(writer.finish_track, state, reason, assembler.take_gaps(), self.counts())

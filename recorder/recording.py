@@ -56,8 +56,16 @@ class Recording:
     """One recording of one room (of one case session: its room may empty and open again,
     each opening a *part* of the same recording)."""
 
-    def __init__(self, recorder: Recorder, room: Room, recording_id: str, *, case: str,
-                 actor: str, reason: str) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        room: Room,
+        recording_id: str,
+        *,
+        case: str,
+        actor: str,
+        reason: str,
+    ) -> None:
         self.recorder = recorder
         self.room = room
         self.room_id: str = room.room_id
@@ -66,13 +74,19 @@ class Recording:
         self.directory = recorder.recordings_dir / recording_id
         data_key = AESGCM.generate_key(bit_length=256)
         self._wrapped_key = recorder.kek.wrap(data_key)
-        self._log = logging.LoggerAdapter(logger, {"room": room.room_id,
-                                                   "recording": recording_id})
-        self._writer = Writer(recording_id=recording_id, case=case, room_id=self.room_id,
-                              directory=self.directory, data_key=data_key,
-                              custody=recorder.custody, segment_seconds=recorder.segment_seconds,
-                              log=self._log, save_metadata=self._save_metadata,
-                              failed=self._failed)
+        self._log = logging.LoggerAdapter(logger, {"room": room.room_id, "recording": recording_id})
+        self._writer = Writer(
+            recording_id=recording_id,
+            case=case,
+            room_id=self.room_id,
+            directory=self.directory,
+            data_key=data_key,
+            custody=recorder.custody,
+            segment_seconds=recorder.segment_seconds,
+            log=self._log,
+            save_metadata=self._save_metadata,
+            failed=self._failed,
+        )
         self._tracks = self._writer.tracks  # by track ID; the writer thread adds them
         self._subscribers: dict[str, Subscriber] = {}
         self._pumps: dict[str, TrackPump] = {}
@@ -87,8 +101,11 @@ class Recording:
         self.parts: list[dict[str, Any]] = []
         self.attached = False
         self.started_at = utc_now()
-        self.retain_until = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-            days=recorder.retention_days)).date().isoformat()
+        self.retain_until = (
+            (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=recorder.retention_days))
+            .date()
+            .isoformat()
+        )
         self.stopped_at: str | None = None
         self.started_by = actor
         self.start_reason = reason
@@ -106,11 +123,20 @@ class Recording:
     # -- writer thread ---------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
         return {
-            "recording_id": self.recording_id, "room": self.room_id, "case": self.case,
-            "state": self.state, "started_at": self.started_at, "stopped_at": self.stopped_at,
-            "started_by": self.started_by, "retain_until": self.retain_until,
-            "key": {"algorithm": "AES-256-GCM", "kek_fingerprint": self.recorder.kek.fingerprint,
-                    "wrapped_data_key": self._wrapped_key, "wrap": "AES-KW (RFC 3394)"},
+            "recording_id": self.recording_id,
+            "room": self.room_id,
+            "case": self.case,
+            "state": self.state,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "started_by": self.started_by,
+            "retain_until": self.retain_until,
+            "key": {
+                "algorithm": "AES-256-GCM",
+                "kek_fingerprint": self.recorder.kek.fingerprint,
+                "wrapped_data_key": self._wrapped_key,
+                "wrap": "AES-KW (RFC 3394)",
+            },
             "participants": [dict(p) for p in self._participants_snapshot],
             "parts": [dict(p) for p in self.parts],
             "tracks": {tid: t.track_json() for tid, t in list(self._tracks.items())},
@@ -125,9 +151,15 @@ class Recording:
         (self.directory / SEGMENTS).mkdir(mode=0o700)
         self._save_metadata()
         entry = self.recorder.custody.append(
-            "recording.started", actor=self.started_by, reason=self.start_reason,
-            case=self.case, room=self.room_id, recording=self.recording_id,
-            kek_fingerprint=self.recorder.kek.fingerprint, retain_until=self.retain_until)
+            "recording.started",
+            actor=self.started_by,
+            reason=self.start_reason,
+            case=self.case,
+            room=self.room_id,
+            recording=self.recording_id,
+            kek_fingerprint=self.recorder.kek.fingerprint,
+            retain_until=self.retain_until,
+        )
         self.started_index = entry["index"]
 
     def _release_owner(self) -> None:
@@ -141,28 +173,59 @@ class Recording:
         failed = [t for t in self._tracks.values() if t.failure is not None]
         if failed:
             status = "incomplete"
-            note = "; ".join(filter(None, [note, *(
-                f"track {t.info.track_id} ({t.info.participant_id} {t.info.kind}) failed "
-                f"after {t.frames} frames: {t.failure['error'] if t.failure else ''}; "
-                f"{t.failure_frames} forwarded frames after it not recorded"
-                for t in failed)]))
+            note = "; ".join(
+                filter(
+                    None,
+                    [
+                        note,
+                        *(
+                            f"track {t.info.track_id} ({t.info.participant_id} "
+                            f"{t.info.kind}) failed "
+                            f"after {t.frames} frames: {t.failure['error'] if t.failure else ''}; "
+                            f"{t.failure_frames} forwarded frames after it not recorded"
+                            for t in failed
+                        ),
+                    ],
+                )
+            )
         stop = self.recorder.custody.append(
-            "recording.stopped", actor=self.stopped_by, reason=self.stop_reason, case=self.case,
-            room=self.room_id, recording=self.recording_id)
+            "recording.stopped",
+            actor=self.stopped_by,
+            reason=self.stop_reason,
+            case=self.case,
+            room=self.room_id,
+            recording=self.recording_id,
+        )
         self.stopped_index = stop["index"]
         tracks = list(self._tracks.values())
         manifest = build_manifest(
-            recording_id=self.recording_id, case=self.case, room=self.room_id, status=status,
-            note=note, started_at=self.started_at, stopped_at=self.stopped_at,
-            started_by=self.started_by, stopped_by=self.stopped_by,
-            participants=[dict(p) for p in self._participants_snapshot], parts=self.parts,
+            recording_id=self.recording_id,
+            case=self.case,
+            room=self.room_id,
+            status=status,
+            note=note,
+            started_at=self.started_at,
+            stopped_at=self.stopped_at,
+            started_by=self.started_by,
+            stopped_by=self.stopped_by,
+            participants=[dict(p) for p in self._participants_snapshot],
+            parts=self.parts,
             tracks=[track_manifest(t) for t in tracks],
             gaps=track_gaps(tracks, self._participants_snapshot, self.stopped_at),
-            started_index=self.started_index, stopped_index=self.stopped_index,
-            signing_key_id=self.recorder.custody.key_id, key=self._metadata()["key"])
-        return seal_manifest(self.recorder.custody, self.recorder.signing_key, self.directory,
-                             manifest, room=self.room_id, case=self.case,
-                             on_sealed=self._mark_sealed)
+            started_index=self.started_index,
+            stopped_index=self.stopped_index,
+            signing_key_id=self.recorder.custody.key_id,
+            key=self._metadata()["key"],
+        )
+        return seal_manifest(
+            self.recorder.custody,
+            self.recorder.signing_key,
+            self.directory,
+            manifest,
+            room=self.room_id,
+            case=self.case,
+            on_sealed=self._mark_sealed,
+        )
 
     def _mark_sealed(self) -> None:
         self.state = "sealed"
@@ -177,7 +240,8 @@ class Recording:
     def _participants_changed(self) -> None:
         self._participants_snapshot = tuple(
             {**p, "presence": [dict(x) for x in p.get("presence", [])]}
-            for p in sorted(self.participants.values(), key=lambda p: p["id"]))
+            for p in sorted(self.participants.values(), key=lambda p: p["id"])
+        )
         if not self._stopping and self.attached:
             self._writer.submit(self._save_metadata_logged)
 
@@ -201,8 +265,14 @@ class Recording:
         """Record this room: at the start, and again when a session's room opens anew."""
         self.room = room
         self.attached = True
-        self.parts.append({"part": len(self.parts) + 1, "started_at": utc_now(),
-                           "ended_at": None, "end_reason": None})
+        self.parts.append(
+            {
+                "part": len(self.parts) + 1,
+                "started_at": utc_now(),
+                "ended_at": None,
+                "end_reason": None,
+            }
+        )
         for participant in list(room.participants.values()):
             self.on_participant_joined(participant)
         for up in list(room.up_tracks()):
@@ -222,8 +292,12 @@ class Recording:
         self._subscribers.clear()
         self._participants_changed()
         self._writer.submit(self._save_metadata_logged)  # the part's end survives a crash
-        self._log.info("room closed (%s): recording part %d ended; the session's recording "
-                       "continues when its room opens again", reason, part["part"])
+        self._log.info(
+            "room closed (%s): recording part %d ended; the session's recording "
+            "continues when its room opens again",
+            reason,
+            part["part"],
+        )
 
     async def add_track(self, up: UpTrack) -> None:
         track_id = up.info.track_id
@@ -245,8 +319,14 @@ class Recording:
     async def _pump(self, up: UpTrack, state: TrackState, subscriber: Subscriber) -> None:
         """One track's :class:`recorder.pump.TrackPump`, until the track ends."""
         recorder = self.recorder
-        pump = TrackPump(up, state, subscriber, self._writer, reorder_wait=recorder.reorder_wait,
-                         outage_seconds=recorder.outage_seconds)
+        pump = TrackPump(
+            up,
+            state,
+            subscriber,
+            self._writer,
+            reorder_wait=recorder.reorder_wait,
+            outage_seconds=recorder.outage_seconds,
+        )
         self._pumps[up.info.track_id] = pump
         try:
             crashed = await pump.receive()
@@ -275,10 +355,15 @@ class Recording:
         if state.failure_announced or state.failure is None:
             return
         state.failure_announced = True
-        self.recorder.alert(self.room_id, recording=self.recording_id,
-                            track=state.info.track_id, participant=state.info.participant_id,
-                            kind=state.info.kind, error=state.failure["error"],
-                            recorded_frames=state.frames)
+        self.recorder.alert(
+            self.room_id,
+            recording=self.recording_id,
+            track=state.info.track_id,
+            participant=state.info.participant_id,
+            kind=state.info.kind,
+            error=state.failure["error"],
+            recorded_frames=state.frames,
+        )
 
     # room observer (mediaserver.protocols.RoomObserver)
     def on_track_published(self, up: UpTrack) -> None:
@@ -297,9 +382,16 @@ class Recording:
         self.recorder.stop_soon(self.room_id, reason=f"room closed: {reason.value}")
 
     def on_participant_joined(self, participant: Participant) -> None:
-        record = self.participants.setdefault(participant.participant_id, {
-            "id": participant.participant_id, "name": participant.name,
-            "joined_at": utc_now(), "left_at": None, "presence": []})
+        record = self.participants.setdefault(
+            participant.participant_id,
+            {
+                "id": participant.participant_id,
+                "name": participant.name,
+                "joined_at": utc_now(),
+                "left_at": None,
+                "presence": [],
+            },
+        )
         presence = record.setdefault("presence", [])
         if not presence or presence[-1]["left_at"] is not None:
             presence.append({"joined_at": utc_now(), "left_at": None, "part": len(self.parts)})
@@ -321,8 +413,15 @@ class Recording:
                 state.left_at = now
         self._participants_changed()
 
-    async def stop(self, *, actor: str, reason: str, status: str = "complete",
-                   note: str = "", cause: StopCause = StopCause.REQUESTED) -> dict[str, Any]:
+    async def stop(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        status: str = "complete",
+        note: str = "",
+        cause: StopCause = StopCause.REQUESTED,
+    ) -> dict[str, Any]:
         """Stop and seal; returns the manifest. Idempotent: a second call waits for the first
         and returns its manifest (or raises what the first raised); its arguments are unused.
 
@@ -374,23 +473,41 @@ class Recording:
 
     def dump(self) -> dict[str, int]:
         """What is alive: tasks, pumps and subscribers (all 0 once stopped)."""
-        return {"tasks": len(self._tasks) + len(self._ticking), "pumps": len(self._pumps),
-                "subscribers": sum(1 for s in self._subscribers.values() if not s.closed)}
+        return {
+            "tasks": len(self._tasks) + len(self._ticking),
+            "pumps": len(self._pumps),
+            "subscribers": sum(1 for s in self._subscribers.values() if not s.closed),
+        }
 
     def status(self) -> dict[str, Any]:
-        return {"recording_id": self.recording_id, "room": self.room_id,
-                "case": self.case, "state": self.state, "started_at": self.started_at,
-                "parts": len(self.parts), "attached": self.attached,
-                "tracks": sorted(self._tracks),
-                "failed_tracks": sorted(t for t, s in list(self._tracks.items())
-                                        if s.failure is not None)}
+        return {
+            "recording_id": self.recording_id,
+            "room": self.room_id,
+            "case": self.case,
+            "state": self.state,
+            "started_at": self.started_at,
+            "parts": len(self.parts),
+            "attached": self.attached,
+            "tracks": sorted(self._tracks),
+            "failed_tracks": sorted(
+                t for t, s in list(self._tracks.items()) if s.failure is not None
+            ),
+        }
 
 
 class Recorder:
-    def __init__(self, *, data_dir: Path, custody: CustodyLog, kek: KeyEncryptionKey,
-                 signing_key: Ed25519PrivateKey, segment_seconds: float = 2.0,
-                 retention_days: int = 730, reorder_wait: float = 0.3,
-                 outage_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        custody: CustodyLog,
+        kek: KeyEncryptionKey,
+        signing_key: Ed25519PrivateKey,
+        segment_seconds: float = 2.0,
+        retention_days: int = 730,
+        reorder_wait: float = 0.3,
+        outage_seconds: float = 1.0,
+    ) -> None:
         """``reorder_wait``: how long (s) a missing packet holds the frames after it, waiting
         for its retransmission, before it is given up; ``outage_seconds``: a gap at least this
         long is an outage rather than packet loss."""
@@ -426,14 +543,19 @@ class Recorder:
         if current is not None and not current.attached and room is not current.room:
             # the session's room opened again: the same recording, a new part
             await current.attach(room)
-            self._tell(room.room_id, state="recording", recording=current.recording_id,
-                       part=len(current.parts))
+            self._tell(
+                room.room_id,
+                state="recording",
+                recording=current.recording_id,
+                part=len(current.parts),
+            )
             return current
         if current is not None:
             raise RuntimeError(f"room {room.room_id} is already being recorded")
         now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
-        recording = Recording(self, room, f"REC_{now}_{secrets.token_hex(4)}", case=case,
-                              actor=actor, reason=reason)
+        recording = Recording(
+            self, room, f"REC_{now}_{secrets.token_hex(4)}", case=case, actor=actor, reason=reason
+        )
         self.active[room.room_id] = recording
         try:
             await recording.start()
@@ -443,8 +565,9 @@ class Recorder:
         self._tell(room.room_id, state="recording", recording=recording.recording_id)
         return recording
 
-    async def stop(self, room_id: str, *, actor: str, reason: str,
-                   cause: StopCause = StopCause.REQUESTED) -> dict[str, Any]:
+    async def stop(
+        self, room_id: str, *, actor: str, reason: str, cause: StopCause = StopCause.REQUESTED
+    ) -> dict[str, Any]:
         recording = self.active.pop(room_id, None)
         if recording is None:
             raise KeyError(room_id)
@@ -457,26 +580,37 @@ class Recorder:
         if self._closing:
             logger.info("not recording room %s: the recorder is closing", room.room_id)
             return
-        self._tasks.spawn(self.start(room, actor=actor, reason=reason, case=case),
-                          f"record {room.room_id}")
+        self._tasks.spawn(
+            self.start(room, actor=actor, reason=reason, case=case), f"record {room.room_id}"
+        )
 
     async def recover(self) -> list[str]:
         """Seal recordings a crash left open, as incomplete, from what the log holds."""
-        return await asyncio.to_thread(recovery.recover, self.recordings_dir, self.custody,
-                                       self.signing_key)
+        return await asyncio.to_thread(
+            recovery.recover, self.recordings_dir, self.custody, self.signing_key
+        )
 
     # -- retention (blocking: callers run them off the event loop) --------------------------
-    def set_retention(self, recording_id: str, retain_until: datetime.date, *, actor: str,
-                      reason: str) -> dict[str, Any]:
-        return retention.set_retention(self.recordings_dir, self.custody, recording_id,
-                                       retain_until, actor=actor, reason=reason)
+    def set_retention(
+        self, recording_id: str, retain_until: datetime.date, *, actor: str, reason: str
+    ) -> dict[str, Any]:
+        return retention.set_retention(
+            self.recordings_dir,
+            self.custody,
+            recording_id,
+            retain_until,
+            actor=actor,
+            reason=reason,
+        )
 
-    def delete_media(self, recording_id: str, *, actor: str, reason: str,
-                     today: datetime.date | None = None) -> dict[str, Any]:
+    def delete_media(
+        self, recording_id: str, *, actor: str, reason: str, today: datetime.date | None = None
+    ) -> dict[str, Any]:
         """Delete a sealed recording's media once its retention has passed
         (:func:`recorder.retention.delete_media`)."""
-        return retention.delete_media(self.recordings_dir, self.custody, recording_id,
-                                      actor=actor, reason=reason, today=today)
+        return retention.delete_media(
+            self.recordings_dir, self.custody, recording_id, actor=actor, reason=reason, today=today
+        )
 
     def stop_soon(self, room_id: str, *, reason: str) -> None:
         """Stop from a callback (the room closed under the recording)."""
@@ -498,15 +632,20 @@ class Recorder:
         self._closing = True
         await self._tasks.drain()
         for room_id in list(self.active):
-            await self.stop(room_id, actor="server", reason="server shutting down",
-                            cause=StopCause.SHUTDOWN)
+            await self.stop(
+                room_id, actor="server", reason="server shutting down", cause=StopCause.SHUTDOWN
+            )
         await self._tasks.close()
 
     def dump(self) -> dict[str, int]:
         """What is alive: active recordings, and the recorder's and the recordings' tasks,
         pumps and local subscribers (every count is 0 once the recorder has closed)."""
-        counts = {"recordings": len(self.active), "tasks": len(self._tasks), "pumps": 0,
-                  "subscribers": 0}
+        counts = {
+            "recordings": len(self.active),
+            "tasks": len(self._tasks),
+            "pumps": 0,
+            "subscribers": 0,
+        }
         for recording in list(self.active.values()):
             for key, value in recording.dump().items():
                 counts[key] += value

@@ -19,8 +19,15 @@ from .custody import CustodyLog
 from .layout import METADATA, SEGMENTS, load_json
 
 
-def set_retention(recordings_dir: Path, custody: CustodyLog, recording_id: str,
-                  retain_until: datetime.date, *, actor: str, reason: str) -> dict[str, Any]:
+def set_retention(
+    recordings_dir: Path,
+    custody: CustodyLog,
+    recording_id: str,
+    retain_until: datetime.date,
+    *,
+    actor: str,
+    reason: str,
+) -> dict[str, Any]:
     path = recordings_dir / recording_id / METADATA
     meta = load_json(path)
     if meta.get("state") == "deleted":
@@ -29,12 +36,26 @@ def set_retention(recordings_dir: Path, custody: CustodyLog, recording_id: str,
     meta["retain_until"] = retain_until.isoformat()
     write_atomic(path, canonical(meta))
     return custody.append(
-        "recording.retention_changed", actor=actor, reason=reason, case=meta.get("case", ""),
-        room=meta.get("room", ""), recording=recording_id, old=old, new=meta["retain_until"])
+        "recording.retention_changed",
+        actor=actor,
+        reason=reason,
+        case=meta.get("case", ""),
+        room=meta.get("room", ""),
+        recording=recording_id,
+        old=old,
+        new=meta["retain_until"],
+    )
 
 
-def delete_media(recordings_dir: Path, custody: CustodyLog, recording_id: str, *, actor: str,
-                 reason: str, today: datetime.date | None = None) -> dict[str, Any]:
+def delete_media(
+    recordings_dir: Path,
+    custody: CustodyLog,
+    recording_id: str,
+    *,
+    actor: str,
+    reason: str,
+    today: datetime.date | None = None,
+) -> dict[str, Any]:
     """Delete a sealed recording's media once its retention has passed."""
     directory = recordings_dir / recording_id
     meta = load_json(directory / METADATA)
@@ -52,5 +73,11 @@ def delete_media(recordings_dir: Path, custody: CustodyLog, recording_id: str, *
     meta["state"] = "deleted"
     write_atomic(directory / METADATA, canonical(meta))
     return custody.append(
-        "recording.deleted", actor=actor, reason=reason, case=meta.get("case", ""),
-        room=meta.get("room", ""), recording=recording_id, segments_removed=removed)
+        "recording.deleted",
+        actor=actor,
+        reason=reason,
+        case=meta.get("case", ""),
+        room=meta.get("room", ""),
+        recording=recording_id,
+        segments_removed=removed,
+    )

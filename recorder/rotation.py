@@ -56,8 +56,9 @@ def _replace(src: Path, dst: Path) -> None:
         os.close(fd)
 
 
-def rotate_signing(keys_dir: Path, custody_dir: Path, *, witness: Witness | None, actor: str,
-                   reason: str) -> dict[str, Any]:
+def rotate_signing(
+    keys_dir: Path, custody_dir: Path, *, witness: Witness | None, actor: str, reason: str
+) -> dict[str, Any]:
     key_path = keys_dir / SIGNING_KEY_FILE
     next_path = key_path.with_name(key_path.name + NEXT_SUFFIX)
     if not key_path.exists():
@@ -86,13 +87,24 @@ def rotate_signing(keys_dir: Path, custody_dir: Path, *, witness: Witness | None
         write_atomic(retired, public_key_pem(old))
     write_atomic(keys_dir / PUBLIC_KEY_FILE, public_key_pem(new))
     _replace(next_path, key_path)
-    return {"old_key_id": old_id, "new_key_id": new_id, "log_index": index, "tree_size": size,
-            "retired_public_key": str(retired)}
+    return {
+        "old_key_id": old_id,
+        "new_key_id": new_id,
+        "log_index": index,
+        "tree_size": size,
+        "retired_public_key": str(retired),
+    }
 
 
-def rotate_kek(keys_dir: Path, data_dir: Path, custody: CustodyLog, *, actor: str, reason: str,
-               rewrap_rows: Callable[[KeyEncryptionKey, KeyEncryptionKey], int] | None = None
-               ) -> dict[str, Any]:
+def rotate_kek(
+    keys_dir: Path,
+    data_dir: Path,
+    custody: CustodyLog,
+    *,
+    actor: str,
+    reason: str,
+    rewrap_rows: Callable[[KeyEncryptionKey, KeyEncryptionKey], int] | None = None,
+) -> dict[str, Any]:
     """Rewrap every data key under a new KEK; ``rewrap_rows`` does the database's (materials)."""
     kek_path = keys_dir / KEK_FILE
     next_path = kek_path.with_name(kek_path.name + NEXT_SUFFIX)
@@ -110,16 +122,22 @@ def rotate_kek(keys_dir: Path, data_dir: Path, custody: CustodyLog, *, actor: st
     def rewrapped(record: dict[str, Any], wrapped_field: str) -> dict[str, Any] | None:
         if record.get("kek_fingerprint") == new.fingerprint:
             return None  # done before an interruption
-        return {**record, "kek_fingerprint": new.fingerprint,
-                wrapped_field: old.rewrap(str(record[wrapped_field]),
-                                          str(record.get("kek_fingerprint")), new)}
+        return {
+            **record,
+            "kek_fingerprint": new.fingerprint,
+            wrapped_field: old.rewrap(
+                str(record[wrapped_field]), str(record.get("kek_fingerprint")), new
+            ),
+        }
 
     recordings: dict[str, str] = {}
     for meta_path in sorted((data_dir / "recordings").glob("*/recording.json")):
         meta = json.loads(meta_path.read_bytes())
         if meta.get("state") == "recording":
-            raise KeyProblem(f"{meta.get('recording_id')} is still recording: stop the server "
-                             "(a crashed recording is sealed at its next start) and run again")
+            raise KeyProblem(
+                f"{meta.get('recording_id')} is still recording: stop the server "
+                "(a crashed recording is sealed at its next start) and run again"
+            )
         record = rewrapped(meta["key"], "wrapped_data_key")
         if record is not None:
             meta["key"] = record
@@ -134,10 +152,22 @@ def rotate_kek(keys_dir: Path, data_dir: Path, custody: CustodyLog, *, actor: st
             write_atomic(path, canonical(face))
         faces += 1
     materials = rewrap_rows(old, new) if rewrap_rows is not None else 0
-    entry = custody.append("keys.kek_rotated", actor=actor, reason=reason,
-                           old_kek=old.fingerprint, new_kek=new.fingerprint,
-                           recordings=recordings, faces=faces, materials=materials)
+    entry = custody.append(
+        "keys.kek_rotated",
+        actor=actor,
+        reason=reason,
+        old_kek=old.fingerprint,
+        new_kek=new.fingerprint,
+        recordings=recordings,
+        faces=faces,
+        materials=materials,
+    )
     _replace(next_path, kek_path)
-    return {"old_kek": old.fingerprint, "new_kek": new.fingerprint,
-            "recordings": len(recordings), "faces": faces, "materials": materials,
-            "log_index": entry["index"]}
+    return {
+        "old_kek": old.fingerprint,
+        "new_kek": new.fingerprint,
+        "recordings": len(recordings),
+        "faces": faces,
+        "materials": materials,
+        "log_index": entry["index"],
+    }

@@ -72,8 +72,9 @@ class Finding:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.check}" + (f": {self.detail}"
-                                                                 if self.detail else "")
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.check}" + (
+            f": {self.detail}" if self.detail else ""
+        )
 
 
 def package_sig_message(key: str, covers: dict[str, str]) -> bytes:
@@ -89,8 +90,9 @@ def current_key_record(manifest: dict[str, Any], meta: dict[str, Any] | None) ->
     return dict(manifest["key"])
 
 
-def recording_data_key(kek: KeyEncryptionKey, recording_dir: Path,
-                       manifest: dict[str, Any]) -> bytes:
+def recording_data_key(
+    kek: KeyEncryptionKey, recording_dir: Path, manifest: dict[str, Any]
+) -> bytes:
     """Unwrap a recording's data key with the configured KEK (after any rotation)."""
     meta_path = recording_dir / "recording.json"
     meta = json.loads(meta_path.read_bytes()) if meta_path.exists() else None
@@ -163,24 +165,34 @@ class _Stored:
 def check_log(c: _Stored) -> Iterator[Finding]:
     """The custody log holds (:func:`recorder.custody.audit_log`); only entries under a signed
     tree head that matches are trusted from here on."""
-    audit = c.audit = audit_log(c.custody_dir, c.anchors, checkpoints=c.checkpoints,
-                                witness=c.witness)
+    audit = c.audit = audit_log(
+        c.custody_dir, c.anchors, checkpoints=c.checkpoints, witness=c.witness
+    )
     for problem in audit.problems:
         yield _fail("custody log", str(problem))
     if not audit.problems:
         yield _ok("custody log", "every signed tree head verifies and matches the entries")
     chain = audit.chain
-    yield _ok("signing keys", ", ".join(
-        f"heads of sizes {_sizes(audit.heads, start, nxt)} signed by key {kid}"
-        for (start, kid, _), nxt in zip(chain.epochs, [*(e[0] for e in chain.epochs[1:]), None],
-                                        strict=True)))
+    yield _ok(
+        "signing keys",
+        ", ".join(
+            f"heads of sizes {_sizes(audit.heads, start, nxt)} signed by key {kid}"
+            for (start, kid, _), nxt in zip(
+                chain.epochs, [*(e[0] for e in chain.epochs[1:]), None], strict=True
+            )
+        ),
+    )
     for note in audit.notes:
         yield _ok("custody log", note)
-    if c.witness is not None and not any(p.what.startswith("witness") or "witness" in p.what
-                                         for p in audit.problems):
-        yield _ok("witness", f"every head from the first countersigned one on carries witness "
-                             f"{key_id(c.witness)}'s countersignature")
-    for i, line in enumerate(audit.lines[:audit.signed_size]):
+    if c.witness is not None and not any(
+        p.what.startswith("witness") or "witness" in p.what for p in audit.problems
+    ):
+        yield _ok(
+            "witness",
+            f"every head from the first countersigned one on carries witness "
+            f"{key_id(c.witness)}'s countersignature",
+        )
+    for i, line in enumerate(audit.lines[: audit.signed_size]):
         try:
             c.trusted[i] = json.loads(line)
         except ValueError:
@@ -194,8 +206,9 @@ def check_manifest_readable(c: _Stored) -> Iterator[Finding]:
         c.envelope = json.loads((c.recording_dir / "manifest.sig.json").read_bytes())
         c.manifest = json.loads(c.body)
     except FileNotFoundError as exc:
-        yield _fail("manifest", f"missing {Path(exc.filename).name}: the recording was never "
-                                "sealed")
+        yield _fail(
+            "manifest", f"missing {Path(exc.filename).name}: the recording was never sealed"
+        )
         raise _Halt from None
     except ValueError as exc:
         yield _fail("manifest", f"not JSON: {exc}")
@@ -214,8 +227,9 @@ def check_manifest_signature(c: _Stored) -> Iterator[Finding]:
     envelope hashed."""
     assert c.head is not None
     sealing_key_id, sealing_key = c.audit.chain.key_for_size(c.head.tree_size)
-    yield from _manifest_signature(c.audit.chain, sealing_key_id, sealing_key, c.envelope,
-                                   c.body, c.manifest)
+    yield from _manifest_signature(
+        c.audit.chain, sealing_key_id, sealing_key, c.envelope, c.body, c.manifest
+    )
     if c.envelope.get("manifest_sha256") != c.digest:
         yield _fail("manifest hash", "manifest.json does not hash to the sealed value")
 
@@ -230,33 +244,43 @@ def check_seal(c: _Stored) -> Iterator[Finding]:
     sealed_index = c.envelope.get("sealed_index")
     if sealing_key is None or not head.verify(sealing_key):
         yield _fail("seal", "the envelope's tree head signature does not verify")
-    elif not isinstance(sealed_index, int) or not 0 <= sealed_index < min(head.tree_size,
-                                                                           len(lines)):
+    elif not isinstance(sealed_index, int) or not 0 <= sealed_index < min(
+        head.tree_size, len(lines)
+    ):
         yield _fail("seal", f"sealed entry {sealed_index} is not in the log")
     else:
         sealed = json.loads(lines[sealed_index])
-        proof = merkle.inclusion_proof(sealed_index, leaves[:head.tree_size]) \
-            if head.tree_size <= len(leaves) else []
+        proof = (
+            merkle.inclusion_proof(sealed_index, leaves[: head.tree_size])
+            if head.tree_size <= len(leaves)
+            else []
+        )
         included = head.tree_size <= len(leaves) and merkle.verify_inclusion(
-            leaves[sealed_index], sealed_index, head.tree_size, proof,
-            bytes.fromhex(head.root_hash))
+            leaves[sealed_index], sealed_index, head.tree_size, proof, bytes.fromhex(head.root_hash)
+        )
         if sealed.get("type") != "recording.sealed" or sealed.get("manifest_sha256") != c.digest:
             yield _fail("seal", f"log entry {sealed_index} does not seal this manifest")
         elif not included:
-            yield _fail("seal", f"log entry {sealed_index} is not included under the signed "
-                                "tree head")
+            yield _fail(
+                "seal", f"log entry {sealed_index} is not included under the signed tree head"
+            )
         elif not audit.has_head(head):
-            yield _fail("seal", f"the tree head that sealed this recording (size "
-                                f"{head.tree_size}) is not in heads.log: signed heads were "
-                                "removed (deleted, emptied or truncated)")
+            yield _fail(
+                "seal",
+                f"the tree head that sealed this recording (size "
+                f"{head.tree_size}) is not in heads.log: signed heads were "
+                "removed (deleted, emptied or truncated)",
+            )
         else:
-            yield _ok("seal", f"log entry {sealed_index} seals this manifest; included under "
-                              f"the tree head of size {head.tree_size} (key {head.key_id})")
+            yield _ok(
+                "seal",
+                f"log entry {sealed_index} seals this manifest; included under "
+                f"the tree head of size {head.tree_size} (key {head.key_id})",
+            )
         if c.witness is not None:
             cosig_problem = verify_cosignature(head, c.witness)
             if cosig_problem:
-                yield _fail("seal", f"the sealing head's witness countersignature: "
-                                    f"{cosig_problem}")
+                yield _fail("seal", f"the sealing head's witness countersignature: {cosig_problem}")
 
 
 def check_bounds(c: _Stored) -> Iterator[Finding]:
@@ -302,18 +326,32 @@ def check_segments(c: _Stored) -> Iterator[Finding]:
             continue
     failed = False
     for index, entry in entries_by_index.items():
-        if index >= audit.signed_size and entry.get("type") == "recording.deleted" \
-                and entry.get("recording") == recording_id:
+        if (
+            index >= audit.signed_size
+            and entry.get("type") == "recording.deleted"
+            and entry.get("recording") == recording_id
+        ):
             failed = True
-            yield _fail("segments", f"log entry {index} says the media was deleted, but no "
-                                    "signed tree head covers it: not trusted (appended without "
-                                    "the key?)")
-    deleted = next((e for e in c.trusted.values()
-                    if e.get("type") == "recording.deleted"
-                    and e.get("recording") == recording_id), None)
+            yield _fail(
+                "segments",
+                f"log entry {index} says the media was deleted, but no "
+                "signed tree head covers it: not trusted (appended without "
+                "the key?)",
+            )
+    deleted = next(
+        (
+            e
+            for e in c.trusted.values()
+            if e.get("type") == "recording.deleted" and e.get("recording") == recording_id
+        ),
+        None,
+    )
     if deleted is not None:
-        yield _ok("segments", f"media deleted under retention (log entry {deleted['index']}, "
-                              f"{deleted.get('actor')}: {deleted.get('reason')})")
+        yield _ok(
+            "segments",
+            f"media deleted under retention (log entry {deleted['index']}, "
+            f"{deleted.get('actor')}: {deleted.get('reason')})",
+        )
         return
     listed: set[Path] = set()
     total = 0
@@ -334,33 +372,45 @@ def check_segments(c: _Stored) -> Iterator[Finding]:
         for path in sorted(segment_root.glob("*/*.seg")):
             if path not in listed:
                 failed = True
-                yield _fail("segments", f"{path.relative_to(recording_dir)} is not in the "
-                                        "manifest")
+                yield _fail("segments", f"{path.relative_to(recording_dir)} is not in the manifest")
     if not failed:
-        yield _ok("segments", f"{total} segments present, each matching its logged hash"
-                  + (" and decrypting at its position" if c.data_key is not None else ""))
+        yield _ok(
+            "segments",
+            f"{total} segments present, each matching its logged hash"
+            + (" and decrypting at its position" if c.data_key is not None else ""),
+        )
 
 
-def _segment_problem(c: _Stored, track_id: str, seg: dict[str, Any],
-                     entries_by_index: dict[int, dict[str, Any]],
-                     listed: set[Path]) -> str | None:
+def _segment_problem(
+    c: _Stored,
+    track_id: str,
+    seg: dict[str, Any],
+    entries_by_index: dict[int, dict[str, Any]],
+    listed: set[Path],
+) -> str | None:
     """What is wrong with one listed segment, if anything."""
     index: Any = seg.get("segment")
     path = c.recording_dir / "segments" / track_id / f"{index:06d}.seg"
     listed.add(path)
     entry = entries_by_index.get(seg.get("log_index", -1), {})
-    if (entry.get("type") != "segment.written" or entry.get("track") != track_id
-            or entry.get("segment") != index or entry.get("sha256") != seg.get("sha256")
-            or entry.get("sha256_stored") != seg.get("sha256_stored")
-            or entry.get("recording") != c.recording_id):
+    if (
+        entry.get("type") != "segment.written"
+        or entry.get("track") != track_id
+        or entry.get("segment") != index
+        or entry.get("sha256") != seg.get("sha256")
+        or entry.get("sha256_stored") != seg.get("sha256_stored")
+        or entry.get("recording") != c.recording_id
+    ):
         return f"the manifest disagrees with custody log entry {seg.get('log_index')}"
     try:
         stored = path.read_bytes()
     except FileNotFoundError:
         return f"file {path.relative_to(c.recording_dir)} is missing (removed)"
     if hashlib.sha256(stored).hexdigest() != entry["sha256_stored"]:
-        return (f"stored bytes of {path.relative_to(c.recording_dir)} differ from what was "
-                "logged when written (altered or swapped)")
+        return (
+            f"stored bytes of {path.relative_to(c.recording_dir)} differ from what was "
+            "logged when written (altered or swapped)"
+        )
     if c.data_key is not None:
         try:
             plain = decrypt_segment(stored, c.data_key, c.recording_id, track_id, index)
@@ -377,19 +427,32 @@ def check_completeness(c: _Stored | _Package) -> Iterator[Finding]:
 
 
 RECORDING_CHECKS: tuple[Check, ...] = (
-    check_log, check_manifest_readable, check_manifest_signature, check_seal, check_bounds,
-    check_metadata, check_data_key, check_segments, check_completeness)
+    check_log,
+    check_manifest_readable,
+    check_manifest_signature,
+    check_seal,
+    check_bounds,
+    check_metadata,
+    check_data_key,
+    check_segments,
+    check_completeness,
+)
 
 
-def verify_recording(recording_dir: Path, custody_dir: Path,
-                     public: Ed25519PublicKey | Sequence[Ed25519PublicKey],
-                     kek: KeyEncryptionKey | None = None, *,
-                     checkpoints: Sequence[TreeHead] = (),
-                     witness: Ed25519PublicKey | None = None) -> list[Finding]:
+def verify_recording(
+    recording_dir: Path,
+    custody_dir: Path,
+    public: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+    kek: KeyEncryptionKey | None = None,
+    *,
+    checkpoints: Sequence[TreeHead] = (),
+    witness: Ed25519PublicKey | None = None,
+) -> list[Finding]:
     """A stored recording, with its data directory's custody log: :data:`RECORDING_CHECKS`."""
     anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
-    return _run_checks(RECORDING_CHECKS, _Stored(recording_dir, custody_dir, anchors, kek,
-                                                 checkpoints, witness))
+    return _run_checks(
+        RECORDING_CHECKS, _Stored(recording_dir, custody_dir, anchors, kek, checkpoints, witness)
+    )
 
 
 # -- an export package --------------------------------------------------------------------------
@@ -425,10 +488,16 @@ class _Package:
         head, _ = self.heads()
         inclusion_map = self.proofs.get("inclusion")
         export_root = _hex(head.root_hash)
-        proof = _hex_list(inclusion_map.get(str(index))
-                          if isinstance(inclusion_map, dict) else None)
-        return proof is not None and export_root is not None and merkle.verify_inclusion(
-            merkle.leaf_hash(line), index, head.tree_size, proof, export_root)
+        proof = _hex_list(
+            inclusion_map.get(str(index)) if isinstance(inclusion_map, dict) else None
+        )
+        return (
+            proof is not None
+            and export_root is not None
+            and merkle.verify_inclusion(
+                merkle.leaf_hash(line), index, head.tree_size, proof, export_root
+            )
+        )
 
 
 def check_public_key(c: _Package) -> Iterator[Finding]:
@@ -440,8 +509,11 @@ def check_public_key(c: _Package) -> Iterator[Finding]:
         except (FileNotFoundError, KeyProblem) as exc:
             yield _fail("public key", f"none given and the package's is unusable: {exc}")
             raise _Halt from None
-        yield _ok("public key", f"taken from the package (key id {key_id(public)}): trust it "
-                                "only if it matches the key the authority published")
+        yield _ok(
+            "public key",
+            f"taken from the package (key id {key_id(public)}): trust it "
+            "only if it matches the key the authority published",
+        )
         c.anchors = [public]
     else:
         c.anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
@@ -463,8 +535,11 @@ def check_package_readable(c: _Package) -> Iterator[Finding]:
         raise _Halt from None
     try:
         c.proofs = json.loads((c.package / "custody" / "proofs.json").read_bytes())
-        c.lines = [line for line in
-                   (c.package / "custody" / "entries.jsonl").read_bytes().split(b"\n") if line]
+        c.lines = [
+            line
+            for line in (c.package / "custody" / "entries.jsonl").read_bytes().split(b"\n")
+            if line
+        ]
         c.head = TreeHead.from_json(c.proofs["tree_head"])
         c.seal_head = TreeHead.from_json(c.proofs["seal_tree_head"])
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
@@ -483,17 +558,24 @@ def check_signing_keys(c: _Package) -> Iterator[Finding]:
     """The keys that signed the package are the given ones or linked to one by signed
     rotations included under the export head (an altered rotation is named below)."""
     _, seal_head = c.heads()
-    rotations = [e for line, e in c.parsed if e is not None and e.get("type") == ROTATION
-                 and c.included(line, int(e["index"]))]
-    c.chain = chain = key_chain(c.anchors, sorted(rotations, key=lambda e: int(e["index"])),
-                                seal_head.key_id)
+    rotations = [
+        e
+        for line, e in c.parsed
+        if e is not None and e.get("type") == ROTATION and c.included(line, int(e["index"]))
+    ]
+    c.chain = chain = key_chain(
+        c.anchors, sorted(rotations, key=lambda e: int(e["index"])), seal_head.key_id
+    )
     for problem in chain.problems:
         yield _fail("signing keys", str(problem))
     if not chain.trusted:
-        yield _fail("signing keys", f"the package is signed by {chain.describe()}; none is a "
-                                    f"given key ({', '.join(key_id(a) for a in c.anchors)}) nor "
-                                    "linked to one by a signed rotation in the package (made "
-                                    "before a rotation? give the older published key too)")
+        yield _fail(
+            "signing keys",
+            f"the package is signed by {chain.describe()}; none is a "
+            f"given key ({', '.join(key_id(a) for a in c.anchors)}) nor "
+            "linked to one by a signed rotation in the package (made "
+            "before a rotation? give the older published key too)",
+        )
 
 
 def check_package_signature(c: _Package) -> Iterator[Finding]:
@@ -504,13 +586,23 @@ def check_package_signature(c: _Package) -> Iterator[Finding]:
     signer_id = str(c.sig.get("key_id", ""))
     signer = chain.public(signer_id) if chain.trusted else None
     export_key_id, _ = chain.key_for_size(head.tree_size)
-    if signer is not None and signer_id == export_key_id and verify_in_context(
-            signer, PACKAGE_CONTEXT, str(c.sig.get("signature", "")),
-            package_sig_message(signer_id, c.covers)):
+    if (
+        signer is not None
+        and signer_id == export_key_id
+        and verify_in_context(
+            signer,
+            PACKAGE_CONTEXT,
+            str(c.sig.get("signature", "")),
+            package_sig_message(signer_id, c.covers),
+        )
+    ):
         yield _ok("package signature", f"key {signer_id}, over package.json and custody/")
     else:
-        yield _fail("package signature", "package.sig does not verify: package.json or custody/ "
-                                         "is not what was signed (edited, or wrong key)")
+        yield _fail(
+            "package signature",
+            "package.sig does not verify: package.json or custody/ "
+            "is not what was signed (edited, or wrong key)",
+        )
 
 
 def check_files(c: _Package) -> Iterator[Finding]:
@@ -562,9 +654,12 @@ def check_package_witness(c: _Package) -> Iterator[Finding]:
             failed = True
             yield _fail("witness", f"the {name}'s countersignature: {cosig_problem}")
     if not failed:
-        yield _ok("witness", f"both heads countersigned by witness {key_id(c.witness)}: "
-                             "consistent with every head it countersigned, every published "
-                             "checkpoint included")
+        yield _ok(
+            "witness",
+            f"both heads countersigned by witness {key_id(c.witness)}: "
+            "consistent with every head it countersigned, every published "
+            "checkpoint included",
+        )
 
 
 def check_checkpoints(c: _Package) -> Iterator[Finding]:
@@ -572,13 +667,19 @@ def check_checkpoints(c: _Package) -> Iterator[Finding]:
     for checkpoint in c.checkpoints:
         same = [h for h in c.heads() if h.tree_size == checkpoint.tree_size]
         if same and same[0].root_hash != checkpoint.root_hash:
-            yield _fail("checkpoint", f"the checkpoint of size {checkpoint.tree_size} has "
-                                      "another root than the package's head of that size: a "
-                                      "forked history")
+            yield _fail(
+                "checkpoint",
+                f"the checkpoint of size {checkpoint.tree_size} has "
+                "another root than the package's head of that size: a "
+                "forked history",
+            )
         elif not same:
-            yield _ok("checkpoint", f"size {checkpoint.tree_size}: compared through the "
-                                    "witness countersignatures (a package holds proofs only "
-                                    "between its own heads)")
+            yield _ok(
+                "checkpoint",
+                f"size {checkpoint.tree_size}: compared through the "
+                "witness countersignatures (a package holds proofs only "
+                "between its own heads)",
+            )
 
 
 def check_consistency(c: _Package) -> Iterator[Finding]:
@@ -586,15 +687,26 @@ def check_consistency(c: _Package) -> Iterator[Finding]:
     head, seal_head = c.heads()
     consistency = _hex_list(c.proofs.get("consistency"))
     seal_root, root = _hex(seal_head.root_hash), _hex(head.root_hash)
-    if consistency is not None and seal_root is not None and root is not None and \
-            merkle.verify_consistency(seal_head.tree_size, head.tree_size, seal_root, root,
-                                      consistency):
-        yield _ok("consistency", f"the log at sealing (size {seal_head.tree_size}) is a prefix "
-                                 f"of the log at export (size {head.tree_size}): no fork, no "
-                                 "rewrite")
+    if (
+        consistency is not None
+        and seal_root is not None
+        and root is not None
+        and merkle.verify_consistency(
+            seal_head.tree_size, head.tree_size, seal_root, root, consistency
+        )
+    ):
+        yield _ok(
+            "consistency",
+            f"the log at sealing (size {seal_head.tree_size}) is a prefix "
+            f"of the log at export (size {head.tree_size}): no fork, no "
+            "rewrite",
+        )
     else:
-        yield _fail("consistency", "the log at export does not extend the log that sealed the "
-                                   "recording (forked or rewritten)")
+        yield _fail(
+            "consistency",
+            "the log at export does not extend the log that sealed the "
+            "recording (forked or rewritten)",
+        )
 
 
 def check_custody_entries(c: _Package) -> Iterator[Finding]:
@@ -608,8 +720,10 @@ def check_custody_entries(c: _Package) -> Iterator[Finding]:
             continue
         index = int(entry["index"])
         if not c.included(line, index):
-            yield _fail(f"custody entry {index}", "not included under the signed tree head "
-                                                  "(altered, or proof wrong)")
+            yield _fail(
+                f"custody entry {index}",
+                "not included under the signed tree head (altered, or proof wrong)",
+            )
             bad_entries += 1
             continue
         c.entries[index] = entry
@@ -617,10 +731,12 @@ def check_custody_entries(c: _Package) -> Iterator[Finding]:
     if isinstance(listed_entries, dict):
         for index_text, kind in sorted(listed_entries.items(), key=lambda kv: int(kv[0])):
             if int(index_text) not in c.entries and not any(
-                    e is not None and str(e.get("index")) == index_text for _, e in c.parsed):
-                yield _fail(f"custody entry {index_text}", f"the {kind} entry proofs.json lists "
-                                                           "is missing from entries.jsonl "
-                                                           "(removed)")
+                e is not None and str(e.get("index")) == index_text for _, e in c.parsed
+            ):
+                yield _fail(
+                    f"custody entry {index_text}",
+                    f"the {kind} entry proofs.json lists is missing from entries.jsonl (removed)",
+                )
                 bad_entries += 1
     else:
         yield _fail("custody entries", "proofs.json does not list the package's entries")
@@ -649,16 +765,25 @@ def check_package_seal(c: _Package) -> Iterator[Finding]:
         envelope_head = None
     sealed_index = envelope.get("sealed_index", -1)
     sealed = c.entries.get(sealed_index, {}) if isinstance(sealed_index, int) else {}
-    if envelope_head is None or not envelope_head.same_head(seal_head) or \
-            envelope_head.witness != seal_head.witness:
-        yield _fail("seal", "proofs.json's seal tree head is not the one in manifest.sig.json "
-                            f"(proofs say size {seal_head.tree_size}, the envelope "
-                            f"{envelope_head.tree_size if envelope_head else '?'})")
+    if (
+        envelope_head is None
+        or not envelope_head.same_head(seal_head)
+        or envelope_head.witness != seal_head.witness
+    ):
+        yield _fail(
+            "seal",
+            "proofs.json's seal tree head is not the one in manifest.sig.json "
+            f"(proofs say size {seal_head.tree_size}, the envelope "
+            f"{envelope_head.tree_size if envelope_head else '?'})",
+        )
     elif not isinstance(sealed_index, int) or sealed_index >= seal_head.tree_size:
         yield _fail("seal", f"the sealing entry {sealed_index} is not under the sealing head")
     elif sealed.get("type") == "recording.sealed" and sealed.get("manifest_sha256") == digest:
-        yield _ok("seal", f"log entry {sealed_index} seals this manifest, under the head of "
-                          f"size {seal_head.tree_size} (key {seal_head.key_id})")
+        yield _ok(
+            "seal",
+            f"log entry {sealed_index} seals this manifest, under the head of "
+            f"size {seal_head.tree_size} (key {seal_head.key_id})",
+        )
     else:
         yield _fail("seal", "no included log entry seals this manifest")
     yield from _bounds(manifest, c.entries, str(manifest.get("recording_id", "")))
@@ -667,10 +792,15 @@ def check_package_seal(c: _Package) -> Iterator[Finding]:
 def check_export(c: _Package) -> Iterator[Finding]:
     """An included ``recording.exported`` entry records this ``package.json``."""
     exported = c.entries.get(c.proofs.get("export_index", -1), {})
-    if exported.get("type") == "recording.exported" and exported.get(
-            "package_sha256") == hashlib.sha256(c.package_bytes).hexdigest():
-        yield _ok("export", f"log entry {c.proofs['export_index']} records this package "
-                            f"({exported.get('actor')}: {exported.get('reason')})")
+    if (
+        exported.get("type") == "recording.exported"
+        and exported.get("package_sha256") == hashlib.sha256(c.package_bytes).hexdigest()
+    ):
+        yield _ok(
+            "export",
+            f"log entry {c.proofs['export_index']} records this package "
+            f"({exported.get('actor')}: {exported.get('reason')})",
+        )
     else:
         yield _fail("export", "no included log entry records this package.json")
 
@@ -678,8 +808,11 @@ def check_export(c: _Package) -> Iterator[Finding]:
 def check_media(c: _Package) -> Iterator[Finding]:
     """Each media file re-hashes, segment by segment, to what was logged at capture."""
     package = c.package
-    by_segment = {(e.get("track"), e.get("segment")): e for e in c.entries.values()
-                  if e.get("type") == "segment.written"}
+    by_segment = {
+        (e.get("track"), e.get("segment")): e
+        for e in c.entries.values()
+        if e.get("type") == "segment.written"
+    }
     media: dict[str, str] = c.listing.get("media", {})
     checked = 0
     failed = False
@@ -696,40 +829,60 @@ def check_media(c: _Package) -> Iterator[Finding]:
         data = (package / media_rel).read_bytes()
         offset = 0
         for seg in segments:
-            part = data[offset:offset + int(seg.get("bytes", 0))]
+            part = data[offset : offset + int(seg.get("bytes", 0))]
             offset += int(seg.get("bytes", 0))
             logged = by_segment.get((track_id, seg.get("segment")))
             digest_part = hashlib.sha256(part).hexdigest()
             if logged is None:
                 failed = True
-                yield _fail(f"track {track_id} segment {seg.get('segment')}",
-                            f"its segment.written entry {seg.get('log_index')} is not in the "
-                            "package")
+                yield _fail(
+                    f"track {track_id} segment {seg.get('segment')}",
+                    f"its segment.written entry {seg.get('log_index')} is not in the package",
+                )
             elif digest_part != seg.get("sha256") or digest_part != logged.get("sha256"):
                 failed = True
-                yield _fail(f"track {track_id} segment {seg.get('segment')}",
-                            f"bytes {offset - len(part)}..{offset} of {media_rel} differ from "
-                            "the hash logged when the segment was written")
+                yield _fail(
+                    f"track {track_id} segment {seg.get('segment')}",
+                    f"bytes {offset - len(part)}..{offset} of {media_rel} differ from "
+                    "the hash logged when the segment was written",
+                )
             else:
                 checked += 1
         if offset != len(data):
             failed = True
-            yield _fail(f"track {track_id}", f"{media_rel} is {len(data)} bytes, the segments "
-                                             f"add up to {offset}")
+            yield _fail(
+                f"track {track_id}",
+                f"{media_rel} is {len(data)} bytes, the segments add up to {offset}",
+            )
     if checked and not failed:
         yield _ok("media", f"{checked} segments re-hash to their values logged at capture")
 
 
 PACKAGE_CHECKS: tuple[Check, ...] = (
-    check_public_key, check_package_readable, check_signing_keys, check_package_signature,
-    check_files, check_tree_heads, check_package_witness, check_checkpoints, check_consistency,
-    check_custody_entries, check_package_seal, check_export, check_media, check_completeness)
+    check_public_key,
+    check_package_readable,
+    check_signing_keys,
+    check_package_signature,
+    check_files,
+    check_tree_heads,
+    check_package_witness,
+    check_checkpoints,
+    check_consistency,
+    check_custody_entries,
+    check_package_seal,
+    check_export,
+    check_media,
+    check_completeness,
+)
 
 
-def verify_package(package: Path,
-                   public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None, *,
-                   witness: Ed25519PublicKey | None = None,
-                   checkpoints: Sequence[TreeHead] = ()) -> list[Finding]:
+def verify_package(
+    package: Path,
+    public: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+    *,
+    witness: Ed25519PublicKey | None = None,
+    checkpoints: Sequence[TreeHead] = (),
+) -> list[Finding]:
     """An export package, with only public keys (the package's own copy if none is given):
     :data:`PACKAGE_CHECKS`.
 
@@ -740,42 +893,78 @@ def verify_package(package: Path,
 
 # -- shared by both -----------------------------------------------------------------------------
 def _sizes(heads: list[TreeHead], start: int, end: int | None) -> str:
-    sizes = [h.tree_size for h in heads
-             if h.tree_size - 1 >= start and (end is None or h.tree_size - 1 < end)]
+    sizes = [
+        h.tree_size
+        for h in heads
+        if h.tree_size - 1 >= start and (end is None or h.tree_size - 1 < end)
+    ]
     if not sizes:
         return "(none)"
     return f"{sizes[0]}..{sizes[-1]}" if len(sizes) > 1 else str(sizes[0])
 
 
-def _manifest_signature(chain: KeyChain, sealing_key_id: str,
-                        sealing_key: Ed25519PublicKey | None, envelope: dict[str, Any],
-                        body: bytes, manifest: dict[str, Any]) -> Iterator[Finding]:
+def _manifest_signature(
+    chain: KeyChain,
+    sealing_key_id: str,
+    sealing_key: Ed25519PublicKey | None,
+    envelope: dict[str, Any],
+    body: bytes,
+    manifest: dict[str, Any],
+) -> Iterator[Finding]:
     """The manifest's Ed25519 signature, under the key that signed the sealing head (which
     the manifest and its envelope must name)."""
-    named = {"manifest.sig.json": envelope.get("signing_key_id"),
-             "manifest.json": (manifest.get("custody") or {}).get("signing_key_id")}
+    named = {
+        "manifest.sig.json": envelope.get("signing_key_id"),
+        "manifest.json": (manifest.get("custody") or {}).get("signing_key_id"),
+    }
     for where, value in named.items():
         if value is not None and value != sealing_key_id:
-            yield (Finding(False, "manifest signature",
-                                    f"{where} names signing key {value}, but key "
-                                    f"{sealing_key_id} signed the sealing tree head"))
-    how = verify_manifest(sealing_key, str(envelope.get("signature", "")), body) \
-        if sealing_key is not None else None
+            yield (
+                Finding(
+                    False,
+                    "manifest signature",
+                    f"{where} names signing key {value}, but key "
+                    f"{sealing_key_id} signed the sealing tree head",
+                )
+            )
+    how = (
+        verify_manifest(sealing_key, str(envelope.get("signature", "")), body)
+        if sealing_key is not None
+        else None
+    )
     if how is None:
-        yield (Finding(False, "manifest signature",
-                                "manifest.json is not what was signed (edited, or wrong key)"))
+        yield (
+            Finding(
+                False,
+                "manifest signature",
+                "manifest.json is not what was signed (edited, or wrong key)",
+            )
+        )
     else:
-        yield (Finding(True, "manifest signature", f"key {sealing_key_id}" + (
-            "" if how == "context" else ", signed without a context string (recordings sealed "
-            "before manifests had one; nothing else is signed bare)")))
+        yield (
+            Finding(
+                True,
+                "manifest signature",
+                f"key {sealing_key_id}"
+                + (
+                    ""
+                    if how == "context"
+                    else ", signed without a context string (recordings sealed "
+                    "before manifests had one; nothing else is signed bare)"
+                ),
+            )
+        )
 
 
-def _bounds(manifest: dict[str, Any], trusted: dict[int, dict[str, Any]],
-            recording_id: str) -> Iterator[Finding]:
+def _bounds(
+    manifest: dict[str, Any], trusted: dict[int, dict[str, Any]], recording_id: str
+) -> Iterator[Finding]:
     """The manifest's recording.started / recording.stopped are trusted entries of it."""
     custody = manifest.get("custody") or {}
-    for name, kind in (("started_index", "recording.started"),
-                       ("stopped_index", "recording.stopped")):
+    for name, kind in (
+        ("started_index", "recording.started"),
+        ("stopped_index", "recording.stopped"),
+    ):
         index = custody.get(name)
         if index is None:
             if kind == "recording.started" and manifest.get("status") == "incomplete":
@@ -784,20 +973,36 @@ def _bounds(manifest: dict[str, Any], trusted: dict[int, dict[str, Any]],
             continue
         entry = trusted.get(index) if isinstance(index, int) else None
         if entry is None:
-            yield (Finding(False, kind, f"log entry {index} is missing or not under a "
-                                                 "signed tree head"))
+            yield (
+                Finding(
+                    False, kind, f"log entry {index} is missing or not under a signed tree head"
+                )
+            )
         elif entry.get("type") != kind or entry.get("recording") != recording_id:
-            yield (Finding(False, kind, f"log entry {index} is a {entry.get('type')} "
-                                                 f"of {entry.get('recording')}, not this "
-                                                 f"recording's {kind}"))
+            yield (
+                Finding(
+                    False,
+                    kind,
+                    f"log entry {index} is a {entry.get('type')} "
+                    f"of {entry.get('recording')}, not this "
+                    f"recording's {kind}",
+                )
+            )
         else:
-            yield (Finding(True, kind, f"log entry {index} ({entry.get('actor')}, "
-                                                f"{entry.get('time')})"))
+            yield (
+                Finding(
+                    True, kind, f"log entry {index} ({entry.get('actor')}, {entry.get('time')})"
+                )
+            )
 
 
-def _metadata(findings: list[Finding], recording_dir: Path, manifest: dict[str, Any],
-                    trusted: dict[int, dict[str, Any]],
-                    recording_id: str) -> dict[str, Any] | None:
+def _metadata(
+    findings: list[Finding],
+    recording_dir: Path,
+    manifest: dict[str, Any],
+    trusted: dict[int, dict[str, Any]],
+    recording_id: str,
+) -> dict[str, Any] | None:
     """recording.json against the manifest and the log; returns it when readable."""
 
     def fail(detail: str) -> None:
@@ -814,51 +1019,79 @@ def _metadata(findings: list[Finding], recording_dir: Path, manifest: dict[str, 
     before = len([f for f in findings if not f.ok])
     for name in ("recording_id", "case", "room", "started_at", "started_by"):
         if name in manifest and meta.get(name) != manifest.get(name):
-            fail(f"{name} is {meta.get(name)!r}, the sealed manifest says "
-                 f"{manifest.get(name)!r}")
+            fail(f"{name} is {meta.get(name)!r}, the sealed manifest says {manifest.get(name)!r}")
     mine = [e for _, e in sorted(trusted.items()) if e.get("recording") == recording_id]
     deleted = any(e.get("type") == "recording.deleted" for e in mine)
     state = meta.get("state")
     if state not in ("sealed", "deleted"):
         fail(f"state is {state!r}, but the recording is sealed")
     elif (state == "deleted") != deleted:
-        fail(f"state is {state!r}, but the log {'does' if deleted else 'does not'} record a "
-             "deletion")
+        fail(
+            f"state is {state!r}, but the log {'does' if deleted else 'does not'} record a deletion"
+        )
     started = next((e for e in mine if e.get("type") == "recording.started"), None)
     retain = started.get("retain_until") if started else None
     for entry in mine:
         if entry.get("type") == "recording.retention_changed":
             retain = entry.get("new")
-        if entry.get("type") == "recording.deleted" and retain and \
-                str(entry.get("time", ""))[:10] <= str(retain):
-            fail(f"log entry {entry['index']} deleted the media on "
-                 f"{str(entry.get('time'))[:10]}, while it was retained until {retain}")
+        if (
+            entry.get("type") == "recording.deleted"
+            and retain
+            and str(entry.get("time", ""))[:10] <= str(retain)
+        ):
+            fail(
+                f"log entry {entry['index']} deleted the media on "
+                f"{str(entry.get('time'))[:10]}, while it was retained until {retain}"
+            )
     if retain is not None and meta.get("retain_until") != retain:
-        fail(f"retain_until is {meta.get('retain_until')!r}, the log says {retain!r} (changed "
-             "outside the custody log)")
+        fail(
+            f"retain_until is {meta.get('retain_until')!r}, the log says {retain!r} (changed "
+            "outside the custody log)"
+        )
     sealed_key = manifest.get("key") or {}
     key = meta.get("key") or {}
-    rewrapped = [e for e in trusted.values() if e.get("type") == "keys.kek_rotated"
-                 and recording_id in (e.get("recordings") or {})]
-    allowed = [{"kek_fingerprint": sealed_key.get("kek_fingerprint"),
-                "wrapped_data_key": sealed_key.get("wrapped_data_key")}]
-    allowed += [{"kek_fingerprint": e.get("new_kek"),
-                 "wrapped_data_key": e["recordings"][recording_id]} for e in rewrapped]
-    if {"kek_fingerprint": key.get("kek_fingerprint"),
-            "wrapped_data_key": key.get("wrapped_data_key")} not in allowed:
-        fail("its wrapped data key is neither the sealed one nor one a logged KEK rotation "
-             "wrote")
+    rewrapped = [
+        e
+        for e in trusted.values()
+        if e.get("type") == "keys.kek_rotated" and recording_id in (e.get("recordings") or {})
+    ]
+    allowed = [
+        {
+            "kek_fingerprint": sealed_key.get("kek_fingerprint"),
+            "wrapped_data_key": sealed_key.get("wrapped_data_key"),
+        }
+    ]
+    allowed += [
+        {"kek_fingerprint": e.get("new_kek"), "wrapped_data_key": e["recordings"][recording_id]}
+        for e in rewrapped
+    ]
+    if {
+        "kek_fingerprint": key.get("kek_fingerprint"),
+        "wrapped_data_key": key.get("wrapped_data_key"),
+    } not in allowed:
+        fail("its wrapped data key is neither the sealed one nor one a logged KEK rotation wrote")
     if len([f for f in findings if not f.ok]) == before:
-        findings.append(Finding(True, "recording.json", f"state {state}, retained until "
-                                f"{meta.get('retain_until')}, data key under KEK "
-                                f"{key.get('kek_fingerprint')}, as the log says"))
+        findings.append(
+            Finding(
+                True,
+                "recording.json",
+                f"state {state}, retained until "
+                f"{meta.get('retain_until')}, data key under KEK "
+                f"{key.get('kek_fingerprint')}, as the log says",
+            )
+        )
     return meta
 
 
-def verify_path(path: Path, *, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
-                custody_dir: Path | None,
-                kek: KeyEncryptionKey | None, checkpoints: Sequence[TreeHead] = (),
-                witness: Ed25519PublicKey | None = None) -> list[Finding]:
+def verify_path(
+    path: Path,
+    *,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+    custody_dir: Path | None,
+    kek: KeyEncryptionKey | None,
+    checkpoints: Sequence[TreeHead] = (),
+    witness: Ed25519PublicKey | None = None,
+) -> list[Finding]:
     """A stored recording directory (with its data directory's custody log) or a package."""
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory")
@@ -868,8 +1101,9 @@ def verify_path(path: Path, *, public_key: Ed25519PublicKey | Sequence[Ed25519Pu
         if public_key is None:
             raise FileNotFoundError("no public key: pass --public-key")
         custody = custody_dir or path.parent.parent / "custody"
-        return verify_recording(path, custody, public_key, kek, checkpoints=checkpoints,
-                                witness=witness)
+        return verify_recording(
+            path, custody, public_key, kek, checkpoints=checkpoints, witness=witness
+        )
     raise FileNotFoundError(f"{path} is neither a stored recording nor an export package")
 
 
@@ -899,18 +1133,35 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
     tracks = [t for t in manifest.get("tracks") or [] if isinstance(t, dict)]
     failed = [t for t in tracks if t.get("failure")]
     if manifest.get("status") == "complete" and not failed:
-        out.append(Finding(True, "completeness", "complete; "
-                           + (f"{len(gaps)} gap(s) listed below" if gaps else "no gaps")))
+        out.append(
+            Finding(
+                True,
+                "completeness",
+                "complete; " + (f"{len(gaps)} gap(s) listed below" if gaps else "no gaps"),
+            )
+        )
     else:
-        out.append(Finding(True, "completeness", f"INCOMPLETE (status {manifest.get('status')}): "
-                           f"{manifest.get('note') or 'no note'}"))
+        out.append(
+            Finding(
+                True,
+                "completeness",
+                f"INCOMPLETE (status {manifest.get('status')}): "
+                f"{manifest.get('note') or 'no note'}",
+            )
+        )
     for track in tracks:
         track_id = track.get("track_id", "?")
         mine = [g for g in gaps if g.get("track") == track_id]
         failure = track.get("failure")
         if isinstance(failure, dict):
-            out.append(Finding(True, f"track {track_id}", f"FAILED at {failure.get('time')}: "
-                               f"{failure.get('error')}; recorded up to then only"))
+            out.append(
+                Finding(
+                    True,
+                    f"track {track_id}",
+                    f"FAILED at {failure.get('time')}: "
+                    f"{failure.get('error')}; recorded up to then only",
+                )
+            )
         forwarded, recorded = track.get("forwarded_frames"), track.get("frames")
         if not isinstance(forwarded, int) or not isinstance(recorded, int):
             continue  # a manifest from before these counts, or recovered after a crash
@@ -921,21 +1172,35 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
         for gap in mine:
             causes[str(gap.get("cause"))] = causes.get(str(gap.get("cause")), 0) + 1
         if in_segments != recorded:
-            out.append(Finding(False, f"track {track_id} frames",
-                               f"the manifest says {recorded} recorded, its segments hold "
-                               f"{in_segments}"))
+            out.append(
+                Finding(
+                    False,
+                    f"track {track_id} frames",
+                    f"the manifest says {recorded} recorded, its segments hold {in_segments}",
+                )
+            )
         elif recorded + in_gaps + late + cut != forwarded:
-            out.append(Finding(False, f"track {track_id} frames",
-                               f"{forwarded} forwarded but {recorded} recorded + {in_gaps} in "
-                               f"gaps + {late} late + {cut} cut off: "
-                               f"{forwarded - recorded - in_gaps - late - cut} unaccounted for"))
+            out.append(
+                Finding(
+                    False,
+                    f"track {track_id} frames",
+                    f"{forwarded} forwarded but {recorded} recorded + {in_gaps} in "
+                    f"gaps + {late} late + {cut} cut off: "
+                    f"{forwarded - recorded - in_gaps - late - cut} unaccounted for",
+                )
+            )
         else:
             seconds = sum(float(g.get("duration") or 0) for g in mine)
             detail = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
-            out.append(Finding(True, f"track {track_id} frames",
-                               f"{forwarded} forwarded by the SFU, {recorded} recorded"
-                               + (f", {in_gaps} in gaps" if in_gaps else "")
-                               + (f", {late} late" if late else "")
-                               + (f", {cut} cut off at the end" if cut else "")
-                               + (f"; gaps: {detail} ({seconds:.1f} s)" if mine else "")))
+            out.append(
+                Finding(
+                    True,
+                    f"track {track_id} frames",
+                    f"{forwarded} forwarded by the SFU, {recorded} recorded"
+                    + (f", {in_gaps} in gaps" if in_gaps else "")
+                    + (f", {late} late" if late else "")
+                    + (f", {cut} cut off at the end" if cut else "")
+                    + (f"; gaps: {detail} ({seconds:.1f} s)" if mine else ""),
+                )
+            )
     return out

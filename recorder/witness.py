@@ -60,8 +60,7 @@ class WitnessRefused(Exception):
 
 
 def cosigned_bytes(head: TreeHead, timestamp_ms: int) -> bytes:
-    return struct.pack(">Q", timestamp_ms) + head.signed_bytes() + \
-        base64.b64decode(head.signature)
+    return struct.pack(">Q", timestamp_ms) + head.signed_bytes() + base64.b64decode(head.signature)
 
 
 def verify_cosignature(head: TreeHead, witness: Ed25519PublicKey) -> str | None:
@@ -75,8 +74,7 @@ def verify_cosignature(head: TreeHead, witness: Ed25519PublicKey) -> str | None:
         message = cosigned_bytes(head, int(cosig.get("timestamp_ms", -1)))
     except (ValueError, struct.error, TypeError):
         return "malformed"
-    if not verify_in_context(witness, WITNESS_CONTEXT, str(cosig.get("signature", "")),
-                             message):
+    if not verify_in_context(witness, WITNESS_CONTEXT, str(cosig.get("signature", "")), message):
         return "does not verify (the head or the countersignature was altered)"
     return None
 
@@ -98,8 +96,7 @@ class KeyWitness:
         fd = os.open(directory / "witness.lock", os.O_RDWR | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            self._key: Ed25519PrivateKey = load_or_create_signing_key(
-                directory / WITNESS_KEY_FILE)
+            self._key: Ed25519PrivateKey = load_or_create_signing_key(directory / WITNESS_KEY_FILE)
             self.public_key = self._key.public_key()
             public_path = directory / "witness-ed25519.pub.pem"
             if not public_path.exists():
@@ -116,8 +113,13 @@ class KeyWitness:
     def witnessed_size(self) -> int:
         return int(self._state().get("tree_size", 0))
 
-    def cosign(self, head: TreeHead, public: Ed25519PublicKey, proof: Sequence[bytes],
-               rotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def cosign(
+        self,
+        head: TreeHead,
+        public: Ed25519PublicKey,
+        proof: Sequence[bytes],
+        rotations: Sequence[dict[str, Any]],
+    ) -> dict[str, Any]:
         from .custody import check_rotation
 
         state = self._state()
@@ -132,32 +134,47 @@ class KeyWitness:
                     f"见证方拒绝：树头由密钥 {key_id(public)} 签名，不是其所跟随的 "
                     f"{state.get('signing_key_id')} / witness refuses: the head is signed by key "
                     f"{key_id(public)}, not by key {state.get('signing_key_id')} it follows nor "
-                    "a key rotated to from it")
+                    "a key rotated to from it"
+                )
         if not head.verify(public):
-            raise WitnessRefused("见证方拒绝：树头签名无效 / witness refuses: the head's signature "
-                                 "does not verify")
+            raise WitnessRefused(
+                "见证方拒绝：树头签名无效 / witness refuses: the head's signature does not verify"
+            )
         seen = int(state.get("tree_size", 0))
         if seen:
             old_root = bytes.fromhex(str(state["root_hash"]))
             if head.tree_size < seen or not merkle.verify_consistency(
-                    seen, head.tree_size, old_root, bytes.fromhex(head.root_hash), proof):
+                seen, head.tree_size, old_root, bytes.fromhex(head.root_hash), proof
+            ):
                 raise WitnessRefused(
                     f"见证方拒绝：大小为 {head.tree_size} 的树头不延续其已见证的大小 {seen} 的日志"
                     f"（回滚或改写）/ witness refuses: the head of size {head.tree_size} does "
                     f"not extend the log of size {seen} it countersigned before (rolled back "
-                    "or rewritten)")
+                    "or rewritten)"
+                )
         timestamp_ms = max(head.timestamp_ms, int(state.get("timestamp_ms", 0)))
-        cosignature = {"key_id": self.key_id, "timestamp_ms": timestamp_ms,
-                       "signature": sign_in_context(self._key, WITNESS_CONTEXT,
-                                                    cosigned_bytes(head, timestamp_ms))}
+        cosignature = {
+            "key_id": self.key_id,
+            "timestamp_ms": timestamp_ms,
+            "signature": sign_in_context(
+                self._key, WITNESS_CONTEXT, cosigned_bytes(head, timestamp_ms)
+            ),
+        }
         checkpoint = canonical({**head.to_json(), "witness": cosignature})
-        write_atomic(self.checkpoints_dir / f"checkpoint-{head.tree_size:012d}.json",
-                      checkpoint)
+        write_atomic(self.checkpoints_dir / f"checkpoint-{head.tree_size:012d}.json", checkpoint)
         write_atomic(self.checkpoints_dir / "latest.json", checkpoint)
-        write_atomic(self._state_path, canonical({
-            "tree_size": head.tree_size, "root_hash": head.root_hash,
-            "timestamp_ms": timestamp_ms, "signing_key_id": key_id(public),
-            "signing_public": base64.b64encode(raw_public(public)).decode()}))
+        write_atomic(
+            self._state_path,
+            canonical(
+                {
+                    "tree_size": head.tree_size,
+                    "root_hash": head.root_hash,
+                    "timestamp_ms": timestamp_ms,
+                    "signing_key_id": key_id(public),
+                    "signing_public": base64.b64encode(raw_public(public)).decode(),
+                }
+            ),
+        )
         return cosignature
 
 
@@ -184,8 +201,6 @@ def load_witness_public(path: Path) -> Ed25519PublicKey:
     from .keys import load_public_key
 
     return load_public_key(path.read_bytes())
-
-
 
 
 def configured_witness(mode: str, directory: Path, checkpoints_dir: Path) -> KeyWitness | None:

@@ -36,9 +36,15 @@ T = TypeVar("T")
 
 
 def track_info_json(info: TrackInfo) -> dict[str, Any]:
-    return {"track_id": info.track_id, "participant": info.participant_id, "kind": info.kind,
-            "codec": info.mime_type, "clock_rate": info.clock_rate, "channels": info.channels,
-            "parameters": dict(info.parameters)}
+    return {
+        "track_id": info.track_id,
+        "participant": info.participant_id,
+        "kind": info.kind,
+        "codec": info.mime_type,
+        "clock_rate": info.clock_rate,
+        "channels": info.channels,
+        "parameters": dict(info.parameters),
+    }
 
 
 @dataclass
@@ -72,20 +78,30 @@ class TrackState:
     ended: str | None = None
 
     def gap_json(self, gap: Gap) -> dict[str, Any]:
-        record = {"track": self.info.track_id, "participant": self.info.participant_id,
-                  **gap.to_json(self.info.clock_rate)}
+        record = {
+            "track": self.info.track_id,
+            "participant": self.info.participant_id,
+            **gap.to_json(self.info.clock_rate),
+        }
         if self.first_packet_epoch is not None:
-            record["start_time"] = iso_time(self.first_packet_epoch
-                                            + gap.start / self.info.clock_rate)
+            record["start_time"] = iso_time(
+                self.first_packet_epoch + gap.start / self.info.clock_rate
+            )
         return record
 
     def track_json(self) -> dict[str, Any]:
         """What recording.json (and so recovery after a crash) keeps of the track."""
-        return {**track_info_json(self.info), "container": self.container, "part": self.part,
-                "first_rtp_timestamp": self.first_rtp_timestamp,
-                "first_packet_time": self.first_packet_time,
-                "sender_reports": [{"ntp": n, "rtp": r} for n, r in list(self.sender_reports)],
-                "gaps": list(self.gaps), "counts": dict(self.counts), "failure": self.failure}
+        return {
+            **track_info_json(self.info),
+            "container": self.container,
+            "part": self.part,
+            "first_rtp_timestamp": self.first_rtp_timestamp,
+            "first_packet_time": self.first_packet_time,
+            "sender_reports": [{"ntp": n, "rtp": r} for n, r in list(self.sender_reports)],
+            "gaps": list(self.gaps),
+            "counts": dict(self.counts),
+            "failure": self.failure,
+        }
 
 
 class Writer:
@@ -96,11 +112,20 @@ class Writer:
     fails (it hands the news to the event loop).
     """
 
-    def __init__(self, *, recording_id: str, case: str, room_id: str, directory: Path,
-                 data_key: bytes, custody: CustodyLog, segment_seconds: float,
-                 log: logging.LoggerAdapter[logging.Logger],
-                 save_metadata: Callable[[], None],
-                 failed: Callable[[TrackState], None]) -> None:
+    def __init__(
+        self,
+        *,
+        recording_id: str,
+        case: str,
+        room_id: str,
+        directory: Path,
+        data_key: bytes,
+        custody: CustodyLog,
+        segment_seconds: float,
+        log: logging.LoggerAdapter[logging.Logger],
+        save_metadata: Callable[[], None],
+        failed: Callable[[TrackState], None],
+    ) -> None:
         self.recording_id, self.case, self.room_id = recording_id, case, room_id
         self.directory = directory
         self.custody = custody
@@ -110,19 +135,22 @@ class Writer:
         self._log = log
         self._save_metadata = save_metadata
         self._failed = failed
-        self._executor = ThreadPoolExecutor(max_workers=1,
-                                            thread_name_prefix=f"rec-{recording_id[-6:]}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"rec-{recording_id[-6:]}"
+        )
 
     # -- from the event loop -----------------------------------------------------------------
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the writer thread, after everything queued before it."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def queue_frames(self, state: TrackState, frames: list[EncodedFrame], gaps: list[Gap],
-                     counts: dict[str, int]) -> asyncio.Future[None]:
+    def queue_frames(
+        self, state: TrackState, frames: list[EncodedFrame], gaps: list[Gap], counts: dict[str, int]
+    ) -> asyncio.Future[None]:
         """Queue frames (and the gaps before them) for writing; the future says how it went."""
         return asyncio.get_running_loop().run_in_executor(
-            self._executor, self.write_frames, state, frames, gaps, counts)
+            self._executor, self.write_frames, state, frames, gaps, counts
+        )
 
     def submit(self, fn: Callable[[], None]) -> Future[None]:
         """``fn()`` on the writer thread, not waited for."""
@@ -138,8 +166,9 @@ class Writer:
         self.tracks[state.info.track_id] = state
         self._save_metadata()
 
-    def write_frames(self, state: TrackState, frames: list[EncodedFrame], gaps: list[Gap],
-                     counts: dict[str, int]) -> None:
+    def write_frames(
+        self, state: TrackState, frames: list[EncodedFrame], gaps: list[Gap], counts: dict[str, int]
+    ) -> None:
         state.counts = counts
         state.gaps.extend(state.gap_json(gap) for gap in gaps)
         if state.failure is not None:
@@ -184,8 +213,11 @@ class Writer:
         """A track's recording failed: keep what was written, count what is lost from here,
         mark the recording incomplete and tell the officers at once."""
         self._log.error("recording track %s failed", state.info.track_id, exc_info=exc)
-        state.failure = {"error": f"{type(exc).__name__}: {exc}", "time": utc_now(),
-                         "after_frames": state.frames}
+        state.failure = {
+            "error": f"{type(exc).__name__}: {exc}",
+            "time": utc_now(),
+            "after_frames": state.frames,
+        }
         self._lost_to_failure(state, lost)
         if state.muxer is not None:
             with contextlib.suppress(Exception):
@@ -206,21 +238,35 @@ class Writer:
         if index == 0:
             fsync_dir(path.parent)
         record: dict[str, Any] = {
-            "track": track_id, "segment": index, "sha256": hashlib.sha256(chunk).hexdigest(),
-            "sha256_stored": hashlib.sha256(stored).hexdigest(), "bytes": len(chunk),
-            "first_timestamp": state.segment_first_ts, "last_timestamp": state.last_ts,
+            "track": track_id,
+            "segment": index,
+            "sha256": hashlib.sha256(chunk).hexdigest(),
+            "sha256_stored": hashlib.sha256(stored).hexdigest(),
+            "bytes": len(chunk),
+            "first_timestamp": state.segment_first_ts,
+            "last_timestamp": state.last_ts,
             "frames": state.segment_frames,
         }
         entry = self.custody.append(
-            "segment.written", actor="recorder", case=self.case, room=self.room_id,
-            recording=self.recording_id, **record)
+            "segment.written",
+            actor="recorder",
+            case=self.case,
+            room=self.room_id,
+            recording=self.recording_id,
+            **record,
+        )
         state.segments.append({**record, "log_index": entry["index"]})
         state.segment_frames = 0
         # participants, sender reports and gaps so far survive a crash with the segment
         self._save_metadata()
 
-    def finish_track(self, state: TrackState, reason: str, gaps: list[Gap] | None = None,
-                     counts: dict[str, int] | None = None) -> None:
+    def finish_track(
+        self,
+        state: TrackState,
+        reason: str,
+        gaps: list[Gap] | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         if counts is not None:
             state.counts = counts
         if gaps:
@@ -245,8 +291,16 @@ class Writer:
             first = state.failure_first_ts or 0
             last = state.failure_last_ts if state.failure_last_ts is not None else first
             end = last + (last - first) // max(1, state.failure_frames - 1)  # its last frame's end
-            state.gaps.append(state.gap_json(Gap(
-                cause="failure", start=first, end=end, frames=state.failure_frames,
-                detail=state.failure["error"])))
+            state.gaps.append(
+                state.gap_json(
+                    Gap(
+                        cause="failure",
+                        start=first,
+                        end=end,
+                        frames=state.failure_frames,
+                        detail=state.failure["error"],
+                    )
+                )
+            )
         with contextlib.suppress(OSError):
             self._save_metadata()

@@ -36,8 +36,12 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "storage": {"data_dir": str(tmp_path / "var")},
         "keys": {"dir": str(tmp_path / "keys")},
         # aioice skips loopback when gathering; tests stay on 127.0.0.1
-        "media": {"host_addresses": ["127.0.0.1"], "connect_timeout": 10.0,
-                  "negotiation_timeout": 10.0, "pli_min_interval": 0.2},
+        "media": {
+            "host_addresses": ["127.0.0.1"],
+            "connect_timeout": 10.0,
+            "negotiation_timeout": 10.0,
+            "pli_min_interval": 0.2,
+        },
         "log": {"level": "INFO"},
         # The GC policy's deliberate collections walk the whole process, here pytest's with
         # every module it loaded: over a second on this machine, which the blocking check
@@ -220,18 +224,26 @@ class Api:
     def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
         self.http, self.base = http, base
 
-    async def call(self, method: str, path: str, token: str | None = None,
-                   json: Any = None, data: bytes | None = None) -> tuple[int, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+    ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.http.request(method, self.base + path, json=json, data=data,
-                                     headers=headers) as response:
+        async with self.http.request(
+            method, self.base + path, json=json, data=data, headers=headers
+        ) as response:
             if response.content_type == "application/json":
                 return response.status, await response.json()
             return response.status, await response.read()
 
     async def login(self, username: str, password: str = PASSWORD) -> str:
-        status, body = await self.call("POST", "/api/login",
-                                       json={"username": username, "password": password})
+        status, body = await self.call(
+            "POST", "/api/login", json={"username": username, "password": password}
+        )
         assert status == 200, body
         token: str = body["token"]
         return token
@@ -261,21 +273,36 @@ async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProces
     from bench.forwarding import free_port, wait_healthy
 
     port = free_port()
-    environ = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
-               "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-               "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
-               "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
-               "REMOTECASE_LOG__LEVEL": "WARNING", "REMOTECASE_NEW_PASSWORD": PASSWORD,
-               "REMOTECASE_AUTH__PREJOIN_CHECK": "false",  # as make_config
-               **{f"REMOTECASE_{k.upper()}": v for k, v in env.items()}}
+    environ = {
+        **os.environ,
+        "REMOTECASE_SERVER__PORT": str(port),
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+        "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+        "REMOTECASE_LOG__LEVEL": "WARNING",
+        "REMOTECASE_NEW_PASSWORD": PASSWORD,
+        "REMOTECASE_AUTH__PREJOIN_CHECK": "false",  # as make_config
+        **{f"REMOTECASE_{k.upper()}": v for k, v in env.items()},
+    }
     add = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "officer", "add", "--username", "li",
-        "--brigade", "b1", env=environ, stdout=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "officer",
+        "add",
+        "--username",
+        "li",
+        "--brigade",
+        "b1",
+        env=environ,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
     assert await add.wait() == 0
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "control.cli", "serve", env=environ, stdout=log, stderr=log)
+            sys.executable, "-m", "control.cli", "serve", env=environ, stdout=log, stderr=log
+        )
     server = ServeProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
         async with aiohttp.ClientSession() as http:
@@ -291,8 +318,13 @@ async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProces
                 await proc.wait()
 
 
-async def officer_login(server: Server, api: Api, username: str = "li",
-                        brigade: str = "brigade-1", role: str = "officer") -> str:
+async def officer_login(
+    server: Server,
+    api: Api,
+    username: str = "li",
+    brigade: str = "brigade-1",
+    role: str = "officer",
+) -> str:
     """Create an officer account and log it in."""
     from control.appkeys import DB
     from control.auth import create_officer
@@ -301,31 +333,43 @@ async def officer_login(server: Server, api: Api, username: str = "li",
     return await api.login(username)
 
 
-async def case_with_party(api: Api, officer: str, *, kind: str = "accident",
-                          name: str = "Wang Wei") -> tuple[int, int]:
-    status, case = await api.call("POST", "/api/cases", officer,
-                                  {"kind": kind, "title": "test case"})
+async def case_with_party(
+    api: Api, officer: str, *, kind: str = "accident", name: str = "Wang Wei"
+) -> tuple[int, int]:
+    status, case = await api.call(
+        "POST", "/api/cases", officer, {"kind": kind, "title": "test case"}
+    )
     assert status == 201, case
-    status, party = await api.call("POST", f"/api/cases/{case['id']}/parties", officer,
-                                   {"role": "driver", "name": name})
+    status, party = await api.call(
+        "POST", f"/api/cases/{case['id']}/parties", officer, {"role": "driver", "name": name}
+    )
     assert status == 201, party
     return case["id"], party["id"]
 
 
-async def party_link(api: Api, officer: str, case_id: int, party_id: int,
-                     consent: dict[str, bool] | None = None) -> dict[str, Any]:
+async def party_link(
+    api: Api, officer: str, case_id: int, party_id: int, consent: dict[str, bool] | None = None
+) -> dict[str, Any]:
     """Invite a party and redeem the link (a session must be open): the party's token."""
-    status, invite = await api.call("POST", f"/api/cases/{case_id}/invitations", officer,
-                                    {"party_id": party_id})
+    status, invite = await api.call(
+        "POST", f"/api/cases/{case_id}/invitations", officer, {"party_id": party_id}
+    )
     assert status == 201, invite
-    status, redeemed = await api.call("POST", "/api/invitations/redeem", json={
-        "token": invite["token"], "consent": consent or CONSENT})
+    status, redeemed = await api.call(
+        "POST",
+        "/api/invitations/redeem",
+        json={"token": invite["token"], "consent": consent or CONSENT},
+    )
     assert status == 200, redeemed
     return dict(redeemed)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,  # noqa: ASYNC109
-                     interval: float = 0.05, what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float = 10.0,  # noqa: ASYNC109
+    interval: float = 0.05,
+    what: str = "condition",
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
@@ -333,8 +377,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,  # no
         await asyncio.sleep(interval)
 
 
-async def join(server: Server, clients: list[PeerClient], room: str, participant: str,
-               **kwargs: Any) -> PeerClient:
+async def join(
+    server: Server, clients: list[PeerClient], room: str, participant: str, **kwargs: Any
+) -> PeerClient:
     client = PeerClient(server.base_url, server.token(room, participant), **kwargs)
     clients.append(client)
     await client.connect()

@@ -64,8 +64,10 @@ class Site:
         return Site(to, self.recording_id, to / self.package.relative_to(self.base))
 
     def config_env(self) -> dict[str, str]:
-        return {"REMOTECASE_STORAGE__DATA_DIR": str(self.base / "var"),
-                "REMOTECASE_KEYS__DIR": str(self.keys)}
+        return {
+            "REMOTECASE_STORAGE__DATA_DIR": str(self.base / "var"),
+            "REMOTECASE_KEYS__DIR": str(self.keys),
+        }
 
 
 async def record(base: Path, seconds: float = 2.0, room_id: str = "custody-room") -> str:
@@ -74,8 +76,7 @@ async def record(base: Path, seconds: float = 2.0, room_id: str = "custody-room"
     clients: list[PeerClient] = []
     try:
         party = await join(server, clients, room_id, "driver")
-        await party.publish(PatternVideoTrack(fps=15), ToneAudioTrack(440),
-                            video_codec="video/VP8")
+        await party.publish(PatternVideoTrack(fps=15), ToneAudioTrack(440), video_codec="video/VP8")
         room = server.sfu.rooms[room_id]
         await wait_until(lambda: len(room.up_tracks()) == 2, what="two tracks published")
         recorder = server.app[RECORDER]
@@ -94,9 +95,15 @@ def make_site(base: Path) -> Site:
     site = Site(base, recording_id, base / "package")
     custody = site.custody_log()
     try:
-        export_recording(recording_dir=site.recording, custody=custody, kek=site.kek(),
-                         signing_key=load_or_create_signing_key(site.keys / "custody-ed25519.pem"),
-                         out=site.package, actor="supervisor", reason="court request")
+        export_recording(
+            recording_dir=site.recording,
+            custody=custody,
+            kek=site.kek(),
+            signing_key=load_or_create_signing_key(site.keys / "custody-ed25519.pem"),
+            out=site.package,
+            actor="supervisor",
+            reason="court request",
+        )
     finally:
         custody.close()
     return site

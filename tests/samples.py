@@ -16,10 +16,11 @@ from bench.peer import tone_frame
 def pattern(i: int, width: int = 320, height: int = 240) -> np.ndarray:
     """A moving box over a gradient: frame ``i`` differs from its neighbours."""
     y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([(x * 255 // width), (y * 255 // height),
-                      np.full_like(x, (i * 9) % 256)], axis=-1).astype(np.uint8)
+    image = np.stack(
+        [(x * 255 // width), (y * 255 // height), np.full_like(x, (i * 9) % 256)], axis=-1
+    ).astype(np.uint8)
     left = (i * 7) % (width - 60)
-    image[80:140, left:left + 60] = (250, 250, 250)
+    image[80:140, left : left + 60] = (250, 250, 250)
     return image
 
 
@@ -41,8 +42,14 @@ def pdf(pages: int = 2) -> bytes:
     return out.getvalue()
 
 
-def video(container: str, codec: str, seconds: float = 4.0, fps: int = 15,
-          gop: int = 15, audio: str | None = None) -> bytes:
+def video(
+    container: str,
+    codec: str,
+    seconds: float = 4.0,
+    fps: int = 15,
+    gop: int = 15,
+    audio: str | None = None,
+) -> bytes:
     """A moving pattern; with ``audio`` (an encoder name) also a 440 Hz tone."""
     out = io.BytesIO()
     with av.open(out, mode="w", format=container) as output:
@@ -88,5 +95,7 @@ def mp4_mpeg4(**kwargs: Any) -> bytes:
 def decoded_frames(data: bytes) -> list[np.ndarray]:
     """Every frame of a file's video as decoded straight from the file (YUV 4:2:0 planes)."""
     with av.open(io.BytesIO(data), mode="r") as container:
-        return [frame.to_ndarray(format="yuv420p")
-                for frame in container.decode(container.streams.video[0])]
+        return [
+            frame.to_ndarray(format="yuv420p")
+            for frame in container.decode(container.streams.video[0])
+        ]

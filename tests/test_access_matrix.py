@@ -69,10 +69,12 @@ class World:
         """A fresh case of brigade-1 with one party and that party's link."""
         li = self.tokens["officer"]
         case = await self.ok("POST", "/api/cases", li, json={"kind": "accident", "title": "t"})
-        party = await self.ok("POST", f"/api/cases/{case['id']}/parties", li,
-                              json={"role": "driver", "name": "p"})
-        invite = await self.ok("POST", f"/api/cases/{case['id']}/invitations", li,
-                               json={"party_id": party["id"]})
+        party = await self.ok(
+            "POST", f"/api/cases/{case['id']}/parties", li, json={"role": "driver", "name": "p"}
+        )
+        invite = await self.ok(
+            "POST", f"/api/cases/{case['id']}/invitations", li, json={"party_id": party["id"]}
+        )
         return case["id"], party["id"], invite["token"]
 
     async def session(self, cid: int) -> int:
@@ -81,17 +83,26 @@ class World:
 
     async def slot(self, token: str | None = None) -> int:
         self.slot_hours += 1
-        slot = await self.ok("POST", "/api/slots", token or self.tokens["officer"], json={
-            "starts_at": _future(self.slot_hours), "ends_at": _future(self.slot_hours + 0.5)})
+        slot = await self.ok(
+            "POST",
+            "/api/slots",
+            token or self.tokens["officer"],
+            json={"starts_at": _future(self.slot_hours), "ends_at": _future(self.slot_hours + 0.5)},
+        )
         return int(slot["id"])
 
     async def material(self, cid: int, link: str = "") -> str:
         if link:
-            body = await self.ok("POST", "/api/party/materials?name=a.jpg", link,
-                                 data=samples.jpeg(64, 48))
+            body = await self.ok(
+                "POST", "/api/party/materials?name=a.jpg", link, data=samples.jpeg(64, 48)
+            )
         else:
-            body = await self.ok("POST", f"/api/cases/{cid}/materials?name=a.jpg",
-                                 self.tokens["officer"], data=samples.jpeg(64, 48))
+            body = await self.ok(
+                "POST",
+                f"/api/cases/{cid}/materials?name=a.jpg",
+                self.tokens["officer"],
+                data=samples.jpeg(64, 48),
+            )
         return str(body["id"])
 
 
@@ -121,14 +132,19 @@ async def _display(w: World) -> Call:
     cid, _, link = await w.case()
     material = await w.material(cid)
     sid = await w.session(cid)
-    return Call("POST", f"/api/cases/{cid}/sessions/{sid}/display",
-                {"material_id": material, "reason": "r"}, link=link)
+    return Call(
+        "POST",
+        f"/api/cases/{cid}/sessions/{sid}/display",
+        {"material_id": material, "reason": "r"},
+        link=link,
+    )
 
 
 async def _revoke(w: World) -> Call:
     cid, pid, link = await w.case()
-    invite = await w.ok("POST", f"/api/cases/{cid}/invitations", w.tokens["officer"],
-                        json={"party_id": pid})
+    invite = await w.ok(
+        "POST", f"/api/cases/{cid}/invitations", w.tokens["officer"], json={"party_id": pid}
+    )
     return Call("POST", f"/api/invitations/{invite['id']}/revoke", {"reason": "r"}, link=link)
 
 
@@ -138,22 +154,32 @@ async def _withdraw(w: World) -> Call:
 
 async def _book(w: World) -> Call:
     cid, pid, link = await w.case()
-    return Call("POST", f"/api/cases/{cid}/appointments",
-                {"party_id": pid, "slot_id": await w.slot()}, link=link)
+    return Call(
+        "POST",
+        f"/api/cases/{cid}/appointments",
+        {"party_id": pid, "slot_id": await w.slot()},
+        link=link,
+    )
 
 
 async def _cancel(w: World) -> Call:
     cid, pid, link = await w.case()
-    booked = await w.ok("POST", f"/api/cases/{cid}/appointments", w.tokens["officer"],
-                        json={"party_id": pid, "slot_id": await w.slot()})
-    return Call("POST", f"/api/cases/{cid}/appointments/{booked['id']}/cancel",
-                {"reason": "r"}, link=link)
+    booked = await w.ok(
+        "POST",
+        f"/api/cases/{cid}/appointments",
+        w.tokens["officer"],
+        json={"party_id": pid, "slot_id": await w.slot()},
+    )
+    return Call(
+        "POST", f"/api/cases/{cid}/appointments/{booked['id']}/cancel", {"reason": "r"}, link=link
+    )
 
 
 async def _upload(w: World) -> Call:
     cid, _, link = await w.case()
-    return Call("POST", f"/api/cases/{cid}/materials?name=a.jpg", data=samples.jpeg(64, 48),
-                link=link)
+    return Call(
+        "POST", f"/api/cases/{cid}/materials?name=a.jpg", data=samples.jpeg(64, 48), link=link
+    )
 
 
 async def _download(w: World) -> Call:
@@ -175,8 +201,9 @@ async def _enroll(w: World) -> Call:
 
 async def _forget(w: World) -> Call:
     cid, pid, link = await w.case()
-    await w.ok("PUT", f"/api/cases/{cid}/parties/{pid}/reference", w.tokens["officer"],
-               data=_face())
+    await w.ok(
+        "PUT", f"/api/cases/{cid}/parties/{pid}/reference", w.tokens["officer"], data=_face()
+    )
     return Call("DELETE", f"/api/cases/{cid}/parties/{pid}/reference?reason=r", link=link)
 
 
@@ -184,6 +211,7 @@ def recording(method: str, suffix: str, json: Any = None) -> Setup:
     async def setup(w: World) -> Call:
         path = f"/api/recordings/{w.recording}{suffix}".format(track=w.track, export=w.export)
         return Call(method, path, json)
+
     return setup
 
 
@@ -214,41 +242,52 @@ async def _document(w: World, *, signed: bool = False) -> tuple[int, int, str, i
     cid, pid, link = await w.case()
     li = w.tokens["officer"]
     data = _consent_data() | {"parties": [{"id": pid, "id_number": "110101198503020011"}]}
-    doc = await w.ok("POST", f"/api/cases/{cid}/documents", li,
-                     json={"kind": "delivery_consent", "data": data})
+    doc = await w.ok(
+        "POST", f"/api/cases/{cid}/documents", li, json={"kind": "delivery_consent", "data": data}
+    )
     if signed:
         officer_box = next(r["field"] for r in doc["required"] if r["role"] == "officer")
-        await w.ok("POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li,
-                   json={"field": officer_box})
+        await w.ok(
+            "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li, json={"field": officer_box}
+        )
     return cid, pid, link, int(doc["id"])
 
 
-def document(method: str, suffix: str, json: Any = None, *, party: bool = False,
-             signed: bool = False) -> Setup:
+def document(
+    method: str, suffix: str, json: Any = None, *, party: bool = False, signed: bool = False
+) -> Setup:
     async def setup(w: World) -> Call:
         cid, pid, link, doc = await _document(w, signed=signed)
-        path = (f"/api/party/documents/{doc}{suffix}" if party
-                else f"/api/cases/{cid}/documents/{doc}{suffix}")
+        path = (
+            f"/api/party/documents/{doc}{suffix}"
+            if party
+            else f"/api/cases/{cid}/documents/{doc}{suffix}"
+        )
         body = json
         if isinstance(body, dict):
-            body = {k: (v.format(party=pid) if isinstance(v, str) else v)
-                    for k, v in body.items()}
+            body = {k: (v.format(party=pid) if isinstance(v, str) else v) for k, v in body.items()}
         return Call(method, path, body, link=link)
+
     return setup
 
 
 async def _generate(w: World) -> Call:
     cid, pid, link = await w.case()
     data = _consent_data() | {"parties": [{"id": pid, "id_number": "110101198503020011"}]}
-    return Call("POST", f"/api/cases/{cid}/documents", {"kind": "delivery_consent",
-                                                         "data": data}, link=link)
+    return Call(
+        "POST", f"/api/cases/{cid}/documents", {"kind": "delivery_consent", "data": data}, link=link
+    )
 
 
 async def _record(w: World, suffix: str = "", json: Any = None, method: str = "GET") -> Call:
     cid, pid, link = await w.case()
     sid = await w.session(cid)
-    record = await w.ok("POST", f"/api/cases/{cid}/sessions/{sid}/records",
-                        w.tokens["officer"], json={"party_id": pid})
+    record = await w.ok(
+        "POST",
+        f"/api/cases/{cid}/sessions/{sid}/records",
+        w.tokens["officer"],
+        json={"party_id": pid},
+    )
     if suffix == "party":
         return Call("GET", "/api/party/record", link=link)
     return Call(method, f"/api/cases/{cid}/records/{record['id']}{suffix}", json, link=link)
@@ -258,112 +297,191 @@ def record(method: str = "GET", suffix: str = "", json: Any = None) -> Setup:
     return lambda w: _record(w, suffix, json, method)
 
 
-SPKI = base64.b64encode(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+SPKI = base64.b64encode(
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+).decode()
 
 # expected statuses, in the order of ROLES
 MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("list cases", plain("GET", "/api/cases"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
-    ("open a case", plain("POST", "/api/cases", json={"kind": "violation", "title": "t"}),
-     (*OFFICERS_ONLY, 201, 201, 403, 201)),
+    (
+        "open a case",
+        plain("POST", "/api/cases", json={"kind": "violation", "title": "t"}),
+        (*OFFICERS_ONLY, 201, 201, 403, 201),
+    ),
     ("read a case", plain("GET", "/api/cases/{case}"), (*OFFICERS_ONLY, 200, 404, 200, 200)),
-    ("audit trail", plain("GET", "/api/cases/{case}/audit"),
-     (*OFFICERS_ONLY, 200, 404, 200, 200)),
-    ("add a party", plain("POST", "/api/cases/{case}/parties",
-                          json={"role": "witness", "name": "n"}),
-     (*OFFICERS_ONLY, 201, 404, 403, 201)),
-    ("close a case", plain("POST", "/api/cases/{case}/close", json={"reason": "r"}),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("open a session", plain("POST", "/api/cases/{case}/sessions"),
-     (*OFFICERS_ONLY, 201, 404, 403, 201)),
-    ("end a session", session_call("POST", "/end", {"reason": "r"}),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("officer's call token", session_call("POST", "/token"),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    ("audit trail", plain("GET", "/api/cases/{case}/audit"), (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    (
+        "add a party",
+        plain("POST", "/api/cases/{case}/parties", json={"role": "witness", "name": "n"}),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "close a case",
+        plain("POST", "/api/cases/{case}/close", json={"reason": "r"}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "open a session",
+        plain("POST", "/api/cases/{case}/sessions"),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "end a session",
+        session_call("POST", "/end", {"reason": "r"}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    ("officer's call token", session_call("POST", "/token"), (*OFFICERS_ONLY, 200, 404, 403, 200)),
     # the lock is the session's (it holds when the room is made again): an empty room locks
-    ("lock the room", session_call("POST", "/lock", {"reason": "r"}),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("stop recording", session_call("POST", "/recording", {"action": "stop", "reason": "r"}),
-     (*OFFICERS_ONLY, 409, 404, 403, 409)),
-    ("verification state", session_call("GET", "/verification"),
-     (*OFFICERS_ONLY, 409, 404, 409, 409)),
+    (
+        "lock the room",
+        session_call("POST", "/lock", {"reason": "r"}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "stop recording",
+        session_call("POST", "/recording", {"action": "stop", "reason": "r"}),
+        (*OFFICERS_ONLY, 409, 404, 403, 409),
+    ),
+    (
+        "verification state",
+        session_call("GET", "/verification"),
+        (*OFFICERS_ONLY, 409, 404, 409, 409),
+    ),
     ("show evidence", _display, (*OFFICERS_ONLY, 409, 404, 403, 409)),
-    ("invite a party", plain("POST", "/api/cases/{case}/invitations",
-                             json={"party_id": "{party}"}),
-     (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    (
+        "invite a party",
+        plain("POST", "/api/cases/{case}/invitations", json={"party_id": "{party}"}),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
     ("revoke an invitation", _revoke, (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("publish a slot", plain("POST", "/api/slots", json={"starts_at": _future(500),
-                                                         "ends_at": _future(501)}),
-     (*OFFICERS_ONLY, 201, 201, 403, 201)),
+    (
+        "publish a slot",
+        plain("POST", "/api/slots", json={"starts_at": _future(500), "ends_at": _future(501)}),
+        (*OFFICERS_ONLY, 201, 201, 403, 201),
+    ),
     ("list slots", plain("GET", "/api/slots"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
     ("withdraw a slot", _withdraw, (*OFFICERS_ONLY, 200, 404, 403, 200)),
     ("book for a party", _book, (*OFFICERS_ONLY, 201, 404, 403, 201)),
     ("cancel an appointment", _cancel, (*OFFICERS_ONLY, 200, 404, 403, 200)),
     ("attach evidence", _upload, (*OFFICERS_ONLY, 201, 404, 403, 201)),
-    ("list materials", plain("GET", "/api/cases/{case}/materials"),
-     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    (
+        "list materials",
+        plain("GET", "/api/cases/{case}/materials"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
     ("download a material", _download, (*OFFICERS_ONLY, 200, 404, 403, 200)),
     ("enroll a reference", _enroll, (*OFFICERS_ONLY, 200, 404, 403, 200)),
     ("delete a reference", _forget, (*OFFICERS_ONLY, 200, 404, 403, 200)),
     ("statistics", plain("GET", "/api/statistics"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
     ("list recordings", plain("GET", "/api/recordings"), (*OFFICERS_ONLY, 200, 200, 200, 200)),
-    ("recording manifest", recording("GET", "/manifest?reason=r"),
-     (*OFFICERS_ONLY, 200, 404, 200, 200)),
-    ("verify a recording", recording("GET", "/verify?reason=r"),
-     (*OFFICERS_ONLY, 200, 404, 200, 200)),
-    ("recording access log", recording("GET", "/access-log?reason=r"),
-     (*OFFICERS_ONLY, 200, 404, 200, 200)),
-    ("play a recorded track", recording("GET", "/tracks/{track}/media?reason=r"),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("export a recording", recording("POST", "/export", {"reason": "r"}),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("download an export", recording("GET", "/exports/{export}/REPORT.txt?reason=r"),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("change retention", recording("POST", "/retention", {"retain_until": "2099-01-01",
-                                                          "reason": "r"}),
-     (*OFFICERS_ONLY, 403, 403, 403, 200)),
-    ("delete recorded media", recording("DELETE", "?reason=r"),
-     (*OFFICERS_ONLY, 403, 403, 403, 409)),
+    (
+        "recording manifest",
+        recording("GET", "/manifest?reason=r"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "verify a recording",
+        recording("GET", "/verify?reason=r"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "recording access log",
+        recording("GET", "/access-log?reason=r"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "play a recorded track",
+        recording("GET", "/tracks/{track}/media?reason=r"),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "export a recording",
+        recording("POST", "/export", {"reason": "r"}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "download an export",
+        recording("GET", "/exports/{export}/REPORT.txt?reason=r"),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "change retention",
+        recording("POST", "/retention", {"retain_until": "2099-01-01", "reason": "r"}),
+        (*OFFICERS_ONLY, 403, 403, 403, 200),
+    ),
+    (
+        "delete recorded media",
+        recording("DELETE", "?reason=r"),
+        (*OFFICERS_ONLY, 403, 403, 403, 409),
+    ),
     ("a party's own view", plain("GET", "/api/party"), (401, 200, 200, *PARTIES_ONLY)),
     ("free slots", plain("GET", "/api/party/slots"), (401, 200, 200, *PARTIES_ONLY)),
     ("a party books", _party_book, (401, 201, 404, *PARTIES_ONLY)),
     ("a party cancels", _party_cancel, (401, 200, 404, *PARTIES_ONLY)),
-    ("a party uploads", plain("POST", "/api/party/materials?name=a.jpg",
-                              data=samples.jpeg(64, 48)), (401, 201, 201, *PARTIES_ONLY)),
-    ("a party's materials", plain("GET", "/api/party/materials"),
-     (401, 200, 200, *PARTIES_ONLY)),
+    (
+        "a party uploads",
+        plain("POST", "/api/party/materials?name=a.jpg", data=samples.jpeg(64, 48)),
+        (401, 201, 201, *PARTIES_ONLY),
+    ),
+    ("a party's materials", plain("GET", "/api/party/materials"), (401, 200, 200, *PARTIES_ONLY)),
     ("a party downloads its upload", _party_download, (401, 200, 404, *PARTIES_ONLY)),
     # documents: officers generate and sign; observers read; a party reads and signs its own
     ("generate a document", _generate, (*OFFICERS_ONLY, 201, 404, 403, 201)),
-    ("list documents", plain("GET", "/api/cases/{case}/documents"),
-     (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    (
+        "list documents",
+        plain("GET", "/api/cases/{case}/documents"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
     ("read a document", document("GET", ""), (*OFFICERS_ONLY, 200, 404, 200, 200)),
     ("download a document", document("GET", "/pdf"), (*OFFICERS_ONLY, 200, 404, 200, 200)),
     # li's own box: a supervisor signs no other officer's box
-    ("sign as the officer", document("POST", "/sign", {"field": "officer-o1"}),
-     (*OFFICERS_ONLY, 200, 404, 403, 403)),
-    ("record a refusal", document("POST", "/refusals", {"field": "party-p{party}",
-                                                        "reason": "r"}),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
-    ("revoke a certificate", document("POST", "/revoke", {"field": "officer-o1",
-                                                          "reason": "r"}, signed=True),
-     (*OFFICERS_ONLY, 403, 404, 403, 200)),
-    ("a party's documents", plain("GET", "/api/party/documents"),
-     (401, 200, 200, *PARTIES_ONLY)),
-    ("a party reads its document", document("GET", "", party=True),
-     (401, 200, 404, *PARTIES_ONLY)),
-    ("a party downloads its document", document("GET", "/pdf", party=True),
-     (401, 200, 404, *PARTIES_ONLY)),
+    (
+        "sign as the officer",
+        document("POST", "/sign", {"field": "officer-o1"}),
+        (*OFFICERS_ONLY, 200, 404, 403, 403),
+    ),
+    (
+        "record a refusal",
+        document("POST", "/refusals", {"field": "party-p{party}", "reason": "r"}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "revoke a certificate",
+        document("POST", "/revoke", {"field": "officer-o1", "reason": "r"}, signed=True),
+        (*OFFICERS_ONLY, 403, 404, 403, 200),
+    ),
+    ("a party's documents", plain("GET", "/api/party/documents"), (401, 200, 200, *PARTIES_ONLY)),
+    ("a party reads its document", document("GET", "", party=True), (401, 200, 404, *PARTIES_ONLY)),
+    (
+        "a party downloads its document",
+        document("GET", "/pdf", party=True),
+        (401, 200, 404, *PARTIES_ONLY),
+    ),
     # without a face match in the call the party's own signing is refused (409)
-    ("a party prepares its signature", document(
-        "POST", "/sign/prepare", {"field": "party-p{party}", "public_key": SPKI,
-                                  "strokes": [[[1, 1], [5, 5]]]}, party=True),
-     (401, 409, 404, *PARTIES_ONLY)),
-    ("open an inquiry record", session_call("POST", "/records", {"party_id": "{party}"}),
-     (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    (
+        "a party prepares its signature",
+        document(
+            "POST",
+            "/sign/prepare",
+            {"field": "party-p{party}", "public_key": SPKI, "strokes": [[[1, 1], [5, 5]]]},
+            party=True,
+        ),
+        (401, 409, 404, *PARTIES_ONLY),
+    ),
+    (
+        "open an inquiry record",
+        session_call("POST", "/records", {"party_id": "{party}"}),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
     ("read an inquiry record", record(), (*OFFICERS_ONLY, 200, 404, 200, 200)),
-    ("write a turn", record("POST", "/turns", {"q": "q", "a": "a"}),
-     (*OFFICERS_ONLY, 200, 404, 403, 200)),
+    (
+        "write a turn",
+        record("POST", "/turns", {"q": "q", "a": "a"}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
     ("a party reads its record", record(suffix="party"), (401, 200, 404, *PARTIES_ONLY)),
     ("the CA's root certificate", plain("GET", "/api/ca/root"), (200,) * 7),
 ]
@@ -373,8 +491,9 @@ async def _recorded_session(w: World, server: Any) -> None:
     """One sealed recording of a brigade-1 case, and an export of it."""
     cid, _, link = await w.case()
     await w.session(cid)
-    _, redeemed = await w.api.call("POST", "/api/invitations/redeem",
-                                   json={"token": link, "consent": CONSENT})
+    _, redeemed = await w.api.call(
+        "POST", "/api/invitations/redeem", json={"token": link, "consent": CONSENT}
+    )
     client = PeerClient(server.base_url, redeemed["token"], decode=False)
     try:
         await client.connect()
@@ -382,16 +501,22 @@ async def _recorded_session(w: World, server: Any) -> None:
         await wait_until(lambda: bool(server.app[RECORDER].active), what="recording")
         await asyncio.sleep(2.5)
         case = await w.ok("GET", f"/api/cases/{cid}", w.tokens["officer"])
-        ended = await w.ok("POST", f"/api/cases/{cid}/sessions/{case['sessions'][0]['id']}/end",
-                           w.tokens["officer"], json={"reason": "r"})
+        ended = await w.ok(
+            "POST",
+            f"/api/cases/{cid}/sessions/{case['sessions'][0]['id']}/end",
+            w.tokens["officer"],
+            json={"reason": "r"},
+        )
     finally:
         await client.close()
     w.recording = ended["recording_sealed"]
-    manifest = await w.ok("GET", f"/api/recordings/{w.recording}/manifest?reason=r",
-                          w.tokens["officer"])
+    manifest = await w.ok(
+        "GET", f"/api/recordings/{w.recording}/manifest?reason=r", w.tokens["officer"]
+    )
     w.track = manifest["tracks"][0]["track_id"]
-    exported = await w.ok("POST", f"/api/recordings/{w.recording}/export",
-                          w.tokens["officer"], json={"reason": "r"})
+    exported = await w.ok(
+        "POST", f"/api/recordings/{w.recording}/export", w.tokens["officer"], json={"reason": "r"}
+    )
     w.export = exported["export"]
 
 
@@ -399,13 +524,18 @@ async def _recorded_session(w: World, server: Any) -> None:
 async def test_access_matrix(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
     db = server.app[DB]
-    accounts = {"officer": ("li", "officer", "brigade-1"),
-                "other_officer": ("wu", "officer", "brigade-2"),
-                "observer": ("guan", "observer", "brigade-1"),
-                "supervisor": ("zhao", "supervisor", "hq")}
+    accounts = {
+        "officer": ("li", "officer", "brigade-1"),
+        "other_officer": ("wu", "officer", "brigade-2"),
+        "observer": ("guan", "observer", "brigade-1"),
+        "supervisor": ("zhao", "supervisor", "hq"),
+    }
     for username, role, brigade in accounts.values():
-        await db.run(functools.partial(create_officer, username=username, password=PASSWORD,
-                                       role=role, brigade=brigade))
+        await db.run(
+            functools.partial(
+                create_officer, username=username, password=PASSWORD, role=role, brigade=brigade
+            )
+        )
     mismatches = []
     try:
         async with aiohttp.ClientSession() as http:
@@ -413,12 +543,24 @@ async def test_access_matrix(tmp_path: Path) -> None:
             for key, (username, _, _) in accounts.items():
                 w.tokens[key] = await w.api.login(username)
             # the other party: a party of brigade-2's case
-            other = await w.ok("POST", "/api/cases", w.tokens["other_officer"],
-                               json={"kind": "violation", "title": "elsewhere"})
-            party = await w.ok("POST", f"/api/cases/{other['id']}/parties",
-                               w.tokens["other_officer"], json={"role": "driver", "name": "o"})
-            invite = await w.ok("POST", f"/api/cases/{other['id']}/invitations",
-                                w.tokens["other_officer"], json={"party_id": party["id"]})
+            other = await w.ok(
+                "POST",
+                "/api/cases",
+                w.tokens["other_officer"],
+                json={"kind": "violation", "title": "elsewhere"},
+            )
+            party = await w.ok(
+                "POST",
+                f"/api/cases/{other['id']}/parties",
+                w.tokens["other_officer"],
+                json={"role": "driver", "name": "o"},
+            )
+            invite = await w.ok(
+                "POST",
+                f"/api/cases/{other['id']}/invitations",
+                w.tokens["other_officer"],
+                json={"party_id": party["id"]},
+            )
             w.other_link = invite["token"]
             await _recorded_session(w, server)
 
@@ -426,18 +568,21 @@ async def test_access_matrix(tmp_path: Path) -> None:
                 assert len(expected) == len(ROLES), name
                 for role, want in zip(ROLES, expected, strict=True):
                     call = await setup(w)
-                    token = {"nobody": None, "party": call.link,
-                             "other_party": w.other_link}.get(role, w.tokens.get(role))
+                    token = {"nobody": None, "party": call.link, "other_party": w.other_link}.get(
+                        role, w.tokens.get(role)
+                    )
                     body = call.json
                     if isinstance(body, dict) and body.get("party_id") == "{party}":
                         cid = int(call.path.split("/")[3])
                         found = await w.ok("GET", f"/api/cases/{cid}", w.tokens["officer"])
                         body = {**body, "party_id": found["parties"][0]["id"]}
-                    status, answer = await w.api.call(call.method, call.path, token,
-                                                      json=body, data=call.data)
+                    status, answer = await w.api.call(
+                        call.method, call.path, token, json=body, data=call.data
+                    )
                     if status != want:
-                        mismatches.append(f"{name} as {role}: {status} (expected {want}) "
-                                          f"{str(answer)[:120]}")
+                        mismatches.append(
+                            f"{name} as {role}: {status} (expected {want}) {str(answer)[:120]}"
+                        )
                     elif status >= 400:
                         assert isinstance(answer, dict) and answer.get("error"), (name, role)
     finally:

@@ -69,8 +69,11 @@ async def open_call(server: Server, api: Api, username: str = "li") -> Call:
     status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
     assert status == 201, session
     redeemed = await party_link(api, officer, case, party)
-    invitation = await server.app[DB].run(lambda c: c.execute(
-        "SELECT id FROM invitations WHERE party_id = ?", (party,)).fetchone()["id"])
+    invitation = await server.app[DB].run(
+        lambda c: c.execute("SELECT id FROM invitations WHERE party_id = ?", (party,)).fetchone()[
+            "id"
+        ]
+    )
     return Call(officer, case, party, session, redeemed, invitation)
 
 
@@ -103,8 +106,9 @@ def assert_refusal(result: tuple[dict[str, Any], int, str], code: str) -> None:
     assert reason.startswith(f"{code}: ") and chinese in reason  # the close frame says why
 
 
-async def joined(server: Server, clients: list[PeerClient], token: str,
-                 decode: bool = False) -> PeerClient:
+async def joined(
+    server: Server, clients: list[PeerClient], token: str, decode: bool = False
+) -> PeerClient:
     client = PeerClient(server.base_url, token, decode=decode)
     clients.append(client)
     await client.connect()
@@ -113,9 +117,14 @@ async def joined(server: Server, clients: list[PeerClient], token: str,
 
 
 async def audit_actions(server: Server, case: int) -> list[tuple[str, str]]:
-    return await server.app[DB].run(lambda c: [
-        (r["action"], r["reason"]) for r in c.execute(
-            "SELECT action, reason FROM audit WHERE case_id = ? ORDER BY id", (case,))])
+    return await server.app[DB].run(
+        lambda c: [
+            (r["action"], r["reason"])
+            for r in c.execute(
+                "SELECT action, reason FROM audit WHERE case_id = ? ORDER BY id", (case,)
+            )
+        ]
+    )
 
 
 # -- the default configuration ---------------------------------------------------------------
@@ -130,8 +139,7 @@ async def test_default_server_is_not_in_development_mode(server: Server, api: Ap
     assert status == 200 and "加入通话需要民警发出的邀请链接" in page.decode()
     # a token signed with the server's own secret but for no session: a hand-minted one
     assert_refusal(await refused(server, server.token("demo", "mallory")), "not_admitted")
-    assert_refusal(await refused(server, server.token("demo", "o", role="officer")),
-                   "not_admitted")
+    assert_refusal(await refused(server, server.token("demo", "o", role="officer")), "not_admitted")
     assert server.sfu.rooms == {}  # refused before any room was made
     # nor does a hand-minted party token reach the party endpoints
     call = await open_call(server, api)
@@ -142,7 +150,8 @@ async def test_default_server_is_not_in_development_mode(server: Server, api: Ap
 
 
 def test_serve_dev_flag_turns_development_mode_on_for_loopback_only(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for key in [k for k in __import__("os").environ if k.startswith("REMOTECASE_")]:
         monkeypatch.delenv(key)
     assert _load(build_parser().parse_args(["serve"])).auth.dev_join is False
@@ -156,7 +165,8 @@ def test_serve_dev_flag_turns_development_mode_on_for_loopback_only(
 
 # -- refusals at join time, with unexpired tokens --------------------------------------------
 async def test_removed_participant_cannot_come_back_with_its_token(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(server, api)
     officer = await joined(server, clients, call.session["token"])
     party = await joined(server, clients, call.redeemed["token"])
@@ -164,8 +174,12 @@ async def test_removed_participant_cannot_come_back_with_its_token(
     pid = call.redeemed["participant"]
     await wait_until(lambda: officer.mids_for_participant(pid) != [], what="party's video")
     assert (await api.call("GET", "/api/party", call.redeemed["token"]))[0] == 200
-    status, body = await api.call("POST", f"{call.base}/remove", call.officer,
-                                  {"participant": pid, "reason": "disrupts the inquiry"})
+    status, body = await api.call(
+        "POST",
+        f"{call.base}/remove",
+        call.officer,
+        {"participant": pid, "reason": "disrupts the inquiry"},
+    )
     assert status == 200, body
     bye = await party.wait_for(lambda m: m["type"] == "bye")
     assert bye["reason"] == "removed"
@@ -180,8 +194,9 @@ async def test_removed_participant_cannot_come_back_with_its_token(
     assert back.joined is not None and back.joined["participant"]["id"] == pid
 
 
-async def test_ended_session_refuses_every_token(server: Server, api: Api,
-                                                 clients: list[PeerClient]) -> None:
+async def test_ended_session_refuses_every_token(
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(server, api)
     officer = await joined(server, clients, call.session["token"])
     status, _ = await api.call("POST", f"{call.base}/end", call.officer, {"reason": "done"})
@@ -198,28 +213,35 @@ async def test_ended_session_refuses_every_token(server: Server, api: Api,
 async def test_closed_case_refuses_every_token(server: Server, api: Api) -> None:
     call = await open_call(server, api)
     assert (await api.call("POST", f"{call.base}/end", call.officer, {"reason": "done"}))[0] == 200
-    assert (await api.call("POST", f"/api/cases/{call.case}/close", call.officer,
-                           {"reason": "settled"}))[0] == 200
+    assert (
+        await api.call("POST", f"/api/cases/{call.case}/close", call.officer, {"reason": "settled"})
+    )[0] == 200
     for token in (call.session["token"], call.redeemed["token"]):
         assert_refusal(await refused(server, token), "case_closed")
 
 
-async def test_revoked_link_refuses_the_party_it_admitted(server: Server, api: Api,
-                                                          clients: list[PeerClient]) -> None:
+async def test_revoked_link_refuses_the_party_it_admitted(
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(server, api)
     party = await joined(server, clients, call.redeemed["token"])
     await party.leave()
     await party.wait_for(lambda m: m["type"] == "bye")
-    status, _ = await api.call("POST", f"/api/invitations/{call.invitation}/revoke",
-                               call.officer, {"reason": "sent to the wrong person"})
+    status, _ = await api.call(
+        "POST",
+        f"/api/invitations/{call.invitation}/revoke",
+        call.officer,
+        {"reason": "sent to the wrong person"},
+    )
     assert status == 200
     assert_refusal(await refused(server, call.redeemed["token"]), "invitation_revoked")
     assert (await api.call("GET", "/api/party", call.redeemed["token"]))[0] == 401
     await joined(server, clients, call.session["token"])  # the officer is not affected
 
 
-async def test_logged_out_officer_is_refused(server: Server, api: Api,
-                                             clients: list[PeerClient]) -> None:
+async def test_logged_out_officer_is_refused(
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(server, api)
     status, body = await api.call("POST", f"{call.base}/token", call.officer)
     assert status == 200
@@ -239,13 +261,13 @@ async def test_logged_out_officer_is_refused(server: Server, api: Api,
     await joined(server, clients, body["token"])
 
 
-async def test_a_token_of_one_session_does_not_open_another_room(server: Server,
-                                                                 api: Api) -> None:
+async def test_a_token_of_one_session_does_not_open_another_room(server: Server, api: Api) -> None:
     """The grant names its room: the same participant ID in another room is not admitted,
     and a token whose grant row is gone (another server's database) is refused too."""
     call = await open_call(server, api)
-    forged = server.signer.mint("case-999-deadbeef", call.redeemed["participant"],
-                                role="party", grant_id="0" * 32)
+    forged = server.signer.mint(
+        "case-999-deadbeef", call.redeemed["participant"], role="party", grant_id="0" * 32
+    )
     assert_refusal(await refused(server, forged), "not_admitted")
     await server.app[DB].run(lambda c: c.execute("DELETE FROM call_grants"))
     assert_refusal(await refused(server, call.redeemed["token"]), "not_admitted")
@@ -253,12 +275,14 @@ async def test_a_token_of_one_session_does_not_open_another_room(server: Server,
 
 # -- the lock is the session's ---------------------------------------------------------------
 async def test_lock_survives_the_room_emptying_and_being_made_again(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(server, api)
     room = call.session["room"]
     officer = await joined(server, clients, call.session["token"])
-    assert (await api.call("POST", f"{call.base}/lock", call.officer,
-                           {"reason": "questioning"}))[0] == 200
+    assert (await api.call("POST", f"{call.base}/lock", call.officer, {"reason": "questioning"}))[
+        0
+    ] == 200
     await officer.leave()
     await officer.wait_for(lambda m: m["type"] == "bye")
     await wait_until(lambda: room not in server.sfu.rooms, what="the empty room to close")
@@ -277,12 +301,16 @@ async def test_lock_survives_the_room_emptying_and_being_made_again(
     await party.send({"type": "join", "token": party.token})
     assert (await party.wait_for(lambda m: m["type"] == "error"))["code"] == "room_locked"
     # an empty room can be locked and unlocked too: it is the session's state
-    assert (await api.call("POST", f"{call.base}/unlock", call.officer,
-                           {"reason": "next party"}))[0] == 200
+    assert (await api.call("POST", f"{call.base}/unlock", call.officer, {"reason": "next party"}))[
+        0
+    ] == 200
     await party.send({"type": "join", "token": party.token})
     await party.wait_for(lambda m: m["type"] == "joined")
-    locked = await server.app[DB].run(lambda c: c.execute(
-        "SELECT locked FROM sessions WHERE id = ?", (call.session["id"],)).fetchone()[0])
+    locked = await server.app[DB].run(
+        lambda c: c.execute(
+            "SELECT locked FROM sessions WHERE id = ?", (call.session["id"],)
+        ).fetchone()[0]
+    )
     assert locked == 0
 
 
@@ -292,7 +320,8 @@ def _muted(client: PeerClient, track: str) -> list[dict[str, Any]]:
 
 
 async def test_officer_mute_cannot_be_undone_by_the_party(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(server, api)
     pid = call.redeemed["participant"]
     officer = await joined(server, clients, call.session["token"])
@@ -300,17 +329,24 @@ async def test_officer_mute_cannot_be_undone_by_the_party(
     await party.publish(PatternVideoTrack(), ToneAudioTrack())
     answer = await party.wait_for(lambda m: m["type"] == "publish_answer")
     tracks = {t["kind"]: t["id"] for t in answer["tracks"]}
-    assert all(t["officer_muted"] is False and t["self_muted"] is False
-               for t in answer["tracks"])
+    assert all(t["officer_muted"] is False and t["self_muted"] is False for t in answer["tracks"])
     await wait_until(lambda: len(officer.mids_for_participant(pid)) == 2, what="party's tracks")
     audio = server.sfu.rooms[call.session["room"]].participants[pid].up_tracks[tracks["audio"]]
 
-    status, _ = await api.call("POST", f"{call.base}/mute", call.officer,
-                               {"participant": pid, "kinds": ["audio"], "reason": "noise"})
+    status, _ = await api.call(
+        "POST",
+        f"{call.base}/mute",
+        call.officer,
+        {"participant": pid, "kinds": ["audio"], "reason": "noise"},
+    )
     assert status == 200
     heard = await officer.wait_for(lambda m: m["type"] == "track_muted")
-    assert (heard["track"], heard["muted"], heard["officer_muted"], heard["self_muted"]) == \
-        (tracks["audio"], True, True, False)
+    assert (heard["track"], heard["muted"], heard["officer_muted"], heard["self_muted"]) == (
+        tracks["audio"],
+        True,
+        True,
+        False,
+    )
     await wait_until(lambda: _muted(party, tracks["audio"]) != [], what="the party hears it")
     assert audio.muted
 
@@ -324,35 +360,52 @@ async def test_officer_mute_cannot_be_undone_by_the_party(
     # the party's own mute is separate: it may mute itself on top, and unmuting that
     # is refused while the officer's holds
     await party.send({"type": "mute", "track": tracks["audio"], "muted": True})
-    await wait_until(lambda: any(m["self_muted"] for m in _muted(officer, tracks["audio"])),
-                     what="the party's own mute")
+    await wait_until(
+        lambda: any(m["self_muted"] for m in _muted(officer, tracks["audio"])),
+        what="the party's own mute",
+    )
     # the officer lifts theirs: the party's own still holds
-    status, _ = await api.call("POST", f"{call.base}/unmute", call.officer,
-                               {"participant": pid, "kinds": ["audio"], "reason": "quiet now"})
+    status, _ = await api.call(
+        "POST",
+        f"{call.base}/unmute",
+        call.officer,
+        {"participant": pid, "kinds": ["audio"], "reason": "quiet now"},
+    )
     assert status == 200
-    await wait_until(lambda: not _muted(officer, tracks["audio"])[-1]["officer_muted"],
-                     what="the officer's unmute")
+    await wait_until(
+        lambda: not _muted(officer, tracks["audio"])[-1]["officer_muted"],
+        what="the officer's unmute",
+    )
     last = _muted(officer, tracks["audio"])[-1]
     assert (last["muted"], last["self_muted"]) == (True, True)
     assert audio.muted
     await party.send({"type": "mute", "track": tracks["audio"], "muted": False})
-    await wait_until(lambda: _muted(officer, tracks["audio"])[-1]["muted"] is False,
-                     what="the party unmutes itself")
+    await wait_until(
+        lambda: _muted(officer, tracks["audio"])[-1]["muted"] is False,
+        what="the party unmutes itself",
+    )
     assert not audio.muted
     # the video track was never muted by anyone
     assert _muted(officer, tracks["video"]) == []
 
 
 async def test_officer_mute_holds_when_the_party_reconnects(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(server, api)
     pid = call.redeemed["participant"]
     officer = await joined(server, clients, call.session["token"])
     party = await joined(server, clients, call.redeemed["token"])
     await party.publish(ToneAudioTrack())
     await wait_until(lambda: officer.mids_for_participant(pid) != [], what="party's audio")
-    assert (await api.call("POST", f"{call.base}/mute", call.officer,
-                           {"participant": pid, "kinds": ["audio"], "reason": "r"}))[0] == 200
+    assert (
+        await api.call(
+            "POST",
+            f"{call.base}/mute",
+            call.officer,
+            {"participant": pid, "kinds": ["audio"], "reason": "r"},
+        )
+    )[0] == 200
     await party.wait_for(lambda m: m["type"] == "track_muted")
     await party.leave()
     await party.wait_for(lambda m: m["type"] == "bye")
@@ -364,7 +417,8 @@ async def test_officer_mute_holds_when_the_party_reconnects(
     (track,) = answer["tracks"]
     assert (track["muted"], track["officer_muted"], track["self_muted"]) == (True, True, False)
     offered = await officer.wait_for(
-        lambda m: m["type"] == "track_published" and m["track"]["id"] == track["id"])
+        lambda m: m["type"] == "track_published" and m["track"]["id"] == track["id"]
+    )
     assert offered["track"]["officer_muted"] is True
     await again.send({"type": "mute", "track": track["id"], "muted": False})
     assert (await again.wait_for(lambda m: m["type"] == "error"))["code"] == "muted_by_officer"
@@ -382,8 +436,9 @@ async def test_development_tokens_do_not_reopen_an_ended_session(tmp_path: Path)
             call = await open_call(dev, api)
             hand_made = dev.token(call.session["room"], "bench-viewer")
             await joined(dev, clients, hand_made)  # an open session's room: the bench's case
-            assert (await api.call("POST", f"{call.base}/end", call.officer,
-                                   {"reason": "done"}))[0] == 200
+            assert (await api.call("POST", f"{call.base}/end", call.officer, {"reason": "done"}))[
+                0
+            ] == 200
             assert_refusal(await refused(dev, hand_made), "session_ended")
             await joined(dev, clients, dev.token("demo", "tab-1"))  # rooms outside every case
     finally:

@@ -28,15 +28,17 @@ from mediaserver import aiortc_hooks
 async def test_pinned_versions_are_installed() -> None:
     assert version("aiortc") == "1.16.0", "aiortc upgraded: re-check mediaserver/aiortc_hooks.py"
     assert version("aioice") == "0.13.0", "aioice upgraded: re-check mediaserver/aiortc_hooks.py"
-    assert version("pylibsrtp") == "1.0.0", \
+    assert version("pylibsrtp") == "1.0.0", (
         "pylibsrtp upgraded: re-check fast_rtp_writer in mediaserver/aiortc_hooks.py"
+    )
 
 
 async def test_every_private_name_still_exists() -> None:
     aiortc_hooks.install()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
     try:
         transceiver = pc.addTransceiver("video", direction="sendrecv")
         await pc.setLocalDescription(await pc.createOffer())
@@ -81,6 +83,7 @@ async def test_overridden_signatures_match() -> None:
     ]
     for base, ours in pairs:
         assert list(inspect.signature(base).parameters) == list(
-            inspect.signature(ours).parameters), base.__qualname__
+            inspect.signature(ours).parameters
+        ), base.__qualname__
     # the connection's nominated pair carries a UDP protocol with a transport we can write to
     assert hasattr(aioice.ice.StunProtocol, "send_data")

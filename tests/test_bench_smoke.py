@@ -13,9 +13,24 @@ import pytest
 @pytest.mark.parametrize("record", [False, True])
 def test_bench_forwarding_prints_json_figures(record: bool) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "control.cli", "bench", "forwarding", "--subscribers", "2",
-         "--seconds", "1", "--json", *(["--record"] if record else [])],
-        capture_output=True, text=True, timeout=180, check=False)
+        [
+            sys.executable,
+            "-m",
+            "control.cli",
+            "bench",
+            "forwarding",
+            "--subscribers",
+            "2",
+            "--seconds",
+            "1",
+            "--json",
+            *(["--record"] if record else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("subscribers", "forwarded_pps", "cpu_us_per_forwarded_packet", "loss_ratio"):
@@ -29,14 +44,15 @@ def test_bench_forwarding_prints_json_figures(record: bool) -> None:
 def test_load_plans_match_the_scenarios() -> None:
     from bench.load import plan_rooms
 
-    assert [(p.publishers, p.viewers, p.streams) for p in plan_rooms("one_to_one", 2, "x")] \
-        == [(2, 0, 4), (2, 0, 4)]
+    assert [(p.publishers, p.viewers, p.streams) for p in plan_rooms("one_to_one", 2, "x")] == [
+        (2, 0, 4),
+        (2, 0, 4),
+    ]
     (education,) = plan_rooms("education", 1, "x")
     assert (education.participants, education.streams) == (31, 60)
     mix = plan_rooms("mix", 10, "x")
     assert sorted(p.shape for p in mix).count("one_to_one") == 6
-    assert {p.shape for p in plan_rooms("mix", 4, "x")} == {"one_to_one", "mediation",
-                                                             "education"}
+    assert {p.shape for p in plan_rooms("mix", 4, "x")} == {"one_to_one", "mediation", "education"}
 
 
 def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path: Path) -> None:
@@ -44,10 +60,33 @@ def test_bench_load_measures_latency_loss_and_finds_a_knee(tmp_path: Path) -> No
     generator processes, figures in JSON and a plot."""
     plot = tmp_path / "load.png"
     result = subprocess.run(
-        [sys.executable, "-m", "control.cli", "bench", "load", "--scenario", "one_to_one",
-         "--rooms", "1", "--capacity", "--max-rooms", "2", "--seconds", "2", "--warmup", "1",
-         "--max-p99-ms", "500", "--plot", str(plot), "--json"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "control.cli",
+            "bench",
+            "load",
+            "--scenario",
+            "one_to_one",
+            "--rooms",
+            "1",
+            "--capacity",
+            "--max-rooms",
+            "2",
+            "--seconds",
+            "2",
+            "--warmup",
+            "1",
+            "--max-p99-ms",
+            "500",
+            "--plot",
+            str(plot),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert [s["rooms"] for s in report["steps"]] == [1, 2]
@@ -81,19 +120,44 @@ def test_compare_janus_runs_both_servers_side_by_side(tmp_path: Path) -> None:
         pytest.skip("Debian's janus is not installed (apt-get install janus)")
     plot = tmp_path / "compare.png"
     result = subprocess.run(
-        [sys.executable, "-m", "control.cli", "bench", "compare-janus", "--scenario",
-         "mediation", "--rooms", "1", "--no-capacity", "--seconds", "3", "--warmup", "1",
-         "--plot", str(plot), "--json"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "control.cli",
+            "bench",
+            "compare-janus",
+            "--scenario",
+            "mediation",
+            "--rooms",
+            "1",
+            "--no-capacity",
+            "--seconds",
+            "3",
+            "--warmup",
+            "1",
+            "--plot",
+            str(plot),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("remotecase_cpu_us_per_packet", "janus_cpu_us_per_packet",
-                "efficiency_ratio", "remotecase_knee_streams", "janus_knee_streams"):
+    for key in (
+        "remotecase_cpu_us_per_packet",
+        "janus_cpu_us_per_packet",
+        "efficiency_ratio",
+        "remotecase_knee_streams",
+        "janus_knee_streams",
+    ):
         assert key in summary
     assert summary["remotecase_cpu_us_per_packet"] > 0
     assert summary["janus_cpu_us_per_packet"] > 0
     assert summary["efficiency_ratio"] == pytest.approx(
-        summary["janus_cpu_us_per_packet"] / summary["remotecase_cpu_us_per_packet"], rel=0.01)
+        summary["janus_cpu_us_per_packet"] / summary["remotecase_cpu_us_per_packet"], rel=0.01
+    )
     for server in ("remotecase", "janus"):
         (step,) = summary[server]["steps"]
         assert step["join_failures"] == [] and step["streams"] == 24
@@ -105,9 +169,25 @@ def test_compare_janus_runs_both_servers_side_by_side(tmp_path: Path) -> None:
 
 def test_bench_load_shows_one_worker_against_two() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "control.cli", "bench", "load", "--scaling", "--rooms", "1",
-         "--seconds", "2", "--warmup", "1", "--json"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "control.cli",
+            "bench",
+            "load",
+            "--scaling",
+            "--rooms",
+            "1",
+            "--seconds",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     one, two = summary["reports"]
@@ -145,8 +225,13 @@ def test_light_receivers_count_decrypt_and_time_what_they_read() -> None:
     inter = bytes([0x00]) + bytes(200)
     sent_ns = time.monotonic_ns() - 5_000_000  # sent 5 ms ago
     last = bytes([0x00]) + bytes(100) + TRAILER_MAGIC + sent_ns.to_bytes(8, "big")
-    packets = [(100, 0, inter), (101, 0, keyframe), (102, 0, inter), (103, 1, last),
-               (105, 0, inter)]  # 104 is lost
+    packets = [
+        (100, 0, inter),
+        (101, 0, keyframe),
+        (102, 0, inter),
+        (103, 1, last),
+        (105, 0, inter),
+    ]  # 104 is lost
     for seq, marker, payload in packets:
         data = tx.protect(rtp.build_packet(96, marker, seq, 9000, 0x1234, payload))
         sink.on_datagram(data, rx, Receiver())
@@ -171,18 +256,39 @@ def test_generator_line_protocol_round_trips_and_refuses_bad_lines() -> None:
     from bench.load import protocol
     from bench.load.protocol import Job, Participant, Ready, Result, RoomJob, Stats
 
-    job = Job(base="http://127.0.0.1:1", rooms=[RoomJob("r-0", [Participant("t", True),
-                                                                 Participant("", False)])],
-              bitrate=500_000, fps=30, server="janus", address="10.0.0.1", cpus=[1])
+    job = Job(
+        base="http://127.0.0.1:1",
+        rooms=[RoomJob("r-0", [Participant("t", True), Participant("", False)])],
+        bitrate=500_000,
+        fps=30,
+        server="janus",
+        address="10.0.0.1",
+        cpus=[1],
+    )
     assert protocol.decode_job(protocol.encode_job(job)) == job
     # the fields a job leaves out take their defaults
     assert protocol.decode_job('{"base": "b", "rooms": [], "bitrate": 1, "fps": 1}') == Job(
-        base="b", rooms=[], bitrate=1, fps=1, server="remotecase", address="127.0.0.1",
-        receivers="light", cpus=None)
-    result = Result(joins_ms=[1.5], failures=["r-1: RuntimeError: no"], received=10,
-                    expected=11, latencies_ms=[2.0, 3.0], jitter_ms=[0.5],
-                    first_frame_ms=[900.0], loop_lag_buckets=[3, 0, 1], subscriptions=2,
-                    receiving=1)
+        base="b",
+        rooms=[],
+        bitrate=1,
+        fps=1,
+        server="remotecase",
+        address="127.0.0.1",
+        receivers="light",
+        cpus=None,
+    )
+    result = Result(
+        joins_ms=[1.5],
+        failures=["r-1: RuntimeError: no"],
+        received=10,
+        expected=11,
+        latencies_ms=[2.0, 3.0],
+        jitter_ms=[0.5],
+        first_frame_ms=[900.0],
+        loop_lag_buckets=[3, 0, 1],
+        subscriptions=2,
+        receiving=1,
+    )
     ready, stats = Ready(joined=2, failures=[]), Stats(received=5, cpu=0.25)
     assert protocol.encode(stats).startswith("STATS {")
     assert protocol.decode(protocol.encode(ready) + "\n", Ready) == ready

@@ -53,8 +53,15 @@ def run(kind: str, cpu: int | None = None) -> dict[str, list[str]]:
     def pin() -> None:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
-    out = subprocess.run([sys.executable, "-c", SCRIPT, kind], capture_output=True, text=True,
-                         timeout=60, preexec_fn=pin, check=True)
+
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, kind],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=pin,
+        check=True,
+    )
     result: dict[str, list[str]] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -65,15 +72,21 @@ def test_a_blocking_sleep_is_flagged() -> None:
     assert "sleep" in result["flagged"][0]
 
 
-@pytest.mark.skipif(not Path(f"/proc/self/task/{os.getpid()}/schedstat").exists(),
-                    reason="the kernel has no per-thread schedstat")
+@pytest.mark.skipif(
+    not Path(f"/proc/self/task/{os.getpid()}/schedstat").exists(),
+    reason="the kernel has no per-thread schedstat",
+)
 def test_waiting_for_a_busy_core_is_not_counted() -> None:
     # Four processes spinning on the same core: a callback doing 0.15 s of its own work takes
     # well over the limit in wall time, almost all of it waiting for the core.
     cpu = sorted(os.sched_getaffinity(0))[0]
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                             preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-            for _ in range(4)]
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        )
+        for _ in range(4)
+    ]
     try:
         result = run("burn", cpu)
     finally:

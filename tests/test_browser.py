@@ -29,8 +29,9 @@ pytestmark = pytest.mark.browser
 if not Path(CHROMIUM).exists():  # .ci/run installs it; CI must not skip
     if os.environ.get("CI"):
         raise RuntimeError(f"{CHROMIUM} missing: .ci/run should have installed chromium")
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True
+    )
 
 WIDTH, HEIGHT = 640, 480
 
@@ -41,7 +42,7 @@ def face_image() -> np.ndarray:
     frame = av.VideoFrame.from_ndarray(face, format="rgb24").reformat(width=HEIGHT, height=HEIGHT)
     canvas = np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
     left = (WIDTH - HEIGHT) // 2
-    canvas[:, left:left + HEIGHT] = frame.to_ndarray(format="rgb24")
+    canvas[:, left : left + HEIGHT] = frame.to_ndarray(format="rgb24")
     return canvas
 
 
@@ -88,19 +89,34 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     playwright = await async_playwright().start()
     # Playwright passes its own --disable-features list and a second switch replaces it, so
     # this one carries the entries that keep Chromium off the network, plus ours.
-    disabled = ",".join([
-        "WebRtcHideLocalIpsWithMdns", "OptimizationHints", "NetworkTimeServiceQuerying",
-        "AimEnabled", "PreconnectToSearch", "MediaRouter", "LensOverlay", "HttpsUpgrades",
-        "DestroyProfileOnBrowserClose", "PaintHolding",
-    ])
+    disabled = ",".join(
+        [
+            "WebRtcHideLocalIpsWithMdns",
+            "OptimizationHints",
+            "NetworkTimeServiceQuerying",
+            "AimEnabled",
+            "PreconnectToSearch",
+            "MediaRouter",
+            "LensOverlay",
+            "HttpsUpgrades",
+            "DestroyProfileOnBrowserClose",
+            "PaintHolding",
+        ]
+    )
     context = await playwright.chromium.launch_persistent_context(
         user_data_dir=profile,
         executable_path=CHROMIUM,
         headless=True,
         args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={y4m}",
             f"--disable-features={disabled}",
         ],
@@ -110,7 +126,8 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     await context.expose_function("__cspViolation", lambda text: violations.append(text))
     await context.add_init_script(
         "document.addEventListener('securitypolicyviolation', (e) => window.__cspViolation("
-        "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));")
+        "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));"
+    )
     try:
         yield context
         assert violations == [], f"the pages broke their CSP: {violations}"
@@ -121,7 +138,8 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 async def test_chromium_publishes_face_to_aiortc_subscriber(
-        server: Server, clients: list[PeerClient], browser: Any) -> None:
+    server: Server, clients: list[PeerClient], browser: Any
+) -> None:
     watcher = await join(server, clients, "browser-room", "officer")
     page = await browser.new_page()
     errors: list[str] = []
@@ -129,11 +147,17 @@ async def test_chromium_publishes_face_to_aiortc_subscriber(
     token = server.token("browser-room", "party", name="Party")
     await page.goto(f"{server.base_url}/?token={token}")
 
-    await wait_until(lambda: watcher.mids_for_participant("party", "video") != [], timeout=20,
-                     what="the browser's video offered to the aiortc subscriber")
+    await wait_until(
+        lambda: watcher.mids_for_participant("party", "video") != [],
+        timeout=20,
+        what="the browser's video offered to the aiortc subscriber",
+    )
     (mid,) = watcher.mids_for_participant("party", "video")
-    await wait_until(lambda: watcher.frame_counts[mid] >= 10, timeout=20,
-                     what="frames from Chromium decoded by aiortc")
+    await wait_until(
+        lambda: watcher.frame_counts[mid] >= 10,
+        timeout=20,
+        what="frames from Chromium decoded by aiortc",
+    )
     face, other = face_image(), other_image()
     frame = watcher.frames[mid][-1]
     same = mean_abs_diff(frame, face)
@@ -145,7 +169,8 @@ async def test_chromium_publishes_face_to_aiortc_subscriber(
 
 
 async def test_chromium_receives_and_decodes_forwarded_stream(
-        server: Server, clients: list[PeerClient], browser: Any) -> None:
+    server: Server, clients: list[PeerClient], browser: Any
+) -> None:
     publisher = await join(server, clients, "browser-room2", "officer")
     await publisher.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
     page = await browser.new_page()
@@ -184,7 +209,8 @@ async def test_chromium_receives_and_decodes_forwarded_stream(
 
 
 async def test_two_tabs_meet_through_the_join_form(
-        server: Server, browser: Any, tmp_path: Path) -> None:
+    server: Server, browser: Any, tmp_path: Path
+) -> None:
     """The README's promise: open the page in two tabs, pick a room, see each other."""
     pages = []
     for name in ("Officer Li", "Driver Wang"):
@@ -220,13 +246,15 @@ async def test_two_tabs_meet_through_the_join_form(
     await asyncio.sleep(0.5)
     await pages[0].screenshot(path=str(tmp_path / "two-tabs.png"))
     assert all(sizes), f"remote video sizes per tab: {sizes}"
-    labels = await pages[0].eval_on_selector_all(".tile .label",
-                                                 "els => els.map(e => e.textContent)")
+    labels = await pages[0].eval_on_selector_all(
+        ".tile .label", "els => els.map(e => e.textContent)"
+    )
     assert "Driver Wang" in labels and "Officer Li (you)" in labels
 
 
 async def test_party_page_from_invitation_link_to_call(
-        server: Server, clients: list[PeerClient], browser: Any, tmp_path: Path) -> None:
+    server: Server, clients: list[PeerClient], browser: Any, tmp_path: Path
+) -> None:
     """Issue 5's party page: the link, explicit consents, a preview, then the call."""
     import aiohttp
 
@@ -236,22 +264,29 @@ async def test_party_page_from_invitation_link_to_call(
     password = "correct horse battery"
     await server.app[DB].run(lambda c: create_officer(c, "li", password, "officer", "b"))
     async with aiohttp.ClientSession() as http:
-        async def call(method: str, path: str, token: str | None = None,
-                       body: Any = None) -> Any:
+
+        async def call(method: str, path: str, token: str | None = None, body: Any = None) -> Any:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            async with http.request(method, server.base_url + path, json=body,
-                                    headers=headers) as response:
+            async with http.request(
+                method, server.base_url + path, json=body, headers=headers
+            ) as response:
                 assert response.status < 300, await response.text()
                 return await response.json()
 
-        login = (await call("POST", "/api/login", None,
-                            {"username": "li", "password": password}))["token"]
+        login = (await call("POST", "/api/login", None, {"username": "li", "password": password}))[
+            "token"
+        ]
         case = await call("POST", "/api/cases", login, {"kind": "accident", "title": "t"})
-        party = await call("POST", f"/api/cases/{case['id']}/parties", login,
-                           {"role": "driver", "name": "Wang Wei"})
+        party = await call(
+            "POST",
+            f"/api/cases/{case['id']}/parties",
+            login,
+            {"role": "driver", "name": "Wang Wei"},
+        )
         session = await call("POST", f"/api/cases/{case['id']}/sessions", login)
-        invite = await call("POST", f"/api/cases/{case['id']}/invitations", login,
-                            {"party_id": party["id"]})
+        invite = await call(
+            "POST", f"/api/cases/{case['id']}/invitations", login, {"party_id": party["id"]}
+        )
     from bench.peer import PeerClient
 
     officer = PeerClient(server.base_url, session["token"])
@@ -267,11 +302,17 @@ async def test_party_page_from_invitation_link_to_call(
     await page.check("#consent-face")
     await page.click("#consent-form button[type=submit]")
     participant = f"party-{party['id']}"
-    await wait_until(lambda: officer.mids_for_participant(participant, "video") != [],
-                     timeout=20, what="the party's video offered to the officer")
+    await wait_until(
+        lambda: officer.mids_for_participant(participant, "video") != [],
+        timeout=20,
+        what="the party's video offered to the officer",
+    )
     (mid,) = officer.mids_for_participant(participant, "video")
-    await wait_until(lambda: officer.frame_counts[mid] >= 5, timeout=20,
-                     what="the party's frames decoded at the officer")
+    await wait_until(
+        lambda: officer.frame_counts[mid] >= 5,
+        timeout=20,
+        what="the party's frames decoded at the officer",
+    )
     same = mean_abs_diff(officer.frames[mid][-1], face_image())
     assert same < 12
 
@@ -286,15 +327,20 @@ async def test_party_page_from_invitation_link_to_call(
     await page.set_input_files("#material-file", str(tmp_path / "photo.jpg"))
     await page.click("#upload-form button")
     await page.wait_for_selector("#upload-status:has-text('Windows executable')")
-    async with aiohttp.ClientSession() as http, http.get(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
             f"{server.base_url}/api/cases/{case['id']}/materials",
-            headers={"Authorization": f"Bearer {login}"}) as r:
+            headers={"Authorization": f"Bearer {login}"},
+        ) as r,
+    ):
         materials = (await r.json())["materials"]
     assert [(m["name"], m["party_id"]) for m in materials] == [("bill.jpg", party["id"])]
 
 
 async def test_officer_console_runs_a_session(
-        server: Server, clients: list[PeerClient], browser: Any, tmp_path: Path) -> None:
+    server: Server, clients: list[PeerClient], browser: Any, tmp_path: Path
+) -> None:
     """The officers' console in Chromium: log in, open a case, add a party, make its link,
     attach an evidence video, open the session, see the party join, show the video to the
     party, end the session."""
@@ -308,8 +354,9 @@ async def test_officer_console_runs_a_session(
     from control.sessions.display import PARTICIPANT
     from tests import samples
 
-    await server.app[DB].run(lambda c: create_officer(c, "li", "correct horse battery",
-                                                      "officer", "brigade-1"))
+    await server.app[DB].run(
+        lambda c: create_officer(c, "li", "correct horse battery", "officer", "brigade-1")
+    )
     video = tmp_path / "scene.webm"
     video.write_bytes(await asyncio.to_thread(samples.webm_vp8, seconds=6))
     page = await browser.new_page()
@@ -343,10 +390,13 @@ async def test_officer_console_runs_a_session(
     assert "token=" in (await page.get_attribute("#join-call", "href") or "")
 
     # the party comes in by its link (an aiortc client here; the party page has its own test)
-    async with aiohttp.ClientSession() as http, http.post(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
             server.base_url + "/api/invitations/redeem",
-            json={"token": link.split("invite=")[1],
-                  "consent": {"recording": True, "face": True}}) as r:
+            json={"token": link.split("invite=")[1], "consent": {"recording": True, "face": True}},
+        ) as r,
+    ):
         redeemed = await r.json()
         assert r.status == 200, redeemed
     party = PeerClient(server.base_url, redeemed["token"])
@@ -374,7 +424,8 @@ async def test_officer_console_runs_a_session(
 
 
 async def test_page_without_development_mode_says_joining_needs_an_invitation(
-        browser: Any, tmp_path: Path) -> None:
+    browser: Any, tmp_path: Path
+) -> None:
     """`remotecase serve` (development mode off): the page explains, Chinese first, instead of
     a join form that could only fail."""
     from tests.conftest import make_config, start_server

@@ -57,23 +57,44 @@ async def chromium(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[Any]:
     write_camera(y4m, picture)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     playwright = await async_playwright().start()
-    disabled = ",".join([
-        "WebRtcHideLocalIpsWithMdns", "OptimizationHints", "NetworkTimeServiceQuerying",
-        "AimEnabled", "PreconnectToSearch", "MediaRouter", "LensOverlay", "HttpsUpgrades",
-        "DestroyProfileOnBrowserClose", "PaintHolding",
-    ])
+    disabled = ",".join(
+        [
+            "WebRtcHideLocalIpsWithMdns",
+            "OptimizationHints",
+            "NetworkTimeServiceQuerying",
+            "AimEnabled",
+            "PreconnectToSearch",
+            "MediaRouter",
+            "LensOverlay",
+            "HttpsUpgrades",
+            "DestroyProfileOnBrowserClose",
+            "PaintHolding",
+        ]
+    )
     context = await playwright.chromium.launch_persistent_context(
-        user_data_dir=profile, executable_path=CHROMIUM, headless=True,
-        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update",
-              "--disable-sync", "--use-fake-ui-for-media-stream",
-              "--use-fake-device-for-media-stream",
-              f"--use-file-for-fake-video-capture={y4m}", f"--disable-features={disabled}"])
+        user_data_dir=profile,
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}",
+            f"--disable-features={disabled}",
+        ],
+    )
     violations: list[str] = []
     await context.expose_function("__cspViolation", lambda text: violations.append(text))
     await context.add_init_script(
         "document.addEventListener('securitypolicyviolation', (e) => window.__cspViolation("
-        "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));")
+        "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));"
+    )
     try:
         yield context
         assert violations == [], f"the page broke its CSP: {violations}"
@@ -84,25 +105,27 @@ async def chromium(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def party_at_the_door(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[
-        dict[str, Any]]:
+async def party_at_the_door(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[dict[str, Any]]:
     """A server checking parties before they join, a case whose party (the astronaut) is
     enrolled, the officer in the call, and the party's page past its consents."""
-    server = await start_server(make_config(tmp_path, auth={"dev_join": False,
-                                                            "prejoin_check": True}))
+    server = await start_server(
+        make_config(tmp_path, auth={"dev_join": False, "prejoin_check": True})
+    )
     officer_client: PeerClient | None = None
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
             login = await officer_login(server, api)
             case, party = await case_with_party(api, login)
-            status, body = await api.call("PUT", f"/api/cases/{case}/parties/{party}/reference",
-                                          login, data=_png(ASTRONAUT))
+            status, body = await api.call(
+                "PUT", f"/api/cases/{case}/parties/{party}/reference", login, data=_png(ASTRONAUT)
+            )
             assert status == 200, body
             status, session = await api.call("POST", f"/api/cases/{case}/sessions", login)
             assert status == 201
-            status, invite = await api.call("POST", f"/api/cases/{case}/invitations", login,
-                                            {"party_id": party})
+            status, invite = await api.call(
+                "POST", f"/api/cases/{case}/invitations", login, {"party_id": party}
+            )
             assert status == 201
             officer_client = PeerClient(server.base_url, session["token"])
             await officer_client.connect()
@@ -117,10 +140,18 @@ async def party_at_the_door(tmp_path: Path, picture: np.ndarray) -> AsyncIterato
                 await page.check("#consent-face")
                 await page.click("#consent-form button[type=submit]")
                 await page.wait_for_selector("#prejoin:not([hidden])")
-                yield {"server": server, "api": api, "login": login, "case": case,
-                       "party": party, "session": session, "page": page,
-                       "officer": officer_client, "errors": errors,
-                       "checks": f"/api/cases/{case}/sessions/{session['id']}/prejoin"}
+                yield {
+                    "server": server,
+                    "api": api,
+                    "login": login,
+                    "case": case,
+                    "party": party,
+                    "session": session,
+                    "page": page,
+                    "officer": officer_client,
+                    "errors": errors,
+                    "checks": f"/api/cases/{case}/sessions/{session['id']}/prejoin",
+                }
     finally:
         if officer_client is not None:
             await officer_client.close()
@@ -129,7 +160,8 @@ async def party_at_the_door(tmp_path: Path, picture: np.ndarray) -> AsyncIterato
 
 async def _prejoin(page: Any) -> dict[str, Any]:
     result: dict[str, Any] = await page.evaluate(
-        "() => ({...window.remotecase.prejoin, joined: Boolean(window.remotecase.ws)})")
+        "() => ({...window.remotecase.prejoin, joined: Boolean(window.remotecase.ws)})"
+    )
     return result
 
 
@@ -142,8 +174,10 @@ async def test_a_matching_face_passes_and_the_party_joins(tmp_path: Path) -> Non
         assert state["said"][-1].startswith("身份核验通过")
         participant = f"party-{door['party']}"
         await wait_for_condition(
-            lambda: officer.mids_for_participant(participant, "video") != [], timeout=30,
-            what="the checked party's video at the officer")
+            lambda: officer.mids_for_participant(participant, "video") != [],
+            timeout=30,
+            what="the checked party's video at the officer",
+        )
         # the camera keeps its resolution: at least 640x480, and the sender is told so
         await _wait_for(page, "window.remotecase.degradation !== undefined", timeout=20)
         camera = await page.evaluate("""() => {
@@ -156,8 +190,11 @@ async def test_a_matching_face_passes_and_the_party_joins(tmp_path: Path) -> Non
         (party,) = view["parties"]
         assert party["status"] == "passed"
         assert [v["verdict"] for v in party["verdicts"]].count("match") == 3
-        logged = [e for e in door["server"].app[CUSTODY].entries()
-                  if e["type"] == "verification.verdict" and e.get("phase") == "prejoin"]
+        logged = [
+            e
+            for e in door["server"].app[CUSTODY].entries()
+            if e["type"] == "verification.verdict" and e.get("phase") == "prejoin"
+        ]
         assert len(logged) == len(party["verdicts"])
         assert door["errors"] == []
 
@@ -205,21 +242,24 @@ async def test_the_console_attests_an_id_document_and_admits_by_hand(tmp_path: P
     from tests.conftest import CONSENT, party_link
     from tests.test_prejoin import jpeg
 
-    server = await start_server(make_config(tmp_path, auth={"dev_join": False,
-                                                            "prejoin_check": True}))
+    server = await start_server(
+        make_config(tmp_path, auth={"dev_join": False, "prejoin_check": True})
+    )
     clients: list[PeerClient] = []
     try:
         async with aiohttp.ClientSession() as http, chromium(tmp_path, canvas(None)) as browser:
             api = Api(http, server.base_url)
             login = await officer_login(server, api, brigade="b1")
             case, declined = await case_with_party(api, login, name="Zhang San")
-            status, other = await api.call("POST", f"/api/cases/{case}/parties", login,
-                                           {"role": "witness", "name": "Li Si"})
+            status, other = await api.call(
+                "POST", f"/api/cases/{case}/parties", login, {"role": "witness", "name": "Li Si"}
+            )
             assert status == 201
             status, _ = await api.call("POST", f"/api/cases/{case}/sessions", login)
             assert status == 201
-            no_face = await party_link(api, login, case, declined,
-                                       {"recording": True, "face": False})
+            no_face = await party_link(
+                api, login, case, declined, {"recording": True, "face": False}
+            )
             witness = await party_link(api, login, case, other["id"], CONSENT)
 
             page = await browser.new_page()
@@ -234,8 +274,9 @@ async def test_the_console_attests_an_id_document_and_admits_by_hand(tmp_path: P
             await page.wait_for_selector(f"#prejoin li[data-party-id='{declined}']")
 
             document = jpeg(canvas(skimage.data.coffee()))
-            status, body = await api.call("POST", "/api/party/prejoin/still",
-                                          no_face["token"], data=document)
+            status, body = await api.call(
+                "POST", "/api/party/prejoin/still", no_face["token"], data=document
+            )
             assert status == 200 and body["route"] == "document", body
             show = f"#prejoin li[data-party-id='{declined}'] button:has-text('Show picture')"
             await page.wait_for_selector(show, timeout=10000)
@@ -247,19 +288,24 @@ async def test_the_console_attests_an_id_document_and_admits_by_hand(tmp_path: P
             await page.fill("#attest-note", "原件核对无误 / original checked")
             await page.click("#attest button[type=submit]")
             await page.wait_for_selector(
-                f"#prejoin li[data-party-id='{declined}'][data-status='attested']")
+                f"#prejoin li[data-party-id='{declined}'][data-status='attested']"
+            )
 
             await page.fill("#action-reason", "witness known to the brigade")
-            await page.click(f"#prejoin li[data-party-id='{other['id']}'] "
-                             "button:has-text('Admit manually')")
+            await page.click(
+                f"#prejoin li[data-party-id='{other['id']}'] button:has-text('Admit manually')"
+            )
             await page.wait_for_selector(
-                f"#prejoin li[data-party-id='{other['id']}'][data-status='admitted']")
+                f"#prejoin li[data-party-id='{other['id']}'][data-status='admitted']"
+            )
 
             entries = server.app[CUSTODY].entries()
             (attested,) = [e for e in entries if e["type"] == "verification.id_attested"]
             assert attested["still_sha256"] == hashlib.sha256(document).hexdigest()
             assert (attested["document_type"], attested["document_last_digits"]) == (
-                "resident_id", "0312")
+                "resident_id",
+                "0312",
+            )
             (manual,) = [e for e in entries if e["type"] == "verification.manual_admission"]
             assert manual["reason"] == "witness known to the brigade"
             assert not [e for e in entries if e["type"] == "verification.verdict"]
@@ -289,13 +335,15 @@ async def test_a_small_picture_is_guidance_on_both_pages_not_an_alert(tmp_path: 
             api = Api(http, server.base_url)
             login = await officer_login(server, api, brigade="b1")
             case, party = await case_with_party(api, login)
-            status, body = await api.call("PUT", f"/api/cases/{case}/parties/{party}/reference",
-                                          login, data=_png(ASTRONAUT))
+            status, body = await api.call(
+                "PUT", f"/api/cases/{case}/parties/{party}/reference", login, data=_png(ASTRONAUT)
+            )
             assert status == 200, body
             status, _ = await api.call("POST", f"/api/cases/{case}/sessions", login)
             assert status == 201
-            status, invite = await api.call("POST", f"/api/cases/{case}/invitations", login,
-                                            {"party_id": party})
+            status, invite = await api.call(
+                "POST", f"/api/cases/{case}/invitations", login, {"party_id": party}
+            )
             console = await browser.new_page()
             await console.goto(server.base_url + "/console")
             await console.fill("#username", "li")
@@ -309,14 +357,21 @@ async def test_a_small_picture_is_guidance_on_both_pages_not_an_alert(tmp_path: 
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(server.base_url + invite["link"])
             await _wait_for(page, "document.getElementById('preview').videoWidth > 0")
-            assert await page.evaluate(
-                "() => window.remotecase.local.getVideoTracks()[0].getSettings().width") == 320
+            assert (
+                await page.evaluate(
+                    "() => window.remotecase.local.getVideoTracks()[0].getSettings().width"
+                )
+                == 320
+            )
             assert (await page.inner_text("#guidance")).startswith("摄像头分辨率低于 640x480")
             await page.check("#consent-recording")
             await page.check("#consent-face")
             await page.click("#consent-form button[type=submit]")
-            await _wait_for(page, "document.getElementById('guidance').textContent"
-                                  ".startsWith('画面太小')", timeout=60)
+            await _wait_for(
+                page,
+                "document.getElementById('guidance').textContent.startsWith('画面太小')",
+                timeout=60,
+            )
             shown = await page.inner_text("#guidance")
             assert "请靠近摄像头" in shown, shown
             row = console.locator("#participants li", has_text="picture:")
@@ -325,7 +380,8 @@ async def test_a_small_picture_is_guidance_on_both_pages_not_an_alert(tmp_path: 
             assert "画面太小，无法核验人脸" in text and "请当事人靠近摄像头" in text, text
             assert "alert" not in text
             states = await console.eval_on_selector_all(
-                "#participants li span", "els => els.map(e => e.className)")
+                "#participants li span", "els => els.map(e => e.className)"
+            )
             assert "state-alert" not in states and "state-low_quality" in states
             assert errors == []
     finally:

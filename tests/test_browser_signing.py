@@ -23,33 +23,46 @@ pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"
 
 
-async def test_party_page_draws_a_mark_and_signs(server: Server,
-                                                 browser: Any) -> None:  # noqa: F811
+async def test_party_page_draws_a_mark_and_signs(server: Server, browser: Any) -> None:  # noqa: F811
     await server.app[DB].run(lambda c: create_officer(c, "li", PASSWORD, "officer", "b"))
     async with aiohttp.ClientSession() as http:
-        async def call(method: str, path: str, token: str | None = None,
-                       body: Any = None) -> Any:
+
+        async def call(method: str, path: str, token: str | None = None, body: Any = None) -> Any:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            async with http.request(method, server.base_url + path, json=body,
-                                    headers=headers) as response:
+            async with http.request(
+                method, server.base_url + path, json=body, headers=headers
+            ) as response:
                 assert response.status < 300, await response.text()
                 if response.content_type == "application/json":
                     return await response.json()
                 return await response.read()
 
-        login = (await call("POST", "/api/login", None,
-                            {"username": "li", "password": PASSWORD}))["token"]
+        login = (await call("POST", "/api/login", None, {"username": "li", "password": PASSWORD}))[
+            "token"
+        ]
         case = await call("POST", "/api/cases", login, {"kind": "violation", "title": "t"})
-        party = await call("POST", f"/api/cases/{case['id']}/parties", login,
-                           {"role": "driver", "name": "张三"})
+        party = await call(
+            "POST", f"/api/cases/{case['id']}/parties", login, {"role": "driver", "name": "张三"}
+        )
         session = await call("POST", f"/api/cases/{case['id']}/sessions", login)
-        invite = await call("POST", f"/api/cases/{case['id']}/invitations", login,
-                            {"party_id": party["id"]})
+        invite = await call(
+            "POST", f"/api/cases/{case['id']}/invitations", login, {"party_id": party["id"]}
+        )
         s = sample("delivery_consent")
-        doc = await call("POST", f"/api/cases/{case['id']}/documents", login, {
-            "kind": "delivery_consent",
-            "data": {"department": s["department"], "case": s["case"], "delivery": s["delivery"],
-                     "parties": [{"id": party["id"], "id_number": "110101198503020011"}]}})
+        doc = await call(
+            "POST",
+            f"/api/cases/{case['id']}/documents",
+            login,
+            {
+                "kind": "delivery_consent",
+                "data": {
+                    "department": s["department"],
+                    "case": s["case"],
+                    "delivery": s["delivery"],
+                    "parties": [{"id": party["id"], "id_number": "110101198503020011"}],
+                },
+            },
+        )
         await seed_match(server, session["room"], party["id"])
 
         page = await browser.new_page()
@@ -89,8 +102,7 @@ async def test_party_page_draws_a_mark_and_signs(server: Server,
         await console.wait_for_selector("#login")
 
 
-async def test_console_writes_the_record_during_the_session(server: Server,
-                                                            browser: Any) -> None:  # noqa: F811
+async def test_console_writes_the_record_during_the_session(server: Server, browser: Any) -> None:  # noqa: F811
     await server.app[DB].run(lambda c: create_officer(c, "li", PASSWORD, "officer", "brigade-1"))
     page = await browser.new_page()
     await page.goto(server.base_url + "/console")
@@ -107,8 +119,9 @@ async def test_console_writes_the_record_during_the_session(server: Server,
     await page.wait_for_selector("#parties li:has-text('张三')")
     await page.click("#open-session button")
     await page.wait_for_selector("#session-open:not([hidden])")
-    await page.wait_for_selector("#records-documents:not([hidden]) #record-party option",
-                                 state="attached")
+    await page.wait_for_selector(
+        "#records-documents:not([hidden]) #record-party option", state="attached"
+    )
     await page.click("#record-new")
     await page.wait_for_selector("#record-turns li:has-text('writing')")
     await page.fill("#turn-q", "请讲一下事故经过。")

@@ -18,19 +18,19 @@ from common.hashing import canonical, sha256_file
 def test_canonical_is_the_custody_logs_form() -> None:
     # known answer: changing this form changes every hash and signature already made
     record = {"b": [1, 2.5, None], "a": "民警 / officer", "c": {"z": True, "y": "\u00e9"}}
-    assert canonical(record) == '{"a":"民警 / officer","b":[1,2.5,null],"c":{"y":"é","z":true}}' \
-        .encode()
+    assert (
+        canonical(record)
+        == '{"a":"民警 / officer","b":[1,2.5,null],"c":{"y":"é","z":true}}'.encode()
+    )
     assert canonical({"line": "a\nb"}) == b'{"line":"a\\nb"}'  # one entry stays one line
 
 
 def test_file_hash_known_answers(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"abc")  # FIPS 180-2's test vector
-    assert sha256_file(path) == \
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     path.write_bytes(b"")
-    assert sha256_file(path) == \
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert sha256_file(path) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     data = os.urandom(3 << 20) + b"tail"  # more than one 1 MiB block, and a partial last one
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()

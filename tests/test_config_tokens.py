@@ -23,27 +23,33 @@ def test_defaults_are_safe() -> None:
 def test_file_then_environment(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[server]\nport = 9001\n[media]\nice_servers = [{urls = ["stun:10.0.0.1"]}]\n')
-    config = load_config(path, environ={"REMOTECASE_SERVER__PORT": "9002",
-                                        "REMOTECASE_LOG__LEVEL": "DEBUG"})
+    config = load_config(
+        path, environ={"REMOTECASE_SERVER__PORT": "9002", "REMOTECASE_LOG__LEVEL": "DEBUG"}
+    )
     assert config.server.port == 9002
     assert config.log.level == "DEBUG"
     assert config.media.ice_servers[0].urls == ["stun:10.0.0.1"]
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"server": {"prot": 1}}, "unknown config key 'server.prot'"),
-    ({"sever": {"port": 1}}, "unknown config key 'sever'"),
-    ({"server": {"port": "eighty"}}, "server.port: expected an integer"),
-    ({"server": {"port": 70000}}, "server.port"),
-    ({"media": {"connect_timeout": -1}}, "media.connect_timeout"),
-    ({"media": {"ice_servers": [{"urls": ["http://x"]}]}}, "media.ice_servers[0].urls"),
-    ({"media": {"host_addresses": ["not-an-ip"]}}, "media.host_addresses[0]"),
-    ({"server": {"host": "0.0.0.0"}, "auth": {"dev_join": True}}, "auth.dev_join"),
-    ({"server": {"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}},
-     "server.tls_cert"),
-    ({"auth": {"dev_join": "yes"}}, "auth.dev_join: expected true or false"),
-    ({"verifier": {"facenet_runtime": "tensorflow"}}, "verifier.facenet_runtime"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"server": {"prot": 1}}, "unknown config key 'server.prot'"),
+        ({"sever": {"port": 1}}, "unknown config key 'sever'"),
+        ({"server": {"port": "eighty"}}, "server.port: expected an integer"),
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"media": {"connect_timeout": -1}}, "media.connect_timeout"),
+        ({"media": {"ice_servers": [{"urls": ["http://x"]}]}}, "media.ice_servers[0].urls"),
+        ({"media": {"host_addresses": ["not-an-ip"]}}, "media.host_addresses[0]"),
+        ({"server": {"host": "0.0.0.0"}, "auth": {"dev_join": True}}, "auth.dev_join"),
+        (
+            {"server": {"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}},
+            "server.tls_cert",
+        ),
+        ({"auth": {"dev_join": "yes"}}, "auth.dev_join: expected true or false"),
+        ({"verifier": {"facenet_runtime": "tensorflow"}}, "verifier.facenet_runtime"),
+    ],
+)
 def test_bad_values_name_the_key(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, environ={}, overrides=overrides)
@@ -61,9 +67,15 @@ def test_bad_file_is_named(tmp_path: Path) -> None:
 
 def test_serve_refuses_to_start_on_bad_config(tmp_path: Path) -> None:
     env = {**os.environ, "REMOTECASE_MEDIA__BOGUS": "1"}
-    result = subprocess.run([sys.executable, "-m", "control.cli", "serve"], env=env,
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "control.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 2
     assert "unknown config key 'media.bogus'" in result.stderr
 
@@ -74,7 +86,11 @@ def test_tokens(tmp_path: Path) -> None:
     token = signer.mint("room1", "alice", name="Alice", ttl=60, now=1000)
     grant = signer.verify(token, now=1059)
     assert (grant.room, grant.participant, grant.name, grant.role) == (
-        "room1", "alice", "Alice", "party")
+        "room1",
+        "alice",
+        "Alice",
+        "party",
+    )
     with pytest.raises(TokenError) as expired:
         signer.verify(token, now=1060)
     assert expired.value.code == "token_expired"
@@ -86,6 +102,7 @@ def test_tokens(tmp_path: Path) -> None:
     head, body, sig = token.split(".")
     import base64
     import json
+
     claims = json.loads(base64.urlsafe_b64decode(body + "=="))
     claims["room"] = "room2"
     edited = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
@@ -99,7 +116,12 @@ def test_cli_mints_tokens_the_server_accepts(tmp_path: Path) -> None:
     env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "control.cli", "token", "--room", "r", "--participant", "p"],
-        env=env, capture_output=True, text=True, timeout=60, check=True)
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     grant = TokenSigner.from_file(tmp_path / "secrets" / "token.key").verify(result.stdout.strip())
     assert (grant.room, grant.participant) == ("r", "p")
 
@@ -117,13 +139,18 @@ def test_each_section_checks_itself_and_holds_its_defaults() -> None:
     with pytest.raises(ConfigError, match=r"materials\.max_pdf_pages"):
         MaterialsConfig(max_pdf_pages=0)
     with pytest.raises(ConfigError, match=r"auth\.dev_join"):
-        load_config(environ={"REMOTECASE_SERVER__HOST": "0.0.0.0",
-                             "REMOTECASE_AUTH__DEV_JOIN": "true"})
+        load_config(
+            environ={"REMOTECASE_SERVER__HOST": "0.0.0.0", "REMOTECASE_AUTH__DEV_JOIN": "true"}
+        )
     # the defaults that other parts use are the sections' own
     media = MediaOptions()
     for field in dataclasses.fields(MediaConfig):
-        if field.name in ("connect_timeout", "negotiation_timeout", "pli_min_interval",
-                          "max_participants"):
+        if field.name in (
+            "connect_timeout",
+            "negotiation_timeout",
+            "pli_min_interval",
+            "max_participants",
+        ):
             assert getattr(MediaConfig(), field.name) == getattr(media, field.name)
     assert ContentBudget() == ContentBudget.of(MaterialsConfig())
     signer = TokenSigner(b"k" * 32)

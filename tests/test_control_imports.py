@@ -19,7 +19,8 @@ def module_name(path: Path) -> str:
 def _type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def top_level_imports(path: Path, modules: set[str]) -> set[str]:
@@ -44,7 +45,7 @@ def top_level_imports(path: Path, modules: set[str]) -> set[str]:
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")
-                    base = base[:len(base) - node.level + 1]
+                    base = base[: len(base) - node.level + 1]
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
@@ -57,8 +58,11 @@ def top_level_imports(path: Path, modules: set[str]) -> set[str]:
     for target in found:
         # importing a.b.c runs a and a.b first
         parts = target.split(".")
-        out.update(m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
-                   if m in modules and m != name)
+        out.update(
+            m
+            for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            if m in modules and m != name
+        )
     return out
 
 
@@ -77,7 +81,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (cycle := walk(nxt)) is not None:
                 return cycle
         path.pop()
@@ -121,8 +125,9 @@ SQL_OWNERS = {"control.db", "control.access", "control.auth"}
 
 def _takes_request(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
-    return any(arg.annotation is not None and "Request" in ast.unparse(arg.annotation)
-               for arg in args)
+    return any(
+        arg.annotation is not None and "Request" in ast.unparse(arg.annotation) for arg in args
+    )
 
 
 def request_functions_with_sql(source: str) -> list[str]:
@@ -131,9 +136,12 @@ def request_functions_with_sql(source: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _takes_request(node):
-            if any(isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
-                   and inner.func.attr in ("execute", "executemany", "executescript")
-                   for inner in ast.walk(node)):
+            if any(
+                isinstance(inner, ast.Call)
+                and isinstance(inner.func, ast.Attribute)
+                and inner.func.attr in ("execute", "executemany", "executescript")
+                for inner in ast.walk(node)
+            ):
                 found.append(f"{node.name}:{node.lineno}")
     return found
 
@@ -147,7 +155,8 @@ def test_the_sql_check_finds_sql_in_a_handler() -> None:
         "async def thin(request: web.Request) -> web.Response:\n"
         "    return done(await request.app[DB].run(lambda c: store.one(c)))\n"
         "def store_function(conn: sqlite3.Connection) -> None:\n"
-        "    conn.execute('SELECT 1')\n")
+        "    conn.execute('SELECT 1')\n"
+    )
     assert request_functions_with_sql(handler) == ["get:1"]
 
 
@@ -168,8 +177,12 @@ def test_the_supervisor_does_not_lean_on_the_benchmarks() -> None:
     of ``bench`` (free_port) anywhere, nor starts a task no TaskSet owns."""
     tree = ast.parse((CONTROL / "front.py").read_text(encoding="utf-8"))
     imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                 for alias in node.names}
+    imported |= {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
     assert not any(name == "bench" or name.startswith("bench.") for name in imported), imported
     calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     assert not calls & {"asyncio.ensure_future", "asyncio.create_task", "loop.create_task"}

@@ -25,8 +25,9 @@ def rfc_node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def rfc_verify_inclusion(leaf_index: int, tree_size: int, leaf: bytes, path: list[bytes],
-                         root: bytes) -> bool:
+def rfc_verify_inclusion(
+    leaf_index: int, tree_size: int, leaf: bytes, path: list[bytes], root: bytes
+) -> bool:
     # RFC 9162 section 2.1.3.2, steps 1-6
     if leaf_index >= tree_size:
         return False
@@ -45,8 +46,9 @@ def rfc_verify_inclusion(leaf_index: int, tree_size: int, leaf: bytes, path: lis
     return sn == 0 and r == root
 
 
-def rfc_verify_consistency(first: int, second: int, first_hash: bytes, second_hash: bytes,
-                           path: list[bytes]) -> bool:
+def rfc_verify_consistency(
+    first: int, second: int, first_hash: bytes, second_hash: bytes, path: list[bytes]
+) -> bool:
     # RFC 9162 section 2.1.4.2, steps 1-7
     if first == second:
         return not path and first_hash == second_hash
@@ -89,20 +91,23 @@ def test_proofs_check_out_with_the_independent_checker(log: CustodyLog) -> None:
         root = bytes.fromhex(head.root_hash)
         for index in range(head.tree_size):
             proof = [bytes.fromhex(h) for h in log.inclusion_proof(index, head.tree_size)]
-            assert rfc_verify_inclusion(index, head.tree_size, rfc_leaf(lines[index]), proof,
-                                        root), (index, head.tree_size)
+            assert rfc_verify_inclusion(
+                index, head.tree_size, rfc_leaf(lines[index]), proof, root
+            ), (index, head.tree_size)
             # the wrong leaf or position fails
-            assert not rfc_verify_inclusion(index, head.tree_size, rfc_leaf(b"forged"), proof,
-                                            root)
+            assert not rfc_verify_inclusion(index, head.tree_size, rfc_leaf(b"forged"), proof, root)
     for old in heads:
         for new in heads:
             if old.tree_size > new.tree_size:
                 continue
-            proof = [bytes.fromhex(h)
-                     for h in log.consistency_proof(old.tree_size, new.tree_size)]
-            assert rfc_verify_consistency(old.tree_size, new.tree_size,
-                                          bytes.fromhex(old.root_hash),
-                                          bytes.fromhex(new.root_hash), proof)
+            proof = [bytes.fromhex(h) for h in log.consistency_proof(old.tree_size, new.tree_size)]
+            assert rfc_verify_consistency(
+                old.tree_size,
+                new.tree_size,
+                bytes.fromhex(old.root_hash),
+                bytes.fromhex(new.root_hash),
+                proof,
+            )
 
 
 def test_a_fork_fails_consistency(tmp_path: Path) -> None:
@@ -117,8 +122,13 @@ def test_a_fork_fails_consistency(tmp_path: Path) -> None:
         forked.append("x", actor="a", n=i)
     new = forked.sign_head()
     proof = [bytes.fromhex(h) for h in forked.consistency_proof(old.tree_size, new.tree_size)]
-    assert not rfc_verify_consistency(old.tree_size, new.tree_size, bytes.fromhex(old.root_hash),
-                                      bytes.fromhex(new.root_hash), proof)
+    assert not rfc_verify_consistency(
+        old.tree_size,
+        new.tree_size,
+        bytes.fromhex(old.root_hash),
+        bytes.fromhex(new.root_hash),
+        proof,
+    )
     honest.close()
     forked.close()
 

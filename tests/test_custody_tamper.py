@@ -42,12 +42,23 @@ def site(golden: Site, tmp_path: Path) -> Site:
 
 def test_the_untouched_site_verifies_with_witness_and_checkpoints(site: Site) -> None:
     checkpoints = load_checkpoints(site.base / "checkpoints")
-    findings = verify_recording(site.recording, site.custody, site.public, site.kek(),
-                                checkpoints=checkpoints, witness=site.witness_public)
+    findings = verify_recording(
+        site.recording,
+        site.custody,
+        site.public,
+        site.kek(),
+        checkpoints=checkpoints,
+        witness=site.witness_public,
+    )
     assert failures(findings) == []
     checks = {f.check for f in findings}
-    assert {"recording.started", "recording.stopped", "recording.json", "witness",
-            "signing keys"} <= checks
+    assert {
+        "recording.started",
+        "recording.stopped",
+        "recording.json",
+        "witness",
+        "signing keys",
+    } <= checks
     assert any("consistent with the checkpoint" in f.detail for f in findings)
     findings = verify_package(site.package, site.public, witness=site.witness_public)
     assert failures(findings) == []
@@ -73,8 +84,10 @@ def test_the_seal_head_cannot_be_swapped_for_the_export_head(site: Site) -> None
     path.write_bytes(canonical(proofs))
     fails = failures(verify_package(site.package, site.public))
     assert "FAIL file custody/proofs.json: content differs from package.sig (altered)" in fails
-    assert any(f.startswith("FAIL seal: proofs.json's seal tree head is not the one in "
-                            "manifest.sig.json") for f in fails), fails
+    assert any(
+        f.startswith("FAIL seal: proofs.json's seal tree head is not the one in manifest.sig.json")
+        for f in fails
+    ), fails
 
 
 def test_an_unsigned_deletion_does_not_excuse_missing_segments(site: Site) -> None:
@@ -85,14 +98,23 @@ def test_an_unsigned_deletion_does_not_excuse_missing_segments(site: Site) -> No
     (site.recording / "recording.json").write_bytes(canonical(meta))
     log = site.custody / "entries.log"
     index = len(lines(log))
-    forged = {"index": index, "type": "recording.deleted", "time": "2030-01-01T00:00:00.000Z",
-              "actor": "supervisor:zhao", "case": "CASE-7", "room": "custody-room",
-              "reason": "retention ended", "recording": site.recording_id,
-              "segments_removed": 4}
+    forged = {
+        "index": index,
+        "type": "recording.deleted",
+        "time": "2030-01-01T00:00:00.000Z",
+        "actor": "supervisor:zhao",
+        "case": "CASE-7",
+        "room": "custody-room",
+        "reason": "retention ended",
+        "recording": site.recording_id,
+        "segments_removed": 4,
+    }
     write_lines(log, [*lines(log), canonical(forged)])
     fails = failures(verify_recording(site.recording, site.custody, site.public))
-    assert any(f"log entry {index} says the media was deleted, but no signed tree head "
-               "covers it" in f for f in fails), fails
+    assert any(
+        f"log entry {index} says the media was deleted, but no signed tree head covers it" in f
+        for f in fails
+    ), fails
     assert any("is missing (removed)" in f for f in fails)
     assert any(f.startswith("FAIL recording.json: state is 'deleted'") for f in fails), fails
 
@@ -102,23 +124,28 @@ def test_a_real_deletion_is_signed_at_once_and_verifies(site: Site) -> None:
 
     custody = site.custody_log()
     try:
-        recorder = Recorder(data_dir=site.base / "var", custody=custody, kek=site.kek(),
-                            signing_key=load_or_create_signing_key(
-                                site.keys / "custody-ed25519.pem"))
+        recorder = Recorder(
+            data_dir=site.base / "var",
+            custody=custody,
+            kek=site.kek(),
+            signing_key=load_or_create_signing_key(site.keys / "custody-ed25519.pem"),
+        )
         import datetime
+
         meta = load(site.recording / "recording.json")
         later = datetime.date.fromisoformat(meta["retain_until"]) + datetime.timedelta(days=1)
         # retention shortened (logged), then deleted once passed: both under signed heads
-        recorder.set_retention(site.recording_id, datetime.date(2020, 1, 1), actor="sup",
-                               reason="court order 9")
-        entry = recorder.delete_media(site.recording_id, actor="sup", reason="expired",
-                                      today=later)
+        recorder.set_retention(
+            site.recording_id, datetime.date(2020, 1, 1), actor="sup", reason="court order 9"
+        )
+        entry = recorder.delete_media(site.recording_id, actor="sup", reason="expired", today=later)
         head = custody.latest_head()
         assert head is not None and head.tree_size == entry["index"] + 1
     finally:
         custody.close()
-    findings = verify_recording(site.recording, site.custody, site.public,
-                                witness=site.witness_public)
+    findings = verify_recording(
+        site.recording, site.custody, site.public, witness=site.witness_public
+    )
     assert failures(findings) == []
     assert any("deleted under retention" in f.detail for f in findings)
 
@@ -131,8 +158,9 @@ def test_heads_log_removed_is_named_and_later_edits_are_caught(site: Site, how: 
     else:
         heads.write_bytes(b"")
     fails = failures(verify_recording(site.recording, site.custody, site.public))
-    assert any(f"heads.log: {'missing' if how == 'deleted' else 'empty'}" in f
-               for f in fails), fails
+    assert any(f"heads.log: {'missing' if how == 'deleted' else 'empty'}" in f for f in fails), (
+        fails
+    )
     assert any("is not in heads.log: signed heads were removed" in f for f in fails), fails
     # and an entry after the seal rewritten (the export's reason) is caught as well
     log = site.custody / "entries.log"
@@ -154,8 +182,9 @@ def test_a_rollback_is_caught_with_the_checkpoints(site: Site) -> None:
     # the log alone cannot tell (documented): every head that is left still holds
     assert failures(verify_recording(site.recording, site.custody, site.public)) == []
     checkpoints = load_checkpoints(site.base / "checkpoints")
-    fails = failures(verify_recording(site.recording, site.custody, site.public,
-                                      checkpoints=checkpoints))
+    fails = failures(
+        verify_recording(site.recording, site.custody, site.public, checkpoints=checkpoints)
+    )
     assert any("rolled back (entries removed from the end)" in f for f in fails), fails
     # the server's own witness refuses to countersign the rolled-back log
     custody = site.custody_log()
@@ -180,13 +209,22 @@ def _resign(site: Site) -> None:
     leaves = [merkle.leaf_hash(line) for line in items]
 
     def resigned(old: TreeHead) -> TreeHead:
-        head = TreeHead(old.tree_size, old.timestamp_ms,
-                        merkle.root(leaves[:old.tree_size]).hex(), old.key_id, "")
-        return TreeHead(head.tree_size, head.timestamp_ms, head.root_hash, head.key_id,
-                        sign(key, head.signed_bytes()))
+        head = TreeHead(
+            old.tree_size,
+            old.timestamp_ms,
+            merkle.root(leaves[: old.tree_size]).hex(),
+            old.key_id,
+            "",
+        )
+        return TreeHead(
+            head.tree_size,
+            head.timestamp_ms,
+            head.root_hash,
+            head.key_id,
+            sign(key, head.signed_bytes()),
+        )
 
-    heads = [resigned(TreeHead.from_json(json.loads(h)))
-             for h in lines(site.custody / "heads.log")]
+    heads = [resigned(TreeHead.from_json(json.loads(h))) for h in lines(site.custody / "heads.log")]
     write_lines(site.custody / "heads.log", [canonical(h.to_json()) for h in heads])
     envelope = load(site.recording / "manifest.sig.json")
     envelope["tree_head"] = resigned(TreeHead.from_json(envelope["tree_head"])).to_json()
@@ -197,13 +235,15 @@ def test_a_rewrite_with_the_signing_key_is_caught_by_the_witness(site: Site) -> 
     _resign(site)
     # with the signing key alone the rewrite is consistent (that is what the witness is for)
     assert failures(verify_recording(site.recording, site.custody, site.public)) == []
-    fails = failures(verify_recording(site.recording, site.custody, site.public,
-                                      witness=site.witness_public))
+    fails = failures(
+        verify_recording(site.recording, site.custody, site.public, witness=site.witness_public)
+    )
     assert any("carries no witness countersignature" in f for f in fails), fails
     assert any("sealing head's witness countersignature: missing" in f for f in fails)
     checkpoints = load_checkpoints(site.base / "checkpoints")
-    fails = failures(verify_recording(site.recording, site.custody, site.public,
-                                      checkpoints=checkpoints))
+    fails = failures(
+        verify_recording(site.recording, site.custody, site.public, checkpoints=checkpoints)
+    )
     assert any("are not those the checkpoint signed: history rewritten" in f for f in fails)
     custody = site.custody_log()
     try:
@@ -249,8 +289,12 @@ def test_recording_json_is_checked(site: Site, change: str) -> None:
     path.write_bytes(canonical(meta))
     fails = failures(verify_recording(site.recording, site.custody, site.public))
     assert fails and all(f.startswith("FAIL recording.json") for f in fails), fails
-    expected = {"retain_until": "changed outside the custody log", "state": "but the recording "
-                "is sealed", "key": "neither the sealed one", "case": "the sealed manifest says"}
+    expected = {
+        "retain_until": "changed outside the custody log",
+        "state": "but the recording is sealed",
+        "key": "neither the sealed one",
+        "case": "the sealed manifest says",
+    }
     assert expected[change] in fails[0]
 
 
@@ -258,12 +302,12 @@ def test_recording_json_is_checked(site: Site, change: str) -> None:
 def test_stray_files_in_a_package_are_reported(site: Site, rel: str) -> None:
     (site.package / rel).write_bytes(b"slipped in")
     assert failures(verify_package(site.package, site.public)) == [
-        f"FAIL file {rel}: not listed in package.json (added)"]
+        f"FAIL file {rel}: not listed in package.json (added)"
+    ]
 
 
 def test_every_signed_object_has_its_own_context(site: Site) -> None:
-    contexts = [STH_CONTEXT, MANIFEST_CONTEXT, PACKAGE_CONTEXT, ROTATION_CONTEXT,
-                WITNESS_CONTEXT]
+    contexts = [STH_CONTEXT, MANIFEST_CONTEXT, PACKAGE_CONTEXT, ROTATION_CONTEXT, WITNESS_CONTEXT]
     assert len(set(contexts)) == len(contexts)
     assert all(c.endswith(b"\x00") and c.count(b"\x00") == 1 for c in contexts)
     # a package.sig signed under another context (here: a manifest's) does not verify
@@ -271,8 +315,9 @@ def test_every_signed_object_has_its_own_context(site: Site) -> None:
 
     key = load_or_create_signing_key(site.keys / "custody-ed25519.pem")
     sig = load(site.package / "package.sig")
-    sig["signature"] = sign_in_context(key, MANIFEST_CONTEXT,
-                                       package_sig_message(sig["key_id"], sig["covers"]))
+    sig["signature"] = sign_in_context(
+        key, MANIFEST_CONTEXT, package_sig_message(sig["key_id"], sig["covers"])
+    )
     (site.package / "package.sig").write_bytes(canonical(sig))
     fails = failures(verify_package(site.package, site.public))
     assert any(f.startswith("FAIL package signature") for f in fails)
@@ -284,9 +329,16 @@ def test_every_signed_object_has_its_own_context(site: Site) -> None:
 
 async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "custody", "verify", *args,
-        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "custody",
+        "verify",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -300,22 +352,37 @@ async def test_the_cli_needs_a_key_and_checks_checkpoints(site: Site) -> None:
     assert code == 2
     public = str(site.keys / "custody-ed25519.pub.pem")
     witness = str(site.base / "witness" / "witness-ed25519.pub.pem")
-    code, out, err = await _cli(str(site.recording), "--public-key", public, "--checkpoint",
-                                str(site.base / "checkpoints" / "latest.json"), "--witness-key",
-                                witness, env=env)
+    code, out, err = await _cli(
+        str(site.recording),
+        "--public-key",
+        public,
+        "--checkpoint",
+        str(site.base / "checkpoints" / "latest.json"),
+        "--witness-key",
+        witness,
+        env=env,
+    )
     assert code == 0, out + err
     assert out.startswith("public key: key id ") and "0 failed" in out
-    code, out, err = await _cli(str(site.package), "--public-key", public, "--witness-key",
-                                witness, env=env)
+    code, out, err = await _cli(
+        str(site.package), "--public-key", public, "--witness-key", witness, env=env
+    )
     assert code == 0, out + err
     # rolled back: the CLI with the published checkpoints says so
     size = load(site.recording / "manifest.sig.json")["tree_head"]["tree_size"]
     write_lines(site.custody / "entries.log", lines(site.custody / "entries.log")[:size])
-    write_lines(site.custody / "heads.log",
-                [h for h in lines(site.custody / "heads.log")
-                 if json.loads(h)["tree_size"] <= size])
-    code, out, _ = await _cli(str(site.recording), "--public-key", public, "--checkpoint",
-                              str(site.base / "checkpoints"), env=env)
+    write_lines(
+        site.custody / "heads.log",
+        [h for h in lines(site.custody / "heads.log") if json.loads(h)["tree_size"] <= size],
+    )
+    code, out, _ = await _cli(
+        str(site.recording),
+        "--public-key",
+        public,
+        "--checkpoint",
+        str(site.base / "checkpoints"),
+        env=env,
+    )
     assert code == 1 and "rolled back" in out
 
 
@@ -331,8 +398,14 @@ def test_custody_log_without_witness_still_writes_plain_heads(tmp_path: Path) ->
 def test_files_are_0600_and_directories_0700(golden: Site) -> None:
     """What docs/custody.md promises, for everything the custody side writes."""
     wrong = []
-    roots = [golden.keys, golden.custody, golden.recording, golden.package,
-             golden.base / "witness", golden.base / "checkpoints"]
+    roots = [
+        golden.keys,
+        golden.custody,
+        golden.recording,
+        golden.package,
+        golden.base / "witness",
+        golden.base / "checkpoints",
+    ]
     for root in roots:
         for path in [root, *root.rglob("*")]:
             if path.name == "owner.lock" or path.name.endswith(".pub.pem"):
@@ -371,8 +444,10 @@ def test_manifest_signatures_with_and_without_context(site: Site) -> None:
     envelope["signature"] = sign_in_context(key, PACKAGE_CONTEXT, body)
     path.write_bytes(canonical(envelope))
     fails = failures(verify_recording(site.recording, site.custody, site.public))
-    assert "FAIL manifest signature: manifest.json is not what was signed (edited, or wrong " \
-           "key)" in fails
+    assert (
+        "FAIL manifest signature: manifest.json is not what was signed (edited, or wrong "
+        "key)" in fails
+    )
 
 
 def test_the_witness_follows_only_signed_rotations(site: Site, tmp_path: Path) -> None:
@@ -396,8 +471,11 @@ def test_the_witness_lives_outside_the_data_and_keys(tmp_path: Path) -> None:
     assert config.custody.witness == "key"
     assert config.custody.witness_path(config.keys_dir) == (tmp_path / "witness").resolve()
     assert config.custody.checkpoints_path(config.keys_dir) == (tmp_path / "checkpoints").resolve()
-    for custody in ({"witness_dir": str(tmp_path / "var" / "w")},
-                    {"checkpoints_dir": str(tmp_path / "k" / "c")}, {"witness": "tsa"},
-                    {"witness": "maybe"}):
+    for custody in (
+        {"witness_dir": str(tmp_path / "var" / "w")},
+        {"checkpoints_dir": str(tmp_path / "k" / "c")},
+        {"witness": "tsa"},
+        {"witness": "maybe"},
+    ):
         with pytest.raises(ConfigError, match=r"custody\."):
             load_config(None, environ={}, overrides={**base, "custody": custody})

@@ -23,9 +23,18 @@ from documents.samples import sample
 from documents.templates import parse_template
 
 TEMPLATES = load_templates()
-KINDS = {"inquiry_record", "determination_simple", "determination_ordinary",
-         "accident_certificate", "mediation_agreement", "mediation_termination",
-         "penalty_notice", "penalty_decision", "delivery_consent", "talk_record"}
+KINDS = {
+    "inquiry_record",
+    "determination_simple",
+    "determination_ordinary",
+    "accident_certificate",
+    "mediation_agreement",
+    "mediation_termination",
+    "penalty_notice",
+    "penalty_decision",
+    "delivery_consent",
+    "talk_record",
+}
 
 
 def test_every_kind_has_a_template() -> None:
@@ -43,8 +52,7 @@ def test_each_kind_renders_to_pdfa_with_embedded_chinese_font(kind: str) -> None
     assert b"/OutputIntents" in pdf and b"/FontFile2" in pdf
     document = pdfium.PdfDocument(pdf)
     try:
-        text = "".join(document[i].get_textpage().get_text_range()
-                       for i in range(len(document)))
+        text = "".join(document[i].get_textpage().get_text_range() for i in range(len(document)))
         n = len(document)
     finally:
         document.close()
@@ -59,8 +67,10 @@ def test_each_kind_renders_to_pdfa_with_embedded_chinese_font(kind: str) -> None
 
 def test_inquiry_record_has_turns_with_time_and_offset_and_a_slot_on_every_page() -> None:
     data = sample("inquiry_record")
-    data["turns"] = [{"q": f"第{i}个问题？", "a": "回答。" * 30, "time": f"09:{i:02d}:00",
-                      "offset": 60 * i} for i in range(40)]
+    data["turns"] = [
+        {"q": f"第{i}个问题？", "a": "回答。" * 30, "time": f"09:{i:02d}:00", "offset": 60 * i}
+        for i in range(40)
+    ]
     doc = render(TEMPLATES["inquiry_record"], data, "询〔2026〕第0002号")
     pages = doc.manifest["pages"]
     assert pages >= 3
@@ -78,8 +88,15 @@ def test_inquiry_record_has_turns_with_time_and_offset_and_a_slot_on_every_page(
 
 def test_refusal_to_sign_is_printed_and_not_required() -> None:
     data = sample("inquiry_record")
-    data["refusals"] = [{"signer_id": "p1", "name": "张三", "reason": "对记录有异议",
-                         "time": "10:06", "recorded_by": "李警官"}]
+    data["refusals"] = [
+        {
+            "signer_id": "p1",
+            "name": "张三",
+            "reason": "对记录有异议",
+            "time": "10:06",
+            "recorded_by": "李警官",
+        }
+    ]
     doc = render(TEMPLATES["inquiry_record"], data, "")
     party = [r for r in doc.required if r.role == "party"]
     assert party and all(r.refused and "拒绝签名" in r.refused for r in party)
@@ -114,22 +131,37 @@ def test_inquiry_record_without_turns_names_the_list() -> None:
     assert ("turns", "问") in exc.value.missing
 
 
-@pytest.mark.parametrize(("text", "where"), [
-    ('kind = "x"\ntitle = "t"\nshort = "s"\nsigners = []\nbody = [{type="signatures"}]',
-     "signers"),
-    ('kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="boss", who="officers.0", '
-     'label="l"}]\nbody = [{type="signatures"}]', "signers[0].role"),
-    ('kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="officer", who="officers.0", '
-     'label="l"}]\nbody = [{type="line", text="{case.place"}, {type="signatures"}]',
-     "body[0].text"),
-    ('kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="officer", who="officers.0", '
-     'label="l"}]\nbody = [{type="line", text="{secret.key}"}, {type="signatures"}]',
-     "body[0].text"),
-    ('kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="officer", who="officers.0", '
-     'label="l"}]\nbody = [{type="line", text="a"}]', "body"),
-    ('kind = "x"\ntitle = "t"\nsigners = []', "short"),
-    ('kind = "x" = 1', "TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            'kind = "x"\ntitle = "t"\nshort = "s"\nsigners = []\nbody = [{type="signatures"}]',
+            "signers",
+        ),
+        (
+            'kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="boss", who="officers.0", '
+            'label="l"}]\nbody = [{type="signatures"}]',
+            "signers[0].role",
+        ),
+        (
+            'kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="officer", who="officers.0", '
+            'label="l"}]\nbody = [{type="line", text="{case.place"}, {type="signatures"}]',
+            "body[0].text",
+        ),
+        (
+            'kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="officer", who="officers.0", '
+            'label="l"}]\nbody = [{type="line", text="{secret.key}"}, {type="signatures"}]',
+            "body[0].text",
+        ),
+        (
+            'kind = "x"\ntitle = "t"\nshort = "s"\nsigners = [{role="officer", who="officers.0", '
+            'label="l"}]\nbody = [{type="line", text="a"}]',
+            "body",
+        ),
+        ('kind = "x"\ntitle = "t"\nsigners = []', "short"),
+        ('kind = "x" = 1', "TOML"),
+    ],
+)
 def test_template_validator_names_the_problem(text: str, where: str) -> None:
     with pytest.raises(TemplateError) as exc:
         parse_template(text, "bad.toml")
@@ -161,7 +193,10 @@ def test_numbers_are_sequential_per_brigade_kind_and_year(tmp_path: Path) -> Non
         # a voided number is never given again, and stays listed
         assert store.take("B01", "penalty_decision", 2026, "罚").seq == 3
         assert [n.status for n in store.numbers("B01", "penalty_decision", 2026)] == [
-            "taken", "voided", "taken"]
+            "taken",
+            "voided",
+            "taken",
+        ]
         assert store.gaps("B01", "penalty_decision", 2026) == []
         with pytest.raises(NumberingError, match="已作废"):
             store.void("B01", "penalty_decision", 2026, 2, "again")
@@ -198,12 +233,17 @@ def test_two_processes_never_take_the_same_number(tmp_path: Path) -> None:
 
 
 def test_manifest_matches_the_data() -> None:
-    doc = render(TEMPLATES["mediation_agreement"], sample("mediation_agreement"),
-                 "调〔2026〕第0001号")
+    doc = render(
+        TEMPLATES["mediation_agreement"], sample("mediation_agreement"), "调〔2026〕第0001号"
+    )
     m = doc.manifest
     assert json.loads(json.dumps(m)) == m
     assert [r["field"] for r in m["required_signatures"]] == [
-        "party-p1", "party-p2", "party-p3", "officer-o1"]
+        "party-p1",
+        "party-p2",
+        "party-p3",
+        "officer-o1",
+    ]
     assert re.fullmatch(r"[0-9a-f]{64}", m["data_sha256"])
 
 
@@ -235,8 +275,12 @@ def test_inquiry_record_written_during_the_call_reviewed_and_corrected() -> None
     again = InquiryRecord.from_json(json.loads(json.dumps(rec.to_json())))
     assert again.snapshot() == final  # what the custody log hashed can be recomputed
     data = rec.document_data(sample("inquiry_record"))
-    assert data["turns"][0] == {"q": "你的车速是多少？", "a": "大约九十。", "time": "09:31:35",
-                                "offset": 95.0}
+    assert data["turns"][0] == {
+        "q": "你的车速是多少？",
+        "a": "大约九十。",
+        "time": "09:31:35",
+        "offset": 95.0,
+    }
     assert data["turns"][1]["a"] == "有，但亮得很晚。"
     doc = render(TEMPLATES["inquiry_record"], data, "询〔2026〕第0003号")
     document = pdfium.PdfDocument(doc.pdf)

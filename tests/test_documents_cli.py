@@ -21,15 +21,23 @@ from documents.signing import Pkcs11Provider, SigningSetup, sign_document
 from documents.verify import verify_pdf
 
 ROOT = Path(__file__).parents[1]
-SOFTHSM_LIBS = ("/usr/lib/softhsm/libsofthsm2.so",
-                "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
+SOFTHSM_LIBS = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+)
 
 
 def process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The real command, in a process of its own."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "control.cli", "documents", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "control.cli", "documents", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -57,31 +65,88 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_render_sign_verify_from_the_command_line(tmp_path: Path) -> None:
     r = process("templates", cwd=tmp_path)
     assert r.returncode == 0 and "templates OK (10 kinds)" in r.stdout
-    r = cli("render", "determination_ordinary", "--sample", "--out", "d.pdf", "--numbers",
-            "n.db", cwd=tmp_path)
+    r = cli(
+        "render",
+        "determination_ordinary",
+        "--sample",
+        "--out",
+        "d.pdf",
+        "--numbers",
+        "n.db",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "某公交认〔2026〕第0001号" in r.stdout and "seal-department" in r.stdout
     # refused data takes no number
     bad = sample("determination_ordinary")
     del bad["parties"][0]["responsibility"]
     (tmp_path / "bad.json").write_text(json.dumps(bad, ensure_ascii=False))
-    r = cli("render", "determination_ordinary", "bad.json", "--out", "x.pdf", "--numbers",
-            "n.db", cwd=tmp_path)
+    r = cli(
+        "render",
+        "determination_ordinary",
+        "bad.json",
+        "--out",
+        "x.pdf",
+        "--numbers",
+        "n.db",
+        cwd=tmp_path,
+    )
     assert r.returncode == 1 and "第1项的当事人责任" in r.stderr
     assert not (tmp_path / "x.pdf").exists()
-    r = cli("number", "list", "--numbers", "n.db", "--brigade", "B01", "--kind",
-            "determination_ordinary", "--year", "2026", cwd=tmp_path)
+    r = cli(
+        "number",
+        "list",
+        "--numbers",
+        "n.db",
+        "--brigade",
+        "B01",
+        "--kind",
+        "determination_ordinary",
+        "--year",
+        "2026",
+        cwd=tmp_path,
+    )
     assert r.stdout.count("taken") == 1
     keys = ["--keys", "keys"]
-    r = cli("sign", "d.pdf", "--out", "d1.pdf", "--field", "officer-o1", "--role", "officer",
-            "--officer-id", "o1", "--name", "王警官", "--department", "某大队", *keys, cwd=tmp_path)
+    r = cli(
+        "sign",
+        "d.pdf",
+        "--out",
+        "d1.pdf",
+        "--field",
+        "officer-o1",
+        "--role",
+        "officer",
+        "--officer-id",
+        "o1",
+        "--name",
+        "王警官",
+        "--department",
+        "某大队",
+        *keys,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     r = cli("ca", *keys, "root", "--out", "root.pem", cwd=tmp_path)
     assert r.returncode == 0
     r = cli("verify", "d1.pdf", "--trust", "root.pem", cwd=tmp_path)
     assert r.returncode == 1 and "缺少必需的签名：交通事故处理专用章" in r.stdout
-    r = cli("sign", "d1.pdf", "--out", "d2.pdf", "--field", "seal-department", "--role", "seal",
-            "--brigade", "B01", "--department", "某市公安局交通警察支队一大队", *keys, cwd=tmp_path)
+    r = cli(
+        "sign",
+        "d1.pdf",
+        "--out",
+        "d2.pdf",
+        "--field",
+        "seal-department",
+        "--role",
+        "seal",
+        "--brigade",
+        "B01",
+        "--department",
+        "某市公安局交通警察支队一大队",
+        *keys,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     r = process("verify", "d2.pdf", "--trust", "root.pem", cwd=tmp_path)
     assert r.returncode == 0, r.stdout
@@ -102,8 +167,24 @@ def test_render_sign_verify_from_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 1 and "未签发" in r.stderr
     r = cli("state", "d1.pdf", cwd=tmp_path)
     assert json.loads(r.stdout)["missing"][0]["field"] == "seal-department"
-    r = cli("sign", "d2.pdf", "--out", "d2.pdf", "--field", "officer-o1", "--role", "officer",
-            "--officer-id", "o1", "--name", "王警官", "--department", "某大队", *keys, cwd=tmp_path)
+    r = cli(
+        "sign",
+        "d2.pdf",
+        "--out",
+        "d2.pdf",
+        "--field",
+        "officer-o1",
+        "--role",
+        "officer",
+        "--officer-id",
+        "o1",
+        "--name",
+        "王警官",
+        "--department",
+        "某大队",
+        *keys,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1 and "已签名" in r.stderr
 
 
@@ -113,8 +194,9 @@ def _softhsm() -> str | None:
     return next((p for p in SOFTHSM_LIBS if Path(p).exists()), None)
 
 
-@pytest.mark.skipif(_softhsm() is None, reason="Debian's softhsm2 is not installed (.ci/run "
-                    "installs it)")
+@pytest.mark.skipif(
+    _softhsm() is None, reason="Debian's softhsm2 is not installed (.ci/run installs it)"
+)
 def test_officer_key_on_a_pkcs11_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pkcs11
     from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
@@ -125,14 +207,29 @@ def test_officer_key_on_a_pkcs11_token(tmp_path: Path, monkeypatch: pytest.Monke
     conf = tmp_path / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
     monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "remotecase",
-                    "--pin", "1234", "--so-pin", "5678"], check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "remotecase",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     token = pkcs11.lib(lib).get_token(token_label="remotecase")
     with token.open(rw=True, user_pin="1234") as session:
         params = session.create_domain_parameters(
-            pkcs11.KeyType.EC, {pkcs11.Attribute.EC_PARAMS:
-                                encode_named_curve_parameters("secp256r1")}, local=True)
+            pkcs11.KeyType.EC,
+            {pkcs11.Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
         pub, _ = params.generate_keypair(store=True, label="officer-o1")
         spki = encode_ec_public_key(pub)
     ca = DeploymentCA(tmp_path / "keys")

@@ -58,7 +58,8 @@ class Browser:
 
     def spki(self) -> bytes:
         return self._key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def sign(self, data: bytes) -> bytes:
         der = self._key.sign(data, ec.ECDSA(hashes.SHA256()))
@@ -72,19 +73,38 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SigningSetup:
 
 
 def verdict(vid: str = "verdict-1", age: float = 5, matched: bool = True) -> FaceVerdict:
-    return FaceVerdict(vid, hashlib.sha256(vid.encode()).hexdigest(), matched,
-                       datetime.now(UTC) - timedelta(seconds=age))
+    return FaceVerdict(
+        vid,
+        hashlib.sha256(vid.encode()).hexdigest(),
+        matched,
+        datetime.now(UTC) - timedelta(seconds=age),
+    )
 
 
-def party_sign(pdf: bytes, field: str, setup: SigningSetup, party_id: str, name: str,
-               browser: Browser | None = None, face: FaceVerdict | None = None) -> bytes:
+def party_sign(
+    pdf: bytes,
+    field: str,
+    setup: SigningSetup,
+    party_id: str,
+    name: str,
+    browser: Browser | None = None,
+    face: FaceVerdict | None = None,
+) -> bytes:
     """The whole party flow: face verdict -> certificate -> digest -> browser signs -> embed."""
     browser = browser or Browser()
     strokes = parse_strokes(STROKES)
-    cert = setup.ca.issue_party(browser.spki(), party_id, name, face or verdict(),
-                                hashlib.sha256(pdf).hexdigest(), field, strokes_sha256(strokes))
-    pending = prepare_party_signing(pdf, field, cert, setup, mark_image(strokes, name),
-                                    mark=strokes_json(strokes))
+    cert = setup.ca.issue_party(
+        browser.spki(),
+        party_id,
+        name,
+        face or verdict(),
+        hashlib.sha256(pdf).hexdigest(),
+        field,
+        strokes_sha256(strokes),
+    )
+    pending = prepare_party_signing(
+        pdf, field, cert, setup, mark_image(strokes, name), mark=strokes_json(strokes)
+    )
     return finish_party_signing(pending, browser.sign(pending.to_be_signed), setup)
 
 
@@ -110,8 +130,20 @@ def pyhanko_cli_ok(pdf: bytes, root_pem: Path, tmp: Path) -> bool:
     target = tmp / "check.pdf"
     target.write_bytes(pdf)
     result = subprocess.run(
-        [*cmd, "sign", "adesverify", "--trust", str(root_pem), "--trust-replace",
-         "--executive-summary", str(target)], capture_output=True, text=True, timeout=120)
+        [
+            *cmd,
+            "sign",
+            "adesverify",
+            "--trust",
+            str(root_pem),
+            "--trust-replace",
+            "--executive-summary",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.returncode == 0 and "INVALID" not in result.stdout
 
 
@@ -124,7 +156,8 @@ def signed_record(setup: SigningSetup) -> bytes:
 
 
 def test_record_signed_by_party_key_after_face_match_and_by_officers(
-        setup: SigningSetup, signed_record: bytes, tmp_path: Path) -> None:
+    setup: SigningSetup, signed_record: bytes, tmp_path: Path
+) -> None:
     report = verify_pdf(signed_record, root(setup))
     assert report.ok, report.problems
     assert report.state is not None and report.state.effective
@@ -148,18 +181,31 @@ def test_record_signed_by_party_key_after_face_match_and_by_officers(
 
 
 def test_party_key_never_reaches_the_library_and_a_wrong_signature_is_refused(
-        setup: SigningSetup) -> None:
+    setup: SigningSetup,
+) -> None:
     doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送〔2026〕第0001号")
     browser, other = Browser(), Browser()
     strokes = parse_strokes(STROKES)
-    cert = setup.ca.issue_party(browser.spki(), "p1", "张三", verdict(),
-                                hashlib.sha256(doc.pdf).hexdigest(), "party-p1",
-                                strokes_sha256(strokes))
+    cert = setup.ca.issue_party(
+        browser.spki(),
+        "p1",
+        "张三",
+        verdict(),
+        hashlib.sha256(doc.pdf).hexdigest(),
+        "party-p1",
+        strokes_sha256(strokes),
+    )
     with pytest.raises(SigningError, match="另一个版本"):
         prepare_party_signing(doc.pdf + b"\n", "party-p1", cert, setup)
-    other_field = setup.ca.issue_party(browser.spki(), "p1", "张三", verdict(),
-                                       hashlib.sha256(doc.pdf).hexdigest(), "party-p9",
-                                       strokes_sha256(strokes))
+    other_field = setup.ca.issue_party(
+        browser.spki(),
+        "p1",
+        "张三",
+        verdict(),
+        hashlib.sha256(doc.pdf).hexdigest(),
+        "party-p9",
+        strokes_sha256(strokes),
+    )
     with pytest.raises(SigningError, match="不是为签名位置 party-p1"):
         prepare_party_signing(doc.pdf, "party-p1", other_field, setup)
     with pytest.raises(SigningError, match="笔迹与证书"):
@@ -181,14 +227,22 @@ def test_no_certificate_without_a_recent_face_match(setup: SigningSetup) -> None
     with pytest.raises(CAError, match="已过期"):
         setup.ca.issue_party(spki, *args, verdict(age=3600), *rest)
     with pytest.raises(CAError, match="P-256"):
-        rsa_spki = setup.ca.tsa().cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        rsa_spki = (
+            setup.ca.tsa()
+            .cert.public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
         setup.ca.issue_party(rsa_spki, *args, verdict(), *rest)
 
 
 def test_determination_signed_by_officer_and_seal(setup: SigningSetup, tmp_path: Path) -> None:
-    doc = render(TEMPLATES["determination_ordinary"], sample("determination_ordinary"),
-                 "某公交认〔2026〕第0001号")
+    doc = render(
+        TEMPLATES["determination_ordinary"],
+        sample("determination_ordinary"),
+        "某公交认〔2026〕第0001号",
+    )
     pdf = officer_sign(doc.pdf, "officer-o1", setup, "o1", "王警官")
     half = verify_pdf(pdf, root(setup))
     assert not half.ok and half.state is not None and not half.state.effective
@@ -202,8 +256,7 @@ def test_determination_signed_by_officer_and_seal(setup: SigningSetup, tmp_path:
     assert pyhanko_cli_ok(pdf, root_pem, tmp_path)
 
 
-def test_mediation_agreement_takes_effect_only_with_the_last_signature(
-        setup: SigningSetup) -> None:
+def test_mediation_agreement_takes_effect_only_with_the_last_signature(setup: SigningSetup) -> None:
     data = sample("mediation_agreement")
     data["parties"] = data["parties"][:2]
     t = TEMPLATES["mediation_agreement"]
@@ -219,8 +272,13 @@ def test_mediation_agreement_takes_effect_only_with_the_last_signature(
     assert document_state(pdf).effective
     report = verify_pdf(pdf, root(setup))
     assert report.ok, report.problems
-    assert [s.signing_event["verdict_id"] for s in report.signatures[:2]  # type: ignore[index]
-            ] == ["v-p1", "v-p2"]
+    assert (
+        [
+            s.signing_event["verdict_id"]  # type: ignore[index]
+            for s in report.signatures[:2]
+        ]
+        == ["v-p1", "v-p2"]
+    )
 
 
 def test_signing_refusals(setup: SigningSetup, signed_record: bytes) -> None:
@@ -249,11 +307,10 @@ def test_signing_refusals(setup: SigningSetup, signed_record: bytes) -> None:
 def _flip_in_signed_content(pdf: bytes) -> bytes:
     # a byte inside the first revision's page content: covered by every signature
     i = pdf.index(b"stream\n", pdf.index(b"/Contents")) + 40
-    return pdf[:i] + bytes([pdf[i] ^ 0x01]) + pdf[i + 1:]
+    return pdf[:i] + bytes([pdf[i] ^ 0x01]) + pdf[i + 1 :]
 
 
-def test_flipped_byte_is_named(setup: SigningSetup, signed_record: bytes,
-                               tmp_path: Path) -> None:
+def test_flipped_byte_is_named(setup: SigningSetup, signed_record: bytes, tmp_path: Path) -> None:
     bad = _flip_in_signed_content(signed_record)
     report = verify_pdf(bad, root(setup))
     assert not report.ok
@@ -264,15 +321,21 @@ def test_flipped_byte_is_named(setup: SigningSetup, signed_record: bytes,
     assert not pyhanko_cli_ok(bad, root_pem, tmp_path)
 
 
-def test_page_added_after_signing_is_named(setup: SigningSetup, signed_record: bytes,
-                                           tmp_path: Path) -> None:
+def test_page_added_after_signing_is_named(
+    setup: SigningSetup, signed_record: bytes, tmp_path: Path
+) -> None:
     w = IncrementalPdfFileWriter(io.BytesIO(signed_record))
     from pyhanko.pdf_utils import generic
-    page = generic.DictionaryObject({
-        generic.pdf_name("/Type"): generic.pdf_name("/Page"),
-        generic.pdf_name("/MediaBox"): generic.ArrayObject([generic.NumberObject(v)
-                                                            for v in (0, 0, 595, 842)]),
-        generic.pdf_name("/Resources"): generic.DictionaryObject()})
+
+    page = generic.DictionaryObject(
+        {
+            generic.pdf_name("/Type"): generic.pdf_name("/Page"),
+            generic.pdf_name("/MediaBox"): generic.ArrayObject(
+                [generic.NumberObject(v) for v in (0, 0, 595, 842)]
+            ),
+            generic.pdf_name("/Resources"): generic.DictionaryObject(),
+        }
+    )
     w.insert_page(page)
     out = io.BytesIO()
     w.write(out)
@@ -305,22 +368,25 @@ def test_revoked_certificate(tmp_path: Path) -> None:
     pdf = officer_sign(doc.pdf, "officer-o1", setup, "o1", "王警官")
     # revoked after it signed: the signature stays valid (point-in-time, fixed by the timestamp;
     # a CRL keeps whole seconds, so the revocation is dated a minute on)
-    setup.ca.revoke(cred.cert.serial_number, "superseded",
-                    at=datetime.now(UTC) + timedelta(minutes=1))
+    setup.ca.revoke(
+        cred.cert.serial_number, "superseded", at=datetime.now(UTC) + timedelta(minutes=1)
+    )
     later = verify_pdf(pdf, root(setup), crls=[setup.ca.crl()])
     assert later.signatures[0].ok, later.signatures[0].problems
     # the library refuses to sign with a revoked certificate
     from documents.signing import KeyFileSigner
+
     with pytest.raises(SigningError, match="已吊销"):
-        sign_document(doc.pdf, "officer-o1", KeyFileSigner(cred, setup.ca.root, "officer"),
-                      setup)
+        sign_document(doc.pdf, "officer-o1", KeyFileSigner(cred, setup.ca.root, "officer"), setup)
     # a key that was compromised before it signed: its signature is named as revoked
     cred2 = setup.ca.officer("o1", "王警官", "某大队")  # a new key: the old one is revoked
     assert cred2.cert.serial_number != cred.cert.serial_number
-    pdf2 = sign_document(doc.pdf, "officer-o1", KeyFileSigner(cred2, setup.ca.root, "officer"),
-                         setup)
-    setup.ca.revoke(cred2.cert.serial_number, "key_compromise",
-                    at=datetime.now(UTC) - timedelta(hours=1))
+    pdf2 = sign_document(
+        doc.pdf, "officer-o1", KeyFileSigner(cred2, setup.ca.root, "officer"), setup
+    )
+    setup.ca.revoke(
+        cred2.cert.serial_number, "key_compromise", at=datetime.now(UTC) - timedelta(hours=1)
+    )
     report = verify_pdf(pdf2, root(setup), crls=[setup.ca.crl()])
     assert not report.ok
     assert any("已被吊销" in p for p in report.signatures[0].problems), report.problems
@@ -337,16 +403,23 @@ def test_revoked_certificate(tmp_path: Path) -> None:
 
 def test_signature_without_timestamp_is_named(setup: SigningSetup) -> None:
     from pyhanko.sign import fields, signers
+
     doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送")
     # signed straight with pyhanko, past the library's checks: no timestamp, and by officer o2
     # in officer o1's box
     cred = setup.ca.officer("o2", "李警官", "某大队")
-    signer = signers.SimpleSigner(signing_cert=cred.cert_asn1(), signing_key=cred.key_asn1(),
-                                  cert_registry=None)  # type: ignore[arg-type]
+    signer = signers.SimpleSigner(
+        signing_cert=cred.cert_asn1(),
+        signing_key=cred.key_asn1(),
+        cert_registry=None,  # type: ignore[arg-type]
+    )
     out = io.BytesIO()
-    signers.PdfSigner(signers.PdfSignatureMetadata(
-        field_name="officer-o1", subfilter=fields.SigSeedSubFilter.PADES), signer=signer,
-        new_field_spec=fields.SigFieldSpec("officer-o1", box=(10, 10, 100, 50))
+    signers.PdfSigner(
+        signers.PdfSignatureMetadata(
+            field_name="officer-o1", subfilter=fields.SigSeedSubFilter.PADES
+        ),
+        signer=signer,
+        new_field_spec=fields.SigFieldSpec("officer-o1", box=(10, 10, 100, 50)),
     ).sign_pdf(IncrementalPdfFileWriter(io.BytesIO(doc.pdf)), output=out)
     report = verify_pdf(out.getvalue(), root(setup))
     assert any("缺少 RFC 3161 时间戳" in p for p in report.signatures[0].problems)
@@ -403,8 +476,9 @@ def test_external_tsa_over_http(setup: SigningSetup, tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}/tsa"
         external = SigningSetup(setup.ca, tsa_url=url)
         doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送")
-        signer = builtin_signer(external, "officer", officer_id="o1", name="王警官",
-                                department="某大队")
+        signer = builtin_signer(
+            external, "officer", officer_id="o1", name="王警官", department="某大队"
+        )
         pdf = sign_document(doc.pdf, "officer-o1", signer, external)
     finally:
         server.shutdown()
@@ -413,6 +487,7 @@ def test_external_tsa_over_http(setup: SigningSetup, tmp_path: Path) -> None:
     assert seen, "the signer did not ask the TSA"
     report = verify_pdf(pdf, root(setup))
     assert report.signatures[0].ok, report.signatures[0].problems
+
     # malformed requests and weak hashes are refused in RFC 3161 terms
     def status(answer: bytes) -> tsp.PKIStatusInfo:
         # a rejection has no token, which asn1crypto's TimeStampResp insists on: read the status
@@ -420,23 +495,31 @@ def test_external_tsa_over_http(setup: SigningSetup, tmp_path: Path) -> None:
         return tsp.PKIStatusInfo.load(answer[2:])
 
     assert status(respond(setup.ca, b"\x30\x03junk"))["status"].native == "rejection"
-    sha1_req = tsp.TimeStampReq({"version": 1, "message_imprint": {
-        "hash_algorithm": {"algorithm": "sha1"}, "hashed_message": b"\x00" * 20}})
+    sha1_req = tsp.TimeStampReq(
+        {
+            "version": 1,
+            "message_imprint": {
+                "hash_algorithm": {"algorithm": "sha1"},
+                "hashed_message": b"\x00" * 20,
+            },
+        }
+    )
     assert status(respond(setup.ca, sha1_req.dump()))["fail_info"].native == {"bad_alg"}
 
 
 def test_party_signs_every_page_of_a_long_record(setup: SigningSetup) -> None:
     data = sample("inquiry_record")
-    data["turns"] = [{"q": f"第{i}个问题？", "a": "回答。" * 40, "time": f"09:{i:02d}:00",
-                      "offset": 60 * i} for i in range(10)]
+    data["turns"] = [
+        {"q": f"第{i}个问题？", "a": "回答。" * 40, "time": f"09:{i:02d}:00", "offset": 60 * i}
+        for i in range(10)
+    ]
     doc = render(TEMPLATES["inquiry_record"], data, "询〔2026〕第0009号")
     pages = doc.manifest["pages"]
     assert pages >= 2
     browser = Browser()  # one key in the browser; one short certificate per page
     pdf = party_sign(doc.pdf, "party-p1-p1", setup, "p1", "张三", browser)
     missing = [m["field"] for m in document_state(pdf).missing]
-    assert missing == ["officer-o1", "officer-o2",
-                       *(f"party-p1-p{n}" for n in range(2, pages + 1))]
+    assert missing == ["officer-o1", "officer-o2", *(f"party-p1-p{n}" for n in range(2, pages + 1))]
     for n in range(2, pages + 1):
         pdf = party_sign(pdf, f"party-p1-p{n}", setup, "p1", "张三", browser)
     pdf = officer_sign(pdf, "officer-o1", setup, "o1", "王警官")
@@ -485,23 +568,38 @@ def test_certificate_expired_at_signing_time_is_named(setup: SigningSetup) -> No
 
     doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送")
     key = ec.generate_private_key(ec.SECP256R1())
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     past = datetime.now(UTC) - timedelta(hours=2)
     face = FaceVerdict("v-old", "ab" * 32, True, past)
-    cert = setup.ca.issue_party(spki, "p1", "张三", face, hashlib.sha256(doc.pdf).hexdigest(),
-                                "party-p1", "cd" * 32, now=past)
-    key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    cert = setup.ca.issue_party(
+        spki,
+        "p1",
+        "张三",
+        face,
+        hashlib.sha256(doc.pdf).hexdigest(),
+        "party-p1",
+        "cd" * 32,
+        now=past,
+    )
+    key_der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     from asn1crypto import keys as asn1_keys
+
     signer = signers.SimpleSigner(
-        signing_cert=to_asn1(cert), signing_key=asn1_keys.PrivateKeyInfo.load(key_der),
-        cert_registry=SimpleCertificateStore.from_certs([to_asn1(setup.ca.root)]))
+        signing_cert=to_asn1(cert),
+        signing_key=asn1_keys.PrivateKeyInfo.load(key_der),
+        cert_registry=SimpleCertificateStore.from_certs([to_asn1(setup.ca.root)]),
+    )
     out = io.BytesIO()
     signers.PdfSigner(
-        signers.PdfSignatureMetadata(field_name="party-p1",
-                                     subfilter=fields.SigSeedSubFilter.PADES),
-        signer=signer, timestamper=setup.timestamper(),
+        signers.PdfSignatureMetadata(
+            field_name="party-p1", subfilter=fields.SigSeedSubFilter.PADES
+        ),
+        signer=signer,
+        timestamper=setup.timestamper(),
         new_field_spec=fields.SigFieldSpec("party-p1", box=(10, 10, 100, 50)),
     ).sign_pdf(IncrementalPdfFileWriter(io.BytesIO(doc.pdf)), output=out)
     report = verify_pdf(out.getvalue(), root(setup), crls=[setup.ca.crl()])
@@ -516,9 +614,17 @@ def test_builtin_tsa_token_carries_this_deployments_policy(setup: SigningSetup) 
 
     from documents.signing import TSA_POLICY
 
-    req = tsp.TimeStampReq({"version": 1, "message_imprint": {
-        "hash_algorithm": algos.DigestAlgorithm({"algorithm": "sha256"}),
-        "hashed_message": hashlib.sha256(b"x").digest()}, "nonce": 7, "cert_req": True})
+    req = tsp.TimeStampReq(
+        {
+            "version": 1,
+            "message_imprint": {
+                "hash_algorithm": algos.DigestAlgorithm({"algorithm": "sha256"}),
+                "hashed_message": hashlib.sha256(b"x").digest(),
+            },
+            "nonce": 7,
+            "cert_req": True,
+        }
+    )
     resp = setup.timestamper().request_tsa_response(req)  # type: ignore[attr-defined]
     info = resp["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
     assert info["policy"].dotted == TSA_POLICY and info["nonce"].native == 7

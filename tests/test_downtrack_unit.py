@@ -53,15 +53,25 @@ def _info() -> TrackInfo:
 
 
 def _rtp(seq: int, ts: int, payload: bytes, marker: int = 0) -> RtpPacket:
-    packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=marker,
-                       ssrc=5555, payload=payload)
+    packet = RtpPacket(
+        payload_type=96,
+        sequence_number=seq,
+        timestamp=ts,
+        marker=marker,
+        ssrc=5555,
+        payload=payload,
+    )
     return packet
 
 
 def _make(sent: list[RtpPacket]) -> tuple[ForwardedUpTrack, RtpDownTrack, StubReceiver]:
     receiver = StubReceiver()
-    up = ForwardedUpTrack(_info(), receiver, pli_min_interval=0.0,  # type: ignore[arg-type]
-                          log_extra={})
+    up = ForwardedUpTrack(
+        _info(),
+        receiver,
+        pli_min_interval=0.0,  # type: ignore[arg-type]
+        log_extra={},
+    )
     down = RtpDownTrack("sub/TR_x", up, StubSender())  # type: ignore[arg-type]
     down.on_negotiated(97, 98)
     down._writer = lambda *fields: sent.append(RtpPacket.parse(rtp.build_packet(*fields)))
@@ -131,16 +141,21 @@ async def test_mute_resume_continues_without_a_jump() -> None:
     seqs = [p.sequence_number for p in sent]
     assert len(seqs) == 4
     assert [(s - seqs[0]) & 0xFFFF for s in seqs] == [0, 1, 2, 3]  # no gap the subscriber NACKs
-    assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF < 0x80000000
-               for a, b in itertools.pairwise(sent))  # timestamps keep moving forward
+    assert all(
+        (b.timestamp - a.timestamp) & 0xFFFFFFFF < 0x80000000 for a, b in itertools.pairwise(sent)
+    )  # timestamps keep moving forward
     await up.close(CloseReason.UNPUBLISHED)
 
 
 async def test_keyframe_requests_are_rate_limited() -> None:
     sent: list[RtpPacket] = []
     receiver = StubReceiver()
-    up = ForwardedUpTrack(_info(), receiver, pli_min_interval=10.0,  # type: ignore[arg-type]
-                          log_extra={})
+    up = ForwardedUpTrack(
+        _info(),
+        receiver,
+        pli_min_interval=10.0,  # type: ignore[arg-type]
+        log_extra={},
+    )
     up.on_rtp(_rtp(1, 0, VP8_DELTA))  # learn the publisher's SSRC
     for _ in range(5):
         up.request_keyframe()
@@ -157,8 +172,12 @@ async def test_h264_subscriber_never_starts_at_a_second_idr_slice() -> None:
     sent: list[RtpPacket] = []
     receiver = StubReceiver()
     info = TrackInfo("TR_h", "pub", "video", "video/H264", 90000, None, ())
-    up = ForwardedUpTrack(info, receiver, pli_min_interval=0.0,  # type: ignore[arg-type]
-                          log_extra={})
+    up = ForwardedUpTrack(
+        info,
+        receiver,
+        pli_min_interval=0.0,  # type: ignore[arg-type]
+        log_extra={},
+    )
     stap = bytes([0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])
     fu_start, fu_end = bytes([0x7C, 0x85, 1]), bytes([0x7C, 0x45, 2])
     up.on_rtp(_rtp(1, 3000, stap))

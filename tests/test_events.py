@@ -12,8 +12,9 @@ from bench.peer import PatternVideoTrack, PeerClient
 from tests.conftest import CONSENT, Api, make_config, officer_login, start_server
 
 
-async def _next(ws: aiohttp.ClientWebSocketResponse, event_type: str,
-                **match: Any) -> dict[str, Any]:
+async def _next(
+    ws: aiohttp.ClientWebSocketResponse, event_type: str, **match: Any
+) -> dict[str, Any]:
     """The next event of this type (and these fields), skipping others."""
     async with asyncio.timeout(15):
         while True:
@@ -22,8 +23,7 @@ async def _next(ws: aiohttp.ClientWebSocketResponse, event_type: str,
                 return event
 
 
-async def test_event_stream_reports_the_session_to_officers_who_may_see_it(
-        tmp_path: Path) -> None:
+async def test_event_stream_reports_the_session_to_officers_who_may_see_it(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
     clients: list[PeerClient] = []
     try:
@@ -49,8 +49,9 @@ async def test_event_stream_reports_the_session_to_officers_who_may_see_it(
                 assert (await ws.receive_json())["type"] == "ready"
                 streams[name] = ws
 
-            _, case = await api.call("POST", "/api/cases", li, {"kind": "violation",
-                                                                  "title": "red light"})
+            _, case = await api.call(
+                "POST", "/api/cases", li, {"kind": "violation", "title": "red light"}
+            )
             cid = case["id"]
             await streams["wu"].send_json({"type": "subscribe", "case": cid})
             assert (await streams["wu"].receive_json())["error"] == "not_found"
@@ -59,17 +60,22 @@ async def test_event_stream_reports_the_session_to_officers_who_may_see_it(
             await streams["li"].send_json({"type": "dance"})
             assert (await streams["li"].receive_json())["error"] == "bad_request"
 
-            _, party = await api.call("POST", f"/api/cases/{cid}/parties", li,
-                                      {"role": "driver", "name": "Wang Wei"})
+            _, party = await api.call(
+                "POST", f"/api/cases/{cid}/parties", li, {"role": "driver", "name": "Wang Wei"}
+            )
             _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
             for name in ("li", "zhao"):
                 event = await _next(streams[name], "session", state="opened")
                 assert event["case"] == cid and event["room"] == session["room"]
 
-            _, invite = await api.call("POST", f"/api/cases/{cid}/invitations", li,
-                                       {"party_id": party["id"]})
-            _, redeemed = await api.call("POST", "/api/invitations/redeem",
-                                         json={"token": invite["token"], "consent": CONSENT})
+            _, invite = await api.call(
+                "POST", f"/api/cases/{cid}/invitations", li, {"party_id": party["id"]}
+            )
+            _, redeemed = await api.call(
+                "POST",
+                "/api/invitations/redeem",
+                json={"token": invite["token"], "consent": CONSENT},
+            )
             client = PeerClient(server.base_url, redeemed["token"], decode=False)
             clients.append(client)
             await client.connect()
@@ -80,8 +86,9 @@ async def test_event_stream_reports_the_session_to_officers_who_may_see_it(
             # the session's room is recorded from its first participant
             recording = await _next(streams["li"], "recording", state="recording")
 
-            await api.call("POST", f"/api/cases/{cid}/sessions/{session['id']}/end", li,
-                           {"reason": "done"})
+            await api.call(
+                "POST", f"/api/cases/{cid}/sessions/{session['id']}/end", li, {"reason": "done"}
+            )
             sealed = await _next(streams["li"], "recording", state="sealed")
             assert sealed["recording"] == recording["recording"]
             left = await _next(streams["li"], "participant_left")
@@ -91,8 +98,7 @@ async def test_event_stream_reports_the_session_to_officers_who_may_see_it(
 
             # the other brigade heard nothing of it
             await streams["wu"].send_json({"type": "subscribe", "case": None})
-            assert (await streams["wu"].receive_json()) == {"type": "subscribed",
-                                                            "case": None}
+            assert (await streams["wu"].receive_json()) == {"type": "subscribed", "case": None}
             for ws in streams.values():
                 await ws.close()
     finally:

@@ -44,8 +44,7 @@ def test_a_cat_does_not_count_as_a_face() -> None:
     spec = default_spec()
     engine = load_engine(spec)
     # the detector's cascade alone, with a permissive last stage: what it proposes on the cat
-    permissive = Mtcnn(Path(spec.files["pnet"]).parent, min_face=20,
-                       thresholds=(0.6, 0.7, 0.2))
+    permissive = Mtcnn(Path(spec.files["pnet"]).parent, min_face=20, thresholds=(0.6, 0.7, 0.2))
     proposed: list[Detection] = []
     for picture in _cat_pictures():
         proposed += permissive.detect(picture)
@@ -54,9 +53,14 @@ def test_a_cat_does_not_count_as_a_face() -> None:
     assert not any(counts(d) for d in proposed)
     assert max(d.score for d in proposed) < MIN_FACE_SCORE
     # while every real face counts: frontal, turned, tilted, small, in a group
-    real = {"astronaut": ASTRONAUT, "hanks": HANKS, "tilted": _rotated(ASTRONAUT, 30),
-            "tilted back": _rotated(ASTRONAUT, -30), "group": _read("t1.jpg"),
-            "small": ImageVideoTrack([(0, ASTRONAUT)], width=320, height=240)._render(1.0)}
+    real = {
+        "astronaut": ASTRONAUT,
+        "hanks": HANKS,
+        "tilted": _rotated(ASTRONAUT, 30),
+        "tilted back": _rotated(ASTRONAUT, -30),
+        "group": _read("t1.jpg"),
+        "small": ImageVideoTrack([(0, ASTRONAUT)], width=320, height=240)._render(1.0),
+    }
     for name, picture in real.items():
         found = permissive.detect(picture)
         faces = engine.faces(picture, min_face=20)
@@ -87,10 +91,12 @@ def test_landmarks_must_sit_where_a_face_has_them() -> None:
     wrong = {
         "upside down": turned(180),
         "on its side": turned(90),
-        "mouth above the nose": np.vstack([points[:3], points[3:] - [
-            0, points[3:, 1].mean() - points[2, 1] + 3]]),
-        "nose above the eyes": np.vstack([points[:2], [points[2, 0], points[0, 1] - 10],
-                                          points[3:]]),
+        "mouth above the nose": np.vstack(
+            [points[:3], points[3:] - [0, points[3:, 1].mean() - points[2, 1] + 3]]
+        ),
+        "nose above the eyes": np.vstack(
+            [points[:2], [points[2, 0], points[0, 1] - 10], points[3:]]
+        ),
         "eyes a dot in a big box": np.vstack([centre - step, centre + step, points[2:]]),
         "all in one point": np.tile(centre, (5, 1)),
         "not numbers": np.full((5, 2), np.nan),
@@ -102,8 +108,9 @@ def test_landmarks_must_sit_where_a_face_has_them() -> None:
 
 def _verdict(kind: str, at: float, reason: str = "") -> Verdict:
     score = {"match": 0.9, "no_match": 0.1}.get(kind)
-    return Verdict("party-1", kind, score, 0 if kind == "no_face" else 1, None, "0" * 64, at,
-                   reason=reason)
+    return Verdict(
+        "party-1", kind, score, 0 if kind == "no_face" else 1, None, "0" * 64, at, reason=reason
+    )
 
 
 @pytest.fixture
@@ -114,11 +121,22 @@ def verifier() -> Iterator[Verifier]:
     made._pool.shutdown()
 
 
-def _run(verifier: Verifier, kinds: Sequence[str | tuple[str, str]],
-         state: str = "verifying", reason: str = "") -> list[tuple[str, str]]:
+def _run(
+    verifier: Verifier,
+    kinds: Sequence[str | tuple[str, str]],
+    state: str = "verifying",
+    reason: str = "",
+) -> list[tuple[str, str]]:
     """The states after each verdict, one a second."""
-    watch = Watch(None, "party-1", "track", np.zeros(512), None,  # type: ignore[arg-type]
-                  state=state, reason=reason)
+    watch = Watch(
+        None,  # type: ignore[arg-type]
+        "party-1",
+        "track",
+        np.zeros(512),
+        None,  # type: ignore[arg-type]
+        state=state,
+        reason=reason,
+    )
     states = []
     for second, kind in enumerate(kinds):
         name, why = (kind, "") if isinstance(kind, str) else kind
@@ -157,13 +175,15 @@ def test_a_picture_too_poor_to_judge_is_said_so_and_never_alerts(verifier: Verif
     # nobody there at all is still an alert
     states = _run(verifier, ["match", "match"] + ["no_face"] * 12)
     assert states[-1] == ("alert", "no_face")
-    assert all(LOW_QUALITY[r]["message"].split(" / ")[0] != LOW_QUALITY[r]["message"]
-               for r in LOW_QUALITY)
+    assert all(
+        LOW_QUALITY[r]["message"].split(" / ")[0] != LOW_QUALITY[r]["message"] for r in LOW_QUALITY
+    )
 
 
 def test_a_small_face_is_found_and_reported_too_small(verifier: Verifier) -> None:
     """At 320x240 the astronaut's face is about 35 px: under the detector's live minimum
     (min_live_face, 60), so it is looked for again at 20 px and reported too small."""
+
     class Frame:
         def __init__(self, rgb: np.ndarray) -> None:
             self.rgb = rgb

@@ -49,8 +49,13 @@ def _crops(engine: object) -> dict[str, np.ndarray]:
 
 def _variants(crop: np.ndarray) -> dict[str, np.ndarray]:
     c = crop.astype(np.float32)
-    changed = {"brighter": c + 40, "darker": c - 40, "flat": (c - 128) * 0.6 + 128,
-               "contrasty": (c - c.mean()) * 1.3 + c.mean(), "gamma": 255 * (c / 255) ** 0.7}
+    changed = {
+        "brighter": c + 40,
+        "darker": c - 40,
+        "flat": (c - 128) * 0.6 + 128,
+        "contrasty": (c - c.mean()) * 1.3 + c.mean(),
+        "gamma": 255 * (c / 255) ** 0.7,
+    }
     return {k: np.clip(v, 0, 255).round().astype(np.uint8) for k, v in changed.items()}
 
 
@@ -71,7 +76,8 @@ def test_the_input_is_the_fixed_standardisation(facenet: tuple[object, FaceNet])
 
 
 def test_brightness_and_contrast_change_the_input_and_barely_the_embedding(
-        facenet: tuple[object, FaceNet]) -> None:
+    facenet: tuple[object, FaceNet],
+) -> None:
     engine, net = facenet
     crop = _crops(engine)["astronaut"]
     original = net.embed(crop)
@@ -87,7 +93,8 @@ def test_brightness_and_contrast_change_the_input_and_barely_the_embedding(
 
 
 def test_fixed_standardisation_separates_people_better_than_whitening(
-        facenet: tuple[object, FaceNet]) -> None:
+    facenet: tuple[object, FaceNet],
+) -> None:
     """The model's known behaviour: with the input it was trained on, different people are
     further apart (on the development set the mean different-person cosine goes from 0.26 to
     0.14); here 28 pairs of eight different people from the packages' photos."""

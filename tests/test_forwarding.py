@@ -12,8 +12,9 @@ from mediaserver.protocols import CloseReason
 from tests.conftest import Server, join, wait_until
 
 
-def _assert_byte_identical(publisher: PeerClient, kind: str, receiver: PeerClient, mid: str,
-                           what: str) -> None:
+def _assert_byte_identical(
+    publisher: PeerClient, kind: str, receiver: PeerClient, mid: str, what: str
+) -> None:
     """Every packet received is the packet sent with the same (rewritten) sequence number,
     byte for byte, and between the first and the last arrival nothing is missing (call after
     _stop_sending, so that retransmissions have landed).
@@ -23,8 +24,7 @@ def _assert_byte_identical(publisher: PeerClient, kind: str, receiver: PeerClien
     """
     ssrc = _ssrc_of(publisher, kind)
     sent = dict(zip(publisher.sent_seqs[ssrc], publisher.sent_hashes[ssrc], strict=True))
-    received = list(zip(receiver.received_seqs[mid], receiver.received_hashes[mid],
-                        strict=True))
+    received = list(zip(receiver.received_seqs[mid], receiver.received_hashes[mid], strict=True))
     assert len(received) > 20, f"{what}: only {len(received)} packets"
     counts: dict[str, int] = {}
     for h in sent.values():
@@ -43,10 +43,11 @@ def _assert_byte_identical(publisher: PeerClient, kind: str, receiver: PeerClien
     # NACKs recover a loss once a later packet reveals it; a loss at the very end of a stream
     # that stopped is revealed by nothing, so completeness is checked up to the last arrival
     span = (last - first) & 0xFFFF
-    missing = [(first + k) & 0xFFFF for k in range(span + 1)
-               if (first + k) & 0xFFFF not in got]
-    assert not missing, (f"{what}: sent packets {missing[:10]} never arrived; first {first}, "
-                         f"last {last}, last sent {last_sent}, {len(got)} received")
+    missing = [(first + k) & 0xFFFF for k in range(span + 1) if (first + k) & 0xFFFF not in got]
+    assert not missing, (
+        f"{what}: sent packets {missing[:10]} never arrived; first {first}, "
+        f"last {last}, last sent {last_sent}, {len(got)} received"
+    )
     assert (last_sent - last) & 0xFFFF < 100, f"{what}: stopped receiving long before the end"
 
 
@@ -75,12 +76,14 @@ def _ssrc_of(client: PeerClient, kind: str) -> int:
 
 
 async def test_three_parties_receive_each_other_byte_identical(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     names = ["alice", "bob", "carol"]
     parties = [await join(server, clients, "mediation", n, record_payloads=True) for n in names]
     for i, party in enumerate(parties):
-        await party.publish(PatternVideoTrack(fps=15), ToneAudioTrack(300 + 100 * i),
-                            video_codec="video/VP8")
+        await party.publish(
+            PatternVideoTrack(fps=15), ToneAudioTrack(300 + 100 * i), video_codec="video/VP8"
+        )
 
     def everyone_has_everything() -> bool:
         for receiver in parties:
@@ -104,7 +107,8 @@ async def test_three_parties_receive_each_other_byte_identical(
                 (mid,) = receiver.mids_for_participant(name, kind)
                 _assert_byte_identical(publisher, kind, receiver, mid, f"{name} {kind} -> {me}")
                 assert receiver.tracks[mid]["codec"].lower() == (
-                    "video/vp8" if kind == "video" else "audio/opus")
+                    "video/vp8" if kind == "video" else "audio/opus"
+                )
             # and the video decodes
             (video_mid,) = receiver.mids_for_participant(name, "video")
             assert receiver.frame_counts[video_mid] > 5
@@ -115,15 +119,20 @@ async def test_three_parties_receive_each_other_byte_identical(
 
 
 async def test_four_parties_publishing_at_once_all_receive_everything(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     """Everyone joins, then all publish together, so a subscriber's first offer already holds
     several audio and video m-lines. With aiortc's default bundle policy a second audio m-line
     got a transport of its own (on the SFU it never connected; at an aiortc client its packets
     landed in the first audio receiver): found by bench load's mediation rooms."""
     names = ["a", "b", "c", "d"]
     parties = [await join(server, clients, "mediation-4", n, decode=False) for n in names]
-    await asyncio.gather(*(p.publish(PatternVideoTrack(fps=15), ToneAudioTrack(300 + 50 * i))
-                           for i, p in enumerate(parties)))
+    await asyncio.gather(
+        *(
+            p.publish(PatternVideoTrack(fps=15), ToneAudioTrack(300 + 50 * i))
+            for i, p in enumerate(parties)
+        )
+    )
 
     def everyone_has_everything() -> bool:
         for receiver in parties:
@@ -136,12 +145,14 @@ async def test_four_parties_publishing_at_once_all_receive_everything(
                     return False
         return True
 
-    await wait_until(everyone_has_everything, timeout=20,
-                     what="all 24 forwarded streams carrying packets")
+    await wait_until(
+        everyone_has_everything, timeout=20, what="all 24 forwarded streams carrying packets"
+    )
 
 
 async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     alice = await join(server, clients, "inquiry", "alice")
     await alice.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
     bob = await join(server, clients, "inquiry", "bob")
@@ -175,8 +186,11 @@ async def test_subscriber_pli_reaches_publisher_and_late_joiner_decodes(
     carol = await join(server, clients, "inquiry", "carol")
     await wait_until(lambda: carol.mids_for_participant("alice", "video") != [], what="offer")
     (carol_mid,) = carol.mids_for_participant("alice", "video")
-    await wait_until(lambda: carol.frame_counts[carol_mid] >= 1, timeout=5,
-                     what="late joiner's first decoded frame")
+    await wait_until(
+        lambda: carol.frame_counts[carol_mid] >= 1,
+        timeout=5,
+        what="late joiner's first decoded frame",
+    )
     frame = carol.frames[carol_mid][-1]
     assert (frame.width, frame.height) == (320, 240)
 
@@ -194,20 +208,23 @@ async def test_h264_is_forwarded_byte_identical(server: Server, clients: list[Pe
 
 
 async def test_education_one_publisher_thirty_viewers(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     from mediaserver import aiortc_hooks
 
     aiortc_hooks.install()  # viewers count packets in their receivers instead of decoding
     teacher = await join(server, clients, "education", "teacher")
     await teacher.publish(PatternVideoTrack(fps=15), ToneAudioTrack())
-    viewers = [await join(server, clients, "education", f"viewer{i}", decode=False)
-               for i in range(30)]
+    viewers = [
+        await join(server, clients, "education", f"viewer{i}", decode=False) for i in range(30)
+    ]
 
     def all_receiving() -> bool:
         return all(
             len(v.mids_for_participant("teacher")) == 2
             and all(v.received_packets[m] >= 20 for m in v.mids_for_participant("teacher"))
-            for v in viewers)
+            for v in viewers
+        )
 
     await wait_until(all_receiving, timeout=30, what="30 viewers receiving audio and video")
     room = server.sfu.rooms["education"]
@@ -221,7 +238,8 @@ async def test_education_one_publisher_thirty_viewers(
 
 
 async def test_subscriber_nack_is_answered_from_history(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     alice = await join(server, clients, "nack", "alice")
     bob = await join(server, clients, "nack", "bob", record_payloads=True)
     await alice.publish(PatternVideoTrack(fps=15))
@@ -233,8 +251,9 @@ async def test_subscriber_nack_is_answered_from_history(
     _, highest, _ = bob.received_seq[mid]
     before = down.retransmitted
     await receiver._send_rtcp_nack(bob.received_ssrc[mid], [(highest - 3) & 0xFFFF])
-    await wait_until(lambda: down.retransmitted == before + 1, timeout=5,
-                     what="the NACKed packet retransmitted")
+    await wait_until(
+        lambda: down.retransmitted == before + 1, timeout=5, what="the NACKed packet retransmitted"
+    )
     assert down.nacks >= 1
 
 
@@ -257,7 +276,8 @@ class _RelayedProtocol(aioice.ice.StunProtocol):
 
 
 async def test_relayed_sends_belong_to_the_participant_and_are_cancelled_on_close(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     pub = await join(server, clients, "relay", "pub")
     sub = await join(server, clients, "relay", "sub", decode=False)
     await pub.publish(PatternVideoTrack(fps=15))
@@ -265,8 +285,9 @@ async def test_relayed_sends_belong_to_the_participant_and_are_cancelled_on_clos
     await wait_until(lambda: len(room.up_tracks()) == 1, what="track published")
     track_id = room.up_tracks()[0].info.track_id
     participant = room.participants["sub"]
-    await wait_until(lambda: any(d.packets for d in participant.down_tracks()), timeout=20,
-                     what="forwarding")
+    await wait_until(
+        lambda: any(d.packets for d in participant.down_tracks()), timeout=20, what="forwarding"
+    )
 
     # the subscriber connection's nominated pair becomes a relayed one...
     dtls = participant.subscriber_pc.getTransceivers()[0].sender.transport
@@ -280,8 +301,11 @@ async def test_relayed_sends_belong_to_the_participant_and_are_cancelled_on_clos
     await sub.send({"type": "subscribe", "tracks": [track_id]})
     await wait_until(lambda: protocol.relay_sent > 20, timeout=20, what="relayed sends")
     received = sum(sub.received_packets.values())
-    await wait_until(lambda: sum(sub.received_packets.values()) > received + 10, timeout=20,
-                     what="relayed packets arriving")
+    await wait_until(
+        lambda: sum(sub.received_packets.values()) > received + 10,
+        timeout=20,
+        what="relayed packets arriving",
+    )
 
     # in flight, they are the participant's tasks, counted in the dump...
     await wait_until(lambda: len(participant.tasks) >= 3, what="relayed sends in flight")

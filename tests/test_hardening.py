@@ -33,23 +33,30 @@ async def test_deep_json_is_a_clear_400_on_every_api(server: Server) -> None:
         li = await officer_login(server, api)
         case_id, _ = await case_with_party(api, li)
         headers = {"Content-Type": "application/json"}
-        for path, token in (("/api/login", None), ("/api/invitations/redeem", None),
-                            ("/api/cases", li), (f"/api/cases/{case_id}/parties", li),
-                            (f"/api/cases/{case_id}/close", li)):
+        for path, token in (
+            ("/api/login", None),
+            ("/api/invitations/redeem", None),
+            ("/api/cases", li),
+            (f"/api/cases/{case_id}/parties", li),
+            (f"/api/cases/{case_id}/close", li),
+        ):
             auth = {"Authorization": f"Bearer {token}"} if token else {}
-            async with http.post(server.base_url + path, data=DEEP,
-                                 headers={**headers, **auth}) as r:
+            async with http.post(
+                server.base_url + path, data=DEEP, headers={**headers, **auth}
+            ) as r:
                 body = await r.json()
                 assert r.status == 400, (path, r.status, body)
                 assert body["error"] == "bad_json" and "32" in body["message"], body
         # nesting inside strings is only text; shallow nesting still parses
-        status, case = await api.call("POST", "/api/cases", li,
-                                      {"kind": "accident", "title": "[[[[" * 40})
+        status, case = await api.call(
+            "POST", "/api/cases", li, {"kind": "accident", "title": "[[[[" * 40}
+        )
         assert status == 201 and case["title"] == "[[[[" * 40
 
 
 async def test_deep_json_on_the_sockets_answers_an_error_and_the_session_goes_on(
-        server: Server) -> None:
+    server: Server,
+) -> None:
     async with aiohttp.ClientSession() as http:
         api = Api(http, server.base_url)
         li = await officer_login(server, api)
@@ -86,18 +93,27 @@ async def test_route_ids_are_strict_integers(server: Server) -> None:
         api = Api(http, server.base_url)
         li = await officer_login(server, api)
         case_id, party_id = await case_with_party(api, li)
-        status, invite = await api.call("POST", f"/api/cases/{case_id}/invitations", li,
-                                        {"party_id": party_id})
+        status, invite = await api.call(
+            "POST", f"/api/cases/{case_id}/invitations", li, {"party_id": party_id}
+        )
         assert status == 201
-        for loose in (f"{invite['id']}.0", f"+{invite['id']}", f"0{invite['id']}e0", "%C2%B9",
-                      "%D9%A1", "1" * 40):
-            status, body = await api.call("POST", f"/api/invitations/{loose}/revoke", li,
-                                          {"reason": "test"})
+        for loose in (
+            f"{invite['id']}.0",
+            f"+{invite['id']}",
+            f"0{invite['id']}e0",
+            "%C2%B9",
+            "%D9%A1",
+            "1" * 40,
+        ):
+            status, body = await api.call(
+                "POST", f"/api/invitations/{loose}/revoke", li, {"reason": "test"}
+            )
             assert status == 404, (loose, status, body)
         # the invitation was not revoked by any of them: it still redeems... once a session is
         # open; here it is enough that revoking it for real works once
-        status, body = await api.call("POST", f"/api/invitations/{invite['id']}/revoke", li,
-                                      {"reason": "test"})
+        status, body = await api.call(
+            "POST", f"/api/invitations/{invite['id']}/revoke", li, {"reason": "test"}
+        )
         assert (status, body) == (200, {"revoked": invite["id"]})
         _, audit = await api.call("GET", f"/api/cases/{case_id}/audit", li)
         assert [e["action"] for e in audit["audit"]].count("invitation.revoked") == 1
@@ -105,8 +121,9 @@ async def test_route_ids_are_strict_integers(server: Server) -> None:
         for loose in ("%C2%B9", "%D9%A1", "1.0"):
             status, _ = await api.call("GET", f"/api/cases/{loose}", li)
             assert status == 404, loose
-            status, _ = await api.call("POST", f"/api/cases/{case_id}/sessions/{loose}/end",
-                                       li, {"reason": "x"})
+            status, _ = await api.call(
+                "POST", f"/api/cases/{case_id}/sessions/{loose}/end", li, {"reason": "x"}
+            )
             assert status == 404, loose
 
 
@@ -121,16 +138,25 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -165,10 +191,16 @@ async def test_security_headers_on_every_answer_and_hsts_under_tls(tmp_path: Pat
         bases = [(f"http://127.0.0.1:{ports[0]}", False), (f"https://127.0.0.1:{ports[1]}", True)]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as http:
             for base, tls in bases:
-                for method, path in (("GET", "/"), ("GET", "/console"), ("GET", "/api/docs"),
-                                     ("GET", "/static/client.js"), ("GET", "/healthz"),
-                                     ("GET", "/no/such/page"), ("POST", "/api/login"),
-                                     ("GET", "/api/cases")):
+                for method, path in (
+                    ("GET", "/"),
+                    ("GET", "/console"),
+                    ("GET", "/api/docs"),
+                    ("GET", "/static/client.js"),
+                    ("GET", "/healthz"),
+                    ("GET", "/no/such/page"),
+                    ("POST", "/api/login"),
+                    ("GET", "/api/cases"),
+                ):
                     async with http.request(method, base + path) as r:
                         _check_headers(r.headers, tls=tls)
                 ws = await http.ws_connect(base + "/ws")
@@ -189,8 +221,7 @@ async def test_security_headers_on_every_answer_and_hsts_under_tls(tmp_path: Pat
         await runner.cleanup()
 
 
-async def _raw_request(port: int, head: bytes) -> tuple[asyncio.StreamReader,
-                                                        asyncio.StreamWriter]:
+async def _raw_request(port: int, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head)
     await writer.drain()
@@ -199,9 +230,13 @@ async def _raw_request(port: int, head: bytes) -> tuple[asyncio.StreamReader,
 
 async def _trickled_answer(port: int) -> bytes:
     """What a server answers to a body sent a byte every half second."""
-    reader, writer = await _raw_request(port, (
-        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"))
+    reader, writer = await _raw_request(
+        port,
+        (
+            b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        ),
+    )
 
     async def trickle() -> None:
         with contextlib.suppress(ConnectionError):
@@ -221,7 +256,8 @@ async def _trickled_answer(port: int) -> bytes:
 
 
 async def test_a_trickling_body_is_answered_408_and_a_slow_moving_one_goes_on(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     server = await start_server(make_config(tmp_path, server={"body_timeout": 1.0}))
     try:
         port = int(server.base_url.rsplit(":", 1)[1])
@@ -232,11 +268,15 @@ async def test_a_trickling_body_is_answered_408_and_a_slow_moving_one_goes_on(
         # a body that keeps moving (well above 8 KiB/s) is not cut at the timeout
         body = json.dumps({"username": "nobody", "password": "x" * 10}).encode()
         body = body[:-1] + b" " * 40000 + b"}"
-        reader, writer = await _raw_request(port, (
-            b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"))
+        reader, writer = await _raw_request(
+            port,
+            (
+                b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            ),
+        )
         for offset in range(0, len(body), 2500):
-            writer.write(body[offset:offset + 2500])
+            writer.write(body[offset : offset + 2500])
             await writer.drain()
             await asyncio.sleep(0.1)
         async with asyncio.timeout(20):
@@ -252,10 +292,12 @@ def _from(address: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
 
 
-async def _login(http: aiohttp.ClientSession, base: str, username: str,
-                 password: str) -> tuple[int, Any, str | None]:
-    async with http.post(base + "/api/login",
-                         json={"username": username, "password": password}) as r:
+async def _login(
+    http: aiohttp.ClientSession, base: str, username: str, password: str
+) -> tuple[int, Any, str | None]:
+    async with http.post(
+        base + "/api/login", json={"username": username, "password": password}
+    ) as r:
         return r.status, await r.json(), r.headers.get("Retry-After")
 
 
@@ -268,8 +310,11 @@ async def test_wrong_passwords_slow_down_but_never_lock_out_the_owner(server: Se
     server.app[LOGIN_LIMIT].base = server.app[LOGIN_ADDRESS_LIMIT].base = 3.0
     async with aiohttp.ClientSession() as http:
         await officer_login(server, Api(http, base))
-    async with _from("127.0.0.2") as attacker, _from("127.0.0.3") as owner, \
-            _from("127.0.0.4") as sprayer:
+    async with (
+        _from("127.0.0.2") as attacker,
+        _from("127.0.0.3") as owner,
+        _from("127.0.0.4") as sprayer,
+    ):
         for _ in range(5):  # free
             status, body, _ = await _login(attacker, base, "li", "wrong password!")
             assert (status, body["error"]) == (401, "bad_credentials")
@@ -310,7 +355,8 @@ def test_throttle_delays_grow_and_are_capped() -> None:
 
 
 async def test_unknown_and_known_names_cost_one_check_each_at_todays_cost(
-        server: Server, monkeypatch: Any) -> None:
+    server: Server, monkeypatch: Any
+) -> None:
     import control.auth as auth
 
     costs: list[int] = []
@@ -339,16 +385,31 @@ async def test_an_account_at_an_older_cost_is_rehashed_at_its_next_login(server:
     from tests.conftest import PASSWORD
 
     salt = b"0123456789abcdef"
-    legacy = "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(
-        hashlib.scrypt(PASSWORD.encode(), salt=salt, n=1 << 14, r=8, p=1, dklen=32)).decode()
+    legacy = (
+        "scrypt$"
+        + base64.b64encode(salt).decode()
+        + "$"
+        + base64.b64encode(
+            hashlib.scrypt(PASSWORD.encode(), salt=salt, n=1 << 14, r=8, p=1, dklen=32)
+        ).decode()
+    )
     assert needs_rehash(legacy)
-    await server.app[DB].run(lambda c: c.execute(
-        "INSERT INTO officers (username, password_hash, role, brigade, created_at) "
-        "VALUES ('old', ?, 'officer', 'b1', 'then')", (legacy,)))
+    await server.app[DB].run(
+        lambda c: c.execute(
+            "INSERT INTO officers (username, password_hash, role, brigade, created_at) "
+            "VALUES ('old', ?, 'officer', 'b1', 'then')",
+            (legacy,),
+        )
+    )
 
     def stored() -> str:
-        return str(server.app[DB].run_sync(lambda c: c.execute(
-            "SELECT password_hash FROM officers WHERE username = 'old'").fetchone()[0]))
+        return str(
+            server.app[DB].run_sync(
+                lambda c: c.execute(
+                    "SELECT password_hash FROM officers WHERE username = 'old'"
+                ).fetchone()[0]
+            )
+        )
 
     async with aiohttp.ClientSession() as http:
         status, _, _ = await _login(http, server.base_url, "old", "a wrong password")
@@ -367,37 +428,49 @@ def _failed_login_actors(data_dir: Path) -> list[str]:
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(data_dir / "control.sqlite3")) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT actor FROM audit WHERE action = 'login.failed' ORDER BY id")]
+        return [
+            row[0]
+            for row in conn.execute(
+                "SELECT actor FROM audit WHERE action = 'login.failed' ORDER BY id"
+            )
+        ]
 
 
-async def test_a_worker_believes_a_client_address_only_with_the_fronts_hmac(
-        tmp_path: Path) -> None:
+async def test_a_worker_believes_a_client_address_only_with_the_fronts_hmac(tmp_path: Path) -> None:
     from control.http.webguard import CLIENT_AUTH_HEADER, CLIENT_HEADER, forwarding_headers
 
     secret = "front-" + "ab" * 32
     server = await start_server(make_config(tmp_path, server={"front_secret": secret}))
     try:
         async with aiohttp.ClientSession() as http:
-            for headers in (forwarding_headers(secret, "203.0.113.7"),  # the front's
-                            {CLIENT_HEADER: "203.0.113.8", CLIENT_AUTH_HEADER: "0" * 64},
-                            {CLIENT_HEADER: "203.0.113.9"},
-                            {"X-Forwarded-For": "203.0.113.10"},
-                            forwarding_headers("another secret", "203.0.113.11")):
-                async with http.post(server.base_url + "/api/login", headers=headers,
-                                     json={"username": "x", "password": "y"}) as r:
+            for headers in (
+                forwarding_headers(secret, "203.0.113.7"),  # the front's
+                {CLIENT_HEADER: "203.0.113.8", CLIENT_AUTH_HEADER: "0" * 64},
+                {CLIENT_HEADER: "203.0.113.9"},
+                {"X-Forwarded-For": "203.0.113.10"},
+                forwarding_headers("another secret", "203.0.113.11"),
+            ):
+                async with http.post(
+                    server.base_url + "/api/login",
+                    headers=headers,
+                    json={"username": "x", "password": "y"},
+                ) as r:
                     assert r.status == 401
-        assert _failed_login_actors(tmp_path / "var") == [
-            "anonymous@203.0.113.7"] + ["anonymous@127.0.0.1"] * 4
+        assert (
+            _failed_login_actors(tmp_path / "var")
+            == ["anonymous@203.0.113.7"] + ["anonymous@127.0.0.1"] * 4
+        )
     finally:
         await server.runner.cleanup()
     # without a secret (one process, no front) no header is believed
     server = await start_server(make_config(tmp_path / "single"))
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.post(server.base_url + "/api/login",
-                                 headers=forwarding_headers("", "203.0.113.12"),
-                                 json={"username": "x", "password": "y"}) as r:
+            async with http.post(
+                server.base_url + "/api/login",
+                headers=forwarding_headers("", "203.0.113.12"),
+                json={"username": "x", "password": "y"},
+            ) as r:
                 assert r.status == 401
         assert _failed_login_actors(tmp_path / "single" / "var") == ["anonymous@127.0.0.1"]
     finally:
@@ -408,8 +481,13 @@ async def test_behind_the_front_limits_are_per_client_address(tmp_path: Path) ->
     from control.http.webguard import CLIENT_AUTH_HEADER, CLIENT_HEADER
     from tests.conftest import PASSWORD, serve_process
 
-    async with serve_process(tmp_path, SERVER__WORKERS="2", VERIFIER__ENABLED="false",
-                             AUTH__LOGIN_DELAY="20", SERVER__BODY_TIMEOUT="2") as server:
+    async with serve_process(
+        tmp_path,
+        SERVER__WORKERS="2",
+        VERIFIER__ENABLED="false",
+        AUTH__LOGIN_DELAY="20",
+        SERVER__BODY_TIMEOUT="2",
+    ) as server:
         async with _from("127.0.0.2") as attacker, _from("127.0.0.3") as owner:
             for n in range(10):  # an address's free failures, over names that do not exist
                 status, _, _ = await _login(attacker, server.base, f"user{n}", "guess guess")
@@ -417,10 +495,15 @@ async def test_behind_the_front_limits_are_per_client_address(tmp_path: Path) ->
             status, body, retry = await _login(attacker, server.base, "li", "guess guess")
             assert status == 429 and retry is not None, body
             # headers claiming another address are the client's own and do not help
-            for headers in ({CLIENT_HEADER: "127.0.0.7", CLIENT_AUTH_HEADER: "0" * 64},
-                            {"X-Forwarded-For": "127.0.0.8"}):
-                async with attacker.post(server.base + "/api/login", headers=headers,
-                                         json={"username": "li", "password": "x"}) as r:
+            for headers in (
+                {CLIENT_HEADER: "127.0.0.7", CLIENT_AUTH_HEADER: "0" * 64},
+                {"X-Forwarded-For": "127.0.0.8"},
+            ):
+                async with attacker.post(
+                    server.base + "/api/login",
+                    headers=headers,
+                    json={"username": "li", "password": "x"},
+                ) as r:
                     assert r.status == 429
             # before, every client reached worker 0 as 127.0.0.1, and the owner was shut out
             status, body, _ = await _login(owner, server.base, "li", PASSWORD)
@@ -438,8 +521,7 @@ async def test_behind_the_front_limits_are_per_client_address(tmp_path: Path) ->
     assert actors == ["anonymous@127.0.0.2"] * 10, actors
 
 
-async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
-        tmp_path: Path) -> None:
+async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(tmp_path: Path) -> None:
     import datetime
     import hashlib
     import os
@@ -449,8 +531,9 @@ async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
     from control.appkeys import RECORDER
     from tests.conftest import party_link, wait_until
 
-    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0},
-                                            verifier={"enabled": False}))
+    server = await start_server(
+        make_config(tmp_path, recording={"segment_seconds": 1.0}, verifier={"enabled": False})
+    )
     driver = None
     try:
         async with aiohttp.ClientSession() as http:
@@ -467,13 +550,15 @@ async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
             await wait_until(lambda: session["room"] in recorder.active, what="recording")
             recording_id = recorder.active[session["room"]].recording_id
             await asyncio.sleep(2.5)
-            status, _ = await api.call("POST", f"/api/cases/{cid}/sessions/{session['id']}/end",
-                                       li, {"reason": "done"})
+            status, _ = await api.call(
+                "POST", f"/api/cases/{cid}/sessions/{session['id']}/end", li, {"reason": "done"}
+            )
             assert status == 200
             supervisor = {"Authorization": f"Bearer {zhao}"}
             rec = f"{server.base_url}/api/recordings/{recording_id}"
-            async with http.post(f"{rec}/export", json={"reason": "court"},
-                                 headers=supervisor) as r:
+            async with http.post(
+                f"{rec}/export", json={"reason": "court"}, headers=supervisor
+            ) as r:
                 assert r.status == 200, await r.text()
                 exported = await r.json()
 
@@ -488,8 +573,11 @@ async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
             media = [name for name in exported["files"] if name.startswith("media/")]
             downloaded = {}
             for name in ["package.json", "REPORT.txt", "composite.mp4", *media]:
-                async with http.get(f"{rec}/exports/{exported['export']}/{name}",
-                                    params={"reason": "to the court"}, headers=supervisor) as r:
+                async with http.get(
+                    f"{rec}/exports/{exported['export']}/{name}",
+                    params={"reason": "to the court"},
+                    headers=supervisor,
+                ) as r:
                     assert r.status == 200, (name, r.status)
                     assert r.headers["Cache-Control"] == "no-store"
                     downloaded[name] = await r.read()
@@ -503,19 +591,34 @@ async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
             assert downloaded["composite.mp4"][1000:1064] not in stored
 
             # odd paths: 404, never 500
-            for path in ("%00", "REPORT.txt%00", "..%2F..%2Frecording.json", "blobs/0",
-                         "index.json", "%2Fetc%2Fpasswd"):
-                async with http.get(f"{rec}/exports/{exported['export']}/{path}",
-                                    params={"reason": "x"}, headers=supervisor) as r:
+            for path in (
+                "%00",
+                "REPORT.txt%00",
+                "..%2F..%2Frecording.json",
+                "blobs/0",
+                "index.json",
+                "%2Fetc%2Fpasswd",
+            ):
+                async with http.get(
+                    f"{rec}/exports/{exported['export']}/{path}",
+                    params={"reason": "x"},
+                    headers=supervisor,
+                ) as r:
                     assert r.status == 404, (path, r.status)
 
             # an altered chunk is never served
-            blob = out / "blobs" / str(json.loads((out / "index.json").read_bytes())
-                                       ["files"]["REPORT.txt"]["blob"])
+            blob = (
+                out
+                / "blobs"
+                / str(json.loads((out / "index.json").read_bytes())["files"]["REPORT.txt"]["blob"])
+            )
             original = blob.read_bytes()
             blob.write_bytes(original[:10] + bytes([original[10] ^ 1]) + original[11:])
-            async with http.get(f"{rec}/exports/{exported['export']}/REPORT.txt",
-                                params={"reason": "x"}, headers=supervisor) as r:
+            async with http.get(
+                f"{rec}/exports/{exported['export']}/REPORT.txt",
+                params={"reason": "x"},
+                headers=supervisor,
+            ) as r:
                 try:
                     body = await r.read()
                 except aiohttp.ClientPayloadError:
@@ -525,16 +628,22 @@ async def test_exports_stay_encrypted_download_whole_and_go_with_the_media(
 
             # deleting the media deletes the exports too
             yesterday = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
-            async with http.post(f"{rec}/retention", json={"retain_until": yesterday,
-                                                           "reason": "over"},
-                                 headers=supervisor) as r:
+            async with http.post(
+                f"{rec}/retention",
+                json={"retain_until": yesterday, "reason": "over"},
+                headers=supervisor,
+            ) as r:
                 assert r.status == 200
-            async with http.delete(rec, params={"reason": "retention ended"},
-                                   headers=supervisor) as r:
+            async with http.delete(
+                rec, params={"reason": "retention ended"}, headers=supervisor
+            ) as r:
                 assert r.status == 200, await r.text()
             assert not (data_dir / "recordings" / recording_id / "exports").exists()
-            async with http.get(f"{rec}/exports/{exported['export']}/REPORT.txt",
-                                params={"reason": "x"}, headers=supervisor) as r:
+            async with http.get(
+                f"{rec}/exports/{exported['export']}/REPORT.txt",
+                params={"reason": "x"},
+                headers=supervisor,
+            ) as r:
                 assert r.status == 404
             assert not os.listdir(data_dir / "tmp")
     finally:
@@ -549,8 +658,12 @@ def test_a_build_left_by_a_dead_process_is_removed(tmp_path: Path) -> None:
 
     from control.recordings.sealed_exports import build_dir, clear_stale_builds
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stale = tmp_path / f"build-{int(dead.stdout)}-00"
     stale.mkdir()
     (stale / "media.webm").write_bytes(b"decrypted")
@@ -578,26 +691,36 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_path: Pa
         "    time.sleep(0.001)\n"
         "db = Database(Path(sys.argv[2]))\n"
         "db.run_sync(lambda c: c.execute('SELECT COUNT(*) FROM officers').fetchone())\n"
-        "db.close_sync()\n")
+        "db.close_sync()\n"
+    )
     for attempt in range(3):  # three fresh databases, four processes each
         path = tmp_path / f"control-{attempt}.sqlite3"
         go.unlink(missing_ok=True)
-        procs = [subprocess.Popen([sys.executable, "-c", script, str(go), str(path)],
-                                  env={**os.environ, "PYTHONPATH": str(Path.cwd())},
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(go), str(path)],
+                env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
         time.sleep(1.0)  # every process imported and waiting
         go.touch()
         for proc in procs:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
         with contextlib.closing(sqlite3.connect(path)) as conn:
-            versions = [row[0] for row in conn.execute(
-                "SELECT version FROM schema_version ORDER BY version")]
+            versions = [
+                row[0]
+                for row in conn.execute("SELECT version FROM schema_version ORDER BY version")
+            ]
         assert versions == list(range(1, len(MIGRATIONS) + 1))
 
 
 async def test_media_libraries_log_nothing_at_info_and_plain_http_beyond_loopback_warns(
-        tmp_path: Path, caplog: Any) -> None:
+    tmp_path: Path, caplog: Any
+) -> None:
     import logging
 
     from bench.peer import PatternVideoTrack, PeerClient
@@ -621,14 +744,20 @@ async def test_media_libraries_log_nothing_at_info_and_plain_http_beyond_loopbac
     assert " aioice" not in log and " aiortc" not in log, log[-3000:]
 
     # a bind beyond loopback without TLS says so (the test still listens on 127.0.0.1)
-    config = make_config(tmp_path / "exposed", server={"host": "0.0.0.0"},
-                         auth={"dev_join": False}, verifier={"enabled": False})
+    config = make_config(
+        tmp_path / "exposed",
+        server={"host": "0.0.0.0"},
+        auth={"dev_join": False},
+        verifier={"enabled": False},
+    )
     assert config.server.plain_http_exposed()
     with caplog.at_level(logging.WARNING, logger="control.app"):
         exposed = await start_server(config)
         await exposed.runner.cleanup()
-    assert any("0.0.0.0" in r.getMessage() and "TLS" in r.getMessage() and "明文" in
-               r.getMessage() for r in caplog.records)
+    assert any(
+        "0.0.0.0" in r.getMessage() and "TLS" in r.getMessage() and "明文" in r.getMessage()
+        for r in caplog.records
+    )
     assert not make_config(tmp_path / "local").server.plain_http_exposed()
 
 
@@ -643,19 +772,23 @@ async def test_invalid_invitations_slow_their_address_only(server: Server) -> No
         li = await officer_login(server, api)
         case_id, party_id = await case_with_party(api, li)
         await api.call("POST", f"/api/cases/{case_id}/sessions", li)
-        _, invite = await api.call("POST", f"/api/cases/{case_id}/invitations", li,
-                                   {"party_id": party_id})
+        _, invite = await api.call(
+            "POST", f"/api/cases/{case_id}/invitations", li, {"party_id": party_id}
+        )
     async with _from("127.0.0.2") as guesser, _from("127.0.0.3") as party:
         for n in range(20):
-            async with guesser.post(base + "/api/invitations/redeem",
-                                    json={"token": f"guessed-token-{n:04d}",
-                                          "consent": CONSENT}) as r:
+            async with guesser.post(
+                base + "/api/invitations/redeem",
+                json={"token": f"guessed-token-{n:04d}", "consent": CONSENT},
+            ) as r:
                 assert r.status == 404
-        async with guesser.post(base + "/api/invitations/redeem",
-                                json={"token": invite["token"], "consent": CONSENT}) as r:
+        async with guesser.post(
+            base + "/api/invitations/redeem", json={"token": invite["token"], "consent": CONSENT}
+        ) as r:
             body = await r.json()
             assert r.status == 429 and "Retry-After" in r.headers, body
             assert body["message"].startswith("此地址的无效邀请过多")
-        async with party.post(base + "/api/invitations/redeem",
-                              json={"token": invite["token"], "consent": CONSENT}) as r:
+        async with party.post(
+            base + "/api/invitations/redeem", json={"token": invite["token"], "consent": CONSENT}
+        ) as r:
             assert r.status == 200, await r.text()

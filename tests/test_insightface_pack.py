@@ -45,8 +45,11 @@ def _detector(path: Path) -> tuple[tuple[float, float, float, float], np.ndarray
                     data[index] = [-1.5, -1.5, 1.5, -1.5, 0, 0.5, -1.2, 2.5, 1.2, 2.5]
             name = f"{kind}_{stride}"
             values[name] = data
-            nodes.append(helper.make_node("Constant", [], [name],
-                                          value=numpy_helper.from_array(data, name + "_c")))
+            nodes.append(
+                helper.make_node(
+                    "Constant", [], [name], value=numpy_helper.from_array(data, name + "_c")
+                )
+            )
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [count, width]))
     graph = helper.make_graph(nodes, "scrfd_shaped", [image], outputs)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
@@ -59,10 +62,16 @@ def _recognizer(path: Path) -> None:
     out = helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])
     weights = np.random.default_rng(1).normal(size=(3, 512)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input.1"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["683"])],
-        "arcface_shaped", [image], [out], [numpy_helper.from_array(weights, "w")])
+        [
+            helper.make_node("GlobalAveragePool", ["input.1"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["683"]),
+        ],
+        "arcface_shaped",
+        [image],
+        [out],
+        [numpy_helper.from_array(weights, "w")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
 
 
@@ -70,8 +79,7 @@ def _pack(directory: Path) -> tuple[dict[str, str], tuple[float, ...], np.ndarra
     directory.mkdir(parents=True)
     box, kps = _detector(directory / "det_tiny.onnx")
     _recognizer(directory / "w600k_tiny.onnx")
-    pins = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in directory.glob("*.onnx")}
+    pins = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.glob("*.onnx")}
     return pins, box, kps
 
 
@@ -96,8 +104,11 @@ def test_pack_is_routed_decoded_and_pinned(tmp_path: Path) -> None:
 
     # a file that is not the pinned one, and a file with no pin, are refused before loading
     with pytest.raises(ModelError, match="refusing to load"):
-        load_engine(pack_spec("tiny", tmp_path / "pack", dict(pins, **{
-            "det_tiny.onnx": "0" * 64}), threshold=0.4))
+        load_engine(
+            pack_spec(
+                "tiny", tmp_path / "pack", dict(pins, **{"det_tiny.onnx": "0" * 64}), threshold=0.4
+            )
+        )
     (tmp_path / "pack" / "extra.onnx").write_bytes(b"not pinned")
     with pytest.raises(ModelError, match=r"no pinned SHA-256 for extra\.onnx"):
         pack_spec("tiny", tmp_path / "pack", pins, threshold=0.4)
@@ -114,10 +125,19 @@ async def test_server_runs_a_pinned_pack_and_refuses_a_tampered_one(tmp_path: Pa
             f'[keys]\ndir = "{tmp_path / "keys"}"\n'
             f'[verifier]\nengine = "pack"\npack_dir = "{tmp_path / "pack"}"\n'
             f'pack_sha256 = {pin_text}\npack_licence = "research only (test)"\n'
-            'threshold = 0.4\n')
+            "threshold = 0.4\n"
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "control.cli", "--config", str(config), "serve",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ})
+            sys.executable,
+            "-m",
+            "control.cli",
+            "--config",
+            str(config),
+            "serve",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ},
+        )
         assert proc.stderr is not None
         text = b""
         try:
@@ -139,6 +159,7 @@ async def test_server_runs_a_pinned_pack_and_refuses_a_tampered_one(tmp_path: Pa
     assert "licence: research only (test)" in log, log
     assert code == 0
     (tmp_path / "pack" / "w600k_tiny.onnx").write_bytes(
-        (tmp_path / "pack" / "w600k_tiny.onnx").read_bytes() + b"\0")
+        (tmp_path / "pack" / "w600k_tiny.onnx").read_bytes() + b"\0"
+    )
     code, log = await serve(pin_table)
     assert code != 0 and "refusing to load" in log

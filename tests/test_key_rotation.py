@@ -46,9 +46,20 @@ def site(golden: Site, tmp_path: Path) -> Site:
 
 async def _keys_cli(site: Site, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "keys", "rotate", *args, "--actor", "admin-li",
-        "--reason", "annual rotation", env={**os.environ, **site.config_env()},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "keys",
+        "rotate",
+        *args,
+        "--actor",
+        "admin-li",
+        "--reason",
+        "annual rotation",
+        env={**os.environ, **site.config_env()},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode() + err.decode()
@@ -76,14 +87,21 @@ async def test_signing_rotation_chains_and_both_recordings_verify(site: Site) ->
     for recording_id in (site.recording_id, second):
         directory = site.base / "var" / "recordings" / recording_id
         for anchor in (old_public, new_public):  # trust runs both ways along the chain
-            findings = verify_recording(directory, site.custody, anchor, site.kek(),
-                                        checkpoints=checkpoints, witness=site.witness_public)
+            findings = verify_recording(
+                directory,
+                site.custody,
+                anchor,
+                site.kek(),
+                checkpoints=checkpoints,
+                witness=site.witness_public,
+            )
             assert failures(findings) == [], (recording_id, failures(findings))
             keys = next(f.detail for f in findings if f.check == "signing keys")
             assert f"by key {old_id}" in keys and f"by key {new_id}" in keys
     heads = [TreeHead.from_json(json.loads(h)) for h in lines(site.custody / "heads.log")]
     assert [h.key_id for h in heads if h.tree_size <= rotation["index"]] and all(
-        h.key_id == old_id for h in heads if h.tree_size <= rotation["index"])
+        h.key_id == old_id for h in heads if h.tree_size <= rotation["index"]
+    )
     assert all(h.key_id == new_id for h in heads if h.tree_size > rotation["index"])
     first_seal = json.loads((site.recording / "manifest.sig.json").read_bytes())
     assert first_seal["tree_head"]["key_id"] == old_id
@@ -92,18 +110,22 @@ async def test_signing_rotation_chains_and_both_recordings_verify(site: Site) ->
     custody = site.custody_log()
     try:
         out_dir = site.base / "package-after"
-        export_recording(recording_dir=site.recording, custody=custody, kek=site.kek(),
-                         signing_key=load_or_create_signing_key(
-                             site.keys / "custody-ed25519.pem"),
-                         out=out_dir, actor="sup", reason="appeal")
+        export_recording(
+            recording_dir=site.recording,
+            custody=custody,
+            kek=site.kek(),
+            signing_key=load_or_create_signing_key(site.keys / "custody-ed25519.pem"),
+            out=out_dir,
+            actor="sup",
+            reason="appeal",
+        )
     finally:
         custody.close()
     for anchor in (old_public, new_public):
         findings = verify_package(out_dir, anchor, witness=site.witness_public)
         assert failures(findings) == []
     assert any(f.check == "seal" and f"key {old_id}" in f.detail for f in findings)
-    assert any(f.check == "package signature" and f"key {new_id}" in f.detail
-               for f in findings)
+    assert any(f.check == "package signature" and f"key {new_id}" in f.detail for f in findings)
     # the package made before the rotation holds no rotation entry: it verifies with the old
     # (published) key, or with both; the new key alone cannot vouch for it, and says so
     assert failures(verify_package(site.package, old_public)) == []
@@ -129,10 +151,10 @@ async def test_a_retired_key_signs_nothing_more(site: Site) -> None:
     from recorder import merkle
 
     leaves = [merkle.leaf_hash(line) for line in lines(site.custody / "entries.log")]
-    forged = TreeHead(leaves_size, 1, merkle.root(leaves).hex(), key_id(old_key.public_key()),
-                      "")
-    forged = TreeHead(forged.tree_size, 1, forged.root_hash, forged.key_id,
-                      sign(old_key, forged.signed_bytes()))
+    forged = TreeHead(leaves_size, 1, merkle.root(leaves).hex(), key_id(old_key.public_key()), "")
+    forged = TreeHead(
+        forged.tree_size, 1, forged.root_hash, forged.key_id, sign(old_key, forged.signed_bytes())
+    )
     heads = site.custody / "heads.log"
     write_lines(heads, [*lines(heads), canonical(forged.to_json())])
     fails = failures(verify_recording(site.recording, site.custody, site.public))
@@ -152,27 +174,38 @@ def _add_material_and_face(site: Site, kek: KeyEncryptionKey) -> tuple[str, byte
             "INSERT INTO materials (id, case_id, origin, uploaded_by, name, media_type, size, "
             "sha256, wrapped_key, kek_fingerprint, custody_index, created_at) "
             "VALUES (?, 1, 'officer', 'officer:wang', 'photo.jpg', 'image/jpeg', ?, ?, ?, ?, 0, "
-            "'2026-01-01')", (material_id, stored.size, stored.sha256, stored.wrapped_key,
-                              stored.kek_fingerprint))
+            "'2026-01-01')",
+            (material_id, stored.size, stored.sha256, stored.wrapped_key, stored.kek_fingerprint),
+        )
     conn.close()
     faces = EnrollmentStore(site.base / "var" / "faces", kek)
-    faces.save("custody-room", "driver", photo_sha256="00" * 32, quality={}, actor="officer",
-               embedding=np.arange(512, dtype="<f8"), model={"name": "test"})
+    faces.save(
+        "custody-room",
+        "driver",
+        photo_sha256="00" * 32,
+        quality={},
+        actor="officer",
+        embedding=np.arange(512, dtype="<f8"),
+        model={"name": "test"},
+    )
     return material_id, data, stored.sha256
 
 
 def _material_row(site: Site, material_id: str) -> tuple[str, str]:
     conn = sqlite3.connect(site.base / "var" / "control.sqlite3")
-    row = conn.execute("SELECT wrapped_key, kek_fingerprint FROM materials WHERE id = ?",
-                       (material_id,)).fetchone()
+    row = conn.execute(
+        "SELECT wrapped_key, kek_fingerprint FROM materials WHERE id = ?", (material_id,)
+    ).fetchone()
     conn.close()
     return row[0], row[1]
 
 
 def _media_hashes(site: Site) -> dict[str, str]:
-    return {p.relative_to(site.base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((site.base / "var").rglob("*"))
-            if p.is_file() and (p.suffix in (".seg", ".bin") or p.name == "manifest.json")}
+    return {
+        p.relative_to(site.base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((site.base / "var").rglob("*"))
+        if p.is_file() and (p.suffix in (".seg", ".bin") or p.name == "manifest.json")
+    }
 
 
 async def test_kek_rotation_rewraps_everything_without_touching_media(site: Site) -> None:
@@ -189,8 +222,9 @@ async def test_kek_rotation_rewraps_everything_without_touching_media(site: Site
     assert _media_hashes(site) == before, "media, materials and manifests untouched"
 
     # the old recording decrypts and verifies under the new KEK, and exports
-    findings = verify_recording(site.recording, site.custody, site.public, new,
-                                witness=site.witness_public)
+    findings = verify_recording(
+        site.recording, site.custody, site.public, new, witness=site.witness_public
+    )
     assert failures(findings) == []
     assert any("decrypting at its position" in f.detail for f in findings)
     assert any(f.check == "recording.json" and new.fingerprint in f.detail for f in findings)
@@ -199,10 +233,15 @@ async def test_kek_rotation_rewraps_everything_without_touching_media(site: Site
     assert failures(verify_recording(site.recording, site.custody, site.public, old)) == []
     custody = site.custody_log()
     try:
-        export_recording(recording_dir=site.recording, custody=custody, kek=new,
-                         signing_key=load_or_create_signing_key(
-                             site.keys / "custody-ed25519.pem"),
-                         out=site.base / "package-new-kek", actor="sup", reason="review")
+        export_recording(
+            recording_dir=site.recording,
+            custody=custody,
+            kek=new,
+            signing_key=load_or_create_signing_key(site.keys / "custody-ed25519.pem"),
+            out=site.base / "package-new-kek",
+            actor="sup",
+            reason="review",
+        )
     finally:
         custody.close()
     assert failures(verify_package(site.base / "package-new-kek", site.public)) == []
@@ -212,19 +251,26 @@ async def test_kek_rotation_rewraps_everything_without_touching_media(site: Site
     store = MaterialStore(site.base / "var" / "materials", new)
     assert store.read_all(material_id, wrapped, fingerprint, sha) == data
     with pytest.raises(KeyProblem, match="wrong key-encryption key"):
-        MaterialStore(site.base / "var" / "materials", old).read_all(material_id, wrapped,
-                                                                     fingerprint, sha)
+        MaterialStore(site.base / "var" / "materials", old).read_all(
+            material_id, wrapped, fingerprint, sha
+        )
     loaded = EnrollmentStore(site.base / "var" / "faces", new).load("custody-room", "driver")
     assert loaded is not None and np.array_equal(loaded[1], np.arange(512, dtype="<f8"))
-    entry = next(e for e in map(json.loads, lines(site.custody / "entries.log"))
-                 if e["type"] == "keys.kek_rotated")
+    entry = next(
+        e
+        for e in map(json.loads, lines(site.custody / "entries.log"))
+        if e["type"] == "keys.kek_rotated"
+    )
     assert entry["type"] == "keys.kek_rotated" and entry["old_kek"] == old.fingerprint
-    assert entry["recordings"][site.recording_id] == json.loads(
-        (site.recording / "recording.json").read_bytes())["key"]["wrapped_data_key"]
+    assert (
+        entry["recordings"][site.recording_id]
+        == json.loads((site.recording / "recording.json").read_bytes())["key"]["wrapped_data_key"]
+    )
 
 
 def test_an_interrupted_kek_rotation_is_refused_at_start_and_finished_by_a_rerun(
-        site: Site) -> None:
+    site: Site,
+) -> None:
     old = site.kek()
     material_id, data, sha = _add_material_and_face(site, old)
 
@@ -234,8 +280,9 @@ def test_an_interrupted_kek_rotation_is_refused_at_start_and_finished_by_a_rerun
     custody = site.custody_log()
     try:
         with pytest.raises(OSError, match="power lost"):
-            rotate_kek(site.keys, site.base / "var", custody, actor="a", reason="r",
-                       rewrap_rows=crash)
+            rotate_kek(
+                site.keys, site.base / "var", custody, actor="a", reason="r", rewrap_rows=crash
+            )
     finally:
         custody.close()
     # half done: the recording is rewrapped, the material is not, the old KEK is still there
@@ -247,20 +294,31 @@ def test_an_interrupted_kek_rotation_is_refused_at_start_and_finished_by_a_rerun
 
     custody = site.custody_log()
     try:
-        result = rotate_kek(site.keys, site.base / "var", custody, actor="a", reason="rerun",
-                            rewrap_rows=_rewrap_materials(site.base / "var" / "control.sqlite3"))
+        result = rotate_kek(
+            site.keys,
+            site.base / "var",
+            custody,
+            actor="a",
+            reason="rerun",
+            rewrap_rows=_rewrap_materials(site.base / "var" / "control.sqlite3"),
+        )
     finally:
         custody.close()
     new = site.kek()
     assert result["new_kek"] == new.fingerprint != old.fingerprint
     assert failures(verify_recording(site.recording, site.custody, site.public, new)) == []
     wrapped, fingerprint = _material_row(site, material_id)
-    assert MaterialStore(site.base / "var" / "materials", new).read_all(
-        material_id, wrapped, fingerprint, sha) == data
+    assert (
+        MaterialStore(site.base / "var" / "materials", new).read_all(
+            material_id, wrapped, fingerprint, sha
+        )
+        == data
+    )
 
 
 def test_rotation_keys_are_published_for_verifiers(site: Site) -> None:
     # the public key file is what the server made, and a PEM any verifier reads
     public = load_public_key((site.keys / "custody-ed25519.pub.pem").read_bytes())
-    assert key_id(public) == key_id(load_or_create_signing_key(
-        site.keys / "custody-ed25519.pem").public_key())
+    assert key_id(public) == key_id(
+        load_or_create_signing_key(site.keys / "custody-ed25519.pem").public_key()
+    )

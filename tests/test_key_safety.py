@@ -19,8 +19,9 @@ from recorder.keys import KeyEncryptionKey, KeyProblem, load_or_create_signing_k
 
 ROOT = Path(__file__).resolve().parent.parent
 GIT = shutil.which("git")
-needs_git = pytest.mark.skipif(GIT is None or not (ROOT / ".git").exists(),
-                               reason="needs git and the repository")
+needs_git = pytest.mark.skipif(
+    GIT is None or not (ROOT / ".git").exists(), reason="needs git and the repository"
+)
 
 PRIVATE_PEM = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 # The fixture string this very file searches for is built, not written, so it is not a match.
@@ -28,8 +29,9 @@ OPENSSH = b"-----BEGIN OPENSSH " + b"PRIVATE KEY-----"
 
 
 def tracked_files() -> list[Path]:
-    out = subprocess.run([GIT or "git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [GIT or "git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True
+    ).stdout
     return [ROOT / name.decode() for name in out.split(b"\0") if name]
 
 
@@ -57,11 +59,15 @@ def test_no_private_key_material_is_tracked() -> None:
 
 def _published(path: str) -> bytes | None:
     """The key a first version of this repository published, from its history."""
-    commits = subprocess.run([GIT or "git", "-C", str(ROOT), "log", "--all", "--format=%H", "--",
-                              path], capture_output=True, text=True).stdout.split()
+    commits = subprocess.run(
+        [GIT or "git", "-C", str(ROOT), "log", "--all", "--format=%H", "--", path],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     for commit in commits:
-        shown = subprocess.run([GIT or "git", "-C", str(ROOT), "show", f"{commit}:{path}"],
-                               capture_output=True)
+        shown = subprocess.run(
+            [GIT or "git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True
+        )
         if shown.returncode == 0:
             return shown.stdout
     return None
@@ -115,9 +121,13 @@ def test_a_key_tracked_by_git_is_refused(tmp_path: Path) -> None:
     subprocess.run([GIT or "git", "init", "-q", str(repo)], check=True)
     key = Ed25519PrivateKey.generate()
     path = repo / "custody-ed25519.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     path.chmod(0o600)
     load_or_create_signing_key(path)  # untracked: accepted
     subprocess.run([GIT or "git", "-C", str(repo), "add", path.name], check=True)
@@ -129,10 +139,18 @@ def test_serve_refuses_an_unsafe_key_and_says_how_to_renew(tmp_path: Path) -> No
     keys = tmp_path / "keys"
     load_or_create_signing_key(keys / "custody-ed25519.pem")
     (keys / "custody-ed25519.pem").chmod(0o604)
-    env = {**os.environ, "REMOTECASE_KEYS__DIR": str(keys),
-           "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_SERVER__PORT": "0"}
-    result = subprocess.run([sys.executable, "-m", "control.cli", "serve"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "REMOTECASE_KEYS__DIR": str(keys),
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+        "REMOTECASE_SERVER__PORT": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "control.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert "chmod 600" in result.stderr and "remotecase keys rotate" in result.stderr

@@ -13,8 +13,14 @@ from mediaserver.forwarding import ForwardedUpTrack, RtpDownTrack
 from mediaserver.protocols import CloseReason
 from tests.conftest import Server, join, wait_until
 
-EMPTY = {"rooms": 0, "participants": 0, "up_tracks": 0, "down_tracks": 0, "local_subscribers": 0,
-         "tasks": 0}
+EMPTY = {
+    "rooms": 0,
+    "participants": 0,
+    "up_tracks": 0,
+    "down_tracks": 0,
+    "local_subscribers": 0,
+    "tasks": 0,
+}
 
 
 def _alive(*classes: type) -> tuple[int, ...]:
@@ -39,6 +45,7 @@ async def _fifty_cycles(server: Server, clients: list[PeerClient]) -> None:
         guest = await join(server, clients, "education", f"guest{i}")
         if i % 10 == 0:  # every tenth guest publishes too, and waits for media both ways
             await guest.publish(PatternVideoTrack(fps=10))
+
             def has_media(g: PeerClient = guest) -> bool:
                 return any(g.frame_counts.values())
 
@@ -53,20 +60,26 @@ async def _fifty_cycles(server: Server, clients: list[PeerClient]) -> None:
             await guest.wait_for(lambda m: m["type"] == "bye")
         await guest.close()  # ...or the socket just goes away
         clients.remove(guest)
-        await wait_until(lambda: len(server.sfu.rooms["education"].participants) == 1,
-                         what=f"guest{i} cleaned up")
+        await wait_until(
+            lambda: len(server.sfu.rooms["education"].participants) == 1,
+            what=f"guest{i} cleaned up",
+        )
 
     room = server.sfu.rooms["education"]
     assert list(room.participants) == ["host"]
     host_participant = room.participants["host"]
     # the host's subscriber connection reuses transceivers instead of growing per guest
     assert len(host_participant.subscriber_pc.getTransceivers()) <= 2
-    await wait_until(lambda: host_participant.down_tracks() == [],
-                     what="host's down-tracks freed")
+    await wait_until(lambda: host_participant.down_tracks() == [], what="host's down-tracks freed")
     alive = server.sfu.dump()
     # the host's own tasks: its negotiator (and a keyframe request on its way, at times)
-    assert alive == {**EMPTY, "rooms": 1, "participants": 1, "up_tracks": 2,
-                     "tasks": alive["tasks"]}
+    assert alive == {
+        **EMPTY,
+        "rooms": 1,
+        "participants": 1,
+        "up_tracks": 2,
+        "tasks": alive["tasks"],
+    }
     assert alive["tasks"] >= 1
 
     await host.leave()
@@ -76,7 +89,8 @@ async def _fifty_cycles(server: Server, clients: list[PeerClient]) -> None:
 
 
 async def test_fifty_join_leave_cycles_leave_nothing_behind(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     tasks_before = len(asyncio.all_tasks())
     (pcs_before,) = _alive(RTCPeerConnection)
 
@@ -89,15 +103,22 @@ async def test_fifty_join_leave_cycles_leave_nothing_behind(
     # nothing of the media plane survives: peer connections, tracks, tasks, threads
     await asyncio.sleep(0.2)
     assert _alive(RTCPeerConnection, ForwardedUpTrack, RtpDownTrack) == (pcs_before, 0, 0)
-    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, timeout=5,
-                     what=f"tasks back to {tasks_before}: {asyncio.all_tasks()}")
+    await wait_until(
+        lambda: len(asyncio.all_tasks()) <= tasks_before,
+        timeout=5,
+        what=f"tasks back to {tasks_before}: {asyncio.all_tasks()}",
+    )
     # aiortc runs one decoder thread per started receiver; the loop's executor threads stay
-    await wait_until(lambda: not [t for t in threading.enumerate() if "decoder" in t.name],
-                     timeout=5, what=f"decoder threads gone: {threading.enumerate()}")
+    await wait_until(
+        lambda: not [t for t in threading.enumerate() if "decoder" in t.name],
+        timeout=5,
+        what=f"decoder threads gone: {threading.enumerate()}",
+    )
 
 
 async def test_remove_and_room_close_are_idempotent(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     a = await join(server, clients, "r", "a")
     b = await join(server, clients, "r", "b")
     await a.publish(PatternVideoTrack(fps=10))
@@ -119,7 +140,8 @@ async def test_remove_and_room_close_are_idempotent(
 
 
 async def test_same_participant_joining_again_replaces_the_old_connection(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     first = await join(server, clients, "r", "p")
     second = await join(server, clients, "r", "p")
     bye = await first.wait_for(lambda m: m["type"] == "bye")
@@ -131,7 +153,8 @@ async def test_same_participant_joining_again_replaces_the_old_connection(
 
 
 async def test_local_subscriber_gets_packets_and_decoded_frames(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     """The in-process API the recorder and the verifier use."""
     pub = await join(server, clients, "r", "pub")
     await pub.publish(PatternVideoTrack(fps=15), ToneAudioTrack())

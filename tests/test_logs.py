@@ -36,26 +36,31 @@ def text_log() -> Iterator[io.StringIO]:
 
 
 async def test_a_calls_lines_name_its_room_and_participant(
-        server: Server, clients: list[PeerClient],
-                                                            text_log: io.StringIO) -> None:
+    server: Server, clients: list[PeerClient], text_log: io.StringIO
+) -> None:
     alice = await join(server, clients, "r-logs", "alice")
     bob = await join(server, clients, "r-logs", "bob")
     await alice.publish(PatternVideoTrack(), AudioStreamTrack())
     await wait_until(lambda: len(bob.mids_for_participant("alice")) == 2, what="bob's offer")
     await alice.leave()
-    await wait_until(lambda: "alice" not in server.sfu.rooms["r-logs"].participants,
-                     what="alice gone")
+    await wait_until(
+        lambda: "alice" not in server.sfu.rooms["r-logs"].participants, what="alice gone"
+    )
     lines = text_log.getvalue().splitlines()
     closing = [line for line in lines if line.endswith("closing: left")]
     assert closing, lines
     assert all(" room=r-logs participant=alice " in line for line in closing), closing
     # the room's own lines name the room, and no participant
-    assert any(" room=r-logs participant=- track=- participant alice joined" in line
-               for line in lines), lines
+    assert any(
+        " room=r-logs participant=- track=- participant alice joined" in line for line in lines
+    ), lines
     # a line about nobody says so
     logging.getLogger("control.test").info("about nobody")
-    assert text_log.getvalue().splitlines()[-1].endswith(
-        "control.test room=- participant=- track=- about nobody")
+    assert (
+        text_log.getvalue()
+        .splitlines()[-1]
+        .endswith("control.test room=- participant=- track=- about nobody")
+    )
 
 
 def test_json_lines_carry_the_ids_the_case_and_the_exception() -> None:
@@ -67,9 +72,11 @@ def test_json_lines_carry_the_ids_the_case_and_the_exception() -> None:
     log.setLevel(logging.INFO)
     try:
         logging.LoggerAdapter(log, {"room": "case-12-ab34", "participant": "party-5"}).info(
-            "closing: %s", "left")
+            "closing: %s", "left"
+        )
         logging.LoggerAdapter(log, {"room": "r", "participant": "p", "track": "TR_1"}).warning(
-            "late")
+            "late"
+        )
         try:
             raise RuntimeError("boom")
         except RuntimeError:
@@ -79,12 +86,20 @@ def test_json_lines_carry_the_ids_the_case_and_the_exception() -> None:
         log.propagate = True
     first, track, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["message"] == "closing: left"
-    assert (first["room"], first["participant"], first["track"], first["case"]) == \
-        ("case-12-ab34", "party-5", None, "12")
+    assert (first["room"], first["participant"], first["track"], first["case"]) == (
+        "case-12-ab34",
+        "party-5",
+        None,
+        "12",
+    )
     assert first["level"] == "INFO" and first["logger"] == "control.test.json"
     assert first["exception"] is None and first["time"].endswith("+00:00")
-    assert (track["room"], track["participant"], track["track"], track["case"]) == \
-        ("r", "p", "TR_1", None)
+    assert (track["room"], track["participant"], track["track"], track["case"]) == (
+        "r",
+        "p",
+        "TR_1",
+        None,
+    )
     assert second["room"] is None and second["case"] is None
     assert "RuntimeError: boom" in second["exception"]
 
@@ -97,13 +112,15 @@ def test_log_format_is_checked() -> None:
 
 
 async def test_serve_writes_json_lines_that_name_who(tmp_path: Path) -> None:
-    async with serve_process(tmp_path, log__level="INFO", log__format="json",
-                             auth__dev_join="true") as served:
+    async with serve_process(
+        tmp_path, log__level="INFO", log__format="json", auth__dev_join="true"
+    ) as served:
         async with aiohttp.ClientSession() as http:
             tokens = []
             for name in ("alice", "bob"):
-                async with http.post(f"{served.base}/dev/token",
-                                     json={"room": "r-json", "name": name}) as response:
+                async with http.post(
+                    f"{served.base}/dev/token", json={"room": "r-json", "name": name}
+                ) as response:
                     tokens.append(await response.json())
         peers = [PeerClient(served.base, t["token"]) for t in tokens]
         try:
@@ -113,18 +130,28 @@ async def test_serve_writes_json_lines_that_name_who(tmp_path: Path) -> None:
             alice = tokens[0]["participant"]
 
             def closed() -> bool:
-                return any('"closing: left"' in line and alice in line
-                           for line in served.log_text.splitlines())
+                return any(
+                    '"closing: left"' in line and alice in line
+                    for line in served.log_text.splitlines()
+                )
 
             await wait_until(closed, timeout=20, what="alice's closing line")
         finally:
             for peer in peers:
                 await peer.close()
-    records = [json.loads(line) for line in served.log_text.splitlines()
-               if line.startswith("{")]
+    records = [json.loads(line) for line in served.log_text.splitlines() if line.startswith("{")]
     assert records
     for record in records:
-        assert {"time", "level", "logger", "message", "room", "participant", "track", "case",
-                "exception"} <= set(record)
+        assert {
+            "time",
+            "level",
+            "logger",
+            "message",
+            "room",
+            "participant",
+            "track",
+            "case",
+            "exception",
+        } <= set(record)
     closing = [r for r in records if r["message"] == "closing: left"]
     assert [(r["room"], r["participant"]) for r in closing] == [("r-json", alice)]

@@ -72,8 +72,9 @@ asyncio.run(main())
 def test_frozen_garbage_waits_for_departures_then_is_reclaimed() -> None:
     """The collector is process-wide, and a full collection walks the whole process: the policy
     runs in a process of its own, not inside pytest's."""
-    result = subprocess.run([sys.executable, "-c", POLICY_SCRIPT], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", POLICY_SCRIPT], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["OK", "2"]
 
@@ -98,11 +99,12 @@ async def test_a_blocked_loop_and_collections_show_in_metrics(tmp_path: Path) ->
 
     server = await start_server(make_config(tmp_path))
     try:
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"{server.base_url}/metrics") as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{server.base_url}/metrics") as response,
+        ):
             body = await response.text()
         assert "remotecase_event_loop_lag_seconds_count" in body
         assert 'python_gc_collections_total{generation="2"}' in body
     finally:
         await server.runner.cleanup()
-

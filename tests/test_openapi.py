@@ -31,8 +31,12 @@ def _routes() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_described_and_nothing_else() -> None:
-    described = {(method, path) for path, item in SPEC["paths"].items()
-                 for method in item if method != "parameters"}
+    described = {
+        (method, path)
+        for path, item in SPEC["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
     assert _routes() == described
     for path, item in SPEC["paths"].items():
         for method, op in item.items():
@@ -41,9 +45,13 @@ def test_every_route_is_described_and_nothing_else() -> None:
             for status, response in op["responses"].items():
                 if status.startswith("4"):
                     assert response["content"]["application/json"]["schema"] == {
-                        "$ref": "#/components/schemas/Error"}, (method, path, status)
-            names = {p["name"] for p in item.get("parameters", []) + op.get("parameters", [])
-                     if p["in"] == "path"}
+                        "$ref": "#/components/schemas/Error"
+                    }, (method, path, status)
+            names = {
+                p["name"]
+                for p in item.get("parameters", []) + op.get("parameters", [])
+                if p["in"] == "path"
+            }
             assert names == set(re.findall(r"\{(\w+)\}", path)), (method, path)
 
 
@@ -52,35 +60,61 @@ async def test_schema_fuzzing_finds_no_server_error(tmp_path: Path) -> None:
     success, never 5xx; a case, a party and a session exist so that IDs hit real objects."""
     async with serve_process(tmp_path) as server, aiohttp.ClientSession() as http:
         base = server.base
-        async with http.post(f"{base}/api/login", json={
-                "username": "li", "password": PASSWORD}) as r:
+        async with http.post(
+            f"{base}/api/login", json={"username": "li", "password": PASSWORD}
+        ) as r:
             token = (await r.json())["token"]
         headers = {"Authorization": f"Bearer {token}"}
-        async with http.post(f"{base}/api/cases", headers=headers,
-                             json={"kind": "accident", "title": "fuzz"}) as r:
+        async with http.post(
+            f"{base}/api/cases", headers=headers, json={"kind": "accident", "title": "fuzz"}
+        ) as r:
             case = await r.json()
-        async with http.post(f"{base}/api/cases/{case['id']}/parties", headers=headers,
-                             json={"role": "driver", "name": "x"}) as r:
+        async with http.post(
+            f"{base}/api/cases/{case['id']}/parties",
+            headers=headers,
+            json={"role": "driver", "name": "x"},
+        ) as r:
             party = await r.json()
-        async with http.post(f"{base}/api/cases/{case['id']}/invitations", headers=headers,
-                             json={"party_id": party["id"]}) as r:
+        async with http.post(
+            f"{base}/api/cases/{case['id']}/invitations",
+            headers=headers,
+            json={"party_id": party["id"]},
+        ) as r:
             link = (await r.json())["token"]
         st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
         assert st, "schemathesis is in the dev extra"
         # as the officer everywhere (logging out would end the fuzzer's login half-way), then
         # as the party on its own endpoints
         for credential, selection, minimum in (
-                (token, ["--exclude-path", "/api/logout"], 1000),
-                (link, ["--include-path-regex", "^/api/party"], 100)):
+            (token, ["--exclude-path", "/api/logout"], 1000),
+            (link, ["--include-path-regex", "^/api/party"], 100),
+        ):
             proc = await asyncio.create_subprocess_exec(
-                st, "run", f"{base}/api/openapi.json", "--checks", "not_a_server_error",
-                "-H", f"Authorization: Bearer {credential}", "--max-examples", "25",
-                "--seed", "7", "--phases", "examples,coverage,fuzzing", "--no-color",
-                "--generation-database", "none", *selection,
+                st,
+                "run",
+                f"{base}/api/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "-H",
+                f"Authorization: Bearer {credential}",
+                "--max-examples",
+                "25",
+                "--seed",
+                "7",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--no-color",
+                "--generation-database",
+                "none",
+                *selection,
                 # one worker: threads running ast.parse hit a CPython 3.11 bug
                 # ("AST constructor recursion depth mismatch") inside schemathesis
-                "--workers", "1",
-                cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                "--workers",
+                "1",
+                cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             out, _ = await asyncio.wait_for(proc.communicate(), 600)
             text = out.decode(errors="replace")
             assert proc.returncode == 0, text[-6000:]

@@ -44,8 +44,9 @@ def canvas(face: np.ndarray | None, *, level: int = 128) -> np.ndarray:
 
 
 def jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     assert ok
     return data.tobytes()
 
@@ -55,8 +56,7 @@ ASTRONAUT = skimage.data.astronaut()
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = await start_server(make_config(tmp_path, auth={"dev_join": False,
-                                                         "prejoin_check": True}))
+    srv = await start_server(make_config(tmp_path, auth={"dev_join": False, "prejoin_check": True}))
     yield srv
     await srv.runner.cleanup()
 
@@ -75,20 +75,27 @@ async def clients() -> AsyncIterator[list[PeerClient]]:
         await client.close()
 
 
-async def open_call(api: Api, server: Server, *, face: bool = True,
-                    enroll: bool = True) -> dict[str, Any]:
+async def open_call(
+    api: Api, server: Server, *, face: bool = True, enroll: bool = True
+) -> dict[str, Any]:
     officer = await officer_login(server, api)
     case, party = await case_with_party(api, officer)
     if enroll:
-        status, body = await api.call("PUT", f"/api/cases/{case}/parties/{party}/reference",
-                                      officer, data=_png(ASTRONAUT))
+        status, body = await api.call(
+            "PUT", f"/api/cases/{case}/parties/{party}/reference", officer, data=_png(ASTRONAUT)
+        )
         assert status == 200, body
     status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
     assert status == 201, session
     redeemed = await party_link(api, officer, case, party, {"recording": True, "face": face})
-    return {"officer": officer, "case": case, "party": party, "session": session,
-            "token": redeemed["token"],
-            "base": f"/api/cases/{case}/sessions/{session['id']}/prejoin"}
+    return {
+        "officer": officer,
+        "case": case,
+        "party": party,
+        "session": session,
+        "token": redeemed["token"],
+        "base": f"/api/cases/{case}/sessions/{session['id']}/prejoin",
+    }
 
 
 async def sample(api: Api, token: str, data: bytes) -> tuple[int, Any]:
@@ -106,7 +113,8 @@ async def test_the_default_server_checks_parties_before_they_join() -> None:
 
 
 async def test_a_matching_face_passes_and_then_the_join_is_admitted(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     assert server.app[CONFIG].auth.prejoin_check
     call = await open_call(api, server)
     token = call["token"]
@@ -114,8 +122,13 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
     assert_refusal(await refused(server, token), "identity_unchecked")
     status, state = await api.call("GET", "/api/party/prejoin", token)
     assert status == 200, state
-    assert (state["status"], state["route"], state["needed"], state["of"], state["required"]) \
-        == ("checking", "face", 3, 5, True)
+    assert (state["status"], state["route"], state["needed"], state["of"], state["required"]) == (
+        "checking",
+        "face",
+        3,
+        5,
+        True,
+    )
     status, officer_view = await api.call("GET", call["base"], call["officer"])
     assert status == 200 and officer_view["parties"][0]["status"] == "none"
 
@@ -136,8 +149,7 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
     verdicts = custody(server, "verification.verdict")
     assert len(verdicts) == 3 and {v["phase"] for v in verdicts} == {"prejoin"}
     assert all(v["verdict"] == "match" and v["score"] >= v["threshold"] for v in verdicts)
-    assert all(v["participant"] == f"party-{call['party']}" and v["still_sha256"]
-               for v in verdicts)
+    assert all(v["participant"] == f"party-{call['party']}" and v["still_sha256"] for v in verdicts)
     (result,) = custody(server, "verification.prejoin")
     assert (result["result"], result["matches"], result["samples"]) == ("passed", 3, 3)
     # the officer sees each verdict with its score as it comes, and the result
@@ -148,7 +160,8 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
             seen.append(event)
     await events.close()
     assert [(e["verdict"], e["participant"]) for e in seen] == [
-        ("match", f"party-{call['party']}")] * 3
+        ("match", f"party-{call['party']}")
+    ] * 3
     assert [e["score"] for e in seen] == [v["score"] for v in verdicts]
     # ... and the result and its verdicts in the session's state before admitting
     status, officer_view = await api.call("GET", call["base"], call["officer"])
@@ -167,7 +180,8 @@ async def test_a_matching_face_passes_and_then_the_join_is_admitted(
 
 
 async def test_another_face_is_refused_until_the_officer_admits_by_hand(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(api, server)
     token = call["token"]
     other = jpeg(canvas(HANKS))
@@ -194,8 +208,9 @@ async def test_another_face_is_refused_until_the_officer_admits_by_hand(
     path = f"{call['base']}/{call['party']}/admit"
     status, body = await api.call("POST", path, call["officer"], {})
     assert status == 400
-    status, body = await api.call("POST", path, call["officer"],
-                                  {"reason": "known to the officer; photo on file is old"})
+    status, body = await api.call(
+        "POST", path, call["officer"], {"reason": "known to the officer; photo on file is old"}
+    )
     assert status == 200 and body["status"] == "admitted", body
     (admission,) = custody(server, "verification.manual_admission")
     assert admission["actor"] == "officer:li" and admission["index"] == body["custody_index"]
@@ -227,16 +242,18 @@ async def test_no_face_and_a_dark_picture_get_guidance(server: Server, api: Api)
 
 
 async def test_stills_that_are_not_usable_are_refused_and_judge_nothing(
-        server: Server, api: Api) -> None:
+    server: Server, api: Api
+) -> None:
     call = await open_call(api, server)
     token = call["token"]
     for data, status_code, code in (
-            (b"", 422, "empty"),
-            (b"MZ" + bytes(200), 422, "not_a_jpeg"),
-            (_png(ASTRONAUT), 422, "not_a_jpeg"),
-            (jpeg(np.full((60, 80, 3), 128, np.uint8)), 422, "bad_size"),
-            (jpeg(canvas(ASTRONAUT))[:400], 422, "bad_jpeg"),
-            (b"\xff\xd8" + bytes(600 * 1024), 413, "too_large")):
+        (b"", 422, "empty"),
+        (b"MZ" + bytes(200), 422, "not_a_jpeg"),
+        (_png(ASTRONAUT), 422, "not_a_jpeg"),
+        (jpeg(np.full((60, 80, 3), 128, np.uint8)), 422, "bad_size"),
+        (jpeg(canvas(ASTRONAUT))[:400], 422, "bad_jpeg"),
+        (b"\xff\xd8" + bytes(600 * 1024), 413, "too_large"),
+    ):
         status, body = await sample(api, token, data)
         assert (status, body["error"]) == (status_code, code), body
         chinese = body["message"].split(" / ")[0]
@@ -254,7 +271,8 @@ async def test_stills_that_are_not_usable_are_refused_and_judge_nothing(
 
 
 async def test_a_party_who_declined_face_checks_is_admitted_by_an_id_attestation(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(api, server, face=False)
     token = call["token"]
     status, body = await sample(api, token, jpeg(canvas(ASTRONAUT)))
@@ -269,21 +287,29 @@ async def test_a_party_who_declined_face_checks_is_admitted_by_an_id_attestation
     await asyncio.sleep(0.35)
     status, body = await api.call("POST", "/api/party/prejoin/still", token, data=document)
     assert status == 200, body
-    status, seen = await api.call("GET", f"{call['base']}/{call['party']}/still",
-                                  call["officer"])
+    status, seen = await api.call("GET", f"{call['base']}/{call['party']}/still", call["officer"])
     assert status == 200 and seen == document
     import hashlib
 
     digest = hashlib.sha256(document).hexdigest()
     path = f"{call['base']}/{call['party']}/attest"
-    for bad in ({"document_type": "library_card", "document_last_digits": "1234"},
-                {"document_type": "resident_id", "document_last_digits": "12-34"},
-                {"document_type": "resident_id"}):
+    for bad in (
+        {"document_type": "library_card", "document_last_digits": "1234"},
+        {"document_type": "resident_id", "document_last_digits": "12-34"},
+        {"document_type": "resident_id"},
+    ):
         status, body = await api.call("POST", path, call["officer"], bad)
         assert status == 400, (bad, body)
-    status, body = await api.call("POST", path, call["officer"], {
-        "document_type": "resident_id", "document_last_digits": "123X",
-        "note": "居民身份证原件，照片与本人相符 / original ID card, photo matches"})
+    status, body = await api.call(
+        "POST",
+        path,
+        call["officer"],
+        {
+            "document_type": "resident_id",
+            "document_last_digits": "123X",
+            "note": "居民身份证原件，照片与本人相符 / original ID card, photo matches",
+        },
+    )
     assert status == 200 and body["status"] == "attested", body
     (attested,) = custody(server, "verification.id_attested")
     assert attested["actor"] == "officer:li" and attested["document_type"] == "resident_id"
@@ -298,12 +324,17 @@ async def test_a_party_who_declined_face_checks_is_admitted_by_an_id_attestation
 
 
 async def test_without_a_reference_the_party_waits_for_the_officer(
-        server: Server, api: Api, clients: list[PeerClient]) -> None:
+    server: Server, api: Api, clients: list[PeerClient]
+) -> None:
     call = await open_call(api, server, enroll=False)
     status, body = await sample(api, call["token"], jpeg(canvas(ASTRONAUT)))
     assert status == 409 and body["error"] == "no_reference"
-    status, body = await api.call("POST", f"{call['base']}/{call['party']}/admit",
-                                  call["officer"], {"reason": "ID checked at the counter"})
+    status, body = await api.call(
+        "POST",
+        f"{call['base']}/{call['party']}/admit",
+        call["officer"],
+        {"reason": "ID checked at the counter"},
+    )
     assert status == 200
     await joined(server, clients, call["token"])
 
@@ -315,30 +346,38 @@ def test_behind_the_front_the_check_runs_on_the_worker_of_its_room(server: Serve
 
     token = server.token("case-7-0a1b2c3d", "party-3", role="party")
     assert worker_for_request("/api/party/prejoin/sample", f"Bearer {token}", 4) == 7 % 4
-    assert worker_for_request("/api/party/prejoin", f"Bearer {token}", 4) == \
-        worker_for_path("/api/cases/7/sessions/1/prejoin", 4)
+    assert worker_for_request("/api/party/prejoin", f"Bearer {token}", 4) == worker_for_path(
+        "/api/cases/7/sessions/1/prejoin", 4
+    )
     # other party calls, and tokens that name no room, stay on worker 0
     assert worker_for_request("/api/party/materials", f"Bearer {token}", 4) == 0
     assert worker_for_request("/api/party/prejoin", "Bearer not-a-token", 4) == 0
 
 
 async def test_observers_read_the_checks_but_neither_decide_nor_see_pictures(
-        server: Server, api: Api) -> None:
+    server: Server, api: Api
+) -> None:
     call = await open_call(api, server, face=False)
     await asyncio.sleep(0.35)
-    status, _ = await api.call("POST", "/api/party/prejoin/still", call["token"],
-                               data=jpeg(canvas(ASTRONAUT)))
+    status, _ = await api.call(
+        "POST", "/api/party/prejoin/still", call["token"], data=jpeg(canvas(ASTRONAUT))
+    )
     assert status == 200
     auditor = await officer_login(server, api, "wu", brigade="brigade-1", role="observer")
     status, view = await api.call("GET", call["base"], auditor)
     assert status == 200 and view["parties"][0]["still"] is not None
     status, _ = await api.call("GET", f"{call['base']}/{call['party']}/still", auditor)
     assert status == 403
-    status, _ = await api.call("POST", f"{call['base']}/{call['party']}/admit", auditor,
-                               {"reason": "no"})
+    status, _ = await api.call(
+        "POST", f"{call['base']}/{call['party']}/admit", auditor, {"reason": "no"}
+    )
     assert status == 403
-    status, _ = await api.call("POST", f"{call['base']}/{call['party']}/attest", auditor, {
-        "document_type": "passport", "document_last_digits": "1234"})
+    status, _ = await api.call(
+        "POST",
+        f"{call['base']}/{call['party']}/attest",
+        auditor,
+        {"document_type": "passport", "document_last_digits": "1234"},
+    )
     assert status == 403
     # another brigade's officer does not even see the session
     stranger = await officer_login(server, api, "zhao", brigade="brigade-2")
@@ -353,21 +392,25 @@ def test_an_attempt_needs_three_of_the_first_five_judged_stills() -> None:
     rules = Rules()
 
     def run(*names: str) -> tuple[str, str]:
-        return outcome([{"verdict": n.rstrip("*"), "dark": n.endswith("*")} for n in names],
-                       rules)
+        return outcome([{"verdict": n.rstrip("*"), "dark": n.endswith("*")} for n in names], rules)
 
     assert run("match", "match") == ("checking", "")
     # stills that cannot be judged neither help nor hurt
     assert run("no_face", "match", "low_quality", "no_match", "match", "match") == (
-        "passed", "matches")
+        "passed",
+        "matches",
+    )
     assert run("match", "no_match", "match", "no_match", "match") == ("passed", "matches")
-    assert run("no_match", "match", "no_match", "match", "no_match") == (
-        "failed", "different_face")
-    assert run("liveness_failed", "liveness_failed", "match", "no_match",
-               "liveness_failed") == ("failed", "liveness_failed")
+    assert run("no_match", "match", "no_match", "match", "no_match") == ("failed", "different_face")
+    assert run("liveness_failed", "liveness_failed", "match", "no_match", "liveness_failed") == (
+        "failed",
+        "liveness_failed",
+    )
     # twelve stills without a decision give up with the commonest reason
     assert run(*["no_face"] * 11) == ("checking", "")
     assert run(*["no_face"] * 12) == ("failed", "no_face")
     assert run(*(["no_face*"] * 7 + ["low_quality"] * 5)) == ("failed", "too_dark")
     assert run(*(["multiple_faces"] * 7 + ["match"] * 2 + ["no_face"] * 3)) == (
-        "failed", "multiple_faces")
+        "failed",
+        "multiple_faces",
+    )

@@ -45,9 +45,18 @@ async def test_mypy_holds_the_concrete_classes_to_the_protocols(tmp_path: Path) 
     broken = tmp_path / "broken_down_track.py"
     broken.write_text(BROKEN)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"),
-        "--no-error-summary", "mediaserver/conformance.py", str(broken),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "mypy",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-error-summary",
+        "mediaserver/conformance.py",
+        str(broken),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     lines = [line for line in out.decode().splitlines() if ": error:" in line]
     # the SFU's own classes satisfy every protocol...
@@ -96,7 +105,8 @@ class _Failing(_Seen):
 
 
 async def test_room_observers_hear_a_call_in_order_and_one_failing_stops_nobody(
-        server: Server, clients: list[PeerClient], caplog: pytest.LogCaptureFixture) -> None:
+    server: Server, clients: list[PeerClient], caplog: pytest.LogCaptureFixture
+) -> None:
     failing, seen = _Failing(), _Seen()
 
     def observe(room: SfuRoom) -> None:
@@ -120,14 +130,20 @@ async def test_room_observers_hear_a_call_in_order_and_one_failing_stops_nobody(
     assert sorted(events[3:5]) == [("unpublished", "audio"), ("unpublished", "video")]
     assert events[5:] == [("left", "host left"), ("room_closed", "room_empty")]
     assert failing.events == events  # it was called for everything, and raised three times
-    failures = [r.getMessage() for r in caplog.records
-                if r.getMessage().startswith("room observer")]
+    failures = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("room observer")
+    ]
     assert sorted(f.rsplit(" ", 1)[1] for f in failures) == [
-        "on_participant_joined", "on_room_closed", "on_track_published", "on_track_published"]
+        "on_participant_joined",
+        "on_room_closed",
+        "on_track_published",
+        "on_track_published",
+    ]
 
 
 async def test_unmute_resumes_rtp_and_local_down_tracks_alike(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     pub = await join(server, clients, "m", "pub")
     await join(server, clients, "m", "sub")
     await pub.publish(PatternVideoTrack(fps=15))
@@ -136,18 +152,25 @@ async def test_unmute_resumes_rtp_and_local_down_tracks_alike(
     up = room.up_tracks()[0]
     local = room.subscribe_local(up.info.track_id)
     subscriber = room.participants["sub"]
-    await wait_until(lambda: any(d.packets for d in subscriber.down_tracks()), timeout=20,
-                     what="forwarding to the subscriber")
+    await wait_until(
+        lambda: any(d.packets for d in subscriber.down_tracks()),
+        timeout=20,
+        what="forwarding to the subscriber",
+    )
     await wait_until(lambda: local.received > 0, what="packets to the local subscriber")
 
     for muted in (True, False):
         await pub.send({"type": "mute", "track": up.info.track_id, "muted": muted})
+
         def took_effect(muted: bool = muted) -> bool:
             return up.muted is muted
 
         await wait_until(took_effect, what=f"muted={muted}")
     down = subscriber.down_tracks()[0]
     rtp_before, local_before = down.packets, local.received
-    await wait_until(lambda: down.packets > rtp_before and local.received > local_before,
-                     timeout=20, what="both down-tracks resumed")
+    await wait_until(
+        lambda: down.packets > rtp_before and local.received > local_before,
+        timeout=20,
+        what="both down-tracks resumed",
+    )
     local.close()

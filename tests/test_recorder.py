@@ -30,15 +30,18 @@ def _keys(tmp_path: Path) -> tuple[Any, KeyEncryptionKey]:
     return public, kek
 
 
-def _decrypt_track(recording_dir: Path, manifest: dict[str, Any], track: dict[str, Any],
-                   kek: KeyEncryptionKey) -> bytes:
+def _decrypt_track(
+    recording_dir: Path, manifest: dict[str, Any], track: dict[str, Any], kek: KeyEncryptionKey
+) -> bytes:
     key = kek.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
     out = b""
     for seg in track["segments"]:
-        stored = (recording_dir / "segments" / track["track_id"] /
-                  f"{seg['segment']:06d}.seg").read_bytes()
-        out += decrypt_segment(stored, key, manifest["recording_id"], track["track_id"],
-                               seg["segment"])
+        stored = (
+            recording_dir / "segments" / track["track_id"] / f"{seg['segment']:06d}.seg"
+        ).read_bytes()
+        out += decrypt_segment(
+            stored, key, manifest["recording_id"], track["track_id"], seg["segment"]
+        )
     return out
 
 
@@ -54,13 +57,15 @@ def _demux(data: bytes) -> tuple[list[bytes], int]:
     return packets, decoded
 
 
-async def _record_call(server: Server, clients: list[PeerClient], seconds: float
-                       ) -> tuple[dict[str, Any], Path, list[PeerClient]]:
+async def _record_call(
+    server: Server, clients: list[PeerClient], seconds: float
+) -> tuple[dict[str, Any], Path, list[PeerClient]]:
     names = ["officer", "driver", "insurer"]
     parties = [await join(server, clients, "mediation", n, record_payloads=True) for n in names]
     for i, party in enumerate(parties[:2]):
-        await party.publish(PatternVideoTrack(fps=15), ToneAudioTrack(300 + 100 * i),
-                            video_codec="video/VP8")
+        await party.publish(
+            PatternVideoTrack(fps=15), ToneAudioTrack(300 + 100 * i), video_codec="video/VP8"
+        )
     room = server.sfu.rooms["mediation"]
     await wait_until(lambda: len(room.up_tracks()) == 4, what="four tracks published")
     recorder = server.app[RECORDER]
@@ -107,12 +112,17 @@ async def test_call_is_recorded_bit_exact_and_verifies(recorded: Recorded, tmp_p
         if track["kind"] == "video":
             assert decoded == len(packets), "every recorded video frame decodes"
         # every frame the publisher sent from the recording's first frame on is there
-        publisher = next(p for p in parties
-                         if p.joined is not None
-                         and p.joined["participant"]["id"] == track["participant"])
+        publisher = next(
+            p
+            for p in parties
+            if p.joined is not None and p.joined["participant"]["id"] == track["participant"]
+        )
         assert publisher.publisher_pc is not None
-        ssrc = next(t.sender._ssrc for t in publisher.publisher_pc.getTransceivers()
-                    if t.kind == track["kind"])
+        ssrc = next(
+            t.sender._ssrc
+            for t in publisher.publisher_pc.getTransceivers()
+            if t.kind == track["kind"]
+        )
         sent = publisher.sent_timestamps[ssrc]
         start = sent.index(track["first_rtp_timestamp"])
         frames_sent: list[int] = []
@@ -120,8 +130,11 @@ async def test_call_is_recorded_bit_exact_and_verifies(recorded: Recorded, tmp_p
             if not frames_sent or frames_sent[-1] != ts:
                 frames_sent.append(ts)
         recorded_span = track["segments"][-1]["last_timestamp"]
-        in_span = [ts for ts in frames_sent
-                   if (ts - track["first_rtp_timestamp"]) & 0xFFFFFFFF <= recorded_span]
+        in_span = [
+            ts
+            for ts in frames_sent
+            if (ts - track["first_rtp_timestamp"]) & 0xFFFFFFFF <= recorded_span
+        ]
         assert len(in_span) == track["frames"], "zero loss between first and last frame"
 
     # the video payloads are the publisher's own bytes: compare one frame's data
@@ -133,8 +146,10 @@ async def test_call_is_recorded_bit_exact_and_verifies(recorded: Recorded, tmp_p
 
     custody = server.app[CUSTODY]
     types = [e["type"] for e in custody.entries()]
-    assert types[0] == "recording.started" and types[-2:] == ["recording.stopped",
-                                                               "recording.sealed"]
+    assert types[0] == "recording.started" and types[-2:] == [
+        "recording.stopped",
+        "recording.sealed",
+    ]
     assert types.count("segment.written") == sum(len(t["segments"]) for t in manifest["tracks"])
     # the custody log is what the manifest says
     assert manifest["custody"]["started_index"] == 0
@@ -164,8 +179,10 @@ async def test_every_tampering_is_detected_and_named(recorded: Recorded, tmp_pat
     data[len(data) // 2] ^= 0x01
     seg.write_bytes(bytes(data))
     fails = _failures(verify_recording(rec, cus, public))
-    assert fails == [f"FAIL track {track_id} segment 1: stored bytes of segments/{track_id}/"
-                     "000001.seg differ from what was logged when written (altered or swapped)"]
+    assert fails == [
+        f"FAIL track {track_id} segment 1: stored bytes of segments/{track_id}/"
+        "000001.seg differ from what was logged when written (altered or swapped)"
+    ]
 
     # a removed segment
     rec, cus = _copy(tmp_path, directory, "removed")
@@ -232,27 +249,47 @@ async def test_every_tampering_is_detected_and_named(recorded: Recorded, tmp_pat
 
 
 async def test_wrong_key_encryption_key_gives_a_clear_error(
-        recorded: Recorded, tmp_path: Path) -> None:
+    recorded: Recorded, tmp_path: Path
+) -> None:
     _, manifest, directory, _ = recorded
     public, _ = _keys(tmp_path)
     wrong = KeyEncryptionKey(bytes(32))
     with pytest.raises(KeyProblem, match="wrong key-encryption key"):
         wrong.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
     findings = verify_recording(directory, tmp_path / "var" / "custody", public, wrong)
-    assert any(not f.ok and f.check == "data key" and "wrong key-encryption key" in f.detail
-               for f in findings)
+    assert any(
+        not f.ok and f.check == "data key" and "wrong key-encryption key" in f.detail
+        for f in findings
+    )
 
 
-async def test_export_package_verifies_offline_and_names_any_change(recorded: Recorded,
-                                                                    tmp_path: Path) -> None:
+async def test_export_package_verifies_offline_and_names_any_change(
+    recorded: Recorded, tmp_path: Path
+) -> None:
     _, manifest, _directory, _ = recorded
     out = tmp_path / "package"
-    env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys")}
+    env = {
+        **os.environ,
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "custody", "export", manifest["recording_id"],
-        "--out", str(out), "--actor", "supervisor-zhao", "--reason", "court request 17",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "custody",
+        "export",
+        manifest["recording_id"],
+        "--out",
+        str(out),
+        "--actor",
+        "supervisor-zhao",
+        "--reason",
+        "court request 17",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     stdout, stderr = await proc.communicate()
     assert proc.returncode == 0, stderr.decode()
     assert "exported to" in stdout.decode()
@@ -260,8 +297,15 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded: Re
     public, _ = _keys(tmp_path)
     findings = verify_package(out, public)
     assert all(f.ok for f in findings), [str(f) for f in findings]
-    assert {f.check for f in findings} >= {"package signature", "consistency", "seal", "export",
-                                            "media", "manifest signature", "custody entries"}
+    assert {f.check for f in findings} >= {
+        "package signature",
+        "consistency",
+        "seal",
+        "export",
+        "media",
+        "manifest signature",
+        "custody entries",
+    }
 
     # the media files are the recorded tracks, decodable, frame for frame
     listing = json.loads((out / "package.json").read_bytes())
@@ -279,9 +323,18 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded: Re
 
     # the command-line verifier agrees, with only the package and the public key
     verify = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "custody", "verify", str(out), "--public-key",
-        str(tmp_path / "keys" / "custody-ed25519.pub.pem"), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "custody",
+        "verify",
+        str(out),
+        "--public-key",
+        str(tmp_path / "keys" / "custody-ed25519.pub.pem"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     stdout, _ = await verify.communicate()
     assert verify.returncode == 0, stdout.decode()
 
@@ -299,8 +352,10 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded: Re
     data[position] ^= 0x80
     media.write_bytes(bytes(data))
     fails = _failures(verify_package(copy, public))
-    assert f"FAIL file {listing['media'][video['track_id']]}: content differs from package.json" \
-           " (altered)" in fails
+    assert (
+        f"FAIL file {listing['media'][video['track_id']]}: content differs from package.json"
+        " (altered)" in fails
+    )
     assert any(f"track {video['track_id']} segment 1" in f for f in fails)
 
     # a flipped byte in the composite
@@ -310,7 +365,8 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded: Re
     data[-100] ^= 0x01
     composite_path.write_bytes(bytes(data))
     assert _failures(verify_package(copy, public)) == [
-        "FAIL file composite.mp4: content differs from package.json (altered)"]
+        "FAIL file composite.mp4: content differs from package.json (altered)"
+    ]
 
     # an edited manifest, an edited log entry, a rewritten consistency proof
     copy = tampered("manifest")
@@ -339,7 +395,8 @@ async def test_export_package_verifies_offline_and_names_any_change(recorded: Re
     copy = tampered("added")
     (copy / "media" / "extra.webm").write_bytes(b"not evidence")
     assert _failures(verify_package(copy, public)) == [
-        "FAIL file media/extra.webm: not listed in package.json (added)"]
+        "FAIL file media/extra.webm: not listed in package.json (added)"
+    ]
     stranger = Ed25519PrivateKey.generate().public_key()
     fails = _failures(verify_package(out, stranger))
     assert any(f.startswith("FAIL package signature") for f in fails)
@@ -379,8 +436,7 @@ async def test_h264_is_recorded_in_matroska_without_transcoding(tmp_path: Path) 
         packets, decoded = _demux(data)
         assert len(packets) == track["frames"] > 20
         assert decoded == len(packets)
-        findings = verify_recording(recording.directory, tmp_path / "var" / "custody", public,
-                                    kek)
+        findings = verify_recording(recording.directory, tmp_path / "var" / "custody", public, kek)
         assert all(f.ok for f in findings), [str(f) for f in findings]
     finally:
         for client in clients:
@@ -388,8 +444,9 @@ async def test_h264_is_recorded_in_matroska_without_transcoding(tmp_path: Path) 
         await server.runner.cleanup()
 
 
-async def test_stop_is_idempotent_and_leaves_nothing_running(server: Server,
-                                                             clients: list[PeerClient]) -> None:
+async def test_stop_is_idempotent_and_leaves_nothing_running(
+    server: Server, clients: list[PeerClient]
+) -> None:
     party = await join(server, clients, "twice", "driver")
     await party.publish(ToneAudioTrack(440))
     room = server.sfu.rooms["twice"]
@@ -400,12 +457,16 @@ async def test_stop_is_idempotent_and_leaves_nothing_running(server: Server,
     # two stops at once (an officer's and the room's closing), and one more afterwards
     first, second = await asyncio.gather(
         recording.stop(actor="officer", reason="done"),
-        recording.stop(actor="server", reason="room closed"))
+        recording.stop(actor="server", reason="room closed"),
+    )
     third = await recording.stop(actor="server", reason="shutdown")
     assert first == second == third
     assert first["stopped_by"] == "officer"
-    mine = [e["type"] for e in server.app[CUSTODY].entries()
-            if e.get("recording") == recording.recording_id]
+    mine = [
+        e["type"]
+        for e in server.app[CUSTODY].entries()
+        if e.get("recording") == recording.recording_id
+    ]
     assert mine.count("recording.stopped") == mine.count("recording.sealed") == 1
     assert recording.dump() == {"tasks": 0, "pumps": 0, "subscribers": 0}
     # still listed as active (stopped behind the recorder's back): closing the server stops

@@ -19,18 +19,26 @@ SEGMENT_SECONDS = 1.0
 
 
 async def _serve(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
-    env = {**os.environ,
-           "REMOTECASE_SERVER__PORT": str(port),
-           "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
-           "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
-           "REMOTECASE_RECORDING__ALWAYS_ON": "true",
-           # a room outside any case, joined with tokens minted here: development mode
-           "REMOTECASE_AUTH__DEV_JOIN": "true",
-           "REMOTECASE_RECORDING__SEGMENT_SECONDS": str(SEGMENT_SECONDS)}
+    env = {
+        **os.environ,
+        "REMOTECASE_SERVER__PORT": str(port),
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+        "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+        "REMOTECASE_RECORDING__ALWAYS_ON": "true",
+        # a room outside any case, joined with tokens minted here: development mode
+        "REMOTECASE_AUTH__DEV_JOIN": "true",
+        "REMOTECASE_RECORDING__SEGMENT_SECONDS": str(SEGMENT_SECONDS),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "serve", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     async with aiohttp.ClientSession() as session:
         for _ in range(150):
             try:
@@ -48,8 +56,9 @@ async def test_kill_minus_nine_mid_recording_then_restart_seals_it(tmp_path: Pat
     port = free_port()
     signer = TokenSigner.from_file(tmp_path / "var" / "secrets" / "token.key")
     server = await _serve(tmp_path, port)
-    client = PeerClient(f"http://127.0.0.1:{port}", signer.mint("crash", "driver"),
-                        record_payloads=True)
+    client = PeerClient(
+        f"http://127.0.0.1:{port}", signer.mint("crash", "driver"), record_payloads=True
+    )
     try:
         await client.connect()
         await client.publish(PatternVideoTrack(fps=15), ToneAudioTrack(), video_codec="video/VP8")
@@ -59,8 +68,9 @@ async def test_kill_minus_nine_mid_recording_then_restart_seals_it(tmp_path: Pat
     finally:
         await client.close()
     assert client.publisher_pc is not None
-    video_ssrc = next(t.sender._ssrc for t in client.publisher_pc.getTransceivers()
-                      if t.kind == "video")
+    video_ssrc = next(
+        t.sender._ssrc for t in client.publisher_pc.getTransceivers() if t.kind == "video"
+    )
     sent = client.sent_timestamps[video_ssrc]
 
     recordings = list((tmp_path / "var" / "recordings").iterdir())
@@ -92,12 +102,24 @@ async def test_kill_minus_nine_mid_recording_then_restart_seals_it(tmp_path: Pat
     assert 0 <= lost <= SEGMENT_SECONDS + 0.25 + 0.3, (sent_seconds, recorded_seconds)
 
     verify = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "custody", "verify", str(directory),
-        "--public-key", str(tmp_path / "keys" / "custody-ed25519.pub.pem"),
-        "--kek", str(tmp_path / "keys" / "recording-kek.key"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
-             "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var")})
+        sys.executable,
+        "-m",
+        "control.cli",
+        "custody",
+        "verify",
+        str(directory),
+        "--public-key",
+        str(tmp_path / "keys" / "custody-ed25519.pub.pem"),
+        "--kek",
+        str(tmp_path / "keys" / "recording-kek.key"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+            "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+        },
+    )
     out, err = await verify.communicate()
     assert verify.returncode == 0, out.decode() + err.decode()
     assert "0 failed" in out.decode()

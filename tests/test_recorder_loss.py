@@ -51,8 +51,15 @@ from tests.samples import pattern
 ROOM = "case-9-0a1b2c3d"
 VIDEO = TrackInfo("TR_video", "party-1", "video", "video/VP8", 90000, None, ())
 AUDIO = TrackInfo("TR_audio", "party-1", "audio", "audio/opus", 48000, 2, ())
-H264 = TrackInfo("TR_h264", "party-1", "video", "video/H264", 90000, None,
-                 (("packetization-mode", "1"), ("profile-level-id", "42e01f")))
+H264 = TrackInfo(
+    "TR_h264",
+    "party-1",
+    "video",
+    "video/H264",
+    90000,
+    None,
+    (("packetization-mode", "1"), ("profile-level-id", "42e01f")),
+)
 
 # A plan gives each packet (frame index, packet index in frame, size in bytes) its delivery
 # delays in seconds: [] lost for good, [d] delivered after d, [d1, d2] delivered twice.
@@ -118,9 +125,16 @@ class Encoder:
         payloads, timestamp = self._encoder.encode(frame, keyframe)
         out = []
         for j, payload in enumerate(payloads):
-            out.append(RtpPacket(payload_type=96, marker=int(self.video and j == len(payloads) - 1),
-                                 sequence_number=self.seq, timestamp=timestamp, ssrc=1234,
-                                 payload=payload))
+            out.append(
+                RtpPacket(
+                    payload_type=96,
+                    marker=int(self.video and j == len(payloads) - 1),
+                    sequence_number=self.seq,
+                    timestamp=timestamp,
+                    ssrc=1234,
+                    payload=payload,
+                )
+            )
             self.seq = (self.seq + 1) & 0xFFFF
         return out
 
@@ -140,10 +154,18 @@ class Result:
     package: Path | None = None
 
 
-async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
-              interval: float = 0.02, mute: tuple[int, int] | None = None,
-              reorder_wait: float = 0.3, export: bool = False,
-              tamper: Callable[[Recorder], None] | None = None) -> Result:
+async def run(
+    tmp_path: Path,
+    info: TrackInfo,
+    plan: Plan,
+    *,
+    frames: int = 150,
+    interval: float = 0.02,
+    mute: tuple[int, int] | None = None,
+    reorder_wait: float = 0.3,
+    export: bool = False,
+    tamper: Callable[[Recorder], None] | None = None,
+) -> Result:
     loop = asyncio.get_running_loop()
     sfu = Sfu(MediaOptions(pli_min_interval=0.1))
     room = sfu.room(ROOM)
@@ -155,8 +177,14 @@ async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
     key = Ed25519PrivateKey.generate()
     custody = CustodyLog(tmp_path / "custody", key)
     kek = KeyEncryptionKey.load_or_create(tmp_path / "kek.key")
-    recorder = Recorder(data_dir=tmp_path, custody=custody, kek=kek, signing_key=key,
-                        segment_seconds=1.0, reorder_wait=reorder_wait)
+    recorder = Recorder(
+        data_dir=tmp_path,
+        custody=custody,
+        kek=kek,
+        signing_key=key,
+        segment_seconds=1.0,
+        reorder_wait=reorder_wait,
+    )
     events: list[tuple[str, dict[str, Any]]] = []
     recorder.listeners.append(lambda room_id, event, **f: events.append((event, f)))
     encoder = Encoder(info)
@@ -185,8 +213,15 @@ async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
         if export:
             package = tmp_path / "package"
             await asyncio.to_thread(
-                export_recording, recording_dir=recording.directory, custody=custody, kek=kek,
-                signing_key=key, out=package, actor="supervisor", reason="court request")
+                export_recording,
+                recording_dir=recording.directory,
+                custody=custody,
+                kek=kek,
+                signing_key=key,
+                out=package,
+                actor="supervisor",
+                reason="court request",
+            )
     finally:
         for handle in handles:
             handle.cancel()
@@ -195,12 +230,30 @@ async def run(tmp_path: Path, info: TrackInfo, plan: Plan, *, frames: int = 150,
     (track,) = manifest["tracks"]
     data_key = kek.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
     media = b"".join(
-        decrypt_segment((recording.directory / "segments" / track["track_id"] /
-                         f"{seg['segment']:06d}.seg").read_bytes(), data_key,
-                        manifest["recording_id"], track["track_id"], seg["segment"])
-        for seg in track["segments"])
-    return Result(manifest, track, witness, source, media, events, recording.directory,
-                  tmp_path / "custody", key.public_key(), kek, package)
+        decrypt_segment(
+            (
+                recording.directory / "segments" / track["track_id"] / f"{seg['segment']:06d}.seg"
+            ).read_bytes(),
+            data_key,
+            manifest["recording_id"],
+            track["track_id"],
+            seg["segment"],
+        )
+        for seg in track["segments"]
+    )
+    return Result(
+        manifest,
+        track,
+        witness,
+        source,
+        media,
+        events,
+        recording.directory,
+        tmp_path / "custody",
+        key.public_key(),
+        kek,
+        package,
+    )
 
 
 def forwarded_frames(result: Result) -> int:
@@ -231,8 +284,12 @@ def check_accounting(result: Result) -> list[dict[str, Any]]:
     gaps = [g for g in manifest["gaps"] if g["track"] == track["track_id"]]
     assert all(g["cause"] in ("loss", "outage", "muted", "left", "failure") for g in gaps)
     assert track["forwarded_frames"] == forwarded_frames(result)
-    assert track["forwarded_frames"] == (track["recorded_frames"] + sum(g["frames"] for g in gaps)
-                                         + track["late_frames"] + track["cut_frames"])
+    assert track["forwarded_frames"] == (
+        track["recorded_frames"]
+        + sum(g["frames"] for g in gaps)
+        + track["late_frames"]
+        + track["cut_frames"]
+    )
     count, decoded, stamps = decode(result)
     assert count == track["recorded_frames"] == sum(s["frames"] for s in track["segments"])
     assert all(b > a for a, b in itertools.pairwise(stamps)), "timestamps go back"
@@ -295,8 +352,9 @@ async def test_reordered_packets_lose_nothing(tmp_path: Path, info: TrackInfo) -
 
 
 @pytest.mark.parametrize("info", [VIDEO, AUDIO, H264], ids=["vp8", "opus", "h264"])
-async def test_five_percent_loss_retransmitted_loses_nothing(tmp_path: Path,
-                                                             info: TrackInfo) -> None:
+async def test_five_percent_loss_retransmitted_loses_nothing(
+    tmp_path: Path, info: TrackInfo
+) -> None:
     result = await run(tmp_path, info, loss(2, 0.05, answered=1.0))
     gaps = check_accounting(result)
     assert gaps == [], gaps
@@ -347,8 +405,7 @@ async def test_audio_loss_unanswered_is_gaps_of_the_lost_packets(tmp_path: Path)
 
 async def test_outage_is_one_gap_with_its_duration(tmp_path: Path) -> None:
     # frames 60-104 (3 s of media at 15 fps) never reach the SFU
-    result = await run(tmp_path, VIDEO, lambda i, j, n: [] if 60 <= i < 105 else [0.0],
-                       frames=160)
+    result = await run(tmp_path, VIDEO, lambda i, j, n: [] if 60 <= i < 105 else [0.0], frames=160)
     gaps = check_accounting(result)
     outages = [g for g in gaps if g["cause"] == "outage"]
     assert len(outages) == 1 and len(gaps) == 1
@@ -378,8 +435,13 @@ async def test_mute_is_a_muted_gap(tmp_path: Path) -> None:
 
 async def test_late_frames_never_reach_the_muxer(tmp_path: Path) -> None:
     # every 20th audio packet arrives 0.6 s late: past the wait, older than what was muxed
-    result = await run(tmp_path, AUDIO, lambda i, j, n: [0.6] if i % 20 == 10 else [0.0],
-                       frames=150, reorder_wait=0.15)
+    result = await run(
+        tmp_path,
+        AUDIO,
+        lambda i, j, n: [0.6] if i % 20 == 10 else [0.0],
+        frames=150,
+        reorder_wait=0.15,
+    )
     gaps = check_accounting(result)
     track = result.track
     assert track["late_frames"] >= 5
@@ -394,7 +456,8 @@ async def test_duplicates_are_ignored(tmp_path: Path) -> None:
 
 
 async def test_a_muxer_failure_marks_the_recording_incomplete_and_says_what_was_lost(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from recorder import media
 
     original = media.TrackMuxer.add
@@ -408,8 +471,9 @@ async def test_a_muxer_failure_marks_the_recording_incomplete_and_says_what_was_
         media.TrackMuxer.add = failing  # type: ignore[method-assign]
 
     try:
-        result = await run(tmp_path, VIDEO, lambda i, j, n: [0.0], frames=120, tamper=tamper,
-                           export=True)
+        result = await run(
+            tmp_path, VIDEO, lambda i, j, n: [0.0], frames=120, tamper=tamper, export=True
+        )
     finally:
         media.TrackMuxer.add = original  # type: ignore[method-assign]
     manifest, track = result.manifest, result.track

@@ -46,13 +46,20 @@ async def recording_server(tmp_path: Path) -> Any:
         await server.runner.cleanup()
 
 
-def _media(directory: Path, manifest: dict[str, Any], track: dict[str, Any],
-           kek: KeyEncryptionKey) -> bytes:
+def _media(
+    directory: Path, manifest: dict[str, Any], track: dict[str, Any], kek: KeyEncryptionKey
+) -> bytes:
     key = kek.unwrap(manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"])
-    return b"".join(decrypt_segment(
-        (directory / "segments" / track["track_id"] / f"{seg['segment']:06d}.seg").read_bytes(),
-        key, manifest["recording_id"], track["track_id"], seg["segment"])
-        for seg in track["segments"])
+    return b"".join(
+        decrypt_segment(
+            (directory / "segments" / track["track_id"] / f"{seg['segment']:06d}.seg").read_bytes(),
+            key,
+            manifest["recording_id"],
+            track["track_id"],
+            seg["segment"],
+        )
+        for seg in track["segments"]
+    )
 
 
 def check_tracks(tmp_path: Path, directory: Path, manifest: dict[str, Any]) -> None:
@@ -62,8 +69,11 @@ def check_tracks(tmp_path: Path, directory: Path, manifest: dict[str, Any]) -> N
         gaps = [g for g in manifest["gaps"] if g["track"] == track["track_id"]]
         assert track["failure"] is None
         assert track["forwarded_frames"] == (
-            track["frames"] + sum(g["frames"] for g in gaps) + track["late_frames"]
-            + track["cut_frames"]), track
+            track["frames"]
+            + sum(g["frames"] for g in gaps)
+            + track["late_frames"]
+            + track["cut_frames"]
+        ), track
         container: Any
         with av.open(io.BytesIO(_media(directory, manifest, track, kek))) as container:
             stream = container.streams[0]
@@ -82,15 +92,17 @@ def check_tracks(tmp_path: Path, directory: Path, manifest: dict[str, Any]) -> N
     assert all(f.ok for f in findings), [str(f) for f in findings if not f.ok]
 
 
-async def _publish(server: Server, clients: list[PeerClient], participant: str,
-                   tone: int) -> PeerClient:
+async def _publish(
+    server: Server, clients: list[PeerClient], participant: str, tone: int
+) -> PeerClient:
     client = await join(server, clients, ROOM, participant, record_payloads=True)
     await client.publish(PatternVideoTrack(fps=15), ToneAudioTrack(tone), video_codec="video/VP8")
     return client
 
 
 async def test_a_session_is_one_recording_through_leaving_rejoining_and_muting(
-        recording_server: Any, tmp_path: Path) -> None:
+    recording_server: Any, tmp_path: Path
+) -> None:
     server, clients = recording_server
     recorder = server.app[RECORDER]
     first = await _publish(server, clients, "party-1", 300)
@@ -107,8 +119,11 @@ async def test_a_session_is_one_recording_through_leaving_rejoining_and_muting(
     await asyncio.sleep(1.5)
 
     room = server.sfu.rooms[ROOM]
-    video = next(up for up in room.up_tracks()
-                 if up.info.participant_id == "party-1" and up.info.kind == "video")
+    video = next(
+        up
+        for up in room.up_tracks()
+        if up.info.participant_id == "party-1" and up.info.kind == "video"
+    )
     room.participants["party-1"].set_muted(video.info.track_id, True)  # the officer's mute
     await asyncio.sleep(2.0)
     room.participants["party-1"].set_muted(video.info.track_id, False)
@@ -152,15 +167,20 @@ async def test_a_session_is_one_recording_through_leaving_rejoining_and_muting(
     assert {g["cause"] for g in gaps} <= {"muted", "left", "loss"}
 
 
-async def test_three_parties_on_clean_links_record_every_frame(recording_server: Any,
-                                                               tmp_path: Path) -> None:
+async def test_three_parties_on_clean_links_record_every_frame(
+    recording_server: Any, tmp_path: Path
+) -> None:
     """Where av.error.ArgumentError from mux() once cut tracks to 4-6 frames."""
     server, clients = recording_server
     recorder = server.app[RECORDER]
-    parties = {participant: await _publish(server, clients, participant, 300 + 100 * n)
-               for n, participant in enumerate(["party-1", "party-2", "party-3"])}
-    await wait_until(lambda: ROOM in recorder.active
-                     and len(recorder.active[ROOM]._tracks) == 6, what="six tracks recorded")
+    parties = {
+        participant: await _publish(server, clients, participant, 300 + 100 * n)
+        for n, participant in enumerate(["party-1", "party-2", "party-3"])
+    }
+    await wait_until(
+        lambda: ROOM in recorder.active and len(recorder.active[ROOM]._tracks) == 6,
+        what="six tracks recorded",
+    )
     recording = recorder.active[ROOM]
     await asyncio.sleep(5.0)
     manifest = await recorder.stop(ROOM, actor="officer", reason="done")
@@ -171,8 +191,11 @@ async def test_three_parties_on_clean_links_record_every_frame(recording_server:
         # the recording, unless a gap says it is not
         publisher = parties[track["participant"]]
         assert publisher.publisher_pc is not None
-        ssrc = next(t.sender._ssrc for t in publisher.publisher_pc.getTransceivers()
-                    if t.kind == track["kind"])
+        ssrc = next(
+            t.sender._ssrc
+            for t in publisher.publisher_pc.getTransceivers()
+            if t.kind == track["kind"]
+        )
         sent = list(dict.fromkeys(publisher.sent_timestamps[ssrc]))
         first = track["first_rtp_timestamp"]
         span = track["segments"][-1]["last_timestamp"]
@@ -232,15 +255,18 @@ class Uplink:
 
 
 async def test_a_real_call_with_loss_and_jitter_keeps_what_was_forwarded(
-        recording_server: Any, tmp_path: Path) -> None:
+    recording_server: Any, tmp_path: Path
+) -> None:
     server, clients = recording_server
     recorder = server.app[RECORDER]
     lossy = await _publish(server, clients, "party-1", 300)
     uplink = Uplink(lossy, loss=0.05, jitter=0.04, seed=5)
     await _publish(server, clients, "party-2", 500)
     try:
-        await wait_until(lambda: ROOM in recorder.active
-                         and len(recorder.active[ROOM]._tracks) == 4, what="four tracks")
+        await wait_until(
+            lambda: ROOM in recorder.active and len(recorder.active[ROOM]._tracks) == 4,
+            what="four tracks",
+        )
         recording = recorder.active[ROOM]
         await asyncio.sleep(6.0)
         manifest = await recorder.stop(ROOM, actor="officer", reason="done")
@@ -257,8 +283,11 @@ async def test_a_real_call_with_loss_and_jitter_keeps_what_was_forwarded(
         gaps = [g for g in manifest["gaps"] if g["track"] == track["track_id"]]
         assert {g["cause"] for g in gaps} <= {"loss"}
         first, span = track["first_rtp_timestamp"], track["segments"][-1]["last_timestamp"]
-        produced = [ts for ts in dict.fromkeys(uplink.produced[ssrcs[track["kind"]]])
-                    if (ts - first) & 0xFFFFFFFF <= span]
+        produced = [
+            ts
+            for ts in dict.fromkeys(uplink.produced[ssrcs[track["kind"]]])
+            if (ts - first) & 0xFFFFFFFF <= span
+        ]
         if track["kind"] == "audio":
             # no retransmission for audio: each lost packet is a lost frame, and a gap says so
             assert track["frames"] == len(produced) - track["packets_missing"]

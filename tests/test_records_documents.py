@@ -50,8 +50,9 @@ class PartyKey:
 
     @property
     def spki(self) -> str:
-        der = self.key.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         return base64.b64encode(der).decode()
 
     def sign(self, data_b64: str) -> str:
@@ -63,31 +64,63 @@ class PartyKey:
 async def seed_match(server: Server, room: str, party_id: int) -> None:
     """A face match of the party, as the verifier logs it."""
     await server.app[CUSTODY].append_async(
-        "verification.verdict", room=room, actor="verifier", participant=f"party-{party_id}",
-        verdict="match", score=0.9, threshold=0.5, model_id="test", frame_sha256="ab" * 32,
-        frame_time=0.0, faces=1, quality={})
+        "verification.verdict",
+        room=room,
+        actor="verifier",
+        participant=f"party-{party_id}",
+        verdict="match",
+        score=0.9,
+        threshold=0.5,
+        model_id="test",
+        frame_sha256="ab" * 32,
+        frame_time=0.0,
+        faces=1,
+        quality={},
+    )
 
 
-async def party_sign(api: Api, token: str, doc_id: int, field: str, key: PartyKey
-                     ) -> tuple[int, Any]:
-    status, prep = await api.call("POST", f"/api/party/documents/{doc_id}/sign/prepare", token,
-                                  {"field": field, "public_key": key.spki, "strokes": STROKES})
+async def party_sign(
+    api: Api, token: str, doc_id: int, field: str, key: PartyKey
+) -> tuple[int, Any]:
+    status, prep = await api.call(
+        "POST",
+        f"/api/party/documents/{doc_id}/sign/prepare",
+        token,
+        {"field": field, "public_key": key.spki, "strokes": STROKES},
+    )
     if status != 200:
         return status, prep
-    return await api.call("POST", f"/api/party/documents/{doc_id}/sign/finish", token,
-                          {"request_id": prep["request_id"],
-                           "signature": key.sign(prep["to_be_signed"])})
+    return await api.call(
+        "POST",
+        f"/api/party/documents/{doc_id}/sign/finish",
+        token,
+        {"request_id": prep["request_id"], "signature": key.sign(prep["to_be_signed"])},
+    )
 
 
 def verify_cli(pdf: Path, root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "control.cli", "documents", "verify",
-                           str(pdf), "--trust", str(root)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "control.cli",
+            "documents",
+            "verify",
+            str(pdf),
+            "--trust",
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def _pdf(server: Server, path: str, token: str) -> bytes:
-    async with aiohttp.ClientSession() as http, http.get(
-            server.base_url + path, headers={"Authorization": f"Bearer {token}"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.base_url + path, headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
         assert r.status == 200 and r.content_type == "application/pdf"
         return await r.read()
 
@@ -113,8 +146,11 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             party_peer = PeerClient(server.base_url, party)
             clients.append(party_peer)
             await party_peer.connect()
-            await wait_until(lambda: session["room"] in server.app[RECORDER].active,
-                             timeout=20, what="the session's recording")
+            await wait_until(
+                lambda: session["room"] in server.app[RECORDER].active,
+                timeout=20,
+                what="the session's recording",
+            )
             recording = server.app[RECORDER].active[session["room"]]
 
             # another console following the case hears of every saved version
@@ -124,15 +160,17 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             await events.send_json({"type": "subscribe", "case": cid})
             assert (await events.receive_json())["type"] == "subscribed"
             status, record = await api.call(
-                "POST", f"/api/cases/{cid}/sessions/{session['id']}/records", li,
-                {"party_id": pid})
+                "POST", f"/api/cases/{cid}/sessions/{session['id']}/records", li, {"party_id": pid}
+            )
             assert status == 201, record
             rid = record["id"]
             assert record["header"]["person"]["name"] == "张三"
             assert record["recording_id"] == recording.recording_id
             base = f"/api/cases/{cid}/records/{rid}"
-            for q, a in (("你是否清楚今天询问的原因？", "清楚。"),
-                         ("请讲一下经过。", "我追尾了。")):
+            for q, a in (
+                ("你是否清楚今天询问的原因？", "清楚。"),
+                ("请讲一下经过。", "我追尾了。"),
+            ):
                 status, record = await api.call("POST", base + "/turns", li, {"q": q, "a": a})
                 assert status == 200, record
             assert all(t["offset"] >= 0 for t in record["turns"])
@@ -150,33 +188,53 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             assert status == 200
             # finalising without review, or with the header incomplete, is refused
             assert (await api.call("POST", base + "/finalise", li))[0] == 409
-            status, body = await api.call("PUT", base + "/header", li, {
-                "case": {"place": "某大队远程询问室", "end_time": "2026年12月1日 10时05分"},
-                "person": {"birth_date": "1985年3月2日", "id_number": "110101198503020011",
-                           "address": "北京市东城区某路1号"},
-                "officers": [{"account": 1, "name": "李警官"}, {"account": 2, "name": "王警官"}]})
+            status, body = await api.call(
+                "PUT",
+                base + "/header",
+                li,
+                {
+                    "case": {"place": "某大队远程询问室", "end_time": "2026年12月1日 10时05分"},
+                    "person": {
+                        "birth_date": "1985年3月2日",
+                        "id_number": "110101198503020011",
+                        "address": "北京市东城区某路1号",
+                    },
+                    "officers": [
+                        {"account": 1, "name": "李警官"},
+                        {"account": 2, "name": "王警官"},
+                    ],
+                },
+            )
             assert status == 200, body
             status, record = await api.call("POST", base + "/review", li)
             assert status == 200 and record["phase"] == "review"
             status, _ = await api.call("POST", base + "/turns", li, {"q": "还有吗？"})
             assert status == 409  # no new turns once the review began
-            status, record = await api.call("POST", base + "/corrections", li,
-                                            {"turn": 2, "field": "a", "text": "我追尾了前方客车。"})
+            status, record = await api.call(
+                "POST",
+                base + "/corrections",
+                li,
+                {"turn": 2, "field": "a", "text": "我追尾了前方客车。"},
+            )
             assert status == 200 and record["corrections"][0]["status"] == "proposed"
             assert (await api.call("POST", base + "/finalise", li))[0] == 409  # unanswered
-            status, live = await api.call("POST", "/api/party/record/corrections/1", party,
-                                          {"confirmed": True})
+            status, live = await api.call(
+                "POST", "/api/party/record/corrections/1", party, {"confirmed": True}
+            )
             assert status == 200 and live["corrections"][0]["status"] == "confirmed"
             # a correction the party rejects puts the text back, and stays on the record
-            status, record = await api.call("POST", base + "/corrections", li,
-                                            {"turn": 1, "field": "a", "text": "不清楚。"})
+            status, record = await api.call(
+                "POST", base + "/corrections", li, {"turn": 1, "field": "a", "text": "不清楚。"}
+            )
             assert status == 200 and record["turns"][0]["a"] == "不清楚。"
-            status, live = await api.call("POST", "/api/party/record/corrections/2", party,
-                                          {"confirmed": False})
+            status, live = await api.call(
+                "POST", "/api/party/record/corrections/2", party, {"confirmed": False}
+            )
             assert status == 200 and live["turns"][0]["a"] == "清楚。"
             assert [c["status"] for c in live["corrections"]] == ["confirmed", "rejected"]
-            status, body = await api.call("POST", "/api/party/record/corrections/2", party,
-                                          {"confirmed": True})
+            status, body = await api.call(
+                "POST", "/api/party/record/corrections/2", party, {"confirmed": True}
+            )
             assert (status, body["error"]) == (409, "record_state")
             status, final = await api.call("POST", base + "/finalise", li)
             assert status == 201, final
@@ -185,15 +243,24 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
 
             # every saved version is in the custody log with its hash, the last one final
             saved = [e for e in _custody(server, "record.saved") if e["record"] == rid]
-            assert [e["version"] for e in saved] == list(range(saved[0]["version"],
-                                                               saved[-1]["version"] + 1))
+            assert [e["version"] for e in saved] == list(
+                range(saved[0]["version"], saved[-1]["version"] + 1)
+            )
             assert saved[-1]["phase"] == "final" and saved[-1]["case"] == str(cid)
             assert len({e["sha256"] for e in saved}) == len(saved)
             status, last = await api.call("GET", base, li)
-            canonical = json.dumps({"header": last["header"], "record": {
-                k: last[k] for k in ("recording_start", "turns", "corrections", "phase",
-                                     "version")}},
-                ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+            canonical = json.dumps(
+                {
+                    "header": last["header"],
+                    "record": {
+                        k: last[k]
+                        for k in ("recording_start", "turns", "corrections", "phase", "version")
+                    },
+                },
+                ensure_ascii=False,
+                sort_keys=True,
+                separators=(",", ":"),
+            ).encode()
             assert saved[-1]["sha256"] == hashlib.sha256(canonical).hexdigest()
             assert saved[0]["version"] == 0 and saved[-1]["version"] == last["version"]
             generated = _custody(server, "document.generated")[-1]
@@ -215,21 +282,31 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             assert status == 404, body
             assert (await api.call("GET", f"/api/party/documents/{doc['id']}", other))[0] == 404
             # an officer cannot sign the party's box, nor another officer's
-            status, body = await api.call("POST", f"/api/cases/{cid}/documents/{doc['id']}/sign",
-                                          li, {"field": fields[0]})
+            status, body = await api.call(
+                "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li, {"field": fields[0]}
+            )
             assert (status, body["error"]) == (403, "party_box")
-            status, body = await api.call("POST", f"/api/cases/{cid}/documents/{doc['id']}/sign",
-                                          li, {"field": "officer-o2"})
+            status, body = await api.call(
+                "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li, {"field": "officer-o2"}
+            )
             assert (status, body["error"]) == (403, "not_your_box")
             # a wrong signature value is refused
             status, prep = await api.call(
-                "POST", f"/api/party/documents/{doc['id']}/sign/prepare", party,
-                {"field": fields[0], "public_key": key.spki, "strokes": STROKES})
+                "POST",
+                f"/api/party/documents/{doc['id']}/sign/prepare",
+                party,
+                {"field": fields[0], "public_key": key.spki, "strokes": STROKES},
+            )
             assert status == 200, prep
             status, body = await api.call(
-                "POST", f"/api/party/documents/{doc['id']}/sign/finish", party,
-                {"request_id": prep["request_id"], "signature": PartyKey().sign(
-                    prep["to_be_signed"])})
+                "POST",
+                f"/api/party/documents/{doc['id']}/sign/finish",
+                party,
+                {
+                    "request_id": prep["request_id"],
+                    "signature": PartyKey().sign(prep["to_be_signed"]),
+                },
+            )
             assert (status, body["error"]) == (422, "signing_refused"), body
             for field in fields:  # the person signs every page
                 status, state = await party_sign(api, party, doc["id"], field, key)
@@ -237,8 +314,8 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             assert not state["state"]["effective"]
             for token, field in ((li, "officer-o1"), (wang, "officer-o2")):
                 status, state = await api.call(
-                    "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", token,
-                    {"field": field})
+                    "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", token, {"field": field}
+                )
                 assert status == 200, state
             assert state["state"]["effective"] and state["state"]["missing"] == []
             signed = _custody(server, "document.signed")
@@ -256,7 +333,8 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
         (tmp_path / "flipped.pdf").write_bytes(bytes(flipped))
         good, bad = await asyncio.gather(
             asyncio.to_thread(verify_cli, tmp_path / "record.pdf", tmp_path / "root.pem"),
-            asyncio.to_thread(verify_cli, tmp_path / "flipped.pdf", tmp_path / "root.pem"))
+            asyncio.to_thread(verify_cli, tmp_path / "flipped.pdf", tmp_path / "root.pem"),
+        )
         assert good.returncode == 0, good.stdout + good.stderr
         assert "人脸核验" in good.stdout
         assert bad.returncode != 0, bad.stdout
@@ -269,12 +347,17 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
 def _determination_data(pid: int) -> dict[str, Any]:
     s = sample("determination_ordinary")
     person = {k: s["parties"][0][k] for k in ("id_number", "vehicle")}
-    return {"department": s["department"] | {"brigade": "ignored"}, "case": s["case"],
-            "findings": s["findings"], "parties": [{"id": pid, **person}]}
+    return {
+        "department": s["department"] | {"brigade": "ignored"},
+        "case": s["case"],
+        "findings": s["findings"],
+        "parties": [{"id": pid, **person}],
+    }
 
 
 async def test_determination_signed_by_officer_and_seal_and_refused_when_incomplete(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     server = await start_server(make_config(tmp_path))
     try:
         async with aiohttp.ClientSession() as http:
@@ -285,24 +368,31 @@ async def test_determination_signed_by_officer_and_seal_and_refused_when_incompl
             cid, pid = await case_with_party(api, li, name="张三")
             data = _determination_data(pid)
             path = f"/api/cases/{cid}/documents"
-            status, body = await api.call("POST", path, li,
-                                          {"kind": "determination_ordinary", "data": data})
+            status, body = await api.call(
+                "POST", path, li, {"kind": "determination_ordinary", "data": data}
+            )
             assert (status, body["error"]) == (422, "missing_fields"), body
             assert body["message"].startswith("道路交通事故认定书缺少必填字段")
-            assert body["missing"] == [{"path": "parties[0].responsibility",
-                                        "label": "第1项的当事人责任"}]
+            assert body["missing"] == [
+                {"path": "parties[0].responsibility", "label": "第1项的当事人责任"}
+            ]
             assert _custody(server, "document.generated") == []  # nothing numbered
             data["parties"][0]["responsibility"] = "全部责任"
-            assert (await api.call("POST", path, observer, {
-                "kind": "determination_ordinary", "data": data}))[0] == 403
-            status, doc = await api.call("POST", path, li,
-                                         {"kind": "determination_ordinary", "data": data})
+            assert (
+                await api.call(
+                    "POST", path, observer, {"kind": "determination_ordinary", "data": data}
+                )
+            )[0] == 403
+            status, doc = await api.call(
+                "POST", path, li, {"kind": "determination_ordinary", "data": data}
+            )
             assert status == 201, doc
             assert doc["number"].endswith("第0001号")
             dpath = f"{path}/{doc['id']}"
             assert {r["role"] for r in doc["required"]} == {"officer", "seal"}
-            assert (await api.call("POST", dpath + "/sign", observer,
-                                   {"field": "seal-department"}))[0] == 403
+            assert (
+                await api.call("POST", dpath + "/sign", observer, {"field": "seal-department"})
+            )[0] == 403
             for field in ("officer-o1", "seal-department"):
                 status, state = await api.call("POST", dpath + "/sign", li, {"field": field})
                 assert status == 200, state
@@ -317,70 +407,97 @@ async def test_determination_signed_by_officer_and_seal_and_refused_when_incompl
             _, root = await api.call("GET", "/api/ca/root")
             (tmp_path / "root.pem").write_bytes(root)
             (tmp_path / "determination.pdf").write_bytes(pdf)
-            checked = await asyncio.to_thread(verify_cli, tmp_path / "determination.pdf",
-                                              tmp_path / "root.pem")
+            checked = await asyncio.to_thread(
+                verify_cli, tmp_path / "determination.pdf", tmp_path / "root.pem"
+            )
             assert checked.returncode == 0, checked.stdout + checked.stderr
             # revoking: supervisors only; the CRL then lists the seal's certificate
-            assert (await api.call("POST", dpath + "/revoke", li, {
-                "field": "seal-department", "reason": "密钥泄露"}))[0] == 403
-            status, revoked = await api.call("POST", dpath + "/revoke", boss, {
-                "field": "seal-department", "reason": "密钥泄露"})
+            assert (
+                await api.call(
+                    "POST",
+                    dpath + "/revoke",
+                    li,
+                    {"field": "seal-department", "reason": "密钥泄露"},
+                )
+            )[0] == 403
+            status, revoked = await api.call(
+                "POST", dpath + "/revoke", boss, {"field": "seal-department", "reason": "密钥泄露"}
+            )
             assert status == 200, revoked
             status, crl_der = await api.call("GET", "/api/ca/crl")
             assert status == 200
             from cryptography import x509
+
             crl = x509.load_der_x509_crl(crl_der)
-            assert crl.get_revoked_certificate_by_serial_number(
-                int(revoked["revoked"], 16)) is not None
+            assert (
+                crl.get_revoked_certificate_by_serial_number(int(revoked["revoked"], 16))
+                is not None
+            )
             entry = _custody(server, "document.revoked")[-1]
             assert entry["sha256"] == state["sha256"] and entry["serial"] == revoked["revoked"]
             # the next one takes the next number
-            status, doc2 = await api.call("POST", path, li,
-                                          {"kind": "determination_ordinary", "data": data})
+            status, doc2 = await api.call(
+                "POST", path, li, {"kind": "determination_ordinary", "data": data}
+            )
             assert status == 201 and doc2["number"].endswith("第0002号")
     finally:
         await server.runner.cleanup()
 
 
 async def test_mediation_agreement_takes_effect_only_with_the_third_signature(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     server = await start_server(make_config(tmp_path))
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
             li = await officer_login(server, api)
             cid, p1 = await case_with_party(api, li, name="张三")
-            status, second = await api.call("POST", f"/api/cases/{cid}/parties", li,
-                                            {"role": "driver", "name": "李四"})
+            status, second = await api.call(
+                "POST", f"/api/cases/{cid}/parties", li, {"role": "driver", "name": "李四"}
+            )
             assert status == 201
             p2 = second["id"]
             s = sample("mediation_agreement")
-            data = {"department": s["department"], "case": s["case"], "findings": s["findings"],
-                    "mediation": s["mediation"],
-                    "parties": [{"id": p1, "responsibility": "全部责任"},
-                                {"id": p2, "responsibility": "无责任"}]}
-            status, doc = await api.call("POST", f"/api/cases/{cid}/documents", li,
-                                         {"kind": "mediation_agreement", "data": data})
+            data = {
+                "department": s["department"],
+                "case": s["case"],
+                "findings": s["findings"],
+                "mediation": s["mediation"],
+                "parties": [
+                    {"id": p1, "responsibility": "全部责任"},
+                    {"id": p2, "responsibility": "无责任"},
+                ],
+            }
+            status, doc = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {"kind": "mediation_agreement", "data": data},
+            )
             assert status == 201, doc
             assert len(doc["required"]) == 3
             _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
-            tokens = {p1: (await party_link(api, li, cid, p1))["token"],
-                      p2: (await party_link(api, li, cid, p2))["token"]}
+            tokens = {
+                p1: (await party_link(api, li, cid, p1))["token"],
+                p2: (await party_link(api, li, cid, p2))["token"],
+            }
             # a party signs only its own box
             await seed_match(server, session["room"], p1)
-            status, body = await party_sign(api, tokens[p1], doc["id"], f"party-p{p2}",
-                                            PartyKey())
+            status, body = await party_sign(api, tokens[p1], doc["id"], f"party-p{p2}", PartyKey())
             assert (status, body["error"]) == (403, "not_your_box"), body
             effective = []
             for pid in (p1, p2):
                 await seed_match(server, session["room"], pid)
-                status, state = await party_sign(api, tokens[pid], doc["id"], f"party-p{pid}",
-                                                 PartyKey())
+                status, state = await party_sign(
+                    api, tokens[pid], doc["id"], f"party-p{pid}", PartyKey()
+                )
                 assert status == 200, state
                 effective.append(state["state"]["effective"])
                 assert state["state"]["missing"]
             status, state = await api.call(
-                "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li, {"field": "officer-o1"})
+                "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li, {"field": "officer-o1"}
+            )
             assert status == 200, state
             effective.append(state["state"]["effective"])
             assert effective == [False, False, True]
@@ -398,10 +515,16 @@ def test_record_versions_hash_the_canonical_json() -> None:
     from documents.record import InquiryRecord
 
     record = InquiryRecord(datetime(2026, 12, 1, 1, 0, tzinfo=UTC))
-    version = _with_header(record.add_turn("问", "答", datetime(2026, 12, 1, 1, 1, tzinfo=UTC)),
-                           {"case": {"place": "某地"}})
-    canonical = json.dumps({"header": {"case": {"place": "某地"}}, "record": record.to_json()},
-                           ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    version = _with_header(
+        record.add_turn("问", "答", datetime(2026, 12, 1, 1, 1, tzinfo=UTC)),
+        {"case": {"place": "某地"}},
+    )
+    canonical = json.dumps(
+        {"header": {"case": {"place": "某地"}}, "record": record.to_json()},
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
     assert version.sha256 == hashlib.sha256(canonical).hexdigest() and version.version == 1
 
 
@@ -422,11 +545,20 @@ async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path)
             status, body = await _enroll(server, li, cid, pid, _png(ASTRONAUT))
             assert status == 200, body
             s = sample("delivery_consent")
-            status, doc = await api.call("POST", f"/api/cases/{cid}/documents", li, {
-                "kind": "delivery_consent",
-                "data": {"department": s["department"], "case": s["case"],
-                         "delivery": s["delivery"],
-                         "parties": [{"id": pid, "id_number": "110101198503020011"}]}})
+            status, doc = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {
+                    "kind": "delivery_consent",
+                    "data": {
+                        "department": s["department"],
+                        "case": s["case"],
+                        "delivery": s["delivery"],
+                        "parties": [{"id": pid, "id_number": "110101198503020011"}],
+                    },
+                },
+            )
             assert status == 201, doc
             _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
             party = (await party_link(api, li, cid, pid))["token"]
@@ -439,16 +571,20 @@ async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path)
             driver = PeerClient(server.base_url, party)
             clients.append(driver)
             await driver.connect()
-            await driver.publish(ImageVideoTrack([(0, ASTRONAUT)], width=640, height=480,
-                                                 fps=15))
-            await wait_until(lambda: any(
-                e["verdict"] == "match" and e["participant"] == f"party-{pid}"
-                for e in _custody(server, "verification.verdict")), timeout=40,
-                what="a face match logged by the verifier")
+            await driver.publish(ImageVideoTrack([(0, ASTRONAUT)], width=640, height=480, fps=15))
+            await wait_until(
+                lambda: any(
+                    e["verdict"] == "match" and e["participant"] == f"party-{pid}"
+                    for e in _custody(server, "verification.verdict")
+                ),
+                timeout=40,
+                what="a face match logged by the verifier",
+            )
             status, state = await party_sign(api, party, doc["id"], f"party-p{pid}", key)
             assert status == 200, state
-            match = next(e for e in _custody(server, "verification.verdict")
-                         if e["verdict"] == "match")
+            match = next(
+                e for e in _custody(server, "verification.verdict") if e["verdict"] == "match"
+            )
             signed = _custody(server, "document.signed")[-1]
             assert signed["verdict"].startswith("custody-")
             assert int(signed["verdict"].split("-")[1]) >= match["index"]
@@ -458,6 +594,7 @@ async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path)
         from cryptography import x509
 
         from documents.verify import verify_pdf
+
         report = await asyncio.to_thread(verify_pdf, pdf, [x509.load_pem_x509_certificate(root)])
         (sig,) = report.signatures
         assert sig.ok, sig.problems
@@ -479,22 +616,39 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
             li = await officer_login(server, api)
             cid, pid = await case_with_party(api, li, name="张三")
             s = sample("penalty_notice")
-            status, doc = await api.call("POST", f"/api/cases/{cid}/documents", li, {
-                "kind": "penalty_notice",
-                "data": {"department": s["department"], "case": s["case"],
-                         "penalty": s["penalty"],
-                         "parties": [{"id": pid, "id_number": "110101198503020011"}]}})
+            status, doc = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {
+                    "kind": "penalty_notice",
+                    "data": {
+                        "department": s["department"],
+                        "case": s["case"],
+                        "penalty": s["penalty"],
+                        "parties": [{"id": pid, "id_number": "110101198503020011"}],
+                    },
+                },
+            )
             assert status == 201, doc
             # a penalty decision without its legal basis names it
             penalty = {k: v for k, v in s["penalty"].items() if k != "legal_basis"}
-            status, body = await api.call("POST", f"/api/cases/{cid}/documents", li, {
-                "kind": "penalty_decision", "data": {"penalty": penalty}})
+            status, body = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {"kind": "penalty_decision", "data": {"penalty": penalty}},
+            )
             assert (status, body["error"]) == (422, "missing_fields")
             assert "penalty.legal_basis" in [m["path"] for m in body["missing"]]
             assert "法律依据" in body["message"]
             dpath = f"/api/cases/{cid}/documents/{doc['id']}"
-            status, state = await api.call("POST", dpath + "/refusals", li,
-                                           {"field": f"party-p{pid}", "reason": "当事人拒绝签名"})
+            status, state = await api.call(
+                "POST",
+                dpath + "/refusals",
+                li,
+                {"field": f"party-p{pid}", "reason": "当事人拒绝签名"},
+            )
             assert status == 200, state
             assert state["number"] == doc["number"] and state["revision"] == 2
             assert state["state"]["refused"] == [f"party-p{pid}"]
@@ -503,8 +657,9 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
             status, state = await api.call("POST", dpath + "/sign", li, {"field": "officer-o1"})
             assert status == 200 and state["state"]["effective"], state
             # once signed, a refusal would change signed text: refused
-            status, body = await api.call("POST", dpath + "/refusals", li,
-                                          {"field": f"party-p{pid}", "reason": "x"})
+            status, body = await api.call(
+                "POST", dpath + "/refusals", li, {"field": f"party-p{pid}", "reason": "x"}
+            )
             assert (status, body["error"]) == (409, "already_signed")
             pdf = await _pdf(server, dpath + "/pdf", li)
             # every revision is a 0600 file; one changed on disk is refused, not served
@@ -516,8 +671,7 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
             assert (status, body["error"]) == (409, "integrity_failed")
         import pypdfium2
 
-        text = "".join(page.get_textpage().get_text_range()
-                       for page in pypdfium2.PdfDocument(pdf))
+        text = "".join(page.get_textpage().get_text_range() for page in pypdfium2.PdfDocument(pdf))
         assert "拒绝签名" in text and "当事人拒绝签名" in text
     finally:
         await server.runner.cleanup()

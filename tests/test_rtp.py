@@ -15,18 +15,21 @@ VP8_CONTINUATION = bytes([0x80, 0x80, 0x05, 0x10])  # no S bit
 VP8_SECOND_PARTITION = bytes([0x11, 0x00])  # S but partition 1
 
 
-@pytest.mark.parametrize(("payload", "expected"), [
-    (VP8_KEY_EXTENDED, True),
-    (VP8_DELTA_EXTENDED, False),
-    (VP8_KEY_SHORT, True),
-    (VP8_CONTINUATION, False),
-    (VP8_SECOND_PARTITION, False),
-    (b"", False),
-    (bytes([0x90]), False),  # X set but truncated
-    (bytes([0x90, 0x80]), False),  # picture id promised, missing
-    (bytes([0x90, 0x80, 0x81]), False),  # 15-bit picture id cut short
-    (bytes([0x90, 0xF0, 0x01, 0x02, 0x03]), False),  # I, L, T/K present, no frame header left
-])
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (VP8_KEY_EXTENDED, True),
+        (VP8_DELTA_EXTENDED, False),
+        (VP8_KEY_SHORT, True),
+        (VP8_CONTINUATION, False),
+        (VP8_SECOND_PARTITION, False),
+        (b"", False),
+        (bytes([0x90]), False),  # X set but truncated
+        (bytes([0x90, 0x80]), False),  # picture id promised, missing
+        (bytes([0x90, 0x80, 0x81]), False),  # 15-bit picture id cut short
+        (bytes([0x90, 0xF0, 0x01, 0x02, 0x03]), False),  # I, L, T/K present, no frame header left
+    ],
+)
 def test_vp8_keyframe_start(payload: bytes, expected: bool) -> None:
     assert rtp.is_vp8_keyframe_start(payload) is expected
 
@@ -38,19 +41,22 @@ def _stap_a(*nals: bytes) -> bytes:
     return out
 
 
-@pytest.mark.parametrize(("payload", "expected"), [
-    (bytes([0x65, 0x88]), True),  # IDR slice
-    (bytes([0x67, 0x42]), True),  # SPS
-    (bytes([0x41, 0x9A]), False),  # non-IDR slice
-    (_stap_a(bytes([0x67, 1, 2]), bytes([0x68, 3])), True),  # SPS+PPS aggregate
-    (_stap_a(bytes([0x06, 1])), False),  # SEI only
-    (bytes([24, 0x00, 0x10, 0x67]), False),  # STAP-A length past the end
-    (bytes([28, 0x85, 0x00]), True),  # FU-A start of an IDR
-    (bytes([28, 0x05, 0x00]), False),  # FU-A continuation
-    (bytes([28, 0x81, 0x00]), False),  # FU-A start of a non-IDR
-    (bytes([28]), False),
-    (b"", False),
-])
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (bytes([0x65, 0x88]), True),  # IDR slice
+        (bytes([0x67, 0x42]), True),  # SPS
+        (bytes([0x41, 0x9A]), False),  # non-IDR slice
+        (_stap_a(bytes([0x67, 1, 2]), bytes([0x68, 3])), True),  # SPS+PPS aggregate
+        (_stap_a(bytes([0x06, 1])), False),  # SEI only
+        (bytes([24, 0x00, 0x10, 0x67]), False),  # STAP-A length past the end
+        (bytes([28, 0x85, 0x00]), True),  # FU-A start of an IDR
+        (bytes([28, 0x05, 0x00]), False),  # FU-A continuation
+        (bytes([28, 0x81, 0x00]), False),  # FU-A start of a non-IDR
+        (bytes([28]), False),
+        (b"", False),
+    ],
+)
 def test_h264_keyframe_start(payload: bytes, expected: bool) -> None:
     assert rtp.is_h264_keyframe_start(payload) is expected
 

@@ -25,16 +25,25 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -42,11 +51,21 @@ async def test_serve_with_tls_answers_health_over_https(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     port = free_port()
     config = tmp_path / "remotecase.toml"
-    config.write_text(f'[server]\nport = {port}\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
-                      f'[storage]\ndata_dir = "{tmp_path / "var"}"\n')
+    config.write_text(
+        f'[server]\nport = {port}\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        f'[storage]\ndata_dir = "{tmp_path / "var"}"\n'
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "--config", str(config), "serve",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env={**os.environ})
+        sys.executable,
+        "-m",
+        "control.cli",
+        "--config",
+        str(config),
+        "serve",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ},
+    )
     try:
         context = ssl.create_default_context(cafile=str(cert))
         context.check_hostname = False
@@ -54,8 +73,9 @@ async def test_serve_with_tls_answers_health_over_https(tmp_path: Path) -> None:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    async with session.get(f"https://127.0.0.1:{port}/healthz",
-                                           ssl=context) as response:
+                    async with session.get(
+                        f"https://127.0.0.1:{port}/healthz", ssl=context
+                    ) as response:
                         assert response.status == 200
                         assert (await response.json())["status"] == "ok"
                         break
@@ -69,7 +89,8 @@ async def test_serve_with_tls_answers_health_over_https(tmp_path: Path) -> None:
 
 
 async def test_no_public_stun_by_default_and_configured_servers_reach_clients(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     server = await start_server(make_config(tmp_path))
     clients: list[PeerClient] = []
     try:
@@ -114,8 +135,9 @@ async def test_sigterm_mid_call_ends_the_call_and_stops_at_once(tmp_path: Path) 
     async with serve_process(tmp_path, AUTH__DEV_JOIN="true") as server:
         async with aiohttp.ClientSession() as http:
             for name in ("a", "b", "c"):
-                async with http.post(f"{server.base}/dev/token",
-                                     json={"room": "r", "name": name}) as response:
+                async with http.post(
+                    f"{server.base}/dev/token", json={"room": "r", "name": name}
+                ) as response:
                     token = (await response.json())["token"]
                 client = PeerClient(server.base, token, decode=False)
                 clients.append(client)

@@ -48,8 +48,11 @@ class RawClient:
     async def closed_with(self) -> int | None:
         while True:
             msg = await self.ws.receive(timeout=5.0)
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                            aiohttp.WSMsgType.CLOSING):
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+            ):
                 return self.ws.close_code
 
     async def close(self) -> None:
@@ -84,12 +87,16 @@ async def live_call(server: Server, clients: list[PeerClient]) -> LiveCall:
 
 async def _still_flowing(bob: PeerClient, mid: str) -> None:
     before = bob.frame_counts[mid]
-    await wait_until(lambda: bob.frame_counts[mid] > before + 3, timeout=5,
-                     what="the neighbouring call to keep going")
+    await wait_until(
+        lambda: bob.frame_counts[mid] > before + 3,
+        timeout=5,
+        what="the neighbouring call to keep going",
+    )
 
 
 async def test_malformed_messages_get_errors_and_the_call_continues(
-        server: Server, live_call: LiveCall) -> None:
+    server: Server, live_call: LiveCall
+) -> None:
     _, bob, mid = live_call
     mallory = await RawClient.open(server.base_url)
     try:
@@ -110,21 +117,29 @@ async def test_malformed_messages_get_errors_and_the_call_continues(
         await mallory.expect_error("bad_sdp")
         await mallory.send({"type": "publish", "sdp": 42})
         await mallory.expect_error("bad_sdp")
-        garbage = ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:x\r\n"
-                   "a=fingerprint:sha-256 AA\r\n")
+        garbage = (
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:x\r\na=fingerprint:sha-256 AA\r\n"
+        )
         await mallory.send({"type": "publish", "sdp": garbage})
         await mallory.expect_error("bad_sdp")
         no_fingerprint = "\r\n".join(
-            line for line in (await _offer_sdp()).split("\r\n")
-            if not line.startswith("a=fingerprint"))
+            line
+            for line in (await _offer_sdp()).split("\r\n")
+            if not line.startswith("a=fingerprint")
+        )
         await mallory.send({"type": "publish", "sdp": no_fingerprint})
         await mallory.expect_error("no_fingerprint")
         await mallory.send({"type": "mute", "track": "nope", "muted": True})
         await mallory.expect_error("unknown_track")
         await mallory.send({"type": "subscribe", "tracks": "all"})
         await mallory.expect_error("bad_request")
-        await mallory.send({"type": "candidate", "target": "publisher",
-                            "candidate": {"candidate": "candidate:garbage"}})
+        await mallory.send(
+            {
+                "type": "candidate",
+                "target": "publisher",
+                "candidate": {"candidate": "candidate:garbage"},
+            }
+        )
         await mallory.expect_error("bad_candidate")
         await mallory.send({"type": "join", "token": server.token("room", "mallory2")})
         await mallory.expect_error("already_joined")
@@ -142,8 +157,9 @@ async def test_malformed_messages_get_errors_and_the_call_continues(
         assert await mallory.closed_with() == 4002
     finally:
         await mallory.close()
-    await wait_until(lambda: "mallory" not in server.sfu.rooms["room"].participants,
-                     what="mallory removed")
+    await wait_until(
+        lambda: "mallory" not in server.sfu.rooms["room"].participants, what="mallory removed"
+    )
     await _still_flowing(bob, mid)
     metrics = await _metrics(server.base_url)
     assert 'remotecase_signalling_errors_total{code="bad_json"} 2' in metrics
@@ -169,8 +185,9 @@ async def _metrics(base_url: str) -> str:
 
 
 @pytest.mark.parametrize("case", ["bad_signature", "expired", "garbage", "missing"])
-async def test_bad_tokens_are_refused_and_the_connection_closed(server: Server, live_call: LiveCall,
-        case: str) -> None:
+async def test_bad_tokens_are_refused_and_the_connection_closed(
+    server: Server, live_call: LiveCall, case: str
+) -> None:
     _, bob, mid = live_call
     token: object
     if case == "bad_signature":
@@ -203,13 +220,15 @@ async def test_oversized_message_is_refused_and_closed(server: Server, live_call
         assert await mallory.closed_with() == 4009
     finally:
         await mallory.close()
-    await wait_until(lambda: "mallory" not in server.sfu.rooms["room"].participants,
-                     what="mallory cleaned up")
+    await wait_until(
+        lambda: "mallory" not in server.sfu.rooms["room"].participants, what="mallory cleaned up"
+    )
     await _still_flowing(bob, mid)
 
 
 async def test_peer_that_vanishes_is_cleaned_up(
-        server: Server, clients: list[PeerClient], live_call: LiveCall) -> None:
+    server: Server, clients: list[PeerClient], live_call: LiveCall
+) -> None:
     _alice, bob, mid = live_call
     carol = await join(server, clients, "room", "carol")
     await carol.publish(PatternVideoTrack(fps=15))
@@ -217,17 +236,20 @@ async def test_peer_that_vanishes_is_cleaned_up(
     # carol's process dies: the socket drops without a leave
     assert carol._ws is not None
     await carol._ws.close()
-    await wait_until(lambda: "carol" not in server.sfu.rooms["room"].participants,
-                     what="carol removed")
-    left = await bob.wait_for(lambda m: m["type"] == "participant_left"
-                              and m["participant"] == "carol")
+    await wait_until(
+        lambda: "carol" not in server.sfu.rooms["room"].participants, what="carol removed"
+    )
+    left = await bob.wait_for(
+        lambda m: m["type"] == "participant_left" and m["participant"] == "carol"
+    )
     assert left["reason"] == "signalling_lost"
     await wait_until(lambda: bob.mids_for_participant("carol") == [], what="carol's track gone")
     await _still_flowing(bob, mid)
 
 
 async def test_peer_that_closes_its_media_but_keeps_the_socket_is_closed(
-        server: Server, clients: list[PeerClient], live_call: LiveCall) -> None:
+    server: Server, clients: list[PeerClient], live_call: LiveCall
+) -> None:
     """A client that closes its peer connections (DTLS close_notify) and leaves its WebSocket
     open: aiortc closes the server's side by itself, and the participant must go with it,
     quietly, instead of renegotiating on a closed connection."""
@@ -235,15 +257,19 @@ async def test_peer_that_closes_its_media_but_keeps_the_socket_is_closed(
     dave = await join(server, clients, "room", "dave")
     await dave.publish(PatternVideoTrack(fps=15))
     await wait_until(lambda: bob.mids_for_participant("dave") != [], what="dave at bob")
-    await wait_until(lambda: any(bob.frame_counts[m] for m in bob.mids_for_participant("dave")),
-                     what="dave's video decoded at bob")
+    await wait_until(
+        lambda: any(bob.frame_counts[m] for m in bob.mids_for_participant("dave")),
+        what="dave's video decoded at bob",
+    )
     assert dave.publisher_pc is not None
     await dave.publisher_pc.close()
     await dave.subscriber_pc.close()
-    await wait_until(lambda: "dave" not in server.sfu.rooms["room"].participants,
-                     what="dave removed")
-    left = await bob.wait_for(lambda m: m["type"] == "participant_left"
-                              and m["participant"] == "dave")
+    await wait_until(
+        lambda: "dave" not in server.sfu.rooms["room"].participants, what="dave removed"
+    )
+    left = await bob.wait_for(
+        lambda m: m["type"] == "participant_left" and m["participant"] == "dave"
+    )
     assert left["reason"] == "peer_closed"
     assert server.sfu.close_reasons["peer_closed"] == 1
     await wait_until(lambda: bob.mids_for_participant("dave") == [], what="dave's track gone")
@@ -260,23 +286,32 @@ async def test_connection_stuck_in_connecting_is_closed(tmp_path: Path) -> None:
         pc.addTransceiver("audio", direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
         sdp = "\r\n".join(
-            line if not line.startswith("a=candidate") else
-            "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"
-            for line in pc.localDescription.sdp.split("\r\n"))
+            line
+            if not line.startswith("a=candidate")
+            else "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"
+            for line in pc.localDescription.sdp.split("\r\n")
+        )
         await pc.close()
         await client.send({"type": "publish", "sdp": sdp})
         bye = await client.wait_for(lambda m: m["type"] == "bye", timeout=10)
         assert bye["reason"] == "connect_timeout"
         await wait_until(lambda: server.sfu.dump()["participants"] == 0, what="ghost removed")
         await client.close()
-        assert server.sfu.dump() == {"rooms": 0, "participants": 0, "up_tracks": 0,
-                                     "down_tracks": 0, "local_subscribers": 0, "tasks": 0}
+        assert server.sfu.dump() == {
+            "rooms": 0,
+            "participants": 0,
+            "up_tracks": 0,
+            "down_tracks": 0,
+            "local_subscribers": 0,
+            "tasks": 0,
+        }
     finally:
         await server.runner.cleanup()
 
 
 async def test_join_without_token_times_out_quietly_for_others(
-        server: Server, live_call: LiveCall) -> None:
+    server: Server, live_call: LiveCall
+) -> None:
     _, bob, mid = live_call
     # many idle sockets that never join do not disturb the call
     sockets = [await RawClient.open(server.base_url) for _ in range(5)]

@@ -8,7 +8,8 @@ from tests.conftest import Server, join, wait_until
 
 
 async def test_two_party_call_forwards_video_and_audio(
-        server: Server, clients: list[PeerClient]) -> None:
+    server: Server, clients: list[PeerClient]
+) -> None:
     alice = await join(server, clients, "r1", "alice")
     bob = await join(server, clients, "r1", "bob")
     await alice.publish(PatternVideoTrack(), AudioStreamTrack())
@@ -17,7 +18,9 @@ async def test_two_party_call_forwards_video_and_audio(
     audio_mid = bob.mids_for_participant("alice", "audio")[0]
     await wait_until(
         lambda: bob.frame_counts[video_mid] >= 10 and bob.frame_counts[audio_mid] >= 10,
-        timeout=15, what="decoded frames at bob")
+        timeout=15,
+        what="decoded frames at bob",
+    )
     frame = bob.frames[video_mid][-1]
     assert (frame.width, frame.height) == (320, 240)
     stats = server.sfu.stats()
@@ -35,8 +38,10 @@ async def test_two_party_call_forwards_video_and_audio(
 
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"{server.base_url}/metrics") as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{server.base_url}/metrics") as response,
+    ):
         text = await response.text()
 
     def value(name: str) -> float:

@@ -23,25 +23,37 @@ async def test_counts_per_brigade_and_kind(tmp_path: Path) -> None:
             await case_with_party(api, li, kind="violation")
             education, _ = await case_with_party(api, li, kind="education")
             other, other_party = await case_with_party(api, wu, kind="violation")
-            for cid, body in ((accident, {"purpose": "mediation"}), (education, None),
-                              (other, None)):
-                status, session = await api.call("POST", f"/api/cases/{cid}/sessions", li
-                                                 if cid != other else wu, body)
+            for cid, body in (
+                (accident, {"purpose": "mediation"}),
+                (education, None),
+                (other, None),
+            ):
+                status, session = await api.call(
+                    "POST", f"/api/cases/{cid}/sessions", li if cid != other else wu, body
+                )
                 assert status == 201, session
-            status, body = await api.call("POST", f"/api/cases/{accident}/sessions", li,
-                                          {"purpose": "party"})
+            status, body = await api.call(
+                "POST", f"/api/cases/{accident}/sessions", li, {"purpose": "party"}
+            )
             assert status == 400  # bad purpose (and a session is open anyway)
-            _, invite = await api.call("POST", f"/api/cases/{other}/invitations", wu,
-                                       {"party_id": other_party})
-            status, _ = await api.call("POST", "/api/party/materials?name=a.jpg",
-                                       invite["token"], data=samples.jpeg())
+            _, invite = await api.call(
+                "POST", f"/api/cases/{other}/invitations", wu, {"party_id": other_party}
+            )
+            status, _ = await api.call(
+                "POST", "/api/party/materials?name=a.jpg", invite["token"], data=samples.jpeg()
+            )
             assert status == 201
 
             status, mine = await api.call("GET", "/api/statistics", li)
             assert status == 200 and set(mine["brigades"]) == {"brigade-1"}
             one = mine["brigades"]["brigade-1"]
-            assert one["cases"] == {"accident": 1, "violation": 1, "education": 1,
-                                    "vehicle_service": 0, "licence_service": 0}
+            assert one["cases"] == {
+                "accident": 1,
+                "violation": 1,
+                "education": 1,
+                "vehicle_service": 0,
+                "licence_service": 0,
+            }
             assert one["sessions"]["mediation"] == 1 and one["education_sessions"] == 1
             assert one["inquiries"] == 0 and one["materials_received"] == 0
 

@@ -32,9 +32,11 @@ async def test_spawned_tasks_are_named_counted_and_forgotten_when_done() -> None
 
 
 async def test_a_failure_is_logged_on_the_owners_logger_with_its_context(
-        caplog: pytest.LogCaptureFixture) -> None:
-    log = logging.LoggerAdapter(logging.getLogger("tests.tasks"), {"room": "r1",
-                                                                    "participant": "p1"})
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.LoggerAdapter(
+        logging.getLogger("tests.tasks"), {"room": "r1", "participant": "p1"}
+    )
     tasks = TaskSet("participant p1", log)
 
     async def fail() -> None:

@@ -58,8 +58,11 @@ def test_sizes_come_from_the_headers() -> None:
     assert jpeg_size(io.BytesIO(_with_exif(samples.jpeg(64, 48)))) == (64, 48)
     assert png_size(io.BytesIO(_png(300, 200))) == (300, 200)
     assert png_size(io.BytesIO(huge_png())) == (32768, 32767)
-    for broken in (b"\xff\xd8\xff\xe0\x00", b"\xff\xd8\xff\xda\x00\x08" + bytes(8),
-                   b"\xff\xd8" + b"\x00" * 10):
+    for broken in (
+        b"\xff\xd8\xff\xe0\x00",
+        b"\xff\xd8\xff\xda\x00\x08" + bytes(8),
+        b"\xff\xd8" + b"\x00" * 10,
+    ):
         with pytest.raises(MaterialRejected) as jpeg_refused:
             jpeg_size(io.BytesIO(broken))
         assert jpeg_refused.value.code == "corrupt"
@@ -72,8 +75,7 @@ def test_budgets_refuse_before_decoding() -> None:
     small = ContentBudget(max_pixels=50_000, max_pdf_pages=2)
     cases = [
         ("image/png", huge_png(), ContentBudget(), "too_many_pixels", "32768x32767"),
-        ("image/jpeg", _with_exif(samples.jpeg(640, 480)), small, "too_many_pixels",
-         "640x480"),
+        ("image/jpeg", _with_exif(samples.jpeg(640, 480)), small, "too_many_pixels", "640x480"),
         ("image/png", _png(300, 200), small, "too_many_pixels", "300x200"),
         ("video/mp4", samples.mp4_mpeg4(seconds=1), small, "too_many_pixels", "320x240"),
         ("video/webm", samples.webm_vp8(seconds=1), small, "too_many_pixels", "320x240"),
@@ -98,12 +100,14 @@ def test_budgets_refuse_before_decoding() -> None:
     assert page.value.code == "page_too_large" and "page 2" in page.value.message
 
     # within the budget: accepted, with what they hold
-    assert check_content("image/jpeg", io.BytesIO(_with_exif(samples.jpeg(160, 120))),
-                         small) == {"width": 160, "height": 120}
-    assert check_content("application/pdf", io.BytesIO(samples.pdf(pages=2)),
-                         small) == {"pages": 2}
-    clip = check_content("video/mp4", io.BytesIO(samples.mp4_mpeg4(seconds=1)),
-                         ContentBudget(max_pixels=76_800))
+    assert check_content("image/jpeg", io.BytesIO(_with_exif(samples.jpeg(160, 120))), small) == {
+        "width": 160,
+        "height": 120,
+    }
+    assert check_content("application/pdf", io.BytesIO(samples.pdf(pages=2)), small) == {"pages": 2}
+    clip = check_content(
+        "video/mp4", io.BytesIO(samples.mp4_mpeg4(seconds=1)), ContentBudget(max_pixels=76_800)
+    )
     assert (clip["width"], clip["height"], clip["codec"]) == (320, 240, "mpeg4")
 
 
@@ -112,12 +116,12 @@ def test_the_reader_decrypts_chunk_by_chunk_and_notices_damage(tmp_path: Path) -
     data = os.urandom(2 * CHUNK + 12345)
     writer = store.writer(store.new_id())
     for i in range(0, len(data), 100_000):
-        writer.write(data[i:i + 100_000])
+        writer.write(data[i : i + 100_000])
     writer.seal()
     with writer.reader() as reader:
         assert reader.read() == data
         reader.seek(CHUNK - 3)
-        assert reader.read(7) == data[CHUNK - 3:CHUNK + 4]
+        assert reader.read(7) == data[CHUNK - 3 : CHUNK + 4]
         reader.seek(-5, io.SEEK_END)
         assert reader.read(100) == data[-5:]
         assert reader.raw.size == len(data)  # type: ignore[attr-defined]
@@ -136,8 +140,10 @@ def test_the_reader_decrypts_chunk_by_chunk_and_notices_damage(tmp_path: Path) -
     part.write_bytes(bytes(sealed))
     stored = writer.commit()
     assert stored.size == len(data)
-    assert b"".join(store.chunks(stored.material_id, stored.wrapped_key,
-                                 stored.kek_fingerprint)) == data
+    assert (
+        b"".join(store.chunks(stored.material_id, stored.wrapped_key, stored.kek_fingerprint))
+        == data
+    )
 
 
 def test_a_part_being_written_survives_another_process_starting(tmp_path: Path) -> None:
@@ -163,15 +169,17 @@ async def _paused(head: bytes, rest: bytes, go: asyncio.Event) -> AsyncIterator[
 async def _streamed(data: bytes) -> AsyncIterator[bytes]:
     """A body without a declared length."""
     for i in range(0, len(data), 1 << 16):
-        yield data[i:i + (1 << 16)]
+        yield data[i : i + (1 << 16)]
 
 
 async def _invite(api: Api, officer: str, case_id: int, name: str) -> str:
-    status, party = await api.call("POST", f"/api/cases/{case_id}/parties", officer,
-                                   {"role": "witness", "name": name})
+    status, party = await api.call(
+        "POST", f"/api/cases/{case_id}/parties", officer, {"role": "witness", "name": name}
+    )
     assert status == 201, party
-    status, invite = await api.call("POST", f"/api/cases/{case_id}/invitations", officer,
-                                    {"party_id": party["id"]})
+    status, invite = await api.call(
+        "POST", f"/api/cases/{case_id}/invitations", officer, {"party_id": party["id"]}
+    )
     assert status == 201, invite
     return str(invite["token"])
 
@@ -195,49 +203,60 @@ async def test_a_party_runs_two_uploads_at_once_and_the_third_waits(tmp_path: Pa
             go = asyncio.Event()
 
             async def held() -> tuple[int, dict[str, object]]:
-                async with http.post(f"{server.base_url}/api/party/materials?name=held.jpg",
-                                     data=_paused(photo[:4096], photo[4096:], go),
-                                     headers={"Authorization": f"Bearer {wang}"}) as response:
+                async with http.post(
+                    f"{server.base_url}/api/party/materials?name=held.jpg",
+                    data=_paused(photo[:4096], photo[4096:], go),
+                    headers={"Authorization": f"Bearer {wang}"},
+                ) as response:
                     return response.status, await response.json()
 
             first = asyncio.create_task(held())
             second = asyncio.create_task(held())
             try:
                 await wait_until(lambda: _parts(server) == 2, what="two uploads under way")
-                async with http.post(f"{server.base_url}/api/party/materials?name=third.jpg",
-                                     data=photo,
-                                     headers={"Authorization": f"Bearer {wang}"}) as response:
+                async with http.post(
+                    f"{server.base_url}/api/party/materials?name=third.jpg",
+                    data=photo,
+                    headers={"Authorization": f"Bearer {wang}"},
+                ) as response:
                     assert response.status == 429
                     assert response.headers["Retry-After"] == "5"
                     body = await response.json()
                 assert body["error"] == "too_many_uploads"
                 assert body["message"].startswith("同时最多上传 2 个文件"), body
                 # the limit is the uploader's: another party and the officer go ahead
-                status, other = await api.call("POST", "/api/party/materials?name=c.jpg", chen,
-                                               data=photo)
+                status, other = await api.call(
+                    "POST", "/api/party/materials?name=c.jpg", chen, data=photo
+                )
                 assert status == 201, other
                 status, evidence = await api.call(
-                    "POST", f"/api/cases/{cid}/materials?name=scene.jpg", li, data=photo)
+                    "POST", f"/api/cases/{cid}/materials?name=scene.jpg", li, data=photo
+                )
                 assert status == 201, evidence
             finally:
                 go.set()
                 results = await asyncio.gather(first, second)
             assert [status for status, _ in results] == [201, 201], results
             # with the two done, the third goes through
-            status, third = await api.call("POST", "/api/party/materials?name=third.jpg",
-                                           wang, data=photo)
+            status, third = await api.call(
+                "POST", "/api/party/materials?name=third.jpg", wang, data=photo
+            )
             assert status == 201, third
             _, own = await api.call("GET", "/api/party/materials", wang)
             assert sorted(m["name"] for m in own["materials"]) == [
-                "held.jpg", "held.jpg", "third.jpg"]
+                "held.jpg",
+                "held.jpg",
+                "third.jpg",
+            ]
             assert _parts(server) == 0
     finally:
         await server.runner.cleanup()
 
 
 async def test_totals_per_party_and_per_case(tmp_path: Path) -> None:
-    server = await start_server(make_config(tmp_path, materials={
-        "max_party_total_mb": 1, "max_case_total_mb": 2}))
+    server = await start_server(
+        make_config(tmp_path, materials={"max_party_total_mb": 1, "max_case_total_mb": 2})
+    )
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
@@ -247,33 +266,40 @@ async def test_totals_per_party_and_per_case(tmp_path: Path) -> None:
             chen = await _invite(api, li, cid, "Chen Jing")
             clip = await asyncio.to_thread(padded_mp4, 600 << 10)
 
-            status, kept = await api.call("POST", "/api/party/materials?name=a.mp4", wang,
-                                          data=clip)
+            status, kept = await api.call(
+                "POST", "/api/party/materials?name=a.mp4", wang, data=clip
+            )
             assert status == 201, kept
             # the second would pass the party's 1 MiB: refused from its declared length ...
-            status, body = await api.call("POST", "/api/party/materials?name=b.mp4", wang,
-                                          data=clip)
+            status, body = await api.call(
+                "POST", "/api/party/materials?name=b.mp4", wang, data=clip
+            )
             assert (status, body["error"]) == (413, "quota_exceeded"), body
             assert body["message"].startswith("您已上传 0.6 MiB，上限为 1 MiB"), body
             assert "this file does not fit" in body["message"]
             # ... and, without one, once the bytes streamed pass what is left
-            async with http.post(f"{server.base_url}/api/party/materials?name=b.mp4",
-                                 data=_streamed(clip),
-                                 headers={"Authorization": f"Bearer {wang}"}) as response:
+            async with http.post(
+                f"{server.base_url}/api/party/materials?name=b.mp4",
+                data=_streamed(clip),
+                headers={"Authorization": f"Bearer {wang}"},
+            ) as response:
                 assert response.status == 413
                 assert (await response.json())["error"] == "quota_exceeded"
             # a small photo still fits
-            status, photo = await api.call("POST", "/api/party/materials?name=p.jpg", wang,
-                                           data=samples.jpeg())
+            status, photo = await api.call(
+                "POST", "/api/party/materials?name=p.jpg", wang, data=samples.jpeg()
+            )
             assert status == 201, photo
 
             # the case's 2 MiB count every party's and the officers' files
-            status, body = await api.call("POST", "/api/party/materials?name=c.mp4", chen,
-                                          data=clip)
+            status, body = await api.call(
+                "POST", "/api/party/materials?name=c.mp4", chen, data=clip
+            )
             assert status == 201, body
             larger = await asyncio.to_thread(padded_mp4, 900 << 10)
-            status, body = await api.call("POST", f"/api/cases/{cid}/materials?name=d.mp4",
-                                          li, data=larger)
+            status, body = await api.call(
+                "POST", f"/api/cases/{cid}/materials?name=d.mp4", li, data=larger
+            )
             assert (status, body["error"]) == (413, "quota_exceeded"), body
             assert body["message"].startswith("本案已存材料"), body
             assert "at most 2 MiB" in body["message"]
@@ -291,12 +317,21 @@ async def test_totals_per_party_and_per_case(tmp_path: Path) -> None:
 def test_the_limits_are_configured_and_checked() -> None:
     from control.config import ConfigError, load_config
 
-    config = load_config(None, environ={"REMOTECASE_MATERIALS__MAX_MEGAPIXELS": "12.5",
-                                        "REMOTECASE_MATERIALS__CONCURRENT_UPLOADS": "3"})
+    config = load_config(
+        None,
+        environ={
+            "REMOTECASE_MATERIALS__MAX_MEGAPIXELS": "12.5",
+            "REMOTECASE_MATERIALS__CONCURRENT_UPLOADS": "3",
+        },
+    )
     assert (config.materials.max_megapixels, config.materials.concurrent_uploads) == (12.5, 3)
     assert config.materials.max_party_total_mb == 2048
-    for key, value in (("max_megapixels", 0), ("max_pdf_pages", 0),
-                       ("concurrent_uploads", 0), ("max_party_total_mb", 0),
-                       ("max_case_total_mb", -1)):
+    for key, value in (
+        ("max_megapixels", 0),
+        ("max_pdf_pages", 0),
+        ("concurrent_uploads", 0),
+        ("max_party_total_mb", 0),
+        ("max_case_total_mb", -1),
+    ):
         with pytest.raises(ConfigError, match=f"materials.{key}"):
             load_config(None, environ={}, overrides={"materials": {key: value}})

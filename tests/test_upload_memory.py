@@ -24,8 +24,7 @@ BOUND = 300 << 20
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data)))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def huge_png(width: int = 32768, height: int = 32767) -> bytes:
@@ -43,11 +42,14 @@ def huge_png(width: int = 32768, height: int = 32767) -> bytes:
     again = deflate.compress(bytes(block)) + deflate.flush(zlib.Z_FULL_FLUSH)
     tail = deflate.compress(bytes(rest)) + deflate.flush(zlib.Z_FINISH)
     # the trailer is the Adler-32 of `raw` zero bytes: a = 1, b = raw (mod 65521)
-    stream = first + again * (count - 1) + tail[:-4] + struct.pack(">I",
-                                                                   (raw % 65521) << 16 | 1)
+    stream = first + again * (count - 1) + tail[:-4] + struct.pack(">I", (raw % 65521) << 16 | 1)
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream)
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", stream)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def padded_mp4(size: int) -> bytes:
@@ -76,16 +78,22 @@ def _reset_peak(pid: int) -> None:
 
 async def _party_links(api: Api, count: int) -> list[str]:
     officer = await api.login("li")
-    status, case = await api.call("POST", "/api/cases", officer,
-                                  {"kind": "accident", "title": "G15 km 203"})
+    status, case = await api.call(
+        "POST", "/api/cases", officer, {"kind": "accident", "title": "G15 km 203"}
+    )
     assert status == 201, case
     tokens = []
     for i in range(count):
-        status, party = await api.call("POST", f"/api/cases/{case['id']}/parties", officer,
-                                       {"role": "driver", "name": f"Party {i}"})
+        status, party = await api.call(
+            "POST",
+            f"/api/cases/{case['id']}/parties",
+            officer,
+            {"role": "driver", "name": f"Party {i}"},
+        )
         assert status == 201, party
-        status, invite = await api.call("POST", f"/api/cases/{case['id']}/invitations",
-                                        officer, {"party_id": party["id"]})
+        status, invite = await api.call(
+            "POST", f"/api/cases/{case['id']}/invitations", officer, {"party_id": party["id"]}
+        )
         assert status == 201, invite
         tokens.append(invite["token"])
     return tokens
@@ -101,21 +109,25 @@ async def _settle(server: ServeProcess) -> int:
 async def test_a_billion_pixel_png_is_refused_from_its_header(tmp_path: Path) -> None:
     png = await asyncio.to_thread(huge_png)
     assert len(png) < 1_100_000
-    async with serve_process(tmp_path, VERIFIER__ENABLED="false") as server, \
-            aiohttp.ClientSession() as http:
+    async with (
+        serve_process(tmp_path, VERIFIER__ENABLED="false") as server,
+        aiohttp.ClientSession() as http,
+    ):
         api = Api(http, server.base)
         (party,) = await _party_links(api, 1)
-        status, small = await api.call("POST", "/api/party/materials?name=a.jpg", party,
-                                       data=samples.jpeg())
+        status, small = await api.call(
+            "POST", "/api/party/materials?name=a.jpg", party, data=samples.jpeg()
+        )
         assert status == 201, small
         pid = server.proc.pid
         rest = await _settle(server)
         _reset_peak(pid)
-        status, body = await api.call("POST", "/api/party/materials?name=scan.png", party,
-                                      data=png)
+        status, body = await api.call("POST", "/api/party/materials?name=scan.png", party, data=png)
         after = _status(pid)
-        print(f"huge PNG: resting {rest >> 20} MiB, peak {after['VmHWM'] >> 20} MiB, "
-              f"after {after['VmRSS'] >> 20} MiB")
+        print(
+            f"huge PNG: resting {rest >> 20} MiB, peak {after['VmHWM'] >> 20} MiB, "
+            f"after {after['VmRSS'] >> 20} MiB"
+        )
         assert (status, body["error"]) == (413, "too_many_pixels"), body
         assert "32768" in body["message"] and "像素" in body["message"], body
         assert after["VmHWM"] - rest < BOUND, (rest, after)
@@ -126,22 +138,32 @@ async def test_a_billion_pixel_png_is_refused_from_its_header(tmp_path: Path) ->
 
 async def test_four_large_uploads_at_once_stay_small(tmp_path: Path) -> None:
     video = await asyncio.to_thread(padded_mp4, 100 << 20)
-    async with serve_process(tmp_path, VERIFIER__ENABLED="false") as server, \
-            aiohttp.ClientSession() as http:
+    async with (
+        serve_process(tmp_path, VERIFIER__ENABLED="false") as server,
+        aiohttp.ClientSession() as http,
+    ):
         api = Api(http, server.base)
         parties = await _party_links(api, 2)
-        status, small = await api.call("POST", "/api/party/materials?name=a.jpg", parties[0],
-                                       data=samples.jpeg())
+        status, small = await api.call(
+            "POST", "/api/party/materials?name=a.jpg", parties[0], data=samples.jpeg()
+        )
         assert status == 201, small
         pid = server.proc.pid
         rest = await _settle(server)
         _reset_peak(pid)
-        results = await asyncio.gather(*(
-            api.call("POST", f"/api/party/materials?name=dash{i}.mp4", parties[i % 2],
-                     data=video) for i in range(4)))
+        results = await asyncio.gather(
+            *(
+                api.call(
+                    "POST", f"/api/party/materials?name=dash{i}.mp4", parties[i % 2], data=video
+                )
+                for i in range(4)
+            )
+        )
         after = _status(pid)
-        print(f"4 x 100 MiB: resting {rest >> 20} MiB, peak {after['VmHWM'] >> 20} MiB, "
-              f"after {after['VmRSS'] >> 20} MiB")
+        print(
+            f"4 x 100 MiB: resting {rest >> 20} MiB, peak {after['VmHWM'] >> 20} MiB, "
+            f"after {after['VmRSS'] >> 20} MiB"
+        )
         for status, body in results:
             assert status == 201, body
             assert body["size"] == len(video) and body["content"]["codec"] == "mpeg4"
@@ -153,8 +175,10 @@ async def test_four_large_uploads_at_once_stay_small(tmp_path: Path) -> None:
         # and downloads stream too: each checked whole against its hash, then sent in chunks
         async def download(party: str, material: dict[str, object]) -> str:
             digest = hashlib.sha256()
-            async with http.get(f"{server.base}/api/party/materials/{material['id']}/content",
-                                headers={"Authorization": f"Bearer {party}"}) as response:
+            async with http.get(
+                f"{server.base}/api/party/materials/{material['id']}/content",
+                headers={"Authorization": f"Bearer {party}"},
+            ) as response:
                 assert response.status == 200
                 assert response.content_length == len(video)
                 async for piece in response.content.iter_chunked(1 << 20):
@@ -162,8 +186,7 @@ async def test_four_large_uploads_at_once_stay_small(tmp_path: Path) -> None:
             return digest.hexdigest()
 
         _reset_peak(pid)
-        digests = await asyncio.gather(*(download(parties[i % 2], results[i][1])
-                                         for i in range(4)))
+        digests = await asyncio.gather(*(download(parties[i % 2], results[i][1]) for i in range(4)))
         after = _status(pid)
         print(f"4 x 100 MiB down: resting {rest >> 20} MiB, peak {after['VmHWM'] >> 20} MiB")
         assert digests == [hashlib.sha256(video).hexdigest()] * 4

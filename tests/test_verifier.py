@@ -38,8 +38,10 @@ from verifier.engine import DEFAULT_THRESHOLD
 
 _spec = importlib.util.find_spec("insightface")
 if _spec is None or not _spec.submodule_search_locations:
-    raise RuntimeError("the insightface wheel (for its test images) is not installed: "
-                       "pip install --no-deps insightface==2.1")
+    raise RuntimeError(
+        "the insightface wheel (for its test images) is not installed: "
+        "pip install --no-deps insightface==2.1"
+    )
 IMAGES = Path(next(iter(_spec.submodule_search_locations))) / "data" / "images"
 
 
@@ -65,11 +67,13 @@ async def _server(tmp_path: Path, **verifier: Any) -> Server:
     return await start_server(make_config(tmp_path, verifier=settings))
 
 
-async def _enroll(server: Any, token: str, case_id: int, party_id: int,
-                  photo: bytes) -> tuple[int, Any]:
+async def _enroll(
+    server: Any, token: str, case_id: int, party_id: int, photo: bytes
+) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http:
         return await Api(http, server.base_url).call(
-            "PUT", f"/api/cases/{case_id}/parties/{party_id}/reference", token, data=photo)
+            "PUT", f"/api/cases/{case_id}/parties/{party_id}/reference", token, data=photo
+        )
 
 
 async def test_enrollment_accepts_one_clear_face_and_rejects_with_reasons(tmp_path: Path) -> None:
@@ -108,10 +112,15 @@ async def test_enrollment_accepts_one_clear_face_and_rejects_with_reasons(tmp_pa
         await server.runner.cleanup()
 
 
-async def _call(server: Any, clients: list[PeerClient],
-                schedule: list[tuple[float, np.ndarray | None]], *,
-                consent: dict[str, bool] | None = None, fps: int = 15,
-                size: tuple[int, int] = (640, 480)) -> tuple[PeerClient, PeerClient, str]:
+async def _call(
+    server: Any,
+    clients: list[PeerClient],
+    schedule: list[tuple[float, np.ndarray | None]],
+    *,
+    consent: dict[str, bool] | None = None,
+    fps: int = 15,
+    size: tuple[int, int] = (640, 480),
+) -> tuple[PeerClient, PeerClient, str]:
     """A case session: the officer in the call, the party (the astronaut's reference) showing
     ``schedule``. Returns (officer, party, room)."""
     async with aiohttp.ClientSession() as http:
@@ -158,23 +167,27 @@ async def verifier_server(tmp_path: Path) -> AsyncIterator[VerifierServer]:
 async def test_the_enrolled_person_is_verified(verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     officer, _, _ = await _call(server, clients, [(0, ASTRONAUT)])
-    await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
-                     what="verified")
+    await wait_until(
+        lambda: ("verified", "matches") in _states(officer), timeout=20, what="verified"
+    )
 
     def verdicts() -> list[dict[str, Any]]:
         return [m for m in officer.messages if m["type"] == "verification"]
 
     # "verified" needs two of the last three samples to match; an early sample may still be
     # a no_face or low_quality one, so wait for three matches running
-    await wait_until(lambda: len(verdicts()) >= 3
-                     and all(v["verdict"] == "match" for v in verdicts()[-3:]),
-                     timeout=20, what="three matching samples running")
+    await wait_until(
+        lambda: len(verdicts()) >= 3 and all(v["verdict"] == "match" for v in verdicts()[-3:]),
+        timeout=20,
+        what="three matching samples running",
+    )
     assert all(v["score"] >= v["threshold"] for v in verdicts() if v["verdict"] == "match")
     assert ("alert", "different_face") not in _states(officer)
 
 
 async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(
-        verifier_server: VerifierServer) -> None:
+    verifier_server: VerifierServer,
+) -> None:
     server, clients = verifier_server
     verifier = server.app[VERIFIER]
     _, _, room_id = await _call(server, clients, [(0, ASTRONAUT)])
@@ -185,8 +198,7 @@ async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(
     locals_before = server.sfu.dump()["local_subscribers"]
 
     # two callers at once (a shutdown step and a second stop): both return when it is done
-    await asyncio.gather(verifier.close(CloseReason.SHUTDOWN),
-                         verifier.close(CloseReason.SHUTDOWN))
+    await asyncio.gather(verifier.close(CloseReason.SHUTDOWN), verifier.close(CloseReason.SHUTDOWN))
     assert verifier.closed and verifier.close_reason == CloseReason.SHUTDOWN
     assert verifier.dump() == {"rooms": 0, "watches": 0, "tasks": 0}
     # its subscriber left the room; the call itself goes on
@@ -205,22 +217,32 @@ async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(
 async def test_someone_else_raises_an_alert(verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     officer, _, _ = await _call(server, clients, [(0, HANKS)])
-    await wait_until(lambda: ("alert", "different_face") in _states(officer), timeout=20,
-                     what="alert for a different face")
+    await wait_until(
+        lambda: ("alert", "different_face") in _states(officer),
+        timeout=20,
+        what="alert for a different face",
+    )
     assert ("verified", "matches") not in _states(officer)
 
 
 async def test_a_face_swap_mid_call_is_caught_within_seconds(
-        verifier_server: VerifierServer) -> None:
+    verifier_server: VerifierServer,
+) -> None:
     server, clients = verifier_server
     swap_at = 6.0
     officer, _, _ = await _call(server, clients, [(0, ASTRONAUT), (swap_at, HANKS)])
     loop = asyncio.get_running_loop()
-    await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
-                     what="verified before the swap")
+    await wait_until(
+        lambda: ("verified", "matches") in _states(officer),
+        timeout=20,
+        what="verified before the swap",
+    )
     verified_at = loop.time()
-    await wait_until(lambda: ("alert", "different_face") in _states(officer), timeout=20,
-                     what="alert after the swap")
+    await wait_until(
+        lambda: ("alert", "different_face") in _states(officer),
+        timeout=20,
+        what="alert after the swap",
+    )
     # alert_after (2 s) + sample interval + the rest of the pre-swap time, with slack
     assert loop.time() - verified_at <= swap_at + 2.0 + 4.0
 
@@ -229,8 +251,9 @@ async def test_no_face_raises_no_face(verifier_server: VerifierServer) -> None:
     server, clients = verifier_server
     # the party walks away: an empty grey room (a cat can fool a face detector now and then)
     officer, _, _ = await _call(server, clients, [(0, ASTRONAUT), (3.0, None)])
-    await wait_until(lambda: ("alert", "no_face") in _states(officer), timeout=25,
-                     what="no-face alert")
+    await wait_until(
+        lambda: ("alert", "no_face") in _states(officer), timeout=25, what="no-face alert"
+    )
     verdicts = {m["verdict"] for m in officer.messages if m["type"] == "verification"}
     assert "no_face" in verdicts
 
@@ -240,23 +263,29 @@ def _verdicts(client: PeerClient) -> list[dict[str, Any]]:
 
 
 async def test_a_320x240_stream_of_the_right_face_is_low_quality_never_an_alert(
-        verifier_server: VerifierServer) -> None:
+    verifier_server: VerifierServer,
+) -> None:
     """The party's stream arrives at 320x240 (CPU or bandwidth adaptation): her face, about
     35 px, is too small to judge. The officer is told so and what to do, the party too, and it
     is evidence like any verdict; it is never a no_face or different_face alert."""
     server, clients = verifier_server
     officer, driver, room = await _call(server, clients, [(0, ASTRONAUT)], size=(320, 240))
-    await wait_until(lambda: ("low_quality", "too_small") in _states(officer), timeout=20,
-                     what="low quality: too small")
+    await wait_until(
+        lambda: ("low_quality", "too_small") in _states(officer),
+        timeout=20,
+        what="low quality: too small",
+    )
     # past alert_after and no_face_after (2 s and 3 s here) and then some
     seen = len(_verdicts(officer))
-    await wait_until(lambda: len(_verdicts(officer)) >= seen + 6, timeout=20,
-                     what="six more samples")
+    await wait_until(
+        lambda: len(_verdicts(officer)) >= seen + 6, timeout=20, what="six more samples"
+    )
     assert not any(state == "alert" for state, _ in _states(officer)), _states(officer)
     verdicts = _verdicts(officer)
     assert "no_match" not in {v["verdict"] for v in verdicts}
-    assert all(v["verdict_reason"] == "too_small" for v in verdicts
-               if v["verdict"] == "low_quality")
+    assert all(
+        v["verdict_reason"] == "too_small" for v in verdicts if v["verdict"] == "low_quality"
+    )
     last = verdicts[-1]
     assert (last["state"], last["reason"]) == ("low_quality", "too_small")
     assert last["message"] == "画面太小，无法核验人脸 / picture too small to check the face"
@@ -269,26 +298,37 @@ async def test_a_320x240_stream_of_the_right_face_is_low_quality_never_an_alert(
     assert not any("score" in m for m in guidance)
     # evidence: each verdict with its reason and quality, and the state, in the custody log
     entries = server.app[CUSTODY].entries()
-    logged = [e for e in entries if e["type"] == "verification.verdict"
-              and e["verdict"] == "low_quality"]
-    assert logged and all(e["reason"] == "too_small" and e["quality"]["size"] < 60
-                          for e in logged if e["faces"])
-    assert any(e["type"] == "verification.state" and e["state"] == "low_quality"
-               and e["reason"] == "too_small" for e in entries)
+    logged = [
+        e for e in entries if e["type"] == "verification.verdict" and e["verdict"] == "low_quality"
+    ]
+    assert logged and all(
+        e["reason"] == "too_small" and e["quality"]["size"] < 60 for e in logged if e["faces"]
+    )
+    assert any(
+        e["type"] == "verification.state"
+        and e["state"] == "low_quality"
+        and e["reason"] == "too_small"
+        for e in entries
+    )
     (status,) = server.app[VERIFIER].status(room)
     assert (status["state"], status["reason"]) == ("low_quality", "too_small")
     assert status["message"].startswith("画面太小") and status["guidance"] == last["guidance"]
 
 
 async def test_a_blurred_picture_is_low_quality_then_verifies_when_sharp(
-        verifier_server: VerifierServer) -> None:
+    verifier_server: VerifierServer,
+) -> None:
     server, clients = verifier_server
     blurred = cv2.GaussianBlur(ASTRONAUT, (0, 0), 5)
     officer, driver, _ = await _call(server, clients, [(0, blurred), (7.0, ASTRONAUT)])
-    await wait_until(lambda: ("low_quality", "too_blurred") in _states(officer), timeout=20,
-                     what="low quality: too blurred")
-    await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=25,
-                     what="verified once sharp")
+    await wait_until(
+        lambda: ("low_quality", "too_blurred") in _states(officer),
+        timeout=20,
+        what="low quality: too blurred",
+    )
+    await wait_until(
+        lambda: ("verified", "matches") in _states(officer), timeout=25, what="verified once sharp"
+    )
     assert not any(state == "alert" for state, _ in _states(officer)), _states(officer)
     assert "no_match" not in {v["verdict"] for v in _verdicts(officer)}
     guidance = [m for m in driver.messages if m["type"] == "verification_guidance"]
@@ -302,19 +342,22 @@ async def test_every_verdict_is_evidence_in_the_recording(verifier_server: Verif
     # the session's room records by itself
     await wait_until(lambda: room in server.app[RECORDER].active, what="recording")
     recording = server.app[RECORDER].active[room]
-    await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
-                     what="verified")
+    await wait_until(
+        lambda: ("verified", "matches") in _states(officer), timeout=20, what="verified"
+    )
     await asyncio.sleep(1.0)
     await server.app[RECORDER].stop(room, actor="officer:li", reason="done")
     entries = server.app[CUSTODY].entries()
     started = [e for e in entries if e["type"] == "verification.started"]
     assert started and started[0]["model"]["sha256"]["facenet"]
-    verdicts = [e for e in entries if e["type"] == "verification.verdict"
-                and e.get("recording") == recording.recording_id]
+    verdicts = [
+        e
+        for e in entries
+        if e["type"] == "verification.verdict" and e.get("recording") == recording.recording_id
+    ]
     assert verdicts, "verdicts during the recording carry its ID"
     for entry in verdicts:
-        assert entry["verdict"] in ("match", "no_match", "no_face", "multiple_faces",
-                                    "low_quality")
+        assert entry["verdict"] in ("match", "no_match", "no_face", "multiple_faces", "low_quality")
         assert entry["model_id"] == started[0]["model_id"]
         assert len(entry["frame_sha256"]) == 64 and entry["threshold"] == DEFAULT_THRESHOLD
     assert started[0]["model"]["runtime"] == "onnxruntime"
@@ -324,7 +367,8 @@ async def test_every_verdict_is_evidence_in_the_recording(verifier_server: Verif
 
 
 async def test_face_checks_need_consent_and_references_go_with_the_case(
-        verifier_server: Any, tmp_path: Path) -> None:
+    verifier_server: Any, tmp_path: Path
+) -> None:
     server, clients = verifier_server
     declined = {"recording": True, "face": False, "electronic_delivery": False}
     officer, driver, room = await _call(server, clients, [(0, ASTRONAUT)], consent=declined)
@@ -334,37 +378,45 @@ async def test_face_checks_need_consent_and_references_go_with_the_case(
     reference = tmp_path / "var" / "faces" / f"case-{cid}" / f"party-{pid}.json"
     # declining face checks deletes the reference enrolled before the call
     assert not reference.exists()
-    deleted = [e for e in server.app[CUSTODY].entries()
-               if e["type"] == "verification.reference_deleted"]
+    deleted = [
+        e for e in server.app[CUSTODY].entries() if e["type"] == "verification.reference_deleted"
+    ]
     assert [(e["actor"], e["reason"]) for e in deleted] == [
-        (f"party:{pid}", "the party declined face checks")]
+        (f"party:{pid}", "the party declined face checks")
+    ]
     # enrolled again while the party is in the call: still no comparison, and the officer
     # is told why
     async with aiohttp.ClientSession() as http:
         api = Api(http, server.base_url)
         li = await api.login("li")
         assert (await _enroll(server, li, cid, pid, _png(ASTRONAUT)))[0] == 200
-        await wait_until(lambda: ("not_consented", "no_face_consent") in _states(officer),
-                         timeout=20, what="not_consented")
+        await wait_until(
+            lambda: ("not_consented", "no_face_consent") in _states(officer),
+            timeout=20,
+            what="not_consented",
+        )
         await asyncio.sleep(1.5)
-        assert not any(e["type"] == "verification.verdict"
-                       for e in server.app[CUSTODY].entries())
+        assert not any(e["type"] == "verification.verdict" for e in server.app[CUSTODY].entries())
         assert server.app[VERIFIER].status(room) == []
         # closing the case takes its face data away (after its session has ended)
         _, case = await api.call("GET", f"/api/cases/{cid}", li)
         (session,) = case["sessions"]
-        status, body = await api.call("POST", f"/api/cases/{cid}/close", li,
-                                      {"reason": "penalty paid"})
+        status, body = await api.call(
+            "POST", f"/api/cases/{cid}/close", li, {"reason": "penalty paid"}
+        )
         assert (status, body["error"]) == (409, "session_open")
-        await api.call("POST", f"/api/cases/{cid}/sessions/{session['id']}/end", li,
-                       {"reason": "done"})
-        assert (await api.call("POST", f"/api/cases/{cid}/close", li,
-                               {"reason": "penalty paid"}))[0] == 200
+        await api.call(
+            "POST", f"/api/cases/{cid}/sessions/{session['id']}/end", li, {"reason": "done"}
+        )
+        assert (await api.call("POST", f"/api/cases/{cid}/close", li, {"reason": "penalty paid"}))[
+            0
+        ] == 200
         assert not reference.exists()
         status, body = await api.call("POST", f"/api/cases/{cid}/sessions", li)
         assert (status, body["error"]) == (409, "case_closed")
-    last = [e for e in server.app[CUSTODY].entries()
-            if e["type"] == "verification.reference_deleted"][-1]
+    last = [
+        e for e in server.app[CUSTODY].entries() if e["type"] == "verification.reference_deleted"
+    ][-1]
     assert (last["actor"], last["reason"]) == ("officer:li", "case closed: penalty paid")
 
 
@@ -379,9 +431,10 @@ def _liveness_model(path: Path, *, inputs: int = 3) -> str:
 
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["crop"], ["live"], axes=[1, 2, 3], keepdims=0)],
-        "liveness", [helper.make_tensor_value_info("crop", TensorProto.FLOAT,
-                                                   ["N", inputs, 80, 80])],
-        [helper.make_tensor_value_info("live", TensorProto.FLOAT, ["N"])])
+        "liveness",
+        [helper.make_tensor_value_info("crop", TensorProto.FLOAT, ["N", inputs, 80, 80])],
+        [helper.make_tensor_value_info("live", TensorProto.FLOAT, ["N"])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -393,17 +446,22 @@ async def test_a_liveness_model_when_configured_fails_a_spoof(tmp_path: Path) ->
     model = tmp_path / "liveness.onnx"
     digest = _liveness_model(model)
     # the stand-in scores the astronaut about 0.4: a threshold of 0.9 makes it a spoof
-    server = await _server(tmp_path, liveness_model=str(model), liveness_sha256=digest,
-                           liveness_threshold=0.9)
+    server = await _server(
+        tmp_path, liveness_model=str(model), liveness_sha256=digest, liveness_threshold=0.9
+    )
     clients: list[PeerClient] = []
     try:
         officer, _, _ = await _call(server, clients, [(0, ASTRONAUT)])
-        await wait_until(lambda: ("alert", "liveness_failed") in _states(officer), timeout=20,
-                         what="liveness alert")
+        await wait_until(
+            lambda: ("alert", "liveness_failed") in _states(officer),
+            timeout=20,
+            what="liveness alert",
+        )
         reported = [m for m in officer.messages if m["type"] == "verification"]
         assert all(m["verdict"] != "match" for m in reported)
-        assert any(m["verdict"] == "liveness_failed" and 0.2 < m["liveness"] < 0.9
-                   for m in reported)
+        assert any(
+            m["verdict"] == "liveness_failed" and 0.2 < m["liveness"] < 0.9 for m in reported
+        )
         entries = server.app[CUSTODY].entries()
         started = next(e for e in entries if e["type"] == "verification.started")
         assert started["model"]["liveness_sha256"] == digest
@@ -414,21 +472,27 @@ async def test_a_liveness_model_when_configured_fails_a_spoof(tmp_path: Path) ->
             await client.close()
         await server.runner.cleanup()
     # below the threshold the same face is live and compared as usual
-    server = await _server(tmp_path / "again", liveness_model=str(model),
-                           liveness_sha256=digest, liveness_threshold=0.1)
+    server = await _server(
+        tmp_path / "again",
+        liveness_model=str(model),
+        liveness_sha256=digest,
+        liveness_threshold=0.1,
+    )
     clients = []
     try:
         officer, _, _ = await _call(server, clients, [(0, ASTRONAUT)])
-        await wait_until(lambda: ("verified", "matches") in _states(officer), timeout=20,
-                         what="verified with liveness")
+        await wait_until(
+            lambda: ("verified", "matches") in _states(officer),
+            timeout=20,
+            what="verified with liveness",
+        )
     finally:
         for client in clients:
             await client.close()
         await server.runner.cleanup()
     # a tampered file or the wrong shapes are refused before anything runs
     with pytest.raises(RuntimeError, match="refusing to load"):
-        await _server(tmp_path / "tampered", liveness_model=str(model),
-                      liveness_sha256="0" * 64)
+        await _server(tmp_path / "tampered", liveness_model=str(model), liveness_sha256="0" * 64)
     wrong = tmp_path / "wrong.onnx"
     with pytest.raises(ModelError, match=r"expected one float input \[N, 3, 80, 80\]"):
         LivenessModel(LivenessSpec(str(wrong), _liveness_model(wrong, inputs=1)))
@@ -446,8 +510,11 @@ async def test_a_saturated_verifier_never_costs_forwarding_a_packet(tmp_path: Pa
         watcher = await join(server, clients, room, "watcher", record_payloads=True)
         await wait_until(lambda: watcher.mids_for_participant(pid) != [], what="offer")
         (mid,) = watcher.mids_for_participant(pid)
-        await wait_until(lambda: server.app[VERIFIER].skipped >= 5, timeout=20,
-                         what="samples skipped under overload")
+        await wait_until(
+            lambda: server.app[VERIFIER].skipped >= 5,
+            timeout=20,
+            what="samples skipped under overload",
+        )
         await asyncio.sleep(2.0)
         from tests.test_forwarding import _assert_byte_identical, _stop_sending
 
@@ -466,20 +533,30 @@ def _labelled_set(directory: Path) -> None:
     crops = []
     for x1, y1, x2, y2 in ((907, 60, 1011, 199), (52, 260, 169, 394), (267, 146, 372, 264)):
         w = x2 - x1
-        crop = t1[max(0, y1 - w // 2):y2 + w // 2, max(0, x1 - w // 2):x2 + w // 2]
+        crop = t1[max(0, y1 - w // 2) : y2 + w // 2, max(0, x1 - w // 2) : x2 + w // 2]
         crops.append(cv2.resize(crop, (crop.shape[1] * 2, crop.shape[0] * 2)))
-    noisy = np.clip(cv2.resize(ASTRONAUT, (460, 460)) + rng.normal(0, 6, (460, 460, 3)), 0,
-                    255).astype(np.uint8)
-    images = {"a/astronaut.png": ASTRONAUT, "a/noisy.png": noisy,
-              "a/bright.png": np.clip(ASTRONAUT.astype(np.int16) + 35, 0, 255).astype(np.uint8),
-              "b/hanks.png": HANKS, "c/t1a.png": crops[0], "d/t1b.png": crops[1],
-              "e/t1c.png": crops[2], "x/cat.png": CAT}
+    noisy = np.clip(
+        cv2.resize(ASTRONAUT, (460, 460)) + rng.normal(0, 6, (460, 460, 3)), 0, 255
+    ).astype(np.uint8)
+    images = {
+        "a/astronaut.png": ASTRONAUT,
+        "a/noisy.png": noisy,
+        "a/bright.png": np.clip(ASTRONAUT.astype(np.int16) + 35, 0, 255).astype(np.uint8),
+        "b/hanks.png": HANKS,
+        "c/t1a.png": crops[0],
+        "d/t1b.png": crops[1],
+        "e/t1c.png": crops[2],
+        "x/cat.png": CAT,
+    }
     for name, rgb in images.items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(directory / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    rows = ["image_a,image_b,label",
-            "a/astronaut.png,a/noisy.png,same", "a/astronaut.png,a/bright.png,same",
-            "a/noisy.png,a/bright.png,same"]
+    rows = [
+        "image_a,image_b,label",
+        "a/astronaut.png,a/noisy.png,same",
+        "a/astronaut.png,a/bright.png,same",
+        "a/noisy.png,a/bright.png,same",
+    ]
     others = ["b/hanks.png", "c/t1a.png", "d/t1b.png", "e/t1c.png"]
     for a in ["a/astronaut.png", *others]:
         for b in others:
@@ -496,12 +573,25 @@ async def test_eval_reports_accuracy_far_support_and_plots(tmp_path: Path) -> No
 
     data = tmp_path / "set"
     _labelled_set(data)
-    env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys")}
+    env = {
+        **os.environ,
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "verifier", "eval", str(data), "--json",
-        "--plot", str(tmp_path / "roc.png"), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "verifier",
+        "eval",
+        str(data),
+        "--json",
+        "--plot",
+        str(tmp_path / "roc.png"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     report = json.loads(out.decode().strip().splitlines()[-1])
@@ -518,14 +608,21 @@ async def test_eval_reports_accuracy_far_support_and_plots(tmp_path: Path) -> No
 
     (data / "pairs.csv").write_text("a,b\n1,2\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "control.cli", "verifier", "eval", str(data), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "control.cli",
+        "verifier",
+        "eval",
+        str(data),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await proc.communicate()
     assert proc.returncode == 2 and b"image_a,image_b,label" in err
 
 
-async def test_cli_enrollment_and_a_model_file_that_does_not_match_its_pin(
-        tmp_path: Path) -> None:
+async def test_cli_enrollment_and_a_model_file_that_does_not_match_its_pin(tmp_path: Path) -> None:
     import os
     import sys
 
@@ -542,14 +639,28 @@ async def test_cli_enrollment_and_a_model_file_that_does_not_match_its_pin(
             cid, pid = await case_with_party(api, await officer_login(server, api))
     finally:
         await server.runner.cleanup()
-    env = {**os.environ, "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp_path / "keys")}
+    env = {
+        **os.environ,
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp_path / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp_path / "keys"),
+    }
     errors = []
     for path, case, code in ((photo, cid, 0), (group, cid, 1), (photo, cid + 1, 2)):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "control.cli", "verifier", "enroll", "--case", str(case),
-            "--party", str(pid), str(path), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "control.cli",
+            "verifier",
+            "enroll",
+            "--case",
+            str(case),
+            "--party",
+            str(pid),
+            str(path),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _out, err = await proc.communicate()
         assert proc.returncode == code, err.decode()
         errors.append(err)
@@ -564,6 +675,7 @@ async def test_cli_enrollment_and_a_model_file_that_does_not_match_its_pin(
 
 def _message(*fields: tuple[int, bytes | int]) -> bytes:
     """A protobuf message of varint and length-delimited fields (for hand-made graphs)."""
+
     def varint(value: int) -> bytes:
         out = bytearray()
         while True:
@@ -571,6 +683,7 @@ def _message(*fields: tuple[int, bytes | int]) -> bytes:
             out.append(byte | (0x80 if value else 0))
             if not value:
                 return bytes(out)
+
     data = b""
     for number, value in fields:
         if isinstance(value, int):
@@ -581,8 +694,7 @@ def _message(*fields: tuple[int, bytes | int]) -> bytes:
 
 
 def _node(name: str, op: str, *inputs: str) -> tuple[int, bytes]:
-    return (1, _message((1, name.encode()), (2, op.encode()),
-                        *((3, i.encode()) for i in inputs)))
+    return (1, _message((1, name.encode()), (2, op.encode()), *((3, i.encode()) for i in inputs)))
 
 
 def test_facenet_runs_the_same_in_onnxruntime_and_opencv() -> None:
@@ -595,8 +707,7 @@ def test_facenet_runs_the_same_in_onnxruntime_and_opencv() -> None:
     reference = load_engine(default_spec(runtime="opencv"))
     assert fast.spec.identity()["runtime"] == "onnxruntime"
     embeddings = {}
-    for name, rgb in (("astronaut", ASTRONAUT), ("hanks", HANKS),
-                      ("group", _read("t1.jpg"))):
+    for name, rgb in (("astronaut", ASTRONAUT), ("hanks", HANKS), ("group", _read("t1.jpg"))):
         faces = fast.faces(rgb)
         assert faces, name
         for i, face in enumerate(faces[:3]):
@@ -616,8 +727,9 @@ def test_the_graph_rewrite_refuses_what_it_does_not_understand(tmp_path: Path) -
         read_graph(b"\x0a\xff\xff\xff\x0f not a graph")
     with pytest.raises(GraphError, match="no nodes"):
         read_graph(b"")
-    unknown = _message(_node("input", "Placeholder"), _node("x", "Sigmoid", "input"),
-                       _node("out", "Relu", "x"))
+    unknown = _message(
+        _node("input", "Placeholder"), _node("x", "Sigmoid", "input"), _node("out", "Relu", "x")
+    )
     with pytest.raises(GraphError, match="Sigmoid is not supported"):
         to_onnx(read_graph(unknown), output="out")
     with pytest.raises(GraphError, match="no node"):
@@ -637,15 +749,21 @@ def test_the_graph_rewrite_refuses_what_it_does_not_understand(tmp_path: Path) -
 
 
 async def test_the_server_converts_in_a_child_process_and_reports_its_refusal(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """At start-up the graph is rewritten in a child process (the conversion would hold the
     server's GIL); a graph it refuses comes back as the child's reason."""
     from verifier.facenet import _CONVERTED, _key, prepare
     from verifier.tf_graph import GraphError
 
     fake = tmp_path / "graph.pb"
-    fake.write_bytes(_message(_node("input", "Placeholder"), _node("x", "Sigmoid", "input"),
-                              _node(OUTPUT_NAME, "Relu", "x")))
+    fake.write_bytes(
+        _message(
+            _node("input", "Placeholder"),
+            _node("x", "Sigmoid", "input"),
+            _node(OUTPUT_NAME, "Relu", "x"),
+        )
+    )
     with pytest.raises(GraphError, match="Sigmoid is not supported"):
         await prepare(fake)
     assert _key(fake) not in _CONVERTED

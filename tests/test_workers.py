@@ -21,8 +21,9 @@ from tests.conftest import CONSENT, Api, serve_process, wait_until
 
 
 async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path) -> None:
-    async with serve_process(tmp_path, SERVER__WORKERS="2", RECORDING__SEGMENT_SECONDS="1.0",
-                             VERIFIER__ENABLED="false") as server:
+    async with serve_process(
+        tmp_path, SERVER__WORKERS="2", RECORDING__SEGMENT_SECONDS="1.0", VERIFIER__ENABLED="false"
+    ) as server:
         base = server.base
         clients: list[PeerClient] = []
         try:
@@ -35,29 +36,48 @@ async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path
 
                 calls: list[dict[str, Any]] = []
                 for n in range(2):  # case 1 on worker 1, case 2 on worker 0
-                    _, case = await api.call("POST", "/api/cases", li,
-                                             {"kind": "accident", "title": f"case {n}"})
-                    _, party = await api.call("POST", f"/api/cases/{case['id']}/parties", li,
-                                              {"role": "driver", "name": f"party {n}"})
-                    status, session = await api.call("POST", f"/api/cases/{case['id']}/sessions",
-                                                     li)
+                    _, case = await api.call(
+                        "POST", "/api/cases", li, {"kind": "accident", "title": f"case {n}"}
+                    )
+                    _, party = await api.call(
+                        "POST",
+                        f"/api/cases/{case['id']}/parties",
+                        li,
+                        {"role": "driver", "name": f"party {n}"},
+                    )
+                    status, session = await api.call(
+                        "POST", f"/api/cases/{case['id']}/sessions", li
+                    )
                     assert status == 201
-                    _, invite = await api.call("POST", f"/api/cases/{case['id']}/invitations", li,
-                                               {"party_id": party["id"]})
-                    _, redeemed = await api.call("POST", "/api/invitations/redeem",
-                                                 json={"token": invite["token"],
-                                                       "consent": CONSENT})
+                    _, invite = await api.call(
+                        "POST",
+                        f"/api/cases/{case['id']}/invitations",
+                        li,
+                        {"party_id": party["id"]},
+                    )
+                    _, redeemed = await api.call(
+                        "POST",
+                        "/api/invitations/redeem",
+                        json={"token": invite["token"], "consent": CONSENT},
+                    )
                     officer = PeerClient(base, session["token"])
                     driver = PeerClient(base, redeemed["token"], decode=False)
                     clients += [officer, driver]
                     await officer.connect()
                     await driver.connect()
                     await driver.publish(PatternVideoTrack())
-                    calls.append({"case": case["id"], "session": session, "officer": officer,
-                                  "participant": redeemed["participant"]})
+                    calls.append(
+                        {
+                            "case": case["id"],
+                            "session": session,
+                            "officer": officer,
+                            "participant": redeemed["participant"],
+                        }
+                    )
 
                 for call in calls:
                     officer, pid = call["officer"], call["participant"]
+
                     def offered(o: PeerClient = officer, p: str = pid) -> bool:
                         return o.mids_for_participant(p) != []
 
@@ -97,10 +117,12 @@ async def test_two_workers_place_rooms_by_case_and_share_the_rest(tmp_path: Path
                     call["recording"] = ended["recording_sealed"]
                 status, listed = await api.call("GET", "/api/recordings", li)
                 assert {r["recording_id"] for r in listed["recordings"]} == {
-                    c["recording"] for c in calls}
+                    c["recording"] for c in calls
+                }
                 for call in calls:
                     status, verified = await api.call(
-                        "GET", f"/api/recordings/{call['recording']}/verify?reason=check", li)
+                        "GET", f"/api/recordings/{call['recording']}/verify?reason=check", li
+                    )
                     assert status == 200 and verified["ok"], verified
                 await events.close()
         finally:
@@ -125,10 +147,10 @@ def _worker_pid(supervisor: int, index: int) -> int:
     raise AssertionError(f"no worker {index} under {supervisor}")
 
 
-async def test_a_worker_killed_mid_call_comes_back_and_seals_its_recording(
-        tmp_path: Path) -> None:
-    async with serve_process(tmp_path, SERVER__WORKERS="2", RECORDING__SEGMENT_SECONDS="1.0",
-                             VERIFIER__ENABLED="false") as server:
+async def test_a_worker_killed_mid_call_comes_back_and_seals_its_recording(tmp_path: Path) -> None:
+    async with serve_process(
+        tmp_path, SERVER__WORKERS="2", RECORDING__SEGMENT_SECONDS="1.0", VERIFIER__ENABLED="false"
+    ) as server:
         base = server.base
         clients: list[PeerClient] = []
 
@@ -143,16 +165,22 @@ async def test_a_worker_killed_mid_call_comes_back_and_seals_its_recording(
             async with aiohttp.ClientSession() as http:
                 api = Api(http, base)
                 li = await api.login("li")
-                _, case = await api.call("POST", "/api/cases", li, {"kind": "accident",
-                                                                      "title": "t"})
+                _, case = await api.call(
+                    "POST", "/api/cases", li, {"kind": "accident", "title": "t"}
+                )
                 cid = case["id"]
-                _, party = await api.call("POST", f"/api/cases/{cid}/parties", li,
-                                          {"role": "driver", "name": "p"})
+                _, party = await api.call(
+                    "POST", f"/api/cases/{cid}/parties", li, {"role": "driver", "name": "p"}
+                )
                 _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
-                _, invite = await api.call("POST", f"/api/cases/{cid}/invitations", li,
-                                           {"party_id": party["id"]})
-                _, redeemed = await api.call("POST", "/api/invitations/redeem",
-                                             json={"token": invite["token"], "consent": CONSENT})
+                _, invite = await api.call(
+                    "POST", f"/api/cases/{cid}/invitations", li, {"party_id": party["id"]}
+                )
+                _, redeemed = await api.call(
+                    "POST",
+                    "/api/invitations/redeem",
+                    json={"token": invite["token"], "consent": CONSENT},
+                )
                 driver = PeerClient(base, redeemed["token"], decode=False)
                 clients.append(driver)
                 await driver.connect()
@@ -178,10 +206,12 @@ async def test_a_worker_killed_mid_call_comes_back_and_seals_its_recording(
                 (recording,) = listed
                 assert recording["state"] == "sealed"
                 status, verified = await api.call(
-                    "GET", f"/api/recordings/{recording['recording_id']}/verify?reason=check", li)
+                    "GET", f"/api/recordings/{recording['recording_id']}/verify?reason=check", li
+                )
                 assert status == 200 and verified["ok"], verified
                 status, manifest = await api.call(
-                    "GET", f"/api/recordings/{recording['recording_id']}/manifest?reason=check", li)
+                    "GET", f"/api/recordings/{recording['recording_id']}/manifest?reason=check", li
+                )
                 assert manifest["status"] == "incomplete" and "interrupted" in manifest["note"]
                 # the session's room is gone with its worker: end it and open another
                 path = f"/api/cases/{cid}/sessions/{session['id']}/end"

@@ -10,9 +10,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-TEMPLATE_112 = np.array([
-    [38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-    [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+TEMPLATE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -27,7 +34,7 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
         d[1] = -1
     rotation = u @ np.diag(d) @ vt
-    variance = (src_c ** 2).sum() / len(src)
+    variance = (src_c**2).sum() / len(src)
     scale = (s * d).sum() / variance if variance > 0 else 1.0
     matrix = np.zeros((2, 3))
     matrix[:, :2] = scale * rotation
@@ -35,8 +42,9 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def align(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112,
-          margin: float = 0.0, lift: float = 0.0) -> np.ndarray:
+def align(
+    rgb: np.ndarray, landmarks: np.ndarray, size: int = 112, margin: float = 0.0, lift: float = 0.0
+) -> np.ndarray:
     """The face warped so its landmarks sit on the template, ``size`` x ``size`` pixels.
 
     ``margin`` widens the crop around the template (as a fraction of the size), and ``lift``
@@ -45,5 +53,6 @@ def align(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112,
     template = TEMPLATE_112 / 112.0
     template = (template - 0.5) / (1 + margin) + 0.5 - np.array([0.0, lift])
     matrix = similarity(landmarks, template * size)
-    return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )

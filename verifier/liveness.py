@@ -28,8 +28,10 @@ from .engine import ModelError
 
 SIZE = 80
 # where the five landmarks (eyes, nose tip, mouth corners) sit in the model's 80x80 input
-TEMPLATE_80 = np.array([[32.03, 38.06], [47.89, 37.98], [40.01, 47.08], [33.50, 56.36],
-                        [46.63, 56.29]], dtype=np.float64)
+TEMPLATE_80 = np.array(
+    [[32.03, 38.06], [47.89, 37.98], [40.01, 47.08], [33.50, 56.36], [46.63, 56.29]],
+    dtype=np.float64,
+)
 MAX_OUTSIDE = 0.30
 
 
@@ -47,9 +49,11 @@ class LivenessSpec:
             raise ModelError(f"liveness model {self.path} is missing")
         actual = sha256_file(Path(self.path))
         if actual != self.sha256:
-            raise ModelError(f"liveness model {self.path} has SHA-256 {actual}, pinned "
-                             f"{self.sha256}; refusing to load a model that is not the one "
-                             "configured")
+            raise ModelError(
+                f"liveness model {self.path} has SHA-256 {actual}, pinned "
+                f"{self.sha256}; refusing to load a model that is not the one "
+                "configured"
+            )
 
 
 class LivenessModel:
@@ -64,31 +68,46 @@ class LivenessModel:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(spec.path, options,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                spec.path, options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:
             raise ModelError(f"liveness model {spec.path} does not load: {exc}") from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         shape = list(inputs[0].shape) if len(inputs) == 1 else []
         out_shape = list(outputs[0].shape) if len(outputs) == 1 else []
-        if (len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)"
-                or len(shape) != 4 or shape[1:] != [3, SIZE, SIZE] or len(out_shape) != 1
-                or outputs[0].type != "tensor(float)"):
-            raise ModelError(f"liveness model {spec.path}: expected one float input "
-                             f"[N, 3, {SIZE}, {SIZE}] and one output [N] (a live "
-                             f"probability); it has {[(i.name, i.shape) for i in inputs]} -> "
-                             f"{[(o.name, o.shape) for o in outputs]}")
+        if (
+            len(inputs) != 1
+            or len(outputs) != 1
+            or inputs[0].type != "tensor(float)"
+            or len(shape) != 4
+            or shape[1:] != [3, SIZE, SIZE]
+            or len(out_shape) != 1
+            or outputs[0].type != "tensor(float)"
+        ):
+            raise ModelError(
+                f"liveness model {spec.path}: expected one float input "
+                f"[N, 3, {SIZE}, {SIZE}] and one output [N] (a live "
+                f"probability); it has {[(i.name, i.shape) for i in inputs]} -> "
+                f"{[(o.name, o.shape) for o in outputs]}"
+            )
         self._input = inputs[0].name
 
     def score(self, rgb: np.ndarray, landmarks: np.ndarray) -> float | None:
         """The live probability of the face, or None when it is too near the frame's edge."""
         matrix = similarity(landmarks, TEMPLATE_80)
-        inside = cv2.warpAffine(np.ones(rgb.shape[:2], np.float32), matrix, (SIZE, SIZE),
-                                flags=cv2.INTER_LINEAR, borderValue=0)
+        inside = cv2.warpAffine(
+            np.ones(rgb.shape[:2], np.float32),
+            matrix,
+            (SIZE, SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderValue=0,
+        )
         if 1.0 - float(inside.mean()) > MAX_OUTSIDE:
             return None
-        crop = cv2.warpAffine(rgb, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        crop = cv2.warpAffine(
+            rgb, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         tensor = np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
         out = np.asarray(self._session.run(None, {self._input: tensor})[0]).reshape(-1)
         value = float(out[0]) if out.size == 1 else math.nan

@@ -84,25 +84,32 @@ def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         if sx2 <= sx1 or sy2 <= sy1:
             continue
         if (sx1, sy1, sx2, sy2) == (x1, y1, x2 + 1, y2 + 1):
-            patch = image[y1:y2 + 1, x1:x2 + 1]  # inside the frame: no padded copy
+            patch = image[y1 : y2 + 1, x1 : x2 + 1]  # inside the frame: no padded copy
         else:
             patch = np.zeros((bh, bw, 3), dtype=image.dtype)
-            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+            patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
     return ((out - 127.5) * 0.0078125).transpose(0, 2, 1, 3)
 
 
 class Mtcnn:
-    def __init__(self, directory: Path, *, min_face: int = 20,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 scale_factor: float = 0.709, threads: int = 1) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        min_face: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        scale_factor: float = 0.709,
+        threads: int = 1,
+    ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
 
         def session(name: str) -> ort.InferenceSession:
-            return ort.InferenceSession(str(directory / name), options,
-                                        providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(
+                str(directory / name), options, providers=["CPUExecutionProvider"]
+            )
 
         self._pnet = session("pnet.onnx")
         self._rnet = session("rnet.onnx")
@@ -122,8 +129,14 @@ class Mtcnn:
             return []
         boxes, points = self._stage3(image, boxes)
         order = np.argsort(boxes[:, 4])[::-1]
-        return [Detection(tuple(float(v) for v in boxes[i, :4]),  # type: ignore[arg-type]
-                          float(boxes[i, 4]), points[i]) for i in order]
+        return [
+            Detection(
+                tuple(float(v) for v in boxes[i, :4]),  # type: ignore[arg-type]
+                float(boxes[i, 4]),
+                points[i],
+            )
+            for i in order
+        ]
 
     def _stage1(self, image: np.ndarray, min_face: int) -> np.ndarray:
         height, width = image.shape[:2]
@@ -146,10 +159,16 @@ class Mtcnn:
             ys, xs = np.where(prob_map >= self.thresholds[0])
             if len(ys):
                 stride, cell = 2, 12
-                candidates = np.column_stack([
-                    np.fix((stride * xs + 1) / scale), np.fix((stride * ys + 1) / scale),
-                    np.fix((stride * xs + cell) / scale), np.fix((stride * ys + cell) / scale),
-                    prob_map[ys, xs], reg_map[ys, xs]])
+                candidates = np.column_stack(
+                    [
+                        np.fix((stride * xs + 1) / scale),
+                        np.fix((stride * ys + 1) / scale),
+                        np.fix((stride * xs + cell) / scale),
+                        np.fix((stride * ys + cell) / scale),
+                        prob_map[ys, xs],
+                        reg_map[ys, xs],
+                    ]
+                )
                 candidates = candidates[_nms(candidates, 0.5)]
                 found.append(candidates)
             scale *= self.scale_factor

@@ -54,9 +54,9 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             at += 2
             continue
-        (length,) = struct.unpack(">H", data[at + 2:at + 4])
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
         if marker in _SOF and at + 9 <= len(data):
-            height, width = struct.unpack(">HH", data[at + 5:at + 9])
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
             return width, height
         if marker == 0xDA or length < 2:  # image data before any frame header
             break
@@ -69,17 +69,22 @@ def decode_still(data: bytes) -> np.ndarray:
     if not data:
         raise StillRejected("empty", "图像为空 / the still is empty")
     if len(data) > MAX_STILL_BYTES:
-        raise StillRejected("too_large", f"图像超过 {MAX_STILL_BYTES} 字节 / the still exceeds "
-                                         f"{MAX_STILL_BYTES} bytes")
+        raise StillRejected(
+            "too_large",
+            f"图像超过 {MAX_STILL_BYTES} 字节 / the still exceeds {MAX_STILL_BYTES} bytes",
+        )
     width, height = jpeg_size(data)
     if width * height > MAX_STILL_PIXELS or min(width, height) < MIN_STILL_SIDE:
         raise StillRejected(
-            "bad_size", f"图像为 {width}x{height} 像素，须在 {MIN_STILL_SIDE} 像素与 "
-                        f"{MAX_STILL_PIXELS} 像素总数之间 / the still is {width}x{height}: at "
-                        f"least {MIN_STILL_SIDE} px a side and at most {MAX_STILL_PIXELS} pixels")
+            "bad_size",
+            f"图像为 {width}x{height} 像素，须在 {MIN_STILL_SIDE} 像素与 "
+            f"{MAX_STILL_PIXELS} 像素总数之间 / the still is {width}x{height}: at "
+            f"least {MIN_STILL_SIDE} px a side and at most {MAX_STILL_PIXELS} pixels",
+        )
     # the header's size is the budget: an orientation tag must not turn the picture
-    image = cv2.imdecode(np.frombuffer(data, np.uint8),
-                         cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    image = cv2.imdecode(
+        np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    )
     if image is None or image.shape[:2] != (height, width):
         raise StillRejected("bad_jpeg", "JPEG 图像已损坏 / the JPEG image is damaged")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -109,8 +114,9 @@ class StillVerdict:
     custody_index: int | None
 
 
-def _judge(verifier: Verifier, participant: str, reference: np.ndarray, data: bytes,
-           at: float) -> tuple[Verdict, float]:
+def _judge(
+    verifier: Verifier, participant: str, reference: np.ndarray, data: bytes, at: float
+) -> tuple[Verdict, float]:
     rgb = decode_still(data)
     verdict = verifier._sample(participant, reference, _Still(rgb), at)
     return verdict, round(brightness(rgb), 1)
@@ -121,9 +127,16 @@ async def reference_of(verifier: Verifier, scope: str, participant: str) -> np.n
     return None if loaded is None else loaded[1]
 
 
-async def check_still(verifier: Verifier, *, room: str, participant: str,
-                      reference: np.ndarray, data: bytes, attempt: int,
-                      case: str = "") -> StillVerdict:
+async def check_still(
+    verifier: Verifier,
+    *,
+    room: str,
+    participant: str,
+    reference: np.ndarray,
+    data: bytes,
+    attempt: int,
+    case: str = "",
+) -> StillVerdict:
     """Judge one still (decoding and inference in the verifier's pool) and log the verdict.
 
     Raises :class:`StillRejected` for a still that cannot be decoded; nothing is logged then,
@@ -133,7 +146,8 @@ async def check_still(verifier: Verifier, *, room: str, participant: str,
     verifier._busy += 1
     try:
         verdict, light = await loop.run_in_executor(
-            verifier._pool, _judge, verifier, participant, reference, data, time.time())
+            verifier._pool, _judge, verifier, participant, reference, data, time.time()
+        )
     finally:
         verifier._busy -= 1
     still_sha256 = hashlib.sha256(data).hexdigest()
@@ -149,16 +163,36 @@ async def check_still(verifier: Verifier, *, room: str, participant: str,
             active = verifier.recorder.active.get(room)
             recording = active.recording_id if active is not None else None
         entry = await verifier.custody.append_async(
-            "verification.verdict", room=room, case=case, actor="verifier",
+            "verification.verdict",
+            room=room,
+            case=case,
+            actor="verifier",
             **({"recording": recording} if recording else {}),
-            phase="prejoin", attempt=attempt, participant=participant,
-            verdict=verdict.verdict, score=verdict.score, threshold=verifier.spec.threshold,
-            model_id=verifier.model_id, frame_sha256=verdict.frame_sha256,
-            still_sha256=still_sha256, frame_time=verdict.time, faces=verdict.faces,
-            quality=verdict.quality, brightness=light, **fields)
-    return StillVerdict(verdict, light, still_sha256,
-                        None if entry is None else int(entry["index"]))
+            phase="prejoin",
+            attempt=attempt,
+            participant=participant,
+            verdict=verdict.verdict,
+            score=verdict.score,
+            threshold=verifier.spec.threshold,
+            model_id=verifier.model_id,
+            frame_sha256=verdict.frame_sha256,
+            still_sha256=still_sha256,
+            frame_time=verdict.time,
+            faces=verdict.faces,
+            quality=verdict.quality,
+            brightness=light,
+            **fields,
+        )
+    return StillVerdict(
+        verdict, light, still_sha256, None if entry is None else int(entry["index"])
+    )
 
 
-__all__ = ["MAX_STILL_BYTES", "StillRejected", "StillVerdict", "check_still", "decode_still",
-           "reference_of"]
+__all__ = [
+    "MAX_STILL_BYTES",
+    "StillRejected",
+    "StillVerdict",
+    "check_still",
+    "decode_still",
+    "reference_of",
+]

@@ -45,8 +45,7 @@ from .liveness import LivenessModel, LivenessSpec
 
 logger = logging.getLogger(__name__)
 
-VERDICTS = ("match", "no_match", "no_face", "multiple_faces", "low_quality",
-            "liveness_failed")
+VERDICTS = ("match", "no_match", "no_face", "multiple_faces", "low_quality", "liveness_failed")
 
 # Why a picture cannot be judged (a ``low_quality`` verdict's and state's reason): what the
 # officer sees, and what the party is asked to do. Chinese first, then English.
@@ -54,18 +53,18 @@ LOW_QUALITY: dict[str, dict[str, str]] = {
     "too_small": {
         "message": "画面太小，无法核验人脸 / picture too small to check the face",
         "officer": "请当事人靠近摄像头；若仍如此，是网络或设备降低了分辨率，请改善网络后重试 / "
-                   "Ask the party to come closer to the camera; if it stays so, the network or "
-                   "the device lowered the resolution: improve the connection and retry",
+        "Ask the party to come closer to the camera; if it stays so, the network or "
+        "the device lowered the resolution: improve the connection and retry",
         "party": "画面太小，无法核验您的人脸：请靠近摄像头，让脸部位于画面中央 / Your picture is "
-                 "too small to check your face: move closer, your face in the middle of the "
-                 "picture",
+        "too small to check your face: move closer, your face in the middle of the "
+        "picture",
     },
     "too_blurred": {
         "message": "画面太模糊，无法核验人脸 / picture too blurred to check the face",
         "officer": "请当事人保持不动、擦拭镜头并增加光线 / Ask the party to hold still, clean the "
-                   "lens and add light",
+        "lens and add light",
         "party": "画面太模糊：请保持不动，擦拭镜头，并增加光线 / Your picture is too blurred: hold "
-                 "still, clean the lens and add light",
+        "still, clean the lens and add light",
     },
     "at_edge": {
         "message": "脸部太靠近画面边缘，无法核验 / face too near the edge of the picture",
@@ -143,9 +142,15 @@ class Watch:
 
 
 class Verifier:
-    def __init__(self, spec: EngineSpec, settings: VerifierSettings, store: EnrollmentStore,
-                 custody: CustodySink | None = None, recorder: Recordings | None = None,
-                 liveness: LivenessSpec | None = None) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        settings: VerifierSettings,
+        store: EnrollmentStore,
+        custody: CustodySink | None = None,
+        recorder: Recordings | None = None,
+        liveness: LivenessSpec | None = None,
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.store = store
@@ -153,10 +158,10 @@ class Verifier:
         self.recorder = recorder
         self.liveness = liveness
         self.model_id = hashlib.sha256(
-            json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+            json.dumps(self.identity(), sort_keys=True).encode()
+        ).hexdigest()[:16]
         self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=settings.workers,
-                                        thread_name_prefix="verifier")
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="verifier")
         self._busy = 0
         self._watches: dict[tuple[str, str], Watch] = {}
         self._rooms: dict[Room, _RoomHook] = {}
@@ -201,27 +206,44 @@ class Verifier:
     async def warm_up(self) -> None:
         """Load (and hash-check) the models in every worker before the first call needs them."""
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, self._engine)
-                               for _ in range(self.settings.workers)))
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, self._engine) for _ in range(self.settings.workers))
+        )
 
     # -- enrollment ------------------------------------------------------------------------
     def _enroll(self, room: str, participant: str, photo: bytes, actor: str) -> dict[str, Any]:
         rgb = decode_photo(photo)
         embedding, quality = examine(self._engine(), rgb, self.settings.enrollment)
-        return self.store.save(room, participant, photo_sha256=photo_hash(photo),
-                               quality=quality, embedding=embedding,
-                               model=self.spec.identity(), actor=actor)
+        return self.store.save(
+            room,
+            participant,
+            photo_sha256=photo_hash(photo),
+            quality=quality,
+            embedding=embedding,
+            model=self.spec.identity(),
+            actor=actor,
+        )
 
-    async def enroll(self, scope: str, participant: str, photo: bytes, *,
-                     actor: str, case: str = "") -> dict[str, Any]:
+    async def enroll(
+        self, scope: str, participant: str, photo: bytes, *, actor: str, case: str = ""
+    ) -> dict[str, Any]:
         """Check and store a reference photo; raises :class:`EnrollmentRejected`."""
         loop = asyncio.get_running_loop()
         record: dict[str, Any] = await loop.run_in_executor(
-            self._pool, self._enroll, scope, participant, photo, actor)
-        await self._log("verification.enrolled", "", actor=actor, participant=participant,
-                        scope=scope, case=case, photo_sha256=record["photo_sha256"],
-                        quality=record["quality"], model_id=self.model_id,
-                        model=self.spec.identity())
+            self._pool, self._enroll, scope, participant, photo, actor
+        )
+        await self._log(
+            "verification.enrolled",
+            "",
+            actor=actor,
+            participant=participant,
+            scope=scope,
+            case=case,
+            photo_sha256=record["photo_sha256"],
+            quality=record["quality"],
+            model_id=self.model_id,
+            model=self.spec.identity(),
+        )
         # a participant already in the call is watched from now on
         for watched_room in list(self._rooms):
             if self.scope_of(watched_room.room_id) == scope:
@@ -229,13 +251,21 @@ class Verifier:
                     self.on_track_published(up, room=watched_room)
         return record
 
-    async def forget(self, scope: str, participant: str, *, actor: str, reason: str,
-                     case: str = "") -> bool:
+    async def forget(
+        self, scope: str, participant: str, *, actor: str, reason: str, case: str = ""
+    ) -> bool:
         """Delete a reference (face data is kept no longer than its case needs it)."""
         removed = await asyncio.to_thread(self.store.delete, scope, participant)
         if removed:
-            await self._log("verification.reference_deleted", "", actor=actor, reason=reason,
-                            participant=participant, scope=scope, case=case)
+            await self._log(
+                "verification.reference_deleted",
+                "",
+                actor=actor,
+                reason=reason,
+                participant=participant,
+                scope=scope,
+                case=case,
+            )
         return removed
 
     # -- rooms -----------------------------------------------------------------------------
@@ -257,21 +287,32 @@ class Verifier:
     async def _start_watch(self, room: Room, up: UpTrack) -> None:
         info = up.info
         key = (room.room_id, info.participant_id)
-        loaded = await asyncio.to_thread(self.store.load, self.scope_of(room.room_id),
-                                         info.participant_id)
+        loaded = await asyncio.to_thread(
+            self.store.load, self.scope_of(room.room_id), info.participant_id
+        )
         if loaded is None or key in self._watches or up.closed or room.closed:
             return
-        if self.may_verify is not None and not await self.may_verify(room.room_id,
-                                                                      info.participant_id):
+        if self.may_verify is not None and not await self.may_verify(
+            room.room_id, info.participant_id
+        ):
             # no consent to face data: no comparison, and the officer is told why
-            message = {"type": "verification", "participant": info.participant_id,
-                       "state": "not_consented", "reason": "no_face_consent"}
+            message = {
+                "type": "verification",
+                "participant": info.participant_id,
+                "state": "not_consented",
+                "reason": "no_face_consent",
+            }
             for participant in list(room.participants.values()):
                 if participant.role in ("officer", "supervisor"):
                     participant.send(message)
             for listener in list(self.listeners):
-                listener(room.room_id, "verification", participant=info.participant_id,
-                         state="not_consented", reason="no_face_consent")
+                listener(
+                    room.room_id,
+                    "verification",
+                    participant=info.participant_id,
+                    state="not_consented",
+                    reason="no_face_consent",
+                )
             return
         if key in self._watches or up.closed or room.closed or self._closed:
             return
@@ -279,9 +320,15 @@ class Verifier:
         subscriber = room.subscribe_local(info.track_id, queue_size=256)
         watch = Watch(room, info.participant_id, info.track_id, reference, subscriber)
         self._watches[key] = watch
-        await self._log("verification.started", room.room_id, actor="verifier",
-                        participant=info.participant_id, track=info.track_id,
-                        model_id=self.model_id, model=self.identity())
+        await self._log(
+            "verification.started",
+            room.room_id,
+            actor="verifier",
+            participant=info.participant_id,
+            track=info.track_id,
+            model_id=self.model_id,
+            model=self.identity(),
+        )
         if self._closed:  # closed while the start was logged
             self._stop_watch(key, self.close_reason or CloseReason.SHUTDOWN)
             return
@@ -303,16 +350,22 @@ class Verifier:
                     self.skipped += 1
                     continue
                 self._busy += 1
-                future = loop.run_in_executor(self._pool, self._sample, watch.participant,
-                                              watch.reference, frame, time.time())
+                future = loop.run_in_executor(
+                    self._pool, self._sample, watch.participant, watch.reference, frame, time.time()
+                )
                 pending.add(future)
                 future.add_done_callback(functools.partial(self._done, watch, pending=pending))
         finally:
             for future in list(pending):
                 future.cancel()
 
-    def _done(self, watch: Watch, future: asyncio.Future[Verdict], *,
-              pending: set[asyncio.Future[Verdict]]) -> None:
+    def _done(
+        self,
+        watch: Watch,
+        future: asyncio.Future[Verdict],
+        *,
+        pending: set[asyncio.Future[Verdict]],
+    ) -> None:
         self._busy -= 1
         pending.discard(future)
         if future.cancelled():
@@ -327,8 +380,7 @@ class Verifier:
             # safeguard: close waits for the threads, then for these verdicts)
             logger.debug("verdict for %s after close, not recorded", watch.participant)
 
-    def _sample(self, participant: str, reference: np.ndarray, frame: Any,
-                at: float) -> Verdict:
+    def _sample(self, participant: str, reference: np.ndarray, frame: Any, at: float) -> Verdict:
         """One verdict for one frame (worker thread)."""
         rgb = frame.to_ndarray(format="rgb24")
         frame_hash = hashlib.sha256(rgb.tobytes()).hexdigest()
@@ -341,33 +393,58 @@ class Verifier:
             faces = engine.faces(rgb, min_face=SMALLEST_DETECTED_FACE)
         if not faces:
             if min(rgb.shape[:2]) < settings.min_live_face * settings.min_frame_faces:
-                return Verdict(participant, "low_quality", None, 0, None, frame_hash, at,
-                               reason="too_small")
+                return Verdict(
+                    participant, "low_quality", None, 0, None, frame_hash, at, reason="too_small"
+                )
             return Verdict(participant, "no_face", None, 0, None, frame_hash, at)
         if len(faces) > 1:
             return Verdict(participant, "multiple_faces", None, len(faces), None, frame_hash, at)
         face = faces[0]
         if face.quality["size"] < settings.min_live_face:
-            return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at,
-                           reason="too_small")
+            return Verdict(
+                participant,
+                "low_quality",
+                None,
+                1,
+                face.quality,
+                frame_hash,
+                at,
+                reason="too_small",
+            )
         if face.quality["focus"] < settings.min_live_focus:
-            return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at,
-                           reason="too_blurred")
+            return Verdict(
+                participant,
+                "low_quality",
+                None,
+                1,
+                face.quality,
+                frame_hash,
+                at,
+                reason="too_blurred",
+            )
         live: float | None = None
         model = self._liveness_model()
         if model is not None and self.liveness is not None:
             live = model.score(rgb, face.detection.landmarks)
             if live is None:  # too near the frame's edge to judge
-                return Verdict(participant, "low_quality", None, 1, face.quality, frame_hash, at,
-                               reason="at_edge")
+                return Verdict(
+                    participant,
+                    "low_quality",
+                    None,
+                    1,
+                    face.quality,
+                    frame_hash,
+                    at,
+                    reason="at_edge",
+                )
             live = round(live, 4)
             if live < self.liveness.threshold:
-                return Verdict(participant, "liveness_failed", None, 1, face.quality,
-                               frame_hash, at, live)
+                return Verdict(
+                    participant, "liveness_failed", None, 1, face.quality, frame_hash, at, live
+                )
         score = cosine(reference, engine.embed(rgb, face))
         verdict = "match" if score >= self.spec.threshold else "no_match"
-        return Verdict(participant, verdict, round(score, 4), 1, face.quality, frame_hash, at,
-                       live)
+        return Verdict(participant, verdict, round(score, 4), 1, face.quality, frame_hash, at, live)
 
     # -- state -----------------------------------------------------------------------------
     async def _record(self, watch: Watch, verdict: Verdict) -> None:
@@ -379,20 +456,36 @@ class Verifier:
         if verdict.verdict != "no_face":  # someone is there, judged or not
             watch.last_face = verdict.time
         state, reason = self._next_state(watch, verdict)
-        await self._log("verification.verdict", watch.room.room_id, actor="verifier",
-                        participant=watch.participant, verdict=verdict.verdict,
-                        score=verdict.score, threshold=self.spec.threshold,
-                        model_id=self.model_id, frame_sha256=verdict.frame_sha256,
-                        frame_time=verdict.time, faces=verdict.faces, quality=verdict.quality,
-                        **({"reason": verdict.reason} if verdict.reason else {}),
-                        **({"liveness": verdict.liveness} if self.liveness else {}))
+        await self._log(
+            "verification.verdict",
+            watch.room.room_id,
+            actor="verifier",
+            participant=watch.participant,
+            verdict=verdict.verdict,
+            score=verdict.score,
+            threshold=self.spec.threshold,
+            model_id=self.model_id,
+            frame_sha256=verdict.frame_sha256,
+            frame_time=verdict.time,
+            faces=verdict.faces,
+            quality=verdict.quality,
+            **({"reason": verdict.reason} if verdict.reason else {}),
+            **({"liveness": verdict.liveness} if self.liveness else {}),
+        )
         # a new state, or a new reason why the picture cannot be judged
         if state != watch.state or (state == "low_quality" and reason != watch.reason):
             was_low = watch.state == "low_quality"
             watch.state, watch.reason = state, reason
-            await self._log("verification.state", watch.room.room_id, actor="verifier",
-                            participant=watch.participant, state=state, reason=reason,
-                            samples=watch.samples, skipped=watch.skipped)
+            await self._log(
+                "verification.state",
+                watch.room.room_id,
+                actor="verifier",
+                participant=watch.participant,
+                state=state,
+                reason=reason,
+                samples=watch.samples,
+                skipped=watch.skipped,
+            )
             if was_low or state == "low_quality":
                 self._tell_party(watch)
         self._tell_officers(watch, verdict)
@@ -408,8 +501,9 @@ class Verifier:
         if len(recent) >= 2 and all(v.verdict == "liveness_failed" for v in recent[-2:]):
             return "alert", "liveness_failed"
         # a face that is not the reference for longer than alert_after
-        seen_since_match = [v for v in recent if watch.last_match is None
-                            or v.time > watch.last_match]
+        seen_since_match = [
+            v for v in recent if watch.last_match is None or v.time > watch.last_match
+        ]
         if any(v.verdict == "no_match" for v in seen_since_match):
             first_mismatch = next(v.time for v in seen_since_match if v.verdict == "no_match")
             # only a face judged now: a picture too poor to judge is no evidence of another
@@ -417,8 +511,9 @@ class Verifier:
                 return "alert", "different_face"
         # nobody on camera for too long (a face too small or blurred to judge is somebody:
         # the picture's fault, which is said as such below, not an alert)
-        reference_time = watch.last_face if watch.last_face is not None else (
-            recent[0].time if recent else now)
+        reference_time = (
+            watch.last_face if watch.last_face is not None else (recent[0].time if recent else now)
+        )
         if verdict.verdict == "no_face" and now - reference_time >= s.no_face_after:
             return "alert", "no_face"
         matches = [v.verdict == "match" for v in recent[-3:]]
@@ -440,9 +535,15 @@ class Verifier:
 
     def _tell_officers(self, watch: Watch, verdict: Verdict) -> None:
         message: dict[str, Any] = {
-            "type": "verification", "participant": watch.participant, "state": watch.state,
-            "reason": watch.reason, "verdict": verdict.verdict, "score": verdict.score,
-            "threshold": self.spec.threshold, "liveness": verdict.liveness}
+            "type": "verification",
+            "participant": watch.participant,
+            "state": watch.state,
+            "reason": watch.reason,
+            "verdict": verdict.verdict,
+            "score": verdict.score,
+            "threshold": self.spec.threshold,
+            "liveness": verdict.liveness,
+        }
         if verdict.reason:
             message["verdict_reason"] = verdict.reason
         if watch.state == "low_quality" and watch.reason in LOW_QUALITY:
@@ -459,9 +560,11 @@ class Verifier:
         """What the party can do about her picture (never her scores): sent when the state
         becomes or leaves low_quality."""
         text = LOW_QUALITY.get(watch.reason) if watch.state == "low_quality" else None
-        message: dict[str, Any] = {"type": "verification_guidance",
-                                   "state": "low_quality" if text else "ok",
-                                   "reason": watch.reason if text else ""}
+        message: dict[str, Any] = {
+            "type": "verification_guidance",
+            "state": "low_quality" if text else "ok",
+            "reason": watch.reason if text else "",
+        }
         if text:
             message["message"], message["guidance"] = text["message"], text["party"]
         party = watch.room.participants.get(watch.participant)
@@ -473,10 +576,14 @@ class Verifier:
         for (r, _), w in self._watches.items():
             if r != room_id:
                 continue
-            row: dict[str, Any] = {"participant": w.participant, "state": w.state,
-                                   "reason": w.reason, "samples": w.samples,
-                                   "skipped": w.skipped,
-                                   "last": w.recent[-1].verdict if w.recent else None}
+            row: dict[str, Any] = {
+                "participant": w.participant,
+                "state": w.state,
+                "reason": w.reason,
+                "samples": w.samples,
+                "skipped": w.skipped,
+                "last": w.recent[-1].verdict if w.recent else None,
+            }
             if w.state == "low_quality" and w.reason in LOW_QUALITY:
                 row["message"] = LOW_QUALITY[w.reason]["message"]
                 row["guidance"] = LOW_QUALITY[w.reason]["officer"]
@@ -519,8 +626,7 @@ class Verifier:
 
     def dump(self) -> dict[str, int]:
         """What is alive: every count is 0 once the verifier has closed."""
-        return {"rooms": len(self._rooms), "watches": len(self._watches),
-                "tasks": len(self._tasks)}
+        return {"rooms": len(self._rooms), "watches": len(self._watches), "tasks": len(self._tasks)}
 
     async def close(self, reason: CloseReason = CloseReason.SHUTDOWN) -> None:
         """Stop every watch and let what was sampled be logged, in order. Idempotent.

@@ -33,6 +33,7 @@ class GraphError(Exception):
 
 # --- protobuf wire format (just what GraphDef needs) -------------------------------------
 
+
 def _varint(data: memoryview, i: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -63,11 +64,11 @@ def _fields(data: memoryview) -> Iterator[tuple[int, int, Any]]:
             length, i = _varint(data, i)
             if i + length > end:
                 raise GraphError("truncated field")
-            value, i = data[i:i + length], i + length
+            value, i = data[i : i + length], i + length
         elif wire == 5:
-            value, i = bytes(data[i:i + 4]), i + 4
+            value, i = bytes(data[i : i + 4]), i + 4
         elif wire == 1:
-            value, i = bytes(data[i:i + 8]), i + 8
+            value, i = bytes(data[i : i + 8]), i + 8
         else:
             raise GraphError(f"unsupported wire type {wire}")
         yield number, wire, value
@@ -98,8 +99,11 @@ def _tensor(data: memoryview) -> np.ndarray:
         elif number == 4:
             content = bytes(value)
         elif number == 5:
-            floats += (np.frombuffer(value, np.float32).tolist() if wire == 2
-                       else [struct.unpack("<f", value)[0]])
+            floats += (
+                np.frombuffer(value, np.float32).tolist()
+                if wire == 2
+                else [struct.unpack("<f", value)[0]]
+            )
         elif number in (7, 10):  # int_val, int64_val
             ints += _packed_varints(value) if wire == 2 else [_signed(value)]
     if dtype not in _DTYPES:
@@ -177,6 +181,7 @@ def read_graph(data: bytes) -> list[Node]:
 
 # --- rewriting as ONNX -------------------------------------------------------------------
 
+
 def to_onnx(nodes: list[Node], output: str = OUTPUT) -> bytes:
     """The serialized ONNX model computing ``output`` from ``input`` (N, 3, 160, 160)."""
     import onnx
@@ -219,13 +224,16 @@ def to_onnx(nodes: list[Node], output: str = OUTPUT) -> bytes:
             if any(d != 1 for d in node.attrs.get("dilations", [1, 1, 1, 1])):
                 raise GraphError(f"{node.name}: dilated convolution")
             onnx_node = helper.make_node(
-                "Conv", [x, const(node.name + "/kernel", kernel)], [node.name],
-                kernel_shape=list(kernel.shape[2:]), strides=spatial(node, "strides"),
-                auto_pad=padding(node))
+                "Conv",
+                [x, const(node.name + "/kernel", kernel)],
+                [node.name],
+                kernel_shape=list(kernel.shape[2:]),
+                strides=spatial(node, "strides"),
+                auto_pad=padding(node),
+            )
         elif node.op == "BiasAdd":
             bias = value(node.inputs[1]).reshape(1, -1, 1, 1)
-            onnx_node = helper.make_node("Add", [x, const(node.name + "/bias", bias)],
-                                         [node.name])
+            onnx_node = helper.make_node("Add", [x, const(node.name + "/bias", bias)], [node.name])
         elif node.op == "Relu":
             onnx_node = helper.make_node("Relu", [x], [node.name])
         elif node.op == "ConcatV2":
@@ -239,15 +247,20 @@ def to_onnx(nodes: list[Node], output: str = OUTPUT) -> bytes:
                 scalar = value(c).astype(np.float32)
                 if scalar.size != 1:
                     raise GraphError(f"{node.name}: non-scalar constant operand")
-                onnx_node = helper.make_node(node.op, [x, const(node.name + "/c", scalar)],
-                                             [node.name])
+                onnx_node = helper.make_node(
+                    node.op, [x, const(node.name + "/c", scalar)], [node.name]
+                )
             else:
                 onnx_node = helper.make_node(node.op, [a, b], [node.name])
         elif node.op in ("MaxPool", "AvgPool"):
             onnx_node = helper.make_node(
-                "MaxPool" if node.op == "MaxPool" else "AveragePool", [x], [node.name],
-                kernel_shape=spatial(node, "ksize"), strides=spatial(node, "strides"),
-                auto_pad=padding(node))
+                "MaxPool" if node.op == "MaxPool" else "AveragePool",
+                [x],
+                [node.name],
+                kernel_shape=spatial(node, "ksize"),
+                strides=spatial(node, "strides"),
+                auto_pad=padding(node),
+            )
         elif node.op == "Reshape":
             # the flatten after the 1x1 average pool, and the reshape before the bottleneck's
             # batch norm: both keep one vector per image, so they are a flatten in any layout
@@ -259,17 +272,22 @@ def to_onnx(nodes: list[Node], output: str = OUTPUT) -> bytes:
             if node.attrs.get("transpose_a") or node.attrs.get("transpose_b"):
                 raise GraphError(f"{node.name}: transposed matrix product")
             onnx_node = helper.make_node(
-                "MatMul", [x, const(node.name + "/w", value(node.inputs[1]))], [node.name])
+                "MatMul", [x, const(node.name + "/w", value(node.inputs[1]))], [node.name]
+            )
         elif node.op == "FusedBatchNorm":
             scale, beta, mean, var = (value(i) for i in node.inputs[1:5])
             k = scale / np.sqrt(var + float(node.attrs.get("epsilon", 1e-3)))
             made[node.name + "/scaled"] = helper.make_node(
-                "Mul", [x, const(node.name + "/k", k.astype(np.float32))],
-                [node.name + "/scaled"])
+                "Mul", [x, const(node.name + "/k", k.astype(np.float32))], [node.name + "/scaled"]
+            )
             onnx_node = helper.make_node(
-                "Add", [node.name + "/scaled",
-                        const(node.name + "/offset", (beta - mean * k).astype(np.float32))],
-                [node.name])
+                "Add",
+                [
+                    node.name + "/scaled",
+                    const(node.name + "/offset", (beta - mean * k).astype(np.float32)),
+                ],
+                [node.name],
+            )
         else:
             if node.name == output or _feeds(nodes, node.name, output):
                 raise GraphError(f"{node.name}: operation {node.op} is not supported")
@@ -297,10 +315,12 @@ def to_onnx(nodes: list[Node], output: str = OUTPUT) -> bytes:
                 raise GraphError(f"{n.name or n.output[0]}: input {i} is not produced")
     used = {i for n in order for i in n.input}
     graph = helper.make_graph(
-        order, "facenet",
+        order,
+        "facenet",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, 3, 160, 160])],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, 512])],
-        [t for name, t in weights.items() if name in used])
+        [t for name, t in weights.items() if name in used],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     # No onnx.checker here: it holds the GIL for about 135 ms over 94 MB of weights, stalling

@@ -17,28 +17,44 @@ from .search import compare_summary, label_by_workers, run_compare, run_load, sc
 
 def add_arguments(parser: argparse.ArgumentParser, *, compare: bool = False) -> None:
     if not compare:
-        parser.add_argument("--url", help="a running server (with auth.dev_join); default: "
-                                          "start one")
+        parser.add_argument(
+            "--url", help="a running server (with auth.dev_join); default: start one"
+        )
     parser.add_argument("--scenario", choices=SCENARIOS, default="one_to_one")
-    parser.add_argument("--rooms", type=int, default=2, help="rooms (the first step with "
-                        "--capacity)")
+    parser.add_argument(
+        "--rooms", type=int, default=2, help="rooms (the first step with --capacity)"
+    )
     parser.add_argument("--bitrate", type=int, default=500_000, help="video bits per second")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per step")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--generators", type=int, default=2, help="generator processes")
-    parser.add_argument("--server-log", help="keep the log (warnings) of the remotecase server "
-                                             "the harness starts in this file")
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="do not put the server it starts on one core and the generators "
-                             "on the others (pinning needs two cores and one server worker)")
-    parser.add_argument("--receivers", choices=("light", "full"), default="light",
-                        help="light: subscribers count packets as they arrive and decrypt only "
-                             "what they read (no NACKs, no receiver reports); full: aiortc's "
-                             "whole receive path, ten times the CPU per packet")
+    parser.add_argument(
+        "--server-log",
+        help="keep the log (warnings) of the remotecase server the harness starts in this file",
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not put the server it starts on one core and the generators "
+        "on the others (pinning needs two cores and one server worker)",
+    )
+    parser.add_argument(
+        "--receivers",
+        choices=("light", "full"),
+        default="light",
+        help="light: subscribers count packets as they arrive and decrypt only "
+        "what they read (no NACKs, no receiver reports); full: aiortc's "
+        "whole receive path, ten times the CPU per packet",
+    )
     if compare:
-        parser.add_argument("--no-capacity", dest="capacity", action="store_false",
-                            help="one step each instead of a search for each knee")
+        parser.add_argument(
+            "--no-capacity",
+            dest="capacity",
+            action="store_false",
+            help="one step each instead of a search for each knee",
+        )
     else:
         parser.add_argument("--capacity", action="store_true", help="raise the load to the knee")
     parser.add_argument("--max-rooms", type=int, default=200)
@@ -47,23 +63,40 @@ def add_arguments(parser: argparse.ArgumentParser, *, compare: bool = False) -> 
     parser.add_argument("--plot", help="PNG: CPU per stream, latency and loss against load")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     if not compare:
-        parser.add_argument("--server-workers", type=int, default=1,
-                            help="worker processes of the server the harness starts")
-        parser.add_argument("--scaling", action="store_true",
-                            help="the same load against one worker, then two")
+        parser.add_argument(
+            "--server-workers",
+            type=int,
+            default=1,
+            help="worker processes of the server the harness starts",
+        )
+        parser.add_argument(
+            "--scaling", action="store_true", help="the same load against one worker, then two"
+        )
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.rooms < 1 or args.seconds <= 0 or args.generators < 1 or not 1 <= args.fps <= 60:
-        print("bench load: --rooms >= 1, --seconds > 0, --generators >= 1, --fps 1-60",
-              file=sys.stderr)
+        print(
+            "bench load: --rooms >= 1, --seconds > 0, --generators >= 1, --fps 1-60",
+            file=sys.stderr,
+        )
         return None
-    return {"scenario": args.scenario, "rooms": args.rooms, "bitrate": args.bitrate,
-            "fps": args.fps, "seconds": args.seconds, "warmup": args.warmup,
-            "generators": args.generators, "capacity": args.capacity,
-            "max_rooms": args.max_rooms, "max_loss": args.max_loss,
-            "max_p99_ms": args.max_p99_ms, "receivers": args.receivers, "pin": args.pin,
-            "server_log": args.server_log}
+    return {
+        "scenario": args.scenario,
+        "rooms": args.rooms,
+        "bitrate": args.bitrate,
+        "fps": args.fps,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "generators": args.generators,
+        "capacity": args.capacity,
+        "max_rooms": args.max_rooms,
+        "max_loss": args.max_loss,
+        "max_p99_ms": args.max_p99_ms,
+        "receivers": args.receivers,
+        "pin": args.pin,
+        "server_log": args.server_log,
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,8 +147,9 @@ def main_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot_and_json(args: argparse.Namespace, reports: list[dict[str, Any]],
-                   last: dict[str, Any]) -> None:
+def _plot_and_json(
+    args: argparse.Namespace, reports: list[dict[str, Any]], last: dict[str, Any]
+) -> None:
     if args.plot:
         plot(reports, Path(args.plot))
         print(f"plot: {args.plot}")

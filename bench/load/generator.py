@@ -61,7 +61,7 @@ async def run(job: Job) -> None:
                 failures.append(f"{room.room}: {type(exc).__name__}: {exc}")
 
         for i in range(0, len(job.rooms), ROOMS_PER_WAVE):
-            await asyncio.gather(*(fill(r) for r in job.rooms[i:i + ROOMS_PER_WAVE]))
+            await asyncio.gather(*(fill(r) for r in job.rooms[i : i + ROOMS_PER_WAVE]))
         # A full collection over a generator's hundreds of peer connections stops it for
         # hundreds of milliseconds, which its subscribers would report as the server's latency:
         # collect once now, and not again until the window is over.
@@ -105,21 +105,24 @@ async def _report_until_stopped(members: list[Member]) -> LoopWatch | None:
     return watch
 
 
-def _result(members: list[Member], joins: list[float], failures: list[str],
-            watch: LoopWatch | None) -> Result:
+def _result(
+    members: list[Member], joins: list[float], failures: list[str], watch: LoopWatch | None
+) -> Result:
     states = [(s.state, m.started) for m in members for s in m.sinks]
     return Result(
-        joins_ms=joins, failures=failures,
+        joins_ms=joins,
+        failures=failures,
         received=sum(s.count for s, _ in states),
         expected=sum(s.expected for s, _ in states),
-        latencies_ms=_reservoir([v for s, _ in states for v in s.latencies_ms],
-                                LATENCY_SAMPLES),
+        latencies_ms=_reservoir([v for s, _ in states for v in s.latencies_ms], LATENCY_SAMPLES),
         jitter_ms=[s.jitter_ms for s, _ in states if s.latencies_ms],
-        first_frame_ms=[1000 * (s.first_frame_at - t) for s, t in states
-                        if s.first_frame_at is not None],
+        first_frame_ms=[
+            1000 * (s.first_frame_at - t) for s, t in states if s.first_frame_at is not None
+        ],
         loop_lag_buckets=watch.lag.counts if watch is not None else None,
         subscriptions=len(states),
-        receiving=sum(1 for s, _ in states if s.count > 0))
+        receiving=sum(1 for s, _ in states if s.count > 0),
+    )
 
 
 def _emit(report: protocol.Report) -> None:

@@ -38,8 +38,9 @@ class Media(NamedTuple):
     fps: int
 
 
-def encode_video(bitrate: int, *, seconds: float = 4.0, fps: int = 30, width: int = 640,
-                 height: int = 480) -> list[bytes]:
+def encode_video(
+    bitrate: int, *, seconds: float = 4.0, fps: int = 30, width: int = 640, height: int = 480
+) -> list[bytes]:
     """VP8 frames of a moving pattern, a keyframe every second; looped by the publishers."""
     import av
     import numpy as np
@@ -49,15 +50,21 @@ def encode_video(bitrate: int, *, seconds: float = 4.0, fps: int = 30, width: in
     codec.time_base = fractions.Fraction(1, fps)
     codec.bit_rate = bitrate
     codec.gop_size = fps
-    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-                     "minrate": str(bitrate), "maxrate": str(bitrate)}
+    codec.options = {
+        "deadline": "realtime",
+        "cpu-used": "8",
+        "lag-in-frames": "0",
+        "minrate": str(bitrate),
+        "maxrate": str(bitrate),
+    }
     y, x = np.mgrid[0:height, 0:width]
     frames: list[bytes] = []
     rng = np.random.default_rng(1)
     count = int(seconds * fps)
     for i in range(count):
-        image = np.stack([(x + 4 * i) % 256, (y + 2 * i) % 256,
-                          np.full_like(x, (i * 3) % 256)], axis=-1).astype(np.uint8)
+        image = np.stack(
+            [(x + 4 * i) % 256, (y + 2 * i) % 256, np.full_like(x, (i * 3) % 256)], axis=-1
+        ).astype(np.uint8)
         image = np.clip(image + rng.integers(0, 12, image.shape), 0, 255).astype(np.uint8)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
         frame.pts = i
@@ -89,8 +96,9 @@ def tracks(media: Media) -> tuple[Any, Any]:
     from aiortc import MediaStreamTrack
 
     class PreEncoded(MediaStreamTrack):
-        def __init__(self, kind: str, frames: list[bytes], rate: int, step: int,
-                     trailer: bool) -> None:
+        def __init__(
+            self, kind: str, frames: list[bytes], rate: int, step: int, trailer: bool
+        ) -> None:
             super().__init__()
             self.kind = kind
             self._frames, self._rate, self._step, self._trailer = frames, rate, step, trailer
@@ -113,5 +121,7 @@ def tracks(media: Media) -> tuple[Any, Any]:
             self._n += 1
             return packet
 
-    return (PreEncoded("video", media.video, 90000, 90000 // media.fps, True),
-            PreEncoded("audio", media.audio, 48000, 960, False))
+    return (
+        PreEncoded("video", media.video, 90000, 90000 // media.fps, True),
+        PreEncoded("audio", media.audio, 48000, 960, False),
+    )

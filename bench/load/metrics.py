@@ -14,8 +14,10 @@ from typing import Any
 from control.loopwatch import BUCKETS
 
 # the server's own histograms (control/loopwatch.py) that a step reads at both ends
-HISTOGRAMS = {"remotecase_event_loop_lag_seconds_bucket": "lag",
-              "python_gc_pause_seconds_bucket": "gc"}
+HISTOGRAMS = {
+    "remotecase_event_loop_lag_seconds_bucket": "lag",
+    "python_gc_pause_seconds_bucket": "gc",
+}
 
 
 def parse(text: str) -> dict[str, float]:
@@ -46,8 +48,9 @@ def parse(text: str) -> dict[str, float]:
     return out
 
 
-def histogram_window(m0: dict[str, float], m1: dict[str, float],
-                     name: str) -> dict[str, Any] | None:
+def histogram_window(
+    m0: dict[str, float], m1: dict[str, float], name: str
+) -> dict[str, Any] | None:
     """Observations in the window, and the bucket bounds (ms) holding its p50, p99 and max."""
     bounds = sorted((float(k.split(":")[1]), k) for k in m1 if k.startswith(name + ":"))
     if not bounds:
@@ -63,8 +66,7 @@ def histogram_window(m0: dict[str, float], m1: dict[str, float],
                 return None if math.isinf(bound) else round(1000 * bound, 1)
         return None
 
-    return {"count": int(total), "p50_le_ms": at(0.5), "p99_le_ms": at(0.99),
-            "max_le_ms": at(1.0)}
+    return {"count": int(total), "p50_le_ms": at(0.5), "p99_le_ms": at(0.99), "max_le_ms": at(1.0)}
 
 
 def bucket_summary(per_generator: list[list[int] | None]) -> dict[str, Any] | None:

@@ -18,8 +18,18 @@ SHAPES = {"one_to_one": (2, 0), "mediation": (4, 0), "education": (1, EDUCATION_
 
 # six inquiries, three mediations and one education room in every ten, interleaved so that small
 # steps already mix them
-MIX_CYCLE = ("one_to_one", "mediation", "one_to_one", "education", "one_to_one",
-             "mediation", "one_to_one", "one_to_one", "mediation", "one_to_one")
+MIX_CYCLE = (
+    "one_to_one",
+    "mediation",
+    "one_to_one",
+    "education",
+    "one_to_one",
+    "mediation",
+    "one_to_one",
+    "one_to_one",
+    "mediation",
+    "one_to_one",
+)
 
 
 @dataclass(frozen=True)

@@ -57,12 +57,22 @@ def encode_job(job: Job) -> bytes:
 def decode_job(line: str | bytes) -> Job:
     data = _object(line, "job")
     try:
-        rooms = [RoomJob(r["room"], [Participant(p["token"], bool(p["publish"]))
-                                     for p in r["participants"]]) for r in data["rooms"]]
-        return Job(base=data["base"], rooms=rooms, bitrate=data["bitrate"], fps=data["fps"],
-                   server=data.get("server") or "remotecase",
-                   address=data.get("address") or "127.0.0.1",
-                   receivers=data.get("receivers") or "light", cpus=data.get("cpus") or None)
+        rooms = [
+            RoomJob(
+                r["room"], [Participant(p["token"], bool(p["publish"])) for p in r["participants"]]
+            )
+            for r in data["rooms"]
+        ]
+        return Job(
+            base=data["base"],
+            rooms=rooms,
+            bitrate=data["bitrate"],
+            fps=data["fps"],
+            server=data.get("server") or "remotecase",
+            address=data.get("address") or "127.0.0.1",
+            receivers=data.get("receivers") or "light",
+            cpus=data.get("cpus") or None,
+        )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"生成器任务不完整 / incomplete generator job: {exc!r}") from exc
 
@@ -119,17 +129,20 @@ def decode(line: str, kind: type[R]) -> R | None:
     """The report of this kind on the line, or None for a line of another kind."""
     if not line.startswith(kind.TAG + " "):
         return None
-    data = _object(line[len(kind.TAG) + 1:], kind.TAG)
+    data = _object(line[len(kind.TAG) + 1 :], kind.TAG)
     try:
         return kind(**data)
     except TypeError as exc:
-        raise ValueError(f"生成器的 {kind.TAG} 行不符合协议 / a generator's {kind.TAG} "
-                         f"line does not fit the protocol: {exc}") from exc
+        raise ValueError(
+            f"生成器的 {kind.TAG} 行不符合协议 / a generator's {kind.TAG} "
+            f"line does not fit the protocol: {exc}"
+        ) from exc
 
 
 def _object(text: str | bytes, what: str) -> dict[str, Any]:
     data = json.loads(text)  # a ValueError when it is not JSON
     if not isinstance(data, dict):
-        raise ValueError(f"生成器的 {what} 不是 JSON 对象 / a generator's {what} is not a "
-                         "JSON object")
+        raise ValueError(
+            f"生成器的 {what} 不是 JSON 对象 / a generator's {what} is not a JSON object"
+        )
     return data

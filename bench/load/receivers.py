@@ -113,7 +113,7 @@ def rtp_payload(packet: bytes) -> bytes:
     """The payload of a decrypted RTP packet (RFC 3550 5.1: CSRCs, extension, padding)."""
     start = 12 + 4 * (packet[0] & 0x0F)
     if packet[0] & 0x10 and len(packet) >= start + 4:
-        start += 4 + 4 * int.from_bytes(packet[start + 2:start + 4], "big")
+        start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
     end = len(packet) - (packet[-1] if packet[0] & 0x20 and packet else 0)
     return packet[start:end] if start <= end else b""
 
@@ -141,8 +141,7 @@ def light_receive(pc: Any) -> None:
         dtls._bench_light = True
         table = dtls._rtp_router.ssrc_table
         for protocol in connection._protocols:
-            protocol.datagram_received = _light_handler(dtls, table,
-                                                        protocol.datagram_received)
+            protocol.datagram_received = _light_handler(dtls, table, protocol.datagram_received)
 
 
 def _light_handler(dtls: Any, table: dict[int, Any], original: Any) -> Any:

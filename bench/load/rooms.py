@@ -17,12 +17,19 @@ from .media import Media, tracks
 from .protocol import Participant, RoomJob
 from .receivers import LatencySink, Member
 
-JoinRoom = Callable[[aiohttp.ClientSession, str, RoomJob, Media, list[Member], list[float]],
-                    Awaitable[None]]
+JoinRoom = Callable[
+    [aiohttp.ClientSession, str, RoomJob, Media, list[Member], list[float]], Awaitable[None]
+]
 
 
-async def join_remotecase(http: aiohttp.ClientSession, base: str, room: RoomJob, media: Media,
-                          members: list[Member], joins: list[float]) -> None:
+async def join_remotecase(
+    http: aiohttp.ClientSession,
+    base: str,
+    room: RoomJob,
+    media: Media,
+    members: list[Member],
+    joins: list[float],
+) -> None:
     """Every participant with its development token, as a browser would (bench/peer.py)."""
     from ..peer import PeerClient
 
@@ -40,8 +47,14 @@ async def join_remotecase(http: aiohttp.ClientSession, base: str, room: RoomJob,
     await asyncio.gather(*(bring(s) for s in room.participants))
 
 
-async def join_janus(http: aiohttp.ClientSession, base: str, room: RoomJob, media: Media,
-                     members: list[Member], joins: list[float]) -> None:
+async def join_janus(
+    http: aiohttp.ClientSession,
+    base: str,
+    room: RoomJob,
+    media: Media,
+    members: list[Member],
+    joins: list[float],
+) -> None:
     """The same room in Janus's VideoRoom: publishers join with an offer; then everyone
     subscribes to every other publisher's feed in one peer connection."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -59,9 +72,17 @@ async def join_janus(http: aiohttp.ClientSession, base: str, room: RoomJob, medi
         await session.create()
         sessions.append(session)
     admin = await sessions[0].attach()
-    await sessions[0].message(admin, {"request": "create", "room": number,
-                                      "publishers": len(specs), "videocodec": "vp8",
-                                      "audiocodec": "opus", "bitrate": 0})
+    await sessions[0].message(
+        admin,
+        {
+            "request": "create",
+            "room": number,
+            "publishers": len(specs),
+            "videocodec": "vp8",
+            "audiocodec": "opus",
+            "bitrate": 0,
+        },
+    )
     feeds: dict[int, int] = {}  # participant index -> feed ID
 
     async def publish(i: int) -> None:
@@ -75,9 +96,16 @@ async def join_janus(http: aiohttp.ClientSession, base: str, room: RoomJob, medi
             pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
         handle = await session.attach()
-        event = await session.message(handle, {
-            "request": "joinandconfigure", "room": number, "ptype": "publisher",
-            "display": f"p{i}"}, {"type": "offer", "sdp": pc.localDescription.sdp})
+        event = await session.message(
+            handle,
+            {
+                "request": "joinandconfigure",
+                "room": number,
+                "ptype": "publisher",
+                "display": f"p{i}",
+            },
+            {"type": "offer", "sdp": pc.localDescription.sdp},
+        )
         await session.candidates_done(handle)
         await pc.setRemoteDescription(RTCSessionDescription(event["jsep"]["sdp"], "answer"))
         joins.append(1000 * (time.monotonic() - member.started))
@@ -103,17 +131,24 @@ async def join_janus(http: aiohttp.ClientSession, base: str, room: RoomJob, medi
         member.closers.append(pc.close)
         handle = await session.attach()
         began = time.monotonic()
-        event = await session.message(handle, {
-            "request": "join", "room": number, "ptype": "subscriber",
-            "streams": [{"feed": feed} for feed in others]})
+        event = await session.message(
+            handle,
+            {
+                "request": "join",
+                "room": number,
+                "ptype": "subscriber",
+                "streams": [{"feed": feed} for feed in others],
+            },
+        )
         await pc.setRemoteDescription(RTCSessionDescription(event["jsep"]["sdp"], "offer"))
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             assert isinstance(receiver, SfuRtpReceiver), "aiortc_hooks.install() first"
             receiver.attach_sink(LatencySink(member, transceiver.mid, pc))
         await pc.setLocalDescription(await pc.createAnswer())
-        await session.message(handle, {"request": "start"},
-                              {"type": "answer", "sdp": pc.localDescription.sdp})
+        await session.message(
+            handle, {"request": "start"}, {"type": "answer", "sdp": pc.localDescription.sdp}
+        )
         await session.candidates_done(handle)
         if i not in feeds:
             joins.append(1000 * (time.monotonic() - began))

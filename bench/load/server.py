@@ -53,9 +53,9 @@ class Target:
 
 
 @contextlib.asynccontextmanager
-async def serve_remotecase(url: str | None, workers: int = 1,
-                           cpus: list[int] | None = None,
-                           server_log: str | None = None) -> AsyncIterator[Target]:
+async def serve_remotecase(
+    url: str | None, workers: int = 1, cpus: list[int] | None = None, server_log: str | None = None
+) -> AsyncIterator[Target]:
     """A Target for the server at ``url``, or for one started here with ``workers`` worker
     processes (and stopped after)."""
     if url:
@@ -65,29 +65,37 @@ async def serve_remotecase(url: str | None, workers: int = 1,
 
     tmp = Path(tempfile.mkdtemp(prefix="remotecase-load-"))
     port = free_port()
-    env = {**os.environ, "REMOTECASE_SERVER__PORT": str(port),
-           "REMOTECASE_STORAGE__DATA_DIR": str(tmp / "var"),
-           "REMOTECASE_KEYS__DIR": str(tmp / "keys"),
-           "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
-           "REMOTECASE_MEDIA__MAX_PARTICIPANTS": "100",
-           "REMOTECASE_VERIFIER__ENABLED": "false",
-           "REMOTECASE_SERVER__WORKERS": str(workers),
-           "REMOTECASE_LOG__LEVEL": "WARNING",
-           # its rooms are not case sessions: development tokens (/dev/token)
-           "REMOTECASE_AUTH__DEV_JOIN": "true"}
+    env = {
+        **os.environ,
+        "REMOTECASE_SERVER__PORT": str(port),
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp / "keys"),
+        "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+        "REMOTECASE_MEDIA__MAX_PARTICIPANTS": "100",
+        "REMOTECASE_VERIFIER__ENABLED": "false",
+        "REMOTECASE_SERVER__WORKERS": str(workers),
+        "REMOTECASE_LOG__LEVEL": "WARNING",
+        # its rooms are not case sessions: development tokens (/dev/token)
+        "REMOTECASE_AUTH__DEV_JOIN": "true",
+    }
     log = tmp / "server.log"
     with log.open("wb") as sink:
         server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "control.cli", "serve", env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=sink)
+            sys.executable,
+            "-m",
+            "control.cli",
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=sink,
+        )
     if cpus:
         pin(server.pid, cpus)
     try:
         yield Target("remotecase", f"http://127.0.0.1:{port}", pid=server.pid)
     finally:
         if not await terminate(server, 60):
-            print("bench: the server did not stop within 60 s of SIGTERM; killed",
-                  file=sys.stderr)
+            print("bench: the server did not stop within 60 s of SIGTERM; killed", file=sys.stderr)
         if server_log:
             shutil.copy(log, server_log)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -147,8 +155,9 @@ def split_cores(pin: bool, workers: int = 1) -> tuple[list[int] | None, list[int
     return cores[:1], cores[1:]
 
 
-def pinned(server: list[int] | None,
-           generators: list[int] | None) -> dict[str, list[int] | None] | None:
+def pinned(
+    server: list[int] | None, generators: list[int] | None
+) -> dict[str, list[int] | None] | None:
     """The cores as a report records them (None: not pinned)."""
     return None if server is None else {"server": server, "generators": generators}
 

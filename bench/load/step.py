@@ -24,8 +24,9 @@ from .server import Target
 GENERATOR_BOUND = 0.85  # a generator process over this share of a core may limit the numbers
 
 
-async def room_jobs(http: aiohttp.ClientSession, target: Target,
-                    plans: list[RoomPlan]) -> list[RoomJob]:
+async def room_jobs(
+    http: aiohttp.ClientSession, target: Target, plans: list[RoomPlan]
+) -> list[RoomJob]:
     """The rooms as generators get them: a development token per participant from remotecase
     (Janus takes none), and who publishes."""
     rooms = []
@@ -34,11 +35,14 @@ async def room_jobs(http: aiohttp.ClientSession, target: Target,
         for i in range(plan.participants):
             token = ""
             if target.kind == "remotecase":
-                async with http.post(f"{target.base}/dev/token",
-                                     json={"room": plan.room, "name": f"load{i}"}) as r:
+                async with http.post(
+                    f"{target.base}/dev/token", json={"room": plan.room, "name": f"load{i}"}
+                ) as r:
                     if r.status != 200:
-                        raise RuntimeError("the server gives no development tokens "
-                                           f"(auth.dev_join off?): {r.status} {await r.text()}")
+                        raise RuntimeError(
+                            "the server gives no development tokens "
+                            f"(auth.dev_join off?): {r.status} {await r.text()}"
+                        )
                     token = (await r.json())["token"]
             participants.append(Participant(token=token, publish=i < plan.publishers))
         rooms.append(RoomJob(room=plan.room, participants=participants))
@@ -63,9 +67,14 @@ class Generator:
     @classmethod
     async def start(cls, job: Job) -> Generator:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.load", "generator",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            limit=1 << 24)  # a RESULT line carries thousands of latency samples
+            sys.executable,
+            "-m",
+            "bench.load",
+            "generator",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,
+        )  # a RESULT line carries thousands of latency samples
         generator = cls(proc)
         await generator._write(protocol.encode_job(job))
         return generator
@@ -124,10 +133,20 @@ class Window:
     generator_cpu: list[float] = field(default_factory=list)  # the busiest, per second
 
 
-async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[RoomPlan], *,
-                   bitrate: int, fps: int, seconds: float, warmup: float, generators: int,
-                   progress: bool, receivers: str = "light",
-                   cpus: list[int] | None = None) -> dict[str, Any]:
+async def run_step(
+    http: aiohttp.ClientSession,
+    target: Target,
+    plans: list[RoomPlan],
+    *,
+    bitrate: int,
+    fps: int,
+    seconds: float,
+    warmup: float,
+    generators: int,
+    progress: bool,
+    receivers: str = "light",
+    cpus: list[int] | None = None,
+) -> dict[str, Any]:
     """One load level: fill the rooms, measure a window, leave. Rooms are spread over the
     generator processes whole, so that a room's participants share one process."""
     rooms = await room_jobs(http, target, plans)
@@ -136,10 +155,20 @@ async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[Room
         for rooms_of_one in spread(rooms, generators):
             if not rooms_of_one:
                 continue
-            procs.append(await Generator.start(Job(
-                base=target.base, server=target.kind, address=target.address,
-                rooms=rooms_of_one, bitrate=bitrate, fps=fps, receivers=receivers,
-                cpus=cpus)))
+            procs.append(
+                await Generator.start(
+                    Job(
+                        base=target.base,
+                        server=target.kind,
+                        address=target.address,
+                        rooms=rooms_of_one,
+                        bitrate=bitrate,
+                        fps=fps,
+                        receivers=receivers,
+                        cpus=cpus,
+                    )
+                )
+            )
         ready = [await p.read(Ready, 300) for p in procs]
         failures = [f for r in ready for f in r.failures]
         await asyncio.sleep(warmup)
@@ -157,8 +186,13 @@ async def run_step(http: aiohttp.ClientSession, target: Target, plans: list[Room
     return summarise(target, plans, failures, window, results)
 
 
-async def _measure(http: aiohttp.ClientSession, target: Target, procs: list[Generator],
-                   seconds: float, progress: bool) -> Window:
+async def _measure(
+    http: aiohttp.ClientSession,
+    target: Target,
+    procs: list[Generator],
+    seconds: float,
+    progress: bool,
+) -> Window:
     window = Window(await target.sample(http), time.monotonic())
     window.r0_at = window.r1_at = time.monotonic()
     end = window.t0 + seconds
@@ -176,31 +210,41 @@ async def _measure(http: aiohttp.ClientSession, target: Target, procs: list[Gene
     return window
 
 
-async def _progress(http: aiohttp.ClientSession, target: Target, window: Window,
-                    seconds: float) -> None:
+async def _progress(
+    http: aiohttp.ClientSession, target: Target, window: Window, seconds: float
+) -> None:
     assert window.received0 is not None
     now = await target.sample(http)
     elapsed = max(1e-6, time.monotonic() - window.t0)
     received = sum(window.received1) - sum(window.received0)
     print("\r" if sys.stderr.isatty() else "\n", end="", file=sys.stderr)
-    print(f"  {target.kind} {time.monotonic() - window.t0:5.1f}/{seconds:.0f} s  "
-          f"received {received / elapsed:8.0f}/s  "
-          f"server CPU {100 * (now['cpu'] - window.m0['cpu']) / elapsed:5.1f}%  "
-          f"generators up to {100 * window.generator_cpu[-1]:5.1f}%", end="",
-          file=sys.stderr, flush=True)
+    print(
+        f"  {target.kind} {time.monotonic() - window.t0:5.1f}/{seconds:.0f} s  "
+        f"received {received / elapsed:8.0f}/s  "
+        f"server CPU {100 * (now['cpu'] - window.m0['cpu']) / elapsed:5.1f}%  "
+        f"generators up to {100 * window.generator_cpu[-1]:5.1f}%",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def summarise(target: Target, plans: list[RoomPlan], failures: list[str], window: Window,
-              results: list[Result]) -> dict[str, Any]:
+def summarise(
+    target: Target,
+    plans: list[RoomPlan],
+    failures: list[str],
+    window: Window,
+    results: list[Result],
+) -> dict[str, Any]:
     """The step's figures, as ``--json`` prints them."""
     m0, m1 = window.m0, window.m1
     elapsed = window.t1 - window.t0
     cpu = m1["cpu"] - m0["cpu"]
     # packets the subscribers received in the window: the same measure for every server
-    delivered = (sum(window.received1) - sum(window.received0)
-                 if window.received0 is not None else 0)
-    delivered_pps = (delivered / (window.r1_at - window.r0_at)
-                     if window.r1_at > window.r0_at else 0.0)
+    delivered = sum(window.received1) - sum(window.received0) if window.received0 is not None else 0
+    delivered_pps = (
+        delivered / (window.r1_at - window.r0_at) if window.r1_at > window.r0_at else 0.0
+    )
     forwarded = m1["forwarded"] - m0["forwarded"] if "forwarded" in m1 else None
     received = sum(r.received for r in results)
     expected = sum(r.expected for r in results)
@@ -210,7 +254,8 @@ def summarise(target: Target, plans: list[RoomPlan], failures: list[str], window
     packets = forwarded if forwarded else delivered_pps * elapsed
     return {
         "server": target.kind,
-        "rooms": len(plans), "participants": sum(p.participants for p in plans),
+        "rooms": len(plans),
+        "participants": sum(p.participants for p in plans),
         "streams": sum(p.streams for p in plans),
         # forwarded streams that reached a subscriber (one per track per subscriber)
         "streams_received": sum(r.receiving for r in results),
@@ -225,20 +270,26 @@ def summarise(target: Target, plans: list[RoomPlan], failures: list[str], window
         "latency_ms": {f"p{q}": metrics.percentile(latencies, q) for q in (50, 90, 99)}
         | {"max": round(max(latencies), 2) if latencies else None},
         "jitter_ms_mean": round(sum(jitters) / len(jitters), 2) if jitters else None,
-        "join_ms": {f"p{q}": metrics.percentile([v for r in results for v in r.joins_ms], q)
-                    for q in (50, 99)},
-        "first_frame_ms": {f"p{q}": metrics.percentile(
-            [v for r in results for v in r.first_frame_ms], q) for q in (50, 99)},
+        "join_ms": {
+            f"p{q}": metrics.percentile([v for r in results for v in r.joins_ms], q)
+            for q in (50, 99)
+        },
+        "first_frame_ms": {
+            f"p{q}": metrics.percentile([v for r in results for v in r.first_frame_ms], q)
+            for q in (50, 99)
+        },
         # how late the server's event loop ran (every packet may wait that long) and how long
         # its garbage collector stopped it, in the window (control/loopwatch.py)
         "server_loop_lag": metrics.histogram_window(m0, m1, "lag"),
         "server_gc_pause_ms": round(1000 * (m1["gc_pause"] - m0.get("gc_pause", 0.0)), 1)
-        if "gc_pause" in m1 else None,
+        if "gc_pause" in m1
+        else None,
         "server_gc_pauses": metrics.histogram_window(m0, m1, "gc"),
         # the generators' loops over the same window: the clients' part of end-to-end latency
         "generator_loop_lag": metrics.bucket_summary([r.loop_lag_buckets for r in results]),
         "server_gc_collections": [int(m1[f"gc{g}"] - m0.get(f"gc{g}", 0.0)) for g in range(3)]
-        if "gc2" in m1 else None,
+        if "gc2" in m1
+        else None,
         "generator_cpu_max": round(busiest, 3),
         "generator_bound": busiest > GENERATOR_BOUND,
     }

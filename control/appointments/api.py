@@ -50,20 +50,28 @@ def parse_time(body: dict[str, Any], key: str) -> float:
         if parsed.tzinfo is None:
             raise ValueError
     except ValueError:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"{key}: an ISO 8601 time with its UTC offset, like "
-                         "2026-12-01T09:30:00+08:00") from None
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            f"{key}: an ISO 8601 time with its UTC offset, like 2026-12-01T09:30:00+08:00",
+        ) from None
     return parsed.timestamp()
 
 
 _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
-    store.Refusal.NO_CASE: web.HTTPNotFound, store.Refusal.CASE_CLOSED: web.HTTPConflict,
-    store.Refusal.BAD_SLOT_ID: web.HTTPBadRequest, store.Refusal.NO_SLOT: web.HTTPNotFound,
-    store.Refusal.SLOT_PAST: web.HTTPConflict, store.Refusal.SLOT_TAKEN: web.HTTPConflict,
-    store.Refusal.SLOT_BOOKED: web.HTTPConflict, store.Refusal.NO_PARTY: web.HTTPNotFound,
+    store.Refusal.NO_CASE: web.HTTPNotFound,
+    store.Refusal.CASE_CLOSED: web.HTTPConflict,
+    store.Refusal.BAD_SLOT_ID: web.HTTPBadRequest,
+    store.Refusal.NO_SLOT: web.HTTPNotFound,
+    store.Refusal.SLOT_PAST: web.HTTPConflict,
+    store.Refusal.SLOT_TAKEN: web.HTTPConflict,
+    store.Refusal.SLOT_BOOKED: web.HTTPConflict,
+    store.Refusal.NO_PARTY: web.HTTPNotFound,
     store.Refusal.ALREADY_BOOKED: web.HTTPConflict,
-    store.Refusal.NO_APPOINTMENT: web.HTTPNotFound, store.Refusal.CANCELLED: web.HTTPConflict,
-    store.Refusal.SAME_SLOT: web.HTTPConflict, store.Refusal.NO_BOOKING: web.HTTPNotFound,
+    store.Refusal.NO_APPOINTMENT: web.HTTPNotFound,
+    store.Refusal.CANCELLED: web.HTTPConflict,
+    store.Refusal.SAME_SLOT: web.HTTPConflict,
+    store.Refusal.NO_BOOKING: web.HTTPNotFound,
 }
 
 
@@ -80,11 +88,17 @@ async def post_slot(request: web.Request) -> web.Response:
     body = await read_object(request)
     starts, ends = parse_time(body, "starts_at"), parse_time(body, "ends_at")
     if not starts < ends <= starts + MAX_SLOT_HOURS * 3600:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"ends_at: after starts_at, at most {MAX_SLOT_HOURS} hours later")
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            f"ends_at: after starts_at, at most {MAX_SLOT_HOURS} hours later",
+        )
     if not time.time() < starts < time.time() + HORIZON_DAYS * 86400:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"starts_at: in the future, within {HORIZON_DAYS} days")
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            f"starts_at: in the future, within {HORIZON_DAYS} days",
+        )
     slot = await request.app[DB].run(lambda c: store.create_slot(c, officer, starts, ends))
     return web.json_response(slot, status=201)
 
@@ -94,7 +108,8 @@ async def list_slots(request: web.Request) -> web.Response:
     free_only = request.query.get("free", "") in ("1", "true")
     brigade = None if officer.role == "supervisor" else officer.brigade
     slots = await request.app[DB].run(
-        lambda c: store.list_slots(c, brigade, free_only=free_only, since=time.time() - 86400))
+        lambda c: store.list_slots(c, brigade, free_only=free_only, since=time.time() - 86400)
+    )
     return web.json_response({"slots": slots})
 
 
@@ -111,8 +126,13 @@ async def post_appointment(request: web.Request) -> web.Response:
     case_id = access.case_id(request)
     body = await read_object(request)
     reason = text(body, "reason", max_len=500, required=False)
-    appointment = done(await request.app[DB].run(lambda c: store.book_for_case(
-        c, officer, case_id, body.get("party_id"), body.get("slot_id"), reason)))
+    appointment = done(
+        await request.app[DB].run(
+            lambda c: store.book_for_case(
+                c, officer, case_id, body.get("party_id"), body.get("slot_id"), reason
+            )
+        )
+    )
     return web.json_response(appointment, status=201)
 
 
@@ -123,8 +143,15 @@ async def change_appointment(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     body = await read_object(request)
     reason = text(body, "reason", max_len=500)
-    return web.json_response(done(await request.app[DB].run(lambda c: store.change(
-        c, officer, case_id, appointment_id, action, body.get("slot_id"), reason))))
+    return web.json_response(
+        done(
+            await request.app[DB].run(
+                lambda c: store.change(
+                    c, officer, case_id, appointment_id, action, body.get("slot_id"), reason
+                )
+            )
+        )
+    )
 
 
 # -- parties ---------------------------------------------------------------------------------
@@ -135,8 +162,9 @@ async def get_party(request: web.Request) -> web.Response:
 
 async def party_slots(request: web.Request) -> web.Response:
     caller = await access.party(request)
-    return web.json_response({"slots": await request.app[DB].run(
-        lambda c: store.party_slots(c, caller))})
+    return web.json_response(
+        {"slots": await request.app[DB].run(lambda c: store.party_slots(c, caller))}
+    )
 
 
 async def party_book(request: web.Request) -> web.Response:
@@ -144,16 +172,20 @@ async def party_book(request: web.Request) -> web.Response:
     caller = await access.party(request)
     body = await read_object(request)
     reason = text(body, "reason", max_len=500, required=False)
-    new, appointment = done(await request.app[DB].run(
-        lambda c: store.party_book(c, caller, body.get("slot_id"), reason)))
+    new, appointment = done(
+        await request.app[DB].run(
+            lambda c: store.party_book(c, caller, body.get("slot_id"), reason)
+        )
+    )
     return web.json_response(appointment, status=201 if new else 200)
 
 
 async def party_cancel(request: web.Request) -> web.Response:
     caller = await access.party(request)
     reason = text(await read_object(request), "reason", max_len=500)
-    return web.json_response(done(await request.app[DB].run(
-        lambda c: store.party_cancel(c, caller, reason))))
+    return web.json_response(
+        done(await request.app[DB].run(lambda c: store.party_cancel(c, caller, reason)))
+    )
 
 
 def add_routes(app: web.Application) -> None:
@@ -161,8 +193,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/slots", list_slots)
     app.router.add_post("/api/slots/{slot}/withdraw", withdraw_slot)
     app.router.add_post("/api/cases/{case}/appointments", post_appointment)
-    app.router.add_post("/api/cases/{case}/appointments/{appointment}/{action:reschedule|cancel}",
-                        change_appointment)
+    app.router.add_post(
+        "/api/cases/{case}/appointments/{appointment}/{action:reschedule|cancel}",
+        change_appointment,
+    )
     app.router.add_get("/api/party", get_party)
     app.router.add_get("/api/party/slots", party_slots)
     app.router.add_post("/api/party/appointment", party_book)
@@ -171,43 +205,112 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/slots", "post", op(
-        "Publish a slot of the officer's brigade", OFFICER,
-        responses("201", ANY_OBJECT, "400 401"), tag="appointments",
-        body=json_body({"starts_at": TIME, "ends_at": TIME}, ["starts_at", "ends_at"]),
-        description=f"In the future, within {HORIZON_DAYS} days, at most 8 hours long."))
-    add("/api/slots", "get", op(
-        "The brigade's slots and their bookings", OFFICER,
-        responses("200", ANY_OBJECT, "401"), tag="appointments",
-        params=[query("free", {"type": "string", "enum": ["1", "true", "0", "false"]})]))
-    add("/api/slots/{slot}/withdraw", "post", op(
-        "Withdraw an unbooked slot", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
-        tag="appointments", body=json_body({"reason": REASON}, ["reason"])),
-        [in_path("slot", ID)])
-    add("/api/cases/{case}/appointments", "post", op(
-        "Book a slot for a party of the case", OFFICER,
-        responses("201", ANY_OBJECT, "400 401 404 409"), tag="appointments",
-        body=json_body({"party_id": ID, "slot_id": ID, "reason": REASON},
-                       ["party_id", "slot_id"])), [CASE])
-    add("/api/cases/{case}/appointments/{appointment}/{action}", "post", op(
-        "Reschedule (to slot_id) or cancel an appointment", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 404 409"), tag="appointments",
-        body=json_body({"slot_id": ID, "reason": REASON}, ["reason"])),
-        [CASE, in_path("appointment", ID),
-         in_path("action", {"type": "string", "enum": ["reschedule", "cancel"]})])
+    add(
+        "/api/slots",
+        "post",
+        op(
+            "Publish a slot of the officer's brigade",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401"),
+            tag="appointments",
+            body=json_body({"starts_at": TIME, "ends_at": TIME}, ["starts_at", "ends_at"]),
+            description=f"In the future, within {HORIZON_DAYS} days, at most 8 hours long.",
+        ),
+    )
+    add(
+        "/api/slots",
+        "get",
+        op(
+            "The brigade's slots and their bookings",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401"),
+            tag="appointments",
+            params=[query("free", {"type": "string", "enum": ["1", "true", "0", "false"]})],
+        ),
+    )
+    add(
+        "/api/slots/{slot}/withdraw",
+        "post",
+        op(
+            "Withdraw an unbooked slot",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="appointments",
+            body=json_body({"reason": REASON}, ["reason"]),
+        ),
+        [in_path("slot", ID)],
+    )
+    add(
+        "/api/cases/{case}/appointments",
+        "post",
+        op(
+            "Book a slot for a party of the case",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 404 409"),
+            tag="appointments",
+            body=json_body(
+                {"party_id": ID, "slot_id": ID, "reason": REASON}, ["party_id", "slot_id"]
+            ),
+        ),
+        [CASE],
+    )
+    add(
+        "/api/cases/{case}/appointments/{appointment}/{action}",
+        "post",
+        op(
+            "Reschedule (to slot_id) or cancel an appointment",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="appointments",
+            body=json_body({"slot_id": ID, "reason": REASON}, ["reason"]),
+        ),
+        [
+            CASE,
+            in_path("appointment", ID),
+            in_path("action", {"type": "string", "enum": ["reschedule", "cancel"]}),
+        ],
+    )
 
     # -- parties ---------------------------------------------------------------------------
-    add("/api/party", "get", op(
-        "The party's case, name and appointment", PARTY,
-        responses("200", ANY_OBJECT, "401 403"), tag="parties"))
-    add("/api/party/slots", "get", op(
-        "Free slots of the case's brigade", PARTY, responses("200", ANY_OBJECT, "401 403"),
-        tag="parties"))
-    add("/api/party/appointment", "post", op(
-        "Book a slot, or move the party's appointment to it", PARTY,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="parties",
-        body=json_body({"slot_id": ID, "reason": REASON}, ["slot_id"])))
-    add("/api/party/appointment/cancel", "post", op(
-        "Cancel the party's appointment", PARTY,
-        responses("200", ANY_OBJECT, "400 401 403 404"), tag="parties",
-        body=json_body({"reason": REASON}, ["reason"])))
+    add(
+        "/api/party",
+        "get",
+        op(
+            "The party's case, name and appointment",
+            PARTY,
+            responses("200", ANY_OBJECT, "401 403"),
+            tag="parties",
+        ),
+    )
+    add(
+        "/api/party/slots",
+        "get",
+        op(
+            "Free slots of the case's brigade",
+            PARTY,
+            responses("200", ANY_OBJECT, "401 403"),
+            tag="parties",
+        ),
+    )
+    add(
+        "/api/party/appointment",
+        "post",
+        op(
+            "Book a slot, or move the party's appointment to it",
+            PARTY,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag="parties",
+            body=json_body({"slot_id": ID, "reason": REASON}, ["slot_id"]),
+        ),
+    )
+    add(
+        "/api/party/appointment/cancel",
+        "post",
+        op(
+            "Cancel the party's appointment",
+            PARTY,
+            responses("200", ANY_OBJECT, "400 401 403 404"),
+            tag="parties",
+            body=json_body({"reason": REASON}, ["reason"]),
+        ),
+    )

@@ -37,15 +37,17 @@ async def post_case(request: web.Request) -> web.Response:
 
 async def list_cases(request: web.Request) -> web.Response:
     officer = await access.officer(request)
-    return web.json_response({"cases": await request.app[DB].run(
-        lambda c: store.list_cases(c, officer))})
+    return web.json_response(
+        {"cases": await request.app[DB].run(lambda c: store.list_cases(c, officer))}
+    )
 
 
 async def get_case(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
-    case: dict[str, Any] = done(await request.app[DB].run(
-        lambda c: store.case_detail(c, officer, case_id)))
+    case: dict[str, Any] = done(
+        await request.app[DB].run(lambda c: store.case_detail(c, officer, case_id))
+    )
     return web.json_response(case)
 
 
@@ -54,11 +56,13 @@ async def close_case(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
     reason = text(await read_object(request), "reason", max_len=500)
-    parties = done(await request.app[DB].run(
-        lambda c: store.close_case(c, officer, case_id, reason)))
+    parties = done(
+        await request.app[DB].run(lambda c: store.close_case(c, officer, case_id, reason))
+    )
     for party_id in parties:
-        await forget_reference(request.app, case_id, party_id, actor=officer.actor,
-                               reason=f"case closed: {reason}")
+        await forget_reference(
+            request.app, case_id, party_id, actor=officer.actor, reason=f"case closed: {reason}"
+        )
     return web.json_response({"closed": case_id})
 
 
@@ -71,18 +75,50 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases", "post", op(
-        "Open a case in the officer's brigade", OFFICER,
-        responses("201", ANY_OBJECT, "400 401"), tag="cases",
-        body=json_body({"kind": {"type": "string", "enum": list(KINDS)},
-                        "title": {"type": "string", "minLength": 1, "maxLength": 200}},
-                       ["kind", "title"])))
-    add("/api/cases", "get", op("Cases the officer may touch", OFFICER,
-                                responses("200", ANY_OBJECT, "401"), tag="cases"))
-    add("/api/cases/{case}", "get", op(
-        "A case with its parties, sessions, invitations, appointments and materials", OFFICER,
-        responses("200", ANY_OBJECT, "401 404"), tag="cases"), [CASE])
-    add("/api/cases/{case}/close", "post", op(
-        "Close a case: no more sessions or links; its face references are deleted", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 404 409"), tag="cases",
-        body=json_body({"reason": REASON}, ["reason"])), [CASE])
+    add(
+        "/api/cases",
+        "post",
+        op(
+            "Open a case in the officer's brigade",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401"),
+            tag="cases",
+            body=json_body(
+                {
+                    "kind": {"type": "string", "enum": list(KINDS)},
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                },
+                ["kind", "title"],
+            ),
+        ),
+    )
+    add(
+        "/api/cases",
+        "get",
+        op(
+            "Cases the officer may touch", OFFICER, responses("200", ANY_OBJECT, "401"), tag="cases"
+        ),
+    )
+    add(
+        "/api/cases/{case}",
+        "get",
+        op(
+            "A case with its parties, sessions, invitations, appointments and materials",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag="cases",
+        ),
+        [CASE],
+    )
+    add(
+        "/api/cases/{case}/close",
+        "post",
+        op(
+            "Close a case: no more sessions or links; its face references are deleted",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="cases",
+            body=json_body({"reason": REASON}, ["reason"]),
+        ),
+        [CASE],
+    )

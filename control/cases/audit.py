@@ -25,6 +25,9 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases/{case}/audit", "get", op(
-        "The case's audit trail", OFFICER, responses("200", ANY_OBJECT, "401 404"),
-        tag="cases"), [CASE])
+    add(
+        "/api/cases/{case}/audit",
+        "get",
+        op("The case's audit trail", OFFICER, responses("200", ANY_OBJECT, "401 404"), tag="cases"),
+        [CASE],
+    )

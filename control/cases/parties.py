@@ -24,15 +24,19 @@ async def post_party(request: web.Request) -> web.Response:
     body = await read_object(request)
     role = body.get("role")
     if role not in PARTY_ROLES:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"role: one of {', '.join(PARTY_ROLES)}")
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", f"role: one of {', '.join(PARTY_ROLES)}"
+        )
     name = text(body, "name", max_len=100)
     id_number = text(body, "id_number", max_len=20, required=False)
     if id_number and not ID_NUMBER.match(id_number):
         raise json_error(web.HTTPBadRequest, "bad_request", "id_number: 6-20 letters or digits")
     phone = text(body, "phone", max_len=32, required=False)
-    party = done(await request.app[DB].run(
-        lambda c: store.add_party(c, officer, case_id, role, name, id_number, phone)))
+    party = done(
+        await request.app[DB].run(
+            lambda c: store.add_party(c, officer, case_id, role, name, id_number, phone)
+        )
+    )
     return web.json_response(party, status=201)
 
 
@@ -42,11 +46,23 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases/{case}/parties", "post", op(
-        "Add a party (ID number and phone are stored masked)", OFFICER,
-        responses("201", ANY_OBJECT, "400 401 404"), tag="cases",
-        body=json_body({"role": {"type": "string", "enum": list(PARTY_ROLES)},
-                        "name": {"type": "string", "minLength": 1, "maxLength": 100},
-                        "id_number": {"type": "string", "pattern": "^[0-9A-Za-z]{6,20}$"},
-                        "phone": {"type": "string", "maxLength": 32}},
-                       ["role", "name"])), [CASE])
+    add(
+        "/api/cases/{case}/parties",
+        "post",
+        op(
+            "Add a party (ID number and phone are stored masked)",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 404"),
+            tag="cases",
+            body=json_body(
+                {
+                    "role": {"type": "string", "enum": list(PARTY_ROLES)},
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "id_number": {"type": "string", "pattern": "^[0-9A-Za-z]{6,20}$"},
+                    "phone": {"type": "string", "maxLength": 32},
+                },
+                ["role", "name"],
+            ),
+        ),
+        [CASE],
+    )

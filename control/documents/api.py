@@ -66,9 +66,12 @@ FIELD = {"type": "string", "minLength": 1, "maxLength": 100}
 PDF = {"type": "string", "format": "binary"}
 
 _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
-    store.Refusal.NO_CASE: web.HTTPNotFound, store.Refusal.NO_DOCUMENT: web.HTTPNotFound,
-    store.Refusal.NO_OFFICER: web.HTTPBadRequest, store.Refusal.NO_PARTY: web.HTTPBadRequest,
-    store.Refusal.BAD_SECTION: web.HTTPBadRequest}
+    store.Refusal.NO_CASE: web.HTTPNotFound,
+    store.Refusal.NO_DOCUMENT: web.HTTPNotFound,
+    store.Refusal.NO_OFFICER: web.HTTPBadRequest,
+    store.Refusal.NO_PARTY: web.HTTPBadRequest,
+    store.Refusal.BAD_SECTION: web.HTTPBadRequest,
+}
 
 
 def done(result: T | store.Refusal) -> T:
@@ -77,13 +80,17 @@ def done(result: T | store.Refusal) -> T:
     return result
 
 
-def refused(exc: DocumentError, status: type[web.HTTPException] = web.HTTPUnprocessableEntity,
-            code: str = "document_refused") -> web.HTTPException:
+def refused(
+    exc: DocumentError,
+    status: type[web.HTTPException] = web.HTTPUnprocessableEntity,
+    code: str = "document_refused",
+) -> web.HTTPException:
     if isinstance(exc, MissingFields):
         missing = [{"path": p, "label": label} for p, label in exc.missing]
-        return web.HTTPUnprocessableEntity(text=json.dumps(
-            {"error": "missing_fields", "message": str(exc), "missing": missing}),
-            content_type="application/json")
+        return web.HTTPUnprocessableEntity(
+            text=json.dumps({"error": "missing_fields", "message": str(exc), "missing": missing}),
+            content_type="application/json",
+        )
     return json_error(status, code, str(exc))
 
 
@@ -104,21 +111,45 @@ def locks(request: web.Request, document_id: int) -> asyncio.Lock:
     return held.setdefault(document_id, asyncio.Lock())
 
 
-async def custody(request: web.Request, entry: str, actor: str, doc: dict[str, Any],
-                  **fields: Any) -> None:
+async def custody(
+    request: web.Request, entry: str, actor: str, doc: dict[str, Any], **fields: Any
+) -> None:
     await request.app[CUSTODY].append_async(
-        entry, actor=actor, case=str(doc["case_id"]), document=doc["id"], kind=doc["kind"],
-        number=doc["number"], revision=doc["revision"], sha256=doc["sha256"], **fields)
+        entry,
+        actor=actor,
+        case=str(doc["case_id"]),
+        document=doc["id"],
+        kind=doc["kind"],
+        number=doc["number"],
+        revision=doc["revision"],
+        sha256=doc["sha256"],
+        **fields,
+    )
     events = request.app[EVENTS]
     events.know_case(doc["case_id"], doc["brigade"])
-    events.publish(doc["case_id"], entry, document=doc["id"], kind=doc["kind"],
-                   revision=doc["revision"])
+    events.publish(
+        doc["case_id"], entry, document=doc["id"], kind=doc["kind"], revision=doc["revision"]
+    )
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc[k] for k in ("id", "case_id", "kind", "number", "revision", "sha256",
-                                "signatures", "refusals", "created_by", "created_at",
-                                "updated_at") if k in doc} | {"required": doc["required"]}
+    return {
+        k: doc[k]
+        for k in (
+            "id",
+            "case_id",
+            "kind",
+            "number",
+            "revision",
+            "sha256",
+            "signatures",
+            "refusals",
+            "created_by",
+            "created_at",
+            "updated_at",
+        )
+        if k in doc
+    } | {"required": doc["required"]}
 
 
 async def with_state(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
@@ -131,15 +162,24 @@ async def with_state(request: web.Request, doc: dict[str, Any]) -> dict[str, Any
     return out
 
 
-async def generate(request: web.Request, who: Officer, case_id: int, kind: str,
-                   body: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+async def generate(
+    request: web.Request,
+    who: Officer,
+    case_id: int,
+    kind: str,
+    body: dict[str, Any],
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Check, number, render, store and log one document (also the inquiry record's)."""
     d = desk(request)
     template = d.templates.get(kind)
     if template is None:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"kind：未知文书种类 {kind}（可用：{', '.join(sorted(d.templates))}）/ "
-                         f"unknown kind {kind}")
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            f"kind：未知文书种类 {kind}（可用：{', '.join(sorted(d.templates))}）/ "
+            f"unknown kind {kind}",
+        )
     if data is None:
         data = done(await request.app[DB].run(lambda c: store.base_data(c, who, case_id, body)))
     try:
@@ -149,18 +189,19 @@ async def generate(request: web.Request, who: Officer, case_id: int, kind: str,
     sha = hashlib.sha256(doc.pdf).hexdigest()
     required = [r.as_json() for r in doc.required]
     brigade = str(data["department"]["brigade"])
+
     def keep(c: Any) -> int:
         # the file is written inside the row's transaction: a failed write keeps no row
-        document_id = store.insert(c, who, case_id, kind, number, brigade, year, seq, data,
-                                   required, sha)
+        document_id = store.insert(
+            c, who, case_id, kind, number, brigade, year, seq, data, required, sha
+        )
         d.write(case_id, document_id, 1, doc.pdf)
         return document_id
 
     try:
         document_id = await request.app[DB].run(keep)
     except BaseException:
-        await asyncio.to_thread(d.void, brigade, kind, year, seq,
-                                "保存失败 / could not be stored")
+        await asyncio.to_thread(d.void, brigade, kind, year, seq, "保存失败 / could not be stored")
         raise
     row = done(await request.app[DB].run(lambda c: store.get(c, who, case_id, document_id)))
     await custody(request, "document.generated", who.actor, row, pages=doc.manifest["pages"])
@@ -175,9 +216,12 @@ async def post_document(request: web.Request) -> web.Response:
     kind = body.get("kind")
     data = body.get("data", {})
     if not isinstance(kind, str) or not isinstance(data, dict):
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         "kind：文书种类；data：其余字段（对象）/ kind: the document's kind; data: "
-                         "the remaining fields (an object)")
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "kind：文书种类；data：其余字段（对象）/ kind: the document's kind; data: "
+            "the remaining fields (an object)",
+        )
     await request.app[DB].run(lambda c: access.load_case(c, who, case_id))
     await request.app[DB].run(lambda c: access.require_open_case(c, case_id))
     return web.json_response(await generate(request, who, case_id, kind, data), status=201)
@@ -206,8 +250,14 @@ async def get_document(request: web.Request) -> web.Response:
 async def _pdf(request: web.Request, doc: dict[str, Any]) -> web.Response:
     pdf = await current_pdf(request, doc)
     name = f"document-{doc['id']}-r{doc['revision']}.pdf"
-    return web.Response(body=pdf, content_type="application/pdf", headers={
-        "Content-Disposition": f'attachment; filename="{name}"', "X-Content-SHA256": doc["sha256"]})
+    return web.Response(
+        body=pdf,
+        content_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Content-SHA256": doc["sha256"],
+        },
+    )
 
 
 async def get_pdf(request: web.Request) -> web.Response:
@@ -219,25 +269,33 @@ def _slot(doc: dict[str, Any], field: str) -> dict[str, Any]:
     for slot in doc["required"]:
         if slot["field"] == field:
             return dict(slot)
-    raise json_error(web.HTTPBadRequest, "bad_request",
-                     f"field：该文书没有签名位置 {field} / the document has no field {field}")
+    raise json_error(
+        web.HTTPBadRequest,
+        "bad_request",
+        f"field：该文书没有签名位置 {field} / the document has no field {field}",
+    )
 
 
 def _signed(doc: dict[str, Any], field: str) -> bool:
     return any(s["field"] == field for s in doc["signatures"])
 
 
-async def _store_revision(request: web.Request, actor: str, doc: dict[str, Any], pdf: bytes,
-                          **change: Any) -> dict[str, Any]:
+async def _store_revision(
+    request: web.Request, actor: str, doc: dict[str, Any], pdf: bytes, **change: Any
+) -> dict[str, Any]:
     d = desk(request)
     sha = hashlib.sha256(pdf).hexdigest()
     await asyncio.to_thread(d.write, doc["case_id"], doc["id"], doc["revision"] + 1, pdf)
-    row = await request.app[DB].run(lambda c: store.new_revision(
-        c, actor, doc["id"], doc["sha256"], sha, **change))
+    row = await request.app[DB].run(
+        lambda c: store.new_revision(c, actor, doc["id"], doc["sha256"], sha, **change)
+    )
     if row is None:
-        raise json_error(web.HTTPConflict, "document_changed",
-                         "文书已被其他操作更新，请刷新后重试 / the document changed meanwhile: "
-                         "reload and try again")
+        raise json_error(
+            web.HTTPConflict,
+            "document_changed",
+            "文书已被其他操作更新，请刷新后重试 / the document changed meanwhile: "
+            "reload and try again",
+        )
     return row
 
 
@@ -247,28 +305,40 @@ async def sign(request: web.Request) -> web.Response:
     field = text(await read_object(request), "field", max_len=100)
     d = desk(request)
     async with locks(request, doc["id"]):
-        doc = done(await request.app[DB].run(
-            lambda c: store.get(c, who, doc["case_id"], doc["id"])))
+        doc = done(
+            await request.app[DB].run(lambda c: store.get(c, who, doc["case_id"], doc["id"]))
+        )
         slot = _slot(doc, field)
         if _signed(doc, field) or slot.get("refused"):
-            raise json_error(web.HTTPConflict, "already_signed",
-                             f"签名位置 {field} 已签名或已拒签 / {field} is signed or refused")
+            raise json_error(
+                web.HTTPConflict,
+                "already_signed",
+                f"签名位置 {field} 已签名或已拒签 / {field} is signed or refused",
+            )
         department = str(doc["data"]["department"]["name"])
         if slot["role"] == "officer":
             if slot["signer_id"] != f"o{who.id}":
-                raise json_error(web.HTTPForbidden, "not_your_box",
-                                 f"只能在本人的签名位置签名（{slot['name']}）/ an officer signs "
-                                 f"only their own box ({field} is {slot['name']}'s)")
-            role, kwargs = "officer", {"officer_id": slot["signer_id"], "name": slot["name"],
-                                       "department": department}
+                raise json_error(
+                    web.HTTPForbidden,
+                    "not_your_box",
+                    f"只能在本人的签名位置签名（{slot['name']}）/ an officer signs "
+                    f"only their own box ({field} is {slot['name']}'s)",
+                )
+            role, kwargs = (
+                "officer",
+                {"officer_id": slot["signer_id"], "name": slot["name"], "department": department},
+            )
             image = name_card([slot["name"], department])
         elif slot["role"] == "seal":
             role, kwargs = "seal", {"brigade": str(doc["brigade"]), "department": department}
             image = draw_seal(department, slot["label"])
         else:
-            raise json_error(web.HTTPForbidden, "party_box",
-                             f"{field} 是当事人的签名位置，由当事人本人签名 / {field} is a party's "
-                             "box: the party signs it")
+            raise json_error(
+                web.HTTPForbidden,
+                "party_box",
+                f"{field} 是当事人的签名位置，由当事人本人签名 / {field} is a party's "
+                "box: the party signs it",
+            )
         pdf = await current_pdf(request, doc)
 
         def make() -> tuple[bytes, int]:
@@ -280,11 +350,17 @@ async def sign(request: web.Request) -> web.Response:
             signed, serial = await asyncio.to_thread(make)
         except DocumentError as exc:
             raise refused(exc, web.HTTPConflict, "signing_refused") from None
-        signature = {"field": field, "role": role, "signer": who.actor, "serial": f"{serial:x}",
-                     "at": now_iso()}
+        signature = {
+            "field": field,
+            "role": role,
+            "signer": who.actor,
+            "serial": f"{serial:x}",
+            "at": now_iso(),
+        }
         row = await _store_revision(request, who.actor, doc, signed, signature=signature)
-    await custody(request, "document.signed", who.actor, row, field=field, role=role,
-                  serial=f"{serial:x}")
+    await custody(
+        request, "document.signed", who.actor, row, field=field, role=role, serial=f"{serial:x}"
+    )
     return web.json_response(await with_state(request, row))
 
 
@@ -297,19 +373,26 @@ async def refuse(request: web.Request) -> web.Response:
     reason = text(body, "reason", max_len=500)
     d = desk(request)
     async with locks(request, doc["id"]):
-        doc = done(await request.app[DB].run(
-            lambda c: store.get(c, who, doc["case_id"], doc["id"])))
+        doc = done(
+            await request.app[DB].run(lambda c: store.get(c, who, doc["case_id"], doc["id"]))
+        )
         slot = _slot(doc, field)
         if doc["signatures"]:
-            raise json_error(web.HTTPConflict, "already_signed",
-                             "已有签名的文书不能再记录拒签，请重新生成 / a refusal is recorded "
-                             "before the first signature: generate the document again")
+            raise json_error(
+                web.HTTPConflict,
+                "already_signed",
+                "已有签名的文书不能再记录拒签，请重新生成 / a refusal is recorded "
+                "before the first signature: generate the document again",
+            )
         data = dict(doc["data"])
-        refusals = [r for r in data.get("refusals", [])
-                    if r.get("signer_id") != slot["signer_id"]]
-        note = {"signer_id": slot["signer_id"], "name": slot["name"], "reason": reason,
-                "time": datetime.now(UTC).astimezone().strftime("%Y年%m月%d日 %H时%M分"),
-                "recorded_by": who.username}
+        refusals = [r for r in data.get("refusals", []) if r.get("signer_id") != slot["signer_id"]]
+        note = {
+            "signer_id": slot["signer_id"],
+            "name": slot["name"],
+            "reason": reason,
+            "time": datetime.now(UTC).astimezone().strftime("%Y年%m月%d日 %H时%M分"),
+            "recorded_by": who.username,
+        }
         data["refusals"] = [*refusals, note]
         template = d.templates[doc["kind"]]
         try:
@@ -317,10 +400,16 @@ async def refuse(request: web.Request) -> web.Response:
         except DocumentError as exc:
             raise refused(exc) from None
         required = [r.as_json() for r in again.required]
-        note_row = {"field": field, "signer_id": slot["signer_id"], "reason": reason,
-                    "recorded_by": who.actor, "at": now_iso()}
-        row = await _store_revision(request, who.actor, doc, again.pdf, required=required,
-                                    data=data, refusal=note_row)
+        note_row = {
+            "field": field,
+            "signer_id": slot["signer_id"],
+            "reason": reason,
+            "recorded_by": who.actor,
+            "at": now_iso(),
+        }
+        row = await _store_revision(
+            request, who.actor, doc, again.pdf, required=required, data=data, refusal=note_row
+        )
     await custody(request, "document.refused", who.actor, row, field=field, reason=reason)
     return web.json_response(await with_state(request, row))
 
@@ -330,15 +419,19 @@ async def revoke(request: web.Request) -> web.Response:
     published at once (GET /api/ca/crl)."""
     who, doc = await _officer_doc(request)
     if who.role != "supervisor":
-        raise json_error(web.HTTPForbidden, "forbidden",
-                         "只有主管可以吊销证书 / only a supervisor revokes a certificate")
+        raise json_error(
+            web.HTTPForbidden,
+            "forbidden",
+            "只有主管可以吊销证书 / only a supervisor revokes a certificate",
+        )
     body = await read_object(request)
     field = text(body, "field", max_len=100)
     reason = text(body, "reason", max_len=500)
     signature = next((s for s in doc["signatures"] if s["field"] == field), None)
     if signature is None:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"field：{field} 尚未签名 / {field} is not signed")
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", f"field：{field} 尚未签名 / {field} is not signed"
+        )
     d = desk(request)
     serial = int(signature["serial"], 16)
 
@@ -347,11 +440,28 @@ async def revoke(request: web.Request) -> web.Response:
         d.ca.publish_crl()
 
     await asyncio.to_thread(run)
-    await request.app[DB].run(lambda c: access.audit(
-        c, who.actor, "document.revoked", f"document:{doc['id']}", doc["case_id"], reason,
-        field=field, serial=signature["serial"], sha256=doc["sha256"]))
-    await custody(request, "document.revoked", who.actor, doc, reason=reason, field=field,
-                  serial=signature["serial"])
+    await request.app[DB].run(
+        lambda c: access.audit(
+            c,
+            who.actor,
+            "document.revoked",
+            f"document:{doc['id']}",
+            doc["case_id"],
+            reason,
+            field=field,
+            serial=signature["serial"],
+            sha256=doc["sha256"],
+        )
+    )
+    await custody(
+        request,
+        "document.revoked",
+        who.actor,
+        doc,
+        reason=reason,
+        field=field,
+        serial=signature["serial"],
+    )
     return web.json_response({"revoked": signature["serial"], "field": field})
 
 
@@ -386,12 +496,14 @@ def _b64(body: dict[str, Any], key: str, max_len: int) -> bytes:
             raise ValueError
         return base64.b64decode(value, validate=True)
     except (ValueError, binascii.Error):
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"{key}：Base64 编码的字节 / {key}: bytes in Base64") from None
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", f"{key}：Base64 编码的字节 / {key}: bytes in Base64"
+        ) from None
 
 
-def latest_match(entries: Any, size: int, rooms: set[str], participant: str,
-                 now: datetime) -> FaceVerdict | None:
+def latest_match(
+    entries: Any, size: int, rooms: set[str], participant: str, now: datetime
+) -> FaceVerdict | None:
     """The newest ``match`` verdict of ``participant`` in ``rooms`` not older than the CA
     accepts, from the end of the custody log (entries are in time order)."""
     oldest = now - FACE_VERDICT_MAX_AGE
@@ -400,8 +512,12 @@ def latest_match(entries: Any, size: int, rooms: set[str], participant: str,
         at = datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
         if at < oldest:
             return None
-        if entry["type"] == "verification.verdict" and entry.get("room") in rooms and \
-                entry.get("participant") == participant and entry.get("verdict") == "match":
+        if (
+            entry["type"] == "verification.verdict"
+            and entry.get("room") in rooms
+            and entry.get("participant") == participant
+            and entry.get("verdict") == "match"
+        ):
             return FaceVerdict(f"custody-{entry['index']}", str(entry["frame_sha256"]), True, at)
     return None
 
@@ -414,30 +530,47 @@ async def prepare(request: web.Request) -> web.Response:
     d = desk(request)
     slot = _slot(doc, field)
     if slot["role"] != "party" or slot["signer_id"] != f"p{caller.party_id}":
-        raise json_error(web.HTTPForbidden, "not_your_box",
-                         "只能在本人的签名位置签名 / a party signs only its own box")
+        raise json_error(
+            web.HTTPForbidden,
+            "not_your_box",
+            "只能在本人的签名位置签名 / a party signs only its own box",
+        )
     if _signed(doc, field) or slot.get("refused"):
-        raise json_error(web.HTTPConflict, "already_signed",
-                         f"签名位置 {field} 已签名或已拒签 / {field} is signed or refused")
+        raise json_error(
+            web.HTTPConflict,
+            "already_signed",
+            f"签名位置 {field} 已签名或已拒签 / {field} is signed or refused",
+        )
     try:
         strokes = parse_strokes(body.get("strokes"))
     except DocumentError as exc:
         raise json_error(web.HTTPBadRequest, "bad_request", str(exc)) from None
     rooms = set(await request.app[DB].run(lambda c: store.party_rooms(c, caller.case_id)))
     log = request.app[CUSTODY]
-    verdict = await asyncio.to_thread(latest_match, log.entry, log.size, rooms,
-                                      f"party-{caller.party_id}", datetime.now(UTC))
+    verdict = await asyncio.to_thread(
+        latest_match, log.entry, log.size, rooms, f"party-{caller.party_id}", datetime.now(UTC)
+    )
     if verdict is None:
         minutes = int(FACE_VERDICT_MAX_AGE / timedelta(minutes=1))
-        raise json_error(web.HTTPConflict, "face_match_required",
-                         f"签名前须在视频中通过人脸核验（{minutes} 分钟内）/ signing needs a face "
-                         f"match in the call within the last {minutes} minutes")
+        raise json_error(
+            web.HTTPConflict,
+            "face_match_required",
+            f"签名前须在视频中通过人脸核验（{minutes} 分钟内）/ signing needs a face "
+            f"match in the call within the last {minutes} minutes",
+        )
     pdf = await current_pdf(request, doc)
     mark = strokes_json(strokes)
 
     def make() -> tuple[Any, int]:
-        cert = d.ca.issue_party(spki, slot["signer_id"], slot["name"], verdict,
-                                doc["sha256"], field, strokes_sha256(strokes))
+        cert = d.ca.issue_party(
+            spki,
+            slot["signer_id"],
+            slot["name"],
+            verdict,
+            doc["sha256"],
+            field,
+            strokes_sha256(strokes),
+        )
         image = mark_image(strokes, slot["name"])
         return prepare_party_signing(pdf, field, cert, d.setup, image, mark), cert.serial_number
 
@@ -445,13 +578,21 @@ async def prepare(request: web.Request) -> web.Response:
         pending, serial = await asyncio.to_thread(make)
     except DocumentError as exc:
         raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
-    request_id = d.keep_pending(PendingParty(doc["id"], caller.party_id, field, doc["sha256"],
-                                             pending, serial, verdict.verdict_id))
-    return web.json_response({
-        "request_id": request_id, "field": field,
-        "to_be_signed": base64.b64encode(pending.to_be_signed).decode(),
-        "algorithm": {"name": "ECDSA", "namedCurve": "P-256", "hash": "SHA-256"},
-        "verdict_id": verdict.verdict_id, "certificate_serial": f"{serial:x}"})
+    request_id = d.keep_pending(
+        PendingParty(
+            doc["id"], caller.party_id, field, doc["sha256"], pending, serial, verdict.verdict_id
+        )
+    )
+    return web.json_response(
+        {
+            "request_id": request_id,
+            "field": field,
+            "to_be_signed": base64.b64encode(pending.to_be_signed).decode(),
+            "algorithm": {"name": "ECDSA", "namedCurve": "P-256", "hash": "SHA-256"},
+            "verdict_id": verdict.verdict_id,
+            "certificate_serial": f"{serial:x}",
+        }
+    )
 
 
 async def finish(request: web.Request) -> web.Response:
@@ -462,27 +603,46 @@ async def finish(request: web.Request) -> web.Response:
     d = desk(request)
     entry = d.pending.get(request_id)
     if entry is None or entry.document_id != doc["id"] or entry.party_id != caller.party_id:
-        raise json_error(web.HTTPNotFound, "not_found",
-                         "没有该签名请求或已过期 / no such signing request, or it expired")
+        raise json_error(
+            web.HTTPNotFound,
+            "not_found",
+            "没有该签名请求或已过期 / no such signing request, or it expired",
+        )
     async with locks(request, doc["id"]):
-        doc = done(await request.app[DB].run(
-            lambda c: store.get_for_party(c, caller, doc["id"])))
+        doc = done(await request.app[DB].run(lambda c: store.get_for_party(c, caller, doc["id"])))
         if doc["sha256"] != entry.base_sha256:
             d.take_pending(request_id)
-            raise json_error(web.HTTPConflict, "document_changed",
-                             "文书已被其他操作更新，请重新准备签名 / the document changed: prepare "
-                             "again")
+            raise json_error(
+                web.HTTPConflict,
+                "document_changed",
+                "文书已被其他操作更新，请重新准备签名 / the document changed: prepare again",
+            )
         try:
-            signed = await asyncio.to_thread(finish_party_signing, entry.pending, signature,
-                                             d.setup)
+            signed = await asyncio.to_thread(
+                finish_party_signing, entry.pending, signature, d.setup
+            )
         except DocumentError as exc:
             raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
         d.take_pending(request_id)
-        record = {"field": entry.field, "role": "party", "signer": caller.actor,
-                  "serial": f"{entry.serial:x}", "verdict_id": entry.verdict_id, "at": now_iso()}
+        record = {
+            "field": entry.field,
+            "role": "party",
+            "signer": caller.actor,
+            "serial": f"{entry.serial:x}",
+            "verdict_id": entry.verdict_id,
+            "at": now_iso(),
+        }
         row = await _store_revision(request, caller.actor, doc, signed, signature=record)
-    await custody(request, "document.signed", caller.actor, row, field=entry.field,
-                  role="party", serial=f"{entry.serial:x}", verdict=entry.verdict_id)
+    await custody(
+        request,
+        "document.signed",
+        caller.actor,
+        row,
+        field=entry.field,
+        role="party",
+        serial=f"{entry.serial:x}",
+        verdict=entry.verdict_id,
+    )
     return web.json_response(await with_state(request, row))
 
 
@@ -521,67 +681,184 @@ def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
     base = "/api/cases/{case}/documents"
     tag = "documents"
-    add(base, "post", op(
-        "Generate a document from the case's data and the fields given", OFFICER,
-        responses("201", ANY_OBJECT, "400 401 403 404 409 422"), tag=tag,
-        body=json_body({"kind": {"type": "string", "minLength": 1, "maxLength": 50},
-                        "data": ANY_OBJECT}, ["kind"]),
-        description="422 missing_fields names every missing field (`missing`: path and "
-                    "label) before a number is taken."), [CASE])
-    add(base, "get", op("The case's documents", OFFICER,
-                        responses("200", ANY_OBJECT, "401 404"), tag=tag), [CASE])
-    add(base + "/{document}", "get", op(
-        "A document and its state (signed, refused, missing, effective)", OFFICER,
-        responses("200", ANY_OBJECT, "401 404"), tag=tag), [CASE, DOCUMENT])
-    add(base + "/{document}/pdf", "get", op(
-        "The document's current PDF", OFFICER,
-        responses("200 the PDF", PDF, "401 404", "application/pdf"), tag=tag),
-        [CASE, DOCUMENT])
-    add(base + "/{document}/sign", "post", op(
-        "Sign the officer's own box, or the department's seal", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag=tag,
-        body=json_body({"field": FIELD}, ["field"])), [CASE, DOCUMENT])
-    add(base + "/{document}/refusals", "post", op(
-        "Record a signer's refusal (before the first signature)", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409 422"), tag=tag,
-        body=json_body({"field": FIELD, "reason": REASON}, ["field", "reason"])),
-        [CASE, DOCUMENT])
-    add(base + "/{document}/revoke", "post", op(
-        "Revoke the certificate of a signature (supervisor); the CRL is published", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404"), tag=tag,
-        body=json_body({"field": FIELD, "reason": REASON}, ["field", "reason"])),
-        [CASE, DOCUMENT])
-    add("/api/party/documents", "get", op(
-        "The documents of the party's case", PARTY, responses("200", ANY_OBJECT, "401 403"),
-        tag=tag))
-    add("/api/party/documents/{document}", "get", op(
-        "A document of the party's case and its state", PARTY,
-        responses("200", ANY_OBJECT, "401 403 404"), tag=tag), [DOCUMENT])
-    add("/api/party/documents/{document}/pdf", "get", op(
-        "A document's PDF", PARTY,
-        responses("200 the PDF", PDF, "401 403 404", "application/pdf"), tag=tag),
-        [DOCUMENT])
-    add("/api/party/documents/{document}/sign/prepare", "post", op(
-        "Prepare the party's signature of its own box (after a face match)", PARTY,
-        responses("200", ANY_OBJECT, "400 401 403 404 409 422"), tag=tag,
-        body=json_body({"field": FIELD,
-                        "public_key": {"type": "string", "maxLength": 1000,
-                                       "description": "SPKI DER, Base64"},
-                        "strokes": {"type": "array", "items": {"type": "array"}}},
-                       ["field", "public_key", "strokes"]),
-        description="409 face_match_required without a face match of this party in this "
-                    "case's calls within 5 minutes. Answers `to_be_signed` (Base64) for "
-                    "WebCrypto ECDSA P-256/SHA-256 and a `request_id`."), [DOCUMENT])
-    add("/api/party/documents/{document}/sign/finish", "post", op(
-        "Finish the party's signature with the browser's r||s", PARTY,
-        responses("200", ANY_OBJECT, "400 401 403 404 409 422"), tag=tag,
-        body=json_body({"request_id": {"type": "string", "minLength": 1, "maxLength": 100},
-                        "signature": {"type": "string", "maxLength": 200,
-                                      "description": "r||s (64 bytes) or DER, Base64"}},
-                       ["request_id", "signature"])), [DOCUMENT])
-    add("/api/ca/root", "get", op(
-        "The deployment's root certificate (PEM), for validating documents offline", NOBODY,
-        responses("200 PEM", {"type": "string"}, "", "application/x-pem-file"), tag=tag))
-    add("/api/ca/crl", "get", op(
-        "The current certificate revocation list (DER)", NOBODY,
-        responses("200 DER", PDF, "", "application/pkix-crl"), tag=tag))
+    add(
+        base,
+        "post",
+        op(
+            "Generate a document from the case's data and the fields given",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409 422"),
+            tag=tag,
+            body=json_body(
+                {"kind": {"type": "string", "minLength": 1, "maxLength": 50}, "data": ANY_OBJECT},
+                ["kind"],
+            ),
+            description="422 missing_fields names every missing field (`missing`: path and "
+            "label) before a number is taken.",
+        ),
+        [CASE],
+    )
+    add(
+        base,
+        "get",
+        op("The case's documents", OFFICER, responses("200", ANY_OBJECT, "401 404"), tag=tag),
+        [CASE],
+    )
+    add(
+        base + "/{document}",
+        "get",
+        op(
+            "A document and its state (signed, refused, missing, effective)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+        ),
+        [CASE, DOCUMENT],
+    )
+    add(
+        base + "/{document}/pdf",
+        "get",
+        op(
+            "The document's current PDF",
+            OFFICER,
+            responses("200 the PDF", PDF, "401 404", "application/pdf"),
+            tag=tag,
+        ),
+        [CASE, DOCUMENT],
+    )
+    add(
+        base + "/{document}/sign",
+        "post",
+        op(
+            "Sign the officer's own box, or the department's seal",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body({"field": FIELD}, ["field"]),
+        ),
+        [CASE, DOCUMENT],
+    )
+    add(
+        base + "/{document}/refusals",
+        "post",
+        op(
+            "Record a signer's refusal (before the first signature)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409 422"),
+            tag=tag,
+            body=json_body({"field": FIELD, "reason": REASON}, ["field", "reason"]),
+        ),
+        [CASE, DOCUMENT],
+    )
+    add(
+        base + "/{document}/revoke",
+        "post",
+        op(
+            "Revoke the certificate of a signature (supervisor); the CRL is published",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404"),
+            tag=tag,
+            body=json_body({"field": FIELD, "reason": REASON}, ["field", "reason"]),
+        ),
+        [CASE, DOCUMENT],
+    )
+    add(
+        "/api/party/documents",
+        "get",
+        op(
+            "The documents of the party's case",
+            PARTY,
+            responses("200", ANY_OBJECT, "401 403"),
+            tag=tag,
+        ),
+    )
+    add(
+        "/api/party/documents/{document}",
+        "get",
+        op(
+            "A document of the party's case and its state",
+            PARTY,
+            responses("200", ANY_OBJECT, "401 403 404"),
+            tag=tag,
+        ),
+        [DOCUMENT],
+    )
+    add(
+        "/api/party/documents/{document}/pdf",
+        "get",
+        op(
+            "A document's PDF",
+            PARTY,
+            responses("200 the PDF", PDF, "401 403 404", "application/pdf"),
+            tag=tag,
+        ),
+        [DOCUMENT],
+    )
+    add(
+        "/api/party/documents/{document}/sign/prepare",
+        "post",
+        op(
+            "Prepare the party's signature of its own box (after a face match)",
+            PARTY,
+            responses("200", ANY_OBJECT, "400 401 403 404 409 422"),
+            tag=tag,
+            body=json_body(
+                {
+                    "field": FIELD,
+                    "public_key": {
+                        "type": "string",
+                        "maxLength": 1000,
+                        "description": "SPKI DER, Base64",
+                    },
+                    "strokes": {"type": "array", "items": {"type": "array"}},
+                },
+                ["field", "public_key", "strokes"],
+            ),
+            description="409 face_match_required without a face match of this party in this "
+            "case's calls within 5 minutes. Answers `to_be_signed` (Base64) for "
+            "WebCrypto ECDSA P-256/SHA-256 and a `request_id`.",
+        ),
+        [DOCUMENT],
+    )
+    add(
+        "/api/party/documents/{document}/sign/finish",
+        "post",
+        op(
+            "Finish the party's signature with the browser's r||s",
+            PARTY,
+            responses("200", ANY_OBJECT, "400 401 403 404 409 422"),
+            tag=tag,
+            body=json_body(
+                {
+                    "request_id": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "signature": {
+                        "type": "string",
+                        "maxLength": 200,
+                        "description": "r||s (64 bytes) or DER, Base64",
+                    },
+                },
+                ["request_id", "signature"],
+            ),
+        ),
+        [DOCUMENT],
+    )
+    add(
+        "/api/ca/root",
+        "get",
+        op(
+            "The deployment's root certificate (PEM), for validating documents offline",
+            NOBODY,
+            responses("200 PEM", {"type": "string"}, "", "application/x-pem-file"),
+            tag=tag,
+        ),
+    )
+    add(
+        "/api/ca/crl",
+        "get",
+        op(
+            "The current certificate revocation list (DER)",
+            NOBODY,
+            responses("200 DER", PDF, "", "application/pkix-crl"),
+            tag=tag,
+        ),
+    )

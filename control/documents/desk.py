@@ -38,8 +38,10 @@ class IntegrityProblem(Exception):
     """A stored revision whose bytes are not those the database recorded."""
 
     def __init__(self, document_id: int, revision: int) -> None:
-        super().__init__(f"文书 {document_id} 第 {revision} 版的文件与记录的哈希不符 / document "
-                         f"{document_id} revision {revision} does not match its recorded hash")
+        super().__init__(
+            f"文书 {document_id} 第 {revision} 版的文件与记录的哈希不符 / document "
+            f"{document_id} revision {revision} does not match its recorded hash"
+        )
 
 
 @dataclass
@@ -57,8 +59,13 @@ class PendingParty:
 
 
 class DocumentDesk:
-    def __init__(self, data_dir: Path, keys_dir: Path, templates_dir: Path | None = None,
-                 tsa_url: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        keys_dir: Path,
+        templates_dir: Path | None = None,
+        tsa_url: str | None = None,
+    ) -> None:
         self.dir = data_dir / "documents"
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.templates: dict[str, Template] = load_templates(templates_dir)
@@ -71,8 +78,9 @@ class DocumentDesk:
         self.locks: dict[int, asyncio.Lock] = {}  # one change at a time per document
 
     # -- numbers and rendering -----------------------------------------------------------
-    def render_numbered(self, template: Template, data: dict[str, Any]
-                        ) -> tuple[RenderedDocument, int, int, str]:
+    def render_numbered(
+        self, template: Template, data: dict[str, Any]
+    ) -> tuple[RenderedDocument, int, int, str]:
         """Check, take the next number, render; a number taken but not used is voided with its
         reason (never given again, never a silent gap). (document, year, seq, number)."""
         template.check(data)  # before a number is taken
@@ -80,13 +88,19 @@ class DocumentDesk:
         year = datetime.now(UTC).year
         store = NumberStore(self.numbers_path)
         try:
-            taken = store.take(brigade, template.kind, year, template.short,
-                               str(data["department"].get("abbr", "")))
+            taken = store.take(
+                brigade,
+                template.kind,
+                year,
+                template.short,
+                str(data["department"].get("abbr", "")),
+            )
             try:
                 doc = render(template, data, taken.text)
             except BaseException as exc:
-                store.void(brigade, template.kind, year, taken.seq,
-                           f"生成失败 / rendering failed: {exc}")
+                store.void(
+                    brigade, template.kind, year, taken.seq, f"生成失败 / rendering failed: {exc}"
+                )
                 raise
         finally:
             store.close()

@@ -25,10 +25,16 @@ class Refusal(enum.Enum):
 
     NO_CASE = ("not_found", "没有该案件 / no such case")
     NO_DOCUMENT = ("not_found", "没有该文书 / no such document")
-    NO_OFFICER = ("bad_request", "officers[].account：本大队民警账号的 ID / the ID of an officer "
-                                 "account of the case's brigade")
-    BAD_SECTION = ("bad_request", "department、case、findings、penalty、mediation、delivery、talk "
-                                  "应为对象 / these sections are objects")
+    NO_OFFICER = (
+        "bad_request",
+        "officers[].account：本大队民警账号的 ID / the ID of an officer "
+        "account of the case's brigade",
+    )
+    BAD_SECTION = (
+        "bad_request",
+        "department、case、findings、penalty、mediation、delivery、talk "
+        "应为对象 / these sections are objects",
+    )
     NO_PARTY = ("bad_request", "parties[].id：本案当事人的 ID / the ID of a party of the case")
 
     @property
@@ -46,8 +52,9 @@ def _officer_entry(row: sqlite3.Row, given: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def base_data(conn: sqlite3.Connection, who: Officer, case_id: int, body: dict[str, Any]
-              ) -> dict[str, Any] | Refusal:
+def base_data(
+    conn: sqlite3.Connection, who: Officer, case_id: int, body: dict[str, Any]
+) -> dict[str, Any] | Refusal:
     """The document's data: the case, its parties and the officers from the database, with
     what the request adds (``department``, ``case``, ``parties`` by ID, ``officers`` by account,
     and the sections of :data:`EXTRA_SECTIONS`). The library checks what is still missing."""
@@ -58,61 +65,111 @@ def base_data(conn: sqlite3.Connection, who: Officer, case_id: int, body: dict[s
         if not isinstance(body.get(section, {}), dict):
             return Refusal.BAD_SECTION
     if not isinstance(body.get("parties", []), list) or any(
-            not isinstance(p, dict) or id_value(p.get("id")) is None
-            for p in body.get("parties", [])):
+        not isinstance(p, dict) or id_value(p.get("id")) is None for p in body.get("parties", [])
+    ):
         return Refusal.NO_PARTY
     if not isinstance(body.get("officers", []), list) or any(
-            not isinstance(o, dict) or id_value(o.get("account")) is None
-            for o in body.get("officers", [])):
+        not isinstance(o, dict) or id_value(o.get("account")) is None
+        for o in body.get("officers", [])
+    ):
         return Refusal.NO_OFFICER
-    department = {"name": case["brigade"], "brigade": case["brigade"], "abbr": "",
-                  "seal_name": "交通事故处理专用章"}
+    department = {
+        "name": case["brigade"],
+        "brigade": case["brigade"],
+        "abbr": "",
+        "seal_name": "交通事故处理专用章",
+    }
     department.update(body.get("department") or {})
     department["brigade"] = case["brigade"]  # numbers are the case's brigade's
     case_data = {"id": str(case["id"]), "title": case["title"], "kind": case["kind"]}
     case_data.update(body.get("case") or {})
     parties: list[dict[str, Any]] = []
     given = {p["id"]: p for p in body.get("parties") or []}
-    rows = conn.execute("SELECT id, role, name, phone FROM parties WHERE case_id = ? "
-                        "ORDER BY id", (case_id,)).fetchall()
+    rows = conn.execute(
+        "SELECT id, role, name, phone FROM parties WHERE case_id = ? ORDER BY id", (case_id,)
+    ).fetchall()
     known = {row["id"] for row in rows}
     if any(pid not in known for pid in given):
         return Refusal.NO_PARTY
     for row in rows:
-        entry: dict[str, Any] = {"id": f"p{row['id']}", "name": row["name"],
-                                 "role": row["role"], "phone": row["phone"], "party": row["id"]}
+        entry: dict[str, Any] = {
+            "id": f"p{row['id']}",
+            "name": row["name"],
+            "role": row["role"],
+            "phone": row["phone"],
+            "party": row["id"],
+        }
         entry.update({k: v for k, v in given.get(row["id"], {}).items() if k != "id"})
         parties.append(entry)
     officers: list[dict[str, Any]] = []
-    wanted = list(body.get("officers") or []) or [
-        {"account": who.id}]
+    wanted = list(body.get("officers") or []) or [{"account": who.id}]
     for item in wanted:
-        row = conn.execute("SELECT id, username, brigade, role FROM officers WHERE id = ? AND "
-                           "disabled = 0", (item.get("account"),)).fetchone()
-        if row is None or row["role"] == "observer" or (
-                row["brigade"] != case["brigade"] and row["role"] != "supervisor"):
+        row = conn.execute(
+            "SELECT id, username, brigade, role FROM officers WHERE id = ? AND disabled = 0",
+            (item.get("account"),),
+        ).fetchone()
+        if (
+            row is None
+            or row["role"] == "observer"
+            or (row["brigade"] != case["brigade"] and row["role"] != "supervisor")
+        ):
             return Refusal.NO_OFFICER
         officers.append(_officer_entry(row, item))
-    data: dict[str, Any] = {"department": department, "case": case_data, "parties": parties,
-                            "officers": officers}
+    data: dict[str, Any] = {
+        "department": department,
+        "case": case_data,
+        "parties": parties,
+        "officers": officers,
+    }
     for section in EXTRA_SECTIONS:
         if isinstance(body.get(section), dict):
             data[section] = copy.deepcopy(body[section])
     return data
 
 
-def insert(conn: sqlite3.Connection, who: Officer, case_id: int, kind: str, number: str,
-           brigade: str, year: int, seq: int, data: dict[str, Any],
-           required: list[dict[str, Any]], sha256: str) -> int:
+def insert(
+    conn: sqlite3.Connection,
+    who: Officer,
+    case_id: int,
+    kind: str,
+    number: str,
+    brigade: str,
+    year: int,
+    seq: int,
+    data: dict[str, Any],
+    required: list[dict[str, Any]],
+    sha256: str,
+) -> int:
     now = now_iso()
     cursor = conn.execute(
         "INSERT INTO documents (case_id, kind, number, brigade, year, seq, data, required, "
         "sha256, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (case_id, kind, number, brigade, year, seq, json.dumps(data, ensure_ascii=False),
-         json.dumps(required, ensure_ascii=False), sha256, who.actor, now, now))
+        (
+            case_id,
+            kind,
+            number,
+            brigade,
+            year,
+            seq,
+            json.dumps(data, ensure_ascii=False),
+            json.dumps(required, ensure_ascii=False),
+            sha256,
+            who.actor,
+            now,
+            now,
+        ),
+    )
     assert cursor.lastrowid is not None
-    audit(conn, who.actor, "document.generated", f"document:{cursor.lastrowid}", case_id,
-          kind=kind, number=number, sha256=sha256)
+    audit(
+        conn,
+        who.actor,
+        "document.generated",
+        f"document:{cursor.lastrowid}",
+        case_id,
+        kind=kind,
+        number=number,
+        sha256=sha256,
+    )
     return cursor.lastrowid
 
 
@@ -123,27 +180,34 @@ def row_json(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def get(conn: sqlite3.Connection, who: Officer, case_id: int, document_id: int
-        ) -> dict[str, Any] | Refusal:
+def get(
+    conn: sqlite3.Connection, who: Officer, case_id: int, document_id: int
+) -> dict[str, Any] | Refusal:
     if find_case(conn, who, case_id) is None:
         return Refusal.NO_CASE
-    row = conn.execute("SELECT * FROM documents WHERE id = ? AND case_id = ?",
-                       (document_id, case_id)).fetchone()
+    row = conn.execute(
+        "SELECT * FROM documents WHERE id = ? AND case_id = ?", (document_id, case_id)
+    ).fetchone()
     return Refusal.NO_DOCUMENT if row is None else row_json(row)
 
 
-def get_for_party(conn: sqlite3.Connection, caller: PartyCaller, document_id: int
-                  ) -> dict[str, Any] | Refusal:
+def get_for_party(
+    conn: sqlite3.Connection, caller: PartyCaller, document_id: int
+) -> dict[str, Any] | Refusal:
     """A document of the party's own case (another case's answers 404, as an absent one)."""
-    row = conn.execute("SELECT * FROM documents WHERE id = ? AND case_id = ?",
-                       (document_id, caller.case_id)).fetchone()
+    row = conn.execute(
+        "SELECT * FROM documents WHERE id = ? AND case_id = ?", (document_id, caller.case_id)
+    ).fetchone()
     return Refusal.NO_DOCUMENT if row is None else row_json(row)
 
 
 def listing(conn: sqlite3.Connection, case_id: int) -> list[dict[str, Any]]:
-    rows = conn.execute("SELECT id, case_id, kind, number, revision, sha256, signatures, "
-                        "refusals, required, created_by, created_at, updated_at FROM documents "
-                        "WHERE case_id = ? ORDER BY id", (case_id,)).fetchall()
+    rows = conn.execute(
+        "SELECT id, case_id, kind, number, revision, sha256, signatures, "
+        "refusals, required, created_by, created_at, updated_at FROM documents "
+        "WHERE case_id = ? ORDER BY id",
+        (case_id,),
+    ).fetchall()
     out = []
     for row in rows:
         item = dict(row)
@@ -153,18 +217,26 @@ def listing(conn: sqlite3.Connection, case_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def list_for_officer(conn: sqlite3.Connection, who: Officer, case_id: int
-                     ) -> list[dict[str, Any]] | Refusal:
+def list_for_officer(
+    conn: sqlite3.Connection, who: Officer, case_id: int
+) -> list[dict[str, Any]] | Refusal:
     if find_case(conn, who, case_id) is None:
         return Refusal.NO_CASE
     return listing(conn, case_id)
 
 
-def new_revision(conn: sqlite3.Connection, actor: str, document_id: int, expected_sha: str,
-                 sha256: str, *, signature: dict[str, Any] | None = None,
-                 refusal: dict[str, Any] | None = None,
-                 required: list[dict[str, Any]] | None = None,
-                 data: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def new_revision(
+    conn: sqlite3.Connection,
+    actor: str,
+    document_id: int,
+    expected_sha: str,
+    sha256: str,
+    *,
+    signature: dict[str, Any] | None = None,
+    refusal: dict[str, Any] | None = None,
+    required: list[dict[str, Any]] | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Record the next revision, only if the current one is still ``expected_sha`` (None when
     another change came first: nothing written)."""
     row = conn.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
@@ -179,18 +251,32 @@ def new_revision(conn: sqlite3.Connection, actor: str, document_id: int, expecte
     conn.execute(
         "UPDATE documents SET revision = revision + 1, sha256 = ?, signatures = ?, "
         "refusals = ?, required = ?, data = COALESCE(?, data), updated_at = ? WHERE id = ?",
-        (sha256, json.dumps(signatures, ensure_ascii=False),
-         json.dumps(refusals, ensure_ascii=False),
-         row["required"] if required is None else json.dumps(required, ensure_ascii=False),
-         None if data is None else json.dumps(data, ensure_ascii=False), now_iso(),
-         document_id))
+        (
+            sha256,
+            json.dumps(signatures, ensure_ascii=False),
+            json.dumps(refusals, ensure_ascii=False),
+            row["required"] if required is None else json.dumps(required, ensure_ascii=False),
+            None if data is None else json.dumps(data, ensure_ascii=False),
+            now_iso(),
+            document_id,
+        ),
+    )
     action = "document.signed" if signature is not None else "document.refused"
-    audit(conn, actor, action, f"document:{document_id}", row["case_id"], sha256=sha256,
-          **(signature or refusal or {}))
+    audit(
+        conn,
+        actor,
+        action,
+        f"document:{document_id}",
+        row["case_id"],
+        sha256=sha256,
+        **(signature or refusal or {}),
+    )
     out = conn.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
     return row_json(out)
 
 
 def party_rooms(conn: sqlite3.Connection, case_id: int) -> list[str]:
-    return [r["room"] for r in conn.execute("SELECT room FROM sessions WHERE case_id = ?",
-                                            (case_id,)).fetchall()]
+    return [
+        r["room"]
+        for r in conn.execute("SELECT room FROM sessions WHERE case_id = ?", (case_id,)).fetchall()
+    ]

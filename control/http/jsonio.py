@@ -42,8 +42,9 @@ def check_depth(text: str, max_depth: int = MAX_DEPTH) -> None:
         if token in "[{":
             depth += 1
             if depth > max_depth:
-                raise JsonTooDeep(f"JSON 嵌套超过 {max_depth} 层 / "
-                                  f"JSON nested deeper than {max_depth} levels")
+                raise JsonTooDeep(
+                    f"JSON 嵌套超过 {max_depth} 层 / JSON nested deeper than {max_depth} levels"
+                )
         elif token in "]}":
             depth -= 1
 
@@ -60,8 +61,9 @@ def loads(data: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def json_error(cls: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
-    return cls(text=json.dumps({"error": code, "message": message}),
-               content_type="application/json")
+    return cls(
+        text=json.dumps({"error": code, "message": message}), content_type="application/json"
+    )
 
 
 async def read_object(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
@@ -73,9 +75,11 @@ async def read_object(request: web.Request, *, empty_ok: bool = False) -> dict[s
     except JsonTooDeep as exc:
         raise json_error(web.HTTPBadRequest, "bad_json", str(exc)) from None
     except ValueError:
-        raise json_error(web.HTTPBadRequest, "bad_json",
-                         "请求体不是 JSON / body is not JSON") from None
+        raise json_error(
+            web.HTTPBadRequest, "bad_json", "请求体不是 JSON / body is not JSON"
+        ) from None
     if not isinstance(body, dict):
-        raise json_error(web.HTTPBadRequest, "bad_json",
-                         "请求体须为 JSON 对象 / body must be a JSON object")
+        raise json_error(
+            web.HTTPBadRequest, "bad_json", "请求体须为 JSON 对象 / body must be a JSON object"
+        )
     return body

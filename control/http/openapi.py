@@ -16,16 +16,22 @@ from typing import Any, Protocol
 Schema = dict[str, Any]
 
 ERROR: Schema = {
-    "type": "object", "required": ["error", "message"],
-    "properties": {"error": {"type": "string", "description": "a stable code"},
-                   "message": {"type": "string", "description": "what went wrong, for people"}},
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "a stable code"},
+        "message": {"type": "string", "description": "what went wrong, for people"},
+    },
 }
 ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
 REASON: Schema = {"type": "string", "minLength": 1, "maxLength": 500}
 ID: Schema = {"type": "integer", "minimum": 1}
 MATERIAL_ID: Schema = {"type": "string", "pattern": "^MAT_[0-9a-f]{16}$"}
-TIME: Schema = {"type": "string", "format": "date-time",
-                "description": "ISO 8601 with its UTC offset"}
+TIME: Schema = {
+    "type": "string",
+    "format": "date-time",
+    "description": "ISO 8601 with its UTC offset",
+}
 
 OFFICER: list[dict[str, list[str]]] = [{"officerLogin": []}]
 PARTY: list[dict[str, list[str]]] = [{"partyLink": []}]
@@ -45,20 +51,21 @@ _ERRORS = {
 }
 
 
-def responses(ok: str, ok_schema: Schema | None, errors: str,
-              content_type: str = "application/json") -> dict[str, Any]:
+def responses(
+    ok: str, ok_schema: Schema | None, errors: str, content_type: str = "application/json"
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     code = ok.split(" ")[0]
-    description = ok[len(code):].strip() or "done"
+    description = ok[len(code) :].strip() or "done"
     if ok_schema is None:
         out[code] = {"description": description}
     else:
-        out[code] = {"description": description,
-                     "content": {content_type: {"schema": ok_schema}}}
+        out[code] = {"description": description, "content": {content_type: {"schema": ok_schema}}}
     for status in errors.split():
-        out[status] = {"description": _ERRORS[status],
-                       "content": {"application/json": {"schema": {"$ref":
-                                                                   "#/components/schemas/Error"}}}}
+        out[status] = {
+            "description": _ERRORS[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
     return out
 
 
@@ -69,21 +76,31 @@ def upgrade() -> dict[str, Any]:
 
 
 def json_body(properties: dict[str, Schema], required: list[str]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "properties": properties, "required": required}}}}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": properties, "required": required}
+            }
+        },
+    }
 
 
 def raw_body(description: str, types: list[str]) -> dict[str, Any]:
-    return {"required": True, "description": description,
-            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in types}}
+    return {
+        "required": True,
+        "description": description,
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in types},
+    }
 
 
 def in_path(name: str, schema: Schema) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-def query(name: str, schema: Schema, *, required: bool = False,
-          description: str = "") -> dict[str, Any]:
+def query(
+    name: str, schema: Schema, *, required: bool = False, description: str = ""
+) -> dict[str, Any]:
     param = {"name": name, "in": "query", "required": required, "schema": schema}
     if description:
         param["description"] = description
@@ -91,16 +108,31 @@ def query(name: str, schema: Schema, *, required: bool = False,
 
 
 def reason_query() -> dict[str, Any]:
-    return query("reason", REASON, required=True,
-                 description="why the evidence is accessed; logged in the custody log")
+    return query(
+        "reason",
+        REASON,
+        required=True,
+        description="why the evidence is accessed; logged in the custody log",
+    )
 
 
-def op(summary: str, security: list[dict[str, list[str]]], answers: dict[str, Any], *,
-       tag: str, body: dict[str, Any] | None = None,
-       params: list[dict[str, Any]] | None = None, description: str = "") -> dict[str, Any]:
+def op(
+    summary: str,
+    security: list[dict[str, list[str]]],
+    answers: dict[str, Any],
+    *,
+    tag: str,
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
     """One operation: ``answers`` from :func:`responses`."""
-    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "security": security,
-                                 "responses": answers}
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "security": security,
+        "responses": answers,
+    }
     if description:
         operation["description"] = description
     if body is not None:
@@ -114,15 +146,29 @@ CASE = in_path("case", ID)
 SESSION = in_path("session", ID)
 PARTY_P = in_path("party", ID)
 RECORDING = in_path("recording", {"type": "string", "pattern": "^REC_[0-9T]+_[0-9a-f]+$"})
-MEDIA_TYPES = ["image/jpeg", "image/png", "application/pdf", "video/mp4", "video/quicktime",
-               "video/webm", "video/x-matroska", "application/octet-stream"]
+MEDIA_TYPES = [
+    "image/jpeg",
+    "image/png",
+    "application/pdf",
+    "video/mp4",
+    "video/quicktime",
+    "video/webm",
+    "video/x-matroska",
+    "application/octet-stream",
+]
 
 
 class Add(Protocol):
     """How an area adds one operation: ``add(path, method, operation, path_parameters)``."""
 
-    def __call__(self, path: str, method: str, operation: dict[str, Any],
-                 params: list[dict[str, Any]] | None = None, /) -> None: ...
+    def __call__(
+        self,
+        path: str,
+        method: str,
+        operation: dict[str, Any],
+        params: list[dict[str, Any]] | None = None,
+        /,
+    ) -> None: ...
 
 
 def assemble(describers: Iterable[Callable[[Add], None]]) -> dict[str, Any]:
@@ -130,8 +176,13 @@ def assemble(describers: Iterable[Callable[[Add], None]]) -> dict[str, Any]:
     the tags in the reference page is the order they first appear)."""
     paths: dict[str, dict[str, Any]] = {}
 
-    def add(path: str, method: str, operation: dict[str, Any],
-            params: list[dict[str, Any]] | None = None, /) -> None:
+    def add(
+        path: str,
+        method: str,
+        operation: dict[str, Any],
+        params: list[dict[str, Any]] | None = None,
+        /,
+    ) -> None:
         entry = paths.setdefault(path, {})
         if params:
             entry["parameters"] = params
@@ -149,19 +200,24 @@ def assemble(describers: Iterable[Callable[[Add], None]]) -> dict[str, Any]:
                 '`{"error": code, "message": text}` with a 4xx status. Officers send '
                 "`Authorization: Bearer <login token>` (from /api/login); parties send their "
                 "invitation link's token, or the signalling token that redeeming it gave. "
-                "Every access to evidence needs a reason and is written to the custody log."),
+                "Every access to evidence needs a reason and is written to the custody log."
+            ),
         },
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": {"Error": ERROR},
             "securitySchemes": {
-                "officerLogin": {"type": "http", "scheme": "bearer",
-                                 "description": "a login token from POST /api/login"},
-                "partyLink": {"type": "http", "scheme": "bearer",
-                              "description": "an invitation token, or a party's signalling "
-                                             "token"},
+                "officerLogin": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a login token from POST /api/login",
+                },
+                "partyLink": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an invitation token, or a party's signalling token",
+                },
             },
         },
     }
-

@@ -49,7 +49,8 @@ PLAIN_HTTP_WARNING = (
     "server.tls_cert 与 server.tls_key，或置于 TLS 反向代理之后仅绑定 127.0.0.1 / "
     "server.host %s is not loopback and TLS is off: passwords, tokens and evidence cross the "
     "network in clear; set server.tls_cert and server.tls_key, or bind 127.0.0.1 behind a TLS "
-    "proxy")
+    "proxy"
+)
 
 
 def inline_hashes(web_dir: Path = WEB_DIR) -> dict[str, list[str]]:
@@ -66,18 +67,20 @@ def inline_hashes(web_dir: Path = WEB_DIR) -> dict[str, list[str]]:
 
 def content_security_policy(web_dir: Path = WEB_DIR) -> str:
     hashes = inline_hashes(web_dir)
-    return "; ".join([
-        "default-src 'self'",
-        " ".join(["script-src 'self'", *hashes["script"]]),
-        " ".join(["style-src 'self'", *hashes["style"]]),
-        "img-src 'self' data: blob:",
-        "media-src 'self' blob:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            " ".join(["script-src 'self'", *hashes["script"]]),
+            " ".join(["style-src 'self'", *hashes["style"]]),
+            "img-src 'self' data: blob:",
+            "media-src 'self' blob:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 def security_headers(csp: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
@@ -143,9 +146,13 @@ def body_deadline(limit: float) -> Middleware:
             if timer is not None:
                 timer.cancel()
         answer = web.json_response(
-            {"error": "body_timeout",
-             "message": f"请求体传输过慢（{limit:.0f} 秒内未完成）/ the request body did "
-                        f"not arrive in time ({limit:.0f} s)"}, status=408)
+            {
+                "error": "body_timeout",
+                "message": f"请求体传输过慢（{limit:.0f} 秒内未完成）/ the request body did "
+                f"not arrive in time ({limit:.0f} s)",
+            },
+            status=408,
+        )
         answer.force_close()
         return answer
 
@@ -156,14 +163,16 @@ def body_deadline(limit: float) -> Middleware:
 # are reached from 127.0.0.1 only, so without it every login would come from the same place.
 CLIENT_HEADER = "X-Remotecase-Client"
 CLIENT_AUTH_HEADER = "X-Remotecase-Client-Auth"
-FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "forwarded",
-                                CLIENT_HEADER.lower(), CLIENT_AUTH_HEADER.lower()})
+FORWARDING_HEADERS = frozenset(
+    {"x-forwarded-for", "x-real-ip", "forwarded", CLIENT_HEADER.lower(), CLIENT_AUTH_HEADER.lower()}
+)
 
 
 def client_auth(secret: str, address: str) -> str:
     """What vouches for ``address``: an HMAC under the secret the supervisor gave its workers."""
-    return hmac.new(secret.encode(), b"remotecase client address\n" + address.encode(),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret.encode(), b"remotecase client address\n" + address.encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def forwarding_headers(secret: str, address: str | None) -> dict[str, str]:

@@ -65,10 +65,15 @@ BATCH = 1 << 20
 RETRY_AFTER = 5  # seconds, with 429 too_many_uploads
 
 _STATUS: dict[str, type[web.HTTPException]] = {
-    "empty": web.HTTPBadRequest, "unsupported_type": web.HTTPUnsupportedMediaType,
-    "corrupt": web.HTTPUnprocessableEntity, "too_large": PayloadTooLarge,
-    "too_many_pixels": PayloadTooLarge, "too_many_pages": PayloadTooLarge,
-    "page_too_large": web.HTTPUnprocessableEntity, "quota_exceeded": PayloadTooLarge}
+    "empty": web.HTTPBadRequest,
+    "unsupported_type": web.HTTPUnsupportedMediaType,
+    "corrupt": web.HTTPUnprocessableEntity,
+    "too_large": PayloadTooLarge,
+    "too_many_pixels": PayloadTooLarge,
+    "too_many_pages": PayloadTooLarge,
+    "page_too_large": web.HTTPUnprocessableEntity,
+    "quota_exceeded": PayloadTooLarge,
+}
 
 
 def _settings(request: web.Request) -> MaterialsConfig:
@@ -76,13 +81,15 @@ def _settings(request: web.Request) -> MaterialsConfig:
 
 
 def _limits(m: MaterialsConfig) -> dict[str, int]:
-    return {"image": m.max_image_mb << 20, "pdf": m.max_pdf_mb << 20,
-            "video": m.max_video_mb << 20}
+    return {"image": m.max_image_mb << 20, "pdf": m.max_pdf_mb << 20, "video": m.max_video_mb << 20}
 
 
 def _too_large(category: str, limit: int) -> MaterialRejected:
-    return MaterialRejected("too_large", f"{CATEGORY_ZH[category]}最大 {limit >> 20} MiB / "
-                                         f"{category} files may be at most {limit >> 20} MiB")
+    return MaterialRejected(
+        "too_large",
+        f"{CATEGORY_ZH[category]}最大 {limit >> 20} MiB / "
+        f"{category} files may be at most {limit >> 20} MiB",
+    )
 
 
 class UploadGate:
@@ -98,8 +105,9 @@ class UploadGate:
 
 
 def _over_quota(room: Room) -> MaterialRejected:
-    return MaterialRejected("quota_exceeded",
-                            f"{room.zh}，放不下此文件 / {room.en}; this file does not fit")
+    return MaterialRejected(
+        "quota_exceeded", f"{room.zh}，放不下此文件 / {room.en}; this file does not fit"
+    )
 
 
 def _file_name(request: web.Request) -> str:
@@ -110,8 +118,9 @@ def _file_name(request: web.Request) -> str:
     return name
 
 
-async def _receive(request: web.Request, who: Officer | PartyCaller,
-                   case_id: int) -> dict[str, Any]:
+async def _receive(
+    request: web.Request, who: Officer | PartyCaller, case_id: int
+) -> dict[str, Any]:
     """Stream, type, hash, encrypt, check and log one upload, holding one of the uploader's
     slots throughout; the body goes straight into the encrypted file, never into memory."""
     name = _file_name(request)
@@ -129,10 +138,12 @@ async def _receive(request: web.Request, who: Officer | PartyCaller,
     slot = store.take_upload_slot(who.actor, settings.concurrent_uploads)
     if slot is None:
         refusal = json_error(
-            web.HTTPTooManyRequests, "too_many_uploads",
+            web.HTTPTooManyRequests,
+            "too_many_uploads",
             f"同时最多上传 {settings.concurrent_uploads} 个文件，请等前面的上传完成后再试 / "
             f"at most {settings.concurrent_uploads} uploads at once; try again when one "
-            "has finished")
+            "has finished",
+        )
         refusal.headers["Retry-After"] = str(RETRY_AFTER)
         raise refusal
     try:
@@ -141,9 +152,14 @@ async def _receive(request: web.Request, who: Officer | PartyCaller,
         store.give_back_slot(slot)
 
 
-async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, case_id: int,
-                           name: str, settings: MaterialsConfig,
-                           declared: int | None) -> dict[str, Any]:
+async def _receive_in_slot(
+    request: web.Request,
+    who: Officer | PartyCaller,
+    case_id: int,
+    name: str,
+    settings: MaterialsConfig,
+    declared: int | None,
+) -> dict[str, Any]:
 
     description = request.query.get("description", "")[:500]
     store = request.app[STORE]
@@ -194,8 +210,9 @@ async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, cas
             if writer.size > room.bytes:
                 raise _over_quota(room)
             stored = await asyncio.to_thread(writer.commit)
-            material = await _keep(request, who, case_id, party_id, name, description,
-                                   media_type, content, stored)
+            material = await _keep(
+                request, who, case_id, party_id, name, description, media_type, content, stored
+            )
     except MaterialRejected as exc:
         await asyncio.to_thread(writer.abort)
         await _refused(request, who, case_id, name, exc)
@@ -207,32 +224,59 @@ async def _receive_in_slot(request: web.Request, who: Officer | PartyCaller, cas
     return material
 
 
-def _check_written(writer: MaterialWriter, media_type: str,
-                   budget: ContentBudget) -> dict[str, object]:
+def _check_written(
+    writer: MaterialWriter, media_type: str, budget: ContentBudget
+) -> dict[str, object]:
     """Check the sealed file as read back from disk (run in a thread)."""
     with writer.reader() as source:
         return check_content(media_type, source, budget)
 
 
-async def _keep(request: web.Request, who: Officer | PartyCaller, case_id: int,
-                party_id: int | None, name: str, description: str, media_type: str,
-                content: dict[str, object], stored: StoredMaterial) -> dict[str, Any]:
+async def _keep(
+    request: web.Request,
+    who: Officer | PartyCaller,
+    case_id: int,
+    party_id: int | None,
+    name: str,
+    description: str,
+    media_type: str,
+    content: dict[str, object],
+    stored: StoredMaterial,
+) -> dict[str, Any]:
     """Log a kept file in the custody log, then record it."""
     entry = await request.app[CUSTODY].append_async(
-        "material.received", actor=who.actor, case=str(case_id), material=stored.material_id,
-        sha256=stored.sha256, size=stored.size, media_type=media_type, name=name,
-        origin="party" if party_id is not None else "officer")
+        "material.received",
+        actor=who.actor,
+        case=str(case_id),
+        material=stored.material_id,
+        sha256=stored.sha256,
+        size=stored.size,
+        media_type=media_type,
+        name=name,
+        origin="party" if party_id is not None else "officer",
+    )
     index = int(entry["index"])
-    return await request.app[DB].run(lambda c: records.record_material(
-        c, who.actor, case_id, party_id, name, description, media_type, content, stored,
-        index))
+    return await request.app[DB].run(
+        lambda c: records.record_material(
+            c, who.actor, case_id, party_id, name, description, media_type, content, stored, index
+        )
+    )
 
 
-async def _refused(request: web.Request, who: Officer | PartyCaller, case_id: int, name: str,
-                   exc: MaterialRejected) -> None:
-    await request.app[DB].run(lambda c: audit(c, who.actor, "material.refused",
-                                              f"upload:{name}", case_id, exc.code,
-                                              message=exc.message))
+async def _refused(
+    request: web.Request, who: Officer | PartyCaller, case_id: int, name: str, exc: MaterialRejected
+) -> None:
+    await request.app[DB].run(
+        lambda c: audit(
+            c,
+            who.actor,
+            "material.refused",
+            f"upload:{name}",
+            case_id,
+            exc.code,
+            message=exc.message,
+        )
+    )
 
 
 def _rejected_response(exc: MaterialRejected) -> web.HTTPException:
@@ -265,58 +309,83 @@ async def officer_upload(request: web.Request) -> web.Response:
 async def party_list(request: web.Request) -> web.Response:
     caller = await access.party(request)
     found = await request.app[DB].run(
-        lambda c: records.case_materials(c, caller.case_id, caller.party_id))
+        lambda c: records.case_materials(c, caller.case_id, caller.party_id)
+    )
     return web.json_response({"materials": found})
 
 
 async def officer_list(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
-    found = done(await request.app[DB].run(
-        lambda c: records.officer_materials(c, officer, case_id)))
+    found = done(
+        await request.app[DB].run(lambda c: records.officer_materials(c, officer, case_id))
+    )
     return web.json_response({"materials": found})
 
 
 async def read_checked(request: web.Request, row: dict[str, Any]) -> bytes:
     """Decrypt a material and check it against the hash taken on receipt."""
     try:
-        return await asyncio.to_thread(request.app[STORE].read_all, row["id"],
-                                       row["wrapped_key"], row["kek_fingerprint"],
-                                       row["sha256"])
+        return await asyncio.to_thread(
+            request.app[STORE].read_all,
+            row["id"],
+            row["wrapped_key"],
+            row["kek_fingerprint"],
+            row["sha256"],
+        )
     except (KeyProblem, ValueError, OSError) as exc:
-        raise json_error(web.HTTPConflict, "integrity_failed",
-                         f"存储的材料校验不通过 / the stored material does not check out: "
-                         f"{exc}") from None
+        raise json_error(
+            web.HTTPConflict,
+            "integrity_failed",
+            f"存储的材料校验不通过 / the stored material does not check out: {exc}",
+        ) from None
 
 
-async def _download(request: web.Request, who: Officer | PartyCaller, case_id: int,
-                    row: dict[str, Any], reason: str) -> web.StreamResponse:
+async def _download(
+    request: web.Request, who: Officer | PartyCaller, case_id: int, row: dict[str, Any], reason: str
+) -> web.StreamResponse:
     """Check the whole file against its hash, log the access, then send it chunk by chunk.
 
     Every chunk is authenticated again as it is sent (under the file's own key, in its place),
     so what goes out is what was checked; a file is never held whole in memory."""
     store = request.app[STORE]
     try:
-        await asyncio.to_thread(store.verify, row["id"], row["wrapped_key"],
-                                row["kek_fingerprint"], row["sha256"])
-        reader = await asyncio.to_thread(store.open, row["id"], row["wrapped_key"],
-                                         row["kek_fingerprint"])
+        await asyncio.to_thread(
+            store.verify, row["id"], row["wrapped_key"], row["kek_fingerprint"], row["sha256"]
+        )
+        reader = await asyncio.to_thread(
+            store.open, row["id"], row["wrapped_key"], row["kek_fingerprint"]
+        )
     except (KeyProblem, ValueError, OSError) as exc:
-        raise json_error(web.HTTPConflict, "integrity_failed",
-                         f"存储的材料校验不通过 / the stored material does not check out: "
-                         f"{exc}") from None
+        raise json_error(
+            web.HTTPConflict,
+            "integrity_failed",
+            f"存储的材料校验不通过 / the stored material does not check out: {exc}",
+        ) from None
     try:
         await request.app[CUSTODY].append_async(
-            "material.downloaded", actor=who.actor, reason=reason, case=str(case_id),
-            material=row["id"], sha256=row["sha256"])
-        await request.app[DB].run(lambda c: audit(c, who.actor, "material.downloaded",
-                                                  f"material:{row['id']}", case_id, reason))
+            "material.downloaded",
+            actor=who.actor,
+            reason=reason,
+            case=str(case_id),
+            material=row["id"],
+            sha256=row["sha256"],
+        )
+        await request.app[DB].run(
+            lambda c: audit(
+                c, who.actor, "material.downloaded", f"material:{row['id']}", case_id, reason
+            )
+        )
         extension = TYPES[row["media_type"]][1]
-        response = web.StreamResponse(headers={
-            "Content-Type": row["media_type"],
-            "Content-Disposition": f'attachment; filename="{row["id"]}.{extension}"',
-            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
-            "X-Content-SHA256": row["sha256"]})
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": row["media_type"],
+                "Content-Disposition": f'attachment; filename="{row["id"]}.{extension}"',
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store",
+                "X-Content-SHA256": row["sha256"],
+            }
+        )
         response.content_length = row["size"]
         await response.prepare(request)
         while piece := await asyncio.to_thread(reader.read, BATCH):
@@ -330,8 +399,11 @@ async def _download(request: web.Request, who: Officer | PartyCaller, case_id: i
 async def party_download(request: web.Request) -> web.StreamResponse:
     caller = await access.party(request)
     material_id = request.match_info["material"]
-    row = done(await request.app[DB].run(
-        lambda c: records.material_row(c, caller.case_id, material_id, caller.party_id)))
+    row = done(
+        await request.app[DB].run(
+            lambda c: records.material_row(c, caller.case_id, material_id, caller.party_id)
+        )
+    )
     return await _download(request, caller, caller.case_id, row, "own material")
 
 
@@ -341,10 +413,16 @@ async def officer_download(request: web.Request) -> web.StreamResponse:
     material_id = request.match_info["material"]
     reason = request.query.get("reason", "").strip()[:500]
     if not reason:
-        raise json_error(web.HTTPBadRequest, "reason_required",
-                         "every access to evidence needs a reason (?reason=)")
-    row = done(await request.app[DB].run(
-        lambda c: records.officer_material(c, officer, case_id, material_id)))
+        raise json_error(
+            web.HTTPBadRequest,
+            "reason_required",
+            "every access to evidence needs a reason (?reason=)",
+        )
+    row = done(
+        await request.app[DB].run(
+            lambda c: records.officer_material(c, officer, case_id, material_id)
+        )
+    )
     return await _download(request, officer, case_id, row, reason)
 
 
@@ -360,32 +438,96 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    upload_params = [query("name", {"type": "string", "minLength": 1, "maxLength": 200},
-                           required=True, description="the file's name"),
-                     query("description", {"type": "string", "maxLength": 500})]
-    upload_body = raw_body("the file itself; its type is taken from the content (JPEG, PNG, "
-                           "PDF, MP4/MOV, WebM/Matroska)", MEDIA_TYPES)
-    add("/api/party/materials", "post", op(
-        "Upload a material (photo, PDF, video)", PARTY,
-        responses("201", ANY_OBJECT, "400 401 403 413 415 422 429"), tag="materials",
-        body=upload_body, params=upload_params))
-    add("/api/party/materials", "get", op(
-        "The party's own uploads", PARTY, responses("200", ANY_OBJECT, "401 403"),
-        tag="materials"))
-    add("/api/party/materials/{material}/content", "get", op(
-        "Download one of the party's own uploads (logged)", PARTY,
-        responses("200", {"type": "string", "format": "binary"}, "401 403 404 409",
-                  "application/octet-stream"), tag="materials"),
-        [in_path("material", MATERIAL_ID)])
-    add("/api/cases/{case}/materials", "post", op(
-        "Attach an evidence item to the case", OFFICER,
-        responses("201", ANY_OBJECT, "400 401 404 409 413 415 422 429"), tag="materials",
-        body=upload_body, params=upload_params), [CASE])
-    add("/api/cases/{case}/materials", "get", op(
-        "Every material of the case", OFFICER, responses("200", ANY_OBJECT, "401 404"),
-        tag="materials"), [CASE])
-    add("/api/cases/{case}/materials/{material}/content", "get", op(
-        "Download a material: the hash is checked again, the access logged", OFFICER,
-        responses("200", {"type": "string", "format": "binary"}, "400 401 404 409",
-                  "application/octet-stream"), tag="materials",
-        params=[reason_query()]), [CASE, in_path("material", MATERIAL_ID)])
+    upload_params = [
+        query(
+            "name",
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            required=True,
+            description="the file's name",
+        ),
+        query("description", {"type": "string", "maxLength": 500}),
+    ]
+    upload_body = raw_body(
+        "the file itself; its type is taken from the content (JPEG, PNG, "
+        "PDF, MP4/MOV, WebM/Matroska)",
+        MEDIA_TYPES,
+    )
+    add(
+        "/api/party/materials",
+        "post",
+        op(
+            "Upload a material (photo, PDF, video)",
+            PARTY,
+            responses("201", ANY_OBJECT, "400 401 403 413 415 422 429"),
+            tag="materials",
+            body=upload_body,
+            params=upload_params,
+        ),
+    )
+    add(
+        "/api/party/materials",
+        "get",
+        op(
+            "The party's own uploads",
+            PARTY,
+            responses("200", ANY_OBJECT, "401 403"),
+            tag="materials",
+        ),
+    )
+    add(
+        "/api/party/materials/{material}/content",
+        "get",
+        op(
+            "Download one of the party's own uploads (logged)",
+            PARTY,
+            responses(
+                "200",
+                {"type": "string", "format": "binary"},
+                "401 403 404 409",
+                "application/octet-stream",
+            ),
+            tag="materials",
+        ),
+        [in_path("material", MATERIAL_ID)],
+    )
+    add(
+        "/api/cases/{case}/materials",
+        "post",
+        op(
+            "Attach an evidence item to the case",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 404 409 413 415 422 429"),
+            tag="materials",
+            body=upload_body,
+            params=upload_params,
+        ),
+        [CASE],
+    )
+    add(
+        "/api/cases/{case}/materials",
+        "get",
+        op(
+            "Every material of the case",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag="materials",
+        ),
+        [CASE],
+    )
+    add(
+        "/api/cases/{case}/materials/{material}/content",
+        "get",
+        op(
+            "Download a material: the hash is checked again, the access logged",
+            OFFICER,
+            responses(
+                "200",
+                {"type": "string", "format": "binary"},
+                "400 401 404 409",
+                "application/octet-stream",
+            ),
+            tag="materials",
+            params=[reason_query()],
+        ),
+        [CASE, in_path("material", MATERIAL_ID)],
+    )

@@ -19,8 +19,10 @@ from ..db import rows
 from ..refusals import Refusal
 from .store import StoredMaterial
 
-PUBLIC = ("id, case_id, party_id, origin, uploaded_by, name, description, media_type, size, "
-          "sha256, content, custody_index, created_at")
+PUBLIC = (
+    "id, case_id, party_id, origin, uploaded_by, name, description, media_type, size, "
+    "sha256, content, custody_index, created_at"
+)
 
 
 @dataclass(frozen=True)
@@ -32,26 +34,34 @@ class Room:
     en: str
 
 
-def room_left(conn: sqlite3.Connection, m: MaterialsConfig, case_id: int,
-              party_id: int | None) -> Room:
-    (case_used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM materials "
-                                "WHERE case_id = ?", (case_id,)).fetchone()
+def room_left(
+    conn: sqlite3.Connection, m: MaterialsConfig, case_id: int, party_id: int | None
+) -> Room:
+    (case_used,) = conn.execute(
+        "SELECT COALESCE(SUM(size), 0) FROM materials WHERE case_id = ?", (case_id,)
+    ).fetchone()
     case_limit = m.max_case_total_mb << 20
-    room = Room(case_limit - case_used,
-                f"本案已存材料 {case_used / (1 << 20):.1f} MiB，上限为 {m.max_case_total_mb} MiB",
-                f"the case holds {case_used / (1 << 20):.1f} MiB of materials, at most "
-                f"{m.max_case_total_mb} MiB")
+    room = Room(
+        case_limit - case_used,
+        f"本案已存材料 {case_used / (1 << 20):.1f} MiB，上限为 {m.max_case_total_mb} MiB",
+        f"the case holds {case_used / (1 << 20):.1f} MiB of materials, at most "
+        f"{m.max_case_total_mb} MiB",
+    )
     if party_id is None:
         return room
-    (party_used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM materials WHERE case_id = ? "
-                                 "AND party_id = ? AND origin = 'party'",
-                                 (case_id, party_id)).fetchone()
+    (party_used,) = conn.execute(
+        "SELECT COALESCE(SUM(size), 0) FROM materials WHERE case_id = ? "
+        "AND party_id = ? AND origin = 'party'",
+        (case_id, party_id),
+    ).fetchone()
     party_limit = m.max_party_total_mb << 20
     if party_limit - party_used < room.bytes:
-        room = Room(party_limit - party_used,
-                    f"您已上传 {party_used / (1 << 20):.1f} MiB，上限为 {m.max_party_total_mb} "
-                    "MiB", f"you have uploaded {party_used / (1 << 20):.1f} MiB, at most "
-                    f"{m.max_party_total_mb} MiB")
+        room = Room(
+            party_limit - party_used,
+            f"您已上传 {party_used / (1 << 20):.1f} MiB，上限为 {m.max_party_total_mb} MiB",
+            f"you have uploaded {party_used / (1 << 20):.1f} MiB, at most "
+            f"{m.max_party_total_mb} MiB",
+        )
     return room
 
 
@@ -61,8 +71,9 @@ def _row_json(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def case_materials(conn: sqlite3.Connection, case_id: int,
-                   party_id: int | None = None) -> list[dict[str, Any]]:
+def case_materials(
+    conn: sqlite3.Connection, case_id: int, party_id: int | None = None
+) -> list[dict[str, Any]]:
     query = f"SELECT {PUBLIC} FROM materials WHERE case_id = ?"
     params: list[Any] = [case_id]
     if party_id is not None:
@@ -71,8 +82,9 @@ def case_materials(conn: sqlite3.Connection, case_id: int,
     return [_row_json(r) for r in rows(conn.execute(query + " ORDER BY created_at", params))]
 
 
-def officer_materials(conn: sqlite3.Connection, officer: Officer,
-                      case_id: int) -> list[dict[str, Any]] | Refusal:
+def officer_materials(
+    conn: sqlite3.Connection, officer: Officer, case_id: int
+) -> list[dict[str, Any]] | Refusal:
     case = load_case(conn, officer, case_id)
     return case if isinstance(case, Refusal) else case_materials(conn, case_id)
 
@@ -86,37 +98,75 @@ def may_upload(conn: sqlite3.Connection, officer: Officer, case_id: int) -> Refu
     return case if isinstance(case, Refusal) else None
 
 
-def record_material(conn: sqlite3.Connection, actor: str, case_id: int, party_id: int | None,
-                    name: str, description: str, media_type: str, content: dict[str, object],
-                    stored: StoredMaterial, custody_index: int) -> dict[str, Any]:
+def record_material(
+    conn: sqlite3.Connection,
+    actor: str,
+    case_id: int,
+    party_id: int | None,
+    name: str,
+    description: str,
+    media_type: str,
+    content: dict[str, object],
+    stored: StoredMaterial,
+    custody_index: int,
+) -> dict[str, Any]:
     """The row of a kept file (its custody entry written already), audited; as served."""
     conn.execute(
         "INSERT INTO materials (id, case_id, party_id, origin, uploaded_by, name, "
         "description, media_type, size, sha256, content, wrapped_key, kek_fingerprint, "
         "custody_index, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (stored.material_id, case_id, party_id, "party" if party_id is not None else "officer",
-         actor, name, description, media_type, stored.size, stored.sha256,
-         json.dumps(content), stored.wrapped_key, stored.kek_fingerprint, custody_index,
-         now_iso()))
-    audit(conn, actor, "material.received", f"material:{stored.material_id}", case_id,
-          sha256=stored.sha256, size=stored.size, media_type=media_type)
-    return _row_json(conn.execute(f"SELECT {PUBLIC} FROM materials WHERE id = ?",
-                                  (stored.material_id,)).fetchone())
+        (
+            stored.material_id,
+            case_id,
+            party_id,
+            "party" if party_id is not None else "officer",
+            actor,
+            name,
+            description,
+            media_type,
+            stored.size,
+            stored.sha256,
+            json.dumps(content),
+            stored.wrapped_key,
+            stored.kek_fingerprint,
+            custody_index,
+            now_iso(),
+        ),
+    )
+    audit(
+        conn,
+        actor,
+        "material.received",
+        f"material:{stored.material_id}",
+        case_id,
+        sha256=stored.sha256,
+        size=stored.size,
+        media_type=media_type,
+    )
+    return _row_json(
+        conn.execute(
+            f"SELECT {PUBLIC} FROM materials WHERE id = ?", (stored.material_id,)
+        ).fetchone()
+    )
 
 
-def material_row(conn: sqlite3.Connection, case_id: int, material_id: str,
-                 party_id: int | None = None) -> dict[str, Any] | Refusal:
+def material_row(
+    conn: sqlite3.Connection, case_id: int, material_id: str, party_id: int | None = None
+) -> dict[str, Any] | Refusal:
     """The whole row of a case's material (with its wrapped key); with ``party_id``, only one
     that party uploaded itself."""
-    row = conn.execute("SELECT * FROM materials WHERE id = ? AND case_id = ?",
-                       (material_id, case_id)).fetchone()
-    if row is None or (party_id is not None and (row["party_id"] != party_id
-                                                 or row["origin"] != "party")):
+    row = conn.execute(
+        "SELECT * FROM materials WHERE id = ? AND case_id = ?", (material_id, case_id)
+    ).fetchone()
+    if row is None or (
+        party_id is not None and (row["party_id"] != party_id or row["origin"] != "party")
+    ):
         return Refusal.NO_MATERIAL
     return dict(row)
 
 
-def officer_material(conn: sqlite3.Connection, officer: Officer, case_id: int,
-                     material_id: str) -> dict[str, Any] | Refusal:
+def officer_material(
+    conn: sqlite3.Connection, officer: Officer, case_id: int, material_id: str
+) -> dict[str, Any] | Refusal:
     case = load_case(conn, officer, case_id)
     return case if isinstance(case, Refusal) else material_row(conn, case_id, material_id)

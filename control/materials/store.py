@@ -90,11 +90,16 @@ def sniff(head: bytes) -> str:
         return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
     for magic, what_zh, what in _REFUSED_MAGIC:
         if head.startswith(magic):
-            raise MaterialRejected("unsupported_type", f"文件内容是{what_zh}，{_ACCEPTED_ZH} / "
-                                                       f"the content is {what}; {_ACCEPTED}")
-    raise MaterialRejected("unsupported_type", f"文件内容不是可接受的类型，{_ACCEPTED_ZH} / the "
-                                               "content is not a JPEG, PNG, PDF, MP4/MOV or "
-                                               "WebM/Matroska file")
+            raise MaterialRejected(
+                "unsupported_type",
+                f"文件内容是{what_zh}，{_ACCEPTED_ZH} / the content is {what}; {_ACCEPTED}",
+            )
+    raise MaterialRejected(
+        "unsupported_type",
+        f"文件内容不是可接受的类型，{_ACCEPTED_ZH} / the "
+        "content is not a JPEG, PNG, PDF, MP4/MOV or "
+        "WebM/Matroska file",
+    )
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,9 @@ class ContentBudget:
 
     @classmethod
     def of(cls, settings: MaterialsConfig) -> ContentBudget:
-        return cls(max_pixels=int(settings.max_megapixels * 1e6),
-                   max_pdf_pages=settings.max_pdf_pages)
+        return cls(
+            max_pixels=int(settings.max_megapixels * 1e6), max_pdf_pages=settings.max_pdf_pages
+        )
 
 
 # PDFium may not be entered from two threads at once: every call into it holds the process's one
@@ -125,8 +131,11 @@ CATEGORY_ZH = {"image": "图片", "pdf": "PDF 文件", "video": "视频"}
 
 def _corrupt(category: str, zh: str, en: str) -> MaterialRejected:
     said = f"：{zh}" if zh else ""
-    return MaterialRejected("corrupt", f"{CATEGORY_ZH[category]}已损坏或不完整{said} / "
-                                       f"the {category} is damaged or incomplete ({en})")
+    return MaterialRejected(
+        "corrupt",
+        f"{CATEGORY_ZH[category]}已损坏或不完整{said} / "
+        f"the {category} is damaged or incomplete ({en})",
+    )
 
 
 def _exact(fh: BinaryIO, size: int, category: str) -> bytes:
@@ -172,11 +181,13 @@ def jpeg_size(fh: BinaryIO) -> tuple[int, int]:
         fh.seek(length - 2, io.SEEK_CUR)
 
 
-def _check_pixels(width: int, height: int, budget: ContentBudget, what_zh: str,
-                  what: str) -> None:
+def _check_pixels(width: int, height: int, budget: ContentBudget, what_zh: str, what: str) -> None:
     if width <= 0 or height <= 0:
-        raise MaterialRejected("corrupt", f"{what_zh}的尺寸为 {width}×{height}，无法使用 / "
-                                          f"the {what} declares {width}x{height} pixels")
+        raise MaterialRejected(
+            "corrupt",
+            f"{what_zh}的尺寸为 {width}×{height}，无法使用 / "
+            f"the {what} declares {width}x{height} pixels",
+        )
     if width * height > budget.max_pixels:
         limit = budget.max_pixels / 1e6
         raise MaterialRejected(
@@ -184,11 +195,13 @@ def _check_pixels(width: int, height: int, budget: ContentBudget, what_zh: str,
             f"{what_zh}为 {width}×{height} 像素（{width * height / 1e6:.1f} 百万像素），"
             f"超过 {limit:g} 百万像素的上限 / the {what} is {width}x{height} pixels "
             f"({width * height / 1e6:.1f} megapixels), more than the limit of "
-            f"{limit:g} megapixels")
+            f"{limit:g} megapixels",
+        )
 
 
-def check_content(media_type: str, source: BinaryIO,
-                  budget: ContentBudget = ContentBudget()) -> dict[str, object]:
+def check_content(
+    media_type: str, source: BinaryIO, budget: ContentBudget = ContentBudget()
+) -> dict[str, object]:
     """Check a whole file read from ``source`` (seekable; call from a thread): what it holds
     (pixels, pages, duration) or :class:`MaterialRejected`.
 
@@ -237,9 +250,11 @@ def _check_pdf_locked(source: BinaryIO, budget: ContentBudget) -> dict[str, obje
             raise _corrupt("pdf", "没有页面", "has no pages")
         if pages > budget.max_pdf_pages:
             raise MaterialRejected(
-                "too_many_pages", f"PDF 文件有 {pages} 页，超过 {budget.max_pdf_pages} 页的上限 "
-                                  f"/ the PDF has {pages} pages, more than the limit of "
-                                  f"{budget.max_pdf_pages}")
+                "too_many_pages",
+                f"PDF 文件有 {pages} 页，超过 {budget.max_pdf_pages} 页的上限 "
+                f"/ the PDF has {pages} pages, more than the limit of "
+                f"{budget.max_pdf_pages}",
+            )
         for index in range(pages):
             width, height = pdf.get_page_size(index)
             if not (0 < width <= MAX_PAGE_POINTS and 0 < height <= MAX_PAGE_POINTS):
@@ -247,7 +262,8 @@ def _check_pdf_locked(source: BinaryIO, budget: ContentBudget) -> dict[str, obje
                     "page_too_large",
                     f"PDF 第 {index + 1} 页为 {width:.0f}×{height:.0f} 点，超过标准允许的 "
                     f"14400×14400 点 / page {index + 1} of the PDF is {width:.0f}x{height:.0f} "
-                    "points, more than the 14400x14400 the PDF standard allows")
+                    "points, more than the 14400x14400 the PDF standard allows",
+                )
     finally:
         pdf.close()
     return {"pages": pages}
@@ -273,8 +289,14 @@ def _check_video(source: BinaryIO, budget: ContentBudget) -> dict[str, object]:
             raise _corrupt("video", "没有可解码的画面", "has no decodable frame")
         _check_pixels(frame.width, frame.height, budget, "视频画面", "video frame")
         duration = (float(container.duration) / 1e6) if container.duration else None
-        return {"codec": context.name, "width": frame.width, "height": frame.height,
-                "duration": duration, "audio": bool(container.streams.audio)}
+        return {
+            "codec": context.name,
+            "width": frame.width,
+            "height": frame.height,
+            "duration": duration,
+            "audio": bool(container.streams.audio),
+        }
+
 
 def _aad(material_id: str, index: int, last: bool) -> bytes:
     return f"remotecase-material-v1/{material_id}/{index}/{int(last)}".encode()
@@ -320,11 +342,12 @@ class PlainReader(io.RawIOBase):
         sealed = self._fh.read(CHUNK + TAG)
         last = index == self._count - 1
         try:
-            plain = self._aead.decrypt(_nonce(index), sealed,
-                                       _aad(self._material_id, index, last))
+            plain = self._aead.decrypt(_nonce(index), sealed, _aad(self._material_id, index, last))
         except InvalidTag:
-            raise ValueError(f"material {self._material_id}: chunk {index} fails "
-                             "authentication (damaged, truncated or reordered)") from None
+            raise ValueError(
+                f"material {self._material_id}: chunk {index} fails "
+                "authentication (damaged, truncated or reordered)"
+            ) from None
         self._cached = (index, plain)
         return plain
 
@@ -349,8 +372,8 @@ class PlainReader(io.RawIOBase):
         done = 0
         while done < len(view) and self._pos < self.size:
             index, offset = divmod(self._pos, CHUNK)
-            piece = self._chunk(index)[offset:offset + len(view) - done]
-            view[done:done + len(piece)] = piece
+            piece = self._chunk(index)[offset : offset + len(view) - done]
+            view[done : done + len(piece)] = piece
             done += len(piece)
             self._pos += len(piece)
         return done
@@ -393,8 +416,11 @@ class MaterialWriter:
             del self._buffer[:CHUNK]
 
     def _seal_chunk(self, chunk: bytes, *, last: bool) -> None:
-        self._fh.write(self._aead.encrypt(_nonce(self._index), chunk,
-                                          _aad(self.material_id, self._index, last)))
+        self._fh.write(
+            self._aead.encrypt(
+                _nonce(self._index), chunk, _aad(self.material_id, self._index, last)
+            )
+        )
         self._index += 1
 
     def seal(self) -> None:
@@ -421,8 +447,13 @@ class MaterialWriter:
             os.close(fd)
         self._unlock()
         kek = self._store.kek
-        return StoredMaterial(self.material_id, self._hash.hexdigest(), self.size,
-                              kek.wrap(self._key), kek.fingerprint)
+        return StoredMaterial(
+            self.material_id,
+            self._hash.hexdigest(),
+            self.size,
+            kek.wrap(self._key),
+            kek.fingerprint,
+        )
 
     def _unlock(self) -> None:
         if self._lock >= 0:
@@ -510,33 +541,41 @@ class MaterialStore:
                 try:
                     yield aead.decrypt(_nonce(index), block, _aad(material_id, index, last))
                 except InvalidTag:
-                    raise ValueError(f"material {material_id}: chunk {index} fails "
-                                     "authentication (damaged, truncated or reordered)") from None
+                    raise ValueError(
+                        f"material {material_id}: chunk {index} fails "
+                        "authentication (damaged, truncated or reordered)"
+                    ) from None
                 if last:
                     return
                 block = following
                 index += 1
 
-    def read_all(self, material_id: str, wrapped_key: str, kek_fingerprint: str,
-                 expected_sha256: str) -> bytes:
+    def read_all(
+        self, material_id: str, wrapped_key: str, kek_fingerprint: str, expected_sha256: str
+    ) -> bytes:
         """The whole plaintext, checked against the hash taken on receipt."""
         data = b"".join(self.chunks(material_id, wrapped_key, kek_fingerprint))
         digest = hashlib.sha256(data).hexdigest()
         if digest != expected_sha256:
-            raise ValueError(f"material {material_id}: SHA-256 {digest} is not the "
-                             f"{expected_sha256} taken on receipt")
+            raise ValueError(
+                f"material {material_id}: SHA-256 {digest} is not the "
+                f"{expected_sha256} taken on receipt"
+            )
         return data
 
-    def verify(self, material_id: str, wrapped_key: str, kek_fingerprint: str,
-               expected_sha256: str) -> None:
+    def verify(
+        self, material_id: str, wrapped_key: str, kek_fingerprint: str, expected_sha256: str
+    ) -> None:
         """Read the whole file chunk by chunk and check it against the hash taken on receipt;
         ``KeyProblem`` or ``ValueError`` when it does not check out (call from a thread)."""
         digest = hashlib.sha256()
         for chunk in self.chunks(material_id, wrapped_key, kek_fingerprint):
             digest.update(chunk)
         if digest.hexdigest() != expected_sha256:
-            raise ValueError(f"material {material_id}: SHA-256 {digest.hexdigest()} is not the "
-                             f"{expected_sha256} taken on receipt")
+            raise ValueError(
+                f"material {material_id}: SHA-256 {digest.hexdigest()} is not the "
+                f"{expected_sha256} taken on receipt"
+            )
 
     def open(self, material_id: str, wrapped_key: str, kek_fingerprint: str) -> PlainReader:
         """A kept file's plaintext as a seekable file, decrypted chunk by chunk."""
@@ -547,5 +586,14 @@ class MaterialStore:
         self.path_of(material_id).unlink(missing_ok=True)
 
 
-__all__ = ["TYPES", "ContentBudget", "KeyProblem", "MaterialRejected", "MaterialStore",
-           "PlainReader", "StoredMaterial", "check_content", "sniff"]
+__all__ = [
+    "TYPES",
+    "ContentBudget",
+    "KeyProblem",
+    "MaterialRejected",
+    "MaterialStore",
+    "PlainReader",
+    "StoredMaterial",
+    "check_content",
+    "sniff",
+]

@@ -59,8 +59,12 @@ _EXPORT = re.compile(r"^EXP_[0-9T]+$")
 
 
 _STATUS: dict[int, type[web.HTTPException]] = {
-    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-    404: web.HTTPNotFound, 409: web.HTTPConflict}
+    400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+}
 
 
 def _error(status: int, code: str, message: str) -> web.HTTPException:
@@ -74,8 +78,9 @@ def case_brigade(conn: sqlite3.Connection, case_id: int) -> str | None:
 
 def brigade_cases(conn: sqlite3.Connection, brigade: str) -> set[str]:
     """The IDs of a brigade's cases, as recordings name them."""
-    return {str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?",
-                                               (brigade,))}
+    return {
+        str(r["id"]) for r in conn.execute("SELECT id FROM cases WHERE brigade = ?", (brigade,))
+    }
 
 
 async def _case_brigade(request: web.Request, case: object) -> str | None:
@@ -120,11 +125,23 @@ def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
     return directory, meta
 
 
-async def _log(request: web.Request, entry_type: str, officer: Officer,
-               meta: dict[str, Any], reason: str, **fields: Any) -> dict[str, Any]:
+async def _log(
+    request: web.Request,
+    entry_type: str,
+    officer: Officer,
+    meta: dict[str, Any],
+    reason: str,
+    **fields: Any,
+) -> dict[str, Any]:
     return await request.app[CUSTODY].append_async(
-        entry_type, actor=officer.actor, reason=reason, case=meta.get("case", ""),
-        room=meta.get("room", ""), recording=meta["recording_id"], **fields)
+        entry_type,
+        actor=officer.actor,
+        reason=reason,
+        case=meta.get("case", ""),
+        room=meta.get("room", ""),
+        recording=meta["recording_id"],
+        **fields,
+    )
 
 
 async def recording_control(request: web.Request) -> web.Response:
@@ -138,16 +155,21 @@ async def recording_control(request: web.Request) -> web.Response:
     if action == "start":
         if room.room_id in recorder.active:
             raise _error(409, "already_recording", "this room is already being recorded")
-        recording = await recorder.start(room, actor=officer.actor, reason=reason,
-                                         case=str(case_id))
+        recording = await recorder.start(
+            room, actor=officer.actor, reason=reason, case=str(case_id)
+        )
         return web.json_response(recording.status())
     if action == "stop":
         if room.room_id not in recorder.active:
             raise _error(409, "not_recording", "this room is not being recorded")
         manifest = await recorder.stop(room.room_id, actor=officer.actor, reason=reason)
-        return web.json_response({"recording_id": manifest["recording_id"],
-                                  "status": manifest["status"],
-                                  "tracks": len(manifest["tracks"])})
+        return web.json_response(
+            {
+                "recording_id": manifest["recording_id"],
+                "status": manifest["status"],
+                "tracks": len(manifest["tracks"]),
+            }
+        )
     raise _error(400, "bad_request", "action must be start or stop")
 
 
@@ -161,8 +183,19 @@ async def list_recordings(request: web.Request) -> web.Response:
         for path in sorted(recorder.recordings_dir.glob("*/recording.json")):
             meta = load_json(path)
             if officer.role == "supervisor" or meta.get("case") in cases:
-                out.append({k: meta.get(k) for k in ("recording_id", "room", "case", "state",
-                                                     "started_at", "stopped_at")})
+                out.append(
+                    {
+                        k: meta.get(k)
+                        for k in (
+                            "recording_id",
+                            "room",
+                            "case",
+                            "state",
+                            "started_at",
+                            "stopped_at",
+                        )
+                    }
+                )
         return out
 
     return web.json_response({"recordings": await asyncio.to_thread(scan)})
@@ -183,36 +216,60 @@ async def verify(request: web.Request) -> web.Response:
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     custody = request.app[CUSTODY]
-    findings = await asyncio.to_thread(verify_recording, directory, custody.directory,
-                                       custody.public_key, request.app[RECORDER].kek)
+    findings = await asyncio.to_thread(
+        verify_recording,
+        directory,
+        custody.directory,
+        custody.public_key,
+        request.app[RECORDER].kek,
+    )
     ok = all(f.ok for f in findings)
     await _log(request, "recording.verified", officer, meta, reason, result="ok" if ok else "fail")
-    return web.json_response({"ok": ok, "findings": [
-        {"ok": f.ok, "check": f.check, "detail": f.detail} for f in findings]})
+    return web.json_response(
+        {
+            "ok": ok,
+            "findings": [{"ok": f.ok, "check": f.check, "detail": f.detail} for f in findings],
+        }
+    )
 
 
 def _export_key(recorder: Any, directory: Path, export_id: str) -> bytes:
     """The export's key, derived from the recording's data key (sealed_exports.py)."""
     manifest = load_json(directory / "manifest.json")
-    data_key = recorder.kek.unwrap(manifest["key"]["wrapped_data_key"],
-                                   manifest["key"]["kek_fingerprint"])
+    data_key = recorder.kek.unwrap(
+        manifest["key"]["wrapped_data_key"], manifest["key"]["kek_fingerprint"]
+    )
     return sealed_exports.export_key(data_key, manifest["recording_id"], export_id)
 
 
-def _build_export(*, recorder: Any, custody: Any, tmp_root: Path, directory: Path, name: str,
-                  actor: str, reason: str) -> dict[str, Any]:
+def _build_export(
+    *,
+    recorder: Any,
+    custody: Any,
+    tmp_root: Path,
+    directory: Path,
+    name: str,
+    actor: str,
+    reason: str,
+) -> dict[str, Any]:
     """Build the package in a private temporary directory, keep it only encrypted."""
     sealed_exports.clear_stale_builds(tmp_root)
     build = sealed_exports.build_dir(tmp_root)
     try:
         result = export_recording(
-            recording_dir=directory, custody=custody, kek=recorder.kek,
-            signing_key=recorder.signing_key, out=build / "package", actor=actor,
-            reason=reason)
+            recording_dir=directory,
+            custody=custody,
+            kek=recorder.kek,
+            signing_key=recorder.signing_key,
+            out=build / "package",
+            actor=actor,
+            reason=reason,
+        )
         exports = directory / "exports"
         exports.mkdir(exist_ok=True, mode=0o700)
-        sealed_exports.seal_package(build / "package", exports / name,
-                                    _export_key(recorder, directory, name))
+        sealed_exports.seal_package(
+            build / "package", exports / name, _export_key(recorder, directory, name)
+        )
         return result
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -224,13 +281,20 @@ async def export(request: web.Request) -> web.Response:
     name = "EXP_" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
     try:
         result = await asyncio.to_thread(
-            _build_export, recorder=request.app[RECORDER], custody=request.app[CUSTODY],
-            tmp_root=request.app[CONFIG].data_dir / "tmp", directory=directory, name=name,
-            actor=officer.actor, reason=reason)
+            _build_export,
+            recorder=request.app[RECORDER],
+            custody=request.app[CUSTODY],
+            tmp_root=request.app[CONFIG].data_dir / "tmp",
+            directory=directory,
+            name=name,
+            actor=officer.actor,
+            reason=reason,
+        )
     except (KeyProblem, ValueError) as exc:
         raise _error(409, "cannot_export", str(exc)) from None
-    return web.json_response({"export": name, "files": sorted(result["files"]),
-                              "log_index": result["export_index"]})
+    return web.json_response(
+        {"export": name, "files": sorted(result["files"]), "log_index": result["export_index"]}
+    )
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -250,19 +314,26 @@ async def download(request: web.Request) -> web.StreamResponse:
     key = await asyncio.to_thread(_export_key, request.app[RECORDER], directory, name)
     sealed = await asyncio.to_thread(sealed_exports.SealedFile, out, index, path, key)
     try:
-        await _log(request, "recording.downloaded", officer, meta, reason, export=name,
-                   file=path)
-        response = web.StreamResponse(headers={
-            "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
-            "Content-Length": str(sealed.size), "Cache-Control": "no-store",
-            "Content-Disposition": f'attachment; filename="{Path(path).name}"'})
+        await _log(request, "recording.downloaded", officer, meta, reason, export=name, file=path)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
+                "Content-Length": str(sealed.size),
+                "Cache-Control": "no-store",
+                "Content-Disposition": f'attachment; filename="{Path(path).name}"',
+            }
+        )
         await response.prepare(request)
         while True:
             try:
                 chunk = await asyncio.to_thread(sealed.read_chunk)
             except InvalidTag:
-                logger.error("export %s/%s of %s: a chunk fails its check; the download is "
-                             "cut short", name, path, meta["recording_id"])
+                logger.error(
+                    "export %s/%s of %s: a chunk fails its check; the download is cut short",
+                    name,
+                    path,
+                    meta["recording_id"],
+                )
                 response.force_close()  # the client sees a short body and a closed connection
                 break  # never serve altered evidence
             if not chunk:
@@ -281,8 +352,11 @@ async def access_log(request: web.Request) -> web.Response:
 
     def read() -> list[dict[str, Any]]:
         custody.refresh()
-        return [e for e in custody.entries() if e.get("recording") == meta["recording_id"]
-                and e["type"] != "segment.written"]
+        return [
+            e
+            for e in custody.entries()
+            if e.get("recording") == meta["recording_id"] and e["type"] != "segment.written"
+        ]
 
     entries = await asyncio.to_thread(read)
     await _log(request, "recording.viewed", officer, meta, reason, what="access log")
@@ -296,25 +370,36 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
     if meta.get("state") != "sealed":
         raise _error(409, "not_available", f"the recording is {meta.get('state')}")
     manifest = await asyncio.to_thread(load_json, directory / "manifest.json")
-    track = next((t for t in manifest["tracks"]
-                  if t["track_id"] == request.match_info["track"]), None)
+    track = next(
+        (t for t in manifest["tracks"] if t["track_id"] == request.match_info["track"]), None
+    )
     if track is None:
         raise _error(404, "not_found", "no such track in this recording")
     recorder = request.app[RECORDER]
     # the data key as rewrapped by any KEK rotation (recording.json), else the sealed one
     data_key = await asyncio.to_thread(recording_data_key, recorder.kek, directory, manifest)
     await _log(request, "recording.streamed", officer, meta, reason, track=track["track_id"])
-    response = web.StreamResponse(headers={
-        "Content-Type": "video/webm" if track.get("container") == "webm" else "video/x-matroska",
-        "Content-Length": str(sum(int(seg["bytes"]) for seg in track["segments"])),
-        "Cache-Control": "no-store"})
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "video/webm"
+            if track.get("container") == "webm"
+            else "video/x-matroska",
+            "Content-Length": str(sum(int(seg["bytes"]) for seg in track["segments"])),
+            "Cache-Control": "no-store",
+        }
+    )
     await response.prepare(request)
     for seg in track["segments"]:
         path = directory / "segments" / track["track_id"] / f"{seg['segment']:06d}.seg"
         stored = await asyncio.to_thread(path.read_bytes)
-        plain = await asyncio.to_thread(decrypt_segment, stored, data_key,
-                                        manifest["recording_id"], track["track_id"],
-                                        seg["segment"])
+        plain = await asyncio.to_thread(
+            decrypt_segment,
+            stored,
+            data_key,
+            manifest["recording_id"],
+            track["track_id"],
+            seg["segment"],
+        )
         if hashlib.sha256(plain).hexdigest() != seg["sha256"]:
             break  # never serve altered evidence; the client sees a short body
         await response.write(plain)
@@ -334,9 +419,13 @@ async def set_retention(request: web.Request) -> web.Response:
     except ValueError:
         raise _error(400, "bad_request", "retain_until must be a date, YYYY-MM-DD") from None
     try:
-        entry = await asyncio.to_thread(request.app[RECORDER].set_retention,
-                                        meta["recording_id"], until, actor=officer.actor,
-                                        reason=reason)
+        entry = await asyncio.to_thread(
+            request.app[RECORDER].set_retention,
+            meta["recording_id"],
+            until,
+            actor=officer.actor,
+            reason=reason,
+        )
     except ValueError as exc:
         raise _error(409, "conflict", str(exc)) from None
     return web.json_response({"retain_until": entry["new"], "log_index": entry["index"]})
@@ -349,13 +438,21 @@ async def delete_media(request: web.Request) -> web.Response:
     _, meta = _recording_dir(request)
     reason = _reason(request.query.get("reason"))
     try:
-        entry = await asyncio.to_thread(request.app[RECORDER].delete_media,
-                                        meta["recording_id"], actor=officer.actor,
-                                        reason=reason)
+        entry = await asyncio.to_thread(
+            request.app[RECORDER].delete_media,
+            meta["recording_id"],
+            actor=officer.actor,
+            reason=reason,
+        )
     except ValueError as exc:
         raise _error(409, "conflict", str(exc)) from None
-    return web.json_response({"deleted": meta["recording_id"], "log_index": entry["index"],
-                              "segments_removed": entry["segments_removed"]})
+    return web.json_response(
+        {
+            "deleted": meta["recording_id"],
+            "log_index": entry["index"],
+            "segments_removed": entry["segments_removed"],
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:
@@ -373,41 +470,119 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases/{case}/sessions/{session}/recording", "post", op(
-        "Stop or restart the session's recording (it starts with the room)", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 404 409"), tag="recordings",
-        body=json_body({"action": {"type": "string", "enum": ["start", "stop"]},
-                        "reason": REASON}, ["action", "reason"])), [CASE, SESSION])
-    add("/api/recordings", "get", op(
-        "Recordings of the officer's brigade (a supervisor: all)", OFFICER,
-        responses("200", ANY_OBJECT, "401"), tag="recordings"))
-    for suffix, summary in (("manifest", "The sealed manifest"),
-                            ("verify", "Run the offline checks"),
-                            ("access-log", "The recording's custody entries")):
-        add(f"/api/recordings/{{recording}}/{suffix}", "get", op(
-            f"{summary} (logged)", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
-            tag="recordings", params=[reason_query()]), [RECORDING])
-    add("/api/recordings/{recording}/export", "post", op(
-        "Write an export package for court (logged)", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 404 409"), tag="recordings",
-        body=json_body({"reason": REASON}, ["reason"])), [RECORDING])
-    add("/api/recordings/{recording}/exports/{export}/{path}", "get", op(
-        "Download one file of an export package (logged)", OFFICER,
-        responses("200", {"type": "string", "format": "binary"}, "400 401 404",
-                  "application/octet-stream"), tag="recordings", params=[reason_query()]),
-        [RECORDING, in_path("export", {"type": "string", "pattern": "^EXP_[0-9T]+$"}),
-         in_path("path", {"type": "string"})])
-    add("/api/recordings/{recording}/tracks/{track}/media", "get", op(
-        "Play one recorded track, decrypted and re-hashed as it is sent (logged)", OFFICER,
-        responses("200", {"type": "string", "format": "binary"}, "400 401 404 409",
-                  "video/webm"), tag="recordings", params=[reason_query()]),
-        [RECORDING, in_path("track", {"type": "string"})])
-    add("/api/recordings/{recording}/retention", "post", op(
-        "Change how long the recording is kept (supervisors)", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="recordings",
-        body=json_body({"retain_until": {"type": "string", "format": "date"},
-                        "reason": REASON}, ["retain_until", "reason"])), [RECORDING])
-    add("/api/recordings/{recording}", "delete", op(
-        "Delete the media once retention has passed (supervisors)", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag="recordings",
-        params=[reason_query()]), [RECORDING])
+    add(
+        "/api/cases/{case}/sessions/{session}/recording",
+        "post",
+        op(
+            "Stop or restart the session's recording (it starts with the room)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="recordings",
+            body=json_body(
+                {"action": {"type": "string", "enum": ["start", "stop"]}, "reason": REASON},
+                ["action", "reason"],
+            ),
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        "/api/recordings",
+        "get",
+        op(
+            "Recordings of the officer's brigade (a supervisor: all)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401"),
+            tag="recordings",
+        ),
+    )
+    for suffix, summary in (
+        ("manifest", "The sealed manifest"),
+        ("verify", "Run the offline checks"),
+        ("access-log", "The recording's custody entries"),
+    ):
+        add(
+            f"/api/recordings/{{recording}}/{suffix}",
+            "get",
+            op(
+                f"{summary} (logged)",
+                OFFICER,
+                responses("200", ANY_OBJECT, "400 401 404 409"),
+                tag="recordings",
+                params=[reason_query()],
+            ),
+            [RECORDING],
+        )
+    add(
+        "/api/recordings/{recording}/export",
+        "post",
+        op(
+            "Write an export package for court (logged)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="recordings",
+            body=json_body({"reason": REASON}, ["reason"]),
+        ),
+        [RECORDING],
+    )
+    add(
+        "/api/recordings/{recording}/exports/{export}/{path}",
+        "get",
+        op(
+            "Download one file of an export package (logged)",
+            OFFICER,
+            responses(
+                "200",
+                {"type": "string", "format": "binary"},
+                "400 401 404",
+                "application/octet-stream",
+            ),
+            tag="recordings",
+            params=[reason_query()],
+        ),
+        [
+            RECORDING,
+            in_path("export", {"type": "string", "pattern": "^EXP_[0-9T]+$"}),
+            in_path("path", {"type": "string"}),
+        ],
+    )
+    add(
+        "/api/recordings/{recording}/tracks/{track}/media",
+        "get",
+        op(
+            "Play one recorded track, decrypted and re-hashed as it is sent (logged)",
+            OFFICER,
+            responses(
+                "200", {"type": "string", "format": "binary"}, "400 401 404 409", "video/webm"
+            ),
+            tag="recordings",
+            params=[reason_query()],
+        ),
+        [RECORDING, in_path("track", {"type": "string"})],
+    )
+    add(
+        "/api/recordings/{recording}/retention",
+        "post",
+        op(
+            "Change how long the recording is kept (supervisors)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag="recordings",
+            body=json_body(
+                {"retain_until": {"type": "string", "format": "date"}, "reason": REASON},
+                ["retain_until", "reason"],
+            ),
+        ),
+        [RECORDING],
+    )
+    add(
+        "/api/recordings/{recording}",
+        "delete",
+        op(
+            "Delete the media once retention has passed (supervisors)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag="recordings",
+            params=[reason_query()],
+        ),
+        [RECORDING],
+    )

@@ -92,15 +92,19 @@ def seal_package(package: Path, out: Path, key: bytes) -> dict[str, Any]:
         for number, path in enumerate(p for p in sorted(package.rglob("*")) if p.is_file()):
             rel = path.relative_to(package).as_posix()
             size = path.stat().st_size
-            fd = os.open(partial / "blobs" / str(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                         0o600)
+            fd = os.open(
+                partial / "blobs" / str(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+            )
             with os.fdopen(fd, "wb") as sink, open(path, "rb") as source:
                 chunks = max(1, -(-size // CHUNK))
                 for chunk in range(chunks):
                     plain = source.read(CHUNK)
                     last = chunk == chunks - 1
-                    sink.write(aead.encrypt(_nonce(number, chunk), plain,
-                                            _aad(export_id, rel, chunk, last)))
+                    sink.write(
+                        aead.encrypt(
+                            _nonce(number, chunk), plain, _aad(export_id, rel, chunk, last)
+                        )
+                    )
                 sink.flush()
                 os.fsync(sink.fileno())
             files[rel] = {"blob": number, "size": size}
@@ -146,8 +150,9 @@ class SealedFile:
         sealed = self._fh.read(CHUNK + TAG)
         chunk, last = self._next, self._next == self._chunks - 1
         self._next += 1
-        plain: bytes = self._aead.decrypt(_nonce(self._number, chunk), sealed,
-                                          _aad(self._export_id, self._path, chunk, last))
+        plain: bytes = self._aead.decrypt(
+            _nonce(self._number, chunk), sealed, _aad(self._export_id, self._path, chunk, last)
+        )
         return plain
 
     def close(self) -> None:

@@ -47,10 +47,14 @@ RECORD = in_path("record", ID)
 MAX_TEXT = 5000
 
 _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
-    store.Refusal.NO_CASE: web.HTTPNotFound, store.Refusal.CASE_CLOSED: web.HTTPConflict,
-    store.Refusal.NO_SESSION: web.HTTPNotFound, store.Refusal.NO_PARTY: web.HTTPBadRequest,
-    store.Refusal.NO_RECORD: web.HTTPNotFound, store.Refusal.NO_OFFICER: web.HTTPBadRequest,
-    store.Refusal.FINAL: web.HTTPConflict}
+    store.Refusal.NO_CASE: web.HTTPNotFound,
+    store.Refusal.CASE_CLOSED: web.HTTPConflict,
+    store.Refusal.NO_SESSION: web.HTTPNotFound,
+    store.Refusal.NO_PARTY: web.HTTPBadRequest,
+    store.Refusal.NO_RECORD: web.HTTPNotFound,
+    store.Refusal.NO_OFFICER: web.HTTPBadRequest,
+    store.Refusal.FINAL: web.HTTPConflict,
+}
 
 
 def done(result: T | store.Refusal) -> T:
@@ -66,15 +70,28 @@ async def _run(request: web.Request, fn: Any) -> Any:
         raise json_error(web.HTTPConflict, "record_state", str(exc)) from None
 
 
-async def saved(request: web.Request, actor: str, result: tuple[dict[str, Any], RecordVersion]
-                ) -> dict[str, Any]:
+async def saved(
+    request: web.Request, actor: str, result: tuple[dict[str, Any], RecordVersion]
+) -> dict[str, Any]:
     row, version = result
     await request.app[CUSTODY].append_async(
-        "record.saved", actor=actor, case=str(row["case_id"]), session=row["session_id"],
-        record=row["id"], version=version.version, sha256=version.sha256, phase=row["phase"])
+        "record.saved",
+        actor=actor,
+        case=str(row["case_id"]),
+        session=row["session_id"],
+        record=row["id"],
+        version=version.version,
+        sha256=version.sha256,
+        phase=row["phase"],
+    )
     # the officers' event stream (/api/events) of the case, for other consoles following it
-    request.app[EVENTS].publish(row["case_id"], "record.saved", record=row["id"],
-                                version=version.version, phase=row["phase"])
+    request.app[EVENTS].publish(
+        row["case_id"],
+        "record.saved",
+        record=row["id"],
+        version=version.version,
+        phase=row["phase"],
+    )
     return row
 
 
@@ -89,8 +106,11 @@ def _at(body: dict[str, Any]) -> datetime:
         if at.tzinfo is None:
             raise ValueError
     except ValueError:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         "at：带时区的 ISO 8601 时间 / an ISO 8601 time with its offset") from None
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "at：带时区的 ISO 8601 时间 / an ISO 8601 time with its offset",
+        ) from None
     return at
 
 
@@ -99,13 +119,17 @@ def _long(body: dict[str, Any], key: str, *, required: bool = True) -> str | Non
         return None
     value = body.get(key)
     if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value.strip()):
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"{key}：1 至 {MAX_TEXT} 字的文本 / a text of 1-{MAX_TEXT} characters")
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            f"{key}：1 至 {MAX_TEXT} 字的文本 / a text of 1-{MAX_TEXT} characters",
+        )
     return value
 
 
-async def _recording(request: web.Request, case_id: int, session_id: int
-                     ) -> tuple[str | None, datetime | None]:
+async def _recording(
+    request: web.Request, case_id: int, session_id: int
+) -> tuple[str | None, datetime | None]:
     """The session's recording running now (its ID and start), if any."""
     room = await request.app[DB].run(lambda c: store.session_room(c, case_id, session_id))
     recorder = request.app.get(RECORDER)
@@ -122,16 +146,19 @@ async def post_record(request: web.Request) -> web.Response:
     session_id = access.path_int(request, "session", "session")
     body = await read_object(request)
     recording = await _recording(request, case_id, session_id)
-    result = await _run(request, lambda c: store.create(c, who, case_id, session_id,
-                                                        body.get("party_id"), recording))
+    result = await _run(
+        request,
+        lambda c: store.create(c, who, case_id, session_id, body.get("party_id"), recording),
+    )
     return web.json_response(await saved(request, who.actor, result), status=201)
 
 
 async def list_records(request: web.Request) -> web.Response:
     who = await access.officer(request)
     case_id = access.case_id(request)
-    return web.json_response({"records": await _run(
-        request, lambda c: store.list_for_case(c, who, case_id))})
+    return web.json_response(
+        {"records": await _run(request, lambda c: store.list_for_case(c, who, case_id))}
+    )
 
 
 def _ids(request: web.Request) -> tuple[int, int]:
@@ -141,8 +168,7 @@ def _ids(request: web.Request) -> tuple[int, int]:
 async def get_record(request: web.Request) -> web.Response:
     who = await access.officer(request)
     case_id, record_id = _ids(request)
-    return web.json_response(await _run(request, lambda c: store.get(c, who, case_id,
-                                                                     record_id)))
+    return web.json_response(await _run(request, lambda c: store.get(c, who, case_id, record_id)))
 
 
 async def _change(request: web.Request, apply: Any) -> web.Response:
@@ -152,8 +178,7 @@ async def _change(request: web.Request, apply: Any) -> web.Response:
     def run(c: Any) -> Any:
         if access.find_case(c, who, case_id) is None:
             return store.Refusal.NO_CASE
-        return store.change(c, who.actor, ("id = ? AND case_id = ?", (record_id, case_id)),
-                            apply)
+        return store.change(c, who.actor, ("id = ? AND case_id = ?", (record_id, case_id)), apply)
 
     return web.json_response(await saved(request, who.actor, await _run(request, run)))
 
@@ -163,11 +188,17 @@ async def put_header(request: web.Request) -> web.Response:
     case_id, record_id = _ids(request)
     body = await read_object(request)
     unknown = set(body) - set(store.HEADER_SECTIONS)
-    if unknown or not all(isinstance(body[k], dict) for k in body if k != "officers") or \
-            not isinstance(body.get("officers", []), list):
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         "表头只含 department、case、person（对象）和 officers（列表）/ the header "
-                         "has department, case, person (objects) and officers (a list)")
+    if (
+        unknown
+        or not all(isinstance(body[k], dict) for k in body if k != "officers")
+        or not isinstance(body.get("officers", []), list)
+    ):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "表头只含 department、case、person（对象）和 officers（列表）/ the header "
+            "has department, case, person (objects) and officers (a list)",
+        )
     result = await _run(request, lambda c: store.edit_header(c, who, case_id, record_id, body))
     return web.json_response(await saved(request, who.actor, result))
 
@@ -194,12 +225,16 @@ async def post_correction(request: web.Request) -> web.Response:
     turn = access.id_value(body.get("turn"))
     field = body.get("field")
     if turn is None or field not in ("q", "a"):
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         "turn：问答序号；field：q 或 a / turn: the turn's number; field: q or a")
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "turn：问答序号；field：q 或 a / turn: the turn's number; field: q or a",
+        )
     new = _long(body, "text") or ""
     asked_by = text(body, "asked_by", required=False) or "被询问人"
-    return await _change(request, lambda r, h: r.correct(turn, str(field), new, asked_by,
-                                                         datetime.now(UTC)))
+    return await _change(
+        request, lambda r, h: r.correct(turn, str(field), new, asked_by, datetime.now(UTC))
+    )
 
 
 async def post_finalise(request: web.Request) -> web.Response:
@@ -212,10 +247,15 @@ async def post_finalise(request: web.Request) -> web.Response:
     case_id, record_id = _ids(request)
     row = await _run(request, lambda c: store.get(c, who, case_id, record_id))
     if row["document_id"] is not None:
-        raise json_error(web.HTTPConflict, "record_final",
-                         "笔录已定稿并生成文书 / the record is final and its document made")
-    trial = InquiryRecord.from_json({k: row[k] for k in (
-        "recording_start", "turns", "corrections", "phase")} | {"version": row["version"]})
+        raise json_error(
+            web.HTTPConflict,
+            "record_final",
+            "笔录已定稿并生成文书 / the record is final and its document made",
+        )
+    trial = InquiryRecord.from_json(
+        {k: row[k] for k in ("recording_start", "turns", "corrections", "phase")}
+        | {"version": row["version"]}
+    )
     try:
         trial.finalise()
         data = trial.document_data(store.document_base(row))
@@ -230,16 +270,22 @@ async def post_finalise(request: web.Request) -> web.Response:
         return r.finalise()
 
     await _change_as(request, who, case_id, record_id, finalise)
-    document = await documents.generate(request, who, case_id, "inquiry_record", {},
-                                        data=copy.deepcopy(data))
+    document = await documents.generate(
+        request, who, case_id, "inquiry_record", {}, data=copy.deepcopy(data)
+    )
     await request.app[DB].run(lambda c: store.link_document(c, record_id, document["id"]))
     return web.json_response({"record": record_id, "document": document}, status=201)
 
 
-async def _change_as(request: web.Request, who: Any, case_id: int, record_id: int,
-                     apply: Any) -> dict[str, Any]:
-    result = await _run(request, lambda c: store.change(
-        c, who.actor, ("id = ? AND case_id = ?", (record_id, case_id)), apply))
+async def _change_as(
+    request: web.Request, who: Any, case_id: int, record_id: int, apply: Any
+) -> dict[str, Any]:
+    result = await _run(
+        request,
+        lambda c: store.change(
+            c, who.actor, ("id = ? AND case_id = ?", (record_id, case_id)), apply
+        ),
+    )
     return await saved(request, who.actor, result)
 
 
@@ -256,13 +302,25 @@ async def party_answer(request: web.Request) -> web.Response:
     body = await read_object(request)
     confirmed = body.get("confirmed")
     if not isinstance(confirmed, bool):
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         "confirmed：true 确认，false 拒绝 / true confirms, false rejects")
-    where = ("id = (SELECT id FROM inquiry_records WHERE party_id = ? AND case_id = ? "
-             "ORDER BY id DESC LIMIT 1)", (caller.party_id, caller.case_id))
-    result = await _run(request, lambda c: store.change(
-        c, caller.actor, where,
-        lambda r, h: r.answer_correction(correction, confirmed, datetime.now(UTC))))
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "confirmed：true 确认，false 拒绝 / true confirms, false rejects",
+        )
+    where = (
+        "id = (SELECT id FROM inquiry_records WHERE party_id = ? AND case_id = ? "
+        "ORDER BY id DESC LIMIT 1)",
+        (caller.party_id, caller.case_id),
+    )
+    result = await _run(
+        request,
+        lambda c: store.change(
+            c,
+            caller.actor,
+            where,
+            lambda r, h: r.answer_correction(correction, confirmed, datetime.now(UTC)),
+        ),
+    )
     row = await saved(request, caller.actor, result)
     row.pop("created_by", None)
     return web.json_response(row)
@@ -288,48 +346,135 @@ def describe(add: Add) -> None:
     base = "/api/cases/{case}/records"
     tag = "records"
     text_schema = {"type": "string", "maxLength": MAX_TEXT}
-    add("/api/cases/{case}/sessions/{session}/records", "post", op(
-        "Open the inquiry record of a party in a session (header from the case)", OFFICER,
-        responses("201", ANY_OBJECT, "400 401 403 404 409"), tag=tag,
-        body=json_body({"party_id": ID}, ["party_id"])), [CASE, SESSION])
-    add(base, "get", op("The case's inquiry records", OFFICER,
-                        responses("200", ANY_OBJECT, "401 404"), tag=tag), [CASE])
-    add(base + "/{record}", "get", op("An inquiry record", OFFICER,
-                                      responses("200", ANY_OBJECT, "401 404"), tag=tag),
-        [CASE, RECORD])
-    add(base + "/{record}/header", "put", op(
-        "Edit the header (sections department, case, person; officers by account)", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag=tag,
-        body=json_body({"department": ANY_OBJECT, "case": ANY_OBJECT, "person": ANY_OBJECT,
-                        "officers": {"type": "array", "items": ANY_OBJECT}}, [])),
-        [CASE, RECORD])
-    add(base + "/{record}/turns", "post", op(
-        "Add a question and its answer (time and recording offset kept)", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag=tag,
-        body=json_body({"q": text_schema, "a": text_schema, "at": TIME}, ["q"])),
-        [CASE, RECORD])
-    add(base + "/{record}/turns/{turn}", "put", op(
-        "Edit a turn while writing", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag=tag,
-        body=json_body({"q": text_schema, "a": text_schema}, [])),
-        [CASE, RECORD, in_path("turn", ID)])
-    add(base + "/{record}/review", "post", op(
-        "Start the party's review (the text is frozen)", OFFICER,
-        responses("200", ANY_OBJECT, "401 403 404 409"), tag=tag), [CASE, RECORD])
-    add(base + "/{record}/corrections", "post", op(
-        "A correction during review, for the party to confirm", OFFICER,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag=tag,
-        body=json_body({"turn": ID, "field": {"type": "string", "enum": ["q", "a"]},
-                        "text": text_schema, "asked_by": {"type": "string", "maxLength": 200}},
-                       ["turn", "field", "text"])), [CASE, RECORD])
-    add(base + "/{record}/finalise", "post", op(
-        "Finalise and render the numbered PDF to sign", OFFICER,
-        responses("201", ANY_OBJECT, "401 403 404 409 422"), tag=tag), [CASE, RECORD])
-    add("/api/party/record", "get", op(
-        "The party's inquiry record, live", PARTY,
-        responses("200", ANY_OBJECT, "401 403 404"), tag=tag))
-    add("/api/party/record/corrections/{correction}", "post", op(
-        "Confirm or reject a correction", PARTY,
-        responses("200", ANY_OBJECT, "400 401 403 404 409"), tag=tag,
-        body=json_body({"confirmed": {"type": "boolean"}}, ["confirmed"])),
-        [in_path("correction", ID)])
+    add(
+        "/api/cases/{case}/sessions/{session}/records",
+        "post",
+        op(
+            "Open the inquiry record of a party in a session (header from the case)",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body({"party_id": ID}, ["party_id"]),
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        base,
+        "get",
+        op("The case's inquiry records", OFFICER, responses("200", ANY_OBJECT, "401 404"), tag=tag),
+        [CASE],
+    )
+    add(
+        base + "/{record}",
+        "get",
+        op("An inquiry record", OFFICER, responses("200", ANY_OBJECT, "401 404"), tag=tag),
+        [CASE, RECORD],
+    )
+    add(
+        base + "/{record}/header",
+        "put",
+        op(
+            "Edit the header (sections department, case, person; officers by account)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "department": ANY_OBJECT,
+                    "case": ANY_OBJECT,
+                    "person": ANY_OBJECT,
+                    "officers": {"type": "array", "items": ANY_OBJECT},
+                },
+                [],
+            ),
+        ),
+        [CASE, RECORD],
+    )
+    add(
+        base + "/{record}/turns",
+        "post",
+        op(
+            "Add a question and its answer (time and recording offset kept)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body({"q": text_schema, "a": text_schema, "at": TIME}, ["q"]),
+        ),
+        [CASE, RECORD],
+    )
+    add(
+        base + "/{record}/turns/{turn}",
+        "put",
+        op(
+            "Edit a turn while writing",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body({"q": text_schema, "a": text_schema}, []),
+        ),
+        [CASE, RECORD, in_path("turn", ID)],
+    )
+    add(
+        base + "/{record}/review",
+        "post",
+        op(
+            "Start the party's review (the text is frozen)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 403 404 409"),
+            tag=tag,
+        ),
+        [CASE, RECORD],
+    )
+    add(
+        base + "/{record}/corrections",
+        "post",
+        op(
+            "A correction during review, for the party to confirm",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "turn": ID,
+                    "field": {"type": "string", "enum": ["q", "a"]},
+                    "text": text_schema,
+                    "asked_by": {"type": "string", "maxLength": 200},
+                },
+                ["turn", "field", "text"],
+            ),
+        ),
+        [CASE, RECORD],
+    )
+    add(
+        base + "/{record}/finalise",
+        "post",
+        op(
+            "Finalise and render the numbered PDF to sign",
+            OFFICER,
+            responses("201", ANY_OBJECT, "401 403 404 409 422"),
+            tag=tag,
+        ),
+        [CASE, RECORD],
+    )
+    add(
+        "/api/party/record",
+        "get",
+        op(
+            "The party's inquiry record, live",
+            PARTY,
+            responses("200", ANY_OBJECT, "401 403 404"),
+            tag=tag,
+        ),
+    )
+    add(
+        "/api/party/record/corrections/{correction}",
+        "post",
+        op(
+            "Confirm or reject a correction",
+            PARTY,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body({"confirmed": {"type": "boolean"}}, ["confirmed"]),
+        ),
+        [in_path("correction", ID)],
+    )

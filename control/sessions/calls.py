@@ -42,8 +42,9 @@ async def session_action(request: web.Request) -> web.Response:
     reason = text(body, "reason", max_len=500)
     case_id = access.case_id(request)
     session_id = access.path_int(request, "session", "session")
-    room_id = done(await request.app[DB].run(
-        lambda c: store.open_room(c, officer, case_id, session_id)))
+    room_id = done(
+        await request.app[DB].run(lambda c: store.open_room(c, officer, case_id, session_id))
+    )
     room = request.app[SFU].rooms.get(room_id)
     live = room if room is not None and not room.closed else None
     detail: dict[str, Any] = {}
@@ -56,16 +57,32 @@ async def session_action(request: web.Request) -> web.Response:
         detail["participant"] = participant_id
         if action != "remove":
             kinds = body.get("kinds", ["audio", "video"])
-            if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds) \
-                    or not set(kinds) <= {"audio", "video"}:
+            if (
+                not isinstance(kinds, list)
+                or not all(isinstance(k, str) for k in kinds)
+                or not set(kinds) <= {"audio", "video"}
+            ):
                 raise json_error(web.HTTPBadRequest, "bad_request", "kinds: audio and/or video")
             detail["kinds"] = kinds
     elif action not in store.ACTIONS:
         raise json_error(web.HTTPNotFound, "not_found", "unknown action")
 
-    done(await request.app[DB].run(lambda c: store.call_action(
-        c, officer, case_id, session_id, room_id, action, participant_id, kinds, reason,
-        detail)))
+    done(
+        await request.app[DB].run(
+            lambda c: store.call_action(
+                c,
+                officer,
+                case_id,
+                session_id,
+                room_id,
+                action,
+                participant_id,
+                kinds,
+                reason,
+                detail,
+            )
+        )
+    )
     if live is not None:
         participant = live.participants.get(participant_id)
         if action in ("lock", "unlock"):
@@ -80,17 +97,37 @@ async def session_action(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post(
         "/api/cases/{case}/sessions/{session}/{action:remove|mute|unmute|lock|unlock}",
-        session_action)
+        session_action,
+    )
 
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases/{case}/sessions/{session}/{action}", "post", op(
-        "Act on the call: remove, mute or unmute a participant; lock or unlock the room",
-        OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"), tag="sessions",
-        body=json_body({"reason": REASON, "participant": {"type": "string", "maxLength": 64},
-                        "kinds": {"type": "array", "items": {"type": "string",
-                                                             "enum": ["audio", "video"]}}},
-                       ["reason"])),
-        [CASE, SESSION, in_path("action", {"type": "string", "enum": [
-            "remove", "mute", "unmute", "lock", "unlock"]})])
+    add(
+        "/api/cases/{case}/sessions/{session}/{action}",
+        "post",
+        op(
+            "Act on the call: remove, mute or unmute a participant; lock or unlock the room",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="sessions",
+            body=json_body(
+                {
+                    "reason": REASON,
+                    "participant": {"type": "string", "maxLength": 64},
+                    "kinds": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["audio", "video"]},
+                    },
+                },
+                ["reason"],
+            ),
+        ),
+        [
+            CASE,
+            SESSION,
+            in_path(
+                "action", {"type": "string", "enum": ["remove", "mute", "unmute", "lock", "unlock"]}
+            ),
+        ],
+    )

@@ -68,8 +68,16 @@ PARTICIPANT = "server-evidence"
 class Display:
     """One item on screen in one room; a room observer that notes who saw it."""
 
-    def __init__(self, manager: DisplayManager, display_id: int, room: SfuRoom, case_id: int,
-                 material: dict[str, Any], tracks: list[ServerTrack], actor: str) -> None:
+    def __init__(
+        self,
+        manager: DisplayManager,
+        display_id: int,
+        room: SfuRoom,
+        case_id: int,
+        material: dict[str, Any],
+        tracks: list[ServerTrack],
+        actor: str,
+    ) -> None:
         self.manager = manager
         self.display_id = display_id
         self.room = room
@@ -97,8 +105,10 @@ class Display:
         pass
 
     def on_room_closed(self, reason: CloseReason) -> None:
-        self.manager.spawn(self.end("room_closed", actor="server", reason="the room closed"),
-                           f"end display {self.display_id}")
+        self.manager.spawn(
+            self.end("room_closed", actor="server", reason="the room closed"),
+            f"end display {self.display_id}",
+        )
 
     # -- life ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -130,15 +140,32 @@ class Display:
             await track.close(CloseReason.UNPUBLISHED)
         viewers = sorted(self.viewers)
         await self.manager.custody.append_async(
-            "evidence.display_ended", actor=actor, reason=reason, case=str(self.case_id),
-            room=self.room.room_id, display=self.display_id, material=self.material["id"],
-            ended=how, viewers=viewers, frames_sent=self.track.frames_sent,
-            seconds=round(time.monotonic() - self.started, 3))
-        await self.manager.db.run(lambda c: store.display_ended(
-            c, self.display_id, self.case_id, actor, how, reason, viewers))
-        self.manager.events.publish(self.case_id, "display", self.room.room_id, state="ended",
-                                    display=self.display_id, material=self.material["id"],
-                                    ended=how)
+            "evidence.display_ended",
+            actor=actor,
+            reason=reason,
+            case=str(self.case_id),
+            room=self.room.room_id,
+            display=self.display_id,
+            material=self.material["id"],
+            ended=how,
+            viewers=viewers,
+            frames_sent=self.track.frames_sent,
+            seconds=round(time.monotonic() - self.started, 3),
+        )
+        await self.manager.db.run(
+            lambda c: store.display_ended(
+                c, self.display_id, self.case_id, actor, how, reason, viewers
+            )
+        )
+        self.manager.events.publish(
+            self.case_id,
+            "display",
+            self.room.room_id,
+            state="ended",
+            display=self.display_id,
+            material=self.material["id"],
+            ended=how,
+        )
 
 
 class DisplayManager:
@@ -163,12 +190,15 @@ class DisplayManager:
 
 
 def _room_video_codecs(room: SfuRoom) -> set[str]:
-    return {up.info.mime_type.lower() for p in room.participants.values()
-            for up in p.up_tracks.values() if up.info.kind == "video"}
+    return {
+        up.info.mime_type.lower()
+        for p in room.participants.values()
+        for up in p.up_tracks.values()
+        if up.info.kind == "video"
+    }
 
 
-def _players(material: dict[str, Any], data: bytes, page: int,
-             codecs: set[str]) -> list[Player]:
+def _players(material: dict[str, Any], data: bytes, page: int, codecs: set[str]) -> list[Player]:
     category = TYPES[material["media_type"]][0]
     if category == "image":
         return [StillPlayer.from_image(data)]
@@ -186,13 +216,14 @@ async def start_display(request: web.Request) -> web.Response:
     reason = text(body, "reason", max_len=500)
     material_id = body.get("material_id")
     page = body.get("page", 1)
-    if not isinstance(material_id, str) or len(material_id) > 64 or \
-            access.id_value(page) is None:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         "material_id: a material of the case; page: a page number from 1")
+    if not isinstance(material_id, str) or len(material_id) > 64 or access.id_value(page) is None:
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "material_id: a material of the case; page: a page number from 1",
+        )
     case_id, session_id, room = await open_session_room(request, officer)
-    material = done(await request.app[DB].run(
-        lambda c: material_row(c, case_id, material_id)))
+    material = done(await request.app[DB].run(lambda c: material_row(c, case_id, material_id)))
     data = await read_checked(request, material)
     codecs = _room_video_codecs(room)
     try:
@@ -209,30 +240,61 @@ async def start_display(request: web.Request) -> web.Response:
         for each in players:
             each.close()
         raise json_error(web.HTTPConflict, "empty", "the room closed")
-    display_id = await request.app[DB].run(lambda c: store.display_started(
-        c, session_id, case_id, officer.actor, material_id, player.mode, reason))
+    display_id = await request.app[DB].run(
+        lambda c: store.display_started(
+            c, session_id, case_id, officer.actor, material_id, player.mode, reason
+        )
+    )
     pli = request.app[CONFIG].media.pli_min_interval
-    tracks = [ServerTrack(f"evidence-{display_id}" + ("-audio" if n else ""), PARTICIPANT, p,
-                          pli_min_interval=pli) for n, p in enumerate(players)]
+    tracks = [
+        ServerTrack(
+            f"evidence-{display_id}" + ("-audio" if n else ""), PARTICIPANT, p, pli_min_interval=pli
+        )
+        for n, p in enumerate(players)
+    ]
     track = tracks[0]
     display = Display(manager, display_id, room, case_id, material, tracks, officer.actor)
     await manager.custody.append_async(
-        "evidence.display_started", actor=officer.actor, reason=reason, case=str(case_id),
-        room=room.room_id, display=display_id, material=material_id,
-        sha256=material["sha256"], media_type=material["media_type"], mode=player.mode,
+        "evidence.display_started",
+        actor=officer.actor,
+        reason=reason,
+        case=str(case_id),
+        room=room.room_id,
+        display=display_id,
+        material=material_id,
+        sha256=material["sha256"],
+        media_type=material["media_type"],
+        mode=player.mode,
         audio=sound,
         page=page if TYPES[material["media_type"]][0] == "pdf" else None,
-        viewers=sorted(display.viewers))
+        viewers=sorted(display.viewers),
+    )
     manager.displays[room.room_id] = display
     room.add_observer(display)
     for published in tracks:
         room.add_server_track(published.up)
     display.task = manager.spawn(display.run(), f"display {display_id}")
-    manager.events.publish(case_id, "display", room.room_id, state="shown", display=display_id,
-                           material=material_id, mode=player.mode, by=officer.actor)
-    return web.json_response({"display": display_id, "mode": player.mode, "audio": sound,
-                              "track": track.up.info.track_id, "participant": PARTICIPANT,
-                              "codec": player.mime_type}, status=201)
+    manager.events.publish(
+        case_id,
+        "display",
+        room.room_id,
+        state="shown",
+        display=display_id,
+        material=material_id,
+        mode=player.mode,
+        by=officer.actor,
+    )
+    return web.json_response(
+        {
+            "display": display_id,
+            "mode": player.mode,
+            "audio": sound,
+            "track": track.up.info.track_id,
+            "participant": PARTICIPANT,
+            "codec": player.mime_type,
+        },
+        status=201,
+    )
 
 
 async def stop_display(request: web.Request) -> web.Response:
@@ -243,8 +305,7 @@ async def stop_display(request: web.Request) -> web.Response:
     if display is None:
         raise json_error(web.HTTPConflict, "nothing_shown", "nothing is being shown")
     await display.end("stopped", actor=officer.actor, reason=reason)
-    return web.json_response({"stopped": display.display_id,
-                              "viewers": sorted(display.viewers)})
+    return web.json_response({"stopped": display.display_id, "viewers": sorted(display.viewers)})
 
 
 def add_routes(app: web.Application) -> None:
@@ -254,14 +315,33 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases/{case}/sessions/{session}/display", "post", op(
-        "Show an evidence item to everyone in the call", OFFICER,
-        responses("201", ANY_OBJECT, "400 401 404 409 422"), tag="evidence",
-        body=json_body({"material_id": MATERIAL_ID, "page": ID, "reason": REASON},
-                       ["material_id", "reason"]),
-        description="A video plays from its own packets when its codec fits the room, else "
-                    "transcoded once; a photo or PDF page is a still. Start, end and viewers "
-                    "go to the custody log."), [CASE, SESSION])
-    add("/api/cases/{case}/sessions/{session}/display/stop", "post", op(
-        "Take the shown item off", OFFICER, responses("200", ANY_OBJECT, "400 401 404 409"),
-        tag="evidence", body=json_body({"reason": REASON}, ["reason"])), [CASE, SESSION])
+    add(
+        "/api/cases/{case}/sessions/{session}/display",
+        "post",
+        op(
+            "Show an evidence item to everyone in the call",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 404 409 422"),
+            tag="evidence",
+            body=json_body(
+                {"material_id": MATERIAL_ID, "page": ID, "reason": REASON},
+                ["material_id", "reason"],
+            ),
+            description="A video plays from its own packets when its codec fits the room, else "
+            "transcoded once; a photo or PDF page is a still. Start, end and viewers "
+            "go to the custody log.",
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        "/api/cases/{case}/sessions/{session}/display/stop",
+        "post",
+        op(
+            "Take the shown item off",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404 409"),
+            tag="evidence",
+            body=json_body({"reason": REASON}, ["reason"]),
+        ),
+        [CASE, SESSION],
+    )

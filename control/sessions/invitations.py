@@ -63,8 +63,7 @@ _REDEEM_ERRORS: dict[RedeemRefusal, tuple[type[web.HTTPException], str, bool]] =
     RedeemRefusal.USED: (web.HTTPGone, "the invitation has been used", True),
     RedeemRefusal.EXPIRED: (web.HTTPGone, "the invitation has expired", True),
     RedeemRefusal.NOT_YET: (web.HTTPConflict, "the invitation is not valid yet", False),
-    RedeemRefusal.NO_SESSION: (web.HTTPConflict, "the officer has not opened the session",
-                               False),
+    RedeemRefusal.NO_SESSION: (web.HTTPConflict, "the officer has not opened the session", False),
 }
 
 
@@ -78,76 +77,124 @@ class Redemption:
     grant: str  # the party's call grant, for the signalling token
 
 
-def create_invitation(conn: sqlite3.Connection, officer: Officer, case_id: int, party_id: int,
-                      token: str, start: float, hours: float) -> dict[str, Any] | Refusal:
+def create_invitation(
+    conn: sqlite3.Connection,
+    officer: Officer,
+    case_id: int,
+    party_id: int,
+    token: str,
+    start: float,
+    hours: float,
+) -> dict[str, Any] | Refusal:
     case = open_case(conn, officer, case_id)
     if isinstance(case, Refusal):
         return case
-    if conn.execute("SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
-                    (party_id, case_id)).fetchone() is None:
+    if (
+        conn.execute(
+            "SELECT 1 FROM parties WHERE id = ? AND case_id = ?", (party_id, case_id)
+        ).fetchone()
+        is None
+    ):
         return Refusal.NO_PARTY
     cursor = conn.execute(
         "INSERT INTO invitations (case_id, party_id, token_hash, not_before, expires_at, "
         "created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (case_id, party_id, token_hash(token), start, start + hours * 3600, officer.id,
-         now_iso()))
-    audit(conn, officer.actor, "invitation.created", f"invitation:{cursor.lastrowid}",
-          case_id, party=party_id, valid_hours=hours)
-    return {"id": cursor.lastrowid, "party_id": party_id, "not_before": start,
-            "expires_at": start + hours * 3600}
+        (case_id, party_id, token_hash(token), start, start + hours * 3600, officer.id, now_iso()),
+    )
+    audit(
+        conn,
+        officer.actor,
+        "invitation.created",
+        f"invitation:{cursor.lastrowid}",
+        case_id,
+        party=party_id,
+        valid_hours=hours,
+    )
+    return {
+        "id": cursor.lastrowid,
+        "party_id": party_id,
+        "not_before": start,
+        "expires_at": start + hours * 3600,
+    }
 
 
-def revoke_invitation(conn: sqlite3.Connection, officer: Officer, invitation_id: str,
-                      reason: str) -> Refusal | None:
+def revoke_invitation(
+    conn: sqlite3.Connection, officer: Officer, invitation_id: str, reason: str
+) -> Refusal | None:
     row = conn.execute("SELECT * FROM invitations WHERE id = ?", (invitation_id,)).fetchone()
     if row is None:
         return Refusal.NO_INVITATION
     if access.find_case(conn, officer, row["case_id"]) is None:
         return Refusal.NO_CASE
-    conn.execute("UPDATE invitations SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                 (now_iso(), row["id"]))
-    audit(conn, officer.actor, "invitation.revoked", f"invitation:{row['id']}", row["case_id"],
-          reason)
+    conn.execute(
+        "UPDATE invitations SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (now_iso(), row["id"]),
+    )
+    audit(
+        conn, officer.actor, "invitation.revoked", f"invitation:{row['id']}", row["case_id"], reason
+    )
     return None
 
 
-def redeem(conn: sqlite3.Connection, token: str, consents: dict[str, bool], now: float,
-           ttl: int) -> Redemption | RedeemRefusal:
+def redeem(
+    conn: sqlite3.Connection, token: str, consents: dict[str, bool], now: float, ttl: int
+) -> Redemption | RedeemRefusal:
     """Use the link (once, inside its window, while its case has an open session): the
     party's consents are stored and a call grant issued. Refusals that end a link's life are
     audited."""
-    row = conn.execute("SELECT * FROM invitations WHERE token_hash = ?",
-                       (token_hash(token),)).fetchone()
+    row = conn.execute(
+        "SELECT * FROM invitations WHERE token_hash = ?", (token_hash(token),)
+    ).fetchone()
     if row is None:
         return RedeemRefusal.UNKNOWN
     actor = f"party:{row['party_id']}"
-    for column, refusal in (("revoked_at", RedeemRefusal.REVOKED),
-                            ("used_at", RedeemRefusal.USED)):
+    for column, refusal in (("revoked_at", RedeemRefusal.REVOKED), ("used_at", RedeemRefusal.USED)):
         if row[column] is not None:
-            audit(conn, actor, "invitation.refused", f"invitation:{row['id']}", row["case_id"],
-                  refusal.value)
+            audit(
+                conn,
+                actor,
+                "invitation.refused",
+                f"invitation:{row['id']}",
+                row["case_id"],
+                refusal.value,
+            )
             return refusal
     if now > row["expires_at"]:
-        audit(conn, actor, "invitation.refused", f"invitation:{row['id']}", row["case_id"],
-              RedeemRefusal.EXPIRED.value)
+        audit(
+            conn,
+            actor,
+            "invitation.refused",
+            f"invitation:{row['id']}",
+            row["case_id"],
+            RedeemRefusal.EXPIRED.value,
+        )
         return RedeemRefusal.EXPIRED
     if now < row["not_before"]:
         return RedeemRefusal.NOT_YET
-    session = conn.execute("SELECT * FROM sessions WHERE case_id = ? AND ended_at IS NULL",
-                           (row["case_id"],)).fetchone()
+    session = conn.execute(
+        "SELECT * FROM sessions WHERE case_id = ? AND ended_at IS NULL", (row["case_id"],)
+    ).fetchone()
     if session is None:
         return RedeemRefusal.NO_SESSION
     party = conn.execute("SELECT * FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
     conn.execute("UPDATE invitations SET used_at = ? WHERE id = ?", (now_iso(), row["id"]))
-    conn.execute("UPDATE parties SET consent = ?, consent_at = ? WHERE id = ?",
-                 (json.dumps(consents, sort_keys=True), now_iso(), party["id"]))
+    conn.execute(
+        "UPDATE parties SET consent = ?, consent_at = ? WHERE id = ?",
+        (json.dumps(consents, sort_keys=True), now_iso(), party["id"]),
+    )
     audit(conn, actor, "consent.given", f"party:{party['id']}", row["case_id"], "", **consents)
-    audit(conn, actor, "invitation.redeemed", f"invitation:{row['id']}", row["case_id"],
-          room=session["room"])
-    grant = issue_grant(conn, session["id"], f"party-{party['id']}", "party", ttl,
-                        invitation_id=row["id"])
-    return Redemption(session["room"], party["id"], party["name"], row["case_id"], consents,
-                      grant)
+    audit(
+        conn,
+        actor,
+        "invitation.redeemed",
+        f"invitation:{row['id']}",
+        row["case_id"],
+        room=session["room"],
+    )
+    grant = issue_grant(
+        conn, session["id"], f"party-{party['id']}", "party", ttl, invitation_id=row["id"]
+    )
+    return Redemption(session["room"], party["id"], party["name"], row["case_id"], consents, grant)
 
 
 def _number(value: object) -> bool:
@@ -161,15 +208,25 @@ async def post_invitation(request: web.Request) -> web.Response:
     party_id = id_value(body.get("party_id"))
     hours = body.get("valid_hours", 72)
     delay = body.get("valid_from_seconds", 0)
-    if party_id is None or not _number(hours) or not 0 < hours <= 24 * 30 or \
-            not _number(delay) or not 0 <= delay <= 30 * 86400:
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         "party_id (a party's ID), valid_hours (0-720), "
-                         "valid_from_seconds (0-2592000)")
+    if (
+        party_id is None
+        or not _number(hours)
+        or not 0 < hours <= 24 * 30
+        or not _number(delay)
+        or not 0 <= delay <= 30 * 86400
+    ):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "party_id (a party's ID), valid_hours (0-720), valid_from_seconds (0-2592000)",
+        )
     token = secrets.token_urlsafe(24)
     start = time.time() + float(delay)
-    invitation = done(await request.app[DB].run(lambda c: create_invitation(
-        c, officer, case_id, party_id, token, start, hours)))
+    invitation = done(
+        await request.app[DB].run(
+            lambda c: create_invitation(c, officer, case_id, party_id, token, start, hours)
+        )
+    )
     invitation["token"] = token
     invitation["link"] = f"/?invite={token}"
     return web.json_response(invitation, status=201)
@@ -180,8 +237,7 @@ async def post_revoke(request: web.Request) -> web.Response:
     body = await read_object(request)
     reason = text(body, "reason", max_len=500)
     invitation_id = request.match_info["invitation"]
-    done(await request.app[DB].run(
-        lambda c: revoke_invitation(c, officer, invitation_id, reason)))
+    done(await request.app[DB].run(lambda c: revoke_invitation(c, officer, invitation_id, reason)))
     return web.json_response({"revoked": int(invitation_id)})
 
 
@@ -191,8 +247,9 @@ async def post_redeem(request: web.Request) -> web.Response:
     key = f"ip:{request.remote}"
     wait = limiter.wait(key)
     if wait > 0:
-        raise access.too_many(wait, "此地址的无效邀请过多",
-                              "too many invalid invitations from here")
+        raise access.too_many(
+            wait, "此地址的无效邀请过多", "too many invalid invitations from here"
+        )
     body = await read_object(request)
     token = body.get("token")
     if not isinstance(token, str) or not 10 <= len(token) <= 100:
@@ -200,13 +257,17 @@ async def post_redeem(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, "bad_request", "token: the invitation's token")
     consent = body.get("consent", {})
     if not isinstance(consent, dict) or not all(
-            k in CONSENTS and isinstance(v, bool) for k, v in consent.items()):
-        raise json_error(web.HTTPBadRequest, "bad_request",
-                         f"consent: booleans for {', '.join(CONSENTS)}")
+        k in CONSENTS and isinstance(v, bool) for k, v in consent.items()
+    ):
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", f"consent: booleans for {', '.join(CONSENTS)}"
+        )
     if not consent.get("recording"):
-        raise json_error(web.HTTPBadRequest, "consent_required",
-                         "the call is recorded as evidence: consent to recording is needed "
-                         "to join remotely")
+        raise json_error(
+            web.HTTPBadRequest,
+            "consent_required",
+            "the call is recorded as evidence: consent to recording is needed to join remotely",
+        )
     consents = {k: bool(consent.get(k)) for k in CONSENTS}
     now = time.time()
     ttl = request.app[CONFIG].auth.token_ttl
@@ -218,15 +279,27 @@ async def post_redeem(request: web.Request) -> web.Response:
         raise json_error(cls, result.value, message)
     participant = f"party-{result.party_id}"
     if not consents["face"]:
-        await forget_reference(request.app, result.case_id, result.party_id,
-                               actor=f"party:{result.party_id}",
-                               reason="the party declined face checks")
-    signalling = request.app[SIGNER].mint(result.room, participant, name=result.name, role="party",
-                                     ttl=ttl, grant_id=result.grant)
-    return web.json_response({"room": result.room, "party_id": result.party_id,
-                              "name": result.name, "case_id": result.case_id,
-                              "consent": result.consent, "participant": participant,
-                              "token": signalling})
+        await forget_reference(
+            request.app,
+            result.case_id,
+            result.party_id,
+            actor=f"party:{result.party_id}",
+            reason="the party declined face checks",
+        )
+    signalling = request.app[SIGNER].mint(
+        result.room, participant, name=result.name, role="party", ttl=ttl, grant_id=result.grant
+    )
+    return web.json_response(
+        {
+            "room": result.room,
+            "party_id": result.party_id,
+            "name": result.name,
+            "case_id": result.case_id,
+            "consent": result.consent,
+            "participant": participant,
+            "token": signalling,
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:
@@ -237,23 +310,59 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases/{case}/invitations", "post", op(
-        "Invite a party: a single-use link with a validity window", OFFICER,
-        responses("201", ANY_OBJECT, "400 401 404 409"), tag="invitations",
-        body=json_body({"party_id": ID,
-                        "valid_hours": {"type": "number", "minimum": 0,
-                                        "exclusiveMinimum": True, "maximum": 720},
-                        "valid_from_seconds": {"type": "number", "minimum": 0,
-                                               "maximum": 2592000}}, ["party_id"])),
-        [CASE])
-    add("/api/invitations/{invitation}/revoke", "post", op(
-        "Revoke an invitation", OFFICER, responses("200", ANY_OBJECT, "400 401 404"),
-        tag="invitations", body=json_body({"reason": REASON}, ["reason"])),
-        [in_path("invitation", ID)])
-    add("/api/invitations/redeem", "post", op(
-        "A party uses its link: consents, then a signalling token for the session's room",
-        NOBODY, responses("200", ANY_OBJECT, "400 404 409 410 429"), tag="invitations",
-        body=json_body({"token": {"type": "string", "minLength": 10, "maxLength": 100},
-                        "consent": {"type": "object", "properties": {
-                             k: {"type": "boolean"} for k in CONSENTS}}},
-                       ["token", "consent"])))
+    add(
+        "/api/cases/{case}/invitations",
+        "post",
+        op(
+            "Invite a party: a single-use link with a validity window",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 404 409"),
+            tag="invitations",
+            body=json_body(
+                {
+                    "party_id": ID,
+                    "valid_hours": {
+                        "type": "number",
+                        "minimum": 0,
+                        "exclusiveMinimum": True,
+                        "maximum": 720,
+                    },
+                    "valid_from_seconds": {"type": "number", "minimum": 0, "maximum": 2592000},
+                },
+                ["party_id"],
+            ),
+        ),
+        [CASE],
+    )
+    add(
+        "/api/invitations/{invitation}/revoke",
+        "post",
+        op(
+            "Revoke an invitation",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404"),
+            tag="invitations",
+            body=json_body({"reason": REASON}, ["reason"]),
+        ),
+        [in_path("invitation", ID)],
+    )
+    add(
+        "/api/invitations/redeem",
+        "post",
+        op(
+            "A party uses its link: consents, then a signalling token for the session's room",
+            NOBODY,
+            responses("200", ANY_OBJECT, "400 404 409 410 429"),
+            tag="invitations",
+            body=json_body(
+                {
+                    "token": {"type": "string", "minLength": 10, "maxLength": 100},
+                    "consent": {
+                        "type": "object",
+                        "properties": {k: {"type": "boolean"} for k in CONSENTS},
+                    },
+                },
+                ["token", "consent"],
+            ),
+        ),
+    )

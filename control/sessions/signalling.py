@@ -68,15 +68,31 @@ def close_reason(text: str) -> bytes:
 
 
 MESSAGE_TYPES = (
-    "join", "publish", "answer", "candidate", "subscribe", "unsubscribe", "mute", "leave", "ping",
+    "join",
+    "publish",
+    "answer",
+    "candidate",
+    "subscribe",
+    "unsubscribe",
+    "mute",
+    "leave",
+    "ping",
 )
 
 
 class SignallingSession:
-    def __init__(self, ws: web.WebSocketResponse, sfu: Sfu, signer: TokenSigner,
-                 *, max_message_bytes: int, ice_servers: list[dict[str, Any]],
-                 errors: Counter[str], admit: Admit = _admit_everyone,
-                 on_refused: RefusalLog | None = None) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        sfu: Sfu,
+        signer: TokenSigner,
+        *,
+        max_message_bytes: int,
+        ice_servers: list[dict[str, Any]],
+        errors: Counter[str],
+        admit: Admit = _admit_everyone,
+        on_refused: RefusalLog | None = None,
+    ) -> None:
         self._ws = ws
         self._sfu = sfu
         self._signer = signer
@@ -104,8 +120,14 @@ class SignallingSession:
 
     def error(self, code: str, message: str, ref: object = None) -> None:
         self._errors[code] += 1
-        self.send({"type": "error", "code": code, "message": message,
-                   "ref": ref if isinstance(ref, str) else None})
+        self.send(
+            {
+                "type": "error",
+                "code": code,
+                "message": message,
+                "ref": ref if isinstance(ref, str) else None,
+            }
+        )
 
     def _close_soon(self, code: int, reason: str = "") -> None:
         if self._closing:
@@ -240,33 +262,43 @@ class SignallingSession:
                 await participant.close(CloseReason.REMOVED)
                 raise
         self._participant = participant
-        self.send({
-            "type": "joined",
-            "room": room.room_id,
-            "participant": participant.describe() | {"role": grant.role},
-            "participants": [p.describe() for p in room.participants.values()
-                             if p is not participant],
-            "server_tracks": [SfuParticipant._track_json(up)
-                              for up in room.server_tracks.values()],
-            "ice_servers": self._ice_servers,
-        })
+        self.send(
+            {
+                "type": "joined",
+                "room": room.room_id,
+                "participant": participant.describe() | {"role": grant.role},
+                "participants": [
+                    p.describe() for p in room.participants.values() if p is not participant
+                ],
+                "server_tracks": [
+                    SfuParticipant._track_json(up) for up in room.server_tracks.values()
+                ],
+                "ice_servers": self._ice_servers,
+            }
+        )
 
     async def _checked(self, grant: Grant) -> CallAdmission:
         try:
             return await self._admit(grant)
         except CallRefused as exc:
-            logger.info("join refused: %s (room %s, participant %s)", exc.code, grant.room,
-                        grant.participant)
+            logger.info(
+                "join refused: %s (room %s, participant %s)",
+                exc.code,
+                grant.room,
+                grant.participant,
+            )
             if self._on_refused is not None:
                 await self._on_refused(grant, exc)
             raise
 
-    async def _dispatch(self, participant: SfuParticipant, kind: str,
-                        message: dict[str, Any]) -> None:
+    async def _dispatch(
+        self, participant: SfuParticipant, kind: str, message: dict[str, Any]
+    ) -> None:
         if kind == "publish":
             answer = await participant.handle_publish_offer(message.get("sdp"))
-            self.send({"type": "publish_answer", "sdp": answer,
-                       "tracks": participant.published_tracks()})
+            self.send(
+                {"type": "publish_answer", "sdp": answer, "tracks": participant.published_tracks()}
+            )
         elif kind == "answer":
             participant.handle_answer(message.get("sdp"))
         elif kind == "candidate":
@@ -297,14 +329,22 @@ def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
     address = request.remote
 
     async def admit(grant: Grant) -> CallAdmission:
-        return await database.run(lambda conn: admission(conn, grant, dev_join=dev_join,
-                                                         prejoin_check=prejoin))
+        return await database.run(
+            lambda conn: admission(conn, grant, dev_join=dev_join, prejoin_check=prejoin)
+        )
 
     async def refused(grant: Grant, exc: CallRefused) -> None:
         if exc.case_id is not None:
-            await database.run(lambda conn: audit(
-                conn, f"{grant.role}:{grant.participant}@{address}", "call.refused",
-                f"room:{grant.room}", exc.case_id, exc.code))
+            await database.run(
+                lambda conn: audit(
+                    conn,
+                    f"{grant.role}:{grant.participant}@{address}",
+                    "call.refused",
+                    f"room:{grant.room}",
+                    exc.case_id,
+                    exc.code,
+                )
+            )
 
     return admit, refused
 
@@ -315,15 +355,23 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     ice_servers = [
-        {"urls": list(s.urls), **({"username": s.username} if s.username else {}),
-         **({"credential": s.credential} if s.credential else {})}
+        {
+            "urls": list(s.urls),
+            **({"username": s.username} if s.username else {}),
+            **({"credential": s.credential} if s.credential else {}),
+        }
         for s in config.media.ice_servers
     ]
     admit, refused = admission_for(request)
     session = SignallingSession(
-        ws, request.app[SFU], request.app[SIGNER],
+        ws,
+        request.app[SFU],
+        request.app[SIGNER],
         max_message_bytes=config.server.max_message_bytes,
-        ice_servers=ice_servers, errors=request.app[ERRORS], admit=admit, on_refused=refused,
+        ice_servers=ice_servers,
+        errors=request.app[ERRORS],
+        admit=admit,
+        on_refused=refused,
     )
     await session.run()
     return ws

@@ -82,16 +82,30 @@ class TokenSigner:
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._secret, f"{VERSION}.{body}".encode(), hashlib.sha256).digest())
 
-    def mint(self, room: str, participant: str, *, name: str = "", role: str = "party",
-             ttl: int = AuthConfig.token_ttl, now: float | None = None,
-             grant_id: str | None = None) -> str:
+    def mint(
+        self,
+        room: str,
+        participant: str,
+        *,
+        name: str = "",
+        role: str = "party",
+        ttl: int = AuthConfig.token_ttl,
+        now: float | None = None,
+        grant_id: str | None = None,
+    ) -> str:
         if not valid_id(room) or not valid_id(participant):
             raise ValueError("room and participant IDs: 1-64 of A-Z a-z 0-9 _ . : -")
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
         issued = int(time.time() if now is None else now)
-        claims = {"room": room, "sub": participant, "name": name[:100] or participant,
-                  "role": role, "iat": issued, "exp": issued + int(ttl)}
+        claims = {
+            "room": room,
+            "sub": participant,
+            "name": name[:100] or participant,
+            "role": role,
+            "iat": issued,
+            "exp": issued + int(ttl),
+        }
         if grant_id is not None:
             if not valid_id(grant_id):
                 raise ValueError("grant IDs: 1-64 of A-Z a-z 0-9 _ . : -")
@@ -113,8 +127,14 @@ class TokenSigner:
             gid = claims.get("gid")
             if gid is not None and not isinstance(gid, str):
                 raise TypeError("gid")
-            grant = Grant(str(claims["room"]), str(claims["sub"]), str(claims["name"]),
-                          str(claims["role"]), int(claims["exp"]), gid)
+            grant = Grant(
+                str(claims["room"]),
+                str(claims["sub"]),
+                str(claims["name"]),
+                str(claims["role"]),
+                int(claims["exp"]),
+                gid,
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise TokenError("bad_token", "token claims are malformed") from None
         if grant.expires_at <= int(time.time() if now is None else now):

@@ -42,8 +42,9 @@ def scope_of_case(case_id: int) -> str:
 
 def verifier_of(request: web.Request) -> Verifier:
     if VERIFIER not in request.app:
-        raise json_error(web.HTTPNotFound, "not_found",
-                         "the verifier is disabled (verifier.enabled = false)")
+        raise json_error(
+            web.HTTPNotFound, "not_found", "the verifier is disabled (verifier.enabled = false)"
+        )
     return request.app[VERIFIER]
 
 
@@ -52,7 +53,8 @@ async def _party_of_case(request: web.Request) -> tuple[Any, int, int]:
     case_id = access.case_id(request)
     party_id = access.path_int(request, "party", "party")
     refusal = await request.app[DB].run(
-        lambda c: store.party_of_case(c, officer, case_id, party_id))
+        lambda c: store.party_of_case(c, officer, case_id, party_id)
+    )
     if refusal is not None:
         raise refused(refusal)
     return officer, case_id, party_id
@@ -63,22 +65,34 @@ async def enroll(request: web.Request) -> web.Response:
     officer, case_id, party_id = await _party_of_case(request)
     verifier = verifier_of(request)
     if request.content_length is not None and request.content_length > MAX_PHOTO_BYTES:
-        raise json_error(PayloadTooLarge, "too_large",
-                         f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
+        raise json_error(PayloadTooLarge, "too_large", f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
     photo = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         photo += chunk
         if len(photo) > MAX_PHOTO_BYTES:
-            raise json_error(PayloadTooLarge, "too_large",
-                             f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
+            raise json_error(
+                PayloadTooLarge, "too_large", f"the photo exceeds {MAX_PHOTO_BYTES} bytes"
+            )
     try:
-        record = await verifier.enroll(scope_of_case(case_id), f"party-{party_id}",
-                                       bytes(photo), actor=officer.actor, case=str(case_id))
+        record = await verifier.enroll(
+            scope_of_case(case_id),
+            f"party-{party_id}",
+            bytes(photo),
+            actor=officer.actor,
+            case=str(case_id),
+        )
     except EnrollmentRejected as exc:
         raise json_error(web.HTTPUnprocessableEntity, exc.code, exc.message) from None
-    await request.app[DB].run(lambda c: audit(
-        c, officer.actor, "reference.enrolled", f"party:{party_id}", case_id,
-        photo_sha256=record["photo_sha256"]))
+    await request.app[DB].run(
+        lambda c: audit(
+            c,
+            officer.actor,
+            "reference.enrolled",
+            f"party:{party_id}",
+            case_id,
+            photo_sha256=record["photo_sha256"],
+        )
+    )
     return web.json_response(record)
 
 
@@ -88,12 +102,17 @@ async def forget(request: web.Request) -> web.Response:
     if not reason:
         raise json_error(web.HTTPBadRequest, "reason_required", "?reason= is required")
     removed = await verifier_of(request).forget(
-        scope_of_case(case_id), f"party-{party_id}", actor=officer.actor, reason=reason,
-        case=str(case_id))
+        scope_of_case(case_id),
+        f"party-{party_id}",
+        actor=officer.actor,
+        reason=reason,
+        case=str(case_id),
+    )
     if not removed:
         raise json_error(web.HTTPNotFound, "not_found", "this party has no reference photo")
-    await request.app[DB].run(lambda c: audit(c, officer.actor, "reference.deleted",
-                                              f"party:{party_id}", case_id, reason))
+    await request.app[DB].run(
+        lambda c: audit(c, officer.actor, "reference.deleted", f"party:{party_id}", case_id, reason)
+    )
     return web.json_response({"deleted": True})
 
 
@@ -111,16 +130,41 @@ def add_routes(app: web.Application) -> None:
 
 def describe(add: Add) -> None:
     """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
-    add("/api/cases/{case}/parties/{party}/reference", "put", op(
-        "Enroll the party's reference photo (ID photo) for face checks", OFFICER,
-        responses("200", ANY_OBJECT, "401 404 413 422"), tag="verification",
-        body=raw_body("the photo itself, at most 10 MiB", ["image/jpeg", "image/png",
-                                                           "application/octet-stream"])),
-        [CASE, PARTY_P])
-    add("/api/cases/{case}/parties/{party}/reference", "delete", op(
-        "Delete the party's reference", OFFICER, responses("200", ANY_OBJECT, "400 401 404"),
-        tag="verification", params=[reason_query()]))
+    add(
+        "/api/cases/{case}/parties/{party}/reference",
+        "put",
+        op(
+            "Enroll the party's reference photo (ID photo) for face checks",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404 413 422"),
+            tag="verification",
+            body=raw_body(
+                "the photo itself, at most 10 MiB",
+                ["image/jpeg", "image/png", "application/octet-stream"],
+            ),
+        ),
+        [CASE, PARTY_P],
+    )
+    add(
+        "/api/cases/{case}/parties/{party}/reference",
+        "delete",
+        op(
+            "Delete the party's reference",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 404"),
+            tag="verification",
+            params=[reason_query()],
+        ),
+    )
 
-    add("/api/cases/{case}/sessions/{session}/verification", "get", op(
-        "Face verification state of each party in the call", OFFICER,
-        responses("200", ANY_OBJECT, "401 404 409"), tag="verification"), [CASE, SESSION])
+    add(
+        "/api/cases/{case}/sessions/{session}/verification",
+        "get",
+        op(
+            "Face verification state of each party in the call",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404 409"),
+            tag="verification",
+        ),
+        [CASE, SESSION],
+    )

@@ -14,12 +14,17 @@ from .prejoin import PartyInSession
 
 
 def party_in_case(conn: sqlite3.Connection, case_id: int, party_id: int) -> bool:
-    return conn.execute("SELECT 1 FROM parties WHERE id = ? AND case_id = ?",
-                        (party_id, case_id)).fetchone() is not None
+    return (
+        conn.execute(
+            "SELECT 1 FROM parties WHERE id = ? AND case_id = ?", (party_id, case_id)
+        ).fetchone()
+        is not None
+    )
 
 
-def party_of_case(conn: sqlite3.Connection, officer: Officer, case_id: int,
-                  party_id: int) -> Refusal | None:
+def party_of_case(
+    conn: sqlite3.Connection, officer: Officer, case_id: int, party_id: int
+) -> Refusal | None:
     """None when the party is of a case the officer may touch."""
     case = load_case(conn, officer, case_id)
     if isinstance(case, Refusal):
@@ -27,16 +32,17 @@ def party_of_case(conn: sqlite3.Connection, officer: Officer, case_id: int,
     return None if party_in_case(conn, case_id, party_id) else Refusal.NO_PARTY
 
 
-def party_in_session(conn: sqlite3.Connection, room: str,
-                     party_id: int) -> PartyInSession | None:
+def party_in_session(conn: sqlite3.Connection, room: str, party_id: int) -> PartyInSession | None:
     """The party in the open session of ``room`` of an open case, or None."""
     row = conn.execute(
         "SELECT s.id, s.room, s.case_id, p.consent FROM sessions s JOIN parties p "
         "ON p.case_id = s.case_id JOIN cases c ON c.id = s.case_id WHERE s.room = ? "
         "AND p.id = ? AND s.ended_at IS NULL AND c.status = 'open'",
-        (room, party_id)).fetchone()
+        (room, party_id),
+    ).fetchone()
     if row is None:
         return None
     consent = json.loads(row["consent"] or "{}")
-    return PartyInSession(row["case_id"], party_id, row["id"], row["room"],
-                          bool(consent.get("face")))
+    return PartyInSession(
+        row["case_id"], party_id, row["id"], row["room"], bool(consent.get("face"))
+    )

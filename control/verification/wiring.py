@@ -40,8 +40,10 @@ def bind_verifier_to_cases(verifier: Verifier, database: Database) -> None:
             return False
 
         def consented(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT consent FROM parties WHERE id = ? AND case_id = ?",
-                               (int(participant_id[6:]), case_id)).fetchone()
+            row = conn.execute(
+                "SELECT consent FROM parties WHERE id = ? AND case_id = ?",
+                (int(participant_id[6:]), case_id),
+            ).fetchone()
             return row is not None and bool(json.loads(row["consent"]).get("face"))
 
         return await database.run(consented)
@@ -50,16 +52,17 @@ def bind_verifier_to_cases(verifier: Verifier, database: Database) -> None:
     verifier.may_verify = may_verify
 
 
-async def forget_reference(app: web.Application, case_id: int, party_id: int, *,
-                           actor: str, reason: str) -> None:
+async def forget_reference(
+    app: web.Application, case_id: int, party_id: int, *, actor: str, reason: str
+) -> None:
     """Delete a party's reference photo (declined face checks, case closed), if any."""
     if VERIFIER in app:
-        await app[VERIFIER].forget(f"case-{case_id}", f"party-{party_id}",
-                                   actor=actor, reason=reason, case=str(case_id))
+        await app[VERIFIER].forget(
+            f"case-{case_id}", f"party-{party_id}", actor=actor, reason=reason, case=str(case_id)
+        )
 
 
-async def make_verifier(config: Config, custody: CustodyLog,
-                        recorder: Recorder) -> Verifier | None:
+async def make_verifier(config: Config, custody: CustodyLog, recorder: Recorder) -> Verifier | None:
     # the engines' own modules load their runtimes: imported only for the engine chosen
     v = config.verifier
     if not v.enabled:
@@ -68,12 +71,21 @@ async def make_verifier(config: Config, custody: CustodyLog,
         if v.engine == "pack":
             from verifier.insightface_pack import pack_spec
 
-            spec = pack_spec(v.pack_name, Path(v.pack_dir), v.pack_sha256,
-                             threshold=v.threshold, calibrated_on=v.calibrated_on,
-                             licence=v.pack_licence or "not stated: check the pack's terms")
+            spec = pack_spec(
+                v.pack_name,
+                Path(v.pack_dir),
+                v.pack_sha256,
+                threshold=v.threshold,
+                calibrated_on=v.calibrated_on,
+                licence=v.pack_licence or "not stated: check the pack's terms",
+            )
         else:
-            spec = default_spec(threshold=v.threshold, calibrated_on=v.calibrated_on,
-                                min_face=v.min_live_face, runtime=v.facenet_runtime)
+            spec = default_spec(
+                threshold=v.threshold,
+                calibrated_on=v.calibrated_on,
+                min_face=v.min_live_face,
+                runtime=v.facenet_runtime,
+            )
         # refuse to start on a model that is not the pinned one (hashing is off the loop)
         await asyncio.to_thread(check_files, spec)
         if spec.runtime == "onnxruntime" and "facenet" in spec.files:
@@ -92,18 +104,27 @@ async def make_verifier(config: Config, custody: CustodyLog,
             await asyncio.to_thread(LivenessModel, liveness)  # hash, load and shape checks
     except ModelError as exc:
         raise RuntimeError(f"verifier: {exc}") from None
-    logger.warning("verifier engine %s; licence: %s; threshold %.3f calibrated on %s",
-                   spec.name, spec.licence, spec.threshold, spec.calibrated_on)
+    logger.warning(
+        "verifier engine %s; licence: %s; threshold %.3f calibrated on %s",
+        spec.name,
+        spec.licence,
+        spec.threshold,
+        spec.calibrated_on,
+    )
     settings = VerifierSettings(
-        sample_interval=v.sample_interval, workers=v.workers, alert_after=v.alert_after,
-        no_face_after=v.no_face_after, min_live_face=v.min_live_face,
-        enrollment=QualityRules(min_face=v.min_enroll_face,
-                                min_sharpness=v.min_enroll_sharpness))
+        sample_interval=v.sample_interval,
+        workers=v.workers,
+        alert_after=v.alert_after,
+        no_face_after=v.no_face_after,
+        min_live_face=v.min_live_face,
+        enrollment=QualityRules(min_face=v.min_enroll_face, min_sharpness=v.min_enroll_sharpness),
+    )
     store = EnrollmentStore(config.data_dir / "faces", recorder.kek)
     if liveness is not None:
-        logger.warning("liveness model %s (sha256 %s), live at %.2f", liveness.path,
-                       liveness.sha256, liveness.threshold)
-    return Verifier(spec, settings, store, custody=custody, recorder=recorder,
-                    liveness=liveness)
-
-
+        logger.warning(
+            "liveness model %s (sha256 %s), live at %.2f",
+            liveness.path,
+            liveness.sha256,
+            liveness.threshold,
+        )
+    return Verifier(spec, settings, store, custody=custody, recorder=recorder, liveness=liveness)
