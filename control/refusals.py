@@ -10,6 +10,7 @@ it into the answer with :func:`done` or :func:`refused`. This module imports not
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import TypeVar
 
 from aiohttp import web
@@ -19,7 +20,30 @@ from .http.jsonio import json_error
 T = TypeVar("T")
 
 
-class Refusal(enum.Enum):
+class CodedRefusal(enum.Enum):
+    """The base of every area's refusals: each member is ``(code, message)``; an area's API maps
+    its members to HTTP error classes and answers with :func:`unwrap`."""
+
+    @property
+    def code(self) -> str:
+        return str(self.value[0])
+
+    @property
+    def message(self) -> str:
+        return str(self.value[1])
+
+
+R = TypeVar("R", bound=CodedRefusal)
+
+
+def unwrap(result: T | R, status: Mapping[R, type[web.HTTPException]]) -> T:
+    """A store function's result, or its refusal raised as the error answer ``status`` gives."""
+    if isinstance(result, CodedRefusal):
+        raise json_error(status[result], result.code, result.message)  # type: ignore[index]
+    return result
+
+
+class Refusal(CodedRefusal):
     """Why a case, session, invitation or material function did nothing: ``(code, message)``."""
 
     NO_CASE = ("not_found", "no such case")
@@ -32,14 +56,6 @@ class Refusal(enum.Enum):
     SESSION_ENDED = ("ended", "the session has ended already")
     NO_INVITATION = ("not_found", "no such invitation")
     NO_MATERIAL = ("not_found", "no such material")
-
-    @property
-    def code(self) -> str:
-        return self.value[0]
-
-    @property
-    def message(self) -> str:
-        return self.value[1]
 
 
 _STATUS: dict[Refusal, type[web.HTTPException]] = {
@@ -63,6 +79,4 @@ def refused(refusal: Refusal) -> web.HTTPException:
 
 def done(result: T | Refusal) -> T:
     """A store function's result, or its refusal raised as the error answer."""
-    if isinstance(result, Refusal):
-        raise refused(result)
-    return result
+    return unwrap(result, _STATUS)

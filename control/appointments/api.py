@@ -34,6 +34,7 @@ from ..http.openapi import (
     query,
     responses,
 )
+from ..refusals import unwrap
 from . import store
 
 MAX_SLOT_HOURS = 8
@@ -77,9 +78,7 @@ _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
 
 def done(result: T | store.Refusal) -> T:
     """A store function's result, or its refusal raised as the error answer."""
-    if isinstance(result, store.Refusal):
-        raise json_error(_STATUS[result], result.code, result.message)
-    return result
+    return unwrap(result, _STATUS)
 
 
 # -- officers --------------------------------------------------------------------------------

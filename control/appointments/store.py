@@ -8,7 +8,6 @@ any write, so a refused call leaves the database as it was.
 from __future__ import annotations
 
 import datetime
-import enum
 import sqlite3
 import time
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 from ..access import PartyCaller, audit, find_case, id_value
 from ..auth import Officer, now_iso
 from ..db import rows
+from ..refusals import CodedRefusal
 
 
-class Refusal(enum.Enum):
+class Refusal(CodedRefusal):
     """Why a slot or appointment function did nothing: ``(code, message)``."""
 
     NO_CASE = ("not_found", "no such case")
@@ -37,14 +37,6 @@ class Refusal(enum.Enum):
     CANCELLED = ("cancelled", "the appointment was cancelled")
     SAME_SLOT = ("same_slot", "the appointment is in that slot")
     NO_BOOKING = ("not_found", "no booked appointment")
-
-    @property
-    def code(self) -> str:
-        return self.value[0]
-
-    @property
-    def message(self) -> str:
-        return self.value[1]
 
 
 def iso(epoch: float) -> str:

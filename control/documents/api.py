@@ -57,6 +57,7 @@ from ..http.openapi import (
     op,
     responses,
 )
+from ..refusals import unwrap
 from . import store
 from .desk import DocumentDesk, IntegrityProblem, PendingParty
 
@@ -75,9 +76,8 @@ _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
 
 
 def done(result: T | store.Refusal) -> T:
-    if isinstance(result, store.Refusal):
-        raise json_error(_STATUS[result], result.code, result.message)
-    return result
+    """A store function's result, or its refusal raised as the error answer."""
+    return unwrap(result, _STATUS)
 
 
 def refused(

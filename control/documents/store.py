@@ -8,19 +8,19 @@ Each function runs inside one ``db.run`` transaction and returns rows (JSON-read
 from __future__ import annotations
 
 import copy
-import enum
 import json
 import sqlite3
 from typing import Any
 
 from ..access import PartyCaller, audit, find_case, id_value
 from ..auth import Officer, now_iso
+from ..refusals import CodedRefusal
 
 # the parts of a document's data a request may give besides what the case holds
 EXTRA_SECTIONS = ("findings", "penalty", "mediation", "delivery", "talk")
 
 
-class Refusal(enum.Enum):
+class Refusal(CodedRefusal):
     """Why a documents function did nothing: ``(code, message)``, Chinese first."""
 
     NO_CASE = ("not_found", "没有该案件 / no such case")
@@ -36,14 +36,6 @@ class Refusal(enum.Enum):
         "应为对象 / these sections are objects",
     )
     NO_PARTY = ("bad_request", "parties[].id：本案当事人的 ID / the ID of a party of the case")
-
-    @property
-    def code(self) -> str:
-        return self.value[0]
-
-    @property
-    def message(self) -> str:
-        return self.value[1]
 
 
 def _officer_entry(row: sqlite3.Row, given: dict[str, Any]) -> dict[str, Any]:

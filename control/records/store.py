@@ -12,7 +12,6 @@ or a :class:`Refusal`; a refusal writes nothing.
 from __future__ import annotations
 
 import copy
-import enum
 import json
 import sqlite3
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from documents.record import InquiryRecord, RecordError, RecordVersion
 
 from ..access import PartyCaller, audit, find_case, id_value
 from ..auth import Officer, now_iso
+from ..refusals import CodedRefusal
 
 RIGHTS_TOLD = (
     "已告知被询问人有陈述、申辩的权利，对与本案无关的问题有拒绝回答的权利，"
@@ -31,7 +31,7 @@ RIGHTS_TOLD = (
 HEADER_SECTIONS = ("department", "case", "person", "officers")
 
 
-class Refusal(enum.Enum):
+class Refusal(CodedRefusal):
     NO_CASE = ("not_found", "没有该案件 / no such case")
     CASE_CLOSED = ("case_closed", "案件已结案 / the case is closed")
     NO_SESSION = ("not_found", "本案没有该会话 / no such session in this case")
@@ -43,14 +43,6 @@ class Refusal(enum.Enum):
         "account of the case's brigade",
     )
     FINAL = ("record_final", "笔录已定稿，不能再修改 / the record is final")
-
-    @property
-    def code(self) -> str:
-        return self.value[0]
-
-    @property
-    def message(self) -> str:
-        return self.value[1]
 
 
 class Changed(Exception):
