@@ -7,6 +7,7 @@ The fake camera plays a Y4M made from a real face image that a dependency ships
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -53,9 +54,11 @@ def other_image() -> np.ndarray:
 
 
 def write_y4m(path: Path, image: np.ndarray, frames: int = 30) -> None:
+    """A Y4M of ``image`` at its own size, for Chromium's fake camera."""
+    height, width = image.shape[:2]
     with av.open(str(path), "w", format="yuv4mpegpipe") as container:
         stream = container.add_stream("rawvideo", rate=30)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for _ in range(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
             for packet in stream.encode(frame):
@@ -79,12 +82,12 @@ async def _wait_for(page: Any, expression: str, timeout: float = 30.0) -> None: 
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def chromium(camera: Path) -> AsyncIterator[Any]:
+    """Debian's Chromium in a fresh profile, its fake camera playing ``camera`` (a Y4M); every
+    page it opens must keep to its Content-Security-Policy."""
     from playwright.async_api import async_playwright
 
-    y4m = tmp_path / "face.y4m"
-    write_y4m(y4m, face_image())
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     playwright = await async_playwright().start()
     # Playwright passes its own --disable-features list and a second switch replaces it, so
@@ -117,7 +120,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
             "--disable-sync",
             "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={y4m}",
+            f"--use-file-for-fake-video-capture={camera}",
             f"--disable-features={disabled}",
         ],
     )
@@ -135,6 +138,14 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
         await context.close()
         await playwright.stop()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+    y4m = tmp_path / "face.y4m"
+    write_y4m(y4m, face_image())
+    async with chromium(y4m) as context:
+        yield context
 
 
 async def test_chromium_publishes_face_to_aiortc_subscriber(

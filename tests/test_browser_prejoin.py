@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import av
 import numpy as np
 import pytest
 import skimage.data
@@ -27,81 +24,21 @@ from bench.peer import PeerClient
 from control.appkeys import CUSTODY
 from tests.conftest import Api, case_with_party, make_config, officer_login, start_server
 from tests.conftest import wait_until as wait_for_condition
-from tests.test_browser import CHROMIUM, _wait_for
+from tests.test_browser import _wait_for, write_y4m
+from tests.test_browser import chromium as launch_chromium
 from tests.test_prejoin import ASTRONAUT, HANKS, canvas
 from tests.test_verifier import _png
 
 pytestmark = pytest.mark.browser
 
 
-def write_camera(path: Path, image: np.ndarray, frames: int = 30) -> None:
-    """A Y4M of ``image`` at its own size, for Chromium's fake camera."""
-    height, width = image.shape[:2]
-    with av.open(str(path), "w", format="yuv4mpegpipe") as container:
-        stream = container.add_stream("rawvideo", rate=30)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for _ in range(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 @contextlib.asynccontextmanager
 async def chromium(tmp_path: Path, picture: np.ndarray) -> AsyncIterator[Any]:
-    """Chromium whose fake camera shows ``picture`` (as tests/test_browser.py launches it)."""
-    from playwright.async_api import async_playwright
-
+    """Chromium whose fake camera shows ``picture``."""
     y4m = tmp_path / "camera.y4m"
-    write_camera(y4m, picture)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    playwright = await async_playwright().start()
-    disabled = ",".join(
-        [
-            "WebRtcHideLocalIpsWithMdns",
-            "OptimizationHints",
-            "NetworkTimeServiceQuerying",
-            "AimEnabled",
-            "PreconnectToSearch",
-            "MediaRouter",
-            "LensOverlay",
-            "HttpsUpgrades",
-            "DestroyProfileOnBrowserClose",
-            "PaintHolding",
-        ]
-    )
-    context = await playwright.chromium.launch_persistent_context(
-        user_data_dir=profile,
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={y4m}",
-            f"--disable-features={disabled}",
-        ],
-    )
-    violations: list[str] = []
-    await context.expose_function("__cspViolation", lambda text: violations.append(text))
-    await context.add_init_script(
-        "document.addEventListener('securitypolicyviolation', (e) => window.__cspViolation("
-        "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));"
-    )
-    try:
+    write_y4m(y4m, picture)
+    async with launch_chromium(y4m) as context:
         yield context
-        assert violations == [], f"the page broke its CSP: {violations}"
-    finally:
-        await context.close()
-        await playwright.stop()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
