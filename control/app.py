@@ -199,7 +199,13 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         app[LOGIN_LIMIT] = Throttle(free=5, base=delay, cap=60.0)
         app[LOGIN_ADDRESS_LIMIT] = Throttle(free=10, base=delay, cap=900.0)
         app[REDEEM_LIMIT] = Throttle(free=20, base=delay, cap=900.0)
-        signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
+        # key files are read and checked (git, modes, published keys) in a thread
+        signing_key = await asyncio.to_thread(
+            load_or_create_signing_key, config.keys_dir / "custody-ed25519.pem"
+        )
+        kek = await asyncio.to_thread(
+            KeyEncryptionKey.load_or_create, config.keys_dir / "recording-kek.key"
+        )
         public_path = config.keys_dir / "custody-ed25519.pub.pem"
         if not public_path.exists():
             public_path.write_bytes(public_key_pem(signing_key))
@@ -226,7 +232,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         recorder = Recorder(
             data_dir=config.data_dir,
             custody=custody,
-            kek=KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key"),
+            kek=kek,
             signing_key=signing_key,
             segment_seconds=config.recording.segment_seconds,
             retention_days=config.recording.retention_days,
