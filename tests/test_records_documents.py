@@ -675,3 +675,27 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
         assert "拒绝签名" in text and "当事人拒绝签名" in text
     finally:
         await server.runner.cleanup()
+
+
+async def test_no_document_for_a_closed_case_nor_another_brigades(tmp_path: Path) -> None:
+    server = await start_server(make_config(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            wu = await officer_login(server, api, "wu", brigade="brigade-2")
+            cid, pid = await case_with_party(api, li, name="张三")
+            body = {"kind": "determination_ordinary", "data": _determination_data(pid)}
+            body["data"]["parties"][0]["responsibility"] = "全部责任"
+            path = f"/api/cases/{cid}/documents"
+            status, answer = await api.call("POST", path, wu, body)
+            assert (status, answer["error"]) == (404, "not_found"), answer
+            status, answer = await api.call(
+                "POST", f"/api/cases/{cid}/close", li, {"reason": "handled"}
+            )
+            assert status == 200, answer
+            status, answer = await api.call("POST", path, li, body)
+            assert (status, answer["error"]) == (409, "case_closed"), answer
+            assert _custody(server, "document.generated") == []  # nothing numbered
+    finally:
+        await server.runner.cleanup()

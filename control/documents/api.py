@@ -57,6 +57,7 @@ from ..http.openapi import (
     op,
     responses,
 )
+from ..refusals import done as case_done
 from ..refusals import unwrap
 from . import store
 from .desk import DocumentDesk, IntegrityProblem, PendingParty
@@ -222,8 +223,9 @@ async def post_document(request: web.Request) -> web.Response:
             "kind：文书种类；data：其余字段（对象）/ kind: the document's kind; data: "
             "the remaining fields (an object)",
         )
-    await request.app[DB].run(lambda c: access.load_case(c, who, case_id))
-    await request.app[DB].run(lambda c: access.require_open_case(c, case_id))
+    # another brigade's case answers 404, a closed one 409, before anything is numbered
+    case_done(await request.app[DB].run(lambda c: access.load_case(c, who, case_id)))
+    case_done(await request.app[DB].run(lambda c: access.require_open_case(c, case_id)))
     return web.json_response(await generate(request, who, case_id, kind, data), status=201)
 
 
