@@ -677,7 +677,9 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
         await server.runner.cleanup()
 
 
-async def test_no_document_for_a_closed_case_nor_another_brigades(tmp_path: Path) -> None:
+async def test_a_closed_case_takes_no_document_or_signature_nor_another_brigades(
+    tmp_path: Path,
+) -> None:
     server = await start_server(make_config(tmp_path))
     try:
         async with aiohttp.ClientSession() as http:
@@ -685,17 +687,25 @@ async def test_no_document_for_a_closed_case_nor_another_brigades(tmp_path: Path
             li = await officer_login(server, api)
             wu = await officer_login(server, api, "wu", brigade="brigade-2")
             cid, pid = await case_with_party(api, li, name="张三")
-            body = {"kind": "determination_ordinary", "data": _determination_data(pid)}
-            body["data"]["parties"][0]["responsibility"] = "全部责任"
+            data = _determination_data(pid)
+            data["parties"][0]["responsibility"] = "全部责任"
+            body = {"kind": "determination_ordinary", "data": data}
             path = f"/api/cases/{cid}/documents"
             status, answer = await api.call("POST", path, wu, body)
             assert (status, answer["error"]) == (404, "not_found"), answer
+            status, doc = await api.call("POST", path, li, body)
+            assert status == 201, doc
             status, answer = await api.call(
                 "POST", f"/api/cases/{cid}/close", li, {"reason": "handled"}
             )
             assert status == 200, answer
             status, answer = await api.call("POST", path, li, body)
             assert (status, answer["error"]) == (409, "case_closed"), answer
-            assert _custody(server, "document.generated") == []  # nothing numbered
+            assert len(_custody(server, "document.generated")) == 1  # the one before closing
+            # a closed case's documents are final: no signature is added any more
+            status, answer = await api.call(
+                "POST", f"{path}/{doc['id']}/sign", li, {"field": "officer-o1"}
+            )
+            assert (status, answer["error"]) == (409, "case_closed"), answer
     finally:
         await server.runner.cleanup()

@@ -225,7 +225,7 @@ async def post_document(request: web.Request) -> web.Response:
         )
     # another brigade's case answers 404, a closed one 409, before anything is numbered
     case_done(await request.app[DB].run(lambda c: access.load_case(c, who, case_id)))
-    case_done(await request.app[DB].run(lambda c: access.require_open_case(c, case_id)))
+    await _open_case(request, case_id)
     return web.json_response(await generate(request, who, case_id, kind, data), status=201)
 
 
@@ -242,6 +242,11 @@ async def _officer_doc(request: web.Request) -> tuple[Officer, dict[str, Any]]:
     document_id = access.path_int(request, "document", "document")
     doc = done(await request.app[DB].run(lambda c: store.get(c, who, case_id, document_id)))
     return who, doc
+
+
+async def _open_case(request: web.Request, case_id: int) -> None:
+    """Signing and refusing change a document: a closed case's are final (409)."""
+    case_done(await request.app[DB].run(lambda c: access.require_open_case(c, case_id)))
 
 
 async def get_document(request: web.Request) -> web.Response:
@@ -304,6 +309,7 @@ async def _store_revision(
 async def sign(request: web.Request) -> web.Response:
     """Sign one box as the calling officer, or the department's seal."""
     who, doc = await _officer_doc(request)
+    await _open_case(request, doc["case_id"])
     field = text(await read_object(request), "field", max_len=100)
     d = desk(request)
     async with locks(request, doc["id"]):
@@ -370,6 +376,7 @@ async def refuse(request: web.Request) -> web.Response:
     """Record that a signer refused (the refusal is printed on the document; it blocks
     nothing). Before the first signature only: the document is drawn again, same number."""
     who, doc = await _officer_doc(request)
+    await _open_case(request, doc["case_id"])
     body = await read_object(request)
     field = text(body, "field", max_len=100)
     reason = text(body, "reason", max_len=500)
@@ -526,6 +533,7 @@ def latest_match(
 
 async def prepare(request: web.Request) -> web.Response:
     caller, doc = await _party_doc(request)
+    await _open_case(request, doc["case_id"])
     body = await read_object(request)
     field = text(body, "field", max_len=100)
     spki = _b64(body, "public_key", 1000)
@@ -599,6 +607,7 @@ async def prepare(request: web.Request) -> web.Response:
 
 async def finish(request: web.Request) -> web.Response:
     caller, doc = await _party_doc(request)
+    await _open_case(request, doc["case_id"])
     body = await read_object(request)
     request_id = text(body, "request_id", max_len=100)
     signature = _b64(body, "signature", 200)
