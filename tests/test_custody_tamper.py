@@ -395,6 +395,11 @@ def test_custody_log_without_witness_still_writes_plain_heads(tmp_path: Path) ->
     assert head.witness is None and head.verify(key.public_key())
 
 
+# written to be published, so 0644 by design: the documents CA's root certificate and CRL
+# (documents/ca.py), public keys; and the recording's empty owner lock
+PUBLIC_FILES = frozenset({"owner.lock", "ca-root.pem", "crl.der"})
+
+
 def test_files_are_0600_and_directories_0700(golden: Site) -> None:
     """What docs/custody.md promises, for everything the custody side writes."""
     wrong = []
@@ -408,8 +413,8 @@ def test_files_are_0600_and_directories_0700(golden: Site) -> None:
     ]
     for root in roots:
         for path in [root, *root.rglob("*")]:
-            if path.name == "owner.lock" or path.name.endswith(".pub.pem"):
-                continue  # recording.py's empty lock file; public keys (app.py writes 0644)
+            if path.name in PUBLIC_FILES or path.name.endswith(".pub.pem"):
+                continue  # recording.py's empty lock file; what is published (0644)
             mode = path.stat().st_mode & 0o777
             if mode != (0o700 if path.is_dir() else 0o600):
                 wrong.append(f"{oct(mode)} {path.relative_to(golden.base)}")
