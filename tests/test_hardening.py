@@ -23,6 +23,7 @@ from tests.conftest import (
     officer_login,
     start_server,
 )
+from tests.test_serve import _self_signed  # a TLS certificate for 127.0.0.1
 
 DEEP = "[" * 30000
 
@@ -125,39 +126,6 @@ async def test_route_ids_are_strict_integers(server: Server) -> None:
                 "POST", f"/api/cases/{case_id}/sessions/{loose}/end", li, {"reason": "x"}
             )
             assert status == 404, loose
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def _check_headers(headers: Any, *, tls: bool) -> None:
