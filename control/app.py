@@ -236,6 +236,8 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             signing_key=signing_key,
             segment_seconds=config.recording.segment_seconds,
             retention_days=config.recording.retention_days,
+            reorder_wait=config.recording.reorder_wait,
+            outage_seconds=config.recording.outage_seconds,
         )
         stack.push_async_callback(_closing("recorder", recorder.close))
         app[RECORDER] = recorder

@@ -206,10 +206,22 @@ class RecordingConfig(_Section):
     segment_seconds: float = 2.0
     # Days a recording is kept before a supervisor may delete its media (changes are logged).
     retention_days: int = 730
+    # How long (s) a missing packet holds the frames after it, waiting for its retransmission,
+    # before it is given up and marked as a gap: longer saves more frames on a lossy link with a
+    # long round trip, at the cost of that much more delay before frames are written.
+    reorder_wait: float = 0.3
+    # A gap of at least this much media (s) is recorded as an outage rather than as loss.
+    outage_seconds: float = 1.0
 
     def validate(self) -> None:
         if not 0.5 <= self.segment_seconds <= 60:
             raise ConfigError("recording.segment_seconds: must be between 0.5 and 60")
+        if not 0.02 <= self.reorder_wait <= 5:
+            raise ConfigError("recording.reorder_wait: must be between 0.02 and 5 seconds")
+        if not self.reorder_wait < self.outage_seconds <= 60:
+            raise ConfigError(
+                "recording.outage_seconds: must be above recording.reorder_wait and at most 60"
+            )
         if not 1 <= self.retention_days <= 36500:
             raise ConfigError("recording.retention_days: must be between 1 and 36500")
 

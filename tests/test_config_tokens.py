@@ -156,3 +156,23 @@ def test_each_section_checks_itself_and_holds_its_defaults() -> None:
     signer = TokenSigner(b"k" * 32)
     grant = signer.verify(signer.mint("r", "p", now=1000.0), now=1000.0)
     assert grant.expires_at == 1000 + AuthConfig().token_ttl
+
+
+async def test_recording_waits_come_from_the_configuration(tmp_path: Path) -> None:
+    from control.appkeys import RECORDER
+    from control.config import RecordingConfig
+
+    from .conftest import make_config, start_server
+
+    with pytest.raises(ConfigError, match=r"recording\.reorder_wait"):
+        RecordingConfig(reorder_wait=10)
+    with pytest.raises(ConfigError, match=r"recording\.outage_seconds"):
+        RecordingConfig(reorder_wait=0.5, outage_seconds=0.4)
+    srv = await start_server(
+        make_config(tmp_path, recording={"reorder_wait": 0.8, "outage_seconds": 2.5})
+    )
+    try:
+        recorder = srv.app[RECORDER]
+        assert (recorder.reorder_wait, recorder.outage_seconds) == (0.8, 2.5)
+    finally:
+        await srv.runner.cleanup()
