@@ -262,7 +262,7 @@ async def post_outcome(request: web.Request) -> web.Response:
     review_id = access.path_int(request, "review", "review")
     body = await read_object(request)
     outcome = body.get("outcome")
-    if outcome not in OUTCOMES:
+    if not isinstance(outcome, str) or outcome not in OUTCOMES:
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
