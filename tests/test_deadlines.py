@@ -140,6 +140,15 @@ async def test_review_inside_and_after_the_window_with_holidays_between(tmp_path
                     conn.execute("UPDATE deliveries SET sent_at = ? WHERE id = ?", (w, d))
 
                 await server.app[DB].run(backdate)
+            # a third determination made 12 days ago and never delivered: overdue (3 working
+            # days, a holiday among them)
+            late = await make_determination(api, li, p)
+            made = backdated(sent_on["outside"])
+
+            def backdate_doc(conn: sqlite3.Connection) -> None:
+                conn.execute("UPDATE documents SET created_at = ? WHERE id = ?", (made, late["id"]))
+
+            await server.app[DB].run(backdate_doc)
             # delivered 6 days ago, 5 of them holidays: day 3 of 3 is still to come
             status, review = await api.call(
                 "POST",
@@ -200,11 +209,24 @@ async def test_review_inside_and_after_the_window_with_holidays_between(tmp_path
                 if i["limit"] == "review_request"
             }
             assert sorted(review_items.values()) == ["closed", "done"]
-            assert {
-                i["status"]
+            delivering = {
+                i["document"]: i["status"]
                 for i in deadlines["deadlines"]
                 if i["limit"] == "determination_delivery"
-            } == {"done"}
+            }
+            assert delivering.pop(late["id"]) == "overdue"
+            assert set(delivering.values()) == {"done"}
+            status, overdue = await api.call("GET", "/api/deadlines/overdue", li)
+            assert status == 200, overdue
+            assert [(o["case_id"], o["document"]) for o in overdue["overdue"]] == [
+                (p.cid, late["id"])
+            ]
+            assert overdue["overdue"][0]["due"] == (today - timedelta(days=8)).isoformat()
+            assert overdue["count"] == {"brigade-1": 1}
+            # another brigade's officer sees none of it
+            wu = await officer_login(server, api, "wu", brigade="brigade-2")
+            status, theirs = await api.call("GET", "/api/deadlines/overdue", wu)
+            assert status == 200 and theirs["overdue"] == []
             assert deadlines["next"] is not None  # the mediation window of the later one
     finally:
         await server.runner.cleanup()

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pypdfium2 as pdfium
+from aiohttp import web
 
 from control.appkeys import CUSTODY
 from documents.samples import sample
@@ -215,7 +216,7 @@ async def test_delivery_with_consent_opened_acknowledged_and_its_receipt_verifie
             # the party reads it too
             pdf = await pdf_of(server, f"/api/party/documents/{acked['receipt_id']}/pdf", p.token)
             assert hashlib.sha256(pdf).hexdigest() == receipt["sha256"]
-            text = pdf_text(pdf).replace("\r", "").replace("\n", "")
+            text = (await asyncio.to_thread(pdf_text, pdf)).replace("\r", "").replace("\n", "")
             assert "电子送达凭证" in text and doc["number"] in text
             assert doc["sha256"][:32] in text
             _, root = await api.call("GET", "/api/ca/root")
@@ -349,3 +350,50 @@ async def test_a_party_refuses_a_delivery(tmp_path: Path) -> None:
             assert status == 404
     finally:
         await server.runner.cleanup()
+
+
+async def test_delivery_through_an_sms_gateway(tmp_path: Path) -> None:
+    """The SMS provider: a gateway on 127.0.0.1 that takes the JSON POST and answers 200."""
+    received: list[dict[str, Any]] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="msg-0001")
+
+    app = web.Application()
+    app.router.add_post("/sms", gateway)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server = await start_server(
+        make_config(
+            tmp_path, delivery={"sms_url": f"http://127.0.0.1:{port}/sms", "sms_sender": "某大队"}
+        )
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            p = await party_in_session(server, api, li)
+            doc = await make_determination(api, li, p)
+            await consent(api, li, p, address="13900000002")
+            status, sent = await api.call(
+                "POST",
+                f"/api/cases/{p.cid}/deliveries",
+                li,
+                {"document_id": doc["id"], "party_id": p.pid},
+            )
+            assert status == 201 and sent["status"] == "sent", sent
+            assert sent["provider"] == "sms-http" and sent["provider_ref"] == "sms-http:msg-0001"
+            assert len(received) == 1
+            assert received[0]["to"] == "13900000002" and received[0]["sender"] == "某大队"
+            assert doc["number"] in received[0]["text"]
+            assert received[0]["reference"] == f"delivery-{sent['id']}"
+            # nothing went to the embedded outbox
+            listed = await asyncio.to_thread(outbox_cli, tmp_path)
+            assert listed.returncode == 0 and "13900000002" not in listed.stdout
+    finally:
+        await server.runner.cleanup()
+        await runner.cleanup()
