@@ -23,6 +23,7 @@ from control.deadlines.calendar import CalendarError, load_calendar, parse_calen
 from control.deadlines.limits import LimitsError, parse_limits
 from control.deadlines.rules import CHINA, china_today, load_rules
 from documents.samples import sample
+from tests import samples
 from tests.conftest import Api, make_config, officer_login, start_server
 from tests.test_delivery import consent, custody, make_determination, party_in_session
 
@@ -149,14 +150,31 @@ async def test_review_inside_and_after_the_window_with_holidays_between(tmp_path
                 conn.execute("UPDATE documents SET created_at = ? WHERE id = ?", (made, late["id"]))
 
             await server.app[DB].run(backdate_doc)
-            # delivered 6 days ago, 5 of them holidays: day 3 of 3 is still to come
+            # delivered 6 days ago, 5 of them holidays: day 3 of 3 is still to come; the
+            # materials named must be the party's own
+            status, photo = await api.call(
+                "POST", "/api/party/materials?name=scene.jpg", p.token, data=samples.jpeg(64, 48)
+            )
+            assert status == 201, photo
+            status, body = await api.call(
+                "POST",
+                "/api/party/reviews",
+                p.token,
+                {"delivery_id": ids["inside"], "reasons": "x", "materials": ["MAT_nope"]},
+            )
+            assert (status, body["error"]) == (400, "bad_request"), body
             status, review = await api.call(
                 "POST",
                 "/api/party/reviews",
                 p.token,
-                {"delivery_id": ids["inside"], "reasons": "对方突然变道，我方无责。"},
+                {
+                    "delivery_id": ids["inside"],
+                    "reasons": "对方突然变道，我方无责。",
+                    "materials": [photo["id"]],
+                },
             )
             assert status == 201, review
+            assert review["materials"] == [photo["id"]]
             assert review["window_closes"] == (today + timedelta(days=2)).isoformat()
             logged = await custody(server, "review.requested")
             assert logged[-1]["review"] == review["id"]
@@ -179,14 +197,6 @@ async def test_review_inside_and_after_the_window_with_holidays_between(tmp_path
             assert body["closed_on"] == closed.isoformat()
             assert f"{closed.year}年{closed.month}月{closed.day}日" in body["message"]
             assert "测试假日" in body["message"]  # the holiday counted
-            # materials must be the party's own
-            status, body = await api.call(
-                "POST",
-                "/api/party/reviews",
-                p.token,
-                {"delivery_id": ids["outside"], "reasons": "x", "materials": ["MAT_nope"]},
-            )
-            assert status == 409  # the window is checked first
             # the case shows the review; an officer records its outcome, once
             status, listed = await api.call("GET", f"/api/cases/{p.cid}/reviews", li)
             assert [r["id"] for r in listed["reviews"]] == [review["id"]]

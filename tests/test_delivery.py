@@ -397,3 +397,77 @@ async def test_delivery_through_an_sms_gateway(tmp_path: Path) -> None:
     finally:
         await server.runner.cleanup()
         await runner.cleanup()
+
+
+class SmtpSink:
+    """An SMTP relay on 127.0.0.1 that accepts every message and keeps it (enough of RFC 5321
+    for smtplib: greeting, EHLO, MAIL, RCPT, DATA, QUIT)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self.session, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 sink ready\r\n")
+        while line := await reader.readline():
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                body = b""
+                while not body.endswith(b"\r\n.\r\n"):
+                    chunk = await reader.readline()
+                    if not chunk:
+                        break
+                    body += chunk
+                self.messages.append(body.decode("utf-8", "replace"))
+                writer.write(b"250 kept\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_delivery_by_e_mail_through_an_smtp_relay(tmp_path: Path) -> None:
+    sink = SmtpSink()
+    port = await sink.start()
+    server = await start_server(
+        make_config(
+            tmp_path,
+            delivery={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_from": "jj@example.org"},
+        )
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            p = await party_in_session(server, api, li)
+            doc = await make_determination(api, li, p)
+            await consent(api, li, p, address="zhang@example.com")
+            status, sent = await api.call(
+                "POST",
+                f"/api/cases/{p.cid}/deliveries",
+                li,
+                {"document_id": doc["id"], "party_id": p.pid},
+            )
+            assert status == 201 and sent["status"] == "sent", sent
+            assert (sent["channel"], sent["provider"]) == ("email", "smtp")
+            assert len(sink.messages) == 1
+            mail = sink.messages[0]
+            assert "To: zhang@example.com" in mail and "From: jj@example.org" in mail
+    finally:
+        await server.runner.cleanup()
+        await sink.close()
