@@ -164,6 +164,18 @@ async def test_delivery_with_consent_opened_acknowledged_and_its_receipt_verifie
             assert (status, body["error"]) == (409, "consent_required"), body
             assert await custody(server, "delivery.sent") == []
             signed_consent = await consent(api, li, p)
+            # a document whose boxes are not all signed (or refused) is not delivered yet
+            status, unsigned = await api.call(
+                "POST",
+                f"/api/cases/{p.cid}/documents",
+                li,
+                {"kind": "determination_ordinary", "data": determination(p.pid)},
+            )
+            assert status == 201, unsigned
+            status, body = await api.call(
+                "POST", base, li, {"document_id": unsigned["id"], "party_id": p.pid}
+            )
+            assert (status, body["error"]) == (409, "not_effective"), body
 
             status, sent = await api.call("POST", base, li, deliver)
             assert status == 201, sent

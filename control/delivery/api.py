@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .. import access
-from ..appkeys import CONFIG, CUSTODY, DB, EVENTS
+from ..appkeys import CONFIG, CUSTODY, DB, DOCS, EVENTS
 from ..auth import Officer
 from ..deadlines.rules import china_today
+from ..documents import api as documents
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -59,6 +60,7 @@ _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
     store.Refusal.ANSWERED: web.HTTPConflict,
     store.Refusal.NOT_FAILED: web.HTTPConflict,
     store.Refusal.POST_FIRST: web.HTTPConflict,
+    store.Refusal.NOT_EFFECTIVE: web.HTTPConflict,
 }
 
 
@@ -120,7 +122,8 @@ async def post_delivery(request: web.Request) -> web.Response:
 
     row = done(await db.run(begin))
     channel = channel_for(config, row["channel"], db)
-    title = row["kind"]
+    template = request.app[DOCS].templates.get(row["kind"])
+    title = template.title if template is not None else row["kind"]
     notice = Notice(
         row["id"],
         row["channel"],
@@ -224,6 +227,11 @@ async def _party_step(request: web.Request, step: str) -> web.Response:
     reason = ""
     if step == "refuse":
         reason = access.text(await read_object(request), "reason", max_len=500)
+    if step == "acknowledge":
+        # one acknowledgement at a time per delivery, so that a retry never makes two receipts
+        # (the documents' per-document locks, keyed here by the delivery's negated ID)
+        async with documents.locks(request, -delivery_id):
+            return await _acknowledge(request, caller, delivery_id)
     row, changed = done(
         await request.app[DB].run(lambda c: store.party_step(c, caller, delivery_id, step, reason))
     )
@@ -233,7 +241,15 @@ async def _party_step(request: web.Request, step: str) -> web.Response:
         return web.json_response(row)
     if step == "refuse":
         await custody(request, "delivery.refused", caller.actor, row, reason=reason)
-        return web.json_response(row)
+    return web.json_response(row)
+
+
+async def _acknowledge(
+    request: web.Request, caller: access.PartyCaller, delivery_id: int
+) -> web.Response:
+    row, _ = done(
+        await request.app[DB].run(lambda c: store.party_step(c, caller, delivery_id, "acknowledge"))
+    )
     who = await request.app[DB].run(lambda c: store.officer_of(c, delivery_id))
     receipt = await make_receipt(request, who, row)
     row = await request.app[DB].run(lambda c: store.set_receipt(c, delivery_id, receipt["id"]))
@@ -288,7 +304,8 @@ def describe(add: Add) -> None:
             responses("201", ANY_OBJECT, "400 401 403 404 409"),
             tag=tag,
             body=json_body({"document_id": ID, "party_id": ID}, ["document_id", "party_id"]),
-            description="409 consent_required unless the party signed a 送达地址确认书 agreeing "
+            description="409 not_effective while a box of the document is neither signed nor "
+            "refused; 409 consent_required unless the party signed a 送达地址确认书 agreeing "
             "to electronic delivery with a channel (sms, email) and an address. The answer's "
             "`status` is `sent` (its `sent_at` is the delivery date) or `failed` (`failure`, "
             "and `fallback.next`: post, then public_notice).",

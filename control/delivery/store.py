@@ -55,6 +55,11 @@ class Refusal(CodedRefusal):
         "只有电子送达失败或被拒收时才记录邮寄或公告送达 / post or a public notice is "
         "recorded only after electronic delivery failed or was refused",
     )
+    NOT_EFFECTIVE = (
+        "not_effective",
+        "文书尚未签署完毕（仍有签名位置未签名或未记录拒签），不能送达 / the document is not "
+        "complete (a box is neither signed nor refused): it cannot be delivered yet",
+    )
     POST_FIRST = (
         "post_first",
         "公告送达前须先记录邮寄送达（157号令第五十五条）/ a public notice comes after "
@@ -120,6 +125,9 @@ def begin(
         return Refusal.NO_DOCUMENT
     if doc["kind"] in ("delivery_receipt", "delivery_consent"):
         return Refusal.RECEIPT
+    signed = {sig["field"] for sig in json.loads(doc["signatures"])}
+    if any(r["field"] not in signed and not r.get("refused") for r in json.loads(doc["required"])):
+        return Refusal.NOT_EFFECTIVE
     party = conn.execute(
         "SELECT id FROM parties WHERE id = ? AND case_id = ?", (party_id, case_id)
     ).fetchone()
@@ -286,6 +294,10 @@ def party_step(
             conn.execute("UPDATE deliveries SET opened_at = ? WHERE id = ?", (now, delivery_id))
             audit(conn, caller.actor, "delivery.opened", f"delivery:{delivery_id}", row["case_id"])
     else:
+        if step == "acknowledge" and row["acknowledged_at"] is not None:
+            if row["receipt_id"] is None:  # acknowledged, the receipt not made: make it now
+                return public(conn, row), True
+            return Refusal.ANSWERED
         if row["acknowledged_at"] is not None or row["refused_at"] is not None:
             return Refusal.ANSWERED
         if step == "acknowledge":
