@@ -36,6 +36,7 @@ from .appkeys import (
     OPENAPI,
     RECORDER,
     REDEEM_LIMIT,
+    RULES,
     SFU,
     SIGNER,
     SOCKETS,
@@ -49,6 +50,10 @@ from .cases import api as cases
 from .cases import audit, parties
 from .config import Config
 from .db import Database
+from .deadlines import api as deadlines
+from .deadlines.rules import load_rules
+from .delivery import api as delivery
+from .delivery import penalty, reviews
 from .documents import api as documents
 from .documents.desk import DocumentDesk
 from .events import EventHub, case_of_room
@@ -90,6 +95,10 @@ AREAS = (
     statistics,
     records,
     documents,
+    delivery,
+    reviews,
+    penalty,
+    deadlines,
 )
 # the description in the order of the reference page's sections (tags in order of appearance)
 DESCRIBED = (
@@ -110,6 +119,10 @@ DESCRIBED = (
     materials,
     records,
     documents,
+    delivery,
+    reviews,
+    penalty,
+    deadlines,
 )
 SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
@@ -244,6 +257,9 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
         # the templates are checked here: a bad edit stops the start, not the first document
         app[DOCS] = await asyncio.to_thread(DocumentDesk, config.data_dir, config.keys_dir)
+        # the working-day calendar and the limits, checked here: a bad line stops the start
+        d = config.deadlines
+        app[RULES] = await asyncio.to_thread(load_rules, d.calendar, d.limits, d.warn_days)
         verifier = await make_verifier(config, custody, recorder)
         if verifier is not None:
             stack.push_async_callback(_closing("verifier", verifier.close))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .auth import Throttle
     from .config import Config
     from .db import Database
+    from .deadlines.rules import Rules
     from .documents.desk import DocumentDesk
     from .events import EventHub
     from .loopwatch import LoopWatch
@@ -53,6 +54,7 @@ STORE: web.AppKey[MaterialStore] = web.AppKey("materials")
 GATE: web.AppKey[UploadGate] = web.AppKey("material_uploads")
 DESK: web.AppKey[PrejoinDesk] = web.AppKey("prejoin")  # the identity check before joining
 DOCS: web.AppKey[DocumentDesk] = web.AppKey("documents")  # templates, CA, numbers, PDFs
+RULES: web.AppKey[Rules] = web.AppKey("deadline_rules")  # calendar and limits
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
 
 # -- the front of several workers (control/front.py) -----------------------------------------

@@ -611,6 +611,55 @@ def cmd_documents(args: argparse.Namespace) -> int:
     return run(args, keys_dir=lambda: _load(args).keys_dir)
 
 
+def cmd_delivery_outbox(args: argparse.Namespace) -> int:
+    """The embedded outbox's notices (what an SMS or e-mail provider would have sent)."""
+    import json as json_module
+
+    from .db import Database
+    from .delivery.channels import outbox
+
+    config = _load(args)
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        rows = database.run_sync(lambda c: outbox(c, args.delivery))
+    finally:
+        database.close_sync()
+    for row in rows:
+        if args.json:
+            print(json_module.dumps(row, ensure_ascii=False))
+        else:
+            print(
+                f"#{row['id']} 送达 {row['delivery_id']} {row['created_at']} "
+                f"{row['channel']} -> {row['address']}\n  {row['text']}"
+            )
+    if not rows and not args.json:
+        print("发件箱为空 / the outbox is empty")
+    return 0
+
+
+def cmd_delivery_calendar(args: argparse.Namespace) -> int:
+    """Check a working-day calendar (and limits) file before a brigade uses it."""
+    from pathlib import Path
+
+    from .deadlines.calendar import CalendarError, load_calendar
+    from .deadlines.limits import LimitsError, load_limits
+
+    try:
+        calendar = load_calendar(Path(args.file) if args.file else None)
+        limits = load_limits(Path(args.limits) if args.limits else None)
+    except (CalendarError, LimitsError) as exc:
+        print(f"remotecase: {exc}", file=sys.stderr)
+        return 1
+    unconfirmed = sum(1 for d in calendar.days.values() if d.status == "expected")
+    print(
+        f"工作日历通过检查：{'、'.join(str(y) for y in sorted(calendar.years))} 年，"
+        f"{len(calendar.days)} 个日期（{unconfirmed} 个待国务院通知确认），{len(limits)} 项期限 / "
+        f"calendar OK: {len(calendar.days)} dates ({unconfirmed} expected, not yet confirmed), "
+        f"{len(limits)} limits"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
@@ -724,6 +773,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     documents_arguments(docs_parser)
     docs_parser.set_defaults(func=cmd_documents)
+
+    deliveries = sub.add_parser("delivery", help="electronic delivery: the outbox, the calendar")
+    delivery_sub = deliveries.add_subparsers(dest="delivery_command", required=True)
+    box = delivery_sub.add_parser("outbox", help="the notices in the embedded outbox")
+    box.add_argument("--delivery", type=int, help="only this delivery's")
+    box.add_argument("--json", action="store_true", help="one JSON object a line")
+    box.set_defaults(func=cmd_delivery_outbox)
+    cal = delivery_sub.add_parser("calendar", help="check a working-day calendar file")
+    cal.add_argument("--file", help="the calendar (default: the one shipped)")
+    cal.add_argument("--limits", help="the limits file (default: the one shipped)")
+    cal.set_defaults(func=cmd_delivery_calendar)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -331,6 +331,59 @@ class MaterialsConfig(_Section):
 
 
 @dataclass(frozen=True)
+class DeliveryConfig(_Section):
+    """Electronic delivery's notification providers (docs/delivery.md). With neither set,
+    every notice goes to the embedded outbox (a table an operator reads with ``remotecase
+    delivery outbox``); a consent whose channel has no provider configured uses it too."""
+
+    # An SMS gateway: notices are POSTed to it as JSON {to, text, sender, reference}; any
+    # answer other than 2xx is a failed delivery (the case then shows the fallback).
+    sms_url: str = ""
+    sms_sender: str = ""
+    # An SMTP relay for e-mail notices (plain SMTP, STARTTLS when smtp_starttls).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_starttls: bool = False
+    # Seconds a provider may take before the delivery counts as failed.
+    timeout: float = 10.0
+    # Days a public notice (公告送达) runs before the document counts as delivered (157号令
+    # art.55: sixty days).
+    public_notice_days: int = 60
+
+    def validate(self) -> None:
+        if self.sms_url and not self.sms_url.startswith(("http://", "https://")):
+            raise ConfigError(f"delivery.sms_url: {self.sms_url!r} is not an http(s) URL")
+        if not 1 <= self.smtp_port <= 65535:
+            raise ConfigError("delivery.smtp_port: a TCP port (1-65535)")
+        if self.smtp_host and "@" not in self.smtp_from:
+            raise ConfigError("delivery.smtp_from: an e-mail address, needed with smtp_host")
+        if not 0.5 <= self.timeout <= 120:
+            raise ConfigError("delivery.timeout: between 0.5 and 120 seconds")
+        if not 1 <= self.public_notice_days <= 365:
+            raise ConfigError("delivery.public_notice_days: between 1 and 365")
+
+
+@dataclass(frozen=True)
+class DeadlinesConfig(_Section):
+    """The working-day calendar and the rules' limits (control/deadlines/): empty means the
+    files shipped in control/deadlines/; a brigade points these at its own updated copies."""
+
+    calendar: str = ""
+    limits: str = ""
+    # A deadline this many working days away or nearer is flagged ``warn``.
+    warn_days: int = 1
+
+    def validate(self) -> None:
+        for name in ("calendar", "limits"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"deadlines.{name}: no such file {path!r}")
+        if not 0 <= self.warn_days <= 30:
+            raise ConfigError("deadlines.warn_days: between 0 and 30")
+
+
+@dataclass(frozen=True)
 class LogConfig(_Section):
     level: str = "INFO"
     format: str = "text"  # or "json": one object per line (control/logs.py)
@@ -353,6 +406,8 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
     materials: MaterialsConfig = field(default_factory=MaterialsConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def media_options(self) -> MediaOptions:

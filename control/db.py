@@ -250,6 +250,84 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inquiry_records_case ON inquiry_records(case_id);
     CREATE INDEX inquiry_records_party ON inquiry_records(party_id)
     """,
+    # electronic delivery (control/delivery/): each delivery of a document to a party with its
+    # receipt, what the officer did when it failed, the embedded outbox of notices; reviews
+    # (复核) asked for by parties; the steps of the penalty procedure
+    """
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        consent_id INTEGER NOT NULL REFERENCES documents(id),
+        kind TEXT NOT NULL,
+        document_number TEXT NOT NULL,
+        document_sha256 TEXT NOT NULL,
+        document_revision INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        address TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+        provider_ref TEXT NOT NULL DEFAULT '',
+        failure TEXT NOT NULL DEFAULT '',
+        sent_at TEXT,
+        opened_at TEXT,
+        acknowledged_at TEXT,
+        refused_at TEXT,
+        refusal TEXT NOT NULL DEFAULT '',
+        receipt_id INTEGER REFERENCES documents(id),
+        officer_id INTEGER NOT NULL REFERENCES officers(id),
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_case ON deliveries(case_id);
+    CREATE INDEX deliveries_party ON deliveries(party_id);
+    CREATE TABLE delivery_fallbacks (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+        action TEXT NOT NULL CHECK (action IN ('post', 'public_notice')),
+        reference TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        done_on TEXT NOT NULL,
+        notice_ends TEXT,
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+    CREATE TABLE delivery_outbox (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        reasons TEXT NOT NULL,
+        materials TEXT NOT NULL DEFAULT '[]',
+        requested_at TEXT NOT NULL,
+        window_closes TEXT NOT NULL,
+        outcome TEXT,
+        outcome_note TEXT NOT NULL DEFAULT '',
+        decided_by TEXT,
+        decided_at TEXT,
+        UNIQUE (party_id, document_id)
+    );
+    CREATE INDEX reviews_case ON reviews(case_id);
+    CREATE TABLE penalty_steps (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        step TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+    CREATE INDEX penalty_steps_case ON penalty_steps(case_id)
+    """,
 ]
 
 

@@ -112,6 +112,15 @@ _BASE: dict[str, Any] = {
         "method": "电子送达（短信链接及交管12123）",
         "address": "13800000001",
         "agreed": "同意",
+        # the receipt's (delivery_receipt)
+        "channel": "短信",
+        "document_title": "道路交通事故认定书",
+        "document_number": "某公交认〔2026〕第0001号",
+        "document_sha256": "3f" * 32,
+        "consent_number": "某公交送〔2026〕第0001号",
+        "sent_at": "2026年12月1日 10时30分",
+        "opened_at": "2026年12月1日 10时41分",
+        "acknowledged_at": "2026年12月1日 10时42分",
     },
     "talk": {
         "subject": "某运输公司驾驶人多次超速",
@@ -124,7 +133,13 @@ _BASE: dict[str, Any] = {
 def sample(kind: str) -> dict[str, Any]:
     """A complete data set for ``kind`` (a fresh copy)."""
     data = copy.deepcopy(_BASE)
-    if kind in ("inquiry_record", "penalty_notice", "penalty_decision", "delivery_consent"):
+    if kind in (
+        "inquiry_record",
+        "penalty_notice",
+        "penalty_decision",
+        "delivery_consent",
+        "delivery_receipt",
+    ):
         data["parties"] = data["parties"][:1]
     if kind == "mediation_agreement":
         data["parties"].append(

@@ -279,6 +279,15 @@ async def _generate(w: World) -> Call:
     )
 
 
+async def _deliver(w: World) -> Call:
+    """A case whose only document is the party's consent: delivering it is refused (400) after
+    the caller was let in, which tells an authorized call apart from 401/403/404."""
+    cid, pid, link, doc = await _document(w)
+    return Call(
+        "POST", f"/api/cases/{cid}/deliveries", {"document_id": doc, "party_id": pid}, link=link
+    )
+
+
 async def _record(w: World, suffix: str = "", json: Any = None, method: str = "GET") -> Call:
     cid, pid, link = await w.case()
     sid = await w.session(cid)
@@ -483,6 +492,85 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         (*OFFICERS_ONLY, 200, 404, 403, 200),
     ),
     ("a party reads its record", record(suffix="party"), (401, 200, 404, *PARTIES_ONLY)),
+    # delivery, review, penalty, deadlines (docs/delivery.md); a delivery that does not exist
+    # answers 404 to every officer: an observer's change is still 403 before the lookup
+    ("deliver a document", _deliver, (*OFFICERS_ONLY, 400, 404, 403, 400)),
+    (
+        "list deliveries",
+        plain("GET", "/api/cases/{case}/deliveries"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "read a delivery",
+        plain("GET", "/api/cases/{case}/deliveries/999999"),
+        (*OFFICERS_ONLY, 404, 404, 404, 404),
+    ),
+    (
+        "record a fallback",
+        plain(
+            "POST",
+            "/api/cases/{case}/deliveries/999999/fallback",
+            json={"action": "post", "reference": "EMS1"},
+        ),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    ("a party's deliveries", plain("GET", "/api/party/deliveries"), (401, 200, 200, *PARTIES_ONLY)),
+    (
+        "a party opens a delivery",
+        plain("POST", "/api/party/deliveries/999999/open"),
+        (401, 404, 404, *PARTIES_ONLY),
+    ),
+    (
+        "a party acknowledges a delivery",
+        plain("POST", "/api/party/deliveries/999999/acknowledge"),
+        (401, 404, 404, *PARTIES_ONLY),
+    ),
+    (
+        "a party refuses a delivery",
+        plain("POST", "/api/party/deliveries/999999/refuse", json={"reason": "r"}),
+        (401, 404, 404, *PARTIES_ONLY),
+    ),
+    (
+        "a party asks for a review",
+        plain("POST", "/api/party/reviews", json={"delivery_id": 999999, "reasons": "r"}),
+        (401, 404, 404, *PARTIES_ONLY),
+    ),
+    ("a party's reviews", plain("GET", "/api/party/reviews"), (401, 200, 200, *PARTIES_ONLY)),
+    (
+        "list reviews",
+        plain("GET", "/api/cases/{case}/reviews"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "record a review's outcome",
+        plain(
+            "POST",
+            "/api/cases/{case}/reviews/999999/outcome",
+            json={"outcome": "upheld", "note": "n"},
+        ),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    (
+        "the penalty procedure",
+        plain("GET", "/api/cases/{case}/penalty"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    # without a notice a step is refused (409) once the caller is let in
+    (
+        "record a penalty step",
+        plain("POST", "/api/cases/{case}/penalty/steps", json={"step": "statement", "text": "t"}),
+        (*OFFICERS_ONLY, 409, 404, 403, 409),
+    ),
+    (
+        "a case's deadlines",
+        plain("GET", "/api/cases/{case}/deadlines"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "what is overdue",
+        plain("GET", "/api/deadlines/overdue"),
+        (*OFFICERS_ONLY, 200, 200, 200, 200),
+    ),
     ("the CA's root certificate", plain("GET", "/api/ca/root"), (200,) * 7),
 ]
 

@@ -33,6 +33,7 @@ KINDS = {
     "penalty_notice",
     "penalty_decision",
     "delivery_consent",
+    "delivery_receipt",
     "talk_record",
 }
 

@@ -42,6 +42,7 @@ from .. import access
 from ..access import PartyCaller, text
 from ..appkeys import CUSTODY, DB, DOCS, EVENTS
 from ..auth import Officer, now_iso
+from ..delivery.penalty import before_decision
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -183,6 +184,14 @@ async def generate(
         )
     if data is None:
         data = done(await request.app[DB].run(lambda c: store.base_data(c, who, case_id, body)))
+    if kind == "penalty_decision":
+        # missing fields first (422), then the penalty procedure's order (409,
+        # control/delivery/penalty.py), before a number is taken
+        try:
+            template.check(data)
+        except DocumentError as exc:
+            raise refused(exc) from None
+        await before_decision(request, case_id)
     try:
         doc, year, seq, number = await asyncio.to_thread(d.render_numbered, template, data)
     except DocumentError as exc:
@@ -705,7 +714,8 @@ def describe(add: Add) -> None:
                 ["kind"],
             ),
             description="422 missing_fields names every missing field (`missing`: path and "
-            "label) before a number is taken.",
+            "label) before a number is taken. A penalty_decision is refused (409) until the "
+            "penalty procedure allows it (GET /api/cases/{case}/penalty).",
         ),
         [CASE],
     )

@@ -1,0 +1,242 @@
+"""Deadlines over HTTP: each case's deadlines and the next one, and what is overdue in a
+brigade. The dates come from what the case recorded (documents made, deliveries sent, the
+penalty procedure's steps, reviews) and the rules (control/deadlines/limits.toml) counted on
+the working-day calendar."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import date
+from typing import Any
+
+from aiohttp import web
+
+from .. import access
+from ..appkeys import DB, RULES
+from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, op, query, responses
+from ..refusals import done as case_done
+from .rules import Rules, china_date, china_today
+
+DETERMINATIONS = ("determination_ordinary", "determination_simple", "accident_certificate")
+
+
+def _item(
+    rules: Rules,
+    today: date,
+    limit_id: str,
+    start: date,
+    done_at: str | None,
+    **about: Any,
+) -> dict[str, Any]:
+    limit = rules.limits[limit_id]
+    due = rules.due(limit_id, start)
+    if done_at is not None:
+        status = "done"
+    elif today > due:
+        # the department's duty undone is overdue; a party's window simply closed, except an
+        # unpaid fine, which the brigade follows up
+        status = "overdue" if limit.who == "department" or limit_id == "fine_payment" else "closed"
+    else:
+        status = "open"
+    warn = False
+    if status == "open":
+        left = 0
+        day = today
+        while day < due:
+            day = rules.calendar.add_working_days(day, 1)
+            left += 1
+        warn = left <= rules.warn_days
+    return {
+        "limit": limit_id,
+        "name": limit.name,
+        "who": limit.who,
+        "days": limit.days,
+        "unit": limit.unit,
+        "basis": limit.basis,
+        "start": start.isoformat(),
+        "due": due.isoformat(),
+        "status": status,
+        "warn": warn,
+        "done_at": done_at,
+        **about,
+    }
+
+
+def case_deadlines(
+    conn: sqlite3.Connection, case_id: int, rules: Rules, today: date
+) -> list[dict[str, Any]]:
+    """Every deadline the case's recorded events started, oldest start first."""
+    out: list[dict[str, Any]] = []
+    docs = conn.execute(
+        "SELECT id, kind, number, data, created_at FROM documents WHERE case_id = ? ORDER BY id",
+        (case_id,),
+    ).fetchall()
+    deliveries = conn.execute(
+        "SELECT * FROM deliveries WHERE case_id = ? AND status = 'sent' ORDER BY id", (case_id,)
+    ).fetchall()
+    reviews = {
+        (r["party_id"], r["document_id"]): r["requested_at"]
+        for r in conn.execute("SELECT * FROM reviews WHERE case_id = ?", (case_id,)).fetchall()
+    }
+    steps = conn.execute(
+        "SELECT step, detail, recorded_at FROM penalty_steps WHERE case_id = ? ORDER BY id",
+        (case_id,),
+    ).fetchall()
+    for doc in docs:
+        about = {"document": doc["id"], "number": doc["number"]}
+        if doc["kind"] in DETERMINATIONS:
+            sent = [d["sent_at"] for d in deliveries if d["document_id"] == doc["id"]]
+            out.append(
+                _item(
+                    rules,
+                    today,
+                    "determination_delivery",
+                    china_date(doc["created_at"]),
+                    min(sent) if sent else None,
+                    **about,
+                )
+            )
+        if doc["kind"] == "penalty_notice":
+            notified = china_date(doc["created_at"])
+            waived = {
+                json.loads(s["detail"]).get("right"): s["recorded_at"]
+                for s in steps
+                if s["step"] == "waiver"
+            }
+            statement = next((s["recorded_at"] for s in steps if s["step"] == "statement"), None)
+            out.append(
+                _item(
+                    rules,
+                    today,
+                    "statement",
+                    notified,
+                    waived.get("statement") or statement,
+                    **about,
+                )
+            )
+            amount = (json.loads(doc["data"]).get("penalty") or {}).get("amount")
+            if isinstance(amount, (int, float)) and amount >= 2000:
+                asked = next(
+                    (s["recorded_at"] for s in steps if s["step"] == "hearing_requested"), None
+                )
+                out.append(
+                    _item(
+                        rules,
+                        today,
+                        "hearing_request",
+                        notified,
+                        waived.get("hearing") or asked,
+                        **about,
+                    )
+                )
+    for d in deliveries:
+        about = {
+            "document": d["document_id"],
+            "number": d["document_number"],
+            "party": d["party_id"],
+        }
+        delivered = china_date(d["sent_at"])
+        if d["kind"] in DETERMINATIONS:
+            out.append(
+                _item(
+                    rules,
+                    today,
+                    "review_request",
+                    delivered,
+                    reviews.get((d["party_id"], d["document_id"])),
+                    **about,
+                )
+            )
+            out.append(_item(rules, today, "mediation_application", delivered, None, **about))
+        if d["kind"] == "penalty_decision":
+            paid = next((s["recorded_at"] for s in steps if s["step"] == "payment"), None)
+            out.append(_item(rules, today, "fine_payment", delivered, paid, **about))
+    out.sort(key=lambda i: (i["due"], i["limit"]))
+    return out
+
+
+def overdue(
+    conn: sqlite3.Connection, brigades: list[str] | None, rules: Rules, today: date
+) -> list[dict[str, Any]]:
+    sql = "SELECT id, title, kind, brigade FROM cases WHERE status = 'open'"
+    args: tuple[Any, ...] = ()
+    if brigades is not None:
+        sql += f" AND brigade IN ({','.join('?' * len(brigades))})"
+        args = tuple(brigades)
+    out = []
+    for case in conn.execute(sql + " ORDER BY id", args).fetchall():
+        for item in case_deadlines(conn, case["id"], rules, today):
+            if item["status"] == "overdue":
+                out.append(
+                    {"case_id": case["id"], "title": case["title"], "brigade": case["brigade"]}
+                    | item
+                )
+    return out
+
+
+async def get_case_deadlines(request: web.Request) -> web.Response:
+    who = await access.officer(request)
+    case_id = access.case_id(request)
+    case_done(await request.app[DB].run(lambda c: access.load_case(c, who, case_id)))
+    rules = request.app[RULES]
+    today = china_today()
+    items = await request.app[DB].run(lambda c: case_deadlines(c, case_id, rules, today))
+    upcoming = [i for i in items if i["status"] in ("open", "overdue")]
+    return web.json_response(
+        {"today": today.isoformat(), "deadlines": items, "next": upcoming[0] if upcoming else None}
+    )
+
+
+async def get_overdue(request: web.Request) -> web.Response:
+    """Officers and observers see their brigade; a supervisor every brigade, or one
+    (``?brigade=``)."""
+    who = await access.officer(request)
+    brigade = request.query.get("brigade")
+    brigades: list[str] | None
+    if who.role == "supervisor":
+        brigades = [brigade] if brigade else None
+    else:
+        brigades = [who.brigade]
+    rules = request.app[RULES]
+    today = china_today()
+    items = await request.app[DB].run(lambda c: overdue(c, brigades, rules, today))
+    by_brigade: dict[str, int] = {}
+    for item in items:
+        by_brigade[item["brigade"]] = by_brigade.get(item["brigade"], 0) + 1
+    return web.json_response({"today": today.isoformat(), "overdue": items, "count": by_brigade})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/cases/{case}/deadlines", get_case_deadlines)
+    app.router.add_get("/api/deadlines/overdue", get_overdue)
+
+
+def describe(add: Add) -> None:
+    tag = "deadlines"
+    add(
+        "/api/cases/{case}/deadlines",
+        "get",
+        op(
+            "The case's deadlines (working days on the calendar) and the next one",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+        ),
+        [CASE],
+    )
+    add(
+        "/api/deadlines/overdue",
+        "get",
+        op(
+            "What is overdue in the caller's brigade (a supervisor: every brigade, or one)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401"),
+            tag=tag,
+        ),
+        [
+            query(
+                "brigade", {"type": "string", "maxLength": 100}, description="a supervisor's filter"
+            )
+        ],
+    )
