@@ -53,6 +53,7 @@ from .documents import api as documents
 from .documents.desk import DocumentDesk
 from .events import EventHub, case_of_room
 from .http import openapi
+from .http.jsonio import localized_errors
 from .http.webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
 from .loopwatch import GcPolicy, LoopWatch
 from .materials import api as materials
@@ -119,6 +120,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         client_max_size=64 * 1024,
         middlewares=[
+            localized_errors,  # outermost: the others' errors are worded too
             client_address(config.server.front_secret),
             body_deadline(config.server.body_timeout),
         ],
