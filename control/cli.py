@@ -9,7 +9,9 @@ import os
 import ssl
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from . import i18n
 from .config import Config, ConfigError, LogConfig, load_config
 
 
@@ -47,11 +49,26 @@ def _configure_logging(log: LogConfig) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    overrides = {"auth": {"dev_join": True}} if getattr(args, "dev", False) else None
+    """The configuration: defaults, the ``--config`` file, ``REMOTECASE_*`` variables, then the
+    command's flags (``serve --host/--port/--dev``), all validated alike."""
+    overrides: dict[str, dict[str, Any]] = {}
+    if getattr(args, "dev", False):
+        overrides["auth"] = {"dev_join": True}
+    server: dict[str, Any] = {}
+    if getattr(args, "host", None) is not None:
+        server["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        port = str(args.port).strip()
+        if not (port.isascii() and port.isdigit()):
+            print(i18n.both("cli.bad_port", port=args.port), file=sys.stderr)
+            raise SystemExit(2)
+        server["port"] = int(port)
+    if server:
+        overrides["server"] = server
     try:
-        return load_config(args.config, overrides=overrides)
+        return load_config(args.config, overrides=overrides or None)
     except ConfigError as exc:
-        print(f"remotecase: configuration error: {exc}", file=sys.stderr)
+        print(i18n.both("cli.config_error", error=exc), file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -611,16 +628,65 @@ def cmd_documents(args: argparse.Namespace) -> int:
     return run(args, keys_dir=lambda: _load(args).keys_dir)
 
 
+class _ChineseFirst(argparse.HelpFormatter):
+    """argparse's help with its own headings in Chinese first."""
+
+    def add_usage(
+        self,
+        usage: str | None,
+        actions: Any,
+        groups: Any,
+        prefix: str | None = None,
+    ) -> None:
+        super().add_usage(usage, actions, groups, prefix or "用法 / usage: ")
+
+
+def _help(parser: argparse.ArgumentParser) -> None:
+    parser._optionals.title = "选项 / options"
+    parser.add_argument(
+        "-h", "--help", action="help", help="显示本帮助并退出 / show this help and exit"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotecase", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server")
+    serve = sub.add_parser(
+        "serve",
+        help="运行服务器 / run the server",
+        description="运行服务器：参数覆盖配置文件和 REMOTECASE_* 环境变量中的值，并同样校验 / "
+        "run the server: the flags override the configuration file's and the REMOTECASE_* "
+        "variables' values and are checked the same way",
+        formatter_class=_ChineseFirst,
+        add_help=False,
+    )
+    _help(serve)
+    serve.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="TOML 配置文件（未给出时使用内置默认值）/ TOML configuration file "
+        "(defaults are embedded)",
+    )
+    serve.add_argument(
+        "--host",
+        metavar="ADDRESS",
+        help="监听地址，覆盖 server.host（默认 127.0.0.1）/ address to listen on, overrides "
+        "server.host (default 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        metavar="PORT",
+        help="监听端口 0-65535，覆盖 server.port（默认 8080）/ TCP port 0-65535, overrides "
+        "server.port (default 8080)",
+    )
     serve.add_argument(
         "--dev",
         action="store_true",
-        help="development mode (auth.dev_join): the page mints its own tokens "
+        help="开发模式（auth.dev_join）：页面自行签发案件之外房间的令牌，仅限回环地址 / "
+        "development mode (auth.dev_join): the page mints its own tokens "
         "for rooms outside every case; loopback binds only",
     )
     serve.set_defaults(func=cmd_serve)
