@@ -22,6 +22,7 @@ from recorder.recording import Recorder
 from recorder.witness import configured_witness
 
 from . import login, service, statistics
+from .accounts import api as accounts
 from .appkeys import (
     CONFIG,
     CUSTODY,
@@ -76,6 +77,7 @@ logger = logging.getLogger(__name__)
 AREAS = (
     service,
     login,
+    accounts,
     cases,
     parties,
     audit,
@@ -96,6 +98,7 @@ AREAS = (
 DESCRIBED = (
     service,
     login,
+    accounts,
     statistics,
     cases,
     audit,

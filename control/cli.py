@@ -103,12 +103,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"remotecase: {problem}", file=sys.stderr)
         return 2
     workers = config.server.workers or (os.cpu_count() or 1)
+    if "REMOTECASE_WORKER_INDEX" not in os.environ:
+        _first_start(args, config, scheme)
     if workers > 1:
         from .front import run_supervised
 
         print(
-            f"remotecase: serving on {scheme}://{host}:{port}/ with {workers} worker "
-            f"processes (data in {config.data_dir.resolve()})",
+            i18n.both(
+                "cli.serving_workers",
+                url=f"{scheme}://{host}:{port}/",
+                workers=workers,
+                data=config.data_dir.resolve(),
+            ),
             flush=True,
         )
         asyncio.run(run_supervised(config, workers, host, port, ssl_context))
@@ -127,14 +133,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             create_app(config), sock=sock, ssl_context=ssl_context, print=None, access_log=None
         )
         return 0
-    how = (
-        "开发模式：在两个标签页中打开即可会面 / development mode: open it in two tabs to meet"
-        if config.auth.dev_join
-        else "加入通话需要民警发出的邀请链接 / joining a call needs an officer's invitation"
-    )
     print(
-        f"remotecase: serving on {scheme}://{host}:{port}/ "
-        f"({how}; data in {config.data_dir.resolve()})",
+        i18n.both(
+            "cli.serving",
+            url=f"{scheme}://{host}:{port}/",
+            how=i18n.text("cli.dev_mode" if config.auth.dev_join else "cli.invitation_needed"),
+            data=config.data_dir.resolve(),
+        ),
         flush=True,
     )
     web.run_app(
@@ -146,6 +151,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=None,
     )
     return 0
+
+
+SETUP_MINUTES = 30
+
+
+def _first_start(args: argparse.Namespace, config: Config, scheme: str) -> None:
+    """No officer yet: print a one-time setup link (loopback only, single use, expires) and the
+    command that does the same, for the person at the console."""
+    import ipaddress
+    import secrets
+
+    from .accounts.store import new_setup_link
+    from .db import Database
+
+    token = secrets.token_urlsafe(24)
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        made = database.run_sync(lambda c: new_setup_link(c, token, SETUP_MINUTES * 60.0))
+    finally:
+        database.close_sync()
+    if not made:
+        return
+    command = "remotecase"
+    if args.config:
+        command += f" --config {args.config}"
+    command += " officer add --username 用户名/NAME --role supervisor --brigade 大队/BRIGADE"
+    lines = []
+    for lang in i18n.LANGS:
+        lines.append(i18n.text("cli.first_start", lang, minutes=SETUP_MINUTES))
+        try:
+            address = ipaddress.ip_address(config.server.host)
+        except ValueError:
+            address = None
+        port = config.server.port
+        if address is not None and (address.is_loopback or address.is_unspecified) and port:
+            host = "[::1]" if address.version == 6 and address.is_loopback else "127.0.0.1"
+            link = f"{scheme}://{host}:{port}/setup#t={token}"
+            lines.append("  " + i18n.text("cli.first_start_link", lang, link=link))
+        lines.append("  " + i18n.text("cli.first_start_command", lang, command=command))
+    print("\n".join(lines), flush=True)
 
 
 def _die_with_parent() -> None:
@@ -615,9 +660,62 @@ def cmd_officer_add(args: argparse.Namespace) -> int:
             lambda c: create_officer(c, args.username, password, args.role, args.brigade)
         )
     except (ValueError, Exception) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 1
-    print(f"officer {args.username} ({args.role}, brigade {args.brigade}) has id {officer_id}")
+    print(
+        i18n.both(
+            "cli.officer_added",
+            username=args.username,
+            role=args.role,
+            brigade=args.brigade,
+            id=officer_id,
+        )
+    )
+    return 0
+
+
+def cmd_officer_list(args: argparse.Namespace) -> int:
+    from .accounts.store import list_officers
+    from .db import Database
+
+    config = _load(args)
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        officers = database.run_sync(list_officers)
+    finally:
+        database.close_sync()
+    if not officers:
+        print(i18n.both("cli.officer_none"))
+        return 0
+    print(i18n.both("cli.officer_header"))
+    for o in officers:
+        state = i18n.both("cli.officer_disabled_state" if o["disabled"] else "cli.officer_enabled")
+        print(
+            f"{o['id']}  {o['username']}  {o['role']}  {o['brigade']}  {state}  {o['created_at']}"
+        )
+    return 0
+
+
+def cmd_officer_disable(args: argparse.Namespace) -> int:
+    from .accounts.store import disable_by_name
+    from .db import Database
+
+    config = _load(args)
+    actor = f"operator:{os.environ.get('USER', 'console')}"
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        found = database.run_sync(lambda c: disable_by_name(c, args.username, actor))
+    finally:
+        database.close_sync()
+    if found is None:
+        print(i18n.both("cli.no_such_officer", username=args.username), file=sys.stderr)
+        return 1
+    if found["was_disabled"]:
+        print(i18n.both("cli.officer_already_disabled", username=args.username))
+    else:
+        print(
+            i18n.both("cli.officer_disabled", username=args.username, logins=found["logins_ended"])
+        )
     return 0
 
 
@@ -773,15 +871,31 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("photo")
     enroll.set_defaults(func=cmd_verifier_enroll)
 
-    officer = sub.add_parser("officer", help="officer accounts")
+    officer = sub.add_parser("officer", help="民警账号 / officer accounts")
     officer_sub = officer.add_subparsers(dest="officer", required=True)
     add = officer_sub.add_parser(
-        "add", help="create an officer (password on stdin or REMOTECASE_NEW_PASSWORD)"
+        "add",
+        help="创建民警账号（密码从标准输入或 REMOTECASE_NEW_PASSWORD 读取）/ create an officer "
+        "(password on stdin or REMOTECASE_NEW_PASSWORD)",
     )
-    add.add_argument("--username", required=True)
-    add.add_argument("--role", choices=("officer", "supervisor", "observer"), default="officer")
-    add.add_argument("--brigade", required=True)
+    add.add_argument("--username", required=True, help="用户名 / user name")
+    add.add_argument(
+        "--role",
+        choices=("officer", "supervisor", "observer"),
+        default="officer",
+        help="角色 / role",
+    )
+    add.add_argument("--brigade", required=True, help="所属大队 / brigade")
     add.set_defaults(func=cmd_officer_add)
+    listing = officer_sub.add_parser("list", help="列出民警账号 / list officer accounts")
+    listing.set_defaults(func=cmd_officer_list)
+    disable = officer_sub.add_parser(
+        "disable",
+        help="停用民警账号并结束其登录（已记入审计）/ disable an officer and end its logins "
+        "(audited)",
+    )
+    disable.add_argument("username", help="用户名 / user name")
+    disable.set_defaults(func=cmd_officer_disable)
 
     docs_parser = sub.add_parser(
         "documents", help="legal documents: templates, numbers, signatures, offline verification"

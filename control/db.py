@@ -250,6 +250,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inquiry_records_case ON inquiry_records(case_id);
     CREATE INDEX inquiry_records_party ON inquiry_records(party_id)
     """,
+    # accounts: the first start's one-time setup links (control/accounts/setup.py)
+    """
+    CREATE TABLE setup_links (
+        token_hash TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at TEXT
+    )
+    """,
 ]
 
 

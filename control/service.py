@@ -35,6 +35,14 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The icon every page's browser asks for (an SVG drawn by hand, control/web/favicon.svg)."""
+    return web.FileResponse(
+        WEB_DIR / "favicon.svg",
+        headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"},
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     sfu = request.app[SFU]
     dump = sfu.dump()
@@ -99,6 +107,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/docs", api_docs)
     app.router.add_get("/console", console)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/dev/token", dev_token)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
@@ -110,6 +119,16 @@ def describe(add: Add) -> None:
         "/healthz",
         "get",
         op("Liveness and room counts", NOBODY, responses("200", ANY_OBJECT, ""), tag="service"),
+    )
+    add(
+        "/favicon.ico",
+        "get",
+        op(
+            "The pages' icon (SVG)",
+            NOBODY,
+            responses("200", {"type": "string"}, "", "image/svg+xml"),
+            tag="service",
+        ),
     )
     add(
         "/metrics",

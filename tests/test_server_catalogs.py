@@ -28,7 +28,9 @@ def test_both_catalogs_have_the_same_keys_and_placeholders() -> None:
     for key in zh:
         assert zh[key].strip() and en[key].strip(), key
         assert i18n.placeholders(zh[key]) == i18n.placeholders(en[key]), key
-        assert _HAN.search(zh[key]), (key, zh[key])  # the Chinese catalog reads as Chinese
+        # the Chinese catalog reads as Chinese (a text of names and placeholders only may not)
+        words = re.sub(r"\{\w+\}|remotecase", "", zh[key])
+        assert _HAN.search(zh[key]) or not re.search("[A-Za-z]", words), (key, zh[key])
         assert not _HAN.search(en[key]), (key, en[key])
 
 
