@@ -100,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = config.server.host, config.server.port
     problem = _check_keys(config)
     if problem:
-        print(f"remotecase: {problem}", file=sys.stderr)
+        print(i18n.both("cli.error", error=problem), file=sys.stderr)
         return 2
     workers = config.server.workers or (os.cpu_count() or 1)
     if "REMOTECASE_WORKER_INDEX" not in os.environ:
@@ -221,7 +221,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             ttl=args.ttl or config.auth.token_ttl,
         )
     except ValueError as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     print(token)
     if not config.auth.dev_join:
@@ -296,7 +296,7 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
         witness = load_public_key(Path(args.witness_key).read_bytes()) if args.witness_key else None
         checkpoints = load_checkpoints(Path(args.checkpoint)) if args.checkpoint else []
     except (KeyProblem, OSError) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     print(
         "public key: "
@@ -327,7 +327,7 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
             witness=witness,
         )
     except FileNotFoundError as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     for finding in findings:
         print(finding)
@@ -349,16 +349,16 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
     if not recording_dir.is_dir():
         recording_dir = config.data_dir / "recordings" / args.recording
     if not (recording_dir / "manifest.json").exists():
-        print(f"remotecase: no sealed recording at {recording_dir}", file=sys.stderr)
+        print(i18n.both("cli.no_recording", path=recording_dir), file=sys.stderr)
         return 2
     out = Path(args.out)
     if out.exists():
-        print(f"remotecase: {out} exists; choose a new directory", file=sys.stderr)
+        print(i18n.both("cli.out_exists", path=out), file=sys.stderr)
         return 2
     key_file = config.keys_dir / "custody-ed25519.pem"
     kek_file = config.keys_dir / "recording-kek.key"
     if not key_file.exists() or not kek_file.exists():
-        print(f"remotecase: keys not found in {config.keys_dir}", file=sys.stderr)
+        print(i18n.both("cli.no_keys", path=config.keys_dir), file=sys.stderr)
         return 2
     try:
         signing_key = load_or_create_signing_key(key_file)
@@ -377,7 +377,7 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
         finally:
             custody.close()
     except (KeyProblem, ValueError, WitnessRefused) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 1
     print(
         f"exported to {result['package']} ({len(result['files'])} files); "
@@ -466,7 +466,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                 f"(custody entry {result['log_index']}); media untouched"
             )
     except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 1
     return 0
 
@@ -513,7 +513,7 @@ def cmd_verifier_eval(args: argparse.Namespace) -> int:
             Path(args.directory), engine, threshold=spec.threshold, target_far=args.target_far
         )
     except (EvalError, ModelError) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     if args.plot:
         plot(report, Path(args.plot))
@@ -586,7 +586,7 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     finally:
         database.close_sync()
     if not known:
-        print(f"remotecase: case {args.case} has no party {args.party}", file=sys.stderr)
+        print(i18n.both("cli.no_party", case=args.case, party=args.party), file=sys.stderr)
         return 2
     signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
     kek = KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key")
@@ -605,7 +605,7 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     try:
         photo = Path(args.photo).read_bytes()
     except OSError as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
 
     async def run() -> dict[str, object]:
@@ -623,7 +623,19 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     try:
         record = _asyncio.run(run())
     except EnrollmentRejected as exc:
-        print(f"remotecase: rejected ({exc.code}): {exc.message}", file=sys.stderr)
+        print(
+            i18n.text(
+                "cli.enrollment_rejected",
+                "zh-CN",
+                code=exc.code,
+                reason=i18n.text(f"enrollment.{exc.code}", "zh-CN")
+                if i18n.has(f"enrollment.{exc.code}")
+                else exc.message,
+            )
+            + " / "
+            + i18n.text("cli.enrollment_rejected", "en", code=exc.code, reason=exc.message),
+            file=sys.stderr,
+        )
         return 1
     finally:
         custody.close()
