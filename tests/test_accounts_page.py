@@ -85,3 +85,39 @@ async def test_accounts_page_in_chinese_at_desktop_size(server: Server, tmp_path
             "POST", "/api/login", json={"username": "li", "password": PASSWORD}
         )
         assert status == 401, body
+
+
+async def test_setup_page_creates_the_first_supervisor(tmp_path: Path) -> None:
+    from control.accounts import store
+    from control.appkeys import DB
+    from tests.conftest import make_config, start_server
+
+    server = await start_server(make_config(tmp_path))
+    try:
+        assert await server.app[DB].run(lambda c: store.new_setup_link(c, "the-token", 600.0))
+        camera = tmp_path / "camera.y4m"
+        write_y4m(camera, face_image(), frames=2)
+        async with chromium(camera) as context:
+            page: Any = await context.new_page()
+            await page.set_viewport_size({"width": 1280, "height": 800})
+            await page.goto(f"{server.base_url}/setup?lang=zh-CN#t=the-token")
+            await _wait_for(page, "!document.getElementById('form').hidden")
+            await page.fill("#username", "chief")
+            await page.fill("#brigade", "一大队")
+            await page.fill("#password", PASSWORD)
+            await page.fill("#password2", PASSWORD + "x")
+            await page.click("#form button[type=submit]")
+            await _wait_for(page, "document.getElementById('status').textContent.length > 0")
+            assert await page.text_content("#status") == "两次输入的密码不一致"
+            await page.fill("#password2", PASSWORD)
+            await page.click("#form button[type=submit]")
+            await _wait_for(page, "!document.getElementById('next').hidden")
+            assert "主管 chief 已创建" in (await page.text_content("#status") or "")
+            assert "the-token" not in page.url  # the spent link leaves the address
+            shot = tmp_path / "setup-desktop-zh-CN.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            _keep(shot)
+        async with aiohttp.ClientSession() as http:
+            await Api(http, server.base_url).login("chief")
+    finally:
+        await server.runner.cleanup()
