@@ -51,7 +51,7 @@ def text(body: dict[str, Any], key: str, *, max_len: int = 200, required: bool =
     value = body.get(key, "")
     if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_len:
         raise json_error(
-            web.HTTPBadRequest, "bad_request", f"{key}: a string of 1-{max_len} characters"
+            web.HTTPBadRequest, "bad_request", key="bad_request.text", field=key, max_len=max_len
         )
     return value.strip()
 
@@ -75,7 +75,7 @@ def audit(
 def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
-        raise json_error(web.HTTPUnauthorized, "unauthorized", "log in first")
+        raise json_error(web.HTTPUnauthorized, "unauthorized", detail="no_token")
     return header[len("Bearer ") :].strip()
 
 
@@ -88,9 +88,7 @@ async def officer(request: web.Request) -> Officer:
     token = bearer(request)
     found = await request.app[DB].run(lambda c: officer_for(c, token))
     if found is None:
-        raise json_error(
-            web.HTTPUnauthorized, "unauthorized", "the login is unknown, expired or logged out"
-        )
+        raise json_error(web.HTTPUnauthorized, "unauthorized", detail="login_invalid")
     if (
         found.role == "observer"
         and request.path != "/api/logout"
@@ -102,7 +100,7 @@ async def officer(request: web.Request) -> Officer:
         raise json_error(
             web.HTTPForbidden,
             "forbidden",
-            "an observer reads cases and custody records and changes nothing",
+            detail="observer",
         )
     return found
 
@@ -120,7 +118,7 @@ async def party(request: web.Request) -> PartyCaller:
             or not grant.participant.startswith("party-")
             or not grant.participant[6:].isdigit()
         ):
-            raise json_error(web.HTTPForbidden, "forbidden", "not a party's token")
+            raise json_error(web.HTTPForbidden, "forbidden", detail="not_party_token")
         party_id = int(grant.participant[6:])
         if grant.grant_id is None and not request.app[CONFIG].auth.dev_join:
             raise json_error(web.HTTPUnauthorized, "not_admitted", REFUSALS["not_admitted"])
@@ -165,9 +163,7 @@ async def party(request: web.Request) -> PartyCaller:
 
         caller = await request.app[DB].run(by_invitation)
     if caller is None:
-        raise json_error(
-            web.HTTPUnauthorized, "unauthorized", "the link is unknown, expired or revoked"
-        )
+        raise json_error(web.HTTPUnauthorized, "unauthorized", detail="link_invalid")
     return caller
 
 
@@ -183,7 +179,7 @@ def path_int(request: web.Request, name: str, what: str) -> int:
     raw = request.match_info[name]
     value = id_value(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
     if value is None:
-        raise json_error(web.HTTPNotFound, "not_found", f"no such {what}")
+        raise json_error(web.HTTPNotFound, "not_found", detail=f"no_{what}")
     return value
 
 

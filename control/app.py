@@ -22,6 +22,7 @@ from recorder.recording import Recorder
 from recorder.witness import configured_witness
 
 from . import login, service, statistics
+from .accounts import api as accounts
 from .appkeys import (
     CONFIG,
     CUSTODY,
@@ -58,6 +59,7 @@ from .documents import api as documents
 from .documents.desk import DocumentDesk
 from .events import EventHub, case_of_room
 from .http import openapi
+from .http.jsonio import localized_errors
 from .http.webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
 from .loopwatch import GcPolicy, LoopWatch
 from .materials import api as materials
@@ -80,6 +82,7 @@ logger = logging.getLogger(__name__)
 AREAS = (
     service,
     login,
+    accounts,
     cases,
     parties,
     audit,
@@ -104,6 +107,7 @@ AREAS = (
 DESCRIBED = (
     service,
     login,
+    accounts,
     statistics,
     cases,
     audit,
@@ -132,6 +136,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         client_max_size=64 * 1024,
         middlewares=[
+            localized_errors,  # outermost: the others' errors are worded too
             client_address(config.server.front_secret),
             body_deadline(config.server.body_timeout),
         ],

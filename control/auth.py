@@ -146,9 +146,14 @@ def create_officer(
     conn: sqlite3.Connection, username: str, password: str, role: str, brigade: str
 ) -> int:
     if role not in ACCOUNT_ROLES:
-        raise ValueError(f"role must be one of {', '.join(ACCOUNT_ROLES)}")
-    if len(password) < 10:
-        raise ValueError("passwords have at least 10 characters")
+        raise ValueError(
+            f"角色须为以下之一：{', '.join(ACCOUNT_ROLES)} / role must be one of "
+            f"{', '.join(ACCOUNT_ROLES)}"
+        )
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(
+            f"密码至少 {MIN_PASSWORD} 个字符 / passwords have at least {MIN_PASSWORD} characters"
+        )
     cursor = conn.execute(
         "INSERT INTO officers (username, password_hash, role, brigade, created_at) "
         "VALUES (?, ?, ?, ?, ?)",
@@ -156,6 +161,15 @@ def create_officer(
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+async def hash_async(password: str) -> str:
+    """``hash_password`` for the server: in the hashing threads, never on the event loop nor on
+    the database's thread."""
+    return await asyncio.get_running_loop().run_in_executor(_HASHER, hash_password, password)
+
+
+MIN_PASSWORD = 10
 
 
 class Throttle:

@@ -9,7 +9,9 @@ import os
 import ssl
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from . import i18n
 from .config import Config, ConfigError, LogConfig, load_config
 
 
@@ -47,11 +49,26 @@ def _configure_logging(log: LogConfig) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    overrides = {"auth": {"dev_join": True}} if getattr(args, "dev", False) else None
+    """The configuration: defaults, the ``--config`` file, ``REMOTECASE_*`` variables, then the
+    command's flags (``serve --host/--port/--dev``), all validated alike."""
+    overrides: dict[str, dict[str, Any]] = {}
+    if getattr(args, "dev", False):
+        overrides["auth"] = {"dev_join": True}
+    server: dict[str, Any] = {}
+    if getattr(args, "host", None) is not None:
+        server["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        port = str(args.port).strip()
+        if not (port.isascii() and port.isdigit()):
+            print(i18n.both("cli.bad_port", port=args.port), file=sys.stderr)
+            raise SystemExit(2)
+        server["port"] = int(port)
+    if server:
+        overrides["server"] = server
     try:
-        return load_config(args.config, overrides=overrides)
+        return load_config(args.config, overrides=overrides or None)
     except ConfigError as exc:
-        print(f"remotecase: configuration error: {exc}", file=sys.stderr)
+        print(i18n.both("cli.config_error", error=exc), file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -83,15 +100,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = config.server.host, config.server.port
     problem = _check_keys(config)
     if problem:
-        print(f"remotecase: {problem}", file=sys.stderr)
+        print(i18n.both("cli.error", error=problem), file=sys.stderr)
         return 2
     workers = config.server.workers or (os.cpu_count() or 1)
+    if "REMOTECASE_WORKER_INDEX" not in os.environ:
+        _first_start(args, config, scheme)
     if workers > 1:
         from .front import run_supervised
 
         print(
-            f"remotecase: serving on {scheme}://{host}:{port}/ with {workers} worker "
-            f"processes (data in {config.data_dir.resolve()})",
+            i18n.both(
+                "cli.serving_workers",
+                url=f"{scheme}://{host}:{port}/",
+                workers=workers,
+                data=config.data_dir.resolve(),
+            ),
             flush=True,
         )
         asyncio.run(run_supervised(config, workers, host, port, ssl_context))
@@ -110,14 +133,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             create_app(config), sock=sock, ssl_context=ssl_context, print=None, access_log=None
         )
         return 0
-    how = (
-        "开发模式：在两个标签页中打开即可会面 / development mode: open it in two tabs to meet"
-        if config.auth.dev_join
-        else "加入通话需要民警发出的邀请链接 / joining a call needs an officer's invitation"
-    )
     print(
-        f"remotecase: serving on {scheme}://{host}:{port}/ "
-        f"({how}; data in {config.data_dir.resolve()})",
+        i18n.both(
+            "cli.serving",
+            url=f"{scheme}://{host}:{port}/",
+            how=i18n.text("cli.dev_mode" if config.auth.dev_join else "cli.invitation_needed"),
+            data=config.data_dir.resolve(),
+        ),
         flush=True,
     )
     web.run_app(
@@ -129,6 +151,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=None,
     )
     return 0
+
+
+SETUP_MINUTES = 30
+
+
+def _first_start(args: argparse.Namespace, config: Config, scheme: str) -> None:
+    """No officer yet: print a one-time setup link (loopback only, single use, expires) and the
+    command that does the same, for the person at the console."""
+    import ipaddress
+    import secrets
+
+    from .accounts.store import new_setup_link
+    from .db import Database
+
+    token = secrets.token_urlsafe(24)
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        made = database.run_sync(lambda c: new_setup_link(c, token, SETUP_MINUTES * 60.0))
+    finally:
+        database.close_sync()
+    if not made:
+        return
+    command = "remotecase"
+    if args.config:
+        command += f" --config {args.config}"
+    command += " officer add --username 用户名/NAME --role supervisor --brigade 大队/BRIGADE"
+    lines = []
+    for lang in i18n.LANGS:
+        lines.append(i18n.text("cli.first_start", lang, minutes=SETUP_MINUTES))
+        try:
+            address = ipaddress.ip_address(config.server.host)
+        except ValueError:
+            address = None
+        port = config.server.port
+        if address is not None and (address.is_loopback or address.is_unspecified) and port:
+            host = "[::1]" if address.version == 6 and address.is_loopback else "127.0.0.1"
+            link = f"{scheme}://{host}:{port}/setup#t={token}"
+            lines.append("  " + i18n.text("cli.first_start_link", lang, link=link))
+        lines.append("  " + i18n.text("cli.first_start_command", lang, command=command))
+    print("\n".join(lines), flush=True)
 
 
 def _die_with_parent() -> None:
@@ -159,7 +221,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             ttl=args.ttl or config.auth.token_ttl,
         )
     except ValueError as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     print(token)
     if not config.auth.dev_join:
@@ -234,7 +296,7 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
         witness = load_public_key(Path(args.witness_key).read_bytes()) if args.witness_key else None
         checkpoints = load_checkpoints(Path(args.checkpoint)) if args.checkpoint else []
     except (KeyProblem, OSError) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     print(
         "public key: "
@@ -265,7 +327,7 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
             witness=witness,
         )
     except FileNotFoundError as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     for finding in findings:
         print(finding)
@@ -287,16 +349,16 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
     if not recording_dir.is_dir():
         recording_dir = config.data_dir / "recordings" / args.recording
     if not (recording_dir / "manifest.json").exists():
-        print(f"remotecase: no sealed recording at {recording_dir}", file=sys.stderr)
+        print(i18n.both("cli.no_recording", path=recording_dir), file=sys.stderr)
         return 2
     out = Path(args.out)
     if out.exists():
-        print(f"remotecase: {out} exists; choose a new directory", file=sys.stderr)
+        print(i18n.both("cli.out_exists", path=out), file=sys.stderr)
         return 2
     key_file = config.keys_dir / "custody-ed25519.pem"
     kek_file = config.keys_dir / "recording-kek.key"
     if not key_file.exists() or not kek_file.exists():
-        print(f"remotecase: keys not found in {config.keys_dir}", file=sys.stderr)
+        print(i18n.both("cli.no_keys", path=config.keys_dir), file=sys.stderr)
         return 2
     try:
         signing_key = load_or_create_signing_key(key_file)
@@ -315,7 +377,7 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
         finally:
             custody.close()
     except (KeyProblem, ValueError, WitnessRefused) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 1
     print(
         f"exported to {result['package']} ({len(result['files'])} files); "
@@ -404,7 +466,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                 f"(custody entry {result['log_index']}); media untouched"
             )
     except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 1
     return 0
 
@@ -451,7 +513,7 @@ def cmd_verifier_eval(args: argparse.Namespace) -> int:
             Path(args.directory), engine, threshold=spec.threshold, target_far=args.target_far
         )
     except (EvalError, ModelError) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     if args.plot:
         plot(report, Path(args.plot))
@@ -524,7 +586,7 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     finally:
         database.close_sync()
     if not known:
-        print(f"remotecase: case {args.case} has no party {args.party}", file=sys.stderr)
+        print(i18n.both("cli.no_party", case=args.case, party=args.party), file=sys.stderr)
         return 2
     signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
     kek = KeyEncryptionKey.load_or_create(config.keys_dir / "recording-kek.key")
@@ -543,7 +605,7 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     try:
         photo = Path(args.photo).read_bytes()
     except OSError as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
 
     async def run() -> dict[str, object]:
@@ -561,7 +623,19 @@ def cmd_verifier_enroll(args: argparse.Namespace) -> int:
     try:
         record = _asyncio.run(run())
     except EnrollmentRejected as exc:
-        print(f"remotecase: rejected ({exc.code}): {exc.message}", file=sys.stderr)
+        print(
+            i18n.text(
+                "cli.enrollment_rejected",
+                "zh-CN",
+                code=exc.code,
+                reason=i18n.text(f"enrollment.{exc.code}", "zh-CN")
+                if i18n.has(f"enrollment.{exc.code}")
+                else exc.message,
+            )
+            + " / "
+            + i18n.text("cli.enrollment_rejected", "en", code=exc.code, reason=exc.message),
+            file=sys.stderr,
+        )
         return 1
     finally:
         custody.close()
@@ -598,9 +672,62 @@ def cmd_officer_add(args: argparse.Namespace) -> int:
             lambda c: create_officer(c, args.username, password, args.role, args.brigade)
         )
     except (ValueError, Exception) as exc:
-        print(f"remotecase: {exc}", file=sys.stderr)
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 1
-    print(f"officer {args.username} ({args.role}, brigade {args.brigade}) has id {officer_id}")
+    print(
+        i18n.both(
+            "cli.officer_added",
+            username=args.username,
+            role=args.role,
+            brigade=args.brigade,
+            id=officer_id,
+        )
+    )
+    return 0
+
+
+def cmd_officer_list(args: argparse.Namespace) -> int:
+    from .accounts.store import list_officers
+    from .db import Database
+
+    config = _load(args)
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        officers = database.run_sync(list_officers)
+    finally:
+        database.close_sync()
+    if not officers:
+        print(i18n.both("cli.officer_none"))
+        return 0
+    print(i18n.both("cli.officer_header"))
+    for o in officers:
+        state = i18n.both("cli.officer_disabled_state" if o["disabled"] else "cli.officer_enabled")
+        print(
+            f"{o['id']}  {o['username']}  {o['role']}  {o['brigade']}  {state}  {o['created_at']}"
+        )
+    return 0
+
+
+def cmd_officer_disable(args: argparse.Namespace) -> int:
+    from .accounts.store import disable_by_name
+    from .db import Database
+
+    config = _load(args)
+    actor = f"operator:{os.environ.get('USER', 'console')}"
+    database = Database(config.data_dir / "control.sqlite3")
+    try:
+        found = database.run_sync(lambda c: disable_by_name(c, args.username, actor))
+    finally:
+        database.close_sync()
+    if found is None:
+        print(i18n.both("cli.no_such_officer", username=args.username), file=sys.stderr)
+        return 1
+    if found["was_disabled"]:
+        print(i18n.both("cli.officer_already_disabled", username=args.username))
+    else:
+        print(
+            i18n.both("cli.officer_disabled", username=args.username, logins=found["logins_ended"])
+        )
     return 0
 
 
@@ -658,6 +785,24 @@ def cmd_delivery_calendar(args: argparse.Namespace) -> int:
         f"{len(limits)} limits"
     )
     return 0
+class _ChineseFirst(argparse.HelpFormatter):
+    """argparse's help with its own headings in Chinese first."""
+
+    def add_usage(
+        self,
+        usage: str | None,
+        actions: Any,
+        groups: Any,
+        prefix: str | None = None,
+    ) -> None:
+        super().add_usage(usage, actions, groups, prefix or "用法 / usage: ")
+
+
+def _help(parser: argparse.ArgumentParser) -> None:
+    parser._optionals.title = "选项 / options"
+    parser.add_argument(
+        "-h", "--help", action="help", help="显示本帮助并退出 / show this help and exit"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -665,11 +810,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML configuration file (defaults are embedded)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server")
+    serve = sub.add_parser(
+        "serve",
+        help="运行服务器 / run the server",
+        description="运行服务器：参数覆盖配置文件和 REMOTECASE_* 环境变量中的值，并同样校验 / "
+        "run the server: the flags override the configuration file's and the REMOTECASE_* "
+        "variables' values and are checked the same way",
+        formatter_class=_ChineseFirst,
+        add_help=False,
+    )
+    _help(serve)
+    serve.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="TOML 配置文件（未给出时使用内置默认值）/ TOML configuration file "
+        "(defaults are embedded)",
+    )
+    serve.add_argument(
+        "--host",
+        metavar="ADDRESS",
+        help="监听地址，覆盖 server.host（默认 127.0.0.1）/ address to listen on, overrides "
+        "server.host (default 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        metavar="PORT",
+        help="监听端口 0-65535，覆盖 server.port（默认 8080）/ TCP port 0-65535, overrides "
+        "server.port (default 8080)",
+    )
     serve.add_argument(
         "--dev",
         action="store_true",
-        help="development mode (auth.dev_join): the page mints its own tokens "
+        help="开发模式（auth.dev_join）：页面自行签发案件之外房间的令牌，仅限回环地址 / "
+        "development mode (auth.dev_join): the page mints its own tokens "
         "for rooms outside every case; loopback binds only",
     )
     serve.set_defaults(func=cmd_serve)
@@ -756,15 +930,31 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("photo")
     enroll.set_defaults(func=cmd_verifier_enroll)
 
-    officer = sub.add_parser("officer", help="officer accounts")
+    officer = sub.add_parser("officer", help="民警账号 / officer accounts")
     officer_sub = officer.add_subparsers(dest="officer", required=True)
     add = officer_sub.add_parser(
-        "add", help="create an officer (password on stdin or REMOTECASE_NEW_PASSWORD)"
+        "add",
+        help="创建民警账号（密码从标准输入或 REMOTECASE_NEW_PASSWORD 读取）/ create an officer "
+        "(password on stdin or REMOTECASE_NEW_PASSWORD)",
     )
-    add.add_argument("--username", required=True)
-    add.add_argument("--role", choices=("officer", "supervisor", "observer"), default="officer")
-    add.add_argument("--brigade", required=True)
+    add.add_argument("--username", required=True, help="用户名 / user name")
+    add.add_argument(
+        "--role",
+        choices=("officer", "supervisor", "observer"),
+        default="officer",
+        help="角色 / role",
+    )
+    add.add_argument("--brigade", required=True, help="所属大队 / brigade")
     add.set_defaults(func=cmd_officer_add)
+    listing = officer_sub.add_parser("list", help="列出民警账号 / list officer accounts")
+    listing.set_defaults(func=cmd_officer_list)
+    disable = officer_sub.add_parser(
+        "disable",
+        help="停用民警账号并结束其登录（已记入审计）/ disable an officer and end its logins "
+        "(audited)",
+    )
+    disable.add_argument("username", help="用户名 / user name")
+    disable.set_defaults(func=cmd_officer_disable)
 
     docs_parser = sub.add_parser(
         "documents", help="legal documents: templates, numbers, signatures, offline verification"

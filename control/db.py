@@ -328,6 +328,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX penalty_steps_case ON penalty_steps(case_id)
     """,
+    # accounts: the first start's one-time setup links (control/accounts/setup.py)
+    """
+    CREATE TABLE setup_links (
+        token_hash TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at TEXT
+    )
+    """,
 ]
 
 

@@ -66,6 +66,7 @@ class _Listener:
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE))
     case: int | None = None
     dropped: int = 0
+    ws: web.WebSocketResponse | None = None  # closed when the account is disabled or changed
 
     def offer(self, event: dict[str, Any]) -> None:
         while True:
@@ -85,6 +86,14 @@ class EventHub:
         self._listeners: set[_Listener] = set()
         self._brigades: dict[int, str] = {}  # case ID -> brigade
         self._tasks = TaskSet("event hub", logger)  # looking up a case's brigade
+
+    async def end_officer(self, officer_id: int) -> int:
+        """Close the event streams of an account that was disabled or changed (accounts/api.py);
+        how many there were."""
+        ended = [x.ws for x in self._listeners if x.officer.id == officer_id and x.ws is not None]
+        for ws in ended:
+            await ws.close(code=CLOSE_AUTH, message=b"account changed")
+        return len(ended)
 
     def know_case(self, case_id: int, brigade: str) -> None:
         self._brigades[case_id] = brigade
@@ -135,7 +144,7 @@ class EventHub:
         officer = await self._authenticate(request, ws)
         if officer is None:
             return ws
-        listener = _Listener(officer)
+        listener = _Listener(officer, ws=ws)
         self._listeners.add(listener)
         tasks = TaskSet(f"event stream of {officer.username}", logger)
         tasks.spawn(self._write(ws, listener), "writer")

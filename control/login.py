@@ -23,7 +23,9 @@ async def post_login(request: web.Request) -> web.Response:
     username = text(body, "username", max_len=64)
     password = body.get("password")
     if not isinstance(password, str) or len(password) > 256:
-        raise json_error(web.HTTPBadRequest, "bad_request", "password: a string")
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", key="bad_request.password", field="password"
+        )
     users, addresses = request.app[LOGIN_LIMIT], request.app[LOGIN_ADDRESS_LIMIT]
     user, address = f"user:{username}", f"ip:{request.remote}"
     wait = max(users.wait(user), addresses.wait(address))
@@ -41,7 +43,7 @@ async def post_login(request: web.Request) -> web.Response:
                 c, f"anonymous@{request.remote}", "login.failed", f"user:{username}", None
             )
         )
-        raise json_error(web.HTTPUnauthorized, "bad_credentials", "wrong user name or password")
+        raise json_error(web.HTTPUnauthorized, "bad_credentials")
     token, officer = result
     users.forgive(user)  # the owner is in
     addresses.refund(address)  # this attempt was no failure; earlier ones from here still are

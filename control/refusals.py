@@ -22,7 +22,12 @@ T = TypeVar("T")
 
 class CodedRefusal(enum.Enum):
     """The base of every area's refusals: each member is ``(code, message)``; an area's API maps
-    its members to HTTP error classes and answers with :func:`unwrap`."""
+    its members to HTTP error classes and answers with :func:`unwrap`.
+
+    The answer's ``detail`` is the member's name in lower case (``NO_CASE``: ``no_case``), the
+    specific reason when several members share a code. Its words are the catalogs' text of
+    ``code.detail`` (``control/i18n``, ``not_found.no_case``) when they have one, else
+    ``message`` itself, written ``"中文 / English"`` (served in the asker's language)."""
 
     @property
     def code(self) -> str:
@@ -32,6 +37,19 @@ class CodedRefusal(enum.Enum):
     def message(self) -> str:
         return str(self.value[1])
 
+    @property
+    def detail(self) -> str:
+        return self.name.lower()
+
+    @property
+    def key(self) -> str:
+        """The catalog key of this refusal's words."""
+        return f"{self.code}.{self.detail}"
+
+    def error(self, cls: type[web.HTTPException]) -> web.HTTPException:
+        """This refusal as the error answer ``cls``."""
+        return json_error(cls, self.code, self.message, detail=self.detail, key=self.key)
+
 
 R = TypeVar("R", bound=CodedRefusal)
 
@@ -39,7 +57,7 @@ R = TypeVar("R", bound=CodedRefusal)
 def unwrap(result: T | R, status: Mapping[R, type[web.HTTPException]]) -> T:
     """A store function's result, or its refusal raised as the error answer ``status`` gives."""
     if isinstance(result, CodedRefusal):
-        raise json_error(status[result], result.code, result.message)  # type: ignore[index]
+        raise result.error(status[result])  # type: ignore[index]
     return result
 
 
@@ -74,7 +92,7 @@ _STATUS: dict[Refusal, type[web.HTTPException]] = {
 
 def refused(refusal: Refusal) -> web.HTTPException:
     """The error answer for a store function's refusal."""
-    return json_error(_STATUS[refusal], refusal.code, refusal.message)
+    return refusal.error(_STATUS[refusal])
 
 
 def done(result: T | Refusal) -> T:

@@ -8,7 +8,7 @@ import secrets
 from aiohttp import web
 
 from .appkeys import CONFIG, ERRORS, EVENTS, OPENAPI, SFU, SIGNER, SOCKETS, WATCH
-from .http.jsonio import loads
+from .http.jsonio import json_error, read_object
 from .http.openapi import ANY_OBJECT, NOBODY, Add, json_body, op, responses, upgrade
 from .http.webguard import WEB_DIR
 from .metrics import render_metrics
@@ -33,6 +33,14 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The icon every page's browser asks for (an SVG drawn by hand, control/web/favicon.svg)."""
+    return web.FileResponse(
+        WEB_DIR / "favicon.svg",
+        headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"},
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -63,28 +71,12 @@ async def dev_token(request: web.Request) -> web.Response:
     """Development only: mint a token for the page, so two tabs can meet without set-up."""
     config = request.app[CONFIG]
     if not config.auth.dev_join:
-        return web.json_response(
-            {
-                "error": "dev_join_off",
-                "message": "未开启开发模式：加入通话需要民警发出的邀请链接（开发时可用 "
-                "remotecase serve --dev） / development mode is off: joining a call "
-                "needs an officer's "
-                "invitation link (for development: remotecase serve --dev)",
-            },
-            status=404,
-        )
-    try:
-        body = loads(await request.read())
-    except ValueError:
-        return web.json_response({"error": "bad_json", "message": "body is not JSON"}, status=400)
-    if not isinstance(body, dict):
-        return web.json_response({"error": "bad_request", "message": "object expected"}, status=400)
+        raise json_error(web.HTTPNotFound, "dev_join_off")
+    body = await read_object(request)
     room = body.get("room", "demo")
     name = body.get("name") or ""
     if not isinstance(room, str) or not valid_id(room) or not isinstance(name, str):
-        return web.json_response(
-            {"error": "bad_request", "message": "room: 1-64 of A-Z a-z 0-9 _ . : -"}, status=400
-        )
+        raise json_error(web.HTTPBadRequest, "bad_request", key="bad_request.room", field="room")
     participant = f"P_{secrets.token_hex(4)}"
     token = request.app[SIGNER].mint(
         room, participant, name=name[:64] or participant, ttl=config.auth.token_ttl
@@ -99,6 +91,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/docs", api_docs)
     app.router.add_get("/console", console)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/dev/token", dev_token)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
@@ -110,6 +103,16 @@ def describe(add: Add) -> None:
         "/healthz",
         "get",
         op("Liveness and room counts", NOBODY, responses("200", ANY_OBJECT, ""), tag="service"),
+    )
+    add(
+        "/favicon.ico",
+        "get",
+        op(
+            "The pages' icon (SVG)",
+            NOBODY,
+            responses("200", {"type": "string"}, "", "image/svg+xml"),
+            tag="service",
+        ),
     )
     add(
         "/metrics",

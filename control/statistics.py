@@ -32,7 +32,9 @@ def _day(request: web.Request, key: str, default: datetime.date) -> datetime.dat
     try:
         return datetime.date.fromisoformat(raw)
     except ValueError:
-        raise json_error(web.HTTPBadRequest, "bad_request", f"{key}: a date, YYYY-MM-DD") from None
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", key="bad_request.date", field=key
+        ) from None
 
 
 def counts(
@@ -109,14 +111,13 @@ async def get_statistics(request: web.Request) -> web.Response:
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
-            f"from must not be after to, and the range at most {MAX_DAYS} days",
+            key="bad_request.range",
+            max_days=MAX_DAYS,
         )
     brigade = request.query.get("brigade")
     if officer.role != "supervisor":
         if brigade not in (None, officer.brigade):
-            raise json_error(
-                web.HTTPForbidden, "forbidden", "an officer sees its own brigade's statistics"
-            )
+            raise json_error(web.HTTPForbidden, "forbidden", detail="other_brigade")
         brigade = officer.brigade
     return web.json_response(await request.app[DB].run(lambda c: counts(c, brigade, first, last)))
 

@@ -341,11 +341,35 @@ def export_recording(
     (out / "manifest.json").write_bytes(manifest_bytes)
     (out / "manifest.sig.json").write_bytes(canonical(envelope))
     (out / "public-key.pem").write_bytes(public_key_pem(custody.public_key))
+    # Chinese first (the reader is a Chinese court's), then the same in English
+    exported_at = datetime.datetime.now(datetime.UTC).isoformat()
+    gaps = len(manifest.get("gaps", [])) + sum(
+        1 for t in manifest.get("tracks", []) if t.get("failure")
+    )
     report_lines = [
+        f"remotecase 录像导出包：录像 {manifest['recording_id']}",
+        f"案件 {manifest.get('case') or '-'}，房间 {manifest['room']}，状态 {manifest['status']}",
+        f"录制时间 {manifest['started_at']} 至 {manifest['stopped_at']}（UTC）",
+        f"导出时间 {exported_at}，导出人 {actor}，理由：{reason}",
+        f"监管日志签名密钥编号 {key_id(custody.public_key)}（public-key.pem）；"
+        f"录像封存时的密钥编号 {envelope['tree_head'].get('key_id')}",
+        f"导出前已对照服务器的监管日志完成 {len(findings)} 项检查（明细见下方英文部分）。",
+        "文件：media/ 下每个文件是一条轨道的原始录制字节，未作改动；composite.mp4 为导出时合成的"
+        "观看副本（所有画面并排并附 UTC 时钟，音频混合，经转码），由 package.sig 覆盖。",
+        f"录像中缺失或失败的片段：{gaps} 处（明细见下方英文部分，出自 manifest.json）。",
+        "仅凭本导出包（及公布的公钥）核验：",
+        "  remotecase custody verify 本目录 --public-key 公布的公钥.pem \\",
+        "      --witness-key 公布的见证公钥.pem",
+        "custody/proofs.json 中见证方对两个树头的联署证明二者位于见证方所见的同一历史上；"
+        "package.sig 覆盖 package.json 与 custody/。每个媒体文件由其分段依次拼接而成，每段的 "
+        "SHA-256 记载于 manifest.json 及一条监管日志条目中，其包含证明见 custody/proofs.json"
+        "（RFC 9162）。全部检查见 docs/custody.md。",
+        "",
+        "---- English ----",
         f"remotecase export of recording {manifest['recording_id']}",
         f"case {manifest.get('case') or '-'}, room {manifest['room']}, status {manifest['status']}",
         f"recorded {manifest['started_at']} to {manifest['stopped_at']}",
-        f"exported {datetime.datetime.now(datetime.UTC).isoformat()} by {actor}: {reason}",
+        f"exported {exported_at} by {actor}: {reason}",
         f"custody signing key id {key_id(custody.public_key)} (public-key.pem); the recording "
         f"was sealed under key {envelope['tree_head'].get('key_id')}",
         "",
@@ -370,7 +394,7 @@ def export_recording(
         "manifest.json and in a custody log entry whose inclusion under the signed tree head",
         "custody/proofs.json proves (RFC 9162). docs/custody.md describes every check.",
     ]
-    (out / "REPORT.txt").write_text("\n".join(report_lines) + "\n")
+    (out / "REPORT.txt").write_text("\n".join(report_lines) + "\n", encoding="utf-8")
 
     files = {}
     for path in sorted(out.rglob("*")):

@@ -231,8 +231,11 @@ class Api:
         token: str | None = None,
         json: Any = None,
         data: bytes | None = None,
+        lang: str | None = None,
     ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if lang is not None:
+            headers["Accept-Language"] = lang
         async with self.http.request(
             method, self.base + path, json=json, data=data, headers=headers
         ) as response:

@@ -82,7 +82,7 @@ async def test_uploads_are_typed_limited_hashed_encrypted_and_private(tmp_path: 
             ]
             for data, name, code, error, words in refused:
                 status, body = await api.call(
-                    "POST", f"/api/party/materials?name={name}", wang, data=data
+                    "POST", f"/api/party/materials?name={name}", wang, data=data, lang="en"
                 )
                 assert (status, body["error"]) == (code, error), (name, body)
                 assert words in body["message"], body

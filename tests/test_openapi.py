@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from control.app import SPEC, create_app
 from tests.conftest import PASSWORD, make_config, serve_process
@@ -55,6 +56,7 @@ def test_every_route_is_described_and_nothing_else() -> None:
             assert names == set(re.findall(r"\{(\w+)\}", path)), (method, path)
 
 
+@pytest.mark.timeout(600)  # as long as the fuzzer's own limit below: two cores, shared
 async def test_schema_fuzzing_finds_no_server_error(tmp_path: Path) -> None:
     """schemathesis against ``remotecase serve`` with an officer's login: every answer 4xx or
     success, never 5xx; a case, a party and a session exist so that IDs hit real objects."""

@@ -319,7 +319,11 @@ async def test_export_package_verifies_offline_and_names_any_change(
         assert composite.streams.audio
         frames = sum(1 for _ in composite.decode(video=0))
     assert frames >= 4 * 15  # about 5 s at 15 fps
-    assert "court request 17" in (out / "REPORT.txt").read_text()
+    report = (out / "REPORT.txt").read_text(encoding="utf-8")
+    assert "court request 17" in report
+    # Chinese first, then the same in English
+    assert report.startswith("remotecase 录像导出包") and "理由：court request 17" in report
+    assert report.index("---- English ----") < report.index("remotecase export of recording")
 
     # the command-line verifier agrees, with only the package and the public key
     verify = await asyncio.create_subprocess_exec(

@@ -143,7 +143,9 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
 
             # retention: only a supervisor changes it; media goes only once it has passed
             async with http.delete(rec, params={"reason": "tidy"}, headers=supervisor) as r:
-                assert r.status == 409 and "retained until" in (await r.json())["message"]
+                body = await r.json()
+                assert r.status == 409 and body["detail"] == "retention", body
+                assert body["message"].startswith("录像") and "retained until" in body["cause"]
             retention = f"{rec}/retention"
             async with http.post(
                 retention, json={"retain_until": "2020-01-01", "reason": "x"}, headers=officer

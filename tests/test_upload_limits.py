@@ -276,7 +276,10 @@ async def test_totals_per_party_and_per_case(tmp_path: Path) -> None:
             )
             assert (status, body["error"]) == (413, "quota_exceeded"), body
             assert body["message"].startswith("您已上传 0.6 MiB，上限为 1 MiB"), body
-            assert "this file does not fit" in body["message"]
+            status, body = await api.call(
+                "POST", "/api/party/materials?name=b.mp4", wang, data=clip, lang="en"
+            )
+            assert status == 413 and "this file does not fit" in body["message"], body
             # ... and, without one, once the bytes streamed pass what is left
             async with http.post(
                 f"{server.base_url}/api/party/materials?name=b.mp4",
@@ -302,14 +305,17 @@ async def test_totals_per_party_and_per_case(tmp_path: Path) -> None:
             )
             assert (status, body["error"]) == (413, "quota_exceeded"), body
             assert body["message"].startswith("本案已存材料"), body
-            assert "at most 2 MiB" in body["message"]
+            status, body = await api.call(
+                "POST", f"/api/cases/{cid}/materials?name=d.mp4", li, data=larger, lang="en"
+            )
+            assert status == 413 and "at most 2 MiB" in body["message"], body
 
             _, listed = await api.call("GET", f"/api/cases/{cid}/materials", li)
             assert sorted(m["name"] for m in listed["materials"]) == ["a.mp4", "c.mp4", "p.jpg"]
             assert _parts(server) == 0
             _, audit = await api.call("GET", f"/api/cases/{cid}/audit", li)
             refused = [x for x in audit["audit"] if x["action"] == "material.refused"]
-            assert [x["reason"] for x in refused] == ["quota_exceeded"] * 3
+            assert [x["reason"] for x in refused] == ["quota_exceeded"] * 5  # two asked in English
     finally:
         await server.runner.cleanup()
 

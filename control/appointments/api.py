@@ -54,7 +54,8 @@ def parse_time(body: dict[str, Any], key: str) -> float:
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
-            f"{key}: an ISO 8601 time with its UTC offset, like 2026-12-01T09:30:00+08:00",
+            key="bad_request.time",
+            field=key,
         ) from None
     return parsed.timestamp()
 
@@ -90,13 +91,17 @@ async def post_slot(request: web.Request) -> web.Response:
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
-            f"ends_at: after starts_at, at most {MAX_SLOT_HOURS} hours later",
+            key="bad_request.slot_length",
+            field="ends_at",
+            max_hours=MAX_SLOT_HOURS,
         )
     if not time.time() < starts < time.time() + HORIZON_DAYS * 86400:
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
-            f"starts_at: in the future, within {HORIZON_DAYS} days",
+            key="bad_request.slot_start",
+            field="starts_at",
+            horizon_days=HORIZON_DAYS,
         )
     slot = await request.app[DB].run(lambda c: store.create_slot(c, officer, starts, ends))
     return web.json_response(slot, status=201)

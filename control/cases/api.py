@@ -29,7 +29,13 @@ async def post_case(request: web.Request) -> web.Response:
     body = await read_object(request)
     kind = body.get("kind")
     if kind not in KINDS:
-        raise json_error(web.HTTPBadRequest, "bad_request", f"kind: one of {', '.join(KINDS)}")
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            key="bad_request.one_of",
+            field="kind",
+            allowed=", ".join(KINDS),
+        )
     title = text(body, "title")
     case = await request.app[DB].run(lambda c: store.create_case(c, officer, kind, title))
     return web.json_response(case, status=201)

@@ -25,12 +25,18 @@ async def post_party(request: web.Request) -> web.Response:
     role = body.get("role")
     if role not in PARTY_ROLES:
         raise json_error(
-            web.HTTPBadRequest, "bad_request", f"role: one of {', '.join(PARTY_ROLES)}"
+            web.HTTPBadRequest,
+            "bad_request",
+            key="bad_request.one_of",
+            field="role",
+            allowed=", ".join(PARTY_ROLES),
         )
     name = text(body, "name", max_len=100)
     id_number = text(body, "id_number", max_len=20, required=False)
     if id_number and not ID_NUMBER.match(id_number):
-        raise json_error(web.HTTPBadRequest, "bad_request", "id_number: 6-20 letters or digits")
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", key="bad_request.id_number", field="id_number"
+        )
     phone = text(body, "phone", max_len=32, required=False)
     party = done(
         await request.app[DB].run(

@@ -114,7 +114,9 @@ def _file_name(request: web.Request) -> str:
     raw = request.query.get("name", "")
     name = re.sub(r"[\x00-\x1f/\\]", "_", raw).strip()[-200:]
     if not name:
-        raise json_error(web.HTTPBadRequest, "bad_request", "name: the file's name, as ?name=")
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", key="bad_request.file_name", field="name"
+        )
     return name
 
 
@@ -416,7 +418,6 @@ async def officer_download(request: web.Request) -> web.StreamResponse:
         raise json_error(
             web.HTTPBadRequest,
             "reason_required",
-            "every access to evidence needs a reason (?reason=)",
         )
     row = done(
         await request.app[DB].run(

@@ -67,8 +67,9 @@ _STATUS: dict[int, type[web.HTTPException]] = {
 }
 
 
-def _error(status: int, code: str, message: str) -> web.HTTPException:
-    return json_error(_STATUS[status], code, message)
+def _error(status: int, code: str, message: str | None = None, **wording: Any) -> web.HTTPException:
+    """An error answer: ``message`` a ``中文 / English`` text, else the catalog's words."""
+    return json_error(_STATUS[status], code, message, **wording)
 
 
 def case_brigade(conn: sqlite3.Connection, case_id: int) -> str | None:
@@ -96,7 +97,7 @@ async def _may_touch(request: web.Request, officer: Officer, meta: dict[str, Any
         return
     brigade = await _case_brigade(request, meta.get("case"))
     if brigade is None or brigade != officer.brigade:
-        raise _error(404, "not_found", "no such recording")
+        raise _error(404, "not_found", detail="no_recording")
 
 
 async def _reachable_recording(request: web.Request) -> tuple[Officer, Path, dict[str, Any]]:
@@ -109,19 +110,19 @@ async def _reachable_recording(request: web.Request) -> tuple[Officer, Path, dic
 
 def _reason(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _error(400, "reason_required", "every access to evidence needs a reason")
+        raise _error(400, "reason_required")
     return value.strip()[:500]
 
 
 def _recording_dir(request: web.Request) -> tuple[Path, dict[str, Any]]:
     recording_id = request.match_info["recording"]
     if not _ID.match(recording_id):
-        raise _error(404, "not_found", "no such recording")
+        raise _error(404, "not_found", detail="no_recording")
     directory = request.app[RECORDER].recordings_dir / recording_id
     try:
         meta = load_json(directory / "recording.json")
     except FileNotFoundError:
-        raise _error(404, "not_found", "no such recording") from None
+        raise _error(404, "not_found", detail="no_recording") from None
     return directory, meta
 
 
@@ -154,14 +155,14 @@ async def recording_control(request: web.Request) -> web.Response:
     recorder = request.app[RECORDER]
     if action == "start":
         if room.room_id in recorder.active:
-            raise _error(409, "already_recording", "this room is already being recorded")
+            raise _error(409, "already_recording")
         recording = await recorder.start(
             room, actor=officer.actor, reason=reason, case=str(case_id)
         )
         return web.json_response(recording.status())
     if action == "stop":
         if room.room_id not in recorder.active:
-            raise _error(409, "not_recording", "this room is not being recorded")
+            raise _error(409, "not_recording")
         manifest = await recorder.stop(room.room_id, actor=officer.actor, reason=reason)
         return web.json_response(
             {
@@ -170,7 +171,7 @@ async def recording_control(request: web.Request) -> web.Response:
                 "tracks": len(manifest["tracks"]),
             }
         )
-    raise _error(400, "bad_request", "action must be start or stop")
+    raise _error(400, "bad_request", key="bad_request.recording_action")
 
 
 async def list_recordings(request: web.Request) -> web.Response:
@@ -207,7 +208,7 @@ async def get_manifest(request: web.Request) -> web.Response:
     try:
         body = await asyncio.to_thread((directory / "manifest.json").read_bytes)
     except FileNotFoundError:
-        raise _error(409, "not_sealed", "the recording is not sealed yet") from None
+        raise _error(409, "not_sealed") from None
     await _log(request, "recording.viewed", officer, meta, reason, what="manifest")
     return web.Response(body=body, content_type="application/json")
 
@@ -291,7 +292,7 @@ async def export(request: web.Request) -> web.Response:
             reason=reason,
         )
     except (KeyProblem, ValueError) as exc:
-        raise _error(409, "cannot_export", str(exc)) from None
+        raise _error(409, "cannot_export", cause=str(exc)) from None
     return web.json_response(
         {"export": name, "files": sorted(result["files"]), "log_index": result["export_index"]}
     )
@@ -303,14 +304,14 @@ async def download(request: web.Request) -> web.StreamResponse:
     reason = _reason(request.query.get("reason"))
     name = request.match_info["export"]
     if not _EXPORT.match(name):
-        raise _error(404, "not_found", "no such export")
+        raise _error(404, "not_found", detail="no_export")
     out = directory / "exports" / name
     index = await asyncio.to_thread(sealed_exports.load_index, out)
     if index is None:
-        raise _error(404, "not_found", "no such export")
+        raise _error(404, "not_found", detail="no_export")
     path = request.match_info["path"]
     if path not in index["files"]:  # an exact name from the index: no path is ever resolved
-        raise _error(404, "not_found", "no such file in this export")
+        raise _error(404, "not_found", detail="no_export_file")
     key = await asyncio.to_thread(_export_key, request.app[RECORDER], directory, name)
     sealed = await asyncio.to_thread(sealed_exports.SealedFile, out, index, path, key)
     try:
@@ -368,13 +369,13 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
     officer, directory, meta = await _reachable_recording(request)
     reason = _reason(request.query.get("reason"))
     if meta.get("state") != "sealed":
-        raise _error(409, "not_available", f"the recording is {meta.get('state')}")
+        raise _error(409, "not_available", state=meta.get("state"))
     manifest = await asyncio.to_thread(load_json, directory / "manifest.json")
     track = next(
         (t for t in manifest["tracks"] if t["track_id"] == request.match_info["track"]), None
     )
     if track is None:
-        raise _error(404, "not_found", "no such track in this recording")
+        raise _error(404, "not_found", detail="no_track")
     recorder = request.app[RECORDER]
     # the data key as rewrapped by any KEK rotation (recording.json), else the sealed one
     data_key = await asyncio.to_thread(recording_data_key, recorder.kek, directory, manifest)
@@ -410,14 +411,14 @@ async def stream_track(request: web.Request) -> web.StreamResponse:
 async def set_retention(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     if officer.role != "supervisor":
-        raise _error(403, "forbidden", "only a supervisor changes retention")
+        raise _error(403, "forbidden", detail="supervisor_retention")
     _, meta = _recording_dir(request)
     body = await read_object(request, empty_ok=True)
     reason = _reason(body.get("reason"))
     try:
         until = datetime.date.fromisoformat(str(body.get("retain_until")))
     except ValueError:
-        raise _error(400, "bad_request", "retain_until must be a date, YYYY-MM-DD") from None
+        raise _error(400, "bad_request", key="bad_request.date", field="retain_until") from None
     try:
         entry = await asyncio.to_thread(
             request.app[RECORDER].set_retention,
@@ -427,14 +428,14 @@ async def set_retention(request: web.Request) -> web.Response:
             reason=reason,
         )
     except ValueError as exc:
-        raise _error(409, "conflict", str(exc)) from None
+        raise _error(409, "conflict", detail="retention", cause=str(exc)) from None
     return web.json_response({"retain_until": entry["new"], "log_index": entry["index"]})
 
 
 async def delete_media(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     if officer.role != "supervisor":
-        raise _error(403, "forbidden", "only a supervisor deletes recordings")
+        raise _error(403, "forbidden", detail="supervisor_delete")
     _, meta = _recording_dir(request)
     reason = _reason(request.query.get("reason"))
     try:
@@ -445,7 +446,7 @@ async def delete_media(request: web.Request) -> web.Response:
             reason=reason,
         )
     except ValueError as exc:
-        raise _error(409, "conflict", str(exc)) from None
+        raise _error(409, "conflict", detail="retention", cause=str(exc)) from None
     return web.json_response(
         {
             "deleted": meta["recording_id"],

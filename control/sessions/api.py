@@ -43,7 +43,11 @@ async def post_session(request: web.Request) -> web.Response:
     purpose = body.get("purpose")
     if purpose is not None and purpose not in PURPOSES:
         raise json_error(
-            web.HTTPBadRequest, "bad_request", f"purpose: one of {', '.join(PURPOSES)}"
+            web.HTTPBadRequest,
+            "bad_request",
+            key="bad_request.one_of",
+            field="purpose",
+            allowed=", ".join(PURPOSES),
         )
     ttl = request.app[CONFIG].auth.token_ttl
     participant = f"officer-{officer.username}"
@@ -133,7 +137,7 @@ async def open_session_room(request: web.Request, officer: Officer) -> tuple[int
     )
     room = request.app[SFU].rooms.get(room_id)
     if room is None or room.closed:
-        raise json_error(web.HTTPConflict, "empty", "nobody is in the session's room")
+        raise json_error(web.HTTPConflict, "empty", detail="no_one_in_room")
     return case_id, session_id, room
 
 

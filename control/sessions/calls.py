@@ -53,7 +53,7 @@ async def session_action(request: web.Request) -> web.Response:
     if action in ("remove", "mute", "unmute"):
         participant_id = text(body, "participant", max_len=64)
         if live is None or participant_id not in live.participants:
-            raise json_error(web.HTTPNotFound, "not_found", "no such participant in the call")
+            raise json_error(web.HTTPNotFound, "not_found", detail="no_participant")
         detail["participant"] = participant_id
         if action != "remove":
             kinds = body.get("kinds", ["audio", "video"])
@@ -62,10 +62,12 @@ async def session_action(request: web.Request) -> web.Response:
                 or not all(isinstance(k, str) for k in kinds)
                 or not set(kinds) <= {"audio", "video"}
             ):
-                raise json_error(web.HTTPBadRequest, "bad_request", "kinds: audio and/or video")
+                raise json_error(
+                    web.HTTPBadRequest, "bad_request", key="bad_request.kinds", field="kinds"
+                )
             detail["kinds"] = kinds
     elif action not in store.ACTIONS:
-        raise json_error(web.HTTPNotFound, "not_found", "unknown action")
+        raise json_error(web.HTTPNotFound, "not_found", detail="no_action")
 
     done(
         await request.app[DB].run(

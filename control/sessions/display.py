@@ -220,7 +220,7 @@ async def start_display(request: web.Request) -> web.Response:
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
-            "material_id: a material of the case; page: a page number from 1",
+            key="bad_request.display",
         )
     case_id, session_id, room = await open_session_room(request, officer)
     material = done(await request.app[DB].run(lambda c: material_row(c, case_id, material_id)))
@@ -229,7 +229,7 @@ async def start_display(request: web.Request) -> web.Response:
     try:
         players = await asyncio.to_thread(_players, material, data, page, codecs)
     except ValueError as exc:
-        raise json_error(web.HTTPUnprocessableEntity, "cannot_show", str(exc)) from None
+        raise json_error(web.HTTPUnprocessableEntity, "cannot_show", cause=str(exc)) from None
     player = players[0]
     sound = players[1].mode if len(players) > 1 else None
     manager = request.app[DISPLAYS]
@@ -239,7 +239,7 @@ async def start_display(request: web.Request) -> web.Response:
     if room.closed:
         for each in players:
             each.close()
-        raise json_error(web.HTTPConflict, "empty", "the room closed")
+        raise json_error(web.HTTPConflict, "empty", detail="room_closed")
     display_id = await request.app[DB].run(
         lambda c: store.display_started(
             c, session_id, case_id, officer.actor, material_id, player.mode, reason
@@ -303,7 +303,7 @@ async def stop_display(request: web.Request) -> web.Response:
     _, _, room = await open_session_room(request, officer)
     display = request.app[DISPLAYS].displays.get(room.room_id)
     if display is None:
-        raise json_error(web.HTTPConflict, "nothing_shown", "nothing is being shown")
+        raise json_error(web.HTTPConflict, "nothing_shown")
     await display.end("stopped", actor=officer.actor, reason=reason)
     return web.json_response({"stopped": display.display_id, "viewers": sorted(display.viewers)})
 

@@ -56,14 +56,14 @@ class RedeemRefusal(enum.Enum):
     NO_SESSION = "no_session"
 
 
-# status, message; the first four count as invalid links for the address's delay
+# status, catalog key; the first four count as invalid links for the address's delay
 _REDEEM_ERRORS: dict[RedeemRefusal, tuple[type[web.HTTPException], str, bool]] = {
-    RedeemRefusal.UNKNOWN: (web.HTTPNotFound, "no such invitation", True),
-    RedeemRefusal.REVOKED: (web.HTTPGone, "the invitation was revoked", True),
-    RedeemRefusal.USED: (web.HTTPGone, "the invitation has been used", True),
-    RedeemRefusal.EXPIRED: (web.HTTPGone, "the invitation has expired", True),
-    RedeemRefusal.NOT_YET: (web.HTTPConflict, "the invitation is not valid yet", False),
-    RedeemRefusal.NO_SESSION: (web.HTTPConflict, "the officer has not opened the session", False),
+    RedeemRefusal.UNKNOWN: (web.HTTPNotFound, "redeem.not_found", True),
+    RedeemRefusal.REVOKED: (web.HTTPGone, "redeem.revoked", True),
+    RedeemRefusal.USED: (web.HTTPGone, "redeem.used", True),
+    RedeemRefusal.EXPIRED: (web.HTTPGone, "redeem.expired", True),
+    RedeemRefusal.NOT_YET: (web.HTTPConflict, "redeem.not_yet", False),
+    RedeemRefusal.NO_SESSION: (web.HTTPConflict, "redeem.no_session", False),
 }
 
 
@@ -218,7 +218,7 @@ async def post_invitation(request: web.Request) -> web.Response:
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
-            "party_id (a party's ID), valid_hours (0-720), valid_from_seconds (0-2592000)",
+            key="bad_request.invitation",
         )
     token = secrets.token_urlsafe(24)
     start = time.time() + float(delay)
@@ -254,19 +254,22 @@ async def post_redeem(request: web.Request) -> web.Response:
     token = body.get("token")
     if not isinstance(token, str) or not 10 <= len(token) <= 100:
         limiter.fail(key)
-        raise json_error(web.HTTPBadRequest, "bad_request", "token: the invitation's token")
+        raise json_error(web.HTTPBadRequest, "bad_request", key="bad_request.token", field="token")
     consent = body.get("consent", {})
     if not isinstance(consent, dict) or not all(
         k in CONSENTS and isinstance(v, bool) for k, v in consent.items()
     ):
         raise json_error(
-            web.HTTPBadRequest, "bad_request", f"consent: booleans for {', '.join(CONSENTS)}"
+            web.HTTPBadRequest,
+            "bad_request",
+            key="bad_request.consent",
+            field="consent",
+            allowed=", ".join(CONSENTS),
         )
     if not consent.get("recording"):
         raise json_error(
             web.HTTPBadRequest,
             "consent_required",
-            "the call is recorded as evidence: consent to recording is needed to join remotely",
         )
     consents = {k: bool(consent.get(k)) for k in CONSENTS}
     now = time.time()
@@ -276,7 +279,7 @@ async def post_redeem(request: web.Request) -> web.Response:
         cls, message, invalid = _REDEEM_ERRORS[result]
         if invalid:
             limiter.fail(key)
-        raise json_error(cls, result.value, message)
+        raise json_error(cls, result.value, key=message)
     participant = f"party-{result.party_id}"
     if not consents["face"]:
         await forget_reference(

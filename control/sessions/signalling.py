@@ -21,6 +21,7 @@ from mediaserver.participant import SfuParticipant, SignallingError
 from mediaserver.protocols import CloseReason
 from mediaserver.room import Sfu
 
+from .. import i18n
 from ..access import DEV_ROOM, CallAdmission, CallRefused, admission, audit
 from ..appkeys import CONFIG, DB, ERRORS, SFU, SIGNER, SOCKETS
 from ..http.jsonio import loads
@@ -168,7 +169,7 @@ class SignallingSession:
                         join_timer.cancel()
                         watcher = self._tasks.spawn(self._watch(self._participant), "watch")
                 elif msg.type == WSMsgType.BINARY:
-                    self.error("bad_json", "binary frames are not part of the protocol")
+                    self.error("bad_json", i18n.both("signalling.binary"))
                 else:
                     break
                 if self._closing:
@@ -189,7 +190,9 @@ class SignallingSession:
 
     def _join_timeout(self) -> None:
         if self._participant is None:
-            self.error("join_timeout", f"no join within {JOIN_TIMEOUT:.0f} s")
+            self.error(
+                "join_timeout", i18n.both("signalling.join_timeout", seconds=f"{JOIN_TIMEOUT:.0f}")
+            )
             self._close_soon(CLOSE_PROTOCOL)
 
     async def _watch(self, participant: SfuParticipant) -> None:
@@ -202,20 +205,23 @@ class SignallingSession:
 
     async def _handle_text(self, data: str) -> None:
         if len(data.encode("utf-8", "surrogatepass")) > self._max_bytes:
-            self.error("too_large", f"message larger than {self._max_bytes} bytes")
+            self.error("too_large", i18n.both("signalling.too_large", max_bytes=self._max_bytes))
             self._close_soon(CLOSE_TOO_LARGE)
             return
         try:
             message = loads(data)
         except ValueError as exc:
-            self.error("bad_json", f"not JSON: {exc.args[0] if exc.args else exc}")
+            self.error(
+                "bad_json",
+                i18n.both("signalling.not_json", cause=exc.args[0] if exc.args else exc),
+            )
             return
         if not isinstance(message, dict):
-            self.error("bad_json", "a message is a JSON object")
+            self.error("bad_json", i18n.both("signalling.not_object"))
             return
         kind = message.get("type")
         if kind not in MESSAGE_TYPES:
-            self.error("unknown_type", f"unknown message type {kind!r}", kind)
+            self.error("unknown_type", i18n.both("signalling.unknown_type", kind=repr(kind)), kind)
             return
         try:
             if kind == "join":
@@ -225,7 +231,7 @@ class SignallingSession:
             else:
                 participant = self._participant
                 if participant is None:
-                    raise SignallingError("not_joined", "send join first")
+                    raise SignallingError("not_joined", i18n.both("signalling.not_joined"))
                 await self._dispatch(participant, kind, message)
         except SignallingError as exc:
             self.error(exc.code, exc.message, kind)
@@ -238,7 +244,7 @@ class SignallingSession:
 
     async def _join(self, message: dict[str, Any]) -> None:
         if self._participant is not None:
-            raise SignallingError("already_joined", "this connection has joined already")
+            raise SignallingError("already_joined", i18n.both("signalling.already_joined"))
         grant = self._signer.verify(message.get("token"))
         admission = await self._checked(grant)
         room = self._sfu.room(grant.room)
@@ -306,7 +312,7 @@ class SignallingSession:
         elif kind in ("subscribe", "unsubscribe"):
             tracks = message.get("tracks")
             if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
-                raise SignallingError("bad_request", "tracks must be a list of track IDs")
+                raise SignallingError("bad_request", i18n.both("signalling.tracks"))
             if kind == "subscribe":
                 participant.subscribe(tracks)
             else:
@@ -314,7 +320,7 @@ class SignallingSession:
         elif kind == "mute":
             track, muted = message.get("track"), message.get("muted")
             if not isinstance(track, str) or not isinstance(muted, bool):
-                raise SignallingError("bad_request", "mute needs track (string), muted (bool)")
+                raise SignallingError("bad_request", i18n.both("signalling.mute"))
             participant.set_muted(track, muted)
         elif kind == "leave":
             self._close_code = CLOSE_NORMAL

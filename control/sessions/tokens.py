@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import i18n
 from ..config import AuthConfig
 
 VERSION = "v1"
@@ -115,13 +116,13 @@ class TokenSigner:
 
     def verify(self, token: object, *, now: float | None = None) -> Grant:
         if not isinstance(token, str) or len(token) > 2048:
-            raise TokenError("bad_token", "token missing or not a string")
+            raise TokenError("bad_token", i18n.both("bad_token.missing"))
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != VERSION:
-            raise TokenError("bad_token", "token is not a v1 token")
+            raise TokenError("bad_token", i18n.both("bad_token.version"))
         _, body, signature = parts
         if not hmac.compare_digest(self._sign(body), signature):
-            raise TokenError("bad_token", "token signature does not verify")
+            raise TokenError("bad_token", i18n.both("bad_token.signature"))
         try:
             claims = json.loads(_unb64(body))
             gid = claims.get("gid")
@@ -136,7 +137,7 @@ class TokenSigner:
                 gid,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise TokenError("bad_token", "token claims are malformed") from None
+            raise TokenError("bad_token", i18n.both("bad_token.claims")) from None
         if grant.expires_at <= int(time.time() if now is None else now):
-            raise TokenError("token_expired", "token has expired")
+            raise TokenError("token_expired", i18n.both("token_expired"))
         return grant

@@ -42,9 +42,7 @@ def scope_of_case(case_id: int) -> str:
 
 def verifier_of(request: web.Request) -> Verifier:
     if VERIFIER not in request.app:
-        raise json_error(
-            web.HTTPNotFound, "not_found", "the verifier is disabled (verifier.enabled = false)"
-        )
+        raise json_error(web.HTTPNotFound, "not_found", detail="verifier_disabled")
     return request.app[VERIFIER]
 
 
@@ -65,13 +63,13 @@ async def enroll(request: web.Request) -> web.Response:
     officer, case_id, party_id = await _party_of_case(request)
     verifier = verifier_of(request)
     if request.content_length is not None and request.content_length > MAX_PHOTO_BYTES:
-        raise json_error(PayloadTooLarge, "too_large", f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
+        raise json_error(PayloadTooLarge, "too_large", detail="photo", max_bytes=MAX_PHOTO_BYTES)
     photo = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         photo += chunk
         if len(photo) > MAX_PHOTO_BYTES:
             raise json_error(
-                PayloadTooLarge, "too_large", f"the photo exceeds {MAX_PHOTO_BYTES} bytes"
+                PayloadTooLarge, "too_large", detail="photo", max_bytes=MAX_PHOTO_BYTES
             )
     try:
         record = await verifier.enroll(
@@ -82,7 +80,9 @@ async def enroll(request: web.Request) -> web.Response:
             case=str(case_id),
         )
     except EnrollmentRejected as exc:
-        raise json_error(web.HTTPUnprocessableEntity, exc.code, exc.message) from None
+        raise json_error(
+            web.HTTPUnprocessableEntity, exc.code, key=f"enrollment.{exc.code}", cause=exc.message
+        ) from None
     await request.app[DB].run(
         lambda c: audit(
             c,
@@ -100,7 +100,7 @@ async def forget(request: web.Request) -> web.Response:
     officer, case_id, party_id = await _party_of_case(request)
     reason = request.query.get("reason", "").strip()[:500]
     if not reason:
-        raise json_error(web.HTTPBadRequest, "reason_required", "?reason= is required")
+        raise json_error(web.HTTPBadRequest, "reason_required", detail="query")
     removed = await verifier_of(request).forget(
         scope_of_case(case_id),
         f"party-{party_id}",
@@ -109,7 +109,7 @@ async def forget(request: web.Request) -> web.Response:
         case=str(case_id),
     )
     if not removed:
-        raise json_error(web.HTTPNotFound, "not_found", "this party has no reference photo")
+        raise json_error(web.HTTPNotFound, "not_found", detail="no_reference")
     await request.app[DB].run(
         lambda c: audit(c, officer.actor, "reference.deleted", f"party:{party_id}", case_id, reason)
     )

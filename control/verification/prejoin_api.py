@@ -140,15 +140,19 @@ async def attest(request: web.Request) -> web.Response:
     document_type = body.get("document_type")
     if document_type not in DOCUMENT_TYPES:
         raise json_error(
-            web.HTTPBadRequest, "bad_request", f"document_type: one of {', '.join(DOCUMENT_TYPES)}"
+            web.HTTPBadRequest,
+            "bad_request",
+            key="bad_request.one_of",
+            field="document_type",
+            allowed=", ".join(DOCUMENT_TYPES),
         )
     last_digits = body.get("document_last_digits")
     if not isinstance(last_digits, str) or not _LAST_DIGITS.match(last_digits):
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
-            "document_last_digits: the document number's last 2-6 letters or "
-            "digits (证件号码末尾 2-6 位)",
+            key="bad_request.document_last_digits",
+            field="document_last_digits",
         )
     note = access.text(body, "note", max_len=500, required=False)
     return web.json_response(
@@ -164,7 +168,7 @@ async def still(request: web.Request) -> web.Response:
         raise json_error(
             web.HTTPForbidden,
             "forbidden",
-            "an observer reads cases and custody records and changes nothing",
+            detail="observer",
         )
     party_id = await _party_of(request, case_id)
     found = request.app[DESK].still(session_id, f"party-{party_id}")
