@@ -785,6 +785,8 @@ def cmd_delivery_calendar(args: argparse.Namespace) -> int:
         f"{len(limits)} limits"
     )
     return 0
+
+
 class _ChineseFirst(argparse.HelpFormatter):
     """argparse's help with its own headings in Chinese first."""
 
