@@ -250,6 +250,26 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inquiry_records_case ON inquiry_records(case_id);
     CREATE INDEX inquiry_records_party ON inquiry_records(party_id)
     """,
+    # party signatures prepared and waiting for the browser's r||s (control/documents/): in the
+    # database, not one worker's memory, so that prepare and finish may reach different
+    # workers; ``state`` is documents.signing.PendingSignature.state() (no secret, and not the
+    # document's text: only the incremental update that reserves the signature); a row is
+    # taken (deleted) by the one finish that uses it, and dropped when ``expires_at`` passes
+    """
+    CREATE TABLE party_signing_requests (
+        id TEXT PRIMARY KEY,
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        field TEXT NOT NULL,
+        base_sha256 TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        verdict_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX party_signing_requests_expiry ON party_signing_requests(expires_at)
+    """,
 ]
 
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from bench.peer import PeerClient
-from control.appkeys import CUSTODY, RECORDER
+from control.appkeys import CUSTODY, DB, RECORDER
 from documents.samples import sample
 from tests.conftest import (
     Api,
@@ -605,6 +605,88 @@ async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path)
     finally:
         for client in clients:
             await client.close()
+        await server.runner.cleanup()
+
+
+async def test_a_prepared_signature_expires_and_is_kept_in_the_database(tmp_path: Path) -> None:
+    """The pending signature is a database row (any worker finishes it); past its time it is
+    refused and dropped; a state that does not restore is refused without a PDF."""
+    server = await start_server(make_config(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, pid = await case_with_party(api, li, name="张三")
+            s = sample("delivery_consent")
+            status, doc = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {
+                    "kind": "delivery_consent",
+                    "data": {
+                        "department": s["department"],
+                        "case": s["case"],
+                        "delivery": s["delivery"],
+                        "parties": [{"id": pid, "id_number": "110101198503020011"}],
+                    },
+                },
+            )
+            assert status == 201, doc
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            party = (await party_link(api, li, cid, pid))["token"]
+            await seed_match(server, session["room"], pid)
+            key = PartyKey()
+            path = f"/api/party/documents/{doc['id']}/sign"
+            body = {"field": f"party-p{pid}", "public_key": key.spki, "strokes": STROKES}
+
+            async def prepared() -> dict[str, Any]:
+                status, prep = await api.call("POST", path + "/prepare", party, body)
+                assert status == 200 and prep["expires_in"] == 300, prep
+                return dict(prep)
+
+            def rows(c: Any) -> list[dict[str, Any]]:
+                cur = c.execute("SELECT * FROM party_signing_requests ORDER BY created_at")
+                return [dict(r) for r in cur.fetchall()]
+
+            late = await prepared()
+            (row,) = await server.app[DB].run(rows)
+            assert row["id"] == late["request_id"] and row["document_id"] == doc["id"]
+            state = json.loads(row["state"])
+            assert state["base_sha256"] == doc["sha256"]
+            # only the update that reserves the signature, not the document itself
+            assert len(base64.b64decode(state["update"])) < 20000
+            await server.app[DB].run(
+                lambda c: c.execute("UPDATE party_signing_requests SET expires_at = 1")
+            )
+            finish = {"request_id": late["request_id"], "signature": key.sign(late["to_be_signed"])}
+            status, out = await api.call("POST", path + "/finish", party, finish)
+            assert (status, out["error"]) == (404, "not_found"), out
+            assert await server.app[DB].run(rows) == []
+
+            broken = await prepared()
+            await server.app[DB].run(
+                lambda c: c.execute(
+                    "UPDATE party_signing_requests SET state = ?", (json.dumps({"v": 1}),)
+                )
+            )
+            finish = {
+                "request_id": broken["request_id"],
+                "signature": key.sign(broken["to_be_signed"]),
+            }
+            status, out = await api.call("POST", path + "/finish", party, finish)
+            assert (status, out["error"]) == (422, "signing_refused"), out
+            assert "无法恢复" in out["message"]
+
+            fresh = await prepared()
+            finish = {
+                "request_id": fresh["request_id"],
+                "signature": key.sign(fresh["to_be_signed"]),
+            }
+            status, state = await api.call("POST", path + "/finish", party, finish)
+            assert status == 200 and state["revision"] == 2, state
+            assert await server.app[DB].run(rows) == []
+    finally:
         await server.runner.cleanup()
 
 

@@ -24,6 +24,8 @@ import base64
 import binascii
 import hashlib
 import json
+import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,7 +36,12 @@ from documents.appearance import mark_image, name_card, parse_strokes, strokes_j
 from documents.ca import FACE_VERDICT_MAX_AGE, FaceVerdict
 from documents.render import render
 from documents.seal import draw_seal
-from documents.signing import builtin_signer, finish_party_signing, prepare_party_signing
+from documents.signing import (
+    builtin_signer,
+    finish_party_signing,
+    prepare_party_signing,
+    resume_party_signing,
+)
 from documents.signing import sign_document as library_sign
 from documents.verify import document_state
 
@@ -60,7 +67,7 @@ from ..http.openapi import (
 from ..refusals import done as case_done
 from ..refusals import unwrap
 from . import store
-from .desk import DocumentDesk, IntegrityProblem, PendingParty
+from .desk import PENDING_SECONDS, DocumentDesk, IntegrityProblem
 
 T = TypeVar("T")
 DOCUMENT = in_path("document", ID)
@@ -557,9 +564,16 @@ async def prepare(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, "bad_request", str(exc)) from None
     rooms = set(await request.app[DB].run(lambda c: store.party_rooms(c, caller.case_id)))
     log = request.app[CUSTODY]
-    verdict = await asyncio.to_thread(
-        latest_match, log.entry, log.size, rooms, f"party-{caller.party_id}", datetime.now(UTC)
-    )
+
+    def find() -> FaceVerdict | None:
+        # the verifier runs in the worker where the call's room is, maybe not this one: read
+        # what other processes appended first
+        log.refresh()
+        return latest_match(
+            log.entry, log.size, rooms, f"party-{caller.party_id}", datetime.now(UTC)
+        )
+
+    verdict = await asyncio.to_thread(find)
     if verdict is None:
         minutes = int(FACE_VERDICT_MAX_AGE / timedelta(minutes=1))
         raise json_error(
@@ -586,11 +600,24 @@ async def prepare(request: web.Request) -> web.Response:
 
     try:
         pending, serial = await asyncio.to_thread(make)
+        state = await asyncio.to_thread(pending.state, pdf)
     except DocumentError as exc:
         raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
-    request_id = d.keep_pending(
-        PendingParty(
-            doc["id"], caller.party_id, field, doc["sha256"], pending, serial, verdict.verdict_id
+    request_id = "SIG_" + secrets.token_hex(12)
+    now = time.time()
+    await request.app[DB].run(
+        lambda c: store.keep_pending(
+            c,
+            request_id,
+            document_id=doc["id"],
+            party_id=caller.party_id,
+            field=field,
+            base_sha256=doc["sha256"],
+            serial=f"{serial:x}",
+            verdict_id=verdict.verdict_id,
+            state=state,
+            now=now,
+            expires_at=now + PENDING_SECONDS,
         )
     )
     return web.json_response(
@@ -598,6 +625,7 @@ async def prepare(request: web.Request) -> web.Response:
             "request_id": request_id,
             "field": field,
             "to_be_signed": base64.b64encode(pending.to_be_signed).decode(),
+            "expires_in": PENDING_SECONDS,
             "algorithm": {"name": "ECDSA", "namedCurve": "P-256", "hash": "SHA-256"},
             "verdict_id": verdict.verdict_id,
             "certificate_serial": f"{serial:x}",
@@ -612,35 +640,41 @@ async def finish(request: web.Request) -> web.Response:
     request_id = text(body, "request_id", max_len=100)
     signature = _b64(body, "signature", 200)
     d = desk(request)
-    entry = d.pending.get(request_id)
-    if entry is None or entry.document_id != doc["id"] or entry.party_id != caller.party_id:
+    # taken at once, in whichever worker: single use (a wrong signature value, a document
+    # changed meanwhile, an expired request: prepare again)
+    entry = await request.app[DB].run(
+        lambda c: store.take_pending(c, request_id, doc["id"], caller.party_id, time.time())
+    )
+    if entry is None:
         raise json_error(
             web.HTTPNotFound,
             "not_found",
-            "没有该签名请求或已过期 / no such signing request, or it expired",
+            "没有该签名请求，或已使用、已过期 / no such signing request, or it was used or expired",
         )
     async with locks(request, doc["id"]):
         doc = done(await request.app[DB].run(lambda c: store.get_for_party(c, caller, doc["id"])))
-        if doc["sha256"] != entry.base_sha256:
-            d.take_pending(request_id)
+        if doc["sha256"] != entry["base_sha256"]:
             raise json_error(
                 web.HTTPConflict,
                 "document_changed",
                 "文书已被其他操作更新，请重新准备签名 / the document changed: prepare again",
             )
+        pdf = await current_pdf(request, doc)
+
+        def run() -> bytes:
+            pending = resume_party_signing(entry["state"], pdf, d.setup)
+            return finish_party_signing(pending, signature, d.setup)
+
         try:
-            signed = await asyncio.to_thread(
-                finish_party_signing, entry.pending, signature, d.setup
-            )
+            signed = await asyncio.to_thread(run)
         except DocumentError as exc:
             raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
-        d.take_pending(request_id)
         record = {
-            "field": entry.field,
+            "field": entry["field"],
             "role": "party",
             "signer": caller.actor,
-            "serial": f"{entry.serial:x}",
-            "verdict_id": entry.verdict_id,
+            "serial": entry["serial"],
+            "verdict_id": entry["verdict_id"],
             "at": now_iso(),
         }
         row = await _store_revision(request, caller.actor, doc, signed, signature=record)
@@ -649,10 +683,10 @@ async def finish(request: web.Request) -> web.Response:
         "document.signed",
         caller.actor,
         row,
-        field=entry.field,
+        field=entry["field"],
         role="party",
-        serial=f"{entry.serial:x}",
-        verdict=entry.verdict_id,
+        serial=entry["serial"],
+        verdict=entry["verdict_id"],
     )
     return web.json_response(await with_state(request, row))
 

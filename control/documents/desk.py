@@ -18,9 +18,6 @@ import asyncio
 import hashlib
 import os
 import secrets
-import time
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,10 +25,12 @@ from typing import Any
 from documents import NumberStore, load_templates
 from documents.ca import DeploymentCA
 from documents.render import RenderedDocument, render
-from documents.signing import PendingSignature, SigningSetup
+from documents.signing import SigningSetup
 from documents.templates import Template
 
-PENDING_SECONDS = 300  # a prepared party signature waits this long for the browser
+# a prepared party signature waits this long for the browser (kept in the database:
+# control/documents/store.py keep_pending / take_pending)
+PENDING_SECONDS = 300
 
 
 class IntegrityProblem(Exception):
@@ -42,20 +41,6 @@ class IntegrityProblem(Exception):
             f"文书 {document_id} 第 {revision} 版的文件与记录的哈希不符 / document "
             f"{document_id} revision {revision} does not match its recorded hash"
         )
-
-
-@dataclass
-class PendingParty:
-    """A party signature prepared, waiting for the browser's r||s (it holds no secret)."""
-
-    document_id: int
-    party_id: int
-    field: str
-    base_sha256: str  # the revision it was prepared over
-    pending: PendingSignature
-    serial: int
-    verdict_id: str
-    expires: float = dc_field(default_factory=lambda: time.monotonic() + PENDING_SECONDS)
 
 
 class DocumentDesk:
@@ -74,7 +59,6 @@ class DocumentDesk:
         self.ca = DeploymentCA(ca_dir)
         self.setup = SigningSetup(self.ca, tsa_url=tsa_url)
         self.numbers_path = self.dir / "numbers.sqlite3"
-        self.pending: dict[str, PendingParty] = {}
         self.locks: dict[int, asyncio.Lock] = {}  # one change at a time per document
 
     # -- numbers and rendering -----------------------------------------------------------
@@ -143,18 +127,3 @@ class DocumentDesk:
         if hashlib.sha256(pdf).hexdigest() != doc["sha256"]:
             raise IntegrityProblem(doc["id"], doc["revision"])
         return pdf
-
-    # -- pending party signatures ----------------------------------------------------------
-    def keep_pending(self, entry: PendingParty) -> str:
-        now = time.monotonic()
-        for key in [k for k, v in self.pending.items() if v.expires < now]:
-            del self.pending[key]
-        request_id = "SIG_" + secrets.token_hex(12)
-        self.pending[request_id] = entry
-        return request_id
-
-    def take_pending(self, request_id: str) -> PendingParty | None:
-        entry = self.pending.pop(request_id, None)
-        if entry is None or entry.expires < time.monotonic():
-            return None
-        return entry

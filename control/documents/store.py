@@ -272,3 +272,55 @@ def party_rooms(conn: sqlite3.Connection, case_id: int) -> list[str]:
         r["room"]
         for r in conn.execute("SELECT room FROM sessions WHERE case_id = ?", (case_id,)).fetchall()
     ]
+
+
+# -- party signatures prepared, waiting for the browser ---------------------------------------
+def keep_pending(
+    conn: sqlite3.Connection,
+    request_id: str,
+    *,
+    document_id: int,
+    party_id: int,
+    field: str,
+    base_sha256: str,
+    serial: str,
+    verdict_id: str,
+    state: dict[str, Any],
+    now: float,
+    expires_at: float,
+) -> None:
+    """Keep a prepared party signature (and drop those whose time has passed)."""
+    conn.execute("DELETE FROM party_signing_requests WHERE expires_at <= ?", (now,))
+    conn.execute(
+        "INSERT INTO party_signing_requests (id, document_id, party_id, field, base_sha256, "
+        "serial, verdict_id, state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            request_id,
+            document_id,
+            party_id,
+            field,
+            base_sha256,
+            serial,
+            verdict_id,
+            json.dumps(state),
+            now_iso(),
+            expires_at,
+        ),
+    )
+
+
+def take_pending(
+    conn: sqlite3.Connection, request_id: str, document_id: int, party_id: int, now: float
+) -> dict[str, Any] | None:
+    """The prepared signature ``request_id`` of this party and document, taken: a second
+    finish (in this worker or another) finds nothing. None when there is none, or it expired."""
+    row = conn.execute(
+        "DELETE FROM party_signing_requests WHERE id = ? AND document_id = ? AND party_id = ? "
+        "RETURNING *",
+        (request_id, document_id, party_id),
+    ).fetchone()
+    if row is None or row["expires_at"] <= now:
+        return None
+    out = dict(row)
+    out["state"] = json.loads(out["state"])
+    return out
