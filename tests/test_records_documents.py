@@ -759,6 +759,78 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
         await server.runner.cleanup()
 
 
+async def test_the_party_records_its_own_refusal(tmp_path: Path) -> None:
+    """From the party's own endpoint: only its own box, printed on the document with the
+    party as the one who recorded it, a custody entry; the case goes on (the officer signs)."""
+    server = await start_server(make_config(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, p1 = await case_with_party(api, li, name="张三")
+            _, p2_row = await api.call(
+                "POST", f"/api/cases/{cid}/parties", li, {"role": "driver", "name": "李四"}
+            )
+            p2 = p2_row["id"]
+            s = sample("determination_simple")
+            given = [
+                {k: v for k, v in sp.items() if k not in ("id", "name")} | {"id": pid}
+                for sp, pid in zip(s["parties"], (p1, p2), strict=False)
+            ]
+            status, doc = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {
+                    "kind": "determination_simple",
+                    "data": {
+                        "department": s["department"],
+                        "case": s["case"],
+                        "findings": s["findings"],
+                        "parties": given,
+                    },
+                },
+            )
+            assert status == 201, doc
+            await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            party = (await party_link(api, li, cid, p1))["token"]
+            path = f"/api/party/documents/{doc['id']}/refusals"
+            status, seen = await api.call("GET", f"/api/party/documents/{doc['id']}", party)
+            assert status == 200 and seen["you"] == f"p{p1}"
+            status, body = await api.call(
+                "POST", path, party, {"field": f"party-p{p2}", "reason": "x"}
+            )
+            assert (status, body["error"]) == (403, "not_your_box"), body
+            status, body = await api.call("POST", path, party, {"field": f"party-p{p1}"})
+            assert (status, body["error"]) == (400, "bad_request"), body
+            status, state = await api.call(
+                "POST", path, party, {"field": f"party-p{p1}", "reason": "对赔偿数额有异议"}
+            )
+            assert status == 200, state
+            assert state["number"] == doc["number"] and state["revision"] == 2
+            assert state["state"]["refused"] == [f"party-p{p1}"]
+            assert state["refusals"][-1]["recorded_by"] == f"party:{p1}"
+            refused = _custody(server, "document.refused")[-1]
+            assert refused["actor"] == f"party:{p1}" and refused["reason"] == "对赔偿数额有异议"
+            assert refused["sha256"] == state["sha256"] and refused["document"] == doc["id"]
+            status, state = await api.call(
+                "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li, {"field": "officer-o1"}
+            )
+            assert status == 200, state
+            assert [m["field"] for m in state["state"]["missing"]] == [f"party-p{p2}"]
+            status, body = await api.call(
+                "POST", path, party, {"field": f"party-p{p1}", "reason": "again"}
+            )
+            assert (status, body["error"]) == (409, "already_signed"), body
+            pdf = await _pdf(server, f"/api/party/documents/{doc['id']}/pdf", party)
+        import pypdfium2
+
+        text = "".join(page.get_textpage().get_text_range() for page in pypdfium2.PdfDocument(pdf))
+        assert "拒绝签名" in text and "对赔偿数额有异议" in text and "张三（本人）" in text
+    finally:
+        await server.runner.cleanup()
+
+
 async def test_a_closed_case_takes_no_document_or_signature_nor_another_brigades(
     tmp_path: Path,
 ) -> None:

@@ -387,12 +387,35 @@ async def refuse(request: web.Request) -> web.Response:
     body = await read_object(request)
     field = text(body, "field", max_len=100)
     reason = text(body, "reason", max_len=500)
+
+    async def again(c_doc: dict[str, Any]) -> dict[str, Any]:
+        return done(
+            await request.app[DB].run(lambda c: store.get(c, who, c_doc["case_id"], c_doc["id"]))
+        )
+
+    row = await _record_refusal(request, who.actor, who.username, doc, field, reason, again)
+    return web.json_response(await with_state(request, row))
+
+
+async def _record_refusal(
+    request: web.Request,
+    actor: str,
+    recorded_by: str,
+    doc: dict[str, Any],
+    field: str,
+    reason: str,
+    reload: Any,
+    check_slot: Any = None,
+) -> dict[str, Any]:
+    """Draw the document again with the refusal of ``field``'s signer printed (拒绝签名记录:
+    reason, time, who recorded it) and that signer's boxes marked refused; a new revision,
+    the same number; ``document.refused`` in the custody log and the audit trail."""
     d = desk(request)
     async with locks(request, doc["id"]):
-        doc = done(
-            await request.app[DB].run(lambda c: store.get(c, who, doc["case_id"], doc["id"]))
-        )
+        doc = await reload(doc)
         slot = _slot(doc, field)
+        if check_slot is not None:
+            check_slot(slot)
         if doc["signatures"]:
             raise json_error(
                 web.HTTPConflict,
@@ -407,27 +430,27 @@ async def refuse(request: web.Request) -> web.Response:
             "name": slot["name"],
             "reason": reason,
             "time": datetime.now(UTC).astimezone().strftime("%Y年%m月%d日 %H时%M分"),
-            "recorded_by": who.username,
+            "recorded_by": recorded_by,
         }
         data["refusals"] = [*refusals, note]
         template = d.templates[doc["kind"]]
         try:
-            again = await asyncio.to_thread(render, template, data, doc["number"])
+            drawn = await asyncio.to_thread(render, template, data, doc["number"])
         except DocumentError as exc:
             raise refused(exc) from None
-        required = [r.as_json() for r in again.required]
+        required = [r.as_json() for r in drawn.required]
         note_row = {
             "field": field,
             "signer_id": slot["signer_id"],
             "reason": reason,
-            "recorded_by": who.actor,
+            "recorded_by": actor,
             "at": now_iso(),
         }
         row = await _store_revision(
-            request, who.actor, doc, again.pdf, required=required, data=data, refusal=note_row
+            request, actor, doc, drawn.pdf, required=required, data=data, refusal=note_row
         )
-    await custody(request, "document.refused", who.actor, row, field=field, reason=reason)
-    return web.json_response(await with_state(request, row))
+    await custody(request, "document.refused", actor, row, field=field, reason=reason)
+    return row
 
 
 async def revoke(request: web.Request) -> web.Response:
@@ -496,13 +519,43 @@ async def party_list(request: web.Request) -> web.Response:
 
 
 async def party_get(request: web.Request) -> web.Response:
-    _, doc = await _party_doc(request)
-    return web.json_response(await with_state(request, doc))
+    caller, doc = await _party_doc(request)
+    # which boxes are the caller's own (signer_id), for the page to offer only those
+    out = await with_state(request, doc) | {"you": f"p{caller.party_id}"}
+    return web.json_response(out)
 
 
 async def party_pdf(request: web.Request) -> web.Response:
     _, doc = await _party_doc(request)
     return await _pdf(request, doc)
+
+
+async def party_refuse(request: web.Request) -> web.Response:
+    """The party records its own refusal to sign, from its page: printed on the document as
+    an officer's record of it is (记录人: the party itself), its boxes marked refused."""
+    caller, doc = await _party_doc(request)
+    await _open_case(request, doc["case_id"])
+    body = await read_object(request)
+    field = text(body, "field", max_len=100)
+    reason = text(body, "reason", max_len=500)
+
+    def own(slot: dict[str, Any]) -> None:
+        if slot["role"] != "party" or slot["signer_id"] != f"p{caller.party_id}":
+            raise json_error(
+                web.HTTPForbidden,
+                "not_your_box",
+                "只能拒签本人的签名位置 / a party refuses only its own box",
+            )
+
+    async def again(c_doc: dict[str, Any]) -> dict[str, Any]:
+        return done(
+            await request.app[DB].run(lambda c: store.get_for_party(c, caller, c_doc["id"]))
+        )
+
+    row = await _record_refusal(
+        request, caller.actor, f"{caller.name}（本人）", doc, field, reason, again, own
+    )
+    return web.json_response(await with_state(request, row))
 
 
 def _b64(body: dict[str, Any], key: str, max_len: int) -> bytes:
@@ -716,6 +769,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/party/documents", party_list)
     app.router.add_get("/api/party/documents/{document}", party_get)
     app.router.add_get("/api/party/documents/{document}/pdf", party_pdf)
+    app.router.add_post("/api/party/documents/{document}/refusals", party_refuse)
     app.router.add_post("/api/party/documents/{document}/sign/prepare", prepare)
     app.router.add_post("/api/party/documents/{document}/sign/finish", finish)
     app.router.add_get("/api/ca/root", ca_root)
@@ -836,6 +890,20 @@ def describe(add: Add) -> None:
             PARTY,
             responses("200 the PDF", PDF, "401 403 404", "application/pdf"),
             tag=tag,
+        ),
+        [DOCUMENT],
+    )
+    add(
+        "/api/party/documents/{document}/refusals",
+        "post",
+        op(
+            "The party records its own refusal to sign its box (before the first signature)",
+            PARTY,
+            responses("200", ANY_OBJECT, "400 401 403 404 409 422"),
+            tag=tag,
+            body=json_body({"field": FIELD, "reason": REASON}, ["field", "reason"]),
+            description="The document is drawn again (same number) with the 拒绝签名记录; "
+            "403 not_your_box for another signer's box, 409 already_signed once signed.",
         ),
         [DOCUMENT],
     )
