@@ -241,7 +241,9 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         app[RECORDER] = recorder
         app[STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
         # the templates are checked here: a bad edit stops the start, not the first document
-        app[DOCS] = await asyncio.to_thread(DocumentDesk, config.data_dir, config.keys_dir)
+        app[DOCS] = await asyncio.to_thread(
+            DocumentDesk, config.data_dir, config.keys_dir, kek=recorder.kek
+        )
         verifier = await make_verifier(config, custody, recorder)
         if verifier is not None:
             stack.push_async_callback(_closing("verifier", verifier.close))

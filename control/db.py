@@ -270,6 +270,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX party_signing_requests_expiry ON party_signing_requests(expires_at)
     """,
+    # documents' PDFs encrypted at rest (control/documents/desk.py): each revision's file, the
+    # SHA-256 of its plaintext, its own data key wrapped under the KEK and the KEK's
+    # fingerprint (rewrapped by ``keys rotate --kek``); written in the revision's transaction
+    """
+    CREATE TABLE document_files (
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        revision INTEGER NOT NULL,
+        file TEXT NOT NULL UNIQUE,
+        sha256 TEXT NOT NULL,
+        wrapped_key TEXT NOT NULL,
+        kek_fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (document_id, revision)
+    )
+    """,
 ]
 
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from bench.peer import PeerClient
-from control.appkeys import CUSTODY, DB, RECORDER
+from control.appkeys import CUSTODY, DB, DOCS, RECORDER
 from documents.samples import sample
 from tests.conftest import (
     Api,
@@ -744,11 +744,47 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
             )
             assert (status, body["error"]) == (409, "already_signed")
             pdf = await _pdf(server, dpath + "/pdf", li)
-            # every revision is a 0600 file; one changed on disk is refused, not served
-            files = sorted((tmp_path / "var" / "documents" / f"case-{cid}").glob("*.pdf"))
+            # every revision is a 0600 file encrypted under its own data key, wrapped by the KEK
+            case_dir = tmp_path / "var" / "documents" / f"case-{cid}"
+            files = sorted(case_dir.glob("*.pdf.enc"))
             assert len(files) == 3 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
-            current = next(f for f in files if f.read_bytes() == pdf)
-            current.write_bytes(pdf[:-10] + b"%%EOF\n    ")
+            assert not list(case_dir.glob("*.pdf"))
+            assert all(b"%PDF" not in f.read_bytes() for f in files)
+            assert all(b"FontFile2" not in f.read_bytes() for f in files)
+            keys = await server.app[DB].run(
+                lambda c: [
+                    dict(r)
+                    for r in c.execute(
+                        "SELECT * FROM document_files WHERE document_id = ? ORDER BY revision",
+                        (doc["id"],),
+                    )
+                ]
+            )
+            assert [k["revision"] for k in keys] == [1, 2, 3]
+            assert keys[-1]["sha256"] == hashlib.sha256(pdf).hexdigest() == state["sha256"]
+            assert {k["kek_fingerprint"] for k in keys} == {server.app[RECORDER].kek.fingerprint}
+            assert len({k["wrapped_key"] for k in keys}) == 3  # a data key per revision
+            current = case_dir / Path(keys[-1]["file"]).name
+            sealed = bytearray(current.read_bytes())
+            sealed[len(sealed) // 2] ^= 0x01  # one bit of the ciphertext
+            current.write_bytes(bytes(sealed))
+            status, body = await api.call("GET", dpath + "/pdf", li)
+            assert (status, body["error"]) == (409, "integrity_failed")
+            current.unlink()
+            status, body = await api.call("GET", dpath + "/pdf", li)
+            assert (status, body["error"]) == (409, "integrity_failed")
+            # a revision written before encryption at rest (no key row) is read as it is,
+            # still against its hash
+            await server.app[DB].run(
+                lambda c: c.execute(
+                    "DELETE FROM document_files WHERE document_id = ? AND revision = 3",
+                    (doc["id"],),
+                )
+            )
+            legacy = server.app[DOCS].path(cid, doc["id"], 3, state["sha256"])
+            legacy.write_bytes(pdf)
+            assert await _pdf(server, dpath + "/pdf", li) == pdf
+            legacy.write_bytes(pdf[:-10] + b"%%EOF\n    ")
             status, body = await api.call("GET", dpath + "/pdf", li)
             assert (status, body["error"]) == (409, "integrity_failed")
         import pypdfium2

@@ -107,8 +107,10 @@ def desk(request: web.Request) -> DocumentDesk:
 
 
 async def current_pdf(request: web.Request, doc: dict[str, Any]) -> bytes:
+    """The current revision: decrypted, its plaintext re-hashed against the database's."""
+    sealed = await request.app[DB].run(lambda c: store.file_of(c, doc["id"], doc["revision"]))
     try:
-        return await asyncio.to_thread(desk(request).read, doc)
+        return await asyncio.to_thread(desk(request).read, doc, sealed)
     except IntegrityProblem as exc:
         raise json_error(web.HTTPConflict, "integrity_failed", str(exc)) from None
 
@@ -203,7 +205,12 @@ async def generate(
         document_id = store.insert(
             c, who, case_id, kind, number, brigade, year, seq, data, required, sha
         )
-        d.write(case_id, document_id, 1, doc.pdf)
+        sealed = d.write(case_id, document_id, 1, doc.pdf)
+        try:
+            store.insert_file(c, document_id, 1, sealed.row())
+        except BaseException:
+            d.discard(sealed)
+            raise
         return document_id
 
     try:
@@ -299,11 +306,18 @@ async def _store_revision(
 ) -> dict[str, Any]:
     d = desk(request)
     sha = hashlib.sha256(pdf).hexdigest()
-    await asyncio.to_thread(d.write, doc["case_id"], doc["id"], doc["revision"] + 1, pdf)
-    row = await request.app[DB].run(
-        lambda c: store.new_revision(c, actor, doc["id"], doc["sha256"], sha, **change)
-    )
+    sealed = await asyncio.to_thread(d.write, doc["case_id"], doc["id"], doc["revision"] + 1, pdf)
+    try:
+        row = await request.app[DB].run(
+            lambda c: store.new_revision(
+                c, actor, doc["id"], doc["sha256"], sha, sealed=sealed.row(), **change
+            )
+        )
+    except BaseException:
+        await asyncio.to_thread(d.discard, sealed)
+        raise
     if row is None:
+        await asyncio.to_thread(d.discard, sealed)
         raise json_error(
             web.HTTPConflict,
             "document_changed",
