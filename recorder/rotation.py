@@ -14,9 +14,10 @@ embeddings) or each row in one transaction (materials, by the caller's ``rewrap_
 documents' PDF revisions, by ``rewrap_documents``: ``control.documents.store.rewrap_keys``);
 media, materials' and documents' encrypted files are never touched. A ``keys.kek_rotated``
 entry lists every recording's new wrapped key (so the verifier can tell a logged rewrap from a
-swapped key), and only then does the new KEK replace the old file. Either command, interrupted, is finished by running it again: the ``.next`` key is
-taken up, and what was already rewrapped is skipped. The server refuses to start while a
-``.next`` file exists; run rotations with the server stopped.
+swapped key), and only then does the new KEK replace the old file. Either command,
+interrupted, is finished by running it again: the ``.next`` key is taken up, and what was
+already rewrapped is skipped. The server refuses to start while a ``.next`` file exists; run
+rotations with the server stopped.
 """
 
 from __future__ import annotations
