@@ -54,6 +54,7 @@ async def _draw_and_sign(page: Any, field: str) -> None:
     await page.click(box + " button.sign")
 
 
+@pytest.mark.timeout(300)  # a whole case: about a minute alone, more on a busy machine
 async def test_a_whole_case_on_a_phone_sized_party_page(tmp_path: Path) -> None:
     try:
         await _whole_case(tmp_path)
