@@ -261,7 +261,9 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         app[RECORDER] = recorder
         app[STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
         # the templates are checked here: a bad edit stops the start, not the first document
-        app[DOCS] = await asyncio.to_thread(DocumentDesk, config.data_dir, config.keys_dir)
+        app[DOCS] = await asyncio.to_thread(
+            DocumentDesk, config.data_dir, config.keys_dir, kek=recorder.kek
+        )
         # the working-day calendar and the limits, checked here: a bad line stops the start
         d = config.deadlines
         app[RULES] = await asyncio.to_thread(load_rules, d.calendar, d.limits, d.warn_days)

@@ -424,6 +424,7 @@ def _rewrap_materials(database):  # type: ignore[no-untyped-def]
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from control.documents.store import rewrap_keys as rewrap_document_keys
     from recorder.custody import CustodyLog
     from recorder.keys import KeyProblem, load_or_create_signing_key
     from recorder.rotation import rotate_kek, rotate_signing
@@ -456,13 +457,17 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                     actor=args.actor,
                     reason=args.reason,
                     rewrap_rows=_rewrap_materials(Path(config.data_dir / "control.sqlite3")),
+                    rewrap_documents=rewrap_document_keys(
+                        Path(config.data_dir / "control.sqlite3")
+                    ),
                 )
             finally:
                 custody.close()
             print(
                 f"密钥加密密钥已轮换 / key-encryption key rotated: {result['old_kek']} -> "
                 f"{result['new_kek']}; rewrapped {result['recordings']} recordings, "
-                f"{result['materials']} materials, {result['faces']} face embeddings "
+                f"{result['materials']} materials, {result['faces']} face embeddings, "
+                f"{result['documents']} document revisions "
                 f"(custody entry {result['log_index']}); media untouched"
             )
     except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:

@@ -337,6 +337,41 @@ MIGRATIONS: list[str] = [
         used_at TEXT
     )
     """,
+    # party signatures prepared and waiting for the browser's r||s (control/documents/): in the
+    # database, not one worker's memory, so that prepare and finish may reach different
+    # workers; ``state`` is documents.signing.PendingSignature.state() (no secret, and not the
+    # document's text: only the incremental update that reserves the signature); a row is
+    # taken (deleted) by the one finish that uses it, and dropped when ``expires_at`` passes
+    """
+    CREATE TABLE party_signing_requests (
+        id TEXT PRIMARY KEY,
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        field TEXT NOT NULL,
+        base_sha256 TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        verdict_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX party_signing_requests_expiry ON party_signing_requests(expires_at)
+    """,
+    # documents' PDFs encrypted at rest (control/documents/desk.py): each revision's file, the
+    # SHA-256 of its plaintext, its own data key wrapped under the KEK and the KEK's
+    # fingerprint (rewrapped by ``keys rotate --kek``); written in the revision's transaction
+    """
+    CREATE TABLE document_files (
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        revision INTEGER NOT NULL,
+        file TEXT NOT NULL UNIQUE,
+        sha256 TEXT NOT NULL,
+        wrapped_key TEXT NOT NULL,
+        kek_fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (document_id, revision)
+    )
+    """,
 ]
 
 

@@ -12,9 +12,12 @@ through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import json
 import logging
+import zlib
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -293,6 +296,32 @@ class PendingSignature:
     def document_digest(self) -> bytes:
         return bytes(self.prep_digest.document_digest)
 
+    def state(self, base_pdf: bytes) -> dict[str, Any]:
+        """What :func:`resume_party_signing` needs to finish this signature in another process
+        (JSON-ready; it holds no secret). The prepared PDF is ``base_pdf`` followed by the
+        incremental update that reserves the signature: only that update is kept, so the
+        document's text is not copied out of its encrypted store."""
+        prepared = self.output.getvalue()
+        if not prepared.startswith(base_pdf):
+            raise SigningError(
+                "准备的签名不在该文书版本之上 / the prepared signature is not over this revision"
+            )
+        b64 = base64.b64encode
+        return {
+            "v": 1,
+            "field": self.field,
+            "cert": b64(self.cert.dump()).decode(),
+            "signed_attrs": b64(self.to_be_signed).decode(),
+            "digest": b64(self.document_digest).decode(),
+            "region": [
+                self.prep_digest.reserved_region_start,
+                self.prep_digest.reserved_region_end,
+            ],
+            "base_sha256": hashlib.sha256(base_pdf).hexdigest(),
+            "update": b64(zlib.compress(prepared[len(base_pdf) :])).decode(),
+            "created": self.created.isoformat(),
+        }
+
 
 def _octets_attr(oid: str, data: bytes) -> cms.CMSAttribute:
     return cms.CMSAttribute({"type": oid, "values": [core.OctetString(data)]})
@@ -385,6 +414,64 @@ def prepare_party_signing(
         raise
     except Exception as exc:
         raise SigningError(f"无法准备签名：{exc} / cannot prepare the signature: {exc}") from exc
+
+
+def resume_party_signing(
+    state: dict[str, Any], base_pdf: bytes, setup: SigningSetup
+) -> PendingSignature:
+    """A :class:`PendingSignature` again from :meth:`PendingSignature.state` and the revision
+    it was prepared over (checked by its hash), e.g. in another worker than the one that
+    prepared it. The post-signing instructions (what goes into the DSS) are collected again
+    with the same signer, the same CA and the same time-stamp authority, as pyhanko did when
+    preparing; a certificate revoked meanwhile is refused here."""
+    try:
+        if state.get("v") != 1 or hashlib.sha256(base_pdf).hexdigest() != state["base_sha256"]:
+            raise ValueError("another revision")
+        field_name = str(state["field"])
+        cert = asn1_x509.Certificate.load(base64.b64decode(state["cert"]))
+        signed_attrs = cms.CMSAttributes.load(base64.b64decode(state["signed_attrs"]))
+        start, end = (int(v) for v in state["region"])
+        prep = PreparedByteRangeDigest(base64.b64decode(state["digest"]), start, end)
+        update = zlib.decompress(base64.b64decode(state["update"]))
+        created = datetime.fromisoformat(str(state["created"]))
+        _ = signed_attrs.native  # parse it all now: a broken state fails here, not later
+    except (KeyError, TypeError, ValueError, zlib.error) as exc:
+        raise SigningError(
+            f"待完成的签名无法恢复：{exc} / the pending signature cannot be restored: {exc}"
+        ) from None
+    slot, _ = _check_field(base_pdf, field_name, "party")
+    registry = SimpleCertificateStore.from_certs([to_asn1(setup.ca.root)])
+    ext = signers.ExternalSigner(signing_cert=cert, cert_registry=registry, signature_value=72)
+
+    async def instructions() -> PostSignInstructions:
+        pdf_signer = _pdf_signer(slot, ext, setup, None, slot["name"])
+        writer = IncrementalPdfFileWriter(io.BytesIO(base_pdf))  # only read, never written
+        session = pdf_signer.init_signing_session(writer)
+        info = await session.perform_presign_validation(writer)
+        if info is None:  # pragma: no cover - the setup always gives a validation context
+            raise SigningError("没有验证上下文 / no validation context")
+        meta = pdf_signer.signature_meta
+        return PostSignInstructions(
+            validation_info=info,
+            timestamp_md_algorithm="sha256",
+            timestamp_field_name=meta.timestamp_field_name,
+            dss_settings=meta.dss_settings,
+            tight_size_estimates=meta.tight_size_estimates,
+            embed_roots=ext.embed_roots,
+            strict=writer.prev.strict,
+            decode_limits=writer.prev.decode_context.limits,
+        )
+
+    try:
+        post_sign = _run(instructions())
+    except SigningError:
+        raise
+    except Exception as exc:  # e.g. the party certificate was revoked meanwhile
+        raise SigningError(
+            f"待完成的签名无法恢复：{exc} / the pending signature cannot be restored: {exc}"
+        ) from exc
+    output = io.BytesIO(base_pdf + update)
+    return PendingSignature(field_name, cert, signed_attrs, prep, post_sign, output, created)
 
 
 def p1363_to_der(signature: bytes) -> bytes:

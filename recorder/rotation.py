@@ -10,12 +10,14 @@ recordings sealed under it still verify, and a verifier follows the chain from e
 **KEK** (``remotecase keys rotate --kek``): the new KEK is written first, as
 ``recording-kek.key.next``; every wrapped data key is unwrapped with the old KEK and wrapped
 under the new one, each file rewritten atomically (recordings' ``recording.json``, face
-embeddings) or each row in one transaction (materials, by the caller's ``rewrap_rows``); media
-is never touched. A ``keys.kek_rotated`` entry lists every recording's new wrapped key (so the
-verifier can tell a logged rewrap from a swapped key), and only then does the new KEK replace
-the old file. Either command, interrupted, is finished by running it again: the ``.next`` key is
-taken up, and what was already rewrapped is skipped. The server refuses to start while a
-``.next`` file exists; run rotations with the server stopped.
+embeddings) or each row in one transaction (materials, by the caller's ``rewrap_rows``; the
+documents' PDF revisions, by ``rewrap_documents``: ``control.documents.store.rewrap_keys``);
+media, materials' and documents' encrypted files are never touched. A ``keys.kek_rotated``
+entry lists every recording's new wrapped key (so the verifier can tell a logged rewrap from a
+swapped key), and only then does the new KEK replace the old file. Either command,
+interrupted, is finished by running it again: the ``.next`` key is taken up, and what was
+already rewrapped is skipped. The server refuses to start while a ``.next`` file exists; run
+rotations with the server stopped.
 """
 
 from __future__ import annotations
@@ -104,8 +106,10 @@ def rotate_kek(
     actor: str,
     reason: str,
     rewrap_rows: Callable[[KeyEncryptionKey, KeyEncryptionKey], int] | None = None,
+    rewrap_documents: Callable[[KeyEncryptionKey, KeyEncryptionKey], int] | None = None,
 ) -> dict[str, Any]:
-    """Rewrap every data key under a new KEK; ``rewrap_rows`` does the database's (materials)."""
+    """Rewrap every data key under a new KEK; ``rewrap_rows`` does the database's materials,
+    ``rewrap_documents`` the documents' revisions (each skips what is already rewrapped)."""
     kek_path = keys_dir / KEK_FILE
     next_path = kek_path.with_name(kek_path.name + NEXT_SUFFIX)
     if not kek_path.exists():
@@ -152,6 +156,7 @@ def rotate_kek(
             write_atomic(path, canonical(face))
         faces += 1
     materials = rewrap_rows(old, new) if rewrap_rows is not None else 0
+    documents = rewrap_documents(old, new) if rewrap_documents is not None else 0
     entry = custody.append(
         "keys.kek_rotated",
         actor=actor,
@@ -161,6 +166,7 @@ def rotate_kek(
         recordings=recordings,
         faces=faces,
         materials=materials,
+        documents=documents,
     )
     _replace(next_path, kek_path)
     return {
@@ -169,5 +175,6 @@ def rotate_kek(
         "recordings": len(recordings),
         "faces": faces,
         "materials": materials,
+        "documents": documents,
         "log_index": entry["index"],
     }

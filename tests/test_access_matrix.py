@@ -470,6 +470,11 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         document("GET", "/pdf", party=True),
         (401, 200, 404, *PARTIES_ONLY),
     ),
+    (
+        "a party refuses to sign its box",
+        document("POST", "/refusals", {"field": "party-p{party}", "reason": "r"}, party=True),
+        (401, 200, 404, *PARTIES_ONLY),
+    ),
     # without a face match in the call the party's own signing is refused (409)
     (
         "a party prepares its signature",

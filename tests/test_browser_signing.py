@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from control.appkeys import DB
+from control.appkeys import CUSTODY, DB
 from control.auth import create_officer
 from documents.samples import sample
 from documents.verify import extract_marks
@@ -100,6 +100,78 @@ async def test_party_page_draws_a_mark_and_signs(server: Server, browser: Any) -
         console = await browser.new_page()
         await console.goto(server.base_url + "/static/console.html")
         await console.wait_for_selector("#login")
+
+
+async def test_party_page_records_the_partys_own_refusal(server: Server, browser: Any) -> None:  # noqa: F811
+    """The refusal button on the party page: a reason is asked for, the refusal is printed on
+    the document with the party as its recorder, the custody log has it, the page says so."""
+    await server.app[DB].run(lambda c: create_officer(c, "li", PASSWORD, "officer", "b"))
+    async with aiohttp.ClientSession() as http:
+
+        async def call(method: str, path: str, token: str | None = None, body: Any = None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.request(
+                method, server.base_url + path, json=body, headers=headers
+            ) as response:
+                assert response.status < 300, await response.text()
+                if response.content_type == "application/json":
+                    return await response.json()
+                return await response.read()
+
+        login = (await call("POST", "/api/login", None, {"username": "li", "password": PASSWORD}))[
+            "token"
+        ]
+        case = await call("POST", "/api/cases", login, {"kind": "violation", "title": "t"})
+        party = await call(
+            "POST", f"/api/cases/{case['id']}/parties", login, {"role": "driver", "name": "张三"}
+        )
+        await call("POST", f"/api/cases/{case['id']}/sessions", login)
+        invite = await call(
+            "POST", f"/api/cases/{case['id']}/invitations", login, {"party_id": party["id"]}
+        )
+        s = sample("penalty_notice")
+        doc = await call(
+            "POST",
+            f"/api/cases/{case['id']}/documents",
+            login,
+            {
+                "kind": "penalty_notice",
+                "data": {
+                    "department": s["department"],
+                    "case": s["case"],
+                    "penalty": s["penalty"],
+                    "parties": [{"id": party["id"], "id_number": "110101198503020011"}],
+                },
+            },
+        )
+        page = await browser.new_page()
+        await page.goto(server.base_url + invite["link"])
+        item = f"#party-documents li[data-document='{doc['id']}']"
+        await page.wait_for_selector(item + " .refuse-box button.refuse")
+        said = "document.getElementById('sign-error').textContent"
+        await page.click(item + " button.refuse")
+        await _wait_for(page, said + ".includes('拒签理由')")
+        await page.fill(item + " textarea.refuse-reason", "不认可违法事实")
+        await page.click(item + " button.refuse")
+        try:
+            await _wait_for(page, said + ".includes('已记录拒绝签名')", timeout=60)
+        except AssertionError:
+            raise AssertionError(f"the page said: {await page.evaluate(said)}") from None
+        await page.wait_for_selector(item + " p.refused")
+        assert await page.query_selector(item + " .sign-box") is None  # nothing left to sign
+
+        field = f"party-p{party['id']}"
+        state = await call("GET", f"/api/cases/{case['id']}/documents/{doc['id']}", login)
+        assert state["state"]["refused"] == [field]
+        assert state["refusals"][-1]["recorded_by"] == f"party:{party['id']}"
+        (entry,) = [e for e in server.app[CUSTODY].entries() if e["type"] == "document.refused"]
+        assert entry["actor"] == f"party:{party['id']}" and entry["reason"] == "不认可违法事实"
+        assert entry["sha256"] == state["sha256"]
+        pdf = await call("GET", f"/api/cases/{case['id']}/documents/{doc['id']}/pdf", login)
+    import pypdfium2
+
+    text = "".join(p.get_textpage().get_text_range() for p in pypdfium2.PdfDocument(pdf))
+    assert "不认可违法事实" in text and "张三（本人）" in text
 
 
 async def test_console_writes_the_record_during_the_session(server: Server, browser: Any) -> None:  # noqa: F811

@@ -628,3 +628,46 @@ def test_builtin_tsa_token_carries_this_deployments_policy(setup: SigningSetup) 
     resp = setup.timestamper().request_tsa_response(req)  # type: ignore[attr-defined]
     info = resp["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
     assert info["policy"].dotted == TSA_POLICY and info["nonce"].native == 7
+
+
+def test_a_prepared_signature_resumes_from_its_state_in_another_process(tmp_path: Path) -> None:
+    """What a worker keeps in the database is enough for another one (a new CA object over the
+    same keys directory, as another process has) to finish the signature."""
+    import json
+
+    from documents.signing import resume_party_signing
+
+    keys = tmp_path / "keys"
+    first = SigningSetup(DeploymentCA(keys))
+    doc = render(TEMPLATES["delivery_consent"], sample("delivery_consent"), "送〔2026〕第0001号")
+    browser = Browser()
+    strokes = parse_strokes(STROKES)
+    cert = first.ca.issue_party(
+        browser.spki(),
+        "p1",
+        "张三",
+        verdict(),
+        hashlib.sha256(doc.pdf).hexdigest(),
+        "party-p1",
+        strokes_sha256(strokes),
+    )
+    pending = prepare_party_signing(
+        doc.pdf, "party-p1", cert, first, mark_image(strokes, "张三"), mark=strokes_json(strokes)
+    )
+    state = json.loads(json.dumps(pending.state(doc.pdf)))
+    with pytest.raises(SigningError, match="不在该文书版本之上"):
+        pending.state(doc.pdf + b"\n")
+    other = SigningSetup(DeploymentCA(keys))
+    with pytest.raises(SigningError, match="无法恢复"):
+        resume_party_signing(state, doc.pdf + b"\n", other)  # another revision
+    with pytest.raises(SigningError, match="无法恢复"):
+        resume_party_signing({**state, "update": "AAAA"}, doc.pdf, other)
+    resumed = resume_party_signing(state, doc.pdf, other)
+    assert resumed.to_be_signed == pending.to_be_signed
+    signed = finish_party_signing(resumed, browser.sign(resumed.to_be_signed), other)
+    report = verify_pdf(signed, [other.ca.root])
+    (sig,) = report.signatures
+    assert sig.ok and sig.role == "party", sig.problems
+    assert extract_marks(signed)["party-p1"] == strokes_json(strokes)
+    assert report.state is not None
+    assert [m["field"] for m in report.state.missing] == ["officer-o1"]

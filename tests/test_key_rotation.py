@@ -10,11 +10,14 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from common.hashing import canonical
+from control.documents import store as documents_store
+from control.documents.desk import DocumentDesk, IntegrityProblem
 from control.materials.store import MaterialStore
 from recorder.custody import CustodyLog, TreeHead
 from recorder.export import export_recording
@@ -191,6 +194,28 @@ def _add_material_and_face(site: Site, kek: KeyEncryptionKey) -> tuple[str, byte
     return material_id, data, stored.sha256
 
 
+def _add_document(site: Site, kek: KeyEncryptionKey) -> tuple[dict[str, Any], bytes, str]:
+    """A document revision encrypted at rest, its key row in the control database."""
+    desk = DocumentDesk(site.base / "var", site.keys, kek=kek)
+    pdf = b"%PDF-1.7\n" + os.urandom(50_000) + b"\n%%EOF\n"
+    sealed = desk.write(1, 1, 1, pdf)
+    conn = sqlite3.connect(site.base / "var" / "control.sqlite3")
+    with conn:
+        documents_store.insert_file(conn, 1, 1, sealed.row())
+    conn.close()
+    doc = {"id": 1, "case_id": 1, "revision": 1, "sha256": hashlib.sha256(pdf).hexdigest()}
+    return doc, pdf, sealed.name
+
+
+def _document_row(site: Site) -> dict[str, Any]:
+    conn = sqlite3.connect(site.base / "var" / "control.sqlite3")
+    conn.row_factory = sqlite3.Row
+    row = documents_store.file_of(conn, 1, 1)
+    conn.close()
+    assert row is not None
+    return row
+
+
 def _material_row(site: Site, material_id: str) -> tuple[str, str]:
     conn = sqlite3.connect(site.base / "var" / "control.sqlite3")
     row = conn.execute(
@@ -211,10 +236,12 @@ def _media_hashes(site: Site) -> dict[str, str]:
 async def test_kek_rotation_rewraps_everything_without_touching_media(site: Site) -> None:
     old = site.kek()
     material_id, data, sha = _add_material_and_face(site, old)
+    doc, pdf, name = _add_document(site, old)
+    sealed_before = (site.base / "var" / "documents" / name).read_bytes()
     before = _media_hashes(site)
     code, out = await _keys_cli(site, "--kek")
     assert code == 0, out
-    assert "rewrapped 1 recordings, 1 materials, 1 face embeddings" in out
+    assert "rewrapped 1 recordings, 1 materials, 1 face embeddings, 1 document revisions" in out
     new = site.kek()
     assert new.fingerprint != old.fingerprint
     assert not (site.keys / "recording-kek.key.next").exists()
@@ -262,6 +289,14 @@ async def test_kek_rotation_rewraps_everything_without_touching_media(site: Site
         if e["type"] == "keys.kek_rotated"
     )
     assert entry["type"] == "keys.kek_rotated" and entry["old_kek"] == old.fingerprint
+    assert entry["documents"] == 1
+    # the document's revision: its key rewrapped, its encrypted file untouched
+    assert (site.base / "var" / "documents" / name).read_bytes() == sealed_before
+    row = _document_row(site)
+    assert row["kek_fingerprint"] == new.fingerprint
+    assert DocumentDesk(site.base / "var", site.keys, kek=new).read(doc, row) == pdf
+    with pytest.raises(IntegrityProblem, match="wrong key-encryption key"):
+        DocumentDesk(site.base / "var", site.keys, kek=old).read(doc, row)
     assert (
         entry["recordings"][site.recording_id]
         == json.loads((site.recording / "recording.json").read_bytes())["key"]["wrapped_data_key"]
@@ -273,6 +308,7 @@ def test_an_interrupted_kek_rotation_is_refused_at_start_and_finished_by_a_rerun
 ) -> None:
     old = site.kek()
     material_id, data, sha = _add_material_and_face(site, old)
+    doc, pdf, _ = _add_document(site, old)
 
     def crash(_old: KeyEncryptionKey, _new: KeyEncryptionKey) -> int:
         raise OSError("power lost")
@@ -301,10 +337,13 @@ def test_an_interrupted_kek_rotation_is_refused_at_start_and_finished_by_a_rerun
             actor="a",
             reason="rerun",
             rewrap_rows=_rewrap_materials(site.base / "var" / "control.sqlite3"),
+            rewrap_documents=documents_store.rewrap_keys(site.base / "var" / "control.sqlite3"),
         )
     finally:
         custody.close()
     new = site.kek()
+    assert result["documents"] == 1
+    assert DocumentDesk(site.base / "var", site.keys, kek=new).read(doc, _document_row(site)) == pdf
     assert result["new_kek"] == new.fingerprint != old.fingerprint
     assert failures(verify_recording(site.recording, site.custody, site.public, new)) == []
     wrapped, fingerprint = _material_row(site, material_id)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from bench.peer import PeerClient
-from control.appkeys import CUSTODY, RECORDER
+from control.appkeys import CUSTODY, DB, DOCS, RECORDER
 from documents.samples import sample
 from tests.conftest import (
     Api,
@@ -158,7 +158,9 @@ async def test_record_written_in_the_call_reviewed_signed_and_verified(tmp_path:
             await events.send_json({"type": "auth", "token": wang})
             assert (await events.receive_json())["type"] == "ready"
             await events.send_json({"type": "subscribe", "case": cid})
-            assert (await events.receive_json())["type"] == "subscribed"
+            # the call's own events (the recording starting...) may come before the answer
+            while (await asyncio.wait_for(events.receive_json(), 10))["type"] != "subscribed":
+                pass
             status, record = await api.call(
                 "POST", f"/api/cases/{cid}/sessions/{session['id']}/records", li, {"party_id": pid}
             )
@@ -608,6 +610,88 @@ async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path)
         await server.runner.cleanup()
 
 
+async def test_a_prepared_signature_expires_and_is_kept_in_the_database(tmp_path: Path) -> None:
+    """The pending signature is a database row (any worker finishes it); past its time it is
+    refused and dropped; a state that does not restore is refused without a PDF."""
+    server = await start_server(make_config(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, pid = await case_with_party(api, li, name="张三")
+            s = sample("delivery_consent")
+            status, doc = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {
+                    "kind": "delivery_consent",
+                    "data": {
+                        "department": s["department"],
+                        "case": s["case"],
+                        "delivery": s["delivery"],
+                        "parties": [{"id": pid, "id_number": "110101198503020011"}],
+                    },
+                },
+            )
+            assert status == 201, doc
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            party = (await party_link(api, li, cid, pid))["token"]
+            await seed_match(server, session["room"], pid)
+            key = PartyKey()
+            path = f"/api/party/documents/{doc['id']}/sign"
+            body = {"field": f"party-p{pid}", "public_key": key.spki, "strokes": STROKES}
+
+            async def prepared() -> dict[str, Any]:
+                status, prep = await api.call("POST", path + "/prepare", party, body)
+                assert status == 200 and prep["expires_in"] == 300, prep
+                return dict(prep)
+
+            def rows(c: Any) -> list[dict[str, Any]]:
+                cur = c.execute("SELECT * FROM party_signing_requests ORDER BY created_at")
+                return [dict(r) for r in cur.fetchall()]
+
+            late = await prepared()
+            (row,) = await server.app[DB].run(rows)
+            assert row["id"] == late["request_id"] and row["document_id"] == doc["id"]
+            state = json.loads(row["state"])
+            assert state["base_sha256"] == doc["sha256"]
+            # only the update that reserves the signature, not the document itself
+            assert len(base64.b64decode(state["update"])) < 20000
+            await server.app[DB].run(
+                lambda c: c.execute("UPDATE party_signing_requests SET expires_at = 1")
+            )
+            finish = {"request_id": late["request_id"], "signature": key.sign(late["to_be_signed"])}
+            status, out = await api.call("POST", path + "/finish", party, finish)
+            assert (status, out["error"]) == (404, "not_found"), out
+            assert await server.app[DB].run(rows) == []
+
+            broken = await prepared()
+            await server.app[DB].run(
+                lambda c: c.execute(
+                    "UPDATE party_signing_requests SET state = ?", (json.dumps({"v": 1}),)
+                )
+            )
+            finish = {
+                "request_id": broken["request_id"],
+                "signature": key.sign(broken["to_be_signed"]),
+            }
+            status, out = await api.call("POST", path + "/finish", party, finish)
+            assert (status, out["error"]) == (422, "signing_refused"), out
+            assert "无法恢复" in out["message"]
+
+            fresh = await prepared()
+            finish = {
+                "request_id": fresh["request_id"],
+                "signature": key.sign(fresh["to_be_signed"]),
+            }
+            status, state = await api.call("POST", path + "/finish", party, finish)
+            assert status == 200 and state["revision"] == 2, state
+            assert await server.app[DB].run(rows) == []
+    finally:
+        await server.runner.cleanup()
+
+
 async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path))
     try:
@@ -662,17 +746,125 @@ async def test_a_refusal_is_printed_and_does_not_block_the_document(tmp_path: Pa
             )
             assert (status, body["error"]) == (409, "already_signed")
             pdf = await _pdf(server, dpath + "/pdf", li)
-            # every revision is a 0600 file; one changed on disk is refused, not served
-            files = sorted((tmp_path / "var" / "documents" / f"case-{cid}").glob("*.pdf"))
+            # every revision is a 0600 file encrypted under its own data key, wrapped by the KEK
+            case_dir = tmp_path / "var" / "documents" / f"case-{cid}"
+            files = sorted(case_dir.glob("*.pdf.enc"))
             assert len(files) == 3 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
-            current = next(f for f in files if f.read_bytes() == pdf)
-            current.write_bytes(pdf[:-10] + b"%%EOF\n    ")
+            assert not list(case_dir.glob("*.pdf"))
+            assert all(b"%PDF" not in f.read_bytes() for f in files)
+            assert all(b"FontFile2" not in f.read_bytes() for f in files)
+            keys = await server.app[DB].run(
+                lambda c: [
+                    dict(r)
+                    for r in c.execute(
+                        "SELECT * FROM document_files WHERE document_id = ? ORDER BY revision",
+                        (doc["id"],),
+                    )
+                ]
+            )
+            assert [k["revision"] for k in keys] == [1, 2, 3]
+            assert keys[-1]["sha256"] == hashlib.sha256(pdf).hexdigest() == state["sha256"]
+            assert {k["kek_fingerprint"] for k in keys} == {server.app[RECORDER].kek.fingerprint}
+            assert len({k["wrapped_key"] for k in keys}) == 3  # a data key per revision
+            current = case_dir / Path(keys[-1]["file"]).name
+            sealed = bytearray(current.read_bytes())
+            sealed[len(sealed) // 2] ^= 0x01  # one bit of the ciphertext
+            current.write_bytes(bytes(sealed))
+            status, body = await api.call("GET", dpath + "/pdf", li)
+            assert (status, body["error"]) == (409, "integrity_failed")
+            current.unlink()
+            status, body = await api.call("GET", dpath + "/pdf", li)
+            assert (status, body["error"]) == (409, "integrity_failed")
+            # a revision written before encryption at rest (no key row) is read as it is,
+            # still against its hash
+            await server.app[DB].run(
+                lambda c: c.execute(
+                    "DELETE FROM document_files WHERE document_id = ? AND revision = 3",
+                    (doc["id"],),
+                )
+            )
+            legacy = server.app[DOCS].path(cid, doc["id"], 3, state["sha256"])
+            legacy.write_bytes(pdf)
+            assert await _pdf(server, dpath + "/pdf", li) == pdf
+            legacy.write_bytes(pdf[:-10] + b"%%EOF\n    ")
             status, body = await api.call("GET", dpath + "/pdf", li)
             assert (status, body["error"]) == (409, "integrity_failed")
         import pypdfium2
 
         text = "".join(page.get_textpage().get_text_range() for page in pypdfium2.PdfDocument(pdf))
         assert "拒绝签名" in text and "当事人拒绝签名" in text
+    finally:
+        await server.runner.cleanup()
+
+
+async def test_the_party_records_its_own_refusal(tmp_path: Path) -> None:
+    """From the party's own endpoint: only its own box, printed on the document with the
+    party as the one who recorded it, a custody entry; the case goes on (the officer signs)."""
+    server = await start_server(make_config(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, p1 = await case_with_party(api, li, name="张三")
+            _, p2_row = await api.call(
+                "POST", f"/api/cases/{cid}/parties", li, {"role": "driver", "name": "李四"}
+            )
+            p2 = p2_row["id"]
+            s = sample("determination_simple")
+            given = [
+                {k: v for k, v in sp.items() if k not in ("id", "name")} | {"id": pid}
+                for sp, pid in zip(s["parties"], (p1, p2), strict=False)
+            ]
+            status, doc = await api.call(
+                "POST",
+                f"/api/cases/{cid}/documents",
+                li,
+                {
+                    "kind": "determination_simple",
+                    "data": {
+                        "department": s["department"],
+                        "case": s["case"],
+                        "findings": s["findings"],
+                        "parties": given,
+                    },
+                },
+            )
+            assert status == 201, doc
+            await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            party = (await party_link(api, li, cid, p1))["token"]
+            path = f"/api/party/documents/{doc['id']}/refusals"
+            status, seen = await api.call("GET", f"/api/party/documents/{doc['id']}", party)
+            assert status == 200 and seen["you"] == f"p{p1}"
+            status, body = await api.call(
+                "POST", path, party, {"field": f"party-p{p2}", "reason": "x"}
+            )
+            assert (status, body["error"]) == (403, "not_your_box"), body
+            status, body = await api.call("POST", path, party, {"field": f"party-p{p1}"})
+            assert (status, body["error"]) == (400, "bad_request"), body
+            status, state = await api.call(
+                "POST", path, party, {"field": f"party-p{p1}", "reason": "对赔偿数额有异议"}
+            )
+            assert status == 200, state
+            assert state["number"] == doc["number"] and state["revision"] == 2
+            assert state["state"]["refused"] == [f"party-p{p1}"]
+            assert state["refusals"][-1]["recorded_by"] == f"party:{p1}"
+            refused = _custody(server, "document.refused")[-1]
+            assert refused["actor"] == f"party:{p1}" and refused["reason"] == "对赔偿数额有异议"
+            assert refused["sha256"] == state["sha256"] and refused["document"] == doc["id"]
+            status, state = await api.call(
+                "POST", f"/api/cases/{cid}/documents/{doc['id']}/sign", li, {"field": "officer-o1"}
+            )
+            assert status == 200, state
+            assert [m["field"] for m in state["state"]["missing"]] == [f"party-p{p2}"]
+            status, body = await api.call(
+                "POST", path, party, {"field": f"party-p{p1}", "reason": "again"}
+            )
+            assert (status, body["error"]) == (409, "already_signed"), body
+            pdf = await _pdf(server, f"/api/party/documents/{doc['id']}/pdf", party)
+        import pypdfium2
+
+        text = "".join(page.get_textpage().get_text_range() for page in pypdfium2.PdfDocument(pdf))
+        assert "拒绝签名" in text and "对赔偿数额有异议" in text and "张三（本人）" in text
     finally:
         await server.runner.cleanup()
 

@@ -5,7 +5,6 @@ department (the seal's certificate, a timestamp, B-LT), and logged in the custod
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 from aiohttp import web
@@ -69,8 +68,6 @@ async def seal(
             signed, serial = await asyncio.to_thread(make)
         except DocumentError as exc:
             raise documents.refused(exc, web.HTTPConflict, "signing_refused") from None
-        sha = hashlib.sha256(signed).hexdigest()
-        await asyncio.to_thread(desk.write, case_id, document_id, doc["revision"] + 1, signed)
         signature = {
             "field": SEAL_FIELD,
             "role": "seal",
@@ -78,12 +75,11 @@ async def seal(
             "serial": f"{serial:x}",
             "at": now_iso(),
         }
-        row = await db.run(
-            lambda c: documents_store.new_revision(
-                c, "system:delivery", document_id, doc["sha256"], sha, signature=signature
-            )
+        # encrypted at rest and recorded as the documents' own signing does (the lock is held:
+        # nobody changes the document meanwhile)
+        row = await documents.store_revision(
+            request, "system:delivery", doc, signed, signature=signature
         )
-        assert row is not None  # the document's lock is held: nobody changed it meanwhile
     await documents.custody(
         request,
         "document.signed",

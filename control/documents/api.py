@@ -24,6 +24,8 @@ import base64
 import binascii
 import hashlib
 import json
+import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,7 +36,12 @@ from documents.appearance import mark_image, name_card, parse_strokes, strokes_j
 from documents.ca import FACE_VERDICT_MAX_AGE, FaceVerdict
 from documents.render import render
 from documents.seal import draw_seal
-from documents.signing import builtin_signer, finish_party_signing, prepare_party_signing
+from documents.signing import (
+    builtin_signer,
+    finish_party_signing,
+    prepare_party_signing,
+    resume_party_signing,
+)
 from documents.signing import sign_document as library_sign
 from documents.verify import document_state
 
@@ -61,7 +68,7 @@ from ..http.openapi import (
 from ..refusals import done as case_done
 from ..refusals import unwrap
 from . import store
-from .desk import DocumentDesk, IntegrityProblem, PendingParty
+from .desk import PENDING_SECONDS, DocumentDesk, IntegrityProblem
 
 T = TypeVar("T")
 DOCUMENT = in_path("document", ID)
@@ -101,8 +108,10 @@ def desk(request: web.Request) -> DocumentDesk:
 
 
 async def current_pdf(request: web.Request, doc: dict[str, Any]) -> bytes:
+    """The current revision: decrypted, its plaintext re-hashed against the database's."""
+    sealed = await request.app[DB].run(lambda c: store.file_of(c, doc["id"], doc["revision"]))
     try:
-        return await asyncio.to_thread(desk(request).read, doc)
+        return await asyncio.to_thread(desk(request).read, doc, sealed)
     except IntegrityProblem as exc:
         raise json_error(web.HTTPConflict, "integrity_failed", str(exc)) from None
 
@@ -205,7 +214,12 @@ async def generate(
         document_id = store.insert(
             c, who, case_id, kind, number, brigade, year, seq, data, required, sha
         )
-        d.write(case_id, document_id, 1, doc.pdf)
+        sealed = d.write(case_id, document_id, 1, doc.pdf)
+        try:
+            store.insert_file(c, document_id, 1, sealed.row())
+        except BaseException:
+            d.discard(sealed)
+            raise
         return document_id
 
     try:
@@ -296,16 +310,23 @@ def _signed(doc: dict[str, Any], field: str) -> bool:
     return any(s["field"] == field for s in doc["signatures"])
 
 
-async def _store_revision(
+async def store_revision(
     request: web.Request, actor: str, doc: dict[str, Any], pdf: bytes, **change: Any
 ) -> dict[str, Any]:
     d = desk(request)
     sha = hashlib.sha256(pdf).hexdigest()
-    await asyncio.to_thread(d.write, doc["case_id"], doc["id"], doc["revision"] + 1, pdf)
-    row = await request.app[DB].run(
-        lambda c: store.new_revision(c, actor, doc["id"], doc["sha256"], sha, **change)
-    )
+    sealed = await asyncio.to_thread(d.write, doc["case_id"], doc["id"], doc["revision"] + 1, pdf)
+    try:
+        row = await request.app[DB].run(
+            lambda c: store.new_revision(
+                c, actor, doc["id"], doc["sha256"], sha, sealed=sealed.row(), **change
+            )
+        )
+    except BaseException:
+        await asyncio.to_thread(d.discard, sealed)
+        raise
     if row is None:
+        await asyncio.to_thread(d.discard, sealed)
         raise json_error(
             web.HTTPConflict,
             "document_changed",
@@ -374,7 +395,7 @@ async def sign(request: web.Request) -> web.Response:
             "serial": f"{serial:x}",
             "at": now_iso(),
         }
-        row = await _store_revision(request, who.actor, doc, signed, signature=signature)
+        row = await store_revision(request, who.actor, doc, signed, signature=signature)
     await custody(
         request, "document.signed", who.actor, row, field=field, role=role, serial=f"{serial:x}"
     )
@@ -389,12 +410,35 @@ async def refuse(request: web.Request) -> web.Response:
     body = await read_object(request)
     field = text(body, "field", max_len=100)
     reason = text(body, "reason", max_len=500)
+
+    async def again(c_doc: dict[str, Any]) -> dict[str, Any]:
+        return done(
+            await request.app[DB].run(lambda c: store.get(c, who, c_doc["case_id"], c_doc["id"]))
+        )
+
+    row = await _record_refusal(request, who.actor, who.username, doc, field, reason, again)
+    return web.json_response(await with_state(request, row))
+
+
+async def _record_refusal(
+    request: web.Request,
+    actor: str,
+    recorded_by: str,
+    doc: dict[str, Any],
+    field: str,
+    reason: str,
+    reload: Any,
+    check_slot: Any = None,
+) -> dict[str, Any]:
+    """Draw the document again with the refusal of ``field``'s signer printed (拒绝签名记录:
+    reason, time, who recorded it) and that signer's boxes marked refused; a new revision,
+    the same number; ``document.refused`` in the custody log and the audit trail."""
     d = desk(request)
     async with locks(request, doc["id"]):
-        doc = done(
-            await request.app[DB].run(lambda c: store.get(c, who, doc["case_id"], doc["id"]))
-        )
+        doc = await reload(doc)
         slot = _slot(doc, field)
+        if check_slot is not None:
+            check_slot(slot)
         if doc["signatures"]:
             raise json_error(
                 web.HTTPConflict,
@@ -409,27 +453,27 @@ async def refuse(request: web.Request) -> web.Response:
             "name": slot["name"],
             "reason": reason,
             "time": datetime.now(UTC).astimezone().strftime("%Y年%m月%d日 %H时%M分"),
-            "recorded_by": who.username,
+            "recorded_by": recorded_by,
         }
         data["refusals"] = [*refusals, note]
         template = d.templates[doc["kind"]]
         try:
-            again = await asyncio.to_thread(render, template, data, doc["number"])
+            drawn = await asyncio.to_thread(render, template, data, doc["number"])
         except DocumentError as exc:
             raise refused(exc) from None
-        required = [r.as_json() for r in again.required]
+        required = [r.as_json() for r in drawn.required]
         note_row = {
             "field": field,
             "signer_id": slot["signer_id"],
             "reason": reason,
-            "recorded_by": who.actor,
+            "recorded_by": actor,
             "at": now_iso(),
         }
-        row = await _store_revision(
-            request, who.actor, doc, again.pdf, required=required, data=data, refusal=note_row
+        row = await store_revision(
+            request, actor, doc, drawn.pdf, required=required, data=data, refusal=note_row
         )
-    await custody(request, "document.refused", who.actor, row, field=field, reason=reason)
-    return web.json_response(await with_state(request, row))
+    await custody(request, "document.refused", actor, row, field=field, reason=reason)
+    return row
 
 
 async def revoke(request: web.Request) -> web.Response:
@@ -498,13 +542,43 @@ async def party_list(request: web.Request) -> web.Response:
 
 
 async def party_get(request: web.Request) -> web.Response:
-    _, doc = await _party_doc(request)
-    return web.json_response(await with_state(request, doc))
+    caller, doc = await _party_doc(request)
+    # which boxes are the caller's own (signer_id), for the page to offer only those
+    out = await with_state(request, doc) | {"you": f"p{caller.party_id}"}
+    return web.json_response(out)
 
 
 async def party_pdf(request: web.Request) -> web.Response:
     _, doc = await _party_doc(request)
     return await _pdf(request, doc)
+
+
+async def party_refuse(request: web.Request) -> web.Response:
+    """The party records its own refusal to sign, from its page: printed on the document as
+    an officer's record of it is (记录人: the party itself), its boxes marked refused."""
+    caller, doc = await _party_doc(request)
+    await _open_case(request, doc["case_id"])
+    body = await read_object(request)
+    field = text(body, "field", max_len=100)
+    reason = text(body, "reason", max_len=500)
+
+    def own(slot: dict[str, Any]) -> None:
+        if slot["role"] != "party" or slot["signer_id"] != f"p{caller.party_id}":
+            raise json_error(
+                web.HTTPForbidden,
+                "not_your_box",
+                "只能拒签本人的签名位置 / a party refuses only its own box",
+            )
+
+    async def again(c_doc: dict[str, Any]) -> dict[str, Any]:
+        return done(
+            await request.app[DB].run(lambda c: store.get_for_party(c, caller, c_doc["id"]))
+        )
+
+    row = await _record_refusal(
+        request, caller.actor, f"{caller.name}（本人）", doc, field, reason, again, own
+    )
+    return web.json_response(await with_state(request, row))
 
 
 def _b64(body: dict[str, Any], key: str, max_len: int) -> bytes:
@@ -566,9 +640,16 @@ async def prepare(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, "bad_request", str(exc)) from None
     rooms = set(await request.app[DB].run(lambda c: store.party_rooms(c, caller.case_id)))
     log = request.app[CUSTODY]
-    verdict = await asyncio.to_thread(
-        latest_match, log.entry, log.size, rooms, f"party-{caller.party_id}", datetime.now(UTC)
-    )
+
+    def find() -> FaceVerdict | None:
+        # the verifier runs in the worker where the call's room is, maybe not this one: read
+        # what other processes appended first
+        log.refresh()
+        return latest_match(
+            log.entry, log.size, rooms, f"party-{caller.party_id}", datetime.now(UTC)
+        )
+
+    verdict = await asyncio.to_thread(find)
     if verdict is None:
         minutes = int(FACE_VERDICT_MAX_AGE / timedelta(minutes=1))
         raise json_error(
@@ -595,11 +676,24 @@ async def prepare(request: web.Request) -> web.Response:
 
     try:
         pending, serial = await asyncio.to_thread(make)
+        state = await asyncio.to_thread(pending.state, pdf)
     except DocumentError as exc:
         raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
-    request_id = d.keep_pending(
-        PendingParty(
-            doc["id"], caller.party_id, field, doc["sha256"], pending, serial, verdict.verdict_id
+    request_id = "SIG_" + secrets.token_hex(12)
+    now = time.time()
+    await request.app[DB].run(
+        lambda c: store.keep_pending(
+            c,
+            request_id,
+            document_id=doc["id"],
+            party_id=caller.party_id,
+            field=field,
+            base_sha256=doc["sha256"],
+            serial=f"{serial:x}",
+            verdict_id=verdict.verdict_id,
+            state=state,
+            now=now,
+            expires_at=now + PENDING_SECONDS,
         )
     )
     return web.json_response(
@@ -607,6 +701,7 @@ async def prepare(request: web.Request) -> web.Response:
             "request_id": request_id,
             "field": field,
             "to_be_signed": base64.b64encode(pending.to_be_signed).decode(),
+            "expires_in": PENDING_SECONDS,
             "algorithm": {"name": "ECDSA", "namedCurve": "P-256", "hash": "SHA-256"},
             "verdict_id": verdict.verdict_id,
             "certificate_serial": f"{serial:x}",
@@ -621,47 +716,53 @@ async def finish(request: web.Request) -> web.Response:
     request_id = text(body, "request_id", max_len=100)
     signature = _b64(body, "signature", 200)
     d = desk(request)
-    entry = d.pending.get(request_id)
-    if entry is None or entry.document_id != doc["id"] or entry.party_id != caller.party_id:
+    # taken at once, in whichever worker: single use (a wrong signature value, a document
+    # changed meanwhile, an expired request: prepare again)
+    entry = await request.app[DB].run(
+        lambda c: store.take_pending(c, request_id, doc["id"], caller.party_id, time.time())
+    )
+    if entry is None:
         raise json_error(
             web.HTTPNotFound,
             "not_found",
-            "没有该签名请求或已过期 / no such signing request, or it expired",
+            "没有该签名请求，或已使用、已过期 / no such signing request, or it was used or expired",
         )
     async with locks(request, doc["id"]):
         doc = done(await request.app[DB].run(lambda c: store.get_for_party(c, caller, doc["id"])))
-        if doc["sha256"] != entry.base_sha256:
-            d.take_pending(request_id)
+        if doc["sha256"] != entry["base_sha256"]:
             raise json_error(
                 web.HTTPConflict,
                 "document_changed",
                 "文书已被其他操作更新，请重新准备签名 / the document changed: prepare again",
             )
+        pdf = await current_pdf(request, doc)
+
+        def run() -> bytes:
+            pending = resume_party_signing(entry["state"], pdf, d.setup)
+            return finish_party_signing(pending, signature, d.setup)
+
         try:
-            signed = await asyncio.to_thread(
-                finish_party_signing, entry.pending, signature, d.setup
-            )
+            signed = await asyncio.to_thread(run)
         except DocumentError as exc:
             raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
-        d.take_pending(request_id)
         record = {
-            "field": entry.field,
+            "field": entry["field"],
             "role": "party",
             "signer": caller.actor,
-            "serial": f"{entry.serial:x}",
-            "verdict_id": entry.verdict_id,
+            "serial": entry["serial"],
+            "verdict_id": entry["verdict_id"],
             "at": now_iso(),
         }
-        row = await _store_revision(request, caller.actor, doc, signed, signature=record)
+        row = await store_revision(request, caller.actor, doc, signed, signature=record)
     await custody(
         request,
         "document.signed",
         caller.actor,
         row,
-        field=entry.field,
+        field=entry["field"],
         role="party",
-        serial=f"{entry.serial:x}",
-        verdict=entry.verdict_id,
+        serial=entry["serial"],
+        verdict=entry["verdict_id"],
     )
     return web.json_response(await with_state(request, row))
 
@@ -691,6 +792,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/party/documents", party_list)
     app.router.add_get("/api/party/documents/{document}", party_get)
     app.router.add_get("/api/party/documents/{document}/pdf", party_pdf)
+    app.router.add_post("/api/party/documents/{document}/refusals", party_refuse)
     app.router.add_post("/api/party/documents/{document}/sign/prepare", prepare)
     app.router.add_post("/api/party/documents/{document}/sign/finish", finish)
     app.router.add_get("/api/ca/root", ca_root)
@@ -812,6 +914,20 @@ def describe(add: Add) -> None:
             PARTY,
             responses("200 the PDF", PDF, "401 403 404", "application/pdf"),
             tag=tag,
+        ),
+        [DOCUMENT],
+    )
+    add(
+        "/api/party/documents/{document}/refusals",
+        "post",
+        op(
+            "The party records its own refusal to sign its box (before the first signature)",
+            PARTY,
+            responses("200", ANY_OBJECT, "400 401 403 404 409 422"),
+            tag=tag,
+            body=json_body({"field": FIELD, "reason": REASON}, ["field", "reason"]),
+            description="The document is drawn again (same number) with the 拒绝签名记录; "
+            "403 not_your_box for another signer's box, 409 already_signed once signed.",
         ),
         [DOCUMENT],
     )

@@ -10,7 +10,11 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from recorder.keys import KeyEncryptionKey
 
 from ..access import PartyCaller, audit, find_case, id_value
 from ..auth import Officer, now_iso
@@ -165,6 +169,77 @@ def insert(
     return cursor.lastrowid
 
 
+def insert_file(
+    conn: sqlite3.Connection, document_id: int, revision: int, sealed: dict[str, str]
+) -> None:
+    """The encrypted file of a revision and its wrapped data key."""
+    conn.execute(
+        "INSERT INTO document_files (document_id, revision, file, sha256, wrapped_key, "
+        "kek_fingerprint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            document_id,
+            revision,
+            sealed["file"],
+            sealed["sha256"],
+            sealed["wrapped_key"],
+            sealed["kek_fingerprint"],
+            now_iso(),
+        ),
+    )
+
+
+def file_of(conn: sqlite3.Connection, document_id: int, revision: int) -> dict[str, Any] | None:
+    """A revision's ``document_files`` row (None: written before encryption at rest)."""
+    row = conn.execute(
+        "SELECT * FROM document_files WHERE document_id = ? AND revision = ?",
+        (document_id, revision),
+    ).fetchone()
+    return None if row is None else dict(row)
+
+
+def rewrap_keys(database: Path) -> Callable[[KeyEncryptionKey, KeyEncryptionKey], int]:
+    """For ``remotecase keys rotate --kek`` (``recorder.rotation.rotate_kek``): rewrap every
+    document revision's data key from the old KEK to the new one, in one transaction; rows
+    already under the new KEK (a rotation interrupted and run again) are left as they are.
+    The encrypted files are not touched. Answers how many revisions there are."""
+
+    def run(old: KeyEncryptionKey, new: KeyEncryptionKey) -> int:
+        if not database.exists():
+            return 0
+        conn = sqlite3.connect(database, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT document_id, revision, wrapped_key, kek_fingerprint FROM document_files"
+                ).fetchall()
+            except sqlite3.OperationalError:  # a database from before encryption at rest
+                conn.execute("ROLLBACK")
+                return 0
+            for document_id, revision, wrapped, fingerprint in rows:
+                if fingerprint != new.fingerprint:
+                    conn.execute(
+                        "UPDATE document_files SET wrapped_key = ?, kek_fingerprint = ? "
+                        "WHERE document_id = ? AND revision = ?",
+                        (
+                            old.rewrap(wrapped, fingerprint, new),
+                            new.fingerprint,
+                            document_id,
+                            revision,
+                        ),
+                    )
+            conn.execute("COMMIT")
+            return len(rows)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    return run
+
+
 def row_json(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for key in ("data", "required", "signatures", "refusals"):
@@ -224,16 +299,19 @@ def new_revision(
     expected_sha: str,
     sha256: str,
     *,
+    sealed: dict[str, str],
     signature: dict[str, Any] | None = None,
     refusal: dict[str, Any] | None = None,
     required: list[dict[str, Any]] | None = None,
     data: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Record the next revision, only if the current one is still ``expected_sha`` (None when
-    another change came first: nothing written)."""
+    """Record the next revision and its file (``sealed``: :meth:`SealedFile.row`), only if the
+    current one is still ``expected_sha`` (None when another change came first: nothing
+    written)."""
     row = conn.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
     if row is None or row["sha256"] != expected_sha:
         return None
+    insert_file(conn, document_id, row["revision"] + 1, sealed)
     signatures = json.loads(row["signatures"])
     refusals = json.loads(row["refusals"])
     if signature is not None:
@@ -272,3 +350,55 @@ def party_rooms(conn: sqlite3.Connection, case_id: int) -> list[str]:
         r["room"]
         for r in conn.execute("SELECT room FROM sessions WHERE case_id = ?", (case_id,)).fetchall()
     ]
+
+
+# -- party signatures prepared, waiting for the browser ---------------------------------------
+def keep_pending(
+    conn: sqlite3.Connection,
+    request_id: str,
+    *,
+    document_id: int,
+    party_id: int,
+    field: str,
+    base_sha256: str,
+    serial: str,
+    verdict_id: str,
+    state: dict[str, Any],
+    now: float,
+    expires_at: float,
+) -> None:
+    """Keep a prepared party signature (and drop those whose time has passed)."""
+    conn.execute("DELETE FROM party_signing_requests WHERE expires_at <= ?", (now,))
+    conn.execute(
+        "INSERT INTO party_signing_requests (id, document_id, party_id, field, base_sha256, "
+        "serial, verdict_id, state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            request_id,
+            document_id,
+            party_id,
+            field,
+            base_sha256,
+            serial,
+            verdict_id,
+            json.dumps(state),
+            now_iso(),
+            expires_at,
+        ),
+    )
+
+
+def take_pending(
+    conn: sqlite3.Connection, request_id: str, document_id: int, party_id: int, now: float
+) -> dict[str, Any] | None:
+    """The prepared signature ``request_id`` of this party and document, taken: a second
+    finish (in this worker or another) finds nothing. None when there is none, or it expired."""
+    row = conn.execute(
+        "DELETE FROM party_signing_requests WHERE id = ? AND document_id = ? AND party_id = ? "
+        "RETURNING *",
+        (request_id, document_id, party_id),
+    ).fetchone()
+    if row is None or row["expires_at"] <= now:
+        return None
+    out = dict(row)
+    out["state"] = json.loads(out["state"])
+    return out

@@ -22,6 +22,12 @@
     for (const c of children) node.append(c);
     return node;
   };
+  // the page's words: from the "sign" catalog when the page loaded it with the i18n loader
+  // (control/web/i18n/<lang>/sign.json), else the Chinese / English text given here
+  const tr = (key, both, params = {}) => {
+    const text = window.I18N && I18N.has(key) ? I18N.t(key, params) : both;
+    return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+  };
   const b64 = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)));
   const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
@@ -129,8 +135,33 @@
           window.open(URL.createObjectURL(blob), "_blank", "noopener");
         } }, "查看 PDF / view"));
       // the party's own boxes still to sign: one per page for a record
-      const mine = doc.required.filter((r) => r.role === "party" && !r.refused &&
+      const mine = doc.required.filter((r) => r.role === "party" && r.signer_id === doc.you &&
+        !r.refused &&
         !doc.state.signed.includes(r.field) && doc.state.missing.some((m) => m.field === r.field));
+      // a refusal to sign, in the party's own words: printed on the document (拒绝签名记录),
+      // it does not block the case; only before the document's first signature
+      const refusedMine = doc.required.some((r) => r.signer_id === doc.you && r.refused);
+      if (refusedMine) {
+        item.append(el("p", { class: "refused" },
+          tr("sign.refused", "已记录拒绝签名 / the refusal to sign is recorded")));
+      } else if (mine.length && !doc.signatures.length) {
+        const reason = el("textarea", { class: "refuse-reason", rows: "2", maxlength: "500",
+          placeholder: tr("sign.refuse.reason", "拒签理由 / why you refuse to sign") });
+        const refuse = el("button", { class: "refuse", onclick: async () => {
+          if (!reason.value.trim()) {
+            say(tr("sign.refuse.need_reason", "请写明拒签理由 / please give a reason")); return;
+          }
+          refuse.disabled = true;
+          try {
+            await call("POST", `/api/party/documents/${d.id}/refusals`,
+                       { field: mine[0].field, reason: reason.value.trim() });
+            say(tr("sign.refuse.done", "已记录拒绝签名 / your refusal is recorded"));
+            list.dataset.seen = "";
+          } catch (e) { say(e.message); refuse.disabled = false; }
+          showDocuments();
+        } }, tr("sign.refuse", "拒绝签名 / refuse to sign"));
+        item.append(el("div", { class: "refuse-box" }, reason, refuse));
+      }
       for (const r of mine) {
         const p = pad();
         const button = el("button", { class: "sign", onclick: async () => {
