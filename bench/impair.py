@@ -94,9 +94,7 @@ class ImpairedLink:
     def down(self) -> DirectionStats:
         return self._down.stats
 
-    def set_impairment(
-        self, up: Impairment | None = None, down: Impairment | None = None
-    ) -> None:
+    def set_impairment(self, up: Impairment | None = None, down: Impairment | None = None) -> None:
         """Change the conditions from now on (datagrams already in flight keep theirs)."""
         if up is not None:
             self._up.impairment = up
