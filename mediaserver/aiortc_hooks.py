@@ -70,6 +70,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("receiver", "_RTCRtpReceiver__remote_streams"),
     ("receiver", "_RTCRtpReceiver__rtx_ssrc"),
     ("receiver", "_RTCRtpReceiver__nack_generator"),
+    ("nack_generator", "missing"),
+    ("nack_generator", "add"),
     ("receiver", "_RTCRtpReceiver__remote_bitrate_estimator"),
     ("receiver", "_RTCRtpReceiver__rtcp_ssrc"),
     ("RTCRtpSender", "_run_rtp"),
@@ -125,10 +127,18 @@ class ReceiverSink(Protocol):
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
 
+# A publisher's packet still missing is NACKed again at most this often (seconds). aiortc's
+# own NackGenerator NACKs only when a new gap opens, so a lost retransmission would stay lost
+# until the next loss; this retries it on the next packets instead, about once per round trip.
+NACK_RETRY = 0.1
+
+
 class SfuRtpReceiver(RTCRtpReceiver):
     """A receiver that forwards packets instead of decoding them once a sink is attached."""
 
     _sfu_sink: ReceiverSink | None = None
+    _last_nack = -1e9
+    nacks_sent = 0  # NACK messages to the publisher
 
     def attach_sink(self, sink: ReceiverSink) -> None:
         self._sfu_sink = sink
@@ -191,8 +201,13 @@ class SfuRtpReceiver(RTCRtpReceiver):
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
 
         nack = self._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
-        if nack is not None and nack.add(packet):
-            await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+        if nack is not None:
+            missed = nack.add(packet)
+            now = time.monotonic()
+            if nack.missing and (missed or now - self._last_nack >= NACK_RETRY):
+                self._last_nack = now
+                self.nacks_sent += 1
+                await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
 
         sink.on_rtp(packet)
 

@@ -26,8 +26,14 @@ from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
 logger = logging.getLogger(__name__)
 
-HISTORY_SIZE = 1024  # video packets kept for NACKs: ~3 s at 2.5 Mbps
+HISTORY_SIZE = 1024  # packets kept for NACKs: ~3 s of video at 2.5 Mbps, ~20 s of audio
 KEYFRAME_RETRY = 1.0  # seconds between a waiting down-track's keyframe requests
+# A publisher's video that resumes after this long a silence, or after this many packets
+# went missing at once, cannot be repaired by retransmission (aiortc's sender keeps 128
+# packets, browsers about 1 s): ask for a keyframe at once instead of waiting for every
+# subscriber's decoder to give up and send its own PLI.
+GAP_SECONDS = 0.5
+GAP_PACKETS = 64
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -64,14 +70,14 @@ class ForwardedUpTrack:
         self._downs: dict[str, DownTrack] = {}
         self._fanout: tuple[DownTrack, ...] = ()
         self._is_keyframe = rtp.keyframe_detector(info.mime_type)
-        self._history: list[Packet | None] | None = (
-            [None] * HISTORY_SIZE if info.kind == "video" else None
-        )
+        # Audio too: a subscriber that NACKs audio (it is negotiated per peer) gets it again.
+        self._history: list[Packet | None] = [None] * HISTORY_SIZE
         self._muted = False
         self._closed = False
         self._media_ssrc: int | None = None
         self._last_seq: int | None = None
         self._last_timestamp: int | None = None
+        self._last_arrival: float | None = None
         self._loop = asyncio.get_running_loop()
         self._pli_min_interval = pli_min_interval
         self._last_pli = -1e9
@@ -83,6 +89,7 @@ class ForwardedUpTrack:
         self.packets_in = 0
         self.bytes_in = 0
         self.keyframes_requested = 0
+        self.gaps = 0  # resumptions after a gap (silence or a burst lost) that asked a keyframe
         receiver.attach_sink(self)
 
     # -- protocol UpTrack ------------------------------------------------------------------
@@ -102,6 +109,11 @@ class ForwardedUpTrack:
     def task_count(self) -> int:
         return len(self._tasks)
 
+    @property
+    def publisher_nacks(self) -> int:
+        """NACK messages sent to the publisher for this track (0 for a server-side source)."""
+        return int(getattr(self._receiver, "nacks_sent", 0))
+
     def down_tracks(self) -> tuple[DownTrack, ...]:
         return self._fanout
 
@@ -118,10 +130,7 @@ class ForwardedUpTrack:
             self._fanout = tuple(self._downs.values())
 
     def get_packet(self, sequence_number: int) -> Packet | None:
-        history = self._history
-        if history is None:
-            return None
-        packet = history[sequence_number % HISTORY_SIZE]
+        packet = self._history[sequence_number % HISTORY_SIZE]
         if packet is None or packet.sequence_number != sequence_number:
             return None
         return packet
@@ -152,13 +161,21 @@ class ForwardedUpTrack:
             newer = last_seq is None or (seq - last_seq) & 0xFFFF < 0x8000
             keyframe = newer and timestamp != self._last_timestamp and detector(payload)
             if newer:
+                now = self._loop.time()
+                if last_seq is not None and not keyframe and not self._muted:
+                    silent = self._last_arrival is not None and (
+                        now - self._last_arrival > GAP_SECONDS
+                    )
+                    if silent or (seq - last_seq) & 0xFFFF > GAP_PACKETS:
+                        self.gaps += 1
+                        self.request_keyframe()
                 self._last_seq = seq
                 self._last_timestamp = timestamp
+                self._last_arrival = now
         out = Packet(seq, timestamp, packet.marker, payload, packet.padding_size, keyframe)
         self.packets_in += 1
         self.bytes_in += len(payload)
-        if self._history is not None:
-            self._history[out.sequence_number % HISTORY_SIZE] = out
+        self._history[out.sequence_number % HISTORY_SIZE] = out
         if self._muted:
             return
         for down in self._fanout:
@@ -257,9 +274,14 @@ class RtpDownTrack:
             self._rtx_seq = continue_from._rtx_seq
             self._last_ts = continue_from._last_ts
             self._last_time = continue_from._last_time
-        self.retransmitted = 0
-        self.nacks = 0
-        self.nack_misses = 0
+        self.retransmitted = 0  # NACKed packets sent again (answered)
+        self.nacks = 0  # sequence numbers NACKed
+        # NACKed sequence numbers not answered, by why: this down-track never sent them (before
+        # it started, or not yet arrived from the publisher); gone from the history or never
+        # received from the publisher; the send itself failed
+        self.nack_not_sent = 0
+        self.nack_not_in_history = 0
+        self.nack_failed = 0
         self.keyframe_requests = 0
         sender.attach_hooks(self)
         up.add_down_track(self)
@@ -280,12 +302,32 @@ class RtpDownTrack:
     def sender(self) -> SfuRtpSender:
         return self._sender
 
+    @property
+    def nack_misses(self) -> int:
+        """NACKed sequence numbers not answered, whatever the reason."""
+        return self.nack_not_sent + self.nack_not_in_history + self.nack_failed
+
+    def counters(self) -> dict[str, int]:
+        """What /metrics sums over down-tracks (live and closed)."""
+        return {
+            "forwarded_packets": self.packets,
+            "forwarded_bytes": self.bytes,
+            "retransmitted": self.retransmitted,
+            "nacks": self.nacks,
+            "nack_not_sent": self.nack_not_sent,
+            "nack_not_in_history": self.nack_not_in_history,
+            "nack_failed": self.nack_failed,
+            "plis_received": self.keyframe_requests,
+        }
+
     # -- hot path --------------------------------------------------------------------------
     def write(self, packet: Packet) -> None:
         if not self._started:
             if not self._start(packet):
                 return
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
+        if (seq - self._first_seq) & 0xFFFF >= 0x8000:
+            return  # late, from before the keyframe this subscriber started on: useless to it
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         try:
             self._writer(
@@ -302,9 +344,13 @@ class RtpDownTrack:
             self._writer = None
             self._started = False
             return
-        self._next_seq = (seq + 1) & 0xFFFF
-        self._last_ts = ts
-        self._last_time = time.monotonic()
+        if (seq - self._next_seq) & 0xFFFF < 0x8000:
+            # only a newer packet moves the stream on: a late one (reordered, or the
+            # publisher's retransmission) must not pull it back, or every NACK for what was
+            # sent after it would look like one for a packet never sent
+            self._next_seq = (seq + 1) & 0xFFFF
+            self._last_ts = ts
+            self._last_time = time.monotonic()
         self.packets += 1
         self.bytes += len(packet.payload)
 
@@ -348,11 +394,11 @@ class RtpDownTrack:
             self.nacks += 1
             # only packets this down-track has actually sent since it (re)started
             if (out_seq - self._first_seq) & 0xFFFF >= (self._next_seq - self._first_seq) & 0xFFFF:
-                self.nack_misses += 1
+                self.nack_not_sent += 1
                 continue
             packet = self.up.get_packet((out_seq - self._seq_offset) & 0xFFFF)
             if packet is None:
-                self.nack_misses += 1
+                self.nack_not_in_history += 1
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             try:
@@ -375,8 +421,10 @@ class RtpDownTrack:
                         self._ssrc,
                         packet.payload,
                     )
-            except Exception:
-                return
+            except Exception as exc:
+                logger.debug("down-track %s retransmission failed: %s", self._down_id, exc)
+                self.nack_failed += 1
+                continue
             self.retransmitted += 1
 
     def on_keyframe_request(self) -> None:

@@ -199,7 +199,7 @@ class SfuParticipant:
         self.tasks = TaskSet(f"participant {participant_id}", self._log)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self.counters = ParticipantCounters()
-        self.closed_down_stats: list[tuple[str, int, int, int, int]] = []
+        self.closed_down_stats: list[tuple[str, dict[str, int]]] = []  # (kind, counters)
         self._negotiator = self._spawn(self._negotiate_loop(), "negotiator")
         for label, pc in (("publisher", self.publisher_pc), ("subscriber", self.subscriber_pc)):
             pc.on("connectionstatechange", self._state_handler(label, pc))
@@ -468,9 +468,7 @@ class SfuParticipant:
         slot.transceiver.direction = "inactive"
 
     def _down_closed(self, down: RtpDownTrack) -> None:
-        self.closed_down_stats.append(
-            (down.up.info.kind, down.packets, down.bytes, down.retransmitted, down.nacks)
-        )
+        self.closed_down_stats.append((down.up.info.kind, down.counters()))
         if not self._closed:
             # the up-track went away: free the slot at the next negotiation
             self._dirty.set()

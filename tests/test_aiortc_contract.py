@@ -47,6 +47,7 @@ async def test_every_private_name_still_exists() -> None:
             "RTCRtpSender": RTCRtpSender,
             "RTCDtlsTransport": RTCDtlsTransport,
             "receiver": transceiver.receiver,
+            "nack_generator": transceiver.receiver._RTCRtpReceiver__nack_generator,  # type: ignore[attr-defined]
             "sender": transceiver.sender,
             "dtls": transceiver.sender.transport,
             "ice": transceiver.sender.transport.transport,

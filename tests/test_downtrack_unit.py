@@ -194,3 +194,84 @@ async def test_h264_subscriber_never_starts_at_a_second_idr_slice() -> None:
     up.on_rtp(_rtp(7, 6000, fu_start))
     assert [p.payload for p in sent] == [stap, fu_start]
     await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_late_packet_does_not_pull_the_stream_back() -> None:
+    """Issue 18: a reordered (or retransmitted) packet set ``_next_seq`` back, and every NACK
+    for what had been sent after it was then refused as never sent."""
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    up.on_rtp(_rtp(10, 0, VP8_KEY))
+    up.on_rtp(_rtp(12, 3000, VP8_DELTA))
+    up.on_rtp(_rtp(13, 6000, VP8_DELTA))
+    up.on_rtp(_rtp(11, 0, VP8_CONT))  # late
+    out = {p.payload: p.sequence_number for p in sent}
+    assert len(sent) == 4
+    sent.clear()
+    first = out[VP8_KEY]
+    down.on_nack([(first + 2) & 0xFFFF, (first + 3) & 0xFFFF, (first + 1) & 0xFFFF])
+    assert down.retransmitted == 3 and down.nack_misses == 0
+    # and the next packet continues after the newest, not after the late one
+    up.on_rtp(_rtp(14, 9000, VP8_DELTA))
+    assert (sent[-1].sequence_number - first) & 0xFFFF == 4
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_packet_older_than_the_start_is_not_forwarded() -> None:
+    sent: list[RtpPacket] = []
+    up, _down, _ = _make(sent)
+    up.on_rtp(_rtp(20, 3000, VP8_KEY))
+    up.on_rtp(_rtp(19, 0, VP8_DELTA))  # from before the keyframe this subscriber started on
+    assert [p.payload for p in sent] == [VP8_KEY]
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_nack_outcomes_are_counted_apart() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    up.on_rtp(_rtp(100, 0, VP8_KEY))
+    up.on_rtp(_rtp(102, 3000, VP8_DELTA))  # 101 lost upstream: never in the history
+    first = sent[0].sequence_number
+    down.on_nack([first, (first + 1) & 0xFFFF, (first + 5) & 0xFFFF])
+    assert down.retransmitted == 1
+    assert down.nack_not_in_history == 1 and down.nack_not_sent == 1 and down.nack_failed == 0
+    counters = down.counters()
+    assert counters["nacks"] == 3 and counters["retransmitted"] == 1
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_audio_nack_is_answered_with_the_original_packet() -> None:
+    """No RTX for audio: a NACKed audio packet goes again with its own sequence number."""
+    sent: list[RtpPacket] = []
+    info = TrackInfo("TR_a", "pub", "audio", "audio/opus", 48000, 2, ())
+    up = ForwardedUpTrack(info, StubReceiver(), pli_min_interval=0.0, log_extra={})
+    down = RtpDownTrack("sub/TR_a", up, StubSender())  # type: ignore[arg-type]
+    down.on_negotiated(111, None)
+    down._writer = lambda *fields: sent.append(RtpPacket.parse(rtp.build_packet(*fields)))
+    for i in range(5):
+        up.on_rtp(_rtp(500 + i, i * 960, bytes([i, 1, 2])))
+    target = sent[2]
+    sent.clear()
+    down.on_nack([target.sequence_number])
+    assert len(sent) == 1 and down.retransmitted == 1
+    assert sent[0].sequence_number == target.sequence_number and sent[0].payload_type == 111
+    assert sent[0].payload == target.payload
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_resuming_after_a_gap_asks_a_keyframe_at_once() -> None:
+    import asyncio
+
+    receiver = StubReceiver()
+    up = ForwardedUpTrack(_info(), receiver, pli_min_interval=0.0, log_extra={})
+    up.on_rtp(_rtp(1, 0, VP8_KEY))
+    up.on_rtp(_rtp(2, 3000, VP8_DELTA))
+    await asyncio.sleep(0)
+    before = len(receiver.plis)
+    up.on_rtp(_rtp(3 + 200, 6000, VP8_DELTA))  # a burst of 200 lost: an outage
+    await asyncio.sleep(0.01)
+    assert up.gaps == 1 and len(receiver.plis) == before + 1
+    up.on_rtp(_rtp(204, 9000, VP8_DELTA))  # no gap: nothing more
+    await asyncio.sleep(0.01)
+    assert up.gaps == 1
+    await up.close(CloseReason.UNPUBLISHED)

@@ -4,9 +4,18 @@ impairment of :mod:`bench.impair` on a party's own sockets."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
+import pytest
+
 from bench.impair import ImpairedLink, Impairment
+from bench.peer import PatternVideoTrack, PeerClient
+from tests.conftest import Server, join, wait_until
+
+# Packets at the very end of a stream that stopped: a loss there is revealed by no later packet,
+# so nothing NACKs it; completeness is checked up to here before the last packet sent.
+TAIL = 40
 
 
 class _Collect(asyncio.DatagramProtocol):
@@ -52,3 +61,107 @@ async def test_link_loses_delays_reorders_and_goes_dark() -> None:
         link.close()
         rx_transport.close()
         tx_transport.close()
+
+
+def _sent_seq_of(publisher: PeerClient, received: list[tuple[int, str]]) -> tuple[int, int]:
+    """(offset from the publisher's sequence numbers to the subscriber's, the SSRC)."""
+    assert publisher.publisher_pc is not None
+    ssrc = publisher.publisher_pc.getTransceivers()[0].sender._ssrc
+    sent = list(zip(publisher.sent_seqs[ssrc], publisher.sent_hashes[ssrc], strict=True))
+    counts: dict[str, int] = {}
+    for _, h in sent:
+        counts[h] = counts.get(h, 0) + 1
+    by_hash = {h: seq for seq, h in sent if counts[h] == 1}
+    anchor = next((seq, h) for seq, h in received if h in by_hash)
+    return (anchor[0] - by_hash[anchor[1]]) & 0xFFFF, ssrc
+
+
+def _freezes(times: list[float], limit: float = 0.5) -> int:
+    return sum(1 for a, b in itertools.pairwise(times) if b - a > limit)
+
+
+@pytest.mark.parametrize("loss", [0.05])
+async def test_lossy_jittery_publisher_loses_no_video_after_retransmission(
+    server: Server, clients: list[PeerClient], loss: float
+) -> None:
+    # 5% loss each way and 80 +- 30 ms round trip on the publisher's link: the jitter
+    # reorders its packets, the loss takes some of its media and some of the SFU's NACKs
+    link = ImpairedLink(
+        up=Impairment(loss=loss, delay=0.04, jitter=0.015),
+        down=Impairment(loss=loss, delay=0.04, jitter=0.015),
+    )
+    pub = await join(server, clients, "lossy", "pub", record_payloads=True, link=link)
+    sub = await join(server, clients, "lossy", "sub", record_payloads=True)
+    track = PatternVideoTrack(fps=15)
+    await pub.publish(track)
+    await wait_until(lambda: sub.mids_for_participant("pub", "video") != [], what="offer")
+    (mid,) = sub.mids_for_participant("pub", "video")
+    await wait_until(lambda: sub.frame_counts[mid] > 0, timeout=20, what="first frame")
+    decoded_before, sent_before = sub.frame_counts[mid], track._count
+    await asyncio.sleep(8)
+    decoded = sub.frame_counts[mid] - decoded_before
+    frames_sent = track._count - sent_before
+    freezes = _freezes(sub.frame_times[mid])
+    track.stop()
+    await asyncio.sleep(1.5)  # retransmissions in flight land
+
+    received = list(zip(sub.received_seqs[mid], sub.received_hashes[mid], strict=True))
+    offset, ssrc = _sent_seq_of(pub, received)
+    sent = pub.sent_seqs[ssrc]
+    got = {(seq - offset) & 0xFFFF for seq, _ in received}
+    first = (received[0][0] - offset) & 0xFFFF
+    start = sent.index(first)
+    expected = sent[start : len(sent) - TAIL]
+    missing = [s for s in expected if s not in got]
+    assert link.up.lost > 10, "the link lost nothing: not the condition under test"
+    assert not missing, f"{len(missing)} of {len(expected)} packets lost after retransmission"
+
+    room = server.sfu.rooms["lossy"]
+    (down,) = room.participants["sub"].down_tracks()
+    up = room.participants["pub"].up_tracks[down.up.info.track_id]
+    assert up.publisher_nacks > 0  # the SFU asked the publisher again
+    # every NACK the history could answer was answered
+    assert down.nack_not_sent == 0 and down.nack_failed == 0
+    # nearly every frame decoded, and the picture never froze
+    assert decoded >= 0.9 * frames_sent, (decoded, frames_sent)
+    assert freezes == 0
+    stats = server.sfu.stats()
+    assert stats["nack_not_sent"] == 0 and stats["nack_failed"] == 0
+    print(
+        f"loss {loss:.0%}: decoded {decoded}/{frames_sent} frames, {freezes} freezes, "
+        f"lost {link.up.lost} up {link.down.lost} down, reordered {link.up.reordered}, "
+        f"publisher NACKs {up.publisher_nacks}, subscriber NACKs {down.nacks} "
+        f"(answered {down.retransmitted}, not in history {down.nack_not_in_history})"
+    )
+
+
+async def test_metrics_count_nack_outcomes(server: Server, clients: list[PeerClient]) -> None:
+    pub = await join(server, clients, "nackm", "pub")
+    sub = await join(server, clients, "nackm", "sub", record_payloads=True)
+    await pub.publish(PatternVideoTrack(fps=15))
+    await wait_until(lambda: sub.mids_for_participant("pub", "video") != [], what="offer")
+    (mid,) = sub.mids_for_participant("pub", "video")
+    await wait_until(lambda: sub.received_packets[mid] > 20, what="video at sub")
+    receiver = next(t.receiver for t in sub.subscriber_pc.getTransceivers() if t.mid == mid)
+    _, highest, _ = sub.received_seq[mid]
+    # one it sent, one from the future
+    await receiver._send_rtcp_nack(
+        sub.received_ssrc[mid], [(highest - 2) & 0xFFFF, (highest + 500) & 0xFFFF]
+    )
+    (down,) = server.sfu.rooms["nackm"].participants["sub"].down_tracks()
+    await wait_until(lambda: down.nacks >= 2, what="NACK at the SFU")
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/metrics") as resp:
+        text = await resp.text()
+    answered = _sample(text, 'remotecase_sfu_nacked_packets_total{result="answered"}')
+    not_sent = _sample(text, 'remotecase_sfu_nacked_packets_total{result="not_sent"}')
+    assert answered >= 1 and not_sent >= 1
+    assert "remotecase_sfu_publisher_gaps_total" in text
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
