@@ -111,7 +111,14 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
 class SenderHooks(Protocol):
     """What an :class:`SfuRtpSender` asks of the down-track that drives it."""
 
-    def on_negotiated(self, payload_type: int, rtx_payload_type: int | None) -> None: ...
+    def on_negotiated(
+        self,
+        payload_type: int,
+        rtx_payload_type: int | None,
+        mid_extension: tuple[int, str] | None = None,
+    ) -> None:
+        """The codec the subscriber accepted; ``mid_extension`` is (extension id, mid) when it
+        negotiated the ``sdes:mid`` header extension."""
 
     def on_nack(self, sequence_numbers: list[int]) -> None: ...
 
@@ -231,7 +238,11 @@ class SfuRtpSender(RTCRtpSender):
             for codec in parameters.codecs:
                 if is_rtx(codec) and codec.parameters.get("apt") == primary.payloadType:
                     rtx_pt = codec.payloadType
-            hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt)
+            mid_ext = None
+            for ext in parameters.headerExtensions:
+                if ext.uri == rtp.MID_URI and parameters.muxId:
+                    mid_ext = (ext.id, parameters.muxId)
+            hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt, mid_ext)
         await super().send(parameters)
 
     async def _run_rtp(self, codec: Any) -> None:
@@ -323,7 +334,7 @@ class RtpWriter(Protocol):
 _HEADER = struct.Struct("!BBHII")
 
 
-def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
+def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b"") -> RtpWriter:
     """A synchronous function that builds one RTP packet, protects it and sends it.
 
     aiortc's ``_send_rtp`` goes through three coroutines per packet. This resolves the
@@ -335,6 +346,7 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
     NACKs recover video). Raises ConnectionError while DTLS is not connected. Relayed (TURN)
     pairs wrap data in their own framing, so they take aiortc's path through a task instead,
     one per packet, owned by ``tasks`` (once that set is closing, such packets are dropped).
+    ``extension``: a header extension block every packet carries (:func:`rtp.mid_extension`).
     """
     if dtls._state != State.CONNECTED:
         raise ConnectionError("DTLS not connected")
@@ -348,7 +360,7 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
         sock = getattr(protocol.transport, "_sock", None)
         addr = pair.remote_addr
         if isinstance(sock, socket.socket):
-            return _direct_writer(session, sock, addr)
+            return _direct_writer(session, sock, addr, extension)
         udp = protocol.transport
         protect = session.protect
 
@@ -364,7 +376,14 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
             udp.sendto(
                 protect(
                     rtp.build_packet(
-                        payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+                        payload_type,
+                        marker,
+                        sequence_number,
+                        timestamp,
+                        ssrc,
+                        payload,
+                        padding,
+                        extension,
                     )
                 ),
                 addr,
@@ -384,14 +403,16 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
         if tasks.closed:
             return  # the owner is closing: lost as UDP would lose it
         data = rtp.build_packet(
-            payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+            payload_type, marker, sequence_number, timestamp, ssrc, payload, padding, extension
         )
         tasks.spawn(_send_relayed(dtls, data), "relayed rtp")
 
     return write_slow
 
 
-def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> RtpWriter:
+def _direct_writer(
+    session: Any, sock: socket.socket, addr: tuple[str, int], extension: bytes = b""
+) -> RtpWriter:
     from pylibsrtp import _binding
 
     ffi, lib = _binding.ffi, _binding.lib
@@ -406,6 +427,8 @@ def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> 
     )
     # the bound method also keeps the session, and so the libsrtp context, alive
     protect = session.protect
+    first = 0x90 if extension else 0x80  # version 2, and the X bit with an extension
+    head = 12 + len(extension)
 
     def write(
         payload_type: int,
@@ -416,18 +439,27 @@ def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> 
         payload: bytes,
         padding: int = 0,
     ) -> None:
-        size = 12 + len(payload)
+        size = head + len(payload)
         if padding or size > room:  # padding-only probes, or too long: the checked path
             data = protect(
                 rtp.build_packet(
-                    payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+                    payload_type,
+                    marker,
+                    sequence_number,
+                    timestamp,
+                    ssrc,
+                    payload,
+                    padding,
+                    extension,
                 )
             )
         else:
             pack_into(
-                buffer, 0, 0x80, (marker << 7) | payload_type, sequence_number, timestamp, ssrc
+                buffer, 0, first, (marker << 7) | payload_type, sequence_number, timestamp, ssrc
             )
-            buffer[12:size] = payload
+            if extension:
+                buffer[12:head] = extension
+            buffer[head:size] = payload
             length[0] = size
             status = srtp_protect(context, cdata, length)
             if status:

@@ -259,6 +259,7 @@ class RtpDownTrack:
         self._last_keyframe_request = -1e9
         self._pt: int | None = None
         self._rtx_pt: int | None = None
+        self._extension = b""  # the sdes:mid header extension, if this subscriber wants it
         self._next_seq = random.randint(0, 0x7FFF)  # a low start avoids an early wrap
         self._rtx_seq = random.randint(0, 0x7FFF)
         self._last_ts = random.randint(0, 0xFFFFFFFF)
@@ -270,6 +271,7 @@ class RtpDownTrack:
             # a reused transceiver: same SSRC, so continue its sequence and timeline
             self._pt = continue_from._pt
             self._rtx_pt = continue_from._rtx_pt
+            self._extension = continue_from._extension
             self._next_seq = continue_from._next_seq
             self._rtx_seq = continue_from._rtx_seq
             self._last_ts = continue_from._last_ts
@@ -366,7 +368,7 @@ class RtpDownTrack:
             return False
         if self._writer is None:
             try:
-                self._writer = fast_rtp_writer(self._sender.transport, self._tasks)
+                self._writer = fast_rtp_writer(self._sender.transport, self._tasks, self._extension)
             except ConnectionError:
                 return False
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
@@ -383,9 +385,19 @@ class RtpDownTrack:
         self._started = False
 
     # -- sender hooks ----------------------------------------------------------------------
-    def on_negotiated(self, payload_type: int, rtx_payload_type: int | None) -> None:
+    def on_negotiated(
+        self,
+        payload_type: int,
+        rtx_payload_type: int | None,
+        mid_extension: tuple[int, str] | None = None,
+    ) -> None:
         self._pt = payload_type
         self._rtx_pt = rtx_payload_type
+        extension = b"" if mid_extension is None else rtp.mid_extension(*mid_extension)
+        if extension != self._extension:
+            self._extension = extension
+            self._writer = None  # a writer carries its extension: the next start makes one
+            self._started = False
 
     def on_nack(self, sequence_numbers: list[int]) -> None:
         if not self._started or self._writer is None:
