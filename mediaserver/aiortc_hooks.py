@@ -23,6 +23,7 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import aioice.ice
@@ -92,6 +93,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("dtls", "_state"),
     ("ice", "_connection"),
     ("aioice.Connection", "_nominated"),
+    ("StunProtocol", "datagram_received"),
     ("aioice.ice", "StunProtocol"),
     ("aioice.ice", "get_host_addresses"),
     ("transceiver", "_codecs"),
@@ -487,6 +489,41 @@ async def _send_relayed(dtls: RTCDtlsTransport, data: bytes) -> None:
     except Exception as exc:
         # as the direct path: a failed send is lost, not raised; ICE notices a dead peer
         logger.debug("relayed RTP send failed: %s", exc)
+
+
+def on_datagram(pc: aiortc.RTCPeerConnection, callback: Callable[[], None]) -> bool:
+    """Call ``callback`` for every datagram arriving on the socket of ``pc``'s nominated ICE
+    pair (RTP, RTCP, DTLS and STUN alike), before aioice handles it; False if there is no
+    such socket (not connected, or a relayed pair, whose protocol is aioice's TURN client).
+    """
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        pair = dtls.transport._connection._nominated.get(1) if dtls is not None else None
+        if pair is None:
+            continue
+        protocol = pair.protocol
+        if type(protocol) is not aioice.ice.StunProtocol:
+            return False
+        callbacks: list[Callable[[], None]] | None = getattr(protocol, "_remotecase_heard", None)
+        if callbacks is None:
+            callbacks = []
+            received = protocol.datagram_received
+
+            def datagram_received(
+                data: bytes | str,
+                addr: tuple[Any, ...],
+                _callbacks: list[Callable[[], None]] = callbacks,
+                _received: Callable[[bytes | str, tuple[Any, ...]], None] = received,
+            ) -> None:
+                for heard in _callbacks:
+                    heard()
+                _received(data, addr)
+
+            protocol._remotecase_heard = callbacks  # type: ignore[attr-defined]
+            protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+        callbacks.append(callback)
+        return True
+    return False
 
 
 def install() -> None:

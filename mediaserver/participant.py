@@ -34,7 +34,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from common.tasks import TaskSet
 
-from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender
+from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender, on_datagram
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .options import MediaOptions
 from .protocols import CloseReason, TrackInfo, UpTrack
@@ -198,6 +198,10 @@ class SfuParticipant:
         # down-tracks: cancelled and awaited first thing on close
         self.tasks = TaskSet(f"participant {participant_id}", self._log)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
+        # when a datagram last arrived on each connected media connection, and the timer
+        # that checks it (media_timeout)
+        self._last_heard: dict[str, float] = {}
+        self._media_check: asyncio.TimerHandle | None = None
         self.counters = ParticipantCounters()
         self.closed_down_stats: list[tuple[str, dict[str, int]]] = []  # (kind, counters)
         self._negotiator = self._spawn(self._negotiate_loop(), "negotiator")
@@ -231,6 +235,7 @@ class SfuParticipant:
         return {
             "id": self._participant_id,
             "name": self.name,
+            "role": self.role,
             "tracks": [self._track_json(t, self) for t in self._up_tracks.values()],
         }
 
@@ -573,6 +578,7 @@ class SfuParticipant:
                 handle = self._watchdogs.pop(label, None)
                 if handle is not None:
                     handle.cancel()
+                self._watch_media(label, pc)
             elif state == "failed" and not self._closed:
                 self._spawn(self.close(CloseReason.CONNECTION_FAILED), "close")
             elif state == "closed" and not self._closed:
@@ -596,6 +602,45 @@ class SfuParticipant:
             self._options.connect_timeout, expired
         )
 
+    def _watch_media(self, label: str, pc: RTCPeerConnection) -> None:
+        """Notice a client whose media connection went silent (its network is gone, or it
+        moved to another) within ``media_timeout``, long before aioice's consent expiry.
+
+        Every datagram on the connection's socket counts (RTP, RTCP, DTLS, STUN consent
+        checks), so a participant that publishes nothing but is alive is never closed.
+        """
+        if self._closed or label in self._last_heard:
+            return
+        loop = asyncio.get_running_loop()
+        heard = self._last_heard
+
+        def arrived() -> None:
+            heard[label] = loop.time()
+
+        if not on_datagram(pc, arrived):
+            return  # a relayed pair: aioice's consent checks stay the only watch
+        arrived()
+        if self._media_check is None:
+            self._schedule_media_check()
+
+    def _schedule_media_check(self) -> None:
+        interval = max(0.25, self._options.media_timeout / 4)
+        self._media_check = asyncio.get_running_loop().call_later(interval, self._check_media)
+
+    def _check_media(self) -> None:
+        self._media_check = None
+        if self._closed:
+            return
+        now = asyncio.get_running_loop().time()
+        for label, heard in self._last_heard.items():
+            if now - heard > self._options.media_timeout:
+                self._log.warning(
+                    "%s connection silent for %.1f s: client gone", label, now - heard
+                )
+                self._spawn(self.close(CloseReason.MEDIA_TIMEOUT), "close")
+                return
+        self._schedule_media_check()
+
     # -- closing ---------------------------------------------------------------------------
     async def close(self, reason: CloseReason) -> None:
         """Close everything this participant owns, in order. Idempotent."""
@@ -608,6 +653,9 @@ class SfuParticipant:
         for handle in self._watchdogs.values():
             handle.cancel()
         self._watchdogs.clear()
+        if self._media_check is not None:
+            self._media_check.cancel()
+            self._media_check = None
         if self._pending_answer is not None and not self._pending_answer.done():
             self._pending_answer.cancel()
         await self.tasks.close()  # all but this one, when a task of ours is closing us

@@ -53,6 +53,7 @@ async def test_every_private_name_still_exists() -> None:
             "ice": transceiver.sender.transport.transport,
             "aioice.Connection": transceiver.sender.transport.transport._connection,
             "aioice.ice": aioice.ice,
+            "StunProtocol": aioice.ice.StunProtocol,
             "transceiver": transceiver,
             "srtp": Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
             "udp": udp,

@@ -351,7 +351,13 @@ def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     config = request.app[CONFIG]
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * config.server.max_message_bytes)
+    # aiohttp pings every ws_heartbeat seconds and closes a socket whose pong is missing
+    # half of that later: the session's read loop ends and the participant is closed
+    # (signalling_lost) with the others told
+    ws = web.WebSocketResponse(
+        heartbeat=config.server.ws_heartbeat or None,
+        max_msg_size=4 * config.server.max_message_bytes,
+    )
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     ice_servers = [
