@@ -27,6 +27,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -290,8 +291,10 @@ class SfuParticipant:
             pc = self.publisher_pc
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(checked, "offer"))
+                offered = _offered_opus_options(checked)
                 for transceiver in pc.getTransceivers():
                     _keep_primary_codec(transceiver)
+                    _accept_opus_options(transceiver, offered.get(transceiver.mid or ""))
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
                 self._log.info("rejected publish offer: %s", exc)
@@ -681,6 +684,40 @@ def _primary_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters:
         if codec.mimeType.lower() != f"{transceiver.kind}/rtx":
             return codec
     raise SignallingError("unsupported_codec", "no media codec negotiated")
+
+
+# Opus fmtp options a publisher's offer may carry that the SFU accepts in its answer, asking
+# the publisher to send them (RFC 7587 section 6.1): in-band FEC lets a receiver rebuild a
+# lost packet from the next one, DTX sends almost nothing in silence. Both travel inside the
+# Opus payload, so forwarding passes them on untouched and every Opus decoder uses them; the
+# SFU's own offer to a subscriber says nothing of them, since there an fmtp would describe
+# what the SFU receives on that connection (nothing).
+OPUS_PASSED_THROUGH = ("useinbandfec", "usedtx")
+
+
+def _offered_opus_options(sdp: str) -> dict[str, dict[str, int]]:
+    """Per mid, the Opus options the offer asks for with a value of 1."""
+    options: dict[str, dict[str, int]] = {}
+    try:
+        description = aiortc_sdp.SessionDescription.parse(sdp)
+    except ValueError:
+        return options
+    for media in description.media:
+        for codec in media.rtp.codecs:
+            if codec.mimeType.lower() == "audio/opus":
+                wanted = {k: 1 for k in OPUS_PASSED_THROUGH if str(codec.parameters.get(k)) == "1"}
+                if wanted and media.rtp.muxId:
+                    options[media.rtp.muxId] = wanted
+                break
+    return options
+
+
+def _accept_opus_options(transceiver: RTCRtpTransceiver, offered: dict[str, int] | None) -> None:
+    if not offered:
+        return
+    for codec in getattr(transceiver, "_codecs", None) or []:
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters = {**codec.parameters, **offered}
 
 
 def _keep_primary_codec(transceiver: RTCRtpTransceiver) -> None:
