@@ -60,10 +60,12 @@ class ServerConfig(_Section):
     # Keep full garbage collections out of the media path (control/loopwatch.py): survivors
     # are frozen every 10 s and collected deliberately when participants have left.
     gc_freeze: bool = True
-    # Seconds between WebSocket pings to each signalling client; one that has not answered
-    # (pong, which browsers send without page code) within half of it is closed, so a dead
-    # client is noticed within 1.5 times this. 0 turns the pings off.
-    ws_heartbeat: float = 5.0
+    # Seconds between WebSocket pings to each signalling client (browsers answer them without
+    # page code); 0 turns them off. A client whose pong is ws_pong_timeout late is closed, so a
+    # dead client is noticed within the sum (7.5 s), and a link that drops out for less than
+    # about the timeout (TCP's retransmission backoff included) keeps its call.
+    ws_heartbeat: float = 2.5
+    ws_pong_timeout: float = 5.0
     # Seconds a request body may take to arrive, plus one per 8 KiB received (a slow but
     # moving upload goes on; a body trickling a byte now and then is answered 408).
     body_timeout: float = 30.0
@@ -90,6 +92,8 @@ class ServerConfig(_Section):
             raise ConfigError("server.max_message_bytes: must be between 1024 and 1048576")
         if self.ws_heartbeat != 0 and not 0.2 <= self.ws_heartbeat <= 300:
             raise ConfigError("server.ws_heartbeat: 0 (off) or between 0.2 and 300 seconds")
+        if not 0.1 <= self.ws_pong_timeout <= 300:
+            raise ConfigError("server.ws_pong_timeout: must be between 0.1 and 300 seconds")
         if not 1 <= self.body_timeout <= 3600:
             raise ConfigError("server.body_timeout: must be between 1 and 3600 seconds")
 

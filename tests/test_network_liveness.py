@@ -20,8 +20,13 @@ from tests.conftest import Server, join, make_config, start_server, wait_until
 
 @pytest.fixture
 async def quick_server(tmp_path: Path) -> AsyncIterator[Server]:
-    """A server that pings every 0.6 s and gives media connections 2 s of silence."""
-    config = make_config(tmp_path, server={"ws_heartbeat": 0.6}, media={"media_timeout": 2.0})
+    """A server that pings every 0.5 s, waits 1.5 s for a pong, and gives media connections
+    2 s of silence."""
+    config = make_config(
+        tmp_path,
+        server={"ws_heartbeat": 0.5, "ws_pong_timeout": 1.5},
+        media={"media_timeout": 2.0},
+    )
     server = await start_server(config)
     try:
         yield server
@@ -48,7 +53,7 @@ async def test_client_that_stops_answering_pings_is_dropped_within_the_heartbeat
         await participant.wait_closed()
         took = asyncio.get_running_loop().time() - started
         assert participant.close_reason == CloseReason.SIGNALLING_LOST
-        assert took < 0.6 * 1.5 + 2.0  # within a heartbeat and a half, give or take a busy CPU
+        assert took < 0.5 + 1.5 + 2.0  # within interval + pong timeout, give or take a busy CPU
         left = await watcher.wait_for(lambda m: m["type"] == "participant_left")
         assert left == {
             "type": "participant_left",
@@ -58,6 +63,37 @@ async def test_client_that_stops_answering_pings_is_dropped_within_the_heartbeat
     # and the one that answers is still there
     await asyncio.sleep(1.5)
     assert "watcher" in server.sfu.rooms["hb"].participants
+
+
+async def test_a_pong_late_by_less_than_the_timeout_keeps_the_call(
+    quick_server: Server, clients: list[PeerClient]
+) -> None:
+    """A link that drops out for a moment: every pong comes 0.8 s late (the timeout is 1.5 s,
+    twice aiohttp's own half-interval of 0.25 s): the participant stays."""
+    server = quick_server
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{server.base_url}/ws", autoping=False) as ws,
+    ):
+        await ws.send_str(json.dumps({"type": "join", "token": server.token("late", "slow")}))
+        assert (await ws.receive_json(timeout=10))["type"] == "joined"
+        participant = server.sfu.rooms["late"].participants["slow"]
+        pings = 0
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 4.0
+        while loop.time() < until:
+            try:
+                msg = await ws.receive(timeout=until - loop.time())
+            except TimeoutError:
+                break
+            if msg.type == aiohttp.WSMsgType.PING:
+                pings += 1
+                await asyncio.sleep(0.8)
+                await ws.pong(msg.data)
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+        assert pings >= 2
+        assert not participant.closed, participant.close_reason
 
 
 async def test_application_ping_answers_pong_with_its_id(
@@ -123,11 +159,12 @@ def test_heartbeat_and_media_timeout_are_checked(tmp_path: Path) -> None:
     for section, table in (
         ("server", {"ws_heartbeat": 0.01}),
         ("server", {"ws_heartbeat": -1}),
+        ("server", {"ws_pong_timeout": 0}),
         ("media", {"media_timeout": 0.1}),
     ):
         with pytest.raises(ConfigError, match=f"{section}\\."):
             make_config(tmp_path, **{section: table})
     assert make_config(tmp_path, server={"ws_heartbeat": 0}).server.ws_heartbeat == 0
     defaults = load_config(None, environ={})
-    assert defaults.server.ws_heartbeat == 5.0
+    assert defaults.server.ws_heartbeat == 2.5 and defaults.server.ws_pong_timeout == 5.0
     assert defaults.media_options().media_timeout == 10.0

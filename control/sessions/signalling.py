@@ -24,6 +24,7 @@ from mediaserver.room import Sfu
 from ..access import DEV_ROOM, CallAdmission, CallRefused, admission, audit
 from ..appkeys import CONFIG, DB, ERRORS, SFU, SIGNER, SOCKETS
 from ..http.jsonio import loads
+from .heartbeat import HeartbeatSocket
 from .tokens import Grant, TokenError, TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -351,11 +352,11 @@ def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     config = request.app[CONFIG]
-    # aiohttp pings every ws_heartbeat seconds and closes a socket whose pong is missing
-    # half of that later: the session's read loop ends and the participant is closed
-    # (signalling_lost) with the others told
-    ws = web.WebSocketResponse(
-        heartbeat=config.server.ws_heartbeat or None,
+    # a socket whose pong is late is closed: the session's read loop ends and the
+    # participant is closed (signalling_lost), the others told
+    ws = HeartbeatSocket(
+        interval=config.server.ws_heartbeat,
+        timeout=config.server.ws_pong_timeout,
         max_msg_size=4 * config.server.max_message_bytes,
     )
     await ws.prepare(request)
