@@ -31,9 +31,14 @@ KEYFRAME_RETRY = 1.0  # seconds between a waiting down-track's keyframe requests
 # A publisher's video that resumes after this long a silence, or after this many packets
 # went missing at once, cannot be repaired by retransmission (aiortc's sender keeps 128
 # packets, browsers about 1 s): ask for a keyframe at once instead of waiting for every
-# subscriber's decoder to give up and send its own PLI.
-GAP_SECONDS = 0.5
+# subscriber's decoder to give up and send its own PLI. After a longer silence (an outage, a
+# camera paused) the down-tracks also start again on that keyframe, as after a mute, with
+# sequence numbers that continue: a subscriber sees no hole it would NACK in vain, and a
+# jitter buffer that waits for a hole to fill (aiortc's waits for 128 packets) plays at once.
+# Both are well above what a busy event loop's own stall makes look like silence.
+GAP_SECONDS = 1.0
 GAP_PACKETS = 64
+RESTART_SECONDS = 2.0
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -163,12 +168,13 @@ class ForwardedUpTrack:
             if newer:
                 now = self._loop.time()
                 if last_seq is not None and not keyframe and not self._muted:
-                    silent = self._last_arrival is not None and (
-                        now - self._last_arrival > GAP_SECONDS
-                    )
-                    if silent or (seq - last_seq) & 0xFFFF > GAP_PACKETS:
+                    silence = 0.0 if self._last_arrival is None else now - self._last_arrival
+                    if silence > GAP_SECONDS or (seq - last_seq) & 0xFFFF > GAP_PACKETS:
                         self.gaps += 1
                         self.request_keyframe()
+                        if silence > RESTART_SECONDS:
+                            for down in self._fanout:
+                                down.resume()
                 self._last_seq = seq
                 self._last_timestamp = timestamp
                 self._last_arrival = now

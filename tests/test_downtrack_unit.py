@@ -275,3 +275,24 @@ async def test_resuming_after_a_gap_asks_a_keyframe_at_once() -> None:
     await asyncio.sleep(0.01)
     assert up.gaps == 1
     await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_after_a_silence_the_subscriber_restarts_on_a_keyframe_without_a_hole() -> None:
+    import asyncio
+
+    from mediaserver import forwarding
+
+    sent: list[RtpPacket] = []
+    up, _down, receiver = _make(sent)
+    up.on_rtp(_rtp(1, 0, VP8_KEY))
+    up.on_rtp(_rtp(2, 3000, VP8_DELTA))
+    await asyncio.sleep(forwarding.RESTART_SECONDS + 0.1)  # an outage: 30 packets lost
+    up.on_rtp(_rtp(33, 90000, VP8_DELTA))  # useless without what was lost
+    await asyncio.sleep(0)
+    assert up.gaps == 1 and receiver.plis  # a keyframe asked at once
+    up.on_rtp(_rtp(34, 93000, VP8_KEY))
+    up.on_rtp(_rtp(35, 96000, VP8_DELTA))
+    assert [p.payload for p in sent] == [VP8_KEY, VP8_DELTA, VP8_KEY, VP8_DELTA]
+    seqs = [p.sequence_number for p in sent]
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == [0, 1, 2, 3]  # no hole to NACK
+    await up.close(CloseReason.UNPUBLISHED)
