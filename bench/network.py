@@ -183,6 +183,7 @@ async def _run(
         "packets_expected": expected,
         "link_lost_up": link.up.lost,
         "link_lost_down": link.down.lost,
+        "link_queue_dropped_up": link.up.queue_dropped,
         "link_reordered_up": link.up.reordered,
         "publisher_nacks": stats.get("publisher_nacks", 0),
         "subscriber_nacked": stats.get("nacks", 0),

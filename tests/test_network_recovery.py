@@ -196,3 +196,17 @@ async def test_picture_moves_again_soon_after_an_outage(
     # and it keeps moving
     count = sub.frame_counts[mid]
     await wait_until(lambda: sub.frame_counts[mid] > count + 10, timeout=10, what="frames")
+
+
+async def test_network_bench_reports_a_condition() -> None:
+    """``python -m bench.network`` on a short outage: the report's figures hang together."""
+    from bench import network
+
+    condition = network.Condition(
+        "short", "a 2.5 s outage", Impairment(delay=0.02), Impairment(delay=0.02), 1.0, 2.5
+    )
+    report = await network.measure(condition, seconds=6.0, fps=15)
+    assert report["frames_sent"] > 60 and 0 < report["frames_decoded"] <= report["frames_sent"]
+    assert report["freezes"] >= 1 and report["frozen_seconds"] >= 2.0
+    assert report["recovery_seconds"] is not None and report["recovery_seconds"] < 3.0
+    assert report["gaps_keyframe_asked"] >= 1 and report["nacks_not_sent"] == 0
