@@ -134,6 +134,44 @@ async def test_lossy_jittery_publisher_loses_no_video_after_retransmission(
     )
 
 
+async def test_lossy_subscriber_gets_every_nack_answered_from_history(
+    server: Server, clients: list[PeerClient]
+) -> None:
+    """5% loss and jitter on the subscriber's link: each of its NACKs names a packet the SFU
+    has, and each is answered (RTX), so what it still misses is what aiortc's receiver never
+    asked for again (it NACKs only when a new hole opens)."""
+    link = ImpairedLink(
+        up=Impairment(loss=0.05, delay=0.04, jitter=0.015),
+        down=Impairment(loss=0.05, delay=0.04, jitter=0.015),
+        seed=3,
+    )
+    pub = await join(server, clients, "lossysub", "pub", record_payloads=True)
+    sub = await join(server, clients, "lossysub", "sub", record_payloads=True, link=link)
+    track = PatternVideoTrack(fps=15)
+    await pub.publish(track)
+    await wait_until(lambda: sub.mids_for_participant("pub", "video") != [], what="offer")
+    (mid,) = sub.mids_for_participant("pub", "video")
+    await wait_until(lambda: sub.frame_counts[mid] > 0, timeout=20, what="first frame")
+    await asyncio.sleep(8)
+    track.stop()
+    await asyncio.sleep(1.5)
+    room = server.sfu.rooms["lossysub"]
+    (down,) = room.participants["sub"].down_tracks()
+    assert link.down.lost > 10
+    assert down.nacks > 0 and down.retransmitted > 0
+    assert down.nack_not_sent == 0 and down.nack_not_in_history == 0 and down.nack_failed == 0
+    assert down.retransmitted == down.nacks
+    received = list(zip(sub.received_seqs[mid], sub.received_hashes[mid], strict=True))
+    offset, ssrc = _sent_seq_of(pub, received)
+    got = {(seq - offset) & 0xFFFF for seq, _ in received}
+    sent = pub.sent_seqs[ssrc]
+    start = sent.index((received[0][0] - offset) & 0xFFFF)
+    expected = sent[start : len(sent) - TAIL]
+    missing = [s for s in expected if s not in got]
+    assert len(missing) <= 0.01 * len(expected), f"{len(missing)} of {len(expected)} lost"
+    print(f"lossy subscriber: {len(missing)} of {len(expected)} lost, {down.nacks} NACKed")
+
+
 async def test_metrics_count_nack_outcomes(server: Server, clients: list[PeerClient]) -> None:
     pub = await join(server, clients, "nackm", "pub")
     sub = await join(server, clients, "nackm", "sub", record_payloads=True)
