@@ -270,7 +270,10 @@ class RtpDownTrack:
         self._rtx_seq = random.randint(0, 0x7FFF)
         self._last_ts = random.randint(0, 0xFFFFFFFF)
         self._last_time: float | None = None
-        self._first_seq = 0
+        # sequence numbers this down-track has gone through since it (re)started, not wrapped:
+        # what a late packet or a NACK is checked against (a 16-bit difference from the first
+        # one would wrap after 65,536 packets, 11 minutes of video)
+        self._span = 0
         self.packets = 0
         self.bytes = 0
         if continue_from is not None:
@@ -334,7 +337,9 @@ class RtpDownTrack:
             if not self._start(packet):
                 return
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
-        if (seq - self._first_seq) & 0xFFFF >= 0x8000:
+        ahead = (seq - self._next_seq) & 0xFFFF
+        newer = ahead < 0x8000
+        if not newer and 0x10000 - ahead > self._span:
             return  # late, from before the keyframe this subscriber started on: useless to it
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         try:
@@ -352,10 +357,11 @@ class RtpDownTrack:
             self._writer = None
             self._started = False
             return
-        if (seq - self._next_seq) & 0xFFFF < 0x8000:
+        if newer:
             # only a newer packet moves the stream on: a late one (reordered, or the
             # publisher's retransmission) must not pull it back, or every NACK for what was
             # sent after it would look like one for a packet never sent
+            self._span += ahead + 1
             self._next_seq = (seq + 1) & 0xFFFF
             self._last_ts = ts
             self._last_time = time.monotonic()
@@ -382,7 +388,7 @@ class RtpDownTrack:
         elapsed = 0.0 if self._last_time is None else time.monotonic() - self._last_time
         target_ts = (self._last_ts + max(1, int(elapsed * self._clock_rate))) & 0xFFFFFFFF
         self._ts_offset = (target_ts - packet.timestamp) & 0xFFFFFFFF
-        self._first_seq = self._next_seq
+        self._span = 0
         self._started = True
         return True
 
@@ -411,7 +417,8 @@ class RtpDownTrack:
         for out_seq in sequence_numbers:
             self.nacks += 1
             # only packets this down-track has actually sent since it (re)started
-            if (out_seq - self._first_seq) & 0xFFFF >= (self._next_seq - self._first_seq) & 0xFFFF:
+            behind = (self._next_seq - out_seq) & 0xFFFF
+            if not 1 <= behind <= min(self._span, 0x7FFF):
                 self.nack_not_sent += 1
                 continue
             packet = self.up.get_packet((out_seq - self._seq_offset) & 0xFFFF)

@@ -296,3 +296,27 @@ async def test_after_a_silence_the_subscriber_restarts_on_a_keyframe_without_a_h
     seqs = [p.sequence_number for p in sent]
     assert [(s - seqs[0]) & 0xFFFF for s in seqs] == [0, 1, 2, 3]  # no hole to NACK
     await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_nacks_and_late_packets_are_judged_right_after_the_sequence_wraps() -> None:
+    """An hour-long call wraps the 16-bit sequence many times: a NACK for a recent packet is
+    still answered and a late packet still forwarded (a difference from the first packet
+    sent would have wrapped after 65,536 packets and refused them)."""
+    import asyncio
+
+    written: list[tuple[Any, ...]] = []
+    up, down, _ = _make([])
+    down._writer = lambda *fields: written.append(fields)  # type: ignore[assignment]
+    up.on_rtp(_rtp(0, 0, VP8_KEY))
+    late = 65536 + 5
+    for i in range(1, 65536 + 100):
+        if i != late:  # this one arrives late, after the wrap
+            up.on_rtp(_rtp(i & 0xFFFF, i * 3000, VP8_DELTA))
+        if i % 4096 == 0:
+            await asyncio.sleep(0)  # not one long callback on the loop
+    up.on_rtp(_rtp(late & 0xFFFF, late * 3000, VP8_DELTA))  # forwarded, not taken as pre-start
+    assert len(written) == 65536 + 100
+    recent = written[-3][2]  # a sequence number the subscriber saw
+    down.on_nack([recent])
+    assert down.retransmitted == 1 and down.nack_misses == 0
+    await up.close(CloseReason.UNPUBLISHED)
