@@ -35,7 +35,8 @@ KEYFRAME_RETRY = 1.0  # seconds between a waiting down-track's keyframe requests
 # camera paused) the down-tracks also start again on that keyframe, as after a mute, with
 # sequence numbers that continue: a subscriber sees no hole it would NACK in vain, and a
 # jitter buffer that waits for a hole to fill (aiortc's waits for 128 packets) plays at once.
-# Both are well above what a busy event loop's own stall makes look like silence.
+# A silence counts only with packets missing after it: an event loop that stalled itself
+# finds every packet waiting in its socket, and has nothing to repair.
 GAP_SECONDS = 1.0
 GAP_PACKETS = 64
 RESTART_SECONDS = 2.0
@@ -168,11 +169,12 @@ class ForwardedUpTrack:
             if newer:
                 now = self._loop.time()
                 if last_seq is not None and not keyframe and not self._muted:
+                    missing = ((seq - last_seq) & 0xFFFF) - 1
                     silence = 0.0 if self._last_arrival is None else now - self._last_arrival
-                    if silence > GAP_SECONDS or (seq - last_seq) & 0xFFFF > GAP_PACKETS:
+                    if missing > GAP_PACKETS or (missing > 0 and silence > GAP_SECONDS):
                         self.gaps += 1
                         self.request_keyframe()
-                        if silence > RESTART_SECONDS:
+                        if missing > 0 and silence > RESTART_SECONDS:
                             for down in self._fanout:
                                 down.resume()
                 self._last_seq = seq

@@ -320,3 +320,23 @@ async def test_nacks_and_late_packets_are_judged_right_after_the_sequence_wraps(
     down.on_nack([recent])
     assert down.retransmitted == 1 and down.nack_misses == 0
     await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_a_stall_with_nothing_missing_is_not_a_gap() -> None:
+    """The server's own event loop stalled: the packets waited in its socket, none is lost,
+    so nothing is asked and no subscriber restarts."""
+    import asyncio
+
+    from mediaserver import forwarding
+
+    sent: list[RtpPacket] = []
+    up, _down, receiver = _make(sent)
+    up.on_rtp(_rtp(1, 0, VP8_KEY))
+    await asyncio.sleep(0)
+    plis = len(receiver.plis)
+    await asyncio.sleep(forwarding.RESTART_SECONDS + 0.1)
+    up.on_rtp(_rtp(2, 3000, VP8_DELTA))
+    await asyncio.sleep(0)
+    assert up.gaps == 0 and len(receiver.plis) == plis
+    assert [p.payload for p in sent] == [VP8_KEY, VP8_DELTA]
+    await up.close(CloseReason.UNPUBLISHED)
