@@ -41,18 +41,21 @@ async def test_link_loses_delays_reorders_and_goes_dark() -> None:
     try:
         for i in range(500):
             tx.transport.sendto(i.to_bytes(2, "big"), addr)
-        await asyncio.sleep(0.2)
+            if i % 10 == 9:
+                await asyncio.sleep(0.002)  # paced, so the receiving socket's buffer keeps up
+        await wait_until(lambda: link.up.lost + link.up.delivered == 500, what="all handed on")
+        # the kernel may still drop a few on a busy machine (a full receive buffer)
+        await wait_until(lambda: len(rx.got) >= 0.95 * link.up.delivered, what="received")
         order = [int.from_bytes(d, "big") for d in rx.got]
-        assert link.up.datagrams == 500 and link.up.lost + link.up.delivered == 500
+        assert link.up.datagrams == 500
         assert 50 < link.up.lost < 150  # about 20%
-        assert len(order) == link.up.delivered
         assert order != sorted(order) and link.up.reordered > 0  # jitter reorders
         rx.got.clear()
-        link.outage(0.3)
+        link.outage(30.0)
         tx.transport.sendto(b"dark", addr)
         await asyncio.sleep(0.1)
         assert rx.got == [] and link.up.outage_dropped == 1
-        await asyncio.sleep(0.25)
+        link.restore()
         link.set_impairment(up=Impairment(rate_bps=80_000, queue=0.1))
         for _ in range(40):  # 40 x (1000 + 28) bytes at 80 kbit/s: 4 s; the queue holds 0.1 s
             tx.transport.sendto(bytes(1000), addr)
