@@ -140,6 +140,9 @@ class ReceiverSink(Protocol):
 # own NackGenerator NACKs only when a new gap opens, so a lost retransmission would stay lost
 # until the next loss; this retries it on the next packets instead, about once per round trip.
 NACK_RETRY = 0.1
+# A packet is asked for at most this many times: one the publisher no longer has (its history
+# is short) is not asked for again and again, which would only load a link already in trouble.
+NACK_MAX_TRIES = 10
 
 
 class SfuRtpReceiver(RTCRtpReceiver):
@@ -147,6 +150,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
 
     _sfu_sink: ReceiverSink | None = None
     _last_nack = -1e9
+    _nack_tries: dict[int, int] | None = None
     nacks_sent = 0  # NACK messages to the publisher
 
     def attach_sink(self, sink: ReceiverSink) -> None:
@@ -213,10 +217,24 @@ class SfuRtpReceiver(RTCRtpReceiver):
         if nack is not None:
             missed = nack.add(packet)
             now = time.monotonic()
-            if nack.missing and (missed or now - self._last_nack >= NACK_RETRY):
+            tries = self._nack_tries
+            if tries is None:
+                tries = self._nack_tries = {}
+            if not nack.missing:
+                tries.clear()
+            elif missed or now - self._last_nack >= NACK_RETRY:
                 self._last_nack = now
-                self.nacks_sent += 1
-                await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+                for seq in [s for s in tries if s not in nack.missing]:
+                    del tries[seq]  # arrived, or too old to track
+                wanted = []
+                for seq in sorted(nack.missing):
+                    count = tries.get(seq, 0)
+                    if count < NACK_MAX_TRIES:
+                        tries[seq] = count + 1
+                        wanted.append(seq)
+                if wanted:
+                    self.nacks_sent += 1
+                    await self._send_rtcp_nack(packet.ssrc, wanted)
 
         sink.on_rtp(packet)
 

@@ -340,3 +340,52 @@ async def test_a_stall_with_nothing_missing_is_not_a_gap() -> None:
     assert up.gaps == 0 and len(receiver.plis) == plis
     assert [p.payload for p in sent] == [VP8_KEY, VP8_DELTA]
     await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_publisher_nacks_are_retried_then_given_up() -> None:
+    """The SFU's receiver asks again for a missing packet about every 100 ms (aiortc asks only
+    when a new hole opens), at most NACK_MAX_TRIES times."""
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+    from aiortc.rtcrtpreceiver import NackGenerator
+
+    from mediaserver import aiortc_hooks
+
+    receiver: Any = object.__new__(aiortc_hooks.SfuRtpReceiver)
+    receiver._enabled = True
+    receiver._RTCRtpReceiver__codecs = {
+        96: RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    }
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None
+    receiver._RTCRtpReceiver__remote_streams = {}
+    receiver._RTCRtpReceiver__rtx_ssrc = {}
+    receiver._RTCRtpReceiver__nack_generator = NackGenerator()
+    forwarded: list[int] = []
+    nacked: list[list[int]] = []
+
+    class Sink:
+        def on_rtp(self, packet: RtpPacket) -> None:
+            forwarded.append(packet.sequence_number)
+
+    async def send_nack(ssrc: int, lost: list[int]) -> None:
+        nacked.append(lost)
+
+    receiver._sfu_sink = Sink()
+    receiver._send_rtcp_nack = send_nack
+    packet = _rtp(1, 0, VP8_KEY)
+    packet.payload_type = 96
+    await receiver._handle_rtp_packet(packet, 0)
+    seq = 3  # 2 is lost
+    for _ in range(aiortc_hooks.NACK_MAX_TRIES + 5):
+        receiver._last_nack = -1e9  # as if 100 ms had passed since the last NACK
+        later = _rtp(seq, seq * 3000, VP8_DELTA)
+        later.payload_type = 96
+        await receiver._handle_rtp_packet(later, 0)
+        seq += 1
+    assert nacked[0] == [2]  # at once, when the hole opened
+    assert nacked.count([2]) == aiortc_hooks.NACK_MAX_TRIES  # then again, up to the limit
+    assert forwarded[0] == 1 and 2 not in forwarded
+    # the retransmission lands: forwarded, and no longer asked for
+    rtx = _rtp(2, 3000, VP8_DELTA)
+    rtx.payload_type = 96
+    await receiver._handle_rtp_packet(rtx, 0)
+    assert forwarded[-1] == 2 and not receiver._nack_tries
