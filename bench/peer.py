@@ -30,6 +30,8 @@ from aiortc import (
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from aiortc.rtp import RtpPacket, is_rtcp
 
+from .impair import ImpairedLink
+
 VIDEO_CLOCK = 90000
 
 
@@ -199,6 +201,7 @@ class PeerClient:
         decode: bool = True,
         record_payloads: bool = False,
         sink_factory: Callable[[PeerClient, str | None], Any] | None = None,
+        link: ImpairedLink | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # what receives packets when not decoding (needs mediaserver.aiortc_hooks.install())
@@ -220,8 +223,13 @@ class PeerClient:
         self.received_ssrc: dict[str, int] = {}  # mid -> media SSRC seen
         self.frames: dict[str, list[Any]] = defaultdict(list)  # mid -> decoded frames (last few)
         self.frame_counts: dict[str, int] = defaultdict(int)
+        self.frame_times: dict[str, list[float]] = defaultdict(list)  # mid -> loop time, per frame
         self.publisher_pc: RTCPeerConnection | None = None
+        # an impaired network under both peer connections (bench.impair), if any
+        self.link = link
         self.subscriber_pc = RTCPeerConnection(_config())
+        if link is not None:
+            link.impair(self.subscriber_pc)
         self.subscriber_pc.on("track", self._on_track)
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -312,6 +320,8 @@ class PeerClient:
     async def publish(self, *tracks: MediaStreamTrack, video_codec: str | None = None) -> None:
         if self.publisher_pc is None:
             self.publisher_pc = RTCPeerConnection(_config())
+            if self.link is not None:
+                self.link.impair(self.publisher_pc)
         pc = self.publisher_pc
         for track in tracks:
             transceiver = pc.addTransceiver(track, direction="sendonly")
@@ -417,6 +427,7 @@ class PeerClient:
             while True:
                 frame = await track.recv()
                 self.frame_counts[mid] += 1
+                self.frame_times[mid].append(asyncio.get_running_loop().time())
                 frames = self.frames[mid]
                 frames.append(frame)
                 if len(frames) > 5:
@@ -452,6 +463,8 @@ class PeerClient:
         if self.publisher_pc is not None:
             await self.publisher_pc.close()
         await self.subscriber_pc.close()
+        if self.link is not None:
+            self.link.close()
         if self._session is not None:
             await self._session.close()
 

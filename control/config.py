@@ -60,6 +60,12 @@ class ServerConfig(_Section):
     # Keep full garbage collections out of the media path (control/loopwatch.py): survivors
     # are frozen every 10 s and collected deliberately when participants have left.
     gc_freeze: bool = True
+    # Seconds between WebSocket pings to each signalling client (browsers answer them without
+    # page code); 0 turns them off. A client whose pong is ws_pong_timeout late is closed, so a
+    # dead client is noticed within the sum (7.5 s), and a link that drops out for less than
+    # about the timeout (TCP's retransmission backoff included) keeps its call.
+    ws_heartbeat: float = 2.5
+    ws_pong_timeout: float = 5.0
     # Seconds a request body may take to arrive, plus one per 8 KiB received (a slow but
     # moving upload goes on; a body trickling a byte now and then is answered 408).
     body_timeout: float = 30.0
@@ -84,6 +90,10 @@ class ServerConfig(_Section):
             raise ConfigError("server.workers: 0 (one per core) to 64")
         if not 1024 <= self.max_message_bytes <= 1 << 20:
             raise ConfigError("server.max_message_bytes: must be between 1024 and 1048576")
+        if self.ws_heartbeat != 0 and not 0.2 <= self.ws_heartbeat <= 300:
+            raise ConfigError("server.ws_heartbeat: 0 (off) or between 0.2 and 300 seconds")
+        if not 0.1 <= self.ws_pong_timeout <= 300:
+            raise ConfigError("server.ws_pong_timeout: must be between 0.1 and 300 seconds")
         if not 1 <= self.body_timeout <= 3600:
             raise ConfigError("server.body_timeout: must be between 1 and 3600 seconds")
 
@@ -102,12 +112,15 @@ class MediaConfig(_Section):
     connect_timeout: float = _MEDIA["connect_timeout"]
     negotiation_timeout: float = _MEDIA["negotiation_timeout"]
     pli_min_interval: float = _MEDIA["pli_min_interval"]
+    media_timeout: float = _MEDIA["media_timeout"]
     max_participants: int = _MEDIA["max_participants"]
 
     def validate(self) -> None:
         for name in ("connect_timeout", "negotiation_timeout"):
             if not 0.1 <= getattr(self, name) <= 600:
                 raise ConfigError(f"media.{name}: must be between 0.1 and 600 seconds")
+        if not 0.5 <= self.media_timeout <= 600:
+            raise ConfigError("media.media_timeout: must be between 0.5 and 600 seconds")
         if not 0 <= self.pli_min_interval <= 10:
             raise ConfigError("media.pli_min_interval: must be between 0 and 10 seconds")
         if not 2 <= self.max_participants <= 1000:
@@ -420,6 +433,7 @@ class Config:
             connect_timeout=self.media.connect_timeout,
             negotiation_timeout=self.media.negotiation_timeout,
             pli_min_interval=self.media.pli_min_interval,
+            media_timeout=self.media.media_timeout,
             max_participants=self.media.max_participants,
         )
 

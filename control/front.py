@@ -61,6 +61,7 @@ from .http.webguard import (
     body_deadline,
     forwarding_headers,
 )
+from .sessions.heartbeat import HeartbeatSocket
 
 logger = logging.getLogger(__name__)
 
@@ -124,15 +125,28 @@ def room_claim(token: object) -> str | None:
     return room if isinstance(room, str) else None
 
 
-def create_front(worker_urls: list[str], *, secret: str, body_timeout: float) -> web.Application:
-    """``secret``: what the workers were given to believe the client addresses it sends."""
+def create_front(
+    worker_urls: list[str],
+    *,
+    secret: str,
+    body_timeout: float,
+    ws_heartbeat: tuple[float, float] = (2.5, 5.0),
+) -> web.Application:
+    """``secret``: what the workers were given to believe the client addresses it sends;
+    ``ws_heartbeat``: (interval, pong timeout) of the pings to signalling clients
+    (``server.ws_heartbeat``, ``server.ws_pong_timeout``), which the front sends for its
+    workers."""
     # bodies are streamed to the workers, under the same deadline as theirs
     app = web.Application(client_max_size=1024**3, middlewares=[body_deadline(body_timeout)])
     add_security_headers(app)
     app[WORKERS] = worker_urls
     app[SECRET] = secret
     app.cleanup_ctx.append(_client_ctx)
-    app.router.add_get("/ws", _signalling)
+
+    async def signalling(request: web.Request) -> web.WebSocketResponse:
+        return await _signalling(request, *ws_heartbeat)
+
+    app.router.add_get("/ws", signalling)
     app.router.add_get("/api/events", _events)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
@@ -219,9 +233,11 @@ async def _first_text(ws: web.WebSocketResponse, code: int, why: bytes) -> str |
     return text
 
 
-async def _signalling(request: web.Request) -> web.WebSocketResponse:
+async def _signalling(
+    request: web.Request, heartbeat: float, pong_timeout: float
+) -> web.WebSocketResponse:
     """Hold the socket until ``join`` names the room, then pipe it to the room's worker."""
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
+    ws = HeartbeatSocket(interval=heartbeat, timeout=pong_timeout, max_msg_size=1 << 20)
     await ws.prepare(request)
     workers = request.app[WORKERS]
     first = await _first_text(ws, 4002, b"join first")
@@ -457,7 +473,12 @@ async def run_supervised(config: Any, workers: int, host: str, port: int, ssl_co
     # the front's deadline a little after the workers': a slow body is answered by its worker
     # (which the front relays), and the front holds only what reaches no worker
     runner = web.AppRunner(
-        create_front(urls, secret=secret, body_timeout=config.server.body_timeout + 5.0),
+        create_front(
+            urls,
+            secret=secret,
+            body_timeout=config.server.body_timeout + 5.0,
+            ws_heartbeat=(config.server.ws_heartbeat, config.server.ws_pong_timeout),
+        ),
         access_log=None,
     )
     await runner.setup()

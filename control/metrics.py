@@ -79,6 +79,33 @@ def render_metrics(
         [({}, stats.get("retransmitted", 0))],
     )
     metric(
+        "remotecase_sfu_nacked_packets_total",
+        "counter",
+        "Sequence numbers NACKed by subscribers, by outcome: answered (sent again from the "
+        "history), not_sent (this subscriber was never sent it: before its start, or not yet "
+        "received from the publisher), not_in_history (never received, or gone from the "
+        "history), failed (the retransmission could not be sent).",
+        [
+            ({"result": "answered"}, stats.get("retransmitted", 0)),
+            ({"result": "not_sent"}, stats.get("nack_not_sent", 0)),
+            ({"result": "not_in_history"}, stats.get("nack_not_in_history", 0)),
+            ({"result": "failed"}, stats.get("nack_failed", 0)),
+        ],
+    )
+    metric(
+        "remotecase_sfu_publisher_nacks_total",
+        "counter",
+        "NACK messages sent to publishers for packets missing on their uplink.",
+        [({}, stats.get("publisher_nacks", 0))],
+    )
+    metric(
+        "remotecase_sfu_publisher_gaps_total",
+        "counter",
+        "Publisher video resuming after a silence or a burst of loss (a keyframe is asked at "
+        "once).",
+        [({}, stats.get("gaps", 0))],
+    )
+    metric(
         "remotecase_sfu_participants_closed_total",
         "counter",
         "Participants closed, by reason.",

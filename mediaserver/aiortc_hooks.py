@@ -23,6 +23,7 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import aioice.ice
@@ -70,6 +71,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("receiver", "_RTCRtpReceiver__remote_streams"),
     ("receiver", "_RTCRtpReceiver__rtx_ssrc"),
     ("receiver", "_RTCRtpReceiver__nack_generator"),
+    ("nack_generator", "missing"),
+    ("nack_generator", "add"),
     ("receiver", "_RTCRtpReceiver__remote_bitrate_estimator"),
     ("receiver", "_RTCRtpReceiver__rtcp_ssrc"),
     ("RTCRtpSender", "_run_rtp"),
@@ -90,6 +93,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("dtls", "_state"),
     ("ice", "_connection"),
     ("aioice.Connection", "_nominated"),
+    ("StunProtocol", "datagram_received"),
     ("aioice.ice", "StunProtocol"),
     ("aioice.ice", "get_host_addresses"),
     ("transceiver", "_codecs"),
@@ -109,7 +113,14 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
 class SenderHooks(Protocol):
     """What an :class:`SfuRtpSender` asks of the down-track that drives it."""
 
-    def on_negotiated(self, payload_type: int, rtx_payload_type: int | None) -> None: ...
+    def on_negotiated(
+        self,
+        payload_type: int,
+        rtx_payload_type: int | None,
+        mid_extension: tuple[int, str] | None = None,
+    ) -> None:
+        """The codec the subscriber accepted; ``mid_extension`` is (extension id, mid) when it
+        negotiated the ``sdes:mid`` header extension."""
 
     def on_nack(self, sequence_numbers: list[int]) -> None: ...
 
@@ -125,10 +136,22 @@ class ReceiverSink(Protocol):
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
 
+# A publisher's packet still missing is NACKed again at most this often (seconds). aiortc's
+# own NackGenerator NACKs only when a new gap opens, so a lost retransmission would stay lost
+# until the next loss; this retries it on the next packets instead, about once per round trip.
+NACK_RETRY = 0.1
+# A packet is asked for at most this many times: one the publisher no longer has (its history
+# is short) is not asked for again and again, which would only load a link already in trouble.
+NACK_MAX_TRIES = 10
+
+
 class SfuRtpReceiver(RTCRtpReceiver):
     """A receiver that forwards packets instead of decoding them once a sink is attached."""
 
     _sfu_sink: ReceiverSink | None = None
+    _last_nack = -1e9
+    _nack_tries: dict[int, int] | None = None
+    nacks_sent = 0  # NACK messages to the publisher
 
     def attach_sink(self, sink: ReceiverSink) -> None:
         self._sfu_sink = sink
@@ -191,8 +214,27 @@ class SfuRtpReceiver(RTCRtpReceiver):
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
 
         nack = self._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
-        if nack is not None and nack.add(packet):
-            await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+        if nack is not None:
+            missed = nack.add(packet)
+            now = time.monotonic()
+            tries = self._nack_tries
+            if tries is None:
+                tries = self._nack_tries = {}
+            if not nack.missing:
+                tries.clear()
+            elif missed or now - self._last_nack >= NACK_RETRY:
+                self._last_nack = now
+                for seq in [s for s in tries if s not in nack.missing]:
+                    del tries[seq]  # arrived, or too old to track
+                wanted = []
+                for seq in sorted(nack.missing):
+                    count = tries.get(seq, 0)
+                    if count < NACK_MAX_TRIES:
+                        tries[seq] = count + 1
+                        wanted.append(seq)
+                if wanted:
+                    self.nacks_sent += 1
+                    await self._send_rtcp_nack(packet.ssrc, wanted)
 
         sink.on_rtp(packet)
 
@@ -216,7 +258,11 @@ class SfuRtpSender(RTCRtpSender):
             for codec in parameters.codecs:
                 if is_rtx(codec) and codec.parameters.get("apt") == primary.payloadType:
                     rtx_pt = codec.payloadType
-            hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt)
+            mid_ext = None
+            for ext in parameters.headerExtensions:
+                if ext.uri == rtp.MID_URI and parameters.muxId:
+                    mid_ext = (ext.id, parameters.muxId)
+            hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt, mid_ext)
         await super().send(parameters)
 
     async def _run_rtp(self, codec: Any) -> None:
@@ -308,7 +354,7 @@ class RtpWriter(Protocol):
 _HEADER = struct.Struct("!BBHII")
 
 
-def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
+def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b"") -> RtpWriter:
     """A synchronous function that builds one RTP packet, protects it and sends it.
 
     aiortc's ``_send_rtp`` goes through three coroutines per packet. This resolves the
@@ -320,6 +366,7 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
     NACKs recover video). Raises ConnectionError while DTLS is not connected. Relayed (TURN)
     pairs wrap data in their own framing, so they take aiortc's path through a task instead,
     one per packet, owned by ``tasks`` (once that set is closing, such packets are dropped).
+    ``extension``: a header extension block every packet carries (:func:`rtp.mid_extension`).
     """
     if dtls._state != State.CONNECTED:
         raise ConnectionError("DTLS not connected")
@@ -333,7 +380,7 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
         sock = getattr(protocol.transport, "_sock", None)
         addr = pair.remote_addr
         if isinstance(sock, socket.socket):
-            return _direct_writer(session, sock, addr)
+            return _direct_writer(session, sock, addr, extension)
         udp = protocol.transport
         protect = session.protect
 
@@ -349,7 +396,14 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
             udp.sendto(
                 protect(
                     rtp.build_packet(
-                        payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+                        payload_type,
+                        marker,
+                        sequence_number,
+                        timestamp,
+                        ssrc,
+                        payload,
+                        padding,
+                        extension,
                     )
                 ),
                 addr,
@@ -369,14 +423,16 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet) -> RtpWriter:
         if tasks.closed:
             return  # the owner is closing: lost as UDP would lose it
         data = rtp.build_packet(
-            payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+            payload_type, marker, sequence_number, timestamp, ssrc, payload, padding, extension
         )
         tasks.spawn(_send_relayed(dtls, data), "relayed rtp")
 
     return write_slow
 
 
-def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> RtpWriter:
+def _direct_writer(
+    session: Any, sock: socket.socket, addr: tuple[str, int], extension: bytes = b""
+) -> RtpWriter:
     from pylibsrtp import _binding
 
     ffi, lib = _binding.ffi, _binding.lib
@@ -391,6 +447,8 @@ def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> 
     )
     # the bound method also keeps the session, and so the libsrtp context, alive
     protect = session.protect
+    first = 0x90 if extension else 0x80  # version 2, and the X bit with an extension
+    head = 12 + len(extension)
 
     def write(
         payload_type: int,
@@ -401,18 +459,27 @@ def _direct_writer(session: Any, sock: socket.socket, addr: tuple[str, int]) -> 
         payload: bytes,
         padding: int = 0,
     ) -> None:
-        size = 12 + len(payload)
+        size = head + len(payload)
         if padding or size > room:  # padding-only probes, or too long: the checked path
             data = protect(
                 rtp.build_packet(
-                    payload_type, marker, sequence_number, timestamp, ssrc, payload, padding
+                    payload_type,
+                    marker,
+                    sequence_number,
+                    timestamp,
+                    ssrc,
+                    payload,
+                    padding,
+                    extension,
                 )
             )
         else:
             pack_into(
-                buffer, 0, 0x80, (marker << 7) | payload_type, sequence_number, timestamp, ssrc
+                buffer, 0, first, (marker << 7) | payload_type, sequence_number, timestamp, ssrc
             )
-            buffer[12:size] = payload
+            if extension:
+                buffer[12:head] = extension
+            buffer[head:size] = payload
             length[0] = size
             status = srtp_protect(context, cdata, length)
             if status:
@@ -440,6 +507,41 @@ async def _send_relayed(dtls: RTCDtlsTransport, data: bytes) -> None:
     except Exception as exc:
         # as the direct path: a failed send is lost, not raised; ICE notices a dead peer
         logger.debug("relayed RTP send failed: %s", exc)
+
+
+def on_datagram(pc: aiortc.RTCPeerConnection, callback: Callable[[], None]) -> bool:
+    """Call ``callback`` for every datagram arriving on the socket of ``pc``'s nominated ICE
+    pair (RTP, RTCP, DTLS and STUN alike), before aioice handles it; False if there is no
+    such socket (not connected, or a relayed pair, whose protocol is aioice's TURN client).
+    """
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        pair = dtls.transport._connection._nominated.get(1) if dtls is not None else None
+        if pair is None:
+            continue
+        protocol = pair.protocol
+        if type(protocol) is not aioice.ice.StunProtocol:
+            return False
+        callbacks: list[Callable[[], None]] | None = getattr(protocol, "_remotecase_heard", None)
+        if callbacks is None:
+            callbacks = []
+            received = protocol.datagram_received
+
+            def datagram_received(
+                data: bytes | str,
+                addr: tuple[Any, ...],
+                _callbacks: list[Callable[[], None]] = callbacks,
+                _received: Callable[[bytes | str, tuple[Any, ...]], None] = received,
+            ) -> None:
+                for heard in _callbacks:
+                    heard()
+                _received(data, addr)
+
+            protocol._remotecase_heard = callbacks  # type: ignore[attr-defined]
+            protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+        callbacks.append(callback)
+        return True
+    return False
 
 
 def install() -> None:

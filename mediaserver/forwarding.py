@@ -26,8 +26,20 @@ from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
 logger = logging.getLogger(__name__)
 
-HISTORY_SIZE = 1024  # video packets kept for NACKs: ~3 s at 2.5 Mbps
+HISTORY_SIZE = 1024  # packets kept for NACKs: ~3 s of video at 2.5 Mbps, ~20 s of audio
 KEYFRAME_RETRY = 1.0  # seconds between a waiting down-track's keyframe requests
+# A publisher's video that resumes after this long a silence, or after this many packets
+# went missing at once, cannot be repaired by retransmission (aiortc's sender keeps 128
+# packets, browsers about 1 s): ask for a keyframe at once instead of waiting for every
+# subscriber's decoder to give up and send its own PLI. After a longer silence (an outage, a
+# camera paused) the down-tracks also start again on that keyframe, as after a mute, with
+# sequence numbers that continue: a subscriber sees no hole it would NACK in vain, and a
+# jitter buffer that waits for a hole to fill (aiortc's waits for 128 packets) plays at once.
+# A silence counts only with packets missing after it: an event loop that stalled itself
+# finds every packet waiting in its socket, and has nothing to repair.
+GAP_SECONDS = 1.0
+GAP_PACKETS = 64
+RESTART_SECONDS = 2.0
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -64,14 +76,14 @@ class ForwardedUpTrack:
         self._downs: dict[str, DownTrack] = {}
         self._fanout: tuple[DownTrack, ...] = ()
         self._is_keyframe = rtp.keyframe_detector(info.mime_type)
-        self._history: list[Packet | None] | None = (
-            [None] * HISTORY_SIZE if info.kind == "video" else None
-        )
+        # Audio too: a subscriber that NACKs audio (it is negotiated per peer) gets it again.
+        self._history: list[Packet | None] = [None] * HISTORY_SIZE
         self._muted = False
         self._closed = False
         self._media_ssrc: int | None = None
         self._last_seq: int | None = None
         self._last_timestamp: int | None = None
+        self._last_arrival: float | None = None
         self._loop = asyncio.get_running_loop()
         self._pli_min_interval = pli_min_interval
         self._last_pli = -1e9
@@ -83,6 +95,7 @@ class ForwardedUpTrack:
         self.packets_in = 0
         self.bytes_in = 0
         self.keyframes_requested = 0
+        self.gaps = 0  # resumptions after a gap (silence or a burst lost) that asked a keyframe
         receiver.attach_sink(self)
 
     # -- protocol UpTrack ------------------------------------------------------------------
@@ -102,6 +115,11 @@ class ForwardedUpTrack:
     def task_count(self) -> int:
         return len(self._tasks)
 
+    @property
+    def publisher_nacks(self) -> int:
+        """NACK messages sent to the publisher for this track (0 for a server-side source)."""
+        return int(getattr(self._receiver, "nacks_sent", 0))
+
     def down_tracks(self) -> tuple[DownTrack, ...]:
         return self._fanout
 
@@ -118,10 +136,7 @@ class ForwardedUpTrack:
             self._fanout = tuple(self._downs.values())
 
     def get_packet(self, sequence_number: int) -> Packet | None:
-        history = self._history
-        if history is None:
-            return None
-        packet = history[sequence_number % HISTORY_SIZE]
+        packet = self._history[sequence_number % HISTORY_SIZE]
         if packet is None or packet.sequence_number != sequence_number:
             return None
         return packet
@@ -152,13 +167,23 @@ class ForwardedUpTrack:
             newer = last_seq is None or (seq - last_seq) & 0xFFFF < 0x8000
             keyframe = newer and timestamp != self._last_timestamp and detector(payload)
             if newer:
+                now = self._loop.time()
+                if last_seq is not None and not keyframe and not self._muted:
+                    missing = ((seq - last_seq) & 0xFFFF) - 1
+                    silence = 0.0 if self._last_arrival is None else now - self._last_arrival
+                    if missing > GAP_PACKETS or (missing > 0 and silence > GAP_SECONDS):
+                        self.gaps += 1
+                        self.request_keyframe()
+                        if missing > 0 and silence > RESTART_SECONDS:
+                            for down in self._fanout:
+                                down.resume()
                 self._last_seq = seq
                 self._last_timestamp = timestamp
+                self._last_arrival = now
         out = Packet(seq, timestamp, packet.marker, payload, packet.padding_size, keyframe)
         self.packets_in += 1
         self.bytes_in += len(payload)
-        if self._history is not None:
-            self._history[out.sequence_number % HISTORY_SIZE] = out
+        self._history[out.sequence_number % HISTORY_SIZE] = out
         if self._muted:
             return
         for down in self._fanout:
@@ -242,24 +267,34 @@ class RtpDownTrack:
         self._last_keyframe_request = -1e9
         self._pt: int | None = None
         self._rtx_pt: int | None = None
+        self._extension = b""  # the sdes:mid header extension, if this subscriber wants it
         self._next_seq = random.randint(0, 0x7FFF)  # a low start avoids an early wrap
         self._rtx_seq = random.randint(0, 0x7FFF)
         self._last_ts = random.randint(0, 0xFFFFFFFF)
         self._last_time: float | None = None
-        self._first_seq = 0
+        # sequence numbers this down-track has gone through since it (re)started, not wrapped:
+        # what a late packet or a NACK is checked against (a 16-bit difference from the first
+        # one would wrap after 65,536 packets, 11 minutes of video)
+        self._span = 0
         self.packets = 0
         self.bytes = 0
         if continue_from is not None:
             # a reused transceiver: same SSRC, so continue its sequence and timeline
             self._pt = continue_from._pt
             self._rtx_pt = continue_from._rtx_pt
+            self._extension = continue_from._extension
             self._next_seq = continue_from._next_seq
             self._rtx_seq = continue_from._rtx_seq
             self._last_ts = continue_from._last_ts
             self._last_time = continue_from._last_time
-        self.retransmitted = 0
-        self.nacks = 0
-        self.nack_misses = 0
+        self.retransmitted = 0  # NACKed packets sent again (answered)
+        self.nacks = 0  # sequence numbers NACKed
+        # NACKed sequence numbers not answered, by why: this down-track never sent them (before
+        # it started, or not yet arrived from the publisher); gone from the history or never
+        # received from the publisher; the send itself failed
+        self.nack_not_sent = 0
+        self.nack_not_in_history = 0
+        self.nack_failed = 0
         self.keyframe_requests = 0
         sender.attach_hooks(self)
         up.add_down_track(self)
@@ -280,12 +315,34 @@ class RtpDownTrack:
     def sender(self) -> SfuRtpSender:
         return self._sender
 
+    @property
+    def nack_misses(self) -> int:
+        """NACKed sequence numbers not answered, whatever the reason."""
+        return self.nack_not_sent + self.nack_not_in_history + self.nack_failed
+
+    def counters(self) -> dict[str, int]:
+        """What /metrics sums over down-tracks (live and closed)."""
+        return {
+            "forwarded_packets": self.packets,
+            "forwarded_bytes": self.bytes,
+            "retransmitted": self.retransmitted,
+            "nacks": self.nacks,
+            "nack_not_sent": self.nack_not_sent,
+            "nack_not_in_history": self.nack_not_in_history,
+            "nack_failed": self.nack_failed,
+            "plis_received": self.keyframe_requests,
+        }
+
     # -- hot path --------------------------------------------------------------------------
     def write(self, packet: Packet) -> None:
         if not self._started:
             if not self._start(packet):
                 return
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
+        ahead = (seq - self._next_seq) & 0xFFFF
+        newer = ahead < 0x8000
+        if not newer and 0x10000 - ahead > self._span:
+            return  # late, from before the keyframe this subscriber started on: useless to it
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         try:
             self._writer(
@@ -302,9 +359,14 @@ class RtpDownTrack:
             self._writer = None
             self._started = False
             return
-        self._next_seq = (seq + 1) & 0xFFFF
-        self._last_ts = ts
-        self._last_time = time.monotonic()
+        if newer:
+            # only a newer packet moves the stream on: a late one (reordered, or the
+            # publisher's retransmission) must not pull it back, or every NACK for what was
+            # sent after it would look like one for a packet never sent
+            self._span += ahead + 1
+            self._next_seq = (seq + 1) & 0xFFFF
+            self._last_ts = ts
+            self._last_time = time.monotonic()
         self.packets += 1
         self.bytes += len(packet.payload)
 
@@ -320,7 +382,7 @@ class RtpDownTrack:
             return False
         if self._writer is None:
             try:
-                self._writer = fast_rtp_writer(self._sender.transport, self._tasks)
+                self._writer = fast_rtp_writer(self._sender.transport, self._tasks, self._extension)
             except ConnectionError:
                 return False
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
@@ -328,7 +390,7 @@ class RtpDownTrack:
         elapsed = 0.0 if self._last_time is None else time.monotonic() - self._last_time
         target_ts = (self._last_ts + max(1, int(elapsed * self._clock_rate))) & 0xFFFFFFFF
         self._ts_offset = (target_ts - packet.timestamp) & 0xFFFFFFFF
-        self._first_seq = self._next_seq
+        self._span = 0
         self._started = True
         return True
 
@@ -337,9 +399,19 @@ class RtpDownTrack:
         self._started = False
 
     # -- sender hooks ----------------------------------------------------------------------
-    def on_negotiated(self, payload_type: int, rtx_payload_type: int | None) -> None:
+    def on_negotiated(
+        self,
+        payload_type: int,
+        rtx_payload_type: int | None,
+        mid_extension: tuple[int, str] | None = None,
+    ) -> None:
         self._pt = payload_type
         self._rtx_pt = rtx_payload_type
+        extension = b"" if mid_extension is None else rtp.mid_extension(*mid_extension)
+        if extension != self._extension:
+            self._extension = extension
+            self._writer = None  # a writer carries its extension: the next start makes one
+            self._started = False
 
     def on_nack(self, sequence_numbers: list[int]) -> None:
         if not self._started or self._writer is None:
@@ -347,12 +419,13 @@ class RtpDownTrack:
         for out_seq in sequence_numbers:
             self.nacks += 1
             # only packets this down-track has actually sent since it (re)started
-            if (out_seq - self._first_seq) & 0xFFFF >= (self._next_seq - self._first_seq) & 0xFFFF:
-                self.nack_misses += 1
+            behind = (self._next_seq - out_seq) & 0xFFFF
+            if not 1 <= behind <= min(self._span, 0x7FFF):
+                self.nack_not_sent += 1
                 continue
             packet = self.up.get_packet((out_seq - self._seq_offset) & 0xFFFF)
             if packet is None:
-                self.nack_misses += 1
+                self.nack_not_in_history += 1
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             try:
@@ -375,8 +448,10 @@ class RtpDownTrack:
                         self._ssrc,
                         packet.payload,
                     )
-            except Exception:
-                return
+            except Exception as exc:
+                logger.debug("down-track %s retransmission failed: %s", self._down_id, exc)
+                self.nack_failed += 1
+                continue
             self.retransmitted += 1
 
     def on_keyframe_request(self) -> None:

@@ -22,6 +22,10 @@ class MediaOptions:
     connect_timeout: float = 15.0
     # A client that does not answer a subscriber offer within this is closed.
     negotiation_timeout: float = 15.0
+    # A connected media connection from which nothing at all arrives for this long (no RTP,
+    # RTCP or ICE consent check: a live client sends RTCP about every second and consent
+    # checks every 2.5-6 s) is closed as media_timeout; aioice's own consent expiry takes 30 s.
+    media_timeout: float = 10.0
     # Keyframe requests relayed to a publisher at most this often (seconds).
     pli_min_interval: float = 0.5
     # Most participants in one room.

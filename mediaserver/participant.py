@@ -27,6 +27,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -34,7 +35,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from common.tasks import TaskSet
 
-from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender
+from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender, on_datagram
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .options import MediaOptions
 from .protocols import CloseReason, TrackInfo, UpTrack
@@ -198,8 +199,12 @@ class SfuParticipant:
         # down-tracks: cancelled and awaited first thing on close
         self.tasks = TaskSet(f"participant {participant_id}", self._log)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
+        # when a datagram last arrived on each connected media connection, and the timer
+        # that checks it (media_timeout)
+        self._last_heard: dict[str, float] = {}
+        self._media_check: asyncio.TimerHandle | None = None
         self.counters = ParticipantCounters()
-        self.closed_down_stats: list[tuple[str, int, int, int, int]] = []
+        self.closed_down_stats: list[tuple[str, dict[str, int]]] = []  # (kind, counters)
         self._negotiator = self._spawn(self._negotiate_loop(), "negotiator")
         for label, pc in (("publisher", self.publisher_pc), ("subscriber", self.subscriber_pc)):
             pc.on("connectionstatechange", self._state_handler(label, pc))
@@ -231,6 +236,7 @@ class SfuParticipant:
         return {
             "id": self._participant_id,
             "name": self.name,
+            "role": self.role,
             "tracks": [self._track_json(t, self) for t in self._up_tracks.values()],
         }
 
@@ -285,8 +291,10 @@ class SfuParticipant:
             pc = self.publisher_pc
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(checked, "offer"))
+                offered = _offered_opus_options(checked)
                 for transceiver in pc.getTransceivers():
                     _keep_primary_codec(transceiver)
+                    _accept_opus_options(transceiver, offered.get(transceiver.mid or ""))
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
                 self._log.info("rejected publish offer: %s", exc)
@@ -468,9 +476,7 @@ class SfuParticipant:
         slot.transceiver.direction = "inactive"
 
     def _down_closed(self, down: RtpDownTrack) -> None:
-        self.closed_down_stats.append(
-            (down.up.info.kind, down.packets, down.bytes, down.retransmitted, down.nacks)
-        )
+        self.closed_down_stats.append((down.up.info.kind, down.counters()))
         if not self._closed:
             # the up-track went away: free the slot at the next negotiation
             self._dirty.set()
@@ -575,6 +581,7 @@ class SfuParticipant:
                 handle = self._watchdogs.pop(label, None)
                 if handle is not None:
                     handle.cancel()
+                self._watch_media(label, pc)
             elif state == "failed" and not self._closed:
                 self._spawn(self.close(CloseReason.CONNECTION_FAILED), "close")
             elif state == "closed" and not self._closed:
@@ -598,6 +605,45 @@ class SfuParticipant:
             self._options.connect_timeout, expired
         )
 
+    def _watch_media(self, label: str, pc: RTCPeerConnection) -> None:
+        """Notice a client whose media connection went silent (its network is gone, or it
+        moved to another) within ``media_timeout``, long before aioice's consent expiry.
+
+        Every datagram on the connection's socket counts (RTP, RTCP, DTLS, STUN consent
+        checks), so a participant that publishes nothing but is alive is never closed.
+        """
+        if self._closed or label in self._last_heard:
+            return
+        loop = asyncio.get_running_loop()
+        heard = self._last_heard
+
+        def arrived() -> None:
+            heard[label] = loop.time()
+
+        if not on_datagram(pc, arrived):
+            return  # a relayed pair: aioice's consent checks stay the only watch
+        arrived()
+        if self._media_check is None:
+            self._schedule_media_check()
+
+    def _schedule_media_check(self) -> None:
+        interval = max(0.25, self._options.media_timeout / 4)
+        self._media_check = asyncio.get_running_loop().call_later(interval, self._check_media)
+
+    def _check_media(self) -> None:
+        self._media_check = None
+        if self._closed:
+            return
+        now = asyncio.get_running_loop().time()
+        for label, heard in self._last_heard.items():
+            if now - heard > self._options.media_timeout:
+                self._log.warning(
+                    "%s connection silent for %.1f s: client gone", label, now - heard
+                )
+                self._spawn(self.close(CloseReason.MEDIA_TIMEOUT), "close")
+                return
+        self._schedule_media_check()
+
     # -- closing ---------------------------------------------------------------------------
     async def close(self, reason: CloseReason) -> None:
         """Close everything this participant owns, in order. Idempotent."""
@@ -610,6 +656,9 @@ class SfuParticipant:
         for handle in self._watchdogs.values():
             handle.cancel()
         self._watchdogs.clear()
+        if self._media_check is not None:
+            self._media_check.cancel()
+            self._media_check = None
         if self._pending_answer is not None and not self._pending_answer.done():
             self._pending_answer.cancel()
         await self.tasks.close()  # all but this one, when a task of ours is closing us
@@ -635,6 +684,40 @@ def _primary_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters:
         if codec.mimeType.lower() != f"{transceiver.kind}/rtx":
             return codec
     raise SignallingError("unsupported_codec", "no media codec negotiated")
+
+
+# Opus fmtp options a publisher's offer may carry that the SFU accepts in its answer, asking
+# the publisher to send them (RFC 7587 section 6.1): in-band FEC lets a receiver rebuild a
+# lost packet from the next one, DTX sends almost nothing in silence. Both travel inside the
+# Opus payload, so forwarding passes them on untouched and every Opus decoder uses them; the
+# SFU's own offer to a subscriber says nothing of them, since there an fmtp would describe
+# what the SFU receives on that connection (nothing).
+OPUS_PASSED_THROUGH = ("useinbandfec", "usedtx")
+
+
+def _offered_opus_options(sdp: str) -> dict[str, dict[str, int]]:
+    """Per mid, the Opus options the offer asks for with a value of 1."""
+    options: dict[str, dict[str, int]] = {}
+    try:
+        description = aiortc_sdp.SessionDescription.parse(sdp)
+    except ValueError:
+        return options
+    for media in description.media:
+        for codec in media.rtp.codecs:
+            if codec.mimeType.lower() == "audio/opus":
+                wanted = {k: 1 for k in OPUS_PASSED_THROUGH if str(codec.parameters.get(k)) == "1"}
+                if wanted and media.rtp.muxId:
+                    options[media.rtp.muxId] = wanted
+                break
+    return options
+
+
+def _accept_opus_options(transceiver: RTCRtpTransceiver, offered: dict[str, int] | None) -> None:
+    if not offered:
+        return
+    for codec in getattr(transceiver, "_codecs", None) or []:
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters = {**codec.parameters, **offered}
 
 
 def _keep_primary_codec(transceiver: RTCRtpTransceiver) -> None:

@@ -32,6 +32,7 @@ class CloseReason(enum.StrEnum):
     SIGNALLING_LOST = "signalling_lost"  # the WebSocket went away
     CONNECT_TIMEOUT = "connect_timeout"  # ICE/DTLS never got to connected
     CONNECTION_FAILED = "connection_failed"  # ICE or DTLS failed after connecting
+    MEDIA_TIMEOUT = "media_timeout"  # nothing arrived on a connected media connection for long
     PEER_CLOSED = "peer_closed"  # the client closed its media connection (DTLS close_notify)
     PROTOCOL_ERROR = "protocol_error"  # the client broke the signalling protocol
     DUPLICATE = "duplicate"  # the same participant joined again elsewhere

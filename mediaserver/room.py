@@ -262,14 +262,13 @@ class Sfu:
         self.retired[f"packets_in_{up.info.kind}"] += up.packets_in
         self.retired[f"bytes_in_{up.info.kind}"] += up.bytes_in
         self.retired["plis_sent"] += up.keyframes_requested
+        self.retired["gaps"] += up.gaps
+        self.retired["publisher_nacks"] += up.publisher_nacks
 
     def absorb_participant(self, participant: SfuParticipant, reason: CloseReason) -> None:
         self.close_reasons[reason.value] += 1
-        for kind, packets, octets, retransmitted, nacks in participant.closed_down_stats:
-            self.retired[f"forwarded_packets_{kind}"] += packets
-            self.retired[f"forwarded_bytes_{kind}"] += octets
-            self.retired["retransmitted"] += retransmitted
-            self.retired["nacks"] += nacks
+        for kind, counters in participant.closed_down_stats:
+            _add_down_counters(self.retired, kind, counters)
         participant.closed_down_stats.clear()
 
     def stats(self) -> dict[str, int]:
@@ -283,18 +282,12 @@ class Sfu:
                     totals[f"packets_in_{up.info.kind}"] += up.packets_in
                     totals[f"bytes_in_{up.info.kind}"] += up.bytes_in
                     totals["plis_sent"] += up.keyframes_requested
+                    totals["gaps"] += up.gaps
+                    totals["publisher_nacks"] += up.publisher_nacks
                 for down in participant.down_tracks():
-                    kind = down.up.info.kind
-                    totals[f"forwarded_packets_{kind}"] += down.packets
-                    totals[f"forwarded_bytes_{kind}"] += down.bytes
-                    totals["retransmitted"] += down.retransmitted
-                    totals["nacks"] += down.nacks
-                    totals["plis_received"] += down.keyframe_requests
-                for kind, packets, octets, retransmitted, nacks in participant.closed_down_stats:
-                    totals[f"forwarded_packets_{kind}"] += packets
-                    totals[f"forwarded_bytes_{kind}"] += octets
-                    totals["retransmitted"] += retransmitted
-                    totals["nacks"] += nacks
+                    _add_down_counters(totals, down.up.info.kind, down.counters())
+                for kind, counters in participant.closed_down_stats:
+                    _add_down_counters(totals, kind, counters)
         totals["rooms"] = len(self._rooms)
         totals["participants"] = participants
         return dict(totals)
@@ -324,3 +317,12 @@ class Sfu:
         await asyncio.gather(
             *(r.close(CloseReason.SHUTDOWN) for r in rooms), return_exceptions=True
         )
+
+
+_PER_KIND = ("forwarded_packets", "forwarded_bytes")
+
+
+def _add_down_counters(totals: Counter[str], kind: str, counters: dict[str, int]) -> None:
+    """A down-track's counters into the totals: packets and bytes per kind, the rest summed."""
+    for name, value in counters.items():
+        totals[f"{name}_{kind}" if name in _PER_KIND else name] += value

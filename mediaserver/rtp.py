@@ -11,9 +11,13 @@ from collections.abc import Callable
 _HEADER = struct.Struct("!BBHII")
 _RTX_OSN = struct.Struct("!H")
 
-# First byte of every header we write: version 2, no extension, no CSRC.
+# First byte of every header we write: version 2, no CSRC; padding (P) and extension (X) bits.
 _V2 = 0x80
-_V2_PADDING = 0xA0
+_P = 0x20
+_X = 0x10
+_ONE_BYTE_PROFILE = b"\xbe\xde"  # RFC 8285 section 4.2
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
 
 def build_packet(
@@ -24,17 +28,35 @@ def build_packet(
     ssrc: int,
     payload: bytes,
     padding: int = 0,
+    extension: bytes = b"",
 ) -> bytes:
-    """Serialize an RTP packet without header extensions or CSRCs.
+    """Serialize an RTP packet without CSRCs; ``extension`` is a whole header extension block
+    (:func:`mid_extension`), or empty for none.
 
     Publisher header extensions are not forwarded: their IDs were negotiated on another
-    connection, and the subscriber demultiplexes by the SSRC signalled in our offer.
+    connection. The SFU writes its own, as each subscriber negotiated them.
     """
+    first = _V2 | (_X if extension else 0)
     second = (marker << 7) | payload_type
+    header = _HEADER.pack(first | (_P if padding else 0), second, sequence_number, timestamp, ssrc)
     if padding:
         tail = bytes(padding - 1) + bytes((padding,))
-        return _HEADER.pack(_V2_PADDING, second, sequence_number, timestamp, ssrc) + payload + tail
-    return _HEADER.pack(_V2, second, sequence_number, timestamp, ssrc) + payload
+        return header + extension + payload + tail
+    return header + extension + payload
+
+
+def mid_extension(extension_id: int, mid: str) -> bytes:
+    """The header extension block carrying ``mid`` (RFC 8843 section 15), one-byte form.
+
+    Every packet carries it, so a receiver that demultiplexes by mid (RFC 8843 section 9.2)
+    finds its stream from any packet, including the first after it joined or lost some.
+    """
+    value = mid.encode()
+    if not 1 <= extension_id <= 14 or not 1 <= len(value) <= 16:
+        raise ValueError("a one-byte header extension has an id of 1-14 and 1-16 bytes")
+    element = bytes(((extension_id << 4) | (len(value) - 1),)) + value
+    element += bytes(-len(element) % 4)
+    return _ONE_BYTE_PROFILE + (len(element) // 4).to_bytes(2, "big") + element
 
 
 def rtx_payload(original_sequence_number: int, payload: bytes) -> bytes:

@@ -47,11 +47,13 @@ async def test_every_private_name_still_exists() -> None:
             "RTCRtpSender": RTCRtpSender,
             "RTCDtlsTransport": RTCDtlsTransport,
             "receiver": transceiver.receiver,
+            "nack_generator": transceiver.receiver._RTCRtpReceiver__nack_generator,  # type: ignore[attr-defined]
             "sender": transceiver.sender,
             "dtls": transceiver.sender.transport,
             "ice": transceiver.sender.transport.transport,
             "aioice.Connection": transceiver.sender.transport.transport._connection,
             "aioice.ice": aioice.ice,
+            "StunProtocol": aioice.ice.StunProtocol,
             "transceiver": transceiver,
             "srtp": Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
             "udp": udp,

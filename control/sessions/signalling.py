@@ -25,6 +25,7 @@ from .. import i18n
 from ..access import DEV_ROOM, CallAdmission, CallRefused, admission, audit
 from ..appkeys import CONFIG, DB, ERRORS, SFU, SIGNER, SOCKETS
 from ..http.jsonio import loads
+from .heartbeat import HeartbeatSocket
 from .tokens import Grant, TokenError, TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -357,7 +358,13 @@ def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     config = request.app[CONFIG]
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * config.server.max_message_bytes)
+    # a socket whose pong is late is closed: the session's read loop ends and the
+    # participant is closed (signalling_lost), the others told
+    ws = HeartbeatSocket(
+        interval=config.server.ws_heartbeat,
+        timeout=config.server.ws_pong_timeout,
+        max_msg_size=4 * config.server.max_message_bytes,
+    )
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     ice_servers = [
