@@ -62,10 +62,11 @@ class ServerConfig(_Section):
     gc_freeze: bool = True
     # Seconds between WebSocket pings to each signalling client (browsers answer them without
     # page code); 0 turns them off. A client whose pong is ws_pong_timeout late is closed, so a
-    # dead client is noticed within the sum (7.5 s), and a link that drops out for less than
-    # about the timeout (TCP's retransmission backoff included) keeps its call.
+    # dead client is noticed within the sum (10.5 s), and a link that drops out for less than
+    # about the timeout (TCP's retransmission backoff included) keeps its call: 8 s lets a 5 s
+    # outage (a tunnel, a change of cell) pass, whose pong TCP delivers a second or so late.
     ws_heartbeat: float = 2.5
-    ws_pong_timeout: float = 5.0
+    ws_pong_timeout: float = 8.0
     # Seconds a request body may take to arrive, plus one per 8 KiB received (a slow but
     # moving upload goes on; a body trickling a byte now and then is answered 408).
     body_timeout: float = 30.0

@@ -130,7 +130,7 @@ def create_front(
     *,
     secret: str,
     body_timeout: float,
-    ws_heartbeat: tuple[float, float] = (2.5, 5.0),
+    ws_heartbeat: tuple[float, float] = (2.5, 8.0),
 ) -> web.Application:
     """``secret``: what the workers were given to believe the client addresses it sends;
     ``ws_heartbeat``: (interval, pong timeout) of the pings to signalling clients

@@ -166,5 +166,5 @@ def test_heartbeat_and_media_timeout_are_checked(tmp_path: Path) -> None:
             make_config(tmp_path, **{section: table})
     assert make_config(tmp_path, server={"ws_heartbeat": 0}).server.ws_heartbeat == 0
     defaults = load_config(None, environ={})
-    assert defaults.server.ws_heartbeat == 2.5 and defaults.server.ws_pong_timeout == 5.0
+    assert defaults.server.ws_heartbeat == 2.5 and defaults.server.ws_pong_timeout == 8.0
     assert defaults.media_options().media_timeout == 10.0

@@ -4,7 +4,7 @@ aiohttp's own heartbeat waits half the interval for the pong, which ties two cho
 ping often to notice a dead client soon, and the pong must come back within half of that,
 so a link that drops out for two seconds (a tunnel, a handover between cells; TCP then backs
 off its retransmissions) would end the call. Here they are set apart: pings every 2.5 s, and
-a client is dead only when a pong is 5 s late (``server.ws_heartbeat``,
+a client is dead only when a pong is 8 s late (``server.ws_heartbeat``,
 ``server.ws_pong_timeout``). Any message from the client counts as alive too.
 """
 
