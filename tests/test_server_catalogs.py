@@ -55,6 +55,12 @@ def test_one_string_texts_are_split() -> None:
         "unknown kind (a/b)",
     )
     assert i18n.split("MP4/MOV / the file") is None  # no Chinese: one language
+    # an English half may name a Chinese document
+    text = "未签署送达地址确认书 / the consent to delivery (送达地址确认书) is not signed"
+    assert i18n.split(text) == (
+        "未签署送达地址确认书",
+        "the consent to delivery (送达地址确认书) is not signed",
+    )
     assert i18n.localize("只有中文", "en") == "只有中文"
 
 

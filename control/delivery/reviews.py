@@ -220,7 +220,9 @@ async def party_request(request: web.Request) -> web.Response:
         or len(materials) > 50
         or not all(isinstance(m, str) and 0 < len(m) <= 100 for m in materials)
     ):
-        raise json_error(web.HTTPBadRequest, *Refusal.BAD_MATERIAL.value)
+        raise json_error(
+            web.HTTPBadRequest, Refusal.BAD_MATERIAL.code, Refusal.BAD_MATERIAL.message
+        )
     rules = request.app[RULES]
     today = china_today()
     result = await request.app[DB].run(

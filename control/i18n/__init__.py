@@ -29,6 +29,7 @@ LANGS = ("zh-CN", "en")
 DEFAULT = "zh-CN"
 HERE = Path(__file__).parent
 _HAN = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+_LATIN = re.compile(r"[A-Za-z]")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*")
 
@@ -106,10 +107,17 @@ def both(key: str, /, **params: Any) -> str:
 
 def split(message: str) -> tuple[str, str] | None:
     """A ``"中文 / English"`` string as ``(zh, en)``: cut at the first ``/`` (followed by a
-    space) with Chinese before it and none after; None for a text in one language."""
+    space) with Chinese before it and none after; else (an English half that names a Chinese
+    document, "the consent (送达地址确认书)") at the first ``/`` with Chinese before it and
+    an English rest (more than twice as many Latin letters as Chinese characters); None for a
+    text in one language."""
     for match in re.finditer(r"\s*/\s+", message):
         zh, en = message[: match.start()], message[match.end() :]
         if _HAN.search(zh) and en.strip() and not _HAN.search(en):
+            return zh.strip(), en.strip()
+    for match in re.finditer(r"\s*/\s+", message):
+        zh, en = message[: match.start()], message[match.end() :]
+        if _HAN.search(zh) and len(_LATIN.findall(en)) > 2 * len(_HAN.findall(en)):
             return zh.strip(), en.strip()
     return None
 
