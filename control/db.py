@@ -250,6 +250,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inquiry_records_case ON inquiry_records(case_id);
     CREATE INDEX inquiry_records_party ON inquiry_records(party_id)
     """,
+    # the party page's device binding: the hash of the secret the first redemption came with
+    # (control/sessions/invitations.py), so the same device is admitted again after a reload
+    """
+    ALTER TABLE invitations ADD COLUMN device_hash TEXT
+    """,
 ]
 
 
