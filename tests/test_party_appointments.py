@@ -55,6 +55,7 @@ async def test_the_party_page_view_and_its_appointment(tmp_path: Path) -> None:
             assert view["case"]["title"] == "G15 追尾" and view["case"]["status"] == "open"
             assert view["unit"] == "高速一大队" == view["case"]["brigade"]
             assert view["session"] is None and view["appointment"] is None
+            assert view["invitation"]["used"] is False and view["invitation"]["expires_at"]
 
             # only its brigade's free slots; another brigade's is refused
             _, free = await api.call("GET", "/api/party/slots", link)
@@ -86,6 +87,9 @@ async def test_the_party_page_view_and_its_appointment(tmp_path: Path) -> None:
             assert status == 200, redeemed
             _, view = await api.call("GET", "/api/party", redeemed["token"])
             assert view["unit"] == "高速一大队" and view["session"] is not None
+            assert view["invitation"] is None  # asked with the call token, not the link
+            _, view = await api.call("GET", "/api/party", link)
+            assert view["invitation"]["used"] is True
 
             # cancel needs a reason; then the appointment is gone and its slot free again
             status, body = await api.call("POST", "/api/party/appointment/cancel", link, {})
