@@ -36,9 +36,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // -- states --------------------------------------------------------------------------------
 // name -> the action button's text key and what it does (none: no button)
 const ACTIONS = {
-  camera_denied: ["camera.retry", () => retryCamera()],
-  camera_missing: ["camera.retry", () => retryCamera()],
-  camera_busy: ["camera.retry", () => retryCamera()],
+  // the camera states have their own retry under the steps to allow the camera (#camera-help)
   no_session: ["action.retry", () => location.reload()],
   not_yet: ["action.retry", () => location.reload()],
   failed: ["action.retry", () => location.reload()],
