@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -37,6 +38,7 @@ from tests.test_browser import CHROMIUM, _wait_for, face_image, write_y4m
 
 pytestmark = pytest.mark.browser
 
+CHINA = datetime.timezone(datetime.timedelta(hours=8))
 PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
 # the entries that keep Chromium off the network (see tests/test_browser.py), plus mDNS off
@@ -299,14 +301,26 @@ async def test_party_on_a_phone_joins_is_muted_reloads_and_is_removed(
         assert problems == [], problems
 
 
-async def test_english_desktop_party_sees_the_session_end_and_the_case_close(
+async def test_english_desktop_party_books_waits_reconnects_and_sees_the_end(
     server: Server, api: Api, camera: Path, tmp_path: Path, clients: list[PeerClient]
 ) -> None:
     shots = Shots(tmp_path, "desktop-en")
     officer = await officer_login(server, api, "li")
     case, party = await case_with_party(api, officer, name="Wang Wei")
-    status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
-    assert status == 201
+    slots = []
+    for hours in (24, 48):
+        start = datetime.datetime.now(CHINA) + datetime.timedelta(hours=hours)
+        status, slot = await api.call(
+            "POST",
+            "/api/slots",
+            officer,
+            {
+                "starts_at": start.isoformat(),
+                "ends_at": (start + datetime.timedelta(minutes=30)).isoformat(),
+            },
+        )
+        assert status == 201, slot
+        slots.append(slot["id"])
     link = await invite(api, officer, case, party)
 
     async with chromium(camera) as browser:
@@ -315,8 +329,42 @@ async def test_english_desktop_party_sees_the_session_end_and_the_case_close(
         await phase(page, "consent")
         shown = await texts(page)
         assert shown["lang"] == "en" and shown["title"] == "Confirm and join", shown
+        assert await page.inner_text("#case-appointment") == "None booked"
+
+        # the party books a free slot of the brigade, moves it, cancels it, from its page
+        await _wait_for(page, "document.getElementById('appointment-slot').options.length === 2")
+        await page.select_option("#appointment-slot", str(slots[0]))
+        await page.click("#appointment-book")
+        await _wait_for(
+            page, "document.getElementById('appointment-status').textContent === 'Saved'"
+        )
+        booked = await page.inner_text("#case-appointment")
+        assert booked != "None booked" and " to " in booked, booked
+        assert await page.inner_text("#appointment-book") == "Move to this time"
+        await page.select_option("#appointment-slot", str(slots[1]))
+        await page.click("#appointment-book")
+        await _wait_for(
+            page, f"document.getElementById('case-appointment').textContent !== {booked!r}"
+        )
+        _, mine = await api.call("GET", "/api/party", link.split("=", 1)[1])
+        assert mine["appointment"]["slot_id"] == slots[1]
+        await shots.take(page, "appointment")
+        await page.fill("#cancel-reason", "I will come in person")
+        await page.click("#appointment-cancel button")
+        await _wait_for(
+            page, "document.getElementById('case-appointment').textContent === 'None booked'"
+        )
+        _, mine = await api.call("GET", "/api/party", link.split("=", 1)[1])
+        assert mine["appointment"] is None
+
+        # the officer has not opened the session: the page says so and joins once it is open
         await page.check("#consent-recording")
         await page.click("#consent-form button[type=submit]")
+        await phase(page, "no_session")
+        await shots.take(page, "no-session")
+        await no_overflow(page, "no session")
+        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+        assert status == 201
         # nobody from the police in the room yet
         await phase(page, "waiting")
         assert (await texts(page))["title"] == "Waiting for the officer"
@@ -336,6 +384,15 @@ async def test_english_desktop_party_sees_the_session_end_and_the_case_close(
         await officer_client.publish(PatternVideoTrack())
         await phase(page, "in_call")
         await shots.take(page, "in-call")
+        # the connection drops: the page reconnects by itself
+        await page.evaluate("() => window.remotecase.ws.close()")
+        await _wait_for(page, "window.remotecase.phases.includes('reconnecting')")
+        await _wait_for(
+            page,
+            "window.remotecase.phases.lastIndexOf('in_call') >"
+            " window.remotecase.phases.lastIndexOf('reconnecting')",
+            timeout=30,
+        )
         # the officer stops its camera: its tile shows a placeholder, not a frozen frame
         officer_id = officer_client.joined["participant"]["id"] if officer_client.joined else ""
         tile = f"document.querySelector(\"[data-participant='{officer_id}']\")"

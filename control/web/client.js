@@ -22,7 +22,7 @@ const state = {
   roles: {},           // participant id -> role
   publishedTracks: [], // our tracks as the SFU names them: [{id, kind, mid}]
   tiles: {},           // participant id -> {el, video, label, stream}
-  phase: "opening", phaseParams: null,
+  phase: "opening", phaseParams: null, phases: [],  // the states passed through, for tests
   invite: null, callToken: null, officerMuted: {}, facing: "user",
   reconnects: 0, ending: false, view: null,
 };
@@ -47,6 +47,7 @@ const ACTIONS = {
 function setPhase(name, params) {
   state.phase = name;
   state.phaseParams = params || null;
+  if (state.phases[state.phases.length - 1] !== name) state.phases.push(name);
   document.body.dataset.state = name;
   renderPhase();
 }
@@ -590,13 +591,19 @@ async function redeemInvitation(invite) {
   form.hidden = false;
   for (;;) {
     await new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
-    const answer = await redeem({
-      consent: {
-        recording: $("consent-recording").checked,
-        face: $("consent-face").checked,
-        electronic_delivery: $("consent-delivery").checked,
-      },
-    });
+    const consent = {
+      recording: $("consent-recording").checked,
+      face: $("consent-face").checked,
+      electronic_delivery: $("consent-delivery").checked,
+    };
+    let answer = await redeem({ consent });
+    while (answer.body.error === "no_session") {
+      // the officer has not opened the session yet: say so and try again by itself
+      form.hidden = true;
+      setPhase("no_session");
+      await sleep(5000);
+      answer = await redeem({ consent });
+    }
     if (answer.ok) { form.hidden = true; return afterRedeem(answer.body); }
     if (answer.body.error === "consent_required" || answer.status === 429) {
       showError(errorText(answer.body.error, answer.body.message));
