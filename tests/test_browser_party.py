@@ -36,6 +36,8 @@ from tests.conftest import (
 )
 from tests.test_browser import CHROMIUM, _wait_for, face_image, write_y4m
 
+PATIENCE = 60.0  # seconds: a busy two-core machine, several browsers and servers on it
+
 pytestmark = pytest.mark.browser
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
@@ -121,9 +123,13 @@ async def new_page(browser: Any, locale: str, device: dict[str, Any]) -> tuple[A
     return context, page, problems
 
 
-async def phase(page: Any, name: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+async def until(page: Any, expression: str, timeout: float = PATIENCE) -> None:  # noqa: ASYNC109
+    await _wait_for(page, expression, timeout=timeout)
+
+
+async def phase(page: Any, name: str, timeout: float = PATIENCE) -> None:  # noqa: ASYNC109
     try:
-        await _wait_for(page, f"document.body.dataset.state === '{name}'", timeout=timeout)
+        await until(page, f"document.body.dataset.state === '{name}'", timeout)
     except AssertionError:
         now = await page.evaluate(
             "() => [document.body.dataset.state, document.getElementById('state-text')"
@@ -205,7 +211,7 @@ async def test_party_on_a_phone_joins_is_muted_reloads_and_is_removed(
         context, page, problems = await new_page(browser, "zh-CN", PHONE)
         await page.goto(server.base_url + link)
         await phase(page, "consent")
-        await _wait_for(page, "document.getElementById('preview').videoWidth > 0")
+        await until(page, "document.getElementById('preview').videoWidth > 0")
         shown = await texts(page)
         assert shown["lang"] == "zh-CN" and shown["title"] == "请确认并进入通话", shown
         assert await page.inner_text("#case-title") == "test case"
@@ -220,11 +226,11 @@ async def test_party_on_a_phone_joins_is_muted_reloads_and_is_removed(
         await phase(page, "in_call")
         await wait_until(
             lambda: officer_client.mids_for_participant(pid, "video") != [],
-            timeout=20,
+            timeout=PATIENCE,
             what="the party's video at the officer",
         )
         # the officer's tile shows, labelled as the officer's
-        await _wait_for(page, "document.querySelectorAll('#grid .tile').length >= 2", timeout=20)
+        await until(page, "document.querySelectorAll('#grid .tile').length >= 2")
         assert "民警" in await page.inner_text("#grid")
         assert (await texts(page))["status"] == "通话中"
         await shots.take(page, "in-call")
@@ -232,12 +238,12 @@ async def test_party_on_a_phone_joins_is_muted_reloads_and_is_removed(
 
         # the party stops its own camera: its tile shows a placeholder, not the last frame
         await page.tap("#mute-video")
-        await _wait_for(
+        await until(
             page,
             f"document.querySelector(\"[data-participant='{pid}']\").classList.contains('off')",
         )
         await page.tap("#mute-video")
-        await _wait_for(
+        await until(
             page,
             f"!document.querySelector(\"[data-participant='{pid}']\").classList.contains('off')",
         )
@@ -247,24 +253,24 @@ async def test_party_on_a_phone_joins_is_muted_reloads_and_is_removed(
             "POST", f"{base}/mute", officer, {"participant": pid, "kinds": ["audio"], "reason": "r"}
         )
         assert status == 200, body
-        await _wait_for(page, "document.body.dataset.officerMuted === 'audio'")
+        await until(page, "document.body.dataset.officerMuted === 'audio'")
         banner = (await texts(page))["banner"]
         assert banner.startswith("民警已关闭您的麦克风"), banner
         await shots.take(page, "muted-by-officer")
         await no_overflow(page, "muted by the officer")
         await page.tap("#mute-audio")  # the party's own mute on top
         await page.tap("#mute-audio")  # and its unmute, refused while the officer's holds
-        await _wait_for(page, "document.getElementById('error').textContent.length > 0")
+        await until(page, "document.getElementById('error').textContent.length > 0")
         assert "只有民警可以解除" in await page.inner_text("#error")
 
         # reload mid-call: back in without a new link or new consents, still muted
         await page.reload()
         await phase(page, "in_call")
         assert await page.locator("#consent-form").is_hidden()
-        await _wait_for(page, "document.body.dataset.officerMuted === 'audio'", timeout=20)
+        await until(page, "document.body.dataset.officerMuted === 'audio'")
         await wait_until(
             lambda: officer_client.mids_for_participant(pid, "video") != [],
-            timeout=20,
+            timeout=PATIENCE,
             what="the party's video again after the reload",
         )
         actions = await server.app[DB].run(
@@ -332,26 +338,22 @@ async def test_english_desktop_party_books_waits_reconnects_and_sees_the_end(
         assert await page.inner_text("#case-appointment") == "None booked"
 
         # the party books a free slot of the brigade, moves it, cancels it, from its page
-        await _wait_for(page, "document.getElementById('appointment-slot').options.length === 2")
+        await until(page, "document.getElementById('appointment-slot').options.length === 2")
         await page.select_option("#appointment-slot", str(slots[0]))
         await page.click("#appointment-book")
-        await _wait_for(
-            page, "document.getElementById('appointment-status').textContent === 'Saved'"
-        )
+        await until(page, "document.getElementById('appointment-status').textContent === 'Saved'")
         booked = await page.inner_text("#case-appointment")
         assert booked != "None booked" and " to " in booked, booked
         assert await page.inner_text("#appointment-book") == "Move to this time"
         await page.select_option("#appointment-slot", str(slots[1]))
         await page.click("#appointment-book")
-        await _wait_for(
-            page, f"document.getElementById('case-appointment').textContent !== {booked!r}"
-        )
+        await until(page, f"document.getElementById('case-appointment').textContent !== {booked!r}")
         _, mine = await api.call("GET", "/api/party", link.split("=", 1)[1])
         assert mine["appointment"]["slot_id"] == slots[1]
         await shots.take(page, "appointment")
         await page.fill("#cancel-reason", "I will come in person")
         await page.click("#appointment-cancel button")
-        await _wait_for(
+        await until(
             page, "document.getElementById('case-appointment').textContent === 'None booked'"
         )
         _, mine = await api.call("GET", "/api/party", link.split("=", 1)[1])
@@ -373,10 +375,10 @@ async def test_english_desktop_party_books_waits_reconnects_and_sees_the_end(
 
         # the switch: Chinese, kept for the next visit
         await page.click("#lang-switch")
-        await _wait_for(page, "document.documentElement.lang === 'zh-CN'")
+        await until(page, "document.documentElement.lang === 'zh-CN'")
         assert (await texts(page))["title"] == "等待民警进入"
         await page.click("#lang-switch")
-        await _wait_for(page, "document.documentElement.lang === 'en'")
+        await until(page, "document.documentElement.lang === 'en'")
 
         officer_client = PeerClient(server.base_url, session["token"], decode=False)
         clients.append(officer_client)
@@ -386,21 +388,21 @@ async def test_english_desktop_party_books_waits_reconnects_and_sees_the_end(
         await shots.take(page, "in-call")
         # the connection drops: the page reconnects by itself
         await page.evaluate("() => window.remotecase.ws.close()")
-        await _wait_for(page, "window.remotecase.phases.includes('reconnecting')")
-        await _wait_for(
+        await until(page, "window.remotecase.phases.includes('reconnecting')")
+        await until(
             page,
             "window.remotecase.phases.lastIndexOf('in_call') >"
             " window.remotecase.phases.lastIndexOf('reconnecting')",
-            timeout=30,
+            timeout=PATIENCE,
         )
         # the officer stops its camera: its tile shows a placeholder, not a frozen frame
         officer_id = officer_client.joined["participant"]["id"] if officer_client.joined else ""
         tile = f"document.querySelector(\"[data-participant='{officer_id}']\")"
-        await _wait_for(page, f"{tile} !== null && !{tile}.classList.contains('off')", timeout=20)
+        await until(page, f"{tile} !== null && !{tile}.classList.contains('off')")
         answer = next(m for m in officer_client.messages if m["type"] == "publish_answer")
         video = next(t for t in answer["tracks"] if t["kind"] == "video")
         await officer_client.send({"type": "mute", "track": video["id"], "muted": True})
-        await _wait_for(page, f"{tile}.classList.contains('off')")
+        await until(page, f"{tile}.classList.contains('off')")
         assert "Camera off" in await page.inner_text("#grid")
         await shots.take(page, "officer-camera-off")
 
@@ -447,6 +449,6 @@ async def test_a_denied_camera_is_retried_on_the_same_link(
         await context.grant_permissions(["camera", "microphone"], origin=server.base_url)
         await page.tap("#camera-retry")
         await phase(page, "consent")
-        await _wait_for(page, "document.getElementById('preview').videoWidth > 0")
+        await until(page, "document.getElementById('preview').videoWidth > 0")
         await context.close()
         assert problems == [], problems
