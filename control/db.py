@@ -372,6 +372,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (document_id, revision)
     )
     """,
+    # the party page's device binding: the hash of the secret the first redemption came with
+    # (control/sessions/invitations.py), so the same device is admitted again after a reload
+    """
+    ALTER TABLE invitations ADD COLUMN device_hash TEXT
+    """,
 ]
 
 

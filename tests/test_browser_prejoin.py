@@ -292,7 +292,8 @@ async def test_a_small_picture_is_guidance_on_both_pages_not_an_alert(tmp_path: 
             page = await browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(server.base_url + invite["link"])
+            # the page in Chinese (the browser's own preference here is English)
+            await page.goto(server.base_url + invite["link"] + "&lang=zh-CN")
             await _wait_for(page, "document.getElementById('preview').videoWidth > 0")
             assert (
                 await page.evaluate(

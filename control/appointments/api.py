@@ -18,6 +18,7 @@ from aiohttp import web
 from .. import access
 from ..access import text
 from ..appkeys import DB
+from ..auth import token_hash
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -161,7 +162,8 @@ async def change_appointment(request: web.Request) -> web.Response:
 # -- parties ---------------------------------------------------------------------------------
 async def get_party(request: web.Request) -> web.Response:
     caller = await access.party(request)
-    return web.json_response(await request.app[DB].run(lambda c: store.party_view(c, caller)))
+    link = token_hash(access.bearer(request)) if caller.via == "invitation" else None
+    return web.json_response(await request.app[DB].run(lambda c: store.party_view(c, caller, link)))
 
 
 async def party_slots(request: web.Request) -> web.Response:

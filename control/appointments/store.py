@@ -297,17 +297,39 @@ def change(
 
 
 # -- parties ---------------------------------------------------------------------------------
-def party_view(conn: sqlite3.Connection, caller: PartyCaller) -> dict[str, Any]:
+def party_view(
+    conn: sqlite3.Connection, caller: PartyCaller, link_hash: str | None = None
+) -> dict[str, Any]:
+    """What the party's page shows at the top: the case, the police unit (the case's brigade),
+    whether a session is open now, and the party's appointment; asked with the link itself
+    (``link_hash``), whether the link was used (then only its device gets back in) and until
+    when it is valid."""
     case = conn.execute(
-        "SELECT id, kind, title, status FROM cases WHERE id = ?", (caller.case_id,)
+        "SELECT id, kind, title, status, brigade FROM cases WHERE id = ?", (caller.case_id,)
     ).fetchone()
     booked = conn.execute(
         "SELECT id FROM appointments WHERE case_id = ? AND party_id = ? AND status = 'booked'",
         (caller.case_id, caller.party_id),
     ).fetchone()
+    session = conn.execute(
+        "SELECT opened_at FROM sessions WHERE case_id = ? AND ended_at IS NULL",
+        (caller.case_id,),
+    ).fetchone()
+    link = (
+        None
+        if link_hash is None
+        else conn.execute(
+            "SELECT used_at, expires_at FROM invitations WHERE token_hash = ?", (link_hash,)
+        ).fetchone()
+    )
     return {
         "case": dict(case),
+        "unit": case["brigade"],
+        "invitation": None
+        if link is None
+        else {"used": link["used_at"] is not None, "expires_at": iso(link["expires_at"])},
         "party": {"id": caller.party_id, "name": caller.name},
+        "session": None if session is None else {"opened_at": session["opened_at"]},
         "appointment": None if booked is None else _appointment(conn, booked["id"]),
     }
 

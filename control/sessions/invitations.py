@@ -4,11 +4,19 @@ An officer creates one (``POST /api/cases/{case}/invitations``) or revokes it; t
 redeems it (``POST /api/invitations/redeem``) while a session of its case is open, giving its
 consents, and gets a signalling token for that room only. Invalid links slow the address that
 sends them (``REDEEM_LIMIT``). The SQL is in the plain functions first; the handlers below.
+
+Device binding: the party's page sends a random secret it keeps (``device``, kept in the
+browser's storage) with its redemption; its hash is stored with the invitation. Opening the
+link again later with the same secret, while the session it was first used for is open and the
+link valid, admits the party again (a new grant, audited ``invitation.readmitted``; the SFU
+replaces the old connection of the same participant). Without the secret, from another device,
+the link is used as before (410 ``used``). A party the officer removed is not readmitted.
 """
 
 from __future__ import annotations
 
 import enum
+import hmac
 import json
 import math
 import secrets
@@ -54,6 +62,10 @@ class RedeemRefusal(enum.Enum):
     EXPIRED = "expired"
     NOT_YET = "not_yet"
     NO_SESSION = "no_session"
+    SESSION_ENDED = "session_ended"
+    CASE_CLOSED = "case_closed"
+    REMOVED = "removed"
+    CONSENT_REQUIRED = "consent_required"
 
 
 # status, catalog key; the first four count as invalid links for the address's delay
@@ -64,7 +76,13 @@ _REDEEM_ERRORS: dict[RedeemRefusal, tuple[type[web.HTTPException], str, bool]] =
     RedeemRefusal.EXPIRED: (web.HTTPGone, "redeem.expired", True),
     RedeemRefusal.NOT_YET: (web.HTTPConflict, "redeem.not_yet", False),
     RedeemRefusal.NO_SESSION: (web.HTTPConflict, "redeem.no_session", False),
+    RedeemRefusal.SESSION_ENDED: (web.HTTPGone, "redeem.session_ended", False),
+    RedeemRefusal.CASE_CLOSED: (web.HTTPGone, "redeem.case_closed", False),
+    RedeemRefusal.REMOVED: (web.HTTPForbidden, "redeem.removed", False),
+    RedeemRefusal.CONSENT_REQUIRED: (web.HTTPBadRequest, "consent_required", False),
 }
+
+DEVICE_MIN, DEVICE_MAX = 22, 100  # the page's secret: at least 128 bits in base64url
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,7 @@ class Redemption:
     case_id: int
     consent: dict[str, bool]
     grant: str  # the party's call grant, for the signalling token
+    readmitted: bool = False  # the same device opened the link again
 
 
 def create_invitation(
@@ -136,48 +155,114 @@ def revoke_invitation(
     return None
 
 
+def _refused(conn: sqlite3.Connection, row: sqlite3.Row, refusal: RedeemRefusal) -> RedeemRefusal:
+    audit(
+        conn,
+        f"party:{row['party_id']}",
+        "invitation.refused",
+        f"invitation:{row['id']}",
+        row["case_id"],
+        refusal.value,
+    )
+    return refusal
+
+
+def _same_device(row: sqlite3.Row, device: str | None) -> bool:
+    stored = row["device_hash"]
+    return (
+        device is not None
+        and stored is not None
+        and hmac.compare_digest(token_hash(device), stored)
+    )
+
+
+def _readmit(conn: sqlite3.Connection, row: sqlite3.Row, ttl: int) -> Redemption | RedeemRefusal:
+    """The device that used the link opens it again: back into the session it was used for."""
+    first = conn.execute(
+        "SELECT session_id FROM call_grants WHERE invitation_id = ? ORDER BY created_at, rowid "
+        "LIMIT 1",
+        (row["id"],),
+    ).fetchone()
+    session = (
+        None
+        if first is None
+        else conn.execute(
+            "SELECT s.*, c.status AS case_status FROM sessions s JOIN cases c "
+            "ON c.id = s.case_id WHERE s.id = ?",
+            (first["session_id"],),
+        ).fetchone()
+    )
+    if session is None or session["ended_at"] is not None:
+        return _refused(conn, row, RedeemRefusal.SESSION_ENDED)
+    if session["case_status"] != "open":
+        return _refused(conn, row, RedeemRefusal.CASE_CLOSED)
+    participant = f"party-{row['party_id']}"
+    if (
+        conn.execute(
+            # a removal revokes the grants this link gave; a new link is the officer's way back
+            "SELECT 1 FROM call_grants WHERE invitation_id = ? AND revoked_at IS NOT NULL",
+            (row["id"],),
+        ).fetchone()
+        is not None
+    ):
+        return _refused(conn, row, RedeemRefusal.REMOVED)
+    party = conn.execute("SELECT * FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
+    consents = {k: bool(v) for k, v in json.loads(party["consent"] or "{}").items()}
+    grant = issue_grant(conn, session["id"], participant, "party", ttl, invitation_id=row["id"])
+    audit(
+        conn,
+        f"party:{party['id']}",
+        "invitation.readmitted",
+        f"invitation:{row['id']}",
+        row["case_id"],
+        "the same device opened the link again",
+        room=session["room"],
+    )
+    return Redemption(
+        session["room"], party["id"], party["name"], row["case_id"], consents, grant, True
+    )
+
+
 def redeem(
-    conn: sqlite3.Connection, token: str, consents: dict[str, bool], now: float, ttl: int
+    conn: sqlite3.Connection,
+    token: str,
+    consents: dict[str, bool],
+    now: float,
+    ttl: int,
+    device: str | None = None,
 ) -> Redemption | RedeemRefusal:
     """Use the link (once, inside its window, while its case has an open session): the
-    party's consents are stored and a call grant issued. Refusals that end a link's life are
-    audited."""
+    party's consents are stored and a call grant issued, the link bound to ``device`` when
+    given. The bound device is admitted again later (:func:`_readmit`). Refusals that end a
+    link's life are audited."""
     row = conn.execute(
         "SELECT * FROM invitations WHERE token_hash = ?", (token_hash(token),)
     ).fetchone()
     if row is None:
         return RedeemRefusal.UNKNOWN
-    actor = f"party:{row['party_id']}"
-    for column, refusal in (("revoked_at", RedeemRefusal.REVOKED), ("used_at", RedeemRefusal.USED)):
-        if row[column] is not None:
-            audit(
-                conn,
-                actor,
-                "invitation.refused",
-                f"invitation:{row['id']}",
-                row["case_id"],
-                refusal.value,
-            )
-            return refusal
+    if row["revoked_at"] is not None:
+        return _refused(conn, row, RedeemRefusal.REVOKED)
+    if row["used_at"] is not None and not _same_device(row, device):
+        return _refused(conn, row, RedeemRefusal.USED)
     if now > row["expires_at"]:
-        audit(
-            conn,
-            actor,
-            "invitation.refused",
-            f"invitation:{row['id']}",
-            row["case_id"],
-            RedeemRefusal.EXPIRED.value,
-        )
-        return RedeemRefusal.EXPIRED
+        return _refused(conn, row, RedeemRefusal.EXPIRED)
+    if row["used_at"] is not None:
+        return _readmit(conn, row, ttl)
     if now < row["not_before"]:
         return RedeemRefusal.NOT_YET
+    if not consents.get("recording"):
+        return RedeemRefusal.CONSENT_REQUIRED
     session = conn.execute(
         "SELECT * FROM sessions WHERE case_id = ? AND ended_at IS NULL", (row["case_id"],)
     ).fetchone()
     if session is None:
         return RedeemRefusal.NO_SESSION
+    actor = f"party:{row['party_id']}"
     party = conn.execute("SELECT * FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
-    conn.execute("UPDATE invitations SET used_at = ? WHERE id = ?", (now_iso(), row["id"]))
+    conn.execute(
+        "UPDATE invitations SET used_at = ?, device_hash = ? WHERE id = ?",
+        (now_iso(), None if device is None else token_hash(device), row["id"]),
+    )
     conn.execute(
         "UPDATE parties SET consent = ?, consent_at = ? WHERE id = ?",
         (json.dumps(consents, sort_keys=True), now_iso(), party["id"]),
@@ -190,6 +275,7 @@ def redeem(
         f"invitation:{row['id']}",
         row["case_id"],
         room=session["room"],
+        device_bound=device is not None,
     )
     grant = issue_grant(
         conn, session["id"], f"party-{party['id']}", "party", ttl, invitation_id=row["id"]
@@ -255,6 +341,20 @@ async def post_redeem(request: web.Request) -> web.Response:
     if not isinstance(token, str) or not 10 <= len(token) <= 100:
         limiter.fail(key)
         raise json_error(web.HTTPBadRequest, "bad_request", key="bad_request.token", field="token")
+    device = body.get("device")
+    if device is not None and (
+        not isinstance(device, str)
+        or not DEVICE_MIN <= len(device) <= DEVICE_MAX
+        or not device.isascii()
+    ):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            key="bad_request.device",
+            field="device",
+            min=DEVICE_MIN,
+            max=DEVICE_MAX,
+        )
     consent = body.get("consent", {})
     if not isinstance(consent, dict) or not all(
         k in CONSENTS and isinstance(v, bool) for k, v in consent.items()
@@ -266,22 +366,21 @@ async def post_redeem(request: web.Request) -> web.Response:
             field="consent",
             allowed=", ".join(CONSENTS),
         )
-    if not consent.get("recording"):
-        raise json_error(
-            web.HTTPBadRequest,
-            "consent_required",
-        )
+    if not consent.get("recording") and device is None:
+        # (with a device secret the link may be the device's own again, whose consents stand)
+        cls, message, _ = _REDEEM_ERRORS[RedeemRefusal.CONSENT_REQUIRED]
+        raise json_error(cls, RedeemRefusal.CONSENT_REQUIRED.value, key=message)
     consents = {k: bool(consent.get(k)) for k in CONSENTS}
     now = time.time()
     ttl = request.app[CONFIG].auth.token_ttl
-    result = await request.app[DB].run(lambda c: redeem(c, token, consents, now, ttl))
+    result = await request.app[DB].run(lambda c: redeem(c, token, consents, now, ttl, device))
     if isinstance(result, RedeemRefusal):
         cls, message, invalid = _REDEEM_ERRORS[result]
         if invalid:
             limiter.fail(key)
         raise json_error(cls, result.value, key=message)
     participant = f"party-{result.party_id}"
-    if not consents["face"]:
+    if not result.readmitted and not result.consent["face"]:
         await forget_reference(
             request.app,
             result.case_id,
@@ -301,6 +400,7 @@ async def post_redeem(request: web.Request) -> web.Response:
             "consent": result.consent,
             "participant": participant,
             "token": signalling,
+            "readmitted": result.readmitted,
         }
     )
 
@@ -353,9 +453,10 @@ def describe(add: Add) -> None:
         "/api/invitations/redeem",
         "post",
         op(
-            "A party uses its link: consents, then a signalling token for the session's room",
+            "A party uses its link: consents, then a signalling token for the session's room "
+            "(the device that used it, by its secret, again while that session is open)",
             NOBODY,
-            responses("200", ANY_OBJECT, "400 404 409 410 429"),
+            responses("200", ANY_OBJECT, "400 403 404 409 410 429"),
             tag="invitations",
             body=json_body(
                 {
@@ -364,6 +465,7 @@ def describe(add: Add) -> None:
                         "type": "object",
                         "properties": {k: {"type": "boolean"} for k in CONSENTS},
                     },
+                    "device": {"type": "string", "minLength": DEVICE_MIN, "maxLength": DEVICE_MAX},
                 },
                 ["token", "consent"],
             ),

@@ -1,31 +1,176 @@
-// remotecase web client: joins a room through the signalling WebSocket (docs/signalling.md),
-// publishes camera and microphone on one peer connection, receives everyone else on another.
+// remotecase party page: from the SMS link to the call and back after a reload.
+//
+// The page walks through states, each shown with what to do next (docs/control-plane.md, "The
+// party's page"): opening -> consent (camera preview) -> checking (the identity check before the
+// call) -> waiting (for the officer) / in_call, and the ends: removed, ended, closed, left, the
+// link's refusals (link_used, link_invalid, not_yet, no_session), the camera's (camera_denied,
+// camera_missing, camera_busy), reconnecting. document.body.dataset.state names the current one.
+//
+// It joins through the signalling WebSocket (docs/signalling.md), publishes camera and
+// microphone on one peer connection and receives everyone else on another. The first
+// redemption of the link sends a random device secret kept in localStorage; opening the link
+// again on this device sends it again and the server lets the party back in (no consents
+// asked again), while another device is refused. Every text comes from the catalogs (i18n.js).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const t = (key, params) => I18N.t(key, params);
 const state = {
   ws: null, pub: null, sub: null, local: null, me: null, iceServers: [],
-  tracks: {},          // subscriber mid -> {participant, kind, id}
-  names: { "server-evidence": "Evidence shown by the officer" },           // participant id -> display name
+  tracks: {},          // subscriber mid -> {participant, kind, id, muted}
+  names: {},           // participant id -> display name
+  roles: {},           // participant id -> role
   publishedTracks: [], // our tracks as the SFU names them: [{id, kind, mid}]
-  tiles: {},           // participant id -> {el, stream}
+  tiles: {},           // participant id -> {el, video, label, stream}
+  phase: "opening", phaseParams: null, phases: [],  // the states passed through, for tests
+  invite: null, callToken: null, officerMuted: {}, facing: "user",
+  reconnects: 0, ending: false, view: null,
 };
 window.remotecase = state;  // for tests and debugging
 
+const STORE_DEVICE = "remotecase.device";
+const STORE_REDEEMED = "remotecase.redeemed.";
+const OFFICERS = ["officer", "supervisor"];
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// -- states --------------------------------------------------------------------------------
+// name -> the action button's text key and what it does (none: no button)
+const ACTIONS = {
+  // the camera states have their own retry under the steps to allow the camera (#camera-help)
+  no_session: ["action.retry", () => location.reload()],
+  not_yet: ["action.retry", () => location.reload()],
+  failed: ["action.retry", () => location.reload()],
+  left: ["state.left.rejoin", () => location.reload()],
+  replaced: ["state.replaced.here", () => location.reload()],
+};
+
+function setPhase(name, params) {
+  state.phase = name;
+  state.phaseParams = params || null;
+  if (state.phases[state.phases.length - 1] !== name) state.phases.push(name);
+  document.body.dataset.state = name;
+  renderPhase();
+}
+
+function renderPhase() {
+  const name = state.phase;
+  $("state-title").textContent = t(`state.${name}.title`, state.phaseParams);
+  $("state-text").textContent = t(`state.${name}.text`, state.phaseParams);
+  const action = ACTIONS[name];
+  const button = $("state-action");
+  button.hidden = !action;
+  if (action) {
+    button.textContent = t(action[0]);
+    button.onclick = action[1];
+  }
+  $("camera-help").hidden = !name.startsWith("camera_");
+  $("call").hidden = !["in_call", "waiting", "reconnecting"].includes(name);
+  setStatus(t(`status.${name}`));
+}
+
+function setStatus(text) { $("status").textContent = text; }
+function showGuidance(text) { $("guidance").textContent = text || ""; }
+function showError(text) { $("error").textContent = text || ""; }
+function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
+
+// the words for a signalling or HTTP error code: this page's own, else the server's message
+function errorText(code, message) {
+  const key = `error.${code}`;
+  return I18N.has(key) ? t(key) : (message || t("error.unknown"));
+}
+
+// -- the camera ----------------------------------------------------------------------------
 // The verified party's camera: at least 640x480 (a face too small in the picture cannot be
 // checked), 1280x720 when the camera has it; the sender keeps the resolution under CPU or
 // bandwidth pressure (it lowers the frame rate instead).
 const VIDEO = { width: { min: 640, ideal: 1280 }, height: { min: 480, ideal: 720 } };
 
-async function openCamera() {
+async function openCamera(facing) {
+  const video = facing ? { ...VIDEO, facingMode: facing } : VIDEO;
   try {
-    return await navigator.mediaDevices.getUserMedia({ video: VIDEO, audio: true });
+    return await navigator.mediaDevices.getUserMedia({ video, audio: true });
   } catch (err) {
     if (err.name !== "OverconstrainedError") throw err;
-    showGuidance("摄像头分辨率低于 640x480，人脸核验可能无法进行 / the camera gives less than 640x480: the face check may not work");
-    return navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: true });
+    showGuidance(t("camera.low"));
+    const loose = { width: { ideal: 1280 }, height: { ideal: 720 } };
+    if (facing) loose.facingMode = facing;
+    return navigator.mediaDevices.getUserMedia({ video: loose, audio: true });
   }
 }
+
+// DOMException names -> the page's state
+function cameraPhase(err) {
+  if (!navigator.mediaDevices) return "camera_missing";
+  const name = err && err.name;
+  if (name === "NotAllowedError" || name === "SecurityError") return "camera_denied";
+  if (name === "NotFoundError" || name === "OverconstrainedError") return "camera_missing";
+  return "camera_busy";  // NotReadableError, AbortError: another app holds it
+}
+
+let cameraWaiter = null;  // resolves when a retry opened the camera
+
+async function ensureCamera() {
+  // open the camera, or stay in a camera state until a retry succeeds: no new link needed
+  for (;;) {
+    try {
+      if (!navigator.mediaDevices) throw new Error("no mediaDevices");
+      state.local = await openCamera();
+      watchLocal();
+      await offerCameraSwitch();
+      return state.local;
+    } catch (err) {
+      console.warn("camera", err);
+      setPhase(cameraPhase(err));
+      await new Promise((resolve) => { cameraWaiter = resolve; });
+    }
+  }
+}
+
+function retryCamera() {
+  if (cameraWaiter) { const go = cameraWaiter; cameraWaiter = null; go(); }
+}
+$("camera-retry").onclick = retryCamera;
+
+async function offerCameraSwitch() {
+  try {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    $("switch-camera").hidden = devices.filter((d) => d.kind === "videoinput").length < 2;
+  } catch (err) {
+    $("switch-camera").hidden = true;
+  }
+}
+
+function watchLocal() {
+  const track = state.local && state.local.getVideoTracks()[0];
+  if (!track) return;
+  const update = () => { if (state.me) markTile(state.me); };
+  track.addEventListener("ended", update);
+  track.addEventListener("mute", update);
+  track.addEventListener("unmute", update);
+}
+
+async function switchCamera() {
+  // front <-> back: a new video track replaces the old one on the same sender
+  const next = state.facing === "user" ? "environment" : "user";
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { ...VIDEO, facingMode: { exact: next } } });
+  } catch (err) {
+    showError(t("camera.switch.failed"));
+    return;
+  }
+  const fresh = stream.getVideoTracks()[0];
+  const old = state.local.getVideoTracks()[0];
+  if (old) { fresh.enabled = old.enabled; state.local.removeTrack(old); old.stop(); }
+  state.local.addTrack(fresh);
+  if (state.videoSender) await state.videoSender.replaceTrack(fresh);
+  state.facing = next;
+  watchLocal();
+  for (const id of ["preview", "check-video"]) if ($(id).srcObject) $(id).srcObject = state.local;
+  const tile = state.tiles[state.me];
+  if (tile) { tile.el.classList.toggle("self", next === "user"); markTile(state.me); }
+}
+$("switch-camera").onclick = switchCamera;
 
 async function keepResolution(sender) {
   if (!sender) return;
@@ -39,11 +184,7 @@ async function keepResolution(sender) {
   state.degradation = sender.getParameters().degradationPreference;
 }
 
-function setStatus(text) { $("status").textContent = text; }
-function showGuidance(text) { $("guidance").textContent = text || ""; }
-function showError(text) { $("error").textContent = text; }
-function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
-
+// -- tiles ---------------------------------------------------------------------------------
 function waitForIce(pc, limitMs = 3000) {
   // Send complete descriptions: simpler for the server than trickling every candidate.
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -55,24 +196,61 @@ function waitForIce(pc, limitMs = 3000) {
   });
 }
 
+function displayName(pid) {
+  if (pid === "server-evidence") return t("call.evidence");
+  const name = state.names[pid] || pid;
+  if (pid === state.me) return t("call.you", { name });
+  if (isOfficer(pid)) return t("call.officer", { name });
+  return name;
+}
+
 function tileFor(pid) {
   let tile = state.tiles[pid];
   if (!tile) {
     const el = document.createElement("div");
     el.className = "tile";
     el.dataset.participant = pid;
+    if (pid === state.me && state.facing === "user") el.classList.add("self");
     const video = document.createElement("video");
     video.autoplay = true; video.playsInline = true;
     if (pid === state.me) video.muted = true;
+    const placeholder = document.createElement("div");
+    placeholder.className = "placeholder";
+    const avatar = document.createElement("span");
+    avatar.className = "avatar";
+    const note = document.createElement("span");
+    note.className = "note";
+    placeholder.append(avatar, note);
     const label = document.createElement("span");
     label.className = "label";
-    el.append(video, label);
+    el.append(video, placeholder, label);
     $("grid").append(el);
-    tile = state.tiles[pid] = { el, video, label, stream: new MediaStream() };
+    tile = state.tiles[pid] = { el, video, label, avatar, note, stream: new MediaStream() };
     video.srcObject = tile.stream;
   }
-  tile.label.textContent = (state.names[pid] || pid) + (pid === state.me ? " (you)" : "");
+  tile.label.textContent = displayName(pid);
+  tile.avatar.textContent = Array.from(state.names[pid] || "?")[0];
   return tile;
+}
+
+// A stopped camera shows a placeholder, never its last frame: our own when the track is off or
+// ended, another's when the SFU says its video is muted or its track stopped delivering.
+function markTile(pid) {
+  const tile = state.tiles[pid];
+  if (!tile) return;
+  let off;
+  if (pid === state.me) {
+    const track = state.local && state.local.getVideoTracks()[0];
+    off = !track || !track.enabled || track.readyState === "ended" || track.muted ||
+          Boolean(state.officerMuted.video);
+  } else {
+    const videos = tile.stream.getVideoTracks();
+    const infos = Object.values(state.tracks).filter((i) => i.participant === pid && i.kind === "video");
+    off = videos.length === 0 || videos.every((v) => v.readyState === "ended" || v.muted) ||
+          (infos.length > 0 && infos.every((i) => i.muted));
+  }
+  tile.el.classList.toggle("off", off);
+  tile.note.textContent = off ? t("call.camera.stopped") : "";
 }
 
 function removeTile(pid) {
@@ -84,10 +262,10 @@ function renderRemote() {
   // Rebuild each remote participant's stream from the transceivers the SFU says carry them.
   if (!state.sub) return;
   const wanted = {};
-  for (const t of state.sub.getTransceivers()) {
-    const info = state.tracks[t.mid];
-    if (!info || !t.receiver.track) continue;
-    (wanted[info.participant] ||= []).push(t.receiver.track);
+  for (const tr of state.sub.getTransceivers()) {
+    const info = state.tracks[tr.mid];
+    if (!info || !tr.receiver.track) continue;
+    (wanted[info.participant] ||= []).push(tr.receiver.track);
   }
   for (const [pid, tracks] of Object.entries(wanted)) {
     const tile = tileFor(pid);
@@ -95,18 +273,36 @@ function renderRemote() {
       if (!tracks.includes(old)) tile.stream.removeTrack(old);
     }
     for (const track of tracks) {
-      if (!tile.stream.getTracks().includes(track)) tile.stream.addTrack(track);
+      if (!tile.stream.getTracks().includes(track)) {
+        tile.stream.addTrack(track);
+        for (const ev of ["mute", "unmute", "ended"]) track.addEventListener(ev, () => markTile(pid));
+      }
     }
     tile.video.play().catch(() => {});
+    markTile(pid);
   }
   for (const pid of Object.keys(state.tiles)) {
     if (pid !== state.me && !wanted[pid]) removeTile(pid);
   }
 }
 
+// the SFU names others without their role; officers' participant IDs are "officer-<login>"
+function isOfficer(pid) {
+  return OFFICERS.includes(state.roles[pid]) || pid.startsWith("officer-");
+}
+
+function officerPresent() {
+  return Object.keys(state.roles).some((pid) => pid !== state.me && isOfficer(pid));
+}
+
+function callPhase() {
+  if (["removed", "ended", "closed", "left", "replaced"].includes(state.phase)) return;
+  setPhase(officerPresent() ? "in_call" : "waiting");
+}
+
+// -- signalling ----------------------------------------------------------------------------
 async function publish() {
   const pc = state.pub = new RTCPeerConnection({ iceServers: state.iceServers });
-  pc.onconnectionstatechange = () => setStatus("sending: " + pc.connectionState);
   for (const track of state.local.getTracks()) {
     const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
     if (track.kind === "video") state.videoSender = transceiver.sender;
@@ -130,21 +326,60 @@ async function onOffer(msg) {
   renderRemote();
 }
 
+function showOfficerMute() {
+  // an officer's mute is the officer's: say so, and the buttons cannot lift it
+  const kinds = ["audio", "video"].filter((k) => state.officerMuted[k]);
+  document.body.dataset.officerMuted = kinds.join(" ");
+  const banner = $("officer-muted");
+  banner.hidden = kinds.length === 0;
+  banner.textContent = kinds.length === 2 ? t("call.officer_muted.both")
+    : kinds[0] === "audio" ? t("call.officer_muted.audio")
+    : kinds[0] === "video" ? t("call.officer_muted.video") : "";
+  for (const [kind, id] of [["audio", "mute-audio"], ["video", "mute-video"]]) {
+    $(id).title = state.officerMuted[kind] ? t("call.officer_muted.button") : "";
+  }
+  if (state.me) markTile(state.me);
+}
+
+function trackMuted(msg) {
+  for (const info of Object.values(state.tracks)) {
+    if (info.id === msg.track) info.muted = msg.muted;
+  }
+  if (msg.participant === state.me) {
+    const track = state.publishedTracks.find((p) => p.id === msg.track);
+    if (track) {
+      state.officerMuted = { ...state.officerMuted, [track.kind]: Boolean(msg.officer_muted) };
+      showOfficerMute();
+    }
+  } else {
+    markTile(msg.participant);
+  }
+}
+
 async function onMessage(event) {
   const msg = JSON.parse(event.data);
   switch (msg.type) {
     case "joined":
+      state.reconnects = 0;
       state.me = msg.participant.id;
       state.names[state.me] = msg.participant.name;
-      for (const p of msg.participants) state.names[p.id] = p.name;
+      state.roles[state.me] = msg.participant.role;
+      for (const p of msg.participants) { state.names[p.id] = p.name; state.roles[p.id] = p.role; }
       state.iceServers = msg.ice_servers || [];
-      $("room-label").textContent = "room " + msg.room;
+      $("room-label").textContent = t("call.room", { room: msg.room });
       tileFor(state.me).stream = state.local;
       tileFor(state.me).video.srcObject = state.local;
+      markTile(state.me);
+      for (const b of ["leave", "mute-audio", "mute-video"]) $(b).disabled = false;
+      callPhase();
       await publish();
       break;
     case "publish_answer":
       state.publishedTracks = msg.tracks || [];
+      for (const p of state.publishedTracks) {
+        if (p.officer_muted) state.officerMuted = { ...state.officerMuted, [p.kind]: true };
+      }
+      showOfficerMute();
       await state.pub.setRemoteDescription({ type: "answer", sdp: msg.sdp });
       await keepResolution(state.videoSender);  // once negotiated, the encoding is there too
       break;
@@ -157,15 +392,21 @@ async function onMessage(event) {
       break;
     case "participant_joined":
       state.names[msg.participant.id] = msg.participant.name;
+      state.roles[msg.participant.id] = msg.participant.role;
+      callPhase();
       break;
     case "participant_left":
       removeTile(msg.participant);
+      delete state.roles[msg.participant];
+      callPhase();
       break;
     case "error":
-      showError(`${msg.code}: ${msg.message}`);
+      state.lastError = msg.code;
+      if (msg.code === "muted_by_officer") showError(t("call.officer_muted.button"));
+      else if (!REFUSAL_PHASES[msg.code]) showError(errorText(msg.code, msg.message));
       break;
     case "track_muted":
-      if (msg.participant === state.me) showMute(msg);
+      trackMuted(msg);
       break;
     case "verification_guidance":
       // what to do about a picture too small or blurred to check (never a score): advice,
@@ -173,45 +414,207 @@ async function onMessage(event) {
       showGuidance(msg.state === "low_quality" ? `${msg.message} — ${msg.guidance}` : "");
       break;
     case "bye":
-      setStatus("closed: " + msg.reason);
+      state.bye = msg.reason;
       break;
   }
 }
 
-async function redeemInvitation(invite) {
-  // a party's link: explicit consents, a camera preview, then the invitation is used once
-  const form = $("consent-form");
-  // listen before the camera opens: a click meanwhile must not submit the form to the page
-  const submitted = new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
-  form.hidden = false;
-  try {
-    state.local = await openCamera();
-    $("preview").srcObject = state.local;
-  } catch (err) {
-    showError("camera or microphone unavailable: " + err);
+// signalling refusals (4003, docs/signalling.md) -> the page's state
+const REFUSAL_PHASES = {
+  removed: "removed", session_ended: "ended", case_closed: "closed",
+  invitation_revoked: "link_invalid", identity_unchecked: "checking",
+};
+
+function closePeers() {
+  for (const pc of [state.pub, state.sub]) if (pc) pc.close();
+  state.pub = state.sub = null;
+  state.tracks = {};
+  state.publishedTracks = [];
+  for (const pid of Object.keys(state.tiles)) removeTile(pid);
+  for (const b of ["leave", "mute-audio", "mute-video"]) $(b).disabled = true;
+}
+
+async function endedOrClosed() {
+  // the room closed: the case's view tells a closed case from an ended session
+  const view = await partyView(state.invite || state.callToken).catch(() => null);
+  if (view && view.case && view.case.status !== "open") setPhase("closed");
+  else setPhase("ended");
+}
+
+async function onClose(event) {
+  const bye = state.bye;
+  const code = state.lastError;
+  state.ws = null;
+  state.bye = null;
+  state.lastError = null;
+  closePeers();
+  if (state.ending) return setPhase("left");
+  if (bye === "removed") return setPhase("removed");
+  if (bye === "duplicate" || event.code === 4010) return setPhase("replaced");
+  if (bye === "room_closed" || bye === "room_empty") return endedOrClosed();
+  if (event.code === 4003 && REFUSAL_PHASES[code]) {
+    if (code === "identity_unchecked") return connect(await admitAgain());
+    return setPhase(REFUSAL_PHASES[code]);
   }
-  await submitted;
-  form.hidden = true;
+  if (event.code === 4001 && state.invite) return connect(await admitAgain());  // token expired
+  if (event.code === 4001 || event.code === 4002 || event.code === 4003) {
+    return setPhase("failed", { reason: errorText(code || "unknown") });
+  }
+  // the network, the server restarting, a lost connection: try again with backoff
+  state.reconnects += 1;
+  if (state.reconnects > 8) return setPhase("failed", { reason: t("error.network") });
+  setPhase("reconnecting", { attempt: state.reconnects });
+  await sleep(Math.min(1000 * 2 ** (state.reconnects - 1), 15000));
+  connect(state.callToken);
+}
+
+function connect(token) {
+  if (!token) return;
+  state.callToken = token;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = state.ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  ws.onopen = () => send({ type: "join", token });
+  ws.onmessage = (e) => onMessage(e).catch((err) => { console.error(err); showError(t("error.unknown")); });
+  ws.onclose = (e) => { onClose(e).catch((err) => console.error(err)); };
+}
+
+// -- the link: the case, consents, redemption ------------------------------------------------
+async function partyView(token) {
+  const response = await fetch("/api/party", { headers: I18N.headers({ Authorization: `Bearer ${token}` }) });
+  if (!response.ok) return null;
+  return response.json();
+}
+
+function showCase(view) {
+  state.view = view;
+  if (!view) return;
+  $("case-card").hidden = false;
+  $("case-title").textContent = view.case.title;
+  $("case-unit").textContent = view.unit || view.case.brigade || "";
+  const appt = view.appointment;
+  $("case-appointment").textContent = appt
+    ? t("appointment.at", { start: I18N.dateTime(appt.starts_at), end: I18N.time(appt.ends_at) })
+    : t("appointment.none");
+  renderAppointment();
+}
+
+function deviceSecret() {
+  try {
+    let secret = localStorage.getItem(STORE_DEVICE);
+    if (!secret) {
+      const bytes = crypto.getRandomValues(new Uint8Array(32));
+      secret = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+      localStorage.setItem(STORE_DEVICE, secret);
+    }
+    return secret;
+  } catch (err) {
+    return undefined;  // storage off: the link is single use, as without this page's help
+  }
+}
+
+async function inviteKey(invite) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(invite));
+  return STORE_REDEEMED + Array.from(new Uint8Array(digest).slice(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function remember(invite) {
+  try { localStorage.setItem(await inviteKey(invite), "1"); } catch (err) { /* single use */ }
+}
+
+async function redeemed(invite) {
+  try { return localStorage.getItem(await inviteKey(invite)) === "1"; } catch (err) { return false; }
+}
+
+async function redeem(body) {
   const response = await fetch("/api/invitations/redeem", {
-    method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({
-      token: invite,
-      consent: {
-        recording: $("consent-recording").checked,
-        face: $("consent-face").checked,
-        electronic_delivery: $("consent-delivery").checked,
-      },
-    }),
+    method: "POST", headers: I18N.headers({ "Content-Type": "application/json" }),
+    body: JSON.stringify({ token: state.invite, device: deviceSecret(), ...body }),
   });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.message || "the invitation cannot be used");
-  enableUploads(body.token);
+  let answer = {};
+  try { answer = await response.json(); } catch (err) { /* a proxy's page */ }
+  return { ok: response.ok, status: response.status, body: answer };
+}
+
+// the link's refusals (control/sessions/invitations.py) -> the page's state
+const REDEEM_PHASES = {
+  used: "link_used", unknown: "link_invalid", revoked: "link_invalid", expired: "link_invalid",
+  not_yet: "not_yet", no_session: "no_session", session_ended: "ended", case_closed: "closed",
+  removed: "removed",
+};
+
+function refusedLink(answer) {
+  const phase = REDEEM_PHASES[answer.body.error];
+  if (phase) setPhase(phase);
+  else setPhase("failed", { reason: errorText(answer.body.error, answer.body.message) });
+  return new Promise(() => {});  // the state says what to do next
+}
+
+async function admitAgain() {
+  // this device used the link before (a reload, an expired call token): back in, no consents
+  const answer = await redeem({});
+  if (!answer.ok) return refusedLink(answer);
+  return afterRedeem(answer.body);
+}
+
+async function afterRedeem(body) {
+  await remember(state.invite);
+  state.partyToken = body.token;
+  enableUploads();
+  setPhase("checking");
   await checkBeforeJoining(body.token);
   return body.token;
 }
 
+async function redeemInvitation(invite) {
+  state.invite = invite;
+  setPhase("opening");
+  const view = await partyView(invite);
+  if (!view) return refusedLink({ body: { error: "unknown" } });
+  showCase(view);
+  listMaterials();
+  if (view.case.status !== "open") return refusedLink({ body: { error: "case_closed" } });
+  const mine = await redeemed(invite);
+  if (mine || (view.invitation && view.invitation.used)) {
+    // used before: by this device (back in, no consents asked again) or by another (refused)
+    const again = await redeem({});
+    if (again.ok) {
+      await ensureCamera();
+      return afterRedeem(again.body);
+    }
+    if (again.body.error !== "consent_required") return refusedLink(again);
+  }
+  // a party's link: explicit consents, a camera preview, then the invitation is used
+  await ensureCamera();
+  const form = $("consent-form");
+  $("preview").srcObject = state.local;
+  setPhase("consent");
+  form.hidden = false;
+  for (;;) {
+    await new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
+    const consent = {
+      recording: $("consent-recording").checked,
+      face: $("consent-face").checked,
+      electronic_delivery: $("consent-delivery").checked,
+    };
+    let answer = await redeem({ consent });
+    while (answer.body.error === "no_session") {
+      // the officer has not opened the session yet: say so and try again by itself
+      form.hidden = true;
+      setPhase("no_session");
+      await sleep(5000);
+      answer = await redeem({ consent });
+    }
+    if (answer.ok) { form.hidden = true; return afterRedeem(answer.body); }
+    if (answer.body.error === "consent_required" || answer.status === 429) {
+      showError(errorText(answer.body.error, answer.body.message));
+      continue;
+    }
+    form.hidden = true;
+    return refusedLink(answer);
+  }
+}
+
 // -- the identity check before the call (docs/verifier.md) --------------------------------
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 state.prejoin = { status: null, route: null, verdicts: [], guidance: "", said: [] };
 
 function still(video) {
@@ -233,12 +636,12 @@ function showCheck(body) {
   $("check-guidance").textContent = body.guidance || "";
   $("check-message").textContent = body.message || "";
   $("check-progress").textContent = body.route === "face" && body.status === "checking"
-    ? `${body.matches} / ${body.needed}` : "";
+    ? t("check.progress", { matches: body.matches, needed: body.needed }) : "";
   $("check-frame").classList.toggle("passed", Boolean(body.admitted));
 }
 
 async function prejoinCall(token, path, blob) {
-  const init = { method: blob ? "POST" : "GET", headers: { Authorization: `Bearer ${token}` } };
+  const init = { method: blob ? "POST" : "GET", headers: I18N.headers({ Authorization: `Bearer ${token}` }) };
   if (blob) { init.body = blob; init.headers["Content-Type"] = "image/jpeg"; }
   if (path === "/retry") init.method = "POST";
   try {
@@ -246,7 +649,7 @@ async function prejoinCall(token, path, blob) {
     return { status: response.status, body: await response.json() };
   } catch (err) {
     // a lost connection or a proxy's page: say so and try again, the check is not lost
-    return { status: 0, body: { error: "network", message: `网络错误，正在重试 / network error, retrying (${err})` } };
+    return { status: 0, body: { error: "network", message: t("error.network") } };
   }
 }
 
@@ -256,13 +659,13 @@ async function checkBeforeJoining(token) {
   const video = $("check-video");
   let first = await prejoinCall(token, "");
   while (first.status !== 200) {
-    showError(first.body.message || `error ${first.status}`);
+    showError(errorText(first.body.error, first.body.message));
     await sleep(2000);
     first = await prejoinCall(token, "");
   }
   showError("");
   let body = first.body;
-  if (body.required === false) return;  // this server lets parties join without it
+  if (body.required === false || body.admitted) return;  // not asked, or passed before a reload
   video.srcObject = state.local;
   section.hidden = false;
   showCheck(body);
@@ -286,7 +689,7 @@ async function checkBeforeJoining(token) {
         const now = await prejoinCall(token, "");
         if (now.status === 200) { body = now.body; showCheck(body); }
       } else {
-        $("check-message").textContent = answer.body.message || `error ${answer.status}`;
+        $("check-message").textContent = errorText(answer.body.error, answer.body.message);
         await sleep(1000);
       }
     } else if (!waiting && body.route === "face" && body.status === "failed" && body.attempts_left > 0) {
@@ -298,7 +701,7 @@ async function checkBeforeJoining(token) {
       state.prejoin.verdicts = [];
       const answer = await prejoinCall(token, "/retry");
       if (answer.status === 200) { body = answer.body; showCheck(body); }
-      else $("check-message").textContent = answer.body.message || `error ${answer.status}`;
+      else $("check-message").textContent = errorText(answer.body.error, answer.body.message);
     } else {
       // the officer decides (a document shown to the camera, or a manual admission) and
       // sees the latest picture, which is not face-processed
@@ -306,7 +709,7 @@ async function checkBeforeJoining(token) {
       if (video.videoWidth) await prejoinCall(token, "/still", await still(video));
       const answer = await prejoinCall(token, "");
       if (answer.status !== 200) {
-        $("check-message").textContent = answer.body.message || `error ${answer.status}`;
+        $("check-message").textContent = errorText(answer.body.error, answer.body.message);
       } else if (answer.body.admitted || !waiting) {
         body = answer.body;
         showCheck(body);
@@ -317,31 +720,105 @@ async function checkBeforeJoining(token) {
   section.hidden = true;
 }
 
-function enableUploads(token) {
+// -- materials and appointments --------------------------------------------------------------
+function partyAuth() { return { Authorization: `Bearer ${state.partyToken || state.invite}` }; }
+
+async function listMaterials() {
+  if (!state.invite && !state.partyToken) return;
+  $("materials-panel").hidden = false;
+  const response = await fetch("/api/party/materials", { headers: I18N.headers(partyAuth()) });
+  if (!response.ok) return;
+  const body = await response.json();
+  const list = $("materials-list");
+  list.replaceChildren();
+  for (const m of body.materials || []) {
+    const li = document.createElement("li");
+    li.textContent = t("materials.item", { name: m.name || m.id, kind: m.media_type || "" });
+    list.append(li);
+  }
+  if (!list.children.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = t("materials.none");
+    list.append(li);
+  }
+}
+
+let uploadsOn = false;
+function enableUploads() {
   // a party sends materials with its call token; the server types, hashes and logs them
-  const form = $("upload-form");
-  form.hidden = false;
-  form.addEventListener("submit", async (e) => {
+  $("materials-panel").hidden = false;
+  $("upload-form").hidden = false;
+  if (uploadsOn) return;
+  uploadsOn = true;
+  $("upload-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const file = $("material-file").files[0];
     if (!file) return;
-    $("upload-status").textContent = "uploading…";
+    $("upload-status").textContent = t("materials.uploading");
     const response = await fetch(`/api/party/materials?name=${encodeURIComponent(file.name)}`, {
-      method: "POST", headers: { Authorization: `Bearer ${token}` }, body: file,
+      method: "POST", headers: I18N.headers(partyAuth()), body: file,
     });
-    const body = await response.json();
+    const body = await response.json().catch(() => ({}));
     $("upload-status").textContent = response.ok
-      ? `received: ${file.name} (SHA-256 ${body.sha256.slice(0, 16)}…)`
-      : `not accepted: ${body.message}`;
-    if (response.ok) $("material-file").value = "";
+      ? t("materials.received", { name: file.name, sha: String(body.sha256 || "").slice(0, 16) })
+      : t("materials.refused", { reason: body.message || t("error.unknown") });
+    if (response.ok) { $("material-file").value = ""; listMaterials(); }
   });
 }
 
+async function renderAppointment() {
+  const view = state.view;
+  if (!view || !state.invite || view.case.status !== "open") return;
+  $("appointment-panel").hidden = false;
+  const appt = view.appointment;
+  $("appointment-now").textContent = appt
+    ? t("appointment.at", { start: I18N.dateTime(appt.starts_at), end: I18N.time(appt.ends_at) })
+    : t("appointment.none");
+  $("appointment-book").textContent = t(appt ? "appointment.move" : "appointment.book");
+  $("appointment-cancel").hidden = !appt;
+  const response = await fetch("/api/party/slots", { headers: I18N.headers(partyAuth()) });
+  const select = $("appointment-slot");
+  select.replaceChildren();
+  const slots = response.ok ? (await response.json()).slots : [];
+  for (const s of slots) {
+    const option = document.createElement("option");
+    option.value = String(s.id);
+    option.textContent = t("appointment.at", { start: I18N.dateTime(s.starts_at), end: I18N.time(s.ends_at) });
+    select.append(option);
+  }
+  $("appointment-form").hidden = slots.length === 0;
+  if (!slots.length) $("appointment-status").textContent = t("appointment.no_slots");
+}
+
+async function changeAppointment(path, body) {
+  const response = await fetch(path, {
+    method: "POST", headers: I18N.headers({ ...partyAuth(), "Content-Type": "application/json" }),
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  $("appointment-status").textContent = response.ok ? t("appointment.saved") : I18N.error(answer);
+  if (response.ok) showCase(await partyView(state.invite));
+}
+
+$("appointment-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const slot = Number($("appointment-slot").value);
+  if (slot) changeAppointment("/api/party/appointment", { slot_id: slot });
+});
+$("appointment-cancel").addEventListener("submit", (e) => {
+  e.preventDefault();
+  changeAppointment("/api/party/appointment/cancel", { reason: $("cancel-reason").value });
+  $("cancel-reason").value = "";
+});
+
+// -- the page --------------------------------------------------------------------------------
 async function getToken() {
   const params = new URLSearchParams(location.search);
-  if (params.get("token")) return params.get("token");
+  if (params.get("token")) { state.partyToken = params.get("token"); return params.get("token"); }
   if (params.get("invite")) return redeemInvitation(params.get("invite"));
   // without a link, only a development server lets the page mint its own token
+  $("state-panel").hidden = true;
   const health = await fetch("/healthz").then((r) => r.json()).catch(() => ({}));
   if (health.dev_join === false) {
     $("no-dev").hidden = false;
@@ -352,61 +829,72 @@ async function getToken() {
   form.hidden = false;
   await new Promise((resolve) => form.addEventListener("submit", (e) => { e.preventDefault(); resolve(); }, { once: true }));
   form.hidden = true;
+  $("state-panel").hidden = false;
   const response = await fetch("/dev/token", {
-    method: "POST", headers: { "Content-Type": "application/json" },
+    method: "POST", headers: I18N.headers({ "Content-Type": "application/json" }),
     body: JSON.stringify({ room: $("room").value, name: $("name").value }),
   });
   const body = await response.json();
-  if (!response.ok) throw new Error(body.message || "cannot get a token");
+  if (!response.ok) throw new Error(errorText(body.error, body.message));
   return body.token;
 }
 
-async function main() {
-  try {
-    const token = await getToken();
-    if (!state.local) {
-      state.local = await openCamera();
-    }
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = state.ws = new WebSocket(`${scheme}://${location.host}/ws`);
-    ws.onopen = () => { setStatus("joining"); send({ type: "join", token }); };
-    ws.onmessage = (e) => onMessage(e).catch((err) => showError(String(err)));
-    ws.onclose = (e) => { setStatus(`disconnected (${e.code})`); for (const b of ["leave", "mute-audio", "mute-video"]) $(b).disabled = true; };
-    for (const b of ["leave", "mute-audio", "mute-video"]) $(b).disabled = false;
-  } catch (err) {
-    showError(String(err));
-  }
-}
-
-$("leave").onclick = () => {
-  send({ type: "leave" });
-  for (const pc of [state.pub, state.sub]) if (pc) pc.close();
-  if (state.local) for (const t of state.local.getTracks()) t.stop();
-};
-
-function showMute(msg) {
-  // an officer's mute is the officer's: say so, and the button cannot lift it
-  const track = state.publishedTracks.find((t) => t.id === msg.track);
+function toggle(kind, button) {
+  const track = state.local && state.local.getTracks().find((tr) => tr.kind === kind);
   if (!track) return;
-  const button = $(track.kind === "audio" ? "mute-audio" : "mute-video");
-  state.officerMuted = { ...(state.officerMuted || {}), [track.kind]: msg.officer_muted };
-  button.title = msg.officer_muted ? "民警已静音 / muted by the officer" : "";
-  if (msg.officer_muted) setStatus("民警已将您静音 / the officer muted you");
-}
-
-function toggle(kind, button, onText, offText) {
-  const track = state.local && state.local.getTracks().find((t) => t.kind === kind);
-  if (!track) return;
-  if (!track.enabled && (state.officerMuted || {})[kind]) {
-    showError("民警已将您静音，只有民警可以解除 / the officer muted you; only the officer can unmute");
+  if (!track.enabled && state.officerMuted[kind]) {
+    showError(t("call.officer_muted.button"));
     return;
   }
   track.enabled = !track.enabled;
-  button.textContent = track.enabled ? onText : offText;
-  const published = state.publishedTracks.find((t) => t.kind === kind);
+  labelButtons();
+  button.setAttribute("aria-pressed", String(!track.enabled));
+  const published = state.publishedTracks.find((p) => p.kind === kind);
   if (published) send({ type: "mute", track: published.id, muted: !track.enabled });
+  if (kind === "video" && state.me) markTile(state.me);
 }
-$("mute-audio").onclick = (e) => toggle("audio", e.target, "Mute mic", "Unmute mic");
-$("mute-video").onclick = (e) => toggle("video", e.target, "Stop camera", "Start camera");
+
+function labelButtons() {
+  const on = (kind) => { const tr = state.local && state.local.getTracks().find((x) => x.kind === kind); return !tr || tr.enabled; };
+  $("mute-audio").textContent = on("audio") ? t("call.mic.off") : t("call.mic.on");
+  $("mute-video").textContent = on("video") ? t("call.camera.off") : t("call.camera.on");
+}
+
+$("mute-audio").onclick = (e) => toggle("audio", e.currentTarget);
+$("mute-video").onclick = (e) => toggle("video", e.currentTarget);
+$("leave").onclick = () => {
+  state.ending = true;
+  send({ type: "leave" });
+  for (const pc of [state.pub, state.sub]) if (pc) pc.close();
+  if (state.local) for (const tr of state.local.getTracks()) tr.stop();
+  setPhase("left");
+};
+
+$("lang-switch").onclick = () => I18N.setLang(I18N.lang === "en" ? "zh-CN" : "en");
+document.addEventListener("remotecase:lang", () => {
+  // re-render what the page wrote itself
+  renderPhase();
+  labelButtons();
+  showOfficerMute();
+  for (const pid of Object.keys(state.tiles)) { tileFor(pid); markTile(pid); }
+  if (state.view) showCase(state.view);
+  listMaterials();
+});
+
+async function main() {
+  await I18N.load(["party"]).catch((err) => console.error(err));
+  document.title = t("party.title");
+  setPhase("opening");
+  labelButtons();
+  try {
+    const token = await getToken();
+    if (!state.local) await ensureCamera();
+    setPhase("waiting");
+    connect(token);
+  } catch (err) {
+    console.error(err);
+    setPhase("failed", { reason: err.message || t("error.unknown") });
+  }
+}
 
 main();
