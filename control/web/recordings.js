@@ -21,7 +21,7 @@
   async function load() {
     if (!con.caseId) return;
     const { recordings: all } = await con.api("GET", "/api/recordings");
-    recordings = all.filter((r) => r.case === con.caseId);
+    recordings = all.filter((r) => String(r.case) === String(con.caseId));  // the recorder keeps it as text
     render();
   }
 
