@@ -13,6 +13,10 @@
   const t = (key, params) => I18N.t(key, params);
 
   const VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 } };
+  // why the server may close a call that the officer did not end: the page joins again
+  const REJOIN = ["peer_closed", "connection_failed", "connect_timeout", "signalling_lost"];
+  const REJOIN_TRIES = 3;
+  let rejoins = 0;
   let call = null;  // the call now: {ws, pub, sub, local, me, tracks, tiles, published, leaving}
 
   function send(msg) { if (call && call.ws.readyState === 1) call.ws.send(JSON.stringify(msg)); }
@@ -76,9 +80,19 @@
     if (tile) { tile.el.remove(); delete call.tiles[pid]; }
   }
 
+  function syncMutes() {
+    // the SFU's map of what each transceiver carries says whether it is muted: the state
+    // holds after this page joined (or joined again), not only from track_muted onwards
+    for (const info of Object.values(call.tracks)) {
+      const p = con.participants[info.participant];
+      if (p && info.kind && info.muted !== undefined) p.muted = { ...(p.muted || {}), [info.kind]: Boolean(info.muted) };
+    }
+  }
+
   function renderRemote() {
     // each remote participant's stream from the transceivers the SFU says carry them
     if (!call || !call.sub) return;
+    syncMutes();
     const wanted = {};
     for (const tr of call.sub.getTransceivers()) {
       const info = call.tracks[tr.mid];
@@ -128,6 +142,7 @@
   async function onMessage(msg) {
     switch (msg.type) {
       case "joined":
+        rejoins = 0;
         call.me = msg.participant.id;
         call.names[call.me] = msg.participant.name;
         for (const p of msg.participants) {
@@ -158,6 +173,7 @@
       }
       case "participant_left": removeTile(msg.participant); break;
       case "track_muted": {
+        for (const info of Object.values(call.tracks)) if (info.id === msg.track) info.muted = msg.muted;
         const kind = trackKind(msg.track);
         const p = con.participants[msg.participant];
         if (p && kind) { p.muted = { ...(p.muted || {}), [kind]: msg.muted }; con.renderParticipants(); }
@@ -165,7 +181,9 @@
       }
       case "error": con.showError(I18N.has(`error.${msg.code}`) ? t(`error.${msg.code}`) : msg.message || msg.code); break;
       case "bye":
-        call.leaving = true;
+        // the connection failed or timed out: come back by oneself; anything else is final
+        call.leaving = !REJOIN.includes(msg.reason);
+        call.byeReason = msg.reason;
         con.notice(t("call.bye", { reason: I18N.has(`leave.${msg.reason}`) ? t(`leave.${msg.reason}`) : msg.reason }));
         break;
       default: break;  // the verifier's per-sample reports: the event stream has the changes
@@ -190,7 +208,14 @@
       if (call !== mine) return;
       const expected = mine.leaving;
       cleanup();
-      if (!expected) con.showError(t("call.lost", { code: e.code }));
+      if (expected) return;
+      if (con.session && con.session.id === mine.session && rejoins < REJOIN_TRIES) {
+        rejoins += 1;
+        con.notice(t("call.rejoining"));
+        setTimeout(() => { if (!call && con.session && con.session.id === mine.session) join().catch(con.showError); }, 1500);
+      } else {
+        con.showError(t("call.lost", { code: e.code }));
+      }
     };
   }
 

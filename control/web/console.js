@@ -410,7 +410,8 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
       const li = el("li", { "data-party-id": String(p.party_id), "data-status": p.status, class: `prejoin-${p.status}` },
         el("strong", { text: p.name }), " ", status);
       if (p.attempt) li.append(" ", el("span", { class: "muted", text: t("prejoin.progress", { attempt: p.attempt, matches: p.matches, needed: view.rules.needed, samples: p.samples }) }));
-      if (!p.face_consent) li.append(el("div", { class: "warn", text: t("prejoin.no_consent") }));
+      // consent is known once the party used its link and reached the check
+      if (!p.face_consent && p.status !== "none") li.append(el("div", { class: "warn", text: t("prejoin.no_consent") }));
       if (p.reason) li.append(el("div", { class: "muted", text: p.reason }));
       if (p.attestation) li.append(el("div", { text: t("prejoin.attested", { type: t(`doc.${p.attestation.document_type}`), digits: p.attestation.document_last_digits, by: p.attestation.by }) }));
       if (!p.admitted) {
@@ -533,7 +534,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
         const p = con.participants[ev.participant] ||= { role: "party" };
         p.state = ev.state; p.reason = ev.reason; p.message = ev.message; p.guidance = ev.guidance;
       }
-      if (ev.type === "prejoin") schedulePrejoin();
+      if (ev.type === "prejoin" || ev.type === "participant_joined") schedulePrejoin();
       if (ev.type === "session" || ev.type === "room_closed") con.participants = {};
       if (ev.type === "session" && ev.state === "ended" && con.call) con.call.leave();
       renderParticipants();
