@@ -29,7 +29,7 @@ from bench.peer import ImageVideoTrack, PeerClient
 from control.appkeys import EVENTS
 from control.sessions.display import PARTICIPANT
 from tests import samples
-from tests.conftest import PASSWORD, Api, Server, officer_login, wait_until
+from tests.conftest import PASSWORD, Api, Server, case_with_party, officer_login, wait_until
 from tests.test_browser import _wait_for, chromium, face_image, write_y4m
 
 pytestmark = pytest.mark.browser
@@ -357,4 +357,97 @@ async def test_officer_runs_a_case_in_one_tab(
         other = catalog("en" if lang == "zh-CN" else "zh-CN")
         await see(page, f"#stats-charts figcaption:has-text('{other['stats.cases']}')")
         assert await page.inner_text("#stats-heading") == other["stats.heading"]
+        assert errors == []
+
+
+async def test_reference_photo_from_a_file_and_an_appointment_cancelled(
+    server: Server, tmp_path: Path
+) -> None:
+    """At phone size, Chinese: the case opened by its address, a reference photo uploaded from
+    a file (a file that is no photo is refused in words), an appointment cancelled on the
+    calendar (with its reason), and the language switch kept after a reload."""
+    from tests.test_verifier import _png
+
+    cat, en = catalog("zh-CN"), catalog("en")
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        token = await officer_login(server, api, "li", "brigade-1")
+        case_id, party_id = await case_with_party(api, token, name="李娜")
+        starts = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(
+            days=2
+        )
+        status, slot = await api.call(
+            "POST",
+            "/api/slots",
+            token,
+            {
+                "starts_at": starts.isoformat(),
+                "ends_at": (starts + datetime.timedelta(minutes=30)).isoformat(),
+            },
+        )
+        assert status == 201, slot
+        status, booked = await api.call(
+            "POST",
+            f"/api/cases/{case_id}/appointments",
+            token,
+            {"party_id": party_id, "slot_id": slot["id"]},
+        )
+        assert status == 201, booked
+    photo, not_photo = tmp_path / "id-photo.png", tmp_path / "notes.txt"
+    photo.write_bytes(await asyncio.to_thread(_png, skimage.data.astronaut()))
+    not_photo.write_text("这不是照片")
+    camera = tmp_path / "camera.y4m"
+    await asyncio.to_thread(lambda: write_y4m(camera, face_image(), frames=5))
+
+    async with chromium(camera) as context:
+        page = await open_page(context, "zh-CN", "phone")
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{server.base_url}/console#case/{case_id}")
+        await page.fill("#username", "li")
+        await page.fill("#password", PASSWORD)
+        await page.click("#login-form button")
+        await see(page, f"#parties li[data-party-id='{party_id}']")
+        assert "李娜" in await page.inner_text("#parties")
+
+        upload = page.locator(
+            f"#parties li[data-party-id='{party_id}'] button", has_text=cat["reference.file"]
+        )
+        async with page.expect_file_chooser() as chooser:
+            await upload.click()
+        await (await chooser.value).set_files(str(not_photo))
+        await _wait_for(page, "document.getElementById('error').textContent.length > 0")
+        assert await page.inner_text("#error") == cat["error.not_an_image"]
+        async with page.expect_file_chooser() as chooser:
+            await upload.click()
+        await (await chooser.value).set_files(str(photo))
+        await see(page, f"#notice:has-text('{words(cat, 'reference.enrolled', name='李娜')}')")
+        await see(page, "#audit li[data-action='reference.enrolled']")
+        await screenshot(page, tmp_path, "phone-case-reference")
+
+        # the calendar: the booked slot is the case's; cancelling asks for a reason
+        await page.click("#nav a[data-view=calendar]")
+        mine = page.locator(f"#week .slot.mine[data-slot-id='{slot['id']}']")
+        if not await mine.count():  # the slot may fall in next week (China time)
+            await page.click("#week-next")
+        await see(page, f"#week .slot.mine[data-slot-id='{slot['id']}']")
+        cancel = mine.locator("button.danger")
+        await cancel.click()
+        await _wait_for(page, "document.getElementById('error').textContent.length > 0")
+        assert await page.inner_text("#error") == cat["calendar.need_reason"]
+        await page.fill("#calendar-reason", "当事人已到现场办理")
+        await cancel.click()
+        await see(page, f"#week .slot.free[data-slot-id='{slot['id']}']")
+        await screenshot(page, tmp_path, "phone-calendar-cancelled")
+        async with aiohttp.ClientSession() as http:
+            _, detail = await Api(http, server.base_url).call("GET", f"/api/cases/{case_id}", token)
+        assert [a["status"] for a in detail["appointments"]] == ["cancelled"]
+
+        # the switch is kept: after a reload the page is English
+        await page.click("#lang")
+        await see(page, f"#calendar-heading:has-text('{en['calendar.heading']}')")
+        await page.reload()
+        await _wait_for(page, "document.documentElement.lang === 'en'")
+        await see(page, f"#nav a:has-text('{en['nav.calendar']}')")
+        assert await page.inner_text("#calendar-heading") == en["calendar.heading"]
         assert errors == []

@@ -148,7 +148,7 @@
         for (const p of msg.participants) {
           call.names[p.id] = p.name;
           // already in the room before this page listened: known from here on
-          con.participants[p.id] = { ...(con.participants[p.id] || {}), name: p.name, role: p.role };
+          con.participants[p.id] = { ...(con.faces[p.id] || {}), ...(con.participants[p.id] || {}), name: p.name, role: p.role };
         }
         call.iceServers = msg.ice_servers || [];
         showState("call.state.joined");
@@ -167,7 +167,7 @@
       case "participant_joined": {
         const p = msg.participant;
         call.names[p.id] = p.name;
-        con.participants[p.id] = { ...(con.participants[p.id] || {}), name: p.name, role: p.role };
+        con.participants[p.id] = { ...(con.faces[p.id] || {}), ...(con.participants[p.id] || {}), name: p.name, role: p.role };
         con.renderParticipants();
         break;
       }

@@ -11,6 +11,7 @@ const con = {
   officer: null, caseId: null, case: null, session: null, events: null,
   participants: {},   // participant id -> {name, role, state, reason, message, guidance}
   prejoinSeen: {},    // participant id -> last prejoin status shown in the events list
+  faces: {},          // participant id -> face state heard before the participant was known
   parts: [],          // the workspace's other parts: {name, caseOpened, event, lang, view}
 };
 window.remotecaseConsole = con;  // for record.js, the other parts, tests and debugging
@@ -176,7 +177,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     con.caseId = id;
     con.case = await api("GET", `/api/cases/${id}`);
     if (changed) {
-      con.participants = {}; con.prejoinSeen = {};
+      con.participants = {}; con.prejoinSeen = {}; con.faces = {};
       $("events").replaceChildren();
       if (con.call) con.call.leave();
       subscribe();
@@ -376,7 +377,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     try {
       const { participants } = await api("GET", sessionPath("/verification"));
       for (const [pid, v] of Object.entries(participants || {})) {
-        const p = con.participants[pid] ||= { role: "party" };
+        const p = con.participants[pid] || (con.faces[pid] ||= {});
         p.state = v.state; p.reason = v.reason;
       }
     } catch (err) { /* the verifier may be off: nothing to show */ }
@@ -526,12 +527,13 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
       if (ev.type === "error") { showError(I18N.error(ev)); return; }
       if (ev.case !== undefined && ev.case !== con.caseId) return;
       if (ev.type === "participant_joined") {
-        con.participants[ev.participant] = { ...(con.participants[ev.participant] || {}), name: ev.name, role: ev.role };
+        con.participants[ev.participant] = { ...(con.faces[ev.participant] || {}), ...(con.participants[ev.participant] || {}), name: ev.name, role: ev.role };
       }
       addEvent(ev);
       if (ev.type === "participant_left") delete con.participants[ev.participant];
       if (ev.type === "verification") {
-        const p = con.participants[ev.participant] ||= { role: "party" };
+        // kept for a participant not (yet) known here, given to it when it joins
+        const p = con.participants[ev.participant] || (con.faces[ev.participant] ||= {});
         p.state = ev.state; p.reason = ev.reason; p.message = ev.message; p.guidance = ev.guidance;
       }
       if (ev.type === "prejoin" || ev.type === "participant_joined") schedulePrejoin();
