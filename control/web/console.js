@@ -132,6 +132,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     const name = ["cases", "case", "calendar", "stats"].includes(view) ? view : "cases";
     const shown = name === "case" ? "cases" : name;
     for (const v of ["cases", "calendar", "stats"]) $(`view-${v}`).hidden = v !== shown;
+    $("view-cases").classList.toggle("has-case", name === "case" && Boolean(con.caseId || Number(id)));
     for (const a of document.querySelectorAll("#nav a")) {
       if (a.dataset.view === shown) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
@@ -156,6 +157,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     for (const c of con.cases || []) {
       const link = el("a", { href: `#case/${c.id}`, text: t("cases.item", { id: c.id, kind: kindText(c.kind), title: c.title }) });
       const li = el("li", { "data-case-id": String(c.id) }, link);
+      li.addEventListener("click", (e) => { if (e.target === li) location.hash = `#case/${c.id}`; });
       if (c.status !== "open") li.append(" ", el("span", { class: "muted", text: statusText(c.status) }));
       if (c.id === con.caseId) { li.classList.add("current"); link.setAttribute("aria-current", "true"); }
       list.append(li);
@@ -345,7 +347,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     const list = $("participants");
     list.replaceChildren();
     for (const [pid, p] of Object.entries(con.participants)) {
-      const state = el("span", { class: `face state-${p.state || "none"}`, text: faceText(p) });
+      const state = el("span", { class: `state-${p.state || "none"}`, text: faceText(p) });
       const role = I18N.has(`participant.${p.role}`) ? t(`participant.${p.role}`) : (p.role || "");
       const li = el("li", { "data-participant": pid }, el("strong", { text: p.name || pid }), " ",
         el("span", { class: "muted", text: role }), " ", state);
