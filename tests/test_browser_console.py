@@ -428,7 +428,13 @@ async def test_reference_photo_from_a_file_and_an_appointment_cancelled(
         # the calendar: the booked slot is the case's; cancelling asks for a reason
         await page.click("#nav a[data-view=calendar]")
         mine = page.locator(f"#week .slot.mine[data-slot-id='{slot['id']}']")
-        if not await mine.count():  # the slot may fall in next week (China time)
+        china = datetime.timedelta(hours=8)
+        today = (datetime.datetime.now(datetime.UTC) + china).date()
+        day = (starts + china).date()
+        if day - datetime.timedelta(days=day.weekday()) != today - datetime.timedelta(
+            days=today.weekday()
+        ):  # the slot falls in next week (weeks begin on Monday, China time)
+            await see(page, "#week .day")
             await page.click("#week-next")
         await see(page, f"#week .slot.mine[data-slot-id='{slot['id']}']")
         cancel = mine.locator("button.danger")

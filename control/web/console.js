@@ -131,6 +131,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     const [view, id] = hash.split("/");
     const name = ["cases", "case", "calendar", "stats"].includes(view) ? view : "cases";
     const shown = name === "case" ? "cases" : name;
+    notice("");  // what was said belongs to the view left
     for (const v of ["cases", "calendar", "stats"]) $(`view-${v}`).hidden = v !== shown;
     $("view-cases").classList.toggle("has-case", name === "case" && Boolean(con.caseId || Number(id)));
     for (const a of document.querySelectorAll("#nav a")) {
