@@ -5,7 +5,11 @@ put a header on a WebSocket, and a token in the URL ends up in logs). The stream
 for every case the officer may touch (``{"type": "subscribe", "case": N}`` narrows it to one):
 
 * ``participant_joined`` / ``participant_left`` / ``room_closed`` of each session's room;
-* ``verification``: the verifier's state for a party (verifying, verified, alert) per sample;
+* ``verification``: the verifier's state for a party (verifying, verified, alert, ...) when it
+  changes: the verifier reports its state with every sample (about once a second), and a
+  repeat of the same state and reason says nothing new, so the hub passes on only the first of
+  a run (counted in ``EventHub.repeats_dropped``; the session's ``/verification`` answers
+  the current state, scores included, to a console that connects later);
 * ``prejoin``: a party's identity check before joining: each still's verdict, the result, the
   officer's manual admission or document attestation (control/verification/prejoin.py);
 * ``recording``: started / sealed (``part`` when a session's room opened again);
@@ -13,7 +17,9 @@ for every case the officer may touch (``{"type": "subscribe", "case": N}`` narro
   ``kind``, ``error``, ``recorded_frames``), sent at once; the recording will seal incomplete;
 * ``session``: opened / ended; ``display``: an evidence item shown / taken off.
 
-Each event has ``type``, ``case``, ``room`` and ``time``. A slow reader loses the oldest events,
+Each event has ``type``, ``case``, ``room`` and ``time``. Every consumer (the console, a
+supervisor's screen, a script) gets the same changes-only stream, which is why the repeats are
+dropped here at the source rather than in each page. A slow reader loses the oldest events,
 not the server's memory: the queue is bounded and a ``dropped`` event says how many went.
 """
 
@@ -46,6 +52,10 @@ QUEUE = 512
 AUTH_TIMEOUT = 10.0
 CLOSE_AUTH = 4001
 _CASE_ROOM = re.compile(r"^case-(\d+)-[0-9a-f]+$")
+
+# Event types reported again and again with nothing new: the fields that make one a change.
+# Everything else (a score, a liveness value) moves with every sample and is not a change.
+CHANGES_ONLY: dict[str, tuple[str, ...]] = {"verification": ("state", "reason")}
 
 
 def case_of_room(room_id: str) -> int | None:
@@ -86,6 +96,10 @@ class EventHub:
         self._listeners: set[_Listener] = set()
         self._brigades: dict[int, str] = {}  # case ID -> brigade
         self._tasks = TaskSet("event hub", logger)  # looking up a case's brigade
+        # (room, type, participant) -> the last passed value of CHANGES_ONLY's fields; forgotten
+        # when the participant leaves or the room closes, so it holds live participants only
+        self._last: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self.repeats_dropped = 0
 
     async def end_officer(self, officer_id: int) -> int:
         """Close the event streams of an account that was disabled or changed (accounts/api.py);
@@ -99,7 +113,7 @@ class EventHub:
         self._brigades[case_id] = brigade
 
     def publish(self, case_id: int | None, event_type: str, room: str = "", **fields: Any) -> None:
-        if case_id is None:
+        if case_id is None or self._repeat(room, event_type, fields):
             return
         brigade = self._brigades.get(case_id)
         event = {"type": event_type, "case": case_id, "room": room, "time": utc_now(), **fields}
@@ -109,6 +123,26 @@ class EventHub:
             if listener.case is not None and listener.case != case_id:
                 continue
             listener.offer(event)
+
+    def _repeat(self, room: str, event_type: str, fields: dict[str, Any]) -> bool:
+        """Whether this event only repeats the last one of its kind (and remember it if not)."""
+        if event_type == "participant_left":
+            gone = str(fields.get("participant", ""))
+            for key in [k for k in self._last if k[0] == room and k[2] == gone]:
+                del self._last[key]
+        elif event_type == "room_closed":
+            for key in [k for k in self._last if k[0] == room]:
+                del self._last[key]
+        significant = CHANGES_ONLY.get(event_type)
+        if significant is None:
+            return False
+        key = (room, event_type, str(fields.get("participant", "")))
+        value = tuple(fields.get(name) for name in significant)
+        if self._last.get(key) == value:
+            self.repeats_dropped += 1
+            return True
+        self._last[key] = value
+        return False
 
     # -- feeds -------------------------------------------------------------------------------
     def watch_room(self, room: Room) -> None:

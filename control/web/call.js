@@ -1,0 +1,296 @@
+// The officer's call inside the case workspace: joins the session's room through the
+// signalling WebSocket (docs/signalling.md) with the officer's session token, publishes the
+// officer's camera and microphone when there are any (an officer without a camera still sees
+// and hears everyone), receives every other participant on a second peer connection and shows
+// each in a tile. The party page (client.js) speaks the same protocol; nothing is shared with
+// it so that each page can change on its own.
+"use strict";
+
+(() => {
+  const con = window.remotecaseConsole;
+  if (!con) return;
+  const $ = (id) => document.getElementById(id);
+  const t = (key, params) => I18N.t(key, params);
+
+  const VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 } };
+  // why the server may close a call that the officer did not end: the page joins again
+  const REJOIN = ["peer_closed", "connection_failed", "connect_timeout", "signalling_lost"];
+  const REJOIN_TRIES = 3;
+  let rejoins = 0;
+  let call = null;  // the call now: {ws, pub, sub, local, me, tracks, tiles, published, leaving}
+
+  function send(msg) { if (call && call.ws.readyState === 1) call.ws.send(JSON.stringify(msg)); }
+
+  function waitForIce(pc, limitMs = 3000) {
+    // complete descriptions: simpler for the server than trickling every candidate
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { pc.removeEventListener("icegatheringstatechange", check); resolve(); };
+      const check = () => { if (pc.iceGatheringState === "complete") done(); };
+      pc.addEventListener("icegatheringstatechange", check);
+      setTimeout(done, limitMs);
+    });
+  }
+
+  async function openCamera() {
+    // a desk may have no camera, or a camera without a microphone: join with what there is
+    for (const constraints of [{ video: VIDEO, audio: true }, { audio: true }, { video: VIDEO }]) {
+      try { return await navigator.mediaDevices.getUserMedia(constraints); } catch (err) { /* next */ }
+    }
+    con.notice(t("call.no_camera"));
+    return null;
+  }
+
+  function nameOf(pid) {
+    if (pid === "server-evidence") return t("call.evidence");
+    if (call && pid === call.me) return t("call.me");
+    const p = con.participants[pid];
+    return (p && p.name) || (call && call.names[pid]) || pid;
+  }
+
+  function tileFor(pid) {
+    let tile = call.tiles[pid];
+    if (!tile) {
+      const video = con.el("video", { autoplay: true, playsInline: true });
+      if (pid === call.me) video.muted = true;
+      // a picture has arrived: the snapshot button can be offered
+      video.addEventListener("loadeddata", () => con.renderParticipants());
+      const label = con.el("span", { class: "label" });
+      const face = con.el("span", { class: "tile-face" });
+      const el = con.el("div", { class: "tile", "data-participant": pid }, video, label, face);
+      $("grid").append(el);
+      tile = call.tiles[pid] = { el, video, label, face, stream: new MediaStream() };
+      video.srcObject = tile.stream;
+    }
+    labelTile(pid, tile);
+    return tile;
+  }
+
+  function labelTile(pid, tile) {
+    tile.label.textContent = nameOf(pid);
+    const p = con.participants[pid];
+    const text = p ? con.faceText(p) : "";
+    tile.face.textContent = text;
+    tile.face.className = `tile-face state-${(p && p.state) || "none"}`;
+    tile.face.hidden = !text;
+  }
+
+  function removeTile(pid) {
+    const tile = call && call.tiles[pid];
+    if (tile) { tile.el.remove(); delete call.tiles[pid]; }
+  }
+
+  function syncMutes() {
+    // the SFU's map of what each transceiver carries says whether it is muted: the state
+    // holds after this page joined (or joined again), not only from track_muted onwards
+    for (const info of Object.values(call.tracks)) {
+      const p = con.participants[info.participant];
+      if (p && info.kind && info.muted !== undefined) p.muted = { ...(p.muted || {}), [info.kind]: Boolean(info.muted) };
+    }
+  }
+
+  function renderRemote() {
+    // each remote participant's stream from the transceivers the SFU says carry them
+    if (!call || !call.sub) return;
+    syncMutes();
+    const wanted = {};
+    for (const tr of call.sub.getTransceivers()) {
+      const info = call.tracks[tr.mid];
+      if (!info || !tr.receiver.track || tr.currentDirection === "inactive") continue;
+      (wanted[info.participant] ||= []).push(tr.receiver.track);
+    }
+    for (const [pid, tracks] of Object.entries(wanted)) {
+      const tile = tileFor(pid);
+      for (const old of tile.stream.getTracks()) if (!tracks.includes(old)) tile.stream.removeTrack(old);
+      for (const track of tracks) if (!tile.stream.getTracks().includes(track)) tile.stream.addTrack(track);
+      tile.video.play().catch(() => {});
+    }
+    for (const pid of Object.keys(call.tiles)) if (pid !== call.me && !wanted[pid]) removeTile(pid);
+    con.renderParticipants();
+  }
+
+  async function publish() {
+    const pc = call.pub = new RTCPeerConnection({ iceServers: call.iceServers });
+    for (const track of call.local.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIce(pc);
+    send({ type: "publish", sdp: pc.localDescription.sdp });
+  }
+
+  async function onOffer(msg) {
+    if (!call.sub) {
+      const pc = call.sub = new RTCPeerConnection({ iceServers: call.iceServers });
+      pc.ontrack = () => renderRemote();
+      pc.onconnectionstatechange = () => showState(pc.connectionState === "connected" ? "call.state.connected" : pc.connectionState === "failed" ? "call.state.failed" : "call.state.connecting");
+    }
+    call.tracks = msg.tracks || {};
+    await call.sub.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    await call.sub.setLocalDescription(await call.sub.createAnswer());
+    await waitForIce(call.sub);
+    send({ type: "answer", sdp: call.sub.localDescription.sdp });
+    renderRemote();
+  }
+
+  function showState(key) { call && (call.stateKey = key); $("call-state").textContent = key ? t(key) : ""; }
+
+  function trackKind(trackId) {
+    for (const info of Object.values((call && call.tracks) || {})) if (info.id === trackId) return info.kind;
+    const own = ((call && call.published) || []).find((p) => p.id === trackId);
+    return own ? own.kind : null;
+  }
+
+  async function onMessage(msg) {
+    switch (msg.type) {
+      case "joined":
+        rejoins = 0;
+        call.me = msg.participant.id;
+        call.names[call.me] = msg.participant.name;
+        for (const p of msg.participants) {
+          call.names[p.id] = p.name;
+          // already in the room before this page listened: known from here on
+          con.participants[p.id] = { ...(con.faces[p.id] || {}), ...(con.participants[p.id] || {}), name: p.name, role: p.role };
+        }
+        call.iceServers = msg.ice_servers || [];
+        showState("call.state.joined");
+        if (call.local) {
+          const tile = tileFor(call.me);
+          tile.stream = call.local; tile.video.srcObject = call.local;
+          await publish();
+        }
+        break;
+      case "publish_answer":
+        call.published = msg.tracks || [];
+        await call.pub.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+        break;
+      case "offer": await onOffer(msg); break;
+      case "tracks": call.tracks = msg.tracks || {}; renderRemote(); break;
+      case "participant_joined": {
+        const p = msg.participant;
+        call.names[p.id] = p.name;
+        con.participants[p.id] = { ...(con.faces[p.id] || {}), ...(con.participants[p.id] || {}), name: p.name, role: p.role };
+        con.renderParticipants();
+        break;
+      }
+      case "participant_left": removeTile(msg.participant); break;
+      case "track_muted": {
+        for (const info of Object.values(call.tracks)) if (info.id === msg.track) info.muted = msg.muted;
+        const kind = trackKind(msg.track);
+        const p = con.participants[msg.participant];
+        if (p && kind) { p.muted = { ...(p.muted || {}), [kind]: msg.muted }; con.renderParticipants(); }
+        break;
+      }
+      case "error": con.showError(I18N.has(`error.${msg.code}`) ? t(`error.${msg.code}`) : msg.message || msg.code); break;
+      case "bye":
+        // the connection failed or timed out: come back by oneself; anything else is final
+        call.leaving = !REJOIN.includes(msg.reason);
+        call.byeReason = msg.reason;
+        con.notice(t("call.bye", { reason: I18N.has(`leave.${msg.reason}`) ? t(`leave.${msg.reason}`) : msg.reason }));
+        break;
+      default: break;  // the verifier's per-sample reports: the event stream has the changes
+    }
+  }
+
+  async function join() {
+    if (call) return;
+    if (!con.session) throw new Error(t("call.need_session"));
+    const { token } = await con.api("POST", con.sessionPath("/token"));
+    call = { ws: null, pub: null, sub: null, local: null, me: null, tracks: {}, tiles: {}, names: {},
+             published: [], iceServers: [], leaving: false, session: con.session.id };
+    showState("call.state.camera");
+    buttons(true);
+    call.local = await openCamera();
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = call.ws = new WebSocket(`${scheme}://${location.host}/ws`);
+    const mine = call;
+    ws.onopen = () => { showState("call.state.joining"); send({ type: "join", token }); };
+    ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => con.showError(err));
+    ws.onclose = (e) => {
+      if (call !== mine) return;
+      const expected = mine.leaving;
+      cleanup();
+      if (expected) return;
+      if (con.session && con.session.id === mine.session && rejoins < REJOIN_TRIES) {
+        rejoins += 1;
+        con.notice(t("call.rejoining"));
+        setTimeout(() => { if (!call && con.session && con.session.id === mine.session) join().catch(con.showError); }, 1500);
+      } else {
+        con.showError(t("call.lost", { code: e.code }));
+      }
+    };
+  }
+
+  function cleanup() {
+    if (!call) return;
+    const gone = call;
+    call = null;
+    for (const pc of [gone.pub, gone.sub]) if (pc) pc.close();
+    if (gone.local) for (const track of gone.local.getTracks()) track.stop();
+    $("grid").replaceChildren();
+    showState("");
+    buttons(false);
+    con.renderParticipants();
+  }
+
+  function leave() {
+    if (!call) return;
+    call.leaving = true;
+    send({ type: "leave" });
+    const ws = call.ws;
+    cleanup();
+    if (ws) ws.close();
+  }
+
+  function buttons(inCall) {
+    $("join-call").hidden = inCall;
+    for (const id of ["leave-call", "own-audio", "own-video"]) $(id).hidden = !inCall;
+    $("own-audio").textContent = t("call.mic_off");
+    $("own-video").textContent = t("call.camera_off");
+  }
+
+  function toggle(kind, id, onKey, offKey) {
+    const track = call && call.local && call.local.getTracks().find((tr) => tr.kind === kind);
+    if (!track) { con.showError(t(kind === "audio" ? "call.no_mic" : "call.no_camera")); return; }
+    track.enabled = !track.enabled;
+    $(id).textContent = t(track.enabled ? onKey : offKey);
+    const published = call.published.find((p) => p.kind === kind);
+    if (published) send({ type: "mute", track: published.id, muted: !track.enabled });
+  }
+
+  $("join-call").addEventListener("click", con.guard(join));
+  $("leave-call").addEventListener("click", () => leave());
+  $("own-audio").addEventListener("click", () => toggle("audio", "own-audio", "call.mic_off", "call.mic_on"));
+  $("own-video").addEventListener("click", () => toggle("video", "own-video", "call.camera_off", "call.camera_on"));
+
+  function hasVideo(pid) {
+    const tile = call && call.tiles[pid];
+    return Boolean(tile && tile.video.videoWidth > 0);
+  }
+
+  function snapshot(pid) {
+    // one JPEG of the participant's picture as received, at its own size
+    const tile = call && call.tiles[pid];
+    if (!tile || !tile.video.videoWidth) return Promise.reject(new Error(t("reference.no_video")));
+    const canvas = document.createElement("canvas");
+    canvas.width = tile.video.videoWidth; canvas.height = tile.video.videoHeight;
+    canvas.getContext("2d").drawImage(tile.video, 0, 0, canvas.width, canvas.height);
+    return new Promise((resolve, reject) => canvas.toBlob(
+      (blob) => (blob ? resolve(blob) : reject(new Error(t("reference.no_video")))), "image/jpeg", 0.92));
+  }
+
+  function relabel() {
+    if (!call) return;
+    for (const [pid, tile] of Object.entries(call.tiles)) labelTile(pid, tile);
+  }
+
+  con.call = {
+    join, leave, hasVideo, snapshot, relabel,
+    get joined() { return Boolean(call); },
+    get state() { return call; },
+  };
+  con.part({
+    name: "call",
+    caseOpened() { if (call && (!con.session || con.session.id !== call.session)) leave(); },
+    lang() { if (call) { showState(call.stateKey); buttons(true); relabel(); } },
+  });
+  window.addEventListener("pagehide", () => leave());
+})();
