@@ -23,6 +23,7 @@ from recorder.witness import configured_witness
 
 from . import login, service, statistics
 from .appkeys import (
+    ATTENDANCE,
     CONFIG,
     CUSTODY,
     DB,
@@ -51,6 +52,9 @@ from .config import Config
 from .db import Database
 from .documents import api as documents
 from .documents.desk import DocumentDesk
+from .education import api as education
+from .education.attendance import Rules
+from .education.desk import AttendanceDesk
 from .events import EventHub, case_of_room
 from .http import openapi
 from .http.webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadline, client_address
@@ -90,6 +94,7 @@ AREAS = (
     statistics,
     records,
     documents,
+    education,
 )
 # the description in the order of the reference page's sections (tags in order of appearance)
 DESCRIBED = (
@@ -110,6 +115,7 @@ DESCRIBED = (
     materials,
     records,
     documents,
+    education,
 )
 SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
@@ -256,6 +262,16 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
+        # education sessions' attendance: joins and leaves from the rooms, samples from the
+        # verifier's listener list; it closes before the verifier and the database
+        e = config.education
+        attendance = app[ATTENDANCE] = AttendanceDesk(
+            database, Rules(e.check_interval, e.check_window, e.verdict_gap), custody, events
+        )
+        stack.push_async_callback(_closing("attendance", attendance.close))
+        sfu.on_room_created.append(attendance.watch_room)
+        if verifier is not None:
+            verifier.listeners.append(attendance.on_room_event)
         app[DESK] = PrejoinDesk(
             database, custody, recorder, events, verifier, required=config.auth.prejoin_check
         )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .db import Database
     from .documents.desk import DocumentDesk
+    from .education.desk import AttendanceDesk
     from .events import EventHub
     from .loopwatch import LoopWatch
     from .materials.api import UploadGate
@@ -54,6 +55,7 @@ GATE: web.AppKey[UploadGate] = web.AppKey("material_uploads")
 DESK: web.AppKey[PrejoinDesk] = web.AppKey("prejoin")  # the identity check before joining
 DOCS: web.AppKey[DocumentDesk] = web.AppKey("documents")  # templates, CA, numbers, PDFs
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
+ATTENDANCE: web.AppKey[AttendanceDesk] = web.AppKey("attendance")  # education sessions
 
 # -- the front of several workers (control/front.py) -----------------------------------------
 WORKERS: web.AppKey[list[str]] = web.AppKey("workers")
