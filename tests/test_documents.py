@@ -34,6 +34,8 @@ KINDS = {
     "penalty_decision",
     "delivery_consent",
     "talk_record",
+    "education_attendance",
+    "education_certificate",
 }
 
 

@@ -162,11 +162,8 @@ class AttendanceDesk:
         self._dispatch(session, session.ledger.join(participant.participant_id, time.time()))
 
     def _left(self, session: _Session, participant: Participant) -> None:
-        before = session.ledger.viewers.get(participant.participant_id)
-        checks = len(before.checks) if before else 0
+        # a check still open is cancelled, not failed: nobody was there to be asked
         self._dispatch(session, session.ledger.leave(participant.participant_id, time.time()))
-        if before is not None and checks:
-            self._log_decided(session, participant.participant_id, checks - 1)
         self._save_soon(session)
 
     def _room_closed(self, session: _Session) -> None:
@@ -258,18 +255,23 @@ class AttendanceDesk:
             await asyncio.sleep(TICK)
             now, mono = time.time(), time.monotonic()
             for session in list(self._sessions.values()):
-                ledger = session.ledger
-                decided = {
-                    p: (len(v.checks) - 1 if v.open_check else None)
-                    for p, v in ledger.viewers.items()
-                }
-                self._dispatch(session, ledger.tick(now))
-                for participant, index in decided.items():
-                    if index is not None and ledger.viewers[participant].checks[index].result:
-                        self._log_decided(session, participant, index)
-                counting = any(v.counting for v in ledger.viewers.values())
-                if (session.dirty or counting) and mono - session.saved_at >= SAVE_EVERY:
-                    await self._save(session)
+                try:
+                    await self._tick_session(session, now, mono)
+                except Exception:  # one session's fault (a locked database) stops no other
+                    logger.exception("attendance of room %s", session.room.room_id)
+
+    async def _tick_session(self, session: _Session, now: float, mono: float) -> None:
+        ledger = session.ledger
+        decided = {
+            p: (len(v.checks) - 1 if v.open_check else None) for p, v in ledger.viewers.items()
+        }
+        self._dispatch(session, ledger.tick(now))
+        for participant, index in decided.items():
+            if index is not None and ledger.viewers[participant].checks[index].result:
+                self._log_decided(session, participant, index)
+        counting = any(v.counting for v in ledger.viewers.values())
+        if (session.dirty or counting) and mono - session.saved_at >= SAVE_EVERY:
+            await self._save(session)
 
     def _save_soon(self, session: _Session) -> None:
         with contextlib.suppress(TaskSetClosed):
