@@ -235,6 +235,11 @@ async def put_photo(request: web.Request) -> web.Response:
     await request.app[DB].run(
         lambda c: roster.photo_enrolled(c, officer, person_id, record["photo_sha256"], consent)
     )
+    # a viewer of an open case already: the case's copy follows the new photo
+    for viewer in await request.app[DB].run(lambda c: viewers.viewer_parties(c, person_id)):
+        await asyncio.to_thread(
+            viewers.copy_reference, verifier.store, viewer["case_id"], viewer, officer.actor
+        )
     return web.json_response(
         {
             "person": person["id"],

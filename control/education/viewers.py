@@ -216,6 +216,18 @@ def invite_all(
     return out
 
 
+def viewer_parties(conn: sqlite3.Connection, person_id: int) -> list[dict[str, Any]]:
+    """Where a roster person is a viewer of an open case (a photo enrolled later goes there)."""
+    return [
+        {"case_id": r["case_id"], "party_id": r["party_id"], "person_id": person_id}
+        for r in conn.execute(
+            "SELECT v.case_id, v.party_id FROM edu_viewers v JOIN cases c ON c.id = v.case_id "
+            "WHERE v.person_id = ? AND c.status = 'open'",
+            (person_id,),
+        )
+    ]
+
+
 def session_room(conn: sqlite3.Connection, session_id: int) -> str | None:
     row = conn.execute("SELECT room FROM sessions WHERE id = ?", (session_id,)).fetchone()
     return None if row is None else str(row["room"])
