@@ -12,6 +12,8 @@ for every case the officer may touch (``{"type": "subscribe", "case": N}`` narro
 * ``recording_failure``: a track's recording failed (``recording``, ``track``, ``participant``,
   ``kind``, ``error``, ``recorded_frames``), sent at once; the recording will seal incomplete;
 * ``session``: opened / ended; ``display``: an evidence item shown / taken off.
+* ``attendance_flag``: someone else in front of an education viewer's camera
+  (control/education/desk.py: ``participant``, ``reason``, ``score``, ``at``, ``message``).
 
 Each event has ``type``, ``case``, ``room`` and ``time``. A slow reader loses the oldest events,
 not the server's memory: the queue is bounded and a ``dropped`` event says how many went.

@@ -237,3 +237,27 @@ def test_someone_else_is_flagged_to_the_officer_once_per_alert() -> None:
     assert len(ledger.viewers["party-1"].flags) == 1
     # others who are not viewers of the session are not accounted
     assert ledger.join("officer-li", 0.0) == [] and "officer-li" not in ledger.viewers
+
+
+def test_a_ledger_saved_mid_session_goes_on_after_a_restart() -> None:
+    ledger = Ledger(RULES, ["party-1"], random.Random(5))
+    ledger.join("party-1", 0.0)
+    for t in range(1, 8):
+        ledger.verdict("party-1", float(t), "match")
+    ledger.tick(30.0)  # a random check may open; the process then stops
+    saved = ledger.viewers["party-1"].as_json()
+    again = Ledger(RULES, ["party-1", "party-2"], random.Random(6))
+    again.restore(saved)
+    again.restore({**saved, "participant": "party-9"})  # not a viewer of this session
+    viewer = again.viewers["party-1"]
+    assert "party-9" not in again.viewers
+    assert viewer.watch_seconds == pytest.approx(saved["watch_seconds"])
+    assert viewer.checks[0].result == "passed" and viewer.open_check is None
+    # the visit the stop cut short ends at its last proof
+    assert viewer.visits[0][1] == pytest.approx(7.0 + RULES.verdict_gap)
+    # back in the call: a check at join, and the time goes on from where it was
+    again.join("party-1", 100.0)
+    again.verdict("party-1", 101.0, "match")
+    again.verdict("party-1", 103.0, "match")
+    assert viewer.watch_seconds == pytest.approx(saved["watch_seconds"] + 2.0)
+    assert [c.kind for c in viewer.checks][-1] == "join" and viewer.checks[-1].result == "passed"

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from documents.errors import DocumentError
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 
 from .. import access
@@ -402,7 +403,8 @@ async def post_records(request: web.Request) -> web.Response:
     case_id = access.case_id(request)
     session_id = access.path_int(request, "session", "session")
     body = await read_object(request, empty_ok=True)
-    department = text(body, "department_name", max_len=100, required=False)
+    # the seal certificate's common name holds it: X.509 allows 64 characters
+    department = text(body, "department_name", max_len=64, required=False)
     config = request.app[CONFIG].education
     room = await request.app[DB].run(lambda c: viewers.session_room(c, session_id))
     if room:
@@ -458,7 +460,10 @@ async def post_records(request: web.Request) -> web.Response:
                 )
         return made
 
-    made = await asyncio.to_thread(make_all)
+    try:
+        made = await asyncio.to_thread(make_all)
+    except DocumentError as exc:  # a missing field, a font, the CA: said as the library says it
+        raise json_error(web.HTTPUnprocessableEntity, "document", str(exc)) from None
     directory = request.app[CONFIG].data_dir / "education"
     kept = await request.app[DB].run(
         lambda c: records.keep_records(c, officer, directory, facts, made)
@@ -687,9 +692,11 @@ def describe(add: Add) -> None:
         op(
             "Make the sealed attendance records (session, per company) and certificates",
             OFFICER,
-            responses("201", ANY_OBJECT, "400 401 403 404 409"),
+            responses("201", ANY_OBJECT, "400 401 403 404 409 422"),
             tag=tag,
-            body=json_body({"department_name": NAME}, []),
+            body=json_body(
+                {"department_name": {"type": "string", "minLength": 1, "maxLength": 64}}, []
+            ),
         ),
         [CASE, SESSION],
     )

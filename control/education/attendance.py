@@ -184,8 +184,10 @@ class Viewer:
                 )
             )
         for visit in viewer.visits:
-            if visit[1] is None:  # the process stopped during the visit
-                visit[1] = viewer.visits[-1][0]
+            if visit[1] is None:  # the process stopped during the visit: the last proof of it
+                start = visit[0] or 0.0
+                visit[1] = max([start, *(c[1] for c in viewer.counted if c[1] >= start)])
+                viewer.left_at = visit[1]
         return viewer
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import zipfile
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_ROWS = 5000
@@ -68,7 +67,7 @@ def _xlsx(data: bytes) -> list[list[str]]:
 
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+    except Exception as exc:  # a zip that is no workbook fails in many ways inside openpyxl
         raise SheetError(f"XLSX 文件无法读取：{exc} / the XLSX file cannot be read") from None
     try:
         sheet = book.worksheets[0] if book.worksheets else None
@@ -88,6 +87,10 @@ def _xlsx(data: bytes) -> list[list[str]]:
                 )
             table.append(row)
         return table
+    except SheetError:
+        raise
+    except Exception as exc:  # a damaged sheet inside a sound zip
+        raise SheetError(f"XLSX 文件无法读取：{exc} / the XLSX file cannot be read") from None
     finally:
         book.close()
 
