@@ -16,12 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from documents.errors import DocumentError
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 
 from .. import access
 from ..access import text
-from ..appkeys import ATTENDANCE, CONFIG, DB, DOCS, VERIFIER
+from ..appkeys import ATTENDANCE, CONFIG, DB, VERIFIER
 from ..http.jsonio import PayloadTooLarge, json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -420,49 +419,32 @@ async def post_records(request: web.Request) -> web.Response:
         raise json_error(
             web.HTTPConflict, "no_viewers", "本案没有名单中的学员 / the case has no roster viewers"
         )
-    desk = request.app[DOCS]
     department = department or facts.brigade
     interval = config.check_interval
-
-    def make_all() -> list[records.MadeRecord]:
-        made = [
-            records.make_signed(
-                desk,
-                "education_attendance",
-                records.record_data(facts, department, interval, facts.viewers, "全体学员"),
-                None,
-                None,
-            )
-        ]
-        companies: dict[int, list[records.ViewerFacts]] = {}
-        for v in facts.viewers:
-            companies.setdefault(v.company_id, []).append(v)
-        for company_id, group in companies.items():
-            made.append(
-                records.make_signed(
-                    desk,
-                    "education_attendance",
-                    records.record_data(facts, department, interval, group, group[0].company),
-                    company_id,
-                    None,
-                )
-            )
-        for v in facts.viewers:
-            if facts.certified(v):
-                made.append(
-                    records.make_signed(
-                        desk,
-                        "education_certificate",
-                        records.record_data(facts, department, interval, [v], v.company),
-                        v.company_id,
-                        v.party_id,
-                    )
-                )
-        return made
-
+    jobs: list[records.Job] = [
+        (
+            "education_attendance",
+            records.record_data(facts, department, interval, facts.viewers, "全体学员"),
+            None,
+            None,
+        )
+    ]
+    companies: dict[int, list[records.ViewerFacts]] = {}
+    for v in facts.viewers:
+        companies.setdefault(v.company_id, []).append(v)
+    for company_id, group in companies.items():
+        data = records.record_data(facts, department, interval, group, group[0].company)
+        jobs.append(("education_attendance", data, company_id, None))
+    for v in facts.viewers:
+        if facts.certified(v):
+            data = records.record_data(facts, department, interval, [v], v.company)
+            jobs.append(("education_certificate", data, v.company_id, v.party_id))
+    app_config = request.app[CONFIG]
     try:
-        made = await asyncio.to_thread(make_all)
-    except DocumentError as exc:  # a missing field, a font, the CA: said as the library says it
+        made = await records.make_in_child(app_config.data_dir, app_config.keys_dir, jobs)
+    except records.ChildFailed as exc:
+        if not exc.document:
+            raise
         raise json_error(web.HTTPUnprocessableEntity, "document", str(exc)) from None
     directory = request.app[CONFIG].data_dir / "education"
     kept = await request.app[DB].run(

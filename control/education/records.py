@@ -13,15 +13,19 @@ never overwritten.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
 import hashlib
 import json
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.files import write_exclusive
+from documents.errors import DocumentError
 from documents.seal import draw_seal
 from documents.signing import builtin_signer, sign_document
 
@@ -230,6 +234,78 @@ def make_signed(
     return MadeRecord(kind, number, pdf, hashlib.sha256(pdf).hexdigest(), company_id, party_id)
 
 
+# (kind, data, company ID, party ID) of each record to make
+Job = tuple[str, dict[str, Any], int | None, int | None]
+
+
+class ChildFailed(Exception):
+    """Making the records failed in the child process (the message is its last error line)."""
+
+    def __init__(self, message: str, document: bool) -> None:
+        super().__init__(message)
+        self.document = document  # the documents library refused (bad data, font, CA)
+
+
+async def make_in_child(data_dir: Path, keys_dir: Path, jobs: list[Job]) -> list[MadeRecord]:
+    """Render, number and seal in a child process. In the server's process the rendering and
+    signing (fpdf2, fontTools, pyhanko: pure Python, seconds of it for a session's records)
+    hold the GIL in stretches that stall the event loop; a child costs the loop nothing but
+    reading the result. The child shares the CA and the numbers through their own locks."""
+    request = json.dumps(
+        {"data_dir": str(data_dir), "keys_dir": str(keys_dir), "jobs": jobs}, ensure_ascii=False
+    ).encode()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "control.education.records",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, errors = await child.communicate(request)
+    if child.returncode != 0:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise ChildFailed(
+            lines[-1] if lines else f"exited with {child.returncode}", child.returncode == 2
+        )
+    made = []
+    for item in json.loads(out):
+        pdf = base64.b64decode(item["pdf"])
+        made.append(
+            MadeRecord(
+                item["kind"],
+                item["number"],
+                pdf,
+                hashlib.sha256(pdf).hexdigest(),
+                item["company_id"],
+                item["party_id"],
+            )
+        )
+    return made
+
+
+def _child_main() -> int:
+    request = json.loads(sys.stdin.buffer.read())
+    desk = DocumentDesk(Path(request["data_dir"]), Path(request["keys_dir"]))
+    try:
+        made = [make_signed(desk, kind, data, c, p) for kind, data, c, p in request["jobs"]]
+    except DocumentError as exc:
+        print(str(exc).replace("\n", " "), file=sys.stderr)
+        return 2
+    out = [
+        {
+            "kind": m.kind,
+            "number": m.number,
+            "pdf": base64.b64encode(m.pdf).decode(),
+            "company_id": m.company_id,
+            "party_id": m.party_id,
+        }
+        for m in made
+    ]
+    sys.stdout.write(json.dumps(out))
+    return 0
+
+
 def record_path(directory: Path, case_id: int, kind: str, record_id: int, sha256: str) -> Path:
     return directory / f"case-{case_id}" / f"{kind}-{record_id}-{sha256[:16]}.pdf"
 
@@ -304,3 +380,7 @@ def read_record(directory: Path, row: dict[str, Any]) -> bytes | None:
     """The record's file, checked against the hash the database holds (None: it differs)."""
     pdf = (directory / f"case-{row['case_id']}" / row["file"]).read_bytes()
     return pdf if hashlib.sha256(pdf).hexdigest() == row["sha256"] else None
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())
