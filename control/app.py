@@ -24,6 +24,7 @@ from recorder.witness import configured_witness
 from . import login, service, statistics
 from .accounts import api as accounts
 from .appkeys import (
+    ATTENDANCE,
     CONFIG,
     CUSTODY,
     DB,
@@ -57,6 +58,9 @@ from .delivery import api as delivery
 from .delivery import penalty, reviews
 from .documents import api as documents
 from .documents.desk import DocumentDesk
+from .education import api as education
+from .education.attendance import Rules
+from .education.desk import AttendanceDesk
 from .events import EventHub, case_of_room
 from .http import openapi
 from .http.jsonio import localized_errors
@@ -102,6 +106,7 @@ AREAS = (
     reviews,
     penalty,
     deadlines,
+    education,
 )
 # the description in the order of the reference page's sections (tags in order of appearance)
 DESCRIBED = (
@@ -127,6 +132,7 @@ DESCRIBED = (
     reviews,
     penalty,
     deadlines,
+    education,
 )
 SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 
@@ -281,6 +287,16 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             verifier.listeners.append(events.on_room_event)
             bind_verifier_to_cases(verifier, database)
             sfu.on_room_created.append(verifier.watch_room)
+        # education sessions' attendance: joins and leaves from the rooms, samples from the
+        # verifier's listener list; it closes before the verifier and the database
+        e = config.education
+        attendance = app[ATTENDANCE] = AttendanceDesk(
+            database, Rules(e.check_interval, e.check_window, e.verdict_gap), custody, events
+        )
+        stack.push_async_callback(_closing("attendance", attendance.close))
+        sfu.on_room_created.append(attendance.watch_room)
+        if verifier is not None:
+            verifier.listeners.append(attendance.on_room_event)
         app[DESK] = PrejoinDesk(
             database, custody, recorder, events, verifier, required=config.auth.prejoin_check
         )

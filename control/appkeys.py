@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .db import Database
     from .deadlines.rules import Rules
     from .documents.desk import DocumentDesk
+    from .education.desk import AttendanceDesk
     from .events import EventHub
     from .loopwatch import LoopWatch
     from .materials.api import UploadGate
@@ -56,6 +57,7 @@ DESK: web.AppKey[PrejoinDesk] = web.AppKey("prejoin")  # the identity check befo
 DOCS: web.AppKey[DocumentDesk] = web.AppKey("documents")  # templates, CA, numbers, PDFs
 RULES: web.AppKey[Rules] = web.AppKey("deadline_rules")  # calendar and limits
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
+ATTENDANCE: web.AppKey[AttendanceDesk] = web.AppKey("attendance")  # education sessions
 
 # -- the front of several workers (control/front.py) -----------------------------------------
 WORKERS: web.AppKey[list[str]] = web.AppKey("workers")

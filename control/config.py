@@ -398,6 +398,30 @@ class DeadlinesConfig(_Section):
 
 
 @dataclass(frozen=True)
+class EducationConfig(_Section):
+    # Face checks of an education session's viewers (control/education/attendance.py): one at
+    # join, then at random moments at most this many seconds apart.
+    check_interval: float = 900.0
+    # how long a check waits for a matching face before it counts as failed
+    check_window: float = 60.0
+    # watch time stops this long after the last sample that showed the right face (a viewer
+    # whose video stopped, or whose picture nobody can judge, is not watching on proof)
+    verdict_gap: float = 10.0
+    # the watch time a certificate needs when the course sets none, in minutes
+    required_minutes: float = 45.0
+
+    def validate(self) -> None:
+        if not 10 <= self.check_interval <= 7200:
+            raise ConfigError("education.check_interval: between 10 and 7200 seconds")
+        if not 5 <= self.check_window <= self.check_interval:
+            raise ConfigError("education.check_window: between 5 s and education.check_interval")
+        if not 1 <= self.verdict_gap <= 600:
+            raise ConfigError("education.verdict_gap: between 1 and 600 seconds")
+        if not 0 < self.required_minutes <= 24 * 60:
+            raise ConfigError("education.required_minutes: more than 0, at most 1440")
+
+
+@dataclass(frozen=True)
 class LogConfig(_Section):
     level: str = "INFO"
     format: str = "text"  # or "json": one object per line (control/logs.py)
@@ -422,6 +446,7 @@ class Config:
     materials: MaterialsConfig = field(default_factory=MaterialsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
+    education: EducationConfig = field(default_factory=EducationConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def media_options(self) -> MediaOptions:

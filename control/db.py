@@ -377,6 +377,77 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE invitations ADD COLUMN device_hash TEXT
     """,
+    # education (control/education/): rosters of transport companies' managers and drivers,
+    # who of a roster an education case invites, the proof of attendance per viewer and
+    # session, and the signed records made of it
+    """
+    CREATE TABLE edu_companies (
+        id INTEGER PRIMARY KEY,
+        brigade TEXT NOT NULL,
+        name TEXT NOT NULL,
+        city TEXT NOT NULL DEFAULT '',
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (brigade, name)
+    );
+    CREATE TABLE edu_people (
+        id INTEGER PRIMARY KEY,
+        company_id INTEGER NOT NULL REFERENCES edu_companies(id),
+        role TEXT NOT NULL CHECK (role IN ('manager', 'driver')),
+        name TEXT NOT NULL,
+        id_number_masked TEXT NOT NULL,
+        id_number_sha256 TEXT NOT NULL,
+        phone TEXT NOT NULL DEFAULT '',
+        photo_sha256 TEXT,
+        photo_consent TEXT,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (company_id, id_number_sha256)
+    );
+    CREATE TABLE edu_courses (
+        case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+        topic TEXT NOT NULL,
+        required_seconds REAL NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE edu_viewers (
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        person_id INTEGER NOT NULL REFERENCES edu_people(id),
+        party_id INTEGER NOT NULL UNIQUE REFERENCES parties(id),
+        added_by TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        PRIMARY KEY (case_id, person_id)
+    );
+    CREATE TABLE edu_attendance (
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        joined_at REAL,
+        left_at REAL,
+        watch_seconds REAL NOT NULL DEFAULT 0,
+        checks_passed INTEGER NOT NULL DEFAULT 0,
+        checks_failed INTEGER NOT NULL DEFAULT 0,
+        flags INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (session_id, party_id)
+    );
+    CREATE TABLE edu_records (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        kind TEXT NOT NULL CHECK (kind IN ('education_attendance', 'education_certificate')),
+        company_id INTEGER REFERENCES edu_companies(id),
+        party_id INTEGER REFERENCES parties(id),
+        number TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        file TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX edu_records_session ON edu_records(session_id)
+    """,
 ]
 
 

@@ -16,6 +16,8 @@ for every case the officer may touch (``{"type": "subscribe", "case": N}`` narro
 * ``recording_failure``: a track's recording failed (``recording``, ``track``, ``participant``,
   ``kind``, ``error``, ``recorded_frames``), sent at once; the recording will seal incomplete;
 * ``session``: opened / ended; ``display``: an evidence item shown / taken off.
+* ``attendance_flag``: someone else in front of an education viewer's camera
+  (control/education/desk.py: ``participant``, ``reason``, ``score``, ``at``, ``message``).
 
 Each event has ``type``, ``case``, ``room`` and ``time``. Every consumer (the console, a
 supervisor's screen, a script) gets the same changes-only stream, which is why the repeats are

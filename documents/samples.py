@@ -150,4 +150,29 @@ def sample(kind: str) -> dict[str, Any]:
                 "id_number": "330102199901010033",
             }
         )
+    if kind in ("education_attendance", "education_certificate"):
+        # what control/education/records.py fills in from a session's attendance
+        data["case"].update(
+            topic="冬季道路运输安全",
+            required="45 分 0 秒",
+            scope="全体学员",
+            rules="入场时及随机时刻人脸核验；仅本人在镜头前时计时。",
+            attended="2",
+            certified="1",
+            session=7,
+        )
+        for party, watched in zip(data["parties"], ("52 分 10 秒", "12 分 3 秒"), strict=False):
+            party.update(
+                company="某运输有限公司",
+                role="驾驶员",
+                joined="2026-12-01 09:30:12",
+                left="2026-12-01 10:31:40",
+                watched=watched,
+                passed="5",
+                failed="0",
+                flags="无",
+                result="达到学习要求",
+            )
+        if kind == "education_certificate":
+            data["parties"] = data["parties"][:1]
     return data

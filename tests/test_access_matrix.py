@@ -59,6 +59,7 @@ class World:
     track: str = ""
     export: str = ""
     slot_hours: float = 24.0
+    edu_record: int = 0
 
     async def ok(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
         status, body = await self.api.call(method, path, token, **kwargs)
@@ -305,6 +306,84 @@ async def _record(w: World, suffix: str = "", json: Any = None, method: str = "G
 
 def record(method: str = "GET", suffix: str = "", json: Any = None) -> Setup:
     return lambda w: _record(w, suffix, json, method)
+
+
+_SERIAL = iter(range(10**6))
+
+
+def _unique() -> int:
+    return next(_SERIAL)
+
+
+def _roster_csv() -> bytes:
+    n = _unique()
+    return f"company,role,name,id_number\n企业{n},driver,学员,ID{n:08d}\n".encode()
+
+
+async def _person(w: World, photo: bool = False) -> tuple[int, int]:
+    """A fresh brigade-1 company with one driver: (company, person)."""
+    li = w.tokens["officer"]
+    company = await w.ok("POST", "/api/education/companies", li, json={"name": f"企业{_unique()}"})
+    person = await w.ok(
+        "POST",
+        f"/api/education/companies/{company['id']}/people",
+        li,
+        json={"role": "driver", "name": "学员", "id_number": f"ID{_unique():08d}"},
+    )
+    if photo:
+        await w.ok(
+            "PUT",
+            f"/api/education/people/{person['id']}/photo?consent=given&basis=b",
+            li,
+            data=_face(),
+        )
+    return int(company["id"]), int(person["id"])
+
+
+async def _education_case(w: World, viewer: bool = False) -> int:
+    li = w.tokens["officer"]
+    case = await w.ok("POST", "/api/cases", li, json={"kind": "education", "title": "t"})
+    if viewer:
+        _, person = await _person(w)
+        await w.ok(
+            "POST",
+            f"/api/cases/{case['id']}/education/viewers",
+            li,
+            json={"person_ids": [person]},
+        )
+    return int(case["id"])
+
+
+def education(method: str, path: str, json: Any = None, **kw: Any) -> Setup:
+    """``path`` with {company}, {person}, {case}, {session}, {record} made fresh."""
+
+    async def setup(w: World) -> Call:
+        values: dict[str, Any] = {}
+        body = json() if callable(json) else json
+        if "{company}" in path or "{person}" in path:
+            values["company"], values["person"] = await _person(w, kw.get("photo", False))
+        if "{case}" in path:
+            values["case"] = await _education_case(w, kw.get("viewer", False))
+            if "{session}" in path:
+                values["session"] = await w.session(values["case"])
+        if "{record}" in path and w.edu_record:
+            values["record"] = w.edu_record  # reading changes nothing: one set for every role
+        elif "{record}" in path:
+            cid = await _education_case(w, viewer=True)
+            sid = await w.session(cid)
+            made = await w.ok(
+                "POST",
+                f"/api/cases/{cid}/sessions/{sid}/attendance/records",
+                w.tokens["officer"],
+                json={},
+            )
+            values["record"] = w.edu_record = made["records"][0]["id"]
+        if isinstance(body, dict) and body.get("person_ids") == "{person}":
+            _, person = await _person(w)
+            body = {"person_ids": [person]}
+        return Call(method, path.format(**values), body, data=kw.get("data"))
+
+    return setup
 
 
 SPKI = base64.b64encode(
@@ -608,6 +687,80 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("the setup page", plain("GET", "/setup"), (200,) * 7),
     ("the accounts page", plain("GET", "/accounts"), (200,) * 7),
     ("the pages' icon", plain("GET", "/favicon.ico"), (200,) * 7),
+    # education: a brigade's roster is its own; a supervisor's companies are of its own brigade
+    (
+        "put a company on the roster",
+        education("POST", "/api/education/companies", lambda: {"name": f"企业{_unique()}"}),
+        (*OFFICERS_ONLY, 201, 201, 403, 201),
+    ),
+    (
+        "list the roster's companies",
+        education("GET", "/api/education/companies"),
+        (*OFFICERS_ONLY, 200, 200, 200, 200),
+    ),
+    (
+        "read a company",
+        education("GET", "/api/education/companies/{company}"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "put a person on the roster",
+        education(
+            "POST",
+            "/api/education/companies/{company}/people",
+            lambda: {"role": "driver", "name": "n", "id_number": f"ID{_unique():08d}"},
+        ),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "import a roster",
+        lambda w: education("POST", "/api/education/roster/import", data=_roster_csv())(w),
+        (*OFFICERS_ONLY, 201, 201, 403, 201),
+    ),
+    (
+        "enroll a roster photo",
+        lambda w: education(
+            "PUT", "/api/education/people/{person}/photo?consent=given&basis=b", data=_face()
+        )(w),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "delete a roster photo",
+        education("DELETE", "/api/education/people/{person}/photo?reason=r", photo=True),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "set an education course",
+        education("PUT", "/api/cases/{case}/education", {"topic": "t", "required_minutes": 30}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "add viewers from the roster",
+        education("POST", "/api/cases/{case}/education/viewers", {"person_ids": "{person}"}),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "invite every viewer",
+        education("POST", "/api/cases/{case}/education/invitations", {}, viewer=True),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "read attendance",
+        education("GET", "/api/cases/{case}/sessions/{session}/attendance", viewer=True),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "make attendance records",
+        education(
+            "POST", "/api/cases/{case}/sessions/{session}/attendance/records", {}, viewer=True
+        ),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "download an attendance record",
+        education("GET", "/api/education/records/{record}"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
 ]
 
 

@@ -35,6 +35,8 @@ KINDS = {
     "delivery_consent",
     "delivery_receipt",
     "talk_record",
+    "education_attendance",
+    "education_certificate",
 }
 
 

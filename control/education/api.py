@@ -1,0 +1,695 @@
+"""HTTP API of education: rosters, a session's viewers and their links, attendance, records.
+
+Officers only (``control/access.py``): a brigade's companies and people are its own (another
+brigade's answer 404, as absent ones do; a supervisor sees all). The SQL is in
+:mod:`.roster`, :mod:`.viewers` and :mod:`.records`; attendance itself is kept by the desk
+(:mod:`.desk`) while the session runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
+
+from .. import access
+from ..access import text
+from ..appkeys import ATTENDANCE, CONFIG, DB, VERIFIER
+from ..http.jsonio import PayloadTooLarge, json_error, read_object
+from ..http.openapi import (
+    ANY_OBJECT,
+    CASE,
+    ID,
+    OFFICER,
+    SESSION,
+    Add,
+    in_path,
+    json_body,
+    op,
+    query,
+    raw_body,
+    reason_query,
+    responses,
+)
+from ..refusals import done, unwrap
+from ..verification.api import verifier_of
+from . import records, roster, viewers
+from .roster import ImportRefused, PersonIn, RosterRefusal
+from .sheets import MAX_BYTES, SheetError, read_table
+
+_ROSTER_STATUS: dict[RosterRefusal, type[web.HTTPException]] = {
+    RosterRefusal.NO_COMPANY: web.HTTPNotFound,
+    RosterRefusal.NO_PERSON: web.HTTPNotFound,
+    RosterRefusal.COMPANY_EXISTS: web.HTTPConflict,
+    RosterRefusal.PERSON_EXISTS: web.HTTPConflict,
+}
+_VIEWER_STATUS: dict[viewers.ViewerRefusal, type[web.HTTPException]] = {
+    viewers.ViewerRefusal.NOT_EDUCATION: web.HTTPConflict,
+    viewers.ViewerRefusal.NO_PERSON: web.HTTPNotFound,
+    viewers.ViewerRefusal.NOTHING: web.HTTPBadRequest,
+}
+IMPORT_TYPES = [
+    "text/csv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/octet-stream",
+]
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    """The raw body, streamed, at most ``limit`` bytes (the app's JSON limit is smaller)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise json_error(
+            PayloadTooLarge, "too_large", f"文件超过 {limit} 字节 / the file exceeds {limit} bytes"
+        )
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        data += chunk
+        if len(data) > limit:
+            raise json_error(
+                PayloadTooLarge,
+                "too_large",
+                f"文件超过 {limit} 字节 / the file exceeds {limit} bytes",
+            )
+    return bytes(data)
+
+
+def _number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def _id_list(body: dict[str, Any], key: str) -> list[int]:
+    value = body.get(key, [])
+    if (
+        not isinstance(value, list)
+        or len(value) > 1000
+        or not all(access.id_value(v) is not None for v in value)
+    ):
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", f"{key}: 至多 1000 个 ID / at most 1000 IDs"
+        )
+    return list(dict.fromkeys(value))
+
+
+# -- rosters ---------------------------------------------------------------------------------
+async def post_company(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    body = await read_object(request)
+    name = text(body, "name", max_len=roster.MAX_COMPANY)
+    city = text(body, "city", max_len=roster.MAX_COMPANY, required=False)
+    company = unwrap(
+        await request.app[DB].run(lambda c: roster.create_company(c, officer, name, city)),
+        _ROSTER_STATUS,
+    )
+    return web.json_response(company, status=201)
+
+
+async def list_companies(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    found = await request.app[DB].run(lambda c: roster.list_companies(c, officer))
+    return web.json_response({"companies": found})
+
+
+async def get_company(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    company_id = access.path_int(request, "company", "company")
+    company = unwrap(
+        await request.app[DB].run(lambda c: roster.company_detail(c, officer, company_id)),
+        _ROSTER_STATUS,
+    )
+    return web.json_response(company)
+
+
+def _person_in(body: dict[str, Any], company: str) -> PersonIn:
+    role = body.get("role")
+    if role not in roster.ROLES:
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", "role: manager 或 driver / manager or driver"
+        )
+    id_number = text(body, "id_number", max_len=20).upper()
+    if not roster.ID_NUMBER.match(id_number):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "id_number: 6-20 位字母或数字 / 6-20 letters or digits",
+        )
+    phone = text(body, "phone", max_len=20, required=False)
+    if phone and not roster.PHONE.match(phone):
+        raise json_error(web.HTTPBadRequest, "bad_request", "phone: 号码无效 / not a phone number")
+    name = text(body, "name", max_len=roster.MAX_NAME)
+    return PersonIn(company, "", role, name, id_number, phone)
+
+
+async def post_person(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    company_id = access.path_int(request, "company", "company")
+    person = _person_in(await read_object(request), "")
+    added = unwrap(
+        await request.app[DB].run(lambda c: roster.add_person(c, officer, company_id, person)),
+        _ROSTER_STATUS,
+    )
+    return web.json_response(added, status=201)
+
+
+async def post_import(request: web.Request) -> web.Response:
+    """A CSV or XLSX file as the body: every row is checked; any problem keeps nothing."""
+    officer = await access.officer(request)
+    data = await _body(request, MAX_BYTES)
+    try:
+        table = await asyncio.to_thread(read_table, data)
+    except SheetError as exc:
+        raise json_error(web.HTTPUnprocessableEntity, "bad_file", str(exc)) from None
+    people, problems = roster.check_rows(table)
+
+    def refused(found: list[roster.RowProblem]) -> web.HTTPException:
+        first = found[0]
+        return web.HTTPUnprocessableEntity(
+            text=_json(
+                {
+                    "error": "bad_rows",
+                    "message": f"名单有 {len(found)} 处错误，未导入任何人员"
+                    f"（首个：第 {first.row} 行 {first.column}：{first.problem}）/ "
+                    f"{len(found)} problem(s) in the file, "
+                    f"nobody was imported (first: row {first.row}, {first.column})",
+                    "rows": [p.as_json() for p in found],
+                }
+            ),
+            content_type="application/json",
+        )
+
+    if problems:
+        raise refused(problems)
+    try:
+        result = await request.app[DB].run(lambda c: roster.import_people(c, officer, people))
+    except ImportRefused as exc:
+        raise refused(exc.problems) from None
+    return web.json_response(result, status=201)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def put_photo(request: web.Request) -> web.Response:
+    """The person's reference photo as the body, with ``?consent=given`` (the officer records
+    that the person agreed in writing to face checks with it) and ``&basis=`` (how)."""
+    officer = await access.officer(request)
+    person_id = access.path_int(request, "person", "person")
+    if request.query.get("consent") != "given":
+        raise json_error(
+            web.HTTPBadRequest,
+            "consent_required",
+            "须先取得本人同意人脸核验（?consent=given&basis=…）/ the person's consent to face "
+            "checks is required (?consent=given&basis=...)",
+        )
+    basis = request.query.get("basis", "").strip()[:200]
+    if not basis:
+        raise json_error(
+            web.HTTPBadRequest,
+            "consent_required",
+            "basis: 同意的方式（如：书面同意书编号）/ how the consent was given",
+        )
+    person = unwrap(
+        await request.app[DB].run(lambda c: roster.person_of(c, officer, person_id)),
+        _ROSTER_STATUS,
+    )
+    verifier = verifier_of(request)
+    photo = await _body(request, MAX_PHOTO_BYTES)
+    try:
+        record = await verifier.enroll(
+            roster.roster_scope(),
+            roster.roster_participant(person_id),
+            photo,
+            actor=officer.actor,
+        )
+    except EnrollmentRejected as exc:
+        raise json_error(web.HTTPUnprocessableEntity, exc.code, exc.message) from None
+    consent = {"basis": basis, "recorded_by": officer.actor, "at": record["enrolled_at"]}
+    await request.app[DB].run(
+        lambda c: roster.photo_enrolled(c, officer, person_id, record["photo_sha256"], consent)
+    )
+    # a viewer of an open case already: the case's copy follows the new photo
+    for viewer in await request.app[DB].run(lambda c: viewers.viewer_parties(c, person_id)):
+        await asyncio.to_thread(
+            viewers.copy_reference, verifier.store, viewer["case_id"], viewer, officer.actor
+        )
+    return web.json_response(
+        {
+            "person": person["id"],
+            "photo_sha256": record["photo_sha256"],
+            "quality": record["quality"],
+            "consent": consent,
+        }
+    )
+
+
+async def delete_photo(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    person_id = access.path_int(request, "person", "person")
+    reason = request.query.get("reason", "").strip()[:500]
+    if not reason:
+        raise json_error(web.HTTPBadRequest, "reason_required", "?reason= is required")
+    unwrap(
+        await request.app[DB].run(lambda c: roster.person_of(c, officer, person_id)),
+        _ROSTER_STATUS,
+    )
+    removed = await verifier_of(request).forget(
+        roster.roster_scope(),
+        roster.roster_participant(person_id),
+        actor=officer.actor,
+        reason=reason,
+    )
+    if not removed:
+        raise json_error(web.HTTPNotFound, "not_found", "此人没有登记照片 / no reference photo")
+    await request.app[DB].run(lambda c: roster.photo_forgotten(c, officer, person_id, reason))
+    return web.json_response({"deleted": True})
+
+
+# -- an education case: its course, viewers and links -----------------------------------------
+async def put_course(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    body = await read_object(request)
+    topic = text(body, "topic", max_len=200)
+    required = body.get("required_minutes", 0)
+    if not _number(required) or not 0 < required <= 1440:
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", "required_minutes: 0-1440（分钟 / minutes）"
+        )
+    course = unwrap(
+        await request.app[DB].run(
+            lambda c: viewers.set_course(c, officer, case_id, topic, float(required) * 60)
+        ),
+        {**_VIEWER_STATUS, **viewers.CASE_STATUS},
+    )
+    return web.json_response(course)
+
+
+async def post_viewers(request: web.Request) -> web.Response:
+    """Put roster people (by person or whole company) on the case as parties; each one's
+    roster reference goes with them (the verifier compares the case's parties)."""
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    body = await read_object(request)
+    person_ids, company_ids = _id_list(body, "person_ids"), _id_list(body, "company_ids")
+    added = unwrap(
+        await request.app[DB].run(
+            lambda c: viewers.add_viewers(c, officer, case_id, person_ids, company_ids)
+        ),
+        {**_VIEWER_STATUS, **viewers.CASE_STATUS},
+    )
+    verifier = request.app.get(VERIFIER)
+    for viewer in added:
+        viewer["reference"] = False
+        if verifier is not None and viewer["photo_sha256"]:
+            viewer["reference"] = await asyncio.to_thread(
+                viewers.copy_reference, verifier.store, case_id, viewer, officer.actor
+            )
+    return web.json_response({"viewers": added}, status=201)
+
+
+async def post_invitations(request: web.Request) -> web.Response:
+    """One link per viewer of the case who has none that can still be used."""
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    body = await read_object(request, empty_ok=True)
+    hours = body.get("valid_hours", 72)
+    delay = body.get("valid_from_seconds", 0)
+    if (
+        not _number(hours)
+        or not 0 < hours <= 720
+        or not _number(delay)
+        or not 0 <= delay <= 30 * 86400
+    ):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "valid_hours (0-720), valid_from_seconds (0-2592000)",
+        )
+    start = time.time() + float(delay)
+    made = unwrap(
+        await request.app[DB].run(
+            lambda c: viewers.invite_all(
+                c, officer, case_id, lambda: secrets.token_urlsafe(24), start, float(hours)
+            )
+        ),
+        {**_VIEWER_STATUS, **viewers.CASE_STATUS},
+    )
+    return web.json_response({"invitations": made}, status=201)
+
+
+# -- attendance and records --------------------------------------------------------------------
+async def get_attendance(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    session_id = access.path_int(request, "session", "session")
+    config = request.app[CONFIG].education
+    facts = done(
+        await request.app[DB].run(
+            lambda c: records.session_facts(
+                c, officer, case_id, session_id, config.required_minutes * 60
+            )
+        )
+    )
+    room = await request.app[DB].run(lambda c: viewers.session_room(c, session_id))
+    live = request.app[ATTENDANCE].live(room) if room else None
+    out = []
+    for v in facts.viewers:
+        state = (live or {}).get(f"party-{v.party_id}") or v.attendance
+        out.append(
+            {
+                "party_id": v.party_id,
+                "person_id": v.person_id,
+                "name": v.name,
+                "role": v.role,
+                "company_id": v.company_id,
+                "company": v.company,
+                "attendance": state,
+                "meets_requirement": bool(
+                    state
+                    and state["watch_seconds"] >= facts.required_seconds
+                    and state["checks_passed"] >= 1
+                ),
+            }
+        )
+    return web.json_response(
+        {
+            "session_id": session_id,
+            "topic": facts.topic,
+            "required_seconds": facts.required_seconds,
+            "live": live is not None,
+            "rules": {
+                "check_interval": config.check_interval,
+                "check_window": config.check_window,
+                "verdict_gap": config.verdict_gap,
+            },
+            "viewers": out,
+        }
+    )
+
+
+async def post_records(request: web.Request) -> web.Response:
+    """The session's attendance record, one per company, and a certificate per viewer who
+    met the requirement: numbered, sealed PDFs."""
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    session_id = access.path_int(request, "session", "session")
+    body = await read_object(request, empty_ok=True)
+    # the seal certificate's common name holds it: X.509 allows 64 characters
+    department = text(body, "department_name", max_len=64, required=False)
+    config = request.app[CONFIG].education
+    room = await request.app[DB].run(lambda c: viewers.session_room(c, session_id))
+    if room:
+        await request.app[ATTENDANCE].flush(room)
+    facts = done(
+        await request.app[DB].run(
+            lambda c: records.session_facts(
+                c, officer, case_id, session_id, config.required_minutes * 60
+            )
+        )
+    )
+    if not facts.viewers:
+        raise json_error(
+            web.HTTPConflict, "no_viewers", "本案没有名单中的学员 / the case has no roster viewers"
+        )
+    department = department or facts.brigade
+    interval = config.check_interval
+    jobs: list[records.Job] = [
+        (
+            "education_attendance",
+            records.record_data(facts, department, interval, facts.viewers, "全体学员"),
+            None,
+            None,
+        )
+    ]
+    companies: dict[int, list[records.ViewerFacts]] = {}
+    for v in facts.viewers:
+        companies.setdefault(v.company_id, []).append(v)
+    for company_id, group in companies.items():
+        data = records.record_data(facts, department, interval, group, group[0].company)
+        jobs.append(("education_attendance", data, company_id, None))
+    for v in facts.viewers:
+        if facts.certified(v):
+            data = records.record_data(facts, department, interval, [v], v.company)
+            jobs.append(("education_certificate", data, v.company_id, v.party_id))
+    app_config = request.app[CONFIG]
+    try:
+        made = await records.make_in_child(app_config.data_dir, app_config.keys_dir, jobs)
+    except records.ChildFailed as exc:
+        if not exc.document:
+            raise
+        raise json_error(web.HTTPUnprocessableEntity, "document", str(exc)) from None
+    directory = request.app[CONFIG].data_dir / "education"
+    kept = await request.app[DB].run(
+        lambda c: records.keep_records(c, officer, directory, facts, made)
+    )
+    return web.json_response({"records": kept}, status=201)
+
+
+async def get_record(request: web.Request) -> web.Response:
+    officer = await access.officer(request)
+    record_id = access.path_int(request, "record", "record")
+    row = done(await request.app[DB].run(lambda c: records.record_row(c, officer, record_id)))
+    directory = request.app[CONFIG].data_dir / "education"
+    pdf = await asyncio.to_thread(records.read_record, directory, row)
+    if pdf is None:
+        raise json_error(
+            web.HTTPConflict,
+            "integrity",
+            "文件与记录的哈希不符 / the file does not match its recorded hash",
+        )
+    return web.Response(
+        body=pdf,
+        content_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{row["kind"]}-{row["id"]}.pdf"'},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/education/companies", post_company)
+    app.router.add_get("/api/education/companies", list_companies)
+    app.router.add_get("/api/education/companies/{company}", get_company)
+    app.router.add_post("/api/education/companies/{company}/people", post_person)
+    app.router.add_post("/api/education/roster/import", post_import)
+    app.router.add_put("/api/education/people/{person}/photo", put_photo)
+    app.router.add_delete("/api/education/people/{person}/photo", delete_photo)
+    app.router.add_put("/api/cases/{case}/education", put_course)
+    app.router.add_post("/api/cases/{case}/education/viewers", post_viewers)
+    app.router.add_post("/api/cases/{case}/education/invitations", post_invitations)
+    app.router.add_get("/api/cases/{case}/sessions/{session}/attendance", get_attendance)
+    app.router.add_post("/api/cases/{case}/sessions/{session}/attendance/records", post_records)
+    app.router.add_get("/api/education/records/{record}", get_record)
+
+
+COMPANY = in_path("company", ID)
+PERSON = in_path("person", ID)
+RECORD = in_path("record", ID)
+NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+PDF = {"type": "string", "format": "binary"}
+
+
+def describe(add: Add) -> None:
+    """These routes in the OpenAPI description (assembled in control/http/openapi.py)."""
+    tag = "education"
+    add(
+        "/api/education/companies",
+        "post",
+        op(
+            "Put a transport company on the brigade's roster",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 409"),
+            tag=tag,
+            body=json_body({"name": NAME, "city": {"type": "string", "maxLength": 100}}, ["name"]),
+        ),
+    )
+    add(
+        "/api/education/companies",
+        "get",
+        op("The brigade's companies", OFFICER, responses("200", ANY_OBJECT, "401"), tag=tag),
+    )
+    add(
+        "/api/education/companies/{company}",
+        "get",
+        op(
+            "A company and its people",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+        ),
+        [COMPANY],
+    )
+    add(
+        "/api/education/companies/{company}/people",
+        "post",
+        op(
+            "Put a manager or driver on the company's roster",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "role": {"type": "string", "enum": list(roster.ROLES)},
+                    "name": {"type": "string", "minLength": 1, "maxLength": 50},
+                    "id_number": {"type": "string", "pattern": "^[0-9A-Za-z]{6,20}$"},
+                    "phone": {"type": "string", "maxLength": 20},
+                },
+                ["role", "name", "id_number"],
+            ),
+        ),
+        [COMPANY],
+    )
+    add(
+        "/api/education/roster/import",
+        "post",
+        op(
+            "Import people from a CSV or XLSX file: all rows or none, problems named per row",
+            OFFICER,
+            responses("201", ANY_OBJECT, "401 403 413 422"),
+            tag=tag,
+            body=raw_body(
+                "the file (columns company, city, role, name, id_number, phone)", IMPORT_TYPES
+            ),
+        ),
+    )
+    add(
+        "/api/education/people/{person}/photo",
+        "put",
+        op(
+            "Enroll a person's reference photo, with the consent recorded",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 413 422"),
+            tag=tag,
+            body=raw_body(
+                "the photo itself, at most 10 MiB",
+                ["image/jpeg", "image/png", "application/octet-stream"],
+            ),
+            params=[
+                query("consent", {"type": "string", "enum": ["given"]}, required=True),
+                query(
+                    "basis",
+                    {"type": "string", "minLength": 1, "maxLength": 200},
+                    required=True,
+                    description="how the consent was given",
+                ),
+            ],
+        ),
+        [PERSON],
+    )
+    add(
+        "/api/education/people/{person}/photo",
+        "delete",
+        op(
+            "Delete a person's reference",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404"),
+            tag=tag,
+            params=[reason_query()],
+        ),
+    )
+    add(
+        "/api/cases/{case}/education",
+        "put",
+        op(
+            "An education case's topic and required watch time",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "topic": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "required_minutes": {
+                        "type": "number",
+                        "minimum": 0,
+                        "exclusiveMinimum": True,
+                        "maximum": 1440,
+                    },
+                },
+                ["topic", "required_minutes"],
+            ),
+        ),
+        [CASE],
+    )
+    add(
+        "/api/cases/{case}/education/viewers",
+        "post",
+        op(
+            "Put roster people (or whole companies) on an education case as viewers",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "person_ids": {"type": "array", "items": ID, "maxItems": 1000},
+                    "company_ids": {"type": "array", "items": ID, "maxItems": 1000},
+                },
+                [],
+            ),
+        ),
+        [CASE],
+    )
+    add(
+        "/api/cases/{case}/education/invitations",
+        "post",
+        op(
+            "One link per viewer who has no usable one",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "valid_hours": {
+                        "type": "number",
+                        "minimum": 0,
+                        "exclusiveMinimum": True,
+                        "maximum": 720,
+                    },
+                    "valid_from_seconds": {"type": "number", "minimum": 0, "maximum": 2592000},
+                },
+                [],
+            ),
+        ),
+        [CASE],
+    )
+    add(
+        "/api/cases/{case}/sessions/{session}/attendance",
+        "get",
+        op(
+            "Each viewer's attendance: visits, watch time on proof of face, checks, flags",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        "/api/cases/{case}/sessions/{session}/attendance/records",
+        "post",
+        op(
+            "Make the sealed attendance records (session, per company) and certificates",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409 422"),
+            tag=tag,
+            body=json_body(
+                {"department_name": {"type": "string", "minLength": 1, "maxLength": 64}}, []
+            ),
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        "/api/education/records/{record}",
+        "get",
+        op(
+            "An attendance record or certificate (sealed PDF)",
+            OFFICER,
+            responses("200 the PDF", PDF, "401 404 409", "application/pdf"),
+            tag=tag,
+        ),
+        [RECORD],
+    )

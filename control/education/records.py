@@ -1,0 +1,391 @@
+"""Records of an education session made of its attendance: the attendance record of the
+whole session and one per company (``education_attendance``), and a certificate
+(``education_certificate``) per viewer who watched, on proof of face, at least the required
+time. Each is a numbered PDF/A rendered from the templates in ``documents/templates/`` and
+signed with the department's seal (PAdES B-LT: timestamp, chain and CRL inside), so it
+validates offline with ``documents.verify.verify_pdf`` and the deployment's root certificate.
+
+:func:`session_facts` (SQL) gathers what the records print; :func:`record_data` turns it into
+a document's data; :func:`make_signed` renders and seals (blocking: call it in a thread).
+Files: ``<data_dir>/education/case-<id>/<kind>-<record id>-<sha256[:16]>.pdf``, mode 0600,
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import json
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.files import write_exclusive
+from documents.errors import DocumentError
+from documents.seal import draw_seal
+from documents.signing import builtin_signer, sign_document
+from recorder.keys import KeyEncryptionKey
+
+from ..access import audit, find_case
+from ..auth import Officer, now_iso
+from ..documents.desk import DocumentDesk
+from ..refusals import Refusal
+
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+ROLE_ZH = {"manager": "安全管理人员", "driver": "驾驶员"}
+SEAL_FIELD = "seal-department"
+
+
+def beijing(t: float | None) -> str:
+    if t is None:
+        return "—"
+    return datetime.datetime.fromtimestamp(t, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_beijing(iso: str | None) -> str:
+    if not iso:
+        return "—"
+    return datetime.datetime.fromisoformat(iso).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def minutes(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60} 分 {whole % 60} 秒"
+
+
+@dataclass(frozen=True)
+class ViewerFacts:
+    party_id: int
+    person_id: int
+    company_id: int
+    company: str
+    name: str
+    role: str
+    id_number_masked: str
+    attendance: dict[str, Any] | None  # the ledger's viewer (None: never joined)
+
+    @property
+    def watch_seconds(self) -> float:
+        return float(self.attendance["watch_seconds"]) if self.attendance else 0.0
+
+    @property
+    def passed(self) -> int:
+        return int(self.attendance["checks_passed"]) if self.attendance else 0
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    case_id: int
+    session_id: int
+    brigade: str
+    topic: str
+    required_seconds: float
+    opened_at: str
+    ended_at: str | None
+    officer: str
+    viewers: list[ViewerFacts]
+
+    def certified(self, v: ViewerFacts) -> bool:
+        """A certificate needs the required watch time and at least one passed face check."""
+        return v.watch_seconds >= self.required_seconds and v.passed >= 1
+
+
+def session_facts(
+    conn: sqlite3.Connection,
+    officer: Officer,
+    case_id: int,
+    session_id: int,
+    default_required: float,
+) -> SessionFacts | Refusal:
+    case = find_case(conn, officer, case_id)
+    if case is None:
+        return Refusal.NO_CASE
+    session = conn.execute(
+        "SELECT s.*, o.username FROM sessions s JOIN officers o ON o.id = s.opened_by "
+        "WHERE s.id = ? AND s.case_id = ?",
+        (session_id, case_id),
+    ).fetchone()
+    if session is None:
+        return Refusal.NO_SESSION
+    course = conn.execute("SELECT * FROM edu_courses WHERE case_id = ?", (case_id,)).fetchone()
+    attendance = {
+        int(r["party_id"]): json.loads(r["detail"])
+        for r in conn.execute(
+            "SELECT party_id, detail FROM edu_attendance WHERE session_id = ?", (session_id,)
+        )
+    }
+    viewers = [
+        ViewerFacts(
+            int(r["party_id"]),
+            int(r["person_id"]),
+            int(r["company_id"]),
+            r["company"],
+            r["name"],
+            r["role"],
+            r["id_number_masked"],
+            attendance.get(int(r["party_id"])),
+        )
+        for r in conn.execute(
+            "SELECT v.party_id, v.person_id, p.company_id, c.name AS company, p.name, p.role, "
+            "p.id_number_masked FROM edu_viewers v JOIN edu_people p ON p.id = v.person_id "
+            "JOIN edu_companies c ON c.id = p.company_id WHERE v.case_id = ? "
+            "ORDER BY c.name, p.name, v.party_id",
+            (case_id,),
+        )
+    ]
+    return SessionFacts(
+        case_id,
+        session_id,
+        case["brigade"],
+        course["topic"] if course else case["title"],
+        float(course["required_seconds"]) if course else default_required,
+        session["opened_at"],
+        session["ended_at"],
+        session["username"],
+        viewers,
+    )
+
+
+RULES_TEXT = (
+    "学员入场时及此后随机时刻（间隔不超过 {interval}）由系统将摄像头画面中的人脸与登记照片比对；"
+    "仅在确认本人在镜头前时计入学习时长，未检测到人脸、人脸不符或画面中断时暂停计时；"
+    "发现他人在镜头前时向主讲民警提示。"
+)
+
+
+def _viewer_item(facts: SessionFacts, v: ViewerFacts) -> dict[str, Any]:
+    a = v.attendance
+    flags = a["flags"] if a else []
+    reasons = {"different_face": "人脸不符", "multiple_faces": "多人", "liveness_failed": "非真人"}
+    return {
+        "id": f"p{v.party_id}",
+        "name": v.name,
+        "role": ROLE_ZH.get(v.role, v.role),
+        "company": v.company,
+        "id_number": v.id_number_masked,
+        "joined": beijing(a["joined_at"]) if a else "未参加",
+        "left": beijing(a["left_at"]) if a else "—",
+        "watched": minutes(v.watch_seconds),
+        "passed": str(a["checks_passed"] if a else 0),
+        "failed": str(a["checks_failed"] if a else 0),
+        "flags": "；".join(
+            f"{beijing(f['at'])} {reasons.get(f['reason'], f['reason'])}" for f in flags
+        )
+        or "无",
+        "result": "达到学习要求" if facts.certified(v) else "未达到学习要求",
+    }
+
+
+def record_data(
+    facts: SessionFacts,
+    department: str,
+    interval_seconds: float,
+    viewers: list[ViewerFacts],
+    scope: str,
+) -> dict[str, Any]:
+    return {
+        "department": {"name": department, "brigade": facts.brigade, "abbr": ""},
+        "case": {
+            "id": facts.case_id,
+            "session": facts.session_id,
+            "topic": facts.topic,
+            "start_time": iso_beijing(facts.opened_at),
+            "end_time": iso_beijing(facts.ended_at) if facts.ended_at else "（进行中）",
+            "required": minutes(facts.required_seconds),
+            "scope": scope,
+            "attended": str(sum(v.attendance is not None for v in viewers)),
+            "certified": str(sum(facts.certified(v) for v in viewers)),
+            "rules": RULES_TEXT.format(interval=minutes(interval_seconds)),
+        },
+        "officers": [{"id": "o1", "name": facts.officer}],
+        "parties": [_viewer_item(facts, v) for v in viewers],
+    }
+
+
+@dataclass(frozen=True)
+class MadeRecord:
+    kind: str
+    number: str
+    pdf: bytes
+    sha256: str
+    company_id: int | None
+    party_id: int | None
+
+
+def make_signed(
+    desk: DocumentDesk,
+    kind: str,
+    data: dict[str, Any],
+    company_id: int | None,
+    party_id: int | None,
+) -> MadeRecord:
+    """Render, number and seal one record (blocking)."""
+    template = desk.templates[kind]
+    doc, _, _, number = desk.render_numbered(template, data)
+    department = str(data["department"]["name"])
+    signer = builtin_signer(
+        desk.setup, "seal", brigade=str(data["department"]["brigade"]), department=department
+    )
+    label = next(s.label for s in template.signers if s.role == "seal")
+    pdf = sign_document(doc.pdf, SEAL_FIELD, signer, desk.setup, draw_seal(department, label))
+    return MadeRecord(kind, number, pdf, hashlib.sha256(pdf).hexdigest(), company_id, party_id)
+
+
+# (kind, data, company ID, party ID) of each record to make
+Job = tuple[str, dict[str, Any], int | None, int | None]
+
+
+class ChildFailed(Exception):
+    """Making the records failed in the child process (the message is its last error line)."""
+
+    def __init__(self, message: str, document: bool) -> None:
+        super().__init__(message)
+        self.document = document  # the documents library refused (bad data, font, CA)
+
+
+async def make_in_child(data_dir: Path, keys_dir: Path, jobs: list[Job]) -> list[MadeRecord]:
+    """Render, number and seal in a child process. In the server's process the rendering and
+    signing (fpdf2, fontTools, pyhanko: pure Python, seconds of it for a session's records)
+    hold the GIL in stretches that stall the event loop; a child costs the loop nothing but
+    reading the result. The child shares the CA and the numbers through their own locks."""
+    request = json.dumps(
+        {"data_dir": str(data_dir), "keys_dir": str(keys_dir), "jobs": jobs}, ensure_ascii=False
+    ).encode()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "control.education.records",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, errors = await child.communicate(request)
+    if child.returncode != 0:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise ChildFailed(
+            lines[-1] if lines else f"exited with {child.returncode}", child.returncode == 2
+        )
+    made = []
+    for item in json.loads(out):
+        pdf = base64.b64decode(item["pdf"])
+        made.append(
+            MadeRecord(
+                item["kind"],
+                item["number"],
+                pdf,
+                hashlib.sha256(pdf).hexdigest(),
+                item["company_id"],
+                item["party_id"],
+            )
+        )
+    return made
+
+
+def _child_main() -> int:
+    request = json.loads(sys.stdin.buffer.read())
+    # the child numbers, renders and seals only: it never writes or reads a document file, so
+    # the key those files are wrapped by is not needed here (a throwaway one fills the slot)
+    desk = DocumentDesk(
+        Path(request["data_dir"]), Path(request["keys_dir"]), kek=KeyEncryptionKey.generate()
+    )
+    try:
+        made = [make_signed(desk, kind, data, c, p) for kind, data, c, p in request["jobs"]]
+    except DocumentError as exc:
+        print(str(exc).replace("\n", " "), file=sys.stderr)
+        return 2
+    out = [
+        {
+            "kind": m.kind,
+            "number": m.number,
+            "pdf": base64.b64encode(m.pdf).decode(),
+            "company_id": m.company_id,
+            "party_id": m.party_id,
+        }
+        for m in made
+    ]
+    sys.stdout.write(json.dumps(out))
+    return 0
+
+
+def record_path(directory: Path, case_id: int, kind: str, record_id: int, sha256: str) -> Path:
+    return directory / f"case-{case_id}" / f"{kind}-{record_id}-{sha256[:16]}.pdf"
+
+
+def keep_records(
+    conn: sqlite3.Connection,
+    officer: Officer,
+    directory: Path,
+    facts: SessionFacts,
+    made: list[MadeRecord],
+) -> list[dict[str, Any]]:
+    """Rows and files of the records (the files written inside the transaction: a failed write
+    keeps no row)."""
+    out: list[dict[str, Any]] = []
+    for m in made:
+        cursor = conn.execute(
+            "INSERT INTO edu_records (case_id, session_id, kind, company_id, party_id, number, "
+            "sha256, file, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
+            (
+                facts.case_id,
+                facts.session_id,
+                m.kind,
+                m.company_id,
+                m.party_id,
+                m.number,
+                m.sha256,
+                officer.actor,
+                now_iso(),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        path = record_path(directory, facts.case_id, m.kind, cursor.lastrowid, m.sha256)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_exclusive(path, m.pdf)
+        conn.execute("UPDATE edu_records SET file = ? WHERE id = ?", (path.name, cursor.lastrowid))
+        audit(
+            conn,
+            officer.actor,
+            "education.record_made",
+            f"edu_record:{cursor.lastrowid}",
+            facts.case_id,
+            kind=m.kind,
+            number=m.number,
+            sha256=m.sha256,
+            company=m.company_id,
+            party=m.party_id,
+        )
+        out.append(
+            {
+                "id": cursor.lastrowid,
+                "kind": m.kind,
+                "number": m.number,
+                "sha256": m.sha256,
+                "company_id": m.company_id,
+                "party_id": m.party_id,
+                "download": f"/api/education/records/{cursor.lastrowid}",
+            }
+        )
+    return out
+
+
+def record_row(
+    conn: sqlite3.Connection, officer: Officer, record_id: int
+) -> dict[str, Any] | Refusal:
+    row = conn.execute("SELECT * FROM edu_records WHERE id = ?", (record_id,)).fetchone()
+    if row is None or find_case(conn, officer, row["case_id"]) is None:
+        return Refusal.NO_CASE
+    return dict(row)
+
+
+def read_record(directory: Path, row: dict[str, Any]) -> bytes | None:
+    """The record's file, checked against the hash the database holds (None: it differs)."""
+    pdf = (directory / f"case-{row['case_id']}" / row["file"]).read_bytes()
+    return pdf if hashlib.sha256(pdf).hexdigest() == row["sha256"] else None
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())
