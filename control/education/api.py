@@ -255,7 +255,7 @@ async def delete_photo(request: web.Request) -> web.Response:
     person_id = access.path_int(request, "person", "person")
     reason = request.query.get("reason", "").strip()[:500]
     if not reason:
-        raise json_error(web.HTTPBadRequest, "reason_required", "?reason= is required")
+        raise json_error(web.HTTPBadRequest, "reason_required", detail="query")
     unwrap(
         await request.app[DB].run(lambda c: roster.person_of(c, officer, person_id)),
         _ROSTER_STATUS,
@@ -328,11 +328,7 @@ async def post_invitations(request: web.Request) -> web.Response:
         or not _number(delay)
         or not 0 <= delay <= 30 * 86400
     ):
-        raise json_error(
-            web.HTTPBadRequest,
-            "bad_request",
-            "valid_hours (0-720), valid_from_seconds (0-2592000)",
-        )
+        raise json_error(web.HTTPBadRequest, "bad_request", key="bad_request.validity")
     start = time.time() + float(delay)
     made = unwrap(
         await request.app[DB].run(
