@@ -293,6 +293,9 @@ async def test_a_penalty_decision_needs_the_notice_and_the_periods(tmp_path: Pat
             assert state["notice"]["hearing_offered"] and not state["decision_allowed"]
             status, body = await api.call("POST", docs, li, decision)
             assert (status, body["error"]) == (409, "statement_period_open"), body
+            closes = date.fromisoformat(state["notice"]["statement_closes"])
+            assert f"{closes.year}年{closes.month}月{closes.day}日" in body["message"]
+            status, body = await api.call("POST", docs, li, decision, lang="en")
             assert state["notice"]["statement_closes"] in body["message"]
             status, state = await api.call(
                 "POST", steps, li, {"step": "statement", "text": "我当时赶时间，请求从轻处罚。"}
