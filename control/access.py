@@ -19,6 +19,7 @@ Every state change goes into the audit trail (:func:`audit`) with actor, time an
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 import sqlite3
@@ -105,6 +106,11 @@ async def officer(request: web.Request) -> Officer:
     return found
 
 
+# the party page's device secret (control/sessions/invitations.py binds a link to it when the
+# page redeems it); sent with every request the page makes with the link itself
+DEVICE_HEADER = "X-Remotecase-Device"
+
+
 async def party(request: web.Request) -> PartyCaller:
     """The party an invitation token or a party's signalling token stands for."""
     token = bearer(request)
@@ -145,23 +151,32 @@ async def party(request: web.Request) -> PartyCaller:
 
         caller = await request.app[DB].run(by_grant)
     else:
+        device = request.headers.get(DEVICE_HEADER, "")
 
-        def by_invitation(conn: sqlite3.Connection) -> PartyCaller | None:
+        def by_invitation(conn: sqlite3.Connection) -> PartyCaller | str | None:
             # joining uses a link once; until it expires or is revoked it still lets its party
-            # book, upload and read its own things
+            # book, upload and read its own things, from the device that used it only: a link
+            # redeemed by a page (which binds it to its device secret) answers nothing to a
+            # request without that secret, so a forwarded or overheard SMS reads nothing
             row = conn.execute(
-                "SELECT p.id, p.case_id, p.name FROM invitations i JOIN parties p "
-                "ON p.id = i.party_id WHERE i.token_hash = ? AND i.revoked_at IS NULL "
-                "AND i.expires_at > ?",
+                "SELECT p.id, p.case_id, p.name, i.device_hash FROM invitations i "
+                "JOIN parties p ON p.id = i.party_id WHERE i.token_hash = ? "
+                "AND i.revoked_at IS NULL AND i.expires_at > ?",
                 (token_hash(token), time.time()),
             ).fetchone()
-            return (
-                None
-                if row is None
-                else PartyCaller(row["id"], row["case_id"], row["name"], "invitation")
-            )
+            if row is None:
+                return None
+            bound = row["device_hash"]
+            if bound is not None and not (
+                device and hmac.compare_digest(token_hash(device), bound)
+            ):
+                return "other_device"
+            return PartyCaller(row["id"], row["case_id"], row["name"], "invitation")
 
-        caller = await request.app[DB].run(by_invitation)
+        found = await request.app[DB].run(by_invitation)
+        if found == "other_device":
+            raise json_error(web.HTTPForbidden, "forbidden", detail="other_device")
+        caller = found if isinstance(found, PartyCaller) else None
     if caller is None:
         raise json_error(web.HTTPUnauthorized, "unauthorized", detail="link_invalid")
     return caller

@@ -232,8 +232,9 @@ class Api:
         json: Any = None,
         data: bytes | None = None,
         lang: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
         if lang is not None:
             headers["Accept-Language"] = lang
         async with self.http.request(

@@ -140,6 +140,33 @@ async def test_a_link_used_without_a_device_stays_single_use(server: Server, api
     assert (await redeem(api, link, consent=CONSENT))[0] == 200
     status, body = await redeem(api, link, consent=CONSENT, device=device())
     assert (status, body["error"]) == (410, "used")
+    # a link used without a device secret (an API client) reads its party's things as before
+    status, view = await api.call("GET", "/api/party", link)
+    assert status == 200 and view["party"]["id"] == party
+
+
+async def test_a_bound_link_reads_nothing_on_another_device(server: Server, api: Api) -> None:
+    """A link the page redeemed (bound to its device secret) answers the party's endpoints only
+    with that secret: a forwarded SMS shows another phone neither the case nor its documents."""
+    officer = await officer_login(server, api, "li")
+    case, party = await case_with_party(api, officer)
+    assert (await api.call("POST", f"/api/cases/{case}/sessions", officer))[0] == 201
+    link = await invite(api, officer, case, party)
+    mine = device()
+    assert (await redeem(api, link, consent=CONSENT, device=mine))[0] == 200
+    same = {"X-Remotecase-Device": mine}
+    for path in ("/api/party", "/api/party/materials", "/api/party/documents", "/api/party/slots"):
+        status, body = await api.call("GET", path, link, headers=same)
+        assert status == 200, (path, body)
+        for other in ({}, {"X-Remotecase-Device": device()}):
+            status, body = await api.call("GET", path, link, headers=other)
+            assert (status, body["error"], body["detail"]) == (403, "forbidden", "other_device")
+            assert "另一台设备" in body["message"]
+    status, body = await api.call("GET", "/api/party", link, lang="en")
+    assert status == 403 and "another device" in body["message"]
+    # nothing was changed by the refused requests: the same device still reads its case
+    status, view = await api.call("GET", "/api/party", link, headers=same)
+    assert status == 200 and view["party"]["id"] == party
 
 
 async def test_bad_input_loses_nothing(server: Server, api: Api) -> None:

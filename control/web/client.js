@@ -479,9 +479,28 @@ function connect(token) {
 }
 
 // -- the link: the case, consents, redemption ------------------------------------------------
+// The headers of a request made with the link (or a call token): the device secret goes with it,
+// since a link this page redeemed answers only the device that redeemed it.
+function partyHeaders(token, extra) {
+  const headers = { Authorization: `Bearer ${token}`, ...(extra || {}) };
+  const secret = storedDevice();
+  if (secret) headers["X-Remotecase-Device"] = secret;
+  return I18N.headers(headers);
+}
+
+function storedDevice() {
+  try { return localStorage.getItem(STORE_DEVICE) || undefined; } catch (err) { return undefined; }
+}
+
 async function partyView(token) {
-  const response = await fetch("/api/party", { headers: I18N.headers({ Authorization: `Bearer ${token}` }) });
-  if (!response.ok) return null;
+  const response = await fetch("/api/party", { headers: partyHeaders(token) });
+  state.viewRefused = null;
+  if (!response.ok) {
+    // a link bound to another device answers 403 other_device: it was used there
+    const body = await response.json().catch(() => ({}));
+    state.viewRefused = body.detail || body.error || String(response.status);
+    return null;
+  }
   return response.json();
 }
 
@@ -569,7 +588,7 @@ async function redeemInvitation(invite) {
   state.invite = invite;
   setPhase("opening");
   const view = await partyView(invite);
-  if (!view) return refusedLink({ body: { error: "unknown" } });
+  if (!view) return refusedLink({ body: { error: state.viewRefused === "other_device" ? "used" : "unknown" } });
   showCase(view);
   listMaterials();
   if (view.case.status !== "open") return refusedLink({ body: { error: "case_closed" } });
@@ -641,7 +660,7 @@ function showCheck(body) {
 }
 
 async function prejoinCall(token, path, blob) {
-  const init = { method: blob ? "POST" : "GET", headers: I18N.headers({ Authorization: `Bearer ${token}` }) };
+  const init = { method: blob ? "POST" : "GET", headers: partyHeaders(token) };
   if (blob) { init.body = blob; init.headers["Content-Type"] = "image/jpeg"; }
   if (path === "/retry") init.method = "POST";
   try {
@@ -721,7 +740,12 @@ async function checkBeforeJoining(token) {
 }
 
 // -- materials and appointments --------------------------------------------------------------
-function partyAuth() { return { Authorization: `Bearer ${state.partyToken || state.invite}` }; }
+function partyAuth() {
+  const headers = { Authorization: `Bearer ${state.partyToken || state.invite}` };
+  const secret = storedDevice();
+  if (secret) headers["X-Remotecase-Device"] = secret;
+  return headers;
+}
 
 async function listMaterials() {
   if (!state.invite && !state.partyToken) return;

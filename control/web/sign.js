@@ -31,9 +31,17 @@
   const b64 = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)));
   const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
+  // the device secret client.js keeps: a link the page redeemed answers only this device
+  const device = () => {
+    try {
+      const secret = localStorage.getItem("remotecase.device");
+      return secret ? { "X-Remotecase-Device": secret } : {};
+    } catch (err) { return {}; }
+  };
+
   async function call(method, path, body) {
     const response = await fetch(path, {
-      method, headers: { Authorization: `Bearer ${token}`,
+      method, headers: { Authorization: `Bearer ${token}`, ...device(),
                          ...(body ? { "Content-Type": "application/json" } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
