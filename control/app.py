@@ -53,6 +53,7 @@ from .cases import audit, parties
 from .config import Config
 from .db import Database
 from .deadlines import api as deadlines
+from .deadlines.api import calendar_errors
 from .deadlines.rules import load_rules
 from .delivery import api as delivery
 from .delivery import penalty, reviews
@@ -145,6 +146,7 @@ def create_app(config: Config) -> web.Application:
             localized_errors,  # outermost: the others' errors are worded too
             client_address(config.server.front_secret),
             body_deadline(config.server.body_timeout),
+            calendar_errors,
         ],
     )
     add_security_headers(app)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from control.appkeys import DB
@@ -364,3 +365,31 @@ def test_rules_load_both_files() -> None:
     assert rules.limits["review_request"].days == 3
     assert rules.due("review_request", date(2026, 9, 30)) == date(2026, 10, 10)
     assert "国庆节 10月1日至10月7日" in rules.skipped(date(2026, 9, 30), date(2026, 10, 10))
+
+
+async def test_a_count_outside_the_calendar_answers_409_not_500() -> None:
+    """Wherever a count runs past the calendar's years (a case from before it, a limit that
+    reaches past its last year), the answer names the missing year instead of a 500."""
+    from control.deadlines.api import calendar_errors
+
+    calendar = parse_calendar("years 2026\n", "brigade.txt")
+
+    async def count(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        calendar.add_working_days(date(2026, 12, 30), 5)  # runs into 2027
+        return aiohttp.web.json_response({})
+
+    app = aiohttp.web.Application(middlewares=[calendar_errors])
+    app.router.add_get("/count", count)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/count") as response:
+                body = await response.json()
+        assert response.status == 409 and body["error"] == "calendar_missing", body
+        assert "2027" in body["message"] and "brigade.txt" in body["message"]
+    finally:
+        await runner.cleanup()

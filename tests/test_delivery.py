@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pypdfium2 as pdfium
 from aiohttp import web
 
 from control.appkeys import CUSTODY
+from control.deadlines.rules import china_today
 from documents.samples import sample
 from tests.conftest import (
     Api,
@@ -293,11 +295,21 @@ async def test_failed_delivery_shows_the_fallback_and_a_refusal_is_recorded(
             assert (status, body["error"]) == (409, "post_first")
             status, body = await api.call("POST", fb, li, {"action": "fax", "reference": "x"})
             assert (status, body["error"]) == (400, "bad_request")
+            today = china_today()
+            # a fallback dated before the delivery, or in the future, is refused
+            for day in (today - timedelta(days=1), today + timedelta(days=1)):
+                status, body = await api.call(
+                    "POST",
+                    fb,
+                    li,
+                    {"action": "post", "reference": "EMS1", "done_on": day.isoformat()},
+                )
+                assert (status, body["error"]) == (400, "bad_day"), (day, body)
             status, posted = await api.call(
                 "POST",
                 fb,
                 li,
-                {"action": "post", "reference": "EMS1234567890", "done_on": "2026-12-01"},
+                {"action": "post", "reference": "EMS1234567890", "done_on": today.isoformat()},
             )
             assert status == 200 and posted["fallback"]["next"] == "public_notice", posted
             status, noticed = await api.call(
@@ -308,12 +320,12 @@ async def test_failed_delivery_shows_the_fallback_and_a_refusal_is_recorded(
                     "action": "public_notice",
                     "reference": "某公告〔2026〕1号",
                     "note": "邮件退回，地址不详",
-                    "done_on": "2026-12-10",
                 },
             )
             assert status == 200, noticed
             assert noticed["fallback"]["next"] is None
-            assert noticed["delivered_on"] == "2027-02-08"  # sixty days after the notice
+            # sixty days after the notice
+            assert noticed["delivered_on"] == (today + timedelta(days=60)).isoformat()
             assert [e["action"] for e in await custody(server, "delivery.fallback")] == [
                 "post",
                 "public_notice",
@@ -483,3 +495,58 @@ async def test_delivery_by_e_mail_through_an_smtp_relay(tmp_path: Path) -> None:
     finally:
         await server.runner.cleanup()
         await sink.close()
+
+
+async def test_a_party_sees_its_own_papers_and_the_case_s_not_another_party_s(
+    tmp_path: Path,
+) -> None:
+    """Two parties of one accident: each sees its own consent (with its own address) and the
+    determination of the whole case; neither lists nor reads the other's consent."""
+    server = await start_server(make_config(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            a = await party_in_session(server, api, li)
+            status, other = await api.call(
+                "POST", f"/api/cases/{a.cid}/parties", li, {"role": "driver", "name": "李四"}
+            )
+            assert status == 201, other
+            b_token = (await party_link(api, li, a.cid, other["id"]))["token"]
+            mine = await consent(api, li, a, address="13800000001")
+            data = determination(a.pid)
+            second = sample("determination_ordinary")["parties"][1]
+            data["parties"].append(
+                {
+                    "id": other["id"],
+                    "responsibility": "无责任",
+                    **{k: second[k] for k in ("id_number", "vehicle")},
+                }
+            )
+            path = f"/api/cases/{a.cid}/documents"
+            status, determination_doc = await api.call(
+                "POST", path, li, {"kind": "determination_ordinary", "data": data}
+            )
+            assert status == 201, determination_doc
+
+            status, listing = await api.call("GET", "/api/party/documents", b_token)
+            assert status == 200, listing
+            assert [d["id"] for d in listing["documents"]] == [determination_doc["id"]]
+            for path in (
+                f"/api/party/documents/{mine['id']}",
+                f"/api/party/documents/{mine['id']}/pdf",
+            ):
+                status, body = await api.call("GET", path, b_token)
+                assert (status, body["error"]) == (404, "not_found"), (path, body)
+            status, body = await api.call(
+                "GET", f"/api/party/documents/{determination_doc['id']}", b_token
+            )
+            assert status == 200, body
+
+            status, listing = await api.call("GET", "/api/party/documents", a.token)
+            assert {d["id"] for d in listing["documents"]} == {
+                mine["id"],
+                determination_doc["id"],
+            }
+    finally:
+        await server.runner.cleanup()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -14,9 +15,25 @@ from aiohttp import web
 
 from .. import access
 from ..appkeys import DB, RULES
+from ..http.jsonio import json_error
 from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, op, query, responses
 from ..refusals import done as case_done
+from .calendar import CalendarError
 from .rules import Rules, china_date, china_today
+
+
+@web.middleware
+async def calendar_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A count that runs outside the calendar's years (a case from before it, a limit that
+    reaches past its last year) answers 409 ``calendar_missing`` naming the year, wherever it
+    is counted (deadlines, reviews, the penalty procedure), instead of a 500."""
+    try:
+        return await handler(request)
+    except CalendarError as exc:
+        raise json_error(web.HTTPConflict, "calendar_missing", str(exc)) from None
+
 
 DETERMINATIONS = ("determination_ordinary", "determination_simple", "accident_certificate")
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -45,6 +46,7 @@ from .channels import ChannelFailed, Notice, channel_for
 from .receipts import make_receipt
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 DELIVERY = in_path("delivery", ID)
 
 _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
@@ -60,6 +62,7 @@ _STATUS: dict[store.Refusal, type[web.HTTPException]] = {
     store.Refusal.ANSWERED: web.HTTPConflict,
     store.Refusal.NOT_FAILED: web.HTTPConflict,
     store.Refusal.POST_FIRST: web.HTTPConflict,
+    store.Refusal.BAD_DAY: web.HTTPBadRequest,
     store.Refusal.NOT_EFFECTIVE: web.HTTPConflict,
 }
 
@@ -139,6 +142,11 @@ async def post_delivery(request: web.Request) -> web.Response:
         reference = await channel.send(notice)
     except ChannelFailed as exc:
         failure = str(exc)
+    except Exception as exc:
+        # a provider's own error (a malformed address refused by the e-mail library, a bug)
+        # must not leave the delivery "sending" for ever: it failed, and the fallback opens
+        logger.exception("delivery %s: the %s provider failed", row["id"], row["provider"])
+        failure = f"发送出错 / the provider failed: {type(exc).__name__}"
     row = await db.run(lambda c: store.finish_send(c, who.actor, row["id"], reference, failure))
     if failure:
         await custody(

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..access import PartyCaller, audit
 from ..auth import Officer, now_iso
-from ..deadlines.rules import china_date, china_time
+from ..deadlines.rules import china_date, china_time, china_today
 from ..refusals import CodedRefusal
 from .channels import CHANNEL_NAMES, CHANNELS
 
@@ -64,6 +64,11 @@ class Refusal(CodedRefusal):
         "post_first",
         "公告送达前须先记录邮寄送达（157号令第五十五条）/ a public notice comes after "
         "delivery by post was tried (157号令 art.55)",
+    )
+    BAD_DAY = (
+        "bad_day",
+        "done_on：补救送达的日期不能早于电子送达的日期，也不能晚于今天 / done_on: the fallback "
+        "cannot be dated before the electronic delivery, nor after today",
     )
 
 
@@ -365,6 +370,9 @@ def add_fallback(
     }
     if action == "public_notice" and "post" not in done:
         return Refusal.POST_FIRST
+    # (a public notice dated back would have its sixty days already run)
+    if not china_date(row["created_at"]) <= done_on <= china_today():
+        return Refusal.BAD_DAY
     ends = (
         (done_on + timedelta(days=notice_days)).isoformat() if action == "public_notice" else None
     )

@@ -537,7 +537,7 @@ async def _party_doc(request: web.Request) -> tuple[PartyCaller, dict[str, Any]]
 
 async def party_list(request: web.Request) -> web.Response:
     caller = await access.party(request)
-    docs = await request.app[DB].run(lambda c: store.listing(c, caller.case_id))
+    docs = await request.app[DB].run(lambda c: store.listing_for_party(c, caller))
     return web.json_response({"documents": [_public(d) for d in docs]})
 
 

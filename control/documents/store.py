@@ -258,14 +258,48 @@ def get(
     return Refusal.NO_DOCUMENT if row is None else row_json(row)
 
 
+# kinds that concern one party even without a box of theirs: shown only to the party a
+# delivery names (the receipt of a delivery to that party)
+PERSONAL_KINDS = frozenset({"delivery_receipt"})
+
+
+def visible_to_party(conn: sqlite3.Connection, doc: dict[str, Any], party_id: int) -> bool:
+    """Whether a party of the document's case may see it: a document with a box for this party
+    (its record, its consent, its penalty notice), one delivered to it or the receipt of such a
+    delivery, or a document of the whole case that asks no party's signature (a determination
+    signed by the officer and the seal). Another party's consent (with its address), receipts
+    and penalty papers stay with that party."""
+    own = f"p{party_id}"
+    boxes = doc["required"]
+    if any(b.get("role") == "party" and b.get("signer_id") == own for b in boxes):
+        return True
+    delivered = conn.execute(
+        "SELECT 1 FROM deliveries WHERE party_id = ? AND (document_id = ? OR receipt_id = ?)",
+        (party_id, doc["id"], doc["id"]),
+    ).fetchone()
+    if delivered is not None:
+        return True
+    if doc["kind"] in PERSONAL_KINDS:
+        return False
+    return not any(b.get("role") == "party" for b in boxes)
+
+
 def get_for_party(
     conn: sqlite3.Connection, caller: PartyCaller, document_id: int
 ) -> dict[str, Any] | Refusal:
-    """A document of the party's own case (another case's answers 404, as an absent one)."""
+    """A document of the party's own case that concerns it (:func:`visible_to_party`); another
+    case's, or another party's, answers 404 as an absent one."""
     row = conn.execute(
         "SELECT * FROM documents WHERE id = ? AND case_id = ?", (document_id, caller.case_id)
     ).fetchone()
-    return Refusal.NO_DOCUMENT if row is None else row_json(row)
+    if row is None:
+        return Refusal.NO_DOCUMENT
+    doc = row_json(row)
+    return doc if visible_to_party(conn, doc, caller.party_id) else Refusal.NO_DOCUMENT
+
+
+def listing_for_party(conn: sqlite3.Connection, caller: PartyCaller) -> list[dict[str, Any]]:
+    return [d for d in listing(conn, caller.case_id) if visible_to_party(conn, d, caller.party_id)]
 
 
 def listing(conn: sqlite3.Connection, case_id: int) -> list[dict[str, Any]]:

@@ -263,7 +263,15 @@ async def make_in_child(data_dir: Path, keys_dir: Path, jobs: list[Job]) -> list
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, errors = await child.communicate(request)
+    try:
+        out, errors = await child.communicate(request)
+    except BaseException:
+        # cancelled (the server closing, the request dropped): the child is ours to stop, or
+        # it would go on taking numbers and sealing records nobody keeps
+        if child.returncode is None:
+            child.kill()
+        await asyncio.shield(child.wait())
+        raise
     if child.returncode != 0:
         lines = errors.decode(errors="replace").strip().splitlines()
         raise ChildFailed(
