@@ -17,7 +17,7 @@ from documents.samples import sample
 from documents.verify import extract_marks
 from tests.conftest import Server
 from tests.test_browser import _wait_for, browser  # noqa: F401  (the fixture)
-from tests.test_records_documents import seed_match
+from tests.test_records_documents import consent_body, seed_match
 
 pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"
@@ -48,20 +48,8 @@ async def test_party_page_draws_a_mark_and_signs(server: Server, browser: Any) -
         invite = await call(
             "POST", f"/api/cases/{case['id']}/invitations", login, {"party_id": party["id"]}
         )
-        s = sample("delivery_consent")
         doc = await call(
-            "POST",
-            f"/api/cases/{case['id']}/documents",
-            login,
-            {
-                "kind": "delivery_consent",
-                "data": {
-                    "department": s["department"],
-                    "case": s["case"],
-                    "delivery": s["delivery"],
-                    "parties": [{"id": party["id"], "id_number": "110101198503020011"}],
-                },
-            },
+            "POST", f"/api/cases/{case['id']}/documents", login, consent_body(party["id"])
         )
         await seed_match(server, session["room"], party["id"])
 

@@ -36,7 +36,7 @@ from tests.conftest import (
     party_link,
     start_server,
 )
-from tests.test_records_documents import PartyKey, party_sign, seed_match, verify_cli
+from tests.test_records_documents import PartyKey, consent_body, party_sign, seed_match, verify_cli
 
 
 async def custody(server: Server, kind: str) -> list[dict[str, Any]]:
@@ -94,21 +94,9 @@ async def consent(
     api: Api, li: str, p: Party, address: str = "13800000001", *, sign: bool = True
 ) -> dict[str, Any]:
     """The 送达地址确认书 for ``p``, signed by the party itself (unless ``sign`` is false)."""
-    s = sample("delivery_consent")
     delivery = {"method": "电子送达（短信）", "address": address, "agreed": "同意"}
     status, doc = await api.call(
-        "POST",
-        f"/api/cases/{p.cid}/documents",
-        li,
-        {
-            "kind": "delivery_consent",
-            "data": {
-                "department": s["department"],
-                "case": s["case"],
-                "delivery": delivery,
-                "parties": [{"id": p.pid, "id_number": "110101198503020011"}],
-            },
-        },
+        "POST", f"/api/cases/{p.cid}/documents", li, consent_body(p.pid, delivery)
     )
     assert status == 201, doc
     if sign:

@@ -16,12 +16,11 @@ from pathlib import Path
 import aiohttp
 from cryptography import x509
 
-from documents.samples import sample
 from documents.verify import verify_pdf
 from recorder.custody import CustodyLog
 from recorder.keys import load_or_create_signing_key
 from tests.conftest import Api, case_with_party, party_link, serve_process
-from tests.test_records_documents import STROKES, PartyKey
+from tests.test_records_documents import STROKES, PartyKey, consent_body
 
 
 def _children(supervisor: int) -> list[int]:
@@ -81,20 +80,8 @@ async def test_prepare_on_one_worker_finish_on_another_once(tmp_path: Path) -> N
             one, other = Api(http, urls[0]), Api(http, urls[1])
 
             cid, pid = await case_with_party(front, li, name="张三")
-            s = sample("delivery_consent")
             status, doc = await front.call(
-                "POST",
-                f"/api/cases/{cid}/documents",
-                li,
-                {
-                    "kind": "delivery_consent",
-                    "data": {
-                        "department": s["department"],
-                        "case": s["case"],
-                        "delivery": s["delivery"],
-                        "parties": [{"id": pid, "id_number": "110101198503020011"}],
-                    },
-                },
+                "POST", f"/api/cases/{cid}/documents", li, consent_body(pid)
             )
             assert status == 201, doc
             _, session = await front.call("POST", f"/api/cases/{cid}/sessions", li)

@@ -42,6 +42,21 @@ from tests.conftest import (
 STROKES = [[[10, 10], [40, 30], [80, 12]], [[20, 50], [70, 55]]]
 
 
+def consent_body(party_id: int, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The request that generates a 送达地址确认书 for ``party_id`` from the library's sample
+    (its delivery section unless ``delivery`` is given): the document most tests sign."""
+    s = sample("delivery_consent")
+    return {
+        "kind": "delivery_consent",
+        "data": {
+            "department": s["department"],
+            "case": s["case"],
+            "delivery": s["delivery"] if delivery is None else delivery,
+            "parties": [{"id": party_id, "id_number": "110101198503020011"}],
+        },
+    }
+
+
 class PartyKey:
     """What the party page does with WebCrypto: a P-256 key pair, its SPKI, r||s signatures."""
 
@@ -546,20 +561,8 @@ async def test_a_real_face_match_in_the_call_lets_the_party_sign(tmp_path: Path)
             cid, pid = await case_with_party(api, li, name="张三")
             status, body = await _enroll(server, li, cid, pid, _png(ASTRONAUT))
             assert status == 200, body
-            s = sample("delivery_consent")
             status, doc = await api.call(
-                "POST",
-                f"/api/cases/{cid}/documents",
-                li,
-                {
-                    "kind": "delivery_consent",
-                    "data": {
-                        "department": s["department"],
-                        "case": s["case"],
-                        "delivery": s["delivery"],
-                        "parties": [{"id": pid, "id_number": "110101198503020011"}],
-                    },
-                },
+                "POST", f"/api/cases/{cid}/documents", li, consent_body(pid)
             )
             assert status == 201, doc
             _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
@@ -619,20 +622,8 @@ async def test_a_prepared_signature_expires_and_is_kept_in_the_database(tmp_path
             api = Api(http, server.base_url)
             li = await officer_login(server, api)
             cid, pid = await case_with_party(api, li, name="张三")
-            s = sample("delivery_consent")
             status, doc = await api.call(
-                "POST",
-                f"/api/cases/{cid}/documents",
-                li,
-                {
-                    "kind": "delivery_consent",
-                    "data": {
-                        "department": s["department"],
-                        "case": s["case"],
-                        "delivery": s["delivery"],
-                        "parties": [{"id": pid, "id_number": "110101198503020011"}],
-                    },
-                },
+                "POST", f"/api/cases/{cid}/documents", li, consent_body(pid)
             )
             assert status == 201, doc
             _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
