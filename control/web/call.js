@@ -20,6 +20,7 @@
   let call = null;  // the call now: {ws, pub, sub, local, me, tracks, tiles, published, leaving}
 
   function send(msg) { if (call && call.ws.readyState === 1) call.ws.send(JSON.stringify(msg)); }
+  con.callSend = send;  // for the workspace's other parts (see "remotecase:call-message")
 
   function waitForIce(pc, limitMs = 3000) {
     // complete descriptions: simpler for the server than trickling every candidate
@@ -140,6 +141,8 @@
   }
 
   async function onMessage(msg) {
+    // the workspace's other parts (an education panel, record.js) see every call message too
+    window.dispatchEvent(new CustomEvent("remotecase:call-message", { detail: msg }));
     switch (msg.type) {
       case "joined":
         rejoins = 0;

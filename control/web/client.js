@@ -72,6 +72,7 @@ function setStatus(text) { $("status").textContent = text; }
 function showGuidance(text) { $("guidance").textContent = text || ""; }
 function showError(text) { $("error").textContent = text || ""; }
 function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
+state.send = send;  // for the page's other scripts (see "remotecase:message" below)
 
 // the words for a signalling or HTTP error code: this page's own, else the server's message
 function errorText(code, message) {
@@ -358,6 +359,9 @@ function trackMuted(msg) {
 
 async function onMessage(event) {
   const msg = JSON.parse(event.data);
+  // every message reaches the page's other scripts too (sign.js, an education panel): they
+  // listen for this event and answer through window.remotecase.send
+  window.dispatchEvent(new CustomEvent("remotecase:message", { detail: msg }));
   switch (msg.type) {
     case "joined":
       state.reconnects = 0;
