@@ -31,6 +31,7 @@ from tests.test_browser_party import (
     no_overflow,
     until,
 )
+from tests.test_deadlines import penalty_data
 from tests.test_delivery import consent, make_determination, party_in_session
 
 pytestmark = pytest.mark.browser
@@ -190,6 +191,25 @@ async def test_console_deadlines_and_a_failed_delivery_with_its_fallback(
             assert status == 201, other
             # made eight days ago and not delivered: the 3 working days to deliver have passed
             await backdate(server, "documents", "created_at", doc["id"], 8)
+            # an old violation: the penalty notice of a 3,000 yuan fine (a hearing is offered)
+            status, vcase = await api.call(
+                "POST", "/api/cases", li, {"kind": "violation", "title": "超速 50%"}
+            )
+            assert status == 201, vcase
+            status, driver = await api.call(
+                "POST", f"/api/cases/{vcase['id']}/parties", li, {"role": "driver", "name": "王五"}
+            )
+            assert status == 201, driver
+            status, notice = await api.call(
+                "POST",
+                f"/api/cases/{vcase['id']}/documents",
+                li,
+                {
+                    "kind": "penalty_notice",
+                    "data": penalty_data(driver["id"], "penalty_notice", 3000),
+                },
+            )
+            assert status == 201, notice
 
             async with chromium(camera) as browser:
                 context, page, problems = await new_page(browser, "zh-CN", DESKTOP)
@@ -255,6 +275,38 @@ async def test_console_deadlines_and_a_failed_delivery_with_its_fallback(
                 await no_overflow(page, "the overdue view")
                 await page.click(link)
                 await page.wait_for_selector("#procedure-panel:visible")
+
+                # the penalty procedure of the violation: the periods, a step refused in words,
+                # the waiver recorded, and what still stops the decision
+                await page.goto(server.base_url + f"/console#case/{vcase['id']}")
+                await page.wait_for_selector("#proc-penalty form.penalty-step", timeout=60000)
+                penalty = await page.inner_text("#proc-penalty")
+                assert notice["number"] in penalty and "拟罚款 3000 元" in penalty, penalty
+                assert "有权要求听证" in penalty
+                assert "陈述、申辩期限尚未届满" in await page.inner_text("#proc-decision")
+                form = "#proc-penalty form.penalty-step"
+                await page.select_option(form + " select.step-pick", "payment")
+                await page.fill(form + " input.step-reference", "12123-0001")
+                await page.click(form + " button[type=submit]")
+                await until(
+                    page,
+                    "document.getElementById('proc-message').textContent"
+                    ".includes('尚未作出处罚决定')",
+                )
+                await page.select_option(form + " select.step-pick", "waiver")
+                await page.select_option(form + " select.step-right", "statement")
+                await page.fill(form + " textarea.step-text", "当事人当场表示放弃陈述、申辩")
+                await page.click(form + " button[type=submit]")
+                await page.wait_for_selector("#proc-penalty li[data-step='waiver']")
+                decision = await page.inner_text("#proc-decision")
+                assert "要求听证" in decision and "陈述、申辩期限尚未届满" not in decision, decision
+                status, state = await api.call("GET", f"/api/cases/{vcase['id']}/penalty", li)
+                assert [s["step"] for s in state["steps"]] == ["waiver"]
+                assert state["refusal"]["error"] == "hearing_period_open"
+                await shots.take(page, "penalty")
+                await no_overflow(page, "the penalty procedure")
+                await page.goto(server.base_url + f"/console#case/{p.cid}")
+                await page.wait_for_selector(late)
 
                 # English once: the panel's words switch with the page
                 await page.click("#lang")
