@@ -86,6 +86,7 @@ async def outbox_server(tmp_path: Path) -> AsyncIterator[Server]:
 async def test_party_on_a_phone_opens_acknowledges_and_asks_for_a_review(
     outbox_server: Server, camera: Path, tmp_path: Path
 ) -> None:
+    """...and the officer records the review's outcome in the console, which the party sees."""
     server = outbox_server
     shots = Shots(tmp_path, "party-procedure")
     async with aiohttp.ClientSession() as http:
@@ -163,6 +164,32 @@ async def test_party_on_a_phone_opens_acknowledges_and_asks_for_a_review(
             )
             await shots.take(page, "review-asked")
             await no_overflow(page, "the review asked")
+
+            # the officer, at a desk, sees the request and records the outcome
+            desk, console, desk_problems = await new_page(browser, "zh-CN", DESKTOP)
+            await console.goto(server.base_url + "/console")
+            await console.fill("#username", "li")
+            await console.fill("#password", PASSWORD)
+            await console.click("#login-form button")
+            await until(console, "document.getElementById('who').textContent.includes('li')")
+            await console.goto(server.base_url + f"/console#case/{p.cid}")
+            asked = f"#proc-reviews li[data-review='{review['id']}']"
+            await console.wait_for_selector(asked + " form", timeout=60000)
+            assert "对方车辆未打转向灯" in await console.inner_text(asked)
+            await console.select_option(asked + " select.outcome-pick", "upheld")
+            await console.fill(asked + " textarea.outcome-note", "经复核，原认定事实清楚。")
+            await console.click(asked + " button[type=submit]")
+            await console.wait_for_selector(asked + " .outcome")
+            assert desk_problems == [], desk_problems
+            await desk.close()
+            # ... and the party's page says it
+            outcome = item + " .pc-review p.outcome"
+            await until(
+                page,
+                f'(document.querySelector("{outcome}") || {{}}).textContent'
+                "?.includes('维持原道路交通事故认定')",
+            )
+            assert "经复核，原认定事实清楚。" in await page.inner_text(outcome)
             assert problems == [], problems
             await context.close()
 
