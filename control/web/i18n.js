@@ -93,6 +93,8 @@ const I18N = (() => {
         Object.assign(catalogs[code], await fetchCatalog(code, name));
       }
       apply(document);
+      // what the page wrote before these words arrived is written again (as after a switch)
+      document.dispatchEvent(new CustomEvent("remotecase:lang", { detail: { lang } }));
     }
     return lang;
   }
