@@ -13,12 +13,10 @@ import datetime
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from control.appkeys import DB
 from control.deadlines.rules import china_today
 from tests.conftest import PASSWORD, Api, Server, make_config, officer_login, start_server
 from tests.test_browser_party import (
@@ -33,6 +31,7 @@ from tests.test_browser_party import (
 )
 from tests.test_deadlines import penalty_data
 from tests.test_delivery import consent, make_determination, party_in_session
+from tests.test_procedure_party_view import backdate, deliver
 
 pytestmark = pytest.mark.browser
 
@@ -55,25 +54,6 @@ def camera(tmp_path: Path) -> Path:
     y4m = tmp_path / "face.y4m"
     write_y4m(y4m, face_image())
     return y4m
-
-
-async def backdate(server: Server, table: str, column: str, row_id: int, days: int) -> None:
-    """Move one recorded time back by ``days``: the case as it stands some days later."""
-
-    def move(conn: Any) -> None:
-        (value,) = conn.execute(f"SELECT {column} FROM {table} WHERE id = ?", (row_id,)).fetchone()
-        earlier = datetime.datetime.fromisoformat(value) - datetime.timedelta(days=days)
-        conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (earlier.isoformat(), row_id))
-
-    await server.app[DB].run(move)
-
-
-async def deliver(api: Api, li: str, cid: int, doc: int, pid: int) -> dict[str, Any]:
-    status, row = await api.call(
-        "POST", f"/api/cases/{cid}/deliveries", li, {"document_id": doc, "party_id": pid}
-    )
-    assert status == 201, row
-    return dict(row)
 
 
 @pytest.fixture

@@ -3,15 +3,35 @@ the working-day calendar from the delivery date, and ``review_open``), for its p
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from control.appkeys import RULES
+from control.appkeys import DB, RULES
 from control.deadlines.rules import china_date, china_today
-from tests.conftest import Api, make_config, officer_login, start_server
-from tests.test_browser_procedure import backdate, deliver
+from tests.conftest import Api, Server, make_config, officer_login, start_server
 from tests.test_delivery import consent, make_determination, party_in_session
+
+
+async def backdate(server: Server, table: str, column: str, row_id: int, days: int) -> None:
+    """Move one recorded time back by ``days``: the case as it stands some days later."""
+
+    def move(conn: Any) -> None:
+        (value,) = conn.execute(f"SELECT {column} FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        earlier = datetime.datetime.fromisoformat(value) - datetime.timedelta(days=days)
+        conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (earlier.isoformat(), row_id))
+
+    await server.app[DB].run(move)
+
+
+async def deliver(api: Api, li: str, cid: int, doc: int, pid: int) -> dict[str, Any]:
+    status, row = await api.call(
+        "POST", f"/api/cases/{cid}/deliveries", li, {"document_id": doc, "party_id": pid}
+    )
+    assert status == 201, row
+    return dict(row)
 
 
 async def test_party_deliveries_say_when_the_review_window_closes(tmp_path: Path) -> None:
