@@ -54,7 +54,7 @@ async def test_party_page_draws_a_mark_and_signs(server: Server, browser: Any) -
         await seed_match(server, session["room"], party["id"])
 
         page = await browser.new_page()
-        await page.goto(server.base_url + invite["link"])
+        await page.goto(server.base_url + invite["link"] + "&lang=zh-CN")
         field = f"party-p{party['id']}"
         box = f"#party-documents .sign-box[data-field='{field}']"
         await page.wait_for_selector(box + " canvas")
@@ -133,7 +133,7 @@ async def test_party_page_records_the_partys_own_refusal(server: Server, browser
             },
         )
         page = await browser.new_page()
-        await page.goto(server.base_url + invite["link"])
+        await page.goto(server.base_url + invite["link"] + "&lang=zh-CN")
         item = f"#party-documents li[data-document='{doc['id']}']"
         await page.wait_for_selector(item + " .refuse-box button.refuse")
         said = "document.getElementById('sign-error').textContent"
@@ -165,7 +165,7 @@ async def test_party_page_records_the_partys_own_refusal(server: Server, browser
 async def test_console_writes_the_record_during_the_session(server: Server, browser: Any) -> None:  # noqa: F811
     await server.app[DB].run(lambda c: create_officer(c, "li", PASSWORD, "officer", "brigade-1"))
     page = await browser.new_page()
-    await page.goto(server.base_url + "/console")
+    await page.goto(server.base_url + "/console?lang=zh-CN")
     await page.fill("#username", "li")
     await page.fill("#password", PASSWORD)
     await page.click("#login-form button")
@@ -183,7 +183,7 @@ async def test_console_writes_the_record_during_the_session(server: Server, brow
         "#records-documents:not([hidden]) #record-party option", state="attached"
     )
     await page.click("#record-new")
-    await page.wait_for_selector("#record-turns li:has-text('writing')")
+    await page.wait_for_selector("#record-turns li[data-phase='writing']")
     await page.fill("#turn-q", "请讲一下事故经过。")
     await page.fill("#turn-a", "我追尾了前车。")
     await page.click("#record-turn button[type=submit]")

@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .. import access
-from ..appkeys import CONFIG, CUSTODY, DB, DOCS, EVENTS
+from ..appkeys import CONFIG, CUSTODY, DB, DOCS, EVENTS, RULES
 from ..auth import Officer
-from ..deadlines.rules import china_today
+from ..deadlines.calendar import CalendarError
+from ..deadlines.rules import china_date, china_today
 from ..documents import api as documents
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import (
@@ -226,6 +227,17 @@ async def post_fallback(request: web.Request) -> web.Response:
 async def party_list(request: web.Request) -> web.Response:
     caller = await access.party(request)
     rows = await request.app[DB].run(lambda c: store.for_party(c, caller))
+    # the review window of a determination or certificate, for the party's page to show
+    rules = request.app[RULES]
+    today = china_today()
+    for row in rows:
+        row["review_closes"], row["review_open"] = None, False
+        if row["kind"] in store.REVIEWABLE and row["sent_at"]:
+            try:
+                closes = rules.due("review_request", china_date(row["sent_at"]))
+            except CalendarError:
+                continue  # outside the calendar: the request itself says so (calendar_missing)
+            row["review_closes"], row["review_open"] = closes.isoformat(), today <= closes
     return web.json_response({"deliveries": rows})
 
 
@@ -361,7 +373,8 @@ def describe(add: Add) -> None:
         "/api/party/deliveries",
         "get",
         op(
-            "The documents delivered to the party",
+            "The documents delivered to the party, a determination with its review window "
+            "(review_closes, review_open)",
             PARTY,
             responses("200", ANY_OBJECT, "401 403"),
             tag=tag,

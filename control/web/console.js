@@ -125,14 +125,16 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     await route();
   }
 
-  // -- views: #cases, #case/<id>, #calendar, #stats ---------------------------------------
+  // -- views: #cases, #case/<id>, #calendar, #stats, #overdue ----------------------------
   async function route() {
     const hash = location.hash.replace(/^#/, "") || "cases";
     const [view, id] = hash.split("/");
-    const name = ["cases", "case", "calendar", "stats"].includes(view) ? view : "cases";
+    // the views are the page's <div class="view" id="view-NAME"> (a part may add one)
+    const views = [...document.querySelectorAll("#desk > .view")].map((v) => v.id.replace(/^view-/, ""));
+    const name = [...views, "case"].includes(view) ? view : "cases";
     const shown = name === "case" ? "cases" : name;
     notice("");  // what was said belongs to the view left
-    for (const v of ["cases", "calendar", "stats"]) $(`view-${v}`).hidden = v !== shown;
+    for (const v of views) $(`view-${v}`).hidden = v !== shown;
     $("view-cases").classList.toggle("has-case", name === "case" && Boolean(con.caseId || Number(id)));
     for (const a of document.querySelectorAll("#nav a")) {
       if (a.dataset.view === shown) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");

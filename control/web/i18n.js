@@ -8,6 +8,10 @@
 // language (I18N.headers() gives the Accept-Language to send) and their errors carry a code
 // that the page may translate itself (I18N.error).
 //
+// A panel's script with a catalog of its own asks for it with I18N.use("name"): loaded with the
+// page's catalogs when the page loads them, or at once (and merged) when they are loaded already;
+// the promise it returns settles when the panel's words are there.
+//
 // In HTML: data-i18n="key" sets the text, data-i18n-placeholder / -title / -aria-label / -alt
 // set those attributes; I18N.apply(root) fills them (again after a switch).
 "use strict";
@@ -20,6 +24,8 @@ const I18N = (() => {
   const catalogs = {};         // lang -> {key: text}
   let names = [];
   let lang = DEFAULT;
+  const panels = [];           // catalogs asked for by panels' scripts (I18N.use)
+  let loading = null;          // the page's load, once started
 
   function pick(tag) {
     if (!tag) return null;
@@ -56,13 +62,40 @@ const I18N = (() => {
   }
 
   // Load the catalogs ["common", page...] for the chosen language (and zh-CN as the fallback).
-  async function load(pageNames) {
+  function load(pageNames) {
     names = ["common", ...pageNames.filter((n) => n !== "common")];
-    lang = chosen();
-    await loadLang(DEFAULT);
-    if (lang !== DEFAULT) await loadLang(lang);
-    document.documentElement.lang = lang;
-    apply(document);
+    for (const n of panels) if (!names.includes(n)) names.push(n);
+    loading = (async () => {
+      lang = chosen();
+      await loadLang(DEFAULT);
+      if (lang !== DEFAULT) await loadLang(lang);
+      document.documentElement.lang = lang;
+      apply(document);
+      return lang;
+    })();
+    return loading;
+  }
+
+  // A panel's own catalog: part of the page's load if it has not started, else loaded now for
+  // every language already loaded.
+  async function use(name) {
+    if (!panels.includes(name)) panels.push(name);
+    if (!loading) {
+      await new Promise((resolve) => {
+        const wait = () => (loading ? resolve() : setTimeout(wait, 20));
+        wait();
+      });
+    }
+    await loading.catch(() => {});
+    if (!names.includes(name)) {
+      names.push(name);
+      for (const code of Object.keys(catalogs)) {
+        Object.assign(catalogs[code], await fetchCatalog(code, name));
+      }
+      apply(document);
+      // what the page wrote before these words arrived is written again (as after a switch)
+      document.dispatchEvent(new CustomEvent("remotecase:lang", { detail: { lang } }));
+    }
     return lang;
   }
 
@@ -131,7 +164,7 @@ const I18N = (() => {
     return dateTime(value, { year: undefined, month: undefined, day: undefined });
   }
 
-  return { LANGS, DEFAULT, load, t, has, apply, setLang, headers, error, dateTime, date, time,
+  return { LANGS, DEFAULT, load, use, t, has, apply, setLang, headers, error, dateTime, date, time,
            get lang() { return lang; } };
 })();
 window.I18N = I18N;

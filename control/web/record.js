@@ -12,6 +12,7 @@
     "accident_certificate", "mediation_agreement", "mediation_termination", "penalty_notice",
     "penalty_decision", "delivery_consent", "talk_record"];
 
+  const t = (key, params) => I18N.t(key, params);
   const el = (tag, attrs = {}, ...children) => {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {
@@ -23,7 +24,7 @@
 
   async function call(method, path, body) {
     const response = await fetch(path, {
-      method, headers: { Authorization: `Bearer ${con.token}`,
+      method, headers: { ...I18N.headers(), Authorization: `Bearer ${con.token}`,
                          ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
       body: body !== undefined ? JSON.stringify(body) : undefined,
     });
@@ -31,34 +32,34 @@
     const data = type.includes("json") ? await response.json() : await response.blob();
     if (!response.ok) {
       const missing = data && data.missing ? "：" + data.missing.map((m) => m.path).join(", ") : "";
-      throw new Error(((data && data.message) || `HTTP ${response.status}`) + missing);
+      throw new Error(I18N.error(data && typeof data === "object" && !(data instanceof Blob) ? data : {}) + missing);
     }
     return data;
   }
 
+  // the words are set by data-i18n attributes (I18N.apply fills them, again after a switch)
   const section = el("section", { id: "records-documents", hidden: "" },
-    el("h2", {}, "询问笔录 / Inquiry record"),
+    el("h2", { "data-i18n": "rec.heading" }),
     el("div", {},
-      el("select", { id: "record-party" }),
-      el("button", { id: "record-new" }, "新建笔录 / new record"),
-      el("select", { id: "record-pick" })),
-    el("textarea", { id: "record-header", rows: "6", cols: "80",
-                     title: "表头 JSON / header (department, case, person, officers)" }),
-    el("button", { id: "record-header-save" }, "保存表头 / save header"),
+      el("select", { id: "record-party", "data-i18n-aria-label": "rec.party" }),
+      el("button", { id: "record-new", "data-i18n": "rec.new" }),
+      el("select", { id: "record-pick", "data-i18n-aria-label": "rec.pick" })),
+    el("textarea", { id: "record-header", rows: "6", cols: "80", "data-i18n-title": "rec.header" }),
+    el("button", { id: "record-header-save", "data-i18n": "rec.header.save" }),
     el("ol", { id: "record-turns" }),
     el("form", { id: "record-turn" },
-      el("textarea", { id: "turn-q", rows: "2", cols: "80", placeholder: "问 / question", required: "" }),
-      el("textarea", { id: "turn-a", rows: "2", cols: "80", placeholder: "答 / answer" }),
-      el("button", { type: "submit" }, "添加问答 / add turn")),
+      el("textarea", { id: "turn-q", rows: "2", cols: "80", "data-i18n-placeholder": "rec.q", required: "" }),
+      el("textarea", { id: "turn-a", rows: "2", cols: "80", "data-i18n-placeholder": "rec.a" }),
+      el("button", { type: "submit", "data-i18n": "rec.turn.add" })),
     el("div", {},
-      el("button", { id: "record-review" }, "开始审阅 / start review"),
-      el("button", { id: "record-finalise" }, "定稿并生成 / finalise")),
-    el("h2", {}, "文书 / Documents"),
+      el("button", { id: "record-review", "data-i18n": "rec.review" }),
+      el("button", { id: "record-finalise", "data-i18n": "rec.finalise" })),
+    el("h2", { "data-i18n": "rec.documents" }),
     el("form", { id: "doc-new" },
-      el("select", { id: "doc-kind" }, ...KINDS.map((k) => el("option", {}, k))),
-      el("textarea", { id: "doc-data", rows: "6", cols: "80",
-                       placeholder: '其余字段 JSON / the remaining fields, e.g. {"findings": {...}, "parties": [{"id": 1, "responsibility": "全部责任"}]}' }),
-      el("button", { type: "submit" }, "生成 / generate")),
+      el("select", { id: "doc-kind", "data-i18n-aria-label": "rec.doc.kind" },
+        ...KINDS.map((k) => el("option", { value: k, "data-i18n": `rec.kind.${k}` }))),
+      el("textarea", { id: "doc-data", rows: "6", cols: "80", "data-i18n-placeholder": "rec.doc.data" }),
+      el("button", { type: "submit", "data-i18n": "rec.doc.generate" })),
     el("ul", { id: "doc-list" }),
     el("div", { id: "rd-error", role: "alert" }));
   (document.querySelector("main") || document.body).append(section);
@@ -74,23 +75,25 @@
     turns.replaceChildren();
     if (!record) return;
     $("record-header").value = JSON.stringify(record.header, null, 1);
-    for (const t of record.turns) {
+    for (const turn of record.turns) {
       const edit = el("button", { onclick: guard(async () => {
-        const text = prompt(`第${t.n}问答的回答 / answer of turn ${t.n}`, t.a);
+        const text = prompt(t("rec.turn.prompt", { n: turn.n }), turn.a);
         if (text === null) return;
         if (record.phase === "writing") {
-          record = await call("PUT", `${base()}/turns/${t.n}`, { a: text });
+          record = await call("PUT", `${base()}/turns/${turn.n}`, { a: text });
         } else {
-          record = await call("POST", `${base()}/corrections`, { turn: t.n, field: "a", text });
+          record = await call("POST", `${base()}/corrections`, { turn: turn.n, field: "a", text });
         }
         showRecord();
-      }) }, record.phase === "writing" ? "改 / edit" : "更正 / correct");
-      turns.append(el("li", {}, `[${t.time} · 录像 ${t.offset}s] 问：${t.q} 答：${t.a} `, edit));
+      }) }, t(record.phase === "writing" ? "rec.turn.edit" : "rec.turn.correct"));
+      turns.append(el("li", {}, t("rec.turn", { time: turn.time, offset: turn.offset, q: turn.q, a: turn.a }), " ", edit));
     }
     for (const c of record.corrections) {
-      turns.append(el("li", { class: "muted" }, `更正 ${c.id}：${c.before} → ${c.after}（${c.status}）`));
+      turns.append(el("li", { class: "muted" }, t("rec.correction", {
+        id: c.id, before: c.before, after: c.after, status: t(`rec.correction.${c.status}`) })));
     }
-    turns.append(el("li", { class: "muted" }, `状态 / phase: ${record.phase}，版本 / version ${record.version}`));
+    turns.append(el("li", { class: "muted", "data-phase": record.phase },
+      t("rec.phase", { phase: t(`rec.phase.${record.phase}`), version: record.version })));
   }
 
   const base = () => `/api/cases/${con.caseId}/records/${record.id}`;
@@ -108,7 +111,8 @@
     }
     const listing = await call("GET", `/api/cases/${con.caseId}/records`);
     $("record-pick").replaceChildren(el("option", { value: "" }, "—"), ...listing.records.map(
-      (r) => el("option", { value: String(r.id) }, `#${r.id} ${r.header.person.name} (${r.phase})`)));
+      (r) => el("option", { value: String(r.id) },
+        t("rec.pick.item", { id: r.id, name: r.header.person.name, phase: t(`rec.phase.${r.phase}`) }))));
     if (record) {
       record = listing.records.find((r) => r.id === record.id) || record;
       $("record-pick").value = String(record.id);
@@ -119,27 +123,27 @@
     list.replaceChildren();
     for (const d of docs.documents) {
       const signed = new Set(d.signatures.map((s) => s.field));
-      const item = el("li", {}, `${d.kind} ${d.number} r${d.revision} `);
+      const item = el("li", {}, t("rec.doc.item", { kind: t(`rec.kind.${d.kind}`), number: d.number, revision: d.revision }), " ");
       for (const r of d.required) {
-        const state = signed.has(r.field) ? "✓" : r.refused ? "拒签" : "…";
-        item.append(`${r.label} ${r.name} ${state} `);
+        const state = t(signed.has(r.field) ? "rec.box.signed" : r.refused ? "rec.box.refused" : "rec.box.open");
+        item.append(t("rec.box", { label: r.label, name: r.name, state }), " ");
         if (!signed.has(r.field) && !r.refused && r.role !== "party") {
           item.append(el("button", { onclick: guard(async () => {
             await call("POST", `/api/cases/${con.caseId}/documents/${d.id}/sign`, { field: r.field });
             refresh();
-          }) }, `签 / sign ${r.field}`), " ");
+          }) }, t("rec.box.sign", { field: r.field })), " ");
         }
       }
       item.append(el("button", { onclick: guard(async () => {
         const blob = await call("GET", `/api/cases/${con.caseId}/documents/${d.id}/pdf`);
         window.open(URL.createObjectURL(blob), "_blank", "noopener");
-      }) }, "PDF"));
+      }) }, t("rec.doc.pdf")));
       list.append(item);
     }
   }
 
   $("record-new").addEventListener("click", guard(async () => {
-    if (!con.session) throw new Error("请先开启会话 / open a session first");
+    if (!con.session) throw new Error(t("rec.session_first"));
     record = await call("POST", `/api/cases/${con.caseId}/sessions/${con.session.id}/records`,
                         { party_id: Number($("record-party").value) });
     refresh();
@@ -170,5 +174,7 @@
     await call("POST", `/api/cases/${con.caseId}/documents`, { kind: $("doc-kind").value, data });
     refresh();
   }));
+  I18N.use("record").then(() => I18N.apply(section));
+  document.addEventListener("remotecase:lang", () => { refresh().catch((e) => say(e.message)); });
   setInterval(() => { refresh().catch((e) => say(e.message)); }, 4000);
 })();

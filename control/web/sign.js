@@ -22,12 +22,8 @@
     for (const c of children) node.append(c);
     return node;
   };
-  // the page's words: from the "sign" catalog when the page loaded it with the i18n loader
-  // (control/web/i18n/<lang>/sign.json), else the Chinese / English text given here
-  const tr = (key, both, params = {}) => {
-    const text = window.I18N && I18N.has(key) ? I18N.t(key, params) : both;
-    return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
-  };
+  // the page's words: the "sign" catalog (control/web/i18n/<lang>/sign.json), Chinese first
+  const t = (key, params) => I18N.t(key, params);
   const b64 = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)));
   const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
@@ -41,21 +37,24 @@
 
   async function call(method, path, body) {
     const response = await fetch(path, {
-      method, headers: { Authorization: `Bearer ${token}`, ...device(),
+      method, headers: { ...I18N.headers(), Authorization: `Bearer ${token}`, ...device(),
                          ...(body ? { "Content-Type": "application/json" } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
     const type = response.headers.get("Content-Type") || "";
     const data = type.includes("json") ? await response.json() : await response.blob();
-    if (!response.ok) throw new Error((data && data.message) || `HTTP ${response.status}`);
+    if (!response.ok) throw new Error(I18N.error(data && typeof data === "object" && !(data instanceof Blob) ? data : {}));
     return data;
   }
 
-  const panel = el("section", { id: "party-papers" },
-    el("h2", {}, "询问笔录 / Inquiry record"), el("div", { id: "record-live" }, "（暂无 / none yet）"),
-    el("h2", {}, "文书与签名 / Documents to sign"), el("ul", { id: "party-documents" }),
-    el("div", { id: "sign-error", role: "alert" }));
-  document.body.append(panel);
+  let panel = null;
+  function build() {
+    panel = el("section", { id: "party-papers" },
+      el("h2", {}, t("sign.record.heading")), el("div", { id: "record-live" }, t("sign.record.none")),
+      el("h2", {}, t("sign.documents.heading")), el("ul", { id: "party-documents" }),
+      el("div", { id: "sign-error", role: "alert" }));
+    document.body.append(panel);
+  }
   const say = (text) => { document.getElementById("sign-error").textContent = text; };
 
   // -- the record, live ----------------------------------------------------------------------
@@ -63,16 +62,18 @@
     let record;
     try { record = await call("GET", "/api/party/record"); } catch { return; }
     const box = document.getElementById("record-live");
-    box.replaceChildren(el("p", {}, `状态 / phase：${{ writing: "记录中 / being written",
-      review: "请您审阅 / please review", final: "已定稿 / final" }[record.phase]}`));
-    for (const t of record.turns) {
-      box.append(el("p", { class: "turn" }, `${t.time} 问：${t.q}`), el("p", {}, `答：${t.a}`));
+    box.replaceChildren(el("p", {}, t("sign.record.phase", { phase: t(`sign.phase.${record.phase}`) })));
+    for (const turn of record.turns) {
+      box.append(el("p", { class: "turn" }, t("sign.record.q", { time: turn.time, q: turn.q })),
+        el("p", {}, t("sign.record.a", { a: turn.a })));
     }
     for (const c of record.corrections) {
-      const row = el("p", { class: "correction" },
-        `更正 ${c.id}（第${c.turn}问答，${c.field === "q" ? "问" : "答"}）：“${c.before}” → “${c.after}” — ${c.status}`);
+      const row = el("p", { class: "correction" }, t("sign.correction", {
+        id: c.id, turn: c.turn, field: t(c.field === "q" ? "sign.correction.q" : "sign.correction.a"),
+        before: c.before, after: c.after,
+        status: I18N.has(`sign.correction.${c.status}`) ? t(`sign.correction.${c.status}`) : c.status }));
       if (c.status === "proposed") {
-        for (const [label, ok] of [["确认 / confirm", true], ["拒绝 / reject", false]]) {
+        for (const [label, ok] of [[t("sign.correction.confirm"), true], [t("sign.correction.reject"), false]]) {
           row.append(" ", el("button", { onclick: async () => {
             try { await call("POST", `/api/party/record/corrections/${c.id}`, { confirmed: ok }); }
             catch (e) { say(e.message); }
@@ -137,11 +138,12 @@
       const doc = await call("GET", `/api/party/documents/${d.id}`);
       const item = el("li", { "data-document": String(d.id) },
         el("strong", {}, `${doc.title} ${doc.number}`), " ",
-        doc.state.effective ? "已生效 / in effect" : `待签 / missing：${doc.state.missing.map((m) => m.name + "（" + m.field + "）").join("、")}`, " ",
+        doc.state.effective ? t("sign.effective") : t("sign.missing", {
+          boxes: doc.state.missing.map((m) => t("sign.missing.box", { name: m.name, field: m.field })).join(t("sign.list.sep")) }), " ",
         el("button", { onclick: async () => {
           const blob = await call("GET", `/api/party/documents/${d.id}/pdf`);
           window.open(URL.createObjectURL(blob), "_blank", "noopener");
-        } }, "查看 PDF / view"));
+        } }, t("sign.view")));
       // the party's own boxes still to sign: one per page for a record
       const mine = doc.required.filter((r) => r.role === "party" && r.signer_id === doc.you &&
         !r.refused &&
@@ -151,43 +153,54 @@
       const refusedMine = doc.required.some((r) => r.signer_id === doc.you && r.refused);
       if (refusedMine) {
         item.append(el("p", { class: "refused" },
-          tr("sign.refused", "已记录拒绝签名 / the refusal to sign is recorded")));
+          t("sign.refused")));
       } else if (mine.length && !doc.signatures.length) {
         const reason = el("textarea", { class: "refuse-reason", rows: "2", maxlength: "500",
-          placeholder: tr("sign.refuse.reason", "拒签理由 / why you refuse to sign") });
+          placeholder: t("sign.refuse.reason") });
         const refuse = el("button", { class: "refuse", onclick: async () => {
           if (!reason.value.trim()) {
-            say(tr("sign.refuse.need_reason", "请写明拒签理由 / please give a reason")); return;
+            say(t("sign.refuse.need_reason")); return;
           }
           refuse.disabled = true;
           try {
             await call("POST", `/api/party/documents/${d.id}/refusals`,
                        { field: mine[0].field, reason: reason.value.trim() });
-            say(tr("sign.refuse.done", "已记录拒绝签名 / your refusal is recorded"));
+            say(t("sign.refuse.done"));
             list.dataset.seen = "";
           } catch (e) { say(e.message); refuse.disabled = false; }
           showDocuments();
-        } }, tr("sign.refuse", "拒绝签名 / refuse to sign"));
+        } }, t("sign.refuse"));
         item.append(el("div", { class: "refuse-box" }, reason, refuse));
       }
       for (const r of mine) {
         const p = pad();
         const button = el("button", { class: "sign", onclick: async () => {
-          if (!p.strokes.length) { say("请先在框内签名 / draw your signature first"); return; }
+          if (!p.strokes.length) { say(t("sign.draw_first")); return; }
           button.disabled = true;
-          try { await sign(d.id, r.field, p.strokes); say("已签名 / signed"); list.dataset.seen = ""; }
+          try { await sign(d.id, r.field, p.strokes); say(t("sign.signed")); list.dataset.seen = ""; }
           catch (e) { say(e.message); button.disabled = false; }
           showDocuments();
-        } }, `签名（第${r.page}页）/ sign page ${r.page}`);
+        } }, t("sign.sign_page", { page: r.page }));
         item.append(el("div", { class: "sign-box", "data-field": r.field },
-          `${r.label} ${r.name}，第${r.page}页：`, p.canvas,
-          el("button", { onclick: p.clear }, "重写 / clear"), button));
+          t("sign.box", { label: r.label, name: r.name, page: r.page }), p.canvas,
+          el("button", { onclick: p.clear }, t("sign.clear")), button));
       }
       list.append(item);
     }
   }
 
   const tick = () => Promise.all([showRecord(), showDocuments()]).catch((e) => say(e.message));
-  tick();
-  setInterval(tick, 3000);
+  // after a language switch the panel is written again in the new words
+  document.addEventListener("remotecase:lang", () => {
+    if (!panel) return;
+    panel.querySelector("h2").textContent = t("sign.record.heading");
+    panel.querySelectorAll("h2")[1].textContent = t("sign.documents.heading");
+    document.getElementById("party-documents").dataset.seen = "";
+    tick();
+  });
+  I18N.use("sign").then(() => {
+    build();
+    tick();
+    setInterval(tick, 3000);
+  });
 })();
