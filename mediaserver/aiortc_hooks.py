@@ -649,14 +649,17 @@ class _Tap:
     """What the SFU adds to one ICE socket's ``datagram_received``: callbacks that hear every
     datagram (:func:`on_datagram`), then the fast ingress (:class:`FastIngress`), then aioice."""
 
-    __slots__ = ("fast", "heard", "received")
+    __slots__ = ("draining", "fast", "heard", "received")
 
     def __init__(self, received: Callable[[bytes | str, tuple[Any, ...]], None]) -> None:
         self.heard: list[Callable[[], None]] = []
         self.fast: FastIngress | None = None
         self.received = received
+        self.draining = False  # stop_receiving(): what arrives is dropped unread
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if self.draining:
+            return
         for heard in self.heard:
             heard()
         fast = self.fast
@@ -690,6 +693,28 @@ def on_datagram(pc: aiortc.RTCPeerConnection, callback: Callable[[], None]) -> b
         _tap(protocol).heard.append(callback)
         return True
     return False
+
+
+def stop_receiving(pc: aiortc.RTCPeerConnection) -> int:
+    """Drop, unread, every datagram that arrives from now on on ``pc``'s ICE sockets (all of
+    its candidates' sockets, media, DTLS and STUN alike); the number of sockets.
+
+    For a server that stops: a flood of media would otherwise keep its event loop busy with
+    packets nobody will forward while it closes its calls (a loaded server once took more than
+    a minute to stop). Closing the connection afterwards still sends what it sends (DTLS
+    close, SCTP abort); it waits for nothing from the other side.
+    """
+    sockets = 0
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        for dtls in (transceiver.sender.transport, transceiver.receiver.transport):
+            if dtls is None or id(dtls) in seen:
+                continue
+            seen.add(id(dtls))
+            for protocol in dtls.transport._connection._protocols:
+                _tap(protocol).draining = True
+                sockets += 1
+    return sockets
 
 
 def install() -> None:
