@@ -109,3 +109,13 @@ async def test_feedback_from_the_fast_ingress_reaches_the_publisher(
 
 def _in_history(up: Any, sequence_number: int) -> bool:
     return bool(up.get_packet(sequence_number) is not None)
+
+
+async def test_ingress_bench_delivers_every_packet_on_both_paths() -> None:
+    """bench/ingress.py (the A/B of docs/performance.md): each path hands every one of the
+    packets to the receiver's sink (it raises when one never comes)."""
+    from bench.ingress import run
+
+    results = await run(packets=300, rounds=1)
+    assert len(results["aiortc"]) == len(results["fast"]) == 1
+    assert results["aiortc"][0] > 0 and results["fast"][0] > 0
