@@ -30,6 +30,7 @@ import aioice.ice
 import aiortc.rtcpeerconnection
 import pylibsrtp
 from aiortc.codecs import is_rtx
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
@@ -162,6 +163,24 @@ class SfuRtpReceiver(RTCRtpReceiver):
     _pending_nack: tuple[int, list[int]] | None = None
     _fast_tried = False
     nacks_sent = 0  # NACK messages to the publisher
+    _remb_wanted = False  # a video receiver: its estimator is made at its first packet
+
+    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
+        super().__init__(kind, transport)
+        # aiortc makes a REMB estimator for every video receiver, 1,000 rate buckets (about
+        # 100 KiB and 1,000 objects for the garbage collector to walk); a server has one per
+        # video transceiver of every connection, and most (a subscriber's) never get a packet
+        estimator = "_RTCRtpReceiver__remote_bitrate_estimator"
+        self._remb_wanted = getattr(self, estimator) is not None
+        setattr(self, estimator, None)
+
+    def _estimator(self) -> RemoteBitrateEstimator | None:
+        name = "_RTCRtpReceiver__remote_bitrate_estimator"
+        estimator: RemoteBitrateEstimator | None = getattr(self, name)
+        if estimator is None and self._remb_wanted:
+            estimator = RemoteBitrateEstimator()
+            setattr(self, name, estimator)
+        return estimator
 
     def attach_sink(self, sink: ReceiverSink) -> None:
         self._sfu_sink = sink
@@ -183,6 +202,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         sink = self._sfu_sink
         if sink is None:
+            self._estimator()
             await super()._handle_rtp_packet(packet, arrival_time_ms)
             return
         forward = self._ingest(packet, arrival_time_ms)
@@ -216,8 +236,8 @@ class SfuRtpReceiver(RTCRtpReceiver):
         # (its last packet, with the frame's bytes) rather than once a packet: the estimator's
         # arrival groups are 5 ms bursts of send time, which a frame's packets are, and its
         # incoming rate counts the same bytes. Audio packets are frames of their own.
-        estimator = self._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
         abs_send_time = packet.extensions.abs_send_time
+        estimator = self._estimator() if abs_send_time is not None else None
         if estimator is not None and abs_send_time is not None:
             size = self._remb_bytes + len(packet.payload) + packet.padding_size
             if packet.marker or codec.mimeType[:6] != "video/":

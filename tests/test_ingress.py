@@ -119,3 +119,26 @@ async def test_ingress_bench_delivers_every_packet_on_both_paths() -> None:
     results = await run(packets=300, rounds=1)
     assert len(results["aiortc"]) == len(results["fast"]) == 1
     assert results["aiortc"][0] > 0 and results["fast"][0] > 0
+
+
+async def test_a_video_receiver_makes_its_estimator_at_its_first_packet() -> None:
+    """aiortc's REMB estimator (1,000 rate buckets) is made only for a receiver that gets
+    media: a server's subscriber connections never do."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from mediaserver import aiortc_hooks
+
+    aiortc_hooks.install()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        video = pc.addTransceiver("video", direction="recvonly").receiver
+        audio = pc.addTransceiver("audio", direction="recvonly").receiver
+        assert isinstance(video, aiortc_hooks.SfuRtpReceiver)
+        assert isinstance(audio, aiortc_hooks.SfuRtpReceiver)
+        name = "_RTCRtpReceiver__remote_bitrate_estimator"
+        assert getattr(video, name) is None and getattr(audio, name) is None
+        assert video._estimator() is not None  # what the first packet does
+        assert getattr(video, name) is video._estimator()  # made once
+        assert audio._estimator() is None  # aiortc estimates video only
+    finally:
+        await pc.close()
