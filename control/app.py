@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 import weakref
 from collections import Counter
@@ -15,6 +17,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from mediaserver import aiortc_hooks
 from mediaserver.room import Sfu, SfuRoom
 from recorder.custody import CustodyLog
 from recorder.keys import KeyEncryptionKey, load_or_create_signing_key, public_key_pem
@@ -163,14 +166,47 @@ def create_app(config: Config) -> web.Application:
 
 
 SHUTDOWN_STEP_LIMIT = 20.0
+# The whole stop, from SIGTERM to the process's exit, is bounded: each step above is, and
+# aiohttp's wait for open connections (cli.py SHUTDOWN_WAIT); should the event loop be too
+# starved even for those, a watchdog thread ends the process after this long.
+SHUTDOWN_LIMIT = 40.0
+
+
+def start_shutdown_watchdog(limit: float = SHUTDOWN_LIMIT) -> threading.Timer:
+    """A thread that ends this process ``limit`` seconds from now (for ``remotecase serve``,
+    armed when it starts to stop; never in a process that runs the app among other things)."""
+
+    def expired() -> None:
+        logger.error("shutdown: not finished %.0f s after the signal; exiting now", limit)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(limit, expired)
+    timer.name = "shutdown-watchdog"
+    timer.daemon = True  # a process that finishes in time exits without waiting for it
+    timer.start()
+    return timer
+
+
+def _stop_media_intake(sfu: Sfu) -> None:
+    """Before the calls close: no more received packets (a flood of them would starve the
+    loop that closes them)."""
+    sockets = 0
+    for room in list(sfu.rooms.values()):
+        for participant in list(room.participants.values()):
+            for pc in (participant.publisher_pc, participant.subscriber_pc):
+                sockets += aiortc_hooks.stop_receiving(pc)
+    if sockets:
+        logger.info("shutdown: stopped receiving media on %d socket(s)", sockets)
 
 
 async def _close_calls_and_sockets(app: web.Application) -> None:
-    """On SIGTERM, before aiohttp waits for open connections (up to a minute): end every call
-    (participants hear ``bye`` with reason ``shutdown``, recordings seal), then close every
+    """On SIGTERM, before aiohttp waits for open connections: stop taking in media, end every
+    call (participants hear ``bye`` with reason ``shutdown``, recordings seal), then close every
     WebSocket as going away, so that the process stops in moments, not after the wait."""
     sfu = app.get(SFU)
     if sfu is not None:
+        _stop_media_intake(sfu)
         await _closing("calls", sfu.close)()
     registry: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
     # each signalling session says bye itself once its participant is closed: a moment for that

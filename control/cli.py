@@ -9,9 +9,12 @@ import os
 import ssl
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import i18n
+
+if TYPE_CHECKING:
+    from aiohttp import web
 from .config import Config, ConfigError, LogConfig, load_config
 
 
@@ -130,7 +133,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock = socket.create_server((host, port))
         report_port(sock)
         web.run_app(
-            create_app(config), sock=sock, ssl_context=ssl_context, print=None, access_log=None
+            _bounded_stop(create_app(config)),
+            sock=sock,
+            ssl_context=ssl_context,
+            print=None,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_WAIT,
         )
         return 0
     print(
@@ -143,14 +151,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     web.run_app(
-        create_app(config),
+        _bounded_stop(create_app(config)),
         host=host,
         port=port,
         ssl_context=ssl_context,
         print=None,
         access_log=None,
+        shutdown_timeout=SHUTDOWN_WAIT,
     )
     return 0
+
+
+# On SIGTERM, how long aiohttp waits for requests still open once the calls have ended and the
+# WebSockets are closed (its default is a minute); the whole stop is bounded in app.py.
+SHUTDOWN_WAIT = 5.0
+
+
+def _bounded_stop(app: web.Application) -> web.Application:
+    """The process ends at most app.SHUTDOWN_LIMIT seconds after it starts to stop, however
+    starved its event loop is (a thread's timer, armed first thing on SIGTERM)."""
+    from .app import start_shutdown_watchdog
+
+    async def arm(app: web.Application) -> None:
+        start_shutdown_watchdog()
+
+    app.on_shutdown.insert(0, arm)
+    return app
 
 
 SETUP_MINUTES = 30

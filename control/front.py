@@ -125,6 +125,12 @@ def room_claim(token: object) -> str | None:
     return room if isinstance(room, str) else None
 
 
+# On SIGTERM: how long the front waits for connections still open after its workers were told
+# to stop, and how long for the workers themselves (a little over their own bound).
+FRONT_SHUTDOWN_WAIT = 5.0
+WORKER_STOP_LIMIT = 45.0
+
+
 def create_front(
     worker_urls: list[str],
     *,
@@ -480,6 +486,7 @@ async def run_supervised(config: Any, workers: int, host: str, port: int, ssl_co
             ws_heartbeat=(config.server.ws_heartbeat, config.server.ws_pong_timeout),
         ),
         access_log=None,
+        shutdown_timeout=FRONT_SHUTDOWN_WAIT,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
@@ -497,16 +504,23 @@ async def run_supervised(config: Any, workers: int, host: str, port: int, ssl_co
     try:
         await _supervise(supervision, stop, procs, urls, spawn, loop)
     finally:
-        await runner.cleanup()
+        # the workers first: their calls end and their WebSockets close, which ends the ones
+        # the front relays, so that the front's own wait for open connections is short
         for proc in procs:
             if proc.returncode is None:
                 proc.terminate()
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
+        await runner.cleanup()
+        # one deadline for all (each worker bounds its own stop, app.SHUTDOWN_LIMIT)
+        waits = [asyncio.ensure_future(proc.wait()) for proc in procs]
+        if waits:
+            await asyncio.wait(waits, timeout=WORKER_STOP_LIMIT)
+        for proc, wait in zip(procs, waits, strict=True):
+            if not wait.done():
+                logger.error(
+                    "worker %d did not stop in %.0f s; killed", proc.pid, WORKER_STOP_LIMIT
+                )
                 proc.kill()
-                await proc.wait()
+                await wait
         await supervision.close()
 
 

@@ -30,6 +30,7 @@ import aioice.ice
 import aiortc.rtcpeerconnection
 import pylibsrtp
 from aiortc.codecs import is_rtx
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
@@ -91,6 +92,14 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("RTCDtlsTransport", "_send_rtp"),
     ("dtls", "_tx_srtp"),
     ("dtls", "_state"),
+    # FastIngress: aiortc's receive path, done in the socket's callback
+    ("dtls", "_rtp_router"),
+    ("dtls", "_rx_srtp"),
+    ("dtls", "_rtp_header_extensions_map"),
+    ("rtp_router", "ssrc_table"),
+    ("rtp_router", "payload_type_table"),
+    ("receiver", "_enabled"),
+    ("aiortc.clock", "current_ms"),
     ("ice", "_connection"),
     ("aioice.Connection", "_nominated"),
     ("StunProtocol", "datagram_received"),
@@ -104,8 +113,6 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("pylibsrtp._binding", "ffi"),
     ("pylibsrtp._binding", "lib"),
     # bench/load/receivers.py's light receivers (load generators only, never the server)
-    ("dtls", "_rtp_router"),
-    ("dtls", "_rx_srtp"),
     ("aioice.Connection", "_protocols"),
 )
 
@@ -151,7 +158,29 @@ class SfuRtpReceiver(RTCRtpReceiver):
     _sfu_sink: ReceiverSink | None = None
     _last_nack = -1e9
     _nack_tries: dict[int, int] | None = None
+    _remb_bytes = 0  # of the video frame whose last packet has not arrived yet
+    _pending_remb: RtcpPsfbPacket | None = None
+    _pending_nack: tuple[int, list[int]] | None = None
+    _fast_tried = False
     nacks_sent = 0  # NACK messages to the publisher
+    _remb_wanted = False  # a video receiver: its estimator is made at its first packet
+
+    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
+        super().__init__(kind, transport)
+        # aiortc makes a REMB estimator for every video receiver, 1,000 rate buckets (about
+        # 100 KiB and 1,000 objects for the garbage collector to walk); a server has one per
+        # video transceiver of every connection, and most (a subscriber's) never get a packet
+        estimator = "_RTCRtpReceiver__remote_bitrate_estimator"
+        self._remb_wanted = getattr(self, estimator) is not None
+        setattr(self, estimator, None)
+
+    def _estimator(self) -> RemoteBitrateEstimator | None:
+        name = "_RTCRtpReceiver__remote_bitrate_estimator"
+        estimator: RemoteBitrateEstimator | None = getattr(self, name)
+        if estimator is None and self._remb_wanted:
+            estimator = RemoteBitrateEstimator()
+            setattr(self, name, estimator)
+        return estimator
 
     def attach_sink(self, sink: ReceiverSink) -> None:
         self._sfu_sink = sink
@@ -173,31 +202,59 @@ class SfuRtpReceiver(RTCRtpReceiver):
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         sink = self._sfu_sink
         if sink is None:
+            self._estimator()
             await super()._handle_rtp_packet(packet, arrival_time_ms)
             return
+        forward = self._ingest(packet, arrival_time_ms)
+        remb, nack = self._pending_remb, self._pending_nack
+        if remb is not None:
+            self._pending_remb = None
+            await self._send_rtcp(remb)
+        if nack is not None:
+            self._pending_nack = None
+            await self._send_rtcp_nack(*nack)
+        if forward is not None:
+            sink.on_rtp(forward)
+        if not self._fast_tried:
+            # the first packet through aiortc's queue and tasks: from now on, this transport's
+            # packets are taken in the socket's callback (FastIngress)
+            self._fast_tried = True
+            FastIngress.install(self)
+
+    def _ingest(self, packet: RtpPacket, arrival_time_ms: int) -> RtpPacket | None:
+        """What a received packet needs for forwarding and feedback, synchronously: the REMB
+        estimate fed once a video frame, receiver-report statistics, the NACK decision (left
+        in ``_pending_remb`` / ``_pending_nack`` for the caller to send), RTX unwrapped.
+        Returns the packet to forward, or None."""
         if not self._enabled:
-            return
+            return None
         codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
         if codec is None:
-            return
+            return None
 
-        # Feed the uplink bandwidth estimate (REMB back to the publisher), as aiortc does.
-        estimator = self._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        # Feed the uplink bandwidth estimate (REMB back to the publisher) once a video frame
+        # (its last packet, with the frame's bytes) rather than once a packet: the estimator's
+        # arrival groups are 5 ms bursts of send time, which a frame's packets are, and its
+        # incoming rate counts the same bytes. Audio packets are frames of their own.
         abs_send_time = packet.extensions.abs_send_time
+        estimator = self._estimator() if abs_send_time is not None else None
         if estimator is not None and abs_send_time is not None:
-            remb = estimator.add(
-                abs_send_time=abs_send_time,
-                arrival_time_ms=arrival_time_ms,
-                payload_size=len(packet.payload) + packet.padding_size,
-                ssrc=packet.ssrc,
-            )
-            rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
-            if remb is not None and rtcp_ssrc is not None:
-                await self._send_rtcp(
-                    RtcpPsfbPacket(
+            size = self._remb_bytes + len(packet.payload) + packet.padding_size
+            if packet.marker or codec.mimeType[:6] != "video/":
+                self._remb_bytes = 0
+                remb = estimator.add(
+                    abs_send_time=abs_send_time,
+                    arrival_time_ms=arrival_time_ms,
+                    payload_size=size,
+                    ssrc=packet.ssrc,
+                )
+                rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+                if remb is not None and rtcp_ssrc is not None:
+                    self._pending_remb = RtcpPsfbPacket(
                         fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
                     )
-                )
+            else:
+                self._remb_bytes = size
 
         # Receiver-report statistics, per SSRC (RTX included, as aiortc counts them).
         streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
@@ -206,37 +263,136 @@ class SfuRtpReceiver(RTCRtpReceiver):
             stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
         stats.add(packet)
 
-        if is_rtx(codec):
+        if codec.mimeType[-4:].lower() == "/rtx":  # is_rtx, without its lower() of the whole
             original_ssrc = self._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)  # type: ignore[attr-defined]
             apt = codec.parameters.get("apt")
             if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int):
-                return
+                return None
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
 
         nack = self._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
         if nack is not None:
             missed = nack.add(packet)
-            now = time.monotonic()
-            tries = self._nack_tries
-            if tries is None:
-                tries = self._nack_tries = {}
             if not nack.missing:
-                tries.clear()
-            elif missed or now - self._last_nack >= NACK_RETRY:
-                self._last_nack = now
-                for seq in [s for s in tries if s not in nack.missing]:
-                    del tries[seq]  # arrived, or too old to track
-                wanted = []
-                for seq in sorted(nack.missing):
-                    count = tries.get(seq, 0)
-                    if count < NACK_MAX_TRIES:
-                        tries[seq] = count + 1
-                        wanted.append(seq)
-                if wanted:
-                    self.nacks_sent += 1
-                    await self._send_rtcp_nack(packet.ssrc, wanted)
+                if self._nack_tries:
+                    self._nack_tries.clear()
+            else:
+                now = time.monotonic()
+                if missed or now - self._last_nack >= NACK_RETRY:
+                    self._last_nack = now
+                    tries = self._nack_tries
+                    if tries is None:
+                        tries = self._nack_tries = {}
+                    for seq in [s for s in tries if s not in nack.missing]:
+                        del tries[seq]  # arrived, or too old to track
+                    wanted = []
+                    for seq in sorted(nack.missing):
+                        count = tries.get(seq, 0)
+                        if count < NACK_MAX_TRIES:
+                            tries[seq] = count + 1
+                            wanted.append(seq)
+                    if wanted:
+                        self.nacks_sent += 1
+                        self._pending_nack = (packet.ssrc, wanted)
+        return packet
 
-        sink.on_rtp(packet)
+    def _ingest_now(self, packet: RtpPacket, arrival_time_ms: int, ingress: FastIngress) -> None:
+        """:meth:`_ingest` and the feedback it asks for, sent at once (the fast ingress)."""
+        sink = self._sfu_sink
+        forward = self._ingest(packet, arrival_time_ms)
+        remb, nack = self._pending_remb, self._pending_nack
+        if remb is not None:
+            self._pending_remb = None
+            ingress.send_rtcp(bytes(remb))
+        if nack is not None:
+            self._pending_nack = None
+            rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+            if rtcp_ssrc is not None:
+                feedback = RtcpRtpfbPacket(
+                    fmt=RTCP_RTPFB_NACK, ssrc=rtcp_ssrc, media_ssrc=nack[0], lost=nack[1]
+                )
+                ingress.send_rtcp(bytes(feedback))
+        if forward is not None and sink is not None:
+            sink.on_rtp(forward)
+
+
+_NTP_EPOCH_MS = 2208988800 * 1000  # aiortc.clock.current_ms() counts from 1900
+
+
+class FastIngress:
+    """Received SRTP taken in the socket's callback, for the SFU's receivers.
+
+    aiortc hands every datagram from the socket through aioice (a failed STUN parse, a queue)
+    to a task per transport, which awaits three coroutines per packet before the receiver
+    sees it. For RTP on a connected DTLS transport whose SSRC is routed to an
+    :class:`SfuRtpReceiver` with a sink, this does the same work (SRTP unprotect, parse, the
+    router's SSRC and payload-type check) directly in ``datagram_received`` and calls the
+    receiver synchronously; its feedback (REMB, NACK) is protected and written to the socket
+    at once. Everything else (STUN, DTLS, RTCP, unknown SSRCs, a closing transport, a
+    receiver that decodes) goes on aiortc's own path, unchanged.
+    """
+
+    __slots__ = ("addr", "dtls", "protocol", "router", "srtp", "taken")
+
+    def __init__(self, dtls: RTCDtlsTransport, protocol: Any, addr: tuple[str, int]) -> None:
+        self.dtls = dtls
+        self.protocol = protocol
+        self.addr = addr
+        self.router = dtls._rtp_router
+        self.srtp = dtls._rx_srtp
+        self.taken = 0  # RTP packets handed to a receiver here
+
+    @staticmethod
+    def install(receiver: SfuRtpReceiver) -> bool:
+        """Take ``receiver``'s transport's packets in its socket's callback; False when that
+        is not possible (not connected, a relayed pair). Idempotent per transport."""
+        dtls = getattr(receiver, "transport", None)  # None too for a receiver built by hand
+        if dtls is None or dtls._state != State.CONNECTED or dtls._rx_srtp is None:
+            return False
+        if getattr(dtls, "_remotecase_fast", None) is not None:
+            return True
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or type(pair.protocol) is not aioice.ice.StunProtocol:
+            return False
+        ingress = FastIngress(dtls, pair.protocol, pair.remote_addr)
+        _tap(pair.protocol).fast = ingress
+        dtls._remotecase_fast = ingress  # type: ignore[attr-defined]
+        return True
+
+    def handle(self, data: bytes) -> bool:
+        """True when the datagram was taken here (or dropped, as aiortc drops bad SRTP)."""
+        if len(data) < 12 or not 127 < data[0] < 192 or 191 < data[1] < 224:
+            return False  # not RTP (STUN, DTLS, or RTCP: payload types 192-223)
+        dtls = self.dtls
+        if dtls._state != State.CONNECTED:
+            return False
+        router = self.router
+        receiver = router.ssrc_table.get(int.from_bytes(data[8:12], "big"))
+        if (
+            type(receiver) is not SfuRtpReceiver
+            or receiver._sfu_sink is None
+            or receiver not in router.payload_type_table.get(data[1] & 0x7F, ())
+        ):
+            return False
+        arrival_time_ms = int(time.time() * 1000) + _NTP_EPOCH_MS
+        try:
+            clear = self.srtp.unprotect(data)
+        except pylibsrtp.Error:
+            return True
+        try:
+            packet = RtpPacket.parse(clear, dtls._rtp_header_extensions_map)
+        except ValueError:
+            return True
+        self.taken += 1
+        receiver._ingest_now(packet, arrival_time_ms, self)
+        return True
+
+    def send_rtcp(self, payload: bytes) -> None:
+        dtls = self.dtls
+        transport = self.protocol.transport
+        if dtls._state != State.CONNECTED or transport is None:
+            return  # as aiortc: feedback on a closing transport is dropped
+        transport.sendto(dtls._tx_srtp.protect_rtcp(payload), self.addr)
 
 
 class SfuRtpSender(RTCRtpSender):
@@ -509,6 +665,38 @@ async def _send_relayed(dtls: RTCDtlsTransport, data: bytes) -> None:
         logger.debug("relayed RTP send failed: %s", exc)
 
 
+class _Tap:
+    """What the SFU adds to one ICE socket's ``datagram_received``: callbacks that hear every
+    datagram (:func:`on_datagram`), then the fast ingress (:class:`FastIngress`), then aioice."""
+
+    __slots__ = ("draining", "fast", "heard", "received")
+
+    def __init__(self, received: Callable[[bytes | str, tuple[Any, ...]], None]) -> None:
+        self.heard: list[Callable[[], None]] = []
+        self.fast: FastIngress | None = None
+        self.received = received
+        self.draining = False  # stop_receiving(): what arrives is dropped unread
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if self.draining:
+            return
+        for heard in self.heard:
+            heard()
+        fast = self.fast
+        if fast is not None and isinstance(data, bytes) and fast.handle(data):
+            return
+        self.received(data, addr)
+
+
+def _tap(protocol: Any) -> _Tap:
+    tap: _Tap | None = getattr(protocol, "_remotecase_tap", None)
+    if tap is None:
+        tap = _Tap(protocol.datagram_received)
+        protocol._remotecase_tap = tap
+        protocol.datagram_received = tap.datagram_received
+    return tap
+
+
 def on_datagram(pc: aiortc.RTCPeerConnection, callback: Callable[[], None]) -> bool:
     """Call ``callback`` for every datagram arriving on the socket of ``pc``'s nominated ICE
     pair (RTP, RTCP, DTLS and STUN alike), before aioice handles it; False if there is no
@@ -522,26 +710,31 @@ def on_datagram(pc: aiortc.RTCPeerConnection, callback: Callable[[], None]) -> b
         protocol = pair.protocol
         if type(protocol) is not aioice.ice.StunProtocol:
             return False
-        callbacks: list[Callable[[], None]] | None = getattr(protocol, "_remotecase_heard", None)
-        if callbacks is None:
-            callbacks = []
-            received = protocol.datagram_received
-
-            def datagram_received(
-                data: bytes | str,
-                addr: tuple[Any, ...],
-                _callbacks: list[Callable[[], None]] = callbacks,
-                _received: Callable[[bytes | str, tuple[Any, ...]], None] = received,
-            ) -> None:
-                for heard in _callbacks:
-                    heard()
-                _received(data, addr)
-
-            protocol._remotecase_heard = callbacks  # type: ignore[attr-defined]
-            protocol.datagram_received = datagram_received  # type: ignore[method-assign]
-        callbacks.append(callback)
+        _tap(protocol).heard.append(callback)
         return True
     return False
+
+
+def stop_receiving(pc: aiortc.RTCPeerConnection) -> int:
+    """Drop, unread, every datagram that arrives from now on on ``pc``'s ICE sockets (all of
+    its candidates' sockets, media, DTLS and STUN alike); the number of sockets.
+
+    For a server that stops: a flood of media would otherwise keep its event loop busy with
+    packets nobody will forward while it closes its calls (a loaded server once took more than
+    a minute to stop). Closing the connection afterwards still sends what it sends (DTLS
+    close, SCTP abort); it waits for nothing from the other side.
+    """
+    sockets = 0
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        for dtls in (transceiver.sender.transport, transceiver.receiver.transport):
+            if dtls is None or id(dtls) in seen:
+                continue
+            seen.add(id(dtls))
+            for protocol in dtls.transport._connection._protocols:
+                _tap(protocol).draining = True
+                sockets += 1
+    return sockets
 
 
 def install() -> None:

@@ -50,6 +50,7 @@ async def test_every_private_name_still_exists() -> None:
             "nack_generator": transceiver.receiver._RTCRtpReceiver__nack_generator,  # type: ignore[attr-defined]
             "sender": transceiver.sender,
             "dtls": transceiver.sender.transport,
+            "rtp_router": transceiver.sender.transport._rtp_router,  # type: ignore[attr-defined]
             "ice": transceiver.sender.transport.transport,
             "aioice.Connection": transceiver.sender.transport.transport._connection,
             "aioice.ice": aioice.ice,
@@ -89,3 +90,27 @@ async def test_overridden_signatures_match() -> None:
         ), base.__qualname__
     # the connection's nominated pair carries a UDP protocol with a transport we can write to
     assert hasattr(aioice.ice.StunProtocol, "send_data")
+
+
+async def test_fast_ingress_arrival_clock_is_aiortcs() -> None:
+    """FastIngress stamps arrivals in aiortc's clock (milliseconds since 1900) without its
+    datetime arithmetic; the REMB estimator compares them with abs-send-time deltas."""
+    import time
+
+    from aiortc import clock
+
+    ours = int(time.time() * 1000) + aiortc_hooks._NTP_EPOCH_MS
+    assert abs(ours - clock.current_ms()) < 1000
+
+
+async def test_fast_ingress_rtp_test_matches_aiortcs() -> None:
+    """The fast path's cheap RTP/RTCP split is aiortc's is_rtcp for every second byte."""
+    from aiortc.rtp import is_rtcp
+
+    for second in range(256):
+        data = bytes([0x80, second]) + bytes(10)
+        taken_as_rtcp = 191 < second < 224
+        # 209-223 (payload types 81-95 with the marker, which RFC 5761 section 4 keeps off a
+        # muxed port) the fast path leaves to aiortc's own path, which decides as before
+        if second <= 208:
+            assert taken_as_rtcp == is_rtcp(data), second
