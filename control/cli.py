@@ -425,6 +425,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from control.documents.store import rewrap_keys as rewrap_document_keys
+    from control.education.records import rewrap_keys as rewrap_education_keys
     from recorder.custody import CustodyLog
     from recorder.keys import KeyProblem, load_or_create_signing_key
     from recorder.rotation import rotate_kek, rotate_signing
@@ -460,6 +461,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                     rewrap_documents=rewrap_document_keys(
                         Path(config.data_dir / "control.sqlite3")
                     ),
+                    rewrap_education=rewrap_education_keys(
+                        Path(config.data_dir / "control.sqlite3")
+                    ),
                 )
             finally:
                 custody.close()
@@ -467,7 +471,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                 f"密钥加密密钥已轮换 / key-encryption key rotated: {result['old_kek']} -> "
                 f"{result['new_kek']}; rewrapped {result['recordings']} recordings, "
                 f"{result['materials']} materials, {result['faces']} face embeddings, "
-                f"{result['documents']} document revisions "
+                f"{result['documents']} document revisions, "
+                f"{result['education_records']} education records "
                 f"(custody entry {result['log_index']}); media untouched"
             )
     except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:

@@ -448,6 +448,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX edu_records_session ON edu_records(session_id)
     """,
+    # education records encrypted at rest: the record's data key wrapped under the KEK (NULL:
+    # a record written before, its file plaintext)
+    """
+    ALTER TABLE edu_records ADD COLUMN wrapped_key TEXT;
+    ALTER TABLE edu_records ADD COLUMN kek_fingerprint TEXT
+    """,
 ]
 
 
