@@ -664,6 +664,24 @@ def cmd_bench_verifier(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_education(args: argparse.Namespace) -> int:
+    from bench.education import run_education_bench
+
+    return asyncio.run(
+        run_education_bench(
+            viewers=args.viewers,
+            seconds=args.seconds,
+            as_json=args.json,
+            check_interval=args.check_interval,
+            check_window=args.check_window,
+            sample_interval=args.sample_interval,
+            fps=args.fps,
+            processes=args.processes,
+            warmup=args.warmup,
+        )
+    )
+
+
 def cmd_officer_add(args: argparse.Namespace) -> int:
     import getpass
 
@@ -1026,6 +1044,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--dev-set", help="a labelled directory with pairs.csv, for accuracy")
     ver.add_argument("--json", action="store_true", help="last line: one JSON object")
     ver.set_defaults(func=cmd_bench_verifier)
+    edu = bench_sub.add_parser(
+        "education", help="an education session: N viewers with face checks, CPU, verifier, loss"
+    )
+    edu.add_argument("--viewers", type=int, default=100)
+    edu.add_argument("--seconds", type=float, default=60.0, help="the measured window")
+    edu.add_argument("--warmup", type=float, default=10.0)
+    edu.add_argument("--check-interval", type=float, default=20.0, help="education.check_interval")
+    edu.add_argument("--check-window", type=float, default=10.0, help="education.check_window")
+    edu.add_argument(
+        "--sample-interval", type=float, default=1.0, help="verifier.sample_interval per viewer"
+    )
+    edu.add_argument("--fps", type=int, default=5, help="the viewers' camera frame rate")
+    edu.add_argument("--processes", type=int, default=4, help="worker processes of viewers")
+    edu.add_argument("--json", action="store_true", help="last line: one JSON object")
+    edu.set_defaults(func=cmd_bench_education)
     return parser
 
 
