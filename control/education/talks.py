@@ -440,6 +440,7 @@ def describe(add: Add) -> None:
                 [],
             ),
         ),
+        [TALK],
     )
     add(
         "/api/education/talks/{talk}/record",
@@ -453,4 +454,5 @@ def describe(add: Add) -> None:
                 {"department_name": {"type": "string", "minLength": 1, "maxLength": 64}}, []
             ),
         ),
+        [TALK],
     )
