@@ -110,6 +110,7 @@ def open_talk(
         is None
     ):
         return TalkRefusal.NO_SESSION
+    place = place or str(case["brigade"])
     now = now_iso()
     cursor = conn.execute(
         "INSERT INTO edu_talks (case_id, party_id, session_id, subject, place, started_at, "
@@ -287,7 +288,8 @@ async def post_talk(request: web.Request) -> web.Response:
     if session_id is not None and (not isinstance(session_id, int) or isinstance(session_id, bool)):
         raise _refused(TalkRefusal.NO_SESSION)
     subject = text(body, "subject", max_len=500)
-    place = text(body, "place", max_len=200, required=False) or "远程视频"
+    # the officer's place (the record adds "（远程视频）"); by default the case's brigade
+    place = text(body, "place", max_len=200, required=False)
     talk = await request.app[DB].run(
         lambda c: open_talk(c, who, case_id, party_id, session_id, subject, place)
     )
