@@ -63,6 +63,7 @@ from .delivery import penalty, reviews
 from .documents import api as documents
 from .documents.desk import DocumentDesk
 from .education import api as education
+from .education import talks
 from .education.attendance import Rules
 from .education.desk import AttendanceDesk
 from .events import EventHub, case_of_room
@@ -111,6 +112,7 @@ AREAS = (
     penalty,
     deadlines,
     education,
+    talks,
 )
 # the description in the order of the reference page's sections (tags in order of appearance)
 DESCRIBED = (
@@ -137,6 +139,7 @@ DESCRIBED = (
     penalty,
     deadlines,
     education,
+    talks,
 )
 SPEC = openapi.assemble(area.describe for area in DESCRIBED)
 

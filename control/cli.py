@@ -451,6 +451,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from control.documents.store import rewrap_keys as rewrap_document_keys
+    from control.education.records import rewrap_keys as rewrap_education_keys
     from recorder.custody import CustodyLog
     from recorder.keys import KeyProblem, load_or_create_signing_key
     from recorder.rotation import rotate_kek, rotate_signing
@@ -486,6 +487,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                     rewrap_documents=rewrap_document_keys(
                         Path(config.data_dir / "control.sqlite3")
                     ),
+                    rewrap_education=rewrap_education_keys(
+                        Path(config.data_dir / "control.sqlite3")
+                    ),
                 )
             finally:
                 custody.close()
@@ -493,7 +497,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                 f"密钥加密密钥已轮换 / key-encryption key rotated: {result['old_kek']} -> "
                 f"{result['new_kek']}; rewrapped {result['recordings']} recordings, "
                 f"{result['materials']} materials, {result['faces']} face embeddings, "
-                f"{result['documents']} document revisions "
+                f"{result['documents']} document revisions, "
+                f"{result['education_records']} education records "
                 f"(custody entry {result['log_index']}); media untouched"
             )
     except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:
@@ -682,6 +687,24 @@ def cmd_bench_verifier(args: argparse.Namespace) -> int:
 
     return asyncio.run(
         run_verifier_bench(samples=args.samples, dev_set=args.dev_set, as_json=args.json)
+    )
+
+
+def cmd_bench_education(args: argparse.Namespace) -> int:
+    from bench.education import run_education_bench
+
+    return asyncio.run(
+        run_education_bench(
+            viewers=args.viewers,
+            seconds=args.seconds,
+            as_json=args.json,
+            check_interval=args.check_interval,
+            check_window=args.check_window,
+            sample_interval=args.sample_interval,
+            fps=args.fps,
+            processes=args.processes,
+            warmup=args.warmup,
+        )
     )
 
 
@@ -1047,6 +1070,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--dev-set", help="a labelled directory with pairs.csv, for accuracy")
     ver.add_argument("--json", action="store_true", help="last line: one JSON object")
     ver.set_defaults(func=cmd_bench_verifier)
+    edu = bench_sub.add_parser(
+        "education", help="an education session: N viewers with face checks, CPU, verifier, loss"
+    )
+    edu.add_argument("--viewers", type=int, default=100)
+    edu.add_argument("--seconds", type=float, default=60.0, help="the measured window")
+    edu.add_argument("--warmup", type=float, default=10.0)
+    edu.add_argument("--check-interval", type=float, default=20.0, help="education.check_interval")
+    edu.add_argument("--check-window", type=float, default=10.0, help="education.check_window")
+    edu.add_argument(
+        "--sample-interval", type=float, default=1.0, help="verifier.sample_interval per viewer"
+    )
+    edu.add_argument("--fps", type=int, default=5, help="the viewers' camera frame rate")
+    edu.add_argument("--processes", type=int, default=4, help="worker processes of viewers")
+    edu.add_argument("--json", action="store_true", help="last line: one JSON object")
+    edu.set_defaults(func=cmd_bench_education)
     return parser
 
 

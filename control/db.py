@@ -448,6 +448,33 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX edu_records_session ON edu_records(session_id)
     """,
+    # education records encrypted at rest: the record's data key wrapped under the KEK (NULL:
+    # a record written before, its file plaintext)
+    """
+    ALTER TABLE edu_records ADD COLUMN wrapped_key TEXT;
+    ALTER TABLE edu_records ADD COLUMN kek_fingerprint TEXT
+    """,
+    # 约谈: one officer's talk with one party of an education case, its draft and its record
+    """
+    CREATE TABLE edu_talks (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        session_id INTEGER REFERENCES sessions(id),
+        subject TEXT NOT NULL,
+        place TEXT NOT NULL,
+        turns TEXT NOT NULL DEFAULT '[]',
+        content TEXT NOT NULL DEFAULT '',
+        requirements TEXT NOT NULL DEFAULT '',
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        document_id INTEGER REFERENCES documents(id),
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX edu_talks_case ON edu_talks(case_id)
+    """,
 ]
 
 

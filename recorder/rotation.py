@@ -11,13 +11,14 @@ recordings sealed under it still verify, and a verifier follows the chain from e
 ``recording-kek.key.next``; every wrapped data key is unwrapped with the old KEK and wrapped
 under the new one, each file rewritten atomically (recordings' ``recording.json``, face
 embeddings) or each row in one transaction (materials, by the caller's ``rewrap_rows``; the
-documents' PDF revisions, by ``rewrap_documents``: ``control.documents.store.rewrap_keys``);
-media, materials' and documents' encrypted files are never touched. A ``keys.kek_rotated``
-entry lists every recording's new wrapped key (so the verifier can tell a logged rewrap from a
-swapped key), and only then does the new KEK replace the old file. Either command,
-interrupted, is finished by running it again: the ``.next`` key is taken up, and what was
-already rewrapped is skipped. The server refuses to start while a ``.next`` file exists; run
-rotations with the server stopped.
+documents' PDF revisions, by ``rewrap_documents``: ``control.documents.store.rewrap_keys``;
+education records, by ``rewrap_education``: ``control.education.records.rewrap_keys``);
+media, materials', documents' and education records' encrypted files are never touched. A
+``keys.kek_rotated`` entry lists every recording's new wrapped key (so the verifier can tell
+a logged rewrap from a swapped key), and only then does the new KEK replace the old file.
+Either command, interrupted, is finished by running it again: the ``.next`` key is taken up,
+and what was already rewrapped is skipped. The server refuses to start while a ``.next`` file
+exists; run rotations with the server stopped.
 """
 
 from __future__ import annotations
@@ -107,9 +108,11 @@ def rotate_kek(
     reason: str,
     rewrap_rows: Callable[[KeyEncryptionKey, KeyEncryptionKey], int] | None = None,
     rewrap_documents: Callable[[KeyEncryptionKey, KeyEncryptionKey], int] | None = None,
+    rewrap_education: Callable[[KeyEncryptionKey, KeyEncryptionKey], int] | None = None,
 ) -> dict[str, Any]:
     """Rewrap every data key under a new KEK; ``rewrap_rows`` does the database's materials,
-    ``rewrap_documents`` the documents' revisions (each skips what is already rewrapped)."""
+    ``rewrap_documents`` the documents' revisions, ``rewrap_education`` the education
+    records (each skips what is already rewrapped)."""
     kek_path = keys_dir / KEK_FILE
     next_path = kek_path.with_name(kek_path.name + NEXT_SUFFIX)
     if not kek_path.exists():
@@ -157,6 +160,7 @@ def rotate_kek(
         faces += 1
     materials = rewrap_rows(old, new) if rewrap_rows is not None else 0
     documents = rewrap_documents(old, new) if rewrap_documents is not None else 0
+    education = rewrap_education(old, new) if rewrap_education is not None else 0
     entry = custody.append(
         "keys.kek_rotated",
         actor=actor,
@@ -167,6 +171,7 @@ def rotate_kek(
         faces=faces,
         materials=materials,
         documents=documents,
+        education_records=education,
     )
     _replace(next_path, kek_path)
     return {
@@ -176,5 +181,6 @@ def rotate_kek(
         "faces": faces,
         "materials": materials,
         "documents": documents,
+        "education_records": education,
         "log_index": entry["index"],
     }

@@ -386,6 +386,38 @@ def education(method: str, path: str, json: Any = None, **kw: Any) -> Setup:
     return setup
 
 
+def talk(method: str, suffix: str | None, json: Any = None, drafted: bool = False) -> Setup:
+    """A 约谈 route: ``suffix`` after ``/api/education/talks/{talk}`` (None: opening one on
+    ``/api/cases/{case}/education/talks``), on a fresh education case with one viewer."""
+
+    async def setup(w: World) -> Call:
+        li = w.tokens["officer"]
+        case = await w.ok("POST", "/api/cases", li, json={"kind": "education", "title": "t"})
+        _, person = await _person(w)
+        added = await w.ok(
+            "POST",
+            f"/api/cases/{case['id']}/education/viewers",
+            li,
+            json={"person_ids": [person]},
+        )
+        party = added["viewers"][0]["party_id"]
+        if suffix is None:
+            body = {"party_id": party, "subject": "s"}
+            return Call(method, f"/api/cases/{case['id']}/education/talks", body)
+        opened = await w.ok(
+            "POST",
+            f"/api/cases/{case['id']}/education/talks",
+            li,
+            json={"party_id": party, "subject": "s"},
+        )
+        path = f"/api/education/talks/{opened['id']}"
+        if drafted:
+            await w.ok("PUT", path, li, json={"turns": [{"q": "q", "a": "a"}]})
+        return Call(method, path + suffix, json)
+
+    return setup
+
+
 SPKI = base64.b64encode(
     ec.generate_private_key(ec.SECP256R1())
     .public_key()
@@ -760,6 +792,18 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         "download an attendance record",
         education("GET", "/api/education/records/{record}"),
         (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    ("open a talk (约谈)", talk("POST", None), (*OFFICERS_ONLY, 201, 404, 403, 201)),
+    ("read a talk", talk("GET", ""), (*OFFICERS_ONLY, 200, 404, 200, 200)),
+    (
+        "draft a talk",
+        talk("PUT", "", {"turns": [{"q": "q", "a": "a"}]}),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "make a talk's record",
+        talk("POST", "/record", {}, drafted=True),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
     ),
 ]
 

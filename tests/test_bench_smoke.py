@@ -302,3 +302,48 @@ def test_generator_line_protocol_round_trips_and_refuses_bad_lines() -> None:
         protocol.decode_job('{"base": "b"}')
     with pytest.raises(ValueError):
         protocol.decode("STATS [1, 2]", Stats)
+
+
+def test_bench_education_runs_a_session_with_face_checks() -> None:
+    """Three viewers enrolled with a real face, publishing it as video: the verifier judges
+    their samples, the attendance checks are decided, and the figures come out as JSON."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "control.cli",
+            "bench",
+            "education",
+            "--viewers",
+            "3",
+            "--seconds",
+            "8",
+            "--warmup",
+            "4",
+            "--processes",
+            "1",
+            # a join check has 45 s to see the face: a loaded machine judges late, not wrongly
+            "--check-interval",
+            "60",
+            "--check-window",
+            "45",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["viewers"] == report["joined"] == 3
+    assert len(report["loss_per_viewer"]["all"]) == 3
+    assert all(0.0 <= x <= 1.0 for x in report["loss_per_viewer"]["all"])
+    assert report["server_cpu_percent"] > 0 and report["rss_mb"] > 0
+    # the verifier's threads are told apart and did work; it is part of the server's CPU
+    assert report["verifier_cpu_percent"] > 0
+    assert 0.0 < report["verifier_share"] <= 1.0
+    assert report["verdicts_per_second"] > 0
+    # every viewer's join check was decided, and it passed: the face is the enrolled one
+    assert report["checks"]["passed"] >= 3
+    assert "server CPU" in result.stdout

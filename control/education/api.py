@@ -20,7 +20,7 @@ from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 
 from .. import access
 from ..access import text
-from ..appkeys import ATTENDANCE, CONFIG, DB, VERIFIER
+from ..appkeys import ATTENDANCE, CONFIG, DB, DOCS, VERIFIER
 from ..http.jsonio import PayloadTooLarge, json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -443,9 +443,19 @@ async def post_records(request: web.Request) -> web.Response:
             raise
         raise json_error(web.HTTPUnprocessableEntity, "document", str(exc)) from None
     directory = request.app[CONFIG].data_dir / "education"
-    kept = await request.app[DB].run(
-        lambda c: records.keep_records(c, officer, directory, facts, made)
-    )
+    kek = request.app[DOCS].kek
+    try:
+        kept = await request.app[DB].run(
+            lambda c: records.keep_records(c, officer, directory, kek, facts, made)
+        )
+    except BaseException:
+        # numbers taken for records nobody keeps are voided, never a silent gap
+        await asyncio.shield(
+            asyncio.to_thread(
+                records.void_numbers, app_config.data_dir, made, "保存失败 / could not be stored"
+            )
+        )
+        raise
     return web.json_response({"records": kept}, status=201)
 
 
@@ -454,13 +464,10 @@ async def get_record(request: web.Request) -> web.Response:
     record_id = access.path_int(request, "record", "record")
     row = done(await request.app[DB].run(lambda c: records.record_row(c, officer, record_id)))
     directory = request.app[CONFIG].data_dir / "education"
-    pdf = await asyncio.to_thread(records.read_record, directory, row)
-    if pdf is None:
-        raise json_error(
-            web.HTTPConflict,
-            "integrity",
-            "文件与记录的哈希不符 / the file does not match its recorded hash",
-        )
+    try:
+        pdf = await asyncio.to_thread(records.read_record, directory, request.app[DOCS].kek, row)
+    except records.RecordIntegrity as exc:
+        raise json_error(web.HTTPConflict, "integrity_failed", str(exc)) from None
     return web.Response(
         body=pdf,
         content_type="application/pdf",

@@ -7,8 +7,23 @@ validates offline with ``documents.verify.verify_pdf`` and the deployment's root
 
 :func:`session_facts` (SQL) gathers what the records print; :func:`record_data` turns it into
 a document's data; :func:`make_signed` renders and seals (blocking: call it in a thread).
-Files: ``<data_dir>/education/case-<id>/<kind>-<record id>-<sha256[:16]>.pdf``, mode 0600,
-never overwritten.
+
+Files, encrypted at rest like the documents' revisions (:mod:`control.documents.desk`):
+``<data_dir>/education/case-<id>/<kind>-<record id>-<sha256[:16]>-<random>.pdf.enc``, a random
+AES-256-GCM data key per record wrapped under the key-encryption key, with the record's ID,
+kind and the plaintext's SHA-256 bound in as associated data; the wrapped key and the KEK's
+fingerprint are columns of the record's ``edu_records`` row (written in the same
+transaction). Mode 0600, written whole before named, never overwritten; read back only when
+it decrypts and its plaintext has the hash the row holds (:class:`RecordIntegrity`
+otherwise: the API answers 409 ``integrity_failed``). ``remotecase keys rotate --kek``
+rewraps the rows' keys (:func:`rewrap_keys`), the files untouched. A record written before
+encryption at rest (``<kind>-<id>-<sha256[:16]>.pdf``, no wrapped key) is read as it is, still
+checked against its hash.
+
+Numbers: the child takes them (``documents.NumberStore``, per brigade, kind and year). A number
+whose record is then not kept (the signing or a later job failed in the child, the rows or
+files could not be written) is voided with its reason (:func:`void_numbers`), never given
+again and never a silent gap.
 """
 
 from __future__ import annotations
@@ -18,17 +33,23 @@ import base64
 import datetime
 import hashlib
 import json
+import os
+import secrets
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.files import write_exclusive
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from documents import NumberStore
 from documents.errors import DocumentError
 from documents.seal import draw_seal
 from documents.signing import builtin_signer, sign_document
-from recorder.keys import KeyEncryptionKey
+from recorder.keys import KeyEncryptionKey, KeyProblem
 
 from ..access import audit, find_case
 from ..auth import Officer, now_iso
@@ -214,6 +235,9 @@ class MadeRecord:
     sha256: str
     company_id: int | None
     party_id: int | None
+    brigade: str  # the number's brigade, year and sequence: to void it if it is not kept
+    year: int
+    seq: int
 
 
 def make_signed(
@@ -225,14 +249,39 @@ def make_signed(
 ) -> MadeRecord:
     """Render, number and seal one record (blocking)."""
     template = desk.templates[kind]
-    doc, _, _, number = desk.render_numbered(template, data)
+    doc, year, seq, number = desk.render_numbered(template, data)
     department = str(data["department"]["name"])
-    signer = builtin_signer(
-        desk.setup, "seal", brigade=str(data["department"]["brigade"]), department=department
+    brigade = str(data["department"]["brigade"])
+    try:
+        signer = builtin_signer(desk.setup, "seal", brigade=brigade, department=department)
+        label = next(s.label for s in template.signers if s.role == "seal")
+        pdf = sign_document(doc.pdf, SEAL_FIELD, signer, desk.setup, draw_seal(department, label))
+    except BaseException as exc:
+        desk.void(brigade, kind, year, seq, f"盖章失败 / sealing failed: {exc}")
+        raise
+    return MadeRecord(
+        kind,
+        number,
+        pdf,
+        hashlib.sha256(pdf).hexdigest(),
+        company_id,
+        party_id,
+        brigade,
+        year,
+        seq,
     )
-    label = next(s.label for s in template.signers if s.role == "seal")
-    pdf = sign_document(doc.pdf, SEAL_FIELD, signer, desk.setup, draw_seal(department, label))
-    return MadeRecord(kind, number, pdf, hashlib.sha256(pdf).hexdigest(), company_id, party_id)
+
+
+def void_numbers(data_dir: Path, made: list[MadeRecord], reason: str) -> None:
+    """Void the numbers of records that were made but not kept (blocking)."""
+    if not made:
+        return
+    store = NumberStore(data_dir / "documents" / "numbers.sqlite3")
+    try:
+        for m in made:
+            store.void(m.brigade, m.kind, m.year, m.seq, reason)
+    finally:
+        store.close()
 
 
 # (kind, data, company ID, party ID) of each record to make
@@ -288,6 +337,9 @@ async def make_in_child(data_dir: Path, keys_dir: Path, jobs: list[Job]) -> list
                 hashlib.sha256(pdf).hexdigest(),
                 item["company_id"],
                 item["party_id"],
+                item["brigade"],
+                item["year"],
+                item["seq"],
             )
         )
     return made
@@ -300,11 +352,19 @@ def _child_main() -> int:
     desk = DocumentDesk(
         Path(request["data_dir"]), Path(request["keys_dir"]), kek=KeyEncryptionKey.generate()
     )
+    made: list[MadeRecord] = []
     try:
-        made = [make_signed(desk, kind, data, c, p) for kind, data, c, p in request["jobs"]]
-    except DocumentError as exc:
-        print(str(exc).replace("\n", " "), file=sys.stderr)
-        return 2
+        for kind, data, c, p in request["jobs"]:
+            made.append(make_signed(desk, kind, data, c, p))
+    except BaseException as exc:
+        # the records made before this one are not kept either: their numbers are voided
+        # (this one's number is voided by make_signed / render_numbered)
+        reason = f"同批记录生成失败 / a record of the batch failed: {exc}"
+        void_numbers(Path(request["data_dir"]), made, reason)
+        if isinstance(exc, DocumentError):
+            print(str(exc).replace("\n", " "), file=sys.stderr)
+            return 2
+        raise
     out = [
         {
             "kind": m.kind,
@@ -312,6 +372,9 @@ def _child_main() -> int:
             "pdf": base64.b64encode(m.pdf).decode(),
             "company_id": m.company_id,
             "party_id": m.party_id,
+            "brigade": m.brigade,
+            "year": m.year,
+            "seq": m.seq,
         }
         for m in made
     ]
@@ -319,65 +382,132 @@ def _child_main() -> int:
     return 0
 
 
+MAGIC = b"RCEDU1\0\0"  # an encrypted record: MAGIC, 12-byte nonce, AES-256-GCM ciphertext
+
+
+def _aad(record_id: int, kind: str, sha256: str) -> bytes:
+    return f"remotecase-education-record-v1\0{record_id}\0{kind}\0{sha256}".encode()
+
+
+class RecordIntegrity(Exception):
+    """A stored record whose bytes are not those its row recorded (or that do not decrypt)."""
+
+    def __init__(self, record_id: int, detail: str = "") -> None:
+        super().__init__(
+            f"教育记录 {record_id} 的文件与记录的哈希不符或无法解密 / education record "
+            f"{record_id} does not match its recorded hash or does not decrypt"
+            + (f" ({detail})" if detail else "")
+        )
+
+
 def record_path(directory: Path, case_id: int, kind: str, record_id: int, sha256: str) -> Path:
+    """A record's file from before encryption at rest (read only)."""
     return directory / f"case-{case_id}" / f"{kind}-{record_id}-{sha256[:16]}.pdf"
+
+
+def write_sealed(
+    directory: Path, kek: KeyEncryptionKey, case_id: int, kind: str, record_id: int, pdf: bytes
+) -> tuple[Path, str]:
+    """The record's file, encrypted under its own data key (0600, written whole and fsynced
+    before it is named, never replacing a file). (path, wrapped data key)."""
+    sha = hashlib.sha256(pdf).hexdigest()
+    key = AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(12)
+    blob = MAGIC + nonce + AESGCM(key).encrypt(nonce, pdf, _aad(record_id, kind, sha))
+    path = (
+        directory
+        / f"case-{case_id}"
+        / f"{kind}-{record_id}-{sha[:16]}-{secrets.token_hex(4)}.pdf.enc"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # refuses to replace an existing file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path, kek.wrap(key)
 
 
 def keep_records(
     conn: sqlite3.Connection,
     officer: Officer,
     directory: Path,
+    kek: KeyEncryptionKey,
     facts: SessionFacts,
     made: list[MadeRecord],
 ) -> list[dict[str, Any]]:
-    """Rows and files of the records (the files written inside the transaction: a failed write
-    keeps no row)."""
+    """Rows and encrypted files of the records (the files written inside the transaction: a
+    failed write keeps no row, and the files already written for it are removed)."""
     out: list[dict[str, Any]] = []
-    for m in made:
-        cursor = conn.execute(
-            "INSERT INTO edu_records (case_id, session_id, kind, company_id, party_id, number, "
-            "sha256, file, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
-            (
-                facts.case_id,
-                facts.session_id,
-                m.kind,
-                m.company_id,
-                m.party_id,
-                m.number,
-                m.sha256,
-                officer.actor,
-                now_iso(),
-            ),
-        )
-        assert cursor.lastrowid is not None
-        path = record_path(directory, facts.case_id, m.kind, cursor.lastrowid, m.sha256)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_exclusive(path, m.pdf)
-        conn.execute("UPDATE edu_records SET file = ? WHERE id = ?", (path.name, cursor.lastrowid))
-        audit(
-            conn,
-            officer.actor,
-            "education.record_made",
-            f"edu_record:{cursor.lastrowid}",
-            facts.case_id,
-            kind=m.kind,
-            number=m.number,
-            sha256=m.sha256,
-            company=m.company_id,
-            party=m.party_id,
-        )
-        out.append(
-            {
-                "id": cursor.lastrowid,
-                "kind": m.kind,
-                "number": m.number,
-                "sha256": m.sha256,
-                "company_id": m.company_id,
-                "party_id": m.party_id,
-                "download": f"/api/education/records/{cursor.lastrowid}",
-            }
-        )
+    written: list[Path] = []
+    try:
+        for m in made:
+            out.append(_keep_one(conn, officer, directory, kek, facts, m, written))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return out
+
+
+def _keep_one(
+    conn: sqlite3.Connection,
+    officer: Officer,
+    directory: Path,
+    kek: KeyEncryptionKey,
+    facts: SessionFacts,
+    m: MadeRecord,
+    written: list[Path],
+) -> dict[str, Any]:
+    cursor = conn.execute(
+        "INSERT INTO edu_records (case_id, session_id, kind, company_id, party_id, number, "
+        "sha256, file, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
+        (
+            facts.case_id,
+            facts.session_id,
+            m.kind,
+            m.company_id,
+            m.party_id,
+            m.number,
+            m.sha256,
+            officer.actor,
+            now_iso(),
+        ),
+    )
+    record_id = cursor.lastrowid
+    assert record_id is not None
+    path, wrapped = write_sealed(directory, kek, facts.case_id, m.kind, record_id, m.pdf)
+    written.append(path)
+    conn.execute(
+        "UPDATE edu_records SET file = ?, wrapped_key = ?, kek_fingerprint = ? WHERE id = ?",
+        (path.name, wrapped, kek.fingerprint, record_id),
+    )
+    audit(
+        conn,
+        officer.actor,
+        "education.record_made",
+        f"edu_record:{record_id}",
+        facts.case_id,
+        kind=m.kind,
+        number=m.number,
+        sha256=m.sha256,
+        company=m.company_id,
+        party=m.party_id,
+    )
+    return {
+        "id": record_id,
+        "kind": m.kind,
+        "number": m.number,
+        "sha256": m.sha256,
+        "company_id": m.company_id,
+        "party_id": m.party_id,
+        "download": f"/api/education/records/{record_id}",
+    }
 
 
 def record_row(
@@ -389,10 +519,71 @@ def record_row(
     return dict(row)
 
 
-def read_record(directory: Path, row: dict[str, Any]) -> bytes | None:
-    """The record's file, checked against the hash the database holds (None: it differs)."""
-    pdf = (directory / f"case-{row['case_id']}" / row["file"]).read_bytes()
-    return pdf if hashlib.sha256(pdf).hexdigest() == row["sha256"] else None
+def read_record(directory: Path, kek: KeyEncryptionKey, row: dict[str, Any]) -> bytes:
+    """The record's file, decrypted (when it was written encrypted) and checked against the
+    hash its row holds (blocking). Raises :class:`RecordIntegrity` when it differs, does not
+    decrypt or is missing."""
+    record_id = int(row["id"])
+    try:
+        data = (directory / f"case-{row['case_id']}" / row["file"]).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise RecordIntegrity(record_id, "file missing") from None
+    if row.get("wrapped_key"):
+        try:
+            key = kek.unwrap(str(row["wrapped_key"]), str(row["kek_fingerprint"]))
+        except KeyProblem as exc:
+            raise RecordIntegrity(record_id, str(exc)) from None
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 12 + 16:
+            raise RecordIntegrity(record_id)
+        nonce = data[len(MAGIC) : len(MAGIC) + 12]
+        try:
+            data = AESGCM(key).decrypt(
+                nonce, data[len(MAGIC) + 12 :], _aad(record_id, str(row["kind"]), row["sha256"])
+            )
+        except InvalidTag:
+            raise RecordIntegrity(record_id) from None
+    if hashlib.sha256(data).hexdigest() != row["sha256"]:
+        raise RecordIntegrity(record_id)
+    return data
+
+
+def rewrap_keys(database: Path) -> Callable[[KeyEncryptionKey, KeyEncryptionKey], int]:
+    """For ``remotecase keys rotate --kek`` (``recorder.rotation.rotate_kek``): rewrap every
+    encrypted education record's data key from the old KEK to the new one, in one
+    transaction; rows already under the new KEK (a rotation interrupted and run again) and
+    records from before encryption at rest are left as they are. The files are not touched.
+    Answers how many encrypted records there are."""
+
+    def run(old: KeyEncryptionKey, new: KeyEncryptionKey) -> int:
+        if not database.exists():
+            return 0
+        conn = sqlite3.connect(database, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT id, wrapped_key, kek_fingerprint FROM edu_records "
+                    "WHERE wrapped_key IS NOT NULL"
+                ).fetchall()
+            except sqlite3.OperationalError:  # a database from before these records
+                conn.execute("ROLLBACK")
+                return 0
+            for record_id, wrapped, fingerprint in rows:
+                if fingerprint != new.fingerprint:
+                    conn.execute(
+                        "UPDATE edu_records SET wrapped_key = ?, kek_fingerprint = ? WHERE id = ?",
+                        (old.rewrap(wrapped, fingerprint, new), new.fingerprint, record_id),
+                    )
+            conn.execute("COMMIT")
+            return len(rows)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    return run
 
 
 if __name__ == "__main__":

@@ -1,0 +1,604 @@
+"""``remotecase bench education``: an education session of N viewers with attendance checks.
+
+One server process (``remotecase serve``, the real face model), one officer presenting (aiortc,
+VP8 320x240 at 15 fps plus Opus, in this process) and N light viewers spread over worker
+processes. Every viewer is a roster driver enrolled with a real face photo (skimage's astronaut,
+the photo the tests use), redeems its own invitation as a party does, and publishes that face
+as VP8 video (a moving, noisy picture of it, 320x240 at ``--fps``) so that the verifier samples
+it and the attendance ledger runs its checks (join check, then checks at random moments at most
+``--check-interval`` apart). Viewers count the officer's packets without decoding them, and
+unsubscribe from the other viewers' cameras (a viewer page shows the presenter, not 99 faces;
+the server subscribes everyone to everything by default).
+
+After the warm-up, over a window of ``--seconds``: the server's CPU (the process and its
+children, user + system, from /proc), the verifier's share (its worker threads, named
+``verifier`` by the service, and the ONNX Runtime threads they start, which inherit the name),
+memory (resident set of the server and its children at the end, and the server's peak), loss
+per viewer (the officer's streams, from RTP sequence numbers), the verifier's verdicts per
+second (the officer hears each one) and the attendance checks decided (from the session's
+attendance API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .forwarding import _read_line, _wait_stop, free_port, wait_healthy
+
+SIZE = (320, 240)
+
+
+# -- /proc ------------------------------------------------------------------------------------
+def _stat(pid: int, tid: int | None = None) -> list[str]:
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    with open(path) as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The process and every live descendant."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(_stat(int(entry))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of the process, its live descendants and the children it has
+    waited for."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _descendants(pid):
+        try:
+            f = _stat(p)
+        except OSError:
+            continue
+        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total / ticks
+
+
+def named_threads_cpu(pid: int, prefix: str) -> float:
+    """CPU seconds of the process's threads whose name starts with ``prefix``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                name = fh.read().strip()
+            if name.startswith(prefix):
+                f = _stat(pid, int(tid))
+                total += int(f[11]) + int(f[12])
+        except OSError:
+            continue
+    return total / ticks
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_mb(pid: int) -> float:
+    return round(sum(_status_kb(p, "VmRSS") for p in _descendants(pid)) / 1024, 1)
+
+
+# -- the run ----------------------------------------------------------------------------------
+async def run_education_bench(
+    *,
+    viewers: int,
+    seconds: float,
+    as_json: bool,
+    check_interval: float = 20.0,
+    check_window: float = 10.0,
+    sample_interval: float = 1.0,
+    fps: int = 5,
+    processes: int = 4,
+    warmup: float = 10.0,
+    quiet: bool = False,
+) -> int:
+    report = await measure_education(
+        viewers=viewers,
+        seconds=seconds,
+        check_interval=check_interval,
+        check_window=check_window,
+        sample_interval=sample_interval,
+        fps=fps,
+        processes=processes,
+        warmup=warmup,
+    )
+    if report is None:
+        return 2
+    if not quiet:
+        loss = report["loss_per_viewer"]
+        print(f"viewers                {report['viewers']} (joined {report['joined']})")
+        print(f"window                 {report['seconds']} s after {report['warmup']} s warm-up")
+        print(f"server CPU             {report['server_cpu_percent']}% of one core (with children)")
+        print(
+            f"verifier               {report['verifier_cpu_percent']}% of one core, "
+            f"{report['verifier_share']:.0%} of the server's"
+        )
+        print(
+            f"memory                 {report['rss_mb']} MB resident (server peak "
+            f"{report['server_peak_rss_mb']} MB)"
+        )
+        print(
+            f"loss per viewer        median {loss['median']:.2%}, max {loss['max']:.2%}, "
+            f"viewers over 1%: {loss['over_1_percent']}"
+        )
+        print(
+            f"verdicts               {report['verdicts_per_second']}/s "
+            f"(asked {report['samples_asked_per_second']}/s)"
+        )
+        print(
+            f"checks decided         {report['checks']['decided']} (passed "
+            f"{report['checks']['passed']}, failed {report['checks']['failed']}); viewers "
+            f"counting watch time {report['counting']}"
+        )
+        print(
+            f"machine                {report['machine']['cpus']} CPUs, load average "
+            f"{report['machine']['load_average']}"
+        )
+    if as_json:
+        print(json.dumps(report))
+    return 0
+
+
+async def measure_education(
+    *,
+    viewers: int,
+    seconds: float,
+    check_interval: float = 20.0,
+    check_window: float = 10.0,
+    sample_interval: float = 1.0,
+    fps: int = 5,
+    processes: int = 4,
+    warmup: float = 10.0,
+) -> dict[str, Any] | None:
+    if viewers < 1 or seconds <= 0 or not 10 <= check_interval or not 5 <= check_window:
+        print(
+            "bench: --viewers >= 1, --seconds > 0, --check-interval >= 10, --check-window >= 5",
+            file=sys.stderr,
+        )
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="remotecase-edubench-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "REMOTECASE_SERVER__PORT": str(port),
+        "REMOTECASE_STORAGE__DATA_DIR": str(tmp / "var"),
+        "REMOTECASE_KEYS__DIR": str(tmp / "keys"),
+        "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
+        "REMOTECASE_MEDIA__MAX_PARTICIPANTS": str(viewers + 10),
+        "REMOTECASE_LOG__LEVEL": "WARNING",
+        "REMOTECASE_RECORDING__SESSIONS": "false",
+        "REMOTECASE_VERIFIER__SAMPLE_INTERVAL": str(sample_interval),
+        "REMOTECASE_EDUCATION__CHECK_INTERVAL": str(check_interval),
+        "REMOTECASE_EDUCATION__CHECK_WINDOW": str(min(check_window, check_interval)),
+    }
+    procs: list[asyncio.subprocess.Process] = []
+    clients: list[Any] = []
+    try:
+        return await _run(
+            procs, clients, env, base, viewers, seconds, fps, processes, warmup, sample_interval
+        )
+    finally:
+        for client in clients:
+            await client.close()
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _roster(viewers: int) -> str:
+    companies = [("顺达运输有限公司", "保定"), ("宏远物流", "石家庄")]
+    lines = ["company,city,role,name,id_number"]
+    for i in range(viewers):
+        company, city = companies[i % len(companies)]
+        lines.append(f"{company},{city},driver,学员{i + 1:03d},BENCH{i + 1:06d}")
+    return "\n".join(lines) + "\n"
+
+
+def bench_face() -> Any:
+    """The astronaut's head and shoulders (the face large enough at 320x240)."""
+    import skimage.data
+
+    return skimage.data.astronaut()[0:300, 90:390].copy()
+
+
+async def _run(
+    procs: list[asyncio.subprocess.Process],
+    clients: list[Any],
+    env: dict[str, str],
+    base: str,
+    viewers: int,
+    seconds: float,
+    fps: int,
+    processes: int,
+    warmup: float,
+    sample_interval: float,
+) -> dict[str, Any]:
+    from mediaserver import aiortc_hooks
+
+    from .forwarding import _bench_face_png
+    from .peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+
+    python = sys.executable
+    password = secrets.token_urlsafe(16)
+    add = await asyncio.create_subprocess_exec(
+        python,
+        "-m",
+        "control.cli",
+        "officer",
+        "add",
+        "--username",
+        "bench",
+        "--brigade",
+        "bench",
+        env={**env, "REMOTECASE_NEW_PASSWORD": password},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await add.communicate()
+    if add.returncode != 0:
+        raise RuntimeError(f"cannot create the bench officer: {err.decode()}")
+    server = await asyncio.create_subprocess_exec(
+        python,
+        "-m",
+        "control.cli",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    procs.append(server)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        await wait_healthy(http, f"{base}/healthz", seconds=120)
+
+        async def call(method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.request(method, base + path, headers=headers, **kwargs) as r:
+                if r.status >= 300:
+                    raise RuntimeError(f"{method} {path}: {r.status} {await r.text()}")
+                return await r.json()
+
+        token = (
+            await call("POST", "/api/login", json={"username": "bench", "password": password})
+        )["token"]
+        people = (
+            await call(
+                "POST", "/api/education/roster/import", token, data=_roster(viewers).encode()
+            )
+        )["people"]
+        photo = _bench_face_png()
+        gate = asyncio.Semaphore(2)
+
+        async def enroll(person: int) -> None:
+            async with gate:
+                await call(
+                    "PUT",
+                    f"/api/education/people/{person}/photo?consent=given&basis=bench",
+                    token,
+                    data=photo,
+                )
+
+        await asyncio.gather(*(enroll(p) for p in people))
+        case = await call("POST", "/api/cases", token, json={"kind": "education", "title": "bench"})
+        cid = case["id"]
+        await call(
+            "PUT",
+            f"/api/cases/{cid}/education",
+            token,
+            json={"topic": "bench", "required_minutes": 1},
+        )
+        await call(
+            "POST", f"/api/cases/{cid}/education/viewers", token, json={"person_ids": people}
+        )
+        session = await call("POST", f"/api/cases/{cid}/sessions", token)
+        links = (await call("POST", f"/api/cases/{cid}/education/invitations", token, json={}))[
+            "invitations"
+        ]
+        tokens = []
+        for link in links:
+            redeemed = await call(
+                "POST",
+                "/api/invitations/redeem",
+                json={
+                    "token": link["token"],
+                    "consent": {"recording": True, "face": True, "electronic_delivery": False},
+                },
+            )
+            tokens.append(redeemed["token"])
+            # the identity check before the call is not what is measured (the join check in
+            # the call is): the officer admits each bench viewer, as for the forwarding bench
+            await call(
+                "POST",
+                f"/api/cases/{cid}/sessions/{session['id']}/prejoin/{link['party_id']}/admit",
+                token,
+                json={"reason": "bench viewer"},
+            )
+
+        aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
+        officer = PeerClient(base, session["token"], decode=False)
+        clients.append(officer)
+        await officer.connect()
+        await officer.publish(
+            PatternVideoTrack(*SIZE, 15), ToneAudioTrack(), video_codec="video/VP8"
+        )
+
+        workers = []
+        count = max(1, min(processes, viewers))
+        for i in range(count):
+            group = tokens[i::count]
+            proc = await asyncio.create_subprocess_exec(
+                python,
+                "-m",
+                "bench.education",
+                "viewers",
+                base,
+                str(fps),
+                *group,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            procs.append(proc)
+            workers.append(proc)
+        join_limit = 120 + 3 * viewers
+        for proc in workers:
+            await _read_line(proc, "JOINED", join_limit)
+        for proc in workers:
+            await _read_line(proc, "RECEIVING", join_limit)
+        await asyncio.sleep(warmup)
+        # steady state: every viewer's join check decided (bounded: a loaded machine may judge
+        # late, and a viewer whose check never decides is in the report as such)
+        attendance_url = f"/api/cases/{cid}/sessions/{session['id']}/attendance"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seen = await call("GET", attendance_url, token)
+            if all(_decided(v) for v in seen["viewers"]):
+                break
+            await asyncio.sleep(1.0)
+
+        def verdicts() -> int:
+            return sum(
+                1 for m in officer.messages if m.get("type") == "verification" and m.get("verdict")
+            )
+
+        cpu0, ver0, v0, t0 = (
+            tree_cpu(server.pid),
+            named_threads_cpu(server.pid, "verifier"),
+            verdicts(),
+            time.monotonic(),
+        )
+        await asyncio.sleep(seconds)
+        cpu1, ver1, v1, t1 = (
+            tree_cpu(server.pid),
+            named_threads_cpu(server.pid, "verifier"),
+            verdicts(),
+            time.monotonic(),
+        )
+        rss = tree_rss_mb(server.pid)
+        peak = round(_status_kb(server.pid, "VmHWM") / 1024, 1)
+        load = os.getloadavg()
+
+        losses: list[float] = []
+        joined = 0
+        for proc in workers:
+            assert proc.stdin is not None
+            proc.stdin.write(b"STOP\n")
+            await proc.stdin.drain()
+            result = json.loads((await _read_line(proc, "RESULT", 60))[len("RESULT ") :])
+            joined += result["joined"]
+            losses.extend(result["loss"])
+        attendance = await call(
+            "GET", f"/api/cases/{cid}/sessions/{session['id']}/attendance", token
+        )
+
+    elapsed = t1 - t0
+    passed = failed = counting = 0
+    for v in attendance["viewers"]:
+        state = v["attendance"] or {}
+        for check in state.get("checks", []):
+            if check.get("result") == "passed":
+                passed += 1
+            elif check.get("result") == "failed":
+                failed += 1
+        counting += state.get("state") == "counting"
+    cpu = cpu1 - cpu0
+    verifier = ver1 - ver0
+    return {
+        "viewers": viewers,
+        "joined": joined,
+        "seconds": round(elapsed, 1),
+        "warmup": warmup,
+        "fps": fps,
+        "video": f"{SIZE[0]}x{SIZE[1]} VP8",
+        "sample_interval": sample_interval,
+        "check_interval": attendance["rules"]["check_interval"],
+        "check_window": attendance["rules"]["check_window"],
+        "server_cpu_percent": round(100 * cpu / elapsed, 1),
+        "verifier_cpu_percent": round(100 * verifier / elapsed, 1),
+        "verifier_share": round(verifier / cpu, 3) if cpu else 0.0,
+        "rss_mb": rss,
+        "server_peak_rss_mb": peak,
+        "loss_per_viewer": {
+            "median": round(statistics.median(losses), 5) if losses else None,
+            "max": round(max(losses), 5) if losses else None,
+            "over_1_percent": sum(1 for x in losses if x > 0.01),
+            "all": [round(x, 5) for x in losses],
+        },
+        "verdicts_per_second": round((v1 - v0) / elapsed, 2),
+        "samples_asked_per_second": round(viewers / sample_interval, 2),
+        "checks": {"decided": passed + failed, "passed": passed, "failed": failed},
+        "counting": counting,
+        "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in load]},
+    }
+
+
+def _decided(viewer: dict[str, Any]) -> bool:
+    checks = (viewer.get("attendance") or {}).get("checks", [])
+    return any(c.get("result") in ("passed", "failed") for c in checks)
+
+
+# -- the viewers' worker process ---------------------------------------------------------------
+async def _viewers(base: str, fps: int, tokens: list[str]) -> None:
+    from mediaserver import aiortc_hooks
+
+    from .peer import ImageVideoTrack, PeerClient
+
+    aiortc_hooks.install()  # count packets in the receivers instead of decoding them
+    aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
+    face = bench_face()
+    clients: list[PeerClient] = []
+    officers: set[str] = set()
+    dropped: dict[int, set[str]] = {}
+
+    def presenter_mids(client: PeerClient) -> set[str]:
+        """The mids that carry an officer's tracks: each offer and ``tracks`` message maps
+        the mids it changes, so the map is every such message's in order."""
+        owners: dict[str, str] = {}
+        for m in client.messages:
+            if m.get("type") in ("offer", "tracks"):
+                for mid, t in (m.get("tracks") or {}).items():
+                    owners[mid] = t.get("participant", "")
+        return {mid for mid, owner in owners.items() if owner in officers}
+
+    async def drop_other_viewers(client: PeerClient) -> None:
+        """Unsubscribe from every track not an officer's (the other viewers' cameras)."""
+        me = (client.joined or {}).get("participant", {}).get("id")
+        seen = dropped.setdefault(id(client), set())
+        tracks = []
+        for m in [client.joined or {}, *client.messages]:
+            for p in m.get("participants", []):
+                if p.get("role") in ("officer", "supervisor"):
+                    officers.add(p["id"])
+                for t in p.get("tracks", []):
+                    if p["id"] != me and p.get("role") not in ("officer", "supervisor"):
+                        tracks.append(t["id"] if isinstance(t, dict) else t)
+            if m.get("type") == "participant_joined":
+                p = m["participant"]
+                if p.get("role") in ("officer", "supervisor"):
+                    officers.add(p["id"])
+            if m.get("type") == "track_published":
+                t = m["track"]
+                if t.get("participant") not in officers and t.get("participant") != me:
+                    tracks.append(t.get("id") or t.get("track_id"))
+        fresh = [t for t in tracks if t and t not in seen]
+        if fresh:
+            seen.update(fresh)
+            await client.send({"type": "unsubscribe", "tracks": fresh})
+
+    async def prune() -> None:
+        while True:
+            for client in clients:
+                try:
+                    await drop_other_viewers(client)
+                except Exception:  # a closed socket: the report shows its loss
+                    pass
+            await asyncio.sleep(0.2)
+
+    # pruning from the first join on: each new viewer's camera is dropped by the others as soon
+    # as it is announced
+    pruner = asyncio.get_running_loop().create_task(prune())
+    try:
+        for token in tokens:
+            client = PeerClient(base, token, decode=False)
+            await client.connect()
+            clients.append(client)
+            await drop_other_viewers(client)
+            camera = ImageVideoTrack([(0, face)], *SIZE, fps=fps)
+            await client.publish(camera, video_codec="video/VP8")
+        print("JOINED", flush=True)
+
+        def presenter_heard(c: PeerClient) -> bool:
+            return any(c.received_packets.get(mid) for mid in presenter_mids(c))
+
+        waited = 0.0
+        while not all(presenter_heard(c) for c in clients):
+            await asyncio.sleep(0.2)
+            waited += 0.2
+            if abs(waited - 30.0) < 0.1:
+                for c in clients:
+                    if not presenter_heard(c):
+                        print(
+                            "bench: a viewer receives nothing of the presenter after 30 s "
+                            "(officers, its mids, packets per mid):",
+                            sorted(officers),
+                            c.tracks,
+                            dict(c.received_packets),
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        print("RECEIVING", flush=True)
+        await _wait_stop()
+    finally:
+        pruner.cancel()
+    loss = []
+    for client in clients:
+        received = expected = 0
+        mine = presenter_mids(client)
+        for mid, (first, highest, count) in client.received_seq.items():
+            if mid not in mine:
+                continue  # a viewer's camera received before the unsubscribe took effect
+            received += count
+            expected += ((highest - first) & 0xFFFF) + 1
+        loss.append(max(0.0, 1 - received / expected) if expected else 1.0)
+    print(
+        "RESULT "
+        + json.dumps({"joined": sum(c.joined is not None for c in clients), "loss": loss}),
+        flush=True,
+    )
+    for client in clients:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.education")
+    sub = parser.add_subparsers(dest="role", required=True)
+    v = sub.add_parser("viewers")
+    v.add_argument("base")
+    v.add_argument("fps", type=int)
+    v.add_argument("tokens", nargs="+")
+    args = parser.parse_args(argv)
+    asyncio.run(_viewers(args.base, args.fps, args.tokens))
+
+
+if __name__ == "__main__":
+    main()
