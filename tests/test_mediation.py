@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.peer import PeerClient
 from control.appkeys import CUSTODY, DB
 from control.deadlines.rules import china_today
 from tests import samples
@@ -22,10 +23,12 @@ from tests.conftest import (
     CONSENT,
     Api,
     Server,
+    join,
     make_config,
     officer_login,
     party_link,
     start_server,
+    wait_until,
 )
 from tests.test_records_documents import PartyKey, _pdf, party_sign, seed_match, verify_cli
 
@@ -141,7 +144,7 @@ def draft(payer: int, payee: int, side_a: int, side_b: int, **change: Any) -> di
 
 
 async def test_three_signers_make_the_agreement_effective_and_it_verifies_offline(
-    tmp_path: Path,
+    tmp_path: Path, clients: list[PeerClient]
 ) -> None:
     server = await start_server(make_config(tmp_path))
     try:
@@ -228,8 +231,15 @@ async def test_three_signers_make_the_agreement_effective_and_it_verifies_offlin
                 assert (status, answer["error"], answer["field"]) == (400, "bad_draft", field), (
                     answer
                 )
+            # 李四 in the call: told of each revision by signalling
+            peer = await join(server, clients, s.room, f"party-{s.p2}")
             first = draft(sides[s.p1], sides[s.p2], s.p1, s.p2)
             status, rev1 = await api.call("POST", path, li, {"draft": first})
+            told = await peer.wait_for(
+                lambda m: m["type"] == "mediation" and m["event"] == "mediation.draft_revised",
+                timeout=30,
+            )
+            assert told["mediation"] == mid
             assert status == 201 and rev1["revision"] == 1, rev1
             assert rev1["draft"]["items"][0]["amount_fen"] == 860000
             second = draft(insurer["id"], sides[s.p2], s.p1, s.p2)
@@ -325,7 +335,9 @@ def body_token(answer: tuple[int, Any]) -> str:
     return str(body["token"])
 
 
-async def test_a_walk_out_ends_the_mediation_with_a_sealed_termination(tmp_path: Path) -> None:
+async def test_a_walk_out_ends_the_mediation_with_a_sealed_termination(
+    tmp_path: Path, clients: list[PeerClient]
+) -> None:
     server = await start_server(make_config(tmp_path))
     try:
         async with aiohttp.ClientSession() as http:
@@ -367,11 +379,20 @@ async def test_a_walk_out_ends_the_mediation_with_a_sealed_termination(tmp_path:
             assert status == 400, body
 
             party = next(p for p in med["participants"] if p["party_id"] == s.p2)
+            walkout = f"{s.base}/{mid}/participants/{party['id']}/walkout"
+            # while 李四 is still in the call the walk-out is not recorded
+            peer = await join(server, clients, s.room, f"party-{s.p2}")
+            status, body = await api.call("POST", walkout, li, {"note": "n"})
+            assert (status, body["error"]) == (409, "still_in_call"), body
+            await peer.close()
+            room = server.sfu.rooms.get(s.room)
+            await wait_until(
+                lambda: room is None or f"party-{s.p2}" not in room.participants,
+                timeout=30,
+                what="李四 out of the room",
+            )
             status, ended = await api.call(
-                "POST",
-                f"{s.base}/{mid}/participants/{party['id']}/walkout",
-                li,
-                {"note": "李四离开视频并表示不再调解"},
+                "POST", walkout, li, {"note": "李四离开视频并表示不再调解"}
             )
             assert status == 200, ended
             assert ended["status"] == "terminated" and "李四中途退出调解" in ended["end_reason"]
