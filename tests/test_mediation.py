@@ -439,6 +439,10 @@ async def test_a_refusal_on_the_agreement_is_no_agreement_and_ends_the_mediation
             assert status == 201
             status, doc = await api.call("POST", f"{s.base}/{mid}/agreement", li, {"facts": "追尾"})
             assert status == 201, doc
+            # the case's deadlines: the mediation to conclude in 10 working days, open
+            _, limits = await api.call("GET", f"/api/cases/{s.cid}/deadlines", li)
+            conclusion = [d for d in limits["deadlines"] if d["limit"] == "mediation_conclusion"]
+            assert [(d["mediation"], d["status"]) for d in conclusion] == [(mid, "open")]
             token = (await party_link(api, li, s.cid, s.p2))["token"]
             status, refused = await api.call(
                 "POST",
@@ -462,6 +466,9 @@ async def test_a_refusal_on_the_agreement_is_no_agreement_and_ends_the_mediation
             status, body = await party_sign(api, p1_token, doc["id"], f"party-p{s.p1}", PartyKey())
             assert (status, body["error"]) == (409, "mediation_closed"), body
             assert _custody(server, "mediation.terminated")[0]["refused"] == f"party-p{s.p2}"
+            _, limits = await api.call("GET", f"/api/cases/{s.cid}/deadlines", li)
+            conclusion = [d for d in limits["deadlines"] if d["limit"] == "mediation_conclusion"]
+            assert [d["status"] for d in conclusion] == ["done"]
     finally:
         await server.runner.cleanup()
 

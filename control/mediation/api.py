@@ -418,6 +418,8 @@ async def post_agreement(request: web.Request) -> web.Response:
     draft = mediation["draft"]
     if draft is None:
         raise Refusal.NO_DRAFT.error(web.HTTPConflict)
+    if await request.app[DB].run(lambda c: store.agreement_signed(c, mediation_id)):
+        raise Refusal.SIGNING_STARTED.error(web.HTTPConflict)
     people = mediation["participants"]
     texts = store.draft_texts(draft["draft"], people)
     shares = {s["side"]: s["percent"] for s in draft["draft"]["shares"]}

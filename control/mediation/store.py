@@ -659,12 +659,29 @@ def revise(
     return {"revision": last + 1, "sha256": sha, "draft": draft}
 
 
+def agreement_signed(conn: sqlite3.Connection, mediation_id: int) -> bool:
+    """Whether the mediation's current agreement has a signature (then it is final)."""
+    row = conn.execute(
+        "SELECT d.signatures FROM mediations m JOIN documents d ON d.id = m.agreement_id "
+        "WHERE m.id = ?",
+        (mediation_id,),
+    ).fetchone()
+    return row is not None and bool(json.loads(row["signatures"]))
+
+
 def set_agreement(
     conn: sqlite3.Connection, mediation_id: int, document_id: int, revision: int
 ) -> None:
+    """The new agreement; an unsigned earlier one is superseded (never signed any more)."""
+    row = conn.execute(
+        "SELECT agreement_id, superseded FROM mediations WHERE id = ?", (mediation_id,)
+    ).fetchone()
+    old = json.loads(row["superseded"])
+    if row["agreement_id"] is not None:
+        old.append(row["agreement_id"])
     conn.execute(
-        "UPDATE mediations SET agreement_id = ?, agreement_draft = ? WHERE id = ?",
-        (document_id, revision, mediation_id),
+        "UPDATE mediations SET agreement_id = ?, agreement_draft = ?, superseded = ? WHERE id = ?",
+        (document_id, revision, json.dumps(old), mediation_id),
     )
 
 
