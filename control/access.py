@@ -84,6 +84,14 @@ def bearer(request: web.Request) -> str:
 CONTENT_READS = ("/content", "/media", "/exports/")
 
 
+def _content_read(path: str) -> bool:
+    """A read of evidence content: a path ending in /content or /media, or a file under
+    /exports/ (whole segments: /api/cases/1/mediations is no /media)."""
+    return any(
+        path.endswith(part) if not part.endswith("/") else part in path for part in CONTENT_READS
+    )
+
+
 async def officer(request: web.Request) -> Officer:
     """The logged-in account. Observers read (not the evidence's content) and change nothing."""
     token = bearer(request)
@@ -93,10 +101,7 @@ async def officer(request: web.Request) -> Officer:
     if (
         found.role == "observer"
         and request.path != "/api/logout"
-        and (
-            request.method not in ("GET", "HEAD")
-            or any(part in request.path for part in CONTENT_READS)
-        )
+        and (request.method not in ("GET", "HEAD") or _content_read(request.path))
     ):
         raise json_error(
             web.HTTPForbidden,

@@ -73,6 +73,7 @@ from .http.webguard import PLAIN_HTTP_WARNING, add_security_headers, body_deadli
 from .loopwatch import GcPolicy, LoopWatch
 from .materials import api as materials
 from .materials.store import MaterialStore
+from .mediation import api as mediation
 from .recordings import api as recordings
 from .recordings import sealed_exports
 from .records import api as records
@@ -110,6 +111,7 @@ AREAS = (
     delivery,
     reviews,
     penalty,
+    mediation,
     deadlines,
     education,
     talks,
@@ -137,6 +139,7 @@ DESCRIBED = (
     delivery,
     reviews,
     penalty,
+    mediation,
     deadlines,
     education,
     talks,

@@ -475,6 +475,65 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX edu_talks_case ON edu_talks(case_id)
     """,
+    # compensation mediation (control/mediation, docs/mediation.md)
+    """
+    CREATE TABLE mediations (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        room TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('open', 'terminating', 'effective', 'terminated')),
+        received_on TEXT NOT NULL,
+        received_from TEXT NOT NULL,
+        applied_on TEXT NOT NULL,
+        application_closes TEXT NOT NULL,
+        notified_on TEXT NOT NULL,
+        earliest_start TEXT NOT NULL,
+        started_on TEXT NOT NULL,
+        concludes_by TEXT NOT NULL,
+        opened_by TEXT NOT NULL,
+        mediator INTEGER NOT NULL REFERENCES officers(id),
+        opened_at TEXT NOT NULL,
+        agreement_id INTEGER REFERENCES documents(id),
+        agreement_draft INTEGER,
+        superseded TEXT NOT NULL DEFAULT '[]',
+        termination_id INTEGER REFERENCES documents(id),
+        end_reason TEXT,
+        ended_at TEXT,
+        ended_by TEXT
+    );
+    CREATE UNIQUE INDEX mediations_one_open ON mediations(case_id)
+        WHERE status IN ('open', 'terminating');
+    CREATE TABLE mediation_participants (
+        id INTEGER PRIMARY KEY,
+        mediation_id INTEGER NOT NULL REFERENCES mediations(id),
+        side INTEGER NOT NULL REFERENCES parties(id),
+        kind TEXT NOT NULL CHECK (kind IN ('party', 'agent', 'insurer')),
+        party_id INTEGER REFERENCES parties(id),
+        name TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        attorney_material TEXT REFERENCES materials(id),
+        attorney_status TEXT CHECK (attorney_status IN ('pending', 'accepted', 'rejected')),
+        attorney_reason TEXT NOT NULL DEFAULT '',
+        checked_by TEXT,
+        checked_at TEXT,
+        left_at TEXT,
+        left_note TEXT,
+        added_by TEXT NOT NULL,
+        added_at TEXT NOT NULL
+    );
+    CREATE INDEX mediation_participants_of ON mediation_participants(mediation_id);
+    CREATE TABLE mediation_drafts (
+        mediation_id INTEGER NOT NULL REFERENCES mediations(id),
+        revision INTEGER NOT NULL,
+        draft TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        revised_by TEXT NOT NULL,
+        revised_at TEXT NOT NULL,
+        PRIMARY KEY (mediation_id, revision)
+    )
+    """,
 ]
 
 

@@ -74,6 +74,11 @@ class Refusal(CodedRefusal):
     SESSION_ENDED = ("ended", "the session has ended already")
     NO_INVITATION = ("not_found", "no such invitation")
     NO_MATERIAL = ("not_found", "no such material")
+    AGENT_NOT_ACCEPTED = (
+        "attorney_not_accepted",
+        "委托代理人的授权委托书尚未审核通过，不能邀请 / the agent's power of attorney is not "
+        "accepted: no invitation yet",
+    )
 
 
 _STATUS: dict[Refusal, type[web.HTTPException]] = {
@@ -87,6 +92,7 @@ _STATUS: dict[Refusal, type[web.HTTPException]] = {
     Refusal.SESSION_ENDED: web.HTTPConflict,
     Refusal.NO_INVITATION: web.HTTPNotFound,
     Refusal.NO_MATERIAL: web.HTTPNotFound,
+    Refusal.AGENT_NOT_ACCEPTED: web.HTTPConflict,
 }
 
 

@@ -63,6 +63,11 @@ class SignatureReport:
         }
 
 
+# documents that an agreement of every signer makes: a refused box is no agreement (a refusal
+# on a 调解书 ends the mediation with a 调解终结书, 146号令 art.94), not a box no longer needed
+VOID_ON_REFUSAL = frozenset({"mediation_agreement"})
+
+
 @dataclass
 class DocumentState:
     """Which required signatures are present, refused, still missing; effective when none is
@@ -77,6 +82,8 @@ class DocumentState:
 
     @property
     def effective(self) -> bool:
+        if self.refused and self.kind in VOID_ON_REFUSAL:
+            return False
         return not self.missing
 
     def as_json(self) -> dict[str, Any]:

@@ -667,6 +667,74 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         ),
         (*OFFICERS_ONLY, 404, 404, 403, 404),
     ),
+    # compensation mediation (docs/mediation.md); a mediation that does not exist answers 404
+    (
+        "open a mediation",
+        plain(
+            "POST",
+            "/api/cases/{case}/mediations",
+            json={"session_id": 999999, "sides": [1, 2], "notified_on": "2026-01-05"},
+        ),
+        (*OFFICERS_ONLY, 400, 404, 403, 400),
+    ),
+    (
+        "list mediations",
+        plain("GET", "/api/cases/{case}/mediations"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        "read a mediation",
+        plain("GET", "/api/cases/{case}/mediations/999999"),
+        (*OFFICERS_ONLY, 404, 404, 404, 404),
+    ),
+    (
+        "add a mediation participant",
+        plain(
+            "POST",
+            "/api/cases/{case}/mediations/999999/participants",
+            json={"side": 1, "kind": "insurer", "name": "x"},
+        ),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    (
+        "check a power of attorney",
+        plain(
+            "POST",
+            "/api/cases/{case}/mediations/999999/participants/1/attorney",
+            json={"decision": "accepted"},
+        ),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    (
+        "record a walk-out",
+        plain(
+            "POST",
+            "/api/cases/{case}/mediations/999999/participants/1/walkout",
+            json={"note": "n"},
+        ),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    (
+        "revise a mediation draft",
+        plain("POST", "/api/cases/{case}/mediations/999999/drafts", json={"draft": {}}),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    (
+        "a mediation's draft revisions",
+        plain("GET", "/api/cases/{case}/mediations/999999/drafts"),
+        (*OFFICERS_ONLY, 404, 404, 404, 404),
+    ),
+    (
+        "generate the mediation agreement",
+        plain("POST", "/api/cases/{case}/mediations/999999/agreement", json={"facts": "f"}),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    (
+        "terminate a mediation",
+        plain("POST", "/api/cases/{case}/mediations/999999/terminate", json={"reason": "r"}),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    ("a party's mediation", plain("GET", "/api/party/mediation"), (401, 404, 404, *PARTIES_ONLY)),
     (
         "the penalty procedure",
         plain("GET", "/api/cases/{case}/penalty"),

@@ -96,6 +96,11 @@ def case_deadlines(
         (r["party_id"], r["document_id"]): r["requested_at"]
         for r in conn.execute("SELECT * FROM reviews WHERE case_id = ?", (case_id,)).fetchall()
     }
+    mediations = conn.execute(
+        "SELECT id, status, started_on, opened_at, ended_at FROM mediations WHERE case_id = ? "
+        "ORDER BY id",
+        (case_id,),
+    ).fetchall()
     steps = conn.execute(
         "SELECT step, detail, recorded_at FROM penalty_steps WHERE case_id = ? ORDER BY id",
         (case_id,),
@@ -165,10 +170,22 @@ def case_deadlines(
                     **about,
                 )
             )
-            out.append(_item(rules, today, "mediation_application", delivered, None, **about))
+            applied = next((m["opened_at"] for m in mediations), None)
+            out.append(_item(rules, today, "mediation_application", delivered, applied, **about))
         if d["kind"] == "penalty_decision":
             paid = next((s["recorded_at"] for s in steps if s["step"] == "payment"), None)
             out.append(_item(rules, today, "fine_payment", delivered, paid, **about))
+    for m in mediations:  # control/mediation: concluded (effective or terminated) in time
+        out.append(
+            _item(
+                rules,
+                today,
+                "mediation_conclusion",
+                date.fromisoformat(m["started_on"]),
+                m["ended_at"] if m["status"] in ("effective", "terminated") else None,
+                mediation=m["id"],
+            )
+        )
     out.sort(key=lambda i: (i["due"], i["limit"]))
     return out
 

@@ -341,7 +341,25 @@ async def sign(request: web.Request) -> web.Response:
     who, doc = await _officer_doc(request)
     await _open_case(request, doc["case_id"])
     field = text(await read_object(request), "field", max_len=100)
+    row = await sign_box(request, who, doc, field)
+    return web.json_response(await with_state(request, row))
+
+
+async def sign_box(
+    request: web.Request,
+    who: Officer,
+    doc: dict[str, Any],
+    field: str,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """Sign ``field`` as ``who`` (an officer's own box) or the department's seal: a new
+    revision, ``document.signed`` in the custody log (also used by control/mediation, whose
+    seal after a party's own refusal names the system as ``actor``)."""
+    from ..mediation import hooks
+
     d = desk(request)
+    actor = actor or who.actor
+    await hooks.before_signing(request, doc)
     async with locks(request, doc["id"]):
         doc = done(
             await request.app[DB].run(lambda c: store.get(c, who, doc["case_id"], doc["id"]))
@@ -391,15 +409,16 @@ async def sign(request: web.Request) -> web.Response:
         signature = {
             "field": field,
             "role": role,
-            "signer": who.actor,
+            "signer": actor,
             "serial": f"{serial:x}",
             "at": now_iso(),
         }
-        row = await store_revision(request, who.actor, doc, signed, signature=signature)
+        row = await store_revision(request, actor, doc, signed, signature=signature)
     await custody(
-        request, "document.signed", who.actor, row, field=field, role=role, serial=f"{serial:x}"
+        request, "document.signed", actor, row, field=field, role=role, serial=f"{serial:x}"
     )
-    return web.json_response(await with_state(request, row))
+    await hooks.after_signed(request, row, actor)
+    return row
 
 
 async def refuse(request: web.Request) -> web.Response:
@@ -473,6 +492,9 @@ async def _record_refusal(
             request, actor, doc, drawn.pdf, required=required, data=data, refusal=note_row
         )
     await custody(request, "document.refused", actor, row, field=field, reason=reason)
+    from ..mediation import hooks
+
+    await hooks.after_refused(request, row, actor, slot, reason)
     return row
 
 
@@ -615,8 +637,11 @@ def latest_match(
 
 
 async def prepare(request: web.Request) -> web.Response:
+    from ..mediation import hooks
+
     caller, doc = await _party_doc(request)
     await _open_case(request, doc["case_id"])
+    await hooks.before_signing(request, doc)
     body = await read_object(request)
     field = text(body, "field", max_len=100)
     spki = _b64(body, "public_key", 1000)
@@ -715,6 +740,9 @@ async def finish(request: web.Request) -> web.Response:
     body = await read_object(request)
     request_id = text(body, "request_id", max_len=100)
     signature = _b64(body, "signature", 200)
+    from ..mediation import hooks
+
+    await hooks.before_signing(request, doc)
     d = desk(request)
     # taken at once, in whichever worker: single use (a wrong signature value, a document
     # changed meanwhile, an expired request: prepare again)
@@ -764,6 +792,9 @@ async def finish(request: web.Request) -> web.Response:
         serial=entry["serial"],
         verdict=entry["verdict_id"],
     )
+    from ..mediation import hooks
+
+    await hooks.after_signed(request, row, caller.actor)
     return web.json_response(await with_state(request, row))
 
 

@@ -82,7 +82,10 @@ def base_data(
     parties: list[dict[str, Any]] = []
     given = {p["id"]: p for p in body.get("parties") or []}
     rows = conn.execute(
-        "SELECT id, role, name, phone FROM parties WHERE case_id = ? ORDER BY id", (case_id,)
+        # an agent (control/mediation) signs only the mediation's papers, which list it itself
+        "SELECT id, role, name, phone FROM parties WHERE case_id = ? AND role != 'agent' "
+        "ORDER BY id",
+        (case_id,),
     ).fetchall()
     known = {row["id"] for row in rows}
     if any(pid not in known for pid in given):

@@ -47,6 +47,7 @@ from ..http.openapi import (
     op,
     responses,
 )
+from ..mediation.store import agent_admitted
 from ..refusals import Refusal
 from ..verification.wiring import forget_reference
 
@@ -115,6 +116,8 @@ def create_invitation(
         is None
     ):
         return Refusal.NO_PARTY
+    if not agent_admitted(conn, party_id):
+        return Refusal.AGENT_NOT_ACCEPTED
     cursor = conn.execute(
         "INSERT INTO invitations (case_id, party_id, token_hash, not_before, expires_at, "
         "created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

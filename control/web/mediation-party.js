@@ -1,0 +1,54 @@
+// The party page's view of its compensation mediation (docs/mediation.md): the draft agreement
+// as the officer writes it, read again whenever the call says a step happened (a signalling
+// message {"type": "mediation"}, heard as a "remotecase:message" window event from client.js).
+// Read only: the agreement itself is read and signed with the page's documents (sign.js).
+"use strict";
+
+(() => {
+  const params = new URLSearchParams(location.search);
+  const token = params.get("invite") || params.get("token");
+  if (!token) return;
+  const t = (key, p) => (window.I18N && I18N.has(key) ? I18N.t(key, p) : key);
+  const device = () => {
+    try {
+      const secret = localStorage.getItem("remotecase.device");
+      return secret ? { "X-Remotecase-Device": secret } : {};
+    } catch (err) { return {}; }
+  };
+  const el = (tag, text, attrs = {}) => {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    return node;
+  };
+  const box = el("section", undefined, { id: "party-mediation", class: "card", hidden: "", "aria-live": "polite" });
+  document.body.append(box);
+
+  async function load() {
+    const headers = { Authorization: `Bearer ${token}`, ...device(),
+      ...(window.I18N ? I18N.headers({}) : {}) };
+    const response = await fetch("/api/party/mediation", { headers });
+    if (!response.ok) { box.hidden = true; return; }  // no mediation in this case (404)
+    const m = await response.json();
+    box.replaceChildren(el("h2", t("mediation.party.heading")));
+    box.append(el("p", t(`mediation.status.${m.status}`), { class: "muted" }));
+    if (!m.draft) {
+      box.append(el("p", t("mediation.party.none")));
+    } else {
+      const text = m.draft_text;
+      box.append(el("h3", t("mediation.party.draft", { n: m.draft.revision })));
+      for (const [key, value] of [["losses", text.losses], ["items", text.items],
+        ["shares", text.shares], ["payment", text.payment]]) {
+        box.append(el("h4", t(`mediation.party.${key}`)), el("p", value));
+      }
+    }
+    if (m.agreement_id) box.append(el("p", t("mediation.party.sign")));
+    box.hidden = false;
+  }
+
+  window.addEventListener("remotecase:message", (e) => {
+    if (e.detail && e.detail.type === "mediation") load().catch(() => {});
+  });
+  const start = () => load().catch(() => {});
+  if (document.readyState === "complete") start(); else window.addEventListener("load", start);
+})();
