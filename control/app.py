@@ -50,6 +50,7 @@ from .appointments import api as appointments
 from .auth import Throttle
 from .cases import api as cases
 from .cases import audit, parties
+from .casefile import api as casefile
 from .config import Config
 from .db import Database
 from .deadlines import api as deadlines
@@ -91,6 +92,7 @@ AREAS = (
     cases,
     parties,
     audit,
+    casefile,
     sessions,
     calls,
     invitations,
@@ -117,6 +119,7 @@ DESCRIBED = (
     statistics,
     cases,
     audit,
+    casefile,
     parties,
     verification,
     prejoin,
