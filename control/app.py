@@ -48,9 +48,9 @@ from .appkeys import (
 )
 from .appointments import api as appointments
 from .auth import Throttle
+from .casefile import api as casefile
 from .cases import api as cases
 from .cases import audit, parties
-from .casefile import api as casefile
 from .config import Config
 from .db import Database
 from .deadlines import api as deadlines
