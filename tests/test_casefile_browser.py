@@ -18,6 +18,11 @@ from tests.test_browser import _wait_for, chromium, face_image, write_y4m
 from tests.test_browser_console import screenshot, see
 
 pytestmark = pytest.mark.browser
+WEB = Path(__file__).parent.parent / "control" / "web" / "i18n"
+
+
+def console(lang: str) -> dict[str, str]:
+    return dict(json.loads((WEB / lang / "console.json").read_text(encoding="utf-8")))
 
 
 @pytest.mark.parametrize("lang", ["zh-CN", "en"])
@@ -70,4 +75,20 @@ async def test_the_timeline_panel_of_a_case(server: Server, tmp_path: Path, lang
         stamp = await page.get_attribute("#timeline li[data-kind='case.created'] time", "datetime")
         assert stamp is not None and stamp.endswith("+00:00")
         await screenshot(page, tmp_path, f"timeline-{lang}")
+
+        # the statistics page (stats.js): the new counts drawn; a line of text for what has
+        # nothing yet (deliveries, mediations, overdue steps); one kind chosen
+        await page.click("#nav a[data-view=stats]")
+        await see(page, "#stats-charts svg.chart")
+        assert await page.locator("#stats-charts svg.chart").count() == 5
+        captions = await page.eval_on_selector_all(
+            "#stats-charts figcaption", "els => els.map(e => e.textContent)"
+        )
+        assert len(captions) == 5 and captions[0] == console(lang)["stats.cases"], captions
+        notes = await page.inner_text("#stats-charts")
+        assert console(lang)["stats.delivered_none"] in notes
+        await page.select_option("#stats-kind", "violation")
+        await page.click("#stats-form button[type=submit]")
+        await see(page, f"#stats-charts p:has-text('{console(lang)['stats.none']}')")
+        await screenshot(page, tmp_path, f"stats-{lang}")
         assert errors == []
