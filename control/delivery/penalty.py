@@ -313,8 +313,10 @@ def describe(add: Add) -> None:
                 ["step"],
             ),
             description="A penalty_decision document is refused (409 penalty_notice_required, "
-            "statement_period_open, hearing_period_open, hearing_pending) until this procedure "
-            "allows it.",
+            "penalty_notice_unserved, statement_period_open, hearing_period_open, "
+            "hearing_pending) until this procedure allows it. The periods run from when the "
+            "party was notified (its signature on the notice, or the notice's delivery). A step "
+            "the calendar cannot count (409 calendar_missing) is not recorded.",
         ),
         [CASE],
     )
