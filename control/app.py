@@ -51,6 +51,7 @@ from .appkeys import (
 )
 from .appointments import api as appointments
 from .auth import Throttle
+from .casefile import api as casefile
 from .cases import api as cases
 from .cases import audit, parties
 from .config import Config
@@ -96,6 +97,7 @@ AREAS = (
     cases,
     parties,
     audit,
+    casefile,
     sessions,
     calls,
     invitations,
@@ -124,6 +126,7 @@ DESCRIBED = (
     statistics,
     cases,
     audit,
+    casefile,
     parties,
     verification,
     prejoin,

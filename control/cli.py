@@ -1,4 +1,4 @@
-"""The ``remotecase`` command: ``serve``, ``token``, ``bench forwarding``."""
+"""The ``remotecase`` command: ``serve``, ``token``, ``custody``, ``case``, ``bench``..."""
 
 from __future__ import annotations
 
@@ -410,6 +410,142 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
         f"logged as custody entry {result['export_index']}"
     )
     return 0
+
+
+def cmd_case_export(args: argparse.Namespace) -> int:
+    """The case package (卷宗): docs/casefile.md. Runs next to a running server (the custody
+    log's flock and SQLite's WAL let both go on), reading the database without writing to it
+    until the export is done and audited."""
+    import datetime
+    import sqlite3
+    from pathlib import Path
+
+    from recorder.custody import CustodyLog
+    from recorder.keys import KeyEncryptionKey, KeyProblem, load_or_create_signing_key
+    from recorder.witness import WitnessRefused
+
+    from .access import audit
+    from .casefile.package import CaseFileError, export_case
+    from .db import Database
+    from .deadlines.calendar import CalendarError
+    from .deadlines.limits import LimitsError
+    from .deadlines.rules import CHINA, load_rules
+
+    config = _load(args)
+    out = Path(args.out)
+    if out.exists():
+        print(i18n.both("cli.out_exists", path=out), file=sys.stderr)
+        return 2
+    if not (args.case.isascii() and args.case.isdigit()):
+        print(
+            f"remotecase：案件编号应为数字 / the case is a number: {args.case!r}", file=sys.stderr
+        )
+        return 2
+    case_id = int(args.case)
+    key_file = config.keys_dir / "custody-ed25519.pem"
+    kek_file = config.keys_dir / "recording-kek.key"
+    database = config.data_dir / "control.sqlite3"
+    if not key_file.exists() or not kek_file.exists():
+        print(i18n.both("cli.no_keys", path=config.keys_dir), file=sys.stderr)
+        return 2
+    if not database.exists():
+        print(f"remotecase：找不到数据库 {database} / no database at {database}", file=sys.stderr)
+        return 2
+    try:
+        rules = load_rules(config.deadlines.calendar, config.deadlines.limits)
+    except (CalendarError, LimitsError):
+        rules = None  # the timeline then says its deadlines were not counted
+    zh = i18n.catalog("zh-CN")
+    labels = {k[len("timeline.") :]: v for k, v in zh.items() if k.startswith("timeline.")}
+    try:
+        signing_key = load_or_create_signing_key(key_file)
+        kek = KeyEncryptionKey.load_or_create(kek_file)
+        custody = CustodyLog(config.data_dir / "custody", signing_key, witness=_witness(config))
+        conn = sqlite3.connect(database, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN")  # one snapshot of the tables for the whole package
+            result = export_case(
+                conn=conn,
+                case_id=case_id,
+                data_dir=config.data_dir,
+                custody=custody,
+                kek=kek,
+                signing_key=signing_key,
+                rules=rules,
+                today=datetime.datetime.now(CHINA).date(),
+                labels=labels,
+                out=out,
+                actor=args.actor,
+                reason=args.reason,
+            )
+        finally:
+            conn.close()
+            custody.close()
+    except (CaseFileError, KeyProblem, ValueError, OSError, WitnessRefused) as exc:
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
+        return 1
+    db = Database(database)
+    try:
+        db.run_sync(
+            lambda c: audit(
+                c,
+                args.actor,
+                "case.exported",
+                f"case:{case_id}",
+                case_id,
+                args.reason,
+                out=str(out),
+                export_index=result["export_index"],
+            )
+        )
+    finally:
+        db.close_sync()
+    print(
+        f"卷宗已导出到 {result['package']}：文书 {result['documents']} 份，材料 "
+        f"{result['materials']} 件，录像 {result['recordings']} 段，时间线 "
+        f"{result['timeline']} 项，共 {result['files']} 个文件；监管日志条目 "
+        f"{result['export_index']} / exported to "
+        f"{result['package']} ({result['files']} files), logged as custody entry "
+        f"{result['export_index']}"
+    )
+    return 0
+
+
+def cmd_case_verify(args: argparse.Namespace) -> int:
+    """Check a case package offline: no configuration, server or database is read."""
+    from pathlib import Path
+
+    from recorder.keys import KeyProblem, key_id, load_public_key
+
+    from .casefile.verify import report, verify_case_package
+
+    root = Path(args.path)
+    if not args.public_key:
+        print(
+            "remotecase：请用 --public-key 指定您信任的托管公钥（主管机关公布的那把）/ pass "
+            "--public-key with the custody public key you trust (the one the authority "
+            "published); verification never picks a key by itself",
+            file=sys.stderr,
+        )
+        return 2
+    if not root.is_dir():
+        print(f"remotecase：{root} 不是目录 / {root} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        publics = [load_public_key(Path(p).read_bytes()) for p in args.public_key]
+        witness = load_public_key(Path(args.witness_key).read_bytes()) if args.witness_key else None
+    except (KeyProblem, OSError) as exc:
+        print(i18n.both("cli.error", error=exc), file=sys.stderr)
+        return 2
+    print(
+        "公钥 / public key: "
+        + ", ".join(f"{key_id(k)} ({p})" for k, p in zip(publics, args.public_key, strict=True))
+        + (f"; 见证公钥 / witness key {key_id(witness)}" if witness is not None else "")
+    )
+    text, ok = report(verify_case_package(root, publics, witness))
+    print(text)
+    return 0 if ok else 1
 
 
 def _rewrap_materials(database):  # type: ignore[no-untyped-def]
@@ -950,6 +1086,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--reason", default="export for review", help="why (logged)")
     export.set_defaults(func=cmd_custody_export)
+
+    case = sub.add_parser("case", help="卷宗 / the case file: export and verify offline")
+    case_sub = case.add_subparsers(dest="case_command", required=True)
+    case_export = case_sub.add_parser(
+        "export", help="write the case package (timeline, documents, materials, recordings)"
+    )
+    case_export.add_argument("case", help="the case's number")
+    case_export.add_argument("--out", required=True, help="new directory for the package")
+    case_export.add_argument(
+        "--actor", default=os.environ.get("USER", "operator"), help="who exports (logged)"
+    )
+    case_export.add_argument("--reason", default="卷宗归档 / case file", help="why (logged)")
+    case_export.set_defaults(func=cmd_case_export)
+    case_verify = case_sub.add_parser("verify", help="check a case package offline")
+    case_verify.add_argument("path", help="the package directory")
+    case_verify.add_argument(
+        "--public-key",
+        action="append",
+        help="the custody public key you trust (PEM; repeat for several); required",
+    )
+    case_verify.add_argument(
+        "--witness-key", help="the witness public key (PEM): the head must be countersigned"
+    )
+    case_verify.set_defaults(func=cmd_case_verify)
 
     keys = sub.add_parser("keys", help="the custody signing key and the key-encryption key")
     keys_sub = keys.add_subparsers(dest="keys", required=True)

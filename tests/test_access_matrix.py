@@ -751,6 +751,12 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         plain("GET", "/api/cases/{case}/deadlines"),
         (*OFFICERS_ONLY, 200, 404, 200, 200),
     ),
+    # the case file (docs/casefile.md): observers do not read a case's timeline
+    (
+        "a case's timeline",
+        plain("GET", "/api/cases/{case}/timeline"),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
     (
         "what is overdue",
         plain("GET", "/api/deadlines/overdue"),

@@ -27,6 +27,7 @@ from documents.samples import sample
 from tests import samples
 from tests.conftest import Api, make_config, officer_login, start_server
 from tests.test_delivery import consent, custody, make_determination, party_in_session
+from tests.test_records_documents import party_sign
 
 
 # -- the calendar ---------------------------------------------------------------------------
@@ -263,14 +264,8 @@ async def test_a_penalty_decision_needs_the_notice_and_the_periods(tmp_path: Pat
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
             li = await officer_login(server, api)
-            status, case = await api.call(
-                "POST", "/api/cases", li, {"kind": "violation", "title": "超速"}
-            )
-            cid = case["id"]
-            status, party = await api.call(
-                "POST", f"/api/cases/{cid}/parties", li, {"role": "driver", "name": "张三"}
-            )
-            pid = party["id"]
+            p = await party_in_session(server, api, li)
+            cid, pid = p.cid, p.pid
             docs = f"/api/cases/{cid}/documents"
             decision = {
                 "kind": "penalty_decision",
@@ -290,6 +285,12 @@ async def test_a_penalty_decision_needs_the_notice_and_the_periods(tmp_path: Pat
                 {"kind": "penalty_notice", "data": penalty_data(pid, "penalty_notice", 2500)},
             )
             assert status == 201, notice
+            # not signed by the party nor delivered to it: no period runs yet
+            status, state = await api.call("GET", f"/api/cases/{cid}/penalty", li)
+            assert state["refusal"]["error"] == "penalty_notice_unserved", state
+            assert state["notice"]["statement_closes"] is None
+            status, signed = await party_sign(api, p.token, notice["id"], f"party-p{pid}", p.key)
+            assert status == 200, signed
             status, state = await api.call("GET", f"/api/cases/{cid}/penalty", li)
             assert state["notice"]["hearing_offered"] and not state["decision_allowed"]
             status, body = await api.call("POST", docs, li, decision)
@@ -327,21 +328,17 @@ async def test_a_penalty_decision_needs_the_notice_and_the_periods(tmp_path: Pat
             for kind in ("penalty.statement", "penalty.waiver", "penalty.payment"):
                 assert await custody(server, kind), kind
             # under 2,000 yuan no hearing is offered: the statement's waiver is enough
-            status, case2 = await api.call(
-                "POST", "/api/cases", li, {"kind": "violation", "title": "违停"}
-            )
-            c2 = case2["id"]
-            _, party2 = await api.call(
-                "POST", f"/api/cases/{c2}/parties", li, {"role": "driver", "name": "李四"}
-            )
-            p2 = party2["id"]
-            status, _ = await api.call(
+            q = await party_in_session(server, api, li, name="李四")
+            c2, p2 = q.cid, q.pid
+            status, notice2 = await api.call(
                 "POST",
                 f"/api/cases/{c2}/documents",
                 li,
                 {"kind": "penalty_notice", "data": penalty_data(p2, "penalty_notice", 200)},
             )
             assert status == 201
+            status, _ = await party_sign(api, q.token, notice2["id"], f"party-p{p2}", q.key)
+            assert status == 200
             await api.call(
                 "POST",
                 f"/api/cases/{c2}/penalty/steps",

@@ -310,6 +310,10 @@ async def test_three_signers_make_the_agreement_effective_and_it_verifies_offlin
                 assert _custody(server, f"mediation.{step}"), step
                 assert await audit_rows(server, f"mediation.{step}"), step
             assert len(await audit_rows(server, "mediation.effective")) == 1
+            # counted by outcome in the statistics (an officer sees its own brigade)
+            _, stats = await api.call("GET", "/api/statistics", li)
+            outcomes = [b["mediations"] for b in stats["brigades"].values()]
+            assert outcomes == [{"effective": 1}], stats
             # an ended mediation changes no more
             status, body = await api.call("POST", path, li, {"draft": second})
             assert (status, body["error"]) == (409, "mediation_closed"), body
@@ -398,6 +402,9 @@ async def test_a_walk_out_ends_the_mediation_with_a_sealed_termination(
             assert ended["status"] == "terminated" and "李四中途退出调解" in ended["end_reason"]
             terminated = _custody(server, "mediation.terminated")
             assert len(terminated) == 1 and terminated[0]["walked_out"] == party["id"]
+            _, stats = await api.call("GET", "/api/statistics", li)
+            outcomes = [b["mediations"] for b in stats["brigades"].values()]
+            assert outcomes == [{"terminated": 1}], stats
             status, doc = await api.call(
                 "GET", f"/api/cases/{s.cid}/documents/{ended['termination_id']}", li
             )

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .. import access
 from ..appkeys import DB, RULES
+from ..delivery.penalty import notified_at
 from ..http.jsonio import json_error
 from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, op, query, responses
 from ..refusals import done as case_done
@@ -119,8 +120,9 @@ def case_deadlines(
                     **about,
                 )
             )
-        if doc["kind"] == "penalty_notice":
-            notified = china_date(doc["created_at"])
+        served = notified_at(conn, doc["id"]) if doc["kind"] == "penalty_notice" else None
+        if served is not None:  # the periods run from the notification (delivery/penalty.py)
+            notified = china_date(served)
             waived = {
                 json.loads(s["detail"]).get("right"): s["recorded_at"]
                 for s in steps

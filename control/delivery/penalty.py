@@ -7,13 +7,19 @@ reference (paid in the national traffic app).
 (``control/documents/api.py``): no decision without a prior notice, none before the statement
 period ends unless the party waived it, and, when a hearing is offered, none before the hearing
 window closes (unless waived) or while a requested hearing has not been held.
+
+The statement and hearing periods run from when the party was **notified** (:func:`notified_at`):
+the earliest of the party's signature on the notice (告知笔录 signed in the call) and the sent
+time of a delivery of it to the party (the date the system shows as sent, 157号 art.56), never
+from the notice's creation. A notice neither signed by the party nor delivered to it has told
+nobody anything: no period runs and no decision is allowed (``penalty_notice_unserved``).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +43,27 @@ def _amount(data: dict[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+def notified_from(signatures: list[dict[str, Any]], sent_at: list[str]) -> str | None:
+    """The earliest of a party's signature time and a sent delivery's time (UTC ISO), or None."""
+    times = [s["at"] for s in signatures if s.get("role") == "party" and s.get("at")]
+    times += [t for t in sent_at if t]
+    return min(times, key=lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")), default=None)
+
+
+def notified_at(conn: sqlite3.Connection, notice_id: int) -> str | None:
+    """When the party was notified of the notice ``notice_id`` (see the module's text)."""
+    row = conn.execute("SELECT signatures FROM documents WHERE id = ?", (notice_id,)).fetchone()
+    signatures = [] if row is None else json.loads(row["signatures"])
+    sent = [
+        r["sent_at"]
+        for r in conn.execute(
+            "SELECT sent_at FROM deliveries WHERE document_id = ? AND status = 'sent'",
+            (notice_id,),
+        )
+    ]
+    return notified_from(signatures, sent)
 
 
 def state(conn: sqlite3.Connection, case_id: int, rules: Rules, today: date) -> dict[str, Any]:
@@ -75,26 +102,43 @@ def state(conn: sqlite3.Connection, case_id: int, rules: Rules, today: date) -> 
             "(and to a hearing): this case has no penalty notice",
         }
         return out
-    notified = china_date(notice["created_at"])
     amount = _amount(json.loads(notice["data"]))
     hearing = amount is not None and amount >= HEARING_FROM_YUAN
     waived = {s["detail"].get("right") for s in steps if s["step"] == "waiver"}
-    statement_closes = rules.due("statement", notified)
-    hearing_closes = rules.due("hearing_request", notified) if hearing else None
     requested = any(s["step"] == "hearing_requested" for s in steps)
     held = any(s["step"] == "hearing_held" for s in steps)
+    at = notified_at(conn, notice["id"])
     out["notice"] = {
         "id": notice["id"],
         "number": notice["number"],
         "sha256": notice["sha256"],
-        "notified_on": notified.isoformat(),
+        "notified_at": at,
+        "notified_on": None,
         "amount": amount,
         "hearing_offered": hearing,
-        "statement_closes": statement_closes.isoformat(),
-        "hearing_closes": None if hearing_closes is None else hearing_closes.isoformat(),
+        "statement_closes": None,
+        "hearing_closes": None,
         "waived": sorted(w for w in waived if w),
         "hearing_requested": requested,
         "hearing_held": held,
+    }
+    if at is None:
+        out["decision_allowed"] = False
+        out["refusal"] = {
+            "error": "penalty_notice_unserved",
+            "message": f"行政处罚告知笔录 {notice['number']} 尚未由当事人签名，也未送达当事人："
+            "陈述、申辩（和听证）期限自当事人签收或送达之日起计算 / the penalty notice "
+            f"{notice['number']} is neither signed by the party nor delivered to it: the "
+            "periods for its statement (and hearing) run from when it is notified",
+        }
+        return out
+    notified = china_date(at)
+    statement_closes = rules.due("statement", notified)
+    hearing_closes = rules.due("hearing_request", notified) if hearing else None
+    out["notice"] |= {
+        "notified_on": notified.isoformat(),
+        "statement_closes": statement_closes.isoformat(),
+        "hearing_closes": None if hearing_closes is None else hearing_closes.isoformat(),
     }
     refusal: dict[str, str] | None = None
     if today <= statement_closes and "statement" not in waived:
@@ -148,9 +192,19 @@ async def before_decision(request: web.Request, case_id: int) -> None:
 
 
 def record_step(
-    conn: sqlite3.Connection, who: Officer, case_id: int, step: str, detail: dict[str, Any]
-) -> int | str:
-    """A step's row ID, or why not (a message)."""
+    conn: sqlite3.Connection,
+    who: Officer,
+    case_id: int,
+    step: str,
+    detail: dict[str, Any],
+    rules: Rules,
+    today: date,
+) -> tuple[int, dict[str, Any]] | str:
+    """A step's row ID and the procedure's state after it, or why not (a message), in one
+    transaction (``db.run``). The state is counted on the calendar before anything is written:
+    a count the calendar cannot make (:class:`CalendarError`, 409 ``calendar_missing``) raises
+    with nothing recorded, so that the request retried later records the step once."""
+    state(conn, case_id, rules, today)
     has_notice = conn.execute(
         "SELECT 1 FROM documents WHERE case_id = ? AND kind = 'penalty_notice'", (case_id,)
     ).fetchone()
@@ -169,7 +223,7 @@ def record_step(
     )
     audit(conn, who.actor, f"penalty.{step}", f"case:{case_id}", case_id, **detail)
     assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    return cursor.lastrowid, state(conn, case_id, rules, today)
 
 
 async def get_penalty(request: web.Request) -> web.Response:
@@ -208,18 +262,19 @@ async def post_step(request: web.Request) -> web.Response:
                 "right：statement（陈述申辩）或 hearing（听证）/ right: statement or hearing",
             )
         detail["right"] = body["right"]
-    result = await request.app[DB].run(lambda c: record_step(c, who, case_id, step, detail))
-    if isinstance(result, str):
-        raise json_error(web.HTTPConflict, "penalty_order", result)
-    await request.app[CUSTODY].append_async(
-        f"penalty.{step}", actor=who.actor, case=str(case_id), step_id=result, **detail
-    )
-    request.app[EVENTS].publish(case_id, f"penalty.{step}", step_id=result)
     rules = request.app[RULES]
     today = china_today()
-    return web.json_response(
-        await request.app[DB].run(lambda c: state(c, case_id, rules, today)), status=201
+    result = await request.app[DB].run(
+        lambda c: record_step(c, who, case_id, step, detail, rules, today)
     )
+    if isinstance(result, str):
+        raise json_error(web.HTTPConflict, "penalty_order", result)
+    step_id, after = result
+    await request.app[CUSTODY].append_async(
+        f"penalty.{step}", actor=who.actor, case=str(case_id), step_id=step_id, **detail
+    )
+    request.app[EVENTS].publish(case_id, f"penalty.{step}", step_id=step_id)
+    return web.json_response(after, status=201)
 
 
 def add_routes(app: web.Application) -> None:
@@ -258,8 +313,10 @@ def describe(add: Add) -> None:
                 ["step"],
             ),
             description="A penalty_decision document is refused (409 penalty_notice_required, "
-            "statement_period_open, hearing_period_open, hearing_pending) until this procedure "
-            "allows it.",
+            "penalty_notice_unserved, statement_period_open, hearing_period_open, "
+            "hearing_pending) until this procedure allows it. The periods run from when the "
+            "party was notified (its signature on the notice, or the notice's delivery). A step "
+            "the calendar cannot count (409 calendar_missing) is not recorded.",
         ),
         [CASE],
     )
