@@ -63,7 +63,7 @@ async def test_statistics_over_a_range_per_brigade_and_kind(tmp_path: Path) -> N
                 )
             )
             # brigade-1, a second accident with its inquiry session
-            q = await party_in_session(server, api, li, name="李四")
+            await party_in_session(server, api, li, name="李四")
             # brigade-2: a delivered determination and a material, never counted for brigade-1
             r = await party_in_session(server, api, wu, name="王五")
             await consent(api, wu, r)
