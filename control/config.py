@@ -114,6 +114,7 @@ class MediaConfig(_Section):
     negotiation_timeout: float = _MEDIA["negotiation_timeout"]
     pli_min_interval: float = _MEDIA["pli_min_interval"]
     media_timeout: float = _MEDIA["media_timeout"]
+    resume_grace: float = _MEDIA["resume_grace"]
     max_participants: int = _MEDIA["max_participants"]
 
     def validate(self) -> None:
@@ -122,6 +123,8 @@ class MediaConfig(_Section):
                 raise ConfigError(f"media.{name}: must be between 0.1 and 600 seconds")
         if not 0.5 <= self.media_timeout <= 600:
             raise ConfigError("media.media_timeout: must be between 0.5 and 600 seconds")
+        if not 0 <= self.resume_grace <= 600:
+            raise ConfigError("media.resume_grace: 0 (off) or up to 600 seconds")
         if not 0 <= self.pli_min_interval <= 10:
             raise ConfigError("media.pli_min_interval: must be between 0 and 10 seconds")
         if not 2 <= self.max_participants <= 1000:
@@ -460,6 +463,7 @@ class Config:
             negotiation_timeout=self.media.negotiation_timeout,
             pli_min_interval=self.media.pli_min_interval,
             media_timeout=self.media.media_timeout,
+            resume_grace=self.media.resume_grace,
             max_participants=self.media.max_participants,
         )
 
