@@ -125,6 +125,10 @@ async def test_outage_resumes_same_participant_tracks_and_recording(
     assert {g["track"] for g in outages} == tracks_before, manifest["gaps"]
     assert all(g["duration"] >= 4.0 for g in outages), outages
     assert recording.recording_id == manifest["recording_id"]
+    (presence,) = next(p for p in manifest["participants"] if p["id"] == "party")["presence"]
+    (outage,) = presence["outages"]
+    assert outage["reason"] == "signalling_lost" and outage["resumed_at"] > outage["lost_at"]
+    assert presence["left_at"] is None
     assert server.sfu.counters["participants_resumed"] == 1
 
 
