@@ -334,9 +334,7 @@ class SignallingSession:
         try:
             self._attachment = await participant.resume(self.send, self._detached)
         except SignallingError as exc:
-            raise SignallingError(
-                "resume_refused", i18n.both("signalling.resume_refused")
-            ) from exc
+            raise SignallingError("resume_refused", i18n.both("signalling.resume_refused")) from exc
         self._participant = participant
         self.send(self._snapshot("resumed", participant, grant))
 
