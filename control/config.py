@@ -104,6 +104,10 @@ class IceServerConfig(_Section):
     urls: list[str] = field(default_factory=list)
     username: str = ""
     credential: str = ""
+    # coturn's static-auth-secret (use-auth-secret): each client gets credentials of its own,
+    # good for ttl seconds (control/sessions/turn.py); the SFU itself does not use this server
+    secret: str = ""
+    ttl: int = 86400
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,12 @@ class MediaConfig(_Section):
             for url in server.urls:
                 if not url.startswith(("stun:", "turn:", "turns:")):
                     raise ConfigError(f"media.ice_servers[{i}].urls: {url!r} is not stun:/turn:")
+            if server.secret and (server.username or server.credential):
+                raise ConfigError(
+                    f"media.ice_servers[{i}]: a secret or a username and credential, not both"
+                )
+            if not 60 <= server.ttl <= 7 * 86400:
+                raise ConfigError(f"media.ice_servers[{i}].ttl: between 60 s and 7 days")
         for i, address in enumerate(self.host_addresses):
             try:
                 ipaddress.ip_address(address)
@@ -457,6 +467,7 @@ class Config:
             ice_servers=tuple(
                 IceServer(tuple(s.urls), s.username or None, s.credential or None)
                 for s in self.media.ice_servers
+                if not s.secret  # clients' relays (time-limited credentials per client)
             ),
             host_addresses=tuple(self.media.host_addresses),
             connect_timeout=self.media.connect_timeout,

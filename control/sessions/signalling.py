@@ -27,6 +27,7 @@ from ..appkeys import CONFIG, DB, ERRORS, SFU, SIGNER, SOCKETS
 from ..http.jsonio import loads
 from .heartbeat import HeartbeatSocket
 from .tokens import Grant, TokenError, TokenSigner
+from .turn import client_ice_servers
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SignallingSession:
         signer: TokenSigner,
         *,
         max_message_bytes: int,
-        ice_servers: list[dict[str, Any]],
+        ice_servers: list[dict[str, Any]] | Callable[[str], list[dict[str, Any]]],
         errors: Counter[str],
         admit: Admit = _admit_everyone,
         on_refused: RefusalLog | None = None,
@@ -308,7 +309,11 @@ class SignallingSession:
             "participant": participant.describe() | {"role": grant.role},
             "participants": [p.describe() for p in participants if p is not participant],
             "server_tracks": [SfuParticipant._track_json(up) for up in server_tracks.values()],
-            "ice_servers": self._ice_servers,
+            "ice_servers": (
+                self._ice_servers(participant.participant_id)
+                if callable(self._ice_servers)
+                else self._ice_servers
+            ),
             **(
                 {"resume_token": self._sfu.issue_resume_token(participant), "resume_grace": grace}
                 if grace > 0
@@ -421,21 +426,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    ice_servers = [
-        {
-            "urls": list(s.urls),
-            **({"username": s.username} if s.username else {}),
-            **({"credential": s.credential} if s.credential else {}),
-        }
-        for s in config.media.ice_servers
-    ]
     admit, refused = admission_for(request)
     session = SignallingSession(
         ws,
         request.app[SFU],
         request.app[SIGNER],
         max_message_bytes=config.server.max_message_bytes,
-        ice_servers=ice_servers,
+        ice_servers=lambda participant: client_ice_servers(config, participant),
         errors=request.app[ERRORS],
         admit=admit,
         on_refused=refused,
