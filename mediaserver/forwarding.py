@@ -326,12 +326,16 @@ class ContinuedSource:
         self._ts_offset = (target_ts - packet.timestamp) & 0xFFFFFFFF
 
     def on_rtp(self, packet: RtpPacket) -> None:
-        if self._seq_offset is None:
+        first = self._seq_offset is None
+        if first:
             self._anchor(packet)
         assert self._seq_offset is not None
         packet.sequence_number = (packet.sequence_number + self._seq_offset) & 0xFFFF
         packet.timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         self._up.on_rtp(packet)
+        if first:
+            # the new SSRC is known now: a keyframe at once, for every restarted down-track
+            self._up.request_keyframe()
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         if self._seq_offset is None:

@@ -139,7 +139,8 @@ async def test_address_change_takes_over_while_the_old_socket_lives(
     replaces the old ones at once; the old socket hears why and is closed."""
     party, officer, mid = await _publish_and_watch(server, clients)
     ssrc_before = officer.received_ssrc[mid]
-    again = await resume(server, clients, party)
+    await officer.publish(ToneAudioTrack())
+    again = await resume(server, clients, party, decode=False)
     assert again.joined is not None and again.joined["type"] == "resumed", again.joined
     bye = await party.wait_for(lambda m: m["type"] == "bye")
     assert bye["reason"] == "resumed_elsewhere"
@@ -149,6 +150,10 @@ async def test_address_change_takes_over_while_the_old_socket_lives(
     assert officer.received_ssrc[mid] == ssrc_before
     assert _continuous(officer.received_seqs[mid]) <= 2
     assert "participant_left" not in _kinds(officer.messages, "party")
+    # the resumed party receives the others again, on its new subscriber connection
+    await wait_until(lambda: again.mids_for_participant("officer") != [], what="offer to party")
+    (officer_mid,) = again.mids_for_participant("officer")
+    await wait_until(lambda: _received(again, officer_mid)[2] > 20, what="officer's audio")
     # the old client's connections are dead for the server; closing them changes nothing
     await party.close()
     await asyncio.sleep(0.5)
