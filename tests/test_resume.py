@@ -93,6 +93,10 @@ async def test_outage_resumes_same_participant_tracks_and_recording(
     recording = await server.app[RECORDER].start(room, actor="officer", reason="test")
     await asyncio.sleep(1.0)
     ssrc_before = officer.received_ssrc[mid]
+    # the in-process subscribers of the party's tracks (the recorder's; the verifier's, where
+    # the party has a reference face) are the ones that must go on
+    local = [sub for sub in room._locals if sub.info.participant_id == "party"]
+    assert len(local) == 2
     # the network goes dark for 5 s; the signalling socket dies with it
     link.outage(5.0)
     await party.close()
@@ -114,6 +118,12 @@ async def test_outage_resumes_same_participant_tracks_and_recording(
     assert officer.mids_for_participant("party", "video") == [mid]
     assert _continuous(officer.received_seqs[mid]) <= 2
     assert set(room.participants["party"].up_tracks) == tracks_before
+    received = [sub.received for sub in local]
+    await wait_until(
+        lambda: all(sub.received > n + 20 for sub, n in zip(local, received, strict=True)),
+        what="the same local subscribers fed again",
+    )
+    assert not any(sub.closed for sub in local)
     # the others never saw it leave
     assert _kinds(officer.messages, "party") == ["participant_reconnecting", "participant_resumed"]
     await asyncio.sleep(1.0)
