@@ -179,6 +179,13 @@
         break;
       }
       case "participant_left": removeTile(msg.participant); break;
+      // lost their connection, may come back within the grace period (docs/signalling.md, Resume)
+      case "participant_reconnecting":
+        con.notice(t("call.peer_reconnecting", { name: call.names[msg.participant] || msg.participant }));
+        break;
+      case "participant_resumed":
+        con.notice(t("call.peer_resumed", { name: call.names[msg.participant.id] || msg.participant.id }));
+        break;
       case "track_muted": {
         for (const info of Object.values(call.tracks)) if (info.id === msg.track) info.muted = msg.muted;
         const kind = trackKind(msg.track);
