@@ -1,4 +1,5 @@
-"""The party's page in Debian's Chromium loses its connection for real and resumes (issue 18).
+"""The party's page and the officer's call in Debian's Chromium lose their connection for real
+and resume (issue 18).
 
 The page reaches the server through a TCP proxy that the test stops: every connection through
 it is cut and new ones are refused for a few seconds, as when a phone's network drops. The page
@@ -19,6 +20,7 @@ import pytest
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from tests.conftest import (
+    PASSWORD,
     Api,
     Server,
     case_with_party,
@@ -113,7 +115,7 @@ async def test_party_page_loses_its_network_and_resumes(
     server: Server, tmp_path: Path, clients: list[PeerClient]
 ) -> None:
     camera = tmp_path / "face.y4m"
-    write_y4m(camera, face_image())
+    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
     shots = Shots(tmp_path, "resume")
     proxy = CuttableProxy(int(server.base_url.rsplit(":", 1)[1]))
     await proxy.restore()
@@ -196,4 +198,99 @@ async def test_party_page_loses_its_network_and_resumes(
             await shots.take(page, "resumed")
             await no_overflow(page, "resumed")
             await context.close()
+            assert problems == [], problems
+
+
+async def test_console_call_loses_its_network_and_resumes(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    """The officer's call in the workspace (call.js): the same cut, the same return."""
+    from tests.test_browser import chromium as console_chromium
+    from tests.test_browser_console import open_page, see
+
+    camera = tmp_path / "officer.y4m"
+    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    proxy = CuttableProxy(int(server.base_url.rsplit(":", 1)[1]))
+    await proxy.restore()
+    base = f"http://127.0.0.1:{proxy.port}"
+    async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(proxy.close)
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="王伟")
+        async with console_chromium(camera) as context:
+            page = await open_page(context, "zh-CN", "phone")
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{base}/console")
+            await see(page, "#login-form")
+            await page.fill("#username", "li")
+            await page.fill("#password", PASSWORD)
+            await page.click("#login-form button")
+            await until(page, "document.getElementById('who').textContent.includes('li')")
+            await page.goto(f"{base}/console#case/{case}")
+            await see(page, "#case:not([hidden])")
+            await page.click("#open-session button")
+            await see(page, "#session-open:not([hidden])")
+            await page.click("#join-call")
+            await see(page, "#leave-call:not([hidden])")
+            await until(page, "Boolean(window.remotecaseConsole.call.state.me)")
+            me = await page.evaluate("window.remotecaseConsole.call.state.me")
+
+            # the party, an aiortc client, watches the officer's camera
+            link = await invite(api, officer, case, party)
+            status, redeemed = await api.call(
+                "POST",
+                "/api/invitations/redeem",
+                json={
+                    "token": link.split("invite=")[1],
+                    "consent": {"recording": True, "face": True},
+                },
+            )
+            assert status == 200, redeemed
+            watcher = PeerClient(server.base_url, redeemed["token"], decode=False)
+            clients.append(watcher)
+            await watcher.connect()
+            await wait_until(
+                lambda: len(watcher.mids_for_participant(me, "video")) == 1,
+                timeout=PATIENCE,
+                what="the officer's camera at the party",
+            )
+            (mid,) = watcher.mids_for_participant(me, "video")
+            await wait_until(
+                lambda: watcher.received_packets[mid] > 30, timeout=PATIENCE, what="flowing"
+            )
+
+            heard = len(watcher.messages)
+            await proxy.cut()
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_reconnecting" and m["participant"] == me,
+                timeout=PATIENCE,
+            )
+            await asyncio.sleep(3.0)
+            before = watcher.received_packets[mid]
+            await proxy.restore()
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == me,
+                timeout=PATIENCE,
+            )
+            await until(page, f"window.remotecaseConsole.call.state.me === {me!r}")
+            await wait_until(
+                lambda: watcher.received_packets[mid] > before + 30,
+                timeout=PATIENCE,
+                what="the officer's camera again, on the same transceiver",
+            )
+            assert watcher.mids_for_participant(me, "video") == [mid]
+            seen = [
+                m["type"]
+                for m in watcher.messages[heard:]
+                if m["type"] in ("participant_left", "participant_joined")
+            ]
+            assert seen == [], seen
+            path = tmp_path / "console-resumed.png"
+            await page.screenshot(path=str(path), full_page=True)
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0
             assert problems == [], problems

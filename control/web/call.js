@@ -15,7 +15,7 @@
   const VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 } };
   // why the server may close a call that the officer did not end: the page joins again
   const REJOIN = ["peer_closed", "connection_failed", "connect_timeout", "signalling_lost"];
-  const REJOIN_TRIES = 3;
+  const REJOIN_TRIES = 5;
   let rejoins = 0;
   // {session, token}: the resume token of the last joined/resumed, to come back with
   let resume = null;
@@ -234,11 +234,24 @@
       if (con.session && con.session.id === mine.session && rejoins < REJOIN_TRIES) {
         rejoins += 1;
         con.notice(t("call.rejoining"));
-        setTimeout(() => { if (!call && con.session && con.session.id === mine.session) join().catch(con.showError); }, 1500);
+        rejoinSoon(mine.session, 1500);
       } else {
         con.showError(t("call.lost", { code: e.code }));
       }
     };
+  }
+
+  // again after a lost connection, with backoff while the network is still down (the token
+  // request fails too); resume brings the same participant back within the grace period
+  function rejoinSoon(session, delay) {
+    setTimeout(() => {
+      if (call || !con.session || con.session.id !== session) return;
+      join().catch((err) => {
+        if (call || rejoins >= REJOIN_TRIES) return con.showError(err);
+        rejoins += 1;
+        rejoinSoon(session, Math.min(delay * 2, 8000));
+      });
+    }, delay);
   }
 
   function cleanup() {
