@@ -41,6 +41,7 @@ from tests.test_browser_party import (
     phase,
     until,
 )
+from tests.test_resume import resume
 
 pytestmark = pytest.mark.browser
 
@@ -197,6 +198,20 @@ async def test_party_page_loses_its_network_and_resumes(
             assert room.participants[pid].resumes == 1
             await shots.take(page, "resumed")
             await no_overflow(page, "resumed")
+
+            # now the officer's connection is lost: the party's page says so on its tile, and
+            # clears it when the officer is back
+            assert officer_client.joined is not None
+            officer_id = officer_client.joined["participant"]["id"]
+            tile = f"document.querySelector(\"[data-participant='{officer_id}'] .note\")"
+            await officer_client.close()
+            await until(page, f"{tile}?.textContent === '网络中断，正在重新连接…'")
+            await shots.take(page, "officer-reconnecting")
+            await no_overflow(page, "officer reconnecting")
+            back = await resume(server, clients, officer_client, decode=False)
+            assert back.joined is not None and back.joined["type"] == "resumed", back.joined
+            await back.publish(PatternVideoTrack(), ToneAudioTrack())
+            await until(page, f"{tile}?.textContent === ''")
             await context.close()
             assert problems == [], problems
 

@@ -26,6 +26,7 @@ const state = {
   invite: null, callToken: null, officerMuted: {}, facing: "user",
   reconnects: 0, ending: false, view: null,
   resumeToken: null, resumeFor: null,  // to come back as the same participant (resume)
+  away: {},            // participant id -> true while its connection is lost (it may resume)
 };
 window.remotecase = state;  // for tests and debugging
 
@@ -251,8 +252,10 @@ function markTile(pid) {
     off = videos.length === 0 || videos.every((v) => v.readyState === "ended" || v.muted) ||
           (infos.length > 0 && infos.every((i) => i.muted));
   }
-  tile.el.classList.toggle("off", off);
-  tile.note.textContent = off ? t("call.camera.stopped") : "";
+  // another participant whose connection was lost, until it resumes or leaves
+  const away = pid !== state.me && Boolean(state.away[pid]);
+  tile.el.classList.toggle("off", off || away);
+  tile.note.textContent = away ? t("call.peer_reconnecting") : off ? t("call.camera.stopped") : "";
 }
 
 function removeTile(pid) {
@@ -402,7 +405,16 @@ async function onMessage(event) {
       state.roles[msg.participant.id] = msg.participant.role;
       callPhase();
       break;
+    case "participant_reconnecting":
+      state.away[msg.participant] = true;
+      markTile(msg.participant);
+      break;
+    case "participant_resumed":
+      delete state.away[msg.participant.id];
+      markTile(msg.participant.id);
+      break;
     case "participant_left":
+      delete state.away[msg.participant];
       removeTile(msg.participant);
       delete state.roles[msg.participant];
       callPhase();
