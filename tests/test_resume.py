@@ -12,12 +12,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bench.impair import ImpairedLink
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import RECORDER
-from tests.conftest import Server, join, leftovers, make_config, start_server, wait_until
+from tests.conftest import (
+    CONSENT,
+    Api,
+    Server,
+    case_with_party,
+    join,
+    leftovers,
+    make_config,
+    officer_login,
+    start_server,
+    wait_until,
+)
 
 ROOM = "resume-room"
 
@@ -254,3 +266,57 @@ async def test_lost_media_tells_the_client_to_resume(
         for client in clients:
             await client.close()
         await srv.runner.cleanup()
+
+
+async def test_resume_is_admitted_again(tmp_path: Path, clients: list[PeerClient]) -> None:
+    """The case's admission runs again at a resume: a party whose invitation was revoked while
+    it was away is refused (4003) and leaves as removed; nothing of it stays behind."""
+    srv = await start_server(
+        make_config(tmp_path, auth={"dev_join": False}, media={"resume_grace": 20.0})
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, srv.base_url)
+            officer = await officer_login(srv, api)
+            case, party_id = await case_with_party(api, officer)
+            status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+            assert status == 201, session
+            status, invitation = await api.call(
+                "POST", f"/api/cases/{case}/invitations", officer, {"party_id": party_id}
+            )
+            assert status == 201, invitation
+            status, redeemed = await api.call(
+                "POST",
+                "/api/invitations/redeem",
+                json={"token": invitation["token"], "consent": CONSENT},
+            )
+            assert status == 200, redeemed
+            watcher = PeerClient(srv.base_url, session["token"])
+            clients.append(watcher)
+            await watcher.connect()
+            party = PeerClient(srv.base_url, redeemed["token"])
+            clients.append(party)
+            await party.connect()
+            pid = redeemed["participant"]
+            await party.close()
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_reconnecting" and m["participant"] == pid
+            )
+            status, body = await api.call(
+                "POST", f"/api/invitations/{invitation['id']}/revoke", officer, {"reason": "wrong"}
+            )
+            assert status == 200, body
+            again = await resume(srv, clients, party)
+            assert again.joined is not None and again.joined["code"] == "invitation_revoked"
+            left = await watcher.wait_for(
+                lambda m: m["type"] == "participant_left" and m["participant"] == pid
+            )
+            assert left["reason"] == "removed"
+            await wait_until(lambda: again.ws_close_code is not None, what="refused socket closed")
+            assert again.ws_close_code == 4003
+    finally:
+        for client in clients:
+            await client.close()
+        await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}
+    assert srv.sfu.resume_tokens == 0
