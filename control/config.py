@@ -104,6 +104,10 @@ class IceServerConfig(_Section):
     urls: list[str] = field(default_factory=list)
     username: str = ""
     credential: str = ""
+    # coturn's static-auth-secret (use-auth-secret): each client gets credentials of its own,
+    # good for ttl seconds (control/sessions/turn.py); the SFU itself does not use this server
+    secret: str = ""
+    ttl: int = 86400
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class MediaConfig(_Section):
     negotiation_timeout: float = _MEDIA["negotiation_timeout"]
     pli_min_interval: float = _MEDIA["pli_min_interval"]
     media_timeout: float = _MEDIA["media_timeout"]
+    resume_grace: float = _MEDIA["resume_grace"]
     max_participants: int = _MEDIA["max_participants"]
 
     def validate(self) -> None:
@@ -122,6 +127,8 @@ class MediaConfig(_Section):
                 raise ConfigError(f"media.{name}: must be between 0.1 and 600 seconds")
         if not 0.5 <= self.media_timeout <= 600:
             raise ConfigError("media.media_timeout: must be between 0.5 and 600 seconds")
+        if not 0 <= self.resume_grace <= 600:
+            raise ConfigError("media.resume_grace: 0 (off) or up to 600 seconds")
         if not 0 <= self.pli_min_interval <= 10:
             raise ConfigError("media.pli_min_interval: must be between 0 and 10 seconds")
         if not 2 <= self.max_participants <= 1000:
@@ -132,6 +139,12 @@ class MediaConfig(_Section):
             for url in server.urls:
                 if not url.startswith(("stun:", "turn:", "turns:")):
                     raise ConfigError(f"media.ice_servers[{i}].urls: {url!r} is not stun:/turn:")
+            if server.secret and (server.username or server.credential):
+                raise ConfigError(
+                    f"media.ice_servers[{i}]: a secret or a username and credential, not both"
+                )
+            if not 60 <= server.ttl <= 7 * 86400:
+                raise ConfigError(f"media.ice_servers[{i}].ttl: between 60 s and 7 days")
         for i, address in enumerate(self.host_addresses):
             try:
                 ipaddress.ip_address(address)
@@ -454,12 +467,14 @@ class Config:
             ice_servers=tuple(
                 IceServer(tuple(s.urls), s.username or None, s.credential or None)
                 for s in self.media.ice_servers
+                if not s.secret  # clients' relays (time-limited credentials per client)
             ),
             host_addresses=tuple(self.media.host_addresses),
             connect_timeout=self.media.connect_timeout,
             negotiation_timeout=self.media.negotiation_timeout,
             pli_min_interval=self.media.pli_min_interval,
             media_timeout=self.media.media_timeout,
+            resume_grace=self.media.resume_grace,
             max_participants=self.media.max_participants,
         )
 

@@ -96,6 +96,8 @@ class ForwardedUpTrack:
         self.bytes_in = 0
         self.keyframes_requested = 0
         self.gaps = 0  # resumptions after a gap (silence or a burst lost) that asked a keyframe
+        self.resumptions = 0  # times the publisher came back on new connections (resume)
+        self._continue_from: tuple[int | None, int | None, float | None] | None = None
         receiver.attach_sink(self)
 
     # -- protocol UpTrack ------------------------------------------------------------------
@@ -211,6 +213,69 @@ class ForwardedUpTrack:
         self.keyframes_requested += 1
         self._tasks.spawn(self._receiver.send_pli(self._media_ssrc), "pli")
 
+    # -- a publisher that reconnected (resume) ----------------------------------------------
+    def detach_source(self, last_heard: float | None = None) -> None:
+        """The publisher's connection is gone but it may resume: keep the track (its ID, its
+        down-tracks, the recorder's and verifier's subscribers), receive nothing meanwhile.
+        ``last_heard``: loop time the connection last delivered anything (when the silence
+        began, for an audio track, whose arrivals are not timed per packet)."""
+        self._receiver.detach_sink()
+        if self._pli_timer is not None:
+            self._pli_timer.cancel()
+            self._pli_timer = None
+        seq, timestamp = self._last_seq, self._last_timestamp
+        if seq is None or timestamp is None:
+            newest = self._newest_in_history()
+            if newest is not None:
+                seq, timestamp = newest.sequence_number, newest.timestamp
+        arrival = self._last_arrival
+        if arrival is None:
+            arrival = last_heard if last_heard is not None else self._loop.time()
+        self._continue_from = (seq, timestamp, arrival)
+
+    def _newest_in_history(self) -> Packet | None:
+        """The packet with the latest timestamp in the history (an audio track keeps no
+        last sequence number of its own)."""
+        packets = [p for p in self._history if p is not None]
+        if not packets:
+            return None
+        reference = packets[0].timestamp
+        return max(
+            packets,
+            key=lambda p: (
+                (((p.timestamp - reference + 0x80000000) & 0xFFFFFFFF) - 0x80000000),
+                (p.sequence_number - packets[0].sequence_number) & 0xFFFF,
+            ),
+        )
+
+    def replace_source(self, source: PacketSource) -> None:
+        """Receive from ``source`` (the resumed publisher's new receiver) from now on.
+
+        The new connection numbers its packets afresh (new SSRC, random sequence numbers and
+        timestamps); a :class:`ContinuedSource` between it and this track renumbers them so the
+        track's own numbering goes on: a few sequence numbers skipped (a hole that marks the
+        gap for the recorder, see docs/recording.md) and the timestamps advanced by the time the
+        publisher was away. Every down-track starts again on the next keyframe, asked at once,
+        with its own sequence numbers continuous, so a subscriber sees one stream go on.
+        """
+        if self._closed:
+            return
+        self._receiver.detach_sink()
+        self._receiver = source
+        self._media_ssrc = None  # a PLI goes to the new SSRC, once a packet has shown it
+        self._last_pli = -1e9
+        source.attach_sink(ContinuedSource(self))
+        for down in self._fanout:
+            down.resume()
+        self.resumptions += 1
+
+    def continuation(self) -> tuple[int | None, int | None, float | None]:
+        """(last sequence number, last timestamp, loop time it arrived) of this track before
+        its source was detached."""
+        if self._continue_from is not None:
+            return self._continue_from
+        return self._last_seq, self._last_timestamp, self._last_arrival
+
     async def close(self, reason: CloseReason) -> None:
         """Detach from the receiver and close every down-track. Idempotent."""
         if self._closed:
@@ -226,6 +291,56 @@ class ForwardedUpTrack:
         self._fanout = ()
         await self._tasks.close()
         self._log.debug("up-track closed: %s", reason.value)
+
+
+# Sequence numbers left out between a track's last packet before its publisher reconnected
+# and the first one after: the hole tells the recorder that media is missing there (with the
+# silence, an outage), and keeps a late packet of the old connection apart from the new ones.
+RESUME_SKIP = 4
+
+
+class ContinuedSource:
+    """Between a resumed publisher's new receiver and its up-track: renumbers every packet into
+    the track's own sequence and timeline (see :meth:`ForwardedUpTrack.replace_source`).
+
+    The offsets are fixed by the first packet the new connection delivers: its sequence number
+    goes ``RESUME_SKIP + 1`` past the track's last, its timestamp past the last one by the
+    wall time in between (on the track's clock), so the recording places it where it happened.
+    """
+
+    def __init__(self, up: ForwardedUpTrack) -> None:
+        self._up = up
+        self._clock_rate = up.info.clock_rate
+        self._seq_offset: int | None = None
+        self._ts_offset = 0
+
+    def _anchor(self, packet: RtpPacket) -> None:
+        last_seq, last_ts, arrived = self._up.continuation()
+        if last_seq is None or last_ts is None or arrived is None:
+            self._seq_offset, self._ts_offset = 0, 0  # nothing before: nothing to continue
+            return
+        elapsed = max(0.0, asyncio.get_running_loop().time() - arrived)
+        target_seq = (last_seq + RESUME_SKIP + 1) & 0xFFFF
+        target_ts = (last_ts + max(1, int(elapsed * self._clock_rate))) & 0xFFFFFFFF
+        self._seq_offset = (target_seq - packet.sequence_number) & 0xFFFF
+        self._ts_offset = (target_ts - packet.timestamp) & 0xFFFFFFFF
+
+    def on_rtp(self, packet: RtpPacket) -> None:
+        first = self._seq_offset is None
+        if first:
+            self._anchor(packet)
+        assert self._seq_offset is not None
+        packet.sequence_number = (packet.sequence_number + self._seq_offset) & 0xFFFF
+        packet.timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        self._up.on_rtp(packet)
+        if first:
+            # the new SSRC is known now: a keyframe at once, for every restarted down-track
+            self._up.request_keyframe()
+
+    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        if self._seq_offset is None:
+            return  # no packet yet: the mapping to the track's timeline is not known
+        self._up.on_sender_report(ntp_timestamp, (rtp_timestamp + self._ts_offset) & 0xFFFFFFFF)
 
 
 class RtpDownTrack:

@@ -26,6 +26,10 @@ class MediaOptions:
     # RTCP or ICE consent check: a live client sends RTCP about every second and consent
     # checks every 2.5-6 s) is closed as media_timeout; aioice's own consent expiry takes 30 s.
     media_timeout: float = 10.0
+    # A participant whose signalling socket or media connections were lost stays in the room
+    # this long (seconds), reconnecting, and may come back under the same participant ID with
+    # the resume token of its joined message (docs/signalling.md, Resume); 0 turns resume off.
+    resume_grace: float = 20.0
     # Keyframe requests relayed to a publisher at most this often (seconds).
     pli_min_interval: float = 0.5
     # Most participants in one room.

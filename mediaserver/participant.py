@@ -7,6 +7,12 @@
 
 Keeping the directions apart means neither side ever has to resolve glare, and a change in who
 publishes touches only the subscriber connections of the others.
+
+**Resume.** aiortc has no ICE restart, so a participant whose network dropped or changed address
+comes back with new connections under the same participant (:meth:`SfuParticipant.suspend`,
+:meth:`SfuParticipant.resume`): while it is away (``MediaOptions.resume_grace``) its up-tracks
+stay published without a source, so the others keep their down-tracks and the recorder and the
+verifier their subscribers; the resumed publisher's new receivers feed the same up-tracks.
 """
 
 from __future__ import annotations
@@ -44,6 +50,13 @@ from .sdpcheck import SdpError, check_remote_sdp
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
+# told when this participant's signalling socket no longer carries it: (why, whether another
+# socket resumed it); the session then tells its client to reconnect, or closes
+Detached = Callable[[str, bool], None]
+
+
+def _drop(message: dict[str, Any]) -> None:
+    """Where messages go while a participant is away: its resume brings a fresh snapshot."""
 
 
 class SignallingError(Exception):
@@ -108,6 +121,12 @@ class ParticipantRoom(Protocol):
     async def on_participant_closed(
         self, participant: SfuParticipant, reason: CloseReason
     ) -> None: ...
+
+    def on_participant_reconnecting(
+        self, participant: SfuParticipant, reason: CloseReason
+    ) -> None: ...
+
+    def on_participant_resumed(self, participant: SfuParticipant) -> None: ...
 
 
 def _rtc_configuration(options: MediaOptions) -> RTCConfiguration:
@@ -205,7 +224,23 @@ class SfuParticipant:
         self._media_check: asyncio.TimerHandle | None = None
         self.counters = ParticipantCounters()
         self.closed_down_stats: list[tuple[str, dict[str, int]]] = []  # (kind, counters)
+        # resume: away since a lost connection (why), until the grace timer; the up-tracks
+        # waiting for the resumed publisher's next offer; which signalling socket carries it
+        self._suspended: CloseReason | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._orphans: list[ForwardedUpTrack] = []
+        self._attachment = 0
+        self._detached: Detached | None = None
+        self._settled = asyncio.Event()  # no suspension half done
+        self._settled.set()
+        self.resumes = 0
+        # what the control plane admitted this participant with (its Grant): a resume is
+        # checked against it again
+        self.admission_ref: object = None
         self._negotiator = self._spawn(self._negotiate_loop(), "negotiator")
+        self._watch_connections()
+
+    def _watch_connections(self) -> None:
         for label, pc in (("publisher", self.publisher_pc), ("subscriber", self.subscriber_pc)):
             pc.on("connectionstatechange", self._state_handler(label, pc))
 
@@ -225,6 +260,21 @@ class SfuParticipant:
     @property
     def close_reason(self) -> CloseReason | None:
         return self._close_reason
+
+    @property
+    def suspended(self) -> bool:
+        """Away: its connections were lost and it may still resume."""
+        return self._suspended is not None
+
+    @property
+    def attachment(self) -> int:
+        """Which signalling attachment carries it (one more at every resume)."""
+        return self._attachment
+
+    def attach_session(self, detached: Detached) -> int:
+        """The signalling session that joined it; returns the attachment it holds."""
+        self._detached = detached
+        return self._attachment
 
     async def wait_closed(self) -> None:
         await self._closed_event.wait()
@@ -283,6 +333,8 @@ class SfuParticipant:
         """Apply the client's offer on the publisher connection; return the answer SDP."""
         if self._closed:
             raise SignallingError("closed", "participant is closed")
+        if self._suspended is not None:
+            raise SignallingError("reconnecting", "participant is reconnecting: resume first")
         try:
             checked = check_remote_sdp(sdp)
         except SdpError as exc:
@@ -314,9 +366,43 @@ class SfuParticipant:
             receiving = transceiver.currentDirection in ("recvonly", "sendrecv")
             existing = self._up_by_mid.get(mid)
             if receiving and existing is None:
-                self._publish(transceiver)
+                if not self._continue_track(transceiver):
+                    self._publish(transceiver)
             elif not receiving and existing is not None:
                 self._spawn(self._unpublish(existing, CloseReason.UNPUBLISHED), "unpublish")
+        # the first offer after a resume says what the participant publishes now: a track it
+        # no longer offers has ended
+        for orphan in self._orphans:
+            self._spawn(self._unpublish(orphan, CloseReason.UNPUBLISHED), "unpublish")
+        self._orphans.clear()
+
+    def _continue_track(self, transceiver: RTCRtpTransceiver) -> bool:
+        """After a resume: the up-track of the same kind and codec that the participant
+        published before (in the order it published them) continues from this transceiver."""
+        if not self._orphans:
+            return False
+        receiver = transceiver.receiver
+        assert isinstance(receiver, SfuRtpReceiver), "aiortc_hooks.install() was not called"
+        primary = _primary_codec(transceiver)
+        key = codec_key(
+            TrackInfo(
+                "",
+                "",
+                transceiver.kind,
+                primary.mimeType,
+                primary.clockRate,
+                primary.channels,
+                tuple(sorted((k, str(v)) for k, v in primary.parameters.items())),
+            )
+        )
+        for up in self._orphans:
+            if up.info.kind == transceiver.kind and codec_key(up.info) == key:
+                self._orphans.remove(up)
+                up.replace_source(receiver)
+                self._up_by_mid[transceiver.mid] = up  # type: ignore[index]
+                self._log.info("%s track %s continues after resume", up.info.kind, up.info.track_id)
+                return True
+        return False
 
     def _publish(self, transceiver: RTCRtpTransceiver) -> None:
         receiver = transceiver.receiver
@@ -577,13 +663,15 @@ class SfuParticipant:
         def changed() -> None:
             state = pc.connectionState
             self._log.debug("%s connection %s", label, state)
+            if self._suspended is not None or pc not in (self.publisher_pc, self.subscriber_pc):
+                return  # a connection given up for a resume: its end is no news
             if state == "connected":
                 handle = self._watchdogs.pop(label, None)
                 if handle is not None:
                     handle.cancel()
                 self._watch_media(label, pc)
             elif state == "failed" and not self._closed:
-                self._spawn(self.close(CloseReason.CONNECTION_FAILED), "close")
+                self._spawn(self.lost(CloseReason.CONNECTION_FAILED), "lost")
             elif state == "closed" and not self._closed:
                 # aiortc closes a peer connection itself once the client's DTLS said goodbye:
                 # its media is over, whatever the signalling socket still says
@@ -640,9 +728,118 @@ class SfuParticipant:
                 self._log.warning(
                     "%s connection silent for %.1f s: client gone", label, now - heard
                 )
-                self._spawn(self.close(CloseReason.MEDIA_TIMEOUT), "close")
+                self._spawn(self.lost(CloseReason.MEDIA_TIMEOUT), "lost")
                 return
         self._schedule_media_check()
+
+    # -- resume ----------------------------------------------------------------------------
+    async def lost(self, reason: CloseReason) -> None:
+        """The media connections died (silent, or ICE/DTLS failed): the client is told over
+        its signalling socket, if that still works, to come back with its resume token."""
+        if not await self.suspend(reason):
+            await self.close(reason)
+
+    async def suspend(self, reason: CloseReason, attachment: int | None = None) -> bool:
+        """Keep this participant for ``resume_grace`` seconds without connections.
+
+        Its peer connections close and its own down-tracks with them; its up-tracks stay
+        published and silent (the others, the recorder, the verifier keep theirs); the others
+        hear ``participant_reconnecting``. ``attachment``: only if that signalling socket still
+        carries it. False if it cannot be kept (resume off, closed, another socket's).
+        """
+        if self._closed or self._options.resume_grace <= 0:
+            return False
+        if attachment is not None and attachment != self._attachment:
+            return False
+        if self._suspended is not None:
+            return True
+        self._suspended = reason
+        self._settled.clear()
+        try:
+            await self._suspend(reason, attachment)
+        finally:
+            self._settled.set()
+        return True
+
+    async def _suspend(self, reason: CloseReason, attachment: int | None) -> None:
+        self._log.info("connection lost (%s): reconnecting", reason.value)
+        detached, self._detached = self._detached, None
+        if detached is not None and attachment is None:
+            detached(reason.value, False)  # its socket may still work: it says "reconnect"
+        self._send = _drop
+        last_heard = self._last_heard.get("publisher")
+        self._stop_watching()
+        if self._pending_answer is not None and not self._pending_answer.done():
+            self._pending_answer.cancel()
+        negotiator = self._negotiator
+        if negotiator is not asyncio.current_task():
+            negotiator.cancel()
+            await asyncio.gather(negotiator, return_exceptions=True)
+        for slot in self._slots:
+            if slot.down is not None:
+                slot.down.close(reason)
+                slot.down = None
+        self._slots.clear()
+        for up in self._up_tracks.values():
+            up.detach_source(last_heard)
+        self._orphans = list(self._up_tracks.values())
+        self._up_by_mid.clear()
+        for pc in (self.publisher_pc, self.subscriber_pc):
+            await pc.close()
+        if self._closed:
+            return  # closed meanwhile (the room closed): nothing to wait for
+        self._grace = asyncio.get_running_loop().call_later(
+            self._options.resume_grace, self._grace_expired
+        )
+        self.room.on_participant_reconnecting(self, reason)
+
+    def _grace_expired(self) -> None:
+        self._grace = None
+        if not self._closed:
+            self._log.info("did not resume within %.0f s", self._options.resume_grace)
+            self._spawn(self.close(self._suspended or CloseReason.SIGNALLING_LOST), "close")
+
+    async def resume(self, send: Send, detached: Detached) -> int:
+        """Come back on a new signalling socket with new peer connections; returns the
+        attachment it now holds. A participant still attached elsewhere (its address changed
+        before the server noticed) is taken over: that socket is told it was replaced."""
+        if self._closed:
+            raise SignallingError("resume_refused", "participant is closed")
+        await self._settled.wait()
+        if self._suspended is None:
+            previous = self._detached
+            self._detached = None
+            if previous is not None:
+                previous(CloseReason.SIGNALLING_LOST.value, True)
+            if not await self.suspend(CloseReason.SIGNALLING_LOST, attachment=self._attachment):
+                raise SignallingError("resume_refused", "participant cannot resume")
+        if self._closed:
+            raise SignallingError("resume_refused", "participant is closed")
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        self._attachment += 1
+        self._send = send
+        self._detached = detached
+        self.publisher_pc = RTCPeerConnection(_rtc_configuration(self._options))
+        self.subscriber_pc = RTCPeerConnection(_rtc_configuration(self._options))
+        self._watch_connections()
+        self._suspended = None
+        self.resumes += 1
+        self._negotiator = self._spawn(self._negotiate_loop(), "negotiator")
+        self._log.info("resumed")
+        self.update_subscriptions()
+        self.room.on_participant_resumed(self)
+        return self._attachment
+
+    def _stop_watching(self) -> None:
+        for handle in self._watchdogs.values():
+            handle.cancel()
+        self._watchdogs.clear()
+        if self._media_check is not None:
+            self._media_check.cancel()
+            self._media_check = None
+        self._last_heard.clear()
 
     # -- closing ---------------------------------------------------------------------------
     async def close(self, reason: CloseReason) -> None:
@@ -653,12 +850,11 @@ class SfuParticipant:
         self._closed = True
         self._close_reason = reason
         self._log.info("closing: %s", reason.value)
-        for handle in self._watchdogs.values():
-            handle.cancel()
-        self._watchdogs.clear()
-        if self._media_check is not None:
-            self._media_check.cancel()
-            self._media_check = None
+        self._stop_watching()
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        self._orphans.clear()
         if self._pending_answer is not None and not self._pending_answer.done():
             self._pending_answer.cancel()
         await self.tasks.close()  # all but this one, when a task of ours is closing us

@@ -8,7 +8,9 @@ can assert that nothing is left behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -172,10 +174,45 @@ class SfuRoom:
         self._notify("on_track_unpublished", lambda o: o.on_track_unpublished(up))
         self._sfu.absorb_up_track(up)
 
+    def on_participant_reconnecting(self, participant: SfuParticipant, reason: CloseReason) -> None:
+        """Its connections were lost; it stays in the room for the grace period."""
+        self._sfu.counters["participants_reconnecting"] += 1
+        self._log.info("participant %s reconnecting (%s)", participant.participant_id, reason)
+        self.broadcast(
+            {
+                "type": "participant_reconnecting",
+                "participant": participant.participant_id,
+                "reason": reason.value,
+            },
+            exclude=participant.participant_id,
+        )
+        self._notify_optional("on_participant_reconnecting", participant, reason)
+
+    def on_participant_resumed(self, participant: SfuParticipant) -> None:
+        self._sfu.counters["participants_resumed"] += 1
+        self._log.info("participant %s resumed", participant.participant_id)
+        self.broadcast(
+            {"type": "participant_resumed", "participant": participant.describe()},
+            exclude=participant.participant_id,
+        )
+        self._notify_optional("on_participant_resumed", participant)
+
+    def _notify_optional(self, event: str, *args: Any) -> None:
+        """An event only some observers hear (those with a method of that name)."""
+        for observer in list(self._observers):
+            method = getattr(observer, event, None)
+            if method is None:
+                continue
+            try:
+                method(*args)
+            except Exception:
+                self._log.exception("room observer %r failed on %s", observer, event)
+
     async def on_participant_closed(self, participant: SfuParticipant, reason: CloseReason) -> None:
         if self._participants.get(participant.participant_id) is participant:
             del self._participants[participant.participant_id]
         self._sfu.absorb_participant(participant, reason)
+        self._sfu.revoke_resume_tokens(participant)
         self._notify("on_participant_left", lambda o: o.on_participant_left(participant, reason))
         self.broadcast(
             {
@@ -236,6 +273,35 @@ class Sfu:
         self.close_reasons: Counter[str] = Counter()
         # called with each new room (always-on recording hooks in here)
         self.on_room_created: list[Callable[[SfuRoom], None]] = []
+        # resume tokens (their SHA-256) of the participants that may come back with them
+        self._resume_tokens: dict[bytes, SfuParticipant] = {}
+
+    # -- resume tokens -----------------------------------------------------------------------
+    def issue_resume_token(self, participant: SfuParticipant) -> str:
+        """A new single-use token with which ``participant``, and only it, may resume; any
+        earlier one of it no longer counts."""
+        self.revoke_resume_tokens(participant)
+        token = secrets.token_urlsafe(32)
+        self._resume_tokens[hashlib.sha256(token.encode()).digest()] = participant
+        return token
+
+    def take_resume_token(self, token: object) -> SfuParticipant | None:
+        """The participant a resume token is for (the token is used up), or None."""
+        if not isinstance(token, str) or not 20 <= len(token) <= 100:
+            return None
+        participant = self._resume_tokens.pop(hashlib.sha256(token.encode()).digest(), None)
+        if participant is None or participant.closed:
+            return None
+        return participant
+
+    @property
+    def resume_tokens(self) -> int:
+        """Resume tokens that still count (one per participant that may resume)."""
+        return len(self._resume_tokens)
+
+    def revoke_resume_tokens(self, participant: SfuParticipant) -> None:
+        for key in [k for k, p in self._resume_tokens.items() if p is participant]:
+            del self._resume_tokens[key]
 
     @property
     def rooms(self) -> dict[str, SfuRoom]:

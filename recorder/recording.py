@@ -413,6 +413,25 @@ class Recording:
                 state.left_at = now
         self._participants_changed()
 
+    def on_participant_reconnecting(self, participant: Participant, reason: CloseReason) -> None:
+        """Its connections were lost; it stays (same tracks) while it may resume: the presence
+        records the outage, the tracks' own gaps (cause ``outage``) the media missing."""
+        record = self.participants.get(participant.participant_id)
+        if record is None or not record.get("presence"):
+            return
+        outages = record["presence"][-1].setdefault("outages", [])
+        outages.append({"lost_at": utc_now(), "reason": reason.value, "resumed_at": None})
+        self._participants_changed()
+
+    def on_participant_resumed(self, participant: Participant) -> None:
+        record = self.participants.get(participant.participant_id)
+        if record is None or not record.get("presence"):
+            return
+        outages = record["presence"][-1].get("outages") or []
+        if outages and outages[-1]["resumed_at"] is None:
+            outages[-1]["resumed_at"] = utc_now()
+            self._participants_changed()
+
     async def stop(
         self,
         *,

@@ -41,6 +41,9 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
             "connect_timeout": 10.0,
             "negotiation_timeout": 10.0,
             "pli_min_interval": 0.2,
+            # a lost connection is the ordinary leave at once, as the tests of leaving and
+            # cleaning up expect; tests/test_resume*.py turn resume on (the default is 20 s)
+            "resume_grace": 0.0,
         },
         "log": {"level": "INFO"},
         # The GC policy's deliberate collections walk the whole process, here pytest's with

@@ -83,6 +83,7 @@ async def test_overridden_signatures_match() -> None:
         (RTCRtpSender.send, aiortc_hooks.SfuRtpSender.send),
         (RTCRtpSender._run_rtp, aiortc_hooks.SfuRtpSender._run_rtp),
         (RTCRtpSender._run_rtcp, aiortc_hooks.SfuRtpSender._run_rtcp),
+        (aiortc_hooks.AIOICE_QUERY_CONSENT, aiortc_hooks.query_consent),
     ]
     for base, ours in pairs:
         assert list(inspect.signature(base).parameters) == list(

@@ -27,6 +27,7 @@ from ..appkeys import CONFIG, DB, ERRORS, SFU, SIGNER, SOCKETS
 from ..http.jsonio import loads
 from .heartbeat import HeartbeatSocket
 from .tokens import Grant, TokenError, TokenSigner
+from .turn import client_ice_servers
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ CLOSE_REFUSED = 4003  # a valid token the case's state refuses (ended, closed, r
 CLOSE_TOO_LARGE = 4009
 CLOSE_REPLACED = 4010
 CLOSE_SERVER = 4011
+CLOSE_RECONNECT = 4012  # the media connections were lost: resume with the resume token
 
 _BYE_CODES = {
     CloseReason.LEFT: CLOSE_NORMAL,
@@ -79,6 +81,7 @@ MESSAGE_TYPES = (
     "mute",
     "leave",
     "ping",
+    "resume",
 )
 
 
@@ -90,7 +93,7 @@ class SignallingSession:
         signer: TokenSigner,
         *,
         max_message_bytes: int,
-        ice_servers: list[dict[str, Any]],
+        ice_servers: list[dict[str, Any]] | Callable[[str], list[dict[str, Any]]],
         errors: Counter[str],
         admit: Admit = _admit_everyone,
         on_refused: RefusalLog | None = None,
@@ -105,6 +108,7 @@ class SignallingSession:
         self._on_refused = on_refused
         self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTGOING_QUEUE)
         self._participant: SfuParticipant | None = None
+        self._attachment = 0  # which attachment of the participant this socket holds
         self._close_code = CLOSE_NORMAL
         self._close_message = b""
         self._closing = False
@@ -180,7 +184,14 @@ class SignallingSession:
             try:
                 participant = self._participant
                 if participant is not None and not participant.closed:
-                    await participant.close(CloseReason.SIGNALLING_LOST)
+                    # the socket went away without a leave (the network dropped, the page
+                    # reloaded): the participant waits for its resume; a socket this server
+                    # closed on purpose ends it
+                    kept = not self._closing and await participant.suspend(
+                        CloseReason.SIGNALLING_LOST, attachment=self._attachment
+                    )
+                    if not kept and participant.attachment == self._attachment:
+                        await participant.close(CloseReason.SIGNALLING_LOST)
                 if watcher is not None:
                     watcher.cancel()
                     await asyncio.gather(watcher, return_exceptions=True)
@@ -188,6 +199,17 @@ class SignallingSession:
                 await writer
             finally:
                 await self._tasks.close()
+
+    def _detached(self, reason: str, replaced: bool) -> None:
+        """The participant no longer rides on this socket: resumed on another one
+        (``replaced``), or its media connections were lost and it waits for a resume."""
+        self._participant = None
+        if replaced:
+            self.send({"type": "bye", "reason": "resumed_elsewhere"})
+            self._close_soon(CLOSE_REPLACED)
+        else:
+            self.send({"type": "reconnect", "reason": reason})
+            self._close_soon(CLOSE_RECONNECT)
 
     def _join_timeout(self) -> None:
         if self._participant is None:
@@ -227,6 +249,8 @@ class SignallingSession:
         try:
             if kind == "join":
                 await self._join(message)
+            elif kind == "resume":
+                await self._resume(message)
             elif kind == "ping":
                 self.send({"type": "pong", "id": message.get("id")})
             else:
@@ -268,21 +292,56 @@ class SignallingSession:
             except CallRefused:
                 await participant.close(CloseReason.REMOVED)
                 raise
+        participant.admission_ref = grant
+        self._attachment = participant.attach_session(self._detached)
         self._participant = participant
-        self.send(
-            {
-                "type": "joined",
-                "room": room.room_id,
-                "participant": participant.describe() | {"role": grant.role},
-                "participants": [
-                    p.describe() for p in room.participants.values() if p is not participant
-                ],
-                "server_tracks": [
-                    SfuParticipant._track_json(up) for up in room.server_tracks.values()
-                ],
-                "ice_servers": self._ice_servers,
-            }
-        )
+        self.send(self._snapshot("joined", participant, grant))
+
+    def _snapshot(self, kind: str, participant: SfuParticipant, grant: Grant) -> dict[str, Any]:
+        """``joined`` (or ``resumed``): the room as it is now, and a new resume token."""
+        room = participant.room
+        participants = room.participants.values()
+        server_tracks = getattr(room, "server_tracks", {})
+        grace = self._sfu.options.resume_grace
+        return {
+            "type": kind,
+            "room": room.room_id,
+            "participant": participant.describe() | {"role": grant.role},
+            "participants": [p.describe() for p in participants if p is not participant],
+            "server_tracks": [SfuParticipant._track_json(up) for up in server_tracks.values()],
+            "ice_servers": (
+                self._ice_servers(participant.participant_id)
+                if callable(self._ice_servers)
+                else self._ice_servers
+            ),
+            **(
+                {"resume_token": self._sfu.issue_resume_token(participant), "resume_grace": grace}
+                if grace > 0
+                else {}
+            ),
+        }
+
+    async def _resume(self, message: dict[str, Any]) -> None:
+        """Come back under the same participant with new connections (docs/signalling.md,
+        Resume). The token is single-use and names one participant; the case's admission is
+        checked again, so a party removed meanwhile, or a session ended, cannot come back."""
+        if self._participant is not None:
+            raise SignallingError("already_joined", i18n.both("signalling.already_joined"))
+        participant = self._sfu.take_resume_token(message.get("resume_token"))
+        if participant is None or not isinstance(participant.admission_ref, Grant):
+            raise SignallingError("resume_refused", i18n.both("signalling.resume_refused"))
+        grant = participant.admission_ref
+        try:
+            await self._checked(grant)
+        except CallRefused:
+            await participant.close(CloseReason.REMOVED)
+            raise
+        try:
+            self._attachment = await participant.resume(self.send, self._detached)
+        except SignallingError as exc:
+            raise SignallingError("resume_refused", i18n.both("signalling.resume_refused")) from exc
+        self._participant = participant
+        self.send(self._snapshot("resumed", participant, grant))
 
     async def _checked(self, grant: Grant) -> CallAdmission:
         try:
@@ -367,21 +426,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    ice_servers = [
-        {
-            "urls": list(s.urls),
-            **({"username": s.username} if s.username else {}),
-            **({"credential": s.credential} if s.credential else {}),
-        }
-        for s in config.media.ice_servers
-    ]
     admit, refused = admission_for(request)
     session = SignallingSession(
         ws,
         request.app[SFU],
         request.app[SIGNER],
         max_message_bytes=config.server.max_message_bytes,
-        ice_servers=ice_servers,
+        ice_servers=lambda participant: client_ice_servers(config, participant),
         errors=request.app[ERRORS],
         admit=admit,
         on_refused=refused,

@@ -15,8 +15,10 @@
   const VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 } };
   // why the server may close a call that the officer did not end: the page joins again
   const REJOIN = ["peer_closed", "connection_failed", "connect_timeout", "signalling_lost"];
-  const REJOIN_TRIES = 3;
+  const REJOIN_TRIES = 5;
   let rejoins = 0;
+  // {session, token}: the resume token of the last joined/resumed, to come back with
+  let resume = null;
   let call = null;  // the call now: {ws, pub, sub, local, me, tracks, tiles, published, leaving}
 
   function send(msg) { if (call && call.ws.readyState === 1) call.ws.send(JSON.stringify(msg)); }
@@ -145,7 +147,9 @@
     window.dispatchEvent(new CustomEvent("remotecase:call-message", { detail: msg }));
     switch (msg.type) {
       case "joined":
+      case "resumed":  // back as the same participant after a lost connection (docs/signalling.md, Resume)
         rejoins = 0;
+        resume = msg.resume_token ? { session: call.session, token: msg.resume_token } : null;
         call.me = msg.participant.id;
         call.names[call.me] = msg.participant.name;
         for (const p of msg.participants) {
@@ -175,6 +179,13 @@
         break;
       }
       case "participant_left": removeTile(msg.participant); break;
+      // lost their connection, may come back within the grace period (docs/signalling.md, Resume)
+      case "participant_reconnecting":
+        con.notice(t("call.peer_reconnecting", { name: call.names[msg.participant] || msg.participant }));
+        break;
+      case "participant_resumed":
+        con.notice(t("call.peer_resumed", { name: call.names[msg.participant.id] || msg.participant.id }));
+        break;
       case "track_muted": {
         for (const info of Object.values(call.tracks)) if (info.id === msg.track) info.muted = msg.muted;
         const kind = trackKind(msg.track);
@@ -182,10 +193,13 @@
         if (p && kind) { p.muted = { ...(p.muted || {}), [kind]: msg.muted }; con.renderParticipants(); }
         break;
       }
-      case "error": con.showError(I18N.has(`error.${msg.code}`) ? t(`error.${msg.code}`) : msg.message || msg.code); break;
+      case "error":
+        if (msg.code === "resume_refused") { resume = null; send({ type: "join", token: call.joinToken }); break; }
+        con.showError(I18N.has(`error.${msg.code}`) ? t(`error.${msg.code}`) : msg.message || msg.code); break;
       case "bye":
         // the connection failed or timed out: come back by oneself; anything else is final
         call.leaving = !REJOIN.includes(msg.reason);
+        if (call.leaving) resume = null;
         call.byeReason = msg.reason;
         con.notice(t("call.bye", { reason: I18N.has(`leave.${msg.reason}`) ? t(`leave.${msg.reason}`) : msg.reason }));
         break;
@@ -198,14 +212,19 @@
     if (!con.session) throw new Error(t("call.need_session"));
     const { token } = await con.api("POST", con.sessionPath("/token"));
     call = { ws: null, pub: null, sub: null, local: null, me: null, tracks: {}, tiles: {}, names: {},
-             published: [], iceServers: [], leaving: false, session: con.session.id };
+             published: [], iceServers: [], leaving: false, session: con.session.id, joinToken: token };
     showState("call.state.camera");
     buttons(true);
     call.local = await openCamera();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = call.ws = new WebSocket(`${scheme}://${location.host}/ws`);
     const mine = call;
-    ws.onopen = () => { showState("call.state.joining"); send({ type: "join", token }); };
+    ws.onopen = () => {
+      showState("call.state.joining");
+      // a lost connection: come back as the same participant, so the others see no leave
+      const back = resume && resume.session === mine.session ? resume.token : null;
+      send(back ? { type: "resume", resume_token: back } : { type: "join", token });
+    };
     ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => con.showError(err));
     ws.onclose = (e) => {
       if (call !== mine) return;
@@ -215,11 +234,24 @@
       if (con.session && con.session.id === mine.session && rejoins < REJOIN_TRIES) {
         rejoins += 1;
         con.notice(t("call.rejoining"));
-        setTimeout(() => { if (!call && con.session && con.session.id === mine.session) join().catch(con.showError); }, 1500);
+        rejoinSoon(mine.session, 1500);
       } else {
         con.showError(t("call.lost", { code: e.code }));
       }
     };
+  }
+
+  // again after a lost connection, with backoff while the network is still down (the token
+  // request fails too); resume brings the same participant back within the grace period
+  function rejoinSoon(session, delay) {
+    setTimeout(() => {
+      if (call || !con.session || con.session.id !== session) return;
+      join().catch((err) => {
+        if (call || rejoins >= REJOIN_TRIES) return con.showError(err);
+        rejoins += 1;
+        rejoinSoon(session, Math.min(delay * 2, 8000));
+      });
+    }, delay);
   }
 
   function cleanup() {
@@ -237,6 +269,7 @@
   function leave() {
     if (!call) return;
     call.leaving = true;
+    resume = null;
     send({ type: "leave" });
     const ws = call.ws;
     cleanup();

@@ -25,6 +25,8 @@ const state = {
   phase: "opening", phaseParams: null, phases: [],  // the states passed through, for tests
   invite: null, callToken: null, officerMuted: {}, facing: "user",
   reconnects: 0, ending: false, view: null,
+  resumeToken: null, resumeFor: null,  // to come back as the same participant (resume)
+  away: {},            // participant id -> true while its connection is lost (it may resume)
 };
 window.remotecase = state;  // for tests and debugging
 
@@ -250,8 +252,10 @@ function markTile(pid) {
     off = videos.length === 0 || videos.every((v) => v.readyState === "ended" || v.muted) ||
           (infos.length > 0 && infos.every((i) => i.muted));
   }
-  tile.el.classList.toggle("off", off);
-  tile.note.textContent = off ? t("call.camera.stopped") : "";
+  // another participant whose connection was lost, until it resumes or leaves
+  const away = pid !== state.me && Boolean(state.away[pid]);
+  tile.el.classList.toggle("off", off || away);
+  tile.note.textContent = away ? t("call.peer_reconnecting") : off ? t("call.camera.stopped") : "";
 }
 
 function removeTile(pid) {
@@ -364,7 +368,9 @@ async function onMessage(event) {
   window.dispatchEvent(new CustomEvent("remotecase:message", { detail: msg }));
   switch (msg.type) {
     case "joined":
+    case "resumed":  // back as the same participant after a lost connection (docs/signalling.md, Resume)
       state.reconnects = 0;
+      state.resumeToken = msg.resume_token || null;
       state.me = msg.participant.id;
       state.names[state.me] = msg.participant.name;
       state.roles[state.me] = msg.participant.role;
@@ -399,12 +405,27 @@ async function onMessage(event) {
       state.roles[msg.participant.id] = msg.participant.role;
       callPhase();
       break;
+    case "participant_reconnecting":
+      state.away[msg.participant] = true;
+      markTile(msg.participant);
+      break;
+    case "participant_resumed":
+      delete state.away[msg.participant.id];
+      markTile(msg.participant.id);
+      break;
     case "participant_left":
+      delete state.away[msg.participant];
       removeTile(msg.participant);
       delete state.roles[msg.participant];
       callPhase();
       break;
     case "error":
+      if (msg.code === "resume_refused") {
+        // too late, or no longer ours: join as after opening the page
+        state.resumeToken = null;
+        send({ type: "join", token: state.callToken });
+        break;
+      }
       state.lastError = msg.code;
       if (msg.code === "muted_by_officer") showError(t("call.officer_muted.button"));
       else if (!REFUSAL_PHASES[msg.code]) showError(errorText(msg.code, msg.message));
@@ -477,7 +498,11 @@ function connect(token) {
   state.callToken = token;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = state.ws = new WebSocket(`${scheme}://${location.host}/ws`);
-  ws.onopen = () => send({ type: "join", token });
+  // a lost connection: come back as the same participant (the others see no leave); a new
+  // call token (admitted again) joins afresh
+  const back = token === state.resumeFor ? state.resumeToken : null;
+  state.resumeFor = token;
+  ws.onopen = () => send(back ? { type: "resume", resume_token: back } : { type: "join", token });
   ws.onmessage = (e) => onMessage(e).catch((err) => { console.error(err); showError(t("error.unknown")); });
   ws.onclose = (e) => { onClose(e).catch((err) => console.error(err)); };
 }

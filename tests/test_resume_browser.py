@@ -1,0 +1,311 @@
+"""The party's page and the officer's call in Debian's Chromium lose their connection for real
+and resume (issue 18).
+
+The page reaches the server through a TCP proxy that the test stops: every connection through
+it is cut and new ones are refused for a few seconds, as when a phone's network drops. The page
+shows "reconnecting", comes back by itself with the resume token (no new link, no rejoin), and
+the officer (a real aiortc client) sees it reconnecting and resumed, never leaving, with the
+party's video on the same transceiver. Each state: no overflow at 360 px, no CSP violation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from tests.conftest import (
+    PASSWORD,
+    Api,
+    Server,
+    case_with_party,
+    make_config,
+    officer_login,
+    start_server,
+    wait_until,
+)
+from tests.test_browser import face_image, write_y4m
+from tests.test_browser_party import (
+    PATIENCE,
+    PHONE,
+    Shots,
+    chromium,
+    invite,
+    new_page,
+    no_overflow,
+    phase,
+    until,
+)
+from tests.test_resume import resume
+
+pytestmark = pytest.mark.browser
+
+
+class CuttableProxy:
+    """127.0.0.1:port -> the server; :meth:`cut` drops every connection and refuses new ones
+    until :meth:`restore`."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+        self.port = 0
+        self.cuts = 0
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        self.cuts += 1
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        await self.cut()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        loop = asyncio.get_running_loop()
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = loop.create_task(self._pipe(src, dst))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.transport.abort()
+            self._writers.discard(dst)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    config = make_config(tmp_path, auth={"dev_join": False}, media={"resume_grace": 20.0})
+    srv = await start_server(config)
+    yield srv
+    await srv.runner.cleanup()
+
+
+async def test_party_page_loses_its_network_and_resumes(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    camera = tmp_path / "face.y4m"
+    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    shots = Shots(tmp_path, "resume")
+    proxy = CuttableProxy(int(server.base_url.rsplit(":", 1)[1]))
+    await proxy.restore()
+    base = f"http://127.0.0.1:{proxy.port}"
+    async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(proxy.close)
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="张三")
+        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+        assert status == 201, session
+        link = await invite(api, officer, case, party)
+        pid = f"party-{party}"
+        officer_client = PeerClient(server.base_url, session["token"], decode=False)
+        clients.append(officer_client)
+        await officer_client.connect()
+        await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
+
+        async with chromium(camera) as browser:
+            context, page, problems = await new_page(browser, "zh-CN", PHONE)
+            await page.goto(base + link)
+            await phase(page, "consent")
+            await page.tap("#consent-recording")
+            await page.tap("#consent-face")
+            await page.tap("#consent-form button[type=submit]")
+            await phase(page, "in_call")
+            await wait_until(
+                lambda: len(officer_client.mids_for_participant(pid, "video")) == 1,
+                timeout=PATIENCE,
+                what="the party's video at the officer",
+            )
+            (mid,) = officer_client.mids_for_participant(pid, "video")
+            await wait_until(
+                lambda: officer_client.received_packets[mid] > 30,
+                timeout=PATIENCE,
+                what="the party's video flowing",
+            )
+            joined = await page.evaluate("() => window.remotecase.me")
+            assert joined == pid
+
+            # the network drops: every connection through the proxy is cut, none gets through
+            heard = len(officer_client.messages)
+            await proxy.cut()
+            await phase(page, "reconnecting")
+            await officer_client.wait_for(
+                lambda m: m["type"] == "participant_reconnecting" and m["participant"] == pid,
+                timeout=PATIENCE,
+            )
+            await shots.take(page, "reconnecting")
+            await no_overflow(page, "reconnecting")
+            await asyncio.sleep(3.0)
+            before = officer_client.received_packets[mid]
+            await proxy.restore()
+
+            # back by itself: the same participant, no new link, the officer saw no leave
+            await until(
+                page,
+                "window.remotecase.phases.lastIndexOf('in_call') >"
+                " window.remotecase.phases.lastIndexOf('reconnecting')",
+            )
+            assert await page.evaluate("() => window.remotecase.me") == pid
+            await officer_client.wait_for(
+                lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == pid,
+                timeout=PATIENCE,
+            )
+            await wait_until(
+                lambda: officer_client.received_packets[mid] > before + 30,
+                timeout=PATIENCE,
+                what="the party's video again, on the same transceiver",
+            )
+            assert officer_client.mids_for_participant(pid, "video") == [mid]
+            seen = [
+                m["type"]
+                for m in officer_client.messages[heard:]
+                if m["type"] in ("participant_left", "participant_joined")
+            ]
+            assert seen == [], seen
+            (room,) = [r for r in server.sfu.rooms.values() if pid in r.participants]
+            assert room.participants[pid].resumes == 1
+            await shots.take(page, "resumed")
+            await no_overflow(page, "resumed")
+
+            # now the officer's connection is lost: the party's page says so on its tile, and
+            # clears it when the officer is back
+            assert officer_client.joined is not None
+            officer_id = officer_client.joined["participant"]["id"]
+            tile = f"document.querySelector(\"[data-participant='{officer_id}'] .note\")"
+            await officer_client.close()
+            await until(page, f"{tile}?.textContent === '网络中断，正在重新连接…'")
+            await shots.take(page, "officer-reconnecting")
+            await no_overflow(page, "officer reconnecting")
+            back = await resume(server, clients, officer_client, decode=False)
+            assert back.joined is not None and back.joined["type"] == "resumed", back.joined
+            await back.publish(PatternVideoTrack(), ToneAudioTrack())
+            await until(page, f"{tile}?.textContent === ''")
+            await context.close()
+            assert problems == [], problems
+
+
+async def test_console_call_loses_its_network_and_resumes(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    """The officer's call in the workspace (call.js): the same cut, the same return."""
+    from tests.test_browser import chromium as console_chromium
+    from tests.test_browser_console import open_page, see
+
+    camera = tmp_path / "officer.y4m"
+    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    proxy = CuttableProxy(int(server.base_url.rsplit(":", 1)[1]))
+    await proxy.restore()
+    base = f"http://127.0.0.1:{proxy.port}"
+    async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(proxy.close)
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="王伟")
+        async with console_chromium(camera) as context:
+            page = await open_page(context, "zh-CN", "phone")
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{base}/console")
+            await see(page, "#login-form")
+            await page.fill("#username", "li")
+            await page.fill("#password", PASSWORD)
+            await page.click("#login-form button")
+            await until(page, "document.getElementById('who').textContent.includes('li')")
+            await page.goto(f"{base}/console#case/{case}")
+            await see(page, "#case:not([hidden])")
+            await page.click("#open-session button")
+            await see(page, "#session-open:not([hidden])")
+            await page.click("#join-call")
+            await see(page, "#leave-call:not([hidden])")
+            await until(page, "Boolean(window.remotecaseConsole.call.state.me)")
+            me = await page.evaluate("window.remotecaseConsole.call.state.me")
+
+            # the party, an aiortc client, watches the officer's camera
+            link = await invite(api, officer, case, party)
+            status, redeemed = await api.call(
+                "POST",
+                "/api/invitations/redeem",
+                json={
+                    "token": link.split("invite=")[1],
+                    "consent": {"recording": True, "face": True},
+                },
+            )
+            assert status == 200, redeemed
+            watcher = PeerClient(server.base_url, redeemed["token"], decode=False)
+            clients.append(watcher)
+            await watcher.connect()
+            await wait_until(
+                lambda: len(watcher.mids_for_participant(me, "video")) == 1,
+                timeout=PATIENCE,
+                what="the officer's camera at the party",
+            )
+            (mid,) = watcher.mids_for_participant(me, "video")
+            await wait_until(
+                lambda: watcher.received_packets[mid] > 30, timeout=PATIENCE, what="flowing"
+            )
+
+            heard = len(watcher.messages)
+            await proxy.cut()
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_reconnecting" and m["participant"] == me,
+                timeout=PATIENCE,
+            )
+            await asyncio.sleep(3.0)
+            before = watcher.received_packets[mid]
+            await proxy.restore()
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == me,
+                timeout=PATIENCE,
+            )
+            await until(page, f"window.remotecaseConsole.call.state.me === {me!r}")
+            await wait_until(
+                lambda: watcher.received_packets[mid] > before + 30,
+                timeout=PATIENCE,
+                what="the officer's camera again, on the same transceiver",
+            )
+            assert watcher.mids_for_participant(me, "video") == [mid]
+            seen = [
+                m["type"]
+                for m in watcher.messages[heard:]
+                if m["type"] in ("participant_left", "participant_joined")
+            ]
+            assert seen == [], seen
+            path = tmp_path / "console-resumed.png"
+            await page.screenshot(path=str(path), full_page=True)
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0
+            assert problems == [], problems
