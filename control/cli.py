@@ -68,7 +68,8 @@ def _load(args: argparse.Namespace) -> Config:
     try:
         return load_config(args.config, overrides=overrides or None)
     except ConfigError as exc:
-        print(i18n.both("cli.config_error", error=exc), file=sys.stderr)
+        zh = i18n.text("cli.config_error", "zh-CN", error=exc.zh)
+        print(f"{zh} / {i18n.text('cli.config_error', 'en', error=exc.en)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
