@@ -141,11 +141,13 @@ async def party(request: web.Request) -> PartyCaller:
                 (grant.room, party_id),
             ).fetchone()
             if row is not None and grant.grant_id is not None:
-                # a call token from a removal or a revoked link reaches nothing any more
+                # a call token from a removal, a revoked link or a readmission since (which
+                # superseded its grant) reaches nothing any more
                 live = conn.execute(
                     "SELECT 1 FROM call_grants g LEFT JOIN invitations i "
                     "ON i.id = g.invitation_id WHERE g.id = ? AND g.participant = ? "
-                    "AND g.revoked_at IS NULL AND i.revoked_at IS NULL",
+                    "AND g.revoked_at IS NULL AND g.superseded_at IS NULL "
+                    "AND i.revoked_at IS NULL",
                     (grant.grant_id, grant.participant),
                 ).fetchone()
                 if live is None:
@@ -256,6 +258,9 @@ REFUSALS = {
     "invitation_revoked": "邀请链接已被撤销 / the invitation was revoked",
     "logged_out": "民警已退出登录或登录已过期 / the officer has logged out or the login has "
     "expired",
+    "superseded": "此链接已在本设备上重新打开，本次入会凭证已失效；请使用最新打开的页面 / the "
+    "link was opened again on this device, so this earlier admission is no longer valid; use "
+    "the page opened last",
     "identity_unchecked": "入会前须先完成身份核验（人脸核验，或由民警核验证件） / your "
     "identity must be checked before you join: the face check, or the "
     "officer's check of your identity document",
@@ -323,7 +328,8 @@ def admission(
         _session_open(row)
         return _admitted(row, grant.participant)
     row = conn.execute(
-        "SELECT g.participant, g.role, g.revoked_at, g.revoked_reason, g.invitation_id, "
+        "SELECT g.participant, g.role, g.revoked_at, g.revoked_reason, g.superseded_at, "
+        "g.invitation_id, "
         "g.login_hash, s.id AS session_id, s.case_id, s.room, s.ended_at, s.locked, "
         "s.officer_mutes, c.status AS case_status FROM call_grants g "
         "JOIN sessions s ON s.id = g.session_id JOIN cases c ON c.id = s.case_id "
@@ -342,6 +348,8 @@ def admission(
     if row["revoked_at"] is not None:
         reason = row["revoked_reason"]
         raise CallRefused(reason if reason in REFUSALS else "removed", case)
+    if row["superseded_at"] is not None:
+        raise CallRefused("superseded", case)
     if row["invitation_id"] is not None:
         invitation = conn.execute(
             "SELECT revoked_at FROM invitations WHERE id = ?", (row["invitation_id"],)

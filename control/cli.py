@@ -71,7 +71,8 @@ def _load(args: argparse.Namespace) -> Config:
     try:
         return load_config(args.config, overrides=overrides or None)
     except ConfigError as exc:
-        print(i18n.both("cli.config_error", error=exc), file=sys.stderr)
+        zh = i18n.text("cli.config_error", "zh-CN", error=exc.zh)
+        print(f"{zh} / {i18n.text('cli.config_error', 'en', error=exc.en)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -324,19 +325,33 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
     except (KeyProblem, OSError) as exc:
         print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
-    print(
-        "public key: "
-        + ", ".join(
-            f"key id {key_id(k)} ({p})" for k, p in zip(publics, args.public_key, strict=True)
+
+    def heading(lang: str) -> str:
+        comma = "，" if lang == "zh-CN" else ", "
+        keys = comma.join(
+            i18n.text("report.verify.key", lang, id=key_id(k), path=p)
+            for k, p in zip(publics, args.public_key, strict=True)
         )
-        + (f"; witness key id {key_id(witness)}" if witness is not None else "")
-        + (
-            f"; {len(checkpoints)} checkpoint(s), newest of size "
-            f"{max(c.tree_size for c in checkpoints)}"
-            if checkpoints
-            else ""
+        return (
+            i18n.text("report.verify.keys", lang, keys=keys)
+            + (
+                i18n.text("report.verify.witness", lang, id=key_id(witness))
+                if witness is not None
+                else ""
+            )
+            + (
+                i18n.text(
+                    "report.verify.checkpoints",
+                    lang,
+                    count=len(checkpoints),
+                    size=max(c.tree_size for c in checkpoints),
+                )
+                if checkpoints
+                else ""
+            )
         )
-    )
+
+    print(f"{heading('zh-CN')} / {heading('en')}")
     if not checkpoints:
         print(
             "注意：未给出 --checkpoint，无法发现日志被回滚到较早的签名树头。 / note: no "
@@ -356,9 +371,11 @@ def cmd_custody_verify(args: argparse.Namespace) -> int:
         print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 2
     for finding in findings:
-        print(finding)
+        print(finding.line())
     failed = [f for f in findings if not f.ok]
-    print(f"{len(findings) - len(failed)} checks passed, {len(failed)} failed")
+    print(
+        i18n.both("report.verify.summary", passed=len(findings) - len(failed), failed=len(failed))
+    )
     return 1 if failed else 0
 
 
@@ -406,8 +423,12 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
         print(i18n.both("cli.error", error=exc), file=sys.stderr)
         return 1
     print(
-        f"exported to {result['package']} ({len(result['files'])} files); "
-        f"logged as custody entry {result['export_index']}"
+        i18n.both(
+            "report.export.done",
+            package=result["package"],
+            files=len(result["files"]),
+            index=result["export_index"],
+        )
     )
     return 0
 
@@ -604,10 +625,14 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
                 reason=args.reason,
             )
             print(
-                f"签名密钥已轮换 / signing key rotated: {result['old_key_id']} -> "
-                f"{result['new_key_id']} (custody entry {result['log_index']}); publish "
-                f"{config.keys_dir / 'custody-ed25519.pub.pem'}, keep the old public key "
-                f"{result['retired_public_key']} published too"
+                i18n.both(
+                    "report.keys.signing_rotated",
+                    old=result["old_key_id"],
+                    new=result["new_key_id"],
+                    index=result["log_index"],
+                    public=config.keys_dir / "custody-ed25519.pub.pem",
+                    retired=result["retired_public_key"],
+                )
             )
         else:
             signing_key = load_or_create_signing_key(config.keys_dir / "custody-ed25519.pem")
@@ -630,12 +655,17 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
             finally:
                 custody.close()
             print(
-                f"密钥加密密钥已轮换 / key-encryption key rotated: {result['old_kek']} -> "
-                f"{result['new_kek']}; rewrapped {result['recordings']} recordings, "
-                f"{result['materials']} materials, {result['faces']} face embeddings, "
-                f"{result['documents']} document revisions, "
-                f"{result['education_records']} education records "
-                f"(custody entry {result['log_index']}); media untouched"
+                i18n.both(
+                    "report.keys.kek_rotated",
+                    old=result["old_kek"],
+                    new=result["new_kek"],
+                    recordings=result["recordings"],
+                    materials=result["materials"],
+                    faces=result["faces"],
+                    documents=result["documents"],
+                    education=result["education_records"],
+                    index=result["log_index"],
+                )
             )
     except (KeyProblem, WitnessRefused, OSError, ValueError) as exc:
         print(i18n.both("cli.error", error=exc), file=sys.stderr)
@@ -689,43 +719,67 @@ def cmd_verifier_eval(args: argparse.Namespace) -> int:
         return 2
     if args.plot:
         plot(report, Path(args.plot))
-    print(f"engine                {spec.name}")
-    print(
-        f"pairs                 {report['pairs']} ({report['same_pairs']} same, "
-        f"{report['different_pairs']} different), {report['images']} images"
+
+    def line(label: str, value: str | None = None, /, **params: Any) -> None:
+        """One row, Chinese then English: ``标签：值 / label: value`` (``value`` a catalog key,
+        else ``params["raw"]`` the same in both languages)."""
+        halves = []
+        for lang in ("zh-CN", "en"):
+            words = i18n.text(value, lang, **params) if value else str(params.get("raw", ""))
+            colon = "：" if lang == "zh-CN" else ": "
+            halves.append(f"{i18n.text(label, lang, **params)}{colon}{words}")
+        print(" / ".join(halves))
+
+    line("report.eval.engine", raw=spec.name)
+    line(
+        "report.eval.pairs",
+        "report.eval.pairs_value",
+        pairs=report["pairs"],
+        same=report["same_pairs"],
+        different=report["different_pairs"],
+        images=report["images"],
     )
-    print(
-        f"detection failures    {report['detect_failures']}"
-        + (f": {', '.join(report['failed_images'])}" if report["failed_images"] else "")
+    line(
+        "report.eval.detect_failures",
+        raw=f"{report['detect_failures']}"
+        + (f" ({', '.join(report['failed_images'])})" if report["failed_images"] else ""),
     )
-    print(
-        f"accuracy              {report['accuracy']:.4f} at the configured threshold "
-        f"{report['threshold']:.3f}"
+    line(
+        "report.eval.accuracy",
+        "report.eval.accuracy_value",
+        accuracy=f"{report['accuracy']:.4f}",
+        threshold=f"{report['threshold']:.3f}",
     )
-    print(
-        f"best threshold        {report['best_threshold']:.4f} "
-        f"(accuracy {report['best_accuracy']:.4f})"
+    line(
+        "report.eval.best_threshold",
+        "report.eval.best_value",
+        threshold=f"{report['best_threshold']:.4f}",
+        accuracy=f"{report['best_accuracy']:.4f}",
     )
     for row in report["tar_at_far"]:
-        print(
-            f"TAR at FAR {row['far']:<6g}     {row['tar']} at threshold {row['threshold']}"
-            + (f"  [{row['note']}]" if row["note"] else "")
+        line(
+            "report.eval.tar_at_far",
+            "report.eval.tar_value",
+            far=f"{row['far']:g}",
+            tar=row["tar"],
+            threshold=str(row["threshold"]) + (f" [{row['note']}]" if row["note"] else ""),
         )
     target = report["threshold_for_target_far"]
-    print(
-        f"threshold for FAR {target['far']:g}: {target['threshold']}"
-        + (f"  [{target['note']}]" if "note" in target else "")
+    line(
+        "report.eval.target",
+        far=f"{target['far']:g}",
+        raw=f"{target['threshold']}" + (f" [{target['note']}]" if "note" in target else ""),
     )
     same, diff = report["same_scores"], report["different_scores"]
-    print(f"same-person scores    min {same['min']}, mean {same['mean']}, sd {same['sd']}")
-    print(f"different-person      max {diff['max']}, mean {diff['mean']}, sd {diff['sd']}")
-    print(f"separation d'         {report['d_prime']}")
+    line("report.eval.same_scores", "report.eval.same_value", **same)
+    line("report.eval.different_scores", "report.eval.different_value", **diff)
+    line("report.eval.d_prime", raw=report["d_prime"])
     hist = report["histogram"]
-    print("cosine from           " + " ".join(f"{b:>4}" for b in hist["from"]))
-    print("  same pairs          " + " ".join(f"{n:>4}" for n in hist["same"]))
-    print("  different pairs     " + " ".join(f"{n:>4}" for n in hist["different"]))
-    print(f"ms per image          {report['ms_per_image']}")
-    print(f"data set sha256       {report['dataset_sha256']} (calibrated_on)")
+    line("report.eval.histogram_from", raw=" ".join(f"{b:>4}" for b in hist["from"]))
+    line("report.eval.histogram_same", raw=" ".join(f"{n:>4}" for n in hist["same"]))
+    line("report.eval.histogram_different", raw=" ".join(f"{n:>4}" for n in hist["different"]))
+    line("report.eval.ms_per_image", raw=report["ms_per_image"])
+    line("report.eval.dataset", raw=f"{report['dataset_sha256']} (calibrated_on)")
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}))
     return 0

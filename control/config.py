@@ -33,7 +33,37 @@ LOG_FORMATS = ("text", "json")  # control/logs.py
 
 
 class ConfigError(ValueError):
-    pass
+    """A setting that stops start-up, in Chinese then English (``中文 / English``), naming the
+    key and the value given; :func:`load_config` adds where the value came from (the file or
+    the environment variable). ``zh`` and ``en`` are the two halves, ``key`` the setting
+    (``section.name``; empty for the file itself)."""
+
+    def __init__(self, zh: str, en: str, *, key: str = "") -> None:
+        self.zh, self.en, self.key = zh, en, key
+        super().__init__(f"{zh} / {en}")
+
+    def within(self, zh: str, en: str) -> ConfigError:
+        """The same error prefixed by where the setting was read (``配置文件 x.toml``)."""
+        return ConfigError(f"{zh}：{self.zh}", f"{en}: {self.en}", key=self.key)
+
+
+def _bad(key: str, zh: str, en: str) -> ConfigError:
+    return ConfigError(f"{key}：{zh}", f"{key}: {en}", key=key)
+
+
+def _between(
+    key: str, value: float, low: float, high: float, zh_unit: str = "", en_unit: str = ""
+) -> None:
+    """Raise naming ``key`` and ``value`` unless ``low <= value <= high``."""
+    if not low <= value <= high:
+        raise _bad(
+            key,
+            f"{value!r} 不在 {low} 到 {high}{zh_unit} 之间",
+            f"{value!r} is not between {low} and {high}{en_unit}",
+        )
+
+
+_S = ("秒", " seconds")
 
 
 class _Section:
@@ -80,23 +110,38 @@ class ServerConfig(_Section):
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"server.port: {self.port} is not a TCP port (0-65535)")
+            raise _bad(
+                "server.port",
+                f"{self.port} 不是 TCP 端口号（0-65535）",
+                f"{self.port} is not a TCP port (0-65535)",
+            )
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("server.tls_cert and server.tls_key must be set together")
+            raise _bad(
+                "server.tls_cert" if self.tls_cert else "server.tls_key",
+                "server.tls_cert 与 server.tls_key 须同时设置",
+                "server.tls_cert and server.tls_key must be set together",
+            )
         for name in ("tls_cert", "tls_key"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
-                raise ConfigError(f"server.{name}: no such file {path!r}")
+                raise _bad(f"server.{name}", f"文件 {path!r} 不存在", f"no such file {path!r}")
         if not 0 <= self.workers <= 64:
-            raise ConfigError("server.workers: 0 (one per core) to 64")
-        if not 1024 <= self.max_message_bytes <= 1 << 20:
-            raise ConfigError("server.max_message_bytes: must be between 1024 and 1048576")
+            raise _bad(
+                "server.workers",
+                f"{self.workers!r} 不在 0（每核一个）到 64 之间",
+                f"{self.workers!r} is not 0 (one per core) to 64",
+            )
+        _between(
+            "server.max_message_bytes", self.max_message_bytes, 1024, 1 << 20, " 字节", " bytes"
+        )
         if self.ws_heartbeat != 0 and not 0.2 <= self.ws_heartbeat <= 300:
-            raise ConfigError("server.ws_heartbeat: 0 (off) or between 0.2 and 300 seconds")
-        if not 0.1 <= self.ws_pong_timeout <= 300:
-            raise ConfigError("server.ws_pong_timeout: must be between 0.1 and 300 seconds")
-        if not 1 <= self.body_timeout <= 3600:
-            raise ConfigError("server.body_timeout: must be between 1 and 3600 seconds")
+            raise _bad(
+                "server.ws_heartbeat",
+                f"{self.ws_heartbeat!r} 应为 0（关闭）或 0.2 到 300 秒之间",
+                f"{self.ws_heartbeat!r} is not 0 (off) or between 0.2 and 300 seconds",
+            )
+        _between("server.ws_pong_timeout", self.ws_pong_timeout, 0.1, 300, *_S)
+        _between("server.body_timeout", self.body_timeout, 1, 3600, *_S)
 
 
 @dataclass(frozen=True)
@@ -123,33 +168,34 @@ class MediaConfig(_Section):
 
     def validate(self) -> None:
         for name in ("connect_timeout", "negotiation_timeout"):
-            if not 0.1 <= getattr(self, name) <= 600:
-                raise ConfigError(f"media.{name}: must be between 0.1 and 600 seconds")
-        if not 0.5 <= self.media_timeout <= 600:
-            raise ConfigError("media.media_timeout: must be between 0.5 and 600 seconds")
-        if not 0 <= self.resume_grace <= 600:
-            raise ConfigError("media.resume_grace: 0 (off) or up to 600 seconds")
-        if not 0 <= self.pli_min_interval <= 10:
-            raise ConfigError("media.pli_min_interval: must be between 0 and 10 seconds")
-        if not 2 <= self.max_participants <= 1000:
-            raise ConfigError("media.max_participants: must be between 2 and 1000")
+            _between(f"media.{name}", getattr(self, name), 0.1, 600, *_S)
+        _between("media.media_timeout", self.media_timeout, 0.5, 600, *_S)
+        _between("media.resume_grace", self.resume_grace, 0, 600, *_S)
+        _between("media.pli_min_interval", self.pli_min_interval, 0, 10, *_S)
+        _between("media.max_participants", self.max_participants, 2, 1000)
         for i, server in enumerate(self.ice_servers):
+            key = f"media.ice_servers[{i}].urls"
             if not server.urls:
-                raise ConfigError(f"media.ice_servers[{i}].urls: at least one URL")
+                raise _bad(key, "至少需要一个 URL", "at least one URL")
             for url in server.urls:
                 if not url.startswith(("stun:", "turn:", "turns:")):
-                    raise ConfigError(f"media.ice_servers[{i}].urls: {url!r} is not stun:/turn:")
+                    raise _bad(key, f"{url!r} 不是 stun:/turn: 地址", f"{url!r} is not stun:/turn:")
             if server.secret and (server.username or server.credential):
-                raise ConfigError(
-                    f"media.ice_servers[{i}]: a secret or a username and credential, not both"
+                raise _bad(
+                    f"media.ice_servers[{i}]",
+                    "secret 与 username/credential 只能二选一",
+                    "a secret or a username and credential, not both",
                 )
-            if not 60 <= server.ttl <= 7 * 86400:
-                raise ConfigError(f"media.ice_servers[{i}].ttl: between 60 s and 7 days")
+            _between(f"media.ice_servers[{i}].ttl", server.ttl, 60, 7 * 86400, *_S)
         for i, address in enumerate(self.host_addresses):
             try:
                 ipaddress.ip_address(address)
             except ValueError:
-                raise ConfigError(f"media.host_addresses[{i}]: {address!r} is not an IP") from None
+                raise _bad(
+                    f"media.host_addresses[{i}]",
+                    f"{address!r} 不是 IP 地址",
+                    f"{address!r} is not an IP",
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -174,9 +220,12 @@ class AuthConfig(_Section):
 
     def validate(self) -> None:
         if not 60 <= self.token_ttl <= 30 * 86400:
-            raise ConfigError("auth.token_ttl: must be between 60 s and 30 days")
-        if not 0.1 <= self.login_delay <= 60:
-            raise ConfigError("auth.login_delay: must be between 0.1 and 60 seconds")
+            raise _bad(
+                "auth.token_ttl",
+                f"{self.token_ttl!r} 不在 60 秒到 30 天之间",
+                f"{self.token_ttl!r} is not between 60 s and 30 days",
+            )
+        _between("auth.login_delay", self.login_delay, 0.1, 60, *_S)
 
 
 @dataclass(frozen=True)
@@ -214,11 +263,17 @@ class CustodyConfig(_Section):
 
     def validate(self) -> None:
         if self.witness not in ("key", "off", "tsa"):
-            raise ConfigError(f"custody.witness: {self.witness!r} is not 'key', 'off' or 'tsa'")
+            raise _bad(
+                "custody.witness",
+                f"{self.witness!r} 不是 'key'、'off' 或 'tsa'",
+                f"{self.witness!r} is not 'key', 'off' or 'tsa'",
+            )
         if self.witness == "tsa":
-            raise ConfigError(
-                "custody.witness: 'tsa' is a documented interface "
-                "(docs/custody.md), not built into this version; use 'key'"
+            raise _bad(
+                "custody.witness",
+                "'tsa' 是已写明的接口（docs/custody.md），本版本未内置；请用 'key'",
+                "'tsa' is a documented interface (docs/custody.md), not built into this "
+                "version; use 'key'",
             )
 
 
@@ -241,16 +296,17 @@ class RecordingConfig(_Section):
     outage_seconds: float = 1.0
 
     def validate(self) -> None:
-        if not 0.5 <= self.segment_seconds <= 60:
-            raise ConfigError("recording.segment_seconds: must be between 0.5 and 60")
-        if not 0.02 <= self.reorder_wait <= 5:
-            raise ConfigError("recording.reorder_wait: must be between 0.02 and 5 seconds")
+        _between("recording.segment_seconds", self.segment_seconds, 0.5, 60, *_S)
+        _between("recording.reorder_wait", self.reorder_wait, 0.02, 5, *_S)
         if not self.reorder_wait < self.outage_seconds <= 60:
-            raise ConfigError(
-                "recording.outage_seconds: must be above recording.reorder_wait and at most 60"
+            raise _bad(
+                "recording.outage_seconds",
+                f"{self.outage_seconds!r} 应大于 recording.reorder_wait（{self.reorder_wait!r}）"
+                "且不超过 60",
+                f"{self.outage_seconds!r} must be above recording.reorder_wait "
+                f"({self.reorder_wait!r}) and at most 60",
             )
-        if not 1 <= self.retention_days <= 36500:
-            raise ConfigError("recording.retention_days: must be between 1 and 36500")
+        _between("recording.retention_days", self.retention_days, 1, 36500, " 天", " days")
 
 
 @dataclass(frozen=True)
@@ -292,38 +348,72 @@ class VerifierConfig(_Section):
 
     def validate(self) -> None:
         if self.engine not in ("default", "pack"):
-            raise ConfigError(f"verifier.engine: {self.engine!r} is not 'default' or 'pack'")
+            raise _bad(
+                "verifier.engine",
+                f"{self.engine!r} 不是 'default' 或 'pack'",
+                f"{self.engine!r} is not 'default' or 'pack'",
+            )
         if self.facenet_runtime not in ("onnxruntime", "opencv"):
-            raise ConfigError(
-                f"verifier.facenet_runtime: {self.facenet_runtime!r} is not "
-                "'onnxruntime' or 'opencv'"
+            raise _bad(
+                "verifier.facenet_runtime",
+                f"{self.facenet_runtime!r} 不是 'onnxruntime' 或 'opencv'",
+                f"{self.facenet_runtime!r} is not 'onnxruntime' or 'opencv'",
             )
         if self.engine == "pack":
             if not self.pack_dir or not Path(self.pack_dir).is_dir():
-                raise ConfigError(f"verifier.pack_dir: {self.pack_dir!r} is not a directory")
+                raise _bad(
+                    "verifier.pack_dir",
+                    f"{self.pack_dir!r} 不是目录",
+                    f"{self.pack_dir!r} is not a directory",
+                )
             if not self.pack_sha256:
-                raise ConfigError("verifier.pack_sha256: pin the SHA-256 of every file of the pack")
+                raise _bad(
+                    "verifier.pack_sha256",
+                    "须写明模型包中每个文件的 SHA-256",
+                    "pin the SHA-256 of every file of the pack",
+                )
             for file_name, digest in self.pack_sha256.items():
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                    raise ConfigError(f"verifier.pack_sha256.{file_name}: not a SHA-256 hex digest")
+                    raise _bad(
+                        f"verifier.pack_sha256.{file_name}",
+                        f"{digest!r} 不是 SHA-256 十六进制摘要",
+                        f"{digest!r} is not a SHA-256 hex digest",
+                    )
         if self.liveness_model:
             if not Path(self.liveness_model).is_file():
-                raise ConfigError(f"verifier.liveness_model: no such file {self.liveness_model!r}")
+                raise _bad(
+                    "verifier.liveness_model",
+                    f"文件 {self.liveness_model!r} 不存在",
+                    f"no such file {self.liveness_model!r}",
+                )
             if len(self.liveness_sha256) != 64 or any(
                 c not in "0123456789abcdef" for c in self.liveness_sha256
             ):
-                raise ConfigError("verifier.liveness_sha256: pin the model's SHA-256 (hex)")
-        if not 0.0 <= self.liveness_threshold <= 1.0:
-            raise ConfigError("verifier.liveness_threshold: a probability, between 0 and 1")
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ConfigError("verifier.threshold: a cosine similarity, between -1 and 1")
-        if not 0.02 <= self.sample_interval <= 60:
-            raise ConfigError("verifier.sample_interval: between 0.02 and 60 seconds")
-        if not 1 <= self.workers <= 64:
-            raise ConfigError("verifier.workers: between 1 and 64")
+                raise _bad(
+                    "verifier.liveness_sha256",
+                    f"{self.liveness_sha256!r}：须写明活体模型的 SHA-256（十六进制）",
+                    f"{self.liveness_sha256!r}: pin the model's SHA-256 (hex)",
+                )
+        _between(
+            "verifier.liveness_threshold",
+            self.liveness_threshold,
+            0.0,
+            1.0,
+            "（概率）",
+            " (a probability)",
+        )
+        _between(
+            "verifier.threshold",
+            self.threshold,
+            -1.0,
+            1.0,
+            "（余弦相似度）",
+            " (a cosine similarity)",
+        )
+        _between("verifier.sample_interval", self.sample_interval, 0.02, 60, *_S)
+        _between("verifier.workers", self.workers, 1, 64)
         for name in ("alert_after", "no_face_after"):
-            if not 0.5 <= getattr(self, name) <= 600:
-                raise ConfigError(f"verifier.{name}: between 0.5 and 600 seconds")
+            _between(f"verifier.{name}", getattr(self, name), 0.5, 600, *_S)
 
 
 @dataclass(frozen=True)
@@ -344,17 +434,12 @@ class MaterialsConfig(_Section):
 
     def validate(self) -> None:
         for name in ("max_image_mb", "max_pdf_mb", "max_video_mb"):
-            if not 1 <= getattr(self, name) <= 4096:
-                raise ConfigError(f"materials.{name}: between 1 and 4096 MiB")
-        if not 0.01 <= self.max_megapixels <= 1000:
-            raise ConfigError("materials.max_megapixels: between 0.01 and 1000")
-        if not 1 <= self.max_pdf_pages <= 100000:
-            raise ConfigError("materials.max_pdf_pages: between 1 and 100000")
-        if not 1 <= self.concurrent_uploads <= 64:
-            raise ConfigError("materials.concurrent_uploads: between 1 and 64")
+            _between(f"materials.{name}", getattr(self, name), 1, 4096, " MiB", " MiB")
+        _between("materials.max_megapixels", self.max_megapixels, 0.01, 1000)
+        _between("materials.max_pdf_pages", self.max_pdf_pages, 1, 100000)
+        _between("materials.concurrent_uploads", self.concurrent_uploads, 1, 64)
         for name in ("max_party_total_mb", "max_case_total_mb"):
-            if not 1 <= getattr(self, name) <= 1 << 30:
-                raise ConfigError(f"materials.{name}: between 1 and {1 << 30} MiB")
+            _between(f"materials.{name}", getattr(self, name), 1, 1 << 30, " MiB", " MiB")
 
 
 @dataclass(frozen=True)
@@ -380,15 +465,25 @@ class DeliveryConfig(_Section):
 
     def validate(self) -> None:
         if self.sms_url and not self.sms_url.startswith(("http://", "https://")):
-            raise ConfigError(f"delivery.sms_url: {self.sms_url!r} is not an http(s) URL")
+            raise _bad(
+                "delivery.sms_url",
+                f"{self.sms_url!r} 不是 http(s) 地址",
+                f"{self.sms_url!r} is not an http(s) URL",
+            )
         if not 1 <= self.smtp_port <= 65535:
-            raise ConfigError("delivery.smtp_port: a TCP port (1-65535)")
+            raise _bad(
+                "delivery.smtp_port",
+                f"{self.smtp_port!r} 不是 TCP 端口号（1-65535）",
+                f"{self.smtp_port!r} is not a TCP port (1-65535)",
+            )
         if self.smtp_host and "@" not in self.smtp_from:
-            raise ConfigError("delivery.smtp_from: an e-mail address, needed with smtp_host")
-        if not 0.5 <= self.timeout <= 120:
-            raise ConfigError("delivery.timeout: between 0.5 and 120 seconds")
-        if not 1 <= self.public_notice_days <= 365:
-            raise ConfigError("delivery.public_notice_days: between 1 and 365")
+            raise _bad(
+                "delivery.smtp_from",
+                f"{self.smtp_from!r} 不是电子邮件地址（设置 smtp_host 时必填）",
+                f"{self.smtp_from!r} is not an e-mail address, needed with smtp_host",
+            )
+        _between("delivery.timeout", self.timeout, 0.5, 120, *_S)
+        _between("delivery.public_notice_days", self.public_notice_days, 1, 365, " 天", " days")
 
 
 @dataclass(frozen=True)
@@ -405,9 +500,8 @@ class DeadlinesConfig(_Section):
         for name in ("calendar", "limits"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
-                raise ConfigError(f"deadlines.{name}: no such file {path!r}")
-        if not 0 <= self.warn_days <= 30:
-            raise ConfigError("deadlines.warn_days: between 0 and 30")
+                raise _bad(f"deadlines.{name}", f"文件 {path!r} 不存在", f"no such file {path!r}")
+        _between("deadlines.warn_days", self.warn_days, 0, 30, " 天", " days")
 
 
 @dataclass(frozen=True)
@@ -424,14 +518,22 @@ class EducationConfig(_Section):
     required_minutes: float = 45.0
 
     def validate(self) -> None:
-        if not 10 <= self.check_interval <= 7200:
-            raise ConfigError("education.check_interval: between 10 and 7200 seconds")
+        _between("education.check_interval", self.check_interval, 10, 7200, *_S)
         if not 5 <= self.check_window <= self.check_interval:
-            raise ConfigError("education.check_window: between 5 s and education.check_interval")
-        if not 1 <= self.verdict_gap <= 600:
-            raise ConfigError("education.verdict_gap: between 1 and 600 seconds")
+            raise _bad(
+                "education.check_window",
+                f"{self.check_window!r} 不在 5 秒到 education.check_interval"
+                f"（{self.check_interval!r}）之间",
+                f"{self.check_window!r} is not between 5 s and education.check_interval "
+                f"({self.check_interval!r})",
+            )
+        _between("education.verdict_gap", self.verdict_gap, 1, 600, *_S)
         if not 0 < self.required_minutes <= 24 * 60:
-            raise ConfigError("education.required_minutes: more than 0, at most 1440")
+            raise _bad(
+                "education.required_minutes",
+                f"{self.required_minutes!r} 应大于 0 且不超过 1440",
+                f"{self.required_minutes!r} must be more than 0, at most 1440",
+            )
 
 
 @dataclass(frozen=True)
@@ -441,9 +543,17 @@ class LogConfig(_Section):
 
     def validate(self) -> None:
         if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"log.level: {self.level!r} is not DEBUG/INFO/WARNING/ERROR")
+            raise _bad(
+                "log.level",
+                f"{self.level!r} 不是 DEBUG/INFO/WARNING/ERROR",
+                f"{self.level!r} is not DEBUG/INFO/WARNING/ERROR",
+            )
         if self.format not in LOG_FORMATS:
-            raise ConfigError(f"log.format: {self.format!r} is not 'text' or 'json'")
+            raise _bad(
+                "log.format",
+                f"{self.format!r} 不是 'text' 或 'json'",
+                f"{self.format!r} is not 'text' or 'json'",
+            )
 
 
 @dataclass(frozen=True)
@@ -498,15 +608,19 @@ class Config:
         from the data, and the witness and checkpoints apart from both."""
         host = self.server.host
         if self.auth.dev_join and not _is_loopback(host):
-            raise ConfigError(
-                f"auth.dev_join: only allowed when server.host is loopback (it is {host!r})"
+            raise _bad(
+                "auth.dev_join",
+                f"仅当 server.host 为本机回环地址时允许（现为 {host!r}）",
+                f"only allowed when server.host is loopback (it is {host!r})",
             )
         data = Path(self.storage.data_dir).resolve()
         keys = Path(self.keys.dir).resolve()
         if keys == data or data in keys.parents:
-            raise ConfigError(
-                f"keys.dir: {self.keys.dir!r} must not be inside storage.data_dir "
-                "(keys are kept apart from the data they protect)"
+            raise _bad(
+                "keys.dir",
+                f"{self.keys.dir!r} 不得位于 storage.data_dir 之内（密钥须与其保护的数据分开存放）",
+                f"{self.keys.dir!r} must not be inside storage.data_dir "
+                "(keys are kept apart from the data they protect)",
             )
         c = self.custody
         for name, where in (
@@ -515,23 +629,29 @@ class Config:
         ):
             where = where.resolve()
             if where in (data, keys) or data in where.parents or keys in where.parents:
-                raise ConfigError(
-                    f"custody.{name}: {str(where)!r} must be outside "
-                    "storage.data_dir and keys.dir (it must survive a copy of "
-                    "them being put back)"
+                raise _bad(
+                    f"custody.{name}",
+                    f"{str(where)!r} 须在 storage.data_dir 与 keys.dir 之外"
+                    "（用备份恢复二者时它须保留）",
+                    f"{str(where)!r} must be outside storage.data_dir and keys.dir "
+                    "(it must survive a copy of them being put back)",
                 )
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
+        raise _bad(
+            where or "config",
+            f"应为表（table），而不是 {type(data).__name__}",
+            f"expected a table, got {type(data).__name__}",
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, raw in data.items():
         name = f"{where}.{key}" if where else key
         if key not in fields:
-            raise ConfigError(f"unknown config key {name!r}")
+            raise ConfigError(f"未知的配置项 {name!r}", f"unknown config key {name!r}", key=name)
         values[key] = _convert(hints[key], raw, name)
     return cls(**values)
 
@@ -543,33 +663,37 @@ def _convert(hint: Any, raw: Any, name: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(raw, list):
-            raise ConfigError(f"{name}: expected a list, got {raw!r}")
+            raise _bad(name, f"应为列表，而不是 {raw!r}", f"expected a list, got {raw!r}")
         return [_convert(item, v, f"{name}[{i}]") for i, v in enumerate(raw)]
     if origin is dict:
         if not isinstance(raw, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
         ):
-            raise ConfigError(f"{name}: expected a table of strings")
+            raise _bad(
+                name, f"应为字符串表，而不是 {raw!r}", f"expected a table of strings, got {raw!r}"
+            )
         return dict(raw)
     if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{name}: unsupported type")  # pragma: no cover - none declared
+        raise _bad(name, "不支持的类型", "unsupported type")  # pragma: no cover - none declared
     if hint is bool:
         if not isinstance(raw, bool):
-            raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+            raise _bad(
+                name, f"应为 true 或 false，而不是 {raw!r}", f"expected true or false, got {raw!r}"
+            )
         return raw
     if hint is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(f"{name}: expected an integer, got {raw!r}")
+            raise _bad(name, f"应为整数，而不是 {raw!r}", f"expected an integer, got {raw!r}")
         return raw
     if hint is float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise ConfigError(f"{name}: expected a number, got {raw!r}")
+            raise _bad(name, f"应为数字，而不是 {raw!r}", f"expected a number, got {raw!r}")
         return float(raw)
     if hint is str:
         if not isinstance(raw, str):
-            raise ConfigError(f"{name}: expected a string, got {raw!r}")
+            raise _bad(name, f"应为字符串，而不是 {raw!r}", f"expected a string, got {raw!r}")
         return raw
-    raise ConfigError(f"{name}: unsupported type {hint}")  # pragma: no cover
+    raise _bad(name, f"不支持的类型 {hint}", f"unsupported type {hint}")  # pragma: no cover
 
 
 def _is_loopback(host: str) -> bool:
@@ -582,7 +706,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+    return {
+        section: {name: value for name, (value, _) in table.items()}
+        for section, table in _env_values(environ).items()
+    }
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, tuple[Any, str]]]:
+    """``{section: {name: (value, variable)}}`` of the ``REMOTECASE_S__K`` variables."""
+    out: dict[str, dict[str, tuple[Any, str]]] = {}
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
@@ -591,8 +723,18 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value
-        out.setdefault(section, {})[name] = parsed
+        out.setdefault(section, {})[name] = (parsed, key)
     return out
+
+
+# Where a setting was read: (中文, English), by "section.name" and by "section".
+_Origins = dict[str, tuple[str, str]]
+
+
+def _origin(key: str, origins: _Origins) -> tuple[str, str] | None:
+    section, _, rest = key.partition(".")
+    name = rest.split(".")[0].split("[")[0]
+    return origins.get(f"{section}.{name}") if name else origins.get(section)
 
 
 def load_config(
@@ -600,23 +742,59 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
-    """Defaults, then the TOML file, then the environment, then ``overrides`` (tests, CLI)."""
+    """Defaults, then the TOML file, then the environment, then ``overrides`` (tests, CLI).
+    A :class:`ConfigError` names the key, the value and where it was read (the file or the
+    environment variable; nothing for a default or an override)."""
     merged: dict[str, dict[str, Any]] = {}
-    layers: list[Mapping[str, Any]] = []
+    layers: list[
+        tuple[Mapping[str, Any], Mapping[str, Mapping[str, str]] | None, tuple[str, str] | None]
+    ] = []
     if path is not None:
+        where = str(path)
         try:
             with open(path, "rb") as fh:
-                layers.append(tomllib.load(fh))
+                data = tomllib.load(fh)
         except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} not found") from None
+            raise ConfigError(
+                f"配置文件 {where!r} 不存在", f"config file {where!r} not found"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
-    layers.append(_env_overrides(os.environ if environ is None else environ))
+            raise ConfigError(
+                f"配置文件 {where!r} 不是有效的 TOML（{exc}）", f"config file {where!r}: {exc}"
+            ) from None
+        layers.append((data, None, (f"配置文件 {where}", f"config file {where}")))
+    env = _env_values(os.environ if environ is None else environ)
+    layers.append(
+        (
+            {s: {k: v for k, (v, _) in t.items()} for s, t in env.items()},
+            {s: {k: var for k, (_, var) in t.items()} for s, t in env.items()},
+            None,
+        )
+    )
     if overrides:
-        layers.append(overrides)
-    for layer in layers:
+        layers.append((overrides, None, None))
+    origins: _Origins = {}
+    for layer, variables, source in layers:
         for section, table in layer.items():
             if not isinstance(table, Mapping):
-                raise ConfigError(f"config section {section!r} must be a table")
+                raise ConfigError(
+                    f"配置节 {section!r} 应为表（table），而不是 {table!r}",
+                    f"config section {section!r} must be a table, got {table!r}",
+                    key=section,
+                )
             merged.setdefault(section, {}).update(table)
-    return typing.cast(Config, _build(Config, merged, ""))
+            for name in table:
+                var = variables[section][name] if variables else None
+                here = (f"环境变量 {var}", f"environment variable {var}") if var else source
+                for key in (f"{section}.{name}", section):
+                    if here is None:
+                        origins.pop(key, None)
+                    else:
+                        origins[key] = here
+    try:
+        return typing.cast(Config, _build(Config, merged, ""))
+    except ConfigError as exc:
+        origin = _origin(exc.key, origins)
+        if origin is None:
+            raise
+        raise exc.within(*origin) from None

@@ -534,6 +534,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (mediation_id, revision)
     )
     """,
+    # readmission (control/sessions/invitations.py): the same device opening its link again
+    # supersedes the call grant given before (not a revocation: revoked_at means removed)
+    """
+    ALTER TABLE call_grants ADD COLUMN superseded_at TEXT;
+    ALTER TABLE call_grants ADD COLUMN superseded_by TEXT
+    """,
 ]
 
 

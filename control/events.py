@@ -42,6 +42,7 @@ from common.tasks import TaskSet
 from mediaserver.protocols import CloseReason, Participant, Room, UpTrack
 from recorder.custody import utc_now
 
+from . import i18n
 from .access import id_value
 from .appkeys import DB
 from .auth import Officer, officer_for
@@ -58,6 +59,13 @@ _CASE_ROOM = re.compile(r"^case-(\d+)-[0-9a-f]+$")
 # Event types reported again and again with nothing new: the fields that make one a change.
 # Everything else (a score, a liveness value) moves with every sample and is not a change.
 CHANGES_ONLY: dict[str, tuple[str, ...]] = {"verification": ("state", "reason")}
+
+
+def _error(request: web.Request, code: str, *, key: str) -> dict[str, str]:
+    """An error on the stream: its code and the catalog's words of ``key`` in the language of
+    the upgrade request's ``Accept-Language`` (zh-CN by default)."""
+    lang = i18n.negotiate(request.headers.get("Accept-Language"))
+    return {"type": "error", "error": code, "message": i18n.text(key, lang)}
 
 
 def case_of_room(room_id: str) -> int | None:
@@ -216,14 +224,7 @@ class EventHub:
         if isinstance(token, str) and len(token) < 200:
             officer = await request.app[DB].run(lambda c: officer_for(c, token))
         if officer is None:
-            await ws.send_json(
-                {
-                    "type": "error",
-                    "error": "unauthorized",
-                    "message": 'first send {"type": "auth", "token": <login token>}'
-                    " with a valid login",
-                }
-            )
+            await ws.send_json(_error(request, "unauthorized", key="events.unauthorized"))
             await ws.close(code=CLOSE_AUTH, message=b"unauthorized")
         return officer
 
@@ -235,18 +236,12 @@ class EventHub:
         except ValueError:
             body = None
         if not isinstance(body, dict) or body.get("type") != "subscribe":
-            await ws.send_json(
-                {
-                    "type": "error",
-                    "error": "bad_request",
-                    "message": 'expected {"type": "subscribe", "case": N or null}',
-                }
-            )
+            await ws.send_json(_error(request, "bad_request", key="events.bad_request"))
             return
         case = body.get("case")
         case_id = None if case is None else id_value(case)
         if case is not None and case_id is None:
-            await ws.send_json({"type": "error", "error": "not_found", "message": "no such case"})
+            await ws.send_json(_error(request, "not_found", key="events.not_found"))
             return
         if case_id is None:
             listener.case = None
@@ -254,9 +249,7 @@ class EventHub:
             chosen = case_id
             found = await request.app[DB].run(lambda c: case_brigade(c, chosen))
             if found is None or not listener.officer.may_touch(found):
-                await ws.send_json(
-                    {"type": "error", "error": "not_found", "message": "no such case"}
-                )
+                await ws.send_json(_error(request, "not_found", key="events.not_found"))
                 return
             self.know_case(chosen, found)
             listener.case = chosen

@@ -353,7 +353,8 @@ def export_recording(
         f"导出时间 {exported_at}，导出人 {actor}，理由：{reason}",
         f"监管日志签名密钥编号 {key_id(custody.public_key)}（public-key.pem）；"
         f"录像封存时的密钥编号 {envelope['tree_head'].get('key_id')}",
-        f"导出前已对照服务器的监管日志完成 {len(findings)} 项检查（明细见下方英文部分）。",
+        f"导出前已对照服务器的监管日志完成 {len(findings)} 项检查：",
+        *[f"  {f.zh_line()}" for f in findings],
         "文件：media/ 下每个文件是一条轨道的原始录制字节，未作改动；composite.mp4 为导出时合成的"
         "观看副本（所有画面并排并附 UTC 时钟，音频混合，经转码），由 package.sig 覆盖。",
         f"录像中缺失或失败的片段：{gaps} 处（明细见下方英文部分，出自 manifest.json）。",

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,16 +66,87 @@ PACKAGE_SIG_FORMAT = "remotecase-package-sig/1"
 SIG_COVERS = ("package.json", "custody/entries.jsonl", "custody/proofs.json")
 
 
+# the checks' names in Chinese; a name with a subject ("file x", "track t segment 3") is
+# translated part by part (_check_zh)
+CHECKS_ZH = {
+    "verification": "校验",
+    "custody log": "托管日志",
+    "signing keys": "签名密钥",
+    "witness": "见证",
+    "manifest": "清单",
+    "manifest hash": "清单哈希",
+    "manifest signature": "清单签名",
+    "seal": "封存",
+    "seal tree head": "封存树头",
+    "tree head": "树头",
+    "data key": "数据密钥",
+    "segments": "片段",
+    "public key": "公钥",
+    "package": "导出包",
+    "package signature": "导出包签名",
+    "custody": "托管",
+    "custody entries": "托管条目",
+    "consistency": "一致性",
+    "checkpoint": "检查点",
+    "export": "导出",
+    "media": "媒体",
+    "recording.json": "recording.json",
+    "completeness": "完整性",
+    "start": "开始",
+    "end": "结束",
+    "segment": "片段",
+    "frames": "帧数",
+    "file": "文件",
+    "track": "轨道",
+    "custody entry": "托管条目",
+}
+_SUBJECT = re.compile(r"(custody entry|file|track|segment|frames)\b")
+
+
+def _check_zh(check: str) -> str:
+    if check in CHECKS_ZH:
+        return CHECKS_ZH[check]
+    return _SUBJECT.sub(lambda m: CHECKS_ZH[m.group(1)], check)
+
+
 @dataclass
 class Finding:
+    """One check's verdict: ``detail`` in English (what tools and tests read), ``zh`` the same
+    in Chinese; printed by the CLI as one line, Chinese first (``通过 封存：… / ok seal: …``),
+    and in the export's REPORT.txt in each language's part. A detail passed through from
+    elsewhere (a custody log problem, a key error) has no ``zh`` of its own: the Chinese half
+    then marks it as English. ``str()`` is the English line (what tools and tests match),
+    :meth:`line` the report's."""
+
     ok: bool
     check: str
     detail: str = ""
+    zh: str = ""
+
+    @property
+    def check_zh(self) -> str:
+        return _check_zh(self.check)
+
+    @property
+    def detail_zh(self) -> str:
+        if self.zh or not self.detail:
+            return self.zh
+        return f"（详见英文）{self.detail}"
 
     def __str__(self) -> str:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.check}" + (
             f": {self.detail}" if self.detail else ""
         )
+
+    def zh_line(self) -> str:
+        """The Chinese line (``通过 封存：…``)."""
+        return f"{'通过' if self.ok else '失败'} {self.check_zh}" + (
+            f"：{self.detail_zh}" if self.detail else ""
+        )
+
+    def line(self) -> str:
+        """The report's line: Chinese first (``通过 封存：… / ok   seal: …``)."""
+        return f"{self.zh_line()} / {self}"
 
 
 def package_sig_message(key: str, covers: dict[str, str]) -> bytes:
@@ -126,16 +198,20 @@ def _run_checks(checks: Sequence[Check], context: Any) -> list[Finding]:
     except _Halt:
         pass
     except Exception as exc:
-        findings.append(Finding(False, "verification", f"could not complete: {exc!r}"))
+        findings.append(
+            Finding(
+                False, "verification", f"could not complete: {exc!r}", zh=f"校验未能完成：{exc!r}"
+            )
+        )
     return findings
 
 
-def _ok(check: str, detail: str = "") -> Finding:
-    return Finding(True, check, detail)
+def _ok(check: str, detail: str = "", zh: str = "") -> Finding:
+    return Finding(True, check, detail, zh)
 
 
-def _fail(check: str, detail: str) -> Finding:
-    return Finding(False, check, detail)
+def _fail(check: str, detail: str, zh: str = "") -> Finding:
+    return Finding(False, check, detail, zh)
 
 
 # -- a stored recording -------------------------------------------------------------------------
@@ -171,12 +247,22 @@ def check_log(c: _Stored) -> Iterator[Finding]:
     for problem in audit.problems:
         yield _fail("custody log", str(problem))
     if not audit.problems:
-        yield _ok("custody log", "every signed tree head verifies and matches the entries")
+        yield _ok(
+            "custody log",
+            "every signed tree head verifies and matches the entries",
+            zh="每个签名树头均验证通过，且与条目相符",
+        )
     chain = audit.chain
     yield _ok(
         "signing keys",
         ", ".join(
             f"heads of sizes {_sizes(audit.heads, start, nxt)} signed by key {kid}"
+            for (start, kid, _), nxt in zip(
+                chain.epochs, [*(e[0] for e in chain.epochs[1:]), None], strict=True
+            )
+        ),
+        zh="，".join(
+            f"大小为 {_sizes(audit.heads, start, nxt)} 的树头由密钥 {kid} 签名"
             for (start, kid, _), nxt in zip(
                 chain.epochs, [*(e[0] for e in chain.epochs[1:]), None], strict=True
             )
@@ -191,6 +277,7 @@ def check_log(c: _Stored) -> Iterator[Finding]:
             "witness",
             f"every head from the first countersigned one on carries witness "
             f"{key_id(c.witness)}'s countersignature",
+            zh=f"自第一个带副署的树头起，每个树头均带有见证密钥 {key_id(c.witness)} 的副署",
         )
     for i, line in enumerate(audit.lines[: audit.signed_size]):
         try:
@@ -207,18 +294,20 @@ def check_manifest_readable(c: _Stored) -> Iterator[Finding]:
         c.manifest = json.loads(c.body)
     except FileNotFoundError as exc:
         yield _fail(
-            "manifest", f"missing {Path(exc.filename).name}: the recording was never sealed"
+            "manifest",
+            f"missing {Path(exc.filename).name}: the recording was never sealed",
+            zh=f"缺少 {Path(exc.filename).name}：该录像从未封存",
         )
         raise _Halt from None
     except ValueError as exc:
-        yield _fail("manifest", f"not JSON: {exc}")
+        yield _fail("manifest", f"not JSON: {exc}", zh=f"不是 JSON：{exc}")
         raise _Halt from None
     c.digest = hashlib.sha256(c.body).hexdigest()
     c.recording_id = c.manifest.get("recording_id", "")
     try:
         c.head = TreeHead.from_json(c.envelope["tree_head"])
     except (KeyError, TypeError, ValueError):
-        yield _fail("seal", "the envelope carries no readable tree head")
+        yield _fail("seal", "the envelope carries no readable tree head", zh="封套中没有可读的树头")
         raise _Halt from None
 
 
@@ -231,7 +320,11 @@ def check_manifest_signature(c: _Stored) -> Iterator[Finding]:
         c.audit.chain, sealing_key_id, sealing_key, c.envelope, c.body, c.manifest
     )
     if c.envelope.get("manifest_sha256") != c.digest:
-        yield _fail("manifest hash", "manifest.json does not hash to the sealed value")
+        yield _fail(
+            "manifest hash",
+            "manifest.json does not hash to the sealed value",
+            zh="manifest.json 的哈希值与封存时的值不符",
+        )
 
 
 def check_seal(c: _Stored) -> Iterator[Finding]:
@@ -243,11 +336,19 @@ def check_seal(c: _Stored) -> Iterator[Finding]:
     _, sealing_key = audit.chain.key_for_size(head.tree_size)
     sealed_index = c.envelope.get("sealed_index")
     if sealing_key is None or not head.verify(sealing_key):
-        yield _fail("seal", "the envelope's tree head signature does not verify")
+        yield _fail(
+            "seal",
+            "the envelope's tree head signature does not verify",
+            zh="封套中树头的签名验证不通过",
+        )
     elif not isinstance(sealed_index, int) or not 0 <= sealed_index < min(
         head.tree_size, len(lines)
     ):
-        yield _fail("seal", f"sealed entry {sealed_index} is not in the log")
+        yield _fail(
+            "seal",
+            f"sealed entry {sealed_index} is not in the log",
+            zh=f"封存条目 {sealed_index} 不在日志中",
+        )
     else:
         sealed = json.loads(lines[sealed_index])
         proof = (
@@ -259,10 +360,16 @@ def check_seal(c: _Stored) -> Iterator[Finding]:
             leaves[sealed_index], sealed_index, head.tree_size, proof, bytes.fromhex(head.root_hash)
         )
         if sealed.get("type") != "recording.sealed" or sealed.get("manifest_sha256") != c.digest:
-            yield _fail("seal", f"log entry {sealed_index} does not seal this manifest")
+            yield _fail(
+                "seal",
+                f"log entry {sealed_index} does not seal this manifest",
+                zh=f"日志条目 {sealed_index} 并未封存此清单",
+            )
         elif not included:
             yield _fail(
-                "seal", f"log entry {sealed_index} is not included under the signed tree head"
+                "seal",
+                f"log entry {sealed_index} is not included under the signed tree head",
+                zh=f"日志条目 {sealed_index} 未包含在签名树头之下",
             )
         elif not audit.has_head(head):
             yield _fail(
@@ -270,17 +377,25 @@ def check_seal(c: _Stored) -> Iterator[Finding]:
                 f"the tree head that sealed this recording (size "
                 f"{head.tree_size}) is not in heads.log: signed heads were "
                 "removed (deleted, emptied or truncated)",
+                zh=f"封存该录像的树头（大小 {head.tree_size}）不在 heads.log 中："
+                "签名树头被删除（删除、清空或截断）",
             )
         else:
             yield _ok(
                 "seal",
                 f"log entry {sealed_index} seals this manifest; included under "
                 f"the tree head of size {head.tree_size} (key {head.key_id})",
+                zh=f"日志条目 {sealed_index} 封存了此清单；包含在大小为 {head.tree_size} "
+                f"的树头之下（密钥 {head.key_id}）",
             )
         if c.witness is not None:
             cosig_problem = verify_cosignature(head, c.witness)
             if cosig_problem:
-                yield _fail("seal", f"the sealing head's witness countersignature: {cosig_problem}")
+                yield _fail(
+                    "seal",
+                    f"the sealing head's witness countersignature: {cosig_problem}",
+                    zh=f"封存树头的见证副署：{cosig_problem}",
+                )
 
 
 def check_bounds(c: _Stored) -> Iterator[Finding]:
@@ -337,6 +452,8 @@ def check_segments(c: _Stored) -> Iterator[Finding]:
                 f"log entry {index} says the media was deleted, but no "
                 "signed tree head covers it: not trusted (appended without "
                 "the key?)",
+                zh=f"日志条目 {index} 称媒体已删除，但没有签名树头覆盖它："
+                "不可信（是否未用密钥追加？）",
             )
     deleted = next(
         (
@@ -351,6 +468,8 @@ def check_segments(c: _Stored) -> Iterator[Finding]:
             "segments",
             f"media deleted under retention (log entry {deleted['index']}, "
             f"{deleted.get('actor')}: {deleted.get('reason')})",
+            zh=f"媒体已按保存期限删除（日志条目 {deleted['index']}，{deleted.get('actor')}："
+            f"{deleted.get('reason')}）",
         )
         return
     listed: set[Path] = set()
@@ -361,23 +480,33 @@ def check_segments(c: _Stored) -> Iterator[Finding]:
         positions = [s.get("segment") for s in segments]
         if positions != list(range(len(segments))):
             failed = True
-            yield _fail(f"track {track_id}", f"segment positions {positions} are not 0..n-1")
+            yield _fail(
+                f"track {track_id}",
+                f"segment positions {positions} are not 0..n-1",
+                zh=f"片段位置 {positions} 不是 0..n-1",
+            )
         for seg in segments:
             problem = _segment_problem(c, track_id, seg, entries_by_index, listed)
             total += 1
             if problem is not None:
                 failed = True
-                yield _fail(f"track {track_id} segment {seg.get('segment')}", problem)
+                yield _fail(f"track {track_id} segment {seg.get('segment')}", *problem)
     if segment_root.exists():
         for path in sorted(segment_root.glob("*/*.seg")):
             if path not in listed:
                 failed = True
-                yield _fail("segments", f"{path.relative_to(recording_dir)} is not in the manifest")
+                yield _fail(
+                    "segments",
+                    f"{path.relative_to(recording_dir)} is not in the manifest",
+                    zh=f"{path.relative_to(recording_dir)} 不在清单中",
+                )
     if not failed:
         yield _ok(
             "segments",
             f"{total} segments present, each matching its logged hash"
             + (" and decrypting at its position" if c.data_key is not None else ""),
+            zh=f"{total} 个片段齐全，每个都与日志记录的哈希值相符"
+            + ("，并可在其位置解密" if c.data_key is not None else ""),
         )
 
 
@@ -387,8 +516,8 @@ def _segment_problem(
     seg: dict[str, Any],
     entries_by_index: dict[int, dict[str, Any]],
     listed: set[Path],
-) -> str | None:
-    """What is wrong with one listed segment, if anything."""
+) -> tuple[str, str] | None:
+    """What is wrong with one listed segment, if anything: (English, 中文)."""
     index: Any = seg.get("segment")
     path = c.recording_dir / "segments" / track_id / f"{index:06d}.seg"
     listed.add(path)
@@ -401,23 +530,34 @@ def _segment_problem(
         or entry.get("sha256_stored") != seg.get("sha256_stored")
         or entry.get("recording") != c.recording_id
     ):
-        return f"the manifest disagrees with custody log entry {seg.get('log_index')}"
+        return (
+            f"the manifest disagrees with custody log entry {seg.get('log_index')}",
+            f"清单与托管日志条目 {seg.get('log_index')} 不符",
+        )
     try:
         stored = path.read_bytes()
     except FileNotFoundError:
-        return f"file {path.relative_to(c.recording_dir)} is missing (removed)"
+        rel = path.relative_to(c.recording_dir)
+        return f"file {rel} is missing (removed)", f"文件 {rel} 缺失（被删除）"
     if hashlib.sha256(stored).hexdigest() != entry["sha256_stored"]:
+        rel = path.relative_to(c.recording_dir)
         return (
-            f"stored bytes of {path.relative_to(c.recording_dir)} differ from what was "
-            "logged when written (altered or swapped)"
+            f"stored bytes of {rel} differ from what was logged when written (altered or swapped)",
+            f"{rel} 存储的字节与写入时记录的不符（被修改或调换）",
         )
     if c.data_key is not None:
         try:
             plain = decrypt_segment(stored, c.data_key, c.recording_id, track_id, index)
         except InvalidTag:
-            return "does not decrypt at this position (moved or altered)"
+            return (
+                "does not decrypt at this position (moved or altered)",
+                "无法在此位置解密（被移动或修改）",
+            )
         if hashlib.sha256(plain).hexdigest() != entry["sha256"]:
-            return "decrypted media differs from the hash logged at capture"
+            return (
+                "decrypted media differs from the hash logged at capture",
+                "解密后的媒体与采集时记录的哈希值不符",
+            )
     return None
 
 
@@ -507,17 +647,27 @@ def check_public_key(c: _Package) -> Iterator[Finding]:
         try:
             public = load_public_key((c.package / "public-key.pem").read_bytes())
         except (FileNotFoundError, KeyProblem) as exc:
-            yield _fail("public key", f"none given and the package's is unusable: {exc}")
+            yield _fail(
+                "public key",
+                f"none given and the package's is unusable: {exc}",
+                zh=f"未给出公钥，导出包中的公钥也不可用：{exc}",
+            )
             raise _Halt from None
         yield _ok(
             "public key",
             f"taken from the package (key id {key_id(public)}): trust it "
             "only if it matches the key the authority published",
+            zh=f"取自导出包本身（密钥编号 {key_id(public)}）："
+            "仅当它与主管机关公布的公钥一致时才可信",
         )
         c.anchors = [public]
     else:
         c.anchors = [public] if isinstance(public, Ed25519PublicKey) else list(public)
-        yield _ok("public key", "key id " + ", ".join(key_id(a) for a in c.anchors))
+        yield _ok(
+            "public key",
+            "key id " + ", ".join(key_id(a) for a in c.anchors),
+            zh="密钥编号 " + "、".join(key_id(a) for a in c.anchors),
+        )
 
 
 def check_package_readable(c: _Package) -> Iterator[Finding]:
@@ -531,7 +681,11 @@ def check_package_readable(c: _Package) -> Iterator[Finding]:
             raise ValueError("package.sig covers nothing")
         c.covers = covers
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        yield _fail("package", f"package.json or package.sig unreadable: {exc}")
+        yield _fail(
+            "package",
+            f"package.json or package.sig unreadable: {exc}",
+            zh=f"package.json 或 package.sig 无法读取：{exc}",
+        )
         raise _Halt from None
     try:
         c.proofs = json.loads((c.package / "custody" / "proofs.json").read_bytes())
@@ -543,7 +697,7 @@ def check_package_readable(c: _Package) -> Iterator[Finding]:
         c.head = TreeHead.from_json(c.proofs["tree_head"])
         c.seal_head = TreeHead.from_json(c.proofs["seal_tree_head"])
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        yield _fail("custody", f"proofs unreadable: {exc}")
+        yield _fail("custody", f"proofs unreadable: {exc}", zh=f"证明无法读取：{exc}")
         raise _Halt from None
     for line in c.lines:
         try:
@@ -575,6 +729,10 @@ def check_signing_keys(c: _Package) -> Iterator[Finding]:
             f"given key ({', '.join(key_id(a) for a in c.anchors)}) nor "
             "linked to one by a signed rotation in the package (made "
             "before a rotation? give the older published key too)",
+            zh=f"导出包由 {chain.describe()} 签名；"
+            f"它不是所给的公钥（{'、'.join(key_id(a) for a in c.anchors)}），"
+            "包中也没有签名的轮换记录将其与所给公钥相连"
+            "（是否在密钥轮换前导出？请同时给出较早公布的公钥）",
         )
 
 
@@ -596,12 +754,18 @@ def check_package_signature(c: _Package) -> Iterator[Finding]:
             package_sig_message(signer_id, c.covers),
         )
     ):
-        yield _ok("package signature", f"key {signer_id}, over package.json and custody/")
+        yield _ok(
+            "package signature",
+            f"key {signer_id}, over package.json and custody/",
+            zh=f"密钥 {signer_id}，覆盖 package.json 与 custody/",
+        )
     else:
         yield _fail(
             "package signature",
             "package.sig does not verify: package.json or custody/ "
             "is not what was signed (edited, or wrong key)",
+            zh="package.sig 验证不通过：package.json 或 custody/ 与签名时不同"
+            "（被修改，或密钥不对）",
         )
 
 
@@ -611,21 +775,31 @@ def check_files(c: _Package) -> Iterator[Finding]:
     for rel in SIG_COVERS:
         path = package / rel
         if rel not in covers:
-            yield _fail(f"file {rel}", "not covered by package.sig")
+            yield _fail(f"file {rel}", "not covered by package.sig", zh="未被 package.sig 覆盖")
         elif not path.is_file():
-            yield _fail(f"file {rel}", "missing")
+            yield _fail(f"file {rel}", "missing", zh="缺失")
         elif sha256_file(path) != covers[rel]:
-            yield _fail(f"file {rel}", "content differs from package.sig (altered)")
+            yield _fail(
+                f"file {rel}",
+                "content differs from package.sig (altered)",
+                zh="内容与 package.sig 不符（被修改）",
+            )
     files: dict[str, str] = c.listing.get("files", {})
     for rel, expected in sorted(files.items()):
         path = package / rel
         if not path.is_file():
-            yield _fail(f"file {rel}", "missing")
+            yield _fail(f"file {rel}", "missing", zh="缺失")
         elif sha256_file(path) != expected:
-            yield _fail(f"file {rel}", "content differs from package.json (altered)")
+            yield _fail(
+                f"file {rel}",
+                "content differs from package.json (altered)",
+                zh="内容与 package.json 不符（被修改）",
+            )
     present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
     for rel in sorted(present - set(files) - set(covers) - {"package.sig"}):
-        yield _fail(f"file {rel}", "not listed in package.json (added)")
+        yield _fail(
+            f"file {rel}", "not listed in package.json (added)", zh="未列入 package.json（被添加）"
+        )
 
 
 def check_tree_heads(c: _Package) -> Iterator[Finding]:
@@ -635,12 +809,24 @@ def check_tree_heads(c: _Package) -> Iterator[Finding]:
     export_key_id, _ = chain.key_for_size(head.tree_size)
     export_pub = chain.public(head.key_id)
     if export_pub is None or head.key_id != export_key_id or not head.verify(export_pub):
-        yield _fail("tree head", f"signature does not verify (key {head.key_id})")
+        yield _fail(
+            "tree head",
+            f"signature does not verify (key {head.key_id})",
+            zh=f"签名验证不通过（密钥 {head.key_id}）",
+        )
     else:
-        yield _ok("tree head", f"size {head.tree_size}, signed by key {head.key_id}")
+        yield _ok(
+            "tree head",
+            f"size {head.tree_size}, signed by key {head.key_id}",
+            zh=f"大小 {head.tree_size}，由密钥 {head.key_id} 签名",
+        )
     seal_key_id, seal_pub = chain.key_for_size(seal_head.tree_size)
     if seal_pub is None or seal_head.key_id != seal_key_id or not seal_head.verify(seal_pub):
-        yield _fail("seal tree head", f"signature does not verify (key {seal_head.key_id})")
+        yield _fail(
+            "seal tree head",
+            f"signature does not verify (key {seal_head.key_id})",
+            zh=f"签名验证不通过（密钥 {seal_head.key_id}）",
+        )
 
 
 def check_package_witness(c: _Package) -> Iterator[Finding]:
@@ -652,13 +838,19 @@ def check_package_witness(c: _Package) -> Iterator[Finding]:
         cosig_problem = verify_cosignature(witnessed, c.witness)
         if cosig_problem:
             failed = True
-            yield _fail("witness", f"the {name}'s countersignature: {cosig_problem}")
+            yield _fail(
+                "witness",
+                f"the {name}'s countersignature: {cosig_problem}",
+                zh=f"{name} 的见证副署：{cosig_problem}",
+            )
     if not failed:
         yield _ok(
             "witness",
             f"both heads countersigned by witness {key_id(c.witness)}: "
             "consistent with every head it countersigned, every published "
             "checkpoint included",
+            zh=f"两个树头均由见证密钥 {key_id(c.witness)} 副署：与其副署过的每个树头一致，"
+            "已含所有公布的检查点",
         )
 
 
@@ -672,6 +864,8 @@ def check_checkpoints(c: _Package) -> Iterator[Finding]:
                 f"the checkpoint of size {checkpoint.tree_size} has "
                 "another root than the package's head of that size: a "
                 "forked history",
+                zh=f"大小为 {checkpoint.tree_size} 的检查点与导出包中同样大小的树头根值不同："
+                "历史已分叉",
             )
         elif not same:
             yield _ok(
@@ -679,6 +873,7 @@ def check_checkpoints(c: _Package) -> Iterator[Finding]:
                 f"size {checkpoint.tree_size}: compared through the "
                 "witness countersignatures (a package holds proofs only "
                 "between its own heads)",
+                zh=f"大小 {checkpoint.tree_size}：经见证副署比对（导出包只含其自身树头之间的证明）",
             )
 
 
@@ -700,12 +895,15 @@ def check_consistency(c: _Package) -> Iterator[Finding]:
             f"the log at sealing (size {seal_head.tree_size}) is a prefix "
             f"of the log at export (size {head.tree_size}): no fork, no "
             "rewrite",
+            zh=f"封存时的日志（大小 {seal_head.tree_size}）是导出时日志（大小 {head.tree_size}）"
+            "的前缀：无分叉，无改写",
         )
     else:
         yield _fail(
             "consistency",
             "the log at export does not extend the log that sealed the "
             "recording (forked or rewritten)",
+            zh="导出时的日志并未延续封存该录像时的日志（分叉或被改写）",
         )
 
 
@@ -715,7 +913,11 @@ def check_custody_entries(c: _Package) -> Iterator[Finding]:
     bad_entries = 0
     for line, entry in c.parsed:
         if entry is None:
-            yield _fail("custody entries", "an entry is not JSON with an index")
+            yield _fail(
+                "custody entries",
+                "an entry is not JSON with an index",
+                zh="有条目不是带编号的 JSON",
+            )
             bad_entries += 1
             continue
         index = int(entry["index"])
@@ -723,6 +925,7 @@ def check_custody_entries(c: _Package) -> Iterator[Finding]:
             yield _fail(
                 f"custody entry {index}",
                 "not included under the signed tree head (altered, or proof wrong)",
+                zh="未包含在签名树头之下（被修改，或证明有误）",
             )
             bad_entries += 1
             continue
@@ -736,12 +939,21 @@ def check_custody_entries(c: _Package) -> Iterator[Finding]:
                 yield _fail(
                     f"custody entry {index_text}",
                     f"the {kind} entry proofs.json lists is missing from entries.jsonl (removed)",
+                    zh=f"proofs.json 列出的 {kind} 条目在 entries.jsonl 中缺失（被删除）",
                 )
                 bad_entries += 1
     else:
-        yield _fail("custody entries", "proofs.json does not list the package's entries")
+        yield _fail(
+            "custody entries",
+            "proofs.json does not list the package's entries",
+            zh="proofs.json 未列出导出包的条目",
+        )
     if c.lines and not bad_entries:
-        yield _ok("custody entries", f"{len(c.entries)} entries included under the tree head")
+        yield _ok(
+            "custody entries",
+            f"{len(c.entries)} entries included under the tree head",
+            zh=f"{len(c.entries)} 个条目均包含在树头之下",
+        )
 
 
 def check_package_seal(c: _Package) -> Iterator[Finding]:
@@ -754,7 +966,7 @@ def check_package_seal(c: _Package) -> Iterator[Finding]:
         c.manifest = manifest = json.loads(body)
         envelope = json.loads((c.package / "manifest.sig.json").read_bytes())
     except (FileNotFoundError, ValueError) as exc:
-        yield _fail("manifest", f"unreadable: {exc}")
+        yield _fail("manifest", f"unreadable: {exc}", zh=f"无法读取：{exc}")
         raise _Halt from None
     digest = hashlib.sha256(body).hexdigest()
     seal_key_id, seal_pub = c.chain.key_for_size(seal_head.tree_size)
@@ -775,17 +987,28 @@ def check_package_seal(c: _Package) -> Iterator[Finding]:
             "proofs.json's seal tree head is not the one in manifest.sig.json "
             f"(proofs say size {seal_head.tree_size}, the envelope "
             f"{envelope_head.tree_size if envelope_head else '?'})",
+            zh=f"proofs.json 中的封存树头与 manifest.sig.json 中的不同（证明为大小 "
+            f"{seal_head.tree_size}，封套为 "
+            f"{envelope_head.tree_size if envelope_head else '?'}）",
         )
     elif not isinstance(sealed_index, int) or sealed_index >= seal_head.tree_size:
-        yield _fail("seal", f"the sealing entry {sealed_index} is not under the sealing head")
+        yield _fail(
+            "seal",
+            f"the sealing entry {sealed_index} is not under the sealing head",
+            zh=f"封存条目 {sealed_index} 不在封存树头之下",
+        )
     elif sealed.get("type") == "recording.sealed" and sealed.get("manifest_sha256") == digest:
         yield _ok(
             "seal",
             f"log entry {sealed_index} seals this manifest, under the head of "
             f"size {seal_head.tree_size} (key {seal_head.key_id})",
+            zh=f"日志条目 {sealed_index} 封存了此清单，位于大小为 {seal_head.tree_size} "
+            f"的树头之下（密钥 {seal_head.key_id}）",
         )
     else:
-        yield _fail("seal", "no included log entry seals this manifest")
+        yield _fail(
+            "seal", "no included log entry seals this manifest", zh="没有已包含的日志条目封存此清单"
+        )
     yield from _bounds(manifest, c.entries, str(manifest.get("recording_id", "")))
 
 
@@ -800,9 +1023,15 @@ def check_export(c: _Package) -> Iterator[Finding]:
             "export",
             f"log entry {c.proofs['export_index']} records this package "
             f"({exported.get('actor')}: {exported.get('reason')})",
+            zh=f"日志条目 {c.proofs['export_index']} 记录了本导出包（{exported.get('actor')}："
+            f"{exported.get('reason')}）",
         )
     else:
-        yield _fail("export", "no included log entry records this package.json")
+        yield _fail(
+            "export",
+            "no included log entry records this package.json",
+            zh="没有已包含的日志条目记录此 package.json",
+        )
 
 
 def check_media(c: _Package) -> Iterator[Finding]:
@@ -824,7 +1053,11 @@ def check_media(c: _Package) -> Iterator[Finding]:
         media_rel = media.get(track_id)
         if media_rel is None or not (package / media_rel).is_file():
             failed = True
-            yield _fail(f"track {track_id}", "its media file is missing from the package")
+            yield _fail(
+                f"track {track_id}",
+                "its media file is missing from the package",
+                zh="其媒体文件在导出包中缺失",
+            )
             continue
         data = (package / media_rel).read_bytes()
         offset = 0
@@ -838,6 +1071,7 @@ def check_media(c: _Package) -> Iterator[Finding]:
                 yield _fail(
                     f"track {track_id} segment {seg.get('segment')}",
                     f"its segment.written entry {seg.get('log_index')} is not in the package",
+                    zh=f"其 segment.written 条目 {seg.get('log_index')} 不在导出包中",
                 )
             elif digest_part != seg.get("sha256") or digest_part != logged.get("sha256"):
                 failed = True
@@ -845,6 +1079,8 @@ def check_media(c: _Package) -> Iterator[Finding]:
                     f"track {track_id} segment {seg.get('segment')}",
                     f"bytes {offset - len(part)}..{offset} of {media_rel} differ from "
                     "the hash logged when the segment was written",
+                    zh=f"{media_rel} 的第 {offset - len(part)}..{offset} "
+                    "字节与写入片段时记录的哈希值不符",
                 )
             else:
                 checked += 1
@@ -853,9 +1089,14 @@ def check_media(c: _Package) -> Iterator[Finding]:
             yield _fail(
                 f"track {track_id}",
                 f"{media_rel} is {len(data)} bytes, the segments add up to {offset}",
+                zh=f"{media_rel} 为 {len(data)} 字节，片段合计 {offset} 字节",
             )
     if checked and not failed:
-        yield _ok("media", f"{checked} segments re-hash to their values logged at capture")
+        yield _ok(
+            "media",
+            f"{checked} segments re-hash to their values logged at capture",
+            zh=f"{checked} 个片段重新计算的哈希值与采集时记录的值相符",
+        )
 
 
 PACKAGE_CHECKS: tuple[Check, ...] = (
@@ -925,6 +1166,7 @@ def _manifest_signature(
                     "manifest signature",
                     f"{where} names signing key {value}, but key "
                     f"{sealing_key_id} signed the sealing tree head",
+                    zh=f"{where} 写明的签名密钥为 {value}，但签署封存树头的是密钥 {sealing_key_id}",
                 )
             )
     how = (
@@ -938,6 +1180,7 @@ def _manifest_signature(
                 False,
                 "manifest signature",
                 "manifest.json is not what was signed (edited, or wrong key)",
+                zh="manifest.json 与签名时不同（被修改，或密钥不对）",
             )
         )
     else:
@@ -951,6 +1194,13 @@ def _manifest_signature(
                     if how == "context"
                     else ", signed without a context string (recordings sealed "
                     "before manifests had one; nothing else is signed bare)"
+                ),
+                zh=f"密钥 {sealing_key_id}"
+                + (
+                    ""
+                    if how == "context"
+                    else "，签名时未带上下文字符串（清单带上下文之前封存的录像；"
+                    "此外没有任何内容不带上下文签名）"
                 ),
             )
         )
@@ -969,13 +1219,20 @@ def _bounds(
         if index is None:
             if kind == "recording.started" and manifest.get("status") == "incomplete":
                 continue  # a recovered recording whose start entry was never logged
-            yield (Finding(False, kind, f"the manifest names no {kind} entry"))
+            yield (
+                Finding(
+                    False, kind, f"the manifest names no {kind} entry", zh=f"清单中没有 {kind} 条目"
+                )
+            )
             continue
         entry = trusted.get(index) if isinstance(index, int) else None
         if entry is None:
             yield (
                 Finding(
-                    False, kind, f"log entry {index} is missing or not under a signed tree head"
+                    False,
+                    kind,
+                    f"log entry {index} is missing or not under a signed tree head",
+                    zh=f"日志条目 {index} 缺失或不在签名树头之下",
                 )
             )
         elif entry.get("type") != kind or entry.get("recording") != recording_id:
@@ -986,12 +1243,17 @@ def _bounds(
                     f"log entry {index} is a {entry.get('type')} "
                     f"of {entry.get('recording')}, not this "
                     f"recording's {kind}",
+                    zh=f"日志条目 {index} 是 {entry.get('recording')} 的 {entry.get('type')}，"
+                    f"而非本录像的 {kind}",
                 )
             )
         else:
             yield (
                 Finding(
-                    True, kind, f"log entry {index} ({entry.get('actor')}, {entry.get('time')})"
+                    True,
+                    kind,
+                    f"log entry {index} ({entry.get('actor')}, {entry.get('time')})",
+                    zh=f"日志条目 {index}（{entry.get('actor')}，{entry.get('time')}）",
                 )
             )
 
@@ -1005,29 +1267,37 @@ def _metadata(
 ) -> dict[str, Any] | None:
     """recording.json against the manifest and the log; returns it when readable."""
 
-    def fail(detail: str) -> None:
-        findings.append(Finding(False, "recording.json", detail))
+    def fail(detail: str, zh: str) -> None:
+        findings.append(Finding(False, "recording.json", detail, zh))
 
     try:
         meta: dict[str, Any] = json.loads((recording_dir / "recording.json").read_bytes())
     except FileNotFoundError:
-        fail("missing")
+        fail("missing", "缺失")
         return None
     except ValueError as exc:
-        fail(f"not JSON: {exc}")
+        fail(f"not JSON: {exc}", f"不是 JSON：{exc}")
         return None
     before = len([f for f in findings if not f.ok])
     for name in ("recording_id", "case", "room", "started_at", "started_by"):
         if name in manifest and meta.get(name) != manifest.get(name):
-            fail(f"{name} is {meta.get(name)!r}, the sealed manifest says {manifest.get(name)!r}")
+            fail(
+                f"{name} is {meta.get(name)!r}, the sealed manifest says {manifest.get(name)!r}",
+                f"{name} 为 {meta.get(name)!r}，封存的清单写的是 {manifest.get(name)!r}",
+            )
     mine = [e for _, e in sorted(trusted.items()) if e.get("recording") == recording_id]
     deleted = any(e.get("type") == "recording.deleted" for e in mine)
     state = meta.get("state")
     if state not in ("sealed", "deleted"):
-        fail(f"state is {state!r}, but the recording is sealed")
+        fail(
+            f"state is {state!r}, but the recording is sealed",
+            f"状态为 {state!r}，但该录像已封存",
+        )
     elif (state == "deleted") != deleted:
         fail(
-            f"state is {state!r}, but the log {'does' if deleted else 'does not'} record a deletion"
+            f"state is {state!r}, but the log {'does' if deleted else 'does not'} record a "
+            "deletion",
+            f"状态为 {state!r}，但日志{'记录了' if deleted else '没有记录'}删除",
         )
     started = next((e for e in mine if e.get("type") == "recording.started"), None)
     retain = started.get("retain_until") if started else None
@@ -1041,12 +1311,16 @@ def _metadata(
         ):
             fail(
                 f"log entry {entry['index']} deleted the media on "
-                f"{str(entry.get('time'))[:10]}, while it was retained until {retain}"
+                f"{str(entry.get('time'))[:10]}, while it was retained until {retain}",
+                f"日志条目 {entry['index']} 于 {str(entry.get('time'))[:10]} 删除了媒体，"
+                f"而其保存期限至 {retain}",
             )
     if retain is not None and meta.get("retain_until") != retain:
         fail(
             f"retain_until is {meta.get('retain_until')!r}, the log says {retain!r} (changed "
-            "outside the custody log)"
+            "outside the custody log)",
+            f"retain_until 为 {meta.get('retain_until')!r}，日志写的是 {retain!r}"
+            "（在托管日志之外被修改）",
         )
     sealed_key = manifest.get("key") or {}
     key = meta.get("key") or {}
@@ -1069,7 +1343,10 @@ def _metadata(
         "kek_fingerprint": key.get("kek_fingerprint"),
         "wrapped_data_key": key.get("wrapped_data_key"),
     } not in allowed:
-        fail("its wrapped data key is neither the sealed one nor one a logged KEK rotation wrote")
+        fail(
+            "its wrapped data key is neither the sealed one nor one a logged KEK rotation wrote",
+            "其加密的数据密钥既不是封存时的，也不是日志记录的密钥加密密钥轮换所写的",
+        )
     if len([f for f in findings if not f.ok]) == before:
         findings.append(
             Finding(
@@ -1078,6 +1355,8 @@ def _metadata(
                 f"state {state}, retained until "
                 f"{meta.get('retain_until')}, data key under KEK "
                 f"{key.get('kek_fingerprint')}, as the log says",
+                zh=f"状态 {state}，保存至 {meta.get('retain_until')}，数据密钥由密钥加密密钥 "
+                f"{key.get('kek_fingerprint')} 加密，与日志相符",
             )
         )
     return meta
@@ -1138,6 +1417,7 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                 True,
                 "completeness",
                 "complete; " + (f"{len(gaps)} gap(s) listed below" if gaps else "no gaps"),
+                zh="完整；" + (f"下列 {len(gaps)} 处缺口" if gaps else "无缺口"),
             )
         )
     else:
@@ -1147,6 +1427,7 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                 "completeness",
                 f"INCOMPLETE (status {manifest.get('status')}): "
                 f"{manifest.get('note') or 'no note'}",
+                zh=f"不完整（状态 {manifest.get('status')}）：{manifest.get('note') or '无说明'}",
             )
         )
     for track in tracks:
@@ -1160,6 +1441,7 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                     f"track {track_id}",
                     f"FAILED at {failure.get('time')}: "
                     f"{failure.get('error')}; recorded up to then only",
+                    zh=f"于 {failure.get('time')} 失败：{failure.get('error')}；仅录至该时刻",
                 )
             )
         forwarded, recorded = track.get("forwarded_frames"), track.get("frames")
@@ -1177,6 +1459,7 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                     False,
                     f"track {track_id} frames",
                     f"the manifest says {recorded} recorded, its segments hold {in_segments}",
+                    zh=f"清单记录 {recorded} 帧，其片段含 {in_segments} 帧",
                 )
             )
         elif recorded + in_gaps + late + cut != forwarded:
@@ -1187,6 +1470,9 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                     f"{forwarded} forwarded but {recorded} recorded + {in_gaps} in "
                     f"gaps + {late} late + {cut} cut off: "
                     f"{forwarded - recorded - in_gaps - late - cut} unaccounted for",
+                    zh=f"SFU 转发 {forwarded} 帧，但录制 {recorded} + 缺口中 {in_gaps} + 迟到 "
+                    f"{late} + 截断 {cut}：{forwarded - recorded - in_gaps - late - cut} "
+                    "帧无法解释",
                 )
             )
         else:
@@ -1201,6 +1487,11 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                     + (f", {late} late" if late else "")
                     + (f", {cut} cut off at the end" if cut else "")
                     + (f"; gaps: {detail} ({seconds:.1f} s)" if mine else ""),
+                    zh=f"SFU 转发 {forwarded} 帧，录制 {recorded} 帧"
+                    + (f"，缺口中 {in_gaps} 帧" if in_gaps else "")
+                    + (f"，迟到 {late} 帧" if late else "")
+                    + (f"，结尾截断 {cut} 帧" if cut else "")
+                    + (f"；缺口：{detail}（{seconds:.1f} 秒）" if mine else ""),
                 )
             )
     return out

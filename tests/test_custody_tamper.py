@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.hashing import canonical
+from control import i18n
 from recorder import merkle
 from recorder.custody import CustodyLog, TreeHead
 from recorder.keys import (
@@ -344,6 +345,16 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+def _chinese_first(out: str) -> None:
+    """Every line of the report: Chinese, then `` / ``, then the same in English."""
+    for line in out.strip().splitlines():
+        halves = i18n.split(line)
+        assert halves is not None, line
+        zh, en = halves
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in zh.split("：")[0]), line
+        assert en.isascii(), line
+
+
 async def test_the_cli_needs_a_key_and_checks_checkpoints(site: Site) -> None:
     env = site.config_env()
     code, _, err = await _cli(str(site.recording), env=env)
@@ -363,11 +374,14 @@ async def test_the_cli_needs_a_key_and_checks_checkpoints(site: Site) -> None:
         env=env,
     )
     assert code == 0, out + err
-    assert out.startswith("public key: key id ") and "0 failed" in out
+    assert out.startswith("公钥：密钥编号 ") and "public key: key id " in out
+    assert "0 项失败 / " in out and "0 failed" in out
+    _chinese_first(out)
     code, out, err = await _cli(
         str(site.package), "--public-key", public, "--witness-key", witness, env=env
     )
     assert code == 0, out + err
+    _chinese_first(out)
     # rolled back: the CLI with the published checkpoints says so
     size = load(site.recording / "manifest.sig.json")["tree_head"]["tree_size"]
     write_lines(site.custody / "entries.log", lines(site.custody / "entries.log")[:size])

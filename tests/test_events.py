@@ -41,6 +41,12 @@ async def test_event_stream_reports_the_session_to_officers_who_may_see_it(tmp_p
                     assert (await ws.receive_json())["error"] == "unauthorized"
                     assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE
                     assert ws.close_code == 4001
+            # the error's words: Chinese by default, the upgrade request's language if asked
+            for headers, words in (({}, "请先发送"), ({"Accept-Language": "en"}, "first send")):
+                async with http.ws_connect(url, headers=headers) as ws:
+                    await ws.send_json({"type": "hello"})
+                    error = await ws.receive_json()
+                    assert error["error"] == "unauthorized" and error["message"].startswith(words)
 
             streams = {}
             for name, token in (("li", li), ("wu", wu), ("zhao", zhao)):
@@ -54,7 +60,8 @@ async def test_event_stream_reports_the_session_to_officers_who_may_see_it(tmp_p
             )
             cid = case["id"]
             await streams["wu"].send_json({"type": "subscribe", "case": cid})
-            assert (await streams["wu"].receive_json())["error"] == "not_found"
+            error = await streams["wu"].receive_json()
+            assert error["error"] == "not_found" and error["message"].startswith("没有该案件")
             await streams["li"].send_json({"type": "subscribe", "case": cid})
             assert (await streams["li"].receive_json()) == {"type": "subscribed", "case": cid}
             await streams["li"].send_json({"type": "dance"})

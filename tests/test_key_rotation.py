@@ -76,6 +76,7 @@ async def test_signing_rotation_chains_and_both_recordings_verify(site: Site) ->
     new_public = site.public
     new_id = key_id(new_public)
     assert new_id != old_id and f"{old_id} -> {new_id}" in out
+    assert out.startswith("签名密钥已轮换：") and " / signing key rotated: " in out
     assert (site.keys / f"custody-ed25519.{old_id}.pub.pem").exists()
     assert not (site.keys / "custody-ed25519.pem.next").exists()
     assert os.stat(site.keys / "custody-ed25519.pem").st_mode & 0o777 == 0o600

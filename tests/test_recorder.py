@@ -324,6 +324,8 @@ async def test_export_package_verifies_offline_and_names_any_change(
     # Chinese first, then the same in English
     assert report.startswith("remotecase 录像导出包") and "理由：court request 17" in report
     assert report.index("---- English ----") < report.index("remotecase export of recording")
+    chinese = report[: report.index("---- English ----")]
+    assert "  通过 封存：日志条目 " in chinese and "FAIL" not in chinese  # the checks, in Chinese
 
     # the command-line verifier agrees, with only the package and the public key
     verify = await asyncio.create_subprocess_exec(

@@ -603,6 +603,13 @@ async def test_eval_reports_accuracy_far_support_and_plots(tmp_path: Path) -> No
     assert report["same_scores"]["min"] > report["different_scores"]["max"]
     assert not report["tar_at_far"][0]["supported"]
     assert "cannot support FAR 0.01" in out.decode()
+    # the report's lines: Chinese, then the same in English
+    rows = out.decode().strip().splitlines()[:-1]
+    assert rows[0].startswith("引擎：") and " / engine: " in rows[0]
+    assert any(r.startswith("准确率：1.0000（配置的阈值 ") for r in rows)
+    for row in rows:
+        zh, en = row.split(" / ", 1)
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in zh) and en.isascii(), row
     assert len(report["dataset_sha256"]) == 64
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,8 @@ Device binding: the party's page sends a random secret it keeps (``device``, kep
 browser's storage) with its redemption; its hash is stored with the invitation. Opening the
 link again later with the same secret, while the session it was first used for is open and the
 link valid, admits the party again (a new grant, audited ``invitation.readmitted``; the SFU
-replaces the old connection of the same participant). Without the secret, from another device,
+replaces the old connection of the same participant, and the grant given before is superseded:
+its token joins no more, 4003 ``superseded``). Without the secret, from another device,
 the link is used as before (410 ``used``). A party the officer removed is not readmitted.
 """
 
@@ -212,13 +213,20 @@ def _readmit(conn: sqlite3.Connection, row: sqlite3.Row, ttl: int) -> Redemption
     party = conn.execute("SELECT * FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
     consents = {k: bool(v) for k, v in json.loads(party["consent"] or "{}").items()}
     grant = issue_grant(conn, session["id"], participant, "party", ttl, invitation_id=row["id"])
+    # the grant given before (to the page before the reload, or to another tab of the device)
+    # stops being accepted: one live admission per link
+    superseded = conn.execute(
+        "UPDATE call_grants SET superseded_at = ?, superseded_by = ? WHERE invitation_id = ? "
+        "AND id != ? AND superseded_at IS NULL AND revoked_at IS NULL",
+        (now_iso(), grant, row["id"], grant),
+    ).rowcount
     audit(
         conn,
         f"party:{party['id']}",
         "invitation.readmitted",
         f"invitation:{row['id']}",
         row["case_id"],
-        "the same device opened the link again",
+        f"the same device opened the link again; {superseded} earlier grant(s) superseded",
         room=session["room"],
     )
     return Redemption(

@@ -149,7 +149,14 @@
 
   con.part({
     name: "calendar",
-    async view(name) { visible = name === "calendar"; if (visible) await load(); },
+    // opened again: the case too is read again, so a booking the party made from its page
+    // since shows as the case's (with its name), not as some other case's
+    async view(name) {
+      visible = name === "calendar";
+      if (!visible) return;
+      if (con.caseId) await con.reload();
+      await load();
+    },
     async caseOpened() { moving = null; if (visible) render(); },
     lang() { if (visible) render(); },
   });

@@ -467,10 +467,22 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
   }
   con.loadAudit = loadAudit;
 
+  // who did it, in words: "officer:li" is 民警 li, "party:3" the party's name
+  function actorText(actor) {
+    const [kind, ...rest] = String(actor).split(":");
+    const who = rest.join(":");
+    if (kind === "party") {
+      const party = ((con.case && con.case.parties) || []).find((p) => String(p.id) === who);
+      return t("audit.actor.party", { name: party ? party.name : `#${who}` });
+    }
+    return I18N.has(`audit.actor.${kind}`) ? t(`audit.actor.${kind}`, { name: who }) : actor;
+  }
+
   function renderAudit() {
     $("audit").replaceChildren(...(con.audit || []).slice(-12).reverse().map((a) => {
       const action = I18N.has(`audit.${a.action}`) ? t(`audit.${a.action}`) : a.action;
-      return el("li", { "data-action": a.action }, `${I18N.time(a.time)} ${a.actor} ${action}`,
+      return el("li", { "data-action": a.action, "data-actor": a.actor },
+        `${I18N.time(a.time)} ${actorText(a.actor)} ${action}`,
         a.reason ? el("span", { class: "muted", text: ` — ${a.reason}` }) : null);
     }));
   }

@@ -1,0 +1,189 @@
+"""The party page's front/back camera switch in Debian's Chromium, on a phone-sized page.
+
+Chromium's fake capture gives several cameras with ``--use-fake-device-for-media-stream=
+device-count=N`` (a ``--use-file-for-fake-video-capture`` would replace them by one). Their
+formats differ: ``fake_device_0`` is I420, ``fake_device_1`` Y16 (a depth camera, which the
+video encoder does not take: a track of it sends no frame), ``fake_device_2`` MJPEG; so three
+are made and the "back" camera is the third. They name no facing mode, which a phone's cameras
+do: an init script maps the page's ``facingMode`` constraint to the fake camera a phone would
+open (``user``: the first, ``environment``: the third) and leaves every other call to
+Chromium. Checked: the
+switch is offered, the published track changes device on the same sender, the officer (a real
+aiortc client) keeps receiving the party's video on the same track of the SFU, no error is
+shown, and the page does not overflow at 360 px.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from tests.conftest import (
+    Api,
+    Server,
+    case_with_party,
+    make_config,
+    officer_login,
+    start_server,
+    wait_until,
+)
+from tests.test_browser import CHROMIUM
+from tests.test_browser_party import (
+    DISABLED,
+    PATIENCE,
+    PHONE,
+    Shots,
+    invite,
+    new_page,
+    no_overflow,
+    phase,
+    until,
+)
+
+pytestmark = pytest.mark.browser
+
+# a phone's cameras say which way they face; Chromium's fake ones do not
+FACING = """
+(() => {
+  const devices = navigator.mediaDevices;
+  const original = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    const video = constraints && constraints.video;
+    if (video && typeof video === "object" && video.facingMode) {
+      const wanted = video.facingMode.exact || video.facingMode.ideal || video.facingMode;
+      const cameras = (await devices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+      const camera = cameras[wanted === "environment" ? 2 : 0];
+      const { facingMode, ...rest } = video;
+      constraints = { ...constraints, video: { ...rest, deviceId: { exact: camera.deviceId } } };
+    }
+    return original(constraints);
+  };
+})();
+"""
+
+
+@contextlib.asynccontextmanager
+async def two_cameras() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream=device-count=3",
+        f"--disable-features={DISABLED}",
+    ]
+    playwright = await async_playwright().start()
+    browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+    try:
+        yield browser
+    finally:
+        await browser.close()
+        await playwright.stop()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    yield srv
+    await srv.runner.cleanup()
+
+
+SENT = (
+    "(() => { const t = window.remotecase.videoSender && window.remotecase.videoSender.track;"
+    " return t ? t.getSettings().deviceId : null; })()"
+)
+
+
+async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    shots = Shots(tmp_path, "phone-zh")
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="张三")
+        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+        assert status == 201, session
+        link = await invite(api, officer, case, party)
+    pid = f"party-{party}"
+    officer_client = PeerClient(server.base_url, session["token"], decode=False)
+    clients.append(officer_client)
+    await officer_client.connect()
+    await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
+
+    async with two_cameras() as browser:
+        context, page, problems = await new_page(browser, "zh-CN", PHONE)
+        await context.add_init_script(FACING)
+        await page.goto(server.base_url + link)
+        await phase(page, "consent")
+        await page.tap("#consent-recording")
+        await page.tap("#consent-form button[type=submit]")
+        await phase(page, "in_call")
+        await wait_until(
+            lambda: officer_client.mids_for_participant(pid, "video") != [],
+            timeout=PATIENCE,
+            what="the party's video at the officer",
+        )
+        (mid,) = officer_client.mids_for_participant(pid, "video")
+        track_before = officer_client.tracks[mid]
+        await wait_until(
+            lambda: officer_client.received_packets[mid] > 20,
+            timeout=PATIENCE,
+            what="the party's video packets at the officer",
+        )
+        cameras = await page.evaluate(
+            "async () => (await navigator.mediaDevices.enumerateDevices())"
+            ".filter((d) => d.kind === 'videoinput').map((d) => d.deviceId)"
+        )
+        assert len(cameras) == 3, cameras
+        await until(page, "!document.getElementById('switch-camera').hidden")
+        assert await page.evaluate(SENT) == cameras[0]
+        assert await page.evaluate("window.remotecase.facing") == "user"
+
+        # to the back camera: the same sender now sends the other device
+        await page.tap("#switch-camera")
+        await until(page, "window.remotecase.facing === 'environment'")
+        assert await page.evaluate(SENT) == cameras[2]
+        local = await page.evaluate(
+            "window.remotecase.local.getVideoTracks().map((t) => t.getSettings().deviceId)"
+        )
+        assert local == [cameras[2]]  # the front camera's track was stopped and removed
+        assert await page.inner_text("#error") == ""
+        # the SFU keeps the party's one video track: the officer sees it go on, on the same mid
+        at_switch = officer_client.received_packets[mid]
+        await wait_until(
+            lambda: officer_client.received_packets[mid] > at_switch + 20,
+            timeout=PATIENCE,
+            what="the party's video after the switch",
+        )
+        assert officer_client.mids_for_participant(pid, "video") == [mid]
+        assert officer_client.tracks[mid] == track_before
+        assert not officer_client.closed_reason
+        await shots.take(page, "camera-switched")
+        await no_overflow(page, "after the camera switch")
+
+        # and back to the front one
+        await page.tap("#switch-camera")
+        await until(page, "window.remotecase.facing === 'user'")
+        assert await page.evaluate(SENT) == cameras[0]
+        at_switch = officer_client.received_packets[mid]
+        await wait_until(
+            lambda: officer_client.received_packets[mid] > at_switch + 20,
+            timeout=PATIENCE,
+            what="the party's video after switching back",
+        )
+        assert officer_client.mids_for_participant(pid, "video") == [mid]
+        await context.close()
+        assert problems == [], problems
