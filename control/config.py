@@ -409,8 +409,16 @@ class EducationConfig(_Section):
     verdict_gap: float = 10.0
     # the watch time a certificate needs when the course sets none, in minutes
     required_minutes: float = 45.0
+    # raised hands (control/education/floor.py): how many viewers may hold the floor at once,
+    # and for how long an officer's grant lasts unless taken back sooner (0: until taken back)
+    floor_holders: int = 1
+    floor_seconds: float = 300.0
 
     def validate(self) -> None:
+        if not 1 <= self.floor_holders <= 20:
+            raise ConfigError("education.floor_holders: between 1 and 20")
+        if not (self.floor_seconds == 0 or 5 <= self.floor_seconds <= 7200):
+            raise ConfigError("education.floor_seconds: 0 (no limit) or between 5 and 7200")
         if not 10 <= self.check_interval <= 7200:
             raise ConfigError("education.check_interval: between 10 and 7200 seconds")
         if not 5 <= self.check_window <= self.check_interval:
