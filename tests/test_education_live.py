@@ -99,6 +99,8 @@ async def test_only_the_floor_holder_is_forwarded(tmp_path: Path) -> None:
             clients.append(officer)
             await officer.connect()
             await officer.publish(PatternVideoTrack(), ToneAudioTrack())
+            assert officer.joined is not None
+            officer_id = officer.joined["participant"]["id"]
             viewers = {}
             for party_id in parties:
                 viewer = PeerClient(server.base_url, tokens[party_id], decode=False)
@@ -113,12 +115,11 @@ async def test_only_the_floor_holder_is_forwarded(tmp_path: Path) -> None:
                 state = await viewer.wait_for(lambda m: m["type"] == "floor")
                 assert state["event"] == "state" and state["holders"] == []
             # the officer is forwarded to every viewer; no viewer to anyone
-            for viewer in viewers.values():
-                await wait_until(
-                    lambda v=viewer: packets_from(v, officer.joined["participant"]["id"]) > 20,
-                    timeout=30,
-                    what="the officer's media at a viewer",
-                )
+            await wait_until(
+                lambda: all(packets_from(v, officer_id) > 20 for v in viewers.values()),
+                timeout=30,
+                what="the officer's media at every viewer",
+            )
             await wait_until(
                 lambda: all(len(room.participants[p].up_tracks) == 2 for p in viewers),
                 what="every viewer published",
@@ -134,8 +135,7 @@ async def test_only_the_floor_holder_is_forwarded(tmp_path: Path) -> None:
             await viewers[c].send({"type": "hand", "raised": True})
             await viewers[c].send({"type": "hand", "raised": False})
             hands = await officer.wait_for(
-                lambda m: m["type"] == "hands"
-                and [h["participant"] for h in m["hands"]] == [b, a],
+                lambda m: m["type"] == "hands" and [h["participant"] for h in m["hands"]] == [b, a],
             )
             assert hands["hands"][0]["name"] == "王强"
             _, live = await api.call("GET", f"/api/cases/{cid}/sessions/{sid}/live", li)
@@ -159,7 +159,7 @@ async def test_only_the_floor_holder_is_forwarded(tmp_path: Path) -> None:
                 timeout=30,
                 what="a's media forwarded",
             )
-            assert forwarded_to(room, a) == {officer.joined["participant"]["id"], b, c}
+            assert forwarded_to(room, a) == {officer_id, b, c}
             assert forwarded_to(room, b) == set()  # the others still held
             # one at a time (configured): the second is refused and nothing changes
             status, body = await api.call(
@@ -212,14 +212,16 @@ async def test_only_the_floor_holder_is_forwarded(tmp_path: Path) -> None:
                 lambda m: m["type"] == "floor" and m["event"] == "left", timeout=20
             )
             assert left["participant"] == c
-            assert server.app[LIVE].state(session["room"])["holders"] == []
+            assert (server.app[LIVE].state(session["room"]) or {})["holders"] == []
 
             # the floor given and taken is evidence (custody) and audited with the officer
             await wait_until(
-                lambda: len(
-                    [e for e in server.app[CUSTODY].entries() if e["type"] == "education.floor"]
-                )
-                >= 5,
+                lambda: (
+                    len(
+                        [e for e in server.app[CUSTODY].entries() if e["type"] == "education.floor"]
+                    )
+                    >= 5
+                ),
                 what="custody entries",
             )
             floor_entries = [
@@ -256,3 +258,200 @@ async def test_only_the_floor_holder_is_forwarded(tmp_path: Path) -> None:
         await server.runner.cleanup()
     assert leftovers(server.app) == {}
     assert server.app[LIVE].dump() == {"rooms": 0, "tasks": 0}
+
+
+QUIZ = {
+    "questions": [
+        {"text": "雨天跟车距离应当？", "choices": ["缩短", "加大"], "correct": [1]},
+        {
+            "text": "疲劳驾驶的危害（多选）",
+            "choices": ["反应变慢", "判断失误", "油耗降低"],
+            "correct": [0, 1],
+            "multiple": True,
+        },
+    ],
+    "pass_mark": 100,
+}
+
+
+async def test_questions_and_the_quiz(tmp_path: Path) -> None:
+    server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
+    clients: list[PeerClient] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, session, parties, tokens = await education_session(server, api, li)
+            base = f"/api/cases/{cid}/sessions/{session['id']}"
+            officer = PeerClient(server.base_url, session["token"], decode=False)
+            clients.append(officer)
+            await officer.connect()
+            viewers = {}
+            for party_id in parties[:2]:
+                viewer = PeerClient(server.base_url, tokens[party_id], decode=False)
+                clients.append(viewer)
+                await viewer.connect()
+                viewers[party_id] = viewer
+            first, second = parties[:2]
+            a, b = viewers[first], viewers[second]
+
+            # a question, markup and all, reaches the officer as sent (the pages show it as
+            # text) and is stored
+            asked = "<img src=x onerror=alert(1)> 雨天能否超车？"
+            await a.send({"type": "question", "text": asked})
+            note = await officer.wait_for(lambda m: m["type"] == "question")
+            assert note["message"]["text"] == asked
+            assert note["message"]["participant"] == f"party-{first}"
+            assert note["message"]["name"] == "李华"
+            await a.wait_for(lambda m: m["type"] == "question")  # the asker sees its own
+            assert not any(m["type"] == "question" for m in b.messages)  # not the others
+            # too long, empty, too often: refused with a reason, nothing stored
+            await a.send({"type": "question", "text": "长" * 301})
+            error = await a.wait_for(lambda m: m["type"] == "error")
+            assert error["code"] == "text_too_long" and "300" in error["message"]
+            await a.send({"type": "question", "text": " \u200b\x07 "})
+            await a.wait_for(lambda m: m["type"] == "error" and m["code"] == "text_required")
+            for n in range(3):
+                await a.send({"type": "question", "text": f"第{n}问"})
+            limited = await a.wait_for(
+                lambda m: m["type"] == "error" and m["code"] == "too_many_questions"
+            )
+            assert "秒后再试" in limited["message"]
+            # officers do not ask
+            await officer.send({"type": "question", "text": "x"})
+            await officer.wait_for(
+                lambda m: m["type"] == "error" and m["code"] == "question_officer"
+            )
+            _, live = await api.call("GET", f"{base}/live", li)
+            questions = [m for m in live["messages"] if m["kind"] == "question"]
+            assert [q["text"] for q in questions] == [asked, "第0问", "第1问"]
+
+            # answered: everyone sees the answer; an announcement too
+            status, body = await api.call(
+                "POST", f"{base}/questions/{questions[0]['id']}/answer", li, {"text": "不能。"}
+            )
+            assert status == 200, body
+            assert body["question"]["answered_at"] is not None
+            for viewer in (a, b):
+                answered = await viewer.wait_for(lambda m: m["type"] == "answered")
+                assert answered["answer"]["text"] == "不能。"
+                assert answered["question"]["text"] == asked
+            status, _ = await api.call("POST", f"{base}/announcements", li, {"text": "休息五分钟"})
+            assert status == 201
+            for viewer in (a, b):
+                await viewer.wait_for(lambda m: m["type"] == "announcement")
+            status, body = await api.call("POST", f"{base}/announcements", li, {"text": ""})
+            assert (status, body["error"]) == (400, "text_required")
+
+            # the quiz: bad definitions refused, each naming the question
+            bad = {"questions": [{"text": "q", "choices": ["a", "b"], "correct": [0, 1]}]}
+            status, body = await api.call("PUT", f"{base}/quiz", li, bad | {"pass_mark": 50})
+            assert (status, body["error"]) == (400, "quiz_correct")
+            assert "第 1 题" in body["message"]
+            status, body = await api.call("PUT", f"{base}/quiz", li, QUIZ | {"pass_mark": 0})
+            assert (status, body["error"]) == (400, "quiz_pass_mark")
+            status, body = await api.call("PUT", f"{base}/quiz", li, QUIZ)
+            assert status == 200, body
+            # viewers get it without the right choices
+            for viewer in (a, b):
+                got = await viewer.wait_for(lambda m: m["type"] == "quiz")
+                assert "correct" not in str(got["quiz"]) and len(got["quiz"]["questions"]) == 2
+            quiz_id = body["id"]
+            await a.send({"type": "quiz_answer", "quiz": quiz_id, "answers": [[1], [1, 0]]})
+            result = await a.wait_for(lambda m: m["type"] == "quiz_result")
+            assert (result["score"], result["total"], result["passed"]) == (2, 2, True)
+            await b.send({"type": "quiz_answer", "quiz": quiz_id, "answers": [[1], [0]]})
+            result = await b.wait_for(lambda m: m["type"] == "quiz_result")
+            assert (result["score"], result["passed"]) == (1, False)
+            heard = await officer.wait_for(
+                lambda m: m["type"] == "quiz_answered" and m["participant"] == f"party-{second}"
+            )
+            assert heard["name"] == "王强"
+            # once each; malformed answers refused
+            await b.send({"type": "quiz_answer", "quiz": quiz_id, "answers": [[1], [0, 1]]})
+            await b.wait_for(
+                lambda m: m["type"] == "error" and m["code"] == "quiz_answered_already"
+            )
+            await a.send({"type": "quiz_answer", "quiz": quiz_id, "answers": [[0, 1], [0]]})
+            await a.wait_for(lambda m: m["type"] == "error" and m["code"] == "quiz_answer")
+            # answered: the quiz can no longer change
+            status, body = await api.call("PUT", f"{base}/quiz", li, QUIZ)
+            assert (status, body["error"]) == (409, "quiz_answered")
+
+            # a viewer who joins later gets what officers said, and the quiz if not answered
+            late = PeerClient(server.base_url, tokens[parties[2]], decode=False)
+            clients.append(late)
+            await late.connect()
+            said_so_far = await late.wait_for(lambda m: m["type"] == "questions")
+            kinds = [m["kind"] for m in said_so_far["messages"]]
+            assert kinds == ["answer", "announcement"]  # others' questions are not shown
+            await late.wait_for(lambda m: m["type"] == "quiz")
+
+            # the attendance API shows each viewer's score and question count
+            _, seen = await api.call("GET", f"{base}/attendance", li)
+            by_party = {v["party_id"]: v for v in seen["viewers"]}
+            assert by_party[first]["quiz"]["passed"] is True
+            assert by_party[second]["quiz"]["passed"] is False
+            assert by_party[first]["questions"] == 3 and by_party[second]["questions"] == 0
+            assert seen["quiz_pass_mark"] == 100
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
+    assert leftovers(server.app) == {}
+
+
+def test_floor_rules() -> None:
+    floor = floor_rules.Floor(max_holders=2, seconds=60)
+    assert floor.raise_hand("a", "A", 1.0) and floor.raise_hand("b", "B", 2.0)
+    assert not floor.raise_hand("a", "A", 3.0)  # keeps its place
+    assert [h.participant for h in floor.hands] == ["a", "b"]
+    holder = floor.give("b", "B", 10.0, "officer:li")
+    assert holder.until == 70.0 and [h.participant for h in floor.hands] == ["a"]
+    floor.give("c", "C", 20.0, "officer:li", seconds=0)  # until taken back
+    try:
+        floor.give("a", "A", 21.0, "officer:li")
+        raise AssertionError("a third holder")
+    except floor_rules.FloorRefused as exc:
+        assert exc.code == "floor_full" and exc.params == {"max_holders": 2}
+    assert not floor.raise_hand("b", "B", 30.0)  # a holder needs no hand
+    assert floor.expired(69.0) == [] and [h.participant for h in floor.expired(70.0)] == ["b"]
+    assert floor.left("c") is not None and floor.holders == {}
+    assert floor.take("c") is None
+
+
+def test_quiz_and_text_rules() -> None:
+    questions = quiz_rules.parse_questions(QUIZ["questions"])
+    assert quiz_rules.score(questions, [[1], [0, 1]]) == 2
+    assert quiz_rules.score(questions, [[1], [0, 1, 2]]) == 1  # multiple: exactly the right ones
+    assert quiz_rules.passed(1, 2, 50) and not quiz_rules.passed(1, 2, 51)
+    for answers in ([[1]], [[0, 1], [0]], [[True], [0]], [[5], [0]], [[1], []], "x"):
+        try:
+            quiz_rules.score(questions, answers)
+            raise AssertionError(answers)
+        except quiz_rules.QuizRefused:
+            pass
+    for bad in (
+        [],
+        [{"text": "q", "choices": ["a"], "correct": [0]}],
+        [{"text": "q", "choices": ["a", "a"], "correct": [0]}],
+        [{"text": " ", "choices": ["a", "b"], "correct": [0]}],
+        [{"text": "q", "choices": ["a", "b"], "correct": [2]}],
+        [{"text": "q", "choices": ["a", "b"], "correct": [0], "multiple": "yes"}],
+    ):
+        try:
+            quiz_rules.parse_questions(bad)
+            raise AssertionError(bad)
+        except quiz_rules.QuizRefused:
+            pass
+    assert clean_text("  第一行\n第二行\x00  ") == "第一行\n第二行"
+    limit = RateLimit(count=2, seconds=10)
+    limit.take("a", 0.0)
+    limit.take("a", 1.0)
+    try:
+        limit.take("a", 2.0)
+        raise AssertionError("a third within the window")
+    except ChatRefused as exc:
+        assert exc.code == "too_many_questions" and exc.params == {"seconds": 8}
+    limit.take("b", 2.0)  # per participant
+    limit.take("a", 10.5)  # the first has left the window
