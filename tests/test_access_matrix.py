@@ -792,9 +792,7 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     (
         # no question yet: the officer may, and is told there is none
         "answer a question",
-        education(
-            "POST", "/api/cases/{case}/sessions/{session}/questions/1/answer", {"text": "t"}
-        ),
+        education("POST", "/api/cases/{case}/sessions/{session}/questions/1/answer", {"text": "t"}),
         (*OFFICERS_ONLY, 404, 404, 403, 404),
     ),
     (

@@ -910,7 +910,7 @@ document.addEventListener("remotecase:lang", () => {
 });
 
 async function main() {
-  await I18N.load(["party"]).catch((err) => console.error(err));
+  await I18N.load(["party", "education"]).catch((err) => console.error(err));
   document.title = t("party.title");
   setPhase("opening");
   labelButtons();
