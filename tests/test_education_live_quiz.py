@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from cryptography import x509
 
 from bench.peer import PeerClient
@@ -24,6 +25,7 @@ from tests.test_education_live import QUIZ, education_session
 from tests.test_verifier import ASTRONAUT, _png
 
 
+@pytest.mark.timeout(360)  # the face model, and (browser) Chromium on a busy 2-core machine
 async def test_a_failed_quiz_withholds_the_certificate(tmp_path: Path) -> None:
     config = make_config(
         tmp_path,
