@@ -198,9 +198,16 @@ async def test_only_the_floor_holder_is_forwarded(tmp_path: Path) -> None:
             )
             assert status == 200 and state["holders"][0]["until"] is not None
             await wait_until(lambda: not room.participants[b].held, what="b forwarded")
-            expired = await officer.wait_for(
-                lambda m: m["type"] == "floor" and m["event"] == "expired", timeout=20
+            await wait_until(
+                lambda: any(
+                    m["type"] == "floor" and m["event"] == "expired" for m in officer.messages
+                ),
+                timeout=30,
+                what=f"the grant expired ({[m for m in officer.messages if m['type'] == 'floor']})",
             )
+            [expired] = [
+                m for m in officer.messages if m["type"] == "floor" and m["event"] == "expired"
+            ]
             assert expired["participant"] == b and expired["holders"] == []
             assert room.participants[b].held
 

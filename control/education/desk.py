@@ -476,6 +476,10 @@ class LiveDesk:
         participant.send(self._floor_message(live, "state", None))
         if participant.role in OFFICER_ROLES:
             participant.send(self._hands_message(live))
+        elif live.restricted(pid):  # a viewer reconnecting finds its hand as it left it
+            participant.send(
+                {"type": "hand", "raised": any(h.participant == pid for h in live.floor.hands)}
+            )
         session_id = live.info.session_id
         party = live.info.viewers.get(pid)
 

@@ -164,8 +164,9 @@
   window.addEventListener("remotecase:message", (event) => {
     const msg = event.detail || {};
     switch (msg.type) {
-      case "joined":
+      case "joined":  // (again after a reconnection: the server tells the hand and floor anew)
         view.me = msg.participant && msg.participant.id;
+        view.hand = false;
         break;
       case "floor":
         if (panel.hidden) { panel.hidden = false; build(); }
