@@ -35,7 +35,13 @@
     for (const c of children) if (c !== null && c !== undefined) node.append(c);
     return node;
   }
-  const send = (msg) => window.remotecase && window.remotecase.send && window.remotecase.send(msg);
+  // false (and the viewer told) while the socket is down, e.g. reconnecting: nothing typed is lost
+  const send = (msg) => {
+    const rc = window.remotecase;
+    if (!rc || !rc.ws || rc.ws.readyState !== 1) { setStatus(t("edu.viewer.offline")); return false; }
+    rc.send(msg);
+    return true;
+  };
   const minutes = (s) => t("edu.viewer.minutes", { m: Math.floor((s || 0) / 60), s: Math.floor((s || 0) % 60) });
 
   function attendanceText() {
@@ -113,9 +119,8 @@
       const answers = q.questions.map((_, i) =>
         [...form.querySelectorAll(`input[name="q${i}"]:checked`)].map((x) => Number(x.value)));
       if (answers.some((a) => a.length === 0)) { setStatus(t("edu.viewer.quiz.incomplete")); return; }
-      submit.disabled = true;
       setStatus("");
-      send({ type: "quiz_answer", quiz: q.id, answers });
+      if (send({ type: "quiz_answer", quiz: q.id, answers })) submit.disabled = true;
     });
     box.replaceChildren(form);
     box.hidden = false;
@@ -133,8 +138,7 @@
       e.preventDefault();
       const text = question.value.trim();
       if (!text) return;
-      send({ type: "question", text });
-      question.value = "";
+      if (send({ type: "question", text })) question.value = "";
     });
     const hand = el("button", { type: "button", id: "edu-hand", class: "primary wide" });
     hand.addEventListener("click", () => send({ type: "hand", raised: !view.hand }));
