@@ -199,11 +199,14 @@
         if (msg.answer) view.messages.push(msg.answer);
         if (!panel.hidden) renderMessages();
         break;
-      case "quiz":
+      case "quiz": {
+        // the same quiz again (after a reconnection): keep what the viewer has ticked
+        const same = view.quiz && msg.quiz && view.quiz.id === msg.quiz.id && $("edu-quiz-form");
         view.quiz = msg.quiz;
         view.result = null;
-        if (!panel.hidden) renderQuiz();
+        if (!panel.hidden && !same) renderQuiz();
         break;
+      }
       case "quiz_result":
         view.result = msg;
         view.quiz = null;
@@ -221,4 +224,11 @@
     }
   });
   document.addEventListener("remotecase:lang", () => { if (!panel.hidden) build(); });
+  // while counting, the shown watch time runs on between the server's messages (each message
+  // brings the server's own figure, which is what counts)
+  setInterval(() => {
+    if (panel.hidden || !view.attendance || view.attendance.state !== "counting") return;
+    view.attendance.watch_seconds = (view.attendance.watch_seconds || 0) + 1;
+    renderAttendance();
+  }, 1000);
 })();
