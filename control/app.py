@@ -36,6 +36,7 @@ from .appkeys import (
     DOCS,
     ERRORS,
     EVENTS,
+    LIVE,
     LOGIN_ADDRESS_LIMIT,
     LOGIN_LIMIT,
     OPENAPI,
@@ -66,7 +67,7 @@ from .documents.desk import DocumentDesk
 from .education import api as education
 from .education import talks
 from .education.attendance import Rules
-from .education.desk import AttendanceDesk
+from .education.desk import AttendanceDesk, LiveDesk
 from .events import EventHub, case_of_room
 from .http import openapi
 from .http.jsonio import localized_errors
@@ -344,6 +345,14 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         sfu.on_room_created.append(attendance.watch_room)
         if verifier is not None:
             verifier.listeners.append(attendance.on_room_event)
+        live = app[LIVE] = LiveDesk(
+            database,
+            floor_holders=e.floor_holders,
+            floor_seconds=e.floor_seconds,
+            custody=custody,
+            events=events,
+        )
+        stack.push_async_callback(_closing("education live", live.close))
         app[DESK] = PrejoinDesk(
             database, custody, recorder, events, verifier, required=config.auth.prejoin_check
         )

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .db import Database
     from .deadlines.rules import Rules
     from .documents.desk import DocumentDesk
-    from .education.desk import AttendanceDesk
+    from .education.desk import AttendanceDesk, LiveDesk
     from .events import EventHub
     from .loopwatch import LoopWatch
     from .materials.api import UploadGate
@@ -58,6 +58,7 @@ DOCS: web.AppKey[DocumentDesk] = web.AppKey("documents")  # templates, CA, numbe
 RULES: web.AppKey[Rules] = web.AppKey("deadline_rules")  # calendar and limits
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
 ATTENDANCE: web.AppKey[AttendanceDesk] = web.AppKey("attendance")  # education sessions
+LIVE: web.AppKey[LiveDesk] = web.AppKey("education_live")  # hands, floor, questions, quiz
 
 # -- the front of several workers (control/front.py) -----------------------------------------
 WORKERS: web.AppKey[list[str]] = web.AppKey("workers")

@@ -516,8 +516,19 @@ class EducationConfig(_Section):
     verdict_gap: float = 10.0
     # the watch time a certificate needs when the course sets none, in minutes
     required_minutes: float = 45.0
+    # raised hands (control/education/floor.py): how many viewers may hold the floor at once,
+    # and for how long an officer's grant lasts unless taken back sooner (0: until taken back)
+    floor_holders: int = 1
+    floor_seconds: float = 300.0
 
     def validate(self) -> None:
+        _between("education.floor_holders", self.floor_holders, 1, 20)
+        if not (self.floor_seconds == 0 or 5 <= self.floor_seconds <= 7200):
+            raise _bad(
+                "education.floor_seconds",
+                f"{self.floor_seconds!r} 应为 0（不限时）或 5 到 7200 秒",
+                f"{self.floor_seconds!r} must be 0 (no limit) or between 5 and 7200 seconds",
+            )
         _between("education.check_interval", self.check_interval, 10, 7200, *_S)
         if not 5 <= self.check_window <= self.check_interval:
             raise _bad(

@@ -540,6 +540,43 @@ MIGRATIONS: list[str] = [
     ALTER TABLE call_grants ADD COLUMN superseded_at TEXT;
     ALTER TABLE call_grants ADD COLUMN superseded_by TEXT
     """,
+    # issue 17, the live session: viewers' questions and officers' answers and announcements,
+    # a session's quiz and each viewer's one answer, guest speakers among a case's viewers
+    """
+    CREATE TABLE edu_messages (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        kind TEXT NOT NULL CHECK (kind IN ('question', 'answer', 'announcement')),
+        party_id INTEGER REFERENCES parties(id),
+        author TEXT NOT NULL,
+        name TEXT NOT NULL,
+        text TEXT NOT NULL,
+        reply_to INTEGER REFERENCES edu_messages(id),
+        answered_at TEXT,
+        answered_by TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX edu_messages_session ON edu_messages(session_id, id);
+    CREATE TABLE edu_quizzes (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL UNIQUE REFERENCES sessions(id),
+        questions TEXT NOT NULL,
+        pass_mark INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE edu_quiz_answers (
+        quiz_id INTEGER NOT NULL REFERENCES edu_quizzes(id),
+        party_id INTEGER NOT NULL REFERENCES parties(id),
+        answers TEXT NOT NULL,
+        score INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        passed INTEGER NOT NULL,
+        answered_at TEXT NOT NULL,
+        PRIMARY KEY (quiz_id, party_id)
+    );
+    ALTER TABLE edu_viewers ADD COLUMN speaker INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 

@@ -171,6 +171,8 @@ def sample(kind: str) -> dict[str, Any]:
                 passed="5",
                 failed="0",
                 flags="无",
+                quiz="4/5 题正确，及格（及格线 60%）",
+                questions="1",
                 result="达到学习要求",
             )
         if kind == "education_certificate":

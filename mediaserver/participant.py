@@ -208,6 +208,9 @@ class SfuParticipant:
         # media only when neither holds; the participant cannot lift the officer's.
         self._self_muted: set[str] = set()
         self._officer_muted: set[str] = set()
+        # Held (an education session's viewer without the floor): its tracks reach the room's
+        # in-process subscribers (verifier, recorder) but no other participant.
+        self._held = False
         self._publish_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._pending_answer: asyncio.Future[str] | None = None
@@ -460,6 +463,21 @@ class SfuParticipant:
             self._self_muted.discard(track_id)
         self._apply_mute(up)
 
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def set_held(self, held: bool) -> None:
+        """Hold this participant's tracks back from the other participants (or let them go
+        again): every other participant's subscriptions are brought in line at once."""
+        if held == self._held:
+            return
+        self._held = held
+        self._log.info("tracks %s", "held back" if held else "forwarded")
+        for other in list(self.room.participants.values()):
+            if other is not self:
+                other.update_subscriptions()
+
     def set_officer_muted(self, kinds: list[str] | frozenset[str], muted: bool) -> None:
         """An officer's mute of this participant's audio and/or video, now and later."""
         for kind in kinds:
@@ -504,10 +522,12 @@ class SfuParticipant:
             self._dirty.set()
 
     def _wanted_tracks(self) -> dict[str, UpTrack]:
+        held = {p for p, other in self.room.participants.items() if other.held}
         return {
             up.info.track_id: up
             for up in self.room.up_tracks()
             if up.info.participant_id != self._participant_id
+            and up.info.participant_id not in held
             and up.info.track_id not in self._unsubscribed
             and not up.closed
         }

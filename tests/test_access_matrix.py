@@ -366,6 +366,9 @@ def education(method: str, path: str, json: Any = None, **kw: Any) -> Setup:
             values["case"] = await _education_case(w, kw.get("viewer", False))
             if "{session}" in path:
                 values["session"] = await w.session(values["case"])
+            if "{party}" in path:
+                found = await w.ok("GET", f"/api/cases/{values['case']}", w.tokens["officer"])
+                values["party"] = found["parties"][0]["id"]
         if "{record}" in path and w.edu_record:
             values["record"] = w.edu_record  # reading changes nothing: one set for every role
         elif "{record}" in path:
@@ -878,6 +881,51 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         "make a talk's record",
         talk("POST", "/record", {}, drafted=True),
         (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "mark a guest speaker",
+        education(
+            "PUT",
+            "/api/cases/{case}/education/viewers/{party}/speaker",
+            {"speaker": True},
+            viewer=True,
+        ),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        "read the live session",
+        education("GET", "/api/cases/{case}/sessions/{session}/live"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    (
+        # nobody in the room: the officer may, and is told the session is not running
+        "give the floor",
+        education(
+            "POST",
+            "/api/cases/{case}/sessions/{session}/floor",
+            {"action": "give", "participant": "party-1"},
+        ),
+        (*OFFICERS_ONLY, 409, 404, 403, 409),
+    ),
+    (
+        # no question yet: the officer may, and is told there is none
+        "answer a question",
+        education("POST", "/api/cases/{case}/sessions/{session}/questions/1/answer", {"text": "t"}),
+        (*OFFICERS_ONLY, 404, 404, 403, 404),
+    ),
+    (
+        "announce",
+        education("POST", "/api/cases/{case}/sessions/{session}/announcements", {"text": "t"}),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "set the quiz",
+        education(
+            "PUT",
+            "/api/cases/{case}/sessions/{session}/quiz",
+            {"questions": [{"text": "q", "choices": ["a", "b"], "correct": [0]}], "pass_mark": 60},
+        ),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
     ),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
+import sqlite3
 import time
 from typing import Any
 
@@ -20,7 +21,8 @@ from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 
 from .. import access
 from ..access import text
-from ..appkeys import ATTENDANCE, CONFIG, DB, DOCS, VERIFIER
+from ..appkeys import ATTENDANCE, CONFIG, DB, DOCS, LIVE, VERIFIER
+from ..auth import Officer
 from ..http.jsonio import PayloadTooLarge, json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -37,9 +39,10 @@ from ..http.openapi import (
     reason_query,
     responses,
 )
-from ..refusals import done, unwrap
+from ..refusals import Refusal, done, unwrap
 from ..verification.api import verifier_of
-from . import records, roster, viewers
+from . import chat, quiz, records, roster, viewers
+from .floor import FloorRefused
 from .roster import ImportRefused, PersonIn, RosterRefusal
 from .sheets import MAX_BYTES, SheetError, read_table
 
@@ -368,10 +371,13 @@ async def get_attendance(request: web.Request) -> web.Response:
                 "company_id": v.company_id,
                 "company": v.company,
                 "attendance": state,
+                "quiz": v.quiz,
+                "questions": v.questions,
                 "meets_requirement": bool(
                     state
                     and state["watch_seconds"] >= facts.required_seconds
                     and state["checks_passed"] >= 1
+                    and (facts.quiz_pass_mark is None or (v.quiz and v.quiz["passed"]))
                 ),
             }
         )
@@ -381,6 +387,7 @@ async def get_attendance(request: web.Request) -> web.Response:
             "topic": facts.topic,
             "required_seconds": facts.required_seconds,
             "live": live is not None,
+            "quiz_pass_mark": facts.quiz_pass_mark,
             "rules": {
                 "check_interval": config.check_interval,
                 "check_window": config.check_window,
@@ -475,6 +482,203 @@ async def get_record(request: web.Request) -> web.Response:
     )
 
 
+# -- the live session: the floor, questions and announcements, the quiz -------------------------
+def _session_room(
+    conn: sqlite3.Connection, officer: Officer, case_id: int, session_id: int
+) -> tuple[str, bool] | Refusal:
+    """The session's room and whether it is still open."""
+    if access.find_case(conn, officer, case_id) is None:
+        return Refusal.NO_CASE
+    row = conn.execute(
+        "SELECT room, ended_at FROM sessions WHERE id = ? AND case_id = ?", (session_id, case_id)
+    ).fetchone()
+    if row is None:
+        return Refusal.NO_SESSION
+    return str(row["room"]), row["ended_at"] is None
+
+
+async def _room_of(request: web.Request) -> tuple[Officer, int, int, str, bool]:
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    session_id = access.path_int(request, "session", "session")
+    room, running = done(
+        await request.app[DB].run(lambda c: _session_room(c, officer, case_id, session_id))
+    )
+    return officer, case_id, session_id, room, running
+
+
+def _edu_error(status: type[web.HTTPException], code: str, params: dict[str, Any]) -> Exception:
+    return json_error(status, code, key=f"education.{code}", **params)
+
+
+async def get_live(request: web.Request) -> web.Response:
+    """The floor and the hands (while the room runs), every question, answer and
+    announcement, the quiz with the right choices and each viewer's result."""
+    _, _, session_id, room, _ = await _room_of(request)
+
+    def read(c: sqlite3.Connection) -> dict[str, Any]:
+        current = quiz.session_quiz(c, session_id)
+        return {
+            "messages": chat.session_messages(c, session_id),
+            "quiz": None
+            if current is None
+            else current.public() | {"questions": [q.as_json() for q in current.questions]},
+            "results": {str(k): v for k, v in quiz.results(c, session_id).items()},
+        }
+
+    body = await request.app[DB].run(read)
+    return web.json_response(
+        {"session_id": session_id, "floor": request.app[LIVE].state(room)} | body
+    )
+
+
+async def post_floor(request: web.Request) -> web.Response:
+    """Give a viewer the floor (audio and video forwarded to everyone) or take it back."""
+    officer, case_id, _, room, running = await _room_of(request)
+    body = await read_object(request)
+    action = body.get("action")
+    if action not in ("give", "take"):
+        raise json_error(web.HTTPBadRequest, "bad_request", key="education.floor_action")
+    participant = text(body, "participant", max_len=64)
+    seconds = body.get("seconds")
+    if seconds is not None and (not _number(seconds) or not 5 <= seconds <= 7200):
+        raise json_error(web.HTTPBadRequest, "bad_request", "seconds: 5-7200（秒 / seconds）")
+    live = request.app[LIVE]
+    try:
+        if not running:
+            raise FloorRefused("not_live")
+        if action == "give":
+            state = await live.give(
+                room, participant, officer.actor, None if seconds is None else float(seconds)
+            )
+        else:
+            state = await live.take(room, participant, officer.actor)
+    except FloorRefused as exc:
+        status = web.HTTPNotFound if exc.code == "not_in_room" else web.HTTPConflict
+        raise _edu_error(status, exc.code, exc.params) from None
+    action_name = "education.floor_given" if action == "give" else "education.floor_taken"
+    await request.app[DB].run(
+        lambda c: access.audit(c, officer.actor, action_name, f"participant:{participant}", case_id)
+    )
+    return web.json_response(state)
+
+
+async def post_answer(request: web.Request) -> web.Response:
+    """Mark a viewer's question answered, with an answer everyone sees when there is a text."""
+    officer, _, session_id, room, _ = await _room_of(request)
+    question_id = access.path_int(request, "question", "question")
+    body = await read_object(request, empty_ok=True)
+    try:
+        answer = None if body.get("text") is None else chat.clean_text(body.get("text"))
+    except chat.ChatRefused as exc:
+        raise _edu_error(web.HTTPBadRequest, exc.code, exc.params) from None
+    found = await request.app[DB].run(
+        lambda c: chat.answer_question(c, session_id, question_id, officer.username, answer)
+    )
+    if found is None:
+        raise json_error(web.HTTPNotFound, "not_found", key="education.no_question")
+    question, said = found
+    live = request.app[LIVE]
+    live.tell(room, {"type": "answered", "question": question, "answer": said})
+    return web.json_response({"question": question, "answer": said})
+
+
+async def post_announcement(request: web.Request) -> web.Response:
+    officer, _, session_id, room, running = await _room_of(request)
+    body = await read_object(request)
+    try:
+        words = chat.clean_text(body.get("text"))
+    except chat.ChatRefused as exc:
+        raise _edu_error(web.HTTPBadRequest, exc.code, exc.params) from None
+    if not running:
+        raise _edu_error(web.HTTPConflict, "not_live", {})
+    said = await request.app[DB].run(
+        lambda c: chat.add_message(
+            c, session_id, "announcement", officer.username, officer.username, words
+        )
+    )
+    request.app[LIVE].tell(room, {"type": "announcement", "message": said})
+    return web.json_response(said, status=201)
+
+
+async def put_quiz(request: web.Request) -> web.Response:
+    """The session's quiz: questions (single or multiple choice) and a pass mark in percent.
+    Replaceable until the first viewer answered; a certificate then needs it passed."""
+    officer, case_id, session_id, room, _ = await _room_of(request)
+    body = await read_object(request)
+    try:
+        questions = quiz.parse_questions(body.get("questions"))
+        pass_mark = quiz.parse_pass_mark(body.get("pass_mark"))
+        current = await request.app[DB].run(
+            lambda c: _set_quiz(c, officer, case_id, session_id, questions, pass_mark)
+        )
+    except quiz.QuizRefused as exc:
+        status = web.HTTPConflict if exc.code == "quiz_answered" else web.HTTPBadRequest
+        raise _edu_error(status, exc.code, exc.params) from None
+    request.app[LIVE].quiz_set(room, current)
+    return web.json_response(
+        current.public() | {"questions": [q.as_json() for q in current.questions]}
+    )
+
+
+def _set_quiz(
+    conn: sqlite3.Connection,
+    officer: Officer,
+    case_id: int,
+    session_id: int,
+    questions: list[quiz.Question],
+    pass_mark: int,
+) -> quiz.Quiz:
+    current = quiz.set_quiz(conn, session_id, questions, pass_mark, officer.username)
+    access.audit(
+        conn,
+        officer.actor,
+        "education.quiz_set",
+        f"session:{session_id}",
+        case_id,
+        questions=len(questions),
+        pass_mark=pass_mark,
+    )
+    return current
+
+
+async def put_speaker(request: web.Request) -> web.Response:
+    """Mark a viewer of the case as a guest speaker (publishes without the floor) or not."""
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    party_id = access.path_int(request, "party", "party")
+    body = await read_object(request)
+    speaker = body.get("speaker")
+    if not isinstance(speaker, bool):
+        raise json_error(web.HTTPBadRequest, "bad_request", key="education.speaker")
+
+    def write(c: sqlite3.Connection) -> list[str] | Refusal | None:
+        if access.find_case(c, officer, case_id) is None:
+            return Refusal.NO_CASE
+        changed = c.execute(
+            "UPDATE edu_viewers SET speaker = ? WHERE case_id = ? AND party_id = ?",
+            (int(speaker), case_id, party_id),
+        ).rowcount
+        if not changed:
+            return None
+        access.audit(
+            c, officer.actor, "education.speaker", f"party:{party_id}", case_id, speaker=speaker
+        )
+        return [
+            str(r["room"])
+            for r in c.execute(
+                "SELECT room FROM sessions WHERE case_id = ? AND ended_at IS NULL", (case_id,)
+            )
+        ]
+
+    rooms = done(await request.app[DB].run(write))
+    if rooms is None:
+        raise json_error(web.HTTPNotFound, "not_found", key="education.no_viewer")
+    for room in rooms:
+        request.app[LIVE].set_speaker(room, f"party-{party_id}", speaker)
+    return web.json_response({"party_id": party_id, "speaker": speaker})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/education/companies", post_company)
     app.router.add_get("/api/education/companies", list_companies)
@@ -489,11 +693,36 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/cases/{case}/sessions/{session}/attendance", get_attendance)
     app.router.add_post("/api/cases/{case}/sessions/{session}/attendance/records", post_records)
     app.router.add_get("/api/education/records/{record}", get_record)
+    app.router.add_put("/api/cases/{case}/education/viewers/{party}/speaker", put_speaker)
+    live = "/api/cases/{case}/sessions/{session}"
+    app.router.add_get(f"{live}/live", get_live)
+    app.router.add_post(f"{live}/floor", post_floor)
+    app.router.add_post(f"{live}/questions/{{question}}/answer", post_answer)
+    app.router.add_post(f"{live}/announcements", post_announcement)
+    app.router.add_put(f"{live}/quiz", put_quiz)
 
 
 COMPANY = in_path("company", ID)
 PERSON = in_path("person", ID)
 RECORD = in_path("record", ID)
+PARTY = in_path("party", ID)
+QUESTION = in_path("question", ID)
+TEXT = {"type": "string", "minLength": 1, "maxLength": chat.MAX_CHARS}
+QUIZ_QUESTION = {
+    "type": "object",
+    "properties": {
+        "text": {"type": "string", "minLength": 1, "maxLength": quiz.MAX_QUESTION_CHARS},
+        "choices": {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": quiz.MAX_CHOICES,
+            "items": {"type": "string", "minLength": 1, "maxLength": quiz.MAX_CHOICE_CHARS},
+        },
+        "correct": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+        "multiple": {"type": "boolean"},
+    },
+    "required": ["text", "choices", "correct"],
+}
 NAME = {"type": "string", "minLength": 1, "maxLength": 100}
 PDF = {"type": "string", "format": "binary"}
 
@@ -695,4 +924,94 @@ def describe(add: Add) -> None:
             tag=tag,
         ),
         [RECORD],
+    )
+    add(
+        "/api/cases/{case}/education/viewers/{party}/speaker",
+        "put",
+        op(
+            "Mark a viewer as a guest speaker (publishes without the floor) or not",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404"),
+            tag=tag,
+            body=json_body({"speaker": {"type": "boolean"}}, ["speaker"]),
+        ),
+        [CASE, PARTY],
+    )
+    live = "/api/cases/{case}/sessions/{session}"
+    add(
+        f"{live}/live",
+        "get",
+        op(
+            "The live session: floor and hands, questions and answers, the quiz and results",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        f"{live}/floor",
+        "post",
+        op(
+            "Give a viewer the floor (its audio and video forwarded) or take it back",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "action": {"type": "string", "enum": ["give", "take"]},
+                    "participant": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "seconds": {"type": "number", "minimum": 5, "maximum": 7200},
+                },
+                ["action", "participant"],
+            ),
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        f"{live}/questions/{{question}}/answer",
+        "post",
+        op(
+            "Mark a viewer's question answered, with an answer everyone sees",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404"),
+            tag=tag,
+            body=json_body({"text": TEXT}, []),
+        ),
+        [CASE, SESSION, QUESTION],
+    )
+    add(
+        f"{live}/announcements",
+        "post",
+        op(
+            "An announcement to everyone in the session",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body({"text": TEXT}, ["text"]),
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        f"{live}/quiz",
+        "put",
+        op(
+            "The session's quiz (single or multiple choice) and its pass mark in percent",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "questions": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": quiz.MAX_QUESTIONS,
+                        "items": QUIZ_QUESTION,
+                    },
+                    "pass_mark": {"type": "integer", "minimum": 1, "maximum": 100},
+                },
+                ["questions", "pass_mark"],
+            ),
+        ),
+        [CASE, SESSION],
     )

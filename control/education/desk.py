@@ -29,13 +29,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.tasks import TaskSet, TaskSetClosed
+from mediaserver.participant import SfuParticipant, SignallingError
 from mediaserver.protocols import CloseReason, Participant, Room, UpTrack
+from mediaserver.room import SfuRoom
 from recorder.custody import CustodyLog
 
+from .. import i18n
+from ..access import audit
 from ..auth import now_iso
 from ..db import Database
 from ..events import EventHub, case_of_room
+from . import chat, quiz
 from .attendance import Ledger, Notice, Rules
+from .chat import RateLimit
+from .floor import Floor, FloorRefused
+from .quiz import Quiz
 
 logger = logging.getLogger(__name__)
 
@@ -344,3 +352,403 @@ class _Feed:
 
     def on_room_closed(self, reason: CloseReason) -> None:
         self.desk._room_closed(self.session)
+
+
+# -- the live session: raised hands and the floor, questions, the quiz --------------------------
+@dataclass(frozen=True)
+class LiveInfo:
+    session_id: int
+    case_id: int
+    viewers: dict[str, int]  # participant -> party ID (the case's roster viewers)
+    speakers: frozenset[str]  # viewers marked as guest speakers: they publish freely
+
+
+def live_info(conn: sqlite3.Connection, session_id: int) -> LiveInfo | None:
+    session = conn.execute(
+        "SELECT id, case_id FROM sessions WHERE id = ? AND purpose = 'education' "
+        "AND ended_at IS NULL",
+        (session_id,),
+    ).fetchone()
+    if session is None:
+        return None
+    viewers: dict[str, int] = {}
+    speakers = set()
+    for r in conn.execute(
+        "SELECT party_id, speaker FROM edu_viewers WHERE case_id = ?", (session["case_id"],)
+    ):
+        participant = f"party-{r['party_id']}"
+        viewers[participant] = int(r["party_id"])
+        if r["speaker"]:
+            speakers.add(participant)
+    return LiveInfo(int(session["id"]), int(session["case_id"]), viewers, frozenset(speakers))
+
+
+def _refused(code: str, **params: Any) -> SignallingError:
+    return SignallingError(code, i18n.both(f"education.{code}", **params))
+
+
+@dataclass(eq=False)
+class _Live:
+    room: Room
+    info: LiveInfo
+    floor: Floor
+    limit: RateLimit = field(default_factory=RateLimit)
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    closed: bool = False
+
+    def officers(self) -> list[Participant]:
+        return [p for p in self.room.participants.values() if p.role in OFFICER_ROLES]
+
+    def tell_officers(self, message: dict[str, Any]) -> None:
+        for participant in self.officers():
+            participant.send(message)
+
+    def tell_all(self, message: dict[str, Any]) -> None:
+        for participant in list(self.room.participants.values()):
+            participant.send(message)
+
+    def restricted(self, participant: str) -> bool:
+        """A viewer who publishes only while holding the floor."""
+        return participant in self.info.viewers and participant not in self.info.speakers
+
+
+OFFICER_ROLES = ("officer", "supervisor")
+
+
+class LiveDesk:
+    """The live side of the education sessions of a worker.
+
+    The signalling session calls :meth:`admit` for every join (before the participant hears
+    ``joined``, so before it can publish): a roster viewer of an education session who does not
+    hold the floor is *held* (its tracks reach the verifier and the recorder, no participant).
+    Viewers' ``hand``, ``question`` and ``quiz_answer`` messages come through :meth:`handle`;
+    officers act over HTTP (:mod:`.api`) through :meth:`give`, :meth:`take`, :meth:`post`,
+    :meth:`quiz_set`. Floor changes are custody entries (``education.floor``) and audit rows.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        floor_holders: int = 1,
+        floor_seconds: float = 0.0,
+        custody: CustodyLog | None = None,
+        events: EventHub | None = None,
+    ) -> None:
+        self._db = database
+        self.floor_holders = floor_holders
+        self.floor_seconds = floor_seconds
+        self._custody = custody
+        self._events = events
+        self._rooms: dict[str, _Live] = {}
+        self._tasks = TaskSet("education live", logger)
+        self._closed = False
+
+    # -- joins -------------------------------------------------------------------------------
+    async def admit(self, participant: SfuParticipant, session_id: int | None) -> None:
+        if session_id is None or self._closed:
+            return
+        live = self._rooms.get(participant.room.room_id)
+        if live is None or live.info.session_id != session_id:
+            info = await self._db.run(lambda c: live_info(c, session_id))
+            if info is None:
+                return
+            live = self._rooms.get(participant.room.room_id)
+            if live is None or live.closed:
+                room = participant.room
+                assert isinstance(room, SfuRoom)
+                if room.closed:
+                    return
+                live = self._rooms[room.room_id] = _Live(
+                    room, info, Floor(self.floor_holders, self.floor_seconds)
+                )
+                room.add_observer(_LiveFeed(self, live))
+        pid = participant.participant_id
+        participant.set_held(live.restricted(pid) and not live.floor.holds(pid))
+
+    async def welcome(self, participant: SfuParticipant) -> None:
+        """After ``joined``: who holds the floor, the hands (officers), the quiz (viewers), and
+        what officers have said so far."""
+        live = self._rooms.get(participant.room.room_id)
+        if live is None:
+            return
+        pid = participant.participant_id
+        participant.send(self._floor_message(live, "state", None))
+        if participant.role in OFFICER_ROLES:
+            participant.send(self._hands_message(live))
+        elif live.restricted(pid):  # a viewer reconnecting finds its hand as it left it
+            participant.send(
+                {"type": "hand", "raised": any(h.participant == pid for h in live.floor.hands)}
+            )
+        session_id = live.info.session_id
+        party = live.info.viewers.get(pid)
+
+        def read(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], Quiz | None, bool]:
+            said = [
+                m
+                for m in chat.session_messages(c, session_id)
+                if m["kind"] != "question"
+                or participant.role in OFFICER_ROLES
+                or m["participant"] == pid
+            ]
+            current = quiz.session_quiz(c, session_id)
+            done = party is not None and quiz.answered(c, session_id, party)
+            return said, current, done
+
+        said, current, done = await self._db.run(read)
+        participant.send({"type": "questions", "messages": said[-100:]})
+        if current is not None and party is not None and not done:
+            participant.send({"type": "quiz", "quiz": current.public()})
+
+    # -- viewers' messages -------------------------------------------------------------------
+    async def handle(self, participant: SfuParticipant, kind: str, message: dict[str, Any]) -> None:
+        live = self._rooms.get(participant.room.room_id)
+        if live is None:
+            raise _refused("not_education")
+        pid = participant.participant_id
+        if kind == "hand":
+            raised = message.get("raised")
+            if not isinstance(raised, bool):
+                raise _refused("hand_raised")
+            if participant.role in OFFICER_ROLES or not live.restricted(pid):
+                raise _refused("hand_not_needed")
+            if raised:
+                changed = live.floor.raise_hand(pid, participant.name, time.time())
+            else:
+                changed = live.floor.lower_hand(pid)
+            participant.send(
+                {"type": "hand", "raised": any(h.participant == pid for h in live.floor.hands)}
+            )
+            if changed:
+                live.tell_officers(self._hands_message(live))
+        elif kind == "question":
+            if participant.role in OFFICER_ROLES:
+                raise _refused("question_officer")
+            try:
+                text = chat.clean_text(message.get("text"))
+                live.limit.take(pid, time.monotonic())
+            except chat.ChatRefused as exc:
+                raise _refused(exc.code, **exc.params) from None
+            party = live.info.viewers.get(pid)
+            stored = await self._db.run(
+                lambda c: chat.add_message(
+                    c,
+                    live.info.session_id,
+                    "question",
+                    pid,
+                    participant.name,
+                    text,
+                    party_id=party,
+                )
+            )
+            note = {"type": "question", "message": stored}
+            participant.send(note)
+            live.tell_officers(note)
+        elif kind == "quiz_answer":
+            party = live.info.viewers.get(pid)
+            if party is None:
+                raise _refused("quiz_viewers_only")
+            try:
+                result = await self._db.run(
+                    lambda c: quiz.answer_quiz(
+                        c, live.info.session_id, message.get("quiz"), party, message.get("answers")
+                    )
+                )
+            except quiz.QuizRefused as exc:
+                raise _refused(exc.code, **exc.params) from None
+            participant.send({"type": "quiz_result", **result})
+            live.tell_officers(
+                {"type": "quiz_answered", "participant": pid, "name": participant.name, **result}
+            )
+            self._custody_soon(live, "education.quiz_answer", participant=pid, **result)
+
+    # -- officers ----------------------------------------------------------------------------
+    def state(self, room_id: str) -> dict[str, Any] | None:
+        live = self._rooms.get(room_id)
+        return None if live is None else live.floor.as_json()
+
+    def _live(self, room_id: str | None) -> _Live:
+        live = self._rooms.get(room_id or "")
+        if live is None:
+            raise FloorRefused("not_live")
+        return live
+
+    async def give(
+        self, room_id: str | None, participant: str, by: str, seconds: float | None
+    ) -> dict[str, Any]:
+        live = self._live(room_id)
+        who = live.room.participants.get(participant)
+        if who is None or participant not in live.info.viewers:
+            raise FloorRefused("not_in_room")
+        if not live.restricted(participant):
+            raise FloorRefused("floor_not_needed")
+        holder = live.floor.give(participant, who.name, time.time(), by, seconds)
+        if isinstance(who, SfuParticipant):
+            who.set_held(False)
+        if holder.until is not None:
+            live.timers[participant] = asyncio.get_running_loop().call_later(
+                max(0.0, holder.until - time.time()), self._expire, live, participant
+            )
+        self._floor_changed(live, "given", participant, by)
+        return live.floor.as_json()
+
+    async def take(self, room_id: str | None, participant: str, by: str) -> dict[str, Any]:
+        live = self._live(room_id)
+        if live.floor.take(participant) is None:
+            raise FloorRefused("floor_not_held")
+        self._ended(live, participant, "taken", by)
+        return live.floor.as_json()
+
+    def _expire(self, live: _Live, participant: str) -> None:
+        live.timers.pop(participant, None)
+        if live.closed:
+            return
+        for holder in live.floor.expired(time.time() + 0.001):
+            self._ended(live, holder.participant, "expired", "server")
+
+    def _ended(self, live: _Live, participant: str, event: str, by: str) -> None:
+        timer = live.timers.pop(participant, None)
+        if timer is not None:
+            timer.cancel()
+        who = live.room.participants.get(participant)
+        if isinstance(who, SfuParticipant) and live.restricted(participant):
+            who.set_held(True)
+        self._floor_changed(live, event, participant, by)
+
+    def _floor_changed(self, live: _Live, event: str, participant: str, by: str) -> None:
+        live.tell_all(self._floor_message(live, event, participant))
+        live.tell_officers(self._hands_message(live))
+        if self._events is not None:
+            self._events.publish(
+                live.info.case_id,
+                "floor",
+                live.room.room_id,
+                event=event,
+                participant=participant,
+            )
+        self._custody_soon(live, "education.floor", participant=participant, event=event, by=by)
+        if by == "server":  # the officers' own acts are audited by the API with their login
+            self._audit_soon(live, f"education.floor_{event}", participant, by)
+
+    def _floor_message(self, live: _Live, event: str, participant: str | None) -> dict[str, Any]:
+        state = live.floor.as_json()
+        return {
+            "type": "floor",
+            "event": event,
+            "participant": participant,
+            "holders": state["holders"],
+            "max_holders": state["max_holders"],
+            "seconds": state["seconds"],
+        }
+
+    def _hands_message(self, live: _Live) -> dict[str, Any]:
+        return {"type": "hands", "hands": [h.as_json() for h in live.floor.hands]}
+
+    def tell(self, room_id: str | None, message: dict[str, Any]) -> None:
+        """An officer's answer or announcement (already stored) to everyone in the room."""
+        live = self._rooms.get(room_id or "")
+        if live is not None:
+            live.tell_all(message)
+
+    def quiz_set(self, room_id: str | None, current: Quiz) -> None:
+        """The session's quiz to its viewers in the room (answers are checked when sent)."""
+        live = self._rooms.get(room_id or "")
+        if live is None:
+            return
+        for pid, participant in list(live.room.participants.items()):
+            if pid in live.info.viewers:
+                participant.send({"type": "quiz", "quiz": current.public()})
+
+    def set_speaker(self, room_id: str | None, participant: str, speaker: bool) -> None:
+        live = self._rooms.get(room_id or "")
+        if live is None:
+            return
+        speakers = set(live.info.speakers)
+        (speakers.add if speaker else speakers.discard)(participant)
+        live.info = LiveInfo(
+            live.info.session_id, live.info.case_id, live.info.viewers, frozenset(speakers)
+        )
+        who = live.room.participants.get(participant)
+        if isinstance(who, SfuParticipant):
+            who.set_held(live.restricted(participant) and not live.floor.holds(participant))
+
+    # -- room events -------------------------------------------------------------------------
+    def _left(self, live: _Live, participant: Participant, reason: CloseReason) -> None:
+        pid = participant.participant_id
+        if reason == CloseReason.DUPLICATE:
+            return  # the same viewer reconnecting keeps its hand and its floor
+        lowered = any(h.participant == pid for h in live.floor.hands)
+        if live.floor.left(pid) is not None:
+            self._ended(live, pid, "left", "server")
+        elif lowered:
+            live.tell_officers(self._hands_message(live))
+
+    def _room_closed(self, live: _Live) -> None:
+        live.closed = True
+        for timer in live.timers.values():
+            timer.cancel()
+        live.timers.clear()
+        if self._rooms.get(live.room.room_id) is live:
+            del self._rooms[live.room.room_id]
+
+    def _custody_soon(self, live: _Live, entry_type: str, **fields: Any) -> None:
+        if self._custody is None:
+            return
+        custody = self._custody
+        with contextlib.suppress(TaskSetClosed):
+            self._tasks.spawn(
+                custody.append_async(
+                    entry_type,
+                    room=live.room.room_id,
+                    case=str(live.info.case_id),
+                    session=live.info.session_id,
+                    actor="education",
+                    **fields,
+                ),
+                entry_type,
+            )
+
+    def _audit_soon(self, live: _Live, action: str, participant: str, by: str) -> None:
+        case_id = live.info.case_id
+
+        async def write() -> None:
+            await self._db.run(
+                lambda c: audit(c, by, action, f"participant:{participant}", case_id)
+            )
+
+        with contextlib.suppress(TaskSetClosed):
+            self._tasks.spawn(write(), action)
+
+    def dump(self) -> dict[str, int]:
+        return {"rooms": len(self._rooms), "tasks": len(self._tasks)}
+
+    async def close(self) -> None:
+        """Stop: timers cancelled, custody entries on their way written. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for live in list(self._rooms.values()):
+            self._room_closed(live)
+        await self._tasks.drain()
+        await self._tasks.close()
+
+
+@dataclass(eq=False)
+class _LiveFeed:
+    desk: LiveDesk
+    live: _Live
+
+    def on_participant_joined(self, participant: Participant) -> None:
+        pass
+
+    def on_participant_left(self, participant: Participant, reason: CloseReason) -> None:
+        self.desk._left(self.live, participant, reason)
+
+    def on_track_published(self, up: UpTrack) -> None:
+        pass
+
+    def on_track_unpublished(self, up: UpTrack) -> None:
+        pass
+
+    def on_room_closed(self, reason: CloseReason) -> None:
+        self.desk._room_closed(self.live)

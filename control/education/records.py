@@ -55,6 +55,9 @@ from ..access import audit, find_case
 from ..auth import Officer, now_iso
 from ..documents.desk import DocumentDesk
 from ..refusals import Refusal
+from .chat import question_counts
+from .quiz import results as quiz_results
+from .quiz import session_quiz
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 ROLE_ZH = {"manager": "安全管理人员", "driver": "驾驶员"}
@@ -88,6 +91,8 @@ class ViewerFacts:
     role: str
     id_number_masked: str
     attendance: dict[str, Any] | None  # the ledger's viewer (None: never joined)
+    quiz: dict[str, Any] | None = None  # the quiz result (score, total, passed); None: none
+    questions: int = 0  # questions the viewer asked in the session
 
     @property
     def watch_seconds(self) -> float:
@@ -109,10 +114,25 @@ class SessionFacts:
     ended_at: str | None
     officer: str
     viewers: list[ViewerFacts]
+    quiz_pass_mark: int | None = None  # the session's quiz, in percent (None: no quiz)
 
     def certified(self, v: ViewerFacts) -> bool:
-        """A certificate needs the required watch time and at least one passed face check."""
+        """A certificate needs the required watch time and at least one passed face check, and
+        the quiz passed when the session has one."""
+        if self.quiz_pass_mark is not None and not (v.quiz and v.quiz["passed"]):
+            return False
         return v.watch_seconds >= self.required_seconds and v.passed >= 1
+
+    def quiz_text(self, v: ViewerFacts) -> str:
+        if self.quiz_pass_mark is None:
+            return "本次未设测验"
+        if v.quiz is None:
+            return f"未作答（及格线 {self.quiz_pass_mark}%）"
+        verdict = "及格" if v.quiz["passed"] else "不及格"
+        return (
+            f"{v.quiz['score']}/{v.quiz['total']} 题正确，{verdict}"
+            f"（及格线 {self.quiz_pass_mark}%）"
+        )
 
 
 def session_facts(
@@ -139,6 +159,9 @@ def session_facts(
             "SELECT party_id, detail FROM edu_attendance WHERE session_id = ?", (session_id,)
         )
     }
+    quiz = session_quiz(conn, session_id)
+    results = quiz_results(conn, session_id)
+    asked = question_counts(conn, session_id)
     viewers = [
         ViewerFacts(
             int(r["party_id"]),
@@ -149,6 +172,8 @@ def session_facts(
             r["role"],
             r["id_number_masked"],
             attendance.get(int(r["party_id"])),
+            results.get(int(r["party_id"])),
+            asked.get(int(r["party_id"]), 0),
         )
         for r in conn.execute(
             "SELECT v.party_id, v.person_id, p.company_id, c.name AS company, p.name, p.role, "
@@ -168,6 +193,7 @@ def session_facts(
         session["ended_at"],
         session["username"],
         viewers,
+        quiz.pass_mark if quiz is not None else None,
     )
 
 
@@ -197,6 +223,8 @@ def _viewer_item(facts: SessionFacts, v: ViewerFacts) -> dict[str, Any]:
             f"{beijing(f['at'])} {reasons.get(f['reason'], f['reason'])}" for f in flags
         )
         or "无",
+        "quiz": facts.quiz_text(v),
+        "questions": str(v.questions),
         "result": "达到学习要求" if facts.certified(v) else "未达到学习要求",
     }
 

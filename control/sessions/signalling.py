@@ -12,7 +12,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -23,7 +23,7 @@ from mediaserver.room import Sfu
 
 from .. import i18n
 from ..access import DEV_ROOM, CallAdmission, CallRefused, admission, audit
-from ..appkeys import CONFIG, DB, ERRORS, SFU, SIGNER, SOCKETS
+from ..appkeys import CONFIG, DB, ERRORS, LIVE, SFU, SIGNER, SOCKETS
 from ..http.jsonio import loads
 from .heartbeat import HeartbeatSocket
 from .tokens import Grant, TokenError, TokenSigner
@@ -82,7 +82,24 @@ MESSAGE_TYPES = (
     "leave",
     "ping",
     "resume",
+    # an education session's viewers (control/education/desk.py, LiveDesk)
+    "hand",
+    "question",
+    "quiz_answer",
 )
+EDUCATION_TYPES = ("hand", "question", "quiz_answer")
+
+
+class EducationHooks(Protocol):
+    """What an education session adds to a join and to the messages (LiveDesk)."""
+
+    async def admit(self, participant: SfuParticipant, session_id: int | None) -> None: ...
+
+    async def welcome(self, participant: SfuParticipant) -> None: ...
+
+    async def handle(
+        self, participant: SfuParticipant, kind: str, message: dict[str, Any]
+    ) -> None: ...
 
 
 class SignallingSession:
@@ -97,6 +114,7 @@ class SignallingSession:
         errors: Counter[str],
         admit: Admit = _admit_everyone,
         on_refused: RefusalLog | None = None,
+        education: EducationHooks | None = None,
     ) -> None:
         self._ws = ws
         self._sfu = sfu
@@ -106,6 +124,7 @@ class SignallingSession:
         self._errors = errors
         self._admit = admit
         self._on_refused = on_refused
+        self._education = education
         self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTGOING_QUEUE)
         self._participant: SfuParticipant | None = None
         self._attachment = 0  # which attachment of the participant this socket holds
@@ -293,9 +312,14 @@ class SignallingSession:
                 await participant.close(CloseReason.REMOVED)
                 raise
         participant.admission_ref = grant
+        if self._education is not None:
+            # a viewer without the floor is held back before it can publish
+            await self._education.admit(participant, admission.session_id)
         self._attachment = participant.attach_session(self._detached)
         self._participant = participant
         self.send(self._snapshot("joined", participant, grant))
+        if self._education is not None:
+            await self._education.welcome(participant)
 
     def _snapshot(self, kind: str, participant: SfuParticipant, grant: Grant) -> dict[str, Any]:
         """``joined`` (or ``resumed``): the room as it is now, and a new resume token."""
@@ -385,6 +409,10 @@ class SignallingSession:
         elif kind == "leave":
             self._close_code = CLOSE_NORMAL
             await participant.close(CloseReason.LEFT)
+        elif kind in EDUCATION_TYPES:
+            if self._education is None:
+                raise SignallingError("not_education", i18n.both("education.not_education"))
+            await self._education.handle(participant, kind, message)
 
 
 def admission_for(request: web.Request) -> tuple[Admit, RefusalLog]:
@@ -436,6 +464,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         errors=request.app[ERRORS],
         admit=admit,
         on_refused=refused,
+        education=request.app.get(LIVE),
     )
     await session.run()
     return ws

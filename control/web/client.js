@@ -935,7 +935,7 @@ document.addEventListener("remotecase:lang", () => {
 });
 
 async function main() {
-  await I18N.load(["party", "mediation"]).catch((err) => console.error(err));
+  await I18N.load(["party", "mediation", "education"]).catch((err) => console.error(err));
   document.title = t("party.title");
   setPhase("opening");
   labelButtons();

@@ -577,7 +577,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
 
   con.part = (part) => { con.parts.push(part); };
 
-  I18N.load(["console", "mediation"]).then(() => {
+  I18N.load(["console", "mediation", "education"]).then(() => {
     // record.js builds its panel at the end of <main>: its place is the workspace's slot
     const records = $("records-documents");
     if (records) $("record-slot").append(records);
