@@ -157,7 +157,10 @@
       const method = input({ value: item.method, maxLength: 200, required: true });
       const due = input({ type: "date", value: item.due, min: today(), required: true });
       const sync = () => Object.assign(item, { what: what.value, amount: amount.value, payer: Number(payer.value), payee: Number(payee.value), method: method.value, due: due.value });
-      for (const i of [what, amount, payer, payee, method, due]) i.addEventListener("change", sync);
+      for (const i of [what, amount, payer, payee, method, due]) {
+        i.addEventListener("input", sync);
+        i.addEventListener("change", sync);
+      }
       sync();
       rows.append(el("fieldset", { class: "stack" }, el("legend", { text: t("mediation.item", { n: n + 1 }) }),
         field("mediation.item.what", what), field("mediation.item.amount", amount),
