@@ -4,8 +4,9 @@ agent for 李四 with a power of attorney (uploaded, accepted there) and an insu
 drafts the agreement (items, amounts, shares); 张三 on a phone (390x844, touch, the fake camera
 showing the astronaut whose reference is enrolled: the real face check before the call) sees
 the draft appear on its page while the officer saves it, then signs the 调解书 on the page (a
-mark drawn, a WebCrypto key made there). 李四 and the agent sign through the API (after a face
-match logged as the verifier logs it), the officer's box through the API; the console shows
+mark drawn, a WebCrypto key made there). 李四 does the same on a phone of his own (another
+Chromium whose camera shows his face). The agent signs through the API (after a face match
+logged as the verifier logs it); the officer signs their box in the console, which then shows
 the agreement in effect. Each state: a screenshot in the test's tmp dir, no horizontal overflow
 at 360 px, no CSP violation."""
 
@@ -15,6 +16,7 @@ import asyncio
 import gc
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,12 +30,39 @@ from tests.test_browser_case_flow import _draw_and_sign
 from tests.test_browser_party import DESKTOP, PHONE, Shots, chromium, new_page, no_overflow, until
 from tests.test_prejoin import canvas
 from tests.test_records_documents import PartyKey, party_sign, seed_match
-from tests.test_verifier import ASTRONAUT, _png
+from tests.test_verifier import ASTRONAUT, HANKS, _png
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.mark.timeout(420)  # two browsers' contexts, a face check, signatures: 2 shared cores
+async def phone_joins(browser: Any, link: str) -> tuple[Any, Any, list[str]]:
+    """A party's phone opens its link, consents, passes the face check before the call (the
+    real model, the fake camera) and is in the call with its mediation panel shown."""
+    context, page, problems = await new_page(browser, "zh-CN", PHONE)
+    await page.goto(link)
+    await page.wait_for_selector("#consent-form:not([hidden])", timeout=60_000)
+    await until(page, "document.getElementById('preview').videoWidth > 0")
+    await page.check("#consent-recording")
+    await page.check("#consent-face")
+    await page.click("#consent-form button[type=submit]")
+    await until(page, "window.remotecase.prejoin.status === 'passed'", timeout=90)
+    await page.wait_for_selector("#party-mediation:not([hidden])", timeout=60_000)
+    return context, page, problems
+
+
+async def sign_on_page(api: Api, li: str, page: Any, path: str, field: str) -> None:
+    """The party draws its mark in its box and signs; the document has the signature."""
+    await _draw_and_sign(page, field)
+    for _ in range(600):
+        _, doc = await api.call("GET", path, li)
+        if field in doc["state"]["signed"]:
+            return
+        await asyncio.sleep(0.1)
+    said = await page.evaluate("document.getElementById('sign-error').textContent")
+    raise AssertionError(f"the page said: {said}")
+
+
+@pytest.mark.timeout(480)  # two browsers' contexts, a face check, signatures: 2 shared cores
 async def test_mediation_in_the_console_and_on_the_party_s_phone(tmp_path: Path) -> None:
     try:
         await _mediation(tmp_path)
@@ -52,6 +81,8 @@ async def _mediation(tmp_path: Path) -> None:
     gc.freeze()  # as a real server does at start (see tests/test_browser_case_flow.py)
     camera = tmp_path / "astronaut.y4m"
     await asyncio.to_thread(write_y4m, camera, canvas(ASTRONAUT))
+    camera2 = tmp_path / "hanks.y4m"  # 李四's phone: another Chromium, another camera
+    await asyncio.to_thread(write_y4m, camera2, canvas(HANKS))
     shots = Shots(tmp_path, "mediation")
     officer: PeerClient | None = None
     try:
@@ -73,6 +104,10 @@ async def _mediation(tmp_path: Path) -> None:
             p1, p2 = ids
             status, body = await api.call(
                 "PUT", f"/api/cases/{cid}/parties/{p1}/reference", li, data=_png(ASTRONAUT)
+            )
+            assert status == 200, body
+            status, body = await api.call(
+                "PUT", f"/api/cases/{cid}/parties/{p2}/reference", li, data=_png(HANKS)
             )
             assert status == 200, body
             status, session = await api.call(
@@ -144,15 +179,9 @@ async def _mediation(tmp_path: Path) -> None:
                 await shots.take(console, "console-people")
 
                 # 张三 on the phone: the face check before the call, then its page
-                context, page, problems = await new_page(browser, "zh-CN", PHONE)
-                await page.goto(server.base_url + invite["link"])
-                await page.wait_for_selector("#consent-form:not([hidden])", timeout=60_000)
-                await until(page, "document.getElementById('preview').videoWidth > 0")
-                await page.check("#consent-recording")
-                await page.check("#consent-face")
-                await page.click("#consent-form button[type=submit]")
-                await until(page, "window.remotecase.prejoin.status === 'passed'", timeout=90)
-                await page.wait_for_selector("#party-mediation:not([hidden])", timeout=60_000)
+                context, page, problems = await phone_joins(
+                    browser, server.base_url + invite["link"]
+                )
                 assert "尚无草案" in await page.inner_text("#party-mediation")
 
                 # the draft, written in the console, appears on the phone
@@ -190,22 +219,32 @@ async def _mediation(tmp_path: Path) -> None:
                 await page.wait_for_selector(
                     "#party-mediation:has-text('请在下方')", timeout=30_000
                 )
-                await _draw_and_sign(page, f"party-p{p1}")
                 path = f"/api/cases/{cid}/documents/{doc_id}"
-                for _ in range(600):
-                    _, doc = await api.call("GET", path, li)
-                    if f"party-p{p1}" in doc["state"]["signed"]:
-                        break
-                    await asyncio.sleep(0.1)
-                else:
-                    said = await page.evaluate("document.getElementById('sign-error').textContent")
-                    raise AssertionError(f"the page said: {said}")
+                await sign_on_page(api, li, page, path, f"party-p{p1}")
                 await shots.take(page, "party-signed")
                 await no_overflow(page, "the signed agreement")
 
-                # 李四 and the agent through the API, then the officer: in effect
+                # 李四 on a phone of his own: his face checked, he signs there too
+                status, invite2 = await api.call(
+                    "POST", f"/api/cases/{cid}/invitations", li, {"party_id": p2}
+                )
+                assert status == 201, invite2
+                async with chromium(camera2) as browser2:
+                    context2, page2, problems2 = await phone_joins(
+                        browser2, server.base_url + invite2["link"]
+                    )
+                    await page2.wait_for_selector(
+                        "#party-mediation:has-text('请在下方')", timeout=30_000
+                    )
+                    await sign_on_page(api, li, page2, path, f"party-p{p2}")
+                    await shots.take(page2, "second-party-signed")
+                    await no_overflow(page2, "the second party's signed agreement")
+                    assert problems2 == [], problems2
+                    await context2.close()
+
+                # the agent through the API, then the officer in the console: in effect
                 agent = people["王律师"]["party_id"]
-                for pid in (p2, agent):
+                for pid in (agent,):
                     status, link = await api.call(
                         "POST", f"/api/cases/{cid}/invitations", li, {"party_id": pid}
                     )
@@ -221,8 +260,9 @@ async def _mediation(tmp_path: Path) -> None:
                         api, redeemed["token"], doc_id, f"party-p{pid}", PartyKey()
                     )
                     assert status == 200, state
-                status, state = await api.call("POST", f"{path}/sign", li, {"field": "officer-o1"})
-                assert status == 200 and state["state"]["effective"], state
+                mine = "#doc-list li:has-text('调解书') button:has-text('签名（officer-o1）')"
+                await console.wait_for_selector(mine, timeout=30_000)
+                await console.click(mine)
                 await console.wait_for_selector(
                     "#mediation-agreement-state:has-text('已生效')", timeout=30_000
                 )

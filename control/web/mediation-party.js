@@ -28,11 +28,15 @@
     document.body.append(box);
   }
 
+  let asked = 0;  // the latest read: an older answer arriving after a newer one is dropped
   async function load() {
+    const mine = ++asked;
     const headers = I18N.headers({ Authorization: `Bearer ${token}`, ...device() });
     const response = await fetch("/api/party/mediation", { headers });
+    if (mine !== asked) return;
     if (!response.ok) { box.hidden = true; return; }  // no mediation in this case (404)
     const m = await response.json();
+    if (mine !== asked) return;
     box.replaceChildren(el("h2", t("mediation.party.heading")));
     box.append(el("p", t(`mediation.status.${m.status}`), { class: "muted" }));
     if (!m.draft) {
@@ -51,8 +55,11 @@
     box.hidden = false;
   }
 
+  // a step's message, and entering the call (again): what was said while the page was not in
+  // the call (before joining, while reconnecting) reached it through no message
+  const READ_ON = ["mediation", "joined", "resumed"];
   window.addEventListener("remotecase:message", (e) => {
-    if (e.detail && e.detail.type === "mediation") load().catch(() => {});
+    if (e.detail && READ_ON.includes(e.detail.type)) load().catch(() => {});
   });
   // the words first (the catalog loads with the page's: until then a text would be its key)
   const start = () => I18N.use("mediation").then(() => load()).catch(() => {});
