@@ -187,6 +187,15 @@ async def _mediation(tmp_path: Path) -> None:
                 # the draft, written in the console, appears on the phone
                 form = "#mediation-draft"
                 await console.fill(f"{form} textarea >> nth=0", "苏E12345车辆维修费8,600元")
+                # an item added and removed again keeps what was typed
+                await console.click(f"{form} button:has-text('添加项目')")
+                await console.wait_for_selector(f"{form} legend:has-text('赔偿项目 2')")
+                assert "8,600" in await console.input_value(f"{form} textarea >> nth=0")
+                await console.click(f"{form} fieldset >> nth=1 >> button:has-text('删除项目')")
+                await console.wait_for_selector(
+                    f"{form} legend:has-text('赔偿项目 2')", state="detached"
+                )
+                assert "8,600" in await console.input_value(f"{form} textarea >> nth=0")
                 item = f"{form} fieldset >> nth=0"
                 await console.fill(f"{item} >> input >> nth=0", "车辆维修费")
                 await console.fill(f"{item} >> input >> nth=1", "8600")
