@@ -15,6 +15,8 @@
   let agreement = null;   // its agreement document, with its state
   let materials = [];
   let items = [];         // the draft's items being edited
+  let edits = {};         // the losses and shares typed and not yet saved (an item added or
+                          // removed draws the form again: they are kept)
 
   const base = () => `/api/cases/${con.caseId}/mediations`;
   const today = () => new Date(Date.now() + 8 * 3600e3).toISOString().slice(0, 10);  // China
@@ -40,6 +42,7 @@
       materials = (await con.api("GET", `/api/cases/${con.caseId}/materials`)).materials;
     } catch (err) { materials = []; }
     items = mediation && mediation.draft ? mediation.draft.draft.items.map((i) => ({ ...i })) : [];
+    edits = {};
     render();
   }
 
@@ -146,7 +149,9 @@
     if (!open) return;
     const payers = people().filter((p) => p.kind !== "agent" && !p.left_at).map((p) => [p.id, p.name]);
     const payees = sides().filter((p) => !p.left_at).map((p) => [p.id, p.name]);
-    const losses = el("textarea", { rows: 2, maxLength: 2000, value: current ? current.draft.losses : "" });
+    const losses = el("textarea", { rows: 2, maxLength: 2000,
+      value: edits.losses ?? (current ? current.draft.losses : "") });
+    losses.addEventListener("input", () => { edits.losses = losses.value; });
     const rows = el("div", { class: "stack" });
     if (!items.length) items.push({ what: "", amount_fen: 0, payer: payers[0] && payers[0][0], payee: payees[1] && payees[1][0], method: "", due: "" });
     items.forEach((item, n) => {
@@ -157,7 +162,10 @@
       const method = input({ value: item.method, maxLength: 200, required: true });
       const due = input({ type: "date", value: item.due, min: today(), required: true });
       const sync = () => Object.assign(item, { what: what.value, amount: amount.value, payer: Number(payer.value), payee: Number(payee.value), method: method.value, due: due.value });
-      for (const i of [what, amount, payer, payee, method, due]) i.addEventListener("change", sync);
+      for (const i of [what, amount, payer, payee, method, due]) {
+        i.addEventListener("input", sync);
+        i.addEventListener("change", sync);
+      }
       sync();
       rows.append(el("fieldset", { class: "stack" }, el("legend", { text: t("mediation.item", { n: n + 1 }) }),
         field("mediation.item.what", what), field("mediation.item.amount", amount),
@@ -167,7 +175,10 @@
     });
     const shareInputs = sides().map((s) => {
       const found = current && current.draft.shares.find((x) => x.side === s.side);
-      return [s.side, input({ value: found ? found.percent : "", inputMode: "decimal", required: true, size: 6 }), s.name];
+      const typed = (edits.shares || {})[s.side];
+      const share = input({ value: typed ?? (found ? found.percent : ""), inputMode: "decimal", required: true, size: 6 });
+      share.addEventListener("input", () => { edits.shares = { ...(edits.shares || {}), [s.side]: share.value }; });
+      return [s.side, share, s.name];
     });
     const form = el("form", { class: "stack", id: "mediation-draft" },
       field("mediation.losses", losses), rows,
