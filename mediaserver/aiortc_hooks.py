@@ -707,11 +707,10 @@ def _direct_writer(
             )
             if extension:
                 buffer[12:head] = extension
-                if stamp is not None:
-                    now = int(monotonic() * 262144)
-                    buffer[stamp] = (now >> 16) & 0xFF
-                    buffer[stamp + 1] = (now >> 8) & 0xFF
-                    buffer[stamp + 2] = now & 0xFF
+                if stamp is not None:  # the send time, 6.18 fixed point (rtp.abs_send_time)
+                    buffer[stamp : stamp + 3] = (int(monotonic() * 262144) & 0xFFFFFF).to_bytes(
+                        3, "big"
+                    )
             buffer[head:size] = payload
             length[0] = size
             status = srtp_protect(context, cdata, length)

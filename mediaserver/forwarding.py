@@ -46,6 +46,13 @@ CONGESTED_KEYFRAME_RETRY = 3.0
 # How much of a link's estimate (seconds of it) a down-track may send ahead in a burst (a
 # keyframe) before whole frames are left out: at the estimate, a longer queue only delays.
 LINK_BURST = 1.0
+# A link counts as limited (its down-track keeps to its estimate) once its receiver reports
+# heavy loss (congestion.LOSS_HIGH) and while the estimate is below this share of what the
+# publisher sends. REMB alone does not: a receiver's REMB follows what it receives, and on a
+# busy machine its delay-based detector sees the event loop's stalls as overuse (measured:
+# aiortc subscribers on clean loopback reported REMB far below the stream), so it only lowers
+# what the publisher is asked for, where the floor bounds it.
+LIMITED_SHARE = 0.9
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -104,6 +111,8 @@ class ForwardedUpTrack:
         self.gaps = 0  # resumptions after a gap (silence or a burst lost) that asked a keyframe
         self.resumptions = 0  # times the publisher came back on new connections (resume)
         self.publisher_target: int | None = None  # the last REMB asked of the publisher
+        self._rate_sample: tuple[float, int] | None = None  # (loop time, bytes_in) a while ago
+        self._rate_bps = 0.0
         self._continue_from: tuple[int | None, int | None, float | None] | None = None
         receiver.attach_sink(self)
 
@@ -200,6 +209,17 @@ class ForwardedUpTrack:
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         self.sender_report = (ntp_timestamp, rtp_timestamp, self._loop.time())
+
+    def incoming_bps(self) -> float:
+        """What the publisher sends on this track (bits/s), over the last second or two."""
+        now = self._loop.time()
+        sample = self._rate_sample
+        if sample is None:
+            self._rate_sample = (now, self.bytes_in)
+        elif now - sample[0] >= 1.0:
+            self._rate_bps = (self.bytes_in - sample[1]) * 8 / (now - sample[0])
+            self._rate_sample = (now, self.bytes_in)
+        return self._rate_bps
 
     def publisher_bitrate(self, uplink_bps: int) -> int:
         """The REMB the publisher is sent: its uplink's estimate, lowered to what its
@@ -579,6 +599,11 @@ class RtpDownTrack:
         layers: every frame is a reference for the next), which is asked for now. The
         subscriber then sees fewer frames, with sequence numbers that go on without a hole,
         instead of a queue that overflows and a picture that freezes on a loss."""
+        logger.debug(
+            "down-track %s behind its link (%s bit/s): frames left out until a keyframe",
+            self._down_id,
+            self.link.estimate(time.monotonic()),
+        )
         self._started = False
         self._congested = True
         self.congestion_pauses += 1
@@ -594,8 +619,15 @@ class RtpDownTrack:
     def _update_budgets(self) -> None:
         now = time.monotonic()
         estimate = self.link.estimate(now)
-        if estimate is None or self.up.info.kind != "video":
-            self._link_budget = self._rtx_budget = None
+        incoming = getattr(self.up, "incoming_bps", None)
+        sent_by_publisher = incoming() if incoming is not None else 0.0
+        if (
+            estimate is None
+            or self.link.loss_bps is None
+            or self.up.info.kind != "video"
+            or estimate >= LIMITED_SHARE * sent_by_publisher
+        ):
+            self._link_budget = self._rtx_budget = None  # not limited: everything goes
             return
         rate = estimate / 8
         if self._link_budget is None:
