@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# What a publisher is never asked to go below (aiortc's VP8 encoder does not go below 250 kbit/s
-# either); a subscriber whose link is thinner gets fewer frames instead.
-PUBLISHER_FLOOR_BPS = 250_000
+# A subscriber whose link's estimate is below this does not lower what its publisher is asked
+# for: it gets fewer frames instead. Well under the 300 kbit/s of a poor mobile link, whose
+# estimate wanders (measured: 170-300 kbit/s on a steady 300 kbit/s link), so such a link
+# still brings the publisher down to it (aiortc's VP8 encoder stops at 250 kbit/s).
+PUBLISHER_FLOOR_BPS = 150_000
 # Loss-based control (receiver reports): above HIGH the link is overloaded, below LOW it is not.
 LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
@@ -55,8 +57,9 @@ class LinkEstimate:
         self.reports += 1
         self.fraction_lost = fraction_lost
         if fraction_lost > LOSS_HIGH:
-            base = sent_bps if self.loss_bps is None else min(self.loss_bps, sent_bps)
-            self.loss_bps = max(1.0, base * (1.0 - 0.5 * fraction_lost))
+            # from what was sent, not from the previous bound: a down-track that already keeps
+            # to the bound sends less, and the bound would spiral down to nothing
+            self.loss_bps = max(1.0, sent_bps * (1.0 - 0.5 * fraction_lost))
         elif fraction_lost < LOSS_LOW and self.loss_bps is not None:
             self.loss_bps *= LOSS_INCREASE
             if sent_bps > 0 and self.loss_bps > 2 * sent_bps:

@@ -42,10 +42,13 @@ GAP_PACKETS = 64
 RESTART_SECONDS = 2.0
 # A down-track paused because its link takes less than the publisher sends asks its keyframe
 # at most this often: every keyframe asked costs every other subscriber a large frame too.
-CONGESTED_KEYFRAME_RETRY = 3.0
+CONGESTED_KEYFRAME_RETRY = 2.0
 # How much of a link's estimate (seconds of it) a down-track may send ahead in a burst (a
 # keyframe) before whole frames are left out: at the estimate, a longer queue only delays.
 LINK_BURST = 1.0
+# Frames are left out once the link is behind by more than this (seconds of its estimate):
+# the keyframe a pause ends on may put it that far behind, and the frames after it still go.
+PAUSE_DEBT = 0.5
 # A link counts as limited (its down-track keeps to its estimate) once its receiver reports
 # heavy loss (congestion.LOSS_HIGH) and while the estimate is below this share of what the
 # publisher sends. REMB alone does not: a receiver's REMB follows what it receives, and on a
@@ -524,7 +527,7 @@ class RtpDownTrack:
             now = time.monotonic()
             if newer and packet.timestamp != self._frame_ts:
                 self._frame_ts = packet.timestamp
-                if not packet.keyframe and budget.available(now) < 0:
+                if not packet.keyframe and budget.available(now) < -PAUSE_DEBT * budget.rate:
                     self._pause_for_link()
                     return
             budget.spend(len(packet.payload) + 12, now)
@@ -673,6 +676,7 @@ class RtpDownTrack:
     def on_nack(self, sequence_numbers: list[int]) -> None:
         if not self._started or self._writer is None:
             return
+        paced = self.nack_paced
         for out_seq in sequence_numbers:
             self.nacks += 1
             # only packets this down-track has actually sent since it (re)started
@@ -714,6 +718,10 @@ class RtpDownTrack:
                 self.nack_failed += 1
                 continue
             self.retransmitted += 1
+        if self.nack_paced > paced and self._started:
+            # a loss the link has no room to repair: its decoder would wait on it; a keyframe
+            # (next frames left out meanwhile) ends the wait sooner than retransmissions would
+            self._pause_for_link()
 
     def on_keyframe_request(self) -> None:
         self.keyframe_requests += 1
