@@ -467,6 +467,11 @@ class RtpDownTrack:
         self._rtx_budget: congestion.TokenBucket | None = None
         self._report_bytes = 0
         self._report_time: float | None = None
+        # sequence numbers skipped because the publisher's packet had not arrived (its uplink
+        # lost it): the subscriber's receiver reports count them lost, though its link is fine
+        self._holes = 0
+        self._report_holes = 0
+        self._report_packets = 0
         self._frame_ts: int | None = None  # the frame whose packets are being forwarded
         self._congested = False  # paused by the link budget: waiting for a keyframe
         self.nack_paced = 0  # NACKed sequence numbers not answered: over the link's share
@@ -547,6 +552,10 @@ class RtpDownTrack:
             self._writer = None
             self._started = False
             return
+        if ahead and newer:
+            self._holes += ahead  # missing upstream: the subscriber counts them as lost
+        elif not newer:
+            self._holes -= 1  # a late one (the publisher's retransmission) fills a hole
         if newer:
             # only a newer packet moves the stream on: a late one (reordered, or the
             # publisher's retransmission) must not pull it back, or every NACK for what was
@@ -652,9 +661,15 @@ class RtpDownTrack:
         sent_bps = 0.0
         if self._report_time is not None and now > self._report_time:
             sent_bps = (self.bytes - self._report_bytes) * 8 / (now - self._report_time)
+        holes = max(0, self._holes - self._report_holes)
+        packets = self.packets - self._report_packets
         self._report_bytes, self._report_time = self.bytes, now
-        if sent_bps > 0:
-            self.link.on_loss(fraction_lost, sent_bps)
+        self._report_holes, self._report_packets = self._holes, self.packets
+        if sent_bps > 0 and packets > 0:
+            # the share lost on this link: what the subscriber missed less what never came
+            expected = packets + holes
+            link_lost = max(0.0, fraction_lost * expected - holes) / expected
+            self.link.on_loss(link_lost, sent_bps)
             self._update_budgets()
 
     # -- sender hooks ----------------------------------------------------------------------
