@@ -49,6 +49,11 @@ LINK_BURST = 1.0
 # Frames are left out once the link is behind by more than this (seconds of its estimate):
 # the keyframe a pause ends on may put it that far behind, and the frames after it still go.
 PAUSE_DEBT = 0.5
+# After such a pause the subscriber's stream goes on this many sequence numbers further: a
+# receiver still waiting on a packet its link lost before the pause then gives it up at once
+# (aiortc's jitter buffer drops what it holds once a packet is 128 ahead; browsers likewise on a
+# large jump) and decodes the keyframe, instead of waiting for the hole to be filled.
+PAUSE_SKIP = 200
 # A link counts as limited (its down-track keeps to its estimate) once its receiver reports
 # heavy loss (congestion.LOSS_HIGH) and while the estimate is below this share of what the
 # publisher sends. REMB alone does not: a receiver's REMB follows what it receives, and on a
@@ -470,6 +475,7 @@ class RtpDownTrack:
         # sequence numbers skipped because the publisher's packet had not arrived (its uplink
         # lost it): the subscriber's receiver reports count them lost, though its link is fine
         self._holes = 0
+        self._paused_since_report = False  # what was sent then is not what the link took
         self._report_holes = 0
         self._report_packets = 0
         self._frame_ts: int | None = None  # the frame whose packets are being forwarded
@@ -590,6 +596,8 @@ class RtpDownTrack:
                 )
             except ConnectionError:
                 return False
+        if self._congested:
+            self._next_seq = (self._next_seq + PAUSE_SKIP) & 0xFFFF
         self._congested = False
         self._frame_ts = packet.timestamp
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
@@ -618,6 +626,7 @@ class RtpDownTrack:
         )
         self._started = False
         self._congested = True
+        self._paused_since_report = True
         self.congestion_pauses += 1
         self.frames_dropped += 1
         self._last_keyframe_request = time.monotonic()
@@ -665,7 +674,8 @@ class RtpDownTrack:
         packets = self.packets - self._report_packets
         self._report_bytes, self._report_time = self.bytes, now
         self._report_holes, self._report_packets = self._holes, self.packets
-        if sent_bps > 0 and packets > 0:
+        paused, self._paused_since_report = self._paused_since_report, False
+        if sent_bps > 0 and packets > 0 and not paused:
             # the share lost on this link: what the subscriber missed less what never came
             expected = packets + holes
             link_lost = max(0.0, fraction_lost * expected - holes) / expected
