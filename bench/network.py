@@ -40,6 +40,8 @@ class Condition:
     down: Impairment
     outage_at: float | None = None  # seconds into the window
     outage: float = 0.0
+    # a second subscriber whose own downlink is this (a thin receiver); the first stays clean
+    receiver: Impairment | None = None
 
 
 def _symmetric(**kwargs: Any) -> tuple[Impairment, Impairment]:
@@ -70,6 +72,13 @@ CONDITIONS: dict[str, Condition] = {
             "uplink 300 kbit/s (200 ms queue), 80 ms RTT",
             Impairment(delay=0.04, rate_bps=300_000),
             Impairment(delay=0.04),
+        ),
+        Condition(
+            "thin_receiver",
+            "one of two subscribers receives through 300 kbit/s (1 s queue), the other clean",
+            Impairment(),
+            Impairment(),
+            receiver=Impairment(delay=0.02, rate_bps=300_000, queue=1.0),
         ),
         Condition(
             "outage5",
@@ -115,11 +124,17 @@ async def measure(condition: Condition, seconds: float, fps: int) -> dict[str, A
         link = ImpairedLink(up=condition.up, down=condition.down)
         pub = PeerClient(base, token("net", "pub"), record_payloads=True, link=link)
         sub = PeerClient(base, token("net", "sub"), record_payloads=True)
+        thin = None
+        if condition.receiver is not None:
+            thin_link = ImpairedLink(down=condition.receiver)
+            thin = PeerClient(base, token("net", "thin"), link=thin_link)
         try:
-            return await _run(condition, seconds, fps, link, pub, sub, runner)
+            return await _run(condition, seconds, fps, link, pub, sub, runner, thin)
         finally:
             await pub.close()
             await sub.close()
+            if thin is not None:
+                await thin.close()
             await runner.cleanup()
 
 
@@ -131,13 +146,17 @@ async def _run(
     pub: PeerClient,
     sub: PeerClient,
     runner: web.AppRunner,
+    thin: PeerClient | None = None,
 ) -> dict[str, Any]:
     from control.appkeys import SFU
 
     loop = asyncio.get_running_loop()
     await pub.connect()
     await sub.connect()
-    track = PatternVideoTrack(fps=fps)
+    if thin is not None:
+        await thin.connect()
+    # a thin receiver: the camera size of a phone call, so the stream is more than its link
+    track = PatternVideoTrack(fps=fps) if thin is None else PatternVideoTrack(640, 480, fps)
     await pub.publish(track)
     deadline = loop.time() + 30
     while not sub.mids_for_participant("pub", "video") or not any(sub.frame_counts.values()):
@@ -146,7 +165,16 @@ async def _run(
         await asyncio.sleep(0.1)
     (mid,) = sub.mids_for_participant("pub", "video")
     await asyncio.sleep(2.0)  # past the start
+    thin_mid = None
+    if thin is not None:
+        while not thin.mids_for_participant("pub", "video"):
+            if loop.time() > deadline:
+                raise RuntimeError("no video offer at the thin subscriber after 30 s")
+            await asyncio.sleep(0.1)
+        (thin_mid,) = thin.mids_for_participant("pub", "video")
     start, sent0, decoded0 = loop.time(), track._count, sub.frame_counts[mid]
+    bytes0 = runner.app[SFU].stats().get("bytes_in_video", 0)
+    thin0 = 0 if thin is None or thin_mid is None else thin.frame_counts[thin_mid]
     outage_end = None
     if condition.outage_at is not None:
         await asyncio.sleep(condition.outage_at)
@@ -156,6 +184,7 @@ async def _run(
     else:
         await asyncio.sleep(seconds)
     end = loop.time()
+    bytes1 = runner.app[SFU].stats().get("bytes_in_video", 0)
     frames_sent = track._count - sent0
     decoded = sub.frame_counts[mid] - decoded0
     times = [t for t in sub.frame_times[mid] if start <= t <= end]
@@ -195,6 +224,18 @@ async def _run(
     }
     if condition.outage_at is not None:
         report["recovery_seconds"] = recovery
+    if thin is not None and thin_mid is not None:
+        thin_times = [t for t in thin.frame_times[thin_mid] if start <= t <= end]
+        thin_gaps = [
+            b - a for a, b in itertools.pairwise([start, *thin_times, end]) if b - a > FREEZE
+        ]
+        report["thin_decoded_fps"] = round((thin.frame_counts[thin_mid] - thin0) / (end - start), 1)
+        report["thin_freezes"] = len(thin_gaps)
+        report["thin_frozen_seconds"] = round(sum(thin_gaps), 2)
+        report["frames_left_out"] = stats.get("frames_dropped", 0)
+        report["congestion_pauses"] = stats.get("congestion_pauses", 0)
+        report["nacks_paced"] = stats.get("nack_paced", 0)
+    report["publisher_kbps"] = round((bytes1 - bytes0) * 8 / 1000 / (end - start))
     return report
 
 
@@ -233,6 +274,11 @@ async def run(names: list[str], seconds: float, fps: int, as_json: bool) -> int:
                 f"lost after retransmission {report['packets_lost_after_retransmission']}"
                 f"/{report['packets_expected']}, NACKs answered {report['nacks_answered']}"
             )
+            if "thin_decoded_fps" in report:
+                line += (
+                    f"; thin receiver {report['thin_decoded_fps']} fps, "
+                    f"{report['thin_freezes']} freezes ({report['thin_frozen_seconds']} s)"
+                )
             if "recovery_seconds" in report:
                 line += f", moving again {report['recovery_seconds']} s after the outage"
             print(line, flush=True)

@@ -84,12 +84,14 @@ def render_metrics(
         "Sequence numbers NACKed by subscribers, by outcome: answered (sent again from the "
         "history), not_sent (this subscriber was never sent it: before its start, or not yet "
         "received from the publisher), not_in_history (never received, or gone from the "
-        "history), failed (the retransmission could not be sent).",
+        "history), failed (the retransmission could not be sent), paced (over the share of a "
+        "congested link's estimate retransmissions may take).",
         [
             ({"result": "answered"}, stats.get("retransmitted", 0)),
             ({"result": "not_sent"}, stats.get("nack_not_sent", 0)),
             ({"result": "not_in_history"}, stats.get("nack_not_in_history", 0)),
             ({"result": "failed"}, stats.get("nack_failed", 0)),
+            ({"result": "paced"}, stats.get("nack_paced", 0)),
         ],
     )
     metric(

@@ -44,6 +44,7 @@ from aiortc.rtp import (
     AnyRtcpPacket,
     RtcpByePacket,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSdesPacket,
     RtcpSenderInfo,
@@ -51,6 +52,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
     unwrap_rtx,
 )
 
@@ -132,13 +134,22 @@ class SenderHooks(Protocol):
         payload_type: int,
         rtx_payload_type: int | None,
         mid_extension: tuple[int, str] | None = None,
+        abs_send_time_id: int | None = None,
     ) -> None:
         """The codec the subscriber accepted; ``mid_extension`` is (extension id, mid) when it
-        negotiated the ``sdes:mid`` header extension."""
+        negotiated the ``sdes:mid`` header extension, ``abs_send_time_id`` the id of the
+        ``abs-send-time`` one (a receiver estimates bandwidth from it and sends REMB)."""
 
     def on_nack(self, sequence_numbers: list[int]) -> None: ...
 
     def on_keyframe_request(self) -> None: ...
+
+    def on_remb(self, bitrate: int) -> None:
+        """The subscriber's receiver-estimated maximum bitrate for this stream (bits/s)."""
+
+    def on_receiver_report(self, fraction_lost: float) -> None:
+        """The subscriber's receiver report for this stream: the fraction (0-1) lost since
+        its previous one."""
 
     def sender_report(self) -> tuple[int, int, int, int] | None:
         """(ntp_timestamp, rtp_timestamp, packet_count, octet_count), or None before media."""
@@ -148,6 +159,12 @@ class ReceiverSink(Protocol):
     def on_rtp(self, packet: RtpPacket) -> None: ...
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
+
+
+class BitrateLimit(Protocol):
+    """A sink that also caps the REMB its publisher is sent (by its subscribers' links)."""
+
+    def publisher_bitrate(self, uplink_bps: int) -> int: ...
 
 
 # A publisher's packet still missing is NACKed again at most this often (seconds). aiortc's
@@ -170,6 +187,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
     _pending_nack: tuple[int, list[int]] | None = None
     _fast_tried = False
     nacks_sent = 0  # NACK messages to the publisher
+    remb_sent: int | None = None  # the last REMB sent to the publisher (bits/s)
     _remb_wanted = False  # a video receiver: its estimator is made at its first packet
 
     def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
@@ -257,8 +275,18 @@ class SfuRtpReceiver(RTCRtpReceiver):
                 )
                 rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
                 if remb is not None and rtcp_ssrc is not None:
+                    bitrate, ssrcs = remb
+                    # what the uplink delivers, lowered to what the subscribers' links take
+                    # (mediaserver.congestion.publisher_target), so the encoder follows them
+                    limit = getattr(self._sfu_sink, "publisher_bitrate", None)
+                    if limit is not None:
+                        bitrate = int(limit(bitrate))
+                    self.remb_sent = bitrate
                     self._pending_remb = RtcpPsfbPacket(
-                        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                        fmt=RTCP_PSFB_APP,
+                        ssrc=rtcp_ssrc,
+                        media_ssrc=0,
+                        fci=pack_remb_fci(bitrate, ssrcs),
                     )
             else:
                 self._remb_bytes = size
@@ -422,10 +450,13 @@ class SfuRtpSender(RTCRtpSender):
                 if is_rtx(codec) and codec.parameters.get("apt") == primary.payloadType:
                     rtx_pt = codec.payloadType
             mid_ext = None
+            abs_id = None
             for ext in parameters.headerExtensions:
                 if ext.uri == rtp.MID_URI and parameters.muxId:
                     mid_ext = (ext.id, parameters.muxId)
-            hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt, mid_ext)
+                elif ext.uri == rtp.ABS_SEND_TIME_URI and self.kind == "video":
+                    abs_id = ext.id
+            hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt, mid_ext, abs_id)
         await super().send(parameters)
 
     async def _run_rtp(self, codec: Any) -> None:
@@ -494,8 +525,19 @@ class SfuRtpSender(RTCRtpSender):
                 hooks.on_nack(list(packet.lost))
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             hooks.on_keyframe_request()
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return  # another application-layer message than REMB
+            if self._ssrc in ssrcs:
+                hooks.on_remb(bitrate)
         else:
-            # receiver reports (round-trip time, loss stats) and REMB
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == self._ssrc:
+                        hooks.on_receiver_report(report.fraction_lost / 256)
+            # receiver reports: aiortc's round-trip time and loss statistics
             await super()._handle_rtcp_packet(packet)
 
 
@@ -517,7 +559,9 @@ class RtpWriter(Protocol):
 _HEADER = struct.Struct("!BBHII")
 
 
-def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b"") -> RtpWriter:
+def fast_rtp_writer(
+    dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b"", abs_at: int | None = None
+) -> RtpWriter:
     """A synchronous function that builds one RTP packet, protects it and sends it.
 
     aiortc's ``_send_rtp`` goes through three coroutines per packet. This resolves the
@@ -529,7 +573,8 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b
     NACKs recover video). Raises ConnectionError while DTLS is not connected. Relayed (TURN)
     pairs wrap data in their own framing, so they take aiortc's path through a task instead,
     one per packet, owned by ``tasks`` (once that set is closing, such packets are dropped).
-    ``extension``: a header extension block every packet carries (:func:`rtp.mid_extension`).
+    ``extension``: a header extension block every packet carries (:func:`rtp.extension_block`);
+    ``abs_at``: where in it each packet's abs-send-time goes (written at the send).
     """
     if dtls._state != State.CONNECTED:
         raise ConnectionError("DTLS not connected")
@@ -543,7 +588,7 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b
         sock = getattr(protocol.transport, "_sock", None)
         addr = pair.remote_addr
         if isinstance(sock, socket.socket):
-            return _direct_writer(session, sock, addr, extension)
+            return _direct_writer(session, sock, addr, extension, abs_at)
         udp = protocol.transport
         protect = session.protect
 
@@ -566,7 +611,7 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b
                         ssrc,
                         payload,
                         padding,
-                        extension,
+                        _stamped(extension, abs_at),
                     )
                 ),
                 addr,
@@ -586,15 +631,33 @@ def fast_rtp_writer(dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b
         if tasks.closed:
             return  # the owner is closing: lost as UDP would lose it
         data = rtp.build_packet(
-            payload_type, marker, sequence_number, timestamp, ssrc, payload, padding, extension
+            payload_type,
+            marker,
+            sequence_number,
+            timestamp,
+            ssrc,
+            payload,
+            padding,
+            _stamped(extension, abs_at),
         )
         tasks.spawn(_send_relayed(dtls, data), "relayed rtp")
 
     return write_slow
 
 
+def _stamped(extension: bytes, abs_at: int | None) -> bytes:
+    """``extension`` with the send time written at ``abs_at``."""
+    if abs_at is None:
+        return extension
+    return extension[:abs_at] + rtp.abs_send_time(time.monotonic()) + extension[abs_at + 3 :]
+
+
 def _direct_writer(
-    session: Any, sock: socket.socket, addr: tuple[str, int], extension: bytes = b""
+    session: Any,
+    sock: socket.socket,
+    addr: tuple[str, int],
+    extension: bytes = b"",
+    abs_at: int | None = None,
 ) -> RtpWriter:
     from pylibsrtp import _binding
 
@@ -612,6 +675,8 @@ def _direct_writer(
     protect = session.protect
     first = 0x90 if extension else 0x80  # version 2, and the X bit with an extension
     head = 12 + len(extension)
+    stamp = None if abs_at is None else 12 + abs_at
+    monotonic = time.monotonic
 
     def write(
         payload_type: int,
@@ -633,7 +698,7 @@ def _direct_writer(
                     ssrc,
                     payload,
                     padding,
-                    extension,
+                    _stamped(extension, abs_at),
                 )
             )
         else:
@@ -642,6 +707,10 @@ def _direct_writer(
             )
             if extension:
                 buffer[12:head] = extension
+                if stamp is not None:  # the send time, 6.18 fixed point (rtp.abs_send_time)
+                    buffer[stamp : stamp + 3] = (int(monotonic() * 262144) & 0xFFFFFF).to_bytes(
+                        3, "big"
+                    )
             buffer[head:size] = payload
             length[0] = size
             status = srtp_protect(context, cdata, length)

@@ -20,7 +20,7 @@ from aiortc.rtp import RtpPacket
 
 from common.tasks import TaskSet
 
-from . import rtp
+from . import congestion, rtp
 from .aiortc_hooks import ReceiverSink, RtpWriter, SfuRtpSender, fast_rtp_writer
 from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
@@ -40,6 +40,27 @@ KEYFRAME_RETRY = 1.0  # seconds between a waiting down-track's keyframe requests
 GAP_SECONDS = 1.0
 GAP_PACKETS = 64
 RESTART_SECONDS = 2.0
+# A down-track paused because its link takes less than the publisher sends asks its keyframe
+# at most this often: every keyframe asked costs every other subscriber a large frame too.
+CONGESTED_KEYFRAME_RETRY = 2.0
+# How much of a link's estimate (seconds of it) a down-track may send ahead in a burst (a
+# keyframe) before whole frames are left out: at the estimate, a longer queue only delays.
+LINK_BURST = 1.0
+# Frames are left out once the link is behind by more than this (seconds of its estimate):
+# the keyframe a pause ends on may put it that far behind, and the frames after it still go.
+PAUSE_DEBT = 0.5
+# After such a pause the subscriber's stream goes on this many sequence numbers further: a
+# receiver still waiting on a packet its link lost before the pause then gives it up at once
+# (aiortc's jitter buffer drops what it holds once a packet is 128 ahead; browsers likewise on a
+# large jump) and decodes the keyframe, instead of waiting for the hole to be filled.
+PAUSE_SKIP = 200
+# A link counts as limited (its down-track keeps to its estimate) once its receiver reports
+# heavy loss (congestion.LOSS_HIGH) and while the estimate is below this share of what the
+# publisher sends. REMB alone does not: a receiver's REMB follows what it receives, and on a
+# busy machine its delay-based detector sees the event loop's stalls as overuse (measured:
+# aiortc subscribers on clean loopback reported REMB far below the stream), so it only lowers
+# what the publisher is asked for, where the floor bounds it.
+LIMITED_SHARE = 0.9
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -97,6 +118,9 @@ class ForwardedUpTrack:
         self.keyframes_requested = 0
         self.gaps = 0  # resumptions after a gap (silence or a burst lost) that asked a keyframe
         self.resumptions = 0  # times the publisher came back on new connections (resume)
+        self.publisher_target: int | None = None  # the last REMB asked of the publisher
+        self._rate_sample: tuple[float, int] | None = None  # (loop time, bytes_in) a while ago
+        self._rate_bps = 0.0
         self._continue_from: tuple[int | None, int | None, float | None] | None = None
         receiver.attach_sink(self)
 
@@ -193,6 +217,30 @@ class ForwardedUpTrack:
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         self.sender_report = (ntp_timestamp, rtp_timestamp, self._loop.time())
+
+    def incoming_bps(self) -> float:
+        """What the publisher sends on this track (bits/s), over the last second or two."""
+        now = self._loop.time()
+        sample = self._rate_sample
+        if sample is None:
+            self._rate_sample = (now, self.bytes_in)
+        elif now - sample[0] >= 1.0:
+            self._rate_bps = (self.bytes_in - sample[1]) * 8 / (now - sample[0])
+            self._rate_sample = (now, self.bytes_in)
+        return self._rate_bps
+
+    def publisher_bitrate(self, uplink_bps: int) -> int:
+        """The REMB the publisher is sent: its uplink's estimate, lowered to what its
+        subscribers' links take (:func:`congestion.publisher_target`)."""
+        # down-tracks over a network (RtpDownTrack); a local one (recorder, verifier) has none
+        estimates = [
+            estimate()
+            for down in self._fanout
+            if (estimate := getattr(down, "link_estimate", None)) is not None
+        ]
+        target = congestion.publisher_target(estimates, uplink=uplink_bps)
+        self.publisher_target = uplink_bps if target is None else target
+        return self.publisher_target
 
     # -- control ---------------------------------------------------------------------------
     def set_muted(self, muted: bool) -> None:
@@ -337,6 +385,9 @@ class ContinuedSource:
             # the new SSRC is known now: a keyframe at once, for every restarted down-track
             self._up.request_keyframe()
 
+    def publisher_bitrate(self, uplink_bps: int) -> int:
+        return self._up.publisher_bitrate(uplink_bps)
+
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         if self._seq_offset is None:
             return  # no packet yet: the mapping to the track's timeline is not known
@@ -382,7 +433,8 @@ class RtpDownTrack:
         self._last_keyframe_request = -1e9
         self._pt: int | None = None
         self._rtx_pt: int | None = None
-        self._extension = b""  # the sdes:mid header extension, if this subscriber wants it
+        self._extension = b""  # sdes:mid and abs-send-time, as this subscriber negotiated them
+        self._abs_at: int | None = None  # where in it the send time goes
         self._next_seq = random.randint(0, 0x7FFF)  # a low start avoids an early wrap
         self._rtx_seq = random.randint(0, 0x7FFF)
         self._last_ts = random.randint(0, 0xFFFFFFFF)
@@ -398,6 +450,7 @@ class RtpDownTrack:
             self._pt = continue_from._pt
             self._rtx_pt = continue_from._rtx_pt
             self._extension = continue_from._extension
+            self._abs_at = continue_from._abs_at
             self._next_seq = continue_from._next_seq
             self._rtx_seq = continue_from._rtx_seq
             self._last_ts = continue_from._last_ts
@@ -411,6 +464,25 @@ class RtpDownTrack:
         self.nack_not_in_history = 0
         self.nack_failed = 0
         self.keyframe_requests = 0
+        # congestion (mediaserver.congestion): the link's estimate from the subscriber's REMB
+        # and receiver reports, a byte budget at it for whole frames and a share of it for
+        # retransmissions; both unlimited while nothing says the link is limited
+        self.link = congestion.LinkEstimate()
+        self._link_budget: congestion.TokenBucket | None = None
+        self._rtx_budget: congestion.TokenBucket | None = None
+        self._report_bytes = 0
+        self._report_time: float | None = None
+        # sequence numbers skipped because the publisher's packet had not arrived (its uplink
+        # lost it): the subscriber's receiver reports count them lost, though its link is fine
+        self._holes = 0
+        self._paused_since_report = False  # what was sent then is not what the link took
+        self._report_holes = 0
+        self._report_packets = 0
+        self._frame_ts: int | None = None  # the frame whose packets are being forwarded
+        self._congested = False  # paused by the link budget: waiting for a keyframe
+        self.nack_paced = 0  # NACKed sequence numbers not answered: over the link's share
+        self.frames_dropped = 0  # frames left out for the link's estimate
+        self.congestion_pauses = 0  # times forwarding paused for the link until a keyframe
         sender.attach_hooks(self)
         up.add_down_track(self)
 
@@ -433,7 +505,7 @@ class RtpDownTrack:
     @property
     def nack_misses(self) -> int:
         """NACKed sequence numbers not answered, whatever the reason."""
-        return self.nack_not_sent + self.nack_not_in_history + self.nack_failed
+        return self.nack_not_sent + self.nack_not_in_history + self.nack_failed + self.nack_paced
 
     def counters(self) -> dict[str, int]:
         """What /metrics sums over down-tracks (live and closed)."""
@@ -445,7 +517,10 @@ class RtpDownTrack:
             "nack_not_sent": self.nack_not_sent,
             "nack_not_in_history": self.nack_not_in_history,
             "nack_failed": self.nack_failed,
+            "nack_paced": self.nack_paced,
             "plis_received": self.keyframe_requests,
+            "frames_dropped": self.frames_dropped,
+            "congestion_pauses": self.congestion_pauses,
         }
 
     # -- hot path --------------------------------------------------------------------------
@@ -458,6 +533,15 @@ class RtpDownTrack:
         newer = ahead < 0x8000
         if not newer and 0x10000 - ahead > self._span:
             return  # late, from before the keyframe this subscriber started on: useless to it
+        budget = self._link_budget
+        if budget is not None:
+            now = time.monotonic()
+            if newer and packet.timestamp != self._frame_ts:
+                self._frame_ts = packet.timestamp
+                if not packet.keyframe and budget.available(now) < -PAUSE_DEBT * budget.rate:
+                    self._pause_for_link()
+                    return
+            budget.spend(len(packet.payload) + 12, now)
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         try:
             self._writer(
@@ -474,6 +558,10 @@ class RtpDownTrack:
             self._writer = None
             self._started = False
             return
+        if ahead and newer:
+            self._holes += ahead  # missing upstream: the subscriber counts them as lost
+        elif not newer:
+            self._holes -= 1  # a late one (the publisher's retransmission) fills a hole
         if newer:
             # only a newer packet moves the stream on: a late one (reordered, or the
             # publisher's retransmission) must not pull it back, or every NACK for what was
@@ -491,15 +579,27 @@ class RtpDownTrack:
             return False
         if not packet.keyframe:
             now = time.monotonic()
-            if now - self._last_keyframe_request >= KEYFRAME_RETRY:
+            retry = KEYFRAME_RETRY
+            if self._congested:
+                retry = CONGESTED_KEYFRAME_RETRY
+                if packet.timestamp != self._frame_ts:
+                    self._frame_ts = packet.timestamp
+                    self.frames_dropped += 1
+            if now - self._last_keyframe_request >= retry:
                 self._last_keyframe_request = now
                 self.up.request_keyframe()
             return False
         if self._writer is None:
             try:
-                self._writer = fast_rtp_writer(self._sender.transport, self._tasks, self._extension)
+                self._writer = fast_rtp_writer(
+                    self._sender.transport, self._tasks, self._extension, self._abs_at
+                )
             except ConnectionError:
                 return False
+        if self._congested:
+            self._next_seq = (self._next_seq + PAUSE_SKIP) & 0xFFFF
+        self._congested = False
+        self._frame_ts = packet.timestamp
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
         # Continue the subscriber's timeline from where it stopped, advanced by wall time.
         elapsed = 0.0 if self._last_time is None else time.monotonic() - self._last_time
@@ -513,24 +613,95 @@ class RtpDownTrack:
         """Forwarding paused (mute): start again on the next keyframe without a jump."""
         self._started = False
 
+    def _pause_for_link(self) -> None:
+        """The link is behind its estimate by more than a burst: leave out this frame and every
+        one after it until the next keyframe (VP8 from aiortc and browsers without temporal
+        layers: every frame is a reference for the next), which is asked for now. The
+        subscriber then sees fewer frames, with sequence numbers that go on without a hole,
+        instead of a queue that overflows and a picture that freezes on a loss."""
+        logger.debug(
+            "down-track %s behind its link (%s bit/s): frames left out until a keyframe",
+            self._down_id,
+            self.link.estimate(time.monotonic()),
+        )
+        self._started = False
+        self._congested = True
+        self._paused_since_report = True
+        self.congestion_pauses += 1
+        self.frames_dropped += 1
+        self._last_keyframe_request = time.monotonic()
+        self.up.request_keyframe()
+
+    # -- congestion ------------------------------------------------------------------------
+    def link_estimate(self) -> int | None:
+        """What this subscriber's link takes (bits/s), or None while nothing limits it."""
+        return self.link.estimate(time.monotonic())
+
+    def _update_budgets(self) -> None:
+        now = time.monotonic()
+        estimate = self.link.estimate(now)
+        incoming = getattr(self.up, "incoming_bps", None)
+        sent_by_publisher = incoming() if incoming is not None else 0.0
+        if (
+            estimate is None
+            or self.link.loss_bps is None
+            or self.up.info.kind != "video"
+            or estimate >= LIMITED_SHARE * sent_by_publisher
+        ):
+            self._link_budget = self._rtx_budget = None  # not limited: everything goes
+            return
+        rate = estimate / 8
+        if self._link_budget is None:
+            self._link_budget = congestion.TokenBucket(rate, LINK_BURST, now)
+        else:
+            self._link_budget.set_rate(rate, now)
+        share = rate * congestion.RETRANSMIT_SHARE
+        if self._rtx_budget is None:
+            self._rtx_budget = congestion.TokenBucket(share, LINK_BURST, now)
+        else:
+            self._rtx_budget.set_rate(share, now)
+
+    def on_remb(self, bitrate: int) -> None:
+        self.link.on_remb(bitrate, time.monotonic())
+        self._update_budgets()
+
+    def on_receiver_report(self, fraction_lost: float) -> None:
+        now = time.monotonic()
+        sent_bps = 0.0
+        if self._report_time is not None and now > self._report_time:
+            sent_bps = (self.bytes - self._report_bytes) * 8 / (now - self._report_time)
+        holes = max(0, self._holes - self._report_holes)
+        packets = self.packets - self._report_packets
+        self._report_bytes, self._report_time = self.bytes, now
+        self._report_holes, self._report_packets = self._holes, self.packets
+        paused, self._paused_since_report = self._paused_since_report, False
+        if sent_bps > 0 and packets > 0 and not paused:
+            # the share lost on this link: what the subscriber missed less what never came
+            expected = packets + holes
+            link_lost = max(0.0, fraction_lost * expected - holes) / expected
+            self.link.on_loss(link_lost, sent_bps)
+            self._update_budgets()
+
     # -- sender hooks ----------------------------------------------------------------------
     def on_negotiated(
         self,
         payload_type: int,
         rtx_payload_type: int | None,
         mid_extension: tuple[int, str] | None = None,
+        abs_send_time_id: int | None = None,
     ) -> None:
         self._pt = payload_type
         self._rtx_pt = rtx_payload_type
-        extension = b"" if mid_extension is None else rtp.mid_extension(*mid_extension)
-        if extension != self._extension:
-            self._extension = extension
+        extension, abs_at = rtp.extension_block(mid_extension, abs_send_time_id)
+        if extension != self._extension or abs_at != self._abs_at:
+            self._extension, self._abs_at = extension, abs_at
             self._writer = None  # a writer carries its extension: the next start makes one
             self._started = False
 
     def on_nack(self, sequence_numbers: list[int]) -> None:
         if not self._started or self._writer is None:
             return
+        paced = self.nack_paced
         for out_seq in sequence_numbers:
             self.nacks += 1
             # only packets this down-track has actually sent since it (re)started
@@ -541,6 +712,10 @@ class RtpDownTrack:
             packet = self.up.get_packet((out_seq - self._seq_offset) & 0xFFFF)
             if packet is None:
                 self.nack_not_in_history += 1
+                continue
+            budget = self._rtx_budget
+            if budget is not None and not budget.take(len(packet.payload) + 12, time.monotonic()):
+                self.nack_paced += 1  # over the link's share: a flood would only add loss
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             try:
@@ -568,12 +743,17 @@ class RtpDownTrack:
                 self.nack_failed += 1
                 continue
             self.retransmitted += 1
+        if self.nack_paced > paced and self._started:
+            # a loss the link has no room to repair: its decoder would wait on it; a keyframe
+            # (next frames left out meanwhile) ends the wait sooner than retransmissions would
+            self._pause_for_link()
 
     def on_keyframe_request(self) -> None:
         self.keyframe_requests += 1
         self.up.request_keyframe()
 
     def sender_report(self) -> tuple[int, int, int, int] | None:
+        self._update_budgets()  # about once a second: an estimate that timed out goes
         if not self._started or self._last_time is None:
             return None
         published = self.up.sender_report

@@ -18,6 +18,7 @@ _X = 0x10
 _ONE_BYTE_PROFILE = b"\xbe\xde"  # RFC 8285 section 4.2
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 def build_packet(
@@ -57,6 +58,32 @@ def mid_extension(extension_id: int, mid: str) -> bytes:
     element = bytes(((extension_id << 4) | (len(value) - 1),)) + value
     element += bytes(-len(element) % 4)
     return _ONE_BYTE_PROFILE + (len(element) // 4).to_bytes(2, "big") + element
+
+
+def extension_block(
+    mid: tuple[int, str] | None, abs_send_time_id: int | None
+) -> tuple[bytes, int | None]:
+    """The header extension block for ``mid`` (extension id, mid) and ``abs-send-time``
+    (extension id), one-byte form, and where in the block the 3-byte send time goes (None
+    without one): the writer fills it per packet (:func:`abs_send_time`)."""
+    elements = b""
+    at: int | None = None
+    if mid is not None:
+        elements = mid_extension(*mid)[4:].rstrip(b"\0")
+    if abs_send_time_id is not None:
+        if not 1 <= abs_send_time_id <= 14:
+            raise ValueError("a one-byte header extension has an id of 1-14")
+        at = 4 + len(elements) + 1
+        elements += bytes(((abs_send_time_id << 4) | 2,)) + bytes(3)
+    if not elements:
+        return b"", None
+    elements += bytes(-len(elements) % 4)
+    return _ONE_BYTE_PROFILE + (len(elements) // 4).to_bytes(2, "big") + elements, at
+
+
+def abs_send_time(now: float) -> bytes:
+    """``now`` (seconds) as abs-send-time: 6.18 fixed point, 24 bits (wraps every 64 s)."""
+    return (int(now * 262144) & 0xFFFFFF).to_bytes(3, "big")
 
 
 def rtx_payload(original_sequence_number: int, payload: bytes) -> bytes:
