@@ -22,6 +22,23 @@ from ..refusals import CodedRefusal
 
 # the parts of a document's data a request may give besides what the case holds
 EXTRA_SECTIONS = ("findings", "penalty", "mediation", "delivery", "talk")
+# the template paths :func:`base_data` fills from the case by itself (``parties.N`` written as
+# ``parties[]``; of the officers only the one generating): the officer's form does not ask
+# for them. The unit's
+# name is not here: the case knows only the brigade's code, which the form offers to replace.
+FILLED = frozenset(
+    {
+        "department.brigade",
+        "department.seal_name",
+        "case.id",
+        "case.title",
+        "case.kind",
+        "parties[].name",
+        "parties[].role",
+        "parties[].phone",
+        "officers.0.name",
+    }
+)
 
 
 class Refusal(CodedRefusal):
