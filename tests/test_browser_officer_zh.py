@@ -189,6 +189,9 @@ async def test_a_chinese_officer_runs_a_case_from_booking_to_the_end(
         assert await page.get_attribute(f"{header} [data-path='case.start_time']", "type") == (
             "datetime-local"
         )
+        # the questioner and the recorder are chosen among the case's officers, not typed
+        recorder = f"{header} select[data-path='officers.1.name']"
+        assert await page.locator(f"{recorder} option").all_inner_texts() == ["（未指定）", "li"]
         await page.fill(f"{header} [data-path='case.place']", "远程视频询问室")
         await page.fill(f"{header} [data-path='person.birth_date']", "1990-03-07")
         await page.click("#record-header-save")

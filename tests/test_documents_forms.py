@@ -75,6 +75,14 @@ async def _check(server: Server, api: Api) -> None:
     )
     assert status == 201, second
     ids = [first, second["id"]]
+    # who may be the case's officers (the recorder of a record, by account)
+    await officer_login(server, api, "zhao", "brigade-1")
+    await officer_login(server, api, "chen", "brigade-2")
+    status, listed = await api.call("GET", f"/api/cases/{case_id}/officers", li)
+    assert status == 200, listed
+    assert [o["name"] for o in listed["officers"]] == ["li", "zhao"]
+    status, listed = await api.call("GET", "/api/cases/999/officers", li)
+    assert status == 404, listed
     url = f"/api/cases/{case_id}/documents"
     lacking = _body(form["fields"], ids, leave_out="parties[].responsibility")
     lacking["parties"][1]["responsibility"] = "次要责任"

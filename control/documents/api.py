@@ -294,6 +294,13 @@ async def list_templates(request: web.Request) -> web.Response:
     )
 
 
+async def list_case_officers(request: web.Request) -> web.Response:
+    who = await access.officer(request)
+    case_id = access.case_id(request)
+    found = done(await request.app[DB].run(lambda c: store.case_officers(c, who, case_id)))
+    return web.json_response({"officers": found})
+
+
 # -- officers --------------------------------------------------------------------------------
 async def post_document(request: web.Request) -> web.Response:
     who = await access.officer(request)
@@ -883,6 +890,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(base + "/{document}/refusals", refuse)
     app.router.add_post(base + "/{document}/revoke", revoke)
     app.router.add_get("/api/documents/templates", list_templates)
+    app.router.add_get("/api/cases/{case}/officers", list_case_officers)
     app.router.add_get("/api/party/documents", party_list)
     app.router.add_get("/api/party/documents/{document}", party_get)
     app.router.add_get("/api/party/documents/{document}/pdf", party_pdf)
@@ -991,6 +999,19 @@ def describe(add: Add) -> None:
             "case fills it by itself), `input` (text, long, date, datetime), `party` (`each` "
             "for every party's, an index for one party's, null) and `required`.",
         ),
+    )
+    add(
+        "/api/cases/{case}/officers",
+        "get",
+        op(
+            "The accounts that may be this case's officers in a document or a record",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+            description="`officers`: `account`, `name`, `role`; active, not observers, of the "
+            "case's brigade or supervisors (what `officers[].account` accepts).",
+        ),
+        [CASE],
     )
     add(
         "/api/party/documents",

@@ -143,6 +143,23 @@ def base_data(
     return data
 
 
+def case_officers(
+    conn: sqlite3.Connection, who: Officer, case_id: int
+) -> list[dict[str, Any]] | Refusal:
+    """The accounts that may be a document's or a record's officer in this case (``officers[]``
+    by account, as :func:`base_data` accepts them): active, not observers, of the case's brigade
+    or supervisors."""
+    case = find_case(conn, who, case_id)
+    if case is None:
+        return Refusal.NO_CASE
+    rows = conn.execute(
+        "SELECT id, username, role FROM officers WHERE disabled = 0 AND role != 'observer' "
+        "AND (brigade = ? OR role = 'supervisor') ORDER BY id",
+        (case["brigade"],),
+    ).fetchall()
+    return [{"account": r["id"], "name": r["username"], "role": r["role"]} for r in rows]
+
+
 def insert(
     conn: sqlite3.Connection,
     who: Officer,

@@ -86,6 +86,7 @@
   let record = null;
   let caseSeen = null;
   let templates = null; // kind -> the template as a form (GET /api/documents/templates)
+  let caseOfficers = null; // who may be the record's questioner and recorder (GET .../officers)
   let formParties = null; // the parties the document form was built for
   let values = {}; // what the officer typed in this case, by path (kept across kinds)
   const UNIT_KEY = "remotecase.unit"; // the unit's full name, once typed, on this device
@@ -111,6 +112,7 @@
   function label(path, own) {
     const generic = path.replace(/^person\./, "parties[].").replace(/^(parties|officers)\.\d+\./, "$1[].")
       .replace(/\[\d+\]/g, "[]");
+    if (I18N.lang !== "zh-CN" && I18N.has(`rec.field.${path}`)) return t(`rec.field.${path}`);
     if (I18N.lang !== "zh-CN" && I18N.has(`rec.field.${generic}`)) return t(`rec.field.${generic}`);
     if (own) return own;
     return I18N.has(`rec.field.${generic}`) ? t(`rec.field.${generic}`) : t("rec.field.other");
@@ -260,23 +262,41 @@
       el("legend", {}, t(legend)),
       ...HEADER.filter(([p]) => roots.some((r) => p.startsWith(r))).map(([p, input]) =>
         field(p, own[p], input, pick(p), { prefix: "h", readonly: final })))));
+    // the questioner and the recorder: accounts that may act in this case, each with a badge
     const officers = el("fieldset", {}, el("legend", {}, t("rec.header.officers")));
-    (h.officers || []).forEach((o, i) => {
-      officers.append(field(`officers.${i}.name`, own[`officers.${i}.name`], "text", o.name, { prefix: "h", readonly: true }),
+    const known = caseOfficers || [];
+    for (const i of [0, 1]) {
+      const o = (h.officers || [])[i] || {};
+      const id = `f-h-officers-${i}-account`;
+      const choose = el("select", { id, "data-path": `officers.${i}.name`, "data-input": "account",
+                                    disabled: final ? "" : undefined },
+        ...(i ? [el("option", { value: "" }, t("rec.header.nobody"))] : []),
+        ...known.map((k) => el("option", { value: String(k.account) }, k.name)));
+      if (o.account && !known.some((k) => k.account === o.account)) {
+        choose.append(el("option", { value: String(o.account) }, o.name || String(o.account)));
+      }
+      choose.value = o.account ? String(o.account) : "";
+      officers.append(el("label", { for: id }, el("span", {}, label(`officers.${i}.name`, own[`officers.${i}.name`])),
+        choose, el("span", { class: "field-error", role: "alert", hidden: "" })),
         field(`officers.${i}.badge`, "", "text", o.badge, { prefix: "h", readonly: final }));
-    });
+    }
     box.append(officers);
     $("record-header-save").hidden = final;
   }
   function headerBody() {
     const body = { department: {}, case: {}, person: {} };
-    const officers = (record.header.officers || []).map((o) => ({ account: o.account }));
+    const officers = [];
     for (const control of $("record-header-fields").querySelectorAll("[data-path]")) {
       const [root, key, sub] = control.dataset.path.split(".");
-      if (root === "officers") { if (sub === "badge") officers[Number(key)].badge = read(control); continue; }
+      if (root === "officers") {
+        const n = Number(key);
+        if (control.dataset.input === "account") officers[n] = { ...(officers[n] || {}), account: Number(control.value) || null };
+        else if (sub === "badge") officers[n] = { ...(officers[n] || {}), badge: read(control) };
+        continue;
+      }
       body[root][key] = control.dataset.input === "number" && control.value ? Number(control.value) : read(control);
     }
-    return { ...body, officers };
+    return { ...body, officers: officers.filter((o) => o && o.account) };
   }
 
   function showRecord() {
@@ -314,7 +334,9 @@
     section.hidden = false;
     if (caseSeen !== con.caseId) {
       caseSeen = con.caseId; record = null; values = {}; $("doc-fields").replaceChildren();
+      caseOfficers = null;
     }
+    if (!caseOfficers) caseOfficers = (await call("GET", `/api/cases/${con.caseId}/officers`)).officers;
     const partiesKey = docParties().map((p) => `${p.id}:${p.name}`).join(",");
     if (!templates || partiesKey !== formParties) {
       await loadTemplates(); docData(); formParties = partiesKey; buildDocForm();
