@@ -49,22 +49,25 @@ PARTY_FIELDS = {
 }
 
 
-async def _open_case(page: Any, base_url: str, case_id: int, lang: str) -> None:
+async def _open_case(page: Any, base_url: str, case_id: int, lang: str, user: str = "li") -> None:
     await page.goto(base_url + "/console")
     await see(page, "#login-form")
     await _wait_for(page, f"document.documentElement.lang === {json.dumps(lang)}")
-    await page.fill("#username", "li")
+    await page.fill("#username", user)
     await page.fill("#password", PASSWORD)
     await page.click("#login-form button")
-    await _wait_for(page, "document.getElementById('who').textContent.includes('li')")
+    await _wait_for(page, f"document.getElementById('who').textContent.includes('{user}')")
     await page.click("#nav a[data-view=cases]")
     await page.click(f"#cases a[href='#case/{case_id}']")
     await see(page, "#records-documents:not([hidden]) #doc-fields fieldset")
 
 
-async def _generate(page: Any, shots: Shots, words: dict[str, str], lang: str) -> str:
+async def _generate(
+    page: Any, shots: Shots, words: dict[str, str], lang: str, supervisor: bool = False
+) -> str:
     """Fill the determination's form but the second party's responsibility, see it refused
-    there, fill it, and see the document made: its number."""
+    there, fill it, and see the document made: its number. A supervisor may also read the
+    data the form sends."""
     await page.select_option("#doc-kind", "determination_ordinary")
     made = page.locator("#doc-list li[data-kind=determination_ordinary]")
     before = await made.count()
@@ -75,7 +78,8 @@ async def _generate(page: Any, shots: Shots, words: dict[str, str], lang: str) -
     panel = await page.inner_text("#records-documents")
     for raw in ("findings.", "parties[", "{", "determination_ordinary", "JSON"):
         assert raw not in panel, (raw, panel)
-    assert await page.locator("#doc-raw").is_hidden()  # the raw data: supervisors only
+    # the raw data: supervisors only, read-only, closed until asked for
+    assert await page.locator("#doc-raw").is_visible() == supervisor
     # long texts in text areas, dates in date pickers
     assert await page.get_attribute('[data-path="findings.facts"]', "rows") is not None
     assert await page.get_attribute('[data-path="case.issue_date"]', "type") == "date"
@@ -86,6 +90,15 @@ async def _generate(page: Any, shots: Shots, words: dict[str, str], lang: str) -
         await page.fill(f'[data-path="parties[0].{name}"]', first)
         if name != "responsibility":
             await page.fill(f'[data-path="parties[1].{name}"]', second)
+    if supervisor:
+        await page.click("#doc-raw summary")
+        raw = json.loads(await page.inner_text("#doc-raw-data"))
+        assert raw["kind"] == "determination_ordinary"
+        assert raw["data"]["findings"]["facts"] == FILLED_IN["findings.facts"]
+        assert raw["data"]["case"]["issue_date"] == "2026年12月01日"
+        assert raw["data"]["case"]["time"] == "2026年11月30日 08时15分"
+        assert [p.get("responsibility") for p in raw["data"]["parties"]] == ["全部责任", None]
+        await page.click("#doc-raw summary")
     await page.click("#doc-new button[type=submit]")
     left = '[data-path="parties[1].responsibility"]'
     await see(page, f'{left}[aria-invalid="true"]')
@@ -132,6 +145,7 @@ async def test_a_determination_through_the_form(server: Server, tmp_path: Path) 
     async with aiohttp.ClientSession() as http:
         api = Api(http, server.base_url)
         li = await officer_login(server, api, "li", "brigade-1")
+        await officer_login(server, api, "wu", "brigade-1", role="supervisor")
         case_id, _ = await case_with_party(api, li, name="王伟")
         status, body = await api.call(
             "POST", f"/api/cases/{case_id}/parties", li, {"role": "driver", "name": "李娜"}
@@ -152,13 +166,13 @@ async def test_a_determination_through_the_form(server: Server, tmp_path: Path) 
         await context.close()
         assert problems == [], problems
 
-        # the second language at phone size: English labels from the catalog
+        # the second language at phone size, a supervisor: English labels from the catalog
         context, page, problems = await new_page(browser, "en", PHONE)
-        await _open_case(page, server.base_url, case_id, "en")
+        await _open_case(page, server.base_url, case_id, "en", "wu")
         en = record_words("en")
         labels = await page.locator("#doc-fields label > span:first-child").all_inner_texts()
         assert any(en["rec.field.parties[].responsibility"] in x for x in labels), labels
-        await _generate(page, shots, en, "en")
+        await _generate(page, shots, en, "en", supervisor=True)
         assert await _pdf_head(page, case_id) == "%PDF-"
         await context.close()
         assert problems == [], problems

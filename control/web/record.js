@@ -145,7 +145,7 @@
     if (templates) return templates;
     const answer = await call("GET", "/api/documents/templates");
     templates = Object.fromEntries(answer.templates.map((tpl) => [tpl.kind, tpl]));
-    for (const option of $("doc-kind").options) {
+    for (const option of [...$("doc-kind").options]) {
       if (!templates[option.value]) option.remove();
       else if (!I18N.has(`rec.kind.${option.value}`)) option.textContent = templates[option.value].title;
     }
