@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import pytest
 
-from control.documents.api import field_input
+from control.documents.api import field_input, template_form
+from documents.errors import TemplateError
+from documents.templates import parse_template
 from tests.conftest import Api, Server, case_with_party, officer_login
 
 
@@ -60,6 +63,8 @@ async def _check(server: Server, api: Api) -> None:
     assert fields["case.place"]["input"] == "text"
     assert fields["parties[].name"]["filled"] and fields["parties[].name"]["party"] == "each"
     assert not fields["parties[].responsibility"]["filled"]
+    assert fields["parties[].responsibility"]["required"]
+    assert fields["parties[].fault"]["required"] is False  # the template's optional field
     assert not fields["department.name"]["filled"]  # the case knows only the brigade's code
     assert fields["department.brigade"]["filled"]
     assert [s["label"] for s in form["signers"]] == ["交通警察", "交通事故处理专用章"]
@@ -108,3 +113,20 @@ def test_inputs_by_path() -> None:
     assert field_input("mediation.date") == "date"
     assert field_input("talk.subject") == "text"
     assert field_input("parties[].vehicle.plate") == "text"
+
+
+def test_an_optional_field_is_asked_but_not_checked() -> None:
+    text = (
+        'kind = "k"\ntitle = "某文书"\nshort = "某"\n'
+        'fields = [{ path = "case.place", label = "地点" }, '
+        '{ path = "case.note", label = "备注", optional = OPT }]\n'
+        'signers = [{ role = "officer", who = "officers.0", label = "民警" }]\n'
+        'body = [{ type = "line", text = "{case.place}{case.note}" }, { type = "signatures" }]\n'
+    )
+    template = parse_template(text.replace("OPT", "true"), "k.toml")
+    assert template.fields == (("case.place", "地点"),)
+    assert template.optional_fields == (("case.note", "备注"),)
+    template.check({"case": {"place": "某地"}})  # the optional field may stay empty
+    assert [f["required"] for f in template_form(template)["fields"]] == [True, False]
+    with pytest.raises(TemplateError, match="optional"):
+        parse_template(text.replace("OPT", '"yes"'), "k.toml")

@@ -258,7 +258,9 @@ def template_form(template: Any) -> dict[str, Any]:
     """One kind's form: title, fields (label, path, whether the case fills it, the input, and
     ``party``: each party's (``parties[]``), one party's (its index) or none), signers."""
     fields = []
-    for path, label in template.fields:
+    asked = [(p, label, True) for p, label in template.fields]
+    asked += [(p, label, False) for p, label in template.optional_fields]
+    for path, label, required in asked:
         parts = path.split(".")
         party: str | int | None = None
         generic = path
@@ -274,7 +276,7 @@ def template_form(template: Any) -> dict[str, Any]:
                 "filled": generic in store.FILLED,
                 "input": field_input(path),
                 "party": party,
-                "required": True,
+                "required": required,
             }
         )
     signers = [{"role": s.role, "who": s.who, "label": s.label} for s in template.signers]
@@ -997,7 +999,8 @@ def describe(add: Add) -> None:
             tag=tag,
             description="Each field: `path`, `label` (the template's, Chinese), `filled` (the "
             "case fills it by itself), `input` (text, long, date, datetime), `party` (`each` "
-            "for every party's, an index for one party's, null) and `required`.",
+            "for every party's, an index for one party's, null) and `required` (false for "
+            "a template's `optional` field).",
         ),
     )
     add(
