@@ -238,7 +238,8 @@
   // the record's header: unit, the questioning, the person questioned, the officers
   const HEADER = [
     ["department.name", "text"], ["case.place", "text"], ["case.start_time", "datetime"],
-    ["case.end_time", "datetime"], ["case.inquiry_no", "number"], ["case.rights_told", "long"],
+    ["case.end_time", "datetime"], ["case.inquiry_no", "number"], ["case.interpreter", "text"],
+    ["case.rights_told", "long"],
     ["person.name", "text"], ["person.sex", "text"], ["person.birth_date", "date"],
     ["person.id_type", "text"], ["person.id_number", "text"], ["person.address", "text"],
     ["person.phone", "text"],
