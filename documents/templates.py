@@ -59,6 +59,9 @@ class Template:
     signers: tuple[SignerSpec, ...]
     body: tuple[dict[str, Any], ...]
     source: str
+    # fields the body uses that a document may leave empty (``optional = true``): not
+    # checked, but the officer's form asks for them too
+    optional_fields: tuple[tuple[str, str], ...] = ()
 
     def check(self, data: Data) -> None:
         """Refuse data missing a required field (:class:`MissingFields` names each one)."""
@@ -101,6 +104,7 @@ def parse_template(text: str, source: str) -> Template:
     if not isinstance(numbered, bool):
         raise _fail(source, "numbered", "应为 true 或 false", "must be true or false")
     fields: list[tuple[str, str]] = []
+    optional_fields: list[tuple[str, str]] = []
     for i, f in enumerate(raw.get("fields", [])):
         where = f"fields[{i}]."
         if not isinstance(f, dict):
@@ -108,7 +112,10 @@ def parse_template(text: str, source: str) -> Template:
         path, label = _string(source, f, "path", where), _string(source, f, "label", where)
         if not re.fullmatch(r"[a-z_]+(\[\])?(\.[a-z0-9_]+(\[\])?)*", path):
             raise _fail(source, where + "path", f"路径 {path} 无效", f"path {path} is not valid")
-        fields.append((path, label))
+        optional = f.get("optional", False)
+        if not isinstance(optional, bool):
+            raise _fail(source, where + "optional", "应为 true 或 false", "must be true or false")
+        (optional_fields if optional else fields).append((path, label))
     signers: list[SignerSpec] = []
     raw_signers = raw.get("signers")
     if not isinstance(raw_signers, list) or not raw_signers:
@@ -174,7 +181,15 @@ def parse_template(text: str, source: str) -> Template:
             "no signatures block (where the signature slots go)",
         )
     return Template(
-        kind, title, short, numbered, tuple(fields), tuple(signers), tuple(body), source
+        kind,
+        title,
+        short,
+        numbered,
+        tuple(fields),
+        tuple(signers),
+        tuple(body),
+        source,
+        tuple(optional_fields),
     )
 
 

@@ -559,6 +559,17 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         plain("GET", "/api/cases/{case}/documents"),
         (*OFFICERS_ONLY, 200, 404, 200, 200),
     ),
+    # the templates as forms: any officer account reads them, no case needed
+    (
+        "document templates",
+        plain("GET", "/api/documents/templates"),
+        (*OFFICERS_ONLY, 200, 200, 200, 200),
+    ),
+    (
+        "the case's officers",
+        plain("GET", "/api/cases/{case}/officers"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
     ("read a document", document("GET", ""), (*OFFICERS_ONLY, 200, 404, 200, 200)),
     ("download a document", document("GET", "/pdf"), (*OFFICERS_ONLY, 200, 404, 200, 200)),
     # li's own box: a supervisor signs no other officer's box

@@ -180,6 +180,29 @@ async def test_a_chinese_officer_runs_a_case_from_booking_to_the_end(
         await page.click("#open-session button")
         await see(page, "#session-open:not([hidden])")
         await chinese_only(page, typed, "session open")
+
+        # the inquiry record's header: a form prefilled from the case (no JSON to type)
+        header = "#record-header:not([hidden])"
+        await page.click("#record-new")
+        await see(page, f"{header} [data-path='person.name']")
+        assert await page.input_value(f"{header} [data-path='person.name']") == "王伟"
+        assert await page.get_attribute(f"{header} [data-path='case.start_time']", "type") == (
+            "datetime-local"
+        )
+        # the questioner and the recorder are chosen among the case's officers, not typed
+        recorder = f"{header} select[data-path='officers.1.name']"
+        assert await page.locator(f"{recorder} option").all_inner_texts() == ["（未指定）", "li"]
+        await page.fill(f"{header} [data-path='case.place']", "远程视频询问室")
+        await page.fill(f"{header} [data-path='person.birth_date']", "1990-03-07")
+        await page.click("#record-header-save")
+        await see(page, "#rd-error:has-text('表头已保存')")
+        await _wait_for(
+            page,
+            'window.remotecaseConsole && document.querySelector("#record-header '
+            "[data-path='person.birth_date']\").value === '1990-03-07'",
+        )
+        await chinese_only(page, typed, "record header")
+        await screenshot(page, tmp_path, "zh-officer-record-header")
         await page.click("#join-call")
         await see(page, "#leave-call:not([hidden])")
         await phase(party, "in_call", PATIENCE)

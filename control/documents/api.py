@@ -232,6 +232,77 @@ async def generate(
     return await with_state(request, row)
 
 
+# -- the templates as forms -----------------------------------------------------------------
+# how the officer's form asks for a field (the template says only path and label): long texts
+# in a text area, dates and times in their pickers
+LONG_ROOTS = ("findings", "penalty", "mediation", "talk")
+LONG_FIELDS = frozenset({"case.rights_told", "case.rules", "case.scope", "delivery.address"})
+SHORT_IN_LONG_ROOTS = frozenset({"mediation.date", "mediation.start_date", "talk.subject"})
+
+
+def field_input(path: str) -> str:
+    """``date``, ``datetime``, ``long`` or ``text``: the input the form uses for ``path``."""
+    last = path.rsplit(".", 1)[-1]
+    if last.endswith("date"):
+        return "date"
+    if last.endswith("time") or last.endswith("_at"):
+        return "datetime"
+    if path in LONG_FIELDS or (
+        path.split(".", 1)[0] in LONG_ROOTS and path not in SHORT_IN_LONG_ROOTS
+    ):
+        return "long"
+    return "text"
+
+
+def template_form(template: Any) -> dict[str, Any]:
+    """One kind's form: title, fields (label, path, whether the case fills it, the input, and
+    ``party``: each party's (``parties[]``), one party's (its index) or none), signers."""
+    fields = []
+    asked = [(p, label, True) for p, label in template.fields]
+    asked += [(p, label, False) for p, label in template.optional_fields]
+    for path, label, required in asked:
+        parts = path.split(".")
+        party: str | int | None = None
+        generic = path
+        if parts[0] == "parties[]":
+            party = "each"
+        elif parts[0] == "parties" and len(parts) > 2 and parts[1].isdigit():
+            party = int(parts[1])
+            generic = ".".join(["parties[]", *parts[2:]])
+        fields.append(
+            {
+                "path": path,
+                "label": label,
+                "filled": generic in store.FILLED,
+                "input": field_input(path),
+                "party": party,
+                "required": required,
+            }
+        )
+    signers = [{"role": s.role, "who": s.who, "label": s.label} for s in template.signers]
+    return {
+        "kind": template.kind,
+        "title": template.title,
+        "fields": fields,
+        "signers": signers,
+    }
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    await access.officer(request)
+    templates = desk(request).templates
+    return web.json_response(
+        {"templates": [template_form(templates[k]) for k in sorted(templates)]}
+    )
+
+
+async def list_case_officers(request: web.Request) -> web.Response:
+    who = await access.officer(request)
+    case_id = access.case_id(request)
+    found = done(await request.app[DB].run(lambda c: store.case_officers(c, who, case_id)))
+    return web.json_response({"officers": found})
+
+
 # -- officers --------------------------------------------------------------------------------
 async def post_document(request: web.Request) -> web.Response:
     who = await access.officer(request)
@@ -820,6 +891,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(base + "/{document}/sign", sign)
     app.router.add_post(base + "/{document}/refusals", refuse)
     app.router.add_post(base + "/{document}/revoke", revoke)
+    app.router.add_get("/api/documents/templates", list_templates)
+    app.router.add_get("/api/cases/{case}/officers", list_case_officers)
     app.router.add_get("/api/party/documents", party_list)
     app.router.add_get("/api/party/documents/{document}", party_get)
     app.router.add_get("/api/party/documents/{document}/pdf", party_pdf)
@@ -915,6 +988,33 @@ def describe(add: Add) -> None:
             body=json_body({"field": FIELD, "reason": REASON}, ["field", "reason"]),
         ),
         [CASE, DOCUMENT],
+    )
+    add(
+        "/api/documents/templates",
+        "get",
+        op(
+            "The documents' templates as forms: per kind its title, fields and signers",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401"),
+            tag=tag,
+            description="Each field: `path`, `label` (the template's, Chinese), `filled` (the "
+            "case fills it by itself), `input` (text, long, date, datetime), `party` (`each` "
+            "for every party's, an index for one party's, null) and `required` (false for "
+            "a template's `optional` field).",
+        ),
+    )
+    add(
+        "/api/cases/{case}/officers",
+        "get",
+        op(
+            "The accounts that may be this case's officers in a document or a record",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+            description="`officers`: `account`, `name`, `role`; active, not observers, of the "
+            "case's brigade or supervisors (what `officers[].account` accepts).",
+        ),
+        [CASE],
     )
     add(
         "/api/party/documents",

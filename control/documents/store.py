@@ -22,6 +22,23 @@ from ..refusals import CodedRefusal
 
 # the parts of a document's data a request may give besides what the case holds
 EXTRA_SECTIONS = ("findings", "penalty", "mediation", "delivery", "talk")
+# the template paths :func:`base_data` fills from the case by itself (``parties.N`` written as
+# ``parties[]``; of the officers only the one generating): the officer's form does not ask
+# for them. The unit's
+# name is not here: the case knows only the brigade's code, which the form offers to replace.
+FILLED = frozenset(
+    {
+        "department.brigade",
+        "department.seal_name",
+        "case.id",
+        "case.title",
+        "case.kind",
+        "parties[].name",
+        "parties[].role",
+        "parties[].phone",
+        "officers.0.name",
+    }
+)
 
 
 class Refusal(CodedRefusal):
@@ -124,6 +141,23 @@ def base_data(
         if isinstance(body.get(section), dict):
             data[section] = copy.deepcopy(body[section])
     return data
+
+
+def case_officers(
+    conn: sqlite3.Connection, who: Officer, case_id: int
+) -> list[dict[str, Any]] | Refusal:
+    """The accounts that may be a document's or a record's officer in this case (``officers[]``
+    by account, as :func:`base_data` accepts them): active, not observers, of the case's brigade
+    or supervisors."""
+    case = find_case(conn, who, case_id)
+    if case is None:
+        return Refusal.NO_CASE
+    rows = conn.execute(
+        "SELECT id, username, role FROM officers WHERE disabled = 0 AND role != 'observer' "
+        "AND (brigade = ? OR role = 'supervisor') ORDER BY id",
+        (case["brigade"],),
+    ).fetchall()
+    return [{"account": r["id"], "name": r["username"], "role": r["role"]} for r in rows]
 
 
 def insert(
