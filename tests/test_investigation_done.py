@@ -10,17 +10,37 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from control.appkeys import DB, RULES
 from control.deadlines.rules import china_today
 from documents.samples import sample
-from tests.conftest import Api, Server, case_with_party, make_config, officer_login, start_server
+from tests.conftest import (
+    PASSWORD,
+    Api,
+    Server,
+    case_with_party,
+    make_config,
+    officer_login,
+    start_server,
+)
+from tests.test_browser_party import DESKTOP, Shots, chromium, new_page, no_overflow, until
 from tests.test_delivery import custody, determination
 
 PATH = "/api/cases/{}/investigation"
+
+
+@pytest.fixture
+def camera(tmp_path: Path) -> Path:
+    from tests.test_browser import face_image, write_y4m
+
+    y4m = tmp_path / "face.y4m"
+    write_y4m(y4m, face_image())
+    return y4m
 
 
 def simple(pid: int) -> dict[str, Any]:
@@ -41,7 +61,7 @@ async def backdate(server: Server, case_id: int, at: str) -> None:
 
 
 async def test_the_investigation_end_counts_the_ordinary_determination_over_national_day(
-    tmp_path: Any,
+    tmp_path: Path,
 ) -> None:
     server = await start_server(make_config(tmp_path))
     try:
@@ -138,7 +158,7 @@ async def test_the_investigation_end_counts_the_ordinary_determination_over_nati
         await server.runner.cleanup()
 
 
-async def test_today_by_default_open_until_due_and_only_for_accidents(tmp_path: Any) -> None:
+async def test_today_by_default_open_until_due_and_only_for_accidents(tmp_path: Path) -> None:
     server = await start_server(make_config(tmp_path))
     try:
         async with aiohttp.ClientSession() as http:
@@ -182,5 +202,67 @@ async def test_today_by_default_open_until_due_and_only_for_accidents(tmp_path: 
             # 9月30日, 国庆节 skipped, 10月8日、9日: the 3rd working day
             assert item["start"] == "2026-09-29" and item["due"] == "2026-10-09"
             assert item["status"] == "done" and item["document"] == doc["id"]
+    finally:
+        await server.runner.cleanup()
+
+
+@pytest.mark.browser
+async def test_the_console_records_and_corrects_the_investigation_end(
+    tmp_path: Path, camera: Path
+) -> None:
+    """Chromium at a desk (zh-CN): the procedure panel's form records the day, the ordinary
+    determination's limit appears overdue across 国庆节, and a correction with a reason moves
+    it."""
+    server = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    shots = Shots(tmp_path, "investigation")
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, _ = await case_with_party(api, li)
+            await backdate(server, cid, "2026-09-20T02:00:00Z")
+            async with chromium(camera) as browser:
+                context, page, problems = await new_page(browser, "zh-CN", DESKTOP)
+                await page.goto(server.base_url + "/console")
+                await page.fill("#username", "li")
+                await page.fill("#password", PASSWORD)
+                await page.click("#login-form button")
+                await until(page, "document.getElementById('who').textContent.includes('li')")
+                await page.goto(server.base_url + f"/console#case/{cid}")
+                form = "#proc-investigation form.investigation"
+                await page.wait_for_selector(form + "[data-recorded='0']", timeout=60000)
+                assert "10个工作日" in await page.inner_text(form)
+                assert await page.get_attribute(form + " .investigation-day", "min") == (
+                    "2026-09-20"
+                )
+                await page.fill(form + " .investigation-day", "2026-09-28")
+                await page.click(form + " button[type=submit]")
+                await page.wait_for_selector(form + "[data-recorded='1']", timeout=60000)
+                assert "2026年9月28日" in await page.inner_text("#proc-message")
+                limit = "#proc-deadlines li.deadline[data-limit='determination_ordinary']"
+                await page.wait_for_selector(limit + "[data-status='overdue']", timeout=60000)
+                line = await page.inner_text(limit)
+                assert "2026年10月16日" in line and "10 个工作日" in line, line
+                await shots.take(page, "recorded")
+                await no_overflow(page, "the investigation's end recorded")
+
+                await page.fill(form + " .investigation-day", "2026-09-30")
+                await page.fill(form + " .investigation-reason", "笔录日期核对")
+                await page.click(form + " button[type=submit]")
+                await until(
+                    page,
+                    'document.querySelector("' + limit + '")'
+                    "?.textContent.includes('2026年10月20日')",
+                )
+                assert "第 2 版" in await page.inner_text(form)
+                status, trail = await api.call("GET", f"/api/cases/{cid}/audit", li)
+                assert status == 200
+                assert ("case.investigation_corrected", "笔录日期核对") in [
+                    (a["action"], a["reason"]) for a in trail["audit"]
+                ]
+                await shots.take(page, "corrected")
+                await no_overflow(page, "the investigation's end corrected")
+                assert problems == [], problems
+                await context.close()
     finally:
         await server.runner.cleanup()
