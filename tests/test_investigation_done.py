@@ -255,6 +255,7 @@ async def test_the_console_records_and_corrects_the_investigation_end(
                     "?.textContent.includes('2026年10月20日')",
                 )
                 assert "第 2 版" in await page.inner_text(form)
+                assert "已更正" in await page.inner_text("#proc-message")
                 status, trail = await api.call("GET", f"/api/cases/{cid}/audit", li)
                 assert status == 200
                 assert ("case.investigation_corrected", "笔录日期核对") in [

@@ -166,7 +166,8 @@
       const after = row
         ? await con.api("PUT", path, { day: pick.value, reason: reason.value.trim() })
         : await con.api("POST", path, { day: pick.value });
-      say(t("proc.investigation.done", { day: day(after.done_on) }), true);
+      say(t(row ? "proc.investigation.corrected" : "proc.investigation.done",
+            { day: day(after.done_on) }), true);
     }));
     box.append(el("h4", { text: t("proc.investigation") }), form);
   }
