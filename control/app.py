@@ -58,6 +58,7 @@ from .cases import audit, parties
 from .config import Config
 from .db import Database
 from .deadlines import api as deadlines
+from .deadlines import investigation
 from .deadlines.api import calendar_errors
 from .deadlines.rules import load_rules
 from .delivery import api as delivery
@@ -116,6 +117,7 @@ AREAS = (
     penalty,
     mediation,
     deadlines,
+    investigation,
     education,
     talks,
 )
@@ -145,6 +147,7 @@ DESCRIBED = (
     penalty,
     mediation,
     deadlines,
+    investigation,
     education,
     talks,
 )

@@ -577,6 +577,18 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE edu_viewers ADD COLUMN speaker INTEGER NOT NULL DEFAULT 0
     """,
+    # the end of an accident case's investigation (调查取证结束, deadlines/investigation.py);
+    # the day the ordinary determination's 10 working days count from; corrections: the audit
+    """
+    CREATE TABLE investigations (
+        case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+        done_on TEXT NOT NULL,
+        recorded_by INTEGER NOT NULL,
+        recorded_at TEXT NOT NULL,
+        revision INTEGER NOT NULL DEFAULT 1,
+        updated_at TEXT NOT NULL
+    )
+    """,
 ]
 
 

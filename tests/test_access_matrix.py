@@ -776,6 +776,18 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         plain("GET", "/api/deadlines/overdue"),
         (*OFFICERS_ONLY, 200, 200, 200, 200),
     ),
+    # the investigation's end (control/deadlines/investigation.py): recorded on a fresh case;
+    # a correction before any record is refused once the caller is let in
+    (
+        "record the investigation's end",
+        plain("POST", "/api/cases/{case}/investigation", json={}),
+        (*OFFICERS_ONLY, 201, 404, 403, 201),
+    ),
+    (
+        "correct the investigation's end",
+        plain("PUT", "/api/cases/{case}/investigation", json={"reason": "r", "day": ""}),
+        (*OFFICERS_ONLY, 400, 404, 403, 400),
+    ),
     ("the CA's root certificate", plain("GET", "/api/ca/root"), (200,) * 7),
     ("list officers", plain("GET", "/api/officers"), (*SUPERVISORS_ONLY, 200)),
     # past the access check a supervisor meets the validation (a short password) or an

@@ -20,6 +20,7 @@ from ..http.jsonio import json_error
 from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, op, query, responses
 from ..refusals import done as case_done
 from .calendar import CalendarError
+from .investigation import recorded as investigation_row
 from .rules import Rules, china_date, china_today
 
 
@@ -106,6 +107,41 @@ def case_deadlines(
         "SELECT step, detail, recorded_at FROM penalty_steps WHERE case_id = ? ORDER BY id",
         (case_id,),
     ).fetchall()
+    case = conn.execute("SELECT kind, created_at FROM cases WHERE id = ?", (case_id,)).fetchone()
+    made = {
+        kind: next((d for d in docs if d["kind"] == kind), None)
+        for kind in ("determination_ordinary", "determination_simple")
+    }
+    investigation = conn.execute(
+        "SELECT done_on FROM investigations WHERE case_id = ?", (case_id,)
+    ).fetchone()
+    if investigation is not None:  # control/deadlines/investigation.py
+        first = made["determination_ordinary"]
+        out.append(
+            _item(
+                rules,
+                today,
+                "determination_ordinary",
+                date.fromisoformat(investigation["done_on"]),
+                None if first is None else first["created_at"],
+                **({} if first is None else {"document": first["id"], "number": first["number"]}),
+            )
+        )
+    simple = made["determination_simple"]
+    if case is not None and simple is not None:
+        # nothing marks a case simple before its simple-procedure determination is made: the
+        # limit is shown (done, in time or not) once that determination exists
+        out.append(
+            _item(
+                rules,
+                today,
+                "determination_simple",
+                china_date(case["created_at"]),
+                simple["created_at"],
+                document=simple["id"],
+                number=simple["number"],
+            )
+        )
     for doc in docs:
         about = {"document": doc["id"], "number": doc["number"]}
         if doc["kind"] in DETERMINATIONS:
@@ -218,9 +254,15 @@ async def get_case_deadlines(request: web.Request) -> web.Response:
     rules = request.app[RULES]
     today = china_today()
     items = await request.app[DB].run(lambda c: case_deadlines(c, case_id, rules, today))
+    investigation = await request.app[DB].run(lambda c: investigation_row(c, case_id))
     upcoming = [i for i in items if i["status"] in ("open", "overdue")]
     return web.json_response(
-        {"today": today.isoformat(), "deadlines": items, "next": upcoming[0] if upcoming else None}
+        {
+            "today": today.isoformat(),
+            "deadlines": items,
+            "next": upcoming[0] if upcoming else None,
+            "investigation": investigation,
+        }
     )
 
 

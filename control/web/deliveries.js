@@ -2,7 +2,9 @@
 // warning before it), the delivery of each document to each party (after the party's signed
 // 送达地址确认书; sent, opened, acknowledged, refused or failed; the receipt; post and public notice
 // when electronic delivery failed), the review requests with their outcome, and the penalty
-// procedure's steps with what the server refuses and why. Everything through the HTTP API
+// procedure's steps with what the server refuses and why. For an accident case, the end of
+// its investigation (调查取证结束), recorded once and corrected with a reason: the ordinary
+// determination's 10 working days count from it. Everything through the HTTP API
 // (docs/delivery.md); texts from /static/i18n/<lang>/procedure.json.
 "use strict";
 
@@ -57,6 +59,7 @@
       el("p", { id: "proc-message", role: "status" }),
       el("h4", { "data-i18n": "proc.deadlines" }),
       el("p", { id: "proc-next", class: "muted" }),
+      el("div", { id: "proc-investigation" }),
       el("ul", { id: "proc-deadlines", class: "list" }),
       el("h4", { "data-i18n": "proc.deliveries" }),
       el("ul", { id: "proc-deliveries", class: "list" }),
@@ -99,6 +102,7 @@
     if (!data || !$("procedure")) return;
     shown = JSON.stringify(data);
     renderDeadlines();
+    renderInvestigation();
     renderDeliveries();
     renderReviews();
     renderPenalty();
@@ -134,6 +138,45 @@
       list.append(li);
     }
     if (!d.deadlines.length) list.append(el("li", { class: "muted", text: t("proc.deadlines.none") }));
+  }
+
+  // -- the investigation's end (accident cases) -------------------------------------------
+  function renderInvestigation() {
+    const box = $("proc-investigation");
+    box.replaceChildren();
+    const d = data.deadlines;
+    if (d.error || !con.case || con.case.kind !== "accident") return;
+    const row = d.investigation;
+    const opened = con.case.created_at ? String(con.case.created_at) : "";
+    const today = d.today || "";
+    const pick = el("input", { type: "date", value: row ? row.done_on : today, max: today,
+                               required: true, class: "investigation-day" });
+    if (opened) pick.min = minDay(opened);
+    const reason = el("input", { maxLength: 500, required: true, class: "investigation-reason" });
+    const form = el("form", { class: "stack investigation", "data-recorded": row ? "1" : "0" },
+      el("p", { class: row ? "ok" : "muted", text: row
+        ? t("proc.investigation.recorded", { day: day(row.done_on), revision: row.revision })
+        : t("proc.investigation.none") }),
+      el("label", {}, el("span", { text: t("proc.investigation.day") }), pick));
+    if (row) form.append(el("label", {}, el("span", { text: t("proc.investigation.reason") }), reason));
+    form.append(el("button", { type: "submit",
+      text: t(row ? "proc.investigation.correct" : "proc.investigation.submit") }));
+    form.addEventListener("submit", act(async () => {
+      const path = `/api/cases/${data.id}/investigation`;
+      const after = row
+        ? await con.api("PUT", path, { day: pick.value, reason: reason.value.trim() })
+        : await con.api("POST", path, { day: pick.value });
+      say(t(row ? "proc.investigation.corrected" : "proc.investigation.done",
+            { day: day(after.done_on) }), true);
+    }));
+    box.append(el("h4", { text: t("proc.investigation") }), form);
+  }
+
+  // the Beijing date a stored UTC time falls on, for the date input's minimum
+  function minDay(iso) {
+    const at = new Date(String(iso));  // stored with its offset (now_iso)
+    if (Number.isNaN(at.getTime())) return "";
+    return new Date(at.getTime() + 8 * 3600 * 1000).toISOString().slice(0, 10);
   }
 
   function limitName(item) {
@@ -376,7 +419,7 @@
     caseOpened: async () => { data = null; shown = ""; await refresh(true); },
     event: (ev) => {
       if (!ev || typeof ev.type !== "string") return;
-      if (/^(delivery|review|penalty|document)/.test(ev.type)) refresh();
+      if (/^(delivery|review|penalty|document|case\.investigation)/.test(ev.type)) refresh();
     },
     lang: () => { const slot = $("procedure"); if (slot) I18N.apply(slot); render(); },
   });
