@@ -511,16 +511,18 @@ async def run_supervised(config: Any, workers: int, host: str, port: int, ssl_co
                 proc.terminate()
         await runner.cleanup()
         # one deadline for all (each worker bounds its own stop, app.SHUTDOWN_LIMIT)
-        waits = [asyncio.ensure_future(proc.wait()) for proc in procs]
-        if waits:
-            await asyncio.wait(waits, timeout=WORKER_STOP_LIMIT)
-        for proc, wait in zip(procs, waits, strict=True):
-            if not wait.done():
-                logger.error(
-                    "worker %d did not stop in %.0f s; killed", proc.pid, WORKER_STOP_LIMIT
-                )
-                proc.kill()
-                await wait
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(proc.wait() for proc in procs)), WORKER_STOP_LIMIT
+            )
+        except TimeoutError:
+            for proc in procs:
+                if proc.returncode is None:
+                    logger.error(
+                        "worker %d did not stop in %.0f s; killed", proc.pid, WORKER_STOP_LIMIT
+                    )
+                    proc.kill()
+                    await proc.wait()
         await supervision.close()
 
 

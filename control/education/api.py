@@ -655,21 +655,7 @@ async def put_speaker(request: web.Request) -> web.Response:
     def write(c: sqlite3.Connection) -> list[str] | Refusal | None:
         if access.find_case(c, officer, case_id) is None:
             return Refusal.NO_CASE
-        changed = c.execute(
-            "UPDATE edu_viewers SET speaker = ? WHERE case_id = ? AND party_id = ?",
-            (int(speaker), case_id, party_id),
-        ).rowcount
-        if not changed:
-            return None
-        access.audit(
-            c, officer.actor, "education.speaker", f"party:{party_id}", case_id, speaker=speaker
-        )
-        return [
-            str(r["room"])
-            for r in c.execute(
-                "SELECT room FROM sessions WHERE case_id = ? AND ended_at IS NULL", (case_id,)
-            )
-        ]
+        return viewers.set_speaker(c, officer, case_id, party_id, speaker)
 
     rooms = done(await request.app[DB].run(write))
     if rooms is None:

@@ -231,3 +231,23 @@ def viewer_parties(conn: sqlite3.Connection, person_id: int) -> list[dict[str, A
 def session_room(conn: sqlite3.Connection, session_id: int) -> str | None:
     row = conn.execute("SELECT room FROM sessions WHERE id = ?", (session_id,)).fetchone()
     return None if row is None else str(row["room"])
+
+
+def set_speaker(
+    conn: sqlite3.Connection, officer: Officer, case_id: int, party_id: int, speaker: bool
+) -> list[str] | None:
+    """Mark a viewer of the case as a guest speaker (or not), audited; the rooms of the case's
+    open sessions, where the change applies at once; None when no such viewer."""
+    changed = conn.execute(
+        "UPDATE edu_viewers SET speaker = ? WHERE case_id = ? AND party_id = ?",
+        (int(speaker), case_id, party_id),
+    ).rowcount
+    if not changed:
+        return None
+    audit(conn, officer.actor, "education.speaker", f"party:{party_id}", case_id, speaker=speaker)
+    return [
+        str(r["room"])
+        for r in conn.execute(
+            "SELECT room FROM sessions WHERE case_id = ? AND ended_at IS NULL", (case_id,)
+        )
+    ]

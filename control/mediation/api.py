@@ -377,14 +377,8 @@ async def list_drafts(request: web.Request) -> web.Response:
     mediation_id = access.path_int(request, "mediation", "mediation")
     await _mediation(request, case_id, mediation_id)
 
-    def read(c: Any) -> list[dict[str, Any]]:
-        rows = c.execute(
-            "SELECT * FROM mediation_drafts WHERE mediation_id = ? ORDER BY revision",
-            (mediation_id,),
-        ).fetchall()
-        return [dict(r) | {"draft": json.loads(r["draft"])} for r in rows]
-
-    return web.json_response({"revisions": await request.app[DB].run(read)})
+    revisions = await request.app[DB].run(lambda c: store.drafts(c, mediation_id))
+    return web.json_response({"revisions": revisions})
 
 
 def _mediator(c: Any, mediation: dict[str, Any]) -> Officer:
@@ -517,12 +511,10 @@ async def terminate(
         today = china_today()
         department: dict[str, Any] = {}
         if full["agreement_id"] is not None:
-            agreement = await request.app[DB].run(
-                lambda c: c.execute(
-                    "SELECT data FROM documents WHERE id = ?", (full["agreement_id"],)
-                ).fetchone()
+            agreement_id = full["agreement_id"]
+            department = await request.app[DB].run(
+                lambda c: store.agreement_department(c, agreement_id)
             )
-            department = json.loads(agreement["data"]).get("department", {})
 
         def build(c: Any) -> tuple[Officer, dict[str, Any] | doc_store.Refusal]:
             mediator = _mediator(c, row)

@@ -134,6 +134,22 @@ def _counts(p: dict[str, Any]) -> bool:
     return not (p["kind"] == "agent" and p["attorney_status"] == "rejected")
 
 
+def drafts(conn: sqlite3.Connection, mediation_id: int) -> list[dict[str, Any]]:
+    """Every revision of the mediation's draft, oldest first."""
+    rows = conn.execute(
+        "SELECT * FROM mediation_drafts WHERE mediation_id = ? ORDER BY revision",
+        (mediation_id,),
+    ).fetchall()
+    return [dict(r) | {"draft": json.loads(r["draft"])} for r in rows]
+
+
+def agreement_department(conn: sqlite3.Connection, document_id: int) -> dict[str, Any]:
+    """The department named in an agreement's data (its termination names the same)."""
+    row = conn.execute("SELECT data FROM documents WHERE id = ?", (document_id,)).fetchone()
+    department = json.loads(row["data"]).get("department", {}) if row is not None else {}
+    return department if isinstance(department, dict) else {}
+
+
 def latest_draft(conn: sqlite3.Connection, mediation_id: int) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT * FROM mediation_drafts WHERE mediation_id = ? ORDER BY revision DESC LIMIT 1",
