@@ -139,6 +139,8 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
         assert await action(tab_a) == (True, "在此页面通话")
         assert await tab_a.inner_text("#error") == ""  # the state says it, no error besides
         assert await tab_a.evaluate("document.getElementById('call').hidden")
+        # its old token uploads nothing any more: no upload offered until the call is taken back
+        assert await tab_a.evaluate("document.getElementById('upload-form').hidden")
         await shots.take(tab_a, "superseded")
         await no_overflow(tab_a, "the superseded state")
         await phase(tab_b, "in_call")  # the refused join did not disturb tab B
@@ -168,6 +170,7 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
         )
         assert not officer_client.closed_reason
         await until(tab_a, "Object.keys(window.remotecase.tiles).length === 2")
+        assert not await tab_a.evaluate("document.getElementById('upload-form').hidden")
         await shots.take(tab_a, "taken-back")
         await no_overflow(tab_a, "back in the call")
         await context.close()

@@ -88,6 +88,8 @@ function renderPhase() {
     button.onclick = action[1];
   }
   $("camera-help").hidden = !name.startsWith("camera_");
+  // another page of this device holds the grant now: this page's token uploads nothing
+  if (name === "replaced" || name === "superseded") $("upload-form").hidden = true;
   $("call").hidden = !["in_call", "waiting", "reconnecting"].includes(name);
   setStatus(t(`status.${name}`));
 }
@@ -328,6 +330,10 @@ async function switchCamera() {
   }
 }
 $("switch-camera").onclick = switchCamera;
+// a camera plugged in or out: the switch and the name follow (after the permission only)
+if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+  navigator.mediaDevices.addEventListener("devicechange", () => { if (state.local) offerCameraSwitch(); });
+}
 
 async function keepResolution(sender) {
   if (!sender) return;
