@@ -9,8 +9,8 @@ connection comes back its resume and its join are refused (4003 ``superseded``):
 was opened again in another page of this device and offers to take the call here; tapping it
 redeems the link again with the device secret, A is back in the call (the officer receives its
 video) and B is the one replaced. Each state is screenshot at 390x844, none overflows 360 px, and
-no CSP violation or page error happens. With the one fake camera of this browser, the camera
-switch is not offered.
+no CSP violation or page error happens; the superseded state is read in English too. With the
+one fake camera of this browser, the camera switch is not offered.
 """
 
 from __future__ import annotations
@@ -143,6 +143,18 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
         assert await tab_a.evaluate("document.getElementById('upload-form').hidden")
         await shots.take(tab_a, "superseded")
         await no_overflow(tab_a, "the superseded state")
+        # and in English, from the switch at the top
+        await tab_a.tap("#lang-switch")
+        await until(tab_a, "document.documentElement.lang === 'en'")
+        said = await texts(tab_a)
+        assert said["title"] == "Opened again in another page"
+        assert said["text"].startswith("This link was opened again in another page on this device")
+        assert await action(tab_a) == (True, "Take the call here")
+        assert "尚未提交材料" not in said["body"]  # the page's own words all in English
+        await shots.take(tab_a, "superseded-en")
+        await no_overflow(tab_a, "the superseded state in English")
+        await tab_a.tap("#lang-switch")
+        await until(tab_a, "document.documentElement.lang === 'zh-CN'")
         await phase(tab_b, "in_call")  # the refused join did not disturb tab B
 
         # take the call here: redeemed again with the device secret; tab B is replaced

@@ -940,12 +940,17 @@ function partyAuth() {
 async function listMaterials() {
   if (!state.invite && !state.partyToken) return;
   $("materials-panel").hidden = false;
-  const response = await fetch("/api/party/materials", { headers: I18N.headers(partyAuth()) });
-  if (!response.ok) return;
-  const body = await response.json();
+  try {
+    const response = await fetch("/api/party/materials", { headers: I18N.headers(partyAuth()) });
+    if (response.ok) state.materials = (await response.json()).materials || [];
+  } catch (err) { /* offline: the list as it was */ }
+  renderMaterials();  // a refused read (a superseded token) keeps the list, in today's language
+}
+
+function renderMaterials() {
   const list = $("materials-list");
   list.replaceChildren();
-  for (const m of body.materials || []) {
+  for (const m of state.materials || []) {
     const li = document.createElement("li");
     li.textContent = t("materials.item", { name: m.name || m.id, kind: m.media_type || "" });
     list.append(li);
