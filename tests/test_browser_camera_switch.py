@@ -10,7 +10,9 @@ MJPEG. Checked, with no script of the test's in the page: the switch is offered 
 camera in use; the first switch finds the depth camera sends nothing, goes back and on to the
 third, and offers the depth camera no more; the published track changes device on the same
 sender; the officer (a real aiortc client) keeps receiving the party's video on the same track of
-the SFU; no error is shown; the page does not overflow at 360 px.
+the SFU; no error is shown; the page does not overflow at 360 px. With two cameras, the second
+the depth one, the switch finds no other camera that sends: the first stays on the sender, the
+page says so and offers the switch no more.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ pytestmark = pytest.mark.browser
 
 
 @contextlib.asynccontextmanager
-async def three_cameras() -> AsyncIterator[Any]:
+async def fake_cameras(count: int) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     args = [
@@ -62,7 +64,7 @@ async def three_cameras() -> AsyncIterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream=device-count=3",
+        f"--use-fake-device-for-media-stream=device-count={count}",
         f"--disable-features={DISABLED}",
     ]
     playwright = await async_playwright().start()
@@ -104,7 +106,7 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
     await officer_client.connect()
     await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
 
-    async with three_cameras() as browser:
+    async with fake_cameras(3) as browser:
         context, page, problems = await new_page(browser, "zh-CN", PHONE)
         await page.goto(server.base_url + link)
         await phase(page, "consent")
@@ -174,5 +176,57 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         assert not await page.evaluate("document.getElementById('switch-camera').hidden")
+        await context.close()
+        assert problems == [], problems
+
+
+async def test_with_one_camera_that_sends_the_switch_says_so_and_goes(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    shots = Shots(tmp_path, "phone-zh")
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="张三")
+        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+        assert status == 201, session
+        link = await invite(api, officer, case, party)
+    pid = f"party-{party}"
+    officer_client = PeerClient(server.base_url, session["token"], decode=False)
+    clients.append(officer_client)
+    await officer_client.connect()
+
+    async with fake_cameras(2) as browser:
+        context, page, problems = await new_page(browser, "zh-CN", PHONE)
+        await page.goto(server.base_url + link)
+        await phase(page, "consent")
+        await page.tap("#consent-recording")
+        await page.tap("#consent-form button[type=submit]")
+        await phase(page, "in_call")
+        await wait_until(
+            lambda: officer_client.mids_for_participant(pid, "video") != [],
+            timeout=PATIENCE,
+            what="the party's video at the officer",
+        )
+        (mid,) = officer_client.mids_for_participant(pid, "video")
+        first = await page.evaluate(SENT)
+        await until(page, "!document.getElementById('switch-camera').hidden")
+
+        # the other camera opens but sends nothing: the first goes on, and the switch goes away
+        await page.tap("#switch-camera")
+        await until(page, "!window.remotecase.switching")
+        assert await page.inner_text("#error") == "无法切换摄像头，请继续使用当前摄像头"
+        assert await page.evaluate(SENT) == first
+        assert await page.evaluate("document.getElementById('switch-camera').hidden")
+        assert await page.evaluate("document.getElementById('camera-name').hidden")
+        at = officer_client.received_packets[mid]
+        await wait_until(
+            lambda: officer_client.received_packets[mid] > at + 20,
+            timeout=PATIENCE,
+            what="the party's video from the first camera still",
+        )
+        assert officer_client.mids_for_participant(pid, "video") == [mid]
+        await shots.take(page, "camera-switch-none")
+        await no_overflow(page, "after a switch to no camera")
         await context.close()
         assert problems == [], problems
