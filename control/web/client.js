@@ -5,7 +5,8 @@
 // call) -> waiting (for the officer) / in_call, and the ends: removed, ended, closed, left, the
 // link's refusals (link_used, link_invalid, not_yet, no_session), the camera's (camera_denied,
 // camera_missing, camera_busy), reconnecting, and replaced / superseded (another page of this
-// device has the call; a button takes it back here). document.body.dataset.state names the current one.
+// device has the call; a button takes it back here). document.body.dataset.state names the
+// current one.
 //
 // It joins through the signalling WebSocket (docs/signalling.md), publishes camera and
 // microphone on one peer connection and receives everyone else on another. The first
@@ -58,21 +59,23 @@ function setPhase(name, params) {
   renderPhase();
 }
 
-let taking = false;
 async function takeCallHere() {
   // redeem the link again with this device's secret: a new grant for the same participant,
-  // the page that had it is replaced (4010); a call token without a link can only reload
+  // the page that had it is replaced (4010); a call token without a link can only reload.
+  // The button stays disabled until the next state draws it again (no second redemption).
   if (!state.invite) { location.reload(); return; }
-  if (taking) return;
-  taking = true;
-  $("state-action").disabled = true;
+  const button = $("state-action");
+  button.disabled = true;
+  showError("");
   try {
     const live = state.local && state.local.getVideoTracks().some((tr) => tr.readyState === "live");
     if (!live) await ensureCamera();
     connect(await admitAgain());
-  } finally {
-    taking = false;
-    $("state-action").disabled = false;
+  } catch (err) {
+    // the network, most likely: nothing lost, the same button tries again
+    console.warn("take the call here", err);
+    showError(t("error.network"));
+    button.disabled = false;
   }
 }
 
@@ -83,6 +86,7 @@ function renderPhase() {
   const action = ACTIONS[name];
   const button = $("state-action");
   button.hidden = !action;
+  button.disabled = false;
   if (action) {
     button.textContent = t(action[0]);
     button.onclick = action[1];
@@ -230,8 +234,8 @@ function watchLocal() {
   track.addEventListener("unmute", update);
 }
 
-// frames encoded by a sender since `before`: a camera whose frames the encoder refuses (Chromium
-// takes no Y16 depth frames) sends none, although a <video> shows it
+// the frames a sender has encoded so far: a camera whose frames the encoder refuses (Chromium
+// takes no Y16 depth frames) adds none, although a <video> shows it
 async function framesEncoded(sender) {
   let frames = 0;
   try {
@@ -252,6 +256,7 @@ async function sends(track) {
   }
   // not in a call (yet): a frame on a <video> is what can be seen
   const video = document.createElement("video");
+  if (!video.requestVideoFrameCallback) return true;  // cannot tell: take it
   video.muted = true;
   video.srcObject = new MediaStream([track]);
   video.play().catch(() => {});
