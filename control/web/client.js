@@ -991,7 +991,12 @@ function enableUploads() {
   });
 }
 
+// drawn again on every language event (another panel's catalog arriving sends one too): only
+// the latest drawing writes the slots, or two would each add theirs to the list
+let appointmentDraw = 0;
+
 async function renderAppointment() {
+  const draw = ++appointmentDraw;
   const view = state.view;
   if (!view || !state.invite || view.case.status !== "open") return;
   $("appointment-panel").hidden = false;
@@ -1001,10 +1006,14 @@ async function renderAppointment() {
     : t("appointment.none");
   $("appointment-book").textContent = t(appt ? "appointment.move" : "appointment.book");
   $("appointment-cancel").hidden = !appt;
-  const response = await fetch("/api/party/slots", { headers: I18N.headers(partyAuth()) });
+  let slots = [];
+  try {
+    const response = await fetch("/api/party/slots", { headers: I18N.headers(partyAuth()) });
+    if (response.ok) slots = (await response.json()).slots || [];
+  } catch (err) { /* offline: no slots offered for now */ }
+  if (draw !== appointmentDraw) return;  // a later drawing is under way
   const select = $("appointment-slot");
   select.replaceChildren();
-  const slots = response.ok ? (await response.json()).slots : [];
   for (const s of slots) {
     const option = document.createElement("option");
     option.value = String(s.id);
