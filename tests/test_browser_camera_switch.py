@@ -1,16 +1,18 @@
-"""The party page's front/back camera switch in Debian's Chromium, on a phone-sized page.
+"""The party page's camera switch in Debian's Chromium, on a phone-sized page, with cameras
+that name no facing mode (a laptop's, or a phone's that does not say).
 
 Chromium's fake capture gives several cameras with ``--use-fake-device-for-media-stream=
-device-count=N`` (a ``--use-file-for-fake-video-capture`` would replace them by one). Their
-formats differ: ``fake_device_0`` is I420, ``fake_device_1`` Y16 (a depth camera, which the
-video encoder does not take: a track of it sends no frame), ``fake_device_2`` MJPEG; so three
-are made and the "back" camera is the third. They name no facing mode, which a phone's cameras
-do: an init script maps the page's ``facingMode`` constraint to the fake camera a phone would
-open (``user``: the first, ``environment``: the third) and leaves every other call to
-Chromium. Checked: the
-switch is offered, the published track changes device on the same sender, the officer (a real
-aiortc client) keeps receiving the party's video on the same track of the SFU, no error is
-shown, and the page does not overflow at 360 px.
+device-count=N`` (a ``--use-file-for-fake-video-capture`` would replace them by one). They say
+no facing mode, so ``facingMode: {exact}`` finds none and the page goes to the next camera by
+``deviceId``. Their formats differ: ``fake_device_0`` is I420, ``fake_device_1`` Y16 (a depth
+camera: a ``<video>`` shows it, but the video encoder takes none of its frames), ``fake_device_2``
+MJPEG. Checked, with no script of the test's in the page: the switch is offered and names the
+camera in use; the first switch finds the depth camera sends nothing, goes back and on to the
+third, and offers the depth camera no more; the published track changes device on the same
+sender; the officer (a real aiortc client) keeps receiving the party's video on the same track of
+the SFU; no error is shown; the page does not overflow at 360 px. With two cameras, the second
+the depth one, the switch finds no other camera that sends: the first stays on the sender, the
+page says so and offers the switch no more.
 """
 
 from __future__ import annotations
@@ -48,28 +50,9 @@ from tests.test_browser_party import (
 
 pytestmark = pytest.mark.browser
 
-# a phone's cameras say which way they face; Chromium's fake ones do not
-FACING = """
-(() => {
-  const devices = navigator.mediaDevices;
-  const original = devices.getUserMedia.bind(devices);
-  devices.getUserMedia = async (constraints) => {
-    const video = constraints && constraints.video;
-    if (video && typeof video === "object" && video.facingMode) {
-      const wanted = video.facingMode.exact || video.facingMode.ideal || video.facingMode;
-      const cameras = (await devices.enumerateDevices()).filter((d) => d.kind === "videoinput");
-      const camera = cameras[wanted === "environment" ? 2 : 0];
-      const { facingMode, ...rest } = video;
-      constraints = { ...constraints, video: { ...rest, deviceId: { exact: camera.deviceId } } };
-    }
-    return original(constraints);
-  };
-})();
-"""
-
 
 @contextlib.asynccontextmanager
-async def two_cameras() -> AsyncIterator[Any]:
+async def fake_cameras(count: int) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     args = [
@@ -81,7 +64,7 @@ async def two_cameras() -> AsyncIterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream=device-count=3",
+        f"--use-fake-device-for-media-stream=device-count={count}",
         f"--disable-features={DISABLED}",
     ]
     playwright = await async_playwright().start()
@@ -123,9 +106,8 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
     await officer_client.connect()
     await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
 
-    async with two_cameras() as browser:
+    async with fake_cameras(3) as browser:
         context, page, problems = await new_page(browser, "zh-CN", PHONE)
-        await context.add_init_script(FACING)
         await page.goto(server.base_url + link)
         await phase(page, "consent")
         await page.tap("#consent-recording")
@@ -151,16 +133,22 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
         await until(page, "!document.getElementById('switch-camera').hidden")
         assert await page.evaluate(SENT) == cameras[0]
         assert await page.evaluate("window.remotecase.facing") == "user"
+        assert await page.inner_text("#camera-name") == "正在使用：前置摄像头（第 1 个，共 3 个）"
 
-        # to the back camera: the same sender now sends the other device
+        # the next camera by deviceId: the depth camera opens but sends nothing, so the page
+        # goes back to the first and on to the third, on the same sender
         await page.tap("#switch-camera")
-        await until(page, "window.remotecase.facing === 'environment'")
-        assert await page.evaluate(SENT) == cameras[2]
+        await until(page, f"{SENT} === {cameras[2]!r} && !window.remotecase.switching")
+        assert await page.evaluate("Object.keys(window.remotecase.deadCameras)") == [cameras[1]]
         local = await page.evaluate(
             "window.remotecase.local.getVideoTracks().map((t) => t.getSettings().deviceId)"
         )
-        assert local == [cameras[2]]  # the front camera's track was stopped and removed
+        assert local == [cameras[2]]  # the first camera's track was stopped and removed
         assert await page.inner_text("#error") == ""
+        named = await page.inner_text("#camera-name")
+        assert named == "正在使用：fake_device_2（第 2 个，共 2 个）"
+        assert await page.evaluate("window.remotecase.facing") is None  # not mirrored
+        assert not await page.evaluate("document.querySelector('.tile.self') !== null")
         # the SFU keeps the party's one video track: the officer sees it go on, on the same mid
         at_switch = officer_client.received_packets[mid]
         await wait_until(
@@ -174,10 +162,12 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
         await shots.take(page, "camera-switched")
         await no_overflow(page, "after the camera switch")
 
-        # and back to the front one
+        # and back to the first one, the depth camera no more tried
         await page.tap("#switch-camera")
-        await until(page, "window.remotecase.facing === 'user'")
-        assert await page.evaluate(SENT) == cameras[0]
+        await until(page, f"{SENT} === {cameras[0]!r} && !window.remotecase.switching")
+        assert await page.inner_text("#camera-name") == "正在使用：前置摄像头（第 1 个，共 2 个）"
+        assert await page.evaluate("window.remotecase.facing") == "user"
+        assert await page.inner_text("#error") == ""
         at_switch = officer_client.received_packets[mid]
         await wait_until(
             lambda: officer_client.received_packets[mid] > at_switch + 20,
@@ -185,5 +175,58 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
             what="the party's video after switching back",
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
+        assert not await page.evaluate("document.getElementById('switch-camera').hidden")
+        await context.close()
+        assert problems == [], problems
+
+
+async def test_with_one_camera_that_sends_the_switch_says_so_and_goes(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    shots = Shots(tmp_path, "phone-zh")
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="张三")
+        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+        assert status == 201, session
+        link = await invite(api, officer, case, party)
+    pid = f"party-{party}"
+    officer_client = PeerClient(server.base_url, session["token"], decode=False)
+    clients.append(officer_client)
+    await officer_client.connect()
+
+    async with fake_cameras(2) as browser:
+        context, page, problems = await new_page(browser, "zh-CN", PHONE)
+        await page.goto(server.base_url + link)
+        await phase(page, "consent")
+        await page.tap("#consent-recording")
+        await page.tap("#consent-form button[type=submit]")
+        await phase(page, "in_call")
+        await wait_until(
+            lambda: officer_client.mids_for_participant(pid, "video") != [],
+            timeout=PATIENCE,
+            what="the party's video at the officer",
+        )
+        (mid,) = officer_client.mids_for_participant(pid, "video")
+        first = await page.evaluate(SENT)
+        await until(page, "!document.getElementById('switch-camera').hidden")
+
+        # the other camera opens but sends nothing: the first goes on, and the switch goes away
+        await page.tap("#switch-camera")
+        await until(page, "!window.remotecase.switching")
+        assert await page.inner_text("#error") == "无法切换摄像头，请继续使用当前摄像头"
+        assert await page.evaluate(SENT) == first
+        assert await page.evaluate("document.getElementById('switch-camera').hidden")
+        assert await page.evaluate("document.getElementById('camera-name').hidden")
+        at = officer_client.received_packets[mid]
+        await wait_until(
+            lambda: officer_client.received_packets[mid] > at + 20,
+            timeout=PATIENCE,
+            what="the party's video from the first camera still",
+        )
+        assert officer_client.mids_for_participant(pid, "video") == [mid]
+        await shots.take(page, "camera-switch-none")
+        await no_overflow(page, "after a switch to no camera")
         await context.close()
         assert problems == [], problems

@@ -4,7 +4,9 @@
 // party's page"): opening -> consent (camera preview) -> checking (the identity check before the
 // call) -> waiting (for the officer) / in_call, and the ends: removed, ended, closed, left, the
 // link's refusals (link_used, link_invalid, not_yet, no_session), the camera's (camera_denied,
-// camera_missing, camera_busy), reconnecting. document.body.dataset.state names the current one.
+// camera_missing, camera_busy), reconnecting, and replaced / superseded (another page of this
+// device has the call; a button takes it back here). document.body.dataset.state names the
+// current one.
 //
 // It joins through the signalling WebSocket (docs/signalling.md), publishes camera and
 // microphone on one peer connection and receives everyone else on another. The first
@@ -43,7 +45,10 @@ const ACTIONS = {
   not_yet: ["action.retry", () => location.reload()],
   failed: ["action.retry", () => location.reload()],
   left: ["state.left.rejoin", () => location.reload()],
-  replaced: ["state.replaced.here", () => location.reload()],
+  // of one link on this device, only the page opened last is in the call; this one can take it
+  // back (the other page is then "replaced")
+  replaced: ["state.replaced.here", () => takeCallHere()],
+  superseded: ["state.superseded.here", () => takeCallHere()],
 };
 
 function setPhase(name, params) {
@@ -54,6 +59,26 @@ function setPhase(name, params) {
   renderPhase();
 }
 
+async function takeCallHere() {
+  // redeem the link again with this device's secret: a new grant for the same participant,
+  // the page that had it is replaced (4010); a call token without a link can only reload.
+  // The button stays disabled until the next state draws it again (no second redemption).
+  if (!state.invite) { location.reload(); return; }
+  const button = $("state-action");
+  button.disabled = true;
+  showError("");
+  try {
+    const live = state.local && state.local.getVideoTracks().some((tr) => tr.readyState === "live");
+    if (!live) await ensureCamera();
+    connect(await admitAgain());
+  } catch (err) {
+    // the network, most likely: nothing lost, the same button tries again
+    console.warn("take the call here", err);
+    showError(t("error.network"));
+    button.disabled = false;
+  }
+}
+
 function renderPhase() {
   const name = state.phase;
   $("state-title").textContent = t(`state.${name}.title`, state.phaseParams);
@@ -61,11 +86,14 @@ function renderPhase() {
   const action = ACTIONS[name];
   const button = $("state-action");
   button.hidden = !action;
+  button.disabled = false;
   if (action) {
     button.textContent = t(action[0]);
     button.onclick = action[1];
   }
   $("camera-help").hidden = !name.startsWith("camera_");
+  // another page of this device holds the grant now: this page's token uploads nothing
+  if (name === "replaced" || name === "superseded") $("upload-form").hidden = true;
   $("call").hidden = !["in_call", "waiting", "reconnecting"].includes(name);
   setStatus(t(`status.${name}`));
 }
@@ -134,13 +162,67 @@ function retryCamera() {
 }
 $("camera-retry").onclick = retryCamera;
 
+// The cameras the device has, after the permission (before it, labels and IDs are empty).
+// A phone's cameras say which way they face; a laptop's, or some phones', do not: the switch
+// then goes to the next camera by deviceId. A camera that opens but whose frames the encoder
+// does not take (a depth camera, say) is skipped and not offered again.
+state.cameras = [];      // videoinput devices: {deviceId, label}
+state.deadCameras = {};  // deviceId -> true: opened but sent nothing
+state.facingById = {};   // deviceId -> the way it faces, as said or assumed
+state.switching = false;
+
+function usableCameras() {
+  return state.cameras.filter((c) => !state.deadCameras[c.deviceId]);
+}
+
+function currentCamera() {
+  const track = state.local && state.local.getVideoTracks()[0];
+  return track ? track.getSettings().deviceId || null : null;
+}
+
+// which way a camera faces: what it says, else its label, else unknown (null)
+function facingOf(track, label) {
+  const said = track && track.getSettings().facingMode;
+  if (said === "user" || said === "environment") return said;
+  if (/back|rear|environment|后置|後置/i.test(label || "")) return "environment";
+  if (/front|user|前置/i.test(label || "")) return "user";
+  return null;
+}
+
 async function offerCameraSwitch() {
   try {
     const devices = await navigator.mediaDevices.enumerateDevices();
-    $("switch-camera").hidden = devices.filter((d) => d.kind === "videoinput").length < 2;
+    state.cameras = devices.filter((d) => d.kind === "videoinput")
+      .map((d) => ({ deviceId: d.deviceId, label: d.label }));
   } catch (err) {
-    $("switch-camera").hidden = true;
+    state.cameras = [];
   }
+  const track = state.local && state.local.getVideoTracks()[0];
+  if (track && !state.cameraKnown) {
+    // the camera the browser opened first is the one facing the party unless it says otherwise
+    state.cameraKnown = true;
+    state.facing = facingOf(track, track.label) || "user";
+    state.facingById[currentCamera()] = state.facing;
+  }
+  showCamera();
+}
+
+function showCamera() {
+  // the switch only where there is another camera to switch to; the one in use is named
+  $("switch-camera").hidden = usableCameras().length < 2;
+  const id = currentCamera();
+  const cameras = usableCameras();
+  const index = cameras.findIndex((c) => c.deviceId === id);
+  const track = state.local && state.local.getVideoTracks()[0];
+  const label = (index >= 0 && cameras[index].label) || (track && track.label) || "";
+  const name = state.facing === "user" ? t("camera.front")
+    : state.facing === "environment" ? t("camera.back")
+    : label || t("camera.numbered", { n: index + 1 });
+  const using = $("camera-name");
+  using.hidden = !track || cameras.length < 2;
+  using.textContent = using.hidden ? ""
+    : t("camera.using", { name, n: index + 1, count: cameras.length });
+  state.cameraName = using.textContent;
 }
 
 function watchLocal() {
@@ -152,28 +234,111 @@ function watchLocal() {
   track.addEventListener("unmute", update);
 }
 
-async function switchCamera() {
-  // front <-> back: a new video track replaces the old one on the same sender
-  const next = state.facing === "user" ? "environment" : "user";
-  let stream;
+// the frames a sender has encoded so far: a camera whose frames the encoder refuses (Chromium
+// takes no Y16 depth frames) adds none, although a <video> shows it
+async function framesEncoded(sender) {
+  let frames = 0;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: { ...VIDEO, facingMode: { exact: next } } });
-  } catch (err) {
-    showError(t("camera.switch.failed"));
-    return;
+    (await sender.getStats()).forEach((r) => { if (r.type === "outbound-rtp") frames += r.framesEncoded || 0; });
+  } catch (err) { /* a closed connection */ }
+  return frames;
+}
+
+async function sends(track) {
+  const sender = state.videoSender;
+  if (sender && state.pub && state.pub.connectionState === "connected") {
+    const before = await framesEncoded(sender);
+    for (let i = 0; i < 20; i++) {
+      await sleep(250);
+      if (await framesEncoded(sender) > before + 2) return true;
+    }
+    return false;
   }
-  const fresh = stream.getVideoTracks()[0];
+  // not in a call (yet): a frame on a <video> is what can be seen
+  const video = document.createElement("video");
+  if (!video.requestVideoFrameCallback) return true;  // cannot tell: take it
+  video.muted = true;
+  video.srcObject = new MediaStream([track]);
+  video.play().catch(() => {});
+  const ok = await new Promise((resolve) => {
+    const limit = setTimeout(() => resolve(false), 5000);
+    video.requestVideoFrameCallback(() => { clearTimeout(limit); resolve(true); });
+  });
+  video.srcObject = null;
+  return ok;
+}
+
+async function openVideo(constraint) {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { ...VIDEO, ...constraint } });
+    return stream.getVideoTracks()[0];
+  } catch (err) {
+    if (err.name !== "OverconstrainedError" || constraint.facingMode) return null;
+    // a camera under 640x480 still shows the party (the check may say it is too small)
+    const stream = await navigator.mediaDevices.getUserMedia({ video: constraint }).catch(() => null);
+    return stream ? stream.getVideoTracks()[0] : null;
+  }
+}
+
+async function switchCamera() {
+  // a new video track replaces the old one on the same sender: the officer keeps one track
+  if (state.switching || !state.local) return;
+  state.switching = true;
+  $("switch-camera").disabled = true;
+  showError("");
   const old = state.local.getVideoTracks()[0];
-  if (old) { fresh.enabled = old.enabled; state.local.removeTrack(old); old.stop(); }
-  state.local.addTrack(fresh);
-  if (state.videoSender) await state.videoSender.replaceTrack(fresh);
-  state.facing = next;
-  watchLocal();
-  for (const id of ["preview", "check-video"]) if ($(id).srcObject) $(id).srcObject = state.local;
-  const tile = state.tiles[state.me];
-  if (tile) { tile.el.classList.toggle("self", next === "user"); markTile(state.me); }
+  const oldId = currentCamera();
+  try {
+    await offerCameraSwitch();  // cameras plugged in or out since
+    const tries = [];
+    const told = old && old.getSettings().facingMode;
+    if (told === "user" || told === "environment") {
+      // a phone that says which way its cameras face: the other way first
+      tries.push({ facingMode: { exact: told === "user" ? "environment" : "user" } });
+    }
+    const cameras = usableCameras();
+    const from = cameras.findIndex((c) => c.deviceId === oldId);  // -1: from the first
+    for (let i = 1; i <= cameras.length; i++) {
+      const next = cameras[(from + i) % cameras.length];
+      if (next.deviceId !== oldId) tries.push({ deviceId: { exact: next.deviceId } });
+    }
+    for (const constraint of tries) {
+      const fresh = await openVideo(constraint);
+      if (!fresh) continue;
+      const freshId = fresh.getSettings().deviceId;
+      if (freshId && freshId === oldId) { fresh.stop(); continue; }
+      if (old) fresh.enabled = old.enabled;
+      if (state.videoSender) await state.videoSender.replaceTrack(fresh);
+      if (!fresh.enabled || await sends(fresh)) {
+        if (old) { state.local.removeTrack(old); old.stop(); }
+        state.local.addTrack(fresh);
+        const camera = state.cameras.find((c) => c.deviceId === freshId);
+        state.facing = facingOf(fresh, camera ? camera.label : fresh.label) ||
+          state.facingById[freshId] || null;
+        state.facingById[freshId] = state.facing;
+        watchLocal();
+        for (const id of ["preview", "check-video"]) if ($(id).srcObject) $(id).srcObject = state.local;
+        const tile = state.tiles[state.me];
+        if (tile) { tile.el.classList.toggle("self", state.facing === "user"); markTile(state.me); }
+        return;
+      }
+      // it opened but sends nothing: back to the camera that did, and not offered again
+      if (freshId) state.deadCameras[freshId] = true;
+      if (state.videoSender && old) await state.videoSender.replaceTrack(old);
+      fresh.stop();
+    }
+    showError(t("camera.switch.failed"));
+  } finally {
+    state.switching = false;
+    $("switch-camera").disabled = false;
+    showCamera();
+  }
 }
 $("switch-camera").onclick = switchCamera;
+// a camera plugged in or out: the switch and the name follow (after the permission only)
+if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+  navigator.mediaDevices.addEventListener("devicechange", () => { if (state.local) offerCameraSwitch(); });
+}
 
 async function keepResolution(sender) {
   if (!sender) return;
@@ -301,7 +466,7 @@ function officerPresent() {
 }
 
 function callPhase() {
-  if (["removed", "ended", "closed", "left", "replaced"].includes(state.phase)) return;
+  if (["removed", "ended", "closed", "left", "replaced", "superseded"].includes(state.phase)) return;
   setPhase(officerPresent() ? "in_call" : "waiting");
 }
 
@@ -448,6 +613,7 @@ async function onMessage(event) {
 const REFUSAL_PHASES = {
   removed: "removed", session_ended: "ended", case_closed: "closed",
   invitation_revoked: "link_invalid", identity_unchecked: "checking",
+  superseded: "superseded",  // the link was opened again on this device: another page has it
 };
 
 function closePeers() {
@@ -779,12 +945,17 @@ function partyAuth() {
 async function listMaterials() {
   if (!state.invite && !state.partyToken) return;
   $("materials-panel").hidden = false;
-  const response = await fetch("/api/party/materials", { headers: I18N.headers(partyAuth()) });
-  if (!response.ok) return;
-  const body = await response.json();
+  try {
+    const response = await fetch("/api/party/materials", { headers: I18N.headers(partyAuth()) });
+    if (response.ok) state.materials = (await response.json()).materials || [];
+  } catch (err) { /* offline: the list as it was */ }
+  renderMaterials();  // a refused read (a superseded token) keeps the list, in today's language
+}
+
+function renderMaterials() {
   const list = $("materials-list");
   list.replaceChildren();
-  for (const m of body.materials || []) {
+  for (const m of state.materials || []) {
     const li = document.createElement("li");
     li.textContent = t("materials.item", { name: m.name || m.id, kind: m.media_type || "" });
     list.append(li);
@@ -820,7 +991,12 @@ function enableUploads() {
   });
 }
 
+// drawn again on every language event (another panel's catalog arriving sends one too): only
+// the latest drawing writes the slots, or two would each add theirs to the list
+let appointmentDraw = 0;
+
 async function renderAppointment() {
+  const draw = ++appointmentDraw;
   const view = state.view;
   if (!view || !state.invite || view.case.status !== "open") return;
   $("appointment-panel").hidden = false;
@@ -830,10 +1006,14 @@ async function renderAppointment() {
     : t("appointment.none");
   $("appointment-book").textContent = t(appt ? "appointment.move" : "appointment.book");
   $("appointment-cancel").hidden = !appt;
-  const response = await fetch("/api/party/slots", { headers: I18N.headers(partyAuth()) });
+  let slots = [];
+  try {
+    const response = await fetch("/api/party/slots", { headers: I18N.headers(partyAuth()) });
+    if (response.ok) slots = (await response.json()).slots || [];
+  } catch (err) { /* offline: no slots offered for now */ }
+  if (draw !== appointmentDraw) return;  // a later drawing is under way
   const select = $("appointment-slot");
   select.replaceChildren();
-  const slots = response.ok ? (await response.json()).slots : [];
   for (const s of slots) {
     const option = document.createElement("option");
     option.value = String(s.id);
@@ -930,6 +1110,7 @@ document.addEventListener("remotecase:lang", () => {
   labelButtons();
   showOfficerMute();
   for (const pid of Object.keys(state.tiles)) { tileFor(pid); markTile(pid); }
+  showCamera();
   if (state.view) showCase(state.view);
   listMaterials();
 });
