@@ -32,6 +32,7 @@ from tests.test_browser_party import (
 from tests.test_deadlines import penalty_data
 from tests.test_delivery import consent, make_determination, party_in_session
 from tests.test_procedure_party_view import backdate, deliver
+from tests.test_records_documents import party_sign
 
 pytestmark = pytest.mark.browser
 
@@ -198,25 +199,19 @@ async def test_console_deadlines_and_a_failed_delivery_with_its_fallback(
             assert status == 201, other
             # made eight days ago and not delivered: the 3 working days to deliver have passed
             await backdate(server, "documents", "created_at", doc["id"], 8)
-            # an old violation: the penalty notice of a 3,000 yuan fine (a hearing is offered)
-            status, vcase = await api.call(
-                "POST", "/api/cases", li, {"kind": "violation", "title": "超速 50%"}
-            )
-            assert status == 201, vcase
-            status, driver = await api.call(
-                "POST", f"/api/cases/{vcase['id']}/parties", li, {"role": "driver", "name": "王五"}
-            )
-            assert status == 201, driver
+            # an old violation: the penalty notice of a 3,000 yuan fine (a hearing is offered),
+            # signed by the driver (the periods run from when the party was notified)
+            v = await party_in_session(server, api, li, name="王五", kind="violation")
+            vcase = {"id": v.cid}
             status, notice = await api.call(
                 "POST",
-                f"/api/cases/{vcase['id']}/documents",
+                f"/api/cases/{v.cid}/documents",
                 li,
-                {
-                    "kind": "penalty_notice",
-                    "data": penalty_data(driver["id"], "penalty_notice", 3000),
-                },
+                {"kind": "penalty_notice", "data": penalty_data(v.pid, "penalty_notice", 3000)},
             )
             assert status == 201, notice
+            status, signed = await party_sign(api, v.token, notice["id"], f"party-p{v.pid}", v.key)
+            assert status == 200, signed
 
             async with chromium(camera) as browser:
                 context, page, problems = await new_page(browser, "zh-CN", DESKTOP)

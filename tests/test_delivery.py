@@ -81,8 +81,10 @@ class Party:
         self.key = PartyKey()
 
 
-async def party_in_session(server: Server, api: Api, li: str, name: str = "张三") -> Party:
-    cid, pid = await case_with_party(api, li, name=name)
+async def party_in_session(
+    server: Server, api: Api, li: str, name: str = "张三", kind: str = "accident"
+) -> Party:
+    cid, pid = await case_with_party(api, li, name=name, kind=kind)
     status, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
     assert status == 201, session
     token = (await party_link(api, li, cid, pid))["token"]
