@@ -60,9 +60,14 @@
     name: "timeline",
     async caseOpened(c) {
       mount();
-      caseId = c && c.id;
-      items = null;
-      render();
+      const id = c && c.id;
+      if (id !== caseId) {  // another case: its timeline is read when asked
+        caseId = id;
+        items = null;
+        render();
+      } else if (items !== null) {
+        con.guard(load)();  // the same case again (con.reload after a change): read it again
+      }
     },
     lang() { mount(); if (items !== null) con.guard(load)(); },
   });
