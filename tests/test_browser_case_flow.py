@@ -103,7 +103,7 @@ async def _whole_case(tmp_path: Path) -> None:
                 await page.set_viewport_size(PHONE)
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
-                await page.goto(server.base_url + invite["link"])
+                await page.goto(server.base_url + invite["link"] + "&lang=zh-CN")  # a Chinese phone
 
                 # the join flow: consents, the face check, the call
                 await page.wait_for_selector("#consent-form:not([hidden])")
