@@ -96,6 +96,18 @@ async def test_the_periods_run_from_the_delivery_not_from_the_notice_s_creation(
             assert status == 200, deadlines
             statement = [d for d in deadlines["deadlines"] if d["limit"] == "statement"]
             assert [d["due"] for d in statement] == [state["notice"]["statement_closes"]]
+            # the party refuses the delivered notice: a refused delivery notifies nobody (the
+            # delivery asks for its fallback), so no period runs from it
+            status, body = await api.call(
+                "POST",
+                f"/api/party/deliveries/{sent['id']}/refuse",
+                p.token,
+                {"reason": "不接受电子送达"},
+            )
+            assert status == 200, body
+            status, state = await api.call("GET", f"/api/cases/{p.cid}/penalty", li)
+            assert state["refusal"]["error"] == "penalty_notice_unserved", state
+            assert state["notice"]["notified_at"] is None, state
     finally:
         await server.runner.cleanup()
 

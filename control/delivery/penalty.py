@@ -59,7 +59,8 @@ def notified_at(conn: sqlite3.Connection, notice_id: int) -> str | None:
     sent = [
         r["sent_at"]
         for r in conn.execute(
-            "SELECT sent_at FROM deliveries WHERE document_id = ? AND status = 'sent'",
+            "SELECT sent_at FROM deliveries WHERE document_id = ? AND status = 'sent' "
+            "AND refused_at IS NULL",
             (notice_id,),
         )
     ]
