@@ -759,7 +759,9 @@ class _Tap:
         for heard in self.heard:
             heard()
         fast = self.fast
-        if fast is not None and isinstance(data, bytes) and fast.handle(data):
+        # only from the address the fast path was set up for: a datagram from another
+        # (a newly nominated pair on this socket) takes aiortc's own path
+        if fast is not None and addr == fast.addr and isinstance(data, bytes) and fast.handle(data):
             return
         self.received(data, addr)
 

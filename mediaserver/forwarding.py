@@ -598,6 +598,8 @@ class RtpDownTrack:
                 return False
         if self._congested:
             self._next_seq = (self._next_seq + PAUSE_SKIP) & 0xFFFF
+            # the receiver counts the skipped numbers as lost: not the link's loss
+            self._holes += PAUSE_SKIP
         self._congested = False
         self._frame_ts = packet.timestamp
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF

@@ -366,6 +366,9 @@ class SignallingSession:
             raise SignallingError("resume_refused", i18n.both("signalling.resume_refused")) from exc
         self._participant = participant
         self.send(self._snapshot("resumed", participant, grant))
+        if self._education is not None:
+            # what changed while it was away (the floor, hands, answers) was not sent to it
+            await self._education.welcome(participant)
 
     async def _checked(self, grant: Grant) -> CallAdmission:
         try:

@@ -223,7 +223,8 @@
       showState("call.state.joining");
       // a lost connection: come back as the same participant, so the others see no leave
       const back = resume && resume.session === mine.session ? resume.token : null;
-      send(back ? { type: "resume", resume_token: back } : { type: "join", token });
+      // with the call token, so that the front routes the socket to the room's worker
+      send(back ? { type: "resume", resume_token: back, token } : { type: "join", token });
     };
     ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => con.showError(err));
     ws.onclose = (e) => {

@@ -668,7 +668,9 @@ function connect(token) {
   // call token (admitted again) joins afresh
   const back = token === state.resumeFor ? state.resumeToken : null;
   state.resumeFor = token;
-  ws.onopen = () => send(back ? { type: "resume", resume_token: back } : { type: "join", token });
+  // the call token goes with a resume too: the front routes a socket to the worker of the
+  // room its token names (the worker checks only the resume token)
+  ws.onopen = () => send(back ? { type: "resume", resume_token: back, token } : { type: "join", token });
   ws.onmessage = (e) => onMessage(e).catch((err) => { console.error(err); showError(t("error.unknown")); });
   ws.onclose = (e) => { onClose(e).catch((err) => console.error(err)); };
 }
