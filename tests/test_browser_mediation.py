@@ -269,7 +269,7 @@ async def _mediation(tmp_path: Path) -> None:
                         api, redeemed["token"], doc_id, f"party-p{pid}", PartyKey()
                     )
                     assert status == 200, state
-                mine = "#doc-list li:has-text('调解书') button:has-text('签名（officer-o1）')"
+                mine = "#doc-list li:has-text('调解书') button:has-text('签名（调解人）')"
                 await console.wait_for_selector(mine, timeout=30_000)
                 await console.click(mine)
                 await console.wait_for_selector(
