@@ -48,8 +48,11 @@
   }
 
   async function load() {
-    if (!caseId) return;
-    const asked = caseId;
+    // The case on screen, not the last one this part was told of: the button shows as soon as
+    // the case does, while the parts before this one are still loading theirs.
+    const asked = con.caseId;
+    if (!asked) return;
+    caseId = asked;
     const data = await con.api("GET", `/api/cases/${asked}/timeline`);
     if (asked !== caseId) return;  // another case was opened meanwhile
     items = data.items;
