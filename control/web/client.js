@@ -1032,8 +1032,9 @@ async function changeAppointment(path, body) {
     body: JSON.stringify(body),
   });
   const answer = await response.json().catch(() => ({}));
-  $("appointment-status").textContent = response.ok ? t("appointment.saved") : I18N.error(answer);
+  // "saved" once the case card shows the new time, not before
   if (response.ok) showCase(await partyView(state.invite));
+  $("appointment-status").textContent = response.ok ? t("appointment.saved") : I18N.error(answer);
 }
 
 $("appointment-form").addEventListener("submit", (e) => {
