@@ -160,8 +160,9 @@ async def run_education_bench(
         )
         print(
             f"checks decided         {report['checks']['decided']} (passed "
-            f"{report['checks']['passed']}, failed {report['checks']['failed']}); viewers "
-            f"counting watch time {report['counting']}"
+            f"{report['checks']['passed']}, failed {report['checks']['failed']}"
+            + "".join(f", {k} {n}" for k, n in report["checks"]["failed_by_reason"].items())
+            + f"); viewers counting watch time {report['counting']}"
         )
         print(
             f"machine                {report['machine']['cpus']} CPUs, load average "
@@ -204,6 +205,10 @@ async def measure_education(
         "REMOTECASE_VERIFIER__SAMPLE_INTERVAL": str(sample_interval),
         "REMOTECASE_EDUCATION__CHECK_INTERVAL": str(check_interval),
         "REMOTECASE_EDUCATION__CHECK_WINDOW": str(min(check_window, check_interval)),
+        # watch time stops once no matching verdict has come for the gap: at a long sample
+        # interval (100 viewers on 2 cores) the gap must outlast a few samples, or it measures
+        # the verifier's queue, not attendance (docs/performance.md)
+        "REMOTECASE_EDUCATION__VERDICT_GAP": str(max(10.0, 3 * sample_interval)),
     }
     procs: list[asyncio.subprocess.Process] = []
     clients: list[Any] = []
@@ -433,6 +438,7 @@ async def _run(
 
     elapsed = t1 - t0
     passed = failed = counting = 0
+    reasons: dict[str, int] = {}  # failed checks by reason (no_picture: nothing judgeable came)
     for v in attendance["viewers"]:
         state = v["attendance"] or {}
         for check in state.get("checks", []):
@@ -440,6 +446,8 @@ async def _run(
                 passed += 1
             elif check.get("result") == "failed":
                 failed += 1
+                why = str(check.get("reason") or "?")
+                reasons[why] = reasons.get(why, 0) + 1
         counting += state.get("state") == "counting"
     cpu = cpu1 - cpu0
     verifier = ver1 - ver0
@@ -466,7 +474,12 @@ async def _run(
         },
         "verdicts_per_second": round((v1 - v0) / elapsed, 2),
         "samples_asked_per_second": round(viewers / sample_interval, 2),
-        "checks": {"decided": passed + failed, "passed": passed, "failed": failed},
+        "checks": {
+            "decided": passed + failed,
+            "passed": passed,
+            "failed": failed,
+            "failed_by_reason": dict(sorted(reasons.items())),
+        },
         "counting": counting,
         "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in load]},
     }
