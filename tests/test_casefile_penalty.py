@@ -14,7 +14,7 @@ import aiohttp
 
 from control.appkeys import DB
 from control.deadlines.rules import china_date, china_today
-from control.delivery.penalty import notified_from
+from control.delivery.penalty import notified_at, notified_from
 from tests.conftest import Api, make_config, officer_login, start_server
 from tests.test_deadlines import backdated, penalty_data
 from tests.test_delivery import consent, custody, party_in_session
@@ -108,6 +108,37 @@ async def test_the_periods_run_from_the_delivery_not_from_the_notice_s_creation(
             status, state = await api.call("GET", f"/api/cases/{p.cid}/penalty", li)
             assert state["refusal"]["error"] == "penalty_notice_unserved", state
             assert state["notice"]["notified_at"] is None, state
+            # its fallback notifies (157号 art.55): delivered by post today, the periods run
+            # from today's first moment in China time
+            fallback = f"/api/cases/{p.cid}/deliveries/{sent['id']}/fallback"
+            today = china_today()
+            status, posted = await api.call(
+                "POST",
+                fallback,
+                li,
+                {"action": "post", "reference": "EMS1234567890", "done_on": today.isoformat()},
+            )
+            assert status == 200 and posted["delivered_on"] == today.isoformat(), posted
+            status, state = await api.call("GET", f"/api/cases/{p.cid}/penalty", li)
+            assert state["notice"]["notified_on"] == today.isoformat(), state
+            assert china_date(state["notice"]["notified_at"]) == today
+            assert state["notice"]["statement_closes"] is not None
+            # the post came back: a public notice notifies only when its sixty days are over,
+            # so nothing runs today
+            status, noticed = await api.call(
+                "POST",
+                fallback,
+                li,
+                {"action": "public_notice", "reference": "某公告〔2026〕1号", "note": "邮件退回"},
+            )
+            assert status == 200, noticed
+            assert noticed["delivered_on"] == (today + timedelta(days=60)).isoformat()
+            status, state = await api.call("GET", f"/api/cases/{p.cid}/penalty", li)
+            assert state["refusal"]["error"] == "penalty_notice_unserved", state
+            # sixty days on, the notice has notified: the periods run from that day
+            later = today + timedelta(days=61)
+            at = await server.app[DB].run(lambda c: notified_at(c, nid, later))
+            assert at is not None and china_date(at) == today + timedelta(days=60)
     finally:
         await server.runner.cleanup()
 

@@ -353,6 +353,7 @@ async def test_a_party_refuses_a_delivery(tmp_path: Path) -> None:
             )
             assert status == 200 and refused["refused_at"] and refused["refusal"] == "认定不公"
             assert refused["fallback"]["needed"] and refused["fallback"]["next"] == "post"
+            assert refused["delivered_on"] is None  # refused: its fallback delivers
             assert (await custody(server, "delivery.refused"))[-1]["reason"] == "认定不公"
             status, body = await api.call(
                 "POST", f"/api/party/deliveries/{did}/acknowledge", p.token

@@ -156,7 +156,7 @@ def case_deadlines(
                     **about,
                 )
             )
-        served = notified_at(conn, doc["id"]) if doc["kind"] == "penalty_notice" else None
+        served = notified_at(conn, doc["id"], today) if doc["kind"] == "penalty_notice" else None
         if served is not None:  # the periods run from the notification (delivery/penalty.py)
             notified = china_date(served)
             waived = {

@@ -10,8 +10,9 @@ window closes (unless waived) or while a requested hearing has not been held.
 
 The statement and hearing periods run from when the party was **notified** (:func:`notified_at`):
 the earliest of the party's signature on the notice (告知笔录 signed in the call) and the sent
-time of a delivery of it to the party (the date the system shows as sent, 157号 art.56), never
-from the notice's creation. A notice neither signed by the party nor delivered to it has told
+time of a delivery of it to the party (the date the system shows as sent, 157号 art.56; for
+a failed or refused one, its post or the end of its public notice, art.55), never from the
+notice's creation. A notice neither signed by the party nor delivered to it has told
 nobody anything: no period runs and no decision is allowed (``penalty_notice_unserved``).
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -28,10 +29,11 @@ from .. import access
 from ..access import audit
 from ..appkeys import CUSTODY, DB, EVENTS, RULES
 from ..auth import Officer, now_iso
-from ..deadlines.rules import Rules, china_date, china_today, cn_date
+from ..deadlines.rules import CHINA, Rules, china_date, china_today, cn_date
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, json_body, op, responses
 from ..refusals import done as case_done
+from . import store as delivery_store
 
 HEARING_FROM_YUAN = 2000  # 行政处罚法 art.63 as 公安机关 apply it to a person
 STEPS = ("statement", "waiver", "hearing_requested", "hearing_held", "payment")
@@ -52,18 +54,26 @@ def notified_from(signatures: list[dict[str, Any]], sent_at: list[str]) -> str |
     return min(times, key=lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")), default=None)
 
 
-def notified_at(conn: sqlite3.Connection, notice_id: int) -> str | None:
-    """When the party was notified of the notice ``notice_id`` (see the module's text)."""
+def notified_at(conn: sqlite3.Connection, notice_id: int, today: date | None = None) -> str | None:
+    """When the party was notified of the notice ``notice_id`` (see the module's text).
+
+    An electronic delivery that failed or was refused notifies by its fallback (157号
+    art.55): the day of the post (``delivered_on`` of the delivery), or the end of the public
+    notice's sixty days once ``today`` has reached it; such a day counts from its first moment
+    in China time."""
     row = conn.execute("SELECT signatures FROM documents WHERE id = ?", (notice_id,)).fetchone()
     signatures = [] if row is None else json.loads(row["signatures"])
-    sent = [
-        r["sent_at"]
-        for r in conn.execute(
-            "SELECT sent_at FROM deliveries WHERE document_id = ? AND status = 'sent' "
-            "AND refused_at IS NULL",
-            (notice_id,),
-        )
-    ]
+    today = today or china_today()
+    sent: list[str] = []
+    for r in conn.execute("SELECT * FROM deliveries WHERE document_id = ?", (notice_id,)):
+        if r["status"] == "sent" and r["refused_at"] is None:
+            sent.append(r["sent_at"])
+            continue
+        on = delivery_store.public(conn, r)["delivered_on"]
+        if on is not None and date.fromisoformat(on) <= today:
+            day = date.fromisoformat(on)
+            start = datetime(day.year, day.month, day.day, tzinfo=CHINA)
+            sent.append(start.astimezone(UTC).isoformat())
     return notified_from(signatures, sent)
 
 
@@ -108,7 +118,7 @@ def state(conn: sqlite3.Connection, case_id: int, rules: Rules, today: date) -> 
     waived = {s["detail"].get("right") for s in steps if s["step"] == "waiver"}
     requested = any(s["step"] == "hearing_requested" for s in steps)
     held = any(s["step"] == "hearing_held" for s in steps)
-    at = notified_at(conn, notice["id"])
+    at = notified_at(conn, notice["id"], today)
     out["notice"] = {
         "id": notice["id"],
         "number": notice["number"],

@@ -212,7 +212,8 @@ def public(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
     ]
     out["fallbacks"] = fallbacks
     out["delivered_on"] = None
-    if row["status"] == "sent" and row["sent_at"]:
+    if row["status"] == "sent" and row["sent_at"] and not row["refused_at"]:
+        # a refused one delivered nothing: its fallback (below) delivers
         out["delivered_on"] = china_date(row["sent_at"]).isoformat()
     if row["status"] == "failed" or row["refused_at"]:
         done = {f["action"] for f in fallbacks}
