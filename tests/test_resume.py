@@ -17,7 +17,8 @@ import pytest
 
 from bench.impair import ImpairedLink
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.appkeys import RECORDER
+from control.access import revoke_grants
+from control.appkeys import DB, RECORDER
 from tests.conftest import (
     CONSENT,
     Api,
@@ -407,12 +408,16 @@ async def test_resume_rechecks_the_call_tokens_expiry(
     assert "participant_left" not in _kinds(officer.messages, "agent")
 
 
-async def test_resume_after_a_readmission_is_refused_as_superseded(
-    tmp_path: Path, clients: list[PeerClient]
+@pytest.mark.parametrize("meanwhile", ["readmitted", "removed"])
+async def test_resume_after_a_readmission_or_a_removal_is_refused(
+    tmp_path: Path, clients: list[PeerClient], meanwhile: str
 ) -> None:
-    """The same device opened the link again while the page was away (another tab, say): the
-    readmission superseded the grant the page joined with, so its resume is refused
-    (``superseded``, 4003) and the party's new page is the one in the call."""
+    """While the page was away the same device opened the link again (another tab, say), or an
+    officer removed the party through a server that does not hold the room (the grant revoked
+    in the database only, as behind the front with several workers): the grant the page joined
+    with no longer admits it, so its resume is refused (``superseded`` / ``removed``, 4003,
+    Chinese first). After a readmission the party's new page is the one in the call; after a
+    removal neither the old token nor the link brings it back."""
     srv = await start_server(
         make_config(tmp_path, auth={"dev_join": False}, media={"resume_grace": 20.0})
     )
@@ -444,6 +449,24 @@ async def test_resume_after_a_readmission_is_refused_as_superseded(
             await watcher.wait_for(
                 lambda m: m["type"] == "participant_reconnecting" and m["participant"] == pid
             )
+            if meanwhile == "removed":
+                await srv.app[DB].run(lambda c: revoke_grants(c, session["id"], pid, "removed"))
+                again = await resume(srv, clients, party)
+                assert again.joined is not None and again.joined["code"] == "removed"
+                assert again.joined["message"].startswith("民警已将您移出本次会话")
+                await wait_until(lambda: again.ws_close_code is not None, what="closed")
+                assert again.ws_close_code == 4003
+                left = await watcher.wait_for(
+                    lambda m: m["type"] == "participant_left" and m["participant"] == pid
+                )
+                assert left["reason"] == "removed"
+                late = PeerClient(srv.base_url, first["token"])
+                clients.append(late)
+                with pytest.raises(RuntimeError, match="'code': 'removed'"):
+                    await late.connect()
+                status, body = await api.call("POST", "/api/invitations/redeem", json=redeem)
+                assert status == 403 and body["error"] == "removed", body
+                return
             status, second = await api.call("POST", "/api/invitations/redeem", json=redeem)
             assert status == 200, second
             again = await resume(srv, clients, party)
