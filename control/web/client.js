@@ -692,10 +692,12 @@ function connect(token) {
 // reconnecting, never a leave and a join; the recording keeps its tracks). sessionStorage is
 // this tab's only; never localStorage, where another tab of the device would find the token and
 // take the participant over. Forgotten on leave, on every end of the call (the states not in
-// CALL_GOES_ON) and when the server refuses the resume. (Duplicating a tab copies
-// sessionStorage: the copy then takes the call over, and the original says "replaced".)
+// CALL_GOES_ON) and when the server refuses the resume; kept through "failed" (a reload while
+// the network is down fails before it can resume: its retry, a reload, tries again). Duplicating
+// a tab copies sessionStorage: the copy then takes the call over, and the original says
+// "replaced".
 const CALL_GOES_ON = ["opening", "consent", "checking", "waiting", "in_call", "reconnecting",
-  "camera_denied", "camera_missing", "camera_busy", "no_session", "not_yet"];
+  "camera_denied", "camera_missing", "camera_busy", "no_session", "not_yet", "failed"];
 
 function callKey() { return state.invite || state.partyToken || null; }
 
