@@ -526,4 +526,21 @@ async def test_console_reloads_mid_call_as_the_same_participant(
                 await page.evaluate("() => sessionStorage.getItem('remotecase.console.call')")
                 is None
             )
+            # a console left (pagehide) longer ago than the grace period does not join the call
+            # by itself when the officer comes back to it: the kept call is dropped on load
+            await page.evaluate(
+                "(s) => sessionStorage.setItem('remotecase.console.call', JSON.stringify("
+                "{session: s, token: 'x'.repeat(43), grace: 20, leftAt: Date.now() - 60000}))",
+                kept["session"],
+            )
+            heard = len(watcher.messages)
+            await page.reload()
+            await see(page, "#join-call:not([hidden])")
+            assert (
+                await page.evaluate("() => sessionStorage.getItem('remotecase.console.call')")
+                is None
+            )
+            await asyncio.sleep(2.0)
+            assert not await page.evaluate("window.remotecaseConsole.call.joined")
+            assert [m for m in watcher.messages[heard:] if m["type"] == "participant_joined"] == []
             assert problems == [], problems

@@ -28,10 +28,16 @@
   let reloaded = Boolean(resume);  // join again by itself once the console shows that session
 
   function kept() {
-    try {
-      const value = JSON.parse(sessionStorage.getItem(STORE) || "null");
-      return value && Number.isInteger(value.session) && typeof value.token === "string" ? value : null;
-    } catch (err) { return null; }
+    let value = null;
+    try { value = JSON.parse(sessionStorage.getItem(STORE) || "null"); } catch (err) { value = null; }
+    if (!value || !Number.isInteger(value.session) || typeof value.token !== "string") return null;
+    // the page was left (pagehide) longer ago than the grace period: the call is over for this
+    // officer, and coming back to the console later must not join it by itself
+    if (value.leftAt && Date.now() - value.leftAt > (value.grace || 0) * 1000) {
+      try { sessionStorage.removeItem(STORE); } catch (err) { /* nothing kept */ }
+      return null;
+    }
+    return value;
   }
 
   function keep(value) {
@@ -171,7 +177,7 @@
       case "joined":
       case "resumed":  // back as the same participant after a lost connection (docs/signalling.md, Resume)
         rejoins = 0;
-        keep(msg.resume_token ? { session: call.session, token: msg.resume_token } : null);
+        keep(msg.resume_token ? { session: call.session, token: msg.resume_token, grace: msg.resume_grace } : null);
         call.me = msg.participant.id;
         call.names[call.me] = msg.participant.name;
         for (const p of msg.participants) {
@@ -370,5 +376,7 @@
     lang() { if (call) { showState(call.stateKey); buttons(true); relabel(); } },
   });
   // no leave on pagehide: a reload must find the participant waiting for its resume (the
-  // socket's close, 1001, is a lost connection for the server, not a leave)
+  // socket's close, 1001, is a lost connection for the server, not a leave); when it was left
+  // is noted, so that only a return within the grace period resumes by itself
+  window.addEventListener("pagehide", () => { if (call && resume) keep({ ...resume, leftAt: Date.now() }); });
 })();
