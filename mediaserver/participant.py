@@ -270,6 +270,11 @@ class SfuParticipant:
         return self._suspended is not None
 
     @property
+    def away_reason(self) -> CloseReason | None:
+        """What it lost while away (None when it is not)."""
+        return self._suspended
+
+    @property
     def attachment(self) -> int:
         """Which signalling attachment carries it (one more at every resume)."""
         return self._attachment

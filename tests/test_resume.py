@@ -8,7 +8,7 @@ own sockets, and the party's signalling socket is closed as a dead network would
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import pytest
 
 from bench.impair import ImpairedLink
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.appkeys import RECORDER
+from control.access import revoke_grants
+from control.appkeys import DB, RECORDER
 from tests.conftest import (
     CONSENT,
     Api,
@@ -66,7 +67,7 @@ def _kinds(messages: list[dict[str, Any]], participant: str) -> list[str]:
         if m["type"].startswith("participant_")
         and (
             m.get("participant") == participant
-            or (m.get("participant") or {}).get("id") == participant
+            or (isinstance(m.get("participant"), dict) and m["participant"]["id"] == participant)
         )
     ]
 
@@ -320,3 +321,167 @@ async def test_resume_is_admitted_again(tmp_path: Path, clients: list[PeerClient
         await srv.runner.cleanup()
     assert leftovers(srv.app) == {}
     assert srv.sfu.resume_tokens == 0
+
+
+async def test_a_page_going_away_waits_for_its_resume_and_leave_leaves_at_once(
+    server: Server, clients: list[PeerClient]
+) -> None:
+    """A page that reloads (or a phone's browser that drops a background tab) closes its socket
+    cleanly, 1001 "going away": that is a lost connection, not a leave; the ``leave`` message
+    is the only way to leave at once."""
+    party = await join(server, clients, ROOM, "party")
+    officer = await join(server, clients, ROOM, "officer")
+    assert party._ws is not None
+    await party._ws.close(code=1001, message=b"page unloaded")
+    await officer.wait_for(lambda m: m["type"] == "participant_reconnecting")
+    assert server.sfu.rooms[ROOM].participants["party"].suspended
+    again = await resume(server, clients, party)
+    assert again.joined is not None and again.joined["type"] == "resumed", again.joined
+    await officer.wait_for(lambda m: m["type"] == "participant_resumed")
+    await again.leave()
+    left = await officer.wait_for(lambda m: m["type"] == "participant_left")
+    assert left["participant"] == "party" and left["reason"] == "left"
+    assert _kinds(officer.messages, "party") == [
+        "participant_reconnecting",
+        "participant_resumed",
+        "participant_left",
+    ]
+    await wait_until(lambda: again.closed_reason is not None, what="the bye")
+    assert again.closed_reason == "left"
+
+
+def _reconnecting(who: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: m["type"] == "participant_reconnecting" and m["participant"] == who
+
+
+async def test_resume_rechecks_the_call_tokens_expiry(
+    server: Server, clients: list[PeerClient]
+) -> None:
+    """A resume is a join again: with the call token expired meanwhile it is refused
+    (``token_expired``, Chinese first, 4001) and the participant leaves as at the end of its
+    grace. A fresh call token of the same participant sent with the resume renews it (the
+    console asks one for each connection)."""
+    officer = await join(server, clients, ROOM, "officer")
+    for who in ("party", "agent"):
+        client = PeerClient(server.base_url, server.token(ROOM, who, ttl=3))
+        clients.append(client)
+        await client.connect()
+        assert client.joined is not None and client.joined["type"] == "joined", client.joined
+        await client.close()
+        await officer.wait_for(_reconnecting(who))
+    party, agent = clients[-2:]
+    await asyncio.sleep(3.5)  # both call tokens have expired now
+    # a fresh token of somebody else renews nothing: the party's own grant decides
+    assert party.joined is not None
+    refused = PeerClient(server.base_url, party.token)
+    clients.append(refused)
+    await refused.connect(join=False)
+    await refused.send(
+        {
+            "type": "resume",
+            "resume_token": party.joined["resume_token"],
+            "token": server.token(ROOM, "someone-else", ttl=600),
+        }
+    )
+    error = await refused.wait_for(lambda m: m["type"] in ("resumed", "error"))
+    assert error["code"] == "token_expired", error
+    zh, en = error["message"].split(" / ", 1)
+    assert zh.startswith("通话凭证已过期") and "expired" in en
+    await wait_until(lambda: refused.ws_close_code is not None, what="refused socket closed")
+    assert refused.ws_close_code == 4001
+    left = await officer.wait_for(
+        lambda m: m["type"] == "participant_left" and m["participant"] == "party"
+    )
+    assert left["reason"] == "signalling_lost"
+    # the agent's resume carries a fresh call token of its own: admitted with that one
+    assert agent.joined is not None
+    renewed = PeerClient(server.base_url, server.token(ROOM, "agent", ttl=600))
+    clients.append(renewed)
+    await renewed.connect(join=False)
+    await renewed.send(
+        {"type": "resume", "resume_token": agent.joined["resume_token"], "token": renewed.token}
+    )
+    back = await renewed.wait_for(lambda m: m["type"] in ("resumed", "error"))
+    assert back["type"] == "resumed", back
+    assert back["participant"]["id"] == "agent"
+    await officer.wait_for(lambda m: m["type"] == "participant_resumed")
+    assert "participant_left" not in _kinds(officer.messages, "agent")
+
+
+@pytest.mark.parametrize("meanwhile", ["readmitted", "removed"])
+async def test_resume_after_a_readmission_or_a_removal_is_refused(
+    tmp_path: Path, clients: list[PeerClient], meanwhile: str
+) -> None:
+    """While the page was away the same device opened the link again (another tab, say), or an
+    officer removed the party through a server that does not hold the room (the grant revoked
+    in the database only, as behind the front with several workers): the grant the page joined
+    with no longer admits it, so its resume is refused (``superseded`` / ``removed``, 4003,
+    Chinese first). After a readmission the party's new page is the one in the call; after a
+    removal neither the old token nor the link brings it back."""
+    srv = await start_server(
+        make_config(tmp_path, auth={"dev_join": False}, media={"resume_grace": 20.0})
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, srv.base_url)
+            officer = await officer_login(srv, api)
+            case, party_id = await case_with_party(api, officer)
+            status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+            assert status == 201, session
+            status, invitation = await api.call(
+                "POST", f"/api/cases/{case}/invitations", officer, {"party_id": party_id}
+            )
+            assert status == 201, invitation
+            device = "d" * 43
+            redeem = {"token": invitation["token"], "device": device}
+            status, first = await api.call(
+                "POST", "/api/invitations/redeem", json=redeem | {"consent": CONSENT}
+            )
+            assert status == 200, first
+            watcher = PeerClient(srv.base_url, session["token"])
+            clients.append(watcher)
+            await watcher.connect()
+            party = PeerClient(srv.base_url, first["token"])
+            clients.append(party)
+            await party.connect()
+            pid = first["participant"]
+            await party.close()
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_reconnecting" and m["participant"] == pid
+            )
+            if meanwhile == "removed":
+                await srv.app[DB].run(lambda c: revoke_grants(c, session["id"], pid, "removed"))
+                again = await resume(srv, clients, party)
+                assert again.joined is not None and again.joined["code"] == "removed"
+                assert again.joined["message"].startswith("民警已将您移出本次会话")
+                await wait_until(lambda: again.ws_close_code is not None, what="closed")
+                assert again.ws_close_code == 4003
+                left = await watcher.wait_for(
+                    lambda m: m["type"] == "participant_left" and m["participant"] == pid
+                )
+                assert left["reason"] == "removed"
+                late = PeerClient(srv.base_url, first["token"])
+                clients.append(late)
+                with pytest.raises(RuntimeError, match="'code': 'removed'"):
+                    await late.connect()
+                status, body = await api.call("POST", "/api/invitations/redeem", json=redeem)
+                assert status == 403 and body["error"] == "removed", body
+                return
+            status, second = await api.call("POST", "/api/invitations/redeem", json=redeem)
+            assert status == 200, second
+            again = await resume(srv, clients, party)
+            assert again.joined is not None and again.joined["code"] == "superseded"
+            assert again.joined["message"].startswith("此链接已在本设备上重新打开")
+            await wait_until(lambda: again.ws_close_code is not None, what="refused socket closed")
+            assert again.ws_close_code == 4003
+            # the page opened last joins with its own grant
+            newest = PeerClient(srv.base_url, second["token"])
+            clients.append(newest)
+            await newest.connect()
+            assert newest.joined is not None and newest.joined["type"] == "joined"
+            assert newest.joined["participant"]["id"] == pid
+    finally:
+        for client in clients:
+            await client.close()
+        await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}

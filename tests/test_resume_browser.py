@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from control.appkeys import RECORDER
 from tests.conftest import (
     PASSWORD,
     Api,
@@ -308,4 +309,238 @@ async def test_console_call_loses_its_network_and_resumes(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
             assert overflow <= 0
+            assert problems == [], problems
+
+
+async def test_party_page_reloads_mid_call_as_the_same_participant(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    """A reload (or a phone's browser reopening a tab it dropped) resumes with the token this
+    tab kept in sessionStorage: no new redemption, the officer sees the party reconnecting and
+    resumed (never leaving), and the recording keeps one pair of tracks for it. The leave
+    button then leaves at once."""
+    camera = tmp_path / "face.y4m"
+    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    shots = Shots(tmp_path, "reload")
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="张三")
+        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+        assert status == 201, session
+        link = await invite(api, officer, case, party)
+    pid = f"party-{party}"
+    officer_client = PeerClient(server.base_url, session["token"], decode=False)
+    clients.append(officer_client)
+    await officer_client.connect()
+    await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
+
+    async with chromium(camera) as browser:
+        context, page, problems = await new_page(browser, "zh-CN", PHONE)
+        await page.goto(server.base_url + link)
+        await phase(page, "consent")
+        await page.tap("#consent-recording")
+        await page.tap("#consent-face")
+        await page.tap("#consent-form button[type=submit]")
+        await phase(page, "in_call")
+        await wait_until(
+            lambda: len(officer_client.mids_for_participant(pid, "video")) == 1,
+            timeout=PATIENCE,
+            what="the party's video at the officer",
+        )
+        (mid,) = officer_client.mids_for_participant(pid, "video")
+        await wait_until(
+            lambda: officer_client.received_packets[mid] > 30,
+            timeout=PATIENCE,
+            what="the party's video flowing",
+        )
+        (room,) = [r for r in server.sfu.rooms.values() if pid in r.participants]
+        tracks_before = set(room.participants[pid].up_tracks)
+        assert len(tracks_before) == 2
+        # a case session's room is recorded from the party's consent on
+        recording = server.app[RECORDER].active[room.room_id]
+        # the resume token is this tab's: in sessionStorage, nowhere in localStorage
+        kept = await page.evaluate("() => JSON.parse(sessionStorage.getItem('remotecase.call'))")
+        assert kept["participant"] == pid and kept["resume"], kept
+        local = await page.evaluate("() => JSON.stringify({...localStorage})")
+        assert kept["resume"] not in local and kept["token"] not in local
+
+        # the party's own mute before the reload: the reloaded page's microphone is on again,
+        # and says so (the resumed track would keep the old mute otherwise)
+        await page.tap("#mute-audio")
+        await officer_client.wait_for(
+            lambda m: m["type"] == "track_muted" and m["participant"] == pid and m["muted"],
+            timeout=PATIENCE,
+        )
+        heard = len(officer_client.messages)
+        await page.reload()
+        await phase(page, "in_call")
+        await wait_until(
+            lambda: any(
+                m["type"] == "track_muted" and m["participant"] == pid and not m["muted"]
+                for m in officer_client.messages[heard:]
+            ),
+            timeout=PATIENCE,
+            what="the party's microphone on again after the reload",
+        )
+        await officer_client.wait_for(
+            lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == pid,
+            timeout=PATIENCE,
+        )
+        assert await page.evaluate("() => window.remotecase.me") == pid
+        phases = await page.evaluate("() => window.remotecase.phases")
+        assert "consent" not in phases and "checking" not in phases, phases
+        seen = [
+            m["type"]
+            for m in officer_client.messages[heard:]
+            if m["type"].startswith("participant_")
+        ]
+        assert seen == ["participant_reconnecting", "participant_resumed"], seen
+        assert room.participants[pid].resumes == 1
+        assert set(room.participants[pid].up_tracks) == tracks_before
+        before = officer_client.received_packets[mid]
+        await wait_until(
+            lambda: officer_client.received_packets[mid] > before + 30,
+            timeout=PATIENCE,
+            what="the party's video after the reload, on the same transceiver",
+        )
+        assert officer_client.mids_for_participant(pid, "video") == [mid]
+        rotated = await page.evaluate("() => JSON.parse(sessionStorage.getItem('remotecase.call'))")
+        assert rotated["resume"] != kept["resume"] and rotated["token"] == kept["token"]
+        await shots.take(page, "after-reload")
+        await no_overflow(page, "after the reload")
+
+        # the leave button leaves at once, and forgets the call
+        await page.tap("#leave")
+        await phase(page, "left")
+        left = await officer_client.wait_for(
+            lambda m: m["type"] == "participant_left" and m["participant"] == pid,
+            timeout=PATIENCE,
+        )
+        assert left["reason"] == "left"
+        assert await page.evaluate("() => sessionStorage.getItem('remotecase.call')") is None
+        manifest = await server.app[RECORDER].stop(room.room_id, actor="officer:li", reason="end")
+        assert manifest["recording_id"] == recording.recording_id
+        party_tracks = [t for t in manifest["tracks"] if t["participant"] == pid]
+        assert sorted(t["kind"] for t in party_tracks) == ["audio", "video"], party_tracks
+        assert {t["track_id"] for t in party_tracks} == tracks_before
+        (presence,) = next(p for p in manifest["participants"] if p["id"] == pid)["presence"]
+        (outage,) = presence["outages"]
+        assert outage["reason"] == "signalling_lost" and outage["resumed_at"] > outage["lost_at"]
+        await context.close()
+        assert problems == [], problems
+
+
+async def test_console_reloads_mid_call_as_the_same_participant(
+    server: Server, tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    """The officer reloads the workspace during the call: the console opens the case from the
+    address and resumes the call by itself with the token kept in sessionStorage; the party (an
+    aiortc client) sees the officer reconnecting and resumed, the officer's camera on the same
+    transceiver. Then "leave" leaves at once."""
+    from tests.test_browser import chromium as console_chromium
+    from tests.test_browser_console import open_page, see
+
+    camera = tmp_path / "officer.y4m"
+    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="王伟")
+        async with console_chromium(camera) as context:
+            page = await open_page(context, "zh-CN", "phone")
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{server.base_url}/console")
+            await see(page, "#login-form")
+            await page.fill("#username", "li")
+            await page.fill("#password", PASSWORD)
+            await page.click("#login-form button")
+            await until(page, "document.getElementById('who').textContent.includes('li')")
+            await page.goto(f"{server.base_url}/console#case/{case}")
+            await see(page, "#case:not([hidden])")
+            await page.click("#open-session button")
+            await see(page, "#session-open:not([hidden])")
+            await page.click("#join-call")
+            await until(page, "Boolean(window.remotecaseConsole.call.state?.me)")
+            me = await page.evaluate("window.remotecaseConsole.call.state.me")
+
+            link = await invite(api, officer, case, party)
+            status, redeemed = await api.call(
+                "POST",
+                "/api/invitations/redeem",
+                json={"token": link.split("invite=")[1], "consent": {"recording": True}},
+            )
+            assert status == 200, redeemed
+            watcher = PeerClient(server.base_url, redeemed["token"], decode=False)
+            clients.append(watcher)
+            await watcher.connect()
+            await wait_until(
+                lambda: len(watcher.mids_for_participant(me, "video")) == 1,
+                timeout=PATIENCE,
+                what="the officer's camera at the party",
+            )
+            (mid,) = watcher.mids_for_participant(me, "video")
+            await wait_until(
+                lambda: watcher.received_packets[mid] > 30, timeout=PATIENCE, what="flowing"
+            )
+            kept = await page.evaluate(
+                "() => JSON.parse(sessionStorage.getItem('remotecase.console.call'))"
+            )
+            assert kept["token"], kept
+
+            heard = len(watcher.messages)
+            await page.reload()
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == me,
+                timeout=PATIENCE,
+            )
+            await until(page, f"window.remotecaseConsole.call.state?.me === {me!r}")
+            await see(page, "#leave-call:not([hidden])")
+            seen = [
+                m["type"] for m in watcher.messages[heard:] if m["type"].startswith("participant_")
+            ]
+            assert seen == ["participant_reconnecting", "participant_resumed"], seen
+            (room,) = [r for r in server.sfu.rooms.values() if me in r.participants]
+            assert room.participants[me].resumes == 1
+            before = watcher.received_packets[mid]
+            await wait_until(
+                lambda: watcher.received_packets[mid] > before + 30,
+                timeout=PATIENCE,
+                what="the officer's camera after the reload, on the same transceiver",
+            )
+            assert watcher.mids_for_participant(me, "video") == [mid]
+            await page.screenshot(path=str(tmp_path / "console-reloaded.png"), full_page=True)
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0
+
+            await page.click("#leave-call")
+            left = await watcher.wait_for(
+                lambda m: m["type"] == "participant_left" and m["participant"] == me,
+                timeout=PATIENCE,
+            )
+            assert left["reason"] == "left"
+            assert (
+                await page.evaluate("() => sessionStorage.getItem('remotecase.console.call')")
+                is None
+            )
+            # a console left (pagehide) longer ago than the grace period does not join the call
+            # by itself when the officer comes back to it: the kept call is dropped on load
+            await page.evaluate(
+                "(s) => sessionStorage.setItem('remotecase.console.call', JSON.stringify("
+                "{session: s, token: 'x'.repeat(43), grace: 20, leftAt: Date.now() - 60000}))",
+                kept["session"],
+            )
+            heard = len(watcher.messages)
+            await page.reload()
+            await see(page, "#join-call:not([hidden])")
+            assert (
+                await page.evaluate("() => sessionStorage.getItem('remotecase.console.call')")
+                is None
+            )
+            await asyncio.sleep(2.0)
+            assert not await page.evaluate("window.remotecaseConsole.call.joined")
+            assert [m for m in watcher.messages[heard:] if m["type"] == "participant_joined"] == []
             assert problems == [], problems

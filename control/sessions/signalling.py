@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -354,7 +355,14 @@ class SignallingSession:
         participant = self._sfu.take_resume_token(message.get("resume_token"))
         if participant is None or not isinstance(participant.admission_ref, Grant):
             raise SignallingError("resume_refused", i18n.both("signalling.resume_refused"))
-        grant = participant.admission_ref
+        grant = self._renewed(participant.admission_ref, message.get("token"))
+        if grant.expires_at <= int(time.time()):
+            # a join with this token would be refused now: so is the resume. A participant
+            # waiting away leaves as it would at the end of its grace; one still on another
+            # socket keeps that socket
+            if participant.away_reason is not None:
+                await participant.close(participant.away_reason)
+            raise TokenError("token_expired", i18n.both("signalling.resume_expired"))
         try:
             await self._checked(grant)
         except CallRefused:
@@ -364,11 +372,30 @@ class SignallingSession:
             self._attachment = await participant.resume(self.send, self._detached)
         except SignallingError as exc:
             raise SignallingError("resume_refused", i18n.both("signalling.resume_refused")) from exc
+        participant.admission_ref = grant
         self._participant = participant
         self.send(self._snapshot("resumed", participant, grant))
         if self._education is not None:
             # what changed while it was away (the floor, hands, answers) was not sent to it
             await self._education.welcome(participant)
+
+    def _renewed(self, grant: Grant, token: object) -> Grant:
+        """The grant a resume is checked against: the one the participant joined with, or the
+        call token the resume carries when that is valid and names the same room, participant
+        and role (the console asks a fresh one each time, so an officer's call outlives the
+        first token's hour). Any other ``token`` is ignored: the resume token decides who."""
+        if token is None:
+            return grant
+        try:
+            fresh = self._signer.verify(token)
+        except TokenError:
+            return grant
+        same = (fresh.room, fresh.participant, fresh.role) == (
+            grant.room,
+            grant.participant,
+            grant.role,
+        )
+        return fresh if same and fresh.expires_at > grant.expires_at else grant
 
     async def _checked(self, grant: Grant) -> CallAdmission:
         try:

@@ -3,7 +3,10 @@
 // officer's camera and microphone when there are any (an officer without a camera still sees
 // and hears everyone), receives every other participant on a second peer connection and shows
 // each in a tile. The party page (client.js) speaks the same protocol; nothing is shared with
-// it so that each page can change on its own.
+// it so that each page can change on its own. A reload during the call comes back as the same
+// participant (the resume token is kept for this tab in sessionStorage); the leave button sends
+// leave, while closing the tab is a lost connection the others see as "reconnecting" until the
+// grace period ends.
 "use strict";
 
 (() => {
@@ -17,8 +20,33 @@
   const REJOIN = ["peer_closed", "connection_failed", "connect_timeout", "signalling_lost"];
   const REJOIN_TRIES = 5;
   let rejoins = 0;
-  // {session, token}: the resume token of the last joined/resumed, to come back with
-  let resume = null;
+  // {session, token}: the resume token of the last joined/resumed, to come back with; kept in
+  // this tab's sessionStorage so that a reload resumes too (never localStorage: another tab
+  // must not take the call over), forgotten on leave, on a final bye and on a refused resume
+  const STORE = "remotecase.console.call";
+  let resume = kept();
+  let reloaded = Boolean(resume);  // join again by itself once the console shows that session
+
+  function kept() {
+    let value = null;
+    try { value = JSON.parse(sessionStorage.getItem(STORE) || "null"); } catch (err) { value = null; }
+    if (!value || !Number.isInteger(value.session) || typeof value.token !== "string") return null;
+    // the page was left (pagehide) longer ago than the grace period: the call is over for this
+    // officer, and coming back to the console later must not join it by itself
+    if (value.leftAt && Date.now() - value.leftAt > (value.grace || 0) * 1000) {
+      try { sessionStorage.removeItem(STORE); } catch (err) { /* nothing kept */ }
+      return null;
+    }
+    return value;
+  }
+
+  function keep(value) {
+    resume = value;
+    try {
+      if (value) sessionStorage.setItem(STORE, JSON.stringify(value));
+      else sessionStorage.removeItem(STORE);
+    } catch (err) { /* this page only */ }
+  }
   let call = null;  // the call now: {ws, pub, sub, local, me, tracks, tiles, published, leaving}
 
   function send(msg) { if (call && call.ws.readyState === 1) call.ws.send(JSON.stringify(msg)); }
@@ -149,7 +177,7 @@
       case "joined":
       case "resumed":  // back as the same participant after a lost connection (docs/signalling.md, Resume)
         rejoins = 0;
-        resume = msg.resume_token ? { session: call.session, token: msg.resume_token } : null;
+        keep(msg.resume_token ? { session: call.session, token: msg.resume_token, grace: msg.resume_grace } : null);
         call.me = msg.participant.id;
         call.names[call.me] = msg.participant.name;
         for (const p of msg.participants) {
@@ -167,6 +195,12 @@
         break;
       case "publish_answer":
         call.published = msg.tracks || [];
+        for (const p of call.published) {
+          // the officer's own mute as this page has it (after a reload: on again, while the
+          // resumed tracks kept the mute of the page before)
+          const own = call.local && call.local.getTracks().find((tr) => tr.kind === p.kind);
+          if (own && Boolean(p.self_muted) !== !own.enabled) send({ type: "mute", track: p.id, muted: !own.enabled });
+        }
         await call.pub.setRemoteDescription({ type: "answer", sdp: msg.sdp });
         break;
       case "offer": await onOffer(msg); break;
@@ -194,12 +228,12 @@
         break;
       }
       case "error":
-        if (msg.code === "resume_refused") { resume = null; send({ type: "join", token: call.joinToken }); break; }
+        if (msg.code === "resume_refused") { keep(null); send({ type: "join", token: call.joinToken }); break; }
         con.showError(I18N.has(`error.${msg.code}`) ? t(`error.${msg.code}`) : msg.message || msg.code); break;
       case "bye":
         // the connection failed or timed out: come back by oneself; anything else is final
         call.leaving = !REJOIN.includes(msg.reason);
-        if (call.leaving) resume = null;
+        if (call.leaving) keep(null);
         call.byeReason = msg.reason;
         con.notice(t("call.bye", { reason: I18N.has(`leave.${msg.reason}`) ? t(`leave.${msg.reason}`) : msg.reason }));
         break;
@@ -270,7 +304,7 @@
   function leave() {
     if (!call) return;
     call.leaving = true;
-    resume = null;
+    keep(null);
     send({ type: "leave" });
     const ws = call.ws;
     cleanup();
@@ -326,8 +360,23 @@
   };
   con.part({
     name: "call",
-    caseOpened() { if (call && (!con.session || con.session.id !== call.session)) leave(); },
+    caseOpened() {
+      if (call && (!con.session || con.session.id !== call.session)) leave();
+      // reloaded during the call: back into it as the same participant, when the first case
+      // the console opens (the one in the address) is that call's
+      if (!reloaded) return;
+      reloaded = false;
+      if (!call && resume && con.session && con.session.id === resume.session) {
+        con.notice(t("call.rejoining"));
+        join().catch((err) => con.showError(err));
+      } else {
+        keep(null);
+      }
+    },
     lang() { if (call) { showState(call.stateKey); buttons(true); relabel(); } },
   });
-  window.addEventListener("pagehide", () => leave());
+  // no leave on pagehide: a reload must find the participant waiting for its resume (the
+  // socket's close, 1001, is a lost connection for the server, not a leave); when it was left
+  // is noted, so that only a return within the grace period resumes by itself
+  window.addEventListener("pagehide", () => { if (call && resume) keep({ ...resume, leftAt: Date.now() }); });
 })();

@@ -6,7 +6,9 @@
 // link's refusals (link_used, link_invalid, not_yet, no_session), the camera's (camera_denied,
 // camera_missing, camera_busy), reconnecting, and replaced / superseded (another page of this
 // device has the call; a button takes it back here). document.body.dataset.state names the
-// current one.
+// current one. A reload in the call (or a phone's browser reopening a tab it dropped) comes
+// back as the same participant: the resume token is kept for this tab (see "the call across a
+// reload" below).
 //
 // It joins through the signalling WebSocket (docs/signalling.md), publishes camera and
 // microphone on one peer connection and receives everyone else on another. The first
@@ -34,6 +36,7 @@ window.remotecase = state;  // for tests and debugging
 
 const STORE_DEVICE = "remotecase.device";
 const STORE_REDEEMED = "remotecase.redeemed.";
+const STORE_CALL = "remotecase.call";
 const OFFICERS = ["officer", "supervisor"];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -52,6 +55,7 @@ const ACTIONS = {
 };
 
 function setPhase(name, params) {
+  if (!CALL_GOES_ON.includes(name)) forgetCall();
   state.phase = name;
   state.phaseParams = params || null;
   if (state.phases[state.phases.length - 1] !== name) state.phases.push(name);
@@ -537,6 +541,7 @@ async function onMessage(event) {
       state.reconnects = 0;
       state.resumeToken = msg.resume_token || null;
       state.me = msg.participant.id;
+      keepCall(msg.room);
       state.names[state.me] = msg.participant.name;
       state.roles[state.me] = msg.participant.role;
       for (const p of msg.participants) { state.names[p.id] = p.name; state.roles[p.id] = p.role; }
@@ -553,6 +558,10 @@ async function onMessage(event) {
       state.publishedTracks = msg.tracks || [];
       for (const p of state.publishedTracks) {
         if (p.officer_muted) state.officerMuted = { ...state.officerMuted, [p.kind]: true };
+        // the party's own mute as this page has it: after a reload the camera and microphone
+        // are on again, while the resumed tracks kept the mute of the page before
+        const own = state.local && state.local.getTracks().find((tr) => tr.kind === p.kind);
+        if (own && Boolean(p.self_muted) !== !own.enabled) send({ type: "mute", track: p.id, muted: !own.enabled });
       }
       showOfficerMute();
       await state.pub.setRemoteDescription({ type: "answer", sdp: msg.sdp });
@@ -588,6 +597,7 @@ async function onMessage(event) {
       if (msg.code === "resume_refused") {
         // too late, or no longer ours: join as after opening the page
         state.resumeToken = null;
+        forgetCall();
         send({ type: "join", token: state.callToken });
         break;
       }
@@ -673,6 +683,43 @@ function connect(token) {
   ws.onopen = () => send(back ? { type: "resume", resume_token: back, token } : { type: "join", token });
   ws.onmessage = (e) => onMessage(e).catch((err) => { console.error(err); showError(t("error.unknown")); });
   ws.onclose = (e) => { onClose(e).catch((err) => console.error(err)); };
+}
+
+// -- the call across a reload ------------------------------------------------------------------
+// The resume token of this tab's call is kept in sessionStorage with the link (or call token) it
+// belongs to and the call token it joined with: a reload, or a phone's browser reopening a tab
+// it dropped, resumes as the same participant within the grace period (the others see it
+// reconnecting, never a leave and a join; the recording keeps its tracks). sessionStorage is
+// this tab's only; never localStorage, where another tab of the device would find the token and
+// take the participant over. Forgotten on leave, on every end of the call (the states not in
+// CALL_GOES_ON) and when the server refuses the resume; kept through "failed" (a reload while
+// the network is down fails before it can resume: its retry, a reload, tries again). Duplicating
+// a tab copies sessionStorage: the copy then takes the call over, and the original says
+// "replaced".
+const CALL_GOES_ON = ["opening", "consent", "checking", "waiting", "in_call", "reconnecting",
+  "camera_denied", "camera_missing", "camera_busy", "no_session", "not_yet", "failed"];
+
+function callKey() { return state.invite || state.partyToken || null; }
+
+function keepCall(room) {
+  const key = callKey();
+  if (!key || !state.resumeToken || !state.callToken) return;
+  const kept = { key, token: state.callToken, resume: state.resumeToken, room, participant: state.me };
+  try { sessionStorage.setItem(STORE_CALL, JSON.stringify(kept)); } catch (err) { /* this page only */ }
+}
+
+function forgetCall() {
+  try { sessionStorage.removeItem(STORE_CALL); } catch (err) { /* nothing kept */ }
+}
+
+function resumeKept(key) {
+  // the kept call of this link, made ready for connect(): it sends resume, not join
+  let kept = null;
+  try { kept = JSON.parse(sessionStorage.getItem(STORE_CALL) || "null"); } catch (err) { kept = null; }
+  if (!kept || kept.key !== key || typeof kept.token !== "string" || typeof kept.resume !== "string") return null;
+  state.resumeFor = kept.token;
+  state.resumeToken = kept.resume;
+  return kept;
 }
 
 // -- the link: the case, consents, redemption ------------------------------------------------
@@ -789,6 +836,15 @@ async function redeemInvitation(invite) {
   showCase(view);
   listMaterials();
   if (view.case.status !== "open") return refusedLink({ body: { error: "case_closed" } });
+  // this tab was in the call before a reload: back with the same call token and its resume
+  // token, no redemption (a readmission would supersede that call token and end the call)
+  const kept = resumeKept(invite);
+  if (kept) {
+    state.partyToken = kept.token;
+    enableUploads();
+    await ensureCamera();
+    return kept.token;
+  }
   const mine = await redeemed(invite);
   if (mine || (view.invitation && view.invitation.used)) {
     // used before: by this device (back in, no consents asked again) or by another (refused)
@@ -1051,7 +1107,11 @@ $("appointment-cancel").addEventListener("submit", (e) => {
 // -- the page --------------------------------------------------------------------------------
 async function getToken() {
   const params = new URLSearchParams(location.search);
-  if (params.get("token")) { state.partyToken = params.get("token"); return params.get("token"); }
+  if (params.get("token")) {
+    state.partyToken = params.get("token");
+    resumeKept(params.get("token"));
+    return params.get("token");
+  }
   if (params.get("invite")) return redeemInvitation(params.get("invite"));
   // without a link, only a development server lets the page mint its own token
   $("state-panel").hidden = true;
@@ -1099,7 +1159,10 @@ function labelButtons() {
 $("mute-audio").onclick = (e) => toggle("audio", e.currentTarget);
 $("mute-video").onclick = (e) => toggle("video", e.currentTarget);
 $("leave").onclick = () => {
+  // the leave message, not the socket's close: a closed socket is a lost connection, which
+  // the others see as "reconnecting" for the grace period
   state.ending = true;
+  forgetCall();
   send({ type: "leave" });
   for (const pc of [state.pub, state.sub]) if (pc) pc.close();
   if (state.local) for (const tr of state.local.getTracks()) tr.stop();
