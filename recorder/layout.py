@@ -30,6 +30,27 @@ SEGMENTS = "segments"
 OWNER_LOCK = "owner.lock"
 NONCE_BYTES = 12
 
+# Why a span of a track is not in the recording (a gap's ``cause`` in the manifest: codes, kept
+# as they are so old recordings still verify), in words for reports: (中文, English)
+GAP_CAUSES: dict[str, tuple[str, str]] = {
+    "loss": ("网络丢包", "packet loss"),
+    "outage": ("网络中断（收不到数据）", "network outage (nothing arrived)"),
+    "muted": ("被静音", "muted"),
+    "failure": ("录制失败", "recording failure"),
+    "left": ("离开房间", "left the room"),
+}
+# the words of a ``left`` gap's ``detail``
+GAP_DETAILS: dict[str, tuple[str, str]] = {
+    "returned": ("之后回到房间", "returned"),
+    "did not return before the end": ("结束前未回到房间", "did not return before the end"),
+}
+
+
+def gap_cause(code: str, lang: str = "zh-CN") -> str:
+    """A gap cause's words in ``lang`` (``zh-CN`` or ``en``); an unknown code as it is."""
+    words = GAP_CAUSES.get(code)
+    return code if words is None else words[0 if lang == "zh-CN" else 1]
+
 
 def segment_path(directory: Path, track_id: str, index: int) -> Path:
     return directory / SEGMENTS / track_id / f"{index:06d}.seg"

@@ -380,7 +380,8 @@ async def test_unanswered_loss_is_gaps_and_video_recovers_at_keyframes(tmp_path:
     assert result.package is not None
     assert all(f.ok for f in verify_package(result.package, result.public))
     report = (result.package / "REPORT.txt").read_text()
-    assert report.count(f"track {track['track_id']}: loss from") == len(gaps)
+    assert report.count(f"track {track['track_id']}: packet loss [loss] from") == len(gaps)
+    assert report.count(f"轨道 {track['track_id']}：网络丢包，自") == len(gaps)
     with av.open(str(result.package / "composite.mp4")) as composite:
         assert sum(1 for _ in composite.decode(video=0)) > 100
 
@@ -493,7 +494,8 @@ async def test_a_muxer_failure_marks_the_recording_incomplete_and_says_what_was_
     assert result.package is not None
     report = (result.package / "REPORT.txt").read_text()
     assert f"track {track['track_id']}: FAILED at" in report
-    assert f"track {track['track_id']}: failure from" in report
+    assert f"track {track['track_id']}: recording failure [failure] from" in report
+    assert f"轨道 {track['track_id']}：录制失败，自" in report  # the Chinese half in words too
 
 
 def test_composite_leaves_out_frames_that_do_not_decode(tmp_path: Path) -> None:
