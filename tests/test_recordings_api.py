@@ -103,6 +103,9 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
             ) as r:
                 result = await r.json()
                 assert result["ok"], result
+                # each check in Chinese too, for the console's Chinese page
+                seal = next(f for f in result["findings"] if f["check"] == "seal")
+                assert seal["check_zh"] == "封存" and seal["detail_zh"].startswith("日志条目")
             async with http.post(
                 f"{rec}/export", json={"reason": "court request"}, headers=supervisor
             ) as r:

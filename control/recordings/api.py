@@ -229,7 +229,17 @@ async def verify(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "ok": ok,
-            "findings": [{"ok": f.ok, "check": f.check, "detail": f.detail} for f in findings],
+            # each check in English (what tools read) and in Chinese, for the console to show
+            "findings": [
+                {
+                    "ok": f.ok,
+                    "check": f.check,
+                    "detail": f.detail,
+                    "check_zh": f.check_zh,
+                    "detail_zh": f.detail_zh,
+                }
+                for f in findings
+            ],
         }
     )
 
