@@ -58,7 +58,7 @@ from .keys import (
     verify_in_context,
     verify_manifest,
 )
-from .layout import decrypt_segment, gap_cause
+from .layout import decrypt_segment, gap_cause, note_zh
 from .witness import verify_cosignature
 
 PACKAGE_SIG_FORMAT = "remotecase-package-sig/1"
@@ -1427,7 +1427,8 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                 "completeness",
                 f"INCOMPLETE (status {manifest.get('status')}): "
                 f"{manifest.get('note') or 'no note'}",
-                zh=f"不完整（状态 {manifest.get('status')}）：{manifest.get('note') or '无说明'}",
+                zh=f"不完整（状态 {manifest.get('status')}）："
+                f"{note_zh(str(manifest.get('note') or '')) or '无说明'}",
             )
         )
     for track in tracks:
