@@ -4,8 +4,9 @@
 
 * ``media/``: each track decrypted and reassembled, exactly the bytes that were hashed when
   they were written (no transcoding), playable as WebM/Matroska;
-* ``composite.mp4``: every video side by side with a burnt-in UTC clock and the tracks' mixed
-  audio, a single transcode made here (H.264 + AAC), for viewing;
+* ``composite.mp4``: every video side by side with its participant's name and a burnt-in clock
+  (Beijing time and UTC), and the tracks' mixed audio, a single transcode made here (H.264 +
+  AAC), for viewing;
 * ``manifest.json`` and ``manifest.sig.json`` as sealed; ``public-key.pem``;
 * ``custody/entries.jsonl``: the log entries of this recording and every signing-key rotation,
   byte for byte, and ``custody/proofs.json``: their indices and types, their inclusion proofs
@@ -62,6 +63,17 @@ def _parse_time(text: str | None) -> float | None:
 def _clock(seconds: float) -> str:
     moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 100000} UTC"
+
+
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+
+
+def _clock_label(seconds: float) -> str:
+    """The clock burnt into the composite: Beijing time first (the reader's), then UTC (the
+    time every record of the recording is in), to a tenth of a second."""
+    here = datetime.datetime.fromtimestamp(seconds, BEIJING)
+    utc = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return f"{here:%Y-%m-%d %H:%M:%S}.{here.microsecond // 100000} 北京时间  {utc:%H:%M:%S} UTC"
 
 
 def decrypt_track(
@@ -170,7 +182,12 @@ def make_composite(
                 if image is not None:
                     canvas[y : y + TILE_H, x : x + TILE_W] = image
                 names[i].paste(canvas, x + 8, y + TILE_H - names[i].height - 6)
-            painter.clock_stamp(_clock(t0 + frames_out / FPS)).paste(canvas, 8, clock_y)
+            moment = t0 + frames_out / FPS
+            # without the Chinese font (or in a font too wide for one tile): UTC alone
+            clock = painter.clock_stamp(_clock_label(moment)) if painter.font else None
+            if clock is None or clock.width > width - 16:
+                clock = painter.clock_stamp(_clock(moment))
+            clock.paste(canvas, 8, clock_y)
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
             frame.pts = frames_out
             frame.time_base = fractions.Fraction(1, FPS)
@@ -409,7 +426,7 @@ def export_recording(
         f"导出前已对照服务器的监管日志完成 {len(findings)} 项检查：",
         *[f"  {f.zh_line()}" for f in findings],
         "文件：media/ 下每个文件是一条轨道的原始录制字节，未作改动；composite.mp4 为导出时合成的"
-        "观看副本（所有画面并排，附各参与人姓名及 UTC 时钟，音频混合，经转码），"
+        "观看副本（所有画面并排，附各参与人姓名及时钟：北京时间与 UTC；音频混合，经转码），"
         "由 package.sig 覆盖。",
         *([f"注意：{label_zh}"] if label_zh else []),
         *missing_zh,
@@ -437,8 +454,9 @@ def export_recording(
             f"  {name}: track {tid}, the recorded bytes unchanged"
             for tid, name in media_files.items()
         ],
-        "  composite.mp4: all video side by side with each participant's name and a UTC clock, "
-        "mixed audio; a viewing copy made at export (transcoded), covered by package.sig",
+        "  composite.mp4: all video side by side with each participant's name and a clock "
+        "(Beijing time and UTC), mixed audio; a viewing copy made at export (transcoded), "
+        "covered by package.sig",
         "",
         *([f"Note: {label_en}", ""] if label_en else []),
         *missing_en,

@@ -1,5 +1,6 @@
 """The words burnt into the export's composite video: each participant's name (Chinese names
-such as 王伟 included) and the UTC clock, drawn with a Chinese TrueType font through Pillow.
+such as 王伟 included) and the clock (Beijing time and UTC), drawn with a Chinese TrueType font
+through Pillow.
 
 The font is Debian's ``fonts-wqy-zenhei``, found at run time in the standard paths (the same
 ones ``documents/fonts.py`` looks in; the recorder does not import ``documents``); nothing is

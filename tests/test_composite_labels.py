@@ -22,9 +22,9 @@ from PIL import Image
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import RECORDER
 from recorder.custody import CustodyLog
-from recorder.export import HEADER_H, TILE_H, export_recording
+from recorder.export import HEADER_H, TILE_H, _clock_label, export_recording
 from recorder.keys import KeyEncryptionKey, load_or_create_signing_key
-from recorder.labels import CANDIDATES, LabelPainter, find_label_font
+from recorder.labels import CANDIDATES, PAD, LabelPainter, find_label_font
 from recorder.witness import KeyWitness
 from tests.conftest import make_config, start_server, wait_until
 
@@ -132,6 +132,21 @@ def test_the_composite_names_the_party_in_chinese(exports: tuple[Path, Path, Pat
         assert overlap(lit, wrong) < 0.25, (overlap(lit, drawn), overlap(lit, wrong))
     # and the two renderings really differ: 王伟's strokes are not two question marks
     assert overlap(placed(good, cjk, NAME)[0], placed(good, bitmap, NAME)[0]) < 0.25
+    # the clock above the tiles: Beijing time, said in Chinese, then UTC (any moment: the
+    # digits are as wide as each other, so "北京时间" is always in the same place)
+    label = _clock_label(0.0)
+    zone = label.index("北京时间")
+    # where the words "北京时间" start, less the margin of their own stamp
+    x = 8 + cjk.clock_stamp(label[:zone]).width - 2 * PAD
+    y = max(0, (HEADER_H - cjk.height) // 2)
+    words = cjk.clock_stamp("北京时间")
+    strokes = np.zeros(good.shape[:2], dtype=bool)
+    strokes[y : y + words.height, x : x + words.width] = words.mask > 128
+    box = np.zeros(good.shape[:2], dtype=bool)
+    box[y : y + words.height, x : x + words.width] = True
+    lit = (good.mean(axis=2) > 170) & box
+    assert overlap(lit, strokes) > 0.5, overlap(lit, strokes)
+    assert label.endswith(" UTC")
     # the frames are kept for review next to the exports
     Image.fromarray(good).save(with_font.parent / "composite-with-font.png")
     Image.fromarray(fallback).save(without.parent / "composite-without-font.png")
