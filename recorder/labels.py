@@ -2,11 +2,11 @@
 such as 王伟 included) and the clock (Beijing time and UTC), drawn with a Chinese TrueType font
 through Pillow.
 
-The font is Debian's ``fonts-wqy-zenhei``, found at run time in the standard paths (the same
-ones ``documents/fonts.py`` looks in; the recorder does not import ``documents``); nothing is
-downloaded. Without it the labels fall back to the 5x7 bitmap font of :mod:`recorder.font`
-(ASCII only: other characters show as ``?``), and :attr:`LabelPainter.note` says so for the
-export's report.
+The font is Debian's ``fonts-wqy-zenhei``, found at run time in the standard paths (those
+``documents/fonts.py`` looks in, and Noto Sans CJK's; the recorder does not import
+``documents``), or the one configured (``recording.label_font``); nothing is downloaded.
+Without it the labels fall back to the 5x7 bitmap font of :mod:`recorder.font` (ASCII only:
+other characters show as ``?``), and :attr:`LabelPainter.note` says so for the export's report.
 
 Fast: a label is rendered once into a coverage mask (:class:`Stamp`) and pasted into each frame;
 the clock, new every frame, is put together from the cached masks of its characters.
