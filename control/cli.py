@@ -416,6 +416,7 @@ def cmd_custody_export(args: argparse.Namespace) -> int:
                 out=out,
                 actor=args.actor,
                 reason=args.reason,
+                label_font=config.recording.label_font_path,
             )
         finally:
             custody.close()
@@ -499,6 +500,7 @@ def cmd_case_export(args: argparse.Namespace) -> int:
                 out=out,
                 actor=args.actor,
                 reason=args.reason,
+                label_font=config.recording.label_font_path,
             )
         finally:
             conn.close()

@@ -294,6 +294,9 @@ class RecordingConfig(_Section):
     reorder_wait: float = 0.3
     # A gap of at least this much media (s) is recorded as an outage rather than as loss.
     outage_seconds: float = 1.0
+    # The TrueType font (.ttf or .ttc) of the names and clock in an export's composite video;
+    # empty: Debian's fonts-wqy-zenhei, found in the standard paths (recorder/labels.py).
+    label_font: str = ""
 
     def validate(self) -> None:
         _between("recording.segment_seconds", self.segment_seconds, 0.5, 60, *_S)
@@ -307,6 +310,16 @@ class RecordingConfig(_Section):
                 f"({self.reorder_wait!r}) and at most 60",
             )
         _between("recording.retention_days", self.retention_days, 1, 36500, " 天", " days")
+        if self.label_font and not Path(self.label_font).is_file():
+            raise _bad(
+                "recording.label_font",
+                f"字体文件 {self.label_font!r} 不存在",
+                f"no such font file {self.label_font!r}",
+            )
+
+    @property
+    def label_font_path(self) -> Path | None:
+        return Path(self.label_font) if self.label_font else None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@
 
 * ``media/``: each track decrypted and reassembled, exactly the bytes that were hashed when
   they were written (no transcoding), playable as WebM/Matroska;
-* ``composite.mp4``: every video side by side with a burnt-in UTC clock and the tracks' mixed
-  audio, a single transcode made here (H.264 + AAC), for viewing;
+* ``composite.mp4``: every video side by side with its participant's name and a burnt-in clock
+  (Beijing time and UTC), and the tracks' mixed audio, a single transcode made here (H.264 +
+  AAC), for viewing;
 * ``manifest.json`` and ``manifest.sig.json`` as sealed; ``public-key.pem``;
 * ``custody/entries.jsonl``: the log entries of this recording and every signing-key rotation,
   byte for byte, and ``custody/proofs.json``: their indices and types, their inclusion proofs
@@ -39,9 +40,9 @@ import numpy as np
 from common.hashing import canonical, sha256_file
 
 from .custody import ROTATION, CustodyLog
-from .font import draw_text
 from .keys import PACKAGE_CONTEXT, KeyEncryptionKey, key_id, public_key_pem, sign_in_context
-from .layout import decrypt_segment, load_json
+from .labels import LabelPainter
+from .layout import GAP_DETAILS, decrypt_segment, gap_cause, load_json
 from .verify import SIG_COVERS, package_sig_message, recording_data_key, verify_recording
 
 TILE_W, TILE_H = 480, 360
@@ -64,6 +65,17 @@ def _clock(seconds: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 100000} UTC"
 
 
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+
+
+def _clock_label(seconds: float) -> str:
+    """The clock burnt into the composite: Beijing time first (the reader's), then UTC (the
+    time every record of the recording is in), to a tenth of a second."""
+    here = datetime.datetime.fromtimestamp(seconds, BEIJING)
+    utc = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return f"{here:%Y-%m-%d %H:%M:%S}.{here.microsecond // 100000} 北京时间  {utc:%H:%M:%S} UTC"
+
+
 def decrypt_track(
     recording_dir: Path, manifest: dict[str, Any], track: dict[str, Any], data_key: bytes
 ) -> bytes:
@@ -77,6 +89,7 @@ def decrypt_track(
         )
         if hashlib.sha256(plain).hexdigest() != seg["sha256"]:
             raise ValueError(
+                f"轨道 {track['track_id']} 第 {seg['segment']} 段：解密后的媒体与记录的哈希不符 / "
                 f"track {track['track_id']} segment {seg['segment']}: "
                 "decrypted media differs from its logged hash"
             )
@@ -125,15 +138,25 @@ def _audio_frames(
             yield anchor + t, index, out.to_ndarray().reshape(-1)
 
 
+HEADER_H = 40  # the band above the tiles that holds the clock
+
+
 def make_composite(
-    path: Path, videos: list[tuple[str, float, bytes]], audios: list[tuple[float, bytes]]
+    path: Path,
+    videos: list[tuple[str, float, bytes]],
+    audios: list[tuple[float, bytes]],
+    *,
+    label_font: Path | None = None,
 ) -> dict[str, Any]:
-    """Side-by-side video with a burnt-in clock; mixed audio. Streams through the tracks."""
+    """Side-by-side video with each participant's name and a burnt-in clock; mixed audio.
+    Streams through the tracks. The words are drawn with a Chinese TrueType font
+    (:mod:`recorder.labels`; ``label_font`` instead of the standard paths when given)."""
     if not videos:
         return {"video_tracks": 0}
+    painter = LabelPainter(label_font)
     columns = min(3, len(videos))
     rows = (len(videos) + columns - 1) // columns
-    width, height = TILE_W * columns, TILE_H * rows + 40
+    width, height = TILE_W * columns, TILE_H * rows + HEADER_H
     starts = [anchor for _, anchor, _ in videos] + [anchor for anchor, _ in audios]
     t0 = min(starts)
     container = av.open(str(path), "w", format="mp4")
@@ -145,6 +168,9 @@ def make_composite(
         astream.layout = "mono"
     latest: list[np.ndarray | None] = [None] * len(videos)
     labels = [label for label, _, _ in videos]
+    # each name rendered once, shortened to its tile; pasted into every frame
+    names = [painter.stamp(painter.fit(label, TILE_W - 16)) for label in labels]
+    clock_y = max(0, (HEADER_H - painter.height) // 2)
     frames_out = 0
 
     def emit_until(t_limit: float) -> None:
@@ -152,11 +178,16 @@ def make_composite(
         while t0 + frames_out / FPS <= t_limit:
             canvas = np.zeros((height, width, 3), dtype=np.uint8)
             for i, image in enumerate(latest):
-                x, y = (i % columns) * TILE_W, 40 + (i // columns) * TILE_H
+                x, y = (i % columns) * TILE_W, HEADER_H + (i // columns) * TILE_H
                 if image is not None:
                     canvas[y : y + TILE_H, x : x + TILE_W] = image
-                draw_text(canvas, labels[i][:30], x + 8, y + TILE_H - 24)
-            draw_text(canvas, _clock(t0 + frames_out / FPS), 8, 12)
+                names[i].paste(canvas, x + 8, y + TILE_H - names[i].height - 6)
+            moment = t0 + frames_out / FPS
+            # without the Chinese font (or in a font too wide for one tile): UTC alone
+            clock = painter.clock_stamp(_clock_label(moment)) if painter.font else None
+            if clock is None or clock.width > width - 16:
+                clock = painter.clock_stamp(_clock(moment))
+            clock.paste(canvas, 8, clock_y)
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
             frame.pts = frames_out
             frame.time_base = fractions.Fraction(1, FPS)
@@ -191,6 +222,9 @@ def make_composite(
         "start": _clock(t0),
         "audio_samples": audio_samples,
         "undecodable_frames": undecodable,
+        "label_font": Path(painter.font_file).name if painter.font_file else None,
+        # for the report (not kept in package.json): why the labels are not in Chinese
+        **({"label_note": painter.note} if painter.note else {}),
     }
 
 
@@ -247,27 +281,52 @@ def _mix_audio(
     return written
 
 
-def _not_recorded(manifest: dict[str, Any], composite: dict[str, Any]) -> list[str]:
-    """What the recording does not hold, as the manifest says, and what did not decode."""
-    lines = ["What is not in this recording (from manifest.json):"]
+def _not_recorded(
+    manifest: dict[str, Any], composite: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """What the recording does not hold, as the manifest says, and what did not decode: the
+    report's lines in Chinese and in English (the manifest keeps its codes; they are put in
+    words here)."""
+    gaps = len(manifest.get("gaps", [])) + sum(
+        1 for t in manifest.get("tracks", []) if t.get("failure")
+    )
+    zh = [f"录像中缺失或失败的片段：{gaps} 处（出自 manifest.json）："]
+    en = ["What is not in this recording (from manifest.json):"]
     for track in manifest.get("tracks", []):
         failure = track.get("failure")
         if failure:
-            lines.append(
+            zh.append(
+                f"  轨道 {track['track_id']}：于 {failure.get('time')} 录制失败"
+                f"（{failure.get('error')}），只录到该时刻"
+            )
+            en.append(
                 f"  track {track['track_id']}: FAILED at {failure.get('time')} "
                 f"({failure.get('error')}); recorded up to then"
             )
     for gap in manifest.get("gaps", []):
-        lines.append(
-            f"  track {gap['track']}: {gap['cause']} from {gap.get('start_time', '?')} "
-            f"for {gap['duration']} s ({gap['frames']} forwarded frames not recorded, "
-            f"{gap['packets_missing']} packets never received)"
+        cause = str(gap.get("cause"))
+        detail = str(gap.get("detail") or "")
+        words = GAP_DETAILS.get(detail)
+        zh_detail = (words[0] if words else detail) if cause != "failure" else ""
+        en_detail = (words[1] if words else detail) if cause != "failure" else ""
+        zh.append(
+            f"  轨道 {gap['track']}：{gap_cause(cause)}，自 {gap.get('start_time', '?')} 起 "
+            f"{gap['duration']} 秒（{gap['frames']} 个已转发的帧未录入，"
+            f"{gap['packets_missing']} 个数据包从未收到）" + (f"；{zh_detail}" if zh_detail else "")
         )
-    for label, count in (composite.get("undecodable_frames") or {}).items():
-        lines.append(f"  composite.mp4: {count} frame(s) of {label} did not decode; left out")
-    if len(lines) == 1:
-        lines.append("  nothing: no gaps, no failures")
-    return [*lines, ""]
+        en.append(
+            f"  track {gap['track']}: {gap_cause(cause, 'en')} [{cause}] from "
+            f"{gap.get('start_time', '?')} for {gap['duration']} s ({gap['frames']} forwarded "
+            f"frames not recorded, {gap['packets_missing']} packets never received)"
+            + (f"; {en_detail}" if en_detail else "")
+        )
+    for label, n in (composite.get("undecodable_frames") or {}).items():
+        zh.append(f"  composite.mp4：{label} 有 {n} 帧无法解码，已略去")
+        en.append(f"  composite.mp4: {n} frame(s) of {label} did not decode; left out")
+    if len(zh) == 1:
+        zh.append("  无：没有缺口，也没有失败")
+        en.append("  nothing: no gaps, no failures")
+    return [*zh, ""], [*en, ""]
 
 
 def _fsync_tree(root: Path) -> None:
@@ -295,13 +354,21 @@ def export_recording(
     out: Path,
     actor: str,
     reason: str,
+    label_font: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the package into ``out`` (which must not exist) and log the export."""
+    """Write the package into ``out`` (which must not exist) and log the export. The
+    composite's labels use ``label_font`` (a .ttf or .ttc) instead of the standard paths'
+    Chinese font when given (:mod:`recorder.labels`)."""
     custody.refresh()
     findings = verify_recording(recording_dir, custody.directory, custody.public_key, kek)
     failed = [str(f) for f in findings if not f.ok]
     if failed:
-        raise ValueError("the recording does not verify; not exporting: " + "; ".join(failed))
+        raise ValueError(
+            "录像核验未通过，不予导出："
+            + "；".join(f.zh_line() for f in findings if not f.ok)
+            + " / the recording does not verify; not exporting: "
+            + "; ".join(failed)
+        )
     manifest_bytes = (recording_dir / "manifest.json").read_bytes()
     manifest = json.loads(manifest_bytes)
     envelope = load_json(recording_dir / "manifest.sig.json")
@@ -336,16 +403,19 @@ def export_recording(
             )
         else:
             audios.append((anchor, data))
-    composite = make_composite(out / "composite.mp4", videos, audios) if videos else {}
+    composite = (
+        make_composite(out / "composite.mp4", videos, audios, label_font=label_font)
+        if videos
+        else {}
+    )
+    missing_zh, missing_en = _not_recorded(manifest, composite)
+    label_zh, label_en = composite.pop("label_note", None) or ("", "")
 
     (out / "manifest.json").write_bytes(manifest_bytes)
     (out / "manifest.sig.json").write_bytes(canonical(envelope))
     (out / "public-key.pem").write_bytes(public_key_pem(custody.public_key))
     # Chinese first (the reader is a Chinese court's), then the same in English
     exported_at = datetime.datetime.now(datetime.UTC).isoformat()
-    gaps = len(manifest.get("gaps", [])) + sum(
-        1 for t in manifest.get("tracks", []) if t.get("failure")
-    )
     report_lines = [
         f"remotecase 录像导出包：录像 {manifest['recording_id']}",
         f"案件 {manifest.get('case') or '-'}，房间 {manifest['room']}，状态 {manifest['status']}",
@@ -356,8 +426,10 @@ def export_recording(
         f"导出前已对照服务器的监管日志完成 {len(findings)} 项检查：",
         *[f"  {f.zh_line()}" for f in findings],
         "文件：media/ 下每个文件是一条轨道的原始录制字节，未作改动；composite.mp4 为导出时合成的"
-        "观看副本（所有画面并排并附 UTC 时钟，音频混合，经转码），由 package.sig 覆盖。",
-        f"录像中缺失或失败的片段：{gaps} 处（明细见下方英文部分，出自 manifest.json）。",
+        "观看副本（所有画面并排，附各参与人姓名及时钟：北京时间与 UTC；音频混合，经转码），"
+        "由 package.sig 覆盖。",
+        *([f"注意：{label_zh}"] if label_zh else []),
+        *missing_zh,
         "仅凭本导出包（及公布的公钥）核验：",
         "  remotecase custody verify 本目录 --public-key 公布的公钥.pem \\",
         "      --witness-key 公布的见证公钥.pem",
@@ -382,10 +454,12 @@ def export_recording(
             f"  {name}: track {tid}, the recorded bytes unchanged"
             for tid, name in media_files.items()
         ],
-        "  composite.mp4: all video side by side with a UTC clock, mixed audio; a viewing copy "
-        "made at export (transcoded), covered by package.sig",
+        "  composite.mp4: all video side by side with each participant's name and a clock "
+        "(Beijing time and UTC), mixed audio; a viewing copy made at export (transcoded), "
+        "covered by package.sig",
         "",
-        *_not_recorded(manifest, composite),
+        *([f"Note: {label_en}", ""] if label_en else []),
+        *missing_en,
         "To check this package with nothing but it (and the published public key):",
         "  remotecase custody verify THIS_DIRECTORY --public-key PUBLISHED_KEY.pem \\",
         "      --witness-key PUBLISHED_WITNESS_KEY.pem",

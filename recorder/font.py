@@ -1,4 +1,5 @@
-"""A 5x7 bitmap font for burning a clock and labels into exported video, without font files."""
+"""A 5x7 bitmap font (ASCII) for the composite's labels when no Chinese TrueType font is found
+(:mod:`recorder.labels`)."""
 
 from __future__ import annotations
 
@@ -57,24 +58,14 @@ def _bitmap(char: str) -> np.ndarray:
     return np.array([c == "#" for c in pattern], dtype=bool).reshape(7, 5)
 
 
-def draw_text(
-    image: np.ndarray,
-    text: str,
-    x: int,
-    y: int,
-    scale: int = 2,
-    color: tuple[int, int, int] = (255, 255, 255),
-) -> None:
-    """Draw ``text`` into an RGB image in place, on a dark box so it reads on any picture."""
-    height, width = image.shape[:2]
-    box_w, box_h = (len(text) * 6 + 1) * scale, 9 * scale
-    image[
-        max(0, y - scale) : min(height, y - scale + box_h),
-        max(0, x - scale) : min(width, x - scale + box_w),
-    ] //= 3
-    for i, char in enumerate(text):
-        glyph = np.kron(_bitmap(char), np.ones((scale, scale), dtype=bool))
-        gx = x + i * 6 * scale
-        region = image[y : y + glyph.shape[0], gx : gx + glyph.shape[1]]
-        mask = glyph[: region.shape[0], : region.shape[1]]
-        region[mask] = color
+def text_mask(text: str, scale: int = 2) -> np.ndarray:
+    """``text`` as a boolean image (lit pixels True), ``7 * scale`` high, each character six
+    columns wide (its glyph and a blank one, so characters drawn apart line up when joined);
+    a character without a glyph (any non-ASCII one) is drawn as ``?``."""
+    if not text:
+        return np.zeros((7 * scale, scale), dtype=bool)
+    columns = []
+    for char in text:
+        columns.append(_bitmap(char))
+        columns.append(np.zeros((7, 1), dtype=bool))
+    return np.kron(np.concatenate(columns, axis=1), np.ones((scale, scale), dtype=bool))

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import re
 import secrets
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +30,56 @@ MANIFEST_SIG = "manifest.sig.json"
 SEGMENTS = "segments"
 OWNER_LOCK = "owner.lock"
 NONCE_BYTES = 12
+
+# Why a span of a track is not in the recording (a gap's ``cause`` in the manifest: codes, kept
+# as they are so old recordings still verify), in words for reports: (中文, English)
+GAP_CAUSES: dict[str, tuple[str, str]] = {
+    "loss": ("网络丢包", "packet loss"),
+    "outage": ("网络中断（收不到数据）", "network outage (nothing arrived)"),
+    "muted": ("被静音", "muted"),
+    "failure": ("录制失败", "recording failure"),
+    "left": ("离开房间", "left the room"),
+}
+# the words of a ``left`` gap's ``detail``
+GAP_DETAILS: dict[str, tuple[str, str]] = {
+    "returned": ("之后回到房间", "returned"),
+    "did not return before the end": ("结束前未回到房间", "did not return before the end"),
+}
+
+
+def gap_cause(code: str, lang: str = "zh-CN") -> str:
+    """A gap cause's words in ``lang`` (``zh-CN`` or ``en``); an unknown code as it is."""
+    words = GAP_CAUSES.get(code)
+    return code if words is None else words[0 if lang == "zh-CN" else 1]
+
+
+# A sealed manifest's ``note`` is English, as written (recording.py ``_seal``, recovery.py
+# ``NOTE``); its parts in Chinese for the reports, translated when shown
+_NOTE_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(
+            r"track (\S+) \((\S+) (\w+)\) failed after (\d+) frames: (.*?); "
+            r"(\d+) forwarded frames after it not recorded"
+        ),
+        r"轨道 \1（\2 \3）录制 \4 帧后失败：\5；其后 \6 个已转发的帧未录入",
+    ),
+    (
+        re.compile(
+            r"interrupted: the server stopped while recording; sealed at the next start from "
+            r"the segments the custody log holds; media after the last logged segment is lost"
+        ),
+        "录制中断：录制时服务器停止运行；下次启动时依据监管日志中已记录的片段封存；最后一个已记录"
+        "片段之后的媒体已丢失",
+    ),
+    (re.compile(r"; set aside, never logged: (.*)$"), r"；另有从未记入日志、已搁置的文件：\1"),
+)
+
+
+def note_zh(note: str) -> str:
+    """A manifest's note in Chinese, part by part; a part without words here stays as it is."""
+    for pattern, words in _NOTE_ZH:
+        note = pattern.sub(words, note)
+    return note.replace("; ", "；")
 
 
 def segment_path(directory: Path, track_id: str, index: int) -> Path:

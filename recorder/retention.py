@@ -31,7 +31,7 @@ def set_retention(
     path = recordings_dir / recording_id / METADATA
     meta = load_json(path)
     if meta.get("state") == "deleted":
-        raise ValueError("the recording's media is already deleted")
+        raise ValueError("录像的媒体已删除 / the recording's media is already deleted")
     old = meta.get("retain_until")
     meta["retain_until"] = retain_until.isoformat()
     write_atomic(path, canonical(meta))
@@ -60,11 +60,17 @@ def delete_media(
     directory = recordings_dir / recording_id
     meta = load_json(directory / METADATA)
     if meta.get("state") != "sealed":
-        raise ValueError(f"only a sealed recording can be deleted (it is {meta.get('state')})")
+        raise ValueError(
+            f"只能删除已封存的录像（此录像状态为 {meta.get('state')}） / only a sealed recording "
+            f"can be deleted (it is {meta.get('state')})"
+        )
     today = today or datetime.datetime.now(datetime.UTC).date()
     retain_until = datetime.date.fromisoformat(meta.get("retain_until") or "9999-12-31")
     if today <= retain_until:
-        raise ValueError(f"retained until {retain_until.isoformat()}")
+        raise ValueError(
+            f"保存期至 {retain_until.isoformat()}，尚未届满 / "
+            f"retained until {retain_until.isoformat()}"
+        )
     removed = 0
     for path in sorted(directory.glob(f"{SEGMENTS}/*/*.seg*")):
         path.unlink()

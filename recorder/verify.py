@@ -58,7 +58,7 @@ from .keys import (
     verify_in_context,
     verify_manifest,
 )
-from .layout import decrypt_segment
+from .layout import decrypt_segment, gap_cause, note_zh
 from .witness import verify_cosignature
 
 PACKAGE_SIG_FORMAT = "remotecase-package-sig/1"
@@ -1427,7 +1427,8 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                 "completeness",
                 f"INCOMPLETE (status {manifest.get('status')}): "
                 f"{manifest.get('note') or 'no note'}",
-                zh=f"不完整（状态 {manifest.get('status')}）：{manifest.get('note') or '无说明'}",
+                zh=f"不完整（状态 {manifest.get('status')}）："
+                f"{note_zh(str(manifest.get('note') or '')) or '无说明'}",
             )
         )
     for track in tracks:
@@ -1478,6 +1479,9 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
         else:
             seconds = sum(float(g.get("duration") or 0) for g in mine)
             detail = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
+            detail_zh = "，".join(
+                f"{gap_cause(cause)} {n} 处" for cause, n in sorted(causes.items())
+            )
             out.append(
                 Finding(
                     True,
@@ -1491,7 +1495,7 @@ def completeness_findings(manifest: dict[str, Any]) -> list[Finding]:
                     + (f"，缺口中 {in_gaps} 帧" if in_gaps else "")
                     + (f"，迟到 {late} 帧" if late else "")
                     + (f"，结尾截断 {cut} 帧" if cut else "")
-                    + (f"；缺口：{detail}（{seconds:.1f} 秒）" if mine else ""),
+                    + (f"；缺口：{detail_zh}（{seconds:.1f} 秒）" if mine else ""),
                 )
             )
     return out

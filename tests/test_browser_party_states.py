@@ -151,6 +151,8 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
         assert said["text"].startswith("This link was opened again in another page on this device")
         assert await action(tab_a) == (True, "Take the call here")
         assert "尚未提交材料" not in said["body"]  # the page's own words all in English
+        # the inquiry record's panel (sign.js) too: no record yet, said in English
+        assert "（暂无）" not in said["body"] and "(none yet)" in said["body"]
         await shots.take(tab_a, "superseded-en")
         await no_overflow(tab_a, "the superseded state in English")
         await tab_a.tap("#lang-switch")

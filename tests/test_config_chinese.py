@@ -66,6 +66,7 @@ BAD: list[tuple[dict[str, Any], str, str | None]] = [
     ({"recording": {"reorder_wait": 9.0}}, "recording.reorder_wait", "9.0"),
     ({"recording": {"outage_seconds": 0.01}}, "recording.outage_seconds", "0.01"),
     ({"recording": {"retention_days": 0}}, "recording.retention_days", "0"),
+    ({"recording": {"label_font": f"{MISSING}.ttc"}}, "recording.label_font", f"{MISSING}.ttc"),
     ({"verifier": {"engine": "magic"}}, "verifier.engine", "magic"),
     ({"verifier": {"facenet_runtime": "tensorflow"}}, "verifier.facenet_runtime", "tensorflow"),
     ({"verifier": {"engine": "pack", "pack_dir": MISSING}}, "verifier.pack_dir", MISSING),

@@ -186,3 +186,39 @@ def test_the_supervisor_does_not_lean_on_the_benchmarks() -> None:
     assert not any(name == "bench" or name.startswith("bench.") for name in imported), imported
     calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     assert not calls & {"asyncio.ensure_future", "asyncio.create_task", "loop.create_task"}
+
+
+# -- the layers below the control plane ------------------------------------------------------
+# the media plane, the recorder, the verifier and the documents know nothing of the control
+# plane; the recorder and the verifier nothing of the documents either (the export's composite
+# finds its own font: recorder/labels.py)
+BELOW = {
+    "mediaserver": ("control",),
+    "recorder": ("control", "documents"),
+    "verifier": ("control", "documents"),
+    "documents": ("control",),
+    "common": ("control", "documents", "recorder", "verifier"),
+}
+
+
+def every_import(source: str) -> set[str]:
+    """Every module ``source`` names in an import, at any depth (inside functions too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module or "")
+    return found
+
+
+def test_the_layers_below_do_not_import_the_ones_above() -> None:
+    inside = "def f() -> None:\n    from control.i18n import text\n    import documents.fonts\n"
+    assert every_import(inside) == {"control.i18n", "documents.fonts"}
+    offenders = []
+    for package, above in BELOW.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for name in every_import(path.read_text(encoding="utf-8")):
+                if name.split(".")[0] in above:
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == [], offenders

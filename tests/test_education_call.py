@@ -85,6 +85,12 @@ async def test_a_session_counts_the_right_face_only_and_certifies_it(tmp_path: P
                 "PUT", f"/api/education/people/{people[0]}/photo", li, data=_png(ASTRONAUT)
             )
             assert (status, body["error"]) == (400, "consent_required")
+            # a file that is no photo: refused with its code, in words of the asker's language
+            photo = f"/api/education/people/{people[1]}/photo?consent=given&basis=form-1"
+            for lang, words in (("zh-CN", "文件不是 JPEG、PNG 等图像"), ("en", "the file is not")):
+                status, body = await api.call("PUT", photo, li, data=b"not a photo", lang=lang)
+                assert (status, body["error"]) == (422, "not_an_image"), body
+                assert body["message"].startswith(words) and " / " not in body["message"], body
             _, case = await api.call(
                 "POST", "/api/cases", li, {"kind": "education", "title": "冬季安全"}
             )

@@ -20,6 +20,7 @@ import fractions
 import io
 import itertools
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,10 @@ from mediaserver.room import Sfu
 from recorder.custody import CustodyLog
 from recorder.export import export_recording, make_composite
 from recorder.keys import KeyEncryptionKey
-from recorder.layout import decrypt_segment
+from recorder.layout import GAP_CAUSES, decrypt_segment, gap_cause, note_zh
 from recorder.media import EncodedFrame, TrackMuxer, codec_parameters
 from recorder.recording import Recorder
+from recorder.recovery import NOTE
 from recorder.verify import verify_package, verify_recording
 from tests.samples import pattern
 
@@ -380,7 +382,8 @@ async def test_unanswered_loss_is_gaps_and_video_recovers_at_keyframes(tmp_path:
     assert result.package is not None
     assert all(f.ok for f in verify_package(result.package, result.public))
     report = (result.package / "REPORT.txt").read_text()
-    assert report.count(f"track {track['track_id']}: loss from") == len(gaps)
+    assert report.count(f"track {track['track_id']}: packet loss [loss] from") == len(gaps)
+    assert report.count(f"轨道 {track['track_id']}：网络丢包，自") == len(gaps)
     with av.open(str(result.package / "composite.mp4")) as composite:
         assert sum(1 for _ in composite.decode(video=0)) > 100
 
@@ -493,7 +496,10 @@ async def test_a_muxer_failure_marks_the_recording_incomplete_and_says_what_was_
     assert result.package is not None
     report = (result.package / "REPORT.txt").read_text()
     assert f"track {track['track_id']}: FAILED at" in report
-    assert f"track {track['track_id']}: failure from" in report
+    assert f"track {track['track_id']}: recording failure [failure] from" in report
+    assert f"轨道 {track['track_id']}：录制失败，自" in report  # the Chinese half in words too
+    zh = report[: report.index("---- English ----")]
+    assert f"轨道 {track['track_id']}（party-1 video）录制 40 帧后失败" in zh  # the note too
 
 
 def test_composite_leaves_out_frames_that_do_not_decode(tmp_path: Path) -> None:
@@ -512,3 +518,18 @@ def test_composite_leaves_out_frames_that_do_not_decode(tmp_path: Path) -> None:
     info = make_composite(tmp_path / "c.mp4", [("party", 0.0, data)], [])
     assert info["frames"] >= 25
     assert sum(info["undecodable_frames"].values()) >= 1
+
+
+def test_every_gap_cause_and_note_has_chinese_words() -> None:
+    """What the report and the Chinese findings show for the manifest's codes and notes."""
+    causes = set(re.findall(r'cause\s*=\s*"(\w+)"', _recorder_source()))
+    causes |= set(re.findall(r'"cause": "(\w+)"', _recorder_source()))
+    assert causes and causes <= set(GAP_CAUSES), causes - set(GAP_CAUSES)
+    assert all(re.search(r"[\u4e00-\u9fff]", gap_cause(c)) for c in causes)
+    for note in (NOTE, NOTE + "; set aside, never logged: TR_a/000003.seg"):
+        assert not re.search(r"[a-z]{3}", note_zh(note).replace("seg", "")), note_zh(note)
+
+
+def _recorder_source() -> str:
+    root = Path(__file__).resolve().parent.parent / "recorder"
+    return "".join(p.read_text(encoding="utf-8") for p in sorted(root.glob("*.py")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import io
+import json
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +13,7 @@ import av
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import CUSTODY, RECORDER
+from recorder.labels import find_label_font
 from tests.conftest import (
     Api,
     case_with_party,
@@ -24,7 +26,13 @@ from tests.conftest import (
 
 
 async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
-    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
+    # the composite's labels in the configured font (here Debian's Chinese one, by another name)
+    found = find_label_font()
+    font = tmp_path / "configured-label-font.ttc"
+    if found is not None:
+        font.symlink_to(found[0])
+    recording = {"segment_seconds": 1.0, **({"label_font": str(font)} if found else {})}
+    server = await start_server(make_config(tmp_path, recording=recording))
     clients: list = []
     try:
         async with aiohttp.ClientSession() as http:
@@ -103,6 +111,9 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
             ) as r:
                 result = await r.json()
                 assert result["ok"], result
+                # each check in Chinese too, for the console's Chinese page
+                seal = next(f for f in result["findings"] if f["check"] == "seal")
+                assert seal["check_zh"] == "封存" and seal["detail_zh"].startswith("日志条目")
             async with http.post(
                 f"{rec}/export", json={"reason": "court request"}, headers=supervisor
             ) as r:
@@ -112,6 +123,10 @@ async def test_recording_lifecycle_through_the_api(tmp_path: Path) -> None:
             path = f"{rec}/exports/{exported['export']}/REPORT.txt"
             async with http.get(path, params={"reason": "hand to court"}, headers=supervisor) as r:
                 assert r.status == 200 and "remotecase export" in await r.text()
+            path = f"{rec}/exports/{exported['export']}/package.json"
+            async with http.get(path, params={"reason": "hand to court"}, headers=supervisor) as r:
+                composite = json.loads(await r.read())["composite"]
+                assert composite["label_font"] == (font.name if found else None), composite
             async with http.get(
                 f"{rec}/exports/{exported['export']}/..%2F..%2Frecording.json",
                 params={"reason": "x"},

@@ -30,6 +30,9 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 
 
 class EnrollmentRejected(Exception):
+    """A reference photo refused: ``code`` for programs (and the catalogs' ``enrollment.*``),
+    ``message`` for people, ``中文 / English``."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -44,12 +47,18 @@ class QualityRules:
 
 def decode_photo(data: bytes) -> np.ndarray:
     if not data:
-        raise EnrollmentRejected("empty", "the photo is empty")
+        raise EnrollmentRejected("empty", "照片为空 / the photo is empty")
     if len(data) > MAX_PHOTO_BYTES:
-        raise EnrollmentRejected("too_large", f"the photo exceeds {MAX_PHOTO_BYTES} bytes")
+        raise EnrollmentRejected(
+            "too_large",
+            f"照片超过 {MAX_PHOTO_BYTES} 字节 / the photo exceeds {MAX_PHOTO_BYTES} bytes",
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise EnrollmentRejected("not_an_image", "the file is not a JPEG, PNG or other image")
+        raise EnrollmentRejected(
+            "not_an_image",
+            "文件不是 JPEG、PNG 等图像 / the file is not a JPEG, PNG or other image",
+        )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -59,22 +68,26 @@ def examine(
     """Embedding and quality of the one face in a reference photo, or a rejection."""
     faces = engine.faces(rgb, min_face=20)  # find small faces too, to say they are too small
     if not faces:
-        raise EnrollmentRejected("no_face", "no face was found in the photo")
+        raise EnrollmentRejected("no_face", "照片中没有找到人脸 / no face was found in the photo")
     if len(faces) > 1:
         raise EnrollmentRejected(
-            "multiple_faces", f"{len(faces)} faces in the photo; a reference shows one person"
+            "multiple_faces",
+            f"照片中有 {len(faces)} 张人脸，登记照片应只有本人 / {len(faces)} faces in the "
+            "photo; a reference shows one person",
         )
     face = faces[0]
     if face.quality["size"] < rules.min_face:
         raise EnrollmentRejected(
             "face_too_small",
+            f"照片中的人脸只有 {face.quality['size']:.0f} 像素，至少需要 {rules.min_face} 像素 / "
             f"the face is {face.quality['size']:.0f} px; at least {rules.min_face} px are needed",
         )
     if face.quality["sharpness"] < rules.min_sharpness:
         raise EnrollmentRejected(
             "too_blurred",
-            f"the face is too blurred (sharpness {face.quality['sharpness']:.0f}"
-            f", at least {rules.min_sharpness:.0f} needed)",
+            f"照片中的人脸过于模糊（清晰度 {face.quality['sharpness']:.0f}，至少需要 "
+            f"{rules.min_sharpness:.0f}） / the face is too blurred (sharpness "
+            f"{face.quality['sharpness']:.0f}, at least {rules.min_sharpness:.0f} needed)",
         )
     return engine.embed(rgb, face), dict(face.quality)
 

@@ -171,8 +171,10 @@ def export_case(
     out: Path,
     actor: str,
     reason: str,
+    label_font: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the package into ``out`` (which must not exist) and log the export."""
+    """Write the package into ``out`` (which must not exist) and log the export; its
+    recordings' composites label with ``label_font`` when given (``recording.label_font``)."""
     case_row = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
     if case_row is None:
         raise CaseFileError(f"案件 {case_id} 不存在 / there is no case {case_id}")
@@ -254,6 +256,7 @@ def export_case(
                     out=out / "recordings" / safe(rec),
                     actor=actor,
                     reason=f"卷宗导出 case file of case {case_id}: {reason}",
+                    label_font=label_font,
                 )
             except ValueError as exc:
                 raise CaseFileError(

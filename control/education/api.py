@@ -233,7 +233,9 @@ async def put_photo(request: web.Request) -> web.Response:
             actor=officer.actor,
         )
     except EnrollmentRejected as exc:
-        raise json_error(web.HTTPUnprocessableEntity, exc.code, exc.message) from None
+        raise json_error(
+            web.HTTPUnprocessableEntity, exc.code, key=f"enrollment.{exc.code}", cause=exc.message
+        ) from None
     consent = {"basis": basis, "recorded_by": officer.actor, "at": record["enrolled_at"]}
     await request.app[DB].run(
         lambda c: roster.photo_enrolled(c, officer, person_id, record["photo_sha256"], consent)

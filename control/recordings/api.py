@@ -229,7 +229,17 @@ async def verify(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "ok": ok,
-            "findings": [{"ok": f.ok, "check": f.check, "detail": f.detail} for f in findings],
+            # each check in English (what tools read) and in Chinese, for the console to show
+            "findings": [
+                {
+                    "ok": f.ok,
+                    "check": f.check,
+                    "detail": f.detail,
+                    "check_zh": f.check_zh,
+                    "detail_zh": f.detail_zh,
+                }
+                for f in findings
+            ],
         }
     )
 
@@ -252,6 +262,7 @@ def _build_export(
     name: str,
     actor: str,
     reason: str,
+    label_font: Path | None,
 ) -> dict[str, Any]:
     """Build the package in a private temporary directory, keep it only encrypted."""
     sealed_exports.clear_stale_builds(tmp_root)
@@ -265,6 +276,7 @@ def _build_export(
             out=build / "package",
             actor=actor,
             reason=reason,
+            label_font=label_font,
         )
         exports = directory / "exports"
         exports.mkdir(exist_ok=True, mode=0o700)
@@ -290,6 +302,7 @@ async def export(request: web.Request) -> web.Response:
             name=name,
             actor=officer.actor,
             reason=reason,
+            label_font=request.app[CONFIG].recording.label_font_path,
         )
     except (KeyProblem, ValueError) as exc:
         raise _error(409, "cannot_export", cause=str(exc)) from None

@@ -108,6 +108,14 @@ function showError(text) { $("error").textContent = text || ""; }
 function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
 state.send = send;  // for the page's other scripts (see "remotecase:message" below)
 
+// a server text written "中文 / English" (the verifier's advice, the identity check's guidance):
+// the page's language's half; any other text as it is
+function words(text) {
+  const at = String(text || "").indexOf(" / ");
+  if (at < 0) return String(text || "");
+  return I18N.lang === "zh-CN" ? text.slice(0, at) : text.slice(at + 3);
+}
+
 // the words for a signalling or HTTP error code: this page's own, else the server's message
 function errorText(code, message) {
   const key = `error.${code}`;
@@ -611,7 +619,7 @@ async function onMessage(event) {
     case "verification_guidance":
       // what to do about a picture too small or blurred to check (never a score): advice,
       // not an alarm
-      showGuidance(msg.state === "low_quality" ? `${msg.message} — ${msg.guidance}` : "");
+      showGuidance(msg.state === "low_quality" ? `${words(msg.message)} — ${words(msg.guidance)}` : "");
       break;
     case "bye":
       state.bye = msg.reason;
@@ -902,11 +910,12 @@ function still(video) {
 function showCheck(body) {
   state.prejoin.status = body.status;
   state.prejoin.route = body.route;
-  state.prejoin.guidance = body.guidance || "";
+  const guidance = words(body.guidance);
+  state.prejoin.guidance = guidance;
   const said = state.prejoin.said;
-  if (body.guidance && said[said.length - 1] !== body.guidance) said.push(body.guidance);
-  $("check-guidance").textContent = body.guidance || "";
-  $("check-message").textContent = body.message || "";
+  if (guidance && said[said.length - 1] !== guidance) said.push(guidance);
+  $("check-guidance").textContent = guidance;
+  $("check-message").textContent = words(body.message);
   $("check-progress").textContent = body.route === "face" && body.status === "checking"
     ? t("check.progress", { matches: body.matches, needed: body.needed }) : "";
   $("check-frame").classList.toggle("passed", Boolean(body.admitted));
@@ -955,7 +964,7 @@ async function checkBeforeJoining(token) {
         continue;
       } else if (["no_reference", "verifier_disabled", "no_face_consent"].includes(answer.body.error)) {
         waiting = true;
-        $("check-guidance").textContent = answer.body.message;
+        $("check-guidance").textContent = words(answer.body.message);
         $("check-progress").textContent = "";
       } else if (answer.body.error === "already_admitted" || answer.body.error === "attempt_over") {
         const now = await prejoinCall(token, "");

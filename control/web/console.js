@@ -35,6 +35,13 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
     if (text) $("error").scrollIntoView({ block: "nearest" });
   }
   function notice(text) { $("notice").textContent = text || ""; }
+  // a server text written "中文 / English" (the verifier's advice): the page's language's half
+  function words(text) {
+    const at = String(text || "").indexOf(" / ");
+    if (at < 0) return String(text || "");
+    return I18N.lang === "zh-CN" ? text.slice(0, at) : text.slice(at + 3);
+  }
+  con.words = words;
   con.showError = showError;
   con.notice = notice;
 
@@ -340,9 +347,9 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
   function faceText(p) {
     if (!p.state) return "";
     // a picture too poor to judge is advice for the officer to pass on, not an alert
-    if (p.state === "low_quality" && p.message) return t("face.low_quality.advice", { message: p.message, guidance: p.guidance || "" });
+    if (p.state === "low_quality" && p.message) return t("face.low_quality.advice", { message: con.words(p.message), guidance: con.words(p.guidance) });
     const state = I18N.has(`face.${p.state}`) ? t(`face.${p.state}`) : p.state;
-    return p.reason && I18N.has(`face.reason.${p.reason}`) ? `${state}（${t(`face.reason.${p.reason}`)}）` : state;
+    return p.reason && I18N.has(`face.reason.${p.reason}`) ? t("text.aside", { text: state, aside: t(`face.reason.${p.reason}`) }) : state;
   }
   con.faceText = faceText;
 
@@ -355,7 +362,7 @@ window.remotecaseConsole = con;  // for record.js, the other parts, tests and de
       const li = el("li", { "data-participant": pid }, el("strong", { text: p.name || pid }), " ",
         el("span", { class: "muted", text: role }), " ", state);
       const muted = Object.entries(p.muted || {}).filter(([, on]) => on).map(([kind]) => t(`call.muted.${kind}`));
-      if (muted.length) li.append(" ", el("span", { class: "warn", text: muted.join("、") }));
+      if (muted.length) li.append(" ", el("span", { class: "warn", text: muted.join(t("list.sep")) }));
       if (p.role === "party") {
         const controls = el("div", { class: "row" },
           button(t("call.mute"), () => api("POST", sessionPath("/mute"), { participant: pid, reason: reasonOr("call.mute.reason") })),

@@ -316,7 +316,7 @@
         el("div", { class: "muted", text: t("proc.review.when", { when: I18N.dateTime(r.requested_at), closes: day(r.window_closes) }) }),
         el("p", { class: "reasons", text: t("proc.review.reasons", { reasons: r.reasons }) }));
       if (r.materials.length) {
-        li.append(el("div", { class: "muted", text: t("proc.review.materials", { list: r.materials.join("、") }) }));
+        li.append(el("div", { class: "muted", text: t("proc.review.materials", { list: r.materials.join(t("list.sep")) }) }));
       }
       if (r.outcome) {
         li.append(el("div", { class: "ok outcome", text: t("proc.review.outcome", {
@@ -360,7 +360,7 @@
       box.append(el("p", { class: n.hearing_offered ? "" : "muted", text: n.hearing_offered
         ? t("proc.penalty.hearing_offered", { day: day(n.hearing_closes) }) : t("proc.penalty.hearing_not_offered") }));
       if (n.waived.length) {
-        box.append(el("p", { text: t("proc.penalty.waived", { rights: n.waived.map((w) => t(`proc.right.${w}`)).join("、") }) }));
+        box.append(el("p", { text: t("proc.penalty.waived", { rights: n.waived.map((w) => t(`proc.right.${w}`)).join(t("list.sep")) }) }));
       }
     }
     const steps = el("ul", { class: "list penalty-steps" });

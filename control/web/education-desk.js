@@ -62,7 +62,7 @@
         await con.api("POST", path(`/questions/${q.id}/answer`), text ? { text } : {});
       }));
       return el("li", { "data-question": String(q.id) },
-        el("strong", { text: `${q.name}：` }), el("span", { text: q.text }), " ",
+        el("strong", { text: t("text.said", { name: q.name }) }), el("span", { text: q.text }), " ",
         el("span", { class: q.answered_at ? "ok" : "warn", text: q.answered_at ? t("edu.desk.answered") : t("edu.desk.open") }),
         form);
     }));
@@ -98,7 +98,7 @@
 
   function resultItems() {
     return Object.entries(desk.results).map(([party, r]) =>
-      el("li", {}, el("span", { text: `${nameOf(`party-${party}`)}：` }),
+      el("li", {}, el("span", { text: t("text.said", { name: nameOf(`party-${party}`) }) }),
         el("span", { class: r.passed ? "ok" : "danger", text: t(r.passed ? "edu.desk.quiz.pass" : "edu.desk.quiz.fail", { score: r.score, total: r.total }) })));
   }
   function renderResults() {

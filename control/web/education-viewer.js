@@ -69,7 +69,7 @@
     const mine = view.holders.some((h) => h.participant === view.me);
     const others = view.holders.filter((h) => h.participant !== view.me).map((h) => h.name);
     $("edu-floor").textContent = mine ? t("edu.viewer.floor.mine")
-      : others.length ? t("edu.viewer.floor.others", { names: others.join("、") }) : t("edu.viewer.floor.none");
+      : others.length ? t("edu.viewer.floor.others", { names: others.join(t("list.sep")) }) : t("edu.viewer.floor.none");
     $("edu-floor").className = mine ? "ok" : "muted";
     const hand = $("edu-hand");
     hand.hidden = mine;
@@ -86,7 +86,7 @@
       const who = m.kind === "question" ? t("edu.viewer.msg.mine")
         : m.kind === "answer" ? t("edu.viewer.msg.answer", { name: m.name })
         : t("edu.viewer.msg.announcement", { name: m.name });
-      return el("li", { "data-kind": m.kind }, el("span", { class: "muted", text: `${who}：` }), el("span", { text: m.text }));
+      return el("li", { "data-kind": m.kind }, el("span", { class: "muted", text: t("text.said", { name: who }) }), el("span", { text: m.text }));
     }));
   }
 

@@ -205,7 +205,7 @@
     if (agreement) {
       const st = agreement.state;
       box.append(el("p", { id: "mediation-agreement-state", class: st.effective ? "ok" : "" },
-        `${agreement.number} · ${st.effective ? t("mediation.agreement.effective") : t("mediation.agreement.missing", { names: st.missing.map((m) => m.name).join("、") })}`));
+        `${agreement.number} · ${st.effective ? t("mediation.agreement.effective") : t("mediation.agreement.missing", { names: st.missing.map((m) => m.name).join(t("list.sep")) })}`));
     }
     if (mediation.status !== "open" || !mediation.draft) return;
     const facts = el("textarea", { rows: 2, maxLength: 5000, required: true });

@@ -231,7 +231,7 @@
       if (!err.missing) throw err;
       const elsewhere = markMissing(form, err.missing);
       throw new Error(t("rec.doc.missing", { n: err.missing.length }) +
-        (elsewhere.length ? " " + t("rec.doc.missing_elsewhere", { fields: elsewhere.join("、") }) : ""));
+        (elsewhere.length ? " " + t("rec.doc.missing_elsewhere", { fields: elsewhere.join(t("list.sep")) }) : ""));
     }
   }
 

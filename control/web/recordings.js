@@ -67,13 +67,28 @@
     await con.loadAudit();
   }
 
+  // a check in the page's language: the server words each one in Chinese and in English
+  function finding(f) {
+    const zh = I18N.lang === "zh-CN" && f.check_zh;
+    const check = zh ? f.check_zh : f.check;
+    const detail = zh ? f.detail_zh : f.detail;
+    const mark = f.ok ? "✓" : "✗";
+    return detail ? t("recordings.finding", { mark, check, detail }) : `${mark} ${check}`;
+  }
+
+  let verified = null;  // the last verification shown, written again after a language switch
+
   async function verify(r) {
-    const result = await con.api("GET", `/api/recordings/${r.recording_id}/verify?reason=${encodeURIComponent(reason())}`);
+    showVerified(await con.api("GET", `/api/recordings/${r.recording_id}/verify?reason=${encodeURIComponent(reason())}`));
+  }
+
+  function showVerified(result) {
+    verified = result;
     const box = $("recording-result");
     const failed = result.findings.filter((f) => !f.ok);
     box.replaceChildren(con.el("p", { class: result.ok ? "ok" : "danger", "data-verified": result.ok ? "ok" : "fail",
       text: result.ok ? t("recordings.verified_ok", { n: result.findings.length }) : t("recordings.verified_fail", { n: failed.length }) }),
-      con.el("ul", { class: "list muted" }, ...result.findings.map((f) => con.el("li", { text: `${f.ok ? "✓" : "✗"} ${f.check}: ${f.detail}` }))));
+      con.el("ul", { class: "list muted" }, ...result.findings.map((f) => con.el("li", { text: finding(f) }))));
   }
 
   async function exportIt(r) {
@@ -89,6 +104,7 @@
         setTimeout(() => URL.revokeObjectURL(a.href), 10000);
       })));
     }
+    verified = null;
     box.replaceChildren(con.el("p", { class: "ok", "data-export": made.export, text: t("recordings.exported", { name: made.export, n: made.files.length }) }), files);
   }
 
@@ -100,10 +116,10 @@
   con.part({
     name: "recordings",
     async caseOpened() {
-      $("recording-player").hidden = true; $("recording-result").replaceChildren();
+      $("recording-player").hidden = true; $("recording-result").replaceChildren(); verified = null;
       await load();
     },
     event(ev) { if (ev.type === "recording" || ev.type === "session") soon(); },
-    lang() { render(); },
+    lang() { render(); if (verified) showVerified(verified); },
   });
 })();

@@ -49,9 +49,13 @@
 
   let panel = null;
   function build() {
+    // texts that stay are named by key (data-i18n): a language switch rewrites them (I18N.apply)
     panel = el("section", { id: "party-papers" },
-      el("h2", {}, t("sign.record.heading")), el("div", { id: "record-live" }, t("sign.record.none")),
-      el("h2", {}, t("sign.documents.heading")), el("ul", { id: "party-documents" }),
+      el("h2", { "data-i18n": "sign.record.heading" }, t("sign.record.heading")),
+      el("div", { id: "record-live" },
+        el("p", { class: "muted", "data-i18n": "sign.record.none" }, t("sign.record.none"))),
+      el("h2", { "data-i18n": "sign.documents.heading" }, t("sign.documents.heading")),
+      el("ul", { id: "party-documents" }),
       el("div", { id: "sign-error", role: "alert" }));
     document.body.append(panel);
   }
@@ -193,8 +197,6 @@
   // after a language switch the panel is written again in the new words
   document.addEventListener("remotecase:lang", () => {
     if (!panel) return;
-    panel.querySelector("h2").textContent = t("sign.record.heading");
-    panel.querySelectorAll("h2")[1].textContent = t("sign.documents.heading");
     document.getElementById("party-documents").dataset.seen = "";
     tick();
   });
