@@ -49,7 +49,8 @@ class _PacedVideoTrack(MediaStreamTrack):
     def _render(self, seconds: float) -> np.ndarray:
         raise NotImplementedError
 
-    async def recv(self) -> av.VideoFrame:
+    async def _next(self) -> int:
+        """Wait for the next frame's time at ``fps`` from the first call; its number."""
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
@@ -59,6 +60,10 @@ class _PacedVideoTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         n = self._count
         self._count += 1
+        return n
+
+    async def recv(self) -> av.VideoFrame:
+        n = await self._next()
         frame = av.VideoFrame.from_ndarray(self._render(n / self._fps), format="rgb24")
         frame.pts = int(n * VIDEO_CLOCK / self._fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -129,7 +134,7 @@ class ImageVideoTrack(_PacedVideoTrack):
         return canvas
 
 
-class EncodedLoopVideoTrack(MediaStreamTrack):
+class EncodedLoopVideoTrack(_PacedVideoTrack):
     """A camera whose video was encoded once (``frames``, from :func:`encode_vp8_loop`) and is
     sent again and again as pre-encoded packets (aiortc packetizes them without its encoder).
     Many simulated publishers in one process then share one encoding and cost what sending
@@ -139,24 +144,13 @@ class EncodedLoopVideoTrack(MediaStreamTrack):
     kind = "video"
 
     def __init__(self, frames: list[bytes], fps: int) -> None:
-        super().__init__()
+        super().__init__(fps)
         if not frames:
             raise ValueError("no frames to loop")
         self._frames = frames
-        self._fps = fps
-        self._start: float | None = None
-        self._count = 0
 
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self._count / self._fps - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        n = self._count
-        self._count += 1
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        n = await self._next()
         packet = av.Packet(self._frames[n % len(self._frames)])
         packet.pts = int(n * VIDEO_CLOCK / self._fps)
         packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
