@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -111,6 +112,27 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     srv = await start_server(config)
     yield srv
     await srv.runner.cleanup()
+
+
+async def officer_joins_the_call(page: Any, base: str, case: int) -> str:
+    """Officer li logs in to the console at ``base``, opens ``case``'s session and joins its
+    call; the participant id the console got."""
+    from tests.test_browser_console import see
+
+    await page.goto(f"{base}/console")
+    await see(page, "#login-form")
+    await page.fill("#username", "li")
+    await page.fill("#password", PASSWORD)
+    await page.click("#login-form button")
+    await until(page, "document.getElementById('who').textContent.includes('li')")
+    await page.goto(f"{base}/console#case/{case}")
+    await see(page, "#case:not([hidden])")
+    await page.click("#open-session button")
+    await see(page, "#session-open:not([hidden])")
+    await page.click("#join-call")
+    await see(page, "#leave-call:not([hidden])")
+    await until(page, "Boolean(window.remotecaseConsole.call.state?.me)")
+    return str(await page.evaluate("window.remotecaseConsole.call.state.me"))
 
 
 async def test_party_page_loses_its_network_and_resumes(
@@ -222,7 +244,7 @@ async def test_console_call_loses_its_network_and_resumes(
 ) -> None:
     """The officer's call in the workspace (call.js): the same cut, the same return."""
     from tests.test_browser import chromium as console_chromium
-    from tests.test_browser_console import open_page, see
+    from tests.test_browser_console import open_page
 
     camera = tmp_path / "officer.y4m"
     await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
@@ -238,20 +260,7 @@ async def test_console_call_loses_its_network_and_resumes(
             page = await open_page(context, "zh-CN", "phone")
             problems: list[str] = []
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            await page.goto(f"{base}/console")
-            await see(page, "#login-form")
-            await page.fill("#username", "li")
-            await page.fill("#password", PASSWORD)
-            await page.click("#login-form button")
-            await until(page, "document.getElementById('who').textContent.includes('li')")
-            await page.goto(f"{base}/console#case/{case}")
-            await see(page, "#case:not([hidden])")
-            await page.click("#open-session button")
-            await see(page, "#session-open:not([hidden])")
-            await page.click("#join-call")
-            await see(page, "#leave-call:not([hidden])")
-            await until(page, "Boolean(window.remotecaseConsole.call.state.me)")
-            me = await page.evaluate("window.remotecaseConsole.call.state.me")
+            me = await officer_joins_the_call(page, base, case)
 
             # the party, an aiortc client, watches the officer's camera
             link = await invite(api, officer, case, party)
@@ -451,19 +460,7 @@ async def test_console_reloads_mid_call_as_the_same_participant(
             page = await open_page(context, "zh-CN", "phone")
             problems: list[str] = []
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            await page.goto(f"{server.base_url}/console")
-            await see(page, "#login-form")
-            await page.fill("#username", "li")
-            await page.fill("#password", PASSWORD)
-            await page.click("#login-form button")
-            await until(page, "document.getElementById('who').textContent.includes('li')")
-            await page.goto(f"{server.base_url}/console#case/{case}")
-            await see(page, "#case:not([hidden])")
-            await page.click("#open-session button")
-            await see(page, "#session-open:not([hidden])")
-            await page.click("#join-call")
-            await until(page, "Boolean(window.remotecaseConsole.call.state?.me)")
-            me = await page.evaluate("window.remotecaseConsole.call.state.me")
+            me = await officer_joins_the_call(page, server.base_url, case)
 
             link = await invite(api, officer, case, party)
             status, redeemed = await api.call(
