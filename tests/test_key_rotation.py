@@ -91,7 +91,8 @@ async def test_signing_rotation_chains_and_both_recordings_verify(site: Site) ->
     for recording_id in (site.recording_id, second):
         directory = site.base / "var" / "recordings" / recording_id
         for anchor in (old_public, new_public):  # trust runs both ways along the chain
-            findings = verify_recording(
+            findings = await asyncio.to_thread(
+                verify_recording,
                 directory,
                 site.custody,
                 anchor,
@@ -114,7 +115,8 @@ async def test_signing_rotation_chains_and_both_recordings_verify(site: Site) ->
     custody = site.custody_log()
     try:
         out_dir = site.base / "package-after"
-        export_recording(
+        await asyncio.to_thread(
+            export_recording,
             recording_dir=site.recording,
             custody=custody,
             kek=site.kek(),
@@ -126,15 +128,18 @@ async def test_signing_rotation_chains_and_both_recordings_verify(site: Site) ->
     finally:
         custody.close()
     for anchor in (old_public, new_public):
-        findings = verify_package(out_dir, anchor, witness=site.witness_public)
+        findings = await asyncio.to_thread(
+            verify_package, out_dir, anchor, witness=site.witness_public
+        )
         assert failures(findings) == []
     assert any(f.check == "seal" and f"key {old_id}" in f.detail for f in findings)
     assert any(f.check == "package signature" and f"key {new_id}" in f.detail for f in findings)
     # the package made before the rotation holds no rotation entry: it verifies with the old
     # (published) key, or with both; the new key alone cannot vouch for it, and says so
-    assert failures(verify_package(site.package, old_public)) == []
-    assert failures(verify_package(site.package, [new_public, old_public])) == []
-    fails = failures(verify_package(site.package, new_public))
+    assert failures(await asyncio.to_thread(verify_package, site.package, old_public)) == []
+    both = [new_public, old_public]
+    assert failures(await asyncio.to_thread(verify_package, site.package, both)) == []
+    fails = failures(await asyncio.to_thread(verify_package, site.package, new_public))
     assert any("made before a rotation? give the older published key too" in f for f in fails)
 
 

@@ -1187,6 +1187,7 @@ document.addEventListener("remotecase:lang", () => {
   for (const pid of Object.keys(state.tiles)) { tileFor(pid); markTile(pid); }
   showCamera();
   if (state.view) showCase(state.view);
+  renderMaterials();  // at once in the new language; then read again
   listMaterials();
 });
 
