@@ -131,6 +131,28 @@ def temporal_id(payload: bytes) -> int | None:
     return payload[pos] >> 6
 
 
+def temporal_layer(payload: bytes) -> tuple[int, bool] | None:
+    """(TID, Y) of the packet, or None without a TID: :func:`temporal_id` with the layer sync
+    bit (a frame of a layer above 0 that references only layer 0: a place to switch up)."""
+    size = len(payload)
+    if size < 2 or not payload[0] & 0x80:
+        return None
+    ext = payload[1]
+    if not ext & 0x20:
+        return None
+    pos = 2
+    if ext & 0x80:
+        if size <= pos:
+            return None
+        pos += 2 if payload[pos] & 0x80 else 1
+    if ext & 0x40:
+        pos += 1
+    if size <= pos:
+        return None
+    byte = payload[pos]
+    return byte >> 6, bool(byte & 0x20)
+
+
 def is_frame_start(payload: bytes) -> bool:
     """True on the first packet of a frame: S bit set and partition index 0."""
     return bool(payload) and payload[0] & 0x17 == 0x10
