@@ -74,7 +74,8 @@ LOSS_WINDOW_PACKETS = 150
 # decodes every frame it gets (a frame of layer 0 references only layer 0) at a lower rate
 # instead of waiting for a keyframe. The maximum goes one layer down when the link's budget is
 # behind by more than LAYER_DEBT seconds of its estimate (at most every LAYER_DOWN_HOLD
-# seconds, so that one layer's effect is seen before the next goes), and one layer up again
+# seconds, so that one layer's effect is seen before the next goes; straight to layer 0 when
+# it is behind by PAUSE_DEBT, where a stream without layers pauses), and one layer up again
 # after LAYER_UP_CALM seconds without such a debt, when the estimate has room for what the
 # layers up to the next one brought in (measured per layer over LAYER_WINDOW seconds) with
 # LAYER_UP_HEADROOM to spare. Still behind by PAUSE_DEBT with layer 0 alone: a pause, as
@@ -267,7 +268,9 @@ class ForwardedUpTrack:
             for down in self._fanout
             if (estimate := getattr(down, "link_estimate", None)) is not None
         ]
-        target = congestion.publisher_target(estimates, uplink=uplink_bps)
+        # a subscriber of a stream with temporal layers can be served with fewer of them
+        layered = any(getattr(down, "layered", False) for down in self._fanout)
+        target = congestion.publisher_target(estimates, uplink=uplink_bps, layered=layered)
         self.publisher_target = uplink_bps if target is None else target
         return self.publisher_target
 
@@ -829,7 +832,7 @@ class RtpDownTrack:
         count = len(self._ranges)
         for index in range(count - 1, -1, -1):
             start, offset, pid_delta = self._ranges[index]
-            if index == 0 or (in_seq - start) & 0xFFFF < 0x8000:
+            if (in_seq - start) & 0xFFFF < 0x8000 or (index == 0 and count < LAYER_RANGES):
                 out = (in_seq + offset) & 0xFFFF
                 if next_out is not None and not 0 < (next_out - out) & 0xFFFF < 0x8000:
                     return None  # a number a later packet already has
@@ -837,16 +840,20 @@ class RtpDownTrack:
             next_out = (start + offset) & 0xFFFF
         return None
 
-    def _original(self, out_seq: int) -> tuple[int, int]:
-        """(publisher's sequence number, picture ID delta) of what went out as ``out_seq``."""
+    def _original(self, out_seq: int) -> tuple[int, int] | None:
+        """(publisher's sequence number, picture ID delta) of what went out as ``out_seq``, or
+        None when it is older than the ranges kept (and so than the history)."""
         ranges = self._ranges
         if ranges is None:
             return (out_seq - self._seq_offset) & 0xFFFF, 0
         for index in range(len(ranges) - 1, -1, -1):
             start, offset, pid_delta = ranges[index]
-            if index == 0 or (out_seq - start - offset) & 0xFFFF < 0x8000:
+            if (out_seq - start - offset) & 0xFFFF < 0x8000 or (
+                index == 0 and len(ranges) < LAYER_RANGES
+            ):
+                # the first range since the start also holds what went before it
                 return (out_seq - offset) & 0xFFFF, pid_delta
-        raise AssertionError("unreachable: the first range covers everything before it")
+        return None
 
     def _choose_layer(self, budget: congestion.TokenBucket, now: float) -> None:
         """One layer down when the link is behind, one up after a calm period with room."""
@@ -862,8 +869,9 @@ class RtpDownTrack:
         top = min(self._max_layer, self._top_layer)
         if available < -LAYER_DEBT * budget.rate:
             self._layer_debt_time = now
-            if top > 0 and now - self._layer_changed >= LAYER_DOWN_HOLD:
-                self._max_layer = top - 1
+            deep = available < -PAUSE_DEBT * budget.rate  # a pause is near: layer 0 at once
+            if top > 0 and (deep or now - self._layer_changed >= LAYER_DOWN_HOLD):
+                self._max_layer = 0 if deep else top - 1
                 self._decodable = min(self._decodable, self._max_layer)
                 self._layer_changed = now
                 self.layer_down += 1
@@ -922,6 +930,18 @@ class RtpDownTrack:
             or self.up.info.kind != "video"
             or estimate >= LIMITED_SHARE * sent_by_publisher
         ):
+            if (
+                self._link_budget is not None
+                and self._ranges is not None
+                and self._max_layer < self._top_layer
+            ):
+                # temporal layers still lowered: they come back one at a time after a calm
+                # period (_choose_layer), not all at once into a link just found too thin (the
+                # loss bound lapses as fewer layers are sent: measured, all layers flooded it
+                # again every few seconds)
+                if estimate is not None:
+                    self._link_budget.set_rate(estimate / 8, now)
+                return
             self._link_budget = self._rtx_budget = None  # not limited: everything goes
             return
         rate = estimate / 8
@@ -985,6 +1005,7 @@ class RtpDownTrack:
         if not self._started or self._writer is None:
             return
         paced = self.nack_paced
+        paced_layer = ALL_LAYERS  # the lowest temporal layer of a packet not sent again
         for out_seq in sequence_numbers:
             self.nacks += 1
             # only packets this down-track has actually sent since it (re)started
@@ -992,9 +1013,9 @@ class RtpDownTrack:
             if not 1 <= behind <= min(self._span, 0x7FFF):
                 self.nack_not_sent += 1
                 continue
-            in_seq, pid_delta = self._original(out_seq)
-            packet = self.up.get_packet(in_seq)
-            if packet is None:
+            original = self._original(out_seq)
+            packet = None if original is None else self.up.get_packet(original[0])
+            if packet is None or original is None:
                 self.nack_not_in_history += 1
                 continue
             payload = packet.payload
@@ -1003,10 +1024,13 @@ class RtpDownTrack:
                     # a hole at the edge of a frame left out: that frame is not coming
                     self.nack_not_in_history += 1
                     continue
-                payload = vp8.rewrite_picture_id(payload, pid_delta)
+                payload = vp8.rewrite_picture_id(payload, original[1])
             budget = self._rtx_budget
             if budget is not None and not budget.take(len(packet.payload) + 12, time.monotonic()):
                 self.nack_paced += 1  # over the link's share: a flood would only add loss
+                if self._ranges is not None:
+                    tid = vp8.temporal_id(packet.payload)
+                    paced_layer = min(paced_layer, 0 if tid is None else tid)
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             try:
@@ -1035,6 +1059,11 @@ class RtpDownTrack:
                 continue
             self.retransmitted += 1
         if self.nack_paced > paced and self._started:
+            if self._ranges is not None and paced_layer > 0:
+                # lost in an upper layer only: that layer (and those above) is left out until
+                # its next layer-sync frame, which references none of what was lost
+                self._decodable = min(self._decodable, paced_layer - 1)
+                return
             # a loss the link has no room to repair: its decoder would wait on it; a keyframe
             # (next frames left out meanwhile) ends the wait sooner than retransmissions would
             self._pause_for_link()

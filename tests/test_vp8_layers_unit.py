@@ -281,12 +281,13 @@ def test_layer_goes_down_on_debt_and_up_after_a_calm_period_with_room() -> None:
     down._layer_window_start = None
     down.layer_down = down.layer_up = 0
     budget = congestion.TokenBucket(10_000, 1.0, 0.0)  # 80 kbit/s
-    budget.spend(20_000, 0.0)  # behind by 1 s
+    budget.spend(13_000, 0.0)  # behind by 0.3 s
     down._choose_layer(budget, 0.0)
     assert down.max_layer == 1 and down._decodable == 1
     down._choose_layer(budget, 0.1)  # held: one layer's effect is seen first
     assert down.max_layer == 1
-    down._choose_layer(budget, 0.6)
+    budget.spend(5_000, 0.2)  # behind by more than PAUSE_DEBT: layer 0 at once, hold or not
+    down._choose_layer(budget, 0.2)
     assert down.max_layer == 0 and down.layer_down == 2
     # calm: the budget fills; what the layers brought in over a window decides the way up
     down._layer_bytes = [5_000, 5_000, 2_500, 0]  # per layer in 2.5 s: 16, 16, 8 kbit/s
@@ -300,3 +301,20 @@ def test_layer_goes_down_on_debt_and_up_after_a_calm_period_with_room() -> None:
     down._layer_window_start = 7.0
     down._choose_layer(budget, 8.0)
     assert down.max_layer == 1  # 80 kbit/s < 1.1 x 100: no room for layer 2
+
+
+def test_a_layered_publisher_is_held_only_to_what_leaves_a_thin_subscriber_layer_0() -> None:
+    # without layers the one below the floor is not counted; with them it holds the publisher
+    # to what leaves it layer 0
+    estimates = [1_000_000, 400_000, 100_000]
+    assert congestion.publisher_target(estimates, uplink=2_000_000) == 400_000
+    layered = congestion.publisher_target(estimates, uplink=2_000_000, layered=True)
+    assert layered == int(100_000 / congestion.LAYER0_SHARE)
+    # never above the best subscriber, never below the floor, capped by the uplink
+    assert congestion.publisher_target([300_000, 200_000], uplink=None, layered=True) == 300_000
+    assert congestion.publisher_target([1_000_000, 50_000], uplink=None, layered=True) == 150_000
+    assert congestion.publisher_target([1_000_000, 250_000], uplink=400_000, layered=True) == (
+        400_000
+    )
+    assert congestion.publisher_target([100_000], uplink=None, layered=True) == 150_000
+    assert congestion.publisher_target([None], uplink=None, layered=True) is None
