@@ -225,9 +225,10 @@ async def test_chromium_l1t3_thin_receiver_gets_fewer_frames_not_freezes(
         assert sum(thin_down.layer_dropped) > dropped0, report
         assert forwarded_fps > 2 and forwarded_gap <= 1.0 and seq_holes == 0, report
         # and it decodes. NOT asserted, because it does not hold here (docs/performance.md,
-        # "Temporal layers"): no freeze over a second at the aiortc subscriber. Measured: 1.1-4.3
-        # fps decoded with gaps of 3.7-7.7 s, while the SFU sent it 11 fps with no gap over
-        # 0.22 s, no loss on the link, no NACK and no decode error.
+        # "Temporal layers"): no freeze over a second at the aiortc subscriber. Measured: 0.7-4.3
+        # fps decoded with gaps of 3.7-8.8 s, while the SFU sent it 7.6-11 fps with no gap over
+        # 0.45 s and every packet arrived: most likely aiortc's jitter buffer, full after an
+        # early loss, draining slowly and discarding frames at this packet rate.
         assert thin.frame_counts[thin_mid] > thin0, report
         assert failures.count == 0, report  # what it gets decodes: no frame broken by a cut
         assert errors == []
