@@ -95,6 +95,28 @@ def render_metrics(
         ],
     )
     metric(
+        "remotecase_sfu_layer_dropped_frames_total",
+        "counter",
+        "Video frames left out for a subscriber whose link takes less than the publisher "
+        "sends, by VP8 temporal layer (the receiver still decodes every frame it gets).",
+        [({"layer": str(t)}, stats.get(f"layer_dropped_frames_{t}", 0)) for t in (1, 2, 3)],
+    )
+    metric(
+        "remotecase_sfu_layer_switches_total",
+        "counter",
+        "Changes of the highest VP8 temporal layer forwarded to a subscriber, by direction.",
+        [
+            ({"direction": "down"}, stats.get("layer_switches_down", 0)),
+            ({"direction": "up"}, stats.get("layer_switches_up", 0)),
+        ],
+    )
+    metric(
+        "remotecase_sfu_congestion_pauses_total",
+        "counter",
+        "Times a subscriber's video paused until a keyframe because its link was behind.",
+        [({}, stats.get("congestion_pauses", 0))],
+    )
+    metric(
         "remotecase_sfu_publisher_nacks_total",
         "counter",
         "NACK messages sent to publishers for packets missing on their uplink.",

@@ -11,6 +11,8 @@ the loop time, and each unit-tested on its own (``tests/test_congestion_unit.py`
 * :func:`publisher_target`: the REMB a publisher is sent: the lowest of its subscribers'
   estimates that are at or above a floor, capped by what its own uplink delivers. A subscriber
   below the floor does not drag every other one down to nothing: it is served by the next part.
+  A publisher that sends VP8 temporal layers is held only to what leaves every subscriber its
+  layer 0 (the floor at least): a thin one gets fewer frames, the others the full rate.
 * :class:`TokenBucket`: a byte budget at a rate; a down-track keeps one for its link (whole
   frames are forwarded or left out at a frame's first packet) and one for retransmissions (a
   share of the link's estimate, so that NACKs on a thin link do not flood it).
@@ -25,6 +27,11 @@ from collections.abc import Iterable
 # estimate wanders (measured: 170-300 kbit/s on a steady 300 kbit/s link), so such a link
 # still brings the publisher down to it (aiortc's VP8 encoder stops at 250 kbit/s).
 PUBLISHER_FLOOR_BPS = 150_000
+# The share of a VP8 stream with three temporal layers that its layer 0 takes: libwebrtc gives
+# layer 0 40% of the bitrate, layers 0-1 60% (its rate allocator for three layers), so a
+# subscriber with 45% of what the publisher sends still gets every frame of layer 0 (a quarter
+# of the frame rate) and a little room.
+LAYER0_SHARE = 0.45
 # Loss-based control (receiver reports): above HIGH the link is overloaded, below LOW it is not.
 LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
@@ -76,16 +83,31 @@ class LinkEstimate:
 
 
 def publisher_target(
-    estimates: Iterable[int | None], *, uplink: int | None, floor: int = PUBLISHER_FLOOR_BPS
+    estimates: Iterable[int | None],
+    *,
+    uplink: int | None,
+    floor: int = PUBLISHER_FLOOR_BPS,
+    layered: bool = False,
 ) -> int | None:
     """The REMB for a publisher: the lowest subscriber estimate at or above ``floor`` (the floor
     itself when every limited one is below it), never above ``uplink`` (the publisher's own link,
-    as the SFU's receiver estimates it). None: nothing to say (no estimate at all)."""
+    as the SFU's receiver estimates it). None: nothing to say (no estimate at all).
+
+    ``layered``: the publisher sends VP8 temporal layers, and a subscriber can be served with
+    the lower ones alone: each one holds the publisher to ``estimate / LAYER0_SHARE`` (what
+    leaves it layer 0 at least, a quarter of the frame rate), the floor at least, even one below
+    the floor (it then gets layer 0 instead of living on keyframes); never above the best
+    subscriber's estimate. The worst a thin subscriber does to the others is the floor, as a
+    subscriber at the floor does without layers."""
     known = [e for e in estimates if e is not None]
     target: int | None = None
     if known:
         above = [e for e in known if e >= floor]
-        target = min(above) if above else floor
+        if layered:
+            held = min(max(e / LAYER0_SHARE, floor) for e in known)
+            target = int(max(floor, min(held, max(known))))
+        else:
+            target = min(above) if above else floor
     if uplink is not None:
         target = uplink if target is None else min(target, uplink)
     return target

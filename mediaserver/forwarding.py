@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -20,7 +21,7 @@ from aiortc.rtp import RtpPacket
 
 from common.tasks import TaskSet
 
-from . import congestion, rtp
+from . import congestion, rtp, vp8
 from .aiortc_hooks import ReceiverSink, RtpWriter, SfuRtpSender, fast_rtp_writer
 from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
@@ -68,6 +69,28 @@ LIMITED_SHARE = 0.9
 # paused, and NACKed the numbers the pause skipped). Over 150 packets 5% random loss exceeds
 # 10% about once in a hundred windows; a congested link, losing far more, is judged as soon.
 LOSS_WINDOW_PACKETS = 150
+# VP8 temporal layers (a browser's L1T2/L1T3; mediaserver/vp8.py): on a limited link a
+# down-track forwards only the frames of layers up to its current maximum, so the receiver
+# decodes every frame it gets (a frame of layer 0 references only layer 0) at a lower rate
+# instead of waiting for a keyframe. The maximum goes one layer down when the link's budget is
+# behind by more than LAYER_DEBT seconds of its estimate (at most every LAYER_DOWN_HOLD
+# seconds, so that one layer's effect is seen before the next goes; straight to layer 0 when
+# it is behind by PAUSE_DEBT, where a stream without layers pauses), and one layer up again
+# after LAYER_UP_CALM seconds without such a debt, when the estimate has room for what the
+# layers up to the next one brought in (measured per layer over LAYER_WINDOW seconds) with
+# LAYER_UP_HEADROOM to spare. Still behind by PAUSE_DEBT with layer 0 alone: a pause, as
+# without layers.
+LAYER_DEBT = 0.2
+LAYER_DOWN_HOLD = 0.5
+LAYER_UP_CALM = 3.0
+LAYER_UP_HEADROOM = 1.1
+LAYER_WINDOW = 2.0
+ALL_LAYERS = 3  # TID is two bits: 0-3
+# Ranges of the subscriber's numbering kept for NACKs and late packets (a new one after each
+# run of left-out packets): as many as the up-track's history holds packets, so that every
+# packet still in the history has its range.
+LAYER_RANGES = HISTORY_SIZE
+DROPPED_FRAMES_KEPT = 64  # timestamps of the frames left out, for their late packets
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -245,7 +268,9 @@ class ForwardedUpTrack:
             for down in self._fanout
             if (estimate := getattr(down, "link_estimate", None)) is not None
         ]
-        target = congestion.publisher_target(estimates, uplink=uplink_bps)
+        # a subscriber of a stream with temporal layers can be served with fewer of them
+        layered = any(getattr(down, "layered", False) for down in self._fanout)
+        target = congestion.publisher_target(estimates, uplink=uplink_bps, layered=layered)
         self.publisher_target = uplink_bps if target is None else target
         return self.publisher_target
 
@@ -493,6 +518,29 @@ class RtpDownTrack:
         self.nack_paced = 0  # NACKed sequence numbers not answered: over the link's share
         self.frames_dropped = 0  # frames left out for the link's estimate
         self.congestion_pauses = 0  # times forwarding paused for the link until a keyframe
+        # VP8 temporal layers (see LAYER_DEBT): None until a keyframe with a TID has been seen,
+        # then the subscriber's numbering as ranges (first original sequence number, sequence
+        # offset, picture ID delta) from which on they hold, newest last
+        self._vp8 = up.info.mime_type.lower() == "video/vp8"
+        self._ranges: deque[tuple[int, int, int]] | None = None
+        self._pid_delta = 0  # added to the picture ID: minus the frames left out so far
+        self._max_layer = ALL_LAYERS
+        self._top_layer = 0  # the highest TID seen
+        self._frame_tid = 0
+        self._frame_left_out = False  # the frame being forwarded is left out for its layer
+        # the highest layer whose frames have all their references at the subscriber
+        self._decodable = ALL_LAYERS
+        self._dropping = False  # the last newer packet was left out (a run of them)
+        self._last_in = 0  # original sequence number of the last newer packet
+        self._dropped_ts: deque[int] = deque(maxlen=DROPPED_FRAMES_KEPT)
+        self._layer_changed = -1e9
+        self._layer_debt_time = -1e9  # when the budget was last behind by LAYER_DEBT
+        self._layer_bytes = [0, 0, 0, 0]
+        self._layer_bps = [0.0, 0.0, 0.0, 0.0]
+        self._layer_window_start: float | None = None
+        self.layer_dropped = [0, 0, 0, 0]  # frames left out for their layer, by TID
+        self.layer_down = 0  # times the maximum layer went down
+        self.layer_up = 0
         sender.attach_hooks(self)
         up.add_down_track(self)
 
@@ -531,13 +579,31 @@ class RtpDownTrack:
             "plis_received": self.keyframe_requests,
             "frames_dropped": self.frames_dropped,
             "congestion_pauses": self.congestion_pauses,
+            "layer_dropped_frames_1": self.layer_dropped[1],
+            "layer_dropped_frames_2": self.layer_dropped[2],
+            "layer_dropped_frames_3": self.layer_dropped[3],
+            "layer_switches_down": self.layer_down,
+            "layer_switches_up": self.layer_up,
         }
+
+    @property
+    def layered(self) -> bool:
+        """The publisher's VP8 carries temporal layers (seen on the keyframe started on)."""
+        return self._ranges is not None
+
+    @property
+    def max_layer(self) -> int:
+        """The highest temporal layer forwarded now (ALL_LAYERS: every one)."""
+        return self._max_layer
 
     # -- hot path --------------------------------------------------------------------------
     def write(self, packet: Packet) -> None:
         if not self._started:
             if not self._start(packet):
                 return
+        if self._ranges is not None:
+            self._write_layered(packet)
+            return
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
         ahead = (seq - self._next_seq) & 0xFFFF
         newer = ahead < 0x8000
@@ -618,8 +684,212 @@ class RtpDownTrack:
         target_ts = (self._last_ts + max(1, int(elapsed * self._clock_rate))) & 0xFFFFFFFF
         self._ts_offset = (target_ts - packet.timestamp) & 0xFFFFFFFF
         self._span = 0
+        if self._vp8 and vp8.temporal_id(packet.payload) is not None:
+            self._ranges = deque(
+                [(packet.sequence_number, self._seq_offset, self._pid_delta)],
+                maxlen=LAYER_RANGES,
+            )
+            self._dropping = False
+            self._frame_left_out = False
+            self._decodable = ALL_LAYERS  # a keyframe: every layer may go on from here
+            self._dropped_ts.clear()
+        else:
+            self._ranges = None
         self._started = True
         return True
+
+    def _write_layered(self, packet: Packet) -> None:
+        """:meth:`write` for VP8 with temporal layers: frames above the link's layer are left
+        out, with the subscriber's sequence numbers going on without a hole (each packet left
+        out moves the offset back by one) and its picture IDs without a gap."""
+        in_seq = packet.sequence_number
+        seq = (in_seq + self._seq_offset) & 0xFFFF
+        ahead = (seq - self._next_seq) & 0xFFFF
+        newer = ahead < 0x8000
+        pid_delta = self._pid_delta
+        budget = self._link_budget
+        now = 0.0
+        if not newer:
+            if packet.timestamp in self._dropped_ts:
+                return  # a late packet of a frame left out
+            mapped = self._late_mapping(in_seq)
+            if mapped is None:
+                return
+            seq, pid_delta = mapped
+            if not 1 <= (self._next_seq - seq) & 0xFFFF <= self._span:
+                return  # from before this subscriber's start
+        else:
+            if packet.timestamp != self._frame_ts:
+                self._frame_ts = packet.timestamp
+                if budget is None and self._decodable >= self._top_layer:
+                    self._max_layer = ALL_LAYERS  # not limited, every layer decodable: all go
+                    self._frame_left_out = False
+                else:
+                    now = time.monotonic()
+                    left_out = self._left_out_for_layer(packet, budget, now)
+                    if left_out is None:
+                        return  # paused for the link
+                    self._frame_left_out = left_out
+            if budget is not None:
+                if not now:
+                    now = time.monotonic()
+                size = len(packet.payload) + 12
+                self._layer_bytes[self._frame_tid] += size
+            if self._frame_left_out:
+                self._leave_out(in_seq)
+                return
+            self._dropping = False
+            pid_delta = self._pid_delta
+            self._last_in = in_seq
+            if budget is not None:
+                budget.spend(size, now)
+        ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        payload = vp8.rewrite_picture_id(packet.payload, pid_delta)
+        try:
+            self._writer(
+                self._pt,  # type: ignore[misc,arg-type]
+                packet.marker,
+                seq,
+                ts,
+                self._ssrc,  # type: ignore[misc,arg-type]
+                payload,
+                packet.padding,
+            )
+        except Exception as exc:
+            logger.debug("down-track %s write failed: %s", self._down_id, exc)
+            self._writer = None
+            self._started = False
+            return
+        if newer:
+            if ahead:
+                self._holes += ahead  # missing upstream: the subscriber counts them as lost
+            self._span += ahead + 1
+            self._next_seq = (seq + 1) & 0xFFFF
+            self._last_ts = ts
+            self._last_time = time.monotonic()
+        else:
+            self._holes -= 1
+        self.packets += 1
+        self.bytes += len(payload)
+
+    def _left_out_for_layer(
+        self, packet: Packet, budget: congestion.TokenBucket | None, now: float
+    ) -> bool | None:
+        """At a frame's first packet: True to leave the frame out for its layer, False to
+        forward it, None when the down-track paused for its link instead (as without layers).
+        A layer above the highest decodable one is forwarded again from its next layer-sync
+        frame (Y: it references only layer 0), one layer at a time from the bottom, since its
+        other frames may reference ones of it that were left out."""
+        layer = vp8.temporal_layer(packet.payload)
+        tid, sync = (0, False) if layer is None else layer
+        self._frame_tid = tid
+        if tid > self._top_layer:
+            self._top_layer = tid
+        if packet.keyframe:
+            self._decodable = ALL_LAYERS  # every reference starts afresh
+            return False
+        if budget is None:
+            self._max_layer = ALL_LAYERS
+        else:
+            self._choose_layer(budget, now)
+        if tid > self._decodable:
+            if tid <= self._max_layer and tid == self._decodable + 1 and sync:
+                self._decodable = tid  # the layer's frames decode again from this one on
+            else:
+                self.layer_dropped[tid] += 1
+                self._pid_delta -= 1
+                self._dropped_ts.append(packet.timestamp)
+                return True
+        if tid > self._max_layer:
+            self.layer_dropped[tid] += 1
+            self._pid_delta -= 1
+            self._dropped_ts.append(packet.timestamp)
+            return True
+        if budget is not None and budget.available(now) < -PAUSE_DEBT * budget.rate:
+            self._pause_for_link()
+            return None
+        return False
+
+    def _leave_out(self, in_seq: int) -> None:
+        """Leave out a newer packet: the numbers after it move back by one (and by the ones
+        missing upstream between it and the last one left out: they belong to the same run)."""
+        shift = (in_seq - self._last_in) & 0xFFFF if self._dropping else 1
+        self._seq_offset = (self._seq_offset - shift) & 0xFFFF
+        assert self._ranges is not None
+        entry = ((in_seq + 1) & 0xFFFF, self._seq_offset, self._pid_delta)
+        if self._dropping and self._ranges:
+            self._ranges[-1] = entry
+        else:
+            self._ranges.append(entry)
+        self._dropping = True
+        self._last_in = in_seq
+
+    def _late_mapping(self, in_seq: int) -> tuple[int, int] | None:
+        """(subscriber's sequence number, picture ID delta) for a late packet, or None when it
+        has none (older than every range, or its number was given to a later packet)."""
+        assert self._ranges is not None
+        next_out: int | None = None
+        count = len(self._ranges)
+        for index in range(count - 1, -1, -1):
+            start, offset, pid_delta = self._ranges[index]
+            if (in_seq - start) & 0xFFFF < 0x8000 or (index == 0 and count < LAYER_RANGES):
+                out = (in_seq + offset) & 0xFFFF
+                if next_out is not None and not 0 < (next_out - out) & 0xFFFF < 0x8000:
+                    return None  # a number a later packet already has
+                return out, pid_delta
+            next_out = (start + offset) & 0xFFFF
+        return None
+
+    def _original(self, out_seq: int) -> tuple[int, int] | None:
+        """(publisher's sequence number, picture ID delta) of what went out as ``out_seq``, or
+        None when it is older than the ranges kept (and so than the history)."""
+        ranges = self._ranges
+        if ranges is None:
+            return (out_seq - self._seq_offset) & 0xFFFF, 0
+        for index in range(len(ranges) - 1, -1, -1):
+            start, offset, pid_delta = ranges[index]
+            if (out_seq - start - offset) & 0xFFFF < 0x8000 or (
+                index == 0 and len(ranges) < LAYER_RANGES
+            ):
+                # the first range since the start also holds what went before it
+                return (out_seq - offset) & 0xFFFF, pid_delta
+        return None
+
+    def _choose_layer(self, budget: congestion.TokenBucket, now: float) -> None:
+        """One layer down when the link is behind, one up after a calm period with room."""
+        window = self._layer_window_start
+        if window is None:
+            self._layer_window_start = now
+        elif now - window >= LAYER_WINDOW:
+            elapsed = now - window
+            self._layer_bps = [b * 8 / elapsed for b in self._layer_bytes]
+            self._layer_bytes = [0, 0, 0, 0]
+            self._layer_window_start = now
+        available = budget.available(now)
+        top = min(self._max_layer, self._top_layer)
+        if available < -LAYER_DEBT * budget.rate:
+            self._layer_debt_time = now
+            deep = available < -PAUSE_DEBT * budget.rate  # a pause is near: layer 0 at once
+            if top > 0 and (deep or now - self._layer_changed >= LAYER_DOWN_HOLD):
+                self._max_layer = 0 if deep else top - 1
+                self._decodable = min(self._decodable, self._max_layer)
+                self._layer_changed = now
+                self.layer_down += 1
+                logger.debug(
+                    "down-track %s behind its link: temporal layers up to %d",
+                    self._down_id,
+                    self._max_layer,
+                )
+            return
+        if top >= self._top_layer or now - self._layer_debt_time < LAYER_UP_CALM:
+            return
+        if now - self._layer_changed < LAYER_UP_CALM:
+            return
+        need = sum(self._layer_bps[: top + 2])
+        if budget.rate * 8 >= LAYER_UP_HEADROOM * need:
+            self._max_layer = top + 1  # forwarded from its next layer-sync frame on
+            self._layer_changed = now
+            self.layer_up += 1
 
     def resume(self) -> None:
         """Forwarding paused (mute): start again on the next keyframe without a jump."""
@@ -660,6 +930,18 @@ class RtpDownTrack:
             or self.up.info.kind != "video"
             or estimate >= LIMITED_SHARE * sent_by_publisher
         ):
+            if (
+                self._link_budget is not None
+                and self._ranges is not None
+                and self._max_layer < self._top_layer
+            ):
+                # temporal layers still lowered: they come back one at a time after a calm
+                # period (_choose_layer), not all at once into a link just found too thin (the
+                # loss bound lapses as fewer layers are sent: measured, all layers flooded it
+                # again every few seconds)
+                if estimate is not None:
+                    self._link_budget.set_rate(estimate / 8, now)
+                return
             self._link_budget = self._rtx_budget = None  # not limited: everything goes
             return
         rate = estimate / 8
@@ -723,6 +1005,7 @@ class RtpDownTrack:
         if not self._started or self._writer is None:
             return
         paced = self.nack_paced
+        paced_layer = ALL_LAYERS  # the lowest temporal layer of a packet not sent again
         for out_seq in sequence_numbers:
             self.nacks += 1
             # only packets this down-track has actually sent since it (re)started
@@ -730,13 +1013,24 @@ class RtpDownTrack:
             if not 1 <= behind <= min(self._span, 0x7FFF):
                 self.nack_not_sent += 1
                 continue
-            packet = self.up.get_packet((out_seq - self._seq_offset) & 0xFFFF)
-            if packet is None:
+            original = self._original(out_seq)
+            packet = None if original is None else self.up.get_packet(original[0])
+            if packet is None or original is None:
                 self.nack_not_in_history += 1
                 continue
+            payload = packet.payload
+            if self._ranges is not None:
+                if packet.timestamp in self._dropped_ts:
+                    # a hole at the edge of a frame left out: that frame is not coming
+                    self.nack_not_in_history += 1
+                    continue
+                payload = vp8.rewrite_picture_id(payload, original[1])
             budget = self._rtx_budget
             if budget is not None and not budget.take(len(packet.payload) + 12, time.monotonic()):
                 self.nack_paced += 1  # over the link's share: a flood would only add loss
+                if self._ranges is not None:
+                    tid = vp8.temporal_id(packet.payload)
+                    paced_layer = min(paced_layer, 0 if tid is None else tid)
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             try:
@@ -747,7 +1041,7 @@ class RtpDownTrack:
                         self._rtx_seq,
                         ts,
                         self._rtx_ssrc,
-                        rtp.rtx_payload(out_seq, packet.payload),
+                        rtp.rtx_payload(out_seq, payload),
                     )
                     self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
                 else:
@@ -757,7 +1051,7 @@ class RtpDownTrack:
                         out_seq,
                         ts,  # type: ignore[arg-type]
                         self._ssrc,
-                        packet.payload,
+                        payload,
                     )
             except Exception as exc:
                 logger.debug("down-track %s retransmission failed: %s", self._down_id, exc)
@@ -765,6 +1059,11 @@ class RtpDownTrack:
                 continue
             self.retransmitted += 1
         if self.nack_paced > paced and self._started:
+            if self._ranges is not None and paced_layer > 0:
+                # lost in an upper layer only: that layer (and those above) is left out until
+                # its next layer-sync frame, which references none of what was lost
+                self._decodable = min(self._decodable, paced_layer - 1)
+                return
             # a loss the link has no room to repair: its decoder would wait on it; a keyframe
             # (next frames left out meanwhile) ends the wait sooner than retransmissions would
             self._pause_for_link()

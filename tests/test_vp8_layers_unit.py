@@ -1,0 +1,320 @@
+"""The VP8 payload descriptor parser (mediaserver/vp8.py) on hand-built descriptors (RFC 7741
+section 4.2), cross-checked with aiortc's own writer, including short and malformed ones."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtp import RtpPacket
+
+from mediaserver import congestion, vp8
+from mediaserver.forwarding import ALL_LAYERS, RtpDownTrack
+from mediaserver.protocols import CloseReason
+from tests.test_downtrack_unit import _make, _rtp
+
+BODY = bytes([0x9D, 0x01, 0x2A])
+
+
+def _desc(
+    *,
+    start: bool = True,
+    pid: int = 0,
+    picture_id: int | None = None,
+    tl0: int | None = None,
+    tid: tuple[int, int] | None = None,
+    keyidx: int | None = None,
+) -> bytes:
+    return bytes(VpxPayloadDescriptor(int(start), pid, picture_id, tl0, tid, keyidx)) + BODY
+
+
+def test_every_field_combination_round_trips_with_aiortcs_writer() -> None:
+    for picture_id, tl0, tid, keyidx in itertools.product(
+        (None, 0, 5, 0x7FFF), (None, 0, 200), (None, (0, 0), (2, 1), (1, 0)), (None, 0, 31)
+    ):
+        payload = _desc(picture_id=picture_id, tl0=tl0, tid=tid, keyidx=keyidx)
+        d = vp8.parse(payload)
+        assert d is not None
+        assert d.start
+        assert d.picture_id == picture_id
+        assert d.long_picture_id == (picture_id is not None)  # aiortc writes 15 bits
+        assert d.tl0_pic_idx == tl0
+        assert d.tid == (None if tid is None else tid[0])
+        assert d.layer_sync == (tid is not None and tid[1] == 1)
+        assert d.key_idx == keyidx
+        assert payload[d.size :] == BODY
+        assert vp8.temporal_id(payload) == d.tid
+        assert vp8.temporal_layer(payload) == (None if d.tid is None else (d.tid, d.layer_sync))
+        assert vp8.is_frame_start(payload)
+
+
+def test_seven_bit_picture_id_and_the_n_bit() -> None:
+    # X, N, S; I, L, T; 7-bit picture ID 0x55; TL0PICIDX 9; TID 1, Y
+    payload = bytes([0xB0, 0xE0, 0x55, 9, 0x60]) + BODY
+    d = vp8.parse(payload)
+    assert d is not None
+    assert d.non_reference and d.start
+    assert (d.picture_id, d.long_picture_id, d.picture_id_at) == (0x55, False, 2)
+    assert (d.tl0_pic_idx, d.tid, d.layer_sync, d.size) == (9, 1, True, 5)
+    assert vp8.temporal_id(payload) == 1
+
+
+def test_no_extension_means_no_layer_info() -> None:
+    payload = bytes([0x10]) + BODY
+    d = vp8.parse(payload)
+    assert d is not None and d.tid is None and d.picture_id is None and d.size == 1
+    assert vp8.temporal_id(payload) is None
+
+
+def test_continuation_and_later_partitions_are_not_frame_starts() -> None:
+    assert not vp8.is_frame_start(_desc(start=False))
+    assert not vp8.is_frame_start(_desc(start=True, pid=1))  # S of partition 1
+    assert vp8.is_frame_start(_desc(start=True, pid=0, tid=(2, 0)))
+    assert not vp8.is_frame_start(b"")
+
+
+def test_short_and_malformed_payloads_never_raise() -> None:
+    full = _desc(picture_id=0x1234, tl0=7, tid=(2, 1), keyidx=3)
+    for cut in range(len(full) - len(BODY)):
+        short = full[:cut]
+        assert vp8.parse(short) is None, short.hex()  # its bits promise more than it has
+        assert vp8.temporal_id(short) is None, short.hex()
+        assert vp8.temporal_layer(short) is None, short.hex()
+    # the T bit without the byte it announces; the M bit without its second byte
+    assert vp8.temporal_id(bytes([0x90, 0x20])) is None
+    assert vp8.parse(bytes([0x90, 0x80, 0x80])) is None
+    # every two-byte and three-byte prefix: no exception, whatever it says
+    for a, b in itertools.product(range(256), repeat=2):
+        for payload in (bytes([a, b]), bytes([a, b, 0xFF])):
+            vp8.parse(payload)
+            vp8.temporal_id(payload)
+            vp8.temporal_layer(payload)
+            vp8.is_frame_start(payload)
+            assert vp8.rewrite_picture_id(payload, 3) is not None
+
+
+def test_picture_id_rewrite_wraps_and_keeps_everything_else() -> None:
+    payload = _desc(picture_id=0x7FFE, tl0=7, tid=(1, 0))
+    moved = vp8.rewrite_picture_id(payload, 3)
+    d = vp8.parse(moved)
+    assert d is not None and d.picture_id == 1 and d.long_picture_id
+    assert (d.tl0_pic_idx, d.tid) == (7, 1)
+    assert moved[d.size :] == BODY and len(moved) == len(payload)
+    back = vp8.rewrite_picture_id(moved, -3)
+    assert back == payload
+    seven = bytes([0x90, 0x80, 0x7F]) + BODY
+    assert vp8.rewrite_picture_id(seven, 2)[2] == 1  # 7 bits wrap at 128, M stays clear
+    no_id = _desc(tl0=1, tid=(0, 0))
+    assert vp8.rewrite_picture_id(no_id, 5) is no_id
+    assert vp8.rewrite_picture_id(payload, 0) is payload
+
+
+# -- a down-track on a VP8 stream with temporal layers (L1T3), in memory -----------------------
+# The up-track is a real ForwardedUpTrack, the subscriber's sender a stand-in that collects
+# the packets (tests/test_downtrack_unit.py does the same for the other rewriting rules).
+
+L1T3 = (0, 2, 1, 2)  # the TIDs of libwebrtc's three-layer pattern, frame after frame
+PACKETS_PER_FRAME = 2
+
+
+def _layered(picture_id: int, tid: int, *, start: bool, key: bool = False) -> bytes:
+    # layer sync (Y) on the first frame of each upper layer after layer 0, as libwebrtc marks
+    sync = int(tid > 0 and picture_id % 4 in (1, 2))
+    body = bytes([0x00 if key else 0x01, 0x11, 0x22]) + bytes(60)
+    descriptor = VpxPayloadDescriptor(
+        int(start), 0, picture_id & 0x7FFF, picture_id // 4 & 0xFF, (tid, sync), None
+    )
+    return bytes(descriptor) + body
+
+
+class Publisher:
+    """Feeds an up-track L1T3 frames: keyframe first, two packets a frame."""
+
+    def __init__(self, up: Any, seq: int = 1000) -> None:
+        self.up = up
+        self.seq = seq
+        self.picture_id = 0
+        self.sent: dict[int, bytes] = {}  # sequence number -> payload
+
+    def frame(self, *, key: bool = False, lose: tuple[int, ...] = ()) -> int:
+        tid = 0 if key else L1T3[self.picture_id % 4]
+        for part in range(PACKETS_PER_FRAME):
+            payload = _layered(self.picture_id, tid, start=part == 0, key=key and part == 0)
+            if part not in lose:
+                self.up.on_rtp(_rtp(self.seq, self.picture_id * 6000, payload, marker=part))
+            self.sent[self.seq] = payload
+            self.seq = (self.seq + 1) & 0xFFFF
+        self.picture_id += 1
+        return tid
+
+
+def _limit(down: RtpDownTrack, rate: float) -> None:
+    """The link is limited to ``rate`` bytes/s, with its budget behind by 0.3 s of it: more than
+    lowers a layer (LAYER_DEBT), less than pauses (PAUSE_DEBT)."""
+    now = time.monotonic()
+    down._link_budget = congestion.TokenBucket(rate, 1.0, now)
+    down._link_budget.spend(1.3 * rate, now)
+
+
+async def test_thin_link_leaves_out_upper_layers_without_holes_or_keyframes() -> None:
+    sent: list[RtpPacket] = []
+    up, down, receiver = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)
+    assert down.layered and down.max_layer == ALL_LAYERS
+    for _ in range(7):
+        pub.frame()
+    assert len(sent) == 8 * PACKETS_PER_FRAME  # not limited: every frame
+    plis = len(receiver.plis)
+    _limit(down, 1e6)
+    for _ in range(40):
+        pub.frame()
+    await asyncio.sleep(0)
+    out = [RtpPacket.parse(bytes(p.serialize())) for p in sent]
+    seqs = [p.sequence_number for p in out]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs  # no hole
+    pids = []
+    for p in out:
+        d = vp8.parse(p.payload)
+        assert d is not None and d.picture_id is not None
+        if d.start:
+            pids.append(d.picture_id)
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(pids)), pids  # no gap
+    assert down.layer_dropped[2] > 0 and down.layer_down >= 1
+    assert down.congestion_pauses == 0 and len(receiver.plis) == plis  # no keyframe asked
+    # what went out of the upper layers before the limit, and layer 0 all along
+    tids = [vp8.temporal_id(p.payload) for p in out[16:]]
+    assert 0 in tids and all(t is not None and t <= down.max_layer for t in tids[-20:])
+    assert down._holes == 0
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_nack_after_left_out_frames_gets_the_right_packet() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)
+    _limit(down, 1e6)
+    down._max_layer = 0  # only layer 0 from now on
+    down._decodable = 0
+    for _ in range(12):
+        pub.frame()
+    # the original of every packet sent: its payload, its picture ID rewritten
+    by_out = {p.sequence_number: p for p in sent}
+    assert len(by_out) == 4 * PACKETS_PER_FRAME  # the keyframe and three frames of layer 0
+    sent.clear()
+    down.on_nack(sorted(by_out))
+    assert down.retransmitted == len(by_out) and down.nack_misses == 0
+    for rtx in sent:
+        original_seq = int.from_bytes(rtx.payload[:2], "big")
+        assert rtx.payload[2:] == by_out[original_seq].payload
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_late_packets_keep_their_numbers_and_those_of_left_out_frames_stay_out() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)
+    _limit(down, 1e6)
+    down._max_layer = 0
+    down._decodable = 0
+    pub.frame()  # layer 2: left out
+    pub.frame()  # layer 1: left out
+    pub.frame()  # layer 2
+    lost_seq = pub.seq + 1
+    pub.frame(lose=(1,))  # layer 0, its second packet lost upstream
+    pub.frame()  # layer 2
+    pub.frame()  # layer 1
+    pub.frame()  # layer 2
+    pub.frame()  # layer 0
+    assert len(sent) == 2 + 1 + 2
+    hole = (sent[2].sequence_number + 1) & 0xFFFF
+    assert sent[3].sequence_number == (hole + 1) & 0xFFFF  # the lost one's number kept free
+    # the publisher's retransmission arrives: it takes the number kept for it
+    up.on_rtp(_rtp(lost_seq, 4 * 6000, pub.sent[lost_seq], marker=1))
+    assert sent[-1].sequence_number == hole
+    # with the picture ID its frame went out with (4, less the three frames left out before it)
+    assert sent[-1].payload == vp8.rewrite_picture_id(pub.sent[lost_seq], -3)
+    assert sent[-1].payload[1:4] == sent[2].payload[1:4]
+    # a late packet of a frame left out is not forwarded
+    count = len(sent)
+    left_out_seq = (lost_seq - 3) & 0xFFFF
+    up.on_rtp(_rtp(left_out_seq, 3 * 6000, pub.sent[left_out_seq], marker=1))
+    assert len(sent) == count
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_layers_come_back_from_a_layer_sync_frame_once_the_link_is_free() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)
+    _limit(down, 1e6)
+    down._max_layer = 0
+    down._decodable = 0
+    for _ in range(7):
+        pub.frame()
+    down._link_budget = None  # the link is no longer limited
+    sent.clear()
+    tids = [pub.frame() for _ in range(8)]
+    forwarded = [vp8.temporal_layer(p.payload) for p in sent if vp8.is_frame_start(p.payload)]
+    # picture 8 (layer 0) goes, 9 (layer 2, sync) waits for layer 1, 10 (layer 1, sync) goes,
+    # 11 (layer 2, no sync) goes as layer 1 is back; then everything
+    assert tids == [0, 2, 1, 2, 0, 2, 1, 2]
+    assert forwarded[0] == (0, False)
+    assert (2, True) not in forwarded[:2] and (1, True) in forwarded
+    assert [layer[0] for layer in forwarded if layer is not None][-4:] == [0, 2, 1, 2]
+    assert down.max_layer == ALL_LAYERS
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+def test_layer_goes_down_on_debt_and_up_after_a_calm_period_with_room() -> None:
+    down = RtpDownTrack.__new__(RtpDownTrack)
+    down._down_id = "x"
+    down._max_layer, down._top_layer, down._decodable = ALL_LAYERS, 2, ALL_LAYERS
+    down._layer_changed = down._layer_debt_time = -1e9
+    down._layer_bytes, down._layer_bps = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]
+    down._layer_window_start = None
+    down.layer_down = down.layer_up = 0
+    budget = congestion.TokenBucket(10_000, 1.0, 0.0)  # 80 kbit/s
+    budget.spend(13_000, 0.0)  # behind by 0.3 s
+    down._choose_layer(budget, 0.0)
+    assert down.max_layer == 1 and down._decodable == 1
+    down._choose_layer(budget, 0.1)  # held: one layer's effect is seen first
+    assert down.max_layer == 1
+    budget.spend(5_000, 0.2)  # behind by more than PAUSE_DEBT: layer 0 at once, hold or not
+    down._choose_layer(budget, 0.2)
+    assert down.max_layer == 0 and down.layer_down == 2
+    # calm: the budget fills; what the layers brought in over a window decides the way up
+    down._layer_bytes = [5_000, 5_000, 2_500, 0]  # per layer in 2.5 s: 16, 16, 8 kbit/s
+    down._choose_layer(budget, 2.5)  # the window closes
+    assert down._layer_bps[:3] == [16_000.0, 16_000.0, 8_000.0]
+    down._choose_layer(budget, 3.0)
+    assert down.max_layer == 0  # not calm long enough
+    down._choose_layer(budget, 4.0)
+    assert down.max_layer == 1 and down.layer_up == 1  # 80 kbit/s >= 1.1 x 32
+    down._layer_bps = [40_000.0, 30_000.0, 30_000.0, 0.0]
+    down._layer_window_start = 7.0
+    down._choose_layer(budget, 8.0)
+    assert down.max_layer == 1  # 80 kbit/s < 1.1 x 100: no room for layer 2
+
+
+def test_a_layered_publisher_is_held_only_to_what_leaves_a_thin_subscriber_layer_0() -> None:
+    # without layers the one below the floor is not counted; with them it holds the publisher
+    # to what leaves it layer 0
+    estimates = [1_000_000, 400_000, 100_000]
+    assert congestion.publisher_target(estimates, uplink=2_000_000) == 400_000
+    layered = congestion.publisher_target(estimates, uplink=2_000_000, layered=True)
+    assert layered == int(100_000 / congestion.LAYER0_SHARE)
+    # never above the best subscriber, never below the floor, capped by the uplink
+    assert congestion.publisher_target([300_000, 200_000], uplink=None, layered=True) == 300_000
+    assert congestion.publisher_target([1_000_000, 50_000], uplink=None, layered=True) == 150_000
+    assert congestion.publisher_target([1_000_000, 250_000], uplink=400_000, layered=True) == (
+        400_000
+    )
+    assert congestion.publisher_target([100_000], uplink=None, layered=True) == 150_000
+    assert congestion.publisher_target([None], uplink=None, layered=True) is None
