@@ -142,7 +142,18 @@
 
   async function publish() {
     const pc = call.pub = new RTCPeerConnection({ iceServers: call.iceServers });
-    for (const track of call.local.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+    for (const track of call.local.getTracks()) {
+      // video with VP8 temporal layers (L1T3) where the browser can, as the party page does:
+      // the SFU then gives a weak receiver fewer frames instead of a frozen picture
+      let added = false;
+      if (track.kind === "video") {
+        try {
+          pc.addTransceiver(track, { direction: "sendonly", sendEncodings: [{ scalabilityMode: "L1T3" }] });
+          added = true;
+        } catch (err) { /* no layers in this browser: one layer */ }
+      }
+      if (!added) pc.addTransceiver(track, { direction: "sendonly" });
+    }
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIce(pc);
     send({ type: "publish", sdp: pc.localDescription.sdp });

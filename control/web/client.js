@@ -483,10 +483,21 @@ function callPhase() {
 }
 
 // -- signalling ----------------------------------------------------------------------------
+// Video goes with VP8 temporal layers (L1T3) where the browser can: the SFU then gives a weak
+// receiver fewer frames instead of a frozen picture (docs/architecture.md, temporal layers).
+function addSending(pc, track) {
+  if (track.kind === "video") {
+    try {
+      return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: [{ scalabilityMode: "L1T3" }] });
+    } catch (err) { /* no layers in this browser: one layer, as before */ }
+  }
+  return pc.addTransceiver(track, { direction: "sendonly" });
+}
+
 async function publish() {
   const pc = state.pub = new RTCPeerConnection({ iceServers: state.iceServers });
   for (const track of state.local.getTracks()) {
-    const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
+    const transceiver = addSending(pc, track);
     if (track.kind === "video") state.videoSender = transceiver.sender;
   }
   await keepResolution(state.videoSender);
