@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web_app
 import pytest
 from aiohttp import web
 
@@ -482,6 +483,13 @@ def _rss_mb() -> float:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     yield  # the test with its fixtures' setup and teardown
+    # aiohttp caches each handler's middleware chain by (handler, the apps it ran in), up to
+    # 1024 entries: every server a test started stayed alive through it, with its SFU, recorder,
+    # verifier and database objects (a few hundred apps over the suite, ~250,000 objects that
+    # every full collection walked). A real server has one app, which lives anyway.
+    build_cache = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if build_cache is not None:
+        build_cache.cache_clear()
     before = _rss_mb() if _RSS_LOG else 0.0
     if _malloc_trim is not None:
         _malloc_trim(0)
