@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import gc
 import logging
+import os
 import re
+import resource
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web_app
 import pytest
 from aiohttp import web
 
@@ -212,6 +216,35 @@ async def no_blocking_on_the_loop() -> AsyncIterator[None]:
         gc.callbacks.remove(gc_time)
         run_delay.stop()
     assert handler.messages == [], f"blocking calls on the event loop: {handler.messages}"
+
+
+# Officers' passwords are hashed at a test cost: scrypt at N=2^10 instead of today's 2^17
+# (128 MiB and most of a second per hash on this machine; every officer_login is two of them,
+# and they were the largest share of the suite's time). The same code runs, at a lower N;
+# tests marked ``production_scrypt`` (the cost itself: test_hardening.py) run at today's cost,
+# as servers started in subprocesses do.
+TEST_SCRYPT = {"n": 1 << 10, "r": 8, "p": 1}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "production_scrypt: officers' passwords hashed at today's cost, not the test's"
+    )
+
+
+@pytest.fixture(autouse=True)
+def password_hashing_cost(request: pytest.FixtureRequest) -> Iterator[None]:
+    import control.auth as auth
+
+    real = auth.SCRYPT
+    if request.node.get_closest_marker("production_scrypt") is None:
+        auth.SCRYPT = TEST_SCRYPT
+    auth._dummy_hash.cache_clear()  # made at the cost in force
+    try:
+        yield
+    finally:
+        auth.SCRYPT = real
+        auth._dummy_hash.cache_clear()
 
 
 def leftovers(app: web.Application) -> dict[str, int]:
@@ -424,3 +457,45 @@ async def join(
 
 
 Joiner = Callable[..., Awaitable[PeerClient]]
+
+
+# The C heap's freed memory goes back to the system after each test. The verifier's worker
+# threads each load the face models (ONNX Runtime sessions, hundreds of MB); freed when a
+# server stops, that memory stays with the threads' malloc arenas, and over the suite the
+# pytest process grew to 2.4 GB of memory it no longer used (malloc_trim gives it back: a
+# server's verifier loaded and stopped twice leaves ~700 MB resident, ~220 MB after the trim).
+try:
+    _malloc_trim: Callable[[int], int] | None = ctypes.CDLL(None).malloc_trim
+except (AttributeError, OSError):  # not glibc
+    _malloc_trim = None
+
+# REMOTECASE_TEST_RSS=FILE appends, after each test, its id, the wall clock (s), the process's
+# resident size (MB) before and after the trim, its peak, and the count of objects the garbage
+# collector tracks: to see which tests make the pytest process grow. Off by default.
+_RSS_LOG = os.environ.get("REMOTECASE_TEST_RSS")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    yield  # the test with its fixtures' setup and teardown
+    # aiohttp caches each handler's middleware chain by (handler, the apps it ran in), up to
+    # 1024 entries: every server a test started stayed alive through it, with its SFU, recorder,
+    # verifier and database objects (a few hundred apps over the suite, ~250,000 objects that
+    # every full collection walked). A real server has one app, which lives anyway.
+    build_cache = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if build_cache is not None:
+        build_cache.cache_clear()
+    before = _rss_mb() if _RSS_LOG else 0.0
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    if _RSS_LOG:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        fields = [item.nodeid, f"{time.time():.2f}", f"{before:.0f}", f"{_rss_mb():.0f}"]
+        fields += [f"{peak:.0f}", str(len(gc.get_objects()))]
+        with open(_RSS_LOG, "a") as log:
+            log.write("\t".join(fields) + "\n")

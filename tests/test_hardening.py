@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from control.app import create_app
@@ -322,6 +323,7 @@ def test_throttle_delays_grow_and_are_capped() -> None:
     assert len(many._keys) == 3  # a flood of names does not fill memory
 
 
+@pytest.mark.production_scrypt
 async def test_unknown_and_known_names_cost_one_check_each_at_todays_cost(
     server: Server, monkeypatch: Any
 ) -> None:
@@ -344,6 +346,7 @@ async def test_unknown_and_known_names_cost_one_check_each_at_todays_cost(
             assert costs == [1 << 17], (name, costs)
 
 
+@pytest.mark.production_scrypt
 async def test_an_account_at_an_older_cost_is_rehashed_at_its_next_login(server: Server) -> None:
     import base64
     import hashlib
