@@ -119,6 +119,30 @@ def udp_receive_buffer_drops() -> int:
         return 0
 
 
+SFU_COUNTERS = (
+    "remotecase_sfu_forwarded_packets_total",
+    "remotecase_sfu_congestion_pauses_total",
+    "remotecase_sfu_layer_dropped_frames_total",
+    "remotecase_sfu_nacked_packets_total",
+    "remotecase_sfu_publisher_gaps_total",
+)
+
+
+def _sfu_counters(text: str) -> dict[str, float]:
+    """The server's forwarding counters from its /metrics text, summed over their labels."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in SFU_COUNTERS and 'result="' in line:  # NACKed numbers: by what came of them
+            name += "_" + line.split('result="', 1)[1].split('"', 1)[0]
+        if name.startswith(SFU_COUNTERS):
+            try:
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return {k.removeprefix("remotecase_sfu_"): v for k, v in out.items()}
+
+
 def tree_rss_mb(pid: int) -> float:
     return round(sum(_status_kb(p, "VmRSS") for p in _descendants(pid)) / 1024, 1)
 
@@ -165,6 +189,9 @@ async def run_education_bench(
         print(
             f"loss per viewer        median {loss['median']:.2%}, max {loss['max']:.2%}, "
             f"viewers over 1%: {loss['over_1_percent']}"
+        )
+        print(
+            "server                 " + ", ".join(f"{k} {v:.0f}" for k, v in report["sfu"].items())
         )
         print(
             f"kernel UDP drops       {report['udp_receive_buffer_drops']} datagrams in the window "
@@ -453,6 +480,8 @@ async def _run(
         attendance = await call(
             "GET", f"/api/cases/{cid}/sessions/{session['id']}/attendance", token
         )
+        async with http.get(base + "/metrics") as r:
+            sfu = _sfu_counters(await r.text())
 
     elapsed = t1 - t0
     passed = failed = counting = 0
@@ -492,6 +521,8 @@ async def _run(
         },
         "verdicts_per_second": round((v1 - v0) / elapsed, 2),
         "udp_receive_buffer_drops": drops1 - drops0,
+        # the server's own account of where packets went (whole run, /metrics)
+        "sfu": sfu,
         "samples_asked_per_second": round(viewers / sample_interval, 2),
         "checks": {
             "decided": passed + failed,
