@@ -318,3 +318,33 @@ def test_a_layered_publisher_is_held_only_to_what_leaves_a_thin_subscriber_layer
     )
     assert congestion.publisher_target([100_000], uplink=None, layered=True) == 150_000
     assert congestion.publisher_target([None], uplink=None, layered=True) is None
+
+
+async def test_a_nack_long_after_the_last_left_out_frame_gets_the_right_packet() -> None:
+    """Ranges are matched within half the sequence space from their start: 40,000 packets
+    forwarded after one left-out frame (minutes of video) must not send a NACK's answer from
+    an older range's offset."""
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)
+    _limit(down, 1e6)
+    down._max_layer = 0
+    down._decodable = 0
+    for _ in range(4):
+        pub.frame()  # an upper-layer frame left out: the offset moves
+    assert sum(down.layer_dropped) > 0
+    down._link_budget = down._rtx_budget = None  # the link is free again: every layer
+    down._max_layer = down._decodable = ALL_LAYERS
+    for n in range(20_000):
+        pub.frame(key=False)
+        if n % 500 == 0:
+            await asyncio.sleep(0)  # in slices: the blocking check watches this loop
+    last = {p.sequence_number: p for p in sent[-6:]}
+    sent.clear()
+    down.on_nack(sorted(last))
+    assert down.retransmitted == len(last) and down.nack_misses == 0
+    for rtx in sent:
+        original_seq = int.from_bytes(rtx.payload[:2], "big")
+        assert rtx.payload[2:] == last[original_seq].payload
+    await up.close(CloseReason.UNPUBLISHED)
