@@ -354,6 +354,29 @@ async def test_a_party_refuses_a_delivery(tmp_path: Path) -> None:
             assert status == 200 and refused["refused_at"] and refused["refusal"] == "认定不公"
             assert refused["fallback"]["needed"] and refused["fallback"]["next"] == "post"
             assert refused["delivered_on"] is None  # refused: its fallback delivers
+
+            def started(deadlines: dict[str, Any], limit: str) -> list[str]:
+                return [
+                    i["start"]
+                    for i in deadlines["deadlines"]
+                    if i["limit"] == limit and i.get("document") == doc["id"]
+                ]
+
+            # a refused delivery starts no period of the determination (review, mediation)...
+            status, deadlines = await api.call("GET", f"/api/cases/{p.cid}/deadlines", li)
+            assert status == 200 and started(deadlines, "review_request") == [], deadlines
+            # ...its post does, from the post's day
+            today = china_today()
+            status, posted = await api.call(
+                "POST",
+                f"/api/cases/{p.cid}/deliveries/{did}/fallback",
+                li,
+                {"action": "post", "reference": "EMS1234567890", "done_on": today.isoformat()},
+            )
+            assert status == 200 and posted["delivered_on"] == today.isoformat(), posted
+            status, deadlines = await api.call("GET", f"/api/cases/{p.cid}/deadlines", li)
+            assert started(deadlines, "review_request") == [today.isoformat()], deadlines
+            assert started(deadlines, "mediation_application") == [today.isoformat()]
             assert (await custody(server, "delivery.refused"))[-1]["reason"] == "认定不公"
             status, body = await api.call(
                 "POST", f"/api/party/deliveries/{did}/acknowledge", p.token

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .. import access
 from ..appkeys import DB, RULES
+from ..delivery import store as delivery_store
 from ..delivery.penalty import notified_at
 from ..http.jsonio import json_error
 from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, op, query, responses
@@ -91,9 +92,14 @@ def case_deadlines(
         "SELECT id, kind, number, data, created_at FROM documents WHERE case_id = ? ORDER BY id",
         (case_id,),
     ).fetchall()
-    deliveries = conn.execute(
-        "SELECT * FROM deliveries WHERE case_id = ? AND status = 'sent' ORDER BY id", (case_id,)
-    ).fetchall()
+    # each delivery with when it delivered (a refused one by its fallback, if any yet)
+    deliveries = [
+        (d, at)
+        for d in conn.execute(
+            "SELECT * FROM deliveries WHERE case_id = ? ORDER BY id", (case_id,)
+        ).fetchall()
+        if (at := delivery_store.delivered_at(conn, d, today)) is not None
+    ]
     reviews = {
         (r["party_id"], r["document_id"]): r["requested_at"]
         for r in conn.execute("SELECT * FROM reviews WHERE case_id = ?", (case_id,)).fetchall()
@@ -145,7 +151,7 @@ def case_deadlines(
     for doc in docs:
         about = {"document": doc["id"], "number": doc["number"]}
         if doc["kind"] in DETERMINATIONS:
-            sent = [d["sent_at"] for d in deliveries if d["document_id"] == doc["id"]]
+            sent = [at for d, at in deliveries if d["document_id"] == doc["id"]]
             out.append(
                 _item(
                     rules,
@@ -190,13 +196,13 @@ def case_deadlines(
                         **about,
                     )
                 )
-    for d in deliveries:
+    for d, at in deliveries:
         about = {
             "document": d["document_id"],
             "number": d["document_number"],
             "party": d["party_id"],
         }
-        delivered = china_date(d["sent_at"])
+        delivered = china_date(at)
         if d["kind"] in DETERMINATIONS:
             out.append(
                 _item(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +29,7 @@ from .. import access
 from ..access import audit
 from ..appkeys import CUSTODY, DB, EVENTS, RULES
 from ..auth import Officer, now_iso
-from ..deadlines.rules import CHINA, Rules, china_date, china_today, cn_date
+from ..deadlines.rules import Rules, china_date, china_today, cn_date
 from ..http.jsonio import json_error, read_object
 from ..http.openapi import ANY_OBJECT, CASE, OFFICER, Add, json_body, op, responses
 from ..refusals import done as case_done
@@ -64,16 +64,8 @@ def notified_at(conn: sqlite3.Connection, notice_id: int, today: date | None = N
     row = conn.execute("SELECT signatures FROM documents WHERE id = ?", (notice_id,)).fetchone()
     signatures = [] if row is None else json.loads(row["signatures"])
     today = today or china_today()
-    sent: list[str] = []
-    for r in conn.execute("SELECT * FROM deliveries WHERE document_id = ?", (notice_id,)):
-        if r["status"] == "sent" and r["refused_at"] is None:
-            sent.append(r["sent_at"])
-            continue
-        on = delivery_store.public(conn, r)["delivered_on"]
-        if on is not None and date.fromisoformat(on) <= today:
-            day = date.fromisoformat(on)
-            start = datetime(day.year, day.month, day.day, tzinfo=CHINA)
-            sent.append(start.astimezone(UTC).isoformat())
+    rows = conn.execute("SELECT * FROM deliveries WHERE document_id = ?", (notice_id,))
+    sent = [at for r in rows if (at := delivery_store.delivered_at(conn, r, today)) is not None]
     return notified_from(signatures, sent)
 
 

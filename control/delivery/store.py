@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ..access import PartyCaller, audit
 from ..auth import Officer, now_iso
-from ..deadlines.rules import china_date, china_time, china_today
+from ..deadlines.rules import CHINA, china_date, china_time, china_today
 from ..refusals import CodedRefusal
 from .channels import CHANNEL_NAMES, CHANNELS
 
@@ -236,6 +236,21 @@ def public(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
     else:
         out["fallback"] = {"needed": False}
     return out
+
+
+def delivered_at(conn: sqlite3.Connection, row: sqlite3.Row, today: date) -> str | None:
+    """When ``row`` delivered its document (UTC ISO), or None while it has not: the sent time
+    of an electronic delivery the party did not refuse (157号 art.56); for a failed or refused
+    one, the first moment (Beijing time) of its fallback's day, the post's or the end of the
+    public notice, once ``today`` has reached it (art.55). The periods a delivery starts
+    (``control/deadlines``, the penalty's notification) all count from this."""
+    if row["status"] == "sent" and row["sent_at"] and not row["refused_at"]:
+        return str(row["sent_at"])
+    on = public(conn, row)["delivered_on"]
+    if on is None or date.fromisoformat(on) > today:
+        return None
+    day = date.fromisoformat(on)
+    return datetime(day.year, day.month, day.day, tzinfo=CHINA).astimezone(UTC).isoformat()
 
 
 def get(conn: sqlite3.Connection, case_id: int, delivery_id: int) -> dict[str, Any] | Refusal:
