@@ -41,7 +41,12 @@ def find_label_font(configured: Path | None = None) -> tuple[Path, int] | None:
     """The font file and face index for the labels (``configured`` wins when it exists), or
     None when there is none."""
     if configured is not None:
-        return (configured, 0) if configured.is_file() else None
+        if not configured.is_file():
+            return None
+        # a collection the list knows (Noto CJK's Simplified Chinese is its third face, the
+        # first being Japanese): its face; any other file: its first
+        known = {Path(path).resolve(): index for path, index in CANDIDATES}
+        return configured, known.get(configured.resolve(), 0)
     for path, index in CANDIDATES:
         if Path(path).is_file():
             return Path(path), index
