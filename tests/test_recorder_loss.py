@@ -344,7 +344,9 @@ def bottleneck(bits_per_second: float, queue_seconds: float, interval: float) ->
 
 @pytest.mark.parametrize("info", [VIDEO, AUDIO, H264], ids=["vp8", "opus", "h264"])
 async def test_reordered_packets_lose_nothing(tmp_path: Path, info: TrackInfo) -> None:
-    result = await run(tmp_path, info, reordering(1))
+    # up to 80 ms of jitter against a 1 s reordering wait: a loaded machine's loop stall
+    # (the final CI run: one 0.3 s wait ran out before the late packet's turn) is not a loss
+    result = await run(tmp_path, info, reordering(1), reorder_wait=1.0)
     gaps = check_accounting(result)
     assert gaps == []
     track = result.track
