@@ -37,6 +37,11 @@ pytestmark = pytest.mark.browser
 PANEL = "document.getElementById('education-panel')"
 QUESTION_SENT = "document.getElementById('edu-question').value === ''"
 QUIZ_SENT = "document.getElementById('edu-quiz-form') === null"
+# what the page's camera sender is limited to: [max frame rate, max bit rate] (null: none)
+SENT_LIMITS = """() => {
+  const e = window.remotecase.videoSender.getParameters().encodings[0];
+  return [e.maxFramerate ?? null, e.maxBitrate ?? null];
+}"""
 
 
 async def tap_until(page: Any, selector: str, done: str) -> None:
@@ -122,6 +127,9 @@ async def test_a_phone_viewer_counts_raises_the_hand_speaks_and_answers_the_quiz
                 assert "当前无人发言" in await page.inner_text("#edu-floor")
                 await until(page, f"{PANEL}.dataset.attendance === 'counting'", PATIENCE * 2)
                 assert "学习时长计时中" in await page.inner_text("#edu-attendance")
+                # without the floor the camera sends a light picture, enough for the checks
+                await until(page, f"{PANEL}.dataset.camera === 'light'")
+                assert await page.evaluate(SENT_LIMITS) == [5, 150000]
                 await shots.take(page, "counting")
                 await no_overflow(page, "counting")
 
@@ -166,6 +174,9 @@ async def test_a_phone_viewer_counts_raises_the_hand_speaks_and_answers_the_quiz
                 assert status == 200, body
                 await until(page, f"{PANEL}.dataset.floor === 'mine'")
                 assert "您已获得发言权" in await page.inner_text("#edu-floor")
+                # with the floor, the full picture again
+                await until(page, f"{PANEL}.dataset.camera === 'full'")
+                assert await page.evaluate(SENT_LIMITS) == [None, None]
                 await wait_until(
                     lambda: packets_from(other, phone) > 20,
                     timeout=PATIENCE,

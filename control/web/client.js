@@ -364,6 +364,30 @@ async function keepResolution(sender) {
   state.degradation = sender.getParameters().degradationPreference;
 }
 
+// A viewer of an education session who does not hold the floor sends a light picture
+// (education-viewer.js asks for it): nobody watches it but the attendance checks, which take a
+// frame every few seconds, and an hour of it costs the phone's data plan a fifth of the full
+// camera. null: the camera's full picture. Kept across reconnections (each new sender gets it).
+state.videoLimits = null;
+async function applyVideoLimits(sender) {
+  if (!sender) return;
+  try {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) return;
+    for (const encoding of params.encodings) {
+      if (state.videoLimits) Object.assign(encoding, state.videoLimits);
+      else { delete encoding.maxFramerate; delete encoding.maxBitrate; }
+    }
+    await sender.setParameters(params);
+  } catch (err) {
+    console.warn("video limits not applied", err);
+  }
+}
+state.limitVideo = async (limits) => {
+  state.videoLimits = limits || null;
+  await applyVideoLimits(state.videoSender);
+};
+
 // -- tiles ---------------------------------------------------------------------------------
 function waitForIce(pc, limitMs = 3000) {
   // Send complete descriptions: simpler for the server than trickling every candidate.
@@ -501,6 +525,7 @@ async function publish() {
     if (track.kind === "video") state.videoSender = transceiver.sender;
   }
   await keepResolution(state.videoSender);
+  await applyVideoLimits(state.videoSender);
   await pc.setLocalDescription(await pc.createOffer());
   await waitForIce(pc);
   send({ type: "publish", sdp: pc.localDescription.sdp });

@@ -22,7 +22,20 @@
     quiz: null,          // the quiz to answer, or null
     result: null,        // our quiz result
     status: "",          // the last problem to tell
+    restricted: false,   // a viewer who speaks only with the floor (the server tells it its hand)
+    light: false,        // our camera sent light (client.js limitVideo)
   };
+  // what a viewer's camera sends while it does not hold the floor: enough for the face checks
+  const LIGHT = { maxFramerate: 5, maxBitrate: 150000 };
+  function followFloor() {
+    const light = view.restricted && !view.holders.some((h) => h.participant === view.me);
+    const rc = window.remotecase;
+    if (light === view.light || !rc || !rc.limitVideo) return;
+    view.light = light;
+    rc.limitVideo(light ? LIGHT : null).then(() => {
+      if (view.light === light) panel.dataset.camera = light ? "light" : "full";
+    });
+  }
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -177,6 +190,7 @@
         view.holders = msg.holders || [];
         if (view.holders.some((h) => h.participant === view.me)) view.hand = false;
         renderFloor();
+        followFloor();
         break;
       case "attendance":
         view.attendance = msg;
@@ -184,7 +198,9 @@
         break;
       case "hand":
         view.hand = Boolean(msg.raised);
+        view.restricted = true;  // only a viewer who needs the floor to speak hears of its hand
         if (!panel.hidden) renderFloor();
+        followFloor();
         break;
       case "questions":
         view.messages = msg.messages || [];
