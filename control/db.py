@@ -589,6 +589,15 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     )
     """,
+    # the raised hands and the floor of a live education session, kept so that a server
+    # restarted mid-session gives them back (control/education/desk.py)
+    """
+    CREATE TABLE edu_floor (
+        session_id INTEGER PRIMARY KEY REFERENCES sessions(id),
+        state TEXT NOT NULL,
+        saved_at TEXT NOT NULL
+    )
+    """,
 ]
 
 

@@ -462,3 +462,110 @@ def test_quiz_and_text_rules() -> None:
         assert exc.code == "too_many_questions" and exc.params == {"seconds": 8}
     limit.take("b", 2.0)  # per participant
     limit.take("a", 10.5)  # the first has left the window
+
+
+async def test_hands_and_the_floor_come_back_after_a_restart(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A server stopped mid-session: its successor gives the floor back to its holder and keeps
+    the raised hands in their order; a holder who does not come back is let go."""
+    from control.education import desk
+
+    monkeypatch.setattr(desk, "RETURN_WAIT", 4.0)  # the wait for those not back (90 s)
+    config = make_config(
+        tmp_path, verifier={"enabled": False}, education={"floor_holders": 2, "floor_seconds": 0}
+    )
+    server = await start_server(config)
+    clients: list[PeerClient] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            cid, session, parties, tokens = await education_session(server, api, li)
+            floor_url = f"/api/cases/{cid}/sessions/{session['id']}/floor"
+            a, b, c = (f"party-{p}" for p in parties)
+
+            async def join_all() -> tuple[PeerClient, dict[str, PeerClient]]:
+                officer = PeerClient(server.base_url, session["token"], decode=False)
+                clients.append(officer)
+                await officer.connect()
+                viewers = {}
+                for party_id in parties:
+                    if restarted and f"party-{party_id}" == c:
+                        continue  # c does not come back after the restart
+                    viewer = PeerClient(server.base_url, tokens[party_id], decode=False)
+                    clients.append(viewer)
+                    await viewer.connect()
+                    await viewer.publish(PatternVideoTrack(), ToneAudioTrack())
+                    viewers[f"party-{party_id}"] = viewer
+                return officer, viewers
+
+            restarted = False
+            officer, viewers = await join_all()
+            await viewers[b].send({"type": "hand", "raised": True})
+            for holder in (a, c):
+                status, state = await api.call(
+                    "POST", floor_url, li, {"action": "give", "participant": holder}
+                )
+                assert status == 200, state
+            await officer.wait_for(
+                lambda m: m["type"] == "hands" and [h["participant"] for h in m["hands"]] == [b]
+            )
+            # saved as it changes (the desk writes the latest state in the background)
+            await wait_until(
+                lambda: _saved_floor(tmp_path) == ([a, c], [b]), what="the floor saved"
+            )
+
+            # the server stops mid-session (its clients lose it) and a successor starts
+            await server.runner.cleanup()
+            for client in clients:
+                await client.close()
+            clients.clear()
+            assert _saved_floor(tmp_path) == ([a, c], [b])  # stopping let nobody go
+            server = await start_server(config)
+            restarted = True
+            officer, viewers = await join_all()
+            room = server.sfu.rooms[session["room"]]
+            state = await viewers[a].wait_for(lambda m: m["type"] == "floor")
+            assert [h["participant"] for h in state["holders"]] == [a, c]
+            hands = await officer.wait_for(lambda m: m["type"] == "hands")
+            assert [h["participant"] for h in hands["hands"]] == [b]
+            await wait_until(lambda: a in room.participants, what="a back")
+            assert not room.participants[a].held  # a speaks again
+            assert room.participants[b].held
+            await wait_until(
+                lambda: packets_from(officer, a) > 20, timeout=30, what="a forwarded again"
+            )
+            # c is not back within the wait: its floor ends, and that is said and saved
+            left = await officer.wait_for(
+                lambda m: m["type"] == "floor" and m["event"] == "left", timeout=20
+            )
+            assert left["participant"] == c
+            assert [h["participant"] for h in left["holders"]] == [a]
+            await wait_until(lambda: _saved_floor(tmp_path) == ([a], [b]), what="saved again")
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
+    assert leftovers(server.app) == {}
+    assert server.app[LIVE].dump() == {"rooms": 0, "tasks": 0}
+
+
+def _saved_floor(tmp_path: Path) -> tuple[list[str], list[str]] | None:
+    """(holders, hands) of the one saved floor state, read from the database file."""
+    import json
+    import sqlite3
+
+    [path] = list(tmp_path.rglob("control.sqlite3"))
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT state FROM edu_floor").fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    state = json.loads(row[0])
+    return (
+        [h["participant"] for h in state["holders"]],
+        [h["participant"] for h in state["hands"]],
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -383,6 +384,32 @@ def live_info(conn: sqlite3.Connection, session_id: int) -> LiveInfo | None:
     return LiveInfo(int(session["id"]), int(session["case_id"]), viewers, frozenset(speakers))
 
 
+def load_floor(conn: sqlite3.Connection, session_id: int) -> Any:
+    """The hands and floor saved for a session (``Floor.as_json``), or None."""
+    row = conn.execute("SELECT state FROM edu_floor WHERE session_id = ?", (session_id,)).fetchone()
+    if row is None:
+        return None
+    try:
+        return json.loads(row["state"])
+    except ValueError:
+        return None
+
+
+def save_floor(conn: sqlite3.Connection, *, session_id: int, state: str) -> None:
+    conn.execute(
+        "INSERT INTO edu_floor (session_id, state, saved_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (session_id) DO UPDATE SET state = excluded.state, "
+        "saved_at = excluded.saved_at",
+        (session_id, state, now_iso()),
+    )
+
+
+# after a restart, how long a restored floor holder or raised hand waits for its viewer to
+# come back into the room (the pages reconnect on their own) before it is let go
+RETURN_WAIT = 90.0
+RETURN_TIMER = "\0return"  # its timer's key among a room's floor timers (not a participant)
+
+
 def _refused(code: str, **params: Any) -> SignallingError:
     return SignallingError(code, i18n.both(f"education.{code}", **params))
 
@@ -395,6 +422,8 @@ class _Live:
     limit: RateLimit = field(default_factory=RateLimit)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     closed: bool = False
+    dirty: bool = False  # the floor changed since it was last saved
+    saving: bool = False  # a task is saving it
 
     def officers(self) -> list[Participant]:
         return [p for p in self.room.participants.values() if p.role in OFFICER_ROLES]
@@ -450,7 +479,9 @@ class LiveDesk:
             return
         live = self._rooms.get(participant.room.room_id)
         if live is None or live.info.session_id != session_id:
-            info = await self._db.run(lambda c: live_info(c, session_id))
+            info, saved = await self._db.run(
+                lambda c: (live_info(c, session_id), load_floor(c, session_id))
+            )
             if info is None:
                 return
             live = self._rooms.get(participant.room.room_id)
@@ -463,6 +494,8 @@ class LiveDesk:
                     room, info, Floor(self.floor_holders, self.floor_seconds)
                 )
                 room.add_observer(_LiveFeed(self, live))
+                if saved is not None:
+                    self._restore(live, saved)
         pid = participant.participant_id
         participant.set_held(live.restricted(pid) and not live.floor.holds(pid))
 
@@ -521,6 +554,7 @@ class LiveDesk:
             )
             if changed:
                 live.tell_officers(self._hands_message(live))
+                self._keep(live)
         elif kind == "question":
             if participant.role in OFFICER_ROLES:
                 raise _refused("question_officer")
@@ -561,6 +595,59 @@ class LiveDesk:
                 {"type": "quiz_answered", "participant": pid, "name": participant.name, **result}
             )
             self._custody_soon(live, "education.quiz_answer", participant=pid, **result)
+
+    # -- kept across a restart -----------------------------------------------------------------
+    def _restore(self, live: _Live, saved: Any) -> None:
+        """The hands and floor the session had when this worker's predecessor stopped: holders
+        keep the rest of their time; whoever is not back within ``RETURN_WAIT`` is let go."""
+        now = time.time()
+        live.floor.restore(saved, now)
+        loop = asyncio.get_running_loop()
+        for holder in live.floor.holders.values():
+            if holder.until is not None:
+                live.timers[holder.participant] = loop.call_later(
+                    max(0.0, holder.until - now), self._expire, live, holder.participant
+                )
+        if live.floor.holders or live.floor.hands:
+            live.timers[RETURN_TIMER] = loop.call_later(RETURN_WAIT, self._not_back, live)
+
+    def _not_back(self, live: _Live) -> None:
+        live.timers.pop(RETURN_TIMER, None)
+        if live.closed:
+            return
+        present = live.room.participants
+        for holder in list(live.floor.holders.values()):
+            if holder.participant not in present:
+                live.floor.left(holder.participant)
+                self._ended(live, holder.participant, "left", "server")
+        gone = [h.participant for h in live.floor.hands if h.participant not in present]
+        for participant in gone:
+            live.floor.lower_hand(participant)
+        if gone:
+            live.tell_officers(self._hands_message(live))
+            self._keep(live)
+
+    def _keep(self, live: _Live) -> None:
+        """Save the session's hands and floor soon (one writer per room, the latest state)."""
+        live.dirty = True
+        if live.saving:
+            return
+        live.saving = True
+        try:
+            self._tasks.spawn(self._write_floor(live), "education floor")
+        except TaskSetClosed:
+            live.saving = False
+
+    async def _write_floor(self, live: _Live) -> None:
+        try:
+            while live.dirty:
+                live.dirty = False
+                state = json.dumps(live.floor.as_json(), ensure_ascii=False)
+                await self._db.run(
+                    functools.partial(save_floor, session_id=live.info.session_id, state=state)
+                )
+        finally:
+            live.saving = False
 
     # -- officers ----------------------------------------------------------------------------
     def state(self, room_id: str) -> dict[str, Any] | None:
@@ -618,6 +705,7 @@ class LiveDesk:
     def _floor_changed(self, live: _Live, event: str, participant: str, by: str) -> None:
         live.tell_all(self._floor_message(live, event, participant))
         live.tell_officers(self._hands_message(live))
+        self._keep(live)
         if self._events is not None:
             self._events.publish(
                 live.info.case_id,
@@ -677,11 +765,14 @@ class LiveDesk:
         pid = participant.participant_id
         if reason == CloseReason.DUPLICATE:
             return  # the same viewer reconnecting keeps its hand and its floor
+        if self._closed or reason in (CloseReason.SHUTDOWN, CloseReason.ROOM_CLOSED):
+            return  # the server stopping: the saved hands and floor wait for its successor
         lowered = any(h.participant == pid for h in live.floor.hands)
         if live.floor.left(pid) is not None:
             self._ended(live, pid, "left", "server")
         elif lowered:
             live.tell_officers(self._hands_message(live))
+            self._keep(live)
 
     def _room_closed(self, live: _Live) -> None:
         live.closed = True

@@ -110,6 +110,35 @@ class Floor:
         self._hands.pop(participant, None)
         return self._holders.pop(participant, None)
 
+    def restore(self, state: Any, now: float) -> None:
+        """The hands and holders of a saved :meth:`as_json` (a server restarted mid-session),
+        in their order: a holder whose time is up, one over ``max_holders`` and a malformed
+        entry are left out; a holder's hand stays down."""
+        if not isinstance(state, dict):
+            return
+        for item in state.get("holders") or []:
+            try:
+                holder = Holder(
+                    str(item["participant"]),
+                    str(item["name"]),
+                    float(item["since"]),
+                    None if item.get("until") is None else float(item["until"]),
+                    str(item["given_by"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            if holder.until is not None and holder.until <= now:
+                continue
+            if len(self._holders) < self.max_holders:
+                self._holders.setdefault(holder.participant, holder)
+        for item in state.get("hands") or []:
+            try:
+                hand = Hand(str(item["participant"]), str(item["name"]), float(item["raised_at"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if hand.participant not in self._holders:
+                self._hands.setdefault(hand.participant, hand)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "holders": [h.as_json() for h in self._holders.values()],
