@@ -164,6 +164,8 @@ class MediaConfig(_Section):
     pli_min_interval: float = _MEDIA["pli_min_interval"]
     media_timeout: float = _MEDIA["media_timeout"]
     resume_grace: float = _MEDIA["resume_grace"]
+    layered_small_room: int = _MEDIA["layered_small_room"]
+    layered_quantile: float = _MEDIA["layered_quantile"]
     max_participants: int = _MEDIA["max_participants"]
 
     def validate(self) -> None:
@@ -173,6 +175,8 @@ class MediaConfig(_Section):
         _between("media.resume_grace", self.resume_grace, 0, 600, *_S)
         _between("media.pli_min_interval", self.pli_min_interval, 0, 10, *_S)
         _between("media.max_participants", self.max_participants, 2, 1000)
+        _between("media.layered_small_room", self.layered_small_room, 1, 1000)
+        _between("media.layered_quantile", self.layered_quantile, 0, 0.5)
         for i, server in enumerate(self.ice_servers):
             key = f"media.ice_servers[{i}].urls"
             if not server.urls:
@@ -609,6 +613,8 @@ class Config:
             pli_min_interval=self.media.pli_min_interval,
             media_timeout=self.media.media_timeout,
             resume_grace=self.media.resume_grace,
+            layered_small_room=self.media.layered_small_room,
+            layered_quantile=self.media.layered_quantile,
             max_participants=self.media.max_participants,
         )
 

@@ -129,8 +129,12 @@ class ForwardedUpTrack:
         *,
         pli_min_interval: float,
         log_extra: dict[str, str],
+        layered_small_room: int = congestion.SMALL_ROOM_SUBSCRIBERS,
+        layered_quantile: float = congestion.LARGE_ROOM_QUANTILE,
     ) -> None:
         self._info = info
+        self._layered_small_room = layered_small_room
+        self._layered_quantile = layered_quantile
         self._receiver = receiver
         self._downs: dict[str, DownTrack] = {}
         self._fanout: tuple[DownTrack, ...] = ()
@@ -278,7 +282,13 @@ class ForwardedUpTrack:
         ]
         # a subscriber of a stream with temporal layers can be served with fewer of them
         layered = any(getattr(down, "layered", False) for down in self._fanout)
-        target = congestion.publisher_target(estimates, uplink=uplink_bps, layered=layered)
+        target = congestion.publisher_target(
+            estimates,
+            uplink=uplink_bps,
+            layered=layered,
+            small_room=self._layered_small_room,
+            quantile=self._layered_quantile,
+        )
         self.publisher_target = uplink_bps if target is None else target
         return self.publisher_target
 
