@@ -164,6 +164,8 @@ class MediaConfig(_Section):
     pli_min_interval: float = _MEDIA["pli_min_interval"]
     media_timeout: float = _MEDIA["media_timeout"]
     resume_grace: float = _MEDIA["resume_grace"]
+    layered_small_room: int = _MEDIA["layered_small_room"]
+    layered_quantile: float = _MEDIA["layered_quantile"]
     max_participants: int = _MEDIA["max_participants"]
 
     def validate(self) -> None:
@@ -173,6 +175,8 @@ class MediaConfig(_Section):
         _between("media.resume_grace", self.resume_grace, 0, 600, *_S)
         _between("media.pli_min_interval", self.pli_min_interval, 0, 10, *_S)
         _between("media.max_participants", self.max_participants, 2, 1000)
+        _between("media.layered_small_room", self.layered_small_room, 1, 1000)
+        _between("media.layered_quantile", self.layered_quantile, 0, 0.5)
         for i, server in enumerate(self.ice_servers):
             key = f"media.ice_servers[{i}].urls"
             if not server.urls:
@@ -219,11 +223,13 @@ class AuthConfig(_Section):
     login_delay: float = 1.0
 
     def validate(self) -> None:
-        if not 60 <= self.token_ttl <= 30 * 86400:
+        # short call tokens are safe since both pages renew theirs for every connection (the
+        # console a new grant, the party page the same admission: /api/party/call-token)
+        if not 10 <= self.token_ttl <= 30 * 86400:
             raise _bad(
                 "auth.token_ttl",
-                f"{self.token_ttl!r} 不在 60 秒到 30 天之间",
-                f"{self.token_ttl!r} is not between 60 s and 30 days",
+                f"{self.token_ttl!r} 不在 10 秒到 30 天之间",
+                f"{self.token_ttl!r} is not between 10 s and 30 days",
             )
         _between("auth.login_delay", self.login_delay, 0.1, 60, *_S)
 
@@ -609,6 +615,8 @@ class Config:
             pli_min_interval=self.media.pli_min_interval,
             media_timeout=self.media.media_timeout,
             resume_grace=self.media.resume_grace,
+            layered_small_room=self.media.layered_small_room,
+            layered_quantile=self.media.layered_quantile,
             max_participants=self.media.max_participants,
         )
 

@@ -111,6 +111,13 @@ def render_metrics(
         ],
     )
     metric(
+        "remotecase_sfu_layer_padding_fills_total",
+        "counter",
+        "Sequence numbers a subscriber's VP8 stream with temporal layers kept free for a packet "
+        "missing upstream that turned out to be of a frame left out, sent as padding instead.",
+        [({}, stats.get("layer_holes_filled", 0))],
+    )
+    metric(
         "remotecase_sfu_congestion_pauses_total",
         "counter",
         "Times a subscriber's video paused until a keyframe because its link was behind.",

@@ -11,8 +11,10 @@ the loop time, and each unit-tested on its own (``tests/test_congestion_unit.py`
 * :func:`publisher_target`: the REMB a publisher is sent: the lowest of its subscribers'
   estimates that are at or above a floor, capped by what its own uplink delivers. A subscriber
   below the floor does not drag every other one down to nothing: it is served by the next part.
-  A publisher that sends VP8 temporal layers is held only to what leaves every subscriber its
-  layer 0 (the floor at least): a thin one gets fewer frames, the others the full rate.
+  A publisher that sends VP8 temporal layers is held only to what leaves its subscribers their
+  layer 0 (the floor at least): every one of them in a small room, all but the weakest tenth
+  in a large one (an education room), so that one thin phone does not hold a hundred viewers'
+  picture at the floor.
 * :class:`TokenBucket`: a byte budget at a rate; a down-track keeps one for its link (whole
   frames are forwarded or left out at a frame's first packet) and one for retransmissions (a
   share of the link's estimate, so that NACKs on a thin link do not flood it).
@@ -40,6 +42,12 @@ LOSS_INCREASE = 1.08  # per report without loss, at most
 REMB_TIMEOUT = 5.0
 # The share of a link's estimate retransmissions may take.
 RETRANSMIT_SHARE = 0.3
+# A layered publisher with at most this many subscribers (a call: officer, parties, a
+# recorder's or verifier's local ones not counted) is held to what leaves the weakest its layer
+# 0; with more (an education room), to what leaves that to all but the lowest LARGE_ROOM_QUANTILE
+# of them (media.layered_small_room, media.layered_quantile).
+SMALL_ROOM_SUBSCRIBERS = 4
+LARGE_ROOM_QUANTILE = 0.1
 
 
 class LinkEstimate:
@@ -88,6 +96,8 @@ def publisher_target(
     uplink: int | None,
     floor: int = PUBLISHER_FLOOR_BPS,
     layered: bool = False,
+    small_room: int = SMALL_ROOM_SUBSCRIBERS,
+    quantile: float = LARGE_ROOM_QUANTILE,
 ) -> int | None:
     """The REMB for a publisher: the lowest subscriber estimate at or above ``floor`` (the floor
     itself when every limited one is below it), never above ``uplink`` (the publisher's own link,
@@ -98,14 +108,25 @@ def publisher_target(
     leaves it layer 0 at least, a quarter of the frame rate), the floor at least, even one below
     the floor (it then gets layer 0 instead of living on keyframes); never above the best
     subscriber's estimate. The worst a thin subscriber does to the others is the floor, as a
-    subscriber at the floor does without layers."""
+    subscriber at the floor does without layers.
+
+    That holds for a room of at most ``small_room`` subscribers (every estimate given counts,
+    None too): there the weakest is one of the few people in the call. With more, the publisher
+    is held to the ``quantile`` of what they need (the 10th percentile: with 100 subscribers,
+    the eleventh lowest): the few below it get layer 0 of a richer stream where their link
+    takes it, or pause until a keyframe as a subscriber without layers over its budget does,
+    and the many get a picture their links carry."""
+    estimates = list(estimates)
     known = [e for e in estimates if e is not None]
     target: int | None = None
     if known:
         above = [e for e in known if e >= floor]
         if layered:
-            held = min(max(e / LAYER0_SHARE, floor) for e in known)
-            target = int(max(floor, min(held, max(known))))
+            needs = sorted(max(e / LAYER0_SHARE, floor) for e in known)
+            index = 0
+            if len(estimates) > small_room:
+                index = min(len(needs) - 1, int(quantile * len(needs)))
+            target = int(max(floor, min(needs[index], max(known))))
         else:
             target = min(above) if above else floor
     if uplink is not None:

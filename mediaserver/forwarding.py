@@ -95,6 +95,10 @@ LAYER_RANGES = HISTORY_SIZE
 # A run this long (numbers) without a frame left out starts a fresh range (see _write_layered).
 RANGE_REFRESH = 0x4000
 DROPPED_FRAMES_KEPT = 64  # timestamps of the frames left out, for their late packets
+# Numbers of the subscriber's stream kept free for packets missing upstream (layered streams):
+# as many as the history holds packets, so a late packet or a NACK still finds its number's
+# timestamp (see _fill_hole).
+HOLES_KEPT = HISTORY_SIZE
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -125,8 +129,12 @@ class ForwardedUpTrack:
         *,
         pli_min_interval: float,
         log_extra: dict[str, str],
+        layered_small_room: int = congestion.SMALL_ROOM_SUBSCRIBERS,
+        layered_quantile: float = congestion.LARGE_ROOM_QUANTILE,
     ) -> None:
         self._info = info
+        self._layered_small_room = layered_small_room
+        self._layered_quantile = layered_quantile
         self._receiver = receiver
         self._downs: dict[str, DownTrack] = {}
         self._fanout: tuple[DownTrack, ...] = ()
@@ -274,7 +282,13 @@ class ForwardedUpTrack:
         ]
         # a subscriber of a stream with temporal layers can be served with fewer of them
         layered = any(getattr(down, "layered", False) for down in self._fanout)
-        target = congestion.publisher_target(estimates, uplink=uplink_bps, layered=layered)
+        target = congestion.publisher_target(
+            estimates,
+            uplink=uplink_bps,
+            layered=layered,
+            small_room=self._layered_small_room,
+            quantile=self._layered_quantile,
+        )
         self.publisher_target = uplink_bps if target is None else target
         return self.publisher_target
 
@@ -536,7 +550,14 @@ class RtpDownTrack:
         self._decodable = ALL_LAYERS
         self._dropping = False  # the last newer packet was left out (a run of them)
         self._last_in = 0  # original sequence number of the last newer packet
+        self._last_marker = 0  # its marker bit (the last packet of its frame)
+        self._last_in_ts = 0  # the timestamp of the last one left out
+        # numbers left free for packets missing upstream: (timestamp of the packet sent before
+        # the free number, filled with padding yet), oldest first
+        self._free: dict[int, tuple[int, bool]] = {}
+        self.holes_filled = 0  # free numbers a left-out frame's packet turned out to have
         self._dropped_ts: deque[int] = deque(maxlen=DROPPED_FRAMES_KEPT)
+        self._sent_ts: deque[int] = deque(maxlen=DROPPED_FRAMES_KEPT)  # frames forwarded
         self._layer_changed = -1e9
         self._layer_debt_time = -1e9  # when the budget was last behind by LAYER_DEBT
         self._layer_bytes = [0, 0, 0, 0]
@@ -588,6 +609,7 @@ class RtpDownTrack:
             "layer_dropped_frames_3": self.layer_dropped[3],
             "layer_switches_down": self.layer_down,
             "layer_switches_up": self.layer_up,
+            "layer_holes_filled": self.holes_filled,
         }
 
     @property
@@ -694,9 +716,13 @@ class RtpDownTrack:
                 maxlen=LAYER_RANGES,
             )
             self._dropping = False
+            self._last_in = (packet.sequence_number - 1) & 0xFFFF
+            self._last_marker = 1
             self._frame_left_out = False
             self._decodable = ALL_LAYERS  # a keyframe: every layer may go on from here
             self._dropped_ts.clear()
+            self._sent_ts.clear()
+            self._free.clear()
         else:
             self._ranges = None
         self._started = True
@@ -709,19 +735,42 @@ class RtpDownTrack:
         in_seq = packet.sequence_number
         seq = (in_seq + self._seq_offset) & 0xFFFF
         ahead = (seq - self._next_seq) & 0xFFFF
-        newer = ahead < 0x8000
+        # newer than the last packet in the publisher's numbering: in a run left out the
+        # subscriber's does not move, and a late packet from before the run's last one would
+        # look newer there
+        newer = 0 < (in_seq - self._last_in) & 0xFFFF < 0x8000
         pid_delta = self._pid_delta
         budget = self._link_budget
         now = 0.0
+        filled = False
         if not newer:
-            if packet.timestamp in self._dropped_ts:
-                return  # a late packet of a frame left out
+            timestamp = packet.timestamp
+            if timestamp not in self._dropped_ts and timestamp not in self._sent_ts:
+                # a frame never seen (lost whole upstream): forwarded only if of a layer the
+                # subscriber gets now, else left out like the frames of its layer
+                tid = vp8.temporal_id(packet.payload)
+                if tid is not None and tid > min(self._max_layer, self._decodable):
+                    self._dropped_ts.append(timestamp)
+            if timestamp in self._dropped_ts:
+                # a late packet of a frame left out: not forwarded, but a number left free for
+                # it (it was missing at a left-out frame's edge) gets padding
+                self._fill_hole(in_seq)
+                return
             mapped = self._late_mapping(in_seq)
             if mapped is None:
                 return
             seq, pid_delta = mapped
-            if not 1 <= (self._next_seq - seq) & 0xFFFF <= self._span:
+            ahead = (seq - self._next_seq) & 0xFFFF
+            if ahead < 0x8000:
+                # a number not given yet (a run left out is still going on after it): the
+                # stream goes on from it, the numbers before it are free
+                newer = True
+            elif not 1 <= (self._next_seq - seq) & 0xFFFF <= self._span:
                 return  # from before this subscriber's start
+            else:
+                # it fills a number kept free for it (a second copy fills nothing)
+                free = self._free.pop(seq, None)
+                filled = free is not None and not free[1]
         else:
             if packet.timestamp != self._frame_ts:
                 self._frame_ts = packet.timestamp
@@ -734,17 +783,24 @@ class RtpDownTrack:
                     if left_out is None:
                         return  # paused for the link
                     self._frame_left_out = left_out
+                if not self._frame_left_out:
+                    self._sent_ts.append(packet.timestamp)
             if budget is not None:
                 if not now:
                     now = time.monotonic()
                 size = len(packet.payload) + 12
                 self._layer_bytes[self._frame_tid] += size
             if self._frame_left_out:
-                self._leave_out(in_seq)
+                self._leave_out(packet)
                 return
-            self._dropping = False
+            if self._dropping:
+                self._dropping = False
+                if self._end_run(packet):
+                    seq = (in_seq + self._seq_offset) & 0xFFFF
+                    ahead = (seq - self._next_seq) & 0xFFFF
             pid_delta = self._pid_delta
             self._last_in = in_seq
+            self._last_marker = packet.marker
             ranges = self._ranges
             if ranges and (in_seq - ranges[-1][0]) & 0xFFFF >= RANGE_REFRESH:
                 # a range is matched by a half-window (32,768 numbers) from its start: a long
@@ -772,12 +828,12 @@ class RtpDownTrack:
             return
         if newer:
             if ahead:
-                self._holes += ahead  # missing upstream: the subscriber counts them as lost
+                self._keep_free(ahead)
             self._span += ahead + 1
             self._next_seq = (seq + 1) & 0xFFFF
             self._last_ts = ts
             self._last_time = time.monotonic()
-        else:
+        elif filled:
             self._holes -= 1
         self.packets += 1
         self.bytes += len(payload)
@@ -820,19 +876,112 @@ class RtpDownTrack:
             return None
         return False
 
-    def _leave_out(self, in_seq: int) -> None:
-        """Leave out a newer packet: the numbers after it move back by one (and by the ones
-        missing upstream between it and the last one left out: they belong to the same run)."""
-        shift = (in_seq - self._last_in) & 0xFFFF if self._dropping else 1
-        self._seq_offset = (self._seq_offset - shift) & 0xFFFF
+    def _leave_out(self, packet: Packet) -> None:
+        """Leave out a newer packet: the numbers after it move back by one, and by those of the
+        packets missing upstream just before it that are known to be of a left-out frame.
+
+        Missing packets next to a left-out one: the one right after a packet that did not end
+        its frame (no marker) is of that frame, the one right before a packet that does not
+        begin a frame is of this one's; between two packets of one frame all are. Those of a
+        left-out frame take no number at the subscriber. The others (a forwarded frame's tail,
+        frames lost whole, or where the split is not known) keep their numbers free: a late
+        packet (the publisher's retransmission) fills its number, as padding if it turns out
+        to be of a frame left out (:meth:`_fill_hole`)."""
+        in_seq = packet.sequence_number
+        missing = (in_seq - self._last_in - 1) & 0xFFFF
         assert self._ranges is not None
+        start = vp8.is_frame_start(packet.payload)
+        before = 0 if start else min(missing, 1)  # this frame's head
+        after = 0  # the tail of the frame left out before
+        if self._dropping and missing:
+            if packet.timestamp == self._last_in_ts:
+                after = missing  # one frame: every missing packet is of it
+            elif not self._last_marker:
+                after = min(missing - before, 1)
+        free = missing - before - after
+        if self._dropping and free and after:
+            # the run so far ends at the tail's first missing packet; the free ones go on
+            # from there with the offset the subscriber's next number needs
+            after_start = (self._last_in + 1 + after) & 0xFFFF
+            self._seq_offset = (self._seq_offset - after) & 0xFFFF
+            # the picture ID delta before this frame's (it was counted at its first packet)
+            self._ranges[-1] = (after_start, self._seq_offset, self._ranges[-1][2])
+            after = 0
+        self._seq_offset = (self._seq_offset - before - after - 1) & 0xFFFF
         entry = ((in_seq + 1) & 0xFFFF, self._seq_offset, self._pid_delta)
-        if self._dropping and self._ranges:
-            self._ranges[-1] = entry
+        if self._dropping and not free:
+            self._ranges[-1] = entry  # the run goes on
         else:
             self._ranges.append(entry)
         self._dropping = True
         self._last_in = in_seq
+        self._last_in_ts = packet.timestamp
+        self._last_marker = packet.marker
+
+    def _end_run(self, packet: Packet) -> bool:
+        """The first packet forwarded after a run left out: a packet missing upstream right
+        after the run's last one is of that one's frame when it did not end its frame (no
+        marker): it takes no number (True: the offset moved). The others keep their numbers
+        free (see :meth:`_leave_out`)."""
+        missing = (packet.sequence_number - self._last_in - 1) & 0xFFFF
+        if not missing or self._last_marker:
+            return False
+        if not vp8.is_frame_start(packet.payload) and missing == 1:
+            return False  # this frame's head, then: stays free
+        self._seq_offset = (self._seq_offset - 1) & 0xFFFF
+        assert self._ranges
+        self._ranges[-1] = ((self._last_in + 2) & 0xFFFF, self._seq_offset, self._pid_delta)
+        return True
+
+    def _keep_free(self, count: int) -> None:
+        """The next ``count`` numbers are skipped (missing upstream): the subscriber counts them
+        lost, and they are kept free for a late packet or padding."""
+        self._holes += count
+        free = self._free
+        for n in range(min(count, HOLES_KEPT)):
+            free[(self._next_seq + n) & 0xFFFF] = (self._last_ts, False)
+        while len(free) > HOLES_KEPT:
+            del free[next(iter(free))]
+
+    def _fill_hole(self, in_seq: int) -> bool:
+        """A packet of a frame left out has come late (or been NACKed) with the number it
+        maps to still free at the subscriber (its loss upstream was at the frame's edge, and
+        which frame it belonged to was not known when the next packet went out): send that
+        number as a padding-only packet, which a receiver counts as received (libwebrtc's
+        packet buffer takes an empty payload as padding) and decodes nothing from. Its
+        timestamp is that of the packet sent before it, so that a receiver that groups packets
+        by timestamp (aiortc) adds nothing to that frame and sees no frame of its own. True if
+        sent."""
+        mapped = self._late_mapping(in_seq)
+        if mapped is None or self._writer is None:
+            return False
+        out = mapped[0]
+        ahead = (out - self._next_seq) & 0xFFFF
+        if ahead < 0x8000:
+            # not given yet (the run left out goes on after it): given now, as padding
+            ts, filled = self._last_ts, True
+        else:
+            free = self._free.get(out)
+            if free is None or not 1 <= (self._next_seq - out) & 0xFFFF <= self._span:
+                return False
+            ts, filled = free
+        try:
+            self._writer(self._pt, 0, out, ts, self._ssrc, b"", 1)  # type: ignore[arg-type]
+        except Exception as exc:
+            logger.debug("down-track %s padding failed: %s", self._down_id, exc)
+            return False
+        if ahead < 0x8000:
+            if ahead:
+                self._keep_free(ahead)
+            self._span += ahead + 1
+            self._next_seq = (out + 1) & 0xFFFF
+            self._free[out] = (ts, True)
+            self.holes_filled += 1
+        elif not filled:
+            self._free[out] = (ts, True)
+            self._holes -= 1  # no longer lost for the subscriber
+            self.holes_filled += 1
+        return True
 
     def _late_mapping(self, in_seq: int) -> tuple[int, int] | None:
         """(subscriber's sequence number, picture ID delta) for a late packet, or None when it
@@ -1031,8 +1180,12 @@ class RtpDownTrack:
             payload = packet.payload
             if self._ranges is not None:
                 if packet.timestamp in self._dropped_ts:
-                    # a hole at the edge of a frame left out: that frame is not coming
-                    self.nack_not_in_history += 1
+                    # a number left free at the edge of a frame left out, whose packet turned
+                    # out to be that frame's: padding fills it
+                    if self._fill_hole(original[0]):
+                        self.retransmitted += 1
+                    else:
+                        self.nack_not_in_history += 1
                     continue
                 payload = vp8.rewrite_picture_id(payload, original[1])
             budget = self._rtx_budget

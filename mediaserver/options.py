@@ -32,5 +32,10 @@ class MediaOptions:
     resume_grace: float = 20.0
     # Keyframe requests relayed to a publisher at most this often (seconds).
     pli_min_interval: float = 0.5
+    # A publisher sending VP8 temporal layers to at most this many subscribers is held to what
+    # leaves the weakest its layer 0; with more, to what leaves that to all but the lowest
+    # layered_quantile of them (docs/performance.md, "Temporal layers").
+    layered_small_room: int = 4
+    layered_quantile: float = 0.1
     # Most participants in one room.
     max_participants: int = 50

@@ -431,6 +431,8 @@ class SfuParticipant:
             receiver,
             pli_min_interval=self._options.pli_min_interval,
             log_extra={"room": self.room.room_id, "participant": self._participant_id},
+            layered_small_room=self._options.layered_small_room,
+            layered_quantile=self._options.layered_quantile,
         )
         self._up_tracks[track_id] = up
         self._up_by_mid[transceiver.mid] = up  # type: ignore[index]

@@ -542,6 +542,12 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         (*OFFICERS_ONLY, 403, 403, 403, 409),
     ),
     ("a party's own view", plain("GET", "/api/party"), (401, 200, 200, *PARTIES_ONLY)),
+    # a fresh call token only for the device the link is bound to (the matrix sends none)
+    (
+        "a party's fresh call token",
+        plain("POST", "/api/party/call-token"),
+        (401, 403, 403, *PARTIES_ONLY),
+    ),
     ("free slots", plain("GET", "/api/party/slots"), (401, 200, 200, *PARTIES_ONLY)),
     ("a party books", _party_book, (401, 201, 404, *PARTIES_ONLY)),
     ("a party cancels", _party_cancel, (401, 200, 404, *PARTIES_ONLY)),

@@ -46,7 +46,7 @@ BAD: list[tuple[dict[str, Any], str, str | None]] = [
     ({"media": {"ice_servers": [{"urls": ["http://x"]}]}}, "media.ice_servers[0].urls", "http://x"),
     ({"media": {"ice_servers": "stun:x"}}, "media.ice_servers", "'stun:x'"),
     ({"media": {"host_addresses": ["not-an-ip"]}}, "media.host_addresses[0]", "not-an-ip"),
-    ({"auth": {"token_ttl": 10}}, "auth.token_ttl", "10"),
+    ({"auth": {"token_ttl": 5}}, "auth.token_ttl", "5"),
     ({"auth": {"login_delay": 100.0}}, "auth.login_delay", "100.0"),
     ({"server": {"host": "0.0.0.0"}, "auth": {"dev_join": True}}, "auth.dev_join", "0.0.0.0"),
     ({"keys": {"dir": "data/keys"}, "storage": {"data_dir": "data"}}, "keys.dir", "data/keys"),

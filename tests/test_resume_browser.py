@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.appkeys import RECORDER
+from control.appkeys import RECORDER, SIGNER
 from tests.conftest import (
     PASSWORD,
     Api,
@@ -415,7 +415,16 @@ async def test_party_page_reloads_mid_call_as_the_same_participant(
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         rotated = await page.evaluate("() => JSON.parse(sessionStorage.getItem('remotecase.call'))")
-        assert rotated["resume"] != kept["resume"] and rotated["token"] == kept["token"]
+        assert rotated["resume"] != kept["resume"]
+        # the page asked a fresh call token of the same admission before resuming (a call past
+        # the token's hour resumes too): the same grant, participant and room
+        signer = server.app[SIGNER]
+        fresh, first = signer.verify(rotated["token"]), signer.verify(kept["token"])
+        assert (fresh.grant_id, fresh.participant, fresh.room) == (
+            first.grant_id,
+            first.participant,
+            first.room,
+        )
         await shots.take(page, "after-reload")
         await no_overflow(page, "after the reload")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from typing import Any
 
@@ -347,4 +348,176 @@ async def test_a_nack_long_after_the_last_left_out_frame_gets_the_right_packet()
     for rtx in sent:
         original_seq = int.from_bytes(rtx.payload[:2], "big")
         assert rtx.payload[2:] == last[original_seq].payload
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+# -- a packet missing upstream at the edge of a frame left out --------------------------------
+# The subscriber's numbering must keep a number free only for a packet it will be sent: one of
+# a frame left out that arrives late (the publisher's retransmission) or is NACKed must not
+# leave a hole it NACKs in vain for ever (a receiver's jitter buffer may wait on it).
+
+
+def _numbers(sent: list[RtpPacket]) -> list[int]:
+    return sorted({p.sequence_number for p in sent})
+
+
+def _holes(sent: list[RtpPacket]) -> list[int]:
+    numbers = _numbers(sent)
+    first, last = numbers[0], numbers[-1]
+    assert (last - first) & 0xFFFF < 0x8000
+    have = set(numbers)
+    return [
+        (first + i) & 0xFFFF
+        for i in range((last - first) & 0xFFFF)
+        if (first + i) & 0xFFFF not in have
+    ]
+
+
+def _thin_to_layer_0(down: RtpDownTrack) -> None:
+    _limit(down, 1e6)
+    down._max_layer = 0
+    down._decodable = 0
+
+
+async def test_lost_first_packet_of_a_left_out_frame_leaves_no_hole() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)  # picture 0: forwarded, its last packet marked
+    _thin_to_layer_0(down)
+    head = pub.seq
+    pub.frame(lose=(0,))  # picture 1, layer 2: left out, its first packet lost upstream
+    pub.frame()  # 2, layer 1: left out
+    pub.frame()  # 3, layer 2: left out
+    pub.frame()  # 4, layer 0: forwarded
+    assert len(sent) == 2 * PACKETS_PER_FRAME
+    assert _holes(sent) == []  # the lost packet was the left-out frame's: no number kept
+    up.on_rtp(_rtp(head, 1 * 6000, pub.sent[head]))  # the publisher's retransmission
+    assert len(sent) == 2 * PACKETS_PER_FRAME and _holes(sent) == []
+    assert down._holes == 0
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_lost_last_packet_of_a_left_out_frame_leaves_no_hole() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)
+    _thin_to_layer_0(down)
+    pub.frame()  # 1, layer 2: left out
+    pub.frame()  # 2, layer 1: left out
+    tail = (pub.seq + 1) & 0xFFFF
+    pub.frame(lose=(1,))  # 3, layer 2: left out, its last packet lost upstream
+    pub.frame()  # 4, layer 0: forwarded, its first packet a frame's start
+    assert _holes(sent) == []
+    up.on_rtp(_rtp(tail, 3 * 6000, pub.sent[tail], marker=1))  # late: still left out
+    assert len(sent) == 2 * PACKETS_PER_FRAME and _holes(sent) == []
+    assert down._holes == 0
+    # picture IDs stay continuous at the subscriber
+    pids = [d.picture_id for p in sent if (d := vp8.parse(p.payload)) is not None and d.start]
+    assert pids == [0, 1]
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_a_number_that_turns_out_to_be_a_left_out_frames_is_filled_with_padding() -> None:
+    """Three packets lost in a row: the last of a forwarded frame and a whole frame of layer 2
+    after it. Nothing says which layer the lost frame was of when the next packet goes out, so
+    all three numbers stay free; the forwarded frame's packet takes its number when
+    retransmitted, the left-out frame's numbers get padding-only packets (a receiver counts
+    them received, and they carry nothing to decode), and a NACK of such a number is answered
+    the same way."""
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up, seq=0xFFF0)  # across the wrap
+    pub.frame(key=True)
+    _thin_to_layer_0(down)
+    for _ in range(3):
+        pub.frame()  # 1-3: left out
+    forwarded_tail = (pub.seq + 1) & 0xFFFF
+    pub.frame(lose=(1,))  # 4, layer 0: its last packet lost
+    lost_frame = pub.seq
+    pub.frame(lose=(0, 1))  # 5, layer 2: lost whole
+    pub.frame()  # 6: left out
+    pub.frame()  # 7: left out
+    pub.frame()  # 8, layer 0
+    free = _holes(sent)
+    assert len(free) == 3
+    down.on_nack(free)  # nothing to answer yet: none has come from the publisher
+    assert down.retransmitted == 0 and down.nack_not_in_history == 3
+    # the publisher's retransmissions arrive
+    up.on_rtp(_rtp(forwarded_tail, 4 * 6000, pub.sent[forwarded_tail], marker=1))
+    up.on_rtp(_rtp(lost_frame, 5 * 6000, pub.sent[lost_frame]))
+    up.on_rtp(_rtp((lost_frame + 1) & 0xFFFF, 5 * 6000, pub.sent[(lost_frame + 1) & 0xFFFF], 1))
+    assert _holes(sent) == []
+    by_seq = {p.sequence_number: p for p in sent}
+    tail_out, *pads = free
+    assert by_seq[tail_out].payload == vp8.rewrite_picture_id(pub.sent[forwarded_tail], -3)
+    for pad_out in pads:
+        pad = by_seq[pad_out]
+        assert pad.payload == b"" and pad.padding_size > 0 and pad.marker == 0
+        # it belongs to the frame before it: a receiver that groups packets by timestamp
+        # (aiortc's jitter buffer) adds nothing to that frame and sees no frame of its own
+        assert pad.timestamp == by_seq[tail_out].timestamp
+    assert down._holes == 0 and down.holes_filled == 2
+    # the subscriber missed a padding packet and NACKs it: padding again, not a miss
+    sent.clear()
+    misses = down.nack_misses
+    down.on_nack([pads[0]])
+    assert [(p.sequence_number, p.payload) for p in sent] == [(pads[0], b"")]
+    assert down.nack_misses == misses
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_random_loss_and_late_retransmissions_leave_no_hole_and_the_right_content() -> None:
+    """A thin subscriber at layer 0 of a stream losing a packet in eight upstream, each lost one
+    retransmitted by the publisher a few frames later (some twice): once all have come, every
+    number of the subscriber's stream has been sent, each with its original's payload (picture
+    ID rewritten) or as padding, and every layer-0 frame is there, complete. Picture IDs go on
+    without a gap but where a frame of a left-out layer was lost whole (its number was counted
+    before anything said it would be left out)."""
+    rng = random.Random(18)
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up, seq=0xFF00)
+    pub.frame(key=True)
+    _thin_to_layer_0(down)
+    late: list[tuple[int, int, int, int]] = []  # (when, sequence number, picture, marker)
+    lost_whole = 0
+    for frame in range(1, 400):
+        picture = pub.picture_id
+        lose = tuple(part for part in range(PACKETS_PER_FRAME) if rng.random() < 0.125)
+        first = pub.seq
+        pub.frame(lose=lose)
+        lost_whole += len(lose) == PACKETS_PER_FRAME and L1T3[picture % 4] > 0
+        for part in lose:
+            for _ in range(2 if rng.random() < 0.2 else 1):
+                late.append((frame + rng.randint(1, 6), (first + part) & 0xFFFF, picture, part))
+        for entry in [e for e in late if e[0] <= frame]:
+            late.remove(entry)
+            _, seq, pic, marker = entry
+            up.on_rtp(_rtp(seq, pic * 6000, pub.sent[seq], marker=marker))
+        if frame % 100 == 0:
+            await asyncio.sleep(0)
+    for _, seq, pic, marker in sorted(late):
+        up.on_rtp(_rtp(seq, pic * 6000, pub.sent[seq], marker=marker))
+    assert _holes(sent) == [], _holes(sent)
+    assert down._holes == 0 and down.holes_filled > 0
+    by_picture: dict[int, set[int]] = {}
+    tl0s = set()
+    for p in sent:
+        if not p.payload:
+            continue  # padding
+        d = vp8.parse(p.payload)
+        assert d is not None and d.tid == 0 and d.picture_id is not None  # layer 0 only
+        by_picture.setdefault(d.picture_id, set()).add(p.sequence_number)
+        tl0s.add(d.tl0_pic_idx)
+        # the payload is its original's (publisher's numbering: the history still holds it)
+        original = down._original(p.sequence_number)
+        assert original is not None
+        assert p.payload == vp8.rewrite_picture_id(pub.sent[original[0]], original[1])
+    assert tl0s == set(range(100))  # every layer-0 frame (TL0PICIDX is not rewritten)
+    assert all(len(seqs) == PACKETS_PER_FRAME for seqs in by_picture.values())  # complete
+    pictures = sorted(by_picture)
+    gaps = sum((b - a - 1) for a, b in itertools.pairwise(pictures))
+    assert gaps <= lost_whole, (gaps, lost_whole)
     await up.close(CloseReason.UNPUBLISHED)

@@ -12,6 +12,13 @@ link valid, admits the party again (a new grant, audited ``invitation.readmitted
 replaces the old connection of the same participant, and the grant given before is superseded:
 its token joins no more, 4003 ``superseded``). Without the secret, from another device,
 the link is used as before (410 ``used``). A party the officer removed is not readmitted.
+
+Renewal: the call token lives ``auth.token_ttl`` (an hour). ``POST /api/party/call-token``
+with the link and the device's secret gives a fresh one of the same admission (the same grant:
+no readmission, no face check again, nobody sees the party leave) while that grant stands: not
+superseded, not revoked (a removal), its session open and its case open. The party's page asks
+it before every resume, as the console asks a fresh token for every connection, so that a
+party more than an hour into an inquiry who reloads or loses the network resumes the call.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from ..http.openapi import (
     ID,
     NOBODY,
     OFFICER,
+    PARTY,
     REASON,
     Add,
     in_path,
@@ -294,6 +302,104 @@ def redeem(
     return Redemption(session["room"], party["id"], party["name"], row["case_id"], consents, grant)
 
 
+# why a renewal was refused: (status, code, detail, catalog key)
+_RENEW_ERRORS: dict[str, tuple[type[web.HTTPException], str, str | None, str]] = {
+    "link_invalid": (
+        web.HTTPUnauthorized,
+        "unauthorized",
+        "link_invalid",
+        "unauthorized.link_invalid",
+    ),
+    "other_device": (web.HTTPForbidden, "forbidden", "other_device", "forbidden.other_device"),
+    "not_admitted": (web.HTTPConflict, "not_admitted", None, "renew.not_admitted"),
+    "removed": (web.HTTPForbidden, "removed", None, "redeem.removed"),
+    "session_ended": (web.HTTPGone, "session_ended", None, "redeem.session_ended"),
+    "case_closed": (web.HTTPGone, "case_closed", None, "redeem.case_closed"),
+}
+
+
+@dataclass(frozen=True)
+class Renewal:
+    room: str
+    participant: str
+    name: str
+    grant: str
+
+
+def renew_call(
+    conn: sqlite3.Connection, token: str, device: str | None, ttl: int, now: float
+) -> Renewal | str:
+    """The admission the link gave its bound ``device``, for a fresh call token (the key of
+    ``_RENEW_ERRORS`` when there is none to renew). The grant's expiry moves on; audited."""
+    row = conn.execute(
+        "SELECT * FROM invitations WHERE token_hash = ? AND revoked_at IS NULL",
+        (token_hash(token),),
+    ).fetchone()
+    if row is None:
+        return "link_invalid"
+    if not _same_device(row, device):
+        # a link redeemed without a secret, or by another device: nothing proves this is the
+        # party's own device, so the link alone (a forwarded SMS) renews nothing
+        return "other_device"
+    grant = conn.execute(
+        "SELECT g.id, g.participant, g.revoked_at, s.room, s.ended_at, s.case_id, "
+        "c.status AS case_status FROM call_grants g JOIN sessions s ON s.id = g.session_id "
+        "JOIN cases c ON c.id = s.case_id WHERE g.invitation_id = ? AND g.superseded_at IS NULL "
+        "ORDER BY g.created_at DESC, g.rowid DESC LIMIT 1",
+        (row["id"],),
+    ).fetchone()
+    if grant is None:
+        return "not_admitted"
+    if grant["revoked_at"] is not None:
+        return "removed"
+    if grant["ended_at"] is not None:
+        return "session_ended"
+    if grant["case_status"] != "open":
+        return "case_closed"
+    party = conn.execute("SELECT name FROM parties WHERE id = ?", (row["party_id"],)).fetchone()
+    conn.execute("UPDATE call_grants SET expires_at = ? WHERE id = ?", (now + ttl, grant["id"]))
+    audit(
+        conn,
+        f"party:{row['party_id']}",
+        "invitation.call_token",
+        f"invitation:{row['id']}",
+        grant["case_id"],
+        "a fresh call token of the same admission",
+        room=grant["room"],
+    )
+    return Renewal(grant["room"], grant["participant"], party["name"], grant["id"])
+
+
+async def post_call_token(request: web.Request) -> web.Response:
+    """A fresh call token for the party's bound device while its admission stands. Not
+    throttled like a redemption: a wrong link answers 401 as every party endpoint does (a link
+    is 192 random bits, and without its device's secret it renews nothing anyway)."""
+    token = access.bearer(request)
+    device = request.headers.get(access.DEVICE_HEADER) or None
+    ttl = request.app[CONFIG].auth.token_ttl
+    now = time.time()
+    result = await request.app[DB].run(lambda c: renew_call(c, token, device, ttl, now))
+    if isinstance(result, str):
+        cls, code, detail, message = _RENEW_ERRORS[result]
+        raise json_error(cls, code, detail=detail, key=message)
+    signalling = request.app[SIGNER].mint(
+        result.room,
+        result.participant,
+        name=result.name,
+        role="party",
+        ttl=ttl,
+        grant_id=result.grant,
+    )
+    return web.json_response(
+        {
+            "room": result.room,
+            "participant": result.participant,
+            "token": signalling,
+            "ttl": ttl,
+        }
+    )
+
+
 def _number(value: object) -> bool:
     return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
@@ -420,6 +526,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case}/invitations", post_invitation)
     app.router.add_post("/api/invitations/{invitation:[0-9]{1,18}}/revoke", post_revoke)
     app.router.add_post("/api/invitations/redeem", post_redeem)
+    app.router.add_post("/api/party/call-token", post_call_token)
 
 
 def describe(add: Add) -> None:
@@ -459,6 +566,17 @@ def describe(add: Add) -> None:
             body=json_body({"reason": REASON}, ["reason"]),
         ),
         [in_path("invitation", ID)],
+    )
+    add(
+        "/api/party/call-token",
+        "post",
+        op(
+            "A fresh call token of the party's admission, for the device the link is bound to "
+            "(X-Remotecase-Device), while that admission stands: a call outlives its first token",
+            PARTY,
+            responses("200", ANY_OBJECT, "401 403 409 410"),
+            tag="invitations",
+        ),
     )
     add(
         "/api/invitations/redeem",

@@ -710,7 +710,27 @@ async function onClose(event) {
   if (state.reconnects > 8) return setPhase("failed", { reason: t("error.network") });
   setPhase("reconnecting", { attempt: state.reconnects });
   await sleep(Math.min(1000 * 2 ** (state.reconnects - 1), 15000));
-  connect(state.callToken);
+  connect(await renewCallToken(state.callToken));
+}
+
+// A fresh call token of this page's admission (the link and this device's secret: the server
+// gives one while the party is still admitted, docs/signalling.md "Resume"), asked before every
+// resume as the console does: a call more than a token's hour old resumes instead of being
+// refused token_expired and admitted again (a face check again, the others seeing it leave).
+// Without a link (a call token in the address), or when the server cannot say, the old one.
+async function renewCallToken(token) {
+  if (!state.invite || !token) return token;
+  try {
+    const response = await fetch("/api/party/call-token", { method: "POST", headers: partyHeaders(state.invite) });
+    if (!response.ok) return token;  // refused (removed, ended): the resume with the old says why
+    const body = await response.json();
+    if (typeof body.token !== "string") return token;
+    if (state.resumeFor === token) state.resumeFor = body.token;  // the same participant: resume
+    if (state.partyToken === token) state.partyToken = body.token;  // uploads, the record
+    return body.token;
+  } catch (err) {
+    return token;  // the network: the resume tries with what it has
+  }
 }
 
 function connect(token) {
@@ -885,9 +905,10 @@ async function redeemInvitation(invite) {
   const kept = resumeKept(invite);
   if (kept) {
     state.partyToken = kept.token;
+    const token = await renewCallToken(kept.token);  // the kept one may be past its hour
     enableUploads();
     await ensureCamera();
-    return kept.token;
+    return token;
   }
   const mine = await redeemed(invite);
   if (mine || (view.invitation && view.invitation.used)) {

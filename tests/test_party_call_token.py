@@ -1,0 +1,243 @@
+"""The party's call outlives its first token (issue 18): ``POST /api/party/call-token`` gives
+the device a link is bound to a fresh call token of the same admission while that admission
+stands, and a resume with it after the first token expired goes on as the same participant
+(real server, real aiortc peers, a real short ``auth.token_ttl``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.peer import PeerClient
+from control.access import revoke_grants
+from control.appkeys import DB, SIGNER
+from tests.conftest import (
+    CONSENT,
+    Api,
+    case_with_party,
+    leftovers,
+    make_config,
+    officer_login,
+    start_server,
+)
+
+DEVICE = "d" * 43
+OTHER_DEVICE = "e" * 43
+RENEW = "/api/party/call-token"
+
+
+def _about(message: dict[str, Any], pid: str) -> bool:
+    who = message.get("participant")
+    return (who.get("id") if isinstance(who, dict) else who) == pid
+
+
+def _device(secret: str) -> dict[str, str]:
+    return {"X-Remotecase-Device": secret}
+
+
+async def _inquiry(api: Api, srv: Any) -> dict[str, Any]:
+    """An officer, an open session, a party's link redeemed by the party's page (bound)."""
+    officer = await officer_login(srv, api)
+    case, party_id = await case_with_party(api, officer)
+    status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
+    assert status == 201, session
+    status, invitation = await api.call(
+        "POST", f"/api/cases/{case}/invitations", officer, {"party_id": party_id}
+    )
+    assert status == 201, invitation
+    link = invitation["token"]
+    status, redeemed = await api.call(
+        "POST",
+        "/api/invitations/redeem",
+        json={"token": link, "consent": CONSENT, "device": DEVICE},
+    )
+    assert status == 200, redeemed
+    return {
+        "officer": officer,
+        "case": case,
+        "party_id": party_id,
+        "session": session,
+        "link": link,
+        "redeemed": redeemed,
+    }
+
+
+async def test_a_fresh_token_only_for_the_bound_device_while_the_admission_stands(
+    tmp_path: Path,
+) -> None:
+    srv = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, srv.base_url)
+            world = await _inquiry(api, srv)
+            link, first = world["link"], world["redeemed"]
+            signer = srv.app[SIGNER]
+            status, body = await api.call("POST", RENEW, link, headers=_device(DEVICE))
+            assert status == 200, body
+            old, fresh = signer.verify(first["token"]), signer.verify(body["token"])
+            # the same admission (grant), participant and room; a later expiry
+            assert (fresh.room, fresh.participant, fresh.role, fresh.grant_id) == (
+                old.room,
+                old.participant,
+                "party",
+                old.grant_id,
+            )
+            assert body["participant"] == first["participant"] and body["room"] == old.room
+            assert fresh.expires_at >= old.expires_at
+            # the fresh token reads the party's own things, as the first one does
+            status, view = await api.call("GET", "/api/party", body["token"])
+            assert status == 200, view
+
+            # another device, or none: the link alone (a forwarded SMS) renews nothing
+            for headers in (_device(OTHER_DEVICE), {}):
+                status, refused = await api.call("POST", RENEW, link, headers=headers)
+                assert status == 403 and refused["detail"] == "other_device", refused
+                assert refused["message"].startswith("此链接已在另一台设备上使用")
+            status, refused = await api.call("POST", RENEW, "x" * 32, headers=_device(DEVICE))
+            assert status == 401 and refused["detail"] == "link_invalid", refused
+            status, refused = await api.call("POST", RENEW, headers=_device(DEVICE))
+            assert status == 401, refused
+            # a call token is no link: it renews nothing (only the bound device does)
+            status, refused = await api.call("POST", RENEW, body["token"], headers=_device(DEVICE))
+            assert status == 401, refused
+            # in English when asked
+            status, refused = await api.call(
+                "POST", RENEW, link, headers=_device(OTHER_DEVICE), lang="en"
+            )
+            assert status == 403 and "another device" in refused["message"], refused
+
+            # a link not redeemed yet (another party's) admits nobody: nothing to renew, even
+            # with a device secret
+            status, other = await api.call(
+                "POST",
+                f"/api/cases/{world['case']}/parties",
+                world["officer"],
+                {"role": "witness", "name": "Zhao Lei"},
+            )
+            assert status == 201, other
+            status, second = await api.call(
+                "POST",
+                f"/api/cases/{world['case']}/invitations",
+                world["officer"],
+                {"party_id": other["id"]},
+            )
+            assert status == 201, second
+            status, refused = await api.call(
+                "POST", RENEW, second["token"], headers=_device(DEVICE)
+            )
+            assert status == 403 and refused["detail"] == "other_device", refused
+
+            # readmitted (the same device opened the link again): the renewal follows the new
+            # admission, the superseded one renews nothing
+            status, again = await api.call(
+                "POST", "/api/invitations/redeem", json={"token": link, "device": DEVICE}
+            )
+            assert status == 200 and again["readmitted"], again
+            status, body = await api.call("POST", RENEW, link, headers=_device(DEVICE))
+            assert status == 200, body
+            assert signer.verify(body["token"]).grant_id == signer.verify(again["token"]).grant_id
+            assert signer.verify(body["token"]).grant_id != old.grant_id
+
+            # removed by the officer: no token any more
+            session = world["session"]
+            await srv.app[DB].run(
+                lambda c: revoke_grants(c, session["id"], first["participant"], "removed")
+            )
+            status, refused = await api.call("POST", RENEW, link, headers=_device(DEVICE))
+            assert status == 403 and refused["error"] == "removed", refused
+            assert refused["message"].startswith("民警已将您移出本次会话")
+
+            # every renewal is in the audit log, with the room
+            rows = await srv.app[DB].run(
+                lambda c: c.execute(
+                    "SELECT actor, detail FROM audit WHERE action = 'invitation.call_token'"
+                ).fetchall()
+            )
+            assert len(rows) == 2 and all(r["actor"] == f"party:{world['party_id']}" for r in rows)
+    finally:
+        await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}
+
+
+async def test_no_token_once_the_session_ended(tmp_path: Path) -> None:
+    srv = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, srv.base_url)
+            world = await _inquiry(api, srv)
+            status, body = await api.call(
+                "POST",
+                f"/api/cases/{world['case']}/sessions/{world['session']['id']}/end",
+                world["officer"],
+                {"reason": "done"},
+            )
+            assert status == 200, body
+            status, refused = await api.call("POST", RENEW, world["link"], headers=_device(DEVICE))
+            assert status == 410 and refused["error"] == "session_ended", refused
+    finally:
+        await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}
+
+
+async def test_a_resume_after_the_first_token_expired_goes_on_with_a_fresh_one(
+    tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    """auth.token_ttl of 10 s: the party's first call token expires while its connection is
+    lost; the page asks a fresh one with its link and device secret and resumes with it: the
+    same participant, and the officer sees it reconnecting and resumed, never leaving."""
+    ttl = 10
+    srv = await start_server(
+        make_config(
+            tmp_path, auth={"dev_join": False, "token_ttl": ttl}, media={"resume_grace": 30.0}
+        )
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, srv.base_url)
+            world = await _inquiry(api, srv)
+            issued = time.time()
+            first = world["redeemed"]
+            watcher = PeerClient(srv.base_url, world["session"]["token"])
+            clients.append(watcher)
+            await watcher.connect()
+            party = PeerClient(srv.base_url, first["token"])
+            clients.append(party)
+            await party.connect()
+            pid = first["participant"]
+            assert party.joined is not None and party.joined["type"] == "joined"
+            resume_token = party.joined["resume_token"]
+            await party.close()  # the network is gone
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_reconnecting" and m["participant"] == pid
+            )
+            await asyncio.sleep(max(0.0, issued + ttl + 1.5 - time.time()))
+            # the first token is dead now, for the party's endpoints too
+            status, refused = await api.call("GET", "/api/party", first["token"])
+            assert status == 401 and refused["error"] == "token_expired", refused
+            status, body = await api.call("POST", RENEW, world["link"], headers=_device(DEVICE))
+            assert status == 200, body
+            back = PeerClient(srv.base_url, body["token"])
+            clients.append(back)
+            await back.connect(join=False)
+            await back.send(
+                {"type": "resume", "resume_token": resume_token, "token": body["token"]}
+            )
+            resumed = await back.wait_for(lambda m: m["type"] in ("resumed", "error"))
+            assert resumed["type"] == "resumed", resumed
+            assert resumed["participant"]["id"] == pid
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == pid
+            )
+            seen = [m["type"] for m in watcher.messages if _about(m, pid)]
+            assert "participant_left" not in seen and "participant_joined" not in seen[1:], seen
+            status, view = await api.call("GET", "/api/party", body["token"])
+            assert status == 200, view
+    finally:
+        for client in clients:
+            await client.close()
+        await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}
