@@ -212,3 +212,50 @@ async def test_each_company_receives_its_own_record(edu: Any) -> None:
     # the page itself is served (the token is after #, never in a request's path)
     status, html = await api.call("GET", "/company-record")
     assert status == 200 and "company-record.js" in str(html)
+
+
+async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None:
+    # an SMS gateway nobody listens on (port 9, discard: refused at once); e-mail has no
+    # provider, so it goes to the outbox
+    config = make_config(
+        tmp_path, verifier={"enabled": False}, delivery={"sms_url": "http://127.0.0.1:9/sms"}
+    )
+    server = await start_server(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            roster = "\n".join(ROSTER.splitlines()[:4]) + "\n"  # 顺达 (e-mail) and 宏远 (SMS)
+            _, imported = await api.call(
+                "POST", "/api/education/roster/import", li, data=roster.encode()
+            )
+            _, case = await api.call("POST", "/api/cases", li, {"kind": "education", "title": "t"})
+            cid = case["id"]
+            await api.call(
+                "POST",
+                f"/api/cases/{cid}/education/viewers",
+                li,
+                {"person_ids": imported["people"]},
+            )
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            base = f"/api/cases/{cid}/sessions/{session['id']}/attendance/records"
+            status, _ = await api.call("POST", base, li, {})
+            assert status == 201
+            status, body = await api.call("POST", f"{base}/send", li, {"valid_days": 0})
+            assert (status, body["error"]) == (400, "bad_request"), body
+            status, sent = await api.call("POST", f"{base}/send", li, {"valid_days": 7})
+            assert status == 201, sent
+            states = {c["company"]: c for c in sent["companies"]}
+            failed = states["宏远物流"]
+            assert failed["state"] == "failed" and failed["send"]["provider"] == "sms-http"
+            assert failed["send"]["failure"].startswith("无法连接短信网关")
+            assert states["顺达运输有限公司"]["state"] == "sent"
+            entries = await custody(server, "education.record_send_failed")
+            assert [e["address"] for e in entries] == ["13800138000"]
+            assert entries[0]["failure"] == failed["send"]["failure"]
+            # nothing of the failed one in the outbox; the e-mail's notice is there
+            notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
+            assert [n["address"] for n in notices] == ["safety@shunda.example.cn"]
+            assert "7 天内" in str(notices[0]["text"])
+    finally:
+        await server.runner.cleanup()
