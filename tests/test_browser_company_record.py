@@ -99,3 +99,66 @@ async def test_a_company_opens_its_link_and_downloads_its_record(
 def _link(text: str) -> str:
     start = text.index("http")
     return text[start:].split()[0]
+
+
+async def test_the_console_panel_sends_each_company_its_record(
+    server: Server, tmp_path: Path
+) -> None:
+    """The officer's education panel in the console's call (phone size, Chinese): make the
+    records, send them to the companies, each company's state shown."""
+    from tests.conftest import PASSWORD
+    from tests.test_browser_console import open_page, see
+
+    roster = ROSTER + (
+        "宏远物流,驾驶员,王强,130101199201012222,13800138000\n"
+        "平安客运,驾驶员,孙丽,130901198807073333,\n"
+    )
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        li = await officer_login(server, api)
+        _, imported = await api.call(
+            "POST", "/api/education/roster/import", li, data=roster.encode()
+        )
+        _, case = await api.call(
+            "POST", "/api/cases", li, {"kind": "education", "title": "冬季安全"}
+        )
+        cid = case["id"]
+        await api.call(
+            "POST", f"/api/cases/{cid}/education/viewers", li, {"person_ids": imported["people"]}
+        )
+        await api.call("POST", f"/api/cases/{cid}/sessions", li, {"purpose": "education"})
+
+    camera = tmp_path / "officer.y4m"
+    write_y4m(camera, face_image(), frames=2)
+    async with chromium(camera) as context:
+        page = await open_page(context, "zh-CN", "phone")
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(server.base_url + "/console")
+        await see(page, "#login-form")
+        await page.fill("#username", "li")
+        await page.fill("#password", PASSWORD)
+        await page.click("#login-form button")
+        await _wait_for(page, "document.getElementById('who').textContent.includes('li')")
+        await page.evaluate(f"location.hash = '#case/{cid}'")
+        await see(page, "#session-open:not([hidden])")
+        await page.click("#join-call")
+        await see(page, "#education-desk:not([hidden]) #edu-box-records h4")
+        assert "尚未生成企业学习记录" in (await page.text_content("#edu-sends") or "")
+        records = page.locator("#edu-box-records button", has_text="生成学习记录")
+        await records.click()
+        await _wait_for(page, "document.querySelectorAll('#edu-sends li[data-state]').length === 3")
+        await page.locator("#edu-box-records button", has_text="发送给企业").click()
+        await _wait_for(
+            page, "document.querySelectorAll('#edu-sends li[data-state=sent]').length === 2"
+        )
+        states = await page.eval_on_selector_all(
+            "#edu-sends li", "els => els.map(e => [e.dataset.state, e.textContent])"
+        )
+        by_state = {state: text for state, text in states}
+        assert "平安客运" in by_state["no_address"] and "无联系方式" in by_state["no_address"]
+        assert any("发往 safety@shunda.example.cn" in text for _, text in states)
+        await page.set_viewport_size({"width": 360, "height": 780})
+        assert not await _overflow(page)
+        await page.locator("#education-desk").screenshot(path=str(tmp_path / "desk-sent.png"))
+        assert errors == []
