@@ -259,3 +259,34 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             assert "7 天内" in str(notices[0]["text"])
     finally:
         await server.runner.cleanup()
+
+
+def test_the_outbox_rebuild_keeps_the_deliveries_notices() -> None:
+    """The migration that lets the outbox hold a company's notice rebuilds delivery_outbox:
+    the notices already there stay, with their IDs, and a row is either kind, never both."""
+    from control.db import MIGRATIONS
+
+    mine = next(i for i, m in enumerate(MIGRATIONS) if "CREATE TABLE edu_sends" in m)
+    conn = sqlite3.connect(":memory:")
+    try:
+        for script in MIGRATIONS[:mine]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(
+            "INSERT INTO delivery_outbox (id, delivery_id, channel, address, text, created_at) "
+            "VALUES (5, 7, 'sms', '13800138000', '您有一份法律文书', 't')"
+        )
+        for statement in MIGRATIONS[mine].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        assert conn.execute(
+            "SELECT id, delivery_id, edu_send_id, address, text FROM delivery_outbox"
+        ).fetchall() == [(5, 7, None, "13800138000", "您有一份法律文书")]
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO delivery_outbox (delivery_id, edu_send_id, channel, address, text, "
+                "created_at) VALUES (NULL, NULL, 'sms', 'x', 'y', 't')"
+            )
+    finally:
+        conn.close()
