@@ -257,6 +257,18 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
             assert [n["address"] for n in notices] == ["safety@shunda.example.cn"]
             assert "7 天内" in str(notices[0]["text"])
+            # a link never opened that ran out: the console says so (send again)
+            await server.app[DB].run(
+                lambda c: c.execute(
+                    "UPDATE edu_sends SET expires_at = '2026-01-01T00:00:00+00:00' "
+                    "WHERE status = 'sent'"
+                )
+            )
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            assert {c["company"]: c["state"] for c in overview["companies"]} == {
+                "顺达运输有限公司": "expired",
+                "宏远物流": "failed",
+            }
     finally:
         await server.runner.cleanup()
 

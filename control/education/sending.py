@@ -198,7 +198,8 @@ def send_row(conn: sqlite3.Connection, send_id: int) -> dict[str, Any]:
 
 
 def state_of(item: dict[str, Any], send: dict[str, Any] | None) -> str:
-    """no_address, not_sent, sending, failed, sent, opened, downloaded or revoked."""
+    """no_address, not_sent, sending, failed, sent, opened, downloaded, expired (sent, never
+    opened, and its link has run out) or revoked."""
     if send is None:
         return "not_sent" if item["contact"] else "no_address"
     if send["status"] != "sent":
@@ -209,6 +210,8 @@ def state_of(item: dict[str, Any], send: dict[str, Any] | None) -> str:
         return "downloaded"
     if send["opened_at"]:
         return "opened"
+    if datetime.datetime.fromisoformat(send["expires_at"]) <= datetime.datetime.now(datetime.UTC):
+        return "expired"
     return "sent"
 
 

@@ -60,7 +60,7 @@
   function renderRecords() {
     const list = el("ul", { class: "list", id: "edu-sends" }, ...desk.sends.map((c) => el("li", { "data-company": String(c.company_id), "data-state": c.state },
       el("strong", { text: `${c.company} ` }),
-      el("span", { class: { downloaded: "ok", opened: "ok", sent: "ok", failed: "danger", no_address: "warn" }[c.state] || "muted", text: t(`edu.desk.send.${c.state}`) }), " ",
+      el("span", { class: { downloaded: "ok", opened: "ok", sent: "ok", failed: "danger", no_address: "warn", expired: "warn" }[c.state] || "muted", text: t(`edu.desk.send.${c.state}`) }), " ",
       el("span", { class: "muted", text: sendDetail(c) }))));
     if (!desk.sends.length) list.append(el("li", { class: "muted", text: t("edu.desk.records.none") }));
     const buttons = el("div", { class: "row" },
