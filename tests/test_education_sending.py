@@ -269,6 +269,19 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
                 "顺达运输有限公司": "expired",
                 "宏远物流": "failed",
             }
+            assert not overview["companies"][0]["send"]["superseded"]
+            # the records made again: the company's send is of the older record until sent again
+            status, _ = await api.call("POST", base, li, {})
+            assert status == 201
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            shunda = next(c for c in overview["companies"] if c["company"] == "顺达运输有限公司")
+            assert shunda["send"]["superseded"]
+            status, sent = await api.call(
+                "POST", f"{base}/send", li, {"company_ids": [shunda["company_id"]]}
+            )
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+            assert not sent["companies"][0]["send"]["superseded"]
+            assert sent["companies"][0]["record_id"] == shunda["record_id"]
     finally:
         await server.runner.cleanup()
 

@@ -244,8 +244,6 @@ def overview(
             visits = conn.execute(
                 "SELECT COUNT(*) FROM edu_send_visits WHERE send_id = ?", (send["id"],)
             ).fetchone()[0]
-            if send["record_id"] != item["record_id"] and send["status"] == "sent":
-                send["superseded_record"] = True  # the records were made again since
         out.append(
             {
                 "company_id": item["company_id"],
@@ -255,7 +253,14 @@ def overview(
                 "number": item["number"],
                 "sha256": item["sha256"],
                 "state": state_of(item, send),
-                "send": None if send is None else public_send(send) | {"visits": visits},
+                "send": None
+                if send is None
+                else public_send(send)
+                | {
+                    "visits": visits,
+                    # the records were made again since: this company has an older one
+                    "superseded": send["record_id"] != item["record_id"],
+                },
             }
         )
     return out

@@ -54,6 +54,7 @@
     if (s.sent_at) times.push(t("edu.desk.send.sent_at", { time: I18N.dateTime(s.sent_at) }));
     if (s.opened_at) times.push(t("edu.desk.send.opened_at", { time: I18N.dateTime(s.opened_at) }));
     if (s.downloaded_at) times.push(t("edu.desk.send.downloaded_at", { time: I18N.dateTime(s.downloaded_at) }));
+    if (s.superseded) times.push(t("edu.desk.send.superseded"));
     return times.join(t("edu.desk.send.separator"));
   }
 
