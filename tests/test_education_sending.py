@@ -243,7 +243,14 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             assert status == 201
             status, body = await api.call("POST", f"{base}/send", li, {"valid_days": 0})
             assert (status, body["error"]) == (400, "bad_request"), body
-            status, sent = await api.call("POST", f"{base}/send", li, {"valid_days": 7})
+            status, body = await api.call("POST", f"{base}/send", li, {"link_base": "ftp://x"})
+            assert (status, body["error"]) == (400, "bad_request"), body
+            status, sent = await api.call(
+                "POST",
+                f"{base}/send",
+                li,
+                {"valid_days": 7, "link_base": "https://jj.example.gov.cn"},
+            )
             assert status == 201, sent
             states = {c["company"]: c for c in sent["companies"]}
             failed = states["宏远物流"]
@@ -257,6 +264,8 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
             assert [n["address"] for n in notices] == ["safety@shunda.example.cn"]
             assert "7 天内" in str(notices[0]["text"])
+            # the console's own address starts the link (not the worker's behind a front)
+            assert "https://jj.example.gov.cn/company-record#t=" in str(notices[0]["text"])
             # a link never opened that ran out: the console says so (send again)
             await server.app[DB].run(
                 lambda c: c.execute(

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import math
+import re
 import secrets
 import sqlite3
 import time
@@ -569,6 +570,25 @@ def _notice_text(
     return subject, text
 
 
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]{1,255}$")
+
+
+def _link_base(body: dict[str, Any], request: web.Request) -> str:
+    """Where the companies' links start when ``education.public_url`` is not set: the
+    console's own address (``link_base``, its ``location.origin``: behind a TLS front the
+    worker sees plain HTTP), else this request's."""
+    given = body.get("link_base")
+    if given is None:
+        return str(request.url.origin())
+    if not isinstance(given, str) or not _ORIGIN.match(given):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "link_base：http(s)://主机[:端口] / link_base: http(s)://host[:port]",
+        )
+    return given
+
+
 async def post_send(request: web.Request) -> web.Response:
     """Send each company of the session its newest attendance record, with a link to the
     company page; companies without an address are listed as such, the others still sent."""
@@ -596,7 +616,7 @@ async def post_send(request: web.Request) -> web.Response:
         return {**case, "topic": course["topic"] if course else case.get("title", "")}, found
 
     case, items = unwrap(await db.run(read), _SEND_STATUS)
-    base = (config.education.public_url or str(request.url.origin())).rstrip("/")
+    base = config.education.public_url.rstrip("/") or _link_base(body, request)
     for item in items:
         contact = str(item["contact"])
         if not contact:
@@ -1224,6 +1244,10 @@ def describe(add: Add) -> None:
                 {
                     "valid_days": {"type": "integer", "minimum": 1, "maximum": 365},
                     "company_ids": {"type": "array", "items": ID, "maxItems": 1000},
+                    "link_base": {
+                        "type": "string",
+                        "pattern": "^https?://[A-Za-z0-9.\\-\\[\\]:]{1,255}$",
+                    },
                 },
                 [],
             ),
