@@ -1,8 +1,11 @@
-"""HTTP API of education: rosters, a session's viewers and their links, attendance, records.
+"""HTTP API of education: rosters, a session's viewers and their links, attendance, records,
+each company's record sent to it.
 
 Officers only (``control/access.py``): a brigade's companies and people are its own (another
-brigade's answer 404, as absent ones do; a supervisor sees all). The SQL is in
-:mod:`.roster`, :mod:`.viewers` and :mod:`.records`; attendance itself is kept by the desk
+brigade's answer 404, as absent ones do; a supervisor sees all). The exception is a company's
+link to its record (the page ``/company-record``, ``POST /api/education/company-record[/pdf]``):
+no login, its token is the credential (:mod:`.sending`). The SQL is in :mod:`.roster`,
+:mod:`.viewers`, :mod:`.records` and :mod:`.sending`; attendance itself is kept by the desk
 (:mod:`.desk`) while the session runs.
 """
 
@@ -607,15 +610,10 @@ async def post_send(request: web.Request) -> web.Response:
     company_ids = _id_list(body, "company_ids") if "company_ids" in body else None
     db = request.app[DB]
 
-    def read(c: sqlite3.Connection) -> tuple[dict[str, Any], list[dict[str, Any]]] | Any:
-        found = sending.plan(c, officer, case_id, session_id, company_ids)
-        if isinstance(found, sending.SendRefusal):
-            return found
-        case = access.find_case(c, officer, case_id) or {}
-        course = c.execute("SELECT topic FROM edu_courses WHERE case_id = ?", (case_id,)).fetchone()
-        return {**case, "topic": course["topic"] if course else case.get("title", "")}, found
-
-    case, items = unwrap(await db.run(read), _SEND_STATUS)
+    case, items = unwrap(
+        await db.run(lambda c: sending.plan(c, officer, case_id, session_id, company_ids)),
+        _SEND_STATUS,
+    )
     base = config.education.public_url.rstrip("/") or _link_base(body, request)
     for item in items:
         contact = str(item["contact"])
@@ -722,7 +720,9 @@ async def post_company_open(request: web.Request) -> web.Response:
     token = _token(await read_object(request))
     remote = request.remote or ""
 
-    def open_it(c: sqlite3.Connection) -> tuple[dict[str, Any], bool, dict[str, Any]] | Any:
+    def open_it(
+        c: sqlite3.Connection,
+    ) -> tuple[dict[str, Any], bool, dict[str, Any]] | sending.SendRefusal:
         found = sending.visit(c, token, "opened", remote)
         if isinstance(found, sending.SendRefusal):
             return found

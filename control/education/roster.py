@@ -78,8 +78,7 @@ def contact_problem(contact: str) -> str | None:
         return None
     if len(contact) > MAX_CONTACT:
         return (
-            f"联系方式过长（至多 {MAX_CONTACT} 个字符）/ contact: at most {MAX_CONTACT} "
-            "characters"
+            f"联系方式过长（至多 {MAX_CONTACT} 个字符）/ contact: at most {MAX_CONTACT} characters"
         )
     if "@" in contact:
         if not EMAIL.match(contact):

@@ -99,14 +99,17 @@ def plan(
     case_id: int,
     session_id: int,
     company_ids: list[int] | None,
-) -> list[dict[str, Any]] | SendRefusal:
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | SendRefusal:
+    """What a send covers: the case (with its course's ``topic``, else its title) and the
+    companies' newest records (all, or those of ``company_ids``)."""
     case = _session(conn, officer, case_id, session_id)
     if isinstance(case, SendRefusal):
         return case
     found = company_records(conn, session_id, company_ids)
     if not found:
         return SendRefusal.NO_RECORDS
-    return found
+    course = conn.execute("SELECT topic FROM edu_courses WHERE case_id = ?", (case_id,)).fetchone()
+    return {**case, "topic": course["topic"] if course else case["title"]}, found
 
 
 def begin(
