@@ -1001,8 +1001,14 @@ def cmd_delivery_outbox(args: argparse.Namespace) -> int:
         if args.json:
             print(json_module.dumps(row, ensure_ascii=False))
         else:
+            # a party's delivery, or an attendance record sent to a company (education)
+            about = (
+                f"送达 {row['delivery_id']}"
+                if row.get("delivery_id") is not None
+                else f"学习记录发送 {row.get('edu_send_id')}"
+            )
             print(
-                f"#{row['id']} 送达 {row['delivery_id']} {row['created_at']} "
+                f"#{row['id']} {about} {row['created_at']} "
                 f"{row['channel']} -> {row['address']}\n  {row['text']}"
             )
     if not rows and not args.json:

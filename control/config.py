@@ -539,8 +539,20 @@ class EducationConfig(_Section):
     # and for how long an officer's grant lasts unless taken back sooner (0: until taken back)
     floor_holders: int = 1
     floor_seconds: float = 300.0
+    # a company's attendance record sent to it (control/education/sending.py): days its link
+    # stays valid, and the address the link starts with (the server as companies reach it:
+    # "https://jj.example.gov.cn"; empty: the address the officer's console used)
+    record_link_days: int = 30
+    public_url: str = ""
 
     def validate(self) -> None:
+        _between("education.record_link_days", self.record_link_days, 1, 365, "天", " days")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise _bad(
+                "education.public_url",
+                f"{self.public_url!r} 不是 http(s) 地址",
+                f"{self.public_url!r} is not an http(s) URL",
+            )
         _between("education.floor_holders", self.floor_holders, 1, 20)
         if not (self.floor_seconds == 0 or 5 <= self.floor_seconds <= 7200):
             raise _bad(

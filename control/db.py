@@ -598,6 +598,58 @@ MIGRATIONS: list[str] = [
         saved_at TEXT NOT NULL
     )
     """,
+    # issue 17's "done when": each company receives its attendance record. A company's
+    # address (e-mail or a mobile number, '' none); one row per record sent (its link's token
+    # kept hashed, revoked when sent again), every visit of the link; the outbox keeps a
+    # company's notice too (delivery_id NULL then: the table is rebuilt, its rows kept)
+    """
+    ALTER TABLE edu_companies ADD COLUMN contact TEXT NOT NULL DEFAULT '';
+    CREATE TABLE edu_sends (
+        id INTEGER PRIMARY KEY,
+        record_id INTEGER NOT NULL REFERENCES edu_records(id),
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        company_id INTEGER NOT NULL REFERENCES edu_companies(id),
+        channel TEXT NOT NULL CHECK (channel IN ('sms', 'email')),
+        provider TEXT NOT NULL,
+        address TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        expires_at TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+        reference TEXT NOT NULL DEFAULT '',
+        failure TEXT NOT NULL DEFAULT '',
+        sent_at TEXT,
+        opened_at TEXT,
+        downloaded_at TEXT,
+        revoked_at TEXT,
+        revoked_by TEXT,
+        sent_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX edu_sends_session ON edu_sends(session_id, company_id);
+    CREATE TABLE edu_send_visits (
+        id INTEGER PRIMARY KEY,
+        send_id INTEGER NOT NULL REFERENCES edu_sends(id),
+        kind TEXT NOT NULL CHECK (kind IN ('opened', 'downloaded')),
+        remote TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    );
+    CREATE INDEX edu_send_visits_of ON edu_send_visits(send_id);
+    CREATE TABLE delivery_outbox_new (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER REFERENCES deliveries(id),
+        edu_send_id INTEGER REFERENCES edu_sends(id),
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        CHECK ((delivery_id IS NULL) <> (edu_send_id IS NULL))
+    );
+    INSERT INTO delivery_outbox_new (id, delivery_id, channel, address, text, created_at)
+        SELECT id, delivery_id, channel, address, text, created_at FROM delivery_outbox;
+    DROP TABLE delivery_outbox;
+    ALTER TABLE delivery_outbox_new RENAME TO delivery_outbox
+    """,
 ]
 
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench.peer import PatternVideoTrack, PeerClient
 from control.appkeys import DB, RECORDER
 from control.auth import create_officer
+from control.delivery.channels import outbox
 from documents.samples import sample
 from tests import samples
 from tests.conftest import CONSENT, PASSWORD, Api, make_config, start_server, wait_until
@@ -60,6 +61,7 @@ class World:
     export: str = ""
     slot_hours: float = 24.0
     edu_record: int = 0
+    company_token: str = ""  # a company's link to its attendance record (after #t=)
 
     async def ok(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
         status, body = await self.api.call(method, path, token, **kwargs)
@@ -387,6 +389,41 @@ def education(method: str, path: str, json: Any = None, **kw: Any) -> Setup:
         return Call(method, path.format(**values), body, data=kw.get("data"))
 
     return setup
+
+
+def company_link(path: str) -> Setup:
+    async def setup(w: World) -> Call:
+        return Call("POST", path, {"token": w.company_token})
+
+    return setup
+
+
+async def _company_link(w: World, server: Any) -> None:
+    """One company's attendance record sent to it: its link's token (from the outbox)."""
+    li = w.tokens["officer"]
+    company = await w.ok(
+        "POST",
+        "/api/education/companies",
+        li,
+        json={"name": f"企业{_unique()}", "contact": "records@company.example.cn"},
+    )
+    person = await w.ok(
+        "POST",
+        f"/api/education/companies/{company['id']}/people",
+        li,
+        json={"role": "driver", "name": "学员", "id_number": f"ID{_unique():08d}"},
+    )
+    case = await w.ok("POST", "/api/cases", li, json={"kind": "education", "title": "t"})
+    cid = case["id"]
+    await w.ok(
+        "POST", f"/api/cases/{cid}/education/viewers", li, json={"person_ids": [person["id"]]}
+    )
+    sid = await w.session(cid)
+    base = f"/api/cases/{cid}/sessions/{sid}/attendance/records"
+    await w.ok("POST", base, li, json={})
+    await w.ok("POST", f"{base}/send", li, json={})
+    notices = await server.app[DB].run(outbox)
+    w.company_token = str(notices[-1]["text"]).split("#t=")[1].split()[0]
 
 
 def talk(method: str, suffix: str | None, json: Any = None, drafted: bool = False) -> Setup:
@@ -899,6 +936,33 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
         education("GET", "/api/education/records/{record}"),
         (*OFFICERS_ONLY, 200, 404, 200, 200),
     ),
+    (
+        "set a company's address",
+        education(
+            "PUT", "/api/education/companies/{company}/contact", {"contact": "a@b.example.cn"}
+        ),
+        (*OFFICERS_ONLY, 200, 404, 403, 200),
+    ),
+    (
+        # no records made yet: the officer may, and is told there is nothing to send
+        "send the companies their records",
+        education(
+            "POST",
+            "/api/cases/{case}/sessions/{session}/attendance/records/send",
+            {},
+            viewer=True,
+        ),
+        (*OFFICERS_ONLY, 409, 404, 403, 409),
+    ),
+    (
+        "read what was sent to the companies",
+        education("GET", "/api/cases/{case}/sessions/{session}/attendance/records/sends"),
+        (*OFFICERS_ONLY, 200, 404, 200, 200),
+    ),
+    # a company's link: public, its token the only credential
+    ("the company page", plain("GET", "/company-record"), (200,) * 7),
+    ("open a company's link", company_link("/api/education/company-record"), (200,) * 7),
+    ("download by a company's link", company_link("/api/education/company-record/pdf"), (200,) * 7),
     ("open a talk (约谈)", talk("POST", None), (*OFFICERS_ONLY, 201, 404, 403, 201)),
     ("read a talk", talk("GET", ""), (*OFFICERS_ONLY, 200, 404, 200, 200)),
     (
@@ -1035,6 +1099,7 @@ async def test_access_matrix(tmp_path: Path) -> None:
             )
             w.other_link = invite["token"]
             await _recorded_session(w, server)
+            await _company_link(w, server)
 
             for name, setup, expected in MATRIX:
                 assert len(expected) == len(ROLES), name

@@ -38,11 +38,20 @@ class ChannelFailed(Exception):
 
 @dataclass(frozen=True)
 class Notice:
-    delivery_id: int
+    delivery_id: int | None  # the delivery (deliveries.id); None for an education send
     channel: str  # sms | email
     address: str
     subject: str
     text: str
+    # an attendance record sent to a company (edu_sends.id, control/education/sending.py)
+    education_send: int | None = None
+
+    @property
+    def reference(self) -> str:
+        """What the notice is about, for a provider's own records."""
+        if self.education_send is not None:
+            return f"education-send-{self.education_send}"
+        return f"delivery-{self.delivery_id}"
 
 
 class Channel(Protocol):
@@ -64,9 +73,16 @@ class OutboxChannel:
     async def send(self, notice: Notice) -> str:
         def keep(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
-                "INSERT INTO delivery_outbox (delivery_id, channel, address, text, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (notice.delivery_id, notice.channel, notice.address, notice.text, now_iso()),
+                "INSERT INTO delivery_outbox (delivery_id, edu_send_id, channel, address, text, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    notice.delivery_id,
+                    notice.education_send,
+                    notice.channel,
+                    notice.address,
+                    notice.text,
+                    now_iso(),
+                ),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -85,7 +101,7 @@ class HttpSmsChannel:
             "to": notice.address,
             "text": notice.text,
             "sender": self.sender,
-            "reference": f"delivery-{notice.delivery_id}",
+            "reference": notice.reference,
         }
         try:
             async with (
@@ -150,10 +166,14 @@ def channel_for(config: DeliveryConfig, channel: str, db: Database) -> Channel:
     return OutboxChannel(db)
 
 
-def outbox(conn: sqlite3.Connection, delivery_id: int | None = None) -> list[dict[str, object]]:
-    """The outbox's notices, oldest first (all, or one delivery's)."""
+def outbox(
+    conn: sqlite3.Connection, delivery_id: int | None = None, education_send: int | None = None
+) -> list[dict[str, object]]:
+    """The outbox's notices, oldest first (all, one delivery's or one education send's)."""
     sql = "SELECT * FROM delivery_outbox"
     args: tuple[object, ...] = ()
     if delivery_id is not None:
         sql, args = sql + " WHERE delivery_id = ?", (delivery_id,)
+    elif education_send is not None:
+        sql, args = sql + " WHERE edu_send_id = ?", (education_send,)
     return [dict(r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]

@@ -1,18 +1,25 @@
-"""HTTP API of education: rosters, a session's viewers and their links, attendance, records.
+"""HTTP API of education: rosters, a session's viewers and their links, attendance, records,
+each company's record sent to it.
 
 Officers only (``control/access.py``): a brigade's companies and people are its own (another
-brigade's answer 404, as absent ones do; a supervisor sees all). The SQL is in
-:mod:`.roster`, :mod:`.viewers` and :mod:`.records`; attendance itself is kept by the desk
+brigade's answer 404, as absent ones do; a supervisor sees all). The exception is a company's
+link to its record (the page ``/company-record``, ``POST /api/education/company-record[/pdf]``):
+no login, its token is the credential (:mod:`.sending`). The SQL is in :mod:`.roster`,
+:mod:`.viewers`, :mod:`.records` and :mod:`.sending`; attendance itself is kept by the desk
 (:mod:`.desk`) while the session runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import math
+import re
 import secrets
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -21,13 +28,15 @@ from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 
 from .. import access
 from ..access import text
-from ..appkeys import ATTENDANCE, CONFIG, DB, DOCS, LIVE, VERIFIER
+from ..appkeys import ATTENDANCE, CONFIG, CUSTODY, DB, DOCS, LIVE, VERIFIER
 from ..auth import Officer
+from ..delivery.channels import ChannelFailed, Notice, channel_for
 from ..http.jsonio import PayloadTooLarge, json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
     CASE,
     ID,
+    NOBODY,
     OFFICER,
     SESSION,
     Add,
@@ -41,7 +50,7 @@ from ..http.openapi import (
 )
 from ..refusals import Refusal, done, unwrap
 from ..verification.api import verifier_of
-from . import chat, quiz, records, roster, viewers
+from . import chat, quiz, records, roster, sending, viewers
 from .floor import FloorRefused
 from .roster import ImportRefused, PersonIn, RosterRefusal
 from .sheets import MAX_BYTES, SheetError, read_table
@@ -57,6 +66,16 @@ _VIEWER_STATUS: dict[viewers.ViewerRefusal, type[web.HTTPException]] = {
     viewers.ViewerRefusal.NO_PERSON: web.HTTPNotFound,
     viewers.ViewerRefusal.NOTHING: web.HTTPBadRequest,
 }
+_SEND_STATUS: dict[sending.SendRefusal, type[web.HTTPException]] = {
+    sending.SendRefusal.NO_CASE: web.HTTPNotFound,
+    sending.SendRefusal.NO_SESSION: web.HTTPNotFound,
+    sending.SendRefusal.NO_RECORDS: web.HTTPConflict,
+    sending.SendRefusal.NO_LINK: web.HTTPNotFound,
+    sending.SendRefusal.REVOKED: web.HTTPGone,
+    sending.SendRefusal.EXPIRED: web.HTTPGone,
+}
+WEB_DIR = Path(__file__).parent.parent / "web"
+logger = logging.getLogger(__name__)
 IMPORT_TYPES = [
     "text/csv",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -105,11 +124,47 @@ async def post_company(request: web.Request) -> web.Response:
     body = await read_object(request)
     name = text(body, "name", max_len=roster.MAX_COMPANY)
     city = text(body, "city", max_len=roster.MAX_COMPANY, required=False)
+    contact = _contact(body)
     company = unwrap(
-        await request.app[DB].run(lambda c: roster.create_company(c, officer, name, city)),
+        await request.app[DB].run(lambda c: roster.create_company(c, officer, name, city, contact)),
         _ROSTER_STATUS,
     )
     return web.json_response(company, status=201)
+
+
+def _contact(body: dict[str, Any]) -> str:
+    """The company's address for its records: an e-mail address or a mobile number ('')."""
+    value = body.get("contact", "")
+    if not isinstance(value, str):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_contact",
+            "contact：电子邮件地址或手机号码（字符串）/ contact: an e-mail address or a mobile "
+            "number (a string)",
+        )
+    problem = roster.contact_problem(value.strip())
+    if problem:
+        raise json_error(web.HTTPBadRequest, "bad_contact", problem)
+    return roster.clean_contact(value)
+
+
+async def put_contact(request: web.Request) -> web.Response:
+    """The company's address for its attendance records (empty: none)."""
+    officer = await access.officer(request)
+    company_id = access.path_int(request, "company", "company")
+    body = await read_object(request)
+    if "contact" not in body:
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_contact",
+            "contact：必填（空字符串表示删除）/ contact: required (an empty string removes it)",
+        )
+    contact = _contact(body)
+    company = unwrap(
+        await request.app[DB].run(lambda c: roster.set_contact(c, officer, company_id, contact)),
+        _ROSTER_STATUS,
+    )
+    return web.json_response(company)
 
 
 async def list_companies(request: web.Request) -> web.Response:
@@ -484,6 +539,245 @@ async def get_record(request: web.Request) -> web.Response:
     )
 
 
+# -- each company receives its record (sending.py) --------------------------------------------
+async def _send_custody(
+    request: web.Request, entry: str, actor: str, send: dict[str, Any], **more: Any
+) -> None:
+    await request.app[CUSTODY].append_async(
+        entry,
+        actor=actor,
+        case=str(send["case_id"]),
+        session=send["session_id"],
+        send=send["id"],
+        record=send["record_id"],
+        number=send["number"],
+        sha256=send["sha256"],
+        company=send["company_id"],
+        channel=send["channel"],
+        address=send["address"],
+        **more,
+    )
+
+
+def _notice_text(
+    item: dict[str, Any], brigade: str, topic: str, link: str, days: int
+) -> tuple[str, str]:
+    subject = f"交通安全教育学习记录 {item['number']} / attendance record {item['number']}"
+    text = (
+        f"{item['company']}：{brigade}发来贵单位参加“{topic}”交通安全教育的学习记录"
+        f"（{item['number']}，已加盖电子印章，可离线验证），请在 {days} 天内打开链接查看并下载："
+        f"{link} 文件 SHA-256：{item['sha256'][:16]}… / {brigade} sent {item['company']} its "
+        f'attendance record of the safety session "{topic}" ({item["number"]}, sealed, '
+        f"validates offline): open the link within {days} days to read and download it: {link}"
+    )
+    return subject, text
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]{1,255}$")
+
+
+def _link_base(body: dict[str, Any], request: web.Request) -> str:
+    """Where the companies' links start when ``education.public_url`` is not set: the
+    console's own address (``link_base``, its ``location.origin``: behind a TLS front the
+    worker sees plain HTTP), else this request's."""
+    given = body.get("link_base")
+    if given is None:
+        return str(request.url.origin())
+    if not isinstance(given, str) or not _ORIGIN.match(given):
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "link_base：http(s)://主机[:端口] / link_base: http(s)://host[:port]",
+        )
+    return given
+
+
+async def post_send(request: web.Request) -> web.Response:
+    """Send each company of the session its newest attendance record, with a link to the
+    company page; companies without an address are listed as such, the others still sent."""
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    session_id = access.path_int(request, "session", "session")
+    body = await read_object(request, empty_ok=True)
+    config = request.app[CONFIG]
+    days = body.get("valid_days", config.education.record_link_days)
+    if type(days) is not int or not 1 <= days <= 365:
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            "valid_days：1 到 365 的整数（天）/ valid_days: a whole number of days, 1 to 365",
+        )
+    company_ids = _id_list(body, "company_ids") if "company_ids" in body else None
+    db = request.app[DB]
+
+    case, items = unwrap(
+        await db.run(lambda c: sending.plan(c, officer, case_id, session_id, company_ids)),
+        _SEND_STATUS,
+    )
+    base = config.education.public_url.rstrip("/") or _link_base(body, request)
+    for item in items:
+        contact = str(item["contact"])
+        if not contact:
+            continue  # listed below as "no address": the others are still sent
+        channel_name = roster.contact_channel(contact)
+        channel = channel_for(config.delivery, channel_name, db)
+        token = secrets.token_urlsafe(sending.TOKEN_BYTES)
+        send, revoked = await db.run(
+            functools.partial(
+                sending.begin,
+                officer=officer,
+                item=item,
+                token=token,
+                days=days,
+                provider=channel.name,
+            )
+        )
+        for old in revoked:
+            await _send_custody(
+                request,
+                "education.record_link_revoked",
+                officer.actor,
+                old,
+                revoked_at=old["revoked_at"],
+                by_send=send["id"],
+            )
+        link = f"{base}{sending.COMPANY_PAGE}#t={token}"
+        subject, text = _notice_text(item, str(case["brigade"]), str(case["topic"]), link, days)
+        notice = Notice(None, channel_name, contact, subject, text, education_send=send["id"])
+        reference, failure = "", ""
+        try:
+            reference = await channel.send(notice)
+        except ChannelFailed as exc:
+            failure = str(exc)
+        except Exception as exc:
+            # a provider's own error counts as a failed send, never one left "sending"
+            logger.exception("education send %s: the %s provider failed", send["id"], channel.name)
+            failure = f"发送出错 / the provider failed: {type(exc).__name__}"
+        send = await db.run(
+            functools.partial(
+                sending.finish,
+                actor=officer.actor,
+                send_id=send["id"],
+                reference=reference,
+                failure=failure,
+            )
+        )
+        if failure:
+            await _send_custody(
+                request,
+                "education.record_send_failed",
+                officer.actor,
+                send,
+                provider=send["provider"],
+                failure=failure,
+            )
+        else:
+            await _send_custody(
+                request,
+                "education.record_sent",
+                officer.actor,
+                send,
+                provider=send["provider"],
+                reference=reference,
+                sent_at=send["sent_at"],
+                expires_at=send["expires_at"],
+            )
+    wanted = {int(i["company_id"]) for i in items}
+    states = unwrap(
+        await db.run(lambda c: sending.overview(c, officer, case_id, session_id)), _SEND_STATUS
+    )
+    return web.json_response(
+        {"companies": [s for s in states if s["company_id"] in wanted]}, status=201
+    )
+
+
+async def get_sends(request: web.Request) -> web.Response:
+    """Per company of the session: its newest record and whether it went out, was opened and
+    downloaded (or why not)."""
+    officer = await access.officer(request)
+    case_id = access.case_id(request)
+    session_id = access.path_int(request, "session", "session")
+    states = unwrap(
+        await request.app[DB].run(lambda c: sending.overview(c, officer, case_id, session_id)),
+        _SEND_STATUS,
+    )
+    return web.json_response({"companies": states})
+
+
+async def company_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "company-record.html", headers={"Cache-Control": "no-store"})
+
+
+def _token(body: dict[str, Any]) -> str:
+    token = body.get("token")
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        raise json_error(web.HTTPNotFound, "not_found", "链接无效 / no such link", detail="no_link")
+    return token
+
+
+async def post_company_open(request: web.Request) -> web.Response:
+    """The company page opened with its link: the record's facts (the visit recorded)."""
+    token = _token(await read_object(request))
+    remote = request.remote or ""
+
+    def open_it(
+        c: sqlite3.Connection,
+    ) -> tuple[dict[str, Any], bool, dict[str, Any]] | sending.SendRefusal:
+        found = sending.visit(c, token, "opened", remote)
+        if isinstance(found, sending.SendRefusal):
+            return found
+        send, first = found
+        return send, first, sending.page_facts(c, send)
+
+    send, first, facts = unwrap(await request.app[DB].run(open_it), _SEND_STATUS)
+    if first:
+        await _send_custody(
+            request,
+            "education.record_opened",
+            f"company-link:{send['id']}",
+            send,
+            opened_at=send["opened_at"],
+            remote=remote,
+        )
+    return web.json_response(facts, headers={"Cache-Control": "no-store"})
+
+
+async def post_company_pdf(request: web.Request) -> web.Response:
+    """The signed PDF for the company's link (the download recorded once it is read intact)."""
+    token = _token(await read_object(request))
+    remote = request.remote or ""
+    db = request.app[DB]
+
+    live = unwrap(await db.run(lambda c: sending.live_send(c, token)), _SEND_STATUS)
+    record = live["record"]
+    directory = request.app[CONFIG].data_dir / "education"
+    kek = request.app[DOCS].kek
+    try:
+        pdf = await asyncio.to_thread(records.read_record, directory, kek, record)
+    except records.RecordIntegrity as exc:
+        raise json_error(web.HTTPConflict, "integrity_failed", str(exc)) from None
+    # recorded once the record was read intact (revoked in between: refused, nothing served)
+    found = await db.run(lambda c: sending.visit(c, token, "downloaded", remote))
+    send, first = unwrap(found, _SEND_STATUS)
+    if first:
+        await _send_custody(
+            request,
+            "education.record_downloaded",
+            f"company-link:{send['id']}",
+            send,
+            downloaded_at=send["downloaded_at"],
+            remote=remote,
+        )
+    return web.Response(
+        body=pdf,
+        content_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="attendance-{record["id"]}.pdf"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 # -- the live session: the floor, questions and announcements, the quiz -------------------------
 def _session_room(
     conn: sqlite3.Connection, officer: Officer, case_id: int, session_id: int
@@ -669,6 +963,7 @@ async def put_speaker(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/education/companies", post_company)
+    app.router.add_put("/api/education/companies/{company}/contact", put_contact)
     app.router.add_get("/api/education/companies", list_companies)
     app.router.add_get("/api/education/companies/{company}", get_company)
     app.router.add_post("/api/education/companies/{company}/people", post_person)
@@ -681,6 +976,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/cases/{case}/sessions/{session}/attendance", get_attendance)
     app.router.add_post("/api/cases/{case}/sessions/{session}/attendance/records", post_records)
     app.router.add_get("/api/education/records/{record}", get_record)
+    app.router.add_post("/api/cases/{case}/sessions/{session}/attendance/records/send", post_send)
+    app.router.add_get("/api/cases/{case}/sessions/{session}/attendance/records/sends", get_sends)
+    app.router.add_get(sending.COMPANY_PAGE, company_page)
+    app.router.add_post("/api/education/company-record", post_company_open)
+    app.router.add_post("/api/education/company-record/pdf", post_company_pdf)
     app.router.add_put("/api/cases/{case}/education/viewers/{party}/speaker", put_speaker)
     live = "/api/cases/{case}/sessions/{session}"
     app.router.add_get(f"{live}/live", get_live)
@@ -726,8 +1026,27 @@ def describe(add: Add) -> None:
             OFFICER,
             responses("201", ANY_OBJECT, "400 401 403 409"),
             tag=tag,
-            body=json_body({"name": NAME, "city": {"type": "string", "maxLength": 100}}, ["name"]),
+            body=json_body(
+                {
+                    "name": NAME,
+                    "city": {"type": "string", "maxLength": 100},
+                    "contact": {"type": "string", "maxLength": 254},
+                },
+                ["name"],
+            ),
         ),
+    )
+    add(
+        "/api/education/companies/{company}/contact",
+        "put",
+        op(
+            "A company's address for its attendance records: e-mail or mobile ('' removes it)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "400 401 403 404"),
+            tag=tag,
+            body=json_body({"contact": {"type": "string", "maxLength": 254}}, ["contact"]),
+        ),
+        [COMPANY],
     )
     add(
         "/api/education/companies",
@@ -912,6 +1231,73 @@ def describe(add: Add) -> None:
             tag=tag,
         ),
         [RECORD],
+    )
+    add(
+        "/api/cases/{case}/sessions/{session}/attendance/records/send",
+        "post",
+        op(
+            "Send each company its newest attendance record with a link to the company page",
+            OFFICER,
+            responses("201", ANY_OBJECT, "400 401 403 404 409"),
+            tag=tag,
+            body=json_body(
+                {
+                    "valid_days": {"type": "integer", "minimum": 1, "maximum": 365},
+                    "company_ids": {"type": "array", "items": ID, "maxItems": 1000},
+                    "link_base": {
+                        "type": "string",
+                        "pattern": "^https?://[A-Za-z0-9.\\-\\[\\]:]{1,255}$",
+                    },
+                },
+                [],
+            ),
+            description="A company without an address is listed as no_address and the others "
+            "are still sent; sending again makes a new link and revokes the company's old one.",
+        ),
+        [CASE, SESSION],
+    )
+    add(
+        "/api/cases/{case}/sessions/{session}/attendance/records/sends",
+        "get",
+        op(
+            "Per company: its record and whether it was sent, opened, downloaded (or why not)",
+            OFFICER,
+            responses("200", ANY_OBJECT, "401 404"),
+            tag=tag,
+        ),
+        [CASE, SESSION],
+    )
+    page = responses("200", {"type": "string"}, "", "text/html")
+    add(
+        sending.COMPANY_PAGE,
+        "get",
+        op("The company page of a sent attendance record (its link's #t=)", NOBODY, page, tag=tag),
+    )
+    token_body = json_body(
+        {"token": {"type": "string", "minLength": 20, "maxLength": 100}}, ["token"]
+    )
+    add(
+        "/api/education/company-record",
+        "post",
+        op(
+            "What a company's link opens: the record, who sent it, how to validate it",
+            NOBODY,
+            responses("200", ANY_OBJECT, "400 404 410"),
+            tag=tag,
+            body=token_body,
+            description="Public: the token of the link is the only credential (one record).",
+        ),
+    )
+    add(
+        "/api/education/company-record/pdf",
+        "post",
+        op(
+            "The sealed PDF of a company's link",
+            NOBODY,
+            responses("200 the PDF", PDF, "400 404 409 410", "application/pdf"),
+            tag=tag,
+            body=token_body,
+        ),
     )
     add(
         "/api/cases/{case}/education/viewers/{party}/speaker",

@@ -28,6 +28,9 @@ ROLES = ("manager", "driver")
 PARTY_ROLE = {"manager": "safety_manager", "driver": "driver"}
 MAX_NAME = 50
 MAX_COMPANY = 100
+MAX_CONTACT = 254  # an e-mail address's longest (RFC 5321)
+EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+MOBILE = re.compile(r"^(\+?86)?1[3-9][0-9]{9}$")  # a mainland mobile number (SMS)
 
 
 class RosterRefusal(CodedRefusal):
@@ -65,6 +68,39 @@ class PersonIn:
     id_number: str
     phone: str
     row: int = 0  # where it was in an import file
+    contact: str = ""  # the company's address, when the file gives one
+
+
+def contact_problem(contact: str) -> str | None:
+    """Why ``contact`` is no company address (an e-mail address or a mobile number for the SMS
+    gateway), or None when it is one (or empty: no address)."""
+    if not contact:
+        return None
+    if len(contact) > MAX_CONTACT:
+        return (
+            f"联系方式过长（至多 {MAX_CONTACT} 个字符）/ contact: at most {MAX_CONTACT} characters"
+        )
+    if "@" in contact:
+        if not EMAIL.match(contact):
+            return f"“{contact}”不是有效的电子邮件地址 / {contact!r} is not an e-mail address"
+        return None
+    if not MOBILE.match(contact.replace(" ", "").replace("-", "")):
+        return (
+            f"“{contact}”既不是电子邮件地址也不是手机号码 / {contact!r} is neither an e-mail "
+            "address nor a mobile number"
+        )
+    return None
+
+
+def clean_contact(contact: str) -> str:
+    """The address as kept: a mobile number without its spaces and dashes."""
+    contact = contact.strip()
+    return contact if "@" in contact else contact.replace(" ", "").replace("-", "")
+
+
+def contact_channel(contact: str) -> str:
+    """The delivery channel an address takes (``control/delivery/channels.py``)."""
+    return "email" if "@" in contact else "sms"
 
 
 def _company_row(conn: sqlite3.Connection, officer: Officer, company_id: int) -> sqlite3.Row | None:
@@ -83,18 +119,25 @@ def _public_person(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
 
 
 def create_company(
-    conn: sqlite3.Connection, officer: Officer, name: str, city: str
+    conn: sqlite3.Connection, officer: Officer, name: str, city: str, contact: str = ""
 ) -> dict[str, Any] | RosterRefusal:
     if conn.execute(
         "SELECT 1 FROM edu_companies WHERE brigade = ? AND name = ?", (officer.brigade, name)
     ).fetchone():
         return RosterRefusal.COMPANY_EXISTS
     cursor = conn.execute(
-        "INSERT INTO edu_companies (brigade, name, city, created_by, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (officer.brigade, name, city, officer.actor, now_iso()),
+        "INSERT INTO edu_companies (brigade, name, city, contact, created_by, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (officer.brigade, name, city, contact, officer.actor, now_iso()),
     )
-    audit(conn, officer.actor, "roster.company_added", f"company:{cursor.lastrowid}", None)
+    audit(
+        conn,
+        officer.actor,
+        "roster.company_added",
+        f"company:{cursor.lastrowid}",
+        None,
+        contact=contact,
+    )
     return dict(
         conn.execute("SELECT * FROM edu_companies WHERE id = ?", (cursor.lastrowid,)).fetchone()
     )
@@ -112,6 +155,27 @@ def list_companies(conn: sqlite3.Connection, officer: Officer) -> list[dict[str,
             args,
         )
     )
+
+
+def set_contact(
+    conn: sqlite3.Connection, officer: Officer, company_id: int, contact: str
+) -> dict[str, Any] | RosterRefusal:
+    """The company's address for its attendance records ('' removes it); audited with the one
+    it replaces."""
+    row = _company_row(conn, officer, company_id)
+    if row is None:
+        return RosterRefusal.NO_COMPANY
+    conn.execute("UPDATE edu_companies SET contact = ? WHERE id = ?", (contact, company_id))
+    audit(
+        conn,
+        officer.actor,
+        "roster.company_contact",
+        f"company:{company_id}",
+        None,
+        contact=contact,
+        before=row["contact"],
+    )
+    return dict(conn.execute("SELECT * FROM edu_companies WHERE id = ?", (company_id,)).fetchone())
 
 
 def company_detail(
@@ -220,6 +284,17 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "name": ("name", "姓名"),
     "id_number": ("id_number", "身份证号", "身份证号码", "证件号码"),
     "phone": ("phone", "电话", "手机", "手机号", "联系电话"),
+    # the company's address for its attendance records: an e-mail address or a mobile number
+    # (联系电话 alone is the person's phone, as it always was)
+    "contact": (
+        "contact",
+        "company_contact",
+        "联系邮箱",
+        "企业联系邮箱",
+        "企业联系电话",
+        "企业联系方式",
+        "企业邮箱",
+    ),
 }
 REQUIRED_COLUMNS = ("company", "role", "name", "id_number")
 ROLE_WORDS = {
@@ -280,6 +355,7 @@ def check_rows(table: list[list[str]]) -> tuple[list[PersonIn], list[RowProblem]
         return [], problems
     people: list[PersonIn] = []
     seen: dict[tuple[str, str], int] = {}
+    contacts: dict[str, tuple[str, int]] = {}  # company: (its contact, the row that gave it)
     for offset, raw in enumerate(table[1:]):
         number = offset + 2  # the header is row 1, as the spreadsheet shows it
         if not any(cell.strip() for cell in raw):
@@ -291,6 +367,7 @@ def check_rows(table: list[list[str]]) -> tuple[list[PersonIn], list[RowProblem]
 
         company, name, id_number = cell("company"), cell("name"), cell("id_number").upper()
         role_word, phone, city = cell("role"), cell("phone"), cell("city")
+        contact = cell("contact")
         before = len(problems)
         if not company or len(company) > MAX_COMPANY:
             problems.append(
@@ -328,6 +405,23 @@ def check_rows(table: list[list[str]]) -> tuple[list[PersonIn], list[RowProblem]
             )
         if phone and not PHONE.match(phone):
             problems.append(RowProblem(number, "phone", "电话号码无效 / phone: not a phone number"))
+        contact_wrong = contact_problem(contact)
+        if contact_wrong:
+            problems.append(RowProblem(number, "contact", contact_wrong))
+        elif contact:
+            contact = clean_contact(contact)
+            given = contacts.get(company)
+            if given is not None and given[0] != contact:
+                problems.append(
+                    RowProblem(
+                        number,
+                        "contact",
+                        f"与第 {given[1]} 行给出的企业联系方式不同 / not the company's contact "
+                        f"given in row {given[1]}",
+                    )
+                )
+            elif given is None:
+                contacts[company] = (contact, number)
         key = (company, id_number)
         if len(problems) == before and key in seen:
             problems.append(
@@ -339,7 +433,9 @@ def check_rows(table: list[list[str]]) -> tuple[list[PersonIn], list[RowProblem]
             )
         if len(problems) == before:
             seen[key] = number
-            people.append(PersonIn(company, city, role or "", name, id_number, phone, number))
+            people.append(
+                PersonIn(company, city, role or "", name, id_number, phone, number, contact)
+            )
     if not people and not problems:
         problems.append(RowProblem(2, "", "文件中没有人员 / the file lists nobody"))
     return people, problems
@@ -354,25 +450,44 @@ def import_people(
     companies: dict[str, int] = {}
     created: list[str] = []
     added: list[int] = []
+    contacts = {p.company: p.contact for p in reversed(people) if p.contact}
+    contacts_set: list[str] = []
     for person in people:
         number = person.row
         company_id = companies.get(person.company)
         if company_id is None:
             row = conn.execute(
-                "SELECT id FROM edu_companies WHERE brigade = ? AND name = ?",
+                "SELECT id, contact FROM edu_companies WHERE brigade = ? AND name = ?",
                 (officer.brigade, person.company),
             ).fetchone()
             if row is None:
+                contact = contacts.get(person.company, "")
                 cursor = conn.execute(
-                    "INSERT INTO edu_companies (brigade, name, city, created_by, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (officer.brigade, person.company, person.city, officer.actor, now_iso()),
+                    "INSERT INTO edu_companies (brigade, name, city, contact, created_by, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        officer.brigade,
+                        person.company,
+                        person.city,
+                        contact,
+                        officer.actor,
+                        now_iso(),
+                    ),
                 )
                 assert cursor.lastrowid is not None
                 company_id = cursor.lastrowid
                 created.append(person.company)
+                if contact:
+                    contacts_set.append(person.company)
             else:
                 company_id = int(row["id"])
+                contact = contacts.get(person.company, "")
+                if contact and contact != row["contact"]:
+                    # the newer file's address replaces the one on the roster (audited)
+                    conn.execute(
+                        "UPDATE edu_companies SET contact = ? WHERE id = ?", (contact, company_id)
+                    )
+                    contacts_set.append(person.company)
             companies[person.company] = company_id
         if conn.execute(
             "SELECT 1 FROM edu_people WHERE company_id = ? AND id_number_sha256 = ?",
@@ -398,8 +513,14 @@ def import_people(
         None,
         people=len(added),
         companies_created=created,
+        contacts_set=contacts_set,
     )
-    return {"imported": len(added), "companies_created": created, "people": added}
+    return {
+        "imported": len(added),
+        "companies_created": created,
+        "contacts_set": contacts_set,
+        "people": added,
+    }
 
 
 class ImportRefused(Exception):

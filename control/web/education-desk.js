@@ -6,7 +6,9 @@
 // call.js's socket as "remotecase:call-message" events; the officer's acts go through the HTTP
 // API (so they are audited with the officer's login): POST .../floor, .../questions/{id}/answer,
 // .../announcements, PUT .../quiz, GET .../live (docs/education.md). Viewers' texts are shown
-// with textContent only.
+// with textContent only. Its last part makes the attendance records and sends each company its
+// own (POST .../attendance/records, .../records/send) and shows per company whether it went
+// out, was opened and downloaded, or why not (GET .../records/sends).
 "use strict";
 
 (() => {
@@ -16,7 +18,7 @@
   const t = (key, params) => I18N.t(key, params);
   const el = con.el;
 
-  const desk = { room: null, holders: [], hands: [], messages: [], quiz: null, results: {}, flags: [] };
+  const desk = { room: null, holders: [], hands: [], messages: [], quiz: null, results: {}, flags: [], sends: [] };
   const path = (suffix) => `/api/cases/${con.caseId}/sessions/${con.session.id}${suffix}`;
   const nameOf = (pid) => (con.participants && con.participants[pid] && con.participants[pid].name) || pid;
 
@@ -32,7 +34,50 @@
     desk.quiz = live.quiz;
     desk.results = live.results || {};
     if (live.floor) { desk.holders = live.floor.holders; desk.hands = live.floor.hands; }
+    desk.sends = (await con.api("GET", path("/attendance/records/sends"))).companies || [];
     render();
+  }
+
+  async function loadSends() {
+    desk.sends = (await con.api("GET", path("/attendance/records/sends"))).companies || [];
+    render("records");
+  }
+
+  // each company's record: made, then sent to the company's address, then opened and
+  // downloaded through its link (or no address on the roster, or the provider's failure)
+  function sendDetail(c) {
+    const s = c.send;
+    if (c.state === "no_address") return t("edu.desk.send.add_address");
+    if (!s) return "";
+    if (c.state === "failed") return t("edu.desk.send.why", { reason: s.failure });
+    const times = [t("edu.desk.send.to", { address: s.address })];
+    if (s.sent_at) times.push(t("edu.desk.send.sent_at", { time: I18N.dateTime(s.sent_at) }));
+    if (s.opened_at) times.push(t("edu.desk.send.opened_at", { time: I18N.dateTime(s.opened_at) }));
+    if (s.downloaded_at) times.push(t("edu.desk.send.downloaded_at", { time: I18N.dateTime(s.downloaded_at) }));
+    if (s.superseded) times.push(t("edu.desk.send.superseded"));
+    return times.join(t("edu.desk.send.separator"));
+  }
+
+  function renderRecords() {
+    const list = el("ul", { class: "list", id: "edu-sends" }, ...desk.sends.map((c) => el("li", { "data-company": String(c.company_id), "data-state": c.state },
+      el("strong", { text: `${c.company} ` }),
+      el("span", { class: { downloaded: "ok", opened: "ok", sent: "ok", failed: "danger", no_address: "warn", expired: "warn" }[c.state] || "muted", text: t(`edu.desk.send.${c.state}`) }), " ",
+      el("span", { class: "muted", text: sendDetail(c) }))));
+    if (!desk.sends.length) list.append(el("li", { class: "muted", text: t("edu.desk.records.none") }));
+    const buttons = el("div", { class: "row" },
+      act(t("edu.desk.records.make"), async () => {
+        const made = await con.api("POST", path("/attendance/records"), {});
+        con.notice(t("edu.desk.records.made", { n: made.records.length }));
+        await loadSends();
+      }),
+      act(t("edu.desk.records.send"), async () => {
+        const sent = await con.api("POST", path("/attendance/records/send"), { link_base: location.origin });
+        const n = sent.companies.filter((c) => c.state === "sent").length;
+        con.notice(t("edu.desk.records.sent", { n, total: sent.companies.length }));
+        await loadSends();
+      }, "primary"),
+      act(t("edu.desk.records.refresh"), loadSends));
+    return [el("h4", { text: t("edu.desk.records") }), buttons, list];
   }
 
   function renderFloor() {
@@ -149,7 +194,7 @@
 
   // each part in its own box, drawn again only when its state changed; what the officer is
   // typing (an answer, an announcement, the quiz) is not lost when a message arrives
-  const PARTS = { flags: renderFlags, floor: renderFloor, questions: renderQuestions, announce: renderAnnounce, quiz: renderQuiz };
+  const PARTS = { flags: renderFlags, floor: renderFloor, questions: renderQuestions, announce: renderAnnounce, quiz: renderQuiz, records: renderRecords };
   function render(...names) {
     if (mount.hidden) return;
     if (!mount.querySelector("#edu-box-flags")) {

@@ -1,0 +1,326 @@
+"""Each company receives its signed attendance record (issue 17's "done when"): the companies'
+addresses from the roster file and the API, the records sent through the embedded outbox with a
+link per company, the link's page and PDF (that company's record only, validating offline),
+revoked and expired links refused in Chinese first, every step in the custody log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography import x509
+
+from control.appkeys import CONFIG, CUSTODY, DB
+from control.delivery.channels import outbox
+from documents.verify import verify_pdf
+from tests.conftest import Api, make_config, officer_login, start_server
+
+ROSTER = (
+    "企业名称,城市,角色,姓名,身份证号,联系邮箱\n"
+    "顺达运输有限公司,保定,驾驶员,李华,110101199003071234,safety@shunda.example.cn\n"
+    "顺达运输有限公司,保定,驾驶员,赵敏,110101199105052345,\n"
+    "宏远物流,石家庄,driver,王强,130101199201012222,138 0013 8000\n"
+    "平安客运,沧州,driver,孙丽,130901198807073333,\n"
+)
+LINK = re.compile(r"(https?://\S+?/company-record#t=([A-Za-z0-9_-]+))")
+
+
+async def custody(server: Any, kind: str) -> list[dict[str, Any]]:
+    entries = await asyncio.to_thread(server.app[CUSTODY].entries)
+    return [e for e in entries if e["type"] == kind]
+
+
+async def public(api: Api, path: str, token: str) -> tuple[int, Any]:
+    return await api.call("POST", path, None, {"token": token})
+
+
+@pytest.fixture
+async def edu(tmp_path: Path) -> Any:
+    server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        li = await officer_login(server, api)
+        yield server, api, li
+    await server.runner.cleanup()
+
+
+async def test_a_bad_contact_names_its_row_and_the_api_checks_it(edu: Any) -> None:
+    _, api, li = edu
+    bad = (
+        "company,role,name,id_number,contact\n"
+        "甲公司,driver,张三,110101199003070001,not-an-address\n"
+        "甲公司,driver,李四,110101199003070002,a@jia.example.cn\n"
+        "甲公司,driver,王五,110101199003070003,b@jia.example.cn\n"
+    )
+    status, body = await api.call("POST", "/api/education/roster/import", li, data=bad.encode())
+    assert (status, body["error"]) == (422, "bad_rows"), body
+    assert [(p["row"], p["column"]) for p in body["rows"]] == [(2, "contact"), (4, "contact")]
+    assert body["rows"][0]["problem"].startswith("“not-an-address”既不是")
+    assert "第 3 行" in body["rows"][1]["problem"]  # two addresses for one company
+    _, companies = await api.call("GET", "/api/education/companies", li)
+    assert companies["companies"] == []  # nothing of the file was kept
+
+    _, company = await api.call("POST", "/api/education/companies", li, {"name": "乙公司"})
+    path = f"/api/education/companies/{company['id']}/contact"
+    for wrong in ("12345", "a@b", 7):
+        status, body = await api.call("PUT", path, li, {"contact": wrong})
+        assert (status, body["error"]) == (400, "bad_contact"), body
+    status, body = await api.call("PUT", path, li, {"contact": "+86 139-0000-0000"})
+    assert status == 200 and body["contact"] == "+8613900000000", body
+    status, body = await api.call("PUT", path, li, {"contact": ""})
+    assert status == 200 and body["contact"] == "", body
+
+
+async def test_each_company_receives_its_own_record(edu: Any) -> None:
+    server, api, li = edu
+    status, imported = await api.call(
+        "POST", "/api/education/roster/import", li, data=ROSTER.encode()
+    )
+    assert status == 201, imported
+    assert sorted(imported["contacts_set"]) == ["宏远物流", "顺达运输有限公司"]
+    _, case = await api.call("POST", "/api/cases", li, {"kind": "education", "title": "冬季安全"})
+    cid = case["id"]
+    status, body = await api.call(
+        "POST", f"/api/cases/{cid}/education/viewers", li, {"person_ids": imported["people"]}
+    )
+    assert status == 201, body
+    _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+    sid = session["id"]
+    base = f"/api/cases/{cid}/sessions/{sid}/attendance/records"
+
+    # nothing to send before the records are made
+    status, body = await api.call("POST", f"{base}/send", li, {})
+    assert (status, body["error"]) == (409, "no_records"), body
+    status, made = await api.call("POST", base, li, {})
+    assert status == 201, made
+    by_company = {
+        r["company_id"]: r for r in made["records"] if r["company_id"] and not r["party_id"]
+    }
+    assert len(by_company) == 3
+
+    status, sent = await api.call("POST", f"{base}/send", li, {})
+    assert status == 201, sent
+    states = {c["company"]: c for c in sent["companies"]}
+    assert {k: v["state"] for k, v in states.items()} == {
+        "顺达运输有限公司": "sent",
+        "宏远物流": "sent",
+        "平安客运": "no_address",  # listed, and the others still went out
+    }
+    assert states["宏远物流"]["send"]["channel"] == "sms"
+    assert states["顺达运输有限公司"]["send"]["channel"] == "email"
+
+    notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
+    assert sorted(n["address"] for n in notices) == ["13800138000", "safety@shunda.example.cn"]
+    tokens: dict[str, str] = {}
+    for n in notices:
+        found = LINK.search(str(n["text"]))
+        assert found, n["text"]
+        name = "顺达运输有限公司" if "@" in str(n["address"]) else "宏远物流"
+        assert str(n["text"]).startswith(f"{name}：")
+        tokens[name] = found.group(2)
+    # the token is stored only as its hash
+    conn = sqlite3.connect(server.app[CONFIG].data_dir / "control.sqlite3")
+    try:
+        stored = [r[0] for r in conn.execute("SELECT token_sha256 FROM edu_sends")]
+    finally:
+        conn.close()
+    assert sorted(stored) == sorted(hashlib.sha256(t.encode()).hexdigest() for t in tokens.values())
+    assert not any(t in s for t in tokens.values() for s in stored)
+
+    # the company page's facts: that company's record, who sent it, how to check it
+    shunda = states["顺达运输有限公司"]
+    status, facts = await public(api, "/api/education/company-record", tokens["顺达运输有限公司"])
+    assert status == 200, facts
+    assert facts["company"] == "顺达运输有限公司" and facts["sha256"] == shunda["sha256"]
+    assert facts["number"] == shunda["number"] and facts["topic"] == "冬季安全"
+    _, overview = await api.call("GET", f"{base}/sends", li)
+    assert {c["company"]: c["state"] for c in overview["companies"]}["顺达运输有限公司"] == "opened"
+    opened = await custody(server, "education.record_opened")
+    assert len(opened) == 1 and opened[0]["address"] == "safety@shunda.example.cn"
+    assert opened[0]["sha256"] == shunda["sha256"] and opened[0]["case"] == str(cid)
+
+    # its PDF: the record's bytes, validating offline
+    status, pdf = await public(api, "/api/education/company-record/pdf", tokens["顺达运输有限公司"])
+    assert status == 200 and isinstance(pdf, bytes), pdf
+    assert hashlib.sha256(pdf).hexdigest() == shunda["sha256"]
+    status, own = await api.call("GET", by_company[shunda["company_id"]]["download"], li)
+    assert own == pdf
+    _, root_pem = await api.call("GET", "/api/ca/root")
+    report = await asyncio.to_thread(verify_pdf, pdf, [x509.load_pem_x509_certificate(root_pem)])
+    assert report.ok, report.problems
+    downloaded = await custody(server, "education.record_downloaded")
+    assert [e["company"] for e in downloaded] == [shunda["company_id"]]
+    # the other company's token serves the other company's record, not this one
+    status, other = await public(api, "/api/education/company-record/pdf", tokens["宏远物流"])
+    assert status == 200 and hashlib.sha256(other).hexdigest() == states["宏远物流"]["sha256"]
+    assert other != pdf
+
+    # a token nobody was given
+    status, body = await public(api, "/api/education/company-record", "x" * 43)
+    assert (status, body["error"]) == (404, "not_found"), body
+
+    # sent again: a new link, the old one revoked (and said so, Chinese first)
+    status, again = await api.call(
+        "POST", f"{base}/send", li, {"company_ids": [shunda["company_id"]]}
+    )
+    assert status == 201 and [c["state"] for c in again["companies"]] == ["sent"], again
+    status, body = await public(api, "/api/education/company-record", tokens["顺达运输有限公司"])
+    assert (status, body["error"]) == (410, "link_revoked"), body
+    assert body["message"].startswith("此链接已作废")
+    status, body = await public(
+        api, "/api/education/company-record/pdf", tokens["顺达运输有限公司"]
+    )
+    assert (status, body["error"]) == (410, "link_revoked"), body
+    newest = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]][-1]
+    found = LINK.search(str(newest["text"]))
+    assert found and found.group(2) != tokens["顺达运输有限公司"]
+    status, facts = await public(api, "/api/education/company-record", found.group(2))
+    assert status == 200 and facts["sha256"] == shunda["sha256"], facts
+    revoked = await custody(server, "education.record_link_revoked")
+    assert [e["company"] for e in revoked] == [shunda["company_id"]]
+
+    # an expired link
+    await server.app[DB].run(
+        lambda c: c.execute(
+            "UPDATE edu_sends SET expires_at = '2026-01-01T00:00:00+00:00' WHERE address = ?",
+            ("13800138000",),
+        )
+    )
+    status, body = await public(api, "/api/education/company-record", tokens["宏远物流"])
+    assert (status, body["error"]) == (410, "link_expired"), body
+    assert body["message"].startswith("此链接已过期")
+
+    sent_entries = await custody(server, "education.record_sent")
+    assert len(sent_entries) == 3
+    assert {e["sha256"] for e in sent_entries} == {
+        states["顺达运输有限公司"]["sha256"],
+        states["宏远物流"]["sha256"],
+    }
+    # the console's overview: per company, with its state
+    _, overview = await api.call("GET", f"{base}/sends", li)
+    assert {c["company"]: c["state"] for c in overview["companies"]} == {
+        "顺达运输有限公司": "opened",
+        "宏远物流": "downloaded",
+        "平安客运": "no_address",
+    }
+    # the page itself is served (the token is after #, never in a request's path)
+    status, html = await api.call("GET", "/company-record")
+    assert status == 200 and "company-record.js" in str(html)
+
+
+async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None:
+    # an SMS gateway nobody listens on (port 9, discard: refused at once); e-mail has no
+    # provider, so it goes to the outbox
+    config = make_config(
+        tmp_path, verifier={"enabled": False}, delivery={"sms_url": "http://127.0.0.1:9/sms"}
+    )
+    server = await start_server(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            roster = "\n".join(ROSTER.splitlines()[:4]) + "\n"  # 顺达 (e-mail) and 宏远 (SMS)
+            _, imported = await api.call(
+                "POST", "/api/education/roster/import", li, data=roster.encode()
+            )
+            _, case = await api.call("POST", "/api/cases", li, {"kind": "education", "title": "t"})
+            cid = case["id"]
+            await api.call(
+                "POST",
+                f"/api/cases/{cid}/education/viewers",
+                li,
+                {"person_ids": imported["people"]},
+            )
+            _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            base = f"/api/cases/{cid}/sessions/{session['id']}/attendance/records"
+            status, _ = await api.call("POST", base, li, {})
+            assert status == 201
+            status, body = await api.call("POST", f"{base}/send", li, {"valid_days": 0})
+            assert (status, body["error"]) == (400, "bad_request"), body
+            status, body = await api.call("POST", f"{base}/send", li, {"link_base": "ftp://x"})
+            assert (status, body["error"]) == (400, "bad_request"), body
+            status, sent = await api.call(
+                "POST",
+                f"{base}/send",
+                li,
+                {"valid_days": 7, "link_base": "https://jj.example.gov.cn"},
+            )
+            assert status == 201, sent
+            states = {c["company"]: c for c in sent["companies"]}
+            failed = states["宏远物流"]
+            assert failed["state"] == "failed" and failed["send"]["provider"] == "sms-http"
+            assert failed["send"]["failure"].startswith("无法连接短信网关")
+            assert states["顺达运输有限公司"]["state"] == "sent"
+            entries = await custody(server, "education.record_send_failed")
+            assert [e["address"] for e in entries] == ["13800138000"]
+            assert entries[0]["failure"] == failed["send"]["failure"]
+            # nothing of the failed one in the outbox; the e-mail's notice is there
+            notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
+            assert [n["address"] for n in notices] == ["safety@shunda.example.cn"]
+            assert "7 天内" in str(notices[0]["text"])
+            # the console's own address starts the link (not the worker's behind a front)
+            assert "https://jj.example.gov.cn/company-record#t=" in str(notices[0]["text"])
+            # a link never opened that ran out: the console says so (send again)
+            await server.app[DB].run(
+                lambda c: c.execute(
+                    "UPDATE edu_sends SET expires_at = '2026-01-01T00:00:00+00:00' "
+                    "WHERE status = 'sent'"
+                )
+            )
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            assert {c["company"]: c["state"] for c in overview["companies"]} == {
+                "顺达运输有限公司": "expired",
+                "宏远物流": "failed",
+            }
+            assert not overview["companies"][0]["send"]["superseded"]
+            # the records made again: the company's send is of the older record until sent again
+            status, _ = await api.call("POST", base, li, {})
+            assert status == 201
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            shunda = next(c for c in overview["companies"] if c["company"] == "顺达运输有限公司")
+            assert shunda["send"]["superseded"]
+            status, sent = await api.call(
+                "POST", f"{base}/send", li, {"company_ids": [shunda["company_id"]]}
+            )
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+            assert not sent["companies"][0]["send"]["superseded"]
+            assert sent["companies"][0]["record_id"] == shunda["record_id"]
+    finally:
+        await server.runner.cleanup()
+
+
+def test_the_outbox_rebuild_keeps_the_deliveries_notices() -> None:
+    """The migration that lets the outbox hold a company's notice rebuilds delivery_outbox:
+    the notices already there stay, with their IDs, and a row is either kind, never both."""
+    from control.db import MIGRATIONS
+
+    mine = next(i for i, m in enumerate(MIGRATIONS) if "CREATE TABLE edu_sends" in m)
+    conn = sqlite3.connect(":memory:")
+    try:
+        for script in MIGRATIONS[:mine]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(
+            "INSERT INTO delivery_outbox (id, delivery_id, channel, address, text, created_at) "
+            "VALUES (5, 7, 'sms', '13800138000', '您有一份法律文书', 't')"
+        )
+        for statement in MIGRATIONS[mine].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        assert conn.execute(
+            "SELECT id, delivery_id, edu_send_id, address, text FROM delivery_outbox"
+        ).fetchall() == [(5, 7, None, "13800138000", "您有一份法律文书")]
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO delivery_outbox (delivery_id, edu_send_id, channel, address, text, "
+                "created_at) VALUES (NULL, NULL, 'sms', 'x', 'y', 't')"
+            )
+    finally:
+        conn.close()
