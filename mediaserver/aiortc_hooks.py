@@ -33,7 +33,7 @@ import pylibsrtp
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
@@ -79,6 +79,17 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("nack_generator", "add"),
     ("receiver", "_RTCRtpReceiver__remote_bitrate_estimator"),
     ("receiver", "_RTCRtpReceiver__rtcp_ssrc"),
+    # SfuRtpReceiver.receive: aiortc's, without the decoder thread
+    ("RTCRtpReceiver", "receive"),
+    ("RTCRtpReceiver", "stop"),
+    ("RTCRtpReceiver", "_handle_disconnect"),
+    ("RTCRtpReceiver", "_run_rtcp"),
+    ("receiver", "_RTCRtpReceiver__started"),
+    ("receiver", "_RTCRtpReceiver__rtcp_task"),
+    ("receiver", "_RTCRtpReceiver__decoder_thread"),
+    ("receiver", "_track"),
+    ("RTCDtlsTransport", "_register_rtp_receiver"),
+    ("remote_track", "_queue"),
     ("RTCRtpSender", "_run_rtp"),
     ("RTCRtpSender", "_run_rtcp"),
     ("RTCRtpSender", "_handle_rtcp_packet"),
@@ -189,6 +200,8 @@ class SfuRtpReceiver(RTCRtpReceiver):
     nacks_sent = 0  # NACK messages to the publisher
     remb_sent: int | None = None  # the last REMB sent to the publisher (bits/s)
     _remb_wanted = False  # a video receiver: its estimator is made at its first packet
+    _decoderless = False  # receive() started no decoder thread (the SFU forwards)
+    _track_ended = False
 
     def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
         super().__init__(kind, transport)
@@ -209,6 +222,45 @@ class SfuRtpReceiver(RTCRtpReceiver):
 
     def attach_sink(self, sink: ReceiverSink) -> None:
         self._sfu_sink = sink
+
+    async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
+        """aiortc's ``receive``, without its decoder thread when the SFU forwards.
+
+        aiortc starts a thread per receiver that waits for encoded frames to decode (its stack,
+        its own malloc arena, one more thread for the kernel); the SFU never decodes what it
+        forwards. aiortc calls this once DTLS is connected, after the participant attached its
+        sink (on the remote description): a receiver with a sink then gets aiortc's routing and
+        its receiver-report task, and no thread. One without a sink (an aiortc peer in the same
+        process: tests, the bench) gets aiortc's own ``receive``, thread and all.
+        """
+        if self._sfu_sink is None or self._RTCRtpReceiver__started:  # type: ignore[attr-defined,has-type]
+            await super().receive(parameters)
+            return
+        codecs = self._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        for codec in parameters.codecs:
+            codecs[codec.payloadType] = codec
+        rtx_ssrc = self._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        for encoding in parameters.encodings:
+            if encoding.rtx:
+                rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+        self._decoderless = True
+        self.transport._register_rtp_receiver(self, parameters)
+        self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
+        self._RTCRtpReceiver__started = True
+
+    def _end_track(self) -> None:
+        """What aiortc's decoder thread does as it exits: the remote track's ``recv`` ends."""
+        if self._decoderless and not self._track_ended and self._track is not None:
+            self._track_ended = True
+            self._track._queue.put_nowait(None)
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._end_track()
+
+    def _handle_disconnect(self) -> None:
+        super()._handle_disconnect()
+        self._end_track()
 
     def detach_sink(self) -> None:
         self._sfu_sink = None
