@@ -18,6 +18,7 @@ listed in :data:`PRIVATE_NAMES`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import socket
@@ -31,7 +32,11 @@ import aioice.stun
 import aiortc.rtcpeerconnection
 import pylibsrtp
 from aiortc.codecs import is_rtx
-from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rate import (
+    MIN_FRAME_PERIOD_HISTORY_LENGTH,
+    OveruseEstimator,
+    RemoteBitrateEstimator,
+)
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
@@ -79,6 +84,14 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("nack_generator", "add"),
     ("receiver", "_RTCRtpReceiver__remote_bitrate_estimator"),
     ("receiver", "_RTCRtpReceiver__rtcp_ssrc"),
+    # lean_estimator: aiortc's REMB estimator with its incoming rate counter replaced
+    ("remb_estimator", "incoming_bitrate"),
+    ("remb_estimator", "incoming_bitrate_initialized"),
+    ("aiortc.rate", "RateCounter"),
+    ("remb_estimator", "estimator"),
+    ("OveruseEstimator", "update_min_frame_period"),
+    ("overuse_estimator", "ts_delta_hist"),
+    ("aiortc.rate", "MIN_FRAME_PERIOD_HISTORY_LENGTH"),
     # SfuRtpReceiver.receive: aiortc's, without the decoder thread
     ("RTCRtpReceiver", "receive"),
     ("RTCRtpReceiver", "stop"),
@@ -187,6 +200,90 @@ NACK_RETRY = 0.1
 NACK_MAX_TRIES = 10
 
 
+class WindowRate:
+    """aiortc's ``RateCounter`` (the REMB estimator's incoming rate), same figures, less work.
+
+    aiortc keeps 1,000 one-millisecond bucket objects and, at every call, walks one bucket per
+    millisecond elapsed since the previous call to empty the old ones (twice per estimator
+    update: about 70 bucket visits a video frame at 30 fps, more after a pause). This keeps
+    one (time, bytes) entry per ``add`` (once a frame) and drops the entries that left the
+    window. ``rate`` is aiortc's formula over the same window: the bytes of the last
+    ``window_size`` ms, scaled, divided by the active window (from the oldest millisecond
+    still counted, at most ``window_size``). Times move forward here (one receiver's arrival
+    clock); one before the window's start (a clock stepped back) is counted at the start.
+    """
+
+    __slots__ = ("_count", "_entries", "_origin_ms", "_scale", "_total", "_window_size")
+
+    def __init__(self, window_size: int, scale: int = 8000) -> None:
+        self._window_size = window_size
+        self._scale = scale
+        self._entries: collections.deque[tuple[int, int]] = collections.deque()
+        self._origin_ms: int | None = None
+        self._total = 0
+        self._count = 0
+
+    def add(self, value: int, now_ms: int) -> None:
+        if self._origin_ms is None:
+            self._origin_ms = now_ms
+        else:
+            self._erase_old(now_ms)
+        self._entries.append((max(now_ms, self._origin_ms), value))
+        self._total += value
+        self._count += 1
+
+    def rate(self, now_ms: int) -> int | None:
+        if self._origin_ms is None:
+            return None
+        self._erase_old(now_ms)
+        active_window_size = now_ms - self._origin_ms + 1
+        if self._count > 0 and active_window_size > 1:
+            return round(self._scale * self._total / active_window_size)
+        return None
+
+    def reset(self) -> None:
+        self._entries.clear()
+        self._origin_ms = None
+        self._total = 0
+        self._count = 0
+
+    def _erase_old(self, now_ms: int) -> None:
+        origin = now_ms - self._window_size + 1
+        if self._origin_ms is None or origin <= self._origin_ms:
+            return
+        self._origin_ms = origin
+        entries = self._entries
+        while entries and entries[0][0] < origin:
+            self._total -= entries.popleft()[1]
+            self._count -= 1
+
+
+class LeanOveruseEstimator(OveruseEstimator):
+    """aiortc's Kalman filter of the delay gradient, its smallest recent frame period found by
+    one ``min`` over the history instead of a Python loop calling ``min`` per entry (60 a
+    frame, a fifth of the estimator's time); the same figure."""
+
+    def update_min_frame_period(self, ts_delta: float) -> float:
+        history = self.ts_delta_hist
+        if len(history) >= MIN_FRAME_PERIOD_HISTORY_LENGTH:
+            history.pop(0)
+        min_frame_period = min(history, default=ts_delta)
+        if ts_delta < min_frame_period:
+            min_frame_period = ts_delta
+        history.append(ts_delta)
+        return min_frame_period
+
+
+def lean_estimator() -> RemoteBitrateEstimator:
+    """aiortc's REMB estimator (its arrival groups, Kalman filter, overuse detector and AIMD
+    rate control, unchanged in what they compute) with :class:`WindowRate` for its incoming
+    rate and :class:`LeanOveruseEstimator` for its filter."""
+    estimator = RemoteBitrateEstimator()
+    estimator.incoming_bitrate = WindowRate(1000, 8000)  # type: ignore[assignment]
+    estimator.estimator = LeanOveruseEstimator()
+    return estimator
+
+
 class SfuRtpReceiver(RTCRtpReceiver):
     """A receiver that forwards packets instead of decoding them once a sink is attached."""
 
@@ -216,7 +313,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
         name = "_RTCRtpReceiver__remote_bitrate_estimator"
         estimator: RemoteBitrateEstimator | None = getattr(self, name)
         if estimator is None and self._remb_wanted:
-            estimator = RemoteBitrateEstimator()
+            estimator = lean_estimator()
             setattr(self, name, estimator)
         return estimator
 
