@@ -24,7 +24,7 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import aioice.ice
@@ -48,6 +48,7 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpByePacket,
+    RtcpPacket,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
@@ -125,6 +126,10 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("dtls", "_rtp_header_extensions_map"),
     ("rtp_router", "ssrc_table"),
     ("rtp_router", "payload_type_table"),
+    # FastIngress.handle_rtcp: aiortc's RTCP routing, done in the socket's callback
+    ("rtp_router", "senders"),
+    ("rtp_router", "route_rtcp"),
+    ("RTCDtlsTransport", "_handle_rtcp_data"),
     ("receiver", "_enabled"),
     ("aiortc.clock", "current_ms"),
     ("ice", "_connection"),
@@ -516,7 +521,7 @@ class FastIngress:
     receiver that decodes) goes on aiortc's own path, unchanged.
     """
 
-    __slots__ = ("addr", "dtls", "protocol", "router", "srtp", "taken")
+    __slots__ = ("addr", "dtls", "protocol", "router", "rtcp_taken", "srtp", "taken")
 
     def __init__(self, dtls: RTCDtlsTransport, protocol: Any, addr: tuple[str, int]) -> None:
         self.dtls = dtls
@@ -525,11 +530,13 @@ class FastIngress:
         self.router = dtls._rtp_router
         self.srtp = dtls._rx_srtp
         self.taken = 0  # RTP packets handed to a receiver here
+        self.rtcp_taken = 0  # RTCP datagrams handled here
 
     @staticmethod
-    def install(receiver: SfuRtpReceiver) -> bool:
-        """Take ``receiver``'s transport's packets in its socket's callback; False when that
-        is not possible (not connected, a relayed pair). Idempotent per transport."""
+    def install(receiver: SfuRtpReceiver | SfuRtpSender) -> bool:
+        """Take the packets of ``receiver``'s (or a sender's) transport in its socket's
+        callback; False when that is not possible (not connected, a relayed pair).
+        Idempotent per transport."""
         dtls = getattr(receiver, "transport", None)  # None too for a receiver built by hand
         if dtls is None or dtls._state != State.CONNECTED or dtls._rx_srtp is None:
             return False
@@ -545,8 +552,10 @@ class FastIngress:
 
     def handle(self, data: bytes) -> bool:
         """True when the datagram was taken here (or dropped, as aiortc drops bad SRTP)."""
-        if len(data) < 12 or not 127 < data[0] < 192 or 191 < data[1] < 224:
-            return False  # not RTP (STUN, DTLS, or RTCP: payload types 192-223)
+        if len(data) < 12 or not 127 < data[0] < 192:
+            return False  # not RTP or RTCP (STUN, DTLS)
+        if 191 < data[1] < 224:  # RTCP (payload types 192-223)
+            return 199 < data[1] < 207 and self.handle_rtcp(data)
         dtls = self.dtls
         if dtls._state != State.CONNECTED:
             return False
@@ -571,12 +580,59 @@ class FastIngress:
         receiver._ingest_now(packet, arrival_time_ms, self)
         return True
 
+    def handle_rtcp(self, data: bytes) -> bool:
+        """A compound RTCP packet (its first is a sender report 200 to a payload-specific
+        feedback 206) for a transport where the SFU drives everything: each packet goes, as
+        aiortc's ``_handle_rtcp_data`` sends it, to the receivers and senders its SSRCs name,
+        synchronously. False (aiortc's own path) when the transport has any receiver or
+        sender the SFU does not drive (an aiortc peer's, a receiver that decodes): their
+        handlers may wait, and an SRTCP packet can be unprotected only once."""
+        dtls = self.dtls
+        if dtls._state != State.CONNECTED:
+            return False
+        router = self.router
+        for receiver in router.ssrc_table.values():
+            if type(receiver) is not SfuRtpReceiver or not receiver._decoderless:
+                return False
+        for sender in router.senders.values():
+            if type(sender) is not SfuRtpSender or sender._sfu_hooks is None:
+                return False
+        try:
+            clear = self.srtp.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            return True  # as aiortc: dropped
+        try:
+            packets = RtcpPacket.parse(clear)
+        except ValueError:
+            return True
+        self.rtcp_taken += 1
+        for packet in packets:
+            for recipient in router.route_rtcp(packet):
+                _run_now(recipient._handle_rtcp_packet(packet))
+        return True
+
     def send_rtcp(self, payload: bytes) -> None:
         dtls = self.dtls
         transport = self.protocol.transport
         if dtls._state != State.CONNECTED or transport is None:
             return  # as aiortc: feedback on a closing transport is dropped
         transport.sendto(dtls._tx_srtp.protect_rtcp(payload), self.addr)
+
+
+def _run_now(handler: Coroutine[Any, Any, None]) -> None:
+    """Run an RTCP handler of an SFU receiver or sender to its end, here: they never wait (the
+    SFU's call sync hooks; aiortc's parts they reach, receiver reports and sender-report
+    statistics, await nothing, and a receiver without a decoder thread has none to join).
+    One that would wait is closed and logged rather than left half-run."""
+    try:
+        handler.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        logger.exception("RTCP handler failed")
+        return
+    handler.close()
+    logger.error("an RTCP handler waited on the fast path (aiortc changed?); packet lost")
 
 
 class SfuRtpSender(RTCRtpSender):
@@ -607,6 +663,10 @@ class SfuRtpSender(RTCRtpSender):
                     abs_id = ext.id
             hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt, mid_ext, abs_id)
         await super().send(parameters)
+        if hooks is not None:
+            # aiortc calls send() once DTLS is connected: the subscriber's RTCP (receiver
+            # reports, NACK, PLI, REMB) is taken in the socket's callback from now on
+            FastIngress.install(self)
 
     async def _run_rtp(self, codec: Any) -> None:
         if self._sfu_hooks is None:

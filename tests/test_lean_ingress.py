@@ -13,7 +13,14 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rate import RateCounter, RemoteBitrateEstimator
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from mediaserver.aiortc_hooks import SfuRtpReceiver, WindowRate, lean_estimator
+from mediaserver.aiortc_hooks import (
+    FastIngress,
+    SfuRtpReceiver,
+    SfuRtpSender,
+    WindowRate,
+    lean_estimator,
+)
+from mediaserver.forwarding import RtpDownTrack
 from tests.conftest import Server, join, wait_until
 
 DECODER = "_RTCRtpReceiver__decoder_thread"
@@ -106,3 +113,39 @@ def test_lean_estimator_sends_what_aiortcs_sends() -> None:
     assert len(sent) > 10
     bitrates = [bitrate for bitrate, _ in sent]
     assert min(bitrates) < max(bitrates)  # the estimate moved: the case is not trivial
+
+
+async def test_subscriber_rtcp_takes_the_fast_path(
+    server: Server, clients: list[PeerClient]
+) -> None:
+    """A subscriber's RTCP (receiver reports, a PLI) reaches the SFU's down-track from the
+    socket's callback (FastIngress.handle_rtcp), not through aiortc's DTLS task."""
+    alice = await join(server, clients, "rtcp", "alice")
+    await alice.publish(PatternVideoTrack(fps=15))
+    bob = await join(server, clients, "rtcp", "bob", decode=False)
+    await wait_until(lambda: len(bob.mids_for_participant("alice", "video")) == 1, what="offer")
+    participant = server.sfu.rooms["rtcp"].participants["bob"]
+    sender = next(
+        t.sender
+        for t in participant.subscriber_pc.getTransceivers()
+        if isinstance(t.sender, SfuRtpSender) and t.sender._sfu_hooks is not None
+    )
+
+    def ingress() -> FastIngress | None:
+        fast: FastIngress | None = getattr(sender.transport, "_remotecase_fast", None)
+        return fast
+
+    await wait_until(lambda: ingress() is not None, timeout=20, what="fast ingress")
+    fast = ingress()
+    assert fast is not None
+    # bob's aiortc receiver sends a receiver report about every second
+    await wait_until(lambda: fast.rtcp_taken > 0, timeout=20, what="a receiver report")
+    (up,) = [u for u in server.sfu.rooms["rtcp"].up_tracks() if u.info.kind == "video"]
+    (down,) = [d for d in up.down_tracks() if d.down_id.startswith(participant.participant_id)]
+    assert isinstance(down, RtpDownTrack)
+    requests, taken = down.keyframe_requests, fast.rtcp_taken
+    (mid,) = bob.mids_for_participant("alice", "video")
+    bob_video = next(t.receiver for t in bob.subscriber_pc.getTransceivers() if t.mid == mid)
+    await bob_video._send_rtcp_pli(sender._ssrc)
+    await wait_until(lambda: down.keyframe_requests > requests, timeout=10, what="the PLI")
+    assert fast.rtcp_taken > taken
