@@ -5,7 +5,8 @@ installs two subclasses where aiortc's peer connection looks its receiver and se
 (module globals of :mod:`aiortc.rtcpeerconnection`):
 
 * :class:`SfuRtpReceiver` hands every received packet (RTX already unwrapped) to a sink and
-  keeps aiortc's receiver reports, NACK generation and REMB, but never depacketizes or decodes;
+  keeps aiortc's receiver reports, NACK generation and REMB (:func:`lean_estimator`), but never
+  depacketizes or decodes, and starts no decoder thread;
 * :class:`SfuRtpSender` sends nothing by itself: a :class:`SenderHooks` owner (a forwarding
   down-track) writes packets through :func:`fast_rtp_writer`, answers NACKs and relays PLIs.
 
@@ -517,8 +518,9 @@ class FastIngress:
     :class:`SfuRtpReceiver` with a sink, this does the same work (SRTP unprotect, parse, the
     router's SSRC and payload-type check) directly in ``datagram_received`` and calls the
     receiver synchronously; its feedback (REMB, NACK) is protected and written to the socket
-    at once. Everything else (STUN, DTLS, RTCP, unknown SSRCs, a closing transport, a
-    receiver that decodes) goes on aiortc's own path, unchanged.
+    at once. RTCP is taken too where the SFU drives every receiver and sender of the
+    transport (:meth:`handle_rtcp`). Everything else (STUN, DTLS, unknown SSRCs, a closing
+    transport, a receiver that decodes) goes on aiortc's own path, unchanged.
     """
 
     __slots__ = ("addr", "dtls", "protocol", "router", "rtcp_taken", "srtp", "taken")
