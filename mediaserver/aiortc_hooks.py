@@ -40,7 +40,7 @@ from aiortc.rate import (
 )
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -84,6 +84,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("receiver", "_RTCRtpReceiver__nack_generator"),
     ("nack_generator", "missing"),
     ("nack_generator", "add"),
+    ("nack_generator", "truncate"),
+    ("aiortc.rtcrtpreceiver", "NackGenerator"),
     ("receiver", "_RTCRtpReceiver__remote_bitrate_estimator"),
     ("receiver", "_RTCRtpReceiver__rtcp_ssrc"),
     # lean_estimator: aiortc's REMB estimator with its incoming rate counter replaced
@@ -290,6 +292,15 @@ def lean_estimator() -> RemoteBitrateEstimator:
     return estimator
 
 
+class LeanNackGenerator(NackGenerator):
+    """aiortc's NACK generator, its truncation skipped when nothing is missing (most packets):
+    aiortc's copies the missing set and computes its window at every packet. The same set."""
+
+    def truncate(self) -> None:
+        if self.missing:
+            super().truncate()
+
+
 class SfuRtpReceiver(RTCRtpReceiver):
     """A receiver that forwards packets instead of decoding them once a sink is attached."""
 
@@ -314,6 +325,9 @@ class SfuRtpReceiver(RTCRtpReceiver):
         estimator = "_RTCRtpReceiver__remote_bitrate_estimator"
         self._remb_wanted = getattr(self, estimator) is not None
         setattr(self, estimator, None)
+        nack = "_RTCRtpReceiver__nack_generator"
+        if getattr(self, nack) is not None:
+            setattr(self, nack, LeanNackGenerator())
 
     def _estimator(self) -> RemoteBitrateEstimator | None:
         name = "_RTCRtpReceiver__remote_bitrate_estimator"
