@@ -6,7 +6,10 @@ Two aiortc peer connections meet over loopback; the receiving one's receiver is 
 beforehand with the sender's SRTP session are handed to the receiving socket's
 ``datagram_received`` one at a time, each followed by one turn of the event loop (as a packet
 that arrives alone is), until the sink has them all; the process's CPU time over that, per
-packet, is the figure. Rounds alternate between the two paths.
+packet, is the figure. Rounds alternate between the two paths, and on the fast one between the
+SFU's REMB estimator and aiortc's (fed once a frame: the packets carry abs-send-time). Those
+packets arrive back to back, which hides what aiortc's rate counter does per elapsed
+millisecond; :func:`estimator_cost` times both estimators on a 30 fps stream's arrival times.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import time
 
 from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtp import RtpPacket
 
 from mediaserver import aiortc_hooks
@@ -76,27 +80,43 @@ async def run(packets: int, rounds: int) -> dict[str, list[float]]:
         # after the last packet the track sent (the session refuses an index used before)
         nack = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
         sequence = (nack.max_seq or 0) + 10
-        results: dict[str, list[float]] = {"aiortc": [], "fast": [], "loop_turn_only": []}
+        # the REMB estimator each path's receiver uses: the SFU's (lean_estimator) on both
+        # paths, and aiortc's own on the fast path for the estimator's A/B
+        estimators = {
+            "aiortc": aiortc_hooks.lean_estimator(),
+            "fast": aiortc_hooks.lean_estimator(),
+            "fast_aiortc_estimator": RemoteBitrateEstimator(),
+        }
+        estimator_name = "_RTCRtpReceiver__remote_bitrate_estimator"
+        extensions = tx_dtls._rtp_header_extensions_map
+        frame = 0
+        results: dict[str, list[float]] = {path: [] for path in estimators}
+        results["loop_turn_only"] = []
         for _ in range(rounds):
             before = time.process_time()
             for _ in range(packets):
                 await asyncio.sleep(0)
             spent = time.process_time() - before
             results["loop_turn_only"].append(round(spent / packets * 1e6, 2))
-            for path in ("aiortc", "fast"):
-                tap.fast = fast if path == "fast" else None
+            for path, estimator in estimators.items():
+                tap.fast = None if path == "aiortc" else fast
+                setattr(receiver, estimator_name, estimator)
                 datagrams = []
                 for k in range(packets):
                     sequence = (sequence + 1) & 0xFFFF
+                    if k % 3 == 0:
+                        frame += 1
                     packet = RtpPacket(
                         payload_type=payload_type,
                         marker=int(k % 3 == 2),  # three packets a frame
                         sequence_number=sequence,
-                        timestamp=(sequence // 3) * 3000,
+                        timestamp=frame * 3000,
                         ssrc=ssrc,
                         payload=payload,
                     )
-                    datagrams.append(tx_dtls._tx_srtp.protect(packet.serialize()))
+                    # a 30 fps sender's clock (6.18 fixed point), which the estimator reads
+                    packet.extensions.abs_send_time = (frame * 262144 // 30) & 0xFFFFFF
+                    datagrams.append(tx_dtls._tx_srtp.protect(packet.serialize(extensions)))
                 start, before = sink.packets, time.process_time()
                 for data in datagrams:
                     protocol.datagram_received(data, addr)
@@ -116,6 +136,35 @@ async def run(packets: int, rounds: int) -> dict[str, list[float]]:
         await rx.close()
 
 
+def estimator_cost(frames: int, rounds: int) -> dict[str, list[float]]:
+    """CPU per call of the REMB estimator's ``add`` (once a video frame), aiortc's against
+    :func:`~mediaserver.aiortc_hooks.lean_estimator`, on one synthetic 30 fps stream with real
+    inter-frame times (the packet rounds above arrive back to back, which hides what aiortc's
+    rate counter does per elapsed millisecond). Rounds alternate; the same frames for both."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    stream = []
+    arrival = 3_900_000_000_000
+    for k in range(frames):
+        send = k / 30
+        arrival_ms = arrival + int(send * 1000) + (k * 7919) % 4  # a little jitter
+        stream.append((arrival_ms, int(send * 262144) & 0xFFFFFF, 1500 + (k * 104729) % 3000))
+    results: dict[str, list[float]] = {"aiortc_estimator": [], "lean_estimator": []}
+    for _ in range(rounds):
+        for name, make in (
+            ("aiortc_estimator", RemoteBitrateEstimator),
+            ("lean_estimator", aiortc_hooks.lean_estimator),
+        ):
+            estimator = make()
+            add = estimator.add
+            before = time.process_time()
+            for arrival_ms, abs_send_time, size in stream:
+                add(arrival_ms, abs_send_time, size, 1)
+            spent = time.process_time() - before
+            results[name].append(round(spent / frames * 1e6, 2))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=5000)
@@ -123,6 +172,7 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the event loop"
     )
+    parser.add_argument("--frames", type=int, default=20000, help="of the estimator's rounds")
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop  # not a dependency: only for this measurement
@@ -130,7 +180,8 @@ def main() -> None:
         results = uvloop.run(run(args.packets, args.rounds))
     else:
         results = asyncio.run(run(args.packets, args.rounds))
-    print(json.dumps({"loop": args.loop, "us_per_packet": results}))
+    estimators = estimator_cost(args.frames, args.rounds)
+    print(json.dumps({"loop": args.loop, "us_per_packet": results, "us_per_frame": estimators}))
 
 
 if __name__ == "__main__":

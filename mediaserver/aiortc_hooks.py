@@ -5,7 +5,8 @@ installs two subclasses where aiortc's peer connection looks its receiver and se
 (module globals of :mod:`aiortc.rtcpeerconnection`):
 
 * :class:`SfuRtpReceiver` hands every received packet (RTX already unwrapped) to a sink and
-  keeps aiortc's receiver reports, NACK generation and REMB, but never depacketizes or decodes;
+  keeps aiortc's receiver reports, NACK generation and REMB (:func:`lean_estimator`), but never
+  depacketizes or decodes, and starts no decoder thread;
 * :class:`SfuRtpSender` sends nothing by itself: a :class:`SenderHooks` owner (a forwarding
   down-track) writes packets through :func:`fast_rtp_writer`, answers NACKs and relays PLIs.
 
@@ -18,12 +19,13 @@ listed in :data:`PRIVATE_NAMES`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import aioice.ice
@@ -31,10 +33,14 @@ import aioice.stun
 import aiortc.rtcpeerconnection
 import pylibsrtp
 from aiortc.codecs import is_rtx
-from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rate import (
+    MIN_FRAME_PERIOD_HISTORY_LENGTH,
+    OveruseEstimator,
+    RemoteBitrateEstimator,
+)
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -43,6 +49,7 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpByePacket,
+    RtcpPacket,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
@@ -77,8 +84,29 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("receiver", "_RTCRtpReceiver__nack_generator"),
     ("nack_generator", "missing"),
     ("nack_generator", "add"),
+    ("nack_generator", "truncate"),
+    ("aiortc.rtcrtpreceiver", "NackGenerator"),
     ("receiver", "_RTCRtpReceiver__remote_bitrate_estimator"),
     ("receiver", "_RTCRtpReceiver__rtcp_ssrc"),
+    # lean_estimator: aiortc's REMB estimator with its incoming rate counter replaced
+    ("remb_estimator", "incoming_bitrate"),
+    ("remb_estimator", "incoming_bitrate_initialized"),
+    ("aiortc.rate", "RateCounter"),
+    ("remb_estimator", "estimator"),
+    ("OveruseEstimator", "update_min_frame_period"),
+    ("overuse_estimator", "ts_delta_hist"),
+    ("aiortc.rate", "MIN_FRAME_PERIOD_HISTORY_LENGTH"),
+    # SfuRtpReceiver.receive: aiortc's, without the decoder thread
+    ("RTCRtpReceiver", "receive"),
+    ("RTCRtpReceiver", "stop"),
+    ("RTCRtpReceiver", "_handle_disconnect"),
+    ("RTCRtpReceiver", "_run_rtcp"),
+    ("receiver", "_RTCRtpReceiver__started"),
+    ("receiver", "_RTCRtpReceiver__rtcp_task"),
+    ("receiver", "_RTCRtpReceiver__decoder_thread"),
+    ("receiver", "_track"),
+    ("RTCDtlsTransport", "_register_rtp_receiver"),
+    ("remote_track", "_queue"),
     ("RTCRtpSender", "_run_rtp"),
     ("RTCRtpSender", "_run_rtcp"),
     ("RTCRtpSender", "_handle_rtcp_packet"),
@@ -101,6 +129,10 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("dtls", "_rtp_header_extensions_map"),
     ("rtp_router", "ssrc_table"),
     ("rtp_router", "payload_type_table"),
+    # FastIngress.handle_rtcp: aiortc's RTCP routing, done in the socket's callback
+    ("rtp_router", "senders"),
+    ("rtp_router", "route_rtcp"),
+    ("RTCDtlsTransport", "_handle_rtcp_data"),
     ("receiver", "_enabled"),
     ("aiortc.clock", "current_ms"),
     ("ice", "_connection"),
@@ -176,6 +208,99 @@ NACK_RETRY = 0.1
 NACK_MAX_TRIES = 10
 
 
+class WindowRate:
+    """aiortc's ``RateCounter`` (the REMB estimator's incoming rate), same figures, less work.
+
+    aiortc keeps 1,000 one-millisecond bucket objects and, at every call, walks one bucket per
+    millisecond elapsed since the previous call to empty the old ones (twice per estimator
+    update: about 70 bucket visits a video frame at 30 fps, more after a pause). This keeps
+    one (time, bytes) entry per ``add`` (once a frame) and drops the entries that left the
+    window. ``rate`` is aiortc's formula over the same window: the bytes of the last
+    ``window_size`` ms, scaled, divided by the active window (from the oldest millisecond
+    still counted, at most ``window_size``). Times move forward here (one receiver's arrival
+    clock); one before the window's start (a clock stepped back) is counted at the start.
+    """
+
+    __slots__ = ("_count", "_entries", "_origin_ms", "_scale", "_total", "_window_size")
+
+    def __init__(self, window_size: int, scale: int = 8000) -> None:
+        self._window_size = window_size
+        self._scale = scale
+        self._entries: collections.deque[tuple[int, int]] = collections.deque()
+        self._origin_ms: int | None = None
+        self._total = 0
+        self._count = 0
+
+    def add(self, value: int, now_ms: int) -> None:
+        if self._origin_ms is None:
+            self._origin_ms = now_ms
+        else:
+            self._erase_old(now_ms)
+        self._entries.append((max(now_ms, self._origin_ms), value))
+        self._total += value
+        self._count += 1
+
+    def rate(self, now_ms: int) -> int | None:
+        if self._origin_ms is None:
+            return None
+        self._erase_old(now_ms)
+        active_window_size = now_ms - self._origin_ms + 1
+        if self._count > 0 and active_window_size > 1:
+            return round(self._scale * self._total / active_window_size)
+        return None
+
+    def reset(self) -> None:
+        self._entries.clear()
+        self._origin_ms = None
+        self._total = 0
+        self._count = 0
+
+    def _erase_old(self, now_ms: int) -> None:
+        origin = now_ms - self._window_size + 1
+        if self._origin_ms is None or origin <= self._origin_ms:
+            return
+        self._origin_ms = origin
+        entries = self._entries
+        while entries and entries[0][0] < origin:
+            self._total -= entries.popleft()[1]
+            self._count -= 1
+
+
+class LeanOveruseEstimator(OveruseEstimator):
+    """aiortc's Kalman filter of the delay gradient, its smallest recent frame period found by
+    one ``min`` over the history instead of a Python loop calling ``min`` per entry (60 a
+    frame, a fifth of the estimator's time); the same figure."""
+
+    def update_min_frame_period(self, ts_delta: float) -> float:
+        history = self.ts_delta_hist
+        if len(history) >= MIN_FRAME_PERIOD_HISTORY_LENGTH:
+            history.pop(0)
+        min_frame_period = min(history, default=ts_delta)
+        if ts_delta < min_frame_period:
+            min_frame_period = ts_delta
+        history.append(ts_delta)
+        return min_frame_period
+
+
+def lean_estimator() -> RemoteBitrateEstimator:
+    """aiortc's REMB estimator (its arrival groups, Kalman filter, overuse detector and AIMD
+    rate control, unchanged in what they compute) with :class:`WindowRate` for its incoming
+    rate and :class:`LeanOveruseEstimator` for its filter."""
+    estimator = RemoteBitrateEstimator()
+    estimator.incoming_bitrate = WindowRate(1000, 8000)  # type: ignore[assignment]
+    estimator.estimator = LeanOveruseEstimator()
+    return estimator
+
+
+class LeanNackGenerator(NackGenerator):
+    """aiortc's NACK generator, its truncation skipped when nothing is missing (most packets):
+    aiortc's copies the missing set and computes its window at every packet. The same set."""
+
+    def truncate(self) -> None:
+        if self.missing:
+            super().truncate()
+
+
 class SfuRtpReceiver(RTCRtpReceiver):
     """A receiver that forwards packets instead of decoding them once a sink is attached."""
 
@@ -189,6 +314,8 @@ class SfuRtpReceiver(RTCRtpReceiver):
     nacks_sent = 0  # NACK messages to the publisher
     remb_sent: int | None = None  # the last REMB sent to the publisher (bits/s)
     _remb_wanted = False  # a video receiver: its estimator is made at its first packet
+    _decoderless = False  # receive() started no decoder thread (the SFU forwards)
+    _track_ended = False
 
     def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
         super().__init__(kind, transport)
@@ -198,17 +325,59 @@ class SfuRtpReceiver(RTCRtpReceiver):
         estimator = "_RTCRtpReceiver__remote_bitrate_estimator"
         self._remb_wanted = getattr(self, estimator) is not None
         setattr(self, estimator, None)
+        nack = "_RTCRtpReceiver__nack_generator"
+        if getattr(self, nack) is not None:
+            setattr(self, nack, LeanNackGenerator())
 
     def _estimator(self) -> RemoteBitrateEstimator | None:
         name = "_RTCRtpReceiver__remote_bitrate_estimator"
         estimator: RemoteBitrateEstimator | None = getattr(self, name)
         if estimator is None and self._remb_wanted:
-            estimator = RemoteBitrateEstimator()
+            estimator = lean_estimator()
             setattr(self, name, estimator)
         return estimator
 
     def attach_sink(self, sink: ReceiverSink) -> None:
         self._sfu_sink = sink
+
+    async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
+        """aiortc's ``receive``, without its decoder thread when the SFU forwards.
+
+        aiortc starts a thread per receiver that waits for encoded frames to decode (its stack,
+        its own malloc arena, one more thread for the kernel); the SFU never decodes what it
+        forwards. aiortc calls this once DTLS is connected, after the participant attached its
+        sink (on the remote description): a receiver with a sink then gets aiortc's routing and
+        its receiver-report task, and no thread. One without a sink (an aiortc peer in the same
+        process: tests, the bench) gets aiortc's own ``receive``, thread and all.
+        """
+        if self._sfu_sink is None or self._RTCRtpReceiver__started:  # type: ignore[attr-defined,has-type]
+            await super().receive(parameters)
+            return
+        codecs = self._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        for codec in parameters.codecs:
+            codecs[codec.payloadType] = codec
+        rtx_ssrc = self._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        for encoding in parameters.encodings:
+            if encoding.rtx:
+                rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+        self._decoderless = True
+        self.transport._register_rtp_receiver(self, parameters)
+        self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
+        self._RTCRtpReceiver__started = True
+
+    def _end_track(self) -> None:
+        """What aiortc's decoder thread does as it exits: the remote track's ``recv`` ends."""
+        if self._decoderless and not self._track_ended and self._track is not None:
+            self._track_ended = True
+            self._track._queue.put_nowait(None)
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._end_track()
+
+    def _handle_disconnect(self) -> None:
+        super()._handle_disconnect()
+        self._end_track()
 
     def detach_sink(self) -> None:
         self._sfu_sink = None
@@ -363,11 +532,12 @@ class FastIngress:
     :class:`SfuRtpReceiver` with a sink, this does the same work (SRTP unprotect, parse, the
     router's SSRC and payload-type check) directly in ``datagram_received`` and calls the
     receiver synchronously; its feedback (REMB, NACK) is protected and written to the socket
-    at once. Everything else (STUN, DTLS, RTCP, unknown SSRCs, a closing transport, a
-    receiver that decodes) goes on aiortc's own path, unchanged.
+    at once. RTCP is taken too where the SFU drives every receiver and sender of the
+    transport (:meth:`handle_rtcp`). Everything else (STUN, DTLS, unknown SSRCs, a closing
+    transport, a receiver that decodes) goes on aiortc's own path, unchanged.
     """
 
-    __slots__ = ("addr", "dtls", "protocol", "router", "srtp", "taken")
+    __slots__ = ("addr", "dtls", "protocol", "router", "rtcp_taken", "srtp", "taken")
 
     def __init__(self, dtls: RTCDtlsTransport, protocol: Any, addr: tuple[str, int]) -> None:
         self.dtls = dtls
@@ -376,11 +546,13 @@ class FastIngress:
         self.router = dtls._rtp_router
         self.srtp = dtls._rx_srtp
         self.taken = 0  # RTP packets handed to a receiver here
+        self.rtcp_taken = 0  # RTCP datagrams handled here
 
     @staticmethod
-    def install(receiver: SfuRtpReceiver) -> bool:
-        """Take ``receiver``'s transport's packets in its socket's callback; False when that
-        is not possible (not connected, a relayed pair). Idempotent per transport."""
+    def install(receiver: SfuRtpReceiver | SfuRtpSender) -> bool:
+        """Take the packets of ``receiver``'s (or a sender's) transport in its socket's
+        callback; False when that is not possible (not connected, a relayed pair).
+        Idempotent per transport."""
         dtls = getattr(receiver, "transport", None)  # None too for a receiver built by hand
         if dtls is None or dtls._state != State.CONNECTED or dtls._rx_srtp is None:
             return False
@@ -396,8 +568,10 @@ class FastIngress:
 
     def handle(self, data: bytes) -> bool:
         """True when the datagram was taken here (or dropped, as aiortc drops bad SRTP)."""
-        if len(data) < 12 or not 127 < data[0] < 192 or 191 < data[1] < 224:
-            return False  # not RTP (STUN, DTLS, or RTCP: payload types 192-223)
+        if len(data) < 12 or not 127 < data[0] < 192:
+            return False  # not RTP or RTCP (STUN, DTLS)
+        if 191 < data[1] < 224:  # RTCP (payload types 192-223)
+            return 199 < data[1] < 207 and self.handle_rtcp(data)
         dtls = self.dtls
         if dtls._state != State.CONNECTED:
             return False
@@ -422,12 +596,59 @@ class FastIngress:
         receiver._ingest_now(packet, arrival_time_ms, self)
         return True
 
+    def handle_rtcp(self, data: bytes) -> bool:
+        """A compound RTCP packet (its first is a sender report 200 to a payload-specific
+        feedback 206) for a transport where the SFU drives everything: each packet goes, as
+        aiortc's ``_handle_rtcp_data`` sends it, to the receivers and senders its SSRCs name,
+        synchronously. False (aiortc's own path) when the transport has any receiver or
+        sender the SFU does not drive (an aiortc peer's, a receiver that decodes): their
+        handlers may wait, and an SRTCP packet can be unprotected only once."""
+        dtls = self.dtls
+        if dtls._state != State.CONNECTED:
+            return False
+        router = self.router
+        for receiver in router.ssrc_table.values():
+            if type(receiver) is not SfuRtpReceiver or not receiver._decoderless:
+                return False
+        for sender in router.senders.values():
+            if type(sender) is not SfuRtpSender or sender._sfu_hooks is None:
+                return False
+        try:
+            clear = self.srtp.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            return True  # as aiortc: dropped
+        try:
+            packets = RtcpPacket.parse(clear)
+        except ValueError:
+            return True
+        self.rtcp_taken += 1
+        for packet in packets:
+            for recipient in router.route_rtcp(packet):
+                _run_now(recipient._handle_rtcp_packet(packet))
+        return True
+
     def send_rtcp(self, payload: bytes) -> None:
         dtls = self.dtls
         transport = self.protocol.transport
         if dtls._state != State.CONNECTED or transport is None:
             return  # as aiortc: feedback on a closing transport is dropped
         transport.sendto(dtls._tx_srtp.protect_rtcp(payload), self.addr)
+
+
+def _run_now(handler: Coroutine[Any, Any, None]) -> None:
+    """Run an RTCP handler of an SFU receiver or sender to its end, here: they never wait (the
+    SFU's call sync hooks; aiortc's parts they reach, receiver reports and sender-report
+    statistics, await nothing, and a receiver without a decoder thread has none to join).
+    One that would wait is closed and logged rather than left half-run."""
+    try:
+        handler.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        logger.exception("RTCP handler failed")
+        return
+    handler.close()
+    logger.error("an RTCP handler waited on the fast path (aiortc changed?); packet lost")
 
 
 class SfuRtpSender(RTCRtpSender):
@@ -458,6 +679,10 @@ class SfuRtpSender(RTCRtpSender):
                     abs_id = ext.id
             hooks.on_negotiated(parameters.codecs[0].payloadType, rtx_pt, mid_ext, abs_id)
         await super().send(parameters)
+        if hooks is not None:
+            # aiortc calls send() once DTLS is connected: the subscriber's RTCP (receiver
+            # reports, NACK, PLI, REMB) is taken in the socket's callback from now on
+            FastIngress.install(self)
 
     async def _run_rtp(self, codec: Any) -> None:
         if self._sfu_hooks is None:

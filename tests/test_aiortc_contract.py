@@ -17,8 +17,9 @@ from typing import Any
 import aioice
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.rate import OveruseEstimator, RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from pylibsrtp import Policy, Session
 
@@ -58,6 +59,10 @@ async def test_every_private_name_still_exists() -> None:
             "transceiver": transceiver,
             "srtp": Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
             "udp": udp,
+            "remote_track": RemoteStreamTrack("video"),
+            "remb_estimator": RemoteBitrateEstimator(),
+            "overuse_estimator": OveruseEstimator(),
+            "OveruseEstimator": OveruseEstimator,
         }
         missing = []
         for owner, name in aiortc_hooks.PRIVATE_NAMES:
@@ -79,6 +84,13 @@ async def test_overridden_signatures_match() -> None:
     pairs: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
         (RTCRtpReceiver._handle_rtp_packet, aiortc_hooks.SfuRtpReceiver._handle_rtp_packet),
         (RTCRtpReceiver._handle_rtcp_packet, aiortc_hooks.SfuRtpReceiver._handle_rtcp_packet),
+        (RTCRtpReceiver.receive, aiortc_hooks.SfuRtpReceiver.receive),
+        (
+            OveruseEstimator.update_min_frame_period,
+            aiortc_hooks.LeanOveruseEstimator.update_min_frame_period,
+        ),
+        (RTCRtpReceiver.stop, aiortc_hooks.SfuRtpReceiver.stop),
+        (RTCRtpReceiver._handle_disconnect, aiortc_hooks.SfuRtpReceiver._handle_disconnect),
         (RTCRtpSender._handle_rtcp_packet, aiortc_hooks.SfuRtpSender._handle_rtcp_packet),
         (RTCRtpSender.send, aiortc_hooks.SfuRtpSender.send),
         (RTCRtpSender._run_rtp, aiortc_hooks.SfuRtpSender._run_rtp),
