@@ -405,6 +405,8 @@ async def measure(
             }
 
         report: dict[str, Any] = {
+            # the party's video down-track at the window's end: what the SFU thinks of its link
+            "party_downtrack": _downtrack_state(app, "party"),
             "condition": condition.name,
             "description": condition.description,
             "seconds": round(span, 1),
@@ -444,6 +446,27 @@ async def measure(
                 after = [t for t, c in samples if t > outage_end and before and c > before[-1]]
                 report[f"{who}_moving_again_s"] = round(after[0] - outage_end, 2) if after else None
         return report
+
+
+def _downtrack_state(app: Any, participant: str) -> dict[str, Any] | None:
+    from control.appkeys import SFU
+
+    room = app[SFU].rooms.get("net")
+    if room is None or participant not in room.participants:
+        return None
+    for down in room.participants[participant].down_tracks():
+        if down.up.info.kind != "video":
+            continue
+        incoming = getattr(down.up, "incoming_bps", None)
+        return {
+            "estimate_bps": down.link_estimate(),
+            "remb_bps": down.link.remb_bps,
+            "loss_bps": down.link.loss_bps,
+            "limited": down._link_budget is not None,
+            "publisher_bps": round(incoming()) if incoming is not None else None,
+            "retransmitted": down.retransmitted,
+        }
+    return None
 
 
 def _line(r: dict[str, Any]) -> str:
