@@ -119,6 +119,64 @@ def udp_receive_buffer_drops() -> int:
         return 0
 
 
+def udp_socket_drops() -> dict[int, int]:
+    """Each UDP socket's datagrams dropped so far (its receive buffer full), by inode: the
+    ``drops`` column of /proc/net/udp and udp6 (this network namespace; empty where it cannot
+    be read)."""
+    out: dict[int, int] = {}
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as fh:
+                header = fh.readline().split()
+                inode_at, drops_at = header.index("inode"), header.index("drops")
+                # the header names "tx_queue rx_queue" and "tr tm->when" as four columns that
+                # are two in the rows
+                inode_at, drops_at = inode_at - 2, drops_at - 2
+                for line in fh:
+                    f = line.split()
+                    try:
+                        out[int(f[inode_at])] = int(f[drops_at])
+                    except (IndexError, ValueError):
+                        continue
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def socket_inodes(pids: list[int]) -> set[int]:
+    """The inodes of the sockets the processes hold open (``socket:[N]`` in /proc/PID/fd)."""
+    inodes: set[int] = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def drops_by_role(
+    before: dict[int, int], after: dict[int, int], roles: dict[str, list[int]]
+) -> dict[str, int]:
+    """Datagrams each role's sockets dropped between two :func:`udp_socket_drops` readings
+    (a socket opened meanwhile counts whole); ``other``: sockets of no role (another helper's
+    process on a shared machine, or a socket closed before the second reading is lost)."""
+    out: dict[str, int] = {}
+    mine: set[int] = set()
+    for role, pids in roles.items():
+        inodes = socket_inodes(pids) - mine
+        mine |= inodes
+        out[role] = sum(after[i] - before.get(i, 0) for i in inodes if i in after)
+    out["other"] = sum(d - before.get(i, 0) for i, d in after.items() if i not in mine)
+    return out
+
+
 SFU_COUNTERS = (
     "remotecase_sfu_forwarded_packets_total",
     "remotecase_sfu_congestion_pauses_total",
@@ -196,6 +254,10 @@ async def run_education_bench(
         print(
             f"kernel UDP drops       {report['udp_receive_buffer_drops']} datagrams in the window "
             "(full receive buffers, machine-wide: a starved reader, server or generators)"
+        )
+        print(
+            "  by whose sockets     "
+            + ", ".join(f"{k} {n}" for k, n in report["udp_drops_by_role"].items())
         )
         print(
             f"verdicts               {report['verdicts_per_second']}/s "
@@ -449,21 +511,28 @@ async def _run(
                 1 for m in officer.messages if m.get("type") == "verification" and m.get("verdict")
             )
 
-        cpu0, ver0, v0, t0, drops0 = (
+        cpu0, ver0, v0, t0, drops0, sockets0 = (
             tree_cpu(server.pid),
             named_threads_cpu(server.pid, "verifier"),
             verdicts(),
             time.monotonic(),
             udp_receive_buffer_drops(),
+            udp_socket_drops(),
         )
         await asyncio.sleep(seconds)
-        cpu1, ver1, v1, t1, drops1 = (
+        cpu1, ver1, v1, t1, drops1, sockets1 = (
             tree_cpu(server.pid),
             named_threads_cpu(server.pid, "verifier"),
             verdicts(),
             time.monotonic(),
             udp_receive_buffer_drops(),
+            udp_socket_drops(),
         )
+        # whose sockets dropped them: the server, the officer (this process) or a worker
+        roles = {"server": _descendants(server.pid), "officer": [os.getpid()]}
+        for i, proc in enumerate(workers):
+            roles[f"viewers-{i + 1}"] = [proc.pid]
+        socket_drops = drops_by_role(sockets0, sockets1, roles)
         rss = tree_rss_mb(server.pid)
         peak = round(_status_kb(server.pid, "VmHWM") / 1024, 1)
         load = os.getloadavg()
@@ -521,6 +590,8 @@ async def _run(
         },
         "verdicts_per_second": round((v1 - v0) / elapsed, 2),
         "udp_receive_buffer_drops": drops1 - drops0,
+        # the same by whose sockets (/proc/net/udp's drops column): server, officer, viewers-N
+        "udp_drops_by_role": socket_drops,
         # the server's own account of where packets went (whole run, /metrics)
         "sfu": sfu,
         "samples_asked_per_second": round(viewers / sample_interval, 2),
