@@ -336,7 +336,9 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         if verifier is not None:
             app[VERIFIER] = verifier
             verifier.listeners.append(events.on_room_event)
-            bind_verifier_to_cases(verifier, database)
+            bind_verifier_to_cases(
+                verifier, database, education_interval=config.education.sample_interval
+            )
             sfu.on_room_created.append(verifier.watch_room)
         # education sessions' attendance: joins and leaves from the rooms, samples from the
         # verifier's listener list; it closes before the verifier and the database

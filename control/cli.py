@@ -1301,7 +1301,10 @@ def build_parser() -> argparse.ArgumentParser:
     edu.add_argument("--check-interval", type=float, default=20.0, help="education.check_interval")
     edu.add_argument("--check-window", type=float, default=10.0, help="education.check_window")
     edu.add_argument(
-        "--sample-interval", type=float, default=1.0, help="verifier.sample_interval per viewer"
+        "--sample-interval",
+        type=float,
+        default=5.0,
+        help="education.sample_interval per viewer (from 3 s: keyframe sampling)",
     )
     edu.add_argument("--fps", type=int, default=5, help="the viewers' camera frame rate")
     edu.add_argument("--processes", type=int, default=4, help="worker processes of viewers")

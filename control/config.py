@@ -528,11 +528,19 @@ class EducationConfig(_Section):
     # Face checks of an education session's viewers (control/education/attendance.py): one at
     # join, then at random moments at most this many seconds apart.
     check_interval: float = 900.0
-    # how long a check waits for a matching face before it counts as failed
+    # how long a check waits for a matching face before it counts as failed (at least two
+    # samples long)
     check_window: float = 60.0
+    # seconds between the verifier's samples of each viewer of an education room (inquiries
+    # keep verifier.sample_interval). Checks are minutes apart and one machine's verifier
+    # judges a few samples a second, so 100 viewers at 20 s are 5 a second; from 3 s on a
+    # sample is a keyframe asked of the viewer's camera, with nothing decoded between samples
+    # (mediaserver/local.py, docs/education.md "Attendance")
+    sample_interval: float = 20.0
     # watch time stops this long after the last sample that showed the right face (a viewer
-    # whose video stopped, or whose picture nobody can judge, is not watching on proof)
-    verdict_gap: float = 10.0
+    # whose video stopped, or whose picture nobody can judge, is not watching on proof); at
+    # least two sample intervals, so that one skipped sample does not pause a present viewer
+    verdict_gap: float = 60.0
     # the watch time a certificate needs when the course sets none, in minutes
     required_minutes: float = 45.0
     # raised hands (control/education/floor.py): how many viewers may hold the floor at once,
@@ -569,7 +577,25 @@ class EducationConfig(_Section):
                 f"{self.check_window!r} is not between 5 s and education.check_interval "
                 f"({self.check_interval!r})",
             )
-        _between("education.verdict_gap", self.verdict_gap, 1, 600, *_S)
+        _between("education.sample_interval", self.sample_interval, 0.1, 600, *_S)
+        _between("education.verdict_gap", self.verdict_gap, 1, 1800, *_S)
+        if self.verdict_gap < 2 * self.sample_interval:
+            raise _bad(
+                "education.verdict_gap",
+                f"{self.verdict_gap!r} 少于两个 education.sample_interval（{self.sample_interval!r}"
+                "）：在场的学员也会在两次采样之间被暂停计时",
+                f"{self.verdict_gap!r} is less than two education.sample_interval "
+                f"({self.sample_interval!r}): a viewer who is there would be paused between "
+                "samples",
+            )
+        if self.check_window < 2 * self.sample_interval:
+            raise _bad(
+                "education.check_window",
+                f"{self.check_window!r} 少于两个 education.sample_interval（"
+                f"{self.sample_interval!r}）：一次核验应至少有两次采样",
+                f"{self.check_window!r} is less than two education.sample_interval "
+                f"({self.sample_interval!r}): a check must see at least two samples",
+            )
         if not 0 < self.required_minutes <= 24 * 60:
             raise _bad(
                 "education.required_minutes",

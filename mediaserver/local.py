@@ -1,15 +1,37 @@
 """In-process subscribers: how the recorder and the verifier join a room like any participant.
 
-A :class:`LocalSubscriber` is a down-track of one up-track. It receives every RTP packet in a
-bounded queue (dropping the oldest, and counting, when its consumer falls behind, so that a slow
-consumer never slows forwarding). :meth:`LocalSubscriber.frames` decodes only when asked, in a
-worker thread that the subscriber owns.
+A :class:`LocalSubscriber` is a down-track of one up-track. Three ways to consume it:
+
+* :meth:`LocalSubscriber.packets` (the recorder): every RTP packet from a keyframe on, in a
+  bounded queue (dropping the oldest, and counting, when its consumer falls behind, so that a
+  slow consumer never slows forwarding).
+* :meth:`LocalSubscriber.frames` with no or a short interval (an inquiry's verifier at 1 s):
+  continuous decoding of every frame, in a worker thread the subscriber owns; frames between
+  samples are decoded (video needs them as references) and dropped in that thread.
+* :meth:`LocalSubscriber.samples` (and ``frames(every)`` for an interval of at least
+  :data:`KEYFRAME_SAMPLING_FROM` seconds, an education viewer's 20 s): **keyframe sampling**.
+  Between samples every packet is dropped in :meth:`~LocalSubscriber.write` (no queue, no
+  depacketizing, no thread). When a sample is due the publisher is asked for a keyframe (the
+  up-track rate-limits requests, ``pli_min_interval``, and coalesces the ones it holds back), the
+  keyframe's packets are gathered and decoded alone, in a small pool shared by every sampling
+  subscriber (:func:`decode_pool`, :data:`DECODE_THREADS` threads), and the subscriber goes idle
+  again. A sample with no complete keyframe within its wait gives ``None`` (no picture), so a
+  publisher that never sends one is reported, not waited on for ever.
+
+Why not keyframe sampling for short intervals: a keyframe costs the publisher several times a
+delta frame's bytes, and every other subscriber of the track receives it too; at one a second
+a phone's encoder spends its bit rate on keyframes and the picture everyone sees gets worse.
+From a few seconds apart a keyframe per sample is a small share of the stream (at 3 s and
+15 fps, one frame in 45), and the decoding saved (every frame of every sampled camera, a thread
+each) is what lets one machine watch 100 viewers (docs/performance.md, "Session 8").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +45,63 @@ from aiortc.rtp import RtpPacket
 from .protocols import CloseReason, Packet, TrackInfo, UpTrack
 
 _ids = itertools.count(1)
+
+# from this interval (seconds) on, frames(every) samples keyframes instead of decoding everything
+KEYFRAME_SAMPLING_FROM = 3.0
+# threads of the pool every keyframe-sampling subscriber of the process decodes in
+DECODE_THREADS = 2
+# how long a sampling subscriber waits between keyframe requests while none has come
+KEYFRAME_ASK_AGAIN = 1.0
+# a sample's keyframe may gather at most this many packets (a 1080p keyframe is ~150)
+SAMPLE_PACKETS = 1024
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """The process's keyframe-decoding pool, made on first use (its threads end with the
+    process; each decode is short and owns its decoder, so nothing needs shutting down)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="sample")
+        return _pool
+
+
+def _seq_after(a: int, b: int) -> bool:
+    """Whether sequence number ``a`` comes after ``b`` (16 bits, wrapping)."""
+    return a != b and ((a - b) & 0xFFFF) < 0x8000
+
+
+class _Keyframe:
+    """The packets of one keyframe being gathered for a sample: complete once every sequence
+    number from its first packet to the one with the marker bit has come."""
+
+    def __init__(self, first: Packet) -> None:
+        self.timestamp = first.timestamp
+        self.first = first.sequence_number
+        self.packets: dict[int, Packet] = {first.sequence_number: first}
+        self.last: int | None = first.sequence_number if first.marker else None
+        self.broken = False  # a later frame began before this one was whole
+
+    def add(self, packet: Packet) -> None:
+        if packet.timestamp == self.timestamp:
+            if not _seq_after(self.first, packet.sequence_number):  # not before the first
+                self.packets[packet.sequence_number] = packet
+                if packet.marker:
+                    self.last = packet.sequence_number
+        elif not self.complete and _seq_after(packet.sequence_number, self.first):
+            self.broken = True
+
+    @property
+    def complete(self) -> bool:
+        if self.last is None:
+            return False
+        return len(self.packets) == ((self.last - self.first) & 0xFFFF) + 1
+
+    def in_order(self) -> list[Packet]:
+        return [self.packets[(self.first + i) & 0xFFFF] for i in range(len(self.packets))]
 
 
 class LocalSubscriber:
@@ -40,8 +119,17 @@ class LocalSubscriber:
         self._closed = False
         self._on_close = on_close
         self._executor: ThreadPoolExecutor | None = None
-        self.received = 0
-        self.dropped = 0
+        # keyframe sampling (samples()): "" when not sampling (every packet is queued), else
+        # "idle" between samples, "waiting" for a keyframe, "gathering" its packets
+        self._sampling = ""
+        self._gathered: list[Packet] = []
+        self._arrived = asyncio.Event()
+        self.received = 0  # packets that reached the subscriber
+        self.dropped = 0  # packets the queue lost to a consumer behind
+        self.frames_received = 0  # video frames that arrived (packets with the marker bit)
+        self.decoded = 0  # frames handed to a decoder, in either mode
+        self.idle_dropped = 0  # packets dropped at write because no sample was due
+        self.keyframes_asked = 0  # keyframe requests of sampling
         up.add_down_track(self)
 
     @property
@@ -58,6 +146,18 @@ class LocalSubscriber:
 
     def write(self, packet: Packet) -> None:
         if self._closed:
+            return
+        if packet.marker:
+            self.frames_received += 1
+        if self._sampling:
+            self.received += 1
+            if self._sampling == "waiting" and packet.keyframe:
+                self._sampling = "gathering"
+            if self._sampling != "gathering" or len(self._gathered) >= SAMPLE_PACKETS:
+                self.idle_dropped += 1  # between samples: no queue, no depayload, no thread
+                return
+            self._gathered.append(packet)
+            self._arrived.set()
             return
         if not self._started:
             if not packet.keyframe:
@@ -90,14 +190,12 @@ class LocalSubscriber:
         costs the loop little.
         """
         info = self.info
-        params: dict[str, int | str | None] = dict(info.parameters)
-        codec = RTCRtpCodecParameters(
-            mimeType=info.mime_type,
-            clockRate=info.clock_rate,
-            channels=info.channels,
-            payloadType=96,
-            parameters=params,
-        )
+        if every >= KEYFRAME_SAMPLING_FROM and info.kind == "video":
+            async for sample in self.samples(every):
+                if sample is not None:
+                    yield sample
+            return
+        codec = self._codec()
         decoder = get_decoder(codec)
         jitter = JitterBuffer(capacity=128, is_video=True) if info.kind == "video" else None
         if self._executor is None:
@@ -126,6 +224,7 @@ class LocalSubscriber:
                     rtp._data = data  # type: ignore[attr-defined]
                     _, encoded = jitter.add(rtp)
                 if encoded is not None:
+                    self.decoded += 1
                     for frame in decoder.decode(encoded):
                         now = time.monotonic()
                         if every and now - last_kept[0] < every:
@@ -164,6 +263,112 @@ class LocalSubscriber:
             for frame in frames:
                 yield frame
 
+    async def samples(self, every: float, *, wait: float | None = None) -> AsyncIterator[Any]:
+        """One decoded keyframe (``av.VideoFrame``) every ``every`` seconds, the first at
+        once; ``None`` for a sample that got no complete keyframe within ``wait`` seconds
+        (default: a third of the interval, 2 to 10 s). Video only; see the module's text."""
+        if self.info.kind != "video":
+            raise ValueError("keyframe sampling is for video tracks")
+        if wait is None:
+            wait = min(10.0, max(2.0, every / 3))
+        loop = asyncio.get_running_loop()
+        self._sampling = "idle"
+        due = loop.time()
+        try:
+            while not self._closed:
+                delay = due - loop.time()
+                if delay > 0:
+                    self._arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), delay)  # or closed
+                    if self._closed:
+                        return
+                    if loop.time() < due:
+                        continue  # woken by a packet the idle state dropped: sleep on
+                frame = await self._one_sample(loop, wait)
+                if self._closed:
+                    return
+                due = max(due + every, loop.time())
+                yield frame
+        finally:
+            self._sampling = ""
+            self._gathered = []
+
+    async def _one_sample(self, loop: asyncio.AbstractEventLoop, wait: float) -> Any:
+        codec = self._codec()
+        deadline = loop.time() + wait
+        state: dict[str, Any] = {}  # the decoder and the keyframe being gathered
+        self._gathered = []
+        self._sampling = "waiting"
+        try:
+            while not self._closed:
+                if not self._gathered:
+                    if self._sampling == "waiting":
+                        self.keyframes_asked += 1
+                        self._up.request_keyframe()
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return None  # no picture: the publisher sent no whole keyframe
+                    self._arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._arrived.wait(), min(remaining, KEYFRAME_ASK_AGAIN)
+                        )
+                    continue
+                batch, self._gathered = self._gathered, []
+                frame, broken = await loop.run_in_executor(
+                    decode_pool(), self._decode_keyframe, codec, state, batch
+                )
+                if frame is not None:
+                    return frame
+                if broken:  # a packet of it was lost: ask for another
+                    state.clear()
+                    self._gathered = []
+                    self._sampling = "waiting"
+            return None
+        finally:
+            self._sampling = "idle"
+            self._gathered = []
+
+    def _decode_keyframe(
+        self, codec: RTCRtpCodecParameters, state: dict[str, Any], batch: list[Packet]
+    ) -> tuple[Any, bool]:
+        """Gather a keyframe's packets; once it is whole, decode it (a pool thread). Returns
+        the frame (or None), and whether the keyframe is broken."""
+        keyframe: _Keyframe | None = state.get("keyframe")
+        for packet in batch:
+            if keyframe is None:
+                if not packet.keyframe:
+                    continue
+                keyframe = state["keyframe"] = _Keyframe(packet)
+            else:
+                keyframe.add(packet)
+        if keyframe is None:
+            return None, False
+        if keyframe.broken:
+            return None, True
+        if not keyframe.complete:
+            return None, False
+        try:
+            data = b"".join(depayload(codec, p.payload) for p in keyframe.in_order() if p.payload)
+        except ValueError:
+            return None, True
+        self.decoded += 1
+        decoder = get_decoder(codec)
+        frames = decoder.decode(JitterFrame(data=data, timestamp=keyframe.timestamp))
+        return (frames[0] if frames else None), not frames
+
+    def _codec(self) -> RTCRtpCodecParameters:
+        info = self.info
+        params: dict[str, int | str | None] = dict(info.parameters)
+        return RTCRtpCodecParameters(
+            mimeType=info.mime_type,
+            clockRate=info.clock_rate,
+            channels=info.channels,
+            payloadType=96,
+            parameters=params,
+        )
+
     def request_keyframe(self) -> None:
         self._up.request_keyframe()
 
@@ -175,6 +380,7 @@ class LocalSubscriber:
         if self._queue.full():
             self._queue.get_nowait()
         self._queue.put_nowait(None)
+        self._arrived.set()  # a sampling consumer wakes and ends
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

@@ -141,6 +141,11 @@ class Subscriber(DownTrack, Protocol):
         """Decoded frames (``av.VideoFrame`` / ``av.AudioFrame``), decoded off the loop; with
         ``every``, about one per that many seconds."""
 
+    def samples(self, every: float, *, wait: float | None = None) -> AsyncIterator[Any]:
+        """Video: a decoded keyframe every ``every`` seconds, asked of the publisher, with
+        nothing decoded between samples; ``None`` for a sample no whole keyframe came for
+        within ``wait``."""
+
     def request_keyframe(self) -> None: ...
 
 

@@ -347,3 +347,27 @@ def test_bench_education_runs_a_session_with_face_checks() -> None:
     # every viewer's join check was decided, and it passed: the face is the enrolled one
     assert report["checks"]["passed"] >= 3
     assert "server CPU" in result.stdout
+
+
+def test_bench_education_names_whose_sockets_drop() -> None:
+    """A socket whose receive buffer overflows is found by inode in /proc/net/udp and counted
+    for the process that holds it, not for another role."""
+    import os
+    import socket
+
+    from bench.education import drops_by_role, udp_socket_drops
+
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as reader,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.bind(("127.0.0.1", 0))
+        before = udp_socket_drops()
+        for _ in range(200):  # never read: most cannot fit the buffer
+            sender.sendto(b"x" * 1000, reader.getsockname())
+        after = udp_socket_drops()
+        drops = drops_by_role(before, after, {"me": [os.getpid()], "init": [1]})
+    assert drops["me"] >= 100
+    assert drops["init"] == 0
+    assert set(drops) == {"me", "init", "other"}

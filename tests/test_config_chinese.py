@@ -99,6 +99,19 @@ BAD: list[tuple[dict[str, Any], str, str | None]] = [
     ({"education": {"check_interval": 5}}, "education.check_interval", "5"),
     ({"education": {"check_window": 1}}, "education.check_window", "1"),
     ({"education": {"verdict_gap": 0}}, "education.verdict_gap", "0"),
+    ({"education": {"sample_interval": 0.0}}, "education.sample_interval", "0.0"),
+    # watch time would pause between two samples of a viewer who is there
+    (
+        {"education": {"sample_interval": 20.0, "verdict_gap": 30.0}},
+        "education.verdict_gap",
+        "30.0",
+    ),
+    # a check would see fewer than two samples
+    (
+        {"education": {"sample_interval": 40.0, "verdict_gap": 100.0, "check_window": 60.0}},
+        "education.check_window",
+        "60.0",
+    ),
     ({"education": {"required_minutes": 0}}, "education.required_minutes", "0"),
     ({"log": {"level": "LOUD"}}, "log.level", "LOUD"),
     ({"log": {"format": "xml"}}, "log.format", "xml"),

@@ -56,7 +56,12 @@ async def test_a_session_counts_the_right_face_only_and_certifies_it(tmp_path: P
     config = make_config(
         tmp_path,
         verifier={"alert_after": 2.0, "no_face_after": 3.0, "sample_interval": 0.5},
-        education={"check_interval": 40.0, "check_window": 20.0, "verdict_gap": 2.0},
+        education={
+            "check_interval": 40.0,
+            "check_window": 20.0,
+            "verdict_gap": 2.0,
+            "sample_interval": 0.5,
+        },
     )
     server = await start_server(config)
     clients: list[PeerClient] = []

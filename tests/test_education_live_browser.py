@@ -68,7 +68,12 @@ async def test_a_phone_viewer_counts_raises_the_hand_speaks_and_answers_the_quiz
         tmp_path,
         auth={"dev_join": False},
         verifier={"sample_interval": 0.5},
-        education={"check_interval": 60.0, "check_window": 30.0, "verdict_gap": 5.0},
+        education={
+            "check_interval": 60.0,
+            "check_window": 30.0,
+            "verdict_gap": 5.0,
+            "sample_interval": 0.5,
+        },
     )
     server = await start_server(config)
     shots = Shots(tmp_path, "edu-phone")

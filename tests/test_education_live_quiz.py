@@ -30,7 +30,12 @@ async def test_a_failed_quiz_withholds_the_certificate(tmp_path: Path) -> None:
     config = make_config(
         tmp_path,
         verifier={"sample_interval": 0.5},
-        education={"check_interval": 40.0, "check_window": 20.0, "verdict_gap": 3.0},
+        education={
+            "check_interval": 40.0,
+            "check_window": 20.0,
+            "verdict_gap": 3.0,
+            "sample_interval": 0.5,
+        },
     )
     server = await start_server(config)
     clients: list[PeerClient] = []

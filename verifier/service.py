@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.tasks import TaskSet, TaskSetClosed
+from mediaserver.local import KEYFRAME_SAMPLING_FROM
 from mediaserver.protocols import CloseReason, Participant, Room, Subscriber, UpTrack
 
 from .engine import Engine, EngineSpec, cosine, load_engine
@@ -65,6 +66,14 @@ LOW_QUALITY: dict[str, dict[str, str]] = {
         "lens and add light",
         "party": "画面太模糊：请保持不动，擦拭镜头，并增加光线 / Your picture is too blurred: hold "
         "still, clean the lens and add light",
+    },
+    "no_picture": {
+        "message": "未收到可核验的画面（摄像头或网络中断） / no picture to check (the camera or "
+        "the network stopped)",
+        "officer": "请当事人检查摄像头是否开启、网络是否正常 / Ask the party to check that the "
+        "camera is on and the connection works",
+        "party": "未收到您的画面：请检查摄像头是否开启、网络是否正常 / We receive no picture from "
+        "you: check that your camera is on and your connection works",
     },
     "at_edge": {
         "message": "脸部太靠近画面边缘，无法核验 / face too near the edge of the picture",
@@ -111,6 +120,8 @@ class Recordings(Protocol):
 class VerifierSettings:
     sample_interval: float = 1.0  # seconds between samples per participant
     workers: int = 1  # inference threads
+    # samples that may wait for a busy worker (one per watch at most); beyond, one is skipped
+    backlog: int = 8
     alert_after: float = 3.0  # seconds of a different face before an alert
     no_face_after: float = 10.0  # seconds without a usable face before an alert
     min_live_face: int = 60  # pixels (shorter side of the face box); smaller is too small
@@ -152,6 +163,7 @@ class Watch:
     samples: int = 0
     skipped: int = 0
     task: asyncio.Task[None] | None = None
+    interval: float = 1.0  # seconds between this watch's samples (the room's kind decides)
 
 
 class Verifier:
@@ -195,6 +207,9 @@ class Verifier:
         # whether a participant agreed to face checks; None means no consent model (tests,
         # development rooms)
         self.may_verify: Callable[[str, str], Awaitable[bool]] | None = None
+        # a room's own sample interval (an education session's, minutes between checks), or
+        # None for settings.sample_interval (the control plane sets this)
+        self.interval_of: Callable[[str], Awaitable[float | None]] | None = None
 
     def identity(self) -> dict[str, object]:
         """The models every verdict names: the engine, and the liveness model if any."""
@@ -331,9 +346,15 @@ class Verifier:
             return
         if key in self._watches or up.closed or room.closed or self._closed:
             return
+        interval = self.settings.sample_interval
+        if self.interval_of is not None:
+            interval = await self.interval_of(room.room_id) or interval
+        if key in self._watches or up.closed or room.closed or self._closed:
+            return
         _, reference = loaded
         subscriber = room.subscribe_local(info.track_id, queue_size=256)
         watch = Watch(room, info.participant_id, info.track_id, reference, subscriber)
+        watch.interval = interval
         self._watches[key] = watch
         await self._log(
             "verification.started",
@@ -343,6 +364,8 @@ class Verifier:
             track=info.track_id,
             model_id=self.model_id,
             model=self.identity(),
+            sample_interval=interval,
+            sampling="keyframes" if interval >= KEYFRAME_SAMPLING_FROM else "continuous",
         )
         if self._closed:  # closed while the start was logged
             self._stop_watch(key, self.close_reason or CloseReason.SHUTDOWN)
@@ -350,17 +373,39 @@ class Verifier:
         watch.task = self._tasks.spawn(self._run(watch), f"verify {key}")
 
     async def _run(self, watch: Watch) -> None:
+        """Samples of one watch: keyframes asked every ``interval`` from
+        :data:`~mediaserver.local.KEYFRAME_SAMPLING_FROM` seconds on (nothing decoded between
+        them; a sample with no picture is a ``low_quality`` verdict, ``no_picture``), else
+        continuous decoding with frames dropped in the subscriber's thread."""
         loop = asyncio.get_running_loop()
         last_sample = -1e9
         pending: set[asyncio.Future[Verdict]] = set()
+        interval = watch.interval
+        if interval >= KEYFRAME_SAMPLING_FROM:
+            source = watch.subscriber.samples(interval)
+        else:
+            source = watch.subscriber.frames(every=interval * 0.9)
         try:
-            # the subscriber's thread drops the frames between samples
-            async for frame in watch.subscriber.frames(every=self.settings.sample_interval * 0.9):
+            async for frame in source:
+                if frame is None:  # no whole keyframe came: nothing to judge, and said so
+                    verdict = Verdict(
+                        watch.participant,
+                        "low_quality",
+                        None,
+                        0,
+                        None,
+                        "",
+                        time.time(),
+                        reason="no_picture",
+                    )
+                    self._tasks.spawn(self._record(watch, verdict), f"record {watch.participant}")
+                    continue
                 now = time.monotonic()
-                if now - last_sample < self.settings.sample_interval * 0.5:
+                if now - last_sample < interval * 0.5:
                     continue
                 last_sample = now
-                if self._busy >= self.settings.workers:
+                # a worker free, or room in the backlog (one sample per watch waiting at most)
+                if pending or self._busy >= self.settings.workers + self.settings.backlog:
                     watch.skipped += 1
                     self.skipped += 1
                     continue

@@ -11,7 +11,9 @@ The rules (docs/education.md, "Attendance"):
   verifier on, until a verdict says otherwise (``no_face``, ``no_match``, ``multiple_faces``,
   ``liveness_failed``), the viewer leaves, or no matching sample has come for ``verdict_gap``
   seconds (the video stopped, or the picture cannot be judged: ``low_quality`` does not extend
-  it). A pause is told to the viewer; the next match resumes it.
+  it). A sample that got no picture at all (``low_quality`` for ``no_picture``: the camera or
+  the network stopped, no keyframe came) pauses at once, for ``no_picture``. A pause is told
+  to the viewer; the next match resumes it.
 * **Checks**: one when the viewer joins (and joins again), then at random moments, each at most
   ``check_interval`` seconds after the last one was decided. A check passes at the first
   ``match`` after it opened; with none within ``check_window`` it fails, with the worst thing
@@ -243,8 +245,11 @@ class Ledger:
         state: str = "",
         reason: str = "",
         score: float | None = None,
+        verdict_reason: str = "",
     ) -> list[Notice]:
-        """One sample of the verifier for a viewer (with the verifier's state after it)."""
+        """One sample of the verifier for a viewer (with the verifier's state after it, and
+        the verdict's own reason: a ``low_quality`` sample that got ``no_picture`` at all
+        pauses at once, like a face gone)."""
         v = self.viewers.get(participant)
         if v is None or not v.connected:
             return []
@@ -260,8 +265,8 @@ class Ledger:
             if check is not None:
                 check.result, check.decided_at = "passed", t
                 self._schedule(v, t)
-        elif verdict in ABSENT:
-            why = ABSENT[verdict]
+        elif verdict in ABSENT or (verdict == "low_quality" and verdict_reason == "no_picture"):
+            why = ABSENT.get(verdict, "no_picture")
             if check is not None:
                 check.seen.append(why)
             if v.counting:

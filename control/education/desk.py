@@ -201,6 +201,7 @@ class AttendanceDesk:
             str(fields.get("state", "")),
             str(fields.get("reason", "")),
             fields.get("score") if isinstance(fields.get("score"), float) else None,
+            str(fields.get("verdict_reason", "")),
         )
         if open_before is not None and open_before.result:
             self._log_decided(session, participant, viewer.checks.index(open_before))

@@ -25,8 +25,12 @@ from ..events import case_of_room
 logger = logging.getLogger(__name__)
 
 
-def bind_verifier_to_cases(verifier: Verifier, database: Database) -> None:
-    """A session room's parties are compared with their case's references, with consent."""
+def bind_verifier_to_cases(
+    verifier: Verifier, database: Database, *, education_interval: float | None = None
+) -> None:
+    """A session room's parties are compared with their case's references, with consent; an
+    education session's viewers are sampled every ``education_interval`` seconds
+    (``education.sample_interval``), other rooms' parties at ``verifier.sample_interval``."""
 
     def scope_of(room_id: str) -> str:
         case_id = case_of_room(room_id)
@@ -48,8 +52,23 @@ def bind_verifier_to_cases(verifier: Verifier, database: Database) -> None:
 
         return await database.run(consented)
 
+    async def interval_of(room_id: str) -> float | None:
+        if education_interval is None or case_of_room(room_id) is None:
+            return None
+
+        def is_education(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM sessions WHERE room = ? AND purpose = 'education' "
+                "AND ended_at IS NULL",
+                (room_id,),
+            ).fetchone()
+            return row is not None
+
+        return education_interval if await database.run(is_education) else None
+
     verifier.scope_of = scope_of
     verifier.may_verify = may_verify
+    verifier.interval_of = interval_of
 
 
 async def forget_reference(

@@ -1,0 +1,195 @@
+"""Keyframe sampling (mediaserver/local.py): a verifier watch at an interval of a few seconds
+decodes one keyframe per sample, asked of the publisher, and nothing between samples; a
+publisher that sends no keyframe gives ``no_picture`` verdicts, not a hang; an education
+session's viewers are sampled at ``education.sample_interval``.
+
+Real aiortc peers over 127.0.0.1 and the real face model, as in tests/test_verifier.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiortc import MediaStreamTrack
+
+from bench.peer import EncodedLoopVideoTrack, ImageVideoTrack, PeerClient, encode_vp8_loop
+from control.appkeys import CUSTODY, VERIFIER
+from mediaserver.local import KEYFRAME_SAMPLING_FROM, LocalSubscriber
+from tests.conftest import (
+    Api,
+    Server,
+    case_with_party,
+    leftovers,
+    make_config,
+    officer_login,
+    party_link,
+    start_server,
+    wait_until,
+)
+from tests.test_verifier import ASTRONAUT, _enroll, _png, _states
+
+INTERVAL = 3.0  # the shortest interval that samples keyframes
+assert INTERVAL >= KEYFRAME_SAMPLING_FROM
+
+
+async def _server(tmp_path: Path, **overrides: Any) -> Server:
+    verifier = {"alert_after": 2.0, "no_face_after": 30.0, "sample_interval": INTERVAL}
+    return await start_server(make_config(tmp_path, verifier=verifier, **overrides))
+
+
+async def _call(
+    server: Server, clients: list[PeerClient], track: MediaStreamTrack
+) -> tuple[PeerClient, PeerClient, str]:
+    """A case session: the officer in the call, the party (the astronaut's reference)
+    publishing ``track``. Returns (officer, party, room)."""
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        li = await officer_login(server, api)
+        cid, pid = await case_with_party(api, li)
+        status, body = await _enroll(server, li, cid, pid, _png(ASTRONAUT))
+        assert status == 200, body
+        _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+        redeemed = await party_link(api, li, cid, pid)
+    officer = PeerClient(server.base_url, session["token"], decode=False)
+    clients.append(officer)
+    await officer.connect()
+    party = PeerClient(server.base_url, redeemed["token"])
+    clients.append(party)
+    await party.connect()
+    await party.publish(track, video_codec="video/VP8")
+    return officer, party, session["room"]
+
+
+def _verdicts(officer: PeerClient) -> list[dict[str, Any]]:
+    return [m for m in officer.messages if m["type"] == "verification" and m.get("verdict")]
+
+
+async def _close(server: Server, clients: list[PeerClient]) -> None:
+    for client in clients:
+        await client.close()
+    await server.runner.cleanup()
+    assert leftovers(server.app) == {}, "left behind after the server stopped"
+
+
+async def test_a_sampled_watch_decodes_one_keyframe_per_sample_and_verifies(
+    tmp_path: Path,
+) -> None:
+    server = await _server(tmp_path)
+    clients: list[PeerClient] = []
+    try:
+        officer, party, room = await _call(
+            server, clients, ImageVideoTrack([(0, ASTRONAUT)], width=640, height=480, fps=15)
+        )
+        await wait_until(
+            lambda: ("verified", "matches") in _states(officer), timeout=60, what="verified"
+        )
+        assert party.joined is not None
+        pid = party.joined["participant"]["id"]
+        watch = server.app[VERIFIER].watch_of(room, pid)
+        assert watch is not None and watch.interval == INTERVAL
+        subscriber = watch.subscriber
+        assert isinstance(subscriber, LocalSubscriber)
+        await wait_until(lambda: watch.samples >= 3, timeout=60, what="three samples")
+        matches = [v for v in _verdicts(officer) if v["verdict"] == "match"]
+        assert len(matches) >= 2 and all(v["score"] >= v["threshold"] for v in matches)
+        # one decode per sample (a keyframe that lost a packet is asked again, not decoded):
+        # 15 fps at 3 s is 45 frames a sample, all but one dropped at write
+        assert watch.samples <= subscriber.decoded <= watch.samples + 2
+        assert subscriber.frames_received >= 10 * subscriber.decoded
+        assert subscriber.idle_dropped > subscriber.received / 2
+        assert subscriber.keyframes_asked >= subscriber.decoded
+        # nothing queued between samples, and no thread of the subscriber's own
+        assert subscriber._queue.empty()
+        assert not any(t.name.startswith(subscriber.down_id) for t in threading.enumerate())
+        started = [
+            e for e in server.app[CUSTODY].entries() if e["type"] == "verification.started"
+        ]
+        assert [(e["sampling"], e["sample_interval"]) for e in started] == [
+            ("keyframes", INTERVAL)
+        ]
+    finally:
+        await _close(server, clients)
+
+
+async def test_a_publisher_that_sends_no_keyframe_gives_no_picture_verdicts(
+    tmp_path: Path,
+) -> None:
+    # a real aiortc peer whose camera loops VP8 delta frames only: keyframe requests go
+    # unanswered, so no sample can ever decode
+    face = ImageVideoTrack([(0, ASTRONAUT)], width=320, height=240, fps=10)
+    frames = encode_vp8_loop(face, 10, seconds=1.0)[1:]
+    server = await _server(tmp_path)
+    clients: list[PeerClient] = []
+    try:
+        officer, party, room = await _call(server, clients, EncodedLoopVideoTrack(frames, 10))
+        await wait_until(
+            lambda: ("low_quality", "no_picture") in _states(officer),
+            timeout=60,
+            what="low_quality for no_picture",
+        )
+        verdicts = _verdicts(officer)
+        assert len(verdicts) >= 2
+        assert all(
+            (v["verdict"], v.get("verdict_reason")) == ("low_quality", "no_picture")
+            for v in verdicts
+        )
+        assert not any(v["state"] == "alert" for v in verdicts)
+        # the party is told what to do about it, Chinese first
+        guidance = [m for m in party.messages if m["type"] == "verification_guidance"]
+        assert guidance and guidance[-1]["reason"] == "no_picture"
+        assert guidance[-1]["guidance"].index("摄像头") < guidance[-1]["guidance"].index("camera")
+        assert party.joined is not None
+        watch = server.app[VERIFIER].watch_of(room, party.joined["participant"]["id"])
+        assert watch is not None
+        subscriber = watch.subscriber
+        assert isinstance(subscriber, LocalSubscriber)
+        assert subscriber.decoded == 0 and subscriber.received > 0
+        assert subscriber.keyframes_asked >= 2
+        # the custody log has them too, with no frame to hash
+        logged = [
+            e for e in server.app[CUSTODY].entries() if e["type"] == "verification.verdict"
+        ]
+        assert logged and all(e["reason"] == "no_picture" for e in logged)
+        assert all(e["frame_sha256"] == "" for e in logged)
+    finally:
+        await _close(server, clients)
+
+
+async def test_an_education_session_is_sampled_at_its_own_interval(tmp_path: Path) -> None:
+    server = await _server(
+        tmp_path,
+        education={"sample_interval": 12.0, "verdict_gap": 36.0, "check_window": 30.0},
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            status, case = await api.call(
+                "POST", "/api/cases", li, json={"kind": "education", "title": "安全宣教"}
+            )
+            assert status == 201, case
+            status, body = await api.call(
+                "PUT",
+                f"/api/cases/{case['id']}/education",
+                li,
+                json={"topic": "安全宣教", "required_minutes": 30},
+            )
+            assert status == 200, body
+            status, education = await api.call("POST", f"/api/cases/{case['id']}/sessions", li)
+            assert status in (200, 201), education
+            cid, _ = await case_with_party(api, li)
+            status, inquiry = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+            assert status in (200, 201), inquiry
+        verifier = server.app[VERIFIER]
+        assert verifier.interval_of is not None
+        assert await verifier.interval_of(education["room"]) == 12.0
+        # an inquiry keeps verifier.sample_interval; so does a development room
+        assert await verifier.interval_of(inquiry["room"]) is None
+        assert await verifier.interval_of("dev-room") is None
+        assert verifier.settings.sample_interval == INTERVAL
+    finally:
+        await server.runner.cleanup()
+
