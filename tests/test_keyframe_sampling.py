@@ -104,12 +104,8 @@ async def test_a_sampled_watch_decodes_one_keyframe_per_sample_and_verifies(
         # nothing queued between samples, and no thread of the subscriber's own
         assert subscriber._queue.empty()
         assert not any(t.name.startswith(subscriber.down_id) for t in threading.enumerate())
-        started = [
-            e for e in server.app[CUSTODY].entries() if e["type"] == "verification.started"
-        ]
-        assert [(e["sampling"], e["sample_interval"]) for e in started] == [
-            ("keyframes", INTERVAL)
-        ]
+        started = [e for e in server.app[CUSTODY].entries() if e["type"] == "verification.started"]
+        assert [(e["sampling"], e["sample_interval"]) for e in started] == [("keyframes", INTERVAL)]
     finally:
         await _close(server, clients)
 
@@ -149,9 +145,7 @@ async def test_a_publisher_that_sends_no_keyframe_gives_no_picture_verdicts(
         assert subscriber.decoded == 0 and subscriber.received > 0
         assert subscriber.keyframes_asked >= 2
         # the custody log has them too, with no frame to hash
-        logged = [
-            e for e in server.app[CUSTODY].entries() if e["type"] == "verification.verdict"
-        ]
+        logged = [e for e in server.app[CUSTODY].entries() if e["type"] == "verification.verdict"]
         assert logged and all(e["reason"] == "no_picture" for e in logged)
         assert all(e["frame_sha256"] == "" for e in logged)
     finally:
@@ -192,4 +186,3 @@ async def test_an_education_session_is_sampled_at_its_own_interval(tmp_path: Pat
         assert verifier.settings.sample_interval == INTERVAL
     finally:
         await server.runner.cleanup()
-
