@@ -141,6 +141,25 @@ async def test_a_fresh_token_only_for_the_bound_device_while_the_admission_stand
             assert status == 200, body
             assert signer.verify(body["token"]).grant_id == signer.verify(again["token"]).grant_id
             assert signer.verify(body["token"]).grant_id != old.grant_id
+            # the older page says which token it holds: it gets nothing, so it cannot take the
+            # call back with the newer page's admission (it is told it was superseded); the
+            # newer page gets its fresh token; a forged token is refused
+            status, refused = await api.call(
+                "POST", RENEW, link, {"token": first["token"]}, headers=_device(DEVICE)
+            )
+            assert status == 409 and refused["error"] == "superseded", refused
+            assert refused["message"].startswith("此链接已在本设备的另一个页面重新进入")
+            status, renewed = await api.call(
+                "POST", RENEW, link, {"token": again["token"]}, headers=_device(DEVICE)
+            )
+            assert status == 200, renewed
+            assert (
+                signer.verify(renewed["token"]).grant_id == signer.verify(again["token"]).grant_id
+            )
+            status, refused = await api.call(
+                "POST", RENEW, link, {"token": again["token"][:-2] + "xx"}, headers=_device(DEVICE)
+            )
+            assert status == 400 and refused["error"] == "bad_token", refused
 
             # removed by the officer: no token any more
             session = world["session"]
@@ -157,7 +176,7 @@ async def test_a_fresh_token_only_for_the_bound_device_while_the_admission_stand
                     "SELECT actor, detail FROM audit WHERE action = 'invitation.call_token'"
                 ).fetchall()
             )
-            assert len(rows) == 2 and all(r["actor"] == f"party:{world['party_id']}" for r in rows)
+            assert len(rows) == 3 and all(r["actor"] == f"party:{world['party_id']}" for r in rows)
     finally:
         await srv.runner.cleanup()
     assert leftovers(srv.app) == {}

@@ -59,6 +59,7 @@ from ..http.openapi import (
 from ..mediation.store import agent_admitted
 from ..refusals import Refusal
 from ..verification.wiring import forget_reference
+from .tokens import TokenError
 
 CONSENTS = ("recording", "face", "electronic_delivery")
 
@@ -312,6 +313,7 @@ _RENEW_ERRORS: dict[str, tuple[type[web.HTTPException], str, str | None, str]] =
     ),
     "other_device": (web.HTTPForbidden, "forbidden", "other_device", "forbidden.other_device"),
     "not_admitted": (web.HTTPConflict, "not_admitted", None, "renew.not_admitted"),
+    "superseded": (web.HTTPConflict, "superseded", None, "renew.superseded"),
     "removed": (web.HTTPForbidden, "removed", None, "redeem.removed"),
     "session_ended": (web.HTTPGone, "session_ended", None, "redeem.session_ended"),
     "case_closed": (web.HTTPGone, "case_closed", None, "redeem.case_closed"),
@@ -327,10 +329,18 @@ class Renewal:
 
 
 def renew_call(
-    conn: sqlite3.Connection, token: str, device: str | None, ttl: int, now: float
+    conn: sqlite3.Connection,
+    token: str,
+    device: str | None,
+    ttl: int,
+    now: float,
+    held: str | None = None,
 ) -> Renewal | str:
     """The admission the link gave its bound ``device``, for a fresh call token (the key of
-    ``_RENEW_ERRORS`` when there is none to renew). The grant's expiry moves on; audited."""
+    ``_RENEW_ERRORS`` when there is none to renew). The grant's expiry moves on; audited.
+    ``held``: the grant of the call token the asking page holds; when the link has admitted
+    the device again since (another page of it: that grant superseded this one), nothing is
+    renewed, so the older page cannot take the call back with the newer page's admission."""
     row = conn.execute(
         "SELECT * FROM invitations WHERE token_hash = ? AND revoked_at IS NULL",
         (token_hash(token),),
@@ -350,6 +360,8 @@ def renew_call(
     ).fetchone()
     if grant is None:
         return "not_admitted"
+    if held is not None and held != str(grant["id"]):
+        return "superseded"
     if grant["revoked_at"] is not None:
         return "removed"
     if grant["ended_at"] is not None:
@@ -378,7 +390,15 @@ async def post_call_token(request: web.Request) -> web.Response:
     device = request.headers.get(access.DEVICE_HEADER) or None
     ttl = request.app[CONFIG].auth.token_ttl
     now = time.time()
-    result = await request.app[DB].run(lambda c: renew_call(c, token, device, ttl, now))
+    body = await read_object(request, empty_ok=True)
+    held: str | None = None
+    if body.get("token") is not None:
+        # the call token the page holds (expired or not): which admission it renews
+        try:
+            held = request.app[SIGNER].verify(body["token"], check_expiry=False).grant_id or ""
+        except TokenError:
+            raise json_error(web.HTTPBadRequest, "bad_token", key="bad_token.signature") from None
+    result = await request.app[DB].run(lambda c: renew_call(c, token, device, ttl, now, held))
     if isinstance(result, str):
         cls, code, detail, message = _RENEW_ERRORS[result]
         raise json_error(cls, code, detail=detail, key=message)

@@ -721,8 +721,11 @@ async function onClose(event) {
 async function renewCallToken(token) {
   if (!state.invite || !token) return token;
   try {
-    const response = await fetch("/api/party/call-token", { method: "POST", headers: partyHeaders(state.invite) });
-    if (!response.ok) return token;  // refused (removed, ended): the resume with the old says why
+    // with the token this page holds: after the link was opened again in another page, the
+    // server renews nothing here (409 superseded) and the resume with the old one says so
+    const headers = partyHeaders(state.invite, { "Content-Type": "application/json" });
+    const response = await fetch("/api/party/call-token", { method: "POST", headers, body: JSON.stringify({ token }) });
+    if (!response.ok) return token;  // refused (removed, ended, superseded): the resume with the old says why
     const body = await response.json();
     if (typeof body.token !== "string") return token;
     if (state.resumeFor === token) state.resumeFor = body.token;  // the same participant: resume
