@@ -622,7 +622,7 @@ async def post_send(request: web.Request) -> web.Response:
         channel_name = roster.contact_channel(contact)
         channel = channel_for(config.delivery, channel_name, db)
         token = secrets.token_urlsafe(sending.TOKEN_BYTES)
-        send, revoked = await db.run(
+        send, _ = await db.run(
             functools.partial(
                 sending.begin,
                 officer=officer,
@@ -632,15 +632,6 @@ async def post_send(request: web.Request) -> web.Response:
                 provider=channel.name,
             )
         )
-        for old in revoked:
-            await _send_custody(
-                request,
-                "education.record_link_revoked",
-                officer.actor,
-                old,
-                revoked_at=old["revoked_at"],
-                by_send=send["id"],
-            )
         link = f"{base}{sending.COMPANY_PAGE}#t={token}"
         subject, text = _notice_text(item, str(case["brigade"]), str(case["topic"]), link, days)
         notice = Notice(None, channel_name, contact, subject, text, education_send=send["id"])
@@ -653,7 +644,7 @@ async def post_send(request: web.Request) -> web.Response:
             # a provider's own error counts as a failed send, never one left "sending"
             logger.exception("education send %s: the %s provider failed", send["id"], channel.name)
             failure = f"发送出错 / the provider failed: {type(exc).__name__}"
-        send = await db.run(
+        send, revoked = await db.run(
             functools.partial(
                 sending.finish,
                 actor=officer.actor,
@@ -662,6 +653,15 @@ async def post_send(request: web.Request) -> web.Response:
                 failure=failure,
             )
         )
+        for old in revoked:  # only once the new link went out
+            await _send_custody(
+                request,
+                "education.record_link_revoked",
+                officer.actor,
+                old,
+                revoked_at=old["revoked_at"],
+                by_send=send["id"],
+            )
         if failure:
             await _send_custody(
                 request,

@@ -408,6 +408,7 @@ def save_floor(conn: sqlite3.Connection, *, session_id: int, state: str) -> None
 # after a restart, how long a restored floor holder or raised hand waits for its viewer to
 # come back into the room (the pages reconnect on their own) before it is let go
 RETURN_WAIT = 90.0
+SAVE_TIMER = "\0save"  # a floor save tried again
 RETURN_TIMER = "\0return"  # its timer's key among a room's floor timers (not a participant)
 
 
@@ -644,9 +645,19 @@ class LiveDesk:
             while live.dirty:
                 live.dirty = False
                 state = json.dumps(live.floor.as_json(), ensure_ascii=False)
-                await self._db.run(
-                    functools.partial(save_floor, session_id=live.info.session_id, state=state)
-                )
+                try:
+                    await self._db.run(
+                        functools.partial(save_floor, session_id=live.info.session_id, state=state)
+                    )
+                except Exception:
+                    # (a busy database): the state is tried again shortly, not left unsaved
+                    # until the next change
+                    logger.warning("education floor of room %s not saved", live.room.room_id)
+                    if not live.closed and not self._closed:
+                        live.timers[SAVE_TIMER] = asyncio.get_running_loop().call_later(
+                            1.0, self._keep, live
+                        )
+                    return
         finally:
             live.saving = False
 

@@ -121,20 +121,11 @@ def begin(
     days: int,
     provider: str,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A new send of ``item``'s record to its company's address (status ``sending``), the
-    company's earlier links of this session revoked: (the send, the sends revoked)."""
+    """A new send of ``item``'s record to its company's address (status ``sending``): (the
+    send, no sends revoked). The company's earlier links are revoked only once this one has
+    gone out (:func:`finish`): a send that fails leaves the company the link it has."""
     now = now_iso()
-    revoked = []
-    for (old,) in conn.execute(
-        "SELECT id FROM edu_sends WHERE session_id = ? AND company_id = ? "
-        "AND revoked_at IS NULL AND status != 'failed'",
-        (item["session_id"], item["company_id"]),
-    ).fetchall():
-        conn.execute(
-            "UPDATE edu_sends SET revoked_at = ?, revoked_by = ? WHERE id = ?",
-            (now, officer.actor, old),
-        )
-        revoked.append(send_row(conn, old))
+    revoked: list[dict[str, Any]] = []
     expires = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)).isoformat(
         timespec="seconds"
     )
@@ -163,16 +154,33 @@ def begin(
 
 def finish(
     conn: sqlite3.Connection, *, actor: str, send_id: int, reference: str, failure: str
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The send's outcome: (the send, the company's earlier links revoked by it, only when it
+    went out)."""
+    revoked: list[dict[str, Any]] = []
     if failure:
         conn.execute(
             "UPDATE edu_sends SET status = 'failed', failure = ? WHERE id = ?", (failure, send_id)
         )
     else:
+        now = now_iso()
         conn.execute(
             "UPDATE edu_sends SET status = 'sent', reference = ?, sent_at = ? WHERE id = ?",
-            (reference, now_iso(), send_id),
+            (reference, now, send_id),
         )
+        this = conn.execute(
+            "SELECT session_id, company_id FROM edu_sends WHERE id = ?", (send_id,)
+        ).fetchone()
+        for (old,) in conn.execute(
+            "SELECT id FROM edu_sends WHERE session_id = ? AND company_id = ? AND id != ? "
+            "AND revoked_at IS NULL AND status != 'failed'",
+            (this["session_id"], this["company_id"], send_id),
+        ).fetchall():
+            conn.execute(
+                "UPDATE edu_sends SET revoked_at = ?, revoked_by = ? WHERE id = ?",
+                (now, actor, old),
+            )
+            revoked.append(send_row(conn, old))
     row = send_row(conn, send_id)
     audit(
         conn,
@@ -186,7 +194,7 @@ def finish(
         channel=row["channel"],
         address=row["address"],
     )
-    return row
+    return row, revoked
 
 
 def send_row(conn: sqlite3.Connection, send_id: int) -> dict[str, Any]:
