@@ -5,7 +5,8 @@ one party and opens its session, invites the party, and joins the call as a real
 (publishing a test pattern and a tone, so the page has someone to see); then the party's page,
 opened from the invitation link, gives its consents and reaches the call, and the officer
 receives its video. :func:`case_call` is the first half, :func:`enter_by_link` the page's way
-in, :func:`video_flowing` the check that a participant's video arrives. The console tests'
+in, :func:`video_flowing` the check that a participant's video arrives and
+:func:`more_packets` that it goes on. The console tests'
 mirror image (the officer's page in the call, the party an aiortc client) uses
 :func:`party_client`.
 """
@@ -101,6 +102,14 @@ async def video_flowing(client: PeerClient, participant: str, packets: int = 30)
         what=f"{participant}'s video flowing",
     )
     return mid
+
+
+async def more_packets(client: PeerClient, mid: str, since: int, packets: int, what: str) -> None:
+    """Wait until ``client`` has received more than ``packets`` packets on ``mid`` beyond the
+    ``since`` it had counted (the media goes on, on the same transceiver)."""
+    await wait_until(
+        lambda: client.received_packets[mid] > since + packets, timeout=PATIENCE, what=what
+    )
 
 
 async def party_client(

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from bench.peer import PeerClient
-from tests.browser_party import case_call, enter_by_link, video_flowing
+from tests.browser_party import case_call, enter_by_link, more_packets, video_flowing
 from tests.conftest import (
     Server,
     make_config,
@@ -122,11 +122,7 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
         assert not await page.evaluate("document.querySelector('.tile.self') !== null")
         # the SFU keeps the party's one video track: the officer sees it go on, on the same mid
         at_switch = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at_switch + 20,
-            timeout=PATIENCE,
-            what="the party's video after the switch",
-        )
+        await more_packets(officer_client, mid, at_switch, 20, "the party's video after the switch")
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         assert officer_client.tracks[mid] == track_before
         assert not officer_client.closed_reason
@@ -140,10 +136,8 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
         assert await page.evaluate("window.remotecase.facing") == "user"
         assert await page.inner_text("#error") == ""
         at_switch = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at_switch + 20,
-            timeout=PATIENCE,
-            what="the party's video after switching back",
+        await more_packets(
+            officer_client, mid, at_switch, 20, "the party's video after switching back"
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         assert not await page.evaluate("document.getElementById('switch-camera').hidden")
@@ -178,10 +172,8 @@ async def test_with_one_camera_that_sends_the_switch_says_so_and_goes(
         assert await page.evaluate("document.getElementById('switch-camera').hidden")
         assert await page.evaluate("document.getElementById('camera-name').hidden")
         at = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at + 20,
-            timeout=PATIENCE,
-            what="the party's video from the first camera still",
+        await more_packets(
+            officer_client, mid, at, 20, "the party's video from the first camera still"
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         await shots.take(page, "camera-switch-none")

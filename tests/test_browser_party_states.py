@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from bench.peer import PeerClient
-from tests.browser_party import case_call, enter_by_link, face_camera, video_flowing
+from tests.browser_party import case_call, enter_by_link, face_camera, more_packets, video_flowing
 from tests.conftest import (
     Server,
     make_config,
@@ -158,11 +158,7 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
         )
         (mid,) = officer_client.mids_for_participant(pid, "video")
         at = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at + 20,
-            timeout=PATIENCE,
-            what="the party's video packets from tab A",
-        )
+        await more_packets(officer_client, mid, at, 20, "the party's video packets from tab A")
         assert not officer_client.closed_reason
         # the officer saw one participant throughout: away and back, never a leave and a join
         about = [
@@ -227,11 +223,7 @@ async def test_the_link_opened_in_a_second_tab_moves_the_call_there(
             timeout=PATIENCE,
         )
         at = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at + 30,
-            timeout=PATIENCE,
-            what="the party's video from tab B",
-        )
+        await more_packets(officer_client, mid, at, 30, "the party's video from tab B")
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         assert room.participants[pid] is participant and participant.resumes == 1
         assert set(participant.up_tracks) == tracks

@@ -8,6 +8,7 @@ own sockets, and the party's signalling socket is closed as a dead network would
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,23 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     yield srv
     await srv.runner.cleanup()
     assert leftovers(srv.app) == {}, "left behind after the server stopped"
+    assert srv.sfu.resume_tokens == 0
+
+
+@contextlib.asynccontextmanager
+async def own_server(
+    tmp_path: Path, clients: list[PeerClient], **sections: dict[str, Any]
+) -> AsyncIterator[Server]:
+    """A server of the test's own configuration; its clients closed and nothing left behind
+    (no resume token either) once it stops."""
+    srv = await start_server(make_config(tmp_path, **sections))
+    try:
+        yield srv
+    finally:
+        for client in clients:
+            await client.close()
+        await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}
     assert srv.sfu.resume_tokens == 0
 
 
@@ -272,10 +290,9 @@ async def test_lost_media_tells_the_client_to_resume(
 async def test_resume_is_admitted_again(tmp_path: Path, clients: list[PeerClient]) -> None:
     """The case's admission runs again at a resume: a party whose invitation was revoked while
     it was away is refused (4003) and leaves as removed; nothing of it stays behind."""
-    srv = await start_server(
-        make_config(tmp_path, auth={"dev_join": False}, media={"resume_grace": 20.0})
-    )
-    try:
+    async with own_server(
+        tmp_path, clients, auth={"dev_join": False}, media={"resume_grace": 20.0}
+    ) as srv:
         async with aiohttp.ClientSession() as http:
             api = Api(http, srv.base_url)
             officer = await officer_login(srv, api)
@@ -315,12 +332,6 @@ async def test_resume_is_admitted_again(tmp_path: Path, clients: list[PeerClient
             assert left["reason"] == "removed"
             await wait_until(lambda: again.ws_close_code is not None, what="refused socket closed")
             assert again.ws_close_code == 4003
-    finally:
-        for client in clients:
-            await client.close()
-        await srv.runner.cleanup()
-    assert leftovers(srv.app) == {}
-    assert srv.sfu.resume_tokens == 0
 
 
 async def test_a_page_going_away_waits_for_its_resume_and_leave_leaves_at_once(
@@ -504,10 +515,8 @@ async def test_a_page_that_says_it_is_going_leaves_as_closed_after_the_unload_gr
     """A page sends ``unload`` as its tab closes (or reloads: it cannot tell): the participant
     waits away for ``media.unload_grace`` only, and then leaves as ``closed``, long before the
     ``resume_grace`` a lost connection gets. Its socket is closed normally (1000)."""
-    srv = await start_server(
-        make_config(tmp_path, media={"resume_grace": 60.0, "unload_grace": 1.0})
-    )
-    try:
+    media = {"resume_grace": 60.0, "unload_grace": 1.0}
+    async with own_server(tmp_path, clients, media=media) as srv:
         party = await join(srv, clients, ROOM, "party")
         await party.publish(ToneAudioTrack(), PatternVideoTrack(fps=15))
         officer = await join(srv, clients, ROOM, "officer", decode=False)
@@ -530,12 +539,6 @@ async def test_a_page_that_says_it_is_going_leaves_as_closed_after_the_unload_gr
         ]
         late = await resume(srv, clients, party)
         assert late.joined is not None and late.joined["code"] == "resume_refused"
-    finally:
-        for client in clients:
-            await client.close()
-        await srv.runner.cleanup()
-    assert leftovers(srv.app) == {}
-    assert srv.sfu.resume_tokens == 0
 
 
 async def test_a_page_going_then_reloaded_resumes_within_the_unload_grace(
@@ -565,21 +568,15 @@ async def test_a_page_going_then_reloaded_resumes_within_the_unload_grace(
 async def test_an_unload_grace_of_zero_leaves_at_once_as_closed(
     tmp_path: Path, clients: list[PeerClient]
 ) -> None:
-    srv = await start_server(
-        make_config(tmp_path, media={"resume_grace": 20.0, "unload_grace": 0.0})
-    )
-    try:
+    """``media.unload_grace`` 0: a page that says it is going leaves at once, as ``closed``."""
+    media = {"resume_grace": 20.0, "unload_grace": 0.0}
+    async with own_server(tmp_path, clients, media=media) as srv:
         party = await join(srv, clients, ROOM, "party")
         officer = await join(srv, clients, ROOM, "officer")
         await party.send({"type": "unload"})
         left = await officer.wait_for(lambda m: m["type"] == "participant_left")
         assert left["participant"] == "party" and left["reason"] == "closed"
         assert "participant_reconnecting" not in _kinds(officer.messages, "party")
-    finally:
-        for client in clients:
-            await client.close()
-        await srv.runner.cleanup()
-    assert leftovers(srv.app) == {}
 
 
 async def test_the_same_participant_joining_in_another_page_takes_it_over(

@@ -21,7 +21,14 @@ import pytest
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import RECORDER, SIGNER
-from tests.browser_party import case_call, enter_by_link, face_camera, party_client, video_flowing
+from tests.browser_party import (
+    case_call,
+    enter_by_link,
+    face_camera,
+    more_packets,
+    party_client,
+    video_flowing,
+)
 from tests.conftest import (
     PASSWORD,
     Api,
@@ -182,10 +189,8 @@ async def test_party_page_loses_its_network_and_resumes(
                 lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == pid,
                 timeout=PATIENCE,
             )
-            await wait_until(
-                lambda: officer_client.received_packets[mid] > before + 30,
-                timeout=PATIENCE,
-                what="the party's video again, on the same transceiver",
+            await more_packets(
+                officer_client, mid, before, 30, "the party's video again, on the same transceiver"
             )
             assert officer_client.mids_for_participant(pid, "video") == [mid]
             seen = [
@@ -256,10 +261,8 @@ async def test_console_call_loses_its_network_and_resumes(
                 timeout=PATIENCE,
             )
             await until(page, f"window.remotecaseConsole.call.state.me === {me!r}")
-            await wait_until(
-                lambda: watcher.received_packets[mid] > before + 30,
-                timeout=PATIENCE,
-                what="the officer's camera again, on the same transceiver",
+            await more_packets(
+                watcher, mid, before, 30, "the officer's camera again, on the same transceiver"
             )
             assert watcher.mids_for_participant(me, "video") == [mid]
             seen = [
@@ -344,10 +347,12 @@ async def test_party_page_reloads_mid_call_as_the_same_participant(
         assert room.participants[pid].resumes == 1
         assert set(room.participants[pid].up_tracks) == tracks_before
         before = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > before + 30,
-            timeout=PATIENCE,
-            what="the party's video after the reload, on the same transceiver",
+        await more_packets(
+            officer_client,
+            mid,
+            before,
+            30,
+            "the party's video after the reload, on the same transceiver",
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         rotated = await page.evaluate("() => JSON.parse(sessionStorage.getItem('remotecase.call'))")
@@ -431,10 +436,12 @@ async def test_console_reloads_mid_call_as_the_same_participant(
             (room,) = [r for r in server.sfu.rooms.values() if me in r.participants]
             assert room.participants[me].resumes == 1
             before = watcher.received_packets[mid]
-            await wait_until(
-                lambda: watcher.received_packets[mid] > before + 30,
-                timeout=PATIENCE,
-                what="the officer's camera after the reload, on the same transceiver",
+            await more_packets(
+                watcher,
+                mid,
+                before,
+                30,
+                "the officer's camera after the reload, on the same transceiver",
             )
             assert watcher.mids_for_participant(me, "video") == [mid]
             await page.screenshot(path=str(tmp_path / "console-reloaded.png"), full_page=True)
