@@ -16,6 +16,7 @@ one fake camera of this browser, the camera switch is not offered.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -177,17 +178,19 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
         assert problems == [], problems
 
 
+@pytest.mark.parametrize("how", ["opened", "duplicated"])
 async def test_the_link_opened_in_a_second_tab_moves_the_call_there(
-    server: Server, camera: Path, tmp_path: Path, clients: list[PeerClient]
+    server: Server, camera: Path, tmp_path: Path, clients: list[PeerClient], how: str
 ) -> None:
-    """The same link opened in a second tab of the same phone while the first is in the call
-    (a new tab, not a reload: it has no kept call, so it redeems the link again with the device
-    secret, a readmission). Tab B takes the participant over: tab A says another page has the
-    call and offers to take it back, and stays so; no media flows twice (A's connections are
-    closed, the SFU holds the party's two tracks, the officer one video on the same transceiver,
-    fed by B); the officer sees the party away for a moment and back, never a leave and a join,
-    and the recording keeps one pair of tracks."""
-    shots = Shots(tmp_path, "second-tab")
+    """The same link in a second tab of the same phone while the first is in the call:
+    ``opened`` (a new tab: it has no kept call, so it redeems the link again with the device
+    secret, a readmission, and joins) or ``duplicated`` (the browser's "duplicate tab", which
+    copies sessionStorage: it resumes with the first tab's kept call). Tab B takes the
+    participant over: tab A says another page has the call and offers to take it back, and stays
+    so; no media flows twice (A's connections are closed, the SFU holds the party's two tracks,
+    the officer one video on the same transceiver, fed by B); the officer sees the party away
+    for a moment and back, never a leave and a join."""
+    shots = Shots(tmp_path, f"second-tab-{how}")
     call = await case_call(server, clients)
     pid, officer_client = call.pid, call.officer_client
     url = server.base_url + call.link
@@ -204,6 +207,14 @@ async def test_the_link_opened_in_a_second_tab_moves_the_call_there(
 
         tab_b = await context.new_page()
         tab_b.on("pageerror", lambda exc: problems.append(f"tab B page error: {exc}"))
+        if how == "duplicated":
+            # what a duplicated tab starts with: a copy of tab A's sessionStorage
+            kept = await tab_a.evaluate("sessionStorage.getItem('remotecase.call')")
+            assert kept, "tab A keeps its call"
+            await tab_b.add_init_script(
+                "if (!sessionStorage.getItem('remotecase.call'))"
+                f" sessionStorage.setItem('remotecase.call', {json.dumps(kept)});"
+            )
         await tab_b.goto(url)
         await phase(tab_b, "in_call")
         assert "consent" not in await tab_b.evaluate("window.remotecase.phases")
@@ -235,7 +246,9 @@ async def test_the_link_opened_in_a_second_tab_moves_the_call_there(
             for m in officer_client.messages[heard:]
             if m["type"].startswith("participant_")
         ]
-        assert seen == [("participant_reconnecting", "duplicate"), ("participant_resumed", None)]
+        # a join in another page, or a resume on another socket (as after a change of network)
+        reason = "duplicate" if how == "opened" else "signalling_lost"
+        assert seen == [("participant_reconnecting", reason), ("participant_resumed", None)]
 
         # tab A does not take the call back by itself
         await asyncio.sleep(3.0)
