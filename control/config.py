@@ -164,6 +164,7 @@ class MediaConfig(_Section):
     pli_min_interval: float = _MEDIA["pli_min_interval"]
     media_timeout: float = _MEDIA["media_timeout"]
     resume_grace: float = _MEDIA["resume_grace"]
+    unload_grace: float = _MEDIA["unload_grace"]
     layered_small_room: int = _MEDIA["layered_small_room"]
     layered_quantile: float = _MEDIA["layered_quantile"]
     max_participants: int = _MEDIA["max_participants"]
@@ -173,6 +174,7 @@ class MediaConfig(_Section):
             _between(f"media.{name}", getattr(self, name), 0.1, 600, *_S)
         _between("media.media_timeout", self.media_timeout, 0.5, 600, *_S)
         _between("media.resume_grace", self.resume_grace, 0, 600, *_S)
+        _between("media.unload_grace", self.unload_grace, 0, 600, *_S)
         _between("media.pli_min_interval", self.pli_min_interval, 0, 10, *_S)
         _between("media.max_participants", self.max_participants, 2, 1000)
         _between("media.layered_small_room", self.layered_small_room, 1, 1000)
@@ -653,6 +655,7 @@ class Config:
             pli_min_interval=self.media.pli_min_interval,
             media_timeout=self.media.media_timeout,
             resume_grace=self.media.resume_grace,
+            unload_grace=self.media.unload_grace,
             layered_small_room=self.media.layered_small_room,
             layered_quantile=self.media.layered_quantile,
             max_participants=self.media.max_participants,

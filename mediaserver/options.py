@@ -30,6 +30,9 @@ class MediaOptions:
     # this long (seconds), reconnecting, and may come back under the same participant ID with
     # the resume token of its joined message (docs/signalling.md, Resume); 0 turns resume off.
     resume_grace: float = 20.0
+    # A participant whose page said it was going (``unload``: the tab closed, or it reloads)
+    # waits this long instead, enough for a reload to resume; then it leaves as ``closed``.
+    unload_grace: float = 8.0
     # Keyframe requests relayed to a publisher at most this often (seconds).
     pli_min_interval: float = 0.5
     # A publisher sending VP8 temporal layers to at most this many subscribers is held to what

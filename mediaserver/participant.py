@@ -231,6 +231,7 @@ class SfuParticipant:
         # waiting for the resumed publisher's next offer; which signalling socket carries it
         self._suspended: CloseReason | None = None
         self._grace: asyncio.TimerHandle | None = None
+        self._grace_seconds = options.resume_grace  # how long this time's wait is
         self._orphans: list[ForwardedUpTrack] = []
         self._attachment = 0
         self._detached: Detached | None = None
@@ -766,29 +767,37 @@ class SfuParticipant:
         if not await self.suspend(reason):
             await self.close(reason)
 
-    async def suspend(self, reason: CloseReason, attachment: int | None = None) -> bool:
+    async def suspend(
+        self, reason: CloseReason, attachment: int | None = None, grace: float | None = None
+    ) -> bool:
         """Keep this participant for ``resume_grace`` seconds without connections.
 
         Its peer connections close and its own down-tracks with them; its up-tracks stay
         published and silent (the others, the recorder, the verifier keep theirs); the others
         hear ``participant_reconnecting``. ``attachment``: only if that signalling socket still
-        carries it. False if it cannot be kept (resume off, closed, another socket's).
+        carries it. ``grace``: a shorter wait (a page that said it was going: ``unload_grace``),
+        never longer than ``resume_grace``. False if it cannot be kept (resume off, closed,
+        another socket's).
         """
         if self._closed or self._options.resume_grace <= 0:
             return False
         if attachment is not None and attachment != self._attachment:
             return False
+        full = self._options.resume_grace
+        wait = full if grace is None else min(grace, full)
         if self._suspended is not None:
             return True
+        if wait <= 0:
+            return False  # no wait asked for (unload_grace 0): it leaves at once
         self._suspended = reason
         self._settled.clear()
         try:
-            await self._suspend(reason, attachment)
+            await self._suspend(reason, attachment, wait)
         finally:
             self._settled.set()
         return True
 
-    async def _suspend(self, reason: CloseReason, attachment: int | None) -> None:
+    async def _suspend(self, reason: CloseReason, attachment: int | None, wait: float) -> None:
         self._log.info("connection lost (%s): reconnecting", reason.value)
         detached, self._detached = self._detached, None
         if detached is not None and attachment is None:
@@ -815,21 +824,27 @@ class SfuParticipant:
             await pc.close()
         if self._closed:
             return  # closed meanwhile (the room closed): nothing to wait for
-        self._grace = asyncio.get_running_loop().call_later(
-            self._options.resume_grace, self._grace_expired
-        )
+        self._grace_seconds = wait
+        self._grace = asyncio.get_running_loop().call_later(wait, self._grace_expired)
         self.room.on_participant_reconnecting(self, reason)
 
     def _grace_expired(self) -> None:
         self._grace = None
         if not self._closed:
-            self._log.info("did not resume within %.0f s", self._options.resume_grace)
+            self._log.info("did not resume within %.1f s", self._grace_seconds)
             self._spawn(self.close(self._suspended or CloseReason.SIGNALLING_LOST), "close")
 
-    async def resume(self, send: Send, detached: Detached) -> int:
+    async def resume(
+        self,
+        send: Send,
+        detached: Detached,
+        taken_over: CloseReason = CloseReason.SIGNALLING_LOST,
+    ) -> int:
         """Come back on a new signalling socket with new peer connections; returns the
-        attachment it now holds. A participant still attached elsewhere (its address changed
-        before the server noticed) is taken over: that socket is told it was replaced."""
+        attachment it now holds. A participant still attached elsewhere is taken over: that
+        socket is told it was replaced, and the others hear ``taken_over`` as the reason it
+        was away for a moment (``signalling_lost``: its address changed before the server
+        noticed; ``duplicate``: the same participant joined again in another page)."""
         if self._closed:
             raise SignallingError("resume_refused", "participant is closed")
         await self._settled.wait()
@@ -837,8 +852,8 @@ class SfuParticipant:
             previous = self._detached
             self._detached = None
             if previous is not None:
-                previous(CloseReason.SIGNALLING_LOST.value, True)
-            if not await self.suspend(CloseReason.SIGNALLING_LOST, attachment=self._attachment):
+                previous(taken_over.value, True)
+            if not await self.suspend(taken_over, attachment=self._attachment):
                 raise SignallingError("resume_refused", "participant cannot resume")
         if self._closed:
             raise SignallingError("resume_refused", "participant is closed")

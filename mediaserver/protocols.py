@@ -30,6 +30,7 @@ class CloseReason(enum.StrEnum):
     LEFT = "left"  # the participant said leave
     REMOVED = "removed"  # an officer or the server removed it
     SIGNALLING_LOST = "signalling_lost"  # the WebSocket went away
+    CLOSED = "closed"  # its page said it was going (tab closed) and no reload came back
     CONNECT_TIMEOUT = "connect_timeout"  # ICE/DTLS never got to connected
     CONNECTION_FAILED = "connection_failed"  # ICE or DTLS failed after connecting
     MEDIA_TIMEOUT = "media_timeout"  # nothing arrived on a connected media connection for long

@@ -22,16 +22,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from bench.peer import PeerClient
+from tests.browser_party import case_call, enter_by_link, more_packets, video_flowing
 from tests.conftest import (
-    Api,
     Server,
-    case_with_party,
     make_config,
-    officer_login,
     start_server,
     wait_until,
 )
@@ -41,10 +38,8 @@ from tests.test_browser_party import (
     PATIENCE,
     PHONE,
     Shots,
-    invite,
     new_page,
     no_overflow,
-    phase,
     until,
 )
 
@@ -93,38 +88,14 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
     server: Server, tmp_path: Path, clients: list[PeerClient]
 ) -> None:
     shots = Shots(tmp_path, "phone-zh")
-    async with aiohttp.ClientSession() as http:
-        api = Api(http, server.base_url)
-        officer = await officer_login(server, api, "li")
-        case, party = await case_with_party(api, officer, name="张三")
-        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
-        assert status == 201, session
-        link = await invite(api, officer, case, party)
-    pid = f"party-{party}"
-    officer_client = PeerClient(server.base_url, session["token"], decode=False)
-    clients.append(officer_client)
-    await officer_client.connect()
-    await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
+    call = await case_call(server, clients)
+    pid, officer_client = call.pid, call.officer_client
 
     async with fake_cameras(3) as browser:
         context, page, problems = await new_page(browser, "zh-CN", PHONE)
-        await page.goto(server.base_url + link)
-        await phase(page, "consent")
-        await page.tap("#consent-recording")
-        await page.tap("#consent-form button[type=submit]")
-        await phase(page, "in_call")
-        await wait_until(
-            lambda: officer_client.mids_for_participant(pid, "video") != [],
-            timeout=PATIENCE,
-            what="the party's video at the officer",
-        )
-        (mid,) = officer_client.mids_for_participant(pid, "video")
+        await enter_by_link(page, server.base_url + call.link)
+        mid = await video_flowing(officer_client, pid, packets=20)
         track_before = officer_client.tracks[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > 20,
-            timeout=PATIENCE,
-            what="the party's video packets at the officer",
-        )
         cameras = await page.evaluate(
             "async () => (await navigator.mediaDevices.enumerateDevices())"
             ".filter((d) => d.kind === 'videoinput').map((d) => d.deviceId)"
@@ -151,11 +122,7 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
         assert not await page.evaluate("document.querySelector('.tile.self') !== null")
         # the SFU keeps the party's one video track: the officer sees it go on, on the same mid
         at_switch = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at_switch + 20,
-            timeout=PATIENCE,
-            what="the party's video after the switch",
-        )
+        await more_packets(officer_client, mid, at_switch, 20, "the party's video after the switch")
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         assert officer_client.tracks[mid] == track_before
         assert not officer_client.closed_reason
@@ -169,10 +136,8 @@ async def test_the_party_switches_camera_and_the_officer_keeps_its_track(
         assert await page.evaluate("window.remotecase.facing") == "user"
         assert await page.inner_text("#error") == ""
         at_switch = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at_switch + 20,
-            timeout=PATIENCE,
-            what="the party's video after switching back",
+        await more_packets(
+            officer_client, mid, at_switch, 20, "the party's video after switching back"
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         assert not await page.evaluate("document.getElementById('switch-camera').hidden")
@@ -184,25 +149,12 @@ async def test_with_one_camera_that_sends_the_switch_says_so_and_goes(
     server: Server, tmp_path: Path, clients: list[PeerClient]
 ) -> None:
     shots = Shots(tmp_path, "phone-zh")
-    async with aiohttp.ClientSession() as http:
-        api = Api(http, server.base_url)
-        officer = await officer_login(server, api, "li")
-        case, party = await case_with_party(api, officer, name="张三")
-        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
-        assert status == 201, session
-        link = await invite(api, officer, case, party)
-    pid = f"party-{party}"
-    officer_client = PeerClient(server.base_url, session["token"], decode=False)
-    clients.append(officer_client)
-    await officer_client.connect()
+    call = await case_call(server, clients, officer_publishes=False)
+    pid, officer_client = call.pid, call.officer_client
 
     async with fake_cameras(2) as browser:
         context, page, problems = await new_page(browser, "zh-CN", PHONE)
-        await page.goto(server.base_url + link)
-        await phase(page, "consent")
-        await page.tap("#consent-recording")
-        await page.tap("#consent-form button[type=submit]")
-        await phase(page, "in_call")
+        await enter_by_link(page, server.base_url + call.link)
         await wait_until(
             lambda: officer_client.mids_for_participant(pid, "video") != [],
             timeout=PATIENCE,
@@ -220,10 +172,8 @@ async def test_with_one_camera_that_sends_the_switch_says_so_and_goes(
         assert await page.evaluate("document.getElementById('switch-camera').hidden")
         assert await page.evaluate("document.getElementById('camera-name').hidden")
         at = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at + 20,
-            timeout=PATIENCE,
-            what="the party's video from the first camera still",
+        await more_packets(
+            officer_client, mid, at, 20, "the party's video from the first camera still"
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         await shots.take(page, "camera-switch-none")

@@ -15,20 +15,19 @@ one fake camera of this browser, the camera switch is not offered.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from bench.peer import PeerClient
+from tests.browser_party import case_call, enter_by_link, face_camera, more_packets, video_flowing
 from tests.conftest import (
-    Api,
     Server,
-    case_with_party,
     make_config,
-    officer_login,
     start_server,
     wait_until,
 )
@@ -37,7 +36,6 @@ from tests.test_browser_party import (
     PHONE,
     Shots,
     chromium,
-    invite,
     new_page,
     no_overflow,
     phase,
@@ -55,18 +53,16 @@ ZH = {
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    # resume on, as the product has it (conftest turns it off for other tests)
+    config = make_config(tmp_path, auth={"dev_join": False}, media={"resume_grace": 20.0})
+    srv = await start_server(config)
     yield srv
     await srv.runner.cleanup()
 
 
 @pytest.fixture
-def camera(tmp_path: Path) -> Path:
-    from tests.test_browser import face_image, write_y4m
-
-    y4m = tmp_path / "face.y4m"
-    write_y4m(y4m, face_image())
-    return y4m
+async def camera(tmp_path: Path) -> Path:
+    return await face_camera(tmp_path)
 
 
 async def action(page: Any) -> tuple[bool, str]:
@@ -81,26 +77,12 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
     server: Server, camera: Path, tmp_path: Path, clients: list[PeerClient]
 ) -> None:
     shots = Shots(tmp_path, "phone-zh")
-    async with aiohttp.ClientSession() as http:
-        api = Api(http, server.base_url)
-        officer = await officer_login(server, api, "li")
-        case, party = await case_with_party(api, officer, name="张三")
-        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
-        assert status == 201, session
-        link = await invite(api, officer, case, party)
-    pid = f"party-{party}"
-    officer_client = PeerClient(server.base_url, session["token"], decode=False)
-    clients.append(officer_client)
-    await officer_client.connect()
-    await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
+    call = await case_call(server, clients)
+    pid, officer_client, link = call.pid, call.officer_client, call.link
 
     async with chromium(camera) as browser:
         context, tab_a, problems = await new_page(browser, "zh-CN", PHONE)
-        await tab_a.goto(server.base_url + link)
-        await phase(tab_a, "consent")
-        await tab_a.tap("#consent-recording")
-        await tab_a.tap("#consent-form button[type=submit]")
-        await phase(tab_a, "in_call")
+        await enter_by_link(tab_a, server.base_url + link)
         # one camera: no switch offered, no camera named
         assert await tab_a.evaluate("document.getElementById('switch-camera').hidden")
         assert await tab_a.evaluate("document.getElementById('camera-name').hidden")
@@ -177,15 +159,104 @@ async def test_a_superseded_tab_says_so_and_takes_the_call_back(
         )
         (mid,) = officer_client.mids_for_participant(pid, "video")
         at = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > at + 20,
-            timeout=PATIENCE,
-            what="the party's video packets from tab A",
-        )
+        await more_packets(officer_client, mid, at, 20, "the party's video packets from tab A")
         assert not officer_client.closed_reason
+        # the officer saw one participant throughout: away and back, never a leave and a join
+        about = [
+            m["type"]
+            for m in officer_client.messages
+            if m["type"].startswith("participant_")
+            and pid
+            == (m["participant"] if isinstance(m["participant"], str) else m["participant"]["id"])
+        ]
+        assert about.count("participant_joined") == 1 and "participant_left" not in about, about
         await until(tab_a, "Object.keys(window.remotecase.tiles).length === 2")
         assert not await tab_a.evaluate("document.getElementById('upload-form').hidden")
         await shots.take(tab_a, "taken-back")
         await no_overflow(tab_a, "back in the call")
+        await context.close()
+        assert problems == [], problems
+
+
+@pytest.mark.parametrize("how", ["opened", "duplicated"])
+async def test_the_link_opened_in_a_second_tab_moves_the_call_there(
+    server: Server, camera: Path, tmp_path: Path, clients: list[PeerClient], how: str
+) -> None:
+    """The same link in a second tab of the same phone while the first is in the call:
+    ``opened`` (a new tab: it has no kept call, so it redeems the link again with the device
+    secret, a readmission, and joins) or ``duplicated`` (the browser's "duplicate tab", which
+    copies sessionStorage: it resumes with the first tab's kept call). Tab B takes the
+    participant over: tab A says another page has the call and offers to take it back, and stays
+    so; no media flows twice (A's connections are closed, the SFU holds the party's two tracks,
+    the officer one video on the same transceiver, fed by B); the officer sees the party away
+    for a moment and back, never a leave and a join."""
+    shots = Shots(tmp_path, f"second-tab-{how}")
+    call = await case_call(server, clients)
+    pid, officer_client = call.pid, call.officer_client
+    url = server.base_url + call.link
+
+    async with chromium(camera) as browser:
+        context, tab_a, problems = await new_page(browser, "zh-CN", PHONE)
+        await enter_by_link(tab_a, url)
+        mid = await video_flowing(officer_client, pid)
+        (room,) = [r for r in server.sfu.rooms.values() if pid in r.participants]
+        participant = room.participants[pid]
+        tracks = set(participant.up_tracks)
+        assert len(tracks) == 2
+        heard = len(officer_client.messages)
+
+        tab_b = await context.new_page()
+        tab_b.on("pageerror", lambda exc: problems.append(f"tab B page error: {exc}"))
+        if how == "duplicated":
+            # what a duplicated tab starts with: a copy of tab A's sessionStorage
+            kept = await tab_a.evaluate("sessionStorage.getItem('remotecase.call')")
+            assert kept, "tab A keeps its call"
+            await tab_b.add_init_script(
+                "if (!sessionStorage.getItem('remotecase.call'))"
+                f" sessionStorage.setItem('remotecase.call', {json.dumps(kept)});"
+            )
+        await tab_b.goto(url)
+        await phase(tab_b, "in_call")
+        assert "consent" not in await tab_b.evaluate("window.remotecase.phases")
+        await phase(tab_a, "replaced")
+        said = await texts(tab_a)
+        assert (said["title"], said["text"]) == ZH["replaced"]
+        assert await action(tab_a) == (True, "在此页面继续")
+        assert await tab_a.evaluate("document.getElementById('call').hidden")
+        # tab A sends nothing any more: its peer connections are closed
+        assert await tab_a.evaluate(
+            "window.remotecase.pub === null && window.remotecase.sub === null"
+        )
+
+        # the officer: the same participant on the same transceiver, fed by tab B now
+        await officer_client.wait_for(
+            lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == pid,
+            timeout=PATIENCE,
+        )
+        at = officer_client.received_packets[mid]
+        await more_packets(officer_client, mid, at, 30, "the party's video from tab B")
+        assert officer_client.mids_for_participant(pid, "video") == [mid]
+        assert room.participants[pid] is participant and participant.resumes == 1
+        assert set(participant.up_tracks) == tracks
+        await until(
+            tab_b, "window.remotecase.pub && window.remotecase.pub.connectionState === 'connected'"
+        )
+        seen = [
+            (m["type"], m.get("reason"))
+            for m in officer_client.messages[heard:]
+            if m["type"].startswith("participant_")
+        ]
+        # a join in another page, or a resume on another socket (as after a change of network)
+        reason = "duplicate" if how == "opened" else "signalling_lost"
+        assert seen == [("participant_reconnecting", reason), ("participant_resumed", None)]
+
+        # tab A does not take the call back by itself
+        await asyncio.sleep(3.0)
+        assert await tab_a.evaluate("document.body.dataset.state") == "replaced"
+        assert participant.resumes == 1 and room.participants[pid] is participant
+        await shots.take(tab_a, "first-tab-replaced")
+        await no_overflow(tab_a, "the first tab, replaced")
+        await shots.take(tab_b, "second-tab-in-call")
+        await no_overflow(tab_b, "the second tab in the call")
         await context.close()
         assert problems == [], problems

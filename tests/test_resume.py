@@ -8,6 +8,7 @@ own sockets, and the party's signalling socket is closed as a dead network would
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,23 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     yield srv
     await srv.runner.cleanup()
     assert leftovers(srv.app) == {}, "left behind after the server stopped"
+    assert srv.sfu.resume_tokens == 0
+
+
+@contextlib.asynccontextmanager
+async def own_server(
+    tmp_path: Path, clients: list[PeerClient], **sections: dict[str, Any]
+) -> AsyncIterator[Server]:
+    """A server of the test's own configuration; its clients closed and nothing left behind
+    (no resume token either) once it stops."""
+    srv = await start_server(make_config(tmp_path, **sections))
+    try:
+        yield srv
+    finally:
+        for client in clients:
+            await client.close()
+        await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}
     assert srv.sfu.resume_tokens == 0
 
 
@@ -272,10 +290,9 @@ async def test_lost_media_tells_the_client_to_resume(
 async def test_resume_is_admitted_again(tmp_path: Path, clients: list[PeerClient]) -> None:
     """The case's admission runs again at a resume: a party whose invitation was revoked while
     it was away is refused (4003) and leaves as removed; nothing of it stays behind."""
-    srv = await start_server(
-        make_config(tmp_path, auth={"dev_join": False}, media={"resume_grace": 20.0})
-    )
-    try:
+    async with own_server(
+        tmp_path, clients, auth={"dev_join": False}, media={"resume_grace": 20.0}
+    ) as srv:
         async with aiohttp.ClientSession() as http:
             api = Api(http, srv.base_url)
             officer = await officer_login(srv, api)
@@ -315,12 +332,6 @@ async def test_resume_is_admitted_again(tmp_path: Path, clients: list[PeerClient
             assert left["reason"] == "removed"
             await wait_until(lambda: again.ws_close_code is not None, what="refused socket closed")
             assert again.ws_close_code == 4003
-    finally:
-        for client in clients:
-            await client.close()
-        await srv.runner.cleanup()
-    assert leftovers(srv.app) == {}
-    assert srv.sfu.resume_tokens == 0
 
 
 async def test_a_page_going_away_waits_for_its_resume_and_leave_leaves_at_once(
@@ -474,14 +485,130 @@ async def test_resume_after_a_readmission_or_a_removal_is_refused(
             assert again.joined["message"].startswith("此链接已在本设备上重新打开")
             await wait_until(lambda: again.ws_close_code is not None, what="refused socket closed")
             assert again.ws_close_code == 4003
-            # the page opened last joins with its own grant
+            # the refused resume does not end the participant: the page opened last joins
+            # with its own grant and takes it over, the watcher seeing it back, never leaving
+            (room,) = srv.sfu.rooms.values()
+            assert room.participants[pid].suspended
             newest = PeerClient(srv.base_url, second["token"])
             clients.append(newest)
             await newest.connect()
             assert newest.joined is not None and newest.joined["type"] == "joined"
             assert newest.joined["participant"]["id"] == pid
+            await watcher.wait_for(
+                lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == pid
+            )
+            assert _kinds(watcher.messages, pid) == [
+                "participant_joined",
+                "participant_reconnecting",
+                "participant_resumed",
+            ]
     finally:
         for client in clients:
             await client.close()
         await srv.runner.cleanup()
     assert leftovers(srv.app) == {}
+
+
+async def test_a_page_that_says_it_is_going_leaves_as_closed_after_the_unload_grace(
+    tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    """A page sends ``unload`` as its tab closes (or reloads: it cannot tell): the participant
+    waits away for ``media.unload_grace`` only, and then leaves as ``closed``, long before the
+    ``resume_grace`` a lost connection gets. Its socket is closed normally (1000)."""
+    media = {"resume_grace": 60.0, "unload_grace": 1.0}
+    async with own_server(tmp_path, clients, media=media) as srv:
+        party = await join(srv, clients, ROOM, "party")
+        await party.publish(ToneAudioTrack(), PatternVideoTrack(fps=15))
+        officer = await join(srv, clients, ROOM, "officer", decode=False)
+        await wait_until(lambda: officer.mids_for_participant("party") != [], what="offer")
+        loop = asyncio.get_running_loop()
+        said = loop.time()
+        await party.send({"type": "unload"})
+        away = await officer.wait_for(_reconnecting("party"))
+        assert away["reason"] == "closed"
+        left = await officer.wait_for(
+            lambda m: m["type"] == "participant_left" and m["participant"] == "party", timeout=30
+        )
+        assert left["reason"] == "closed"
+        assert loop.time() - said < 30  # the unload grace, not the 60 s resume grace
+        await wait_until(lambda: party.ws_close_code is not None, what="the socket closed")
+        assert party.ws_close_code == 1000
+        assert _kinds(officer.messages, "party") == [
+            "participant_reconnecting",
+            "participant_left",
+        ]
+        late = await resume(srv, clients, party)
+        assert late.joined is not None and late.joined["code"] == "resume_refused"
+
+
+async def test_a_page_going_then_reloaded_resumes_within_the_unload_grace(
+    server: Server, clients: list[PeerClient]
+) -> None:
+    """The same ``unload`` from a page that reloads: its resume comes within the unload grace
+    and it is back as the same participant, its tracks going on."""
+    party, officer, mid = await _publish_and_watch(server, clients)
+    room = server.sfu.rooms[ROOM]
+    tracks_before = set(room.participants["party"].up_tracks)
+    await party.send({"type": "unload"})
+    away = await officer.wait_for(_reconnecting("party"))
+    assert away["reason"] == "closed"
+    again = await resume(server, clients, party)
+    assert again.joined is not None and again.joined["type"] == "resumed", again.joined
+    count = _received(officer, mid)[2]
+    await again.publish(ToneAudioTrack(), PatternVideoTrack(fps=15))
+    await wait_until(lambda: _received(officer, mid)[2] > count + 30, timeout=20, what="media")
+    assert set(room.participants["party"].up_tracks) == tracks_before
+    assert _kinds(officer.messages, "party")[-2:] == [
+        "participant_reconnecting",
+        "participant_resumed",
+    ]
+    assert "participant_left" not in _kinds(officer.messages, "party")
+
+
+async def test_an_unload_grace_of_zero_leaves_at_once_as_closed(
+    tmp_path: Path, clients: list[PeerClient]
+) -> None:
+    """``media.unload_grace`` 0: a page that says it is going leaves at once, as ``closed``."""
+    media = {"resume_grace": 20.0, "unload_grace": 0.0}
+    async with own_server(tmp_path, clients, media=media) as srv:
+        party = await join(srv, clients, ROOM, "party")
+        officer = await join(srv, clients, ROOM, "officer")
+        await party.send({"type": "unload"})
+        left = await officer.wait_for(lambda m: m["type"] == "participant_left")
+        assert left["participant"] == "party" and left["reason"] == "closed"
+        assert "participant_reconnecting" not in _kinds(officer.messages, "party")
+
+
+async def test_the_same_participant_joining_in_another_page_takes_it_over(
+    server: Server, clients: list[PeerClient]
+) -> None:
+    """With resume on, a ``join`` of a participant that is in the room (the link opened again
+    in another tab, readmitted) takes it over as a resume would: the old page gets ``bye``
+    ``duplicate`` and 4010, the others see it away for a moment and back (never a leave and a
+    join), and the new page's tracks continue the old ones on the same transceivers."""
+    party, officer, mid = await _publish_and_watch(server, clients)
+    room = server.sfu.rooms[ROOM]
+    first = room.participants["party"]
+    tracks_before = set(first.up_tracks)
+    second = await join(server, clients, ROOM, "party")
+    assert second.joined is not None and second.joined["type"] == "joined"
+    bye = await party.wait_for(lambda m: m["type"] == "bye")
+    assert bye["reason"] == "duplicate"
+    await wait_until(lambda: party.ws_close_code is not None, what="the old page's socket")
+    assert party.ws_close_code == 4010
+    away = await officer.wait_for(_reconnecting("party"))
+    assert away["reason"] == "duplicate"
+    await officer.wait_for(lambda m: m["type"] == "participant_resumed")
+    assert room.participants["party"] is first and first.resumes == 1
+    count = _received(officer, mid)[2]
+    await second.publish(ToneAudioTrack(), PatternVideoTrack(fps=15))
+    await wait_until(lambda: _received(officer, mid)[2] > count + 30, timeout=20, what="media")
+    assert officer.mids_for_participant("party", "video") == [mid]
+    assert set(first.up_tracks) == tracks_before
+    assert _kinds(officer.messages, "party") == [
+        "participant_reconnecting",
+        "participant_resumed",
+    ]
+    # the old page's resume token counts no more: it cannot take the participant back
+    late = await resume(server, clients, party)
+    assert late.joined is not None and late.joined["code"] == "resume_refused"

@@ -21,6 +21,14 @@ import pytest
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from control.appkeys import RECORDER, SIGNER
+from tests.browser_party import (
+    case_call,
+    enter_by_link,
+    face_camera,
+    more_packets,
+    party_client,
+    video_flowing,
+)
 from tests.conftest import (
     PASSWORD,
     Api,
@@ -31,8 +39,8 @@ from tests.conftest import (
     start_server,
     wait_until,
 )
-from tests.test_browser import face_image, write_y4m
 from tests.test_browser_party import (
+    DESKTOP,
     PATIENCE,
     PHONE,
     Shots,
@@ -114,9 +122,9 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     await srv.runner.cleanup()
 
 
-async def officer_joins_the_call(page: Any, base: str, case: int) -> str:
-    """Officer li logs in to the console at ``base``, opens ``case``'s session and joins its
-    call; the participant id the console got."""
+async def officer_joins_the_call(page: Any, base: str, case: int, *, opened: bool = False) -> str:
+    """Officer li logs in to the console at ``base``, opens ``case``'s session (unless it is
+    ``opened`` already) and joins its call; the participant id the console got."""
     from tests.test_browser_console import see
 
     await page.goto(f"{base}/console")
@@ -127,7 +135,8 @@ async def officer_joins_the_call(page: Any, base: str, case: int) -> str:
     await until(page, "document.getElementById('who').textContent.includes('li')")
     await page.goto(f"{base}/console#case/{case}")
     await see(page, "#case:not([hidden])")
-    await page.click("#open-session button")
+    if not opened:
+        await page.click("#open-session button")
     await see(page, "#session-open:not([hidden])")
     await page.click("#join-call")
     await see(page, "#leave-call:not([hidden])")
@@ -138,45 +147,20 @@ async def officer_joins_the_call(page: Any, base: str, case: int) -> str:
 async def test_party_page_loses_its_network_and_resumes(
     server: Server, tmp_path: Path, clients: list[PeerClient]
 ) -> None:
-    camera = tmp_path / "face.y4m"
-    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    camera = await face_camera(tmp_path)
     shots = Shots(tmp_path, "resume")
     proxy = CuttableProxy(int(server.base_url.rsplit(":", 1)[1]))
     await proxy.restore()
     base = f"http://127.0.0.1:{proxy.port}"
-    async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(proxy.close)
-        api = Api(http, server.base_url)
-        officer = await officer_login(server, api, "li")
-        case, party = await case_with_party(api, officer, name="张三")
-        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
-        assert status == 201, session
-        link = await invite(api, officer, case, party)
-        pid = f"party-{party}"
-        officer_client = PeerClient(server.base_url, session["token"], decode=False)
-        clients.append(officer_client)
-        await officer_client.connect()
-        await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
+        call = await case_call(server, clients)
+        pid, officer_client = call.pid, call.officer_client
 
         async with chromium(camera) as browser:
             context, page, problems = await new_page(browser, "zh-CN", PHONE)
-            await page.goto(base + link)
-            await phase(page, "consent")
-            await page.tap("#consent-recording")
-            await page.tap("#consent-face")
-            await page.tap("#consent-form button[type=submit]")
-            await phase(page, "in_call")
-            await wait_until(
-                lambda: len(officer_client.mids_for_participant(pid, "video")) == 1,
-                timeout=PATIENCE,
-                what="the party's video at the officer",
-            )
-            (mid,) = officer_client.mids_for_participant(pid, "video")
-            await wait_until(
-                lambda: officer_client.received_packets[mid] > 30,
-                timeout=PATIENCE,
-                what="the party's video flowing",
-            )
+            await enter_by_link(page, base + call.link, face=True)
+            mid = await video_flowing(officer_client, pid)
             joined = await page.evaluate("() => window.remotecase.me")
             assert joined == pid
 
@@ -205,10 +189,8 @@ async def test_party_page_loses_its_network_and_resumes(
                 lambda m: m["type"] == "participant_resumed" and m["participant"]["id"] == pid,
                 timeout=PATIENCE,
             )
-            await wait_until(
-                lambda: officer_client.received_packets[mid] > before + 30,
-                timeout=PATIENCE,
-                what="the party's video again, on the same transceiver",
+            await more_packets(
+                officer_client, mid, before, 30, "the party's video again, on the same transceiver"
             )
             assert officer_client.mids_for_participant(pid, "video") == [mid]
             seen = [
@@ -246,8 +228,7 @@ async def test_console_call_loses_its_network_and_resumes(
     from tests.test_browser import chromium as console_chromium
     from tests.test_browser_console import open_page
 
-    camera = tmp_path / "officer.y4m"
-    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    camera = await face_camera(tmp_path, "officer.y4m")
     proxy = CuttableProxy(int(server.base_url.rsplit(":", 1)[1]))
     await proxy.restore()
     base = f"http://127.0.0.1:{proxy.port}"
@@ -263,28 +244,8 @@ async def test_console_call_loses_its_network_and_resumes(
             me = await officer_joins_the_call(page, base, case)
 
             # the party, an aiortc client, watches the officer's camera
-            link = await invite(api, officer, case, party)
-            status, redeemed = await api.call(
-                "POST",
-                "/api/invitations/redeem",
-                json={
-                    "token": link.split("invite=")[1],
-                    "consent": {"recording": True, "face": True},
-                },
-            )
-            assert status == 200, redeemed
-            watcher = PeerClient(server.base_url, redeemed["token"], decode=False)
-            clients.append(watcher)
-            await watcher.connect()
-            await wait_until(
-                lambda: len(watcher.mids_for_participant(me, "video")) == 1,
-                timeout=PATIENCE,
-                what="the officer's camera at the party",
-            )
-            (mid,) = watcher.mids_for_participant(me, "video")
-            await wait_until(
-                lambda: watcher.received_packets[mid] > 30, timeout=PATIENCE, what="flowing"
-            )
+            watcher = await party_client(server, clients, api, officer, case, party)
+            mid = await video_flowing(watcher, me)
 
             heard = len(watcher.messages)
             await proxy.cut()
@@ -300,10 +261,8 @@ async def test_console_call_loses_its_network_and_resumes(
                 timeout=PATIENCE,
             )
             await until(page, f"window.remotecaseConsole.call.state.me === {me!r}")
-            await wait_until(
-                lambda: watcher.received_packets[mid] > before + 30,
-                timeout=PATIENCE,
-                what="the officer's camera again, on the same transceiver",
+            await more_packets(
+                watcher, mid, before, 30, "the officer's camera again, on the same transceiver"
             )
             assert watcher.mids_for_participant(me, "video") == [mid]
             seen = [
@@ -328,41 +287,15 @@ async def test_party_page_reloads_mid_call_as_the_same_participant(
     tab kept in sessionStorage: no new redemption, the officer sees the party reconnecting and
     resumed (never leaving), and the recording keeps one pair of tracks for it. The leave
     button then leaves at once."""
-    camera = tmp_path / "face.y4m"
-    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    camera = await face_camera(tmp_path)
     shots = Shots(tmp_path, "reload")
-    async with aiohttp.ClientSession() as http:
-        api = Api(http, server.base_url)
-        officer = await officer_login(server, api, "li")
-        case, party = await case_with_party(api, officer, name="张三")
-        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
-        assert status == 201, session
-        link = await invite(api, officer, case, party)
-    pid = f"party-{party}"
-    officer_client = PeerClient(server.base_url, session["token"], decode=False)
-    clients.append(officer_client)
-    await officer_client.connect()
-    await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
+    call = await case_call(server, clients)
+    pid, officer_client = call.pid, call.officer_client
 
     async with chromium(camera) as browser:
         context, page, problems = await new_page(browser, "zh-CN", PHONE)
-        await page.goto(server.base_url + link)
-        await phase(page, "consent")
-        await page.tap("#consent-recording")
-        await page.tap("#consent-face")
-        await page.tap("#consent-form button[type=submit]")
-        await phase(page, "in_call")
-        await wait_until(
-            lambda: len(officer_client.mids_for_participant(pid, "video")) == 1,
-            timeout=PATIENCE,
-            what="the party's video at the officer",
-        )
-        (mid,) = officer_client.mids_for_participant(pid, "video")
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > 30,
-            timeout=PATIENCE,
-            what="the party's video flowing",
-        )
+        await enter_by_link(page, server.base_url + call.link, face=True)
+        mid = await video_flowing(officer_client, pid)
         (room,) = [r for r in server.sfu.rooms.values() if pid in r.participants]
         tracks_before = set(room.participants[pid].up_tracks)
         assert len(tracks_before) == 2
@@ -405,13 +338,21 @@ async def test_party_page_reloads_mid_call_as_the_same_participant(
             if m["type"].startswith("participant_")
         ]
         assert seen == ["participant_reconnecting", "participant_resumed"], seen
+        # the page said it was going as it reloaded: away as "closed", back within the
+        # unload grace
+        away = next(
+            m for m in officer_client.messages[heard:] if m["type"] == "participant_reconnecting"
+        )
+        assert away["reason"] == "closed", away
         assert room.participants[pid].resumes == 1
         assert set(room.participants[pid].up_tracks) == tracks_before
         before = officer_client.received_packets[mid]
-        await wait_until(
-            lambda: officer_client.received_packets[mid] > before + 30,
-            timeout=PATIENCE,
-            what="the party's video after the reload, on the same transceiver",
+        await more_packets(
+            officer_client,
+            mid,
+            before,
+            30,
+            "the party's video after the reload, on the same transceiver",
         )
         assert officer_client.mids_for_participant(pid, "video") == [mid]
         rotated = await page.evaluate("() => JSON.parse(sessionStorage.getItem('remotecase.call'))")
@@ -444,7 +385,8 @@ async def test_party_page_reloads_mid_call_as_the_same_participant(
         assert {t["track_id"] for t in party_tracks} == tracks_before
         (presence,) = next(p for p in manifest["participants"] if p["id"] == pid)["presence"]
         (outage,) = presence["outages"]
-        assert outage["reason"] == "signalling_lost" and outage["resumed_at"] > outage["lost_at"]
+        # the reload said it was going (unload): away as "closed", back within the unload grace
+        assert outage["reason"] == "closed" and outage["resumed_at"] > outage["lost_at"]
         await context.close()
         assert problems == [], problems
 
@@ -459,8 +401,7 @@ async def test_console_reloads_mid_call_as_the_same_participant(
     from tests.test_browser import chromium as console_chromium
     from tests.test_browser_console import open_page, see
 
-    camera = tmp_path / "officer.y4m"
-    await asyncio.to_thread(lambda: write_y4m(camera, face_image()))
+    camera = await face_camera(tmp_path, "officer.y4m")
     async with aiohttp.ClientSession() as http:
         api = Api(http, server.base_url)
         officer = await officer_login(server, api, "li")
@@ -471,25 +412,10 @@ async def test_console_reloads_mid_call_as_the_same_participant(
             page.on("pageerror", lambda exc: problems.append(str(exc)))
             me = await officer_joins_the_call(page, server.base_url, case)
 
-            link = await invite(api, officer, case, party)
-            status, redeemed = await api.call(
-                "POST",
-                "/api/invitations/redeem",
-                json={"token": link.split("invite=")[1], "consent": {"recording": True}},
+            watcher = await party_client(
+                server, clients, api, officer, case, party, {"recording": True}
             )
-            assert status == 200, redeemed
-            watcher = PeerClient(server.base_url, redeemed["token"], decode=False)
-            clients.append(watcher)
-            await watcher.connect()
-            await wait_until(
-                lambda: len(watcher.mids_for_participant(me, "video")) == 1,
-                timeout=PATIENCE,
-                what="the officer's camera at the party",
-            )
-            (mid,) = watcher.mids_for_participant(me, "video")
-            await wait_until(
-                lambda: watcher.received_packets[mid] > 30, timeout=PATIENCE, what="flowing"
-            )
+            mid = await video_flowing(watcher, me)
             kept = await page.evaluate(
                 "() => JSON.parse(sessionStorage.getItem('remotecase.console.call'))"
             )
@@ -510,10 +436,12 @@ async def test_console_reloads_mid_call_as_the_same_participant(
             (room,) = [r for r in server.sfu.rooms.values() if me in r.participants]
             assert room.participants[me].resumes == 1
             before = watcher.received_packets[mid]
-            await wait_until(
-                lambda: watcher.received_packets[mid] > before + 30,
-                timeout=PATIENCE,
-                what="the officer's camera after the reload, on the same transceiver",
+            await more_packets(
+                watcher,
+                mid,
+                before,
+                30,
+                "the officer's camera after the reload, on the same transceiver",
             )
             assert watcher.mids_for_participant(me, "video") == [mid]
             await page.screenshot(path=str(tmp_path / "console-reloaded.png"), full_page=True)
@@ -550,3 +478,81 @@ async def test_console_reloads_mid_call_as_the_same_participant(
             assert not await page.evaluate("window.remotecaseConsole.call.joined")
             assert [m for m in watcher.messages[heard:] if m["type"] == "participant_joined"] == []
             assert problems == [], problems
+
+
+SEEN = (
+    "() => { window.__seen = [];"
+    " window.addEventListener('remotecase:message', (e) => window.__seen.push(e.detail)); }"
+)
+
+
+async def test_a_closed_tab_leaves_as_closed_both_ways(server: Server, tmp_path: Path) -> None:
+    """Closing the tab is not a lost network: the page says "unload" as it goes, and the others
+    see it leave as ``closed`` after ``media.unload_grace`` (8 s), well within the 20 s resume
+    grace, instead of "reconnecting" till that ends. Both ways, in one Chromium: the officer
+    closes the console (the party's page hears ``participant_left`` ``closed`` and waits for
+    the officer again), then, back in the call from a new console, sees the party close its tab:
+    the console says 当事人已关闭页面 and its events list 关闭了页面."""
+    camera = await face_camera(tmp_path)
+    shots = Shots(tmp_path, "closed")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="张三")
+        async with chromium(camera) as browser:
+            console_context, console, problems = await new_page(browser, "zh-CN", DESKTOP)
+            me = await officer_joins_the_call(console, server.base_url, case)
+            link = await invite(api, officer, case, party)
+            context, page, party_problems = await new_page(browser, "zh-CN", PHONE)
+            await enter_by_link(page, server.base_url + link)
+            pid = f"party-{party}"
+            await until(page, f"Boolean(window.remotecase.tiles[{me!r}])")
+            await page.evaluate(SEEN)
+
+            # the officer closes the console's tab (CDP Target.closeTarget)
+            closed_at = loop.time()
+            await console.close()
+            await until(
+                page,
+                "window.__seen.some((m) => m.type === 'participant_left'"
+                f" && m.participant === {me!r} && m.reason === 'closed')",
+            )
+            took = loop.time() - closed_at
+            assert took < 20.0, f"the officer's close took {took:.1f} s to be said"
+            heard = await page.evaluate(
+                "window.__seen.filter((m) => m.type.startsWith('participant_'))"
+                ".map((m) => [m.type, m.reason || null])"
+            )
+            assert heard == [["participant_reconnecting", "closed"], ["participant_left", "closed"]]
+            await phase(page, "waiting")
+            await shots.take(page, "officer-closed")
+            await no_overflow(page, "the officer closed the console")
+            await console_context.close()
+
+            # the officer comes back in a new console and joins; then the party closes its tab
+            console_context, console, console_problems = await new_page(browser, "zh-CN", DESKTOP)
+            assert await officer_joins_the_call(console, server.base_url, case, opened=True) == me
+            await phase(page, "in_call")
+            await until(console, f"Boolean(window.remotecaseConsole.call.state.tiles[{pid!r}])")
+            closed_at = loop.time()
+            await page.close()
+            await until(
+                console,
+                "document.getElementById('notice').textContent"
+                " === '当事人已关闭页面：张三 已离开通话'",
+            )
+            took = loop.time() - closed_at
+            assert took < 20.0, f"the party's close took {took:.1f} s to be said"
+            await until(console, "document.body.innerText.includes('离开通话（关闭了页面）')")
+            await until(console, f"!window.remotecaseConsole.call.state.tiles[{pid!r}]")
+            assert all(pid not in room.participants for room in server.sfu.rooms.values())
+            await shots.take(console, "party-closed")
+            await no_overflow(console, "the party closed its page")
+            await context.close()
+            await console_context.close()
+            assert problems == [] and party_problems == [] and console_problems == [], (
+                problems,
+                party_problems,
+                console_problems,
+            )

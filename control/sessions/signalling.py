@@ -83,6 +83,7 @@ MESSAGE_TYPES = (
     "leave",
     "ping",
     "resume",
+    "unload",
     # an education session's viewers (control/education/desk.py, LiveDesk)
     "hand",
     "question",
@@ -225,7 +226,9 @@ class SignallingSession:
         (``replaced``), or its media connections were lost and it waits for a resume."""
         self._participant = None
         if replaced:
-            self.send({"type": "bye", "reason": "resumed_elsewhere"})
+            # taken over by a join in another page, or by its own resume on another socket
+            taken = "duplicate" if reason == CloseReason.DUPLICATE.value else "resumed_elsewhere"
+            self.send({"type": "bye", "reason": taken})
             self._close_soon(CLOSE_REPLACED)
         else:
             self.send({"type": "reconnect", "reason": reason})
@@ -273,6 +276,8 @@ class SignallingSession:
                 await self._resume(message)
             elif kind == "ping":
                 self.send({"type": "pong", "id": message.get("id")})
+            elif kind == "unload" and self._participant is None:
+                pass  # a page going before it joined: nothing to keep
             else:
                 participant = self._participant
                 if participant is None:
@@ -295,6 +300,9 @@ class SignallingSession:
         room = self._sfu.room(grant.room)
         if admission.session_id is not None:
             room.locked = admission.locked  # the session's lock, whatever the room remembers
+        present = room.participants.get(grant.participant)
+        if present is not None and await self._take_over(present, grant, admission):
+            return
         try:
             participant = await room.join(grant.participant, grant.name, self.send, grant.role)
         except SignallingError:
@@ -322,6 +330,46 @@ class SignallingSession:
         if self._education is not None:
             await self._education.welcome(participant)
 
+    async def _take_over(
+        self, present: SfuParticipant, grant: Grant, admission: CallAdmission
+    ) -> bool:
+        """A join of a participant that is in the room already (the same link opened again in
+        another page of the device, readmitted): this socket takes it over as a resume would,
+        so the others see it away for a moment and back (``participant_reconnecting``
+        ``duplicate``, ``participant_resumed``), never a leave and a join, and its tracks go
+        on (one pair in the recording). The page it rode on gets ``bye`` ``duplicate`` (4010).
+        False where it cannot be taken over (resume off, another role, closing): the
+        ordinary join then replaces it."""
+        if (
+            present.closed
+            or self._sfu.options.resume_grace <= 0
+            or present.role != grant.role
+            or not isinstance(present.admission_ref, Grant)
+        ):
+            return False
+        try:
+            attachment = await present.resume(
+                self.send, self._detached, taken_over=CloseReason.DUPLICATE
+            )
+        except SignallingError:
+            return False
+        self._attachment = attachment
+        self._participant = present
+        present.admission_ref = grant
+        if admission.officer_muted:
+            present.set_officer_muted(admission.officer_muted, True)
+        if admission.session_id is not None:
+            try:  # as a join: the session may have ended while this one was checked
+                await self._checked(grant)
+            except CallRefused:
+                await present.close(CloseReason.REMOVED)
+                raise
+        # a new resume token: the one the page taken over holds counts no more
+        self.send(self._snapshot("joined", present, grant))
+        if self._education is not None:
+            await self._education.welcome(present)
+        return True
+
     def _snapshot(self, kind: str, participant: SfuParticipant, grant: Grant) -> dict[str, Any]:
         """``joined`` (or ``resumed``): the room as it is now, and a new resume token."""
         room = participant.room
@@ -340,7 +388,11 @@ class SignallingSession:
                 else self._ice_servers
             ),
             **(
-                {"resume_token": self._sfu.issue_resume_token(participant), "resume_grace": grace}
+                {
+                    "resume_token": self._sfu.issue_resume_token(participant),
+                    "resume_grace": grace,
+                    "unload_grace": min(self._sfu.options.unload_grace, grace),
+                }
                 if grace > 0
                 else {}
             ),
@@ -365,8 +417,12 @@ class SignallingSession:
             raise TokenError("token_expired", i18n.both("signalling.resume_expired"))
         try:
             await self._checked(grant)
-        except CallRefused:
-            await participant.close(CloseReason.REMOVED)
+        except CallRefused as exc:
+            # superseded: the link was opened again in another page, which has the
+            # participant or takes it over with its join (away till then, within its grace);
+            # any other refusal ends it
+            if exc.code != "superseded":
+                await participant.close(CloseReason.REMOVED)
             raise
         try:
             self._attachment = await participant.resume(self.send, self._detached)
@@ -378,6 +434,20 @@ class SignallingSession:
         if self._education is not None:
             # what changed while it was away (the floor, hands, answers) was not sent to it
             await self._education.welcome(participant)
+
+    async def _unload(self, participant: SfuParticipant) -> None:
+        """The page is going (its tab closed, or it reloads; it cannot tell which): away for
+        ``media.unload_grace`` only, which a reload's resume beats, and then it leaves as
+        ``closed`` instead of looking "reconnecting" for the whole ``resume_grace``."""
+        grace = self._sfu.options.unload_grace
+        kept = await participant.suspend(
+            CloseReason.CLOSED, attachment=self._attachment, grace=grace
+        )
+        if not kept and participant.attachment == self._attachment:
+            await participant.close(CloseReason.CLOSED)
+        # this socket carries it no more; the page closes its end as it goes
+        self._participant = None
+        self._close_soon(CLOSE_NORMAL)
 
     def _renewed(self, grant: Grant, token: object) -> Grant:
         """The grant a resume is checked against: the one the participant joined with, or the
@@ -439,6 +509,8 @@ class SignallingSession:
         elif kind == "leave":
             self._close_code = CLOSE_NORMAL
             await participant.close(CloseReason.LEFT)
+        elif kind == "unload":
+            await self._unload(participant)
         elif kind in EDUCATION_TYPES:
             if self._education is None:
                 raise SignallingError("not_education", i18n.both("education.not_education"))

@@ -5,8 +5,9 @@
 // each in a tile. The party page (client.js) speaks the same protocol; nothing is shared with
 // it so that each page can change on its own. A reload during the call comes back as the same
 // participant (the resume token is kept for this tab in sessionStorage); the leave button sends
-// leave, while closing the tab is a lost connection the others see as "reconnecting" until the
-// grace period ends.
+// leave, and closing the tab says "unload" as the page goes, so the others see the officer away
+// for a few seconds (media.unload_grace, which a reload's resume beats) and then "closed the
+// page", instead of "reconnecting" for the whole grace period.
 "use strict";
 
 (() => {
@@ -70,6 +71,11 @@
     }
     con.notice(t("call.no_camera"));
     return null;
+  }
+
+  function isParty(pid) {
+    const p = con.participants[pid];
+    return (p && p.role) ? p.role === "party" : pid.startsWith("party-");
   }
 
   function nameOf(pid) {
@@ -188,7 +194,8 @@
       case "joined":
       case "resumed":  // back as the same participant after a lost connection (docs/signalling.md, Resume)
         rejoins = 0;
-        keep(msg.resume_token ? { session: call.session, token: msg.resume_token, grace: msg.resume_grace } : null);
+        // the page, once left (pagehide), is kept by the server for the unload grace only
+        keep(msg.resume_token ? { session: call.session, token: msg.resume_token, grace: msg.unload_grace ?? msg.resume_grace } : null);
         call.me = msg.participant.id;
         call.names[call.me] = msg.participant.name;
         for (const p of msg.participants) {
@@ -223,11 +230,18 @@
         con.renderParticipants();
         break;
       }
-      case "participant_left": removeTile(msg.participant); break;
-      // lost their connection, may come back within the grace period (docs/signalling.md, Resume)
-      case "participant_reconnecting":
-        con.notice(t("call.peer_reconnecting", { name: call.names[msg.participant] || msg.participant }));
+      case "participant_left":
+        removeTile(msg.participant);
+        // its page said it was going and no reload came back: said at once, not "lost"
+        if (msg.reason === "closed") con.notice(t(isParty(msg.participant) ? "call.party_closed" : "call.peer_closed", { name: call.names[msg.participant] || msg.participant }));
         break;
+      // lost their connection, may come back within the grace period (docs/signalling.md,
+      // Resume); "closed": its page is closing or reloading, a few seconds (the unload grace)
+      case "participant_reconnecting": {
+        const name = call.names[msg.participant] || msg.participant;
+        con.notice(t(msg.reason === "closed" ? "call.peer_closing" : "call.peer_reconnecting", { name }));
+        break;
+      }
       case "participant_resumed":
         con.notice(t("call.peer_resumed", { name: call.names[msg.participant.id] || msg.participant.id }));
         break;
@@ -386,8 +400,13 @@
     },
     lang() { if (call) { showState(call.stateKey); buttons(true); relabel(); } },
   });
-  // no leave on pagehide: a reload must find the participant waiting for its resume (the
-  // socket's close, 1001, is a lost connection for the server, not a leave); when it was left
-  // is noted, so that only a return within the grace period resumes by itself
-  window.addEventListener("pagehide", () => { if (call && resume) keep({ ...resume, leftAt: Date.now() }); });
+  // no leave on pagehide: a reload must find the participant waiting for its resume. "unload"
+  // instead: the server keeps it away for the unload grace only, then it leaves as "closed"
+  // (a closed tab is not shown as "reconnecting" for the whole grace period). When it was left
+  // is noted, so that only a return within that grace resumes by itself.
+  window.addEventListener("pagehide", () => {
+    if (!call || call.leaving) return;
+    if (resume) keep({ ...resume, leftAt: Date.now() });
+    send({ type: "unload" });
+  });
 })();

@@ -455,8 +455,9 @@ function markTile(pid) {
   }
   // another participant whose connection was lost, until it resumes or leaves
   const away = pid !== state.me && Boolean(state.away[pid]);
+  const awayText = state.away[pid] === "closed" ? t("call.peer_closing") : t("call.peer_reconnecting");
   tile.el.classList.toggle("off", off || away);
-  tile.note.textContent = away ? t("call.peer_reconnecting") : off ? t("call.camera.stopped") : "";
+  tile.note.textContent = away ? awayText : off ? t("call.camera.stopped") : "";
 }
 
 function removeTile(pid) {
@@ -624,7 +625,8 @@ async function onMessage(event) {
       callPhase();
       break;
     case "participant_reconnecting":
-      state.away[msg.participant] = true;
+      // why: "closed" is a page that said it was going (its tab closed, or it reloads)
+      state.away[msg.participant] = msg.reason || true;
       markTile(msg.participant);
       break;
     case "participant_resumed":
@@ -1237,6 +1239,16 @@ $("leave").onclick = () => {
   if (state.local) for (const tr of state.local.getTracks()) tr.stop();
   setPhase("left");
 };
+
+// The page is going: its tab closes, or it reloads (a page cannot tell which). It says so on its
+// socket, and the server keeps the participant for media.unload_grace only (a few seconds, which
+// a reload's resume beats) instead of the whole resume grace: the others see "closed the page"
+// instead of a long "reconnecting" (docs/signalling.md, "A page reload"). Chromium delivers a
+// WebSocket message sent in pagehide before the socket's 1001 close, on a tab closed as on a
+// reload. Not after the leave button (left already), nor from a page not in a call.
+window.addEventListener("pagehide", () => {
+  if (!state.ending && state.me && state.ws && state.ws.readyState === 1) send({ type: "unload" });
+});
 
 $("lang-switch").onclick = () => I18N.setLang(I18N.lang === "en" ? "zh-CN" : "en");
 document.addEventListener("remotecase:lang", () => {
