@@ -324,3 +324,161 @@ def test_the_outbox_rebuild_keeps_the_deliveries_notices() -> None:
             )
     finally:
         conn.close()
+
+
+class _SilentGateway:
+    """An SMS gateway stub on 127.0.0.1 that takes the connection and the request and never
+    answers (a provider hanging mid-send): a real TCP peer, not a mock of the channel."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.held: set[asyncio.StreamWriter] = set()
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.called.set()
+        self.held.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/sms"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.held:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+async def _send_hanging(api: Api, li: str, gateway: _SilentGateway) -> tuple[str, Any]:
+    """A session whose one company (SMS) has its record; its send started and now inside the
+    provider (the gateway holds it): (the records' path, the send's request task)."""
+    roster = ROSTER.splitlines()[0] + "\n" + ROSTER.splitlines()[3] + "\n"  # 宏远物流, SMS
+    status, imported = await api.call(
+        "POST", "/api/education/roster/import", li, data=roster.encode()
+    )
+    assert status == 201, imported
+    _, case = await api.call("POST", "/api/cases", li, {"kind": "education", "title": "t"})
+    cid = case["id"]
+    status, _ = await api.call(
+        "POST", f"/api/cases/{cid}/education/viewers", li, {"person_ids": imported["people"]}
+    )
+    assert status == 201
+    _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+    base = f"/api/cases/{cid}/sessions/{session['id']}/attendance/records"
+    status, made = await api.call("POST", base, li, {})
+    assert status == 201, made
+    task = asyncio.ensure_future(api.call("POST", f"{base}/send", li, {}))
+    await asyncio.wait_for(gateway.called.wait(), 30)
+    _, overview = await api.call("GET", f"{base}/sends", li)
+    assert [c["state"] for c in overview["companies"]] == ["sending"], overview
+    return base, task
+
+
+def _sends(tmp_path: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    try:
+        return [tuple(r) for r in conn.execute("SELECT status, failure FROM edu_sends")]
+    finally:
+        conn.close()
+
+
+async def _finish(task: Any) -> None:
+    """The send's request, cut off by the server's end (its answer never comes)."""
+    try:
+        await task
+    except aiohttp.ClientError:
+        return
+    raise AssertionError("the send answered although its server stopped mid-provider")
+
+
+async def test_a_send_cancelled_mid_provider_is_failed_not_left_sending(tmp_path: Path) -> None:
+    """The server stops (SIGTERM) while the provider holds a send: aiohttp cancels the request
+    once its shutdown wait is over, and the row says interrupted, so the officer can send
+    again (it used to stay "sending" for good)."""
+    import signal
+
+    from control.education.sending import INTERRUPTED
+    from tests.conftest import serve_process
+
+    gateway = _SilentGateway()
+    async with (
+        gateway as sms_url,
+        serve_process(
+            tmp_path,
+            verifier__enabled="false",
+            delivery__sms_url=sms_url,
+            delivery__timeout="120",  # the provider would hold it for two minutes
+        ) as proc,
+        aiohttp.ClientSession() as http,
+    ):
+        api = Api(http, proc.base)
+        li = await api.login("li")
+        _, task = await _send_hanging(api, li, gateway)
+        proc.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.proc.wait(), 40) == 0, proc.log_text
+        await _finish(task)
+    # written by the cancelled request itself, before the database closed
+    assert _sends(tmp_path) == [("failed", INTERRUPTED)]
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    try:
+        actions = [
+            r[0] for r in conn.execute("SELECT action FROM audit WHERE object LIKE 'edu_send:%'")
+        ]
+    finally:
+        conn.close()
+    assert actions == ["education.record_send_failed"]
+
+
+async def test_a_send_the_server_died_in_is_failed_at_the_next_start(tmp_path: Path) -> None:
+    """The server is killed while the provider holds a send (nothing of it can write): the next
+    server marks the send failed at its start, in the audit trail and the custody log, and a
+    new send goes out."""
+    import signal
+
+    from control.education.sending import ABANDONED
+
+    gateway = _SilentGateway()
+    from tests.conftest import serve_process
+
+    async with (
+        gateway as sms_url,
+        serve_process(
+            tmp_path, verifier__enabled="false", delivery__sms_url=sms_url, delivery__timeout="120"
+        ) as proc,
+        aiohttp.ClientSession() as http,
+    ):
+        api = Api(http, proc.base)
+        li = await api.login("li")
+        base, task = await _send_hanging(api, li, gateway)
+        proc.proc.send_signal(signal.SIGKILL)
+        await proc.proc.wait()
+        await _finish(task)
+    assert [s for s, _ in _sends(tmp_path)] == ["sending"]  # as the killed server left it
+
+    # the next server (the same data; its SMS notices now go to the outbox)
+    server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
+    try:
+        assert _sends(tmp_path) == [("failed", ABANDONED)]
+        entries = await custody(server, "education.record_send_failed")
+        assert [(e["address"], e["failure"], e["actor"]) for e in entries] == [
+            ("13800138000", ABANDONED, "server")
+        ]
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await api.login("li")
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            [company] = overview["companies"]
+            assert company["state"] == "failed", company
+            assert company["send"]["failure"].startswith("发送未完成")
+            status, sent = await api.call("POST", f"{base}/send", li, {})
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+    finally:
+        await server.runner.cleanup()

@@ -12,6 +12,7 @@ no login, its token is the credential (:mod:`.sending`). The SQL is in :mod:`.ro
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import math
@@ -592,6 +593,82 @@ def _link_base(body: dict[str, Any], request: web.Request) -> str:
     return given
 
 
+async def _send_outcome(
+    request: web.Request, actor: str, send_id: int, reference: str, failure: str
+) -> None:
+    """A send's outcome in its row, the audit trail and the custody log (the company's earlier
+    links revoked when it went out)."""
+    send, revoked = await request.app[DB].run(
+        functools.partial(
+            sending.finish, actor=actor, send_id=send_id, reference=reference, failure=failure
+        )
+    )
+    for old in revoked:  # only once the new link went out
+        await _send_custody(
+            request,
+            "education.record_link_revoked",
+            actor,
+            old,
+            revoked_at=old["revoked_at"],
+            by_send=send["id"],
+        )
+    if failure:
+        await _send_custody(
+            request,
+            "education.record_send_failed",
+            actor,
+            send,
+            provider=send["provider"],
+            failure=failure,
+        )
+    else:
+        await _send_custody(
+            request,
+            "education.record_sent",
+            actor,
+            send,
+            provider=send["provider"],
+            reference=reference,
+            sent_at=send["sent_at"],
+            expires_at=send["expires_at"],
+        )
+
+
+async def _abandon_stale_sends(app: web.Application, everything: bool = False) -> None:
+    """Sends a stopped server left ``sending`` marked failed (audited, in the custody log), so
+    that the officer can send again: at start-up all of them when this is the only server on
+    the database (no front: nothing else can be sending), else those older than any live send
+    (:func:`sending.stale_after`)."""
+    if everything:
+        before = None
+    else:
+        bound = sending.stale_after(app[CONFIG].delivery.timeout)
+        before = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=bound)
+        ).isoformat(timespec="milliseconds")
+    for row in await app[DB].run(lambda c: sending.abandon_stale(c, before)):
+        logger.warning("education send %s was left sending: marked failed", row["id"])
+        await app[CUSTODY].append_async(
+            "education.record_send_failed",
+            actor="server",
+            case=str(row["case_id"]),
+            session=row["session_id"],
+            send=row["id"],
+            record=row["record_id"],
+            number=row["number"],
+            sha256=row["sha256"],
+            company=row["company_id"],
+            channel=row["channel"],
+            address=row["address"],
+            provider=row["provider"],
+            failure=row["failure"],
+        )
+
+
+async def _abandon_at_start(app: web.Application) -> None:
+    await _abandon_stale_sends(app, everything=not app[CONFIG].server.front_secret)
+
+
 async def post_send(request: web.Request) -> web.Response:
     """Send each company of the session its newest attendance record, with a link to the
     company page; companies without an address are listed as such, the others still sent."""
@@ -609,6 +686,7 @@ async def post_send(request: web.Request) -> web.Response:
         )
     company_ids = _id_list(body, "company_ids") if "company_ids" in body else None
     db = request.app[DB]
+    await _abandon_stale_sends(request.app)
 
     case, items = unwrap(
         await db.run(lambda c: sending.plan(c, officer, case_id, session_id, company_ids)),
@@ -644,44 +722,14 @@ async def post_send(request: web.Request) -> web.Response:
             # a provider's own error counts as a failed send, never one left "sending"
             logger.exception("education send %s: the %s provider failed", send["id"], channel.name)
             failure = f"发送出错 / the provider failed: {type(exc).__name__}"
-        send, revoked = await db.run(
-            functools.partial(
-                sending.finish,
-                actor=officer.actor,
-                send_id=send["id"],
-                reference=reference,
-                failure=failure,
+        except asyncio.CancelledError:
+            # the server stopping or the request dropped mid-provider: the row says so (a
+            # write the cancellation does not stop), or it would stay "sending" for good
+            await asyncio.shield(
+                _send_outcome(request, officer.actor, send["id"], "", sending.INTERRUPTED)
             )
-        )
-        for old in revoked:  # only once the new link went out
-            await _send_custody(
-                request,
-                "education.record_link_revoked",
-                officer.actor,
-                old,
-                revoked_at=old["revoked_at"],
-                by_send=send["id"],
-            )
-        if failure:
-            await _send_custody(
-                request,
-                "education.record_send_failed",
-                officer.actor,
-                send,
-                provider=send["provider"],
-                failure=failure,
-            )
-        else:
-            await _send_custody(
-                request,
-                "education.record_sent",
-                officer.actor,
-                send,
-                provider=send["provider"],
-                reference=reference,
-                sent_at=send["sent_at"],
-                expires_at=send["expires_at"],
-            )
+            raise
+        await asyncio.shield(_send_outcome(request, officer.actor, send["id"], reference, failure))
     wanted = {int(i["company_id"]) for i in items}
     states = unwrap(
         await db.run(lambda c: sending.overview(c, officer, case_id, session_id)), _SEND_STATUS
@@ -697,6 +745,7 @@ async def get_sends(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
     session_id = access.path_int(request, "session", "session")
+    await _abandon_stale_sends(request.app)
     states = unwrap(
         await request.app[DB].run(lambda c: sending.overview(c, officer, case_id, session_id)),
         _SEND_STATUS,
@@ -962,6 +1011,8 @@ async def put_speaker(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    # after the app's own start-up (its cleanup context runs first): the database is open
+    app.on_startup.append(_abandon_at_start)
     app.router.add_post("/api/education/companies", post_company)
     app.router.add_put("/api/education/companies/{company}/contact", put_contact)
     app.router.add_get("/api/education/companies", list_companies)
