@@ -218,7 +218,10 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
     # an SMS gateway nobody listens on (port 9, discard: refused at once); e-mail has no
     # provider, so it goes to the outbox
     config = make_config(
-        tmp_path, verifier={"enabled": False}, delivery={"sms_url": "http://127.0.0.1:9/sms"}
+        tmp_path,
+        verifier={"enabled": False},
+        delivery={"sms_url": "http://127.0.0.1:9/sms"},
+        education={"public_url": "https://jj.example.gov.cn"},
     )
     server = await start_server(config)
     try:
@@ -264,7 +267,7 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
             assert [n["address"] for n in notices] == ["safety@shunda.example.cn"]
             assert "7 天内" in str(notices[0]["text"])
-            # the console's own address starts the link (not the worker's behind a front)
+            # the configured address starts the link (not the worker's behind a front)
             assert "https://jj.example.gov.cn/company-record#t=" in str(notices[0]["text"])
             # a link never opened that ran out: the console says so (send again)
             await server.app[DB].run(
@@ -291,6 +294,109 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             assert status == 201 and sent["companies"][0]["state"] == "sent", sent
             assert not sent["companies"][0]["send"]["superseded"]
             assert sent["companies"][0]["record_id"] == shunda["record_id"]
+    finally:
+        await server.runner.cleanup()
+
+
+async def _one_company_records(api: Api, li: str) -> str:
+    """A session whose one company (e-mail, to the outbox) has its record: the records' path."""
+    roster = "\n".join(ROSTER.splitlines()[:2]) + "\n"  # 顺达, e-mail
+    _, imported = await api.call("POST", "/api/education/roster/import", li, data=roster.encode())
+    _, case = await api.call("POST", "/api/cases", li, {"kind": "education", "title": "t"})
+    cid = case["id"]
+    await api.call(
+        "POST", f"/api/cases/{cid}/education/viewers", li, {"person_ids": imported["people"]}
+    )
+    _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+    base = f"/api/cases/{cid}/sessions/{session['id']}/attendance/records"
+    status, made = await api.call("POST", base, li, {})
+    assert status == 201, made
+    return base
+
+
+async def _links(server: Any) -> list[str]:
+    notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
+    return [m.group(1) for n in notices if (m := LINK.search(str(n["text"])))]
+
+
+async def test_a_forged_host_never_reaches_the_companies_link(tmp_path: Path) -> None:
+    """The company link's address comes from the configuration only: without
+    education.public_url the server's own configured address, and a request naming another
+    host (a forged Host header) or another link_base is refused, Chinese first, nothing sent;
+    with it, the link is public_url whatever the request says."""
+    server = await start_server(make_config(tmp_path / "own", verifier={"enabled": False}))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            base = await _one_company_records(api, li)
+            forged = {"Host": "jj-gov.example.net"}
+            status, body = await api.call("POST", f"{base}/send", li, {}, headers=forged)
+            assert (status, body["error"]) == (400, "host_refused"), body
+            assert body["message"].startswith(
+                "请求的主机名（jj-gov.example.net）与服务器配置的地址"
+            )
+            status, body = await api.call(
+                "POST", f"{base}/send", li, {"link_base": "https://jj-gov.example.net"}
+            )
+            assert (status, body["error"]) == (400, "link_base_refused"), body
+            assert body["message"].startswith("link_base（https://jj-gov.example.net）不是")
+            assert await _links(server) == []  # nothing went out, no send row was made
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            assert [c["state"] for c in overview["companies"]] == ["not_sent"]
+            # the server's own address, asked by that name (with or without link_base)
+            status, sent = await api.call(
+                "POST", f"{base}/send", li, {"link_base": server.base_url}
+            )
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+            [link] = await _links(server)
+            assert link.startswith(f"{server.base_url}/company-record#t="), link
+    finally:
+        await server.runner.cleanup()
+
+    # listening on every interface: no address of its own to send companies
+    config = make_config(
+        tmp_path / "any",
+        verifier={"enabled": False},
+        server={"host": "0.0.0.0", "port": 0},
+        auth={"dev_join": False},  # (development mode needs a loopback bind)
+    )
+    server = await start_server(config)  # (the test's site still binds 127.0.0.1 only)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            base = await _one_company_records(api, li)
+            status, body = await api.call("POST", f"{base}/send", li, {})
+            assert (status, body["error"]) == (409, "no_public_url"), body
+            assert body["message"].startswith("未设置 education.public_url")
+            assert await _links(server) == []
+    finally:
+        await server.runner.cleanup()
+
+    # public_url set: the link is it, whatever Host the request names
+    config = make_config(
+        tmp_path / "public",
+        verifier={"enabled": False},
+        education={"public_url": "https://jj.example.gov.cn/"},
+    )
+    server = await start_server(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            base = await _one_company_records(api, li)
+            status, body = await api.call(
+                "POST", f"{base}/send", li, {"link_base": server.base_url}
+            )
+            assert (status, body["error"]) == (400, "link_base_refused"), body
+            status, sent = await api.call(
+                "POST", f"{base}/send", li, {}, headers={"Host": "jj-gov.example.net"}
+            )
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+            [link] = await _links(server)
+            assert link.startswith("https://jj.example.gov.cn/company-record#t="), link
+            assert "jj-gov.example.net" not in link
     finally:
         await server.runner.cleanup()
 
