@@ -186,3 +186,68 @@ async def test_an_education_session_is_sampled_at_its_own_interval(tmp_path: Pat
         assert verifier.settings.sample_interval == INTERVAL
     finally:
         await server.runner.cleanup()
+
+
+SAMPLES = 12
+
+
+async def test_samples_on_a_lossy_reordering_uplink_are_decided_with_a_picture(
+    server: Server,
+) -> None:
+    """5% loss each way and 80 +- 30 ms round trip on the publisher's link (bench.impair on
+    its own sockets): a sampled keyframe missing a packet is not given up when the next
+    frame's packets overtake the retransmission; it waits a moment for it (the SFU NACKs, the
+    publisher resends), so the samples come with a picture, not ``no_picture`` while the
+    picture is fine (each keyframe of this camera is ~20-40 packets: at 5% loss most lose
+    one)."""
+    from bench.impair import ImpairedLink, Impairment
+    from tests.conftest import join
+
+    face = ImageVideoTrack([(0, ASTRONAUT)], width=640, height=480, fps=15)
+    link = ImpairedLink(
+        up=Impairment(loss=0.05, delay=0.04, jitter=0.015),
+        down=Impairment(loss=0.05, delay=0.04, jitter=0.015),
+        seed=5,
+    )
+    clients: list[PeerClient] = []
+    subscriber: LocalSubscriber | None = None
+    try:
+        pub = await join(server, clients, "lossy-samples", "pub", link=link)
+        await pub.publish(face, video_codec="video/VP8")
+        room = server.sfu.rooms["lossy-samples"]
+        await wait_until(
+            lambda: any(
+                t.info.kind == "video" for t in room.participants["pub"].up_tracks.values()
+            ),
+            timeout=20,
+            what="the camera's up-track",
+        )
+        up = next(t for t in room.participants["pub"].up_tracks.values() if t.info.kind == "video")
+        # the camera under way (its first seconds are the encoder's ramp, not the link's loss)
+        await wait_until(lambda: up.packets_in > 300, timeout=30, what="the camera under way")
+        subscriber = LocalSubscriber(up)
+        pictures = 0
+        decided = 0
+        outcomes: list[bool] = []
+        async for frame in subscriber.samples(1.0, wait=3.0):
+            decided += 1
+            outcomes.append(frame is not None)
+            if frame is not None:
+                assert (frame.width, frame.height) == (640, 480)
+                pictures += 1
+            if decided == SAMPLES:
+                break
+        print(
+            f"pictures {pictures}/{decided}, late taken {subscriber.late_packets}, "
+            f"broken {subscriber.keyframes_broken}, asked {subscriber.keyframes_asked}, "
+            f"lost up {link.up.lost}, reordered {link.up.reordered}, {outcomes}"
+        )
+        assert link.up.lost > 0 and link.up.reordered > 0  # the link did lose and reorder
+        assert subscriber.late_packets > 0  # keyframe packets that came after the next frame's
+        assert pictures >= SAMPLES - 1, (pictures, subscriber.keyframes_broken)
+    finally:
+        if subscriber is not None:
+            subscriber.close()
+        for client in clients:
+            await client.close()
+        link.close()
