@@ -265,6 +265,12 @@ async def run_education_bench(
             f"verdicts               {report['verdicts_per_second']}/s "
             f"(asked {report['samples_asked_per_second']}/s)"
         )
+        o = report["officer"]
+        print(
+            f"officer's signalling   {'connected' if o['connected'] else 'CLOSED'} (close code "
+            f"{o['ws_close_code']}, bye {o['bye']}, errors {o['errors']}), "
+            f"{o['verdicts_heard_whole_run']} verdicts heard in the whole run"
+        )
         print(
             f"checks decided         {report['checks']['decided']} (passed "
             f"{report['checks']['passed']}, failed {report['checks']['failed']}"
@@ -610,6 +616,15 @@ async def _run(
         # the server's own account of where packets went (whole run, /metrics)
         "sfu": sfu,
         "samples_asked_per_second": round(viewers / sample_interval, 2),
+        # the officer's signalling (its verification messages are the verdicts heard above):
+        # still connected at the end, or closed by the server (4xxx codes) and why
+        "officer": {
+            "connected": officer.ws_close_code is None and officer.closed_reason is None,
+            "ws_close_code": officer.ws_close_code,
+            "bye": officer.closed_reason,
+            "errors": sorted({str(e.get("code")) for e in officer.errors}),
+            "verdicts_heard_whole_run": verdicts(),
+        },
         "checks": {
             "decided": passed + failed,
             "passed": passed,

@@ -13,7 +13,9 @@ A :class:`LocalSubscriber` is a down-track of one up-track. Three ways to consum
   Between samples every packet is dropped in :meth:`~LocalSubscriber.write` (no queue, no
   depacketizing, no thread). When a sample is due the publisher is asked for a keyframe (the
   up-track rate-limits requests, ``pli_min_interval``, and coalesces the ones it holds back), the
-  keyframe's packets are gathered and decoded alone, in a small pool shared by every sampling
+  keyframe's packets are gathered (packets of it that come late, behind the next frame's, are
+  waited for up to :data:`LATE_WAIT`: on a lossy uplink they are retransmissions) and decoded
+  alone, in a small pool shared by every sampling
   subscriber (:func:`decode_pool`, :data:`DECODE_THREADS` threads), and the subscriber goes idle
   again. A sample with no complete keyframe within its wait gives ``None`` (no picture), so a
   publisher that never sends one is reported, not waited on for ever.
@@ -29,6 +31,7 @@ each) is what lets one machine watch 100 viewers (docs/performance.md, "Session 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import threading
@@ -43,6 +46,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from .protocols import CloseReason, Packet, TrackInfo, UpTrack
+from .rtp import keyframe_detector
 
 _ids = itertools.count(1)
 
@@ -54,6 +58,13 @@ DECODE_THREADS = 2
 KEYFRAME_ASK_AGAIN = 1.0
 # a sample's keyframe may gather at most this many packets (a 1080p keyframe is ~150)
 SAMPLE_PACKETS = 1024
+# how long a sampled keyframe overtaken by a later frame's packet waits for its missing
+# packets (their retransmissions: the SFU NACKs at once and every 100 ms, so on a path of up
+# to ~300 ms round trip a second resend still makes it) before it is given up and another asked
+LATE_WAIT = 0.5
+# while waiting for the asked keyframe, the last packets are kept, so that one whose first
+# packet was lost and came late (a retransmission) still has the packets that came before it
+WAITING_PACKETS = 256
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -76,23 +87,40 @@ def _seq_after(a: int, b: int) -> bool:
 
 class _Keyframe:
     """The packets of one keyframe being gathered for a sample: complete once every sequence
-    number from its first packet to the one with the marker bit has come."""
+    number from its first packet to the one with the marker bit has come.
+
+    A later frame's packet arriving before the keyframe is whole does not end it: on a lossy
+    uplink the keyframe's missing packet is retransmitted (the SFU NACKs it, the publisher
+    resends) and comes after the next frame's packets, a round trip and a NACK interval late.
+    The keyframe is given up (``broken``) only when it is still not whole :data:`LATE_WAIT`
+    seconds after it was first overtaken."""
 
     def __init__(self, first: Packet) -> None:
         self.timestamp = first.timestamp
         self.first = first.sequence_number
         self.packets: dict[int, Packet] = {first.sequence_number: first}
         self.last: int | None = first.sequence_number if first.marker else None
-        self.broken = False  # a later frame began before this one was whole
+        self.overtaken: float | None = None  # when a later frame's packet first came
+        self.late = 0  # packets of it that came after a later frame's
 
-    def add(self, packet: Packet) -> None:
+    def add(self, packet: Packet, now: float) -> None:
         if packet.timestamp == self.timestamp:
             if not _seq_after(self.first, packet.sequence_number):  # not before the first
+                if self.overtaken is not None and packet.sequence_number not in self.packets:
+                    self.late += 1
                 self.packets[packet.sequence_number] = packet
                 if packet.marker:
                     self.last = packet.sequence_number
-        elif not self.complete and _seq_after(packet.sequence_number, self.first):
-            self.broken = True
+        elif (
+            self.overtaken is None
+            and not self.complete
+            and _seq_after(packet.sequence_number, self.first)
+        ):
+            self.overtaken = now
+
+    def broken(self, now: float) -> bool:
+        """Overtaken and still not whole after :data:`LATE_WAIT`: a packet of it is lost."""
+        return self.overtaken is not None and not self.complete and now - self.overtaken > LATE_WAIT
 
     @property
     def complete(self) -> bool:
@@ -123,13 +151,17 @@ class LocalSubscriber:
         # "idle" between samples, "waiting" for a keyframe, "gathering" its packets
         self._sampling = ""
         self._gathered: list[Packet] = []
+        self._before: collections.deque[Packet] = collections.deque(maxlen=WAITING_PACKETS)
         self._arrived = asyncio.Event()
+        self._starts_keyframe = keyframe_detector(up.info.mime_type)
         self.received = 0  # packets that reached the subscriber
         self.dropped = 0  # packets the queue lost to a consumer behind
         self.frames_received = 0  # video frames that arrived (packets with the marker bit)
         self.decoded = 0  # frames handed to a decoder, in either mode
         self.idle_dropped = 0  # packets dropped at write because no sample was due
         self.keyframes_asked = 0  # keyframe requests of sampling
+        self.keyframes_broken = 0  # sampled keyframes given up: a packet never came in time
+        self.late_packets = 0  # packets of a sampled keyframe that came after a later frame's
         up.add_down_track(self)
 
     @property
@@ -151,8 +183,24 @@ class LocalSubscriber:
             self.frames_received += 1
         if self._sampling:
             self.received += 1
-            if self._sampling == "waiting" and packet.keyframe:
+            if self._sampling == "waiting":
+                # the up-track marks a keyframe's start only on a packet newer than all before
+                # it: on a reordering path, or when it is a retransmission, its first packet
+                # comes after others of it, so the payload itself is looked at while waiting
+                if not packet.keyframe and not (
+                    self._starts_keyframe is not None and self._starts_keyframe(packet.payload)
+                ):
+                    self._before.append(packet)  # a keyframe whose first packet comes late
+                    return
                 self._sampling = "gathering"
+                # its first packet, then those of it that came before (reordered, or the
+                # first one lost and this its retransmission)
+                self._gathered = [packet] + [
+                    p for p in self._before if p.timestamp == packet.timestamp
+                ]
+                self._before.clear()
+                self._arrived.set()
+                return
             if self._sampling != "gathering" or len(self._gathered) >= SAMPLE_PACKETS:
                 self.idle_dropped += 1  # between samples: no queue, no depayload, no thread
                 return
@@ -293,6 +341,7 @@ class LocalSubscriber:
         finally:
             self._sampling = ""
             self._gathered = []
+            self._before.clear()
 
     async def _one_sample(self, loop: asyncio.AbstractEventLoop, wait: float) -> Any:
         codec = self._codec()
@@ -321,14 +370,17 @@ class LocalSubscriber:
                 )
                 if frame is not None:
                     return frame
-                if broken:  # a packet of it was lost: ask for another
+                if broken:  # a packet of it never came: ask for another
+                    self.keyframes_broken += 1
                     state.clear()
                     self._gathered = []
+                    self._before.clear()
                     self._sampling = "waiting"
             return None
         finally:
             self._sampling = "idle"
             self._gathered = []
+            self._before.clear()
 
     def _decode_keyframe(
         self, codec: RTCRtpCodecParameters, state: dict[str, Any], batch: list[Packet]
@@ -336,19 +388,17 @@ class LocalSubscriber:
         """Gather a keyframe's packets; once it is whole, decode it (a pool thread). Returns
         the frame (or None), and whether the keyframe is broken."""
         keyframe: _Keyframe | None = state.get("keyframe")
+        now = time.monotonic()
+        if keyframe is None:  # a gathering begins with its keyframe's first packet (write)
+            if not batch:
+                return None, False
+            keyframe = state["keyframe"] = _Keyframe(batch[0])
+            batch = batch[1:]
         for packet in batch:
-            if keyframe is None:
-                if not packet.keyframe:
-                    continue
-                keyframe = state["keyframe"] = _Keyframe(packet)
-            else:
-                keyframe.add(packet)
-        if keyframe is None:
-            return None, False
-        if keyframe.broken:
-            return None, True
+            keyframe.add(packet, now)
         if not keyframe.complete:
-            return None, False
+            return None, keyframe.broken(now)
+        self.late_packets += keyframe.late
         try:
             data = b"".join(depayload(codec, p.payload) for p in keyframe.in_order() if p.payload)
         except ValueError:

@@ -218,7 +218,10 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
     # an SMS gateway nobody listens on (port 9, discard: refused at once); e-mail has no
     # provider, so it goes to the outbox
     config = make_config(
-        tmp_path, verifier={"enabled": False}, delivery={"sms_url": "http://127.0.0.1:9/sms"}
+        tmp_path,
+        verifier={"enabled": False},
+        delivery={"sms_url": "http://127.0.0.1:9/sms"},
+        education={"public_url": "https://jj.example.gov.cn"},
     )
     server = await start_server(config)
     try:
@@ -264,7 +267,7 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
             assert [n["address"] for n in notices] == ["safety@shunda.example.cn"]
             assert "7 天内" in str(notices[0]["text"])
-            # the console's own address starts the link (not the worker's behind a front)
+            # the configured address starts the link (not the worker's behind a front)
             assert "https://jj.example.gov.cn/company-record#t=" in str(notices[0]["text"])
             # a link never opened that ran out: the console says so (send again)
             await server.app[DB].run(
@@ -291,6 +294,109 @@ async def test_a_failing_gateway_fails_that_company_only(tmp_path: Path) -> None
             assert status == 201 and sent["companies"][0]["state"] == "sent", sent
             assert not sent["companies"][0]["send"]["superseded"]
             assert sent["companies"][0]["record_id"] == shunda["record_id"]
+    finally:
+        await server.runner.cleanup()
+
+
+async def _one_company_records(api: Api, li: str) -> str:
+    """A session whose one company (e-mail, to the outbox) has its record: the records' path."""
+    roster = "\n".join(ROSTER.splitlines()[:2]) + "\n"  # 顺达, e-mail
+    _, imported = await api.call("POST", "/api/education/roster/import", li, data=roster.encode())
+    _, case = await api.call("POST", "/api/cases", li, {"kind": "education", "title": "t"})
+    cid = case["id"]
+    await api.call(
+        "POST", f"/api/cases/{cid}/education/viewers", li, {"person_ids": imported["people"]}
+    )
+    _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+    base = f"/api/cases/{cid}/sessions/{session['id']}/attendance/records"
+    status, made = await api.call("POST", base, li, {})
+    assert status == 201, made
+    return base
+
+
+async def _links(server: Any) -> list[str]:
+    notices = [n for n in await server.app[DB].run(outbox) if n["edu_send_id"]]
+    return [m.group(1) for n in notices if (m := LINK.search(str(n["text"])))]
+
+
+async def test_a_forged_host_never_reaches_the_companies_link(tmp_path: Path) -> None:
+    """The company link's address comes from the configuration only: without
+    education.public_url the server's own configured address, and a request naming another
+    host (a forged Host header) or another link_base is refused, Chinese first, nothing sent;
+    with it, the link is public_url whatever the request says."""
+    server = await start_server(make_config(tmp_path / "own", verifier={"enabled": False}))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            base = await _one_company_records(api, li)
+            forged = {"Host": "jj-gov.example.net"}
+            status, body = await api.call("POST", f"{base}/send", li, {}, headers=forged)
+            assert (status, body["error"]) == (400, "host_refused"), body
+            assert body["message"].startswith(
+                "请求的主机名（jj-gov.example.net）与服务器配置的地址"
+            )
+            status, body = await api.call(
+                "POST", f"{base}/send", li, {"link_base": "https://jj-gov.example.net"}
+            )
+            assert (status, body["error"]) == (400, "link_base_refused"), body
+            assert body["message"].startswith("link_base（https://jj-gov.example.net）不是")
+            assert await _links(server) == []  # nothing went out, no send row was made
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            assert [c["state"] for c in overview["companies"]] == ["not_sent"]
+            # the server's own address, asked by that name (with or without link_base)
+            status, sent = await api.call(
+                "POST", f"{base}/send", li, {"link_base": server.base_url}
+            )
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+            [link] = await _links(server)
+            assert link.startswith(f"{server.base_url}/company-record#t="), link
+    finally:
+        await server.runner.cleanup()
+
+    # listening on every interface: no address of its own to send companies
+    config = make_config(
+        tmp_path / "any",
+        verifier={"enabled": False},
+        server={"host": "0.0.0.0", "port": 0},
+        auth={"dev_join": False},  # (development mode needs a loopback bind)
+    )
+    server = await start_server(config)  # (the test's site still binds 127.0.0.1 only)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            base = await _one_company_records(api, li)
+            status, body = await api.call("POST", f"{base}/send", li, {})
+            assert (status, body["error"]) == (409, "no_public_url"), body
+            assert body["message"].startswith("未设置 education.public_url")
+            assert await _links(server) == []
+    finally:
+        await server.runner.cleanup()
+
+    # public_url set: the link is it, whatever Host the request names
+    config = make_config(
+        tmp_path / "public",
+        verifier={"enabled": False},
+        education={"public_url": "https://jj.example.gov.cn/"},
+    )
+    server = await start_server(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            base = await _one_company_records(api, li)
+            status, body = await api.call(
+                "POST", f"{base}/send", li, {"link_base": server.base_url}
+            )
+            assert (status, body["error"]) == (400, "link_base_refused"), body
+            status, sent = await api.call(
+                "POST", f"{base}/send", li, {}, headers={"Host": "jj-gov.example.net"}
+            )
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+            [link] = await _links(server)
+            assert link.startswith("https://jj.example.gov.cn/company-record#t="), link
+            assert "jj-gov.example.net" not in link
     finally:
         await server.runner.cleanup()
 
@@ -324,3 +430,161 @@ def test_the_outbox_rebuild_keeps_the_deliveries_notices() -> None:
             )
     finally:
         conn.close()
+
+
+class _SilentGateway:
+    """An SMS gateway stub on 127.0.0.1 that takes the connection and the request and never
+    answers (a provider hanging mid-send): a real TCP peer, not a mock of the channel."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.held: set[asyncio.StreamWriter] = set()
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.called.set()
+        self.held.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/sms"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.held:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+async def _send_hanging(api: Api, li: str, gateway: _SilentGateway) -> tuple[str, Any]:
+    """A session whose one company (SMS) has its record; its send started and now inside the
+    provider (the gateway holds it): (the records' path, the send's request task)."""
+    roster = ROSTER.splitlines()[0] + "\n" + ROSTER.splitlines()[3] + "\n"  # 宏远物流, SMS
+    status, imported = await api.call(
+        "POST", "/api/education/roster/import", li, data=roster.encode()
+    )
+    assert status == 201, imported
+    _, case = await api.call("POST", "/api/cases", li, {"kind": "education", "title": "t"})
+    cid = case["id"]
+    status, _ = await api.call(
+        "POST", f"/api/cases/{cid}/education/viewers", li, {"person_ids": imported["people"]}
+    )
+    assert status == 201
+    _, session = await api.call("POST", f"/api/cases/{cid}/sessions", li)
+    base = f"/api/cases/{cid}/sessions/{session['id']}/attendance/records"
+    status, made = await api.call("POST", base, li, {})
+    assert status == 201, made
+    task = asyncio.ensure_future(api.call("POST", f"{base}/send", li, {}))
+    await asyncio.wait_for(gateway.called.wait(), 30)
+    _, overview = await api.call("GET", f"{base}/sends", li)
+    assert [c["state"] for c in overview["companies"]] == ["sending"], overview
+    return base, task
+
+
+def _sends(tmp_path: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    try:
+        return [tuple(r) for r in conn.execute("SELECT status, failure FROM edu_sends")]
+    finally:
+        conn.close()
+
+
+async def _finish(task: Any) -> None:
+    """The send's request, cut off by the server's end (its answer never comes)."""
+    try:
+        await task
+    except aiohttp.ClientError:
+        return
+    raise AssertionError("the send answered although its server stopped mid-provider")
+
+
+async def test_a_send_cancelled_mid_provider_is_failed_not_left_sending(tmp_path: Path) -> None:
+    """The server stops (SIGTERM) while the provider holds a send: aiohttp cancels the request
+    once its shutdown wait is over, and the row says interrupted, so the officer can send
+    again (it used to stay "sending" for good)."""
+    import signal
+
+    from control.education.sending import INTERRUPTED
+    from tests.conftest import serve_process
+
+    gateway = _SilentGateway()
+    async with (
+        gateway as sms_url,
+        serve_process(
+            tmp_path,
+            verifier__enabled="false",
+            delivery__sms_url=sms_url,
+            delivery__timeout="120",  # the provider would hold it for two minutes
+        ) as proc,
+        aiohttp.ClientSession() as http,
+    ):
+        api = Api(http, proc.base)
+        li = await api.login("li")
+        _, task = await _send_hanging(api, li, gateway)
+        proc.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.proc.wait(), 40) == 0, proc.log_text
+        await _finish(task)
+    # written by the cancelled request itself, before the database closed
+    assert _sends(tmp_path) == [("failed", INTERRUPTED)]
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    try:
+        actions = [
+            r[0] for r in conn.execute("SELECT action FROM audit WHERE object LIKE 'edu_send:%'")
+        ]
+    finally:
+        conn.close()
+    assert actions == ["education.record_send_failed"]
+
+
+async def test_a_send_the_server_died_in_is_failed_at_the_next_start(tmp_path: Path) -> None:
+    """The server is killed while the provider holds a send (nothing of it can write): the next
+    server marks the send failed at its start, in the audit trail and the custody log, and a
+    new send goes out."""
+    import signal
+
+    from control.education.sending import ABANDONED
+
+    gateway = _SilentGateway()
+    from tests.conftest import serve_process
+
+    async with (
+        gateway as sms_url,
+        serve_process(
+            tmp_path, verifier__enabled="false", delivery__sms_url=sms_url, delivery__timeout="120"
+        ) as proc,
+        aiohttp.ClientSession() as http,
+    ):
+        api = Api(http, proc.base)
+        li = await api.login("li")
+        base, task = await _send_hanging(api, li, gateway)
+        proc.proc.send_signal(signal.SIGKILL)
+        await proc.proc.wait()
+        await _finish(task)
+    assert [s for s, _ in _sends(tmp_path)] == ["sending"]  # as the killed server left it
+
+    # the next server (the same data; its SMS notices now go to the outbox)
+    server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
+    try:
+        assert _sends(tmp_path) == [("failed", ABANDONED)]
+        entries = await custody(server, "education.record_send_failed")
+        assert [(e["address"], e["failure"], e["actor"]) for e in entries] == [
+            ("13800138000", ABANDONED, "server")
+        ]
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await api.login("li")
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            [company] = overview["companies"]
+            assert company["state"] == "failed", company
+            assert company["send"]["failure"].startswith("发送未完成")
+            status, sent = await api.call("POST", f"{base}/send", li, {})
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+    finally:
+        await server.runner.cleanup()

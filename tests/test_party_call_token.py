@@ -260,3 +260,62 @@ async def test_a_resume_after_the_first_token_expired_goes_on_with_a_fresh_one(
             await client.close()
         await srv.runner.cleanup()
     assert leftovers(srv.app) == {}
+
+
+async def test_a_malformed_renewal_answers_400_never_500(tmp_path: Path) -> None:
+    """Whatever the page sends as ``token`` (any JSON type, a string that is no token, one
+    with non-ASCII parts), as the body, as the device's secret or as the link, the renewal
+    answers in the usual error format with a 4xx and a code, never a 500; and the party can
+    still renew afterwards."""
+    srv = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, srv.base_url)
+            world = await _inquiry(api, srv)
+            link, first = world["link"], world["redeemed"]
+            body_part, signature = first["token"].split(".")[1:]
+            for held in (
+                123,
+                1.5,
+                True,
+                [],
+                [first["token"]],
+                {"token": first["token"]},
+                "",
+                "x" * 3000,
+                "v1.a.b",
+                "v2." + body_part + "." + signature,
+                "v1." + body_part + ".签名",  # a non-ASCII signature
+                "v1." + body_part + "." + signature[:-1] + "\ud800",  # a lone surrogate
+                "v1.令牌." + signature,
+                "v1..",
+            ):
+                status, refused = await api.call(
+                    "POST", RENEW, link, {"token": held}, headers=_device(DEVICE)
+                )
+                assert status == 400 and refused["error"] == "bad_token", (held, refused)
+                assert refused["message"], refused
+            # a body that is no JSON object
+            for raw in (b"[1]", b'"token"', b"{", b"\xff\xfe", b"null"):
+                status, refused = await api.call(
+                    "POST",
+                    RENEW,
+                    link,
+                    data=raw,
+                    headers={**_device(DEVICE), "Content-Type": "application/json"},
+                )
+                assert status == 400 and refused["error"] == "bad_json", (raw, refused)
+            # a device secret or a link that is no text the server ever gave
+            for device in ("设备" * 20, "é" * 43, "x" * 5000):
+                status, refused = await api.call("POST", RENEW, link, headers=_device(device))
+                assert 400 <= status < 500 and refused["error"], (device, refused)
+            for wrong in ("链接" * 20, "é" * 32, "x" * 5000):
+                status, refused = await api.call("POST", RENEW, wrong, headers=_device(DEVICE))
+                assert 400 <= status < 500 and refused["error"], (wrong, refused)
+            # nothing of it broke the party's renewal
+            status, body = await api.call(
+                "POST", RENEW, link, {"token": first["token"]}, headers=_device(DEVICE)
+            )
+            assert status == 200, body
+    finally:
+        await srv.runner.cleanup()

@@ -12,6 +12,7 @@ no login, its token is the credential (:mod:`.sending`). The SQL is in :mod:`.ro
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import math
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yarl
 from aiohttp import web
 
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
@@ -574,22 +576,166 @@ def _notice_text(
 
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]{1,255}$")
+_EVERY_INTERFACE = {"", "0.0.0.0", "::", "*"}
+
+
+def _origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower case, without the scheme's default port."""
+    parsed = yarl.URL(url)
+    scheme, host = (parsed.scheme or "").lower(), (parsed.raw_host or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parsed.explicit_port
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+
+
+def _same_host(host: str, base: str) -> bool:
+    """Whether a request's Host header names ``base``'s host and port."""
+    try:
+        return _origin_of(f"{yarl.URL(base).scheme}://{host}") == _origin_of(base)
+    except ValueError:  # not a host at all
+        return False
+
+
+def _own_origin(request: web.Request) -> str | None:
+    """The server's own address as configured (``server.host``, ``server.port``, https with
+    ``server.tls_cert``), None when it has none companies could be sent: it listens on every
+    interface, or it is a worker behind the front (its own address is internal)."""
+    server = request.app[CONFIG].server
+    if server.front_secret or server.host in _EVERY_INTERFACE:
+        return None
+    port = server.port
+    if port == 0:  # a port the system chose (tests): the socket this request came in on
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if not sockname:
+            return None
+        port = int(sockname[1])
+    scheme = "https" if server.tls_cert else "http"
+    return _origin_of(f"{scheme}://{server.host}:{port}")
 
 
 def _link_base(body: dict[str, Any], request: web.Request) -> str:
-    """Where the companies' links start when ``education.public_url`` is not set: the
-    console's own address (``link_base``, its ``location.origin``: behind a TLS front the
-    worker sees plain HTTP), else this request's."""
+    """Where the companies' links start: only ever from the configuration, never from what a
+    request says (a forged Host or ``link_base`` would send companies a link to another
+    site, with their record's token). ``education.public_url`` when set; else the server's own
+    configured address, and then only for a request that came to it by that name (a console
+    that reached the server by another name means companies may not reach it by this one:
+    set ``education.public_url``). A ``link_base`` in the body (older consoles sent their
+    origin) must be that same origin."""
+    public = request.app[CONFIG].education.public_url.rstrip("/")
+    base = public or _own_origin(request)
     given = body.get("link_base")
-    if given is None:
-        return str(request.url.origin())
-    if not isinstance(given, str) or not _ORIGIN.match(given):
+    if given is not None and (not isinstance(given, str) or not _ORIGIN.match(given)):
         raise json_error(
             web.HTTPBadRequest,
             "bad_request",
             "link_base：http(s)://主机[:端口] / link_base: http(s)://host[:port]",
         )
-    return given
+    if base is None:
+        raise json_error(
+            web.HTTPConflict,
+            "no_public_url",
+            "未设置 education.public_url，服务器不知道企业访问它的地址（监听所有地址或在前端"
+            "之后），无法生成企业链接：请管理员设置 / education.public_url is not set and the "
+            "server has no address of its own that companies could be sent (it listens on every "
+            "interface or runs behind the front): ask the administrator to set it",
+        )
+    if given is not None and _origin_of(given) != _origin_of(base):
+        raise json_error(
+            web.HTTPBadRequest,
+            "link_base_refused",
+            f"link_base（{given}）不是本服务器配置的地址（{_origin_of(base)}），企业链接只使用配置的"
+            f"地址 / link_base ({given}) is not this server's configured address "
+            f"({_origin_of(base)}): the companies' links use the configured address only",
+        )
+    if not public and not _same_host(request.host, base):
+        raise json_error(
+            web.HTTPBadRequest,
+            "host_refused",
+            f"请求的主机名（{request.host}）与服务器配置的地址（{base}）不符：企业链接只使用配置的"
+            f"地址，请通过该地址访问，或请管理员设置 education.public_url / this request's Host "
+            f"({request.host}) is not the server's configured address ({base}): the companies' "
+            "links use the configured address only; use that address, or ask the administrator "
+            "to set education.public_url",
+        )
+    return base
+
+
+async def _send_outcome(
+    request: web.Request, actor: str, send_id: int, reference: str, failure: str
+) -> None:
+    """A send's outcome in its row, the audit trail and the custody log (the company's earlier
+    links revoked when it went out)."""
+    send, revoked = await request.app[DB].run(
+        functools.partial(
+            sending.finish, actor=actor, send_id=send_id, reference=reference, failure=failure
+        )
+    )
+    for old in revoked:  # only once the new link went out
+        await _send_custody(
+            request,
+            "education.record_link_revoked",
+            actor,
+            old,
+            revoked_at=old["revoked_at"],
+            by_send=send["id"],
+        )
+    if failure:
+        await _send_custody(
+            request,
+            "education.record_send_failed",
+            actor,
+            send,
+            provider=send["provider"],
+            failure=failure,
+        )
+    else:
+        await _send_custody(
+            request,
+            "education.record_sent",
+            actor,
+            send,
+            provider=send["provider"],
+            reference=reference,
+            sent_at=send["sent_at"],
+            expires_at=send["expires_at"],
+        )
+
+
+async def _abandon_stale_sends(app: web.Application, everything: bool = False) -> None:
+    """Sends a stopped server left ``sending`` marked failed (audited, in the custody log), so
+    that the officer can send again: at start-up all of them when this is the only server on
+    the database (no front: nothing else can be sending), else those older than any live send
+    (:func:`sending.stale_after`)."""
+    if everything:
+        before = None
+    else:
+        bound = sending.stale_after(app[CONFIG].delivery.timeout)
+        before = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=bound)
+        ).isoformat(timespec="milliseconds")
+    for row in await app[DB].run(lambda c: sending.abandon_stale(c, before)):
+        logger.warning("education send %s was left sending: marked failed", row["id"])
+        await app[CUSTODY].append_async(
+            "education.record_send_failed",
+            actor="server",
+            case=str(row["case_id"]),
+            session=row["session_id"],
+            send=row["id"],
+            record=row["record_id"],
+            number=row["number"],
+            sha256=row["sha256"],
+            company=row["company_id"],
+            channel=row["channel"],
+            address=row["address"],
+            provider=row["provider"],
+            failure=row["failure"],
+        )
+
+
+async def _abandon_at_start(app: web.Application) -> None:
+    await _abandon_stale_sends(app, everything=not app[CONFIG].server.front_secret)
 
 
 async def post_send(request: web.Request) -> web.Response:
@@ -609,12 +755,13 @@ async def post_send(request: web.Request) -> web.Response:
         )
     company_ids = _id_list(body, "company_ids") if "company_ids" in body else None
     db = request.app[DB]
+    await _abandon_stale_sends(request.app)
 
     case, items = unwrap(
         await db.run(lambda c: sending.plan(c, officer, case_id, session_id, company_ids)),
         _SEND_STATUS,
     )
-    base = config.education.public_url.rstrip("/") or _link_base(body, request)
+    base = _link_base(body, request)
     for item in items:
         contact = str(item["contact"])
         if not contact:
@@ -644,44 +791,14 @@ async def post_send(request: web.Request) -> web.Response:
             # a provider's own error counts as a failed send, never one left "sending"
             logger.exception("education send %s: the %s provider failed", send["id"], channel.name)
             failure = f"发送出错 / the provider failed: {type(exc).__name__}"
-        send, revoked = await db.run(
-            functools.partial(
-                sending.finish,
-                actor=officer.actor,
-                send_id=send["id"],
-                reference=reference,
-                failure=failure,
+        except asyncio.CancelledError:
+            # the server stopping or the request dropped mid-provider: the row says so (a
+            # write the cancellation does not stop), or it would stay "sending" for good
+            await asyncio.shield(
+                _send_outcome(request, officer.actor, send["id"], "", sending.INTERRUPTED)
             )
-        )
-        for old in revoked:  # only once the new link went out
-            await _send_custody(
-                request,
-                "education.record_link_revoked",
-                officer.actor,
-                old,
-                revoked_at=old["revoked_at"],
-                by_send=send["id"],
-            )
-        if failure:
-            await _send_custody(
-                request,
-                "education.record_send_failed",
-                officer.actor,
-                send,
-                provider=send["provider"],
-                failure=failure,
-            )
-        else:
-            await _send_custody(
-                request,
-                "education.record_sent",
-                officer.actor,
-                send,
-                provider=send["provider"],
-                reference=reference,
-                sent_at=send["sent_at"],
-                expires_at=send["expires_at"],
-            )
+            raise
+        await asyncio.shield(_send_outcome(request, officer.actor, send["id"], reference, failure))
     wanted = {int(i["company_id"]) for i in items}
     states = unwrap(
         await db.run(lambda c: sending.overview(c, officer, case_id, session_id)), _SEND_STATUS
@@ -697,6 +814,7 @@ async def get_sends(request: web.Request) -> web.Response:
     officer = await access.officer(request)
     case_id = access.case_id(request)
     session_id = access.path_int(request, "session", "session")
+    await _abandon_stale_sends(request.app)
     states = unwrap(
         await request.app[DB].run(lambda c: sending.overview(c, officer, case_id, session_id)),
         _SEND_STATUS,
@@ -962,6 +1080,8 @@ async def put_speaker(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    # after the app's own start-up (its cleanup context runs first): the database is open
+    app.on_startup.append(_abandon_at_start)
     app.router.add_post("/api/education/companies", post_company)
     app.router.add_put("/api/education/companies/{company}/contact", put_contact)
     app.router.add_get("/api/education/companies", list_companies)
@@ -1252,7 +1372,11 @@ def describe(add: Add) -> None:
                 [],
             ),
             description="A company without an address is listed as no_address and the others "
-            "are still sent; sending again makes a new link and revokes the company's old one.",
+            "are still sent; sending again makes a new link and revokes the company's old one. "
+            "The link starts with education.public_url, else the server's own configured "
+            "address (a request naming another Host: 400 host_refused; none: 409 "
+            "no_public_url); link_base, when given, must be that origin (400 "
+            "link_base_refused).",
         ),
         [CASE, SESSION],
     )

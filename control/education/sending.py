@@ -30,6 +30,25 @@ from .roster import contact_channel
 
 COMPANY_PAGE = "/company-record"
 TOKEN_BYTES = 32
+# why a send ended without the provider's answer: its request was cancelled (the server
+# stopping, the request dropped), or the server died and a later one found it still ``sending``
+INTERRUPTED = (
+    "发送中断（服务器停止或请求中止）：未确认企业是否收到，链接不可用，请重新发送 / the send was "
+    "interrupted (the server stopped or the request was dropped) before the provider answered: "
+    "whether the company got it is not known and its link does not open: send again"
+)
+ABANDONED = (
+    "发送未完成（服务器在发送中停止）：未确认企业是否收到，链接不可用，请重新发送 / the send never "
+    "finished (the server stopped while sending): whether the company got it is not known and "
+    "its link does not open: send again"
+)
+
+
+def stale_after(provider_timeout: float) -> float:
+    """Seconds after which a send still ``sending`` can no longer be in progress: a provider
+    gives up after ``delivery.timeout`` (SMTP per step: connect, greeting, a few commands),
+    so six of them and half a minute more are past any live send."""
+    return 6 * provider_timeout + 30
 
 
 class SendRefusal(CodedRefusal):
@@ -195,6 +214,41 @@ def finish(
         address=row["address"],
     )
     return row, revoked
+
+
+def abandon_stale(conn: sqlite3.Connection, started_before: str | None) -> list[dict[str, Any]]:
+    """Sends left ``sending`` by a server that stopped mid-send (created before
+    ``started_before``, an ISO time; None: all of them, at the start of the only server on the
+    database) marked failed (:data:`ABANDONED`), audited: the rows, so that the officer sees
+    them failed and can send again rather than wait for ever."""
+    rows = conn.execute(
+        "SELECT id FROM edu_sends WHERE status = 'sending'"
+        + ("" if started_before is None else " AND created_at < ?"),
+        () if started_before is None else (started_before,),
+    ).fetchall()
+    out = []
+    for (send_id,) in rows:
+        if not conn.execute(
+            "UPDATE edu_sends SET status = 'failed', failure = ? "
+            "WHERE id = ? AND status = 'sending'",
+            (ABANDONED, send_id),
+        ).rowcount:
+            continue
+        row = send_row(conn, send_id)
+        audit(
+            conn,
+            "server",
+            "education.record_send_failed",
+            f"edu_send:{send_id}",
+            int(row["case_id"]),
+            ABANDONED,
+            record=row["record_id"],
+            company=row["company_id"],
+            channel=row["channel"],
+            address=row["address"],
+        )
+        out.append(row)
+    return out
 
 
 def send_row(conn: sqlite3.Connection, send_id: int) -> dict[str, Any]:

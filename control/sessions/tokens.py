@@ -121,6 +121,8 @@ class TokenSigner:
         (still only with a valid signature: which admission a page holds, not a way in)."""
         if not isinstance(token, str) or len(token) > 2048:
             raise TokenError("bad_token", i18n.both("bad_token.missing"))
+        if not token.isascii():  # never one of ours (base64url), and hmac compares ASCII only
+            raise TokenError("bad_token", i18n.both("bad_token.signature"))
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != VERSION:
             raise TokenError("bad_token", i18n.both("bad_token.version"))

@@ -71,7 +71,7 @@
         await loadSends();
       }),
       act(t("edu.desk.records.send"), async () => {
-        const sent = await con.api("POST", path("/attendance/records/send"), { link_base: location.origin });
+        const sent = await con.api("POST", path("/attendance/records/send"), {});
         const n = sent.companies.filter((c) => c.state === "sent").length;
         con.notice(t("edu.desk.records.sent", { n, total: sent.companies.length }));
         await loadSends();
