@@ -73,8 +73,8 @@ LIMITED_SHARE = 0.9
 # stream, in bursts (a lost keyframe), and even four times the stream left some unanswered.
 # Audio goes first on a limited link: when the subscriber's audio (its own receiver reports,
 # judged as the video's) loses more than congestion.LOSS_HIGH, the video down-tracks on the
-# same transport take that loss as their own (their bound goes under what they sent), so that
-# the queue of a thin link does not fill with video and drop speech. Estimates and budgets
+# same transport take that loss as their own (their bound goes to their estimate times 1 - loss/2),
+# so that the queue of a thin link does not fill with video and drop speech. Estimates and budgets
 # count what a packet takes on the wire: for 20 ms Opus packets the UDP/IP and SRTP overhead
 # is half of it.
 PACKET_OVERHEAD = 40  # bytes: IPv4 20, UDP 8, SRTP tag 10, padding to 4
@@ -1219,7 +1219,7 @@ class RtpDownTrack:
 
     def on_audio_loss(self, fraction: float) -> None:
         """The subscriber's audio on this transport lost ``fraction``: audio goes first, so
-        this video's link takes less than it was sent (see PACKET_OVERHEAD)."""
+        this video's link estimate goes down as for its own loss (congestion.on_other_loss)."""
         if self.sent_bps > 0:
             self.link.on_other_loss(fraction, self.sent_bps, time.monotonic())
             self._update_budgets()
