@@ -1187,6 +1187,14 @@ class RtpDownTrack:
     def on_remb(self, bitrate: int) -> None:
         self.link.on_remb(bitrate, time.monotonic())
         self._update_budgets()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "down-track %s REMB %d; estimate %s, limited %s",
+                self._down_id,
+                bitrate,
+                self.link.estimate(time.monotonic()),
+                self._link_budget is not None,
+            )
 
     def _mark_holes(self, at: int) -> None:
         """The skipped total changed, seen by the subscriber from its number ``at`` on."""
@@ -1207,7 +1215,25 @@ class RtpDownTrack:
         ``fraction_lost`` is not used (one report per NACK covers a packet or two)."""
         now = time.monotonic()
         wire = self.bytes + self.packets * WIRE_HEADER  # what was sent, as the budgets count
-        judged = self._loss.on_report(highest, lost, self._holes_at(highest & 0xFFFF), wire, now)
+        holes = self._holes_at(highest & 0xFFFF)
+        judged = self._loss.on_report(highest, lost, holes, wire, now)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "down-track %s %s report: highest %d, lost %d (its fraction %.3f), skipped %d, "
+                "judged %s; loss bound %s, REMB %s, limited %s, retransmitted %d, paced %d",
+                self._down_id,
+                self.up.info.kind,
+                highest,
+                lost,
+                fraction_lost,
+                holes,
+                judged,
+                self.link.loss_bps,
+                self.link.remb_bps,
+                self._link_budget is not None,
+                self.retransmitted,
+                self.nack_paced,
+            )
         if judged is not None:
             fraction, sent_bps, seconds = judged
             if sent_bps > 0:
