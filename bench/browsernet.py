@@ -18,6 +18,7 @@ layers left out, congestion pauses, retransmissions).
 
     python -m bench.browsernet                       # every condition, 30 s windows
     python -m bench.browsernet --condition thin_down --seconds 20 --json
+    python -m bench.browsernet --condition thin_down --trace reports.log   # every RR and REMB
 
 Needs root (namespaces), Debian's Chromium and Playwright's Python package.
 """
@@ -509,8 +510,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="the window per condition")
     parser.add_argument("--settle", type=float, default=5.0, help="after the condition is set")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE",
+        help="write every receiver report and REMB the down-tracks get (and their congestion "
+        "decisions) to FILE",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
+    if args.trace is not None:
+        handler = logging.FileHandler(args.trace)
+        handler.setFormatter(logging.Formatter("%(relativeCreated).0f ms %(message)s"))
+        forwarding = logging.getLogger("mediaserver.forwarding")
+        forwarding.addHandler(handler)
+        forwarding.setLevel(logging.DEBUG)
+        forwarding.propagate = False  # to the file only
     from mediaserver import aiortc_hooks
 
     aiortc_hooks.install()

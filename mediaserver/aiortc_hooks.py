@@ -179,9 +179,10 @@ class SenderHooks(Protocol):
     def on_remb(self, bitrate: int) -> None:
         """The subscriber's receiver-estimated maximum bitrate for this stream (bits/s)."""
 
-    def on_receiver_report(self, fraction_lost: float) -> None:
+    def on_receiver_report(self, fraction_lost: float, highest: int, lost: int) -> None:
         """The subscriber's receiver report for this stream: the fraction (0-1) lost since
-        its previous one."""
+        its previous one, the extended highest sequence number received and the cumulative
+        number lost (RFC 3550 6.4.1)."""
 
     def sender_report(self) -> tuple[int, int, int, int] | None:
         """(ntp_timestamp, rtp_timestamp, packet_count, octet_count), or None before media."""
@@ -761,7 +762,11 @@ class SfuRtpSender(RTCRtpSender):
             if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
                     if report.ssrc == self._ssrc:
-                        hooks.on_receiver_report(report.fraction_lost / 256)
+                        hooks.on_receiver_report(
+                            report.fraction_lost / 256,
+                            report.highest_sequence,
+                            report.packets_lost,
+                        )
             # receiver reports: aiortc's round-trip time and loss statistics
             await super()._handle_rtcp_packet(packet)
 

@@ -8,6 +8,13 @@ the loop time, and each unit-tested on its own (``tests/test_congestion_unit.py`
   extension the SFU writes on every forwarded video packet) and a loss-based bound from its
   receiver reports (fraction lost above 10%: the link takes less than was sent; below 2%: it
   may take more again), as in the loss-based half of Google congestion control.
+* :class:`ReportLoss`: that loss, from the receiver reports' cumulative fields (extended
+  highest sequence number, cumulative number lost) over a window of packets, not from each
+  report's own "fraction lost": Chromium sends a receiver report with every NACK (RFC 4585's
+  compound feedback), 30-60 a second on a lossy link, each covering one or two packets, and
+  counts a retransmission that arrives as received, so the fraction in each was 0 in most
+  and the loss on a link that dropped 70% of the video never showed (measured, see
+  ``docs/performance.md``).
 * :func:`publisher_target`: the REMB a publisher is sent: the lowest of its subscribers'
   estimates that are at or above a floor, capped by what its own uplink delivers. A subscriber
   below the floor does not drag every other one down to nothing: it is served by the next part.
@@ -37,9 +44,33 @@ LAYER0_SHARE = 0.45
 # Loss-based control (receiver reports): above HIGH the link is overloaded, below LOW it is not.
 LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
-LOSS_INCREASE = 1.08  # per report without loss, at most
+LOSS_INCREASE = 1.08  # per second of reports without loss, at most
+# Receiver-report loss is judged over at least this many packets the receiver expected (several
+# seconds of a light stream): on a link with 5% random loss one second of a small picture
+# (20-60 packets) shows more than LOSS_HIGH about once in twenty, which limited the link and
+# paused a stream that had nothing to pause for (measured). Over 150 packets 5% random loss
+# exceeds 10% about once in a hundred windows. Heavy loss is judged sooner: over LOSS_FAST_PACKETS
+# a loss of LOSS_FAST or more does not come from 5% random loss (the chance is below 1e-6), and a
+# link that drops that much of its queue (a thin downlink under a stream twice its rate, and its
+# retransmissions) is limited within two seconds instead of six.
+# A window of a light stream (a link held to layer 0: 5-10 packets a second) that has gone on
+# LOSS_CALM_SECONDS with less than LOSS_LOW lost is judged then too, so that its bound can rise
+# again (a window short of packets may only raise the bound, never lower it: random loss over
+# few packets says little).
+LOSS_WINDOW_PACKETS = 150
+LOSS_FAST_PACKETS = 50
+LOSS_FAST = 0.3
+LOSS_CALM_SECONDS = 2.0
+LOSS_CALM_PACKETS = 10
 # A REMB older than this (seconds) no longer counts: the receiver stopped sending it.
 REMB_TIMEOUT = 5.0
+# A down-track held to its link's estimate may send this much more than the receiver's REMB
+# (the loss bound still holds it): libwebrtc's receiver never lets its estimate rise above 1.5
+# times what it receives (plus 10 kbit/s), so a stream held to the REMB keeps the REMB where
+# it is (measured: a 150 kbit/s link held to layers 0-1 at a REMB of 58 kbit/s for 15 s). A
+# sender of its own probes for that; forwarding, this is the probe: more than the link takes
+# shows as loss, and the loss bound lowers it.
+REMB_HEADROOM = 1.5
 # The share of a link's estimate retransmissions may take.
 RETRANSMIT_SHARE = 0.3
 # A layered publisher with at most this many subscribers (a call: officer, parties, a
@@ -66,9 +97,9 @@ class LinkEstimate:
         self.remb_time = now
         self.rembs += 1
 
-    def on_loss(self, fraction_lost: float, sent_bps: float) -> None:
-        """A receiver report: ``fraction_lost`` (0-1) of what was sent since the last one, while
-        the link was being sent ``sent_bps``."""
+    def on_loss(self, fraction_lost: float, sent_bps: float, seconds: float = 1.0) -> None:
+        """Receiver reports over ``seconds``: ``fraction_lost`` (0-1) of what was sent in that
+        time, while the link was being sent ``sent_bps``."""
         self.reports += 1
         self.fraction_lost = fraction_lost
         if fraction_lost > LOSS_HIGH:
@@ -76,9 +107,33 @@ class LinkEstimate:
             # to the bound sends less, and the bound would spiral down to nothing
             self.loss_bps = max(1.0, sent_bps * (1.0 - 0.5 * fraction_lost))
         elif fraction_lost < LOSS_LOW and self.loss_bps is not None:
-            self.loss_bps *= LOSS_INCREASE
+            self.loss_bps *= LOSS_INCREASE ** max(1.0, seconds)
             if sent_bps > 0 and self.loss_bps > 2 * sent_bps:
                 self.loss_bps = None  # far above what is sent: no longer a limit
+
+    def on_other_loss(self, fraction_lost: float, sent_bps: float, now: float) -> None:
+        """Another stream of the same link (the subscriber's audio) lost ``fraction_lost``:
+        above LOSS_HIGH this one's estimate (what it was sent, ``sent_bps``, without one) goes
+        down as for its own loss. From the estimate, not from what was sent: that other
+        stream's window is seconds long, and this one may already send less than when the
+        loss began (measured: cut from what was sent then, the bound fell to 28 kbit/s on a
+        150 kbit/s link). It never raises the bound."""
+        if fraction_lost > LOSS_HIGH:
+            base = self.estimate(now)
+            if base is None:
+                base = int(sent_bps)
+            bound = max(1.0, base * (1.0 - 0.5 * fraction_lost))
+            self.loss_bps = bound if self.loss_bps is None else min(self.loss_bps, bound)
+
+    def budget(self, now: float) -> int | None:
+        """What a down-track held to this link may send (bits/s): the loss bound, and the REMB
+        with REMB_HEADROOM; None while nothing says anything."""
+        bounds: list[float] = []
+        if self.remb_bps is not None and now - self.remb_time <= REMB_TIMEOUT:
+            bounds.append(self.remb_bps * REMB_HEADROOM)
+        if self.loss_bps is not None:
+            bounds.append(self.loss_bps)
+        return int(min(bounds)) if bounds else None
 
     def estimate(self, now: float) -> int | None:
         """Bits per second this link takes, or None while nothing says it is limited."""
@@ -88,6 +143,53 @@ class LinkEstimate:
         if self.loss_bps is not None:
             bounds.append(self.loss_bps)
         return int(min(bounds)) if bounds else None
+
+
+class ReportLoss:
+    """The share of a stream its link lost, from the receiver's reports of it.
+
+    Each report carries the extended highest sequence number received and the cumulative
+    number lost (RFC 3550 6.4.1: expected less received, where a retransmission that arrives
+    counts as received). Between two reports the receiver expected the difference of the
+    first and lost the difference of the second; sequence numbers the sender skipped
+    (``holes``: missing upstream, or skipped after a pause) are counted lost by the receiver
+    but were never sent, and are taken off both. Judged once LOSS_WINDOW_PACKETS are expected
+    (or LOSS_FAST_PACKETS with LOSS_FAST lost), then a new window starts."""
+
+    def __init__(self) -> None:
+        # at the window's first report: highest, cumulative lost, holes, time, bytes sent
+        self._start: tuple[int, int, int, float, int] | None = None
+
+    def reset(self) -> None:
+        self._start = None
+
+    def on_report(
+        self, highest: int, lost: int, holes: int, sent_bytes: int, now: float
+    ) -> tuple[float, float, float] | None:
+        """A report (``holes``: numbers skipped up to ``highest``; ``sent_bytes``: everything
+        sent so far): (fraction lost, bits/s sent, seconds) once a window is full, else None."""
+        mark = (highest, lost, holes, now, sent_bytes)
+        if self._start is None:
+            self._start = mark
+            return None
+        first, first_lost, first_holes, first_time, first_bytes = self._start
+        span = (highest - first) & 0xFFFFFFFF
+        if span >= 0x80000000:
+            if 0x100000000 - span > LOSS_WINDOW_PACKETS:
+                self._start = mark  # far back: the receiver's stream started again
+            return None  # a report older than the window's first (reordered): nothing new
+        skipped = max(0, holes - first_holes)
+        expected = span - skipped
+        if expected <= 0 or now <= first_time:
+            return None
+        fraction = min(expected, max(0, lost - first_lost - skipped)) / expected
+        seconds = now - first_time
+        fast = expected >= LOSS_FAST_PACKETS and fraction >= LOSS_FAST
+        calm = expected >= LOSS_CALM_PACKETS and seconds >= LOSS_CALM_SECONDS
+        if expected < LOSS_WINDOW_PACKETS and not fast and not (calm and fraction < LOSS_LOW):
+            return None
+        self._start = mark
+        return fraction, (sent_bytes - first_bytes) * 8 / seconds, seconds
 
 
 def publisher_target(

@@ -62,15 +62,33 @@ PAUSE_SKIP = 200
 # aiortc subscribers on clean loopback reported REMB far below the stream), so it only lowers
 # what the publisher is asked for, where the floor bounds it.
 LIMITED_SHARE = 0.9
-# Receiver-report loss is judged over at least this many packets (several reports on a light
-# stream): one report covers a second, 20-60 packets of a small picture, and on a link with 5%
-# random loss one such report in twenty shows more than congestion.LOSS_HIGH, which limited
-# the link and paused a stream that had nothing to pause for (measured: a 5%-lossy subscriber
-# paused, and NACKed the numbers the pause skipped). Over 150 packets 5% random loss exceeds
-# 10% about once in a hundred windows. The price: a congested link is judged only once its
-# window is full too (2.5-7.5 s on a stream of 20-60 packets a second, against about 1 s per
-# report before); the REMB, which does not wait, lowers the publisher meanwhile.
-LOSS_WINDOW_PACKETS = 150
+# Receiver-report loss is judged over a window of packets (congestion.ReportLoss,
+# congestion.LOSS_WINDOW_PACKETS), from the reports' cumulative fields.
+# Retransmissions on a link whose receiver reports have set a loss bound take at most
+# congestion.RETRANSMIT_SHARE of it, limited or not (the loss alone says the link takes less
+# than it was sent); on a limited link that share of its budget, counted against the budget
+# with the frames. A bound in multiples of the stream where no loss says anything was tried
+# and left out: aiortc's receiver NACKs a missing packet again with every packet that arrives,
+# so on a link with 5% loss and 80 ms of RTT its NACKs asked for about as many bytes as the
+# stream, in bursts (a lost keyframe), and even four times the stream left some unanswered.
+# Audio goes first on a limited link: when the subscriber's audio (its own receiver reports,
+# judged as the video's) loses more than congestion.LOSS_HIGH, the video down-tracks on the
+# same transport take that loss as their own (their bound goes to their estimate times 1 - loss/2),
+# so that the queue of a thin link does not fill with video and drop speech. Estimates and budgets
+# count what a packet takes on the wire: for 20 ms Opus packets the UDP/IP and SRTP overhead
+# is half of it.
+PACKET_OVERHEAD = 40  # bytes: IPv4 20, UDP 8, SRTP tag 10, padding to 4
+WIRE_HEADER = 12 + PACKET_OVERHEAD  # with the RTP header
+# A keyframe is large against a thin link's estimate (8 KB at 320x240 is a second of 64 kbit/s):
+# for KEYFRAME_GRACE seconds after one, frames are left out (paused) only once the link is
+# behind by KEYFRAME_DEBT seconds more than PAUSE_DEBT; meanwhile a layered stream keeps to
+# layer 0. Without it, the keyframe that ended a pause began the next one (measured: 38
+# pauses in 20 s on a 150 kbit/s link, every keyframe followed by a pause).
+KEYFRAME_GRACE = 2.0
+KEYFRAME_DEBT = 2.0
+# Skipped sequence numbers remembered, by where in the subscriber's numbering they were
+# skipped, for the receiver reports that come after them (ReportLoss's holes).
+HOLE_MARKS_KEPT = 256
 # VP8 temporal layers (a browser's L1T2/L1T3; mediaserver/vp8.py): on a limited link a
 # down-track forwards only the frames of layers up to its current maximum, so the receiver
 # decodes every frame it gets (a frame of layer 0 references only layer 0) at a lower rate
@@ -520,17 +538,18 @@ class RtpDownTrack:
         self.link = congestion.LinkEstimate()
         self._link_budget: congestion.TokenBucket | None = None
         self._rtx_budget: congestion.TokenBucket | None = None
-        self._report_bytes = 0
-        self._report_time: float | None = None
         # sequence numbers skipped because the publisher's packet had not arrived (its uplink
-        # lost it): the subscriber's receiver reports count them lost, though its link is fine
+        # lost it) or after a pause: the subscriber's receiver reports count them as lost,
+        # though its link is fine. Marks (first number from which on, total skipped) tell a
+        # report which of them it has seen.
         self._holes = 0
-        self._paused_since_report = False  # what was sent then is not what the link took
-        self._report_holes = 0
-        self._report_packets = 0
-        # the receiver-report loss being gathered: packets expected and lost on the link, bits
-        # sent and seconds, since the last judgement (LOSS_WINDOW_PACKETS)
-        self._loss_window = [0.0, 0.0, 0.0, 0.0]
+        self._hole_marks: deque[tuple[int, int]] = deque()
+        self._hole_base = 0  # the total before the oldest mark kept
+        self._loss = congestion.ReportLoss()
+        self.rtx_bytes = 0  # retransmitted bytes (payload and RTP header)
+        self._keyframe_time = -1e9  # when the last keyframe was forwarded (KEYFRAME_GRACE)
+        self.sent_bps = 0.0  # what this down-track sends (with retransmissions, on the wire)
+        self._rate_mark: tuple[float, int] | None = None  # (time, wire bytes) at the last rate
         self._frame_ts: int | None = None  # the frame whose packets are being forwarded
         self._congested = False  # paused by the link budget: waiting for a keyframe
         self.nack_paced = 0  # NACKed sequence numbers not answered: over the link's share
@@ -640,10 +659,12 @@ class RtpDownTrack:
             now = time.monotonic()
             if newer and packet.timestamp != self._frame_ts:
                 self._frame_ts = packet.timestamp
-                if not packet.keyframe and budget.available(now) < -PAUSE_DEBT * budget.rate:
+                if packet.keyframe:
+                    self._keyframe_time = now
+                elif budget.available(now) < -self._pause_debt(now) * budget.rate:
                     self._pause_for_link()
                     return
-            budget.spend(len(packet.payload) + 12, now)
+            budget.spend(len(packet.payload) + WIRE_HEADER, now)
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         try:
             self._writer(
@@ -662,8 +683,10 @@ class RtpDownTrack:
             return
         if ahead and newer:
             self._holes += ahead  # missing upstream: the subscriber counts them as lost
+            self._mark_holes(seq)
         elif not newer:
             self._holes -= 1  # a late one (the publisher's retransmission) fills a hole
+            self._mark_holes(self._next_seq)
         if newer:
             # only a newer packet moves the stream on: a late one (reordered, or the
             # publisher's retransmission) must not pull it back, or every NACK for what was
@@ -702,8 +725,10 @@ class RtpDownTrack:
             self._next_seq = (self._next_seq + PAUSE_SKIP) & 0xFFFF
             # the receiver counts the skipped numbers as lost: not the link's loss
             self._holes += PAUSE_SKIP
+            self._mark_holes(self._next_seq)
         self._congested = False
         self._frame_ts = packet.timestamp
+        self._keyframe_time = time.monotonic()
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
         # Continue the subscriber's timeline from where it stopped, advanced by wall time.
         elapsed = 0.0 if self._last_time is None else time.monotonic() - self._last_time
@@ -788,7 +813,7 @@ class RtpDownTrack:
             if budget is not None:
                 if not now:
                     now = time.monotonic()
-                size = len(packet.payload) + 12
+                size = len(packet.payload) + WIRE_HEADER
                 self._layer_bytes[self._frame_tid] += size
             if self._frame_left_out:
                 self._leave_out(packet)
@@ -835,6 +860,7 @@ class RtpDownTrack:
             self._last_time = time.monotonic()
         elif filled:
             self._holes -= 1
+            self._mark_holes(self._next_seq)
         self.packets += 1
         self.bytes += len(payload)
 
@@ -853,6 +879,7 @@ class RtpDownTrack:
             self._top_layer = tid
         if packet.keyframe:
             self._decodable = ALL_LAYERS  # every reference starts afresh
+            self._keyframe_time = now
             return False
         if budget is None:
             self._max_layer = ALL_LAYERS
@@ -871,7 +898,7 @@ class RtpDownTrack:
             self._pid_delta -= 1
             self._dropped_ts.append(packet.timestamp)
             return True
-        if budget is not None and budget.available(now) < -PAUSE_DEBT * budget.rate:
+        if budget is not None and budget.available(now) < -self._pause_debt(now) * budget.rate:
             self._pause_for_link()
             return None
         return False
@@ -937,6 +964,7 @@ class RtpDownTrack:
         """The next ``count`` numbers are skipped (missing upstream): the subscriber counts them
         lost, and they are kept free for a late packet or padding."""
         self._holes += count
+        self._mark_holes(self._next_seq + count)
         free = self._free
         for n in range(min(count, HOLES_KEPT)):
             free[(self._next_seq + n) & 0xFFFF] = (self._last_ts, False)
@@ -980,6 +1008,7 @@ class RtpDownTrack:
         elif not filled:
             self._free[out] = (ts, True)
             self._holes -= 1  # no longer lost for the subscriber
+            self._mark_holes(self._next_seq)
             self.holes_filled += 1
         return True
 
@@ -1067,7 +1096,7 @@ class RtpDownTrack:
         )
         self._started = False
         self._congested = True
-        self._paused_since_report = True
+        self._loss.reset()  # what is sent while paused is not what the link takes
         self.congestion_pauses += 1
         self.frames_dropped += 1
         self._last_keyframe_request = time.monotonic()
@@ -1077,6 +1106,35 @@ class RtpDownTrack:
     def link_estimate(self) -> int | None:
         """What this subscriber's link takes (bits/s), or None while nothing limits it."""
         return self.link.estimate(time.monotonic())
+
+    def _siblings(self, kind: str) -> list[RtpDownTrack]:
+        """The subscriber's other down-tracks of ``kind`` on this one's transport."""
+        transport = getattr(self._sender, "transport", None)
+        router = getattr(transport, "_rtp_router", None)
+        if router is None:
+            return []
+        found = []
+        for sender in router.senders.values():
+            other = getattr(sender, "_sfu_hooks", None)
+            if isinstance(other, RtpDownTrack) and other is not self and not other.closed:
+                if other.up.info.kind == kind:
+                    found.append(other)
+        return found
+
+    def _pause_debt(self, now: float) -> float:
+        """Seconds of the estimate the link may be behind before frames are left out."""
+        if now - self._keyframe_time < KEYFRAME_GRACE:
+            return PAUSE_DEBT + KEYFRAME_DEBT
+        return PAUSE_DEBT
+
+    def _measure_rate(self, now: float) -> None:
+        """``sent_bps``, over the second or two since the last measurement."""
+        wire = self.bytes + self.rtx_bytes + (self.packets + self.retransmitted) * WIRE_HEADER
+        mark = self._rate_mark
+        if mark is None or now - mark[0] >= 1.0:
+            if mark is not None:
+                self.sent_bps = (wire - mark[1]) * 8 / (now - mark[0])
+            self._rate_mark = (now, wire)
 
     def _update_budgets(self) -> None:
         now = time.monotonic()
@@ -1093,56 +1151,104 @@ class RtpDownTrack:
                 self._link_budget is not None
                 and self._ranges is not None
                 and self._max_layer < self._top_layer
+                and estimate is not None
             ):
                 # temporal layers still lowered: they come back one at a time after a calm
                 # period (_choose_layer), not all at once into a link just found too thin (the
                 # loss bound lapses as fewer layers are sent: measured, all layers flooded it
                 # again every few seconds)
-                if estimate is not None:
-                    self._link_budget.set_rate(estimate / 8, now)
+                self._set_budgets(estimate, now)
                 return
-            self._link_budget = self._rtx_budget = None  # not limited: everything goes
+            self._link_budget = None  # not limited: every frame goes
+            if self.link.loss_bps is None:
+                self._rtx_budget = None  # nothing says the link is short: every NACK answered
+                return
+            share = congestion.RETRANSMIT_SHARE * self.link.loss_bps
+            self._set_rtx_budget(share / 8, now)
             return
-        rate = estimate / 8
+        self._set_budgets(estimate, now)
+
+    def _set_budgets(self, estimate: int, now: float) -> None:
+        """Keep to the link's budget (``estimate``, with the REMB's headroom), retransmissions
+        too."""
+        rate = (self.link.budget(now) or estimate) / 8
         if self._link_budget is None:
             self._link_budget = congestion.TokenBucket(rate, LINK_BURST, now)
         else:
             self._link_budget.set_rate(rate, now)
-        share = rate * congestion.RETRANSMIT_SHARE
+        self._set_rtx_budget(rate * congestion.RETRANSMIT_SHARE, now)
+
+    def _set_rtx_budget(self, rate: float, now: float) -> None:
         if self._rtx_budget is None:
-            self._rtx_budget = congestion.TokenBucket(share, LINK_BURST, now)
+            self._rtx_budget = congestion.TokenBucket(rate, LINK_BURST, now)
         else:
-            self._rtx_budget.set_rate(share, now)
+            self._rtx_budget.set_rate(rate, now)
 
     def on_remb(self, bitrate: int) -> None:
         self.link.on_remb(bitrate, time.monotonic())
         self._update_budgets()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "down-track %s REMB %d; estimate %s, limited %s",
+                self._down_id,
+                bitrate,
+                self.link.estimate(time.monotonic()),
+                self._link_budget is not None,
+            )
 
-    def on_receiver_report(self, fraction_lost: float) -> None:
+    def _mark_holes(self, at: int) -> None:
+        """The skipped total changed, seen by the subscriber from its number ``at`` on."""
+        marks = self._hole_marks
+        marks.append((at & 0xFFFF, self._holes))
+        if len(marks) > HOLE_MARKS_KEPT:
+            self._hole_base = marks.popleft()[1]
+
+    def _holes_at(self, highest: int) -> int:
+        """Numbers skipped up to the subscriber's ``highest`` (16 bits)."""
+        for at, total in reversed(self._hole_marks):
+            if (highest - at) & 0xFFFF < 0x8000:
+                return total
+        return self._hole_base
+
+    def on_receiver_report(self, fraction_lost: float, highest: int, lost: int) -> None:
+        """The subscriber's report of this stream (see congestion.ReportLoss): its own
+        ``fraction_lost`` is not used (one report per NACK covers a packet or two)."""
         now = time.monotonic()
-        sent_bps = 0.0
-        before = self._report_time
-        if self._report_time is not None and now > self._report_time:
-            sent_bps = (self.bytes - self._report_bytes) * 8 / (now - self._report_time)
-        holes = max(0, self._holes - self._report_holes)
-        packets = self.packets - self._report_packets
-        self._report_bytes, self._report_time = self.bytes, now
-        self._report_holes, self._report_packets = self._holes, self.packets
-        paused, self._paused_since_report = self._paused_since_report, False
-        if paused:
-            self._loss_window = [0.0, 0.0, 0.0, 0.0]  # what was sent then is not what it took
-        elif sent_bps > 0 and packets > 0 and before is not None:
-            # the share lost on this link: what the subscriber missed less what never came
-            expected = packets + holes
-            window = self._loss_window
-            window[0] += expected
-            window[1] += max(0.0, fraction_lost * expected - holes)
-            window[2] += sent_bps * (now - before)
-            window[3] += now - before
-            if window[0] >= LOSS_WINDOW_PACKETS and window[3] > 0:
-                self.link.on_loss(window[1] / window[0], window[2] / window[3])
-                self._loss_window = [0.0, 0.0, 0.0, 0.0]
+        wire = self.bytes + self.packets * WIRE_HEADER  # what was sent, as the budgets count
+        holes = self._holes_at(highest & 0xFFFF)
+        judged = self._loss.on_report(highest, lost, holes, wire, now)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "down-track %s %s report: highest %d, lost %d (its fraction %.3f), skipped %d, "
+                "judged %s; loss bound %s, REMB %s, limited %s, retransmitted %d, paced %d",
+                self._down_id,
+                self.up.info.kind,
+                highest,
+                lost,
+                fraction_lost,
+                holes,
+                judged,
+                self.link.loss_bps,
+                self.link.remb_bps,
+                self._link_budget is not None,
+                self.retransmitted,
+                self.nack_paced,
+            )
+        if judged is not None:
+            fraction, sent_bps, seconds = judged
+            if sent_bps > 0:
+                self.link.on_loss(fraction, sent_bps, seconds)
                 self._update_budgets()
+            if self.up.info.kind == "audio" and fraction > congestion.LOSS_HIGH:
+                for video in self._siblings("video"):
+                    video.on_audio_loss(fraction)
+
+    def on_audio_loss(self, fraction: float) -> None:
+        """The subscriber's audio on this transport lost ``fraction``: audio goes first, so
+        this video's link estimate goes down as for its own loss (congestion.on_other_loss)."""
+        if self.sent_bps > 0:
+            self.link.on_other_loss(fraction, self.sent_bps, time.monotonic())
+            self._update_budgets()
 
     # -- sender hooks ----------------------------------------------------------------------
     def on_negotiated(
@@ -1189,7 +1295,9 @@ class RtpDownTrack:
                     continue
                 payload = vp8.rewrite_picture_id(payload, original[1])
             budget = self._rtx_budget
-            if budget is not None and not budget.take(len(packet.payload) + 12, time.monotonic()):
+            size = len(payload) + WIRE_HEADER
+            now = time.monotonic()
+            if budget is not None and not budget.take(size, now):
                 self.nack_paced += 1  # over the link's share: a flood would only add loss
                 if self._ranges is not None:
                     tid = vp8.temporal_id(packet.payload)
@@ -1221,7 +1329,10 @@ class RtpDownTrack:
                 self.nack_failed += 1
                 continue
             self.retransmitted += 1
-        if self.nack_paced > paced and self._started:
+            self.rtx_bytes += size - WIRE_HEADER
+            if self._link_budget is not None:
+                self._link_budget.spend(size, now)  # the link carries them with the frames
+        if self.nack_paced > paced and self._started and self._link_budget is not None:
             if self._ranges is not None and paced_layer > 0:
                 # lost in an upper layer only: that layer (and those above) is left out until
                 # its next layer-sync frame, which references none of what was lost
@@ -1236,6 +1347,7 @@ class RtpDownTrack:
         self.up.request_keyframe()
 
     def sender_report(self) -> tuple[int, int, int, int] | None:
+        self._measure_rate(time.monotonic())
         self._update_budgets()  # about once a second: an estimate that timed out goes
         if not self._started or self._last_time is None:
             return None
