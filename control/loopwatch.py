@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from common.tasks import TaskSet
+from mediaserver import memory
 
 logger = logging.getLogger(__name__)
 
@@ -249,5 +250,7 @@ class GcPolicy:
             if why:
                 self.full_collection(why)
                 last_full, departed_at_full = loop.time(), self._departures()
+                # what the collection freed goes back to the system (mediaserver/memory.py)
+                await asyncio.to_thread(memory.trim_now)
             else:
                 gc.freeze()

@@ -21,13 +21,15 @@ from aiortc.rtp import RtpPacket
 
 from common.tasks import TaskSet
 
-from . import congestion, rtp, vp8
+from . import congestion, history, rtp, vp8
 from .aiortc_hooks import ReceiverSink, RtpWriter, SfuRtpSender, fast_rtp_writer
+from .history import PacketHistory
 from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
 logger = logging.getLogger(__name__)
 
-HISTORY_SIZE = 1024  # packets kept for NACKs: ~3 s of video at 2.5 Mbps, ~20 s of audio
+# Packets kept for NACKs: by time, per kind (mediaserver/history.py), at most this many.
+HISTORY_MAX_VIDEO = history.MAX_PACKETS["video"]
 KEYFRAME_RETRY = 1.0  # seconds between a waiting down-track's keyframe requests
 # A publisher's video that resumes after this long a silence, or after this many packets
 # went missing at once, cannot be repaired by retransmission (aiortc's sender keeps 128
@@ -107,16 +109,16 @@ LAYER_UP_HEADROOM = 1.1
 LAYER_WINDOW = 2.0
 ALL_LAYERS = 3  # TID is two bits: 0-3
 # Ranges of the subscriber's numbering kept for NACKs and late packets (a new one after each
-# run of left-out packets): as many as the up-track's history holds packets, so that every
-# packet still in the history has its range.
-LAYER_RANGES = HISTORY_SIZE
+# run of left-out packets): as many as the up-track's history holds packets at most, so that
+# every packet still in the history has its range (a deque: it grows only with the runs).
+LAYER_RANGES = HISTORY_MAX_VIDEO
 # A run this long (numbers) without a frame left out starts a fresh range (see _write_layered).
 RANGE_REFRESH = 0x4000
 DROPPED_FRAMES_KEPT = 64  # timestamps of the frames left out, for their late packets
 # Numbers of the subscriber's stream kept free for packets missing upstream (layered streams):
-# as many as the history holds packets, so a late packet or a NACK still finds its number's
-# timestamp (see _fill_hole).
-HOLES_KEPT = HISTORY_SIZE
+# as many as the history holds packets at most, so a late packet or a NACK still finds its
+# number's timestamp (see _fill_hole; a dict: it grows only with the holes).
+HOLES_KEPT = HISTORY_MAX_VIDEO
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 
@@ -158,7 +160,7 @@ class ForwardedUpTrack:
         self._fanout: tuple[DownTrack, ...] = ()
         self._is_keyframe = rtp.keyframe_detector(info.mime_type)
         # Audio too: a subscriber that NACKs audio (it is negotiated per peer) gets it again.
-        self._history: list[Packet | None] = [None] * HISTORY_SIZE
+        self._history = PacketHistory(info.kind)
         self._muted = False
         self._closed = False
         self._media_ssrc: int | None = None
@@ -222,10 +224,7 @@ class ForwardedUpTrack:
             self._fanout = tuple(self._downs.values())
 
     def get_packet(self, sequence_number: int) -> Packet | None:
-        packet = self._history[sequence_number % HISTORY_SIZE]
-        if packet is None or packet.sequence_number != sequence_number:
-            return None
-        return packet
+        return self._history.get(sequence_number)
 
     def request_keyframe(self) -> None:
         if self._closed or self._info.kind != "video":
@@ -269,7 +268,7 @@ class ForwardedUpTrack:
         out = Packet(seq, timestamp, packet.marker, payload, packet.padding_size, keyframe)
         self.packets_in += 1
         self.bytes_in += len(payload)
-        self._history[out.sequence_number % HISTORY_SIZE] = out
+        self._history.put(out, self._loop.time())
         if self._muted:
             return
         for down in self._fanout:
@@ -352,7 +351,7 @@ class ForwardedUpTrack:
     def _newest_in_history(self) -> Packet | None:
         """The packet with the latest timestamp in the history (an audio track keeps no
         last sequence number of its own)."""
-        packets = [p for p in self._history if p is not None]
+        packets = self._history.packets()
         if not packets:
             return None
         reference = packets[0].timestamp
@@ -405,6 +404,7 @@ class ForwardedUpTrack:
             down.close(CloseReason.UNPUBLISHED)
         self._downs.clear()
         self._fanout = ()
+        self._history.clear()  # its payloads, at once (a closed track may wait for the GC)
         await self._tasks.close()
         self._log.debug("up-track closed: %s", reason.value)
 

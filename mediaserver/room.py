@@ -18,6 +18,7 @@ from typing import Any
 from . import aiortc_hooks
 from .forwarding import ForwardedUpTrack
 from .local import LocalSubscriber
+from .memory import HeapTrimmer
 from .options import MediaOptions
 from .participant import Send, SfuParticipant, SignallingError
 from .protocols import CloseReason, RoomObserver
@@ -275,6 +276,8 @@ class Sfu:
         self.on_room_created: list[Callable[[SfuRoom], None]] = []
         # resume tokens (their SHA-256) of the participants that may come back with them
         self._resume_tokens: dict[bytes, SfuParticipant] = {}
+        # what closed rooms freed goes back to the system (glibc keeps it otherwise)
+        self.trimmer = HeapTrimmer()
 
     # -- resume tokens -----------------------------------------------------------------------
     def issue_resume_token(self, participant: SfuParticipant) -> str:
@@ -323,6 +326,8 @@ class Sfu:
         if self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
         self.counters["rooms_closed"] += 1
+        if not self._closed:
+            self.trimmer.request()
 
     def absorb_up_track(self, up: ForwardedUpTrack) -> None:
         self.retired[f"packets_in_{up.info.kind}"] += up.packets_in
@@ -383,6 +388,7 @@ class Sfu:
         await asyncio.gather(
             *(r.close(CloseReason.SHUTDOWN) for r in rooms), return_exceptions=True
         )
+        await self.trimmer.close()
 
 
 _PER_KIND = ("forwarded_packets", "forwarded_bytes")

@@ -14,7 +14,7 @@ from typing import Any
 from aiortc.rtp import RtpPacket
 
 from mediaserver import rtp
-from mediaserver.forwarding import HISTORY_SIZE, ForwardedUpTrack, RtpDownTrack
+from mediaserver.forwarding import HISTORY_MAX_VIDEO, ForwardedUpTrack, RtpDownTrack
 from mediaserver.protocols import CloseReason, TrackInfo
 
 VP8_KEY = bytes([0x10, 0x50, 1, 2, 3])
@@ -119,7 +119,7 @@ async def test_nack_for_packet_gone_from_history_is_a_miss() -> None:
     up, down, _ = _make(sent)
     up.on_rtp(_rtp(10, 0, VP8_KEY))
     first = sent[0].sequence_number
-    for i in range(1, HISTORY_SIZE + 5):
+    for i in range(1, HISTORY_MAX_VIDEO + 5):  # arriving at once: the count bound
         up.on_rtp(_rtp(10 + i, i * 3000, VP8_DELTA))
     sent.clear()
     down.on_nack([first])
