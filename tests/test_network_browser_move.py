@@ -177,6 +177,8 @@ async def test_chromium_party_changes_network_and_stays_in_the_call(
             for m in officer_client.messages[heard:]:
                 if m["type"].startswith("participant_") and _about(m, pid):
                     seen.setdefault(m["type"], now)
+                    if m["type"] == "participant_reconnecting":
+                        seen.setdefault(f"away: {m.get('reason')}", now)
             current = await page.evaluate("() => window.remotecase.phase")
             if not phases_seen or phases_seen[-1] != current:
                 phases_seen.append(current)
