@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import itertools
 import json
@@ -373,6 +374,29 @@ class ImpairedNetwork:
         reply = await self._command(op="stats")
         stats: dict[str, dict[str, int]] = reply["stats"]
         return stats
+
+    async def move(self) -> str:
+        """The client changes network, as a phone going from Wi-Fi to 4G: its address moves to
+        a new /24 (``10.77.M.2``, the root namespace's end getting ``10.77.M.1`` as its
+        gateway) and the old one is removed, so whatever still uses the old address (sockets
+        bound to it, packets sent to it) dies; the client reaches :attr:`server_address`
+        through a host route via the new gateway, nothing beyond. Returns the new address
+        (:attr:`client_address` from now on)."""
+        assert self.topology is not None, "not started"
+        async with self._lock:  # not while a command talks to the bridge: one change at a time
+            self.topology = await asyncio.to_thread(_move, self.topology)
+        return self.topology.client_address
+
+
+def _move(t: Topology) -> Topology:
+    n = _free_subnet()
+    gateway, address = f"10.77.{n}.1", f"10.77.{n}.2"
+    _run("ip", "addr", "add", f"{gateway}/24", "dev", t.root_if)
+    # the old address gone first (the Wi-Fi lost), then the new one up (4G attached)
+    _run("ip", "addr", "del", f"{t.client_address}/24", "dev", t.client_if, ns=t.client_ns)
+    _run("ip", "addr", "add", f"{address}/24", "dev", t.client_if, ns=t.client_ns)
+    _run("ip", "route", "replace", f"{t.server_address}/32", "via", gateway, ns=t.client_ns)
+    return dataclasses.replace(t, client_address=address)
 
 
 # -- the bridge (runs in the middle namespace) -------------------------------------------------
