@@ -286,7 +286,7 @@
       send(back ? { type: "resume", resume_token: back, token } : { type: "join", token });
     };
     ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => con.showError(err));
-    ws.onclose = (e) => {
+    const closed = (e) => {
       if (call !== mine) return;
       const expected = mine.leaving;
       cleanup();
@@ -299,6 +299,13 @@
         con.showError(t("call.lost", { code: e.code }));
       }
     };
+    ws.onclose = closed;
+    // a socket the network left dead (the officer's Wi-Fi gone) is dropped and the call resumed
+    // on a new one, as after a close (heartbeat.js)
+    window.remotecaseHeartbeat.watch(ws, {
+      isCurrent: () => call === mine && mine.ws === ws,
+      onDead: () => closed({ code: 1006 }),
+    });
   }
 
   // again after a lost connection, with backoff while the network is still down (the token

@@ -750,52 +750,13 @@ function connect(token) {
   // the call token goes with a resume too: the front routes a socket to the worker of the
   // room its token names (the worker checks only the resume token)
   ws.onopen = () => send(back ? { type: "resume", resume_token: back, token } : { type: "join", token });
-  ws.onmessage = (e) => {
-    ws.heardAt = Date.now();
-    onMessage(e).catch((err) => { console.error(err); showError(t("error.unknown")); });
-  };
+  ws.onmessage = (e) => onMessage(e).catch((err) => { console.error(err); showError(t("error.unknown")); });
   ws.onclose = (e) => { onClose(e).catch((err) => console.error(err)); };
-  watchSocket(ws);
-}
-
-// The page's heartbeat (docs/signalling.md, "Staying connected"). A network that vanished under
-// the page (Wi-Fi to 4G: its address gone) closes no socket: nothing of the old connection
-// arrives any more, not even a reset, and the WebSocket stays "open" for minutes. So the page
-// sends `ping` every PING_EVERY ms, and takes the socket for dead when a ping went PING_DEAD ms
-// without anything at all (its pong, any message) heard since it was sent, or when the socket
-// did not open within PING_DEAD: it drops it and resumes on a new one, as after a close. Judged
-// by pings sent, not by silence, so a timer the browser throttles (a tab in the background)
-// never makes a live socket look dead. PING_DEAD is longer than a short outage plus TCP's
-// backoff after it (a 5 s outage keeps its socket and its media, tests/test_network_browser.py).
-const PING_EVERY = 2000;
-const PING_DEAD = 7000;
-
-function watchSocket(ws) {
-  const opened = ws.heardAt = Date.now();
-  let pings = 0;
-  let waiting = null;  // when the oldest ping not answered by anything heard since was sent
-  const dead = () => {
-    clearInterval(timer);
-    ws.onmessage = ws.onclose = null;  // whatever it says from now on is the past
-    ws.close();
-    onClose({ code: 1006 }).catch((err) => console.error(err));
-  };
-  const timer = setInterval(() => {
-    if (state.ws !== ws) return clearInterval(timer);
-    const now = Date.now();
-    if (ws.readyState === WebSocket.CONNECTING) {
-      if (now - opened > PING_DEAD) dead();
-      return;
-    }
-    if (ws.readyState !== WebSocket.OPEN) return;
-    if (waiting !== null && ws.heardAt < waiting) {
-      if (now - waiting > PING_DEAD) return dead();
-    } else {
-      waiting = now;
-    }
-    ws.send(JSON.stringify({ type: "ping", id: ++pings }));
-  }, PING_EVERY);
-  ws.addEventListener("close", () => clearInterval(timer));
+  // a socket the network left dead is dropped and the call resumed on a new one (heartbeat.js)
+  window.remotecaseHeartbeat.watch(ws, {
+    isCurrent: () => state.ws === ws,
+    onDead: () => { onClose({ code: 1006 }).catch((err) => console.error(err)); },
+  });
 }
 
 // -- the call across a reload ------------------------------------------------------------------
