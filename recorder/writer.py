@@ -35,6 +35,18 @@ from .media import EncodedFrame, Gap, TrackMuxer
 T = TypeVar("T")
 
 
+def _os_name(name: str) -> None:
+    """Name the writer thread for the operating system too (``/proc/<pid>/task/<tid>/comm``,
+    top -H), so that its CPU can be told apart (``remotecase bench education --record``).
+    Best effort: Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def track_info_json(info: TrackInfo) -> dict[str, Any]:
     return {
         "track_id": info.track_id,
@@ -135,8 +147,9 @@ class Writer:
         self._log = log
         self._save_metadata = save_metadata
         self._failed = failed
+        name = f"rec-{recording_id[-6:]}"
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"rec-{recording_id[-6:]}"
+            max_workers=1, thread_name_prefix=name, initializer=_os_name, initargs=(name,)
         )
 
     # -- from the event loop -----------------------------------------------------------------
