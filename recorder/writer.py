@@ -265,12 +265,32 @@ class Writer:
                 self.write_frames(state, frames, gaps, counts)
             except Exception as exc:
                 errors[state.info.track_id] = exc
+        self.save_if_due()
+        return errors
+
+    @property
+    def save_due(self) -> bool:
+        """A rewrite of recording.json is put off (read from the event loop: a hint)."""
+        return self._save_due
+
+    def save_if_due(self) -> None:
+        """A rewrite put off by :meth:`_save_soon`, once a segment's length has passed since the
+        last (an error is logged: the next segment's own rewrite fails its track if it lasts)."""
         if self._save_due and time.monotonic() - self._saved_at >= self.segment_seconds:
             try:
                 self._save_now()
-            except OSError:  # the next segment's own rewrite fails its track, if it lasts
+            except OSError:
                 self._log.exception("could not save recording.json")
-        return errors
+
+    def changed(self) -> None:
+        """What recording.json holds changed (participants came, went, lost their connection):
+        rewritten at most a segment's length later. At 100 viewers on a lossy network the
+        participants change many times a second, and each rewrite of a file of 100 tracks held
+        the interpreter."""
+        try:
+            self._save_soon()
+        except OSError:
+            self._log.exception("could not save recording.json")
 
     def write_frames(
         self, state: TrackState, frames: list[EncodedFrame], gaps: list[Gap], counts: dict[str, int]
@@ -413,4 +433,4 @@ class Writer:
                 )
             )
         with contextlib.suppress(OSError):
-            self._save_now()
+            self._save_soon()  # the seal and a crash's recovery both take what the log holds
