@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -39,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from .forwarding import _read_line, _wait_stop, free_port, wait_healthy
+from .load import metrics as load_metrics
 
 SIZE = (320, 240)
 
@@ -207,6 +209,88 @@ def tree_rss_mb(pid: int) -> float:
     return round(sum(_status_kb(p, "VmRSS") for p in _descendants(pid)) / 1024, 1)
 
 
+def threads_by_name(pid: int) -> dict[str, int]:
+    """The process's threads counted by their operating-system name (``/proc/PID/task/*/comm``)
+    with a trailing number taken off (``rec-1a2b3c_0`` -> ``rec-1a2b3c``): threads the server
+    names itself (``verifier``, the recorder's ``rec-``) apart from the rest (``python``: the
+    event loop and unnamed Python threads; native libraries' own names)."""
+    out: dict[str, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                name = fh.read().strip()
+        except OSError:
+            continue
+        name = re.sub(r"[-_:.]?\d+$", "", name) or "?"
+        out[name] = out.get(name, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def recorder_on_disk(recordings: Path) -> dict[str, Any]:
+    """What the recorder has written so far, from its directory: recordings, tracks, sealed
+    segments (files and bytes as stored, encrypted) and, from each ``recording.json`` (saved
+    with every segment), the gaps by cause and the tracks' counters (frames forwarded to the
+    recorder, recorded, dropped in gaps, late; packets missing; the local subscriber's queue
+    overflow) summed over tracks, and the failed tracks."""
+    segments = stored = 0
+    tracks = failed = 0
+    gaps: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    found = sorted(recordings.glob("REC_*")) if recordings.is_dir() else []
+    for rec in found:
+        for path in (rec / "segments").glob("*/*"):
+            try:
+                stored += path.stat().st_size
+            except OSError:
+                continue
+            segments += 1
+        try:
+            meta = json.loads((rec / "recording.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        for track in meta.get("tracks", {}).values():
+            tracks += 1
+            failed += track.get("failure") is not None
+            for key, value in (track.get("counts") or {}).items():
+                counts[key] = counts.get(key, 0) + int(value)
+            for gap in track.get("gaps", []):
+                g = gaps.setdefault(str(gap.get("cause")), {"gaps": 0, "frames": 0, "seconds": 0.0})
+                g["gaps"] += 1
+                g["frames"] += int(gap.get("frames") or 0)
+                g["seconds"] = round(g["seconds"] + float(gap.get("duration") or 0.0), 3)
+    return {
+        "recordings": len(found),
+        "tracks": tracks,
+        "failed_tracks": failed,
+        "segments": segments,
+        "stored_bytes": stored,
+        "gaps_by_cause": dict(sorted(gaps.items())),
+        "counts": dict(sorted(counts.items())),
+    }
+
+
+def recorder_window(
+    before: dict[str, Any], after: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """The recorder's figures for the report: the whole run's (``after``) with what the window
+    added (segments and bytes per second)."""
+    return {
+        **after,
+        "window": {
+            "segments": after["segments"] - before["segments"],
+            "stored_bytes": after["stored_bytes"] - before["stored_bytes"],
+            "segments_per_second": round((after["segments"] - before["segments"]) / seconds, 2),
+            "stored_kbit_per_second": round(
+                8 * (after["stored_bytes"] - before["stored_bytes"]) / seconds / 1000, 1
+            ),
+        },
+    }
+
+
 # -- the run ----------------------------------------------------------------------------------
 async def run_education_bench(
     *,
@@ -220,6 +304,7 @@ async def run_education_bench(
     processes: int = 4,
     warmup: float = 10.0,
     quiet: bool = False,
+    record: bool = False,
 ) -> int:
     report = await measure_education(
         viewers=viewers,
@@ -230,6 +315,7 @@ async def run_education_bench(
         fps=fps,
         processes=processes,
         warmup=warmup,
+        record=record,
     )
     if report is None:
         return 2
@@ -277,6 +363,39 @@ async def run_education_bench(
             + "".join(f", {k} {n}" for k, n in report["checks"]["failed_by_reason"].items())
             + f"); viewers counting watch time {report['counting']}"
         )
+        lag = report.get("loop_lag") or {}
+        if lag.get("count"):
+            print(
+                f"event loop lag         p50 <= {lag['p50_le_ms']} ms, p99 <= "
+                f"{lag['p99_le_ms']} ms, max <= {lag['max_le_ms']} ms ({lag['count']} wake-ups)"
+            )
+        print(
+            "threads by name        "
+            + ", ".join(f"{k} {n}" for k, n in report["threads_by_name"].items())
+        )
+        rec = report.get("recorder")
+        if rec:
+            w = rec["window"]
+            print(
+                f"recorder               {rec['recordings']} recording(s), {rec['tracks']} tracks "
+                f"({rec['failed_tracks']} failed), {rec['segments']} segments, "
+                f"{rec['stored_bytes'] / 1e6:.1f} MB stored; in the window "
+                f"{w['segments_per_second']} segments/s, {w['stored_kbit_per_second']} kbit/s; "
+                f"writer thread {rec['writer_cpu_percent']}% of one core"
+            )
+            print(
+                "  gaps by cause        "
+                + (
+                    ", ".join(
+                        f"{k} {g['gaps']} ({g['frames']} frames, {g['seconds']} s)"
+                        for k, g in rec["gaps_by_cause"].items()
+                    )
+                    or "none"
+                )
+            )
+            print(
+                "  counts               " + ", ".join(f"{k} {n}" for k, n in rec["counts"].items())
+            )
         print(
             f"machine                {report['machine']['cpus']} CPUs, load average "
             f"{report['machine']['load_average']}"
@@ -296,7 +415,11 @@ async def measure_education(
     fps: int = 5,
     processes: int = 4,
     warmup: float = 10.0,
+    record: bool = False,
 ) -> dict[str, Any] | None:
+    """The run's figures (:func:`run_education_bench` prints them). ``record``: the session is
+    recorded as the product records it (``recording.sessions``), into the run's temporary
+    directory, and the recorder's own figures are in the report (``recorder``)."""
     if viewers < 1 or seconds <= 0 or not 10 <= check_interval or not 5 <= check_window:
         print(
             "bench: --viewers >= 1, --seconds > 0, --check-interval >= 10, --check-window >= 5",
@@ -322,7 +445,8 @@ async def measure_education(
         "REMOTECASE_MEDIA__HOST_ADDRESSES": '["127.0.0.1"]',
         "REMOTECASE_MEDIA__MAX_PARTICIPANTS": str(viewers + 10),
         "REMOTECASE_LOG__LEVEL": "WARNING",
-        "REMOTECASE_RECORDING__SESSIONS": "false",
+        # the product records every session; the bench only when asked (--record)
+        "REMOTECASE_RECORDING__SESSIONS": "true" if record else "false",
         # the viewers' interval is education's own (an inquiry keeps verifier.sample_interval)
         "REMOTECASE_EDUCATION__SAMPLE_INTERVAL": str(sample_interval),
         "REMOTECASE_EDUCATION__CHECK_INTERVAL": str(check_interval),
@@ -336,7 +460,17 @@ async def measure_education(
     clients: list[Any] = []
     try:
         return await _run(
-            procs, clients, env, base, viewers, seconds, fps, processes, warmup, sample_interval
+            procs,
+            clients,
+            env,
+            base,
+            viewers,
+            seconds,
+            fps,
+            processes,
+            warmup,
+            sample_interval,
+            tmp / "var" / "recordings" if record else None,
         )
     finally:
         for client in clients:
@@ -382,6 +516,7 @@ async def _run(
     processes: int,
     warmup: float,
     sample_interval: float,
+    recordings: Path | None,
 ) -> dict[str, Any]:
     from mediaserver import aiortc_hooks
 
@@ -417,6 +552,12 @@ async def _run(
         stderr=asyncio.subprocess.DEVNULL,
     )
     procs.append(server)
+    # for a profiler or top -H alongside (py-spy record -p PID)
+    print(
+        f"bench: server pid {server.pid}, data in {env['REMOTECASE_STORAGE__DATA_DIR']}",
+        file=sys.stderr,
+        flush=True,
+    )
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         await wait_healthy(http, f"{base}/healthz", seconds=120)
@@ -530,23 +671,38 @@ async def _run(
                 1 for m in officer.messages if m.get("type") == "verification" and m.get("verdict")
             )
 
-        cpu0, ver0, v0, t0, drops0, sockets0 = (
+        async def scrape() -> dict[str, float]:
+            async with http.get(base + "/metrics") as r:
+                return load_metrics.parse(await r.text())
+
+        disk0 = await asyncio.to_thread(recorder_on_disk, recordings) if recordings else None
+        metrics0 = await scrape()
+        cpu0, ver0, rec0, v0, t0, drops0, sockets0 = (
             tree_cpu(server.pid),
             named_threads_cpu(server.pid, "verifier"),
+            named_threads_cpu(server.pid, "rec-"),
             verdicts(),
             time.monotonic(),
             udp_receive_buffer_drops(),
             udp_socket_drops(),
         )
         await asyncio.sleep(seconds)
-        cpu1, ver1, v1, t1, drops1, sockets1 = (
+        cpu1, ver1, rec1, v1, t1, drops1, sockets1 = (
             tree_cpu(server.pid),
             named_threads_cpu(server.pid, "verifier"),
+            named_threads_cpu(server.pid, "rec-"),
             verdicts(),
             time.monotonic(),
             udp_receive_buffer_drops(),
             udp_socket_drops(),
         )
+        metrics1 = await scrape()
+        named = threads_by_name(server.pid)
+        recorder: dict[str, Any] | None = None
+        if recordings is not None and disk0 is not None:
+            disk1 = await asyncio.to_thread(recorder_on_disk, recordings)
+            recorder = recorder_window(disk0, disk1, t1 - t0)
+            recorder["writer_cpu_percent"] = round(100 * (rec1 - rec0) / (t1 - t0), 1)
         # whose sockets dropped them: the server, the officer (this process) or a worker
         roles = {"server": _descendants(server.pid), "officer": [os.getpid()]}
         for i, proc in enumerate(workers):
@@ -602,6 +758,14 @@ async def _run(
         "verifier_share": round(verifier / cpu, 3) if cpu else 0.0,
         "rss_mb": rss,
         "server_threads": threads,
+        # by the operating system's thread names (the event loop and unnamed Python threads
+        # are "python"; the recorder's writer threads "rec-", the verifier's "verifier")
+        "threads_by_name": named,
+        # how late the server's event loop woke in the window (control/loopwatch.py)
+        "loop_lag": load_metrics.histogram_window(metrics0, metrics1, "lag"),
+        "recorded": recorder is not None,
+        # with --record: the recorder's own account (recorder_on_disk), else None
+        "recorder": recorder,
         "server_peak_rss_mb": peak,
         "loss_per_viewer": {
             "median": round(statistics.median(losses), 5) if losses else None,
@@ -759,10 +923,18 @@ async def _viewers(base: str, fps: int, tokens: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.education")
     sub = parser.add_subparsers(dest="role", required=True)
+    sub.add_parser(
+        "run", help="the bench: the options of remotecase bench education", add_help=False
+    )
     v = sub.add_parser("viewers")
     v.add_argument("base")
     v.add_argument("fps", type=int)
     v.add_argument("tokens", nargs="+")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # one set of options: the CLI's (control/cli.py)
+        from control.cli import main as cli
+
+        sys.exit(cli(["bench", "education", *argv[1:]]))
     args = parser.parse_args(argv)
     asyncio.run(_viewers(args.base, args.fps, args.tokens))
 

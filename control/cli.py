@@ -896,6 +896,7 @@ def cmd_bench_education(args: argparse.Namespace) -> int:
             fps=args.fps,
             processes=args.processes,
             warmup=args.warmup,
+            record=args.record,
         )
     )
 
@@ -1308,6 +1309,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edu.add_argument("--fps", type=int, default=5, help="the viewers' camera frame rate")
     edu.add_argument("--processes", type=int, default=4, help="worker processes of viewers")
+    edu.add_argument(
+        "--record",
+        action="store_true",
+        help="record the session as the product does (recording.sessions), with the "
+        "recorder's figures in the report",
+    )
     edu.add_argument("--json", action="store_true", help="last line: one JSON object")
     edu.set_defaults(func=cmd_bench_education)
     return parser

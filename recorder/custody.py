@@ -206,27 +206,50 @@ def check_rotation(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_lines(path: Path) -> list[bytes]:
-    """Complete lines of an append-only file; a torn last line is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end != len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(end)
+class _LineFile:
+    """An append-only file of lines, read from where the last read ended: the log reads what
+    another process appended at every locked step, and a step must not cost the whole file
+    (a recording appends a ``segment.written`` per track every few seconds, so the log grows by
+    tens of lines a second: reading it whole at every append made each append slower than the
+    last, and held the interpreter while it split the lines)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0  # bytes of complete lines taken so far
+
+    def read_new(self) -> list[bytes]:
+        """Complete lines appended since the last call; a torn last line (a writer killed
+        mid-line: every writer holds the log's lock while it writes) is cut off the file."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return []
+        if size == self.offset:
+            return []
+        if size < self.offset:  # pragma: no cover - the log is append-only
+            raise ValueError(f"{self.path} shrank from {self.offset} to {size} bytes")
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(self.offset + end)
+                fh.flush()
+                os.fsync(fh.fileno())
+            data = data[:end]
+        self.offset += len(data)
+        return [line for line in data.split(b"\n") if line]
+
+    def append(self, line: bytes) -> None:
+        """Append one line and make it durable (the caller holds the log's lock and has read
+        every line before it)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as fh:
+            fh.write(line + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
-        data = data[:end]
-    return [line for line in data.split(b"\n") if line]
-
-
-def _append_line(path: Path, line: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "ab") as fh:
-        fh.write(line + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        self.offset += len(line) + 1
 
 
 class CustodyLog:
@@ -241,6 +264,8 @@ class CustodyLog:
         self.witness = witness
         self._entries_path = directory / "entries.log"
         self._heads_path = directory / "heads.log"
+        self._entries_file = _LineFile(self._entries_path)
+        self._heads_file = _LineFile(self._heads_path)
         self._lock = threading.Lock()
         # another process (the CLI exporting while the server runs) may append too: every
         # write takes an exclusive lock on this file and first reads what others appended
@@ -251,16 +276,17 @@ class CustodyLog:
         self._rotations: list[dict[str, Any]] = []
         self._compact = merkle.CompactRange()  # the tree hash of all entries, kept as they come
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="custody")
-        self._take(_read_lines(self._entries_path), _read_lines(self._heads_path))
+        self._catch_up()
 
     def _take(self, lines: list[bytes], heads: list[bytes]) -> None:
-        for line in lines[len(self._lines) :]:
+        """Lines and heads that follow the ones held (read from the files, or appended)."""
+        for line in lines:
             self._lines.append(line)
             self._leaves.append(merkle.leaf_hash(line))
             self._compact.append(self._leaves[-1])
             if b'"type":"keys.signing_rotated"' in line:
                 self._rotations.append(json.loads(line))
-        for raw in heads[len(self._heads) :]:
+        for raw in heads:
             self._heads.append(TreeHead.from_json(json.loads(raw)))
 
     # -- writing ---------------------------------------------------------------------------
@@ -276,7 +302,8 @@ class CustodyLog:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _catch_up(self) -> None:
-        self._take(_read_lines(self._entries_path), _read_lines(self._heads_path))
+        """What other processes appended since this one last read (under the lock)."""
+        self._take(self._entries_file.read_new(), self._heads_file.read_new())
 
     def refresh(self) -> None:
         """Read entries other processes appended."""
@@ -306,8 +333,8 @@ class CustodyLog:
         line = canonical(entry)
         if b"\n" in line:  # pragma: no cover - canonical JSON escapes newlines
             raise ValueError("entry must serialize to one line")
-        _append_line(self._entries_path, line)
-        self._take([*self._lines, line], [])
+        self._entries_file.append(line)
+        self._take([line], [])
         return entry
 
     def _check_not_retired(self) -> None:
@@ -354,7 +381,7 @@ class CustodyLog:
                 head.version,
                 cosignature,
             )
-        _append_line(self._heads_path, canonical(head.to_json()))
+        self._heads_file.append(canonical(head.to_json()))
         self._heads.append(head)
         return head
 

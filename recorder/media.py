@@ -4,15 +4,21 @@
   timestamp and marker bit; Opus one packet per frame), on the event loop; cheap.
 * :class:`TrackMuxer` stream-copies the frames into WebM (VP8, Opus) or Matroska (H.264) with
   PyAV in live mode, so the muxer never seeks: the bytes it emits, concatenated, are the file.
-  It runs in the recording's writer thread.
+  It runs in the recording's writer thread. A video stream is made from a template stream
+  (:func:`_video_template`), not by codec name: PyAV opens a stream made by name as an
+  *encoder* when the header is written, and libvpx's VP8 encoder starts two threads and
+  allocates its look-ahead frames for every recorded camera although nothing is encoded (82 idle
+  threads at 40 viewers; docs/performance.md, "Recording 100 viewers").
 """
 
 from __future__ import annotations
 
 import collections
 import fractions
+import io
 import math
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -490,6 +496,32 @@ def container_for(info: TrackInfo) -> tuple[str, str]:
         raise ValueError(f"cannot record {info.mime_type} without transcoding") from None
 
 
+_templates: dict[str, Any] = {}  # codec -> (its input container, kept open; its stream)
+_templates_lock = threading.Lock()
+
+
+def _video_template(fmt: str, codec: str) -> Any:
+    """A stream of ``codec`` to copy an output stream's codec from, without an encoder: the
+    video stream of a one-packet file muxed once per process (the only time an encoder is
+    opened; it is closed at once). Shared by every recording's writer thread; read only."""
+    with _templates_lock:
+        found = _templates.get(codec)
+        if found is None:
+            sink = io.BytesIO()
+            with av.open(sink, "w", format=fmt) as out:  # type: ignore[call-overload]
+                stream: Any = out.add_stream(codec)
+                stream.time_base = fractions.Fraction(1, 90000)
+                packet = av.Packet(b"\x00" * 16)
+                packet.stream = stream
+                packet.pts = packet.dts = 0
+                packet.time_base = stream.time_base
+                packet.is_keyframe = True
+                out.mux(packet)
+            source = av.open(io.BytesIO(sink.getvalue()), "r")
+            found = _templates[codec] = (source, source.streams.video[0])
+        return found[1]
+
+
 class TrackMuxer:
     """One track's muxer. Not thread-safe: used from one writer thread."""
 
@@ -503,7 +535,12 @@ class TrackMuxer:
             format=fmt,  # type: ignore[call-overload]
             options={"live": "1", "cluster_time_limit": "250"},
         )
-        self._stream: Any = self._container.add_stream(codec)
+        if info.kind == "video":
+            # a stream copied from a template opens no encoder (the module's docstring)
+            template = _video_template(fmt, codec)
+            self._stream: Any = self._container.add_stream_from_template(template, opaque=False)
+        else:
+            self._stream = self._container.add_stream(codec)
         self._time_base = fractions.Fraction(1, info.clock_rate)
         self._stream.time_base = self._time_base
         if info.kind == "audio":

@@ -243,7 +243,7 @@ class Recording:
             for p in sorted(self.participants.values(), key=lambda p: p["id"])
         )
         if not self._stopping and self.attached:
-            self._writer.submit(self._save_metadata_logged)
+            self._writer.submit(self._writer.changed)
 
     def _save_metadata_logged(self) -> None:
         try:
@@ -350,6 +350,8 @@ class Recording:
                     pump.on_tick(loop.time())
                 except Exception as exc:  # the pump marks the track failed
                     pump.error = pump.error or exc
+            if self._writer.save_due:  # a rewrite put off, while no frames come to end it
+                self._writer.submit(self._writer.save_if_due)
 
     def _announce_failure(self, state: TrackState) -> None:
         if state.failure_announced or state.failure is None:

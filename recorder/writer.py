@@ -7,6 +7,16 @@ and fsync, and then appends ``segment.written`` to the custody log. A segment is
 fsynced, log entry fsynced) before the next one starts, so a kill -9 loses at most the segment in
 progress.
 
+What it costs the event loop, which forwards every packet of the room: the frames every track's
+pump queues are gathered for :data:`BATCH_SECONDS` and handed to the thread as one work item
+(one future, one wake-up of the loop when it is done), not one per frame; and
+``recording.json`` (every track's anchors, sender reports, gaps and counters: it grows with the
+room and the session) is rewritten at most once per ``segment_seconds`` while segments are cut,
+not after each of them: serializing it holds the interpreter, and with 100 cameras cutting a
+segment every 2 s the per-segment rewrite alone took most of the thread and stalled the loop
+(docs/performance.md, "Recording 100 viewers"). A track's first segment still rewrites it at once
+(the track's time anchors are in it before any of its segments is logged).
+
 A track whose muxer or disk fails stops there: what was written is kept, the forwarded frames
 after it are counted (a ``failure`` gap), and the officers hear of it at once.
 """
@@ -17,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +44,24 @@ from .layout import SEGMENTS, encrypt_segment, iso_time, segment_path
 from .media import EncodedFrame, Gap, TrackMuxer
 
 T = TypeVar("T")
+
+# frames queued by the pumps are handed to the writer thread together after this long (seconds)
+BATCH_SECONDS = 0.02
+
+# what a batch settles with: the error of each track whose frames raised past fail(), by ID
+BatchErrors = dict[str, BaseException]
+
+
+def _os_name(name: str) -> None:
+    """Name the writer thread for the operating system too (``/proc/<pid>/task/<tid>/comm``,
+    top -H), so that its CPU can be told apart (``remotecase bench education --record``).
+    Best effort: Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def track_info_json(info: TrackInfo) -> dict[str, Any]:
@@ -135,36 +164,133 @@ class Writer:
         self._log = log
         self._save_metadata = save_metadata
         self._failed = failed
+        name = f"rec-{recording_id[-6:]}"
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"rec-{recording_id[-6:]}"
+            max_workers=1, thread_name_prefix=name, initializer=_os_name, initargs=(name,)
         )
+        # event loop: the batch being gathered and the future its tracks' pumps hold
+        self._batch: list[tuple[TrackState, list[EncodedFrame], list[Gap], dict[str, int]]] = []
+        self._batch_future: asyncio.Future[BatchErrors] | None = None
+        self._batch_timer: asyncio.TimerHandle | None = None
+        # writer thread: when recording.json was last written, and whether it is behind
+        self._saved_at = -1e9
+        self._save_due = False
+        self.batches = 0  # work items of frames handed to the thread (event loop)
 
     # -- from the event loop -----------------------------------------------------------------
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the writer thread, after everything queued before it."""
+        """``fn(*args)`` on the writer thread, after everything queued before it (the batch
+        being gathered included)."""
+        self.send_batch()
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def queue_frames(
         self, state: TrackState, frames: list[EncodedFrame], gaps: list[Gap], counts: dict[str, int]
-    ) -> asyncio.Future[None]:
-        """Queue frames (and the gaps before them) for writing; the future says how it went."""
-        return asyncio.get_running_loop().run_in_executor(
-            self._executor, self.write_frames, state, frames, gaps, counts
+    ) -> asyncio.Future[BatchErrors]:
+        """Queue frames (and the gaps before them) for writing, in the batch being gathered;
+        the batch's future (shared by every track in it) settles once it is written, with the
+        error of each track whose writing raised (:meth:`write_frames` marks a track failed
+        and goes on; what raises past that is the pump's to take)."""
+        if self._batch_future is None:
+            loop = asyncio.get_running_loop()
+            self._batch_future = loop.create_future()
+            self._batch_timer = loop.call_later(BATCH_SECONDS, self.send_batch)
+        self._batch.append((state, frames, gaps, counts))
+        return self._batch_future
+
+    def send_batch(self) -> None:
+        """Hand the batch being gathered to the writer thread now (event loop)."""
+        future, batch = self._batch_future, self._batch
+        if future is None:
+            return
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+        self._batch_future, self._batch, self._batch_timer = None, [], None
+        self.batches += 1
+        written = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._write_batch, batch
         )
 
+        def settle(done: asyncio.Future[BatchErrors]) -> None:
+            if future.done():
+                return
+            if done.cancelled():
+                future.cancel()
+            elif (error := done.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result())
+
+        written.add_done_callback(settle)
+
     def submit(self, fn: Callable[[], None]) -> Future[None]:
-        """``fn()`` on the writer thread, not waited for."""
+        """``fn()`` on the writer thread, not waited for (from the event loop: after the
+        batch being gathered)."""
+        self.send_batch()
         return self._executor.submit(fn)
 
     async def close(self) -> None:
         """Let the queued work finish and end the thread (off the event loop)."""
+        self.send_batch()
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     # -- writer thread -----------------------------------------------------------------------
     def add_track(self, state: TrackState) -> None:
         (self.directory / SEGMENTS / state.info.track_id).mkdir(mode=0o700)
         self.tracks[state.info.track_id] = state
+        self._save_now()
+
+    def _save_now(self) -> None:
+        """Rewrite recording.json (raises OSError)."""
+        self._save_due = False
         self._save_metadata()
+        self._saved_at = time.monotonic()
+
+    def _save_soon(self) -> None:
+        """After a segment: rewrite recording.json if it was last written a segment's length
+        ago, else once that much time has passed (at the end of a later batch)."""
+        if time.monotonic() - self._saved_at >= self.segment_seconds:
+            self._save_now()
+        else:
+            self._save_due = True
+
+    def _write_batch(
+        self, batch: list[tuple[TrackState, list[EncodedFrame], list[Gap], dict[str, int]]]
+    ) -> BatchErrors:
+        errors: BatchErrors = {}
+        for state, frames, gaps, counts in batch:
+            if state.info.track_id in errors:
+                continue  # that track's pump stops at its error; the others go on
+            try:
+                self.write_frames(state, frames, gaps, counts)
+            except Exception as exc:
+                errors[state.info.track_id] = exc
+        self.save_if_due()
+        return errors
+
+    @property
+    def save_due(self) -> bool:
+        """A rewrite of recording.json is put off (read from the event loop: a hint)."""
+        return self._save_due
+
+    def save_if_due(self) -> None:
+        """A rewrite put off by :meth:`_save_soon`, once a segment's length has passed since the
+        last (an error is logged: the next segment's own rewrite fails its track if it lasts)."""
+        if self._save_due and time.monotonic() - self._saved_at >= self.segment_seconds:
+            try:
+                self._save_now()
+            except OSError:
+                self._log.exception("could not save recording.json")
+
+    def changed(self) -> None:
+        """What recording.json holds changed (participants came, went, lost their connection):
+        rewritten at most a segment's length later. At 100 viewers on a lossy network the
+        participants change many times a second, and each rewrite of a file of 100 tracks held
+        the interpreter."""
+        try:
+            self._save_soon()
+        except OSError:
+            self._log.exception("could not save recording.json")
 
     def write_frames(
         self, state: TrackState, frames: list[EncodedFrame], gaps: list[Gap], counts: dict[str, int]
@@ -184,7 +310,7 @@ class Writer:
     def _write_frame(self, state: TrackState, frame: EncodedFrame) -> None:
         if state.muxer is None:
             state.muxer = TrackMuxer(state.info)
-            self._save_metadata()  # the track's time anchors survive a crash
+            self._save_soon()  # the track's time anchors: at its first segment at the latest
         if state.frames and frame.timestamp <= state.last_ts:
             state.late_frames += 1  # never a timestamp that goes back into the muxer
             return
@@ -223,7 +349,7 @@ class Writer:
             with contextlib.suppress(Exception):
                 self._cut(state, state.muxer.take())
         with contextlib.suppress(OSError):
-            self._save_metadata()
+            self._save_now()
         self._failed(state)
 
     def _cut(self, state: TrackState, chunk: bytes) -> None:
@@ -257,8 +383,12 @@ class Writer:
         )
         state.segments.append({**record, "log_index": entry["index"]})
         state.segment_frames = 0
-        # participants, sender reports and gaps so far survive a crash with the segment
-        self._save_metadata()
+        # participants, sender reports and gaps so far survive a crash: with a track's first
+        # segment at once (its time anchors), then at most a segment's length behind
+        if index == 0:
+            self._save_now()
+        else:
+            self._save_soon()
 
     def finish_track(
         self,
@@ -303,4 +433,4 @@ class Writer:
                 )
             )
         with contextlib.suppress(OSError):
-            self._save_metadata()
+            self._save_soon()  # the seal and a crash's recovery both take what the log holds

@@ -349,6 +349,55 @@ def test_bench_education_runs_a_session_with_face_checks() -> None:
     assert "server CPU" in result.stdout
 
 
+def test_bench_education_records_with_the_recorder_figures() -> None:
+    """--record: the session is recorded as the product records it, and the report carries
+    the recorder's own figures (its segments and bytes on disk, gaps by cause, the tracks'
+    counters, the writer thread's CPU) and the server's threads by name."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.education",
+            "run",
+            "--viewers",
+            "2",
+            "--seconds",
+            "6",
+            "--warmup",
+            "4",
+            "--processes",
+            "1",
+            "--check-interval",
+            "60",
+            "--check-window",
+            "45",
+            "--record",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["recorded"] is True and report["joined"] == 2
+    rec = report["recorder"]
+    # one recording: the officer's video and audio and each viewer's camera
+    assert rec["recordings"] == 1 and rec["tracks"] >= 4 and rec["failed_tracks"] == 0
+    # 2 s segments over a 6 s window after the warm-up: sealed and stored
+    assert rec["segments"] >= 4 and rec["stored_bytes"] > 0
+    assert rec["window"]["segments"] > 0 and rec["window"]["stored_kbit_per_second"] > 0
+    assert rec["counts"]["forwarded_frames"] > 0
+    assert all(
+        cause in ("loss", "outage", "muted", "left", "failure") for cause in rec["gaps_by_cause"]
+    )
+    # the writer thread is named for the operating system, so its CPU is told apart
+    assert any(name.startswith("rec-") for name in report["threads_by_name"])
+    assert rec["writer_cpu_percent"] >= 0
+    assert "recorder" in result.stdout and report["loop_lag"]["count"] > 0
+
+
 def test_bench_education_names_whose_sockets_drop() -> None:
     """A socket whose receive buffer overflows is found by inode in /proc/net/udp and counted
     for the process that holds it, not for another role."""

@@ -152,6 +152,28 @@ def test_entries_are_durable_and_a_torn_line_is_dropped(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_two_writers_interleave_and_each_reads_only_what_is_new(tmp_path: Path) -> None:
+    """The server and the CLI append to one log (each takes the file lock and first reads what
+    the other appended): entries interleave without a gap or a repeat, each log's tree covers
+    every entry, and a step reads only the bytes appended since the last one, not the whole
+    file (a recording appends tens of lines a second)."""
+    key = Ed25519PrivateKey.generate()
+    server, cli = CustodyLog(tmp_path / "c", key), CustodyLog(tmp_path / "c", key)
+    for i in range(10):
+        writer = server if i % 3 else cli
+        assert writer.append("recording.viewed", actor="supervisor", n=i)["index"] == i
+    server.sign_head()
+    cli.refresh()
+    assert server.size == cli.size == 10
+    assert [e["n"] for e in cli.entries()] == list(range(10))
+    assert cli.latest_head() == server.latest_head()
+    entries = tmp_path / "c" / "entries.log"
+    assert server._entries_file.offset == cli._entries_file.offset == entries.stat().st_size
+    assert verify_log(tmp_path / "c", key.public_key()) == []
+    server.close()
+    cli.close()
+
+
 def test_one_pass_roots_equal_the_recursive_tree_hash() -> None:
     from recorder import merkle
 

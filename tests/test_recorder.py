@@ -477,3 +477,29 @@ async def test_stop_is_idempotent_and_leaves_nothing_running(
     assert recording.dump() == {"tasks": 0, "pumps": 0, "subscribers": 0}
     # still listed as active (stopped behind the recorder's back): closing the server stops
     # it once more, which returns at once, and the fixture finds nothing left running
+
+
+def test_sender_reports_are_kept_every_30_s_and_at_every_clock_jump() -> None:
+    """A publisher reports its NTP/RTP mapping about once a second; a track keeps the first,
+    one per 30 s on the same line, and every report off that line by more than 10 ms (its clock
+    was set or restarted), so recording.json no longer grows by a pair per track and second."""
+    from recorder.pump import keep_sender_report
+
+    ntp0, rate = 3_900_000_000 << 32, 90000
+
+    def report(second: float, rtp_offset: float = 0.0) -> tuple[int, int]:
+        rtp = int((second + rtp_offset) * rate) & 0xFFFFFFFF
+        return ntp0 + int(second * 2**32), (0xFFFF0000 + rtp) & 0xFFFFFFFF  # RTP wraps
+
+    kept = [report(0)]
+    reports = [report(s) for s in range(1, 121)]
+    reports += [report(s, rtp_offset=0.5) for s in range(121, 125)]  # the clock jumped
+    for r in reports:
+        if keep_sender_report(kept[-1], r, rate):
+            kept.append(r)
+    seconds = [round((n - ntp0) / 2**32) for n, _ in kept]
+    assert seconds == [0, 30, 60, 90, 120, 121]
+    # 5 ms of drift in a second is on the line; a step back in NTP time is kept
+    assert not keep_sender_report(report(0), report(1, rtp_offset=0.005), rate)
+    assert keep_sender_report(report(10), report(9), rate)
+    assert not keep_sender_report(report(3), report(3), rate)
