@@ -489,6 +489,12 @@ async def _run(
                 json={"reason": "bench viewer"},
             )
 
+        # the officer's connections keep ICE consent as RFC 7675 has it, as the server's and the
+        # viewer workers' do: aioice's own gives up after six unanswered single requests of
+        # 0.5 s, which a loaded machine can cause while the call works. Issue 17: the officer's
+        # media closed mid-run (peer_closed) left the later viewers without a presenter; this
+        # process's stock consent is a suspect, not proven the cause
+        aiortc_hooks.install()
         aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
         officer = PeerClient(base, session["token"], decode=False)
         clients.append(officer)
