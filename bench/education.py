@@ -542,6 +542,8 @@ async def _run(
     _, err = await add.communicate()
     if add.returncode != 0:
         raise RuntimeError(f"cannot create the bench officer: {err.decode()}")
+    server_log = Path(env["REMOTECASE_STORAGE__DATA_DIR"]).parent / "server.log"
+    log_fd = os.open(server_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     server = await asyncio.create_subprocess_exec(
         python,
         "-m",
@@ -549,8 +551,11 @@ async def _run(
         "serve",
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        # the server's warnings (a socket closed as too slow, an offer unanswered, a task that
+        # failed) are kept, and shown when the viewers do not all receive the presenter
+        stderr=log_fd,
     )
+    os.close(log_fd)
     procs.append(server)
     # for a profiler or top -H alongside (py-spy record -p PID)
     print(
@@ -625,6 +630,12 @@ async def _run(
                 json={"reason": "bench viewer"},
             )
 
+        # the officer's connections keep ICE consent as RFC 7675 has it, as the server's and the
+        # viewer workers' do: aioice's own gives up after six unanswered single requests of
+        # 0.5 s, which a loaded machine can cause while the call works. Issue 17: the officer's
+        # media closed mid-run (peer_closed) left the later viewers without a presenter; this
+        # process's stock consent is a suspect, not proven the cause
+        aiortc_hooks.install()
         aiortc_hooks.restrict_host_addresses(["127.0.0.1"])
         officer = PeerClient(base, session["token"], decode=False)
         clients.append(officer)
@@ -653,8 +664,12 @@ async def _run(
         join_limit = 120 + 3 * viewers
         for proc in workers:
             await _read_line(proc, "JOINED", join_limit)
-        for proc in workers:
-            await _read_line(proc, "RECEIVING", join_limit)
+        try:
+            for proc in workers:
+                await _read_line(proc, "RECEIVING", join_limit)
+        except (TimeoutError, RuntimeError):
+            _say_why_not_receiving(officer, Path(env["REMOTECASE_STORAGE__DATA_DIR"]).parent)
+            raise
         await asyncio.sleep(warmup)
         # steady state: every viewer's join check decided (bounded: a loaded machine may judge
         # late, and a viewer whose check never decides is in the report as such)
@@ -800,6 +815,42 @@ async def _run(
     }
 
 
+def _signalling_state(client: Any) -> dict[str, Any]:
+    """What a bench client's signalling went through: to tell a socket the server closed from
+    an offer that never came (issue 17's viewers that never received the presenter)."""
+    kinds: dict[str, int] = {}
+    for m in client.messages:
+        kinds[str(m.get("type"))] = kinds.get(str(m.get("type")), 0) + 1
+    return {
+        "ws_close_code": client.ws_close_code,
+        "bye": client.closed_reason,
+        "errors": sorted({str(e.get("code")) for e in client.errors}),
+        "messages": kinds,
+    }
+
+
+def _say_why_not_receiving(officer: Any, tmp: Path) -> None:
+    """The officer's side and the server's warnings, when viewers never got the presenter."""
+    print(
+        "bench: not every viewer receives the presenter; the officer's signalling:",
+        json.dumps(_signalling_state(officer)),
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        lines = (tmp / "server.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    warnings = [line for line in lines if "WARNING" in line or "ERROR" in line]
+    print(
+        f"bench: the server's last warnings ({len(warnings)} in all):",
+        *warnings[-40:],
+        sep="\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _decided(viewer: dict[str, Any]) -> bool:
     checks = (viewer.get("attendance") or {}).get("checks", [])
     return any(c.get("result") in ("passed", "failed") for c in checks)
@@ -888,12 +939,46 @@ async def _viewers(base: str, fps: int, tokens: list[str]) -> None:
             if abs(waited - 30.0) < 0.1:
                 for c in clients:
                     if not presenter_heard(c):
+                        # whether the presenter was in the room when it joined, what became
+                        # of the presenter after, and of this viewer's own signalling
+                        present = [
+                            (p["id"], len(p.get("tracks") or []))
+                            for p in (c.joined or {}).get("participants", [])
+                            if p.get("id") in officers
+                        ]
+                        events = [
+                            {k: m.get(k) for k in ("type", "participant", "reason", "track")}
+                            for m in c.messages
+                            if m.get("type")
+                            in ("participant_left", "participant_reconnecting", "track_unpublished")
+                            and m.get("participant") in officers
+                        ]
+                        leaves: dict[str, int] = {}
+                        for m in c.messages:
+                            if m.get("type") == "participant_left":
+                                why = str(m.get("reason"))
+                                leaves[why] = leaves.get(why, 0) + 1
+                        offers = [
+                            sorted({t.get("participant") for t in (m.get("tracks") or {}).values()})
+                            for m in c.messages
+                            if m.get("type") == "offer"
+                        ]
                         print(
                             "bench: a viewer receives nothing of the presenter after 30 s "
                             "(officers, its mids, packets per mid):",
                             sorted(officers),
                             c.tracks,
                             dict(c.received_packets),
+                            "| presenter at its join:",
+                            present,
+                            "| the presenter's events:",
+                            events,
+                            "| others' leaves by reason:",
+                            leaves,
+                            "| offers (whose tracks):",
+                            offers,
+                            "| its signalling:",
+                            json.dumps(_signalling_state(c)),
                             file=sys.stderr,
                             flush=True,
                         )
