@@ -62,6 +62,20 @@ LOSS_FAST_PACKETS = 50
 LOSS_FAST = 0.3
 LOSS_CALM_SECONDS = 2.0
 LOSS_CALM_PACKETS = 10
+# A loss bound never goes below this (bits/s): audio lost on the link lowers its video from
+# the estimate, again and again while it lasts, and without a floor a minute of steady audio
+# loss took the bound to a few kbit/s, a frozen picture for the rest of the call.
+LOSS_FLOOR_BPS = 40_000
+# A loss bound no window has judged for this long (seconds) rises by LOSS_INCREASE a second
+# (and lapses once far above what is sent), as a calm window would raise it: a down-track
+# held under its stream's rate pauses, every pause restarts the window, and the bound would
+# otherwise stay where one bad minute left it. If the link is still thin, its next window
+# (the fast one: LOSS_FAST_PACKETS at LOSS_FAST) lowers it again: that is the probe.
+LOSS_STALE = 3.0
+# Retransmissions on a link that is not limited are paced by the loss bound only while a
+# window judged within this many seconds lost more than LOSS_HIGH; after that every NACK the
+# history can answer is answered again.
+RETRANSMIT_PACE_SECONDS = 5.0
 # A REMB older than this (seconds) no longer counts: the receiver stopped sending it.
 REMB_TIMEOUT = 5.0
 # A down-track held to its link's estimate may send this much more than the receiver's REMB
@@ -88,6 +102,9 @@ class LinkEstimate:
         self.remb_bps: int | None = None
         self.remb_time = -1e9
         self.loss_bps: float | None = None  # None: no loss-based limit (yet)
+        self.loss_time = -1e9  # when a window last set or judged the bound (LOSS_STALE)
+        self.high_loss_time = -1e9  # when a window last lost more than LOSS_HIGH
+        self.sent_bps = 0.0  # what was sent in the last window judged
         self.fraction_lost = 0.0
         self.rembs = 0
         self.reports = 0
@@ -97,15 +114,21 @@ class LinkEstimate:
         self.remb_time = now
         self.rembs += 1
 
-    def on_loss(self, fraction_lost: float, sent_bps: float, seconds: float = 1.0) -> None:
-        """Receiver reports over ``seconds``: ``fraction_lost`` (0-1) of what was sent in that
-        time, while the link was being sent ``sent_bps``."""
+    def on_loss(
+        self, fraction_lost: float, sent_bps: float, seconds: float = 1.0, now: float = 0.0
+    ) -> None:
+        """Receiver reports over ``seconds`` up to ``now``: ``fraction_lost`` (0-1) of what was
+        sent in that time, while the link was being sent ``sent_bps``."""
         self.reports += 1
         self.fraction_lost = fraction_lost
+        self._age(now)
+        self.loss_time = now
+        self.sent_bps = sent_bps
         if fraction_lost > LOSS_HIGH:
             # from what was sent, not from the previous bound: a down-track that already keeps
             # to the bound sends less, and the bound would spiral down to nothing
-            self.loss_bps = max(1.0, sent_bps * (1.0 - 0.5 * fraction_lost))
+            self.loss_bps = max(LOSS_FLOOR_BPS, sent_bps * (1.0 - 0.5 * fraction_lost))
+            self.high_loss_time = now
         elif fraction_lost < LOSS_LOW and self.loss_bps is not None:
             self.loss_bps *= LOSS_INCREASE ** max(1.0, seconds)
             if sent_bps > 0 and self.loss_bps > 2 * sent_bps:
@@ -122,12 +145,32 @@ class LinkEstimate:
             base = self.estimate(now)
             if base is None:
                 base = int(sent_bps)
-            bound = max(1.0, base * (1.0 - 0.5 * fraction_lost))
+            bound = max(LOSS_FLOOR_BPS, base * (1.0 - 0.5 * fraction_lost))
             self.loss_bps = bound if self.loss_bps is None else min(self.loss_bps, bound)
+            self.loss_time = self.high_loss_time = now
+
+    def _age(self, now: float) -> None:
+        """A bound no window judged for LOSS_STALE seconds rises as calm windows would."""
+        if self.loss_bps is None:
+            return
+        stale = now - self.loss_time - LOSS_STALE
+        if stale <= 0:
+            return
+        self.loss_bps *= LOSS_INCREASE**stale
+        self.loss_time = now - LOSS_STALE  # the rise so far is taken
+        if self.sent_bps > 0 and self.loss_bps > 2 * self.sent_bps:
+            self.loss_bps = None  # far above what was sent: no longer a limit
+
+    def paces_retransmissions(self, now: float) -> bool:
+        """Whether a link that is not limited still keeps its retransmissions to a share of
+        the loss bound: only while a recent window lost more than LOSS_HIGH."""
+        self._age(now)
+        return self.loss_bps is not None and now - self.high_loss_time <= RETRANSMIT_PACE_SECONDS
 
     def budget(self, now: float) -> int | None:
         """What a down-track held to this link may send (bits/s): the loss bound, and the REMB
         with REMB_HEADROOM; None while nothing says anything."""
+        self._age(now)
         bounds: list[float] = []
         if self.remb_bps is not None and now - self.remb_time <= REMB_TIMEOUT:
             bounds.append(self.remb_bps * REMB_HEADROOM)
@@ -137,6 +180,7 @@ class LinkEstimate:
 
     def estimate(self, now: float) -> int | None:
         """Bits per second this link takes, or None while nothing says it is limited."""
+        self._age(now)
         bounds: list[float] = []
         if self.remb_bps is not None and now - self.remb_time <= REMB_TIMEOUT:
             bounds.append(self.remb_bps)

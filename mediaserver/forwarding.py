@@ -1160,8 +1160,10 @@ class RtpDownTrack:
                 self._set_budgets(estimate, now)
                 return
             self._link_budget = None  # not limited: every frame goes
-            if self.link.loss_bps is None:
-                self._rtx_budget = None  # nothing says the link is short: every NACK answered
+            if not self.link.paces_retransmissions(now) or self.link.loss_bps is None:
+                # nothing says the link is short (no loss bound, or no heavy loss lately):
+                # every NACK the history can answer is answered
+                self._rtx_budget = None
                 return
             share = congestion.RETRANSMIT_SHARE * self.link.loss_bps
             self._set_rtx_budget(share / 8, now)
@@ -1237,7 +1239,7 @@ class RtpDownTrack:
         if judged is not None:
             fraction, sent_bps, seconds = judged
             if sent_bps > 0:
-                self.link.on_loss(fraction, sent_bps, seconds)
+                self.link.on_loss(fraction, sent_bps, seconds, time.monotonic())
                 self._update_budgets()
             if self.up.info.kind == "audio" and fraction > congestion.LOSS_HIGH:
                 for video in self._siblings("video"):

@@ -97,3 +97,31 @@ def test_extension_block_with_mid_and_abs_send_time() -> None:
     block, at = rtp.extension_block(None, 3)
     assert at == 5
     assert _parse(block[:at] + rtp.abs_send_time(70.0) + block[at + 3 :]).extensions.abs_send_time
+
+
+def test_a_loss_bound_has_a_floor_and_rises_again_when_no_window_judges_it() -> None:
+    # steady audio loss lowers the video from its estimate again and again: never to nothing
+    link = LinkEstimate()
+    link.on_loss(0.5, 150_000, 1.0, 0.0)
+    for i in range(40):
+        link.on_other_loss(0.15, 60_000, 0.1 * i)
+    assert link.loss_bps == congestion.LOSS_FLOOR_BPS
+    # a down-track held under its stream pauses and no window completes: the bound is not
+    # left where the bad minute put it, it rises as calm windows would raise it
+    held = link.estimate(4.0 + congestion.LOSS_STALE - 0.1)
+    assert held == congestion.LOSS_FLOOR_BPS
+    later = link.estimate(4.0 + congestion.LOSS_STALE + 5.0)
+    assert later is not None and later > 1.4 * congestion.LOSS_FLOOR_BPS
+    # and lapses once far above what was sent
+    assert link.estimate(4.0 + congestion.LOSS_STALE + 60.0) is None
+
+
+def test_retransmissions_are_paced_only_while_heavy_loss_is_recent() -> None:
+    link = LinkEstimate()
+    assert not link.paces_retransmissions(0.0)  # no bound: every NACK answered
+    link.on_loss(0.3, 500_000, 1.0, 10.0)
+    assert link.paces_retransmissions(12.0)
+    # a mobile link losing a few percent keeps its bound, but its NACKs are answered again
+    link.on_loss(0.05, 400_000, 1.0, 14.0)
+    assert link.loss_bps is not None
+    assert not link.paces_retransmissions(10.1 + congestion.RETRANSMIT_PACE_SECONDS)
