@@ -771,6 +771,20 @@ class SfuRtpSender(RTCRtpSender):
             await super()._handle_rtcp_packet(packet)
 
 
+def transport_sender_hooks(sender: Any) -> list[Any]:
+    """The SFU hooks (down-tracks) of every sender that shares ``sender``'s DTLS transport
+    (aiortc's private ``_rtp_router``: one transport per peer connection when bundled)."""
+    transport = getattr(sender, "transport", None)
+    router = getattr(transport, "_rtp_router", None)
+    if router is None:
+        return []
+    return [
+        hooks
+        for other in router.senders.values()
+        if (hooks := getattr(other, "_sfu_hooks", None)) is not None
+    ]
+
+
 class RtpWriter(Protocol):
     """Builds, protects and sends one RTP packet (the arguments of :func:`rtp.build_packet`)."""
 

@@ -22,7 +22,13 @@ from aiortc.rtp import RtpPacket
 from common.tasks import TaskSet
 
 from . import congestion, history, rtp, vp8
-from .aiortc_hooks import ReceiverSink, RtpWriter, SfuRtpSender, fast_rtp_writer
+from .aiortc_hooks import (
+    ReceiverSink,
+    RtpWriter,
+    SfuRtpSender,
+    fast_rtp_writer,
+    transport_sender_hooks,
+)
 from .history import PacketHistory
 from .protocols import CloseReason, DownTrack, Packet, TrackInfo, UpTrack
 
@@ -1109,17 +1115,14 @@ class RtpDownTrack:
 
     def _siblings(self, kind: str) -> list[RtpDownTrack]:
         """The subscriber's other down-tracks of ``kind`` on this one's transport."""
-        transport = getattr(self._sender, "transport", None)
-        router = getattr(transport, "_rtp_router", None)
-        if router is None:
-            return []
-        found = []
-        for sender in router.senders.values():
-            other = getattr(sender, "_sfu_hooks", None)
-            if isinstance(other, RtpDownTrack) and other is not self and not other.closed:
-                if other.up.info.kind == kind:
-                    found.append(other)
-        return found
+        return [
+            other
+            for other in transport_sender_hooks(self._sender)
+            if isinstance(other, RtpDownTrack)
+            and other is not self
+            and not other.closed
+            and other.up.info.kind == kind
+        ]
 
     def _pause_debt(self, now: float) -> float:
         """Seconds of the estimate the link may be behind before frames are left out."""

@@ -39,7 +39,7 @@ def test_trim_gives_back_what_the_heap_kept() -> None:
 async def test_a_trim_follows_the_close_of_rooms(server: Server, clients: list[PeerClient]) -> None:
     """Two rooms end together: one trim, a moment after the last closed, none while open."""
     trimmer = server.sfu.trimmer
-    trimmer.delay = 3.0  # both rooms close within it, even on a busy machine
+    trimmer.delay = 6.0  # both rooms close within it, even on a busy machine
     trims = trimmer.trims
     pairs = []
     for room in ("trim1", "trim2"):
@@ -56,7 +56,8 @@ async def test_a_trim_follows_the_close_of_rooms(server: Server, clients: list[P
         await a.leave()
         await b.leave()
     await wait_until(lambda: not server.sfu.rooms, timeout=20, what="rooms closed")
-    assert trimmer.pending
-    await wait_until(lambda: trimmer.trims > trims, timeout=10, what="a trim")
+    # pending, or (a poll late by the whole delay on a busy machine) already done
+    assert trimmer.pending or trimmer.trims == trims + 1
+    await wait_until(lambda: trimmer.trims > trims, timeout=20, what="a trim")
     await asyncio.sleep(1.0)
     assert trimmer.trims == trims + 1 and not trimmer.pending  # one for both rooms
