@@ -77,7 +77,12 @@ def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise json_error(web.HTTPUnauthorized, "unauthorized", detail="no_token")
-    return header[len("Bearer ") :].strip()
+    token = header[len("Bearer ") :].strip()
+    if not token.isascii():
+        # no token of ours (logins, links and call tokens are base64url); a header's bytes
+        # that are not UTF-8 arrive as lone surrogates, which would not even hash
+        raise json_error(web.HTTPUnauthorized, "unauthorized", detail="bad_token")
+    return token
 
 
 # what an observer may not do although it is a GET: take the evidence itself away
@@ -114,6 +119,23 @@ async def officer(request: web.Request) -> Officer:
 # the party page's device secret (control/sessions/invitations.py binds a link to it when the
 # page redeems it); sent with every request the page makes with the link itself
 DEVICE_HEADER = "X-Remotecase-Device"
+DEVICE_MIN, DEVICE_MAX = 22, 100  # the page's secret: at least 128 bits in base64url
+
+
+def device_secret(request: web.Request) -> str | None:
+    """The party page's device secret (:data:`DEVICE_HEADER`), None when not sent; one that is
+    not ASCII (no page makes one: base64url) is refused, 400."""
+    device = request.headers.get(DEVICE_HEADER) or None
+    if device is not None and not device.isascii():
+        raise json_error(
+            web.HTTPBadRequest,
+            "bad_request",
+            key="bad_request.device",
+            field=DEVICE_HEADER,
+            min=DEVICE_MIN,
+            max=DEVICE_MAX,
+        )
+    return device
 
 
 async def party(request: web.Request) -> PartyCaller:
@@ -158,7 +180,7 @@ async def party(request: web.Request) -> PartyCaller:
 
         caller = await request.app[DB].run(by_grant)
     else:
-        device = request.headers.get(DEVICE_HEADER, "")
+        device = device_secret(request) or ""
 
         def by_invitation(conn: sqlite3.Connection) -> PartyCaller | str | None:
             # joining uses a link once; until it expires or is revoked it still lets its party

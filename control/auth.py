@@ -124,7 +124,12 @@ def check_login(password: str, stored: str | None) -> tuple[bool, str | None]:
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    """The SHA-256 a token is kept as. Tokens the server makes are ASCII (base64url), and
+    every endpoint refuses one that is not (400/401) before it gets here; a text that is not
+    ASCII, even lone surrogates (valid JSON, ``"\\ud800"``; a header's undecodable bytes),
+    still hashes (UTF-8, surrogates as they are) to a value no token of ours has: it opens
+    nothing, and never raises."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -552,7 +552,8 @@ class EducationConfig(_Section):
     # a company's attendance record sent to it (control/education/sending.py): days its link
     # stays valid, and the address the link starts with (the server as companies reach it:
     # "https://jj.example.gov.cn"; empty: the server's own server.host and port, when it has
-    # one: never an address a request names)
+    # one a company reaches, not loopback (the default), link-local or every interface: never
+    # an address a request names)
     record_link_days: int = 30
     public_url: str = ""
 

@@ -221,7 +221,7 @@ class EventHub:
             body = None
         token = body.get("token") if isinstance(body, dict) and body.get("type") == "auth" else None
         officer = None
-        if isinstance(token, str) and len(token) < 200:
+        if isinstance(token, str) and len(token) < 200 and token.isascii():
             officer = await request.app[DB].run(lambda c: officer_for(c, token))
         if officer is None:
             await ws.send_json(_error(request, "unauthorized", key="events.unauthorized"))

@@ -1058,7 +1058,14 @@ async def _recorded_session(w: World, server: Any) -> None:
 
 @pytest.mark.timeout(600)
 async def test_access_matrix(tmp_path: Path) -> None:
-    server = await start_server(make_config(tmp_path, recording={"segment_seconds": 1.0}))
+    server = await start_server(
+        make_config(
+            tmp_path,
+            recording={"segment_seconds": 1.0},
+            # companies' links: the default bind (loopback) is no address of their own
+            education={"public_url": "https://jj.example.gov.cn"},
+        )
+    )
     db = server.app[DB]
     accounts = {
         "officer": ("li", "officer", "brigade-1"),

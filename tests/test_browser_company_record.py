@@ -6,6 +6,7 @@ no CSP violation; screenshots in the test's directory."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from control.appkeys import DB
 from control.delivery.channels import outbox
-from tests.conftest import Api, Server, officer_login
+from tests.conftest import Api, Server, leftovers, make_config, officer_login, start_server
 from tests.test_browser import _wait_for, chromium, face_image, write_y4m
 
 pytestmark = pytest.mark.browser
@@ -23,6 +24,19 @@ ROSTER = (
     "企业名称,角色,姓名,身份证号,企业联系邮箱\n"
     "顺达运输有限公司,驾驶员,李华,110101199003071234,safety@shunda.example.cn\n"
 )
+
+
+# the address companies reach the server by (the default bind, 127.0.0.1, is none): the
+# links start with it, and the test opens them on this server instead
+PUBLIC = "https://jj.example.gov.cn"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = await start_server(make_config(tmp_path, education={"public_url": PUBLIC}))
+    yield srv
+    await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}, "left behind after the server stopped"
 
 
 async def _overflow(page: Any) -> bool:
@@ -59,6 +73,8 @@ async def test_a_company_opens_its_link_and_downloads_its_record(
         notice = (await server.app[DB].run(outbox))[-1]
         # the page in Chinese whatever the browser prefers (as a company in China reads it)
         link = _link(str(notice["text"])).replace("#t=", "?lang=zh-CN#t=")
+        assert link.startswith(f"{PUBLIC}/company-record?"), link
+        link = server.base_url + link.removeprefix(PUBLIC)
 
         camera = tmp_path / "camera.y4m"
         write_y4m(camera, face_image(), frames=2)

@@ -40,9 +40,15 @@ async def public(api: Api, path: str, token: str) -> tuple[int, Any]:
     return await api.call("POST", path, None, {"token": token})
 
 
+PUBLIC = "https://jj.example.gov.cn"
+
+
 @pytest.fixture
 async def edu(tmp_path: Path) -> Any:
-    server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
+    # (the default bind, 127.0.0.1, is no address a company reaches: public_url is needed)
+    server = await start_server(
+        make_config(tmp_path, verifier={"enabled": False}, education={"public_url": PUBLIC})
+    )
     async with aiohttp.ClientSession() as http:
         api = Api(http, server.base_url)
         li = await officer_login(server, api)
@@ -324,12 +330,21 @@ async def test_a_forged_host_never_reaches_the_companies_link(tmp_path: Path) ->
     education.public_url the server's own configured address, and a request naming another
     host (a forged Host header) or another link_base is refused, Chinese first, nothing sent;
     with it, the link is public_url whatever the request says."""
-    server = await start_server(make_config(tmp_path / "own", verifier={"enabled": False}))
+    config = make_config(
+        tmp_path / "own",
+        verifier={"enabled": False},
+        # its configured address (the test's site binds 127.0.0.1 only; requests name it)
+        server={"host": "10.20.30.40", "port": 0},
+        auth={"dev_join": False},  # (development mode needs a loopback bind)
+    )
+    server = await start_server(config)
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, server.base_url)
             li = await officer_login(server, api)
             base = await _one_company_records(api, li)
+            own = f"http://10.20.30.40:{server.base_url.rsplit(':', 1)[1]}"
+            named = {"Host": own.removeprefix("http://")}
             forged = {"Host": "jj-gov.example.net"}
             status, body = await api.call("POST", f"{base}/send", li, {}, headers=forged)
             assert (status, body["error"]) == (400, "host_refused"), body
@@ -344,13 +359,21 @@ async def test_a_forged_host_never_reaches_the_companies_link(tmp_path: Path) ->
             assert await _links(server) == []  # nothing went out, no send row was made
             _, overview = await api.call("GET", f"{base}/sends", li)
             assert [c["state"] for c in overview["companies"]] == ["not_sent"]
+            # the address the request came by (127.0.0.1) is not the configured one
+            status, body = await api.call(
+                "POST", f"{base}/send", li, {"link_base": server.base_url}
+            )
+            assert (status, body["error"]) == (400, "link_base_refused"), body
+            status, body = await api.call("POST", f"{base}/send", li, {})
+            assert (status, body["error"]) == (400, "host_refused"), body
+            assert await _links(server) == []
             # the server's own address, asked by that name (with or without link_base)
             status, sent = await api.call(
-                "POST", f"{base}/send", li, {"link_base": server.base_url}
+                "POST", f"{base}/send", li, {"link_base": own}, headers=named
             )
             assert status == 201 and sent["companies"][0]["state"] == "sent", sent
             [link] = await _links(server)
-            assert link.startswith(f"{server.base_url}/company-record#t="), link
+            assert link.startswith(f"{own}/company-record#t="), link
     finally:
         await server.runner.cleanup()
 
@@ -522,6 +545,7 @@ async def test_a_send_cancelled_mid_provider_is_failed_not_left_sending(tmp_path
             verifier__enabled="false",
             delivery__sms_url=sms_url,
             delivery__timeout="120",  # the provider would hold it for two minutes
+            education__public_url=PUBLIC,
         ) as proc,
         aiohttp.ClientSession() as http,
     ):
@@ -557,7 +581,11 @@ async def test_a_send_the_server_died_in_is_failed_at_the_next_start(tmp_path: P
     async with (
         gateway as sms_url,
         serve_process(
-            tmp_path, verifier__enabled="false", delivery__sms_url=sms_url, delivery__timeout="120"
+            tmp_path,
+            verifier__enabled="false",
+            delivery__sms_url=sms_url,
+            delivery__timeout="120",
+            education__public_url=PUBLIC,
         ) as proc,
         aiohttp.ClientSession() as http,
     ):
@@ -570,7 +598,9 @@ async def test_a_send_the_server_died_in_is_failed_at_the_next_start(tmp_path: P
     assert [s for s, _ in _sends(tmp_path)] == ["sending"]  # as the killed server left it
 
     # the next server (the same data; its SMS notices now go to the outbox)
-    server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
+    server = await start_server(
+        make_config(tmp_path, verifier={"enabled": False}, education={"public_url": PUBLIC})
+    )
     try:
         assert _sends(tmp_path) == [("failed", ABANDONED)]
         entries = await custody(server, "education.record_send_failed")
@@ -588,3 +618,209 @@ async def test_a_send_the_server_died_in_is_failed_at_the_next_start(tmp_path: P
             assert status == 201 and sent["companies"][0]["state"] == "sent", sent
     finally:
         await server.runner.cleanup()
+
+
+class _HeldGateway(_SilentGateway):
+    """An SMS gateway on 127.0.0.1 that holds its first request until :attr:`release` is set,
+    then answers it 200 ``first``; every later request is answered at once (200 ``later``).
+    The texts it was sent are kept (each company's notice, with its link)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.texts: list[str] = []
+        self.count = 0
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import json
+
+        self.held.add(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            self.texts.append(json.loads(await reader.readexactly(length))["text"])
+            self.count += 1
+            answer = b"first" if self.count == 1 else b"later"
+            if self.count == 1:
+                self.called.set()
+                await self.release.wait()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_late_provider_answer_keeps_the_abandoned_send_failed(tmp_path: Path) -> None:
+    """A provider answers after its send was marked failed (abandoned: past any live answer)
+    and after the officer sent again: the send stays failed, the newer link is not revoked
+    (the company opens it), and what the provider said is an entry of its own in the audit
+    trail and the custody log (record_send_late_answer), never record_sent."""
+    from control.education.sending import ABANDONED
+
+    gateway = _HeldGateway()
+    async with gateway as sms_url:
+        config = make_config(
+            tmp_path,
+            verifier={"enabled": False},
+            delivery={"sms_url": sms_url, "timeout": 120.0},
+            education={"public_url": PUBLIC},
+        )
+        server = await start_server(config)
+        try:
+            async with aiohttp.ClientSession() as http:
+                api = Api(http, server.base_url)
+                li = await officer_login(server, api)
+                base, task = await _send_hanging(api, li, gateway)
+                # the send is older than any live one (6 x timeout + 30 s): the next read of
+                # the overview marks it failed
+                await server.app[DB].run(
+                    lambda c: c.execute(
+                        "UPDATE edu_sends SET created_at = '2026-01-01T00:00:00.000+00:00'"
+                    )
+                )
+                _, overview = await api.call("GET", f"{base}/sends", li)
+                [company] = overview["companies"]
+                assert company["state"] == "failed", company
+                late_id = company["send"]["id"]
+                # the officer sends again: this one goes out at once
+                status, sent = await api.call("POST", f"{base}/send", li, {})
+                assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+                newer_id = sent["companies"][0]["send"]["id"]
+                assert newer_id != late_id
+                # now the first provider answers (it took the notice after all)
+                gateway.release.set()
+                status, answered = await asyncio.wait_for(task, 60)
+                assert status == 201, answered
+                assert answered["companies"][0]["send"]["id"] == newer_id
+                assert answered["companies"][0]["state"] == "sent"
+
+                def rows(c: sqlite3.Connection) -> dict[int, tuple[Any, ...]]:
+                    return {
+                        r[0]: tuple(r[1:])
+                        for r in c.execute(
+                            "SELECT id, status, failure, revoked_at, reference FROM edu_sends"
+                        )
+                    }
+
+                found = await server.app[DB].run(rows)
+                assert found[late_id] == ("failed", ABANDONED, None, ""), found
+                assert found[newer_id][0] == "sent" and found[newer_id][2] is None, found
+                # the newer link still opens: nothing of the late answer revoked it
+                [_, newer_text] = gateway.texts
+                newer = LINK.search(newer_text)
+                assert newer, newer_text
+                status, facts = await public(api, "/api/education/company-record", newer.group(2))
+                assert status == 200, facts
+                # the late send's link never opens
+                [late_text, _] = gateway.texts
+                late = LINK.search(late_text)
+                assert late, late_text
+                status, body = await public(api, "/api/education/company-record", late.group(2))
+                assert (status, body["error"]) == (404, "not_found"), body
+
+                assert [e["send"] for e in await custody(server, "education.record_sent")] == [
+                    newer_id
+                ]
+                assert await custody(server, "education.record_link_revoked") == []
+                [entry] = await custody(server, "education.record_send_late_answer")
+                assert (entry["send"], entry["reference"], entry["status"]) == (
+                    late_id,
+                    "sms-http:first",
+                    "failed",
+                )
+                audited = await server.app[DB].run(
+                    lambda c: c.execute(
+                        "SELECT action, reason, detail FROM audit WHERE object = ? ORDER BY id",
+                        (f"edu_send:{late_id}",),
+                    ).fetchall()
+                )
+                assert [a[0] for a in audited] == [
+                    "education.record_send_failed",
+                    "education.record_send_late_answer",
+                ], audited
+                assert audited[1][1].startswith("发送已标记为失败后服务商才回复"), audited
+                assert "sms-http:first" in audited[1][2]
+        finally:
+            await server.runner.cleanup()
+
+
+async def test_a_loopback_server_without_public_url_sends_companies_nothing(
+    tmp_path: Path,
+) -> None:
+    """The default bind (127.0.0.1) is no address a company could open (it would reach its own
+    machine): without education.public_url a send is refused, 409 no_public_url, Chinese
+    first, before anything goes out; the company's earlier link stays live."""
+    # an earlier send, by a server that had public_url
+    server = await start_server(
+        make_config(tmp_path, verifier={"enabled": False}, education={"public_url": PUBLIC})
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            base = await _one_company_records(api, li)
+            status, sent = await api.call("POST", f"{base}/send", li, {})
+            assert status == 201 and sent["companies"][0]["state"] == "sent", sent
+            [earlier] = await _links(server)
+    finally:
+        await server.runner.cleanup()
+
+    # the same data, the default bind and no public_url (dev_join also on loopback only)
+    server = await start_server(make_config(tmp_path, verifier={"enabled": False}))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await api.login("li")
+            for body in ({}, {"link_base": server.base_url}):
+                status, refused = await api.call("POST", f"{base}/send", li, body)
+                assert (status, refused["error"]) == (409, "no_public_url"), refused
+                assert refused["message"].startswith("未设置 education.public_url"), refused
+            status, refused = await api.call("POST", f"{base}/send", li, {}, lang="en")
+            assert "loopback" in refused["message"], refused
+            assert await _links(server) == [earlier]  # nothing went out
+            count = await server.app[DB].run(
+                lambda c: c.execute("SELECT COUNT(*) FROM edu_sends").fetchone()[0]
+            )
+            assert count == 1  # no send row was made
+            _, overview = await api.call("GET", f"{base}/sends", li)
+            assert [c["state"] for c in overview["companies"]] == ["sent"], overview
+            token = earlier.split("#t=")[1]
+            status, facts = await public(api, "/api/education/company-record", token)
+            assert status == 200, facts  # the earlier link was not revoked
+    finally:
+        await server.runner.cleanup()
+
+
+def test_which_server_hosts_no_company_reaches() -> None:
+    """Every interface, loopback and link-local hosts are no address of the server's own to
+    send companies; an ordinary address or a name is."""
+    from control.education.api import _nobody_elses
+
+    for host in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LOCALHOST.",
+                 "app.localhost", "0.0.0.0", "::", "", "169.254.10.20", "fe80::1",
+                 "fe80::1%eth0", "::ffff:127.0.0.1"):  # fmt: skip
+        assert _nobody_elses(host), host
+    for host in ("10.20.30.40", "192.0.2.7", "2001:db8::5", "jj.example.gov.cn"):
+        assert not _nobody_elses(host), host
+
+
+async def test_a_token_that_is_no_ascii_is_no_link_never_500(edu: Any) -> None:
+    """The company page posts whatever its URL holds: a token of lone surrogates (valid JSON)
+    or other non-ASCII text answers 404 not_found as an unknown token does, never a 500."""
+    _, api, _ = edu
+    for token in ("\ud800" * 25, "\udcff" * 43, "链接" * 20, "é" * 43, "x" * 42 + "\ud800"):
+        for path in ("/api/education/company-record", "/api/education/company-record/pdf"):
+            status, body = await public(api, path, token)
+            assert (status, body["error"]) == (404, "not_found"), (token, path, body)
+            assert body["message"].startswith("链接无效"), body
+    from control.auth import token_hash
+
+    # the hash itself never raises either (a caller that forgot the check opens nothing)
+    assert len({token_hash("\ud800" * 25), token_hash("?" * 25), token_hash("\udcff")}) == 3

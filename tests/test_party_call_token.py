@@ -319,3 +319,89 @@ async def test_a_malformed_renewal_answers_400_never_500(tmp_path: Path) -> None
             assert status == 200, body
     finally:
         await srv.runner.cleanup()
+
+
+async def _raw(base: str, method: str, path: str, headers: dict[str, bytes]) -> tuple[int, Any]:
+    """A request whose header values are the given bytes (not UTF-8 ones too, which no HTTP
+    client library here sends): (status, JSON body)."""
+    import json
+
+    import yarl
+
+    url = yarl.URL(base)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        lines = [
+            f"{method} {path} HTTP/1.1".encode(),
+            f"Host: {url.host}:{url.port}".encode(),
+            b"Connection: close",
+            b"Content-Length: 0",
+            *(name.encode() + b": " + value for name, value in headers.items()),
+        ]
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    try:
+        return status, json.loads(body)
+    except ValueError:  # (not JSON: a 500's plain text)
+        return status, {"error": None, "detail": None, "field": None, "text": body}
+
+
+async def test_header_bytes_that_are_no_token_answer_4xx_never_500(tmp_path: Path) -> None:
+    """A link, a login or a device secret in a header whose bytes are not ASCII (not even
+    UTF-8: the server reads them as lone surrogates, which no hash takes) is refused in the
+    usual error format, 401 bad_token or 400 bad_request, never a 500; the party still renews."""
+    srv = await start_server(make_config(tmp_path, auth={"dev_join": False}))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, srv.base_url)
+            world = await _inquiry(api, srv)
+            link = world["link"].encode()
+            for value in (b"\xff" * 32, b"\xc3\x28" * 20, "链接".encode() * 10, b"\x80"):
+                for path in (RENEW, "/api/cases"):
+                    method = "POST" if path == RENEW else "GET"
+                    status, body = await _raw(
+                        srv.base_url,
+                        method,
+                        path,
+                        {
+                            "Authorization": b"Bearer " + value,
+                            "X-Remotecase-Device": DEVICE.encode(),
+                        },
+                    )
+                    assert (status, body["error"], body["detail"]) == (
+                        401,
+                        "unauthorized",
+                        "bad_token",
+                    ), (value, path, body)
+                    assert body["message"].startswith("令牌无效"), body
+                # the link's device secret (the renewal, and a party endpoint's own check)
+                for method, path in (("POST", RENEW), ("GET", "/api/party/slots")):
+                    status, body = await _raw(
+                        srv.base_url,
+                        method,
+                        path,
+                        {"Authorization": b"Bearer " + link, "X-Remotecase-Device": value},
+                    )
+                    assert (status, body["error"], body["field"]) == (
+                        400,
+                        "bad_request",
+                        "X-Remotecase-Device",
+                    ), (value, path, body)
+                    assert "ASCII" in body["message"], body
+            # a link redeemed (in the body) that is not ASCII: lone surrogates are valid JSON
+            for token in ("\ud800" * 20, "链接" * 10):
+                status, body = await api.call(
+                    "POST", "/api/invitations/redeem", json={"token": token, "consent": CONSENT}
+                )
+                assert (status, body["error"], body["field"]) == (400, "bad_request", "token")
+            # nothing of it broke the party's renewal
+            status, body = await api.call("POST", RENEW, world["link"], headers=_device(DEVICE))
+            assert status == 200, body
+    finally:
+        await srv.runner.cleanup()

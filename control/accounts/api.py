@@ -173,7 +173,7 @@ async def setup(request: web.Request) -> web.Response:
     _loopback_only(request)
     body = await read_object(request)
     token = body.get("token")
-    if not isinstance(token, str) or not 1 <= len(token) <= 200:
+    if not isinstance(token, str) or not 1 <= len(token) <= 200 or not token.isascii():
         raise json_error(
             web.HTTPBadRequest, "bad_request", key="bad_request.setup_token", field="token"
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import ipaddress
 import logging
 import math
 import re
@@ -598,12 +599,30 @@ def _same_host(host: str, base: str) -> bool:
         return False
 
 
+def _nobody_elses(host: str) -> bool:
+    """Whether ``host`` is an address no company could reach the server by: every interface
+    (``0.0.0.0``, ``::``), loopback (``127.0.0.1``, ``::1``, ``localhost``: the company's own
+    machine), link-local (``169.254.x.x``, ``fe80::``: one network segment) or unspecified."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name in _EVERY_INTERFACE or name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])  # (an IPv6 zone: fe80::1%eth0)
+    except ValueError:
+        return False  # a name: the one the administrator gave the server
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_link_local or address.is_unspecified
+
+
 def _own_origin(request: web.Request) -> str | None:
     """The server's own address as configured (``server.host``, ``server.port``, https with
     ``server.tls_cert``), None when it has none companies could be sent: it listens on every
-    interface, or it is a worker behind the front (its own address is internal)."""
+    interface or on a loopback or link-local address (the default, 127.0.0.1: a company
+    opening that link reaches its own machine), or it is a worker behind the front (its own
+    address is internal)."""
     server = request.app[CONFIG].server
-    if server.front_secret or server.host in _EVERY_INTERFACE:
+    if server.front_secret or _nobody_elses(server.host):
         return None
     port = server.port
     if port == 0:  # a port the system chose (tests): the socket this request came in on
@@ -636,10 +655,11 @@ def _link_base(body: dict[str, Any], request: web.Request) -> str:
         raise json_error(
             web.HTTPConflict,
             "no_public_url",
-            "未设置 education.public_url，服务器不知道企业访问它的地址（监听所有地址或在前端"
-            "之后），无法生成企业链接：请管理员设置 / education.public_url is not set and the "
-            "server has no address of its own that companies could be sent (it listens on every "
-            "interface or runs behind the front): ask the administrator to set it",
+            "未设置 education.public_url，服务器不知道企业访问它的地址（监听所有地址、本机回环"
+            "或链路本地地址，或在前端之后），无法生成企业链接：请管理员设置 / "
+            "education.public_url is not set and the server has no address of its own that "
+            "companies could be sent (it listens on every interface, on a loopback or "
+            "link-local address, or runs behind the front): ask the administrator to set it",
         )
     if given is not None and _origin_of(given) != _origin_of(base):
         raise json_error(
@@ -666,12 +686,30 @@ async def _send_outcome(
     request: web.Request, actor: str, send_id: int, reference: str, failure: str
 ) -> None:
     """A send's outcome in its row, the audit trail and the custody log (the company's earlier
-    links revoked when it went out)."""
-    send, revoked = await request.app[DB].run(
+    links revoked when it went out; an answer to a send already marked failed changes nothing
+    and is kept as ``education.record_send_late_answer``)."""
+    send, revoked, late = await request.app[DB].run(
         functools.partial(
             sending.finish, actor=actor, send_id=send_id, reference=reference, failure=failure
         )
     )
+    if late:
+        # the send was marked failed meanwhile (abandoned as past any live answer): it stays
+        # so and revokes nothing; what the provider said is kept
+        logger.warning(
+            "education send %s: the provider answered after it was marked failed", send_id
+        )
+        await _send_custody(
+            request,
+            "education.record_send_late_answer",
+            actor,
+            send,
+            provider=send["provider"],
+            status=send["status"],
+            reference=reference,
+            failure=failure,
+        )
+        return
     for old in revoked:  # only once the new link went out
         await _send_custody(
             request,
@@ -828,7 +866,8 @@ async def company_page(request: web.Request) -> web.FileResponse:
 
 def _token(body: dict[str, Any]) -> str:
     token = body.get("token")
-    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+    # (ours are base64url: one that is not ASCII, even lone surrogates, is no link)
+    if not isinstance(token, str) or not 20 <= len(token) <= 100 or not token.isascii():
         raise json_error(web.HTTPNotFound, "not_found", "链接无效 / no such link", detail="no_link")
     return token
 
@@ -1374,9 +1413,9 @@ def describe(add: Add) -> None:
             description="A company without an address is listed as no_address and the others "
             "are still sent; sending again makes a new link and revokes the company's old one. "
             "The link starts with education.public_url, else the server's own configured "
-            "address (a request naming another Host: 400 host_refused; none: 409 "
-            "no_public_url); link_base, when given, must be that origin (400 "
-            "link_base_refused).",
+            "address (a request naming another Host: 400 host_refused; none, or one no company "
+            "reaches: every interface, loopback, link-local: 409 no_public_url); link_base, "
+            "when given, must be that origin (400 link_base_refused).",
         ),
         [CASE, SESSION],
     )

@@ -19,12 +19,12 @@ entry of the custody log (``education.record_opened`` / ``education.record_downl
 from __future__ import annotations
 
 import datetime
-import hashlib
 import sqlite3
 from typing import Any
 
 from ..access import audit, find_case
 from ..auth import Officer, now_iso
+from ..auth import token_hash as auth_token_hash
 from ..refusals import CodedRefusal
 from .roster import contact_channel
 
@@ -73,7 +73,9 @@ class SendRefusal(CodedRefusal):
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    """A company token's SHA-256 (:func:`control.auth.token_hash`: never raises; the API
+    refuses a token that is not ASCII before it gets here)."""
+    return auth_token_hash(token)
 
 
 def _session(
@@ -173,20 +175,31 @@ def begin(
 
 def finish(
     conn: sqlite3.Connection, *, actor: str, send_id: int, reference: str, failure: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """The send's outcome: (the send, the company's earlier links revoked by it, only when it
-    went out)."""
+    went out, whether the answer came late).
+
+    Only a send still ``sending`` takes its outcome. One already marked failed
+    (:func:`abandon_stale`: its provider was past any live answer, and the officer may have sent
+    again since) keeps that: its link never opens and nothing of the company's is revoked
+    (the link of a newer send stays live); what the provider said late is kept in the audit
+    trail (``education.record_send_late_answer``), so that a company that did get the notice
+    can be explained."""
     revoked: list[dict[str, Any]] = []
+    now = now_iso()
     if failure:
-        conn.execute(
-            "UPDATE edu_sends SET status = 'failed', failure = ? WHERE id = ?", (failure, send_id)
-        )
+        taken = conn.execute(
+            "UPDATE edu_sends SET status = 'failed', failure = ? "
+            "WHERE id = ? AND status = 'sending'",
+            (failure, send_id),
+        ).rowcount
     else:
-        now = now_iso()
-        conn.execute(
-            "UPDATE edu_sends SET status = 'sent', reference = ?, sent_at = ? WHERE id = ?",
+        taken = conn.execute(
+            "UPDATE edu_sends SET status = 'sent', reference = ?, sent_at = ? "
+            "WHERE id = ? AND status = 'sending'",
             (reference, now, send_id),
-        )
+        ).rowcount
+    if taken and not failure:
         this = conn.execute(
             "SELECT session_id, company_id FROM edu_sends WHERE id = ?", (send_id,)
         ).fetchone()
@@ -201,19 +214,43 @@ def finish(
             )
             revoked.append(send_row(conn, old))
     row = send_row(conn, send_id)
+    late = not taken
+    if late:
+        action = "education.record_send_late_answer"
+        said = late_answer(reference, failure)
+    else:
+        action = "education.record_send_failed" if failure else "education.record_sent"
+        said = failure
     audit(
         conn,
         actor,
-        "education.record_send_failed" if failure else "education.record_sent",
+        action,
         f"edu_send:{send_id}",
         int(row["case_id"]),
-        failure,
+        said,
         record=row["record_id"],
         company=row["company_id"],
         channel=row["channel"],
         address=row["address"],
+        **({"reference": reference, "provider_failure": failure} if late else {}),
     )
-    return row, revoked
+    return row, revoked, late
+
+
+def late_answer(reference: str, failure: str) -> str:
+    """What the audit trail says of a provider's answer to a send already marked failed."""
+    receipt = reference or "无"
+    zh = f"服务商报告失败：{failure}" if failure else f"服务商报告已发出（回执：{receipt}）"
+    en = (
+        f"the provider reported a failure: {failure}"
+        if failure
+        else f"the provider reported it sent (reference: {reference or 'none'})"
+    )
+    return (
+        f"发送已标记为失败后服务商才回复，{zh}；记录仍为失败，链接不可用，未撤销任何链接 / the "
+        f"provider answered after the send was marked failed, {en}; it stays failed, its link "
+        "does not open and no link was revoked"
+    )
 
 
 def abandon_stale(conn: sqlite3.Connection, started_before: str | None) -> list[dict[str, Any]]:

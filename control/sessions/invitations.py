@@ -93,7 +93,7 @@ _REDEEM_ERRORS: dict[RedeemRefusal, tuple[type[web.HTTPException], str, bool]] =
     RedeemRefusal.CONSENT_REQUIRED: (web.HTTPBadRequest, "consent_required", False),
 }
 
-DEVICE_MIN, DEVICE_MAX = 22, 100  # the page's secret: at least 128 bits in base64url
+DEVICE_MIN, DEVICE_MAX = access.DEVICE_MIN, access.DEVICE_MAX  # the page's device secret
 
 
 @dataclass(frozen=True)
@@ -387,7 +387,7 @@ async def post_call_token(request: web.Request) -> web.Response:
     throttled like a redemption: a wrong link answers 401 as every party endpoint does (a link
     is 192 random bits, and without its device's secret it renews nothing anyway)."""
     token = access.bearer(request)
-    device = request.headers.get(access.DEVICE_HEADER) or None
+    device = access.device_secret(request)
     ttl = request.app[CONFIG].auth.token_ttl
     now = time.time()
     body = await read_object(request, empty_ok=True)
@@ -475,7 +475,7 @@ async def post_redeem(request: web.Request) -> web.Response:
         )
     body = await read_object(request)
     token = body.get("token")
-    if not isinstance(token, str) or not 10 <= len(token) <= 100:
+    if not isinstance(token, str) or not 10 <= len(token) <= 100 or not token.isascii():
         limiter.fail(key)
         raise json_error(web.HTTPBadRequest, "bad_request", key="bad_request.token", field="token")
     device = body.get("device")
