@@ -56,10 +56,12 @@ async def case_call(
     *,
     name: str = "张三",
     officer_publishes: bool = True,
+    decode: bool = False,
 ) -> CaseCall:
     """Officer li's case with the party ``name``, its session open, the party invited, and
     the officer in the call (publishing a pattern and a tone unless ``officer_publishes`` is
-    false). The client is in ``clients``, closed at the test's end."""
+    false; decoding what it receives with ``decode``). The client is in ``clients``, closed at
+    the test's end."""
     async with aiohttp.ClientSession() as http:
         api = Api(http, server.base_url)
         officer = await officer_login(server, api, "li")
@@ -67,7 +69,7 @@ async def case_call(
         status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
         assert status == 201, session
         link = await invite(api, officer, case, party)
-    officer_client = PeerClient(server.base_url, session["token"], decode=False)
+    officer_client = PeerClient(server.base_url, session["token"], decode=decode)
     clients.append(officer_client)
     await officer_client.connect()
     if officer_publishes:

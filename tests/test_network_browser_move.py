@@ -20,26 +20,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from bench.browsernet import chromium, snapshot, write_moving_y4m
 from bench.netns import ImpairedNetwork, unavailable
-from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
+from bench.peer import PeerClient
 from control.app import create_app
 from control.appkeys import RECORDER
-from tests.browser_party import enter_by_link
+from tests.browser_party import case_call, enter_by_link
 from tests.conftest import (
-    Api,
     Server,
-    case_with_party,
     leftovers,
     make_config,
-    officer_login,
     wait_until,
 )
-from tests.test_browser_party import PATIENCE, PHONE, Shots, invite, no_overflow
+from tests.test_browser_party import PATIENCE, PHONE, Shots, no_overflow
 
 # Chromium in a namespace, a decoding officer, the move and its resume: 2 shared cores
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
@@ -120,20 +116,10 @@ async def test_chromium_party_changes_network_and_stays_in_the_call(
     camera = tmp_path / "moving.y4m"
     await asyncio.to_thread(write_moving_y4m, camera)
     shots = Shots(tmp_path, "move")
-    async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
-        api = Api(http, server.base_url)
-        officer = await officer_login(server, api, "li")
-        case, party = await case_with_party(api, officer, name="张三")
-        status, session = await api.call("POST", f"/api/cases/{case}/sessions", officer)
-        assert status == 201, session
-        link = await invite(api, officer, case, party)
-        pid = f"party-{party}"
-        # the officer decodes what it receives: "the party's picture again" is a decoded frame
-        officer_client = PeerClient(server.base_url, session["token"], decode=True)
-        clients.append(officer_client)
-        await officer_client.connect()
-        await officer_client.publish(PatternVideoTrack(), ToneAudioTrack())
-
+    # the officer decodes what it receives: "the party's picture again" is a decoded frame
+    call = await case_call(server, clients, decode=True)
+    link, pid, officer_client = call.link, call.pid, call.officer_client
+    async with contextlib.AsyncExitStack() as stack:
         browser = await stack.enter_async_context(
             chromium(camera, origin=server.base_url, network=network, scratch=tmp_path)
         )
