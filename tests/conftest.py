@@ -99,21 +99,27 @@ async def start_server(config: Config) -> Server:
 class _RunDelay:
     """Samples how long the kernel has kept one thread runnable but not running
     (``/proc/self/task/<tid>/schedstat``, second field), so that the part of a slow callback
-    that was only a wait for a core can be taken out of it."""
+    that was only a wait for a core can be taken out of it; and how long it ran on a core (the
+    first field), so that a report says how much of a slow step was the thread's own work and
+    how much a wait off the core (for the interpreter's lock another thread held, or I/O)."""
 
     PERIOD = 0.02
 
     def __init__(self, tid: int) -> None:
         self._path = f"/proc/self/task/{tid}/schedstat"
-        self._samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=3000)
+        self._samples: collections.deque[tuple[float, float, float]] = collections.deque(
+            maxlen=3000
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="run-delay", daemon=True)
         self.available = self._read() is not None
 
-    def _read(self) -> float | None:
+    def _read(self) -> tuple[float, float] | None:
+        """(run-queue wait, time on a core), seconds."""
         try:
             with open(self._path) as fh:
-                return int(fh.read().split()[1]) / 1e9
+                fields = fh.read().split()
+            return int(fields[1]) / 1e9, int(fields[0]) / 1e9
         except (OSError, IndexError, ValueError):
             return None
 
@@ -121,11 +127,11 @@ class _RunDelay:
         while not self._stop.wait(self.PERIOD):
             value = self._read()
             if value is not None:
-                self._samples.append((time.monotonic(), value))
+                self._samples.append((time.monotonic(), *value))
 
     def start(self) -> None:
         if self.available:
-            self._samples.append((time.monotonic(), self._read() or 0.0))
+            self._samples.append((time.monotonic(), *(self._read() or (0.0, 0.0))))
             self._thread.start()
 
     def stop(self) -> None:
@@ -133,15 +139,22 @@ class _RunDelay:
         if self._thread.is_alive():
             self._thread.join()
 
-    def waited_since(self, start: float) -> float:
-        """Run-queue wait of the thread from ``start`` (monotonic) until now."""
+    def _since(self, start: float, field: int) -> float:
         now = self._read()
         if now is None:
             return 0.0
-        before = next((value for at, value in reversed(self._samples) if at <= start), None)
+        before = next((s[field] for s in reversed(self._samples) if s[0] <= start), None)
         if before is None:
-            before = self._samples[0][1] if self._samples else now
-        return max(0.0, now - before)
+            before = self._samples[0][field] if self._samples else now[field - 1]
+        return max(0.0, now[field - 1] - before)
+
+    def waited_since(self, start: float) -> float:
+        """Run-queue wait of the thread from ``start`` (monotonic) until now."""
+        return self._since(start, 1)
+
+    def on_cpu_since(self, start: float) -> float:
+        """Time the thread ran on a core from ``start`` (monotonic) until now."""
+        return self._since(start, 2)
 
 
 _TOOK = re.compile(r" took (\d+(?:\.\d+)?) seconds")
@@ -187,9 +200,12 @@ class _SlowCallbacks(logging.Handler):
         waited = self.run_delay.waited_since(now - took)
         collecting = self.gc_time.within(now - took, now)
         if took - waited - collecting > BLOCKING_LIMIT:
+            on_cpu = self.run_delay.on_cpu_since(now - took)
             self.messages.append(
                 f"{message} (of which {waited:.3f} s waiting for a core, "
-                f"{collecting:.3f} s in the garbage collector)"
+                f"{collecting:.3f} s in the garbage collector; the loop's thread ran "
+                f"{on_cpu:.3f} s on a core: the rest it waited off the core, for the "
+                "interpreter's lock another thread held or for I/O)"
             )
         else:
             self.excused.append(message)
