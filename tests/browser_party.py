@@ -14,14 +14,28 @@ mirror image (the officer's page in the call, the party an aiortc client) uses
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from bench.netns import ImpairedNetwork, unavailable
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from tests.conftest import Api, Server, case_with_party, officer_login, wait_until
+from tests.conftest import (
+    Api,
+    Server,
+    case_with_party,
+    leftovers,
+    make_config,
+    officer_login,
+    start_server,
+    wait_until,
+)
 from tests.test_browser import face_image, write_y4m
 from tests.test_browser_party import PATIENCE, invite, phase
 
@@ -137,3 +151,36 @@ async def party_client(
     clients.append(watcher)
     await watcher.connect()
     return watcher
+
+
+@contextlib.asynccontextmanager
+async def impaired_network() -> AsyncIterator[ImpairedNetwork]:
+    """A :class:`bench.netns.ImpairedNetwork` for Chromium to run in (the test skips with the
+    reason where namespaces cannot be made); once closed, none of its namespaces is left."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    net = ImpairedNetwork()
+    try:
+        await net.start()
+        yield net
+    finally:
+        await net.close()
+    assert net.topology is not None
+    listing = await asyncio.to_thread(
+        lambda: subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
+    assert net.topology.client_ns not in listing and net.topology.middle_ns not in listing
+
+
+@contextlib.asynccontextmanager
+async def server_for(network: ImpairedNetwork, tmp_path: Path) -> AsyncIterator[Server]:
+    """A server bound (HTTP and media) to the network's server-side address, resume on;
+    nothing of it left alive once stopped."""
+    config = make_config(
+        tmp_path, media={"host_addresses": [network.server_address], "resume_grace": 20.0}
+    )
+    srv = await start_server(config, host=network.server_address)
+    yield srv
+    await srv.runner.cleanup()
+    assert leftovers(srv.app) == {}, "left behind after the server stopped"

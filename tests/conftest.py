@@ -86,14 +86,14 @@ class Server:
         return self.signer.mint(room, participant, **kwargs)
 
 
-async def start_server(config: Config) -> Server:
+async def start_server(config: Config, host: str = "127.0.0.1") -> Server:
     app = create_app(config)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
     port = runner.addresses[0][1]
-    return Server(f"http://127.0.0.1:{port}", app, runner)
+    return Server(f"http://{host}:{port}", app, runner)
 
 
 class _RunDelay:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,18 +22,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bench.browsernet import CONDITIONS, chromium, measure, snapshot, write_moving_y4m
 from bench.netns import ImpairedNetwork, Impairment, NetnsError, unavailable
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
-from control.app import create_app
+from tests.browser_party import impaired_network, server_for
 from tests.conftest import (
     Api,
     Server,
     case_with_party,
-    leftovers,
-    make_config,
     officer_login,
     wait_until,
 )
@@ -43,42 +39,17 @@ from tests.test_browser_party import PATIENCE, PHONE, Shots, invite, no_overflow
 LOSSY = Impairment(loss=0.05, delay=0.075, jitter=0.03)  # each way: 150 ms RTT, +-30 ms
 
 
-def _namespaces() -> str:
-    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-
-
 @pytest.fixture
 async def network() -> AsyncIterator[ImpairedNetwork]:
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    net = ImpairedNetwork()
-    try:
-        await net.start()
+    async with impaired_network() as net:
         yield net
-    finally:
-        await net.close()
-    assert net.topology is not None
-    listing = await asyncio.to_thread(_namespaces)
-    assert net.topology.client_ns not in listing and net.topology.middle_ns not in listing
 
 
 @pytest.fixture
 async def server(tmp_path: Path, network: ImpairedNetwork) -> AsyncIterator[Server]:
     """The server in this namespace, bound (HTTP and media) to the network's address."""
-    config = make_config(
-        tmp_path, media={"host_addresses": [network.server_address], "resume_grace": 20.0}
-    )
-    app = create_app(config)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, network.server_address, 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    srv = Server(f"http://{network.server_address}:{port}", app, runner)
-    yield srv
-    await runner.cleanup()
-    assert leftovers(app) == {}, "left behind after the server stopped"
+    async with server_for(network, tmp_path) as srv:
+        yield srv
 
 
 async def _in_client(network: ImpairedNetwork, code: str) -> str:

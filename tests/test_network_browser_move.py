@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bench.browsernet import chromium, snapshot, write_moving_y4m
-from bench.netns import ImpairedNetwork, unavailable
+from bench.netns import ImpairedNetwork
 from bench.peer import PeerClient
-from control.app import create_app
 from control.appkeys import RECORDER
-from tests.browser_party import case_call, enter_by_link
+from tests.browser_party import case_call, enter_by_link, impaired_network, server_for
 from tests.conftest import (
     Server,
-    leftovers,
-    make_config,
     wait_until,
 )
 from tests.test_browser_party import PATIENCE, PHONE, Shots, no_overflow
@@ -65,39 +60,15 @@ async def _local_address(page: Any) -> str | None:
 
 @pytest.fixture
 async def network() -> AsyncIterator[ImpairedNetwork]:
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    net = ImpairedNetwork()
-    try:
-        await net.start()
+    async with impaired_network() as net:
         yield net
-    finally:
-        await net.close()
-    assert net.topology is not None
-    listing = await asyncio.to_thread(
-        lambda: subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    )
-    assert net.topology.client_ns not in listing and net.topology.middle_ns not in listing
 
 
 @pytest.fixture
 async def server(tmp_path: Path, network: ImpairedNetwork) -> AsyncIterator[Server]:
-    """The server in this namespace, bound (HTTP and media) to the network's address, which
-    stays; only the client's moves."""
-    config = make_config(
-        tmp_path, media={"host_addresses": [network.server_address], "resume_grace": 20.0}
-    )
-    app = create_app(config)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, network.server_address, 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    srv = Server(f"http://{network.server_address}:{port}", app, runner)
-    yield srv
-    await runner.cleanup()
-    assert leftovers(app) == {}, "left behind after the server stopped"
+    """The server in this namespace, bound (HTTP and media) to the network's address."""
+    async with server_for(network, tmp_path) as srv:
+        yield srv
 
 
 async def _decoded(page: Any) -> float:
