@@ -25,12 +25,13 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 import aioice.ice
 import aioice.stun
 import aiortc.rtcpeerconnection
+import aiortc.sdp
 import pylibsrtp
 from aiortc.codecs import is_rtx
 from aiortc.rate import (
@@ -39,7 +40,12 @@ from aiortc.rate import (
     RemoteBitrateEstimator,
 )
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
 from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
@@ -62,15 +68,18 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
+from OpenSSL import SSL
 
 from common.tasks import TaskSet
 
-from . import rtp
+from . import rtp, twcc
 
 logger = logging.getLogger(__name__)
 
 # Every private name this module (and only this module) relies on, as (object, attribute).
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("pc", "_RTCPeerConnection__certificates"),
+    ("RTCCertificate", "_create_ssl_context"),
     ("aiortc.rtcpeerconnection", "RTCRtpReceiver"),
     ("aiortc.rtcpeerconnection", "RTCRtpSender"),
     ("RTCRtpReceiver", "_handle_rtp_packet"),
@@ -128,6 +137,21 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("dtls", "_rx_srtp"),
     ("dtls", "_rtp_header_extensions_map"),
     ("rtp_router", "ssrc_table"),
+    # FastIngress.handle's own header parse reads the negotiated extension ids from it
+    ("extensions_map", "_HeaderExtensionsMap__ids"),
+    ("extension_ids", "abs_send_time"),
+    ("extension_ids", "transport_sequence_number"),
+    # the receiver-report statistics and NACK generator, their per-packet add done leaner
+    ("aiortc.rtcrtpreceiver", "StreamStatistics"),
+    ("stream_statistics", "base_seq"),
+    ("stream_statistics", "max_seq"),
+    ("stream_statistics", "cycles"),
+    ("stream_statistics", "packets_received"),
+    ("stream_statistics", "_clockrate"),
+    ("stream_statistics", "_jitter_q4"),
+    ("stream_statistics", "_last_arrival"),
+    ("stream_statistics", "_last_timestamp"),
+    ("nack_generator", "max_seq"),
     ("rtp_router", "payload_type_table"),
     # FastIngress.handle_rtcp: aiortc's RTCP routing, done in the socket's callback
     ("rtp_router", "senders"),
@@ -144,6 +168,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("srtp", "_cdata"),
     ("srtp", "_buffer"),
     ("srtp", "_srtp"),
+    ("srtp_lib", "srtp_protect"),  # _direct_writer
+    ("srtp_lib", "srtp_unprotect"),  # _direct_unprotect
     ("udp", "_sock"),
     ("pylibsrtp._binding", "ffi"),
     ("pylibsrtp._binding", "lib"),
@@ -155,6 +181,25 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("aioice.Connection", "build_request"),
     ("aioice.Connection", "remote_password"),
     ("aioice.stun", "TransactionError"),
+    # accept_transport_cc: the answer's header extensions and feedback, set before createAnswer
+    ("transceiver", "_headerExtensions"),
+    ("aiortc.sdp", "SessionDescription"),
+    ("HeaderExtensions", "transport_sequence_number"),
+    # ice_datagram_transports: the UDP transport aioice's protocol keeps (its connection_made)
+    ("stun_protocol", "transport"),
+    # mediaserver/sockets.py drain_reads: asyncio's own datagram transport (Python's privates,
+    # the same risk at a Python upgrade; the contract test also checks _read_ready reads one)
+    ("asyncio.selector_events", "_SelectorDatagramTransport"),
+    ("udp", "_sock_fd"),
+    ("udp", "_conn_lost"),
+    ("udp", "_protocol"),
+    ("udp", "_fatal_error"),
+    ("udp", "max_size"),
+    ("udp", "_read_ready"),
+    ("loop", "_add_reader"),
+    # bench/education.py sent_packets: what the presenter's aiortc sender counted (its uplink
+    # loss would read 0% if this moved)
+    ("sender", "_RTCRtpSender__packet_count"),
 )
 
 
@@ -188,8 +233,14 @@ class SenderHooks(Protocol):
         """(ntp_timestamp, rtp_timestamp, packet_count, octet_count), or None before media."""
 
 
+# What a receiver hands its sink: the fast ingress's own parse (rtp.ReceivedPacket), or
+# aiortc's packet on aiortc's path (the first packet of a transport, RTX unwrapped by aiortc's
+# unwrap_rtx). Both have the fields a sink reads under the same names.
+ReceivedRtp = RtpPacket | rtp.ReceivedPacket
+
+
 class ReceiverSink(Protocol):
-    def on_rtp(self, packet: RtpPacket) -> None: ...
+    def on_rtp(self, packet: ReceivedRtp) -> None: ...
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
@@ -197,7 +248,10 @@ class ReceiverSink(Protocol):
 class BitrateLimit(Protocol):
     """A sink that also caps the REMB its publisher is sent (by its subscribers' links)."""
 
-    def publisher_bitrate(self, uplink_bps: int) -> int: ...
+    def publisher_bitrate(self, uplink_bps: int | None) -> int | None:
+        """The REMB for the publisher: ``uplink_bps`` (the SFU's estimate of its uplink; None
+        for a publisher with TWCC, whose own estimator measures it) lowered to what the
+        subscribers take; None: no cap at all."""
 
 
 # A publisher's packet still missing is NACKed again at most this often (seconds). aiortc's
@@ -283,6 +337,29 @@ class LeanOveruseEstimator(OveruseEstimator):
         return min_frame_period
 
 
+def release_dtls_buffers(pc: aiortc.RTCPeerConnection) -> None:
+    """Let OpenSSL free each DTLS connection's read and write buffers while they are empty
+    (``SSL_MODE_RELEASE_BUFFERS``), for the server's own peer connections.
+
+    After the handshake a server's DTLS carries almost nothing (SRTP keys come out of it;
+    media goes through libsrtp, not OpenSSL): only the close alert, and SCTP where a data
+    channel is open. aiortc's contexts keep about 40 KiB of buffers per connection for good
+    (measured: 147 against 107 KiB per connection after a handshake, two connections per
+    participant). The mode is set on the context aiortc makes per transport from the peer
+    connection's certificate, so nothing else about the handshake changes."""
+    for certificate in pc._RTCPeerConnection__certificates:  # type: ignore[attr-defined]
+        make = certificate._create_ssl_context
+
+        def create(
+            srtp_profiles: list[Any], _make: Callable[..., SSL.Context] = make
+        ) -> SSL.Context:
+            context = _make(srtp_profiles)
+            context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+            return context
+
+        certificate._create_ssl_context = create
+
+
 def lean_estimator() -> RemoteBitrateEstimator:
     """aiortc's REMB estimator (its arrival groups, Kalman filter, overuse detector and AIMD
     rate control, unchanged in what they compute) with :class:`WindowRate` for its incoming
@@ -295,11 +372,65 @@ def lean_estimator() -> RemoteBitrateEstimator:
 
 class LeanNackGenerator(NackGenerator):
     """aiortc's NACK generator, its truncation skipped when nothing is missing (most packets):
-    aiortc's copies the missing set and computes its window at every packet. The same set."""
+    aiortc's copies the missing set and computes its window at every packet. The same set.
+    ``add`` is aiortc's with its 16-bit comparisons inlined (a call each per number)."""
+
+    def add(self, packet: ReceivedRtp) -> bool:  # type: ignore[override]
+        seq = packet.sequence_number
+        max_seq = self.max_seq
+        if max_seq is None:
+            self.max_seq = seq
+            return False
+        missed = False
+        ahead = (seq - max_seq) & 0xFFFF
+        if 0 < ahead < 0x8000:  # aiortc's uint16_gt(seq, max_seq)
+            if ahead > 1:
+                missing = self.missing
+                for k in range(1, ahead):
+                    missing.add((max_seq + k) & 0xFFFF)
+                missed = True
+            self.max_seq = seq
+        else:
+            self.missing.discard(seq)
+        self.truncate()
+        return missed
 
     def truncate(self) -> None:
         if self.missing:
             super().truncate()
+
+
+class LeanStreamStatistics(StreamStatistics):
+    """aiortc's receiver-report statistics with its per-packet ``add`` inlined: the 16-bit
+    comparison without a call, fewer attribute reads. The same counters and the same jitter
+    (RFC 3550 A.8, on the arrival clock aiortc uses: ``time.time()`` in the codec's units);
+    what a receiver report is built from (``fraction_lost``, ``packets_lost``, ``jitter``) is
+    aiortc's, read when the report is built."""
+
+    def add(self, packet: ReceivedRtp) -> None:  # type: ignore[override]
+        seq = packet.sequence_number
+        max_seq = self.max_seq
+        received = self.packets_received = self.packets_received + 1
+        if max_seq is None:
+            self.base_seq = seq
+        elif not 0 < (seq - max_seq) & 0xFFFF < 0x8000:  # not aiortc's uint16_gt(seq, max)
+            return
+        arrival = int(time.time() * self._clockrate)
+        if max_seq is not None and seq < max_seq:
+            self.cycles += 1 << 16
+        self.max_seq = seq
+        timestamp = packet.timestamp
+        last_timestamp, last_arrival = self._last_timestamp, self._last_arrival
+        if (
+            timestamp != last_timestamp
+            and received > 1
+            and last_timestamp is not None
+            and last_arrival is not None
+        ):
+            diff = abs((arrival - last_arrival) - (timestamp - last_timestamp))
+            self._jitter_q4 += diff - ((self._jitter_q4 + 8) >> 4)
+        self._last_arrival = arrival
+        self._last_timestamp = timestamp
 
 
 class SfuRtpReceiver(RTCRtpReceiver):
@@ -317,9 +448,13 @@ class SfuRtpReceiver(RTCRtpReceiver):
     _remb_wanted = False  # a video receiver: its estimator is made at its first packet
     _decoderless = False  # receive() started no decoder thread (the SFU forwards)
     _track_ended = False
+    # the transport's TWCC arrivals (TransportFeedback) when the publisher negotiated them:
+    # the publisher's own estimator then sets its rate, and the REMB is only the subscribers' cap
+    _twcc: twcc.TwccRecorder | None = None
 
     def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
         super().__init__(kind, transport)
+        self.sfu_kind = kind
         # aiortc makes a REMB estimator for every video receiver, 1,000 rate buckets (about
         # 100 KiB and 1,000 objects for the garbage collector to walk); a server has one per
         # video transceiver of every connection, and most (a subscriber's) never get a packet
@@ -363,6 +498,8 @@ class SfuRtpReceiver(RTCRtpReceiver):
                 rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
         self._decoderless = True
         self.transport._register_rtp_receiver(self, parameters)
+        if any(ext.uri == twcc.TWCC_URI for ext in parameters.headerExtensions):
+            TransportFeedback.attach(self, [e.ssrc for e in parameters.encodings])
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
 
@@ -375,6 +512,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
     async def stop(self) -> None:
         await super().stop()
         self._end_track()
+        await TransportFeedback.detach(self)
 
     def _handle_disconnect(self) -> None:
         super()._handle_disconnect()
@@ -397,6 +535,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         sink = self._sfu_sink
         if sink is None:
+            self._record_twcc(packet)
             self._estimator()
             await super()._handle_rtp_packet(packet, arrival_time_ms)
             return
@@ -416,11 +555,22 @@ class SfuRtpReceiver(RTCRtpReceiver):
             self._fast_tried = True
             FastIngress.install(self)
 
-    def _ingest(self, packet: RtpPacket, arrival_time_ms: int) -> RtpPacket | None:
+    def _record_twcc(self, packet: ReceivedRtp) -> twcc.TwccRecorder | None:
+        """The packet's transport-wide number and arrival to the transport's recorder (TWCC
+        negotiated); returns the recorder, or None."""
+        recorder = self._twcc
+        if recorder is not None:
+            recorder.on_packet(packet.extensions.transport_sequence_number, twcc.arrival_ns())
+        return recorder
+
+    def _ingest(self, packet: ReceivedRtp, arrival_time_ms: int) -> ReceivedRtp | None:
         """What a received packet needs for forwarding and feedback, synchronously: the REMB
         estimate fed once a video frame, receiver-report statistics, the NACK decision (left
         in ``_pending_remb`` / ``_pending_nack`` for the caller to send), RTX unwrapped.
         Returns the packet to forward, or None."""
+        # TWCC first: every packet's arrival, RTX too, forwarded or not: a number inside the
+        # reported range that was not recorded would be reported lost (review 10)
+        twcc_arrivals = self._record_twcc(packet)
         if not self._enabled:
             return None
         codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
@@ -430,8 +580,9 @@ class SfuRtpReceiver(RTCRtpReceiver):
         # Feed the uplink bandwidth estimate (REMB back to the publisher) once a video frame
         # (its last packet, with the frame's bytes) rather than once a packet: the estimator's
         # arrival groups are 5 ms bursts of send time, which a frame's packets are, and its
-        # incoming rate counts the same bytes. Audio packets are frames of their own.
-        abs_send_time = packet.extensions.abs_send_time
+        # incoming rate counts the same bytes. Audio packets are frames of their own. Not with
+        # TWCC: the publisher's own estimator has the feedback (TransportFeedback sends the cap).
+        abs_send_time = packet.extensions.abs_send_time if twcc_arrivals is None else None
         estimator = self._estimator() if abs_send_time is not None else None
         if estimator is not None and abs_send_time is not None:
             size = self._remb_bytes + len(packet.payload) + packet.padding_size
@@ -449,8 +600,9 @@ class SfuRtpReceiver(RTCRtpReceiver):
                     # what the uplink delivers, lowered to what the subscribers' links take
                     # (mediaserver.congestion.publisher_target), so the encoder follows them
                     limit = getattr(self._sfu_sink, "publisher_bitrate", None)
-                    if limit is not None:
-                        bitrate = int(limit(bitrate))
+                    capped = limit(bitrate) if limit is not None else None
+                    if capped is not None:
+                        bitrate = int(capped)
                     self.remb_sent = bitrate
                     self._pending_remb = RtcpPsfbPacket(
                         fmt=RTCP_PSFB_APP,
@@ -465,7 +617,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
         streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
         stats = streams.get(packet.ssrc)
         if stats is None:
-            stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+            stats = streams[packet.ssrc] = LeanStreamStatistics(codec.clockRate)
         stats.add(packet)
 
         if codec.mimeType[-4:].lower() == "/rtx":  # is_rtx, without its lower() of the whole
@@ -473,7 +625,8 @@ class SfuRtpReceiver(RTCRtpReceiver):
             apt = codec.parameters.get("apt")
             if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int):
                 return None
-            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+            # aiortc's unwrap reads only fields both packet types have
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)  # type: ignore[arg-type]
 
         nack = self._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
         if nack is not None:
@@ -501,7 +654,7 @@ class SfuRtpReceiver(RTCRtpReceiver):
                         self._pending_nack = (packet.ssrc, wanted)
         return packet
 
-    def _ingest_now(self, packet: RtpPacket, arrival_time_ms: int, ingress: FastIngress) -> None:
+    def _ingest_now(self, packet: ReceivedRtp, arrival_time_ms: int, ingress: FastIngress) -> None:
         """:meth:`_ingest` and the feedback it asks for, sent at once (the fast ingress)."""
         sink = self._sfu_sink
         forward = self._ingest(packet, arrival_time_ms)
@@ -522,6 +675,9 @@ class SfuRtpReceiver(RTCRtpReceiver):
 
 
 _NTP_EPOCH_MS = 2208988800 * 1000  # aiortc.clock.current_ms() counts from 1900
+# per datagram, one global each instead of an attribute lookup or a slice and a call more
+_CONNECTED = State.CONNECTED
+_unpack_ssrc = struct.Struct("!I").unpack_from
 
 
 class FastIngress:
@@ -538,7 +694,17 @@ class FastIngress:
     transport, a receiver that decodes) goes on aiortc's own path, unchanged.
     """
 
-    __slots__ = ("addr", "dtls", "protocol", "router", "rtcp_taken", "srtp", "taken")
+    __slots__ = (
+        "addr",
+        "dtls",
+        "extension_ids",
+        "protocol",
+        "router",
+        "rtcp_taken",
+        "srtp",
+        "taken",
+        "unprotect",
+    )
 
     def __init__(self, dtls: RTCDtlsTransport, protocol: Any, addr: tuple[str, int]) -> None:
         self.dtls = dtls
@@ -546,6 +712,11 @@ class FastIngress:
         self.addr = addr
         self.router = dtls._rtp_router
         self.srtp = dtls._rx_srtp
+        self.unprotect = _direct_unprotect(self.srtp)
+        # the ids negotiated for the header extensions (aiortc's map configures this same
+        # object again at each negotiation, so a renegotiated id is read here too)
+        extensions_map = dtls._rtp_header_extensions_map
+        self.extension_ids = extensions_map._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
         self.taken = 0  # RTP packets handed to a receiver here
         self.rtcp_taken = 0  # RTCP datagrams handled here
 
@@ -573,11 +744,10 @@ class FastIngress:
             return False  # not RTP or RTCP (STUN, DTLS)
         if 191 < data[1] < 224:  # RTCP (payload types 192-223)
             return 199 < data[1] < 207 and self.handle_rtcp(data)
-        dtls = self.dtls
-        if dtls._state != State.CONNECTED:
+        if self.dtls._state is not _CONNECTED:
             return False
         router = self.router
-        receiver = router.ssrc_table.get(int.from_bytes(data[8:12], "big"))
+        receiver = router.ssrc_table.get(_unpack_ssrc(data, 8)[0])
         if (
             type(receiver) is not SfuRtpReceiver
             or receiver._sfu_sink is None
@@ -585,17 +755,21 @@ class FastIngress:
         ):
             return False
         arrival_time_ms = int(time.time() * 1000) + _NTP_EPOCH_MS
-        try:
-            clear = self.srtp.unprotect(data)
-        except pylibsrtp.Error:
-            return True
-        try:
-            packet = RtpPacket.parse(clear, dtls._rtp_header_extensions_map)
-        except ValueError:
-            return True
+        clear = self.unprotect(data)
+        if clear is None:
+            return True  # as aiortc: what fails authentication or replay is dropped
+        ids = self.extension_ids
+        packet = rtp.parse_received(clear, ids.abs_send_time, ids.transport_sequence_number)
+        if packet is None:
+            return True  # malformed: dropped, as aiortc drops what its parse refuses
         self.taken += 1
         receiver._ingest_now(packet, arrival_time_ms, self)
         return True
+
+    def parse(self, clear: bytes) -> rtp.ReceivedPacket | None:
+        """An unprotected RTP packet of this transport, parsed as :meth:`handle` does."""
+        ids = self.extension_ids
+        return rtp.parse_received(clear, ids.abs_send_time, ids.transport_sequence_number)
 
     def handle_rtcp(self, data: bytes) -> bool:
         """A compound RTCP packet (its first is a sender report 200 to a payload-specific
@@ -605,7 +779,7 @@ class FastIngress:
         sender the SFU does not drive (an aiortc peer's, a receiver that decodes): their
         handlers may wait, and an SRTCP packet can be unprotected only once."""
         dtls = self.dtls
-        if dtls._state != State.CONNECTED:
+        if dtls._state is not _CONNECTED:
             return False
         router = self.router
         for receiver in router.ssrc_table.values():
@@ -631,9 +805,40 @@ class FastIngress:
     def send_rtcp(self, payload: bytes) -> None:
         dtls = self.dtls
         transport = self.protocol.transport
-        if dtls._state != State.CONNECTED or transport is None:
+        if dtls._state is not _CONNECTED or transport is None:
             return  # as aiortc: feedback on a closing transport is dropped
         transport.sendto(dtls._tx_srtp.protect_rtcp(payload), self.addr)
+
+
+def _direct_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes | None]:
+    """``session.unprotect`` without pylibsrtp's wrapper: the datagram into the session's own
+    buffer, libsrtp's ``srtp_unprotect`` there, the clear packet copied out; None for what
+    pylibsrtp would raise on (a failed authentication, a replay, a datagram longer than the
+    buffer). The wrapper's type and length checks, its ``ffi.new`` per call and its status
+    check cost about as much as the decryption of a 1,100-byte packet itself. The same buffer
+    pylibsrtp uses: everything that touches it runs on the event loop's thread, one call at a
+    time. The function keeps ``session`` (and so the libsrtp context) alive: without it,
+    a session nobody else holds frees its context under the function (a crash)."""
+    from pylibsrtp import _binding
+
+    ffi, lib = _binding.ffi, _binding.lib
+    cdata, buffer, context = session._cdata, session._buffer, session._srtp[0]  # type: ignore[attr-defined]
+    room = len(buffer)
+    length = ffi.new("int *")
+    srtp_unprotect = lib.srtp_unprotect
+
+    def unprotect(data: bytes, _session: pylibsrtp.Session = session) -> bytes | None:
+        size = len(data)
+        if size > room:
+            return None
+        buffer[0:size] = data
+        length[0] = size
+        if srtp_unprotect(context, cdata, length):
+            return None
+        clear: bytes = buffer[0 : length[0]]
+        return clear
+
+    return unprotect
 
 
 def _run_now(handler: Coroutine[Any, Any, None]) -> None:
@@ -650,6 +855,186 @@ def _run_now(handler: Coroutine[Any, Any, None]) -> None:
         return
     handler.close()
     logger.error("an RTCP handler waited on the fast path (aiortc changed?); packet lost")
+
+
+# A publisher with TWCC is sent REMB only as its subscribers' cap, computed once every
+# CAP_INTERVAL and sent then while there is one (a REMB can be lost); and, once a
+# cap was sent, NO_CAP_BPS when the subscribers no longer limit it (a REMB holds until the next).
+CAP_INTERVAL = 1.0
+CAP_STEP = 0.1
+NO_CAP_BPS = 20_000_000
+
+
+class TransportFeedback:
+    """TWCC feedback for one publisher transport (shared by its receivers: the sequence is
+    transport-wide), and the REMB that caps it.
+
+    The receivers append each packet's arrival to one :class:`twcc.TwccRecorder`; a task of
+    this object (its owner; the last receiver's ``stop`` closes it, and it ends by itself once
+    the transport closes) builds the feedback every ``twcc.FEEDBACK_INTERVAL`` and sends it,
+    with the REMB cap (``publisher_bitrate(None)`` of the video receivers' sinks) beside it.
+    """
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self.dtls = dtls
+        self.recorder = twcc.TwccRecorder(origin_ns=time.monotonic_ns())
+        self.receivers: list[SfuRtpReceiver] = []
+        self.media_ssrcs: dict[SfuRtpReceiver, list[int]] = {}
+        self.cap_sent: int | None = None  # the last REMB cap sent (NO_CAP_BPS: lifted)
+        self.caps_sent = 0
+        self._cap_time = -1e9
+        self._cap_eval = -1e9  # when the cap was last computed (CAP_INTERVAL)
+        self._closed = False
+        self.errors = 0  # rounds that failed (logged once; the task goes on)
+        self._tasks = TaskSet("twcc feedback", logger)
+        self._task = self._tasks.spawn(self._run(), "feedback")
+
+    @staticmethod
+    def attach(receiver: SfuRtpReceiver, ssrcs: list[int]) -> TransportFeedback:
+        dtls = receiver.transport
+        feedback: TransportFeedback | None = getattr(dtls, "_remotecase_twcc", None)
+        if feedback is None or feedback._closed:
+            feedback = TransportFeedback(dtls)
+            dtls._remotecase_twcc = feedback  # type: ignore[attr-defined]
+        if receiver not in feedback.receivers:
+            feedback.receivers.append(receiver)
+        feedback.media_ssrcs[receiver] = ssrcs
+        if ssrcs and not feedback.recorder.media_ssrc:
+            feedback.recorder.media_ssrc = ssrcs[0]
+        receiver._twcc = feedback.recorder
+        return feedback
+
+    @staticmethod
+    async def detach(receiver: SfuRtpReceiver) -> None:
+        """``receiver`` stopped; the last one closes the feedback."""
+        if receiver._twcc is None:
+            return
+        receiver._twcc = None
+        feedback: TransportFeedback | None = getattr(receiver.transport, "_remotecase_twcc", None)
+        if feedback is None:
+            return
+        if receiver in feedback.receivers:
+            feedback.receivers.remove(receiver)
+        feedback.media_ssrcs.pop(receiver, None)
+        if not feedback.receivers:
+            await feedback.close()
+
+    async def close(self) -> None:
+        """Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # the set cancels and awaits it; whatever it ended with was logged there, never
+        # re-raised into the receiver's stop (the participant's ordered close)
+        await self._tasks.close()
+
+    async def _run(self) -> None:
+        dtls = self.dtls
+        while True:
+            await asyncio.sleep(twcc.FEEDBACK_INTERVAL)
+            if dtls._state in (State.CLOSED, State.FAILED):
+                return
+            if dtls._state != State.CONNECTED or not self.receivers:
+                continue
+            rtcp_ssrc = self.receivers[0]._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+            self.recorder.sender_ssrc = rtcp_ssrc or 0
+            try:
+                for packet in self.recorder.build(time.monotonic_ns()):
+                    await self._send(packet)
+                now = time.monotonic()
+                # the cap walks every subscriber's link (publisher_target): once a second at
+                # most, not at every feedback (review 10: a large room's presenter)
+                if now - self._cap_eval >= CAP_INTERVAL:
+                    self._cap_eval = now
+                    remb = self._cap(rtcp_ssrc or 0, now)
+                    if remb is not None:
+                        await self._send(remb)
+            except ConnectionError:
+                continue  # closing: the next round sees the state
+            except Exception:
+                # without feedback Chromium's estimator backs off to a postage stamp: log the
+                # first, count the rest, and go on with the next round
+                self.errors += 1
+                if self.errors == 1:
+                    logger.exception("transport-cc feedback failed; going on")
+
+    def _cap(self, rtcp_ssrc: int, now: float) -> bytes | None:
+        """The REMB to send now, or None."""
+        caps: list[int | None] = []
+        ssrcs: list[int] = []
+        for receiver in self.receivers:
+            limit = getattr(receiver._sfu_sink, "publisher_bitrate", None)
+            if receiver.sfu_kind != "video" or limit is None:
+                continue
+            caps.append(limit(None))
+            ssrcs += self.media_ssrcs.get(receiver, [])
+        cap = sum(c for c in caps if c is not None) if caps and None not in caps else None
+        last = self.cap_sent
+        if cap is None:
+            if last is None:
+                return None  # never capped: nothing to lift
+            cap = NO_CAP_BPS
+        due = now - self._cap_time >= CAP_INTERVAL
+        if not due and last is not None and cap >= last * (1 - CAP_STEP):
+            return None
+        self.cap_sent = cap
+        self._cap_time = now
+        self.caps_sent += 1
+        for receiver in self.receivers:
+            if receiver.sfu_kind == "video":
+                receiver.remb_sent = cap
+        return bytes(
+            RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(cap, ssrcs)
+            )
+        )
+
+    async def _send(self, data: bytes) -> None:
+        ingress: FastIngress | None = getattr(self.dtls, "_remotecase_fast", None)
+        if ingress is not None:
+            ingress.send_rtcp(data)
+        else:
+            await self.dtls._send_rtp(data)  # protected as RTCP (its payload type says so)
+
+
+def accept_transport_cc(pc: aiortc.RTCPeerConnection, offer: str) -> int:
+    """Answer a publisher's offer with transport-wide congestion control where it offers it on
+    a video m-line: the ``transport-wide-cc`` header extension (with the offer's id) and
+    ``transport-cc`` feedback on each codec that offers it. Call after
+    ``setRemoteDescription(offer)``, before ``createAnswer``; aiortc itself knows the
+    extension (it parses the sequence number) but never negotiates it. Only for connections
+    whose receivers the SFU drives (they send the feedback: :class:`TransportFeedback`).
+    Returns how many media sections got it."""
+    description = aiortc.sdp.SessionDescription.parse(offer)
+    by_mid = {media.rtp.muxId: media for media in description.media}
+    accepted = 0
+    for transceiver in pc.getTransceivers():
+        media = by_mid.get(transceiver.mid or "")
+        # video only: with transport-cc on its audio too, Chromium's video encoder stayed at its
+        # 30 kbit/s minimum far under the estimate the feedback gave (measured, 5 runs of 6,
+        # docs/performance.md "Session 10"); its audio is then left out of the estimate, as
+        # libwebrtc does by default for audio without transport-cc
+        if (
+            media is None
+            or media.kind != "video"
+            or type(transceiver.receiver) is not SfuRtpReceiver
+        ):
+            continue
+        offered = [e for e in media.rtp.headerExtensions if e.uri == twcc.TWCC_URI]
+        mine = transceiver._headerExtensions  # type: ignore[attr-defined]
+        if not offered or transceiver.direction not in ("recvonly", "sendrecv"):
+            continue
+        if not any(e.uri == twcc.TWCC_URI for e in mine):
+            mine.append(RTCRtpHeaderExtensionParameters(id=offered[0].id, uri=twcc.TWCC_URI))
+        feedback = RTCRtcpFeedback(type="transport-cc")
+        remote = {codec.payloadType: codec for codec in media.rtp.codecs}
+        for codec in transceiver._codecs:  # type: ignore[attr-defined]
+            theirs = remote.get(codec.payloadType)
+            if theirs is not None and feedback in theirs.rtcpFeedback:
+                if feedback not in codec.rtcpFeedback:
+                    codec.rtcpFeedback.append(feedback)
+        accepted += 1
+    return accepted
 
 
 class SfuRtpSender(RTCRtpSender):
@@ -804,7 +1189,11 @@ _HEADER = struct.Struct("!BBHII")
 
 
 def fast_rtp_writer(
-    dtls: RTCDtlsTransport, tasks: TaskSet, extension: bytes = b"", abs_at: int | None = None
+    dtls: RTCDtlsTransport,
+    tasks: TaskSet,
+    extension: bytes = b"",
+    abs_at: int | None = None,
+    drops: SendDrops | None = None,
 ) -> RtpWriter:
     """A synchronous function that builds one RTP packet, protects it and sends it.
 
@@ -818,7 +1207,8 @@ def fast_rtp_writer(
     pairs wrap data in their own framing, so they take aiortc's path through a task instead,
     one per packet, owned by ``tasks`` (once that set is closing, such packets are dropped).
     ``extension``: a header extension block every packet carries (:func:`rtp.extension_block`);
-    ``abs_at``: where in it each packet's abs-send-time goes (written at the send).
+    ``abs_at``: where in it each packet's abs-send-time goes (written at the send);
+    ``drops``: where the direct writer counts packets a full send buffer refused.
     """
     if dtls._state != State.CONNECTED:
         raise ConnectionError("DTLS not connected")
@@ -832,7 +1222,7 @@ def fast_rtp_writer(
         sock = getattr(protocol.transport, "_sock", None)
         addr = pair.remote_addr
         if isinstance(sock, socket.socket):
-            return _direct_writer(session, sock, addr, extension, abs_at)
+            return _direct_writer(session, sock, addr, extension, abs_at, drops)
         udp = protocol.transport
         protect = session.protect
 
@@ -896,14 +1286,30 @@ def _stamped(extension: bytes, abs_at: int | None) -> bytes:
     return extension[:abs_at] + rtp.abs_send_time(time.monotonic()) + extension[abs_at + 3 :]
 
 
+class SendDrops:
+    """RTP packets a direct writer (:func:`_direct_writer`) lost on a full socket send buffer.
+    Owned by the down-track whose writer counts into it (``RtpDownTrack.send_drops``) and summed
+    by the SFU's stats like its other counters, so /metrics
+    (``remotecase_sfu_send_dropped_packets_total``) shows one server's drops, never another's
+    in the same process: a subscriber's loss the server caused."""
+
+    __slots__ = ("packets",)
+
+    def __init__(self) -> None:
+        self.packets = 0
+
+
 def _direct_writer(
     session: Any,
     sock: socket.socket,
     addr: tuple[str, int],
     extension: bytes = b"",
     abs_at: int | None = None,
+    drops: SendDrops | None = None,
 ) -> RtpWriter:
     from pylibsrtp import _binding
+
+    counted = SendDrops() if drops is None else drops
 
     ffi, lib = _binding.ffi, _binding.lib
     cdata, buffer, context = session._cdata, session._buffer, session._srtp[0]
@@ -964,7 +1370,7 @@ def _direct_writer(
         try:
             sendto(data, addr)
         except (BlockingIOError, InterruptedError):
-            pass  # the socket buffer is full: lost as UDP would lose it
+            counted.packets += 1  # the socket buffer is full: lost as UDP would lose it
         except OSError as exc:
             # as asyncio's datagram transport does: an error is reported, not raised; a peer
             # that is gone is noticed by ICE consent checks and closed
@@ -986,13 +1392,15 @@ async def _send_relayed(dtls: RTCDtlsTransport, data: bytes) -> None:
 
 
 class _Tap:
-    """What the SFU adds to one ICE socket's ``datagram_received``: callbacks that hear every
-    datagram (:func:`on_datagram`), then the fast ingress (:class:`FastIngress`), then aioice."""
+    """What the SFU adds to one ICE socket's ``datagram_received``: a count of every datagram
+    (:func:`datagram_counter`, read by the participant's silence watch a few times per
+    ``media_timeout``, so a datagram costs one increment, not a callback and a clock read),
+    then the fast ingress (:class:`FastIngress`), then aioice."""
 
-    __slots__ = ("draining", "fast", "heard", "received")
+    __slots__ = ("count", "draining", "fast", "received")
 
     def __init__(self, received: Callable[[bytes | str, tuple[Any, ...]], None]) -> None:
-        self.heard: list[Callable[[], None]] = []
+        self.count = 0  # datagrams that reached this socket's callback
         self.fast: FastIngress | None = None
         self.received = received
         self.draining = False  # stop_receiving(): what arrives is dropped unread
@@ -1000,8 +1408,7 @@ class _Tap:
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if self.draining:
             return
-        for heard in self.heard:
-            heard()
+        self.count += 1
         fast = self.fast
         # only from the address the fast path was set up for: a datagram from another
         # (a newly nominated pair on this socket) takes aiortc's own path
@@ -1019,11 +1426,11 @@ def _tap(protocol: Any) -> _Tap:
     return tap
 
 
-def on_datagram(pc: aiortc.RTCPeerConnection, callback: Callable[[], None]) -> bool:
-    """Call ``callback`` for every datagram arriving on the socket of ``pc``'s nominated ICE
-    pair (RTP, RTCP, DTLS and STUN alike), before aioice handles it; False if there is no
-    such socket (not connected, or a relayed pair, whose protocol is aioice's TURN client).
-    """
+def datagram_counter(pc: aiortc.RTCPeerConnection) -> Callable[[], int] | None:
+    """A reader of how many datagrams have arrived on the socket of ``pc``'s nominated ICE
+    pair (RTP, RTCP, DTLS and STUN alike, counted before aioice handles them); None if there
+    is no such socket (not connected, or a relayed pair, whose protocol is aioice's TURN
+    client)."""
     for transceiver in pc.getTransceivers():
         dtls = transceiver.sender.transport
         pair = dtls.transport._connection._nominated.get(1) if dtls is not None else None
@@ -1031,10 +1438,58 @@ def on_datagram(pc: aiortc.RTCPeerConnection, callback: Callable[[], None]) -> b
             continue
         protocol = pair.protocol
         if type(protocol) is not aioice.ice.StunProtocol:
-            return False
-        _tap(protocol).heard.append(callback)
-        return True
-    return False
+            return None
+        tap = _tap(protocol)
+        return lambda: tap.count
+    return None
+
+
+def _ice_connections(pc: aiortc.RTCPeerConnection) -> list[aioice.Connection]:
+    """The ICE connections under ``pc``'s transceivers' and data channel's DTLS transports."""
+    transports = [
+        dtls
+        for transceiver in pc.getTransceivers()
+        for dtls in (transceiver.sender.transport, transceiver.receiver.transport)
+    ]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    return [dtls.transport._connection for dtls in transports if dtls is not None]
+
+
+def _socket_transports(
+    protocols: Iterable[Any],
+) -> list[asyncio.DatagramTransport]:
+    """The UDP transports of those of ``protocols`` that are our own sockets (aioice's
+    ``StunProtocol``; a TURN relay's is not), each once."""
+    out: list[asyncio.DatagramTransport] = []
+    seen: set[int] = set()
+    for protocol in protocols:
+        udp = getattr(protocol, "transport", None)
+        if type(protocol) is aioice.ice.StunProtocol and udp is not None and id(udp) not in seen:
+            seen.add(id(udp))
+            out.append(udp)
+    return out
+
+
+def nominated_datagram_transports(
+    pc: aiortc.RTCPeerConnection,
+) -> list[asyncio.DatagramTransport]:
+    """The UDP transports of ``pc``'s nominated ICE pairs (the sockets its media and DTLS use
+    once connected; a relayed pair's is not a socket of ours), each once."""
+    return _socket_transports(
+        pair.protocol
+        for connection in _ice_connections(pc)
+        for pair in connection._nominated.values()
+    )
+
+
+def ice_datagram_transports(pc: aiortc.RTCPeerConnection) -> list[asyncio.DatagramTransport]:
+    """The UDP transports of every ICE socket of ``pc`` (all its candidates', its transceivers'
+    and data channel's; a TURN relay's is not a socket of ours), each once: for
+    :mod:`mediaserver.sockets`."""
+    return _socket_transports(
+        protocol for connection in _ice_connections(pc) for protocol in connection._protocols
+    )
 
 
 def stop_receiving(pc: aiortc.RTCPeerConnection) -> int:
@@ -1096,10 +1551,30 @@ async def query_consent(self: aioice.Connection) -> None:
             answered = loop.time()
         silent = loop.time() - answered
         if silent >= CONSENT_EXPIRY:
-            logger.info("ICE consent expired: no answer for %.0f s", silent)
+            logger.warning("ICE consent expired: no answer for %.0f s", silent)
             self._query_consent_task = None
+            # the connection failed, whatever its closing looks like (consent_expired)
+            self._remotecase_consent_expired = True  # type: ignore[attr-defined]
             await self.close()
             return
+
+
+def consent_expired(pc: aiortc.RTCPeerConnection) -> bool:
+    """Whether one of ``pc``'s ICE connections closed because its consent expired
+    (:func:`query_consent`): its peer connection then reads ``closed`` as after a DTLS goodbye,
+    but the peer did not leave, its network went."""
+    transports = [
+        dtls
+        for transceiver in pc.getTransceivers()
+        for dtls in (transceiver.sender.transport, transceiver.receiver.transport)
+    ]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    return any(
+        getattr(dtls.transport._connection, "_remotecase_consent_expired", False)
+        for dtls in transports
+        if dtls is not None
+    )
 
 
 def install() -> None:

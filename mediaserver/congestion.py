@@ -85,6 +85,21 @@ REMB_TIMEOUT = 5.0
 # sender of its own probes for that; forwarding, this is the probe: more than the link takes
 # shows as loss, and the loss bound lowers it.
 REMB_HEADROOM = 1.5
+# A subscriber's REMB that is still rising (raised by RAMP_RISE over its last rise within
+# RAMP_RISING seconds), has not fallen (by more than RAMP_FALL of its highest) for RAMP_CALM
+# seconds, on a link without a loss bound, is ramping up (a receiver's estimate starts low and
+# rises at most to 1.5 times what it receives): below what the publisher sends it says nothing
+# about the link, which carries that without loss. It holds the publisher to no less than
+# REMB_HEADROOM times what it sends (room to grow), never to the floor, and to no more than
+# RAMP_BOUND times its own estimate (publisher_hold). A steady REMB is not ramping: it is what
+# the link takes, and a publisher above it is held to it (otherwise a publisher that follows
+# its cap would raise the hold it is given, and the next, up to its uplink: review 10).
+# A REMB that fell is the receiver's delay-based estimator finding its queue growing: that holds.
+RAMP_FALL = 0.9
+RAMP_CALM = 10.0
+RAMP_RISE = 1.05
+RAMP_RISING = 3.0
+RAMP_BOUND = 2.0
 # The share of a link's estimate retransmissions may take.
 RETRANSMIT_SHARE = 0.3
 # A layered publisher with at most this many subscribers (a call: officer, parties, a
@@ -108,11 +123,59 @@ class LinkEstimate:
         self.fraction_lost = 0.0
         self.rembs = 0
         self.reports = 0
+        self.remb_peak = 0  # the highest REMB since it last fell (RAMP_FALL)
+        self.remb_fell_time = -1e9
+        self.remb_rise_base = 0  # the REMB at its last rise (RAMP_RISE), or since it fell
+        self.remb_rise_time = -1e9
 
     def on_remb(self, bitrate: int, now: float) -> None:
-        self.remb_bps = max(0, int(bitrate))
+        bitrate = max(0, int(bitrate))
+        if bitrate < RAMP_FALL * self.remb_peak:
+            self.remb_fell_time = now
+            self.remb_peak = self.remb_rise_base = bitrate
+        else:
+            self.remb_peak = max(self.remb_peak, bitrate)
+            if self.remb_rise_base <= 0:
+                self.remb_rise_base = bitrate  # the first REMB: no rise known yet
+            elif bitrate >= RAMP_RISE * self.remb_rise_base:
+                self.remb_rise_base = bitrate
+                self.remb_rise_time = now
+        self.remb_bps = bitrate
         self.remb_time = now
         self.rembs += 1
+
+    def ramping(self, now: float) -> bool:
+        """Whether this link's estimate is only a receiver's REMB still on its way up: recent,
+        raised by RAMP_RISE within RAMP_RISING seconds, never fallen for RAMP_CALM seconds, and
+        no loss bound (no window lost more than LOSS_HIGH lately). A steady REMB is not."""
+        self._age(now)
+        return (
+            self.loss_bps is None
+            and self.remb_bps is not None
+            and now - self.remb_time <= REMB_TIMEOUT
+            and now - self.remb_rise_time <= RAMP_RISING
+            and now - self.remb_fell_time > RAMP_CALM
+        )
+
+    def publisher_hold(
+        self, now: float, publisher_bps: float, *, full_stream: bool = True
+    ) -> int | None:
+        """What this link holds its publisher to (publisher_target's estimates): its estimate,
+        except one still ramping below what the publisher sends (``publisher_bps``), which
+        leaves it REMB_HEADROOM times that to grow into, at most RAMP_BOUND times the estimate.
+        ``full_stream`` False: the subscriber of a layered stream is served fewer layers than
+        the publisher sends, so what the publisher sends is not what this link carries: its
+        estimate holds (publisher_target's layered rule gives it layer 0)."""
+        estimate = self.estimate(now)
+        if (
+            estimate is None
+            or not full_stream
+            or estimate >= publisher_bps
+            or not self.ramping(now)
+        ):
+            return estimate
+        room = min(publisher_bps * REMB_HEADROOM, estimate * RAMP_BOUND)
+        return max(estimate, int(room))
 
     def on_loss(
         self, fraction_lost: float, sent_bps: float, seconds: float = 1.0, now: float = 0.0

@@ -17,14 +17,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from aiortc.rtp import RtpPacket
-
 from common.tasks import TaskSet
 
 from . import congestion, history, rtp, vp8
 from .aiortc_hooks import (
+    ReceivedRtp,
     ReceiverSink,
     RtpWriter,
+    SendDrops,
     SfuRtpSender,
     fast_rtp_writer,
     transport_sender_hooks,
@@ -59,10 +59,22 @@ LINK_BURST = 1.0
 # the keyframe a pause ends on may put it that far behind, and the frames after it still go.
 PAUSE_DEBT = 0.5
 # After such a pause the subscriber's stream goes on this many sequence numbers further: a
-# receiver still waiting on a packet its link lost before the pause then gives it up at once
-# (aiortc's jitter buffer drops what it holds once a packet is 128 ahead; browsers likewise on a
-# large jump) and decodes the keyframe, instead of waiting for the hole to be filled.
-PAUSE_SKIP = 200
+# receiver still waiting on a packet its link lost before the pause, or on the packet after the
+# last frame it got (aiortc releases a frame only once the next frame's first packet follows
+# it), then gives that up at once and decodes the keyframe, instead of waiting for the hole to
+# be filled. aiortc 1.16's video jitter buffer holds 512 numbers and empties only for a packet
+# at least that far ahead of its oldest (JitterBuffer(capacity=512) in rtcrtpreceiver.py): the
+# 200 skipped before left it stuck, releasing one frame per packet from 512 packets back and
+# asking a keyframe with each (measured on a 150 kbit/s link: 1.0 of 8.8 fps forwarded decoded,
+# 18 such PLIs in 10 s, each a keyframe over the thin link). libwebrtc keeps up to 1000 numbers
+# in its NACK list before it clears it and asks a keyframe itself, and clears them once the
+# keyframe decodes: 600 is past the one and short of the other.
+PAUSE_SKIP = 600
+# A subscriber's keyframe request this soon after its down-track resumed on a keyframe is its
+# receiver's answer to the skip above (aiortc asks one whenever its jitter buffer empties for
+# a jump), not a loss: the keyframe is already there, and asking another costs the thin link
+# (and every other subscriber) a second large frame. It is counted, not passed on.
+RESUME_PLI_IGNORE = 0.5
 # A link counts as limited (its down-track keeps to its estimate) once its receiver reports
 # heavy loss (congestion.LOSS_HIGH) and while the estimate is below this share of what the
 # publisher sends. REMB alone does not: a receiver's REMB follows what it receives, and on a
@@ -94,6 +106,12 @@ WIRE_HEADER = 12 + PACKET_OVERHEAD  # with the RTP header
 # pauses in 20 s on a 150 kbit/s link, every keyframe followed by a pause).
 KEYFRAME_GRACE = 2.0
 KEYFRAME_DEBT = 2.0
+# A layered stream already down to layer 0 whose layer 0 (its delta frames, measured over
+# LAYER_WINDOW) fits the link's budget pays a debt off by itself: the budget fills faster than
+# layer 0 takes it. A pause cannot help it (it ends on a keyframe, the largest frame there is,
+# and the debt comes back: measured on a 150 kbit/s link, pauses 2.1 s after each keyframe,
+# just past KEYFRAME_GRACE), so such a stream pauses only when behind by KEYFRAME_DEBT more
+# than PAUSE_DEBT, as in a keyframe's grace, grace or not.
 # Skipped sequence numbers remembered, by where in the subscriber's numbering they were
 # skipped, for the receiver reports that come after them (ReportLoss's holes).
 HOLE_MARKS_KEPT = 256
@@ -243,12 +261,13 @@ class ForwardedUpTrack:
             self._pli_timer = self._loop.call_later(wait, self._send_pli)
 
     # -- receiver sink ---------------------------------------------------------------------
-    def on_rtp(self, packet: RtpPacket) -> None:
+    def on_rtp(self, packet: ReceivedRtp) -> None:
         self._media_ssrc = packet.ssrc
         payload = packet.payload
         seq = packet.sequence_number
         timestamp = packet.timestamp
         detector = self._is_keyframe
+        now = self._loop.time()
         if detector is None:
             keyframe = True
         else:
@@ -258,7 +277,6 @@ class ForwardedUpTrack:
             newer = last_seq is None or (seq - last_seq) & 0xFFFF < 0x8000
             keyframe = newer and timestamp != self._last_timestamp and detector(payload)
             if newer:
-                now = self._loop.time()
                 if last_seq is not None and not keyframe and not self._muted:
                     missing = ((seq - last_seq) & 0xFFFF) - 1
                     silence = 0.0 if self._last_arrival is None else now - self._last_arrival
@@ -274,7 +292,7 @@ class ForwardedUpTrack:
         out = Packet(seq, timestamp, packet.marker, payload, packet.padding_size, keyframe)
         self.packets_in += 1
         self.bytes_in += len(payload)
-        self._history.put(out, self._loop.time())
+        self._history.put(out, now)
         if self._muted:
             return
         for down in self._fanout:
@@ -294,12 +312,16 @@ class ForwardedUpTrack:
             self._rate_sample = (now, self.bytes_in)
         return self._rate_bps
 
-    def publisher_bitrate(self, uplink_bps: int) -> int:
-        """The REMB the publisher is sent: its uplink's estimate, lowered to what its
-        subscribers' links take (:func:`congestion.publisher_target`)."""
+    def publisher_bitrate(self, uplink_bps: int | None) -> int | None:
+        """The REMB the publisher is sent: its uplink's estimate (None: a publisher with TWCC,
+        whose own estimator has it), lowered to what its subscribers' links take
+        (:func:`congestion.publisher_target`; a subscriber whose estimate is still ramping up
+        below what the publisher sends leaves it room, ``LinkEstimate.publisher_hold``); None:
+        nothing limits it."""
         # down-tracks over a network (RtpDownTrack); a local one (recorder, verifier) has none
+        sending = self.incoming_bps()
         estimates = [
-            estimate()
+            estimate(sending)
             for down in self._fanout
             if (estimate := getattr(down, "link_estimate", None)) is not None
         ]
@@ -390,6 +412,12 @@ class ForwardedUpTrack:
             down.resume()
         self.resumptions += 1
 
+    @property
+    def last_arrival(self) -> float | None:
+        """Loop time this track's newest packet arrived (video only: audio's arrivals are
+        not timed per packet); None before one."""
+        return self._last_arrival
+
     def continuation(self) -> tuple[int | None, int | None, float | None]:
         """(last sequence number, last timestamp, loop time it arrived) of this track before
         its source was detached."""
@@ -436,7 +464,7 @@ class ContinuedSource:
         self._seq_offset: int | None = None
         self._ts_offset = 0
 
-    def _anchor(self, packet: RtpPacket) -> None:
+    def _anchor(self, packet: ReceivedRtp) -> None:
         last_seq, last_ts, arrived = self._up.continuation()
         if last_seq is None or last_ts is None or arrived is None:
             self._seq_offset, self._ts_offset = 0, 0  # nothing before: nothing to continue
@@ -447,7 +475,7 @@ class ContinuedSource:
         self._seq_offset = (target_seq - packet.sequence_number) & 0xFFFF
         self._ts_offset = (target_ts - packet.timestamp) & 0xFFFFFFFF
 
-    def on_rtp(self, packet: RtpPacket) -> None:
+    def on_rtp(self, packet: ReceivedRtp) -> None:
         first = self._seq_offset is None
         if first:
             self._anchor(packet)
@@ -459,7 +487,7 @@ class ContinuedSource:
             # the new SSRC is known now: a keyframe at once, for every restarted down-track
             self._up.request_keyframe()
 
-    def publisher_bitrate(self, uplink_bps: int) -> int:
+    def publisher_bitrate(self, uplink_bps: int | None) -> int | None:
         return self._up.publisher_bitrate(uplink_bps)
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
@@ -519,6 +547,8 @@ class RtpDownTrack:
         self._span = 0
         self.packets = 0
         self.bytes = 0
+        # packets its writer lost on a full socket send buffer (the server's loss)
+        self.send_drops = SendDrops()
         if continue_from is not None:
             # a reused transceiver: same SSRC, so continue its sequence and timeline
             self._pt = continue_from._pt
@@ -547,13 +577,19 @@ class RtpDownTrack:
         # sequence numbers skipped because the publisher's packet had not arrived (its uplink
         # lost it) or after a pause: the subscriber's receiver reports count them as lost,
         # though its link is fine. Marks (first number from which on, total skipped) tell a
-        # report which of them it has seen.
+        # report which of them it has seen. Numbers there are extended (not wrapped, as RTCP's
+        # extended highest sequence number): a 16-bit comparison reads a report more than
+        # 32,768 numbers past the newest mark (5 minutes of video without a new hole) against
+        # the wrong mark.
         self._holes = 0
         self._hole_marks: deque[tuple[int, int]] = deque()
         self._hole_base = 0  # the total before the oldest mark kept
+        self._seq_reached = self._next_seq  # _next_seq extended, as last seen (_extended_next)
+        self._report_offset: int | None = None  # ours less the receiver's extended numbers
         self._loss = congestion.ReportLoss()
         self.rtx_bytes = 0  # retransmitted bytes (payload and RTP header)
         self._keyframe_time = -1e9  # when the last keyframe was forwarded (KEYFRAME_GRACE)
+        self._keyframe_ts: int | None = None  # and its timestamp
         self.sent_bps = 0.0  # what this down-track sends (with retransmissions, on the wire)
         self._rate_mark: tuple[float, int] | None = None  # (time, wire bytes) at the last rate
         self._frame_ts: int | None = None  # the frame whose packets are being forwarded
@@ -588,6 +624,10 @@ class RtpDownTrack:
         self._layer_bytes = [0, 0, 0, 0]
         self._layer_bps = [0.0, 0.0, 0.0, 0.0]
         self._layer_window_start: float | None = None
+        self._keyframe_bytes = 0  # of layer 0's bytes in the window, those of keyframes
+        self._keyframe_bps = 0.0
+        self._resumed_time = -1e9  # when it last resumed on a keyframe after a pause
+        self.resume_plis_ignored = 0  # keyframe requests not passed on (RESUME_PLI_IGNORE)
         self.layer_dropped = [0, 0, 0, 0]  # frames left out for their layer, by TID
         self.layer_down = 0  # times the maximum layer went down
         self.layer_up = 0
@@ -620,6 +660,7 @@ class RtpDownTrack:
         return {
             "forwarded_packets": self.packets,
             "forwarded_bytes": self.bytes,
+            "send_dropped": self.send_drops.packets,
             "retransmitted": self.retransmitted,
             "nacks": self.nacks,
             "nack_not_sent": self.nack_not_sent,
@@ -723,7 +764,11 @@ class RtpDownTrack:
         if self._writer is None:
             try:
                 self._writer = fast_rtp_writer(
-                    self._sender.transport, self._tasks, self._extension, self._abs_at
+                    self._sender.transport,
+                    self._tasks,
+                    self._extension,
+                    self._abs_at,
+                    self.send_drops,
                 )
             except ConnectionError:
                 return False
@@ -732,8 +777,9 @@ class RtpDownTrack:
             # the receiver counts the skipped numbers as lost: not the link's loss
             self._holes += PAUSE_SKIP
             self._mark_holes(self._next_seq)
+            self._resumed_time = time.monotonic()
         self._congested = False
-        self._frame_ts = packet.timestamp
+        self._frame_ts = self._keyframe_ts = packet.timestamp
         self._keyframe_time = time.monotonic()
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
         # Continue the subscriber's timeline from where it stopped, advanced by wall time.
@@ -821,6 +867,8 @@ class RtpDownTrack:
                     now = time.monotonic()
                 size = len(packet.payload) + WIRE_HEADER
                 self._layer_bytes[self._frame_tid] += size
+                if self._frame_ts == self._keyframe_ts:
+                    self._keyframe_bytes += size
             if self._frame_left_out:
                 self._leave_out(packet)
                 return
@@ -886,6 +934,7 @@ class RtpDownTrack:
         if packet.keyframe:
             self._decodable = ALL_LAYERS  # every reference starts afresh
             self._keyframe_time = now
+            self._keyframe_ts = packet.timestamp
             return False
         if budget is None:
             self._max_layer = ALL_LAYERS
@@ -1058,6 +1107,8 @@ class RtpDownTrack:
             elapsed = now - window
             self._layer_bps = [b * 8 / elapsed for b in self._layer_bytes]
             self._layer_bytes = [0, 0, 0, 0]
+            self._keyframe_bps = self._keyframe_bytes * 8 / elapsed
+            self._keyframe_bytes = 0
             self._layer_window_start = now
         available = budget.available(now)
         top = min(self._max_layer, self._top_layer)
@@ -1109,9 +1160,16 @@ class RtpDownTrack:
         self.up.request_keyframe()
 
     # -- congestion ------------------------------------------------------------------------
-    def link_estimate(self) -> int | None:
-        """What this subscriber's link takes (bits/s), or None while nothing limits it."""
-        return self.link.estimate(time.monotonic())
+    def link_estimate(self, publisher_bps: float | None = None) -> int | None:
+        """What this subscriber's link takes (bits/s), or None while nothing limits it; with
+        ``publisher_bps`` (what the publisher sends), what it holds the publisher to
+        (``LinkEstimate.publisher_hold``: not an estimate still ramping up below that; a
+        layered stream served below its top layer is held by its estimate alone)."""
+        now = time.monotonic()
+        if publisher_bps is None:
+            return self.link.estimate(now)
+        full = not (self.layered and self._max_layer < self._top_layer)
+        return self.link.publisher_hold(now, publisher_bps, full_stream=full)
 
     def _siblings(self, kind: str) -> list[RtpDownTrack]:
         """The subscriber's other down-tracks of ``kind`` on this one's transport."""
@@ -1126,9 +1184,20 @@ class RtpDownTrack:
 
     def _pause_debt(self, now: float) -> float:
         """Seconds of the estimate the link may be behind before frames are left out."""
-        if now - self._keyframe_time < KEYFRAME_GRACE:
+        if now - self._keyframe_time < KEYFRAME_GRACE or self._layer0_drains():
             return PAUSE_DEBT + KEYFRAME_DEBT
         return PAUSE_DEBT
+
+    def _layer0_drains(self) -> bool:
+        """A layered stream down to layer 0 whose delta frames (over the last LAYER_WINDOW)
+        take less than the link's budget: its debt goes down by itself."""
+        budget = self._link_budget
+        if self._ranges is None or self._max_layer > 0 or budget is None:
+            return False
+        if self._layer_window_start is None or not any(self._layer_bps):
+            return False  # not measured yet
+        delta_frames = max(0.0, self._layer_bps[0] - self._keyframe_bps)
+        return delta_frames * LAYER_UP_HEADROOM <= budget.rate * 8
 
     def _measure_rate(self, now: float) -> None:
         """``sent_bps``, over the second or two since the last measurement."""
@@ -1201,17 +1270,40 @@ class RtpDownTrack:
                 self._link_budget is not None,
             )
 
+    def _extended_next(self) -> int:
+        """The next number to give (``_next_seq``) extended: it only moves forward, and each
+        mark and receiver report looks at it (a report comes every second or so; it would take
+        65,536 numbers unseen, 11 minutes of video without one, to miss a cycle)."""
+        reached = self._seq_reached + ((self._next_seq - self._seq_reached) & 0xFFFF)
+        self._seq_reached = reached
+        return reached
+
     def _mark_holes(self, at: int) -> None:
-        """The skipped total changed, seen by the subscriber from its number ``at`` on."""
+        """The skipped total changed, seen by the subscriber from its number ``at`` on (16
+        bits: the next number to give, or a little ahead of it)."""
+        reached = self._extended_next()
         marks = self._hole_marks
-        marks.append((at & 0xFFFF, self._holes))
+        marks.append((reached + ((at - reached) & 0xFFFF), self._holes))
         if len(marks) > HOLE_MARKS_KEPT:
             self._hole_base = marks.popleft()[1]
 
+    def _report_extended(self, highest: int) -> int:
+        """A report's extended highest number (32 bits, counted by the receiver from its own
+        first packet) in this down-track's extended numbering. The two differ by whole
+        cycles, learned from the first report (the newest number given at or before it) and
+        again whenever a report would fall outside the last 65,536 numbers given (the
+        receiver counted its cycles anew)."""
+        newest = self._extended_next() - 1
+        offset = self._report_offset
+        if offset is None or not newest - 0xFFFF <= highest + offset <= newest:
+            offset = newest - ((newest - highest) & 0xFFFF) - highest
+            self._report_offset = offset
+        return highest + offset
+
     def _holes_at(self, highest: int) -> int:
-        """Numbers skipped up to the subscriber's ``highest`` (16 bits)."""
+        """Numbers skipped up to the subscriber's ``highest`` (extended, as the marks)."""
         for at, total in reversed(self._hole_marks):
-            if (highest - at) & 0xFFFF < 0x8000:
+            if at <= highest:
                 return total
         return self._hole_base
 
@@ -1220,7 +1312,7 @@ class RtpDownTrack:
         ``fraction_lost`` is not used (one report per NACK covers a packet or two)."""
         now = time.monotonic()
         wire = self.bytes + self.packets * WIRE_HEADER  # what was sent, as the budgets count
-        holes = self._holes_at(highest & 0xFFFF)
+        holes = self._holes_at(self._report_extended(highest & 0xFFFFFFFF))
         judged = self._loss.on_report(highest, lost, holes, wire, now)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -1349,6 +1441,9 @@ class RtpDownTrack:
 
     def on_keyframe_request(self) -> None:
         self.keyframe_requests += 1
+        if time.monotonic() - self._resumed_time < RESUME_PLI_IGNORE:
+            self.resume_plis_ignored += 1  # its receiver emptied its buffer for the skip
+            return
         self.up.request_keyframe()
 
     def sender_report(self) -> tuple[int, int, int, int] | None:

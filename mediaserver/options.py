@@ -40,5 +40,11 @@ class MediaOptions:
     # layered_quantile of them (docs/performance.md, "Temporal layers").
     layered_small_room: int = 4
     layered_quantile: float = 0.1
+    # Answer a publisher that offers transport-wide congestion control (browsers do) with it:
+    # feedback from the SFU, the publisher's own estimator, REMB only as the subscribers' cap
+    # (docs/signalling.md); False: REMB from the SFU's delay-based estimate, as before. Off by
+    # default: on the loaded test machine Chromium's encoder often stayed far under the
+    # estimate the feedback gave it (docs/performance.md, "Session 10: TWCC for publishers").
+    twcc: bool = False
     # Most participants in one room.
     max_participants: int = 50

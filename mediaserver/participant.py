@@ -41,11 +41,19 @@ from aiortc.sdp import candidate_from_sdp
 
 from common.tasks import TaskSet
 
-from .aiortc_hooks import SfuRtpReceiver, SfuRtpSender, on_datagram
+from .aiortc_hooks import (
+    SfuRtpReceiver,
+    SfuRtpSender,
+    accept_transport_cc,
+    consent_expired,
+    datagram_counter,
+    release_dtls_buffers,
+)
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .options import MediaOptions
 from .protocols import CloseReason, TrackInfo, UpTrack
 from .sdpcheck import SdpError, check_remote_sdp
+from .sockets import tune_ice_sockets
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +150,26 @@ def _rtc_configuration(options: MediaOptions) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
+def _server_pc(options: MediaOptions) -> RTCPeerConnection:
+    pc = RTCPeerConnection(_rtc_configuration(options))
+    release_dtls_buffers(pc)  # about 80 KiB less per participant (docs/performance.md)
+    return pc
+
+
+def last_heard_at_suspend(
+    counted: float | None, check: float, arrivals: list[float | None]
+) -> float | None:
+    """When a suspended publisher was last heard, for a track whose arrivals are not timed
+    (audio): the silence watch's count (``counted``) knows it to within one of its checks
+    (``check`` seconds), never before the last datagram; a video track's last packet
+    (``arrivals``) within that check is exact, one older is a camera turned off, not the
+    connection's last datagram."""
+    if counted is None:
+        return None
+    recent = [a for a in arrivals if a is not None and counted - check <= a <= counted]
+    return max(recent) if recent else counted
+
+
 def codec_key(info: TrackInfo) -> tuple[str, ...]:
     key = [info.mime_type.lower()]
     if info.mime_type.lower() == "video/h264":
@@ -197,8 +225,8 @@ class SfuParticipant:
         self._log = logging.LoggerAdapter(
             logger, {"room": room.room_id, "participant": participant_id}
         )
-        self.publisher_pc = RTCPeerConnection(_rtc_configuration(options))
-        self.subscriber_pc = RTCPeerConnection(_rtc_configuration(options))
+        self.publisher_pc = _server_pc(options)
+        self.subscriber_pc = _server_pc(options)
         self._up_tracks: dict[str, ForwardedUpTrack] = {}
         self._up_by_mid: dict[str, ForwardedUpTrack] = {}
         self._slots: list[Slot] = []
@@ -221,8 +249,10 @@ class SfuParticipant:
         # down-tracks: cancelled and awaited first thing on close
         self.tasks = TaskSet(f"participant {participant_id}", self._log)
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
-        # when a datagram last arrived on each connected media connection, and the timer
-        # that checks it (media_timeout)
+        # each connected media connection's datagram count (its socket's), and when the
+        # watch last saw that count move; the timer that checks it (media_timeout)
+        self._counters: dict[str, Callable[[], int]] = {}
+        self._last_count: dict[str, int] = {}
         self._last_heard: dict[str, float] = {}
         self._media_check: asyncio.TimerHandle | None = None
         self.counters = ParticipantCounters()
@@ -356,6 +386,8 @@ class SfuParticipant:
                 for transceiver in pc.getTransceivers():
                     _keep_primary_codec(transceiver)
                     _accept_opus_options(transceiver, offered.get(transceiver.mid or ""))
+                if self._options.twcc:
+                    accept_transport_cc(pc, checked)  # TWCC where offered (browsers do)
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
                 self._log.info("rejected publish offer: %s", exc)
@@ -697,13 +729,21 @@ class SfuParticipant:
                 handle = self._watchdogs.pop(label, None)
                 if handle is not None:
                     handle.cancel()
+                # bigger kernel buffers, every waiting datagram read (mediaserver/sockets.py)
+                tune_ice_sockets(pc)
                 self._watch_media(label, pc)
             elif state == "failed" and not self._closed:
                 self._spawn(self.lost(CloseReason.CONNECTION_FAILED), "lost")
+            elif state == "closed" and not self._closed and consent_expired(pc):
+                # the server's own ICE consent expired (no answer for 30 s): the client's
+                # network went, it did not leave, so it may come back (resume)
+                self._spawn(self.lost(CloseReason.CONNECTION_FAILED), "lost")
             elif state == "closed" and not self._closed:
                 # aiortc closes a peer connection itself once the client's DTLS said goodbye:
-                # its media is over, whatever the signalling socket still says
-                self._spawn(self.close(CloseReason.PEER_CLOSED), "close")
+                # its media is over. With resume on it may come back: a page that found its
+                # socket dead closes its peer connections before it resumes, and their
+                # close_notify can reach the server first (the media path still working)
+                self._spawn(self.lost(CloseReason.PEER_CLOSED), "lost")
 
         return changed
 
@@ -726,24 +766,39 @@ class SfuParticipant:
         moved to another) within ``media_timeout``, long before aioice's consent expiry.
 
         Every datagram on the connection's socket counts (RTP, RTCP, DTLS, STUN consent
-        checks), so a participant that publishes nothing but is alive is never closed.
+        checks), so a participant that publishes nothing but is alive is never closed. The
+        socket counts them (one increment each, nothing per datagram here); the check, every
+        eighth of ``media_timeout``, takes a count that moved as heard at that check. So a
+        silence is measured from a time no earlier than the last datagram (never closed
+        early), and noticed within ``media_timeout`` plus two checks (a quarter of it).
         """
         if self._closed or label in self._last_heard:
             return
-        loop = asyncio.get_running_loop()
-        heard = self._last_heard
-
-        def arrived() -> None:
-            heard[label] = loop.time()
-
-        if not on_datagram(pc, arrived):
+        counter = datagram_counter(pc)
+        if counter is None:
             return  # a relayed pair: aioice's consent checks stay the only watch
-        arrived()
+        self._counters[label] = counter
+        self._last_count[label] = counter()
+        self._last_heard[label] = asyncio.get_running_loop().time()
         if self._media_check is None:
             self._schedule_media_check()
 
+    def _heard(self, label: str, now: float) -> float | None:
+        """When ``label``'s connection was last heard, as the watch knows it at ``now``."""
+        counter = self._counters.get(label)
+        if counter is None:
+            return None
+        count = counter()
+        if count != self._last_count[label]:
+            self._last_count[label] = count
+            self._last_heard[label] = now
+        return self._last_heard[label]
+
+    def _media_check_interval(self) -> float:
+        return max(0.125, self._options.media_timeout / 8)
+
     def _schedule_media_check(self) -> None:
-        interval = max(0.25, self._options.media_timeout / 4)
+        interval = self._media_check_interval()
         self._media_check = asyncio.get_running_loop().call_later(interval, self._check_media)
 
     def _check_media(self) -> None:
@@ -751,8 +806,9 @@ class SfuParticipant:
         if self._closed:
             return
         now = asyncio.get_running_loop().time()
-        for label, heard in self._last_heard.items():
-            if now - heard > self._options.media_timeout:
+        for label in list(self._last_heard):
+            heard = self._heard(label, now)
+            if heard is not None and now - heard > self._options.media_timeout:
                 self._log.warning(
                     "%s connection silent for %.1f s: client gone", label, now - heard
                 )
@@ -803,7 +859,11 @@ class SfuParticipant:
         if detached is not None and attachment is None:
             detached(reason.value, False)  # its socket may still work: it says "reconnect"
         self._send = _drop
-        last_heard = self._last_heard.get("publisher")
+        last_heard = last_heard_at_suspend(
+            self._heard("publisher", asyncio.get_running_loop().time()),
+            self._media_check_interval(),
+            [up.last_arrival for up in self._up_tracks.values()],
+        )
         self._stop_watching()
         if self._pending_answer is not None and not self._pending_answer.done():
             self._pending_answer.cancel()
@@ -863,8 +923,8 @@ class SfuParticipant:
         self._attachment += 1
         self._send = send
         self._detached = detached
-        self.publisher_pc = RTCPeerConnection(_rtc_configuration(self._options))
-        self.subscriber_pc = RTCPeerConnection(_rtc_configuration(self._options))
+        self.publisher_pc = _server_pc(self._options)
+        self.subscriber_pc = _server_pc(self._options)
         self._watch_connections()
         self._suspended = None
         self.resumes += 1
@@ -882,6 +942,8 @@ class SfuParticipant:
             self._media_check.cancel()
             self._media_check = None
         self._last_heard.clear()
+        self._last_count.clear()
+        self._counters.clear()
 
     # -- closing ---------------------------------------------------------------------------
     async def close(self, reason: CloseReason) -> None:

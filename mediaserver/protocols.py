@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class CloseReason(enum.StrEnum):
@@ -31,6 +31,7 @@ class CloseReason(enum.StrEnum):
     REMOVED = "removed"  # an officer or the server removed it
     SIGNALLING_LOST = "signalling_lost"  # the WebSocket went away
     CLOSED = "closed"  # its page said it was going (tab closed) and no reload came back
+    GONE = "gone"  # its socket's connection ended without a close (the page's process died)
     CONNECT_TIMEOUT = "connect_timeout"  # ICE/DTLS never got to connected
     CONNECTION_FAILED = "connection_failed"  # ICE or DTLS failed after connecting
     MEDIA_TIMEOUT = "media_timeout"  # nothing arrived on a connected media connection for long
@@ -44,13 +45,17 @@ class CloseReason(enum.StrEnum):
     SHUTDOWN = "shutdown"  # the server is stopping
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
+class Packet(NamedTuple):
     """One RTP packet as an up-track hands it to its down-tracks.
 
     ``payload`` excludes the header and padding; ``padding`` is the number of padding bytes the
     publisher sent (forwarded as padding so that bandwidth probes stay what they were).
     ``keyframe`` is true on the first packet of a video keyframe (always true for audio).
+
+    A named tuple, immutable as the frozen dataclass it was, and made once per received packet
+    (every down-track, the recorder and the history share it): a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``, about 1.2 us more per packet
+    (docs/performance.md, "Session 10").
     """
 
     sequence_number: int

@@ -22,6 +22,7 @@ from .memory import HeapTrimmer
 from .options import MediaOptions
 from .participant import Send, SfuParticipant, SignallingError
 from .protocols import CloseReason, RoomObserver
+from .sockets import granted_buffers
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +278,8 @@ class Sfu:
         # resume tokens (their SHA-256) of the participants that may come back with them
         self._resume_tokens: dict[bytes, SfuParticipant] = {}
         # what closed rooms freed goes back to the system (glibc keeps it otherwise)
-        self.trimmer = HeapTrimmer()
+        # (bounded: not while participants are joining; see memory.TrimPolicy)
+        self.trimmer = HeapTrimmer(activity=lambda: self.counters["participants_joined"])
 
     # -- resume tokens -----------------------------------------------------------------------
     def issue_resume_token(self, participant: SfuParticipant) -> str:
@@ -349,18 +351,40 @@ class Sfu:
         for room in self._rooms.values():
             for participant in room.participants.values():
                 participants += 1
+                role = participant.role
                 for up in participant.up_tracks.values():
                     totals[f"packets_in_{up.info.kind}"] += up.packets_in
+                    # by the publisher's role, live tracks only (the education bench tells
+                    # the presenter's packets the server received from the viewers' cameras)
+                    totals[f"role_packets_in_{role}_{up.info.kind}"] += up.packets_in
                     totals[f"bytes_in_{up.info.kind}"] += up.bytes_in
                     totals["plis_sent"] += up.keyframes_requested
                     totals["gaps"] += up.gaps
                     totals["publisher_nacks"] += up.publisher_nacks
                 for down in participant.down_tracks():
-                    _add_down_counters(totals, down.up.info.kind, down.counters())
+                    counters = down.counters()
+                    _add_down_counters(totals, down.up.info.kind, counters)
+                    totals[f"role_forwarded_packets_{role}_{down.up.info.kind}"] += counters[
+                        "forwarded_packets"
+                    ]
                 for kind, counters in participant.closed_down_stats:
                     _add_down_counters(totals, kind, counters)
         totals["rooms"] = len(self._rooms)
         totals["participants"] = participants
+        # the kernel buffers the live nominated ICE sockets got (mediaserver/sockets.py): the
+        # smallest, so an operator sees a cap (net.core.rmem_max) that cut them
+        granted = [
+            sizes
+            for room in self._rooms.values()
+            for participant in room.participants.values()
+            for pc in (participant.publisher_pc, participant.subscriber_pc)
+            if pc is not None and pc.connectionState == "connected"
+            for sizes in granted_buffers(pc)
+        ]
+        totals["ice_sockets"] = len(granted)
+        if granted:
+            totals["ice_receive_buffer_min"] = min(r for r, _ in granted)
+            totals["ice_send_buffer_min"] = min(s for _, s in granted)
         return dict(totals)
 
     def dump(self) -> dict[str, int]:

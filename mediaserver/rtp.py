@@ -174,3 +174,169 @@ def seq_add(a: int, b: int) -> int:
 
 def ts_add(a: int, b: int) -> int:
     return (a + b) & 0xFFFFFFFF
+
+
+class ReceivedPacket:
+    """One received RTP packet as the SFU's fast ingress parses it (:func:`parse_received`).
+
+    The fields aiortc's :class:`~aiortc.rtp.RtpPacket` has under the same names, for the
+    receiver's bookkeeping and the sinks (which take either), and of the header extensions only
+    the values the SFU reads: abs-send-time (the REMB estimate) and the transport-wide
+    sequence number (congestion feedback). ``extensions`` is the packet itself, so that
+    ``packet.extensions.abs_send_time`` reads the same on both types. A ``__slots__`` class:
+    no dict and no header-extension dataclass per packet (aiortc's parse makes both).
+    """
+
+    __slots__ = (
+        "abs_send_time",
+        "csrc",
+        "marker",
+        "padding_size",
+        "payload",
+        "payload_type",
+        "sequence_number",
+        "ssrc",
+        "timestamp",
+        "transport_sequence_number",
+    )
+
+    def __init__(
+        self,
+        payload_type: int,
+        marker: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        csrc: tuple[int, ...],
+        payload: bytes,
+        padding_size: int,
+        abs_send_time: int | None,
+        transport_sequence_number: int | None,
+    ) -> None:
+        self.payload_type = payload_type
+        self.marker = marker
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.csrc = csrc
+        self.payload = payload
+        self.padding_size = padding_size
+        self.abs_send_time = abs_send_time
+        self.transport_sequence_number = transport_sequence_number
+
+    @property
+    def extensions(self) -> ReceivedPacket:
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"ReceivedPacket(seq={self.sequence_number}, ts={self.timestamp}, "
+            f"marker={self.marker}, payload={self.payload_type}, {len(self.payload)} bytes)"
+        )
+
+
+_NO_CSRC: tuple[int, ...] = ()
+_unpack_header = _HEADER.unpack_from
+_unpack_profile = struct.Struct("!HH").unpack_from
+
+
+def parse_received(
+    data: bytes, abs_send_time_id: int | None, transport_cc_id: int | None
+) -> ReceivedPacket | None:
+    """The RTP packet in ``data`` (unprotected), or None when it is malformed.
+
+    What aiortc's ``RtpPacket.parse`` accepts and rejects, for every field the SFU reads
+    (tests/test_rtp_parse.py compares the two on a corpus): version 2, CSRCs, the extension
+    block's length, every one-byte (RFC 8285 0xBEDE) or two-byte (0x1000) element's length,
+    padding. Of the elements, only the ids given are read (None: not negotiated), and one of
+    them with a wrong length (abs-send-time is 3 bytes, the transport-wide number 2) is
+    malformed, where aiortc raises ``struct.error``. An element the SFU does not read is not
+    decoded: a mid or audio level aiortc cannot decode (it raises) does not drop the packet
+    here; the fast ingress routes by SSRC, never by mid.
+    """
+    size = len(data)
+    if size < 12:
+        return None
+    first, second, sequence_number, timestamp, ssrc = _unpack_header(data)
+    if first >> 6 != 2:
+        return None
+    pos = 12
+    cc = first & 0x0F
+    csrc = _NO_CSRC
+    if cc:
+        pos += 4 * cc
+        if size < pos:
+            return None
+        csrc = struct.unpack_from(f"!{cc}I", data, 12)
+    abs_send_time = transport_sequence_number = None
+    if first & _X:
+        if size < pos + 4:
+            return None
+        profile, length = _unpack_profile(data, pos)
+        pos += 4
+        end = pos + 4 * length
+        if size < end:
+            return None
+        if profile == 0xBEDE:
+            at = pos
+            while at < end:
+                byte = data[at]
+                if byte == 0:  # padding between elements
+                    at += 1
+                    continue
+                element, value_length = byte >> 4, (byte & 0x0F) + 1
+                at += 1
+                if end < at + value_length:
+                    return None
+                if element == abs_send_time_id:
+                    if value_length != 3:
+                        return None
+                    abs_send_time = (data[at] << 16) | (data[at + 1] << 8) | data[at + 2]
+                elif element == transport_cc_id:
+                    if value_length != 2:
+                        return None
+                    transport_sequence_number = (data[at] << 8) | data[at + 1]
+                at += value_length
+        elif profile == 0x1000:
+            at = pos
+            while at < end:
+                element = data[at]
+                if element == 0:
+                    at += 1
+                    continue
+                if end < at + 2:
+                    return None
+                value_length = data[at + 1]
+                at += 2
+                if end < at + value_length:
+                    return None
+                if element == abs_send_time_id:
+                    if value_length != 3:
+                        return None
+                    abs_send_time = (data[at] << 16) | (data[at + 1] << 8) | data[at + 2]
+                elif element == transport_cc_id:
+                    if value_length != 2:
+                        return None
+                    transport_sequence_number = (data[at] << 8) | data[at + 1]
+                at += value_length
+        pos = end
+    if first & _P:
+        padding = data[-1]
+        if not padding or padding > size - pos:
+            return None
+        payload = data[pos : size - padding]
+    else:
+        padding = 0
+        payload = data[pos:]
+    return ReceivedPacket(
+        second & 0x7F,
+        second >> 7,
+        sequence_number,
+        timestamp,
+        ssrc,
+        csrc,
+        payload,
+        padding,
+        abs_send_time,
+        transport_sequence_number,
+    )

@@ -16,14 +16,25 @@ from typing import Any
 
 import aioice
 import aioice.ice
+import pylibsrtp._binding
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rate import OveruseEstimator, RemoteBitrateEstimator
-from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtcrtpreceiver import (
+    NackGenerator,
+    RemoteStreamTrack,
+    RTCRtpReceiver,
+    StreamStatistics,
+)
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
+from OpenSSL import SSL
 from pylibsrtp import Policy, Session
 
 from mediaserver import aiortc_hooks
+from mediaserver.twcc import TWCC_URI
+from tests.conftest import wait_until
 
 
 async def test_pinned_versions_are_installed() -> None:
@@ -37,12 +48,18 @@ async def test_pinned_versions_are_installed() -> None:
 async def test_every_private_name_still_exists() -> None:
     aiortc_hooks.install()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+    loop = asyncio.get_running_loop()
+    udp, _ = await loop.create_datagram_endpoint(
         asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
     )
+    stun_udp = None
     try:
         transceiver = pc.addTransceiver("video", direction="sendrecv")
         await pc.setLocalDescription(await pc.createOffer())
+        connection = transceiver.sender.transport.transport._connection
+        stun_udp, stun = await loop.create_datagram_endpoint(
+            lambda: aioice.ice.StunProtocol(connection), local_addr=("127.0.0.1", 0)
+        )
         objects = {
             "RTCRtpReceiver": RTCRtpReceiver,
             "RTCRtpSender": RTCRtpSender,
@@ -63,6 +80,17 @@ async def test_every_private_name_still_exists() -> None:
             "remb_estimator": RemoteBitrateEstimator(),
             "overuse_estimator": OveruseEstimator(),
             "OveruseEstimator": OveruseEstimator,
+            "extensions_map": transceiver.sender.transport._rtp_header_extensions_map,  # type: ignore[attr-defined]
+            "extension_ids": (
+                transceiver.sender.transport._rtp_header_extensions_map._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
+            ),
+            "stream_statistics": StreamStatistics(90000),
+            "srtp_lib": pylibsrtp._binding.lib,
+            "HeaderExtensions": HeaderExtensions,
+            "stun_protocol": stun,
+            "loop": loop,
+            "pc": pc,
+            "RTCCertificate": RTCCertificate,
         }
         missing = []
         for owner, name in aiortc_hooks.PRIVATE_NAMES:
@@ -74,9 +102,80 @@ async def test_every_private_name_still_exists() -> None:
         assert isinstance(transceiver.receiver, aiortc_hooks.SfuRtpReceiver)
         assert isinstance(transceiver.sender, aiortc_hooks.SfuRtpSender)
         assert isinstance(udp._sock, socket.socket)  # type: ignore[attr-defined]
+        # ice_datagram_transports reads the protocol's transport: the one asyncio made for it
+        assert stun.transport is stun_udp
+        # mediaserver/sockets.py: the transport it changes is asyncio's, whose reader reads one
+        # datagram a call (what drain_reads repeats; a batching reader would make it moot)
+        assert isinstance(udp, asyncio.selector_events._SelectorDatagramTransport)  # type: ignore[attr-defined]
+        source = inspect.getsource(udp._read_ready)  # type: ignore[attr-defined]
+        assert source.count("recvfrom(self.max_size)") == 1
+        assert "for " not in source and "while " not in source
+        # and the transport's own reader is what drain_reads replaces (one per descriptor)
+        key = loop._selector.get_key(udp._sock_fd)  # type: ignore[attr-defined]
+        reader = key.data[0]
+        assert reader._callback == udp._read_ready  # type: ignore[attr-defined]
     finally:
         udp.close()
+        if stun_udp is not None:
+            stun_udp.close()
         await pc.close()
+
+
+def test_aiortc_parses_the_transport_wide_sequence_number() -> None:
+    """The SFU negotiates TWCC itself (aiortc_hooks.accept_transport_cc) and relies on aiortc's
+    header extension map to read each packet's transport-wide sequence number."""
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(id=5, uri=TWCC_URI)])
+    )
+    packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=2, ssrc=3, payload=b"x")
+    packet.extensions.transport_sequence_number = 0xFFFE
+    parsed = RtpPacket.parse(packet.serialize(extensions), extensions)
+    assert parsed.extensions.transport_sequence_number == 0xFFFE
+
+
+async def test_released_dtls_buffers_keep_the_handshake() -> None:
+    """``release_dtls_buffers``: the server's peer connection's DTLS contexts get
+    ``SSL_MODE_RELEASE_BUFFERS`` (the context aiortc makes per transport) and still
+    connect to an aiortc peer that has not, with SRTP keys out of the handshake; and the
+    datagram count the silence watch reads counts what reaches that connection's socket."""
+    server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    aiortc_hooks.release_dtls_buffers(server)
+    try:
+        certificate = server._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+        context = certificate._create_ssl_context(SRTP_PROFILES)
+        assert context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
+        client.addTransceiver("audio", direction="sendrecv")
+        await client.setLocalDescription(await client.createOffer())
+        await server.setRemoteDescription(client.localDescription)
+        await server.setLocalDescription(await server.createAnswer())
+        await client.setRemoteDescription(server.localDescription)
+        for _ in range(200):
+            if server.connectionState == client.connectionState == "connected":
+                break
+            await asyncio.sleep(0.05)
+        assert server.connectionState == "connected"
+        dtls = server.getTransceivers()[0].receiver.transport
+        assert dtls._rx_srtp is not None and dtls._tx_srtp is not None  # type: ignore[attr-defined]
+        # the silence watch's count (datagram_counter): every datagram reaching the nominated
+        # pair's socket counts once, whatever it is and whoever sent it (aioice drops these)
+        count = aiortc_hooks.datagram_counter(server)
+        assert count is not None
+        pair = dtls.transport._connection._nominated[1]  # type: ignore[attr-defined]
+        address = pair.protocol.transport.get_extra_info("sockname")
+        stray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            before = count()
+            for _ in range(5):
+                stray.sendto(b"not stun, not rtp", address)
+            await wait_until(lambda: count() >= before + 5, timeout=5, what="datagrams counted")
+        finally:
+            stray.close()
+        assert server.connectionState == "connected"
+    finally:
+        await client.close()
+        await server.close()
 
 
 async def test_overridden_signatures_match() -> None:
@@ -96,6 +195,8 @@ async def test_overridden_signatures_match() -> None:
         (RTCRtpSender._run_rtp, aiortc_hooks.SfuRtpSender._run_rtp),
         (RTCRtpSender._run_rtcp, aiortc_hooks.SfuRtpSender._run_rtcp),
         (aiortc_hooks.AIOICE_QUERY_CONSENT, aiortc_hooks.query_consent),
+        (NackGenerator.add, aiortc_hooks.LeanNackGenerator.add),
+        (StreamStatistics.add, aiortc_hooks.LeanStreamStatistics.add),
     ]
     for base, ours in pairs:
         assert list(inspect.signature(base).parameters) == list(
@@ -127,3 +228,59 @@ async def test_fast_ingress_rtp_test_matches_aiortcs() -> None:
         # muxed port) the fast path leaves to aiortc's own path, which decides as before
         if second <= 208:
             assert taken_as_rtcp == is_rtcp(data), second
+
+
+def test_extension_map_configure_keeps_its_ids_object() -> None:
+    """FastIngress keeps a reference to the map's ids object at install and relies on aiortc's
+    ``configure`` changing that same object at every negotiation: a renegotiated id must
+    reach the fast parse without a new install."""
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap
+
+    extensions = HeaderExtensionsMap()
+    ids = extensions._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
+    uri = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+    for number in (3, 7):
+        extensions.configure(
+            RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(id=number, uri=uri)])
+        )
+        assert extensions._HeaderExtensionsMap__ids is ids  # type: ignore[attr-defined]
+        assert ids.abs_send_time == number
+
+
+async def test_the_drained_readers_private_parts_and_the_kernels_stamp() -> None:
+    """mediaserver/sockets.py's DrainedReader reads asyncio's datagram transport's privates
+    (as its own ``_read_ready`` does) and the kernel's SO_TIMESTAMPNS control message (a
+    number Python's socket module does not name: 35 on Linux x86 and asm-generic, a struct
+    timespec of two native longs, CLOCK_REALTIME)."""
+    import struct
+    import time
+
+    from mediaserver import sockets
+
+    loop = asyncio.get_running_loop()
+    transport, _protocol = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        for name in ("_sock", "_sock_fd", "_protocol", "max_size", "_conn_lost", "_fatal_error"):
+            assert hasattr(transport, name), name
+        source = inspect.getsource(transport._read_ready)  # type: ignore[attr-defined]
+        for used in ("self._conn_lost", "self._protocol.error_received", "self._fatal_error"):
+            assert used in source, used
+        sock: socket.socket = transport._sock  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, sockets.SO_TIMESTAMPNS, 1)
+        assert sock.getsockopt(socket.SOL_SOCKET, sockets.SO_TIMESTAMPNS) == 1
+        loop._remove_reader(transport._sock_fd)  # type: ignore[attr-defined]
+        sock.setblocking(True)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            before = time.time_ns()
+            sender.sendto(b"x", transport.get_extra_info("sockname"))
+            data, ancillary, _flags, _addr = sock.recvmsg(64, sockets._ANCILLARY)
+        assert data == b"x"
+        ((level, kind, stamp),) = ancillary
+        assert (level, kind, len(stamp)) == (socket.SOL_SOCKET, 35, struct.calcsize("@ll"))
+        seconds, nanoseconds = sockets._TIMESPEC.unpack(stamp)
+        assert before - 1_000_000 <= seconds * 1_000_000_000 + nanoseconds <= time.time_ns()
+    finally:
+        transport.close()

@@ -15,12 +15,13 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiortc.rtp import RtpPacket
 
 from mediaserver import congestion
 from mediaserver.congestion import LinkEstimate, ReportLoss
 from mediaserver.forwarding import RtpDownTrack
-from mediaserver.protocols import TrackInfo
+from mediaserver.protocols import CloseReason, TrackInfo
 from tests.test_downtrack_unit import VP8_DELTA, VP8_KEY, StubReceiver, StubSender, _make, _rtp
 
 CHROMIUM_THIN = """
@@ -177,3 +178,80 @@ async def test_a_thin_subscribers_reports_limit_its_video_and_its_audio_goes_fir
     audio.on_receiver_report(0.4, 200, 80)
     assert video.link.loss_bps is not None and video.link.loss_bps < bound
     assert audio._link_budget is None
+
+
+@pytest.mark.parametrize("receiver_cycles", [0, -1])
+async def test_a_report_long_after_the_last_hole_is_read_against_the_right_mark(
+    receiver_cycles: int,
+) -> None:
+    """Skipped numbers are marked where in the subscriber's numbering they were skipped, and
+    a report is read against the marks at or before its extended highest number. More than
+    32,768 numbers (5 minutes of video) after the last hole, a 16-bit comparison took every
+    mark for one after the report: the window's start read none of the numbers skipped
+    before it, and the next hole's window took them all for its own, hiding that window's
+    loss on the link. ``receiver_cycles``: the receiver counts its cycles from its own first
+    packet (-1: one fewer than the SFU, its first packet having come after a wrap), so its
+    extended numbers differ from the down-track's by whole cycles."""
+    import asyncio
+
+    written: list[tuple[Any, ...]] = []
+    up, down, _ = _make([])
+    down._writer = lambda *fields: written.append(fields)  # type: ignore[assignment]
+    cycles = 0
+    last = None
+    highest = 0  # the receiver's extended highest number (RFC 3550 A.1), counted from written
+
+    def receive() -> None:
+        nonlocal cycles, last, highest
+        for fields in written:
+            seq = fields[2]
+            if last is not None and seq < last and last - seq > 0x8000:
+                cycles += 0x10000
+            last = seq
+            highest = max(highest, cycles + seq)
+        written.clear()
+
+    def report(lost: int) -> None:
+        down.on_receiver_report(0.0, (highest + receiver_cycles * 0x10000) & 0xFFFFFFFF, lost)
+
+    skipped = 0  # numbers the subscriber never got because the publisher's uplink lost them
+    up.on_rtp(_rtp(0, 0, VP8_KEY, marker=1))
+    seq = 1
+    for _hole in range(12):  # 12 holes of 5 (60 skipped), 10 packets apart
+        for _ in range(10):
+            up.on_rtp(_rtp(seq, seq * 3000, VP8_DELTA, marker=1))
+            seq += 1
+        seq += 5
+        skipped += 5
+    receive()
+    first = highest
+    base = highest - (highest & 0xFFFF)  # the receiver's count so far, extended
+    assert first - base < 0x8000  # the start is low (no early wrap)
+    judged = []
+    run_to = first + 0x10000 + 40_000  # past a whole cycle, then 40,000 more (> 32,768)
+    while highest < run_to:
+        for _ in range(500):
+            up.on_rtp(_rtp(seq & 0xFFFF, seq * 3000, VP8_DELTA, marker=1))
+            seq += 1
+        receive()
+        # every packet sent arrived: the receiver lost only the numbers skipped upstream
+        report(skipped)
+        judged.append(down.link.fraction_lost)
+        await asyncio.sleep(0)  # not one long callback on the loop
+    assert highest - first > 0x10000
+    assert down.link.reports > 100 and set(judged) == {0.0}  # nothing lost on the link
+    assert down.link.loss_bps is None
+    window_start, lost_start = highest, skipped
+    # a new hole of 5, then 200 numbers of which the link loses 50
+    seq += 5
+    skipped += 5
+    for _ in range(195):
+        up.on_rtp(_rtp(seq & 0xFFFF, seq * 3000, VP8_DELTA, marker=1))
+        seq += 1
+    receive()
+    assert highest - window_start == 200
+    report(lost_start + 5 + 50)
+    # 50 of the 195 numbers sent in that window: the link lost a quarter of them
+    assert down.link.fraction_lost == 50 / 195
+    assert down.link.loss_bps is not None
+    await up.close(CloseReason.UNPUBLISHED)

@@ -121,6 +121,20 @@ async def test_ingress_bench_delivers_every_packet_on_both_paths() -> None:
     assert results["aiortc"][0] > 0 and results["fast"][0] > 0
 
 
+async def test_whole_path_bench_forwards_every_packet() -> None:
+    """bench/ingress.py --whole (docs/performance.md, session 10): every datagram goes through
+    the fast ingress, the up-track and the down-track's writer (it raises when one does not),
+    each stage is timed, and the paced rounds see their datagrams arrive through the socket."""
+    from bench.ingress import whole_path
+
+    results = await whole_path(packets=300, rounds=1)
+    stages = ("whole", "unprotect", "parse", "receiver", "up_track", "writer", "stages_sum")
+    assert all(len(results[k]) == 1 and results[k][0] > 0 for k in stages)
+    paced = await whole_path(packets=60, rounds=1, paced=1000.0)
+    assert len(paced["paced_path"]) == len(paced["paced_wakeup"]) == 1
+    assert paced["paced_received"][0] > 0 and paced["paced_sent_only"][0] > 0
+
+
 async def test_a_video_receiver_makes_its_estimator_at_its_first_packet() -> None:
     """aiortc's REMB estimator (1,000 rate buckets) is made only for a receiver that gets
     media: a server's subscriber connections never do."""

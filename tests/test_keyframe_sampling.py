@@ -9,6 +9,7 @@ Real aiortc peers over 127.0.0.1 and the real face model, as in tests/test_verif
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,47 @@ async def test_an_education_session_is_sampled_at_its_own_interval(tmp_path: Pat
 
 
 SAMPLES = 12
+HOLD = 0.2  # seconds a held packet comes after its frame: behind the next frame's (67 ms)
+# Seconds a retransmission sent within RTX_AFTER of a held packet is held too: the held
+# packet's copy, NACKed at once, comes after a round trip (80 ms) and this, behind the next
+# frame's packets as well; one lost at random is still recovered well within the keyframe's
+# wait (mediaserver.local.LATE_WAIT, 0.5 s).
+RTX_HOLD = 0.1
+RTX_AFTER = 0.3
+HELD_AT = 12  # the 12th packet of a frame is held: keyframes (20-40 packets), not deltas
+
+
+class _HoldBack:
+    """Which of the publisher's datagrams the link holds back (bench.impair's ``hold_up``):
+    the HELD_AT-th packet of each video frame that has one (every keyframe), and the
+    retransmissions (RTX) that follow it for RTX_HOLD, so that none of a held packet's copies
+    can come before the next frame's packets. SRTP does not encrypt the RTP header: SSRC,
+    sequence number, timestamp and marker are read from it."""
+
+    def __init__(self) -> None:
+        self.video: int | None = None  # the camera's SSRC and its RTX SSRC, once published
+        self.rtx: int | None = None
+        self._frame: tuple[int, int] = (-1, 0)  # (timestamp, packets of it so far)
+        self._held_at = -1e9  # when a frame's packet was last held (time.monotonic)
+        self.keyframe_holds = 0
+
+    def __call__(self, data: bytes) -> float:
+        if len(data) < 12 or not 128 <= data[0] <= 191 or 192 <= data[1] <= 223:
+            return 0.0  # STUN, DTLS, RTCP
+        ssrc = int.from_bytes(data[8:12], "big")
+        if ssrc == self.rtx:
+            return RTX_HOLD if time.monotonic() - self._held_at < RTX_AFTER else 0.0
+        if ssrc != self.video:
+            return 0.0
+        timestamp = int.from_bytes(data[4:8], "big")
+        ts, count = self._frame
+        count = count + 1 if timestamp == ts else 1
+        self._frame = (timestamp, count)
+        if count == HELD_AT and not data[1] & 0x80:  # not the frame's last packet
+            self.keyframe_holds += 1
+            self._held_at = time.monotonic()
+            return HOLD
+        return 0.0
 
 
 async def test_samples_on_a_lossy_reordering_uplink_are_decided_with_a_picture(
@@ -199,7 +241,9 @@ async def test_samples_on_a_lossy_reordering_uplink_are_decided_with_a_picture(
     frame's packets overtake the retransmission; it waits a moment for it (the SFU NACKs, the
     publisher resends), so the samples come with a picture, not ``no_picture`` while the
     picture is fine (each keyframe of this camera is ~20-40 packets: at 5% loss most lose
-    one)."""
+    one). That the late packets come after the next frame's is not left to the link's
+    chance: one packet of every keyframe, and every retransmission, is held back HOLD
+    seconds (:class:`_HoldBack`)."""
     from bench.impair import ImpairedLink, Impairment
     from tests.conftest import join
 
@@ -208,12 +252,16 @@ async def test_samples_on_a_lossy_reordering_uplink_are_decided_with_a_picture(
         up=Impairment(loss=0.05, delay=0.04, jitter=0.015),
         down=Impairment(loss=0.05, delay=0.04, jitter=0.015),
         seed=5,
+        hold_up=(hold := _HoldBack()),
     )
     clients: list[PeerClient] = []
     subscriber: LocalSubscriber | None = None
     try:
         pub = await join(server, clients, "lossy-samples", "pub", link=link)
         await pub.publish(face, video_codec="video/VP8")
+        assert pub.publisher_pc is not None
+        [sender] = [s for s in pub.publisher_pc.getSenders() if s.track is face]
+        hold.video, hold.rtx = sender._ssrc, sender._rtx_ssrc
         room = server.sfu.rooms["lossy-samples"]
         await wait_until(
             lambda: any(
@@ -240,10 +288,12 @@ async def test_samples_on_a_lossy_reordering_uplink_are_decided_with_a_picture(
         print(
             f"pictures {pictures}/{decided}, late taken {subscriber.late_packets}, "
             f"broken {subscriber.keyframes_broken}, asked {subscriber.keyframes_asked}, "
-            f"lost up {link.up.lost}, reordered {link.up.reordered}, {outcomes}"
+            f"lost up {link.up.lost}, reordered {link.up.reordered}, held {link.held} "
+            f"({hold.keyframe_holds} of large frames), {outcomes}"
         )
-        assert link.up.lost > 0 and link.up.reordered > 0  # the link did lose and reorder
-        assert subscriber.late_packets > 0  # keyframe packets that came after the next frame's
+        assert link.up.lost > 0 and hold.keyframe_holds >= SAMPLES  # every keyframe held one
+        # so each sampled keyframe had a packet come after the next frame's (forced, not luck)
+        assert subscriber.late_packets >= pictures
         assert pictures >= SAMPLES - 1, (pictures, subscriber.keyframes_broken)
     finally:
         if subscriber is not None:

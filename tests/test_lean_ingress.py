@@ -11,13 +11,14 @@ import threading
 import pytest
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rate import RateCounter, RemoteBitrateEstimator
-from aiortc.rtcrtpreceiver import NackGenerator
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import RtpPacket
 
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack
 from mediaserver.aiortc_hooks import (
     FastIngress,
     LeanNackGenerator,
+    LeanStreamStatistics,
     SfuRtpReceiver,
     SfuRtpSender,
     WindowRate,
@@ -168,6 +169,80 @@ def test_lean_nack_generator_tracks_what_aiortcs_tracks() -> None:
         assert ours.add(packet) == theirs.add(packet)
         assert ours.missing == theirs.missing and ours.max_seq == theirs.max_seq
     assert theirs.missing  # the case is not trivial
+
+
+def test_lean_statistics_count_what_aiortcs_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LeanStreamStatistics against aiortc's StreamStatistics, on one clock: the same
+    counters, jitter and loss (what a receiver report carries) after every packet of a stream
+    with losses, late, repeated and reordered packets, timestamps that repeat within a frame,
+    jittered arrivals and two sequence-number wraps."""
+    import time
+
+    rng = random.Random(10)
+    clock = [1_700_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    theirs, ours = StreamStatistics(90000), LeanStreamStatistics(90000)
+    seq, frame = 60_000, 0
+    for k in range(30_000):
+        step = rng.choice((1, 1, 1, 1, 1, 2, 3, -1, -5, 0, 40))
+        seq = (seq + step) & 0xFFFF
+        if k % 3 == 0:
+            frame += 1
+        clock[0] += rng.choice((0.0, 0.001, 0.011, 0.033, 0.2))
+        packet = RtpPacket(sequence_number=seq, timestamp=(frame * 3000) & 0xFFFFFFFF)
+        theirs.add(packet)
+        ours.add(packet)
+        state = (
+            ours.packets_received,
+            ours.base_seq,
+            ours.max_seq,
+            ours.cycles,
+            ours.jitter,
+            ours.packets_lost,
+        )
+        assert state == (
+            theirs.packets_received,
+            theirs.base_seq,
+            theirs.max_seq,
+            theirs.cycles,
+            theirs.jitter,
+            theirs.packets_lost,
+        ), k
+        if k % 100 == 0:  # a receiver report: its fraction over the interval since the last
+            assert ours.fraction_lost == theirs.fraction_lost
+    assert theirs.cycles >= 2 << 16 and theirs.jitter > 0 and theirs.packets_lost > 0
+
+
+def test_direct_unprotect_is_pylibsrtps() -> None:
+    """FastIngress's unprotect without pylibsrtp's wrapper gives pylibsrtp's clear packet,
+    and None where pylibsrtp raises: a tampered packet, a replayed one, one too long."""
+    import pylibsrtp
+    from pylibsrtp import Policy, Session
+
+    from mediaserver import rtp
+    from mediaserver.aiortc_hooks import _direct_unprotect
+
+    rng = random.Random(3)
+    key = rng.randbytes(30)
+    sender = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    theirs = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    unprotect = _direct_unprotect(Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND)))
+    for seq in range(300):
+        size = rng.choice((0, 1, 160, 1100, 1300))
+        clear = rtp.build_packet(96, seq & 1, seq, seq * 3000, 0x1234, rng.randbytes(size))
+        data = sender.protect(clear)
+        tampered = bytearray(data)
+        tampered[rng.randrange(12, len(data))] ^= 0x40
+        assert unprotect(bytes(tampered)) is None
+        with pytest.raises(pylibsrtp.Error):
+            theirs.unprotect(bytes(tampered))
+        assert unprotect(data) == theirs.unprotect(data) == clear
+        assert unprotect(data) is None  # a replay
+        with pytest.raises(pylibsrtp.Error):
+            theirs.unprotect(data)
+    assert unprotect(bytes(1501)) is None
+    with pytest.raises(ValueError):
+        theirs.unprotect(bytes(1501))
 
 
 async def test_a_video_receiver_has_the_lean_nack_generator() -> None:

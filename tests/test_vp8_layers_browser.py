@@ -163,7 +163,11 @@ async def test_chromium_l1t3_thin_receiver_gets_fewer_frames_not_freezes(
                 break
             await asyncio.sleep(2)
         assert thin_down.layer_down > 0, state()
+        # a pause in these 2 s (or the one still waiting for its keyframe) may be what the
+        # window begins with: it explains a gap as one in the window does
+        pauses_before = thin_down.congestion_pauses
         await asyncio.sleep(2)  # past the first overflow: what a call then looks like
+        paused_at_start = thin_down._congested or thin_down.congestion_pauses > pauses_before
         start = loop.time()
         encoded0 = await frames_encoded()
         clean0, thin0 = clean.frame_counts[clean_mid], thin.frame_counts[thin_mid]
@@ -230,21 +234,27 @@ async def test_chromium_l1t3_thin_receiver_gets_fewer_frames_not_freezes(
         assert sum(clean_down.layer_dropped) == 0, report
         # the thin one: its upper layers left out, and the SFU sends it frames steadily, with
         # sequence numbers without a hole
-        assert sum(thin_down.layer_dropped) > dropped0, report
+        # (unless its link took every layer in the window: then it is not thin, and the
+        # decoding below still holds)
+        assert sum(thin_down.layer_dropped) > dropped0 or forwarded_fps >= 0.85 * clean_fps, report
         assert forwarded_fps > 2, report
         # no gap longer than the clean stream's, but for a pause in the window: layer 0 alone
         # over the link's estimate still pauses until a keyframe, asked every
         # CONGESTED_KEYFRAME_RETRY seconds (the final CI run: one pause, a 1.9 s gap)
         allowed_gap = max(1.0, max(clean_gaps)) + 0.5
-        if thin_down.congestion_pauses > pauses0:
+        if thin_down.congestion_pauses > pauses0 or paused_at_start:
             allowed_gap += CONGESTED_KEYFRAME_RETRY
         assert forwarded_gap <= allowed_gap, report
         assert seq_holes <= allowed_holes, (seq_holes, allowed_holes, report)
-        # and it decodes. NOT asserted, because it does not hold here (docs/performance.md,
-        # "Temporal layers"): no freeze over a second at the aiortc subscriber. Measured: 0.7-4.3
-        # fps decoded with gaps of 3.7-8.8 s, while the SFU sent it 7.6-11 fps with no gap over
-        # 0.45 s and every packet arrived: most likely aiortc's jitter buffer, full after an
-        # early loss, draining slowly and discarding frames at this packet rate.
+        # and what it is sent decodes: over a third of it (a pause costs the aiortc subscriber the
+        # frame it held; session 10 decoded 0.7-4.3 of 7.6-11 fps, its jitter buffer stuck
+        # after each pause's too short skip: docs/performance.md, "Temporal layers"), with no
+        # freeze longer than the forwarding's own gaps allow, and a frame the jitter buffer
+        # takes a moment to finish. Measured after the fix (session 11, a CPU hog running):
+        # 0.61-0.99 of it; 0.46 in a run whose link was not held for most of the window and
+        # overflowed (it was sent 23.7 of 29 fps); before, 0.11-0.33 in the worse runs
+        assert thin_fps >= 0.35 * forwarded_fps, report
+        assert max(thin_gaps) <= allowed_gap + 0.5, report
         assert thin.frame_counts[thin_mid] > thin0, report
         assert failures.count == 0, report  # what it gets decodes: no frame broken by a cut
         assert errors == []

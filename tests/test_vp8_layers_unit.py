@@ -280,6 +280,7 @@ def test_layer_goes_down_on_debt_and_up_after_a_calm_period_with_room() -> None:
     down._layer_changed = down._layer_debt_time = -1e9
     down._layer_bytes, down._layer_bps = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]
     down._layer_window_start = None
+    down._keyframe_bytes, down._keyframe_bps = 0, 0.0
     down.layer_down = down.layer_up = 0
     budget = congestion.TokenBucket(10_000, 1.0, 0.0)  # 80 kbit/s
     budget.spend(13_000, 0.0)  # behind by 0.3 s
@@ -520,4 +521,86 @@ async def test_random_loss_and_late_retransmissions_leave_no_hole_and_the_right_
     pictures = sorted(by_picture)
     gaps = sum((b - a - 1) for a, b in itertools.pairwise(pictures))
     assert gaps <= lost_whole, (gaps, lost_whole)
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_a_pause_skips_past_aiortcs_jitter_buffer_so_the_keyframe_decodes_at_once() -> None:
+    # the subscriber is aiortc's own jitter buffer (as rtcrtpreceiver.py makes it for video):
+    # after a pause it holds the last frame forwarded, waiting for the next frame's first
+    # packet; the keyframe the pause ends on must empty it at once, not 512 packets later
+    from aiortc.jitterbuffer import JitterBuffer
+
+    sent: list[RtpPacket] = []
+    up, down, receiver = _make(sent)
+    pub = Publisher(up)
+    buffer = JitterBuffer(capacity=512, is_video=True)
+    released: list[bytes] = []  # the frames it hands its decoder
+
+    def deliver() -> None:
+        for packet in sent:
+            packet._data = packet.payload  # type: ignore[attr-defined]
+            _, frame = buffer.add(packet)
+            if frame is not None:
+                released.append(frame.data)
+        sent.clear()
+
+    def keyframe(data: bytes) -> bool:
+        d = vp8.parse(data)
+        return d is not None and data[d.size] & 1 == 0  # the VP8 frame tag's P bit clear
+
+    pub.frame(key=True)
+    for _ in range(7):
+        pub.frame()
+    deliver()
+    assert len(released) == 7  # every frame but the last (it waits for the next one)
+    _thin_to_layer_0(down)
+    down._link_budget.spend(10 * 1e6, time.monotonic())  # type: ignore[union-attr]
+    while not down._congested:
+        pub.frame()  # layer 0 behind by far more than PAUSE_DEBT: a pause
+    await asyncio.sleep(0)
+    assert down.congestion_pauses == 1 and len(receiver.plis) >= 1  # the keyframe asked
+    down._link_budget = None
+    for _ in range(3):
+        pub.frame()  # left out: no keyframe yet
+    deliver()
+    before = len(released)
+    pub.frame(key=True)
+    pub.frame()
+    deliver()
+    # the keyframe came out as soon as the frame after it began: the buffer did not wait on
+    # the frame it held from before the pause (it drops that one, unfinished)
+    assert [keyframe(data) for data in released[before:]] == [True], len(released) - before
+    # its receiver's keyframe request for the jump is not passed on to the publisher
+    up_plis = len(receiver.plis)
+    down.on_keyframe_request()
+    assert down.resume_plis_ignored == 1 and len(receiver.plis) == up_plis
+    await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_layer_0_that_fits_pays_a_keyframes_debt_off_instead_of_pausing() -> None:
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up)
+    pub.frame(key=True)
+    _thin_to_layer_0(down)
+    rate = 10_000.0  # bytes/s: 80 kbit/s
+    now = time.monotonic()
+    down._link_budget = congestion.TokenBucket(rate, 1.0, now)
+    down._link_budget.spend(2.0 * rate, now)  # behind by 1 s: past PAUSE_DEBT, within 2.5 s
+    down._keyframe_time = now - 10  # long past the keyframe's grace
+    down._layer_window_start = now
+    # layer 0 brought 90 kbit/s over the window, 50 of it a keyframe: its frames take 40
+    down._layer_bps, down._keyframe_bps = [90_000.0, 0.0, 0.0, 0.0], 50_000.0
+    for _ in range(8):
+        pub.frame()
+    assert down.congestion_pauses == 0 and not down._congested
+    assert any(vp8.temporal_id(p.payload) == 0 for p in sent[PACKETS_PER_FRAME:])
+    # layer 0's own frames over the budget: the debt would only grow, so it pauses
+    down._layer_bps, down._keyframe_bps = [90_000.0, 0.0, 0.0, 0.0], 0.0
+    now = time.monotonic()
+    down._link_budget = congestion.TokenBucket(rate, 1.0, now)
+    down._link_budget.spend(2.0 * rate, now)  # behind by 1 s again, as above
+    for _ in range(4):
+        pub.frame()
+    assert down.congestion_pauses == 1 and down._congested
     await up.close(CloseReason.UNPUBLISHED)
