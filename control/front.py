@@ -51,6 +51,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from common.tasks import TaskSet
+from mediaserver.protocols import CloseReason
 
 from .appkeys import CLIENT, SECRET, WORKERS
 from .http.jsonio import loads
@@ -61,7 +62,7 @@ from .http.webguard import (
     body_deadline,
     forwarding_headers,
 )
-from .sessions.heartbeat import HeartbeatSocket
+from .sessions.heartbeat import CLOSE_CLIENT_GONE, HeartbeatSocket, socket_end
 
 logger = logging.getLogger(__name__)
 
@@ -212,16 +213,19 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         )
 
 
-async def _pipe(source: Any, sink: Any) -> None:
+async def _pipe(source: Any, sink: Any) -> WSMsgType | None:
+    """Copy ``source``'s messages to ``sink``; the type of what ended it (None: a send failed)."""
     # either side going away ends the pipe; it is no fault of the front's
     with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-        async for message in source:
+        while True:
+            message = await source.receive()
             if message.type == WSMsgType.TEXT:
                 await sink.send_str(message.data)
             elif message.type == WSMsgType.BINARY:
                 await sink.send_bytes(message.data)
             else:
-                break
+                return WSMsgType(message.type)
+    return None
 
 
 async def _first_text(ws: web.WebSocketResponse, code: int, why: bytes) -> str | None:
@@ -270,6 +274,17 @@ async def _signalling(
             down = pipes.spawn(_pipe(upstream, ws), "down")
             up = pipes.spawn(_pipe(ws, upstream), "up")
             await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+            if up.done() and not up.cancelled():
+                # how the client's socket ended, for the worker, which hears only this one:
+                # the worker's own rule (socket_end) read here on the client's socket; a page
+                # whose process died (its connection ended without a close, or a close 1001)
+                # is told with 4020, anything else (a missed pong, the client's own close)
+                # ends the worker's socket plainly, which the worker waits the resume for
+                ended = up.result()
+                if ended is not None and (
+                    socket_end(ended, ws.close_code, ws.exception()) is CloseReason.GONE
+                ):
+                    await upstream.close(code=CLOSE_CLIENT_GONE)
             await pipes.close()
             code = upstream.close_code
     finally:

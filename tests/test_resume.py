@@ -337,14 +337,16 @@ async def test_resume_is_admitted_again(tmp_path: Path, clients: list[PeerClient
 async def test_a_page_going_away_waits_for_its_resume_and_leave_leaves_at_once(
     server: Server, clients: list[PeerClient]
 ) -> None:
-    """A page that reloads (or a phone's browser that drops a background tab) closes its socket
-    cleanly, 1001 "going away": that is a lost connection, not a leave; the ``leave`` message
+    """A page that goes without ``unload`` closes its socket 1001 "going away" (a crashed
+    renderer's, or a phone's browser dropping a background tab): that is a page that may
+    come back (away as ``gone``, for the unload grace), not a leave; the ``leave`` message
     is the only way to leave at once."""
     party = await join(server, clients, ROOM, "party")
     officer = await join(server, clients, ROOM, "officer")
     assert party._ws is not None
     await party._ws.close(code=1001, message=b"page unloaded")
-    await officer.wait_for(lambda m: m["type"] == "participant_reconnecting")
+    away = await officer.wait_for(lambda m: m["type"] == "participant_reconnecting")
+    assert away["reason"] == "gone"
     assert server.sfu.rooms[ROOM].participants["party"].suspended
     again = await resume(server, clients, party)
     assert again.joined is not None and again.joined["type"] == "resumed", again.joined

@@ -58,12 +58,17 @@ pytestmark = pytest.mark.browser
 
 class CuttableProxy:
     """127.0.0.1:port -> the server; :meth:`cut` drops every connection and refuses new ones
-    until :meth:`restore`."""
+    until :meth:`restore`. A cut connection is reset on the page's side (its socket dies, as
+    when a phone's interface goes down) and goes silent on the server's: the server hears
+    nothing more of it, as of a network that went away (a reset there would be a page whose
+    process died: ``gone``), until the proxy closes."""
 
     def __init__(self, target_port: int) -> None:
         self._target = target_port
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._upstreams: set[asyncio.StreamWriter] = set()  # the server's ends
+        self._held: set[asyncio.StreamWriter] = set()  # server ends cut: open and silent
         self._pipes: set[asyncio.Task[None]] = set()
         self.port = 0
         self.cuts = 0
@@ -80,11 +85,17 @@ class CuttableProxy:
             self._server.close()
             self._server = None
         for writer in list(self._writers):
-            writer.transport.abort()
+            if writer in self._upstreams:
+                self._held.add(writer)
+            else:
+                writer.transport.abort()
         self._writers.clear()
 
     async def close(self) -> None:
         await self.cut()
+        for writer in list(self._held):
+            writer.transport.abort()
+        self._held.clear()
         for task in list(self._pipes):
             task.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
@@ -96,6 +107,7 @@ class CuttableProxy:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
+        self._upstreams.add(up_writer)
         loop = asyncio.get_running_loop()
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             task = loop.create_task(self._pipe(src, dst))
@@ -105,12 +117,15 @@ class CuttableProxy:
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
+                if dst in self._held:
+                    continue  # cut: nothing gets through to the server any more
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            dst.transport.abort()
+            if dst not in self._held:
+                dst.transport.abort()
             self._writers.discard(dst)
 
 
@@ -556,3 +571,74 @@ async def test_a_closed_tab_leaves_as_closed_both_ways(server: Server, tmp_path:
                 party_problems,
                 console_problems,
             )
+
+
+async def test_a_crashed_party_page_leaves_as_gone_within_the_unload_grace(
+    server: Server, tmp_path: Path
+) -> None:
+    """The party's page dies without ``pagehide`` (its renderer crashed: CDP ``Page.crash``; a
+    phone's browser killed by the system is the same to the server): no ``unload`` is sent, and
+    its socket's TCP connection ends without a WebSocket close. The officer's console sees the
+    party away (``gone``, not ``closed``: so no unload came) and then leaving as ``gone``
+    within the unload grace (8 s), not "reconnecting" for the whole 20 s resume grace, and says
+    so in Chinese: 当事人页面已关闭或崩溃."""
+    camera = await face_camera(tmp_path)
+    shots = Shots(tmp_path, "crashed")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base_url)
+        officer = await officer_login(server, api, "li")
+        case, party = await case_with_party(api, officer, name="张三")
+        async with chromium(camera) as browser:
+            console_context, console, problems = await new_page(browser, "zh-CN", DESKTOP)
+            await officer_joins_the_call(console, server.base_url, case)
+            await console.evaluate(
+                "() => { window.__seen = []; window.addEventListener('remotecase:call-message',"
+                " (e) => window.__seen.push(e.detail)); }"
+            )
+            link = await invite(api, officer, case, party)
+            context, page, party_problems = await new_page(browser, "zh-CN", PHONE)
+            await enter_by_link(page, server.base_url + link)
+            pid = f"party-{party}"
+            await until(console, f"Boolean(window.remotecaseConsole.call.state.tiles[{pid!r}])")
+            # the page would send "unload" on pagehide: a crash gives it no pagehide
+            cdp = await context.new_cdp_session(page)
+            crashed_at = loop.time()
+            crashed = loop.create_future()
+
+            def on_crash(_: Any) -> None:
+                if not crashed.done():
+                    crashed.set_result(None)
+
+            page.on("crash", on_crash)
+            # the page's target dies under the call: no answer comes
+            send = asyncio.ensure_future(cdp.send("Page.crash"))
+            await asyncio.wait_for(crashed, timeout=PATIENCE)
+            send.cancel()
+            await asyncio.gather(send, return_exceptions=True)
+            await until(
+                console,
+                "document.getElementById('notice').textContent"
+                " === '当事人页面已关闭或崩溃：张三 已离开通话'",
+                timeout=30,
+            )
+            took = loop.time() - crashed_at
+            heard = await console.evaluate(
+                "window.__seen.filter((m) => m.type.startsWith('participant_')"
+                f" && m.participant === {pid!r}).map((m) => [m.type, m.reason || null])"
+            )
+            assert heard == [["participant_reconnecting", "gone"], ["participant_left", "gone"]], (
+                heard
+            )
+            # the unload grace (8 s) and a little, well short of the 20 s resume grace
+            assert 7.0 < took < 16.0, f"the crash was said after {took:.1f} s"
+            await until(console, "document.body.innerText.includes('离开通话（页面已关闭或崩溃）')")
+            await until(console, f"!window.remotecaseConsole.call.state.tiles[{pid!r}]")
+            assert all(pid not in room.participants for room in server.sfu.rooms.values())
+            print(f"a crashed party page: left as gone {took:.2f} s after the crash")
+            await shots.take(console, "party-crashed")
+            await no_overflow(console, "the party's page crashed")
+            with contextlib.suppress(Exception):
+                await context.close()
+            await console_context.close()
+            assert problems == [] and party_problems == [], (problems, party_problems)

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from mediaserver.protocols import CloseReason
+
+# Behind the front (control/front.py) a worker sees the front's socket, not the client's: the
+# front closes it with this code when the client's connection ended without a WebSocket close
+# (socket_end below: the participant leaves as ``gone``)
+CLOSE_CLIENT_GONE = 4020
 
 
 class HeartbeatSocket(web.WebSocketResponse):
@@ -28,3 +35,36 @@ class HeartbeatSocket(web.WebSocketResponse):
 def dead_after(interval: float, timeout: float) -> float:
     """The longest a dead client goes unnoticed: a ping's interval, then its pong's wait."""
     return interval + timeout if interval else float("inf")
+
+
+def socket_end(kind: WSMsgType, code: int | None, exc: BaseException | None) -> CloseReason:
+    """Why a client's socket ended that said neither ``leave`` nor ``unload``, as far as the
+    server can tell: ``kind`` is what ``receive()`` returned, ``code`` and ``exc`` the socket's
+    ``close_code`` and ``exception()``. One rule for a worker's session and for the front.
+
+    A missed pong is always ``signalling_lost`` (a network that went away sends nothing at all,
+    not even a reset), however aiohttp reports it: ``ERROR`` with a ``TimeoutError`` when the
+    deadline passed while the session waited in ``receive()``, but ``CLOSED`` with the same
+    ``TimeoutError`` as the socket's exception when it passed while the session was busy
+    (handling a ``publish``, or the front sending on): so the exception is looked at first.
+    ``gone``: the page's process died, which the server sees two ways: its TCP connection
+    ended (FIN or reset) without a WebSocket close (the browser killed: the kernel closes its
+    sockets; aiohttp reads that end of the stream as ``CLOSED``, or as ``ERROR`` with a
+    ``ConnectionError``), or a close 1001 "going away" with no ``unload`` before it (a renderer
+    that crashed: Chromium's network service closes the page's sockets so; a page that is left
+    normally says ``unload`` first). Anything else is ``signalling_lost``, waited for the whole
+    resume grace: a close with another code is the client's own (a page closes a socket it
+    found dead before it resumes on a new one). Behind the front the worker hears the front's
+    socket: the front passes the client's 1001 on and says ``gone`` with ``CLOSE_CLIENT_GONE``."""
+    if isinstance(exc, TimeoutError):
+        return CloseReason.SIGNALLING_LOST
+    if kind == WSMsgType.CLOSED:
+        return CloseReason.GONE
+    if kind in (WSMsgType.CLOSE, WSMsgType.CLOSING) and code in (
+        WSCloseCode.GOING_AWAY,
+        CLOSE_CLIENT_GONE,
+    ):
+        return CloseReason.GONE
+    if kind == WSMsgType.ERROR and isinstance(exc, ConnectionError):
+        return CloseReason.GONE
+    return CloseReason.SIGNALLING_LOST

@@ -26,7 +26,7 @@ from .. import i18n
 from ..access import DEV_ROOM, CallAdmission, CallRefused, admission, audit
 from ..appkeys import CONFIG, DB, ERRORS, LIVE, SFU, SIGNER, SOCKETS
 from ..http.jsonio import loads
-from .heartbeat import HeartbeatSocket
+from .heartbeat import HeartbeatSocket, socket_end
 from .tokens import Grant, TokenError, TokenSigner
 from .turn import client_ice_servers
 
@@ -186,8 +186,10 @@ class SignallingSession:
         writer = self._tasks.spawn(self._writer(), "writer")
         join_timer = loop.call_later(JOIN_TIMEOUT, self._join_timeout)
         watcher: asyncio.Task[None] | None = None
+        lost = CloseReason.SIGNALLING_LOST
         try:
-            async for msg in self._ws:
+            while True:
+                msg = await self._ws.receive()
                 if msg.type == WSMsgType.TEXT:
                     joined_before = self._participant is not None
                     await self._handle_text(msg.data)
@@ -197,6 +199,14 @@ class SignallingSession:
                 elif msg.type == WSMsgType.BINARY:
                     self.error("bad_json", i18n.both("signalling.binary"))
                 else:
+                    lost = socket_end(msg.type, self._ws.close_code, self._ws.exception())
+                    logger.info(
+                        "signalling socket ended: %s, close code %s, %r: %s",
+                        msg.type.name,
+                        self._ws.close_code,
+                        self._ws.exception(),
+                        lost.value,
+                    )
                     break
                 if self._closing:
                     break
@@ -205,14 +215,17 @@ class SignallingSession:
             try:
                 participant = self._participant
                 if participant is not None and not participant.closed:
-                    # the socket went away without a leave (the network dropped, the page
-                    # reloaded): the participant waits for its resume; a socket this server
-                    # closed on purpose ends it
+                    # the socket went away without a leave: the participant waits for its
+                    # resume (the network dropped, the page reloaded), only the unload grace
+                    # when its connection ended without a close (the page's process died); a
+                    # socket this server closed on purpose ends it
                     kept = not self._closing and await participant.suspend(
-                        CloseReason.SIGNALLING_LOST, attachment=self._attachment
+                        lost,
+                        attachment=self._attachment,
+                        grace=self._sfu.options.unload_grace if lost is CloseReason.GONE else None,
                     )
                     if not kept and participant.attachment == self._attachment:
-                        await participant.close(CloseReason.SIGNALLING_LOST)
+                        await participant.close(lost)
                 if watcher is not None:
                     watcher.cancel()
                     await asyncio.gather(watcher, return_exceptions=True)
@@ -572,4 +585,4 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-__all__ = ["SignallingSession", "WSCloseCode", "websocket_handler"]
+__all__ = ["SignallingSession", "WSCloseCode", "socket_end", "websocket_handler"]

@@ -148,6 +148,7 @@
 
   async function publish() {
     const pc = call.pub = new RTCPeerConnection({ iceServers: call.iceServers });
+    if (call.heartbeat) call.heartbeat.peer(pc);  // its ICE going bad is a sign to probe
     for (const track of call.local.getTracks()) {
       // video with VP8 temporal layers (L1T3) where the browser can, as the party page does:
       // the SFU then gives a weak receiver fewer frames instead of a frozen picture
@@ -169,6 +170,7 @@
     if (!call.sub) {
       const pc = call.sub = new RTCPeerConnection({ iceServers: call.iceServers });
       pc.ontrack = () => renderRemote();
+      if (call.heartbeat) call.heartbeat.peer(pc);
       pc.onconnectionstatechange = () => showState(pc.connectionState === "connected" ? "call.state.connected" : pc.connectionState === "failed" ? "call.state.failed" : "call.state.connecting");
     }
     call.tracks = msg.tracks || {};
@@ -232,14 +234,18 @@
       }
       case "participant_left":
         removeTile(msg.participant);
-        // its page said it was going and no reload came back: said at once, not "lost"
+        // its page said it was going and no reload came back: said at once, not "lost";
+        // "gone": its connection ended without a close (the page closed or crashed unsaid)
         if (msg.reason === "closed") con.notice(t(isParty(msg.participant) ? "call.party_closed" : "call.peer_closed", { name: call.names[msg.participant] || msg.participant }));
+        if (msg.reason === "gone") con.notice(t(isParty(msg.participant) ? "call.party_gone" : "call.peer_gone", { name: call.names[msg.participant] || msg.participant }));
         break;
       // lost their connection, may come back within the grace period (docs/signalling.md,
-      // Resume); "closed": its page is closing or reloading, a few seconds (the unload grace)
+      // Resume); "closed": its page is closing or reloading, "gone": its page's connection
+      // ended without a close: a few seconds each (the unload grace)
       case "participant_reconnecting": {
         const name = call.names[msg.participant] || msg.participant;
-        con.notice(t(msg.reason === "closed" ? "call.peer_closing" : "call.peer_reconnecting", { name }));
+        const said = { closed: "call.peer_closing", gone: "call.peer_gone_away" }[msg.reason] || "call.peer_reconnecting";
+        con.notice(t(said, { name }));
         break;
       }
       case "participant_resumed":
@@ -294,7 +300,7 @@
       if (con.session && con.session.id === mine.session && rejoins < REJOIN_TRIES) {
         rejoins += 1;
         con.notice(t("call.rejoining"));
-        rejoinSoon(mine.session, 1500);
+        rejoinSoon(mine.session, e.dead ? 0 : 1500);  // found dead: its new network is up
       } else {
         con.showError(t("call.lost", { code: e.code }));
       }
@@ -302,9 +308,9 @@
     ws.onclose = closed;
     // a socket the network left dead (the officer's Wi-Fi gone) is dropped and the call resumed
     // on a new one, as after a close (heartbeat.js)
-    window.remotecaseHeartbeat.watch(ws, {
+    mine.heartbeat = window.remotecaseHeartbeat.watch(ws, {
       isCurrent: () => call === mine && mine.ws === ws,
-      onDead: () => closed({ code: 1006 }),
+      onDead: () => closed({ code: 1006, dead: true }),
     });
   }
 
@@ -316,7 +322,7 @@
       join().catch((err) => {
         if (call || rejoins >= REJOIN_TRIES) return con.showError(err);
         rejoins += 1;
-        rejoinSoon(session, Math.min(delay * 2, 8000));
+        rejoinSoon(session, Math.min(Math.max(delay * 2, 1500), 8000));
       });
     }, delay);
   }

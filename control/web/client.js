@@ -455,7 +455,7 @@ function markTile(pid) {
   }
   // another participant whose connection was lost, until it resumes or leaves
   const away = pid !== state.me && Boolean(state.away[pid]);
-  const awayText = state.away[pid] === "closed" ? t("call.peer_closing") : t("call.peer_reconnecting");
+  const awayText = t({ closed: "call.peer_closing", gone: "call.peer_gone" }[state.away[pid]] || "call.peer_reconnecting");
   tile.el.classList.toggle("off", off || away);
   tile.note.textContent = away ? awayText : off ? t("call.camera.stopped") : "";
 }
@@ -521,6 +521,7 @@ function addSending(pc, track) {
 
 async function publish() {
   const pc = state.pub = new RTCPeerConnection({ iceServers: state.iceServers });
+  if (state.heartbeat) state.heartbeat.peer(pc);  // its ICE going bad is a sign to probe
   for (const track of state.local.getTracks()) {
     const transceiver = addSending(pc, track);
     if (track.kind === "video") state.videoSender = transceiver.sender;
@@ -536,6 +537,7 @@ async function onOffer(msg) {
   if (!state.sub) {
     const pc = state.sub = new RTCPeerConnection({ iceServers: state.iceServers });
     pc.ontrack = () => renderRemote();
+    if (state.heartbeat) state.heartbeat.peer(pc);
   }
   state.tracks = msg.tracks || {};
   await state.sub.setRemoteDescription({ type: "offer", sdp: msg.sdp });
@@ -625,7 +627,8 @@ async function onMessage(event) {
       callPhase();
       break;
     case "participant_reconnecting":
-      // why: "closed" is a page that said it was going (its tab closed, or it reloads)
+      // why: "closed" is a page that said it was going (its tab closed, or it reloads), "gone"
+      // one whose connection ended without a close (closed or crashed without saying so)
       state.away[msg.participant] = msg.reason || true;
       markTile(msg.participant);
       break;
@@ -711,7 +714,10 @@ async function onClose(event) {
   state.reconnects += 1;
   if (state.reconnects > 8) return setPhase("failed", { reason: t("error.network") });
   setPhase("reconnecting", { attempt: state.reconnects });
-  await sleep(Math.min(1000 * 2 ** (state.reconnects - 1), 15000));
+  // a socket the heartbeat found dead (its network changed: the new one is up) is tried
+  // again at once the first time; a socket the server or the network closed, after a second
+  const first = event.dead ? 0 : 1000;
+  await sleep(state.reconnects === 1 ? first : Math.min(1000 * 2 ** (state.reconnects - 1), 15000));
   connect(await renewCallToken(state.callToken));
 }
 
@@ -752,10 +758,11 @@ function connect(token) {
   ws.onopen = () => send(back ? { type: "resume", resume_token: back, token } : { type: "join", token });
   ws.onmessage = (e) => onMessage(e).catch((err) => { console.error(err); showError(t("error.unknown")); });
   ws.onclose = (e) => { onClose(e).catch((err) => console.error(err)); };
-  // a socket the network left dead is dropped and the call resumed on a new one (heartbeat.js)
-  window.remotecaseHeartbeat.watch(ws, {
+  // a socket the network left dead is dropped and the call resumed on a new one (heartbeat.js);
+  // the media connections made on it tell it when their path goes bad
+  state.heartbeat = window.remotecaseHeartbeat.watch(ws, {
     isCurrent: () => state.ws === ws,
-    onDead: () => { onClose({ code: 1006 }).catch((err) => console.error(err)); },
+    onDead: () => { onClose({ code: 1006, dead: true }).catch((err) => console.error(err)); },
   });
 }
 
