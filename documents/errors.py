@@ -15,12 +15,17 @@ class MissingFields(DocumentError):
     """The case data lacks fields a document kind requires."""
 
     def __init__(self, kind_title: str, missing: list[tuple[str, str]]) -> None:
+        self.kind_title = kind_title
         self.missing = missing  # (path, Chinese label)
         zh = "、".join(f"{label}（{path}）" for path, label in missing)
         en = ", ".join(path for path, _ in missing)
         super().__init__(
             f"{kind_title}缺少必填字段：{zh} / {kind_title}: missing required field(s): {en}"
         )
+
+    def __reduce__(self) -> tuple[type[MissingFields], tuple[str, list[tuple[str, str]]]]:
+        # made again from its parts when it comes back from a worker process (documents/pool.py)
+        return (MissingFields, (self.kind_title, self.missing))
 
 
 class NumberingError(DocumentError):

@@ -437,6 +437,77 @@ async def test_delivery_through_an_sms_gateway(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
+async def test_a_delivery_the_stop_cut_off_mid_provider_is_failed_not_left_sending(
+    tmp_path: Path,
+) -> None:
+    """The server stops while the SMS gateway holds a delivery's notice: aiohttp cancels the
+    request, and the outcome is still written (by the app's owner of outcome writes, which the
+    stop waits for): failed, interrupted, in the row, the audit trail and the custody log, so
+    the fallback opens. It used to stay "sending" for good."""
+    import sqlite3
+
+    from control.app import create_app
+    from control.delivery.store import INTERRUPTED
+    from tests.conftest import Server
+
+    called = asyncio.Event()
+
+    async def gateway(request: web.Request) -> web.Response:
+        called.set()
+        await asyncio.Event().wait()  # a provider that never answers
+        raise AssertionError("unreachable")
+
+    gateway_app = web.Application()
+    gateway_app.router.add_post("/sms", gateway)
+    gateway_runner = web.AppRunner(gateway_app, shutdown_timeout=0.1)
+    await gateway_runner.setup()
+    await web.TCPSite(gateway_runner, "127.0.0.1", 0).start()
+    sms_url = f"http://127.0.0.1:{gateway_runner.addresses[0][1]}/sms"
+    config = make_config(tmp_path, delivery={"sms_url": sms_url, "timeout": 120.0})
+    runner = web.AppRunner(create_app(config), shutdown_timeout=0.5)  # the CLI's is 5 s
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    server = Server(f"http://127.0.0.1:{runner.addresses[0][1]}", runner.app, runner)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            p = await party_in_session(server, api, li)
+            doc = await make_determination(api, li, p)
+            await consent(api, li, p)
+            task = asyncio.ensure_future(
+                api.call(
+                    "POST",
+                    f"/api/cases/{p.cid}/deliveries",
+                    li,
+                    {"document_id": doc["id"], "party_id": p.pid},
+                )
+            )
+            await asyncio.wait_for(called.wait(), 30)
+            await runner.cleanup()
+            try:
+                await task
+            except aiohttp.ClientError:
+                pass
+            else:
+                raise AssertionError("the delivery answered although its server stopped")
+    finally:
+        await runner.cleanup()
+        await gateway_runner.cleanup()
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    try:
+        rows = conn.execute("SELECT status, failure, sent_at FROM deliveries").fetchall()
+        actions = [
+            r[0] for r in conn.execute("SELECT action FROM audit WHERE object LIKE 'delivery:%'")
+        ]
+    finally:
+        conn.close()
+    assert rows == [("failed", INTERRUPTED, None)]
+    assert actions == ["delivery.failed"]
+    [entry] = [e for e in runner.app[CUSTODY].entries() if e["type"] == "delivery.failed"]
+    assert (entry["failure"], entry["sha256"]) == (INTERRUPTED, doc["sha256"])
+
+
 class SmtpSink:
     """An SMTP relay on 127.0.0.1 that accepts every message and keeps it (enough of RFC 5321
     for smtplib: greeting, EHLO, MAIL, RCPT, DATA, QUIT)."""
@@ -564,3 +635,271 @@ async def test_a_party_sees_its_own_papers_and_the_case_s_not_another_party_s(
             }
     finally:
         await server.runner.cleanup()
+
+
+def _begin_as_a_killed_server_left_it(tmp_path: Path, p: Party, doc: dict[str, Any]) -> int:
+    """A delivery begun as ``post_delivery`` begins it (``store.begin``: every check made, the
+    row ``sending``) by a server that was then killed before its provider answered: nothing
+    after the row was written. Its ID."""
+    import sqlite3
+
+    from control.auth import Officer
+    from control.delivery import store
+
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    conn.row_factory = sqlite3.Row
+    try:
+        with conn:
+            o = conn.execute("SELECT * FROM officers WHERE username = 'li'").fetchone()
+            who = Officer(o["id"], o["username"], o["role"], o["brigade"])
+            row = store.begin(conn, who, p.cid, doc["id"], p.pid, "outbox")
+        assert not isinstance(row, store.Refusal), row
+        return int(row["id"])
+    finally:
+        conn.close()
+
+
+def _sql(tmp_path: Path, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    """``query`` on the server's database, committed; its rows."""
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    try:
+        with conn:
+            return conn.execute(query, args).fetchall()
+    finally:
+        conn.close()
+
+
+def _delivery_rows(tmp_path: Path) -> list[tuple[Any, ...]]:
+    return _sql(tmp_path, "SELECT id, status, failure, sent_at FROM deliveries ORDER BY id")
+
+
+def _delivery_audit(tmp_path: Path) -> list[tuple[Any, ...]]:
+    return _sql(
+        tmp_path,
+        "SELECT object, actor, action, reason FROM audit WHERE object LIKE 'delivery:%' "
+        "ORDER BY id",
+    )
+
+
+def _backdate(tmp_path: Path, delivery_id: int, seconds: float) -> None:
+    """The delivery begun ``seconds`` ago (as a send that long in progress)."""
+    from datetime import UTC, datetime
+
+    when = (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+    _sql(tmp_path, "UPDATE deliveries SET created_at = ? WHERE id = ?", when, delivery_id)
+
+
+async def test_a_delivery_a_killed_server_left_sending_is_failed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A server killed while its provider held a delivery leaves the row ``sending`` (nothing
+    of it could write the outcome). The next server, alone on the database, marks it failed
+    at its start (interrupted: not delivered), in the audit trail and the custody log (actor
+    ``server``), so that the officer sees it failed, the fallback opens, and it can be
+    delivered again."""
+    from control.delivery.store import INTERRUPTED
+
+    config = make_config(tmp_path)
+    server = await start_server(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            p = await party_in_session(server, api, li)
+            doc = await make_determination(api, li, p)
+            await consent(api, li, p)
+    finally:
+        await server.runner.cleanup()
+    delivery_id = _begin_as_a_killed_server_left_it(tmp_path, p, doc)
+    assert _delivery_rows(tmp_path) == [(delivery_id, "sending", "", None)]
+
+    server = await start_server(config)
+    try:
+        # done at the start, before any request
+        assert _delivery_rows(tmp_path) == [(delivery_id, "failed", INTERRUPTED, None)]
+        assert _delivery_audit(tmp_path) == [
+            (f"delivery:{delivery_id}", "server", "delivery.failed", INTERRUPTED)
+        ]
+        [entry] = await custody(server, "delivery.failed")
+        assert (entry["actor"], entry["delivery"], entry["failure"], entry["sha256"]) == (
+            "server",
+            delivery_id,
+            INTERRUPTED,
+            doc["sha256"],
+        )
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await api.login("li")
+            base = f"/api/cases/{p.cid}/deliveries"
+            status, shown = await api.call("GET", f"{base}/{delivery_id}", li)
+            assert status == 200, shown
+            assert shown["status"] == "failed" and shown["failure"].startswith("发送中断")
+            assert shown["fallback"]["needed"] and shown["fallback"]["next"] == "post"
+            assert shown["delivered_on"] is None
+            status, posted = await api.call(
+                "POST",
+                f"{base}/{delivery_id}/fallback",
+                li,
+                {"action": "post", "reference": "EMS1"},
+            )
+            assert status == 200 and posted["fallback"]["next"] == "public_notice", posted
+            # and delivered again electronically (the outbox answers at once)
+            status, again = await api.call(
+                "POST", base, li, {"document_id": doc["id"], "party_id": p.pid}
+            )
+            assert status == 201 and again["status"] == "sent", again
+        # swept once: a second look changes nothing
+        assert [r[1] for r in _delivery_rows(tmp_path)] == ["failed", "sent"]
+        assert len(await custody(server, "delivery.failed")) == 1
+    finally:
+        await server.runner.cleanup()
+
+
+async def test_behind_a_front_only_a_stale_delivery_is_swept_and_a_late_answer_keeps_it_failed(
+    tmp_path: Path,
+) -> None:
+    """A worker behind a front shares the database with other workers, which may be sending:
+    at its start it fails only deliveries begun longer ago than any live send (a fresh one is
+    left alone), and the officer's look at the case fails one that has since become that old.
+    A provider that then answers after all (sent) does not undo it: the delivery stays failed
+    with no delivery date (the officer may be posting it by then), and the answer is kept as
+    ``delivery.late_answer`` in the audit trail and the custody log."""
+    from control.delivery.outcomes import stale_after
+    from control.delivery.store import INTERRUPTED
+
+    release = asyncio.Event()
+    called = asyncio.Event()
+
+    async def gateway(request: web.Request) -> web.Response:
+        called.set()
+        await release.wait()
+        return web.Response(text="gw-42")
+
+    gateway_app = web.Application()
+    gateway_app.router.add_post("/sms", gateway)
+    gateway_runner = web.AppRunner(gateway_app, shutdown_timeout=0.1)
+    await gateway_runner.setup()
+    await web.TCPSite(gateway_runner, "127.0.0.1", 0).start()
+    sms_url = f"http://127.0.0.1:{gateway_runner.addresses[0][1]}/sms"
+    timeout = 60.0
+    config = make_config(
+        tmp_path,
+        delivery={"sms_url": sms_url, "timeout": timeout},
+        server={"front_secret": "front-" + "ab" * 32},
+    )
+    stale = stale_after(timeout) + 60
+    server = await start_server(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await officer_login(server, api)
+            p = await party_in_session(server, api, li)
+            doc = await make_determination(api, li, p)
+            await consent(api, li, p)
+    finally:
+        await server.runner.cleanup()
+    old = _begin_as_a_killed_server_left_it(tmp_path, p, doc)
+    _backdate(tmp_path, old, stale)
+    fresh = _begin_as_a_killed_server_left_it(tmp_path, p, doc)
+
+    server = await start_server(config)
+    try:
+        assert _delivery_rows(tmp_path) == [
+            (old, "failed", INTERRUPTED, None),
+            (fresh, "sending", "", None),  # another worker may be sending it
+        ]
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server.base_url)
+            li = await api.login("li")
+            base = f"/api/cases/{p.cid}/deliveries"
+            status, listed = await api.call("GET", base, li)
+            assert [d["status"] for d in listed["deliveries"]] == ["failed", "sending"], listed
+            # a live delivery, held by its provider
+            task = asyncio.ensure_future(
+                api.call("POST", base, li, {"document_id": doc["id"], "party_id": p.pid})
+            )
+            await asyncio.wait_for(called.wait(), 30)
+            live = _delivery_rows(tmp_path)[-1][0]
+            # time passes: both still sending are now past any live send
+            _backdate(tmp_path, fresh, stale)
+            _backdate(tmp_path, live, stale)
+            status, listed = await api.call("GET", base, li)
+            assert [d["status"] for d in listed["deliveries"]] == ["failed"] * 3, listed
+            assert all(d["fallback"]["next"] == "post" for d in listed["deliveries"])
+            release.set()  # the provider answers after all: sent
+            status, answered = await asyncio.wait_for(task, 30)
+            assert status == 201, answered
+            assert (answered["id"], answered["status"]) == (live, "failed"), answered
+            assert answered["sent_at"] is None and answered["delivered_on"] is None
+            status, mine = await api.call("GET", "/api/party/deliveries", p.token)
+            assert mine["deliveries"] == []  # nothing delivered to the party
+        assert _delivery_rows(tmp_path)[-1] == (live, "failed", INTERRUPTED, None)
+        trail = _delivery_audit(tmp_path)
+        assert [(o, a, act) for o, a, act, _ in trail] == [
+            (f"delivery:{old}", "server", "delivery.failed"),
+            (f"delivery:{fresh}", "server", "delivery.failed"),
+            (f"delivery:{live}", "server", "delivery.failed"),
+            (f"delivery:{live}", "officer:li", "delivery.late_answer"),
+        ], trail
+        assert "sms-http:gw-42" in trail[-1][3] and "未送达" in trail[-1][3]
+        failed = await custody(server, "delivery.failed")
+        assert [(e["delivery"], e["actor"]) for e in failed] == [
+            (old, "server"),
+            (fresh, "server"),
+            (live, "server"),
+        ]
+        [late] = await custody(server, "delivery.late_answer")
+        assert (late["delivery"], late["status"], late["reference"]) == (
+            live,
+            "failed",
+            "sms-http:gw-42",
+        )
+        assert await custody(server, "delivery.sent") == []
+    finally:
+        await server.runner.cleanup()
+        await gateway_runner.cleanup()
+
+
+async def test_a_failing_outcome_write_is_logged_once(caplog: Any) -> None:
+    """A write that fails reaches the caller waiting for it (its handler logs it) and is not
+    logged by the owner too; one whose caller was cancelled is logged by the owner, once."""
+    import logging
+
+    from control.delivery.outcomes import OutcomeWriter
+
+    writer = OutcomeWriter()
+    started = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def failing(what: str) -> None:
+        started.set()
+        await go_on.wait()
+        raise OSError(f"disk full: {what}")
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="control.delivery.outcomes"):
+            go_on.set()
+            try:
+                await writer.write(failing("awaited"), "awaited write")
+            except OSError as exc:
+                assert str(exc) == "disk full: awaited"
+            else:
+                raise AssertionError("the failure did not reach the caller")
+            assert [r for r in caplog.records if "awaited" in r.getMessage()] == []
+            go_on.clear()
+            started.clear()
+            caller = asyncio.ensure_future(writer.write(failing("orphan"), "orphan write"))
+            await started.wait()
+            caller.cancel()
+            try:
+                await caller
+            except asyncio.CancelledError:
+                pass
+            go_on.set()
+            await writer.close()
+            logged = [r for r in caplog.records if "orphan" in r.getMessage()]
+            assert len(logged) == 1, [r.getMessage() for r in caplog.records]
+    finally:
+        await writer.close()

@@ -193,3 +193,24 @@ async def test_numbers_of_records_that_could_not_be_kept_are_voided(edu: Any) ->
     voided = {text for text, _, _ in numbers}
     assert taken.isdisjoint(voided)
     assert [s for _, s, _ in _numbers(server)] == ["voided"] * 3 + ["taken"] * 3
+
+
+async def test_numbers_are_voided_even_once_the_owner_of_writes_closed(edu: Any) -> None:
+    """The app's owner of writes that outlive their request (``OUTCOMES``) closes first when
+    the server stops; records that could not be kept after that still have their numbers
+    voided (here and now, in the request), never a silent gap in the register."""
+    from control.appkeys import OUTCOMES
+
+    server, api, li, cid, sid = edu
+    await server.app[OUTCOMES].close()  # as the stop's first step does
+    directory = server.app[CONFIG].data_dir / "education"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"case-{cid}").write_bytes(b"in the way")
+    status, _ = await api.call(
+        "POST", f"/api/cases/{cid}/sessions/{sid}/attendance/records", li, {}
+    )
+    assert status == 500
+    assert _rows(server) == []
+    numbers = _numbers(server)
+    assert len(numbers) == 3 and all(s == "voided" for _, s, _ in numbers), numbers
+    assert all("could not be stored" in (reason or "") for _, _, reason in numbers)

@@ -519,6 +519,16 @@ def _sends(tmp_path: Path) -> list[tuple[str, str]]:
         conn.close()
 
 
+def _send_actions(tmp_path: Path) -> list[str]:
+    """The audit trail's actions on sends, in order."""
+    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
+    try:
+        query = "SELECT action FROM audit WHERE object LIKE 'edu_send:%' ORDER BY id"
+        return [r[0] for r in conn.execute(query)]
+    finally:
+        conn.close()
+
+
 async def _finish(task: Any) -> None:
     """The send's request, cut off by the server's end (its answer never comes)."""
     try:
@@ -557,14 +567,7 @@ async def test_a_send_cancelled_mid_provider_is_failed_not_left_sending(tmp_path
         await _finish(task)
     # written by the cancelled request itself, before the database closed
     assert _sends(tmp_path) == [("failed", INTERRUPTED)]
-    conn = sqlite3.connect(tmp_path / "var" / "control.sqlite3")
-    try:
-        actions = [
-            r[0] for r in conn.execute("SELECT action FROM audit WHERE object LIKE 'edu_send:%'")
-        ]
-    finally:
-        conn.close()
-    assert actions == ["education.record_send_failed"]
+    assert _send_actions(tmp_path) == ["education.record_send_failed"]
 
 
 async def test_a_send_the_server_died_in_is_failed_at_the_next_start(tmp_path: Path) -> None:
@@ -618,6 +621,55 @@ async def test_a_send_the_server_died_in_is_failed_at_the_next_start(tmp_path: P
             assert status == 201 and sent["companies"][0]["state"] == "sent", sent
     finally:
         await server.runner.cleanup()
+
+
+async def test_the_stop_waits_for_the_outcome_of_a_send_it_cut_off(tmp_path: Path) -> None:
+    """The server stops while the provider holds a send, and its database is busy then (a long
+    transaction): the cancelled request's outcome waits for the database longer than aiohttp
+    waits for the cancelled handler. The stop still waits for it, under the app's owner of
+    outcome writes, before the custody log and the database close: the row says interrupted,
+    and so do the audit trail and the custody log (the custody entry used to be lost, appended
+    after the log had closed)."""
+    import threading
+
+    from aiohttp import web
+
+    from control.app import create_app
+    from control.appkeys import OUTCOMES
+    from control.education.sending import INTERRUPTED
+    from tests.conftest import Server
+
+    gateway = _SilentGateway()
+    held = threading.Event()  # the database's long transaction ends when set
+    async with gateway as sms_url:
+        config = make_config(
+            tmp_path,
+            verifier={"enabled": False},
+            delivery={"sms_url": sms_url, "timeout": 120.0},
+            education={"public_url": PUBLIC},
+        )
+        runner = web.AppRunner(create_app(config), shutdown_timeout=0.5)  # the CLI's is 5 s
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        app = runner.app
+        server = Server(f"http://127.0.0.1:{runner.addresses[0][1]}", app, runner)
+        try:
+            async with aiohttp.ClientSession() as http:
+                api = Api(http, server.base_url)
+                li = await officer_login(server, api)
+                _, task = await _send_hanging(api, li, gateway)
+                busy = asyncio.ensure_future(app[DB].run(lambda c: held.wait(60)))
+                asyncio.get_running_loop().call_later(3.0, held.set)  # > 2 x aiohttp's wait
+                await runner.cleanup()
+                await _finish(task)
+                assert busy.done() and len(app[OUTCOMES]) == 0
+        finally:
+            held.set()
+            await runner.cleanup()
+    assert _sends(tmp_path) == [("failed", INTERRUPTED)]
+    entries = [e for e in app[CUSTODY].entries() if e["type"] == "education.record_send_failed"]
+    assert [(e["address"], e["failure"]) for e in entries] == [("13800138000", INTERRUPTED)]
+    assert _send_actions(tmp_path) == ["education.record_send_failed"]
 
 
 class _HeldGateway(_SilentGateway):

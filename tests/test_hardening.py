@@ -224,6 +224,37 @@ async def _trickled_answer(port: int) -> bytes:
         writer.close()
 
 
+async def test_the_pages_scripts_are_asked_again_at_every_load(server: Server) -> None:
+    """A browser never runs a script it cached against a newer server: everything under
+    /static/ (scripts, styles, catalogs) is ``no-cache`` with an ETag, so each load asks
+    again and gets a 304 while the file is the same, the new file once it changed; the pages
+    themselves are not stored at all."""
+    from control.http.webguard import WEB_DIR
+
+    async with aiohttp.ClientSession() as http:
+        for name in ("education-desk.js", "base.css", "i18n/zh-CN/common.json"):
+            url = f"{server.base_url}/static/{name}"
+            async with http.get(url) as r:
+                assert r.status == 200, name
+                assert r.headers["Cache-Control"] == "no-cache", (name, r.headers)
+                etag = r.headers["ETag"]
+                assert await r.read() == (WEB_DIR / name).read_bytes()
+            # the same file: 304, nothing sent again, still to be asked again next time
+            async with http.get(url, headers={"If-None-Match": etag}) as r:
+                assert r.status == 304, name
+                assert r.headers["Cache-Control"] == "no-cache"
+                assert await r.read() == b""
+            # what a browser holds from before an upgrade: another ETag, so the file itself
+            async with http.get(url, headers={"If-None-Match": '"1a2b-3c"'}) as r:
+                assert r.status == 200, name
+                assert await r.read() == (WEB_DIR / name).read_bytes()
+        async with http.get(f"{server.base_url}/static/no-such.js") as r:
+            assert r.status == 404
+        for page in ("/", "/console"):
+            async with http.get(server.base_url + page) as r:
+                assert r.status == 200 and r.headers["Cache-Control"] == "no-store", page
+
+
 async def test_a_trickling_body_is_answered_408_and_a_slow_moving_one_goes_on(
     tmp_path: Path,
 ) -> None:

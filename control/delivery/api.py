@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .. import access
-from ..appkeys import CONFIG, CUSTODY, DB, DOCS, EVENTS, RULES
+from ..appkeys import CONFIG, CUSTODY, DB, DOCS, EVENTS, OUTCOMES, RULES
 from ..auth import Officer
 from ..deadlines.calendar import CalendarError
 from ..deadlines.rules import china_date, china_today
@@ -43,7 +43,8 @@ from ..http.openapi import (
 from ..refusals import done as case_done
 from ..refusals import unwrap
 from . import store
-from .channels import ChannelFailed, Notice, channel_for
+from .channels import Notice, channel_for
+from .outcomes import send_notice, stale_after
 from .receipts import make_receipt
 
 T = TypeVar("T")
@@ -75,7 +76,13 @@ def done(result: T | store.Refusal) -> T:
 async def custody(
     request: web.Request, entry: str, actor: str, row: dict[str, Any], **more: Any
 ) -> None:
-    await request.app[CUSTODY].append_async(
+    await _custody(request.app, entry, actor, row, **more)
+
+
+async def _custody(
+    app: web.Application, entry: str, actor: str, row: dict[str, Any], **more: Any
+) -> None:
+    await app[CUSTODY].append_async(
         entry,
         actor=actor,
         case=str(row["case_id"]),
@@ -89,8 +96,39 @@ async def custody(
         channel=row["channel"],
         **more,
     )
-    events = request.app[EVENTS]
+    events = app[EVENTS]
     events.publish(row["case_id"], entry, delivery=row["id"], document=row["document_id"])
+
+
+async def abandon_stale(
+    app: web.Application, *, everything: bool = False, case_id: int | None = None
+) -> None:
+    """Deliveries a stopped or killed server left ``sending`` marked failed
+    (:data:`store.INTERRUPTED`), in the audit trail and the custody log (``delivery.failed``,
+    actor ``server``), so that the fallback opens: at start-up all of them when this is the only
+    server on the database (no front: nothing else can be sending), else (workers share the
+    database, and another may be sending) those begun longer ago than any live send
+    (:func:`.outcomes.stale_after`), and those of a case again when its officer looks."""
+    before = None
+    if not everything:
+        bound = stale_after(app[CONFIG].delivery.timeout)
+        before = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=bound)
+        ).isoformat(timespec="milliseconds")
+    for row in await app[DB].run(lambda c: store.abandon_stale(c, before, case_id)):
+        logger.warning("delivery %s was left sending: marked failed (interrupted)", row["id"])
+        await _custody(
+            app,
+            "delivery.failed",
+            "server",
+            row,
+            provider=row["provider"],
+            failure=row["failure"],
+        )
+
+
+async def _abandon_at_start(app: web.Application) -> None:
+    await abandon_stale(app, everything=not app[CONFIG].server.front_secret)
 
 
 def _id(body: dict[str, Any], key: str) -> int:
@@ -138,37 +176,65 @@ async def post_delivery(request: web.Request) -> web.Response:
         f"document ({title}, {row['document_number']}) is waiting for you: open the party "
         "page with the link the officer sent you, read it and acknowledge it.",
     )
-    reference, failure = "", ""
-    try:
-        reference = await channel.send(notice)
-    except ChannelFailed as exc:
-        failure = str(exc)
-    except Exception as exc:
-        # a provider's own error (a malformed address refused by the e-mail library, a bug)
-        # must not leave the delivery "sending" for ever: it failed, and the fallback opens
-        logger.exception("delivery %s: the %s provider failed", row["id"], row["provider"])
-        failure = f"发送出错 / the provider failed: {type(exc).__name__}"
-    row = await db.run(lambda c: store.finish_send(c, who.actor, row["id"], reference, failure))
-    if failure:
-        await custody(
-            request, "delivery.failed", who.actor, row, provider=row["provider"], failure=failure
+    delivery_id = row["id"]
+
+    async def outcome(reference: str, failure: str) -> dict[str, Any]:
+        # sent or failed (a provider's error, or the request cut off mid-provider: the
+        # fallback opens rather than the delivery staying "sending" for ever)
+        done, late = await db.run(
+            lambda c: store.finish_send(c, who.actor, delivery_id, reference, failure)
         )
-    else:
-        await custody(
-            request,
-            "delivery.sent",
-            who.actor,
-            row,
-            provider=row["provider"],
-            reference=reference,
-            consent=row["consent_id"],
-            sent_at=row["sent_at"],
-        )
+        if late:
+            # marked failed by the sweep meanwhile: it stays so, what the provider said is kept
+            logger.warning(
+                "delivery %s: the provider answered after it was marked failed", delivery_id
+            )
+            await custody(
+                request,
+                "delivery.late_answer",
+                who.actor,
+                done,
+                provider=done["provider"],
+                status=done["status"],
+                reference=reference,
+                failure=failure,
+            )
+        elif failure:
+            await custody(
+                request,
+                "delivery.failed",
+                who.actor,
+                done,
+                provider=done["provider"],
+                failure=failure,
+            )
+        else:
+            await custody(
+                request,
+                "delivery.sent",
+                who.actor,
+                done,
+                provider=done["provider"],
+                reference=reference,
+                consent=done["consent_id"],
+                sent_at=done["sent_at"],
+            )
+        return done
+
+    row = await send_notice(
+        request.app[OUTCOMES],
+        channel,
+        notice,
+        outcome,
+        interrupted=store.INTERRUPTED,
+        what=f"delivery {delivery_id}",
+    )
     return web.json_response(row, status=201)
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
     _, case_id = await _case(request, change=False)
+    await abandon_stale(request.app, case_id=case_id)
     rows = await request.app[DB].run(lambda c: store.listing(c, case_id))
     return web.json_response({"deliveries": rows})
 
@@ -176,6 +242,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     _, case_id = await _case(request, change=False)
     delivery_id = access.path_int(request, "delivery", "delivery")
+    await abandon_stale(request.app, case_id=case_id)
     return web.json_response(
         done(await request.app[DB].run(lambda c: store.get(c, case_id, delivery_id)))
     )
@@ -301,6 +368,8 @@ async def party_refuse(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    # after the app's own start-up (its cleanup context runs first): the database is open
+    app.on_startup.append(_abandon_at_start)
     base = "/api/cases/{case}/deliveries"
     app.router.add_post(base, post_delivery)
     app.router.add_get(base, list_deliveries)

@@ -4,14 +4,13 @@ department (the seal's certificate, a timestamp, B-LT), and logged in the custod
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from documents import DocumentError
+from documents.pool import sign_builtin
 from documents.seal import draw_seal
-from documents.signing import builtin_signer, sign_document
 
 from ..appkeys import DB, DOCS
 from ..auth import Officer, now_iso
@@ -56,16 +55,12 @@ async def seal(
         department = str(doc["data"]["department"]["name"])
         slot = next(r for r in doc["required"] if r["field"] == SEAL_FIELD)
 
-        def make() -> tuple[bytes, int]:
-            signer = builtin_signer(
-                desk.setup, "seal", brigade=str(doc["brigade"]), department=department
-            )
-            serial = signer.pyhanko_signer().signing_cert.serial_number  # type: ignore[union-attr]
-            image = draw_seal(department, slot["label"])
-            return sign_document(pdf, SEAL_FIELD, signer, desk.setup, image), serial
-
+        signer_args = {"brigade": str(doc["brigade"]), "department": department}
+        image = draw_seal(department, slot["label"])
         try:
-            signed, serial = await asyncio.to_thread(make)
+            signed, serial = await desk.pool.run(
+                sign_builtin, desk.spec, pdf, SEAL_FIELD, "seal", signer_args, image
+            )
         except DocumentError as exc:
             raise documents.refused(exc, web.HTTPConflict, "signing_refused") from None
         signature = {

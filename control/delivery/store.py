@@ -15,6 +15,17 @@ from ..deadlines.rules import CHINA, china_date, china_time, china_today
 from ..refusals import CodedRefusal
 from .channels import CHANNEL_NAMES, CHANNELS
 
+# The request cut off while the provider had the notice (the server stopping, the connection
+# dropped), or the server killed then and the delivery found still ``sending`` at a later start
+# (:func:`abandon_stale`): whether the party got it is not known, so it is not delivered; the
+# fallback opens.
+INTERRUPTED = (
+    "发送中断（服务器停止或请求中止）：未确认当事人是否收到，视为未送达，"
+    "可重新送达或改用邮寄、公告 / "
+    "the send was interrupted (the server stopped or the request was dropped) before the "
+    "provider answered: whether the party got it is not known, so it is not delivered; deliver "
+    "again, or by post or public notice"
+)
 # the kinds a review (复核) may be asked of (146号令 art.71)
 REVIEWABLE = ("determination_ordinary", "determination_simple", "accident_certificate")
 
@@ -172,33 +183,106 @@ def begin(
 
 def finish_send(
     conn: sqlite3.Connection, actor: str, delivery_id: int, reference: str, failure: str
-) -> dict[str, Any]:
-    """Sent (the delivery date is this moment, 157号令 art.56) or failed, and audited."""
+) -> tuple[dict[str, Any], bool]:
+    """Sent (the delivery date is this moment, 157号令 art.56) or failed, and audited: the row,
+    and whether the answer came late.
+
+    Only a delivery still ``sending`` takes its outcome. One already marked failed
+    (:func:`abandon_stale`: past any live answer, and the officer may be delivering by post
+    since) keeps that: never sent, no delivery date; what the provider said is kept in the
+    audit trail (``delivery.late_answer``), so that a party that did get the notice can be
+    explained."""
     now = now_iso()
     if failure:
-        conn.execute(
-            "UPDATE deliveries SET status = 'failed', failure = ? WHERE id = ?",
+        taken = conn.execute(
+            "UPDATE deliveries SET status = 'failed', failure = ? "
+            "WHERE id = ? AND status = 'sending'",
             (failure, delivery_id),
-        )
+        ).rowcount
     else:
-        conn.execute(
-            "UPDATE deliveries SET status = 'sent', provider_ref = ?, sent_at = ? WHERE id = ?",
+        taken = conn.execute(
+            "UPDATE deliveries SET status = 'sent', provider_ref = ?, sent_at = ? "
+            "WHERE id = ? AND status = 'sending'",
             (reference, now, delivery_id),
-        )
+        ).rowcount
     row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    late = not taken
+    more = {"reference": reference, "provider_failure": failure} if late else {}
     audit(
         conn,
         actor,
-        "delivery.failed" if failure else "delivery.sent",
+        "delivery.late_answer" if late else "delivery.failed" if failure else "delivery.sent",
         f"delivery:{delivery_id}",
         row["case_id"],
-        failure,
+        late_answer(reference, failure) if late else failure,
         document=row["document_id"],
         sha256=row["document_sha256"],
         channel=row["channel"],
         provider=row["provider"],
+        **more,
     )
-    return public(conn, row)
+    return public(conn, row), late
+
+
+def late_answer(reference: str, failure: str) -> str:
+    """What the audit trail says of a provider's answer to a delivery already marked failed."""
+    zh = (
+        f"服务商报告失败：{failure}"
+        if failure
+        else f"服务商报告已发出（回执：{reference or '无'}）"
+    )
+    en = (
+        f"the provider reported a failure: {failure}"
+        if failure
+        else f"the provider reported it sent (reference: {reference or 'none'})"
+    )
+    return (
+        f"送达已标记为失败后服务商才回复，{zh}；仍视为未送达，请按补救送达办理 / the provider "
+        f"answered after the delivery was marked failed, {en}; it stays not delivered: the "
+        "fallback (post, public notice) stands"
+    )
+
+
+def abandon_stale(
+    conn: sqlite3.Connection, started_before: str | None, case_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Deliveries a server left ``sending`` (it was killed mid-provider, or its outcome write
+    did not finish before it stopped: ``outcomes.OutcomeWriter.close``), begun before
+    ``started_before`` (an ISO time; None: all of them, at the start of the only server on the
+    database), of ``case_id`` only when given: marked ``failed`` with :data:`INTERRUPTED` and
+    audited by ``server``, so that the fallback (post, public notice) opens and the officer sees
+    it. The rows, for the custody log."""
+    query = "SELECT id FROM deliveries WHERE status = 'sending'"
+    args: list[Any] = []
+    if started_before is not None:
+        query += " AND created_at < ?"
+        args.append(started_before)
+    if case_id is not None:
+        query += " AND case_id = ?"
+        args.append(case_id)
+    out = []
+    for (delivery_id,) in conn.execute(query, args).fetchall():
+        if not conn.execute(
+            "UPDATE deliveries SET status = 'failed', failure = ? "
+            "WHERE id = ? AND status = 'sending'",
+            (INTERRUPTED, delivery_id),
+        ).rowcount:
+            continue
+        row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        audit(
+            conn,
+            "server",
+            "delivery.failed",
+            f"delivery:{delivery_id}",
+            row["case_id"],
+            INTERRUPTED,
+            document=row["document_id"],
+            sha256=row["document_sha256"],
+            channel=row["channel"],
+            provider=row["provider"],
+        )
+        out.append(public(conn, row))
+    return out
 
 
 def public(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:

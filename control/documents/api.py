@@ -14,7 +14,9 @@
   ``.refused``, ``.revoked`` to the custody log with the document's SHA-256, and go into the
   case's audit trail.
 
-The library blocks; every call into it runs in a thread. See docs/documents.md.
+The library blocks; every call into it runs in a thread, and rendering, the built-in signers'
+signatures and reading a document's state in a document worker process (documents/pool.py:
+the pure-Python work never holds the media loop's interpreter). See docs/documents.md.
 """
 
 from __future__ import annotations
@@ -30,20 +32,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 
 from documents import DocumentError, MissingFields
 from documents.appearance import mark_image, name_card, parse_strokes, strokes_json, strokes_sha256
 from documents.ca import FACE_VERDICT_MAX_AGE, FaceVerdict
-from documents.render import render
-from documents.seal import draw_seal
-from documents.signing import (
-    builtin_signer,
-    finish_party_signing,
-    prepare_party_signing,
-    resume_party_signing,
+from documents.pool import (
+    WorkerProblem,
+    finish_party,
+    prepare_party,
+    render_job,
+    sign_builtin,
+    state_job,
 )
-from documents.signing import sign_document as library_sign
-from documents.verify import document_state
+from documents.seal import draw_seal
+from documents.verify import DocumentState
 
 from .. import access
 from ..access import PartyCaller, text
@@ -94,6 +97,8 @@ def refused(
     status: type[web.HTTPException] = web.HTTPUnprocessableEntity,
     code: str = "document_refused",
 ) -> web.HTTPException:
+    if isinstance(exc, WorkerProblem):  # not the document's fault: nothing stored, try again
+        return json_error(web.HTTPServiceUnavailable, "document_worker_failed", str(exc))
     if isinstance(exc, MissingFields):
         missing = [{"path": p, "label": label} for p, label in exc.missing]
         return web.HTTPUnprocessableEntity(
@@ -163,10 +168,18 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
     } | {"required": doc["required"]}
 
 
+async def read_state(request: web.Request, pdf: bytes) -> DocumentState:
+    """The document's signatures and missing boxes, read in a document worker process."""
+    try:
+        return await desk(request).pool.run(state_job, pdf)
+    except WorkerProblem as exc:
+        raise refused(exc) from None
+
+
 async def with_state(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
     d = desk(request)
     pdf = await current_pdf(request, doc)
-    state = await asyncio.to_thread(document_state, pdf)
+    state = await read_state(request, pdf)
     out = _public(doc)
     out["state"] = state.as_json()
     out["title"] = d.templates[doc["kind"]].title if doc["kind"] in d.templates else doc["kind"]
@@ -468,13 +481,8 @@ async def sign_box(
             )
         pdf = await current_pdf(request, doc)
 
-        def make() -> tuple[bytes, int]:
-            signer = builtin_signer(d.setup, role, **kwargs)
-            serial = signer.pyhanko_signer().signing_cert.serial_number  # type: ignore[union-attr]
-            return library_sign(pdf, field, signer, d.setup, image), serial
-
         try:
-            signed, serial = await asyncio.to_thread(make)
+            signed, serial = await d.pool.run(sign_builtin, d.spec, pdf, field, role, kwargs, image)
         except DocumentError as exc:
             raise refused(exc, web.HTTPConflict, "signing_refused") from None
         signature = {
@@ -548,7 +556,7 @@ async def _record_refusal(
         data["refusals"] = [*refusals, note]
         template = d.templates[doc["kind"]]
         try:
-            drawn = await asyncio.to_thread(render, template, data, doc["number"])
+            drawn = await d.pool.run(render_job, template, data, doc["number"])
         except DocumentError as exc:
             raise refused(exc) from None
         required = [r.as_json() for r in drawn.required]
@@ -757,7 +765,7 @@ async def prepare(request: web.Request) -> web.Response:
     pdf = await current_pdf(request, doc)
     mark = strokes_json(strokes)
 
-    def make() -> tuple[Any, int]:
+    def issue() -> tuple[bytes, Any, int]:
         cert = d.ca.issue_party(
             spki,
             slot["signer_id"],
@@ -768,11 +776,13 @@ async def prepare(request: web.Request) -> web.Response:
             strokes_sha256(strokes),
         )
         image = mark_image(strokes, slot["name"])
-        return prepare_party_signing(pdf, field, cert, d.setup, image, mark), cert.serial_number
+        return cert.public_bytes(serialization.Encoding.DER), image, cert.serial_number
 
     try:
-        pending, serial = await asyncio.to_thread(make)
-        state = await asyncio.to_thread(pending.state, pdf)
+        cert_der, image, serial = await asyncio.to_thread(issue)
+        state, to_be_signed = await d.pool.run(
+            prepare_party, d.spec, pdf, field, cert_der, image, mark
+        )
     except DocumentError as exc:
         raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
     request_id = "SIG_" + secrets.token_hex(12)
@@ -796,7 +806,7 @@ async def prepare(request: web.Request) -> web.Response:
         {
             "request_id": request_id,
             "field": field,
-            "to_be_signed": base64.b64encode(pending.to_be_signed).decode(),
+            "to_be_signed": base64.b64encode(to_be_signed).decode(),
             "expires_in": PENDING_SECONDS,
             "algorithm": {"name": "ECDSA", "namedCurve": "P-256", "hash": "SHA-256"},
             "verdict_id": verdict.verdict_id,
@@ -836,12 +846,8 @@ async def finish(request: web.Request) -> web.Response:
             )
         pdf = await current_pdf(request, doc)
 
-        def run() -> bytes:
-            pending = resume_party_signing(entry["state"], pdf, d.setup)
-            return finish_party_signing(pending, signature, d.setup)
-
         try:
-            signed = await asyncio.to_thread(run)
+            signed = await d.pool.run(finish_party, d.spec, entry["state"], pdf, signature)
         except DocumentError as exc:
             raise refused(exc, web.HTTPUnprocessableEntity, "signing_refused") from None
         record = {

@@ -2,7 +2,9 @@
 CA and time-stamp authority, the number store and the PDFs' files.
 
 Everything here blocks (the ``documents`` library renders, hashes and signs): the handlers call
-it through ``asyncio.to_thread``. Files:
+it through ``asyncio.to_thread``, and the CPU-heavy part (rendering, the built-in signers'
+signatures, reading a document's state) runs in :attr:`DocumentDesk.pool`'s worker processes
+(``documents/pool.py``). Files:
 
 * ``<keys.dir>/documents/``: the CA (``documents.ca.DeploymentCA``: root, seal, officers, TSA,
   CRL), never inside the data directory;
@@ -37,7 +39,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from documents import NumberStore, load_templates
 from documents.ca import DeploymentCA
-from documents.render import RenderedDocument, render
+from documents.pool import DocumentPool, SetupSpec, render_job
+from documents.render import RenderedDocument
 from documents.signing import SigningSetup
 from documents.templates import Template
 from recorder.keys import KeyEncryptionKey, KeyProblem
@@ -90,8 +93,12 @@ class DocumentDesk:
         tsa_url: str | None = None,
         *,
         kek: KeyEncryptionKey,
+        pool: DocumentPool | None = None,
     ) -> None:
         self.kek = kek
+        # where rendering and the built-in signers' work runs (documents/pool.py); the app
+        # owns and closes it. None: in the caller's thread (scripts and library tests)
+        self.pool = pool if pool is not None else DocumentPool(0)
         self.dir = data_dir / "documents"
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.templates: dict[str, Template] = load_templates(templates_dir)
@@ -99,6 +106,7 @@ class DocumentDesk:
         ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ca = DeploymentCA(ca_dir)
         self.setup = SigningSetup(self.ca, tsa_url=tsa_url)
+        self.spec = SetupSpec(ca_dir, tsa_url)  # what a worker process rebuilds it from
         self.numbers_path = self.dir / "numbers.sqlite3"
         self.locks: dict[int, asyncio.Lock] = {}  # one change at a time per document
 
@@ -121,7 +129,7 @@ class DocumentDesk:
                 str(data["department"].get("abbr", "")),
             )
             try:
-                doc = render(template, data, taken.text)
+                doc = self.pool.call(render_job, template, data, taken.text)
             except BaseException as exc:
                 store.void(
                     brigade, template.kind, year, taken.seq, f"生成失败 / rendering failed: {exc}"

@@ -27,13 +27,15 @@ from typing import Any
 import yarl
 from aiohttp import web
 
+from common.tasks import TaskSetClosed
 from verifier.enrollment import MAX_PHOTO_BYTES, EnrollmentRejected
 
 from .. import access
 from ..access import text
-from ..appkeys import ATTENDANCE, CONFIG, CUSTODY, DB, DOCS, LIVE, VERIFIER
+from ..appkeys import ATTENDANCE, CONFIG, CUSTODY, DB, DOCS, LIVE, OUTCOMES, VERIFIER
 from ..auth import Officer
-from ..delivery.channels import ChannelFailed, Notice, channel_for
+from ..delivery.channels import Notice, channel_for
+from ..delivery.outcomes import send_notice
 from ..http.jsonio import PayloadTooLarge, json_error, read_object
 from ..http.openapi import (
     ANY_OBJECT,
@@ -516,12 +518,18 @@ async def post_records(request: web.Request) -> web.Response:
             lambda c: records.keep_records(c, officer, directory, kek, facts, made)
         )
     except BaseException:
-        # numbers taken for records nobody keeps are voided, never a silent gap
-        await asyncio.shield(
-            asyncio.to_thread(
-                records.void_numbers, app_config.data_dir, made, "保存失败 / could not be stored"
-            )
+        # numbers taken for records nobody keeps are voided, never a silent gap (by the app's
+        # owner of writes that outlive their request: the stop waits for it; once it closed,
+        # the server stopping, here and now)
+        void = functools.partial(
+            records.void_numbers, app_config.data_dir, made, "保存失败 / could not be stored"
         )
+        try:
+            await request.app[OUTCOMES].write(
+                asyncio.to_thread(void), "education records: numbers voided"
+            )
+        except TaskSetClosed:
+            await asyncio.to_thread(void)
         raise
     return web.json_response({"records": kept}, status=201)
 
@@ -820,23 +828,16 @@ async def post_send(request: web.Request) -> web.Response:
         link = f"{base}{sending.COMPANY_PAGE}#t={token}"
         subject, text = _notice_text(item, str(case["brigade"]), str(case["topic"]), link, days)
         notice = Notice(None, channel_name, contact, subject, text, education_send=send["id"])
-        reference, failure = "", ""
-        try:
-            reference = await channel.send(notice)
-        except ChannelFailed as exc:
-            failure = str(exc)
-        except Exception as exc:
-            # a provider's own error counts as a failed send, never one left "sending"
-            logger.exception("education send %s: the %s provider failed", send["id"], channel.name)
-            failure = f"发送出错 / the provider failed: {type(exc).__name__}"
-        except asyncio.CancelledError:
-            # the server stopping or the request dropped mid-provider: the row says so (a
-            # write the cancellation does not stop), or it would stay "sending" for good
-            await asyncio.shield(
-                _send_outcome(request, officer.actor, send["id"], "", sending.INTERRUPTED)
-            )
-            raise
-        await asyncio.shield(_send_outcome(request, officer.actor, send["id"], reference, failure))
+        # the outcome is written by the app's owner of outcomes, also when this request is
+        # cancelled mid-provider (sending.INTERRUPTED) or during the write (delivery/outcomes.py)
+        await send_notice(
+            request.app[OUTCOMES],
+            channel,
+            notice,
+            functools.partial(_send_outcome, request, officer.actor, send["id"]),
+            interrupted=sending.INTERRUPTED,
+            what=f"education send {send['id']}",
+        )
     wanted = {int(i["company_id"]) for i in items}
     states = unwrap(
         await db.run(lambda c: sending.overview(c, officer, case_id, session_id)), _SEND_STATUS

@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from documents import NumberStore
 from documents.errors import DocumentError
+from documents.pool import sign_builtin
 from documents.seal import draw_seal
-from documents.signing import builtin_signer, sign_document
 from recorder.keys import KeyEncryptionKey, KeyProblem
 
 from ..access import audit, find_case
@@ -281,9 +281,12 @@ def make_signed(
     department = str(data["department"]["name"])
     brigade = str(data["department"]["brigade"])
     try:
-        signer = builtin_signer(desk.setup, "seal", brigade=brigade, department=department)
         label = next(s.label for s in template.signers if s.role == "seal")
-        pdf = sign_document(doc.pdf, SEAL_FIELD, signer, desk.setup, draw_seal(department, label))
+        signer_args = {"brigade": brigade, "department": department}
+        image = draw_seal(department, label)
+        pdf, _ = desk.pool.call(
+            sign_builtin, desk.spec, doc.pdf, SEAL_FIELD, "seal", signer_args, image
+        )
     except BaseException as exc:
         desk.void(brigade, kind, year, seq, f"盖章失败 / sealing failed: {exc}")
         raise

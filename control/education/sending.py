@@ -25,6 +25,7 @@ from typing import Any
 from ..access import audit, find_case
 from ..auth import Officer, now_iso
 from ..auth import token_hash as auth_token_hash
+from ..delivery.outcomes import stale_after as stale_after  # shared with deliveries
 from ..refusals import CodedRefusal
 from .roster import contact_channel
 
@@ -42,13 +43,6 @@ ABANDONED = (
     "finished (the server stopped while sending): whether the company got it is not known and "
     "its link does not open: send again"
 )
-
-
-def stale_after(provider_timeout: float) -> float:
-    """Seconds after which a send still ``sending`` can no longer be in progress: a provider
-    gives up after ``delivery.timeout`` (SMTP per step: connect, greeting, a few commands),
-    so six of them and half a minute more are past any live send."""
-    return 6 * provider_timeout + 30
 
 
 class SendRefusal(CodedRefusal):

@@ -5,12 +5,9 @@ its last signature makes the mediation effective; a refusal on it ends the media
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
-
-from documents.verify import document_state
 
 from ..appkeys import DB
 from ..http.jsonio import json_error
@@ -38,11 +35,11 @@ async def after_signed(request: web.Request, row: dict[str, Any], actor: str) ->
     mediation = await request.app[DB].run(lambda c: store.by_agreement(c, row["id"]))
     if mediation is None:
         return
-    from ..documents.api import current_pdf
+    from ..documents.api import current_pdf, read_state
     from .api import log_step
 
     pdf = await current_pdf(request, row)
-    state = await asyncio.to_thread(document_state, pdf)
+    state = await read_state(request, pdf)
     if not state.effective:
         return
     done = await request.app[DB].run(
