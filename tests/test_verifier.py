@@ -16,8 +16,10 @@ from typing import Any
 import aiohttp
 import cv2
 import numpy as np
+import onnx  # here, not in the test: importing it takes 1-2 s of a core, held on the loop
 import pytest
 import skimage.data
+from onnx import TensorProto, helper
 
 from bench.peer import ImageVideoTrack, PeerClient
 from control.appkeys import CUSTODY, RECORDER, VERIFIER
@@ -425,9 +427,6 @@ def _liveness_model(path: Path, *, inputs: int = 3) -> str:
     contract's shapes and answers the mean brightness of the aligned crop, about 0.4 for the
     astronaut): enough to drive the verdicts both ways with the threshold."""
     import hashlib
-
-    import onnx
-    from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["crop"], ["live"], axes=[1, 2, 3], keepdims=0)],

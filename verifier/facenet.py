@@ -91,7 +91,11 @@ class FaceNet:
         self.runtime = runtime
         if runtime == "opencv":
             cv2.setNumThreads(threads)
-            self._net = cv2.dnn.readNetFromTensorflow(str(graph))
+            from .tf_graph import without_control_inputs
+
+            # the graph's control inputs make OpenCV's importer fail (see the function)
+            model = without_control_inputs(graph.read_bytes())
+            self._net = cv2.dnn.readNetFromTensorflow(np.frombuffer(model, dtype=np.uint8))
             return
         import onnxruntime as ort
 

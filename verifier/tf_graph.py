@@ -179,6 +179,66 @@ def read_graph(data: bytes) -> list[Node]:
     return nodes
 
 
+def _key_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _raw_fields(data: memoryview) -> Iterator[tuple[int, memoryview]]:
+    """(field number, the field's bytes as written: key and value) of one message."""
+    i, end = 0, len(data)
+    while i < end:
+        start = i
+        key, i = _varint(data, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 2:
+            length, i = _varint(data, i)
+            i += length
+        elif wire == 5:
+            i += 4
+        elif wire == 1:
+            i += 8
+        else:
+            raise GraphError(f"unsupported wire type {wire}")
+        if i > end:
+            raise GraphError("truncated field")
+        yield key >> 3, data[start:i]
+
+
+def without_control_inputs(data: bytes) -> bytes:
+    """The same GraphDef without its nodes' control inputs (``^name``), for OpenCV DNN.
+
+    The graph's constant-folded shape constants carry control inputs (``^...AvgPool``,
+    ``^...MatMul``) that order execution and carry no data. OpenCV 4.8.1 reads them; from 4.9
+    (4.9 to 4.14 tried) its TensorFlow importer fails on them in ``simplifySubgraphs``
+    (``nodeIds.find(inpName)`` assertion, graph_simplifier.cpp:267). :func:`read_graph`
+    ignores them the same way for the ONNX rewrite."""
+    out = bytearray()
+    for number, chunk in _raw_fields(memoryview(data)):
+        if number != 1:  # GraphDef.node is field 1; versions, library kept as they are
+            out += chunk
+            continue
+        _, i = _varint(chunk, 0)
+        _, i = _varint(chunk, i)
+        node = bytearray()
+        for n, sub in _raw_fields(chunk[i:]):
+            if n == 3:  # NodeDef.input
+                _, j = _varint(sub, 0)
+                _, j = _varint(sub, j)
+                if bytes(sub[j : j + 1]) == b"^":
+                    continue
+            node += sub
+        out += _key_varint(1 << 3 | 2) + _key_varint(len(node)) + node
+    return bytes(out)
+
+
 # --- rewriting as ONNX -------------------------------------------------------------------
 
 
