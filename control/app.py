@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from documents.pool import DocumentPool
 from mediaserver import aiortc_hooks
 from mediaserver.room import Sfu, SfuRoom
 from recorder.custody import CustodyLog
@@ -40,6 +42,7 @@ from .appkeys import (
     LOGIN_ADDRESS_LIMIT,
     LOGIN_LIMIT,
     OPENAPI,
+    OUTCOMES,
     RECORDER,
     REDEEM_LIMIT,
     RULES,
@@ -63,6 +66,7 @@ from .deadlines.api import calendar_errors
 from .deadlines.rules import load_rules
 from .delivery import api as delivery
 from .delivery import penalty, reviews
+from .delivery.outcomes import OutcomeWriter
 from .documents import api as documents
 from .documents.desk import DocumentDesk
 from .education import api as education
@@ -260,7 +264,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.server.plain_http_exposed():
         logger.warning(PLAIN_HTTP_WARNING, config.server.host, config.server.host)
     async with contextlib.AsyncExitStack() as stack:
-        watch = app[WATCH] = LoopWatch()
+        watch = app[WATCH] = LoopWatch(interval=config.server.loop_watch_interval)
         watch.start()
         stack.push_async_callback(watch.close)
         app[SIGNER] = TokenSigner.from_file(config.secret_path())
@@ -295,6 +299,10 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         stack.push_async_callback(_closing("custody", custody.close_async))
         app[CUSTODY] = custody
+        # the media loop takes the interpreter's lock back sooner from a busy worker thread
+        # (server.gil_switch_interval); the process's own setting again when the app is done
+        stack.callback(sys.setswitchinterval, sys.getswitchinterval())
+        sys.setswitchinterval(config.server.gil_switch_interval)
         sfu = Sfu(config.media_options())
         stack.push_async_callback(_closing("sfu", sfu.close))
         app[SFU] = sfu
@@ -302,6 +310,7 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             policy = GcPolicy(
                 lambda: sum(sfu.close_reasons.values()),
                 lambda: sum(len(r.participants) for r in sfu.rooms.values()),
+                trim=sfu.trimmer.request,
             )
             stack.push_async_callback(policy.close)
         recorder = Recorder(
@@ -318,8 +327,12 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
         app[RECORDER] = recorder
         app[STORE] = MaterialStore(config.data_dir / "materials", recorder.kek)
         # the templates are checked here: a bad edit stops the start, not the first document
+        # rendering and the built-in signers' signatures run in worker processes, started on
+        # the first document (documents/pool.py); stopped before the recorder and the database
+        doc_pool = DocumentPool(config.server.document_workers)
+        stack.push_async_callback(_closing("document workers", doc_pool.close))
         app[DOCS] = await asyncio.to_thread(
-            DocumentDesk, config.data_dir, config.keys_dir, kek=recorder.kek
+            DocumentDesk, config.data_dir, config.keys_dir, kek=recorder.kek, pool=doc_pool
         )
         # the working-day calendar and the limits, checked here: a bad line stops the start
         d = config.deadlines
@@ -358,6 +371,10 @@ async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             events=events,
         )
         stack.push_async_callback(_closing("education live", live.close))
+        # providers' answers still being written (a send whose request the stop cancelled):
+        # closed first, before the custody log and the database they write to
+        outcomes = app[OUTCOMES] = OutcomeWriter()
+        stack.push_async_callback(_closing("provider outcomes", outcomes.close))
         app[DESK] = PrejoinDesk(
             database, custody, recorder, events, verifier, required=config.auth.prejoin_check
         )

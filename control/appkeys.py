@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .db import Database
     from .deadlines.rules import Rules
+    from .delivery.outcomes import OutcomeWriter
     from .documents.desk import DocumentDesk
     from .education.desk import AttendanceDesk, LiveDesk
     from .events import EventHub
@@ -59,6 +60,8 @@ RULES: web.AppKey[Rules] = web.AppKey("deadline_rules")  # calendar and limits
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")  # the description served
 ATTENDANCE: web.AppKey[AttendanceDesk] = web.AppKey("attendance")  # education sessions
 LIVE: web.AppKey[LiveDesk] = web.AppKey("education_live")  # hands, floor, questions, quiz
+# providers' outcome writes (delivery, education sends), closed before what they write to
+OUTCOMES: web.AppKey[OutcomeWriter] = web.AppKey("provider_outcomes")
 
 # -- the front of several workers (control/front.py) -----------------------------------------
 WORKERS: web.AppKey[list[str]] = web.AppKey("workers")

@@ -90,6 +90,24 @@ class ServerConfig(_Section):
     # Keep full garbage collections out of the media path (control/loopwatch.py): survivors
     # are frozen every 10 s and collected deliberately when participants have left.
     gc_freeze: bool = True
+    # Seconds a thread may keep the interpreter's lock while another waits for it
+    # (sys.setswitchinterval; Python's default is 0.005). The event loop gives the lock up at
+    # every socket call, a few per packet; with a busy worker thread (a PDF signed or checked in
+    # pure Python) each time it waits up to this long to take it back: at 5 ms a signing held
+    # the media loop 0.6-0.8 s (tests/test_browser_mediation.py; docs/performance.md).
+    gil_switch_interval: float = 0.001
+    # Seconds between the loop watch's wake-ups (control/loopwatch.py: the loop's lag, its
+    # stalls and their causes). Each wake-up of an otherwise idle loop costs this machine about
+    # 0.3 ms of a core (measured: a bare asyncio loop sleeping 20 ms at a time used 1.5% of a
+    # core, the idle server 1.6%), which at 20 ms was a sixth of the server's CPU in a
+    # two-room call (docs/performance.md, issue 19). The lag of a wake-up at a random time is
+    # what a packet arriving then waits, at any interval; a stall shorter than stall_after
+    # plus the interval (0.15 s at 0.05) may fall between two wake-ups and go uncounted.
+    loop_watch_interval: float = 0.05
+    # Processes (per server worker) that render, sign with the built-in CA's keys and read
+    # documents (documents/pool.py), so that pure-Python work never holds the media loop's
+    # interpreter; started on the first document. 0 runs that work in threads, as before.
+    document_workers: int = 1
     # Seconds between WebSocket pings to each signalling client (browsers answer them without
     # page code); 0 turns them off. A client whose pong is ws_pong_timeout late is closed, so a
     # dead client is noticed within the sum (10.5 s), and a link that drops out for less than
@@ -131,6 +149,14 @@ class ServerConfig(_Section):
                 f"{self.workers!r} 不在 0（每核一个）到 64 之间",
                 f"{self.workers!r} is not 0 (one per core) to 64",
             )
+        if not 0 <= self.document_workers <= 16:
+            raise _bad(
+                "server.document_workers",
+                f"{self.document_workers!r} 不在 0（在线程中）到 16 之间",
+                f"{self.document_workers!r} is not 0 (in threads) to 16",
+            )
+        _between("server.gil_switch_interval", self.gil_switch_interval, 0.0001, 0.1, " 秒", " s")
+        _between("server.loop_watch_interval", self.loop_watch_interval, 0.005, 1.0, " 秒", " s")
         _between(
             "server.max_message_bytes", self.max_message_bytes, 1024, 1 << 20, " 字节", " bytes"
         )
@@ -167,6 +193,7 @@ class MediaConfig(_Section):
     unload_grace: float = _MEDIA["unload_grace"]
     layered_small_room: int = _MEDIA["layered_small_room"]
     layered_quantile: float = _MEDIA["layered_quantile"]
+    twcc: bool = _MEDIA["twcc"]
     max_participants: int = _MEDIA["max_participants"]
 
     def validate(self) -> None:
@@ -660,6 +687,7 @@ class Config:
             unload_grace=self.media.unload_grace,
             layered_small_room=self.media.layered_small_room,
             layered_quantile=self.media.layered_quantile,
+            twcc=self.media.twcc,
             max_participants=self.media.max_participants,
         )
 

@@ -7,6 +7,17 @@ lag) and, through :data:`gc.callbacks`, every collection's pause, as Prometheus 
 ``/metrics``; a lag past ``warn_after`` is logged with the collections that overlapped it.
 ``remotecase bench load`` reads the histograms at both ends of its window.
 
+A wake-up later than ``stall_after`` is a stall, and the watch says where the time went, from
+the loop thread's own scheduler counters (``/proc/thread-self/schedstat``, read at every
+wake-up: time on a core and time runnable but waiting for one) and the collector's pauses:
+``own`` (the loop's own work on a core, collections taken out), ``gc``, ``core_wait`` (runnable,
+waiting for a core: the machine's other processes, or this process's other threads) and
+``off_core`` (neither running nor runnable: waiting for the interpreter's lock another thread
+held, or blocking I/O), with the process's other threads that ran on a core meanwhile. Each
+stall is counted by its largest part in ``/metrics`` (``remotecase_event_loop_stalls_total``,
+and the seconds of every part in ``remotecase_event_loop_stall_seconds_total``), the worst are
+kept (:attr:`LoopWatch.worst`), and the worst of every ten seconds is logged.
+
 :class:`GcPolicy` keeps full collections out of the media path. CPython's full collection walks
 every tracked object, and a server with hundreds of participants holds millions of them (each
 peer connection several thousand): measured, one full collection stopped forwarding for 100-250
@@ -23,7 +34,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from threading import get_native_id as threading_native_id
 from typing import Any
 
 from common.tasks import TaskSet
@@ -47,7 +63,80 @@ BUCKETS = (
     0.5,
     1.0,
     2.5,
+    5.0,
+    10.0,
 )
+
+# a stall's parts, in the order they are reported
+PARTS = ("own", "gc", "core_wait", "off_core")
+PART_TEXT = {
+    "own": "the loop's own work",
+    "gc": "garbage collection",
+    "core_wait": "waiting for a core",
+    "off_core": "off the core (another thread held the interpreter's lock, or blocking I/O)",
+}
+
+
+@dataclass
+class Stall:
+    """One late wake-up of the loop watch and where its time went (seconds)."""
+
+    at: float  # time.time() of the wake-up
+    late: float
+    span: float  # from the wake-up before to this one
+    parts: dict[str, float]  # PARTS
+    collections: list[str] = field(default_factory=list)  # "generation 1: 41 ms"
+    threads: list[tuple[str, float]] = field(default_factory=list)  # others on a core
+
+    @property
+    def cause(self) -> str:
+        return max(PARTS, key=lambda p: self.parts.get(p, 0.0))
+
+    def text(self) -> str:
+        parts = ", ".join(
+            f"{PART_TEXT[p]} {1000 * self.parts[p]:.0f} ms"
+            for p in PARTS
+            if self.parts.get(p, 0.0) >= 0.0005
+        )
+        out = f"event loop {1000 * self.late:.0f} ms late (cause: {self.cause}; {parts}"
+        if self.collections:
+            out += f"; collections: {', '.join(self.collections)}"
+        if self.threads:
+            out += "; other threads on a core: " + ", ".join(
+                f"{name} {1000 * s:.0f} ms" for name, s in self.threads
+            )
+        return out + ")"
+
+
+def _read_schedstat(fd: int) -> tuple[float, float] | None:
+    """(seconds on a core, seconds runnable waiting for one) from a schedstat file."""
+    try:
+        fields = os.pread(fd, 128, 0).split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def thread_cpu(names: bool = True) -> dict[int, tuple[str, float]]:
+    """(name, seconds on a core) of each of this process's threads (empty where /proc is not
+    there); ``names`` False: the name left empty, one read a thread less."""
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as fh:
+                on_core = int(fh.read().split()[0]) / 1e9
+            name = ""
+            if names:
+                with open(f"/proc/self/task/{tid}/comm") as fh:
+                    name = fh.read().strip()
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended between the listing and the read
+        out[int(tid)] = (name, on_core)
+    return out
 
 
 class Histogram:
@@ -83,69 +172,154 @@ class Histogram:
 
 
 class LoopWatch:
-    def __init__(self, interval: float = 0.02, warn_after: float = 0.25) -> None:
+    KEEP_WORST = 5
+    THREADS_EVERY = 1.0  # seconds between readings of the other threads' time on a core
+
+    def __init__(
+        self, interval: float = 0.05, warn_after: float = 0.25, stall_after: float = 0.1
+    ) -> None:
         self.interval = interval
         self.warn_after = warn_after
+        self.stall_after = stall_after
         self.lag = Histogram()
         self.gc_pause = Histogram()
         self.gc_collections = [0, 0, 0]
+        self.stalls = dict.fromkeys(PARTS, 0)  # by cause (the largest part)
+        self.stall_seconds = dict.fromkeys(PARTS, 0.0)  # every part of every stall
+        self.worst: list[Stall] = []  # the KEEP_WORST latest-first worst, largest first
         self._gc_started: float | None = None
+        self._gc_thread: int | None = None  # the thread the collection in progress runs on
+        self._loop_thread: int | None = None  # start() is called on the loop's thread
         self._recent_gc: list[tuple[float, int, float]] = []  # (ended, generation, seconds)
         self._tasks = TaskSet("loopwatch", logger)
         self._started = False
         self._last_warning = 0.0
+        self._unlogged: Stall | None = None  # the worst stall since the last warning
+        self._sched_fd: int | None = None
+        self._threads: tuple[float, dict[int, tuple[str, float]]] = (0.0, {})
 
     def start(self) -> None:
         if not self._started and not self._tasks.closed:
             self._started = True
+            self._loop_thread = threading.get_ident()
             gc.callbacks.append(self._on_gc)
+            try:  # the loop's own thread: start() is called on it
+                self._sched_fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            except OSError:
+                self._sched_fd = None  # not Linux: stalls are told without their parts
             self._tasks.spawn(self._run(), "sampler")
 
     async def close(self) -> None:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
         await self._tasks.close()
+        if self._sched_fd is not None:
+            fd, self._sched_fd = self._sched_fd, None
+            os.close(fd)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         now = time.perf_counter()
         if phase == "start":
             self._gc_started = now
-        elif self._gc_started is not None:
+            self._gc_thread = threading.get_ident()
+        elif self._gc_started is not None and self._gc_thread == threading.get_ident():
             pause = now - self._gc_started
             self._gc_started = None
             generation = int(info.get("generation", 0))
             if 0 <= generation <= 2:
                 self.gc_collections[generation] += 1
             self.gc_pause.observe(pause)
-            if pause > 0.01:
+            # a stall's "gc" part is the loop's own collections: another thread's collection
+            # is the lock the loop waited for (off the core), not the loop's work
+            if pause > 0.01 and self._gc_thread == self._loop_thread:
                 self._recent_gc.append((now, generation, pause))
                 del self._recent_gc[:-8]
 
+    def _sched(self) -> tuple[float, float] | None:
+        return _read_schedstat(self._sched_fd) if self._sched_fd is not None else None
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        before, sched = time.perf_counter(), self._sched()
         while True:
             expected = loop.time() + self.interval
             await asyncio.sleep(self.interval)
             late = max(0.0, loop.time() - expected)
             self.lag.observe(late)
-            if late >= self.warn_after:
-                self._warn(late)
+            now, sched_now = time.perf_counter(), self._sched()
+            if late >= self.stall_after:
+                self._stall(late, before, now, sched, sched_now)
+            if now - self._threads[0] >= self.THREADS_EVERY:
+                # times only: a stall reads the names with its own reading (one file a thread
+                # less each second)
+                self._threads = (now, thread_cpu(names=False))
+            if self._unlogged is not None and now - self._last_warning >= 10:
+                self._warn()
+            before, sched = now, sched_now
 
-    def _warn(self, late: float) -> None:
-        now = time.perf_counter()
-        if now - self._last_warning < 10:
-            return
-        self._last_warning = now
-        collections = [
-            f"generation {g}: {1000 * s:.0f} ms"
-            for ended, g, s in self._recent_gc
-            if now - ended <= late + self.interval
+    def _stall(
+        self,
+        late: float,
+        start: float,
+        end: float,
+        sched0: tuple[float, float] | None,
+        sched1: tuple[float, float] | None,
+    ) -> Stall:
+        """Counts and keeps a stall between two wake-ups (perf_counter times)."""
+        span = end - start
+        pauses = [
+            (ended, g, s) for ended, g, s in self._recent_gc if ended > start and ended <= end
         ]
-        logger.warning(
-            "event loop %.0f ms late%s",
-            1000 * late,
-            f" (garbage collection {', '.join(collections)})" if collections else "",
+        in_gc = min(span, sum(min(s, ended - start) for ended, _, s in pauses))
+        parts = dict.fromkeys(PARTS, 0.0)
+        if sched0 is not None and sched1 is not None:
+            on_core = max(0.0, sched1[0] - sched0[0])
+            waited = max(0.0, sched1[1] - sched0[1])
+            # a collection's wall time may include waiting for a core (its thread preempted):
+            # only its time on a core is "gc", the rest is counted as the wait it was
+            parts["gc"] = min(in_gc, on_core)
+            parts["own"] = on_core - parts["gc"]
+            parts["core_wait"] = waited
+            parts["off_core"] = max(0.0, span - on_core - waited)
+        else:
+            parts["gc"] = in_gc
+            parts["own"] = max(0.0, span - in_gc)  # without the counters: not told apart
+        threads: list[tuple[str, float]] = []
+        taken, cpu0 = self._threads
+        if cpu0:
+            me = threading_native_id()
+            cpu1 = thread_cpu()
+            ran = sorted(
+                ((c - cpu0[t][1], n) for t, (n, c) in cpu1.items() if t in cpu0 and t != me),
+                reverse=True,
+            )
+            # since the last reading (at most THREADS_EVERY before the stall began)
+            threads = [(n, s) for s, n in ran[:3] if s >= 0.1 * (end - min(taken, start))]
+        stall = Stall(
+            at=time.time(),
+            late=late,
+            span=span,
+            parts=parts,
+            collections=[f"generation {g}: {1000 * s:.0f} ms" for _, g, s in pauses],
+            threads=threads,
         )
+        self.stalls[stall.cause] += 1
+        for p, s in parts.items():
+            self.stall_seconds[p] += s
+        self.worst = sorted([*self.worst, stall], key=lambda x: -x.late)[: self.KEEP_WORST]
+        if late >= self.warn_after and (self._unlogged is None or late > self._unlogged.late):
+            self._unlogged = stall
+            if end - self._last_warning >= 10:
+                self._warn()
+        return stall
+
+    def _warn(self) -> None:
+        """Logs the worst stall since the last warning (at most one warning in ten seconds)."""
+        stall, self._unlogged = self._unlogged, None
+        if stall is None:
+            return
+        self._last_warning = time.perf_counter()
+        logger.warning("%s", stall.text())
 
     def render(self) -> list[str]:
         """This watch's families in Prometheus's text format."""
@@ -166,6 +340,23 @@ class LoopWatch:
                     f"{name}{suffix}{{{text}}} {value}" if text else f"{name}{suffix} {value}"
                 )
         out += [
+            "# HELP remotecase_event_loop_watch_interval_seconds What the loop watch sleeps: a "
+            "loop that keeps up wakes it once this often.",
+            "# TYPE remotecase_event_loop_watch_interval_seconds gauge",
+            f"remotecase_event_loop_watch_interval_seconds {self.interval:g}",
+            f"# HELP remotecase_event_loop_stalls_total Wake-ups {self.stall_after:g} s late "
+            "or more, by their largest part (own, gc, core_wait, off_core).",
+            "# TYPE remotecase_event_loop_stalls_total counter",
+            *(
+                f'remotecase_event_loop_stalls_total{{cause="{p}"}} {n}'
+                for p, n in self.stalls.items()
+            ),
+            "# HELP remotecase_event_loop_stall_seconds_total The stalls' seconds by part.",
+            "# TYPE remotecase_event_loop_stall_seconds_total counter",
+            *(
+                f'remotecase_event_loop_stall_seconds_total{{part="{p}"}} {round(s, 6)}'
+                for p, s in self.stall_seconds.items()
+            ),
             "# HELP python_gc_collections_total Collections by generation.",
             "# TYPE python_gc_collections_total counter",
         ]
@@ -186,10 +377,14 @@ class GcPolicy:
         full_every: float = 900.0,
         full_after_departures: int = 200,
         idle_after: float = 5.0,
+        trim: Callable[[], None] | None = None,
     ) -> None:
         """``departures()``: participants that have left so far; ``participants()``: how many
-        are connected now."""
+        are connected now; ``trim()``: asks for a ``malloc_trim`` after a full collection
+        (the SFU's bounded :class:`~mediaserver.memory.HeapTrimmer`; None: one in a thread at
+        once)."""
         self._departures = departures
+        self._trim = trim
         self._participants = participants
         self.freeze_every = freeze_every
         self.full_every = full_every
@@ -251,6 +446,9 @@ class GcPolicy:
                 self.full_collection(why)
                 last_full, departed_at_full = loop.time(), self._departures()
                 # what the collection freed goes back to the system (mediaserver/memory.py)
-                await asyncio.to_thread(memory.trim_now)
+                if self._trim is not None:
+                    self._trim()
+                else:
+                    await asyncio.to_thread(memory.trim_now)
             else:
                 gc.freeze()

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 from mediaserver.room import Sfu
+from mediaserver.sockets import RECEIVE_BUFFER, SEND_BUFFER
 
 from .loopwatch import LoopWatch
 
@@ -50,6 +51,55 @@ def render_metrics(
         "counter",
         "RTP packets forwarded to subscribers.",
         [({"kind": k}, stats.get(f"forwarded_packets_{k}", 0)) for k in _KINDS],
+    )
+    roles = sorted(
+        {
+            k.removeprefix(prefix).rsplit("_", 1)[0]
+            for k in stats
+            for prefix in ("role_packets_in_", "role_forwarded_packets_")
+            if k.startswith(prefix)
+        }
+    )
+    metric(
+        "remotecase_sfu_role_packets_total",
+        "counter",
+        "RTP packets of the live participants' tracks, by the participant's role: received "
+        "from them (direction in) and forwarded to them (direction out).",
+        [
+            ({"role": r, "kind": k, "direction": d}, stats.get(f"role_{key}_{r}_{k}", 0))
+            for r in roles
+            for k in _KINDS
+            for d, key in (("in", "packets_in"), ("out", "forwarded_packets"))
+        ],
+    )
+    metric(
+        "remotecase_sfu_send_dropped_packets_total",
+        "counter",
+        "RTP packets to subscribers lost on a full socket send buffer (the server's loss).",
+        [({}, stats.get("send_dropped", 0))],
+    )
+    buffers: list[tuple[dict[str, str], int | float]] = [
+        ({"buffer": "receive", "size": "asked"}, RECEIVE_BUFFER),
+        ({"buffer": "send", "size": "asked"}, SEND_BUFFER),
+    ]
+    if stats.get("ice_sockets", 0):
+        buffers += [
+            ({"buffer": "receive", "size": "granted_min"}, stats["ice_receive_buffer_min"]),
+            ({"buffer": "send", "size": "granted_min"}, stats["ice_send_buffer_min"]),
+        ]
+    metric(
+        "remotecase_sfu_ice_socket_buffer_bytes",
+        "gauge",
+        "Kernel buffers of the connected ICE sockets: asked, and the smallest the kernel "
+        "granted as it reports them (twice what it accounts; below twice the asked size, "
+        "net.core.rmem_max/wmem_max capped it: see docs/performance.md).",
+        buffers,
+    )
+    metric(
+        "remotecase_sfu_ice_sockets",
+        "gauge",
+        "Nominated ICE sockets of connected peer connections.",
+        [({}, stats.get("ice_sockets", 0))],
     )
     metric(
         "remotecase_sfu_forwarded_bytes_total",

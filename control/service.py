@@ -43,6 +43,19 @@ async def favicon(request: web.Request) -> web.FileResponse:
     )
 
 
+STATIC = "/static/"
+
+
+async def revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    """The pages' scripts, styles and catalogs are asked for again at every load (``no-cache``:
+    stored, but used only once the server says it is still the same; aiohttp's ETag and
+    Last-Modified make that a 304 without a body). Without it a browser kept a script it had
+    cached for a tenth of the file's age and ran an old one against a new server (a console
+    that still sent ``link_base`` after the server had stopped taking it from the page)."""
+    if request.path.startswith(STATIC) and "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-cache"
+
+
 async def healthz(request: web.Request) -> web.Response:
     sfu = request.app[SFU]
     dump = sfu.dump()
@@ -94,7 +107,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/dev/token", dev_token)
-    app.router.add_static("/static/", WEB_DIR, show_index=False)
+    app.router.add_static(STATIC, WEB_DIR, show_index=False)
+    app.on_response_prepare.append(revalidate_static)
 
 
 def describe(add: Add) -> None:

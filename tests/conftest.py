@@ -29,6 +29,7 @@ from control.appkeys import RECORDER, SFU, SIGNER, VERIFIER
 from control.config import Config, load_config
 from control.sessions.tokens import TokenSigner
 from mediaserver.room import Sfu
+from tests.loopstall import ThreadTimes
 
 # A callback whose own time on the loop (wall time less the time the kernel kept the loop's thread
 # waiting for a core) passes this fails the test. Blocking calls, sleeps and waits for the GIL
@@ -106,6 +107,7 @@ class _RunDelay:
     PERIOD = 0.02
 
     def __init__(self, tid: int) -> None:
+        self.tid = tid
         self._path = f"/proc/self/task/{tid}/schedstat"
         self._samples: collections.deque[tuple[float, float, float]] = collections.deque(
             maxlen=3000
@@ -182,9 +184,15 @@ class _GcTime:
 class _SlowCallbacks(logging.Handler):
     """Collects asyncio's slow-callback warnings whose own time passes the limit."""
 
-    def __init__(self, run_delay: _RunDelay, gc_time: _GcTime | None = None) -> None:
+    def __init__(
+        self,
+        run_delay: _RunDelay,
+        gc_time: _GcTime | None = None,
+        threads: ThreadTimes | None = None,
+    ) -> None:
         super().__init__(logging.WARNING)
         self.run_delay = run_delay
+        self.threads = threads
         self.gc_time = gc_time if gc_time is not None else _GcTime()  # none: no collection
         self.messages: list[str] = []
         self.excused: list[str] = []
@@ -206,6 +214,11 @@ class _SlowCallbacks(logging.Handler):
                 f"{collecting:.3f} s in the garbage collector; the loop's thread ran "
                 f"{on_cpu:.3f} s on a core: the rest it waited off the core, for the "
                 "interpreter's lock another thread held or for I/O)"
+                + (
+                    "; " + self.threads.report(now - took, now, exclude=self.run_delay.tid)
+                    if self.threads is not None
+                    else ""
+                )
             )
         else:
             self.excused.append(message)
@@ -221,15 +234,18 @@ async def no_blocking_on_the_loop() -> AsyncIterator[None]:
     loop.slow_callback_duration = BLOCKING_LIMIT
     run_delay = _RunDelay(threading.get_native_id())
     run_delay.start()
+    threads = ThreadTimes(watch=threading.get_native_id())
+    threads.start()
     gc_time = _GcTime()
     gc.callbacks.append(gc_time)
-    handler = _SlowCallbacks(run_delay, gc_time)
+    handler = _SlowCallbacks(run_delay, gc_time, threads)
     logging.getLogger("asyncio").addHandler(handler)
     try:
         yield
     finally:
         logging.getLogger("asyncio").removeHandler(handler)
         gc.callbacks.remove(gc_time)
+        threads.stop()
         run_delay.stop()
     assert handler.messages == [], f"blocking calls on the event loop: {handler.messages}"
 

@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, logging, os, sys, threading, time
     sys.path.insert(0, {root!r})
     from tests.conftest import BLOCKING_LIMIT, _RunDelay, _SlowCallbacks
+    from tests.loopstall import ThreadTimes
 
     def burn(seconds):
         # CPU work of the thread itself, measured in its own CPU time
@@ -30,20 +31,47 @@ SCRIPT = textwrap.dedent("""
         while time.thread_time() < end:
             pass
 
+    def sum_to(n):
+        # one call into C that keeps the interpreter's lock all the while
+        return sum(range(n))
+
+    def holder(go, n):
+        go.wait()
+        sum_to(n)
+        time.sleep(1)
+
     async def main(kind):
         loop = asyncio.get_running_loop()
         loop.set_debug(True)
         loop.slow_callback_duration = BLOCKING_LIMIT
         delay = _RunDelay(threading.get_native_id())
         delay.start()
-        handler = _SlowCallbacks(delay)
+        threads = ThreadTimes(watch=threading.get_native_id())
+        threads.start()
+        handler = _SlowCallbacks(delay, threads=threads)
         logging.getLogger("asyncio").addHandler(handler)
         await asyncio.sleep(0.1)
         if kind == "sleep":
             loop.call_soon(time.sleep, BLOCKING_LIMIT + 0.3)
         elif kind == "burn":
             loop.call_soon(burn, 0.15)
+        elif kind == "gil":
+            # calibrated on this thread's time on a core, not the wall clock: on a busy
+            # machine a preempted calibration made the hold too short to be flagged at all
+            sum_to(1_000_000)
+            start = time.thread_time()
+            sum_to(2_000_000)
+            n = int(2_000_000 * (BLOCKING_LIMIT + 0.6) / max(time.thread_time() - start, 1e-3))
+            go = threading.Event()
+            threading.Thread(target=holder, args=(go, n), name="gil-holder").start()
+
+            def wait_for_the_lock():
+                go.set()
+                time.sleep(0.02)  # lets the lock go; taking it back waits for the holder
+
+            loop.call_soon(wait_for_the_lock)
         await asyncio.sleep(0.2)
+        threads.stop()
         delay.stop()
         print(json.dumps({{"flagged": handler.messages, "excused": handler.excused}}))
 
@@ -91,6 +119,23 @@ def test_a_blocking_sleep_is_flagged() -> None:
     result = run("sleep")
     assert len(result["flagged"]) == 1, result
     assert "sleep" in result["flagged"][0]
+
+
+@pytest.mark.skipif(
+    not Path(f"/proc/self/task/{os.getpid()}/schedstat").exists(),
+    reason="the kernel has no per-thread schedstat",
+)
+def test_a_thread_holding_the_interpreter_lock_is_named() -> None:
+    # The loop's callback waits to take the lock back from a thread in one long C call: the
+    # report names that thread and shows where it held the lock.
+    result = run("gil")
+    assert len(result["flagged"]) == 1, result
+    message = result["flagged"][0]
+    assert "wait_for_the_lock" in message
+    assert "other threads on a core then: gil-holder" in message, message
+    # its stack is taken once it let the lock go: still in sum_to, or already back in the
+    # function that called it (the C call returned, and the thread went on to its sleep)
+    assert "-- gil-holder" in message and "in holder" in message, message
 
 
 @pytest.mark.skipif(

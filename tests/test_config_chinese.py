@@ -37,6 +37,7 @@ BAD: list[tuple[dict[str, Any], str, str | None]] = [
     ({"server": {"ws_pong_timeout": 0.0}}, "server.ws_pong_timeout", "0.0"),
     ({"server": {"body_timeout": 4000}}, "server.body_timeout", "4000"),
     ({"server": {"gc_freeze": "yes"}}, "server.gc_freeze", "'yes'"),
+    ({"server": {"loop_watch_interval": 0.001}}, "server.loop_watch_interval", "0.001"),
     ({"media": {"connect_timeout": -1}}, "media.connect_timeout", "-1"),
     ({"media": {"negotiation_timeout": 900}}, "media.negotiation_timeout", "900"),
     ({"media": {"media_timeout": 0.1}}, "media.media_timeout", "0.1"),
@@ -113,6 +114,8 @@ BAD: list[tuple[dict[str, Any], str, str | None]] = [
         "60.0",
     ),
     ({"education": {"required_minutes": 0}}, "education.required_minutes", "0"),
+    ({"server": {"gil_switch_interval": 0.5}}, "server.gil_switch_interval", "0.5"),
+    ({"server": {"document_workers": 99}}, "server.document_workers", "99"),
     ({"log": {"level": "LOUD"}}, "log.level", "LOUD"),
     ({"log": {"format": "xml"}}, "log.format", "xml"),
 ]
@@ -196,3 +199,16 @@ def test_serve_prints_the_chinese_first(tmp_path: Path) -> None:
     assert "media.max_participants" in zh and "1" in zh
     assert "configuration error: environment variable REMOTECASE_MEDIA__MAX_PARTICIPANTS" in en
     assert not HAN.search(en)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true"])
+def test_media_twcc_must_be_a_bool(value: object, tmp_path: Path, monkeypatch: Any) -> None:
+    """Review 10: ``media.twcc`` (TWCC for publishers) takes true or false only, with the
+    config's clear error, Chinese first."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={}, overrides={"media": {"twcc": value}})
+    text = str(info.value)
+    assert "media.twcc" in text and text.index("应为") < text.index("expected true or false")
+    assert load_config(None, environ={}, overrides={"media": {"twcc": True}}).media.twcc is True
+    assert load_config(None, environ={}, overrides={}).media.twcc is False  # off by default

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -36,8 +38,10 @@ async def until(predicate, what):
 
 async def main():
     counts = {"departures": 0, "participants": 3}
+    trims = []  # each full collection asks the SFU's trimmer for a trim
     policy = GcPolicy(lambda: counts["departures"], lambda: counts["participants"],
-                      freeze_every=0.05, full_after_departures=2, idle_after=0.1)
+                      freeze_every=0.05, full_after_departures=2, idle_after=0.1,
+                      trim=lambda: trims.append(policy.full_collections))
     policy.start()
     kept = [Cyclic()]
     ref = weakref.ref(kept[0])
@@ -60,6 +64,7 @@ async def main():
     counts["departures"], counts["participants"] = 3, 0
     await until(lambda: ref() is None, "an idle collection")
     assert policy.full_collections == 2
+    assert trims == [1, 2], trims
     await policy.close()
     assert gc.get_freeze_count() == 0, "closing hands every object back to the collector"
     print("OK", policy.full_collections)
@@ -108,3 +113,38 @@ async def test_a_blocked_loop_and_collections_show_in_metrics(tmp_path: Path) ->
         assert 'python_gc_collections_total{generation="2"}' in body
     finally:
         await server.runner.cleanup()
+
+
+async def test_a_stall_says_where_its_time_went(caplog: Any) -> None:
+    """The loop's own work shows as ``own`` (time on a core), a blocking call as ``off_core``
+    (neither running nor waiting for a core), each counted by cause in /metrics and the worst
+    logged with its parts, at most once in ten seconds."""
+    caplog.set_level(logging.WARNING, logger="control.loopwatch")
+    watch = LoopWatch(interval=0.01, warn_after=0.2, stall_after=0.1)
+    watch.start()
+    try:
+        await asyncio.sleep(1.2)  # the other threads' time on a core is read once
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:  # 0.3 s on a core, however busy the machine
+            pass
+        await asyncio.sleep(0.05)
+        time.sleep(0.35)  # noqa: ASYNC251 - a blocking call, off the core
+        await asyncio.sleep(0.05)
+        text = "\n".join(watch.render())
+    finally:
+        await watch.close()
+    busy = next(s for s in watch.worst if s.parts["own"] >= 0.25)
+    assert busy.cause in ("own", "core_wait"), busy  # a busy machine may keep it waiting longer
+    blocked = next(s for s in watch.worst if s.parts["off_core"] >= 0.25)
+    assert blocked.cause == "off_core" and blocked.parts["own"] < 0.1, blocked
+    for stall in (busy, blocked):
+        # the parts add up to the time between the two wake-ups (to the reading's precision)
+        assert abs(sum(stall.parts.values()) - stall.span) < 0.02, stall
+        assert stall.late >= 0.25
+    assert watch.stalls["off_core"] >= 1 and sum(watch.stalls.values()) >= 2
+    assert 'remotecase_event_loop_stalls_total{cause="off_core"}' in text
+    assert 'remotecase_event_loop_stall_seconds_total{part="own"}' in text
+    assert "remotecase_event_loop_watch_interval_seconds 0.01" in text
+    logged = [r.getMessage() for r in caplog.records if "late (cause" in r.getMessage()]
+    # the first stall is logged at once; the second, within ten seconds, waits for the next
+    assert len(logged) == 1 and "the loop's own work" in logged[0], logged

@@ -56,6 +56,17 @@ async def _flood(client: PeerClient, until: asyncio.Event, sent: list[int]) -> N
         await tasks.close()
 
 
+async def _all_connected(clients: list[PeerClient], within: float = 60.0) -> None:
+    """Until every client's publisher connection is connected (DTLS done)."""
+    deadline = time.monotonic() + within
+    while True:
+        states = [c.publisher_pc.connectionState if c.publisher_pc else None for c in clients]
+        if all(state == "connected" for state in states):
+            return
+        assert time.monotonic() < deadline, f"publishers not connected in {within:.0f} s: {states}"
+        await asyncio.sleep(0.1)
+
+
 async def test_sigterm_under_a_flood_stops_within_the_bound(tmp_path: Path) -> None:
     aiortc_hooks.install()
     clients: list[PeerClient] = []
@@ -74,10 +85,16 @@ async def test_sigterm_under_a_flood_stops_within_the_bound(tmp_path: Path) -> N
                     clients.append(client)
                     await client.connect()
                     await client.publish(PatternVideoTrack(fps=5))
-                await asyncio.sleep(1.0)  # media flowing: the publishers' tracks are up
+                # media flowing: every publisher's DTLS is up (on a busy machine that can take
+                # seconds after the answer), and the server has counted its packets
+                await _all_connected(clients)
+                await asyncio.sleep(1.0)
                 floods = [asyncio.create_task(_flood(c, stop, sent)) for c in clients]
                 # overloaded: the server's event loop falls behind, /healthz answers late
                 await asyncio.sleep(4.0)
+                failed = [t.exception() for t in floods if t.done() and not t.cancelled()]
+                assert not any(failed), f"a flood stopped early: {failed}"
+                assert sent[0] > 0, "the floods sent nothing"
                 started = time.monotonic()
                 async with http.get(
                     f"{server.base}/healthz", timeout=aiohttp.ClientTimeout(total=60)
