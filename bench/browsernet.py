@@ -19,6 +19,9 @@ layers left out, congestion pauses, retransmissions).
     python -m bench.browsernet                       # every condition, 30 s windows
     python -m bench.browsernet --condition thin_down --seconds 20 --json
     python -m bench.browsernet --condition thin_down --trace reports.log   # every RR and REMB
+    python -m bench.browsernet --condition loss5 --twcc   # publishers answered with TWCC
+
+``BROWSERNET_CHROMIUM_ARGS`` adds switches to both Chromiums (``--force-fieldtrials=...``).
 
 Needs root (namespaces), Debian's Chromium and Playwright's Python package.
 """
@@ -32,7 +35,9 @@ import itertools
 import json
 import logging
 import os
+import statistics
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +82,30 @@ CSP_WATCH = (
     "`${document.location.pathname}: ${e.violatedDirective} ${e.blockedURI}`));"
 )
 
+# Every frame a page's <video> elements show (requestVideoFrameCallback): when it was shown,
+# when its last packet was received, its RTP timestamp, its size. The trace's frame log: a gap
+# in what is shown is a freeze; whether the RTP timestamps (the sender's capture) or the receive
+# times have the same gap says whether the sender skipped frames or they reached the page late.
+FRAME_WATCH = """
+(() => {
+  window.__frames = [];
+  window.__origin = performance.timeOrigin / 1000;
+  const watched = new WeakSet();
+  const watch = (v) => {
+    if (watched.has(v) || !v.requestVideoFrameCallback) return;
+    watched.add(v);
+    const step = (now, m) => {
+      if (window.__frames.length < 20000) window.__frames.push([now / 1000,
+        (m.receiveTime || 0) / 1000, m.rtpTimestamp || 0, m.width, m.height,
+        v.dataset.participant || v.id || ""]);
+      v.requestVideoFrameCallback(step);
+    };
+    v.requestVideoFrameCallback(step);
+  };
+  setInterval(() => document.querySelectorAll("video").forEach(watch), 200);
+})();
+"""
+
 # One snapshot of a party page's own statistics: what its subscriber connection receives
 # (summed per kind over the inbound streams) and what its publisher connection sends.
 STATS = """async () => {
@@ -96,7 +125,7 @@ STATS = """async () => {
     "removedSamplesForAcceleration"];
   const OUT = ["framesEncoded", "framesSent", "bytesSent", "packetsSent",
     "retransmittedPacketsSent", "nackCount", "pliCount", "targetBitrate", "frameWidth",
-    "frameHeight"];
+    "frameHeight", "totalPacketSendDelay", "totalEncodeTime"];
   if (r.sub) (await r.sub.getStats()).forEach((s) => {
     if (s.type === "inbound-rtp") add(snap.inbound[s.kind], s, s.kind === "video" ? VIDEO_IN
                                                                                   : AUDIO_IN);
@@ -148,14 +177,19 @@ class Browser:
     browser: Any
     violations: list[str]
 
-    async def page(self, context: dict[str, Any] | None = None, *, layers: bool = False) -> Any:
+    async def page(
+        self, context: dict[str, Any] | None = None, *, layers: bool = False, frames: bool = False
+    ) -> Any:
         """A page in a context of its own (``context``: Playwright's options for it, as a
-        viewport or a locale); ``layers``: its video is sent as VP8 L1T3."""
+        viewport or a locale); ``layers``: its video is sent as VP8 L1T3; ``frames``: every
+        frame its videos show is logged (``FRAME_WATCH``)."""
         made = await self.browser.new_context(**(context or {}))
         await made.expose_function("__cspViolation", lambda text: self.violations.append(text))
         await made.add_init_script(CSP_WATCH)
         if layers:
             await made.add_init_script(ASK_L1T3)
+        if frames:
+            await made.add_init_script(FRAME_WATCH)
         page = await made.new_page()
         page.on("pageerror", lambda exc: self.violations.append(f"page error: {exc}"))
         return page
@@ -190,6 +224,7 @@ async def chromium(
         f"--use-file-for-fake-video-capture={camera}",
         f"--unsafely-treat-insecure-origin-as-secure={origin}",
         f"--disable-features={DISABLED}",
+        *os.environ.get("BROWSERNET_CHROMIUM_ARGS", "").split(),
     ]
     playwright = await async_playwright().start()
     try:
@@ -313,9 +348,126 @@ async def wait_for(
         await asyncio.sleep(0.25)
 
 
+def _per(a: dict[str, Any], b: dict[str, Any], total: str, count: str) -> float | None:
+    """The mean (ms) of an outbound video total (s) per ``count`` between two snapshots."""
+    n = delta(a, b, "outbound", "video", count)
+    return round(1000 * delta(a, b, "outbound", "video", total) / n, 1) if n > 0 else None
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values)) if values else None
+
+
+class ArrivalLog:
+    """When each of the party's video frames (its last packet) reached the SFU: the kernel's
+    receive stamp where its socket takes them (TWCC) and when the SFU handled it, both on the
+    wall clock, by RTP timestamp. A wrapper around the up-track's ``on_rtp`` (bench only)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[int, tuple[float | None, float]] = {}
+
+    def wrap(self, sink: Any) -> None:
+        from mediaserver import twcc
+
+        plain = sink.on_rtp
+        current = twcc.CURRENT
+
+        def on_rtp(packet: Any) -> None:
+            if packet.marker and len(self.frames) < 20000:
+                now = time.time()
+                ns = current.ns  # not twcc.arrival_ns(): that would ask a REMB socket for stamps
+                kernel = now - (time.monotonic_ns() - ns) / 1e9 if ns else None
+                self.frames.setdefault(packet.timestamp, (kernel, now))
+            plain(packet)
+
+        sink.on_rtp = on_rtp
+
+
+def rtp_offset(rows: list[list[Any]], arrivals: ArrivalLog) -> int | None:
+    """The down-track's RTP timestamp offset (the page's timestamp less the publisher's, as
+    ``forwarding`` shifts it) under which most shown frames are in ``arrivals``; None when
+    fewer than half are under any."""
+    logged = arrivals.frames
+    if not rows or not logged:
+        return None
+    best, best_count = None, 0
+    for probe in {rows[0][2], rows[len(rows) // 2][2], rows[-1][2]}:
+        for ts in logged:
+            offset = (probe - ts) & 0xFFFFFFFF
+            count = sum(((f[2] - offset) & 0xFFFFFFFF) in logged for f in rows)
+            if count > best_count:
+                best, best_count = offset, count
+    return best if best_count * 2 >= len(rows) else None
+
+
+def frame_gaps(
+    frames: list[list[Any]],
+    start: float,
+    end: float,
+    least: float = 0.15,
+    origin: float = 0.0,
+    arrivals: ArrivalLog | None = None,
+) -> list[dict[str, Any]]:
+    """The gaps of at least ``least`` s between two received frames a page showed in its
+    window (``FRAME_WATCH``'s rows, page time), each with the same two frames' gap in RTP time
+    (the sender's capture clock, 90 kHz) and in receive time, and their sizes: a shown gap
+    that the RTP gap matches is the sender's, one the receive gap matches reached the page
+    late, one neither matches waited in the page (jitter buffer, decoder)."""
+    rows = [f for f in frames if f[1] > 0 and start <= f[0] <= end]
+    # ``arrivals``: each frame's delay (relative: less the window's smallest, by the RTP clock)
+    # to the SFU's kernel, to the SFU's handling, to the officer's page
+    delays: dict[int, list[float | None]] = {}
+    offset = rtp_offset(rows, arrivals) if arrivals is not None else None
+    if arrivals is not None and offset is not None:
+        first = rows[0][2]
+        for f in rows:
+            seen = arrivals.frames.get((f[2] - offset) & 0xFFFFFFFF)
+            if seen is None:
+                continue
+            capture = ((f[2] - first) & 0xFFFFFFFF) / 90000
+            kernel, handled = seen
+            delays[f[2]] = [
+                None if kernel is None else kernel - capture,
+                handled - capture,
+                origin + f[1] - capture,
+            ]
+        least_of = [
+            min((v for d in delays.values() if (v := d[i]) is not None), default=0.0)
+            for i in range(3)
+        ]
+        for d in delays.values():
+            for i in range(3):
+                v = d[i]
+                d[i] = None if v is None else round((v - least_of[i]) * 1000)
+    gaps = []
+    for a, b in itertools.pairwise(rows):
+        shown = b[0] - a[0]
+        if shown >= least:
+            gap: dict[str, Any] = {
+                "at": round(a[0] - start, 2),
+                "shown_ms": round(shown * 1000),
+                "rtp_ms": round(((b[2] - a[2]) & 0xFFFFFFFF) / 90),
+                "received_ms": round((b[1] - a[1]) * 1000),
+                "size": f"{a[3]}x{a[4]}->{b[3]}x{b[4]}",
+            }
+            if b[2] in delays:
+                # the late frame's extra delay (ms) at the SFU's socket, in the SFU, at the page
+                gap["delay_kernel_sfu_page_ms"] = delays[b[2]]
+            gaps.append(gap)
+    return gaps
+
+
 async def measure(
-    condition: Condition, seconds: float, settle: float, scratch: Path
+    condition: Condition,
+    seconds: float,
+    settle: float,
+    scratch: Path,
+    twcc: bool = False,
+    frames: bool = False,
 ) -> dict[str, Any]:
+    """One condition's window; ``twcc``: the server answers publishers with TWCC
+    (``media.twcc``; without, the REMB-only path, the server's default); ``frames``: the
+    officer's shown frames are logged and the report lists their gaps (``frame_gaps``)."""
     from control.appkeys import SFU, SIGNER
 
     camera = scratch / "moving.y4m"
@@ -325,7 +477,7 @@ async def measure(
     async with contextlib.AsyncExitStack() as stack:
         net = await stack.enter_async_context(ImpairedNetwork())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=scratch)))
-        app, runner, base = await start_server(tmp, net.server_address)
+        app, runner, base = await start_server(tmp, net.server_address, media={"twcc": twcc})
         stack.push_async_callback(runner.cleanup)
         signer = app[SIGNER]
         officer_browser = await stack.enter_async_context(
@@ -334,7 +486,7 @@ async def measure(
         party_browser = await stack.enter_async_context(
             chromium(camera, origin=base, network=net, scratch=tmp)
         )
-        officer = await officer_browser.page(layers=True)
+        officer = await officer_browser.page(layers=True, frames=frames)
         party = await party_browser.page(layers=True)
         officer_token = signer.mint("net", "officer", name="Officer", role="officer")
         party_token = signer.mint("net", "party", name="Party")
@@ -349,6 +501,14 @@ async def measure(
             )
 
         await wait_for(both_decode, "video both ways", timeout=60)
+        arrivals = ArrivalLog() if frames else None
+        if arrivals is not None:
+            for transceiver in (
+                app[SFU].rooms["net"].participants["party"].publisher_pc.getTransceivers()
+            ):
+                sink = getattr(transceiver.receiver, "_sfu_sink", None)
+                if transceiver.kind == "video" and sink is not None:
+                    arrivals.wrap(sink)
         await asyncio.sleep(2.0)
         await net.set(up=condition.up, down=condition.down)
         await asyncio.sleep(settle)
@@ -358,6 +518,10 @@ async def measure(
         party0, officer0 = await snapshot(party), await snapshot(officer)
         start = loop.time()
         party_samples: list[tuple[float, float]] = []
+        # the party's encoder target and its transport's send estimate (bits/s), as sampled
+        party_target: list[float] = []
+        party_available: list[float] = []
+        party_remb: list[float] = []  # the REMB the SFU last sent it (TWCC: the cap)
         officer_samples: list[tuple[float, float]] = []
         phases: set[str] = set()
         outage_end = None
@@ -369,11 +533,20 @@ async def measure(
             p, o = await snapshot(party), await snapshot(officer)
             t = loop.time()
             party_samples.append((t, p["inbound"]["video"].get("framesDecoded", 0)))
+            if isinstance(p["outbound"]["video"].get("targetBitrate"), (int, float)):
+                party_target.append(p["outbound"]["video"]["targetBitrate"])
+            if isinstance(p["outbound"].get("availableOutgoingBitrate"), (int, float)):
+                party_available.append(p["outbound"]["availableOutgoingBitrate"])
+            state = _publisher_state(app, "party")
+            if state is not None and state["remb_bps"] is not None:
+                party_remb.append(state["remb_bps"])
             officer_samples.append((t, o["inbound"]["video"].get("framesDecoded", 0)))
             phases.add(str(p["phase"]))
             await asyncio.sleep(0.25)
         end = loop.time()
         party1, officer1 = await snapshot(party), await snapshot(officer)
+        shown: list[list[Any]] = await officer.evaluate("window.__frames || []") if frames else []
+        origin = float(await officer.evaluate("window.__origin || 0")) if frames else 0.0
         link1 = await net.stats()
         sfu1 = app[SFU].stats()
         span = end - start
@@ -401,11 +574,15 @@ async def measure(
                 "fps": round(delta(a, b, "outbound", "video", "framesSent") / span, 1),
                 "kbps": round(delta(a, b, "outbound", "video", "bytesSent") * 8 / 1000 / span),
                 "retransmitted": int(delta(a, b, "outbound", "video", "retransmittedPacketsSent")),
+                # what a packet waited in the sender's pacer, a frame in its encoder (ms, mean)
+                "pacer_ms": _per(a, b, "totalPacketSendDelay", "packetsSent"),
+                "encode_ms": _per(a, b, "totalEncodeTime", "framesEncoded"),
                 "scalability": b["outbound"]["video"].get("scalabilityMode"),
                 "limited_by": b["outbound"]["video"].get("qualityLimitationReason"),
             }
 
         report: dict[str, Any] = {
+            "twcc": twcc,
             # the party's video down-track at the window's end: what the SFU thinks of its link
             "party_downtrack": _downtrack_state(app, "party"),
             "condition": condition.name,
@@ -415,7 +592,16 @@ async def measure(
             # the party (Chromium in the impaired namespace): what it receives and sends
             "party_receives": received(party0, party1)
             | {"longest_still": round(longest_still(party_samples), 2)},
-            "party_sends": sent(party0, party1),
+            "party_sends": sent(party0, party1)
+            | {
+                # medians over the window (kbit/s): what the party's encoder aimed at, and what
+                # its congestion control thought the path takes
+                "target_kbps": _median([v / 1000 for v in party_target]),
+                "available_kbps": _median([v / 1000 for v in party_available]),
+                "remb_kbps": _median([v / 1000 for v in party_remb]),
+            },
+            # what the SFU sent the party as a publisher: TWCC feedback, its REMB
+            "party_publisher": _publisher_state(app, "party"),
             # the officer (Chromium, clean link): what it receives from the party
             "officer_receives": received(officer0, officer1)
             | {"longest_still": round(longest_still(officer_samples), 2)},
@@ -441,12 +627,54 @@ async def measure(
             },
             "problems": officer_browser.violations + party_browser.violations,
         }
+        if frames:
+            rows = [f for f in shown if f[1] > 0 and officer0["t"] <= f[0] <= officer1["t"]]
+            gaps = frame_gaps(shown, officer0["t"], officer1["t"], origin=origin, arrivals=arrivals)
+            still = [g["shown_ms"] for g in gaps if g["shown_ms"] >= 200]
+            report["officer_frames"] = {
+                "shown": len(rows),
+                # the picture still for 200 ms or more: how often, how long in all (s). Unlike
+                # Chromium's freezeCount, whose threshold (3 frame intervals, at least 150 ms
+                # more than one) grows as the frame rate falls, so a stream that collapsed to
+                # 3 fps counts fewer freezes than one at 27 fps with a few late frames
+                "stills_200ms": len(still),
+                "still_200ms_s": round(sum(still) / 1000, 2),
+                "sizes": sorted({f"{f[3]}x{f[4]}" for f in rows}),
+                # the party's frames the SFU logged, and of the shown ones how many it logged
+                "sfu_logged": None if arrivals is None else len(arrivals.frames),
+                "sfu_offset": None if arrivals is None else rtp_offset(rows, arrivals),
+                "gaps": gaps,
+            }
         if outage_end is not None:
             for who, samples in (("party", party_samples), ("officer", officer_samples)):
                 before = [c for t, c in samples if t <= outage_end]
                 after = [t for t, c in samples if t > outage_end and before and c > before[-1]]
                 report[f"{who}_moving_again_s"] = round(after[0] - outage_end, 2) if after else None
         return report
+
+
+def _publisher_state(app: Any, participant: str) -> dict[str, Any] | None:
+    from control.appkeys import SFU
+
+    room = app[SFU].rooms.get("net")
+    if room is None or participant not in room.participants:
+        return None
+    state: dict[str, Any] = {"twcc_feedback": 0, "twcc_packets": 0, "remb_bps": None}
+    pc = room.participants[participant].publisher_pc
+    answer = pc.localDescription.sdp if pc.localDescription is not None else ""
+    # the kinds of the answer's m-lines that carry transport-cc feedback
+    state["answer_transport_cc"] = sorted(
+        section.split(" ", 1)[0] for section in answer.split("m=")[1:] if "transport-cc" in section
+    )
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        recorder = getattr(receiver, "_twcc", None)
+        if recorder is not None:
+            state["twcc_feedback"] = recorder.feedback_sent
+            state["twcc_packets"] = recorder.packets_recorded
+        if transceiver.kind == "video":
+            state["remb_bps"] = getattr(receiver, "remb_sent", None)
+    return state
 
 
 def _downtrack_state(app: Any, participant: str) -> dict[str, Any] | None:
@@ -477,7 +705,9 @@ def _line(r: dict[str, Any]) -> str:
         f"{pr['freezes']} freezes {pr['frozen_seconds']} s, still <= {pr['longest_still']} s, "
         f"lost {pr['packets_lost']}/{pr['packets_received']}, NACK {pr['nacks_sent']}, "
         f"PLI {pr['plis_sent']}, audio concealed {pr['audio_concealed_pct']}%) | party sends "
-        f"{ps['fps']} fps {ps['kbps']} kbit/s | officer gets {orx['decoded_fps']} fps "
+        f"{ps['fps']} fps {ps['kbps']} kbit/s (target {ps.get('target_kbps')}, available "
+        f"{ps.get('available_kbps')}; TWCC {r.get('twcc')}, {r.get('party_publisher')}) | "
+        f"officer gets {orx['decoded_fps']} fps "
         f"({orx['freezes']} freezes {orx['frozen_seconds']} s, lost {orx['packets_lost']}, "
         f"audio concealed {orx['audio_concealed_pct']}%) | SFU left out "
         f"{r['sfu']['frames_dropped']}, pauses {r['sfu']['congestion_pauses']} | load "
@@ -491,14 +721,23 @@ def _line(r: dict[str, Any]) -> str:
     return line
 
 
-async def run(names: list[str], seconds: float, settle: float, as_json: bool) -> int:
+async def run(
+    names: list[str],
+    seconds: float,
+    settle: float,
+    as_json: bool,
+    twcc: bool = False,
+    frames: bool = False,
+) -> int:
     reports = []
     with tempfile.TemporaryDirectory(prefix="browsernet-") as scratch:
         for name in names:
-            report = await measure(CONDITIONS[name], seconds, settle, Path(scratch))
+            report = await measure(CONDITIONS[name], seconds, settle, Path(scratch), twcc, frames)
             reports.append(report)
             if not as_json:
                 print(_line(report), flush=True)
+                if frames:
+                    print(f"  officer's frames: {report['officer_frames']}", flush=True)
     if as_json:
         print(json.dumps(reports, indent=1, ensure_ascii=False))
     return 0
@@ -511,11 +750,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="after the condition is set")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--twcc",
+        action="store_true",
+        help="answer publishers with TWCC (media.twcc; off by default: REMB only)",
+    )
+    parser.add_argument(
         "--trace",
         type=Path,
         metavar="FILE",
         help="write every receiver report and REMB the down-tracks get (and their congestion "
         "decisions) to FILE",
+    )
+    parser.add_argument(
+        "--frames",
+        action="store_true",
+        help="log every frame the officer's page shows and list the gaps of 150 ms or more "
+        "with their RTP and receive gaps (whose a freeze is: the sender's, the path's, the page's)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
@@ -530,7 +780,9 @@ def main(argv: list[str] | None = None) -> None:
 
     aiortc_hooks.install()
     names = args.condition or list(CONDITIONS)
-    raise SystemExit(asyncio.run(run(names, args.seconds, args.settle, args.json)))
+    raise SystemExit(
+        asyncio.run(run(names, args.seconds, args.settle, args.json, args.twcc, args.frames))
+    )
 
 
 if __name__ == "__main__":

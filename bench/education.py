@@ -123,6 +123,123 @@ def udp_receive_buffer_drops() -> int:
         return 0
 
 
+def udp_counters() -> dict[str, int]:
+    """The kernel's UDP counters so far (the ``Udp:`` rows of /proc/net/snmp, this network
+    namespace: every process of the bench is on its loopback; empty where it cannot be read):
+    ``RcvbufErrors`` (a datagram dropped for a full receive buffer: a reader too slow),
+    ``SndbufErrors`` (a send refused for a full send buffer: the server's own drops show there
+    too), ``InErrors`` (every datagram dropped on receipt, those included)."""
+    try:
+        with open("/proc/net/snmp") as fh:
+            rows = [line.split() for line in fh if line.startswith("Udp:")]
+        return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:], strict=True)}
+    except (OSError, IndexError, ValueError):
+        return {}
+
+
+UDP_COUNTERS = ("InDatagrams", "OutDatagrams", "RcvbufErrors", "SndbufErrors", "InErrors")
+
+
+def udp_counters_window(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What the kernel's UDP counters (:func:`udp_counters`) added between two readings."""
+    return {k: after[k] - before[k] for k in UDP_COUNTERS if k in before and k in after}
+
+
+def role_packets(text: str) -> dict[str, dict[str, float]]:
+    """The server's packets by participant role from its /metrics text
+    (``remotecase_sfu_role_packets_total``): ``{role: {"in_video": n, "out_audio": n, ...}}``,
+    the live participants' tracks so far."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("remotecase_sfu_role_packets_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        role = out.setdefault(labels.get("role", "?"), {})
+        key = f"{labels.get('direction')}_{labels.get('kind')}"
+        role[key] = role.get(key, 0.0) + value
+    return out
+
+
+def sent_packets(client: Any) -> dict[str, int]:
+    """RTP packets a bench client's publisher connection has sent so far, by kind (aiortc's
+    sender counts them for its sender reports)."""
+    out: dict[str, int] = {}
+    pc = getattr(client, "publisher_pc", None)
+    for sender in pc.getSenders() if pc is not None else []:
+        kind = str(getattr(sender, "kind", None) or "?")  # kept after its track ended
+        # aiortc's private count (in PRIVATE_NAMES, so a rename fails the contract test), read
+        # without a default: a missing count is an error, never a silent 0% uplink loss
+        out[kind] = out.get(kind, 0) + int(sender._RTCRtpSender__packet_count)
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads; not its children)."""
+    try:
+        f = _stat(pid)
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loss_breakdown(
+    *,
+    viewers: int,
+    sent: dict[str, int],
+    server_in: dict[str, float],
+    to_viewers: dict[str, float],
+    send_dropped: float,
+    viewers_expected: int,
+    viewers_received: int,
+    viewer_socket_drops: int,
+) -> dict[str, Any]:
+    """Where the presenter's packets went, over the run up to the end of the window (every
+    figure is a count so far, read within a second of the others): the presenter sent them,
+    the server received them (its up-track counters), numbered and sent them to each viewer
+    (its down-track counters), lost some on its own full send buffer (counted in the writers),
+    and each viewer received some of what was numbered for it (RTP sequence numbers).
+
+    ``uplink_loss``: the share of the presenter's packets the server never received (lost on
+    the way in: the server's socket, or the presenter's process too starved to send in time).
+    ``server_send_loss``: the share of the packets sent to viewers the server's socket refused.
+    ``viewer_side_loss``: what the viewers' sequence numbers miss beyond those two (the losses
+    compound: kept = (1 - uplink) x (1 - server send) x (1 - viewer side)). It is client-side
+    loss when the viewers' own sockets dropped (``viewers_socket_drops``); without such drops it
+    is what the counters here do not place (the uplink counts cover the run to the window's end,
+    the viewers' to their stop)."""
+    sent_total = sum(sent.values())
+    received = server_in.get("in_audio", 0.0) + server_in.get("in_video", 0.0)
+    forwarded = to_viewers.get("out_audio", 0.0) + to_viewers.get("out_video", 0.0)
+    lost_in = max(0.0, 1 - received / sent_total) if sent_total else 0.0
+    refused = min(1.0, send_dropped / forwarded) if forwarded else 0.0
+    missed = max(0.0, 1 - viewers_received / viewers_expected) if viewers_expected else 0.0
+    kept = 1 - missed
+    return {
+        "presenter_sent": sent,
+        "server_received_from_presenter": {
+            k: int(v) for k, v in server_in.items() if k.startswith("in_")
+        },
+        "server_forwarded_to_viewers": {
+            k: int(v) for k, v in to_viewers.items() if k.startswith("out_")
+        },
+        "forwarded_per_viewer": round(forwarded / viewers, 1) if viewers else 0.0,
+        "server_send_dropped": int(send_dropped),
+        "viewers_expected": viewers_expected,
+        "viewers_received": viewers_received,
+        "viewers_socket_drops": viewer_socket_drops,
+        "uplink_loss": round(lost_in, 5),
+        "server_send_loss": round(refused, 5),
+        "viewers_missed": round(missed, 5),
+        "viewer_side_loss": round(max(0.0, 1 - kept / (1 - lost_in) / (1 - refused)), 5)
+        if lost_in < 1 and refused < 1
+        else 0.0,
+    }
+
+
 def udp_socket_drops() -> dict[int, int]:
     """Each UDP socket's datagrams dropped so far (its receive buffer full), by inode: the
     ``drops`` column of /proc/net/udp and udp6 (this network namespace; empty where it cannot
@@ -181,12 +298,24 @@ def drops_by_role(
     return out
 
 
+def top_socket_drops(
+    before: dict[int, int], after: dict[int, int], pids: list[int], count: int = 3
+) -> list[int]:
+    """The most datagrams any one of the processes' sockets dropped between two readings,
+    largest first: one socket with nearly all of them is one stream read too slowly (the
+    presenter's, at 110 packets a second), many alike a process not scheduled."""
+    inodes = socket_inodes(pids)
+    drops = sorted((after[i] - before.get(i, 0) for i in inodes if i in after), reverse=True)
+    return [d for d in drops[:count] if d > 0]
+
+
 SFU_COUNTERS = (
     "remotecase_sfu_forwarded_packets_total",
     "remotecase_sfu_congestion_pauses_total",
     "remotecase_sfu_layer_dropped_frames_total",
     "remotecase_sfu_nacked_packets_total",
     "remotecase_sfu_publisher_gaps_total",
+    "remotecase_sfu_send_dropped_packets_total",
 )
 
 
@@ -205,15 +334,72 @@ def _sfu_counters(text: str) -> dict[str, float]:
     return {k.removeprefix("remotecase_sfu_"): v for k, v in out.items()}
 
 
+def loop_stall_counters(text: str) -> dict[str, Any]:
+    """The server's loop-watch counters from its /metrics text (control/loopwatch.py): the
+    watch's interval, the stalls by cause and the stalls' seconds by part."""
+    out: dict[str, Any] = {"interval": None, "stalls": {}, "seconds": {}}
+    for line in text.splitlines():
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if line.startswith("remotecase_event_loop_watch_interval_seconds "):
+            out["interval"] = value
+        elif line.startswith("remotecase_event_loop_stalls_total{"):
+            out["stalls"][line.split('cause="', 1)[1].split('"', 1)[0]] = value
+        elif line.startswith("remotecase_event_loop_stall_seconds_total{"):
+            out["seconds"][line.split('part="', 1)[1].split('"', 1)[0]] = value
+    return out
+
+
+def loop_keeping_up(
+    before: dict[str, Any], after: dict[str, Any], wakeups: int, seconds: float
+) -> dict[str, Any]:
+    """The loop's wake-ups in the window against those of a loop that keeps up (one each
+    interval), and its stalls in the window by cause, with their seconds by part."""
+    interval = after.get("interval")
+    expected = int(seconds / interval) if interval else None
+    return {
+        "wakeups": wakeups,
+        "expected": expected,
+        "share": round(wakeups / expected, 3) if expected else None,
+        "stalls_by_cause": {
+            k: int(v - before["stalls"].get(k, 0.0)) for k, v in after["stalls"].items()
+        },
+        "stall_seconds_by_part": {
+            k: round(v - before["seconds"].get(k, 0.0), 2) for k, v in after["seconds"].items()
+        },
+    }
+
+
+_STALL_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ .*?(event loop (\d+) ms late.*)$")
+
+
+def worst_stalls(log: str, start: float, end: float, count: int = 3) -> list[str]:
+    """The loop watch's worst stall warnings in the server's log between two wall-clock times
+    (each the worst of its ten seconds, with its cause and parts), worst first."""
+    import datetime
+
+    found: list[tuple[int, str]] = []
+    for line in log.splitlines():
+        m = _STALL_LINE.match(line)
+        if m is None:
+            continue
+        at = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+        if start - 1 <= at <= end + 1:
+            found.append((int(m.group(3)), f"{m.group(1)[11:]} {m.group(2)}"))
+    return [text for _, text in sorted(found, key=lambda x: -x[0])[:count]]
+
+
 def tree_rss_mb(pid: int) -> float:
     return round(sum(_status_kb(p, "VmRSS") for p in _descendants(pid)) / 1024, 1)
 
 
 def threads_by_name(pid: int) -> dict[str, int]:
     """The process's threads counted by their operating-system name (``/proc/PID/task/*/comm``)
-    with a trailing number taken off (``rec-1a2b3c_0`` -> ``rec-1a2b3c``): threads the server
-    names itself (``verifier``, the recorder's ``rec-``) apart from the rest (``python``: the
-    event loop and unnamed Python threads; native libraries' own names)."""
+    with a trailing number taken off (``verifier_0`` -> ``verifier``), every recording's writer
+    (``rec-1a2b3c``) as ``rec-``: threads the server names itself apart from the rest
+    (``python``: the event loop and unnamed Python threads; native libraries' own names)."""
     out: dict[str, int] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -225,7 +411,12 @@ def threads_by_name(pid: int) -> dict[str, int]:
                 name = fh.read().strip()
         except OSError:
             continue
-        name = re.sub(r"[-_:.]?\d+$", "", name) or "?"
+        if name.startswith("rec-"):
+            # a recording's writer (rec-<the recording id's last six>): one name for them all;
+            # the number rule below would eat an id that ends in digits ("rec-123456" -> "rec")
+            name = "rec-"
+        else:
+            name = re.sub(r"[-_:.]?\d+$", "", name) or "?"
         out[name] = out.get(name, 0) + 1
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -346,6 +537,32 @@ async def run_education_bench(
         print(
             "  by whose sockets     "
             + ", ".join(f"{k} {n}" for k, n in report["udp_drops_by_role"].items())
+            + f"; the server's sockets that dropped most: {report['server_socket_drops_top']}"
+        )
+        p = report["packets"]
+        print(
+            f"presenter's packets    sent {sum(p['presenter_sent'].values())}, the server "
+            f"received {sum(p['server_received_from_presenter'].values())} (uplink loss "
+            f"{p['uplink_loss']:.2%}); forwarded to viewers "
+            f"{sum(p['server_forwarded_to_viewers'].values())} ({p['forwarded_per_viewer']:.0f} "
+            f"each), {p['server_send_dropped']} lost on the server's full send buffer "
+            f"({p['server_send_loss']:.2%})"
+        )
+        print(
+            f"  at the viewers       {p['viewers_received']} of {p['viewers_expected']} numbered "
+            f"for them ({p['viewers_missed']:.2%} missed; beyond the uplink and the server's "
+            f"send: {p['viewer_side_loss']:.2%}), their sockets dropped "
+            f"{p['viewers_socket_drops']}"
+            + (" (client-side loss)" if p["viewers_socket_drops"] else "")
+        )
+        print(
+            "kernel UDP counters    in the window: "
+            + ", ".join(f"{k} {n}" for k, n in report["udp_window"].items())
+        )
+        print(
+            "clients' CPU           "
+            + ", ".join(f"{k} {v}%" for k, v in report["clients_cpu_percent"].items())
+            + " of one core"
         )
         print(
             f"verdicts               {report['verdicts_per_second']}/s "
@@ -362,13 +579,35 @@ async def run_education_bench(
             f"{report['checks']['passed']}, failed {report['checks']['failed']}"
             + "".join(f", {k} {n}" for k, n in report["checks"]["failed_by_reason"].items())
             + f"); viewers counting watch time {report['counting']}"
+            + (
+                " (at the end: "
+                + ", ".join(f"{k} {n}" for k, n in report["attendance_states"].items())
+                + ")"
+                if report.get("attendance_states")
+                else ""
+            )
         )
         lag = report.get("loop_lag") or {}
         if lag.get("count"):
+
+            def bound(ms: float | None) -> str:
+                return f"<= {ms} ms" if ms is not None else "> 10 s"
+
             print(
-                f"event loop lag         p50 <= {lag['p50_le_ms']} ms, p99 <= "
-                f"{lag['p99_le_ms']} ms, max <= {lag['max_le_ms']} ms ({lag['count']} wake-ups)"
+                f"event loop lag         p50 {bound(lag['p50_le_ms'])}, p99 "
+                f"{bound(lag['p99_le_ms'])}, max {bound(lag['max_le_ms'])}"
             )
+        up = report.get("loop") or {}
+        if up.get("expected"):
+            print(
+                f"  wake-ups             {up['wakeups']} of the {up['expected']} of a loop that "
+                f"keeps up ({up['share']:.0%}); stalls (0.1 s late or more) by cause: "
+                + ", ".join(f"{k} {n}" for k, n in up["stalls_by_cause"].items())
+                + "; their seconds by part: "
+                + ", ".join(f"{k} {n}" for k, n in up["stall_seconds_by_part"].items())
+            )
+        for line in report.get("worst_stalls") or []:
+            print(f"  worst                {line}")
         print(
             "threads by name        "
             + ", ".join(f"{k} {n}" for k, n in report["threads_by_name"].items())
@@ -686,12 +925,25 @@ async def _run(
                 1 for m in officer.messages if m.get("type") == "verification" and m.get("verdict")
             )
 
+        texts: list[str] = []
+
         async def scrape() -> dict[str, float]:
             async with http.get(base + "/metrics") as r:
-                return load_metrics.parse(await r.text())
+                texts.append(await r.text())
+                return load_metrics.parse(texts[-1])
+
+        def clients_cpu() -> dict[str, float]:
+            """The generators' CPU seconds: this process (the officer, presenting and
+            receiving every camera) and each viewer worker."""
+            out = {"officer": process_cpu(os.getpid())}
+            for i, proc in enumerate(workers):
+                out[f"viewers-{i + 1}"] = process_cpu(proc.pid)
+            return out
 
         disk0 = await asyncio.to_thread(recorder_on_disk, recordings) if recordings else None
+        udp0, clients0 = udp_counters(), clients_cpu()
         metrics0 = await scrape()
+        stalls0, wall0 = loop_stall_counters(texts[-1]), time.time()
         cpu0, ver0, rec0, v0, t0, drops0, sockets0 = (
             tree_cpu(server.pid),
             named_threads_cpu(server.pid, "verifier"),
@@ -711,7 +963,16 @@ async def _run(
             udp_receive_buffer_drops(),
             udp_socket_drops(),
         )
+        udp1, clients1 = udp_counters(), clients_cpu()
         metrics1 = await scrape()
+        # after the server's counters: the presenter has sent at least what they count (read
+        # before them, the packets sent meanwhile were received but not yet counted as sent)
+        presenter_sent = sent_packets(officer)
+        stalls1, wall1 = loop_stall_counters(texts[-1]), time.time()
+        log_path = Path(env["REMOTECASE_STORAGE__DATA_DIR"]).parent / "server.log"
+        log_text = await asyncio.to_thread(log_path.read_text, errors="replace")
+        by_role = role_packets(texts[-1])
+        send_dropped = _sfu_counters(texts[-1]).get("send_dropped_packets_total", 0.0)
         named = threads_by_name(server.pid)
         recorder: dict[str, Any] | None = None
         if recordings is not None and disk0 is not None:
@@ -723,13 +984,14 @@ async def _run(
         for i, proc in enumerate(workers):
             roles[f"viewers-{i + 1}"] = [proc.pid]
         socket_drops = drops_by_role(sockets0, sockets1, roles)
+        server_top = top_socket_drops(sockets0, sockets1, roles["server"])
         rss = tree_rss_mb(server.pid)
         threads = _status_kb(server.pid, "Threads")  # a count, read like the sizes
         peak = round(_status_kb(server.pid, "VmHWM") / 1024, 1)
         load = os.getloadavg()
 
         losses: list[float] = []
-        joined = 0
+        joined = viewers_expected = viewers_received = 0
         for proc in workers:
             assert proc.stdin is not None
             proc.stdin.write(b"STOP\n")
@@ -737,6 +999,8 @@ async def _run(
             result = json.loads((await _read_line(proc, "RESULT", 60))[len("RESULT ") :])
             joined += result["joined"]
             losses.extend(result["loss"])
+            viewers_expected += result["expected"]
+            viewers_received += result["received"]
         attendance = await call(
             "GET", f"/api/cases/{cid}/sessions/{session['id']}/attendance", token
         )
@@ -745,6 +1009,7 @@ async def _run(
 
     elapsed = t1 - t0
     passed = failed = counting = 0
+    states: dict[str, int] = {}  # the viewers' attendance at the end: state (and why not counting)
     reasons: dict[str, int] = {}  # failed checks by reason (no_picture: nothing judgeable came)
     for v in attendance["viewers"]:
         state = v["attendance"] or {}
@@ -756,6 +1021,10 @@ async def _run(
                 why = str(check.get("reason") or "?")
                 reasons[why] = reasons.get(why, 0) + 1
         counting += state.get("state") == "counting"
+        key = str(state.get("state") or "none")
+        if state.get("reason"):
+            key += f" ({state['reason']})"
+        states[key] = states.get(key, 0) + 1
     cpu = cpu1 - cpu0
     verifier = ver1 - ver0
     return {
@@ -778,6 +1047,15 @@ async def _run(
         "threads_by_name": named,
         # how late the server's event loop woke in the window (control/loopwatch.py)
         "loop_lag": load_metrics.histogram_window(metrics0, metrics1, "lag"),
+        # its wake-ups against a loop that keeps up, and its stalls by cause (loopwatch.py)
+        "loop": loop_keeping_up(
+            stalls0,
+            stalls1,
+            int((load_metrics.histogram_window(metrics0, metrics1, "lag") or {}).get("count", 0)),
+            elapsed,
+        ),
+        # the server's own warnings of its worst stalls in the window, with their parts
+        "worst_stalls": worst_stalls(log_text, wall0, wall1),
         "recorded": recorder is not None,
         # with --record: the recorder's own account (recorder_on_disk), else None
         "recorder": recorder,
@@ -788,10 +1066,30 @@ async def _run(
             "over_1_percent": sum(1 for x in losses if x > 0.01),
             "all": [round(x, 5) for x in losses],
         },
+        # where the presenter's packets went (loss_breakdown), and what the kernel and the
+        # generators' processes say about it in the window
+        "packets": loss_breakdown(
+            viewers=viewers,
+            sent=presenter_sent,
+            server_in=by_role.get("officer", {}),
+            to_viewers=by_role.get("party", {}),
+            send_dropped=send_dropped,
+            viewers_expected=viewers_expected,
+            viewers_received=viewers_received,
+            viewer_socket_drops=sum(
+                n for role, n in socket_drops.items() if role.startswith("viewers-")
+            ),
+        ),
+        "udp_window": udp_counters_window(udp0, udp1),
+        "clients_cpu_percent": {
+            k: round(100 * (clients1[k] - clients0.get(k, 0.0)) / elapsed, 1) for k in clients1
+        },
         "verdicts_per_second": round((v1 - v0) / elapsed, 2),
         "udp_receive_buffer_drops": drops1 - drops0,
         # the same by whose sockets (/proc/net/udp's drops column): server, officer, viewers-N
         "udp_drops_by_role": socket_drops,
+        # the server's sockets that dropped most (top_socket_drops)
+        "server_socket_drops_top": server_top,
         # the server's own account of where packets went (whole run, /metrics)
         "sfu": sfu,
         "samples_asked_per_second": round(viewers / sample_interval, 2),
@@ -811,6 +1109,7 @@ async def _run(
             "failed_by_reason": dict(sorted(reasons.items())),
         },
         "counting": counting,
+        "attendance_states": dict(sorted(states.items())),
         "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in load]},
     }
 
@@ -987,6 +1286,7 @@ async def _viewers(base: str, fps: int, tokens: list[str]) -> None:
     finally:
         pruner.cancel()
     loss = []
+    all_received = all_expected = 0
     for client in clients:
         received = expected = 0
         mine = presenter_mids(client)
@@ -996,11 +1296,15 @@ async def _viewers(base: str, fps: int, tokens: list[str]) -> None:
             received += count
             expected += ((highest - first) & 0xFFFF) + 1
         loss.append(max(0.0, 1 - received / expected) if expected else 1.0)
-    print(
-        "RESULT "
-        + json.dumps({"joined": sum(c.joined is not None for c in clients), "loss": loss}),
-        flush=True,
-    )
+        all_received += received
+        all_expected += expected
+    result = {
+        "joined": sum(c.joined is not None for c in clients),
+        "loss": loss,
+        "received": all_received,  # the presenter's packets, summed over this worker's viewers
+        "expected": all_expected,
+    }
+    print("RESULT " + json.dumps(result), flush=True)
     for client in clients:
         await client.close()
 

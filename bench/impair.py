@@ -12,6 +12,10 @@ sees exactly what a bad network would hand it; nothing in the server is touched.
     link.outage(5.0)                              # both directions dark for 5 s
     link.cut()                                    # dark for good: a client that died
 
+``hold_up`` reorders on purpose: a function of each datagram the peer sends that answers an
+extra delay for it (0: none), e.g. one packet of every large video frame held back behind the
+next frame's, so that a test meets the reordering it needs every time rather than by chance.
+
 ``up`` is what the peer sends (towards the server), ``down`` what it receives. Delays use the
 event loop's timers, so the peer must run on a loop (the tests' and the bench's do). Each
 direction draws from its own seeded generator, so a run is repeatable for the same traffic.
@@ -77,8 +81,11 @@ class ImpairedLink:
         down: Impairment | None = None,
         *,
         seed: int = 1,
+        hold_up: Callable[[bytes], float] | None = None,
     ) -> None:
         self._up = _Direction(up or Impairment(), random.Random(seed))
+        self._hold_up = hold_up
+        self.held = 0  # datagrams hold_up delayed
         self._down = _Direction(down or Impairment(), random.Random(seed + 1))
         self._dark_until = 0.0
         self._cut = False
@@ -169,7 +176,13 @@ class ImpairedLink:
         protocol.datagram_received = datagram_received
 
     # -- the impairment --------------------------------------------------------------------
-    def _pass(self, direction: _Direction, deliver: Callable[[], None], size: int = 0) -> None:
+    def _pass(
+        self,
+        direction: _Direction,
+        deliver: Callable[[], None],
+        size: int = 0,
+        extra: float = 0.0,
+    ) -> None:
         stats = direction.stats
         stats.datagrams += 1
         if self._closed:
@@ -190,7 +203,7 @@ class ImpairedLink:
                 stats.queue_dropped += 1
                 return
             direction.next_free = start + (size + 28) * 8 / imp.rate_bps  # with UDP/IP headers
-        delay = imp.delay
+        delay = imp.delay + extra
         if imp.jitter:
             delay += direction.rng.uniform(-imp.jitter, imp.jitter)
         due = start + delay
@@ -226,7 +239,11 @@ class _ImpairedTransport:
             if not transport.is_closing():
                 transport.sendto(data, addr)
 
-        self._link._pass(self._link._up, deliver, len(data))
+        link = self._link
+        extra = link._hold_up(data) if link._hold_up is not None else 0.0
+        if extra > 0:
+            link.held += 1
+        link._pass(link._up, deliver, len(data), max(0.0, extra))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

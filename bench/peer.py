@@ -32,6 +32,20 @@ from aiortc.rtp import RtpPacket, is_rtcp
 
 from .impair import ImpairedLink
 
+
+def _drain_when_connected(pc: RTCPeerConnection) -> None:
+    """Once connected, read this client's ICE sockets as the server reads its own
+    (:mod:`mediaserver.sockets`: every waiting datagram when ready, big buffers), as a browser
+    does. A client reading one datagram a turn next to a server that reads them all, on one
+    event loop (the tests), fell behind the server's bursts and lost runs of packets."""
+    from mediaserver.sockets import tune_ice_sockets
+
+    @pc.on("connectionstatechange")
+    def changed() -> None:
+        if pc.connectionState == "connected":
+            tune_ice_sockets(pc)
+
+
 VIDEO_CLOCK = 90000
 
 
@@ -279,6 +293,7 @@ class PeerClient:
         # an impaired network under both peer connections (bench.impair), if any
         self.link = link
         self.subscriber_pc = RTCPeerConnection(_config())
+        _drain_when_connected(self.subscriber_pc)
         if link is not None:
             link.impair(self.subscriber_pc)
         self.subscriber_pc.on("track", self._on_track)
@@ -371,6 +386,7 @@ class PeerClient:
     async def publish(self, *tracks: MediaStreamTrack, video_codec: str | None = None) -> None:
         if self.publisher_pc is None:
             self.publisher_pc = RTCPeerConnection(_config())
+            _drain_when_connected(self.publisher_pc)
             if self.link is not None:
                 self.link.impair(self.publisher_pc)
         pc = self.publisher_pc

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from control.config import ServerConfig
 
 
 @pytest.mark.parametrize("record", [False, True])
@@ -347,6 +350,25 @@ def test_bench_education_runs_a_session_with_face_checks() -> None:
     # every viewer's join check was decided, and it passed: the face is the enrolled one
     assert report["checks"]["passed"] >= 3
     assert "server CPU" in result.stdout
+    # where the presenter's packets went (issue 17): sent, received by the server, forwarded
+    # to each viewer, received there; the kernel's UDP counters and the generators' CPU
+    packets = report["packets"]
+    sent = sum(packets["presenter_sent"].values())
+    received = sum(packets["server_received_from_presenter"].values())
+    assert 0 < received <= sent and packets["forwarded_per_viewer"] > 0
+    assert 0 < packets["viewers_received"] <= packets["viewers_expected"]
+    assert packets["server_send_dropped"] >= 0 and 0.0 <= packets["uplink_loss"] <= 1.0
+    assert {"RcvbufErrors", "SndbufErrors", "InErrors"} <= set(report["udp_window"])
+    assert set(report["clients_cpu_percent"]) == {"officer", "viewers-1"}
+    assert "presenter's packets" in result.stdout
+    # the server's loop: its wake-ups against a loop that keeps up (one each 20 ms)
+    loop = report["loop"]
+    # one wake-up each interval of the server's loop watch (its default, as the bench runs it)
+    assert loop["expected"] == int(report["seconds"] / ServerConfig().loop_watch_interval)
+    assert 0 < loop["wakeups"] <= loop["expected"] + 5
+    assert set(loop["stalls_by_cause"]) == {"own", "gc", "core_wait", "off_core"}
+    assert isinstance(report["worst_stalls"], list)
+    assert "wake-ups" in result.stdout
 
 
 def test_bench_education_records_with_the_recorder_figures() -> None:
@@ -420,3 +442,78 @@ def test_bench_education_names_whose_sockets_drop() -> None:
     assert drops["me"] >= 100
     assert drops["init"] == 0
     assert set(drops) == {"me", "init", "other"}
+
+
+def test_threads_by_name_keeps_a_writer_whose_recording_id_ends_in_digits() -> None:
+    """A writer thread named rec-<six digits> (a recording id whose tail is all digits, about
+    one id in sixteen) is counted as ``rec-``, not taken for a number and cut to ``rec``."""
+    import ctypes
+    import os
+    import threading
+
+    from bench.education import threads_by_name
+
+    named, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        ctypes.CDLL(None).prctl(15, b"rec-123456", 0, 0, 0)  # PR_SET_NAME, as recorder.writer
+        named.set()
+        release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert named.wait(10)
+        counted = threads_by_name(os.getpid())
+    finally:
+        release.set()
+        thread.join()
+    assert counted.get("rec-") == 1, counted
+    assert "rec" not in counted
+
+
+async def test_the_education_report_reads_the_loop_watchs_stalls() -> None:
+    """The bench's reading of a real loop watch: a stall's cause counted in the window, the
+    wake-ups against a loop that keeps up, and the worst warnings picked from a server log by
+    their time."""
+    import time
+
+    from bench.education import loop_keeping_up, loop_stall_counters, worst_stalls
+    from control.loopwatch import LoopWatch
+
+    watch = LoopWatch(interval=0.01, stall_after=0.1)
+    watch.start()
+    try:
+        await asyncio.sleep(0.05)
+        before = loop_stall_counters("\n".join(watch.render()))
+        time.sleep(0.2)  # noqa: ASYNC251 - a blocking call, off the core
+        await asyncio.sleep(0.05)
+        after = loop_stall_counters("\n".join(watch.render()))
+    finally:
+        await watch.close()
+    assert before["interval"] == 0.01
+    window = loop_keeping_up(before, after, wakeups=20, seconds=1.0)
+    assert window["expected"] == 100 and window["share"] == 0.2
+    assert (
+        window["stalls_by_cause"]["off_core"] == 1 and sum(window["stalls_by_cause"].values()) == 1
+    )
+    assert window["stall_seconds_by_part"]["off_core"] >= 0.15
+    log = "\n".join(
+        [
+            "2026-12-02 07:41:14,033 WARNING control.loopwatch room=- event loop 900 ms late "
+            "(cause: core_wait; waiting for a core 800 ms)",
+            "2026-12-02 07:41:24,033 WARNING control.loopwatch room=- event loop 2898 ms late "
+            "(cause: off_core; off the core 2500 ms)",
+            "2026-12-02 07:41:34,033 WARNING control.sfu room=r1 a socket closed",
+            "2026-12-02 07:49:00,000 WARNING control.loopwatch room=- event loop 5000 ms late "
+            "(cause: own)",
+        ]
+    )
+    import datetime
+
+    start = datetime.datetime(2026, 12, 2, 7, 41, 0).timestamp()
+    end = datetime.datetime(2026, 12, 2, 7, 42, 0).timestamp()
+    assert worst_stalls(log, start, end) == [
+        "07:41:24 event loop 2898 ms late (cause: off_core; off the core 2500 ms)",
+        "07:41:14 event loop 900 ms late (cause: core_wait; waiting for a core 800 ms)",
+    ]
