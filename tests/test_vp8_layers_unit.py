@@ -604,3 +604,58 @@ async def test_layer_0_that_fits_pays_a_keyframes_debt_off_instead_of_pausing() 
         pub.frame()
     assert down.congestion_pauses == 1 and down._congested
     await up.close(CloseReason.UNPUBLISHED)
+
+
+async def test_probe_copies_of_recent_packets_through_layer_changes_never_reuse_a_number() -> None:
+    """A publisher on transport-wide congestion control (TWCC) probes its link by sending copies
+    of packets it sent a moment ago (libwebrtc's payload padding, on RTX), so the SFU sees many
+    duplicates, of frames it forwarded and of frames it left out, while a thin subscriber's
+    layers go down and up. Whatever arrives, one number of the subscriber's stream never carries
+    two different packets (a receiver would put one frame's data in another's), and every packet
+    sent is its original's, picture ID rewritten, with its original's timestamp."""
+    rng = random.Random(1813)
+    sent: list[RtpPacket] = []
+    up, down, _ = _make(sent)
+    pub = Publisher(up, seq=0xFE00)
+    pub.frame(key=True)
+    timestamps: dict[int, int] = {}  # publisher's sequence number -> timestamp
+    late: list[tuple[int, int]] = []  # (when, sequence number): lost, retransmitted later
+    for frame in range(1, 600):
+        if frame % 40 == 0:
+            _thin_to_layer_0(down)  # the link thins: down to layer 0
+        elif frame % 40 == 20:
+            down._link_budget = None  # and frees: the layers come back from a sync frame
+        picture, first = pub.picture_id, pub.seq
+        lose = tuple(part for part in range(PACKETS_PER_FRAME) if rng.random() < 0.05)
+        pub.frame(lose=lose)
+        for part in range(PACKETS_PER_FRAME):
+            timestamps[(first + part) & 0xFFFF] = picture * 6000
+        late.extend((frame + rng.randint(1, 4), (first + part) & 0xFFFF) for part in lose)
+        # probes: copies of packets from the last few frames, some of them twice
+        probes = [(pub.seq - rng.randint(1, 24)) & 0xFFFF for _ in range(rng.randint(0, 6))]
+        retransmitted = [seq for when, seq in late if when <= frame]
+        late = [(when, seq) for when, seq in late if when > frame]
+        for seq in probes + retransmitted:
+            if seq in pub.sent:
+                marker = int((seq - 0xFE00) % PACKETS_PER_FRAME == PACKETS_PER_FRAME - 1)
+                up.on_rtp(_rtp(seq, timestamps.get(seq, 0), pub.sent[seq], marker=marker))
+        if frame % 100 == 0:
+            await asyncio.sleep(0)
+    # upper layers left out while thin, and forwarded again in each free period
+    assert down.layer_dropped[1] > 0 and down.layer_dropped[2] > 0
+    upper = [p for p in sent if p.payload and vp8.temporal_id(p.payload) == 2]
+    assert len({p.timestamp for p in upper}) > 10 * 12, len(upper)
+    carried: dict[int, tuple[int, bytes]] = {}
+    base_ts = sent[0].timestamp  # the key frame's, publisher timestamp 0
+    for p in sent:
+        if not p.payload:
+            continue  # padding for a number left free
+        before = carried.setdefault(p.sequence_number, (p.timestamp, p.payload))
+        assert before == (p.timestamp, p.payload), f"number {p.sequence_number} carried two packets"
+        original = down._original(p.sequence_number)
+        if original is None:
+            continue  # older than the ranges kept
+        seq, pid_delta = original
+        assert p.payload == vp8.rewrite_picture_id(pub.sent[seq], pid_delta), p.sequence_number
+        assert (p.timestamp - base_ts) & 0xFFFFFFFF == timestamps.get(seq, 0), p.sequence_number
+    await up.close(CloseReason.UNPUBLISHED)
