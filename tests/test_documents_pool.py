@@ -38,7 +38,7 @@ def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ", 1)[1].startswith(("Z", "X"))
-    except (FileNotFoundError, ProcessLookupError):  # reaped before the open, or between open and read
+    except (FileNotFoundError, ProcessLookupError):  # reaped before the open, or during the read
         return True
 
 
