@@ -31,6 +31,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from .impair import ImpairedLink
+from .jitter import GuardedJitterBuffer, guard_receiver
 
 
 def _drain_when_connected(pc: RTCPeerConnection) -> None:
@@ -289,6 +290,7 @@ class PeerClient:
         self.frames: dict[str, list[Any]] = defaultdict(list)  # mid -> decoded frames (last few)
         self.frame_counts: dict[str, int] = defaultdict(int)
         self.frame_times: dict[str, list[float]] = defaultdict(list)  # mid -> loop time, per frame
+        self.jitter_buffers: dict[str, GuardedJitterBuffer] = {}  # mid -> video receiver's
         self.publisher_pc: RTCPeerConnection | None = None
         # an impaired network under both peer connections (bench.impair), if any
         self.link = link
@@ -376,9 +378,14 @@ class PeerClient:
                 attach = getattr(receiver, "attach_sink", None)  # needs aiortc_hooks.install()
                 if attach is not None and getattr(receiver, "_sfu_sink", None) is None:
                     attach(self.sink_factory(self, transceiver.mid))
-        elif self.record_payloads:
+        else:
             for transceiver in pc.getTransceivers():
-                self._tap_receiver(transceiver.receiver, transceiver.mid)
+                # frames reassembled as a browser would (bench/jitter.py)
+                guarded = guard_receiver(transceiver.receiver)
+                if guarded is not None and transceiver.mid is not None:
+                    self.jitter_buffers[transceiver.mid] = guarded
+                if self.record_payloads:
+                    self._tap_receiver(transceiver.receiver, transceiver.mid)
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
 

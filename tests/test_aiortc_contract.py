@@ -18,6 +18,7 @@ import aioice
 import aioice.ice
 import pylibsrtp._binding
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rate import OveruseEstimator, RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
@@ -32,6 +33,12 @@ from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 from OpenSSL import SSL
 from pylibsrtp import Policy, Session
 
+from bench.jitter import (
+    RECEIVER_CODECS,
+    RECEIVER_JITTER_BUFFER,
+    GuardedJitterBuffer,
+    guard_receiver,
+)
 from mediaserver import aiortc_hooks
 from mediaserver.twcc import TWCC_URI
 from tests.conftest import wait_until
@@ -118,6 +125,33 @@ async def test_every_private_name_still_exists() -> None:
         udp.close()
         if stun_udp is not None:
             stun_udp.close()
+        await pc.close()
+
+
+async def test_the_bench_receivers_jitter_buffer_is_aiortcs_to_replace() -> None:
+    """bench/jitter.py puts its buffer where a video receiver keeps aiortc's, reads the
+    receiver's codecs, and relies on ``add`` calling ``_remove_frame`` and on the receiver
+    sending a PLI when ``add`` asks."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        video = pc.addTransceiver("video", direction="recvonly").receiver
+        audio = pc.addTransceiver("audio", direction="recvonly").receiver
+        plain = getattr(video, RECEIVER_JITTER_BUFFER)
+        assert type(plain) is JitterBuffer and plain.capacity == 512 and plain._is_video
+        assert isinstance(getattr(video, RECEIVER_CODECS), dict)
+        guarded = guard_receiver(video)
+        assert isinstance(guarded, GuardedJitterBuffer)
+        assert (
+            getattr(video, RECEIVER_JITTER_BUFFER) is guarded and guard_receiver(video) is guarded
+        )
+        assert guard_receiver(audio) is None
+        for name in ("_origin", "_packets", "_capacity", "_is_video", "remove"):
+            assert hasattr(guarded, name), name
+        assert "self._remove_frame(" in inspect.getsource(JitterBuffer.add)
+        handle = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+        assert "self.__jitter_buffer.add(packet)" in handle
+        assert "if pli_flag:" in handle and "_send_rtcp_pli" in handle
+    finally:
         await pc.close()
 
 

@@ -23,6 +23,11 @@ async def test_two_party_call_forwards_video_and_audio(
     )
     frame = bob.frames[video_mid][-1]
     assert (frame.width, frame.height) == (320, 240)
+    # bob's frames came through the bench's guarded jitter buffer (bench/jitter.py), which on
+    # a clean link drops nothing
+    guarded = bob.jitter_buffers[video_mid]
+    assert (guarded.frames_without_start, guarded.packets_given_up) == (0, 0)
+    assert audio_mid not in bob.jitter_buffers
     stats = server.sfu.stats()
     assert stats["forwarded_packets_video"] > 0 and stats["forwarded_packets_audio"] > 0
     assert stats["participants"] == 2
