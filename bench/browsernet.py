@@ -19,7 +19,7 @@ layers left out, congestion pauses, retransmissions).
     python -m bench.browsernet                       # every condition, 30 s windows
     python -m bench.browsernet --condition thin_down --seconds 20 --json
     python -m bench.browsernet --condition thin_down --trace reports.log   # every RR and REMB
-    python -m bench.browsernet --condition loss5 --twcc   # publishers answered with TWCC
+    python -m bench.browsernet --condition loss5 --no-twcc   # publishers get REMB only
 
 ``BROWSERNET_CHROMIUM_ARGS`` adds switches to both Chromiums (``--force-fieldtrials=...``).
 
@@ -462,11 +462,11 @@ async def measure(
     seconds: float,
     settle: float,
     scratch: Path,
-    twcc: bool = False,
+    twcc: bool = True,
     frames: bool = False,
 ) -> dict[str, Any]:
     """One condition's window; ``twcc``: the server answers publishers with TWCC
-    (``media.twcc``; without, the REMB-only path, the server's default); ``frames``: the
+    (``media.twcc``, the server's default; False: the REMB-only path); ``frames``: the
     officer's shown frames are logged and the report lists their gaps (``frame_gaps``)."""
     from control.appkeys import SFU, SIGNER
 
@@ -726,7 +726,7 @@ async def run(
     seconds: float,
     settle: float,
     as_json: bool,
-    twcc: bool = False,
+    twcc: bool = True,
     frames: bool = False,
 ) -> int:
     reports = []
@@ -751,8 +751,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--twcc",
-        action="store_true",
-        help="answer publishers with TWCC (media.twcc; off by default: REMB only)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="answer publishers with TWCC (media.twcc, the server's default); --no-twcc: REMB "
+        "only, from the SFU's delay-based estimate",
     )
     parser.add_argument(
         "--trace",

@@ -211,4 +211,4 @@ def test_media_twcc_must_be_a_bool(value: object, tmp_path: Path, monkeypatch: A
     text = str(info.value)
     assert "media.twcc" in text and text.index("应为") < text.index("expected true or false")
     assert load_config(None, environ={}, overrides={"media": {"twcc": True}}).media.twcc is True
-    assert load_config(None, environ={}, overrides={}).media.twcc is False  # off by default
+    assert load_config(None, environ={}, overrides={}).media.twcc is True  # on by default

@@ -145,7 +145,7 @@ class TwccPublisher:
 
 @pytest.fixture
 async def twcc_server(tmp_path: Path) -> AsyncIterator[Server]:
-    """A server with ``media.twcc`` on (off by default)."""
+    """A server with ``media.twcc`` on (the default; set here all the same)."""
     srv = await start_server(make_config(tmp_path, media={"twcc": True}))
     yield srv
     await srv.runner.cleanup()
@@ -266,9 +266,17 @@ async def test_a_publisher_without_twcc_is_answered_and_estimated_as_before(
     await asyncio.sleep(0)
 
 
-async def test_twcc_is_off_by_default(server: Server, clients: list[PeerClient]) -> None:
-    """``media.twcc`` off (the default): a publisher offering TWCC is answered without it, and
-    gets the SFU's delay-based REMB as an aiortc publisher does."""
+async def test_twcc_off_answers_without_it(tmp_path: Path, clients: list[PeerClient]) -> None:
+    """``media.twcc`` off: a publisher offering TWCC is answered without it, and gets the SFU's
+    delay-based REMB as an aiortc publisher does."""
+    server = await start_server(make_config(tmp_path, media={"twcc": False}))
+    try:
+        await _answered_without_twcc(server, clients)
+    finally:
+        await server.runner.cleanup()
+
+
+async def _answered_without_twcc(server: Server, clients: list[PeerClient]) -> None:
     client = await join(server, clients, "off", "pub")
     publisher = TwccPublisher(client)
     try:
