@@ -21,6 +21,7 @@ import pytest
 import skimage.data
 from onnx import TensorProto, helper
 
+from bench.impair import ImpairedLink
 from bench.peer import ImageVideoTrack, PeerClient
 from control.appkeys import CUSTODY, RECORDER, VERIFIER
 from mediaserver.protocols import CloseReason
@@ -36,6 +37,7 @@ from tests.conftest import (
     start_server,
     wait_until,
 )
+from tests.test_resume import resume
 from verifier.engine import DEFAULT_THRESHOLD
 
 _spec = importlib.util.find_spec("insightface")
@@ -122,6 +124,7 @@ async def _call(
     consent: dict[str, bool] | None = None,
     fps: int = 15,
     size: tuple[int, int] = (640, 480),
+    link: ImpairedLink | None = None,
 ) -> tuple[PeerClient, PeerClient, str]:
     """A case session: the officer in the call, the party (the astronaut's reference) showing
     ``schedule``. Returns (officer, party, room)."""
@@ -136,7 +139,7 @@ async def _call(
     officer = PeerClient(server.base_url, session["token"], decode=False)
     clients.append(officer)
     await officer.connect()
-    driver = PeerClient(server.base_url, redeemed["token"], record_payloads=True)
+    driver = PeerClient(server.base_url, redeemed["token"], record_payloads=True, link=link)
     clients.append(driver)
     await driver.connect()
     await driver.publish(ImageVideoTrack(schedule, width=size[0], height=size[1], fps=fps))
@@ -185,6 +188,57 @@ async def test_the_enrolled_person_is_verified(verifier_server: VerifierServer) 
     )
     assert all(v["score"] >= v["threshold"] for v in verdicts() if v["verdict"] == "match")
     assert ("alert", "different_face") not in _states(officer)
+
+
+async def test_verification_goes_on_after_the_party_resumes(tmp_path: Path) -> None:
+    """Issue 18: a party whose network went dark for 4 s, and whose signalling socket died with
+    it, resumes on new sockets as the same participant; the officer keeps getting its verdicts,
+    matching again, from the watch that outlived the outage (no new enrollment, no leave)."""
+    settings = {"alert_after": 2.0, "no_face_after": 3.0, "sample_interval": 0.5}
+    server = await start_server(
+        make_config(tmp_path, verifier=settings, media={"resume_grace": 20.0})
+    )
+    clients: list[PeerClient] = []
+    try:
+        link = ImpairedLink()
+        officer, driver, _ = await _call(server, clients, [(0, ASTRONAUT)], link=link)
+        await wait_until(
+            lambda: ("verified", "matches") in _states(officer), timeout=20, what="verified"
+        )
+        link.outage(4.0)
+        await driver.close()
+        await officer.wait_for(lambda m: m["type"] == "participant_reconnecting", timeout=10)
+        await asyncio.sleep(4.0)
+        again = await resume(server, clients, driver)
+        assert again.joined is not None and again.joined["type"] == "resumed", again.joined
+        await again.publish(ImageVideoTrack([(0, ASTRONAUT)], width=640, height=480, fps=15))
+        resumed = await officer.wait_for(lambda m: m["type"] == "participant_resumed", timeout=10)
+        since = officer.messages.index(resumed)
+
+        def matches_after() -> list[dict[str, Any]]:
+            return [
+                m
+                for m in officer.messages[since:]
+                if m["type"] == "verification" and m.get("verdict") == "match"
+            ]
+
+        await wait_until(
+            lambda: len(matches_after()) >= 2, timeout=30, what="matching verdicts after resuming"
+        )
+        assert {m["participant"] for m in matches_after()} == {driver.joined["participant"]["id"]}  # type: ignore[index]
+        await wait_until(
+            lambda: _states(officer)[-1] == ("verified", "matches"),
+            timeout=20,
+            what="verified again",
+        )
+        assert ("alert", "different_face") not in _states(officer)
+        assert not [m for m in officer.messages if m["type"] == "participant_left"]
+        assert server.sfu.counters["participants_resumed"] == 1
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
+    assert leftovers(server.app) == {}, "left behind after the server stopped"
 
 
 async def test_close_is_ordered_idempotent_and_logs_every_verdict_taken(
