@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bench.browsernet import chromium, snapshot, write_moving_y4m
+from bench.browsernet import CONDITIONS, chromium, snapshot, write_moving_y4m
 from bench.netns import ImpairedNetwork
 from bench.peer import PeerClient
 from control.appkeys import RECORDER
@@ -80,10 +80,20 @@ def _about(m: dict[str, Any], pid: str) -> bool:
     return who == pid or (isinstance(who, dict) and who.get("id") == pid)
 
 
+# clean: the move alone; loss5: the move on a mobile link that is lossy and jittery all along
+# (5% loss each way, 150 ms RTT, +-30 ms jitter: bench.browsernet's condition), the issue's
+# "done when" in one case
+@pytest.mark.parametrize("condition", ["clean", "loss5"])
 async def test_chromium_party_changes_network_and_stays_in_the_call(
-    server: Server, network: ImpairedNetwork, tmp_path: Path, clients: list[PeerClient]
+    server: Server,
+    network: ImpairedNetwork,
+    tmp_path: Path,
+    clients: list[PeerClient],
+    condition: str,
 ) -> None:
     loop = asyncio.get_running_loop()
+    if condition != "clean":
+        await network.set(up=CONDITIONS[condition].up, down=CONDITIONS[condition].down)
     camera = tmp_path / "moving.y4m"
     await asyncio.to_thread(write_moving_y4m, camera)
     shots = Shots(tmp_path, "move")
