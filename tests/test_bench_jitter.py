@@ -150,3 +150,101 @@ def test_other_codecs_skip_to_the_next_timestamp() -> None:
     assert released == [0, 6000, 9000, 12000]
     assert plis == 1 and jb.packets_given_up == 1
     assert jb.frames_without_start == 0  # not VP8: no start bit is read
+
+
+def test_two_losses_are_each_given_up_a_bound_after_their_own() -> None:
+    clock = Clock()
+    jb = buffer(clock)
+    packets = [p for i in range(12) for p in frame(1 + 3 * i, 3000 * (i + 1))]
+    first_lost, second_lost = packets.pop(4), packets.pop(9)  # seqs 5 and 11, 6 numbers apart
+    assert (first_lost.sequence_number, second_lost.sequence_number) == (5, 11)
+    released, _ = feed(jb, packets[:12])  # past both holes, within the same 20 ms
+    assert released == [3000]
+    clock.now += GIVE_UP + 0.01
+    released, plis = feed(jb, packets[12:])
+    # both frames with a hole (6000 and 12000) are given up at once, not one bound after the
+    # other; the last frame waits for its successor
+    assert released == [9000, 15000, 18000, 21000, 24000, 27000, 30000, 33000], released
+    assert jb.packets_given_up == 2 and plis == 1
+
+
+def test_a_late_copy_of_a_packet_given_up_is_dropped() -> None:
+    clock = Clock()
+    jb = buffer(clock)
+    stream = [p for i in range(60) for p in frame(1 + 3 * i, 3000 * (i + 1))]
+    lost = stream.pop(4)  # seq 5
+    released, _ = feed(jb, stream[:10])
+    clock.now += GIVE_UP + 0.01
+    released, _ = feed(jb, stream[10:])  # 170 numbers later
+    assert jb.packets_given_up == 1
+    # its retransmission, 170 numbers behind: aiortc's buffer would restart on it (a misorder
+    # of 100 or more) and throw away what it holds
+    released, plis = feed(jb, [lost])
+    assert plis == 0 and jb._origin is not None and jb._origin > 100
+    released, plis = feed(jb, frame(181, 3000 * 61))
+    assert released and plis == 0
+    plain = JitterBuffer(capacity=512, is_video=True)
+    plain._origin = jb._origin  # the same state: its origin past the loss
+    assert plain.add(lost) == (True, None) and plain._origin == 5  # restarted on the old packet
+
+
+def test_numbers_wrap_around_65535() -> None:
+    clock = Clock()
+    jb = buffer(clock)
+    packets = [p for i in range(8) for p in frame(65530 + 3 * i, 3000 * (i + 1))]
+    assert [p.sequence_number for p in packets[:9]] == [
+        65530,
+        65531,
+        65532,
+        65533,
+        65534,
+        65535,
+        0,
+        1,
+        2,
+    ]
+    lost = packets.pop(6)  # seq 0, the start of the third frame, just past the wrap
+    released, _ = feed(jb, packets[:9])
+    assert released == [3000]  # 6000 waits for its successor's start, seq 0
+    clock.now += GIVE_UP + 0.01
+    released, plis = feed(jb, packets[9:])
+    # 6000 was whole before the hole and still comes out; 9000 is given up
+    assert released == [6000, 12000, 15000, 18000, 21000], released
+    assert plis == 1 and jb.packets_given_up == 1
+    assert jb._late_copy_of_given_up(lost.sequence_number)
+
+
+def test_a_frame_cut_by_aiortcs_own_skip_ahead_is_dropped() -> None:
+    """Session 14's case: a jump of over 512 numbers (the SFU's pause skip) makes aiortc's
+    ``smart_remove`` restart the origin at whatever came, here a frame's second packet."""
+    clock = Clock()
+    jb = buffer(clock)
+    plain = JitterBuffer(capacity=512, is_video=True)
+    before = frame(1, 3000) + frame(4, 6000)
+    jump = [vp8(1001, 9000, start=False), vp8(1002, 9000, start=False, marker=True)]
+    after = frame(1003, 12000) + frame(1006, 15000)
+    released, _ = feed(plain, before + jump + after)
+    assert 9000 in released  # aiortc hands the decoder the frame without its start
+    released, plis = feed(jb, before + jump + after)
+    assert 9000 not in released and 12000 in released
+    assert jb.frames_without_start == 1 and plis >= 1
+
+
+def test_h264_a_frame_after_a_lost_last_packet_is_kept() -> None:
+    clock = Clock()
+    jb = buffer(clock)
+
+    def h264(seq: int, timestamp: int, marker: bool) -> RtpPacket:
+        packet = RtpPacket(payload_type=H264, sequence_number=seq, timestamp=timestamp)
+        packet.marker = int(marker)
+        packet._data = b"\x00\x00\x00\x01" + bytes(10)  # type: ignore[attr-defined]
+        return packet
+
+    # frame 3000 loses its last packet (the marker); 6000 and on are whole
+    packets = [h264(1, 0, False), h264(2, 0, True), h264(3, 3000, False)]
+    packets += [h264(5 + 2 * i + j, 6000 + 3000 * i, j == 1) for i in range(4) for j in (0, 1)]
+    released, _ = feed(jb, packets[:5])
+    clock.now += GIVE_UP + 0.01
+    released += feed(jb, packets[5:])[0]
+    assert released == [0, 6000, 9000, 12000], released
+    assert jb.packets_given_up == 1

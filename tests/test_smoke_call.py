@@ -26,6 +26,7 @@ async def test_two_party_call_forwards_video_and_audio(
     # bob's frames came through the bench's guarded jitter buffer (bench/jitter.py), which on
     # a clean link drops nothing
     guarded = bob.jitter_buffers[video_mid]
+    assert guarded._origin is not None  # it is the buffer that took bob's packets
     assert (guarded.frames_without_start, guarded.packets_given_up) == (0, 0)
     assert audio_mid not in bob.jitter_buffers
     stats = server.sfu.stats()
