@@ -27,7 +27,7 @@ from bench.impair import ImpairedLink, Impairment
 from bench.peer import PatternVideoTrack, PeerClient, ToneAudioTrack, _config
 from mediaserver import twcc
 from mediaserver.aiortc_hooks import SfuRtpReceiver, TransportFeedback
-from tests.conftest import Server, join, make_config, start_server, wait_until
+from tests.conftest import Server, join, leftovers, make_config, start_server, wait_until
 
 TWCC_ID = 5
 ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
@@ -273,7 +273,10 @@ async def test_twcc_off_answers_without_it(tmp_path: Path, clients: list[PeerCli
     try:
         await _answered_without_twcc(server, clients)
     finally:
+        for client in clients:
+            await client.close()
         await server.runner.cleanup()
+    assert leftovers(server.app) == {}, "left behind after the server stopped"
 
 
 async def _answered_without_twcc(server: Server, clients: list[PeerClient]) -> None:

@@ -205,6 +205,11 @@ async def test_verification_goes_on_after_the_party_resumes(tmp_path: Path) -> N
         await wait_until(
             lambda: ("verified", "matches") in _states(officer), timeout=20, what="verified"
         )
+        pid = driver.joined["participant"]["id"]  # type: ignore[index]
+        (room,) = [r for r in server.sfu.rooms.values() if pid in r.participants]
+        watch = server.app[VERIFIER].watch_of(room.room_id, pid)
+        tracks = set(room.participants[pid].up_tracks)
+        assert watch is not None and len(tracks) == 1
         link.outage(4.0)
         await driver.close()
         await officer.wait_for(lambda m: m["type"] == "participant_reconnecting", timeout=10)
@@ -225,7 +230,10 @@ async def test_verification_goes_on_after_the_party_resumes(tmp_path: Path) -> N
         await wait_until(
             lambda: len(matches_after()) >= 2, timeout=30, what="matching verdicts after resuming"
         )
-        assert {m["participant"] for m in matches_after()} == {driver.joined["participant"]["id"]}  # type: ignore[index]
+        assert {m["participant"] for m in matches_after()} == {pid}
+        # the same watch on the same track: nothing restarted
+        assert server.app[VERIFIER].watch_of(room.room_id, pid) is watch
+        assert set(room.participants[pid].up_tracks) == tracks
         await wait_until(
             lambda: _states(officer)[-1] == ("verified", "matches"),
             timeout=20,
