@@ -43,9 +43,10 @@ class MediaOptions:
     # Answer a publisher that offers transport-wide congestion control (browsers do) with it:
     # feedback from the SFU, the publisher's own estimator, REMB only as the subscribers' cap
     # (docs/signalling.md); False: REMB from the SFU's delay-based estimate, as before. On by
-    # default since session 15: with REMB alone the SFU's delay-based estimate collapsed a
-    # browser party to 38-88 kbit/s on a clean link in 8 of 10 runs, and with TWCC the officer
-    # decoded more in all ten (docs/performance.md, "Session 12" and "Session 15").
+    # default since session 15: with REMB alone a browser party's picture collapsed (to 2-3 fps
+    # at about 43 kbit/s) in 3 of 10 quiet-machine windows, after an outage and on a lossy
+    # link, where with TWCC it kept 20 fps or more; on a loaded machine REMB fell to 38-88
+    # kbit/s in 8 of 10 runs across conditions (docs/performance.md, "Session 12", "Session 15").
     twcc: bool = True
     # Most participants in one room.
     max_participants: int = 50
