@@ -5,10 +5,12 @@ slow callback whose loop thread waited off the core names the thread it waited f
 from __future__ import annotations
 
 import collections
+import gc
 import sys
 import threading
 import time
 import traceback
+from typing import Any
 
 from control.loopwatch import thread_cpu
 
@@ -18,11 +20,26 @@ def _cpu_times() -> dict[int, float]:
     return {tid: seconds for tid, (_, seconds) in thread_cpu(names=False).items()}
 
 
+def _current_frames() -> dict[int, Any]:
+    """``sys._current_frames()`` with the garbage collector held off. CPython 3.11 before 3.11.9
+    (here 3.11.7) allocates under its thread-list lock in that call, and a collection there that
+    frees a ``threading.local`` takes the lock again: the process deadlocks (CPython gh-106883,
+    fixed in 3.11.9 by this same hold). A fresh-clone run of the suite hung so, in this sampler,
+    with every thread waiting for the interpreter's lock."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _stacks() -> dict[int, tuple[str, str]]:
     """(thread name, its Python stack), per native thread id, for the threads Python knows."""
     by_ident = {t.ident: t for t in threading.enumerate()}
     stacks: dict[int, tuple[str, str]] = {}
-    for ident, frame in sys._current_frames().items():
+    for ident, frame in _current_frames().items():
         thread = by_ident.get(ident)
         if thread is None or thread.native_id is None:
             continue
@@ -79,7 +96,7 @@ class ThreadTimes:
                 self._stacks.append((now, now - last, _stacks()))
             elif ident is not None:
                 # the loop's thread on one instruction (not in its selector) for LATE: blocked
-                frame = sys._current_frames().get(ident)
+                frame = _current_frames().get(ident)
                 here = (id(frame), frame.f_lasti) if frame is not None else None
                 if here != where or frame is None or frame.f_code.co_name == "select":
                     where, since = here, now
