@@ -97,10 +97,12 @@ class GuardedJitterBuffer(JitterBuffer):
     def _late_copy_of_given_up(self, seq: int) -> bool:
         """A retransmission of a packet already given up: behind the origin, and would make
         aiortc's buffer restart the stream when it is 100 or more numbers behind."""
-        if self._given_up is None:
+        if self._given_up is None or self._origin is None:
             return False
         start, end = self._given_up
-        return (seq - start) & 0xFFFF < (end - start) & 0xFFFF
+        # behind the origin too: 65,536 numbers on, the same numbers are new packets again
+        behind = 0 < (self._origin - seq) & 0xFFFF < 0x8000
+        return behind and (seq - start) & 0xFFFF < (end - start) & 0xFFFF
 
     def _note_missing(self, seq: int) -> None:
         """Remembers when each number skipped by ``seq`` was first missing; forgets ``seq``."""

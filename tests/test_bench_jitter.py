@@ -212,6 +212,9 @@ def test_numbers_wrap_around_65535() -> None:
     assert released == [6000, 12000, 15000, 18000, 21000], released
     assert plis == 1 and jb.packets_given_up == 1
     assert jb._late_copy_of_given_up(lost.sequence_number)
+    # once the numbers have gone round, seq 0 is a new packet ahead of the origin, not a copy
+    jb._origin = 40000
+    assert not jb._late_copy_of_given_up(lost.sequence_number)
 
 
 def test_a_frame_cut_by_aiortcs_own_skip_ahead_is_dropped() -> None:
