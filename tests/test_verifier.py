@@ -66,9 +66,11 @@ HANKS = cv2.resize(_read("Tom_Hanks_54745.png"), (448, 448), interpolation=cv2.I
 CAT = skimage.data.chelsea()
 
 
-async def _server(tmp_path: Path, **verifier: Any) -> Server:
+async def _server(
+    tmp_path: Path, *, media: dict[str, Any] | None = None, **verifier: Any
+) -> Server:
     settings = {"alert_after": 2.0, "no_face_after": 3.0, "sample_interval": 0.5, **verifier}
-    return await start_server(make_config(tmp_path, verifier=settings))
+    return await start_server(make_config(tmp_path, verifier=settings, media=media or {}))
 
 
 async def _enroll(
@@ -194,10 +196,7 @@ async def test_verification_goes_on_after_the_party_resumes(tmp_path: Path) -> N
     """Issue 18: a party whose network went dark for 4 s, and whose signalling socket died with
     it, resumes on new sockets as the same participant; the officer keeps getting its verdicts,
     matching again, from the watch that outlived the outage (no new enrollment, no leave)."""
-    settings = {"alert_after": 2.0, "no_face_after": 3.0, "sample_interval": 0.5}
-    server = await start_server(
-        make_config(tmp_path, verifier=settings, media={"resume_grace": 20.0})
-    )
+    server = await _server(tmp_path, media={"resume_grace": 20.0})
     clients: list[PeerClient] = []
     try:
         link = ImpairedLink()
