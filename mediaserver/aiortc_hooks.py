@@ -39,7 +39,7 @@ from aiortc.rate import (
     OveruseEstimator,
     RemoteBitrateEstimator,
 )
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import (
     RTCRtcpFeedback,
     RTCRtpHeaderExtensionParameters,
@@ -80,6 +80,9 @@ logger = logging.getLogger(__name__)
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("pc", "_RTCPeerConnection__certificates"),
     ("RTCCertificate", "_create_ssl_context"),
+    ("certificate", "_key"),
+    ("certificate", "_cert"),
+    ("dtls", "_ssl"),
     ("aiortc.rtcpeerconnection", "RTCRtpReceiver"),
     ("aiortc.rtcpeerconnection", "RTCRtpSender"),
     ("RTCRtpReceiver", "_handle_rtp_packet"),
@@ -337,27 +340,67 @@ class LeanOveruseEstimator(OveruseEstimator):
         return min_frame_period
 
 
-def release_dtls_buffers(pc: aiortc.RTCPeerConnection) -> None:
-    """Let OpenSSL free each DTLS connection's read and write buffers while they are empty
-    (``SSL_MODE_RELEASE_BUFFERS``), for the server's own peer connections.
+# The server's DTLS certificate is renewed for new connections once it is this old (aiortc's
+# certificates are valid for 30 days; a connection keeps the one it started with).
+CERTIFICATE_RENEWAL = 24 * 3600.0
 
-    After the handshake a server's DTLS carries almost nothing (SRTP keys come out of it;
-    media goes through libsrtp, not OpenSSL): only the close alert, and SCTP where a data
-    channel is open. aiortc's contexts keep about 40 KiB of buffers per connection for good
-    (measured: 147 against 107 KiB per connection after a handshake, two connections per
-    participant). The mode is set on the context aiortc makes per transport from the peer
-    connection's certificate, so nothing else about the handshake changes."""
-    for certificate in pc._RTCPeerConnection__certificates:  # type: ignore[attr-defined]
-        make = certificate._create_ssl_context
 
-        def create(
-            srtp_profiles: list[Any], _make: Callable[..., SSL.Context] = make
-        ) -> SSL.Context:
-            context = _make(srtp_profiles)
+class ServerCertificate(RTCCertificate):
+    """The one DTLS certificate of the server's peer connections, with one OpenSSL context
+    per set of SRTP profiles and its fingerprints computed once.
+
+    aiortc makes a certificate (a P-256 key, about 4 KiB in OpenSSL) for every peer connection
+    and an ``SSL_CTX`` (about 20 KiB) for every DTLS transport; a server participant has two of
+    each (publisher and subscriber connection). A media server needs one: Janus and mediasoup
+    use one certificate for all their connections, and a peer checks the fingerprint of the
+    answer it was given, which is the same for all. The context also gets
+    ``SSL_MODE_RELEASE_BUFFERS``: after the handshake a server's DTLS carries almost nothing
+    (the SRTP keys come out of it; media goes through libsrtp, not OpenSSL), so OpenSSL may
+    free each connection's read and write buffers while they are empty (about 40 KiB a
+    connection otherwise kept for good). Nothing else about the handshake changes: the
+    context is made by aiortc's own ``_create_ssl_context``."""
+
+    def __init__(self, key: Any, cert: Any, made: float) -> None:
+        super().__init__(key, cert)
+        self.made = made
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+        self._fingerprints: list[RTCDtlsFingerprint] | None = None
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        if self._fingerprints is None:
+            self._fingerprints = super().getFingerprints()
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
+        key = tuple(profile.openssl_profile for profile in srtp_profiles)
+        context = self._contexts.get(key)
+        if context is None:
+            context = super()._create_ssl_context(srtp_profiles)
             context.set_mode(SSL.MODE_RELEASE_BUFFERS)
-            return context
+            self._contexts[key] = context
+        return context
 
-        certificate._create_ssl_context = create
+
+_server_certificate: ServerCertificate | None = None
+
+
+def server_certificate(now: float | None = None) -> ServerCertificate:
+    """The server's current DTLS certificate, made at first use and renewed once it is
+    :data:`CERTIFICATE_RENEWAL` old (``now``: ``time.time()``, or the test's clock)."""
+    global _server_certificate
+    now = time.time() if now is None else now
+    current = _server_certificate
+    if current is None or not 0 <= now - current.made < CERTIFICATE_RENEWAL:
+        made = RTCCertificate.generateCertificate()
+        current = ServerCertificate(made._key, made._cert, now)
+        _server_certificate = current
+    return current
+
+
+def share_server_certificate(pc: aiortc.RTCPeerConnection, now: float | None = None) -> None:
+    """Give a server peer connection, before its first negotiation, the server's certificate
+    (:class:`ServerCertificate`) instead of the one aiortc made for it."""
+    pc._RTCPeerConnection__certificates = [server_certificate(now)]  # type: ignore[attr-defined]
 
 
 def lean_estimator() -> RemoteBitrateEstimator:

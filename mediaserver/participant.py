@@ -47,7 +47,7 @@ from .aiortc_hooks import (
     accept_transport_cc,
     consent_expired,
     datagram_counter,
-    release_dtls_buffers,
+    share_server_certificate,
 )
 from .forwarding import ForwardedUpTrack, RtpDownTrack
 from .options import MediaOptions
@@ -152,7 +152,7 @@ def _rtc_configuration(options: MediaOptions) -> RTCConfiguration:
 
 def _server_pc(options: MediaOptions) -> RTCPeerConnection:
     pc = RTCPeerConnection(_rtc_configuration(options))
-    release_dtls_buffers(pc)  # about 80 KiB less per participant (docs/performance.md)
+    share_server_certificate(pc)  # one certificate and context: docs/performance.md
     return pc
 
 

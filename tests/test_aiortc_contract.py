@@ -98,6 +98,7 @@ async def test_every_private_name_still_exists() -> None:
             "loop": loop,
             "pc": pc,
             "RTCCertificate": RTCCertificate,
+            "certificate": RTCCertificate.generateCertificate(),
         }
         missing = []
         for owner, name in aiortc_hooks.PRIVATE_NAMES:
@@ -168,35 +169,54 @@ def test_aiortc_parses_the_transport_wide_sequence_number() -> None:
     assert parsed.extensions.transport_sequence_number == 0xFFFE
 
 
-async def test_released_dtls_buffers_keep_the_handshake() -> None:
-    """``release_dtls_buffers``: the server's peer connection's DTLS contexts get
-    ``SSL_MODE_RELEASE_BUFFERS`` (the context aiortc makes per transport) and still
-    connect to an aiortc peer that has not, with SRTP keys out of the handshake; and the
-    datagram count the silence watch reads counts what reaches that connection's socket."""
-    server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    aiortc_hooks.release_dtls_buffers(server)
+async def _connect(server: RTCPeerConnection, client: RTCPeerConnection) -> str:
+    """Negotiate an audio call offered by ``client``; the server's answer's SDP."""
+    client.addTransceiver("audio", direction="sendrecv")
+    await client.setLocalDescription(await client.createOffer())
+    await server.setRemoteDescription(client.localDescription)
+    await server.setLocalDescription(await server.createAnswer())
+    await client.setRemoteDescription(server.localDescription)
+    for _ in range(200):
+        if server.connectionState == client.connectionState == "connected":
+            break
+        await asyncio.sleep(0.05)
+    assert server.connectionState == client.connectionState == "connected"
+    return server.localDescription.sdp
+
+
+async def test_server_connections_share_one_certificate_and_context() -> None:
+    """``share_server_certificate``: two server peer connections answer with the same
+    fingerprint, run their DTLS on one OpenSSL context (aiortc's, with
+    ``SSL_MODE_RELEASE_BUFFERS``), and each still completes its handshake with an aiortc peer
+    that made its own certificate, with SRTP keys out of it; and the datagram count the
+    silence watch reads counts what reaches that connection's socket."""
+    servers = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2)]
+    clients = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2)]
+    shared = aiortc_hooks.server_certificate()
+    for server in servers:
+        aiortc_hooks.share_server_certificate(server)
     try:
-        certificate = server._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
-        context = certificate._create_ssl_context(SRTP_PROFILES)
-        assert context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
-        client.addTransceiver("audio", direction="sendrecv")
-        await client.setLocalDescription(await client.createOffer())
-        await server.setRemoteDescription(client.localDescription)
-        await server.setLocalDescription(await server.createAnswer())
-        await client.setRemoteDescription(server.localDescription)
-        for _ in range(200):
-            if server.connectionState == client.connectionState == "connected":
-                break
-            await asyncio.sleep(0.05)
-        assert server.connectionState == "connected"
-        dtls = server.getTransceivers()[0].receiver.transport
-        assert dtls._rx_srtp is not None and dtls._tx_srtp is not None  # type: ignore[attr-defined]
+        answers = [await _connect(s, c) for s, c in zip(servers, clients, strict=True)]
+        fingerprint = next(f for f in shared.getFingerprints() if f.algorithm == "sha-256")
+        line = f"a=fingerprint:sha-256 {fingerprint.value}"
+        assert all(line in answer for answer in answers)
+        offered = clients[0].localDescription.sdp
+        assert line not in offered  # the client kept a certificate of its own
+        dtls = [server.getTransceivers()[0].receiver.transport for server in servers]
+        contexts = [t._ssl.get_context() for t in dtls]  # type: ignore[attr-defined, union-attr]
+        assert contexts[0] is contexts[1]
+        assert shared._create_ssl_context(SRTP_PROFILES) is contexts[0]
+        # the mode is set as the context is made (pyOpenSSL lets no one change a context
+        # once a connection uses it, nor read its mode then): one made the same way
+        unused = aiortc_hooks.ServerCertificate(shared._key, shared._cert, shared.made)
+        assert unused._create_ssl_context(SRTP_PROFILES).set_mode(0) & SSL.MODE_RELEASE_BUFFERS
+        for transport in dtls:
+            assert transport._rx_srtp is not None and transport._tx_srtp is not None  # type: ignore[attr-defined]
         # the silence watch's count (datagram_counter): every datagram reaching the nominated
         # pair's socket counts once, whatever it is and whoever sent it (aioice drops these)
-        count = aiortc_hooks.datagram_counter(server)
+        count = aiortc_hooks.datagram_counter(servers[0])
         assert count is not None
-        pair = dtls.transport._connection._nominated[1]  # type: ignore[attr-defined]
+        pair = dtls[0].transport._connection._nominated[1]  # type: ignore[attr-defined]
         address = pair.protocol.transport.get_extra_info("sockname")
         stray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -206,10 +226,24 @@ async def test_released_dtls_buffers_keep_the_handshake() -> None:
             await wait_until(lambda: count() >= before + 5, timeout=5, what="datagrams counted")
         finally:
             stray.close()
-        assert server.connectionState == "connected"
+        assert servers[0].connectionState == "connected"
     finally:
-        await client.close()
-        await server.close()
+        for pc in clients + servers:
+            await pc.close()
+
+
+def test_the_server_certificate_is_renewed_for_new_connections() -> None:
+    """A day after it was made the server's certificate is replaced for connections made
+    from then on; until then every connection gets the same one."""
+    now = 1_000_000_000.0
+    first = aiortc_hooks.server_certificate(now)
+    assert aiortc_hooks.server_certificate(now + 60) is first
+    later = aiortc_hooks.server_certificate(now + aiortc_hooks.CERTIFICATE_RENEWAL)
+    assert later is not first
+    assert later.getFingerprints()[0].value != first.getFingerprints()[0].value
+    assert aiortc_hooks.server_certificate(now + aiortc_hooks.CERTIFICATE_RENEWAL + 1) is later
+    # a clock set back: a new one rather than a certificate "made in the future"
+    assert aiortc_hooks.server_certificate(now) is not later
 
 
 async def test_overridden_signatures_match() -> None:
