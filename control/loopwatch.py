@@ -27,6 +27,13 @@ passes only walk what is newer; garbage that was frozen (the reference cycles of
 that have left) is reclaimed by a deliberate full collection (unfreeze, collect, freeze) when
 enough participants have left, preferably when the server carries no call, and at the latest
 after ``full_every`` seconds with departures. Each deliberate collection is logged with its pause.
+
+"Enough" is as many as are connected (at least ``min_departures``, 8; at most
+``full_after_departures``, 200): a full pass costs in proportion to everything tracked, the
+connected participants' objects and the dead ones', so a collection then walks at most about
+twice what it frees, and the memory of participants who left stays about that of those
+connected. A fixed count alone (200) let a small server hold the objects of 200 departed
+participants, about 0.7 MB each, while it carried two calls (docs/performance.md, "Session 16").
 """
 
 from __future__ import annotations
@@ -376,6 +383,7 @@ class GcPolicy:
         freeze_every: float = 10.0,
         full_every: float = 900.0,
         full_after_departures: int = 200,
+        min_departures: int = 8,
         idle_after: float = 5.0,
         trim: Callable[[], None] | None = None,
     ) -> None:
@@ -389,6 +397,7 @@ class GcPolicy:
         self.freeze_every = freeze_every
         self.full_every = full_every
         self.full_after_departures = full_after_departures
+        self.min_departures = min_departures
         self.idle_after = idle_after
         self.full_collections = 0
         self._tasks = TaskSet("gc policy", logger)
@@ -406,6 +415,12 @@ class GcPolicy:
         if self._started:
             self._started = False
             gc.unfreeze()  # hand everything back to the ordinary collector
+
+    def departures_for_full(self, connected: int) -> int:
+        """Departures since the last full collection that call for the next one while
+        ``connected`` participants are in calls: as many as are connected, within
+        ``min_departures`` and ``full_after_departures``."""
+        return min(self.full_after_departures, max(self.min_departures, connected))
 
     def full_collection(self, why: str) -> float:
         started = time.perf_counter()
@@ -431,15 +446,16 @@ class GcPolicy:
             await asyncio.sleep(self.freeze_every)
             now = loop.time()
             departed = self._departures() - departed_at_full
-            if self._participants() == 0:
+            connected = self._participants()
+            if connected == 0:
                 idle_since = now if idle_since is None else idle_since
             else:
                 idle_since = None
             why = ""
             if departed and idle_since is not None and now - idle_since >= self.idle_after:
                 why = f"no call in progress, {departed} departure(s)"
-            elif departed >= self.full_after_departures:
-                why = f"{departed} departures"
+            elif departed >= self.departures_for_full(connected):
+                why = f"{departed} departures, {connected} connected"
             elif departed and now - last_full >= self.full_every:
                 why = f"{departed} departure(s) in {now - last_full:.0f} s"
             if why:

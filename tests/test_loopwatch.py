@@ -84,6 +84,59 @@ def test_frozen_garbage_waits_for_departures_then_is_reclaimed() -> None:
     assert result.stdout.split() == ["OK", "2"]
 
 
+SCALED_SCRIPT = """
+import asyncio, gc, weakref
+from control.loopwatch import GcPolicy
+
+
+class Cyclic:
+    def __init__(self):
+        self.me = self
+
+
+async def main():
+    counts = {"departures": 0, "participants": 5}
+    policy = GcPolicy(lambda: counts["departures"], lambda: counts["participants"],
+                      freeze_every=0.05, min_departures=2, full_after_departures=200)
+    policy.start()
+    kept = [Cyclic()]
+    ref = weakref.ref(kept[0])
+    await asyncio.sleep(0.2)
+    kept.clear()
+    counts["departures"] = 4  # fewer than the five connected
+    await asyncio.sleep(0.3)
+    assert ref() is not None and policy.full_collections == 0, "4 departures with 5 in calls"
+    counts["departures"] = 5  # as many as are connected: far below 200
+    for _ in range(200):
+        if ref() is None:
+            break
+        await asyncio.sleep(0.01)
+    assert ref() is None and policy.full_collections == 1
+    await policy.close()
+    print("OK")
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_full_collection_comes_after_as_many_departures_as_are_connected() -> None:
+    """The departures that call for a full collection follow the participants connected, so the
+    dead participants' memory a server holds stays about that of its live calls: a small server
+    does not keep 200 departed participants' objects (0.7 MB each) while it carries two calls."""
+    from control.loopwatch import GcPolicy
+
+    policy = GcPolicy(lambda: 0, lambda: 0)
+    assert [policy.departures_for_full(n) for n in (0, 2, 8, 56, 199, 200, 400)] == [
+        8, 8, 8, 56, 199, 200, 200,
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", SCALED_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["OK"]
+
+
 async def test_a_blocked_loop_and_collections_show_in_metrics(tmp_path: Path) -> None:
     watch = LoopWatch(interval=0.01, warn_after=10.0)
     watch.start()
