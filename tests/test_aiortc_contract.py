@@ -265,6 +265,8 @@ async def test_overridden_signatures_match() -> None:
         (aiortc_hooks.AIOICE_QUERY_CONSENT, aiortc_hooks.query_consent),
         (NackGenerator.add, aiortc_hooks.LeanNackGenerator.add),
         (StreamStatistics.add, aiortc_hooks.LeanStreamStatistics.add),
+        (RTCCertificate._create_ssl_context, aiortc_hooks.ServerCertificate._create_ssl_context),
+        (RTCCertificate.getFingerprints, aiortc_hooks.ServerCertificate.getFingerprints),
     ]
     for base, ours in pairs:
         assert list(inspect.signature(base).parameters) == list(
