@@ -262,46 +262,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "production_scrypt: officers' passwords hashed at today's cost, not the test's"
     )
-    config.addinivalue_line(
-        "markers", "media: runs a call in real time (MEDIA_MODULES); one at a time"
-    )
-
-
-# The suite runs on two pytest-xdist workers (pyproject.toml's addopts, ``--dist loadgroup``).
-# Tests that run media in real time are kept to two serial groups, each on one worker: the
-# browser tests (Chromium, marked ``browser``) and the modules below, which run calls through
-# real aiortc peers, real servers and namespaces, or record one (a module-scoped recorded call
-# runs once, not once per worker). The rest (the API, documents, configuration, units; the
-# access matrix and the hardening tests connect peers too, but check answers, not media) is
-# shared out one test at a time. So two tests run at once: never two browser tests, never two
-# of these modules' calls, but a browser test beside an aiortc call, as on a busy machine.
-# A new module that runs a call in real time belongs here (or is marked ``media``).
-MEDIA_MODULES = frozenset(
-    f"test_{name}"
-    for name in """
-    admission aiortc_contract bench_smoke cases_api casefile composite_labels congestion
-    custody_tamper customer_cases education_call education_live education_live_quiz
-    education_records events evidence_display face_quality forwarding heap_trim ice_sockets
-    ingress keyframe_sampling key_rotation lean_ingress lifecycle logs loss_counters mediation
-    network_browser network_demux network_liveness network_opus network_recovery offer_race
-    party_call_token party_device prejoin protocols readmission recorder recorder_crash
-    recorder_loss recorder_sessions recordings_api records_documents resume resume_consent
-    serve serve_flags shutdown_load signalling_errors smoke_call turn twcc twcc_stall verifier
-    verifier_threads whole_flow workers
-    """.split()
-)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook, in each worker)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return  # its mark is unknown then (and warnings are errors)
-    for item in items:
-        module = item.path.stem
-        if item.get_closest_marker("browser") is not None:
-            item.add_marker(pytest.mark.xdist_group("browser"))
-        elif item.get_closest_marker("media") is not None or module in MEDIA_MODULES:
-            item.add_marker(pytest.mark.xdist_group("media"))
 
 
 @pytest.fixture(autouse=True)
