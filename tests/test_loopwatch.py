@@ -14,10 +14,11 @@ from typing import Any
 
 import aiohttp
 
-from control.loopwatch import BUCKETS, LoopWatch
+from control.loopwatch import BUCKETS, GcPolicy, LoopWatch
 from tests.conftest import make_config, start_server
 
-POLICY_SCRIPT = """
+# What both policy scripts share: garbage only the cycle collector can reclaim, and a wait.
+POLICY_PRELUDE = """
 import asyncio, gc, sys, weakref
 from control.loopwatch import GcPolicy
 
@@ -34,7 +35,11 @@ async def until(predicate, what):
             return
         await asyncio.sleep(0.01)
     sys.exit(f"timed out waiting for {what}")
+"""
 
+POLICY_SCRIPT = (
+    POLICY_PRELUDE
+    + """
 
 async def main():
     counts = {"departures": 0, "participants": 3}
@@ -72,6 +77,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 def test_frozen_garbage_waits_for_departures_then_is_reclaimed() -> None:
@@ -84,15 +90,9 @@ def test_frozen_garbage_waits_for_departures_then_is_reclaimed() -> None:
     assert result.stdout.split() == ["OK", "2"]
 
 
-SCALED_SCRIPT = """
-import asyncio, gc, weakref
-from control.loopwatch import GcPolicy
-
-
-class Cyclic:
-    def __init__(self):
-        self.me = self
-
+SCALED_SCRIPT = (
+    POLICY_PRELUDE
+    + """
 
 async def main():
     counts = {"departures": 0, "participants": 5}
@@ -107,25 +107,21 @@ async def main():
     await asyncio.sleep(0.3)
     assert ref() is not None and policy.full_collections == 0, "4 departures with 5 in calls"
     counts["departures"] = 5  # as many as are connected: far below 200
-    for _ in range(200):
-        if ref() is None:
-            break
-        await asyncio.sleep(0.01)
-    assert ref() is None and policy.full_collections == 1
+    await until(lambda: ref() is None, "a full collection after five departures")
+    assert policy.full_collections == 1
     await policy.close()
     print("OK")
 
 
 asyncio.run(main())
 """
+)
 
 
 def test_a_full_collection_comes_after_as_many_departures_as_are_connected() -> None:
     """The departures that call for a full collection follow the participants connected, so the
     dead participants' memory a server holds stays about that of its live calls: a small server
     does not keep 200 departed participants' objects (0.7 MB each) while it carries two calls."""
-    from control.loopwatch import GcPolicy
-
     policy = GcPolicy(lambda: 0, lambda: 0)
     assert [policy.departures_for_full(n) for n in (0, 2, 8, 56, 199, 200, 400)] == [
         8, 8, 8, 56, 199, 200, 200,
